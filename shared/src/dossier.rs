@@ -1,0 +1,503 @@
+//! One patient dossier (病历档案) as one automerge document.
+//!
+//! Layout of the document (every key below the root is created in the
+//! dossier's first change, by the one device that created it, so no two
+//! devices ever race to create the same container):
+//!
+//! ```text
+//! ROOT
+//! ├ schema: 1            id: "<uuid v7>"      office: "44"     created_at
+//! ├ patient: { name, sex, age, birth_year, address, knows, notes,
+//! │            phones: { "<normalised>": true },            (a set)
+//! │            diseases: { "冠心病": true } }                (a set)
+//! ├ calls | visits | purchases | followups | hospital_stays |
+//! │ greetings | home_visits | deliveries | problems:
+//! │            { "<record id>": { field: scalar, ... } }
+//! ├ typical: { flagged, at, staff, notes }
+//! └ merged_into: "<uuid>"  (only on a duplicate folded into another dossier)
+//! ```
+//!
+//! Scalar fields that two devices set differently while offline stay as an
+//! automerge conflict; [`DossierView::conflicts`] lists them so staff can
+//! choose, instead of one value silently winning.
+
+use crate::DomainError;
+use crate::records::*;
+use automerge::transaction::{CommitOptions, Transactable, Transaction};
+use automerge::{ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use chrono::NaiveDateTime;
+use serde::Serialize;
+
+/// Version of the document layout above.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const PATIENT: &str = "patient";
+const PHONES: &str = "phones";
+const DISEASES: &str = "diseases";
+const TYPICAL: &str = "typical";
+const MERGED_INTO: &str = "merged_into";
+
+/// Every collection of records a dossier has.
+pub const COLLECTIONS: [&str; 9] = [
+    Call::COLLECTION,
+    Visit::COLLECTION,
+    Purchase::COLLECTION,
+    FollowUp::COLLECTION,
+    HospitalStay::COLLECTION,
+    Greeting::COLLECTION,
+    HomeVisit::COLLECTION,
+    Delivery::COLLECTION,
+    Problem::COLLECTION,
+];
+
+/// The patient's own fields, as read from the document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Patient {
+    pub name: String,
+    pub phones: Vec<String>,
+    pub diseases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sex: Option<Sex>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub birth_year: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// 是否知道: whether the patient knows the diagnosis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knows: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// Fields to set on the patient; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PatientUpdate {
+    pub name: Option<String>,
+    pub sex: Option<Sex>,
+    pub age: Option<i64>,
+    pub birth_year: Option<i64>,
+    pub address: Option<String>,
+    pub knows: Option<bool>,
+    pub notes: Option<String>,
+}
+
+/// A patient field with more than one concurrent value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Conflict {
+    pub field: String,
+    pub values: Vec<String>,
+}
+
+/// Everything in a dossier, read out of the document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DossierView {
+    pub id: String,
+    pub office: String,
+    pub created_at: NaiveDateTime,
+    pub patient: Patient,
+    pub calls: Vec<Call>,
+    pub visits: Vec<Visit>,
+    pub purchases: Vec<Purchase>,
+    pub followups: Vec<FollowUp>,
+    pub hospital_stays: Vec<HospitalStay>,
+    pub greetings: Vec<Greeting>,
+    pub home_visits: Vec<HomeVisit>,
+    pub deliveries: Vec<Delivery>,
+    pub problems: Vec<Problem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub typical: Option<TypicalCase>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<String>,
+    pub conflicts: Vec<Conflict>,
+}
+
+impl DossierView {
+    /// Number of records of every kind, for totals and checks.
+    pub fn record_count(&self) -> usize {
+        self.calls.len()
+            + self.visits.len()
+            + self.purchases.len()
+            + self.followups.len()
+            + self.hospital_stays.len()
+            + self.greetings.len()
+            + self.home_visits.len()
+            + self.deliveries.len()
+            + self.problems.len()
+    }
+}
+
+/// A dossier document with the actor of the device editing it.
+pub struct Dossier {
+    doc: Automerge,
+}
+
+/// An automerge change produced by one edit, ready for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChange {
+    pub hash: ChangeHash,
+    pub bytes: Vec<u8>,
+}
+
+impl Dossier {
+    /// Creates a dossier with its whole layout in one first change.
+    /// `time_ms` is the wall clock of the device, stored in the change.
+    pub fn create(
+        id: &str,
+        office: &str,
+        created_at: NaiveDateTime,
+        actor: ActorId,
+        time_ms: i64,
+    ) -> Result<(Dossier, NewChange), DomainError> {
+        let mut doc = Automerge::new().with_actor(actor);
+        let mut d = Dossier { doc: Automerge::new() };
+        let result = doc.transact_with(
+            |_| CommitOptions::default().with_time(time_ms),
+            |tx| -> Result<(), DomainError> {
+                tx.put(ROOT, "schema", SCHEMA_VERSION)?;
+                tx.put(ROOT, "id", id)?;
+                tx.put(ROOT, "office", office)?;
+                tx.put(ROOT, "created_at", crate::when::fmt_datetime(created_at))?;
+                let patient = tx.put_object(ROOT, PATIENT, ObjType::Map)?;
+                tx.put_object(&patient, PHONES, ObjType::Map)?;
+                tx.put_object(&patient, DISEASES, ObjType::Map)?;
+                tx.put_object(ROOT, TYPICAL, ObjType::Map)?;
+                for c in COLLECTIONS {
+                    tx.put_object(ROOT, c, ObjType::Map)?;
+                }
+                Ok(())
+            },
+        );
+        result.map_err(|f| f.error)?;
+        d.doc = doc;
+        let change = d.last_change().ok_or_else(|| DomainError::Malformed("no change".into()))?;
+        Ok((d, change))
+    }
+
+    /// Loads a saved document. Bytes from the network go through here too,
+    /// so any malformation is an error, never a panic of ours.
+    pub fn load(bytes: &[u8], actor: ActorId) -> Result<Dossier, DomainError> {
+        let doc = Automerge::load(bytes)?.with_actor(actor);
+        let d = Dossier { doc };
+        d.id()?;
+        Ok(d)
+    }
+
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    pub fn automerge(&self) -> &Automerge {
+        &self.doc
+    }
+
+    pub fn id(&self) -> Result<String, DomainError> {
+        root_str(&self.doc, "id")
+    }
+
+    pub fn office(&self) -> Result<String, DomainError> {
+        root_str(&self.doc, "office")
+    }
+
+    fn last_change(&self) -> Option<NewChange> {
+        self.doc.get_last_local_change().map(|c| NewChange {
+            hash: c.hash(),
+            bytes: c.raw_bytes().to_vec(),
+        })
+    }
+
+    /// Applies one edit as one automerge change. Returns `None` when the
+    /// edit changed nothing (e.g. setting a field to the value it has).
+    pub fn edit<F>(&mut self, time_ms: i64, f: F) -> Result<Option<NewChange>, DomainError>
+    where
+        F: FnOnce(&mut DossierTx<'_, '_>) -> Result<(), DomainError>,
+    {
+        let patient = obj(&self.doc, &ROOT, PATIENT)?;
+        let phones = obj(&self.doc, &patient, PHONES)?;
+        let diseases = obj(&self.doc, &patient, DISEASES)?;
+        let typical = obj(&self.doc, &ROOT, TYPICAL)?;
+        let outcome = self.doc.transact_with(
+            |_| CommitOptions::default().with_time(time_ms),
+            |tx| {
+                let mut dtx = DossierTx {
+                    tx,
+                    patient,
+                    phones,
+                    diseases,
+                    typical,
+                };
+                f(&mut dtx)
+            },
+        );
+        match outcome {
+            Ok(success) => Ok(success.hash.and_then(|_| self.last_change())),
+            Err(failure) => Err(failure.error),
+        }
+    }
+
+    /// Reads the whole dossier.
+    pub fn view(&self) -> Result<DossierView, DomainError> {
+        let doc = &self.doc;
+        let patient_obj = obj(doc, &ROOT, PATIENT)?;
+        let mut conflicts = Vec::new();
+        let mut scalar = |key: &str| -> Option<ScalarValue> {
+            let all = doc.get_all(&patient_obj, key).ok()?;
+            if all.len() > 1 {
+                let mut values: Vec<String> = all.iter().map(|(v, _)| scalar_text(v)).collect();
+                values.sort();
+                conflicts.push(Conflict {
+                    field: key.to_string(),
+                    values,
+                });
+            }
+            match doc.get(&patient_obj, key).ok()?? {
+                (Value::Scalar(s), _) => Some(s.into_owned()),
+                _ => None,
+            }
+        };
+        let str_of = |v: Option<ScalarValue>| v.and_then(|s| s.as_str().map(str::to_string));
+        let name = str_of(scalar("name")).unwrap_or_default();
+        let sex = str_of(scalar("sex")).and_then(|s| Sex::parse(&s));
+        let age = scalar("age").and_then(|s| s.as_i64());
+        let birth_year = scalar("birth_year").and_then(|s| s.as_i64());
+        let address = str_of(scalar("address"));
+        let knows = scalar("knows").and_then(|s| s.as_bool());
+        let notes = str_of(scalar("notes"));
+        let patient = Patient {
+            name,
+            phones: set_keys(doc, &obj(doc, &patient_obj, PHONES)?),
+            diseases: set_keys(doc, &obj(doc, &patient_obj, DISEASES)?),
+            sex,
+            age,
+            birth_year,
+            address,
+            knows,
+            notes,
+        };
+        let typical_obj = obj(doc, &ROOT, TYPICAL)?;
+        let typical = if doc.length(&typical_obj) == 0 {
+            None
+        } else {
+            Some(read_map(doc, &typical_obj)?)
+        };
+        let created_at = root_str(doc, "created_at")?;
+        Ok(DossierView {
+            id: self.id()?,
+            office: self.office()?,
+            created_at: crate::when::parse_datetime(&created_at)
+                .map_err(|_| DomainError::Malformed(format!("created_at `{created_at}`")))?,
+            patient,
+            calls: collection(doc)?,
+            visits: collection(doc)?,
+            purchases: collection(doc)?,
+            followups: collection(doc)?,
+            hospital_stays: collection(doc)?,
+            greetings: collection(doc)?,
+            home_visits: collection(doc)?,
+            deliveries: collection(doc)?,
+            problems: collection(doc)?,
+            typical,
+            merged_into: doc
+                .get(ROOT, MERGED_INTO)?
+                .and_then(|(v, _)| v.as_str().map(str::to_string)),
+            conflicts,
+        })
+    }
+}
+
+/// The edit operations on a dossier, inside one automerge transaction.
+pub struct DossierTx<'a, 'd> {
+    tx: &'a mut Transaction<'d>,
+    patient: ObjId,
+    phones: ObjId,
+    diseases: ObjId,
+    typical: ObjId,
+}
+
+impl DossierTx<'_, '_> {
+    /// Sets the given patient fields, skipping those already equal, so that
+    /// re-typing the same age on two devices makes no conflict.
+    pub fn update_patient(&mut self, u: &PatientUpdate) -> Result<(), DomainError> {
+        let mut set = |key: &str, v: Option<ScalarValue>| -> Result<(), DomainError> {
+            let Some(v) = v else { return Ok(()) };
+            let current = self.tx.get_all(&self.patient, key)?;
+            let same = current.len() == 1
+                && matches!(&current[0].0, Value::Scalar(s) if s.as_ref() == &v);
+            if !same {
+                self.tx.put(&self.patient, key, v)?;
+            }
+            Ok(())
+        };
+        set("name", u.name.clone().map(|s| ScalarValue::Str(s.into())))?;
+        set("sex", u.sex.map(|s| ScalarValue::Str(s.chinese().into())))?;
+        set("age", u.age.map(ScalarValue::Int))?;
+        set("birth_year", u.birth_year.map(ScalarValue::Int))?;
+        set("address", u.address.clone().map(|s| ScalarValue::Str(s.into())))?;
+        set("knows", u.knows.map(ScalarValue::Boolean))?;
+        set("notes", u.notes.clone().map(|s| ScalarValue::Str(s.into())))?;
+        Ok(())
+    }
+
+    /// Resolves a conflicted (or any) patient field to one value.
+    pub fn set_patient_field(&mut self, key: &str, value: ScalarValue) -> Result<(), DomainError> {
+        self.tx.put(&self.patient, key, value)?;
+        Ok(())
+    }
+
+    /// Adds a normalised phone number to the patient's set of numbers.
+    pub fn add_phone(&mut self, phone: &str) -> Result<(), DomainError> {
+        if self.tx.get(&self.phones, phone)?.is_none() {
+            self.tx.put(&self.phones, phone, true)?;
+        }
+        Ok(())
+    }
+
+    pub fn add_disease(&mut self, disease: &str) -> Result<(), DomainError> {
+        if self.tx.get(&self.diseases, disease)?.is_none() {
+            self.tx.put(&self.diseases, disease, true)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a record under its own id in its collection.
+    pub fn add<R: Record>(&mut self, record: &R) -> Result<(), DomainError> {
+        let coll = obj(&*self.tx, &ROOT, R::COLLECTION)?;
+        if self.tx.get(&coll, record.id())?.is_some() {
+            return Err(DomainError::invalid("id", format!("record {} exists", record.id())));
+        }
+        let map = self.tx.put_object(&coll, record.id(), ObjType::Map)?;
+        write_map(self.tx, &map, record)
+    }
+
+    /// Overwrites the given fields of an existing record.
+    pub fn update<R: Record>(&mut self, record: &R) -> Result<(), DomainError> {
+        let coll = obj(&*self.tx, &ROOT, R::COLLECTION)?;
+        let map = match self.tx.get(&coll, record.id())? {
+            Some((Value::Object(ObjType::Map), id)) => id,
+            _ => return Err(DomainError::UnknownRecord(record.id().to_string())),
+        };
+        let before: R = read_map(&*self.tx, &map)?;
+        let old = to_fields(&before)?;
+        for (k, v) in to_fields(record)? {
+            if old.iter().all(|(ok, ov)| ok != &k || ov != &v) {
+                self.tx.put(&map, k, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn get<R: Record>(&self, id: &str) -> Result<R, DomainError> {
+        let coll = obj(&*self.tx, &ROOT, R::COLLECTION)?;
+        match self.tx.get(&coll, id)? {
+            Some((Value::Object(ObjType::Map), map)) => read_map(&*self.tx, &map),
+            _ => Err(DomainError::UnknownRecord(id.to_string())),
+        }
+    }
+
+    pub fn set_typical(&mut self, t: &TypicalCase) -> Result<(), DomainError> {
+        let typical = self.typical.clone();
+        write_map(self.tx, &typical, t)
+    }
+
+    pub fn set_merged_into(&mut self, keep: &str) -> Result<(), DomainError> {
+        self.tx.put(ROOT, MERGED_INTO, keep)?;
+        Ok(())
+    }
+}
+
+fn root_str(doc: &impl ReadDoc, key: &str) -> Result<String, DomainError> {
+    match doc.get(ROOT, key)? {
+        Some((v, _)) => v
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| DomainError::Malformed(format!("root `{key}` is not text"))),
+        None => Err(DomainError::Malformed(format!("no `{key}` at the root"))),
+    }
+}
+
+fn obj(doc: &impl ReadDoc, parent: &ObjId, key: &str) -> Result<ObjId, DomainError> {
+    match doc.get(parent, key)? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => Err(DomainError::Malformed(format!("`{key}` is not a map"))),
+    }
+}
+
+fn set_keys(doc: &impl ReadDoc, set: &ObjId) -> Vec<String> {
+    doc.keys(set).collect()
+}
+
+fn scalar_text(v: &Value<'_>) -> String {
+    match v {
+        Value::Scalar(s) => match s.as_ref() {
+            ScalarValue::Str(s) => s.to_string(),
+            other => other.to_string(),
+        },
+        Value::Object(t) => format!("<{t}>"),
+    }
+}
+
+fn to_fields<T: Serialize>(value: &T) -> Result<Vec<(String, ScalarValue)>, DomainError> {
+    let json = serde_json::to_value(value).map_err(|e| DomainError::Malformed(e.to_string()))?;
+    let serde_json::Value::Object(map) = json else {
+        return Err(DomainError::Malformed("record is not a struct".into()));
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (k, v) in map {
+        let s = match v {
+            serde_json::Value::Null => continue,
+            serde_json::Value::Bool(b) => ScalarValue::Boolean(b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => ScalarValue::Int(i),
+                None => return Err(DomainError::invalid("number", format!("{n} is not an integer"))),
+            },
+            serde_json::Value::String(s) => ScalarValue::Str(s.into()),
+            _ => return Err(DomainError::Malformed(format!("field `{k}` is not a scalar"))),
+        };
+        out.push((k, s));
+    }
+    Ok(out)
+}
+
+fn write_map<T: Serialize>(tx: &mut Transaction<'_>, map: &ObjId, value: &T) -> Result<(), DomainError> {
+    for (k, v) in to_fields(value)? {
+        tx.put(map, k, v)?;
+    }
+    Ok(())
+}
+
+fn read_map<R: serde::de::DeserializeOwned>(doc: &impl ReadDoc, map: &ObjId) -> Result<R, DomainError> {
+    let mut json = serde_json::Map::new();
+    for item in doc.map_range(map, ..) {
+        let value: Value<'static> = item.value.clone().into();
+        let v = match &value {
+            Value::Scalar(s) => match s.as_ref() {
+                ScalarValue::Str(s) => serde_json::Value::String(s.to_string()),
+                ScalarValue::Int(i) => serde_json::Value::from(*i),
+                ScalarValue::Uint(u) => serde_json::Value::from(*u),
+                ScalarValue::Boolean(b) => serde_json::Value::Bool(*b),
+                _ => continue,
+            },
+            Value::Object(_) => continue,
+        };
+        json.insert(item.key.to_string(), v);
+    }
+    serde_json::from_value(serde_json::Value::Object(json)).map_err(|e| DomainError::Malformed(e.to_string()))
+}
+
+fn collection<R: Record>(doc: &Automerge) -> Result<Vec<R>, DomainError> {
+    let coll = obj(doc, &ROOT, R::COLLECTION)?;
+    let mut out = Vec::new();
+    for item in doc.map_range(&coll, ..) {
+        if let automerge::ValueRef::Object(ObjType::Map) = item.value {
+            let rec: R = read_map(doc, &item.id())?;
+            out.push(rec);
+        }
+    }
+    out.sort_by(|a, b| a.at().cmp(&b.at()).then_with(|| a.id().cmp(b.id())));
+    Ok(out)
+}

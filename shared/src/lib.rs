@@ -1,0 +1,29 @@
+//! # keqing-shared: the domain of Keqing, with no IO
+//!
+//! Everything here is pure: it takes values and returns values, and never
+//! touches a file, a socket or the clock. The office client and the server
+//! both build on it, so an office's daily report and headquarters' national
+//! figures come from the same definitions.
+//!
+//! Map of the modules:
+//! - [`office`]: the 27 province-level consultation offices (GB/T 2260 codes).
+//! - [`staff`]: the roles (岗位) of a customer department and their staff.
+//! - [`phone`]: phone number validation and normalisation (the dossier key).
+//! - [`when`]: parsing the dates and times office staff type.
+//! - [`records`]: the records a dossier holds (calls, visits, purchases, ...).
+//! - [`dossier`]: one patient dossier (病历档案) as an automerge document.
+//! - [`followup`]: the follow-up cadence (回访节奏) derived from a dossier.
+//! - [`report`]: report definitions shared by every level (office, HQ).
+//! - [`error`]: the domain error type.
+
+pub mod dossier;
+pub mod error;
+pub mod followup;
+pub mod office;
+pub mod phone;
+pub mod records;
+pub mod report;
+pub mod staff;
+pub mod when;
+
+pub use error::DomainError;

@@ -1,0 +1,245 @@
+//! The records a patient dossier (病历档案) holds.
+//!
+//! Each record is a flat struct with its own id. In the automerge document a
+//! record is a map of scalars stored under its id in its collection (a map of
+//! id → record), never a list element: two devices that append records to the
+//! same dossier while offline create different keys, so both survive the
+//! merge, and no ordering of list insertions can interleave them. Display
+//! order comes from each record's time.
+//!
+//! The mapping between a struct and its automerge map goes through serde:
+//! every field is a string, integer or boolean, `None` is left out.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// A kind of record stored in the dossier under its own collection key.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The key of the map (id → record) in the dossier document's root.
+    const COLLECTION: &'static str;
+    fn id(&self) -> &str;
+    /// When it happened, for the dossier's timeline.
+    fn at(&self) -> NaiveDateTime;
+}
+
+macro_rules! record {
+    ($ty:ty, $collection:literal, $at:ident) => {
+        impl Record for $ty {
+            const COLLECTION: &'static str = $collection;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn at(&self) -> NaiveDateTime {
+                self.$at
+            }
+        }
+    };
+}
+
+/// 电话咨询: one line of the consultation register (《电话咨询登记表》).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    /// The number the caller rang from, normalised.
+    pub caller_phone: String,
+    /// The caller's relation to the patient (本人, 子女, 配偶 ...).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub relation: Option<String>,
+    /// 信息来源: the ad channel that brought the call (电视, 报纸, 广播 ...).
+    pub source: String,
+    /// The disease discussed on this call.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub disease: Option<String>,
+    /// 病情: the patient's condition as told.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub condition: Option<String>,
+    /// 治疗情况: treatment so far.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub treatment: Option<String>,
+    /// Outcome / next step agreed on the call.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub outcome: Option<String>,
+}
+record!(Call, "calls", at);
+
+/// 到堂: a visit to the office, received by an expert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Visit {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub purchased: bool,
+    /// 未购原因: why the visitor did not buy.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason_not_bought: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notes: Option<String>,
+}
+record!(Visit, "visits", at);
+
+/// 购药: a purchase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Purchase {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub product: String,
+    /// Boxes (盒).
+    pub quantity: i64,
+    /// Amount paid, in fen (分), so money is never a float.
+    pub amount_fen: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub invoice: Option<String>,
+    /// 用药到期时间: when this supply runs out (red on the paper register).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub runout: Option<NaiveDate>,
+    /// Gifts handed over with the purchase.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gifts: Option<String>,
+    /// 礼品收据 number.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub gift_receipt: Option<String>,
+}
+record!(Purchase, "purchases", at);
+
+/// 回访: a follow-up call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FollowUp {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    /// What kind of call it was (回访, 关怀, 用药指导, 促到堂 ...): free text.
+    pub kind: String,
+    pub outcome: String,
+    /// 切入点: the entry point for the next call.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub next_entry: Option<String>,
+}
+record!(FollowUp, "followups", at);
+
+/// 住院: a hospital stay, registered so follow-up calls fit around it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HospitalStay {
+    pub id: String,
+    /// When it was registered.
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub admitted: NaiveDate,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub discharged: Option<NaiveDate>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hospital: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
+}
+record!(HospitalStay, "hospital_stays", at);
+
+/// A contact in person or by occasion: 逢年过节打招呼, 家访, 外送.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notes: Option<String>,
+}
+
+/// 逢年过节打招呼: a holiday greeting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Greeting(pub Contact);
+/// 家访: a home visit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HomeVisit(pub Contact);
+/// 外送: a delivery of goods, with guidance on taking them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery(pub Contact);
+
+macro_rules! contact_record {
+    ($ty:ty, $collection:literal) => {
+        impl Record for $ty {
+            const COLLECTION: &'static str = $collection;
+            fn id(&self) -> &str {
+                &self.0.id
+            }
+            fn at(&self) -> NaiveDateTime {
+                self.0.at
+            }
+        }
+    };
+}
+contact_record!(Greeting, "greetings");
+contact_record!(HomeVisit, "home_visits");
+contact_record!(Delivery, "deliveries");
+
+/// 问题患者: state of a problem (complaint, risk) until it is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProblemState {
+    Open,
+    Handling,
+    Resolved,
+}
+
+impl ProblemState {
+    pub fn chinese(self) -> &'static str {
+        match self {
+            ProblemState::Open => "待处理",
+            ProblemState::Handling => "处理中",
+            ProblemState::Resolved => "已解决",
+        }
+    }
+}
+
+/// 问题患者: one problem raised about a patient.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Problem {
+    pub id: String,
+    /// When it was opened.
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub description: String,
+    pub state: ProblemState,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub handling_at: Option<NaiveDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resolved_at: Option<NaiveDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resolution: Option<String>,
+}
+record!(Problem, "problems", at);
+
+/// 典型病例: a patient with a good, documented outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TypicalCase {
+    pub flagged: bool,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notes: Option<String>,
+}
+
+/// Sex as recorded on the dossier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sex {
+    Male,
+    Female,
+}
+
+impl Sex {
+    pub fn parse(s: &str) -> Option<Sex> {
+        match s.trim() {
+            "男" | "m" | "M" | "male" => Some(Sex::Male),
+            "女" | "f" | "F" | "female" => Some(Sex::Female),
+            _ => None,
+        }
+    }
+    pub fn chinese(self) -> &'static str {
+        match self {
+            Sex::Male => "男",
+            Sex::Female => "女",
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Roles (岗位) of a customer department, as the staff handbook lists them.
+
+use crate::DomainError;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// 客情主管: plans, reports, the archive, typical cases, problem patients.
+    Supervisor,
+    /// 咨询人员: answers consultation calls.
+    Consultant,
+    /// 回访人员: follow-up calls to non-buyers and buyers.
+    Followup,
+    /// 坐诊专家/促销: receives visitors, registers purchases.
+    Expert,
+    /// 导购员: shopping guide in pharmacies.
+    Guide,
+    /// 家访与外送: home visits and deliveries.
+    Field,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Supervisor,
+        Role::Consultant,
+        Role::Followup,
+        Role::Expert,
+        Role::Guide,
+        Role::Field,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Supervisor => "supervisor",
+            Role::Consultant => "consultant",
+            Role::Followup => "followup",
+            Role::Expert => "expert",
+            Role::Guide => "guide",
+            Role::Field => "field",
+        }
+    }
+
+    pub fn chinese(self) -> &'static str {
+        match self {
+            Role::Supervisor => "客情主管",
+            Role::Consultant => "咨询人员",
+            Role::Followup => "回访人员",
+            Role::Expert => "坐诊专家",
+            Role::Guide => "导购员",
+            Role::Field => "家访外送",
+        }
+    }
+
+    /// Accepts the English name or the Chinese one.
+    pub fn parse(s: &str) -> Result<Role, DomainError> {
+        let key = s.trim();
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(key) || r.chinese() == key)
+            .or(match key {
+                "促销" | "专家" => Some(Role::Expert),
+                "家访" | "外送" => Some(Role::Field),
+                "主管" => Some(Role::Supervisor),
+                "咨询" => Some(Role::Consultant),
+                "回访" => Some(Role::Followup),
+                "导购" => Some(Role::Guide),
+                _ => None,
+            })
+            .ok_or_else(|| DomainError::UnknownRole(key.to_string()))
+    }
+}
+
+/// A member of an office's customer department.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staff {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub active: bool,
+}
+
+/// A staff name as typed: trimmed, non-empty, no control characters.
+pub fn validate_name(field: &'static str, name: &str) -> Result<String, DomainError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(DomainError::invalid(field, "must not be empty"));
+    }
+    if name.chars().count() > 40 {
+        return Err(DomainError::invalid(field, "longer than 40 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(DomainError::invalid(field, "contains control characters"));
+    }
+    Ok(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_parse_in_both_languages() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()).unwrap(), r);
+            assert_eq!(Role::parse(r.chinese()).unwrap(), r);
+        }
+        assert_eq!(Role::parse("Consultant").unwrap(), Role::Consultant);
+        assert!(matches!(Role::parse("boss"), Err(DomainError::UnknownRole(_))));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(validate_name("name", " 李娜 ").unwrap(), "李娜");
+        assert!(validate_name("name", "  ").is_err());
+        assert!(validate_name("name", "a\u{7}b").is_err());
+    }
+}
