@@ -1,1 +1,21 @@
-pub fn x(){}
+//! # keqing: the office client
+//!
+//! An office's local replica and everything its staff do in a day, with no
+//! network needed.
+//!
+//! Map of the modules:
+//! - [`store`]: the SQLite replica (documents, outbox, projections); the
+//!   only module that writes SQL.
+//! - [`desk`]: the office operations (register a call, visits, purchases,
+//!   follow-ups, the due list, the daily summary) over the replica.
+//! - [`cli`]: the `keqing` command line: argument parsing and output.
+//! - [`table`]: plain-text tables that line up Chinese text.
+//! - [`error`]: the client's error type.
+
+pub mod cli;
+pub mod desk;
+pub mod error;
+pub mod store;
+pub mod table;
+
+pub use error::ClientError;

@@ -24,7 +24,9 @@
 use crate::DomainError;
 use crate::records::*;
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
-use automerge::{ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value};
+use automerge::{
+    ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
+};
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
@@ -151,7 +153,9 @@ impl Dossier {
         time_ms: i64,
     ) -> Result<(Dossier, NewChange), DomainError> {
         let mut doc = Automerge::new().with_actor(actor);
-        let mut d = Dossier { doc: Automerge::new() };
+        let mut d = Dossier {
+            doc: Automerge::new(),
+        };
         let result = doc.transact_with(
             |_| CommitOptions::default().with_time(time_ms),
             |tx| -> Result<(), DomainError> {
@@ -171,7 +175,9 @@ impl Dossier {
         );
         result.map_err(|f| f.error)?;
         d.doc = doc;
-        let change = d.last_change().ok_or_else(|| DomainError::Malformed("no change".into()))?;
+        let change = d
+            .last_change()
+            .ok_or_else(|| DomainError::Malformed("no change".into()))?;
         Ok((d, change))
     }
 
@@ -326,8 +332,8 @@ impl DossierTx<'_, '_> {
         let mut set = |key: &str, v: Option<ScalarValue>| -> Result<(), DomainError> {
             let Some(v) = v else { return Ok(()) };
             let current = self.tx.get_all(&self.patient, key)?;
-            let same = current.len() == 1
-                && matches!(&current[0].0, Value::Scalar(s) if s.as_ref() == &v);
+            let same =
+                current.len() == 1 && matches!(&current[0].0, Value::Scalar(s) if s.as_ref() == &v);
             if !same {
                 self.tx.put(&self.patient, key, v)?;
             }
@@ -337,7 +343,10 @@ impl DossierTx<'_, '_> {
         set("sex", u.sex.map(|s| ScalarValue::Str(s.chinese().into())))?;
         set("age", u.age.map(ScalarValue::Int))?;
         set("birth_year", u.birth_year.map(ScalarValue::Int))?;
-        set("address", u.address.clone().map(|s| ScalarValue::Str(s.into())))?;
+        set(
+            "address",
+            u.address.clone().map(|s| ScalarValue::Str(s.into())),
+        )?;
         set("knows", u.knows.map(ScalarValue::Boolean))?;
         set("notes", u.notes.clone().map(|s| ScalarValue::Str(s.into())))?;
         Ok(())
@@ -368,7 +377,10 @@ impl DossierTx<'_, '_> {
     pub fn add<R: Record>(&mut self, record: &R) -> Result<(), DomainError> {
         let coll = obj(&*self.tx, &ROOT, R::COLLECTION)?;
         if self.tx.get(&coll, record.id())?.is_some() {
-            return Err(DomainError::invalid("id", format!("record {} exists", record.id())));
+            return Err(DomainError::invalid(
+                "id",
+                format!("record {} exists", record.id()),
+            ));
         }
         let map = self.tx.put_object(&coll, record.id(), ObjType::Map)?;
         write_map(self.tx, &map, record)
@@ -453,24 +465,40 @@ fn to_fields<T: Serialize>(value: &T) -> Result<Vec<(String, ScalarValue)>, Doma
             serde_json::Value::Bool(b) => ScalarValue::Boolean(b),
             serde_json::Value::Number(n) => match n.as_i64() {
                 Some(i) => ScalarValue::Int(i),
-                None => return Err(DomainError::invalid("number", format!("{n} is not an integer"))),
+                None => {
+                    return Err(DomainError::invalid(
+                        "number",
+                        format!("{n} is not an integer"),
+                    ));
+                }
             },
             serde_json::Value::String(s) => ScalarValue::Str(s.into()),
-            _ => return Err(DomainError::Malformed(format!("field `{k}` is not a scalar"))),
+            _ => {
+                return Err(DomainError::Malformed(format!(
+                    "field `{k}` is not a scalar"
+                )));
+            }
         };
         out.push((k, s));
     }
     Ok(out)
 }
 
-fn write_map<T: Serialize>(tx: &mut Transaction<'_>, map: &ObjId, value: &T) -> Result<(), DomainError> {
+fn write_map<T: Serialize>(
+    tx: &mut Transaction<'_>,
+    map: &ObjId,
+    value: &T,
+) -> Result<(), DomainError> {
     for (k, v) in to_fields(value)? {
         tx.put(map, k, v)?;
     }
     Ok(())
 }
 
-fn read_map<R: serde::de::DeserializeOwned>(doc: &impl ReadDoc, map: &ObjId) -> Result<R, DomainError> {
+fn read_map<R: serde::de::DeserializeOwned>(
+    doc: &impl ReadDoc,
+    map: &ObjId,
+) -> Result<R, DomainError> {
     let mut json = serde_json::Map::new();
     for item in doc.map_range(map, ..) {
         let value: Value<'static> = item.value.clone().into();
@@ -486,7 +514,8 @@ fn read_map<R: serde::de::DeserializeOwned>(doc: &impl ReadDoc, map: &ObjId) -> 
         };
         json.insert(item.key.to_string(), v);
     }
-    serde_json::from_value(serde_json::Value::Object(json)).map_err(|e| DomainError::Malformed(e.to_string()))
+    serde_json::from_value(serde_json::Value::Object(json))
+        .map_err(|e| DomainError::Malformed(e.to_string()))
 }
 
 fn collection<R: Record>(doc: &Automerge) -> Result<Vec<R>, DomainError> {

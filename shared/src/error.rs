@@ -4,13 +4,19 @@ use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DomainError {
-    #[error("无效电话号码 invalid phone number `{0}`: expected an 11-digit mobile starting with 1, or a landline with its area code (e.g. 010-12345678)")]
+    #[error(
+        "无效电话号码 invalid phone number `{0}`: expected an 11-digit mobile starting with 1, or a landline with its area code (e.g. 010-12345678)"
+    )]
     InvalidPhone(String),
     #[error("无效日期 invalid date/time `{0}`: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM")]
     InvalidDate(String),
-    #[error("未知办事处 unknown office code `{0}`: expected a GB/T 2260 two-digit province code of one of the 27 offices (e.g. 44 = 广东)")]
+    #[error(
+        "未知办事处 unknown office code `{0}`: expected a GB/T 2260 two-digit province code of one of the 27 offices (e.g. 44 = 广东)"
+    )]
     UnknownOffice(String),
-    #[error("未知岗位 unknown role `{0}`: expected one of supervisor, consultant, followup, expert, guide, field (or 客情主管, 咨询人员, 回访人员, 坐诊专家, 导购员, 家访外送)")]
+    #[error(
+        "未知岗位 unknown role `{0}`: expected one of supervisor, consultant, followup, expert, guide, field (or 客情主管, 咨询人员, 回访人员, 坐诊专家, 导购员, 家访外送)"
+    )]
     UnknownRole(String),
     #[error("无效值 invalid {field}: {reason}")]
     InvalidField { field: &'static str, reason: String },

@@ -186,8 +186,9 @@ pub fn schedule(view: &DossierView) -> Vec<Slot> {
             due_from: call.at.date() + Duration::days(1),
             deadline,
             satisfied_at: None,
-            closed_at: first_came
-                .or(Some(at_start(deadline + Duration::days(STALE_AFTER_DAYS + 1)))),
+            closed_at: first_came.or(Some(at_start(
+                deadline + Duration::days(STALE_AFTER_DAYS + 1),
+            ))),
         });
     }
 
@@ -206,9 +207,9 @@ pub fn schedule(view: &DossierView) -> Vec<Slot> {
             due_from: visit.at.date() + Duration::days(1),
             deadline,
             satisfied_at: None,
-            closed_at: first_purchase
-                .filter(|p| *p > visit.at)
-                .or(Some(at_start(deadline + Duration::days(STALE_AFTER_DAYS + 1)))),
+            closed_at: first_purchase.filter(|p| *p > visit.at).or(Some(at_start(
+                deadline + Duration::days(STALE_AFTER_DAYS + 1),
+            ))),
         });
     }
 

@@ -14,6 +14,7 @@
 //! - [`dossier`]: one patient dossier (病历档案) as an automerge document.
 //! - [`followup`]: the follow-up cadence (回访节奏) derived from a dossier.
 //! - [`report`]: report definitions shared by every level (office, HQ).
+//! - [`roster`]: the staff of an office as one automerge document.
 //! - [`error`]: the domain error type.
 
 pub mod dossier;
@@ -23,6 +24,7 @@ pub mod office;
 pub mod phone;
 pub mod records;
 pub mod report;
+pub mod roster;
 pub mod staff;
 pub mod when;
 

@@ -15,33 +15,114 @@ pub struct Office {
 }
 
 pub const OFFICES: [Office; 27] = [
-    Office { code: "11", name: "北京" },
-    Office { code: "12", name: "天津" },
-    Office { code: "13", name: "河北" },
-    Office { code: "14", name: "山西" },
-    Office { code: "15", name: "内蒙古" },
-    Office { code: "21", name: "辽宁" },
-    Office { code: "22", name: "吉林" },
-    Office { code: "23", name: "黑龙江" },
-    Office { code: "31", name: "上海" },
-    Office { code: "32", name: "江苏" },
-    Office { code: "33", name: "浙江" },
-    Office { code: "34", name: "安徽" },
-    Office { code: "35", name: "福建" },
-    Office { code: "36", name: "江西" },
-    Office { code: "37", name: "山东" },
-    Office { code: "41", name: "河南" },
-    Office { code: "42", name: "湖北" },
-    Office { code: "43", name: "湖南" },
-    Office { code: "44", name: "广东" },
-    Office { code: "45", name: "广西" },
-    Office { code: "50", name: "重庆" },
-    Office { code: "51", name: "四川" },
-    Office { code: "52", name: "贵州" },
-    Office { code: "53", name: "云南" },
-    Office { code: "61", name: "陕西" },
-    Office { code: "62", name: "甘肃" },
-    Office { code: "63", name: "青海" },
+    Office {
+        code: "11",
+        name: "北京",
+    },
+    Office {
+        code: "12",
+        name: "天津",
+    },
+    Office {
+        code: "13",
+        name: "河北",
+    },
+    Office {
+        code: "14",
+        name: "山西",
+    },
+    Office {
+        code: "15",
+        name: "内蒙古",
+    },
+    Office {
+        code: "21",
+        name: "辽宁",
+    },
+    Office {
+        code: "22",
+        name: "吉林",
+    },
+    Office {
+        code: "23",
+        name: "黑龙江",
+    },
+    Office {
+        code: "31",
+        name: "上海",
+    },
+    Office {
+        code: "32",
+        name: "江苏",
+    },
+    Office {
+        code: "33",
+        name: "浙江",
+    },
+    Office {
+        code: "34",
+        name: "安徽",
+    },
+    Office {
+        code: "35",
+        name: "福建",
+    },
+    Office {
+        code: "36",
+        name: "江西",
+    },
+    Office {
+        code: "37",
+        name: "山东",
+    },
+    Office {
+        code: "41",
+        name: "河南",
+    },
+    Office {
+        code: "42",
+        name: "湖北",
+    },
+    Office {
+        code: "43",
+        name: "湖南",
+    },
+    Office {
+        code: "44",
+        name: "广东",
+    },
+    Office {
+        code: "45",
+        name: "广西",
+    },
+    Office {
+        code: "50",
+        name: "重庆",
+    },
+    Office {
+        code: "51",
+        name: "四川",
+    },
+    Office {
+        code: "52",
+        name: "贵州",
+    },
+    Office {
+        code: "53",
+        name: "云南",
+    },
+    Office {
+        code: "61",
+        name: "陕西",
+    },
+    Office {
+        code: "62",
+        name: "甘肃",
+    },
+    Office {
+        code: "63",
+        name: "青海",
+    },
 ];
 
 /// Looks an office up by its code (`44`) or its Chinese name (`广东`).

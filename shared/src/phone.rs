@@ -53,7 +53,8 @@ pub fn normalise(input: &str) -> Result<String, DomainError> {
 pub fn looks_like_digits(query: &str) -> bool {
     let q = query.trim();
     !q.is_empty()
-        && q.chars().all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '+'))
+        && q.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '+'))
         && q.chars().any(|c| c.is_ascii_digit())
 }
 
@@ -67,8 +68,14 @@ mod tests {
         assert_eq!(normalise("138 0013 8000").unwrap(), "13800138000");
         assert_eq!(normalise("+8613800138000").unwrap(), "13800138000");
         assert_eq!(normalise("0086-138-0013-8000").unwrap(), "13800138000");
-        assert!(normalise("12800138000").is_err(), "second digit 2 is not a mobile prefix");
-        assert!(normalise("1380013800").is_err(), "10 digits starting with 1");
+        assert!(
+            normalise("12800138000").is_err(),
+            "second digit 2 is not a mobile prefix"
+        );
+        assert!(
+            normalise("1380013800").is_err(),
+            "10 digits starting with 1"
+        );
         assert!(normalise("138001380001").is_err(), "12 digits");
     }
 
@@ -78,13 +85,27 @@ mod tests {
         assert_eq!(normalise("0755-8888888").unwrap(), "07558888888");
         assert_eq!(normalise("(0971) 6123456").unwrap(), "09716123456");
         assert!(normalise("65529988").is_err(), "no area code");
-        assert!(normalise("0065529988").is_err(), "area code cannot start 00");
+        assert!(
+            normalise("0065529988").is_err(),
+            "area code cannot start 00"
+        );
     }
 
     #[test]
     fn garbage() {
-        for s in ["", "abc", "138o0138000", "1380013800０", "+", "13800138000x", "1+3800138000"] {
-            assert!(matches!(normalise(s), Err(DomainError::InvalidPhone(_))), "{s:?}");
+        for s in [
+            "",
+            "abc",
+            "138o0138000",
+            "1380013800０",
+            "+",
+            "13800138000x",
+            "1+3800138000",
+        ] {
+            assert!(
+                matches!(normalise(s), Err(DomainError::InvalidPhone(_))),
+                "{s:?}"
+            );
         }
     }
 

@@ -76,7 +76,10 @@ pub struct DailyReport {
 }
 
 fn counts(map: BTreeMap<String, u64>) -> Vec<Count> {
-    let mut v: Vec<Count> = map.into_iter().map(|(label, count)| Count { label, count }).collect();
+    let mut v: Vec<Count> = map
+        .into_iter()
+        .map(|(label, count)| Count { label, count })
+        .collect();
     v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
     v
 }
@@ -88,7 +91,8 @@ pub fn followup_figures(d: NaiveDate, slots: &[Slot], followups_done: u64) -> Fo
         ..Default::default()
     };
     for s in slots {
-        let ended_before = s.satisfied_at.is_none() && s.closed_at.is_some_and(|c| c.date() <= s.deadline);
+        let ended_before =
+            s.satisfied_at.is_none() && s.closed_at.is_some_and(|c| c.date() <= s.deadline);
         if s.deadline == d && !ended_before {
             f.due += 1;
             if s.on_time() {

@@ -106,7 +106,10 @@ mod tests {
             assert_eq!(Role::parse(r.chinese()).unwrap(), r);
         }
         assert_eq!(Role::parse("Consultant").unwrap(), Role::Consultant);
-        assert!(matches!(Role::parse("boss"), Err(DomainError::UnknownRole(_))));
+        assert!(matches!(
+            Role::parse("boss"),
+            Err(DomainError::UnknownRole(_))
+        ));
     }
 
     #[test]

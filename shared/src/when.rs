@@ -60,18 +60,33 @@ mod tests {
 
     #[test]
     fn accepted_forms() {
-        let want = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap().and_hms_opt(9, 30, 0).unwrap();
+        let want = NaiveDate::from_ymd_opt(2026, 11, 20)
+            .unwrap()
+            .and_hms_opt(9, 30, 0)
+            .unwrap();
         assert_eq!(parse_datetime("2026-11-20T09:30").unwrap(), want);
         assert_eq!(parse_datetime("2026-11-20 09:30").unwrap(), want);
         assert_eq!(parse_datetime("2026-11-20T09:30:00").unwrap(), want);
-        assert_eq!(parse_datetime("2026-11-20").unwrap(), want.date().and_hms_opt(0, 0, 0).unwrap());
+        assert_eq!(
+            parse_datetime("2026-11-20").unwrap(),
+            want.date().and_hms_opt(0, 0, 0).unwrap()
+        );
         assert_eq!(parse_date("2026/11/20").unwrap(), want.date());
         assert_eq!(fmt_datetime(want), "2026-11-20T09:30:00");
     }
 
     #[test]
     fn rejected_forms() {
-        for s in ["2026-02-30", "2026-13-01", "20261120", "yesterday", "", "2026-11-20T25:00", "0001-01-01", "9999-01-01"] {
+        for s in [
+            "2026-02-30",
+            "2026-13-01",
+            "20261120",
+            "yesterday",
+            "",
+            "2026-11-20T25:00",
+            "0001-01-01",
+            "9999-01-01",
+        ] {
             assert!(parse_datetime(s).is_err(), "{s}");
         }
     }

@@ -1,0 +1,1103 @@
+//! The `keqing` command line: parses arguments, calls the [`Desk`], prints
+//! Chinese tables by default and JSON with `--json`.
+
+use crate::desk::{CallInput, Desk, DueEntry, MatchedBy, new_id, now_cst};
+use anyhow::{Context, Result, bail};
+use chrono::{NaiveDate, NaiveDateTime};
+use clap::{Args, Parser, Subcommand};
+use keqing_shared::DomainError;
+use keqing_shared::dossier::{DossierView, PatientUpdate};
+use keqing_shared::followup::{Slot, SlotStatus};
+use keqing_shared::records::*;
+use keqing_shared::report::DailyReport;
+use keqing_shared::staff::{Role, validate_name};
+use keqing_shared::when::{fmt_date, parse_date, parse_datetime};
+use keqing_shared::{office, phone};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::table::Table;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "keqing",
+    version,
+    about = "客情 Keqing — 咨询处客情部离线工作台 (office client: local replica, works offline)",
+    long_about = "客情 Keqing — 咨询处客情部离线工作台.\n\nThe office client of Keqing. Every command works on the local replica in --data DIR, with no network: register consultation calls, visits, purchases and follow-ups, see today's follow-up list and the daily summary."
+)]
+pub struct Cli {
+    /// Data directory of the office replica (数据目录)
+    #[arg(
+        long,
+        global = true,
+        env = "KEQING_DATA",
+        default_value = "keqing-data"
+    )]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// 初始化 Set up an office replica offline
+    Init {
+        /// Office code, GB/T 2260 (e.g. 44 = 广东) or its name
+        #[arg(long)]
+        office: String,
+        /// Name of this device (e.g. 前台1)
+        #[arg(long)]
+        device: String,
+    },
+    /// 员工 Staff of the office
+    #[command(subcommand)]
+    Staff(StaffCommand),
+    /// 电话咨询 Register a consultation call (finds or creates the dossier)
+    Call(CallArgs),
+    /// 到堂 Register a visit to the office
+    Visit(VisitArgs),
+    /// 购药 Register a purchase
+    Purchase(PurchaseArgs),
+    /// 回访 Register a follow-up call
+    Followup(FollowupArgs),
+    /// 住院 Register a hospital stay
+    Hospital(HospitalArgs),
+    /// 逢年过节问候 Register a holiday greeting
+    Greeting(ContactArgs),
+    /// 家访 Register a home visit
+    Homevisit(ContactArgs),
+    /// 外送 Register a delivery
+    Delivery(ContactArgs),
+    /// 典型病例 Mark (or unmark) a typical case
+    Typical(TypicalArgs),
+    /// 问题患者 Open, handle or resolve a problem
+    #[command(subcommand)]
+    Problem(ProblemCommand),
+    /// 修改资料 Update the patient's details
+    Update(UpdateArgs),
+    /// 今日回访 The follow-up list of a day, overdue first
+    Due {
+        /// Day (YYYY-MM-DD); today by default
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 病历档案 Show one dossier with its whole history
+    Patient {
+        /// Dossier id, id prefix or phone number
+        query: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 查询 Find patients by name, phone fragment or disease
+    Search {
+        text: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 报表 Reports
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// 重建 Rebuild every projection table from the dossier documents
+    Rebuild,
+    /// 状态 What this replica is and holds
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StaffCommand {
+    /// Add a staff member
+    Add {
+        #[arg(long)]
+        name: String,
+        /// supervisor, consultant, followup, expert, guide, field (or 客情主管, 咨询人员, 回访人员, 坐诊专家, 导购员, 家访外送)
+        #[arg(long)]
+        role: String,
+    },
+    /// List the staff
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReportCommand {
+    /// 电话咨询汇总表 The office's daily summary
+    Daily {
+        /// Day (YYYY-MM-DD); today by default
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Who {
+    /// Dossier id, id prefix (8+ characters) or phone number
+    #[arg(long)]
+    patient: String,
+    /// Staff member who did it
+    #[arg(long)]
+    staff: String,
+    /// When (YYYY-MM-DDTHH:MM); now by default
+    #[arg(long)]
+    at: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct CallArgs {
+    /// Caller's phone number (asked first)
+    #[arg(long)]
+    phone: String,
+    /// Patient's name
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    age: Option<i64>,
+    /// 男 / 女
+    #[arg(long)]
+    sex: Option<String>,
+    /// Disease type (疾病类型)
+    #[arg(long)]
+    disease: Option<String>,
+    /// Information source (信息来源): the ad channel
+    #[arg(long)]
+    source: String,
+    /// Consultant who took the call
+    #[arg(long)]
+    staff: String,
+    /// Caller's relation to the patient (本人, 子女, 配偶 ...)
+    #[arg(long)]
+    relation: Option<String>,
+    #[arg(long)]
+    address: Option<String>,
+    /// Whether the patient knows the diagnosis (是 / 否)
+    #[arg(long)]
+    knows: Option<String>,
+    /// Condition (病情)
+    #[arg(long)]
+    condition: Option<String>,
+    /// Treatment so far (治疗情况)
+    #[arg(long)]
+    treatment: Option<String>,
+    /// Outcome / next step
+    #[arg(long)]
+    outcome: Option<String>,
+    /// When (YYYY-MM-DDTHH:MM); now by default
+    #[arg(long)]
+    at: Option<String>,
+    /// Add to this dossier instead of matching by phone / name
+    #[arg(long, conflicts_with = "new")]
+    patient: Option<String>,
+    /// Always create a new dossier (another patient on a known number)
+    #[arg(long)]
+    new: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VisitArgs {
+    #[command(flatten)]
+    who: Who,
+    /// The visitor bought (购药 is registered separately with `purchase`)
+    #[arg(long)]
+    bought: bool,
+    /// Reason for not buying (未购原因)
+    #[arg(long, conflicts_with = "bought")]
+    reason: Option<String>,
+    #[arg(long)]
+    notes: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct PurchaseArgs {
+    #[command(flatten)]
+    who: Who,
+    #[arg(long)]
+    product: String,
+    /// Boxes (盒)
+    #[arg(long, default_value_t = 1)]
+    quantity: i64,
+    /// Amount paid in yuan (e.g. 1280.50)
+    #[arg(long)]
+    amount: String,
+    /// Run-out date of the medication (用药到期时间)
+    #[arg(long)]
+    runout: Option<String>,
+    #[arg(long)]
+    invoice: Option<String>,
+    #[arg(long)]
+    gifts: Option<String>,
+    /// Gift receipt number (礼品收据)
+    #[arg(long)]
+    gift_receipt: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct FollowupArgs {
+    #[command(flatten)]
+    who: Who,
+    /// Kind of call (回访, 关怀, 用药指导 ...)
+    #[arg(long, default_value = "回访")]
+    kind: String,
+    /// What came of it
+    #[arg(long)]
+    outcome: String,
+    /// Entry point for the next call (切入点)
+    #[arg(long)]
+    next: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct HospitalArgs {
+    #[command(flatten)]
+    who: Who,
+    #[arg(long)]
+    admitted: String,
+    #[arg(long)]
+    discharged: Option<String>,
+    #[arg(long)]
+    hospital: Option<String>,
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct ContactArgs {
+    #[command(flatten)]
+    who: Who,
+    #[arg(long)]
+    notes: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct TypicalArgs {
+    #[command(flatten)]
+    who: Who,
+    #[arg(long)]
+    notes: Option<String>,
+    /// Remove the typical-case mark
+    #[arg(long)]
+    clear: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ProblemCommand {
+    /// Open a problem (complaint, risk)
+    Open {
+        #[command(flatten)]
+        who: Who,
+        #[arg(long)]
+        description: String,
+    },
+    /// Mark a problem as being handled
+    Handle {
+        #[command(flatten)]
+        who: Who,
+        /// Problem id; the only unresolved one by default
+        #[arg(long)]
+        problem: Option<String>,
+    },
+    /// Resolve a problem
+    Resolve {
+        #[command(flatten)]
+        who: Who,
+        #[arg(long)]
+        problem: Option<String>,
+        #[arg(long)]
+        resolution: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct UpdateArgs {
+    /// Dossier id, id prefix or phone number
+    #[arg(long)]
+    patient: String,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    age: Option<i64>,
+    #[arg(long)]
+    birth_year: Option<i64>,
+    #[arg(long)]
+    sex: Option<String>,
+    #[arg(long)]
+    address: Option<String>,
+    #[arg(long)]
+    knows: Option<String>,
+    #[arg(long)]
+    notes: Option<String>,
+    /// Add a phone number
+    #[arg(long)]
+    phone: Option<String>,
+    /// Add a disease
+    #[arg(long)]
+    disease: Option<String>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("错误 error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn when(at: &Option<String>) -> Result<NaiveDateTime> {
+    Ok(match at {
+        Some(s) => parse_datetime(s)?,
+        None => now_cst(),
+    })
+}
+
+fn day(date: &Option<String>) -> Result<NaiveDate> {
+    Ok(match date {
+        Some(s) => parse_date(s)?,
+        None => now_cst().date(),
+    })
+}
+
+fn yes_no(field: &'static str, s: &Option<String>) -> Result<Option<bool>> {
+    s.as_deref()
+        .map(|v| match v.trim() {
+            "是" | "yes" | "y" | "true" | "知道" => Ok(true),
+            "否" | "no" | "n" | "false" | "不知道" => Ok(false),
+            other => {
+                Err(DomainError::invalid(field, format!("`{other}`: expected 是 or 否")).into())
+            }
+        })
+        .transpose()
+}
+
+fn sex(s: &Option<String>) -> Result<Option<Sex>> {
+    s.as_deref()
+        .map(|v| {
+            Sex::parse(v).ok_or_else(|| {
+                DomainError::invalid("sex", format!("`{v}`: expected 男 or 女")).into()
+            })
+        })
+        .transpose()
+}
+
+/// Yuan as typed (`1280`, `1280.5`, `1280.50`) to fen, without floats.
+fn yuan_to_fen(s: &str) -> Result<i64> {
+    let bad = || DomainError::invalid("amount", format!("`{s}`: expected yuan like 1280.50"));
+    let t = s.trim();
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty()
+        || frac.len() > 2
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad().into());
+    }
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+    whole
+        .checked_mul(100)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(|| bad().into())
+}
+
+fn fen(amount: i64) -> String {
+    format!("{}.{:02}", amount / 100, amount % 100)
+}
+
+fn text(field: &'static str, s: &Option<String>) -> Result<Option<String>> {
+    Ok(s.as_deref().map(|v| validate_name(field, v)).transpose()?)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let data = cli.data;
+    if let Command::Init { office, device } = &cli.command {
+        let desk = Desk::init(&data, office, device)?;
+        let o = office::office(desk.office())?;
+        println!(
+            "已初始化 办事处 {} {} 设备 {} → {}",
+            o.code,
+            o.name,
+            desk.replica().meta().device,
+            data.display()
+        );
+        return Ok(());
+    }
+    let mut desk = Desk::open(&data)?;
+    match cli.command {
+        Command::Init { .. } => unreachable!("handled above"),
+        Command::Staff(StaffCommand::Add { name, role }) => {
+            let s = desk.add_staff(&name, Role::parse(&role)?)?;
+            println!("已添加员工 {} ({})", s.name, s.role.chinese());
+        }
+        Command::Staff(StaffCommand::List { json }) => {
+            let staff = desk.replica().staff()?;
+            if json {
+                return print_json(&staff);
+            }
+            let mut t = Table::new(["姓名", "岗位", "状态"]);
+            for s in &staff {
+                t.row([
+                    s.name.clone(),
+                    s.role.chinese().to_string(),
+                    if s.active { "在岗" } else { "离岗" }.to_string(),
+                ]);
+            }
+            print!("{}", t.render());
+        }
+        Command::Call(a) => {
+            let input = CallInput {
+                phone: a.phone,
+                name: a.name,
+                age: a.age,
+                sex: sex(&a.sex)?,
+                disease: a.disease,
+                source: a.source,
+                staff: a.staff,
+                relation: text("relation", &a.relation)?,
+                address: text("address", &a.address)?,
+                knows: yes_no("knows", &a.knows)?,
+                condition: a.condition,
+                treatment: a.treatment,
+                outcome: a.outcome,
+                at: when(&a.at)?,
+                patient: a.patient,
+                force_new: a.new,
+            };
+            let out = desk.register_call(&input)?;
+            if a.json {
+                return print_json(&out);
+            }
+            let how = match out.matched_by {
+                MatchedBy::Given => "加入指定档案",
+                MatchedBy::Phone => "按电话找到已有档案",
+                MatchedBy::NameAndAge => "按姓名年龄找到已有档案",
+                MatchedBy::New => "新建档案",
+            };
+            println!("已登记来电 ({how})");
+            for d in &out.possible_duplicates {
+                println!(
+                    "注意 可能重复: {} {} 岁 电话 {} 档案 {}",
+                    d.name,
+                    d.age.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
+                    d.phones.join(","),
+                    d.dossier_id
+                );
+            }
+            // The dossier id alone on the last line, for scripts.
+            println!("{}", out.dossier_id);
+        }
+        Command::Visit(a) => {
+            let staff = desk.staff_member(&a.who.staff)?;
+            let visit = Visit {
+                id: new_id(),
+                at: when(&a.who.at)?,
+                staff: staff.name,
+                purchased: a.bought,
+                reason_not_bought: a.reason,
+                notes: a.notes,
+            };
+            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.add(&visit))?;
+            println!(
+                "已登记到堂 {} {}",
+                v.patient.name,
+                if visit.purchased { "已购" } else { "未购" }
+            );
+            println!("{}", v.id);
+        }
+        Command::Purchase(a) => {
+            let staff = desk.staff_member(&a.who.staff)?;
+            let at = when(&a.who.at)?;
+            let runout = a.runout.as_deref().map(parse_date).transpose()?;
+            if let Some(r) = runout {
+                if r < at.date() {
+                    return Err(DomainError::invalid(
+                        "runout",
+                        "the run-out date is before the purchase",
+                    )
+                    .into());
+                }
+            }
+            if a.quantity < 1 {
+                return Err(DomainError::invalid("quantity", "at least 1 box").into());
+            }
+            let purchase = Purchase {
+                id: new_id(),
+                at,
+                staff: staff.name,
+                product: validate_name("product", &a.product)?,
+                quantity: a.quantity,
+                amount_fen: yuan_to_fen(&a.amount)?,
+                invoice: a.invoice,
+                runout,
+                gifts: a.gifts,
+                gift_receipt: a.gift_receipt,
+            };
+            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.add(&purchase))?;
+            println!(
+                "已登记购药 {} {} {} 盒 ¥{} 用药到期 {}",
+                v.patient.name,
+                purchase.product,
+                purchase.quantity,
+                fen(purchase.amount_fen),
+                runout.map(fmt_date).unwrap_or_else(|| "未填".into())
+            );
+            println!("{}", v.id);
+        }
+        Command::Followup(a) => {
+            let staff = desk.staff_member(&a.who.staff)?;
+            let f = FollowUp {
+                id: new_id(),
+                at: when(&a.who.at)?,
+                staff: staff.name,
+                kind: validate_name("kind", &a.kind)?,
+                outcome: a.outcome,
+                next_entry: a.next,
+            };
+            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.add(&f))?;
+            println!("已登记回访 {}", v.patient.name);
+            println!("{}", v.id);
+        }
+        Command::Hospital(a) => {
+            let staff = desk.staff_member(&a.who.staff)?;
+            let admitted = parse_date(&a.admitted)?;
+            let discharged = a.discharged.as_deref().map(parse_date).transpose()?;
+            if discharged.is_some_and(|d| d < admitted) {
+                return Err(DomainError::invalid("discharged", "before the admission").into());
+            }
+            let h = HospitalStay {
+                id: new_id(),
+                at: when(&a.who.at)?,
+                staff: staff.name,
+                admitted,
+                discharged,
+                hospital: a.hospital,
+                reason: a.reason,
+            };
+            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.add(&h))?;
+            println!("已登记住院 {} 入院 {}", v.patient.name, fmt_date(admitted));
+            println!("{}", v.id);
+        }
+        Command::Greeting(a) => contact(&mut desk, a, "问候", |c| {
+            Box::new(move |tx| tx.add(&Greeting(c)))
+        })?,
+        Command::Homevisit(a) => contact(&mut desk, a, "家访", |c| {
+            Box::new(move |tx| tx.add(&HomeVisit(c)))
+        })?,
+        Command::Delivery(a) => contact(&mut desk, a, "外送", |c| {
+            Box::new(move |tx| tx.add(&Delivery(c)))
+        })?,
+        Command::Typical(a) => {
+            let staff = desk.staff_member(&a.who.staff)?;
+            let t = TypicalCase {
+                flagged: !a.clear,
+                at: when(&a.who.at)?,
+                staff: staff.name,
+                notes: a.notes,
+            };
+            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.set_typical(&t))?;
+            println!(
+                "{} {}",
+                if t.flagged {
+                    "已标记典型病例"
+                } else {
+                    "已取消典型病例"
+                },
+                v.patient.name
+            );
+            println!("{}", v.id);
+        }
+        Command::Problem(p) => problem(&mut desk, p)?,
+        Command::Update(a) => {
+            let u = PatientUpdate {
+                name: text("name", &a.name)?,
+                sex: sex(&a.sex)?,
+                age: a.age,
+                birth_year: a.birth_year,
+                address: text("address", &a.address)?,
+                knows: yes_no("knows", &a.knows)?,
+                notes: a.notes,
+            };
+            if let Some(age) = u.age.filter(|a| !(0..=130).contains(a)) {
+                return Err(DomainError::invalid("age", format!("{age} is not an age")).into());
+            }
+            let phone = a.phone.as_deref().map(phone::normalise).transpose()?;
+            let disease = text("disease", &a.disease)?;
+            let (v, ()) = desk.edit_patient(&a.patient, |tx| {
+                tx.update_patient(&u)?;
+                if let Some(p) = &phone {
+                    tx.add_phone(p)?;
+                }
+                if let Some(d) = &disease {
+                    tx.add_disease(d)?;
+                }
+                Ok(())
+            })?;
+            println!("已更新资料 {}", v.patient.name);
+            println!("{}", v.id);
+        }
+        Command::Due { date, json } => {
+            let d = day(&date)?;
+            let list = desk.due(d)?;
+            if json {
+                return print_json(&list);
+            }
+            print_due(d, &list);
+        }
+        Command::Patient { query, json } => {
+            let (view, slots) = desk.dossier(&query)?;
+            if json {
+                return print_json(&serde_json::json!({ "dossier": view, "slots": slots }));
+            }
+            print_dossier(&view, &slots, now_cst().date());
+        }
+        Command::Search { text, limit, json } => {
+            if text.trim().is_empty() {
+                bail!("查询内容为空 empty search text");
+            }
+            let q = if phone::looks_like_digits(&text) {
+                text.chars().filter(char::is_ascii_digit).collect()
+            } else {
+                text.trim().to_string()
+            };
+            let rows = desk.replica().search(&q, limit)?;
+            if json {
+                return print_json(&rows);
+            }
+            let mut t = Table::new(["姓名", "年龄", "电话", "疾病", "档案"]);
+            for p in &rows {
+                t.row([
+                    p.name.clone()
+                        + if p.merged_into.is_some() {
+                            " (已合并)"
+                        } else {
+                            ""
+                        },
+                    p.age.map(|a| a.to_string()).unwrap_or_default(),
+                    p.phones.join(","),
+                    p.diseases.clone(),
+                    p.dossier_id.clone(),
+                ]);
+            }
+            print!("{}", t.render());
+            println!("共 {} 条", rows.len());
+        }
+        Command::Report(ReportCommand::Daily { date, json }) => {
+            let d = day(&date)?;
+            let r = desk.daily_report(d)?;
+            if json {
+                return print_json(&r);
+            }
+            print_daily(desk.office(), &r)?;
+        }
+        Command::Rebuild => {
+            let n = desk.replica_mut().rebuild()?;
+            println!("已重建 {n} 个文档的投影表");
+        }
+        Command::Status { json } => {
+            let meta = desk.replica().meta().clone();
+            let o = office::office(&meta.office)?;
+            let status = serde_json::json!({
+                "office": meta.office,
+                "office_name": o.name,
+                "device": meta.device,
+                "actor": meta.actor.to_hex_string(),
+                "dossiers": desk.replica().dossier_count()?,
+                "outbox": desk.replica().outbox_len()?,
+            });
+            if json {
+                return print_json(&status);
+            }
+            println!("办事处 {} {}  设备 {}", o.code, o.name, meta.device);
+            println!(
+                "档案 {} 份  待同步变更 {} 条",
+                status["dossiers"], status["outbox"]
+            );
+        }
+    }
+    Ok(())
+}
+
+type ContactEdit =
+    Box<dyn FnOnce(&mut keqing_shared::dossier::DossierTx<'_, '_>) -> Result<(), DomainError>>;
+
+fn contact(
+    desk: &mut Desk,
+    a: ContactArgs,
+    label: &str,
+    make: impl FnOnce(Contact) -> ContactEdit,
+) -> Result<()> {
+    let staff = desk.staff_member(&a.who.staff)?;
+    let c = Contact {
+        id: new_id(),
+        at: when(&a.who.at)?,
+        staff: staff.name,
+        notes: a.notes,
+    };
+    let edit = make(c);
+    let (v, ()) = desk.edit_patient(&a.who.patient, edit)?;
+    println!("已登记{label} {}", v.patient.name);
+    println!("{}", v.id);
+    Ok(())
+}
+
+fn problem(desk: &mut Desk, cmd: ProblemCommand) -> Result<()> {
+    let (who, target, resolution) = match &cmd {
+        ProblemCommand::Open { who, .. } => (who, None, None),
+        ProblemCommand::Handle { who, problem } => (who, Some(problem.clone()), None),
+        ProblemCommand::Resolve {
+            who,
+            problem,
+            resolution,
+        } => (who, Some(problem.clone()), Some(resolution.clone())),
+    };
+    let staff = desk.staff_member(&who.staff)?;
+    let at = when(&who.at)?;
+    if let ProblemCommand::Open { description, .. } = &cmd {
+        let p = Problem {
+            id: new_id(),
+            at,
+            staff: staff.name,
+            description: validate_name("description", description).or_else(|_| {
+                if description.trim().is_empty() {
+                    Err(DomainError::invalid("description", "must not be empty"))
+                } else {
+                    Ok(description.trim().to_string())
+                }
+            })?,
+            state: ProblemState::Open,
+            handling_at: None,
+            resolved_at: None,
+            resolution: None,
+        };
+        let (v, ()) = desk.edit_patient(&who.patient, |tx| tx.add(&p))?;
+        println!("已登记问题患者 {} 问题 {}", v.patient.name, p.id);
+        println!("{}", p.id);
+        return Ok(());
+    }
+    let (view, _) = desk.dossier(&who.patient)?;
+    let problem_id = match target.flatten() {
+        Some(id) => id,
+        None => {
+            let open: Vec<&Problem> = view
+                .problems
+                .iter()
+                .filter(|p| p.state != ProblemState::Resolved)
+                .collect();
+            match open.as_slice() {
+                [one] => one.id.clone(),
+                [] => bail!(
+                    "没有未解决的问题 no unresolved problem for {}",
+                    view.patient.name
+                ),
+                _ => bail!("有多个未解决的问题 several unresolved problems: give --problem ID"),
+            }
+        }
+    };
+    let (v, p) = desk.edit_patient(&view.id, |tx| {
+        let mut p: Problem = tx.get(&problem_id)?;
+        match &resolution {
+            None => {
+                p.state = ProblemState::Handling;
+                p.handling_at = Some(at);
+            }
+            Some(r) => {
+                p.state = ProblemState::Resolved;
+                p.resolved_at = Some(at);
+                p.resolution = Some(r.clone());
+            }
+        }
+        tx.update(&p)?;
+        Ok(p)
+    })?;
+    println!("问题 {} {} → {}", v.patient.name, p.id, p.state.chinese());
+    println!("{}", p.id);
+    Ok(())
+}
+
+fn slot_state(s: &Slot, d: NaiveDate) -> String {
+    match s.status_on(d) {
+        SlotStatus::NotYet => "未到".into(),
+        SlotStatus::Due => "今日应访".into(),
+        SlotStatus::Overdue => format!("逾期{}天", (d - s.deadline).num_days()),
+        SlotStatus::Done { on_time: true } => "按时完成".into(),
+        SlotStatus::Done { on_time: false } => "逾期完成".into(),
+        SlotStatus::Closed => "已结束".into(),
+    }
+}
+
+fn print_due(d: NaiveDate, list: &[DueEntry]) {
+    println!("回访清单 {}", fmt_date(d));
+    let mut t = Table::new(["状态", "患者", "电话", "原因", "应访日期", "档案"]);
+    for e in list {
+        let s = &e.slots[0];
+        let reasons: Vec<&str> = e.slots.iter().map(|s| s.reason.as_str()).collect();
+        t.row([
+            slot_state(s, d),
+            e.name.clone(),
+            e.phone.clone().unwrap_or_default(),
+            reasons.join("; "),
+            fmt_date(s.deadline),
+            e.dossier_id.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    let overdue = list.iter().filter(|e| e.overdue).count();
+    println!("共 {} 位患者 (逾期 {} 位)", list.len(), overdue);
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
+    let p = &v.patient;
+    println!("病历档案 {}", v.id);
+    if let Some(into) = &v.merged_into {
+        println!("  已合并到 {into}");
+    }
+    println!(
+        "  姓名 {}  性别 {}  年龄 {}  电话 {}",
+        p.name,
+        p.sex.map(|s| s.chinese()).unwrap_or("-"),
+        p.age.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+        p.phones.join(",")
+    );
+    println!(
+        "  疾病 {}  是否知道 {}  地址 {}",
+        p.diseases.join(","),
+        p.knows.map(|k| if k { "是" } else { "否" }).unwrap_or("-"),
+        p.address.as_deref().unwrap_or("-")
+    );
+    if let Some(t) = v.typical.as_ref().filter(|t| t.flagged) {
+        println!(
+            "  典型病例 ({} {}) {}",
+            t.staff,
+            fmt_date(t.at.date()),
+            opt(&t.notes)
+        );
+    }
+    for c in &v.conflicts {
+        println!("  冲突 {}: {}", c.field, c.values.join(" | "));
+    }
+    let mut t = Table::new(["时间", "类别", "员工", "内容"]);
+    let mut lines: Vec<(NaiveDateTime, [String; 4])> = Vec::new();
+    let ts = |x: NaiveDateTime| x.format("%Y-%m-%d %H:%M").to_string();
+    for c in &v.calls {
+        lines.push((
+            c.at,
+            [
+                ts(c.at),
+                "电话咨询".into(),
+                c.staff.clone(),
+                format!(
+                    "来源 {} 疾病 {} 来电 {} {} {} {}",
+                    c.source,
+                    opt(&c.disease),
+                    c.caller_phone,
+                    opt(&c.relation),
+                    opt(&c.condition),
+                    opt(&c.outcome)
+                ),
+            ],
+        ));
+    }
+    for x in &v.visits {
+        let what = if x.purchased {
+            "已购".to_string()
+        } else {
+            format!("未购 {}", opt(&x.reason_not_bought))
+        };
+        lines.push((x.at, [ts(x.at), "到堂".into(), x.staff.clone(), what]));
+    }
+    for x in &v.purchases {
+        lines.push((
+            x.at,
+            [
+                ts(x.at),
+                "购药".into(),
+                x.staff.clone(),
+                format!(
+                    "{} {}盒 ¥{} 用药到期【{}】 发票 {} 礼品 {} {}",
+                    x.product,
+                    x.quantity,
+                    fen(x.amount_fen),
+                    x.runout.map(fmt_date).unwrap_or_else(|| "未填".into()),
+                    opt(&x.invoice),
+                    opt(&x.gifts),
+                    opt(&x.gift_receipt)
+                ),
+            ],
+        ));
+    }
+    for x in &v.followups {
+        lines.push((
+            x.at,
+            [
+                ts(x.at),
+                "回访".into(),
+                x.staff.clone(),
+                format!("{} {} 切入点 {}", x.kind, x.outcome, opt(&x.next_entry)),
+            ],
+        ));
+    }
+    for x in &v.hospital_stays {
+        lines.push((
+            x.at,
+            [
+                ts(x.at),
+                "住院".into(),
+                x.staff.clone(),
+                format!(
+                    "入院 {} 出院 {} {} {}",
+                    fmt_date(x.admitted),
+                    x.discharged.map(fmt_date).unwrap_or_else(|| "-".into()),
+                    opt(&x.hospital),
+                    opt(&x.reason)
+                ),
+            ],
+        ));
+    }
+    for (label, list) in [
+        ("问候", v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>()),
+        ("家访", v.home_visits.iter().map(|g| &g.0).collect()),
+        ("外送", v.deliveries.iter().map(|g| &g.0).collect()),
+    ] {
+        for x in list {
+            lines.push((
+                x.at,
+                [ts(x.at), label.into(), x.staff.clone(), opt(&x.notes)],
+            ));
+        }
+    }
+    for x in &v.problems {
+        lines.push((
+            x.at,
+            [
+                ts(x.at),
+                "问题患者".into(),
+                x.staff.clone(),
+                format!(
+                    "{} [{}] {}",
+                    x.description,
+                    x.state.chinese(),
+                    opt(&x.resolution)
+                ),
+            ],
+        ));
+    }
+    lines.sort_by_key(|l| l.0);
+    for (_, l) in lines {
+        t.row(l);
+    }
+    print!("{}", t.render());
+    let open: Vec<&Slot> = slots
+        .iter()
+        .filter(|s| {
+            !matches!(
+                s.status_on(today),
+                SlotStatus::Done { .. } | SlotStatus::Closed
+            )
+        })
+        .take(8)
+        .collect();
+    if !open.is_empty() {
+        println!("回访安排");
+        let mut t = Table::new(["应访日期", "原因", "状态"]);
+        for s in open {
+            t.row([fmt_date(s.deadline), s.reason.clone(), slot_state(s, today)]);
+        }
+        print!("{}", t.render());
+    }
+}
+
+fn print_daily(office_code: &str, r: &DailyReport) -> Result<()> {
+    let o = office::office(office_code).context("office")?;
+    println!(
+        "电话咨询汇总表  {} {}  {}",
+        o.code,
+        o.name,
+        fmt_date(r.date)
+    );
+    println!(
+        "来电 {}  到堂 {} (当场购药 {})  购药 {} 笔 ¥{}",
+        r.calls,
+        r.visits,
+        r.visits_bought,
+        r.purchases,
+        fen(r.amount_fen)
+    );
+    println!(
+        "回访 完成 {}  应访 {}  按时 {}  逾期 {}",
+        r.followups.done, r.followups.due, r.followups.due_done_on_time, r.followups.overdue
+    );
+    for (title, list) in [
+        ("按信息来源", &r.calls_by_source),
+        ("按疾病", &r.calls_by_disease),
+    ] {
+        println!("{title}");
+        let mut t = Table::new(["", "来电"]);
+        for c in list {
+            t.row([c.label.clone(), c.count.to_string()]);
+        }
+        print!("{}", t.render());
+    }
+    println!("按员工");
+    let mut t = Table::new(["员工", "来电", "到堂", "购药", "回访"]);
+    for s in &r.by_staff {
+        t.row([
+            s.staff.clone(),
+            s.calls.to_string(),
+            s.visits.to_string(),
+            s.purchases.to_string(),
+            s.followups.to_string(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yuan_parsing() {
+        assert_eq!(yuan_to_fen("1280").unwrap(), 128000);
+        assert_eq!(yuan_to_fen("1280.5").unwrap(), 128050);
+        assert_eq!(yuan_to_fen("0.05").unwrap(), 5);
+        for bad in [
+            "",
+            "-1",
+            "1.234",
+            "1,000",
+            "abc",
+            ".5",
+            "99999999999999999999",
+        ] {
+            assert!(yuan_to_fen(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

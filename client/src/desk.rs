@@ -1,0 +1,430 @@
+//! The office desk: every operation of an office day, offline.
+//!
+//! Each operation validates its input first (phone, dates, staff, patient),
+//! then makes exactly one automerge change and commits it with its outbox row
+//! and projections in one SQLite transaction. Input that fails validation
+//! changes nothing.
+
+use crate::error::ClientError;
+use crate::store::{OpenSlot, PatientRow, Replica, ReplicaMeta, WriteTx};
+use automerge::ActorId;
+use chrono::{NaiveDate, NaiveDateTime};
+use keqing_shared::dossier::{Dossier, DossierTx, DossierView, PatientUpdate};
+use keqing_shared::followup::{Slot, SlotStatus, schedule};
+use keqing_shared::records::*;
+use keqing_shared::report::{self, DailyReport};
+use keqing_shared::roster::{Roster, roster_id};
+use keqing_shared::staff::{Role, Staff, validate_name};
+use keqing_shared::{office, phone};
+use serde::Serialize;
+use std::path::Path;
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// Wall-clock time, in China Standard Time (all offices share one zone).
+pub fn now_cst() -> NaiveDateTime {
+    (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc()
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A new record id: UUIDv7, made offline, sortable by creation time.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Everything typed on the consultation register for one call.
+#[derive(Debug, Clone, Default)]
+pub struct CallInput {
+    pub phone: String,
+    pub name: String,
+    pub age: Option<i64>,
+    pub sex: Option<Sex>,
+    pub disease: Option<String>,
+    pub source: String,
+    pub staff: String,
+    pub relation: Option<String>,
+    pub address: Option<String>,
+    pub knows: Option<bool>,
+    pub condition: Option<String>,
+    pub treatment: Option<String>,
+    pub outcome: Option<String>,
+    pub at: NaiveDateTime,
+    /// Add the call to this dossier (id, prefix or phone) instead of matching.
+    pub patient: Option<String>,
+    /// Create a new dossier even if the phone is known (another patient
+    /// calling from the same number).
+    pub force_new: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchedBy {
+    Given,
+    Phone,
+    NameAndAge,
+    New,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CallOutcome {
+    pub dossier_id: String,
+    pub call_id: String,
+    pub matched_by: MatchedBy,
+    /// Other dossiers that may be the same patient (same name, similar age).
+    pub possible_duplicates: Vec<PatientRow>,
+}
+
+/// An entry of the day's follow-up list: one patient, most urgent slot first.
+#[derive(Debug, Clone, Serialize)]
+pub struct DueEntry {
+    pub dossier_id: String,
+    pub name: String,
+    pub phone: Option<String>,
+    pub overdue: bool,
+    /// Days past the earliest missed deadline (0 when due, not overdue).
+    pub days_overdue: i64,
+    pub slots: Vec<Slot>,
+}
+
+pub struct Desk {
+    replica: Replica,
+}
+
+impl Desk {
+    /// Sets up a new office replica in `dir`, offline.
+    pub fn init(dir: &Path, office_code: &str, device: &str) -> Result<Desk> {
+        let office = office::office(office_code)?;
+        let device = validate_name("device", device)?;
+        let actor = ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice());
+        let mut replica = Replica::create(
+            dir,
+            ReplicaMeta {
+                office: office.code.to_string(),
+                device,
+                actor: actor.clone(),
+                created_at: keqing_shared::when::fmt_datetime(now_cst()),
+            },
+        )?;
+        let (roster, genesis) = Roster::genesis(office.code)?;
+        replica.write(|w| w.save_roster(office.code, &roster, &genesis, now_cst()))?;
+        Ok(Desk { replica })
+    }
+
+    pub fn open(dir: &Path) -> Result<Desk> {
+        Ok(Desk {
+            replica: Replica::open(dir)?,
+        })
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    pub fn replica_mut(&mut self) -> &mut Replica {
+        &mut self.replica
+    }
+
+    pub fn office(&self) -> &str {
+        &self.replica.meta().office
+    }
+
+    pub fn add_staff(&mut self, name: &str, role: Role) -> Result<Staff> {
+        let name = validate_name("name", name)?;
+        let office = self.office().to_string();
+        self.replica.write(|w| {
+            if w.staff_named(&name)?.is_some() {
+                return Err(ClientError::DuplicateStaff(name.clone()));
+            }
+            let bytes = w
+                .load_document(&roster_id(&office))?
+                .ok_or_else(|| ClientError::Corrupt("the office roster is missing".into()))?;
+            let mut roster = Roster::load(&bytes, w.actor().clone())?;
+            let staff = Staff {
+                id: new_id(),
+                name: name.clone(),
+                role,
+                active: true,
+            };
+            let change = roster.add(&staff, now_ms())?;
+            w.save_roster(&office, &roster, &change, now_cst())?;
+            Ok(staff)
+        })
+    }
+
+    /// The active staff member with this name.
+    pub fn staff_member(&self, name: &str) -> Result<Staff> {
+        match self.replica.staff_named(name.trim())? {
+            Some(s) if s.active => Ok(s),
+            _ => Err(ClientError::UnknownStaff(name.trim().to_string())),
+        }
+    }
+
+    /// Finds one dossier by id, id prefix (8+ characters) or phone number.
+    pub fn resolve_patient(&self, query: &str) -> Result<String> {
+        let q = query.trim();
+        let unknown = || ClientError::UnknownPatient(q.to_string());
+        if phone::looks_like_digits(q) && !q.contains('-') || q.starts_with('+') {
+            if let Ok(p) = phone::normalise(q) {
+                return self.one_of(q, self.replica.dossiers_with_phone(&p)?);
+            }
+        }
+        if q.len() >= 8 && q.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let ids = self.replica.dossiers_with_prefix(&q.to_ascii_lowercase())?;
+            if !ids.is_empty() {
+                return self.one_of(q, ids);
+            }
+        }
+        // A landline typed with dashes looks like an id prefix; try it as a phone last.
+        if let Ok(p) = phone::normalise(q) {
+            return self.one_of(q, self.replica.dossiers_with_phone(&p)?);
+        }
+        Err(unknown())
+    }
+
+    fn one_of(&self, q: &str, ids: Vec<String>) -> Result<String> {
+        match ids.len() {
+            0 => Err(ClientError::UnknownPatient(q.to_string())),
+            1 => Ok(ids.into_iter().next().expect("one id")),
+            _ => Err(ClientError::AmbiguousPatient {
+                query: q.to_string(),
+                candidates: ids.join(", "),
+            }),
+        }
+    }
+
+    /// Registers a consultation call (电话咨询): finds or creates the dossier.
+    pub fn register_call(&mut self, input: &CallInput) -> Result<CallOutcome> {
+        let caller_phone = phone::normalise(&input.phone)?;
+        let name = validate_name("name", &input.name)?;
+        let source = validate_name("source", &input.source)?;
+        let disease = input
+            .disease
+            .as_deref()
+            .map(|d| validate_name("disease", d))
+            .transpose()?;
+        if let Some(age) = input.age {
+            if !(0..=130).contains(&age) {
+                return Err(keqing_shared::DomainError::invalid(
+                    "age",
+                    format!("{age} is not an age"),
+                )
+                .into());
+            }
+        }
+        let staff = self.staff_member(&input.staff)?;
+        let given = input
+            .patient
+            .as_deref()
+            .map(|p| self.resolve_patient(p))
+            .transpose()?;
+        let office = self.office().to_string();
+        let call = Call {
+            id: new_id(),
+            at: input.at,
+            staff: staff.name.clone(),
+            caller_phone: caller_phone.clone(),
+            relation: input.relation.clone(),
+            source,
+            disease: disease.clone(),
+            condition: input.condition.clone(),
+            treatment: input.treatment.clone(),
+            outcome: input.outcome.clone(),
+        };
+        let update = PatientUpdate {
+            name: None,
+            sex: input.sex,
+            age: input.age,
+            birth_year: None,
+            address: input.address.clone(),
+            knows: input.knows,
+            notes: None,
+        };
+        self.replica.write(|w| {
+            let (target, matched_by) = match given {
+                Some(id) => (Some(id), MatchedBy::Given),
+                None if input.force_new => (None, MatchedBy::New),
+                None => {
+                    let by_phone = w.dossiers_with_phone(&caller_phone)?;
+                    match by_phone.len() {
+                        1 => (by_phone.into_iter().next(), MatchedBy::Phone),
+                        0 => {
+                            let same: Vec<PatientRow> = w
+                                .patients_named(&name)?
+                                .into_iter()
+                                .filter(|p| matches!((p.age, input.age), (Some(a), Some(b)) if (a - b).abs() <= 1))
+                                .collect();
+                            if same.len() == 1 {
+                                (Some(same[0].dossier_id.clone()), MatchedBy::NameAndAge)
+                            } else {
+                                (None, MatchedBy::New)
+                            }
+                        }
+                        _ => {
+                            return Err(ClientError::AmbiguousPatient {
+                                query: caller_phone.clone(),
+                                candidates: by_phone.join(", "),
+                            });
+                        }
+                    }
+                }
+            };
+            let (mut dossier, created_change) = match &target {
+                Some(id) => (load_dossier(w, id, &office)?, None),
+                None => {
+                    let (d, change) = Dossier::create(&new_id(), &office, input.at, w.actor().clone(), now_ms())?;
+                    (d, Some(change))
+                }
+            };
+            let is_new = created_change.is_some();
+            let change = dossier
+                .edit(now_ms(), |tx| {
+                    if is_new {
+                        tx.update_patient(&PatientUpdate {
+                            name: Some(name.clone()),
+                            ..update.clone()
+                        })?;
+                    } else {
+                        tx.update_patient(&update)?;
+                    }
+                    tx.add_phone(&caller_phone)?;
+                    if let Some(d) = &disease {
+                        tx.add_disease(d)?;
+                    }
+                    tx.add(&call)
+                })?
+                .ok_or_else(|| ClientError::Corrupt("a call made no change".into()))?;
+            if let Some(first) = &created_change {
+                w.save_dossier(&dossier, first, now_cst())?;
+            }
+            let view = w.save_dossier(&dossier, &change, now_cst())?;
+            let possible_duplicates = w
+                .patients_named(&name)?
+                .into_iter()
+                .filter(|p| p.dossier_id != view.id)
+                .filter(|p| match (p.age, input.age) {
+                    (Some(a), Some(b)) => (a - b).abs() <= 2,
+                    _ => true,
+                })
+                .collect();
+            Ok(CallOutcome {
+                dossier_id: view.id,
+                call_id: call.id.clone(),
+                matched_by,
+                possible_duplicates,
+            })
+        })
+    }
+
+    /// Applies one edit to an existing dossier of this office.
+    pub fn edit_patient<T>(
+        &mut self,
+        patient: &str,
+        f: impl FnOnce(&mut DossierTx<'_, '_>) -> std::result::Result<T, keqing_shared::DomainError>,
+    ) -> Result<(DossierView, T)> {
+        let id = self.resolve_patient(patient)?;
+        let office = self.office().to_string();
+        self.replica.write(|w| {
+            let mut dossier = load_dossier(w, &id, &office)?;
+            let view = dossier.view()?;
+            if let Some(into) = view.merged_into {
+                return Err(ClientError::Merged { id, into });
+            }
+            let mut out = None;
+            let change = dossier.edit(now_ms(), |tx| {
+                out = Some(f(tx)?);
+                Ok(())
+            })?;
+            let out = out.expect("edit ran");
+            let view = match change {
+                Some(change) => w.save_dossier(&dossier, &change, now_cst())?,
+                None => dossier.view()?,
+            };
+            Ok((view, out))
+        })
+    }
+
+    /// The whole dossier with its follow-up slots.
+    pub fn dossier(&self, patient: &str) -> Result<(DossierView, Vec<Slot>)> {
+        let id = self.resolve_patient(patient)?;
+        let bytes = self
+            .replica
+            .load_document(&id)?
+            .ok_or_else(|| ClientError::UnknownPatient(patient.to_string()))?;
+        let view = Dossier::load(&bytes, self.replica.meta().actor.clone())?.view()?;
+        let slots = schedule(&view);
+        Ok((view, slots))
+    }
+
+    /// The follow-up list of day `d`: overdue first, then due; one entry per patient.
+    pub fn due(&self, d: NaiveDate) -> Result<Vec<DueEntry>> {
+        let mut by_patient: std::collections::BTreeMap<String, DueEntry> = Default::default();
+        for OpenSlot {
+            dossier_id,
+            name,
+            phone,
+            slot,
+        } in self.replica.open_slots(d)?
+        {
+            let e = by_patient
+                .entry(dossier_id.clone())
+                .or_insert_with(|| DueEntry {
+                    dossier_id,
+                    name,
+                    phone,
+                    overdue: false,
+                    days_overdue: 0,
+                    slots: Vec::new(),
+                });
+            if slot.status_on(d) == SlotStatus::Overdue {
+                e.overdue = true;
+                e.days_overdue = e.days_overdue.max((d - slot.deadline).num_days());
+            }
+            e.slots.push(slot);
+        }
+        let mut list: Vec<DueEntry> = by_patient.into_values().collect();
+        for e in &mut list {
+            e.slots.sort_by_key(|s| (s.deadline, s.cadence));
+        }
+        list.sort_by(|a, b| {
+            b.overdue
+                .cmp(&a.overdue)
+                .then(b.days_overdue.cmp(&a.days_overdue))
+                .then_with(|| a.slots[0].deadline.cmp(&b.slots[0].deadline))
+                .then_with(|| a.name.cmp(&b.name))
+                .then_with(|| a.dossier_id.cmp(&b.dossier_id))
+        });
+        Ok(list)
+    }
+
+    /// 电话咨询汇总表 of day `d`.
+    pub fn daily_report(&self, d: NaiveDate) -> Result<DailyReport> {
+        let rows = self.replica.day_rows(d)?;
+        Ok(report::daily(
+            d,
+            &rows.calls,
+            &rows.visits,
+            &rows.purchases,
+            &rows.followups,
+            &rows.slots,
+        ))
+    }
+}
+
+/// Loads a dossier of this office for editing.
+fn load_dossier(w: &WriteTx<'_>, id: &str, office: &str) -> Result<Dossier> {
+    let bytes = w
+        .load_document(id)?
+        .ok_or_else(|| ClientError::UnknownPatient(id.to_string()))?;
+    let dossier = Dossier::load(&bytes, w.actor().clone())?;
+    let theirs = dossier.office()?;
+    if theirs != office {
+        return Err(ClientError::WrongOffice {
+            id: id.to_string(),
+            office: theirs,
+        });
+    }
+    Ok(dossier)
+}

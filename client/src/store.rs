@@ -1,0 +1,910 @@
+//! The office replica: one SQLite file. The only module of the client that
+//! writes SQL.
+//!
+//! Tables:
+//! - `replica`: who this replica is (office, device name, automerge actor).
+//! - `documents`: the automerge bytes of every dossier and of the office
+//!   roster. **These bytes are the truth**; everything below them is derived.
+//! - `outbox`: changes made here that no server has acknowledged yet.
+//! - projections (`patients`, `patient_phones`, `calls`, `visits`,
+//!   `purchases`, `followups`, `contacts`, `problems`, `slots`, `staff`):
+//!   rebuilt from the documents at any time by [`Replica::rebuild`].
+//!
+//! Every edit is one SQLite transaction covering document, outbox and
+//! projections, begun `IMMEDIATE` so that two processes editing one replica
+//! serialise instead of losing an update.
+
+use crate::error::ClientError;
+use automerge::ActorId;
+use chrono::{NaiveDate, NaiveDateTime};
+use keqing_shared::dossier::{Dossier, DossierView, NewChange};
+use keqing_shared::followup::{Cadence, Slot, schedule};
+use keqing_shared::records::Record;
+use keqing_shared::report::{ActivityRow, CallRow};
+use keqing_shared::roster::Roster;
+use keqing_shared::staff::{Role, Staff};
+use keqing_shared::when::{fmt_date, fmt_datetime};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+use std::path::{Path, PathBuf};
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// The file name of the replica inside the data directory.
+pub const DB_FILE: &str = "keqing.sqlite";
+
+const MIGRATIONS: &[M<'static>] = &[M::up(
+    r#"
+CREATE TABLE replica (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    office TEXT NOT NULL,
+    device TEXT NOT NULL,
+    actor BLOB NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('dossier', 'roster')),
+    office TEXT NOT NULL,
+    bytes BLOB NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    bytes BLOB NOT NULL
+);
+CREATE TABLE staff (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    active INTEGER NOT NULL
+);
+CREATE TABLE patients (
+    dossier_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sex TEXT,
+    age INTEGER,
+    address TEXT,
+    diseases TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    typical INTEGER NOT NULL,
+    merged_into TEXT,
+    conflicts INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX patients_name ON patients(name);
+CREATE TABLE patient_phones (
+    phone TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    PRIMARY KEY (phone, dossier_id)
+) WITHOUT ROWID;
+CREATE INDEX patient_phones_dossier ON patient_phones(dossier_id);
+CREATE TABLE calls (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    caller_phone TEXT NOT NULL,
+    source TEXT NOT NULL,
+    disease TEXT
+);
+CREATE INDEX calls_at ON calls(at);
+CREATE INDEX calls_dossier ON calls(dossier_id);
+CREATE TABLE visits (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    purchased INTEGER NOT NULL
+);
+CREATE INDEX visits_at ON visits(at);
+CREATE INDEX visits_dossier ON visits(dossier_id);
+CREATE TABLE purchases (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    product TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    amount_fen INTEGER NOT NULL,
+    runout TEXT
+);
+CREATE INDEX purchases_at ON purchases(at);
+CREATE INDEX purchases_dossier ON purchases(dossier_id);
+CREATE TABLE followups (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    kind TEXT NOT NULL
+);
+CREATE INDEX followups_at ON followups(at);
+CREATE INDEX followups_dossier ON followups(dossier_id);
+CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL
+);
+CREATE INDEX contacts_dossier ON contacts(dossier_id);
+CREATE TABLE problems (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX problems_dossier ON problems(dossier_id);
+-- Follow-up slots derived from each dossier (never replicated).
+-- settled_on: the day a slot leaves the list (satisfied or closed).
+CREATE TABLE slots (
+    dossier_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    cadence TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    day INTEGER,
+    anchor TEXT NOT NULL,
+    due_from TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    satisfied_at TEXT,
+    closed_at TEXT,
+    settled_on TEXT,
+    PRIMARY KEY (dossier_id, n)
+) WITHOUT ROWID;
+CREATE INDEX slots_settled ON slots(settled_on, due_from);
+CREATE INDEX slots_deadline ON slots(deadline);
+"#,
+)];
+
+/// Who this replica is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaMeta {
+    pub office: String,
+    pub device: String,
+    pub actor: ActorId,
+    pub created_at: String,
+}
+
+/// A patient as listed by search and lookups.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PatientRow {
+    pub dossier_id: String,
+    pub name: String,
+    pub age: Option<i64>,
+    pub phones: Vec<String>,
+    pub diseases: String,
+    pub merged_into: Option<String>,
+}
+
+/// An open slot with the patient it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSlot {
+    pub dossier_id: String,
+    pub name: String,
+    pub phone: Option<String>,
+    pub slot: Slot,
+}
+
+/// The rows a daily report is built from.
+#[derive(Debug, Default)]
+pub struct DayRows {
+    pub calls: Vec<CallRow>,
+    pub visits: Vec<ActivityRow>,
+    pub purchases: Vec<ActivityRow>,
+    pub followups: Vec<ActivityRow>,
+    pub slots: Vec<Slot>,
+}
+
+pub struct Replica {
+    conn: Connection,
+    meta: ReplicaMeta,
+}
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join(DB_FILE)
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL: readers never block the writer. FULL: an edit acknowledged to the
+    // user survives a power cut, not only a process crash.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Migrations::from_slice(MIGRATIONS)
+        .to_latest(&mut conn)
+        .map_err(|e| match e {
+            rusqlite_migration::Error::MigrationDefinition(
+                rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
+            ) => ClientError::NewerSchema(path.display().to_string()),
+            other => ClientError::Migration(other.to_string()),
+        })?;
+    Ok(conn)
+}
+
+impl Replica {
+    /// Creates a new replica in `dir` (made if missing). Fails if one exists.
+    pub fn create(dir: &Path, meta: ReplicaMeta) -> Result<Replica> {
+        let path = db_path(dir);
+        if path.exists() {
+            return Err(ClientError::AlreadyInitialised(dir.display().to_string()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| ClientError::Io(dir.display().to_string(), e))?;
+        let conn = open_connection(&path)?;
+        conn.execute(
+            "INSERT INTO replica (id, office, device, actor, created_at) VALUES (1, ?1, ?2, ?3, ?4)",
+            params![meta.office, meta.device, meta.actor.to_bytes(), meta.created_at],
+        )?;
+        Ok(Replica { conn, meta })
+    }
+
+    /// Opens the replica in `dir`; never creates one.
+    pub fn open(dir: &Path) -> Result<Replica> {
+        let path = db_path(dir);
+        if !path.is_file() {
+            return Err(ClientError::NotInitialised(dir.display().to_string()));
+        }
+        let conn = open_connection(&path)?;
+        let meta = conn
+            .query_row(
+                "SELECT office, device, actor, created_at FROM replica WHERE id = 1",
+                [],
+                |r| {
+                    Ok(ReplicaMeta {
+                        office: r.get(0)?,
+                        device: r.get(1)?,
+                        actor: ActorId::from(r.get::<_, Vec<u8>>(2)?),
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?
+            .ok_or_else(|| ClientError::NotInitialised(dir.display().to_string()))?;
+        Ok(Replica { conn, meta })
+    }
+
+    pub fn meta(&self) -> &ReplicaMeta {
+        &self.meta
+    }
+
+    /// Runs `f` in one write transaction: all of it is committed, or none.
+    pub fn write<T>(&mut self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut w = WriteTx {
+            tx,
+            actor: self.meta.actor.clone(),
+        };
+        let out = f(&mut w)?;
+        w.tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn staff_named(&self, name: &str) -> Result<Option<Staff>> {
+        staff_named(&self.conn, name)
+    }
+
+    pub fn staff(&self) -> Result<Vec<Staff>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, role, active FROM staff ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, role, active) = row?;
+            let role = Role::parse(&role)?;
+            out.push(Staff {
+                id,
+                name,
+                role,
+                active,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn load_document(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        load_document(&self.conn, id)
+    }
+
+    /// Dossier ids whose id starts with `prefix`.
+    pub fn dossiers_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM documents WHERE kind = 'dossier' AND id >= ?1 AND id < ?1 || x'ff' ORDER BY id LIMIT 10",
+        )?;
+        let ids = stmt
+            .query_map([prefix], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    pub fn dossiers_with_phone(&self, phone: &str) -> Result<Vec<String>> {
+        dossiers_with_phone(&self.conn, phone)
+    }
+
+    /// Patients whose name, phone or disease contains `text`.
+    pub fn search(&self, text: &str, limit: usize) -> Result<Vec<PatientRow>> {
+        let pattern = format!(
+            "%{}%",
+            text.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT dossier_id FROM patients WHERE name LIKE ?1 ESCAPE '\\' OR diseases LIKE ?1 ESCAPE '\\'
+             UNION SELECT dossier_id FROM patient_phones WHERE phone LIKE ?1 ESCAPE '\\'
+             LIMIT ?2",
+        )?;
+        let ids: Vec<String> = stmt
+            .query_map(params![pattern, limit as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = patient_row(&self.conn, &id)? {
+                out.push(p);
+            }
+        }
+        out.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then_with(|| a.dossier_id.cmp(&b.dossier_id))
+        });
+        Ok(out)
+    }
+
+    /// Patients with this exact name (for duplicate checks).
+    pub fn patients_named(&self, name: &str) -> Result<Vec<PatientRow>> {
+        patients_named(&self.conn, name)
+    }
+
+    pub fn patient_row(&self, id: &str) -> Result<Option<PatientRow>> {
+        patient_row(&self.conn, id)
+    }
+
+    /// Slots open on day `d` (due or overdue), with their patients.
+    pub fn open_slots(&self, d: NaiveDate) -> Result<Vec<OpenSlot>> {
+        let day = fmt_date(d);
+        // settled_on > d: still open at the end of d. The index on
+        // (settled_on, due_from) keeps this to the live part of the table.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.dossier_id, p.name,
+                    (SELECT phone FROM patient_phones ph WHERE ph.dossier_id = s.dossier_id ORDER BY phone LIMIT 1),
+                    s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
+             FROM slots s JOIN patients p ON p.dossier_id = s.dossier_id
+             WHERE s.settled_on > ?1 AND s.due_from <= ?1",
+        )?;
+        let rows = stmt.query_map([&day], |r| {
+            Ok(OpenSlot {
+                dossier_id: r.get(0)?,
+                name: r.get(1)?,
+                phone: r.get(2)?,
+                slot: slot_from_row(r, 3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The rows behind the daily report of day `d`.
+    pub fn day_rows(&self, d: NaiveDate) -> Result<DayRows> {
+        let from = fmt_datetime(d.and_hms_opt(0, 0, 0).expect("midnight"));
+        let to = fmt_datetime(
+            (d + chrono::Duration::days(1))
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight"),
+        );
+        let mut rows = DayRows::default();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, staff, source, disease FROM calls WHERE at >= ?1 AND at < ?2",
+        )?;
+        rows.calls = stmt
+            .query_map([&from, &to], |r| {
+                Ok(CallRow {
+                    at: r.get(0)?,
+                    staff: r.get(1)?,
+                    source: r.get(2)?,
+                    disease: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let activity = |sql: &str| -> Result<Vec<ActivityRow>> {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let v = stmt
+                .query_map([&from, &to], |r| {
+                    Ok(ActivityRow {
+                        at: r.get(0)?,
+                        staff: r.get(1)?,
+                        purchased: r.get(2)?,
+                        amount_fen: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(v)
+        };
+        rows.visits =
+            activity("SELECT at, staff, purchased, 0 FROM visits WHERE at >= ?1 AND at < ?2")?;
+        rows.purchases =
+            activity("SELECT at, staff, 1, amount_fen FROM purchases WHERE at >= ?1 AND at < ?2")?;
+        rows.followups =
+            activity("SELECT at, staff, 0, 0 FROM followups WHERE at >= ?1 AND at < ?2")?;
+        // Slots due that day, and slots open and overdue at its end.
+        let day = fmt_date(d);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT cadence, reason, day, anchor, due_from, deadline, satisfied_at, closed_at FROM slots
+             WHERE deadline = ?1 OR (settled_on > ?1 AND deadline < ?1)",
+        )?;
+        rows.slots = stmt
+            .query_map([&day], |r| slot_from_row(r, 0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    pub fn outbox_len(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    pub fn dossier_count(&self) -> Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM documents WHERE kind = 'dossier'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Throws every projection away and derives it again from the documents.
+    /// Returns the number of documents read.
+    pub fn rebuild(&mut self) -> Result<u64> {
+        self.write(|w| {
+            for table in PROJECTION_TABLES {
+                w.tx.execute(&format!("DELETE FROM {table}"), [])?;
+            }
+            let docs: Vec<(String, String, Vec<u8>)> = {
+                let mut stmt =
+                    w.tx.prepare("SELECT id, kind, bytes FROM documents ORDER BY id")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for (id, kind, bytes) in &docs {
+                if kind == "roster" {
+                    let roster = Roster::load(bytes, w.actor.clone())?;
+                    w.project_staff(&roster.staff()?)?;
+                } else {
+                    let dossier = Dossier::load(bytes, w.actor.clone())?;
+                    let view = dossier.view()?;
+                    if &view.id != id {
+                        return Err(ClientError::Corrupt(format!(
+                            "document {id} holds dossier {}",
+                            view.id
+                        )));
+                    }
+                    w.project_dossier(&view, &schedule(&view))?;
+                }
+            }
+            Ok(docs.len() as u64)
+        })
+    }
+
+    /// Every projection row in a canonical text form, to compare two
+    /// replicas' projections (rebuild == incremental).
+    pub fn projection_dump(&self) -> Result<String> {
+        let mut out = String::new();
+        for table in PROJECTION_TABLES {
+            let mut stmt = self.conn.prepare(&format!("SELECT * FROM {table}"))?;
+            let n = stmt.column_count();
+            let mut lines: Vec<String> = stmt
+                .query_map([], |r| {
+                    let mut line = String::from(table);
+                    for i in 0..n {
+                        let v: rusqlite::types::Value = r.get(i)?;
+                        line.push_str(&format!("|{v:?}"));
+                    }
+                    Ok(line)
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            lines.sort();
+            for l in lines {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        Ok(out)
+    }
+
+    /// `PRAGMA integrity_check`, "ok" when the file is sound.
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// Bytes of document storage and their count, for the benchmark.
+    pub fn document_bytes(&self) -> Result<(u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), coalesce(sum(length(bytes)), 0) FROM documents WHERE kind = 'dossier'",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+}
+
+const PROJECTION_TABLES: [&str; 10] = [
+    "staff",
+    "patients",
+    "patient_phones",
+    "calls",
+    "visits",
+    "purchases",
+    "followups",
+    "contacts",
+    "problems",
+    "slots",
+];
+
+fn staff_named(conn: &Connection, name: &str) -> Result<Option<Staff>> {
+    let row = conn
+        .prepare_cached("SELECT id, role, active FROM staff WHERE name = ?1")?
+        .query_row([name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        })
+        .optional()?;
+    match row {
+        Some((id, role, active)) => Ok(Some(Staff {
+            id,
+            name: name.to_string(),
+            role: Role::parse(&role)?,
+            active,
+        })),
+        None => Ok(None),
+    }
+}
+
+fn load_document(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached("SELECT bytes FROM documents WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}
+
+fn patients_named(conn: &Connection, name: &str) -> Result<Vec<PatientRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT dossier_id FROM patients WHERE name = ?1 AND merged_into IS NULL",
+    )?;
+    let ids: Vec<String> = stmt
+        .query_map([name], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(p) = patient_row(conn, &id)? {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn patient_row(conn: &Connection, id: &str) -> Result<Option<PatientRow>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT name, age, diseases, merged_into FROM patients WHERE dossier_id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })
+        .optional()?;
+    let Some((name, age, diseases, merged_into)) = row else {
+        return Ok(None);
+    };
+    let phones = conn
+        .prepare_cached("SELECT phone FROM patient_phones WHERE dossier_id = ?1 ORDER BY phone")?
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(Some(PatientRow {
+        dossier_id: id.to_string(),
+        name,
+        age,
+        phones,
+        diseases,
+        merged_into,
+    }))
+}
+
+fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ph.dossier_id FROM patient_phones ph JOIN patients p ON p.dossier_id = ph.dossier_id
+         WHERE ph.phone = ?1 AND p.merged_into IS NULL ORDER BY ph.dossier_id",
+    )?;
+    let ids = stmt
+        .query_map([phone], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+fn slot_from_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Slot> {
+    let cadence: String = r.get(i)?;
+    Ok(Slot {
+        cadence: Cadence::parse(&cadence).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                i,
+                rusqlite::types::Type::Text,
+                format!("cadence {cadence}").into(),
+            )
+        })?,
+        reason: r.get(i + 1)?,
+        day: r.get(i + 2)?,
+        anchor: r.get(i + 3)?,
+        due_from: r.get(i + 4)?,
+        deadline: r.get(i + 5)?,
+        satisfied_at: r.get(i + 6)?,
+        closed_at: r.get(i + 7)?,
+    })
+}
+
+/// One write transaction on the replica.
+pub struct WriteTx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    actor: ActorId,
+}
+
+impl WriteTx<'_> {
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    pub fn load_document(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        load_document(&self.tx, id)
+    }
+
+    pub fn dossiers_with_phone(&self, phone: &str) -> Result<Vec<String>> {
+        dossiers_with_phone(&self.tx, phone)
+    }
+
+    pub fn patients_named(&self, name: &str) -> Result<Vec<PatientRow>> {
+        patients_named(&self.tx, name)
+    }
+
+    pub fn staff_named(&self, name: &str) -> Result<Option<Staff>> {
+        staff_named(&self.tx, name)
+    }
+
+    /// Stores a dossier after an edit: its bytes, the new change in the
+    /// outbox, and its projection rows.
+    pub fn save_dossier(
+        &mut self,
+        dossier: &Dossier,
+        change: &NewChange,
+        now: NaiveDateTime,
+    ) -> Result<DossierView> {
+        let view = dossier.view()?;
+        self.save_document(
+            &view.id,
+            "dossier",
+            &view.office,
+            &dossier.save(),
+            change,
+            now,
+        )?;
+        self.project_dossier(&view, &schedule(&view))?;
+        Ok(view)
+    }
+
+    pub fn save_roster(
+        &mut self,
+        office: &str,
+        roster: &Roster,
+        change: &NewChange,
+        now: NaiveDateTime,
+    ) -> Result<()> {
+        let id = keqing_shared::roster::roster_id(office);
+        self.save_document(&id, "roster", office, &roster.save(), change, now)?;
+        self.project_staff(&roster.staff()?)
+    }
+
+    fn save_document(
+        &mut self,
+        id: &str,
+        kind: &str,
+        office: &str,
+        bytes: &[u8],
+        change: &NewChange,
+        now: NaiveDateTime,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO documents (id, kind, office, bytes, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
+            params![id, kind, office, bytes, fmt_datetime(now)],
+        )?;
+        self.tx.execute(
+            "INSERT INTO outbox (doc_id, hash, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (hash) DO NOTHING",
+            params![id, change.hash.to_string(), change.bytes],
+        )?;
+        Ok(())
+    }
+
+    fn project_staff(&mut self, staff: &[Staff]) -> Result<()> {
+        self.tx.execute("DELETE FROM staff", [])?;
+        let mut stmt = self
+            .tx
+            .prepare_cached("INSERT INTO staff (id, name, role, active) VALUES (?1, ?2, ?3, ?4)")?;
+        for s in staff {
+            stmt.execute(params![s.id, s.name, s.role.as_str(), s.active])?;
+        }
+        Ok(())
+    }
+
+    /// Replaces every projection row of one dossier.
+    fn project_dossier(&mut self, v: &DossierView, slots: &[Slot]) -> Result<()> {
+        let tx = &self.tx;
+        for table in [
+            "patients",
+            "patient_phones",
+            "calls",
+            "visits",
+            "purchases",
+            "followups",
+            "contacts",
+            "problems",
+            "slots",
+        ] {
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE dossier_id = ?1"))?
+                .execute([&v.id])?;
+        }
+        let p = &v.patient;
+        tx.prepare_cached(
+            "INSERT INTO patients (dossier_id, office, name, sex, age, address, diseases, created_at, typical, merged_into, conflicts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            v.id,
+            v.office,
+            p.name,
+            p.sex.map(|s| s.chinese()),
+            p.age,
+            p.address,
+            p.diseases.join(","),
+            fmt_datetime(v.created_at),
+            v.typical.as_ref().is_some_and(|t| t.flagged),
+            v.merged_into,
+            v.conflicts.len() as i64,
+        ])?;
+        let mut stmt =
+            tx.prepare_cached("INSERT INTO patient_phones (phone, dossier_id) VALUES (?1, ?2)")?;
+        for phone in &p.phones {
+            stmt.execute(params![phone, v.id])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO calls (id, dossier_id, at, staff, caller_phone, source, disease) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for c in &v.calls {
+            stmt.execute(params![
+                c.id,
+                v.id,
+                fmt_datetime(c.at),
+                c.staff,
+                c.caller_phone,
+                c.source,
+                c.disease
+            ])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO visits (id, dossier_id, at, staff, purchased) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for x in &v.visits {
+            stmt.execute(params![
+                x.id,
+                v.id,
+                fmt_datetime(x.at),
+                x.staff,
+                x.purchased
+            ])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO purchases (id, dossier_id, at, staff, product, quantity, amount_fen, runout) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for x in &v.purchases {
+            stmt.execute(params![
+                x.id,
+                v.id,
+                fmt_datetime(x.at),
+                x.staff,
+                x.product,
+                x.quantity,
+                x.amount_fen,
+                x.runout.map(fmt_date)
+            ])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO followups (id, dossier_id, at, staff, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for x in &v.followups {
+            stmt.execute(params![x.id, v.id, fmt_datetime(x.at), x.staff, x.kind])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO contacts (id, dossier_id, kind, at, staff) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for x in &v.hospital_stays {
+            stmt.execute(params![
+                x.id,
+                v.id,
+                keqing_shared::records::HospitalStay::COLLECTION,
+                fmt_datetime(x.at),
+                x.staff
+            ])?;
+        }
+        let contacts = [
+            (
+                keqing_shared::records::Greeting::COLLECTION,
+                v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>(),
+            ),
+            (
+                keqing_shared::records::HomeVisit::COLLECTION,
+                v.home_visits.iter().map(|g| &g.0).collect(),
+            ),
+            (
+                keqing_shared::records::Delivery::COLLECTION,
+                v.deliveries.iter().map(|g| &g.0).collect(),
+            ),
+        ];
+        for (kind, list) in contacts {
+            for x in list {
+                stmt.execute(params![x.id, v.id, kind, fmt_datetime(x.at), x.staff])?;
+            }
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO problems (id, dossier_id, at, state) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for x in &v.problems {
+            let state = serde_json::to_value(x.state)
+                .ok()
+                .and_then(|s| s.as_str().map(str::to_string));
+            stmt.execute(params![
+                x.id,
+                v.id,
+                fmt_datetime(x.at),
+                state.unwrap_or_default()
+            ])?;
+        }
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO slots (dossier_id, n, cadence, reason, day, anchor, due_from, deadline, satisfied_at, closed_at, settled_on)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for (n, s) in slots.iter().enumerate() {
+            let settled = s.satisfied_at.or(s.closed_at).map(|t| fmt_date(t.date()));
+            stmt.execute(params![
+                v.id,
+                n as i64,
+                s.cadence.as_str(),
+                s.reason,
+                s.day,
+                fmt_datetime(s.anchor),
+                fmt_date(s.due_from),
+                fmt_date(s.deadline),
+                s.satisfied_at.map(fmt_datetime),
+                s.closed_at.map(fmt_datetime),
+                // A slot that never settles sorts after every date.
+                settled.unwrap_or_else(|| "9999-12-31".to_string()),
+            ])?;
+        }
+        Ok(())
+    }
+}

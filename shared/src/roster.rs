@@ -1,0 +1,153 @@
+//! The office roster: the staff of one office, as one automerge document
+//! shared by the office's devices.
+//!
+//! Every device of an office creates the roster on its own, offline. To keep
+//! two such copies from fighting over the `staff` map (two different map
+//! objects under one key would hide one device's staff), the first change is
+//! made deterministically: a fixed actor derived from the office code, a
+//! fixed time, the same operations. Every device produces the byte-identical
+//! genesis change with the same hash, so the copies share one `staff` map and
+//! merge cleanly.
+
+use crate::DomainError;
+use crate::dossier::NewChange;
+use crate::staff::{Role, Staff};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
+
+const STAFF: &str = "staff";
+
+/// The document id of an office's roster.
+pub fn roster_id(office: &str) -> String {
+    format!("roster-{office}")
+}
+
+pub struct Roster {
+    doc: Automerge,
+}
+
+impl Roster {
+    /// The genesis of an office's roster: identical on every device.
+    pub fn genesis(office: &str) -> Result<(Roster, NewChange), DomainError> {
+        let actor = ActorId::from(format!("keqing-roster-{office}").into_bytes());
+        let mut doc = Automerge::new().with_actor(actor);
+        doc.transact_with(
+            |_| CommitOptions::default().with_time(0),
+            |tx| -> Result<(), DomainError> {
+                tx.put(ROOT, "office", office)?;
+                tx.put_object(ROOT, STAFF, ObjType::Map)?;
+                Ok(())
+            },
+        )
+        .map_err(|f| f.error)?;
+        let change = doc
+            .get_last_local_change()
+            .map(|c| NewChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+            .ok_or_else(|| DomainError::Malformed("empty genesis".into()))?;
+        Ok((Roster { doc }, change))
+    }
+
+    pub fn load(bytes: &[u8], actor: ActorId) -> Result<Roster, DomainError> {
+        let doc = Automerge::load(bytes)?.with_actor(actor);
+        let r = Roster { doc };
+        r.staff_obj()?;
+        Ok(r)
+    }
+
+    pub fn with_actor(mut self, actor: ActorId) -> Roster {
+        self.doc.set_actor(actor);
+        self
+    }
+
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    pub fn automerge(&self) -> &Automerge {
+        &self.doc
+    }
+
+    fn staff_obj(&self) -> Result<ObjId, DomainError> {
+        match self.doc.get(ROOT, STAFF)? {
+            Some((Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => Err(DomainError::Malformed("roster has no staff map".into())),
+        }
+    }
+
+    /// Adds a member; the caller checks the name is not taken.
+    pub fn add(&mut self, staff: &Staff, time_ms: i64) -> Result<NewChange, DomainError> {
+        let map = self.staff_obj()?;
+        self.doc
+            .transact_with(
+                |_| CommitOptions::default().with_time(time_ms),
+                |tx| -> Result<(), DomainError> {
+                    let m = tx.put_object(&map, staff.id.as_str(), ObjType::Map)?;
+                    tx.put(&m, "name", staff.name.as_str())?;
+                    tx.put(&m, "role", staff.role.as_str())?;
+                    tx.put(&m, "active", staff.active)?;
+                    Ok(())
+                },
+            )
+            .map_err(|f| f.error)?;
+        self.doc
+            .get_last_local_change()
+            .map(|c| NewChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+            .ok_or_else(|| DomainError::Malformed("no change".into()))
+    }
+
+    pub fn staff(&self) -> Result<Vec<Staff>, DomainError> {
+        let map = self.staff_obj()?;
+        let mut out = Vec::new();
+        for item in self.doc.map_range(&map, ..) {
+            let id = item.id();
+            let get = |k: &str| -> Option<Value<'_>> {
+                self.doc.get(&id, k).ok().flatten().map(|(v, _)| v)
+            };
+            let name = get("name").and_then(|v| v.as_str().map(str::to_string));
+            let role = get("role").and_then(|v| v.as_str().and_then(|r| Role::parse(r).ok()));
+            let active = get("active").and_then(|v| v.as_bool()).unwrap_or(true);
+            if let (Some(name), Some(role)) = (name, role) {
+                out.push(Staff {
+                    id: item.key.to_string(),
+                    name,
+                    role,
+                    active,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn genesis_is_identical_on_every_device_and_rosters_merge() {
+        let (a, ga) = Roster::genesis("44").unwrap();
+        let (b, gb) = Roster::genesis("44").unwrap();
+        assert_eq!(ga, gb, "same hash and bytes on every device");
+        let mut a = a.with_actor(ActorId::from(b"device-a"));
+        let mut b = b.with_actor(ActorId::from(b"device-b"));
+        let s = |id: &str, name: &str| Staff {
+            id: id.into(),
+            name: name.into(),
+            role: Role::Consultant,
+            active: true,
+        };
+        a.add(&s("1", "李娜"), 1).unwrap();
+        b.add(&s("2", "王芳"), 2).unwrap();
+        a.doc.merge(&mut b.doc).unwrap();
+        let mut names: Vec<String> = a.staff().unwrap().into_iter().map(|s| s.name).collect();
+        names.sort();
+        assert_eq!(names, ["李娜", "王芳"]);
+        assert_ne!(Roster::genesis("11").unwrap().1.hash, ga.hash);
+    }
+}
