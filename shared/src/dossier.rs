@@ -530,3 +530,171 @@ fn collection<R: Record>(doc: &Automerge) -> Result<Vec<R>, DomainError> {
     out.sort_by(|a, b| a.at().cmp(&b.at()).then_with(|| a.id().cmp(b.id())));
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::when::parse_datetime;
+
+    fn t(s: &str) -> NaiveDateTime {
+        parse_datetime(s).unwrap()
+    }
+
+    fn followup(id: &str, at: &str, staff: &str) -> FollowUp {
+        FollowUp {
+            id: id.into(),
+            at: t(at),
+            staff: staff.into(),
+            kind: "回访".into(),
+            outcome: "服药正常".into(),
+            next_entry: Some("问血压".into()),
+        }
+    }
+
+    fn new_dossier() -> (Dossier, Vec<u8>) {
+        let (mut d, _) = Dossier::create("01a2-x", "44", t("2026-11-20T09:30"), ActorId::from(b"aaaa"), 1).unwrap();
+        d.edit(2, |tx| {
+            tx.update_patient(&PatientUpdate {
+                name: Some("张三".into()),
+                age: Some(62),
+                ..Default::default()
+            })?;
+            tx.add_phone("13800138000")
+        })
+        .unwrap();
+        let bytes = d.save();
+        (d, bytes)
+    }
+
+    #[test]
+    fn records_round_trip_through_the_document() {
+        let (mut d, _) = new_dossier();
+        let p = Purchase {
+            id: "p1".into(),
+            at: t("2026-11-22T10:30"),
+            staff: "王医生".into(),
+            product: "心脑康".into(),
+            quantity: 3,
+            amount_fen: 128050,
+            invoice: Some("No.1".into()),
+            runout: Some(crate::when::parse_date("2026-12-22").unwrap()),
+            gifts: Some("血压计".into()),
+            gift_receipt: Some("R-9".into()),
+        };
+        d.edit(3, |tx| tx.add(&p)).unwrap().expect("a change");
+        let reloaded = Dossier::load(&d.save(), ActorId::from(b"bbbb")).unwrap();
+        let v = reloaded.view().unwrap();
+        assert_eq!(v.purchases, vec![p]);
+        assert_eq!(v.patient.name, "张三");
+        assert_eq!(v.patient.phones, vec!["13800138000"]);
+        assert_eq!(v.office, "44");
+    }
+
+    #[test]
+    fn concurrent_appends_from_two_devices_both_survive() {
+        let (_, bytes) = new_dossier();
+        let mut a = Dossier::load(&bytes, ActorId::from(b"dev-a")).unwrap();
+        let mut b = Dossier::load(&bytes, ActorId::from(b"dev-b")).unwrap();
+        let ca = a.edit(10, |tx| tx.add(&followup("fa", "2026-11-21T10:00", "李娜"))).unwrap().unwrap();
+        let cb = b.edit(11, |tx| tx.add(&followup("fb", "2026-11-21T10:05", "王芳"))).unwrap().unwrap();
+        // Exchange the raw change bytes, as sync does.
+        a.doc.apply_changes([automerge::Change::from_bytes(cb.bytes).unwrap()]).unwrap();
+        b.doc.apply_changes([automerge::Change::from_bytes(ca.bytes).unwrap()]).unwrap();
+        let (va, vb) = (a.view().unwrap(), b.view().unwrap());
+        assert_eq!(va, vb);
+        let ids: Vec<&str> = va.followups.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["fa", "fb"]);
+        assert_eq!(a.heads(), b.heads());
+    }
+
+    #[test]
+    fn concurrent_different_values_are_shown_as_conflicts() {
+        let (_, bytes) = new_dossier();
+        let mut a = Dossier::load(&bytes, ActorId::from(b"dev-a")).unwrap();
+        let mut b = Dossier::load(&bytes, ActorId::from(b"dev-b")).unwrap();
+        let age = |n| PatientUpdate {
+            age: Some(n),
+            ..Default::default()
+        };
+        a.edit(10, |tx| tx.update_patient(&age(63))).unwrap();
+        b.edit(11, |tx| tx.update_patient(&age(64))).unwrap();
+        a.doc.merge(&mut b.doc).unwrap();
+        let v = a.view().unwrap();
+        assert_eq!(
+            v.conflicts,
+            vec![Conflict {
+                field: "age".into(),
+                values: vec!["63".into(), "64".into()]
+            }]
+        );
+        // Settling it clears the conflict.
+        a.edit(12, |tx| tx.set_patient_field("age", ScalarValue::Int(63))).unwrap();
+        assert!(a.view().unwrap().conflicts.is_empty());
+        assert_eq!(a.view().unwrap().patient.age, Some(63));
+    }
+
+    #[test]
+    fn setting_a_field_to_its_value_makes_no_change() {
+        let (mut d, _) = new_dossier();
+        let same = PatientUpdate {
+            name: Some("张三".into()),
+            age: Some(62),
+            ..Default::default()
+        };
+        assert_eq!(d.edit(5, |tx| tx.update_patient(&same)).unwrap(), None);
+        assert_eq!(d.edit(5, |tx| tx.add_phone("13800138000")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_failed_edit_leaves_the_document_untouched() {
+        let (mut d, _) = new_dossier();
+        let heads = d.heads();
+        let err = d
+            .edit(5, |tx| {
+                tx.add(&followup("f1", "2026-11-21T10:00", "李娜"))?;
+                tx.add(&followup("f1", "2026-11-21T10:00", "李娜"))
+            })
+            .unwrap_err();
+        assert!(matches!(err, DomainError::InvalidField { field: "id", .. }));
+        assert_eq!(d.heads(), heads);
+        assert!(d.view().unwrap().followups.is_empty());
+    }
+
+    #[test]
+    fn malformed_bytes_are_an_error_not_a_panic() {
+        let (_, bytes) = new_dossier();
+        for bad in [&b""[..], b"garbage", &bytes[..bytes.len() / 2]] {
+            assert!(Dossier::load(bad, ActorId::random()).is_err());
+        }
+        // A valid automerge document that is not a dossier.
+        let other = Automerge::new().save();
+        assert!(matches!(Dossier::load(&other, ActorId::random()), Err(DomainError::Malformed(_))));
+    }
+
+    #[test]
+    fn update_changes_only_given_fields_of_a_record() {
+        let (mut d, _) = new_dossier();
+        let p = Problem {
+            id: "q1".into(),
+            at: t("2026-11-21T10:00"),
+            staff: "李娜".into(),
+            description: "投诉疗效".into(),
+            state: ProblemState::Open,
+            handling_at: None,
+            resolved_at: None,
+            resolution: None,
+        };
+        d.edit(5, |tx| tx.add(&p)).unwrap();
+        d.edit(6, |tx| {
+            let mut p: Problem = tx.get("q1")?;
+            p.state = ProblemState::Resolved;
+            p.resolution = Some("已退换".into());
+            tx.update(&p)
+        })
+        .unwrap();
+        let v = d.view().unwrap();
+        assert_eq!(v.problems[0].state, ProblemState::Resolved);
+        assert_eq!(v.problems[0].description, "投诉疗效");
+        assert!(matches!(d.edit(7, |tx| tx.get::<Problem>("nope").map(|_| ())), Err(DomainError::UnknownRecord(_))));
+    }
+}

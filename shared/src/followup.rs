@@ -316,3 +316,7 @@ pub fn open_on(slots: &[Slot], d: NaiveDate) -> Vec<&Slot> {
     open.sort_by_key(|s| (s.deadline, s.cadence));
     open
 }
+
+#[cfg(test)]
+#[path = "followup_tests.rs"]
+mod tests;
