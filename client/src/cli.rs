@@ -525,14 +525,14 @@ fn run(cli: Cli) -> Result<()> {
             let staff = desk.staff_member(&a.who.staff)?;
             let at = when(&a.who.at)?;
             let runout = a.runout.as_deref().map(parse_date).transpose()?;
-            if let Some(r) = runout {
-                if r < at.date() {
-                    return Err(DomainError::invalid(
-                        "runout",
-                        "the run-out date is before the purchase",
-                    )
-                    .into());
-                }
+            if let Some(r) = runout
+                && r < at.date()
+            {
+                return Err(DomainError::invalid(
+                    "runout",
+                    "the run-out date is before the purchase",
+                )
+                .into());
             }
             if a.quantity < 1 {
                 return Err(DomainError::invalid("quantity", "at least 1 box").into());

@@ -165,23 +165,18 @@ impl Desk {
     /// Finds one dossier by id, id prefix (8+ characters) or phone number.
     pub fn resolve_patient(&self, query: &str) -> Result<String> {
         let q = query.trim();
-        let unknown = || ClientError::UnknownPatient(q.to_string());
-        if phone::looks_like_digits(q) && !q.contains('-') || q.starts_with('+') {
-            if let Ok(p) = phone::normalise(q) {
-                return self.one_of(q, self.replica.dossiers_with_phone(&p)?);
-            }
-        }
-        if q.len() >= 8 && q.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            let ids = self.replica.dossiers_with_prefix(&q.to_ascii_lowercase())?;
-            if !ids.is_empty() {
-                return self.one_of(q, ids);
-            }
-        }
-        // A landline typed with dashes looks like an id prefix; try it as a phone last.
+        // A dossier id is hex with dashes and never a valid phone number, so
+        // the two readings cannot collide.
         if let Ok(p) = phone::normalise(q) {
             return self.one_of(q, self.replica.dossiers_with_phone(&p)?);
         }
-        Err(unknown())
+        if q.len() >= 8 && q.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return self.one_of(
+                q,
+                self.replica.dossiers_with_prefix(&q.to_ascii_lowercase())?,
+            );
+        }
+        Err(ClientError::UnknownPatient(q.to_string()))
     }
 
     fn one_of(&self, q: &str, ids: Vec<String>) -> Result<String> {
@@ -205,14 +200,12 @@ impl Desk {
             .as_deref()
             .map(|d| validate_name("disease", d))
             .transpose()?;
-        if let Some(age) = input.age {
-            if !(0..=130).contains(&age) {
-                return Err(keqing_shared::DomainError::invalid(
-                    "age",
-                    format!("{age} is not an age"),
-                )
-                .into());
-            }
+        if let Some(age) = input.age
+            && !(0..=130).contains(&age)
+        {
+            return Err(
+                keqing_shared::DomainError::invalid("age", format!("{age} is not an age")).into(),
+            );
         }
         let staff = self.staff_member(&input.staff)?;
         let given = input

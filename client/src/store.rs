@@ -209,6 +209,8 @@ fn db_path(dir: &Path) -> PathBuf {
 fn open_connection(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Every statement of an edit is cached; the default 16 would evict them.
+    conn.set_prepared_statement_cache_capacity(128);
     // WAL: readers never block the writer. FULL: an edit acknowledged to the
     // user survives a power cut, not only a process crash.
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -264,6 +266,24 @@ impl Replica {
             .optional()?
             .ok_or_else(|| ClientError::NotInitialised(dir.display().to_string()))?;
         Ok(Replica { conn, meta })
+    }
+
+    /// Bulk loading (imports, benchmarks): commits stop waiting for fsync.
+    /// A crash may then lose the last commits, never corrupt the file; turn
+    /// it off again before ordinary work.
+    pub fn set_bulk_load(&self, on: bool) -> Result<()> {
+        self.conn
+            .pragma_update(None, "synchronous", if on { "NORMAL" } else { "FULL" })?;
+        Ok(())
+    }
+
+    /// The size of the database file and its WAL, in bytes.
+    pub fn file_bytes(&self) -> Result<u64> {
+        self.conn
+            .pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let size: i64 = self.conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok((pages * size) as u64)
     }
 
     pub fn meta(&self) -> &ReplicaMeta {

@@ -552,7 +552,14 @@ mod tests {
     }
 
     fn new_dossier() -> (Dossier, Vec<u8>) {
-        let (mut d, _) = Dossier::create("01a2-x", "44", t("2026-11-20T09:30"), ActorId::from(b"aaaa"), 1).unwrap();
+        let (mut d, _) = Dossier::create(
+            "01a2-x",
+            "44",
+            t("2026-11-20T09:30"),
+            ActorId::from(b"aaaa"),
+            1,
+        )
+        .unwrap();
         d.edit(2, |tx| {
             tx.update_patient(&PatientUpdate {
                 name: Some("张三".into()),
@@ -595,11 +602,21 @@ mod tests {
         let (_, bytes) = new_dossier();
         let mut a = Dossier::load(&bytes, ActorId::from(b"dev-a")).unwrap();
         let mut b = Dossier::load(&bytes, ActorId::from(b"dev-b")).unwrap();
-        let ca = a.edit(10, |tx| tx.add(&followup("fa", "2026-11-21T10:00", "李娜"))).unwrap().unwrap();
-        let cb = b.edit(11, |tx| tx.add(&followup("fb", "2026-11-21T10:05", "王芳"))).unwrap().unwrap();
+        let ca = a
+            .edit(10, |tx| tx.add(&followup("fa", "2026-11-21T10:00", "李娜")))
+            .unwrap()
+            .unwrap();
+        let cb = b
+            .edit(11, |tx| tx.add(&followup("fb", "2026-11-21T10:05", "王芳")))
+            .unwrap()
+            .unwrap();
         // Exchange the raw change bytes, as sync does.
-        a.doc.apply_changes([automerge::Change::from_bytes(cb.bytes).unwrap()]).unwrap();
-        b.doc.apply_changes([automerge::Change::from_bytes(ca.bytes).unwrap()]).unwrap();
+        a.doc
+            .apply_changes([automerge::Change::from_bytes(cb.bytes).unwrap()])
+            .unwrap();
+        b.doc
+            .apply_changes([automerge::Change::from_bytes(ca.bytes).unwrap()])
+            .unwrap();
         let (va, vb) = (a.view().unwrap(), b.view().unwrap());
         assert_eq!(va, vb);
         let ids: Vec<&str> = va.followups.iter().map(|f| f.id.as_str()).collect();
@@ -628,7 +645,8 @@ mod tests {
             }]
         );
         // Settling it clears the conflict.
-        a.edit(12, |tx| tx.set_patient_field("age", ScalarValue::Int(63))).unwrap();
+        a.edit(12, |tx| tx.set_patient_field("age", ScalarValue::Int(63)))
+            .unwrap();
         assert!(a.view().unwrap().conflicts.is_empty());
         assert_eq!(a.view().unwrap().patient.age, Some(63));
     }
@@ -668,7 +686,10 @@ mod tests {
         }
         // A valid automerge document that is not a dossier.
         let other = Automerge::new().save();
-        assert!(matches!(Dossier::load(&other, ActorId::random()), Err(DomainError::Malformed(_))));
+        assert!(matches!(
+            Dossier::load(&other, ActorId::random()),
+            Err(DomainError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -695,6 +716,9 @@ mod tests {
         let v = d.view().unwrap();
         assert_eq!(v.problems[0].state, ProblemState::Resolved);
         assert_eq!(v.problems[0].description, "投诉疗效");
-        assert!(matches!(d.edit(7, |tx| tx.get::<Problem>("nope").map(|_| ())), Err(DomainError::UnknownRecord(_))));
+        assert!(matches!(
+            d.edit(7, |tx| tx.get::<Problem>("nope").map(|_| ())),
+            Err(DomainError::UnknownRecord(_))
+        ));
     }
 }

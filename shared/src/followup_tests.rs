@@ -108,7 +108,10 @@ fn non_visitor_followup_within_three_days_is_on_time_later_is_late() {
     let s = &schedule(&v)[0];
     assert_eq!(s.satisfied_at, Some(t("2026-11-22T10:00")));
     assert!(s.on_time());
-    assert_eq!(s.status_on(d("2026-11-25")), SlotStatus::Done { on_time: true });
+    assert_eq!(
+        s.status_on(d("2026-11-25")),
+        SlotStatus::Done { on_time: true }
+    );
 
     let mut v = view();
     v.calls.push(call("2026-11-20T09:30"));
@@ -116,7 +119,10 @@ fn non_visitor_followup_within_three_days_is_on_time_later_is_late() {
     let s = &schedule(&v)[0];
     assert!(!s.on_time());
     assert_eq!(s.status_on(d("2026-11-24")), SlotStatus::Overdue);
-    assert_eq!(s.status_on(d("2026-11-25")), SlotStatus::Done { on_time: false });
+    assert_eq!(
+        s.status_on(d("2026-11-25")),
+        SlotStatus::Done { on_time: false }
+    );
 }
 
 #[test]
@@ -139,7 +145,10 @@ fn a_visit_ends_the_non_visitor_slot() {
     assert_eq!(nv[0].status_on(d("2026-11-21")), SlotStatus::Due);
     // The visitor who did not buy is called within 3 days of the visit.
     let nb = of(&slots, Cadence::NotBought);
-    assert_eq!((nb[0].due_from, nb[0].deadline), (d("2026-11-23"), d("2026-11-25")));
+    assert_eq!(
+        (nb[0].due_from, nb[0].deadline),
+        (d("2026-11-23"), d("2026-11-25"))
+    );
     // Calls after the visit make no new non-visitor slot.
     v.calls.push(call("2026-11-26T09:00"));
     assert_eq!(of(&schedule(&v), Cadence::NotVisited).len(), 1);
@@ -160,9 +169,13 @@ fn calls_on_one_day_make_one_slot_and_a_followup_covers_earlier_days() {
 #[test]
 fn purchase_cadence_is_day_1_3_6_10_15_then_every_5_days() {
     let mut v = view();
-    v.purchases.push(purchase("2026-11-01T10:00", Some("2026-11-30")));
+    v.purchases
+        .push(purchase("2026-11-01T10:00", Some("2026-11-30")));
     let slots = schedule(&v);
-    let days: Vec<i64> = of(&slots, Cadence::AfterPurchase).iter().map(|s| s.day.unwrap()).collect();
+    let days: Vec<i64> = of(&slots, Cadence::AfterPurchase)
+        .iter()
+        .map(|s| s.day.unwrap())
+        .collect();
     // Run-out 11-30 is day 29; calls go on 30 days past it: through day 59.
     assert_eq!(days, [1, 3, 6, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55]);
     for s in of(&slots, Cadence::AfterPurchase) {
@@ -170,7 +183,10 @@ fn purchase_cadence_is_day_1_3_6_10_15_then_every_5_days() {
         assert_eq!(s.due_from, s.deadline);
     }
     let ro = of(&slots, Cadence::RunOut);
-    assert_eq!((ro[0].due_from, ro[0].deadline), (d("2026-11-27"), d("2026-11-30")));
+    assert_eq!(
+        (ro[0].due_from, ro[0].deadline),
+        (d("2026-11-27"), d("2026-11-30"))
+    );
 }
 
 #[test]
@@ -178,7 +194,11 @@ fn without_a_runout_date_the_cadence_runs_sixty_days() {
     let mut v = view();
     v.purchases.push(purchase("2026-11-01T10:00", None));
     let slots = schedule(&v);
-    let last = of(&slots, Cadence::AfterPurchase).last().unwrap().day.unwrap();
+    let last = of(&slots, Cadence::AfterPurchase)
+        .last()
+        .unwrap()
+        .day
+        .unwrap();
     assert_eq!(last, 60);
     assert!(of(&slots, Cadence::RunOut).is_empty());
 }
@@ -186,14 +206,26 @@ fn without_a_runout_date_the_cadence_runs_sixty_days() {
 #[test]
 fn a_followup_satisfies_its_slot_and_every_earlier_missed_one() {
     let mut v = view();
-    v.purchases.push(purchase("2026-11-01T10:00", Some("2026-11-30")));
+    v.purchases
+        .push(purchase("2026-11-01T10:00", Some("2026-11-30")));
     v.followups.push(followup("2026-11-05T10:00")); // day 4: in the day-3 slot
     let slots = schedule(&v);
     let ap = of(&slots, Cadence::AfterPurchase);
-    assert_eq!(ap[0].satisfied_at, Some(t("2026-11-05T10:00")), "day 1, missed");
-    assert_eq!(ap[1].satisfied_at, Some(t("2026-11-05T10:00")), "day 3, its slot");
+    assert_eq!(
+        ap[0].satisfied_at,
+        Some(t("2026-11-05T10:00")),
+        "day 1, missed"
+    );
+    assert_eq!(
+        ap[1].satisfied_at,
+        Some(t("2026-11-05T10:00")),
+        "day 3, its slot"
+    );
     assert!(!ap[0].on_time() && !ap[1].on_time());
-    assert_eq!(ap[2].satisfied_at, None, "day 6 is not done by a call on day 4");
+    assert_eq!(
+        ap[2].satisfied_at, None,
+        "day 6 is not done by a call on day 4"
+    );
     assert_eq!(ap[2].status_on(d("2026-11-07")), SlotStatus::Due);
     assert_eq!(ap[2].status_on(d("2026-11-08")), SlotStatus::Overdue);
 }
@@ -201,21 +233,27 @@ fn a_followup_satisfies_its_slot_and_every_earlier_missed_one() {
 #[test]
 fn followups_on_the_due_days_are_all_on_time() {
     let mut v = view();
-    v.purchases.push(purchase("2026-11-01T10:00", Some("2026-11-16")));
+    v.purchases
+        .push(purchase("2026-11-01T10:00", Some("2026-11-16")));
     for day in [2, 4, 7, 11, 16] {
-        v.followups.push(followup(&format!("2026-11-{day:02}T10:00")));
+        v.followups
+            .push(followup(&format!("2026-11-{day:02}T10:00")));
     }
     let slots = schedule(&v);
     let ap = of(&slots, Cadence::AfterPurchase);
     assert!(ap[..5].iter().all(|s| s.on_time()), "{ap:#?}");
-    assert!(of(&slots, Cadence::RunOut)[0].on_time(), "the day-15 call is within the run-out window");
+    assert!(
+        of(&slots, Cadence::RunOut)[0].on_time(),
+        "the day-15 call is within the run-out window"
+    );
     assert_eq!(ap[5].status_on(d("2026-11-21")), SlotStatus::Due);
 }
 
 #[test]
 fn a_followup_on_the_purchase_day_satisfies_nothing() {
     let mut v = view();
-    v.purchases.push(purchase("2026-11-01T10:00", Some("2026-11-30")));
+    v.purchases
+        .push(purchase("2026-11-01T10:00", Some("2026-11-30")));
     v.followups.push(followup("2026-11-01T16:00"));
     assert!(schedule(&v).iter().all(|s| s.satisfied_at.is_none()));
 }
@@ -223,17 +261,32 @@ fn a_followup_on_the_purchase_day_satisfies_nothing() {
 #[test]
 fn a_new_purchase_starts_a_new_cadence_and_ends_the_old() {
     let mut v = view();
-    v.purchases.push(purchase("2026-11-01T10:00", Some("2026-11-30")));
-    v.purchases.push(purchase("2026-11-08T10:00", Some("2026-12-08")));
+    v.purchases
+        .push(purchase("2026-11-01T10:00", Some("2026-11-30")));
+    v.purchases
+        .push(purchase("2026-11-08T10:00", Some("2026-12-08")));
     let slots = schedule(&v);
     let ap = of(&slots, Cadence::AfterPurchase);
-    let first: Vec<i64> = ap.iter().filter(|s| s.anchor == t("2026-11-01T10:00")).map(|s| s.day.unwrap()).collect();
-    assert_eq!(first, [1, 3, 6], "slots on or after the repurchase day are gone");
+    let first: Vec<i64> = ap
+        .iter()
+        .filter(|s| s.anchor == t("2026-11-01T10:00"))
+        .map(|s| s.day.unwrap())
+        .collect();
+    assert_eq!(
+        first,
+        [1, 3, 6],
+        "slots on or after the repurchase day are gone"
+    );
     assert_eq!(ap[2].status_on(d("2026-11-08")), SlotStatus::Closed);
     assert_eq!(ap[2].status_on(d("2026-11-07")), SlotStatus::Due);
     assert_eq!(ap[0].status_on(d("2026-11-07")), SlotStatus::Overdue);
     assert_eq!(ap[0].status_on(d("2026-11-08")), SlotStatus::Closed);
-    let second: Vec<NaiveDate> = ap.iter().filter(|s| s.anchor == t("2026-11-08T10:00")).take(3).map(|s| s.deadline).collect();
+    let second: Vec<NaiveDate> = ap
+        .iter()
+        .filter(|s| s.anchor == t("2026-11-08T10:00"))
+        .take(3)
+        .map(|s| s.deadline)
+        .collect();
     assert_eq!(second, [d("2026-11-09"), d("2026-11-11"), d("2026-11-14")]);
     // The first run-out call (11-27) was ended by the repurchase on 11-08.
     assert_eq!(of(&slots, Cadence::RunOut).len(), 1);
@@ -242,10 +295,18 @@ fn a_new_purchase_starts_a_new_cadence_and_ends_the_old() {
 #[test]
 fn two_purchases_on_one_day_are_one_cadence() {
     let mut v = view();
-    v.purchases.push(purchase("2026-11-01T10:00", Some("2026-11-20")));
-    v.purchases.push(purchase("2026-11-01T11:00", Some("2026-11-30")));
+    v.purchases
+        .push(purchase("2026-11-01T10:00", Some("2026-11-20")));
+    v.purchases
+        .push(purchase("2026-11-01T11:00", Some("2026-11-30")));
     let slots = schedule(&v);
-    assert_eq!(of(&slots, Cadence::AfterPurchase).iter().filter(|s| s.day == Some(1)).count(), 1);
+    assert_eq!(
+        of(&slots, Cadence::AfterPurchase)
+            .iter()
+            .filter(|s| s.day == Some(1))
+            .count(),
+        1
+    );
     assert_eq!(of(&slots, Cadence::RunOut)[0].deadline, d("2026-11-30"));
 }
 
@@ -262,7 +323,10 @@ fn hospital_stays_and_problems_are_called_back_at_once() {
         reason: None,
     });
     let s = &schedule(&v)[0];
-    assert_eq!((s.cadence, s.due_from, s.deadline), (Cadence::Special, d("2026-11-10"), d("2026-11-10")));
+    assert_eq!(
+        (s.cadence, s.due_from, s.deadline),
+        (Cadence::Special, d("2026-11-10"), d("2026-11-10"))
+    );
     assert_eq!(s.status_on(d("2026-11-11")), SlotStatus::Overdue);
     v.followups.push(followup("2026-11-10T11:00"));
     assert!(schedule(&v)[0].on_time());
@@ -289,7 +353,8 @@ fn a_merged_dossier_has_no_schedule() {
 fn open_on_lists_most_urgent_first() {
     let mut v = view();
     v.calls.push(call("2026-11-01T09:30"));
-    v.purchases.push(purchase("2026-11-02T10:00", Some("2026-11-30")));
+    v.purchases
+        .push(purchase("2026-11-02T10:00", Some("2026-11-30")));
     let slots = schedule(&v);
     let open = open_on(&slots, d("2026-11-05"));
     // The non-visitor slot ended with the purchase; day 1 and day 3 are missed.

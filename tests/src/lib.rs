@@ -1,1 +1,95 @@
+//! Helpers shared by the end-to-end tests: the real binaries, run as
+//! processes on real SQLite files in temporary directories.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The directory holding the workspace's binaries, built fresh once per
+/// test run with the same profile as the tests (a test crate cannot depend
+/// on another package's binaries, so it asks cargo to build them).
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test-binary>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "keqing", "--bins"]);
+        if release {
+            cmd.arg("--release");
+        }
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+        profile_dir
+    })
+}
+
+pub fn keqing_bin() -> PathBuf {
+    bin_dir().join("keqing")
+}
+
+/// One office replica driven through the real `keqing` binary.
+pub struct Office {
+    pub dir: PathBuf,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            ok: o.status.success(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// The last line of stdout (where commands print the id they made).
+    pub fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+impl Office {
+    pub fn new(dir: impl Into<PathBuf>) -> Office {
+        Office { dir: dir.into() }
+    }
+
+    /// Runs `keqing --data DIR args…`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = Command::new(keqing_bin())
+            .arg("--data")
+            .arg(&self.dir)
+            .args(args)
+            .env_remove("KEQING_DATA")
+            .output()
+            .expect("run keqing");
+        Run::from(out)
+    }
+
+    /// Runs and insists on success.
+    pub fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert!(r.ok, "keqing {args:?} failed:\n{}\n{}", r.stdout, r.stderr);
+        r
+    }
+}

@@ -1,0 +1,330 @@
+//! Office replica benchmark: prints figures, never fails on time.
+//!
+//! Fills a replica with synthetic dossiers (100 000 by default; set
+//! KEQING_BENCH_DOSSIERS), then measures, with ordinary durability
+//! (synchronous=FULL):
+//! - registering a call (find-or-create dossier, one transaction): p50/p99;
+//! - the day's follow-up list (`due`);
+//! - a patient lookup by phone (resolve, load the document, read it);
+//! - bytes per dossier on disk.
+//!
+//! Baselines measured in the same run, so ratios travel between machines:
+//! - register: a bare SQLite insert of a same-sized blob in its own
+//!   FULL-sync transaction (the fsync floor of any durable edit);
+//! - due list: the same list computed the naive way, by loading every
+//!   document and deriving its schedule (what the projection saves).
+
+use chrono::{Duration, NaiveDate, NaiveDateTime};
+use keqing::desk::{CallInput, Desk, new_id};
+use keqing_shared::dossier::Dossier;
+use keqing_shared::followup::{open_on, schedule};
+use keqing_shared::records::{FollowUp, Purchase, Visit};
+use keqing_shared::staff::Role;
+use std::time::Instant;
+
+/// xorshift64*: deterministic synthetic data without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+const SURNAMES: &[&str] = &[
+    "王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡",
+];
+const GIVEN: &[&str] = &[
+    "伟", "芳", "娜", "敏", "静", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超",
+    "秀英", "桂兰", "建国", "玉梅",
+];
+const DISEASES: &[&str] = &[
+    "冠心病",
+    "高血压",
+    "脑梗塞",
+    "心绞痛",
+    "高血脂",
+    "脑供血不足",
+    "心律失常",
+];
+const SOURCES: &[&str] = &[
+    "电视",
+    "报纸",
+    "广播",
+    "户外广告",
+    "朋友介绍",
+    "网络",
+    "药店",
+];
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn summary(name: &str, mut xs: Vec<f64>) -> (f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    let (p50, p99) = (pct(&xs, 0.5), pct(&xs, 0.99));
+    println!(
+        "  {name:<40} p50 {p50:>8.3} ms   p99 {p99:>8.3} ms   (n={})",
+        xs.len()
+    );
+    (p50, p99)
+}
+
+fn phone_of(i: u64) -> String {
+    format!("13{:09}", i)
+}
+
+fn main() {
+    let n: u64 = std::env::var("KEQING_BENCH_DOSSIERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("office");
+    let mut desk = Desk::init(&dir, "44", "前台1").expect("init");
+    for (name, role) in [
+        ("李娜", Role::Consultant),
+        ("王医生", Role::Expert),
+        ("赵敏", Role::Followup),
+    ] {
+        desk.add_staff(name, role).expect("staff");
+    }
+    let today = NaiveDate::from_ymd_opt(2026, 11, 25).expect("date");
+    let at = |day_offset: i64, minute: u64| -> NaiveDateTime {
+        (today - Duration::days(day_offset))
+            .and_hms_opt(9, 0, 0)
+            .expect("time")
+            + Duration::minutes(minute as i64)
+    };
+    println!("keqing replica benchmark — {n} synthetic dossiers");
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let fill = Instant::now();
+    desk.replica().set_bulk_load(true).expect("bulk");
+    for i in 0..n {
+        let name = format!("{}{}", rng.pick(SURNAMES), rng.pick(GIVEN));
+        let day = rng.below(90) as i64;
+        let input = CallInput {
+            phone: phone_of(i),
+            name,
+            age: Some(45 + rng.below(40) as i64),
+            disease: Some(rng.pick(DISEASES).into()),
+            source: rng.pick(SOURCES).into(),
+            staff: "李娜".into(),
+            at: at(day, rng.below(480)),
+            force_new: true,
+            ..Default::default()
+        };
+        let out = desk.register_call(&input).expect("call");
+        let roll = rng.below(100);
+        if roll < 50 && day > 0 {
+            let visit_day = day - 1;
+            let bought = roll < 35;
+            let v = Visit {
+                id: new_id(),
+                at: at(visit_day, 60),
+                staff: "王医生".into(),
+                purchased: bought,
+                reason_not_bought: (!bought).then(|| "价格".to_string()),
+                notes: None,
+            };
+            let p = bought.then(|| Purchase {
+                id: new_id(),
+                at: at(visit_day, 90),
+                staff: "王医生".into(),
+                product: "金诃心脑康".into(),
+                quantity: 1 + rng.below(6) as i64,
+                amount_fen: 42_800 * (1 + rng.below(3) as i64),
+                invoice: None,
+                runout: Some(today - Duration::days(visit_day) + Duration::days(30)),
+                gifts: None,
+                gift_receipt: None,
+            });
+            let followups: Vec<FollowUp> = (0..rng.below(4))
+                .map(|k| FollowUp {
+                    id: new_id(),
+                    at: at(visit_day - 1 - 2 * k as i64, 200),
+                    staff: "赵敏".into(),
+                    kind: "回访".into(),
+                    outcome: "服药正常".into(),
+                    next_entry: None,
+                })
+                .filter(|f| f.at.date() <= today)
+                .collect();
+            desk.edit_patient(&out.dossier_id, |tx| {
+                tx.add(&v)?;
+                if let Some(p) = &p {
+                    tx.add(p)?;
+                }
+                for f in &followups {
+                    tx.add(f)?;
+                }
+                Ok(())
+            })
+            .expect("visit");
+        }
+        if (i + 1) % 10_000 == 0 {
+            println!(
+                "  filled {:>7} dossiers  {:>6.1} s",
+                i + 1,
+                fill.elapsed().as_secs_f64()
+            );
+        }
+    }
+    desk.replica().set_bulk_load(false).expect("durable");
+    let fill_s = fill.elapsed().as_secs_f64();
+    println!(
+        "fill: {n} dossiers in {fill_s:.1} s ({:.0} dossiers/s, bulk durability)",
+        n as f64 / fill_s
+    );
+
+    // Register a call: new callers and known callers, full durability.
+    let mut reg = Vec::new();
+    for k in 0..1000u64 {
+        let known = k % 2 == 0;
+        let phone = if known {
+            phone_of(rng.below(n))
+        } else {
+            phone_of(n + k)
+        };
+        let input = CallInput {
+            phone,
+            name: format!("{}{}", rng.pick(SURNAMES), rng.pick(GIVEN)),
+            age: Some(60),
+            disease: Some(rng.pick(DISEASES).into()),
+            source: rng.pick(SOURCES).into(),
+            staff: "李娜".into(),
+            at: at(0, rng.below(480)),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        desk.register_call(&input).expect("call");
+        reg.push(ms(t.elapsed()));
+    }
+
+    // Baseline: a bare durable insert of a same-sized blob.
+    let blob_len = desk.replica().document_bytes().expect("bytes");
+    let avg_doc = (blob_len.1 / blob_len.0.max(1)) as usize;
+    let base = {
+        let conn =
+            rusqlite::Connection::open(tmp.path().join("baseline.sqlite")).expect("baseline db");
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .expect("wal");
+        conn.pragma_update(None, "synchronous", "FULL")
+            .expect("full");
+        conn.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, bytes BLOB)")
+            .expect("table");
+        let blob = vec![7u8; avg_doc];
+        let mut xs = Vec::new();
+        for k in 0..1000 {
+            let t = Instant::now();
+            conn.execute(
+                "INSERT INTO t VALUES (?1, ?2)",
+                rusqlite::params![format!("k{k}"), blob],
+            )
+            .expect("insert");
+            xs.push(ms(t.elapsed()));
+        }
+        xs
+    };
+
+    // The due list.
+    let mut due = Vec::new();
+    let mut due_len = 0;
+    for _ in 0..50 {
+        let t = Instant::now();
+        due_len = desk.due(today).expect("due").len();
+        due.push(ms(t.elapsed()));
+    }
+
+    // Baseline: derive the same list by loading every document.
+    let naive_t = Instant::now();
+    let mut naive_len = 0;
+    {
+        let ids = desk.replica().dossiers_with_prefix("0").expect("ids");
+        let _ = ids; // prefix lookup is capped; walk via search of all phones instead
+        for i in 0..n {
+            let id = desk.resolve_patient(&phone_of(i)).expect("resolve");
+            let bytes = desk
+                .replica()
+                .load_document(&id)
+                .expect("load")
+                .expect("doc");
+            let view = Dossier::load(&bytes, automerge::ActorId::random())
+                .expect("dossier")
+                .view()
+                .expect("view");
+            if !open_on(&schedule(&view), today).is_empty() {
+                naive_len += 1;
+            }
+        }
+    }
+    let naive_ms = ms(naive_t.elapsed());
+
+    // A patient lookup by phone: resolve, load, read the whole dossier.
+    let mut look = Vec::new();
+    for _ in 0..1000 {
+        let phone = phone_of(rng.below(n));
+        let t = Instant::now();
+        let (view, _) = desk.dossier(&phone).expect("dossier");
+        std::hint::black_box(view);
+        look.push(ms(t.elapsed()));
+    }
+
+    let (docs, doc_bytes) = desk.replica().document_bytes().expect("bytes");
+    let file = desk.replica().file_bytes().expect("file");
+
+    println!();
+    println!("results ({docs} dossiers, synchronous=FULL):");
+    let (_, reg_p99) = summary("register call (find or create)", reg.clone());
+    let (base_p50, _) = summary("baseline: bare durable blob insert", base);
+    let (due_p50, due_p99) = summary(&format!("due list ({due_len} patients)"), due);
+    println!(
+        "  {:<40} {naive_ms:>8.1} ms once ({naive_len} patients)",
+        "baseline: due list from documents"
+    );
+    summary("patient lookup by phone", look);
+    println!(
+        "  document bytes per dossier                {:>8.0} B",
+        doc_bytes as f64 / docs as f64
+    );
+    println!(
+        "  file bytes per dossier (with projections) {:>8.0} B",
+        file as f64 / docs as f64
+    );
+    println!();
+    let reg_p50 = {
+        let mut r = reg;
+        r.sort_by(f64::total_cmp);
+        pct(&r, 0.5)
+    };
+    println!("ratios:");
+    println!(
+        "  register p50 / durable-insert p50          {:>8.2}×",
+        reg_p50 / base_p50
+    );
+    println!(
+        "  due-from-documents / due list p50          {:>8.0}×",
+        naive_ms / due_p50
+    );
+    println!(
+        "targets: register p99 < 5 ms → {reg_p99:.3} ms; due list < 20 ms → p50 {due_p50:.3} ms, p99 {due_p99:.3} ms"
+    );
+    assert_eq!(
+        due_len, naive_len,
+        "the projection and the documents agree on the due list"
+    );
+}

@@ -1,0 +1,507 @@
+//! A full patient journey through the real `keqing` binary, offline:
+//! call → not visited → due within 3 days → visit → purchase → due on days
+//! 1, 3, 6, 10, 15 → follow-ups recorded → daily report figures exact.
+
+use keqing_tests::Office;
+use serde_json::Value;
+
+fn setup() -> (tempfile::TempDir, Office) {
+    let tmp = tempfile::tempdir().unwrap();
+    let office = Office::new(tmp.path().join("gd"));
+    office.ok(&["init", "--office", "44", "--device", "前台1"]);
+    office.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    office.ok(&["staff", "add", "--name", "王医生", "--role", "坐诊专家"]);
+    office.ok(&["staff", "add", "--name", "赵敏", "--role", "followup"]);
+    (tmp, office)
+}
+
+/// (name, reasons) of each entry on the due list of `date`.
+fn due(office: &Office, date: &str) -> Vec<(String, Vec<String>, bool)> {
+    let v = office.ok(&["due", "--date", date, "--json"]).json();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let reasons = e["slots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["reason"].as_str().unwrap().to_string())
+                .collect();
+            (
+                e["name"].as_str().unwrap().to_string(),
+                reasons,
+                e["overdue"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn report(office: &Office, date: &str) -> Value {
+    office
+        .ok(&["report", "daily", "--date", date, "--json"])
+        .json()
+}
+
+fn followup(office: &Office, patient: &str, at: &str) {
+    office.ok(&[
+        "followup",
+        "--patient",
+        patient,
+        "--staff",
+        "赵敏",
+        "--outcome",
+        "服药正常",
+        "--at",
+        at,
+    ]);
+}
+
+#[test]
+fn full_patient_journey() {
+    let (_tmp, office) = setup();
+    let call = office.ok(&[
+        "call",
+        "--phone",
+        "138-0013-8000",
+        "--name",
+        "张三",
+        "--age",
+        "62",
+        "--disease",
+        "冠心病",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+        "--relation",
+        "本人",
+        "--knows",
+        "是",
+        "--at",
+        "2026-11-20T09:30",
+    ]);
+    let zhang = call.last_line().to_string();
+    assert_eq!(zhang.len(), 36, "a UUID on the last line: {}", call.stdout);
+    office.ok(&[
+        "call",
+        "--phone",
+        "13900139000",
+        "--name",
+        "李四",
+        "--age",
+        "70",
+        "--disease",
+        "高血压",
+        "--source",
+        "报纸",
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-20T10:00",
+    ]);
+    // A second call from the same number (typed differently) finds the same dossier.
+    let again = office.ok(&[
+        "call",
+        "--phone",
+        "+86 13800138000",
+        "--name",
+        "张三",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-20T16:00",
+    ]);
+    assert_eq!(again.last_line(), zhang);
+
+    // Not visited: due from the next day, within 3 days.
+    assert!(due(&office, "2026-11-20").is_empty());
+    let d21 = due(&office, "2026-11-21");
+    assert_eq!(d21.len(), 2);
+    assert!(
+        d21.iter()
+            .all(|(_, r, overdue)| r == &["未到堂三日内回访"] && !overdue)
+    );
+
+    followup(&office, &zhang, "2026-11-22T09:00");
+    assert_eq!(
+        due(&office, "2026-11-22"),
+        [(
+            "李四".to_string(),
+            vec!["未到堂三日内回访".to_string()],
+            false
+        )]
+    );
+    // 李四 is never called back: overdue after the third day.
+    assert_eq!(
+        due(&office, "2026-11-24"),
+        [(
+            "李四".to_string(),
+            vec!["未到堂三日内回访".to_string()],
+            true
+        )]
+    );
+
+    // Visit and purchase.
+    office.ok(&[
+        "visit",
+        "--patient",
+        "13800138000",
+        "--staff",
+        "王医生",
+        "--bought",
+        "--at",
+        "2026-11-24T10:00",
+    ]);
+    office.ok(&[
+        "purchase",
+        "--patient",
+        &zhang[..30],
+        "--staff",
+        "王医生",
+        "--product",
+        "金诃心脑康",
+        "--quantity",
+        "3",
+        "--amount",
+        "1280.50",
+        "--runout",
+        "2026-12-24",
+        "--invoice",
+        "No.0001",
+        "--gifts",
+        "血压计",
+        "--gift-receipt",
+        "LP-7",
+        "--at",
+        "2026-11-24T10:30",
+    ]);
+
+    // Days 1, 3, 6, 10, 15 after the purchase (11-24).
+    for (day, date) in [
+        (1, "2026-11-25"),
+        (3, "2026-11-27"),
+        (6, "2026-11-30"),
+        (10, "2026-12-04"),
+        (15, "2026-12-09"),
+    ] {
+        let list = due(&office, date);
+        let zhang_entry: Vec<_> = list.iter().filter(|(n, _, _)| n == "张三").collect();
+        assert_eq!(zhang_entry.len(), 1, "day {day}: {list:?}");
+        assert_eq!(
+            zhang_entry[0].1,
+            [format!("购药后第{day}天回访")],
+            "day {day}"
+        );
+        assert!(!zhang_entry[0].2, "day {day} is due, not overdue");
+        followup(&office, &zhang, &format!("{date}T15:00"));
+        assert!(
+            due(&office, date).iter().all(|(n, _, _)| n != "张三"),
+            "day {day} done"
+        );
+    }
+    // Between the fixed days nothing is due for 张三.
+    assert!(
+        due(&office, "2026-12-01")
+            .iter()
+            .all(|(n, _, _)| n != "张三")
+    );
+
+    // Daily summaries, exact.
+    let r20 = report(&office, "2026-11-20");
+    assert_eq!(r20["calls"], 3);
+    assert_eq!(
+        r20["calls_by_source"],
+        serde_json::json!([{"label": "电视", "count": 2}, {"label": "报纸", "count": 1}])
+    );
+    assert_eq!(
+        r20["calls_by_disease"],
+        serde_json::json!([{"label": "冠心病", "count": 1}, {"label": "未填", "count": 1}, {"label": "高血压", "count": 1}])
+    );
+    assert_eq!(
+        r20["by_staff"],
+        serde_json::json!([{"staff": "李娜", "calls": 3, "visits": 0, "purchases": 0, "followups": 0}])
+    );
+
+    let r23 = report(&office, "2026-11-23");
+    // Both non-visitor slots end on 11-23; 张三's was done on 11-22.
+    assert_eq!(
+        r23["followups"],
+        serde_json::json!({"done": 0, "due": 2, "due_done_on_time": 1, "overdue": 0})
+    );
+
+    let r24 = report(&office, "2026-11-24");
+    assert_eq!(
+        (
+            r24["visits"].clone(),
+            r24["visits_bought"].clone(),
+            r24["purchases"].clone()
+        ),
+        (1.into(), 1.into(), 1.into())
+    );
+    assert_eq!(r24["amount_fen"], 128050);
+    assert_eq!(
+        r24["followups"],
+        serde_json::json!({"done": 0, "due": 0, "due_done_on_time": 0, "overdue": 1})
+    );
+
+    let r25 = report(&office, "2026-11-25");
+    assert_eq!(
+        r25["followups"],
+        serde_json::json!({"done": 1, "due": 1, "due_done_on_time": 1, "overdue": 1})
+    );
+    assert_eq!(
+        r25["by_staff"],
+        serde_json::json!([{"staff": "赵敏", "calls": 0, "visits": 0, "purchases": 0, "followups": 1}])
+    );
+
+    // The dossier holds the whole history.
+    let p = office.ok(&["patient", &zhang, "--json"]).json();
+    let d = &p["dossier"];
+    assert_eq!(d["patient"]["name"], "张三");
+    assert_eq!(d["patient"]["phones"], serde_json::json!(["13800138000"]));
+    assert_eq!(d["calls"].as_array().unwrap().len(), 2);
+    assert_eq!(d["followups"].as_array().unwrap().len(), 6);
+    assert_eq!(d["purchases"][0]["runout"], "2026-12-24");
+    assert_eq!(d["purchases"][0]["gift_receipt"], "LP-7");
+    let text = office.ok(&["patient", "13800138000"]).stdout;
+    assert!(text.contains("用药到期【2026-12-24】"), "{text}");
+
+    // Search by name, phone fragment, disease.
+    for q in ["张三", "38000", "冠心病"] {
+        let rows = office.ok(&["search", q, "--json"]).json();
+        assert_eq!(rows.as_array().unwrap().len(), 1, "{q}");
+        assert_eq!(rows[0]["dossier_id"], zhang.as_str());
+    }
+}
+
+#[test]
+fn other_records_and_problem_lifecycle() {
+    let (_tmp, office) = setup();
+    let id = office
+        .ok(&[
+            "call",
+            "--phone",
+            "010-65529988",
+            "--name",
+            "王五",
+            "--age",
+            "58",
+            "--source",
+            "广播",
+            "--staff",
+            "李娜",
+            "--at",
+            "2026-11-20T09:00",
+        ])
+        .last_line()
+        .to_string();
+    office.ok(&[
+        "hospital",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--admitted",
+        "2026-11-21",
+        "--hospital",
+        "市人民医院",
+        "--at",
+        "2026-11-21T12:00",
+    ]);
+    office.ok(&[
+        "greeting",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--notes",
+        "春节问候",
+        "--at",
+        "2026-11-22T09:00",
+    ]);
+    office.ok(&[
+        "homevisit",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-23T09:00",
+    ]);
+    office.ok(&[
+        "delivery",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-23T15:00",
+    ]);
+    office.ok(&[
+        "typical",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--notes",
+        "血压稳定",
+        "--at",
+        "2026-11-24T09:00",
+    ]);
+    let problem = office
+        .ok(&[
+            "problem",
+            "open",
+            "--patient",
+            &id,
+            "--staff",
+            "李娜",
+            "--description",
+            "投诉送货慢",
+            "--at",
+            "2026-11-24T10:00",
+        ])
+        .last_line()
+        .to_string();
+    // A problem is called back at once.
+    let list = office.ok(&["due", "--date", "2026-11-24", "--json"]).json();
+    assert!(
+        list[0]["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["reason"] == "问题患者立即回访")
+    );
+    office.ok(&[
+        "problem",
+        "handle",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-24T11:00",
+    ]);
+    office.ok(&[
+        "problem",
+        "resolve",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--problem",
+        &problem,
+        "--resolution",
+        "已道歉补送",
+        "--at",
+        "2026-11-25T11:00",
+    ]);
+    let d = office.ok(&["patient", "01065529988", "--json"]).json();
+    let d = &d["dossier"];
+    assert_eq!(d["hospital_stays"][0]["hospital"], "市人民医院");
+    assert_eq!(d["greetings"][0]["notes"], "春节问候");
+    assert_eq!(d["home_visits"].as_array().unwrap().len(), 1);
+    assert_eq!(d["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(d["typical"]["flagged"], true);
+    assert_eq!(d["problems"][0]["state"], "resolved");
+    assert_eq!(d["problems"][0]["resolution"], "已道歉补送");
+    assert_eq!(d["problems"][0]["handling_at"], "2026-11-24T11:00:00");
+    // The home visit on 11-23 satisfied the hospital call-back (late).
+    let slots = office.ok(&["patient", &id, "--json"]).json()["slots"].clone();
+    let hosp = slots
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["reason"] == "住院立即回访")
+        .unwrap()
+        .clone();
+    assert_eq!(hosp["satisfied_at"], "2026-11-23T09:00:00");
+}
+
+#[test]
+fn same_name_and_age_finds_the_dossier_and_similar_ones_are_reported() {
+    let (_tmp, office) = setup();
+    let a = office.ok(&[
+        "call",
+        "--phone",
+        "13800000001",
+        "--name",
+        "陈红",
+        "--age",
+        "60",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-20T09:00",
+    ]);
+    // Same name, age within 1, another phone: the same patient, phone added.
+    let b = office.ok(&[
+        "call",
+        "--phone",
+        "13800000002",
+        "--name",
+        "陈红",
+        "--age",
+        "61",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-21T09:00",
+    ]);
+    assert_eq!(a.last_line(), b.last_line());
+    let p = office.ok(&["patient", "13800000002", "--json"]).json();
+    assert_eq!(
+        p["dossier"]["patient"]["phones"],
+        serde_json::json!(["13800000001", "13800000002"])
+    );
+    // A caller on a known number for another patient: --new, reported as a possible duplicate when similar.
+    let c = office.ok(&[
+        "call",
+        "--phone",
+        "13800000003",
+        "--name",
+        "陈红",
+        "--age",
+        "75",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-22T09:00",
+    ]);
+    assert_ne!(c.last_line(), a.last_line());
+    assert!(
+        !c.stdout.contains("可能重复"),
+        "age 75 vs 61 is not similar: {}",
+        c.stdout
+    );
+    let d = office.ok(&[
+        "call",
+        "--phone",
+        "13800000004",
+        "--name",
+        "陈红",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-11-22T10:00",
+        "--json",
+    ]);
+    let d = d.json();
+    assert_eq!(d["matched_by"], "new");
+    assert_eq!(
+        d["possible_duplicates"].as_array().unwrap().len(),
+        2,
+        "no age given: both others are candidates"
+    );
+}

@@ -1,0 +1,161 @@
+//! The replica on real SQLite files: atomic edits, rebuild == incremental,
+//! schema versions.
+
+use chrono::NaiveDateTime;
+use keqing::desk::{CallInput, Desk};
+use keqing::{ClientError, store::DB_FILE};
+use keqing_shared::records::{FollowUp, Purchase, Visit};
+use keqing_shared::staff::Role;
+use keqing_shared::when::parse_datetime;
+
+fn t(s: &str) -> NaiveDateTime {
+    parse_datetime(s).unwrap()
+}
+
+fn call(phone: &str, name: &str, at: &str) -> CallInput {
+    CallInput {
+        phone: phone.into(),
+        name: name.into(),
+        age: Some(60),
+        source: "电视".into(),
+        disease: Some("冠心病".into()),
+        staff: "李娜".into(),
+        at: t(at),
+        ..Default::default()
+    }
+}
+
+fn followup(at: &str) -> FollowUp {
+    FollowUp {
+        id: keqing::desk::new_id(),
+        at: t(at),
+        staff: "李娜".into(),
+        kind: "回访".into(),
+        outcome: "好".into(),
+        next_entry: None,
+    }
+}
+
+/// A replica with some history: calls, visits, purchases, follow-ups.
+fn busy_desk(dir: &std::path::Path) -> Desk {
+    let mut desk = Desk::init(dir, "44", "前台1").unwrap();
+    desk.add_staff("李娜", Role::Consultant).unwrap();
+    for i in 0..20 {
+        let phone = format!("1380000{i:04}");
+        let out = desk
+            .register_call(&call(&phone, &format!("患者{i}"), "2026-11-01T09:00"))
+            .unwrap();
+        if i % 2 == 0 {
+            let v = Visit {
+                id: keqing::desk::new_id(),
+                at: t("2026-11-02T10:00"),
+                staff: "李娜".into(),
+                purchased: true,
+                reason_not_bought: None,
+                notes: None,
+            };
+            let p = Purchase {
+                id: keqing::desk::new_id(),
+                at: t("2026-11-02T10:30"),
+                staff: "李娜".into(),
+                product: "心脑康".into(),
+                quantity: 2,
+                amount_fen: 50000,
+                invoice: None,
+                runout: Some(keqing_shared::when::parse_date("2026-12-02").unwrap()),
+                gifts: None,
+                gift_receipt: None,
+            };
+            desk.edit_patient(&out.dossier_id, |tx| {
+                tx.add(&v)?;
+                tx.add(&p)
+            })
+            .unwrap();
+        }
+        if i % 3 == 0 {
+            desk.edit_patient(&out.dossier_id, |tx| tx.add(&followup("2026-11-04T10:00")))
+                .unwrap();
+        }
+    }
+    desk
+}
+
+#[test]
+fn rebuild_gives_exactly_the_incremental_projections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut desk = busy_desk(tmp.path());
+    let incremental = desk.replica().projection_dump().unwrap();
+    assert!(
+        incremental
+            .lines()
+            .filter(|l| l.starts_with("slots|"))
+            .count()
+            > 100
+    );
+    let n = desk.replica_mut().rebuild().unwrap();
+    assert_eq!(n, 21, "20 dossiers and the roster");
+    assert_eq!(desk.replica().projection_dump().unwrap(), incremental);
+}
+
+#[test]
+fn a_failure_in_the_middle_of_an_edit_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut desk = busy_desk(tmp.path());
+    let id = desk.resolve_patient("13800000001").unwrap();
+    let doc_before = desk.replica().load_document(&id).unwrap();
+    let outbox_before = desk.replica().outbox_len().unwrap();
+    let dump_before = desk.replica().projection_dump().unwrap();
+    // Make the projection step fail after the document and outbox rows of
+    // the same transaction were written.
+    let conn = rusqlite::Connection::open(tmp.path().join(DB_FILE)).unwrap();
+    conn.execute_batch("CREATE TRIGGER fail_followups BEFORE INSERT ON followups BEGIN SELECT RAISE(ABORT, 'injected failure'); END;")
+        .unwrap();
+    let err = desk
+        .edit_patient(&id, |tx| tx.add(&followup("2026-11-05T10:00")))
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Sql(_)), "{err}");
+    assert!(err.to_string().contains("injected failure"));
+    assert_eq!(desk.replica().load_document(&id).unwrap(), doc_before);
+    assert_eq!(desk.replica().outbox_len().unwrap(), outbox_before);
+    assert_eq!(desk.replica().projection_dump().unwrap(), dump_before);
+    // Once the fault is gone the same edit goes through.
+    conn.execute_batch("DROP TRIGGER fail_followups").unwrap();
+    desk.edit_patient(&id, |tx| tx.add(&followup("2026-11-05T10:00")))
+        .unwrap();
+    assert_eq!(desk.replica().outbox_len().unwrap(), outbox_before + 1);
+}
+
+#[test]
+fn every_edit_lands_in_the_outbox_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let desk = busy_desk(tmp.path());
+    // init: roster genesis; 1 staff; 20 × (create + call); 10 × visit+purchase; 7 follow-ups.
+    assert_eq!(desk.replica().outbox_len().unwrap(), 1 + 1 + 40 + 10 + 7);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Desk::init(tmp.path(), "44", "前台1").unwrap());
+    let conn = rusqlite::Connection::open(tmp.path().join(DB_FILE)).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    match Desk::open(tmp.path()) {
+        Err(ClientError::NewerSchema(_)) => {}
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("opened a newer schema"),
+    }
+}
+
+#[test]
+fn reopening_keeps_every_committed_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dump = {
+        let desk = busy_desk(tmp.path());
+        desk.replica().projection_dump().unwrap()
+    };
+    let desk = Desk::open(tmp.path()).unwrap();
+    assert_eq!(desk.replica().projection_dump().unwrap(), dump);
+    assert_eq!(desk.replica().dossier_count().unwrap(), 20);
+    assert_eq!(desk.replica().integrity_check().unwrap(), "ok");
+}

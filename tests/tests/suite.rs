@@ -1,0 +1,6 @@
+//! The end-to-end suite: one test binary, several modules.
+
+mod bad_input;
+mod crash;
+mod office_journey;
+mod replica;
