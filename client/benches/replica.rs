@@ -110,13 +110,15 @@ fn main() {
             .expect("time")
             + Duration::minutes(minute as i64)
     };
-    println!("keqing replica benchmark — {n} synthetic dossiers");
+    println!("keqing replica benchmark — {n} synthetic dossiers over two years of office work");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let fill = Instant::now();
     desk.replica().set_bulk_load(true).expect("bulk");
+    desk.replica_mut().begin_bulk().expect("bulk");
     for i in 0..n {
         let name = format!("{}{}", rng.pick(SURNAMES), rng.pick(GIVEN));
-        let day = rng.below(90) as i64;
+        // First call some day in the last two years.
+        let day = rng.below(730) as i64;
         let input = CallInput {
             phone: phone_of(i),
             name,
@@ -129,44 +131,87 @@ fn main() {
             ..Default::default()
         };
         let out = desk.register_call(&input).expect("call");
+        // A diligent office: most scheduled calls are made on their day.
+        let mut followup_days: Vec<i64> = Vec::new();
+        let mut call_on = |rng: &mut Rng, days_ago: i64, days: &mut Vec<i64>| {
+            if days_ago >= 0 && rng.below(100) < 92 {
+                days.push(days_ago);
+            }
+        };
         let roll = rng.below(100);
-        if roll < 50 && day > 0 {
-            let visit_day = day - 1;
+        let mut visit = None;
+        let mut purchases = Vec::new();
+        if roll < 50 && day >= 2 {
+            let visit_day = day - 1 - rng.below(2) as i64;
             let bought = roll < 35;
-            let v = Visit {
+            if visit_day < day - 1 {
+                call_on(&mut rng, day - 1, &mut followup_days); // within 3 days of the call
+            }
+            visit = Some(Visit {
                 id: new_id(),
                 at: at(visit_day, 60),
                 staff: "王医生".into(),
                 purchased: bought,
                 reason_not_bought: (!bought).then(|| "价格".to_string()),
                 notes: None,
-            };
-            let p = bought.then(|| Purchase {
-                id: new_id(),
-                at: at(visit_day, 90),
-                staff: "王医生".into(),
-                product: "金诃心脑康".into(),
-                quantity: 1 + rng.below(6) as i64,
-                amount_fen: 42_800 * (1 + rng.below(3) as i64),
-                invoice: None,
-                runout: Some(today - Duration::days(visit_day) + Duration::days(30)),
-                gifts: None,
-                gift_receipt: None,
             });
-            let followups: Vec<FollowUp> = (0..rng.below(4))
-                .map(|k| FollowUp {
+            if bought {
+                // A first purchase and, for some, repurchases at each run-out.
+                let mut bought_day = visit_day;
+                loop {
+                    let supply = 30 * (1 + rng.below(3) as i64);
+                    purchases.push(Purchase {
+                        id: new_id(),
+                        at: at(bought_day, 90),
+                        staff: "王医生".into(),
+                        product: "金诃心脑康".into(),
+                        quantity: supply / 10,
+                        amount_fen: 42_800 * supply / 30,
+                        invoice: None,
+                        runout: Some(today - Duration::days(bought_day) + Duration::days(supply)),
+                        gifts: None,
+                        gift_receipt: None,
+                    });
+                    let next = bought_day - supply;
+                    let repurchase = next >= 0 && rng.below(100) < 55;
+                    let cadence_end = if repurchase { supply } else { supply + 30 };
+                    for d in keqing_shared::followup::AFTER_PURCHASE_DAYS
+                        .into_iter()
+                        .chain((20..).step_by(5))
+                    {
+                        if d >= cadence_end {
+                            break;
+                        }
+                        call_on(&mut rng, bought_day - d, &mut followup_days);
+                    }
+                    if !repurchase {
+                        break;
+                    }
+                    bought_day = next;
+                }
+            } else {
+                call_on(&mut rng, visit_day - 2, &mut followup_days);
+            }
+        } else {
+            call_on(&mut rng, day - 2, &mut followup_days);
+        }
+        if visit.is_some() || !followup_days.is_empty() {
+            let followups: Vec<FollowUp> = followup_days
+                .iter()
+                .map(|&d| FollowUp {
                     id: new_id(),
-                    at: at(visit_day - 1 - 2 * k as i64, 200),
+                    at: at(d, 300),
                     staff: "赵敏".into(),
                     kind: "回访".into(),
                     outcome: "服药正常".into(),
                     next_entry: None,
                 })
-                .filter(|f| f.at.date() <= today)
                 .collect();
             desk.edit_patient(&out.dossier_id, |tx| {
-                tx.add(&v)?;
-                if let Some(p) = &p {
+                if let Some(v) = &visit {
+                    tx.add(v)?;
+                }
+                for p in &purchases {
                     tx.add(p)?;
                 }
                 for f in &followups {
@@ -174,7 +219,11 @@ fn main() {
                 }
                 Ok(())
             })
-            .expect("visit");
+            .expect("history");
+        }
+        if (i + 1) % 1_000 == 0 {
+            desk.replica_mut().finish_bulk(true).expect("commit");
+            desk.replica_mut().begin_bulk().expect("bulk");
         }
         if (i + 1) % 10_000 == 0 {
             println!(
@@ -184,6 +233,7 @@ fn main() {
             );
         }
     }
+    desk.replica_mut().finish_bulk(true).expect("commit");
     desk.replica().set_bulk_load(false).expect("durable");
     let fill_s = fill.elapsed().as_secs_f64();
     println!(
@@ -254,8 +304,6 @@ fn main() {
     let naive_t = Instant::now();
     let mut naive_len = 0;
     {
-        let ids = desk.replica().dossiers_with_prefix("0").expect("ids");
-        let _ = ids; // prefix lookup is capped; walk via search of all phones instead
         for i in 0..n {
             let id = desk.resolve_patient(&phone_of(i)).expect("resolve");
             let bytes = desk

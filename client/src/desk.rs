@@ -289,10 +289,8 @@ impl Desk {
                     tx.add(&call)
                 })?
                 .ok_or_else(|| ClientError::Corrupt("a call made no change".into()))?;
-            if let Some(first) = &created_change {
-                w.save_dossier(&dossier, first, now_cst())?;
-            }
-            let view = w.save_dossier(&dossier, &change, now_cst())?;
+            let changes: Vec<&_> = created_change.iter().chain([&change]).collect();
+            let view = w.save_dossier(&dossier, &changes, now_cst())?;
             let possible_duplicates = w
                 .patients_named(&name)?
                 .into_iter()
@@ -321,8 +319,7 @@ impl Desk {
         let office = self.office().to_string();
         self.replica.write(|w| {
             let mut dossier = load_dossier(w, &id, &office)?;
-            let view = dossier.view()?;
-            if let Some(into) = view.merged_into {
+            if let Some(into) = dossier.merged_into()? {
                 return Err(ClientError::Merged { id, into });
             }
             let mut out = None;
@@ -332,7 +329,7 @@ impl Desk {
             })?;
             let out = out.expect("edit ran");
             let view = match change {
-                Some(change) => w.save_dossier(&dossier, &change, now_cst())?,
+                Some(change) => w.save_dossier(&dossier, &[&change], now_cst())?,
                 None => dossier.view()?,
             };
             Ok((view, out))

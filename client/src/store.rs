@@ -24,7 +24,7 @@ use keqing_shared::report::{ActivityRow, CallRow};
 use keqing_shared::roster::Roster;
 use keqing_shared::staff::{Role, Staff};
 use keqing_shared::when::{fmt_date, fmt_datetime};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use std::path::{Path, PathBuf};
 
@@ -291,17 +291,52 @@ impl Replica {
     }
 
     /// Runs `f` in one write transaction: all of it is committed, or none.
+    /// Inside [`Replica::begin_bulk`] it is a savepoint of the bulk
+    /// transaction instead, still all-or-nothing.
     pub fn write<T>(&mut self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let nested = !self.conn.is_autocommit();
+        self.conn.execute_batch(if nested {
+            "SAVEPOINT edit"
+        } else {
+            "BEGIN IMMEDIATE"
+        })?;
         let mut w = WriteTx {
-            tx,
+            tx: &self.conn,
             actor: self.meta.actor.clone(),
         };
-        let out = f(&mut w)?;
-        w.tx.commit()?;
-        Ok(out)
+        let outcome = f(&mut w).and_then(|v| {
+            self.conn
+                .execute_batch(if nested { "RELEASE edit" } else { "COMMIT" })?;
+            Ok(v)
+        });
+        if outcome.is_err() {
+            // Best effort: the error that caused the rollback is the one to report.
+            let _ = self.conn.execute_batch(if nested {
+                "ROLLBACK TO edit; RELEASE edit"
+            } else {
+                "ROLLBACK"
+            });
+        }
+        outcome
+    }
+
+    /// Starts a bulk transaction: edits until [`Replica::finish_bulk`] are
+    /// committed together (imports, benchmarks), each still atomic on its own.
+    pub fn begin_bulk(&mut self) -> Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    pub fn finish_bulk(&mut self, commit: bool) -> Result<()> {
+        if commit {
+            if let Err(e) = self.conn.execute_batch("COMMIT") {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        } else {
+            self.conn.execute_batch("ROLLBACK")?;
+        }
+        Ok(())
     }
 
     pub fn staff_named(&self, name: &str) -> Result<Option<Staff>> {
@@ -682,7 +717,7 @@ fn slot_from_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Slot> {
 
 /// One write transaction on the replica.
 pub struct WriteTx<'c> {
-    tx: rusqlite::Transaction<'c>,
+    tx: &'c Connection,
     actor: ActorId,
 }
 
@@ -692,19 +727,19 @@ impl WriteTx<'_> {
     }
 
     pub fn load_document(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        load_document(&self.tx, id)
+        load_document(self.tx, id)
     }
 
     pub fn dossiers_with_phone(&self, phone: &str) -> Result<Vec<String>> {
-        dossiers_with_phone(&self.tx, phone)
+        dossiers_with_phone(self.tx, phone)
     }
 
     pub fn patients_named(&self, name: &str) -> Result<Vec<PatientRow>> {
-        patients_named(&self.tx, name)
+        patients_named(self.tx, name)
     }
 
     pub fn staff_named(&self, name: &str) -> Result<Option<Staff>> {
-        staff_named(&self.tx, name)
+        staff_named(self.tx, name)
     }
 
     /// Stores a dossier after an edit: its bytes, the new change in the
@@ -712,7 +747,7 @@ impl WriteTx<'_> {
     pub fn save_dossier(
         &mut self,
         dossier: &Dossier,
-        change: &NewChange,
+        changes: &[&NewChange],
         now: NaiveDateTime,
     ) -> Result<DossierView> {
         let view = dossier.view()?;
@@ -721,7 +756,7 @@ impl WriteTx<'_> {
             "dossier",
             &view.office,
             &dossier.save(),
-            change,
+            changes,
             now,
         )?;
         self.project_dossier(&view, &schedule(&view))?;
@@ -736,7 +771,7 @@ impl WriteTx<'_> {
         now: NaiveDateTime,
     ) -> Result<()> {
         let id = keqing_shared::roster::roster_id(office);
-        self.save_document(&id, "roster", office, &roster.save(), change, now)?;
+        self.save_document(&id, "roster", office, &roster.save(), &[change], now)?;
         self.project_staff(&roster.staff()?)
     }
 
@@ -746,7 +781,7 @@ impl WriteTx<'_> {
         kind: &str,
         office: &str,
         bytes: &[u8],
-        change: &NewChange,
+        changes: &[&NewChange],
         now: NaiveDateTime,
     ) -> Result<()> {
         self.tx.execute(
@@ -754,10 +789,12 @@ impl WriteTx<'_> {
              ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
             params![id, kind, office, bytes, fmt_datetime(now)],
         )?;
-        self.tx.execute(
-            "INSERT INTO outbox (doc_id, hash, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (hash) DO NOTHING",
-            params![id, change.hash.to_string(), change.bytes],
-        )?;
+        let mut outbox = self
+            .tx
+            .prepare_cached("INSERT INTO outbox (doc_id, hash, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (hash) DO NOTHING")?;
+        for change in changes {
+            outbox.execute(params![id, change.hash.to_string(), change.bytes])?;
+        }
         Ok(())
     }
 
@@ -772,106 +809,134 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    /// Replaces every projection row of one dossier.
+    /// Brings every projection row of one dossier in line with its view.
+    ///
+    /// Rows are upserted only where they differ and stale rows deleted, so an
+    /// edit rewrites only the pages it really changes (a delete-and-reinsert of
+    /// all a dossier's rows would dirty every index page they touch). The
+    /// result is the same rows as a rebuild.
     fn project_dossier(&mut self, v: &DossierView, slots: &[Slot]) -> Result<()> {
-        let tx = &self.tx;
-        for table in [
-            "patients",
-            "patient_phones",
-            "calls",
-            "visits",
-            "purchases",
-            "followups",
-            "contacts",
-            "problems",
-            "slots",
-        ] {
-            tx.prepare_cached(&format!("DELETE FROM {table} WHERE dossier_id = ?1"))?
-                .execute([&v.id])?;
-        }
+        use rusqlite::types::Value as V;
+        let text = |s: &str| V::Text(s.to_string());
+        let opt_text = |s: Option<&str>| s.map_or(V::Null, |s| V::Text(s.to_string()));
+        let int = |i: i64| V::Integer(i);
+        let at = |t: NaiveDateTime| V::Text(fmt_datetime(t));
+        let id = text(&v.id);
         let p = &v.patient;
-        tx.prepare_cached(
-            "INSERT INTO patients (dossier_id, office, name, sex, age, address, diseases, created_at, typical, merged_into, conflicts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?
-        .execute(params![
-            v.id,
-            v.office,
-            p.name,
-            p.sex.map(|s| s.chinese()),
-            p.age,
-            p.address,
-            p.diseases.join(","),
-            fmt_datetime(v.created_at),
-            v.typical.as_ref().is_some_and(|t| t.flagged),
-            v.merged_into,
-            v.conflicts.len() as i64,
-        ])?;
-        let mut stmt =
-            tx.prepare_cached("INSERT INTO patient_phones (phone, dossier_id) VALUES (?1, ?2)")?;
-        for phone in &p.phones {
-            stmt.execute(params![phone, v.id])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO calls (id, dossier_id, at, staff, caller_phone, source, disease) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        sync_rows(
+            self.tx,
+            &PATIENTS,
+            &v.id,
+            vec![vec![
+                id.clone(),
+                text(&v.office),
+                text(&p.name),
+                opt_text(p.sex.map(|s| s.chinese())),
+                p.age.map_or(V::Null, int),
+                opt_text(p.address.as_deref()),
+                text(&p.diseases.join(",")),
+                at(v.created_at),
+                int(i64::from(v.typical.as_ref().is_some_and(|t| t.flagged))),
+                opt_text(v.merged_into.as_deref()),
+                int(v.conflicts.len() as i64),
+            ]],
         )?;
-        for c in &v.calls {
-            stmt.execute(params![
-                c.id,
-                v.id,
-                fmt_datetime(c.at),
-                c.staff,
-                c.caller_phone,
-                c.source,
-                c.disease
-            ])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO visits (id, dossier_id, at, staff, purchased) VALUES (?1, ?2, ?3, ?4, ?5)",
+        sync_rows(
+            self.tx,
+            &PATIENT_PHONES,
+            &v.id,
+            p.phones
+                .iter()
+                .map(|ph| vec![text(ph), id.clone()])
+                .collect(),
         )?;
-        for x in &v.visits {
-            stmt.execute(params![
-                x.id,
-                v.id,
-                fmt_datetime(x.at),
-                x.staff,
-                x.purchased
-            ])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO purchases (id, dossier_id, at, staff, product, quantity, amount_fen, runout) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        sync_rows(
+            self.tx,
+            &CALLS,
+            &v.id,
+            v.calls
+                .iter()
+                .map(|c| {
+                    vec![
+                        text(&c.id),
+                        id.clone(),
+                        at(c.at),
+                        text(&c.staff),
+                        text(&c.caller_phone),
+                        text(&c.source),
+                        opt_text(c.disease.as_deref()),
+                    ]
+                })
+                .collect(),
         )?;
-        for x in &v.purchases {
-            stmt.execute(params![
-                x.id,
-                v.id,
-                fmt_datetime(x.at),
-                x.staff,
-                x.product,
-                x.quantity,
-                x.amount_fen,
-                x.runout.map(fmt_date)
-            ])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO followups (id, dossier_id, at, staff, kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+        sync_rows(
+            self.tx,
+            &VISITS,
+            &v.id,
+            v.visits
+                .iter()
+                .map(|x| {
+                    vec![
+                        text(&x.id),
+                        id.clone(),
+                        at(x.at),
+                        text(&x.staff),
+                        int(i64::from(x.purchased)),
+                    ]
+                })
+                .collect(),
         )?;
-        for x in &v.followups {
-            stmt.execute(params![x.id, v.id, fmt_datetime(x.at), x.staff, x.kind])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO contacts (id, dossier_id, kind, at, staff) VALUES (?1, ?2, ?3, ?4, ?5)",
+        sync_rows(
+            self.tx,
+            &PURCHASES,
+            &v.id,
+            v.purchases
+                .iter()
+                .map(|x| {
+                    vec![
+                        text(&x.id),
+                        id.clone(),
+                        at(x.at),
+                        text(&x.staff),
+                        text(&x.product),
+                        int(x.quantity),
+                        int(x.amount_fen),
+                        opt_text(x.runout.map(fmt_date).as_deref()),
+                    ]
+                })
+                .collect(),
         )?;
-        for x in &v.hospital_stays {
-            stmt.execute(params![
-                x.id,
-                v.id,
-                keqing_shared::records::HospitalStay::COLLECTION,
-                fmt_datetime(x.at),
-                x.staff
-            ])?;
-        }
-        let contacts = [
+        sync_rows(
+            self.tx,
+            &FOLLOWUPS,
+            &v.id,
+            v.followups
+                .iter()
+                .map(|x| {
+                    vec![
+                        text(&x.id),
+                        id.clone(),
+                        at(x.at),
+                        text(&x.staff),
+                        text(&x.kind),
+                    ]
+                })
+                .collect(),
+        )?;
+        let mut contacts: Vec<Vec<V>> = v
+            .hospital_stays
+            .iter()
+            .map(|x| {
+                vec![
+                    text(&x.id),
+                    id.clone(),
+                    text(keqing_shared::records::HospitalStay::COLLECTION),
+                    at(x.at),
+                    text(&x.staff),
+                ]
+            })
+            .collect();
+        for (kind, list) in [
             (
                 keqing_shared::records::Greeting::COLLECTION,
                 v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>(),
@@ -884,47 +949,248 @@ impl WriteTx<'_> {
                 keqing_shared::records::Delivery::COLLECTION,
                 v.deliveries.iter().map(|g| &g.0).collect(),
             ),
-        ];
-        for (kind, list) in contacts {
-            for x in list {
-                stmt.execute(params![x.id, v.id, kind, fmt_datetime(x.at), x.staff])?;
-            }
+        ] {
+            contacts.extend(list.into_iter().map(|x| {
+                vec![
+                    text(&x.id),
+                    id.clone(),
+                    text(kind),
+                    at(x.at),
+                    text(&x.staff),
+                ]
+            }));
         }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO problems (id, dossier_id, at, state) VALUES (?1, ?2, ?3, ?4)",
+        sync_rows(self.tx, &CONTACTS, &v.id, contacts)?;
+        sync_rows(
+            self.tx,
+            &PROBLEMS,
+            &v.id,
+            v.problems
+                .iter()
+                .map(|x| {
+                    let state = serde_json::to_value(x.state)
+                        .ok()
+                        .and_then(|s| s.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    vec![text(&x.id), id.clone(), at(x.at), V::Text(state)]
+                })
+                .collect(),
         )?;
-        for x in &v.problems {
-            let state = serde_json::to_value(x.state)
-                .ok()
-                .and_then(|s| s.as_str().map(str::to_string));
-            stmt.execute(params![
-                x.id,
-                v.id,
-                fmt_datetime(x.at),
-                state.unwrap_or_default()
-            ])?;
-        }
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO slots (dossier_id, n, cadence, reason, day, anchor, due_from, deadline, satisfied_at, closed_at, settled_on)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        sync_rows(
+            self.tx,
+            &SLOTS,
+            &v.id,
+            slots
+                .iter()
+                .enumerate()
+                .map(|(n, s)| {
+                    let settled = s.satisfied_at.or(s.closed_at).map(|t| fmt_date(t.date()));
+                    vec![
+                        id.clone(),
+                        int(n as i64),
+                        text(s.cadence.as_str()),
+                        text(&s.reason),
+                        s.day.map_or(V::Null, int),
+                        at(s.anchor),
+                        V::Text(fmt_date(s.due_from)),
+                        V::Text(fmt_date(s.deadline)),
+                        s.satisfied_at.map_or(V::Null, at),
+                        s.closed_at.map_or(V::Null, at),
+                        // A slot that never settles sorts after every date.
+                        V::Text(settled.unwrap_or_else(|| "9999-12-31".to_string())),
+                    ]
+                })
+                .collect(),
         )?;
-        for (n, s) in slots.iter().enumerate() {
-            let settled = s.satisfied_at.or(s.closed_at).map(|t| fmt_date(t.date()));
-            stmt.execute(params![
-                v.id,
-                n as i64,
-                s.cadence.as_str(),
-                s.reason,
-                s.day,
-                fmt_datetime(s.anchor),
-                fmt_date(s.due_from),
-                fmt_date(s.deadline),
-                s.satisfied_at.map(fmt_datetime),
-                s.closed_at.map(fmt_datetime),
-                // A slot that never settles sorts after every date.
-                settled.unwrap_or_else(|| "9999-12-31".to_string()),
-            ])?;
-        }
         Ok(())
     }
+}
+
+/// A projection table of per-dossier rows: its columns and its key.
+struct ProjectionTable {
+    name: &'static str,
+    columns: &'static [&'static str],
+    key: &'static [&'static str],
+}
+
+const PATIENTS: ProjectionTable = ProjectionTable {
+    name: "patients",
+    columns: &[
+        "dossier_id",
+        "office",
+        "name",
+        "sex",
+        "age",
+        "address",
+        "diseases",
+        "created_at",
+        "typical",
+        "merged_into",
+        "conflicts",
+    ],
+    key: &["dossier_id"],
+};
+const PATIENT_PHONES: ProjectionTable = ProjectionTable {
+    name: "patient_phones",
+    columns: &["phone", "dossier_id"],
+    key: &["phone", "dossier_id"],
+};
+const CALLS: ProjectionTable = ProjectionTable {
+    name: "calls",
+    columns: &[
+        "id",
+        "dossier_id",
+        "at",
+        "staff",
+        "caller_phone",
+        "source",
+        "disease",
+    ],
+    key: &["id"],
+};
+const VISITS: ProjectionTable = ProjectionTable {
+    name: "visits",
+    columns: &["id", "dossier_id", "at", "staff", "purchased"],
+    key: &["id"],
+};
+const PURCHASES: ProjectionTable = ProjectionTable {
+    name: "purchases",
+    columns: &[
+        "id",
+        "dossier_id",
+        "at",
+        "staff",
+        "product",
+        "quantity",
+        "amount_fen",
+        "runout",
+    ],
+    key: &["id"],
+};
+const FOLLOWUPS: ProjectionTable = ProjectionTable {
+    name: "followups",
+    columns: &["id", "dossier_id", "at", "staff", "kind"],
+    key: &["id"],
+};
+const CONTACTS: ProjectionTable = ProjectionTable {
+    name: "contacts",
+    columns: &["id", "dossier_id", "kind", "at", "staff"],
+    key: &["id"],
+};
+const PROBLEMS: ProjectionTable = ProjectionTable {
+    name: "problems",
+    columns: &["id", "dossier_id", "at", "state"],
+    key: &["id"],
+};
+const SLOTS: ProjectionTable = ProjectionTable {
+    name: "slots",
+    columns: &[
+        "dossier_id",
+        "n",
+        "cadence",
+        "reason",
+        "day",
+        "anchor",
+        "due_from",
+        "deadline",
+        "satisfied_at",
+        "closed_at",
+        "settled_on",
+    ],
+    key: &["dossier_id", "n"],
+};
+
+/// Makes the rows of `dossier_id` in `table` exactly `rows`, writing only
+/// what differs.
+fn sync_rows(
+    conn: &Connection,
+    table: &ProjectionTable,
+    dossier_id: &str,
+    rows: Vec<Vec<rusqlite::types::Value>>,
+) -> Result<()> {
+    let cols = table.columns.join(", ");
+    let marks = (1..=table.columns.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rest: Vec<&str> = table
+        .columns
+        .iter()
+        .copied()
+        .filter(|c| !table.key.contains(c))
+        .collect();
+    let sql = if rest.is_empty() {
+        format!(
+            "INSERT INTO {} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+            table.name
+        )
+    } else {
+        let set = rest
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let old = rest.join(", ");
+        let new = rest
+            .iter()
+            .map(|c| format!("excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO {} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set} WHERE ({old}) IS NOT ({new})",
+            table.name,
+            table.key.join(", ")
+        )
+    };
+    let mut upsert = conn.prepare_cached(&sql)?;
+    for row in &rows {
+        upsert.execute(rusqlite::params_from_iter(row.iter()))?;
+    }
+    let count: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM {} WHERE dossier_id = ?1",
+            table.name
+        ))?
+        .query_row([dossier_id], |r| r.get(0))?;
+    if count as usize > rows.len() {
+        // Rows that are no longer derived from the dossier.
+        let key_pos: Vec<usize> = table
+            .key
+            .iter()
+            .map(|k| {
+                table
+                    .columns
+                    .iter()
+                    .position(|c| c == k)
+                    .expect("key column")
+            })
+            .collect();
+        let wanted: Vec<Vec<rusqlite::types::Value>> = rows
+            .iter()
+            .map(|r| key_pos.iter().map(|&i| r[i].clone()).collect())
+            .collect();
+        let keys = table.key.join(", ");
+        let existing: Vec<Vec<rusqlite::types::Value>> = conn
+            .prepare_cached(&format!(
+                "SELECT {keys} FROM {} WHERE dossier_id = ?1",
+                table.name
+            ))?
+            .query_map([dossier_id], |r| {
+                (0..table.key.len()).map(|i| r.get(i)).collect()
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let cond = table
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = ?{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut delete =
+            conn.prepare_cached(&format!("DELETE FROM {} WHERE {cond}", table.name))?;
+        for k in existing.into_iter().filter(|k| !wanted.contains(k)) {
+            delete.execute(rusqlite::params_from_iter(k.iter()))?;
+        }
+    }
+    Ok(())
 }

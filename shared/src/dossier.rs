@@ -210,6 +210,14 @@ impl Dossier {
         root_str(&self.doc, "office")
     }
 
+    /// The dossier this one was merged into, if it is a duplicate.
+    pub fn merged_into(&self) -> Result<Option<String>, DomainError> {
+        Ok(self
+            .doc
+            .get(ROOT, MERGED_INTO)?
+            .and_then(|(v, _)| v.as_str().map(str::to_string)))
+    }
+
     fn last_change(&self) -> Option<NewChange> {
         self.doc.get_last_local_change().map(|c| NewChange {
             hash: c.hash(),
@@ -308,9 +316,7 @@ impl Dossier {
             deliveries: collection(doc)?,
             problems: collection(doc)?,
             typical,
-            merged_into: doc
-                .get(ROOT, MERGED_INTO)?
-                .and_then(|(v, _)| v.as_str().map(str::to_string)),
+            merged_into: self.merged_into()?,
             conflicts,
         })
     }
