@@ -133,7 +133,7 @@ fn main() {
         let out = desk.register_call(&input).expect("call");
         // A diligent office: most scheduled calls are made on their day.
         let mut followup_days: Vec<i64> = Vec::new();
-        let mut call_on = |rng: &mut Rng, days_ago: i64, days: &mut Vec<i64>| {
+        let call_on = |rng: &mut Rng, days_ago: i64, days: &mut Vec<i64>| {
             if days_ago >= 0 && rng.below(100) < 92 {
                 days.push(days_ago);
             }

@@ -244,11 +244,15 @@ impl Desk {
                     match by_phone.len() {
                         1 => (by_phone.into_iter().next(), MatchedBy::Phone),
                         0 => {
-                            let same: Vec<PatientRow> = w
-                                .patients_named(&name)?
-                                .into_iter()
-                                .filter(|p| matches!((p.age, input.age), (Some(a), Some(b)) if (a - b).abs() <= 1))
-                                .collect();
+                            // Same name and a known age within a year: the same patient.
+                            let same: Vec<PatientRow> = match input.age {
+                                Some(age) => w
+                                    .patients_named(&name, Some(age), 1)?
+                                    .into_iter()
+                                    .filter(|p| p.age.is_some())
+                                    .collect(),
+                                None => Vec::new(),
+                            };
                             if same.len() == 1 {
                                 (Some(same[0].dossier_id.clone()), MatchedBy::NameAndAge)
                             } else {
@@ -267,7 +271,8 @@ impl Desk {
             let (mut dossier, created_change) = match &target {
                 Some(id) => (load_dossier(w, id, &office)?, None),
                 None => {
-                    let (d, change) = Dossier::create(&new_id(), &office, input.at, w.actor().clone(), now_ms())?;
+                    let (d, change) =
+                        Dossier::create(&new_id(), &office, input.at, w.actor().clone(), now_ms())?;
                     (d, Some(change))
                 }
             };
@@ -292,13 +297,9 @@ impl Desk {
             let changes: Vec<&_> = created_change.iter().chain([&change]).collect();
             let view = w.save_dossier(&dossier, &changes, now_cst())?;
             let possible_duplicates = w
-                .patients_named(&name)?
+                .patients_named(&name, input.age, 2)?
                 .into_iter()
                 .filter(|p| p.dossier_id != view.id)
-                .filter(|p| match (p.age, input.age) {
-                    (Some(a), Some(b)) => (a - b).abs() <= 2,
-                    _ => true,
-                })
                 .collect();
             Ok(CallOutcome {
                 dossier_id: view.id,

@@ -419,8 +419,13 @@ impl Replica {
     }
 
     /// Patients with this exact name (for duplicate checks).
-    pub fn patients_named(&self, name: &str) -> Result<Vec<PatientRow>> {
-        patients_named(&self.conn, name)
+    pub fn patients_named(
+        &self,
+        name: &str,
+        age: Option<i64>,
+        within: i64,
+    ) -> Result<Vec<PatientRow>> {
+        patients_named(&self.conn, name, age, within)
     }
 
     pub fn patient_row(&self, id: &str) -> Result<Option<PatientRow>> {
@@ -637,12 +642,21 @@ fn load_document(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
         .optional()?)
 }
 
-fn patients_named(conn: &Connection, name: &str) -> Result<Vec<PatientRow>> {
+/// Live patients with this name whose age is within `within` years of
+/// `age` (or unknown on either side); at most 20, a common name in a big
+/// office must not turn one call into thousands of reads.
+fn patients_named(
+    conn: &Connection,
+    name: &str,
+    age: Option<i64>,
+    within: i64,
+) -> Result<Vec<PatientRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT dossier_id FROM patients WHERE name = ?1 AND merged_into IS NULL",
+        "SELECT dossier_id FROM patients WHERE name = ?1 AND merged_into IS NULL
+         AND (?2 IS NULL OR age IS NULL OR abs(age - ?2) <= ?3) ORDER BY dossier_id LIMIT 20",
     )?;
     let ids: Vec<String> = stmt
-        .query_map([name], |r| r.get(0))?
+        .query_map(params![name, age, within], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut out = Vec::new();
     for id in ids {
@@ -734,8 +748,13 @@ impl WriteTx<'_> {
         dossiers_with_phone(self.tx, phone)
     }
 
-    pub fn patients_named(&self, name: &str) -> Result<Vec<PatientRow>> {
-        patients_named(self.tx, name)
+    pub fn patients_named(
+        &self,
+        name: &str,
+        age: Option<i64>,
+        within: i64,
+    ) -> Result<Vec<PatientRow>> {
+        patients_named(self.tx, name, age, within)
     }
 
     pub fn staff_named(&self, name: &str) -> Result<Option<Staff>> {
