@@ -1051,6 +1051,10 @@ fn print_daily(office_code: &str, r: &DailyReport) -> Result<()> {
         ("按信息来源", &r.calls_by_source),
         ("按疾病", &r.calls_by_disease),
     ] {
+        if list.is_empty() {
+            println!("{title}: 无来电");
+            continue;
+        }
         println!("{title}");
         let mut t = Table::new(["", "来电"]);
         for c in list {
