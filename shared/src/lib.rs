@@ -15,6 +15,7 @@
 //! - [`followup`]: the follow-up cadence (回访节奏) derived from a dossier.
 //! - [`report`]: report definitions shared by every level (office, HQ).
 //! - [`roster`]: the staff of an office as one automerge document.
+//! - [`sync`]: the sync protocol in domain terms (no wire format).
 //! - [`error`]: the domain error type.
 
 pub mod dossier;
@@ -26,6 +27,7 @@ pub mod records;
 pub mod report;
 pub mod roster;
 pub mod staff;
+pub mod sync;
 pub mod when;
 
 pub use error::DomainError;

@@ -1,0 +1,427 @@
+//! # keqing-proto: the wire
+//!
+//! The only crate that knows the generated prost/tonic types. It offers the
+//! rest of Keqing the sync protocol in domain terms
+//! ([`keqing_shared::sync`]):
+//! - for the server, [`SyncHandler`], a trait with domain types, and
+//!   [`sync_server`], which wraps a handler into a tonic service (token from
+//!   the `authorization` metadata, errors mapped to status codes);
+//! - for the client, [`SyncConnection`], a connected client with domain
+//!   types in and out;
+//! - [`code_of`] / [`kind_of`]: the one mapping between [`SyncErrorKind`] and
+//!   [`tonic::Code`].
+
+use keqing_shared::sync::*;
+use std::future::Future;
+use std::sync::Arc;
+use tonic::{Code, Request, Response, Status};
+
+/// Generated code. Other crates use it only through this crate's API.
+pub mod pb {
+    tonic::include_proto!("keqing.v1");
+}
+
+/// The encoded descriptor set of the protos, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/keqing_descriptor.bin"));
+
+/// The gRPC status code of each kind of sync error.
+pub fn code_of(kind: SyncErrorKind) -> Code {
+    match kind {
+        SyncErrorKind::Unauthenticated => Code::Unauthenticated,
+        SyncErrorKind::PermissionDenied => Code::PermissionDenied,
+        SyncErrorKind::InvalidArgument => Code::InvalidArgument,
+        SyncErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        SyncErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        SyncErrorKind::Unavailable => Code::Unavailable,
+        SyncErrorKind::Internal => Code::Internal,
+    }
+}
+
+/// The kind of sync error a status code means; codes Keqing's server never
+/// sends (e.g. from a proxy) count as `Unavailable` or `Internal`.
+pub fn kind_of(code: Code) -> SyncErrorKind {
+    match code {
+        Code::Unauthenticated => SyncErrorKind::Unauthenticated,
+        Code::PermissionDenied => SyncErrorKind::PermissionDenied,
+        Code::InvalidArgument | Code::OutOfRange | Code::NotFound => SyncErrorKind::InvalidArgument,
+        Code::ResourceExhausted => SyncErrorKind::ResourceExhausted,
+        Code::FailedPrecondition | Code::AlreadyExists => SyncErrorKind::FailedPrecondition,
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
+            SyncErrorKind::Unavailable
+        }
+        _ => SyncErrorKind::Internal,
+    }
+}
+
+pub fn to_status(e: SyncError) -> Status {
+    Status::new(code_of(e.kind), e.message)
+}
+
+pub fn from_status(s: &Status) -> SyncError {
+    SyncError::new(kind_of(s.code()), s.message().to_string())
+}
+
+/// What the server does, in domain terms. `token` is the bearer token of the
+/// calling device, as sent (possibly empty).
+pub trait SyncHandler: Send + Sync + 'static {
+    fn enroll(
+        &self,
+        token: String,
+        actor: Vec<u8>,
+    ) -> impl Future<Output = Result<DeviceInfo, SyncError>> + Send;
+    fn push(
+        &self,
+        token: String,
+        changes: Vec<ChangeEnvelope>,
+    ) -> impl Future<Output = Result<PushAck, SyncError>> + Send;
+    /// Starts a pull; batches arrive on the receiver until `done`.
+    fn pull(
+        &self,
+        token: String,
+        cursor: u64,
+        max_batch: u32,
+    ) -> impl Future<
+        Output = Result<tokio::sync::mpsc::Receiver<Result<PullBatch, SyncError>>, SyncError>,
+    > + Send;
+    fn repair(
+        &self,
+        token: String,
+        docs: Vec<DocHeads>,
+    ) -> impl Future<Output = Result<Vec<ChangeEnvelope>, SyncError>> + Send;
+}
+
+/// Adapts a [`SyncHandler`] to the generated tonic service.
+pub struct SyncService<H> {
+    handler: Arc<H>,
+}
+
+/// The tonic service for a handler, with Keqing's message size limits: a
+/// larger message is refused with RESOURCE_EXHAUSTED before it is decoded.
+pub fn sync_server<H: SyncHandler>(handler: Arc<H>) -> pb::sync_server::SyncServer<SyncService<H>> {
+    pb::sync_server::SyncServer::new(SyncService { handler })
+        .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(limits::MAX_MESSAGE_BYTES)
+}
+
+/// The service name, for the health service.
+pub const SYNC_SERVICE_NAME: &str = "keqing.v1.Sync";
+
+fn bearer<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn heads_from(doc: pb::DocHeads) -> Result<DocHeads, Status> {
+    let heads = doc
+        .heads
+        .into_iter()
+        .map(|h| {
+            <[u8; 32]>::try_from(h.as_slice())
+                .map_err(|_| Status::invalid_argument("a head is not 32 bytes"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(DocHeads {
+        doc_id: doc.doc_id,
+        heads,
+    })
+}
+
+fn pb_change(c: ChangeEnvelope) -> pb::Change {
+    pb::Change {
+        doc_id: c.doc_id,
+        bytes: c.bytes,
+    }
+}
+
+fn pb_batch(b: PullBatch) -> pb::PullBatch {
+    pb::PullBatch {
+        snapshots: b
+            .snapshots
+            .into_iter()
+            .map(|s| pb::Snapshot {
+                doc_id: s.doc_id,
+                document: s.document,
+            })
+            .collect(),
+        changes: b
+            .changes
+            .into_iter()
+            .map(|c| pb::LoggedChange {
+                seq: c.seq,
+                doc_id: c.doc_id,
+                bytes: c.bytes,
+            })
+            .collect(),
+        cursor: b.cursor,
+        done: b.done,
+    }
+}
+
+fn batch_from(b: pb::PullBatch) -> PullBatch {
+    PullBatch {
+        snapshots: b
+            .snapshots
+            .into_iter()
+            .map(|s| Snapshot {
+                doc_id: s.doc_id,
+                document: s.document,
+            })
+            .collect(),
+        changes: b
+            .changes
+            .into_iter()
+            .map(|c| LoggedChange {
+                seq: c.seq,
+                doc_id: c.doc_id,
+                bytes: c.bytes,
+            })
+            .collect(),
+        cursor: b.cursor,
+        done: b.done,
+    }
+}
+
+type PullStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::PullBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
+    async fn enroll(
+        &self,
+        req: Request<pb::EnrollRequest>,
+    ) -> Result<Response<pb::EnrollResponse>, Status> {
+        let token = bearer(&req);
+        let info = self
+            .handler
+            .enroll(token, req.into_inner().actor)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::EnrollResponse {
+            device_id: info.device_id,
+            device_name: info.name,
+            office: info.office.unwrap_or_default(),
+        }))
+    }
+
+    async fn push(
+        &self,
+        req: Request<pb::PushRequest>,
+    ) -> Result<Response<pb::PushResponse>, Status> {
+        let token = bearer(&req);
+        let changes = req
+            .into_inner()
+            .changes
+            .into_iter()
+            .map(|c| ChangeEnvelope {
+                doc_id: c.doc_id,
+                bytes: c.bytes,
+            })
+            .collect();
+        let ack = self.handler.push(token, changes).await.map_err(to_status)?;
+        Ok(Response::new(pb::PushResponse {
+            accepted: ack.accepted,
+            duplicates: ack.duplicates,
+            last_seq: ack.last_seq,
+        }))
+    }
+
+    type PullStream = PullStream;
+
+    async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<PullStream>, Status> {
+        let token = bearer(&req);
+        let r = req.into_inner();
+        let rx = self
+            .handler
+            .pull(token, r.cursor, r.max_batch)
+            .await
+            .map_err(to_status)?;
+        let stream =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
+                item.map(pb_batch).map_err(to_status)
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn repair(
+        &self,
+        req: Request<pb::RepairRequest>,
+    ) -> Result<Response<pb::RepairResponse>, Status> {
+        let token = bearer(&req);
+        let docs = req
+            .into_inner()
+            .docs
+            .into_iter()
+            .map(heads_from)
+            .collect::<Result<_, _>>()?;
+        let missing = self.handler.repair(token, docs).await.map_err(to_status)?;
+        Ok(Response::new(pb::RepairResponse {
+            missing: missing.into_iter().map(pb_change).collect(),
+        }))
+    }
+}
+
+/// A device's connection to the server.
+#[derive(Clone)]
+pub struct SyncConnection {
+    client: pb::sync_client::SyncClient<tonic::transport::Channel>,
+    auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+/// The batches of one pull, as they arrive.
+pub struct PullBatches {
+    inner: tonic::Streaming<pb::PullBatch>,
+}
+
+impl PullBatches {
+    pub async fn next(&mut self) -> Option<Result<PullBatch, SyncError>> {
+        match self.inner.message().await {
+            Ok(Some(b)) => Some(Ok(batch_from(b))),
+            Ok(None) => None,
+            Err(s) => Some(Err(from_status(&s))),
+        }
+    }
+}
+
+impl SyncConnection {
+    /// Connects to `url` (e.g. `http://127.0.0.1:7600`) with a device token.
+    pub async fn connect(
+        url: &str,
+        token: &str,
+        timeout: std::time::Duration,
+    ) -> Result<SyncConnection, SyncError> {
+        let auth = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| SyncError::invalid("the token has characters that cannot be sent"))?;
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| SyncError::invalid(format!("bad server address `{url}`: {e}")))?
+            .connect_timeout(timeout)
+            .timeout(std::time::Duration::from_secs(120));
+        let channel = endpoint.connect().await.map_err(|e| {
+            SyncError::new(
+                SyncErrorKind::Unavailable,
+                format!("cannot reach {url}: {e}"),
+            )
+        })?;
+        let client = pb::sync_client::SyncClient::new(channel)
+            .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
+        Ok(SyncConnection { client, auth })
+    }
+
+    fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut()
+            .insert("authorization", self.auth.clone());
+        req
+    }
+
+    pub async fn enroll(&mut self, actor: Vec<u8>) -> Result<DeviceInfo, SyncError> {
+        let req = self.request(pb::EnrollRequest { actor });
+        let r = self
+            .client
+            .enroll(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        Ok(DeviceInfo {
+            device_id: r.device_id,
+            name: r.device_name,
+            office: (!r.office.is_empty()).then_some(r.office),
+        })
+    }
+
+    pub async fn push(&mut self, changes: Vec<ChangeEnvelope>) -> Result<PushAck, SyncError> {
+        let req = self.request(pb::PushRequest {
+            changes: changes.into_iter().map(pb_change).collect(),
+        });
+        let r = self
+            .client
+            .push(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        Ok(PushAck {
+            accepted: r.accepted,
+            duplicates: r.duplicates,
+            last_seq: r.last_seq,
+        })
+    }
+
+    pub async fn pull(&mut self, cursor: u64, max_batch: u32) -> Result<PullBatches, SyncError> {
+        let req = self.request(pb::PullRequest { cursor, max_batch });
+        let inner = self
+            .client
+            .pull(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        Ok(PullBatches { inner })
+    }
+
+    pub async fn repair(&mut self, docs: Vec<DocHeads>) -> Result<Vec<ChangeEnvelope>, SyncError> {
+        let req = self.request(pb::RepairRequest {
+            docs: docs
+                .into_iter()
+                .map(|d| pb::DocHeads {
+                    doc_id: d.doc_id,
+                    heads: d.heads.iter().map(|h| h.to_vec()).collect(),
+                })
+                .collect(),
+        });
+        let r = self
+            .client
+            .repair(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        Ok(r.missing
+            .into_iter()
+            .map(|c| ChangeEnvelope {
+                doc_id: c.doc_id,
+                bytes: c.bytes,
+            })
+            .collect())
+    }
+
+    /// The generated client, for tests that send messages this API would
+    /// never build (hostile or oversized ones).
+    pub fn raw_client(&self) -> pb::sync_client::SyncClient<tonic::transport::Channel> {
+        self.client.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_round_trips_through_its_status_code() {
+        for kind in SyncErrorKind::ALL {
+            let status = to_status(SyncError::new(kind, "why"));
+            let back = from_status(&status);
+            assert_eq!(back.kind, kind, "{kind:?} → {:?}", status.code());
+            assert_eq!(back.message, "why");
+        }
+    }
+
+    #[test]
+    fn descriptor_set_names_the_service() {
+        let text = String::from_utf8_lossy(FILE_DESCRIPTOR_SET);
+        assert!(text.contains("keqing.v1") && text.contains("Sync"));
+    }
+
+    #[test]
+    fn heads_must_be_32_bytes() {
+        let bad = pb::DocHeads {
+            doc_id: "d".into(),
+            heads: vec![vec![0; 31]],
+        };
+        assert_eq!(heads_from(bad).unwrap_err().code(), Code::InvalidArgument);
+    }
+}
