@@ -15,6 +15,7 @@ use keqing_shared::when::{fmt_date, parse_date, parse_datetime};
 use keqing_shared::{office, phone};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::table::Table;
 
@@ -101,6 +102,31 @@ enum Command {
     /// 报表 Reports
     #[command(subcommand)]
     Report(ReportCommand),
+    /// 注册 Enrol this replica with a keqing-server (a fresh directory is set up for the token's office)
+    Enroll {
+        /// Server address, e.g. http://127.0.0.1:7600
+        #[arg(long)]
+        server: String,
+        /// The one-time token from `keqing-server device add`
+        #[arg(long)]
+        token: String,
+        /// Device name for a fresh replica (default: the name given on the server)
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// 同步 Push local changes and pull the office's new changes
+    Sync {
+        /// Keep syncing, with backoff while the server is unreachable (Ctrl-C stops)
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between rounds with --watch
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 修复 Compare every dossier with the server and fetch what this replica lacks
+    Repair,
     /// 重建 Rebuild every projection table from the dossier documents
     Rebuild,
     /// 状态 What this replica is and holds
@@ -346,6 +372,14 @@ struct UpdateArgs {
 }
 
 pub fn main() -> ExitCode {
+    // Like every Unix filter: a closed pipe (`| head`) ends the process
+    // quietly instead of a panic in println!.
+    #[cfg(unix)]
+    // SAFETY: setting a signal disposition to its default at start-up, before
+    // any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -427,6 +461,22 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     let data = cli.data;
+    if let Command::Enroll {
+        server,
+        token,
+        device,
+    } = &cli.command
+    {
+        let rt = runtime()?;
+        let desk = rt.block_on(crate::sync::enroll(&data, server, token, device.as_deref()))?;
+        println!(
+            "已注册 办事处 {} 设备 {} → {}",
+            desk.office(),
+            desk.replica().meta().device,
+            server
+        );
+        return Ok(());
+    }
     if let Command::Init { office, device } = &cli.command {
         let desk = Desk::init(&data, office, device)?;
         let o = office::office(desk.office())?;
@@ -441,7 +491,35 @@ fn run(cli: Cli) -> Result<()> {
     }
     let mut desk = Desk::open(&data)?;
     match cli.command {
-        Command::Init { .. } => unreachable!("handled above"),
+        Command::Init { .. } | Command::Enroll { .. } => unreachable!("handled above"),
+        Command::Sync {
+            watch,
+            interval,
+            json,
+        } => {
+            let rt = runtime()?;
+            if watch {
+                return rt.block_on(watch_sync(
+                    desk.replica_mut(),
+                    Duration::from_secs(interval.max(1)),
+                ));
+            }
+            let mut bar = Bar::new(json);
+            let s = rt.block_on(crate::sync::sync_once(desk.replica_mut(), &mut bar))?;
+            bar.finish();
+            if json {
+                return print_json(&s);
+            }
+            println!(
+                "同步完成 推送 {} 条 (重复 {}) 拉取 {} 条变更 {} 份快照 游标 {}",
+                s.pushed, s.duplicates, s.pulled_changes, s.pulled_snapshots, s.cursor
+            );
+        }
+        Command::Repair => {
+            let rt = runtime()?;
+            let n = rt.block_on(crate::sync::repair(desk.replica_mut()))?;
+            println!("修复完成 补回 {n} 条变更");
+        }
         Command::Staff(StaffCommand::Add { name, role }) => {
             let s = desk.add_staff(&name, Role::parse(&role)?)?;
             println!("已添加员工 {} ({})", s.name, s.role.chinese());
@@ -712,26 +790,123 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json } => {
             let meta = desk.replica().meta().clone();
-            let o = office::office(&meta.office)?;
+            let office_name = office::office(&meta.office)
+                .map(|o| o.name)
+                .unwrap_or("总部");
+            let sync = desk.replica().sync_state()?;
             let status = serde_json::json!({
                 "office": meta.office,
-                "office_name": o.name,
+                "office_name": office_name,
                 "device": meta.device,
                 "actor": meta.actor.to_hex_string(),
                 "dossiers": desk.replica().dossier_count()?,
                 "outbox": desk.replica().outbox_len()?,
+                "waiting_for_dependencies": desk.replica().pending_len()?,
+                "sync": sync,
             });
             if json {
                 return print_json(&status);
             }
-            println!("办事处 {} {}  设备 {}", o.code, o.name, meta.device);
+            println!(
+                "办事处 {} {}  设备 {}",
+                meta.office, office_name, meta.device
+            );
             println!(
                 "档案 {} 份  待同步变更 {} 条",
                 status["dossiers"], status["outbox"]
             );
+            match &sync {
+                Some(s) => {
+                    println!("服务器 {}  游标 {}", s.server, s.cursor);
+                    println!("上次同步 {}", s.last_sync.as_deref().unwrap_or("从未"));
+                    if let Some(e) = &s.last_error {
+                        println!("上次错误 {e}");
+                    }
+                }
+                None => println!("未注册同步 (keqing enroll --server URL --token T)"),
+            }
         }
     }
     Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+struct Bar {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Bar {
+    fn new(quiet: bool) -> Bar {
+        Bar {
+            bar: (!quiet).then(|| {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("template"),
+                );
+                b
+            }),
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl crate::sync::Progress for Bar {
+    fn pushing(&mut self, done: u64, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("推送 {done}/{total}"));
+            b.tick();
+        }
+    }
+    fn pulling(&mut self, items: u64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("拉取 {items}"));
+            b.tick();
+        }
+    }
+}
+
+/// Syncs every `interval`; while the server is unreachable, waits longer
+/// each time (up to 5 minutes). Office work goes on meanwhile.
+async fn watch_sync(replica: &mut crate::store::Replica, interval: Duration) -> Result<()> {
+    let mut backoff = interval;
+    loop {
+        match crate::sync::sync_once(replica, &mut crate::sync::Quiet).await {
+            Ok(s) => {
+                backoff = interval;
+                if s.pushed + s.pulled_changes + s.pulled_snapshots > 0 {
+                    println!(
+                        "{} 同步 推送 {} 拉取 {} 游标 {}",
+                        now_cst().format("%H:%M:%S"),
+                        s.pushed,
+                        s.pulled_changes + s.pulled_snapshots,
+                        s.cursor
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "{} 同步失败 {e}; {} 秒后重试",
+                    now_cst().format("%H:%M:%S"),
+                    backoff.as_secs()
+                );
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
 }
 
 type ContactEdit =

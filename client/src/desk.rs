@@ -21,6 +21,9 @@ use std::path::Path;
 
 type Result<T> = std::result::Result<T, ClientError>;
 
+/// The office code of a headquarters replica, which reads every office.
+pub const HQ_OFFICE: &str = "hq";
+
 /// Wall-clock time, in China Standard Time (all offices share one zone).
 pub fn now_cst() -> NaiveDateTime {
     (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc()
@@ -97,19 +100,37 @@ impl Desk {
     /// Sets up a new office replica in `dir`, offline.
     pub fn init(dir: &Path, office_code: &str, device: &str) -> Result<Desk> {
         let office = office::office(office_code)?;
-        let device = validate_name("device", device)?;
         let actor = ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice());
+        Desk::init_with_actor(dir, office.code, device, actor)
+    }
+
+    /// Sets up a replica with a given automerge actor: an office's (with
+    /// its roster) or, for [`HQ_OFFICE`], headquarters' read-all replica.
+    pub fn init_with_actor(
+        dir: &Path,
+        office_code: &str,
+        device: &str,
+        actor: ActorId,
+    ) -> Result<Desk> {
+        let office = if office_code == HQ_OFFICE {
+            None
+        } else {
+            Some(office::office(office_code)?)
+        };
+        let device = validate_name("device", device)?;
         let mut replica = Replica::create(
             dir,
             ReplicaMeta {
-                office: office.code.to_string(),
+                office: office.map_or(HQ_OFFICE, |o| o.code).to_string(),
                 device,
-                actor: actor.clone(),
+                actor,
                 created_at: keqing_shared::when::fmt_datetime(now_cst()),
             },
         )?;
-        let (roster, genesis) = Roster::genesis(office.code)?;
-        replica.write(|w| w.save_roster(office.code, &roster, &genesis, now_cst()))?;
+        if let Some(office) = office {
+            let (roster, genesis) = Roster::genesis(office.code)?;
+            replica.write(|w| w.save_roster(office.code, &roster, &genesis, now_cst()))?;
+        }
         Ok(Desk { replica })
     }
 
@@ -134,6 +155,11 @@ impl Desk {
     pub fn add_staff(&mut self, name: &str, role: Role) -> Result<Staff> {
         let name = validate_name("name", name)?;
         let office = self.office().to_string();
+        if office == HQ_OFFICE {
+            return Err(ClientError::Sync(
+                "a headquarters replica has no office staff".into(),
+            ));
+        }
         self.replica.write(|w| {
             if w.staff_named(&name)?.is_some() {
                 return Err(ClientError::DuplicateStaff(name.clone()));

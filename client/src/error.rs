@@ -33,6 +33,10 @@ pub enum ClientError {
     WrongOffice { id: String, office: String },
     #[error("档案已合并 dossier {id} was merged into {into}; use that one")]
     Merged { id: String, into: String },
+    #[error("服务器数据无法合并 data from the server could not be merged: {0}")]
+    Remote(String),
+    #[error("同步失败 sync failed: {0}")]
+    Sync(String),
     #[error("数据损坏 corrupt replica: {0}")]
     Corrupt(String),
     #[error("数据库错误 database error: {0}")]

@@ -8,6 +8,7 @@
 //!   only module that writes SQL.
 //! - [`desk`]: the office operations (register a call, visits, purchases,
 //!   follow-ups, the due list, the daily summary) over the replica.
+//! - [`sync`]: enrolment, push/pull with `keqing-server`, repair.
 //! - [`cli`]: the `keqing` command line: argument parsing and output.
 //! - [`table`]: plain-text tables that line up Chinese text.
 //! - [`error`]: the client's error type.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod desk;
 pub mod error;
 pub mod store;
+pub mod sync;
 pub mod table;
 
 pub use error::ClientError;

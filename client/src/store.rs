@@ -33,8 +33,9 @@ type Result<T> = std::result::Result<T, ClientError>;
 /// The file name of the replica inside the data directory.
 pub const DB_FILE: &str = "keqing.sqlite";
 
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    r#"
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        r#"
 CREATE TABLE replica (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     office TEXT NOT NULL,
@@ -156,7 +157,29 @@ CREATE TABLE slots (
 CREATE INDEX slots_settled ON slots(settled_on, due_from);
 CREATE INDEX slots_deadline ON slots(deadline);
 "#,
-)];
+    ),
+    M::up(
+        r#"
+-- Where this replica syncs, and how far it has read the server's feed.
+CREATE TABLE sync_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    server TEXT NOT NULL,
+    token TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    cursor INTEGER NOT NULL DEFAULT 0,
+    last_sync TEXT,
+    last_error TEXT
+);
+-- Remote changes whose dependencies have not arrived yet: kept, not lost.
+CREATE TABLE pending_changes (
+    hash TEXT PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    bytes BLOB NOT NULL
+);
+CREATE INDEX pending_changes_doc ON pending_changes(doc_id);
+"#,
+    ),
+];
 
 /// Who this replica is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +218,26 @@ pub struct DayRows {
     pub purchases: Vec<ActivityRow>,
     pub followups: Vec<ActivityRow>,
     pub slots: Vec<Slot>,
+}
+
+/// The server this replica syncs with, and its progress.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncState {
+    pub server: String,
+    #[serde(skip)]
+    pub token: String,
+    pub device_id: String,
+    pub cursor: u64,
+    pub last_sync: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// An outbox row: a local change not yet acknowledged by the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub doc_id: String,
+    pub bytes: Vec<u8>,
 }
 
 pub struct Replica {
@@ -509,6 +552,131 @@ impl Replica {
         Ok(rows)
     }
 
+    pub fn sync_state(&self) -> Result<Option<SyncState>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT server, token, device_id, cursor, last_sync, last_error FROM sync_state WHERE id = 1",
+                [],
+                |r| {
+                    Ok(SyncState {
+                        server: r.get(0)?,
+                        token: r.get(1)?,
+                        device_id: r.get(2)?,
+                        cursor: r.get::<_, i64>(3)? as u64,
+                        last_sync: r.get(4)?,
+                        last_error: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records the server and token this replica enrolled with. A new
+    /// server starts the feed from the beginning.
+    pub fn set_sync_target(&mut self, server: &str, token: &str, device_id: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO sync_state (id, server, token, device_id) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET server = excluded.server, token = excluded.token,
+             device_id = excluded.device_id,
+             cursor = CASE WHEN sync_state.server = excluded.server THEN sync_state.cursor ELSE 0 END",
+            params![server, token, device_id],
+        )?;
+        Ok(())
+    }
+
+    pub fn record_sync(&mut self, at: &str, error: Option<&str>) -> Result<()> {
+        match error {
+            None => self.conn.execute(
+                "UPDATE sync_state SET last_sync = ?1, last_error = NULL WHERE id = 1",
+                [at],
+            )?,
+            Some(e) => self
+                .conn
+                .execute("UPDATE sync_state SET last_error = ?1 WHERE id = 1", [e])?,
+        };
+        Ok(())
+    }
+
+    /// The oldest `limit` outbox rows.
+    pub fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, doc_id, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(OutboxRow {
+                    seq: r.get(0)?,
+                    doc_id: r.get(1)?,
+                    bytes: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Deletes the outbox rows up to `seq`, once the server acknowledged them.
+    pub fn ack_outbox(&mut self, upto_seq: i64) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM outbox WHERE seq <= ?1", [upto_seq])?;
+        Ok(())
+    }
+
+    /// Every document's heads, for the repair path.
+    pub fn document_heads(&self) -> Result<Vec<(String, Vec<automerge::ChangeHash>)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, bytes FROM documents ORDER BY id")?;
+        let rows: Vec<(String, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, bytes) in rows {
+            let doc = automerge::Automerge::load(&bytes)
+                .map_err(|e| ClientError::Corrupt(format!("document {id}: {e}")))?;
+            out.push((id, doc.get_heads()));
+        }
+        Ok(out)
+    }
+
+    /// Applies one pull batch: merges every snapshot and change into the
+    /// local documents, re-projects them, and stores the new cursor, all in
+    /// one transaction. Returns the number of documents touched.
+    pub fn apply_remote(&mut self, batch: &keqing_shared::sync::PullBatch) -> Result<usize> {
+        use std::collections::BTreeMap;
+        /// Per document: snapshots, then changes.
+        type Incoming<'a> = (Vec<&'a [u8]>, Vec<Vec<u8>>);
+        let mut by_doc: BTreeMap<&str, Incoming<'_>> = BTreeMap::new();
+        for s in &batch.snapshots {
+            by_doc.entry(&s.doc_id).or_default().0.push(&s.document);
+        }
+        for c in &batch.changes {
+            by_doc.entry(&c.doc_id).or_default().1.push(c.bytes.clone());
+        }
+        let cursor = batch.cursor;
+        self.write(|w| {
+            for (doc_id, (snapshots, mut changes)) in by_doc {
+                w.merge_remote(doc_id, &snapshots, &mut changes)?;
+            }
+            if cursor > 0 {
+                w.tx.execute(
+                    "UPDATE sync_state SET cursor = max(cursor, ?1) WHERE id = 1",
+                    [cursor as i64],
+                )?;
+            }
+            Ok(())
+        })?;
+        Ok(batch.snapshots.len() + batch.changes.len())
+    }
+
+    pub fn pending_len(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM pending_changes", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
     pub fn outbox_len(&self) -> Result<u64> {
         Ok(self
             .conn
@@ -803,17 +971,78 @@ impl WriteTx<'_> {
         changes: &[&NewChange],
         now: NaiveDateTime,
     ) -> Result<()> {
-        self.tx.execute(
-            "INSERT INTO documents (id, kind, office, bytes, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
-            params![id, kind, office, bytes, fmt_datetime(now)],
-        )?;
+        self.store_document(id, kind, office, bytes, &fmt_datetime(now))?;
         let mut outbox = self
             .tx
             .prepare_cached("INSERT INTO outbox (doc_id, hash, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (hash) DO NOTHING")?;
         for change in changes {
             outbox.execute(params![id, change.hash.to_string(), change.bytes])?;
         }
+        Ok(())
+    }
+
+    /// Merges remote data into one local document (no outbox: these
+    /// changes are not ours to push) and re-projects it.
+    fn merge_remote(
+        &mut self,
+        doc_id: &str,
+        snapshots: &[&[u8]],
+        changes: &mut Vec<Vec<u8>>,
+    ) -> Result<()> {
+        // Changes that were waiting for a dependency get another chance.
+        let waiting: Vec<Vec<u8>> = self
+            .tx
+            .prepare_cached("SELECT bytes FROM pending_changes WHERE doc_id = ?1")?
+            .query_map([doc_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        changes.extend(waiting);
+        let local = load_document(self.tx, doc_id)?;
+        let merged = keqing_shared::sync::merge_remote(local.as_deref(), snapshots, changes)
+            .map_err(|e| ClientError::Remote(format!("{doc_id}: {}", e.message)))?;
+        self.tx
+            .execute("DELETE FROM pending_changes WHERE doc_id = ?1", [doc_id])?;
+        for (hash, bytes) in &merged.waiting {
+            self.tx.execute(
+                "INSERT INTO pending_changes (hash, doc_id, bytes) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![hash, doc_id, bytes],
+            )?;
+        }
+        let Some(bytes) = merged.document else {
+            return Ok(());
+        };
+        let now = fmt_datetime(chrono::Utc::now().naive_utc() + chrono::Duration::hours(8));
+        if let Some(office) = doc_id.strip_prefix("roster-") {
+            let roster = Roster::load(&bytes, self.actor.clone())?;
+            self.store_document(doc_id, "roster", office, &bytes, &now)?;
+            self.project_staff(&roster.staff()?)?;
+        } else {
+            let dossier = Dossier::load(&bytes, self.actor.clone())?;
+            let view = dossier.view()?;
+            if view.id != doc_id {
+                return Err(ClientError::Remote(format!(
+                    "document {doc_id} says its id is {}",
+                    view.id
+                )));
+            }
+            self.store_document(doc_id, "dossier", &view.office, &bytes, &now)?;
+            self.project_dossier(&view, &schedule(&view))?;
+        }
+        Ok(())
+    }
+
+    fn store_document(
+        &mut self,
+        id: &str,
+        kind: &str,
+        office: &str,
+        bytes: &[u8],
+        now: &str,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO documents (id, kind, office, bytes, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
+            params![id, kind, office, bytes, now],
+        )?;
         Ok(())
     }
 

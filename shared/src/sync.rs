@@ -136,3 +136,90 @@ impl SyncError {
         SyncError::new(SyncErrorKind::Internal, message)
     }
 }
+
+/// The result of merging remote data into a local document.
+#[derive(Debug)]
+pub struct Merged {
+    /// The saved document, or `None` when nothing of it is known yet (only
+    /// changes still waiting for their dependencies).
+    pub document: Option<Vec<u8>>,
+    /// Changes that could not be applied yet: their dependencies are
+    /// missing. Kept by the caller and offered again with the next merge.
+    pub waiting: Vec<(String, Vec<u8>)>,
+}
+
+/// Merges snapshots and raw changes from the server into a local document.
+/// Untrusted bytes: any malformation (even a panic inside automerge) is an
+/// error, and the local document is left as it was.
+pub fn merge_remote(
+    local: Option<&[u8]>,
+    snapshots: &[&[u8]],
+    changes: &[Vec<u8>],
+) -> Result<Merged, SyncError> {
+    use automerge::{Automerge, Change, ReadDoc};
+    let run = || -> Result<Merged, SyncError> {
+        let mut doc = match local {
+            Some(b) => Automerge::load(b)
+                .map_err(|e| SyncError::internal(format!("local document: {e}")))?,
+            None => Automerge::new(),
+        };
+        for s in snapshots {
+            doc.load_incremental(s)
+                .map_err(|e| SyncError::invalid(format!("snapshot: {e}")))?;
+        }
+        let decoded = changes
+            .iter()
+            .map(|b| {
+                Change::from_bytes(b.clone())
+                    .map_err(|e| SyncError::invalid(format!("change: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let hashes: Vec<_> = decoded
+            .iter()
+            .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+            .collect();
+        doc.apply_changes(decoded)
+            .map_err(|e| SyncError::invalid(format!("change: {e}")))?;
+        let waiting = hashes
+            .into_iter()
+            .filter(|(h, _)| doc.get_change_by_hash(h).is_none())
+            .map(|(h, b)| (h.to_string(), b))
+            .collect();
+        let document = (!doc.get_heads().is_empty()).then(|| doc.save());
+        Ok(Merged { document, waiting })
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Err(SyncError::invalid("malformed automerge data")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+
+    fn change(doc: &mut automerge::Automerge, key: &str) -> Vec<u8> {
+        doc.transact(|tx| tx.put(automerge::ROOT, key, 1)).unwrap();
+        doc.get_last_local_change().unwrap().raw_bytes().to_vec()
+    }
+
+    #[test]
+    fn changes_out_of_order_wait_and_then_apply() {
+        let mut source = automerge::Automerge::new();
+        let first = change(&mut source, "a");
+        let second = change(&mut source, "b");
+        let m = merge_remote(None, &[], std::slice::from_ref(&second)).unwrap();
+        assert!(m.document.is_none(), "nothing applicable yet");
+        assert_eq!(m.waiting.len(), 1);
+        let m = merge_remote(None, &[], &[first, second]).unwrap();
+        assert!(m.waiting.is_empty());
+        let doc = automerge::Automerge::load(&m.document.unwrap()).unwrap();
+        assert_eq!(doc.get_heads(), source.get_heads());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(merge_remote(None, &[b"garbage"], &[]).is_err());
+        assert!(merge_remote(None, &[], &[b"\x85\x6f\x4a\x83garbage".to_vec()]).is_err());
+        assert!(merge_remote(Some(b"junk"), &[], &[]).is_err());
+    }
+}

@@ -1,0 +1,479 @@
+//! The sync core of the server: authenticates devices, checks every pushed
+//! change, appends batches to the log, and serves the change feed.
+//!
+//! Ingest does automerge work (to check a new document's office and to keep
+//! its snapshot current), one document at a time, so memory stays bounded by
+//! the largest document rather than by the number of dossiers. Pull does no
+//! automerge work: it streams stored bytes.
+
+use crate::store::{Device, DocumentState, NewLogEntry, SqliteStore, StoreError, SyncStore};
+use automerge::{Automerge, Change, ROOT, ReadDoc};
+use keqing_shared::roster::{Roster, roster_id};
+use keqing_shared::sync::*;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// SHA-256 of a token: the store never holds tokens themselves.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl From<StoreError> for SyncError {
+    fn from(e: StoreError) -> SyncError {
+        tracing::error!(error = %e, "store error");
+        SyncError::internal("the server's store failed; nothing was stored")
+    }
+}
+
+pub struct Hub {
+    writer: Arc<Mutex<SqliteStore>>,
+    /// Template for opening reader connections.
+    reader: Arc<Mutex<SqliteStore>>,
+}
+
+/// Runs automerge on untrusted bytes: a panic inside it becomes an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, SyncError>) -> Result<T, SyncError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(SyncError::invalid(format!(
+            "{what}: malformed automerge data"
+        ))),
+    }
+}
+
+fn authenticate(store: &SqliteStore, token: &str) -> Result<Device, SyncError> {
+    if token.is_empty() {
+        return Err(SyncError::new(
+            SyncErrorKind::Unauthenticated,
+            "no device token",
+        ));
+    }
+    match store.device_by_token_hash(&token_hash(token))? {
+        Some(d) if d.revoked_at.is_none() => Ok(d),
+        Some(_) => Err(SyncError::new(
+            SyncErrorKind::Unauthenticated,
+            "this device was revoked",
+        )),
+        None => Err(SyncError::new(
+            SyncErrorKind::Unauthenticated,
+            "unknown device token",
+        )),
+    }
+}
+
+fn in_scope(device: &Device, office: &str) -> bool {
+    device.office.as_deref().is_none_or(|o| o == office)
+}
+
+/// Reads a new dossier's id and office from its first changes.
+fn dossier_identity(changes: &[Change]) -> Result<(String, String), SyncError> {
+    guarded("new dossier", || {
+        let mut doc = Automerge::new();
+        doc.apply_changes(changes.iter().cloned())
+            .map_err(|e| SyncError::invalid(format!("new dossier: {e}")))?;
+        let text = |k: &str| -> Option<String> {
+            doc.get(ROOT, k)
+                .ok()
+                .flatten()
+                .and_then(|(v, _)| v.as_str().map(str::to_string))
+        };
+        match (text("id"), text("office")) {
+            (Some(id), Some(office)) => Ok((id, office)),
+            _ => Err(SyncError::invalid(
+                "the first change of an unknown document must create it (id and office)",
+            )),
+        }
+    })
+}
+
+impl Hub {
+    pub fn new(store: SqliteStore) -> Result<Hub, StoreError> {
+        let reader = store.reopen()?;
+        Ok(Hub {
+            writer: Arc::new(Mutex::new(store)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteStore) -> Result<T, SyncError> + Send + 'static,
+    ) -> Result<T, SyncError> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = writer
+                .lock()
+                .map_err(|_| SyncError::internal("store lock poisoned"))?;
+            f(&mut store)
+        })
+        .await
+        .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
+    }
+}
+
+/// Checks and appends one push. Everything or nothing is stored.
+fn ingest(
+    store: &mut SqliteStore,
+    token: &str,
+    changes: Vec<ChangeEnvelope>,
+) -> Result<PushAck, SyncError> {
+    let device = authenticate(store, token)?;
+    let Some(actor) = device.actor.clone() else {
+        return Err(SyncError::new(
+            SyncErrorKind::FailedPrecondition,
+            "this device has not enrolled its replica yet",
+        ));
+    };
+    if changes.len() > limits::MAX_CHANGES_PER_PUSH {
+        return Err(SyncError::new(
+            SyncErrorKind::ResourceExhausted,
+            format!(
+                "{} changes in one push; at most {}",
+                changes.len(),
+                limits::MAX_CHANGES_PER_PUSH
+            ),
+        ));
+    }
+    // Decode and drop duplicates, keeping push order per document.
+    let mut seen = HashSet::new();
+    let mut duplicates = 0u32;
+    let mut by_doc: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for (i, c) in changes.into_iter().enumerate() {
+        if c.bytes.len() > limits::MAX_CHANGE_BYTES {
+            return Err(SyncError::new(
+                SyncErrorKind::ResourceExhausted,
+                format!(
+                    "change {i} has {} bytes; at most {}",
+                    c.bytes.len(),
+                    limits::MAX_CHANGE_BYTES
+                ),
+            ));
+        }
+        if c.doc_id.is_empty()
+            || c.doc_id.len() > 64
+            || !c
+                .doc_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(SyncError::invalid(format!("change {i}: bad document id")));
+        }
+        let change = guarded(&format!("change {i}"), || {
+            Change::from_bytes(c.bytes).map_err(|e| SyncError::invalid(format!("change {i}: {e}")))
+        })?;
+        let hash = change.hash();
+        if !seen.insert(hash) || store.has_change(&hash.0)? {
+            duplicates += 1;
+            continue;
+        }
+        if !by_doc.contains_key(&c.doc_id) {
+            order.push(c.doc_id.clone());
+        }
+        by_doc.entry(c.doc_id).or_default().push(change);
+    }
+    let mut entries = Vec::new();
+    let mut docs = Vec::new();
+    for doc_id in order {
+        let changes = by_doc.remove(&doc_id).unwrap_or_default();
+        let existing = store.document(&doc_id)?;
+        let (office, mut doc) = match existing {
+            Some((office, snapshot, complete)) => {
+                if !in_scope(&device, &office) {
+                    return Err(SyncError::denied(format!(
+                        "document {doc_id} is outside this device's office"
+                    )));
+                }
+                let mut doc = guarded("stored snapshot", || {
+                    Automerge::load(&snapshot)
+                        .map_err(|e| SyncError::internal(format!("stored snapshot: {e}")))
+                })?;
+                if !complete {
+                    // Queued changes are not in a saved snapshot: replay the log.
+                    let logged = store.changes_of(&doc_id, u64::MAX)?;
+                    let logged: Vec<Change> = logged
+                        .into_iter()
+                        .filter_map(|c| Change::from_bytes(c.bytes).ok())
+                        .collect();
+                    guarded("stored changes", || {
+                        doc.apply_changes(logged)
+                            .map_err(|e| SyncError::internal(e.to_string()))
+                    })?;
+                }
+                (office, doc)
+            }
+            None => {
+                let office = if let Some(code) = doc_id.strip_prefix("roster-") {
+                    keqing_shared::office::office(code)
+                        .map_err(|e| SyncError::invalid(e.to_string()))?;
+                    let (_, genesis) =
+                        Roster::genesis(code).map_err(|e| SyncError::internal(e.to_string()))?;
+                    if changes[0].hash() != genesis.hash {
+                        return Err(SyncError::invalid(format!(
+                            "{doc_id} must start with the office's roster genesis"
+                        )));
+                    }
+                    code.to_string()
+                } else {
+                    let (id, office) = dossier_identity(&changes)?;
+                    if id != doc_id {
+                        return Err(SyncError::invalid(format!(
+                            "document {doc_id} says its id is {id}"
+                        )));
+                    }
+                    keqing_shared::office::office(&office)
+                        .map_err(|e| SyncError::invalid(e.to_string()))?;
+                    office
+                };
+                if !in_scope(&device, &office) {
+                    return Err(SyncError::denied(format!(
+                        "document {doc_id} is outside this device's office"
+                    )));
+                }
+                (office, Automerge::new())
+            }
+        };
+        // Only a roster's deterministic genesis may carry a foreign actor.
+        let genesis_hash = if doc_id == roster_id(&office) {
+            Roster::genesis(&office).ok().map(|(_, g)| g.hash)
+        } else {
+            None
+        };
+        for c in &changes {
+            if c.actor_id().to_bytes() != actor.as_slice() && Some(c.hash()) != genesis_hash {
+                return Err(SyncError::denied(format!(
+                    "a new change to {doc_id} carries actor {} which is not this device's",
+                    c.actor_id()
+                )));
+            }
+        }
+        for c in &changes {
+            entries.push(NewLogEntry {
+                hash: c.hash().0,
+                doc_id: doc_id.clone(),
+                office: office.clone(),
+                bytes: c.raw_bytes().to_vec(),
+            });
+        }
+        let snapshot = guarded(&doc_id, || {
+            doc.apply_changes(changes)
+                .map_err(|e| SyncError::invalid(format!("{doc_id}: {e}")))?;
+            Ok(doc.save())
+        })?;
+        let complete = doc.get_missing_deps(&[]).is_empty();
+        docs.push(DocumentState {
+            doc_id,
+            office,
+            snapshot,
+            complete,
+        });
+    }
+    let accepted = entries.len() as u32;
+    let last_seq = if entries.is_empty() {
+        store.max_seq()?
+    } else {
+        store.append(&device.id, &entries, &docs)?
+    };
+    Ok(PushAck {
+        accepted,
+        duplicates,
+        last_seq,
+    })
+}
+
+/// Streams the feed of a device's scope after `cursor` into `tx`.
+fn serve_pull(
+    store: &SqliteStore,
+    device: &Device,
+    cursor: u64,
+    max_batch: u32,
+    tx: &mpsc::Sender<Result<PullBatch, SyncError>>,
+) -> Result<(), SyncError> {
+    let scope = device.office.as_deref();
+    let limit = max_batch.clamp(1, limits::PULL_BATCH);
+    store.begin_read()?;
+    let result = (|| -> Result<(), SyncError> {
+        let mut cursor = cursor;
+        if cursor == 0 {
+            // Bootstrap: whole documents as of `upto`, then the log after it.
+            let upto = store.max_seq()?;
+            let mut after = String::new();
+            loop {
+                let page = store.snapshots_after(scope, &after, limit)?;
+                let last_page = (page.len() as u32) < limit;
+                let mut batch = PullBatch::default();
+                for (snap, complete) in page {
+                    after = snap.doc_id.clone();
+                    if complete {
+                        batch.snapshots.push(snap);
+                    } else {
+                        batch.changes.extend(store.changes_of(&snap.doc_id, upto)?);
+                    }
+                }
+                batch.cursor = if last_page { upto } else { 0 };
+                if tx.blocking_send(Ok(batch)).is_err() {
+                    return Ok(());
+                }
+                if last_page {
+                    break;
+                }
+            }
+            cursor = upto;
+        }
+        loop {
+            let changes = store.changes_after(scope, cursor, limit)?;
+            let done = (changes.len() as u32) < limit;
+            if let Some(last) = changes.last() {
+                cursor = last.seq;
+            }
+            let batch = PullBatch {
+                snapshots: Vec::new(),
+                changes,
+                cursor,
+                done,
+            };
+            if tx.blocking_send(Ok(batch)).is_err() || done {
+                return Ok(());
+            }
+        }
+    })();
+    store.end_read()?;
+    result
+}
+
+impl keqing_proto::SyncHandler for Hub {
+    async fn enroll(&self, token: String, actor: Vec<u8>) -> Result<DeviceInfo, SyncError> {
+        if actor.is_empty() || actor.len() > 64 {
+            return Err(SyncError::invalid("an automerge actor id is 1 to 64 bytes"));
+        }
+        self.blocking(move |store| {
+            let device = authenticate(store, &token)?;
+            match &device.actor {
+                Some(a) if a != &actor => {
+                    return Err(SyncError::new(
+                        SyncErrorKind::FailedPrecondition,
+                        "this token is already bound to another replica; add a new device for this one",
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    if store.device_with_actor(&actor)?.is_some() {
+                        return Err(SyncError::new(
+                            SyncErrorKind::FailedPrecondition,
+                            "this replica is already enrolled as another device",
+                        ));
+                    }
+                    store.bind_actor(&device.id, &actor)?;
+                    tracing::info!(device = %device.id, name = %device.name, "device enrolled its replica");
+                }
+            }
+            Ok(DeviceInfo {
+                device_id: device.id,
+                name: device.name,
+                office: device.office,
+            })
+        })
+        .await
+    }
+
+    async fn push(
+        &self,
+        token: String,
+        changes: Vec<ChangeEnvelope>,
+    ) -> Result<PushAck, SyncError> {
+        let n = changes.len();
+        let ack = self
+            .blocking(move |store| ingest(store, &token, changes))
+            .await;
+        match &ack {
+            Ok(a) => tracing::debug!(
+                changes = n,
+                accepted = a.accepted,
+                duplicates = a.duplicates,
+                "push"
+            ),
+            Err(e) => tracing::info!(changes = n, error = %e, "push refused"),
+        }
+        ack
+    }
+
+    async fn pull(
+        &self,
+        token: String,
+        cursor: u64,
+        max_batch: u32,
+    ) -> Result<mpsc::Receiver<Result<PullBatch, SyncError>>, SyncError> {
+        let reader = {
+            let template = self
+                .reader
+                .lock()
+                .map_err(|_| SyncError::internal("store lock poisoned"))?;
+            template.reopen()?
+        };
+        let device = authenticate(&reader, &token)?;
+        let (tx, rx) = mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = serve_pull(&reader, &device, cursor, max_batch, &tx) {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(rx)
+    }
+
+    async fn repair(
+        &self,
+        token: String,
+        docs: Vec<DocHeads>,
+    ) -> Result<Vec<ChangeEnvelope>, SyncError> {
+        if docs.len() > limits::MAX_CHANGES_PER_PUSH {
+            return Err(SyncError::new(
+                SyncErrorKind::ResourceExhausted,
+                "too many documents in one repair",
+            ));
+        }
+        self.blocking(move |store| {
+            let device = authenticate(store, &token)?;
+            let mut missing = Vec::new();
+            for d in docs {
+                let Some((office, _, _)) = store.document(&d.doc_id)? else {
+                    continue;
+                };
+                if !in_scope(&device, &office) {
+                    return Err(SyncError::denied(format!(
+                        "document {} is outside this device's office",
+                        d.doc_id
+                    )));
+                }
+                let logged = store.changes_of(&d.doc_id, u64::MAX)?;
+                let doc = guarded(&d.doc_id, || {
+                    let mut doc = Automerge::new();
+                    doc.apply_changes(
+                        logged
+                            .into_iter()
+                            .filter_map(|c| Change::from_bytes(c.bytes).ok()),
+                    )
+                    .map_err(|e| SyncError::internal(e.to_string()))?;
+                    Ok(doc)
+                })?;
+                // Heads the server does not know (unpushed local work) are ignored.
+                let have: Vec<automerge::ChangeHash> = d
+                    .heads
+                    .iter()
+                    .map(|h| automerge::ChangeHash(*h))
+                    .filter(|h| doc.get_change_by_hash(h).is_some())
+                    .collect();
+                for c in doc.get_changes(&have) {
+                    missing.push(ChangeEnvelope {
+                        doc_id: d.doc_id.clone(),
+                        bytes: c.raw_bytes().to_vec(),
+                    });
+                }
+            }
+            Ok(missing)
+        })
+        .await
+    }
+}

@@ -1,0 +1,184 @@
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use keqing_server::hub::token_hash;
+use keqing_server::store::SqliteStore;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "keqing-server",
+    version,
+    about = "客情 Keqing 服务器 — merges the 27 offices' dossiers and serves each device its office's scope"
+)]
+struct Cli {
+    /// Data directory of the server (数据目录)
+    #[arg(long, env = "KEQING_SERVER_DATA", default_value = "keqing-server-data")]
+    data: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// 运行 Serve gRPC sync until SIGTERM / Ctrl-C
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:7600")]
+        listen: String,
+    },
+    /// 设备 Devices (enrolment tokens); works whether or not the server runs
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Add a device; prints its one-time enrolment token alone on the last line
+    Add {
+        /// Office code (e.g. 44); or --hq
+        #[arg(long, required_unless_present = "hq", conflicts_with = "hq")]
+        office: Option<String>,
+        /// A headquarters device: reads every office
+        #[arg(long)]
+        hq: bool,
+        #[arg(long)]
+        name: String,
+    },
+    /// List devices
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device (by id or name): its next call is refused
+    Revoke { device: String },
+}
+
+fn now() -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(8))
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+fn new_token() -> String {
+    // 256 random bits, hex: two v4 UUIDs (from the OS's random source).
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("错误 error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve { listen } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let store = SqliteStore::open(&cli.data)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, data = %cli.data.display(), "keqing-server serving");
+                // For scripts and tests that listen on port 0.
+                println!("keqing-server listening on {addr}");
+                keqing_server::run(listener, store, shutdown_signal()).await?;
+                tracing::info!("keqing-server stopped");
+                Ok(())
+            })
+        }
+        Command::Device(DeviceCommand::Add { office, hq, name }) => {
+            let office = match (office, hq) {
+                (Some(o), false) => Some(keqing_shared::office::office(&o)?.code.to_string()),
+                _ => None,
+            };
+            let name = keqing_shared::staff::validate_name("name", &name)?;
+            let mut store = SqliteStore::open(&cli.data)?;
+            let token = new_token();
+            let id = uuid::Uuid::now_v7().to_string();
+            let d = store.add_device(&id, &name, office.as_deref(), &token_hash(&token), &now())?;
+            println!(
+                "已添加设备 {} ({}) id {}",
+                d.name,
+                d.office
+                    .as_deref()
+                    .map(|o| format!("办事处 {o}"))
+                    .unwrap_or_else(|| "总部".into()),
+                d.id
+            );
+            println!("注册令牌只显示一次 the enrolment token is shown once:");
+            println!("{token}");
+            Ok(())
+        }
+        Command::Device(DeviceCommand::List { json }) => {
+            let store = SqliteStore::open(&cli.data)?;
+            let devices = store.devices()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&devices)?);
+                return Ok(());
+            }
+            println!(
+                "{:<38} {:<12} {:<6} {:<6} 状态",
+                "设备ID", "名称", "办事处", "已注册"
+            );
+            for d in devices {
+                println!(
+                    "{:<38} {:<12} {:<6} {:<6} {}",
+                    d.id,
+                    d.name,
+                    d.office.as_deref().unwrap_or("总部"),
+                    if d.actor.is_some() { "是" } else { "否" },
+                    d.revoked_at
+                        .map(|t| format!("已吊销 {t}"))
+                        .unwrap_or_else(|| "有效".into())
+                );
+            }
+            Ok(())
+        }
+        Command::Device(DeviceCommand::Revoke { device }) => {
+            let mut store = SqliteStore::open(&cli.data)?;
+            let d = store.revoke(&device, &now())?;
+            println!("已吊销设备 {} {}", d.name, d.id);
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,454 @@
+//! The server's store: SQLite (WAL, synchronous=FULL). The only module of
+//! the server that writes SQL.
+//!
+//! Tables:
+//! - `devices`: enrolled devices, their office (NULL for headquarters), the
+//!   SHA-256 of their token (never the token), their bound automerge actor.
+//! - `changes`: the append-only change log; `seq` is the feed's cursor.
+//! - `documents`: per document its office and a saved snapshot that
+//!   includes every logged change (`complete = 0` while some change waits
+//!   for a dependency that has not arrived).
+//!
+//! The sync logic reaches the store only through [`SyncStore`], so another
+//! backend (PostgreSQL) can serve without touching it.
+
+use keqing_shared::sync::{LoggedChange, Snapshot};
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("数据库错误 database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("数据库版本过新 `{0}` was written by a newer keqing-server")]
+    NewerSchema(String),
+    #[error("数据库迁移失败 migration failed: {0}")]
+    Migration(String),
+    #[error("找不到设备 no device `{0}`")]
+    UnknownDevice(String),
+    #[error("文件错误 `{0}`: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub const DB_FILE: &str = "server.sqlite";
+
+const MIGRATIONS: &[M<'static>] = &[M::up(
+    r#"
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    office TEXT,
+    token_sha256 BLOB NOT NULL UNIQUE,
+    actor BLOB UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash BLOB NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    bytes BLOB NOT NULL
+);
+CREATE INDEX changes_office_seq ON changes(office, seq);
+CREATE INDEX changes_doc ON changes(doc_id, seq);
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    snapshot BLOB NOT NULL,
+    complete INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX documents_office ON documents(office, id);
+"#,
+)];
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    /// `None`: a headquarters device, reading every office.
+    pub office: Option<String>,
+    #[serde(serialize_with = "hex_opt")]
+    pub actor: Option<Vec<u8>>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+fn hex_opt<S: serde::Serializer>(
+    v: &Option<Vec<u8>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(b) => s.serialize_some(&b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        None => s.serialize_none(),
+    }
+}
+
+/// A change checked by the sync core, ready to append.
+#[derive(Debug, Clone)]
+pub struct NewLogEntry {
+    pub hash: [u8; 32],
+    pub doc_id: String,
+    pub office: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A document's new snapshot after a batch.
+#[derive(Debug, Clone)]
+pub struct DocumentState {
+    pub doc_id: String,
+    pub office: String,
+    pub snapshot: Vec<u8>,
+    pub complete: bool,
+}
+
+/// What the sync core needs from a store.
+pub trait SyncStore: Send {
+    fn device_by_token_hash(&self, token_sha256: &[u8]) -> Result<Option<Device>>;
+    fn bind_actor(&mut self, device_id: &str, actor: &[u8]) -> Result<()>;
+    fn device_with_actor(&self, actor: &[u8]) -> Result<Option<Device>>;
+    /// A document's office, snapshot, and whether the snapshot is complete.
+    fn document(&self, doc_id: &str) -> Result<Option<(String, Vec<u8>, bool)>>;
+    fn has_change(&self, hash: &[u8; 32]) -> Result<bool>;
+    /// Appends a batch and the new snapshots in one durable transaction;
+    /// returns the last sequence number.
+    fn append(
+        &mut self,
+        device_id: &str,
+        entries: &[NewLogEntry],
+        docs: &[DocumentState],
+    ) -> Result<u64>;
+    fn max_seq(&self) -> Result<u64>;
+    /// Changes after `after` in scope (`None`: every office), at most `limit`.
+    fn changes_after(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LoggedChange>>;
+    /// Document snapshots in scope with ids after `after_id`, at most `limit`;
+    /// the bool says whether the snapshot holds every logged change.
+    fn snapshots_after(
+        &self,
+        office: Option<&str>,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(Snapshot, bool)>>;
+    /// Every logged change of a document up to `upto` (for incomplete ones).
+    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>>;
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // An acknowledged push must survive a power cut.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Migrations::from_slice(MIGRATIONS)
+        .to_latest(&mut conn)
+        .map_err(|e| match e {
+            rusqlite_migration::Error::MigrationDefinition(
+                rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
+            ) => StoreError::NewerSchema(path.display().to_string()),
+            other => StoreError::Migration(other.to_string()),
+        })?;
+    Ok(conn)
+}
+
+fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        office: r.get(2)?,
+        actor: r.get(3)?,
+        created_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
+const DEVICE_COLUMNS: &str = "id, name, office, actor, created_at, revoked_at";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in the data directory.
+    pub fn open(dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        let path = dir.join(DB_FILE);
+        Ok(SqliteStore {
+            conn: open_connection(&path)?,
+            path,
+        })
+    }
+
+    /// Another connection to the same file, for readers.
+    pub fn reopen(&self) -> Result<SqliteStore> {
+        Ok(SqliteStore {
+            conn: open_connection(&self.path)?,
+            path: self.path.clone(),
+        })
+    }
+
+    pub fn add_device(
+        &mut self,
+        id: &str,
+        name: &str,
+        office: Option<&str>,
+        token_sha256: &[u8],
+        now: &str,
+    ) -> Result<Device> {
+        self.conn.execute(
+            "INSERT INTO devices (id, name, office, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, name, office, token_sha256, now],
+        )?;
+        self.device(id)?
+            .ok_or_else(|| StoreError::UnknownDevice(id.to_string()))
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<Device>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"
+            ))?
+            .query_row([id], device_from_row)
+            .optional()?)
+    }
+
+    pub fn devices(&self) -> Result<Vec<Device>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY office, name"
+        ))?;
+        let v = stmt
+            .query_map([], device_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    /// Revokes a device by id or by name (a name must be unambiguous).
+    pub fn revoke(&mut self, id_or_name: &str, now: &str) -> Result<Device> {
+        let matches: Vec<Device> = self
+            .devices()?
+            .into_iter()
+            .filter(|d| d.id == id_or_name || d.name == id_or_name)
+            .collect();
+        let [device] = matches.as_slice() else {
+            return Err(StoreError::UnknownDevice(format!(
+                "{id_or_name} ({} devices match; use the id)",
+                matches.len()
+            )));
+        };
+        self.conn.execute(
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+            params![device.id, now],
+        )?;
+        self.device(&device.id)?
+            .ok_or_else(|| StoreError::UnknownDevice(device.id.clone()))
+    }
+
+    pub fn change_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM changes", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    pub fn document_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM documents", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Starts a read transaction: every read until [`SqliteStore::end_read`]
+    /// sees one consistent state of the log (WAL snapshot isolation).
+    pub fn begin_read(&self) -> Result<()> {
+        self.conn.execute_batch("BEGIN")?;
+        Ok(())
+    }
+
+    pub fn end_read(&self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+}
+
+impl SyncStore for SqliteStore {
+    fn device_by_token_hash(&self, token_sha256: &[u8]) -> Result<Option<Device>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE token_sha256 = ?1"
+            ))?
+            .query_row([token_sha256], device_from_row)
+            .optional()?)
+    }
+
+    fn bind_actor(&mut self, device_id: &str, actor: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE devices SET actor = ?2 WHERE id = ?1 AND actor IS NULL",
+            params![device_id, actor],
+        )?;
+        Ok(())
+    }
+
+    fn device_with_actor(&self, actor: &[u8]) -> Result<Option<Device>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE actor = ?1"
+            ))?
+            .query_row([actor], device_from_row)
+            .optional()?)
+    }
+
+    fn document(&self, doc_id: &str) -> Result<Option<(String, Vec<u8>, bool)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT office, snapshot, complete FROM documents WHERE id = ?1")?
+            .query_row([doc_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?)
+    }
+
+    fn has_change(&self, hash: &[u8; 32]) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?
+            .query_row([&hash[..]], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn append(
+        &mut self,
+        device_id: &str,
+        entries: &[NewLogEntry],
+        docs: &[DocumentState],
+    ) -> Result<u64> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO changes (hash, doc_id, office, device_id, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (hash) DO NOTHING",
+            )?;
+            for e in entries {
+                insert.execute(params![&e.hash[..], e.doc_id, e.office, device_id, e.bytes])?;
+            }
+            let last: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
+                r.get(0)
+            })?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO documents (id, office, snapshot, complete, last_seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, complete = excluded.complete,
+                 last_seq = excluded.last_seq",
+            )?;
+            for d in docs {
+                upsert.execute(params![d.doc_id, d.office, d.snapshot, d.complete, last])?;
+            }
+        }
+        tx.commit()?;
+        self.max_seq()
+    }
+
+    fn max_seq(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    fn changes_after(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<LoggedChange>> {
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok(LoggedChange {
+                seq: r.get::<_, i64>(0)? as u64,
+                doc_id: r.get(1)?,
+                bytes: r.get(2)?,
+            })
+        };
+        let v = match office {
+            Some(o) => self
+                .conn
+                .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE office = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
+                .query_map(params![o, after as i64, limit], map)?
+                .collect::<rusqlite::Result<_>>()?,
+            None => self
+                .conn
+                .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+                .query_map(params![after as i64, limit], map)?
+                .collect::<rusqlite::Result<_>>()?,
+        };
+        Ok(v)
+    }
+
+    fn snapshots_after(
+        &self,
+        office: Option<&str>,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(Snapshot, bool)>> {
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok((
+                Snapshot {
+                    doc_id: r.get(0)?,
+                    document: r.get(1)?,
+                },
+                r.get(2)?,
+            ))
+        };
+        let v = match office {
+            Some(o) => self
+                .conn
+                .prepare_cached(
+                    "SELECT id, snapshot, complete FROM documents WHERE office = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )?
+                .query_map(params![o, after_id, limit], map)?
+                .collect::<rusqlite::Result<_>>()?,
+            None => self
+                .conn
+                .prepare_cached("SELECT id, snapshot, complete FROM documents WHERE id > ?1 ORDER BY id LIMIT ?2")?
+                .query_map(params![after_id, limit], map)?
+                .collect::<rusqlite::Result<_>>()?,
+        };
+        Ok(v)
+    }
+
+    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
+        let v = self
+            .conn
+            .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq <= ?2 ORDER BY seq")?
+            .query_map(params![doc_id, upto as i64], |r| {
+                Ok(LoggedChange {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    doc_id: r.get(1)?,
+                    bytes: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+}
