@@ -127,6 +127,11 @@ enum Command {
     },
     /// 修复 Compare every dossier with the server and fetch what this replica lacks
     Repair,
+    /// 版本 Every document's automerge heads (to compare replicas)
+    Heads {
+        #[arg(long)]
+        json: bool,
+    },
     /// 重建 Rebuild every projection table from the dossier documents
     Rebuild,
     /// 状态 What this replica is and holds
@@ -514,6 +519,24 @@ fn run(cli: Cli) -> Result<()> {
                 "同步完成 推送 {} 条 (重复 {}) 拉取 {} 条变更 {} 份快照 游标 {}",
                 s.pushed, s.duplicates, s.pulled_changes, s.pulled_snapshots, s.cursor
             );
+        }
+        Command::Heads { json } => {
+            let heads: std::collections::BTreeMap<String, Vec<String>> = desk
+                .replica()
+                .document_heads()?
+                .into_iter()
+                .map(|(id, h)| {
+                    let mut h: Vec<String> = h.iter().map(ToString::to_string).collect();
+                    h.sort();
+                    (id, h)
+                })
+                .collect();
+            if json {
+                return print_json(&heads);
+            }
+            for (id, h) in heads {
+                println!("{id} {}", h.join(","));
+            }
         }
         Command::Repair => {
             let rt = runtime()?;

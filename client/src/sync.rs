@@ -112,10 +112,11 @@ pub async fn sync_once(replica: &mut Replica, progress: &mut dyn Progress) -> Re
             "this replica is not enrolled: run `keqing enroll --server URL --token T`".into(),
         )
     })?;
-    let mut conn = SyncConnection::connect(&state.server, &state.token, CONNECT_TIMEOUT)
-        .await
-        .map_err(sync_err)?;
-    let outcome = round(replica, &mut conn, progress).await;
+    let outcome = match SyncConnection::connect(&state.server, &state.token, CONNECT_TIMEOUT).await
+    {
+        Ok(mut conn) => round(replica, &mut conn, progress).await,
+        Err(e) => Err(sync_err(e)),
+    };
     let now = fmt_datetime(now_cst());
     match &outcome {
         Ok(_) => replica.record_sync(&now, None)?,

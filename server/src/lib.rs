@@ -16,6 +16,26 @@ pub mod store;
 use std::future::Future;
 use std::sync::Arc;
 
+/// tonic refuses a message over the decoding limit with OUT_OF_RANGE; for a
+/// client it means "too big", which gRPC spells RESOURCE_EXHAUSTED. No handler
+/// of ours answers OUT_OF_RANGE, so the mapping is unambiguous.
+fn oversized_is_resource_exhausted<B>(
+    mut res: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let out_of_range = (tonic::Code::OutOfRange as i32).to_string();
+    if res
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == out_of_range.as_bytes())
+    {
+        let code = (tonic::Code::ResourceExhausted as i32).to_string();
+        if let Ok(v) = code.parse() {
+            res.headers_mut().insert("grpc-status", v);
+        }
+    }
+    res
+}
+
 /// Serves Keqing sync on `listener` until `shutdown` completes, then stops
 /// gracefully (in-flight calls finish).
 pub async fn run(
@@ -39,6 +59,9 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_is_resource_exhausted,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(keqing_proto::sync_server(hub))

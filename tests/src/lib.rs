@@ -21,7 +21,15 @@ pub fn bin_dir() -> &'static Path {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "--quiet", "-p", "keqing", "--bins"]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "keqing",
+            "-p",
+            "keqing-server",
+            "--bins",
+        ]);
         if release {
             cmd.arg("--release");
         }
@@ -91,5 +99,82 @@ impl Office {
         let r = self.run(args);
         assert!(r.ok, "keqing {args:?} failed:\n{}\n{}", r.stdout, r.stderr);
         r
+    }
+}
+
+pub fn server_bin() -> PathBuf {
+    bin_dir().join("keqing-server")
+}
+
+/// A real `keqing-server` process on loopback, killed when dropped.
+pub struct Server {
+    pub dir: PathBuf,
+    pub addr: String,
+    child: std::process::Child,
+}
+
+impl Server {
+    /// Starts a server on `listen` (e.g. `127.0.0.1:0`) over `dir`.
+    pub fn start(dir: impl Into<PathBuf>, listen: &str) -> Server {
+        use std::io::BufRead;
+        let dir = dir.into();
+        let mut child = Command::new(server_bin())
+            .arg("--data")
+            .arg(&dir)
+            .args(["serve", "--listen", listen])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start keqing-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("keqing-server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Server { dir, addr, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs `keqing-server --data DIR args…` (device management).
+    pub fn admin(dir: &Path, args: &[&str]) -> Run {
+        let out = Command::new(server_bin())
+            .arg("--data")
+            .arg(dir)
+            .args(args)
+            .output()
+            .expect("run keqing-server");
+        Run::from(out)
+    }
+
+    /// Adds a device and returns its token.
+    pub fn add_device(&self, office: Option<&str>, name: &str) -> String {
+        let r = match office {
+            Some(o) => Server::admin(&self.dir, &["device", "add", "--office", o, "--name", name]),
+            None => Server::admin(&self.dir, &["device", "add", "--hq", "--name", name]),
+        };
+        assert!(r.ok, "{}", r.stderr);
+        r.last_line().to_string()
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -4,3 +4,5 @@ mod bad_input;
 mod crash;
 mod office_journey;
 mod replica;
+mod sync;
+mod sync_hostile;

@@ -1,0 +1,307 @@
+//! Sync through a real `keqing-server` process and real `keqing` replicas.
+
+use keqing_tests::{Office, Server};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn heads(o: &Office) -> BTreeMap<String, Value> {
+    serde_json::from_value(o.ok(&["heads", "--json"]).json()).unwrap()
+}
+
+#[test]
+fn two_devices_edit_one_dossier_offline_and_converge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let (t1, t2) = (
+        server.add_device(Some("44"), "前台1"),
+        server.add_device(Some("44"), "前台2"),
+    );
+    let a = Office::new(tmp.path().join("a"));
+    let b = Office::new(tmp.path().join("b"));
+    // Device A started offline before the server existed for it.
+    a.ok(&["init", "--office", "44", "--device", "前台1"]);
+    a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    let id = a
+        .ok(&[
+            "call",
+            "--phone",
+            "13800138000",
+            "--name",
+            "张三",
+            "--age",
+            "62",
+            "--source",
+            "电视",
+            "--staff",
+            "李娜",
+            "--at",
+            "2026-11-20T09:00",
+        ])
+        .last_line()
+        .to_string();
+    a.ok(&["enroll", "--server", &server.url(), "--token", &t1]);
+    a.ok(&["sync"]);
+    b.ok(&["enroll", "--server", &server.url(), "--token", &t2]);
+    b.ok(&["sync"]);
+    assert_eq!(
+        heads(&a),
+        heads(&b),
+        "B bootstrapped A's dossier and roster"
+    );
+    // Both offline: each adds a follow-up and changes the address.
+    a.ok(&[
+        "followup",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--outcome",
+        "A打的",
+        "--at",
+        "2026-11-21T10:00",
+    ]);
+    b.ok(&[
+        "followup",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--outcome",
+        "B打的",
+        "--at",
+        "2026-11-21T11:00",
+    ]);
+    a.ok(&["update", "--patient", &id, "--address", "广州市天河区"]);
+    b.ok(&["update", "--patient", &id, "--address", "广州市越秀区"]);
+    for o in [&a, &b, &a] {
+        o.ok(&["sync"]);
+    }
+    assert_eq!(heads(&a), heads(&b));
+    let pa = a.ok(&["patient", &id, "--json"]).json();
+    let pb = b.ok(&["patient", &id, "--json"]).json();
+    assert_eq!(pa, pb);
+    let outcomes: Vec<&str> = pa["dossier"]["followups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["A打的", "B打的"]);
+    assert_eq!(
+        pa["dossier"]["conflicts"],
+        serde_json::json!([{"field": "address", "values": ["广州市天河区", "广州市越秀区"]}])
+    );
+    // Settling the conflict on one device settles it everywhere.
+    a.ok(&["update", "--patient", &id, "--address", "广州市天河区"]);
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    let pb = b.ok(&["patient", &id, "--json"]).json();
+    assert_eq!(pb["dossier"]["conflicts"], serde_json::json!([]));
+    assert_eq!(pb["dossier"]["patient"]["address"], "广州市天河区");
+    // Status tells where the replica stands.
+    let st = b.ok(&["status", "--json"]).json();
+    assert_eq!(st["outbox"], 0);
+    assert!(st["sync"]["cursor"].as_u64().unwrap() > 0);
+    assert!(st["sync"]["last_sync"].is_string());
+}
+
+#[test]
+fn office_work_goes_on_while_the_server_is_unreachable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let token = server.add_device(Some("11"), "前台1");
+    let o = Office::new(tmp.path().join("o"));
+    o.ok(&["enroll", "--server", &server.url(), "--token", &token]);
+    o.ok(&["sync"]);
+    let url = server.url();
+    server.kill();
+    o.ok(&["staff", "add", "--name", "王芳", "--role", "consultant"]);
+    o.ok(&[
+        "call",
+        "--phone",
+        "13700137000",
+        "--name",
+        "赵六",
+        "--source",
+        "广播",
+        "--staff",
+        "王芳",
+    ]);
+    let r = o.run(&["sync"]);
+    assert!(
+        !r.ok && r.stderr.contains("cannot be reached"),
+        "{}",
+        r.stderr
+    );
+    let st = o.ok(&["status", "--json"]).json();
+    assert_eq!(
+        st["outbox"], 3,
+        "staff + dossier creation + call wait in the outbox"
+    );
+    assert!(st["sync"]["last_error"].is_string());
+    // The server comes back on the same address: everything goes through.
+    let addr = url.trim_start_matches("http://");
+    let server = Server::start(tmp.path().join("server"), addr);
+    o.ok(&["sync"]);
+    assert_eq!(o.ok(&["status", "--json"]).json()["outbox"], 0);
+    drop(server);
+}
+
+/// A tiny deterministic generator for the random schedule.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let hq = Office::new(tmp.path().join("hq"));
+    hq.ok(&[
+        "enroll",
+        "--server",
+        &server.url(),
+        "--token",
+        &server.add_device(None, "数据中心"),
+    ]);
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut devices: Vec<(String, Office)> = Vec::new();
+    for o in keqing_shared::office::OFFICES {
+        let a = Office::new(tmp.path().join(format!("{}-a", o.code)));
+        let b = Office::new(tmp.path().join(format!("{}-b", o.code)));
+        a.ok(&["init", "--office", o.code, "--device", "前台1"]);
+        a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+        a.ok(&[
+            "enroll",
+            "--server",
+            &server.url(),
+            "--token",
+            &server.add_device(Some(o.code), "前台1"),
+        ]);
+        a.ok(&["sync"]);
+        b.ok(&[
+            "enroll",
+            "--server",
+            &server.url(),
+            "--token",
+            &server.add_device(Some(o.code), "前台2"),
+        ]);
+        b.ok(&["sync"]);
+        devices.push((o.code.to_string(), a));
+        devices.push((o.code.to_string(), b));
+    }
+    let mut calls = 0;
+    let mut followups = 0;
+    let mut phone = 13_000_000_000u64;
+    for round in 0..3 {
+        // Offline work on random devices.
+        for (_, d) in &devices {
+            for _ in 0..rng.below(3) {
+                phone += 1;
+                let r = d.ok(&[
+                    "call",
+                    "--phone",
+                    &phone.to_string(),
+                    "--name",
+                    "患者",
+                    "--source",
+                    "电视",
+                    "--staff",
+                    "李娜",
+                    "--at",
+                    &format!("2026-11-2{round}T09:00"),
+                ]);
+                calls += 1;
+                if rng.below(2) == 0 {
+                    d.ok(&[
+                        "followup",
+                        "--patient",
+                        r.last_line(),
+                        "--staff",
+                        "李娜",
+                        "--outcome",
+                        "好",
+                        "--at",
+                        &format!("2026-11-2{round}T15:00"),
+                    ]);
+                    followups += 1;
+                }
+            }
+        }
+        // Random devices sync; some syncs are cut off mid-way (SIGKILL).
+        for (_, d) in &devices {
+            match rng.below(4) {
+                0 => {}
+                1 => {
+                    let mut child = std::process::Command::new(keqing_tests::keqing_bin())
+                        .arg("--data")
+                        .arg(&d.dir)
+                        .arg("sync")
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(rng.below(40)));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                _ => {
+                    d.ok(&["sync"]);
+                }
+            }
+        }
+    }
+    // The line comes back for everyone: two rounds so every push is pulled.
+    for _ in 0..2 {
+        for (_, d) in &devices {
+            d.ok(&["sync"]);
+        }
+    }
+    hq.ok(&["sync"]);
+    let hq_heads = heads(&hq);
+    let mut union = BTreeMap::new();
+    for pair in devices.chunks(2) {
+        let (code, a) = &pair[0];
+        let b = &pair[1].1;
+        let ha = heads(a);
+        assert_eq!(
+            ha,
+            heads(b),
+            "office {code}: both devices hold the same documents"
+        );
+        for (id, h) in ha {
+            assert!(
+                union.insert(id.clone(), h).is_none(),
+                "document {id} reached two offices"
+            );
+        }
+        assert_eq!(a.ok(&["status", "--json"]).json()["outbox"], 0);
+    }
+    assert_eq!(
+        hq_heads, union,
+        "headquarters holds exactly the union of the offices"
+    );
+    // Every record created exists exactly once.
+    let mut hq_calls = 0;
+    let mut hq_followups = 0;
+    for round in 0..3 {
+        let r = hq
+            .ok(&[
+                "report",
+                "daily",
+                "--date",
+                &format!("2026-11-2{round}"),
+                "--json",
+            ])
+            .json();
+        hq_calls += r["calls"].as_u64().unwrap();
+        hq_followups += r["followups"]["done"].as_u64().unwrap();
+    }
+    assert_eq!((hq_calls, hq_followups), (calls, followups));
+}

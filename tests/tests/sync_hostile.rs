@@ -1,0 +1,314 @@
+//! Hostile and wrong input to a real server: the right status code,
+//! nothing stored, and the server keeps serving.
+
+use automerge::ActorId;
+use keqing_proto::SyncConnection;
+use keqing_shared::dossier::{Dossier, NewChange};
+use keqing_shared::sync::{ChangeEnvelope, DocHeads, SyncErrorKind};
+use keqing_tests::Server;
+use std::time::Duration;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn t(s: &str) -> chrono::NaiveDateTime {
+    keqing_shared::when::parse_datetime(s).unwrap()
+}
+
+fn new_dossier(id: &str, office: &str, actor: &ActorId) -> (Dossier, NewChange) {
+    Dossier::create(id, office, t("2026-11-20T09:00"), actor.clone(), 1).unwrap()
+}
+
+fn env(id: &str, c: &NewChange) -> ChangeEnvelope {
+    ChangeEnvelope {
+        doc_id: id.into(),
+        bytes: c.bytes.clone(),
+    }
+}
+
+/// The length of the server's log, as the feed's final cursor tells an HQ
+/// device (sequence numbers have no gaps: a refused push consumes none).
+async fn log_size(url: &str, hq_token: &str) -> u64 {
+    let mut hq = SyncConnection::connect(url, hq_token, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut pull = hq.pull(0, 1000).await.unwrap();
+    let mut cursor = 0;
+    while let Some(b) = pull.next().await {
+        let b = b.unwrap();
+        cursor = b.cursor;
+        if b.done {
+            break;
+        }
+    }
+    cursor
+}
+
+#[test]
+fn wrong_office_forged_actor_malformed_and_oversized_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let url = server.url();
+    let gd1 = server.add_device(Some("44"), "广东1");
+    let gd2 = server.add_device(Some("44"), "广东2");
+    let bj = server.add_device(Some("11"), "北京1");
+    let hq = server.add_device(None, "数据中心");
+    rt().block_on(async {
+        let connect = |tok: String| {
+            let url = url.clone();
+            async move {
+                SyncConnection::connect(&url, &tok, Duration::from_secs(5))
+                    .await
+                    .unwrap()
+            }
+        };
+        let (actor_gd1, actor_gd2, actor_bj) =
+            (ActorId::random(), ActorId::random(), ActorId::random());
+        let mut c_gd1 = connect(gd1.clone()).await;
+        let mut c_gd2 = connect(gd2).await;
+        let mut c_bj = connect(bj).await;
+        let mut c_hq = connect(hq.clone()).await;
+        // Before enrolment a device may not push.
+        let early = c_gd1.push(vec![]).await.unwrap_err();
+        assert_eq!(early.kind, SyncErrorKind::FailedPrecondition);
+        assert_eq!(
+            c_gd1
+                .enroll(actor_gd1.to_bytes().to_vec())
+                .await
+                .unwrap()
+                .office
+                .as_deref(),
+            Some("44")
+        );
+        c_gd2.enroll(actor_gd2.to_bytes().to_vec()).await.unwrap();
+        c_bj.enroll(actor_bj.to_bytes().to_vec()).await.unwrap();
+        c_hq.enroll(ActorId::random().to_bytes().to_vec())
+            .await
+            .unwrap();
+        // One token, one replica.
+        let rebind = c_gd1
+            .enroll(ActorId::random().to_bytes().to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(rebind.kind, SyncErrorKind::FailedPrecondition);
+
+        let id = "01a21111-0000-7000-8000-000000000001";
+        let (mut doc, created) = new_dossier(id, "44", &actor_gd1);
+        let ack = c_gd1.push(vec![env(id, &created)]).await.unwrap();
+        assert_eq!((ack.accepted, ack.duplicates), (1, 0));
+        // Pushing the same change again is harmless.
+        let again = c_gd1
+            .push(vec![env(id, &created), env(id, &created)])
+            .await
+            .unwrap();
+        assert_eq!((again.accepted, again.duplicates), (0, 2));
+        let stored = log_size(&url, &hq).await;
+        assert_eq!(stored, 1);
+
+        // Another office writing to this dossier: PERMISSION_DENIED.
+        let mut theirs = Dossier::load(&doc.save(), actor_bj.clone()).unwrap();
+        let edit = theirs
+            .edit(2, |tx| tx.add_phone("13900000000"))
+            .unwrap()
+            .unwrap();
+        let denied = c_bj.push(vec![env(id, &edit)]).await.unwrap_err();
+        assert_eq!(denied.kind, SyncErrorKind::PermissionDenied, "{denied:?}");
+        // ... or creating a dossier for another office.
+        let (_, foreign) = new_dossier("01a21111-0000-7000-8000-000000000002", "44", &actor_bj);
+        let denied = c_bj
+            .push(vec![env("01a21111-0000-7000-8000-000000000002", &foreign)])
+            .await
+            .unwrap_err();
+        assert_eq!(denied.kind, SyncErrorKind::PermissionDenied);
+        // ... or asking for it.
+        let asked = c_bj
+            .repair(vec![DocHeads {
+                doc_id: id.into(),
+                heads: vec![],
+            }])
+            .await
+            .unwrap_err();
+        assert_eq!(asked.kind, SyncErrorKind::PermissionDenied);
+        // Its feed holds nothing of office 44.
+        let mut pull = c_bj.pull(0, 100).await.unwrap();
+        while let Some(b) = pull.next().await {
+            let b = b.unwrap();
+            assert!(
+                b.snapshots.is_empty() && b.changes.is_empty(),
+                "office 11 sees nothing of 44"
+            );
+            if b.done {
+                break;
+            }
+        }
+
+        // A change signed with another device's actor: PERMISSION_DENIED.
+        let forged = doc
+            .edit(3, |tx| tx.add_phone("13900000001"))
+            .unwrap()
+            .unwrap();
+        let denied = c_gd2.push(vec![env(id, &forged)]).await.unwrap_err();
+        assert_eq!(denied.kind, SyncErrorKind::PermissionDenied);
+
+        // Malformed bytes, a bad id, a document whose id lies: INVALID_ARGUMENT.
+        for (doc_id, bytes) in [
+            (id.to_string(), b"not an automerge change".to_vec()),
+            (id.to_string(), {
+                let mut b = forged.bytes.clone();
+                let n = b.len();
+                b[n - 3] ^= 0xff;
+                b
+            }),
+            ("../etc/passwd".to_string(), forged.bytes.clone()),
+        ] {
+            let e = c_gd1
+                .push(vec![ChangeEnvelope { doc_id, bytes }])
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, SyncErrorKind::InvalidArgument, "{e:?}");
+        }
+        let (_, liar) = new_dossier("01a21111-0000-7000-8000-00000000000a", "44", &actor_gd1);
+        let e = c_gd1
+            .push(vec![env("01a21111-0000-7000-8000-00000000000b", &liar)])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, SyncErrorKind::InvalidArgument);
+
+        // A valid change and a bad one in one push: nothing of it is stored.
+        let mut mine = Dossier::load(&doc.save(), actor_gd1.clone()).unwrap();
+        let valid = mine
+            .edit(5, |tx| tx.add_phone("13900000003"))
+            .unwrap()
+            .unwrap();
+        let e = c_gd1
+            .push(vec![
+                env(id, &valid),
+                ChangeEnvelope {
+                    doc_id: id.into(),
+                    bytes: vec![1, 2, 3],
+                },
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, SyncErrorKind::InvalidArgument);
+        assert_eq!(
+            log_size(&url, &hq).await,
+            1,
+            "nothing of a refused push is stored"
+        );
+
+        // An oversized message: RESOURCE_EXHAUSTED before decoding. The
+        // generated client is used with no limit of its own, as a hostile
+        // client would be.
+        let mut raw = c_gd1.raw_client().max_encoding_message_size(usize::MAX);
+        let mut req = tonic::Request::new(keqing_proto::pb::PushRequest {
+            changes: vec![keqing_proto::pb::Change {
+                doc_id: id.into(),
+                bytes: vec![0u8; 17 << 20],
+            }],
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {gd1}").parse().unwrap());
+        let status = raw.push(req).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        // Too many changes in one push.
+        let many = vec![env(id, &valid); 5_001];
+        let e = c_gd1.push(many).await.unwrap_err();
+        assert_eq!(e.kind, SyncErrorKind::ResourceExhausted);
+
+        // No token, a wrong token: UNAUTHENTICATED.
+        for tok in ["", "0123"] {
+            let mut c = connect(tok.to_string()).await;
+            let e = c.push(vec![]).await.unwrap_err();
+            assert_eq!(e.kind, SyncErrorKind::Unauthenticated);
+        }
+
+        // The server still serves: the valid change goes through.
+        let ack = c_gd1.push(vec![env(id, &valid)]).await.unwrap();
+        assert_eq!(ack.accepted, 1);
+        assert_eq!(log_size(&url, &hq).await, 2);
+    });
+    // Revoking takes effect at the device's next call.
+    let r = Server::admin(&server.dir, &["device", "revoke", "广东1"]);
+    assert!(r.ok, "{}", r.stderr);
+    rt().block_on(async {
+        let mut c = SyncConnection::connect(&url, &gd1, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let e = c.push(vec![]).await.unwrap_err();
+        assert_eq!(e.kind, SyncErrorKind::Unauthenticated);
+        assert!(e.message.contains("revoked"));
+    });
+}
+
+#[test]
+fn server_killed_during_pushes_loses_nothing_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let addr = server.addr.clone();
+    let token = server.add_device(Some("44"), "前台1");
+    let hq = keqing_tests::Office::new(tmp.path().join("hq"));
+    hq.ok(&[
+        "enroll",
+        "--server",
+        &server.url(),
+        "--token",
+        &server.add_device(None, "数据中心"),
+    ]);
+    let o = keqing_tests::Office::new(tmp.path().join("o"));
+    o.ok(&["enroll", "--server", &server.url(), "--token", &token]);
+    o.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    let mut calls = 0;
+    for cycle in 0..4u64 {
+        for k in 0..15u64 {
+            o.ok(&[
+                "call",
+                "--phone",
+                &format!("1380000{cycle}{k:03}"),
+                "--name",
+                "患者",
+                "--source",
+                "电视",
+                "--staff",
+                "李娜",
+                "--at",
+                "2026-11-20T09:00",
+            ]);
+            calls += 1;
+        }
+        // A sync under way when the server dies.
+        let mut child = std::process::Command::new(keqing_tests::keqing_bin())
+            .arg("--data")
+            .arg(&o.dir)
+            .arg("sync")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5 + 10 * cycle));
+        server.kill();
+        let _ = child.wait();
+        server = Server::start(tmp.path().join("server"), &addr);
+    }
+    o.ok(&["sync"]);
+    assert_eq!(
+        o.ok(&["status", "--json"]).json()["outbox"],
+        0,
+        "everything re-pushed"
+    );
+    hq.ok(&["sync"]);
+    let r = hq
+        .ok(&["report", "daily", "--date", "2026-11-20", "--json"])
+        .json();
+    assert_eq!(r["calls"], calls, "every call exactly once");
+    assert_eq!(
+        hq.ok(&["heads", "--json"]).json(),
+        o.ok(&["heads", "--json"]).json(),
+        "the office and headquarters converge"
+    );
+    drop(server);
+}
