@@ -94,7 +94,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let tmp = tempfile::tempdir().expect("temp dir");
-    let dir = tmp.path().join("office");
+    // KEQING_BENCH_KEEP=DIR keeps the filled replica for inspection.
+    let dir = match std::env::var_os("KEQING_BENCH_KEEP") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => tmp.path().join("office"),
+    };
     let mut desk = Desk::init(&dir, "44", "前台1").expect("init");
     for (name, role) in [
         ("李娜", Role::Consultant),

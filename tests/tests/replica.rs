@@ -159,3 +159,35 @@ fn reopening_keeps_every_committed_edit() {
     assert_eq!(desk.replica().dossier_count().unwrap(), 20);
     assert_eq!(desk.replica().integrity_check().unwrap(), "ok");
 }
+
+#[test]
+fn the_due_list_query_agrees_with_the_rules_on_every_day() {
+    use keqing_shared::dossier::Dossier;
+    use keqing_shared::followup::{open_on, schedule};
+    let tmp = tempfile::tempdir().unwrap();
+    let desk = busy_desk(tmp.path());
+    let ids: Vec<String> = (0..20).map(|i| desk.resolve_patient(&format!("1380000{i:04}")).unwrap()).collect();
+    let views: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let bytes = desk.replica().load_document(id).unwrap().unwrap();
+            Dossier::load(&bytes, automerge::ActorId::random()).unwrap().view().unwrap()
+        })
+        .collect();
+    let mut listed_somewhere = 0;
+    let start = keqing_shared::when::parse_date("2026-10-30").unwrap();
+    for k in 0..75 {
+        let d = start + chrono::Duration::days(k);
+        let mut from_query: Vec<(String, usize)> = desk.due(d).unwrap().into_iter().map(|e| (e.dossier_id, e.slots.len())).collect();
+        from_query.sort();
+        let mut from_rules: Vec<(String, usize)> = views
+            .iter()
+            .map(|v| (v.id.clone(), open_on(&schedule(v), d).len()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        from_rules.sort();
+        assert_eq!(from_query, from_rules, "{d}");
+        listed_somewhere += from_query.len();
+    }
+    assert!(listed_somewhere > 50, "the scenario puts patients on many lists");
+}

@@ -1,0 +1,257 @@
+//! Sync benchmark: prints figures, never fails on time.
+//!
+//! A real `keqing-server` process on loopback, reached through a counting
+//! TCP relay (so "bytes on the wire" are real bytes), and real replicas:
+//! - first sync of N dossiers (KEQING_SYNC_BENCH_DOSSIERS, default 10 000):
+//!   an office device pushes them, a second device of the office pulls them;
+//!   against the in-process automerge limit measured in the same run
+//!   (applying the same changes to empty documents in one process);
+//! - incremental sync after one edit, and a round with nothing changed:
+//!   time and bytes;
+//! - the server's resident memory after ingesting N, 5N and 10N dossiers
+//!   (the later ones pushed as synthetic changes by a third device).
+
+use automerge::{ActorId, Automerge, Change};
+use keqing::desk::{CallInput, Desk};
+use keqing::sync::{Quiet, enroll, sync_once};
+use keqing_proto::SyncConnection;
+use keqing_shared::dossier::{Dossier, PatientUpdate};
+use keqing_shared::staff::Role;
+use keqing_shared::sync::ChangeEnvelope;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// A TCP relay to `target` that counts the bytes in both directions.
+async fn counting_relay(target: String, counter: Arc<AtomicU64>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("relay bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let target = target.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                let (mut ri, mut wi) = inbound.into_split();
+                let (mut ro, mut wo) = outbound.into_split();
+                let c1 = counter.clone();
+                let up = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match tokio::io::AsyncReadExt::read(&mut ri, &mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        c1.fetch_add(n as u64, Ordering::Relaxed);
+                        if wo.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = wo.shutdown().await;
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match tokio::io::AsyncReadExt::read(&mut ro, &mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        counter.fetch_add(n as u64, Ordering::Relaxed);
+                        if wi.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = wi.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    addr
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn admin(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keqing-server"))
+        .arg("--data")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("keqing-server");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string()
+}
+
+fn main() {
+    let n: usize = std::env::var("KEQING_SYNC_BENCH_DOSSIERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server_dir = tmp.path().join("server");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_keqing-server"))
+        .arg("--data")
+        .arg(&server_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start keqing-server");
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+    let server_addr = line.trim().trim_start_matches("keqing-server listening on ").to_string();
+    let token_a = admin(&server_dir, &["device", "add", "--office", "44", "--name", "A"]);
+    let token_b = admin(&server_dir, &["device", "add", "--office", "44", "--name", "B"]);
+    let token_c = admin(&server_dir, &["device", "add", "--office", "44", "--name", "C"]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let wire = Arc::new(AtomicU64::new(0));
+    let relay = rt.block_on(counting_relay(server_addr.clone(), wire.clone()));
+    let url = format!("http://{relay}");
+    println!("keqing sync benchmark — {n} dossiers, server pid {}", server.id());
+
+    // Office device A fills its replica offline.
+    let fill = Instant::now();
+    let mut a = Desk::init(&tmp.path().join("a"), "44", "A").expect("init");
+    a.add_staff("李娜", Role::Consultant).expect("staff");
+    a.replica().set_bulk_load(true).expect("bulk");
+    a.replica_mut().begin_bulk().expect("bulk");
+    let day = keqing_shared::when::parse_datetime("2026-11-20T09:00").expect("time");
+    for i in 0..n {
+        a.register_call(&CallInput {
+            phone: format!("13{:09}", i),
+            name: format!("患者{i}"),
+            age: Some(60),
+            source: "电视".into(),
+            disease: Some("冠心病".into()),
+            staff: "李娜".into(),
+            at: day,
+            force_new: true,
+            ..Default::default()
+        })
+        .expect("call");
+        if (i + 1) % 1000 == 0 {
+            a.replica_mut().finish_bulk(true).expect("commit");
+            a.replica_mut().begin_bulk().expect("bulk");
+        }
+    }
+    a.replica_mut().finish_bulk(true).expect("commit");
+    a.replica().set_bulk_load(false).expect("durable");
+    println!("fill: {n} dossiers offline in {:.1} s", fill.elapsed().as_secs_f64());
+
+    // Baseline: the in-process automerge limit on the same changes.
+    let outbox = a.replica().outbox_batch(usize::MAX).expect("outbox");
+    let changes_total = outbox.len();
+    let mut by_doc: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for r in outbox {
+        by_doc.entry(r.doc_id).or_default().push(r.bytes);
+    }
+    let base = Instant::now();
+    for changes in by_doc.values() {
+        let mut doc = Automerge::new();
+        doc.apply_changes(changes.iter().map(|b| Change::from_bytes(b.clone()).expect("change")))
+            .expect("apply");
+        std::hint::black_box(doc.get_heads());
+    }
+    let base_s = base.elapsed().as_secs_f64();
+
+    // First sync: A pushes, B (a fresh device) pulls.
+    let mut a = rt.block_on(async {
+        drop(a);
+        enroll(&tmp.path().join("a"), &url, &token_a, None).await.expect("enroll a")
+    });
+    wire.store(0, Ordering::Relaxed);
+    let t = Instant::now();
+    let push = rt.block_on(sync_once(a.replica_mut(), &mut Quiet)).expect("push");
+    let push_s = t.elapsed().as_secs_f64();
+    let push_bytes = wire.swap(0, Ordering::Relaxed);
+    let mut b = rt.block_on(enroll(&tmp.path().join("b"), &url, &token_b, None)).expect("enroll b");
+    wire.store(0, Ordering::Relaxed);
+    let t = Instant::now();
+    let pull = rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).expect("pull");
+    let pull_s = t.elapsed().as_secs_f64();
+    let pull_bytes = wire.swap(0, Ordering::Relaxed);
+    assert_eq!(b.replica().dossier_count().expect("count"), n as u64, "B holds every dossier");
+    let rss_n = rss_mb(server.id());
+
+    // Incremental: one edit on A, then A syncs and B syncs.
+    let id = a.resolve_patient("13000000007").expect("patient");
+    a.edit_patient(&id, |tx| {
+        tx.update_patient(&PatientUpdate {
+            address: Some("广州".into()),
+            ..Default::default()
+        })
+    })
+    .expect("edit");
+    wire.store(0, Ordering::Relaxed);
+    let t = Instant::now();
+    rt.block_on(sync_once(a.replica_mut(), &mut Quiet)).expect("a");
+    let inc = rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).expect("b");
+    let inc_s = t.elapsed().as_secs_f64();
+    let inc_bytes = wire.swap(0, Ordering::Relaxed);
+    assert_eq!(inc.pulled_changes, 1);
+    // Nothing changed: one round.
+    let t = Instant::now();
+    rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).expect("idle");
+    let idle_s = t.elapsed().as_secs_f64();
+    let idle_bytes = wire.swap(0, Ordering::Relaxed);
+
+    // Server memory as the log grows: device C pushes synthetic dossiers.
+    let mut rss = vec![(n, rss_n)];
+    rt.block_on(async {
+        let actor = ActorId::random();
+        let mut c = SyncConnection::connect(&url, &token_c, Duration::from_secs(5)).await.expect("c");
+        c.enroll(actor.to_bytes().to_vec()).await.expect("enroll c");
+        let mut total = n;
+        for target in [5 * n, 10 * n] {
+            while total < target {
+                let mut batch = Vec::new();
+                for _ in 0..500 {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    let (mut d, created) = Dossier::create(&id, "44", day, actor.clone(), 1).expect("create");
+                    let edit = d
+                        .edit(2, |tx| {
+                            tx.update_patient(&PatientUpdate {
+                                name: Some("合成".into()),
+                                age: Some(60),
+                                ..Default::default()
+                            })?;
+                            tx.add_phone("13800138000")
+                        })
+                        .expect("edit")
+                        .expect("change");
+                    batch.push(ChangeEnvelope { doc_id: id.clone(), bytes: created.bytes });
+                    batch.push(ChangeEnvelope { doc_id: id, bytes: edit.bytes });
+                    total += 1;
+                }
+                c.push(batch).await.expect("push");
+            }
+            rss.push((total, rss_mb(server.id())));
+        }
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let first_s = push_s + pull_s;
+    println!();
+    println!("first sync of {n} dossiers ({changes_total} changes):");
+    println!("  push (device A)         {push_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire", n as f64 / push_s, push_bytes as f64 / 1e6);
+    println!("  pull (fresh device B)   {pull_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire ({} snapshots)", n as f64 / pull_s, pull_bytes as f64 / 1e6, pull.pulled_snapshots);
+    println!("  push + pull             {first_s:>8.2} s   {:>10.0} dossiers/s", n as f64 / first_s);
+    println!("  baseline: automerge in one process, same changes into empty documents: {base_s:.2} s ({:.0} dossiers/s)", n as f64 / base_s);
+    println!("  ratio (sync rate / in-process rate): {:.0}%   (target ≥ 50%)", 100.0 * base_s / first_s);
+    println!("incremental sync after 1 edit ({n} dossiers in scope): {:.1} ms, {} bytes on the wire   (targets < 50 ms, < 5 KB)", inc_s * 1e3, inc_bytes);
+    println!("sync round with nothing changed: {:.1} ms, {} bytes on the wire", idle_s * 1e3, idle_bytes);
+    println!("server RSS after ingesting:");
+    for (docs, mb) in rss {
+        println!("  {docs:>8} dossiers   {mb:>7.1} MB");
+    }
+    let _ = push;
+}
