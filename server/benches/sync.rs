@@ -27,14 +27,18 @@ use tokio::io::AsyncWriteExt;
 
 /// A TCP relay to `target` that counts the bytes in both directions.
 async fn counting_relay(target: String, counter: Arc<AtomicU64>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("relay bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("relay bind");
     let addr = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
             let target = target.clone();
             let counter = counter.clone();
             tokio::spawn(async move {
-                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
                 let (mut ri, mut wi) = inbound.into_split();
                 let (mut ro, mut wo) = outbound.into_split();
                 let c1 = counter.clone();
@@ -89,12 +93,23 @@ fn admin(dir: &std::path::Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("keqing-server");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
 }
 
 fn main() {
-    let n: usize = std::env::var("KEQING_SYNC_BENCH_DOSSIERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("KEQING_SYNC_BENCH_DOSSIERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let tmp = tempfile::tempdir().expect("tmp");
     let server_dir = tmp.path().join("server");
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_keqing-server"))
@@ -106,16 +121,37 @@ fn main() {
         .spawn()
         .expect("start keqing-server");
     let mut line = String::new();
-    std::io::BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-    let server_addr = line.trim().trim_start_matches("keqing-server listening on ").to_string();
-    let token_a = admin(&server_dir, &["device", "add", "--office", "44", "--name", "A"]);
-    let token_b = admin(&server_dir, &["device", "add", "--office", "44", "--name", "B"]);
-    let token_c = admin(&server_dir, &["device", "add", "--office", "44", "--name", "C"]);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    std::io::BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let server_addr = line
+        .trim()
+        .trim_start_matches("keqing-server listening on ")
+        .to_string();
+    let token_a = admin(
+        &server_dir,
+        &["device", "add", "--office", "44", "--name", "A"],
+    );
+    let token_b = admin(
+        &server_dir,
+        &["device", "add", "--office", "44", "--name", "B"],
+    );
+    let token_c = admin(
+        &server_dir,
+        &["device", "add", "--office", "44", "--name", "C"],
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
     let wire = Arc::new(AtomicU64::new(0));
     let relay = rt.block_on(counting_relay(server_addr.clone(), wire.clone()));
     let url = format!("http://{relay}");
-    println!("keqing sync benchmark — {n} dossiers, server pid {}", server.id());
+    println!(
+        "keqing sync benchmark — {n} dossiers, server pid {}",
+        server.id()
+    );
 
     // Office device A fills its replica offline.
     let fill = Instant::now();
@@ -144,7 +180,10 @@ fn main() {
     }
     a.replica_mut().finish_bulk(true).expect("commit");
     a.replica().set_bulk_load(false).expect("durable");
-    println!("fill: {n} dossiers offline in {:.1} s", fill.elapsed().as_secs_f64());
+    println!(
+        "fill: {n} dossiers offline in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    );
 
     // Baseline: the in-process automerge limit on the same changes.
     let outbox = a.replica().outbox_batch(usize::MAX).expect("outbox");
@@ -156,8 +195,12 @@ fn main() {
     let base = Instant::now();
     for changes in by_doc.values() {
         let mut doc = Automerge::new();
-        doc.apply_changes(changes.iter().map(|b| Change::from_bytes(b.clone()).expect("change")))
-            .expect("apply");
+        doc.apply_changes(
+            changes
+                .iter()
+                .map(|b| Change::from_bytes(b.clone()).expect("change")),
+        )
+        .expect("apply");
         std::hint::black_box(doc.get_heads());
     }
     let base_s = base.elapsed().as_secs_f64();
@@ -165,20 +208,32 @@ fn main() {
     // First sync: A pushes, B (a fresh device) pulls.
     let mut a = rt.block_on(async {
         drop(a);
-        enroll(&tmp.path().join("a"), &url, &token_a, None).await.expect("enroll a")
+        enroll(&tmp.path().join("a"), &url, &token_a, None)
+            .await
+            .expect("enroll a")
     });
     wire.store(0, Ordering::Relaxed);
     let t = Instant::now();
-    let push = rt.block_on(sync_once(a.replica_mut(), &mut Quiet)).expect("push");
+    let push = rt
+        .block_on(sync_once(a.replica_mut(), &mut Quiet))
+        .expect("push");
     let push_s = t.elapsed().as_secs_f64();
     let push_bytes = wire.swap(0, Ordering::Relaxed);
-    let mut b = rt.block_on(enroll(&tmp.path().join("b"), &url, &token_b, None)).expect("enroll b");
+    let mut b = rt
+        .block_on(enroll(&tmp.path().join("b"), &url, &token_b, None))
+        .expect("enroll b");
     wire.store(0, Ordering::Relaxed);
     let t = Instant::now();
-    let pull = rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).expect("pull");
+    let pull = rt
+        .block_on(sync_once(b.replica_mut(), &mut Quiet))
+        .expect("pull");
     let pull_s = t.elapsed().as_secs_f64();
     let pull_bytes = wire.swap(0, Ordering::Relaxed);
-    assert_eq!(b.replica().dossier_count().expect("count"), n as u64, "B holds every dossier");
+    assert_eq!(
+        b.replica().dossier_count().expect("count"),
+        n as u64,
+        "B holds every dossier"
+    );
     let rss_n = rss_mb(server.id());
 
     // Incremental: one edit on A, then A syncs and B syncs.
@@ -192,14 +247,18 @@ fn main() {
     .expect("edit");
     wire.store(0, Ordering::Relaxed);
     let t = Instant::now();
-    rt.block_on(sync_once(a.replica_mut(), &mut Quiet)).expect("a");
-    let inc = rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).expect("b");
+    rt.block_on(sync_once(a.replica_mut(), &mut Quiet))
+        .expect("a");
+    let inc = rt
+        .block_on(sync_once(b.replica_mut(), &mut Quiet))
+        .expect("b");
     let inc_s = t.elapsed().as_secs_f64();
     let inc_bytes = wire.swap(0, Ordering::Relaxed);
     assert_eq!(inc.pulled_changes, 1);
     // Nothing changed: one round.
     let t = Instant::now();
-    rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).expect("idle");
+    rt.block_on(sync_once(b.replica_mut(), &mut Quiet))
+        .expect("idle");
     let idle_s = t.elapsed().as_secs_f64();
     let idle_bytes = wire.swap(0, Ordering::Relaxed);
 
@@ -207,7 +266,9 @@ fn main() {
     let mut rss = vec![(n, rss_n)];
     rt.block_on(async {
         let actor = ActorId::random();
-        let mut c = SyncConnection::connect(&url, &token_c, Duration::from_secs(5)).await.expect("c");
+        let mut c = SyncConnection::connect(&url, &token_c, Duration::from_secs(5))
+            .await
+            .expect("c");
         c.enroll(actor.to_bytes().to_vec()).await.expect("enroll c");
         let mut total = n;
         for target in [5 * n, 10 * n] {
@@ -215,7 +276,8 @@ fn main() {
                 let mut batch = Vec::new();
                 for _ in 0..500 {
                     let id = uuid::Uuid::now_v7().to_string();
-                    let (mut d, created) = Dossier::create(&id, "44", day, actor.clone(), 1).expect("create");
+                    let (mut d, created) =
+                        Dossier::create(&id, "44", day, actor.clone(), 1).expect("create");
                     let edit = d
                         .edit(2, |tx| {
                             tx.update_patient(&PatientUpdate {
@@ -227,8 +289,14 @@ fn main() {
                         })
                         .expect("edit")
                         .expect("change");
-                    batch.push(ChangeEnvelope { doc_id: id.clone(), bytes: created.bytes });
-                    batch.push(ChangeEnvelope { doc_id: id, bytes: edit.bytes });
+                    batch.push(ChangeEnvelope {
+                        doc_id: id.clone(),
+                        bytes: created.bytes,
+                    });
+                    batch.push(ChangeEnvelope {
+                        doc_id: id,
+                        bytes: edit.bytes,
+                    });
                     total += 1;
                 }
                 c.push(batch).await.expect("push");
@@ -242,13 +310,39 @@ fn main() {
     let first_s = push_s + pull_s;
     println!();
     println!("first sync of {n} dossiers ({changes_total} changes):");
-    println!("  push (device A)         {push_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire", n as f64 / push_s, push_bytes as f64 / 1e6);
-    println!("  pull (fresh device B)   {pull_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire ({} snapshots)", n as f64 / pull_s, pull_bytes as f64 / 1e6, pull.pulled_snapshots);
-    println!("  push + pull             {first_s:>8.2} s   {:>10.0} dossiers/s", n as f64 / first_s);
-    println!("  baseline: automerge in one process, same changes into empty documents: {base_s:.2} s ({:.0} dossiers/s)", n as f64 / base_s);
-    println!("  ratio (sync rate / in-process rate): {:.0}%   (target ≥ 50%)", 100.0 * base_s / first_s);
-    println!("incremental sync after 1 edit ({n} dossiers in scope): {:.1} ms, {} bytes on the wire   (targets < 50 ms, < 5 KB)", inc_s * 1e3, inc_bytes);
-    println!("sync round with nothing changed: {:.1} ms, {} bytes on the wire", idle_s * 1e3, idle_bytes);
+    println!(
+        "  push (device A)         {push_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire",
+        n as f64 / push_s,
+        push_bytes as f64 / 1e6
+    );
+    println!(
+        "  pull (fresh device B)   {pull_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire ({} snapshots)",
+        n as f64 / pull_s,
+        pull_bytes as f64 / 1e6,
+        pull.pulled_snapshots
+    );
+    println!(
+        "  push + pull             {first_s:>8.2} s   {:>10.0} dossiers/s",
+        n as f64 / first_s
+    );
+    println!(
+        "  baseline: automerge in one process, same changes into empty documents: {base_s:.2} s ({:.0} dossiers/s)",
+        n as f64 / base_s
+    );
+    println!(
+        "  ratio (sync rate / in-process rate): {:.0}%   (target ≥ 50%)",
+        100.0 * base_s / first_s
+    );
+    println!(
+        "incremental sync after 1 edit ({n} dossiers in scope): {:.1} ms, {} bytes on the wire   (targets < 50 ms, < 5 KB)",
+        inc_s * 1e3,
+        inc_bytes
+    );
+    println!(
+        "sync round with nothing changed: {:.1} ms, {} bytes on the wire",
+        idle_s * 1e3,
+        idle_bytes
+    );
     println!("server RSS after ingesting:");
     for (docs, mb) in rss {
         println!("  {docs:>8} dossiers   {mb:>7.1} MB");

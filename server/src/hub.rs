@@ -68,8 +68,8 @@ fn in_scope(device: &Device, office: &str) -> bool {
     device.office.as_deref().is_none_or(|o| o == office)
 }
 
-/// Reads a new dossier's id and office from its first changes.
-fn dossier_identity(changes: &[Change]) -> Result<(String, String), SyncError> {
+/// Builds a new dossier from its first changes and reads its id and office.
+fn new_dossier(changes: &[Change]) -> Result<(Automerge, String, String), SyncError> {
     guarded("new dossier", || {
         let mut doc = Automerge::new();
         doc.apply_changes(changes.iter().cloned())
@@ -81,7 +81,7 @@ fn dossier_identity(changes: &[Change]) -> Result<(String, String), SyncError> {
                 .and_then(|(v, _)| v.as_str().map(str::to_string))
         };
         match (text("id"), text("office")) {
-            (Some(id), Some(office)) => Ok((id, office)),
+            (Some(id), Some(office)) => Ok((doc, id, office)),
             _ => Err(SyncError::invalid(
                 "the first change of an unknown document must create it (id and office)",
             )),
@@ -180,7 +180,8 @@ fn ingest(
     for doc_id in order {
         let changes = by_doc.remove(&doc_id).unwrap_or_default();
         let existing = store.document(&doc_id)?;
-        let (office, mut doc) = match existing {
+        // `applied`: the changes are already in `doc`.
+        let (office, mut doc, applied) = match existing {
             Some((office, snapshot, complete)) => {
                 if !in_scope(&device, &office) {
                     return Err(SyncError::denied(format!(
@@ -203,10 +204,10 @@ fn ingest(
                             .map_err(|e| SyncError::internal(e.to_string()))
                     })?;
                 }
-                (office, doc)
+                (office, doc, false)
             }
             None => {
-                let office = if let Some(code) = doc_id.strip_prefix("roster-") {
+                let (office, doc, applied) = if let Some(code) = doc_id.strip_prefix("roster-") {
                     keqing_shared::office::office(code)
                         .map_err(|e| SyncError::invalid(e.to_string()))?;
                     let (_, genesis) =
@@ -216,9 +217,9 @@ fn ingest(
                             "{doc_id} must start with the office's roster genesis"
                         )));
                     }
-                    code.to_string()
+                    (code.to_string(), Automerge::new(), false)
                 } else {
-                    let (id, office) = dossier_identity(&changes)?;
+                    let (doc, id, office) = new_dossier(&changes)?;
                     if id != doc_id {
                         return Err(SyncError::invalid(format!(
                             "document {doc_id} says its id is {id}"
@@ -226,14 +227,14 @@ fn ingest(
                     }
                     keqing_shared::office::office(&office)
                         .map_err(|e| SyncError::invalid(e.to_string()))?;
-                    office
+                    (office, doc, true)
                 };
                 if !in_scope(&device, &office) {
                     return Err(SyncError::denied(format!(
                         "document {doc_id} is outside this device's office"
                     )));
                 }
-                (office, Automerge::new())
+                (office, doc, applied)
             }
         };
         // Only a roster's deterministic genesis may carry a foreign actor.
@@ -259,8 +260,10 @@ fn ingest(
             });
         }
         let snapshot = guarded(&doc_id, || {
-            doc.apply_changes(changes)
-                .map_err(|e| SyncError::invalid(format!("{doc_id}: {e}")))?;
+            if !applied {
+                doc.apply_changes(changes)
+                    .map_err(|e| SyncError::invalid(format!("{doc_id}: {e}")))?;
+            }
             Ok(doc.save())
         })?;
         let complete = doc.get_missing_deps(&[]).is_empty();

@@ -158,6 +158,17 @@ pub fn merge_remote(
 ) -> Result<Merged, SyncError> {
     use automerge::{Automerge, Change, ReadDoc};
     let run = || -> Result<Merged, SyncError> {
+        // A fresh device receiving one whole document: keep its bytes as they
+        // are once they load (no second encoding).
+        if let ([snapshot], None, []) = (snapshots, local, changes) {
+            let doc = Automerge::load(snapshot)
+                .map_err(|e| SyncError::invalid(format!("snapshot: {e}")))?;
+            let document = (!doc.get_heads().is_empty()).then(|| snapshot.to_vec());
+            return Ok(Merged {
+                document,
+                waiting: Vec::new(),
+            });
+        }
         let mut doc = match local {
             Some(b) => Automerge::load(b)
                 .map_err(|e| SyncError::internal(format!("local document: {e}")))?,

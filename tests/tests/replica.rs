@@ -166,19 +166,29 @@ fn the_due_list_query_agrees_with_the_rules_on_every_day() {
     use keqing_shared::followup::{open_on, schedule};
     let tmp = tempfile::tempdir().unwrap();
     let desk = busy_desk(tmp.path());
-    let ids: Vec<String> = (0..20).map(|i| desk.resolve_patient(&format!("1380000{i:04}")).unwrap()).collect();
+    let ids: Vec<String> = (0..20)
+        .map(|i| desk.resolve_patient(&format!("1380000{i:04}")).unwrap())
+        .collect();
     let views: Vec<_> = ids
         .iter()
         .map(|id| {
             let bytes = desk.replica().load_document(id).unwrap().unwrap();
-            Dossier::load(&bytes, automerge::ActorId::random()).unwrap().view().unwrap()
+            Dossier::load(&bytes, automerge::ActorId::random())
+                .unwrap()
+                .view()
+                .unwrap()
         })
         .collect();
     let mut listed_somewhere = 0;
     let start = keqing_shared::when::parse_date("2026-10-30").unwrap();
     for k in 0..75 {
         let d = start + chrono::Duration::days(k);
-        let mut from_query: Vec<(String, usize)> = desk.due(d).unwrap().into_iter().map(|e| (e.dossier_id, e.slots.len())).collect();
+        let mut from_query: Vec<(String, usize)> = desk
+            .due(d)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.dossier_id, e.slots.len()))
+            .collect();
         from_query.sort();
         let mut from_rules: Vec<(String, usize)> = views
             .iter()
@@ -189,5 +199,8 @@ fn the_due_list_query_agrees_with_the_rules_on_every_day() {
         assert_eq!(from_query, from_rules, "{d}");
         listed_somewhere += from_query.len();
     }
-    assert!(listed_somewhere > 50, "the scenario puts patients on many lists");
+    assert!(
+        listed_somewhere > 50,
+        "the scenario puts patients on many lists"
+    );
 }
