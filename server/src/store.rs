@@ -394,12 +394,12 @@ impl SyncStore for SqliteStore {
             Some(o) => self
                 .conn
                 .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE office = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
-                .query_map(params![o, after as i64, limit], map)?
+                .query_map(params![o, i64::try_from(after).unwrap_or(i64::MAX), limit], map)?
                 .collect::<rusqlite::Result<_>>()?,
             None => self
                 .conn
                 .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
-                .query_map(params![after as i64, limit], map)?
+                .query_map(params![i64::try_from(after).unwrap_or(i64::MAX), limit], map)?
                 .collect::<rusqlite::Result<_>>()?,
         };
         Ok(v)
@@ -441,7 +441,7 @@ impl SyncStore for SqliteStore {
         let v = self
             .conn
             .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq <= ?2 ORDER BY seq")?
-            .query_map(params![doc_id, upto as i64], |r| {
+            .query_map(params![doc_id, i64::try_from(upto).unwrap_or(i64::MAX)], |r| {
                 Ok(LoggedChange {
                     seq: r.get::<_, i64>(0)? as u64,
                     doc_id: r.get(1)?,

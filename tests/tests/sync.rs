@@ -305,3 +305,84 @@ fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
     }
     assert_eq!((hq_calls, hq_followups), (calls, followups));
 }
+
+#[test]
+fn a_replica_restored_from_an_old_backup_is_repaired_by_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let token = server.add_device(Some("33"), "前台1");
+    let o = Office::new(tmp.path().join("o"));
+    o.ok(&["enroll", "--server", &server.url(), "--token", &token]);
+    o.ok(&["staff", "add", "--name", "周敏", "--role", "consultant"]);
+    let first = o
+        .ok(&[
+            "call",
+            "--phone",
+            "13600136000",
+            "--name",
+            "钱八",
+            "--source",
+            "电视",
+            "--staff",
+            "周敏",
+            "--at",
+            "2026-11-20T09:00",
+        ])
+        .last_line()
+        .to_string();
+    o.ok(&["sync"]);
+    // The nightly backup (the office PC copies the replica file while idle).
+    let db = o.dir.join("keqing.sqlite");
+    let backup = tmp.path().join("backup.sqlite");
+    std::fs::copy(&db, &backup).unwrap();
+    // A day of work, synced, then the disk dies.
+    o.ok(&[
+        "followup",
+        "--patient",
+        &first,
+        "--staff",
+        "周敏",
+        "--outcome",
+        "好",
+        "--at",
+        "2026-11-21T10:00",
+    ]);
+    let second = o
+        .ok(&[
+            "call",
+            "--phone",
+            "13600136001",
+            "--name",
+            "孙九",
+            "--source",
+            "报纸",
+            "--staff",
+            "周敏",
+            "--at",
+            "2026-11-21T11:00",
+        ])
+        .last_line()
+        .to_string();
+    o.ok(&["sync"]);
+    let before = heads(&o);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(o.dir.join(format!("keqing.sqlite{suffix}")));
+    }
+    std::fs::copy(&backup, &db).unwrap();
+    assert!(
+        !o.run(&["patient", &second]).ok,
+        "the restored replica lacks the day's work"
+    );
+    // Repair compares heads with the server; sync brings the rest.
+    let r = o.ok(&["repair"]);
+    assert!(
+        r.stdout.contains("补回 1 条"),
+        "the day's follow-up comes back: {}",
+        r.stdout
+    );
+    o.ok(&["sync"]);
+    assert_eq!(heads(&o), before, "nothing lost");
+    let p = o.ok(&["patient", &first, "--json"]).json();
+    assert_eq!(p["dossier"]["followups"].as_array().unwrap().len(), 1);
+    o.ok(&["patient", &second]);
+}

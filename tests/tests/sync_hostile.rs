@@ -312,3 +312,106 @@ fn server_killed_during_pushes_loses_nothing_acknowledged() {
     );
     drop(server);
 }
+
+#[test]
+fn health_and_reflection_are_served() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    rt().block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel.clone());
+        let r = health
+            .check(HealthCheckRequest {
+                service: keqing_proto::SYNC_SERVICE_NAME.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32);
+        let mut reflection = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            responses.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("no service list");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.contains(&"keqing.v1.Sync".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"grpc.health.v1.Health".to_string()),
+            "{names:?}"
+        );
+    });
+}
+
+#[test]
+fn changes_whose_dependencies_have_not_arrived_are_kept_not_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let url = server.url();
+    let token = server.add_device(Some("44"), "广东1");
+    let hq_token = server.add_device(None, "数据中心");
+    let office = keqing_tests::Office::new(tmp.path().join("fresh"));
+    office.ok(&[
+        "enroll",
+        "--server",
+        &url,
+        "--token",
+        &server.add_device(Some("44"), "广东2"),
+    ]);
+    rt().block_on(async {
+        let actor = ActorId::random();
+        let mut c = SyncConnection::connect(&url, &token, Duration::from_secs(5))
+            .await
+            .unwrap();
+        c.enroll(actor.to_bytes().to_vec()).await.unwrap();
+        let id = "01a21111-0000-7000-8000-0000000000d1";
+        let (mut doc, created) = new_dossier(id, "44", &actor);
+        let first = doc
+            .edit(2, |tx| tx.add_phone("13500000001"))
+            .unwrap()
+            .unwrap();
+        let second = doc
+            .edit(3, |tx| tx.add_phone("13500000002"))
+            .unwrap()
+            .unwrap();
+        // The second edit arrives before the first (e.g. a reordered retry).
+        c.push(vec![env(id, &created), env(id, &second)])
+            .await
+            .unwrap();
+        // Another push to the same dossier while the gap is open.
+        let third = doc
+            .edit(4, |tx| tx.add_phone("13500000003"))
+            .unwrap()
+            .unwrap();
+        c.push(vec![env(id, &first)]).await.unwrap();
+        c.push(vec![env(id, &third)]).await.unwrap();
+        assert_eq!(log_size(&url, &hq_token).await, 4);
+    });
+    // A fresh device of the office gets the whole dossier.
+    office.ok(&["sync"]);
+    let p = office.ok(&["patient", "13500000002", "--json"]).json();
+    assert_eq!(
+        p["dossier"]["patient"]["phones"],
+        serde_json::json!(["13500000001", "13500000002", "13500000003"])
+    );
+}
