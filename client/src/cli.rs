@@ -10,7 +10,7 @@ use keqing_shared::dossier::{DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus};
 use keqing_shared::records::*;
 use keqing_shared::report::DailyReport;
-use keqing_shared::staff::{Role, validate_name};
+use keqing_shared::staff::{Role, validate_name, validate_text};
 use keqing_shared::when::{fmt_date, parse_date, parse_datetime};
 use keqing_shared::{office, phone};
 use std::path::PathBuf;
@@ -972,13 +972,7 @@ fn problem(desk: &mut Desk, cmd: ProblemCommand) -> Result<()> {
             id: new_id(),
             at,
             staff: staff.name,
-            description: validate_name("description", description).or_else(|_| {
-                if description.trim().is_empty() {
-                    Err(DomainError::invalid("description", "must not be empty"))
-                } else {
-                    Ok(description.trim().to_string())
-                }
-            })?,
+            description: validate_text("description", description, 2000)?,
             state: ProblemState::Open,
             handling_at: None,
             resolved_at: None,

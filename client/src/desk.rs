@@ -156,9 +156,7 @@ impl Desk {
         let name = validate_name("name", name)?;
         let office = self.office().to_string();
         if office == HQ_OFFICE {
-            return Err(ClientError::Sync(
-                "a headquarters replica has no office staff".into(),
-            ));
+            return Err(ClientError::Headquarters("have office staff"));
         }
         self.replica.write(|w| {
             if w.staff_named(&name)?.is_some() {

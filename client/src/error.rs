@@ -35,6 +35,8 @@ pub enum ClientError {
     Merged { id: String, into: String },
     #[error("服务器数据无法合并 data from the server could not be merged: {0}")]
     Remote(String),
+    #[error("总部副本没有此功能 a headquarters replica cannot {0}")]
+    Headquarters(&'static str),
     #[error("同步失败 sync failed: {0}")]
     Sync(String),
     #[error("数据损坏 corrupt replica: {0}")]

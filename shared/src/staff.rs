@@ -80,19 +80,29 @@ pub struct Staff {
     pub active: bool,
 }
 
-/// A staff name as typed: trimmed, non-empty, no control characters.
+/// A name as typed (of a person, device, product, source ...): trimmed,
+/// non-empty, at most 40 characters, no control characters.
 pub fn validate_name(field: &'static str, name: &str) -> Result<String, DomainError> {
-    let name = name.trim();
-    if name.is_empty() {
+    validate_text(field, name, 40)
+}
+
+/// A free text as typed: trimmed, non-empty, at most `max` characters, no
+/// control characters other than line breaks.
+pub fn validate_text(field: &'static str, text: &str, max: usize) -> Result<String, DomainError> {
+    let text = text.trim();
+    if text.is_empty() {
         return Err(DomainError::invalid(field, "must not be empty"));
     }
-    if name.chars().count() > 40 {
-        return Err(DomainError::invalid(field, "longer than 40 characters"));
+    if text.chars().count() > max {
+        return Err(DomainError::invalid(
+            field,
+            format!("longer than {max} characters"),
+        ));
     }
-    if name.chars().any(char::is_control) {
+    if text.chars().any(|c| c.is_control() && c != '\n') {
         return Err(DomainError::invalid(field, "contains control characters"));
     }
-    Ok(name.to_string())
+    Ok(text.to_string())
 }
 
 #[cfg(test)]
