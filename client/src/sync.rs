@@ -117,7 +117,8 @@ pub async fn sync_once(replica: &mut Replica, progress: &mut dyn Progress) -> Re
     // So these commits need not wait for fsync; only office edits, which
     // exist nowhere else, do (other connections keep synchronous=FULL).
     replica.set_bulk_load(true)?;
-    let outcome = match SyncConnection::connect(&state.server, &state.token, CONNECT_TIMEOUT).await {
+    let outcome = match SyncConnection::connect(&state.server, &state.token, CONNECT_TIMEOUT).await
+    {
         Ok(mut conn) => round(replica, &mut conn, progress).await,
         Err(e) => Err(sync_err(e)),
     };

@@ -254,13 +254,17 @@ fn main() {
         .expect("edit");
         wire.store(0, Ordering::Relaxed);
         let t = Instant::now();
-        rt.block_on(sync_once(a.replica_mut(), &mut Quiet)).expect("a");
-        let got = rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).expect("b");
+        rt.block_on(sync_once(a.replica_mut(), &mut Quiet))
+            .expect("a");
+        let got = rt
+            .block_on(sync_once(b.replica_mut(), &mut Quiet))
+            .expect("b");
         inc.push((t.elapsed().as_secs_f64(), wire.swap(0, Ordering::Relaxed)));
         assert_eq!(got.pulled_changes, 1);
         // Nothing changed: one round of B.
         let t = Instant::now();
-        rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).expect("idle");
+        rt.block_on(sync_once(b.replica_mut(), &mut Quiet))
+            .expect("idle");
         idle.push((t.elapsed().as_secs_f64(), wire.swap(0, Ordering::Relaxed)));
     }
     inc.sort_by(|x, y| x.0.total_cmp(&y.0));

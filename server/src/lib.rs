@@ -58,6 +58,16 @@ pub async fn run(
         .register_encoded_file_descriptor_set(keqing_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // Accepted sockets are ours to configure: without TCP_NODELAY, small
+    // responses wait on Nagle and the peer's delayed ACK (~40 ms a round).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            s.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
     tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
@@ -65,10 +75,7 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(keqing_proto::sync_server(hub))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }
