@@ -132,6 +132,13 @@ fn heads_from(doc: pb::DocHeads) -> Result<DocHeads, Status> {
     })
 }
 
+fn change_from(c: pb::Change) -> ChangeEnvelope {
+    ChangeEnvelope {
+        doc_id: c.doc_id,
+        bytes: c.bytes,
+    }
+}
+
 fn pb_change(c: ChangeEnvelope) -> pb::Change {
     pb::Change {
         doc_id: c.doc_id,
@@ -218,10 +225,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
             .into_inner()
             .changes
             .into_iter()
-            .map(|c| ChangeEnvelope {
-                doc_id: c.doc_id,
-                bytes: c.bytes,
-            })
+            .map(change_from)
             .collect();
         let ack = self.handler.push(token, changes).await.map_err(to_status)?;
         Ok(Response::new(pb::PushResponse {
@@ -380,13 +384,7 @@ impl SyncConnection {
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
-        Ok(r.missing
-            .into_iter()
-            .map(|c| ChangeEnvelope {
-                doc_id: c.doc_id,
-                bytes: c.bytes,
-            })
-            .collect())
+        Ok(r.missing.into_iter().map(change_from).collect())
     }
 
     /// The generated client, for tests that send messages this API would

@@ -94,6 +94,20 @@ impl Office {
         Run::from(out)
     }
 
+    /// Starts `keqing --data DIR args…` in the background, output discarded
+    /// (for tests that kill it mid-way).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(keqing_bin())
+            .arg("--data")
+            .arg(&self.dir)
+            .args(args)
+            .env_remove("KEQING_DATA")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start keqing")
+    }
+
     /// Runs and insists on success.
     pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);

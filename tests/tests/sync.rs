@@ -239,14 +239,7 @@ fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
             match rng.below(4) {
                 0 => {}
                 1 => {
-                    let mut child = std::process::Command::new(keqing_tests::keqing_bin())
-                        .arg("--data")
-                        .arg(&d.dir)
-                        .arg("sync")
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .spawn()
-                        .unwrap();
+                    let mut child = d.spawn(&["sync"]);
                     std::thread::sleep(std::time::Duration::from_millis(rng.below(40)));
                     let _ = child.kill();
                     let _ = child.wait();

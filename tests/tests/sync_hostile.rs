@@ -281,14 +281,7 @@ fn server_killed_during_pushes_loses_nothing_acknowledged() {
             calls += 1;
         }
         // A sync under way when the server dies.
-        let mut child = std::process::Command::new(keqing_tests::keqing_bin())
-            .arg("--data")
-            .arg(&o.dir)
-            .arg("sync")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = o.spawn(&["sync"]);
         std::thread::sleep(Duration::from_millis(5 + 10 * cycle));
         server.kill();
         let _ = child.wait();
