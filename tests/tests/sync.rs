@@ -379,3 +379,75 @@ fn a_replica_restored_from_an_old_backup_is_repaired_by_sync() {
     assert_eq!(p["dossier"]["followups"].as_array().unwrap().len(), 1);
     o.ok(&["patient", &second]);
 }
+
+#[test]
+fn sync_watch_keeps_a_device_up_to_date_and_rides_out_an_outage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let addr = server.addr.clone();
+    let a = Office::new(tmp.path().join("a"));
+    let b = Office::new(tmp.path().join("b"));
+    a.ok(&[
+        "enroll",
+        "--server",
+        &server.url(),
+        "--token",
+        &server.add_device(Some("42"), "前台1"),
+    ]);
+    b.ok(&[
+        "enroll",
+        "--server",
+        &server.url(),
+        "--token",
+        &server.add_device(Some("42"), "前台2"),
+    ]);
+    a.ok(&["staff", "add", "--name", "吴刚", "--role", "consultant"]);
+    a.ok(&["sync"]);
+    let mut watcher = b.spawn(&["sync", "--watch", "--interval", "1"]);
+    let appears = |phone: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if b.run(&["patient", phone]).ok {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        false
+    };
+    a.ok(&[
+        "call",
+        "--phone",
+        "13300133000",
+        "--name",
+        "郑一",
+        "--source",
+        "电视",
+        "--staff",
+        "吴刚",
+    ]);
+    a.ok(&["sync"]);
+    assert!(appears("13300133000"), "the watcher pulled A's new dossier");
+    // The server goes away and comes back on the same address.
+    server.kill();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let server = Server::start(tmp.path().join("server"), &addr);
+    a.ok(&[
+        "call",
+        "--phone",
+        "13300133001",
+        "--name",
+        "郑二",
+        "--source",
+        "电视",
+        "--staff",
+        "吴刚",
+    ]);
+    a.ok(&["sync"]);
+    assert!(
+        appears("13300133001"),
+        "the watcher resumed after the outage"
+    );
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    drop(server);
+}
