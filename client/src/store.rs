@@ -237,6 +237,14 @@ DROP INDEX patients_name;
 CREATE INDEX patients_name_age ON patients(name, age);
 "#,
     ),
+    M::up(
+        r#"
+-- The first phone number beside the name: lists show both, and one row
+-- read is cheaper than a second index probe per listed patient.
+ALTER TABLE patients ADD COLUMN phone TEXT;
+UPDATE patients SET phone = (SELECT min(phone) FROM patient_phones ph WHERE ph.dossier_id = patients.dossier_id);
+"#,
+    ),
 ];
 
 /// Day number as the `slot_spans` R*Tree counts: days since 2000-01-01.
@@ -552,7 +560,7 @@ impl Replica {
         // R*Tree of spans, then checked exactly on the row.
         let mut stmt = self.conn.prepare_cached(
             "SELECT s.dossier_id, p.name,
-                    (SELECT phone FROM patient_phones ph WHERE ph.dossier_id = s.dossier_id ORDER BY phone LIMIT 1),
+                    p.phone,
                     s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
              FROM slot_spans r
              CROSS JOIN slots s ON s.rowid = r.id
@@ -1180,6 +1188,8 @@ impl WriteTx<'_> {
                 int(i64::from(v.typical.as_ref().is_some_and(|t| t.flagged))),
                 opt_text(v.merged_into.as_deref()),
                 int(v.conflicts.len() as i64),
+                // Automerge map keys come sorted: the first is the smallest.
+                opt_text(p.phones.first().map(String::as_str)),
             ]],
         )?;
         sync_rows(
@@ -1368,6 +1378,7 @@ const PATIENTS: ProjectionTable = ProjectionTable {
         "typical",
         "merged_into",
         "conflicts",
+        "phone",
     ],
     key: &["dossier_id"],
 };
