@@ -539,20 +539,6 @@ impl Replica {
         Ok(out)
     }
 
-    /// Patients with this exact name (for duplicate checks).
-    pub fn patients_named(
-        &self,
-        name: &str,
-        age: Option<i64>,
-        within: i64,
-    ) -> Result<Vec<PatientRow>> {
-        patients_named(&self.conn, name, age, within)
-    }
-
-    pub fn patient_row(&self, id: &str) -> Result<Option<PatientRow>> {
-        patient_row(&self.conn, id)
-    }
-
     /// Slots open on day `d` (due or overdue), with their patients.
     pub fn open_slots(&self, d: NaiveDate) -> Result<Vec<OpenSlot>> {
         let day = fmt_date(d);

@@ -198,10 +198,6 @@ impl Dossier {
         self.doc.get_heads()
     }
 
-    pub fn automerge(&self) -> &Automerge {
-        &self.doc
-    }
-
     pub fn id(&self) -> Result<String, DomainError> {
         root_str(&self.doc, "id")
     }

@@ -66,10 +66,6 @@ impl Roster {
         self.doc.save()
     }
 
-    pub fn automerge(&self) -> &Automerge {
-        &self.doc
-    }
-
     fn staff_obj(&self) -> Result<ObjId, DomainError> {
         match self.doc.get(ROOT, STAFF)? {
             Some((Value::Object(ObjType::Map), id)) => Ok(id),
