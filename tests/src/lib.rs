@@ -108,6 +108,13 @@ impl Office {
             .expect("start keqing")
     }
 
+    /// Adds a device for `office` (`None`: headquarters) on `server` and
+    /// enrolls this replica with its token.
+    pub fn enroll_on(&self, server: &Server, office: Option<&str>, name: &str) -> Run {
+        let token = server.add_device(office, name);
+        self.ok(&["enroll", "--server", &server.url(), "--token", &token])
+    }
+
     /// Runs and insists on success.
     pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);

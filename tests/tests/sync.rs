@@ -109,9 +109,8 @@ fn two_devices_edit_one_dossier_offline_and_converge() {
 fn office_work_goes_on_while_the_server_is_unreachable() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
-    let token = server.add_device(Some("11"), "前台1");
     let o = Office::new(tmp.path().join("o"));
-    o.ok(&["enroll", "--server", &server.url(), "--token", &token]);
+    o.enroll_on(&server, Some("11"), "前台1");
     o.ok(&["sync"]);
     let url = server.url();
     server.kill();
@@ -163,13 +162,7 @@ fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
     let hq = Office::new(tmp.path().join("hq"));
-    hq.ok(&[
-        "enroll",
-        "--server",
-        &server.url(),
-        "--token",
-        &server.add_device(None, "数据中心"),
-    ]);
+    hq.enroll_on(&server, None, "数据中心");
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut devices: Vec<(String, Office)> = Vec::new();
     for o in keqing_shared::office::OFFICES {
@@ -177,21 +170,9 @@ fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
         let b = Office::new(tmp.path().join(format!("{}-b", o.code)));
         a.ok(&["init", "--office", o.code, "--device", "前台1"]);
         a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
-        a.ok(&[
-            "enroll",
-            "--server",
-            &server.url(),
-            "--token",
-            &server.add_device(Some(o.code), "前台1"),
-        ]);
+        a.enroll_on(&server, Some(o.code), "前台1");
         a.ok(&["sync"]);
-        b.ok(&[
-            "enroll",
-            "--server",
-            &server.url(),
-            "--token",
-            &server.add_device(Some(o.code), "前台2"),
-        ]);
+        b.enroll_on(&server, Some(o.code), "前台2");
         b.ok(&["sync"]);
         devices.push((o.code.to_string(), a));
         devices.push((o.code.to_string(), b));
@@ -303,9 +284,8 @@ fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
 fn a_replica_restored_from_an_old_backup_is_repaired_by_sync() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
-    let token = server.add_device(Some("33"), "前台1");
     let o = Office::new(tmp.path().join("o"));
-    o.ok(&["enroll", "--server", &server.url(), "--token", &token]);
+    o.enroll_on(&server, Some("33"), "前台1");
     o.ok(&["staff", "add", "--name", "周敏", "--role", "consultant"]);
     let first = o
         .ok(&[
@@ -387,20 +367,8 @@ fn sync_watch_keeps_a_device_up_to_date_and_rides_out_an_outage() {
     let addr = server.addr.clone();
     let a = Office::new(tmp.path().join("a"));
     let b = Office::new(tmp.path().join("b"));
-    a.ok(&[
-        "enroll",
-        "--server",
-        &server.url(),
-        "--token",
-        &server.add_device(Some("42"), "前台1"),
-    ]);
-    b.ok(&[
-        "enroll",
-        "--server",
-        &server.url(),
-        "--token",
-        &server.add_device(Some("42"), "前台2"),
-    ]);
+    a.enroll_on(&server, Some("42"), "前台1");
+    b.enroll_on(&server, Some("42"), "前台2");
     a.ok(&["staff", "add", "--name", "吴刚", "--role", "consultant"]);
     a.ok(&["sync"]);
     let mut watcher = b.spawn(&["sync", "--watch", "--interval", "1"]);

@@ -250,17 +250,10 @@ fn server_killed_during_pushes_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let mut server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
     let addr = server.addr.clone();
-    let token = server.add_device(Some("44"), "前台1");
     let hq = keqing_tests::Office::new(tmp.path().join("hq"));
-    hq.ok(&[
-        "enroll",
-        "--server",
-        &server.url(),
-        "--token",
-        &server.add_device(None, "数据中心"),
-    ]);
+    hq.enroll_on(&server, None, "数据中心");
     let o = keqing_tests::Office::new(tmp.path().join("o"));
-    o.ok(&["enroll", "--server", &server.url(), "--token", &token]);
+    o.enroll_on(&server, Some("44"), "前台1");
     o.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
     let mut calls = 0;
     for cycle in 0..4u64 {
