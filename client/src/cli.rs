@@ -9,7 +9,8 @@ use keqing_shared::DomainError;
 use keqing_shared::dossier::{DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus};
 use keqing_shared::records::*;
-use keqing_shared::report::DailyReport;
+use keqing_shared::report::Report;
+use keqing_shared::sheets;
 use keqing_shared::staff::{Role, validate_name, validate_text};
 use keqing_shared::when::{fmt_date, parse_date, parse_datetime};
 use keqing_shared::{office, phone};
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::table::Table;
+use keqing_shared::table::Table;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -160,14 +161,54 @@ enum StaffCommand {
 
 #[derive(Subcommand, Debug)]
 enum ReportCommand {
-    /// 电话咨询汇总表 The office's daily summary
+    /// 电话咨询汇总表 This replica's summary (its office; every office at
+    /// headquarters) from local data, offline
     Daily {
         /// Day (YYYY-MM-DD); today by default
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from")]
         date: Option<String>,
-        #[arg(long)]
-        json: bool,
+        /// First day of a range (with --to)
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// Last day of a range (with --from)
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        #[command(flatten)]
+        output: ReportOutput,
     },
+}
+
+/// How a report is shown or exported.
+#[derive(Args, Debug)]
+pub struct ReportOutput {
+    /// Print the report as JSON
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+    /// Write a file instead: csv (UTF-8 with BOM, opens in Excel), xlsx
+    /// (one sheet per section) or json
+    #[arg(long, requires = "out", value_parser = ["csv", "xlsx", "json"])]
+    format: Option<String>,
+    /// The file to write (with --format)
+    #[arg(long, requires = "format")]
+    out: Option<PathBuf>,
+}
+
+/// Shows or exports a report as `output` asks.
+fn emit_report(r: &Report, output: &ReportOutput) -> Result<()> {
+    if output.json {
+        return print_json(r);
+    }
+    if let (Some(format), Some(out)) = (&output.format, &output.out) {
+        let bytes = sheets::file(r, sheets::FileFormat::parse(format)?)?;
+        // Written beside the target and renamed: a reader never sees half a file.
+        let tmp = out.with_extension("partial");
+        std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+        println!("已导出 {} ({} 字节)", out.display(), bytes.len());
+        return Ok(());
+    }
+    print!("{}", sheets::text(r));
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -799,13 +840,23 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", t.render());
             println!("共 {} 条", rows.len());
         }
-        Command::Report(ReportCommand::Daily { date, json }) => {
-            let d = day(&date)?;
-            let r = desk.daily_report(d)?;
-            if json {
-                return print_json(&r);
+        Command::Report(ReportCommand::Daily {
+            date,
+            from,
+            to,
+            output,
+        }) => {
+            let (from, to) = match (from, to) {
+                (Some(f), Some(t)) => (parse_date(&f)?, parse_date(&t)?),
+                _ => {
+                    let d = day(&date)?;
+                    (d, d)
+                }
+            };
+            if to < from {
+                bail!("无效日期范围 --to {to} is before --from {from}");
             }
-            print_daily(desk.office(), &r)?;
+            emit_report(&desk.report(from, to)?, &output)?;
         }
         Command::Rebuild => {
             let n = desk.replica_mut().rebuild()?;
@@ -1217,56 +1268,6 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
         }
         print!("{}", t.render());
     }
-}
-
-fn print_daily(office_code: &str, r: &DailyReport) -> Result<()> {
-    let o = office::office(office_code).context("office")?;
-    println!(
-        "电话咨询汇总表  {} {}  {}",
-        o.code,
-        o.name,
-        fmt_date(r.date)
-    );
-    println!(
-        "来电 {}  到堂 {} (当场购药 {})  购药 {} 笔 ¥{}",
-        r.calls,
-        r.visits,
-        r.visits_bought,
-        r.purchases,
-        fen(r.amount_fen)
-    );
-    println!(
-        "回访 完成 {}  应访 {}  按时 {}  逾期 {}",
-        r.followups.done, r.followups.due, r.followups.due_done_on_time, r.followups.overdue
-    );
-    for (title, list) in [
-        ("按信息来源", &r.calls_by_source),
-        ("按疾病", &r.calls_by_disease),
-    ] {
-        if list.is_empty() {
-            println!("{title}: 无来电");
-            continue;
-        }
-        println!("{title}");
-        let mut t = Table::new(["", "来电"]);
-        for c in list {
-            t.row([c.label.clone(), c.count.to_string()]);
-        }
-        print!("{}", t.render());
-    }
-    println!("按员工");
-    let mut t = Table::new(["员工", "来电", "到堂", "购药", "回访"]);
-    for s in &r.by_staff {
-        t.row([
-            s.staff.clone(),
-            s.calls.to_string(),
-            s.visits.to_string(),
-            s.purchases.to_string(),
-            s.followups.to_string(),
-        ]);
-    }
-    print!("{}", t.render());
-    Ok(())
 }
 
 #[cfg(test)]

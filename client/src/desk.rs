@@ -12,7 +12,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use keqing_shared::dossier::{Dossier, DossierTx, DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus, schedule};
 use keqing_shared::records::*;
-use keqing_shared::report::{self, DailyReport};
+use keqing_shared::report::{self, Report, Scope};
 use keqing_shared::roster::{Roster, roster_id};
 use keqing_shared::staff::{Role, Staff, validate_name};
 use keqing_shared::{office, phone};
@@ -415,16 +415,17 @@ impl Desk {
     }
 
     /// 电话咨询汇总表 of day `d`.
-    pub fn daily_report(&self, d: NaiveDate) -> Result<DailyReport> {
-        let rows = self.replica.day_rows(d)?;
-        Ok(report::daily(
-            d,
-            &rows.calls,
-            &rows.visits,
-            &rows.purchases,
-            &rows.followups,
-            &rows.slots,
-        ))
+    /// The report of this replica's own scope (its office; every office
+    /// for a headquarters replica) over the days `from..=to`, from the
+    /// local projections: it works offline, on what has synced so far.
+    pub fn report(&self, from: NaiveDate, to: NaiveDate) -> Result<Report> {
+        let scope = if self.office() == HQ_OFFICE {
+            Scope::National
+        } else {
+            Scope::Office(self.office().to_string())
+        };
+        let rows = self.replica.report_rows(scope.office(), from, to)?;
+        Ok(report::build(&scope, from, to, &rows))
     }
 }
 

@@ -10,7 +10,6 @@
 //!   follow-ups, the due list, the daily summary) over the replica.
 //! - [`sync`]: enrolment, push/pull with `keqing-server`, repair.
 //! - [`cli`]: the `keqing` command line: argument parsing and output.
-//! - [`table`]: plain-text tables that line up Chinese text.
 //! - [`error`]: the client's error type.
 
 pub mod cli;
@@ -18,6 +17,5 @@ pub mod desk;
 pub mod error;
 pub mod store;
 pub mod sync;
-pub mod table;
 
 pub use error::ClientError;

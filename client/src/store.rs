@@ -17,10 +17,10 @@
 use crate::error::ClientError;
 use automerge::ActorId;
 use chrono::{NaiveDate, NaiveDateTime};
+use keqing_projection::{slot_from_row, span_day};
 use keqing_shared::dossier::{Dossier, DossierView, NewChange};
-use keqing_shared::followup::{Cadence, Slot, schedule};
-use keqing_shared::records::Record;
-use keqing_shared::report::{ActivityRow, CallRow};
+use keqing_shared::followup::{Slot, schedule};
+use keqing_shared::report::ReportRows;
 use keqing_shared::roster::Roster;
 use keqing_shared::staff::{Role, Staff};
 use keqing_shared::when::{fmt_date, fmt_datetime};
@@ -245,12 +245,27 @@ ALTER TABLE patients ADD COLUMN phone TEXT;
 UPDATE patients SET phone = (SELECT min(phone) FROM patient_phones ph WHERE ph.dossier_id = patients.dossier_id);
 "#,
     ),
+    M::up(
+        r#"
+-- Report facts derived per dossier (the same columns as the server's
+-- projector keeps): a purchase's place in the patient's history, whether a
+-- follow-up was on time, when a typical case was flagged and a problem
+-- resolved; and the office of each staff row (headquarters holds all 27
+-- rosters). Filled by the rebuild that follows this migration.
+ALTER TABLE staff ADD COLUMN office TEXT NOT NULL DEFAULT '';
+ALTER TABLE patients ADD COLUMN typical_at TEXT;
+CREATE INDEX patients_typical ON patients(typical_at) WHERE typical = 1;
+ALTER TABLE purchases ADD COLUMN nth INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE purchases ADD COLUMN prev_runout TEXT;
+ALTER TABLE followups ADD COLUMN on_time INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE problems ADD COLUMN resolved_at TEXT;
+"#,
+    ),
 ];
 
-/// Day number as the `slot_spans` R*Tree counts: days since 2000-01-01.
-fn span_day(d: NaiveDate) -> i64 {
-    (d - NaiveDate::from_ymd_opt(2000, 1, 1).expect("epoch")).num_days()
-}
+/// Schema versions from which opening a replica rebuilds its projections
+/// (a migration added derived columns that only Rust can fill).
+const REBUILD_BELOW_VERSION: usize = 6;
 
 /// Who this replica is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,16 +294,6 @@ pub struct OpenSlot {
     pub name: String,
     pub phone: Option<String>,
     pub slot: Slot,
-}
-
-/// The rows a daily report is built from.
-#[derive(Debug, Default)]
-pub struct DayRows {
-    pub calls: Vec<CallRow>,
-    pub visits: Vec<ActivityRow>,
-    pub purchases: Vec<ActivityRow>,
-    pub followups: Vec<ActivityRow>,
-    pub slots: Vec<Slot>,
 }
 
 /// The server this replica syncs with, and its progress.
@@ -320,7 +325,9 @@ fn db_path(dir: &Path) -> PathBuf {
     dir.join(DB_FILE)
 }
 
-fn open_connection(path: &Path) -> Result<Connection> {
+/// Opens the replica file, migrating it; the bool says whether its
+/// projections must be rebuilt (an older schema lacked derived columns).
+fn open_connection(path: &Path) -> Result<(Connection, bool)> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // 64 MiB of page cache (the default is 2 MiB): the day's list and the
@@ -337,15 +344,18 @@ fn open_connection(path: &Path) -> Result<Connection> {
     // 1000 pages (the default) puts a checkpoint in every ~40th edit. 4000
     // pages (16 MB of WAL) moves it to every ~160th.
     conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
-    Migrations::from_slice(MIGRATIONS)
-        .to_latest(&mut conn)
-        .map_err(|e| match e {
-            rusqlite_migration::Error::MigrationDefinition(
-                rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
-            ) => ClientError::NewerSchema(path.display().to_string()),
-            other => ClientError::Migration(other.to_string()),
-        })?;
-    Ok(conn)
+    let migrations = Migrations::from_slice(MIGRATIONS);
+    let before: usize = conn
+        .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?
+        .try_into()
+        .unwrap_or(0);
+    migrations.to_latest(&mut conn).map_err(|e| match e {
+        rusqlite_migration::Error::MigrationDefinition(
+            rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
+        ) => ClientError::NewerSchema(path.display().to_string()),
+        other => ClientError::Migration(other.to_string()),
+    })?;
+    Ok((conn, before > 0 && before < REBUILD_BELOW_VERSION))
 }
 
 impl Replica {
@@ -356,7 +366,7 @@ impl Replica {
             return Err(ClientError::AlreadyInitialised(dir.display().to_string()));
         }
         std::fs::create_dir_all(dir).map_err(|e| ClientError::Io(dir.display().to_string(), e))?;
-        let conn = open_connection(&path)?;
+        let (conn, _) = open_connection(&path)?;
         conn.execute(
             "INSERT INTO replica (id, office, device, actor, created_at) VALUES (1, ?1, ?2, ?3, ?4)",
             params![meta.office, meta.device, meta.actor.to_bytes(), meta.created_at],
@@ -370,7 +380,7 @@ impl Replica {
         if !path.is_file() {
             return Err(ClientError::NotInitialised(dir.display().to_string()));
         }
-        let conn = open_connection(&path)?;
+        let (conn, stale) = open_connection(&path)?;
         let meta = conn
             .query_row(
                 "SELECT office, device, actor, created_at FROM replica WHERE id = 1",
@@ -386,7 +396,11 @@ impl Replica {
             )
             .optional()?
             .ok_or_else(|| ClientError::NotInitialised(dir.display().to_string()))?;
-        Ok(Replica { conn, meta })
+        let mut replica = Replica { conn, meta };
+        if stale {
+            replica.rebuild()?;
+        }
+        Ok(replica)
     }
 
     /// Bulk loading (imports, benchmarks): commits stop waiting for fsync.
@@ -565,68 +579,17 @@ impl Replica {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The rows behind the daily report of day `d`.
-    pub fn day_rows(&self, d: NaiveDate) -> Result<DayRows> {
-        let from = fmt_datetime(d.and_hms_opt(0, 0, 0).expect("midnight"));
-        let to = fmt_datetime(
-            (d + chrono::Duration::days(1))
-                .and_hms_opt(0, 0, 0)
-                .expect("midnight"),
-        );
-        let mut rows = DayRows::default();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT at, staff, source, disease FROM calls WHERE at >= ?1 AND at < ?2",
-        )?;
-        rows.calls = stmt
-            .query_map([&from, &to], |r| {
-                Ok(CallRow {
-                    at: r.get(0)?,
-                    staff: r.get(1)?,
-                    source: r.get(2)?,
-                    disease: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let activity = |sql: &str| -> Result<Vec<ActivityRow>> {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let v = stmt
-                .query_map([&from, &to], |r| {
-                    Ok(ActivityRow {
-                        at: r.get(0)?,
-                        staff: r.get(1)?,
-                        purchased: r.get(2)?,
-                        amount_fen: r.get(3)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(v)
-        };
-        rows.visits =
-            activity("SELECT at, staff, purchased, 0 FROM visits WHERE at >= ?1 AND at < ?2")?;
-        rows.purchases =
-            activity("SELECT at, staff, 1, amount_fen FROM purchases WHERE at >= ?1 AND at < ?2")?;
-        rows.followups =
-            activity("SELECT at, staff, 0, 0 FROM followups WHERE at >= ?1 AND at < ?2")?;
-        // Slots due that day, and slots open and overdue at its end.
-        let day = fmt_date(d);
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT cadence, reason, day, anchor, due_from, deadline, satisfied_at, closed_at FROM slots
-             WHERE deadline = ?1",
-        )?;
-        rows.slots = stmt
-            .query_map([&day], |r| slot_from_row(r, 0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
-             FROM slot_spans r CROSS JOIN slots s ON s.rowid = r.id
-             WHERE r.first_day <= ?2 AND r.settled_day > ?2
-               AND s.due_from <= ?1 AND s.settled_on > ?1 AND s.deadline < ?1",
-        )?;
-        let overdue = stmt.query_map(params![&day, span_day(d)], |r| slot_from_row(r, 0))?;
-        for s in overdue {
-            rows.slots.push(s?);
-        }
-        Ok(rows)
+    /// The rows behind a report of the days `from..=to` (every office this
+    /// replica holds when `office` is `None`).
+    pub fn report_rows(
+        &self,
+        office: Option<&str>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<ReportRows> {
+        Ok(keqing_projection::report_rows(
+            &self.conn, office, from, to,
+        )?)
     }
 
     pub fn sync_state(&self) -> Result<Option<SyncState>> {
@@ -773,19 +736,17 @@ impl Replica {
     /// Returns the number of documents read.
     pub fn rebuild(&mut self) -> Result<u64> {
         self.write(|w| {
-            for table in PROJECTION_TABLES {
-                w.tx.execute(&format!("DELETE FROM {table}"), [])?;
-            }
-            let docs: Vec<(String, String, Vec<u8>)> = {
+            keqing_projection::clear(w.tx)?;
+            let docs: Vec<(String, String, String, Vec<u8>)> = {
                 let mut stmt =
-                    w.tx.prepare("SELECT id, kind, bytes FROM documents ORDER BY id")?;
-                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    w.tx.prepare("SELECT id, kind, office, bytes FROM documents ORDER BY id")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                     .collect::<rusqlite::Result<_>>()?
             };
-            for (id, kind, bytes) in &docs {
+            for (id, kind, office, bytes) in &docs {
                 if kind == "roster" {
                     let roster = Roster::load(bytes, w.actor.clone())?;
-                    w.project_staff(&roster.staff()?)?;
+                    w.project_staff(office, &roster.staff()?)?;
                 } else {
                     let dossier = Dossier::load(bytes, w.actor.clone())?;
                     let view = dossier.view()?;
@@ -805,27 +766,7 @@ impl Replica {
     /// Every projection row in a canonical text form, to compare two
     /// replicas' projections (rebuild == incremental).
     pub fn projection_dump(&self) -> Result<String> {
-        let mut out = String::new();
-        for table in PROJECTION_TABLES {
-            let mut stmt = self.conn.prepare(&format!("SELECT * FROM {table}"))?;
-            let n = stmt.column_count();
-            let mut lines: Vec<String> = stmt
-                .query_map([], |r| {
-                    let mut line = String::from(table);
-                    for i in 0..n {
-                        let v: rusqlite::types::Value = r.get(i)?;
-                        line.push_str(&format!("|{v:?}"));
-                    }
-                    Ok(line)
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            lines.sort();
-            for l in lines {
-                out.push_str(&l);
-                out.push('\n');
-            }
-        }
-        Ok(out)
+        Ok(keqing_projection::dump(&self.conn)?)
     }
 
     /// `PRAGMA integrity_check`, "ok" when the file is sound.
@@ -844,19 +785,6 @@ impl Replica {
         )?)
     }
 }
-
-const PROJECTION_TABLES: [&str; 10] = [
-    "staff",
-    "patients",
-    "patient_phones",
-    "calls",
-    "visits",
-    "purchases",
-    "followups",
-    "contacts",
-    "problems",
-    "slots",
-];
 
 fn staff_named(conn: &Connection, name: &str) -> Result<Option<Staff>> {
     let row = conn
@@ -964,26 +892,6 @@ fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-fn slot_from_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Slot> {
-    let cadence: String = r.get(i)?;
-    Ok(Slot {
-        cadence: Cadence::parse(&cadence).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                i,
-                rusqlite::types::Type::Text,
-                format!("cadence {cadence}").into(),
-            )
-        })?,
-        reason: r.get(i + 1)?,
-        day: r.get(i + 2)?,
-        anchor: r.get(i + 3)?,
-        due_from: r.get(i + 4)?,
-        deadline: r.get(i + 5)?,
-        satisfied_at: r.get(i + 6)?,
-        closed_at: r.get(i + 7)?,
-    })
-}
-
 /// One write transaction on the replica.
 pub struct WriteTx<'c> {
     tx: &'c Connection,
@@ -1046,7 +954,7 @@ impl WriteTx<'_> {
     ) -> Result<()> {
         let id = keqing_shared::roster::roster_id(office);
         self.save_document(&id, "roster", office, &roster.save(), &[change], now)?;
-        self.project_staff(&roster.staff()?)
+        self.project_staff(office, &roster.staff()?)
     }
 
     fn save_document(
@@ -1101,7 +1009,7 @@ impl WriteTx<'_> {
         if let Some(office) = doc_id.strip_prefix("roster-") {
             let roster = Roster::load(&bytes, self.actor.clone())?;
             self.store_document(doc_id, "roster", office, &bytes, &now)?;
-            self.project_staff(&roster.staff()?)?;
+            self.project_staff(office, &roster.staff()?)?;
         } else {
             let dossier = Dossier::load(&bytes, self.actor.clone())?;
             let view = dossier.view()?;
@@ -1133,402 +1041,11 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    fn project_staff(&mut self, staff: &[Staff]) -> Result<()> {
-        self.tx.execute("DELETE FROM staff", [])?;
-        let mut stmt = self
-            .tx
-            .prepare_cached("INSERT INTO staff (id, name, role, active) VALUES (?1, ?2, ?3, ?4)")?;
-        for s in staff {
-            stmt.execute(params![s.id, s.name, s.role.as_str(), s.active])?;
-        }
-        Ok(())
+    fn project_staff(&mut self, office: &str, staff: &[Staff]) -> Result<()> {
+        Ok(keqing_projection::project_staff(self.tx, office, staff)?)
     }
 
-    /// Brings every projection row of one dossier in line with its view.
-    ///
-    /// Rows are upserted only where they differ and stale rows deleted, so an
-    /// edit rewrites only the pages it really changes (a delete-and-reinsert of
-    /// all a dossier's rows would dirty every index page they touch). The
-    /// result is the same rows as a rebuild.
-    fn project_dossier(&mut self, v: &DossierView, slots: &[Slot]) -> Result<()> {
-        use rusqlite::types::Value as V;
-        let text = |s: &str| V::Text(s.to_string());
-        let opt_text = |s: Option<&str>| s.map_or(V::Null, |s| V::Text(s.to_string()));
-        let int = |i: i64| V::Integer(i);
-        let at = |t: NaiveDateTime| V::Text(fmt_datetime(t));
-        let id = text(&v.id);
-        let p = &v.patient;
-        sync_rows(
-            self.tx,
-            &PATIENTS,
-            &v.id,
-            vec![vec![
-                id.clone(),
-                text(&v.office),
-                text(&p.name),
-                opt_text(p.sex.map(|s| s.chinese())),
-                p.age.map_or(V::Null, int),
-                opt_text(p.address.as_deref()),
-                text(&p.diseases.join(",")),
-                at(v.created_at),
-                int(i64::from(v.typical.as_ref().is_some_and(|t| t.flagged))),
-                opt_text(v.merged_into.as_deref()),
-                int(v.conflicts.len() as i64),
-                // Automerge map keys come sorted: the first is the smallest.
-                opt_text(p.phones.first().map(String::as_str)),
-            ]],
-        )?;
-        sync_rows(
-            self.tx,
-            &PATIENT_PHONES,
-            &v.id,
-            p.phones
-                .iter()
-                .map(|ph| vec![text(ph), id.clone()])
-                .collect(),
-        )?;
-        sync_rows(
-            self.tx,
-            &CALLS,
-            &v.id,
-            v.calls
-                .iter()
-                .map(|c| {
-                    vec![
-                        text(&c.id),
-                        id.clone(),
-                        at(c.at),
-                        text(&c.staff),
-                        text(&c.caller_phone),
-                        text(&c.source),
-                        opt_text(c.disease.as_deref()),
-                    ]
-                })
-                .collect(),
-        )?;
-        sync_rows(
-            self.tx,
-            &VISITS,
-            &v.id,
-            v.visits
-                .iter()
-                .map(|x| {
-                    vec![
-                        text(&x.id),
-                        id.clone(),
-                        at(x.at),
-                        text(&x.staff),
-                        int(i64::from(x.purchased)),
-                    ]
-                })
-                .collect(),
-        )?;
-        sync_rows(
-            self.tx,
-            &PURCHASES,
-            &v.id,
-            v.purchases
-                .iter()
-                .map(|x| {
-                    vec![
-                        text(&x.id),
-                        id.clone(),
-                        at(x.at),
-                        text(&x.staff),
-                        text(&x.product),
-                        int(x.quantity),
-                        int(x.amount_fen),
-                        opt_text(x.runout.map(fmt_date).as_deref()),
-                    ]
-                })
-                .collect(),
-        )?;
-        sync_rows(
-            self.tx,
-            &FOLLOWUPS,
-            &v.id,
-            v.followups
-                .iter()
-                .map(|x| {
-                    vec![
-                        text(&x.id),
-                        id.clone(),
-                        at(x.at),
-                        text(&x.staff),
-                        text(&x.kind),
-                    ]
-                })
-                .collect(),
-        )?;
-        let mut contacts: Vec<Vec<V>> = v
-            .hospital_stays
-            .iter()
-            .map(|x| {
-                vec![
-                    text(&x.id),
-                    id.clone(),
-                    text(keqing_shared::records::HospitalStay::COLLECTION),
-                    at(x.at),
-                    text(&x.staff),
-                ]
-            })
-            .collect();
-        for (kind, list) in [
-            (
-                keqing_shared::records::Greeting::COLLECTION,
-                v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>(),
-            ),
-            (
-                keqing_shared::records::HomeVisit::COLLECTION,
-                v.home_visits.iter().map(|g| &g.0).collect(),
-            ),
-            (
-                keqing_shared::records::Delivery::COLLECTION,
-                v.deliveries.iter().map(|g| &g.0).collect(),
-            ),
-        ] {
-            contacts.extend(list.into_iter().map(|x| {
-                vec![
-                    text(&x.id),
-                    id.clone(),
-                    text(kind),
-                    at(x.at),
-                    text(&x.staff),
-                ]
-            }));
-        }
-        sync_rows(self.tx, &CONTACTS, &v.id, contacts)?;
-        sync_rows(
-            self.tx,
-            &PROBLEMS,
-            &v.id,
-            v.problems
-                .iter()
-                .map(|x| {
-                    let state = serde_json::to_value(x.state)
-                        .ok()
-                        .and_then(|s| s.as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    vec![text(&x.id), id.clone(), at(x.at), V::Text(state)]
-                })
-                .collect(),
-        )?;
-        sync_rows(
-            self.tx,
-            &SLOTS,
-            &v.id,
-            slots
-                .iter()
-                .enumerate()
-                .map(|(n, s)| {
-                    let settled = s.satisfied_at.or(s.closed_at).map(|t| fmt_date(t.date()));
-                    vec![
-                        id.clone(),
-                        int(n as i64),
-                        text(s.cadence.as_str()),
-                        text(&s.reason),
-                        s.day.map_or(V::Null, int),
-                        at(s.anchor),
-                        V::Text(fmt_date(s.due_from)),
-                        V::Text(fmt_date(s.deadline)),
-                        s.satisfied_at.map_or(V::Null, at),
-                        s.closed_at.map_or(V::Null, at),
-                        // A slot that never settles sorts after every date.
-                        V::Text(settled.unwrap_or_else(|| "9999-12-31".to_string())),
-                    ]
-                })
-                .collect(),
-        )?;
-        Ok(())
+    fn project_dossier(&mut self, view: &DossierView, slots: &[Slot]) -> Result<()> {
+        Ok(keqing_projection::project_dossier(self.tx, view, slots)?)
     }
-}
-
-/// A projection table of per-dossier rows: its columns and its key.
-struct ProjectionTable {
-    name: &'static str,
-    columns: &'static [&'static str],
-    key: &'static [&'static str],
-}
-
-const PATIENTS: ProjectionTable = ProjectionTable {
-    name: "patients",
-    columns: &[
-        "dossier_id",
-        "office",
-        "name",
-        "sex",
-        "age",
-        "address",
-        "diseases",
-        "created_at",
-        "typical",
-        "merged_into",
-        "conflicts",
-        "phone",
-    ],
-    key: &["dossier_id"],
-};
-const PATIENT_PHONES: ProjectionTable = ProjectionTable {
-    name: "patient_phones",
-    columns: &["phone", "dossier_id"],
-    key: &["phone", "dossier_id"],
-};
-const CALLS: ProjectionTable = ProjectionTable {
-    name: "calls",
-    columns: &[
-        "id",
-        "dossier_id",
-        "at",
-        "staff",
-        "caller_phone",
-        "source",
-        "disease",
-    ],
-    key: &["id"],
-};
-const VISITS: ProjectionTable = ProjectionTable {
-    name: "visits",
-    columns: &["id", "dossier_id", "at", "staff", "purchased"],
-    key: &["id"],
-};
-const PURCHASES: ProjectionTable = ProjectionTable {
-    name: "purchases",
-    columns: &[
-        "id",
-        "dossier_id",
-        "at",
-        "staff",
-        "product",
-        "quantity",
-        "amount_fen",
-        "runout",
-    ],
-    key: &["id"],
-};
-const FOLLOWUPS: ProjectionTable = ProjectionTable {
-    name: "followups",
-    columns: &["id", "dossier_id", "at", "staff", "kind"],
-    key: &["id"],
-};
-const CONTACTS: ProjectionTable = ProjectionTable {
-    name: "contacts",
-    columns: &["id", "dossier_id", "kind", "at", "staff"],
-    key: &["id"],
-};
-const PROBLEMS: ProjectionTable = ProjectionTable {
-    name: "problems",
-    columns: &["id", "dossier_id", "at", "state"],
-    key: &["id"],
-};
-const SLOTS: ProjectionTable = ProjectionTable {
-    name: "slots",
-    columns: &[
-        "dossier_id",
-        "n",
-        "cadence",
-        "reason",
-        "day",
-        "anchor",
-        "due_from",
-        "deadline",
-        "satisfied_at",
-        "closed_at",
-        "settled_on",
-    ],
-    key: &["dossier_id", "n"],
-};
-
-/// Makes the rows of `dossier_id` in `table` exactly `rows`, writing only
-/// what differs.
-fn sync_rows(
-    conn: &Connection,
-    table: &ProjectionTable,
-    dossier_id: &str,
-    rows: Vec<Vec<rusqlite::types::Value>>,
-) -> Result<()> {
-    let cols = table.columns.join(", ");
-    let marks = (1..=table.columns.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let rest: Vec<&str> = table
-        .columns
-        .iter()
-        .copied()
-        .filter(|c| !table.key.contains(c))
-        .collect();
-    let sql = if rest.is_empty() {
-        format!(
-            "INSERT INTO {} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-            table.name
-        )
-    } else {
-        let set = rest
-            .iter()
-            .map(|c| format!("{c} = excluded.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let old = rest.join(", ");
-        let new = rest
-            .iter()
-            .map(|c| format!("excluded.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "INSERT INTO {} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set} WHERE ({old}) IS NOT ({new})",
-            table.name,
-            table.key.join(", ")
-        )
-    };
-    let mut upsert = conn.prepare_cached(&sql)?;
-    for row in &rows {
-        upsert.execute(rusqlite::params_from_iter(row.iter()))?;
-    }
-    let count: i64 = conn
-        .prepare_cached(&format!(
-            "SELECT count(*) FROM {} WHERE dossier_id = ?1",
-            table.name
-        ))?
-        .query_row([dossier_id], |r| r.get(0))?;
-    if count as usize > rows.len() {
-        // Rows that are no longer derived from the dossier.
-        let key_pos: Vec<usize> = table
-            .key
-            .iter()
-            .map(|k| {
-                table
-                    .columns
-                    .iter()
-                    .position(|c| c == k)
-                    .expect("key column")
-            })
-            .collect();
-        let wanted: Vec<Vec<rusqlite::types::Value>> = rows
-            .iter()
-            .map(|r| key_pos.iter().map(|&i| r[i].clone()).collect())
-            .collect();
-        let keys = table.key.join(", ");
-        let existing: Vec<Vec<rusqlite::types::Value>> = conn
-            .prepare_cached(&format!(
-                "SELECT {keys} FROM {} WHERE dossier_id = ?1",
-                table.name
-            ))?
-            .query_map([dossier_id], |r| {
-                (0..table.key.len()).map(|i| r.get(i)).collect()
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let cond = table
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k} = ?{}", i + 1))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let mut delete =
-            conn.prepare_cached(&format!("DELETE FROM {} WHERE {cond}", table.name))?;
-        for k in existing.into_iter().filter(|k| !wanted.contains(k)) {
-            delete.execute(rusqlite::params_from_iter(k.iter()))?;
-        }
-    }
-    Ok(())
 }

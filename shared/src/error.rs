@@ -24,6 +24,8 @@ pub enum DomainError {
     Malformed(String),
     #[error("找不到记录 no record `{0}` in this dossier")]
     UnknownRecord(String),
+    #[error("导出失败 export failed: {0}")]
+    Export(String),
 }
 
 impl DomainError {

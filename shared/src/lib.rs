@@ -16,6 +16,8 @@
 //! - [`report`]: report definitions shared by every level (office, HQ).
 //! - [`roster`]: the staff of an office as one automerge document.
 //! - [`sync`]: the sync protocol in domain terms (no wire format).
+//! - [`sheets`]: a report as Chinese tables: text, CSV and .xlsx bytes.
+//! - [`table`]: plain-text tables that line up Chinese text.
 //! - [`error`]: the domain error type.
 
 pub mod dossier;
@@ -26,8 +28,10 @@ pub mod phone;
 pub mod records;
 pub mod report;
 pub mod roster;
+pub mod sheets;
 pub mod staff;
 pub mod sync;
+pub mod table;
 pub mod when;
 
 pub use error::DomainError;

@@ -1,168 +1,564 @@
 //! Report definitions, one set for every level.
 //!
-//! An office's daily summary (《电话咨询汇总表》) and headquarters' figures
-//! are computed by these functions from the same rows, so a figure means the
-//! same thing wherever it is read. Callers fetch the rows (from SQL
-//! projections, or straight from dossiers) and pass them in.
+//! An office's daily summary (《电话咨询汇总表》), a province report and
+//! headquarters' national report are all [`build`] over the same kind of
+//! rows, so a figure means the same thing wherever it is read. Callers fetch
+//! the rows (the office replica's and the server's SQL projections hold the
+//! same tables) and pass them in; rows outside the date range are ignored,
+//! so a superset is harmless.
+//!
+//! Definitions, for a scope and the days `from..=to`:
+//! - **calls**: consultation calls made in the range. **callers**: distinct
+//!   patients with a call in the range; of them **visited** / **bought**:
+//!   those with a visit / a purchase at or after their first call in the
+//!   range and by its end (the conversion funnel). A caller's source and
+//!   staff are those of that first call.
+//! - **buyers**: distinct patients with a purchase in the range. **new**:
+//!   their first purchase ever is in the range. **repeat**: they have bought
+//!   on at least two days up to the end of the range; the repurchase rate is
+//!   repeat / buyers. A **refill** is a purchase on a later day than an
+//!   earlier one; it is **on time** if made by the run-out date the earlier
+//!   purchases gave.
+//! - **follow-ups**: *done* = follow-up calls in the range; *due* = slots
+//!   whose deadline falls in the range (unless a visit or purchase ended them
+//!   first); *on time* = of those, satisfied by the deadline; *overdue* =
+//!   slots past their deadline and still open at the end of the range. The
+//!   non-visitor share is the same restricted to 未到堂 slots.
+//! - **typical cases**: patients flagged by the end of the range, and flagged
+//!   within it. **problems**: opened in the range, open at its end, resolved
+//!   in it.
 
-use crate::followup::{Slot, SlotStatus};
+use crate::followup::{Cadence, Slot, SlotStatus};
+use crate::office::OFFICES;
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A consultation call as reports see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallRow {
+pub struct CallFact {
+    pub office: String,
+    pub dossier: String,
     pub at: NaiveDateTime,
     pub staff: String,
     pub source: String,
     pub disease: Option<String>,
 }
 
-/// A visit, a purchase or a follow-up as reports see it.
+/// A visit (到堂).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActivityRow {
+pub struct VisitFact {
+    pub office: String,
+    pub dossier: String,
     pub at: NaiveDateTime,
     pub staff: String,
-    /// Visits: whether the visitor bought. Purchases: always true.
     pub purchased: bool,
-    /// Purchases: the amount in fen; 0 otherwise.
-    pub amount_fen: i64,
 }
 
-/// A count under a label (an information source, a disease).
+/// A purchase, with its place in the patient's purchase history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseFact {
+    pub office: String,
+    pub dossier: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub amount_fen: i64,
+    /// See [`PurchaseOrder`].
+    pub order: PurchaseOrder,
+}
+
+/// Where a purchase stands in its patient's history; derived from the
+/// dossier by [`purchase_orders`] and kept in the projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PurchaseOrder {
+    /// 1 for the first purchase day, 2 for the second, ...
+    pub nth: u32,
+    /// The run-out date the purchases of earlier days gave (the latest).
+    pub prev_runout: Option<NaiveDate>,
+}
+
+/// A follow-up call (回访).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUpFact {
+    pub office: String,
+    pub dossier: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    /// It satisfied a slot by that slot's deadline.
+    pub on_time: bool,
+}
+
+/// A follow-up slot of a patient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotFact {
+    pub office: String,
+    pub slot: Slot,
+}
+
+/// A dated event of a patient (typical case flagged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkFact {
+    pub office: String,
+    pub dossier: String,
+    pub at: NaiveDateTime,
+}
+
+/// A problem patient's case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemFact {
+    pub office: String,
+    pub dossier: String,
+    pub opened_at: NaiveDateTime,
+    pub resolved_at: Option<NaiveDateTime>,
+}
+
+/// The rows a report is built from. A row source must include at least:
+/// calls, visits, purchases and follow-ups made in the range; slots whose
+/// deadline is in the range or that are open and overdue at its end;
+/// typical flags set by its end; problems opened by its end and not
+/// resolved before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportRows {
+    pub calls: Vec<CallFact>,
+    pub visits: Vec<VisitFact>,
+    pub purchases: Vec<PurchaseFact>,
+    pub followups: Vec<FollowUpFact>,
+    pub slots: Vec<SlotFact>,
+    pub typical: Vec<MarkFact>,
+    pub problems: Vec<ProblemFact>,
+}
+
+/// What a report covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "office")]
+pub enum Scope {
+    /// Every office: one line per province.
+    National,
+    /// One office (an office is a province).
+    Office(String),
+}
+
+impl Scope {
+    /// The office filter for row sources: `None` reads every office.
+    pub fn office(&self) -> Option<&str> {
+        match self {
+            Scope::National => None,
+            Scope::Office(o) => Some(o),
+        }
+    }
+}
+
+/// Follow-up figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FollowUpFigures {
+    /// Follow-up calls made.
+    pub done: u64,
+    /// Slots whose deadline falls in the range.
+    pub due: u64,
+    /// Of those, satisfied by their deadline.
+    pub due_done_on_time: u64,
+    /// Slots past their deadline and still open at the end of the range.
+    pub overdue: u64,
+    /// 未到堂 slots due in the range.
+    pub not_visited_due: u64,
+    /// Of those, called within the 3 days.
+    pub not_visited_on_time: u64,
+}
+
+/// One office's (or the total's) line of figures. Every field is a count,
+/// so the total line is the sum of the office lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Line {
+    /// Office code, or "total".
+    pub office: String,
+    /// Province name (合计 for the total).
+    pub name: String,
+    pub calls: u64,
+    pub callers: u64,
+    pub callers_visited: u64,
+    pub callers_bought: u64,
+    pub visits: u64,
+    pub visits_bought: u64,
+    pub purchases: u64,
+    pub amount_fen: i64,
+    pub buyers: u64,
+    pub new_buyers: u64,
+    pub repeat_buyers: u64,
+    pub refills: u64,
+    pub refills_on_time: u64,
+    pub followups: FollowUpFigures,
+    pub typical: u64,
+    pub typical_new: u64,
+    pub problems_opened: u64,
+    pub problems_open: u64,
+    pub problems_resolved: u64,
+}
+
+impl Line {
+    fn add(&mut self, o: &Line) {
+        self.calls += o.calls;
+        self.callers += o.callers;
+        self.callers_visited += o.callers_visited;
+        self.callers_bought += o.callers_bought;
+        self.visits += o.visits;
+        self.visits_bought += o.visits_bought;
+        self.purchases += o.purchases;
+        self.amount_fen += o.amount_fen;
+        self.buyers += o.buyers;
+        self.new_buyers += o.new_buyers;
+        self.repeat_buyers += o.repeat_buyers;
+        self.refills += o.refills;
+        self.refills_on_time += o.refills_on_time;
+        let (f, g) = (&mut self.followups, &o.followups);
+        f.done += g.done;
+        f.due += g.due;
+        f.due_done_on_time += g.due_done_on_time;
+        f.overdue += g.overdue;
+        f.not_visited_due += g.not_visited_due;
+        f.not_visited_on_time += g.not_visited_on_time;
+        self.typical += o.typical;
+        self.typical_new += o.typical_new;
+        self.problems_opened += o.problems_opened;
+        self.problems_open += o.problems_open;
+        self.problems_resolved += o.problems_resolved;
+    }
+}
+
+/// Calls and the conversion funnel under one information source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceLine {
+    pub source: String,
+    pub calls: u64,
+    pub callers: u64,
+    pub visited: u64,
+    pub bought: u64,
+}
+
+/// A count under a label (a disease).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Count {
     pub label: String,
     pub count: u64,
 }
 
-/// One staff member's line in the daily summary.
+/// The activity of one day.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct StaffLine {
-    pub staff: String,
+pub struct DayLine {
+    pub date: String,
     pub calls: u64,
     pub visits: u64,
     pub purchases: u64,
     pub followups: u64,
 }
 
-/// The follow-up figures of a day.
+/// 客情岗位评定: one staff member's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct FollowUpFigures {
-    /// Follow-up calls made that day.
-    pub done: u64,
-    /// Slots whose deadline is that day (not ended by a visit/purchase first).
-    pub due: u64,
-    /// Of those, satisfied by their deadline.
-    pub due_done_on_time: u64,
-    /// Slots past their deadline and still open at the end of the day.
-    pub overdue: u64,
-}
-
-/// 电话咨询汇总表: an office's figures for one day.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DailyReport {
-    pub date: NaiveDate,
+pub struct StaffLine {
+    pub office: String,
+    pub staff: String,
+    /// Consultation calls taken.
     pub calls: u64,
-    pub calls_by_source: Vec<Count>,
-    pub calls_by_disease: Vec<Count>,
+    /// Callers whose first call in the range this person took.
+    pub callers: u64,
+    pub callers_visited: u64,
+    pub callers_bought: u64,
     pub visits: u64,
-    pub visits_bought: u64,
     pub purchases: u64,
-    pub amount_fen: i64,
-    pub followups: FollowUpFigures,
-    pub by_staff: Vec<StaffLine>,
+    pub followups: u64,
+    pub followups_on_time: u64,
+    /// Patients this person sold to in the range.
+    pub buyers: u64,
+    /// Of those, patients who have bought on two days or more.
+    pub repeat_buyers: u64,
 }
 
-fn counts(map: BTreeMap<String, u64>) -> Vec<Count> {
-    let mut v: Vec<Count> = map
-        .into_iter()
-        .map(|(label, count)| Count { label, count })
-        .collect();
-    v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
-    v
+/// A report over a scope and a range of days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    pub scope: Scope,
+    pub from: String,
+    pub to: String,
+    /// One line per office (national: all 27 provinces, in code order).
+    pub lines: Vec<Line>,
+    /// The sum of `lines`.
+    pub total: Line,
+    pub by_source: Vec<SourceLine>,
+    pub by_disease: Vec<Count>,
+    pub by_day: Vec<DayLine>,
+    pub staff: Vec<StaffLine>,
 }
 
-/// Follow-up figures of day `d` over a set of slots.
-pub fn followup_figures(d: NaiveDate, slots: &[Slot], followups_done: u64) -> FollowUpFigures {
-    let mut f = FollowUpFigures {
-        done: followups_done,
-        ..Default::default()
-    };
-    for s in slots {
-        let ended_before =
-            s.satisfied_at.is_none() && s.closed_at.is_some_and(|c| c.date() <= s.deadline);
-        if s.deadline == d && !ended_before {
-            f.due += 1;
-            if s.on_time() {
-                f.due_done_on_time += 1;
+/// The purchase order of each of `purchases` (same order as given):
+/// purchases on one day are one purchase day.
+pub fn purchase_orders(purchases: &[crate::records::Purchase]) -> Vec<PurchaseOrder> {
+    purchases
+        .iter()
+        .map(|p| {
+            let day = p.at.date();
+            let mut earlier_days: Vec<NaiveDate> = purchases
+                .iter()
+                .map(|q| q.at.date())
+                .filter(|d| *d < day)
+                .collect();
+            earlier_days.sort();
+            earlier_days.dedup();
+            PurchaseOrder {
+                nth: earlier_days.len() as u32 + 1,
+                prev_runout: purchases
+                    .iter()
+                    .filter(|q| q.at.date() < day)
+                    .filter_map(|q| q.runout)
+                    .max(),
+            }
+        })
+        .collect()
+}
+
+/// Whether each follow-up done at `times` satisfied a slot by its deadline.
+pub fn followups_on_time(times: &[NaiveDateTime], slots: &[Slot]) -> Vec<bool> {
+    times
+        .iter()
+        .map(|t| {
+            slots
+                .iter()
+                .any(|s| s.satisfied_at == Some(*t) && s.on_time())
+        })
+        .collect()
+}
+
+/// Whether a slot counts as due on its deadline: a visit or purchase that
+/// ended it first takes it off the books.
+fn counts_as_due(s: &Slot) -> bool {
+    s.satisfied_at.is_some() || s.closed_at.is_none_or(|c| c.date() > s.deadline)
+}
+
+/// Builds the report of `scope` for the days `from..=to`.
+pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -> Report {
+    let in_range = |t: &NaiveDateTime| t.date() >= from && t.date() <= to;
+    let wanted = |office: &str| scope.office().is_none_or(|o| o == office);
+    let mut lines: BTreeMap<String, Line> = BTreeMap::new();
+    match scope {
+        Scope::National => {
+            for o in OFFICES {
+                lines.insert(o.code.into(), Line::default());
             }
         }
-        if s.status_on(d) == SlotStatus::Overdue {
+        Scope::Office(o) => {
+            lines.insert(o.clone(), Line::default());
+        }
+    }
+    fn line<'a>(lines: &'a mut BTreeMap<String, Line>, office: &str) -> &'a mut Line {
+        lines.entry(office.to_string()).or_default()
+    }
+    let mut staff: BTreeMap<(String, String), StaffLine> = BTreeMap::new();
+    fn person<'a>(
+        staff: &'a mut BTreeMap<(String, String), StaffLine>,
+        office: &str,
+        name: &str,
+    ) -> &'a mut StaffLine {
+        staff
+            .entry((office.to_string(), name.to_string()))
+            .or_insert_with(|| StaffLine {
+                office: office.to_string(),
+                staff: name.to_string(),
+                ..Default::default()
+            })
+    }
+    let mut days: BTreeMap<NaiveDate, DayLine> = BTreeMap::new();
+    let mut by_disease: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_source: BTreeMap<String, SourceLine> = BTreeMap::new();
+
+    // Calls, and each caller's first call in the range.
+    let mut first_call: HashMap<&str, &CallFact> = HashMap::new();
+    for c in rows
+        .calls
+        .iter()
+        .filter(|c| in_range(&c.at) && wanted(&c.office))
+    {
+        line(&mut lines, &c.office).calls += 1;
+        person(&mut staff, &c.office, &c.staff).calls += 1;
+        days.entry(c.at.date()).or_default().calls += 1;
+        let disease = c.disease.clone().unwrap_or_else(|| "未填".to_string());
+        *by_disease.entry(disease).or_default() += 1;
+        by_source.entry(c.source.clone()).or_default().calls += 1;
+        let first = first_call.entry(&c.dossier).or_insert(c);
+        if (c.at, &c.staff) < (first.at, &first.staff) {
+            *first = c;
+        }
+    }
+    // Conversion of each caller by the end of the range.
+    let mut came: HashMap<&str, Vec<NaiveDateTime>> = HashMap::new();
+    let mut bought: HashMap<&str, Vec<NaiveDateTime>> = HashMap::new();
+    for v in rows
+        .visits
+        .iter()
+        .filter(|v| in_range(&v.at) && wanted(&v.office))
+    {
+        let l = line(&mut lines, &v.office);
+        l.visits += 1;
+        l.visits_bought += u64::from(v.purchased);
+        person(&mut staff, &v.office, &v.staff).visits += 1;
+        days.entry(v.at.date()).or_default().visits += 1;
+        came.entry(&v.dossier).or_default().push(v.at);
+    }
+    // Buyers: the highest purchase day number seen per patient.
+    let mut buyers: HashMap<&str, (String, u32, bool)> = HashMap::new();
+    let mut staff_buyers: HashMap<(&str, &str, &str), u32> = HashMap::new();
+    for p in rows
+        .purchases
+        .iter()
+        .filter(|p| in_range(&p.at) && wanted(&p.office))
+    {
+        let l = line(&mut lines, &p.office);
+        l.purchases += 1;
+        l.amount_fen += p.amount_fen;
+        if p.order.nth >= 2 {
+            l.refills += 1;
+            if p.order.prev_runout.is_some_and(|r| p.at.date() <= r) {
+                l.refills_on_time += 1;
+            }
+        }
+        person(&mut staff, &p.office, &p.staff).purchases += 1;
+        days.entry(p.at.date()).or_default().purchases += 1;
+        bought.entry(&p.dossier).or_default().push(p.at);
+        let b = buyers
+            .entry(&p.dossier)
+            .or_insert((p.office.clone(), 0, false));
+        b.1 = b.1.max(p.order.nth);
+        b.2 |= p.order.nth == 1;
+        let s = staff_buyers
+            .entry((&p.office, &p.staff, &p.dossier))
+            .or_default();
+        *s = (*s).max(p.order.nth);
+    }
+    for (office, max_nth, first_time) in buyers.values() {
+        let l = line(&mut lines, office);
+        l.buyers += 1;
+        l.new_buyers += u64::from(*first_time);
+        l.repeat_buyers += u64::from(*max_nth >= 2);
+    }
+    for ((office, name, _), max_nth) in &staff_buyers {
+        let s = person(&mut staff, office, name);
+        s.buyers += 1;
+        s.repeat_buyers += u64::from(*max_nth >= 2);
+    }
+    for (dossier, c) in &first_call {
+        let after =
+            |list: Option<&Vec<NaiveDateTime>>| list.is_some_and(|l| l.iter().any(|t| *t >= c.at));
+        let visited = after(came.get(dossier));
+        let purchased = after(bought.get(dossier));
+        let l = line(&mut lines, &c.office);
+        l.callers += 1;
+        l.callers_visited += u64::from(visited);
+        l.callers_bought += u64::from(purchased);
+        let s = person(&mut staff, &c.office, &c.staff);
+        s.callers += 1;
+        s.callers_visited += u64::from(visited);
+        s.callers_bought += u64::from(purchased);
+        let src = by_source.entry(c.source.clone()).or_default();
+        src.callers += 1;
+        src.visited += u64::from(visited);
+        src.bought += u64::from(purchased);
+    }
+
+    for f in rows
+        .followups
+        .iter()
+        .filter(|f| in_range(&f.at) && wanted(&f.office))
+    {
+        line(&mut lines, &f.office).followups.done += 1;
+        let s = person(&mut staff, &f.office, &f.staff);
+        s.followups += 1;
+        s.followups_on_time += u64::from(f.on_time);
+        days.entry(f.at.date()).or_default().followups += 1;
+    }
+    for sf in rows.slots.iter().filter(|s| wanted(&s.office)) {
+        let s = &sf.slot;
+        let f = &mut line(&mut lines, &sf.office).followups;
+        if s.deadline >= from && s.deadline <= to && counts_as_due(s) {
+            f.due += 1;
+            f.due_done_on_time += u64::from(s.on_time());
+            if s.cadence == Cadence::NotVisited {
+                f.not_visited_due += 1;
+                f.not_visited_on_time += u64::from(s.on_time());
+            }
+        }
+        if s.status_on(to) == SlotStatus::Overdue {
             f.overdue += 1;
         }
     }
-    f
+    for t in rows
+        .typical
+        .iter()
+        .filter(|t| t.at.date() <= to && wanted(&t.office))
+    {
+        let l = line(&mut lines, &t.office);
+        l.typical += 1;
+        l.typical_new += u64::from(t.at.date() >= from);
+    }
+    for p in rows.problems.iter().filter(|p| wanted(&p.office)) {
+        let opened = p.opened_at.date();
+        let resolved = p.resolved_at.map(|r| r.date());
+        let l = line(&mut lines, &p.office);
+        if opened >= from && opened <= to {
+            l.problems_opened += 1;
+        }
+        if opened <= to && resolved.is_none_or(|r| r > to) {
+            l.problems_open += 1;
+        }
+        if resolved.is_some_and(|r| r >= from && r <= to) {
+            l.problems_resolved += 1;
+        }
+    }
+
+    let mut total = Line {
+        office: "total".into(),
+        name: "合计".into(),
+        ..Default::default()
+    };
+    let lines: Vec<Line> = lines
+        .into_iter()
+        .map(|(code, mut l)| {
+            l.name = crate::office::office(&code)
+                .map(|o| o.name.to_string())
+                .unwrap_or_else(|_| code.clone());
+            l.office = code;
+            total.add(&l);
+            l
+        })
+        .collect();
+    let mut by_source: Vec<SourceLine> = by_source
+        .into_iter()
+        .map(|(source, mut s)| {
+            s.source = source;
+            s
+        })
+        .collect();
+    by_source.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.source.cmp(&b.source)));
+    let mut by_disease: Vec<Count> = by_disease
+        .into_iter()
+        .map(|(label, count)| Count { label, count })
+        .collect();
+    by_disease.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
+    Report {
+        scope: scope.clone(),
+        from: crate::when::fmt_date(from),
+        to: crate::when::fmt_date(to),
+        lines,
+        total,
+        by_source,
+        by_disease,
+        by_day: days
+            .into_iter()
+            .map(|(d, mut l)| {
+                l.date = crate::when::fmt_date(d);
+                l
+            })
+            .collect(),
+        staff: staff.into_values().collect(),
+    }
 }
 
-/// Builds the daily summary of day `d`. Rows of other days are ignored, so
-/// callers may pass a superset.
-pub fn daily(
-    d: NaiveDate,
-    calls: &[CallRow],
-    visits: &[ActivityRow],
-    purchases: &[ActivityRow],
-    followups: &[ActivityRow],
-    slots: &[Slot],
-) -> DailyReport {
-    let on_day = |t: &NaiveDateTime| t.date() == d;
-    let mut by_source = BTreeMap::new();
-    let mut by_disease = BTreeMap::new();
-    let mut staff: BTreeMap<String, StaffLine> = BTreeMap::new();
-    fn line<'a>(staff: &'a mut BTreeMap<String, StaffLine>, name: &str) -> &'a mut StaffLine {
-        staff.entry(name.to_string()).or_insert_with(|| StaffLine {
-            staff: name.to_string(),
-            ..Default::default()
-        })
-    }
-    let mut report = DailyReport {
-        date: d,
-        calls: 0,
-        calls_by_source: Vec::new(),
-        calls_by_disease: Vec::new(),
-        visits: 0,
-        visits_bought: 0,
-        purchases: 0,
-        amount_fen: 0,
-        followups: FollowUpFigures::default(),
-        by_staff: Vec::new(),
-    };
-    for c in calls.iter().filter(|c| on_day(&c.at)) {
-        report.calls += 1;
-        *by_source.entry(c.source.clone()).or_insert(0) += 1;
-        let disease = c.disease.clone().unwrap_or_else(|| "未填".to_string());
-        *by_disease.entry(disease).or_insert(0) += 1;
-        line(&mut staff, &c.staff).calls += 1;
-    }
-    for v in visits.iter().filter(|v| on_day(&v.at)) {
-        report.visits += 1;
-        report.visits_bought += u64::from(v.purchased);
-        line(&mut staff, &v.staff).visits += 1;
-    }
-    for p in purchases.iter().filter(|p| on_day(&p.at)) {
-        report.purchases += 1;
-        report.amount_fen += p.amount_fen;
-        line(&mut staff, &p.staff).purchases += 1;
-    }
-    let mut done = 0;
-    for f in followups.iter().filter(|f| on_day(&f.at)) {
-        done += 1;
-        line(&mut staff, &f.staff).followups += 1;
-    }
-    report.followups = followup_figures(d, slots, done);
-    report.calls_by_source = counts(by_source);
-    report.calls_by_disease = counts(by_disease);
-    report.by_staff = staff.into_values().collect();
-    report
-}
+#[cfg(test)]
+#[path = "report_tests.rs"]
+mod tests;

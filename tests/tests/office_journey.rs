@@ -40,6 +40,14 @@ fn due(office: &Office, date: &str) -> Vec<(String, Vec<String>, bool)> {
 fn report(office: &Office, date: &str) -> Value {
     office
         .ok(&["report", "daily", "--date", date, "--json"])
+        .json()["total"]
+        .clone()
+}
+
+/// The whole report of a day (sections beyond the office's line).
+fn full_report(office: &Office, date: &str) -> Value {
+    office
+        .ok(&["report", "daily", "--date", date, "--json"])
         .json()
 }
 
@@ -210,26 +218,40 @@ fn full_patient_journey() {
     );
 
     // Daily summaries, exact.
-    let r20 = report(&office, "2026-11-20");
-    assert_eq!(r20["calls"], 3);
+    let full20 = full_report(&office, "2026-11-20");
+    let r20 = &full20["total"];
     assert_eq!(
-        r20["calls_by_source"],
-        serde_json::json!([{"label": "电视", "count": 2}, {"label": "报纸", "count": 1}])
+        (r20["calls"].clone(), r20["callers"].clone()),
+        (3.into(), 2.into())
     );
     assert_eq!(
-        r20["calls_by_disease"],
+        full20["by_source"],
+        serde_json::json!([
+            {"source": "电视", "calls": 2, "callers": 1, "visited": 0, "bought": 0},
+            {"source": "报纸", "calls": 1, "callers": 1, "visited": 0, "bought": 0}
+        ])
+    );
+    assert_eq!(
+        full20["by_disease"],
         serde_json::json!([{"label": "冠心病", "count": 1}, {"label": "未填", "count": 1}, {"label": "高血压", "count": 1}])
     );
+    let staff20 = &full20["staff"];
+    assert_eq!(staff20.as_array().unwrap().len(), 1, "{staff20}");
     assert_eq!(
-        r20["by_staff"],
-        serde_json::json!([{"staff": "李娜", "calls": 3, "visits": 0, "purchases": 0, "followups": 0}])
+        (
+            staff20[0]["staff"].clone(),
+            staff20[0]["calls"].clone(),
+            staff20[0]["callers"].clone()
+        ),
+        ("李娜".into(), 3.into(), 2.into())
     );
 
     let r23 = report(&office, "2026-11-23");
     // Both non-visitor slots end on 11-23; 张三's was done on 11-22.
     assert_eq!(
         r23["followups"],
-        serde_json::json!({"done": 0, "due": 2, "due_done_on_time": 1, "overdue": 0})
+        serde_json::json!({"done": 0, "due": 2, "due_done_on_time": 1, "overdue": 0,
+                           "not_visited_due": 2, "not_visited_on_time": 1})
     );
 
     let r24 = report(&office, "2026-11-24");
@@ -244,17 +266,35 @@ fn full_patient_journey() {
     assert_eq!(r24["amount_fen"], 128050);
     assert_eq!(
         r24["followups"],
-        serde_json::json!({"done": 0, "due": 0, "due_done_on_time": 0, "overdue": 1})
+        serde_json::json!({"done": 0, "due": 0, "due_done_on_time": 0, "overdue": 1,
+                           "not_visited_due": 0, "not_visited_on_time": 0})
     );
 
     let r25 = report(&office, "2026-11-25");
     assert_eq!(
         r25["followups"],
-        serde_json::json!({"done": 1, "due": 1, "due_done_on_time": 1, "overdue": 1})
+        serde_json::json!({"done": 1, "due": 1, "due_done_on_time": 1, "overdue": 1,
+                           "not_visited_due": 0, "not_visited_on_time": 0})
     );
+    let staff25 = &full_report(&office, "2026-11-25")["staff"];
+    assert_eq!(staff25.as_array().unwrap().len(), 1, "{staff25}");
     assert_eq!(
-        r25["by_staff"],
-        serde_json::json!([{"staff": "赵敏", "calls": 0, "visits": 0, "purchases": 0, "followups": 1}])
+        (
+            staff25[0]["staff"].clone(),
+            staff25[0]["followups"].clone(),
+            staff25[0]["followups_on_time"].clone()
+        ),
+        ("赵敏".into(), 1.into(), 1.into())
+    );
+    // The purchase on 11-24 is 张三's first: a new buyer, not yet a repeat one.
+    let r24 = report(&office, "2026-11-24");
+    assert_eq!(
+        (
+            r24["buyers"].clone(),
+            r24["new_buyers"].clone(),
+            r24["repeat_buyers"].clone()
+        ),
+        (1.into(), 1.into(), 0.into())
     );
 
     // The dossier holds the whole history.

@@ -274,8 +274,8 @@ fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
                 "--json",
             ])
             .json();
-        hq_calls += r["calls"].as_u64().unwrap();
-        hq_followups += r["followups"]["done"].as_u64().unwrap();
+        hq_calls += r["total"]["calls"].as_u64().unwrap();
+        hq_followups += r["total"]["followups"]["done"].as_u64().unwrap();
     }
     assert_eq!((hq_calls, hq_followups), (calls, followups));
 }

@@ -290,7 +290,7 @@ fn server_killed_during_pushes_loses_nothing_acknowledged() {
     let r = hq
         .ok(&["report", "daily", "--date", "2026-11-20", "--json"])
         .json();
-    assert_eq!(r["calls"], calls, "every call exactly once");
+    assert_eq!(r["total"]["calls"], calls, "every call exactly once");
     assert_eq!(
         hq.ok(&["heads", "--json"]).json(),
         o.ok(&["heads", "--json"]).json(),

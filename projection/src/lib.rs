@@ -1,0 +1,809 @@
+//! # keqing-projection: dossiers as SQL rows
+//!
+//! Automerge documents are the truth; these tables are what SQL can query
+//! (the due list, lookups, reports), derived from them and rebuildable at
+//! any time. The office replica and the server's projector keep the very
+//! same tables with the same code, so a report read at an office and at
+//! headquarters comes from identical rows.
+//!
+//! This crate is one of the store modules: it writes SQL, on a connection
+//! (or transaction) its caller owns. It does no other IO.
+
+use chrono::{NaiveDate, NaiveDateTime};
+use keqing_shared::dossier::DossierView;
+use keqing_shared::followup::{Cadence, Slot};
+use keqing_shared::records::Record;
+use keqing_shared::report::{
+    CallFact, FollowUpFact, MarkFact, ProblemFact, PurchaseFact, PurchaseOrder, ReportRows,
+    SlotFact, VisitFact, followups_on_time, purchase_orders,
+};
+use keqing_shared::staff::Staff;
+use keqing_shared::when::{fmt_date, fmt_datetime};
+use rusqlite::{Connection, params};
+
+pub type Result<T> = rusqlite::Result<T>;
+
+/// The projection tables as a fresh store creates them. The office replica
+/// reached the same shape through its migration history; a test compares
+/// the two.
+pub const SCHEMA: &str = r#"
+CREATE TABLE staff (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    office TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE patients (
+    dossier_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sex TEXT,
+    age INTEGER,
+    address TEXT,
+    diseases TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    typical INTEGER NOT NULL,
+    merged_into TEXT,
+    conflicts INTEGER NOT NULL,
+    phone TEXT,
+    typical_at TEXT
+) WITHOUT ROWID;
+CREATE INDEX patients_name_age ON patients(name, age);
+CREATE INDEX patients_typical ON patients(typical_at) WHERE typical = 1;
+CREATE TABLE patient_phones (
+    phone TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    PRIMARY KEY (phone, dossier_id)
+) WITHOUT ROWID;
+CREATE INDEX patient_phones_dossier ON patient_phones(dossier_id);
+CREATE TABLE calls (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    caller_phone TEXT NOT NULL,
+    source TEXT NOT NULL,
+    disease TEXT
+);
+CREATE INDEX calls_at ON calls(at);
+CREATE INDEX calls_dossier ON calls(dossier_id);
+CREATE TABLE visits (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    purchased INTEGER NOT NULL
+);
+CREATE INDEX visits_at ON visits(at);
+CREATE INDEX visits_dossier ON visits(dossier_id);
+CREATE TABLE purchases (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    product TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    amount_fen INTEGER NOT NULL,
+    runout TEXT,
+    nth INTEGER NOT NULL DEFAULT 1,
+    prev_runout TEXT
+);
+CREATE INDEX purchases_at ON purchases(at);
+CREATE INDEX purchases_dossier ON purchases(dossier_id);
+CREATE TABLE followups (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    on_time INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX followups_at ON followups(at);
+CREATE INDEX followups_dossier ON followups(dossier_id);
+CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL
+);
+CREATE INDEX contacts_dossier ON contacts(dossier_id);
+CREATE TABLE problems (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    resolved_at TEXT
+);
+CREATE INDEX problems_dossier ON problems(dossier_id);
+CREATE TABLE slots (
+    dossier_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    cadence TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    day INTEGER,
+    anchor TEXT NOT NULL,
+    due_from TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    satisfied_at TEXT,
+    closed_at TEXT,
+    settled_on TEXT,
+    UNIQUE (dossier_id, n)
+);
+CREATE INDEX slots_deadline ON slots(deadline);
+CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day);
+CREATE TRIGGER slot_spans_insert AFTER INSERT ON slots BEGIN
+    INSERT INTO slot_spans VALUES (new.rowid,
+        CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
+        max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
+            CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)));
+END;
+CREATE TRIGGER slot_spans_update AFTER UPDATE OF due_from, settled_on ON slots BEGIN
+    UPDATE slot_spans SET
+        first_day = CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
+        settled_day = max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
+                          CAST(julianday(new.due_from) - 2451544.5 AS INTEGER))
+    WHERE id = new.rowid;
+END;
+CREATE TRIGGER slot_spans_delete AFTER DELETE ON slots BEGIN
+    DELETE FROM slot_spans WHERE id = old.rowid;
+END;
+"#;
+
+/// Every projection table (the R*Tree follows `slots` by triggers).
+pub const TABLES: [&str; 10] = [
+    "staff",
+    "patients",
+    "patient_phones",
+    "calls",
+    "visits",
+    "purchases",
+    "followups",
+    "contacts",
+    "problems",
+    "slots",
+];
+
+/// Day number as the `slot_spans` R*Tree counts: days since 2000-01-01.
+pub fn span_day(d: NaiveDate) -> i64 {
+    (d - NaiveDate::from_ymd_opt(2000, 1, 1).expect("epoch")).num_days()
+}
+
+/// Deletes every projection row (before a rebuild).
+pub fn clear(conn: &Connection) -> Result<()> {
+    for table in TABLES {
+        conn.execute(&format!("DELETE FROM {table}"), [])?;
+    }
+    Ok(())
+}
+
+/// Every projection row in a canonical text form, to compare two stores'
+/// projections (rebuild == incremental).
+pub fn dump(conn: &Connection) -> Result<String> {
+    let mut out = String::new();
+    for table in TABLES {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}"))?;
+        let n = stmt.column_count();
+        let mut lines: Vec<String> = stmt
+            .query_map([], |r| {
+                let mut line = String::from(table);
+                for i in 0..n {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    line.push_str(&format!("|{v:?}"));
+                }
+                Ok(line)
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        lines.sort();
+        for l in lines {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the staff rows of `office` exactly the roster's.
+pub fn project_staff(conn: &Connection, office: &str, staff: &[Staff]) -> Result<()> {
+    conn.execute("DELETE FROM staff WHERE office = ?1", [office])?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO staff (id, name, role, active, office) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role,
+             active = excluded.active, office = excluded.office",
+    )?;
+    for s in staff {
+        stmt.execute(params![s.id, s.name, s.role.as_str(), s.active, office])?;
+    }
+    Ok(())
+}
+
+/// Reads a slot from `r` starting at column `i` (cadence, reason, day,
+/// anchor, due_from, deadline, satisfied_at, closed_at).
+pub fn slot_from_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Slot> {
+    let cadence: String = r.get(i)?;
+    Ok(Slot {
+        cadence: Cadence::parse(&cadence).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                i,
+                rusqlite::types::Type::Text,
+                format!("cadence {cadence}").into(),
+            )
+        })?,
+        reason: r.get(i + 1)?,
+        day: r.get(i + 2)?,
+        anchor: r.get(i + 3)?,
+        due_from: r.get(i + 4)?,
+        deadline: r.get(i + 5)?,
+        satisfied_at: r.get(i + 6)?,
+        closed_at: r.get(i + 7)?,
+    })
+}
+
+fn midnight(d: NaiveDate) -> String {
+    fmt_datetime(d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+}
+
+/// The rows [`keqing_shared::report::build`] needs for the days
+/// `from..=to`, in one office (`Some(code)`) or every office (`None`).
+/// Each query reads an index on time (or deadline) and joins the patient
+/// for its office, so the cost follows the rows in the range, not the size
+/// of the store.
+pub fn report_rows(
+    conn: &Connection,
+    office: Option<&str>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<ReportRows> {
+    let start = midnight(from);
+    let end = midnight(to + chrono::Duration::days(1));
+    let mut rows = ReportRows::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.office, c.dossier_id, c.at, c.staff, c.source, c.disease
+         FROM calls c JOIN patients p ON p.dossier_id = c.dossier_id
+         WHERE c.at >= ?1 AND c.at < ?2 AND (?3 IS NULL OR p.office = ?3)",
+    )?;
+    rows.calls = stmt
+        .query_map(params![start, end, office], |r| {
+            Ok(CallFact {
+                office: r.get(0)?,
+                dossier: r.get(1)?,
+                at: r.get(2)?,
+                staff: r.get(3)?,
+                source: r.get(4)?,
+                disease: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.office, v.dossier_id, v.at, v.staff, v.purchased
+         FROM visits v JOIN patients p ON p.dossier_id = v.dossier_id
+         WHERE v.at >= ?1 AND v.at < ?2 AND (?3 IS NULL OR p.office = ?3)",
+    )?;
+    rows.visits = stmt
+        .query_map(params![start, end, office], |r| {
+            Ok(VisitFact {
+                office: r.get(0)?,
+                dossier: r.get(1)?,
+                at: r.get(2)?,
+                staff: r.get(3)?,
+                purchased: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.office, b.dossier_id, b.at, b.staff, b.amount_fen, b.nth, b.prev_runout
+         FROM purchases b JOIN patients p ON p.dossier_id = b.dossier_id
+         WHERE b.at >= ?1 AND b.at < ?2 AND (?3 IS NULL OR p.office = ?3)",
+    )?;
+    rows.purchases = stmt
+        .query_map(params![start, end, office], |r| {
+            Ok(PurchaseFact {
+                office: r.get(0)?,
+                dossier: r.get(1)?,
+                at: r.get(2)?,
+                staff: r.get(3)?,
+                amount_fen: r.get(4)?,
+                order: PurchaseOrder {
+                    nth: r.get(5)?,
+                    prev_runout: r.get(6)?,
+                },
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.office, f.dossier_id, f.at, f.staff, f.on_time
+         FROM followups f JOIN patients p ON p.dossier_id = f.dossier_id
+         WHERE f.at >= ?1 AND f.at < ?2 AND (?3 IS NULL OR p.office = ?3)",
+    )?;
+    rows.followups = stmt
+        .query_map(params![start, end, office], |r| {
+            Ok(FollowUpFact {
+                office: r.get(0)?,
+                dossier: r.get(1)?,
+                at: r.get(2)?,
+                staff: r.get(3)?,
+                on_time: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    // Slots due in the range, then slots due before it and still open at
+    // its end (overdue), found through the R*Tree of spans. The two sets
+    // are disjoint by deadline.
+    let (first, last) = (fmt_date(from), fmt_date(to));
+    let slot_fact = |r: &rusqlite::Row<'_>| {
+        Ok(SlotFact {
+            office: r.get(0)?,
+            slot: slot_from_row(r, 1)?,
+        })
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.office, s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
+         FROM slots s JOIN patients p ON p.dossier_id = s.dossier_id
+         WHERE s.deadline >= ?1 AND s.deadline <= ?2 AND (?3 IS NULL OR p.office = ?3)",
+    )?;
+    rows.slots = stmt
+        .query_map(params![first, last, office], slot_fact)?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.office, s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
+         FROM slot_spans r
+         CROSS JOIN slots s ON s.rowid = r.id
+         CROSS JOIN patients p ON p.dossier_id = s.dossier_id
+         WHERE r.first_day <= ?2 AND r.settled_day > ?2
+           AND s.due_from <= ?1 AND s.settled_on > ?1 AND s.deadline < ?3
+           AND (?4 IS NULL OR p.office = ?4)",
+    )?;
+    let overdue = stmt.query_map(params![last, span_day(to), first, office], slot_fact)?;
+    for s in overdue {
+        rows.slots.push(s?);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT office, dossier_id, typical_at FROM patients
+         WHERE typical = 1 AND typical_at < ?1 AND (?2 IS NULL OR office = ?2)",
+    )?;
+    rows.typical = stmt
+        .query_map(params![end, office], |r| {
+            Ok(MarkFact {
+                office: r.get(0)?,
+                dossier: r.get(1)?,
+                at: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.office, q.dossier_id, q.at, q.resolved_at
+         FROM problems q JOIN patients p ON p.dossier_id = q.dossier_id
+         WHERE q.at < ?2 AND (q.resolved_at IS NULL OR q.resolved_at >= ?1)
+           AND (?3 IS NULL OR p.office = ?3)",
+    )?;
+    rows.problems = stmt
+        .query_map(params![start, end, office], |r| {
+            Ok(ProblemFact {
+                office: r.get(0)?,
+                dossier: r.get(1)?,
+                opened_at: r.get(2)?,
+                resolved_at: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+/// Brings every projection row of one dossier in line with its view.
+///
+/// Rows are upserted only where they differ and stale rows deleted, so an
+/// edit rewrites only the pages it really changes (a delete-and-reinsert of
+/// all a dossier's rows would dirty every index page they touch). The
+/// result is the same rows as a rebuild.
+pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
+    use rusqlite::types::Value as V;
+    let text = |s: &str| V::Text(s.to_string());
+    let opt_text = |s: Option<&str>| s.map_or(V::Null, |s| V::Text(s.to_string()));
+    let int = |i: i64| V::Integer(i);
+    let at = |t: NaiveDateTime| V::Text(fmt_datetime(t));
+    let id = text(&v.id);
+    let p = &v.patient;
+    // A duplicate merged into another dossier keeps its history in its
+    // document, but its records now live (copied) in the kept dossier:
+    // projected once, there, so every report counts them once.
+    let merged = v.merged_into.is_some();
+    let records = |n: usize| if merged { 0 } else { n };
+    sync_rows(
+        conn,
+        &PATIENTS,
+        &v.id,
+        vec![vec![
+            id.clone(),
+            text(&v.office),
+            text(&p.name),
+            opt_text(p.sex.map(|s| s.chinese())),
+            p.age.map_or(V::Null, int),
+            opt_text(p.address.as_deref()),
+            text(&p.diseases.join(",")),
+            at(v.created_at),
+            int(i64::from(v.typical.as_ref().is_some_and(|t| t.flagged))),
+            opt_text(v.merged_into.as_deref()),
+            int(v.conflicts.len() as i64),
+            // Automerge map keys come sorted: the first is the smallest.
+            opt_text(p.phones.first().map(String::as_str)),
+            v.typical
+                .as_ref()
+                .filter(|t| t.flagged)
+                .map_or(V::Null, |t| at(t.at)),
+        ]],
+    )?;
+    sync_rows(
+        conn,
+        &PATIENT_PHONES,
+        &v.id,
+        p.phones
+            .iter()
+            .map(|ph| vec![text(ph), id.clone()])
+            .collect(),
+    )?;
+    sync_rows(
+        conn,
+        &CALLS,
+        &v.id,
+        v.calls
+            .iter()
+            .take(records(v.calls.len()))
+            .map(|c| {
+                vec![
+                    text(&c.id),
+                    id.clone(),
+                    at(c.at),
+                    text(&c.staff),
+                    text(&c.caller_phone),
+                    text(&c.source),
+                    opt_text(c.disease.as_deref()),
+                ]
+            })
+            .collect(),
+    )?;
+    sync_rows(
+        conn,
+        &VISITS,
+        &v.id,
+        v.visits
+            .iter()
+            .take(records(v.visits.len()))
+            .map(|x| {
+                vec![
+                    text(&x.id),
+                    id.clone(),
+                    at(x.at),
+                    text(&x.staff),
+                    int(i64::from(x.purchased)),
+                ]
+            })
+            .collect(),
+    )?;
+    sync_rows(
+        conn,
+        &PURCHASES,
+        &v.id,
+        v.purchases
+            .iter()
+            .zip(purchase_orders(&v.purchases))
+            .take(records(v.purchases.len()))
+            .map(|(x, order)| {
+                vec![
+                    text(&x.id),
+                    id.clone(),
+                    at(x.at),
+                    text(&x.staff),
+                    text(&x.product),
+                    int(x.quantity),
+                    int(x.amount_fen),
+                    opt_text(x.runout.map(fmt_date).as_deref()),
+                    int(i64::from(order.nth)),
+                    opt_text(order.prev_runout.map(fmt_date).as_deref()),
+                ]
+            })
+            .collect(),
+    )?;
+    sync_rows(
+        conn,
+        &FOLLOWUPS,
+        &v.id,
+        v.followups
+            .iter()
+            .zip(followups_on_time(
+                &v.followups.iter().map(|f| f.at).collect::<Vec<_>>(),
+                slots,
+            ))
+            .take(records(v.followups.len()))
+            .map(|(x, on_time)| {
+                vec![
+                    text(&x.id),
+                    id.clone(),
+                    at(x.at),
+                    text(&x.staff),
+                    text(&x.kind),
+                    int(i64::from(on_time)),
+                ]
+            })
+            .collect(),
+    )?;
+    let mut contacts: Vec<Vec<V>> = v
+        .hospital_stays
+        .iter()
+        .take(records(v.hospital_stays.len()))
+        .map(|x| {
+            vec![
+                text(&x.id),
+                id.clone(),
+                text(keqing_shared::records::HospitalStay::COLLECTION),
+                at(x.at),
+                text(&x.staff),
+            ]
+        })
+        .collect();
+    for (kind, list) in [
+        (
+            keqing_shared::records::Greeting::COLLECTION,
+            v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>(),
+        ),
+        (
+            keqing_shared::records::HomeVisit::COLLECTION,
+            v.home_visits.iter().map(|g| &g.0).collect(),
+        ),
+        (
+            keqing_shared::records::Delivery::COLLECTION,
+            v.deliveries.iter().map(|g| &g.0).collect(),
+        ),
+    ] {
+        contacts.extend(list.into_iter().take(records(usize::MAX)).map(|x| {
+            vec![
+                text(&x.id),
+                id.clone(),
+                text(kind),
+                at(x.at),
+                text(&x.staff),
+            ]
+        }));
+    }
+    sync_rows(conn, &CONTACTS, &v.id, contacts)?;
+    sync_rows(
+        conn,
+        &PROBLEMS,
+        &v.id,
+        v.problems
+            .iter()
+            .take(records(v.problems.len()))
+            .map(|x| {
+                let state = serde_json::to_value(x.state)
+                    .ok()
+                    .and_then(|s| s.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                vec![
+                    text(&x.id),
+                    id.clone(),
+                    at(x.at),
+                    V::Text(state),
+                    x.resolved_at.map_or(V::Null, at),
+                ]
+            })
+            .collect(),
+    )?;
+    sync_rows(
+        conn,
+        &SLOTS,
+        &v.id,
+        slots
+            .iter()
+            .enumerate()
+            .map(|(n, s)| {
+                let settled = s.satisfied_at.or(s.closed_at).map(|t| fmt_date(t.date()));
+                vec![
+                    id.clone(),
+                    int(n as i64),
+                    text(s.cadence.as_str()),
+                    text(&s.reason),
+                    s.day.map_or(V::Null, int),
+                    at(s.anchor),
+                    V::Text(fmt_date(s.due_from)),
+                    V::Text(fmt_date(s.deadline)),
+                    s.satisfied_at.map_or(V::Null, at),
+                    s.closed_at.map_or(V::Null, at),
+                    // A slot that never settles sorts after every date.
+                    V::Text(settled.unwrap_or_else(|| "9999-12-31".to_string())),
+                ]
+            })
+            .collect(),
+    )?;
+    Ok(())
+}
+/// A projection table of per-dossier rows: its columns and its key.
+struct ProjectionTable {
+    name: &'static str,
+    columns: &'static [&'static str],
+    key: &'static [&'static str],
+}
+
+const PATIENTS: ProjectionTable = ProjectionTable {
+    name: "patients",
+    columns: &[
+        "dossier_id",
+        "office",
+        "name",
+        "sex",
+        "age",
+        "address",
+        "diseases",
+        "created_at",
+        "typical",
+        "merged_into",
+        "conflicts",
+        "phone",
+        "typical_at",
+    ],
+    key: &["dossier_id"],
+};
+const PATIENT_PHONES: ProjectionTable = ProjectionTable {
+    name: "patient_phones",
+    columns: &["phone", "dossier_id"],
+    key: &["phone", "dossier_id"],
+};
+const CALLS: ProjectionTable = ProjectionTable {
+    name: "calls",
+    columns: &[
+        "id",
+        "dossier_id",
+        "at",
+        "staff",
+        "caller_phone",
+        "source",
+        "disease",
+    ],
+    key: &["id"],
+};
+const VISITS: ProjectionTable = ProjectionTable {
+    name: "visits",
+    columns: &["id", "dossier_id", "at", "staff", "purchased"],
+    key: &["id"],
+};
+const PURCHASES: ProjectionTable = ProjectionTable {
+    name: "purchases",
+    columns: &[
+        "id",
+        "dossier_id",
+        "at",
+        "staff",
+        "product",
+        "quantity",
+        "amount_fen",
+        "runout",
+        "nth",
+        "prev_runout",
+    ],
+    key: &["id"],
+};
+const FOLLOWUPS: ProjectionTable = ProjectionTable {
+    name: "followups",
+    columns: &["id", "dossier_id", "at", "staff", "kind", "on_time"],
+    key: &["id"],
+};
+const CONTACTS: ProjectionTable = ProjectionTable {
+    name: "contacts",
+    columns: &["id", "dossier_id", "kind", "at", "staff"],
+    key: &["id"],
+};
+const PROBLEMS: ProjectionTable = ProjectionTable {
+    name: "problems",
+    columns: &["id", "dossier_id", "at", "state", "resolved_at"],
+    key: &["id"],
+};
+const SLOTS: ProjectionTable = ProjectionTable {
+    name: "slots",
+    columns: &[
+        "dossier_id",
+        "n",
+        "cadence",
+        "reason",
+        "day",
+        "anchor",
+        "due_from",
+        "deadline",
+        "satisfied_at",
+        "closed_at",
+        "settled_on",
+    ],
+    key: &["dossier_id", "n"],
+};
+
+/// Makes the rows of `dossier_id` in `table` exactly `rows`, writing only
+/// what differs.
+fn sync_rows(
+    conn: &Connection,
+    table: &ProjectionTable,
+    dossier_id: &str,
+    rows: Vec<Vec<rusqlite::types::Value>>,
+) -> Result<()> {
+    let cols = table.columns.join(", ");
+    let marks = (1..=table.columns.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rest: Vec<&str> = table
+        .columns
+        .iter()
+        .copied()
+        .filter(|c| !table.key.contains(c))
+        .collect();
+    let sql = if rest.is_empty() {
+        format!(
+            "INSERT INTO {} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+            table.name
+        )
+    } else {
+        let set = rest
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let old = rest.join(", ");
+        let new = rest
+            .iter()
+            .map(|c| format!("excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO {} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set} WHERE ({old}) IS NOT ({new})",
+            table.name,
+            table.key.join(", ")
+        )
+    };
+    let mut upsert = conn.prepare_cached(&sql)?;
+    for row in &rows {
+        upsert.execute(rusqlite::params_from_iter(row.iter()))?;
+    }
+    let count: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM {} WHERE dossier_id = ?1",
+            table.name
+        ))?
+        .query_row([dossier_id], |r| r.get(0))?;
+    if count as usize > rows.len() {
+        // Rows that are no longer derived from the dossier.
+        let key_pos: Vec<usize> = table
+            .key
+            .iter()
+            .map(|k| {
+                table
+                    .columns
+                    .iter()
+                    .position(|c| c == k)
+                    .expect("key column")
+            })
+            .collect();
+        let wanted: Vec<Vec<rusqlite::types::Value>> = rows
+            .iter()
+            .map(|r| key_pos.iter().map(|&i| r[i].clone()).collect())
+            .collect();
+        let keys = table.key.join(", ");
+        let existing: Vec<Vec<rusqlite::types::Value>> = conn
+            .prepare_cached(&format!(
+                "SELECT {keys} FROM {} WHERE dossier_id = ?1",
+                table.name
+            ))?
+            .query_map([dossier_id], |r| {
+                (0..table.key.len()).map(|i| r.get(i)).collect()
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let cond = table
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = ?{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let mut delete =
+            conn.prepare_cached(&format!("DELETE FROM {} WHERE {cond}", table.name))?;
+        for k in existing.into_iter().filter(|k| !wanted.contains(k)) {
+            delete.execute(rusqlite::params_from_iter(k.iter()))?;
+        }
+    }
+    Ok(())
+}

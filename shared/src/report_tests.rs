@@ -1,0 +1,281 @@
+use super::*;
+use crate::when::{parse_date, parse_datetime};
+
+fn t(s: &str) -> NaiveDateTime {
+    parse_datetime(s).unwrap()
+}
+
+fn d(s: &str) -> NaiveDate {
+    parse_date(s).unwrap()
+}
+
+fn call(office: &str, dossier: &str, at: &str, staff: &str, source: &str) -> CallFact {
+    CallFact {
+        office: office.into(),
+        dossier: dossier.into(),
+        at: t(at),
+        staff: staff.into(),
+        source: source.into(),
+        disease: Some("冠心病".into()),
+    }
+}
+
+fn visit(office: &str, dossier: &str, at: &str, purchased: bool) -> VisitFact {
+    VisitFact {
+        office: office.into(),
+        dossier: dossier.into(),
+        at: t(at),
+        staff: "王医生".into(),
+        purchased,
+    }
+}
+
+fn purchase(office: &str, dossier: &str, at: &str, nth: u32, prev: Option<&str>) -> PurchaseFact {
+    PurchaseFact {
+        office: office.into(),
+        dossier: dossier.into(),
+        at: t(at),
+        staff: "王医生".into(),
+        amount_fen: 10_000,
+        order: PurchaseOrder {
+            nth,
+            prev_runout: prev.map(d),
+        },
+    }
+}
+
+#[test]
+fn funnel_follows_each_caller_from_the_first_call_in_the_range() {
+    let rows = ReportRows {
+        calls: vec![
+            call("44", "a", "2026-11-20T09:00", "李娜", "电视"),
+            call("44", "a", "2026-11-21T09:00", "赵敏", "报纸"),
+            call("44", "b", "2026-11-20T10:00", "李娜", "报纸"),
+            call("44", "c", "2026-11-22T10:00", "赵敏", "电视"),
+            // Before the range: not counted, and not c's first call.
+            call("44", "c", "2026-11-01T10:00", "赵敏", "电视"),
+        ],
+        visits: vec![
+            visit("44", "a", "2026-11-21T15:00", true),
+            // A visit before c's call in the range does not convert it.
+            visit("44", "c", "2026-11-20T08:00", false),
+        ],
+        purchases: vec![purchase("44", "a", "2026-11-21T15:10", 1, None)],
+        ..Default::default()
+    };
+    let r = build(
+        &Scope::Office("44".into()),
+        d("2026-11-20"),
+        d("2026-11-22"),
+        &rows,
+    );
+    assert_eq!(r.lines.len(), 1);
+    let l = &r.total;
+    assert_eq!(
+        (l.calls, l.callers, l.callers_visited, l.callers_bought),
+        (4, 3, 1, 1)
+    );
+    assert_eq!((l.visits, l.visits_bought, l.purchases), (2, 1, 1));
+    let tv = r.by_source.iter().find(|s| s.source == "电视").unwrap();
+    // a's first call in the range came through TV; c's too.
+    assert_eq!((tv.calls, tv.callers, tv.visited, tv.bought), (2, 2, 1, 1));
+    let lina = r.staff.iter().find(|s| s.staff == "李娜").unwrap();
+    assert_eq!((lina.calls, lina.callers, lina.callers_bought), (2, 2, 1));
+    let zhao = r.staff.iter().find(|s| s.staff == "赵敏").unwrap();
+    assert_eq!((zhao.calls, zhao.callers), (2, 1));
+    assert_eq!(r.by_day.len(), 3);
+    assert_eq!(r.by_day[0].date, "2026-11-20");
+    assert_eq!(r.by_day[0].calls, 2);
+}
+
+#[test]
+fn repurchase_and_on_time_refills() {
+    let rows = ReportRows {
+        purchases: vec![
+            purchase("44", "a", "2026-11-20T10:00", 2, Some("2026-11-25")),
+            purchase("44", "b", "2026-11-20T10:00", 3, Some("2026-11-18")),
+            purchase("44", "c", "2026-11-20T10:00", 1, None),
+            purchase("44", "c", "2026-11-20T11:00", 1, None),
+        ],
+        ..Default::default()
+    };
+    let r = build(
+        &Scope::Office("44".into()),
+        d("2026-11-20"),
+        d("2026-11-20"),
+        &rows,
+    );
+    let l = &r.total;
+    assert_eq!(
+        (l.purchases, l.buyers, l.new_buyers, l.repeat_buyers),
+        (4, 3, 1, 2)
+    );
+    assert_eq!((l.refills, l.refills_on_time), (2, 1));
+    assert_eq!(l.amount_fen, 40_000);
+    let doctor = &r.staff[0];
+    assert_eq!((doctor.buyers, doctor.repeat_buyers), (3, 2));
+}
+
+#[test]
+fn purchase_days_are_counted_not_purchase_records() {
+    use crate::records::Purchase;
+    let p = |at: &str, runout: Option<&str>| Purchase {
+        id: at.into(),
+        at: t(at),
+        staff: "王医生".into(),
+        product: "心脑通".into(),
+        quantity: 1,
+        amount_fen: 1,
+        invoice: None,
+        runout: runout.map(d),
+        gifts: None,
+        gift_receipt: None,
+    };
+    let orders = purchase_orders(&[
+        p("2026-11-01T10:00", Some("2026-11-30")),
+        p("2026-11-01T11:00", Some("2026-12-10")),
+        p("2026-12-05T10:00", None),
+    ]);
+    assert_eq!(orders[0].nth, 1);
+    assert_eq!(orders[1].nth, 1);
+    assert_eq!(orders[1].prev_runout, None);
+    assert_eq!(orders[2].nth, 2);
+    assert_eq!(orders[2].prev_runout, Some(d("2026-12-10")));
+}
+
+fn slot(cadence: Cadence, deadline: &str, satisfied: Option<&str>, closed: Option<&str>) -> Slot {
+    Slot {
+        cadence,
+        reason: String::new(),
+        day: None,
+        anchor: t("2026-11-01T09:00"),
+        due_from: d(deadline) - chrono::Duration::days(2),
+        deadline: d(deadline),
+        satisfied_at: satisfied.map(t),
+        closed_at: closed.map(t),
+    }
+}
+
+#[test]
+fn followup_figures_over_a_range() {
+    let s = |cadence, deadline, satisfied, closed| SlotFact {
+        office: "44".into(),
+        slot: slot(cadence, deadline, satisfied, closed),
+    };
+    let rows = ReportRows {
+        slots: vec![
+            // Due in range, done on time.
+            s(
+                Cadence::NotVisited,
+                "2026-11-20",
+                Some("2026-11-19T10:00"),
+                None,
+            ),
+            // Due in range, done late: due, not on time; not overdue.
+            s(
+                Cadence::NotVisited,
+                "2026-11-20",
+                Some("2026-11-21T10:00"),
+                None,
+            ),
+            // Due in range, ended by a visit before its deadline: not due.
+            s(
+                Cadence::NotVisited,
+                "2026-11-21",
+                None,
+                Some("2026-11-20T10:00"),
+            ),
+            // Due in range and still open at its end: due and overdue.
+            s(Cadence::AfterPurchase, "2026-11-21", None, None),
+            // Deadline before the range, open: overdue only.
+            s(Cadence::AfterPurchase, "2026-11-10", None, None),
+            // Deadline after the range: nothing.
+            s(Cadence::RunOut, "2026-11-30", None, None),
+        ],
+        followups: vec![FollowUpFact {
+            office: "44".into(),
+            dossier: "a".into(),
+            at: t("2026-11-21T10:00"),
+            staff: "赵敏".into(),
+            on_time: false,
+        }],
+        ..Default::default()
+    };
+    let r = build(
+        &Scope::Office("44".into()),
+        d("2026-11-20"),
+        d("2026-11-22"),
+        &rows,
+    );
+    assert_eq!(
+        r.total.followups,
+        FollowUpFigures {
+            done: 1,
+            due: 3,
+            due_done_on_time: 1,
+            overdue: 2,
+            not_visited_due: 2,
+            not_visited_on_time: 1,
+        }
+    );
+}
+
+#[test]
+fn national_has_every_province_and_the_total_is_their_sum() {
+    let rows = ReportRows {
+        calls: vec![
+            call("44", "a", "2026-11-20T09:00", "李娜", "电视"),
+            call("33", "b", "2026-11-20T09:00", "周敏", "电视"),
+            call("33", "c", "2026-11-20T09:30", "周敏", "网络"),
+        ],
+        problems: vec![
+            ProblemFact {
+                office: "33".into(),
+                dossier: "b".into(),
+                opened_at: t("2026-11-19T09:00"),
+                resolved_at: Some(t("2026-11-20T18:00")),
+            },
+            ProblemFact {
+                office: "44".into(),
+                dossier: "a".into(),
+                opened_at: t("2026-11-20T12:00"),
+                resolved_at: None,
+            },
+        ],
+        typical: vec![MarkFact {
+            office: "44".into(),
+            dossier: "a".into(),
+            at: t("2026-10-01T09:00"),
+        }],
+        ..Default::default()
+    };
+    let r = build(&Scope::National, d("2026-11-20"), d("2026-11-20"), &rows);
+    assert_eq!(r.lines.len(), 27);
+    let line = |code: &str| r.lines.iter().find(|l| l.office == code).unwrap();
+    assert_eq!(line("33").calls, 2);
+    assert_eq!(line("33").name, "浙江");
+    assert_eq!(line("44").calls, 1);
+    assert_eq!(line("11").calls, 0);
+    assert_eq!(r.total.calls, 3);
+    assert_eq!(r.total.name, "合计");
+    assert_eq!(
+        (
+            r.total.problems_opened,
+            r.total.problems_open,
+            r.total.problems_resolved
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!((r.total.typical, r.total.typical_new), (1, 0));
+
+    // An office scope sees only its own rows.
+    let zj = build(
+        &Scope::Office("33".into()),
+        d("2026-11-20"),
+        d("2026-11-20"),
+        &rows,
+    );
+    assert_eq!(zj.lines.len(), 1);
+    assert_eq!(zj.total.calls, 2);
+    assert_eq!(zj.lines[0], *line("33"));
+}
