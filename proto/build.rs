@@ -2,7 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=keqing");
-    let fds = protox::compile(["keqing/v1/sync.proto"], ["."])?;
+    let fds = protox::compile(["keqing/v1/sync.proto", "keqing/v1/reports.proto"], ["."])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     // The encoded descriptor set, for gRPC server reflection.
     std::fs::write(

@@ -9,7 +9,7 @@ use keqing_shared::DomainError;
 use keqing_shared::dossier::{DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus};
 use keqing_shared::records::*;
-use keqing_shared::report::Report;
+use keqing_shared::report::{Report, Scope};
 use keqing_shared::sheets;
 use keqing_shared::staff::{Role, validate_name, validate_text};
 use keqing_shared::when::{fmt_date, parse_date, parse_datetime};
@@ -176,6 +176,36 @@ enum ReportCommand {
         #[command(flatten)]
         output: ReportOutput,
     },
+    /// 全国报表 National report from the server (a headquarters device; needs
+    /// the network)
+    National {
+        #[command(flatten)]
+        range: RangeArgs,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+    /// 省报表 One province's report from the server (headquarters: any
+    /// province; an office device: its own)
+    Province {
+        /// Province / office code (e.g. 44)
+        #[arg(long, alias = "office")]
+        province: String,
+        #[command(flatten)]
+        range: RangeArgs,
+        #[command(flatten)]
+        output: ReportOutput,
+    },
+}
+
+/// The days of a server report.
+#[derive(Args, Debug)]
+pub struct RangeArgs {
+    /// First day (YYYY-MM-DD)
+    #[arg(long)]
+    from: String,
+    /// Last day (YYYY-MM-DD), inclusive
+    #[arg(long)]
+    to: String,
 }
 
 /// How a report is shown or exported.
@@ -857,6 +887,31 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("无效日期范围 --to {to} is before --from {from}");
             }
             emit_report(&desk.report(from, to)?, &output)?;
+        }
+        Command::Report(ReportCommand::National { range, output }) => {
+            let (from, to) = (parse_date(&range.from)?, parse_date(&range.to)?);
+            let r = runtime()?.block_on(crate::sync::server_report(
+                desk.replica(),
+                &Scope::National,
+                from,
+                to,
+            ))?;
+            emit_report(&r, &output)?;
+        }
+        Command::Report(ReportCommand::Province {
+            province,
+            range,
+            output,
+        }) => {
+            let scope = Scope::Office(office::office(&province)?.code.to_string());
+            let (from, to) = (parse_date(&range.from)?, parse_date(&range.to)?);
+            let r = runtime()?.block_on(crate::sync::server_report(
+                desk.replica(),
+                &scope,
+                from,
+                to,
+            ))?;
+            emit_report(&r, &output)?;
         }
         Command::Rebuild => {
             let n = desk.replica_mut().rebuild()?;

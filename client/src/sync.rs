@@ -183,13 +183,30 @@ async fn round(
 
 /// Repair: compares every document's heads with the server and applies the
 /// changes this replica lacks (e.g. after restoring an old backup).
-pub async fn repair(replica: &mut Replica) -> Result<u64> {
+/// Connects to the server this replica is enrolled with.
+async fn connect(replica: &Replica) -> Result<SyncConnection> {
     let state = replica
         .sync_state()?
         .ok_or_else(|| ClientError::Sync("this replica is not enrolled".into()))?;
-    let mut conn = SyncConnection::connect(&state.server, &state.token, CONNECT_TIMEOUT)
+    SyncConnection::connect(&state.server, &state.token, CONNECT_TIMEOUT)
         .await
-        .map_err(sync_err)?;
+        .map_err(sync_err)
+}
+
+/// A report computed by the server from the merged dossiers of every
+/// office (headquarters devices; an office device may ask for its own).
+pub async fn server_report(
+    replica: &Replica,
+    scope: &keqing_shared::report::Scope,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<keqing_shared::report::Report> {
+    let mut conn = connect(replica).await?;
+    conn.report(scope, from, to).await.map_err(sync_err)
+}
+
+pub async fn repair(replica: &mut Replica) -> Result<u64> {
+    let mut conn = connect(replica).await?;
     let heads = replica.document_heads()?;
     let mut applied = 0;
     for chunk in heads.chunks(1000) {

@@ -16,6 +16,11 @@ use std::future::Future;
 use std::sync::Arc;
 use tonic::{Code, Request, Response, Status};
 
+mod reports;
+pub use reports::{
+    REPORTS_SERVICE_NAME, ReportsHandler, ReportsService, pb_report, report_from, reports_server,
+};
+
 /// Generated code. Other crates use it only through this crate's API.
 pub mod pb {
     tonic::include_proto!("keqing.v1");
@@ -274,6 +279,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
 #[derive(Clone)]
 pub struct SyncConnection {
     client: pb::sync_client::SyncClient<tonic::transport::Channel>,
+    channel: tonic::transport::Channel,
     auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
@@ -312,10 +318,14 @@ impl SyncConnection {
                 format!("cannot reach {url}: {e}"),
             )
         })?;
-        let client = pb::sync_client::SyncClient::new(channel)
+        let client = pb::sync_client::SyncClient::new(channel.clone())
             .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);
-        Ok(SyncConnection { client, auth })
+        Ok(SyncConnection {
+            client,
+            channel,
+            auth,
+        })
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
@@ -323,6 +333,25 @@ impl SyncConnection {
         req.metadata_mut()
             .insert("authorization", self.auth.clone());
         req
+    }
+
+    /// The report of `scope` over the days `from..=to`, computed by the server.
+    pub async fn report(
+        &mut self,
+        scope: &keqing_shared::report::Scope,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<keqing_shared::report::Report, SyncError> {
+        let req = self.request(pb::ReportRequest {
+            office: scope.office().unwrap_or("").to_string(),
+            from: keqing_shared::when::fmt_date(from),
+            to: keqing_shared::when::fmt_date(to),
+        });
+        let r = pb::reports_client::ReportsClient::new(self.channel.clone())
+            .get_report(req)
+            .await
+            .map_err(|s| from_status(&s))?;
+        Ok(report_from(r.into_inner()))
     }
 
     pub async fn enroll(&mut self, actor: Vec<u8>) -> Result<DeviceInfo, SyncError> {

@@ -32,6 +32,8 @@ pub struct Hub {
     writer: Arc<Mutex<SqliteStore>>,
     /// Template for opening reader connections.
     reader: Arc<Mutex<SqliteStore>>,
+    /// Tells the projector that the log grew.
+    appended: Arc<tokio::sync::Notify>,
 }
 
 /// Runs automerge on untrusted bytes: a panic inside it becomes an error.
@@ -44,7 +46,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, SyncError>) -> Result<T,
     }
 }
 
-fn authenticate(store: &SqliteStore, token: &str) -> Result<Device, SyncError> {
+pub(crate) fn authenticate(store: &SqliteStore, token: &str) -> Result<Device, SyncError> {
     if token.is_empty() {
         return Err(SyncError::new(
             SyncErrorKind::Unauthenticated,
@@ -90,11 +92,12 @@ fn new_dossier(changes: &[Change]) -> Result<(Automerge, String, String), SyncEr
 }
 
 impl Hub {
-    pub fn new(store: SqliteStore) -> Result<Hub, StoreError> {
+    pub fn new(store: SqliteStore, appended: Arc<tokio::sync::Notify>) -> Result<Hub, StoreError> {
         let reader = store.reopen()?;
         Ok(Hub {
             writer: Arc::new(Mutex::new(store)),
             reader: Arc::new(Mutex::new(reader)),
+            appended,
         })
     }
 
@@ -392,6 +395,15 @@ impl keqing_proto::SyncHandler for Hub {
             .blocking(move |store| ingest(store, &token, changes))
             .await;
         match &ack {
+            Ok(a) if a.accepted > 0 => {
+                self.appended.notify_one();
+                tracing::debug!(
+                    changes = n,
+                    accepted = a.accepted,
+                    duplicates = a.duplicates,
+                    "push"
+                )
+            }
             Ok(a) => tracing::debug!(
                 changes = n,
                 accepted = a.accepted,

@@ -7,10 +7,14 @@
 //!   [`store::SyncStore`] trait; the only module that writes SQL.
 //! - [`hub`]: the sync core: authentication, checks on every pushed change,
 //!   durable appends, the change feed.
+//! - [`projector`]: follows the log and keeps the projection tables.
+//! - [`reports`]: the reports service (scope checks, shared definitions).
 //! - [`run`]: a real tonic server on a given listener, with the standard
 //!   gRPC health service and server reflection; tests call it on port 0.
 
 pub mod hub;
+pub mod projector;
+pub mod reports;
 pub mod store;
 
 use std::future::Future;
@@ -43,7 +47,32 @@ pub async fn run(
     store: store::SqliteStore,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let hub = Arc::new(hub::Hub::new(store)?);
+    let projector_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
+    let appended = Arc::new(tokio::sync::Notify::new());
+    let hub = Arc::new(hub::Hub::new(store, appended.clone())?);
+    let desk = Arc::new(reports::ReportDesk::new(projector_store.clone()));
+    // The projector runs beside sync: woken by pushes (or every few
+    // seconds), never in a push's path. Stopped with the server.
+    let projecting = tokio::spawn(async move {
+        loop {
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), appended.notified()).await;
+            let store = projector_store.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                let mut store = store.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+                Ok::<_, anyhow::Error>(projector::catch_up(&mut store, |_, _| {})?)
+            })
+            .await;
+            match result {
+                Ok(Ok(c)) if c.documents > 0 => {
+                    tracing::debug!(documents = c.documents, cursor = c.cursor, "projected")
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "projector failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "projector task failed; retrying"),
+            }
+        }
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status(
@@ -53,6 +82,12 @@ pub async fn run(
         .await;
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    health_reporter
+        .set_service_status(
+            keqing_proto::REPORTS_SERVICE_NAME,
+            tonic_health::ServingStatus::Serving,
+        )
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keqing_proto::FILE_DESCRIPTOR_SET)
@@ -68,14 +103,17 @@ pub async fn run(
             })
         },
     );
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(keqing_proto::sync_server(hub))
+        .add_service(keqing_proto::reports_server(desk))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .await;
+    projecting.abort();
+    served?;
     Ok(())
 }

@@ -2,6 +2,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use keqing_server::hub::token_hash;
 use keqing_server::store::SqliteStore;
+use keqing_shared::report::Scope;
+use keqing_shared::sheets;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -28,6 +30,101 @@ enum Command {
     /// 设备 Devices (enrolment tokens); works whether or not the server runs
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// 报表 Reports from the server's store (brings the projections up to
+    /// date first); works whether or not the server runs
+    Report {
+        #[command(subcommand)]
+        scope: ReportScope,
+    },
+    /// 投影 Bring the report projections up to date (--rebuild: from scratch)
+    Project {
+        /// Throw the projections away and derive them again from the log
+        #[arg(long)]
+        rebuild: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportScope {
+    /// 全国 National: one line per province and the total
+    National(ReportArgs),
+    /// 省 One province's office (--province 44)
+    Province {
+        #[arg(long, alias = "office")]
+        province: String,
+        #[command(flatten)]
+        args: ReportArgs,
+    },
+    /// 办事处 One office (same as province: each province has one office)
+    Office {
+        #[arg(long, alias = "office")]
+        province: String,
+        #[command(flatten)]
+        args: ReportArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// First day (YYYY-MM-DD)
+    #[arg(long)]
+    from: String,
+    /// Last day (YYYY-MM-DD), inclusive
+    #[arg(long)]
+    to: String,
+    /// Print the report as JSON
+    #[arg(long, conflicts_with = "format")]
+    json: bool,
+    /// Write a file instead: csv (UTF-8 with BOM, opens in Excel), xlsx
+    /// (one sheet per section) or json
+    #[arg(long, requires = "out", value_parser = ["csv", "xlsx", "json"])]
+    format: Option<String>,
+    /// The file to write (with --format)
+    #[arg(long, requires = "format")]
+    out: Option<PathBuf>,
+}
+
+/// A progress bar on stderr for projector catch-up (hidden when stderr is
+/// not a terminal).
+fn catch_up_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("投影 projecting {bar:30} {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn report(data: &std::path::Path, scope: Scope, args: ReportArgs) -> Result<()> {
+    let from = keqing_shared::when::parse_date(&args.from)?;
+    let to = keqing_shared::when::parse_date(&args.to)?;
+    keqing_server::reports::check_request(&scope, from, to).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut store = SqliteStore::open(data)?;
+    let bar = catch_up_bar();
+    keqing_server::projector::catch_up(&mut store, |at, target| {
+        bar.set_length(target);
+        bar.set_position(at);
+    })?;
+    bar.finish_and_clear();
+    let rows = store.report_rows(scope.office(), from, to)?;
+    let r = keqing_shared::report::build(&scope, from, to, &rows);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    if let (Some(format), Some(out)) = (&args.format, &args.out) {
+        let bytes = sheets::file(&r, sheets::FileFormat::parse(format)?)?;
+        // Written beside the target and renamed: a reader never sees half a file.
+        let tmp = out.with_extension("partial");
+        std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+        println!("已导出 {} ({} 字节)", out.display(), bytes.len());
+        return Ok(());
+    }
+    print!("{}", sheets::text(&r));
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -148,6 +245,40 @@ fn run(cli: Cli) -> Result<()> {
                     d.revoked_at
                         .map(|t| format!("已吊销 {t}"))
                         .unwrap_or_else(|| "有效".into())
+                );
+            }
+            Ok(())
+        }
+        Command::Report { scope } => match scope {
+            ReportScope::National(args) => report(&cli.data, Scope::National, args),
+            ReportScope::Province { province, args } | ReportScope::Office { province, args } => {
+                let code = keqing_shared::office::office(&province)?.code.to_string();
+                report(&cli.data, Scope::Office(code), args)
+            }
+        },
+        Command::Project { rebuild, json } => {
+            let mut store = SqliteStore::open(&cli.data)?;
+            let bar = catch_up_bar();
+            let progress = |at, target| {
+                bar.set_length(target);
+                bar.set_position(at);
+            };
+            let started = std::time::Instant::now();
+            let done = if rebuild {
+                keqing_server::projector::rebuild(&mut store, progress)?
+            } else {
+                keqing_server::projector::catch_up(&mut store, progress)?
+            };
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else {
+                println!(
+                    "已投影 {} 个文档 (跳过 {}), 日志位置 {}, 用时 {:.1}s",
+                    done.documents,
+                    done.skipped,
+                    done.cursor,
+                    started.elapsed().as_secs_f64()
                 );
             }
             Ok(())

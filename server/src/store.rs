@@ -8,6 +8,8 @@
 //! - `documents`: per document its office and a saved snapshot that
 //!   includes every logged change (`complete = 0` while some change waits
 //!   for a dependency that has not arrived).
+//! - the projection tables of `keqing-projection` and `projector` (its
+//!   cursor in the change log), kept by [`crate::projector`].
 //!
 //! The sync logic reaches the store only through [`SyncStore`], so another
 //! backend (PostgreSQL) can serve without touching it.
@@ -36,8 +38,9 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub const DB_FILE: &str = "server.sqlite";
 
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    r#"
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        r#"
 CREATE TABLE devices (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -66,7 +69,21 @@ CREATE TABLE documents (
 ) WITHOUT ROWID;
 CREATE INDEX documents_office ON documents(office, id);
 "#,
-)];
+    ),
+    // The projections headquarters' reports read: the same tables as an
+    // office replica's, maintained by the projector.
+    M::up(keqing_projection::SCHEMA),
+    M::up(
+        r#"
+-- How far the projector has read the change log.
+CREATE TABLE projector (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    cursor INTEGER NOT NULL
+);
+INSERT INTO projector (id, cursor) VALUES (1, 0);
+"#,
+    ),
+];
 
 /// An enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -107,6 +124,19 @@ pub struct DocumentState {
     pub office: String,
     pub snapshot: Vec<u8>,
     pub complete: bool,
+}
+
+/// A document as the projector derived it, ready to write.
+#[derive(Debug, Clone)]
+pub enum Projected {
+    Dossier {
+        view: Box<keqing_shared::dossier::DossierView>,
+        slots: Vec<keqing_shared::followup::Slot>,
+    },
+    Roster {
+        office: String,
+        staff: Vec<keqing_shared::staff::Staff>,
+    },
 }
 
 /// What the sync core needs from a store.
@@ -281,6 +311,92 @@ impl SqliteStore {
     pub fn end_read(&self) -> Result<()> {
         self.conn.execute_batch("COMMIT")?;
         Ok(())
+    }
+
+    /// The projector's position in the change log.
+    pub fn projector_cursor(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT cursor FROM projector WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// The distinct documents changed after `after`, reading at most
+    /// `limit` log entries, and the sequence number read up to.
+    pub fn documents_changed_after(&self, after: u64, limit: u32) -> Result<(Vec<String>, u64)> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, doc_id FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![i64::try_from(after).unwrap_or(i64::MAX), limit],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
+        )?;
+        let mut upto = after;
+        let mut docs = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for row in rows {
+            let (seq, doc) = row?;
+            upto = seq;
+            if seen.insert(doc.clone()) {
+                docs.push(doc);
+            }
+        }
+        Ok((docs, upto))
+    }
+
+    /// Writes the projections of a batch of documents and moves the
+    /// projector's cursor, in one transaction: a crash leaves either both
+    /// or neither, and replaying a batch gives the same rows.
+    pub fn save_projections(&mut self, docs: &[Projected], cursor: u64) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for d in docs {
+            match d {
+                Projected::Dossier { view, slots } => {
+                    keqing_projection::project_dossier(&tx, view, slots)?
+                }
+                Projected::Roster { office, staff } => {
+                    keqing_projection::project_staff(&tx, office, staff)?
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE projector SET cursor = max(cursor, ?1) WHERE id = 1",
+            [i64::try_from(cursor).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Throws every projection away and rewinds the projector to the start
+    /// of the log (the next catch-up rebuilds them).
+    pub fn reset_projections(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        keqing_projection::clear(&tx)?;
+        tx.execute("UPDATE projector SET cursor = 0 WHERE id = 1", [])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The rows of a report of the days `from..=to`.
+    pub fn report_rows(
+        &self,
+        office: Option<&str>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<keqing_shared::report::ReportRows> {
+        Ok(keqing_projection::report_rows(
+            &self.conn, office, from, to,
+        )?)
+    }
+
+    /// Every projection row in canonical text (rebuild == incremental).
+    pub fn projection_dump(&self) -> Result<String> {
+        Ok(keqing_projection::dump(&self.conn)?)
     }
 
     pub fn integrity_check(&self) -> Result<String> {

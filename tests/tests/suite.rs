@@ -4,5 +4,6 @@ mod bad_input;
 mod crash;
 mod office_journey;
 mod replica;
+mod reports;
 mod sync;
 mod sync_hostile;

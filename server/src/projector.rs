@@ -1,0 +1,137 @@
+//! The projector: follows the change log with its own durable cursor,
+//! materialises each changed document and keeps the projection tables the
+//! reports read.
+//!
+//! It runs beside sync, never in its path: a push is acknowledged once its
+//! changes are in the log, and the projector catches up afterwards (woken by
+//! the push, or by its timer). A report first brings it up to date, so a
+//! report reflects every push acknowledged before it was asked for.
+//!
+//! Restartable and idempotent: a batch's projections and the cursor move in
+//! one transaction, and projecting a document twice writes the same rows.
+//! A full rebuild ([`rebuild`]) rewinds the cursor and gives the same rows
+//! as incremental maintenance.
+
+use crate::store::{Projected, SqliteStore, StoreError, SyncStore};
+use automerge::{ActorId, Automerge, Change};
+use keqing_shared::dossier::Dossier;
+use keqing_shared::followup::schedule;
+use keqing_shared::roster::Roster;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// Log entries read per transaction.
+const BATCH: u32 = 2000;
+
+/// What a catch-up did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CatchUp {
+    /// Documents projected (a document changed in two batches counts twice).
+    pub documents: u64,
+    /// Documents that could not be read, left unprojected (logged).
+    pub skipped: u64,
+    /// The projector's cursor at the end.
+    pub cursor: u64,
+}
+
+/// The projector reads documents, never writes them: any actor will do.
+fn reader_actor() -> ActorId {
+    ActorId::from(&b"keqing-projector"[..])
+}
+
+/// The current bytes of a document: its snapshot, plus the logged changes
+/// when the snapshot is incomplete (some change waits for a dependency).
+fn current_bytes(store: &SqliteStore, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some((_, snapshot, complete)) = store.document(doc_id)? else {
+        return Ok(None);
+    };
+    if complete {
+        return Ok(Some(snapshot));
+    }
+    let logged = store.changes_of(doc_id, u64::MAX)?;
+    let merged = catch_unwind(AssertUnwindSafe(|| {
+        let mut doc = Automerge::load(&snapshot).ok()?;
+        doc.apply_changes(
+            logged
+                .into_iter()
+                .filter_map(|c| Change::from_bytes(c.bytes).ok()),
+        )
+        .ok()?;
+        Some(doc.save())
+    }));
+    Ok(merged.ok().flatten())
+}
+
+/// Derives what the projection tables hold for one document.
+fn derive(doc_id: &str, bytes: &[u8]) -> Result<Projected, String> {
+    let actor = reader_actor();
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        if let Some(office) = doc_id.strip_prefix("roster-") {
+            let roster = Roster::load(bytes, actor).map_err(|e| e.to_string())?;
+            Ok(Projected::Roster {
+                office: office.to_string(),
+                staff: roster.staff().map_err(|e| e.to_string())?,
+            })
+        } else {
+            let view = Dossier::load(bytes, actor)
+                .and_then(|d| d.view())
+                .map_err(|e| e.to_string())?;
+            if view.id != doc_id {
+                return Err(format!("document says its id is {}", view.id));
+            }
+            let slots = schedule(&view);
+            Ok(Projected::Dossier {
+                view: Box::new(view),
+                slots,
+            })
+        }
+    }));
+    result.unwrap_or_else(|_| Err("automerge panicked reading it".into()))
+}
+
+/// Projects everything logged up to now. `progress(cursor, target)` is
+/// called after each batch.
+pub fn catch_up(
+    store: &mut SqliteStore,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<CatchUp, StoreError> {
+    let target = store.max_seq()?;
+    let mut done = CatchUp {
+        cursor: store.projector_cursor()?,
+        ..Default::default()
+    };
+    while done.cursor < target {
+        let (docs, upto) = store.documents_changed_after(done.cursor, BATCH)?;
+        if upto <= done.cursor {
+            break;
+        }
+        let mut projected = Vec::with_capacity(docs.len());
+        for doc_id in &docs {
+            let Some(bytes) = current_bytes(store, doc_id)? else {
+                done.skipped += 1;
+                tracing::warn!(doc = %doc_id, "projector: document unreadable, skipped");
+                continue;
+            };
+            match derive(doc_id, &bytes) {
+                Ok(p) => projected.push(p),
+                Err(e) => {
+                    done.skipped += 1;
+                    tracing::warn!(doc = %doc_id, error = %e, "projector: document skipped");
+                }
+            }
+        }
+        store.save_projections(&projected, upto)?;
+        done.documents += projected.len() as u64;
+        done.cursor = upto;
+        progress(upto, target);
+    }
+    Ok(done)
+}
+
+/// Throws the projections away and derives them again from the log.
+pub fn rebuild(
+    store: &mut SqliteStore,
+    progress: impl FnMut(u64, u64),
+) -> Result<CatchUp, StoreError> {
+    store.reset_projections()?;
+    catch_up(store, progress)
+}

@@ -1,0 +1,90 @@
+//! The reports service: authenticates the device, checks its scope, brings
+//! the projector up to date and builds the report from the projections with
+//! the shared definitions.
+
+use crate::hub::authenticate;
+use crate::projector;
+use crate::store::SqliteStore;
+use chrono::NaiveDate;
+use keqing_shared::report::{self, Report, Scope};
+use keqing_shared::sync::{SyncError, SyncErrorKind};
+use std::sync::{Arc, Mutex};
+
+/// The longest range one report may cover.
+pub const MAX_REPORT_DAYS: i64 = 3 * 366;
+
+/// Checks a report request's arguments (not who asks).
+pub fn check_request(scope: &Scope, from: NaiveDate, to: NaiveDate) -> Result<(), SyncError> {
+    if to < from {
+        return Err(SyncError::invalid(format!(
+            "the range ends ({to}) before it starts ({from})"
+        )));
+    }
+    if (to - from).num_days() >= MAX_REPORT_DAYS {
+        return Err(SyncError::invalid(format!(
+            "a report covers at most {MAX_REPORT_DAYS} days"
+        )));
+    }
+    if let Scope::Office(o) = scope {
+        keqing_shared::office::office(o).map_err(|e| SyncError::invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Brings the projections up to date, then builds the report.
+pub fn build_report(
+    store: &mut SqliteStore,
+    scope: &Scope,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Report, crate::store::StoreError> {
+    projector::catch_up(store, |_, _| {})?;
+    let rows = store.report_rows(scope.office(), from, to)?;
+    Ok(report::build(scope, from, to, &rows))
+}
+
+pub struct ReportDesk {
+    /// The projector's connection: reports and the background projector
+    /// take turns on it, so a report never races a half-done catch-up.
+    projector: Arc<Mutex<SqliteStore>>,
+}
+
+impl ReportDesk {
+    pub fn new(projector: Arc<Mutex<SqliteStore>>) -> ReportDesk {
+        ReportDesk { projector }
+    }
+}
+
+impl keqing_proto::ReportsHandler for ReportDesk {
+    async fn report(
+        &self,
+        token: String,
+        scope: Scope,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Report, SyncError> {
+        check_request(&scope, from, to)?;
+        let projector = self.projector.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = projector
+                .lock()
+                .map_err(|_| SyncError::internal("projector lock poisoned"))?;
+            let device = authenticate(&store, &token)?;
+            if let Some(own) = &device.office
+                && scope.office() != Some(own.as_str())
+            {
+                return Err(SyncError::new(
+                    SyncErrorKind::PermissionDenied,
+                    format!("an office device reads only its own office's report ({own})"),
+                ));
+            }
+            let started = std::time::Instant::now();
+            let r = build_report(&mut store, &scope, from, to)?;
+            tracing::info!(device = %device.name, scope = ?scope, %from, %to,
+                ms = started.elapsed().as_millis() as u64, "report");
+            Ok(r)
+        })
+        .await
+        .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
+    }
+}

@@ -1,0 +1,491 @@
+//! Headquarters statistics end to end: offices work offline through the
+//! real `keqing` binary, sync through a real `keqing-server`, and the
+//! server's national report must agree with every office's own report, with
+//! the events generated, and with itself after a projection rebuild.
+
+use keqing_tests::{Office, Server};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+const FROM: &str = "2026-11-20";
+const TO: &str = "2026-11-22";
+const SOURCES: [&str; 4] = ["电视", "报纸", "网络", "朋友介绍"];
+
+/// A small deterministic generator (LCG).
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// What was generated per office.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Expected {
+    calls: u64,
+    callers: u64,
+    visits: u64,
+    purchases: u64,
+    followups: u64,
+    problems_opened: u64,
+}
+
+/// One device's day of work on `day` (20..=22): new callers, and visits,
+/// purchases and follow-ups for patients it registered before.
+fn work(
+    o: &Office,
+    rng: &mut Rng,
+    day: u32,
+    prefix: u64,
+    patients: &mut Vec<String>,
+    e: &mut Expected,
+) {
+    for i in 0..4 {
+        let phone = format!("139{prefix:04}{:04}", patients.len());
+        let at = format!("2026-11-{day}T{:02}:{:02}", 9 + i, rng.below(60));
+        let id = o
+            .ok(&[
+                "call",
+                "--phone",
+                &phone,
+                "--name",
+                &format!("患者{prefix}-{}", patients.len()),
+                "--source",
+                SOURCES[rng.below(4) as usize],
+                "--disease",
+                ["冠心病", "高血压", "脑梗"][rng.below(3) as usize],
+                "--staff",
+                "咨询员",
+                "--at",
+                &at,
+            ])
+            .last_line()
+            .to_string();
+        e.calls += 1;
+        e.callers += 1;
+        patients.push(id);
+    }
+    // Earlier patients: some come, some buy, some are followed up.
+    let earlier = patients.len() - 4;
+    for p in &patients[..earlier] {
+        let at = |h: u32| format!("2026-11-{day}T{h:02}:30");
+        match rng.below(4) {
+            0 => {
+                o.ok(&["visit", "--patient", p, "--staff", "专家", "--at", &at(14)]);
+                e.visits += 1;
+            }
+            1 => {
+                o.ok(&[
+                    "visit",
+                    "--patient",
+                    p,
+                    "--staff",
+                    "专家",
+                    "--bought",
+                    "--at",
+                    &at(14),
+                ]);
+                o.ok(&[
+                    "purchase",
+                    "--patient",
+                    p,
+                    "--staff",
+                    "专家",
+                    "--product",
+                    "心脑通",
+                    "--amount",
+                    "1280",
+                    "--runout",
+                    "2026-12-20",
+                    "--at",
+                    &at(15),
+                ]);
+                e.visits += 1;
+                e.purchases += 1;
+            }
+            2 => {
+                o.ok(&[
+                    "followup",
+                    "--patient",
+                    p,
+                    "--staff",
+                    "回访员",
+                    "--outcome",
+                    "已联系",
+                    "--at",
+                    &at(16),
+                ]);
+                e.followups += 1;
+            }
+            _ => {
+                if rng.below(3) == 0 {
+                    o.ok(&[
+                        "problem",
+                        "open",
+                        "--patient",
+                        p,
+                        "--staff",
+                        "回访员",
+                        "--description",
+                        "投诉",
+                        "--at",
+                        &at(17),
+                    ]);
+                    e.problems_opened += 1;
+                }
+            }
+        }
+    }
+}
+
+fn staff(o: &Office) {
+    for (name, role) in [
+        ("咨询员", "consultant"),
+        ("专家", "expert"),
+        ("回访员", "followup"),
+    ] {
+        o.ok(&["staff", "add", "--name", name, "--role", role]);
+    }
+}
+
+/// Every number in `v`, by path, for sums over lines.
+fn numbers(v: &Value, path: &str, out: &mut BTreeMap<String, i64>) {
+    match v {
+        Value::Number(n) => {
+            out.insert(path.to_string(), n.as_i64().unwrap());
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                numbers(x, &format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn server_report(dir: &std::path::Path, args: &[&str]) -> Value {
+    let mut all = vec!["report"];
+    all.extend_from_slice(args);
+    let r = Server::admin(dir, &all);
+    assert!(r.ok, "{}", r.stderr);
+    r.json()
+}
+
+#[test]
+fn national_report_agrees_with_offices_events_and_a_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let gd1 = Office::new(tmp.path().join("gd1"));
+    let gd2 = Office::new(tmp.path().join("gd2"));
+    let zj = Office::new(tmp.path().join("zj"));
+    let hq = Office::new(tmp.path().join("hq"));
+    gd1.enroll_on(&server, Some("44"), "前台1");
+    staff(&gd1);
+    gd1.ok(&["sync"]);
+    gd2.enroll_on(&server, Some("44"), "前台2");
+    gd2.ok(&["sync"]);
+    zj.enroll_on(&server, Some("33"), "前台1");
+    staff(&zj);
+    hq.enroll_on(&server, None, "数据中心1");
+
+    let mut rng = Rng(7);
+    let mut expected: BTreeMap<&str, Expected> = BTreeMap::new();
+    let devices: [(&Office, &str, u64); 3] = [(&gd1, "44", 1), (&gd2, "44", 2), (&zj, "33", 3)];
+    let mut patients: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for day in 20..=22 {
+        for (i, (o, office, prefix)) in devices.iter().enumerate() {
+            let e = expected.entry(office).or_default();
+            work(o, &mut rng, day, *prefix, &mut patients[i], e);
+        }
+        // Everyone syncs at the end of the day: the projector follows the
+        // log in several rounds, as it would in production.
+        for (o, _, _) in devices {
+            o.ok(&["sync"]);
+        }
+    }
+    for (o, _, _) in devices {
+        o.ok(&["sync"]);
+    }
+    hq.ok(&["sync"]);
+
+    let national = server_report(
+        &server.dir,
+        &["national", "--from", FROM, "--to", TO, "--json"],
+    );
+    let lines = national["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 27, "one line per province");
+
+    // The total is the sum of the province lines, field by field.
+    let mut sums: BTreeMap<String, i64> = BTreeMap::new();
+    for l in lines {
+        let mut n = BTreeMap::new();
+        numbers(l, "", &mut n);
+        for (k, v) in n {
+            *sums.entry(k).or_default() += v;
+        }
+    }
+    let mut total = BTreeMap::new();
+    numbers(&national["total"], "", &mut total);
+    assert_eq!(sums, total);
+    assert!(total[".calls"] > 0);
+
+    for (code, e) in &expected {
+        assert!(
+            e.visits > 0 && e.purchases > 0 && e.followups > 0,
+            "the scenario exercises every kind of event in {code}: {e:?}"
+        );
+    }
+    // Each office's line holds exactly the generated events.
+    let line = |code: &str| lines.iter().find(|l| l["office"] == code).unwrap().clone();
+    for (code, e) in &expected {
+        let l = line(code);
+        let got = Expected {
+            calls: l["calls"].as_u64().unwrap(),
+            callers: l["callers"].as_u64().unwrap(),
+            visits: l["visits"].as_u64().unwrap(),
+            purchases: l["purchases"].as_u64().unwrap(),
+            followups: l["followups"]["done"].as_u64().unwrap(),
+            problems_opened: l["problems_opened"].as_u64().unwrap(),
+        };
+        assert_eq!(&got, e, "office {code}");
+        assert_eq!(
+            l["amount_fen"].as_i64().unwrap(),
+            e.purchases as i64 * 128_000
+        );
+    }
+    assert_eq!(line("11")["calls"], 0);
+
+    // Each province line equals that office's own report of the same days,
+    // computed offline on each of its devices.
+    for (o, code, _) in devices {
+        let own = o
+            .ok(&["report", "daily", "--from", FROM, "--to", TO, "--json"])
+            .json();
+        assert_eq!(own["lines"].as_array().unwrap().len(), 1);
+        assert_eq!(own["lines"][0], line(code), "office {code}'s own report");
+    }
+    // Day by day, the office's daily summaries add up to the range.
+    let mut calls_by_day = 0;
+    for day in ["2026-11-20", "2026-11-21", "2026-11-22"] {
+        calls_by_day +=
+            gd1.ok(&["report", "daily", "--date", day, "--json"]).json()["total"]["calls"]
+                .as_u64()
+                .unwrap();
+    }
+    assert_eq!(calls_by_day, expected["44"].calls);
+
+    // Headquarters over gRPC reads the same report as the server's CLI, and
+    // its offline copy agrees too.
+    let over_grpc = hq
+        .ok(&["report", "national", "--from", FROM, "--to", TO, "--json"])
+        .json();
+    assert_eq!(over_grpc, national);
+    let hq_offline = hq
+        .ok(&["report", "daily", "--from", FROM, "--to", TO, "--json"])
+        .json();
+    assert_eq!(hq_offline["lines"], national["lines"]);
+    let province = server_report(
+        &server.dir,
+        &[
+            "province",
+            "--province",
+            "33",
+            "--from",
+            FROM,
+            "--to",
+            TO,
+            "--json",
+        ],
+    );
+    assert_eq!(province["lines"][0], line("33"));
+    // An office device may read its own province from the server...
+    let own = zj
+        .ok(&[
+            "report",
+            "province",
+            "--province",
+            "33",
+            "--from",
+            FROM,
+            "--to",
+            TO,
+            "--json",
+        ])
+        .json();
+    assert_eq!(own, province);
+    // ...and no other.
+    let other = zj.run(&[
+        "report",
+        "province",
+        "--province",
+        "44",
+        "--from",
+        FROM,
+        "--to",
+        TO,
+    ]);
+    assert!(!other.ok);
+    assert!(other.stderr.contains("own office"), "{}", other.stderr);
+    let national_from_office = zj.run(&["report", "national", "--from", FROM, "--to", TO]);
+    assert!(!national_from_office.ok);
+
+    // Exports: CSV with a BOM and Chinese headings, a real .xlsx.
+    let csv = tmp.path().join("national.csv");
+    let r = Server::admin(
+        &server.dir,
+        &[
+            "report",
+            "national",
+            "--from",
+            FROM,
+            "--to",
+            TO,
+            "--format",
+            "csv",
+            "--out",
+            csv.to_str().unwrap(),
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with('\u{feff}'));
+    assert!(text.contains("代码,省份,来电,来电患者"), "{text}");
+    assert!(text.contains(&format!("44,广东,{},", expected["44"].calls)));
+    let xlsx = tmp.path().join("national.xlsx");
+    let r = Server::admin(
+        &server.dir,
+        &[
+            "report",
+            "national",
+            "--from",
+            FROM,
+            "--to",
+            TO,
+            "--format",
+            "xlsx",
+            "--out",
+            xlsx.to_str().unwrap(),
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(std::fs::read(&xlsx).unwrap().starts_with(b"PK"));
+
+    // Rebuilding the projections from the log gives the same rows as the
+    // incremental maintenance did.
+    server.kill();
+    let dir = tmp.path().join("server");
+    let mut store = keqing_server::store::SqliteStore::open(&dir).unwrap();
+    keqing_server::projector::catch_up(&mut store, |_, _| {}).unwrap();
+    let incremental = store.projection_dump().unwrap();
+    assert!(incremental.contains("\ncalls|"));
+    let rebuilt = keqing_server::projector::rebuild(&mut store, |_, _| {}).unwrap();
+    assert_eq!(rebuilt.skipped, 0);
+    assert_eq!(store.projection_dump().unwrap(), incremental);
+    drop(store);
+    let after = server_report(&dir, &["national", "--from", FROM, "--to", TO, "--json"]);
+    assert_eq!(after, national);
+}
+
+#[test]
+fn report_requests_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let zj = Office::new(tmp.path().join("zj"));
+    zj.enroll_on(&server, Some("33"), "前台1");
+    let token = server.add_device(Some("33"), "前台2");
+    let hq_token = server.add_device(None, "数据中心1");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ask = |token: &str, office: &str, from: &str, to: &str| {
+        rt.block_on(async {
+            let mut c = keqing_proto::SyncConnection::connect(
+                &server.url(),
+                token,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            let scope = if office.is_empty() {
+                keqing_shared::report::Scope::National
+            } else {
+                keqing_shared::report::Scope::Office(office.into())
+            };
+            let parse = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+            c.report(&scope, parse(from), parse(to)).await
+        })
+    };
+    use keqing_shared::sync::SyncErrorKind as K;
+    let kind = |r: Result<_, keqing_shared::sync::SyncError>| r.map(|_| ()).map_err(|e| e.kind);
+    assert_eq!(kind(ask(&token, "33", FROM, TO)), Ok(()));
+    assert_eq!(kind(ask(&token, "44", FROM, TO)), Err(K::PermissionDenied));
+    assert_eq!(kind(ask(&token, "", FROM, TO)), Err(K::PermissionDenied));
+    assert_eq!(kind(ask(&hq_token, "44", FROM, TO)), Ok(()));
+    assert_eq!(kind(ask(&hq_token, "", FROM, TO)), Ok(()));
+    assert_eq!(kind(ask("nonsense", "", FROM, TO)), Err(K::Unauthenticated));
+    assert_eq!(kind(ask(&hq_token, "", TO, FROM)), Err(K::InvalidArgument));
+    assert_eq!(
+        kind(ask(&hq_token, "99", FROM, TO)),
+        Err(K::InvalidArgument)
+    );
+    assert_eq!(
+        kind(ask(&hq_token, "", "2020-01-01", "2026-01-01")),
+        Err(K::InvalidArgument)
+    );
+
+    // Malformed dates on the wire: INVALID_ARGUMENT, not a panic.
+    let status = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut req = tonic::Request::new(keqing_proto::pb::ReportRequest {
+            office: String::new(),
+            from: "2026-13-40".into(),
+            to: "yesterday".into(),
+        });
+        req.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {hq_token}").parse().unwrap(),
+        );
+        keqing_proto::pb::reports_client::ReportsClient::new(channel)
+            .get_report(req)
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
+    // The server's CLI refuses bad arguments with a clear error.
+    for args in [
+        &[
+            "report",
+            "national",
+            "--from",
+            "2026-11-22",
+            "--to",
+            "2026-11-20",
+        ][..],
+        &[
+            "report",
+            "province",
+            "--province",
+            "99",
+            "--from",
+            FROM,
+            "--to",
+            TO,
+        ],
+        &["report", "national", "--from", "bad", "--to", TO],
+        &[
+            "report", "national", "--from", FROM, "--to", TO, "--format", "pdf", "--out", "x",
+        ],
+    ] {
+        let r = Server::admin(&server.dir, args);
+        assert!(!r.ok, "{args:?}");
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+    drop(zj);
+}
