@@ -103,6 +103,35 @@ enum Command {
     /// 报表 Reports
     #[command(subcommand)]
     Report(ReportCommand),
+    /// 重复档案 Pairs of dossiers that may be one patient (same phone; or
+    /// same name, same province, age within a year)
+    Duplicates {
+        #[arg(long)]
+        json: bool,
+    },
+    /// 合并档案 Fold DUPLICATE into KEEP: every record moves to KEEP, nothing
+    /// is lost, and DUPLICATE points to KEEP (headquarters: across offices)
+    Merge {
+        /// The dossier to keep (id, prefix or phone)
+        keep: String,
+        /// The duplicate dossier (id or prefix)
+        duplicate: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 冲突 Patient fields that two devices set differently while offline
+    Conflicts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// 解决冲突 Set a patient field to one value (name, sex, age, birth_year,
+    /// address, knows, notes)
+    Resolve {
+        /// Dossier id, prefix or phone
+        dossier: String,
+        field: String,
+        value: String,
+    },
     /// 注册 Enrol this replica with a keqing-server (a fresh directory is set up for the token's office)
     Enroll {
         /// Server address, e.g. http://127.0.0.1:7600
@@ -912,6 +941,80 @@ fn run(cli: Cli) -> Result<()> {
                 to,
             ))?;
             emit_report(&r, &output)?;
+        }
+        Command::Duplicates { json } => {
+            let pairs = desk.replica().duplicate_candidates()?;
+            if json {
+                return print_json(&pairs);
+            }
+            if pairs.is_empty() {
+                println!("没有疑似重复的档案");
+                return Ok(());
+            }
+            let mut t = Table::new(["原因", "患者A", "省", "档案A", "患者B", "省", "档案B"]);
+            for p in &pairs {
+                t.row([
+                    p.reason.clone(),
+                    p.a.name.clone(),
+                    p.a.office.clone(),
+                    p.a.dossier_id.clone(),
+                    p.b.name.clone(),
+                    p.b.office.clone(),
+                    p.b.dossier_id.clone(),
+                ]);
+            }
+            print!("{}", t.render());
+            println!(
+                "共 {} 对; 合并: keqing merge <保留档案> <重复档案>",
+                pairs.len()
+            );
+        }
+        Command::Merge {
+            keep,
+            duplicate,
+            json,
+        } => {
+            let m = desk.merge(&keep, &duplicate)?;
+            if json {
+                return print_json(&m);
+            }
+            println!(
+                "已合并 {} → {} (复制 {} 条记录)",
+                m.merged, m.kept, m.records_copied
+            );
+        }
+        Command::Conflicts { json } => {
+            let list = desk.conflicts()?;
+            if json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("没有冲突");
+                return Ok(());
+            }
+            let mut t = Table::new(["患者", "省", "字段", "并存的值", "档案"]);
+            for e in &list {
+                for c in &e.conflicts {
+                    t.row([
+                        e.name.clone(),
+                        e.office.clone(),
+                        c.field.clone(),
+                        c.values.join(" | "),
+                        e.dossier_id.clone(),
+                    ]);
+                }
+            }
+            print!("{}", t.render());
+            println!("解决: keqing resolve <档案> <字段> <值>");
+        }
+        Command::Resolve {
+            dossier,
+            field,
+            value,
+        } => {
+            let view = desk.resolve_field(&dossier, &field, &value)?;
+            println!("已设定 {} 的 {field}", view.patient.name);
+            println!("{}", view.id);
         }
         Command::Rebuild => {
             let n = desk.replica_mut().rebuild()?;

@@ -96,6 +96,23 @@ pub struct Desk {
     replica: Replica,
 }
 
+/// What a merge did.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeOutcome {
+    pub kept: String,
+    pub merged: String,
+    pub records_copied: u64,
+}
+
+/// A dossier's conflicting patient fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictEntry {
+    pub dossier_id: String,
+    pub office: String,
+    pub name: String,
+    pub conflicts: Vec<keqing_shared::dossier::Conflict>,
+}
+
 impl Desk {
     /// Sets up a new office replica in `dir`, offline.
     pub fn init(dir: &Path, office_code: &str, device: &str) -> Result<Desk> {
@@ -361,6 +378,97 @@ impl Desk {
         })
     }
 
+    /// Folds dossier `duplicate` into `keep`: every record moves (copied
+    /// under its own id) into the kept dossier and the duplicate becomes a
+    /// pointer to it, in one local transaction. Both must be this office's;
+    /// headquarters may merge across offices. Merging again is harmless.
+    pub fn merge(&mut self, keep: &str, duplicate: &str) -> Result<MergeOutcome> {
+        let keep_id = self.resolve_patient(keep)?;
+        let dup_id = self.resolve_any(duplicate)?;
+        if keep_id == dup_id {
+            return Err(keqing_shared::DomainError::invalid(
+                "duplicate",
+                "a dossier cannot be merged into itself",
+            )
+            .into());
+        }
+        let office = self.office().to_string();
+        self.replica.write(|w| {
+            let mut kept = load_dossier(w, &keep_id, &office)?;
+            let mut dup = load_dossier(w, &dup_id, &office)?;
+            match dup.merged_into()? {
+                Some(into) if into != keep_id => {
+                    return Err(ClientError::Merged {
+                        id: dup_id.clone(),
+                        into,
+                    });
+                }
+                _ => {}
+            }
+            let (keep_view, dup_view) = (kept.view()?, dup.view()?);
+            let mut copied = 0;
+            let keep_change = kept.edit(now_ms(), |tx| {
+                copied = tx.absorb(&keep_view, &dup_view)?;
+                Ok(())
+            })?;
+            let dup_change = if dup_view.merged_into.is_none() {
+                dup.edit(now_ms(), |tx| tx.set_merged_into(&keep_id))?
+            } else {
+                None
+            };
+            if let Some(c) = keep_change {
+                w.save_dossier(&kept, &[&c], now_cst())?;
+            }
+            if let Some(c) = dup_change {
+                w.save_dossier(&dup, &[&c], now_cst())?;
+            }
+            Ok(MergeOutcome {
+                kept: keep_id.clone(),
+                merged: dup_id.clone(),
+                records_copied: copied,
+            })
+        })
+    }
+
+    /// Resolves a patient even if the dossier was merged (by id or prefix).
+    fn resolve_any(&self, query: &str) -> Result<String> {
+        let q = query.trim();
+        if q.len() >= 8 && q.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return self.one_of(
+                q,
+                self.replica.dossiers_with_prefix(&q.to_ascii_lowercase())?,
+            );
+        }
+        self.resolve_patient(q)
+    }
+
+    /// Dossiers with patient fields holding concurrent values, and those values.
+    pub fn conflicts(&self) -> Result<Vec<ConflictEntry>> {
+        let mut out = Vec::new();
+        for id in self.replica.conflicted_dossiers()? {
+            let (view, _) = self.dossier(&id)?;
+            out.push(ConflictEntry {
+                dossier_id: id,
+                office: view.office,
+                name: view.patient.name,
+                conflicts: view.conflicts,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Settles one patient field to `value` (for a conflict, or any field).
+    pub fn resolve_field(
+        &mut self,
+        patient: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<DossierView> {
+        let v = keqing_shared::dossier::patient_field_value(field, value)?;
+        let (view, ()) = self.edit_patient(patient, |tx| tx.set_patient_field(field, v))?;
+        Ok(view)
+    }
+
     /// The whole dossier with its follow-up slots.
     pub fn dossier(&self, patient: &str) -> Result<(DossierView, Vec<Slot>)> {
         let id = self.resolve_patient(patient)?;
@@ -429,14 +537,14 @@ impl Desk {
     }
 }
 
-/// Loads a dossier of this office for editing.
+/// Loads a dossier of this office (any office at headquarters) for editing.
 fn load_dossier(w: &WriteTx<'_>, id: &str, office: &str) -> Result<Dossier> {
     let bytes = w
         .load_document(id)?
         .ok_or_else(|| ClientError::UnknownPatient(id.to_string()))?;
     let dossier = Dossier::load(&bytes, w.actor().clone())?;
     let theirs = dossier.office()?;
-    if theirs != office {
+    if theirs != office && office != HQ_OFFICE {
         return Err(ClientError::WrongOffice {
             id: id.to_string(),
             office: theirs,

@@ -85,6 +85,54 @@ pub struct PatientUpdate {
     pub notes: Option<String>,
 }
 
+/// The patient fields staff may set (and so resolve) by name.
+pub const PATIENT_FIELDS: [&str; 7] = [
+    "name",
+    "sex",
+    "age",
+    "birth_year",
+    "address",
+    "knows",
+    "notes",
+];
+
+/// Parses a value typed for patient field `field` into what the document
+/// stores, with the same checks as everywhere else.
+pub fn patient_field_value(field: &str, text: &str) -> Result<ScalarValue, DomainError> {
+    let t = text.trim();
+    let number = |lo: i64, hi: i64| -> Result<ScalarValue, DomainError> {
+        match t.parse::<i64>() {
+            Ok(n) if (lo..=hi).contains(&n) => Ok(ScalarValue::Int(n)),
+            _ => Err(DomainError::invalid(
+                "value",
+                format!("`{t}` is not a {field} ({lo}..={hi})"),
+            )),
+        }
+    };
+    match field {
+        "name" => Ok(crate::staff::validate_name("name", t)?.into()),
+        "sex" => Sex::parse(t)
+            .map(|s| s.chinese().into())
+            .ok_or_else(|| DomainError::invalid("sex", format!("`{t}`: expected 男 or 女"))),
+        "age" => number(0, 130),
+        "birth_year" => number(1900, 2100),
+        "address" => Ok(crate::staff::validate_text("address", t, 200)?.into()),
+        "notes" => Ok(crate::staff::validate_text("notes", t, 2000)?.into()),
+        "knows" => match t {
+            "是" | "yes" | "知道" | "true" => Ok(ScalarValue::Boolean(true)),
+            "否" | "no" | "不知道" | "false" => Ok(ScalarValue::Boolean(false)),
+            _ => Err(DomainError::invalid(
+                "knows",
+                format!("`{t}`: expected 是 or 否"),
+            )),
+        },
+        other => Err(DomainError::invalid(
+            "field",
+            format!("`{other}`: expected one of {}", PATIENT_FIELDS.join(", ")),
+        )),
+    }
+}
+
 /// A patient field with more than one concurrent value.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Conflict {
@@ -257,9 +305,12 @@ impl Dossier {
         let mut conflicts = Vec::new();
         let mut scalar = |key: &str| -> Option<ScalarValue> {
             let all = doc.get_all(&patient_obj, key).ok()?;
-            if all.len() > 1 {
-                let mut values: Vec<String> = all.iter().map(|(v, _)| scalar_text(v)).collect();
-                values.sort();
+            let mut values: Vec<String> = all.iter().map(|(v, _)| scalar_text(v)).collect();
+            values.sort();
+            // Two devices typing the same value concurrently (or merging the
+            // same pair) is agreement, not a conflict to review.
+            values.dedup();
+            if values.len() > 1 {
                 conflicts.push(Conflict {
                     field: key.to_string(),
                     values,
@@ -421,6 +472,71 @@ impl DossierTx<'_, '_> {
     pub fn set_merged_into(&mut self, keep: &str) -> Result<(), DomainError> {
         self.tx.put(ROOT, MERGED_INTO, keep)?;
         Ok(())
+    }
+
+    /// Adds a record unless one with its id is already there.
+    fn add_if_absent<R: Record>(&mut self, record: &R) -> Result<bool, DomainError> {
+        let coll = obj(&*self.tx, &ROOT, R::COLLECTION)?;
+        if self.tx.get(&coll, record.id())?.is_some() {
+            return Ok(false);
+        }
+        self.add(record)?;
+        Ok(true)
+    }
+
+    /// Folds a duplicate dossier into this one (the kept dossier `keep`):
+    /// every record of the duplicate is copied under its own id, its phones
+    /// and diseases join the sets, patient fields the kept dossier lacks are
+    /// taken from it, and its typical-case mark if this one has none.
+    /// Returns the number of records copied.
+    ///
+    /// Copying under the records' own ids makes a merge idempotent, and two
+    /// devices merging the same pair concurrently write the same keys with
+    /// the same contents: after sync they hold one result, each record once.
+    pub fn absorb(&mut self, keep: &DossierView, dup: &DossierView) -> Result<u64, DomainError> {
+        let mut copied = 0u64;
+        macro_rules! copy_all {
+            ($($list:expr),*) => {$(
+                for r in &$list {
+                    copied += u64::from(self.add_if_absent(r)?);
+                }
+            )*};
+        }
+        copy_all!(
+            dup.calls,
+            dup.visits,
+            dup.purchases,
+            dup.followups,
+            dup.hospital_stays,
+            dup.greetings,
+            dup.home_visits,
+            dup.deliveries,
+            dup.problems
+        );
+        for p in &dup.patient.phones {
+            self.add_phone(p)?;
+        }
+        for d in &dup.patient.diseases {
+            self.add_disease(d)?;
+        }
+        let (k, d) = (&keep.patient, &dup.patient);
+        fn missing<T: Clone>(mine: &Option<T>, theirs: &Option<T>) -> Option<T> {
+            if mine.is_none() { theirs.clone() } else { None }
+        }
+        self.update_patient(&PatientUpdate {
+            name: None,
+            sex: missing(&k.sex, &d.sex),
+            age: missing(&k.age, &d.age),
+            birth_year: missing(&k.birth_year, &d.birth_year),
+            address: missing(&k.address, &d.address),
+            knows: missing(&k.knows, &d.knows),
+            notes: missing(&k.notes, &d.notes),
+        })?;
+        let keep_flagged = keep.typical.as_ref().is_some_and(|t| t.flagged);
+        if let Some(t) = dup.typical.as_ref().filter(|t| t.flagged && !keep_flagged) {
+            self.set_typical(t)?;
+        }
+        Ok(copied)
     }
 }
 
@@ -597,6 +713,70 @@ mod tests {
         assert_eq!(v.patient.name, "张三");
         assert_eq!(v.patient.phones, vec!["13800138000"]);
         assert_eq!(v.office, "44");
+    }
+
+    #[test]
+    fn concurrent_merges_of_the_same_pair_end_in_one_result() {
+        let (_, keep_bytes) = new_dossier();
+        let (mut dup, _) = Dossier::create(
+            "01a2-dup",
+            "44",
+            t("2026-11-20T10:00"),
+            ActorId::from(b"cccc"),
+            1,
+        )
+        .unwrap();
+        dup.edit(2, |tx| {
+            tx.update_patient(&PatientUpdate {
+                name: Some("张三".into()),
+                address: Some("广州".into()),
+                ..Default::default()
+            })?;
+            tx.add_phone("13900139000")?;
+            tx.add_disease("冠心病")?;
+            tx.add(&followup("f-dup", "2026-11-21T10:00", "李娜"))
+        })
+        .unwrap();
+        let dup_view = dup.view().unwrap();
+        // Two devices merge the same pair, each offline.
+        let merge = |actor: &[u8]| {
+            let mut keep = Dossier::load(&keep_bytes, ActorId::from(actor)).unwrap();
+            let keep_view = keep.view().unwrap();
+            let mut copied = 0;
+            let change = keep
+                .edit(10, |tx| {
+                    copied = tx.absorb(&keep_view, &dup_view)?;
+                    Ok(())
+                })
+                .unwrap()
+                .unwrap();
+            assert_eq!(copied, 1);
+            // A second merge of the same pair copies nothing.
+            let again = keep.view().unwrap();
+            keep.edit(11, |tx| {
+                assert_eq!(tx.absorb(&again, &dup_view)?, 0);
+                Ok(())
+            })
+            .unwrap();
+            (keep, change)
+        };
+        let (mut a, ca) = merge(b"dev-a");
+        let (mut b, cb) = merge(b"dev-b");
+        a.doc
+            .apply_changes([automerge::Change::from_bytes(cb.bytes).unwrap()])
+            .unwrap();
+        b.doc
+            .apply_changes([automerge::Change::from_bytes(ca.bytes).unwrap()])
+            .unwrap();
+        let (va, vb) = (a.view().unwrap(), b.view().unwrap());
+        assert_eq!(va, vb, "one result on both devices");
+        assert_eq!(va.followups.len(), 1, "the copied record exists once");
+        assert_eq!(va.followups[0].id, "f-dup");
+        assert_eq!(va.patient.phones, ["13800138000", "13900139000"]);
+        assert_eq!(va.patient.diseases, ["冠心病"]);
+        assert_eq!(va.patient.address.as_deref(), Some("广州"));
+        assert_eq!(va.patient.age, Some(62), "the kept dossier's fields stay");
+        assert!(va.conflicts.is_empty(), "{:?}", va.conflicts);
     }
 
     #[test]
