@@ -245,22 +245,52 @@ ALTER TABLE patients ADD COLUMN phone TEXT;
 UPDATE patients SET phone = (SELECT min(phone) FROM patient_phones ph WHERE ph.dossier_id = patients.dossier_id);
 "#,
     ),
-    M::up(
+    M::up(concat!(
         r#"
 -- Report facts derived per dossier (the same columns as the server's
 -- projector keeps): a purchase's place in the patient's history, whether a
--- follow-up was on time, when a typical case was flagged and a problem
--- resolved; and the office of each staff row (headquarters holds all 27
--- rosters). Filled by the rebuild that follows this migration.
+-- follow-up or slot was on time, whether a slot counts as due, when a
+-- typical case was flagged and a problem resolved; the office on every
+-- fact row (reports filter and group by it without a join); and the office
+-- of each staff row (headquarters holds all 27 rosters). Covering report
+-- indexes and the R*Tree with auxiliary columns replace the old ones.
+-- Filled by the rebuild that follows this migration.
 ALTER TABLE staff ADD COLUMN office TEXT NOT NULL DEFAULT '';
 ALTER TABLE patients ADD COLUMN typical_at TEXT;
 CREATE INDEX patients_typical ON patients(typical_at) WHERE typical = 1;
+ALTER TABLE calls ADD COLUMN office TEXT NOT NULL DEFAULT '';
+ALTER TABLE visits ADD COLUMN office TEXT NOT NULL DEFAULT '';
 ALTER TABLE purchases ADD COLUMN nth INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE purchases ADD COLUMN prev_runout TEXT;
+ALTER TABLE purchases ADD COLUMN office TEXT NOT NULL DEFAULT '';
 ALTER TABLE followups ADD COLUMN on_time INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE followups ADD COLUMN office TEXT NOT NULL DEFAULT '';
 ALTER TABLE problems ADD COLUMN resolved_at TEXT;
+ALTER TABLE problems ADD COLUMN office TEXT NOT NULL DEFAULT '';
+ALTER TABLE slots ADD COLUMN office TEXT NOT NULL DEFAULT '';
+ALTER TABLE slots ADD COLUMN due_counted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE slots ADD COLUMN on_time INTEGER NOT NULL DEFAULT 0;
+DROP INDEX calls_at;
+DROP INDEX visits_at;
+DROP INDEX purchases_at;
+DROP INDEX followups_at;
+DROP INDEX slots_deadline;
+DROP TRIGGER slot_spans_insert;
+DROP TRIGGER slot_spans_update;
+DROP TRIGGER slot_spans_delete;
+DROP TABLE slot_spans;
 "#,
-    ),
+        keqing_projection::report_indexes!(),
+        keqing_projection::slot_spans!(),
+        r#"
+INSERT INTO slot_spans SELECT rowid,
+    CAST(julianday(due_from) - 2451544.5 AS INTEGER),
+    max(CAST(julianday(settled_on) - 2451544.5 AS INTEGER),
+        CAST(julianday(due_from) - 2451544.5 AS INTEGER)),
+    office,
+    CAST(julianday(deadline) - 2451544.5 AS INTEGER) FROM slots;
+"#
+    )),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections

@@ -15,7 +15,7 @@ use keqing_shared::followup::{Cadence, Slot};
 use keqing_shared::records::Record;
 use keqing_shared::report::{
     CallFact, FollowUpFact, MarkFact, ProblemFact, PurchaseFact, PurchaseOrder, ReportRows,
-    SlotFact, VisitFact, followups_on_time, purchase_orders,
+    SlotCounts, VisitFact, counts_as_due, followups_on_time, purchase_orders,
 };
 use keqing_shared::staff::Staff;
 use keqing_shared::when::{fmt_date, fmt_datetime};
@@ -26,7 +26,8 @@ pub type Result<T> = rusqlite::Result<T>;
 /// The projection tables as a fresh store creates them. The office replica
 /// reached the same shape through its migration history; a test compares
 /// the two.
-pub const SCHEMA: &str = r#"
+pub const SCHEMA: &str = concat!(
+    r#"
 CREATE TABLE staff (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -64,18 +65,18 @@ CREATE TABLE calls (
     staff TEXT NOT NULL,
     caller_phone TEXT NOT NULL,
     source TEXT NOT NULL,
-    disease TEXT
+    disease TEXT,
+    office TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX calls_at ON calls(at);
 CREATE INDEX calls_dossier ON calls(dossier_id);
 CREATE TABLE visits (
     id TEXT PRIMARY KEY,
     dossier_id TEXT NOT NULL,
     at TEXT NOT NULL,
     staff TEXT NOT NULL,
-    purchased INTEGER NOT NULL
+    purchased INTEGER NOT NULL,
+    office TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX visits_at ON visits(at);
 CREATE INDEX visits_dossier ON visits(dossier_id);
 CREATE TABLE purchases (
     id TEXT PRIMARY KEY,
@@ -87,9 +88,9 @@ CREATE TABLE purchases (
     amount_fen INTEGER NOT NULL,
     runout TEXT,
     nth INTEGER NOT NULL DEFAULT 1,
-    prev_runout TEXT
+    prev_runout TEXT,
+    office TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX purchases_at ON purchases(at);
 CREATE INDEX purchases_dossier ON purchases(dossier_id);
 CREATE TABLE followups (
     id TEXT PRIMARY KEY,
@@ -97,9 +98,9 @@ CREATE TABLE followups (
     at TEXT NOT NULL,
     staff TEXT NOT NULL,
     kind TEXT NOT NULL,
-    on_time INTEGER NOT NULL DEFAULT 0
+    on_time INTEGER NOT NULL DEFAULT 0,
+    office TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX followups_at ON followups(at);
 CREATE INDEX followups_dossier ON followups(dossier_id);
 CREATE TABLE contacts (
     id TEXT PRIMARY KEY,
@@ -114,7 +115,8 @@ CREATE TABLE problems (
     dossier_id TEXT NOT NULL,
     at TEXT NOT NULL,
     state TEXT NOT NULL,
-    resolved_at TEXT
+    resolved_at TEXT,
+    office TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX problems_dossier ON problems(dossier_id);
 CREATE TABLE slots (
@@ -129,27 +131,65 @@ CREATE TABLE slots (
     satisfied_at TEXT,
     closed_at TEXT,
     settled_on TEXT,
+    office TEXT NOT NULL DEFAULT '',
+    due_counted INTEGER NOT NULL DEFAULT 0,
+    on_time INTEGER NOT NULL DEFAULT 0,
     UNIQUE (dossier_id, n)
 );
-CREATE INDEX slots_deadline ON slots(deadline);
-CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day);
+"#,
+    crate::report_indexes!(),
+    crate::slot_spans!()
+);
+
+/// The report indexes: each covers what its report query reads, so a range
+/// of days is read from one index without visiting the table rows.
+#[macro_export]
+macro_rules! report_indexes {
+    () => {
+        r#"
+CREATE INDEX calls_at ON calls(at, office, dossier_id, staff, source, disease);
+CREATE INDEX visits_at ON visits(at, office, dossier_id, staff, purchased);
+CREATE INDEX purchases_at ON purchases(at, office, dossier_id, staff, amount_fen, nth, prev_runout);
+CREATE INDEX followups_at ON followups(at, office, dossier_id, staff, on_time);
+CREATE INDEX slots_deadline ON slots(deadline, office, due_counted, on_time, cadence);
+"#
+    };
+}
+
+/// The day's follow-up list and the overdue count are interval stabbing
+/// queries: the slots whose span on the list `[due_from, settled_on)`
+/// contains the day. An R*Tree over the spans (days since 2000-01-01,
+/// exact in `rtree_i32`) finds them in O(log n + answer); its auxiliary
+/// columns let the overdue count skip the slot rows. Triggers keep it in
+/// step with `slots`. A slot settled before it was due has an empty span.
+#[macro_export]
+macro_rules! slot_spans {
+    () => {
+        r#"
+CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day, +office, +deadline_day);
 CREATE TRIGGER slot_spans_insert AFTER INSERT ON slots BEGIN
     INSERT INTO slot_spans VALUES (new.rowid,
         CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
         max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
-            CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)));
+            CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
+        new.office,
+        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER));
 END;
-CREATE TRIGGER slot_spans_update AFTER UPDATE OF due_from, settled_on ON slots BEGIN
+CREATE TRIGGER slot_spans_update AFTER UPDATE OF due_from, settled_on, deadline, office ON slots BEGIN
     UPDATE slot_spans SET
         first_day = CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
         settled_day = max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
-                          CAST(julianday(new.due_from) - 2451544.5 AS INTEGER))
+                          CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
+        office = new.office,
+        deadline_day = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER)
     WHERE id = new.rowid;
 END;
 CREATE TRIGGER slot_spans_delete AFTER DELETE ON slots BEGIN
     DELETE FROM slot_spans WHERE id = old.rowid;
 END;
-"#;
+"#
+    };
+}
 
 /// Every projection table (the R*Tree follows `slots` by triggers).
 pub const TABLES: [&str; 10] = [
@@ -259,9 +299,8 @@ pub fn report_rows(
     let end = midnight(to + chrono::Duration::days(1));
     let mut rows = ReportRows::default();
     let mut stmt = conn.prepare_cached(
-        "SELECT p.office, c.dossier_id, c.at, c.staff, c.source, c.disease
-         FROM calls c JOIN patients p ON p.dossier_id = c.dossier_id
-         WHERE c.at >= ?1 AND c.at < ?2 AND (?3 IS NULL OR p.office = ?3)",
+        "SELECT office, dossier_id, at, staff, source, disease FROM calls
+         WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)",
     )?;
     rows.calls = stmt
         .query_map(params![start, end, office], |r| {
@@ -276,9 +315,8 @@ pub fn report_rows(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT p.office, v.dossier_id, v.at, v.staff, v.purchased
-         FROM visits v JOIN patients p ON p.dossier_id = v.dossier_id
-         WHERE v.at >= ?1 AND v.at < ?2 AND (?3 IS NULL OR p.office = ?3)",
+        "SELECT office, dossier_id, at, staff, purchased FROM visits
+         WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)",
     )?;
     rows.visits = stmt
         .query_map(params![start, end, office], |r| {
@@ -292,9 +330,8 @@ pub fn report_rows(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT p.office, b.dossier_id, b.at, b.staff, b.amount_fen, b.nth, b.prev_runout
-         FROM purchases b JOIN patients p ON p.dossier_id = b.dossier_id
-         WHERE b.at >= ?1 AND b.at < ?2 AND (?3 IS NULL OR p.office = ?3)",
+        "SELECT office, dossier_id, at, staff, amount_fen, nth, prev_runout FROM purchases
+         WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)",
     )?;
     rows.purchases = stmt
         .query_map(params![start, end, office], |r| {
@@ -312,9 +349,8 @@ pub fn report_rows(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT p.office, f.dossier_id, f.at, f.staff, f.on_time
-         FROM followups f JOIN patients p ON p.dossier_id = f.dossier_id
-         WHERE f.at >= ?1 AND f.at < ?2 AND (?3 IS NULL OR p.office = ?3)",
+        "SELECT office, dossier_id, at, staff, on_time FROM followups
+         WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)",
     )?;
     rows.followups = stmt
         .query_map(params![start, end, office], |r| {
@@ -327,37 +363,7 @@ pub fn report_rows(
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    // Slots due in the range, then slots due before it and still open at
-    // its end (overdue), found through the R*Tree of spans. The two sets
-    // are disjoint by deadline.
-    let (first, last) = (fmt_date(from), fmt_date(to));
-    let slot_fact = |r: &rusqlite::Row<'_>| {
-        Ok(SlotFact {
-            office: r.get(0)?,
-            slot: slot_from_row(r, 1)?,
-        })
-    };
-    let mut stmt = conn.prepare_cached(
-        "SELECT p.office, s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
-         FROM slots s JOIN patients p ON p.dossier_id = s.dossier_id
-         WHERE s.deadline >= ?1 AND s.deadline <= ?2 AND (?3 IS NULL OR p.office = ?3)",
-    )?;
-    rows.slots = stmt
-        .query_map(params![first, last, office], slot_fact)?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT p.office, s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
-         FROM slot_spans r
-         CROSS JOIN slots s ON s.rowid = r.id
-         CROSS JOIN patients p ON p.dossier_id = s.dossier_id
-         WHERE r.first_day <= ?2 AND r.settled_day > ?2
-           AND s.due_from <= ?1 AND s.settled_on > ?1 AND s.deadline < ?3
-           AND (?4 IS NULL OR p.office = ?4)",
-    )?;
-    let overdue = stmt.query_map(params![last, span_day(to), first, office], slot_fact)?;
-    for s in overdue {
-        rows.slots.push(s?);
-    }
+    rows.slot_counts = slot_counts(conn, office, from, to)?;
     let mut stmt = conn.prepare_cached(
         "SELECT office, dossier_id, typical_at FROM patients
          WHERE typical = 1 AND typical_at < ?1 AND (?2 IS NULL OR office = ?2)",
@@ -372,10 +378,9 @@ pub fn report_rows(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT p.office, q.dossier_id, q.at, q.resolved_at
-         FROM problems q JOIN patients p ON p.dossier_id = q.dossier_id
-         WHERE q.at < ?2 AND (q.resolved_at IS NULL OR q.resolved_at >= ?1)
-           AND (?3 IS NULL OR p.office = ?3)",
+        "SELECT office, dossier_id, at, resolved_at FROM problems
+         WHERE at < ?2 AND (resolved_at IS NULL OR resolved_at >= ?1)
+           AND (?3 IS NULL OR office = ?3)",
     )?;
     rows.problems = stmt
         .query_map(params![start, end, office], |r| {
@@ -388,6 +393,64 @@ pub fn report_rows(
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
+}
+
+/// The slot figures of each office for the days `from..=to`, as
+/// [`SlotCounts`] defines them: due and on time from the flags fixed at
+/// projection, overdue at the end of `to` from the R*Tree of spans alone.
+pub fn slot_counts(
+    conn: &Connection,
+    office: Option<&str>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<SlotCounts>> {
+    let mut by_office: std::collections::BTreeMap<String, SlotCounts> = Default::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT office, count(*), sum(on_time), sum(cadence = 'not_visited'),
+                sum(cadence = 'not_visited' AND on_time)
+         FROM slots
+         WHERE deadline >= ?1 AND deadline <= ?2 AND due_counted = 1 AND (?3 IS NULL OR office = ?3)
+         GROUP BY office",
+    )?;
+    // Counts are never negative: SQLite's i64 becomes u64 losslessly.
+    let count = |r: &rusqlite::Row<'_>, i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+    let due = stmt.query_map(params![fmt_date(from), fmt_date(to), office], |r| {
+        Ok(SlotCounts {
+            office: r.get(0)?,
+            due: count(r, 1)?,
+            due_on_time: count(r, 2)?,
+            not_visited_due: count(r, 3)?,
+            not_visited_on_time: count(r, 4)?,
+            overdue: 0,
+        })
+    })?;
+    for c in due {
+        let c = c?;
+        by_office.insert(c.office.clone(), c);
+    }
+    // On the list at the end of `to` (its span holds `to`) with the
+    // deadline before `to`: status_on(to) == Overdue.
+    let day = span_day(to);
+    let mut stmt = conn.prepare_cached(
+        "SELECT office, count(*) FROM slot_spans
+         WHERE first_day <= ?1 AND settled_day > ?1 AND deadline_day < ?1
+           AND (?2 IS NULL OR office = ?2)
+         GROUP BY office",
+    )?;
+    let overdue = stmt.query_map(params![day, office], |r| {
+        Ok((r.get::<_, String>(0)?, count(r, 1)?))
+    })?;
+    for o in overdue {
+        let (code, n) = o?;
+        by_office
+            .entry(code.clone())
+            .or_insert_with(|| SlotCounts {
+                office: code,
+                ..Default::default()
+            })
+            .overdue = n;
+    }
+    Ok(by_office.into_values().collect())
 }
 /// Brings every projection row of one dossier in line with its view.
 ///
@@ -402,6 +465,7 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
     let int = |i: i64| V::Integer(i);
     let at = |t: NaiveDateTime| V::Text(fmt_datetime(t));
     let id = text(&v.id);
+    let office = text(&v.office);
     let p = &v.patient;
     // A duplicate merged into another dossier keeps its history in its
     // document, but its records now live (copied) in the kept dossier:
@@ -457,6 +521,7 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                     text(&c.caller_phone),
                     text(&c.source),
                     opt_text(c.disease.as_deref()),
+                    office.clone(),
                 ]
             })
             .collect(),
@@ -475,6 +540,7 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                     at(x.at),
                     text(&x.staff),
                     int(i64::from(x.purchased)),
+                    office.clone(),
                 ]
             })
             .collect(),
@@ -499,6 +565,7 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                     opt_text(x.runout.map(fmt_date).as_deref()),
                     int(i64::from(order.nth)),
                     opt_text(order.prev_runout.map(fmt_date).as_deref()),
+                    office.clone(),
                 ]
             })
             .collect(),
@@ -522,6 +589,7 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                     text(&x.staff),
                     text(&x.kind),
                     int(i64::from(on_time)),
+                    office.clone(),
                 ]
             })
             .collect(),
@@ -583,6 +651,7 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                     at(x.at),
                     V::Text(state),
                     x.resolved_at.map_or(V::Null, at),
+                    office.clone(),
                 ]
             })
             .collect(),
@@ -609,6 +678,9 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                     s.closed_at.map_or(V::Null, at),
                     // A slot that never settles sorts after every date.
                     V::Text(settled.unwrap_or_else(|| "9999-12-31".to_string())),
+                    office.clone(),
+                    int(i64::from(counts_as_due(s))),
+                    int(i64::from(s.on_time())),
                 ]
             })
             .collect(),
@@ -656,12 +728,13 @@ const CALLS: ProjectionTable = ProjectionTable {
         "caller_phone",
         "source",
         "disease",
+        "office",
     ],
     key: &["id"],
 };
 const VISITS: ProjectionTable = ProjectionTable {
     name: "visits",
-    columns: &["id", "dossier_id", "at", "staff", "purchased"],
+    columns: &["id", "dossier_id", "at", "staff", "purchased", "office"],
     key: &["id"],
 };
 const PURCHASES: ProjectionTable = ProjectionTable {
@@ -677,12 +750,21 @@ const PURCHASES: ProjectionTable = ProjectionTable {
         "runout",
         "nth",
         "prev_runout",
+        "office",
     ],
     key: &["id"],
 };
 const FOLLOWUPS: ProjectionTable = ProjectionTable {
     name: "followups",
-    columns: &["id", "dossier_id", "at", "staff", "kind", "on_time"],
+    columns: &[
+        "id",
+        "dossier_id",
+        "at",
+        "staff",
+        "kind",
+        "on_time",
+        "office",
+    ],
     key: &["id"],
 };
 const CONTACTS: ProjectionTable = ProjectionTable {
@@ -692,7 +774,7 @@ const CONTACTS: ProjectionTable = ProjectionTable {
 };
 const PROBLEMS: ProjectionTable = ProjectionTable {
     name: "problems",
-    columns: &["id", "dossier_id", "at", "state", "resolved_at"],
+    columns: &["id", "dossier_id", "at", "state", "resolved_at", "office"],
     key: &["id"],
 };
 const SLOTS: ProjectionTable = ProjectionTable {
@@ -709,6 +791,9 @@ const SLOTS: ProjectionTable = ProjectionTable {
         "satisfied_at",
         "closed_at",
         "settled_on",
+        "office",
+        "due_counted",
+        "on_time",
     ],
     key: &["dossier_id", "n"],
 };
@@ -807,3 +892,6 @@ fn sync_rows(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

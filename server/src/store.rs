@@ -184,6 +184,9 @@ fn open_connection(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // 64 MiB of page cache (the default is 2 MiB): reports read ranges of
+    // the projection indexes, and the sync path its recent log pages.
+    conn.pragma_update(None, "cache_size", -65536)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // An acknowledged push must survive a power cut.
     conn.pragma_update(None, "synchronous", "FULL")?;

@@ -28,7 +28,7 @@
 //!   within it. **problems**: opened in the range, open at its end, resolved
 //!   in it.
 
-use crate::followup::{Cadence, Slot, SlotStatus};
+use crate::followup::Slot;
 use crate::office::OFFICES;
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Serialize;
@@ -88,11 +88,26 @@ pub struct FollowUpFact {
     pub on_time: bool,
 }
 
-/// A follow-up slot of a patient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotFact {
+/// The follow-up slot figures of one office, counted by the row source
+/// (there are far more slots than anything else, so they are counted where
+/// they are stored, not shipped row by row). What is counted is defined
+/// here: [`counts_as_due`] and [`Slot::on_time`] per slot, fixed when the
+/// slot is projected; and *overdue at the end of day `to`*, which is exactly
+/// `status_on(to) == Overdue`: the slot is on the list that day
+/// (`due_from <= to`, not settled by its end) and its deadline is before
+/// `to`. The projection crate tests its SQL against these functions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotCounts {
     pub office: String,
-    pub slot: Slot,
+    /// Slots with their deadline in the range that [`counts_as_due`].
+    pub due: u64,
+    /// Of those, [`Slot::on_time`].
+    pub due_on_time: u64,
+    /// The same two restricted to 未到堂 slots.
+    pub not_visited_due: u64,
+    pub not_visited_on_time: u64,
+    /// Slots overdue at the end of the range.
+    pub overdue: u64,
 }
 
 /// A dated event of a patient (typical case flagged).
@@ -113,17 +128,16 @@ pub struct ProblemFact {
 }
 
 /// The rows a report is built from. A row source must include at least:
-/// calls, visits, purchases and follow-ups made in the range; slots whose
-/// deadline is in the range or that are open and overdue at its end;
-/// typical flags set by its end; problems opened by its end and not
-/// resolved before it.
+/// calls, visits, purchases and follow-ups made in the range; the slot
+/// counts of each office; typical flags set by its end; problems opened by
+/// its end and not resolved before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReportRows {
     pub calls: Vec<CallFact>,
     pub visits: Vec<VisitFact>,
     pub purchases: Vec<PurchaseFact>,
     pub followups: Vec<FollowUpFact>,
-    pub slots: Vec<SlotFact>,
+    pub slot_counts: Vec<SlotCounts>,
     pub typical: Vec<MarkFact>,
     pub problems: Vec<ProblemFact>,
 }
@@ -328,7 +342,7 @@ pub fn followups_on_time(times: &[NaiveDateTime], slots: &[Slot]) -> Vec<bool> {
 
 /// Whether a slot counts as due on its deadline: a visit or purchase that
 /// ended it first takes it off the books.
-fn counts_as_due(s: &Slot) -> bool {
+pub fn counts_as_due(s: &Slot) -> bool {
     s.satisfied_at.is_some() || s.closed_at.is_none_or(|c| c.date() > s.deadline)
 }
 
@@ -472,20 +486,13 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         s.followups_on_time += u64::from(f.on_time);
         days.entry(f.at.date()).or_default().followups += 1;
     }
-    for sf in rows.slots.iter().filter(|s| wanted(&s.office)) {
-        let s = &sf.slot;
-        let f = &mut line(&mut lines, &sf.office).followups;
-        if s.deadline >= from && s.deadline <= to && counts_as_due(s) {
-            f.due += 1;
-            f.due_done_on_time += u64::from(s.on_time());
-            if s.cadence == Cadence::NotVisited {
-                f.not_visited_due += 1;
-                f.not_visited_on_time += u64::from(s.on_time());
-            }
-        }
-        if s.status_on(to) == SlotStatus::Overdue {
-            f.overdue += 1;
-        }
+    for c in rows.slot_counts.iter().filter(|c| wanted(&c.office)) {
+        let f = &mut line(&mut lines, &c.office).followups;
+        f.due += c.due;
+        f.due_done_on_time += c.due_on_time;
+        f.not_visited_due += c.not_visited_due;
+        f.not_visited_on_time += c.not_visited_on_time;
+        f.overdue += c.overdue;
     }
     for t in rows
         .typical

@@ -489,3 +489,65 @@ fn report_requests_are_checked() {
     }
     drop(zj);
 }
+
+/// The replica reached its projection schema through its migration
+/// history; a fresh server store creates it in one go. They must agree, or
+/// the same code would write different rows at the two levels.
+#[test]
+fn replica_and_server_projection_schemas_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = Office::new(tmp.path().join("o"));
+    o.ok(&["init", "--office", "44", "--device", "前台1"]);
+    let server_dir = tmp.path().join("server");
+    let r = Server::admin(&server_dir, &["device", "list"]);
+    assert!(r.ok, "{}", r.stderr);
+    let shape = |path: std::path::PathBuf| {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut out = Vec::new();
+        for table in [
+            "staff",
+            "patients",
+            "patient_phones",
+            "calls",
+            "visits",
+            "purchases",
+            "followups",
+            "contacts",
+            "problems",
+            "slots",
+            "slot_spans",
+        ] {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT name, type, pk FROM pragma_table_info('{table}')"
+                ))
+                .unwrap();
+            let cols: Vec<(String, String, i64)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(!cols.is_empty(), "{table}");
+            out.push((table, cols));
+        }
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, tbl_name, sql FROM sqlite_master
+                 WHERE type IN ('index', 'trigger') AND sql IS NOT NULL
+                   AND tbl_name IN ('staff', 'patients', 'patient_phones', 'calls', 'visits',
+                                    'purchases', 'followups', 'contacts', 'problems', 'slots')
+                 ORDER BY name",
+            )
+            .unwrap();
+        let indexes: Vec<(String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (out, indexes)
+    };
+    let replica = shape(tmp.path().join("o").join("keqing.sqlite"));
+    let server = shape(server_dir.join("server.sqlite"));
+    assert_eq!(replica.0, server.0);
+    assert_eq!(replica.1, server.1);
+}

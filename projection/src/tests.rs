@@ -1,0 +1,134 @@
+//! The SQL of the slot counts against the definitions in the shared crate.
+
+use super::*;
+use keqing_shared::dossier::Dossier;
+use keqing_shared::followup::SlotStatus;
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+fn day(n: u64) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 10, 1).unwrap() + chrono::Duration::days(n as i64)
+}
+
+fn random_slot(rng: &mut Rng) -> Slot {
+    let cadence = [
+        Cadence::NotVisited,
+        Cadence::NotBought,
+        Cadence::AfterPurchase,
+        Cadence::RunOut,
+        Cadence::Special,
+    ][rng.below(5) as usize];
+    let due = rng.below(40);
+    let deadline = due + rng.below(4);
+    let hour = 10 + rng.below(8) as u32;
+    let at = |n: u64| day(n).and_hms_opt(hour, 0, 0).unwrap();
+    let (kind, shift) = (rng.below(3), rng.below(10));
+    let (satisfied_at, closed_at) = match kind {
+        0 => (Some(at(due.saturating_sub(1) + shift)), None),
+        1 => (None, Some(at(due.saturating_sub(3) + shift))),
+        _ => (None, None),
+    };
+    Slot {
+        cadence,
+        reason: "r".into(),
+        day: None,
+        anchor: day(due).and_hms_opt(8, 0, 0).unwrap() - chrono::Duration::days(1),
+        due_from: day(due),
+        deadline: day(deadline),
+        satisfied_at,
+        closed_at,
+    }
+}
+
+#[test]
+fn slot_counts_in_sql_match_the_shared_definitions() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    let mut rng = Rng(11);
+    let mut all: Vec<(String, Slot)> = Vec::new();
+    for i in 0..60 {
+        let office = ["44", "33", "11"][i % 3];
+        let created = day(0).and_hms_opt(9, 0, 0).unwrap();
+        let (d, _) = Dossier::create(
+            &format!("d{i}"),
+            office,
+            created,
+            automerge::ActorId::from(&b"test"[..]),
+            1,
+        )
+        .unwrap();
+        let view = d.view().unwrap();
+        let slots: Vec<Slot> = (0..rng.below(12)).map(|_| random_slot(&mut rng)).collect();
+        project_dossier(&conn, &view, &slots).unwrap();
+        all.extend(slots.into_iter().map(|s| (office.to_string(), s)));
+    }
+    assert!(all.len() > 200);
+    for (from, to) in [(0, 0), (5, 9), (10, 10), (12, 30), (0, 45), (38, 44)] {
+        let (from, to) = (day(from), day(to));
+        for office in [None, Some("44")] {
+            let mut want: std::collections::BTreeMap<String, SlotCounts> = Default::default();
+            for (o, s) in all.iter().filter(|(o, _)| office.is_none_or(|x| x == o)) {
+                let c = want.entry(o.clone()).or_insert_with(|| SlotCounts {
+                    office: o.clone(),
+                    ..Default::default()
+                });
+                if s.deadline >= from && s.deadline <= to && counts_as_due(s) {
+                    c.due += 1;
+                    c.due_on_time += u64::from(s.on_time());
+                    if s.cadence == Cadence::NotVisited {
+                        c.not_visited_due += 1;
+                        c.not_visited_on_time += u64::from(s.on_time());
+                    }
+                }
+                c.overdue += u64::from(s.status_on(to) == SlotStatus::Overdue);
+            }
+            let want: Vec<SlotCounts> = want
+                .into_values()
+                .filter(|c| {
+                    *c != SlotCounts {
+                        office: c.office.clone(),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let got = slot_counts(&conn, office, from, to).unwrap();
+            assert_eq!(got, want, "{from}..={to} office {office:?}");
+        }
+    }
+}
+
+#[test]
+fn projecting_again_changes_nothing() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    let mut rng = Rng(5);
+    let (d, _) = Dossier::create(
+        "d1",
+        "44",
+        day(0).and_hms_opt(9, 0, 0).unwrap(),
+        automerge::ActorId::from(&b"test"[..]),
+        1,
+    )
+    .unwrap();
+    let view = d.view().unwrap();
+    let slots: Vec<Slot> = (0..10).map(|_| random_slot(&mut rng)).collect();
+    project_dossier(&conn, &view, &slots).unwrap();
+    let first = dump(&conn).unwrap();
+    project_dossier(&conn, &view, &slots).unwrap();
+    assert_eq!(dump(&conn).unwrap(), first);
+    // Fewer slots: the stale rows (and their R*Tree entries) go.
+    project_dossier(&conn, &view, &slots[..3]).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM slot_spans", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3);
+}
