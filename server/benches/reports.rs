@@ -1,7 +1,8 @@
 //! Projector and report benchmark: prints figures, never fails on time.
 //!
 //! Builds a server store of 27 offices × N dossiers (the sizes in
-//! KEQING_REPORT_BENCH_PER_OFFICE, default "1000,10000"), each dossier the
+//! KEQING_REPORT_BENCH_PER_OFFICE, default "1000,10000"; first calls spread
+//! over KEQING_REPORT_BENCH_DAYS, default 365, before 2026-11-25), each dossier the
 //! changes an office device would push (a call; for some a visit, a
 //! purchase and follow-ups), appended through the store as the sync core
 //! does. Then, at each size:
@@ -21,7 +22,7 @@ use std::time::Instant;
 
 const SOURCES: [&str; 5] = ["电视", "报纸", "网络", "朋友介绍", "讲座"];
 const DISEASES: [&str; 4] = ["冠心病", "高血压", "脑梗", "心肌缺血"];
-/// Calls spread over the 60 days up to this one.
+/// The last day of the generated history.
 const LAST_DAY: (i32, u32, u32) = (2026, 11, 25);
 
 struct Rng(u64);
@@ -40,9 +41,14 @@ fn last_day() -> chrono::NaiveDate {
 }
 
 /// One dossier's changes, as its office device would push them.
-fn dossier_changes(rng: &mut Rng, office: &str, n: u64) -> (String, Vec<Vec<u8>>, Vec<u8>) {
+fn dossier_changes(
+    rng: &mut Rng,
+    office: &str,
+    n: u64,
+    history_days: u64,
+) -> (String, Vec<Vec<u8>>, Vec<u8>) {
     let id = uuid::Uuid::now_v7().to_string();
-    let day = last_day() - chrono::Duration::days(rng.below(60) as i64);
+    let day = last_day() - chrono::Duration::days(rng.below(history_days) as i64);
     let at = day
         .and_hms_opt(9 + rng.below(8) as u32, rng.below(60) as u32, 0)
         .expect("time");
@@ -121,6 +127,7 @@ fn grow(
     rng: &mut Rng,
     per_office: u64,
     start: u64,
+    history_days: u64,
 ) -> (u64, Vec<Vec<u8>>) {
     let mut all_changes = Vec::new();
     let mut entries = Vec::new();
@@ -128,7 +135,8 @@ fn grow(
     let mut count = 0;
     for office in OFFICES {
         for i in 0..per_office {
-            let (id, changes, snapshot) = dossier_changes(rng, office.code, start + i);
+            let (id, changes, snapshot) =
+                dossier_changes(rng, office.code, start + i, history_days);
             for bytes in changes {
                 let hash = Change::from_bytes(bytes.clone()).expect("change").hash();
                 entries.push(NewLogEntry {
@@ -175,16 +183,23 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
     let mut store = SqliteStore::open(&dir).expect("store");
+    // The first calls of the dossiers spread over this many days before
+    // the last (default a year: 10k dossiers an office is a year's callers).
+    let history_days: u64 = std::env::var("KEQING_REPORT_BENCH_DAYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(365)
+        .max(1);
     let mut rng = Rng(2026);
     let mut have = 0;
     let mut log: Vec<Vec<u8>> = Vec::new();
-    println!("# projector and report benchmark (27 offices)");
+    println!("# projector and report benchmark (27 offices, histories of {history_days} days)");
     for per_office in sizes {
         if per_office <= have {
             continue;
         }
         let t = Instant::now();
-        let (_, mut more) = grow(&mut store, &mut rng, per_office - have, have);
+        let (_, mut more) = grow(&mut store, &mut rng, per_office - have, have, history_days);
         log.append(&mut more);
         println!(
             "\n## {per_office} dossiers per office ({} in all, {} changes logged); generated in {:.1} s",
