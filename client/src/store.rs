@@ -287,8 +287,9 @@ INSERT INTO slot_spans SELECT rowid,
     CAST(julianday(due_from) - 2451544.5 AS INTEGER),
     max(CAST(julianday(settled_on) - 2451544.5 AS INTEGER),
         CAST(julianday(due_from) - 2451544.5 AS INTEGER)),
-    office,
-    CAST(julianday(deadline) - 2451544.5 AS INTEGER) FROM slots;
+    CAST(julianday(deadline) - 2451544.5 AS INTEGER),
+    CAST(julianday(deadline) - 2451544.5 AS INTEGER),
+    CAST(office AS INTEGER), CAST(office AS INTEGER) FROM slots;
 "#
     )),
 ];

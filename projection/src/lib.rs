@@ -159,29 +159,35 @@ CREATE INDEX slots_deadline ON slots(deadline, office, due_counted, on_time, cad
 /// The day's follow-up list and the overdue count are interval stabbing
 /// queries: the slots whose span on the list `[due_from, settled_on)`
 /// contains the day. An R*Tree over the spans (days since 2000-01-01,
-/// exact in `rtree_i32`) finds them in O(log n + answer); its auxiliary
-/// columns let the overdue count skip the slot rows. Triggers keep it in
-/// step with `slots`. A slot settled before it was due has an empty span.
+/// exact in `rtree_i32`) finds them in O(log n + answer). Its two more
+/// dimensions, the deadline and the office code (both points), let the
+/// overdue count read nothing but R*Tree nodes, and narrow a province's
+/// count by office. Triggers keep it in step with `slots`. A slot settled
+/// before it was due has an empty span.
 #[macro_export]
 macro_rules! slot_spans {
     () => {
         r#"
-CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day, +office, +deadline_day);
+CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day,
+    deadline_day, deadline_day_, office_code, office_code_);
 CREATE TRIGGER slot_spans_insert AFTER INSERT ON slots BEGIN
     INSERT INTO slot_spans VALUES (new.rowid,
         CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
         max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
             CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
-        new.office,
-        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER));
+        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        CAST(new.office AS INTEGER), CAST(new.office AS INTEGER));
 END;
 CREATE TRIGGER slot_spans_update AFTER UPDATE OF due_from, settled_on, deadline, office ON slots BEGIN
     UPDATE slot_spans SET
         first_day = CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
         settled_day = max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
                           CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
-        office = new.office,
-        deadline_day = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER)
+        deadline_day = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        deadline_day_ = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        office_code = CAST(new.office AS INTEGER),
+        office_code_ = CAST(new.office AS INTEGER)
     WHERE id = new.rowid;
 END;
 CREATE TRIGGER slot_spans_delete AFTER DELETE ON slots BEGIN
@@ -429,19 +435,33 @@ pub fn slot_counts(
         by_office.insert(c.office.clone(), c);
     }
     // On the list at the end of `to` (its span holds `to`) with the
-    // deadline before `to`: status_on(to) == Overdue.
+    // deadline before `to`: status_on(to) == Overdue. Office codes are two
+    // digits (GB/T 2260), kept in the R*Tree as numbers.
     let day = span_day(to);
-    let mut stmt = conn.prepare_cached(
-        "SELECT office, count(*) FROM slot_spans
-         WHERE first_day <= ?1 AND settled_day > ?1 AND deadline_day < ?1
-           AND (?2 IS NULL OR office = ?2)
-         GROUP BY office",
-    )?;
-    let overdue = stmt.query_map(params![day, office], |r| {
-        Ok((r.get::<_, String>(0)?, count(r, 1)?))
-    })?;
-    for o in overdue {
-        let (code, n) = o?;
+    let office_code = office.map(|o| o.parse::<i64>().unwrap_or(-1));
+    let mut stmt = match office_code {
+        None => conn.prepare_cached(
+            "SELECT office_code, count(*) FROM slot_spans
+             WHERE first_day <= ?1 AND settled_day > ?1 AND deadline_day < ?1
+             GROUP BY office_code",
+        )?,
+        Some(_) => conn.prepare_cached(
+            "SELECT office_code, count(*) FROM slot_spans
+             WHERE first_day <= ?1 AND settled_day > ?1 AND deadline_day < ?1
+               AND office_code = ?2 AND office_code_ = ?2
+             GROUP BY office_code",
+        )?,
+    };
+    let read = |r: &rusqlite::Row<'_>| Ok((format!("{:02}", r.get::<_, i64>(0)?), count(r, 1)?));
+    let overdue: Vec<(String, u64)> = match office_code {
+        None => stmt
+            .query_map(params![day], read)?
+            .collect::<rusqlite::Result<_>>()?,
+        Some(code) => stmt
+            .query_map(params![day, code], read)?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    for (code, n) in overdue {
         by_office
             .entry(code.clone())
             .or_insert_with(|| SlotCounts {
