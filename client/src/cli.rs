@@ -103,6 +103,30 @@ enum Command {
     /// 报表 Reports
     #[command(subcommand)]
     Report(ReportCommand),
+    /// 演示 The whole system on this machine: a real keqing-server on
+    /// loopback, 27 offices × 2 devices working a week offline and syncing,
+    /// headquarters' national report and an independent convergence check
+    /// (exit status 1 if a check fails). Ignores --data.
+    Demo {
+        /// Offices (provinces), 1..=27
+        #[arg(long, default_value_t = 27)]
+        offices: usize,
+        /// Days to play
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// New callers per office over the run
+        #[arg(long, default_value_t = 30)]
+        patients: usize,
+        /// Seed of the generator: the same seed plays the same week
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        /// Keep the server and office data in this (new) directory
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// The summary as one JSON object on the last line of stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// 重复档案 Pairs of dossiers that may be one patient (same phone; or
     /// same name, same province, age within a year)
     Duplicates {
@@ -477,14 +501,23 @@ struct UpdateArgs {
 }
 
 pub fn main() -> ExitCode {
-    // Like every Unix filter: a closed pipe (`| head`) ends the process
-    // quietly instead of a panic in println!.
-    #[cfg(unix)]
-    // SAFETY: setting a signal disposition to its default at start-up, before
-    // any other thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // Like every Unix filter, a closed stdout (`| head`) ends the process
+    // quietly. SIGPIPE itself stays ignored (Rust's default): a peer
+    // resetting a sync connection must be an error, not a silent death.
+    // println! then panics with a broken pipe, which ends quietly here.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -493,6 +526,61 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs the demo and prints what it found; fails if a check failed.
+fn demo(opts: &crate::demo::DemoOptions, json: bool) -> Result<()> {
+    if !json {
+        println!(
+            "客情 Keqing 演示: {} 个办事处 × 2 台设备 + 总部, {} 天, 每个办事处 {} 位新来电患者 (seed {})",
+            opts.offices, opts.days, opts.patients, opts.seed
+        );
+    }
+    let s = crate::demo::run(opts)?;
+    if json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        if let Some(r) = &s.report {
+            print!(
+                "{}",
+                sheets::text_of(r, |title| {
+                    matches!(title, "咨询与转化" | "复购与回访" | "信息来源" | "病种")
+                })
+            );
+        }
+        println!("\n【检查 checks】");
+        for c in &s.checks {
+            println!("{} {} — {}", if c.ok { "✓" } else { "✗" }, c.name, c.detail);
+        }
+        println!("\n【数字 figures】");
+        println!(
+            "设备 {}  档案 {}  记录 {}  编辑 {} ({:.0}/s)  合并重复 {}",
+            s.devices, s.dossiers, s.records, s.edits, s.edits_per_second, s.merged_duplicates
+        );
+        println!(
+            "同步 {} 次成功, {} 次因断网失败; 推送变更 {}; 全国报表 {:.1} ms; 用时 {:.1} s",
+            s.syncs, s.syncs_offline, s.changes_pushed, s.national_report_ms, s.seconds
+        );
+        if let Some(dir) = &s.kept_in {
+            println!("\n数据保留在 {dir}:");
+            println!("  keqing --data {dir}/44/广东前台1 due --date 2026-11-22");
+            println!(
+                "  keqing-server --data {dir}/server report national --from 2026-11-16 --to 2026-11-22"
+            );
+        }
+        println!(
+            "{}",
+            if s.converged {
+                "全部检查通过 all checks passed"
+            } else {
+                "检查失败 some checks FAILED"
+            }
+        );
+    }
+    if !s.converged {
+        bail!("the demo's checks failed");
+    }
+    Ok(())
 }
 
 fn when(at: &Option<String>) -> Result<NaiveDateTime> {
@@ -566,6 +654,27 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     let data = cli.data;
+    if let Command::Demo {
+        offices,
+        days,
+        patients,
+        seed,
+        keep,
+        json,
+    } = &cli.command
+    {
+        return demo(
+            &crate::demo::DemoOptions {
+                offices: *offices,
+                days: *days,
+                patients: *patients,
+                seed: *seed,
+                keep: keep.clone(),
+                quiet: *json,
+            },
+            *json,
+        );
+    }
     if let Command::Enroll {
         server,
         token,
@@ -596,7 +705,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     let mut desk = Desk::open(&data)?;
     match cli.command {
-        Command::Init { .. } | Command::Enroll { .. } => unreachable!("handled above"),
+        Command::Init { .. } | Command::Enroll { .. } | Command::Demo { .. } => {
+            unreachable!("handled above")
+        }
         Command::Sync {
             watch,
             interval,

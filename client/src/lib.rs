@@ -10,9 +10,11 @@
 //!   follow-ups, the due list, the daily summary) over the replica.
 //! - [`sync`]: enrolment, push/pull with `keqing-server`, repair.
 //! - [`cli`]: the `keqing` command line: argument parsing and output.
+//! - [`demo`]: `keqing demo`, 27 offices and headquarters on one machine.
 //! - [`error`]: the client's error type.
 
 pub mod cli;
+pub mod demo;
 pub mod desk;
 pub mod error;
 pub mod store;

@@ -260,9 +260,14 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
 
 /// The report as terminal text: the title, then each section as a table.
 pub fn text(r: &Report) -> String {
+    text_of(r, |_| true)
+}
+
+/// The title and the sections whose title `keep` accepts.
+pub fn text_of(r: &Report, keep: impl Fn(&str) -> bool) -> String {
     let mut out = title(r);
     out.push('\n');
-    for sheet in sheets(r) {
+    for sheet in sheets(r).into_iter().filter(|s| keep(s.title)) {
         out.push('\n');
         out.push_str(&format!("【{}】\n", sheet.title));
         if sheet.rows.is_empty() {

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod crash;
+mod demo;
 mod merge;
 mod office_journey;
 mod replica;

@@ -1,0 +1,1020 @@
+//! `keqing demo`: the whole system on one machine.
+//!
+//! A real `keqing-server` (the library's tonic server on a loopback socket,
+//! its store in `DIR/server`) and real office replicas (SQLite files in
+//! `DIR/<office>/<device>`): 27 offices with two devices each and a
+//! headquarters device play a week of the seeds' workflow with seeded,
+//! deterministic data. Each office reaches the server through its own gate
+//! (a TCP relay); a closed gate is an office whose line is down: its syncs
+//! fail and it keeps working offline. At the end every gate opens, everyone
+//! syncs, headquarters folds the duplicates it finds (a patient who called
+//! two offices, or was registered twice by two offline devices), and an
+//! independent check compares every replica with the server, every record
+//! generated with the merged dossiers, and the national report with the
+//! events generated.
+
+use crate::desk::{CallInput, Desk, new_id};
+use crate::sync::{Quiet, SyncSummary, enroll, server_report, sync_once};
+use anyhow::{Context, Result, bail};
+use chrono::{Duration, NaiveDate, NaiveDateTime};
+use keqing_shared::dossier::{Dossier, PatientUpdate};
+use keqing_shared::office::OFFICES;
+use keqing_shared::records::*;
+use keqing_shared::report::{Line, Report, Scope};
+use keqing_shared::staff::Role;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// The demo's first day (a Monday).
+const FIRST_DAY: (i32, u32, u32) = (2026, 11, 16);
+const SOURCES: [&str; 6] = ["电视", "报纸", "电台", "网络", "朋友介绍", "讲座义诊"];
+const DISEASES: [&str; 6] = [
+    "冠心病",
+    "高血压",
+    "脑梗塞",
+    "心绞痛",
+    "脑动脉硬化",
+    "心肌缺血",
+];
+const RELATIONS: [&str; 4] = ["本人", "子女", "配偶", "亲戚"];
+const SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦傅方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤";
+const GIVEN: &str = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉兰萍建国志强淑珍凤英红梅海燕春梅国华德明振华文华永刚";
+const PRODUCT: &str = "金诃心脑康";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub offices: usize,
+    pub days: u32,
+    /// New callers per office over the whole run.
+    pub patients: usize,
+    pub seed: u64,
+    /// Keep the server's and the offices' data here (else a temporary directory).
+    pub keep: Option<PathBuf>,
+    /// No progress bars (for `--json`).
+    pub quiet: bool,
+}
+
+/// One check of the final verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// What the demo did and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    pub offices: usize,
+    /// Office devices plus the headquarters device.
+    pub devices: usize,
+    /// Dossiers on the server (merged duplicates included, as pointers).
+    pub dossiers: usize,
+    /// Records generated (calls, visits, purchases, follow-ups, ...).
+    pub records: usize,
+    /// Office edits made (each one automerge change, one transaction).
+    pub edits: u64,
+    pub merged_duplicates: usize,
+    pub syncs: u64,
+    /// Sync attempts refused because the office's line was down.
+    pub syncs_offline: u64,
+    pub changes_pushed: u64,
+    pub converged: bool,
+    pub checks: Vec<Check>,
+    /// The national report's total line over the demo's days.
+    pub national: Line,
+    pub national_report_ms: f64,
+    pub edits_per_second: f64,
+    pub seconds: f64,
+    /// Where the data was kept (`--keep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_in: Option<String>,
+    #[serde(skip)]
+    pub report: Option<Report>,
+}
+
+/// A small deterministic generator: the same seed plays the same week.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // SplitMix64.
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len() as u64) as usize]
+    }
+    fn char_of(&mut self, s: &str) -> char {
+        let chars: Vec<char> = s.chars().collect();
+        *self.pick(&chars)
+    }
+}
+
+/// Every record the demo made, by id: what the check expects to find once.
+#[derive(Default)]
+struct Ledger {
+    records: BTreeMap<String, &'static str>,
+    calls: u64,
+    visits: u64,
+    purchases: u64,
+    followups: u64,
+    amount_fen: i64,
+    edits: u64,
+}
+
+impl Ledger {
+    fn add(&mut self, id: String, kind: &'static str) {
+        self.edits += 1;
+        match kind {
+            "call" => self.calls += 1,
+            "visit" => self.visits += 1,
+            "purchase" => self.purchases += 1,
+            "followup" => self.followups += 1,
+            _ => {}
+        }
+        self.records.insert(id, kind);
+    }
+}
+
+/// Where a patient stands in the workflow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    Called,
+    VisitedNotBought,
+    Bought,
+}
+
+struct Patient {
+    dossier: String,
+    phone: String,
+    name: String,
+    age: i64,
+    stage: Stage,
+    /// The device that created the dossier (the other has it after syncs).
+    device: usize,
+    problem: Option<String>,
+}
+
+struct Device {
+    desk: Desk,
+}
+
+struct OfficeSim {
+    code: String,
+    devices: Vec<Device>,
+    gate: Arc<AtomicBool>,
+    consultants: Vec<String>,
+    followup: Vec<String>,
+    expert: String,
+    supervisor: String,
+    field: String,
+    patients: Vec<Patient>,
+}
+
+/// A TCP relay to `target` that passes connections only while `up`.
+async fn gate(target: String, up: Arc<AtomicBool>) -> Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !up.load(Ordering::SeqCst) {
+                // The line is down: the connection dies at once.
+                drop(inbound);
+                continue;
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = inbound.set_nodelay(true);
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
+fn new_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn person_name(rng: &mut Rng) -> String {
+    let mut s = String::new();
+    s.push(rng.char_of(SURNAMES));
+    s.push(rng.char_of(GIVEN));
+    if rng.chance(0.7) {
+        s.push(rng.char_of(GIVEN));
+    }
+    s
+}
+
+fn at(d: NaiveDate, hour: u32, rng: &mut Rng) -> NaiveDateTime {
+    d.and_hms_opt(hour, rng.below(60) as u32, 0)
+        .expect("valid time")
+}
+
+/// Runs the demo; the summary says whether every check held.
+pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
+    if opts.offices == 0 || opts.offices > OFFICES.len() {
+        bail!("--offices must be 1..={}", OFFICES.len());
+    }
+    if opts.days == 0 || opts.days > 366 {
+        bail!("--days must be 1..=366");
+    }
+    if opts.patients == 0 || opts.patients > 100_000 {
+        bail!("--patients must be 1..=100000");
+    }
+    let started = Instant::now();
+    let temp;
+    let root: PathBuf = match &opts.keep {
+        Some(dir) => {
+            if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+                bail!(
+                    "--keep {} is not empty; give a new directory",
+                    dir.display()
+                );
+            }
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let mut rng = Rng(opts.seed);
+
+    // The server: its store, its devices, a real socket.
+    let server_dir = root.join("server");
+    let mut store = keqing_server::store::SqliteStore::open(&server_dir)?;
+    let now = keqing_shared::when::fmt_datetime(crate::desk::now_cst());
+    let mut tokens: Vec<(String, Option<String>, String)> = Vec::new();
+    for office in OFFICES.iter().take(opts.offices) {
+        for n in 1..=2 {
+            let token = new_token();
+            let name = format!("{}前台{n}", office.name);
+            store.add_device(
+                &uuid::Uuid::now_v7().to_string(),
+                &name,
+                Some(office.code),
+                &keqing_server::hub::token_hash(&token),
+                &now,
+            )?;
+            tokens.push((name, Some(office.code.to_string()), token));
+        }
+    }
+    let hq_token = new_token();
+    store.add_device(
+        &uuid::Uuid::now_v7().to_string(),
+        "数据中心1",
+        None,
+        &keqing_server::hub::token_hash(&hq_token),
+        &now,
+    )?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server_addr = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = keqing_server::run(listener, store, shutdown).await {
+                eprintln!("keqing-server: {e:#}");
+            }
+        });
+        Ok::<_, anyhow::Error>(addr)
+    })?;
+    let server_url = format!("http://{server_addr}");
+
+    // Offices: a gate each, two enrolled devices, a roster.
+    let bars = Bars::new(opts.quiet, (opts.offices * opts.days as usize) as u64);
+    let mut offices: Vec<OfficeSim> = Vec::new();
+    for office in OFFICES.iter().take(opts.offices) {
+        let up = Arc::new(AtomicBool::new(true));
+        let url = rt.block_on(gate(server_addr.clone(), up.clone()))?;
+        let mut devices = Vec::new();
+        for (name, _, token) in tokens
+            .iter()
+            .filter(|(_, o, _)| o.as_deref() == Some(office.code))
+        {
+            let dir = root.join(office.code).join(name);
+            let desk = rt
+                .block_on(enroll(&dir, &url, token, Some(name)))
+                .with_context(|| format!("enrolling {name}"))?;
+            devices.push(Device { desk });
+        }
+        let mut sim = OfficeSim {
+            code: office.code.to_string(),
+            devices,
+            gate: up,
+            consultants: Vec::new(),
+            followup: Vec::new(),
+            expert: String::new(),
+            supervisor: String::new(),
+            field: String::new(),
+            patients: Vec::new(),
+        };
+        let mut names = BTreeSet::new();
+        let mut staff = |role: Role, desk: &mut Desk, rng: &mut Rng| -> Result<String> {
+            let name = loop {
+                let n = person_name(rng);
+                if names.insert(n.clone()) {
+                    break n;
+                }
+            };
+            desk.add_staff(&name, role)?;
+            Ok(name)
+        };
+        let desk = &mut sim.devices[0].desk;
+        sim.supervisor = staff(Role::Supervisor, desk, &mut rng)?;
+        for _ in 0..2 {
+            let c = staff(Role::Consultant, desk, &mut rng)?;
+            sim.consultants.push(c);
+            let f = staff(Role::Followup, desk, &mut rng)?;
+            sim.followup.push(f);
+        }
+        sim.expert = staff(Role::Expert, desk, &mut rng)?;
+        sim.field = staff(Role::Field, desk, &mut rng)?;
+        staff(Role::Guide, desk, &mut rng)?;
+        // Both devices know the staff before the week starts.
+        for i in [0, 1, 0] {
+            rt.block_on(sync_once(sim.devices[i].desk.replica_mut(), &mut Quiet))?;
+        }
+        offices.push(sim);
+    }
+    let hq_dir = root.join("hq").join("数据中心1");
+    let mut hq = rt.block_on(enroll(&hq_dir, &server_url, &hq_token, Some("数据中心1")))?;
+
+    // The week.
+    let first = NaiveDate::from_ymd_opt(FIRST_DAY.0, FIRST_DAY.1, FIRST_DAY.2).expect("date");
+    let last = first + Duration::days(i64::from(opts.days) - 1);
+    let mut ledger = Ledger::default();
+    let mut stats = SyncStats::default();
+    let mut phone_counter = 0u64;
+    // Callers who will also call another office (same phone, same person).
+    let mut travellers: Vec<(String, String, i64)> = Vec::new();
+    for day in 0..opts.days {
+        let date = first + Duration::days(i64::from(day));
+        for o in offices.iter_mut() {
+            // Some offices lose their line for the day.
+            o.gate
+                .store(day == 0 || !rng.chance(0.25), Ordering::SeqCst);
+        }
+        for o in offices.iter_mut() {
+            let share = opts.patients / opts.days as usize
+                + usize::from((day as usize) < opts.patients % opts.days as usize);
+            office_day(
+                o,
+                date,
+                share,
+                &mut rng,
+                &mut ledger,
+                &mut phone_counter,
+                &mut travellers,
+            )?;
+            for d in 0..o.devices.len() {
+                if rng.chance(0.7) {
+                    stats.sync(&rt, &mut o.devices[d].desk, &o.gate);
+                }
+            }
+            bars.tick(&format!("第{}天 {date}", day + 1));
+        }
+        stats.sync(&rt, &mut hq, &Arc::new(AtomicBool::new(true)));
+    }
+    bars.finish();
+
+    // The line comes back everywhere; everyone syncs until nothing moves.
+    for o in offices.iter() {
+        o.gate.store(true, Ordering::SeqCst);
+    }
+    settle(&rt, &mut offices, &mut hq, &mut stats)?;
+    // Headquarters folds the duplicates it can see (same phone).
+    let mut merged = 0;
+    for pair in hq.replica().duplicate_candidates()? {
+        if !pair.reason.starts_with("同一电话") {
+            continue;
+        }
+        // The older dossier (UUIDv7 ids sort by creation) is kept.
+        let (keep, dup) = (&pair.a.dossier_id, &pair.b.dossier_id);
+        if hq.merge(keep, dup).is_ok() {
+            merged += 1;
+        }
+    }
+    settle(&rt, &mut offices, &mut hq, &mut stats)?;
+
+    // The independent check.
+    let reader = keqing_server::store::SqliteStore::open(&server_dir)?;
+    let server_heads = server_heads(&reader)?;
+    let mut checks = Vec::new();
+    let mut diverged = Vec::new();
+    for o in &offices {
+        let want: BTreeMap<&String, &Vec<String>> = server_heads
+            .iter()
+            .filter(|(_, (office, _))| office == &o.code)
+            .map(|(id, (_, h))| (id, h))
+            .collect();
+        for (i, d) in o.devices.iter().enumerate() {
+            let have = replica_heads(&d.desk)?;
+            let have: BTreeMap<&String, &Vec<String>> = have.iter().collect();
+            if have != want {
+                diverged.push(format!("{} device {}", o.code, i + 1));
+            }
+        }
+    }
+    checks.push(Check {
+        name: "每台办事处设备与服务器一致 every office device equals the server for its office"
+            .into(),
+        ok: diverged.is_empty(),
+        detail: if diverged.is_empty() {
+            format!("{} devices", offices.len() * 2)
+        } else {
+            format!("diverged: {}", diverged.join(", "))
+        },
+    });
+    let hq_heads = replica_heads(&hq)?;
+    let all: BTreeMap<String, Vec<String>> = server_heads
+        .iter()
+        .map(|(id, (_, h))| (id.clone(), h.clone()))
+        .collect();
+    checks.push(Check {
+        name: "总部副本是所有办事处的并集 headquarters holds the union of the offices".into(),
+        ok: hq_heads == all,
+        detail: format!(
+            "{} documents at headquarters, {} on the server",
+            hq_heads.len(),
+            all.len()
+        ),
+    });
+    let (found, dossiers) = records_in(&hq)?;
+    let mut missing = 0;
+    let mut doubled = 0;
+    for id in ledger.records.keys() {
+        match found.get(id) {
+            None => missing += 1,
+            Some(n) if *n > 1 => doubled += 1,
+            _ => {}
+        }
+    }
+    let unexpected = found
+        .keys()
+        .filter(|id| !ledger.records.contains_key(*id))
+        .count();
+    checks.push(Check {
+        name: "每条记录恰好一次 every generated record present exactly once".into(),
+        ok: missing == 0 && doubled == 0 && unexpected == 0,
+        detail: format!(
+            "{} records; missing {missing}, twice {doubled}, unexpected {unexpected}",
+            ledger.records.len()
+        ),
+    });
+    let t = Instant::now();
+    let report = rt.block_on(server_report(hq.replica(), &Scope::National, first, last))?;
+    let national_report_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let n = &report.total;
+    let totals_ok = n.calls == ledger.calls
+        && n.visits == ledger.visits
+        && n.purchases == ledger.purchases
+        && n.followups.done == ledger.followups
+        && n.amount_fen == ledger.amount_fen;
+    checks.push(Check {
+        name: "全国报表合计等于生成的事件 national totals equal the generated events".into(),
+        ok: totals_ok,
+        detail: format!(
+            "calls {}/{} visits {}/{} purchases {}/{} follow-ups {}/{} amount {}/{}",
+            n.calls,
+            ledger.calls,
+            n.visits,
+            ledger.visits,
+            n.purchases,
+            ledger.purchases,
+            n.followups.done,
+            ledger.followups,
+            n.amount_fen,
+            ledger.amount_fen
+        ),
+    });
+    let mut disagree = Vec::new();
+    for o in &offices {
+        let own = o.devices[0].desk.report(first, last)?;
+        let line = report.lines.iter().find(|l| l.office == o.code);
+        if own.lines.first() != line {
+            disagree.push(o.code.clone());
+        }
+    }
+    checks.push(Check {
+        name: "各省报表与办事处自己的报表一致 each province line equals the office's own report"
+            .into(),
+        ok: disagree.is_empty(),
+        detail: if disagree.is_empty() {
+            format!("{} offices", offices.len())
+        } else {
+            format!("differ: {}", disagree.join(", "))
+        },
+    });
+
+    let _ = stop.send(());
+    drop(rt);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(DemoSummary {
+        offices: offices.len(),
+        devices: offices.len() * 2 + 1,
+        dossiers,
+        records: ledger.records.len(),
+        edits: ledger.edits,
+        merged_duplicates: merged,
+        syncs: stats.ok,
+        syncs_offline: stats.refused,
+        changes_pushed: stats.pushed,
+        converged: checks.iter().all(|c| c.ok),
+        checks,
+        national: report.total.clone(),
+        national_report_ms,
+        edits_per_second: ledger.edits as f64 / seconds,
+        seconds,
+        kept_in: opts.keep.as_ref().map(|p| p.display().to_string()),
+        report: Some(report),
+    })
+}
+
+#[derive(Default)]
+struct SyncStats {
+    ok: u64,
+    refused: u64,
+    pushed: u64,
+}
+
+impl SyncStats {
+    /// One sync attempt; a refused one (line down) is counted, not fatal.
+    fn sync(&mut self, rt: &tokio::runtime::Runtime, desk: &mut Desk, gate: &AtomicBool) {
+        match rt.block_on(sync_once(desk.replica_mut(), &mut Quiet)) {
+            Ok(SyncSummary { pushed, .. }) => {
+                self.ok += 1;
+                self.pushed += pushed;
+            }
+            Err(_) if !gate.load(Ordering::SeqCst) => self.refused += 1,
+            Err(e) => {
+                // Not expected with the line up; the next round retries.
+                eprintln!("sync failed with the line up: {e}");
+                self.refused += 1;
+            }
+        }
+    }
+}
+
+/// Syncs every device (twice round, so each pulls what the others pushed).
+fn settle(
+    rt: &tokio::runtime::Runtime,
+    offices: &mut [OfficeSim],
+    hq: &mut Desk,
+    stats: &mut SyncStats,
+) -> Result<()> {
+    let up = AtomicBool::new(true);
+    for _ in 0..2 {
+        for o in offices.iter_mut() {
+            for d in o.devices.iter_mut() {
+                stats.sync(rt, &mut d.desk, &up);
+            }
+        }
+        stats.sync(rt, hq, &up);
+    }
+    Ok(())
+}
+
+/// Every document on the server: its office and heads (hex, sorted).
+fn server_heads(
+    store: &keqing_server::store::SqliteStore,
+) -> Result<BTreeMap<String, (String, Vec<String>)>> {
+    use keqing_server::store::SyncStore;
+    let mut out = BTreeMap::new();
+    let mut after = String::new();
+    loop {
+        let page = store.snapshots_after(None, &after, 1000)?;
+        let Some(last) = page.last() else { break };
+        after = last.0.doc_id.clone();
+        for (snap, _) in page {
+            let doc = automerge::Automerge::load(&snap.document)?;
+            let mut heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
+            heads.sort();
+            let office = snap
+                .doc_id
+                .strip_prefix("roster-")
+                .map(str::to_string)
+                .map_or_else(
+                    || {
+                        Dossier::load(&snap.document, automerge::ActorId::random())
+                            .and_then(|d| d.office())
+                    },
+                    Ok,
+                )?;
+            out.insert(snap.doc_id, (office, heads));
+        }
+    }
+    Ok(out)
+}
+
+/// A replica's documents and their heads (hex, sorted).
+fn replica_heads(desk: &Desk) -> Result<BTreeMap<String, Vec<String>>> {
+    Ok(desk
+        .replica()
+        .document_heads()?
+        .into_iter()
+        .map(|(id, heads)| {
+            let mut h: Vec<String> = heads.iter().map(|h| h.to_string()).collect();
+            h.sort();
+            (id, h)
+        })
+        .collect())
+}
+
+/// How many times each record id appears among the dossiers that are not
+/// merged away, and the number of dossiers.
+fn records_in(desk: &Desk) -> Result<(BTreeMap<String, u32>, usize)> {
+    let mut found: BTreeMap<String, u32> = BTreeMap::new();
+    let mut dossiers = 0;
+    for (id, _) in desk.replica().document_heads()? {
+        if id.starts_with("roster-") {
+            continue;
+        }
+        dossiers += 1;
+        let (v, _) = desk.dossier(&id)?;
+        if v.merged_into.is_some() {
+            continue;
+        }
+        let ids = v
+            .calls
+            .iter()
+            .map(|r| &r.id)
+            .chain(v.visits.iter().map(|r| &r.id))
+            .chain(v.purchases.iter().map(|r| &r.id))
+            .chain(v.followups.iter().map(|r| &r.id))
+            .chain(v.hospital_stays.iter().map(|r| &r.id))
+            .chain(v.greetings.iter().map(|r| &r.0.id))
+            .chain(v.home_visits.iter().map(|r| &r.0.id))
+            .chain(v.deliveries.iter().map(|r| &r.0.id))
+            .chain(v.problems.iter().map(|r| &r.id));
+        for rid in ids {
+            *found.entry(rid.clone()).or_default() += 1;
+        }
+    }
+    Ok((found, dossiers))
+}
+
+/// Runs `f` on the patient's own device, or the other one if that one does
+/// not have the dossier yet (it was created offline on the other device).
+fn on_some_device<T>(
+    o: &mut OfficeSim,
+    p: usize,
+    prefer: usize,
+    mut f: impl FnMut(&mut Desk, &str) -> std::result::Result<T, crate::ClientError>,
+) -> Option<T> {
+    let dossier = o.patients[p].dossier.clone();
+    for d in [prefer, 1 - prefer] {
+        match f(&mut o.devices[d].desk, &dossier) {
+            Ok(v) => return Some(v),
+            Err(crate::ClientError::UnknownPatient(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// One office's day: new callers, the workflow of earlier ones, the
+/// follow-up list, the occasional hospital stay, typical case, problem.
+#[allow(clippy::too_many_arguments)]
+fn office_day(
+    o: &mut OfficeSim,
+    date: NaiveDate,
+    new_callers: usize,
+    rng: &mut Rng,
+    ledger: &mut Ledger,
+    phone_counter: &mut u64,
+    travellers: &mut Vec<(String, String, i64)>,
+) -> Result<()> {
+    let office_num: u64 = o.code.parse().unwrap_or(0);
+    // New callers.
+    for _ in 0..new_callers {
+        let device = rng.below(2) as usize;
+        let (phone, name, age) = if !travellers.is_empty() && rng.chance(0.05) {
+            // Someone who already called another office calls this one.
+            travellers.swap_remove(rng.below(travellers.len() as u64) as usize)
+        } else {
+            *phone_counter += 1;
+            let phone = format!(
+                "1{}{:02}{:07}",
+                rng.pick(&[3, 5, 8, 9]),
+                office_num,
+                *phone_counter
+            );
+            (phone, person_name(rng), 45 + rng.below(40) as i64)
+        };
+        let input = CallInput {
+            phone: phone.clone(),
+            name: name.clone(),
+            age: Some(age),
+            sex: Some(if rng.chance(0.5) {
+                Sex::Male
+            } else {
+                Sex::Female
+            }),
+            disease: Some(rng.pick(&DISEASES).to_string()),
+            source: rng.pick(&SOURCES).to_string(),
+            staff: rng.pick(&o.consultants).clone(),
+            relation: Some(rng.pick(&RELATIONS).to_string()),
+            knows: Some(rng.chance(0.7)),
+            condition: Some("胸闷气短".into()),
+            at: at(date, 9 + rng.below(8) as u32, rng),
+            force_new: true,
+            ..Default::default()
+        };
+        let out = o.devices[device].desk.register_call(&input)?;
+        ledger.add(out.call_id, "call");
+        if rng.chance(0.08) {
+            travellers.push((phone.clone(), name.clone(), age));
+        }
+        o.patients.push(Patient {
+            dossier: out.dossier_id,
+            phone,
+            name,
+            age,
+            stage: Stage::Called,
+            device,
+            problem: None,
+        });
+    }
+    // Earlier callers move on.
+    let earlier = o.patients.len().saturating_sub(new_callers);
+    for p in 0..earlier {
+        let prefer = o.patients[p].device;
+        let stage = o.patients[p].stage;
+        let r = rng.below(100);
+        match stage {
+            Stage::Called if r < 22 => {
+                let bought = rng.chance(0.6);
+                let t = at(date, 10 + rng.below(5) as u32, rng);
+                let visit = Visit {
+                    id: new_id(),
+                    at: t,
+                    staff: o.expert.clone(),
+                    purchased: bought,
+                    reason_not_bought: (!bought).then(|| "价格".to_string()),
+                    notes: None,
+                };
+                if on_some_device(o, p, prefer, |d, id| {
+                    d.edit_patient(id, |tx| tx.add(&visit))
+                })
+                .is_some()
+                {
+                    ledger.add(visit.id.clone(), "visit");
+                    o.patients[p].stage = Stage::VisitedNotBought;
+                    if bought {
+                        purchase(o, p, prefer, t, rng, ledger);
+                    }
+                }
+            }
+            Stage::Called if r < 30 => {
+                // A second call about the same patient.
+                let input = CallInput {
+                    phone: o.patients[p].phone.clone(),
+                    name: o.patients[p].name.clone(),
+                    age: Some(o.patients[p].age),
+                    source: rng.pick(&SOURCES).to_string(),
+                    staff: rng.pick(&o.consultants).clone(),
+                    at: at(date, 9 + rng.below(8) as u32, rng),
+                    ..Default::default()
+                };
+                let d = prefer;
+                if let Ok(out) = o.devices[d].desk.register_call(&input) {
+                    ledger.add(out.call_id, "call");
+                }
+            }
+            Stage::VisitedNotBought if r < 15 => {
+                let t = at(date, 11, rng);
+                purchase(o, p, prefer, t, rng, ledger);
+                if rng.chance(0.3) {
+                    let c = Contact {
+                        id: new_id(),
+                        at: t + Duration::hours(3),
+                        staff: o.field.clone(),
+                        notes: Some("送药上门".into()),
+                    };
+                    if on_some_device(o, p, prefer, |d, id| {
+                        d.edit_patient(id, |tx| tx.add(&Delivery(c.clone())))
+                    })
+                    .is_some()
+                    {
+                        ledger.add(c.id.clone(), "delivery");
+                    }
+                }
+            }
+            Stage::Bought if r < 2 => {
+                let admitted = date - Duration::days(rng.below(3) as i64);
+                let h = HospitalStay {
+                    id: new_id(),
+                    at: at(date, 9, rng),
+                    staff: o.followup[0].clone(),
+                    admitted,
+                    discharged: None,
+                    hospital: Some("市人民医院".into()),
+                    reason: Some("心绞痛发作".into()),
+                };
+                if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&h)))
+                    .is_some()
+                {
+                    ledger.add(h.id.clone(), "hospital");
+                }
+            }
+            Stage::Bought if r < 4 => {
+                let c = Contact {
+                    id: new_id(),
+                    at: at(date, 15, rng),
+                    staff: o.field.clone(),
+                    notes: Some("家访, 血压平稳".into()),
+                };
+                if on_some_device(o, p, prefer, |d, id| {
+                    d.edit_patient(id, |tx| tx.add(&HomeVisit(c.clone())))
+                })
+                .is_some()
+                {
+                    ledger.add(c.id.clone(), "homevisit");
+                }
+            }
+            Stage::Bought if r < 5 => {
+                let t = TypicalCase {
+                    flagged: true,
+                    at: at(date, 16, rng),
+                    staff: o.supervisor.clone(),
+                    notes: Some("服药三周胸闷明显减轻".into()),
+                };
+                if on_some_device(o, p, prefer, |d, id| {
+                    d.edit_patient(id, |tx| tx.set_typical(&t))
+                })
+                .is_some()
+                {
+                    ledger.edits += 1;
+                }
+            }
+            Stage::Bought if r < 6 && o.patients[p].problem.is_none() => {
+                let pr = Problem {
+                    id: new_id(),
+                    at: at(date, 10, rng),
+                    staff: o.supervisor.clone(),
+                    description: "投诉送药晚了".into(),
+                    state: ProblemState::Open,
+                    handling_at: None,
+                    resolved_at: None,
+                    resolution: None,
+                };
+                if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&pr)))
+                    .is_some()
+                {
+                    ledger.add(pr.id.clone(), "problem");
+                    o.patients[p].problem = Some(pr.id.clone());
+                }
+            }
+            Stage::Bought if r < 12 => {
+                // Two devices edit one dossier the same day: both changes
+                // survive the merge.
+                let address = format!("{}号", 1 + rng.below(200));
+                on_some_device(o, p, 1 - prefer, |d, id| {
+                    d.edit_patient(id, |tx| {
+                        tx.update_patient(&PatientUpdate {
+                            address: Some(address.clone()),
+                            ..Default::default()
+                        })
+                    })
+                });
+                ledger.edits += 1;
+            }
+            _ => {}
+        }
+        // Problems are settled a few days later.
+        if let Some(problem) = o.patients[p].problem.clone()
+            && rng.chance(0.3)
+        {
+            let resolved_at = at(date, 17, rng);
+            let done = on_some_device(o, p, prefer, |d, id| {
+                d.edit_patient(id, |tx| {
+                    let mut pr: Problem = tx.get(&problem)?;
+                    if pr.state == ProblemState::Resolved || pr.at >= resolved_at {
+                        return Ok(false);
+                    }
+                    pr.state = ProblemState::Resolved;
+                    pr.resolved_at = Some(resolved_at);
+                    pr.resolution = Some("道歉并补送".into());
+                    tx.update(&pr)?;
+                    Ok(true)
+                })
+            });
+            if let Some((_, true)) = done {
+                ledger.edits += 1;
+                o.patients[p].problem = None;
+            }
+        }
+    }
+    // The follow-up list of the day, worked by each device on what it has.
+    for d in 0..o.devices.len() {
+        let due = o.devices[d].desk.due(date)?;
+        for entry in due {
+            if !rng.chance(0.45) {
+                continue;
+            }
+            let f = FollowUp {
+                id: new_id(),
+                at: at(date, 14 + rng.below(4) as u32, rng),
+                staff: o.followup[d % o.followup.len()].clone(),
+                kind: "回访".into(),
+                outcome: "服药正常, 血压平稳".into(),
+                next_entry: Some("问饮食".into()),
+            };
+            match o.devices[d]
+                .desk
+                .edit_patient(&entry.dossier_id, |tx| tx.add(&f))
+            {
+                Ok(_) => ledger.add(f.id.clone(), "followup"),
+                Err(crate::ClientError::Merged { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn purchase(
+    o: &mut OfficeSim,
+    p: usize,
+    prefer: usize,
+    t: NaiveDateTime,
+    rng: &mut Rng,
+    ledger: &mut Ledger,
+) {
+    let boxes = 1 + rng.below(3) as i64;
+    let b = Purchase {
+        id: new_id(),
+        at: t + Duration::minutes(10),
+        staff: o.expert.clone(),
+        product: PRODUCT.into(),
+        quantity: boxes,
+        amount_fen: boxes * 42_800,
+        invoice: Some(format!("FP{}", rng.below(1_000_000))),
+        runout: Some(t.date() + Duration::days(10 * boxes)),
+        gifts: rng.chance(0.3).then(|| "血压计".to_string()),
+        gift_receipt: None,
+    };
+    if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&b))).is_some() {
+        ledger.add(b.id.clone(), "purchase");
+        ledger.amount_fen += b.amount_fen;
+        o.patients[p].stage = Stage::Bought;
+    }
+}
+
+/// Progress on stderr while the week plays (hidden with `--json` or when
+/// stderr is not a terminal).
+struct Bars(Option<indicatif::ProgressBar>);
+
+impl Bars {
+    fn new(quiet: bool, total: u64) -> Bars {
+        if quiet {
+            return Bars(None);
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:16} {bar:40} {pos}/{len} 办事处·天 {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Bars(Some(bar))
+    }
+    fn tick(&self, msg: &str) {
+        if let Some(b) = &self.0 {
+            b.set_message(msg.to_string());
+            b.inc(1);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `keqing demo` as a newcomer runs it: a real process that starts its own
+//! server, plays offices offline and online, and checks itself; its JSON
+//! summary must agree with what the kept data says afterwards.
+
+use keqing_tests::{Office, Server, keqing_bin};
+use std::process::Command;
+
+#[test]
+fn a_small_demo_converges_and_its_kept_data_agrees_with_its_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = tmp.path().join("demo");
+    let out = Command::new(keqing_bin())
+        .args([
+            "demo",
+            "--offices",
+            "3",
+            "--days",
+            "4",
+            "--patients",
+            "10",
+            "--seed",
+            "7",
+        ])
+        .arg("--keep")
+        .arg(&keep)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["converged"], true, "{summary:#}");
+    assert_eq!(summary["offices"], 3);
+    assert_eq!(summary["devices"], 7);
+    for c in summary["checks"].as_array().unwrap() {
+        assert_eq!(c["ok"], true, "{c}");
+    }
+    assert!(summary["records"].as_u64().unwrap() > 30);
+    assert!(
+        summary["syncs_offline"].as_u64().unwrap() > 0,
+        "some office was offline"
+    );
+    assert!(summary["seconds"].as_f64().unwrap() > 0.0);
+    let national = &summary["national"];
+    assert!(national["calls"].as_u64().unwrap() >= 30);
+
+    // The kept server store reports the same totals.
+    let r = Server::admin(
+        &keep.join("server"),
+        &[
+            "report",
+            "national",
+            "--from",
+            "2026-11-16",
+            "--to",
+            "2026-11-19",
+            "--json",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(&r.json()["total"], national);
+    // A kept office device works as any replica does.
+    let device = Office::new(keep.join("11").join("北京前台1"));
+    let due = device.ok(&["due", "--date", "2026-11-19", "--json"]).json();
+    assert!(due.is_array());
+    let own = device
+        .ok(&[
+            "report",
+            "daily",
+            "--from",
+            "2026-11-16",
+            "--to",
+            "2026-11-19",
+            "--json",
+        ])
+        .json();
+    assert_eq!(own["lines"][0], r.json()["lines"][0], "北京's line");
+
+    // Same seed, same week: the generated events are deterministic.
+    let again = Command::new(keqing_bin())
+        .args([
+            "demo",
+            "--offices",
+            "3",
+            "--days",
+            "4",
+            "--patients",
+            "10",
+            "--seed",
+            "7",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let summary2: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&again.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary2["national"], summary["national"]);
+    assert_eq!(summary2["records"], summary["records"]);
+
+    // Bad options are refused with a clear error.
+    let bad = Command::new(keqing_bin())
+        .args(["demo", "--offices", "40"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--offices"));
+    let reused = Command::new(keqing_bin())
+        .args([
+            "demo",
+            "--offices",
+            "1",
+            "--days",
+            "1",
+            "--patients",
+            "1",
+            "--keep",
+        ])
+        .arg(&keep)
+        .output()
+        .unwrap();
+    assert!(
+        !reused.status.success(),
+        "a non-empty --keep directory is refused"
+    );
+}
