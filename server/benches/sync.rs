@@ -9,7 +9,11 @@
 //! - incremental sync after one edit, and a round with nothing changed:
 //!   time and bytes;
 //! - the server's resident memory after ingesting N, 5N and 10N dossiers
-//!   (the later ones pushed as synthetic changes by a third device).
+//!   (the later ones pushed as synthetic changes by a third device);
+//! - side by side, samod 0.16 (the Rust automerge-repo) on the same N
+//!   documents over loopback TCP through the same kind of relay (which also
+//!   counts its length-delimited frames): first sync of an office repo to a
+//!   server repo, and a reconnect with nothing changed.
 
 use automerge::{ActorId, Automerge, Change};
 use keqing::desk::{CallInput, Desk};
@@ -25,8 +29,44 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
-/// A TCP relay to `target` that counts the bytes in both directions.
-async fn counting_relay(target: String, counter: Arc<AtomicU64>) -> String {
+/// Counts length-delimited frames (a 4-byte big-endian length, then the
+/// payload: samod's TCP framing) in a byte stream fed piece by piece.
+#[derive(Default)]
+struct FrameCounter {
+    header: Vec<u8>,
+    remaining: u64,
+}
+
+impl FrameCounter {
+    fn feed(&mut self, mut buf: &[u8]) -> u64 {
+        let mut frames = 0;
+        while !buf.is_empty() {
+            if self.remaining > 0 {
+                let n = (self.remaining.min(buf.len() as u64)) as usize;
+                self.remaining -= n as u64;
+                buf = &buf[n..];
+                continue;
+            }
+            let n = (4 - self.header.len()).min(buf.len());
+            self.header.extend_from_slice(&buf[..n]);
+            buf = &buf[n..];
+            if let Ok(len) = <[u8; 4]>::try_from(self.header.as_slice()) {
+                self.remaining = u64::from(u32::from_be_bytes(len));
+                self.header.clear();
+                frames += 1;
+            }
+        }
+        frames
+    }
+}
+
+/// A TCP relay to `target` that counts the bytes in both directions (and,
+/// with `frames`, samod's length-delimited messages).
+async fn counting_relay(
+    target: String,
+    counter: Arc<AtomicU64>,
+    frames: Option<Arc<AtomicU64>>,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("relay bind");
@@ -35,6 +75,7 @@ async fn counting_relay(target: String, counter: Arc<AtomicU64>) -> String {
         while let Ok((inbound, _)) = listener.accept().await {
             let target = target.clone();
             let counter = counter.clone();
+            let frames = frames.clone();
             tokio::spawn(async move {
                 let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
                     return;
@@ -46,14 +87,19 @@ async fn counting_relay(target: String, counter: Arc<AtomicU64>) -> String {
                 let (mut ri, mut wi) = inbound.into_split();
                 let (mut ro, mut wo) = outbound.into_split();
                 let c1 = counter.clone();
+                let f1 = frames.clone();
                 let up = async move {
                     let mut buf = vec![0u8; 64 * 1024];
+                    let mut parser = FrameCounter::default();
                     loop {
                         let n = match tokio::io::AsyncReadExt::read(&mut ri, &mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
                         c1.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Some(f) = &f1 {
+                            f.fetch_add(parser.feed(&buf[..n]), Ordering::Relaxed);
+                        }
                         if wo.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
@@ -62,12 +108,16 @@ async fn counting_relay(target: String, counter: Arc<AtomicU64>) -> String {
                 };
                 let down = async move {
                     let mut buf = vec![0u8; 64 * 1024];
+                    let mut parser = FrameCounter::default();
                     loop {
                         let n = match tokio::io::AsyncReadExt::read(&mut ro, &mut buf).await {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
                         counter.fetch_add(n as u64, Ordering::Relaxed);
+                        if let Some(f) = &frames {
+                            f.fetch_add(parser.feed(&buf[..n]), Ordering::Relaxed);
+                        }
                         if wi.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
@@ -107,6 +157,109 @@ fn admin(dir: &std::path::Path, args: &[&str]) -> String {
         .last()
         .unwrap_or("")
         .to_string()
+}
+
+/// What samod did on the same documents.
+struct SamodFigures {
+    first_s: f64,
+    first_bytes: u64,
+    first_frames: u64,
+    reconnect_s: f64,
+    reconnect_bytes: u64,
+    reconnect_frames: u64,
+}
+
+/// samod 0.16, the Rust automerge-repo, on the same documents: an office
+/// repo holding them connects to a server repo over loopback TCP (through a
+/// counting relay); first sync ends when the server has every document's
+/// heads, the reconnect (nothing changed) when it has confirmed them all
+/// again on a new connection. Both repos keep their documents in memory,
+/// which favours samod (Keqing's server writes SQLite with fsync).
+async fn samod_side_by_side(docs: &BTreeMap<String, Vec<Vec<u8>>>) -> SamodFigures {
+    let server = samod::Repo::build_tokio()
+        .with_peer_id("server".into())
+        .load()
+        .await;
+    let acceptor = server
+        .make_acceptor(url::Url::parse("tcp://server").expect("url"))
+        .expect("acceptor");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((io, _)) = listener.accept().await {
+            let _ = io.set_nodelay(true);
+            if acceptor
+                .accept(samod::Transport::from_tokio_io(io))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let bytes = Arc::new(AtomicU64::new(0));
+    let frames = Arc::new(AtomicU64::new(0));
+    let relay = counting_relay(addr, bytes.clone(), Some(frames.clone())).await;
+    let (host, port) = relay.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("port");
+    let office = samod::Repo::build_tokio()
+        .with_peer_id("office".into())
+        .load()
+        .await;
+    let mut handles = Vec::with_capacity(docs.len());
+    for changes in docs.values() {
+        let mut doc = Automerge::new();
+        doc.apply_changes(
+            changes
+                .iter()
+                .map(|b| Change::from_bytes(b.clone()).expect("change")),
+        )
+        .expect("apply");
+        handles.push(office.create(doc).await.expect("create"));
+    }
+    let round = || {
+        let dialer = samod::tokio_io::TcpDialer::new_host_port(host.to_string(), port);
+        office
+            .dial(samod::BackoffConfig::default(), Arc::new(dialer))
+            .expect("dial")
+    };
+    bytes.store(0, Ordering::Relaxed);
+    frames.store(0, Ordering::Relaxed);
+    let t = Instant::now();
+    let dialer = round();
+    dialer.established().await.expect("connected");
+    let conn = dialer.connection_id().expect("connection");
+    for h in &handles {
+        h.they_have_our_changes(conn).await;
+    }
+    let first_s = t.elapsed().as_secs_f64();
+    let first_bytes = bytes.swap(0, Ordering::Relaxed);
+    let first_frames = frames.swap(0, Ordering::Relaxed);
+    dialer.close();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bytes.store(0, Ordering::Relaxed);
+    frames.store(0, Ordering::Relaxed);
+    let t = Instant::now();
+    let dialer = round();
+    dialer.established().await.expect("reconnected");
+    let conn = dialer.connection_id().expect("connection");
+    for h in &handles {
+        h.they_have_our_changes(conn).await;
+    }
+    let reconnect_s = t.elapsed().as_secs_f64();
+    let figures = SamodFigures {
+        first_s,
+        first_bytes,
+        first_frames,
+        reconnect_s,
+        reconnect_bytes: bytes.swap(0, Ordering::Relaxed),
+        reconnect_frames: frames.swap(0, Ordering::Relaxed),
+    };
+    dialer.close();
+    office.stop().await;
+    server.stop().await;
+    figures
 }
 
 fn main() {
@@ -150,7 +303,7 @@ fn main() {
         .build()
         .expect("rt");
     let wire = Arc::new(AtomicU64::new(0));
-    let relay = rt.block_on(counting_relay(server_addr.clone(), wire.clone()));
+    let relay = rt.block_on(counting_relay(server_addr.clone(), wire.clone(), None));
     let url = format!("http://{relay}");
     println!(
         "keqing sync benchmark — {n} dossiers, server pid {}",
@@ -316,6 +469,7 @@ fn main() {
     });
     let _ = server.kill();
     let _ = server.wait();
+    let samod = rt.block_on(samod_side_by_side(&by_doc));
 
     let first_s = push_s + pull_s;
     println!();
@@ -352,6 +506,28 @@ fn main() {
         "sync round with nothing changed, median of 7: {:.1} ms, {} bytes on the wire",
         idle_s * 1e3,
         idle_bytes
+    );
+    println!(
+        "side by side with samod 0.16 (automerge-repo), the same {n} documents over loopback:"
+    );
+    println!(
+        "  first sync      keqing push {:>7.2} s {:>8.1} MB   samod {:>7.2} s {:>8.1} MB {:>7} messages   keqing {:.1}× faster",
+        push_s,
+        push_bytes as f64 / 1e6,
+        samod.first_s,
+        samod.first_bytes as f64 / 1e6,
+        samod.first_frames,
+        samod.first_s / push_s
+    );
+    println!(
+        "  reconnect, nothing changed   keqing {:>7.1} ms {:>6} B   samod {:>7.1} ms {:>8} B {:>7} messages   keqing {:.0}× faster, {:.0}× fewer bytes   (goal ≥ 10×)",
+        idle_s * 1e3,
+        idle_bytes,
+        samod.reconnect_s * 1e3,
+        samod.reconnect_bytes,
+        samod.reconnect_frames,
+        samod.reconnect_s / idle_s,
+        samod.reconnect_bytes as f64 / idle_bytes.max(1) as f64
     );
     println!("server RSS after ingesting:");
     for (docs, mb) in rss {
