@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every benchmark and writes BENCHMARKS.md: the machine, the date, and
+# each benchmark's printed figures (each measures its own baseline in the
+# same run). Takes about 40 minutes on 2 cores; sizes can be reduced with the
+# benchmarks' environment variables (see README).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=BENCHMARKS.md
+tmp=$(mktemp)
+{
+    echo "# Keqing benchmarks"
+    echo
+    echo "Written by \`scripts/benchmarks.sh\` on $(date -u +%Y-%m-%d) at commit $(git rev-parse --short HEAD)."
+    echo
+    echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr), $(rustc --version)."
+    echo
+    for bench in "keqing replica" "keqing-server sync" "keqing-server reports"; do
+        set -- $bench
+        echo "## \`cargo bench -p $1 --bench $2\`"
+        echo
+        echo '```'
+        cargo bench -q -p "$1" --bench "$2" 2>/dev/null
+        echo '```'
+        echo
+    done
+} > "$tmp"
+mv "$tmp" "$out"
+echo "wrote $out"
