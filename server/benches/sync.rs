@@ -218,45 +218,46 @@ async fn samod_side_by_side(docs: &BTreeMap<String, Vec<Vec<u8>>>) -> SamodFigur
         .expect("apply");
         handles.push(office.create(doc).await.expect("create"));
     }
-    let round = || {
-        let dialer = samod::tokio_io::TcpDialer::new_host_port(host.to_string(), port);
-        office
-            .dial(samod::BackoffConfig::default(), Arc::new(dialer))
-            .expect("dial")
+    // One connection: dial, then wait until the server has every
+    // document's heads. Returns (seconds, bytes, messages).
+    let round = || async {
+        bytes.store(0, Ordering::Relaxed);
+        frames.store(0, Ordering::Relaxed);
+        let t = Instant::now();
+        let dialer = office
+            .dial(
+                samod::BackoffConfig::default(),
+                Arc::new(samod::tokio_io::TcpDialer::new_host_port(
+                    host.to_string(),
+                    port,
+                )),
+            )
+            .expect("dial");
+        dialer.established().await.expect("connected");
+        let conn = dialer.connection_id().expect("connection");
+        for h in &handles {
+            h.they_have_our_changes(conn).await;
+        }
+        let figures = (
+            t.elapsed().as_secs_f64(),
+            bytes.swap(0, Ordering::Relaxed),
+            frames.swap(0, Ordering::Relaxed),
+        );
+        dialer.close();
+        // Let the server notice the closed connection before the next round.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        figures
     };
-    bytes.store(0, Ordering::Relaxed);
-    frames.store(0, Ordering::Relaxed);
-    let t = Instant::now();
-    let dialer = round();
-    dialer.established().await.expect("connected");
-    let conn = dialer.connection_id().expect("connection");
-    for h in &handles {
-        h.they_have_our_changes(conn).await;
-    }
-    let first_s = t.elapsed().as_secs_f64();
-    let first_bytes = bytes.swap(0, Ordering::Relaxed);
-    let first_frames = frames.swap(0, Ordering::Relaxed);
-    dialer.close();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    bytes.store(0, Ordering::Relaxed);
-    frames.store(0, Ordering::Relaxed);
-    let t = Instant::now();
-    let dialer = round();
-    dialer.established().await.expect("reconnected");
-    let conn = dialer.connection_id().expect("connection");
-    for h in &handles {
-        h.they_have_our_changes(conn).await;
-    }
-    let reconnect_s = t.elapsed().as_secs_f64();
+    let (first_s, first_bytes, first_frames) = round().await;
+    let (reconnect_s, reconnect_bytes, reconnect_frames) = round().await;
     let figures = SamodFigures {
         first_s,
         first_bytes,
         first_frames,
         reconnect_s,
-        reconnect_bytes: bytes.swap(0, Ordering::Relaxed),
-        reconnect_frames: frames.swap(0, Ordering::Relaxed),
+        reconnect_bytes,
+        reconnect_frames,
     };
-    dialer.close();
     office.stop().await;
     server.stop().await;
     figures
