@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark and writes BENCHMARKS.md: the machine, the date, and
 # each benchmark's printed figures (each measures its own baseline in the
-# same run). Takes about 40 minutes on 2 cores; sizes can be reduced with the
-# benchmarks' environment variables (see README).
+# same run). On 2 cores: replica ~13 min, reports ~20 min, sync with the samod
+# side-by-side at the default 10 000 documents well over an hour (samod's cost
+# grows faster than linearly); KEQING_SYNC_BENCH_DOSSIERS=4000 takes ~5 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=BENCHMARKS.md
