@@ -60,6 +60,32 @@ impl FrameCounter {
     }
 }
 
+/// Copies one direction of a relayed connection, counting its bytes (and
+/// frames), until either side closes.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    counter: Arc<AtomicU64>,
+    frames: Option<Arc<AtomicU64>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut parser = FrameCounter::default();
+    loop {
+        let n = match tokio::io::AsyncReadExt::read(&mut from, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(f) = &frames {
+            f.fetch_add(parser.feed(&buf[..n]), Ordering::Relaxed);
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
 /// A TCP relay to `target` that counts the bytes in both directions (and,
 /// with `frames`, samod's length-delimited messages).
 async fn counting_relay(
@@ -84,47 +110,12 @@ async fn counting_relay(
                 // delayed ACKs add ~40 ms to small exchanges through the relay.
                 let _ = inbound.set_nodelay(true);
                 let _ = outbound.set_nodelay(true);
-                let (mut ri, mut wi) = inbound.into_split();
-                let (mut ro, mut wo) = outbound.into_split();
-                let c1 = counter.clone();
-                let f1 = frames.clone();
-                let up = async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut parser = FrameCounter::default();
-                    loop {
-                        let n = match tokio::io::AsyncReadExt::read(&mut ri, &mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        c1.fetch_add(n as u64, Ordering::Relaxed);
-                        if let Some(f) = &f1 {
-                            f.fetch_add(parser.feed(&buf[..n]), Ordering::Relaxed);
-                        }
-                        if wo.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = wo.shutdown().await;
-                };
-                let down = async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut parser = FrameCounter::default();
-                    loop {
-                        let n = match tokio::io::AsyncReadExt::read(&mut ro, &mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        counter.fetch_add(n as u64, Ordering::Relaxed);
-                        if let Some(f) = &frames {
-                            f.fetch_add(parser.feed(&buf[..n]), Ordering::Relaxed);
-                        }
-                        if wi.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = wi.shutdown().await;
-                };
-                tokio::join!(up, down);
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::join!(
+                    pump(ri, wo, counter.clone(), frames.clone()),
+                    pump(ro, wi, counter, frames)
+                );
             });
         }
     });
