@@ -305,7 +305,17 @@ pub fn csv(r: &Report) -> Vec<u8> {
         out.push_str(&header.join(","));
         out.push_str("\r\n");
         for row in &sheet.rows {
-            let cells: Vec<String> = row.iter().map(|c| csv_field(&c.text())).collect();
+            let cells: Vec<String> = row
+                .iter()
+                .map(|c| match c {
+                    // Text typed by people (staff names, sources, diseases)
+                    // must not run as a spreadsheet formula when opened.
+                    Cell::Text(t) if t.starts_with(['=', '+', '-', '@']) => {
+                        csv_field(&format!("'{t}"))
+                    }
+                    other => csv_field(&other.text()),
+                })
+                .collect();
             out.push_str(&cells.join(","));
             out.push_str("\r\n");
         }
@@ -414,6 +424,15 @@ mod tests {
         let s = String::from_utf8(bytes).unwrap();
         assert!(s.contains("\r\n咨询与转化\r\n代码,省份,来电,"));
         assert_eq!(csv_field("a,b"), "\"a,b\"");
+        // A formula typed as a staff name stays text in Excel.
+        let mut r = report();
+        r.staff.push(crate::report::StaffLine {
+            office: "44".into(),
+            staff: "=HYPERLINK(1)".into(),
+            ..Default::default()
+        });
+        let s = String::from_utf8(csv(&r)).unwrap();
+        assert!(s.contains("\r\n44,'=HYPERLINK(1),"), "{s}");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 
