@@ -195,8 +195,14 @@ impl Desk {
         })
     }
 
-    /// The active staff member with this name.
+    /// The active staff member with this name. Office work is recorded by
+    /// an office's own staff: a headquarters replica holds every office's
+    /// roster but records no calls, visits or follow-ups (it merges
+    /// duplicates and resolves conflicts).
     pub fn staff_member(&self, name: &str) -> Result<Staff> {
+        if self.office() == HQ_OFFICE {
+            return Err(ClientError::Headquarters("record office work"));
+        }
         match self.replica.staff_named(name.trim())? {
             Some(s) if s.active => Ok(s),
             _ => Err(ClientError::UnknownStaff(name.trim().to_string())),

@@ -196,6 +196,23 @@ fn duplicates_are_found_merged_once_and_counted_once() {
     ]);
     assert!(!edit_dup.ok);
 
+    // Headquarters merges and resolves, but records no office work.
+    let hq_followup = hq.run(&[
+        "followup",
+        "--patient",
+        &a,
+        "--staff",
+        "李娜",
+        "--outcome",
+        "x",
+    ]);
+    assert!(!hq_followup.ok);
+    assert!(
+        hq_followup.stderr.contains("headquarters"),
+        "{}",
+        hq_followup.stderr
+    );
+
     // Counted once in every report: the same total, now under Guangdong.
     let after = national_calls(&server);
     assert_eq!(after["total"]["calls"], 4);
