@@ -1,7 +1,9 @@
 //! The `keqing` command line: parses arguments, calls the [`Desk`], prints
 //! Chinese tables by default and JSON with `--json`.
 
-use crate::desk::{CallInput, Desk, DueEntry, MatchedBy, new_id, now_cst};
+use crate::desk::{
+    CallInput, Desk, DueEntry, FollowUpInput, MatchedBy, PurchaseInput, VisitInput, new_id, now_cst,
+};
 use anyhow::{Context, Result, bail};
 use chrono::{NaiveDate, NaiveDateTime};
 use clap::{Args, Parser, Subcommand};
@@ -188,6 +190,16 @@ enum Command {
     },
     /// 重建 Rebuild every projection table from the dossier documents
     Rebuild,
+    /// 工作台 The office workstation in a browser: consultation register,
+    /// dossiers, today's follow-ups, daily summary, sync (works offline)
+    Ui {
+        /// Address to serve on (loopback by default: only this PC can open it)
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Seconds between background syncs when enrolled (0: only the button)
+        #[arg(long, default_value_t = 60)]
+        sync_every: u64,
+    },
     /// 状态 What this replica is and holds
     Status {
         #[arg(long)]
@@ -619,30 +631,6 @@ fn sex(s: &Option<String>) -> Result<Option<Sex>> {
         .transpose()
 }
 
-/// Yuan as typed (`1280`, `1280.5`, `1280.50`) to fen, without floats.
-fn yuan_to_fen(s: &str) -> Result<i64> {
-    let bad = || DomainError::invalid("amount", format!("`{s}`: expected yuan like 1280.50"));
-    let t = s.trim();
-    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
-    if whole.is_empty()
-        || frac.len() > 2
-        || !whole.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(bad().into());
-    }
-    let whole: i64 = whole.parse().map_err(|_| bad())?;
-    let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
-    whole
-        .checked_mul(100)
-        .and_then(|w| w.checked_add(frac))
-        .ok_or_else(|| bad().into())
-}
-
-fn fen(amount: i64) -> String {
-    format!("{}.{:02}", amount / 100, amount % 100)
-}
-
 fn text(field: &'static str, s: &Option<String>) -> Result<Option<String>> {
     Ok(s.as_deref().map(|v| validate_name(field, v)).transpose()?)
 }
@@ -816,16 +804,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", out.dossier_id);
         }
         Command::Visit(a) => {
-            let staff = desk.staff_member(&a.who.staff)?;
-            let visit = Visit {
-                id: new_id(),
+            let input = VisitInput {
+                staff: a.who.staff,
                 at: when(&a.who.at)?,
-                staff: staff.name,
                 purchased: a.bought,
                 reason_not_bought: a.reason,
                 notes: a.notes,
             };
-            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.add(&visit))?;
+            let (v, visit) = desk.record_visit(&a.who.patient, &input)?;
             println!(
                 "已登记到堂 {} {}",
                 v.patient.name,
@@ -834,55 +820,40 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", v.id);
         }
         Command::Purchase(a) => {
-            let staff = desk.staff_member(&a.who.staff)?;
-            let at = when(&a.who.at)?;
-            let runout = a.runout.as_deref().map(parse_date).transpose()?;
-            if let Some(r) = runout
-                && r < at.date()
-            {
-                return Err(DomainError::invalid(
-                    "runout",
-                    "the run-out date is before the purchase",
-                )
-                .into());
-            }
-            if a.quantity < 1 {
-                return Err(DomainError::invalid("quantity", "at least 1 box").into());
-            }
-            let purchase = Purchase {
-                id: new_id(),
-                at,
-                staff: staff.name,
-                product: validate_name("product", &a.product)?,
+            let input = PurchaseInput {
+                staff: a.who.staff,
+                at: when(&a.who.at)?,
+                product: a.product,
                 quantity: a.quantity,
-                amount_fen: yuan_to_fen(&a.amount)?,
+                amount_yuan: a.amount,
+                runout: a.runout.as_deref().map(parse_date).transpose()?,
                 invoice: a.invoice,
-                runout,
                 gifts: a.gifts,
                 gift_receipt: a.gift_receipt,
             };
-            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.add(&purchase))?;
+            let (v, purchase) = desk.record_purchase(&a.who.patient, &input)?;
             println!(
                 "已登记购药 {} {} {} 盒 ¥{} 用药到期 {}",
                 v.patient.name,
                 purchase.product,
                 purchase.quantity,
-                fen(purchase.amount_fen),
-                runout.map(fmt_date).unwrap_or_else(|| "未填".into())
+                fmt_yuan(purchase.amount_fen),
+                purchase
+                    .runout
+                    .map(fmt_date)
+                    .unwrap_or_else(|| "未填".into())
             );
             println!("{}", v.id);
         }
         Command::Followup(a) => {
-            let staff = desk.staff_member(&a.who.staff)?;
-            let f = FollowUp {
-                id: new_id(),
+            let input = FollowUpInput {
+                staff: a.who.staff,
                 at: when(&a.who.at)?,
-                staff: staff.name,
-                kind: validate_name("kind", &a.kind)?,
+                kind: a.kind,
                 outcome: a.outcome,
                 next_entry: a.next,
             };
-            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.add(&f))?;
+            let (v, _) = desk.record_followup(&a.who.patient, &input)?;
             println!("已登记回访 {}", v.patient.name);
             println!("{}", v.id);
         }
@@ -1131,6 +1102,33 @@ fn run(cli: Cli) -> Result<()> {
             let n = desk.replica_mut().rebuild()?;
             println!("已重建 {n} 个文档的投影表");
         }
+        Command::Ui { listen, sync_every } => {
+            drop(desk);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            return rt.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let addr = listener.local_addr()?;
+                // The address alone on the last line, for scripts and tests.
+                println!("客情工作台 office workstation (Ctrl-C stops):");
+                println!("http://{addr}/");
+                use std::io::Write;
+                std::io::stdout().flush()?;
+                crate::ui::serve(
+                    data,
+                    listener,
+                    crate::ui::UiOptions {
+                        sync_every: (sync_every > 0).then(|| Duration::from_secs(sync_every)),
+                    },
+                    keqing_server::shutdown_signal(),
+                )
+                .await
+            });
+        }
         Command::Status { json } => {
             let meta = desk.replica().meta().clone();
             let office_name = office::office(&meta.office)
@@ -1343,17 +1341,6 @@ fn problem(desk: &mut Desk, cmd: ProblemCommand) -> Result<()> {
     Ok(())
 }
 
-fn slot_state(s: &Slot, d: NaiveDate) -> String {
-    match s.status_on(d) {
-        SlotStatus::NotYet => "未到".into(),
-        SlotStatus::Due => "今日应访".into(),
-        SlotStatus::Overdue => format!("逾期{}天", (d - s.deadline).num_days()),
-        SlotStatus::Done { on_time: true } => "按时完成".into(),
-        SlotStatus::Done { on_time: false } => "逾期完成".into(),
-        SlotStatus::Closed => "已结束".into(),
-    }
-}
-
 fn print_due(d: NaiveDate, list: &[DueEntry]) {
     println!("回访清单 {}", fmt_date(d));
     let mut t = Table::new(["状态", "患者", "电话", "原因", "应访日期", "档案"]);
@@ -1361,7 +1348,7 @@ fn print_due(d: NaiveDate, list: &[DueEntry]) {
         let s = &e.slots[0];
         let reasons: Vec<&str> = e.slots.iter().map(|s| s.reason.as_str()).collect();
         t.row([
-            slot_state(s, d),
+            s.label_on(d),
             e.name.clone(),
             e.phone.clone().unwrap_or_default(),
             reasons.join("; "),
@@ -1449,7 +1436,7 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
                     "{} {}盒 ¥{} 用药到期【{}】 发票 {} 礼品 {} {}",
                     x.product,
                     x.quantity,
-                    fen(x.amount_fen),
+                    fmt_yuan(x.amount_fen),
                     x.runout.map(fmt_date).unwrap_or_else(|| "未填".into()),
                     opt(&x.invoice),
                     opt(&x.gifts),
@@ -1533,7 +1520,7 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
         println!("回访安排");
         let mut t = Table::new(["应访日期", "原因", "状态"]);
         for s in open {
-            t.row([fmt_date(s.deadline), s.reason.clone(), slot_state(s, today)]);
+            t.row([fmt_date(s.deadline), s.reason.clone(), s.label_on(today)]);
         }
         print!("{}", t.render());
     }
@@ -1542,24 +1529,6 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn yuan_parsing() {
-        assert_eq!(yuan_to_fen("1280").unwrap(), 128000);
-        assert_eq!(yuan_to_fen("1280.5").unwrap(), 128050);
-        assert_eq!(yuan_to_fen("0.05").unwrap(), 5);
-        for bad in [
-            "",
-            "-1",
-            "1.234",
-            "1,000",
-            "abc",
-            ".5",
-            "99999999999999999999",
-        ] {
-            assert!(yuan_to_fen(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn cli_definition_is_valid() {

@@ -14,7 +14,7 @@ use keqing_shared::followup::{Slot, SlotStatus, schedule};
 use keqing_shared::records::*;
 use keqing_shared::report::{self, Report, Scope};
 use keqing_shared::roster::{Roster, roster_id};
-use keqing_shared::staff::{Role, Staff, validate_name};
+use keqing_shared::staff::{Role, Staff, validate_name, validate_text};
 use keqing_shared::{office, phone};
 use serde::Serialize;
 use std::path::Path;
@@ -78,6 +78,51 @@ pub struct CallOutcome {
     pub matched_by: MatchedBy,
     /// Other dossiers that may be the same patient (same name, similar age).
     pub possible_duplicates: Vec<PatientRow>,
+}
+
+/// A visit (到堂) as entered at the desk.
+#[derive(Debug, Clone, Default)]
+pub struct VisitInput {
+    pub staff: String,
+    pub at: NaiveDateTime,
+    pub purchased: bool,
+    pub reason_not_bought: Option<String>,
+    pub notes: Option<String>,
+}
+
+/// A purchase (购药) as entered: the amount in yuan as typed.
+#[derive(Debug, Clone, Default)]
+pub struct PurchaseInput {
+    pub staff: String,
+    pub at: NaiveDateTime,
+    pub product: String,
+    pub quantity: i64,
+    pub amount_yuan: String,
+    pub runout: Option<NaiveDate>,
+    pub invoice: Option<String>,
+    pub gifts: Option<String>,
+    pub gift_receipt: Option<String>,
+}
+
+/// A follow-up call (回访) as entered.
+#[derive(Debug, Clone, Default)]
+pub struct FollowUpInput {
+    pub staff: String,
+    pub at: NaiveDateTime,
+    pub kind: String,
+    pub outcome: String,
+    pub next_entry: Option<String>,
+}
+
+/// Longest free text kept in one field of a record (notes, outcomes).
+const MAX_RECORD_TEXT: usize = 2000;
+
+fn optional_text(field: &'static str, s: &Option<String>) -> Result<Option<String>> {
+    Ok(s.as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| validate_text(field, t, MAX_RECORD_TEXT))
+        .transpose()?)
 }
 
 /// An entry of the day's follow-up list: one patient, most urgent slot first.
@@ -382,6 +427,93 @@ impl Desk {
             };
             Ok((view, out))
         })
+    }
+
+    /// Records a visit (到堂) of the patient.
+    pub fn record_visit(
+        &mut self,
+        patient: &str,
+        input: &VisitInput,
+    ) -> Result<(DossierView, Visit)> {
+        let staff = self.staff_member(&input.staff)?;
+        let reason_not_bought = optional_text("reason", &input.reason_not_bought)?;
+        if input.purchased && reason_not_bought.is_some() {
+            return Err(keqing_shared::DomainError::invalid(
+                "reason",
+                "a visit that bought has no reason for not buying",
+            )
+            .into());
+        }
+        let visit = Visit {
+            id: new_id(),
+            at: input.at,
+            staff: staff.name,
+            purchased: input.purchased,
+            reason_not_bought,
+            notes: optional_text("notes", &input.notes)?,
+        };
+        let (view, ()) = self.edit_patient(patient, |tx| tx.add(&visit))?;
+        Ok((view, visit))
+    }
+
+    /// Records a purchase (购药) with its run-out date (用药到期时间).
+    pub fn record_purchase(
+        &mut self,
+        patient: &str,
+        input: &PurchaseInput,
+    ) -> Result<(DossierView, Purchase)> {
+        let staff = self.staff_member(&input.staff)?;
+        let product = validate_name("product", &input.product)?;
+        if !(1..=10_000).contains(&input.quantity) {
+            return Err(keqing_shared::DomainError::invalid(
+                "quantity",
+                format!("{}: expected 1 to 10000 boxes", input.quantity),
+            )
+            .into());
+        }
+        let amount_fen = parse_yuan(&input.amount_yuan)?;
+        if let Some(r) = input.runout
+            && r < input.at.date()
+        {
+            return Err(keqing_shared::DomainError::invalid(
+                "runout",
+                "the run-out date is before the purchase",
+            )
+            .into());
+        }
+        let purchase = Purchase {
+            id: new_id(),
+            at: input.at,
+            staff: staff.name,
+            product,
+            quantity: input.quantity,
+            amount_fen,
+            invoice: optional_text("invoice", &input.invoice)?,
+            runout: input.runout,
+            gifts: optional_text("gifts", &input.gifts)?,
+            gift_receipt: optional_text("gift_receipt", &input.gift_receipt)?,
+        };
+        let (view, ()) = self.edit_patient(patient, |tx| tx.add(&purchase))?;
+        Ok((view, purchase))
+    }
+
+    /// Records a follow-up call (回访) and the entry point for the next one.
+    pub fn record_followup(
+        &mut self,
+        patient: &str,
+        input: &FollowUpInput,
+    ) -> Result<(DossierView, FollowUp)> {
+        let staff = self.staff_member(&input.staff)?;
+        let followup = FollowUp {
+            id: new_id(),
+            at: input.at,
+            staff: staff.name,
+            kind: validate_name("kind", &input.kind)?,
+            outcome: validate_text("outcome", input.outcome.trim(), MAX_RECORD_TEXT)?,
+            next_entry: optional_text("next", &input.next_entry)?,
+        };
+        let (view, ()) = self.edit_patient(patient, |tx| tx.add(&followup))?;
+        Ok((view, followup))
     }
 
     /// Folds dossier `duplicate` into `keep`: every record moves (copied

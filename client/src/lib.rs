@@ -10,6 +10,7 @@
 //!   follow-ups, the due list, the daily summary) over the replica.
 //! - [`sync`]: enrolment, push/pull with `keqing-server`, repair.
 //! - [`cli`]: the `keqing` command line: argument parsing and output.
+//! - [`ui`]: `keqing ui`, the workstation in a browser over the same desk.
 //! - [`demo`]: `keqing demo`, 27 offices and headquarters on one machine.
 //! - [`error`]: the client's error type.
 
@@ -19,5 +20,6 @@ pub mod desk;
 pub mod error;
 pub mod store;
 pub mod sync;
+pub mod ui;
 
 pub use error::ClientError;

@@ -563,6 +563,21 @@ impl Replica {
         dossiers_with_phone(&self.conn, phone)
     }
 
+    /// The patient row of one dossier.
+    pub fn patient(&self, id: &str) -> Result<Option<PatientRow>> {
+        patient_row(&self.conn, id)
+    }
+
+    /// Patients with exactly this name, of age `age` ± `within` when given.
+    pub fn patients_named(
+        &self,
+        name: &str,
+        age: Option<i64>,
+        within: i64,
+    ) -> Result<Vec<PatientRow>> {
+        patients_named(&self.conn, name, age, within)
+    }
+
     /// Patients whose name, phone or disease contains `text`.
     pub fn search(&self, text: &str, limit: usize) -> Result<Vec<PatientRow>> {
         let pattern = format!(

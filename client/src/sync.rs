@@ -106,7 +106,10 @@ pub async fn enroll(
 }
 
 /// One round: push the whole outbox, then pull everything new.
-pub async fn sync_once(replica: &mut Replica, progress: &mut dyn Progress) -> Result<SyncSummary> {
+pub async fn sync_once(
+    replica: &mut Replica,
+    progress: &mut (dyn Progress + Send),
+) -> Result<SyncSummary> {
     let state = replica.sync_state()?.ok_or_else(|| {
         ClientError::Sync(
             "this replica is not enrolled: run `keqing enroll --server URL --token T`".into(),
@@ -135,7 +138,7 @@ pub async fn sync_once(replica: &mut Replica, progress: &mut dyn Progress) -> Re
 async fn round(
     replica: &mut Replica,
     conn: &mut SyncConnection,
-    progress: &mut dyn Progress,
+    progress: &mut (dyn Progress + Send),
 ) -> Result<SyncSummary> {
     let mut summary = SyncSummary::default();
     let total = replica.outbox_len()?;

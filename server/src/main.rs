@@ -196,7 +196,7 @@ fn run(cli: Cli) -> Result<()> {
                 tracing::info!(%addr, data = %cli.data.display(), "keqing-server serving");
                 // For scripts and tests that listen on port 0.
                 println!("keqing-server listening on {addr}");
-                keqing_server::run(listener, store, shutdown_signal()).await?;
+                keqing_server::run(listener, store, keqing_server::shutdown_signal()).await?;
                 tracing::info!("keqing-server stopped");
                 Ok(())
             })
@@ -290,26 +290,4 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }

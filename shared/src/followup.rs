@@ -136,6 +136,18 @@ impl Slot {
         }
     }
 
+    /// Where the slot stands at the end of day `d`, as staff read it.
+    pub fn label_on(&self, d: NaiveDate) -> String {
+        match self.status_on(d) {
+            SlotStatus::NotYet => "未到".into(),
+            SlotStatus::Due => "今日应访".into(),
+            SlotStatus::Overdue => format!("逾期{}天", (d - self.deadline).num_days()),
+            SlotStatus::Done { on_time: true } => "按时完成".into(),
+            SlotStatus::Done { on_time: false } => "逾期完成".into(),
+            SlotStatus::Closed => "已结束".into(),
+        }
+    }
+
     pub fn on_time(&self) -> bool {
         self.satisfied_at.is_some_and(|s| s.date() <= self.deadline)
     }

@@ -243,3 +243,56 @@ impl Sex {
         }
     }
 }
+
+/// Yuan as typed (`1280`, `1280.5`, `1280.50`) to fen, without floats.
+pub fn parse_yuan(s: &str) -> Result<i64, crate::DomainError> {
+    let bad =
+        || crate::DomainError::invalid("amount", format!("`{s}`: expected yuan like 1280.50"));
+    let t = s.trim();
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty()
+        || frac.len() > 2
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let whole: i64 = whole.parse().map_err(|_| bad())?;
+    let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+    whole
+        .checked_mul(100)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(bad)
+}
+
+/// Fen as yuan with two decimals, e.g. `1280.50`.
+pub fn fmt_yuan(fen: i64) -> String {
+    let sign = if fen < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", (fen / 100).abs(), (fen % 100).abs())
+}
+
+#[cfg(test)]
+mod money_tests {
+    use super::*;
+
+    #[test]
+    fn yuan_parsing() {
+        assert_eq!(parse_yuan("1280").unwrap(), 128000);
+        assert_eq!(parse_yuan("1280.5").unwrap(), 128050);
+        assert_eq!(parse_yuan("0.05").unwrap(), 5);
+        for bad in [
+            "",
+            "-1",
+            "1.234",
+            "1,000",
+            "abc",
+            ".5",
+            "99999999999999999999",
+        ] {
+            assert!(parse_yuan(bad).is_err(), "{bad}");
+        }
+        assert_eq!(fmt_yuan(128050), "1280.50");
+        assert_eq!(fmt_yuan(5), "0.05");
+        assert_eq!(fmt_yuan(-150), "-1.50");
+    }
+}

@@ -1,0 +1,25 @@
+// Live lookup of the caller's number on the consultation register: as the
+// number (or the name) is typed, the dossiers it belongs to appear under it.
+// The page works without this script; the server matches again on save.
+(function () {
+  var phone = document.getElementById("phone");
+  var name = document.getElementById("name");
+  var box = document.getElementById("lookup");
+  if (!phone || !box) return;
+  var timer = null;
+  var last = "";
+  function refresh() {
+    var q = "phone=" + encodeURIComponent(phone.value) +
+      "&name=" + encodeURIComponent(name ? name.value : "");
+    if (q === last) return;
+    last = q;
+    fetch("/lookup?" + q, { headers: { "Accept": "text/html" } })
+      .then(function (r) { return r.ok ? r.text() : ""; })
+      .then(function (html) { if (q === last) box.innerHTML = html; })
+      .catch(function () { /* the workstation itself is local: ignore */ });
+  }
+  function soon() { clearTimeout(timer); timer = setTimeout(refresh, 200); }
+  phone.addEventListener("input", soon);
+  if (name) name.addEventListener("input", soon);
+  if (phone.value) refresh();
+})();

@@ -1,0 +1,494 @@
+//! `keqing ui`: the office workstation in a browser.
+//!
+//! The same replica and the same [`Desk`] operations as the command line,
+//! so everything works offline and validates the same way. Pages are
+//! rendered on the server ([`pages`]); every asset is compiled into the
+//! binary and the pages work without script (a small script only adds the
+//! live lookup of the caller's number while it is typed).
+//!
+//! Safety of a local web app: it binds to loopback by default; every form
+//! carries a secret made when the process starts (a page of another site
+//! cannot read it, so it cannot post a form here: CSRF), and a request must
+//! name this machine in its `Host` header (a DNS-rebinding page cannot).
+
+mod forms;
+mod pages;
+
+use crate::desk::{Desk, now_cst};
+use crate::error::ClientError;
+use crate::store::Replica;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use forms::{FormData, FormErrors};
+use keqing_shared::when::parse_date;
+use maud::Markup;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How the workstation runs.
+#[derive(Debug, Clone)]
+pub struct UiOptions {
+    /// Sync in the background this often (when the replica is enrolled).
+    pub sync_every: Option<Duration>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    desk: Mutex<Desk>,
+    csrf: String,
+    /// Host names a request may use (loopback names and the listen address).
+    hosts: Vec<String>,
+    /// One sync at a time, whether from the button or the background.
+    sync_lock: tokio::sync::Mutex<()>,
+    /// The staff member who last saved something here: the forms' default.
+    last_staff: Mutex<Option<String>>,
+}
+
+#[derive(Clone)]
+struct App(Arc<Inner>);
+
+impl App {
+    /// Runs `f` on the desk off the async threads (SQLite waits on the disk).
+    async fn desk<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Desk) -> Result<T, ClientError> + Send + 'static,
+    ) -> Result<T, UiError> {
+        let app = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut desk = app.desk.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut desk)
+        })
+        .await
+        .map_err(|e| UiError::Internal(format!("task failed: {e}")))?
+        .map_err(UiError::from)
+    }
+
+    fn check_csrf(&self, form: &FormData) -> Result<(), UiError> {
+        if form.get("csrf") == self.0.csrf {
+            Ok(())
+        } else {
+            Err(UiError::Csrf)
+        }
+    }
+
+    fn remember_staff(&self, name: &str) {
+        *self.0.last_staff.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
+    }
+
+    fn last_staff(&self) -> Option<String> {
+        self.0
+            .last_staff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// What every page shows around its content.
+    async fn frame(&self) -> Result<pages::Frame, UiError> {
+        let csrf = self.0.csrf.clone();
+        let last_staff = self.last_staff();
+        self.desk(move |desk| {
+            let r = desk.replica();
+            let meta = r.meta();
+            let staff = r.staff()?.into_iter().filter(|s| s.active).collect();
+            Ok(pages::Frame {
+                office: meta.office.clone(),
+                device: meta.device.clone(),
+                csrf,
+                staff,
+                last_staff,
+                today: now_cst().date(),
+                sync: pages::SyncIndicator {
+                    state: r.sync_state()?,
+                    waiting: r.outbox_len()?,
+                },
+            })
+        })
+        .await
+    }
+}
+
+/// Why a request failed, as the browser is told.
+#[derive(Debug)]
+enum UiError {
+    /// Not found, a wrong office, bad input outside a form: shown on a page.
+    Client(ClientError),
+    Csrf,
+    BadHost,
+    Internal(String),
+}
+
+impl From<ClientError> for UiError {
+    fn from(e: ClientError) -> Self {
+        UiError::Client(e)
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match &self {
+            UiError::Client(
+                e @ (ClientError::UnknownPatient(_) | ClientError::AmbiguousPatient { .. }),
+            ) => (StatusCode::NOT_FOUND, e.to_string()),
+            UiError::Client(e @ ClientError::WrongOffice { .. }) => {
+                (StatusCode::FORBIDDEN, e.to_string())
+            }
+            UiError::Client(e @ (ClientError::Domain(_) | ClientError::Merged { .. })) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            UiError::Client(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            UiError::Csrf => (
+                StatusCode::FORBIDDEN,
+                "表单已过期，请刷新页面后重试 (the form's security token is missing or stale: reload the page)".into(),
+            ),
+            UiError::BadHost => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "请用本机地址访问 (this workstation answers only requests addressed to this machine)".into(),
+            ),
+            UiError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, m.clone()),
+        };
+        (status, pages::error_page(status, &message)).into_response()
+    }
+}
+
+/// Serves the workstation on `listener` until `shutdown` completes.
+pub async fn serve(
+    dir: PathBuf,
+    listener: tokio::net::TcpListener,
+    options: UiOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let desk = Desk::open(&dir)?;
+    let addr = listener.local_addr()?;
+    let app = App(Arc::new(Inner {
+        dir,
+        desk: Mutex::new(desk),
+        csrf: format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ),
+        hosts: allowed_hosts(addr),
+        sync_lock: tokio::sync::Mutex::new(()),
+        last_staff: Mutex::new(None),
+    }));
+    if let Some(every) = options.sync_every {
+        tokio::spawn(background_sync(app.clone(), every));
+    }
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+fn allowed_hosts(addr: SocketAddr) -> Vec<String> {
+    let mut hosts = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "[::1]".to_string(),
+    ];
+    let ip = match addr.ip() {
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    if !addr.ip().is_unspecified() && !hosts.contains(&ip) {
+        hosts.push(ip);
+    }
+    hosts
+}
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(today))
+        .route("/call", get(call_form).post(call_submit))
+        .route("/lookup", get(lookup))
+        .route("/search", get(search))
+        .route("/summary", get(summary))
+        .route("/patient/{id}", get(patient))
+        .route("/patient/{id}/{action}", post(patient_action))
+        .route("/sync", post(sync_now))
+        .route("/assets/app.css", get(css))
+        .route("/assets/app.js", get(js))
+        .layer(middleware::from_fn_with_state(app.clone(), check_host))
+        .with_state(app)
+}
+
+/// Refuses requests addressed to another host name (DNS rebinding).
+async fn check_host(State(app): State<App>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    if app.0.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        next.run(req).await
+    } else {
+        UiError::BadHost.into_response()
+    }
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("assets/app.css"),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("assets/app.js"),
+    )
+}
+
+/// 今日回访: the day's follow-up list, overdue first.
+async fn today(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, UiError> {
+    let frame = app.frame().await?;
+    let day = frame.today;
+    let list = app.desk(move |d| d.due(day)).await?;
+    Ok(pages::today(
+        &frame,
+        &list,
+        q.get("saved").map(String::as_str),
+        None,
+    ))
+}
+
+async fn call_form(State(app): State<App>) -> Result<Markup, UiError> {
+    let frame = app.frame().await?;
+    let mut form = FormData::default();
+    form.set("at", &pages::datetime_value(now_cst()));
+    form.set("kind", "电话咨询");
+    Ok(pages::call_form(&frame, &form, &FormErrors::default()))
+}
+
+/// Registers a call; on invalid input the form comes back with the error
+/// next to its field and nothing is saved.
+async fn call_submit(
+    State(app): State<App>,
+    axum::Form(fields): axum::Form<Vec<(String, String)>>,
+) -> Result<Response, UiError> {
+    let form = FormData::from(fields);
+    app.check_csrf(&form)?;
+    let input = match forms::call_input(&form) {
+        Ok(i) => i,
+        Err(errors) => return form_again(&app, &form, errors).await,
+    };
+    let staff = input.staff.clone();
+    match app.desk(move |d| d.register_call(&input)).await {
+        Ok(out) => {
+            app.remember_staff(&staff);
+            Ok(Redirect::to(&format!("/patient/{}?saved=call", out.dossier_id)).into_response())
+        }
+        Err(UiError::Client(e)) if forms::is_input_error(&e) => {
+            form_again(&app, &form, FormErrors::from_error(&e)).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn form_again(app: &App, form: &FormData, errors: FormErrors) -> Result<Response, UiError> {
+    let frame = app.frame().await?;
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        pages::call_form(&frame, form, &errors),
+    )
+        .into_response())
+}
+
+/// The dossiers a number being typed belongs to, and same-name patients:
+/// a fragment the register form shows under the phone field.
+async fn lookup(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, UiError> {
+    let phone = q.get("phone").cloned().unwrap_or_default();
+    let name = q.get("name").cloned().unwrap_or_default();
+    let found = app.desk(move |d| forms::lookup(d, &phone, &name)).await?;
+    Ok(pages::lookup(&found))
+}
+
+async fn search(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, UiError> {
+    let frame = app.frame().await?;
+    let text = q.get("q").map(|s| s.trim().to_string()).unwrap_or_default();
+    let query = if keqing_shared::phone::looks_like_digits(&text) {
+        text.chars().filter(char::is_ascii_digit).collect()
+    } else {
+        text.clone()
+    };
+    let rows = if query.is_empty() {
+        Vec::new()
+    } else {
+        app.desk(move |d| d.replica().search(&query, 50)).await?
+    };
+    Ok(pages::search(&frame, &text, &rows))
+}
+
+/// 汇总: the office's daily summary, the same report as `keqing report daily`.
+async fn summary(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let frame = app.frame().await?;
+    let day = match q.get("date").filter(|d| !d.is_empty()) {
+        Some(d) => match parse_date(d) {
+            Ok(d) => d,
+            Err(e) => {
+                return Ok((
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    pages::summary(&frame, frame.today, None, Some(&e.to_string())),
+                )
+                    .into_response());
+            }
+        },
+        None => frame.today,
+    };
+    let report = app.desk(move |d| d.report(day, day)).await?;
+    Ok(pages::summary(&frame, day, Some(&report), None).into_response())
+}
+
+async fn patient(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, UiError> {
+    let frame = app.frame().await?;
+    let (view, slots) = app.desk(move |d| d.dossier(&id)).await?;
+    Ok(pages::patient(
+        &frame,
+        &view,
+        &slots,
+        q.get("saved").map(String::as_str),
+        None,
+    ))
+}
+
+/// Visit, purchase, follow-up or conflict resolution on one dossier.
+async fn patient_action(
+    State(app): State<App>,
+    Path((id, action)): Path<(String, String)>,
+    axum::Form(fields): axum::Form<Vec<(String, String)>>,
+) -> Result<Response, UiError> {
+    let form = FormData::from(fields);
+    app.check_csrf(&form)?;
+    let action = forms::Action::parse(&action).ok_or_else(|| {
+        UiError::Client(ClientError::Domain(keqing_shared::DomainError::invalid(
+            "action",
+            format!("`{action}` is not something a dossier page does"),
+        )))
+    })?;
+    let back = forms::back_path(&form, &format!("/patient/{id}"));
+    let staff = form.get("staff").to_string();
+    let target = id.clone();
+    let outcome = match forms::action_edit(action, &form) {
+        Ok(edit) => app.desk(move |d| edit.apply(d, &target)).await,
+        Err(errors) => return action_again(&app, &id, action, &form, errors, &back).await,
+    };
+    match outcome {
+        Ok(()) => {
+            if !staff.is_empty() {
+                app.remember_staff(&staff);
+            }
+            let sep = if back.contains('?') { '&' } else { '?' };
+            Ok(Redirect::to(&format!("{back}{sep}saved={}", action.as_str())).into_response())
+        }
+        Err(UiError::Client(e)) if forms::is_input_error(&e) => {
+            action_again(&app, &id, action, &form, FormErrors::from_error(&e), &back).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Shows the page the form was on again, with the errors next to the fields.
+async fn action_again(
+    app: &App,
+    id: &str,
+    action: forms::Action,
+    form: &FormData,
+    errors: FormErrors,
+    back: &str,
+) -> Result<Response, UiError> {
+    let frame = app.frame().await?;
+    let failed = pages::Failed {
+        action,
+        dossier: id.to_string(),
+        form,
+        errors: &errors,
+    };
+    let page = if back == "/" {
+        let day = frame.today;
+        let list = app.desk(move |d| d.due(day)).await?;
+        pages::today(&frame, &list, None, Some(&failed))
+    } else {
+        let target = id.to_string();
+        let (view, slots) = app.desk(move |d| d.dossier(&target)).await?;
+        pages::patient(&frame, &view, &slots, None, Some(&failed))
+    };
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+}
+
+/// The sync button: one round now, then back to the page it was pressed on.
+async fn sync_now(
+    State(app): State<App>,
+    axum::Form(fields): axum::Form<Vec<(String, String)>>,
+) -> Result<Response, UiError> {
+    let form = FormData::from(fields);
+    app.check_csrf(&form)?;
+    let back = forms::back_path(&form, "/");
+    let result = sync_round(&app).await;
+    let sep = if back.contains('?') { '&' } else { '?' };
+    let flag = match result {
+        Ok(_) => "synced",
+        Err(_) => "offline",
+    };
+    Ok(Redirect::to(&format!("{back}{sep}saved={flag}")).into_response())
+}
+
+/// One sync round on a connection of its own, so the desk stays usable
+/// while it runs; the result is recorded in the replica for the indicator.
+async fn sync_round(app: &App) -> Result<crate::sync::SyncSummary, ClientError> {
+    let _one_at_a_time = app.0.sync_lock.lock().await;
+    let mut replica = Replica::open(&app.0.dir)?;
+    if replica.sync_state()?.is_none() {
+        return Err(ClientError::Sync("this replica is not enrolled".into()));
+    }
+    crate::sync::sync_once(&mut replica, &mut crate::sync::Quiet).await
+}
+
+async fn background_sync(app: App, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sync_round(&app).await {
+            Ok(s) if s.pushed + s.pulled_changes + s.pulled_snapshots > 0 => {
+                tracing::info!(
+                    pushed = s.pushed,
+                    pulled = s.pulled_changes + s.pulled_snapshots,
+                    "background sync"
+                );
+            }
+            Ok(_) => {}
+            // Offline is the normal state of an office for hours: the
+            // indicator shows it; nothing to shout about here.
+            Err(e) => tracing::debug!(error = %e, "background sync failed"),
+        }
+    }
+}
