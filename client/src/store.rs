@@ -307,25 +307,7 @@ pub struct ReplicaMeta {
     pub created_at: String,
 }
 
-/// A patient as listed by search and lookups.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PatientRow {
-    pub dossier_id: String,
-    pub office: String,
-    pub name: String,
-    pub age: Option<i64>,
-    pub phones: Vec<String>,
-    pub diseases: String,
-    pub merged_into: Option<String>,
-}
-
-/// Two dossiers that may be the same patient, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct DuplicateCandidate {
-    pub a: PatientRow,
-    pub b: PatientRow,
-    pub reason: String,
-}
+pub use keqing_projection::patients::{DuplicateCandidate, PatientRow};
 
 /// An open slot with the patient it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -651,50 +633,9 @@ impl Replica {
     /// (any offices), or the same name in the same office with ages at
     /// most one year apart. Merged dossiers are left out.
     pub fn duplicate_candidates(&self) -> Result<Vec<DuplicateCandidate>> {
-        let mut pairs: Vec<(String, String, String)> = self
-            .conn
-            .prepare(
-                "SELECT a.dossier_id, b.dossier_id, a.phone
-                 FROM patient_phones a
-                 JOIN patient_phones b ON b.phone = a.phone AND b.dossier_id > a.dossier_id
-                 JOIN patients pa ON pa.dossier_id = a.dossier_id
-                 JOIN patients pb ON pb.dossier_id = b.dossier_id
-                 WHERE pa.merged_into IS NULL AND pb.merged_into IS NULL",
-            )?
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    format!("同一电话 {}", r.get::<_, String>(2)?),
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let by_name: Vec<(String, String, String)> = self
-            .conn
-            .prepare(
-                "SELECT a.dossier_id, b.dossier_id, a.name
-                 FROM patients a
-                 JOIN patients b ON b.name = a.name AND b.age BETWEEN a.age - 1 AND a.age + 1
-                      AND b.office = a.office AND b.dossier_id > a.dossier_id
-                 WHERE a.merged_into IS NULL AND b.merged_into IS NULL",
-            )?
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, "同名同省 年龄相近".to_string()))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        for p in by_name {
-            if !pairs.iter().any(|q| q.0 == p.0 && q.1 == p.1) {
-                pairs.push(p);
-            }
-        }
-        let mut out = Vec::new();
-        for (a, b, reason) in pairs {
-            if let (Some(a), Some(b)) = (patient_row(&self.conn, &a)?, patient_row(&self.conn, &b)?)
-            {
-                out.push(DuplicateCandidate { a, b, reason });
-            }
-        }
-        Ok(out)
+        Ok(keqing_projection::patients::duplicate_candidates(
+            &self.conn,
+        )?)
     }
 
     /// Dossiers with a patient field holding concurrent values.
@@ -965,36 +906,7 @@ fn patients_named(
 }
 
 fn patient_row(conn: &Connection, id: &str) -> Result<Option<PatientRow>> {
-    let row = conn
-        .prepare_cached(
-            "SELECT name, age, diseases, merged_into, office FROM patients WHERE dossier_id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })
-        .optional()?;
-    let Some((name, age, diseases, merged_into, office)) = row else {
-        return Ok(None);
-    };
-    let phones = conn
-        .prepare_cached("SELECT phone FROM patient_phones WHERE dossier_id = ?1 ORDER BY phone")?
-        .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(Some(PatientRow {
-        dossier_id: id.to_string(),
-        office,
-        name,
-        age,
-        phones,
-        diseases,
-        merged_into,
-    }))
+    Ok(keqing_projection::patients::patient_row(conn, id)?)
 }
 
 fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {

@@ -21,6 +21,8 @@ use keqing_shared::staff::Staff;
 use keqing_shared::when::{fmt_date, fmt_datetime};
 use rusqlite::{Connection, params};
 
+pub mod patients;
+
 pub type Result<T> = rusqlite::Result<T>;
 
 /// The projection tables as a fresh store creates them. The office replica

@@ -99,7 +99,18 @@ pub fn pb_report(r: Report) -> pb::Report {
         by_day: r
             .by_day
             .into_iter()
-            .map(|d| same_fields!(d => pb::DayLine { date, calls, visits, purchases, followups }))
+            .map(|d| pb::DayLine {
+                date: d.date,
+                calls: d.calls,
+                visits: d.visits,
+                purchases: d.purchases,
+                followups: d.followups,
+                sources: d
+                    .sources
+                    .into_iter()
+                    .map(|c| same_fields!(c => pb::Count { label, count }))
+                    .collect(),
+            })
             .collect(),
         staff: r
             .staff
@@ -139,7 +150,18 @@ pub fn report_from(r: pb::Report) -> Report {
         by_day: r
             .by_day
             .into_iter()
-            .map(|d| same_fields!(d => DayLine { date, calls, visits, purchases, followups }))
+            .map(|d| DayLine {
+                date: d.date,
+                calls: d.calls,
+                visits: d.visits,
+                purchases: d.purchases,
+                followups: d.followups,
+                sources: d
+                    .sources
+                    .into_iter()
+                    .map(|c| same_fields!(c => Count { label, count }))
+                    .collect(),
+            })
             .collect(),
         staff: r
             .staff

@@ -17,12 +17,14 @@
 //! - [`roster`]: the staff of an office as one automerge document.
 //! - [`sync`]: the sync protocol in domain terms (no wire format).
 //! - [`sheets`]: a report as Chinese tables: text, CSV and .xlsx bytes.
+//! - [`html`]: report tables, SVG charts and the host check of the web UIs.
 //! - [`table`]: plain-text tables that line up Chinese text.
 //! - [`error`]: the domain error type.
 
 pub mod dossier;
 pub mod error;
 pub mod followup;
+pub mod html;
 pub mod office;
 pub mod phone;
 pub mod records;

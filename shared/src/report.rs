@@ -263,6 +263,8 @@ pub struct DayLine {
     pub visits: u64,
     pub purchases: u64,
     pub followups: u64,
+    /// The day's calls by information source (信息来源), by source name.
+    pub sources: Vec<Count>,
 }
 
 /// 客情岗位评定: one staff member's figures.
@@ -381,6 +383,7 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     let mut days: BTreeMap<NaiveDate, DayLine> = BTreeMap::new();
     let mut by_disease: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_source: BTreeMap<String, SourceLine> = BTreeMap::new();
+    let mut day_sources: BTreeMap<(NaiveDate, &str), u64> = BTreeMap::new();
 
     // Calls, and each caller's first call in the range.
     let mut first_call: HashMap<&str, &CallFact> = HashMap::new();
@@ -392,6 +395,9 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         line(&mut lines, &c.office).calls += 1;
         person(&mut staff, &c.office, &c.staff).calls += 1;
         days.entry(c.at.date()).or_default().calls += 1;
+        *day_sources
+            .entry((c.at.date(), c.source.as_str()))
+            .or_default() += 1;
         let disease = c.disease.clone().unwrap_or_else(|| "未填".to_string());
         *by_disease.entry(disease).or_default() += 1;
         by_source.entry(c.source.clone()).or_default().calls += 1;
@@ -559,6 +565,14 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             .into_iter()
             .map(|(d, mut l)| {
                 l.date = crate::when::fmt_date(d);
+                l.sources = day_sources
+                    .range((d, "")..)
+                    .take_while(|((day, _), _)| *day == d)
+                    .map(|((_, source), n)| Count {
+                        label: source.to_string(),
+                        count: *n,
+                    })
+                    .collect();
                 l
             })
             .collect(),

@@ -86,6 +86,10 @@ fn funnel_follows_each_caller_from_the_first_call_in_the_range() {
     assert_eq!(r.by_day.len(), 3);
     assert_eq!(r.by_day[0].date, "2026-11-20");
     assert_eq!(r.by_day[0].calls, 2);
+    for d in &r.by_day {
+        let by_source: u64 = d.sources.iter().map(|c| c.count).sum();
+        assert_eq!(by_source, d.calls, "{}", d.date);
+    }
 }
 
 #[test]

@@ -27,7 +27,6 @@ use forms::{FormData, FormErrors};
 use keqing_shared::when::parse_date;
 use maud::Markup;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -175,7 +174,7 @@ pub async fn serve(
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         ),
-        hosts: allowed_hosts(addr),
+        hosts: keqing_shared::html::allowed_hosts(addr),
         sync_lock: tokio::sync::Mutex::new(()),
         last_staff: Mutex::new(None),
     }));
@@ -186,22 +185,6 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
-}
-
-fn allowed_hosts(addr: SocketAddr) -> Vec<String> {
-    let mut hosts = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "[::1]".to_string(),
-    ];
-    let ip = match addr.ip() {
-        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-        v4 => v4.to_string(),
-    };
-    if !addr.ip().is_unspecified() && !hosts.contains(&ip) {
-        hosts.push(ip);
-    }
-    hosts
 }
 
 fn router(app: App) -> Router {
@@ -227,11 +210,7 @@ async fn check_host(State(app): State<App>, req: Request, next: Next) -> Respons
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let name = match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    };
-    if app.0.hosts.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+    if keqing_shared::html::host_allowed(host, &app.0.hosts) {
         next.run(req).await
     } else {
         UiError::BadHost.into_response()
@@ -258,14 +237,34 @@ async fn today(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
     let frame = app.frame().await?;
-    let day = frame.today;
+    let day = match q.get("date").filter(|d| !d.is_empty()) {
+        Some(d) => parse_date(d).map_err(ClientError::from)?,
+        None => frame.today,
+    };
     let list = app.desk(move |d| d.due(day)).await?;
     Ok(pages::today(
         &frame,
+        day,
         &list,
         q.get("saved").map(String::as_str),
         None,
     ))
+}
+
+/// The day of a follow-up list page (`/` or `/?date=...`), if `path` is one.
+fn list_day(path: &str, today: chrono::NaiveDate) -> Option<chrono::NaiveDate> {
+    let query = match path.split_once('?') {
+        Some(("/", q)) => q,
+        None if path == "/" => "",
+        _ => return None,
+    };
+    Some(
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("date="))
+            .and_then(|d| parse_date(d).ok())
+            .unwrap_or(today),
+    )
 }
 
 async fn call_form(State(app): State<App>) -> Result<Markup, UiError> {
@@ -432,10 +431,9 @@ async fn action_again(
         form,
         errors: &errors,
     };
-    let page = if back == "/" {
-        let day = frame.today;
+    let page = if let Some(day) = list_day(back, frame.today) {
         let list = app.desk(move |d| d.due(day)).await?;
-        pages::today(&frame, &list, None, Some(&failed))
+        pages::today(&frame, day, &list, None, Some(&failed))
     } else {
         let target = id.to_string();
         let (view, slots) = app.desk(move |d| d.dossier(&target)).await?;

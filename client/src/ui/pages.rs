@@ -244,34 +244,54 @@ fn general_errors(errors: &FormErrors) -> Markup {
 /// 今日回访: overdue first, each with its reason and a one-step record form.
 pub fn today(
     frame: &Frame,
+    day: NaiveDate,
     list: &[DueEntry],
     saved: Option<&str>,
     failed: Option<&Failed>,
 ) -> Markup {
     let overdue = list.iter().filter(|e| e.overdue).count();
+    let back = if day == frame.today {
+        "/".to_string()
+    } else {
+        format!("/?date={}", fmt_date(day))
+    };
     let body = html! {
-        h1 { "今日回访 " (fmt_date(frame.today)) }
-        p.summary { "共 " strong { (list.len()) } " 位患者，其中逾期 " strong.overdue { (overdue) } " 位" }
+        h1 {
+            @if day == frame.today { "今日回访 " } @else { "回访清单 " }
+            (fmt_date(day))
+        }
+        form.search method="get" action="/" {
+            label for="date" { "日期" }
+            input id="date" name="date" type="date" value=(fmt_date(day));
+            button type="submit" { "查看" }
+        }
+        p.summary { "共 " strong id="due-count" { (list.len()) } " 位患者，其中逾期 " strong.overdue { (overdue) } " 位" }
         @if list.is_empty() {
-            p.empty { "今天没有需要回访的患者。" }
+            p.empty { "这一天没有需要回访的患者。" }
         }
         ol.due {
             @for e in list {
-                (due_entry(frame, e, failed))
+                (due_entry(frame, day, &back, e, failed))
             }
         }
     };
     layout(frame, "今日回访", "today", saved, body)
 }
 
-fn due_entry(frame: &Frame, e: &DueEntry, failed: Option<&Failed>) -> Markup {
+fn due_entry(
+    frame: &Frame,
+    day: NaiveDate,
+    back: &str,
+    e: &DueEntry,
+    failed: Option<&Failed>,
+) -> Markup {
     let first = &e.slots[0];
     let (form, errors) = Failed::of(failed, Action::Followup, &e.dossier_id).unwrap_or_default();
     let form_id = format!("f-{}", e.dossier_id);
     html! {
         li class={ "entry" @if e.overdue { " overdue" } } id={ "due-" (e.dossier_id) } {
             div.who {
-                span.state { (first.label_on(frame.today)) }
+                span.state { (first.label_on(day)) }
                 a href={ "/patient/" (e.dossier_id) } { (e.name) }
                 span.phone { (e.phone.as_deref().unwrap_or("")) }
             }
@@ -282,7 +302,7 @@ fn due_entry(frame: &Frame, e: &DueEntry, failed: Option<&Failed>) -> Markup {
             }
             form.oneline method="post" action={ "/patient/" (e.dossier_id) "/followup" } id=(form_id) {
                 (hidden_csrf(frame))
-                input type="hidden" name="back" value="/";
+                input type="hidden" name="back" value=(back);
                 input type="hidden" name="kind" value="电话回访";
                 (general_errors(&errors))
                 (staff_select(frame, &form, &errors, "回访人员"))
@@ -422,32 +442,11 @@ pub fn summary(
         @if let Some(e) = error { p.error role="alert" { (e) } }
         @if let Some(r) = report {
             @for sheet in sheets::sheets(r) {
-                (sheet_table(&sheet))
+                (keqing_shared::html::sheet_table(&sheet))
             }
         }
     };
     layout(frame, "每日汇总", "summary", None, body)
-}
-
-/// One section of a report as a table: the same cells as the CSV and xlsx.
-pub fn sheet_table(sheet: &sheets::Sheet) -> Markup {
-    html! {
-        section.sheet {
-            h2 { (sheet.title) }
-            @if sheet.rows.is_empty() {
-                p.empty { "无" }
-            } @else {
-                table {
-                    thead { tr { @for h in &sheet.headers { th { (h) } } } }
-                    tbody {
-                        @for row in &sheet.rows {
-                            tr { @for c in row { td class=[matches!(c, sheets::Cell::Text(_)).then_some("t")] { (c.text()) } } }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 struct TimelineEntry {
