@@ -218,6 +218,18 @@ pub fn span_day(d: NaiveDate) -> i64 {
     (d - NaiveDate::from_ymd_opt(2000, 1, 1).expect("epoch")).num_days()
 }
 
+/// The last day with a consultation call in `office` (every office when
+/// `None`): where a dashboard's default range ends.
+pub fn last_call_day(conn: &Connection, office: Option<&str>) -> Result<Option<NaiveDate>> {
+    let at: Option<String> = match office {
+        Some(o) => conn.query_row("SELECT max(at) FROM calls WHERE office = ?1", [o], |r| {
+            r.get(0)
+        })?,
+        None => conn.query_row("SELECT max(at) FROM calls", [], |r| r.get(0))?,
+    };
+    Ok(at.and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok()))
+}
+
 /// Deletes every projection row (before a rebuild).
 pub fn clear(conn: &Connection) -> Result<()> {
     for table in TABLES {

@@ -5,6 +5,7 @@
 //! Map of the modules:
 //! - [`store`]: the SQLite store (devices, change log, snapshots) behind the
 //!   [`store::SyncStore`] trait; the only module that writes SQL.
+//! - [`dashboard`]: headquarters' web dashboard over the same reports.
 //! - [`hub`]: the sync core: authentication, checks on every pushed change,
 //!   durable appends, the change feed.
 //! - [`projector`]: follows the log and keeps the projection tables.
@@ -12,6 +13,7 @@
 //! - [`run`]: a real tonic server on a given listener, with the standard
 //!   gRPC health service and server reflection; tests call it on port 0.
 
+pub mod dashboard;
 pub mod hub;
 pub mod projector;
 pub mod reports;

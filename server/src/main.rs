@@ -26,6 +26,15 @@ enum Command {
     Serve {
         #[arg(long, default_value = "127.0.0.1:7600")]
         listen: String,
+        /// Also serve headquarters' dashboard on this address (e.g. 127.0.0.1:8081)
+        #[arg(long)]
+        http: Option<String>,
+    },
+    /// 看板 Headquarters' web dashboard alone (sign in with an HQ device
+    /// token); works whether or not `serve` runs
+    Dashboard {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
     },
     /// 设备 Devices (enrolment tokens); works whether or not the server runs
     #[command(subcommand)]
@@ -177,15 +186,8 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { listen } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+        Command::Serve { listen, http } => {
+            init_logging();
             let store = SqliteStore::open(&cli.data)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
@@ -196,9 +198,38 @@ fn run(cli: Cli) -> Result<()> {
                 tracing::info!(%addr, data = %cli.data.display(), "keqing-server serving");
                 // For scripts and tests that listen on port 0.
                 println!("keqing-server listening on {addr}");
-                keqing_server::run(listener, store, keqing_server::shutdown_signal()).await?;
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    keqing_server::shutdown_signal().await;
+                    let _ = stop.send(true);
+                });
+                let dashboard = match http {
+                    Some(http) => {
+                        let listener = bind_dashboard(&http).await?;
+                        Some(tokio::spawn(keqing_server::dashboard::serve(
+                            store.reopen()?,
+                            listener,
+                            until(stopped.clone()),
+                        )))
+                    }
+                    None => None,
+                };
+                keqing_server::run(listener, store, until(stopped)).await?;
+                if let Some(d) = dashboard {
+                    d.await??;
+                }
                 tracing::info!("keqing-server stopped");
                 Ok(())
+            })
+        }
+        Command::Dashboard { listen } => {
+            init_logging();
+            let store = SqliteStore::open(&cli.data)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let listener = bind_dashboard(&listen).await?;
+                keqing_server::dashboard::serve(store, listener, keqing_server::shutdown_signal())
+                    .await
             })
         }
         Command::Device(DeviceCommand::Add { office, hq, name }) => {
@@ -290,4 +321,30 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Binds the dashboard's address and prints its URL alone on a line.
+async fn bind_dashboard(addr: &str) -> Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "dashboard serving");
+    println!("keqing-server dashboard on http://{local}/");
+    Ok(listener)
+}
+
+/// Completes when `stopped` turns true (or its sender is gone).
+async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }

@@ -402,6 +402,25 @@ impl SqliteStore {
         Ok(keqing_projection::dump(&self.conn)?)
     }
 
+    /// Pairs of live dossiers across all offices that may be one patient.
+    pub fn duplicate_candidates(
+        &self,
+    ) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>> {
+        Ok(keqing_projection::patients::duplicate_candidates(
+            &self.conn,
+        )?)
+    }
+
+    /// The last day with a call in the projections (of one office).
+    pub fn last_call_day(&self, office: Option<&str>) -> Result<Option<chrono::NaiveDate>> {
+        Ok(keqing_projection::last_call_day(&self.conn, office)?)
+    }
+
+    /// The device holding this token, if any (revoked devices included).
+    pub fn device_with_token(&self, token: &str) -> Result<Option<Device>> {
+        self.device_by_token_hash(&crate::hub::token_hash(token))
+    }
+
     pub fn integrity_check(&self) -> Result<String> {
         Ok(self
             .conn

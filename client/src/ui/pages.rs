@@ -168,69 +168,88 @@ fn hidden_csrf(frame: &Frame) -> Markup {
     html! { input type="hidden" name="csrf" value=(frame.csrf); }
 }
 
-/// A labelled field with its error (if any) right after the input.
-fn field(label: &str, name: &str, errors: &FormErrors, input: Markup) -> Markup {
-    let err = errors.field(name);
-    html! {
-        div class={ "field" @if err.is_some() { " invalid" } } {
-            label for=(name) { (label) }
-            (input)
-            @if let Some(e) = err {
-                span.err id={ (name) "-err" } role="alert" { (e) }
+/// The fields of one form on a page: ids carry the form's prefix, so two
+/// forms on a page (or one per list entry) never share an id.
+struct Fields<'a> {
+    prefix: String,
+    form: &'a FormData,
+    errors: &'a FormErrors,
+}
+
+impl<'a> Fields<'a> {
+    fn new(prefix: impl Into<String>, form: &'a FormData, errors: &'a FormErrors) -> Self {
+        Fields {
+            prefix: prefix.into(),
+            form,
+            errors,
+        }
+    }
+
+    fn id(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// A labelled field with its error (if any) right after the input.
+    fn field(&self, label: &str, name: &str, input: Markup) -> Markup {
+        let err = self.errors.field(name);
+        html! {
+            div class={ "field" @if err.is_some() { " invalid" } } {
+                label for=(self.id(name)) { (label) }
+                (input)
+                @if let Some(e) = err {
+                    span.err id={ (self.id(name)) "-err" } role="alert" { (e) }
+                }
             }
         }
     }
-}
 
-fn text_input(
-    label: &str,
-    name: &str,
-    form: &FormData,
-    errors: &FormErrors,
-    kind: &str,
-    required: bool,
-) -> Markup {
-    let input = html! {
-        input type=(kind) id=(name) name=(name) value=(form.get(name)) required[required]
-            aria-invalid=[errors.field(name).map(|_| "true")]
-            aria-describedby=[errors.field(name).map(|_| format!("{name}-err"))];
-    };
-    field(label, name, errors, input)
-}
+    fn text(&self, label: &str, name: &str, kind: &str, required: bool) -> Markup {
+        let err = self.errors.field(name);
+        let input = html! {
+            input type=(kind) id=(self.id(name)) name=(name) value=(self.form.get(name)) required[required]
+                aria-invalid=[err.map(|_| "true")]
+                aria-describedby=[err.map(|_| format!("{}-err", self.id(name)))];
+        };
+        self.field(label, name, input)
+    }
 
-fn choice(
-    label: &str,
-    name: &str,
-    options: &[(&str, &str)],
-    form: &FormData,
-    errors: &FormErrors,
-) -> Markup {
-    let current = form.get(name);
-    let input = html! {
-        select id=(name) name=(name) {
-            @for (value, text) in options {
-                option value=(value) selected[*value == current] { (text) }
+    fn choice(&self, label: &str, name: &str, options: &[(&str, &str)]) -> Markup {
+        let current = self.form.get(name);
+        let input = html! {
+            select id=(self.id(name)) name=(name) {
+                @for (value, text) in options {
+                    option value=(value) selected[*value == current] { (text) }
+                }
+            }
+        };
+        self.field(label, name, input)
+    }
+
+    fn staff(&self, frame: &Frame, label: &str) -> Markup {
+        let chosen = Some(self.form.get("staff"))
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or_else(|| frame.last_staff.clone())
+            .unwrap_or_default();
+        let input = html! {
+            select id=(self.id("staff")) name="staff" required {
+                option value="" { "请选择" }
+                @for s in &frame.staff {
+                    option value=(s.name) selected[s.name == chosen] { (s.name) " (" (s.role.chinese()) ")" }
+                }
+            }
+        };
+        self.field(label, "staff", input)
+    }
+
+    fn check(&self, label: &str, name: &str) -> Markup {
+        html! {
+            div.field.check {
+                input type="checkbox" id=(self.id(name)) name=(name) checked[self.form.ticked(name)];
+                label for=(self.id(name)) { (label) }
             }
         }
-    };
-    field(label, name, errors, input)
-}
-
-fn staff_select(frame: &Frame, form: &FormData, errors: &FormErrors, label: &str) -> Markup {
-    let chosen = Some(form.get("staff"))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .or_else(|| frame.last_staff.clone())
-        .unwrap_or_default();
-    let input = html! {
-        select id="staff" name="staff" required {
-            option value="" { "请选择" }
-            @for s in &frame.staff {
-                option value=(s.name) selected[s.name == chosen] { (s.name) " (" (s.role.chinese()) ")" }
-            }
-        }
-    };
-    field(label, "staff", errors, input)
+    }
 }
 
 fn general_errors(errors: &FormErrors) -> Markup {
@@ -288,6 +307,7 @@ fn due_entry(
     let first = &e.slots[0];
     let (form, errors) = Failed::of(failed, Action::Followup, &e.dossier_id).unwrap_or_default();
     let form_id = format!("f-{}", e.dossier_id);
+    let f = Fields::new(format!("{}-", e.dossier_id), &form, &errors);
     html! {
         li class={ "entry" @if e.overdue { " overdue" } } id={ "due-" (e.dossier_id) } {
             div.who {
@@ -305,9 +325,9 @@ fn due_entry(
                 input type="hidden" name="back" value=(back);
                 input type="hidden" name="kind" value="电话回访";
                 (general_errors(&errors))
-                (staff_select(frame, &form, &errors, "回访人员"))
-                (text_input("回访结果", "outcome", &form, &errors, "text", true))
-                (text_input("下次切入点", "next", &form, &errors, "text", false))
+                (f.staff(frame, "回访人员"))
+                (f.text("回访结果", "outcome", "text", true))
+                (f.text("下次切入点", "next", "text", false))
                 button type="submit" { "记录回访" }
             }
         }
@@ -328,6 +348,7 @@ const RELATIONS: [&str; 6] = ["本人", "子女", "配偶", "亲属", "朋友", 
 
 /// 电话咨询登记表: the phone number first; what it matches appears under it.
 pub fn call_form(frame: &Frame, form: &FormData, errors: &FormErrors) -> Markup {
+    let f = Fields::new("", form, errors);
     let body = html! {
         h1 { "电话咨询登记表" }
         (general_errors(errors))
@@ -336,37 +357,34 @@ pub fn call_form(frame: &Frame, form: &FormData, errors: &FormErrors) -> Markup 
             input type="hidden" name="patient" id="patient" value=(form.get("patient"));
             fieldset {
                 legend { "来电" }
-                (text_input("来电号码", "phone", form, errors, "tel", true))
+                (f.text("来电号码", "phone", "tel", true))
                 div id="lookup" aria-live="polite" {}
-                (text_input("来电时间", "at", form, errors, "datetime-local", false))
-                (field("与患者关系", "relation", errors, html! {
-                    input id="relation" name="relation" list="relations" value=(form.get("relation"));
+                (f.text("来电时间", "at", "datetime-local", false))
+                (f.field("与患者关系", "relation", html! {
+                    input id=(f.id("relation")) name="relation" list="relations" value=(form.get("relation"));
                     datalist id="relations" { @for r in RELATIONS { option value=(r) {} } }
                 }))
-                (field("信息来源", "source", errors, html! {
-                    input id="source" name="source" list="sources" required value=(form.get("source"));
+                (f.field("信息来源", "source", html! {
+                    input id=(f.id("source")) name="source" list="sources" required value=(form.get("source"));
                     datalist id="sources" { @for s in SOURCES { option value=(s) {} } }
                 }))
-                (staff_select(frame, form, errors, "接待人员"))
+                (f.staff(frame, "接待人员"))
             }
             fieldset {
                 legend { "患者" }
-                (text_input("患者姓名", "name", form, errors, "text", true))
-                (choice("性别", "sex", &[("", "未填"), ("男", "男"), ("女", "女")], form, errors))
-                (text_input("年龄", "age", form, errors, "number", false))
-                (text_input("病种", "disease", form, errors, "text", false))
-                (choice("是否知道病情", "knows", &[("", "未填"), ("是", "是"), ("否", "否")], form, errors))
-                (text_input("地址", "address", form, errors, "text", false))
-                div.field.check {
-                    input type="checkbox" id="force_new" name="force_new" checked[form.ticked("force_new")];
-                    label for="force_new" { "另一位患者（同一号码也新建档案）" }
-                }
+                (f.text("患者姓名", "name", "text", true))
+                (f.choice("性别", "sex", &[("", "未填"), ("男", "男"), ("女", "女")]))
+                (f.text("年龄", "age", "number", false))
+                (f.text("病种", "disease", "text", false))
+                (f.choice("是否知道病情", "knows", &[("", "未填"), ("是", "是"), ("否", "否")]))
+                (f.text("地址", "address", "text", false))
+                (f.check("另一位患者（同一号码也新建档案）", "force_new"))
             }
             fieldset {
                 legend { "咨询内容" }
-                (field("病情", "condition", errors, html! { textarea id="condition" name="condition" rows="3" { (form.get("condition")) } }))
-                (field("治疗经过", "treatment", errors, html! { textarea id="treatment" name="treatment" rows="2" { (form.get("treatment")) } }))
-                (field("处理结果 / 下一步", "outcome", errors, html! { textarea id="outcome" name="outcome" rows="2" { (form.get("outcome")) } }))
+                (f.field("病情", "condition", html! { textarea id="condition" name="condition" rows="3" { (form.get("condition")) } }))
+                (f.field("治疗经过", "treatment", html! { textarea id="treatment" name="treatment" rows="2" { (form.get("treatment")) } }))
+                (f.field("处理结果 / 下一步", "outcome", html! { textarea id="outcome" name="outcome" rows="2" { (form.get("outcome")) } }))
             }
             button type="submit" id="save-call" { "登记来电" }
         }
@@ -603,8 +621,9 @@ pub fn patient(
                         (hidden_csrf(frame))
                         input type="hidden" name="field" value=(c.field);
                         (general_errors(&errors))
-                        (field(&c.field, "value", &errors, html! {
-                            select id="value" name="value" {
+                        @let f = Fields::new(format!("{}-", c.field), &form, &errors);
+                        (f.field(&c.field, "value", html! {
+                            select id=(f.id("value")) name="value" {
                                 @for val in &c.values { option value=(val) selected[form.get("value") == val] { (val) } }
                             }
                         }))
@@ -656,7 +675,7 @@ fn action_form(
     failed: Option<&Failed>,
     action: Action,
     title: &str,
-    fields: impl FnOnce(&FormData, &FormErrors) -> Markup,
+    fields: impl FnOnce(&Fields) -> Markup,
 ) -> Markup {
     let restored = Failed::of(failed, action, &v.id);
     let open = restored.is_some();
@@ -664,15 +683,19 @@ fn action_form(
     if form.get("at").is_empty() {
         form.set("at", &datetime_value(crate::desk::now_cst()));
     }
+    if action == Action::Purchase && form.get("quantity").is_empty() {
+        form.set("quantity", "1");
+    }
+    let f = Fields::new(format!("{}-", action.as_str()), &form, &errors);
     html! {
         details id={ (action.as_str()) "-form" } open[open || action == Action::Followup] {
             summary { (title) }
             form method="post" action={ "/patient/" (v.id) "/" (action.as_str()) } {
                 (hidden_csrf(frame))
                 (general_errors(&errors))
-                (staff_select(frame, &form, &errors, "经手人员"))
-                (text_input("时间", "at", &form, &errors, "datetime-local", false))
-                (fields(&form, &errors))
+                (f.staff(frame, "经手人员"))
+                (f.text("时间", "at", "datetime-local", false))
+                (fields(&f))
                 button type="submit" { (title) }
             }
         }
@@ -680,66 +703,38 @@ fn action_form(
 }
 
 fn followup_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
-    action_form(
-        frame,
-        v,
-        failed,
-        Action::Followup,
-        "登记回访",
-        |form, errors| {
-            html! {
-                (field("回访方式", "kind", errors, html! {
-                    input id="kind" name="kind" list="kinds" value=(if form.get("kind").is_empty() { "电话回访" } else { form.get("kind") });
-                    datalist id="kinds" { @for k in ["电话回访", "用药指导", "到期提醒", "未购跟进", "节日问候"] { option value=(k) {} } }
-                }))
-                (text_input("回访结果", "outcome", form, errors, "text", true))
-                (text_input("下次切入点", "next", form, errors, "text", false))
-            }
-        },
-    )
+    action_form(frame, v, failed, Action::Followup, "登记回访", |f| {
+        html! {
+            (f.field("回访方式", "kind", html! {
+                input id=(f.id("kind")) name="kind" list="kinds" value=(if f.form.get("kind").is_empty() { "电话回访" } else { f.form.get("kind") });
+                datalist id="kinds" { @for k in ["电话回访", "用药指导", "到期提醒", "未购跟进", "节日问候"] { option value=(k) {} } }
+            }))
+            (f.text("回访结果", "outcome", "text", true))
+            (f.text("下次切入点", "next", "text", false))
+        }
+    })
 }
 
 fn visit_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
-    action_form(
-        frame,
-        v,
-        failed,
-        Action::Visit,
-        "登记到堂",
-        |form, errors| {
-            html! {
-                div.field.check {
-                    input type="checkbox" id="purchased" name="purchased" checked[form.ticked("purchased")];
-                    label for="purchased" { "已购药" }
-                }
-                (text_input("未购原因", "reason", form, errors, "text", false))
-                (text_input("备注", "notes", form, errors, "text", false))
-            }
-        },
-    )
+    action_form(frame, v, failed, Action::Visit, "登记到堂", |f| {
+        html! {
+            (f.check("已购药", "purchased"))
+            (f.text("未购原因", "reason", "text", false))
+            (f.text("备注", "notes", "text", false))
+        }
+    })
 }
 
 fn purchase_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
-    action_form(
-        frame,
-        v,
-        failed,
-        Action::Purchase,
-        "登记购药",
-        |form, errors| {
-            let mut form = form.clone();
-            if form.get("quantity").is_empty() {
-                form.set("quantity", "1");
-            }
-            html! {
-                (text_input("药品", "product", &form, errors, "text", true))
-                (text_input("数量（盒）", "quantity", &form, errors, "number", true))
-                (text_input("金额（元）", "amount", &form, errors, "text", true))
-                (text_input("用药到期时间", "runout", &form, errors, "date", false))
-                (text_input("发票号", "invoice", &form, errors, "text", false))
-                (text_input("礼品", "gifts", &form, errors, "text", false))
-                (text_input("礼品收据号", "gift_receipt", &form, errors, "text", false))
-            }
-        },
-    )
+    action_form(frame, v, failed, Action::Purchase, "登记购药", |f| {
+        html! {
+            (f.text("药品", "product", "text", true))
+            (f.text("数量（盒）", "quantity", "number", true))
+            (f.text("金额（元）", "amount", "text", true))
+            (f.text("用药到期时间", "runout", "date", false))
+            (f.text("发票号", "invoice", "text", false))
+            (f.text("礼品", "gifts", "text", false))
+            (f.text("礼品收据号", "gift_receipt", "text", false))
+        }
+    })
 }

@@ -1,0 +1,283 @@
+//! The dashboard's pages (maud escapes every value). Headings in Chinese.
+
+use super::Viewer;
+use axum::http::StatusCode;
+use keqing_projection::patients::DuplicateCandidate;
+use keqing_shared::html::{Series, funnel, percent, share_bars, sheet_table, stacked_columns};
+use keqing_shared::records::fmt_yuan;
+use keqing_shared::report::{Line, Report, Scope};
+use keqing_shared::sheets;
+use maud::{DOCTYPE, Markup, html};
+use std::collections::BTreeMap;
+
+/// Sources drawn separately in the calls chart; the rest are summed as 其他.
+const CHART_SOURCES: usize = 8;
+
+fn layout(viewer: Option<&Viewer>, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="zh-CN" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · 客情 数据管理中心" }
+                link rel="stylesheet" href="/assets/dashboard.css";
+            }
+            body {
+                header.top {
+                    strong { "客情 数据管理中心" }
+                    @if let Some(v) = viewer {
+                        nav {
+                            a href="/" { "全国" }
+                            a href="/duplicates" { "重复患者" }
+                        }
+                        span.who { (v.device_name) }
+                        form method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(v.csrf);
+                            button type="submit" { "退出" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+pub fn error_page(status: StatusCode, message: &str) -> Markup {
+    layout(
+        None,
+        "出错了",
+        html! {
+            h1 { "出错了 " (status.as_u16()) }
+            p.error role="alert" { (message) }
+            p { a href="/" { "返回全国报表" } }
+        },
+    )
+}
+
+pub fn login(error: Option<&str>) -> Markup {
+    layout(
+        None,
+        "登录",
+        html! {
+            h1 { "总部登录" }
+            p { "请输入总部设备的令牌（由 " code { "keqing-server device add --hq --name 名称" } " 生成）。" }
+            form.login method="post" action="/login" {
+                label for="token" { "设备令牌" }
+                input type="password" id="token" name="token" autocomplete="off" autofocus required
+                    aria-invalid=[error.map(|_| "true")];
+                @if let Some(e) = error { span.err role="alert" { (e) } }
+                button type="submit" id="login" { "登录" }
+            }
+        },
+    )
+}
+
+/// The date range form and the downloads of what is on screen.
+fn range_bar(r: &Report, action: &str, scope: &str) -> Markup {
+    let q = format!("scope={scope}&from={}&to={}", r.from, r.to);
+    html! {
+        form.range method="get" action=(action) {
+            label for="from" { "从" }
+            input type="date" id="from" name="from" value=(r.from);
+            label for="to" { "到" }
+            input type="date" id="to" name="to" value=(r.to);
+            button type="submit" { "查看" }
+            span.downloads {
+                "下载: "
+                a href={ "/export?" (q) "&format=csv" } download { "CSV" }
+                " "
+                a href={ "/export?" (q) "&format=xlsx" } download { "Excel" }
+            }
+        }
+    }
+}
+
+fn tiles(total: &Line) -> Markup {
+    let f = &total.followups;
+    html! {
+        div.tiles {
+            div.tile { span { "来电" } strong id="total-calls" { (total.calls) } }
+            div.tile { span { "到堂患者" } strong id="total-visited" { (total.callers_visited) } }
+            div.tile { span { "购药笔数" } strong id="total-purchases" { (total.purchases) } }
+            div.tile { span { "金额(元)" } strong { (fmt_yuan(total.amount_fen)) } }
+            div.tile { span { "回访次数" } strong id="total-followups" { (f.done) } }
+            div.tile { span { "复购率" } strong { (percent(total.repeat_buyers, total.buyers)) } }
+            div.tile { span { "按时回访率" } strong { (percent(f.due_done_on_time, f.due)) } }
+        }
+    }
+}
+
+/// Calls by information source, day by day.
+fn calls_chart(r: &Report) -> Markup {
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for d in &r.by_day {
+        for c in &d.sources {
+            *totals.entry(c.label.as_str()).or_default() += c.count;
+        }
+    }
+    let mut order: Vec<(&str, u64)> = totals.into_iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let shown: Vec<&str> = order.iter().take(CHART_SOURCES).map(|s| s.0).collect();
+    let days: Vec<String> = r.by_day.iter().map(|d| d.date.clone()).collect();
+    let mut series: Vec<Series> = shown
+        .iter()
+        .map(|s| Series {
+            label: s.to_string(),
+            values: r
+                .by_day
+                .iter()
+                .map(|d| {
+                    d.sources
+                        .iter()
+                        .find(|c| c.label == *s)
+                        .map_or(0, |c| c.count)
+                })
+                .collect(),
+        })
+        .collect();
+    if order.len() > CHART_SOURCES {
+        series.push(Series {
+            label: "其他".into(),
+            values: r
+                .by_day
+                .iter()
+                .map(|d| {
+                    d.sources
+                        .iter()
+                        .filter(|c| !shown.contains(&c.label.as_str()))
+                        .map(|c| c.count)
+                        .sum()
+                })
+                .collect(),
+        });
+    }
+    stacked_columns("每日来电（按信息来源）", &days, &series)
+}
+
+fn funnel_chart(total: &Line) -> Markup {
+    funnel(
+        "转化漏斗：来电患者 → 到堂 → 购药",
+        &[
+            ("来电患者", total.callers),
+            ("到堂患者", total.callers_visited),
+            ("购药患者", total.callers_bought),
+        ],
+    )
+}
+
+fn all_sheets(r: &Report) -> Markup {
+    html! {
+        details.sheets {
+            summary { "完整报表（与 keqing-server report 相同）" }
+            @for sheet in sheets::sheets(r) { (sheet_table(&sheet)) }
+        }
+    }
+}
+
+/// 全国: one row per province and the total, with drill-down links.
+pub fn national(viewer: &Viewer, r: &Report) -> Markup {
+    let by_province = |part: fn(&Line) -> (u64, u64)| -> Vec<(String, u64, u64)> {
+        r.lines
+            .iter()
+            .map(|l| {
+                let (p, w) = part(l);
+                (l.name.clone(), p, w)
+            })
+            .collect()
+    };
+    let body = html! {
+        h1 { "全国客情报表 " (r.from) " 至 " (r.to) }
+        (range_bar(r, "/", "national"))
+        (tiles(&r.total))
+        div.charts {
+            (calls_chart(r))
+            (funnel_chart(&r.total))
+            (share_bars("各省复购率（购药≥2次患者 / 购药患者）", &by_province(|l| (l.repeat_buyers, l.buyers))))
+            (share_bars("各省按时回访率（按时完成 / 应回访）", &by_province(|l| (l.followups.due_done_on_time, l.followups.due))))
+        }
+        h2 { "各省汇总" }
+        table id="provinces" {
+            thead { tr {
+                th { "代码" } th { "省份" } th { "来电" } th { "来电患者" } th { "到堂患者" } th { "购药患者" }
+                th { "购药率" } th { "购药笔数" } th { "金额(元)" } th { "复购率" } th { "应回访" } th { "按时回访率" } th { "逾期" }
+            } }
+            tbody {
+                @for l in r.lines.iter().chain([&r.total]) {
+                    tr id={ "line-" (l.office) } class=[(l.office == "total").then_some("total")] {
+                        td.t { (l.office) }
+                        td.t {
+                            @if l.office == "total" { (l.name) }
+                            @else { a href={ "/province/" (l.office) "?from=" (r.from) "&to=" (r.to) } { (l.name) } }
+                        }
+                        td.calls { (l.calls) } td { (l.callers) } td { (l.callers_visited) } td { (l.callers_bought) }
+                        td { (percent(l.callers_bought, l.callers)) } td { (l.purchases) } td { (fmt_yuan(l.amount_fen)) }
+                        td { (percent(l.repeat_buyers, l.buyers)) } td { (l.followups.due) }
+                        td { (percent(l.followups.due_done_on_time, l.followups.due)) } td { (l.followups.overdue) }
+                    }
+                }
+            }
+        }
+        (all_sheets(r))
+    };
+    layout(Some(viewer), "全国", body)
+}
+
+/// 省: one office, its charts and its staff evaluation.
+pub fn province(viewer: &Viewer, r: &Report) -> Markup {
+    let code = match &r.scope {
+        Scope::Office(o) => o.clone(),
+        Scope::National => String::new(),
+    };
+    let name = r.lines.first().map(|l| l.name.clone()).unwrap_or_default();
+    let staff: Vec<(String, u64, u64)> = r
+        .staff
+        .iter()
+        .filter(|s| s.followups > 0)
+        .map(|s| (s.staff.clone(), s.followups_on_time, s.followups))
+        .collect();
+    let body = html! {
+        p.crumbs { a href={ "/?from=" (r.from) "&to=" (r.to) } { "全国" } " › " (name) }
+        h1 { (code) " " (name) "咨询处 " (r.from) " 至 " (r.to) }
+        (range_bar(r, &format!("/province/{code}"), &code))
+        (tiles(&r.total))
+        div.charts {
+            (calls_chart(r))
+            (funnel_chart(&r.total))
+            @if !staff.is_empty() {
+                (share_bars("回访人员按时回访（按时 / 回访次数）", &staff))
+            }
+        }
+        @for sheet in sheets::sheets(r).iter().filter(|s| s.title == "客情岗位评定") {
+            (sheet_table(sheet))
+        }
+        (all_sheets(r))
+    };
+    layout(Some(viewer), &name, body)
+}
+
+/// 重复患者: dossiers across offices that may be one patient.
+pub fn duplicates(viewer: &Viewer, pairs: &[DuplicateCandidate]) -> Markup {
+    let body = html! {
+        h1 { "疑似重复患者 " (pairs.len()) " 对" }
+        p { "在总部副本上合并（保留第一份，合并第二份）: " code { "keqing --data 总部目录 merge 保留档案 重复档案" } }
+        @if pairs.is_empty() {
+            p.empty { "没有疑似重复的档案。" }
+        } @else {
+            table {
+                thead { tr { th { "原因" } th { "办事处" } th { "患者" } th { "档案" } th { "办事处" } th { "患者" } th { "档案" } } }
+                tbody {
+                    @for p in pairs {
+                        tr {
+                            td.t { (p.reason) }
+                            td.t { (p.a.office) } td.t { (p.a.name) " " (p.a.age.map(|a| format!("{a}岁")).unwrap_or_default()) " " (p.a.phones.join("，")) } td.t.id { (p.a.dossier_id) }
+                            td.t { (p.b.office) } td.t { (p.b.name) " " (p.b.age.map(|a| format!("{a}岁")).unwrap_or_default()) " " (p.b.phones.join("，")) } td.t.id { (p.b.dossier_id) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(Some(viewer), "重复患者", body)
+}

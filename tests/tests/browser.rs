@@ -1,0 +1,363 @@
+//! The web front ends in a real browser: headless Chromium driven through
+//! chromedriver (WebDriver, via fantoccini) against real `keqing ui` and
+//! `keqing-server dashboard` processes over real SQLite files. A call is
+//! typed into the office form, its dossier and due follow-up appear, the
+//! follow-up is recorded, the office syncs, and headquarters' dashboard
+//! shows the new figures, equal to `keqing-server report`. Screenshots of
+//! the main pages are saved under target/screenshots/.
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use keqing_tests::{Office, Server, keqing_bin, server_bin};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A web process (`keqing ui`, `keqing-server dashboard`), killed on drop.
+struct Web {
+    child: Child,
+    url: String,
+}
+
+impl Web {
+    /// Starts `bin args…` and waits for the `http://…` line it prints.
+    fn start(bin: &Path, args: &[&str]) -> Web {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{} ended before printing its address", bin.display()))
+                .expect("read stdout");
+            if let Some(i) = line.find("http://") {
+                break line[i..].trim_end_matches('/').to_string();
+            }
+        };
+        Web { child, url }
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver on a free loopback port, killed on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start chromedriver ({e}): the browser tests need Debian's chromium and \
+                     chromium-driver (`apt-get install chromium chromium-driver`; scripts/test installs them)"
+                )
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,1600", "--lang=zh-CN"],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("open a headless Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn screenshots_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("screenshots");
+    std::fs::create_dir_all(&dir).expect("make target/screenshots");
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(screenshots_dir().join(name), png).expect("save screenshot");
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+        .text()
+        .await
+        .expect("element text")
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    let e = c
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}`: {e}"));
+    e.clear().await.expect("clear");
+    e.send_keys(value).await.expect("type");
+}
+
+/// Waits (up to 10 s) until the page's HTML satisfies `ok`.
+async fn wait_for_page(c: &Client, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let html = c.source().await.expect("page source");
+        if ok(&html) {
+            return html;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{html}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The national total of one figure, as `keqing-server report` reads it.
+fn reported_total(server_dir: &Path, day: &str, figure: &[&str]) -> u64 {
+    let r = Server::admin(
+        server_dir,
+        &["report", "national", "--from", day, "--to", day, "--json"],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let mut v = &r.json()["total"];
+    for k in figure {
+        v = &v[*k];
+    }
+    v.as_u64().expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let office = Office::new(tmp.path().join("gd"));
+    office.enroll_on(&server, Some("44"), "广东前台1");
+    office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
+    office.ok(&["sync"]);
+    let hq_token = server.add_device(None, "看板");
+    let office_dir = office.dir.to_string_lossy().into_owned();
+    let server_dir = server.dir.to_string_lossy().into_owned();
+    let ui = Web::start(
+        &keqing_bin(),
+        &[
+            "--data",
+            &office_dir,
+            "ui",
+            "--listen",
+            "127.0.0.1:0",
+            "--sync-every",
+            "0",
+        ],
+    );
+    let dash = Web::start(
+        &server_bin(),
+        &[
+            "--data",
+            &server_dir,
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let day = today.format("%Y-%m-%d").to_string();
+    let tomorrow = (today + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+
+    // Headquarters signs in; a wrong token is refused.
+    c.goto(&format!("{}/", dash.url)).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    fill(&c, "#token", "not-a-token").await;
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_page(&c, "the refusal", |h| h.contains("令牌无效")).await;
+    fill(&c, "#token", &hq_token).await;
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let national = format!("{}/?from={day}&to={day}", dash.url);
+    c.goto(&national).await.unwrap();
+    let calls_before: u64 = text_of(&c, "#line-total td.calls").await.parse().unwrap();
+    assert_eq!(calls_before, reported_total(&server.dir, &day, &["calls"]));
+
+    // A bad phone number: the error shows next to the field, nothing is saved.
+    c.goto(&format!("{}/call", ui.url)).await.unwrap();
+    fill(&c, "#phone", "12345").await;
+    fill(&c, "#name", "王芳").await;
+    fill(&c, "#source", "报纸").await;
+    c.find(Locator::Css("#staff"))
+        .await
+        .unwrap()
+        .select_by_value("李敏")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#save-call"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let err = text_of(&c, "#phone-err").await;
+    assert!(err.contains("12345"), "{err}");
+    screenshot(&c, "office-call-error.png").await;
+    let found = office.ok(&["search", "王芳", "--json"]).json();
+    assert_eq!(found.as_array().map(Vec::len), Some(0), "nothing saved");
+
+    // The right number: the live lookup says it is new; the call is saved
+    // and the dossier shows its due follow-up.
+    fill(&c, "#phone", "138-0013-8000").await;
+    wait_for_page(&c, "the lookup of the number", |h| {
+        h.contains("13800138000 尚无档案")
+    })
+    .await;
+    fill(&c, "#age", "66").await;
+    fill(&c, "#disease", "冠心病").await;
+    screenshot(&c, "office-call-form.png").await;
+    c.find(Locator::Css("#save-call"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let page = wait_for_page(&c, "the dossier page", |h| h.contains("病历档案 王芳")).await;
+    assert!(page.contains("未到堂三日内回访"), "the due follow-up");
+    assert!(page.contains("已登记来电"));
+    let dossier_url = c.current_url().await.unwrap();
+    let dossier_id = dossier_url
+        .path()
+        .strip_prefix("/patient/")
+        .expect("a dossier page")
+        .to_string();
+    screenshot(&c, "office-dossier.png").await;
+
+    // Typing the same number again finds the dossier.
+    c.goto(&format!("{}/call", ui.url)).await.unwrap();
+    fill(&c, "#phone", "13800138000").await;
+    wait_for_page(&c, "the existing dossier", |h| {
+        h.contains(&format!("data-dossier=\"{dossier_id}\""))
+    })
+    .await;
+
+    // Tomorrow's list holds the patient; one step records the follow-up.
+    c.goto(&format!("{}/?date={tomorrow}", ui.url))
+        .await
+        .unwrap();
+    let entry = format!("#due-{dossier_id}");
+    assert!(text_of(&c, &entry).await.contains("王芳"));
+    screenshot(&c, "office-followups.png").await;
+    fill(
+        &c,
+        &format!("{entry} [name=outcome]"),
+        "已服药一周，血压平稳",
+    )
+    .await;
+    fill(&c, &format!("{entry} [name=next]"), "询问复查结果").await;
+    c.find(Locator::Css(&format!("{entry} button[type=submit]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let page = wait_for_page(&c, "the follow-up saved", |h| h.contains("已登记回访")).await;
+    assert!(
+        !page.contains(&format!("id=\"due-{dossier_id}\"")),
+        "done: off the list"
+    );
+    // The indicator counts the changes waiting in the outbox (a new
+    // dossier's creation, the call, the follow-up), as `keqing status` does.
+    let waiting: u64 = text_of(&c, "#waiting").await.parse().unwrap();
+    let outbox = office.ok(&["status", "--json"]).json()["outbox"].as_u64();
+    assert_eq!(Some(waiting), outbox);
+    assert!(waiting >= 2, "the call and the follow-up wait for sync");
+
+    // The sync button pushes them.
+    c.find(Locator::Css("#sync-now"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_page(&c, "the sync", |h| h.contains("同步完成")).await;
+    assert_eq!(text_of(&c, "#waiting").await, "0");
+
+    // Headquarters sees the call and the follow-up, the same figures as
+    // `keqing-server report`; drill down to 广东 and its staff.
+    c.goto(&national).await.unwrap();
+    let calls: u64 = text_of(&c, "#line-total td.calls").await.parse().unwrap();
+    assert_eq!(calls, calls_before + 1);
+    assert_eq!(calls, reported_total(&server.dir, &day, &["calls"]));
+    let followups: u64 = text_of(&c, "#total-followups").await.parse().unwrap();
+    assert_eq!(followups, 1);
+    assert_eq!(
+        followups,
+        reported_total(&server.dir, &day, &["followups", "done"])
+    );
+    assert_eq!(text_of(&c, "#line-44 td.calls").await, "1");
+    screenshot(&c, "dashboard-national.png").await;
+    c.find(Locator::Css("#line-44 a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let page = wait_for_page(&c, "the province page", |h| h.contains("广东咨询处")).await;
+    assert!(page.contains("客情岗位评定") && page.contains("李敏"));
+    screenshot(&c, "dashboard-province.png").await;
+
+    c.close().await.unwrap();
+}
