@@ -573,12 +573,21 @@ fn demo(opts: &crate::demo::DemoOptions, json: bool) -> Result<()> {
             "同步 {} 次成功, {} 次因断网失败; 推送变更 {}; 全国报表 {:.1} ms; 用时 {:.1} s",
             s.syncs, s.syncs_offline, s.changes_pushed, s.national_report_ms, s.seconds
         );
-        if let Some(dir) = &s.kept_in {
+        if let (Some(dir), Some(r)) = (&s.kept_in, &s.report) {
+            let kept = office::OFFICES[..s.offices]
+                .iter()
+                .find(|o| o.code == "44")
+                .unwrap_or(&office::OFFICES[0]);
+            let device = format!("{dir}/{}/{}前台1", kept.code, kept.name);
+            let (from, to) = (&r.from, &r.to);
             println!("\n数据保留在 {dir}:");
-            println!("  keqing --data {dir}/44/广东前台1 due --date 2026-11-22");
+            println!("  keqing --data {device} due --date {to}");
+            println!("  keqing --data {device} ui                     # 办事处工作台 office UI");
+            println!("  keqing-server --data {dir}/server report national --from {from} --to {to}");
             println!(
-                "  keqing-server --data {dir}/server report national --from 2026-11-16 --to 2026-11-22"
+                "  keqing-server --data {dir}/server device add --hq --name 看板   # 看板登录令牌 token"
             );
+            println!("  keqing-server --data {dir}/server dashboard   # 总部看板 HQ dashboard");
         }
         println!(
             "{}",

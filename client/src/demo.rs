@@ -86,6 +86,9 @@ pub struct DemoSummary {
     pub changes_pushed: u64,
     pub converged: bool,
     pub checks: Vec<Check>,
+    /// The demo's first and last day (what `report --from --to` takes).
+    pub from: String,
+    pub to: String,
     /// The national report's total line over the demo's days.
     pub national: Line,
     pub national_report_ms: f64,
@@ -548,6 +551,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         changes_pushed: stats.pushed,
         converged: checks.iter().all(|c| c.ok),
         checks,
+        from: report.from.clone(),
+        to: report.to.clone(),
         national: report.total.clone(),
         national_report_ms,
         edits_per_second: ledger.edits as f64 / seconds,

@@ -140,7 +140,7 @@ impl Slot {
     pub fn label_on(&self, d: NaiveDate) -> String {
         match self.status_on(d) {
             SlotStatus::NotYet => "未到".into(),
-            SlotStatus::Due => "今日应访".into(),
+            SlotStatus::Due => "应访".into(),
             SlotStatus::Overdue => format!("逾期{}天", (d - self.deadline).num_days()),
             SlotStatus::Done { on_time: true } => "按时完成".into(),
             SlotStatus::Done { on_time: false } => "逾期完成".into(),

@@ -361,3 +361,126 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
 
     c.close().await.unwrap();
 }
+
+/// What a newcomer does after `keqing demo --keep DIR`: open the office
+/// workstation on a kept office and the dashboard on the kept server, and
+/// see the week's work, the same figures the demo printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kept = tmp.path().join("demo");
+    let kept_s = kept.to_string_lossy().into_owned();
+    let out = Command::new(keqing_bin())
+        .args([
+            "demo",
+            "--offices",
+            "3",
+            "--days",
+            "7",
+            "--patients",
+            "12",
+            "--keep",
+            &kept_s,
+            "--json",
+        ])
+        .output()
+        .expect("run the demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("summary line")).expect("JSON summary");
+    let national_calls = summary["national"]["calls"].as_u64().expect("calls");
+    let national_purchases = summary["national"]["purchases"]
+        .as_u64()
+        .expect("purchases");
+    assert!(national_calls > 0);
+
+    let server_dir = kept.join("server");
+    let token = Server::admin(&server_dir, &["device", "add", "--hq", "--name", "看板"]);
+    assert!(token.ok, "{}", token.stderr);
+    let token = token.last_line().to_string();
+    let office_dir = kept.join("11").join("北京前台1");
+    let office = Office::new(&office_dir);
+    let office_s = office_dir.to_string_lossy().into_owned();
+    let server_s = server_dir.to_string_lossy().into_owned();
+    let ui = Web::start(
+        &keqing_bin(),
+        &[
+            "--data",
+            &office_s,
+            "ui",
+            "--listen",
+            "127.0.0.1:0",
+            "--sync-every",
+            "0",
+        ],
+    );
+    let dash = Web::start(
+        &server_bin(),
+        &["--data", &server_s, "dashboard", "--listen", "127.0.0.1:0"],
+    );
+    let driver = Driver::start();
+    let c = driver.browser().await;
+
+    // The dashboard opens on the last week with calls: the demo's week.
+    c.goto(&format!("{}/login", dash.url)).await.unwrap();
+    fill(&c, "#token", &token).await;
+    c.find(Locator::Css("#login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_page(&c, "the national page", |h| h.contains("全国客情报表")).await;
+    let calls: u64 = text_of(&c, "#line-total td.calls").await.parse().unwrap();
+    assert_eq!(
+        calls, national_calls,
+        "the dashboard shows the demo's national calls"
+    );
+    let purchases: u64 = text_of(&c, "#total-purchases").await.parse().unwrap();
+    assert_eq!(purchases, national_purchases);
+    screenshot(&c, "demo-dashboard-national.png").await;
+    c.find(Locator::Css("#line-11 a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_page(&c, "北京", |h| h.contains("北京咨询处")).await;
+    screenshot(&c, "demo-dashboard-province.png").await;
+
+    // The office's list on the demo's last day is the CLI's list.
+    let last_day = summary["to"]
+        .as_str()
+        .expect("the demo's last day")
+        .to_string();
+    let due = office.ok(&["due", "--date", &last_day, "--json"]).json();
+    let due = due.as_array().expect("a list");
+    c.goto(&format!("{}/?date={last_day}", ui.url))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "#due-count").await, due.len().to_string());
+    screenshot(&c, "demo-office-followups.png").await;
+
+    // A buyer's dossier: purchases with their run-out dates in red.
+    let with_purchase = due
+        .iter()
+        .find(|e| {
+            e["slots"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["cadence"] == "after_purchase"))
+        })
+        .or_else(|| due.first())
+        .expect("someone to call");
+    let id = with_purchase["dossier_id"].as_str().unwrap();
+    c.goto(&format!("{}/patient/{id}", ui.url)).await.unwrap();
+    let page = wait_for_page(&c, "the dossier", |h| h.contains("病历档案")).await;
+    assert!(page.contains("来电"), "the timeline shows the calls");
+    screenshot(&c, "demo-office-dossier.png").await;
+
+    c.close().await.unwrap();
+}
