@@ -370,11 +370,13 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
     let tmp = tempfile::tempdir().unwrap();
     let kept = tmp.path().join("demo");
     let kept_s = kept.to_string_lossy().into_owned();
+    // KEQING_BROWSER_DEMO_OFFICES=27 makes the README's screenshots.
+    let offices = std::env::var("KEQING_BROWSER_DEMO_OFFICES").unwrap_or_else(|_| "3".into());
     let out = Command::new(keqing_bin())
         .args([
             "demo",
             "--offices",
-            "3",
+            &offices,
             "--days",
             "7",
             "--patients",
