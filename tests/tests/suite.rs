@@ -10,3 +10,4 @@ mod replica;
 mod reports;
 mod sync;
 mod sync_hostile;
+mod web_guards;

@@ -1,0 +1,452 @@
+//! The web front ends refuse what they must, over plain HTTP against real
+//! processes: forms without their secret, requests for another host name,
+//! bad dates and numbers, unknown dossiers, oversized bodies; the dashboard
+//! lets only live headquarters devices in, and its downloads are the real
+//! files. Nothing refused is saved.
+
+use keqing_tests::{Office, Server, keqing_bin, server_bin};
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+/// A web process, killed on drop.
+struct Web {
+    child: Child,
+    addr: String,
+}
+
+impl Web {
+    fn start(bin: &std::path::Path, args: &[&str]) -> Web {
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("an address line").unwrap();
+            if let Some(rest) = line.split("http://").nth(1) {
+                break rest.trim_end_matches('/').to_string();
+            }
+        };
+        Web { child, addr }
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request (Connection: close) and its whole response.
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req += &format!("Host: {addr}\r\n");
+    }
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += &format!("Content-Length: {}\r\n\r\n", body.len());
+    s.write_all(req.as_bytes()).unwrap();
+    // A refused oversized body may be answered before it is all sent.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+        b = &b[eol + 2 + size + 2..];
+    }
+    out
+}
+
+fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+    fn enc(s: &str) -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes()
+}
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+fn csrf_of(page: &str) -> String {
+    let i = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    page[i..i + page[i..].find('"').unwrap()].to_string()
+}
+
+fn dossiers(office: &Office) -> usize {
+    office.ok(&["status", "--json"]).json()["dossiers"]
+        .as_u64()
+        .unwrap() as usize
+}
+
+#[test]
+fn the_workstation_refuses_forged_misaddressed_and_bad_posts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let office = Office::new(tmp.path().join("gd"));
+    office.ok(&["init", "--office", "44", "--device", "前台1"]);
+    office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
+    let dir = office.dir.to_string_lossy().into_owned();
+    let ui = Web::start(
+        &keqing_bin(),
+        &[
+            "--data",
+            &dir,
+            "ui",
+            "--listen",
+            "127.0.0.1:0",
+            "--sync-every",
+            "0",
+        ],
+    );
+    let page = http(&ui.addr, "GET", "/call", &[], b"");
+    assert_eq!(page.status, 200);
+    let csrf = csrf_of(&page.text());
+    let call = |extra: &[(&str, &str)]| {
+        // The first value of a name wins: the extras override the defaults.
+        let mut f = extra.to_vec();
+        f.extend_from_slice(&[
+            ("phone", "13800138000"),
+            ("name", "王芳"),
+            ("source", "报纸"),
+            ("staff", "李敏"),
+        ]);
+        form(&f)
+    };
+    let before = dossiers(&office);
+
+    // No secret, or a stale one: refused.
+    let r = http(&ui.addr, "POST", "/call", &[FORM], &call(&[]));
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = http(
+        &ui.addr,
+        "POST",
+        "/call",
+        &[FORM],
+        &call(&[("csrf", "stale")]),
+    );
+    assert_eq!(r.status, 403);
+    // Another host name (DNS rebinding): refused before anything runs.
+    let r = http(
+        &ui.addr,
+        "POST",
+        "/call",
+        &[FORM, ("Host", "evil.example")],
+        &call(&[("csrf", &csrf)]),
+    );
+    assert_eq!(r.status, 421);
+    // Bad fields: the form comes back with the error next to the field.
+    let r = http(
+        &ui.addr,
+        "POST",
+        "/call",
+        &[FORM],
+        &call(&[("csrf", &csrf), ("age", "七十"), ("at", "2026-13-45T99:00")]),
+    );
+    assert_eq!(r.status, 422);
+    let body = r.text();
+    assert!(
+        body.contains("id=\"age-err\"") && body.contains("id=\"at-err\""),
+        "{body}"
+    );
+    assert!(body.contains("value=\"王芳\""), "what was typed is kept");
+    let r = http(
+        &ui.addr,
+        "POST",
+        "/call",
+        &[FORM],
+        &call(&[("csrf", &csrf), ("staff", "不在岗的人")]),
+    );
+    assert_eq!(r.status, 422);
+    assert!(r.text().contains("id=\"staff-err\""));
+    // An oversized body is refused whole.
+    let huge = call(&[("csrf", &csrf), ("condition", &"病".repeat(1_000_000))]);
+    let r = http(&ui.addr, "POST", "/call", &[FORM], &huge);
+    assert_eq!(r.status, 413);
+    assert_eq!(dossiers(&office), before, "nothing refused was saved");
+
+    // The good call is saved; then its dossier page's forms check too.
+    let r = http(
+        &ui.addr,
+        "POST",
+        "/call",
+        &[FORM],
+        &call(&[("csrf", &csrf)]),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let location = r.header("location").expect("redirect").to_string();
+    assert!(location.starts_with("/patient/"));
+    assert_eq!(dossiers(&office), before + 1);
+    let id = location
+        .trim_start_matches("/patient/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let records = |office: &Office| {
+        office.ok(&["patient", &id, "--json"]).json()["dossier"]["purchases"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let r = http(
+        &ui.addr,
+        "POST",
+        &format!("/patient/{id}/purchase"),
+        &[FORM],
+        &form(&[
+            ("csrf", &csrf),
+            ("staff", "李敏"),
+            ("product", "金诃心脑康"),
+            ("quantity", "2"),
+            ("amount", "12.345"),
+            ("runout", "2026-01-01"),
+            ("at", "2026-11-20T10:00"),
+        ]),
+    );
+    assert_eq!(r.status, 422);
+    assert!(
+        r.text().contains("id=\"purchase-amount-err\""),
+        "{}",
+        r.text()
+    );
+    assert_eq!(records(&office), 0);
+    let r = http(
+        &ui.addr,
+        "POST",
+        &format!("/patient/{id}/purchase"),
+        &[FORM],
+        &form(&[
+            ("csrf", &csrf),
+            ("staff", "李敏"),
+            ("product", "金诃心脑康"),
+            ("quantity", "2"),
+            ("amount", "856"),
+            ("runout", "2026-01-01"),
+            ("at", "2026-11-20T10:00"),
+        ]),
+    );
+    assert_eq!(r.status, 422, "a run-out date before the purchase");
+    assert!(r.text().contains("id=\"purchase-runout-err\""));
+    assert_eq!(records(&office), 0);
+    let r = http(
+        &ui.addr,
+        "POST",
+        &format!("/patient/{id}/teleport"),
+        &[FORM],
+        &form(&[("csrf", &csrf)]),
+    );
+    assert_eq!(r.status, 422);
+    let r = http(&ui.addr, "GET", "/patient/0000000000000000", &[], b"");
+    assert_eq!(r.status, 404);
+    let r = http(&ui.addr, "GET", "/?date=2026-02-30", &[], b"");
+    assert_eq!(r.status, 422);
+    // A redirect target of another site is ignored.
+    let r = http(
+        &ui.addr,
+        "POST",
+        &format!("/patient/{id}/followup"),
+        &[FORM],
+        &form(&[
+            ("csrf", &csrf),
+            ("staff", "李敏"),
+            ("outcome", "服药正常"),
+            ("back", "//evil.example/"),
+        ]),
+    );
+    assert_eq!(r.status, 303);
+    assert!(
+        r.header("location")
+            .unwrap()
+            .starts_with(&format!("/patient/{id}"))
+    );
+}
+
+#[test]
+fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    // Two offices register the same caller: a duplicate for review.
+    for (dir, code, name) in [("gd", "44", "广东前台1"), ("bj", "11", "北京前台1")] {
+        let o = Office::new(tmp.path().join(dir));
+        o.enroll_on(&server, Some(code), name);
+        o.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
+        o.ok(&[
+            "call",
+            "--phone",
+            "13800138000",
+            "--name",
+            "王芳",
+            "--age",
+            "66",
+            "--source",
+            "电视",
+            "--staff",
+            "李敏",
+            "--at",
+            "2026-11-20T09:00",
+        ]);
+        o.ok(&["sync"]);
+    }
+    let office_token = server.add_device(Some("44"), "广东前台2");
+    let hq_token = server.add_device(None, "看板");
+    let dir = server.dir.to_string_lossy().into_owned();
+    let dash = Web::start(
+        &server_bin(),
+        &["--data", &dir, "dashboard", "--listen", "127.0.0.1:0"],
+    );
+
+    let r = http(&dash.addr, "GET", "/", &[], b"");
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    let r = http(&dash.addr, "GET", "/export?format=csv", &[], b"");
+    assert_eq!(r.status, 303, "downloads need a session too");
+    for (token, why) in [
+        ("", "令牌无效"),
+        ("forged", "令牌无效"),
+        (office_token.as_str(), "只有总部设备"),
+    ] {
+        let r = http(
+            &dash.addr,
+            "POST",
+            "/login",
+            &[FORM],
+            &form(&[("token", token)]),
+        );
+        assert_eq!(r.status, 401);
+        assert!(r.text().contains(why), "{why}: {}", r.text());
+        assert!(r.header("set-cookie").is_none());
+    }
+    let r = http(
+        &dash.addr,
+        "POST",
+        "/login",
+        &[FORM],
+        &form(&[("token", &hq_token)]),
+    );
+    assert_eq!(r.status, 303);
+    let cookie = r
+        .header("set-cookie")
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(r.header("set-cookie").unwrap().contains("HttpOnly"));
+    let get = |path: &str| http(&dash.addr, "GET", path, &[("Cookie", &cookie)], b"");
+
+    let page = get("/?from=2026-11-20&to=2026-11-20");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text().contains("<td class=\"calls\">2</td>"),
+        "two calls nationally"
+    );
+    let csv = get("/export?scope=national&from=2026-11-20&to=2026-11-20&format=csv");
+    assert_eq!(csv.status, 200);
+    assert!(csv.body.starts_with(b"\xEF\xBB\xBF"), "a BOM for Excel");
+    assert!(csv.text().contains("合计"));
+    assert!(
+        csv.header("content-disposition")
+            .unwrap()
+            .contains("attachment")
+    );
+    let xlsx = get("/export?scope=44&from=2026-11-20&to=2026-11-20&format=xlsx");
+    assert_eq!(xlsx.status, 200);
+    assert!(xlsx.body.starts_with(b"PK"), "a real .xlsx (a zip)");
+    assert_eq!(get("/export?format=pdf").status, 422);
+    assert_eq!(get("/export?scope=99&format=csv").status, 422);
+    assert_eq!(get("/province/99").status, 404);
+    assert_eq!(get("/?from=2026-11-31").status, 422);
+    assert_eq!(get("/?from=2026-11-22&to=2026-11-20").status, 422);
+    let dups = get("/duplicates");
+    assert_eq!(dups.status, 200);
+    assert!(
+        dups.text().contains("同一电话 13800138000"),
+        "{}",
+        dups.text()
+    );
+
+    // Logging out needs the page's secret; revoking the device ends the session.
+    let r = http(
+        &dash.addr,
+        "POST",
+        "/logout",
+        &[FORM, ("Cookie", &cookie)],
+        &form(&[("csrf", "x")]),
+    );
+    assert_eq!(r.status, 403);
+    let revoked = Server::admin(&server.dir, &["device", "revoke", "看板"]);
+    assert!(revoked.ok, "{}", revoked.stderr);
+    let r = get("/");
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+}
