@@ -285,13 +285,57 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
         .to_string();
     screenshot(&c, "office-dossier.png").await;
 
-    // Typing the same number again finds the dossier.
+    // Typing the same number again finds the dossier. Her husband calls
+    // from the same phone: a second dossier, on purpose.
     c.goto(&format!("{}/call", ui.url)).await.unwrap();
     fill(&c, "#phone", "13800138000").await;
     wait_for_page(&c, "the existing dossier", |h| {
         h.contains(&format!("data-dossier=\"{dossier_id}\""))
     })
     .await;
+    fill(&c, "#name", "李强").await;
+    fill(&c, "#source", "报纸").await;
+    c.find(Locator::Css("#force_new"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#save-call"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_page(&c, "the second dossier", |h| h.contains("病历档案 李强")).await;
+    // Now the number has two dossiers: the form asks which one, and the
+    // call goes to the one picked.
+    c.goto(&format!("{}/call", ui.url)).await.unwrap();
+    fill(&c, "#phone", "13800138000").await;
+    wait_for_page(&c, "the choice of dossiers", |h| h.contains("有多份档案")).await;
+    c.find(Locator::Css(&format!("#pick-{dossier_id}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    fill(&c, "#name", "王芳").await;
+    fill(&c, "#source", "电视").await;
+    c.find(Locator::Css("#save-call"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_page(&c, "the picked dossier", |h| h.contains("病历档案 王芳")).await;
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        format!("/patient/{dossier_id}")
+    );
+    let calls = office.ok(&["patient", &dossier_id, "--json"]).json()["dossier"]["calls"]
+        .as_array()
+        .map(Vec::len);
+    assert_eq!(calls, Some(2), "the second call joined 王芳's dossier");
 
     // Tomorrow's list holds the patient; one step records the follow-up.
     c.goto(&format!("{}/?date={tomorrow}", ui.url))
@@ -339,7 +383,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     // `keqing-server report`; drill down to 广东 and its staff.
     c.goto(&national).await.unwrap();
     let calls: u64 = text_of(&c, "#line-total td.calls").await.parse().unwrap();
-    assert_eq!(calls, calls_before + 1);
+    assert_eq!(calls, calls_before + 3, "王芳's two calls and 李强's");
     assert_eq!(calls, reported_total(&server.dir, &day, &["calls"]));
     let followups: u64 = text_of(&c, "#total-followups").await.parse().unwrap();
     assert_eq!(followups, 1);
@@ -347,7 +391,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
         followups,
         reported_total(&server.dir, &day, &["followups", "done"])
     );
-    assert_eq!(text_of(&c, "#line-44 td.calls").await, "1");
+    assert_eq!(text_of(&c, "#line-44 td.calls").await, "3");
     screenshot(&c, "dashboard-national.png").await;
     c.find(Locator::Css("#line-44 a"))
         .await

@@ -354,7 +354,6 @@ pub fn call_form(frame: &Frame, form: &FormData, errors: &FormErrors) -> Markup 
         (general_errors(errors))
         form.register method="post" action="/call" novalidate {
             (hidden_csrf(frame))
-            input type="hidden" name="patient" id="patient" value=(form.get("patient"));
             fieldset {
                 legend { "来电" }
                 (f.text("来电号码", "phone", "tel", true))
@@ -405,23 +404,46 @@ fn patient_line(p: &PatientRow) -> Markup {
     }
 }
 
-/// The fragment under the phone field.
+/// The fragment under the phone field (inside the register form): the
+/// dossiers the number belongs to, or same-name patients, to pick from.
 pub fn lookup(found: &Lookup) -> Markup {
+    let pick = |r: &PatientRow, checked: bool| {
+        html! {
+            li data-dossier=(r.dossier_id) {
+                input type="radio" name="patient" id={ "pick-" (r.dossier_id) } value=(r.dossier_id) checked[checked];
+                label for={ "pick-" (r.dossier_id) } { "加入此档案 " }
+                (patient_line(r))
+            }
+        }
+    };
     html! {
         @if let Some(p) = &found.normalised {
-            @if found.by_phone.is_empty() {
-                p.lookup-new { "号码 " (p) " 尚无档案：登记后新建档案。" }
-            } @else {
-                div.lookup-found {
-                    p { "号码 " (p) " 已有档案，来电将加入该档案：" }
-                    ul { @for r in &found.by_phone { li data-dossier=(r.dossier_id) { (patient_line(r)) } } }
+            @match found.by_phone.len() {
+                0 => { p.lookup-new { "号码 " (p) " 尚无档案：登记后新建档案。" } }
+                1 => {
+                    div.lookup-found {
+                        p { "号码 " (p) " 已有档案，来电将加入该档案：" }
+                        ul { @for r in &found.by_phone { li data-dossier=(r.dossier_id) { (patient_line(r)) } } }
+                    }
+                }
+                _ => {
+                    div.lookup-found {
+                        p { "号码 " (p) " 有多份档案，请选择来电患者（或勾选「另一位患者」新建档案）：" }
+                        ul { @for r in &found.by_phone { (pick(r, false)) } }
+                    }
                 }
             }
         }
-        @if !found.by_name.is_empty() {
+        @if found.by_phone.is_empty() && !found.by_name.is_empty() {
             div.lookup-dup {
-                p { "同名患者（可能重复）：" }
-                ul { @for r in &found.by_name { li { (patient_line(r)) } } }
+                p { "同名患者（可能是同一人）：" }
+                ul {
+                    li {
+                        input type="radio" name="patient" id="pick-new" value="" checked;
+                        label for="pick-new" { "新患者，新建档案" }
+                    }
+                    @for r in &found.by_name { (pick(r, false)) }
+                }
             }
         }
     }

@@ -15,7 +15,18 @@
     last = q;
     fetch("/lookup?" + q, { headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : ""; })
-      .then(function (html) { if (q === last) box.innerHTML = html; })
+      .then(function (html) {
+        if (q !== last) return;
+        // Keep the dossier picked so far when the list is drawn again.
+        var picked = box.querySelector("input[name=patient]:checked");
+        var value = picked ? picked.value : null;
+        box.innerHTML = html;
+        if (value === null) return;
+        var radios = box.querySelectorAll("input[name=patient]");
+        for (var i = 0; i < radios.length; i++) {
+          if (radios[i].value === value) radios[i].checked = true;
+        }
+      })
       .catch(function () { /* the workstation itself is local: ignore */ });
   }
   function soon() { clearTimeout(timer); timer = setTimeout(refresh, 200); }
