@@ -10,6 +10,7 @@
 //!   durable appends, the change feed.
 //! - [`projector`]: follows the log and keeps the projection tables.
 //! - [`reports`]: the reports service (scope checks, shared definitions).
+//! - [`web`]: what the two web front ends share (host guard, assets).
 //! - [`run`]: a real tonic server on a given listener, with the standard
 //!   gRPC health service and server reflection; tests call it on port 0.
 
@@ -18,6 +19,7 @@ pub mod hub;
 pub mod projector;
 pub mod reports;
 pub mod store;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -199,3 +199,48 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// A web front end (`keqing ui`, `keqing-server dashboard`) as a process on
+/// loopback, killed when dropped.
+pub struct WebProcess {
+    child: std::process::Child,
+    /// `host:port`.
+    pub addr: String,
+}
+
+impl WebProcess {
+    /// Starts `bin args…` and waits for the `http://…` line it prints.
+    pub fn start(bin: &Path, args: &[&str]) -> WebProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{} ended before printing its address", bin.display()))
+                .expect("read stdout");
+            if let Some(rest) = line.split("http://").nth(1) {
+                break rest.trim_end_matches('/').to_string();
+            }
+        };
+        WebProcess { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for WebProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

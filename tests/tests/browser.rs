@@ -7,48 +7,10 @@
 //! the main pages are saved under target/screenshots/.
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use keqing_tests::{Office, Server, keqing_bin, server_bin};
-use std::io::BufRead;
+use keqing_tests::{Office, Server, WebProcess, keqing_bin, server_bin};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A web process (`keqing ui`, `keqing-server dashboard`), killed on drop.
-struct Web {
-    child: Child,
-    url: String,
-}
-
-impl Web {
-    /// Starts `bin args…` and waits for the `http://…` line it prints.
-    fn start(bin: &Path, args: &[&str]) -> Web {
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("{} ended before printing its address", bin.display()))
-                .expect("read stdout");
-            if let Some(i) = line.find("http://") {
-                break line[i..].trim_end_matches('/').to_string();
-            }
-        };
-        Web { child, url }
-    }
-}
-
-impl Drop for Web {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// chromedriver on a free loopback port, killed on drop.
 struct Driver {
@@ -132,6 +94,15 @@ async fn text_of(c: &Client, css: &str) -> String {
         .expect("element text")
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
 async fn fill(c: &Client, css: &str, value: &str) {
     let e = c
         .find(Locator::Css(css))
@@ -182,7 +153,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     let hq_token = server.add_device(None, "看板");
     let office_dir = office.dir.to_string_lossy().into_owned();
     let server_dir = server.dir.to_string_lossy().into_owned();
-    let ui = Web::start(
+    let ui = WebProcess::start(
         &keqing_bin(),
         &[
             "--data",
@@ -194,7 +165,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
             "0",
         ],
     );
-    let dash = Web::start(
+    let dash = WebProcess::start(
         &server_bin(),
         &[
             "--data",
@@ -213,30 +184,20 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
         .to_string();
 
     // Headquarters signs in; a wrong token is refused.
-    c.goto(&format!("{}/", dash.url)).await.unwrap();
+    c.goto(&format!("{}/", dash.url())).await.unwrap();
     assert!(c.current_url().await.unwrap().path().ends_with("/login"));
     fill(&c, "#token", "not-a-token").await;
-    c.find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#login").await;
     wait_for_page(&c, "the refusal", |h| h.contains("令牌无效")).await;
     fill(&c, "#token", &hq_token).await;
-    c.find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let national = format!("{}/?from={day}&to={day}", dash.url);
+    click(&c, "#login").await;
+    let national = format!("{}/?from={day}&to={day}", dash.url());
     c.goto(&national).await.unwrap();
     let calls_before: u64 = text_of(&c, "#line-total td.calls").await.parse().unwrap();
     assert_eq!(calls_before, reported_total(&server.dir, &day, &["calls"]));
 
     // A bad phone number: the error shows next to the field, nothing is saved.
-    c.goto(&format!("{}/call", ui.url)).await.unwrap();
+    c.goto(&format!("{}/call", ui.url())).await.unwrap();
     fill(&c, "#phone", "12345").await;
     fill(&c, "#name", "王芳").await;
     fill(&c, "#source", "报纸").await;
@@ -246,12 +207,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
         .select_by_value("李敏")
         .await
         .unwrap();
-    c.find(Locator::Css("#save-call"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#save-call").await;
     let err = text_of(&c, "#phone-err").await;
     assert!(err.contains("12345"), "{err}");
     screenshot(&c, "office-call-error.png").await;
@@ -268,12 +224,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     fill(&c, "#age", "66").await;
     fill(&c, "#disease", "冠心病").await;
     screenshot(&c, "office-call-form.png").await;
-    c.find(Locator::Css("#save-call"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#save-call").await;
     let page = wait_for_page(&c, "the dossier page", |h| h.contains("病历档案 王芳")).await;
     assert!(page.contains("未到堂三日内回访"), "the due follow-up");
     assert!(page.contains("已登记来电"));
@@ -287,7 +238,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
 
     // Typing the same number again finds the dossier. Her husband calls
     // from the same phone: a second dossier, on purpose.
-    c.goto(&format!("{}/call", ui.url)).await.unwrap();
+    c.goto(&format!("{}/call", ui.url())).await.unwrap();
     fill(&c, "#phone", "13800138000").await;
     wait_for_page(&c, "the existing dossier", |h| {
         h.contains(&format!("data-dossier=\"{dossier_id}\""))
@@ -295,38 +246,18 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     .await;
     fill(&c, "#name", "李强").await;
     fill(&c, "#source", "报纸").await;
-    c.find(Locator::Css("#force_new"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.find(Locator::Css("#save-call"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#force_new").await;
+    click(&c, "#save-call").await;
     wait_for_page(&c, "the second dossier", |h| h.contains("病历档案 李强")).await;
     // Now the number has two dossiers: the form asks which one, and the
     // call goes to the one picked.
-    c.goto(&format!("{}/call", ui.url)).await.unwrap();
+    c.goto(&format!("{}/call", ui.url())).await.unwrap();
     fill(&c, "#phone", "13800138000").await;
     wait_for_page(&c, "the choice of dossiers", |h| h.contains("有多份档案")).await;
-    c.find(Locator::Css(&format!("#pick-{dossier_id}")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("#pick-{dossier_id}")).await;
     fill(&c, "#name", "王芳").await;
     fill(&c, "#source", "电视").await;
-    c.find(Locator::Css("#save-call"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#save-call").await;
     wait_for_page(&c, "the picked dossier", |h| h.contains("病历档案 王芳")).await;
     assert_eq!(
         c.current_url().await.unwrap().path(),
@@ -338,7 +269,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     assert_eq!(calls, Some(2), "the second call joined 王芳's dossier");
 
     // Tomorrow's list holds the patient; one step records the follow-up.
-    c.goto(&format!("{}/?date={tomorrow}", ui.url))
+    c.goto(&format!("{}/?date={tomorrow}", ui.url()))
         .await
         .unwrap();
     let entry = format!("#due-{dossier_id}");
@@ -351,12 +282,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     )
     .await;
     fill(&c, &format!("{entry} [name=next]"), "询问复查结果").await;
-    c.find(Locator::Css(&format!("{entry} button[type=submit]")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, &format!("{entry} button[type=submit]")).await;
     let page = wait_for_page(&c, "the follow-up saved", |h| h.contains("已登记回访")).await;
     assert!(
         !page.contains(&format!("id=\"due-{dossier_id}\"")),
@@ -370,12 +296,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     assert!(waiting >= 2, "the call and the follow-up wait for sync");
 
     // The sync button pushes them.
-    c.find(Locator::Css("#sync-now"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#sync-now").await;
     wait_for_page(&c, "the sync", |h| h.contains("同步完成")).await;
     assert_eq!(text_of(&c, "#waiting").await, "0");
 
@@ -393,12 +314,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     );
     assert_eq!(text_of(&c, "#line-44 td.calls").await, "3");
     screenshot(&c, "dashboard-national.png").await;
-    c.find(Locator::Css("#line-44 a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#line-44 a").await;
     let page = wait_for_page(&c, "the province page", |h| h.contains("广东咨询处")).await;
     assert!(page.contains("客情岗位评定") && page.contains("李敏"));
     screenshot(&c, "dashboard-province.png").await;
@@ -453,7 +369,7 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
     let office = Office::new(&office_dir);
     let office_s = office_dir.to_string_lossy().into_owned();
     let server_s = server_dir.to_string_lossy().into_owned();
-    let ui = Web::start(
+    let ui = WebProcess::start(
         &keqing_bin(),
         &[
             "--data",
@@ -465,7 +381,7 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
             "0",
         ],
     );
-    let dash = Web::start(
+    let dash = WebProcess::start(
         &server_bin(),
         &["--data", &server_s, "dashboard", "--listen", "127.0.0.1:0"],
     );
@@ -473,14 +389,9 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
     let c = driver.browser().await;
 
     // The dashboard opens on the last week with calls: the demo's week.
-    c.goto(&format!("{}/login", dash.url)).await.unwrap();
+    c.goto(&format!("{}/login", dash.url())).await.unwrap();
     fill(&c, "#token", &token).await;
-    c.find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#login").await;
     wait_for_page(&c, "the national page", |h| h.contains("全国客情报表")).await;
     let calls: u64 = text_of(&c, "#line-total td.calls").await.parse().unwrap();
     assert_eq!(
@@ -490,12 +401,7 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
     let purchases: u64 = text_of(&c, "#total-purchases").await.parse().unwrap();
     assert_eq!(purchases, national_purchases);
     screenshot(&c, "demo-dashboard-national.png").await;
-    c.find(Locator::Css("#line-11 a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#line-11 a").await;
     wait_for_page(&c, "北京", |h| h.contains("北京咨询处")).await;
     screenshot(&c, "demo-dashboard-province.png").await;
 
@@ -506,7 +412,7 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
         .to_string();
     let due = office.ok(&["due", "--date", &last_day, "--json"]).json();
     let due = due.as_array().expect("a list");
-    c.goto(&format!("{}/?date={last_day}", ui.url))
+    c.goto(&format!("{}/?date={last_day}", ui.url()))
         .await
         .unwrap();
     assert_eq!(text_of(&c, "#due-count").await, due.len().to_string());
@@ -523,7 +429,7 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
         .or_else(|| due.first())
         .expect("someone to call");
     let id = with_purchase["dossier_id"].as_str().unwrap();
-    c.goto(&format!("{}/patient/{id}", ui.url)).await.unwrap();
+    c.goto(&format!("{}/patient/{id}", ui.url())).await.unwrap();
     let page = wait_for_page(&c, "the dossier", |h| h.contains("病历档案")).await;
     assert!(page.contains("来电"), "the timeline shows the calls");
     screenshot(&c, "demo-office-dossier.png").await;

@@ -4,43 +4,9 @@
 //! lets only live headquarters devices in, and its downloads are the real
 //! files. Nothing refused is saved.
 
-use keqing_tests::{Office, Server, keqing_bin, server_bin};
-use std::io::{BufRead, Read, Write};
+use keqing_tests::{Office, Server, WebProcess, keqing_bin, server_bin};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-
-/// A web process, killed on drop.
-struct Web {
-    child: Child,
-    addr: String,
-}
-
-impl Web {
-    fn start(bin: &std::path::Path, args: &[&str]) -> Web {
-        let mut child = Command::new(bin)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start");
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("an address line").unwrap();
-            if let Some(rest) = line.split("http://").nth(1) {
-                break rest.trim_end_matches('/').to_string();
-            }
-        };
-        Web { child, addr }
-    }
-}
-
-impl Drop for Web {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Response {
     status: u16,
@@ -158,7 +124,7 @@ fn the_workstation_refuses_forged_misaddressed_and_bad_posts() {
     office.ok(&["init", "--office", "44", "--device", "前台1"]);
     office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
     let dir = office.dir.to_string_lossy().into_owned();
-    let ui = Web::start(
+    let ui = WebProcess::start(
         &keqing_bin(),
         &[
             "--data",
@@ -362,7 +328,7 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
     let office_token = server.add_device(Some("44"), "广东前台2");
     let hq_token = server.add_device(None, "看板");
     let dir = server.dir.to_string_lossy().into_owned();
-    let dash = Web::start(
+    let dash = WebProcess::start(
         &server_bin(),
         &["--data", &dir, "dashboard", "--listen", "127.0.0.1:0"],
     );

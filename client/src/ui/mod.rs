@@ -18,9 +18,8 @@ use crate::desk::{Desk, now_cst};
 use crate::error::ClientError;
 use crate::store::Replica;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use forms::{FormData, FormErrors};
@@ -188,7 +187,7 @@ pub async fn serve(
 }
 
 fn router(app: App) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(today))
         .route("/call", get(call_form).post(call_submit))
         .route("/lookup", get(lookup))
@@ -199,34 +198,19 @@ fn router(app: App) -> Router {
         .route("/sync", post(sync_now))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
-        .layer(middleware::from_fn_with_state(app.clone(), check_host))
-        .with_state(app)
-}
-
-/// Refuses requests addressed to another host name (DNS rebinding).
-async fn check_host(State(app): State<App>, req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if keqing_shared::html::host_allowed(host, &app.0.hosts) {
-        next.run(req).await
-    } else {
+        .with_state(app.clone());
+    keqing_server::web::guard_hosts(routes, app.0.hosts.clone(), || {
         UiError::BadHost.into_response()
-    }
+    })
 }
 
-async fn css() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("assets/app.css"),
-    )
+async fn css() -> Response {
+    keqing_server::web::asset("text/css; charset=utf-8", include_str!("assets/app.css"))
 }
 
-async fn js() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+async fn js() -> Response {
+    keqing_server::web::asset(
+        "text/javascript; charset=utf-8",
         include_str!("assets/app.js"),
     )
 }

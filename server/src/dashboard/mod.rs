@@ -247,25 +247,14 @@ fn router(app: Dashboard) -> Router {
         .route("/export", get(export))
         .route("/logout", post(logout))
         .layer(middleware::from_fn_with_state(app.clone(), require_viewer));
-    Router::new()
+    let routes = Router::new()
         .merge(signed_in)
         .route("/login", get(login_form).post(login))
         .route("/assets/dashboard.css", get(css))
-        .layer(middleware::from_fn_with_state(app.clone(), check_host))
-        .with_state(app)
-}
-
-async fn check_host(State(app): State<Dashboard>, req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if keqing_shared::html::host_allowed(host, &app.0.hosts) {
-        next.run(req).await
-    } else {
+        .with_state(app.clone());
+    crate::web::guard_hosts(routes, app.0.hosts.clone(), || {
         DashError::BadHost.into_response()
-    }
+    })
 }
 
 /// Sends anyone without a live session to the login page.
@@ -280,11 +269,8 @@ async fn require_viewer(State(app): State<Dashboard>, mut req: Request, next: Ne
     }
 }
 
-async fn css() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        include_str!("dashboard.css"),
-    )
+async fn css() -> Response {
+    crate::web::asset("text/css; charset=utf-8", include_str!("dashboard.css"))
 }
 
 async fn login_form() -> Markup {
