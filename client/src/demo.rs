@@ -282,6 +282,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
                 Some(office.code),
                 &keqing_server::hub::token_hash(&token),
                 &now,
+                "keqing demo",
             )?;
             tokens.push((name, Some(office.code.to_string()), token));
         }
@@ -293,6 +294,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         None,
         &keqing_server::hub::token_hash(&hq_token),
         &now,
+        "keqing demo",
     )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server_addr = rt.block_on(async {

@@ -153,6 +153,7 @@ fn grow(
                 office: office.code.to_string(),
                 snapshot,
                 complete: true,
+                merged_into: None,
             });
             if entries.len() >= 4000 {
                 store.append("bench", &entries, &docs).expect("append");

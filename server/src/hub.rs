@@ -6,8 +6,11 @@
 //! the largest document rather than by the number of dossiers. Pull does no
 //! automerge work: it streams stored bytes.
 
-use crate::store::{Device, DocumentState, NewLogEntry, SqliteStore, StoreError, SyncStore};
+use crate::store::{
+    Device, DocumentState, NewLogEntry, SqliteStore, StoreError, SyncStore, audit_actor,
+};
 use automerge::{Automerge, Change, ROOT, ReadDoc};
+use keqing_shared::dossier::merged_into_of;
 use keqing_shared::roster::{Roster, roster_id};
 use keqing_shared::sync::*;
 use sha2::{Digest, Sha256};
@@ -262,6 +265,13 @@ fn ingest(
                 bytes: c.raw_bytes().to_vec(),
             });
         }
+        // A merge of duplicates is the moment a dossier gets `merged_into`:
+        // the audit log records it with the batch.
+        let was_merged = if applied {
+            None
+        } else {
+            merged_into_of(&doc).ok().flatten()
+        };
         let snapshot = guarded(&doc_id, || {
             if !applied {
                 doc.apply_changes(changes)
@@ -270,11 +280,16 @@ fn ingest(
             Ok(doc.save())
         })?;
         let complete = doc.get_missing_deps(&[]).is_empty();
+        let merged_into = match (was_merged, merged_into_of(&doc).ok().flatten()) {
+            (None, Some(into)) => Some(into),
+            _ => None,
+        };
         docs.push(DocumentState {
             doc_id,
             office,
             snapshot,
             complete,
+            merged_into,
         });
     }
     let accepted = entries.len() as u32;
@@ -373,6 +388,7 @@ impl keqing_proto::SyncHandler for Hub {
                         ));
                     }
                     store.bind_actor(&device.id, &actor)?;
+                    store.audit(&audit_actor(&device), "device.enroll", &device.id, "replica bound")?;
                     tracing::info!(device = %device.id, name = %device.name, "device enrolled its replica");
                 }
             }
@@ -429,6 +445,15 @@ impl keqing_proto::SyncHandler for Hub {
             template.reopen()?
         };
         let device = authenticate(&reader, &token)?;
+        if device.office.is_none() {
+            // Headquarters receives every office's dossiers, names and phones.
+            reader.audit(
+                &audit_actor(&device),
+                "hq.pull",
+                "all offices",
+                &format!("from cursor {cursor}"),
+            )?;
+        }
         let (tx, rx) = mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
             if let Err(e) = serve_pull(&reader, &device, cursor, max_batch, &tx) {
@@ -451,6 +476,14 @@ impl keqing_proto::SyncHandler for Hub {
         }
         self.blocking(move |store| {
             let device = authenticate(store, &token)?;
+            if device.office.is_none() {
+                store.audit(
+                    &audit_actor(&device),
+                    "hq.repair",
+                    "all offices",
+                    &format!("{} dossiers compared", docs.len()),
+                )?;
+            }
             let mut missing = Vec::new();
             for d in docs {
                 let Some((office, _, _)) = store.document(&d.doc_id)? else {

@@ -45,6 +45,15 @@ enum Command {
         #[command(subcommand)]
         scope: ReportScope,
     },
+    /// 审计 The audit log: device enrolment and revocation, merges, every
+    /// headquarters read of personal details (append-only)
+    Audit {
+        /// How many of the newest lines
+        #[arg(long, default_value_t = 200)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// 投影 Bring the report projections up to date (--rebuild: from scratch)
     Project {
         /// Throw the projections away and derive them again from the log
@@ -241,7 +250,14 @@ fn run(cli: Cli) -> Result<()> {
             let mut store = SqliteStore::open(&cli.data)?;
             let token = new_token();
             let id = uuid::Uuid::now_v7().to_string();
-            let d = store.add_device(&id, &name, office.as_deref(), &token_hash(&token), &now())?;
+            let d = store.add_device(
+                &id,
+                &name,
+                office.as_deref(),
+                &token_hash(&token),
+                &now(),
+                &local_admin(),
+            )?;
             println!(
                 "已添加设备 {} ({}) id {}",
                 d.name,
@@ -314,9 +330,38 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Audit { limit, json } => {
+            let store = SqliteStore::open(&cli.data)?;
+            let log = store.audit_log(limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&log)?);
+                return Ok(());
+            }
+            let mut t = keqing_shared::table::Table::new([
+                "序号",
+                "时间",
+                "操作者",
+                "操作",
+                "对象",
+                "详情",
+            ]);
+            for e in &log {
+                t.row([
+                    e.seq.to_string(),
+                    e.at.clone(),
+                    e.actor.clone(),
+                    e.action.clone(),
+                    e.subject.clone(),
+                    e.detail.clone(),
+                ]);
+            }
+            print!("{}", t.render());
+            println!("共 {} 条", log.len());
+            Ok(())
+        }
         Command::Device(DeviceCommand::Revoke { device }) => {
             let mut store = SqliteStore::open(&cli.data)?;
-            let d = store.revoke(&device, &now())?;
+            let d = store.revoke(&device, &now(), &local_admin())?;
             println!("已吊销设备 {} {}", d.name, d.id);
             Ok(())
         }
@@ -347,4 +392,12 @@ async fn bind_dashboard(addr: &str) -> Result<tokio::net::TcpListener> {
 /// Completes when `stopped` turns true (or its sender is gone).
 async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Who ran an administrative command on this machine, for the audit log.
+fn local_admin() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "?".into());
+    format!("admin:{user}")
 }

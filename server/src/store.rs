@@ -83,7 +83,68 @@ CREATE TABLE projector (
 INSERT INTO projector (id, cursor) VALUES (1, 0);
 "#,
     ),
+    M::up(
+        r#"
+-- Who did what to whose data: enrolment and revocation of devices, merges
+-- of dossiers, and every headquarters read of personal details. Rows are
+-- only ever added; the triggers refuse to change or delete one.
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
+    ),
 ];
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// China Standard Time, `YYYY-MM-DDTHH:MM:SS`.
+    pub at: String,
+    /// The device (`name (id)`) or the local administrator.
+    pub actor: String,
+    /// e.g. `device.add`, `device.revoke`, `device.enroll`, `dossier.merge`,
+    /// `hq.pull`, `hq.repair`, `dashboard.sign_in`, `dashboard.duplicates`,
+    /// `dashboard.export`.
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+fn audit_now() -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(8))
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
+fn insert_audit(
+    conn: &Connection,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![audit_now(), actor, action, subject, detail])?;
+    Ok(())
+}
+
+/// How a device is named in the audit log.
+pub fn audit_actor(d: &Device) -> String {
+    format!("{} ({})", d.name, d.id)
+}
 
 /// An enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -124,6 +185,9 @@ pub struct DocumentState {
     pub office: String,
     pub snapshot: Vec<u8>,
     pub complete: bool,
+    /// Set when this batch folded the document into another (a merge of
+    /// duplicates): audited in the same transaction.
+    pub merged_into: Option<String>,
 }
 
 /// A document as the projector derived it, ready to write.
@@ -233,6 +297,8 @@ impl SqliteStore {
         })
     }
 
+    /// Adds a device; `admin` (who ran the command) goes to the audit log
+    /// with it, in one transaction.
     pub fn add_device(
         &mut self,
         id: &str,
@@ -240,11 +306,21 @@ impl SqliteStore {
         office: Option<&str>,
         token_sha256: &[u8],
         now: &str,
+        admin: &str,
     ) -> Result<Device> {
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "INSERT INTO devices (id, name, office, token_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, name, office, token_sha256, now],
         )?;
+        insert_audit(
+            &tx,
+            admin,
+            "device.add",
+            &format!("{name} ({id})"),
+            &format!("office {}", office.unwrap_or("hq")),
+        )?;
+        tx.commit()?;
         self.device(id)?
             .ok_or_else(|| StoreError::UnknownDevice(id.to_string()))
     }
@@ -270,7 +346,7 @@ impl SqliteStore {
     }
 
     /// Revokes a device by id or by name (a name must be unambiguous).
-    pub fn revoke(&mut self, id_or_name: &str, now: &str) -> Result<Device> {
+    pub fn revoke(&mut self, id_or_name: &str, now: &str, admin: &str) -> Result<Device> {
         let matches: Vec<Device> = self
             .devices()?
             .into_iter()
@@ -282,10 +358,13 @@ impl SqliteStore {
                 matches.len()
             )));
         };
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
             params![device.id, now],
         )?;
+        insert_audit(&tx, admin, "device.revoke", &audit_actor(device), "")?;
+        tx.commit()?;
         self.device(&device.id)?
             .ok_or_else(|| StoreError::UnknownDevice(device.id.clone()))
     }
@@ -402,6 +481,32 @@ impl SqliteStore {
         Ok(keqing_projection::dump(&self.conn)?)
     }
 
+    /// Appends one line to the audit log.
+    pub fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
+        insert_audit(&self.conn, actor, action, subject, detail)
+    }
+
+    /// The newest `limit` lines of the audit log, oldest first.
+    pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, at, actor, action, subject, detail FROM
+             (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
+        )?;
+        let rows = stmt
+            .query_map([limit], |r| {
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    subject: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
     /// Pairs of live dossiers across all offices that may be one patient.
     pub fn duplicate_candidates(
         &self,
@@ -501,6 +606,25 @@ impl SyncStore for SqliteStore {
             )?;
             for d in docs {
                 upsert.execute(params![d.doc_id, d.office, d.snapshot, d.complete, last])?;
+            }
+            for d in docs {
+                if let Some(into) = &d.merged_into {
+                    let actor: String = tx
+                        .query_row(
+                            "SELECT name || ' (' || id || ')' FROM devices WHERE id = ?1",
+                            [device_id],
+                            |r| r.get(0),
+                        )
+                        .optional()?
+                        .unwrap_or_else(|| device_id.to_string());
+                    insert_audit(
+                        &tx,
+                        &actor,
+                        "dossier.merge",
+                        &d.doc_id,
+                        &format!("office {} merged into {into}", d.office),
+                    )?;
+                }
             }
         }
         tx.commit()?;

@@ -178,6 +178,14 @@ impl DossierView {
     }
 }
 
+/// The dossier a raw dossier document was merged into, if any (for code
+/// that holds the document without a [`Dossier`], e.g. the server's ingest).
+pub fn merged_into_of(doc: &Automerge) -> Result<Option<String>, DomainError> {
+    Ok(doc
+        .get(ROOT, MERGED_INTO)?
+        .and_then(|(v, _)| v.as_str().map(str::to_string)))
+}
+
 /// A dossier document with the actor of the device editing it.
 pub struct Dossier {
     doc: Automerge,
@@ -256,10 +264,7 @@ impl Dossier {
 
     /// The dossier this one was merged into, if it is a duplicate.
     pub fn merged_into(&self) -> Result<Option<String>, DomainError> {
-        Ok(self
-            .doc
-            .get(ROOT, MERGED_INTO)?
-            .and_then(|(v, _)| v.as_str().map(str::to_string)))
+        merged_into_of(&self.doc)
     }
 
     fn last_change(&self) -> Option<NewChange> {

@@ -1,5 +1,6 @@
 //! The end-to-end suite: one test binary, several modules.
 
+mod audit;
 mod bad_input;
 mod browser;
 mod crash;

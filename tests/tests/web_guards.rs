@@ -402,6 +402,23 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
         dups.text()
     );
 
+    // Sign-in, the duplicates (names and phones) and the downloads are audited.
+    let audit = Server::admin(&server.dir, &["audit", "--json"]).json();
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"].as_str().unwrap().contains("看板"))
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for want in [
+        "dashboard.sign_in",
+        "dashboard.duplicates",
+        "dashboard.export",
+    ] {
+        assert!(actions.contains(&want), "{want} in {actions:?}");
+    }
+
     // Logging out needs the page's secret; revoking the device ends the session.
     let r = http(
         &dash.addr,

@@ -35,6 +35,7 @@ const DEFAULT_DAYS: i64 = 7;
 struct Session {
     device_id: String,
     device_name: String,
+    actor: String,
     csrf: String,
     expires: Instant,
 }
@@ -54,6 +55,8 @@ struct Dashboard(Arc<Inner>);
 #[derive(Clone)]
 struct Viewer {
     device_name: String,
+    /// How the audit log names the device.
+    actor: String,
     csrf: String,
 }
 
@@ -120,6 +123,7 @@ impl Dashboard {
                     s.device_id.clone(),
                     Viewer {
                         device_name: s.device_name.clone(),
+                        actor: s.actor.clone(),
                         csrf: s.csrf.clone(),
                     },
                 ),
@@ -151,6 +155,7 @@ impl Dashboard {
                 Session {
                     device_id: device.id.clone(),
                     device_name: device.name.clone(),
+                    actor: crate::store::audit_actor(device),
                     csrf: random_secret(),
                     expires: Instant::now() + SESSION_LIFETIME,
                 },
@@ -305,6 +310,9 @@ async fn login(
         return Ok((StatusCode::UNAUTHORIZED, pages::login(Some(why))).into_response());
     }
     let device = device.expect("checked above");
+    let actor = crate::store::audit_actor(&device);
+    app.with_store(move |s| Ok(s.audit(&actor, "dashboard.sign_in", "dashboard", "")?))
+        .await?;
     let sid = app.sign_in(&device);
     tracing::info!(device = %device.name, "dashboard sign-in");
     let cookie = format!(
@@ -370,10 +378,19 @@ async fn duplicates(
     State(app): State<Dashboard>,
     axum::Extension(viewer): axum::Extension<Viewer>,
 ) -> Result<Markup, DashError> {
+    let actor = viewer.actor.clone();
     let pairs = app
-        .with_store(|s| {
+        .with_store(move |s| {
             crate::projector::catch_up(s, |_, _| {})?;
-            Ok(s.duplicate_candidates()?)
+            let pairs = s.duplicate_candidates()?;
+            // Names and phones of every office: a read of personal details.
+            s.audit(
+                &actor,
+                "dashboard.duplicates",
+                "all offices",
+                &format!("{} pairs shown", pairs.len()),
+            )?;
+            Ok(pairs)
         })
         .await?;
     Ok(pages::duplicates(&viewer, &pairs))
@@ -382,6 +399,7 @@ async fn duplicates(
 /// What is on screen, as a file: `?scope=national|CODE&from&to&format=csv|xlsx`.
 async fn export(
     State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, DashError> {
     let scope = match q.get("scope").map(String::as_str) {
@@ -409,6 +427,13 @@ async fn export(
         Scope::National => "national".to_string(),
         Scope::Office(o) => o.clone(),
     };
+    let (actor, subject, detail) = (
+        viewer.actor.clone(),
+        scope_name.clone(),
+        format!("{} {} to {}", ext, report.from, report.to),
+    );
+    app.with_store(move |s| Ok(s.audit(&actor, "dashboard.export", &subject, &detail)?))
+        .await?;
     let disposition = format!(
         "attachment; filename=\"keqing-{scope_name}-{}-{}.{ext}\"",
         report.from, report.to
