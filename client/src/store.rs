@@ -292,6 +292,8 @@ INSERT INTO slot_spans SELECT rowid,
     CAST(office AS INTEGER), CAST(office AS INTEGER) FROM slots;
 "#
     )),
+    // The server epoch the cursor belongs to (a restored server has another).
+    M::up("ALTER TABLE sync_state ADD COLUMN epoch TEXT;"),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections
@@ -328,6 +330,8 @@ pub struct SyncState {
     pub cursor: u64,
     pub last_sync: Option<String>,
     pub last_error: Option<String>,
+    /// The server epoch `cursor` belongs to.
+    pub epoch: Option<String>,
 }
 
 /// An outbox row: a local change not yet acknowledged by the server.
@@ -651,7 +655,7 @@ impl Replica {
         Ok(self
             .conn
             .query_row(
-                "SELECT server, token, device_id, cursor, last_sync, last_error FROM sync_state WHERE id = 1",
+                "SELECT server, token, device_id, cursor, last_sync, last_error, epoch FROM sync_state WHERE id = 1",
                 [],
                 |r| {
                     Ok(SyncState {
@@ -661,6 +665,7 @@ impl Replica {
                         cursor: r.get::<_, i64>(3)? as u64,
                         last_sync: r.get(4)?,
                         last_error: r.get(5)?,
+                        epoch: r.get(6)?,
                     })
                 },
             )
@@ -674,7 +679,8 @@ impl Replica {
             "INSERT INTO sync_state (id, server, token, device_id) VALUES (1, ?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE SET server = excluded.server, token = excluded.token,
              device_id = excluded.device_id,
-             cursor = CASE WHEN sync_state.server = excluded.server THEN sync_state.cursor ELSE 0 END",
+             cursor = CASE WHEN sync_state.server = excluded.server THEN sync_state.cursor ELSE 0 END,
+             epoch = CASE WHEN sync_state.server = excluded.server THEN sync_state.epoch ELSE NULL END",
             params![server, token, device_id],
         )?;
         Ok(())
@@ -749,19 +755,58 @@ impl Replica {
             by_doc.entry(&c.doc_id).or_default().1.push(c.bytes.clone());
         }
         let cursor = batch.cursor;
+        let epoch = Some(batch.epoch.as_str()).filter(|e| !e.is_empty());
         self.write(|w| {
             for (doc_id, (snapshots, mut changes)) in by_doc {
                 w.merge_remote(doc_id, &snapshots, &mut changes)?;
             }
             if cursor > 0 {
+                // Within one epoch the cursor only moves forward; a new
+                // epoch (a restored server) has a log of its own.
                 w.tx.execute(
-                    "UPDATE sync_state SET cursor = max(cursor, ?1) WHERE id = 1",
-                    [cursor as i64],
+                    "UPDATE sync_state SET
+                       cursor = CASE WHEN ?2 IS NULL OR epoch IS ?2 THEN max(cursor, ?1) ELSE ?1 END,
+                       epoch = coalesce(?2, epoch)
+                     WHERE id = 1",
+                    params![cursor as i64, epoch],
                 )?;
             }
             Ok(())
         })?;
         Ok(batch.snapshots.len() + batch.changes.len())
+    }
+
+    /// Queues again every change this device made (its actor), in every
+    /// document: after the server was restored from a backup, it may lack
+    /// changes it had acknowledged. Pushing them again is harmless (the
+    /// server keeps each change once). Returns how many were queued.
+    pub fn requeue_own_changes(&mut self) -> Result<u64> {
+        let actor = self.meta.actor.clone();
+        let ids: Vec<String> = self
+            .conn
+            .prepare("SELECT id FROM documents ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        self.write(|w| {
+            let mut queued = 0u64;
+            let mut insert = w.tx.prepare_cached(
+                "INSERT INTO outbox (doc_id, hash, bytes) VALUES (?1, ?2, ?3) ON CONFLICT (hash) DO NOTHING",
+            )?;
+            for id in &ids {
+                let Some(bytes) = load_document(w.tx, id)? else {
+                    continue;
+                };
+                let doc = automerge::Automerge::load(&bytes)
+                    .map_err(|e| ClientError::Corrupt(format!("document {id}: {e}")))?;
+                for c in doc.get_changes(&[]) {
+                    if c.actor_id() == &actor {
+                        queued += insert.execute(params![id, c.hash().to_string(), c.raw_bytes()])?
+                            as u64;
+                    }
+                }
+            }
+            Ok(queued)
+        })
     }
 
     pub fn pending_len(&self) -> Result<u64> {

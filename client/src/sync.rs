@@ -41,6 +41,9 @@ pub struct SyncSummary {
     pub pulled_snapshots: u64,
     pub cursor: u64,
     pub repaired: u64,
+    /// Own changes queued again because the server was restored from a
+    /// backup (a new epoch) and may have lost them.
+    pub requeued: u64,
 }
 
 /// Something to tell the person at the terminal while a sync runs.
@@ -141,7 +144,48 @@ async fn round(
     progress: &mut (dyn Progress + Send),
 ) -> Result<SyncSummary> {
     let mut summary = SyncSummary::default();
+    push_outbox(replica, conn, progress, &mut summary).await?;
+    let state = replica.sync_state()?;
+    let cursor = state.as_ref().map(|s| s.cursor).unwrap_or(0);
+    let epoch = state.and_then(|s| s.epoch).unwrap_or_default();
+    let mut batches = conn
+        .pull(cursor, &epoch, limits::PULL_BATCH)
+        .await
+        .map_err(sync_err)?;
+    let mut restored = false;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(sync_err)?;
+        if !restored && !epoch.is_empty() && batch.epoch != epoch {
+            // The server was restored from a backup: it starts us over from
+            // its snapshots, and may lack changes it once acknowledged.
+            restored = true;
+            summary.requeued = replica.requeue_own_changes()?;
+        }
+        summary.pulled_changes += batch.changes.len() as u64;
+        summary.pulled_snapshots += batch.snapshots.len() as u64;
+        replica.apply_remote(&batch)?;
+        progress.pulling(summary.pulled_changes + summary.pulled_snapshots);
+        if batch.done {
+            break;
+        }
+    }
+    if restored {
+        push_outbox(replica, conn, progress, &mut summary).await?;
+    }
+    summary.cursor = replica.sync_state()?.map(|s| s.cursor).unwrap_or(0);
+    Ok(summary)
+}
+
+/// Pushes the whole outbox in batches; each acknowledged batch (durable on
+/// the server) is deleted from it.
+async fn push_outbox(
+    replica: &mut Replica,
+    conn: &mut SyncConnection,
+    progress: &mut (dyn Progress + Send),
+    summary: &mut SyncSummary,
+) -> Result<()> {
     let total = replica.outbox_len()?;
+    let (pushed_before, duplicates_before) = (summary.pushed, summary.duplicates);
     loop {
         let batch = replica.outbox_batch(limits::PUSH_BATCH)?;
         let Some(last) = batch.last().map(|r| r.seq) else {
@@ -160,28 +204,10 @@ async fn round(
         replica.ack_outbox(last)?;
         summary.pushed += u64::from(ack.accepted);
         summary.duplicates += u64::from(ack.duplicates);
-        progress.pushing(
-            (summary.pushed + summary.duplicates).min(total),
-            total.max(n),
-        );
+        let done = summary.pushed - pushed_before + summary.duplicates - duplicates_before;
+        progress.pushing(done.min(total), total.max(n));
     }
-    let cursor = replica.sync_state()?.map(|s| s.cursor).unwrap_or(0);
-    let mut batches = conn
-        .pull(cursor, limits::PULL_BATCH)
-        .await
-        .map_err(sync_err)?;
-    while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(sync_err)?;
-        summary.pulled_changes += batch.changes.len() as u64;
-        summary.pulled_snapshots += batch.snapshots.len() as u64;
-        replica.apply_remote(&batch)?;
-        progress.pulling(summary.pulled_changes + summary.pulled_snapshots);
-        if batch.done {
-            break;
-        }
-    }
-    summary.cursor = replica.sync_state()?.map(|s| s.cursor).unwrap_or(0);
-    Ok(summary)
+    Ok(())
 }
 
 /// Repair: compares every document's heads with the server and applies the

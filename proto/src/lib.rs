@@ -85,6 +85,7 @@ pub trait SyncHandler: Send + Sync + 'static {
         &self,
         token: String,
         cursor: u64,
+        epoch: String,
         max_batch: u32,
     ) -> impl Future<
         Output = Result<tokio::sync::mpsc::Receiver<Result<PullBatch, SyncError>>, SyncError>,
@@ -172,6 +173,7 @@ fn pb_batch(b: PullBatch) -> pb::PullBatch {
             .collect(),
         cursor: b.cursor,
         done: b.done,
+        epoch: b.epoch,
     }
 }
 
@@ -196,6 +198,7 @@ fn batch_from(b: pb::PullBatch) -> PullBatch {
             .collect(),
         cursor: b.cursor,
         done: b.done,
+        epoch: b.epoch,
     }
 }
 
@@ -247,7 +250,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         let r = req.into_inner();
         let rx = self
             .handler
-            .pull(token, r.cursor, r.max_batch)
+            .pull(token, r.cursor, r.epoch, r.max_batch)
             .await
             .map_err(to_status)?;
         let stream =
@@ -386,8 +389,19 @@ impl SyncConnection {
         })
     }
 
-    pub async fn pull(&mut self, cursor: u64, max_batch: u32) -> Result<PullBatches, SyncError> {
-        let req = self.request(pb::PullRequest { cursor, max_batch });
+    /// Pulls the scope's feed after `cursor` of server epoch `epoch` ("" if
+    /// unknown; another epoch than the server's starts over from 0).
+    pub async fn pull(
+        &mut self,
+        cursor: u64,
+        epoch: &str,
+        max_batch: u32,
+    ) -> Result<PullBatches, SyncError> {
+        let req = self.request(pb::PullRequest {
+            cursor,
+            max_batch,
+            epoch: epoch.to_string(),
+        });
         let inner = self
             .client
             .pull(req)

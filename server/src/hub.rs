@@ -310,14 +310,22 @@ fn serve_pull(
     store: &SqliteStore,
     device: &Device,
     cursor: u64,
+    client_epoch: &str,
     max_batch: u32,
     tx: &mpsc::Sender<Result<PullBatch, SyncError>>,
 ) -> Result<(), SyncError> {
     let scope = device.office.as_deref();
     let limit = max_batch.clamp(1, limits::PULL_BATCH);
+    let epoch = store.epoch()?;
     store.begin_read()?;
     let result = (|| -> Result<(), SyncError> {
-        let mut cursor = cursor;
+        // A cursor of another epoch (this store was restored from a backup)
+        // points into a different log: start over from the snapshots.
+        let mut cursor = if client_epoch.is_empty() || client_epoch == epoch {
+            cursor
+        } else {
+            0
+        };
         if cursor == 0 {
             // Bootstrap: whole documents as of `upto`, then the log after it.
             let upto = store.max_seq()?;
@@ -325,7 +333,10 @@ fn serve_pull(
             loop {
                 let page = store.snapshots_after(scope, &after, limit)?;
                 let last_page = (page.len() as u32) < limit;
-                let mut batch = PullBatch::default();
+                let mut batch = PullBatch {
+                    epoch: epoch.clone(),
+                    ..Default::default()
+                };
                 for (snap, complete) in page {
                     after = snap.doc_id.clone();
                     if complete {
@@ -355,6 +366,7 @@ fn serve_pull(
                 changes,
                 cursor,
                 done,
+                epoch: epoch.clone(),
             };
             if tx.blocking_send(Ok(batch)).is_err() || done {
                 return Ok(());
@@ -435,6 +447,7 @@ impl keqing_proto::SyncHandler for Hub {
         &self,
         token: String,
         cursor: u64,
+        epoch: String,
         max_batch: u32,
     ) -> Result<mpsc::Receiver<Result<PullBatch, SyncError>>, SyncError> {
         let reader = {
@@ -456,7 +469,7 @@ impl keqing_proto::SyncHandler for Hub {
         }
         let (tx, rx) = mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = serve_pull(&reader, &device, cursor, max_batch, &tx) {
+            if let Err(e) = serve_pull(&reader, &device, cursor, &epoch, max_batch, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
         });

@@ -102,6 +102,18 @@ CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#,
     ),
+    M::up(
+        r#"
+-- The store's epoch: sync cursors are positions in this store's log. A
+-- store restored from a backup gets a new epoch, so devices whose cursors
+-- point past its log start over (and re-push what it lost).
+CREATE TABLE store_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch TEXT NOT NULL
+);
+INSERT INTO store_meta (id, epoch) VALUES (1, lower(hex(randomblob(16))));
+"#,
+    ),
 ];
 
 /// One line of the audit log.
@@ -479,6 +491,106 @@ impl SqliteStore {
     /// Every projection row in canonical text (rebuild == incremental).
     pub fn projection_dump(&self) -> Result<String> {
         Ok(keqing_projection::dump(&self.conn)?)
+    }
+
+    /// The store's epoch (see the `store_meta` table).
+    pub fn epoch(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("SELECT epoch FROM store_meta WHERE id = 1", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Copies the whole store to `out` (a new file) while it stays in use:
+    /// SQLite's online backup, `progress(done_pages, total_pages)` between
+    /// steps. The copy is checked (`PRAGMA integrity_check`) before it counts.
+    pub fn backup_to(&self, out: &Path, mut progress: impl FnMut(u64, u64)) -> Result<()> {
+        if out.exists() {
+            return Err(StoreError::Io(
+                out.display().to_string(),
+                std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the file exists"),
+            ));
+        }
+        let mut copy = Connection::open(out)?;
+        {
+            let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy)?;
+            loop {
+                let step = backup.step(1024)?;
+                let p = backup.progress();
+                let total = p.pagecount.max(0) as u64;
+                progress(total - p.remaining.max(0) as u64, total);
+                match step {
+                    rusqlite::backup::StepResult::Done => break,
+                    rusqlite::backup::StepResult::More => {}
+                    _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        }
+        // One self-contained file, whatever the source's journal mode.
+        copy.pragma_update(None, "journal_mode", "DELETE")?;
+        let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Migration(format!(
+                "the backup copy failed its integrity check: {check}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes `dir` a store restored from the backup `from`: refuses a
+    /// directory that already holds a store; the restored store gets a new
+    /// epoch, so devices start over from it and re-push what it lacks.
+    pub fn restore(dir: &Path, from: &Path, admin: &str) -> Result<SqliteStore> {
+        let path = dir.join(DB_FILE);
+        if path.exists() {
+            return Err(StoreError::Io(
+                path.display().to_string(),
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "this data directory already holds a store; restore into a new one",
+                ),
+            ));
+        }
+        if !from.is_file() {
+            return Err(StoreError::Io(
+                from.display().to_string(),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such backup file"),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        {
+            let source = Connection::open_with_flags(
+                from,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            let check: String = source.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            if check != "ok" {
+                return Err(StoreError::Migration(format!(
+                    "the backup {} is damaged: {check}",
+                    from.display()
+                )));
+            }
+            let mut target = Connection::open(&path)?;
+            rusqlite::backup::Backup::new(&source, &mut target)?.run_to_completion(
+                1024,
+                std::time::Duration::ZERO,
+                None,
+            )?;
+        }
+        let store = SqliteStore::open(dir)?;
+        store.conn.execute(
+            "UPDATE store_meta SET epoch = lower(hex(randomblob(16))) WHERE id = 1",
+            [],
+        )?;
+        store.audit(
+            admin,
+            "store.restore",
+            &from.display().to_string(),
+            "new epoch",
+        )?;
+        Ok(store)
     }
 
     /// Appends one line to the audit log.

@@ -40,6 +40,9 @@ pub struct PullBatch {
     pub cursor: u64,
     /// No more batches after this one for now.
     pub done: bool,
+    /// The server's epoch: a cursor is a position in one epoch's log. A
+    /// server restored from a backup starts a new epoch (and a lower log).
+    pub epoch: String,
 }
 
 /// The server's acknowledgement of a push, sent after its commit is durable.

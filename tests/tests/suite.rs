@@ -1,6 +1,7 @@
 //! The end-to-end suite: one test binary, several modules.
 
 mod audit;
+mod backup;
 mod bad_input;
 mod browser;
 mod crash;

@@ -36,7 +36,7 @@ async fn log_size(url: &str, hq_token: &str) -> u64 {
     let mut hq = SyncConnection::connect(url, hq_token, Duration::from_secs(5))
         .await
         .unwrap();
-    let mut pull = hq.pull(0, 1000).await.unwrap();
+    let mut pull = hq.pull(0, "", 1000).await.unwrap();
     let mut cursor = 0;
     while let Some(b) = pull.next().await {
         let b = b.unwrap();
@@ -134,7 +134,7 @@ fn wrong_office_forged_actor_malformed_and_oversized_are_refused() {
             .unwrap_err();
         assert_eq!(asked.kind, SyncErrorKind::PermissionDenied);
         // Its feed holds nothing of office 44.
-        let mut pull = c_bj.pull(0, 100).await.unwrap();
+        let mut pull = c_bj.pull(0, "", 100).await.unwrap();
         while let Some(b) = pull.next().await {
             let b = b.unwrap();
             assert!(
