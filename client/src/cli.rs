@@ -169,6 +169,10 @@ enum Command {
         /// Device name for a fresh replica (default: the name given on the server)
         #[arg(long)]
         device: Option<String>,
+        /// The CA certificate (PEM) an https:// server must be signed by, e.g.
+        /// the server's DIR/tls/ca.pem (default: the system's trusted roots)
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     /// 同步 Push local changes and pull the office's new changes
     Sync {
@@ -676,10 +680,29 @@ fn run(cli: Cli) -> Result<()> {
         server,
         token,
         device,
+        ca,
     } = &cli.command
     {
+        let ca_pem = match ca {
+            Some(path) => {
+                let pem = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the CA certificate {}", path.display())
+                })?;
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    bail!("{} is not a PEM certificate", path.display());
+                }
+                Some(pem)
+            }
+            None => None,
+        };
         let rt = runtime()?;
-        let desk = rt.block_on(crate::sync::enroll(&data, server, token, device.as_deref()))?;
+        let desk = rt.block_on(crate::sync::enroll(
+            &data,
+            server,
+            token,
+            device.as_deref(),
+            ca_pem.as_deref(),
+        ))?;
         println!(
             "已注册 办事处 {} 设备 {} → {}",
             desk.office(),

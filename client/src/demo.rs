@@ -325,7 +325,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         {
             let dir = root.join(office.code).join(name);
             let desk = rt
-                .block_on(enroll(&dir, &url, token, Some(name)))
+                .block_on(enroll(&dir, &url, token, Some(name), None))
                 .with_context(|| format!("enrolling {name}"))?;
             devices.push(Device { desk });
         }
@@ -369,7 +369,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         offices.push(sim);
     }
     let hq_dir = root.join("hq").join("数据中心1");
-    let mut hq = rt.block_on(enroll(&hq_dir, &server_url, &hq_token, Some("数据中心1")))?;
+    let mut hq = rt.block_on(enroll(
+        &hq_dir,
+        &server_url,
+        &hq_token,
+        Some("数据中心1"),
+        None,
+    ))?;
 
     // The week.
     let first = NaiveDate::from_ymd_opt(FIRST_DAY.0, FIRST_DAY.1, FIRST_DAY.2).expect("date");

@@ -294,6 +294,8 @@ INSERT INTO slot_spans SELECT rowid,
     )),
     // The server epoch the cursor belongs to (a restored server has another).
     M::up("ALTER TABLE sync_state ADD COLUMN epoch TEXT;"),
+    // The CA certificate (PEM) an https:// server is verified against.
+    M::up("ALTER TABLE sync_state ADD COLUMN ca_pem TEXT;"),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections
@@ -332,6 +334,9 @@ pub struct SyncState {
     pub last_error: Option<String>,
     /// The server epoch `cursor` belongs to.
     pub epoch: Option<String>,
+    /// The CA an https:// server must be signed by (`None`: system roots).
+    #[serde(skip)]
+    pub ca_pem: Option<String>,
 }
 
 /// An outbox row: a local change not yet acknowledged by the server.
@@ -655,7 +660,7 @@ impl Replica {
         Ok(self
             .conn
             .query_row(
-                "SELECT server, token, device_id, cursor, last_sync, last_error, epoch FROM sync_state WHERE id = 1",
+                "SELECT server, token, device_id, cursor, last_sync, last_error, epoch, ca_pem FROM sync_state WHERE id = 1",
                 [],
                 |r| {
                     Ok(SyncState {
@@ -666,6 +671,7 @@ impl Replica {
                         last_sync: r.get(4)?,
                         last_error: r.get(5)?,
                         epoch: r.get(6)?,
+                        ca_pem: r.get(7)?,
                     })
                 },
             )
@@ -674,14 +680,21 @@ impl Replica {
 
     /// Records the server and token this replica enrolled with. A new
     /// server starts the feed from the beginning.
-    pub fn set_sync_target(&mut self, server: &str, token: &str, device_id: &str) -> Result<()> {
+    pub fn set_sync_target(
+        &mut self,
+        server: &str,
+        token: &str,
+        device_id: &str,
+        ca_pem: Option<&str>,
+    ) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO sync_state (id, server, token, device_id) VALUES (1, ?1, ?2, ?3)
+            "INSERT INTO sync_state (id, server, token, device_id, ca_pem) VALUES (1, ?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE SET server = excluded.server, token = excluded.token,
+             ca_pem = excluded.ca_pem,
              device_id = excluded.device_id,
              cursor = CASE WHEN sync_state.server = excluded.server THEN sync_state.cursor ELSE 0 END,
              epoch = CASE WHEN sync_state.server = excluded.server THEN sync_state.epoch ELSE NULL END",
-            params![server, token, device_id],
+            params![server, token, device_id, ca_pem],
         )?;
         Ok(())
     }

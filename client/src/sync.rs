@@ -66,6 +66,7 @@ pub async fn enroll(
     server: &str,
     token: &str,
     device_name: Option<&str>,
+    ca_pem: Option<&str>,
 ) -> Result<Desk> {
     let existing = match Desk::open(dir) {
         Ok(desk) => Some(desk),
@@ -76,7 +77,7 @@ pub async fn enroll(
         Some(d) => d.replica().meta().actor.clone(),
         None => automerge::ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice()),
     };
-    let mut conn = SyncConnection::connect(server, token, CONNECT_TIMEOUT)
+    let mut conn = SyncConnection::connect_with(server, token, CONNECT_TIMEOUT, ca_pem)
         .await
         .map_err(sync_err)?;
     let info = conn
@@ -104,7 +105,7 @@ pub async fn enroll(
         }
     };
     desk.replica_mut()
-        .set_sync_target(server, token, &info.device_id)?;
+        .set_sync_target(server, token, &info.device_id, ca_pem)?;
     Ok(desk)
 }
 
@@ -123,7 +124,13 @@ pub async fn sync_once(
     // So these commits need not wait for fsync; only office edits, which
     // exist nowhere else, do (other connections keep synchronous=FULL).
     replica.set_bulk_load(true)?;
-    let outcome = match SyncConnection::connect(&state.server, &state.token, CONNECT_TIMEOUT).await
+    let outcome = match SyncConnection::connect_with(
+        &state.server,
+        &state.token,
+        CONNECT_TIMEOUT,
+        state.ca_pem.as_deref(),
+    )
+    .await
     {
         Ok(mut conn) => round(replica, &mut conn, progress).await,
         Err(e) => Err(sync_err(e)),
@@ -217,9 +224,14 @@ async fn connect(replica: &Replica) -> Result<SyncConnection> {
     let state = replica
         .sync_state()?
         .ok_or_else(|| ClientError::Sync("this replica is not enrolled".into()))?;
-    SyncConnection::connect(&state.server, &state.token, CONNECT_TIMEOUT)
-        .await
-        .map_err(sync_err)
+    SyncConnection::connect_with(
+        &state.server,
+        &state.token,
+        CONNECT_TIMEOUT,
+        state.ca_pem.as_deref(),
+    )
+    .await
+    .map_err(sync_err)
 }
 
 /// A report computed by the server from the merged dossiers of every

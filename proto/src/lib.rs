@@ -308,13 +308,39 @@ impl SyncConnection {
         token: &str,
         timeout: std::time::Duration,
     ) -> Result<SyncConnection, SyncError> {
+        Self::connect_with(url, token, timeout, None).await
+    }
+
+    /// Connects to `url`; an `https://` server is verified against `ca_pem`
+    /// (a PEM certificate of the CA that signed it) or, without one, the
+    /// system's trusted roots. Nothing is sent unless it verifies.
+    pub async fn connect_with(
+        url: &str,
+        token: &str,
+        timeout: std::time::Duration,
+        ca_pem: Option<&str>,
+    ) -> Result<SyncConnection, SyncError> {
         let auth = format!("Bearer {token}")
             .parse()
             .map_err(|_| SyncError::invalid("the token has characters that cannot be sent"))?;
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
             .map_err(|e| SyncError::invalid(format!("bad server address `{url}`: {e}")))?
             .connect_timeout(timeout)
             .timeout(std::time::Duration::from_secs(120));
+        if url.starts_with("https://") {
+            let tls = match ca_pem {
+                Some(pem) => tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| SyncError::invalid(format!("TLS settings for `{url}`: {e}")))?;
+        } else if ca_pem.is_some() {
+            return Err(SyncError::invalid(format!(
+                "a CA certificate was given but `{url}` is not https://"
+            )));
+        }
         let channel = endpoint.connect().await.map_err(|e| {
             SyncError::new(
                 SyncErrorKind::Unavailable,

@@ -357,7 +357,7 @@ fn main() {
     // First sync: A pushes, B (a fresh device) pulls.
     let mut a = rt.block_on(async {
         drop(a);
-        enroll(&tmp.path().join("a"), &url, &token_a, None)
+        enroll(&tmp.path().join("a"), &url, &token_a, None, None)
             .await
             .expect("enroll a")
     });
@@ -369,7 +369,7 @@ fn main() {
     let push_s = t.elapsed().as_secs_f64();
     let push_bytes = wire.swap(0, Ordering::Relaxed);
     let mut b = rt
-        .block_on(enroll(&tmp.path().join("b"), &url, &token_b, None))
+        .block_on(enroll(&tmp.path().join("b"), &url, &token_b, None, None))
         .expect("enroll b");
     wire.store(0, Ordering::Relaxed);
     let t = Instant::now();

@@ -10,6 +10,7 @@
 //!   durable appends, the change feed.
 //! - [`projector`]: follows the log and keeps the projection tables.
 //! - [`reports`]: the reports service (scope checks, shared definitions).
+//! - [`tls`]: certificates (`tls init`) and the server's TLS configuration.
 //! - [`web`]: what the two web front ends share (host guard, assets).
 //! - [`run`]: a real tonic server on a given listener, with the standard
 //!   gRPC health service and server reflection; tests call it on port 0.
@@ -19,6 +20,7 @@ pub mod hub;
 pub mod projector;
 pub mod reports;
 pub mod store;
+pub mod tls;
 pub mod web;
 
 use std::future::Future;
@@ -49,6 +51,16 @@ fn oversized_is_resource_exhausted<B>(
 pub async fn run(
     listener: tokio::net::TcpListener,
     store: store::SqliteStore,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_with_tls(listener, store, None, shutdown).await
+}
+
+/// [`run`], with TLS when `tls` is given (see [`tls`]).
+pub async fn run_with_tls(
+    listener: tokio::net::TcpListener,
+    store: store::SqliteStore,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let projector_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
@@ -107,7 +119,11 @@ pub async fn run(
             })
         },
     );
-    let served = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let served = builder
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))

@@ -29,7 +29,19 @@ enum Command {
         /// Also serve headquarters' dashboard on this address (e.g. 127.0.0.1:8081)
         #[arg(long)]
         http: Option<String>,
+        /// Serve sync over TLS with the certificates of `tls init` (DIR/tls/)
+        #[arg(long)]
+        tls: bool,
+        /// Serve sync over TLS with this certificate chain (PEM) instead
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --tls-cert
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
+    /// 证书 TLS certificates for `serve --tls`
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// 看板 Headquarters' web dashboard alone (sign in with an HQ device
     /// token); works whether or not `serve` runs
     Dashboard {
@@ -76,6 +88,18 @@ enum Command {
         rebuild: bool,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Make a private CA and a server certificate in DIR/tls/ (offices enrol
+    /// with `keqing enroll --ca DIR/tls/ca.pem`)
+    Init {
+        /// Host names and IP addresses offices use to reach the server
+        /// (repeat: --name hq.example --name 10.0.0.5)
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -210,9 +234,26 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve { listen, http } => {
+        Command::Serve {
+            listen,
+            http,
+            tls,
+            tls_cert,
+            tls_key,
+        } => {
             init_logging();
             let store = SqliteStore::open(&cli.data)?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(keqing_server::tls::server_config(&cert, &key)?),
+                _ if tls => {
+                    let p = keqing_server::tls::TlsPaths::in_data(&cli.data);
+                    Some(keqing_server::tls::server_config(&p.cert, &p.key).context(
+                        "no certificates: run `keqing-server tls init --name HOST` first",
+                    )?)
+                }
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&listen)
@@ -238,7 +279,8 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     None => None,
                 };
-                keqing_server::run(listener, store, until(stopped)).await?;
+                tracing::info!(scheme, "sync transport");
+                keqing_server::run_with_tls(listener, store, tls, until(stopped)).await?;
                 if let Some(d) = dashboard {
                     d.await??;
                 }
@@ -383,6 +425,26 @@ fn run(cli: Cli) -> Result<()> {
                 cli.data.display(),
                 store.epoch()?
             );
+            Ok(())
+        }
+        Command::Tls(TlsCommand::Init { names }) => {
+            let p = keqing_server::tls::init(&cli.data, &names)?;
+            println!(
+                "已生成证书 CA {} ; server certificate {} for {}",
+                p.ca_cert.display(),
+                p.cert.display(),
+                names.join(", ")
+            );
+            println!(
+                "  serve:  keqing-server --data {} serve --tls --listen 0.0.0.0:7600",
+                cli.data.display()
+            );
+            println!(
+                "  offices: keqing enroll --server https://{}:7600 --token TOKEN --ca ca.pem",
+                names[0]
+            );
+            // The CA certificate's path alone on the last line, for scripts.
+            println!("{}", p.ca_cert.display());
             Ok(())
         }
         Command::Audit { limit, json } => {

@@ -137,12 +137,18 @@ pub struct Server {
 impl Server {
     /// Starts a server on `listen` (e.g. `127.0.0.1:0`) over `dir`.
     pub fn start(dir: impl Into<PathBuf>, listen: &str) -> Server {
+        Server::start_with(dir, listen, &[])
+    }
+
+    /// [`Server::start`] with more `serve` options (e.g. `--tls`).
+    pub fn start_with(dir: impl Into<PathBuf>, listen: &str, options: &[&str]) -> Server {
         use std::io::BufRead;
         let dir = dir.into();
         let mut child = Command::new(server_bin())
             .arg("--data")
             .arg(&dir)
             .args(["serve", "--listen", listen])
+            .args(options)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

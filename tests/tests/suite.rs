@@ -12,4 +12,5 @@ mod replica;
 mod reports;
 mod sync;
 mod sync_hostile;
+mod tls;
 mod web_guards;
