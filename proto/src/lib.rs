@@ -463,6 +463,44 @@ impl SyncConnection {
     }
 }
 
+/// Decodes `bytes` as every message a service or a client accepts from the
+/// other side, and turns what decodes into domain values the way the
+/// services do. For the fuzz harness: untrusted bytes must give errors,
+/// never a panic. Returns how many message types accepted the bytes.
+pub fn decode_untrusted(bytes: &[u8]) -> usize {
+    use prost::Message;
+    let mut accepted = 0;
+    if let Ok(r) = pb::EnrollRequest::decode(bytes) {
+        accepted += usize::from(!r.actor.is_empty());
+    }
+    if let Ok(r) = pb::PushRequest::decode(bytes) {
+        let changes: Vec<ChangeEnvelope> = r.changes.into_iter().map(change_from).collect();
+        accepted += usize::from(changes.iter().all(|c| !c.doc_id.is_empty()));
+    }
+    if let Ok(r) = pb::PullRequest::decode(bytes) {
+        accepted += usize::from(r.cursor < u64::MAX || !r.epoch.is_empty());
+    }
+    if let Ok(r) = pb::RepairRequest::decode(bytes) {
+        accepted += usize::from(
+            r.docs
+                .into_iter()
+                .map(heads_from)
+                .collect::<Result<Vec<_>, _>>()
+                .is_ok(),
+        );
+    }
+    if let Ok(r) = pb::ReportRequest::decode(bytes) {
+        accepted += usize::from(keqing_shared::when::parse_date(&r.from).is_ok());
+    }
+    if let Ok(r) = pb::PullBatch::decode(bytes) {
+        accepted += usize::from(!batch_from(r).done);
+    }
+    if let Ok(r) = pb::Report::decode(bytes) {
+        accepted += usize::from(!report_from(r).from.is_empty());
+    }
+    accepted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

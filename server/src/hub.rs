@@ -120,6 +120,15 @@ impl Hub {
     }
 }
 
+/// Automerge does not check a change's checksum when it parses one, so a
+/// change damaged on the way would pass for another, valid change. The
+/// checksum (after the 4 magic bytes) is the first 4 bytes of the change's
+/// hash, which is computed from the bytes received.
+fn checksum_matches(change: &Change) -> bool {
+    let raw = change.raw_bytes();
+    raw.len() >= 8 && raw[4..8] == change.hash().0[..4]
+}
+
 /// Checks and appends one push. Everything or nothing is stored.
 fn ingest(
     store: &mut SqliteStore,
@@ -171,6 +180,11 @@ fn ingest(
         let change = guarded(&format!("change {i}"), || {
             Change::from_bytes(c.bytes).map_err(|e| SyncError::invalid(format!("change {i}: {e}")))
         })?;
+        if !checksum_matches(&change) {
+            return Err(SyncError::invalid(format!(
+                "change {i}: damaged (its checksum does not match its contents)"
+            )));
+        }
         let hash = change.hash();
         if !seen.insert(hash) || store.has_change(&hash.0)? {
             duplicates += 1;

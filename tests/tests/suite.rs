@@ -6,6 +6,8 @@ mod bad_input;
 mod browser;
 mod crash;
 mod demo;
+mod faults;
+mod fuzz;
 mod merge;
 mod office_journey;
 mod replica;

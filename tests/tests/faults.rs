@@ -1,0 +1,459 @@
+//! Sync under network faults, as a property over many seeds: offices and
+//! devices edit offline and sync at random moments through a relay that
+//! refuses connections, cuts them mid-stream (so acknowledgements get lost
+//! and pushes are retried), delays and stalls them. When the faults stop and
+//! everyone syncs, every run must converge to identical heads, and every
+//! record made must be present exactly once.
+//!
+//! `KEQING_FAULT_SEEDS=N` runs N seeds (default 200; `scripts/faults.sh`
+//! runs 10 000), `KEQING_FAULT_FIRST_SEED=S` starts at seed S.
+
+use chrono::NaiveDate;
+use keqing::desk::{CallInput, Desk, FollowUpInput};
+use keqing::sync::{Quiet, enroll, sync_once};
+use keqing_server::store::SqliteStore;
+use keqing_shared::staff::Role;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A small deterministic generator (SplitMix64).
+#[derive(Clone)]
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+/// What the relay did, for the summary.
+#[derive(Default)]
+struct FaultCounts {
+    refused: AtomicU64,
+    cut: AtomicU64,
+    delayed: AtomicU64,
+}
+
+/// A TCP relay to the server that misbehaves while `faulty`.
+struct FaultyRelay {
+    url: String,
+    faulty: Arc<AtomicBool>,
+    counts: Arc<FaultCounts>,
+}
+
+impl FaultyRelay {
+    async fn start(target: String, seed: u64) -> FaultyRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let faulty = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(FaultCounts::default());
+        let rng = Arc::new(Mutex::new(Rng(seed ^ 0xFA17)));
+        let (f, c) = (faulty.clone(), counts.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                // Each connection's fate, drawn when it opens.
+                let plan = {
+                    let mut r = rng.lock().unwrap();
+                    Plan {
+                        refuse: f.load(Ordering::SeqCst) && r.chance(0.15),
+                        cut_after: (f.load(Ordering::SeqCst) && r.chance(0.3))
+                            .then(|| r.below(6000) as usize),
+                        delay_ms: if f.load(Ordering::SeqCst) && r.chance(0.3) {
+                            r.below(10)
+                        } else {
+                            0
+                        },
+                    }
+                };
+                if plan.refuse {
+                    c.refused.fetch_add(1, Ordering::Relaxed);
+                    drop(inbound);
+                    continue;
+                }
+                let (target, c) = (target.clone(), c.clone());
+                tokio::spawn(async move {
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
+                        relay(inbound, outbound, plan, &c).await;
+                    }
+                });
+            }
+        });
+        FaultyRelay {
+            url,
+            faulty,
+            counts,
+        }
+    }
+
+    fn set_faulty(&self, on: bool) {
+        self.faulty.store(on, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Plan {
+    refuse: bool,
+    /// Cut the connection once this many bytes went through (both ways).
+    cut_after: Option<usize>,
+    /// Hold every chunk this long (a slow or stalling line).
+    delay_ms: u64,
+}
+
+async fn relay(
+    inbound: tokio::net::TcpStream,
+    outbound: tokio::net::TcpStream,
+    plan: Plan,
+    counts: &FaultCounts,
+) {
+    let _ = inbound.set_nodelay(true);
+    let _ = outbound.set_nodelay(true);
+    let budget = Arc::new(AtomicU64::new(plan.cut_after.unwrap_or(usize::MAX) as u64));
+    if plan.cut_after.is_some() {
+        counts.cut.fetch_add(1, Ordering::Relaxed);
+    }
+    if plan.delay_ms > 0 {
+        counts.delayed.fetch_add(1, Ordering::Relaxed);
+    }
+    let (ri, wi) = inbound.into_split();
+    let (ro, wo) = outbound.into_split();
+    let up = pump(ri, wo, budget.clone(), plan.delay_ms);
+    let down = pump(ro, wi, budget, plan.delay_ms);
+    // Either direction ending (or being cut) ends the connection.
+    tokio::select! {
+        _ = up => {},
+        _ = down => {},
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    budget: Arc<AtomicU64>,
+    delay_ms: u64,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        let left = budget.load(Ordering::SeqCst);
+        let pass = (n as u64).min(left) as usize;
+        budget.fetch_sub(pass as u64, Ordering::SeqCst);
+        if to.write_all(&buf[..pass]).await.is_err() || pass < n {
+            return; // cut mid-stream
+        }
+    }
+}
+
+struct Device {
+    desk: Desk,
+    office: String,
+    staff: String,
+    /// Dossiers this device registered (to follow up later).
+    patients: Vec<String>,
+}
+
+/// What a seed made and saw.
+#[derive(Default)]
+struct Outcome {
+    syncs: u64,
+    failed_syncs: u64,
+    records: u64,
+}
+
+fn token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
+    let t0 = std::time::Instant::now();
+    let lap = |what: &str| {
+        if std::env::var("KEQING_FAULT_TRACE").is_ok() {
+            eprintln!(
+                "seed {seed} {what} {:.0} ms",
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    };
+    let mut rng = Rng(seed);
+    // Memory-backed files where there are some: this test is about the
+    // network, and each run makes a server and five replicas.
+    let tmp = match std::path::Path::new("/dev/shm") {
+        shm if shm.is_dir() => tempfile::tempdir_in(shm),
+        _ => tempfile::tempdir(),
+    }
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The server, in process on loopback, with its devices.
+    let mut store = SqliteStore::open(&tmp.path().join("server")).unwrap();
+    let mut tokens = Vec::new();
+    for office in ["44", "11"] {
+        for n in 1..=2 {
+            let t = token();
+            store
+                .add_device(
+                    &uuid::Uuid::now_v7().to_string(),
+                    &format!("{office}-{n}"),
+                    Some(office),
+                    &keqing_server::hub::token_hash(&t),
+                    "2026-11-20T00:00:00",
+                    "faults test",
+                )
+                .unwrap();
+            tokens.push((office.to_string(), format!("{office}-{n}"), t));
+        }
+    }
+    let hq_token = token();
+    store
+        .add_device(
+            &uuid::Uuid::now_v7().to_string(),
+            "hq",
+            None,
+            &keqing_server::hub::token_hash(&hq_token),
+            "2026-11-20T00:00:00",
+            "faults test",
+        )
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(keqing_server::run(listener, store, async {
+            let _ = stopped.await;
+        }));
+        FaultyRelay::start(addr, seed).await
+    });
+
+    // Devices enrol while the line is good, then the faults begin.
+    let mut devices: Vec<Device> = tokens
+        .iter()
+        .map(|(office, name, t)| {
+            let dir = tmp.path().join(name);
+            let mut desk = rt
+                .block_on(enroll(&dir, &relay.url, t, Some(name), None))
+                .unwrap();
+            // These replicas are thrown away: no need to wait for the disk.
+            desk.replica().set_bulk_load(true).unwrap();
+            let staff = format!("员工{name}");
+            desk.add_staff(&staff, Role::Consultant).unwrap();
+            Device {
+                desk,
+                office: office.clone(),
+                staff,
+                patients: Vec::new(),
+            }
+        })
+        .collect();
+    lap("enrolled");
+    relay.set_faulty(true);
+    let mut made: BTreeSet<String> = BTreeSet::new();
+    let mut outcome = Outcome::default();
+    let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    for round in 0..6u32 {
+        for (i, d) in devices.iter_mut().enumerate() {
+            for _ in 0..rng.below(3) {
+                let at = day
+                    .and_hms_opt(8 + round, rng.below(60) as u32, i as u32)
+                    .unwrap();
+                if d.patients.is_empty() || rng.chance(0.5) {
+                    let phone = format!("139{:02}{:02}{:04}", seed % 100, i, made.len());
+                    let out = d
+                        .desk
+                        .register_call(&CallInput {
+                            phone,
+                            name: format!("患者{}", made.len()),
+                            source: "电视".into(),
+                            staff: d.staff.clone(),
+                            at,
+                            force_new: true,
+                            ..Default::default()
+                        })
+                        .unwrap();
+                    made.insert(out.call_id);
+                    d.patients.push(out.dossier_id);
+                } else {
+                    let p = d.patients[rng.below(d.patients.len() as u64) as usize].clone();
+                    let (_, f) = d
+                        .desk
+                        .record_followup(
+                            &p,
+                            &FollowUpInput {
+                                staff: d.staff.clone(),
+                                at,
+                                kind: "电话回访".into(),
+                                outcome: "服药正常".into(),
+                                next_entry: None,
+                            },
+                        )
+                        .unwrap();
+                    made.insert(f.id);
+                }
+            }
+            if rng.chance(0.6) {
+                outcome.syncs += 1;
+                if rt
+                    .block_on(sync_once(d.desk.replica_mut(), &mut Quiet))
+                    .is_err()
+                {
+                    outcome.failed_syncs += 1;
+                }
+            }
+        }
+    }
+
+    lap("rounds");
+    // The line heals; everyone syncs until nothing moves.
+    relay.set_faulty(false);
+    for _ in 0..2 {
+        for d in devices.iter_mut() {
+            rt.block_on(sync_once(d.desk.replica_mut(), &mut Quiet))
+                .unwrap_or_else(|e| panic!("seed {seed}: sync after the faults: {e}"));
+        }
+    }
+    let hq_dir = tmp.path().join("hq");
+    let mut hq = rt
+        .block_on(enroll(&hq_dir, &relay.url, &hq_token, Some("hq"), None))
+        .unwrap();
+    rt.block_on(sync_once(hq.replica_mut(), &mut Quiet))
+        .unwrap_or_else(|e| panic!("seed {seed}: HQ sync: {e}"));
+
+    lap("healed");
+    // Converged: the devices of an office hold identical heads, equal to
+    // headquarters' for that office's dossiers.
+    let hq_heads: BTreeMap<String, Vec<automerge::ChangeHash>> =
+        hq.replica().document_heads().unwrap().into_iter().collect();
+    for office in ["44", "11"] {
+        let of: Vec<&Device> = devices.iter().filter(|d| d.office == office).collect();
+        let heads: Vec<BTreeMap<String, Vec<automerge::ChangeHash>>> = of
+            .iter()
+            .map(|d| {
+                d.desk
+                    .replica()
+                    .document_heads()
+                    .unwrap()
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            heads[0], heads[1],
+            "seed {seed}: office {office}'s devices differ"
+        );
+        for (id, h) in &heads[0] {
+            assert_eq!(
+                hq_heads.get(id),
+                Some(h),
+                "seed {seed}: headquarters differs on {id}"
+            );
+        }
+        assert_eq!(
+            of[0].desk.replica().outbox_len().unwrap(),
+            0,
+            "seed {seed}: something was never acknowledged"
+        );
+    }
+    // Nothing lost, nothing doubled: every record made is at headquarters once.
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for id in hq_heads.keys().filter(|id| !id.starts_with("roster-")) {
+        let (view, _) = hq.dossier(id).unwrap();
+        for c in &view.calls {
+            *seen.entry(c.id.clone()).or_default() += 1;
+        }
+        for f in &view.followups {
+            *seen.entry(f.id.clone()).or_default() += 1;
+        }
+    }
+    let seen_ids: BTreeSet<String> = seen.keys().cloned().collect();
+    assert_eq!(seen_ids, made, "seed {seed}: records lost or invented");
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "seed {seed}: a record is there twice"
+    );
+    outcome.records = made.len() as u64;
+    lap("checked");
+    for (total, this) in [
+        (&counts_total.refused, &relay.counts.refused),
+        (&counts_total.cut, &relay.counts.cut),
+        (&counts_total.delayed, &relay.counts.delayed),
+    ] {
+        total.fetch_add(this.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    let _ = stop.send(());
+    rt.shutdown_background();
+    outcome
+}
+
+#[test]
+fn every_seed_converges_and_loses_nothing_under_network_faults() {
+    let seeds: u64 = std::env::var("KEQING_FAULT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    let first: u64 = std::env::var("KEQING_FAULT_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let counts = FaultCounts::default();
+    let started = std::time::Instant::now();
+    // Two runners share the seeds (the machines CI runs on have 2 cores).
+    let next = AtomicU64::new(first);
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let runners: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut total = Outcome::default();
+                    loop {
+                        let seed = next.fetch_add(1, Ordering::SeqCst);
+                        if seed >= first + seeds {
+                            return total;
+                        }
+                        let o = run_seed(seed, &counts);
+                        total.syncs += o.syncs;
+                        total.failed_syncs += o.failed_syncs;
+                        total.records += o.records;
+                    }
+                })
+            })
+            .collect();
+        runners
+            .into_iter()
+            .map(|r| r.join().expect("a seed failed"))
+            .collect()
+    });
+    let syncs: u64 = outcomes.iter().map(|o| o.syncs).sum();
+    let failed: u64 = outcomes.iter().map(|o| o.failed_syncs).sum();
+    let records: u64 = outcomes.iter().map(|o| o.records).sum();
+    println!(
+        "faults: {seeds} seeds from {first}, {records} records, {syncs} syncs under faults \
+         ({failed} failed), connections refused {} cut {} delayed {}, {:.1} s",
+        counts.refused.load(Ordering::Relaxed),
+        counts.cut.load(Ordering::Relaxed),
+        counts.delayed.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(failed > 0, "the faults must actually break some syncs");
+}
