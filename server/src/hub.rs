@@ -32,6 +32,9 @@ impl From<StoreError> for SyncError {
 }
 
 pub struct Hub {
+    /// Requests per token: a client in a loop (or an attacker) cannot
+    /// starve the others.
+    rate: RateLimiter,
     writer: Arc<Mutex<SqliteStore>>,
     /// Template for opening reader connections.
     reader: Arc<Mutex<SqliteStore>>,
@@ -98,10 +101,17 @@ impl Hub {
     pub fn new(store: SqliteStore, appended: Arc<tokio::sync::Notify>) -> Result<Hub, StoreError> {
         let reader = store.reopen()?;
         Ok(Hub {
+            rate: RateLimiter::new(limits::REQUESTS_PER_SECOND, limits::REQUEST_BURST),
             writer: Arc::new(Mutex::new(store)),
             reader: Arc::new(Mutex::new(reader)),
             appended,
         })
+    }
+
+    /// Replaces the per-token request limit (tests that fire many requests).
+    pub fn with_rate_limit(mut self, per_second: u32, burst: u32) -> Hub {
+        self.rate = RateLimiter::new(per_second, burst);
+        self
     }
 
     async fn blocking<T: Send + 'static>(
@@ -117,6 +127,53 @@ impl Hub {
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
+    }
+}
+
+/// A token bucket per token (hashed): `per_second` requests on average,
+/// `burst` at once. Over it, RESOURCE_EXHAUSTED; nothing else is done.
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<std::collections::HashMap<[u8; 32], (f64, std::time::Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst),
+            buckets: Mutex::new(Default::default()),
+        }
+    }
+
+    pub fn check(&self, token: &str) -> Result<(), SyncError> {
+        let now = std::time::Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .map_err(|_| SyncError::internal("rate limiter lock poisoned"))?;
+        if buckets.len() > 100_000 {
+            // Made-up tokens must not grow this without end.
+            buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 60);
+        }
+        let (tokens, at) = buckets
+            .entry(token_hash(token))
+            .or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens < 1.0 {
+            return Err(SyncError::new(
+                SyncErrorKind::ResourceExhausted,
+                format!(
+                    "too many requests from this device (at most {} per second); retry shortly",
+                    self.per_second
+                ),
+            ));
+        }
+        *tokens -= 1.0;
+        Ok(())
     }
 }
 
@@ -176,6 +233,15 @@ fn ingest(
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
             return Err(SyncError::invalid(format!("change {i}: bad document id")));
+        }
+        // A compressed change would be inflated while parsed: 1 MiB of
+        // deflate can stand for a gigabyte. Clients send changes uncompressed
+        // (chunk type 1 after the magic and the checksum).
+        if c.bytes.get(8).is_some_and(|t| *t != 1) {
+            return Err(SyncError::new(
+                SyncErrorKind::ResourceExhausted,
+                format!("change {i}: compressed or not a change chunk; send changes uncompressed"),
+            ));
         }
         let change = guarded(&format!("change {i}"), || {
             Change::from_bytes(c.bytes).map_err(|e| SyncError::invalid(format!("change {i}: {e}")))
@@ -393,6 +459,7 @@ fn serve_pull(
 
 impl keqing_proto::SyncHandler for Hub {
     async fn enroll(&self, token: String, actor: Vec<u8>) -> Result<DeviceInfo, SyncError> {
+        self.rate.check(&token)?;
         if actor.is_empty() || actor.len() > 64 {
             return Err(SyncError::invalid("an automerge actor id is 1 to 64 bytes"));
         }
@@ -432,6 +499,7 @@ impl keqing_proto::SyncHandler for Hub {
         token: String,
         changes: Vec<ChangeEnvelope>,
     ) -> Result<PushAck, SyncError> {
+        self.rate.check(&token)?;
         let n = changes.len();
         let ack = self
             .blocking(move |store| ingest(store, &token, changes))
@@ -464,6 +532,7 @@ impl keqing_proto::SyncHandler for Hub {
         epoch: String,
         max_batch: u32,
     ) -> Result<mpsc::Receiver<Result<PullBatch, SyncError>>, SyncError> {
+        self.rate.check(&token)?;
         let reader = {
             let template = self
                 .reader
@@ -495,6 +564,7 @@ impl keqing_proto::SyncHandler for Hub {
         token: String,
         docs: Vec<DocHeads>,
     ) -> Result<Vec<ChangeEnvelope>, SyncError> {
+        self.rate.check(&token)?;
         if docs.len() > limits::MAX_CHANGES_PER_PUSH {
             return Err(SyncError::new(
                 SyncErrorKind::ResourceExhausted,

@@ -82,6 +82,10 @@ pub mod limits {
     pub const PUSH_BATCH: usize = 1_000;
     /// Most changes (or snapshots) in one pull batch.
     pub const PULL_BATCH: u32 = 2_000;
+    /// Requests one device token may make per second on average...
+    pub const REQUESTS_PER_SECOND: u32 = 50;
+    /// ...and at once (a sync is two or three; a big push, one per batch).
+    pub const REQUEST_BURST: u32 = 200;
 }
 
 /// Why a sync request was refused. Each kind maps to one gRPC status code.

@@ -199,7 +199,10 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
     }
     let check = store.reopen().unwrap();
     let reports_store = Arc::new(std::sync::Mutex::new(store.reopen().unwrap()));
-    let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new())).unwrap();
+    // No request limit here: every input must reach the checks it aims at.
+    let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new()))
+        .unwrap()
+        .with_rate_limit(u32::MAX, u32::MAX);
     let desk = ReportDesk::new(reports_store);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -328,4 +331,96 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
             "the generator reaches {kind:?}: {outcomes:?}"
         );
     }
+}
+
+/// A device in a tight loop is slowed down (RESOURCE_EXHAUSTED, nothing
+/// done), and a compressed change — a possible compression bomb — is
+/// refused before it is inflated.
+#[test]
+fn a_request_flood_is_limited_and_compressed_changes_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(tmp.path()).unwrap();
+    store
+        .add_device(
+            "d",
+            "d",
+            Some("44"),
+            &token_hash("tok"),
+            "2026-11-20T00:00:00",
+            "test",
+        )
+        .unwrap();
+    let check = store.reopen().unwrap();
+    let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let own = ActorId::random();
+    rt.block_on(hub.enroll("tok".into(), own.to_bytes().to_vec()))
+        .unwrap();
+    // A change big enough that automerge compresses it.
+    let id = uuid::Uuid::now_v7().to_string();
+    let (mut d, first) = Dossier::create(&id, "44", t("2026-11-20T09:00"), own.clone(), 1).unwrap();
+    let big = d
+        .edit(2, |tx| {
+            tx.update_patient(&keqing_shared::dossier::PatientUpdate {
+                notes: Some("心".repeat(20_000)),
+                ..Default::default()
+            })
+        })
+        .unwrap()
+        .unwrap();
+    let mut compressed = automerge::Change::from_bytes(big.bytes.clone()).unwrap();
+    let packed = compressed.bytes().to_vec();
+    assert_eq!(packed.get(8), Some(&2), "automerge compressed it");
+    assert!(packed.len() < big.bytes.len());
+    let r = rt.block_on(hub.push(
+        "tok".into(),
+        vec![
+            ChangeEnvelope {
+                doc_id: id.clone(),
+                bytes: first.bytes.clone(),
+            },
+            ChangeEnvelope {
+                doc_id: id.clone(),
+                bytes: packed,
+            },
+        ],
+    ));
+    assert_eq!(r.unwrap_err().kind, SyncErrorKind::ResourceExhausted);
+    assert_eq!(
+        check.change_count().unwrap(),
+        0,
+        "the whole push is refused"
+    );
+    // The same change uncompressed is fine.
+    let ok = rt
+        .block_on(hub.push(
+            "tok".into(),
+            vec![
+                ChangeEnvelope {
+                    doc_id: id.clone(),
+                    bytes: first.bytes,
+                },
+                ChangeEnvelope {
+                    doc_id: id,
+                    bytes: big.bytes,
+                },
+            ],
+        ))
+        .unwrap();
+    assert_eq!(ok.accepted, 2);
+    // A flood: after the burst, requests are refused until the bucket refills.
+    let mut limited = 0;
+    for _ in 0..(limits::REQUEST_BURST + 100) {
+        if let Err(e) = rt.block_on(hub.push("tok".into(), Vec::new())) {
+            assert_eq!(e.kind, SyncErrorKind::ResourceExhausted);
+            limited += 1;
+        }
+    }
+    assert!(limited >= 50, "{limited} of the flood limited");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    rt.block_on(hub.push("tok".into(), Vec::new()))
+        .expect("the limit refills");
 }
