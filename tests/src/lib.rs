@@ -171,6 +171,11 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The server's process id (to read its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs `keqing-server --data DIR args…` (device management).
     pub fn admin(dir: &Path, args: &[&str]) -> Run {
         let out = Command::new(server_bin())

@@ -12,6 +12,7 @@ mod merge;
 mod office_journey;
 mod replica;
 mod reports;
+mod soak;
 mod sync;
 mod sync_hostile;
 mod tls;
