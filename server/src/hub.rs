@@ -177,6 +177,9 @@ impl RateLimiter {
     }
 }
 
+/// The first bytes of every automerge chunk.
+const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
 /// Automerge does not check a change's checksum when it parses one, so a
 /// change damaged on the way would pass for another, valid change. The
 /// checksum (after the 4 magic bytes) is the first 4 bytes of the change's
@@ -236,11 +239,11 @@ fn ingest(
         }
         // A compressed change would be inflated while parsed: 1 MiB of
         // deflate can stand for a gigabyte. Clients send changes uncompressed
-        // (chunk type 1 after the magic and the checksum).
-        if c.bytes.get(8).is_some_and(|t| *t != 1) {
+        // (after the magic and the checksum, chunk type 1, not 2).
+        if c.bytes.starts_with(&AUTOMERGE_MAGIC) && c.bytes.get(8) == Some(&2) {
             return Err(SyncError::new(
                 SyncErrorKind::ResourceExhausted,
-                format!("change {i}: compressed or not a change chunk; send changes uncompressed"),
+                format!("change {i} is compressed; send changes uncompressed"),
             ));
         }
         let change = guarded(&format!("change {i}"), || {
