@@ -255,3 +255,13 @@ impl Drop for WebProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A scratch directory in memory where the machine has one (/dev/shm), for
+/// tests about the network or input, not the disk: they make many stores.
+pub fn scratch_dir() -> tempfile::TempDir {
+    match Path::new("/dev/shm") {
+        shm if shm.is_dir() => tempfile::tempdir_in(shm),
+        _ => tempfile::tempdir(),
+    }
+    .expect("a scratch directory")
+}

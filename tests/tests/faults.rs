@@ -9,6 +9,7 @@
 //! runs 10 000), `KEQING_FAULT_FIRST_SEED=S` starts at seed S.
 
 use chrono::NaiveDate;
+use keqing::demo::Rng;
 use keqing::desk::{CallInput, Desk, FollowUpInput};
 use keqing::sync::{Quiet, enroll, sync_once};
 use keqing_server::store::SqliteStore;
@@ -18,25 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A small deterministic generator (SplitMix64).
-#[derive(Clone)]
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
-    }
-}
 
 /// What the relay did, for the summary.
 #[derive(Default)]
@@ -198,11 +180,7 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
     let mut rng = Rng(seed);
     // Memory-backed files where there are some: this test is about the
     // network, and each run makes a server and five replicas.
-    let tmp = match std::path::Path::new("/dev/shm") {
-        shm if shm.is_dir() => tempfile::tempdir_in(shm),
-        _ => tempfile::tempdir(),
-    }
-    .unwrap();
+    let tmp = keqing_tests::scratch_dir();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -8,6 +8,7 @@
 
 use automerge::ActorId;
 use chrono::NaiveDate;
+use keqing::demo::Rng;
 use keqing_proto::{ReportsHandler, SyncHandler};
 use keqing_server::hub::{Hub, token_hash};
 use keqing_server::reports::ReportDesk;
@@ -17,26 +18,6 @@ use keqing_shared::report::Scope;
 use keqing_shared::sync::{ChangeEnvelope, DocHeads, SyncErrorKind, limits};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn bytes(&mut self, max: u64) -> Vec<u8> {
-        (0..self.below(max)).map(|_| self.next() as u8).collect()
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 fn t(s: &str) -> chrono::NaiveDateTime {
     keqing_shared::when::parse_datetime(s).unwrap()
@@ -105,13 +86,13 @@ fn generate(rng: &mut Rng, m: &Material) -> (Vec<ChangeEnvelope>, bool, u64) {
     let case = rng.below(10);
     let (changes, may_accept) = match case {
         // Random bytes as a change.
-        0 => (vec![env(id, rng.bytes(600))], false),
+        0 => (vec![env(id, random_bytes(rng, 600))], false),
         // A real change with bytes flipped.
         1 => {
             let mut b = first.bytes.clone();
             for _ in 0..=rng.below(4) {
                 let i = rng.below(b.len() as u64) as usize;
-                b[i] ^= (rng.next() as u8) | 1;
+                b[i] ^= (rng.next_u64() as u8) | 1;
             }
             (vec![env(id, b)], false)
         }
@@ -174,11 +155,7 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    let tmp = match std::path::Path::new("/dev/shm") {
-        shm if shm.is_dir() => tempfile::tempdir_in(shm),
-        _ => tempfile::tempdir(),
-    }
-    .unwrap();
+    let tmp = keqing_tests::scratch_dir();
     let mut store = SqliteStore::open(tmp.path()).unwrap();
     let own_token = "own-device-token";
     let hq_token = "hq-device-token";
@@ -220,7 +197,7 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
         let kind = match rng.below(8) {
             // Raw bytes into every wire decoder.
             0 => {
-                let b = rng.bytes(300);
+                let b = random_bytes(&mut rng, 300);
                 keqing_proto::decode_untrusted(&b);
                 "decode".to_string()
             }
@@ -253,10 +230,10 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
             // Pulls with any cursor, epoch and batch size.
             5 => {
                 let token = *rng.pick(&[own_token, hq_token, "", "nobody"]);
-                let epoch = String::from_utf8_lossy(&rng.bytes(40)).into_owned();
+                let epoch = String::from_utf8_lossy(&random_bytes(&mut rng, 40)).into_owned();
                 let r = rt.block_on(async {
                     let mut rx = hub
-                        .pull(token.into(), rng.next(), epoch, rng.next() as u32)
+                        .pull(token.into(), rng.next_u64(), epoch, rng.next_u64() as u32)
                         .await?;
                     while let Some(b) = rx.recv().await {
                         if b?.done {
@@ -274,8 +251,10 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
             6 => {
                 let docs = (0..rng.below(5))
                     .map(|_| DocHeads {
-                        doc_id: String::from_utf8_lossy(&rng.bytes(50)).into_owned(),
-                        heads: (0..rng.below(3)).map(|_| [rng.next() as u8; 32]).collect(),
+                        doc_id: String::from_utf8_lossy(&random_bytes(&mut rng, 50)).into_owned(),
+                        heads: (0..rng.below(3))
+                            .map(|_| [rng.next_u64() as u8; 32])
+                            .collect(),
                     })
                     .collect();
                 match rt.block_on(hub.repair(own_token.into(), docs)) {
@@ -289,7 +268,9 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
                 let scope = match rng.below(3) {
                     0 => Scope::National,
                     1 => Scope::Office(rng.pick(&["44", "11", "99", "", "广东"]).to_string()),
-                    _ => Scope::Office(String::from_utf8_lossy(&rng.bytes(8)).into_owned()),
+                    _ => Scope::Office(
+                        String::from_utf8_lossy(&random_bytes(&mut rng, 8)).into_owned(),
+                    ),
                 };
                 let day = |r: &mut Rng| {
                     NaiveDate::from_num_days_from_ce_opt(700_000 + r.below(80_000) as i32).unwrap()
@@ -423,4 +404,8 @@ fn a_request_flood_is_limited_and_compressed_changes_are_refused() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     rt.block_on(hub.push("tok".into(), Vec::new()))
         .expect("the limit refills");
+}
+
+fn random_bytes(rng: &mut Rng, max: u64) -> Vec<u8> {
+    (0..rng.below(max)).map(|_| rng.next_u64() as u8).collect()
 }

@@ -255,7 +255,6 @@ async fn call_form(State(app): State<App>) -> Result<Markup, UiError> {
     let frame = app.frame().await?;
     let mut form = FormData::default();
     form.set("at", &pages::datetime_value(now_cst()));
-    form.set("kind", "电话咨询");
     Ok(pages::call_form(&frame, &form, &FormErrors::default()))
 }
 
