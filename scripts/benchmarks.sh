@@ -3,7 +3,8 @@
 # each benchmark's printed figures (each measures its own baseline in the
 # same run). On 2 cores: replica ~13 min, reports ~20 min, sync with the samod
 # side-by-side at the default 10 000 documents well over an hour (samod's cost
-# grows faster than linearly); KEQING_SYNC_BENCH_DOSSIERS=4000 takes ~5 min.
+# grows faster than linearly; KEQING_SYNC_BENCH_DOSSIERS=4000 takes ~5 min),
+# the soak run 10 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=BENCHMARKS.md
@@ -24,6 +25,11 @@ tmp=$(mktemp)
         echo '```'
         echo
     done
+    echo "## \`scripts/soak.sh 600 20\` (27 offices × 2 devices against a real server)"
+    echo
+    echo '```'
+    scripts/soak.sh 600 20
+    echo '```'
 } > "$tmp"
 mv "$tmp" "$out"
 echo "wrote $out"
