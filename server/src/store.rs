@@ -153,6 +153,11 @@ fn insert_audit(
     Ok(())
 }
 
+/// `PRAGMA integrity_check` of a database: "ok", or what is damaged.
+fn integrity_of(conn: &Connection) -> Result<String> {
+    Ok(conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+}
+
 /// How a device is named in the audit log.
 pub fn audit_actor(d: &Device) -> String {
     format!("{} ({})", d.name, d.id)
@@ -529,7 +534,7 @@ impl SqliteStore {
         }
         // One self-contained file, whatever the source's journal mode.
         copy.pragma_update(None, "journal_mode", "DELETE")?;
-        let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let check = integrity_of(&copy)?;
         if check != "ok" {
             return Err(StoreError::Migration(format!(
                 "the backup copy failed its integrity check: {check}"
@@ -565,7 +570,7 @@ impl SqliteStore {
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
-            let check: String = source.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+            let check = integrity_of(&source)?;
             if check != "ok" {
                 return Err(StoreError::Migration(format!(
                     "the backup {} is damaged: {check}",
@@ -639,9 +644,7 @@ impl SqliteStore {
     }
 
     pub fn integrity_check(&self) -> Result<String> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        integrity_of(&self.conn)
     }
 }
 
