@@ -138,6 +138,17 @@ pub async fn run_with_tls(
     Ok(())
 }
 
+/// Wall-clock time in China Standard Time (every office's zone): the
+/// server's timestamps (devices, audit) and the dashboard's "today".
+pub fn now_cst() -> chrono::NaiveDateTime {
+    (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc()
+}
+
+/// [`now_cst`] as the stored text, `YYYY-MM-DDTHH:MM:SS`.
+pub fn now_cst_text() -> String {
+    now_cst().format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
 /// Completes on Ctrl-C or SIGTERM: what a service waits for to shut down.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -207,10 +207,7 @@ enum DeviceCommand {
 }
 
 fn now() -> String {
-    (chrono::Utc::now() + chrono::Duration::hours(8))
-        .naive_utc()
-        .format("%Y-%m-%dT%H:%M:%S")
-        .to_string()
+    keqing_server::now_cst_text()
 }
 
 fn new_token() -> String {

@@ -132,13 +132,6 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
-fn audit_now() -> String {
-    (chrono::Utc::now() + chrono::Duration::hours(8))
-        .naive_utc()
-        .format("%Y-%m-%dT%H:%M:%S")
-        .to_string()
-}
-
 fn insert_audit(
     conn: &Connection,
     actor: &str,
@@ -149,7 +142,13 @@ fn insert_audit(
     conn.prepare_cached(
         "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![audit_now(), actor, action, subject, detail])?;
+    .execute(params![
+        crate::now_cst_text(),
+        actor,
+        action,
+        subject,
+        detail
+    ])?;
     Ok(())
 }
 

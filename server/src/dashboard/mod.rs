@@ -179,7 +179,7 @@ impl Dashboard {
                         Some(t) => t,
                         None => store
                             .last_call_day(scope.office())?
-                            .unwrap_or_else(today_cst),
+                            .unwrap_or_else(|| crate::now_cst().date()),
                     };
                     (f.unwrap_or(last - chrono::Duration::days(DEFAULT_DAYS - 1)), last)
                 }
@@ -192,10 +192,6 @@ impl Dashboard {
         })
         .await
     }
-}
-
-fn today_cst() -> NaiveDate {
-    (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive()
 }
 
 fn day_param(q: &HashMap<String, String>, name: &str) -> Result<Option<NaiveDate>, DashError> {
