@@ -4,6 +4,7 @@
 use crate::desk::{
     CallInput, Desk, DueEntry, FollowUpInput, MatchedBy, PurchaseInput, VisitInput, new_id, now_cst,
 };
+use crate::store;
 use anyhow::{Context, Result, bail};
 use chrono::{NaiveDate, NaiveDateTime};
 use clap::{Args, Parser, Subcommand};
@@ -16,6 +17,7 @@ use keqing_shared::sheets;
 use keqing_shared::staff::{Role, validate_name, validate_text};
 use keqing_shared::when::{fmt_date, parse_date, parse_datetime};
 use keqing_shared::{office, phone};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,6 +54,11 @@ enum Command {
         /// Name of this device (e.g. 前台1)
         #[arg(long)]
         device: String,
+        /// Encrypt the replica file (SQLCipher); the passphrase comes from
+        /// KEQING_DB_KEY or is asked for twice. A replica is also encrypted
+        /// whenever KEQING_DB_KEY is set at init.
+        #[arg(long)]
+        encrypt: bool,
     },
     /// 员工 Staff of the office
     #[command(subcommand)]
@@ -173,6 +180,9 @@ enum Command {
         /// the server's DIR/tls/ca.pem (default: the system's trusted roots)
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// Encrypt a fresh replica (as `init --encrypt`)
+        #[arg(long)]
+        encrypt: bool,
     },
     /// 同步 Push local changes and pull the office's new changes
     Sync {
@@ -204,6 +214,12 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         sync_every: u64,
     },
+    /// 加密 Encrypt this replica in place (SQLCipher, AES-256)
+    ///
+    /// The passphrase comes from KEQING_DB_KEY or is asked for twice; afterwards
+    /// every command needs it (KEQING_DB_KEY, or asked at a terminal).
+    /// Close `keqing ui` first.
+    Encrypt,
     /// 状态 What this replica is and holds
     Status {
         #[arg(long)]
@@ -681,8 +697,14 @@ fn run(cli: Cli) -> Result<()> {
         token,
         device,
         ca,
+        encrypt,
     } = &cli.command
     {
+        if *encrypt && !data.join(store::DB_FILE).exists() {
+            store::use_key(new_key()?);
+        } else {
+            ask_key_if_encrypted(&data)?;
+        }
         let ca_pem = match ca {
             Some(path) => {
                 let pem = std::fs::read_to_string(path).with_context(|| {
@@ -711,21 +733,45 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
-    if let Command::Init { office, device } = &cli.command {
+    if let Command::Init {
+        office,
+        device,
+        encrypt,
+    } = &cli.command
+    {
+        if *encrypt {
+            store::use_key(new_key()?);
+        }
         let desk = Desk::init(&data, office, device)?;
         let o = office::office(desk.office())?;
         println!(
-            "已初始化 办事处 {} {} 设备 {} → {}",
+            "已初始化 办事处 {} {} 设备 {} → {}{}",
             o.code,
             o.name,
             desk.replica().meta().device,
+            data.display(),
+            if store::is_encrypted(&data)? {
+                " (已加密 encrypted)"
+            } else {
+                ""
+            }
+        );
+        return Ok(());
+    }
+    if let Command::Encrypt = &cli.command {
+        let key = new_key()?;
+        let dossiers = store::encrypt_replica(&data, &key)?;
+        println!(
+            "已加密 {} 份档案 → {} (以后每个命令都需要密钥: KEQING_DB_KEY 或终端输入)",
+            dossiers,
             data.display()
         );
         return Ok(());
     }
+    ask_key_if_encrypted(&data)?;
     let mut desk = Desk::open(&data)?;
     match cli.command {
-        Command::Init { .. } | Command::Enroll { .. } | Command::Demo { .. } => {
+        Command::Init { .. } | Command::Enroll { .. } | Command::Demo { .. } | Command::Encrypt => {
             unreachable!("handled above")
         }
         Command::Sync {
@@ -1175,6 +1221,7 @@ fn run(cli: Cli) -> Result<()> {
                 "dossiers": desk.replica().dossier_count()?,
                 "outbox": desk.replica().outbox_len()?,
                 "waiting_for_dependencies": desk.replica().pending_len()?,
+                "encrypted": store::is_encrypted(&data)?,
                 "sync": sync,
             });
             if json {
@@ -1185,8 +1232,14 @@ fn run(cli: Cli) -> Result<()> {
                 meta.office, office_name, meta.device
             );
             println!(
-                "档案 {} 份  待同步变更 {} 条",
-                status["dossiers"], status["outbox"]
+                "档案 {} 份  待同步变更 {} 条  {}",
+                status["dossiers"],
+                status["outbox"],
+                if status["encrypted"] == true {
+                    "已加密 encrypted"
+                } else {
+                    "未加密 not encrypted"
+                }
             );
             match &sync {
                 Some(s) => {
@@ -1199,6 +1252,43 @@ fn run(cli: Cli) -> Result<()> {
                 None => println!("未注册同步 (keqing enroll --server URL --token T)"),
             }
         }
+    }
+    Ok(())
+}
+
+/// The passphrase for a new encryption: KEQING_DB_KEY, else asked twice at
+/// the terminal (never echoed).
+fn new_key() -> Result<store::ReplicaKey> {
+    if let Some(key) = store::ReplicaKey::from_env()? {
+        return Ok(key);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "no passphrase: set {} (there is no terminal to ask at)",
+            store::KEY_ENV
+        );
+    }
+    let first = zeroize::Zeroizing::new(rpassword::prompt_password(
+        "新密钥 new passphrase (8+ characters): ",
+    )?);
+    let second = zeroize::Zeroizing::new(rpassword::prompt_password("再输一次 again: ")?);
+    if *first != *second {
+        return Err(crate::ClientError::KeyMismatch.into());
+    }
+    Ok(store::ReplicaKey::new(first.to_string())?)
+}
+
+/// An encrypted replica with no KEQING_DB_KEY: ask for its passphrase when a
+/// person is at the terminal; otherwise opening it says what is missing.
+fn ask_key_if_encrypted(data: &std::path::Path) -> Result<()> {
+    if store::is_encrypted(data)?
+        && store::ReplicaKey::from_env()?.is_none()
+        && std::io::stdin().is_terminal()
+    {
+        let entered = zeroize::Zeroizing::new(rpassword::prompt_password(
+            "本机副本密钥 replica passphrase: ",
+        )?);
+        store::use_key(store::ReplicaKey::new(entered.to_string())?);
     }
     Ok(())
 }

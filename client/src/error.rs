@@ -15,6 +15,24 @@ pub enum ClientError {
     AlreadyInitialised(String),
     #[error("数据库版本过新 `{0}` was written by a newer keqing; upgrade keqing before opening it")]
     NewerSchema(String),
+    #[error(
+        "本机副本已加密 the replica in `{0}` is encrypted: set KEQING_DB_KEY to its passphrase, or run the command in a terminal to be asked for it"
+    )]
+    KeyRequired(String),
+    #[error(
+        "密钥错误 wrong passphrase for `{0}` (or the file is not a keqing replica); nothing was changed"
+    )]
+    WrongKey(String),
+    #[error("密钥无效 a replica passphrase must have at least 8 characters and no NUL")]
+    BadKey,
+    #[error("密钥不一致 the two passphrases differ; nothing was changed")]
+    KeyMismatch,
+    #[error("本机副本已加密 the replica in `{0}` is already encrypted")]
+    AlreadyEncrypted(String),
+    #[error(
+        "本机副本正在使用 the replica in `{0}` is open in another keqing process (e.g. `keqing ui`); close it first"
+    )]
+    InUse(String),
     #[error("数据库迁移失败 migration failed: {0}")]
     Migration(String),
     #[error(

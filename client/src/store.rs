@@ -33,6 +33,69 @@ type Result<T> = std::result::Result<T, ClientError>;
 /// The file name of the replica inside the data directory.
 pub const DB_FILE: &str = "keqing.sqlite";
 
+/// The environment variable an encrypted replica's passphrase is read from.
+pub const KEY_ENV: &str = "KEQING_DB_KEY";
+
+/// The passphrase of an encrypted replica (SQLCipher: AES-256 pages, key
+/// derived by PBKDF2-HMAC-SHA512). Wiped from memory when dropped.
+#[derive(Clone)]
+pub struct ReplicaKey(zeroize::Zeroizing<String>);
+
+impl ReplicaKey {
+    /// A passphrase: at least 8 characters, no NUL (SQLCipher stops there).
+    pub fn new(passphrase: String) -> Result<ReplicaKey> {
+        let key = ReplicaKey(zeroize::Zeroizing::new(passphrase));
+        if key.0.chars().count() < 8 || key.0.contains('\0') {
+            return Err(ClientError::BadKey);
+        }
+        Ok(key)
+    }
+
+    /// The key in [`KEY_ENV`], if that is set and not empty.
+    pub fn from_env() -> Result<Option<ReplicaKey>> {
+        match std::env::var(KEY_ENV) {
+            Ok(v) if !v.is_empty() => ReplicaKey::new(v).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The key entered at a prompt, for every replica this process opens: one
+/// office process works on one replica, and asking again for the sync
+/// connection the workstation opens every minute would be absurd.
+static ENTERED_KEY: std::sync::OnceLock<ReplicaKey> = std::sync::OnceLock::new();
+
+/// Makes `key` the passphrase of every replica this process opens or creates
+/// (the binary calls it after asking for the passphrase at a prompt).
+pub fn use_key(key: ReplicaKey) {
+    let _ = ENTERED_KEY.set(key);
+}
+
+/// The passphrase in force: the one entered, else [`KEY_ENV`]. New replicas
+/// are encrypted exactly when there is one.
+pub fn configured_key() -> Result<Option<ReplicaKey>> {
+    match ENTERED_KEY.get() {
+        Some(k) => Ok(Some(k.clone())),
+        None => ReplicaKey::from_env(),
+    }
+}
+
+/// Whether the replica in `dir` is encrypted: a plain SQLite file starts
+/// with its magic string, an SQLCipher file with a random salt.
+pub fn is_encrypted(dir: &Path) -> Result<bool> {
+    use std::io::Read;
+    let path = db_path(dir);
+    let mut head = [0u8; 16];
+    let read = match std::fs::File::open(&path) {
+        Ok(mut f) => f
+            .read(&mut head)
+            .map_err(|e| ClientError::Io(path.display().to_string(), e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(ClientError::Io(path.display().to_string(), e)),
+    };
+    Ok(read > 0 && &head[..read] != &b"SQLite format 3\0"[..read])
+}
+
 const MIGRATIONS: &[M<'static>] = &[
     M::up(
         r#"
@@ -358,9 +421,26 @@ fn db_path(dir: &Path) -> PathBuf {
 
 /// Opens the replica file, migrating it; the bool says whether its
 /// projections must be rebuilt (an older schema lacked derived columns).
-fn open_connection(path: &Path) -> Result<(Connection, bool)> {
+fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection, bool)> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    if let Some(key) = key {
+        // A wrong key is our error to report, not SQLCipher's to log.
+        conn.pragma_update(None, "cipher_log_level", "NONE")?;
+        // Must come before anything reads the file.
+        conn.pragma_update(None, "key", key.0.as_str())?;
+        // The first read tells a wrong key ("file is not a database").
+        if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            return Err(match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) => {
+                    ClientError::WrongKey(path.display().to_string())
+                }
+                _ => e.into(),
+            });
+        }
+    }
     // 64 MiB of page cache (the default is 2 MiB): the day's list and the
     // dossiers being worked on stay in memory in a long-running process.
     conn.pragma_update(None, "cache_size", -65536)?;
@@ -389,6 +469,100 @@ fn open_connection(path: &Path) -> Result<(Connection, bool)> {
     Ok((conn, before > 0 && before < REBUILD_BELOW_VERSION))
 }
 
+/// Encrypts the plain replica in `dir` with `key`, in place, and returns its
+/// number of dossiers. Every table is copied into a new SQLCipher file
+/// (`sqlcipher_export`), the copy is checked (integrity, same documents) and
+/// renamed over the plain file, whose bytes are then overwritten with zeros.
+/// The plain file stays untouched until the checked copy replaces it, so a
+/// crash at any point leaves one complete replica. No other process may have
+/// the replica open meanwhile (refused as [`ClientError::InUse`]).
+pub fn encrypt_replica(dir: &Path, key: &ReplicaKey) -> Result<u64> {
+    let path = db_path(dir);
+    if !path.is_file() {
+        return Err(ClientError::NotInitialised(dir.display().to_string()));
+    }
+    if is_encrypted(dir)? {
+        return Err(ClientError::AlreadyEncrypted(dir.display().to_string()));
+    }
+    // Migrates an older file first, so the copy has today's schema.
+    let dossiers = Replica::open(dir)?.dossier_count()?;
+    let conn = Connection::open(&path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    // Leaving WAL needs every other connection gone; EXCLUSIVE then keeps
+    // newcomers out until the swap is done.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    let in_use = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            ClientError::InUse(dir.display().to_string())
+        }
+        _ => e.into(),
+    };
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .map_err(in_use)?;
+    conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")
+        .map_err(in_use)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let copy = dir.join(format!("{DB_FILE}.encrypting"));
+    for leftover in [
+        copy.clone(),
+        dir.join(format!("{DB_FILE}.encrypting-journal")),
+    ] {
+        match std::fs::remove_file(&leftover) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ClientError::Io(leftover.display().to_string(), e));
+            }
+            _ => {}
+        }
+    }
+    conn.execute(
+        "ATTACH DATABASE ?1 AS encrypted KEY ?2",
+        params![copy.to_string_lossy(), key.0.as_str()],
+    )?;
+    conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))?;
+    conn.pragma_update(Some("encrypted"), "user_version", version)?;
+    conn.execute_batch("DETACH DATABASE encrypted")?;
+    {
+        let (check, _) = open_connection(&copy, Some(key))?;
+        let ok: String = check.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        let copied: i64 = check.query_row(
+            "SELECT count(*) FROM documents WHERE kind = 'dossier'",
+            [],
+            |r| r.get(0),
+        )?;
+        if ok != "ok" || copied as u64 != dossiers {
+            return Err(ClientError::Corrupt(format!(
+                "the encrypted copy did not check out ({ok}, {copied} of {dossiers} dossiers); the plain replica is unchanged"
+            )));
+        }
+        // Closing the last connection folds its WAL back into the file.
+    }
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |e| ClientError::Io(p, e)
+    };
+    let mut plain = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    std::fs::rename(&copy, &path).map_err(io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    // The plain pages still sit in the unlinked file: overwrite them.
+    let len = plain.metadata().map_err(io(&path))?.len();
+    let zeros = vec![0u8; 1 << 16];
+    let mut left = len;
+    use std::io::Write;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        plain.write_all(&zeros[..n]).map_err(io(&path))?;
+        left -= n as u64;
+    }
+    plain.sync_all().map_err(io(&path))?;
+    drop(conn);
+    Ok(dossiers)
+}
+
 impl Replica {
     /// Creates a new replica in `dir` (made if missing). Fails if one exists.
     pub fn create(dir: &Path, meta: ReplicaMeta) -> Result<Replica> {
@@ -397,7 +571,8 @@ impl Replica {
             return Err(ClientError::AlreadyInitialised(dir.display().to_string()));
         }
         std::fs::create_dir_all(dir).map_err(|e| ClientError::Io(dir.display().to_string(), e))?;
-        let (conn, _) = open_connection(&path)?;
+        let key = configured_key()?;
+        let (conn, _) = open_connection(&path, key.as_ref())?;
         conn.execute(
             "INSERT INTO replica (id, office, device, actor, created_at) VALUES (1, ?1, ?2, ?3, ?4)",
             params![meta.office, meta.device, meta.actor.to_bytes(), meta.created_at],
@@ -411,7 +586,17 @@ impl Replica {
         if !path.is_file() {
             return Err(ClientError::NotInitialised(dir.display().to_string()));
         }
-        let (conn, stale) = open_connection(&path)?;
+        let key = if is_encrypted(dir)? {
+            Some(
+                configured_key()?
+                    .ok_or_else(|| ClientError::KeyRequired(dir.display().to_string()))?,
+            )
+        } else {
+            // A plain replica stays plain whatever key is configured: keying
+            // it would make SQLCipher read its pages as ciphertext.
+            None
+        };
+        let (conn, stale) = open_connection(&path, key.as_ref())?;
         let meta = conn
             .query_row(
                 "SELECT office, device, actor, created_at FROM replica WHERE id = 1",

@@ -47,6 +47,8 @@ pub fn keqing_bin() -> PathBuf {
 /// One office replica driven through the real `keqing` binary.
 pub struct Office {
     pub dir: PathBuf,
+    /// The passphrase given as KEQING_DB_KEY (`None`: the variable unset).
+    pub key: Option<String>,
 }
 
 /// What a command printed and how it ended.
@@ -79,29 +81,41 @@ impl Run {
 
 impl Office {
     pub fn new(dir: impl Into<PathBuf>) -> Office {
-        Office { dir: dir.into() }
+        Office {
+            dir: dir.into(),
+            key: None,
+        }
+    }
+
+    /// An office whose commands get `key` in KEQING_DB_KEY.
+    pub fn with_key(dir: impl Into<PathBuf>, key: &str) -> Office {
+        Office {
+            dir: dir.into(),
+            key: Some(key.to_string()),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(keqing_bin());
+        cmd.arg("--data").arg(&self.dir).env_remove("KEQING_DATA");
+        match &self.key {
+            Some(k) => cmd.env("KEQING_DB_KEY", k),
+            None => cmd.env_remove("KEQING_DB_KEY"),
+        };
+        cmd
     }
 
     /// Runs `keqing --data DIR args…`.
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = Command::new(keqing_bin())
-            .arg("--data")
-            .arg(&self.dir)
-            .args(args)
-            .env_remove("KEQING_DATA")
-            .output()
-            .expect("run keqing");
+        let out = self.command().args(args).output().expect("run keqing");
         Run::from(out)
     }
 
     /// Starts `keqing --data DIR args…` in the background, output discarded
     /// (for tests that kill it mid-way).
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(keqing_bin())
-            .arg("--data")
-            .arg(&self.dir)
+        self.command()
             .args(args)
-            .env_remove("KEQING_DATA")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -222,9 +236,15 @@ pub struct WebProcess {
 impl WebProcess {
     /// Starts `bin args…` and waits for the `http://…` line it prints.
     pub fn start(bin: &Path, args: &[&str]) -> WebProcess {
+        WebProcess::start_with_env(bin, args, &[])
+    }
+
+    /// [`WebProcess::start`] with more environment variables.
+    pub fn start_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> WebProcess {
         use std::io::BufRead;
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())

@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod crash;
 mod demo;
+mod encryption;
 mod faults;
 mod fuzz;
 mod merge;
