@@ -50,7 +50,11 @@ const SOURCES: &[&str] = &["电视", "报纸", "广播", "朋友介绍", "网络
 /// second call of an earlier patient every other time (find, then append).
 fn call(i: u64, fill: u64, today: NaiveDate) -> CallInput {
     let k = i as usize;
-    let patient = if i >= fill && i % 2 == 0 { i % fill } else { i };
+    let patient = if i >= fill && i.is_multiple_of(2) {
+        i % fill
+    } else {
+        i
+    };
     let at: NaiveDateTime = (today - Duration::days((patient % 60) as i64))
         .and_hms_opt(9, 0, 0)
         .expect("time")

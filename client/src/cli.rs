@@ -180,6 +180,13 @@ enum Command {
         /// the server's DIR/tls/ca.pem (default: the system's trusted roots)
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// This device's certificate (PEM) for a server with mutual TLS
+        /// (from `keqing-server device cert`); kept in the replica
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The private key (PEM) of --cert
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
         /// Encrypt a fresh replica (as `init --encrypt`)
         #[arg(long)]
         encrypt: bool,
@@ -697,6 +704,8 @@ fn run(cli: Cli) -> Result<()> {
         token,
         device,
         ca,
+        cert,
+        key,
         encrypt,
     } = &cli.command
     {
@@ -705,17 +714,19 @@ fn run(cli: Cli) -> Result<()> {
         } else {
             ask_key_if_encrypted(&data)?;
         }
-        let ca_pem = match ca {
-            Some(path) => {
-                let pem = std::fs::read_to_string(path).with_context(|| {
-                    format!("cannot read the CA certificate {}", path.display())
-                })?;
-                if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                    bail!("{} is not a PEM certificate", path.display());
-                }
-                Some(pem)
+        let pem = |path: &Option<PathBuf>, what: &str, marker: &str| -> Result<Option<String>> {
+            let Some(path) = path else { return Ok(None) };
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+            if !text.contains(marker) {
+                bail!("{} is not a PEM {what}", path.display());
             }
-            None => None,
+            Ok(Some(text))
+        };
+        let tls = keqing_shared::sync::ClientTls {
+            ca_pem: pem(ca, "CA certificate", "-----BEGIN CERTIFICATE-----")?,
+            cert_pem: pem(cert, "certificate", "-----BEGIN CERTIFICATE-----")?,
+            key_pem: pem(key, "private key", "PRIVATE KEY-----")?,
         };
         let rt = runtime()?;
         let desk = rt.block_on(crate::sync::enroll(
@@ -723,7 +734,7 @@ fn run(cli: Cli) -> Result<()> {
             server,
             token,
             device.as_deref(),
-            ca_pem.as_deref(),
+            &tls,
         ))?;
         println!(
             "已注册 办事处 {} 设备 {} → {}",

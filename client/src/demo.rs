@@ -326,7 +326,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         {
             let dir = root.join(office.code).join(name);
             let desk = rt
-                .block_on(enroll(&dir, &url, token, Some(name), None))
+                .block_on(enroll(&dir, &url, token, Some(name), &Default::default()))
                 .with_context(|| format!("enrolling {name}"))?;
             devices.push(Device { desk });
         }
@@ -375,7 +375,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         &server_url,
         &hq_token,
         Some("数据中心1"),
-        None,
+        &Default::default(),
     ))?;
 
     // The week.

@@ -23,6 +23,7 @@ use keqing_shared::followup::{Slot, schedule};
 use keqing_shared::report::ReportRows;
 use keqing_shared::roster::Roster;
 use keqing_shared::staff::{Role, Staff};
+use keqing_shared::sync::ClientTls;
 use keqing_shared::when::{fmt_date, fmt_datetime};
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
@@ -93,7 +94,7 @@ pub fn is_encrypted(dir: &Path) -> Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(ClientError::Io(path.display().to_string(), e)),
     };
-    Ok(read > 0 && &head[..read] != &b"SQLite format 3\0"[..read])
+    Ok(read > 0 && head[..read] != b"SQLite format 3\0"[..read])
 }
 
 const MIGRATIONS: &[M<'static>] = &[
@@ -359,6 +360,11 @@ INSERT INTO slot_spans SELECT rowid,
     M::up("ALTER TABLE sync_state ADD COLUMN epoch TEXT;"),
     // The CA certificate (PEM) an https:// server is verified against.
     M::up("ALTER TABLE sync_state ADD COLUMN ca_pem TEXT;"),
+    // The device's own certificate and key (PEM) for mutual TLS.
+    M::up(
+        "ALTER TABLE sync_state ADD COLUMN cert_pem TEXT;
+         ALTER TABLE sync_state ADD COLUMN key_pem TEXT;",
+    ),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections
@@ -397,9 +403,10 @@ pub struct SyncState {
     pub last_error: Option<String>,
     /// The server epoch `cursor` belongs to.
     pub epoch: Option<String>,
-    /// The CA an https:// server must be signed by (`None`: system roots).
+    /// How an https:// server is verified, and the device's certificate
+    /// for mutual TLS.
     #[serde(skip)]
-    pub ca_pem: Option<String>,
+    pub tls: ClientTls,
 }
 
 /// An outbox row: a local change not yet acknowledged by the server.
@@ -845,7 +852,7 @@ impl Replica {
         Ok(self
             .conn
             .query_row(
-                "SELECT server, token, device_id, cursor, last_sync, last_error, epoch, ca_pem FROM sync_state WHERE id = 1",
+                "SELECT server, token, device_id, cursor, last_sync, last_error, epoch, ca_pem, cert_pem, key_pem FROM sync_state WHERE id = 1",
                 [],
                 |r| {
                     Ok(SyncState {
@@ -856,7 +863,11 @@ impl Replica {
                         last_sync: r.get(4)?,
                         last_error: r.get(5)?,
                         epoch: r.get(6)?,
-                        ca_pem: r.get(7)?,
+                        tls: ClientTls {
+                            ca_pem: r.get(7)?,
+                            cert_pem: r.get(8)?,
+                            key_pem: r.get(9)?,
+                        },
                     })
                 },
             )
@@ -870,16 +881,17 @@ impl Replica {
         server: &str,
         token: &str,
         device_id: &str,
-        ca_pem: Option<&str>,
+        tls: &ClientTls,
     ) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO sync_state (id, server, token, device_id, ca_pem) VALUES (1, ?1, ?2, ?3, ?4)
+            "INSERT INTO sync_state (id, server, token, device_id, ca_pem, cert_pem, key_pem)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (id) DO UPDATE SET server = excluded.server, token = excluded.token,
-             ca_pem = excluded.ca_pem,
+             ca_pem = excluded.ca_pem, cert_pem = excluded.cert_pem, key_pem = excluded.key_pem,
              device_id = excluded.device_id,
              cursor = CASE WHEN sync_state.server = excluded.server THEN sync_state.cursor ELSE 0 END,
              epoch = CASE WHEN sync_state.server = excluded.server THEN sync_state.epoch ELSE NULL END",
-            params![server, token, device_id, ca_pem],
+            params![server, token, device_id, tls.ca_pem, tls.cert_pem, tls.key_pem],
         )?;
         Ok(())
     }

@@ -12,7 +12,7 @@ use crate::desk::{Desk, now_cst};
 use crate::error::ClientError;
 use crate::store::Replica;
 use keqing_proto::SyncConnection;
-use keqing_shared::sync::{ChangeEnvelope, DocHeads, SyncError, SyncErrorKind, limits};
+use keqing_shared::sync::{ChangeEnvelope, ClientTls, DocHeads, SyncError, SyncErrorKind, limits};
 use keqing_shared::when::fmt_datetime;
 use std::path::Path;
 use std::time::Duration;
@@ -66,7 +66,7 @@ pub async fn enroll(
     server: &str,
     token: &str,
     device_name: Option<&str>,
-    ca_pem: Option<&str>,
+    tls: &ClientTls,
 ) -> Result<Desk> {
     let existing = match Desk::open(dir) {
         Ok(desk) => Some(desk),
@@ -77,7 +77,7 @@ pub async fn enroll(
         Some(d) => d.replica().meta().actor.clone(),
         None => automerge::ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice()),
     };
-    let mut conn = SyncConnection::connect_with(server, token, CONNECT_TIMEOUT, ca_pem)
+    let mut conn = SyncConnection::connect_with(server, token, CONNECT_TIMEOUT, tls)
         .await
         .map_err(sync_err)?;
     let info = conn
@@ -105,7 +105,7 @@ pub async fn enroll(
         }
     };
     desk.replica_mut()
-        .set_sync_target(server, token, &info.device_id, ca_pem)?;
+        .set_sync_target(server, token, &info.device_id, tls)?;
     Ok(desk)
 }
 
@@ -128,7 +128,7 @@ pub async fn sync_once(
         &state.server,
         &state.token,
         CONNECT_TIMEOUT,
-        state.ca_pem.as_deref(),
+        &state.tls,
     )
     .await
     {
@@ -224,14 +224,9 @@ async fn connect(replica: &Replica) -> Result<SyncConnection> {
     let state = replica
         .sync_state()?
         .ok_or_else(|| ClientError::Sync("this replica is not enrolled".into()))?;
-    SyncConnection::connect_with(
-        &state.server,
-        &state.token,
-        CONNECT_TIMEOUT,
-        state.ca_pem.as_deref(),
-    )
-    .await
-    .map_err(sync_err)
+    SyncConnection::connect_with(&state.server, &state.token, CONNECT_TIMEOUT, &state.tls)
+        .await
+        .map_err(sync_err)
 }
 
 /// A report computed by the server from the merged dossiers of every

@@ -67,23 +67,23 @@ pub fn from_status(s: &Status) -> SyncError {
     SyncError::new(kind_of(s.code()), s.message().to_string())
 }
 
-/// What the server does, in domain terms. `token` is the bearer token of the
-/// calling device, as sent (possibly empty).
+/// What the server does, in domain terms. `caller` is the calling device's
+/// bearer token as sent (possibly empty) and its TLS client certificate.
 pub trait SyncHandler: Send + Sync + 'static {
     fn enroll(
         &self,
-        token: String,
+        caller: Caller,
         actor: Vec<u8>,
     ) -> impl Future<Output = Result<DeviceInfo, SyncError>> + Send;
     fn push(
         &self,
-        token: String,
+        caller: Caller,
         changes: Vec<ChangeEnvelope>,
     ) -> impl Future<Output = Result<PushAck, SyncError>> + Send;
     /// Starts a pull; batches arrive on the receiver until `done`.
     fn pull(
         &self,
-        token: String,
+        caller: Caller,
         cursor: u64,
         epoch: String,
         max_batch: u32,
@@ -92,7 +92,7 @@ pub trait SyncHandler: Send + Sync + 'static {
     > + Send;
     fn repair(
         &self,
-        token: String,
+        caller: Caller,
         docs: Vec<DocHeads>,
     ) -> impl Future<Output = Result<Vec<ChangeEnvelope>, SyncError>> + Send;
 }
@@ -121,6 +121,19 @@ fn bearer<T>(req: &Request<T>) -> String {
         .unwrap_or("")
         .trim()
         .to_string()
+}
+
+/// The caller of a request: its bearer token and, over mutual TLS, the
+/// SHA-256 of the certificate it presented (the leaf, verified by rustls
+/// against the client CA before any request reaches here).
+fn caller<T>(req: &Request<T>) -> Caller {
+    use sha2::Digest;
+    Caller {
+        token: bearer(req),
+        certificate: req
+            .peer_certs()
+            .and_then(|chain| chain.first().map(|leaf| sha2::Sha256::digest(leaf).into())),
+    }
 }
 
 fn heads_from(doc: pb::DocHeads) -> Result<DocHeads, Status> {
@@ -211,10 +224,10 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let token = bearer(&req);
+        let caller = caller(&req);
         let info = self
             .handler
-            .enroll(token, req.into_inner().actor)
+            .enroll(caller, req.into_inner().actor)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::EnrollResponse {
@@ -228,14 +241,18 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         &self,
         req: Request<pb::PushRequest>,
     ) -> Result<Response<pb::PushResponse>, Status> {
-        let token = bearer(&req);
+        let caller = caller(&req);
         let changes = req
             .into_inner()
             .changes
             .into_iter()
             .map(change_from)
             .collect();
-        let ack = self.handler.push(token, changes).await.map_err(to_status)?;
+        let ack = self
+            .handler
+            .push(caller, changes)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::PushResponse {
             accepted: ack.accepted,
             duplicates: ack.duplicates,
@@ -246,11 +263,11 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
     type PullStream = PullStream;
 
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<PullStream>, Status> {
-        let token = bearer(&req);
+        let caller = caller(&req);
         let r = req.into_inner();
         let rx = self
             .handler
-            .pull(token, r.cursor, r.epoch, r.max_batch)
+            .pull(caller, r.cursor, r.epoch, r.max_batch)
             .await
             .map_err(to_status)?;
         let stream =
@@ -264,14 +281,14 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         &self,
         req: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::RepairResponse>, Status> {
-        let token = bearer(&req);
+        let caller = caller(&req);
         let docs = req
             .into_inner()
             .docs
             .into_iter()
             .map(heads_from)
             .collect::<Result<_, _>>()?;
-        let missing = self.handler.repair(token, docs).await.map_err(to_status)?;
+        let missing = self.handler.repair(caller, docs).await.map_err(to_status)?;
         Ok(Response::new(pb::RepairResponse {
             missing: missing.into_iter().map(pb_change).collect(),
         }))
@@ -308,17 +325,18 @@ impl SyncConnection {
         token: &str,
         timeout: std::time::Duration,
     ) -> Result<SyncConnection, SyncError> {
-        Self::connect_with(url, token, timeout, None).await
+        Self::connect_with(url, token, timeout, &ClientTls::default()).await
     }
 
-    /// Connects to `url`; an `https://` server is verified against `ca_pem`
-    /// (a PEM certificate of the CA that signed it) or, without one, the
-    /// system's trusted roots. Nothing is sent unless it verifies.
+    /// Connects to `url`; an `https://` server is verified against
+    /// `tls.ca_pem` (a PEM certificate of the CA that signed it) or, without
+    /// one, the system's trusted roots, and is shown the device's own
+    /// certificate when `tls` has one. Nothing is sent unless it verifies.
     pub async fn connect_with(
         url: &str,
         token: &str,
         timeout: std::time::Duration,
-        ca_pem: Option<&str>,
+        tls: &ClientTls,
     ) -> Result<SyncConnection, SyncError> {
         let auth = format!("Bearer {token}")
             .parse()
@@ -328,17 +346,28 @@ impl SyncConnection {
             .connect_timeout(timeout)
             .timeout(std::time::Duration::from_secs(120));
         if url.starts_with("https://") {
-            let tls = match ca_pem {
+            let mut config = match &tls.ca_pem {
                 Some(pem) => tonic::transport::ClientTlsConfig::new()
                     .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
                 None => tonic::transport::ClientTlsConfig::new().with_native_roots(),
             };
+            match (&tls.cert_pem, &tls.key_pem) {
+                (Some(cert), Some(key)) => {
+                    config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(SyncError::invalid(
+                        "a device certificate needs its key, and a key its certificate",
+                    ));
+                }
+            }
             endpoint = endpoint
-                .tls_config(tls)
+                .tls_config(config)
                 .map_err(|e| SyncError::invalid(format!("TLS settings for `{url}`: {e}")))?;
-        } else if ca_pem.is_some() {
+        } else if tls.ca_pem.is_some() || tls.cert_pem.is_some() {
             return Err(SyncError::invalid(format!(
-                "a CA certificate was given but `{url}` is not https://"
+                "certificates were given but `{url}` is not https://"
             )));
         }
         let channel = endpoint.connect().await.map_err(|e| {

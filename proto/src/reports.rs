@@ -2,12 +2,12 @@
 //! [`crate::SyncConnection::report`] for a client, and the conversion of
 //! [`keqing_shared::report::Report`] to and from its wire form.
 
-use crate::{bearer, pb, to_status};
+use crate::{caller, pb, to_status};
 use chrono::NaiveDate;
 use keqing_shared::report::{
     Count, DayLine, FollowUpFigures, Line, Report, Scope, SourceLine, StaffLine,
 };
-use keqing_shared::sync::{SyncError, SyncErrorKind};
+use keqing_shared::sync::{Caller, SyncError, SyncErrorKind};
 use std::future::Future;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -15,12 +15,12 @@ use tonic::{Request, Response, Status};
 /// The service name, for the health service.
 pub const REPORTS_SERVICE_NAME: &str = "keqing.v1.Reports";
 
-/// What the server does for a report request. `token` is the calling
-/// device's bearer token as sent.
+/// What the server does for a report request. `caller` is the calling
+/// device's bearer token as sent, and its TLS client certificate.
 pub trait ReportsHandler: Send + Sync + 'static {
     fn report(
         &self,
-        token: String,
+        caller: Caller,
         scope: Scope,
         from: NaiveDate,
         to: NaiveDate,
@@ -191,7 +191,7 @@ impl<H: ReportsHandler> pb::reports_server::Reports for ReportsService<H> {
         &self,
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::Report>, Status> {
-        let token = bearer(&req);
+        let caller = caller(&req);
         let r = req.into_inner();
         let from = date_arg("from", &r.from)?;
         let to = date_arg("to", &r.to)?;
@@ -202,7 +202,7 @@ impl<H: ReportsHandler> pb::reports_server::Reports for ReportsService<H> {
         };
         let report = self
             .handler
-            .report(token, scope, from, to)
+            .report(caller, scope, from, to)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb_report(report)))

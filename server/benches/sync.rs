@@ -357,9 +357,15 @@ fn main() {
     // First sync: A pushes, B (a fresh device) pulls.
     let mut a = rt.block_on(async {
         drop(a);
-        enroll(&tmp.path().join("a"), &url, &token_a, None, None)
-            .await
-            .expect("enroll a")
+        enroll(
+            &tmp.path().join("a"),
+            &url,
+            &token_a,
+            None,
+            &Default::default(),
+        )
+        .await
+        .expect("enroll a")
     });
     wire.store(0, Ordering::Relaxed);
     let t = Instant::now();
@@ -369,7 +375,13 @@ fn main() {
     let push_s = t.elapsed().as_secs_f64();
     let push_bytes = wire.swap(0, Ordering::Relaxed);
     let mut b = rt
-        .block_on(enroll(&tmp.path().join("b"), &url, &token_b, None, None))
+        .block_on(enroll(
+            &tmp.path().join("b"),
+            &url,
+            &token_b,
+            None,
+            &Default::default(),
+        ))
         .expect("enroll b");
     wire.store(0, Ordering::Relaxed);
     let t = Instant::now();

@@ -40,6 +40,7 @@ pub struct Hub {
     reader: Arc<Mutex<SqliteStore>>,
     /// Tells the projector that the log grew.
     appended: Arc<tokio::sync::Notify>,
+    access: Access,
 }
 
 /// Runs automerge on untrusted bytes: a panic inside it becomes an error.
@@ -52,23 +53,42 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, SyncError>) -> Result<T,
     }
 }
 
-pub(crate) fn authenticate(store: &SqliteStore, token: &str) -> Result<Device, SyncError> {
-    if token.is_empty() {
-        return Err(SyncError::new(
-            SyncErrorKind::Unauthenticated,
-            "no device token",
-        ));
-    }
-    match store.device_by_token_hash(&token_hash(token))? {
-        Some(d) if d.revoked_at.is_none() => Ok(d),
-        Some(_) => Err(SyncError::new(
-            SyncErrorKind::Unauthenticated,
-            "this device was revoked",
-        )),
-        None => Err(SyncError::new(
-            SyncErrorKind::Unauthenticated,
-            "unknown device token",
-        )),
+/// Who may call: every RPC authenticates its caller through this.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Access {
+    /// Mutual TLS: every device must have a certificate bound to it and
+    /// present it (`serve --mtls`). Without it, a device that has one bound
+    /// must still present it.
+    pub require_certificates: bool,
+}
+
+impl Access {
+    /// The device calling, if its token is valid, not revoked, and shown
+    /// with the certificate bound to it.
+    pub(crate) fn authenticate(
+        &self,
+        store: &SqliteStore,
+        caller: &Caller,
+    ) -> Result<Device, SyncError> {
+        let refuse = |why: &str| Err(SyncError::new(SyncErrorKind::Unauthenticated, why));
+        if caller.token.is_empty() {
+            return refuse("no device token");
+        }
+        let device = match store.device_by_token_hash(&token_hash(&caller.token))? {
+            Some(d) if d.revoked_at.is_none() => d,
+            Some(_) => return refuse("this device was revoked"),
+            None => return refuse("unknown device token"),
+        };
+        match (&device.cert_sha256, &caller.certificate) {
+            (Some(bound), Some(shown)) if bound.as_slice() == shown.as_slice() => Ok(device),
+            (Some(_), _) => refuse(
+                "this device's token works only with its own certificate (keqing enroll --cert --key)",
+            ),
+            (None, _) if self.require_certificates => refuse(
+                "no certificate is bound to this device: keqing-server device cert DEVICE --out DIR",
+            ),
+            (None, _) => Ok(device),
+        }
     }
 }
 
@@ -105,7 +125,14 @@ impl Hub {
             writer: Arc::new(Mutex::new(store)),
             reader: Arc::new(Mutex::new(reader)),
             appended,
+            access: Access::default(),
         })
+    }
+
+    /// Sets who may call (e.g. mutual TLS required).
+    pub fn with_access(mut self, access: Access) -> Hub {
+        self.access = access;
+        self
     }
 
     /// Replaces the per-token request limit (tests that fire many requests).
@@ -192,10 +219,9 @@ fn checksum_matches(change: &Change) -> bool {
 /// Checks and appends one push. Everything or nothing is stored.
 fn ingest(
     store: &mut SqliteStore,
-    token: &str,
+    device: Device,
     changes: Vec<ChangeEnvelope>,
 ) -> Result<PushAck, SyncError> {
-    let device = authenticate(store, token)?;
     let Some(actor) = device.actor.clone() else {
         return Err(SyncError::new(
             SyncErrorKind::FailedPrecondition,
@@ -461,13 +487,14 @@ fn serve_pull(
 }
 
 impl keqing_proto::SyncHandler for Hub {
-    async fn enroll(&self, token: String, actor: Vec<u8>) -> Result<DeviceInfo, SyncError> {
-        self.rate.check(&token)?;
+    async fn enroll(&self, caller: Caller, actor: Vec<u8>) -> Result<DeviceInfo, SyncError> {
+        self.rate.check(&caller.token)?;
+        let access = self.access;
         if actor.is_empty() || actor.len() > 64 {
             return Err(SyncError::invalid("an automerge actor id is 1 to 64 bytes"));
         }
         self.blocking(move |store| {
-            let device = authenticate(store, &token)?;
+            let device = access.authenticate(store, &caller)?;
             match &device.actor {
                 Some(a) if a != &actor => {
                     return Err(SyncError::new(
@@ -499,13 +526,17 @@ impl keqing_proto::SyncHandler for Hub {
 
     async fn push(
         &self,
-        token: String,
+        caller: Caller,
         changes: Vec<ChangeEnvelope>,
     ) -> Result<PushAck, SyncError> {
-        self.rate.check(&token)?;
+        self.rate.check(&caller.token)?;
         let n = changes.len();
+        let access = self.access;
         let ack = self
-            .blocking(move |store| ingest(store, &token, changes))
+            .blocking(move |store| {
+                let device = access.authenticate(store, &caller)?;
+                ingest(store, device, changes)
+            })
             .await;
         match &ack {
             Ok(a) if a.accepted > 0 => {
@@ -530,12 +561,12 @@ impl keqing_proto::SyncHandler for Hub {
 
     async fn pull(
         &self,
-        token: String,
+        caller: Caller,
         cursor: u64,
         epoch: String,
         max_batch: u32,
     ) -> Result<mpsc::Receiver<Result<PullBatch, SyncError>>, SyncError> {
-        self.rate.check(&token)?;
+        self.rate.check(&caller.token)?;
         let reader = {
             let template = self
                 .reader
@@ -543,7 +574,7 @@ impl keqing_proto::SyncHandler for Hub {
                 .map_err(|_| SyncError::internal("store lock poisoned"))?;
             template.reopen()?
         };
-        let device = authenticate(&reader, &token)?;
+        let device = self.access.authenticate(&reader, &caller)?;
         if device.office.is_none() {
             // Headquarters receives every office's dossiers, names and phones.
             reader.audit(
@@ -564,10 +595,11 @@ impl keqing_proto::SyncHandler for Hub {
 
     async fn repair(
         &self,
-        token: String,
+        caller: Caller,
         docs: Vec<DocHeads>,
     ) -> Result<Vec<ChangeEnvelope>, SyncError> {
-        self.rate.check(&token)?;
+        self.rate.check(&caller.token)?;
+        let access = self.access;
         if docs.len() > limits::MAX_CHANGES_PER_PUSH {
             return Err(SyncError::new(
                 SyncErrorKind::ResourceExhausted,
@@ -575,7 +607,7 @@ impl keqing_proto::SyncHandler for Hub {
             ));
         }
         self.blocking(move |store| {
-            let device = authenticate(store, &token)?;
+            let device = access.authenticate(store, &caller)?;
             if device.office.is_none() {
                 store.audit(
                     &audit_actor(&device),

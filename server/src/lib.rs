@@ -60,13 +60,16 @@ pub async fn run(
 pub async fn run_with_tls(
     listener: tokio::net::TcpListener,
     store: store::SqliteStore,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let access = hub::Access {
+        require_certificates: tls.as_ref().is_some_and(|t| t.require_client_certificates),
+    };
     let projector_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
     let appended = Arc::new(tokio::sync::Notify::new());
-    let hub = Arc::new(hub::Hub::new(store, appended.clone())?);
-    let desk = Arc::new(reports::ReportDesk::new(projector_store.clone()));
+    let hub = Arc::new(hub::Hub::new(store, appended.clone())?.with_access(access));
+    let desk = Arc::new(reports::ReportDesk::new(projector_store.clone(), access));
     // The projector runs beside sync: woken by pushes (or every few
     // seconds), never in a push's path. Stopped with the server.
     let projecting = tokio::spawn(async move {
@@ -121,7 +124,7 @@ pub async fn run_with_tls(
     );
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
+        builder = builder.tls_config(tls.config)?;
     }
     let served = builder
         .layer(tower::util::MapResponseLayer::new(

@@ -1,4 +1,4 @@
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use keqing_server::hub::token_hash;
 use keqing_server::store::SqliteStore;
@@ -38,6 +38,15 @@ enum Command {
         /// The private key (PEM) of --tls-cert
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Mutual TLS: devices must show a client certificate signed by the
+        /// CA of `tls init` (or by --client-ca), the one bound to them with
+        /// `device cert`
+        #[arg(long)]
+        mtls: bool,
+        /// The CA (PEM) device certificates are signed by (implies --mtls;
+        /// default with --mtls: DIR/tls/ca.pem)
+        #[arg(long)]
+        client_ca: Option<PathBuf>,
     },
     /// 证书 TLS certificates for `serve --tls`
     #[command(subcommand)]
@@ -204,6 +213,20 @@ enum DeviceCommand {
     },
     /// Revoke a device (by id or name): its next call is refused
     Revoke { device: String },
+    /// Bind a client certificate to a device (mutual TLS): issues one with
+    /// the CA of `tls init` into --out DIR, or binds an existing one
+    /// (--bind FILE). From then on the device's token works only together
+    /// with that certificate; a new binding replaces the old one.
+    Cert {
+        /// Device id or name
+        device: String,
+        /// Directory to write DEVICE.pem and DEVICE-key.pem into (made if missing)
+        #[arg(long, required_unless_present = "bind", conflicts_with = "bind")]
+        out: Option<PathBuf>,
+        /// A certificate (PEM) made by the organisation's own CA
+        #[arg(long)]
+        bind: Option<PathBuf>,
+    },
 }
 
 fn now() -> String {
@@ -237,20 +260,41 @@ fn run(cli: Cli) -> Result<()> {
             tls,
             tls_cert,
             tls_key,
+            mtls,
+            client_ca,
         } => {
             init_logging();
             let store = SqliteStore::open(&cli.data)?;
+            let paths = keqing_server::tls::TlsPaths::in_data(&cli.data);
+            let client_ca = match client_ca {
+                Some(ca) => Some(ca),
+                None if mtls => Some(paths.ca_cert.clone()),
+                None => None,
+            };
             let tls = match (tls_cert, tls_key) {
-                (Some(cert), Some(key)) => Some(keqing_server::tls::server_config(&cert, &key)?),
-                _ if tls => {
-                    let p = keqing_server::tls::TlsPaths::in_data(&cli.data);
-                    Some(keqing_server::tls::server_config(&p.cert, &p.key).context(
-                        "no certificates: run `keqing-server tls init --name HOST` first",
-                    )?)
+                (Some(cert), Some(key)) => Some(keqing_server::tls::server_config(
+                    &cert,
+                    &key,
+                    client_ca.as_deref(),
+                )?),
+                _ if tls => Some(
+                    keqing_server::tls::server_config(
+                        &paths.cert,
+                        &paths.key,
+                        client_ca.as_deref(),
+                    )
+                    .context("no certificates: run `keqing-server tls init --name HOST` first")?,
+                ),
+                _ if client_ca.is_some() => {
+                    bail!("mutual TLS needs TLS: add --tls (or --tls-cert and --tls-key)")
                 }
                 _ => None,
             };
-            let scheme = if tls.is_some() { "https" } else { "http" };
+            let scheme = match &tls {
+                Some(t) if t.require_client_certificates => "https, mutual TLS",
+                Some(_) => "https",
+                None => "http",
+            };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(&listen)
@@ -333,16 +377,21 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<38} {:<12} {:<6} {:<6} 状态",
-                "设备ID", "名称", "办事处", "已注册"
+                "{:<38} {:<12} {:<6} {:<6} {:<6} 状态",
+                "设备ID", "名称", "办事处", "已注册", "证书"
             );
             for d in devices {
                 println!(
-                    "{:<38} {:<12} {:<6} {:<6} {}",
+                    "{:<38} {:<12} {:<6} {:<6} {:<6} {}",
                     d.id,
                     d.name,
                     d.office.as_deref().unwrap_or("总部"),
                     if d.actor.is_some() { "是" } else { "否" },
+                    if d.cert_sha256.is_some() {
+                        "已绑定"
+                    } else {
+                        "-"
+                    },
                     d.revoked_at
                         .map(|t| format!("已吊销 {t}"))
                         .unwrap_or_else(|| "有效".into())
@@ -471,6 +520,39 @@ fn run(cli: Cli) -> Result<()> {
             }
             print!("{}", t.render());
             println!("共 {} 条", log.len());
+            Ok(())
+        }
+        Command::Device(DeviceCommand::Cert { device, out, bind }) => {
+            let mut store = SqliteStore::open(&cli.data)?;
+            let target = store.device_named(&device)?;
+            let sha256 = match (out, bind) {
+                (_, Some(file)) => keqing_server::tls::certificate_sha256(&file)?,
+                (Some(dir), None) => {
+                    let issued = keqing_server::tls::issue_device_certificate(
+                        &cli.data,
+                        &target.name,
+                        &target.id,
+                    )?;
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot make {}", dir.display()))?;
+                    let cert = dir.join(format!("{}.pem", target.name));
+                    let key = dir.join(format!("{}-key.pem", target.name));
+                    keqing_server::tls::write_new(&cert, &issued.cert_pem, false)?;
+                    keqing_server::tls::write_new(&key, &issued.key_pem, true)?;
+                    println!("证书 certificate: {}", cert.display());
+                    println!("私钥 key:         {}", key.display());
+                    println!(
+                        "  on the device: keqing enroll --server https://… --token T --ca ca.pem --cert {} --key {}",
+                        cert.display(),
+                        key.display()
+                    );
+                    issued.sha256
+                }
+                (None, None) => bail!("give --out DIR or --bind FILE"),
+            };
+            let d = store.bind_certificate(&target.id, &sha256, &local_admin())?;
+            let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+            println!("已绑定证书 device {} {} ← sha256 {hex}", d.name, d.id);
             Ok(())
         }
         Command::Device(DeviceCommand::Revoke { device }) => {

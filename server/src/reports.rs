@@ -2,12 +2,12 @@
 //! the projector up to date and builds the report from the projections with
 //! the shared definitions.
 
-use crate::hub::authenticate;
+use crate::hub::Access;
 use crate::projector;
 use crate::store::SqliteStore;
 use chrono::NaiveDate;
 use keqing_shared::report::{self, Report, Scope};
-use keqing_shared::sync::{SyncError, SyncErrorKind};
+use keqing_shared::sync::{Caller, SyncError, SyncErrorKind};
 use std::sync::{Arc, Mutex};
 
 /// The longest range one report may cover.
@@ -47,29 +47,31 @@ pub struct ReportDesk {
     /// The projector's connection: reports and the background projector
     /// take turns on it, so a report never races a half-done catch-up.
     projector: Arc<Mutex<SqliteStore>>,
+    access: Access,
 }
 
 impl ReportDesk {
-    pub fn new(projector: Arc<Mutex<SqliteStore>>) -> ReportDesk {
-        ReportDesk { projector }
+    pub fn new(projector: Arc<Mutex<SqliteStore>>, access: Access) -> ReportDesk {
+        ReportDesk { projector, access }
     }
 }
 
 impl keqing_proto::ReportsHandler for ReportDesk {
     async fn report(
         &self,
-        token: String,
+        caller: Caller,
         scope: Scope,
         from: NaiveDate,
         to: NaiveDate,
     ) -> Result<Report, SyncError> {
         check_request(&scope, from, to)?;
         let projector = self.projector.clone();
+        let access = self.access;
         tokio::task::spawn_blocking(move || {
             let mut store = projector
                 .lock()
                 .map_err(|_| SyncError::internal("projector lock poisoned"))?;
-            let device = authenticate(&store, &token)?;
+            let device = access.authenticate(&store, &caller)?;
             if let Some(own) = &device.office
                 && scope.office() != Some(own.as_str())
             {

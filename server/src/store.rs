@@ -114,6 +114,13 @@ CREATE TABLE store_meta (
 INSERT INTO store_meta (id, epoch) VALUES (1, lower(hex(randomblob(16))));
 "#,
     ),
+    M::up(
+        r#"
+-- Mutual TLS: the SHA-256 of the one client certificate a device must
+-- present with its token (NULL: none bound).
+ALTER TABLE devices ADD COLUMN cert_sha256 BLOB;
+"#,
+    ),
 ];
 
 /// One line of the audit log.
@@ -124,7 +131,7 @@ pub struct AuditEntry {
     pub at: String,
     /// The device (`name (id)`) or the local administrator.
     pub actor: String,
-    /// e.g. `device.add`, `device.revoke`, `device.enroll`, `dossier.merge`,
+    /// e.g. `device.add`, `device.revoke`, `device.cert`, `device.enroll`, `dossier.merge`,
     /// `hq.pull`, `hq.repair`, `dashboard.sign_in`, `dashboard.duplicates`,
     /// `dashboard.export`.
     pub action: String,
@@ -173,6 +180,9 @@ pub struct Device {
     pub actor: Option<Vec<u8>>,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// SHA-256 of the client certificate bound to this device (mutual TLS).
+    #[serde(serialize_with = "hex_opt")]
+    pub cert_sha256: Option<Vec<u8>>,
 }
 
 fn hex_opt<S: serde::Serializer>(
@@ -289,10 +299,11 @@ fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         actor: r.get(3)?,
         created_at: r.get(4)?,
         revoked_at: r.get(5)?,
+        cert_sha256: r.get(6)?,
     })
 }
 
-const DEVICE_COLUMNS: &str = "id, name, office, actor, created_at, revoked_at";
+const DEVICE_COLUMNS: &str = "id, name, office, actor, created_at, revoked_at, cert_sha256";
 
 impl SqliteStore {
     /// Opens (creating if needed) the store in the data directory.
@@ -361,19 +372,53 @@ impl SqliteStore {
         Ok(v)
     }
 
-    /// Revokes a device by id or by name (a name must be unambiguous).
-    pub fn revoke(&mut self, id_or_name: &str, now: &str, admin: &str) -> Result<Device> {
-        let matches: Vec<Device> = self
+    /// The device with this id, or the one device with this name.
+    pub fn device_named(&self, id_or_name: &str) -> Result<Device> {
+        let mut matches: Vec<Device> = self
             .devices()?
             .into_iter()
             .filter(|d| d.id == id_or_name || d.name == id_or_name)
             .collect();
-        let [device] = matches.as_slice() else {
+        if matches.len() != 1 {
             return Err(StoreError::UnknownDevice(format!(
                 "{id_or_name} ({} devices match; use the id)",
                 matches.len()
             )));
-        };
+        }
+        Ok(matches.remove(0))
+    }
+
+    /// Binds the client certificate with this SHA-256 to a device: from now
+    /// on its token works only together with that certificate (a new
+    /// binding replaces the old one, which stops working).
+    pub fn bind_certificate(
+        &mut self,
+        id_or_name: &str,
+        cert_sha256: &[u8; 32],
+        admin: &str,
+    ) -> Result<Device> {
+        let device = self.device_named(id_or_name)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1",
+            params![device.id, cert_sha256.as_slice()],
+        )?;
+        let hex: String = cert_sha256.iter().map(|b| format!("{b:02x}")).collect();
+        insert_audit(
+            &tx,
+            admin,
+            "device.cert",
+            &audit_actor(&device),
+            &format!("sha256 {hex}"),
+        )?;
+        tx.commit()?;
+        self.device(&device.id)?
+            .ok_or_else(|| StoreError::UnknownDevice(device.id.clone()))
+    }
+
+    /// Revokes a device by id or by name (a name must be unambiguous).
+    pub fn revoke(&mut self, id_or_name: &str, now: &str, admin: &str) -> Result<Device> {
+        let device = &self.device_named(id_or_name)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",

@@ -5,11 +5,17 @@
 //! CA certificate (`keqing enroll --ca ca.pem`) and verify the server with
 //! it. A certificate from the organisation's own CA works the same way
 //! (`serve --tls-cert FILE --tls-key FILE`).
+//!
+//! Mutual TLS (`serve --tls --mtls`): devices show a client certificate
+//! signed by the CA, and each device's token works only with the one
+//! certificate bound to it (`device cert` issues one with the CA of `tls
+//! init` and binds it; `device cert --bind FILE` binds one made elsewhere).
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -23,6 +29,12 @@ pub enum TlsError {
     Make(#[from] rcgen::Error),
     #[error("证书文件错误 `{0}`: {1}")]
     Io(String, #[source] std::io::Error),
+    #[error("不是证书 `{0}` holds no PEM certificate")]
+    NotACertificate(String),
+    #[error(
+        "没有CA密钥 `{0}` is missing: device certificates are issued with the CA of `keqing-server tls init` (or bind one of your own CA with --bind FILE)"
+    )]
+    NoCa(String),
 }
 
 /// Where `tls init` writes, and `serve --tls` reads, in the data directory.
@@ -45,7 +57,9 @@ impl TlsPaths {
     }
 }
 
-fn write(path: &Path, text: &str, secret: bool) -> Result<(), TlsError> {
+/// Writes a new file, never over an existing one; a secret (a private key)
+/// is readable by its owner only.
+pub fn write_new(path: &Path, text: &str, secret: bool) -> Result<(), TlsError> {
     let io = |e| TlsError::Io(path.display().to_string(), e);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -73,13 +87,7 @@ pub fn init(data: &Path, names: &[String]) -> Result<TlsPaths, TlsError> {
             return Err(TlsError::Exists(p.display().to_string()));
         }
     }
-    let mut ca = CertificateParams::default();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name
-        .push(DnType::CommonName, "Keqing 客情 CA");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    let ca = CertifiedIssuer::self_signed(ca_params(), KeyPair::generate()?)?;
 
     let mut server = CertificateParams::default();
     server.distinguished_name = DistinguishedName::new();
@@ -101,23 +109,106 @@ pub fn init(data: &Path, names: &[String]) -> Result<TlsPaths, TlsError> {
     let server_key = KeyPair::generate()?;
     let cert = server.signed_by(&server_key, &ca)?;
 
-    write(&paths.ca_cert, &ca.pem(), false)?;
-    write(&paths.ca_key, &ca_key_pem(&ca), true)?;
-    write(&paths.cert, &cert.pem(), false)?;
-    write(&paths.key, &server_key.serialize_pem(), true)?;
+    write_new(&paths.ca_cert, &ca.pem(), false)?;
+    write_new(&paths.ca_key, &ca_key_pem(&ca), true)?;
+    write_new(&paths.cert, &cert.pem(), false)?;
+    write_new(&paths.key, &server_key.serialize_pem(), true)?;
     Ok(paths)
+}
+
+/// The CA of `tls init`. Issuing with it later rebuilds the same subject and
+/// key usages; the authority key id comes from its key.
+fn ca_params() -> CertificateParams {
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Keqing 客情 CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca
 }
 
 fn ca_key_pem(ca: &CertifiedIssuer<'_, KeyPair>) -> String {
     ca.key().serialize_pem()
 }
 
-/// The server's TLS configuration from a certificate chain and its key (PEM).
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::Io(path.display().to_string(), e))
+}
+
+/// A device's client certificate and key (PEM), issued by the CA of `tls
+/// init` in `data`, with the SHA-256 of the certificate to bind.
+pub struct DeviceCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub sha256: [u8; 32],
+}
+
+/// Issues a client certificate for the device named `device` (its name
+/// and id in the subject, for people reading it; the binding is by hash).
+pub fn issue_device_certificate(
+    data: &Path,
+    device_name: &str,
+    device_id: &str,
+) -> Result<DeviceCertificate, TlsError> {
+    let paths = TlsPaths::in_data(data);
+    if !paths.ca_key.is_file() {
+        return Err(TlsError::NoCa(paths.ca_key.display().to_string()));
+    }
+    let ca_key_pem = String::from_utf8_lossy(&read(&paths.ca_key)?).into_owned();
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca_key_pem)?);
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, device_name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, device_id);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(DeviceCertificate {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        sha256: Sha256::digest(cert.der()).into(),
+    })
+}
+
+/// The SHA-256 of the first certificate in a PEM file (what a device
+/// presents as its leaf certificate).
+pub fn certificate_sha256(path: &Path) -> Result<[u8; 32], TlsError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = read(path)?;
+    let der = CertificateDer::from_pem_slice(&pem)
+        .map_err(|_| TlsError::NotACertificate(path.display().to_string()))?;
+    Ok(Sha256::digest(der.as_ref()).into())
+}
+
+/// How the server speaks TLS, and whether devices must show certificates.
+pub struct ServerTls {
+    pub config: tonic::transport::ServerTlsConfig,
+    /// Mutual TLS: a connection without a client certificate signed by the
+    /// client CA fails its handshake, and every device needs a bound one.
+    pub require_client_certificates: bool,
+}
+
+/// The server's TLS configuration from a certificate chain and its key
+/// (PEM); with `client_ca`, mutual TLS with device certificates it signed.
 pub fn server_config(
     cert: &Path,
     key: &Path,
-) -> Result<tonic::transport::ServerTlsConfig, TlsError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|e| TlsError::Io(p.display().to_string(), e));
+    client_ca: Option<&Path>,
+) -> Result<ServerTls, TlsError> {
     let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-    Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = client_ca {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(ServerTls {
+        config,
+        require_client_certificates: client_ca.is_some(),
+    })
 }

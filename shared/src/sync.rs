@@ -71,6 +71,55 @@ pub struct DocHeads {
 }
 
 /// Limits the server enforces, shared so clients batch within them.
+/// Who is calling the server: the device's bearer token, and the SHA-256
+/// of the certificate it presented over mutual TLS, if any. (No `Debug`:
+/// tokens are never logged.)
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub token: String,
+    pub certificate: Option<[u8; 32]>,
+}
+
+/// A caller known by its token alone (no client certificate).
+impl From<&str> for Caller {
+    fn from(token: &str) -> Caller {
+        Caller {
+            token: token.to_string(),
+            certificate: None,
+        }
+    }
+}
+
+impl From<String> for Caller {
+    fn from(token: String) -> Caller {
+        Caller {
+            token,
+            certificate: None,
+        }
+    }
+}
+
+/// How a device reaches an `https://` server: the CA its certificate must
+/// be signed by (`None`: the system's trusted roots), and the device's own
+/// certificate and key (PEM) for a server that asks for one (mutual TLS).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca_pem: Option<String>,
+    pub cert_pem: Option<String>,
+    pub key_pem: Option<String>,
+}
+
+/// Says which parts are there; never prints the private key.
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("cert", &self.cert_pem.is_some())
+            .field("key", &self.key_pem.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
 pub mod limits {
     /// Largest single automerge change accepted.
     pub const MAX_CHANGE_BYTES: usize = 1 << 20;

@@ -232,7 +232,7 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
         .map(|(office, name, t)| {
             let dir = tmp.path().join(name);
             let mut desk = rt
-                .block_on(enroll(&dir, &relay.url, t, Some(name), None))
+                .block_on(enroll(&dir, &relay.url, t, Some(name), &Default::default()))
                 .unwrap();
             // These replicas are thrown away: no need to wait for the disk.
             desk.replica().set_bulk_load(true).unwrap();
@@ -314,7 +314,13 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
     }
     let hq_dir = tmp.path().join("hq");
     let mut hq = rt
-        .block_on(enroll(&hq_dir, &relay.url, &hq_token, Some("hq"), None))
+        .block_on(enroll(
+            &hq_dir,
+            &relay.url,
+            &hq_token,
+            Some("hq"),
+            &Default::default(),
+        ))
         .unwrap();
     rt.block_on(sync_once(hq.replica_mut(), &mut Quiet))
         .unwrap_or_else(|e| panic!("seed {seed}: HQ sync: {e}"));

@@ -180,7 +180,7 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
     let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new()))
         .unwrap()
         .with_rate_limit(u32::MAX, u32::MAX);
-    let desk = ReportDesk::new(reports_store);
+    let desk = ReportDesk::new(reports_store, Default::default());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

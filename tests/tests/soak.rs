@@ -63,7 +63,7 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
                     &url,
                     &token,
                     Some(&name),
-                    None,
+                    &Default::default(),
                 ))
                 .unwrap();
             let staff = format!("员工{}{n}", o.code);
@@ -197,7 +197,7 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
             &url,
             &hq_token,
             Some("hq"),
-            None,
+            &Default::default(),
         ))
         .unwrap();
     rt.block_on(sync_once(hq.replica_mut(), &mut Quiet))

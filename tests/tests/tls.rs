@@ -118,3 +118,164 @@ fn offices_sync_over_tls_and_refuse_a_server_they_cannot_verify() {
         "the token is not shown"
     );
 }
+
+/// Mutual TLS: each device shows the certificate bound to it. A token
+/// without its certificate, with another device's certificate, or with a
+/// certificate replaced since is refused; revoking still works at the next
+/// call; the bindings are audited.
+#[test]
+fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let init = Server::admin(&data, &["tls", "init", "--name", "127.0.0.1"]);
+    assert!(init.ok, "{}", init.stderr);
+    let ca = init.last_line().to_string();
+    let server = Server::start_with(&data, "127.0.0.1:0", &["--tls", "--mtls"]);
+    let https = format!("https://{}", server.addr);
+    let certs = tmp.path().join("certs");
+    let certs_s = certs.to_string_lossy().into_owned();
+    let pem = |name: &str| certs.join(name).to_string_lossy().into_owned();
+
+    let gd1_token = server.add_device(Some("44"), "广东前台1");
+    let gd2_token = server.add_device(Some("44"), "广东前台2");
+    for device in ["广东前台1", "广东前台2"] {
+        let r = Server::admin(&data, &["device", "cert", device, "--out", &certs_s]);
+        assert!(r.ok, "{}", r.stderr);
+        assert!(r.last_line().contains("sha256"), "{}", r.stdout);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(certs.join("广东前台1-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "a device key is readable by its owner only"
+        );
+    }
+    let unknown = Server::admin(&data, &["device", "cert", "没有这台", "--out", &certs_s]);
+    assert!(
+        !unknown.ok && unknown.stderr.contains("没有这台"),
+        "{}",
+        unknown.stderr
+    );
+
+    // No certificate: the handshake fails and nothing is set up.
+    let bare = Office::new(tmp.path().join("bare"));
+    let r = bare.run(&[
+        "enroll", "--server", &https, "--token", &gd1_token, "--ca", &ca,
+    ]);
+    assert!(!r.ok, "enrolled without a certificate");
+    assert!(!bare.dir.join("keqing.sqlite").exists());
+
+    // Another device's certificate with this token: refused.
+    let swapped = Office::new(tmp.path().join("swapped"));
+    let r = swapped.run(&[
+        "enroll",
+        "--server",
+        &https,
+        "--token",
+        &gd1_token,
+        "--ca",
+        &ca,
+        "--cert",
+        &pem("广东前台2.pem"),
+        "--key",
+        &pem("广东前台2-key.pem"),
+    ]);
+    assert!(!r.ok, "enrolled with another device's certificate");
+    assert!(r.stderr.contains("its own certificate"), "{}", r.stderr);
+    assert!(!swapped.dir.join("keqing.sqlite").exists());
+
+    // Its own certificate: enrol, work, sync; the other device too.
+    let gd1 = Office::new(tmp.path().join("gd1"));
+    gd1.ok(&[
+        "enroll",
+        "--server",
+        &https,
+        "--token",
+        &gd1_token,
+        "--ca",
+        &ca,
+        "--cert",
+        &pem("广东前台1.pem"),
+        "--key",
+        &pem("广东前台1-key.pem"),
+    ]);
+    gd1.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
+    gd1.ok(&[
+        "call",
+        "--phone",
+        "13800138000",
+        "--name",
+        "张三",
+        "--source",
+        "电视",
+        "--staff",
+        "李敏",
+    ]);
+    gd1.ok(&["sync"]);
+    let gd2 = Office::new(tmp.path().join("gd2"));
+    gd2.ok(&[
+        "enroll",
+        "--server",
+        &https,
+        "--token",
+        &gd2_token,
+        "--ca",
+        &ca,
+        "--cert",
+        &pem("广东前台2.pem"),
+        "--key",
+        &pem("广东前台2-key.pem"),
+    ]);
+    gd2.ok(&["sync"]);
+    assert_eq!(gd2.ok(&["status", "--json"]).json()["dossiers"], 1);
+
+    // A new certificate for 广东前台2 (say its PC was lost): the old one,
+    // still in gd2's replica, stops working at the next call.
+    let again = tmp.path().join("again");
+    let r = Server::admin(
+        &data,
+        &[
+            "device",
+            "cert",
+            "广东前台2",
+            "--out",
+            &again.to_string_lossy(),
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let refused = gd2.run(&["sync"]);
+    assert!(!refused.ok, "the replaced certificate still worked");
+    // Binding a certificate made elsewhere (here: the new one) by file.
+    let bind = Server::admin(
+        &data,
+        &[
+            "device",
+            "cert",
+            "广东前台1",
+            "--bind",
+            &again.join("广东前台2.pem").to_string_lossy(),
+        ],
+    );
+    assert!(bind.ok, "{}", bind.stderr);
+    assert!(
+        !gd1.run(&["sync"]).ok,
+        "广东前台1's old certificate was unbound"
+    );
+
+    let audit = Server::admin(&data, &["audit", "--json"]);
+    assert!(audit.ok, "{}", audit.stderr);
+    let certs_bound = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "device.cert")
+        .count();
+    assert_eq!(certs_bound, 4, "every binding is audited");
+}
