@@ -31,6 +31,9 @@ pub struct CatchUp {
     pub skipped: u64,
     /// The projector's cursor at the end.
     pub cursor: u64,
+    /// Batches thrown away because another projector moved the cursor
+    /// first (their documents were read again).
+    pub raced: u64,
 }
 
 /// The projector reads documents, never writes them: any actor will do.
@@ -119,10 +122,16 @@ pub fn catch_up(
                 }
             }
         }
-        store.save_projections(&projected, upto)?;
-        done.documents += projected.len() as u64;
-        done.cursor = upto;
-        progress(upto, target);
+        if store.save_projections(&projected, done.cursor, upto)? {
+            done.documents += projected.len() as u64;
+            done.cursor = upto;
+        } else {
+            // Another projector saved (or a rebuild reset the tables) since
+            // this batch was read: go on from where it left the cursor.
+            done.cursor = store.projector_cursor()?;
+            done.raced += 1;
+        }
+        progress(done.cursor, target);
     }
     Ok(done)
 }

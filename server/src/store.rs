@@ -491,10 +491,25 @@ impl SqliteStore {
     /// Writes the projections of a batch of documents and moves the
     /// projector's cursor, in one transaction: a crash leaves either both
     /// or neither, and replaying a batch gives the same rows.
-    pub fn save_projections(&mut self, docs: &[Projected], cursor: u64) -> Result<()> {
+    /// Writes a batch the projector derived from the log after `from` up to
+    /// `upto`, and moves its cursor there — only if the cursor is still at
+    /// `from` (compare-and-set). Two projectors may run (the server's, and
+    /// `report` or `project --rebuild` from the command line): a batch read
+    /// before another one saved, or before a rebuild cleared the tables,
+    /// could hold older states than the rows now there. Such a batch is
+    /// refused (`false`), nothing written; the caller reads again.
+    pub fn save_projections(&mut self, docs: &[Projected], from: u64, upto: u64) -> Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let cursor = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let moved = tx.execute(
+            "UPDATE projector SET cursor = ?2 WHERE id = 1 AND cursor = ?1",
+            [cursor(from), cursor(upto)],
+        )?;
+        if moved == 0 {
+            return Ok(false);
+        }
         for d in docs {
             match d {
                 Projected::Dossier { view, slots } => {
@@ -505,12 +520,8 @@ impl SqliteStore {
                 }
             }
         }
-        tx.execute(
-            "UPDATE projector SET cursor = max(cursor, ?1) WHERE id = 1",
-            [i64::try_from(cursor).unwrap_or(i64::MAX)],
-        )?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
     }
 
     /// Throws every projection away and rewinds the projector to the start

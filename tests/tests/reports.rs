@@ -528,3 +528,49 @@ fn replica_and_server_projection_schemas_agree() {
     assert_eq!(replica.0, server.0);
     assert_eq!(replica.1, server.1);
 }
+
+/// Two projectors (the server's own, and `report` or `project --rebuild`
+/// from the command line) race on one store: a batch read before the other
+/// saved, or before a rebuild cleared the tables, must not be written over
+/// what is there now (it could hold older states of its documents, and
+/// once the cursor passed them they would stay wrong).
+#[test]
+fn a_projector_batch_read_before_another_save_is_refused() {
+    use keqing_server::store::{Projected, SqliteStore};
+    use keqing_shared::dossier::Dossier;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(tmp.path()).unwrap();
+    let batch = |name: &str| -> Vec<Projected> {
+        let at = keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap();
+        let (mut d, _) =
+            Dossier::create("race-1", "44", at, automerge::ActorId::random(), 1).unwrap();
+        d.edit(2, |tx| {
+            tx.update_patient(&keqing_shared::dossier::PatientUpdate {
+                name: Some(name.into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+        let view = d.view().unwrap();
+        let slots = keqing_shared::followup::schedule(&view);
+        vec![Projected::Dossier {
+            view: Box::new(view),
+            slots,
+        }]
+    };
+    // Projector A read the log (cursor 0 → 5); B, later, saved newer states.
+    assert!(store.save_projections(&batch("新"), 0, 7).unwrap());
+    let now = store.projection_dump().unwrap();
+    assert!(now.contains("新"));
+    assert!(
+        !store.save_projections(&batch("旧"), 0, 5).unwrap(),
+        "stale batch written"
+    );
+    assert_eq!(store.projection_dump().unwrap(), now, "rows unchanged");
+    assert_eq!(store.projector_cursor().unwrap(), 7);
+    // A rebuild cleared everything: a batch read before it is refused too.
+    store.reset_projections().unwrap();
+    assert!(!store.save_projections(&batch("旧"), 7, 9).unwrap());
+    assert_eq!(store.projector_cursor().unwrap(), 0);
+    assert!(!store.projection_dump().unwrap().contains("旧"));
+}
