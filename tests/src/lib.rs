@@ -129,6 +129,25 @@ impl Office {
         self.ok(&["enroll", "--server", &server.url(), "--token", &token])
     }
 
+    /// Starts the office workstation (`keqing ui`) on a free loopback port,
+    /// no background sync, with this office's passphrase if it has one.
+    pub fn workstation(&self) -> WebProcess {
+        let dir = self.dir.to_string_lossy();
+        let args = [
+            "--data",
+            dir.as_ref(),
+            "ui",
+            "--listen",
+            "127.0.0.1:0",
+            "--sync-every",
+            "0",
+        ];
+        match &self.key {
+            Some(k) => WebProcess::start_with_env(&keqing_bin(), &args, &[("KEQING_DB_KEY", k)]),
+            None => WebProcess::start(&keqing_bin(), &args),
+        }
+    }
+
     /// Runs and insists on success.
     pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);

@@ -3,7 +3,7 @@
 //! nothing, a plain replica encrypted in place keeps every dossier, and an
 //! encrypted replica syncs like any other.
 
-use keqing_tests::{Office, Server, WebProcess, keqing_bin};
+use keqing_tests::{Office, Server};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -66,19 +66,7 @@ fn an_encrypted_replica_reveals_nothing_and_opens_only_with_its_passphrase() {
     call(&desk, "13900139000", "王秀英");
 
     // While a process holds the replica open its WAL is on disk too.
-    let ui = WebProcess::start_with_env(
-        &keqing_bin(),
-        &[
-            "--data",
-            &dir.to_string_lossy(),
-            "ui",
-            "--listen",
-            "127.0.0.1:0",
-            "--sync-every",
-            "0",
-        ],
-        &[("KEQING_DB_KEY", KEY)],
-    );
+    let ui = desk.workstation();
     // Once it has the replica open, a call registered meanwhile stays in
     // the WAL (the workstation's connection keeps it from being folded in).
     let shm = dir.join("keqing.sqlite-shm");
@@ -171,18 +159,7 @@ fn a_plain_replica_encrypted_in_place_keeps_every_dossier() {
 
     // While the workstation has it open, encrypting is refused and the
     // replica stays as it was.
-    let ui = WebProcess::start(
-        &keqing_bin(),
-        &[
-            "--data",
-            &dir.to_string_lossy(),
-            "ui",
-            "--listen",
-            "127.0.0.1:0",
-            "--sync-every",
-            "0",
-        ],
-    );
+    let ui = plain.workstation();
     let busy = Office::with_key(&dir, KEY).run(&["encrypt"]);
     assert!(
         !busy.ok && busy.stderr.contains("close it first"),

@@ -135,6 +135,22 @@ fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
     let certs = tmp.path().join("certs");
     let certs_s = certs.to_string_lossy().into_owned();
     let pem = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    // `enroll` over mutual TLS with the certificate made for `device`.
+    let enroll = |office: &Office, token: &str, device: &str| {
+        office.run(&[
+            "enroll",
+            "--server",
+            &https,
+            "--token",
+            token,
+            "--ca",
+            &ca,
+            "--cert",
+            &pem(&format!("{device}.pem")),
+            "--key",
+            &pem(&format!("{device}-key.pem")),
+        ])
+    };
 
     let gd1_token = server.add_device(Some("44"), "广东前台1");
     let gd2_token = server.add_device(Some("44"), "广东前台2");
@@ -173,38 +189,15 @@ fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
 
     // Another device's certificate with this token: refused.
     let swapped = Office::new(tmp.path().join("swapped"));
-    let r = swapped.run(&[
-        "enroll",
-        "--server",
-        &https,
-        "--token",
-        &gd1_token,
-        "--ca",
-        &ca,
-        "--cert",
-        &pem("广东前台2.pem"),
-        "--key",
-        &pem("广东前台2-key.pem"),
-    ]);
+    let r = enroll(&swapped, &gd1_token, "广东前台2");
     assert!(!r.ok, "enrolled with another device's certificate");
     assert!(r.stderr.contains("its own certificate"), "{}", r.stderr);
     assert!(!swapped.dir.join("keqing.sqlite").exists());
 
     // Its own certificate: enrol, work, sync; the other device too.
     let gd1 = Office::new(tmp.path().join("gd1"));
-    gd1.ok(&[
-        "enroll",
-        "--server",
-        &https,
-        "--token",
-        &gd1_token,
-        "--ca",
-        &ca,
-        "--cert",
-        &pem("广东前台1.pem"),
-        "--key",
-        &pem("广东前台1-key.pem"),
-    ]);
+    let r = enroll(&gd1, &gd1_token, "广东前台1");
+    assert!(r.ok, "{}", r.stderr);
     gd1.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
     gd1.ok(&[
         "call",
@@ -219,19 +212,8 @@ fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
     ]);
     gd1.ok(&["sync"]);
     let gd2 = Office::new(tmp.path().join("gd2"));
-    gd2.ok(&[
-        "enroll",
-        "--server",
-        &https,
-        "--token",
-        &gd2_token,
-        "--ca",
-        &ca,
-        "--cert",
-        &pem("广东前台2.pem"),
-        "--key",
-        &pem("广东前台2-key.pem"),
-    ]);
+    let r = enroll(&gd2, &gd2_token, "广东前台2");
+    assert!(r.ok, "{}", r.stderr);
     gd2.ok(&["sync"]);
     assert_eq!(gd2.ok(&["status", "--json"]).json()["dossiers"], 1);
 
