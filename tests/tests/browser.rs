@@ -151,20 +151,8 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
     office.ok(&["sync"]);
     let hq_token = server.add_device(None, "看板");
-    let office_dir = office.dir.to_string_lossy().into_owned();
     let server_dir = server.dir.to_string_lossy().into_owned();
-    let ui = WebProcess::start(
-        &keqing_bin(),
-        &[
-            "--data",
-            &office_dir,
-            "ui",
-            "--listen",
-            "127.0.0.1:0",
-            "--sync-every",
-            "0",
-        ],
-    );
+    let ui = office.workstation();
     let dash = WebProcess::start(
         &server_bin(),
         &[
@@ -367,20 +355,8 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
     let token = token.last_line().to_string();
     let office_dir = kept.join("11").join("北京前台1");
     let office = Office::new(&office_dir);
-    let office_s = office_dir.to_string_lossy().into_owned();
     let server_s = server_dir.to_string_lossy().into_owned();
-    let ui = WebProcess::start(
-        &keqing_bin(),
-        &[
-            "--data",
-            &office_s,
-            "ui",
-            "--listen",
-            "127.0.0.1:0",
-            "--sync-every",
-            "0",
-        ],
-    );
+    let ui = office.workstation();
     let dash = WebProcess::start(
         &server_bin(),
         &["--data", &server_s, "dashboard", "--listen", "127.0.0.1:0"],

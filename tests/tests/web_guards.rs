@@ -4,7 +4,7 @@
 //! lets only live headquarters devices in, and its downloads are the real
 //! files. Nothing refused is saved.
 
-use keqing_tests::{Office, Server, WebProcess, keqing_bin, server_bin};
+use keqing_tests::{Office, Server, WebProcess, server_bin};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
@@ -123,19 +123,7 @@ fn the_workstation_refuses_forged_misaddressed_and_bad_posts() {
     let office = Office::new(tmp.path().join("gd"));
     office.ok(&["init", "--office", "44", "--device", "前台1"]);
     office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
-    let dir = office.dir.to_string_lossy().into_owned();
-    let ui = WebProcess::start(
-        &keqing_bin(),
-        &[
-            "--data",
-            &dir,
-            "ui",
-            "--listen",
-            "127.0.0.1:0",
-            "--sync-every",
-            "0",
-        ],
-    );
+    let ui = office.workstation();
     let page = http(&ui.addr, "GET", "/call", &[], b"");
     assert_eq!(page.status, 200);
     let csrf = csrf_of(&page.text());
