@@ -148,6 +148,12 @@ impl Office {
         }
     }
 
+    /// Every document's automerge heads (`keqing heads --json`), to compare
+    /// replicas.
+    pub fn heads(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        serde_json::from_value(self.ok(&["heads", "--json"]).json()).expect("heads by document")
+    }
+
     /// Runs and insists on success.
     pub fn ok(&self, args: &[&str]) -> Run {
         let r = self.run(args);

@@ -3,12 +3,6 @@
 //! bring it back to everything they had — nothing acknowledged is lost.
 
 use keqing_tests::{Office, Server};
-use serde_json::Value;
-use std::collections::BTreeMap;
-
-fn heads(o: &Office) -> BTreeMap<String, Value> {
-    serde_json::from_value(o.ok(&["heads", "--json"]).json()).unwrap()
-}
 
 fn call(o: &Office, phone: &str, name: &str, at: &str) -> String {
     o.ok(&[
@@ -106,7 +100,7 @@ fn a_server_restored_from_its_backup_gets_back_what_offices_hold() {
     assert!(s2["requeued"].as_u64().unwrap() > 0, "{s2}");
     zj1.ok(&["sync"]);
     assert_eq!(national_calls(&restored.dir), 4, "every call is back");
-    assert_eq!(heads(&zj1), heads(&zj2), "the devices converge");
+    assert_eq!(zj1.heads(), zj2.heads(), "the devices converge");
     let p = zj1.ok(&["patient", &first, "--json"]).json();
     assert_eq!(p["dossier"]["followups"].as_array().unwrap().len(), 1);
     // A later sync finds nothing more to send.

@@ -4,15 +4,9 @@
 //! encrypted replica syncs like any other.
 
 use keqing_tests::{Office, Server};
-use serde_json::Value;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 const KEY: &str = "正确的口令-2026";
-
-fn heads(o: &Office) -> BTreeMap<String, Value> {
-    serde_json::from_value(o.ok(&["heads", "--json"]).json()).unwrap()
-}
 
 fn call(o: &Office, phone: &str, name: &str) -> String {
     o.ok(&[
@@ -108,7 +102,7 @@ fn an_encrypted_replica_reveals_nothing_and_opens_only_with_its_passphrase() {
     // A wrong one: refused, and every document is as it was. (Its closing
     // connection may fold the WAL the workstation left into the file: those
     // pages move as ciphertext, unchanged.)
-    let before = heads(&desk);
+    let before = desk.heads();
     let wrong = Office::with_key(&dir, "错误的口令-2026").run(&[
         "call",
         "--phone",
@@ -127,7 +121,7 @@ fn an_encrypted_replica_reveals_nothing_and_opens_only_with_its_passphrase() {
         wrong.stderr
     );
     assert!(!wrong.stderr.contains("ERROR CORE"), "{}", wrong.stderr);
-    assert_eq!(heads(&desk), before);
+    assert_eq!(desk.heads(), before);
 
     // Too short a passphrase is refused before anything is made.
     let short = Office::with_key(tmp.path().join("short"), "1234567");
@@ -153,7 +147,7 @@ fn a_plain_replica_encrypted_in_place_keeps_every_dossier() {
     for i in 0..5 {
         call(&plain, &format!("1360013600{i}"), &format!("钱{i}号"));
     }
-    let before = heads(&plain);
+    let before = plain.heads();
     let outbox = plain.ok(&["status", "--json"]).json()["outbox"].clone();
     assert!(holds(&raw_files(&dir), "13600136003"), "plain before");
 
@@ -175,7 +169,7 @@ fn a_plain_replica_encrypted_in_place_keeps_every_dossier() {
     let files = raw_files(&dir);
     assert_eq!(files.len(), 1, "only the replica is left: {files:?}");
     assert!(!holds(&files, "13600136003") && !holds(&files, "钱3号"));
-    assert_eq!(heads(&locked), before, "every document as it was");
+    assert_eq!(locked.heads(), before, "every document as it was");
     let status = locked.ok(&["status", "--json"]).json();
     assert_eq!(status["encrypted"], true);
     assert_eq!(status["outbox"], outbox, "unsent changes are kept");
@@ -228,6 +222,6 @@ fn an_encrypted_replica_syncs_like_any_other() {
     ]);
     second.ok(&["sync"]);
     first.ok(&["sync"]);
-    assert_eq!(heads(&first), heads(&second));
+    assert_eq!(first.heads(), second.heads());
     assert!(!holds(&raw_files(&first.dir), "13800138000"));
 }

@@ -1,12 +1,6 @@
 //! Sync through a real `keqing-server` process and real `keqing` replicas.
 
 use keqing_tests::{Office, Server};
-use serde_json::Value;
-use std::collections::BTreeMap;
-
-fn heads(o: &Office) -> BTreeMap<String, Value> {
-    serde_json::from_value(o.ok(&["heads", "--json"]).json()).unwrap()
-}
 
 #[test]
 fn two_devices_edit_one_dossier_offline_and_converge() {
@@ -44,8 +38,8 @@ fn two_devices_edit_one_dossier_offline_and_converge() {
     b.ok(&["enroll", "--server", &server.url(), "--token", &t2]);
     b.ok(&["sync"]);
     assert_eq!(
-        heads(&a),
-        heads(&b),
+        a.heads(),
+        b.heads(),
         "B bootstrapped A's dossier and roster"
     );
     // Both offline: each adds a follow-up and changes the address.
@@ -76,7 +70,7 @@ fn two_devices_edit_one_dossier_offline_and_converge() {
     for o in [&a, &b, &a] {
         o.ok(&["sync"]);
     }
-    assert_eq!(heads(&a), heads(&b));
+    assert_eq!(a.heads(), b.heads());
     let pa = a.ok(&["patient", &id, "--json"]).json();
     let pb = b.ok(&["patient", &id, "--json"]).json();
     assert_eq!(pa, pb);
@@ -238,15 +232,15 @@ fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
         }
     }
     hq.ok(&["sync"]);
-    let hq_heads = heads(&hq);
-    let mut union = BTreeMap::new();
+    let hq_heads = hq.heads();
+    let mut union = std::collections::BTreeMap::new();
     for pair in devices.chunks(2) {
         let (code, a) = &pair[0];
         let b = &pair[1].1;
-        let ha = heads(a);
+        let ha = a.heads();
         assert_eq!(
             ha,
-            heads(b),
+            b.heads(),
             "office {code}: both devices hold the same documents"
         );
         for (id, h) in ha {
@@ -337,7 +331,7 @@ fn a_replica_restored_from_an_old_backup_is_repaired_by_sync() {
         .last_line()
         .to_string();
     o.ok(&["sync"]);
-    let before = heads(&o);
+    let before = o.heads();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(o.dir.join(format!("keqing.sqlite{suffix}")));
     }
@@ -354,7 +348,7 @@ fn a_replica_restored_from_an_old_backup_is_repaired_by_sync() {
         r.stdout
     );
     o.ok(&["sync"]);
-    assert_eq!(heads(&o), before, "nothing lost");
+    assert_eq!(o.heads(), before, "nothing lost");
     let p = o.ok(&["patient", &first, "--json"]).json();
     assert_eq!(p["dossier"]["followups"].as_array().unwrap().len(), 1);
     o.ok(&["patient", &second]);
