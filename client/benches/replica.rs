@@ -94,19 +94,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
     let tmp = tempfile::tempdir().expect("temp dir");
-    // KEQING_BENCH_KEEP=DIR keeps the filled replica for inspection.
-    let dir = match std::env::var_os("KEQING_BENCH_KEEP") {
-        Some(d) => std::path::PathBuf::from(d),
-        None => tmp.path().join("office"),
-    };
-    let mut desk = Desk::init(&dir, "44", "前台1").expect("init");
-    for (name, role) in [
-        ("李娜", Role::Consultant),
-        ("王医生", Role::Expert),
-        ("赵敏", Role::Followup),
-    ] {
-        desk.add_staff(name, role).expect("staff");
-    }
+    let dir = tmp.path().join("office");
     let today = NaiveDate::from_ymd_opt(2026, 11, 25).expect("date");
     let at = |day_offset: i64, minute: u64| -> NaiveDateTime {
         (today - Duration::days(day_offset))
@@ -116,158 +104,64 @@ fn main() {
     };
     println!("keqing replica benchmark — {n} synthetic dossiers over two years of office work");
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let fill = Instant::now();
-    desk.replica().set_bulk_load(true).expect("bulk");
-    desk.replica_mut().begin_bulk().expect("bulk");
-    for i in 0..n {
-        let name = format!("{}{}", rng.pick(SURNAMES), rng.pick(GIVEN));
-        // First call some day in the last two years.
-        let day = rng.below(730) as i64;
-        let input = CallInput {
-            phone: phone_of(i),
-            name,
-            age: Some(45 + rng.below(40) as i64),
-            disease: Some(rng.pick(DISEASES).into()),
-            source: rng.pick(SOURCES).into(),
-            staff: "李娜".into(),
-            at: at(day, rng.below(480)),
-            force_new: true,
-            ..Default::default()
-        };
-        let out = desk.register_call(&input).expect("call");
-        // A diligent office: most scheduled calls are made on their day.
-        let mut followup_days: Vec<i64> = Vec::new();
-        let call_on = |rng: &mut Rng, days_ago: i64, days: &mut Vec<i64>| {
-            if days_ago >= 0 && rng.below(100) < 92 {
-                days.push(days_ago);
-            }
-        };
-        let roll = rng.below(100);
-        let mut visit = None;
-        let mut purchases = Vec::new();
-        if roll < 50 && day >= 2 {
-            let visit_day = day - 1 - rng.below(2) as i64;
-            let bought = roll < 35;
-            if visit_day < day - 1 {
-                call_on(&mut rng, day - 1, &mut followup_days); // within 3 days of the call
-            }
-            visit = Some(Visit {
-                id: new_id(),
-                at: at(visit_day, 60),
-                staff: "王医生".into(),
-                purchased: bought,
-                reason_not_bought: (!bought).then(|| "价格".to_string()),
-                notes: None,
-            });
-            if bought {
-                // A first purchase and, for some, repurchases at each run-out.
-                let mut bought_day = visit_day;
-                loop {
-                    let supply = 30 * (1 + rng.below(3) as i64);
-                    purchases.push(Purchase {
-                        id: new_id(),
-                        at: at(bought_day, 90),
-                        staff: "王医生".into(),
-                        product: "金诃心脑康".into(),
-                        quantity: supply / 10,
-                        amount_fen: 42_800 * supply / 30,
-                        invoice: None,
-                        runout: Some(today - Duration::days(bought_day) + Duration::days(supply)),
-                        gifts: None,
-                        gift_receipt: None,
-                    });
-                    let next = bought_day - supply;
-                    let repurchase = next >= 0 && rng.below(100) < 55;
-                    let cadence_end = if repurchase { supply } else { supply + 30 };
-                    for d in keqing_shared::followup::AFTER_PURCHASE_DAYS
-                        .into_iter()
-                        .chain((20..).step_by(5))
-                    {
-                        if d >= cadence_end {
-                            break;
-                        }
-                        call_on(&mut rng, bought_day - d, &mut followup_days);
-                    }
-                    if !repurchase {
-                        break;
-                    }
-                    bought_day = next;
-                }
-            } else {
-                call_on(&mut rng, visit_day - 2, &mut followup_days);
-            }
-        } else {
-            call_on(&mut rng, day - 2, &mut followup_days);
+    // KEQING_BENCH_REUSE=DIR measures a copy of a replica an earlier run
+    // kept (KEQING_BENCH_KEEP with the same KEQING_BENCH_DOSSIERS) instead
+    // of filling one again: the fill of 100 000 dossiers takes ~10 minutes.
+    let file = keqing::store::DB_FILE;
+    let mut desk = match std::env::var_os("KEQING_BENCH_REUSE") {
+        Some(kept) => {
+            std::fs::create_dir_all(&dir).expect("replica dir");
+            std::fs::copy(std::path::Path::new(&kept).join(file), dir.join(file))
+                .expect("copy the kept replica");
+            println!("fill: reused a copy of {}", kept.display());
+            Desk::open(&dir).expect("open the kept replica")
         }
-        if visit.is_some() || !followup_days.is_empty() {
-            let followups: Vec<FollowUp> = followup_days
-                .iter()
-                .map(|&d| FollowUp {
-                    id: new_id(),
-                    at: at(d, 300),
-                    staff: "赵敏".into(),
-                    kind: "回访".into(),
-                    outcome: "服药正常".into(),
-                    next_entry: None,
-                })
-                .collect();
-            desk.edit_patient(&out.dossier_id, |tx| {
-                if let Some(v) = &visit {
-                    tx.add(v)?;
-                }
-                for p in &purchases {
-                    tx.add(p)?;
-                }
-                for f in &followups {
-                    tx.add(f)?;
-                }
-                Ok(())
-            })
-            .expect("history");
-        }
-        if (i + 1) % 1_000 == 0 {
-            desk.replica_mut().finish_bulk(true).expect("commit");
-            desk.replica_mut().begin_bulk().expect("bulk");
-        }
-        if (i + 1) % 10_000 == 0 {
-            println!(
-                "  filled {:>7} dossiers  {:>6.1} s",
-                i + 1,
-                fill.elapsed().as_secs_f64()
-            );
-        }
+        None => fill(&dir, n, today, &mut rng),
+    };
+    // KEQING_BENCH_KEEP=DIR keeps a copy of the filled replica (before any
+    // measurement touches it) for inspection or for KEQING_BENCH_REUSE.
+    if let Some(keep) = std::env::var_os("KEQING_BENCH_KEEP") {
+        std::fs::create_dir_all(&keep).expect("keep dir");
+        // file_bytes() checkpoints the WAL (TRUNCATE): the file alone is the replica.
+        desk.replica().file_bytes().expect("checkpoint");
+        std::fs::copy(dir.join(file), std::path::Path::new(&keep).join(file))
+            .expect("keep the filled replica");
     }
-    desk.replica_mut().finish_bulk(true).expect("commit");
-    desk.replica().set_bulk_load(false).expect("durable");
-    let fill_s = fill.elapsed().as_secs_f64();
-    println!(
-        "fill: {n} dossiers in {fill_s:.1} s ({:.0} dossiers/s, bulk durability)",
-        n as f64 / fill_s
-    );
-
     // Register a call: new callers and known callers, full durability.
-    let mut reg = Vec::new();
-    for k in 0..1000u64 {
-        let known = k % 2 == 0;
-        let phone = if known {
-            phone_of(rng.below(n))
-        } else {
-            phone_of(n + k)
-        };
-        let input = CallInput {
-            phone,
-            name: format!("{}{}", rng.pick(SURNAMES), rng.pick(GIVEN)),
-            age: Some(60),
-            disease: Some(rng.pick(DISEASES).into()),
-            source: rng.pick(SOURCES).into(),
-            staff: "李娜".into(),
-            at: at(0, rng.below(480)),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        desk.register_call(&input).expect("call");
-        reg.push(ms(t.elapsed()));
-    }
+    // First with SQLite checkpointing the WAL inside the commit that fills
+    // it (a one-shot `keqing call`), then as the workstation runs (`keqing
+    // ui`: checkpoints on a background thread).
+    let mut register = |desk: &mut Desk, ks: std::ops::Range<u64>| -> Vec<f64> {
+        let mut times = Vec::new();
+        for k in ks {
+            let known = k % 2 == 0;
+            let phone = if known {
+                phone_of(rng.below(n))
+            } else {
+                // Past every phone the fill or an earlier run's kept replica used.
+                phone_of(n + 1_000 + k)
+            };
+            let input = CallInput {
+                phone,
+                name: format!("{}{}", rng.pick(SURNAMES), rng.pick(GIVEN)),
+                age: Some(60),
+                disease: Some(rng.pick(DISEASES).into()),
+                source: rng.pick(SOURCES).into(),
+                staff: "李娜".into(),
+                at: at(0, rng.below(480)),
+                ..Default::default()
+            };
+            let t = Instant::now();
+            desk.register_call(&input).expect("call");
+            times.push(ms(t.elapsed()));
+        }
+        times
+    };
+    let reg_inline = register(&mut desk, 0..1000);
+    desk.replica_mut()
+        .checkpoint_in_background()
+        .expect("background checkpoints");
+    let reg = register(&mut desk, 1000..2000);
 
     // Baseline: a bare durable insert of a same-sized blob.
     let blob_len = desk.replica().document_bytes().expect("bytes");
@@ -342,6 +236,7 @@ fn main() {
     println!();
     println!("results ({docs} dossiers, synchronous=FULL):");
     let (_, reg_p99) = summary("register call (find or create)", reg.clone());
+    summary("register call, checkpoints inline", reg_inline);
     let (base_p50, _) = summary("baseline: bare durable blob insert", base);
     let (due_p50, due_p99) = summary(&format!("due list ({due_len} patients)"), due);
     println!(
@@ -379,4 +274,153 @@ fn main() {
         due_len, naive_len,
         "the projection and the documents agree on the due list"
     );
+}
+
+/// Creates a replica in `dir` holding `n` dossiers with two years of
+/// history each (bulk durability: one commit per 1000 dossiers).
+fn fill(dir: &std::path::Path, n: u64, today: NaiveDate, rng: &mut Rng) -> Desk {
+    let mut desk = Desk::init(dir, "44", "前台1").expect("init");
+    for (name, role) in [
+        ("李娜", Role::Consultant),
+        ("王医生", Role::Expert),
+        ("赵敏", Role::Followup),
+    ] {
+        desk.add_staff(name, role).expect("staff");
+    }
+    let at = |day_offset: i64, minute: u64| -> NaiveDateTime {
+        (today - Duration::days(day_offset))
+            .and_hms_opt(9, 0, 0)
+            .expect("time")
+            + Duration::minutes(minute as i64)
+    };
+    let fill = Instant::now();
+    desk.replica().set_bulk_load(true).expect("bulk");
+    desk.replica_mut().begin_bulk().expect("bulk");
+    for i in 0..n {
+        let name = format!("{}{}", rng.pick(SURNAMES), rng.pick(GIVEN));
+        // First call some day in the last two years.
+        let day = rng.below(730) as i64;
+        let input = CallInput {
+            phone: phone_of(i),
+            name,
+            age: Some(45 + rng.below(40) as i64),
+            disease: Some(rng.pick(DISEASES).into()),
+            source: rng.pick(SOURCES).into(),
+            staff: "李娜".into(),
+            at: at(day, rng.below(480)),
+            force_new: true,
+            ..Default::default()
+        };
+        let out = desk.register_call(&input).expect("call");
+        // A diligent office: most scheduled calls are made on their day.
+        let mut followup_days: Vec<i64> = Vec::new();
+        let call_on = |rng: &mut Rng, days_ago: i64, days: &mut Vec<i64>| {
+            if days_ago >= 0 && rng.below(100) < 92 {
+                days.push(days_ago);
+            }
+        };
+        let roll = rng.below(100);
+        let mut visit = None;
+        let mut purchases = Vec::new();
+        if roll < 50 && day >= 2 {
+            let visit_day = day - 1 - rng.below(2) as i64;
+            let bought = roll < 35;
+            if visit_day < day - 1 {
+                call_on(rng, day - 1, &mut followup_days); // within 3 days of the call
+            }
+            visit = Some(Visit {
+                id: new_id(),
+                at: at(visit_day, 60),
+                staff: "王医生".into(),
+                purchased: bought,
+                reason_not_bought: (!bought).then(|| "价格".to_string()),
+                notes: None,
+            });
+            if bought {
+                // A first purchase and, for some, repurchases at each run-out.
+                let mut bought_day = visit_day;
+                loop {
+                    let supply = 30 * (1 + rng.below(3) as i64);
+                    purchases.push(Purchase {
+                        id: new_id(),
+                        at: at(bought_day, 90),
+                        staff: "王医生".into(),
+                        product: "金诃心脑康".into(),
+                        quantity: supply / 10,
+                        amount_fen: 42_800 * supply / 30,
+                        invoice: None,
+                        runout: Some(today - Duration::days(bought_day) + Duration::days(supply)),
+                        gifts: None,
+                        gift_receipt: None,
+                    });
+                    let next = bought_day - supply;
+                    let repurchase = next >= 0 && rng.below(100) < 55;
+                    let cadence_end = if repurchase { supply } else { supply + 30 };
+                    for d in keqing_shared::followup::AFTER_PURCHASE_DAYS
+                        .into_iter()
+                        .chain((20..).step_by(5))
+                    {
+                        if d >= cadence_end {
+                            break;
+                        }
+                        call_on(rng, bought_day - d, &mut followup_days);
+                    }
+                    if !repurchase {
+                        break;
+                    }
+                    bought_day = next;
+                }
+            } else {
+                call_on(rng, visit_day - 2, &mut followup_days);
+            }
+        } else {
+            call_on(rng, day - 2, &mut followup_days);
+        }
+        if visit.is_some() || !followup_days.is_empty() {
+            let followups: Vec<FollowUp> = followup_days
+                .iter()
+                .map(|&d| FollowUp {
+                    id: new_id(),
+                    at: at(d, 300),
+                    staff: "赵敏".into(),
+                    kind: "回访".into(),
+                    outcome: "服药正常".into(),
+                    next_entry: None,
+                })
+                .collect();
+            desk.edit_patient(&out.dossier_id, |tx| {
+                if let Some(v) = &visit {
+                    tx.add(v)?;
+                }
+                for p in &purchases {
+                    tx.add(p)?;
+                }
+                for f in &followups {
+                    tx.add(f)?;
+                }
+                Ok(())
+            })
+            .expect("history");
+        }
+        if (i + 1) % 1_000 == 0 {
+            desk.replica_mut().finish_bulk(true).expect("commit");
+            desk.replica_mut().begin_bulk().expect("bulk");
+        }
+        if (i + 1) % 10_000 == 0 {
+            println!(
+                "  filled {:>7} dossiers  {:>6.1} s",
+                i + 1,
+                fill.elapsed().as_secs_f64()
+            );
+        }
+    }
+    desk.replica_mut().finish_bulk(true).expect("commit");
+    desk.replica().set_bulk_load(false).expect("durable");
+    let fill_s = fill.elapsed().as_secs_f64();
+    println!(
+        "fill: {n} dossiers in {fill_s:.1} s ({:.0} dossiers/s, bulk durability)",
+        n as f64 / fill_s
+    );
+
+    desk
 }

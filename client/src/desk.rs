@@ -76,7 +76,8 @@ pub struct CallOutcome {
     pub dossier_id: String,
     pub call_id: String,
     pub matched_by: MatchedBy,
-    /// Other dossiers that may be the same patient (same name, similar age).
+    /// Other dossiers that may be the same patient (same name, similar
+    /// age): the first few (see `DUPLICATES_REPORTED`).
     pub possible_duplicates: Vec<PatientRow>,
 }
 
@@ -336,19 +337,15 @@ impl Desk {
                     match by_phone.len() {
                         1 => (by_phone.into_iter().next(), MatchedBy::Phone),
                         0 => {
-                            // Same name and a known age within a year: the same patient.
-                            let same: Vec<PatientRow> = match input.age {
-                                Some(age) => w
-                                    .patients_named(&name, Some(age), 1)?
-                                    .into_iter()
-                                    .filter(|p| p.age.is_some())
-                                    .collect(),
+                            // Same name and a known age within a year: the same
+                            // patient, when exactly one dossier fits.
+                            let same = match input.age {
+                                Some(age) => w.dossiers_named_aged(&name, age, 1, 2)?,
                                 None => Vec::new(),
                             };
-                            if same.len() == 1 {
-                                (Some(same[0].dossier_id.clone()), MatchedBy::NameAndAge)
-                            } else {
-                                (None, MatchedBy::New)
+                            match <[String; 1]>::try_from(same) {
+                                Ok([id]) => (Some(id), MatchedBy::NameAndAge),
+                                Err(_) => (None, MatchedBy::New),
                             }
                         }
                         _ => {
@@ -388,11 +385,11 @@ impl Desk {
                 .ok_or_else(|| ClientError::Corrupt("a call made no change".into()))?;
             let changes: Vec<&_> = created_change.iter().chain([&change]).collect();
             let view = w.save_dossier(&dossier, &changes, now_cst())?;
-            let possible_duplicates = w
-                .patients_named(&name, input.age, 2)?
-                .into_iter()
-                .filter(|p| p.dossier_id != view.id)
-                .collect();
+            // One more than reported: this dossier itself may be among them.
+            let mut possible_duplicates =
+                w.patients_named(&name, input.age, 2, DUPLICATES_REPORTED + 1)?;
+            possible_duplicates.retain(|p| p.dossier_id != view.id);
+            possible_duplicates.truncate(DUPLICATES_REPORTED);
             Ok(CallOutcome {
                 dossier_id: view.id,
                 call_id: call.id.clone(),
@@ -674,6 +671,11 @@ impl Desk {
         Ok(report::build(&scope, from, to, &rows))
     }
 }
+
+/// A registered call reports at most this many possible duplicates: enough
+/// to check by hand; a common name in a big office has hundreds, and
+/// reading each costs the call's latency.
+const DUPLICATES_REPORTED: usize = 5;
 
 /// Loads a dossier of this office (any office at headquarters) for editing.
 fn load_dossier(w: &WriteTx<'_>, id: &str, office: &str) -> Result<Dossier> {

@@ -418,13 +418,84 @@ pub struct OutboxRow {
 }
 
 pub struct Replica {
+    /// Set by [`Replica::checkpoint_in_background`]. First, so that it is
+    /// dropped (its thread ended) before the main connection closes.
+    checkpointer: Option<Checkpointer>,
     conn: Connection,
     meta: ReplicaMeta,
+    path: PathBuf,
+    key: Option<ReplicaKey>,
+}
+
+/// A thread with its own connection that copies the WAL back into the
+/// database file, so that no edit waits for a checkpoint.
+///
+/// Left to SQLite, the commit that crosses `wal_autocheckpoint` runs the
+/// checkpoint itself: thousands of random page writes and an fsync of a
+/// 1.5 GB file, ~0.1–2 s at 100k dossiers, inside the latency of one
+/// registered call. Here the edit only tells the thread it committed.
+struct Checkpointer {
+    /// Dropping it ends the thread's loop.
+    committed: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Commits are gathered this long before a checkpoint: one per burst of
+    /// edits (a sync, a busy minute at the desk), not one per edit.
+    const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
+
+    fn start(conn: Connection) -> std::io::Result<Checkpointer> {
+        let (committed, edits) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("keqing-checkpoint".into())
+            .spawn(move || {
+                // Each message is a commit; the loop ends when the replica closes.
+                while edits.recv().is_ok() {
+                    std::thread::sleep(Self::GATHER);
+                    while edits.try_recv().is_ok() {}
+                    // PASSIVE: copies what it can without waiting for (or
+                    // blocking) the writer or any reader.
+                    if let Err(e) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+                    {
+                        tracing::warn!("background checkpoint: {e}");
+                    }
+                }
+            })?;
+        Ok(Checkpointer {
+            committed: Some(committed),
+            thread: Some(thread),
+        })
+    }
+
+    fn committed(&self) {
+        if let Some(tx) = &self.committed {
+            // Fails only once the thread is gone; SQLite's backstop
+            // checkpoint still bounds the WAL then.
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.committed.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn db_path(dir: &Path) -> PathBuf {
     dir.join(DB_FILE)
 }
+
+/// SQLite checkpoints the WAL into the file when a commit leaves it this
+/// long (pages of 4 KiB).
+const AUTO_CHECKPOINT_PAGES: i64 = 4000;
+/// The same, when a background thread checkpoints: only if it falls behind.
+const BACKSTOP_CHECKPOINT_PAGES: i64 = 65_536;
 
 /// Opens the replica file, migrating it; the bool says whether its
 /// projections must be rebuilt (an older schema lacked derived columns).
@@ -461,7 +532,7 @@ fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection,
     // An edit writes ~25 pages (document + projections); checkpointing every
     // 1000 pages (the default) puts a checkpoint in every ~40th edit. 4000
     // pages (16 MB of WAL) moves it to every ~160th.
-    conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
+    conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)?;
     let migrations = Migrations::from_slice(MIGRATIONS);
     let before: usize = conn
         .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?
@@ -584,7 +655,13 @@ impl Replica {
             "INSERT INTO replica (id, office, device, actor, created_at) VALUES (1, ?1, ?2, ?3, ?4)",
             params![meta.office, meta.device, meta.actor.to_bytes(), meta.created_at],
         )?;
-        Ok(Replica { conn, meta })
+        Ok(Replica {
+            conn,
+            meta,
+            path,
+            key,
+            checkpointer: None,
+        })
     }
 
     /// Opens the replica in `dir`; never creates one.
@@ -619,7 +696,13 @@ impl Replica {
             )
             .optional()?
             .ok_or_else(|| ClientError::NotInitialised(dir.display().to_string()))?;
-        let mut replica = Replica { conn, meta };
+        let mut replica = Replica {
+            conn,
+            meta,
+            path,
+            key,
+            checkpointer: None,
+        };
         if stale {
             replica.rebuild()?;
         }
@@ -632,6 +715,23 @@ impl Replica {
     pub fn set_bulk_load(&self, on: bool) -> Result<()> {
         self.conn
             .pragma_update(None, "synchronous", if on { "NORMAL" } else { "FULL" })?;
+        Ok(())
+    }
+
+    /// Moves WAL checkpoints off the edit path, onto a thread with its own
+    /// connection: for long-running processes (`keqing ui`). SQLite's own
+    /// automatic checkpoint stays as a backstop at a much larger WAL, in
+    /// case the thread falls behind.
+    pub fn checkpoint_in_background(&mut self) -> Result<()> {
+        if self.checkpointer.is_some() {
+            return Ok(());
+        }
+        let (conn, _) = open_connection(&self.path, self.key.as_ref())?;
+        let checkpointer = Checkpointer::start(conn)
+            .map_err(|e| ClientError::Io("checkpoint thread".into(), e))?;
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
+        self.checkpointer = Some(checkpointer);
         Ok(())
     }
 
@@ -665,6 +765,9 @@ impl Replica {
         let outcome = f(&mut w).and_then(|v| {
             self.conn
                 .execute_batch(if nested { "RELEASE edit" } else { "COMMIT" })?;
+            if !nested && let Some(c) = &self.checkpointer {
+                c.committed();
+            }
             Ok(v)
         });
         if outcome.is_err() {
@@ -690,6 +793,9 @@ impl Replica {
             if let Err(e) = self.conn.execute_batch("COMMIT") {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 return Err(e.into());
+            }
+            if let Some(c) = &self.checkpointer {
+                c.committed();
             }
         } else {
             self.conn.execute_batch("ROLLBACK")?;
@@ -800,11 +906,10 @@ impl Replica {
             "SELECT s.dossier_id, p.name,
                     p.phone,
                     s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
-             FROM slot_spans r
+             FROM (SELECT id FROM slot_spans WHERE first_day <= ?2 AND settled_day > ?2 ORDER BY id) r
              CROSS JOIN slots s ON s.rowid = r.id
              CROSS JOIN patients p ON p.dossier_id = s.dossier_id
-             WHERE r.first_day <= ?2 AND r.settled_day > ?2
-               AND s.due_from <= ?1 AND s.settled_on > ?1",
+             WHERE s.due_from <= ?1 AND s.settled_on > ?1",
         )?;
         let rows = stmt.query_map(params![&day, span_day(d)], |r| {
             Ok(OpenSlot {
@@ -1128,36 +1233,23 @@ fn load_document(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
 /// Live patients with this name whose age is within `within` years of
 /// `age` (or unknown on either side); at most 20, a common name in a big
 /// office must not turn one call into thousands of reads.
+/// At most this many same-name patients are listed (a common name in a
+/// big office has hundreds; the first few are what a person can check).
+const SAME_NAME_LIMIT: usize = 20;
+
 fn patients_named(
     conn: &Connection,
     name: &str,
     age: Option<i64>,
     within: i64,
 ) -> Result<Vec<PatientRow>> {
-    // Two index ranges of (name, age): the ages within the window, and the
-    // unknown ages.
-    let ids: Vec<String> = match age {
-        Some(age) => conn
-            .prepare_cached(
-                "SELECT dossier_id FROM patients WHERE name = ?1 AND age BETWEEN ?2 AND ?3 AND merged_into IS NULL
-                 UNION ALL
-                 SELECT dossier_id FROM patients WHERE name = ?1 AND age IS NULL AND merged_into IS NULL
-                 LIMIT 20",
-            )?
-            .query_map(params![name, age - within, age + within], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?,
-        None => conn
-            .prepare_cached("SELECT dossier_id FROM patients WHERE name = ?1 AND merged_into IS NULL LIMIT 20")?
-            .query_map(params![name], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?,
-    };
-    let mut out = Vec::new();
-    for id in ids {
-        if let Some(p) = patient_row(conn, &id)? {
-            out.push(p);
-        }
-    }
-    Ok(out)
+    Ok(keqing_projection::patients::patients_named(
+        conn,
+        name,
+        age,
+        within,
+        SAME_NAME_LIMIT,
+    )?)
 }
 
 fn patient_row(conn: &Connection, id: &str) -> Result<Option<PatientRow>> {
@@ -1194,13 +1286,32 @@ impl WriteTx<'_> {
         dossiers_with_phone(self.tx, phone)
     }
 
+    /// At most `limit` live patients of this name (see
+    /// [`Replica::patients_named`]).
     pub fn patients_named(
         &self,
         name: &str,
         age: Option<i64>,
         within: i64,
+        limit: usize,
     ) -> Result<Vec<PatientRow>> {
-        patients_named(self.tx, name, age, within)
+        Ok(keqing_projection::patients::patients_named(
+            self.tx, name, age, within, limit,
+        )?)
+    }
+
+    /// Up to `limit` live dossiers of this name with a known age within
+    /// `within` years of `age`.
+    pub fn dossiers_named_aged(
+        &self,
+        name: &str,
+        age: i64,
+        within: i64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        Ok(keqing_projection::patients::dossiers_named_aged(
+            self.tx, name, age, within, limit,
+        )?)
     }
 
     pub fn staff_named(&self, name: &str) -> Result<Option<Staff>> {
@@ -1278,12 +1389,13 @@ impl WriteTx<'_> {
         let merged = keqing_shared::sync::merge_remote(local.as_deref(), snapshots, changes)
             .map_err(|e| ClientError::Remote(format!("{doc_id}: {}", e.message)))?;
         self.tx
-            .execute("DELETE FROM pending_changes WHERE doc_id = ?1", [doc_id])?;
+            .prepare_cached("DELETE FROM pending_changes WHERE doc_id = ?1")?
+            .execute([doc_id])?;
+        let mut keep = self.tx.prepare_cached(
+            "INSERT INTO pending_changes (hash, doc_id, bytes) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?;
         for (hash, bytes) in &merged.waiting {
-            self.tx.execute(
-                "INSERT INTO pending_changes (hash, doc_id, bytes) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                params![hash, doc_id, bytes],
-            )?;
+            keep.execute(params![hash, doc_id, bytes])?;
         }
         let Some(bytes) = merged.document else {
             return Ok(());
@@ -1316,11 +1428,12 @@ impl WriteTx<'_> {
         bytes: &[u8],
         now: &str,
     ) -> Result<()> {
-        self.tx.execute(
-            "INSERT INTO documents (id, kind, office, bytes, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
-            params![id, kind, office, bytes, now],
-        )?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO documents (id, kind, office, bytes, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes, updated_at = excluded.updated_at",
+            )?
+            .execute(params![id, kind, office, bytes, now])?;
         Ok(())
     }
 

@@ -18,8 +18,9 @@ use keqing_shared::report::{
     SlotCounts, VisitFact, counts_as_due, followups_on_time, purchase_orders,
 };
 use keqing_shared::staff::Staff;
-use keqing_shared::when::{fmt_date, fmt_datetime};
+use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
 use rusqlite::{Connection, params};
+use std::sync::OnceLock;
 
 pub mod patients;
 
@@ -292,12 +293,60 @@ pub fn slot_from_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Slot> 
         })?,
         reason: r.get(i + 1)?,
         day: r.get(i + 2)?,
-        anchor: r.get(i + 3)?,
-        due_from: r.get(i + 4)?,
-        deadline: r.get(i + 5)?,
-        satisfied_at: r.get(i + 6)?,
-        closed_at: r.get(i + 7)?,
+        anchor: stored_required(r, i + 3, read_stored_datetime)?,
+        due_from: stored_required(r, i + 4, read_stored_date)?,
+        deadline: stored_required(r, i + 5, read_stored_date)?,
+        satisfied_at: stored(r, i + 6, read_stored_datetime)?,
+        closed_at: stored(r, i + 7, read_stored_datetime)?,
     })
+}
+
+/// Column `i` as text, `None` for NULL.
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    use rusqlite::types::{FromSqlError, Type, ValueRef};
+    match r.get_ref(i)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(t) => std::str::from_utf8(t)
+            .map(Some)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e))),
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            i,
+            other.data_type(),
+            Box::new(FromSqlError::InvalidType),
+        )),
+    }
+}
+
+/// A stored date or time in column `i`, NULL allowed, read by `read` (the
+/// fast readers of `keqing_shared::when`).
+fn stored<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    read: fn(&str) -> Option<T>,
+) -> rusqlite::Result<Option<T>> {
+    let Some(text) = text_at(r, i)? else {
+        return Ok(None);
+    };
+    read(text).map(Some).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("not a stored date: {text}").into(),
+        )
+    })
+}
+
+/// The same, NULL refused.
+fn stored_required<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    read: fn(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
+    stored(r, i, read)?.ok_or(rusqlite::Error::InvalidColumnType(
+        i,
+        "NULL".into(),
+        rusqlite::types::Type::Null,
+    ))
 }
 
 fn midnight(d: NaiveDate) -> String {
@@ -726,9 +775,84 @@ struct ProjectionTable {
     name: &'static str,
     columns: &'static [&'static str],
     key: &'static [&'static str],
+    /// Its statements, written once (they are also prepared once, cached by
+    /// the connection).
+    sql: OnceLock<TableSql>,
 }
 
-const PATIENTS: ProjectionTable = ProjectionTable {
+struct TableSql {
+    /// Every column of a dossier's rows, in `columns` order.
+    select: String,
+    /// Insert, or update a row whose key exists (perhaps under another
+    /// dossier: a merge moves records to the kept dossier).
+    upsert: String,
+    /// Delete by key.
+    delete: String,
+    /// Positions of the key columns in `columns`.
+    key_positions: Vec<usize>,
+}
+
+impl ProjectionTable {
+    fn sql(&self) -> &TableSql {
+        self.sql.get_or_init(|| {
+            let name = self.name;
+            let cols = self.columns.join(", ");
+            let marks = (1..=self.columns.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let rest: Vec<&str> = self
+                .columns
+                .iter()
+                .copied()
+                .filter(|c| !self.key.contains(c))
+                .collect();
+            let upsert = if rest.is_empty() {
+                format!("INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
+            } else {
+                let set = rest
+                    .iter()
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let old = rest.join(", ");
+                let new = rest
+                    .iter()
+                    .map(|c| format!("excluded.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set} WHERE ({old}) IS NOT ({new})",
+                    self.key.join(", ")
+                )
+            };
+            let cond = self
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("{k} = ?{}", i + 1))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            TableSql {
+                select: format!("SELECT {cols} FROM {name} WHERE dossier_id = ?1"),
+                upsert,
+                delete: format!("DELETE FROM {name} WHERE {cond}"),
+                key_positions: self
+                    .key
+                    .iter()
+                    .map(|k| {
+                        self.columns
+                            .iter()
+                            .position(|c| c == k)
+                            .expect("a key is one of the columns")
+                    })
+                    .collect(),
+            }
+        })
+    }
+}
+
+static PATIENTS: ProjectionTable = ProjectionTable {
     name: "patients",
     columns: &[
         "dossier_id",
@@ -746,13 +870,15 @@ const PATIENTS: ProjectionTable = ProjectionTable {
         "typical_at",
     ],
     key: &["dossier_id"],
+    sql: OnceLock::new(),
 };
-const PATIENT_PHONES: ProjectionTable = ProjectionTable {
+static PATIENT_PHONES: ProjectionTable = ProjectionTable {
     name: "patient_phones",
     columns: &["phone", "dossier_id"],
     key: &["phone", "dossier_id"],
+    sql: OnceLock::new(),
 };
-const CALLS: ProjectionTable = ProjectionTable {
+static CALLS: ProjectionTable = ProjectionTable {
     name: "calls",
     columns: &[
         "id",
@@ -765,13 +891,15 @@ const CALLS: ProjectionTable = ProjectionTable {
         "office",
     ],
     key: &["id"],
+    sql: OnceLock::new(),
 };
-const VISITS: ProjectionTable = ProjectionTable {
+static VISITS: ProjectionTable = ProjectionTable {
     name: "visits",
     columns: &["id", "dossier_id", "at", "staff", "purchased", "office"],
     key: &["id"],
+    sql: OnceLock::new(),
 };
-const PURCHASES: ProjectionTable = ProjectionTable {
+static PURCHASES: ProjectionTable = ProjectionTable {
     name: "purchases",
     columns: &[
         "id",
@@ -787,8 +915,9 @@ const PURCHASES: ProjectionTable = ProjectionTable {
         "office",
     ],
     key: &["id"],
+    sql: OnceLock::new(),
 };
-const FOLLOWUPS: ProjectionTable = ProjectionTable {
+static FOLLOWUPS: ProjectionTable = ProjectionTable {
     name: "followups",
     columns: &[
         "id",
@@ -800,18 +929,21 @@ const FOLLOWUPS: ProjectionTable = ProjectionTable {
         "office",
     ],
     key: &["id"],
+    sql: OnceLock::new(),
 };
-const CONTACTS: ProjectionTable = ProjectionTable {
+static CONTACTS: ProjectionTable = ProjectionTable {
     name: "contacts",
     columns: &["id", "dossier_id", "kind", "at", "staff"],
     key: &["id"],
+    sql: OnceLock::new(),
 };
-const PROBLEMS: ProjectionTable = ProjectionTable {
+static PROBLEMS: ProjectionTable = ProjectionTable {
     name: "problems",
     columns: &["id", "dossier_id", "at", "state", "resolved_at", "office"],
     key: &["id"],
+    sql: OnceLock::new(),
 };
-const SLOTS: ProjectionTable = ProjectionTable {
+static SLOTS: ProjectionTable = ProjectionTable {
     name: "slots",
     columns: &[
         "dossier_id",
@@ -830,99 +962,40 @@ const SLOTS: ProjectionTable = ProjectionTable {
         "on_time",
     ],
     key: &["dossier_id", "n"],
+    sql: OnceLock::new(),
 };
 
 /// Makes the rows of `dossier_id` in `table` exactly `rows`, writing only
-/// what differs.
+/// what differs: the dossier's rows are read in one range scan and compared
+/// here, so an edit that adds one call writes one call row, not all of them.
 fn sync_rows(
     conn: &Connection,
     table: &ProjectionTable,
     dossier_id: &str,
     rows: Vec<Vec<rusqlite::types::Value>>,
 ) -> Result<()> {
-    let cols = table.columns.join(", ");
-    let marks = (1..=table.columns.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let rest: Vec<&str> = table
-        .columns
-        .iter()
-        .copied()
-        .filter(|c| !table.key.contains(c))
-        .collect();
-    let sql = if rest.is_empty() {
-        format!(
-            "INSERT INTO {} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-            table.name
-        )
-    } else {
-        let set = rest
-            .iter()
-            .map(|c| format!("{c} = excluded.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let old = rest.join(", ");
-        let new = rest
-            .iter()
-            .map(|c| format!("excluded.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "INSERT INTO {} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set} WHERE ({old}) IS NOT ({new})",
-            table.name,
-            table.key.join(", ")
-        )
+    let sql = table.sql();
+    let existing: Vec<Vec<rusqlite::types::Value>> = conn
+        .prepare_cached(&sql.select)?
+        .query_map([dossier_id], |r| {
+            (0..table.columns.len()).map(|i| r.get(i)).collect()
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let same_key = |a: &[rusqlite::types::Value], b: &[rusqlite::types::Value]| {
+        sql.key_positions.iter().all(|&i| a[i] == b[i])
     };
-    let mut upsert = conn.prepare_cached(&sql)?;
-    for row in &rows {
+    let mut upsert = conn.prepare_cached(&sql.upsert)?;
+    for row in rows.iter().filter(|r| !existing.contains(r)) {
         upsert.execute(rusqlite::params_from_iter(row.iter()))?;
     }
-    let count: i64 = conn
-        .prepare_cached(&format!(
-            "SELECT count(*) FROM {} WHERE dossier_id = ?1",
-            table.name
-        ))?
-        .query_row([dossier_id], |r| r.get(0))?;
-    if count as usize > rows.len() {
-        // Rows that are no longer derived from the dossier.
-        let key_pos: Vec<usize> = table
-            .key
-            .iter()
-            .map(|k| {
-                table
-                    .columns
-                    .iter()
-                    .position(|c| c == k)
-                    .expect("key column")
-            })
-            .collect();
-        let wanted: Vec<Vec<rusqlite::types::Value>> = rows
-            .iter()
-            .map(|r| key_pos.iter().map(|&i| r[i].clone()).collect())
-            .collect();
-        let keys = table.key.join(", ");
-        let existing: Vec<Vec<rusqlite::types::Value>> = conn
-            .prepare_cached(&format!(
-                "SELECT {keys} FROM {} WHERE dossier_id = ?1",
-                table.name
-            ))?
-            .query_map([dossier_id], |r| {
-                (0..table.key.len()).map(|i| r.get(i)).collect()
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let cond = table
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k} = ?{}", i + 1))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let mut delete =
-            conn.prepare_cached(&format!("DELETE FROM {} WHERE {cond}", table.name))?;
-        for k in existing.into_iter().filter(|k| !wanted.contains(k)) {
-            delete.execute(rusqlite::params_from_iter(k.iter()))?;
-        }
+    let mut delete = conn.prepare_cached(&sql.delete)?;
+    for old in existing
+        .iter()
+        .filter(|old| !rows.iter().any(|r| same_key(r, old)))
+    {
+        delete.execute(rusqlite::params_from_iter(
+            sql.key_positions.iter().map(|&i| &old[i]),
+        ))?;
     }
     Ok(())
 }

@@ -24,38 +24,96 @@ pub struct DuplicateCandidate {
     pub reason: String,
 }
 
+/// The columns of a [`PatientRow`], phones joined by spaces, for
+/// [`patient_from_row`]: one statement reads a whole list.
+const PATIENT_COLUMNS: &str = "p.dossier_id, p.office, p.name, p.age,
+    (SELECT group_concat(ph.phone, ' ') FROM patient_phones ph WHERE ph.dossier_id = p.dossier_id),
+    p.diseases, p.merged_into";
+
+fn patient_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatientRow> {
+    let phones: Option<String> = r.get(4)?;
+    // Sorted here: an ORDER BY inside group_concat costs a sorter per row.
+    let mut phones: Vec<String> = phones
+        .map(|p| p.split(' ').map(str::to_string).collect())
+        .unwrap_or_default();
+    phones.sort();
+    Ok(PatientRow {
+        dossier_id: r.get(0)?,
+        office: r.get(1)?,
+        name: r.get(2)?,
+        age: r.get(3)?,
+        phones,
+        diseases: r.get(5)?,
+        merged_into: r.get(6)?,
+    })
+}
+
+/// Live patients with exactly this name, at most `limit`: when `age` is
+/// given, those of age `age` ± `within` and those of unknown age.
+pub fn patients_named(
+    conn: &Connection,
+    name: &str,
+    age: Option<i64>,
+    within: i64,
+    limit: usize,
+) -> Result<Vec<PatientRow>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // Two index ranges of (name, age): the ages within the window, and the
+    // unknown ages.
+    let rows = match age {
+        Some(age) => conn
+            .prepare_cached(&format!(
+                "SELECT {PATIENT_COLUMNS} FROM patients p
+                 WHERE p.name = ?1 AND p.age BETWEEN ?2 AND ?3 AND p.merged_into IS NULL
+                 UNION ALL
+                 SELECT {PATIENT_COLUMNS} FROM patients p
+                 WHERE p.name = ?1 AND p.age IS NULL AND p.merged_into IS NULL
+                 LIMIT ?4"
+            ))?
+            .query_map(
+                rusqlite::params![name, age - within, age + within, limit],
+                patient_from_row,
+            )?
+            .collect::<rusqlite::Result<_>>()?,
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {PATIENT_COLUMNS} FROM patients p
+                 WHERE p.name = ?1 AND p.merged_into IS NULL LIMIT ?2"
+            ))?
+            .query_map(rusqlite::params![name, limit], patient_from_row)?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    Ok(rows)
+}
+
+/// Live dossiers of patients with exactly this name and a known age of
+/// `age` ± `within`, at most `limit` (ids only: finding a caller's dossier).
+pub fn dossiers_named_aged(
+    conn: &Connection,
+    name: &str,
+    age: i64,
+    within: i64,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "SELECT dossier_id FROM patients
+         WHERE name = ?1 AND age BETWEEN ?2 AND ?3 AND merged_into IS NULL LIMIT ?4",
+    )?
+    .query_map(
+        rusqlite::params![name, age - within, age + within, limit],
+        |r| r.get(0),
+    )?
+    .collect()
+}
+
 /// The patient row of one dossier.
 pub fn patient_row(conn: &Connection, id: &str) -> Result<Option<PatientRow>> {
-    let row = conn
-        .prepare_cached(
-            "SELECT name, age, diseases, merged_into, office FROM patients WHERE dossier_id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<i64>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-            ))
-        })
-        .optional()?;
-    let Some((name, age, diseases, merged_into, office)) = row else {
-        return Ok(None);
-    };
-    let phones = conn
-        .prepare_cached("SELECT phone FROM patient_phones WHERE dossier_id = ?1 ORDER BY phone")?
-        .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(Some(PatientRow {
-        dossier_id: id.to_string(),
-        office,
-        name,
-        age,
-        phones,
-        diseases,
-        merged_into,
-    }))
+    conn.prepare_cached(&format!(
+        "SELECT {PATIENT_COLUMNS} FROM patients p WHERE p.dossier_id = ?1"
+    ))?
+    .query_row([id], patient_from_row)
+    .optional()
 }
 
 /// Pairs of live dossiers that may be one patient: the same normalised

@@ -246,8 +246,13 @@ impl Dossier {
         Ok(d)
     }
 
+    /// The whole document, as a replica stores it: without DEFLATE. A
+    /// dossier is read and rewritten on every edit, and an uncompressed
+    /// dossier saves ~5× and loads ~2× faster (measured on 2 000 dossiers of
+    /// the replica benchmark: save 60 → 12 µs, load 272 → 123 µs) for ~1.5 KB
+    /// more per dossier, a tenth of what its projection rows take.
     pub fn save(&self) -> Vec<u8> {
-        self.doc.save()
+        self.doc.save_nocompress()
     }
 
     pub fn heads(&self) -> Vec<ChangeHash> {

@@ -62,8 +62,9 @@ impl Roster {
         self
     }
 
+    /// Stored without DEFLATE, like a dossier ([`crate::dossier::Dossier::save`]).
     pub fn save(&self) -> Vec<u8> {
-        self.doc.save()
+        self.doc.save_nocompress()
     }
 
     fn staff_obj(&self) -> Result<ObjId, DomainError> {

@@ -214,12 +214,12 @@ pub fn merge_remote(
 ) -> Result<Merged, SyncError> {
     use automerge::{Automerge, Change, ReadDoc};
     let run = || -> Result<Merged, SyncError> {
-        // A fresh device receiving one whole document: keep its bytes as they
-        // are once they load (no second encoding).
+        // A fresh device receiving one whole document: no changes to apply,
+        // only the (compressed) wire form to turn into the stored one.
         if let ([snapshot], None, []) = (snapshots, local, changes) {
             let doc = Automerge::load(snapshot)
                 .map_err(|e| SyncError::invalid(format!("snapshot: {e}")))?;
-            let document = (!doc.get_heads().is_empty()).then(|| snapshot.to_vec());
+            let document = (!doc.get_heads().is_empty()).then(|| doc.save_nocompress());
             return Ok(Merged {
                 document,
                 waiting: Vec::new(),
@@ -252,7 +252,8 @@ pub fn merge_remote(
             .filter(|(h, _)| doc.get_change_by_hash(h).is_none())
             .map(|(h, b)| (h.to_string(), b))
             .collect();
-        let document = (!doc.get_heads().is_empty()).then(|| doc.save());
+        // Stored without DEFLATE, like every local save (see Dossier::save).
+        let document = (!doc.get_heads().is_empty()).then(|| doc.save_nocompress());
         Ok(Merged { document, waiting })
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))

@@ -204,3 +204,52 @@ fn the_due_list_query_agrees_with_the_rules_on_every_day() {
         "the scenario puts patients on many lists"
     );
 }
+
+/// The dossier of `phone` as the database file alone holds it (a copy of
+/// the file without its WAL), if it holds it.
+fn in_file_alone(dir: &std::path::Path, copy: &std::path::Path, phone: &str) -> Option<String> {
+    let _ = std::fs::remove_dir_all(copy);
+    std::fs::create_dir_all(copy).unwrap();
+    std::fs::copy(dir.join(DB_FILE), copy.join(DB_FILE)).unwrap();
+    Desk::open(copy).ok()?.resolve_patient(phone).ok()
+}
+
+#[test]
+fn background_checkpoints_carry_edits_into_the_database_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("copy");
+    let start = |name: &str| {
+        let dir = tmp.path().join(name);
+        let mut desk = Desk::init(&dir, "44", "前台1").unwrap();
+        desk.add_staff("李娜", Role::Consultant).unwrap();
+        (dir, desk)
+    };
+    // SQLite alone checkpoints once the WAL holds thousands of pages: one
+    // call stays in the WAL, and the file alone does not have it.
+    let (dir, mut desk) = start("inline");
+    desk.register_call(&call("13800000001", "张三", "2026-11-01T09:00"))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(in_file_alone(&dir, &copy, "13800000001"), None);
+    drop(desk);
+
+    // With the thread, the file holds it shortly after the commit.
+    let (dir, mut desk) = start("background");
+    desk.replica_mut().checkpoint_in_background().unwrap();
+    let out = desk
+        .register_call(&call("13800000002", "李四", "2026-11-01T09:00"))
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while in_file_alone(&dir, &copy, "13800000002").as_ref() != Some(&out.dossier_id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background checkpoint never reached the database file"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Closing ends the thread; everything is still there on reopening.
+    drop(desk);
+    let desk = Desk::open(&dir).unwrap();
+    assert_eq!(desk.resolve_patient("13800000002").unwrap(), out.dossier_id);
+    assert_eq!(desk.replica().integrity_check().unwrap(), "ok");
+}

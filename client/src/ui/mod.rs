@@ -163,7 +163,9 @@ pub async fn serve(
     options: UiOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let desk = Desk::open(&dir)?;
+    let mut desk = Desk::open(&dir)?;
+    // A long-running workstation: no registered call waits for a checkpoint.
+    desk.replica_mut().checkpoint_in_background()?;
     let addr = listener.local_addr()?;
     let app = App(Arc::new(Inner {
         dir,
