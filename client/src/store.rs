@@ -441,26 +441,40 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Commits are gathered this long before a checkpoint: one per burst of
-    /// edits (a sync, a busy minute at the desk), not one per edit.
-    const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
+    /// A checkpoint waits until no edit has committed for this long (the
+    /// desk pauses between calls)...
+    const IDLE: std::time::Duration = std::time::Duration::from_millis(250);
+    /// ...or, during a long burst (a big sync), this long after the first
+    /// commit it has not copied: one checkpoint per burst, not per edit, so
+    /// a page written by many edits is copied and synced once.
+    const AT_MOST: std::time::Duration = std::time::Duration::from_secs(3);
 
     fn start(conn: Connection) -> std::io::Result<Checkpointer> {
+        use std::sync::mpsc::RecvTimeoutError;
         let (committed, edits) = std::sync::mpsc::channel::<()>();
+        let checkpoint = move || {
+            // PASSIVE: copies what it can without waiting for (or blocking)
+            // the writer or any reader.
+            if let Err(e) =
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
+            {
+                tracing::warn!("background checkpoint: {e}");
+            }
+        };
         let thread = std::thread::Builder::new()
             .name("keqing-checkpoint".into())
             .spawn(move || {
-                // Each message is a commit; the loop ends when the replica closes.
+                // The loop ends when the replica closes (the sender drops).
                 while edits.recv().is_ok() {
-                    std::thread::sleep(Self::GATHER);
-                    while edits.try_recv().is_ok() {}
-                    // PASSIVE: copies what it can without waiting for (or
-                    // blocking) the writer or any reader.
-                    if let Err(e) =
-                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
-                    {
-                        tracing::warn!("background checkpoint: {e}");
+                    let first = std::time::Instant::now();
+                    loop {
+                        match edits.recv_timeout(Self::IDLE) {
+                            Ok(()) if first.elapsed() < Self::AT_MOST => continue,
+                            Ok(()) | Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
                     }
+                    checkpoint();
                 }
             })?;
         Ok(Checkpointer {

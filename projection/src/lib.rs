@@ -967,37 +967,77 @@ static SLOTS: ProjectionTable = ProjectionTable {
 
 /// Makes the rows of `dossier_id` in `table` exactly `rows`, writing only
 /// what differs: the dossier's rows are read in one range scan and compared
-/// here, so an edit that adds one call writes one call row, not all of them.
+/// here, in place (a long history has ~150 rows to compare on every edit),
+/// so an edit that adds one call writes one call row, not all of them.
 fn sync_rows(
     conn: &Connection,
     table: &ProjectionTable,
     dossier_id: &str,
     rows: Vec<Vec<rusqlite::types::Value>>,
 ) -> Result<()> {
+    use rusqlite::types::Value;
     let sql = table.sql();
-    let existing: Vec<Vec<rusqlite::types::Value>> = conn
-        .prepare_cached(&sql.select)?
-        .query_map([dossier_id], |r| {
-            (0..table.columns.len()).map(|i| r.get(i)).collect()
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let same_key = |a: &[rusqlite::types::Value], b: &[rusqlite::types::Value]| {
-        sql.key_positions.iter().all(|&i| a[i] == b[i])
-    };
+    // Which wanted rows are already stored exactly, and the keys of stored
+    // rows no longer wanted.
+    let mut stored_as_is = vec![false; rows.len()];
+    let mut unwanted: Vec<Vec<Value>> = Vec::new();
+    let mut select = conn.prepare_cached(&sql.select)?;
+    let mut stored = select.query([dossier_id])?;
+    while let Some(r) = stored.next()? {
+        let mut wanted = None;
+        'rows: for (k, row) in rows.iter().enumerate() {
+            for &i in &sql.key_positions {
+                if !same_value(&row[i], r.get_ref(i)?) {
+                    continue 'rows;
+                }
+            }
+            wanted = Some(k);
+            break;
+        }
+        match wanted {
+            Some(k) => {
+                let mut same = true;
+                for (i, v) in rows[k].iter().enumerate() {
+                    if !same_value(v, r.get_ref(i)?) {
+                        same = false;
+                        break;
+                    }
+                }
+                stored_as_is[k] = same;
+            }
+            None => unwanted.push(
+                sql.key_positions
+                    .iter()
+                    .map(|&i| r.get(i))
+                    .collect::<rusqlite::Result<_>>()?,
+            ),
+        }
+    }
+    // The read is finished (and its statement reset) before any write.
+    drop(stored);
+    drop(select);
     let mut upsert = conn.prepare_cached(&sql.upsert)?;
-    for row in rows.iter().filter(|r| !existing.contains(r)) {
+    for (row, _) in rows.iter().zip(&stored_as_is).filter(|(_, same)| !**same) {
         upsert.execute(rusqlite::params_from_iter(row.iter()))?;
     }
     let mut delete = conn.prepare_cached(&sql.delete)?;
-    for old in existing
-        .iter()
-        .filter(|old| !rows.iter().any(|r| same_key(r, old)))
-    {
-        delete.execute(rusqlite::params_from_iter(
-            sql.key_positions.iter().map(|&i| &old[i]),
-        ))?;
+    for key in &unwanted {
+        delete.execute(rusqlite::params_from_iter(key.iter()))?;
     }
     Ok(())
+}
+
+/// Whether a value to store equals one stored, without copying it out.
+fn same_value(v: &rusqlite::types::Value, stored: rusqlite::types::ValueRef<'_>) -> bool {
+    use rusqlite::types::{Value, ValueRef};
+    match (v, stored) {
+        (Value::Null, ValueRef::Null) => true,
+        (Value::Integer(a), ValueRef::Integer(b)) => *a == b,
+        (Value::Real(a), ValueRef::Real(b)) => *a == b,
+        (Value::Text(a), ValueRef::Text(b)) => a.as_bytes() == b,
+        (Value::Blob(a), ValueRef::Blob(b)) => a.as_slice() == b,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
