@@ -365,6 +365,8 @@ INSERT INTO slot_spans SELECT rowid,
         "ALTER TABLE sync_state ADD COLUMN cert_pem TEXT;
          ALTER TABLE sync_state ADD COLUMN key_pem TEXT;",
     ),
+    // Which projection tables a dossier's next projection may skip.
+    M::up(keqing_projection::DIGESTS_SCHEMA),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections

@@ -19,7 +19,7 @@ use keqing_shared::report::{
 };
 use keqing_shared::staff::Staff;
 use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::OnceLock;
 
 pub mod patients;
@@ -200,6 +200,22 @@ END;
     };
 }
 
+/// Per dossier, a digest of the rows each projection table holds for it
+/// (8 bytes per table, in the order `project_dossier` writes them). Every
+/// edit derives all of a dossier's rows again; only tables whose digest
+/// changed are read and compared, so a call added to a two-year history
+/// touches `patients` and `calls`, not ~150 rows of follow-ups and slots.
+/// A cache of the projection: cleared with it. A row moved to another
+/// dossier by a merge (same record id) leaves a digest that no longer
+/// matches the rows, which is harmless: the merged dossier projects no
+/// records, so its next digest differs and its tables are compared.
+pub const DIGESTS_SCHEMA: &str = "
+CREATE TABLE projection_digests (
+    dossier_id TEXT PRIMARY KEY,
+    digests BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Every projection table (the R*Tree follows `slots` by triggers).
 pub const TABLES: [&str; 10] = [
     "staff",
@@ -236,6 +252,7 @@ pub fn clear(conn: &Connection) -> Result<()> {
     for table in TABLES {
         conn.execute(&format!("DELETE FROM {table}"), [])?;
     }
+    conn.execute("DELETE FROM projection_digests", [])?;
     Ok(())
 }
 
@@ -555,10 +572,9 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
     // projected once, there, so every report counts them once.
     let merged = v.merged_into.is_some();
     let records = |n: usize| if merged { 0 } else { n };
-    sync_rows(
-        conn,
+    let mut tables: Vec<(&ProjectionTable, Vec<Vec<V>>)> = Vec::with_capacity(9);
+    tables.push((
         &PATIENTS,
-        &v.id,
         vec![vec![
             id.clone(),
             text(&v.office),
@@ -578,20 +594,16 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                 .filter(|t| t.flagged)
                 .map_or(V::Null, |t| at(t.at)),
         ]],
-    )?;
-    sync_rows(
-        conn,
+    ));
+    tables.push((
         &PATIENT_PHONES,
-        &v.id,
         p.phones
             .iter()
             .map(|ph| vec![text(ph), id.clone()])
             .collect(),
-    )?;
-    sync_rows(
-        conn,
+    ));
+    tables.push((
         &CALLS,
-        &v.id,
         v.calls
             .iter()
             .take(records(v.calls.len()))
@@ -608,11 +620,9 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                 ]
             })
             .collect(),
-    )?;
-    sync_rows(
-        conn,
+    ));
+    tables.push((
         &VISITS,
-        &v.id,
         v.visits
             .iter()
             .take(records(v.visits.len()))
@@ -627,11 +637,9 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                 ]
             })
             .collect(),
-    )?;
-    sync_rows(
-        conn,
+    ));
+    tables.push((
         &PURCHASES,
-        &v.id,
         v.purchases
             .iter()
             .zip(purchase_orders(&v.purchases))
@@ -652,11 +660,9 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                 ]
             })
             .collect(),
-    )?;
-    sync_rows(
-        conn,
+    ));
+    tables.push((
         &FOLLOWUPS,
-        &v.id,
         v.followups
             .iter()
             .zip(followups_on_time(
@@ -676,7 +682,7 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                 ]
             })
             .collect(),
-    )?;
+    ));
     let mut contacts: Vec<Vec<V>> = v
         .hospital_stays
         .iter()
@@ -715,11 +721,9 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
             ]
         }));
     }
-    sync_rows(conn, &CONTACTS, &v.id, contacts)?;
-    sync_rows(
-        conn,
+    tables.push((&CONTACTS, contacts));
+    tables.push((
         &PROBLEMS,
-        &v.id,
         v.problems
             .iter()
             .take(records(v.problems.len()))
@@ -738,11 +742,9 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                 ]
             })
             .collect(),
-    )?;
-    sync_rows(
-        conn,
+    ));
+    tables.push((
         &SLOTS,
-        &v.id,
         slots
             .iter()
             .enumerate()
@@ -767,8 +769,82 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
                 ]
             })
             .collect(),
-    )?;
+    ));
+    sync_tables(conn, &v.id, tables)
+}
+
+/// Brings each table's rows of the dossier to `rows`, skipping the tables
+/// whose digest is the one stored (see [`DIGESTS_SCHEMA`]).
+fn sync_tables(
+    conn: &Connection,
+    dossier_id: &str,
+    tables: Vec<(&ProjectionTable, Vec<Vec<rusqlite::types::Value>>)>,
+) -> Result<()> {
+    let stored: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT digests FROM projection_digests WHERE dossier_id = ?1")?
+        .query_row([dossier_id], |r| r.get(0))
+        .optional()?;
+    let mut digests = Vec::with_capacity(8 * tables.len());
+    for (k, (table, rows)) in tables.into_iter().enumerate() {
+        let digest = rows_digest(&rows).to_le_bytes();
+        let unchanged = stored
+            .as_deref()
+            .and_then(|s| s.get(8 * k..8 * k + 8))
+            .is_some_and(|s| s == digest);
+        if !unchanged {
+            sync_rows(conn, table, dossier_id, rows)?;
+        }
+        digests.extend_from_slice(&digest);
+    }
+    if stored.as_deref() != Some(digests.as_slice()) {
+        conn.prepare_cached(
+            "INSERT INTO projection_digests (dossier_id, digests) VALUES (?1, ?2)
+             ON CONFLICT (dossier_id) DO UPDATE SET digests = excluded.digests",
+        )?
+        .execute(params![dossier_id, digests])?;
+    }
     Ok(())
+}
+
+/// FNV-1a (64 bits) over the rows, each value tagged with its type and
+/// length: stable across builds and platforms, unlike std's hasher.
+fn rows_digest(rows: &[Vec<rusqlite::types::Value>]) -> u64 {
+    use rusqlite::types::Value;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(&(rows.len() as u64).to_le_bytes());
+    for row in rows {
+        eat(&(row.len() as u64).to_le_bytes());
+        for v in row {
+            match v {
+                Value::Null => eat(&[0]),
+                Value::Integer(i) => {
+                    eat(&[1]);
+                    eat(&i.to_le_bytes());
+                }
+                Value::Real(f) => {
+                    eat(&[2]);
+                    eat(&f.to_bits().to_le_bytes());
+                }
+                Value::Text(t) => {
+                    eat(&[3]);
+                    eat(&(t.len() as u64).to_le_bytes());
+                    eat(t.as_bytes());
+                }
+                Value::Blob(b) => {
+                    eat(&[4]);
+                    eat(&(b.len() as u64).to_le_bytes());
+                    eat(b);
+                }
+            }
+        }
+    }
+    h
 }
 /// A projection table of per-dossier rows: its columns and its key.
 struct ProjectionTable {

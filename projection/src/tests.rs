@@ -53,6 +53,7 @@ fn random_slot(rng: &mut Rng) -> Slot {
 fn slot_counts_in_sql_match_the_shared_definitions() {
     let conn = Connection::open_in_memory().unwrap();
     conn.execute_batch(SCHEMA).unwrap();
+    conn.execute_batch(DIGESTS_SCHEMA).unwrap();
     let mut rng = Rng(11);
     let mut all: Vec<(String, Slot)> = Vec::new();
     for i in 0..60 {
@@ -110,6 +111,7 @@ fn slot_counts_in_sql_match_the_shared_definitions() {
 fn projecting_again_changes_nothing() {
     let conn = Connection::open_in_memory().unwrap();
     conn.execute_batch(SCHEMA).unwrap();
+    conn.execute_batch(DIGESTS_SCHEMA).unwrap();
     let mut rng = Rng(5);
     let (d, _) = Dossier::create(
         "d1",
@@ -131,4 +133,47 @@ fn projecting_again_changes_nothing() {
         .query_row("SELECT count(*) FROM slot_spans", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 3);
+}
+
+#[test]
+fn digests_skip_only_unchanged_tables_and_go_with_a_clear() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    conn.execute_batch(DIGESTS_SCHEMA).unwrap();
+    let mut rng = Rng(9);
+    let (d, _) = Dossier::create(
+        "d1",
+        "44",
+        day(0).and_hms_opt(9, 0, 0).unwrap(),
+        automerge::ActorId::from(&b"test"[..]),
+        1,
+    )
+    .unwrap();
+    let view = d.view().unwrap();
+    let slots: Vec<Slot> = (0..6).map(|_| random_slot(&mut rng)).collect();
+    project_dossier(&conn, &view, &slots).unwrap();
+    let first = dump(&conn).unwrap();
+    // A row changed behind the projection's back stays as it is while the
+    // slots' digest matches: the table is not read again...
+    conn.execute("UPDATE slots SET reason = 'tampered' WHERE n = 0", [])
+        .unwrap();
+    project_dossier(&conn, &view, &slots).unwrap();
+    let tampered: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM slots WHERE reason = 'tampered'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tampered, 1);
+    // ...and is compared again as soon as the dossier's slots change.
+    let mut more = slots.clone();
+    more.push(random_slot(&mut rng));
+    project_dossier(&conn, &view, &more).unwrap();
+    project_dossier(&conn, &view, &slots).unwrap();
+    assert_eq!(dump(&conn).unwrap(), first);
+    // A cleared projection is written again in full, not skipped.
+    clear(&conn).unwrap();
+    project_dossier(&conn, &view, &slots).unwrap();
+    assert_eq!(dump(&conn).unwrap(), first);
 }

@@ -121,6 +121,8 @@ INSERT INTO store_meta (id, epoch) VALUES (1, lower(hex(randomblob(16))));
 ALTER TABLE devices ADD COLUMN cert_sha256 BLOB;
 "#,
     ),
+    // Which projection tables a dossier's next projection may skip.
+    M::up(keqing_projection::DIGESTS_SCHEMA),
 ];
 
 /// One line of the audit log.
