@@ -107,12 +107,11 @@ fn slot_counts_in_sql_match_the_shared_definitions() {
     }
 }
 
-#[test]
-fn projecting_again_changes_nothing() {
+/// A fresh projection store and a new dossier's view.
+fn store_and_empty_dossier() -> (Connection, DossierView) {
     let conn = Connection::open_in_memory().unwrap();
     conn.execute_batch(SCHEMA).unwrap();
     conn.execute_batch(DIGESTS_SCHEMA).unwrap();
-    let mut rng = Rng(5);
     let (d, _) = Dossier::create(
         "d1",
         "44",
@@ -121,7 +120,13 @@ fn projecting_again_changes_nothing() {
         1,
     )
     .unwrap();
-    let view = d.view().unwrap();
+    (conn, d.view().unwrap())
+}
+
+#[test]
+fn projecting_again_changes_nothing() {
+    let (conn, view) = store_and_empty_dossier();
+    let mut rng = Rng(5);
     let slots: Vec<Slot> = (0..10).map(|_| random_slot(&mut rng)).collect();
     project_dossier(&conn, &view, &slots).unwrap();
     let first = dump(&conn).unwrap();
@@ -137,19 +142,8 @@ fn projecting_again_changes_nothing() {
 
 #[test]
 fn digests_skip_only_unchanged_tables_and_go_with_a_clear() {
-    let conn = Connection::open_in_memory().unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
-    conn.execute_batch(DIGESTS_SCHEMA).unwrap();
+    let (conn, view) = store_and_empty_dossier();
     let mut rng = Rng(9);
-    let (d, _) = Dossier::create(
-        "d1",
-        "44",
-        day(0).and_hms_opt(9, 0, 0).unwrap(),
-        automerge::ActorId::from(&b"test"[..]),
-        1,
-    )
-    .unwrap();
-    let view = d.view().unwrap();
     let slots: Vec<Slot> = (0..6).map(|_| random_slot(&mut rng)).collect();
     project_dossier(&conn, &view, &slots).unwrap();
     let first = dump(&conn).unwrap();
