@@ -1246,13 +1246,12 @@ fn load_document(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
         .optional()?)
 }
 
-/// Live patients with this name whose age is within `within` years of
-/// `age` (or unknown on either side); at most 20, a common name in a big
-/// office must not turn one call into thousands of reads.
-/// At most this many same-name patients are listed (a common name in a
-/// big office has hundreds; the first few are what a person can check).
+/// At most this many same-name patients are listed: a common name in a big
+/// office has hundreds, and one lookup must not turn into thousands of reads.
 const SAME_NAME_LIMIT: usize = 20;
 
+/// Live patients with this name whose age is within `within` years of
+/// `age` (or unknown on either side); at most [`SAME_NAME_LIMIT`].
 fn patients_named(
     conn: &Connection,
     name: &str,
