@@ -316,7 +316,7 @@ fn fill(dir: &std::path::Path, n: u64, today: NaiveDate, rng: &mut Rng) -> Desk 
             .expect("time")
             + Duration::minutes(minute as i64)
     };
-    let fill = Instant::now();
+    let started = Instant::now();
     desk.replica().set_bulk_load(true).expect("bulk");
     desk.replica_mut().begin_bulk().expect("bulk");
     for i in 0..n {
@@ -433,13 +433,13 @@ fn fill(dir: &std::path::Path, n: u64, today: NaiveDate, rng: &mut Rng) -> Desk 
             println!(
                 "  filled {:>7} dossiers  {:>6.1} s",
                 i + 1,
-                fill.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64()
             );
         }
     }
     desk.replica_mut().finish_bulk(true).expect("commit");
     desk.replica().set_bulk_load(false).expect("durable");
-    let fill_s = fill.elapsed().as_secs_f64();
+    let fill_s = started.elapsed().as_secs_f64();
     println!(
         "fill: {n} dossiers in {fill_s:.1} s ({:.0} dossiers/s, bulk durability)",
         n as f64 / fill_s

@@ -873,14 +873,21 @@ impl Replica {
         patient_row(&self.conn, id)
     }
 
-    /// Patients with exactly this name, of age `age` ± `within` when given.
+    /// Live patients with exactly this name, of age `age` ± `within` (or
+    /// unknown) when given; at most [`SAME_NAME_LIMIT`].
     pub fn patients_named(
         &self,
         name: &str,
         age: Option<i64>,
         within: i64,
     ) -> Result<Vec<PatientRow>> {
-        patients_named(&self.conn, name, age, within)
+        Ok(keqing_projection::patients::patients_named(
+            &self.conn,
+            name,
+            age,
+            within,
+            SAME_NAME_LIMIT,
+        )?)
     }
 
     /// Patients whose name, phone or disease contains `text`.
@@ -1249,23 +1256,6 @@ fn load_document(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
 /// At most this many same-name patients are listed: a common name in a big
 /// office has hundreds, and one lookup must not turn into thousands of reads.
 const SAME_NAME_LIMIT: usize = 20;
-
-/// Live patients with this name whose age is within `within` years of
-/// `age` (or unknown on either side); at most [`SAME_NAME_LIMIT`].
-fn patients_named(
-    conn: &Connection,
-    name: &str,
-    age: Option<i64>,
-    within: i64,
-) -> Result<Vec<PatientRow>> {
-    Ok(keqing_projection::patients::patients_named(
-        conn,
-        name,
-        age,
-        within,
-        SAME_NAME_LIMIT,
-    )?)
-}
 
 fn patient_row(conn: &Connection, id: &str) -> Result<Option<PatientRow>> {
     Ok(keqing_projection::patients::patient_row(conn, id)?)
