@@ -23,12 +23,17 @@
 
 use crate::DomainError;
 use crate::records::*;
+use automerge::iter::{DocItem, DocObjItem};
 use automerge::transaction::{CommitOptions, Transactable, Transaction};
 use automerge::{
-    ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
+    ActorId, Automerge, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef,
+    Value, ValueRef,
 };
 use chrono::NaiveDateTime;
 use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Version of the document layout above.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -308,14 +313,199 @@ impl Dossier {
         }
     }
 
-    /// Reads the whole dossier.
+    /// Reads the whole dossier in one walk over the document.
+    ///
+    /// Asking automerge for each key and each record separately costs a
+    /// seek per question; on a patient with two years of history that was
+    /// as much as loading the document. `ReadDoc::iter` visits every live
+    /// object once, parents before children, so each item is placed by the
+    /// object it belongs to. Only a patient field that automerge marks as
+    /// conflicted is asked for again, to list all its values.
     pub fn view(&self) -> Result<DossierView, DomainError> {
         let doc = &self.doc;
-        let patient_obj = obj(doc, &ROOT, PATIENT)?;
+        let mut walk = Walk::default();
+        let mut places: HashMap<ObjId, Place> = HashMap::new();
+        let mut current: Option<(Arc<ObjId>, Option<Place>)> = None;
+        for DocObjItem { obj, item } in doc.iter() {
+            let DocItem::Map(item) = item else { continue };
+            let place = match &current {
+                Some((last, place)) if Arc::ptr_eq(last, &obj) => *place,
+                _ => {
+                    let place = if *obj == ROOT {
+                        Some(Place::Root)
+                    } else {
+                        places.get(&*obj).copied()
+                    };
+                    current = Some((obj, place));
+                    place
+                }
+            };
+            if let Some(place) = place {
+                walk.visit(place, &item, &mut places);
+            }
+        }
+        walk.finish(doc)
+    }
+}
+
+/// Which part of the dossier layout an object is.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    Root,
+    Patient,
+    Phones,
+    Diseases,
+    Typical,
+    /// Index into [`COLLECTIONS`].
+    Collection(usize),
+    /// A record: its collection's index and its index among that
+    /// collection's records.
+    Record(usize, usize),
+}
+
+/// The patient fields read as scalars, in the order conflicts are listed.
+const PATIENT_SCALARS: [&str; 7] = [
+    "name",
+    "sex",
+    "age",
+    "birth_year",
+    "address",
+    "knows",
+    "notes",
+];
+
+/// One scalar field of a record or the typical case, as found.
+type Field<'a> = (Cow<'a, str>, ScalarValueRef<'a>);
+
+/// What [`Dossier::view`] has gathered so far (borrowing from the document).
+#[derive(Default)]
+struct Walk<'a> {
+    id: Option<Value<'static>>,
+    office: Option<Value<'static>>,
+    created_at: Option<Value<'static>>,
+    merged_into: Option<String>,
+    patient: Option<ObjId>,
+    phones: Option<Vec<String>>,
+    diseases: Option<Vec<String>>,
+    patient_scalars: [Option<ScalarValue>; 7],
+    conflicted: [bool; 7],
+    typical: Option<Vec<Field<'a>>>,
+    /// Keys in the typical-case map, values of any kind (as `length`).
+    typical_len: usize,
+    collections: [Option<Vec<Vec<Field<'a>>>>; 9],
+}
+
+impl<'a> Walk<'a> {
+    fn visit(
+        &mut self,
+        place: Place,
+        item: &automerge::iter::MapRangeItem<'a>,
+        places: &mut HashMap<ObjId, Place>,
+    ) {
+        let key: &str = &item.key;
+        let is_map = matches!(item.value, ValueRef::Object(ObjType::Map));
+        let mut child = |place: Place| {
+            places.insert(item.id(), place);
+        };
+        match place {
+            Place::Root => match key {
+                PATIENT if is_map => {
+                    self.patient = Some(item.id());
+                    child(Place::Patient);
+                }
+                TYPICAL if is_map => {
+                    self.typical = Some(Vec::new());
+                    child(Place::Typical);
+                }
+                "id" => self.id = Some(item.value.clone().into()),
+                "office" => self.office = Some(item.value.clone().into()),
+                "created_at" => self.created_at = Some(item.value.clone().into()),
+                MERGED_INTO => {
+                    let v: Value<'static> = item.value.clone().into();
+                    self.merged_into = v.as_str().map(str::to_string);
+                }
+                _ => {
+                    if let Some(i) = COLLECTIONS.iter().position(|c| *c == key)
+                        && is_map
+                    {
+                        self.collections[i] = Some(Vec::new());
+                        child(Place::Collection(i));
+                    }
+                }
+            },
+            Place::Patient => match key {
+                PHONES if is_map => {
+                    self.phones = Some(Vec::new());
+                    child(Place::Phones);
+                }
+                DISEASES if is_map => {
+                    self.diseases = Some(Vec::new());
+                    child(Place::Diseases);
+                }
+                _ => {
+                    if let Some(i) = PATIENT_SCALARS.iter().position(|k| *k == key) {
+                        self.conflicted[i] = item.conflict;
+                        if let ValueRef::Scalar(s) = &item.value {
+                            self.patient_scalars[i] = Some(s.clone().into());
+                        }
+                    }
+                }
+            },
+            Place::Phones => self.phones.get_or_insert_default().push(key.to_string()),
+            Place::Diseases => self.diseases.get_or_insert_default().push(key.to_string()),
+            Place::Typical => {
+                self.typical_len += 1;
+                if let (Some(fields), Some(v)) = (self.typical.as_mut(), record_scalar(&item.value))
+                {
+                    fields.push((item.key.clone(), v));
+                }
+            }
+            Place::Collection(c) => {
+                if is_map && let Some(records) = self.collections[c].as_mut() {
+                    records.push(Vec::new());
+                    let at = records.len() - 1;
+                    child(Place::Record(c, at));
+                }
+            }
+            Place::Record(c, r) => {
+                if let (Some(record), Some(v)) = (
+                    self.collections[c].as_mut().and_then(|rs| rs.get_mut(r)),
+                    record_scalar(&item.value),
+                ) {
+                    record.push((item.key.clone(), v));
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, doc: &Automerge) -> Result<DossierView, DomainError> {
+        let not_a_map = |key: &str| DomainError::Malformed(format!("`{key}` is not a map"));
+        let patient_obj = self.patient.take().ok_or_else(|| not_a_map(PATIENT))?;
+        let phones = self.phones.take().ok_or_else(|| not_a_map(PHONES))?;
+        let diseases = self.diseases.take().ok_or_else(|| not_a_map(DISEASES))?;
+        let typical_fields = self.typical.take().ok_or_else(|| not_a_map(TYPICAL))?;
+        let text = |key: &str, v: Option<Value<'static>>| -> Result<String, DomainError> {
+            match v {
+                Some(v) => v
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| DomainError::Malformed(format!("root `{key}` is not text"))),
+                None => Err(DomainError::Malformed(format!("no `{key}` at the root"))),
+            }
+        };
+        let id = text("id", self.id.take())?;
+        let office = text("office", self.office.take())?;
+        let created_at = text("created_at", self.created_at.take())?;
         let mut conflicts = Vec::new();
-        let mut scalar = |key: &str| -> Option<ScalarValue> {
-            let all = doc.get_all(&patient_obj, key).ok()?;
-            let mut values: Vec<String> = all.iter().map(|(v, _)| scalar_text(v)).collect();
+        for (i, key) in PATIENT_SCALARS.iter().enumerate() {
+            if !self.conflicted[i] {
+                continue;
+            }
+            let mut values: Vec<String> = doc
+                .get_all(&patient_obj, *key)?
+                .iter()
+                .map(|(v, _)| scalar_text(v))
+                .collect();
             values.sort();
             // Two devices typing the same value concurrently (or merging the
             // same pair) is agreement, not a conflict to review.
@@ -326,54 +516,48 @@ impl Dossier {
                     values,
                 });
             }
-            match doc.get(&patient_obj, key).ok()?? {
-                (Value::Scalar(s), _) => Some(s.into_owned()),
-                _ => None,
-            }
-        };
+        }
+        let [name, sex, age, birth_year, address, knows, notes] =
+            std::mem::take(&mut self.patient_scalars);
         let str_of = |v: Option<ScalarValue>| v.and_then(|s| s.as_str().map(str::to_string));
-        let name = str_of(scalar("name")).unwrap_or_default();
-        let sex = str_of(scalar("sex")).and_then(|s| Sex::parse(&s));
-        let age = scalar("age").and_then(|s| s.as_i64());
-        let birth_year = scalar("birth_year").and_then(|s| s.as_i64());
-        let address = str_of(scalar("address"));
-        let knows = scalar("knows").and_then(|s| s.as_bool());
-        let notes = str_of(scalar("notes"));
         let patient = Patient {
-            name,
-            phones: set_keys(doc, &obj(doc, &patient_obj, PHONES)?),
-            diseases: set_keys(doc, &obj(doc, &patient_obj, DISEASES)?),
-            sex,
-            age,
-            birth_year,
-            address,
-            knows,
-            notes,
+            name: str_of(name).unwrap_or_default(),
+            phones,
+            diseases,
+            sex: str_of(sex).and_then(|s| Sex::parse(&s)),
+            age: age.and_then(|s| s.as_i64()),
+            birth_year: birth_year.and_then(|s| s.as_i64()),
+            address: str_of(address),
+            knows: knows.and_then(|s| s.as_bool()),
+            notes: str_of(notes),
         };
-        let typical_obj = obj(doc, &ROOT, TYPICAL)?;
-        let typical = if doc.length(&typical_obj) == 0 {
+        let typical = if self.typical_len == 0 {
             None
         } else {
-            Some(read_map(doc, &typical_obj)?)
+            Some(from_fields(&typical_fields)?)
         };
-        let created_at = root_str(doc, "created_at")?;
+        let mut records = |i: usize| {
+            self.collections[i]
+                .take()
+                .ok_or_else(|| not_a_map(COLLECTIONS[i]))
+        };
         Ok(DossierView {
-            id: self.id()?,
-            office: self.office()?,
+            id,
+            office,
             created_at: crate::when::parse_datetime(&created_at)
                 .map_err(|_| DomainError::Malformed(format!("created_at `{created_at}`")))?,
             patient,
-            calls: collection(doc)?,
-            visits: collection(doc)?,
-            purchases: collection(doc)?,
-            followups: collection(doc)?,
-            hospital_stays: collection(doc)?,
-            greetings: collection(doc)?,
-            home_visits: collection(doc)?,
-            deliveries: collection(doc)?,
-            problems: collection(doc)?,
+            calls: sorted_records(records(0)?)?,
+            visits: sorted_records(records(1)?)?,
+            purchases: sorted_records(records(2)?)?,
+            followups: sorted_records(records(3)?)?,
+            hospital_stays: sorted_records(records(4)?)?,
+            greetings: sorted_records(records(5)?)?,
+            home_visits: sorted_records(records(6)?)?,
+            deliveries: sorted_records(records(7)?)?,
+            problems: sorted_records(records(8)?)?,
             typical,
-            merged_into: self.merged_into()?,
+            merged_into: self.merged_into,
             conflicts,
         })
     }
@@ -567,10 +751,6 @@ fn obj(doc: &impl ReadDoc, parent: &ObjId, key: &str) -> Result<ObjId, DomainErr
     }
 }
 
-fn set_keys(doc: &impl ReadDoc, set: &ObjId) -> Vec<String> {
-    doc.keys(set).collect()
-}
-
 fn scalar_text(v: &Value<'_>) -> String {
     match v {
         Value::Scalar(s) => match s.as_ref() {
@@ -627,34 +807,102 @@ fn read_map<R: serde::de::DeserializeOwned>(
     doc: &impl ReadDoc,
     map: &ObjId,
 ) -> Result<R, DomainError> {
-    let mut json = serde_json::Map::new();
-    for item in doc.map_range(map, ..) {
-        let value: Value<'static> = item.value.clone().into();
-        let v = match &value {
-            Value::Scalar(s) => match s.as_ref() {
-                ScalarValue::Str(s) => serde_json::Value::String(s.to_string()),
-                ScalarValue::Int(i) => serde_json::Value::from(*i),
-                ScalarValue::Uint(u) => serde_json::Value::from(*u),
-                ScalarValue::Boolean(b) => serde_json::Value::Bool(*b),
-                _ => continue,
-            },
-            Value::Object(_) => continue,
-        };
-        json.insert(item.key.to_string(), v);
-    }
-    serde_json::from_value(serde_json::Value::Object(json))
-        .map_err(|e| DomainError::Malformed(e.to_string()))
+    let fields: Vec<Field<'_>> = doc
+        .map_range(map, ..)
+        .filter_map(|item| record_scalar(&item.value).map(|v| (item.key, v)))
+        .collect();
+    from_fields(&fields)
 }
 
-fn collection<R: Record>(doc: &Automerge) -> Result<Vec<R>, DomainError> {
-    let coll = obj(doc, &ROOT, R::COLLECTION)?;
-    let mut out = Vec::new();
-    for item in doc.map_range(&coll, ..) {
-        if let automerge::ValueRef::Object(ObjType::Map) = item.value {
-            let rec: R = read_map(doc, &item.id())?;
-            out.push(rec);
+/// A record field's value; `None` for what records never hold (objects,
+/// counters, timestamps, bytes), which reading skips.
+fn record_scalar<'a>(value: &ValueRef<'a>) -> Option<ScalarValueRef<'a>> {
+    match value {
+        ValueRef::Scalar(
+            s @ (ScalarValueRef::Str(_)
+            | ScalarValueRef::Int(_)
+            | ScalarValueRef::Uint(_)
+            | ScalarValueRef::Boolean(_)),
+        ) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Deserialises a record straight from its fields. (Going through a
+/// `serde_json::Value` allocated a map and a string per field; on a patient
+/// with two years of follow-ups that was half of reading the dossier.)
+fn from_fields<R: serde::de::DeserializeOwned>(fields: &[Field<'_>]) -> Result<R, DomainError> {
+    let map = serde::de::value::MapDeserializer::new(
+        fields.iter().map(|(k, v)| (k.as_ref(), FieldValue(v))),
+    );
+    R::deserialize(map).map_err(|e: serde::de::value::Error| DomainError::Malformed(e.to_string()))
+}
+
+/// One field's scalar as a serde deserializer.
+struct FieldValue<'v, 'a>(&'v ScalarValueRef<'a>);
+
+impl<'de> serde::de::IntoDeserializer<'de, serde::de::value::Error> for FieldValue<'_, '_> {
+    type Deserializer = Self;
+    fn into_deserializer(self) -> Self {
+        self
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for FieldValue<'_, '_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            ScalarValueRef::Str(s) => visitor.visit_str(s),
+            ScalarValueRef::Int(i) => visitor.visit_i64(*i),
+            ScalarValueRef::Uint(u) => visitor.visit_u64(*u),
+            ScalarValueRef::Boolean(b) => visitor.visit_bool(*b),
+            // `record_scalar` keeps no other kind.
+            _ => visitor.visit_unit(),
         }
     }
+
+    /// A stored field is present: optional fields that are absent are not
+    /// in the map at all (serde's `default`).
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+
+    /// Unit enums (a problem's state, sex) are stored as their name.
+    fn deserialize_enum<V: serde::de::Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.0 {
+            ScalarValueRef::Str(s) => {
+                serde::de::IntoDeserializer::<Self::Error>::into_deserializer(s.as_ref())
+                    .deserialize_enum(name, variants, visitor)
+            }
+            _ => self.deserialize_any(visitor),
+        }
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct newtype_struct seq tuple
+        tuple_struct map struct identifier ignored_any
+    }
+}
+
+/// A collection's records in timeline order.
+fn sorted_records<R: Record>(records: Vec<Vec<Field<'_>>>) -> Result<Vec<R>, DomainError> {
+    let mut out = records
+        .iter()
+        .map(|fields| from_fields(fields))
+        .collect::<Result<Vec<R>, _>>()?;
     out.sort_by(|a, b| a.at().cmp(&b.at()).then_with(|| a.id().cmp(b.id())));
     Ok(out)
 }
@@ -699,6 +947,233 @@ mod tests {
         .unwrap();
         let bytes = d.save();
         (d, bytes)
+    }
+
+    /// The dossier read key by key and record by record, as `view` did
+    /// before it walked the document once: the walk must read the same.
+    fn view_key_by_key(doc: &Automerge) -> Result<DossierView, DomainError> {
+        // Records through JSON, as they were read before.
+        fn read_map<R: serde::de::DeserializeOwned>(
+            doc: &Automerge,
+            map: &ObjId,
+        ) -> Result<R, DomainError> {
+            let mut json = serde_json::Map::new();
+            for item in doc.map_range(map, ..) {
+                let v = match item.value {
+                    ValueRef::Scalar(ScalarValueRef::Str(s)) => serde_json::Value::from(s.as_ref()),
+                    ValueRef::Scalar(ScalarValueRef::Int(i)) => serde_json::Value::from(i),
+                    ValueRef::Scalar(ScalarValueRef::Uint(u)) => serde_json::Value::from(u),
+                    ValueRef::Scalar(ScalarValueRef::Boolean(b)) => serde_json::Value::Bool(b),
+                    _ => continue,
+                };
+                json.insert(item.key.to_string(), v);
+            }
+            serde_json::from_value(serde_json::Value::Object(json))
+                .map_err(|e| DomainError::Malformed(e.to_string()))
+        }
+        fn collection<R: Record>(doc: &Automerge) -> Result<Vec<R>, DomainError> {
+            let coll = obj(doc, &ROOT, R::COLLECTION)?;
+            let mut out = Vec::new();
+            for item in doc.map_range(&coll, ..) {
+                if let ValueRef::Object(ObjType::Map) = item.value {
+                    out.push(read_map::<R>(doc, &item.id())?);
+                }
+            }
+            out.sort_by(|a, b| a.at().cmp(&b.at()).then_with(|| a.id().cmp(b.id())));
+            Ok(out)
+        }
+        let patient_obj = obj(doc, &ROOT, PATIENT)?;
+        let mut conflicts = Vec::new();
+        let mut scalar = |key: &str| -> Option<ScalarValue> {
+            let all = doc.get_all(&patient_obj, key).ok()?;
+            let mut values: Vec<String> = all.iter().map(|(v, _)| scalar_text(v)).collect();
+            values.sort();
+            values.dedup();
+            if values.len() > 1 {
+                conflicts.push(Conflict {
+                    field: key.to_string(),
+                    values,
+                });
+            }
+            match doc.get(&patient_obj, key).ok()?? {
+                (Value::Scalar(s), _) => Some(s.into_owned()),
+                _ => None,
+            }
+        };
+        let str_of = |v: Option<ScalarValue>| v.and_then(|s| s.as_str().map(str::to_string));
+        let name = str_of(scalar("name")).unwrap_or_default();
+        let sex = str_of(scalar("sex")).and_then(|s| Sex::parse(&s));
+        let age = scalar("age").and_then(|s| s.as_i64());
+        let birth_year = scalar("birth_year").and_then(|s| s.as_i64());
+        let address = str_of(scalar("address"));
+        let knows = scalar("knows").and_then(|s| s.as_bool());
+        let notes = str_of(scalar("notes"));
+        let patient = Patient {
+            name,
+            phones: doc.keys(obj(doc, &patient_obj, PHONES)?).collect(),
+            diseases: doc.keys(obj(doc, &patient_obj, DISEASES)?).collect(),
+            sex,
+            age,
+            birth_year,
+            address,
+            knows,
+            notes,
+        };
+        let typical_obj = obj(doc, &ROOT, TYPICAL)?;
+        let typical = if doc.length(&typical_obj) == 0 {
+            None
+        } else {
+            Some(read_map(doc, &typical_obj)?)
+        };
+        let created_at = root_str(doc, "created_at")?;
+        Ok(DossierView {
+            id: root_str(doc, "id")?,
+            office: root_str(doc, "office")?,
+            created_at: parse_datetime(&created_at).unwrap(),
+            patient,
+            calls: collection(doc)?,
+            visits: collection(doc)?,
+            purchases: collection(doc)?,
+            followups: collection(doc)?,
+            hospital_stays: collection(doc)?,
+            greetings: collection(doc)?,
+            home_visits: collection(doc)?,
+            deliveries: collection(doc)?,
+            problems: collection(doc)?,
+            typical,
+            merged_into: merged_into_of(doc)?,
+            conflicts,
+        })
+    }
+
+    /// One offline edit of the property test below.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Patient(u8, u8),
+        Phone(u8),
+        Disease(u8),
+        FollowUp(u8, u8),
+        Purchase(u8, u8),
+        EditFollowUp(u8, u8),
+        Typical(u8),
+        MergedInto(u8),
+        /// The other device's changes arrive.
+        Sync,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = (bool, Step)> {
+        use proptest::prelude::*;
+        let s = prop_oneof![
+            (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Step::Patient(k, v)),
+            any::<u8>().prop_map(Step::Phone),
+            any::<u8>().prop_map(Step::Disease),
+            (any::<u8>(), any::<u8>()).prop_map(|(i, d)| Step::FollowUp(i, d)),
+            (any::<u8>(), any::<u8>()).prop_map(|(i, q)| Step::Purchase(i, q)),
+            (any::<u8>(), any::<u8>()).prop_map(|(i, o)| Step::EditFollowUp(i, o)),
+            any::<u8>().prop_map(Step::Typical),
+            any::<u8>().prop_map(Step::MergedInto),
+            Just(Step::Sync),
+        ];
+        (any::<bool>(), s)
+    }
+
+    fn apply_step(d: &mut Dossier, seq: i64, step: &Step) {
+        let at = |day: u8| {
+            t(&format!(
+                "2026-{:02}-{:02}T10:00",
+                1 + day % 12,
+                1 + day % 28
+            ))
+        };
+        d.edit(seq, |tx| match step {
+            Step::Patient(k, v) => {
+                let (key, value) = match k % 7 {
+                    0 => ("name", ScalarValue::Str(format!("患者{}", v % 3).into())),
+                    1 => (
+                        "sex",
+                        ScalarValue::Str(["男", "女"][usize::from(v % 2)].into()),
+                    ),
+                    2 => ("age", ScalarValue::Int(i64::from(60 + v % 3))),
+                    3 => ("birth_year", ScalarValue::Int(1950 + i64::from(v % 3))),
+                    4 => ("address", ScalarValue::Str(format!("广州{}", v % 3).into())),
+                    5 => ("knows", ScalarValue::Boolean(v % 2 == 0)),
+                    _ => ("notes", ScalarValue::Str(format!("备注{}", v % 3).into())),
+                };
+                tx.set_patient_field(key, value)
+            }
+            Step::Phone(n) => tx.add_phone(&format!("1380013{:04}", n % 5)),
+            Step::Disease(n) => tx.add_disease(["冠心病", "高血压", "脑梗"][usize::from(n % 3)]),
+            // The same record id added on both devices before they sync
+            // makes two objects race for one key: the walk must pick
+            // automerge's winner too.
+            Step::FollowUp(i, _) if tx.get::<FollowUp>(&format!("f{}", i % 8)).is_ok() => Ok(()),
+            Step::FollowUp(i, day) => {
+                let f = followup(&format!("f{}", i % 8), "2026-01-01T10:00", "李娜");
+                tx.add(&FollowUp { at: at(*day), ..f })
+            }
+            Step::Purchase(i, _) if tx.get::<Purchase>(&format!("p{}", i % 4)).is_ok() => Ok(()),
+            Step::Purchase(i, q) => tx.add(&Purchase {
+                id: format!("p{}", i % 4),
+                at: at(*q),
+                staff: "王医生".into(),
+                product: "心脑康".into(),
+                quantity: i64::from(1 + q % 5),
+                amount_fen: 100 * i64::from(*q),
+                invoice: (q % 2 == 0).then(|| format!("No.{q}")),
+                runout: None,
+                gifts: None,
+                gift_receipt: None,
+            }),
+            Step::EditFollowUp(i, o) => {
+                let id = format!("f{}", i % 8);
+                match tx.get::<FollowUp>(&id) {
+                    Ok(f) => tx.update(&FollowUp {
+                        outcome: format!("结果{}", o % 3),
+                        ..f
+                    }),
+                    Err(_) => Ok(()),
+                }
+            }
+            Step::Typical(n) => tx.set_typical(&TypicalCase {
+                flagged: n % 2 == 0,
+                at: at(*n),
+                staff: "李娜".into(),
+                notes: (n % 3 == 0).then(|| "典型".into()),
+            }),
+            Step::MergedInto(n) => tx.set_merged_into(&format!("keep-{}", n % 2)),
+            Step::Sync => Ok(()),
+        })
+        .unwrap();
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Two devices edit one dossier offline and exchange changes now
+        /// and then (so patient fields end up in real conflicts): the walk
+        /// reads exactly what reading key by key reads, on both devices.
+        #[test]
+        fn one_walk_reads_what_key_by_key_reads(steps in proptest::collection::vec(step(), 0..40)) {
+            let (a, bytes) = new_dossier();
+            let mut devices = [a, Dossier::load(&bytes, ActorId::from(b"bbbb")).unwrap()];
+            for (i, (on_b, step)) in steps.iter().enumerate() {
+                let seq = i64::try_from(i).unwrap() + 10;
+                if let Step::Sync = step {
+                    let [a, b] = &mut devices;
+                    a.doc.merge(&mut b.doc).unwrap();
+                    b.doc.merge(&mut a.doc).unwrap();
+                } else {
+                    apply_step(&mut devices[usize::from(*on_b)], seq, step);
+                }
+            }
+            let [a, b] = &mut devices;
+            let apart = [a.view().unwrap(), b.view().unwrap()];
+            proptest::prop_assert_eq!(&apart[0], &view_key_by_key(&a.doc).unwrap());
+            proptest::prop_assert_eq!(&apart[1], &view_key_by_key(&b.doc).unwrap());
+            a.doc.merge(&mut b.doc).unwrap();
+            let merged = a.view().unwrap();
+            proptest::prop_assert_eq!(&merged, &view_key_by_key(&a.doc).unwrap());
+        }
     }
 
     #[test]
