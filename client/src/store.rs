@@ -898,13 +898,15 @@ impl Replica {
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        let mut stmt = self.conn.prepare_cached(
+        // A bound LIMIT makes SQLite re-prepare the statement on every run.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT dossier_id FROM patients WHERE name LIKE ?1 ESCAPE '\\' OR diseases LIKE ?1 ESCAPE '\\'
              UNION SELECT dossier_id FROM patient_phones WHERE phone LIKE ?1 ESCAPE '\\'
-             LIMIT ?2",
-        )?;
+             LIMIT {limit}"
+        ))?;
         let ids: Vec<String> = stmt
-            .query_map(params![pattern, limit as i64], |r| r.get(0))?
+            .query_map(params![pattern], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -1037,13 +1039,15 @@ impl Replica {
         Ok(())
     }
 
-    /// The oldest `limit` outbox rows.
+    /// The oldest `limit` outbox rows. (The limit is in the SQL text: a
+    /// bound LIMIT makes SQLite re-prepare the statement on every run.)
     pub fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRow>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, doc_id, bytes FROM outbox ORDER BY seq LIMIT ?1")?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT seq, doc_id, bytes FROM outbox ORDER BY seq LIMIT {}",
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ))?;
         let rows = stmt
-            .query_map([limit as i64], |r| {
+            .query_map([], |r| {
                 Ok(OutboxRow {
                     seq: r.get(0)?,
                     doc_id: r.get(1)?,
@@ -1402,7 +1406,7 @@ impl WriteTx<'_> {
         for (hash, bytes) in &merged.waiting {
             keep.execute(params![hash, doc_id, bytes])?;
         }
-        let Some(bytes) = merged.document else {
+        let (Some(bytes), Some(loaded)) = (merged.document, merged.loaded) else {
             return Ok(());
         };
         let now = fmt_datetime(chrono::Utc::now().naive_utc() + chrono::Duration::hours(8));
@@ -1411,7 +1415,7 @@ impl WriteTx<'_> {
             self.store_document(doc_id, "roster", office, &bytes, &now)?;
             self.project_staff(office, &roster.staff()?)?;
         } else {
-            let dossier = Dossier::load(&bytes, self.actor.clone())?;
+            let dossier = Dossier::from_document(loaded, self.actor.clone())?;
             let view = dossier.view()?;
             if view.id != doc_id {
                 return Err(ClientError::Remote(format!(

@@ -386,7 +386,7 @@ fn ingest(
                 doc.apply_changes(changes)
                     .map_err(|e| SyncError::invalid(format!("{doc_id}: {e}")))?;
             }
-            Ok(doc.save())
+            Ok(doc.save_nocompress())
         })?;
         let complete = doc.get_missing_deps(&[]).is_empty();
         let merged_into = match (was_merged, merged_into_of(&doc).ok().flatten()) {

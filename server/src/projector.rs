@@ -59,7 +59,7 @@ fn current_bytes(store: &SqliteStore, doc_id: &str) -> Result<Option<Vec<u8>>, S
                 .filter_map(|c| Change::from_bytes(c.bytes).ok()),
         )
         .ok()?;
-        Some(doc.save())
+        Some(doc.save_nocompress())
     }));
     Ok(merged.ok().flatten())
 }

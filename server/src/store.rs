@@ -470,13 +470,14 @@ impl SqliteStore {
     /// The distinct documents changed after `after`, reading at most
     /// `limit` log entries, and the sequence number read up to.
     pub fn documents_changed_after(&self, after: u64, limit: u32) -> Result<(Vec<String>, u64)> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, doc_id FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(
-            params![i64::try_from(after).unwrap_or(i64::MAX), limit],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)),
-        )?;
+        // Limits are part of the SQL text: a bound LIMIT makes SQLite
+        // re-prepare the statement on every run.
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT seq, doc_id FROM changes WHERE seq > ?1 ORDER BY seq LIMIT {limit}"
+        ))?;
+        let rows = stmt.query_map(params![i64::try_from(after).unwrap_or(i64::MAX)], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?;
         let mut upto = after;
         let mut docs = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -662,12 +663,12 @@ impl SqliteStore {
 
     /// The newest `limit` lines of the audit log, oldest first.
     pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT seq, at, actor, action, subject, detail FROM
-             (SELECT * FROM audit ORDER BY seq DESC LIMIT ?1) ORDER BY seq",
-        )?;
+             (SELECT * FROM audit ORDER BY seq DESC LIMIT {limit}) ORDER BY seq",
+        ))?;
         let rows = stmt
-            .query_map([limit], |r| {
+            .query_map([], |r| {
                 Ok(AuditEntry {
                     seq: r.get(0)?,
                     at: r.get(1)?,
@@ -827,13 +828,13 @@ impl SyncStore for SqliteStore {
         let v = match office {
             Some(o) => self
                 .conn
-                .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE office = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3")?
-                .query_map(params![o, i64::try_from(after).unwrap_or(i64::MAX), limit], map)?
+                .prepare_cached(&format!("SELECT seq, doc_id, bytes FROM changes WHERE office = ?1 AND seq > ?2 ORDER BY seq LIMIT {limit}"))?
+                .query_map(params![o, i64::try_from(after).unwrap_or(i64::MAX)], map)?
                 .collect::<rusqlite::Result<_>>()?,
             None => self
                 .conn
-                .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
-                .query_map(params![i64::try_from(after).unwrap_or(i64::MAX), limit], map)?
+                .prepare_cached(&format!("SELECT seq, doc_id, bytes FROM changes WHERE seq > ?1 ORDER BY seq LIMIT {limit}"))?
+                .query_map(params![i64::try_from(after).unwrap_or(i64::MAX)], map)?
                 .collect::<rusqlite::Result<_>>()?,
         };
         Ok(v)
@@ -857,15 +858,15 @@ impl SyncStore for SqliteStore {
         let v = match office {
             Some(o) => self
                 .conn
-                .prepare_cached(
-                    "SELECT id, snapshot, complete FROM documents WHERE office = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-                )?
-                .query_map(params![o, after_id, limit], map)?
+                .prepare_cached(&format!(
+                    "SELECT id, snapshot, complete FROM documents WHERE office = ?1 AND id > ?2 ORDER BY id LIMIT {limit}",
+                ))?
+                .query_map(params![o, after_id], map)?
                 .collect::<rusqlite::Result<_>>()?,
             None => self
                 .conn
-                .prepare_cached("SELECT id, snapshot, complete FROM documents WHERE id > ?1 ORDER BY id LIMIT ?2")?
-                .query_map(params![after_id, limit], map)?
+                .prepare_cached(&format!("SELECT id, snapshot, complete FROM documents WHERE id > ?1 ORDER BY id LIMIT {limit}"))?
+                .query_map(params![after_id], map)?
                 .collect::<rusqlite::Result<_>>()?,
         };
         Ok(v)

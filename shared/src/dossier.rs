@@ -245,8 +245,16 @@ impl Dossier {
     /// Loads a saved document. Bytes from the network go through here too,
     /// so any malformation is an error, never a panic of ours.
     pub fn load(bytes: &[u8], actor: ActorId) -> Result<Dossier, DomainError> {
-        let doc = Automerge::load(bytes)?.with_actor(actor);
-        let d = Dossier { doc };
+        Dossier::from_document(Automerge::load(bytes)?, actor)
+    }
+
+    /// A document already loaded (e.g. by a merge), checked like [`load`].
+    ///
+    /// [`load`]: Dossier::load
+    pub fn from_document(doc: Automerge, actor: ActorId) -> Result<Dossier, DomainError> {
+        let d = Dossier {
+            doc: doc.with_actor(actor),
+        };
         d.id()?;
         Ok(d)
     }

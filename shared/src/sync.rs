@@ -199,6 +199,9 @@ pub struct Merged {
     /// The saved document, or `None` when nothing of it is known yet (only
     /// changes still waiting for their dependencies).
     pub document: Option<Vec<u8>>,
+    /// The same document, loaded: the caller reads it without loading
+    /// `document` again (a second load was a third of a fresh device's pull).
+    pub loaded: Option<automerge::Automerge>,
     /// Changes that could not be applied yet: their dependencies are
     /// missing. Kept by the caller and offered again with the next merge.
     pub waiting: Vec<(String, Vec<u8>)>,
@@ -221,6 +224,7 @@ pub fn merge_remote(
                 .map_err(|e| SyncError::invalid(format!("snapshot: {e}")))?;
             let document = (!doc.get_heads().is_empty()).then(|| doc.save_nocompress());
             return Ok(Merged {
+                loaded: document.is_some().then_some(doc),
                 document,
                 waiting: Vec::new(),
             });
@@ -254,7 +258,11 @@ pub fn merge_remote(
             .collect();
         // Stored without DEFLATE, like every local save (see Dossier::save).
         let document = (!doc.get_heads().is_empty()).then(|| doc.save_nocompress());
-        Ok(Merged { document, waiting })
+        Ok(Merged {
+            loaded: document.is_some().then_some(doc),
+            document,
+            waiting,
+        })
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(run))
         .unwrap_or_else(|_| Err(SyncError::invalid("malformed automerge data")))
