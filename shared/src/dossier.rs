@@ -371,16 +371,8 @@ enum Place {
     Record(usize, usize),
 }
 
-/// The patient fields read as scalars, in the order conflicts are listed.
-const PATIENT_SCALARS: [&str; 7] = [
-    "name",
-    "sex",
-    "age",
-    "birth_year",
-    "address",
-    "knows",
-    "notes",
-];
+/// The patient's scalar fields, in the order conflicts are listed.
+const PATIENT_SCALARS: [&str; 7] = PATIENT_FIELDS;
 
 /// One scalar field of a record or the typical case, as found.
 type Field<'a> = (Cow<'a, str>, ScalarValueRef<'a>);
@@ -840,10 +832,40 @@ fn record_scalar<'a>(value: &ValueRef<'a>) -> Option<ScalarValueRef<'a>> {
 /// `serde_json::Value` allocated a map and a string per field; on a patient
 /// with two years of follow-ups that was half of reading the dossier.)
 fn from_fields<R: serde::de::DeserializeOwned>(fields: &[Field<'_>]) -> Result<R, DomainError> {
-    let map = serde::de::value::MapDeserializer::new(
-        fields.iter().map(|(k, v)| (k.as_ref(), FieldValue(v))),
-    );
-    R::deserialize(map).map_err(|e: serde::de::value::Error| DomainError::Malformed(e.to_string()))
+    R::deserialize(Fields(fields)).map_err(|e| DomainError::Malformed(e.to_string()))
+}
+
+/// A record's fields as a serde map.
+struct Fields<'f, 'a>(&'f [Field<'a>]);
+
+impl<'de> serde::Deserializer<'de> for Fields<'_, '_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        serde::de::value::MapDeserializer::new(
+            self.0.iter().map(|(k, v)| (k.as_ref(), FieldValue(v))),
+        )
+        .deserialize_any(visitor)
+    }
+
+    /// Greetings, home visits and deliveries wrap a `Contact`: their fields
+    /// are the contact's, as JSON would read them.
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct seq tuple
+        tuple_struct map struct enum identifier ignored_any
+    }
 }
 
 /// One field's scalar as a serde deserializer.
@@ -1063,6 +1085,8 @@ mod tests {
         FollowUp(u8, u8),
         Purchase(u8, u8),
         EditFollowUp(u8, u8),
+        Greeting(u8, u8),
+        Problem(u8, u8),
         Typical(u8),
         MergedInto(u8),
         /// The other device's changes arrive.
@@ -1078,6 +1102,8 @@ mod tests {
             (any::<u8>(), any::<u8>()).prop_map(|(i, d)| Step::FollowUp(i, d)),
             (any::<u8>(), any::<u8>()).prop_map(|(i, q)| Step::Purchase(i, q)),
             (any::<u8>(), any::<u8>()).prop_map(|(i, o)| Step::EditFollowUp(i, o)),
+            (any::<u8>(), any::<u8>()).prop_map(|(i, d)| Step::Greeting(i, d)),
+            (any::<u8>(), any::<u8>()).prop_map(|(i, s)| Step::Problem(i, s)),
             any::<u8>().prop_map(Step::Typical),
             any::<u8>().prop_map(Step::MergedInto),
             Just(Step::Sync),
@@ -1142,6 +1168,28 @@ mod tests {
                     Err(_) => Ok(()),
                 }
             }
+            Step::Greeting(i, _) if tx.get::<Greeting>(&format!("g{}", i % 4)).is_ok() => Ok(()),
+            Step::Greeting(i, day) => tx.add(&Greeting(Contact {
+                id: format!("g{}", i % 4),
+                at: at(*day),
+                staff: "李娜".into(),
+                notes: (day % 2 == 0).then(|| "春节问候".into()),
+            })),
+            Step::Problem(i, _) if tx.get::<Problem>(&format!("q{}", i % 3)).is_ok() => Ok(()),
+            Step::Problem(i, state) => tx.add(&Problem {
+                id: format!("q{}", i % 3),
+                at: at(*state),
+                staff: "李娜".into(),
+                description: "投诉".into(),
+                state: [
+                    ProblemState::Open,
+                    ProblemState::Handling,
+                    ProblemState::Resolved,
+                ][usize::from(state % 3)],
+                handling_at: (state % 3 > 0).then(|| at(*state)),
+                resolved_at: None,
+                resolution: None,
+            }),
             Step::Typical(n) => tx.set_typical(&TypicalCase {
                 flagged: n % 2 == 0,
                 at: at(*n),
