@@ -1406,7 +1406,7 @@ impl WriteTx<'_> {
         for (hash, bytes) in &merged.waiting {
             keep.execute(params![hash, doc_id, bytes])?;
         }
-        let (Some(bytes), Some(loaded)) = (merged.document, merged.loaded) else {
+        let Some((bytes, loaded)) = merged.document else {
             return Ok(());
         };
         let now = fmt_datetime(chrono::Utc::now().naive_utc() + chrono::Duration::hours(8));

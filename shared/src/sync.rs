@@ -196,15 +196,20 @@ impl SyncError {
 /// The result of merging remote data into a local document.
 #[derive(Debug)]
 pub struct Merged {
-    /// The saved document, or `None` when nothing of it is known yet (only
+    /// The saved document and the same document loaded (so the caller reads
+    /// it without loading the bytes again: a second load was a third of a
+    /// fresh device's pull), or `None` when nothing of it is known yet (only
     /// changes still waiting for their dependencies).
-    pub document: Option<Vec<u8>>,
-    /// The same document, loaded: the caller reads it without loading
-    /// `document` again (a second load was a third of a fresh device's pull).
-    pub loaded: Option<automerge::Automerge>,
+    pub document: Option<(Vec<u8>, automerge::Automerge)>,
     /// Changes that could not be applied yet: their dependencies are
     /// missing. Kept by the caller and offered again with the next merge.
     pub waiting: Vec<(String, Vec<u8>)>,
+}
+
+/// A merged document's stored form (without DEFLATE, like every local save:
+/// see `Dossier::save`) with the document itself; `None` while it is empty.
+fn saved(doc: automerge::Automerge) -> Option<(Vec<u8>, automerge::Automerge)> {
+    (!doc.get_heads().is_empty()).then(|| (doc.save_nocompress(), doc))
 }
 
 /// Merges snapshots and raw changes from the server into a local document.
@@ -222,10 +227,8 @@ pub fn merge_remote(
         if let ([snapshot], None, []) = (snapshots, local, changes) {
             let doc = Automerge::load(snapshot)
                 .map_err(|e| SyncError::invalid(format!("snapshot: {e}")))?;
-            let document = (!doc.get_heads().is_empty()).then(|| doc.save_nocompress());
             return Ok(Merged {
-                loaded: document.is_some().then_some(doc),
-                document,
+                document: saved(doc),
                 waiting: Vec::new(),
             });
         }
@@ -256,11 +259,8 @@ pub fn merge_remote(
             .filter(|(h, _)| doc.get_change_by_hash(h).is_none())
             .map(|(h, b)| (h.to_string(), b))
             .collect();
-        // Stored without DEFLATE, like every local save (see Dossier::save).
-        let document = (!doc.get_heads().is_empty()).then(|| doc.save_nocompress());
         Ok(Merged {
-            loaded: document.is_some().then_some(doc),
-            document,
+            document: saved(doc),
             waiting,
         })
     };
@@ -288,7 +288,7 @@ mod tests {
         assert_eq!(m.waiting.len(), 1);
         let m = merge_remote(None, &[], &[first, second]).unwrap();
         assert!(m.waiting.is_empty());
-        let doc = automerge::Automerge::load(&m.document.unwrap()).unwrap();
+        let doc = automerge::Automerge::load(&m.document.unwrap().0).unwrap();
         assert_eq!(doc.get_heads(), source.get_heads());
     }
 
