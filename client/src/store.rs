@@ -1099,8 +1099,15 @@ impl Replica {
         let cursor = batch.cursor;
         let epoch = Some(batch.epoch.as_str()).filter(|e| !e.is_empty());
         self.write(|w| {
-            for (doc_id, (snapshots, mut changes)) in by_doc {
-                w.merge_remote(doc_id, &snapshots, &mut changes)?;
+            // Read what each document has here, merge and derive them all
+            // (automerge work, on every core), then write.
+            let mut work = Vec::with_capacity(by_doc.len());
+            for (doc_id, (snapshots, changes)) in by_doc {
+                work.extend(w.remote_work(doc_id, snapshots, changes)?);
+            }
+            let actor = w.actor.clone();
+            for (doc_id, merged) in merge_all(&work, &actor) {
+                w.store_merged(doc_id, merged?)?;
             }
             if cursor > 0 {
                 // Within one epoch the cursor only moves forward; a new
@@ -1277,6 +1284,117 @@ fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {
 }
 
 /// One write transaction on the replica.
+/// One document of a pull batch, ready to merge off the database.
+struct RemoteWork<'b> {
+    doc_id: &'b str,
+    local: Option<Vec<u8>>,
+    snapshots: Vec<&'b [u8]>,
+    changes: Vec<Vec<u8>>,
+}
+
+/// What the projection tables hold for a merged document.
+enum Derived {
+    Dossier {
+        view: Box<keqing_shared::dossier::DossierView>,
+        slots: Vec<keqing_shared::followup::Slot>,
+    },
+    Roster {
+        office: String,
+        staff: Vec<Staff>,
+    },
+}
+
+/// A merged document: changes still waiting for a dependency, and the
+/// saved bytes with their projection (none while nothing is applicable).
+struct MergedDocument {
+    waiting: Vec<(String, Vec<u8>)>,
+    document: Option<(Vec<u8>, Derived)>,
+}
+
+/// Merges one document's incoming data into its local bytes and derives
+/// its projection: automerge work only, no database.
+fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
+    let doc_id = work.doc_id;
+    let merged =
+        keqing_shared::sync::merge_remote(work.local.as_deref(), &work.snapshots, &work.changes)
+            .map_err(|e| ClientError::Remote(format!("{doc_id}: {}", e.message)))?;
+    let Some((bytes, loaded)) = merged.document else {
+        return Ok(MergedDocument {
+            waiting: merged.waiting,
+            document: None,
+        });
+    };
+    let derived = if let Some(office) = doc_id.strip_prefix("roster-") {
+        let roster = Roster::load(&bytes, actor.clone())?;
+        Derived::Roster {
+            office: office.to_string(),
+            staff: roster.staff()?,
+        }
+    } else {
+        let view = Dossier::from_document(loaded, actor.clone())?.view()?;
+        if view.id != doc_id {
+            return Err(ClientError::Remote(format!(
+                "document {doc_id} says its id is {}",
+                view.id
+            )));
+        }
+        let slots = schedule(&view);
+        Derived::Dossier {
+            view: Box::new(view),
+            slots,
+        }
+    };
+    Ok(MergedDocument {
+        waiting: merged.waiting,
+        document: Some((bytes, derived)),
+    })
+}
+
+/// Below this many documents a batch is merged on the calling thread.
+const PARALLEL_MERGE_MIN: usize = 64;
+
+/// [`merge_one`] for every document of a batch, spread over the machine's
+/// cores (a fresh device's first pull is mostly this work); results in the
+/// order of `work`.
+fn merge_all<'b>(
+    work: &[RemoteWork<'b>],
+    actor: &ActorId,
+) -> Vec<(&'b str, Result<MergedDocument>)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    if threads < 2 || work.len() < PARALLEL_MERGE_MIN {
+        return work
+            .iter()
+            .map(|w| (w.doc_id, merge_one(w, actor)))
+            .collect();
+    }
+    let chunk = work.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = work
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|w| (w.doc_id, merge_one(w, actor)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        "",
+                        Err(ClientError::Remote("a merge thread panicked".into())),
+                    )]
+                })
+            })
+            .collect()
+    })
+}
+
 pub struct WriteTx<'c> {
     tx: &'c Connection,
     actor: ActorId,
@@ -1381,13 +1499,17 @@ impl WriteTx<'_> {
 
     /// Merges remote data into one local document (no outbox: these
     /// changes are not ours to push) and re-projects it.
-    fn merge_remote(
-        &mut self,
-        doc_id: &str,
-        snapshots: &[&[u8]],
-        changes: &mut Vec<Vec<u8>>,
-    ) -> Result<()> {
-        // Changes that were waiting for a dependency get another chance.
+    /// What a document has locally for a merge: its changes that were
+    /// waiting for a dependency (they get another chance, appended to
+    /// `changes`) and its saved bytes. `None`: nothing to merge, the local
+    /// document already holds everything incoming (typically this device's
+    /// own work coming back).
+    fn remote_work<'b>(
+        &self,
+        doc_id: &'b str,
+        snapshots: Vec<&'b [u8]>,
+        mut changes: Vec<Vec<u8>>,
+    ) -> Result<Option<RemoteWork<'b>>> {
         let waiting: Vec<Vec<u8>> = self
             .tx
             .prepare_cached("SELECT bytes FROM pending_changes WHERE doc_id = ?1")?
@@ -1395,8 +1517,23 @@ impl WriteTx<'_> {
             .collect::<rusqlite::Result<_>>()?;
         changes.extend(waiting);
         let local = load_document(self.tx, doc_id)?;
-        let merged = keqing_shared::sync::merge_remote(local.as_deref(), snapshots, changes)
-            .map_err(|e| ClientError::Remote(format!("{doc_id}: {}", e.message)))?;
+        if local
+            .as_deref()
+            .is_some_and(|l| keqing_shared::sync::already_has(l, &snapshots, &changes))
+        {
+            return Ok(None);
+        }
+        Ok(Some(RemoteWork {
+            doc_id,
+            local,
+            snapshots,
+            changes,
+        }))
+    }
+
+    /// Writes a merged document: its waiting changes, its bytes and its
+    /// projection rows.
+    fn store_merged(&mut self, doc_id: &str, merged: MergedDocument) -> Result<()> {
         self.tx
             .prepare_cached("DELETE FROM pending_changes WHERE doc_id = ?1")?
             .execute([doc_id])?;
@@ -1406,25 +1543,19 @@ impl WriteTx<'_> {
         for (hash, bytes) in &merged.waiting {
             keep.execute(params![hash, doc_id, bytes])?;
         }
-        let Some((bytes, loaded)) = merged.document else {
+        let Some((bytes, derived)) = merged.document else {
             return Ok(());
         };
         let now = fmt_datetime(chrono::Utc::now().naive_utc() + chrono::Duration::hours(8));
-        if let Some(office) = doc_id.strip_prefix("roster-") {
-            let roster = Roster::load(&bytes, self.actor.clone())?;
-            self.store_document(doc_id, "roster", office, &bytes, &now)?;
-            self.project_staff(office, &roster.staff()?)?;
-        } else {
-            let dossier = Dossier::from_document(loaded, self.actor.clone())?;
-            let view = dossier.view()?;
-            if view.id != doc_id {
-                return Err(ClientError::Remote(format!(
-                    "document {doc_id} says its id is {}",
-                    view.id
-                )));
+        match derived {
+            Derived::Roster { office, staff } => {
+                self.store_document(doc_id, "roster", &office, &bytes, &now)?;
+                self.project_staff(&office, &staff)?;
             }
-            self.store_document(doc_id, "dossier", &view.office, &bytes, &now)?;
-            self.project_dossier(&view, &schedule(&view))?;
+            Derived::Dossier { view, slots } => {
+                self.store_document(doc_id, "dossier", &view.office, &bytes, &now)?;
+                self.project_dossier(&view, &slots)?;
+            }
         }
         Ok(())
     }

@@ -1,16 +1,22 @@
 //! The sync core of the server: authenticates devices, checks every pushed
 //! change, appends batches to the log, and serves the change feed.
 //!
-//! Ingest does automerge work (to check a new document's office and to keep
-//! its snapshot current), one document at a time, so memory stays bounded by
-//! the largest document rather than by the number of dossiers. Pull does no
-//! automerge work: it streams stored bytes.
+//! Ingest does as little automerge work as its checks allow. A new dossier
+//! (the bulk of a first sync) is checked from its changes' operations —
+//! its id, its office, its history complete and one device's — and logged
+//! without being built; the projector builds its snapshot afterwards. A
+//! change to a known document (or anything unusual: a merge, a missing
+//! dependency) is applied to the document's snapshot, which is saved with
+//! it, one document at a time, so memory stays bounded by the largest
+//! document rather than by the number of dossiers. Pull does no automerge
+//! work: it streams stored bytes.
 
 use crate::store::{
-    Device, DocumentState, NewLogEntry, SqliteStore, StoreError, SyncStore, audit_actor,
+    Device, DocumentState, NewLogEntry, SqliteStore, StoreError, StoredDocument, SyncStore,
+    audit_actor,
 };
 use automerge::{Automerge, Change, ROOT, ReadDoc};
-use keqing_shared::dossier::merged_into_of;
+use keqing_shared::dossier::{creation_of, merged_into_of};
 use keqing_shared::roster::{Roster, roster_id};
 use keqing_shared::sync::*;
 use sha2::{Digest, Sha256};
@@ -115,6 +121,32 @@ fn new_dossier(changes: &[Change]) -> Result<(Automerge, String, String), SyncEr
             )),
         }
     })
+}
+
+/// A new dossier that can be logged without applying its changes: they
+/// come in causal order (each change's dependencies before it, none
+/// outside the push), no two share an actor and sequence number (automerge
+/// would refuse them), none folds the dossier into another (a merge is
+/// audited from the built document), and they put a text id and office at
+/// the root. Returns that id and office; `None` sends the dossier the long
+/// way ([`new_dossier`]), which applies the changes and reports what is
+/// wrong with them.
+fn deferrable_new_dossier(changes: &[Change]) -> Option<(String, String)> {
+    let mut before = HashSet::new();
+    let mut seqs = HashSet::new();
+    for c in changes {
+        if !c.deps().iter().all(|d| before.contains(d))
+            || !seqs.insert((c.actor_id().clone(), c.seq()))
+        {
+            return None;
+        }
+        before.insert(c.hash());
+    }
+    let creation = guarded("new dossier", || Ok(creation_of(changes))).ok()?;
+    if creation.merges {
+        return None;
+    }
+    Some((creation.id?, creation.office?))
 }
 
 impl Hub {
@@ -295,9 +327,15 @@ fn ingest(
     for doc_id in order {
         let changes = by_doc.remove(&doc_id).unwrap_or_default();
         let existing = store.document(&doc_id)?;
-        // `applied`: the changes are already in `doc`.
-        let (office, mut doc, applied) = match existing {
-            Some((office, snapshot, complete)) => {
+        // `applied`: the changes are already in `doc`; no `doc`: a new
+        // dossier logged without being built.
+        let (office, doc, applied) = match existing {
+            Some(StoredDocument {
+                office,
+                snapshot,
+                complete,
+                ..
+            }) => {
                 if !in_scope(&device, &office) {
                     return Err(SyncError::denied(format!(
                         "document {doc_id} is outside this device's office"
@@ -319,7 +357,7 @@ fn ingest(
                             .map_err(|e| SyncError::internal(e.to_string()))
                     })?;
                 }
-                (office, doc, false)
+                (office, Some(doc), false)
             }
             None => {
                 let (office, doc, applied) = if let Some(code) = doc_id.strip_prefix("roster-") {
@@ -332,9 +370,15 @@ fn ingest(
                             "{doc_id} must start with the office's roster genesis"
                         )));
                     }
-                    (code.to_string(), Automerge::new(), false)
+                    (code.to_string(), Some(Automerge::new()), false)
                 } else {
-                    let (doc, id, office) = new_dossier(&changes)?;
+                    let (doc, id, office) = match deferrable_new_dossier(&changes) {
+                        Some((id, office)) => (None, id, office),
+                        None => {
+                            let (doc, id, office) = new_dossier(&changes)?;
+                            (Some(doc), id, office)
+                        }
+                    };
                     if id != doc_id {
                         return Err(SyncError::invalid(format!(
                             "document {doc_id} says its id is {id}"
@@ -342,7 +386,8 @@ fn ingest(
                     }
                     keqing_shared::office::office(&office)
                         .map_err(|e| SyncError::invalid(e.to_string()))?;
-                    (office, doc, true)
+                    let applied = doc.is_some();
+                    (office, doc, applied)
                 };
                 if !in_scope(&device, &office) {
                     return Err(SyncError::denied(format!(
@@ -374,6 +419,19 @@ fn ingest(
                 bytes: c.raw_bytes().to_vec(),
             });
         }
+        let Some(mut doc) = doc else {
+            // Logged unbuilt: no snapshot yet (`complete = false` makes
+            // pulls and later pushes read the logged changes) until the
+            // projector builds one.
+            docs.push(DocumentState {
+                doc_id,
+                office,
+                snapshot: Vec::new(),
+                complete: false,
+                merged_into: None,
+            });
+            continue;
+        };
         // A merge of duplicates is the moment a dossier gets `merged_into`:
         // the audit log records it with the batch.
         let was_merged = if applied {
@@ -618,7 +676,7 @@ impl keqing_proto::SyncHandler for Hub {
             }
             let mut missing = Vec::new();
             for d in docs {
-                let Some((office, _, _)) = store.document(&d.doc_id)? else {
+                let Some(StoredDocument { office, .. }) = store.document(&d.doc_id)? else {
                     continue;
                 };
                 if !in_scope(&device, &office) {

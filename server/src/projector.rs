@@ -1,6 +1,7 @@
 //! The projector: follows the change log with its own durable cursor,
 //! materialises each changed document and keeps the projection tables the
-//! reports read.
+//! reports read. It also builds the snapshots of new dossiers that pushes
+//! logged without building them, so pulls can send whole documents.
 //!
 //! It runs beside sync, never in its path: a push is acknowledged once its
 //! changes are in the log, and the projector catches up afterwards (woken by
@@ -12,8 +13,8 @@
 //! A full rebuild ([`rebuild`]) rewinds the cursor and gives the same rows
 //! as incremental maintenance.
 
-use crate::store::{Projected, SqliteStore, StoreError, SyncStore};
-use automerge::{ActorId, Automerge, Change};
+use crate::store::{Projected, SettledSnapshot, SqliteStore, StoreError, SyncStore};
+use automerge::{ActorId, Automerge, Change, ReadDoc};
 use keqing_shared::dossier::Dossier;
 use keqing_shared::followup::schedule;
 use keqing_shared::roster::Roster;
@@ -21,6 +22,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Log entries read per transaction.
 const BATCH: u32 = 2000;
+
+/// Built snapshots held before they are stored.
+const SETTLE_BYTES: usize = 16 << 20;
 
 /// What a catch-up did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -42,24 +46,38 @@ fn reader_actor() -> ActorId {
 }
 
 /// The current bytes of a document: its snapshot, plus the logged changes
-/// when the snapshot is incomplete (some change waits for a dependency).
-fn current_bytes(store: &SqliteStore, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    let Some((_, snapshot, complete)) = store.document(doc_id)? else {
+/// when the snapshot is incomplete (a new dossier logged without being
+/// built, or a change waiting for a dependency). When that makes it
+/// complete, the snapshot to store for it as well.
+fn current_bytes(
+    store: &SqliteStore,
+    doc_id: &str,
+) -> Result<Option<(Vec<u8>, Option<SettledSnapshot>)>, StoreError> {
+    let Some(stored) = store.document(doc_id)? else {
         return Ok(None);
     };
-    if complete {
-        return Ok(Some(snapshot));
+    if stored.complete {
+        return Ok(Some((stored.snapshot, None)));
     }
     let logged = store.changes_of(doc_id, u64::MAX)?;
     let merged = catch_unwind(AssertUnwindSafe(|| {
-        let mut doc = Automerge::load(&snapshot).ok()?;
+        let mut doc = Automerge::load(&stored.snapshot).ok()?;
         doc.apply_changes(
             logged
                 .into_iter()
                 .filter_map(|c| Change::from_bytes(c.bytes).ok()),
         )
         .ok()?;
-        Some(doc.save_nocompress())
+        let bytes = doc.save_nocompress();
+        let settled = doc
+            .get_missing_deps(&[])
+            .is_empty()
+            .then(|| SettledSnapshot {
+                doc_id: doc_id.to_string(),
+                snapshot: bytes.clone(),
+                last_seq: stored.last_seq,
+            });
+        Some((bytes, settled))
     }));
     Ok(merged.ok().flatten())
 }
@@ -108,12 +126,24 @@ pub fn catch_up(
             break;
         }
         let mut projected = Vec::with_capacity(docs.len());
+        let mut settled = Vec::new();
+        let mut settled_bytes = 0;
         for doc_id in &docs {
-            let Some(bytes) = current_bytes(store, doc_id)? else {
+            let Some((bytes, settle)) = current_bytes(store, doc_id)? else {
                 done.skipped += 1;
                 tracing::warn!(doc = %doc_id, "projector: document unreadable, skipped");
                 continue;
             };
+            if let Some(snapshot) = settle {
+                settled_bytes += snapshot.snapshot.len();
+                settled.push(snapshot);
+                // Bounded memory: large documents are stored as they come.
+                if settled_bytes > SETTLE_BYTES {
+                    store.settle_snapshots(&settled)?;
+                    settled.clear();
+                    settled_bytes = 0;
+                }
+            }
             match derive(doc_id, &bytes) {
                 Ok(p) => projected.push(p),
                 Err(e) => {
@@ -122,6 +152,9 @@ pub fn catch_up(
                 }
             }
         }
+        // Snapshots first: they are right whatever happens to the batch's
+        // projections (each is stored only if its document is unchanged).
+        store.settle_snapshots(&settled)?;
         if store.save_projections(&projected, done.cursor, upto)? {
             done.documents += projected.len() as u64;
             done.cursor = upto;

@@ -218,6 +218,29 @@ pub struct DocumentState {
     pub merged_into: Option<String>,
 }
 
+/// A document as the store holds it.
+#[derive(Debug, Clone)]
+pub struct StoredDocument {
+    pub office: String,
+    /// Saved automerge document; empty for a new dossier logged without
+    /// being built.
+    pub snapshot: Vec<u8>,
+    /// The snapshot holds every logged change of the document.
+    pub complete: bool,
+    /// The log's last sequence number when the push that last wrote this
+    /// row committed: it changes with every push that touches the document.
+    pub last_seq: u64,
+}
+
+/// A complete snapshot the projector built for a document whose stored one
+/// was not (`last_seq`: the row's value when it read the document).
+#[derive(Debug, Clone)]
+pub struct SettledSnapshot {
+    pub doc_id: String,
+    pub snapshot: Vec<u8>,
+    pub last_seq: u64,
+}
+
 /// A document as the projector derived it, ready to write.
 #[derive(Debug, Clone)]
 pub enum Projected {
@@ -236,8 +259,8 @@ pub trait SyncStore: Send {
     fn device_by_token_hash(&self, token_sha256: &[u8]) -> Result<Option<Device>>;
     fn bind_actor(&mut self, device_id: &str, actor: &[u8]) -> Result<()>;
     fn device_with_actor(&self, actor: &[u8]) -> Result<Option<Device>>;
-    /// A document's office, snapshot, and whether the snapshot is complete.
-    fn document(&self, doc_id: &str) -> Result<Option<(String, Vec<u8>, bool)>>;
+    /// A document's office and snapshot.
+    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>>;
     fn has_change(&self, hash: &[u8; 32]) -> Result<bool>;
     /// Appends a batch and the new snapshots in one durable transaction;
     /// returns the last sequence number.
@@ -527,6 +550,36 @@ impl SqliteStore {
         Ok(true)
     }
 
+    /// Stores the complete snapshots the projector built, each only if no
+    /// push has touched its document since the projector read it (the row's
+    /// `last_seq` is unchanged) and the stored one is still incomplete: a
+    /// push that came in between has written a snapshot of its own. One
+    /// transaction; returns how many were stored.
+    pub fn settle_snapshots(&mut self, settled: &[SettledSnapshot]) -> Result<usize> {
+        if settled.is_empty() {
+            return Ok(0);
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut stored = 0;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE documents SET snapshot = ?2, complete = 1
+                 WHERE id = ?1 AND last_seq = ?3 AND complete = 0",
+            )?;
+            for s in settled {
+                stored += update.execute(params![
+                    s.doc_id,
+                    s.snapshot,
+                    i64::try_from(s.last_seq).unwrap_or(i64::MAX)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(stored)
+    }
+
     /// Throws every projection away and rewinds the projector to the start
     /// of the log (the next catch-up rebuilds them).
     pub fn reset_projections(&mut self) -> Result<()> {
@@ -735,11 +788,20 @@ impl SyncStore for SqliteStore {
             .optional()?)
     }
 
-    fn document(&self, doc_id: &str) -> Result<Option<(String, Vec<u8>, bool)>> {
+    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT office, snapshot, complete FROM documents WHERE id = ?1")?
-            .query_row([doc_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached(
+                "SELECT office, snapshot, complete, last_seq FROM documents WHERE id = ?1",
+            )?
+            .query_row([doc_id], |r| {
+                Ok(StoredDocument {
+                    office: r.get(0)?,
+                    snapshot: r.get(1)?,
+                    complete: r.get(2)?,
+                    last_seq: r.get::<_, i64>(3)? as u64,
+                })
+            })
             .optional()?)
     }
 

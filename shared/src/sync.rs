@@ -212,6 +212,92 @@ fn saved(doc: automerge::Automerge) -> Option<(Vec<u8>, automerge::Automerge)> {
     (!doc.get_heads().is_empty()).then(|| (doc.save_nocompress(), doc))
 }
 
+/// Reads an unsigned LEB128 number (automerge's integer encoding).
+fn leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The heads a saved document records in its header, read without loading
+/// it (sorted). `None` unless the bytes are exactly one document chunk: a
+/// document followed by loose changes has more than its header says.
+///
+/// The layout is automerge's binary format: magic (4 bytes), checksum (4),
+/// chunk type (1; 0 is a document), the chunk's length (LEB128), then the
+/// actors (a count, each a length and its bytes) and the heads (a count,
+/// 32 bytes each).
+pub fn saved_heads(bytes: &[u8]) -> Option<Vec<[u8; 32]>> {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    if bytes.get(..4)? != MAGIC || *bytes.get(8)? != 0 {
+        return None;
+    }
+    let mut at = 9;
+    let len = usize::try_from(leb128(bytes, &mut at)?).ok()?;
+    if at.checked_add(len)? != bytes.len() {
+        return None;
+    }
+    for _ in 0..leb128(bytes, &mut at)? {
+        let actor = usize::try_from(leb128(bytes, &mut at)?).ok()?;
+        at = at.checked_add(actor)?;
+    }
+    let mut heads = Vec::new();
+    for _ in 0..leb128(bytes, &mut at)? {
+        heads.push(<[u8; 32]>::try_from(bytes.get(at..at.checked_add(32)?)?).ok()?);
+        at += 32;
+    }
+    heads.sort_unstable();
+    Some(heads)
+}
+
+/// Whether a local document (saved bytes) already holds everything in
+/// `snapshots` and `changes`, judged from headers and change hashes alone:
+/// every head of each snapshot, and every change that no other incoming
+/// change depends on, is one of the local heads (the rest are their
+/// ancestors). A device pulling documents it made itself — an office that
+/// worked offline and then enrolled pulls back all it pushed — skips them
+/// without loading anything. `false` whenever in doubt.
+pub fn already_has(local: &[u8], snapshots: &[&[u8]], changes: &[Vec<u8>]) -> bool {
+    let Some(local) = saved_heads(local) else {
+        return false;
+    };
+    let known = |h: &[u8; 32]| local.binary_search(h).is_ok();
+    for s in snapshots {
+        match saved_heads(s) {
+            Some(heads) if heads.iter().all(known) => {}
+            _ => return false,
+        }
+    }
+    if changes.is_empty() {
+        return true;
+    }
+    let decoded = std::panic::catch_unwind(|| {
+        changes
+            .iter()
+            .map(|b| automerge::Change::from_bytes(b.clone()).ok())
+            .collect::<Option<Vec<_>>>()
+    });
+    let Ok(Some(decoded)) = decoded else {
+        return false;
+    };
+    let depended: std::collections::HashSet<_> = decoded
+        .iter()
+        .flat_map(|c| c.deps().iter().copied())
+        .collect();
+    decoded
+        .iter()
+        .map(|c| c.hash())
+        .filter(|h| !depended.contains(h))
+        .all(|h| known(&h.0))
+}
+
 /// Merges snapshots and raw changes from the server into a local document.
 /// Untrusted bytes: any malformation (even a panic inside automerge) is an
 /// error, and the local document is left as it was.
@@ -222,13 +308,18 @@ pub fn merge_remote(
 ) -> Result<Merged, SyncError> {
     use automerge::{Automerge, Change, ReadDoc};
     let run = || -> Result<Merged, SyncError> {
-        // A fresh device receiving one whole document: no changes to apply,
-        // only the (compressed) wire form to turn into the stored one.
+        // A fresh device receiving one whole document: no changes to apply.
         if let ([snapshot], None, []) = (snapshots, local, changes) {
             let doc = Automerge::load(snapshot)
                 .map_err(|e| SyncError::invalid(format!("snapshot: {e}")))?;
+            // One document chunk (what servers send) is stored as it came:
+            // saving it again would give the same bytes at some cost.
+            let document = match saved_heads(snapshot) {
+                Some(_) if !doc.get_heads().is_empty() => Some((snapshot.to_vec(), doc)),
+                _ => saved(doc),
+            };
             return Ok(Merged {
-                document: saved(doc),
+                document,
                 waiting: Vec::new(),
             });
         }
@@ -290,6 +381,67 @@ mod tests {
         assert!(m.waiting.is_empty());
         let doc = automerge::Automerge::load(&m.document.unwrap().0).unwrap();
         assert_eq!(doc.get_heads(), source.get_heads());
+    }
+
+    #[test]
+    fn saved_heads_reads_the_header_of_one_document_chunk() {
+        let mut doc = automerge::Automerge::new();
+        change(&mut doc, "a");
+        let mut other = doc.fork();
+        change(&mut other, "b");
+        change(&mut doc, "c");
+        doc.merge(&mut other).unwrap();
+        let mut heads: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
+        heads.sort_unstable();
+        assert_eq!(heads.len(), 2);
+        assert_eq!(saved_heads(&doc.save_nocompress()), Some(heads.clone()));
+        assert_eq!(saved_heads(&doc.save()), Some(heads));
+        assert_eq!(
+            saved_heads(&automerge::Automerge::new().save()),
+            Some(vec![])
+        );
+        // A document with a loose change after it, a change, garbage, and
+        // every prefix of a document: not one document chunk.
+        let mut longer = doc.save_nocompress();
+        let loose = change(&mut doc, "d");
+        longer.extend(&loose);
+        assert_eq!(saved_heads(&longer), None);
+        assert_eq!(saved_heads(&loose), None);
+        assert_eq!(saved_heads(b"garbage"), None);
+        let bytes = doc.save_nocompress();
+        for n in 0..bytes.len() {
+            assert_eq!(saved_heads(&bytes[..n]), None, "prefix of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn already_has_only_what_the_local_heads_cover() {
+        let mut source = automerge::Automerge::new();
+        let first = change(&mut source, "a");
+        let second = change(&mut source, "b");
+        let local = source.save_nocompress();
+        let snapshot = source.save_nocompress();
+        assert!(already_has(&local, &[&snapshot], &[]));
+        assert!(already_has(&local, &[], &[first.clone(), second.clone()]));
+        assert!(already_has(&local, &[], std::slice::from_ref(&second)));
+        // An ancestor alone is known too, but cannot be told from headers:
+        // in doubt, merge.
+        assert!(!already_has(&local, &[], std::slice::from_ref(&first)));
+        // Something the local document lacks.
+        let mut ahead = source.fork();
+        let third = change(&mut ahead, "c");
+        assert!(!already_has(&local, &[&ahead.save_nocompress()], &[]));
+        assert!(!already_has(&local, &[], &[second.clone(), third]));
+        // A local document behind the snapshot.
+        let mut behind = automerge::Automerge::new();
+        behind
+            .apply_changes([automerge::Change::from_bytes(first).unwrap()])
+            .unwrap();
+        assert!(!already_has(&behind.save_nocompress(), &[&snapshot], &[]));
+        // Garbage anywhere: in doubt.
+        assert!(!already_has(b"junk", &[&snapshot], &[]));
+        assert!(!already_has(&local, &[b"junk"], &[]));
+        assert!(!already_has(&local, &[], &[b"junk".to_vec()]));
     }
 
     #[test]
