@@ -1277,6 +1277,36 @@ mod tests {
     }
 
     #[test]
+    fn creation_is_read_from_the_operations() {
+        let t = crate::when::parse_datetime("2026-11-20T09:00").unwrap();
+        let (mut d, created) = Dossier::create("01a2-x", "44", t, ActorId::random(), 1).unwrap();
+        let phone = d.edit(2, |tx| tx.add_phone("13800138000")).unwrap().unwrap();
+        let change = |c: &NewChange| automerge::Change::from_bytes(c.bytes.clone()).unwrap();
+        let made = creation_of(&[change(&created), change(&phone)]);
+        assert_eq!(
+            made,
+            Creation {
+                id: Some("01a2-x".into()),
+                office: Some("44".into()),
+                merges: false
+            }
+        );
+        // Only the edit: nothing created.
+        assert_eq!(creation_of(&[change(&phone)]).office, None);
+        // A later put wins, as in the document; a merge is noticed.
+        let moved = d
+            .edit(3, |tx| {
+                tx.tx.put(ROOT, "office", "11")?;
+                tx.set_merged_into("01a2-y")
+            })
+            .unwrap()
+            .unwrap();
+        let made = creation_of(&[change(&created), change(&phone), change(&moved)]);
+        assert_eq!(made.office.as_deref(), Some("11"));
+        assert!(made.merges);
+    }
+
+    #[test]
     fn records_round_trip_through_the_document() {
         let (mut d, _) = new_dossier();
         let p = Purchase {

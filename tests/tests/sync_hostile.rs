@@ -401,3 +401,135 @@ fn changes_whose_dependencies_have_not_arrived_are_kept_not_lost() {
         serde_json::json!(["13500000001", "13500000002", "13500000003"])
     );
 }
+
+/// A new dossier is logged without being built: pulls get its changes
+/// until the projector has built and stored its snapshot; a change to it in
+/// the meantime, and a new dossier whose changes come out of order, go the
+/// long way (applied at push). A snapshot built from a state a push has
+/// since changed is not stored.
+#[test]
+fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
+    use keqing_proto::SyncHandler;
+    use keqing_server::hub::{Hub, token_hash};
+    use keqing_server::store::{SettledSnapshot, SqliteStore, SyncStore};
+    use std::collections::BTreeMap;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(tmp.path()).unwrap();
+    store
+        .add_device(
+            "dev-gd",
+            "广东1",
+            Some("44"),
+            &token_hash("gd"),
+            "2026-11-20T00:00:00",
+            "test",
+        )
+        .unwrap();
+    let mut check = store.reopen().unwrap();
+    let mut projector_store = store.reopen().unwrap();
+    let hub = Hub::new(store, std::sync::Arc::new(tokio::sync::Notify::new()))
+        .unwrap()
+        .with_rate_limit(u32::MAX, u32::MAX);
+    let rt = rt();
+    let actor = ActorId::random();
+    rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+        .unwrap();
+    // What a pull from cursor 0 sends per document: (snapshots, changes).
+    let pull_all = || {
+        rt.block_on(async {
+            let mut rx = hub.pull("gd".into(), 0, String::new(), 1000).await.unwrap();
+            let mut got: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+            while let Some(b) = rx.recv().await {
+                let b = b.unwrap();
+                for s in &b.snapshots {
+                    got.entry(s.doc_id.clone()).or_default().0 += 1;
+                }
+                for c in &b.changes {
+                    got.entry(c.doc_id.clone()).or_default().1 += 1;
+                }
+                if b.done {
+                    break;
+                }
+            }
+            got
+        })
+    };
+    let unbuilt = "01a21111-0000-7000-8000-0000000000e1";
+    let (mut doc, created) = new_dossier(unbuilt, "44", &actor);
+    let phone = doc
+        .edit(2, |tx| tx.add_phone("13500000011"))
+        .unwrap()
+        .unwrap();
+    let reversed = "01a21111-0000-7000-8000-0000000000e2";
+    let (mut other, other_created) = new_dossier(reversed, "44", &actor);
+    let other_phone = other
+        .edit(2, |tx| tx.add_phone("13500000012"))
+        .unwrap()
+        .unwrap();
+    let ack = rt
+        .block_on(hub.push(
+            "gd".into(),
+            vec![
+                env(unbuilt, &created),
+                env(unbuilt, &phone),
+                env(reversed, &other_phone),
+                env(reversed, &other_created),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(ack.accepted, 4);
+    let stored = check.document(unbuilt).unwrap().unwrap();
+    assert!(stored.snapshot.is_empty() && !stored.complete, "logged unbuilt");
+    let stored = check.document(reversed).unwrap().unwrap();
+    assert!(stored.complete, "out of order: built at push");
+    let got = pull_all();
+    assert_eq!(got[unbuilt], (0, 2), "its logged changes");
+    assert_eq!(got[reversed], (1, 0), "its snapshot");
+
+    // A snapshot read before a push changed the document is not stored.
+    let mut early = automerge::Automerge::new();
+    for c in [&created, &phone] {
+        early
+            .apply_changes([automerge::Change::from_bytes(c.bytes.clone()).unwrap()])
+            .unwrap();
+    }
+    let stale = SettledSnapshot {
+        doc_id: unbuilt.into(),
+        snapshot: early.save_nocompress(),
+        last_seq: check.document(unbuilt).unwrap().unwrap().last_seq,
+    };
+    let more = doc
+        .edit(3, |tx| tx.add_phone("13500000013"))
+        .unwrap()
+        .unwrap();
+    rt.block_on(hub.push("gd".into(), vec![env(unbuilt, &more)]))
+        .unwrap();
+    assert_eq!(check.settle_snapshots(&[stale]).unwrap(), 0);
+
+    // The change to the unbuilt dossier replayed its log: built now, with
+    // all three changes.
+    let stored = check.document(unbuilt).unwrap().unwrap();
+    assert!(stored.complete);
+    let built = automerge::Automerge::load(&stored.snapshot).unwrap();
+    assert_eq!(built.get_heads(), vec![more.hash]);
+
+    // Another unbuilt dossier: the projector builds and stores it.
+    let third = "01a21111-0000-7000-8000-0000000000e3";
+    let (_, third_created) = new_dossier(third, "44", &actor);
+    rt.block_on(hub.push("gd".into(), vec![env(third, &third_created)]))
+        .unwrap();
+    assert!(!check.document(third).unwrap().unwrap().complete);
+    assert_eq!(pull_all()[third], (0, 1));
+    keqing_server::projector::catch_up(&mut projector_store, |_, _| {}).unwrap();
+    let stored = check.document(third).unwrap().unwrap();
+    assert!(stored.complete, "the projector stored the snapshot it built");
+    assert_eq!(
+        automerge::Automerge::load(&stored.snapshot)
+            .unwrap()
+            .get_heads(),
+        vec![third_created.hash]
+    );
+    let got = pull_all();
+    assert_eq!(got[third], (1, 0));
+    assert_eq!(got[unbuilt], (1, 0));
+}
