@@ -626,8 +626,23 @@ fn server_heads(
         let page = store.snapshots_after(None, &after, 1000)?;
         let Some(last) = page.last() else { break };
         after = last.0.doc_id.clone();
-        for (snap, _) in page {
-            let doc = automerge::Automerge::load(&snap.document)?;
+        for (snap, complete) in page {
+            let mut doc = automerge::Automerge::load(&snap.document)?;
+            if !complete {
+                // Not built yet (a new dossier logged as it came) or waiting
+                // for a dependency: its logged changes complete it.
+                let logged = store.changes_of(&snap.doc_id, u64::MAX)?;
+                doc.apply_changes(
+                    logged
+                        .into_iter()
+                        .map(|c| automerge::Change::from_bytes(c.bytes))
+                        .collect::<Result<Vec<_>, _>>()?,
+                )?;
+            }
+            let snap = keqing_shared::sync::Snapshot {
+                document: doc.save_nocompress(),
+                ..snap
+            };
             let mut heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
             heads.sort();
             let office = snap

@@ -45,14 +45,15 @@ fn reader_actor() -> ActorId {
     ActorId::from(&b"keqing-projector"[..])
 }
 
+/// A document's current bytes, and the snapshot to store when they are a
+/// new complete one.
+type Current = (Vec<u8>, Option<SettledSnapshot>);
+
 /// The current bytes of a document: its snapshot, plus the logged changes
 /// when the snapshot is incomplete (a new dossier logged without being
 /// built, or a change waiting for a dependency). When that makes it
 /// complete, the snapshot to store for it as well.
-fn current_bytes(
-    store: &SqliteStore,
-    doc_id: &str,
-) -> Result<Option<(Vec<u8>, Option<SettledSnapshot>)>, StoreError> {
+fn current_bytes(store: &SqliteStore, doc_id: &str) -> Result<Option<Current>, StoreError> {
     let Some(stored) = store.document(doc_id)? else {
         return Ok(None);
     };

@@ -1280,7 +1280,10 @@ mod tests {
     fn creation_is_read_from_the_operations() {
         let t = crate::when::parse_datetime("2026-11-20T09:00").unwrap();
         let (mut d, created) = Dossier::create("01a2-x", "44", t, ActorId::random(), 1).unwrap();
-        let phone = d.edit(2, |tx| tx.add_phone("13800138000")).unwrap().unwrap();
+        let phone = d
+            .edit(2, |tx| tx.add_phone("13800138000"))
+            .unwrap()
+            .unwrap();
         let change = |c: &NewChange| automerge::Change::from_bytes(c.bytes.clone()).unwrap();
         let made = creation_of(&[change(&created), change(&phone)]);
         assert_eq!(

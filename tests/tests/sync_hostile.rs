@@ -479,7 +479,10 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
         .unwrap();
     assert_eq!(ack.accepted, 4);
     let stored = check.document(unbuilt).unwrap().unwrap();
-    assert!(stored.snapshot.is_empty() && !stored.complete, "logged unbuilt");
+    assert!(
+        stored.snapshot.is_empty() && !stored.complete,
+        "logged unbuilt"
+    );
     let stored = check.document(reversed).unwrap().unwrap();
     assert!(stored.complete, "out of order: built at push");
     let got = pull_all();
@@ -522,7 +525,10 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
     assert_eq!(pull_all()[third], (0, 1));
     keqing_server::projector::catch_up(&mut projector_store, |_, _| {}).unwrap();
     let stored = check.document(third).unwrap().unwrap();
-    assert!(stored.complete, "the projector stored the snapshot it built");
+    assert!(
+        stored.complete,
+        "the projector stored the snapshot it built"
+    );
     assert_eq!(
         automerge::Automerge::load(&stored.snapshot)
             .unwrap()
