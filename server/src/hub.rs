@@ -126,17 +126,20 @@ fn new_dossier(changes: &[Change]) -> Result<(Automerge, String, String), SyncEr
 /// A new dossier that can be logged without applying its changes: they
 /// come in causal order (each change's dependencies before it, none
 /// outside the push), no two share an actor and sequence number (automerge
-/// would refuse them), none folds the dossier into another (a merge is
-/// audited from the built document), and they put a text id and office at
-/// the root. Returns that id and office; `None` sends the dossier the long
+/// would refuse them), none names an author, none folds the dossier into
+/// another (a merge is audited from the built document), and they put a
+/// text id and office at the root. Returns that id and office; `None` sends the dossier the long
 /// way ([`new_dossier`]), which applies the changes and reports what is
 /// wrong with them.
 fn deferrable_new_dossier(changes: &[Change]) -> Option<(String, String)> {
     let mut before = HashSet::new();
     let mut seqs = HashSet::new();
     for c in changes {
+        // Keqing's devices never set a change's author (automerge refuses a
+        // second author for one actor): one that does goes the long way.
         if !c.deps().iter().all(|d| before.contains(d))
             || !seqs.insert((c.actor_id().clone(), c.seq()))
+            || c.author().is_some()
         {
             return None;
         }
