@@ -1099,16 +1099,16 @@ impl Replica {
         let cursor = batch.cursor;
         let epoch = Some(batch.epoch.as_str()).filter(|e| !e.is_empty());
         self.write(|w| {
-            // Read what each document has here, merge and derive them all
-            // (automerge work, on every core), then write.
+            // Read what each document has here, then merge and derive them
+            // on every core while writing the results as they come.
             let mut work = Vec::with_capacity(by_doc.len());
             for (doc_id, (snapshots, changes)) in by_doc {
                 work.extend(w.remote_work(doc_id, snapshots, changes)?);
             }
             let actor = w.actor.clone();
-            for (doc_id, merged) in merge_all(&work, &actor) {
-                w.store_merged(doc_id, merged?)?;
-            }
+            merge_and_store(&work, &actor, |doc_id, merged| {
+                w.store_merged(doc_id, merged)
+            })?;
             if cursor > 0 {
                 // Within one epoch the cursor only moves forward; a new
                 // epoch (a restored server) has a log of its own.
@@ -1353,45 +1353,55 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
 /// Below this many documents a batch is merged on the calling thread.
 const PARALLEL_MERGE_MIN: usize = 64;
 
-/// [`merge_one`] for every document of a batch, spread over the machine's
-/// cores (a fresh device's first pull is mostly this work); results in the
-/// order of `work`.
-fn merge_all<'b>(
-    work: &[RemoteWork<'b>],
+/// [`merge_one`] for every document of a batch on worker threads (one per
+/// core; a fresh device's first pull is mostly this work) while the calling
+/// thread hands each result to `store` as it comes (the SQL writes overlap
+/// the merging). Stops at the first error.
+fn merge_and_store(
+    work: &[RemoteWork<'_>],
     actor: &ActorId,
-) -> Vec<(&'b str, Result<MergedDocument>)> {
+    mut store: impl FnMut(&str, MergedDocument) -> Result<()>,
+) -> Result<()> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(4);
     if threads < 2 || work.len() < PARALLEL_MERGE_MIN {
-        return work
-            .iter()
-            .map(|w| (w.doc_id, merge_one(w, actor)))
-            .collect();
+        for w in work {
+            store(w.doc_id, merge_one(w, actor)?)?;
+        }
+        return Ok(());
     }
-    let chunk = work.len().div_ceil(threads);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = work
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|w| (w.doc_id, merge_one(w, actor)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    vec![(
-                        "",
-                        Err(ClientError::Remote("a merge thread panicked".into())),
-                    )]
-                })
-            })
-            .collect()
+        let (tx, rx) = std::sync::mpsc::sync_channel(256);
+        for _ in 0..threads {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(w) = work.get(i) else { break };
+                    let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        merge_one(w, actor)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(ClientError::Remote(format!(
+                            "{}: reading the merged document failed",
+                            w.doc_id
+                        )))
+                    });
+                    // The receiver is gone after an error: stop.
+                    if tx.send((w.doc_id, merged)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        // Leaving the loop early drops the receiver, which stops the workers.
+        for (doc_id, merged) in rx {
+            store(doc_id, merged?)?;
+        }
+        Ok(())
     })
 }
 

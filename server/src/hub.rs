@@ -22,6 +22,7 @@ use keqing_shared::sync::*;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -37,6 +38,33 @@ impl From<StoreError> for SyncError {
     }
 }
 
+/// How many pushes and pulls are being served right now. The background
+/// projector makes way for them: statistics can wait a few seconds, a
+/// device syncing should not.
+#[derive(Debug, Default)]
+pub struct InFlight(AtomicUsize);
+
+/// One push or pull being served (counted until dropped).
+struct Serving(Arc<InFlight>);
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Serving {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Serving(self.clone())
+    }
+
+    /// Whether a push or a pull is being served.
+    pub fn busy(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub struct Hub {
     /// Requests per token: a client in a loop (or an attacker) cannot
     /// starve the others.
@@ -46,6 +74,7 @@ pub struct Hub {
     reader: Arc<Mutex<SqliteStore>>,
     /// Tells the projector that the log grew.
     appended: Arc<tokio::sync::Notify>,
+    in_flight: Arc<InFlight>,
     access: Access,
 }
 
@@ -160,8 +189,14 @@ impl Hub {
             writer: Arc::new(Mutex::new(store)),
             reader: Arc::new(Mutex::new(reader)),
             appended,
+            in_flight: Arc::default(),
             access: Access::default(),
         })
+    }
+
+    /// The pushes and pulls being served, for the projector to make way.
+    pub fn in_flight(&self) -> Arc<InFlight> {
+        self.in_flight.clone()
     }
 
     /// Sets who may call (e.g. mutual TLS required).
@@ -257,6 +292,45 @@ fn ingest(
     device: Device,
     changes: Vec<ChangeEnvelope>,
 ) -> Result<PushAck, SyncError> {
+    // The checks read in one read transaction: a lookup outside one is a
+    // transaction of its own, with its own locking of the WAL index, two
+    // or three per dossier. Only pushes, which hold the writer, add
+    // changes and documents, so nothing they read changes before the append.
+    store.begin_read()?;
+    let checked = check_push(store, &device, changes);
+    store.end_read()?;
+    let Checked {
+        entries,
+        docs,
+        duplicates,
+    } = checked?;
+    let accepted = entries.len() as u32;
+    let last_seq = if entries.is_empty() {
+        store.max_seq()?
+    } else {
+        store.append(&device.id, &entries, &docs)?
+    };
+    Ok(PushAck {
+        accepted,
+        duplicates,
+        last_seq,
+    })
+}
+
+/// A push that passed every check, ready to append.
+struct Checked {
+    entries: Vec<NewLogEntry>,
+    docs: Vec<DocumentState>,
+    duplicates: u32,
+}
+
+/// Decodes and checks every change of a push (and builds the snapshots of
+/// the documents it applies them to); stores nothing.
+fn check_push(
+    store: &SqliteStore,
+    device: &Device,
+    changes: Vec<ChangeEnvelope>,
+) -> Result<Checked, SyncError> {
     let Some(actor) = device.actor.clone() else {
         return Err(SyncError::new(
             SyncErrorKind::FailedPrecondition,
@@ -339,7 +413,7 @@ fn ingest(
                 complete,
                 ..
             }) => {
-                if !in_scope(&device, &office) {
+                if !in_scope(device, &office) {
                     return Err(SyncError::denied(format!(
                         "document {doc_id} is outside this device's office"
                     )));
@@ -392,7 +466,7 @@ fn ingest(
                     let applied = doc.is_some();
                     (office, doc, applied)
                 };
-                if !in_scope(&device, &office) {
+                if !in_scope(device, &office) {
                     return Err(SyncError::denied(format!(
                         "document {doc_id} is outside this device's office"
                     )));
@@ -462,16 +536,10 @@ fn ingest(
             merged_into,
         });
     }
-    let accepted = entries.len() as u32;
-    let last_seq = if entries.is_empty() {
-        store.max_seq()?
-    } else {
-        store.append(&device.id, &entries, &docs)?
-    };
-    Ok(PushAck {
-        accepted,
+    Ok(Checked {
+        entries,
+        docs,
         duplicates,
-        last_seq,
     })
 }
 
@@ -593,6 +661,7 @@ impl keqing_proto::SyncHandler for Hub {
         self.rate.check(&caller.token)?;
         let n = changes.len();
         let access = self.access;
+        let _serving = self.in_flight.enter();
         let ack = self
             .blocking(move |store| {
                 let device = access.authenticate(store, &caller)?;
@@ -646,7 +715,9 @@ impl keqing_proto::SyncHandler for Hub {
             )?;
         }
         let (tx, rx) = mpsc::channel(2);
+        let serving = self.in_flight.enter();
         tokio::task::spawn_blocking(move || {
+            let _serving = serving;
             if let Err(e) = serve_pull(&reader, &device, cursor, &epoch, max_batch, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }

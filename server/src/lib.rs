@@ -57,6 +57,11 @@ pub async fn run(
 }
 
 /// [`run`], with TLS when `tls` is given (see [`tls`]).
+/// How long the background projector waits before each document while a
+/// push or pull is being served: it then takes a small share of a core
+/// (building a dossier costs a few hundred microseconds).
+const PROJECTOR_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
 pub async fn run_with_tls(
     listener: tokio::net::TcpListener,
     store: store::SqliteStore,
@@ -66,20 +71,33 @@ pub async fn run_with_tls(
     let access = hub::Access {
         require_certificates: tls.as_ref().is_some_and(|t| t.require_client_certificates),
     };
+    let reports_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
+    // The background projector has a connection of its own: a report never
+    // waits for it (it catches up itself; the projectors' saves are
+    // compare-and-set, so the two never write a batch twice).
     let projector_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
     let appended = Arc::new(tokio::sync::Notify::new());
     let hub = Arc::new(hub::Hub::new(store, appended.clone())?.with_access(access));
-    let desk = Arc::new(reports::ReportDesk::new(projector_store.clone(), access));
+    let in_flight = hub.in_flight();
+    let desk = Arc::new(reports::ReportDesk::new(reports_store, access));
     // The projector runs beside sync: woken by pushes (or every few
-    // seconds), never in a push's path. Stopped with the server.
+    // seconds), never in a push's path, and while devices are being
+    // served it pauses before each document so they have the cores.
+    // Stopped with the server.
     let projecting = tokio::spawn(async move {
         loop {
             let _ =
                 tokio::time::timeout(std::time::Duration::from_secs(5), appended.notified()).await;
             let store = projector_store.clone();
+            let in_flight = in_flight.clone();
             let result = tokio::task::spawn_blocking(move || {
                 let mut store = store.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
-                Ok::<_, anyhow::Error>(projector::catch_up(&mut store, |_, _| {})?)
+                let pace = || {
+                    if in_flight.busy() {
+                        std::thread::sleep(PROJECTOR_PAUSE);
+                    }
+                };
+                Ok::<_, anyhow::Error>(projector::catch_up_paced(&mut store, |_, _| {}, pace)?)
             })
             .await;
             match result {

@@ -45,23 +45,31 @@ fn reader_actor() -> ActorId {
     ActorId::from(&b"keqing-projector"[..])
 }
 
-/// A document's current bytes, and the snapshot to store when they are a
-/// new complete one.
-type Current = (Vec<u8>, Option<SettledSnapshot>);
+/// A document as the projector reads it.
+enum Source {
+    /// Its stored snapshot, complete.
+    Saved(Vec<u8>),
+    /// Built from its snapshot and its logged changes (boxed: a document
+    /// is a few kilobytes of bookkeeping).
+    Built(Box<Automerge>),
+}
 
-/// The current bytes of a document: its snapshot, plus the logged changes
-/// when the snapshot is incomplete (a new dossier logged without being
-/// built, or a change waiting for a dependency). When that makes it
-/// complete, the snapshot to store for it as well.
-fn current_bytes(store: &SqliteStore, doc_id: &str) -> Result<Option<Current>, StoreError> {
+/// The current state of a document: its snapshot, or, when that is
+/// incomplete (a new dossier logged without being built, or a change
+/// waiting for a dependency), the document built from it and the logged
+/// changes — with the snapshot to store when that made it complete.
+fn current_document(
+    store: &SqliteStore,
+    doc_id: &str,
+) -> Result<Option<(Source, Option<SettledSnapshot>)>, StoreError> {
     let Some(stored) = store.document(doc_id)? else {
         return Ok(None);
     };
     if stored.complete {
-        return Ok(Some((stored.snapshot, None)));
+        return Ok(Some((Source::Saved(stored.snapshot), None)));
     }
     let logged = store.changes_of(doc_id, u64::MAX)?;
-    let merged = catch_unwind(AssertUnwindSafe(|| {
+    let built = catch_unwind(AssertUnwindSafe(|| {
         let mut doc = Automerge::load(&stored.snapshot).ok()?;
         doc.apply_changes(
             logged
@@ -69,34 +77,41 @@ fn current_bytes(store: &SqliteStore, doc_id: &str) -> Result<Option<Current>, S
                 .filter_map(|c| Change::from_bytes(c.bytes).ok()),
         )
         .ok()?;
-        let bytes = doc.save_nocompress();
         let settled = doc
             .get_missing_deps(&[])
             .is_empty()
             .then(|| SettledSnapshot {
                 doc_id: doc_id.to_string(),
-                snapshot: bytes.clone(),
+                snapshot: doc.save_nocompress(),
                 last_seq: stored.last_seq,
             });
-        Some((bytes, settled))
+        Some((Source::Built(Box::new(doc)), settled))
     }));
-    Ok(merged.ok().flatten())
+    Ok(built.ok().flatten())
 }
 
 /// Derives what the projection tables hold for one document.
-fn derive(doc_id: &str, bytes: &[u8]) -> Result<Projected, String> {
+fn derive(doc_id: &str, source: Source) -> Result<Projected, String> {
     let actor = reader_actor();
     let result = catch_unwind(AssertUnwindSafe(|| {
         if let Some(office) = doc_id.strip_prefix("roster-") {
-            let roster = Roster::load(bytes, actor).map_err(|e| e.to_string())?;
+            let roster = match source {
+                Source::Saved(bytes) => Roster::load(&bytes, actor),
+                Source::Built(doc) => Roster::load(&doc.save_nocompress(), actor),
+            }
+            .map_err(|e| e.to_string())?;
             Ok(Projected::Roster {
                 office: office.to_string(),
                 staff: roster.staff().map_err(|e| e.to_string())?,
             })
         } else {
-            let view = Dossier::load(bytes, actor)
-                .and_then(|d| d.view())
-                .map_err(|e| e.to_string())?;
+            let dossier = match source {
+                Source::Saved(bytes) => Dossier::load(&bytes, actor),
+                // Already loaded: loading its saved bytes again would cost
+                // as much as reading it.
+                Source::Built(doc) => Dossier::from_document(*doc, actor),
+            };
+            let view = dossier.and_then(|d| d.view()).map_err(|e| e.to_string())?;
             if view.id != doc_id {
                 return Err(format!("document says its id is {}", view.id));
             }
@@ -114,7 +129,17 @@ fn derive(doc_id: &str, bytes: &[u8]) -> Result<Projected, String> {
 /// called after each batch.
 pub fn catch_up(
     store: &mut SqliteStore,
+    progress: impl FnMut(u64, u64),
+) -> Result<CatchUp, StoreError> {
+    catch_up_paced(store, progress, || {})
+}
+
+/// [`catch_up`], calling `pace` before each document it builds (the
+/// server's background projector waits there while devices sync).
+pub fn catch_up_paced(
+    store: &mut SqliteStore,
     mut progress: impl FnMut(u64, u64),
+    mut pace: impl FnMut(),
 ) -> Result<CatchUp, StoreError> {
     let target = store.max_seq()?;
     let mut done = CatchUp {
@@ -130,7 +155,8 @@ pub fn catch_up(
         let mut settled = Vec::new();
         let mut settled_bytes = 0;
         for doc_id in &docs {
-            let Some((bytes, settle)) = current_bytes(store, doc_id)? else {
+            pace();
+            let Some((source, settle)) = current_document(store, doc_id)? else {
                 done.skipped += 1;
                 tracing::warn!(doc = %doc_id, "projector: document unreadable, skipped");
                 continue;
@@ -145,7 +171,7 @@ pub fn catch_up(
                     settled_bytes = 0;
                 }
             }
-            match derive(doc_id, &bytes) {
+            match derive(doc_id, source) {
                 Ok(p) => projected.push(p),
                 Err(e) => {
                     done.skipped += 1;
