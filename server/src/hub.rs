@@ -22,7 +22,7 @@ use keqing_shared::sync::*;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -38,30 +38,60 @@ impl From<StoreError> for SyncError {
     }
 }
 
-/// How many pushes and pulls are being served right now. The background
-/// projector makes way for them: statistics can wait a few seconds, a
-/// device syncing should not.
-#[derive(Debug, Default)]
-pub struct InFlight(AtomicUsize);
+/// How many pushes and pulls are being served right now, and when the last
+/// one ended. The background projector makes way for them: statistics can
+/// wait a few seconds, a device syncing should not.
+#[derive(Debug)]
+pub struct InFlight {
+    serving: AtomicUsize,
+    since: std::time::Instant,
+    /// Milliseconds from `since` to the end of the last push or pull.
+    last_end_ms: AtomicU64,
+}
+
+/// How long after the last push or pull the projector still makes way: a
+/// device goes on applying the last batches of a pull (which the server
+/// sent ahead) after the server has finished sending.
+const AFTER_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One push or pull being served (counted until dropped).
 struct Serving(Arc<InFlight>);
 
+impl Default for InFlight {
+    fn default() -> InFlight {
+        InFlight {
+            serving: AtomicUsize::new(0),
+            since: std::time::Instant::now(),
+            last_end_ms: AtomicU64::new(0),
+        }
+    }
+}
+
 impl InFlight {
     fn enter(self: &Arc<Self>) -> Serving {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.serving.fetch_add(1, Ordering::Relaxed);
         Serving(self.clone())
     }
 
-    /// Whether a push or a pull is being served.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a push or a pull is being served, or one ended moments ago.
     pub fn busy(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 0
+        if self.serving.load(Ordering::Relaxed) > 0 {
+            return true;
+        }
+        let last = self.last_end_ms.load(Ordering::Relaxed);
+        last > 0 && self.now_ms().saturating_sub(last) < AFTER_SYNC.as_millis() as u64
     }
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        self.0.0.fetch_sub(1, Ordering::Relaxed);
+        let ended = self.0.now_ms().max(1);
+        self.0.last_end_ms.store(ended, Ordering::Relaxed);
+        self.0.serving.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -189,7 +219,7 @@ impl Hub {
             writer: Arc::new(Mutex::new(store)),
             reader: Arc::new(Mutex::new(reader)),
             appended,
-            in_flight: Arc::default(),
+            in_flight: Arc::new(InFlight::default()),
             access: Access::default(),
         })
     }
@@ -787,5 +817,25 @@ impl keqing_proto::SyncHandler for Hub {
             Ok(missing)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_is_busy_while_serving_and_a_moment_after() {
+        let in_flight = Arc::new(InFlight::default());
+        assert!(!in_flight.busy(), "nothing served yet");
+        let push = in_flight.enter();
+        let pull = in_flight.enter();
+        assert!(in_flight.busy());
+        drop(push);
+        assert!(in_flight.busy(), "the pull is still served");
+        drop(pull);
+        assert!(in_flight.busy(), "devices still apply what they pulled");
+        std::thread::sleep(AFTER_SYNC + std::time::Duration::from_millis(50));
+        assert!(!in_flight.busy());
     }
 }
