@@ -1283,7 +1283,6 @@ fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {
     Ok(ids)
 }
 
-/// One write transaction on the replica.
 /// One document of a pull batch, ready to merge off the database.
 struct RemoteWork<'b> {
     doc_id: &'b str,
@@ -1405,6 +1404,7 @@ fn merge_and_store(
     })
 }
 
+/// One write transaction on the replica.
 pub struct WriteTx<'c> {
     tx: &'c Connection,
     actor: ActorId,

@@ -152,6 +152,18 @@ fn admin(dir: &std::path::Path, args: &[&str]) -> String {
         .to_string()
 }
 
+/// A document made from its changes, applied to an empty one.
+fn built(changes: &[Vec<u8>]) -> Automerge {
+    let mut doc = Automerge::new();
+    doc.apply_changes(
+        changes
+            .iter()
+            .map(|b| Change::from_bytes(b.clone()).expect("change")),
+    )
+    .expect("apply");
+    doc
+}
+
 /// What samod did on the same documents.
 struct SamodFigures {
     first_s: f64,
@@ -202,14 +214,7 @@ async fn samod_side_by_side(docs: &BTreeMap<String, Vec<Vec<u8>>>) -> SamodFigur
         .await;
     let mut handles = Vec::with_capacity(docs.len());
     for changes in docs.values() {
-        let mut doc = Automerge::new();
-        doc.apply_changes(
-            changes
-                .iter()
-                .map(|b| Change::from_bytes(b.clone()).expect("change")),
-        )
-        .expect("apply");
-        handles.push(office.create(doc).await.expect("create"));
+        handles.push(office.create(built(changes)).await.expect("create"));
     }
     // One connection: dial, then wait until the server has every
     // document's heads. Returns (seconds, bytes, messages).
@@ -349,14 +354,7 @@ fn main() {
         .map(|_| {
             let base = Instant::now();
             for changes in by_doc.values() {
-                let mut doc = Automerge::new();
-                doc.apply_changes(
-                    changes
-                        .iter()
-                        .map(|b| Change::from_bytes(b.clone()).expect("change")),
-                )
-                .expect("apply");
-                std::hint::black_box(doc.get_heads());
+                std::hint::black_box(built(changes).get_heads());
             }
             base.elapsed().as_secs_f64()
         })

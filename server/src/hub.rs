@@ -187,9 +187,9 @@ fn new_dossier(changes: &[Change]) -> Result<(Automerge, String, String), SyncEr
 /// outside the push), no two share an actor and sequence number (automerge
 /// would refuse them), none names an author, none folds the dossier into
 /// another (a merge is audited from the built document), and they put a
-/// text id and office at the root. Returns that id and office; `None` sends the dossier the long
-/// way ([`new_dossier`]), which applies the changes and reports what is
-/// wrong with them.
+/// text id and office at the root. Returns that id and office; `None`
+/// sends the dossier the long way ([`new_dossier`]), which applies the
+/// changes and reports what is wrong with them.
 fn deferrable_new_dossier(changes: &[Change]) -> Option<(String, String)> {
     let mut before = HashSet::new();
     let mut seqs = HashSet::new();
