@@ -161,6 +161,24 @@ fn in_scope(device: &Device, office: &str) -> bool {
     device.office.as_deref().is_none_or(|o| o == office)
 }
 
+/// A stored document: its snapshot (empty: none) with logged changes
+/// applied on top (the changes an incomplete snapshot lacks, or a whole
+/// log). Stored bytes are not trusted further than any others: automerge
+/// runs behind [`guarded`].
+pub(crate) fn replayed(snapshot: &[u8], logged: Vec<LoggedChange>) -> Result<Automerge, SyncError> {
+    guarded("stored document", || {
+        let mut doc = Automerge::load(snapshot)
+            .map_err(|e| SyncError::internal(format!("stored snapshot: {e}")))?;
+        doc.apply_changes(
+            logged
+                .into_iter()
+                .filter_map(|c| Change::from_bytes(c.bytes).ok()),
+        )
+        .map_err(|e| SyncError::internal(format!("stored changes: {e}")))?;
+        Ok(doc)
+    })
+}
+
 /// Builds a new dossier from its first changes and reads its id and office.
 fn new_dossier(changes: &[Change]) -> Result<(Automerge, String, String), SyncError> {
     guarded("new dossier", || {
@@ -448,23 +466,13 @@ fn check_push(
                         "document {doc_id} is outside this device's office"
                     )));
                 }
-                let mut doc = guarded("stored snapshot", || {
-                    Automerge::load(&snapshot)
-                        .map_err(|e| SyncError::internal(format!("stored snapshot: {e}")))
-                })?;
-                if !complete {
-                    // Queued changes are not in a saved snapshot: replay the log.
-                    let logged = store.changes_of(&doc_id, u64::MAX)?;
-                    let logged: Vec<Change> = logged
-                        .into_iter()
-                        .filter_map(|c| Change::from_bytes(c.bytes).ok())
-                        .collect();
-                    guarded("stored changes", || {
-                        doc.apply_changes(logged)
-                            .map_err(|e| SyncError::internal(e.to_string()))
-                    })?;
-                }
-                (office, Some(doc), false)
+                // What an incomplete snapshot lacks is in the log.
+                let logged = if complete {
+                    Vec::new()
+                } else {
+                    store.changes_of(&doc_id, u64::MAX)?
+                };
+                (office, Some(replayed(&snapshot, logged)?), false)
             }
             None => {
                 let (office, doc, applied) = if let Some(code) = doc_id.strip_prefix("roster-") {
@@ -789,17 +797,7 @@ impl keqing_proto::SyncHandler for Hub {
                         d.doc_id
                     )));
                 }
-                let logged = store.changes_of(&d.doc_id, u64::MAX)?;
-                let doc = guarded(&d.doc_id, || {
-                    let mut doc = Automerge::new();
-                    doc.apply_changes(
-                        logged
-                            .into_iter()
-                            .filter_map(|c| Change::from_bytes(c.bytes).ok()),
-                    )
-                    .map_err(|e| SyncError::internal(e.to_string()))?;
-                    Ok(doc)
-                })?;
+                let doc = replayed(&[], store.changes_of(&d.doc_id, u64::MAX)?)?;
                 // Heads the server does not know (unpushed local work) are ignored.
                 let have: Vec<automerge::ChangeHash> = d
                     .heads

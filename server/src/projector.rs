@@ -14,7 +14,7 @@
 //! as incremental maintenance.
 
 use crate::store::{Projected, SettledSnapshot, SqliteStore, StoreError, SyncStore};
-use automerge::{ActorId, Automerge, Change, ReadDoc};
+use automerge::{ActorId, Automerge, ReadDoc};
 use keqing_shared::dossier::Dossier;
 use keqing_shared::followup::schedule;
 use keqing_shared::roster::Roster;
@@ -69,25 +69,22 @@ fn current_document(
         return Ok(Some((Source::Saved(stored.snapshot), None)));
     }
     let logged = store.changes_of(doc_id, u64::MAX)?;
-    let built = catch_unwind(AssertUnwindSafe(|| {
-        let mut doc = Automerge::load(&stored.snapshot).ok()?;
-        doc.apply_changes(
-            logged
-                .into_iter()
-                .filter_map(|c| Change::from_bytes(c.bytes).ok()),
-        )
-        .ok()?;
-        let settled = doc
-            .get_missing_deps(&[])
+    let Ok(doc) = crate::hub::replayed(&stored.snapshot, logged) else {
+        return Ok(None);
+    };
+    let settled = catch_unwind(AssertUnwindSafe(|| {
+        doc.get_missing_deps(&[])
             .is_empty()
             .then(|| SettledSnapshot {
                 doc_id: doc_id.to_string(),
                 snapshot: doc.save_nocompress(),
                 last_seq: stored.last_seq,
-            });
-        Some((Source::Built(Box::new(doc)), settled))
+            })
     }));
-    Ok(built.ok().flatten())
+    let Ok(settled) = settled else {
+        return Ok(None);
+    };
+    Ok(Some((Source::Built(Box::new(doc)), settled)))
 }
 
 /// Derives what the projection tables hold for one document.
