@@ -322,9 +322,6 @@ impl RateLimiter {
     }
 }
 
-/// The first bytes of every automerge chunk.
-const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-
 /// Automerge does not check a change's checksum when it parses one, so a
 /// change damaged on the way would pass for another, valid change. The
 /// checksum (after the 4 magic bytes) is the first 4 bytes of the change's

@@ -212,6 +212,10 @@ fn saved(doc: automerge::Automerge) -> Option<(Vec<u8>, automerge::Automerge)> {
     (!doc.get_heads().is_empty()).then(|| (doc.save_nocompress(), doc))
 }
 
+/// The first bytes of every automerge chunk (a document or a change); the
+/// chunk type is the byte after the 4-byte checksum that follows them.
+pub const AUTOMERGE_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
 /// Reads an unsigned LEB128 number (automerge's integer encoding).
 fn leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
     let mut value = 0u64;
@@ -235,8 +239,7 @@ fn leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
 /// actors (a count, each a length and its bytes) and the heads (a count,
 /// 32 bytes each).
 pub fn saved_heads(bytes: &[u8]) -> Option<Vec<[u8; 32]>> {
-    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-    if bytes.get(..4)? != MAGIC || *bytes.get(8)? != 0 {
+    if bytes.get(..4)? != AUTOMERGE_MAGIC || *bytes.get(8)? != 0 {
         return None;
     }
     let mut at = 9;
