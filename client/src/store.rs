@@ -1039,15 +1039,16 @@ impl Replica {
         Ok(())
     }
 
-    /// The oldest `limit` outbox rows. (The limit is in the SQL text: a
-    /// bound LIMIT makes SQLite re-prepare the statement on every run.)
-    pub fn outbox_batch(&self, limit: usize) -> Result<Vec<OutboxRow>> {
+    /// The oldest `limit` outbox rows after `after_seq` (0: from the
+    /// start). (The limit is in the SQL text: a bound LIMIT makes SQLite
+    /// re-prepare the statement on every run.)
+    pub fn outbox_batch(&self, after_seq: i64, limit: usize) -> Result<Vec<OutboxRow>> {
         let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT seq, doc_id, bytes FROM outbox ORDER BY seq LIMIT {}",
+            "SELECT seq, doc_id, bytes FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT {}",
             i64::try_from(limit).unwrap_or(i64::MAX)
         ))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([after_seq], |r| {
                 Ok(OutboxRow {
                     seq: r.get(0)?,
                     doc_id: r.get(1)?,

@@ -12,7 +12,9 @@ use crate::desk::{Desk, now_cst};
 use crate::error::ClientError;
 use crate::store::Replica;
 use keqing_proto::SyncConnection;
-use keqing_shared::sync::{ChangeEnvelope, ClientTls, DocHeads, SyncError, SyncErrorKind, limits};
+use keqing_shared::sync::{
+    ChangeEnvelope, ClientTls, DocHeads, PushAck, SyncError, SyncErrorKind, limits,
+};
 use keqing_shared::when::fmt_datetime;
 use std::path::Path;
 use std::time::Duration;
@@ -114,6 +116,17 @@ pub async fn sync_once(
     replica: &mut Replica,
     progress: &mut (dyn Progress + Send),
 ) -> Result<SyncSummary> {
+    sync_once_with(replica, progress, limits::PUSH_BATCH).await
+}
+
+/// [`sync_once`] pushing at most `push_batch` changes per request (tests
+/// use small batches to push many of them).
+pub async fn sync_once_with(
+    replica: &mut Replica,
+    progress: &mut (dyn Progress + Send),
+    push_batch: usize,
+) -> Result<SyncSummary> {
+    let push_batch = push_batch.clamp(1, limits::PUSH_BATCH);
     let state = replica.sync_state()?.ok_or_else(|| {
         ClientError::Sync(
             "this replica is not enrolled: run `keqing enroll --server URL --token T`".into(),
@@ -132,7 +145,7 @@ pub async fn sync_once(
     )
     .await
     {
-        Ok(mut conn) => round(replica, &mut conn, progress).await,
+        Ok(mut conn) => round(replica, &mut conn, progress, push_batch).await,
         Err(e) => Err(sync_err(e)),
     };
     let now = fmt_datetime(now_cst());
@@ -149,9 +162,10 @@ async fn round(
     replica: &mut Replica,
     conn: &mut SyncConnection,
     progress: &mut (dyn Progress + Send),
+    push_batch: usize,
 ) -> Result<SyncSummary> {
     let mut summary = SyncSummary::default();
-    push_outbox(replica, conn, progress, &mut summary).await?;
+    push_outbox(replica, conn, progress, &mut summary, push_batch).await?;
     let state = replica.sync_state()?;
     let cursor = state.as_ref().map(|s| s.cursor).unwrap_or(0);
     let epoch = state.and_then(|s| s.epoch).unwrap_or_default();
@@ -177,42 +191,119 @@ async fn round(
         }
     }
     if restored {
-        push_outbox(replica, conn, progress, &mut summary).await?;
+        push_outbox(replica, conn, progress, &mut summary, push_batch).await?;
     }
     summary.cursor = replica.sync_state()?.map(|s| s.cursor).unwrap_or(0);
     Ok(summary)
 }
 
-/// Pushes the whole outbox in batches; each acknowledged batch (durable on
-/// the server) is deleted from it.
+/// Push batches in flight at once: the next batch is read, sent and
+/// decoded by the server while the server appends the one before.
+const PUSHES_IN_FLIGHT: usize = 2;
+
+/// A push running on the runtime, cancelled if dropped (a failed round
+/// does not leave pushes behind it).
+struct PushTask(tokio::task::JoinHandle<std::result::Result<PushAck, SyncError>>);
+
+impl Drop for PushTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One push batch on its way.
+struct InFlight {
+    task: PushTask,
+    /// Its last outbox row.
+    last: i64,
+    changes: u64,
+    docs: std::collections::HashSet<String>,
+}
+
+/// The next outbox rows to push after `after`, given the documents of the
+/// batches in flight. Pipelined pushes may reach the server's writer in
+/// either order, so a batch touches no document an earlier batch in flight
+/// touches (a change depends only on earlier changes of its document: each
+/// batch is then complete on its own, whichever lands first); it stops
+/// before the first row that would, and is empty when that is its first.
+/// It also does not end inside a run of one document's rows when it can
+/// help it, so a dossier's changes (its creation and first edits) travel
+/// together and the next batch need not wait for this one.
+fn next_push_batch(
+    replica: &Replica,
+    after: i64,
+    limit: usize,
+    in_flight: impl Fn(&str) -> bool,
+) -> Result<Vec<crate::store::OutboxRow>> {
+    let mut batch = replica.outbox_batch(after, limit + 1)?;
+    if batch.len() > limit {
+        let cut = &batch[limit].doc_id;
+        let keep = batch[..limit]
+            .iter()
+            .rposition(|r| &r.doc_id != cut)
+            .map_or(limit, |i| i + 1);
+        batch.truncate(keep);
+    }
+    if let Some(clash) = batch.iter().position(|r| in_flight(&r.doc_id)) {
+        batch.truncate(clash);
+    }
+    Ok(batch)
+}
+
+/// Pushes the whole outbox in batches, a few in flight; each acknowledged
+/// batch (durable on the server) is deleted from it, in order. A batch
+/// acknowledged after an earlier one failed stays in the outbox and is
+/// pushed again next time, which the server counts as duplicates.
 async fn push_outbox(
     replica: &mut Replica,
     conn: &mut SyncConnection,
     progress: &mut (dyn Progress + Send),
     summary: &mut SyncSummary,
+    push_batch: usize,
 ) -> Result<()> {
     let total = replica.outbox_len()?;
     let (pushed_before, duplicates_before) = (summary.pushed, summary.duplicates);
+    let mut sent_upto = 0;
+    let mut in_flight = std::collections::VecDeque::new();
     loop {
-        let batch = replica.outbox_batch(limits::PUSH_BATCH)?;
-        let Some(last) = batch.last().map(|r| r.seq) else {
+        while in_flight.len() < PUSHES_IN_FLIGHT {
+            let batch = next_push_batch(replica, sent_upto, push_batch, |doc| {
+                in_flight.iter().any(|f: &InFlight| f.docs.contains(doc))
+            })?;
+            let Some(last) = batch.last().map(|r| r.seq) else {
+                break;
+            };
+            sent_upto = last;
+            let docs = batch.iter().map(|r| r.doc_id.clone()).collect();
+            let changes = batch
+                .into_iter()
+                .map(|r| ChangeEnvelope {
+                    doc_id: r.doc_id,
+                    bytes: r.bytes,
+                })
+                .collect::<Vec<_>>();
+            let n = changes.len() as u64;
+            let mut conn = conn.clone();
+            in_flight.push_back(InFlight {
+                task: PushTask(tokio::spawn(async move { conn.push(changes).await })),
+                last,
+                changes: n,
+                docs,
+            });
+        }
+        let Some(mut head) = in_flight.pop_front() else {
             break;
         };
-        let changes = batch
-            .into_iter()
-            .map(|r| ChangeEnvelope {
-                doc_id: r.doc_id,
-                bytes: r.bytes,
-            })
-            .collect::<Vec<_>>();
-        let n = changes.len() as u64;
-        let ack = conn.push(changes).await.map_err(sync_err)?;
+        let ack = (&mut head.task.0)
+            .await
+            .map_err(|e| ClientError::Sync(format!("push task failed: {e}")))?
+            .map_err(sync_err)?;
         // The server's commit is durable: these rows are safe to forget.
-        replica.ack_outbox(last)?;
+        replica.ack_outbox(head.last)?;
         summary.pushed += u64::from(ack.accepted);
         summary.duplicates += u64::from(ack.duplicates);
         let done = summary.pushed - pushed_before + summary.duplicates - duplicates_before;
-        progress.pushing(done.min(total), total.max(n));
+        progress.pushing(done.min(total), total.max(head.changes));
     }
     Ok(())
 }
@@ -269,4 +360,98 @@ pub async fn repair(replica: &mut Replica) -> Result<u64> {
         replica.apply_remote(&batch)?;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desk::CallInput;
+    use keqing_shared::staff::Role;
+
+    /// Each outbox row's document, as pushed batches would carry them.
+    fn docs(rows: &[crate::store::OutboxRow]) -> Vec<&str> {
+        rows.iter().map(|r| r.doc_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_push_batch_keeps_runs_whole_and_avoids_documents_in_flight() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut desk = Desk::init(tmp.path(), "44", "前台1").unwrap();
+        desk.add_staff("李娜", Role::Consultant).unwrap();
+        let at = keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let call = desk
+                .register_call(&CallInput {
+                    phone: format!("1380013800{i}"),
+                    name: format!("患者{i}"),
+                    source: "电视".into(),
+                    staff: "李娜".into(),
+                    at,
+                    force_new: true,
+                    ..Default::default()
+                })
+                .unwrap();
+            ids.push(call.dossier_id);
+        }
+        // The first patient again, after the others.
+        desk.edit_patient(&ids[0], |tx| {
+            tx.update_patient(&keqing_shared::dossier::PatientUpdate {
+                address: Some("广州".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+        let replica = desk.replica();
+        let all = replica.outbox_batch(0, usize::MAX).unwrap();
+        let order = docs(&all);
+        // The roster's changes, then each dossier's run of changes, then
+        // the edit.
+        let roster = order
+            .iter()
+            .take_while(|d| d.starts_with("roster-"))
+            .count();
+        assert!(roster >= 1);
+        let runs: Vec<&str> = order[roster..]
+            .iter()
+            .copied()
+            .fold(Vec::new(), |mut v, d| {
+                if v.last() != Some(&d) {
+                    v.push(d);
+                }
+                v
+            });
+        assert_eq!(
+            runs,
+            [&ids[0], &ids[1], &ids[2], &ids[0]].map(String::as_str)
+        );
+        let run = order.iter().filter(|d| **d == ids[1]).count();
+        assert!(run >= 2, "a dossier's creation and its call are a run");
+        let nobody = |_: &str| false;
+        // A limit that ends inside the second dossier's run stops before it.
+        let first_run_end = roster + order[roster..].iter().take_while(|d| **d == ids[0]).count();
+        let batch = next_push_batch(replica, 0, first_run_end + 1, nobody).unwrap();
+        assert_eq!(batch.len(), first_run_end);
+        // A run longer than the limit is split: nothing else can be sent.
+        let batch = next_push_batch(replica, all[roster - 1].seq, 1, nobody).unwrap();
+        assert_eq!(docs(&batch), [ids[0].as_str()]);
+        // Everything fits: everything goes.
+        let batch = next_push_batch(replica, 0, all.len(), nobody).unwrap();
+        assert_eq!(batch, all);
+        // The first dossier is in flight: the batch after it stops before
+        // its later edit.
+        let after_first = all[first_run_end - 1].seq;
+        let busy = |d: &str| d == ids[0];
+        let batch = next_push_batch(replica, after_first, 1000, busy).unwrap();
+        assert_eq!(
+            docs(&batch).last().copied(),
+            Some(ids[2].as_str()),
+            "the second and third dossiers go, the edit of the first waits"
+        );
+        assert!(!docs(&batch).contains(&ids[0].as_str()));
+        // When the first row is the one in flight, nothing goes.
+        let last_other = all.iter().rposition(|r| r.doc_id != ids[0]).unwrap();
+        let batch = next_push_batch(replica, all[last_other].seq, 1000, busy).unwrap();
+        assert!(batch.is_empty());
+    }
 }

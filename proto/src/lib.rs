@@ -67,6 +67,22 @@ pub fn from_status(s: &Status) -> SyncError {
     SyncError::new(kind_of(s.code()), s.message().to_string())
 }
 
+/// A pull being served: its batches, and what the handler keeps alive until
+/// the stream has been sent (dropped with the response stream, once its last
+/// batch is handed to the transport, not when the handler has queued it:
+/// the server counts a pull as in progress while the device still reads it).
+pub struct PullFeed {
+    pub batches: tokio::sync::mpsc::Receiver<Result<PullBatch, SyncError>>,
+    pub keep_alive: Box<dyn Send + Sync>,
+}
+
+impl PullFeed {
+    /// The next batch (`None` once the handler has sent everything).
+    pub async fn recv(&mut self) -> Option<Result<PullBatch, SyncError>> {
+        self.batches.recv().await
+    }
+}
+
 /// What the server does, in domain terms. `caller` is the calling device's
 /// bearer token as sent (possibly empty) and its TLS client certificate.
 pub trait SyncHandler: Send + Sync + 'static {
@@ -80,16 +96,14 @@ pub trait SyncHandler: Send + Sync + 'static {
         caller: Caller,
         changes: Vec<ChangeEnvelope>,
     ) -> impl Future<Output = Result<PushAck, SyncError>> + Send;
-    /// Starts a pull; batches arrive on the receiver until `done`.
+    /// Starts a pull; batches arrive on the feed until `done`.
     fn pull(
         &self,
         caller: Caller,
         cursor: u64,
         epoch: String,
         max_batch: u32,
-    ) -> impl Future<
-        Output = Result<tokio::sync::mpsc::Receiver<Result<PullBatch, SyncError>>, SyncError>,
-    > + Send;
+    ) -> impl Future<Output = Result<PullFeed, SyncError>> + Send;
     fn repair(
         &self,
         caller: Caller,
@@ -265,15 +279,21 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<PullStream>, Status> {
         let caller = caller(&req);
         let r = req.into_inner();
-        let rx = self
+        let PullFeed {
+            batches,
+            keep_alive,
+        } = self
             .handler
             .pull(caller, r.cursor, r.epoch, r.max_batch)
             .await
             .map_err(to_status)?;
-        let stream =
-            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |item| {
+        let stream = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(batches),
+            move |item| {
+                let _ = &keep_alive;
                 item.map(pb_batch).map_err(to_status)
-            });
+            },
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -342,7 +342,7 @@ fn main() {
     );
 
     // Baseline: the in-process automerge limit on the same changes.
-    let outbox = a.replica().outbox_batch(usize::MAX).expect("outbox");
+    let outbox = a.replica().outbox_batch(0, usize::MAX).expect("outbox");
     let changes_total = outbox.len();
     let mut by_doc: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     for r in outbox {

@@ -16,6 +16,7 @@ use crate::store::{
     audit_actor,
 };
 use automerge::{Automerge, Change, ROOT, ReadDoc};
+use keqing_proto::PullFeed;
 use keqing_shared::dossier::{creation_of, merged_into_of};
 use keqing_shared::roster::{Roster, roster_id};
 use keqing_shared::sync::*;
@@ -331,18 +332,19 @@ fn checksum_matches(change: &Change) -> bool {
     raw.len() >= 8 && raw[4..8] == change.hash().0[..4]
 }
 
-/// Checks and appends one push. Everything or nothing is stored.
+/// Checks and appends one push that [`decode_push`] accepted. Everything
+/// or nothing is stored.
 fn ingest(
     store: &mut SqliteStore,
     device: Device,
-    changes: Vec<ChangeEnvelope>,
+    decoded: DecodedPush,
 ) -> Result<PushAck, SyncError> {
     // The checks read in one read transaction: a lookup outside one is a
     // transaction of its own, with its own locking of the WAL index, two
     // or three per dossier. Only pushes, which hold the writer, add
     // changes and documents, so nothing they read changes before the append.
     store.begin_read()?;
-    let checked = check_push(store, &device, changes);
+    let checked = check_push(store, &device, decoded);
     store.end_read()?;
     let Checked {
         entries,
@@ -369,19 +371,36 @@ struct Checked {
     duplicates: u32,
 }
 
-/// Decodes and checks every change of a push (and builds the snapshots of
-/// the documents it applies them to); stores nothing.
-fn check_push(
-    store: &SqliteStore,
-    device: &Device,
-    changes: Vec<ChangeEnvelope>,
-) -> Result<Checked, SyncError> {
-    let Some(actor) = device.actor.clone() else {
+/// A push decoded and checked as far as that needs no store: sizes,
+/// document ids, each change's bytes and checksum, duplicates within it.
+/// This is most of a push's work, done before the push takes the writer,
+/// so the pushes of several devices (or one device's pipelined batches)
+/// decode side by side.
+pub(crate) struct DecodedPush {
+    /// The changes grouped by document, in push order.
+    docs: Vec<DocChanges>,
+    /// Changes sent twice within the push.
+    duplicates: u32,
+}
+
+/// One document's changes in a push.
+struct DocChanges {
+    doc_id: String,
+    changes: Vec<Change>,
+    /// What [`deferrable_new_dossier`] says of these changes, if they may
+    /// start a new dossier (the first depends on nothing): worked out here
+    /// so the writer need not.
+    creation: Option<Option<(String, String)>>,
+}
+
+/// Decodes a push (see [`DecodedPush`]); reads no store.
+fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedPush, SyncError> {
+    if device.actor.is_none() {
         return Err(SyncError::new(
             SyncErrorKind::FailedPrecondition,
             "this device has not enrolled its replica yet",
         ));
-    };
+    }
     if changes.len() > limits::MAX_CHANGES_PER_PUSH {
         return Err(SyncError::new(
             SyncErrorKind::ResourceExhausted,
@@ -434,8 +453,7 @@ fn check_push(
                 "change {i}: damaged (its checksum does not match its contents)"
             )));
         }
-        let hash = change.hash();
-        if !seen.insert(hash) || store.has_change(&hash.0)? {
+        if !seen.insert(change.hash()) {
             duplicates += 1;
             continue;
         }
@@ -444,10 +462,61 @@ fn check_push(
         }
         by_doc.entry(c.doc_id).or_default().push(change);
     }
+    let docs = order
+        .into_iter()
+        .map(|doc_id| {
+            let changes = by_doc.remove(&doc_id).unwrap_or_default();
+            let creation = (!doc_id.starts_with("roster-")
+                && changes.first().is_some_and(|c| c.deps().is_empty()))
+            .then(|| deferrable_new_dossier(&changes));
+            DocChanges {
+                doc_id,
+                changes,
+                creation,
+            }
+        })
+        .collect();
+    Ok(DecodedPush { docs, duplicates })
+}
+
+/// Checks a decoded push against the store (duplicates of logged changes,
+/// the documents' offices, actors) and builds the snapshots of the
+/// documents it applies changes to; stores nothing.
+fn check_push(
+    store: &SqliteStore,
+    device: &Device,
+    decoded: DecodedPush,
+) -> Result<Checked, SyncError> {
+    let Some(actor) = device.actor.clone() else {
+        return Err(SyncError::new(
+            SyncErrorKind::FailedPrecondition,
+            "this device has not enrolled its replica yet",
+        ));
+    };
+    let mut duplicates = decoded.duplicates;
     let mut entries = Vec::new();
     let mut docs = Vec::new();
-    for doc_id in order {
-        let changes = by_doc.remove(&doc_id).unwrap_or_default();
+    for DocChanges {
+        doc_id,
+        mut changes,
+        mut creation,
+    } in decoded.docs
+    {
+        let before = changes.len();
+        let mut logged = Vec::with_capacity(changes.len());
+        for c in &changes {
+            logged.push(store.has_change(&c.hash().0)?);
+        }
+        let mut is_logged = logged.into_iter();
+        changes.retain(|_| !is_logged.next().unwrap_or(false));
+        duplicates += (before - changes.len()) as u32;
+        if changes.is_empty() {
+            continue;
+        }
+        if changes.len() < before {
+            // Worked out on other changes than those left.
+            creation = None;
+        }
         let existing = store.document(&doc_id)?;
         // `applied`: the changes are already in `doc`; no `doc`: a new
         // dossier logged without being built.
@@ -484,7 +553,8 @@ fn check_push(
                     }
                     (code.to_string(), Some(Automerge::new()), false)
                 } else {
-                    let (doc, id, office) = match deferrable_new_dossier(&changes) {
+                    let deferrable = creation.unwrap_or_else(|| deferrable_new_dossier(&changes));
+                    let (doc, id, office) = match deferrable {
                         Some((id, office)) => (None, id, office),
                         None => {
                             let (doc, id, office) = new_dossier(&changes)?;
@@ -697,12 +767,22 @@ impl keqing_proto::SyncHandler for Hub {
         let n = changes.len();
         let access = self.access;
         let _serving = self.in_flight.enter();
-        let ack = self
-            .blocking(move |store| {
-                let device = access.authenticate(store, &caller)?;
-                ingest(store, device, changes)
-            })
-            .await;
+        let writer = self.writer.clone();
+        let ack = tokio::task::spawn_blocking(move || {
+            let lock = || {
+                writer
+                    .lock()
+                    .map_err(|_| SyncError::internal("store lock poisoned"))
+            };
+            let device = access.authenticate(&*lock()?, &caller)?;
+            // Decoded without the writer: pushes decode side by side and
+            // take turns only to check against the store and append.
+            let decoded = decode_push(&device, changes)?;
+            ingest(&mut *lock()?, device, decoded)
+        })
+        .await
+        .map_err(|e| SyncError::internal(format!("task failed: {e}")))
+        .and_then(|r| r);
         match &ack {
             Ok(a) if a.accepted > 0 => {
                 self.appended.notify_one();
@@ -730,7 +810,7 @@ impl keqing_proto::SyncHandler for Hub {
         cursor: u64,
         epoch: String,
         max_batch: u32,
-    ) -> Result<mpsc::Receiver<Result<PullBatch, SyncError>>, SyncError> {
+    ) -> Result<PullFeed, SyncError> {
         self.rate.check(&caller.token)?;
         let reader = {
             let template = self
@@ -750,14 +830,17 @@ impl keqing_proto::SyncHandler for Hub {
             )?;
         }
         let (tx, rx) = mpsc::channel(2);
-        let serving = self.in_flight.enter();
         tokio::task::spawn_blocking(move || {
-            let _serving = serving;
             if let Err(e) = serve_pull(&reader, &device, cursor, &epoch, max_batch, &tx) {
                 let _ = tx.blocking_send(Err(e));
             }
         });
-        Ok(rx)
+        // Served until the stream is sent: the batches queued here run
+        // several ahead of what the device has applied.
+        Ok(PullFeed {
+            batches: rx,
+            keep_alive: Box::new(self.in_flight.enter()),
+        })
     }
 
     async fn repair(

@@ -413,3 +413,95 @@ fn sync_watch_keeps_a_device_up_to_date_and_rides_out_an_outage() {
     let _ = watcher.wait();
     drop(server);
 }
+
+/// A push of several batches goes out pipelined (the next batch is sent
+/// before the server acknowledged the one before): here an outbox of 60
+/// new dossiers and then edits to the last 15 of them, pushed 20 changes at
+/// a time, so the batch after the last creations stops before those edits
+/// and a later one carries them. A real server process must log everything
+/// exactly once, and a second device must pull the same dossiers.
+#[test]
+fn a_pipelined_push_lands_every_change_once() {
+    use keqing::desk::CallInput;
+    use keqing::sync::{Quiet, enroll, sync_once, sync_once_with};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let (ta, tb) = (
+        server.add_device(Some("44"), "前台1"),
+        server.add_device(Some("44"), "前台2"),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let enrolled = |dir: &str, token: &str| {
+        rt.block_on(enroll(
+            &tmp.path().join(dir),
+            &server.url(),
+            token,
+            None,
+            &Default::default(),
+        ))
+        .unwrap()
+    };
+    let mut a = enrolled("a", &ta);
+    a.add_staff("李娜", keqing_shared::staff::Role::Consultant)
+        .unwrap();
+    let at = keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap();
+    // One transaction without fsync for the fill (as a bulk import).
+    a.replica().set_bulk_load(true).unwrap();
+    a.replica_mut().begin_bulk().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let call = a
+            .register_call(&CallInput {
+                phone: format!("13{:09}", i),
+                name: format!("患者{i}"),
+                source: "电视".into(),
+                staff: "李娜".into(),
+                at,
+                force_new: true,
+                ..Default::default()
+            })
+            .unwrap();
+        ids.push(call.dossier_id);
+    }
+    for id in &ids[45..] {
+        a.edit_patient(id, |tx| {
+            tx.update_patient(&keqing_shared::dossier::PatientUpdate {
+                address: Some("广州".into()),
+                ..Default::default()
+            })
+        })
+        .unwrap();
+    }
+    a.replica_mut().finish_bulk(true).unwrap();
+    a.replica().set_bulk_load(false).unwrap();
+    let outbox = a.replica().outbox_len().unwrap();
+    assert!(outbox > 120, "many batches: {outbox}");
+    let pushed = rt
+        .block_on(sync_once_with(a.replica_mut(), &mut Quiet, 20))
+        .unwrap();
+    assert_eq!(pushed.pushed, outbox, "every change accepted once");
+    assert_eq!(pushed.duplicates, 0);
+    assert_eq!(a.replica().outbox_len().unwrap(), 0);
+    // Nothing left to push; the server logged each change once.
+    let again = rt.block_on(sync_once(a.replica_mut(), &mut Quiet)).unwrap();
+    assert_eq!((again.pushed, again.duplicates), (0, 0));
+    let logged: i64 = rusqlite::Connection::open(
+        tmp.path()
+            .join("server")
+            .join(keqing_server::store::DB_FILE),
+    )
+    .unwrap()
+    .query_row("SELECT count(*) FROM changes", [], |r| r.get(0))
+    .unwrap();
+    assert_eq!(logged as u64, outbox);
+    let mut b = enrolled("b", &tb);
+    rt.block_on(sync_once(b.replica_mut(), &mut Quiet)).unwrap();
+    assert_eq!(b.replica().dossier_count().unwrap(), 60);
+    assert_eq!(
+        a.replica().document_heads().unwrap(),
+        b.replica().document_heads().unwrap(),
+        "B holds every dossier as A has it"
+    );
+    let (edited, _) = b.dossier(&ids[59]).unwrap();
+    assert_eq!(edited.patient.address.as_deref(), Some("广州"));
+}
