@@ -1287,6 +1287,9 @@ fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {
 /// One document of a pull batch, ready to merge off the database.
 struct RemoteWork<'b> {
     doc_id: &'b str,
+    /// Nothing of this document is stored here yet: no bytes, no waiting
+    /// changes, hence no projection rows.
+    fresh: bool,
     local: Option<Vec<u8>>,
     snapshots: Vec<&'b [u8]>,
     changes: Vec<Vec<u8>>,
@@ -1307,6 +1310,8 @@ enum Derived {
 /// A merged document: changes still waiting for a dependency, and the
 /// saved bytes with their projection (none while nothing is applicable).
 struct MergedDocument {
+    /// See [`RemoteWork::fresh`].
+    fresh: bool,
     waiting: Vec<(String, Vec<u8>)>,
     document: Option<(Vec<u8>, Derived)>,
 }
@@ -1320,6 +1325,7 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
             .map_err(|e| ClientError::Remote(format!("{doc_id}: {}", e.message)))?;
     let Some((bytes, loaded)) = merged.document else {
         return Ok(MergedDocument {
+            fresh: work.fresh,
             waiting: merged.waiting,
             document: None,
         });
@@ -1345,6 +1351,7 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
         }
     };
     Ok(MergedDocument {
+        fresh: work.fresh,
         waiting: merged.waiting,
         document: Some((bytes, derived)),
     })
@@ -1526,6 +1533,7 @@ impl WriteTx<'_> {
             .prepare_cached("SELECT bytes FROM pending_changes WHERE doc_id = ?1")?
             .query_map([doc_id], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        let none_waiting = waiting.is_empty();
         changes.extend(waiting);
         let local = load_document(self.tx, doc_id)?;
         if local
@@ -1536,6 +1544,7 @@ impl WriteTx<'_> {
         }
         Ok(Some(RemoteWork {
             doc_id,
+            fresh: none_waiting && local.is_none(),
             local,
             snapshots,
             changes,
@@ -1545,9 +1554,11 @@ impl WriteTx<'_> {
     /// Writes a merged document: its waiting changes, its bytes and its
     /// projection rows.
     fn store_merged(&mut self, doc_id: &str, merged: MergedDocument) -> Result<()> {
-        self.tx
-            .prepare_cached("DELETE FROM pending_changes WHERE doc_id = ?1")?
-            .execute([doc_id])?;
+        if !merged.fresh {
+            self.tx
+                .prepare_cached("DELETE FROM pending_changes WHERE doc_id = ?1")?
+                .execute([doc_id])?;
+        }
         let mut keep = self.tx.prepare_cached(
             "INSERT INTO pending_changes (hash, doc_id, bytes) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         )?;
@@ -1565,7 +1576,11 @@ impl WriteTx<'_> {
             }
             Derived::Dossier { view, slots } => {
                 self.store_document(doc_id, "dossier", &view.office, &bytes, &now)?;
-                self.project_dossier(&view, &slots)?;
+                if merged.fresh {
+                    keqing_projection::project_new_dossier(self.tx, &view, &slots)?;
+                } else {
+                    self.project_dossier(&view, &slots)?;
+                }
             }
         }
         Ok(())

@@ -559,6 +559,41 @@ pub fn slot_counts(
 /// all a dossier's rows would dirty every index page they touch). The
 /// result is the same rows as a rebuild.
 pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
+    sync_tables(conn, &v.id, dossier_tables(v, slots))
+}
+
+/// [`project_dossier`] for a dossier that has no projection rows yet (its
+/// document is new here: rows exist only for stored documents): inserts
+/// without first reading what is stored, the bulk of a fresh device's
+/// first pull. Rows keyed by a record another dossier holds (copied there
+/// by a merge) are taken over, as [`project_dossier`] would.
+pub fn project_new_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
+    let tables = dossier_tables(v, slots);
+    let mut digests = Vec::with_capacity(8 * tables.len());
+    for (table, rows) in tables {
+        digests.extend_from_slice(&rows_digest(&rows).to_le_bytes());
+        if rows.is_empty() {
+            continue;
+        }
+        let mut upsert = conn.prepare_cached(&table.sql().upsert)?;
+        for row in &rows {
+            upsert.execute(rusqlite::params_from_iter(row.iter()))?;
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO projection_digests (dossier_id, digests) VALUES (?1, ?2)
+         ON CONFLICT (dossier_id) DO UPDATE SET digests = excluded.digests",
+    )?
+    .execute(params![v.id, digests])?;
+    Ok(())
+}
+
+/// Every projection row of one dossier, table by table (in the order of
+/// the digests).
+fn dossier_tables(
+    v: &DossierView,
+    slots: &[Slot],
+) -> Vec<(&'static ProjectionTable, Vec<Vec<rusqlite::types::Value>>)> {
     use rusqlite::types::Value as V;
     let text = |s: &str| V::Text(s.to_string());
     let opt_text = |s: Option<&str>| s.map_or(V::Null, |s| V::Text(s.to_string()));
@@ -770,7 +805,7 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
             })
             .collect(),
     ));
-    sync_tables(conn, &v.id, tables)
+    tables
 }
 
 /// Brings each table's rows of the dossier to `rows`, skipping the tables

@@ -171,3 +171,27 @@ fn digests_skip_only_unchanged_tables_and_go_with_a_clear() {
     project_dossier(&conn, &view, &slots).unwrap();
     assert_eq!(dump(&conn).unwrap(), first);
 }
+
+#[test]
+fn a_new_dossier_inserted_unread_is_what_a_full_projection_stores() {
+    let (full, view) = store_and_empty_dossier();
+    let (new, _) = store_and_empty_dossier();
+    let mut rng = Rng(13);
+    let slots: Vec<Slot> = (0..8).map(|_| random_slot(&mut rng)).collect();
+    project_dossier(&full, &view, &slots).unwrap();
+    project_new_dossier(&new, &view, &slots).unwrap();
+    let digests = |c: &Connection| -> Vec<u8> {
+        c.query_row("SELECT digests FROM projection_digests", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(dump(&new).unwrap(), dump(&full).unwrap());
+    assert_eq!(digests(&new), digests(&full));
+    // Later edits go the usual way from there.
+    project_dossier(&new, &view, &slots[..2]).unwrap();
+    project_dossier(&full, &view, &slots[..2]).unwrap();
+    assert_eq!(dump(&new).unwrap(), dump(&full).unwrap());
+    let n: i64 = new
+        .query_row("SELECT count(*) FROM slot_spans", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+}

@@ -51,9 +51,10 @@ pub struct InFlight {
 }
 
 /// How long after the last push or pull the projector still makes way: a
-/// device goes on applying the last batches of a pull (which the server
-/// sent ahead) after the server has finished sending.
-const AFTER_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
+/// device goes on applying the last batches of a pull after the server has
+/// sent them (the transport's window holds a few megabytes, seconds of a
+/// device's applying on two cores).
+const AFTER_SYNC: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One push or pull being served (counted until dropped).
 struct Serving(Arc<InFlight>);

@@ -57,10 +57,15 @@ pub async fn run(
 }
 
 /// [`run`], with TLS when `tls` is given (see [`tls`]).
-/// How long the background projector waits before each document while a
-/// push or pull is being served: it then takes a small share of a core
-/// (building a dossier costs a few hundred microseconds).
-const PROJECTOR_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+/// While a push or pull is being served, the background projector rests
+/// this many times as long as it worked on each document (its batches'
+/// writes included): it then takes a tenth of one core, whatever a
+/// document costs it, and devices have the rest.
+const PROJECTOR_REST_PER_WORK: u32 = 9;
+
+/// The longest rest before one document (a slow write must not stall the
+/// projector for long).
+const PROJECTOR_MAX_REST: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub async fn run_with_tls(
     listener: tokio::net::TcpListener,
@@ -92,10 +97,13 @@ pub async fn run_with_tls(
             let in_flight = in_flight.clone();
             let result = tokio::task::spawn_blocking(move || {
                 let mut store = store.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+                let mut working_since = std::time::Instant::now();
                 let pace = || {
                     if in_flight.busy() {
-                        std::thread::sleep(PROJECTOR_PAUSE);
+                        let rest = working_since.elapsed() * PROJECTOR_REST_PER_WORK;
+                        std::thread::sleep(rest.min(PROJECTOR_MAX_REST));
                     }
+                    working_since = std::time::Instant::now();
                 };
                 Ok::<_, anyhow::Error>(projector::catch_up_paced(&mut store, |_, _| {}, pace)?)
             })
