@@ -102,7 +102,8 @@ pub struct Hub {
     /// starve the others.
     rate: RateLimiter,
     writer: Arc<Mutex<SqliteStore>>,
-    /// Template for opening reader connections.
+    /// Template for opening reader connections, and the connection pushes
+    /// authenticate on.
     reader: Arc<Mutex<SqliteStore>>,
     /// Tells the projector that the log grew.
     appended: Arc<tokio::sync::Notify>,
@@ -768,18 +769,16 @@ impl keqing_proto::SyncHandler for Hub {
         let n = changes.len();
         let access = self.access;
         let _serving = self.in_flight.enter();
-        let writer = self.writer.clone();
+        let (writer, reader) = (self.writer.clone(), self.reader.clone());
         let ack = tokio::task::spawn_blocking(move || {
-            let lock = || {
-                writer
-                    .lock()
-                    .map_err(|_| SyncError::internal("store lock poisoned"))
-            };
-            let device = access.authenticate(&*lock()?, &caller)?;
-            // Decoded without the writer: pushes decode side by side and
-            // take turns only to check against the store and append.
+            let poisoned = |_| SyncError::internal("store lock poisoned");
+            // Authenticated on the readers' connection and decoded without
+            // the writer: a device's next push decodes while the one before
+            // is appended, and pushes take turns only to check against the
+            // store and append.
+            let device = access.authenticate(&*reader.lock().map_err(poisoned)?, &caller)?;
             let decoded = decode_push(&device, changes)?;
-            ingest(&mut *lock()?, device, decoded)
+            ingest(&mut *writer.lock().map_err(poisoned)?, device, decoded)
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))

@@ -56,7 +56,9 @@ pub async fn run(
     run_with_tls(listener, store, None, shutdown).await
 }
 
-/// [`run`], with TLS when `tls` is given (see [`tls`]).
+/// How often the server copies its WAL back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// While a push or pull is being served, the background projector rests
 /// this many times as long as it worked on each document (its batches'
 /// writes included): it then takes a tenth of one core, whatever a
@@ -67,6 +69,7 @@ const PROJECTOR_REST_PER_WORK: u32 = 9;
 /// projector for long).
 const PROJECTOR_MAX_REST: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// [`run`], with TLS when `tls` is given (see [`tls`]).
 pub async fn run_with_tls(
     listener: tokio::net::TcpListener,
     store: store::SqliteStore,
@@ -81,6 +84,7 @@ pub async fn run_with_tls(
     // waits for it (it catches up itself; the projectors' saves are
     // compare-and-set, so the two never write a batch twice).
     let projector_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
+    let checkpoint_store = store.reopen()?;
     let appended = Arc::new(tokio::sync::Notify::new());
     let hub = Arc::new(hub::Hub::new(store, appended.clone())?.with_access(access));
     let in_flight = hub.in_flight();
@@ -115,6 +119,28 @@ pub async fn run_with_tls(
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "projector failed; retrying"),
                 Err(e) => tracing::error!(error = %e, "projector task failed; retrying"),
+            }
+        }
+    });
+    // The checkpointer copies the WAL back into the database file twice a
+    // second on a connection of its own, so pushes never do (see
+    // `store::BACKSTOP_CHECKPOINT_PAGES`).
+    let checkpoint_store = Arc::new(std::sync::Mutex::new(checkpoint_store));
+    let checkpointing = tokio::spawn(async move {
+        let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let store = checkpoint_store.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let store = store.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+                Ok::<_, anyhow::Error>(store.checkpoint()?)
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint failed; retrying"),
+                Err(e) => tracing::warn!(error = %e, "checkpoint task failed; retrying"),
             }
         }
     });
@@ -163,6 +189,7 @@ pub async fn run_with_tls(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     projecting.abort();
+    checkpointing.abort();
     served?;
     Ok(())
 }

@@ -295,9 +295,17 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// The WAL size (pages) at which a committing connection copies the WAL
+/// back itself: a backstop. A running server's checkpointer does it long
+/// before, off the push path ([`SqliteStore::checkpoint`]); left to SQLite
+/// at its default (1000 pages), every fourth push of a thousand changes
+/// paid a checkpoint and its fsync, up to a tenth of a second.
+const BACKSTOP_CHECKPOINT_PAGES: i64 = 16_384;
+
 fn open_connection(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
     conn.set_prepared_statement_cache_capacity(64);
     // 64 MiB of page cache (the default is 2 MiB): reports read ranges of
     // the projection indexes, and the sync path its recent log pages.
@@ -339,6 +347,14 @@ impl SqliteStore {
             conn: open_connection(&path)?,
             path,
         })
+    }
+
+    /// Copies what it can of the WAL back into the database file, without
+    /// waiting for or blocking the writer or any reader (PASSIVE).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
     }
 
     /// Another connection to the same file, for readers.

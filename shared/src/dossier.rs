@@ -208,14 +208,27 @@ pub struct Creation {
 /// Reads [`Creation`] from changes given in causal order (one device's own
 /// changes, as it pushes them). Automerge has already checked, when it
 /// parsed them, that their operations decode.
+///
+/// Decoding a change's operations costs as much as parsing it, so a change
+/// that cannot touch these keys is skipped: a change's columns are never
+/// compressed (automerge refuses such a change; a compressed chunk is
+/// another chunk type), and a map key it writes appears in its key column
+/// as its length (LEB128, one byte here) and its UTF-8 bytes. A change
+/// without any of those byte strings puts none of these keys.
 pub fn creation_of(changes: &[automerge::Change]) -> Creation {
     use automerge::legacy::{Key, ObjectId, OpType};
+    const KEYS: [&[u8]; 3] = [b"\x02id", b"\x06office", b"\x0bmerged_into"];
+    let mentions = |bytes: &[u8], key: &[u8]| bytes.windows(key.len()).any(|w| w == key);
     let mut creation = Creation {
         id: None,
         office: None,
         merges: false,
     };
     for change in changes {
+        let raw = change.raw_bytes();
+        if !KEYS.iter().any(|k| mentions(raw, k)) {
+            continue;
+        }
         for op in change.decode().operations {
             let (ObjectId::Root, Key::Map(key)) = (&op.obj, &op.key) else {
                 continue;
@@ -1307,6 +1320,20 @@ mod tests {
         let made = creation_of(&[change(&created), change(&phone), change(&moved)]);
         assert_eq!(made.office.as_deref(), Some("11"));
         assert!(made.merges);
+        // Changes it skips unread put none of the keys: the phone's does
+        // not mention them; a deletion of the id is read.
+        assert!(
+            ![b"\x02id".as_slice(), b"\x06office", b"\x0bmerged_into"]
+                .iter()
+                .any(|k| phone.bytes.windows(k.len()).any(|w| w == *k))
+        );
+        let unset = d
+            .edit(4, |tx| Ok(tx.tx.delete(ROOT, "id")?))
+            .unwrap()
+            .unwrap();
+        let made = creation_of(&[change(&created), change(&phone), change(&unset)]);
+        assert_eq!(made.id, None);
+        assert_eq!(made.office.as_deref(), Some("44"));
     }
 
     #[test]
