@@ -239,25 +239,37 @@ fn leb128(bytes: &[u8], at: &mut usize) -> Option<u64> {
 /// actors (a count, each a length and its bytes) and the heads (a count,
 /// 32 bytes each).
 pub fn saved_heads(bytes: &[u8]) -> Option<Vec<[u8; 32]>> {
-    if bytes.get(..4)? != AUTOMERGE_MAGIC || *bytes.get(8)? != 0 {
-        return None;
-    }
-    let mut at = 9;
-    let len = usize::try_from(leb128(bytes, &mut at)?).ok()?;
-    if at.checked_add(len)? != bytes.len() {
-        return None;
-    }
+    let mut at = chunk_contents(bytes, 0)?;
     for _ in 0..leb128(bytes, &mut at)? {
         let actor = usize::try_from(leb128(bytes, &mut at)?).ok()?;
         at = at.checked_add(actor)?;
     }
-    let mut heads = Vec::new();
-    for _ in 0..leb128(bytes, &mut at)? {
-        heads.push(<[u8; 32]>::try_from(bytes.get(at..at.checked_add(32)?)?).ok()?);
-        at += 32;
-    }
+    let mut heads = hashes(bytes, &mut at)?;
     heads.sort_unstable();
     Some(heads)
+}
+
+/// Where the contents of the one chunk `bytes` holds start, if it is a
+/// chunk of type `chunk_type` (0 a document, 1 an uncompressed change)
+/// that ends exactly where `bytes` ends.
+fn chunk_contents(bytes: &[u8], chunk_type: u8) -> Option<usize> {
+    if bytes.get(..4)? != AUTOMERGE_MAGIC || *bytes.get(8)? != chunk_type {
+        return None;
+    }
+    let mut at = 9;
+    let len = usize::try_from(leb128(bytes, &mut at)?).ok()?;
+    (at.checked_add(len)? == bytes.len()).then_some(at)
+}
+
+/// A count (LEB128) and that many 32-byte hashes, read at `at`.
+fn hashes(bytes: &[u8], at: &mut usize) -> Option<Vec<[u8; 32]>> {
+    let count = leb128(bytes, at)?;
+    let mut hashes = Vec::new();
+    for _ in 0..count {
+        hashes.push(<[u8; 32]>::try_from(bytes.get(*at..at.checked_add(32)?)?).ok()?);
+        *at += 32;
+    }
+    Some(hashes)
 }
 
 /// A change's hash and the hashes it depends on, read from its header
@@ -271,24 +283,12 @@ pub fn saved_heads(bytes: &[u8]) -> Option<Vec<[u8; 32]>> {
 /// four bytes.
 pub fn change_header(bytes: &[u8]) -> Option<([u8; 32], Vec<[u8; 32]>)> {
     use sha2::Digest;
-    if bytes.get(..4)? != AUTOMERGE_MAGIC || *bytes.get(8)? != 1 {
-        return None;
-    }
-    let mut at = 9;
-    let len = usize::try_from(leb128(bytes, &mut at)?).ok()?;
-    if at.checked_add(len)? != bytes.len() {
-        return None;
-    }
+    let mut at = chunk_contents(bytes, 1)?;
     let hash: [u8; 32] = sha2::Sha256::digest(&bytes[8..]).into();
     if hash[..4] != bytes[4..8] {
         return None;
     }
-    let mut deps = Vec::new();
-    for _ in 0..leb128(bytes, &mut at)? {
-        deps.push(<[u8; 32]>::try_from(bytes.get(at..at.checked_add(32)?)?).ok()?);
-        at += 32;
-    }
-    Some((hash, deps))
+    Some((hash, hashes(bytes, &mut at)?))
 }
 
 /// Whether a local document (saved bytes) already holds everything in
