@@ -379,6 +379,8 @@ struct Checked {
 /// so the pushes of several devices (or one device's pipelined batches)
 /// decode side by side.
 pub(crate) struct DecodedPush {
+    /// The device's own actor (a change the server has not seen must carry it).
+    actor: Vec<u8>,
     /// The changes grouped by document, in push order.
     docs: Vec<DocChanges>,
     /// Changes sent twice within the push.
@@ -397,12 +399,12 @@ struct DocChanges {
 
 /// Decodes a push (see [`DecodedPush`]); reads no store.
 fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedPush, SyncError> {
-    if device.actor.is_none() {
+    let Some(actor) = device.actor.clone() else {
         return Err(SyncError::new(
             SyncErrorKind::FailedPrecondition,
             "this device has not enrolled its replica yet",
         ));
-    }
+    };
     if changes.len() > limits::MAX_CHANGES_PER_PUSH {
         return Err(SyncError::new(
             SyncErrorKind::ResourceExhausted,
@@ -478,7 +480,11 @@ fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedP
             }
         })
         .collect();
-    Ok(DecodedPush { docs, duplicates })
+    Ok(DecodedPush {
+        actor,
+        docs,
+        duplicates,
+    })
 }
 
 /// Checks a decoded push against the store (duplicates of logged changes,
@@ -489,35 +495,31 @@ fn check_push(
     device: &Device,
     decoded: DecodedPush,
 ) -> Result<Checked, SyncError> {
-    let Some(actor) = device.actor.clone() else {
-        return Err(SyncError::new(
-            SyncErrorKind::FailedPrecondition,
-            "this device has not enrolled its replica yet",
-        ));
-    };
-    let mut duplicates = decoded.duplicates;
+    let DecodedPush {
+        actor,
+        docs: decoded,
+        mut duplicates,
+    } = decoded;
     let mut entries = Vec::new();
     let mut docs = Vec::new();
     for DocChanges {
         doc_id,
-        mut changes,
+        changes: pushed,
         mut creation,
-    } in decoded.docs
+    } in decoded
     {
-        let before = changes.len();
-        let mut logged = Vec::with_capacity(changes.len());
-        for c in &changes {
-            logged.push(store.has_change(&c.hash().0)?);
+        let mut changes = Vec::with_capacity(pushed.len());
+        for c in pushed {
+            if store.has_change(&c.hash().0)? {
+                duplicates += 1;
+                // `creation` was worked out on other changes than those left.
+                creation = None;
+            } else {
+                changes.push(c);
+            }
         }
-        let mut is_logged = logged.into_iter();
-        changes.retain(|_| !is_logged.next().unwrap_or(false));
-        duplicates += (before - changes.len()) as u32;
         if changes.is_empty() {
             continue;
-        }
-        if changes.len() < before {
-            // Worked out on other changes than those left.
-            creation = None;
         }
         let existing = store.document(&doc_id)?;
         // `applied`: the changes are already in `doc`; no `doc`: a new
