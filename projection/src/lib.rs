@@ -580,11 +580,16 @@ pub fn project_new_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -
             upsert.execute(rusqlite::params_from_iter(row.iter()))?;
         }
     }
+    store_digests(conn, &v.id, &digests)
+}
+
+/// Records a dossier's table digests (see [`DIGESTS_SCHEMA`]).
+fn store_digests(conn: &Connection, dossier_id: &str, digests: &[u8]) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO projection_digests (dossier_id, digests) VALUES (?1, ?2)
          ON CONFLICT (dossier_id) DO UPDATE SET digests = excluded.digests",
     )?
-    .execute(params![v.id, digests])?;
+    .execute(params![dossier_id, digests])?;
     Ok(())
 }
 
@@ -832,11 +837,7 @@ fn sync_tables(
         digests.extend_from_slice(&digest);
     }
     if stored.as_deref() != Some(digests.as_slice()) {
-        conn.prepare_cached(
-            "INSERT INTO projection_digests (dossier_id, digests) VALUES (?1, ?2)
-             ON CONFLICT (dossier_id) DO UPDATE SET digests = excluded.digests",
-        )?
-        .execute(params![dossier_id, digests])?;
+        store_digests(conn, dossier_id, &digests)?;
     }
     Ok(())
 }
