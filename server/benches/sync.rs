@@ -133,6 +133,23 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU seconds (user + system) a process has used: its clock ticks in
+/// /proc/PID/stat (fields 14 and 15), at the usual 100 per second.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count after its ")".
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(user), Some(system)) => (user + system) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 fn admin(dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keqing-server"))
         .arg("--data")
@@ -374,11 +391,14 @@ fn main() {
         .expect("enroll a")
     });
     wire.store(0, Ordering::Relaxed);
+    let me = std::process::id();
+    let cpu_before = (cpu_s(me), cpu_s(server.id()));
     let t = Instant::now();
     let push = rt
         .block_on(sync_once(a.replica_mut(), &mut Quiet))
         .expect("push");
     let push_s = t.elapsed().as_secs_f64();
+    let push_cpu = (cpu_s(me) - cpu_before.0, cpu_s(server.id()) - cpu_before.1);
     let push_bytes = wire.swap(0, Ordering::Relaxed);
     let mut b = rt
         .block_on(enroll(
@@ -390,11 +410,13 @@ fn main() {
         ))
         .expect("enroll b");
     wire.store(0, Ordering::Relaxed);
+    let cpu_before = (cpu_s(me), cpu_s(server.id()));
     let t = Instant::now();
     let pull = rt
         .block_on(sync_once(b.replica_mut(), &mut Quiet))
         .expect("pull");
     let pull_s = t.elapsed().as_secs_f64();
+    let pull_cpu = (cpu_s(me) - cpu_before.0, cpu_s(server.id()) - cpu_before.1);
     let pull_bytes = wire.swap(0, Ordering::Relaxed);
     assert_eq!(
         b.replica().dossier_count().expect("count"),
@@ -497,6 +519,10 @@ fn main() {
     println!(
         "  push + pull             {first_s:>8.2} s   {:>10.0} dossiers/s",
         n as f64 / first_s
+    );
+    println!(
+        "  CPU seconds, devices' process (A or B, the relay) / keqing-server: push {:.2} / {:.2}, pull {:.2} / {:.2}",
+        push_cpu.0, push_cpu.1, pull_cpu.0, pull_cpu.1
     );
     println!(
         "  baseline: automerge in one process, same changes into empty documents (best of 3): {base_s:.2} s ({:.0} dossiers/s)",
