@@ -807,6 +807,12 @@ fn run(cli: Cli) -> Result<()> {
                 "同步完成 推送 {} 条 (重复 {}) 拉取 {} 条变更 {} 份快照 游标 {}",
                 s.pushed, s.duplicates, s.pulled_changes, s.pulled_snapshots, s.cursor
             );
+            if s.quarantined > 0 {
+                println!(
+                    "注意: {} 份档案的远端数据无法合并, 已隔离保存 (keqing status 查看) / quarantined",
+                    s.quarantined
+                );
+            }
         }
         Command::Heads { json } => {
             let heads: std::collections::BTreeMap<String, Vec<String>> = desk
@@ -1224,6 +1230,7 @@ fn run(cli: Cli) -> Result<()> {
                 .map(|o| o.name)
                 .unwrap_or("总部");
             let sync = desk.replica().sync_state()?;
+            let (quarantined, quarantined_latest) = desk.replica().quarantined(10)?;
             let status = serde_json::json!({
                 "office": meta.office,
                 "office_name": office_name,
@@ -1232,6 +1239,8 @@ fn run(cli: Cli) -> Result<()> {
                 "dossiers": desk.replica().dossier_count()?,
                 "outbox": desk.replica().outbox_len()?,
                 "waiting_for_dependencies": desk.replica().pending_len()?,
+                "quarantined": quarantined,
+                "quarantined_latest": quarantined_latest,
                 "encrypted": store::is_encrypted(&data)?,
                 "sync": sync,
             });
@@ -1252,6 +1261,12 @@ fn run(cli: Cli) -> Result<()> {
                     "未加密 not encrypted"
                 }
             );
+            if quarantined > 0 {
+                println!("隔离的远端数据 {quarantined} 条 (无法合并, 已保存; quarantined):");
+                for q in &quarantined_latest {
+                    println!("  {} {} {} {}", q.at, q.doc_id, q.kind, q.reason);
+                }
+            }
             match &sync {
                 Some(s) => {
                     println!("服务器 {}  游标 {}", s.server, s.cursor);
@@ -1364,6 +1379,13 @@ async fn watch_sync(replica: &mut crate::store::Replica, interval: Duration) -> 
                         s.pushed,
                         s.pulled_changes + s.pulled_snapshots,
                         s.cursor
+                    );
+                }
+                if s.quarantined > 0 {
+                    println!(
+                        "{} 注意: {} 份档案的远端数据无法合并, 已隔离 (keqing status)",
+                        now_cst().format("%H:%M:%S"),
+                        s.quarantined
                     );
                 }
             }

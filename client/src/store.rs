@@ -367,6 +367,21 @@ INSERT INTO slot_spans SELECT rowid,
     ),
     // Which projection tables a dossier's next projection may skip.
     M::up(keqing_projection::DIGESTS_SCHEMA),
+    M::up(
+        r#"
+-- Pulled data a document could not be merged with (automerge another
+-- device made that does not decode or apply): kept aside with the reason,
+-- so one bad dossier does not stop the office's sync, and nothing is lost.
+CREATE TABLE quarantine (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('snapshot', 'change')),
+    bytes BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+"#,
+    ),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections
@@ -1085,7 +1100,10 @@ impl Replica {
 
     /// Applies one pull batch: merges every snapshot and change into the
     /// local documents, re-projects them, and stores the new cursor, all in
-    /// one transaction. Returns the number of documents touched.
+    /// one transaction. Data a document cannot be merged with is put aside
+    /// ([`Replica::quarantined`]) and the rest of the batch applied, so one
+    /// bad dossier does not stop every sync; returns how many documents of
+    /// the batch were quarantined.
     pub fn apply_remote(&mut self, batch: &keqing_shared::sync::PullBatch) -> Result<usize> {
         use std::collections::BTreeMap;
         /// Per document: snapshots, then changes.
@@ -1107,8 +1125,13 @@ impl Replica {
                 work.extend(w.remote_work(doc_id, snapshots, changes)?);
             }
             let actor = w.actor.clone();
-            merge_and_store(&work, &actor, |doc_id, merged| {
-                w.store_merged(doc_id, merged)
+            let mut quarantined = 0;
+            merge_and_store(&work, &actor, |work, merged| match merged {
+                Ok(merged) => w.store_merged(work.doc_id, merged),
+                Err(why) => {
+                    quarantined += 1;
+                    w.quarantine(work, &why.to_string())
+                }
             })?;
             if cursor > 0 {
                 // Within one epoch the cursor only moves forward; a new
@@ -1121,9 +1144,34 @@ impl Replica {
                     params![cursor as i64, epoch],
                 )?;
             }
-            Ok(())
-        })?;
-        Ok(batch.snapshots.len() + batch.changes.len())
+            Ok(quarantined)
+        })
+    }
+
+    /// How many pieces of pulled data are quarantined, and the latest few
+    /// (newest first): document, kind, reason, when.
+    pub fn quarantined(&self, latest: usize) -> Result<(u64, Vec<QuarantinedData>)> {
+        let count = self
+            .conn
+            .query_row("SELECT count(*) FROM quarantine", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64;
+        let rows = self
+            .conn
+            .prepare(&format!(
+                "SELECT doc_id, kind, reason, at FROM quarantine ORDER BY seq DESC LIMIT {}",
+                i64::try_from(latest).unwrap_or(i64::MAX)
+            ))?
+            .query_map([], |r| {
+                Ok(QuarantinedData {
+                    doc_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    reason: r.get(2)?,
+                    at: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((count, rows))
     }
 
     /// Queues again every change this device made (its actor), in every
@@ -1284,6 +1332,17 @@ fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// Pulled data put aside because its document could not be merged with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantinedData {
+    pub doc_id: String,
+    /// `snapshot` or `change`.
+    pub kind: String,
+    pub reason: String,
+    /// China Standard Time.
+    pub at: String,
+}
+
 /// One document of a pull batch, ready to merge off the database.
 struct RemoteWork<'b> {
     doc_id: &'b str,
@@ -1357,24 +1416,39 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
     })
 }
 
+/// [`merge_one`] with a panic inside automerge (untrusted data) turned
+/// into an error.
+fn merge_one_guarded(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merge_one(work, actor)))
+        .unwrap_or_else(|_| {
+            Err(ClientError::Remote(format!(
+                "{}: reading the merged document failed",
+                work.doc_id
+            )))
+        })
+}
+
 /// Below this many documents a batch is merged on the calling thread.
 const PARALLEL_MERGE_MIN: usize = 64;
 
 /// [`merge_one`] for every document of a batch on worker threads (one per
 /// core; a fresh device's first pull is mostly this work) while the calling
 /// thread hands each result to `store` as it comes (the SQL writes overlap
-/// the merging). Stops at the first error.
-fn merge_and_store(
-    work: &[RemoteWork<'_>],
+/// the merging). A document that does not merge is handed over with its
+/// error (merging does no IO: the error is about the documents' bytes,
+/// almost always the incoming ones); stops at the first error `store`
+/// returns.
+fn merge_and_store<'w, 'b>(
+    work: &'w [RemoteWork<'b>],
     actor: &ActorId,
-    mut store: impl FnMut(&str, MergedDocument) -> Result<()>,
+    mut store: impl FnMut(&'w RemoteWork<'b>, Result<MergedDocument>) -> Result<()>,
 ) -> Result<()> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(4);
     if threads < 2 || work.len() < PARALLEL_MERGE_MIN {
         for w in work {
-            store(w.doc_id, merge_one(w, actor)?)?;
+            store(w, merge_one_guarded(w, actor))?;
         }
         return Ok(());
     }
@@ -1387,17 +1461,9 @@ fn merge_and_store(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(w) = work.get(i) else { break };
-                    let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        merge_one(w, actor)
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(ClientError::Remote(format!(
-                            "{}: reading the merged document failed",
-                            w.doc_id
-                        )))
-                    });
+                    let merged = merge_one_guarded(w, actor);
                     // The receiver is gone after an error: stop.
-                    if tx.send((w.doc_id, merged)).is_err() {
+                    if tx.send((w, merged)).is_err() {
                         break;
                     }
                 }
@@ -1405,8 +1471,8 @@ fn merge_and_store(
         }
         drop(tx);
         // Leaving the loop early drops the receiver, which stops the workers.
-        for (doc_id, merged) in rx {
-            store(doc_id, merged?)?;
+        for (w, merged) in rx {
+            store(w, merged)?;
         }
         Ok(())
     })
@@ -1549,6 +1615,23 @@ impl WriteTx<'_> {
             snapshots,
             changes,
         }))
+    }
+
+    /// Puts a document's pulled data aside (see [`Replica::quarantined`]):
+    /// its snapshots and changes, changes already waiting here included.
+    fn quarantine(&self, work: &RemoteWork<'_>, reason: &str) -> Result<()> {
+        tracing::warn!(doc = work.doc_id, reason, "pulled data quarantined");
+        let at = keqing_shared::when::fmt_datetime(crate::desk::now_cst());
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO quarantine (doc_id, kind, bytes, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for s in &work.snapshots {
+            insert.execute(params![work.doc_id, "snapshot", s, reason, at])?;
+        }
+        for c in &work.changes {
+            insert.execute(params![work.doc_id, "change", c, reason, at])?;
+        }
+        Ok(())
     }
 
     /// Writes a merged document: its waiting changes, its bytes and its

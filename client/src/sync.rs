@@ -46,6 +46,9 @@ pub struct SyncSummary {
     /// Own changes queued again because the server was restored from a
     /// backup (a new epoch) and may have lost them.
     pub requeued: u64,
+    /// Pulled documents whose data did not merge, put aside this round
+    /// (`keqing status` lists them).
+    pub quarantined: u64,
 }
 
 /// Something to tell the person at the terminal while a sync runs.
@@ -184,7 +187,7 @@ async fn round(
         }
         summary.pulled_changes += batch.changes.len() as u64;
         summary.pulled_snapshots += batch.snapshots.len() as u64;
-        replica.apply_remote(&batch)?;
+        summary.quarantined += replica.apply_remote(&batch)? as u64;
         progress.pulling(summary.pulled_changes + summary.pulled_snapshots);
         if batch.done {
             break;

@@ -253,3 +253,60 @@ fn background_checkpoints_carry_edits_into_the_database_file() {
     assert_eq!(desk.resolve_patient("13800000002").unwrap(), out.dossier_id);
     assert_eq!(desk.replica().integrity_check().unwrap(), "ok");
 }
+
+#[test]
+fn a_pulled_document_that_does_not_merge_is_quarantined_and_the_rest_applied() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Desk::init(&tmp.path().join("a"), "44", "前台1").unwrap();
+    a.add_staff("李娜", Role::Consultant).unwrap();
+    // Enough dossiers that the batch is merged on worker threads.
+    for i in 0..80 {
+        a.register_call(&CallInput {
+            force_new: true,
+            ..call(
+                &format!("138{i:08}"),
+                &format!("患者{i}"),
+                "2026-11-20T09:00",
+            )
+        })
+        .unwrap();
+    }
+    let mut changes: Vec<keqing_shared::sync::LoggedChange> = a
+        .replica()
+        .outbox_batch(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| keqing_shared::sync::LoggedChange {
+            seq: r.seq as u64,
+            doc_id: r.doc_id,
+            bytes: r.bytes,
+        })
+        .collect();
+    // One dossier's first change is not automerge: its document cannot be
+    // merged; the other 79 can.
+    let victim = changes
+        .iter()
+        .position(|c| !c.doc_id.starts_with("roster-"))
+        .unwrap();
+    let victim_id = changes[victim].doc_id.clone();
+    changes[victim].bytes = b"damaged on the way".to_vec();
+    let changes_of_victim = changes.iter().filter(|c| c.doc_id == victim_id).count() as u64;
+    let batch = keqing_shared::sync::PullBatch {
+        changes,
+        cursor: 1,
+        ..Default::default()
+    };
+    let mut b = Desk::init(&tmp.path().join("b"), "44", "前台2").unwrap();
+    let quarantined = b.replica_mut().apply_remote(&batch).unwrap();
+    assert_eq!(quarantined, 1);
+    assert_eq!(b.replica().dossier_count().unwrap(), 79);
+    assert!(b.replica().patient(&victim_id).unwrap().is_none());
+    let (count, latest) = b.replica().quarantined(10).unwrap();
+    let victims = changes_of_victim;
+    assert_eq!(count, victims, "every change of it is kept");
+    assert!(latest.iter().all(|q| q.doc_id == victim_id), "{latest:?}");
+    // The rest is a sound replica: projections are what a rebuild derives.
+    let before = b.replica().projection_dump().unwrap();
+    b.replica_mut().rebuild().unwrap();
+    assert_eq!(b.replica().projection_dump().unwrap(), before);
+}

@@ -505,3 +505,92 @@ fn a_pipelined_push_lands_every_change_once() {
     let (edited, _) = b.dossier(&ids[59]).unwrap();
     assert_eq!(edited.patient.address.as_deref(), Some("广州"));
 }
+
+#[test]
+fn a_dossier_whose_data_does_not_merge_is_quarantined_and_sync_goes_on() {
+    use keqing_server::store::{DocumentState, NewLogEntry, SqliteStore, SyncStore};
+    let tmp = tempfile::tempdir().unwrap();
+    let server_dir = tmp.path().join("server");
+    let server = Server::start(&server_dir, "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a"));
+    a.enroll_on(&server, Some("44"), "前台1");
+    a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    let good = a
+        .ok(&[
+            "call",
+            "--phone",
+            "13800138000",
+            "--name",
+            "张三",
+            "--source",
+            "电视",
+            "--staff",
+            "李娜",
+            "--at",
+            "2026-11-20T09:00",
+        ])
+        .last_line()
+        .to_string();
+    a.ok(&["sync"]);
+    server.kill();
+    // What the server's checks exist to refuse, written to its store behind
+    // its back (a bug, a damaged disk): a dossier of office 44 whose logged
+    // change is not automerge at all.
+    let bad = "01a20000-0000-7000-8000-00000000bad1";
+    let mut store = SqliteStore::open(&server_dir).unwrap();
+    store
+        .append(
+            "fault-injection",
+            &[NewLogEntry {
+                hash: [7; 32],
+                doc_id: bad.into(),
+                office: "44".into(),
+                bytes: b"not an automerge change".to_vec(),
+            }],
+            &[DocumentState {
+                doc_id: bad.into(),
+                office: "44".into(),
+                snapshot: Vec::new(),
+                complete: false,
+                merged_into: None,
+            }],
+        )
+        .unwrap();
+    drop(store);
+
+    // A new device of the office bootstraps: the bad dossier is put aside,
+    // everything else arrives, and the cursor moves on.
+    let server = Server::start(&server_dir, "127.0.0.1:0");
+    let b = Office::new(tmp.path().join("b"));
+    b.enroll_on(&server, Some("44"), "前台2");
+    let first = b.ok(&["sync"]);
+    assert!(
+        first.stdout.contains("1 份档案的远端数据无法合并"),
+        "the office is told: {}",
+        first.stdout
+    );
+    let p = b.ok(&["patient", &good, "--json"]).json();
+    assert_eq!(p["dossier"]["patient"]["name"], "张三");
+    let status = b.ok(&["status", "--json"]).json();
+    assert_eq!(status["quarantined"], 1, "{status}");
+    let latest = &status["quarantined_latest"][0];
+    assert_eq!(latest["doc_id"], bad);
+    assert_eq!(latest["kind"], "change");
+    assert!(
+        latest["reason"].as_str().unwrap().contains(bad),
+        "the reason names the document: {latest}"
+    );
+    assert!(
+        !b.run(&["patient", bad]).ok,
+        "nothing of the bad dossier is projected"
+    );
+    // The next rounds go on from there: nothing pulled twice, nothing more
+    // put aside, and the quarantined bytes are still kept.
+    let again = b.ok(&["sync", "--json"]).json();
+    assert_eq!(again["quarantined"], 0, "{again}");
+    assert_eq!(again["pulled_changes"], 0, "{again}");
+    assert_eq!(b.ok(&["status", "--json"]).json()["quarantined"], 1);
+    // The device that made the good dossier is unaffected too.
+    let a_status = a.ok(&["status", "--json"]).json();
+    assert_eq!(a_status["outbox"], 0);
+}
