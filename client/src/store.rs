@@ -1074,11 +1074,30 @@ impl Replica {
         Ok(rows)
     }
 
-    /// Deletes the outbox rows up to `seq`, once the server acknowledged them.
-    pub fn ack_outbox(&mut self, upto_seq: i64) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM outbox WHERE seq <= ?1", [upto_seq])?;
-        Ok(())
+    /// Forgets the outbox rows up to `upto_seq`, which the server
+    /// acknowledged with `ack` (durably stored). If the server's log ended at
+    /// this replica's cursor just before the push (`ack.log_before`, same
+    /// epoch), everything up to `ack.last_seq` is this replica's own work:
+    /// the cursor moves there and nothing of it is pulled back. One
+    /// transaction.
+    pub fn ack_push(&mut self, upto_seq: i64, ack: &keqing_shared::sync::PushAck) -> Result<()> {
+        self.write(|w| {
+            w.tx.execute("DELETE FROM outbox WHERE seq <= ?1", [upto_seq])?;
+            if ack.last_seq > ack.log_before && !ack.epoch.is_empty() {
+                // A fresh replica (cursor 0, no epoch yet) qualifies when the
+                // log was empty: then the epoch is the ack's.
+                w.tx.execute(
+                    "UPDATE sync_state SET cursor = ?2, epoch = ?3
+                     WHERE id = 1 AND cursor = ?1 AND (epoch IS ?3 OR (epoch IS NULL AND ?1 = 0))",
+                    params![
+                        i64::try_from(ack.log_before).unwrap_or(i64::MAX),
+                        i64::try_from(ack.last_seq).unwrap_or(i64::MAX),
+                        ack.epoch
+                    ],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Every document's heads, for the repair path.

@@ -302,7 +302,7 @@ async fn push_outbox(
             .map_err(|e| ClientError::Sync(format!("push task failed: {e}")))?
             .map_err(sync_err)?;
         // The server's commit is durable: these rows are safe to forget.
-        replica.ack_outbox(head.last)?;
+        replica.ack_push(head.last, &ack)?;
         summary.pushed += u64::from(ack.accepted);
         summary.duplicates += u64::from(ack.duplicates);
         let done = summary.pushed - pushed_before + summary.duplicates - duplicates_before;

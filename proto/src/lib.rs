@@ -271,6 +271,8 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
             accepted: ack.accepted,
             duplicates: ack.duplicates,
             last_seq: ack.last_seq,
+            log_before: ack.log_before,
+            epoch: ack.epoch,
         }))
     }
 
@@ -461,6 +463,8 @@ impl SyncConnection {
             accepted: r.accepted,
             duplicates: r.duplicates,
             last_seq: r.last_seq,
+            log_before: r.log_before,
+            epoch: r.epoch,
         })
     }
 

@@ -354,8 +354,11 @@ fn ingest(
         duplicates,
     } = checked?;
     let accepted = entries.len() as u32;
+    // Read under the writer: no other push appends in between, so the
+    // push's changes are exactly those after `log_before`.
+    let log_before = store.max_seq()?;
     let last_seq = if entries.is_empty() {
-        store.max_seq()?
+        log_before
     } else {
         store.append(&device.id, &entries, &docs)?
     };
@@ -363,6 +366,8 @@ fn ingest(
         accepted,
         duplicates,
         last_seq,
+        log_before,
+        epoch: store.epoch()?,
     })
 }
 

@@ -46,12 +46,19 @@ pub struct PullBatch {
 }
 
 /// The server's acknowledgement of a push, sent after its commit is durable.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PushAck {
     pub accepted: u32,
     /// Changes the server already had (pushing twice is harmless).
     pub duplicates: u32,
+    /// The end of the log once the push was appended...
     pub last_seq: u64,
+    /// ...and just before: the push's changes are everything in between.
+    /// A device whose cursor was `log_before` holds everything up to
+    /// `last_seq` and need not pull back what it pushed.
+    pub log_before: u64,
+    /// The server epoch these positions belong to.
+    pub epoch: String,
 }
 
 /// Who a device is, as the server knows it.

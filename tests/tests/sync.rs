@@ -594,3 +594,68 @@ fn a_dossier_whose_data_does_not_merge_is_quarantined_and_sync_goes_on() {
     let a_status = a.ok(&["status", "--json"]).json();
     assert_eq!(a_status["outbox"], 0);
 }
+
+#[test]
+fn a_device_does_not_pull_back_what_it_just_pushed_but_gets_everything_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a"));
+    let b = Office::new(tmp.path().join("b"));
+    a.enroll_on(&server, Some("44"), "前台1");
+    b.enroll_on(&server, Some("44"), "前台2");
+    a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    let call = |o: &Office, phone: &str, name: &str| {
+        o.ok(&[
+            "call",
+            "--phone",
+            phone,
+            "--name",
+            name,
+            "--source",
+            "电视",
+            "--staff",
+            "李娜",
+            "--at",
+            "2026-11-20T09:00",
+        ])
+        .last_line()
+        .to_string()
+    };
+    let first = call(&a, "13800138001", "张一");
+    call(&a, "13800138002", "张二");
+    // The log was empty: everything after A's cursor is what A pushed.
+    let s = a.ok(&["sync", "--json"]).json();
+    assert!(s["pushed"].as_u64().unwrap() >= 5, "{s}");
+    assert_eq!(
+        (s["pulled_changes"].as_u64(), s["pulled_snapshots"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    let a_cursor = s["cursor"].as_u64().unwrap();
+    assert!(a_cursor > 0, "{s}");
+    // B (its cursor behind the log) pushes and pulls everything, its own
+    // work included.
+    b.ok(&["sync"]);
+    b.ok(&["update", "--patient", &first, "--address", "广州"]);
+    let s = b.ok(&["sync", "--json"]).json();
+    assert_eq!(s["pushed"], 1, "{s}");
+    // A's cursor is behind B's edit: A's next push does not move it, and A
+    // pulls B's edit and its own new change.
+    a.ok(&["update", "--patient", &first, "--sex", "男"]);
+    let s = a.ok(&["sync", "--json"]).json();
+    assert_eq!(s["pushed"], 1, "{s}");
+    assert_eq!(s["pulled_changes"], 2, "B's edit and A's own: {s}");
+    let p = a.ok(&["patient", &first, "--json"]).json();
+    assert_eq!(p["dossier"]["patient"]["address"], "广州");
+    // Now A is at the end of the log: its next push is all it skips.
+    a.ok(&["update", "--patient", &first, "--age", "70"]);
+    let s = a.ok(&["sync", "--json"]).json();
+    assert_eq!(
+        (s["pushed"].as_u64(), s["pulled_changes"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+    // Both hold the same documents as each other.
+    b.ok(&["sync"]);
+    assert_eq!(a.heads(), b.heads());
+}
