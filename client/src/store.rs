@@ -1075,25 +1075,49 @@ impl Replica {
     }
 
     /// Forgets the outbox rows up to `upto_seq`, which the server
-    /// acknowledged with `ack` (durably stored). If the server's log ended at
-    /// this replica's cursor just before the push (`ack.log_before`, same
-    /// epoch), everything up to `ack.last_seq` is this replica's own work:
-    /// the cursor moves there and nothing of it is pulled back. One
-    /// transaction.
-    pub fn ack_push(&mut self, upto_seq: i64, ack: &keqing_shared::sync::PushAck) -> Result<()> {
+    /// acknowledged (durably stored), and moves the cursor over this
+    /// replica's own pushes: `own` maps where the log ended before each push
+    /// acknowledged in this round to where it ended after it (of server epoch
+    /// `epoch`). Each such stretch of the log holds only that push's changes
+    /// (one writer appends at a time), so while one starts at the cursor,
+    /// the cursor moves to its end and nothing of it is pulled back.
+    /// Pipelined pushes may land in either order: the map keeps stretches
+    /// until the cursor reaches them. One transaction.
+    pub fn ack_push(
+        &mut self,
+        upto_seq: i64,
+        own: &std::collections::BTreeMap<u64, u64>,
+        epoch: &str,
+    ) -> Result<()> {
         self.write(|w| {
             w.tx.execute("DELETE FROM outbox WHERE seq <= ?1", [upto_seq])?;
-            if ack.last_seq > ack.log_before && !ack.epoch.is_empty() {
-                // A fresh replica (cursor 0, no epoch yet) qualifies when the
-                // log was empty: then the epoch is the ack's.
+            let state: Option<(i64, Option<String>)> =
+                w.tx.query_row(
+                    "SELECT cursor, epoch FROM sync_state WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((cursor, stored_epoch)) = state else {
+                return Ok(());
+            };
+            // A fresh replica (cursor 0, no epoch yet) qualifies when the log
+            // was empty before its first push: then the epoch is the acks'.
+            let same_log = match stored_epoch.as_deref() {
+                Some(e) => e == epoch,
+                None => cursor == 0,
+            };
+            if epoch.is_empty() || !same_log {
+                return Ok(());
+            }
+            let mut moved = u64::try_from(cursor).unwrap_or(0);
+            while let Some(&end) = own.get(&moved).filter(|&&end| end > moved) {
+                moved = end;
+            }
+            if moved != cursor as u64 {
                 w.tx.execute(
-                    "UPDATE sync_state SET cursor = ?2, epoch = ?3
-                     WHERE id = 1 AND cursor = ?1 AND (epoch IS ?3 OR (epoch IS NULL AND ?1 = 0))",
-                    params![
-                        i64::try_from(ack.log_before).unwrap_or(i64::MAX),
-                        i64::try_from(ack.last_seq).unwrap_or(i64::MAX),
-                        ack.epoch
-                    ],
+                    "UPDATE sync_state SET cursor = ?1, epoch = ?2 WHERE id = 1",
+                    params![i64::try_from(moved).unwrap_or(i64::MAX), epoch],
                 )?;
             }
             Ok(())

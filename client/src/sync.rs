@@ -268,6 +268,10 @@ async fn push_outbox(
     let (pushed_before, duplicates_before) = (summary.pushed, summary.duplicates);
     let mut sent_upto = 0;
     let mut in_flight = std::collections::VecDeque::new();
+    // The stretches of the log this round's pushes filled (see
+    // `Replica::ack_push`), and the server epoch they belong to.
+    let mut own = std::collections::BTreeMap::new();
+    let mut own_epoch = String::new();
     loop {
         while in_flight.len() < PUSHES_IN_FLIGHT {
             let batch = next_push_batch(replica, sent_upto, push_batch, |doc| {
@@ -302,7 +306,14 @@ async fn push_outbox(
             .map_err(|e| ClientError::Sync(format!("push task failed: {e}")))?
             .map_err(sync_err)?;
         // The server's commit is durable: these rows are safe to forget.
-        replica.ack_push(head.last, &ack)?;
+        if ack.epoch != own_epoch {
+            own.clear();
+            own_epoch = ack.epoch.clone();
+        }
+        if ack.last_seq > ack.log_before {
+            own.insert(ack.log_before, ack.last_seq);
+        }
+        replica.ack_push(head.last, &own, &own_epoch)?;
         summary.pushed += u64::from(ack.accepted);
         summary.duplicates += u64::from(ack.duplicates);
         let done = summary.pushed - pushed_before + summary.duplicates - duplicates_before;

@@ -482,6 +482,13 @@ fn a_pipelined_push_lands_every_change_once() {
     assert_eq!(pushed.pushed, outbox, "every change accepted once");
     assert_eq!(pushed.duplicates, 0);
     assert_eq!(a.replica().outbox_len().unwrap(), 0);
+    // The log held nothing else: whichever order the batches landed in,
+    // the cursor moved over all of them and nothing was pulled back.
+    assert_eq!(
+        (pushed.pulled_changes, pushed.pulled_snapshots, pushed.cursor),
+        (0, 0, outbox),
+        "{pushed:?}"
+    );
     // Nothing left to push; the server logged each change once.
     let again = rt.block_on(sync_once(a.replica_mut(), &mut Quiet)).unwrap();
     assert_eq!((again.pushed, again.duplicates), (0, 0));
