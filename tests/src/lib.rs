@@ -160,6 +160,17 @@ impl Office {
         assert!(r.ok, "keqing {args:?} failed:\n{}\n{}", r.stdout, r.stderr);
         r
     }
+
+    /// Registers a TV viewer's call (`keqing call`) taken by `staff` at
+    /// `at`; returns the dossier id (the last line).
+    pub fn call(&self, phone: &str, name: &str, staff: &str, at: &str) -> String {
+        self.ok(&[
+            "call", "--phone", phone, "--name", name, "--source", "电视", "--staff", staff, "--at",
+            at,
+        ])
+        .last_line()
+        .to_string()
+    }
 }
 
 pub fn server_bin() -> PathBuf {

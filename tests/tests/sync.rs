@@ -485,7 +485,11 @@ fn a_pipelined_push_lands_every_change_once() {
     // The log held nothing else: whichever order the batches landed in,
     // the cursor moved over all of them and nothing was pulled back.
     assert_eq!(
-        (pushed.pulled_changes, pushed.pulled_snapshots, pushed.cursor),
+        (
+            pushed.pulled_changes,
+            pushed.pulled_snapshots,
+            pushed.cursor
+        ),
         (0, 0, outbox),
         "{pushed:?}"
     );
@@ -522,22 +526,7 @@ fn a_dossier_whose_data_does_not_merge_is_quarantined_and_sync_goes_on() {
     let a = Office::new(tmp.path().join("a"));
     a.enroll_on(&server, Some("44"), "前台1");
     a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
-    let good = a
-        .ok(&[
-            "call",
-            "--phone",
-            "13800138000",
-            "--name",
-            "张三",
-            "--source",
-            "电视",
-            "--staff",
-            "李娜",
-            "--at",
-            "2026-11-20T09:00",
-        ])
-        .last_line()
-        .to_string();
+    let good = a.call("13800138000", "张三", "李娜", "2026-11-20T09:00");
     a.ok(&["sync"]);
     server.kill();
     // What the server's checks exist to refuse, written to its store behind
@@ -611,25 +600,8 @@ fn a_device_does_not_pull_back_what_it_just_pushed_but_gets_everything_else() {
     a.enroll_on(&server, Some("44"), "前台1");
     b.enroll_on(&server, Some("44"), "前台2");
     a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
-    let call = |o: &Office, phone: &str, name: &str| {
-        o.ok(&[
-            "call",
-            "--phone",
-            phone,
-            "--name",
-            name,
-            "--source",
-            "电视",
-            "--staff",
-            "李娜",
-            "--at",
-            "2026-11-20T09:00",
-        ])
-        .last_line()
-        .to_string()
-    };
-    let first = call(&a, "13800138001", "张一");
-    call(&a, "13800138002", "张二");
+    let first = a.call("13800138001", "张一", "李娜", "2026-11-20T09:00");
+    a.call("13800138002", "张二", "李娜", "2026-11-20T09:00");
     // The log was empty: everything after A's cursor is what A pushed.
     let s = a.ok(&["sync", "--json"]).json();
     assert!(s["pushed"].as_u64().unwrap() >= 5, "{s}");
