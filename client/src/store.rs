@@ -1661,7 +1661,9 @@ impl WriteTx<'_> {
     }
 
     /// Puts a document's pulled data aside (see [`Replica::quarantined`]):
-    /// its snapshots and changes, changes already waiting here included.
+    /// its snapshots and changes, changes that were waiting here for a
+    /// dependency included — moved, not copied, so they are not offered
+    /// (and quarantined) again with the document's next data.
     fn quarantine(&self, work: &RemoteWork<'_>, reason: &str) -> Result<()> {
         tracing::warn!(doc = work.doc_id, reason, "pulled data quarantined");
         let at = keqing_shared::when::fmt_datetime(crate::desk::now_cst());
@@ -1674,6 +1676,9 @@ impl WriteTx<'_> {
         for c in &work.changes {
             insert.execute(params![work.doc_id, "change", c, reason, at])?;
         }
+        self.tx
+            .prepare_cached("DELETE FROM pending_changes WHERE doc_id = ?1")?
+            .execute([work.doc_id])?;
         Ok(())
     }
 
