@@ -1439,7 +1439,7 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
             staff: roster.staff()?,
         }
     } else {
-        let view = Dossier::from_document(loaded, actor.clone())?.view()?;
+        let view = Dossier::view_of(&loaded)?;
         if view.id != doc_id {
             return Err(ClientError::Remote(format!(
                 "document {doc_id} says its id is {}",

@@ -102,13 +102,13 @@ fn derive(doc_id: &str, source: Source) -> Result<Projected, String> {
                 staff: roster.staff().map_err(|e| e.to_string())?,
             })
         } else {
-            let dossier = match source {
-                Source::Saved(bytes) => Dossier::load(&bytes, actor),
+            let view = match source {
+                Source::Saved(bytes) => Dossier::load(&bytes, actor).and_then(|d| d.view()),
                 // Already loaded: loading its saved bytes again would cost
                 // as much as reading it.
-                Source::Built(doc) => Dossier::from_document(*doc, actor),
-            };
-            let view = dossier.and_then(|d| d.view()).map_err(|e| e.to_string())?;
+                Source::Built(doc) => Dossier::view_of(&doc),
+            }
+            .map_err(|e| e.to_string())?;
             if view.id != doc_id {
                 return Err(format!("document says its id is {}", view.id));
             }

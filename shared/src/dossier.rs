@@ -387,7 +387,16 @@ impl Dossier {
     /// object it belongs to. Only a patient field that automerge marks as
     /// conflicted is asked for again, to list all its values.
     pub fn view(&self) -> Result<DossierView, DomainError> {
-        let doc = &self.doc;
+        Dossier::view_of(&self.doc)
+    }
+
+    /// [`view`] of a dossier document that is only read, not edited (a
+    /// merged or built document): no actor to set, and no separate check
+    /// that it is a dossier, since the walk fails on anything else (a
+    /// lookup of its id first was a tenth of a fresh device's reading).
+    ///
+    /// [`view`]: Dossier::view
+    pub fn view_of(doc: &Automerge) -> Result<DossierView, DomainError> {
         let mut walk = Walk::default();
         let mut places: HashMap<ObjId, Place> = HashMap::new();
         let mut current: Option<(Arc<ObjId>, Option<Place>)> = None;
