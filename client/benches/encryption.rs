@@ -10,6 +10,10 @@
 //! KEQING_BENCH_DOSSIERS (default 5 000) dossiers are filled first,
 //! KEQING_BENCH_EDITS (default 1 000) edits measured on each replica.
 
+/// The allocator of the `keqing` binary, so the figures are those of what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use keqing::desk::{CallInput, Desk};
 use keqing::store::{ReplicaKey, use_key};

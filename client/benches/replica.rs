@@ -20,6 +20,10 @@
 //! - due list: the same list computed the naive way, by loading every
 //!   document and deriving its schedule (what the projection saves).
 
+/// The allocator of the `keqing` binary, so the figures are those of what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use keqing::desk::{CallInput, Desk, new_id};
 use keqing_shared::dossier::Dossier;
