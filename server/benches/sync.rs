@@ -398,45 +398,36 @@ fn first_sync(
     let relay = rt.block_on(counting_relay(server.addr.clone(), wire.clone(), None));
     let url = format!("http://{relay}");
     copy_replica(filled, &dir.join("a"));
-    let mut a = rt
-        .block_on(enroll(
-            &dir.join("a"),
+    let enrolled = |name: &str, token: &str| {
+        rt.block_on(enroll(
+            &dir.join(name),
             &url,
-            &server.token_a,
+            token,
             None,
             &Default::default(),
         ))
-        .expect("enroll a");
+        .expect("enroll")
+    };
+    // One timed sync round: its summary, seconds, CPU seconds (this
+    // process, the server) and bytes on the wire.
+    let timed = |desk: &mut Desk, phase: &str| {
+        wire.store(0, Ordering::Relaxed);
+        eprintln!("phase: first {phase}, server pid {}", server.pid());
+        let me = std::process::id();
+        let cpu_before = (cpu_s(me), cpu_s(server.pid()));
+        let t = Instant::now();
+        let summary = rt
+            .block_on(sync_once(desk.replica_mut(), &mut Quiet))
+            .expect(phase);
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = (cpu_s(me) - cpu_before.0, cpu_s(server.pid()) - cpu_before.1);
+        (summary, secs, cpu, wire.swap(0, Ordering::Relaxed))
+    };
+    let mut a = enrolled("a", &server.token_a);
     let base_s = baseline_pass(by_doc);
-    wire.store(0, Ordering::Relaxed);
-    let me = std::process::id();
-    eprintln!("phase: first push, server pid {}", server.pid());
-    let cpu_before = (cpu_s(me), cpu_s(server.pid()));
-    let t = Instant::now();
-    rt.block_on(sync_once(a.replica_mut(), &mut Quiet))
-        .expect("push");
-    let push_s = t.elapsed().as_secs_f64();
-    let push_cpu = (cpu_s(me) - cpu_before.0, cpu_s(server.pid()) - cpu_before.1);
-    let push_bytes = wire.swap(0, Ordering::Relaxed);
-    let mut b = rt
-        .block_on(enroll(
-            &dir.join("b"),
-            &url,
-            &server.token_b,
-            None,
-            &Default::default(),
-        ))
-        .expect("enroll b");
-    wire.store(0, Ordering::Relaxed);
-    eprintln!("phase: first pull");
-    let cpu_before = (cpu_s(me), cpu_s(server.pid()));
-    let t = Instant::now();
-    let pull = rt
-        .block_on(sync_once(b.replica_mut(), &mut Quiet))
-        .expect("pull");
-    let pull_s = t.elapsed().as_secs_f64();
-    let pull_cpu = (cpu_s(me) - cpu_before.0, cpu_s(server.pid()) - cpu_before.1);
-    let pull_bytes = wire.swap(0, Ordering::Relaxed);
+    let (_, push_s, push_cpu, push_bytes) = timed(&mut a, "push");
+    let mut b = enrolled("b", &server.token_b);
+    let (pull, pull_s, pull_cpu, pull_bytes) = timed(&mut b, "pull");
     assert_eq!(
         b.replica().dossier_count().expect("count"),
         by_doc.keys().filter(|d| !d.starts_with("roster-")).count() as u64,
@@ -633,15 +624,8 @@ fn main() {
         .min_by(|x, y| x.total_s().total_cmp(&y.total_s()))
         .expect("runs");
     let base_s = runs.iter().map(|r| r.base_s).fold(f64::INFINITY, f64::min);
-    let FirstSync {
-        push_s,
-        pull_s,
-        push_bytes,
-        pull_bytes,
-        push_cpu,
-        pull_cpu,
-        ..
-    } = *best;
+    let (push_s, pull_s, push_cpu, pull_cpu) =
+        (best.push_s, best.pull_s, best.push_cpu, best.pull_cpu);
     let first_s = push_s + pull_s;
     println!();
     println!(
@@ -650,12 +634,12 @@ fn main() {
     println!(
         "  push (device A)         {push_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire",
         n as f64 / push_s,
-        push_bytes as f64 / 1e6
+        best.push_bytes as f64 / 1e6
     );
     println!(
         "  pull (fresh device B)   {pull_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire ({} snapshots)",
         n as f64 / pull_s,
-        pull_bytes as f64 / 1e6,
+        best.pull_bytes as f64 / 1e6,
         best.pulled_snapshots
     );
     println!(
@@ -707,7 +691,7 @@ fn main() {
     println!(
         "  first sync      keqing push {:>7.2} s {:>8.1} MB   samod {:>7.2} s {:>8.1} MB {:>7} messages   keqing {:.1}× faster",
         push_s,
-        push_bytes as f64 / 1e6,
+        best.push_bytes as f64 / 1e6,
         samod.first_s,
         samod.first_bytes as f64 / 1e6,
         samod.first_frames,
