@@ -232,6 +232,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// 隔离数据 Pulled data that could not be merged (kept aside so sync goes on)
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum QuarantineCommand {
+    /// 列出 Every quarantined piece: dossier, kind, reason, when (newest first)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// 重试 Merge the quarantined data again (e.g. after an upgrade); what
+    /// merges leaves the quarantine, the rest stays as it is
+    Retry {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -809,7 +827,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             if s.quarantined > 0 {
                 println!(
-                    "注意: {} 份档案的远端数据无法合并, 已隔离保存 (keqing status 查看) / quarantined",
+                    "注意: {} 份档案的远端数据无法合并, 已隔离保存 (keqing quarantine list 查看) / quarantined",
                     s.quarantined
                 );
             }
@@ -1224,6 +1242,31 @@ fn run(cli: Cli) -> Result<()> {
                 .await
             });
         }
+        Command::Quarantine(QuarantineCommand::List { json }) => {
+            let (count, all) = desk.replica().quarantined(usize::MAX)?;
+            if json {
+                return print_json(&all);
+            }
+            if count == 0 {
+                println!("没有隔离的数据 (nothing quarantined)");
+            }
+            for q in &all {
+                println!("{} {} {} {}", q.at, q.doc_id, q.kind, q.reason);
+            }
+        }
+        Command::Quarantine(QuarantineCommand::Retry { json }) => {
+            let outcome = desk.replica_mut().retry_quarantined()?;
+            if json {
+                return print_json(&outcome);
+            }
+            println!(
+                "已重新合并 {} 份档案, 仍无法合并 {} 份 (merged {}, still quarantined {})",
+                outcome.merged,
+                outcome.still_quarantined,
+                outcome.merged,
+                outcome.still_quarantined
+            );
+        }
         Command::Status { json } => {
             let meta = desk.replica().meta().clone();
             let office_name = office::office(&meta.office)
@@ -1383,7 +1426,7 @@ async fn watch_sync(replica: &mut crate::store::Replica, interval: Duration) -> 
                 }
                 if s.quarantined > 0 {
                     println!(
-                        "{} 注意: {} 份档案的远端数据无法合并, 已隔离 (keqing status)",
+                        "{} 注意: {} 份档案的远端数据无法合并, 已隔离 (keqing quarantine list)",
                         now_cst().format("%H:%M:%S"),
                         s.quarantined
                     );

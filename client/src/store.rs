@@ -1217,6 +1217,66 @@ impl Replica {
         Ok((count, rows))
     }
 
+    /// Merges quarantined data again (after an upgrade that fixes what
+    /// refused it, say): each document's quarantined snapshots and changes
+    /// go through the same merge as a pull. What merges now is stored and
+    /// leaves the quarantine; what still does not stays there untouched,
+    /// and nothing else changes.
+    pub fn retry_quarantined(&mut self) -> Result<QuarantineRetry> {
+        use std::collections::BTreeMap;
+        type Quarantined = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+        let mut by_doc: BTreeMap<String, Quarantined> = BTreeMap::new();
+        for row in self
+            .conn
+            .prepare("SELECT doc_id, kind, bytes FROM quarantine ORDER BY seq")?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })?
+        {
+            let (doc_id, kind, bytes) = row?;
+            let (snapshots, changes) = by_doc.entry(doc_id).or_default();
+            if kind == "snapshot" {
+                snapshots.push(bytes);
+            } else {
+                changes.push(bytes);
+            }
+        }
+        self.write(|w| {
+            let mut outcome = QuarantineRetry::default();
+            let mut work = Vec::with_capacity(by_doc.len());
+            for (doc_id, (snapshots, changes)) in &by_doc {
+                let snapshots = snapshots.iter().map(Vec::as_slice).collect();
+                match w.remote_work(doc_id, snapshots, changes.clone())? {
+                    Some(one) => work.push(one),
+                    // The document holds all of it already.
+                    None => {
+                        w.release_quarantined(doc_id)?;
+                        outcome.merged += 1;
+                    }
+                }
+            }
+            let actor = w.actor.clone();
+            merge_and_store(&work, &actor, |work, merged| match merged {
+                Ok(merged) => {
+                    w.store_merged(work.doc_id, merged)?;
+                    w.release_quarantined(work.doc_id)?;
+                    outcome.merged += 1;
+                    Ok(())
+                }
+                Err(why) => {
+                    tracing::warn!(doc = work.doc_id, reason = %why, "quarantined data still does not merge");
+                    outcome.still_quarantined += 1;
+                    Ok(())
+                }
+            })?;
+            Ok(outcome)
+        })
+    }
+
     /// Queues again every change this device made (its actor), in every
     /// document: after the server was restored from a backup, it may lack
     /// changes it had acknowledged. Pushing them again is harmless (the
@@ -1384,6 +1444,15 @@ pub struct QuarantinedData {
     pub reason: String,
     /// China Standard Time.
     pub at: String,
+}
+
+/// What [`Replica::retry_quarantined`] did, in documents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantineRetry {
+    /// Documents whose quarantined data merged and left the quarantine.
+    pub merged: usize,
+    /// Documents whose data still does not merge (kept as it was).
+    pub still_quarantined: usize,
 }
 
 /// One document of a pull batch, ready to merge off the database.
@@ -1679,6 +1748,14 @@ impl WriteTx<'_> {
         self.tx
             .prepare_cached("DELETE FROM pending_changes WHERE doc_id = ?1")?
             .execute([work.doc_id])?;
+        Ok(())
+    }
+
+    /// Takes a document's data out of the quarantine once it merged.
+    fn release_quarantined(&self, doc_id: &str) -> Result<()> {
+        self.tx
+            .prepare_cached("DELETE FROM quarantine WHERE doc_id = ?1")?
+            .execute([doc_id])?;
         Ok(())
     }
 

@@ -289,7 +289,7 @@ fn a_pulled_document_that_does_not_merge_is_quarantined_and_the_rest_applied() {
         .position(|c| !c.doc_id.starts_with("roster-"))
         .unwrap();
     let victim_id = changes[victim].doc_id.clone();
-    changes[victim].bytes = b"damaged on the way".to_vec();
+    let original = std::mem::replace(&mut changes[victim].bytes, b"damaged on the way".to_vec());
     let changes_of_victim = changes.iter().filter(|c| c.doc_id == victim_id).count() as u64;
     let batch = keqing_shared::sync::PullBatch {
         changes,
@@ -309,4 +309,40 @@ fn a_pulled_document_that_does_not_merge_is_quarantined_and_the_rest_applied() {
     let before = b.replica().projection_dump().unwrap();
     b.replica_mut().rebuild().unwrap();
     assert_eq!(b.replica().projection_dump().unwrap(), before);
+
+    // Retrying what still does not merge changes nothing.
+    let heads = b.replica().document_heads().unwrap();
+    let retry = b.replica_mut().retry_quarantined().unwrap();
+    assert_eq!((retry.merged, retry.still_quarantined), (0, 1));
+    assert_eq!(b.replica().quarantined(10).unwrap().0, victims);
+    assert_eq!(b.replica().document_heads().unwrap(), heads);
+    assert_eq!(b.replica().projection_dump().unwrap(), before);
+
+    // Data that merges now (as after an upgrade that fixes what refused
+    // it; here the damaged change is put right in the quarantine behind
+    // the replica's back) is merged, projected, and leaves the quarantine.
+    let file = rusqlite::Connection::open(tmp.path().join("b").join("keqing.sqlite")).unwrap();
+    let fixed = file
+        .execute(
+            "UPDATE quarantine SET bytes = ?1 WHERE bytes = ?2",
+            rusqlite::params![original, b"damaged on the way".to_vec()],
+        )
+        .unwrap();
+    assert_eq!(fixed, 1);
+    drop(file);
+    let retry = b.replica_mut().retry_quarantined().unwrap();
+    assert_eq!((retry.merged, retry.still_quarantined), (1, 0));
+    assert_eq!(b.replica().quarantined(10).unwrap().0, 0);
+    assert_eq!(b.replica().dossier_count().unwrap(), 80);
+    assert_eq!(
+        b.replica().patient(&victim_id).unwrap(),
+        a.replica().patient(&victim_id).unwrap()
+    );
+    assert!(b.replica().patient(&victim_id).unwrap().is_some());
+    let after = b.replica().projection_dump().unwrap();
+    b.replica_mut().rebuild().unwrap();
+    assert_eq!(b.replica().projection_dump().unwrap(), after);
+    // Nothing is left to retry.
+    let retry = b.replica_mut().retry_quarantined().unwrap();
+    assert_eq!((retry.merged, retry.still_quarantined), (0, 0));
 }

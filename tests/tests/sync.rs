@@ -586,6 +586,22 @@ fn a_dossier_whose_data_does_not_merge_is_quarantined_and_sync_goes_on() {
     assert_eq!(again["quarantined"], 0, "{again}");
     assert_eq!(again["pulled_changes"], 0, "{again}");
     assert_eq!(b.ok(&["status", "--json"]).json()["quarantined"], 1);
+    // The office can list it, and retrying it (it still does not merge)
+    // keeps it as it is and changes nothing else.
+    let listed = b.ok(&["quarantine", "list", "--json"]).json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["doc_id"], bad);
+    let heads = b.ok(&["heads", "--json"]).json();
+    let retried = b.ok(&["quarantine", "retry", "--json"]).json();
+    assert_eq!(retried["merged"], 0, "{retried}");
+    assert_eq!(retried["still_quarantined"], 1, "{retried}");
+    assert!(
+        b.ok(&["quarantine", "retry"])
+            .stdout
+            .contains("仍无法合并 1 份")
+    );
+    assert_eq!(b.ok(&["heads", "--json"]).json(), heads);
+    assert_eq!(b.ok(&["status", "--json"]).json()["quarantined"], 1);
     // The device that made the good dossier is unaffected too.
     let a_status = a.ok(&["status", "--json"]).json();
     assert_eq!(a_status["outbox"], 0);
