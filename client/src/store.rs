@@ -1225,27 +1225,29 @@ impl Replica {
     pub fn retry_quarantined(&mut self) -> Result<QuarantineRetry> {
         use std::collections::BTreeMap;
         type Quarantined = (Vec<Vec<u8>>, Vec<Vec<u8>>);
-        let mut by_doc: BTreeMap<String, Quarantined> = BTreeMap::new();
-        for row in self
-            .conn
-            .prepare("SELECT doc_id, kind, bytes FROM quarantine ORDER BY seq")?
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })?
-        {
-            let (doc_id, kind, bytes) = row?;
-            let (snapshots, changes) = by_doc.entry(doc_id).or_default();
-            if kind == "snapshot" {
-                snapshots.push(bytes);
-            } else {
-                changes.push(bytes);
-            }
-        }
         self.write(|w| {
+            // Read in the write transaction: what another process quarantines
+            // meanwhile is not released unseen.
+            let mut by_doc: BTreeMap<String, Quarantined> = BTreeMap::new();
+            for row in w
+                .tx
+                .prepare("SELECT doc_id, kind, bytes FROM quarantine ORDER BY seq")?
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                    ))
+                })?
+            {
+                let (doc_id, kind, bytes) = row?;
+                let (snapshots, changes) = by_doc.entry(doc_id).or_default();
+                if kind == "snapshot" {
+                    snapshots.push(bytes);
+                } else {
+                    changes.push(bytes);
+                }
+            }
             let mut outcome = QuarantineRetry::default();
             let mut work = Vec::with_capacity(by_doc.len());
             for (doc_id, (snapshots, changes)) in &by_doc {
