@@ -28,6 +28,7 @@ use automerge::{ActorId, Automerge, Change};
 use keqing::desk::{CallInput, Desk};
 use keqing::sync::{Quiet, enroll, sync_once};
 use keqing_proto::SyncConnection;
+use keqing_server::store::{SqliteStore, SyncStore};
 use keqing_shared::dossier::{Dossier, PatientUpdate};
 use keqing_shared::staff::Role;
 use keqing_shared::sync::ChangeEnvelope;
@@ -286,14 +287,16 @@ async fn samod_side_by_side(docs: &BTreeMap<String, Vec<Vec<u8>>>) -> SamodFigur
 }
 
 /// A `keqing-server` process on a fresh data directory, with the bench's
-/// three office devices added (A pushes, B pulls, C pushes synthetic
-/// dossiers for the memory figures).
+/// office devices added (A pushes, B pulls, C pushes synthetic dossiers
+/// for the memory figures, D joins once the server has built snapshots).
 struct BenchServer {
     process: std::process::Child,
+    dir: std::path::PathBuf,
     addr: String,
     token_a: String,
     token_b: String,
     token_c: String,
+    token_d: String,
 }
 
 impl BenchServer {
@@ -317,10 +320,12 @@ impl BenchServer {
         let add = |name: &str| admin(dir, &["device", "add", "--office", "44", "--name", name]);
         BenchServer {
             process,
+            dir: dir.to_path_buf(),
             addr,
             token_a: add("A"),
             token_b: add("B"),
             token_c: add("C"),
+            token_d: add("D"),
         }
     }
 
@@ -355,6 +360,33 @@ fn baseline_pass(by_doc: &BTreeMap<String, Vec<Vec<u8>>>) -> f64 {
         std::hint::black_box(built(changes).get_heads());
     }
     t.elapsed().as_secs_f64()
+}
+
+fn enrolled(rt: &tokio::runtime::Runtime, dir: &std::path::Path, url: &str, token: &str) -> Desk {
+    rt.block_on(enroll(dir, url, token, None, &Default::default()))
+        .expect("enroll")
+}
+
+/// One timed sync round of `desk`: its summary, seconds, CPU seconds (this
+/// process, the server) and bytes on the wire.
+fn timed(
+    rt: &tokio::runtime::Runtime,
+    desk: &mut Desk,
+    server: &BenchServer,
+    wire: &AtomicU64,
+    phase: &str,
+) -> (keqing::sync::SyncSummary, f64, (f64, f64), u64) {
+    wire.store(0, Ordering::Relaxed);
+    eprintln!("phase: {phase}, server pid {}", server.pid());
+    let me = std::process::id();
+    let cpu_before = (cpu_s(me), cpu_s(server.pid()));
+    let t = Instant::now();
+    let summary = rt
+        .block_on(sync_once(desk.replica_mut(), &mut Quiet))
+        .expect(phase);
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = (cpu_s(me) - cpu_before.0, cpu_s(server.pid()) - cpu_before.1);
+    (summary, secs, cpu, wire.swap(0, Ordering::Relaxed))
 }
 
 /// One first sync: a copy of the filled replica A pushes to a fresh
@@ -398,36 +430,11 @@ fn first_sync(
     let relay = rt.block_on(counting_relay(server.addr.clone(), wire.clone(), None));
     let url = format!("http://{relay}");
     copy_replica(filled, &dir.join("a"));
-    let enrolled = |name: &str, token: &str| {
-        rt.block_on(enroll(
-            &dir.join(name),
-            &url,
-            token,
-            None,
-            &Default::default(),
-        ))
-        .expect("enroll")
-    };
-    // One timed sync round: its summary, seconds, CPU seconds (this
-    // process, the server) and bytes on the wire.
-    let timed = |desk: &mut Desk, phase: &str| {
-        wire.store(0, Ordering::Relaxed);
-        eprintln!("phase: first {phase}, server pid {}", server.pid());
-        let me = std::process::id();
-        let cpu_before = (cpu_s(me), cpu_s(server.pid()));
-        let t = Instant::now();
-        let summary = rt
-            .block_on(sync_once(desk.replica_mut(), &mut Quiet))
-            .expect(phase);
-        let secs = t.elapsed().as_secs_f64();
-        let cpu = (cpu_s(me) - cpu_before.0, cpu_s(server.pid()) - cpu_before.1);
-        (summary, secs, cpu, wire.swap(0, Ordering::Relaxed))
-    };
-    let mut a = enrolled("a", &server.token_a);
+    let mut a = enrolled(rt, &dir.join("a"), &url, &server.token_a);
     let base_s = baseline_pass(by_doc);
-    let (_, push_s, push_cpu, push_bytes) = timed(&mut a, "push");
-    let mut b = enrolled("b", &server.token_b);
-    let (pull, pull_s, pull_cpu, pull_bytes) = timed(&mut b, "pull");
+    let (_, push_s, push_cpu, push_bytes) = timed(rt, &mut a, &server, wire, "first push");
+    let mut b = enrolled(rt, &dir.join("b"), &url, &server.token_b);
+    let (pull, pull_s, pull_cpu, pull_bytes) = timed(rt, &mut b, &server, wire, "first pull");
     assert_eq!(
         b.replica().dossier_count().expect("count"),
         by_doc.keys().filter(|d| !d.starts_with("roster-")).count() as u64,
@@ -541,6 +548,26 @@ fn main() {
         mut b,
     } = synced.expect("at least one run");
     let rss_n = rss_mb(server.pid());
+
+    // Device D joins once the server's projector has caught up (it builds
+    // each dossier's snapshot as it projects it): it bootstraps from those
+    // snapshots instead of applying every change.
+    let wait = Instant::now();
+    {
+        let store = SqliteStore::open(&server.dir).expect("server store");
+        while store.projector_cursor().expect("projector") < store.max_seq().expect("log") {
+            assert!(
+                wait.elapsed() < Duration::from_secs(900),
+                "the projector catches up"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let caught_up_s = wait.elapsed().as_secs_f64();
+    let mut d = enrolled(&rt, &tmp.path().join("late-d"), &url, &server.token_d);
+    let (late, late_s, late_cpu, late_bytes) = timed(&rt, &mut d, &server, &wire, "late pull");
+    assert_eq!(d.replica().dossier_count().expect("count"), n as u64);
+    drop(d);
 
     // Incremental: one edit on A, then A syncs and B syncs; median of 7.
     let id = a.resolve_patient("13000000007").expect("patient");
@@ -663,6 +690,14 @@ fn main() {
             .map(|r| format!("{:.0}%", 100.0 * r))
             .collect::<Vec<_>>()
             .join(" ")
+    );
+    println!(
+        "  pull by a device joining once the server has projected (and built snapshots: {caught_up_s:.1} s after the runs): {late_s:.2} s   {:>7.0} dossiers/s   {:.1} MB on the wire ({} snapshots); CPU device / server {:.2} / {:.2}",
+        n as f64 / late_s,
+        late_bytes as f64 / 1e6,
+        late.pulled_snapshots,
+        late_cpu.0,
+        late_cpu.1
     );
     println!(
         "incremental sync after 1 edit ({n} dossiers in scope), median of 7: {:.1} ms, {} bytes on the wire   (targets < 50 ms, < 5 KB)",
