@@ -547,7 +547,6 @@ fn main() {
         mut a,
         mut b,
     } = synced.expect("at least one run");
-    let rss_n = rss_mb(server.pid());
 
     // Device D joins once the server's projector has caught up (it builds
     // each dossier's snapshot as it projects it): it bootstraps from those
@@ -568,6 +567,9 @@ fn main() {
     let (late, late_s, late_cpu, late_bytes) = timed(&rt, &mut d, &server, &wire, "late pull");
     assert_eq!(d.replica().dossier_count().expect("count"), n as u64);
     drop(d);
+    // After the projector's catch-up, so every figure includes what its
+    // work leaves resident.
+    let rss_n = rss_mb(server.pid());
 
     // Incremental: one edit on A, then A syncs and B syncs; median of 7.
     let id = a.resolve_patient("13000000007").expect("patient");
