@@ -9,10 +9,13 @@
 //!   are taken three times, each baseline pass right before its sync (on
 //!   a fresh server, from a copy of the same replica), and compared at
 //!   their best: the machine's speed drifts by a third between minutes;
+//! - a pull by a device that joins once the server's projector has caught
+//!   up: it bootstraps from the server's snapshots;
 //! - incremental sync after one edit, and a round with nothing changed:
 //!   time and bytes;
-//! - the server's resident memory after ingesting N, 5N and 10N dossiers
-//!   (the later ones pushed as synthetic changes by a third device);
+//! - the server's resident memory after ingesting N (read once its
+//!   projector has caught up), 5N and 10N dossiers (the later ones pushed
+//!   as synthetic changes by a third device);
 //! - side by side, samod 0.16 (the Rust automerge-repo) on the same N
 //!   documents over loopback TCP through the same kind of relay (which also
 //!   counts its length-delimited frames): first sync of an office repo to a
