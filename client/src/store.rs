@@ -1250,9 +1250,9 @@ impl Replica {
             }
             let mut outcome = QuarantineRetry::default();
             let mut work = Vec::with_capacity(by_doc.len());
-            for (doc_id, (snapshots, changes)) in &by_doc {
+            for (doc_id, (snapshots, changes)) in &mut by_doc {
                 let snapshots = snapshots.iter().map(Vec::as_slice).collect();
-                match w.remote_work(doc_id, snapshots, changes.clone())? {
+                match w.remote_work(doc_id, snapshots, std::mem::take(changes))? {
                     Some(one) => work.push(one),
                     // The document holds all of it already.
                     None => {

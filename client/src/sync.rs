@@ -47,7 +47,7 @@ pub struct SyncSummary {
     /// backup (a new epoch) and may have lost them.
     pub requeued: u64,
     /// Pulled documents whose data did not merge, put aside this round
-    /// (`keqing status` lists them).
+    /// (`keqing quarantine list` lists them).
     pub quarantined: u64,
 }
 

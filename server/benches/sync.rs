@@ -370,15 +370,25 @@ fn enrolled(rt: &tokio::runtime::Runtime, dir: &std::path::Path, url: &str, toke
         .expect("enroll")
 }
 
-/// One timed sync round of `desk`: its summary, seconds, CPU seconds (this
-/// process, the server) and bytes on the wire.
+/// What one timed sync round took.
+#[derive(Clone, Copy)]
+struct Round {
+    secs: f64,
+    /// CPU seconds of (this process: the devices and the relay, keqing-server).
+    cpu: (f64, f64),
+    /// Bytes on the wire, both ways.
+    bytes: u64,
+    pulled_snapshots: u64,
+}
+
+/// One timed sync round of `desk`.
 fn timed(
     rt: &tokio::runtime::Runtime,
     desk: &mut Desk,
     server: &BenchServer,
     wire: &AtomicU64,
     phase: &str,
-) -> (keqing::sync::SyncSummary, f64, (f64, f64), u64) {
+) -> Round {
     wire.store(0, Ordering::Relaxed);
     eprintln!("phase: {phase}, server pid {}", server.pid());
     let me = std::process::id();
@@ -388,8 +398,12 @@ fn timed(
         .block_on(sync_once(desk.replica_mut(), &mut Quiet))
         .expect(phase);
     let secs = t.elapsed().as_secs_f64();
-    let cpu = (cpu_s(me) - cpu_before.0, cpu_s(server.pid()) - cpu_before.1);
-    (summary, secs, cpu, wire.swap(0, Ordering::Relaxed))
+    Round {
+        secs,
+        cpu: (cpu_s(me) - cpu_before.0, cpu_s(server.pid()) - cpu_before.1),
+        bytes: wire.swap(0, Ordering::Relaxed),
+        pulled_snapshots: summary.pulled_snapshots,
+    }
 }
 
 /// One first sync: a copy of the filled replica A pushes to a fresh
@@ -397,19 +411,13 @@ fn timed(
 /// so each repetition compares the two at the same moment of the machine.
 struct FirstSync {
     base_s: f64,
-    push_s: f64,
-    pull_s: f64,
-    push_bytes: u64,
-    pull_bytes: u64,
-    /// CPU seconds of (devices' process, keqing-server).
-    push_cpu: (f64, f64),
-    pull_cpu: (f64, f64),
-    pulled_snapshots: u64,
+    push: Round,
+    pull: Round,
 }
 
 impl FirstSync {
     fn total_s(&self) -> f64 {
-        self.push_s + self.pull_s
+        self.push.secs + self.pull.secs
     }
 }
 
@@ -435,25 +443,16 @@ fn first_sync(
     copy_replica(filled, &dir.join("a"));
     let mut a = enrolled(rt, &dir.join("a"), &url, &server.token_a);
     let base_s = baseline_pass(by_doc);
-    let (_, push_s, push_cpu, push_bytes) = timed(rt, &mut a, &server, wire, "first push");
+    let push = timed(rt, &mut a, &server, wire, "first push");
     let mut b = enrolled(rt, &dir.join("b"), &url, &server.token_b);
-    let (pull, pull_s, pull_cpu, pull_bytes) = timed(rt, &mut b, &server, wire, "first pull");
+    let pull = timed(rt, &mut b, &server, wire, "first pull");
     assert_eq!(
         b.replica().dossier_count().expect("count"),
         by_doc.keys().filter(|d| !d.starts_with("roster-")).count() as u64,
         "B holds every dossier"
     );
     (
-        FirstSync {
-            base_s,
-            push_s,
-            pull_s,
-            push_bytes,
-            pull_bytes,
-            push_cpu,
-            pull_cpu,
-            pulled_snapshots: pull.pulled_snapshots,
-        },
+        FirstSync { base_s, push, pull },
         Synced { server, url, a, b },
     )
 }
@@ -538,8 +537,8 @@ fn main() {
             "first sync {}/{FIRST_SYNC_RUNS}: baseline {:.2} s, push {:.2} s, pull {:.2} s",
             k + 1,
             run.base_s,
-            run.push_s,
-            run.pull_s
+            run.push.secs,
+            run.pull.secs
         );
         runs.push(run);
         synced = Some(s);
@@ -567,7 +566,7 @@ fn main() {
     }
     let caught_up_s = wait.elapsed().as_secs_f64();
     let mut d = enrolled(&rt, &tmp.path().join("late-d"), &url, &server.token_d);
-    let (late, late_s, late_cpu, late_bytes) = timed(&rt, &mut d, &server, &wire, "late pull");
+    let late = timed(&rt, &mut d, &server, &wire, "late pull");
     assert_eq!(d.replica().dossier_count().expect("count"), n as u64);
     drop(d);
     // After the projector's catch-up, so every figure includes what its
@@ -656,9 +655,8 @@ fn main() {
         .min_by(|x, y| x.total_s().total_cmp(&y.total_s()))
         .expect("runs");
     let base_s = runs.iter().map(|r| r.base_s).fold(f64::INFINITY, f64::min);
-    let (push_s, pull_s, push_cpu, pull_cpu) =
-        (best.push_s, best.pull_s, best.push_cpu, best.pull_cpu);
-    let first_s = push_s + pull_s;
+    let (push, pull) = (best.push, best.pull);
+    let (push_s, pull_s, first_s) = (push.secs, pull.secs, best.total_s());
     println!();
     println!(
         "first sync of {n} dossiers ({changes_total} changes), the best of {FIRST_SYNC_RUNS} runs:"
@@ -666,13 +664,13 @@ fn main() {
     println!(
         "  push (device A)         {push_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire",
         n as f64 / push_s,
-        best.push_bytes as f64 / 1e6
+        push.bytes as f64 / 1e6
     );
     println!(
         "  pull (fresh device B)   {pull_s:>8.2} s   {:>10.0} dossiers/s   {:>8.1} MB on the wire ({} snapshots)",
         n as f64 / pull_s,
-        best.pull_bytes as f64 / 1e6,
-        best.pulled_snapshots
+        pull.bytes as f64 / 1e6,
+        pull.pulled_snapshots
     );
     println!(
         "  push + pull             {first_s:>8.2} s   {:>10.0} dossiers/s",
@@ -680,7 +678,7 @@ fn main() {
     );
     println!(
         "  CPU seconds, devices' process (A or B, the relay) / keqing-server: push {:.2} / {:.2}, pull {:.2} / {:.2}",
-        push_cpu.0, push_cpu.1, pull_cpu.0, pull_cpu.1
+        push.cpu.0, push.cpu.1, pull.cpu.0, pull.cpu.1
     );
     println!(
         "  baseline: automerge in one process, same changes into empty documents (best of {FIRST_SYNC_RUNS}): {base_s:.2} s ({:.0} dossiers/s)",
@@ -697,12 +695,13 @@ fn main() {
             .join(" ")
     );
     println!(
-        "  pull by a device joining once the server has projected (and built snapshots: {caught_up_s:.1} s after the runs): {late_s:.2} s   {:>7.0} dossiers/s   {:.1} MB on the wire ({} snapshots); CPU device / server {:.2} / {:.2}",
-        n as f64 / late_s,
-        late_bytes as f64 / 1e6,
+        "  pull by a device joining once the server has projected (and built snapshots: {caught_up_s:.1} s after the runs): {:.2} s   {:>7.0} dossiers/s   {:.1} MB on the wire ({} snapshots); CPU device / server {:.2} / {:.2}",
+        late.secs,
+        n as f64 / late.secs,
+        late.bytes as f64 / 1e6,
         late.pulled_snapshots,
-        late_cpu.0,
-        late_cpu.1
+        late.cpu.0,
+        late.cpu.1
     );
     println!(
         "incremental sync after 1 edit ({n} dossiers in scope), median of 7: {:.1} ms, {} bytes on the wire   (targets < 50 ms, < 5 KB)",
@@ -731,7 +730,7 @@ fn main() {
     println!(
         "  first sync      keqing push {:>7.2} s {:>8.1} MB   samod {:>7.2} s {:>8.1} MB {:>7} messages   keqing {:.1}× faster",
         push_s,
-        best.push_bytes as f64 / 1e6,
+        push.bytes as f64 / 1e6,
         samod.first_s,
         samod.first_bytes as f64 / 1e6,
         samod.first_frames,
