@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 struct Driver {
     child: Child,
     url: String,
+    /// TMPDIR of chromedriver and its Chromium: each Chromium start leaves
+    /// an `org.chromium.Chromium.*` directory there, which would otherwise
+    /// pile up in /tmp run after run.
+    _scratch: tempfile::TempDir,
 }
 
 impl Driver {
@@ -24,8 +28,10 @@ impl Driver {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
+        let scratch = tempfile::tempdir().expect("chromium scratch dir");
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .env("TMPDIR", scratch.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -43,6 +49,7 @@ impl Driver {
         Driver {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            _scratch: scratch,
         }
     }
 
