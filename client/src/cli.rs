@@ -227,6 +227,13 @@ enum Command {
     /// every command needs it (KEQING_DB_KEY, or asked at a terminal).
     /// Close `keqing ui` first.
     Encrypt,
+    /// 更换密钥 Change the passphrase of this encrypted replica
+    ///
+    /// The current passphrase comes from KEQING_DB_KEY or is asked for; the
+    /// new one from KEQING_NEW_DB_KEY or is asked for twice. The file is
+    /// rewritten under the new passphrase and the old file overwritten, so
+    /// the old passphrase opens nothing afterwards. Close `keqing ui` first.
+    Rekey,
     /// 状态 What this replica is and holds
     Status {
         #[arg(long)]
@@ -787,6 +794,22 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
+    if let Command::Rekey = &cli.command {
+        if !store::is_encrypted(&data)? {
+            return Err(crate::ClientError::NotEncrypted(data.display().to_string()).into());
+        }
+        ask_key_if_encrypted(&data)?;
+        let old = store::configured_key()?
+            .ok_or_else(|| crate::ClientError::KeyRequired(data.display().to_string()))?;
+        let new = replacement_key()?;
+        let dossiers = store::rekey_replica(&data, &old, &new)?;
+        println!(
+            "已更换密钥 {} 份档案 → {} (旧密钥已失效; 请更新设置 KEQING_DB_KEY 的地方)",
+            dossiers,
+            data.display()
+        );
+        return Ok(());
+    }
     if let Command::Encrypt = &cli.command {
         let key = new_key()?;
         let dossiers = store::encrypt_replica(&data, &key)?;
@@ -800,7 +823,11 @@ fn run(cli: Cli) -> Result<()> {
     ask_key_if_encrypted(&data)?;
     let mut desk = Desk::open(&data)?;
     match cli.command {
-        Command::Init { .. } | Command::Enroll { .. } | Command::Demo { .. } | Command::Encrypt => {
+        Command::Init { .. }
+        | Command::Enroll { .. }
+        | Command::Demo { .. }
+        | Command::Encrypt
+        | Command::Rekey => {
             unreachable!("handled above")
         }
         Command::Sync {
@@ -1328,14 +1355,26 @@ fn run(cli: Cli) -> Result<()> {
 /// The passphrase for a new encryption: KEQING_DB_KEY, else asked twice at
 /// the terminal (never echoed).
 fn new_key() -> Result<store::ReplicaKey> {
-    if let Some(key) = store::ReplicaKey::from_env()? {
-        return Ok(key);
+    match store::ReplicaKey::from_env()? {
+        Some(key) => Ok(key),
+        None => ask_new_key(store::KEY_ENV),
     }
+}
+
+/// The passphrase replacing the current one: KEQING_NEW_DB_KEY (KEQING_DB_KEY
+/// holds the current one), else asked twice at the terminal.
+fn replacement_key() -> Result<store::ReplicaKey> {
+    match store::ReplicaKey::from_var(store::NEW_KEY_ENV)? {
+        Some(key) => Ok(key),
+        None => ask_new_key(store::NEW_KEY_ENV),
+    }
+}
+
+/// A new passphrase typed twice (never echoed); `var` is named when there is
+/// no terminal to ask at.
+fn ask_new_key(var: &str) -> Result<store::ReplicaKey> {
     if !std::io::stdin().is_terminal() {
-        bail!(
-            "no passphrase: set {} (there is no terminal to ask at)",
-            store::KEY_ENV
-        );
+        bail!("no passphrase: set {var} (there is no terminal to ask at)");
     }
     let first = zeroize::Zeroizing::new(rpassword::prompt_password(
         "新密钥 new passphrase (8+ characters): ",

@@ -30,6 +30,12 @@ pub enum ClientError {
     #[error("本机副本已加密 the replica in `{0}` is already encrypted")]
     AlreadyEncrypted(String),
     #[error(
+        "本机副本未加密 the replica in `{0}` is not encrypted: `keqing encrypt` gives it a passphrase"
+    )]
+    NotEncrypted(String),
+    #[error("新旧密钥相同 the new passphrase is the current one; nothing was changed")]
+    SameKey,
+    #[error(
         "本机副本正在使用 the replica in `{0}` is open in another keqing process (e.g. `keqing ui`); close it first"
     )]
     InUse(String),

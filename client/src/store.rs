@@ -37,6 +37,9 @@ pub const DB_FILE: &str = "keqing.sqlite";
 /// The environment variable an encrypted replica's passphrase is read from.
 pub const KEY_ENV: &str = "KEQING_DB_KEY";
 
+/// The environment variable `keqing rekey` reads the new passphrase from.
+pub const NEW_KEY_ENV: &str = "KEQING_NEW_DB_KEY";
+
 /// The passphrase of an encrypted replica (SQLCipher: AES-256 pages, key
 /// derived by PBKDF2-HMAC-SHA512). Wiped from memory when dropped.
 #[derive(Clone)]
@@ -54,7 +57,12 @@ impl ReplicaKey {
 
     /// The key in [`KEY_ENV`], if that is set and not empty.
     pub fn from_env() -> Result<Option<ReplicaKey>> {
-        match std::env::var(KEY_ENV) {
+        ReplicaKey::from_var(KEY_ENV)
+    }
+
+    /// The key in the environment variable `var`, if set and not empty.
+    pub fn from_var(var: &str) -> Result<Option<ReplicaKey>> {
+        match std::env::var(var) {
             Ok(v) if !v.is_empty() => ReplicaKey::new(v).map(Some),
             _ => Ok(None),
         }
@@ -579,24 +587,54 @@ fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection,
 }
 
 /// Encrypts the plain replica in `dir` with `key`, in place, and returns its
-/// number of dossiers. Every table is copied into a new SQLCipher file
-/// (`sqlcipher_export`), the copy is checked (integrity, same documents) and
-/// renamed over the plain file, whose bytes are then overwritten with zeros.
-/// The plain file stays untouched until the checked copy replaces it, so a
-/// crash at any point leaves one complete replica. No other process may have
-/// the replica open meanwhile (refused as [`ClientError::InUse`]).
+/// number of dossiers (see [`rewrite_with_key`] for how).
 pub fn encrypt_replica(dir: &Path, key: &ReplicaKey) -> Result<u64> {
-    let path = db_path(dir);
-    if !path.is_file() {
+    if !db_path(dir).is_file() {
         return Err(ClientError::NotInitialised(dir.display().to_string()));
     }
     if is_encrypted(dir)? {
         return Err(ClientError::AlreadyEncrypted(dir.display().to_string()));
     }
-    // Migrates an older file first, so the copy has today's schema.
-    let dossiers = Replica::open(dir)?.dossier_count()?;
+    rewrite_with_key(dir, None, key)
+}
+
+/// Changes the passphrase of the encrypted replica in `dir` from `old` to
+/// `new`, in place, and returns its number of dossiers: when someone who
+/// knew the passphrase leaves the office. The file is rewritten under a new
+/// salt (see [`rewrite_with_key`]), so the old passphrase opens nothing, not
+/// even the pages of the file it replaced, which are overwritten.
+pub fn rekey_replica(dir: &Path, old: &ReplicaKey, new: &ReplicaKey) -> Result<u64> {
+    if !db_path(dir).is_file() {
+        return Err(ClientError::NotInitialised(dir.display().to_string()));
+    }
+    if !is_encrypted(dir)? {
+        return Err(ClientError::NotEncrypted(dir.display().to_string()));
+    }
+    if old.0 == new.0 {
+        return Err(ClientError::SameKey);
+    }
+    rewrite_with_key(dir, Some(old), new)
+}
+
+/// Rewrites the replica in `dir`, read with `from` (`None`: plain), into a
+/// new SQLCipher file keyed with `to`. Every table is copied
+/// (`sqlcipher_export`), the copy is checked (integrity, same documents) and
+/// renamed over the old file, whose bytes are then overwritten with zeros.
+/// The old file stays untouched until the checked copy replaces it, so a
+/// crash at any point leaves one complete replica. No other process may have
+/// the replica open meanwhile (refused as [`ClientError::InUse`]).
+fn rewrite_with_key(dir: &Path, from: Option<&ReplicaKey>, to: &ReplicaKey) -> Result<u64> {
+    let path = db_path(dir);
+    // Migrates (and if need be rebuilds) an older file first, so the copy
+    // has today's schema; a wrong `from` fails here, before anything is
+    // written.
+    let dossiers = Replica::open_with_key(dir, from.cloned())?.dossier_count()?;
     let conn = Connection::open(&path)?;
     conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    if let Some(key) = from {
+        conn.pragma_update(None, "cipher_log_level", "NONE")?;
+        conn.pragma_update(None, "key", key.0.as_str())?;
+    }
     // Leaving WAL needs every other connection gone; EXCLUSIVE then keeps
     // newcomers out until the swap is done.
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
@@ -625,13 +663,13 @@ pub fn encrypt_replica(dir: &Path, key: &ReplicaKey) -> Result<u64> {
     }
     conn.execute(
         "ATTACH DATABASE ?1 AS encrypted KEY ?2",
-        params![copy.to_string_lossy(), key.0.as_str()],
+        params![copy.to_string_lossy(), to.0.as_str()],
     )?;
     conn.query_row("SELECT sqlcipher_export('encrypted')", [], |_| Ok(()))?;
     conn.pragma_update(Some("encrypted"), "user_version", version)?;
     conn.execute_batch("DETACH DATABASE encrypted")?;
     {
-        let (check, _) = open_connection(&copy, Some(key))?;
+        let (check, _) = open_connection(&copy, Some(to))?;
         let ok: String = check.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         let copied: i64 = check.query_row(
             "SELECT count(*) FROM documents WHERE kind = 'dossier'",
@@ -640,7 +678,7 @@ pub fn encrypt_replica(dir: &Path, key: &ReplicaKey) -> Result<u64> {
         )?;
         if ok != "ok" || copied as u64 != dossiers {
             return Err(ClientError::Corrupt(format!(
-                "the encrypted copy did not check out ({ok}, {copied} of {dossiers} dossiers); the plain replica is unchanged"
+                "the encrypted copy did not check out ({ok}, {copied} of {dossiers} dossiers); the replica is unchanged"
             )));
         }
         // Closing the last connection folds its WAL back into the file.
@@ -649,7 +687,7 @@ pub fn encrypt_replica(dir: &Path, key: &ReplicaKey) -> Result<u64> {
         let p = p.display().to_string();
         move |e| ClientError::Io(p, e)
     };
-    let mut plain = std::fs::OpenOptions::new()
+    let mut replaced = std::fs::OpenOptions::new()
         .write(true)
         .open(&path)
         .map_err(io(&path))?;
@@ -657,17 +695,18 @@ pub fn encrypt_replica(dir: &Path, key: &ReplicaKey) -> Result<u64> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
-    // The plain pages still sit in the unlinked file: overwrite them.
-    let len = plain.metadata().map_err(io(&path))?.len();
+    // The old pages still sit in the unlinked file: overwrite them (plain
+    // ones are readable as they are; encrypted ones open with the old key).
+    let len = replaced.metadata().map_err(io(&path))?.len();
     let zeros = vec![0u8; 1 << 16];
     let mut left = len;
     use std::io::Write;
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
-        plain.write_all(&zeros[..n]).map_err(io(&path))?;
+        replaced.write_all(&zeros[..n]).map_err(io(&path))?;
         left -= n as u64;
     }
-    plain.sync_all().map_err(io(&path))?;
+    replaced.sync_all().map_err(io(&path))?;
     drop(conn);
     Ok(dossiers)
 }
@@ -697,10 +736,6 @@ impl Replica {
 
     /// Opens the replica in `dir`; never creates one.
     pub fn open(dir: &Path) -> Result<Replica> {
-        let path = db_path(dir);
-        if !path.is_file() {
-            return Err(ClientError::NotInitialised(dir.display().to_string()));
-        }
         let key = if is_encrypted(dir)? {
             Some(
                 configured_key()?
@@ -711,6 +746,15 @@ impl Replica {
             // it would make SQLCipher read its pages as ciphertext.
             None
         };
+        Replica::open_with_key(dir, key)
+    }
+
+    /// Opens the replica in `dir` with `key` (`None`: a plain file).
+    fn open_with_key(dir: &Path, key: Option<ReplicaKey>) -> Result<Replica> {
+        let path = db_path(dir);
+        if !path.is_file() {
+            return Err(ClientError::NotInitialised(dir.display().to_string()));
+        }
         let (conn, stale) = open_connection(&path, key.as_ref())?;
         let meta = conn
             .query_row(

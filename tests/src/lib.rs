@@ -107,7 +107,17 @@ impl Office {
 
     /// Runs `keqing --data DIR args…`.
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = self.command().args(args).output().expect("run keqing");
+        self.run_with_env(args, &[])
+    }
+
+    /// Runs `keqing --data DIR args…` with more environment variables.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out = self
+            .command()
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .expect("run keqing");
         Run::from(out)
     }
 

@@ -1,7 +1,8 @@
 //! Encryption at rest of an office replica (SQLCipher): nothing readable in
 //! the files, no way in without the passphrase, a wrong one changes
-//! nothing, a plain replica encrypted in place keeps every dossier, and an
-//! encrypted replica syncs like any other.
+//! nothing, a plain replica encrypted in place keeps every dossier, a
+//! changed passphrase shuts the old one out, and an encrypted replica syncs
+//! like any other.
 
 use keqing_tests::{Office, Server};
 use std::path::Path;
@@ -183,6 +184,89 @@ fn a_plain_replica_encrypted_in_place_keeps_every_dossier() {
         "{}",
         again.stderr
     );
+}
+
+#[test]
+fn a_changed_passphrase_opens_everything_and_the_old_one_nothing() {
+    const NEW: &str = "新的口令-2026-冬";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hn");
+    let old = Office::with_key(&dir, KEY);
+    old.ok(&["init", "--office", "43", "--device", "前台1", "--encrypt"]);
+    old.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    for i in 0..4 {
+        call(&old, &format!("1370013700{i}"), &format!("孙{i}号"));
+    }
+    let before = old.heads();
+    let outbox = old.ok(&["status", "--json"]).json()["outbox"].clone();
+    let old_bytes = std::fs::read(dir.join("keqing.sqlite")).unwrap();
+
+    // Refusals change nothing: a plain replica has no passphrase to change,
+    // a wrong current one opens nothing, the same one again is no change,
+    // a short new one is no passphrase, and an open workstation holds the
+    // file.
+    let plain = Office::new(tmp.path().join("plain"));
+    plain.ok(&["init", "--office", "43", "--device", "前台2"]);
+    let r = plain.run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", NEW)]);
+    assert!(!r.ok && r.stderr.contains("not encrypted"), "{}", r.stderr);
+    let r = Office::with_key(&dir, "错误的口令-2026")
+        .run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", NEW)]);
+    assert!(
+        !r.ok && r.stderr.contains("wrong passphrase"),
+        "{}",
+        r.stderr
+    );
+    let r = old.run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", KEY)]);
+    assert!(
+        !r.ok && r.stderr.contains("nothing was changed"),
+        "{}",
+        r.stderr
+    );
+    let r = old.run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", "short")]);
+    assert!(!r.ok && r.stderr.contains("at least 8"), "{}", r.stderr);
+    let r = old.run(&["rekey"]);
+    assert!(
+        !r.ok && r.stderr.contains("KEQING_NEW_DB_KEY"),
+        "no new passphrase and no terminal: {}",
+        r.stderr
+    );
+    let ui = old.workstation();
+    let r = old.run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", NEW)]);
+    assert!(!r.ok && r.stderr.contains("close it first"), "{}", r.stderr);
+    drop(ui);
+    assert_eq!(old.heads(), before, "refused rekeys changed nothing");
+
+    let r = old.run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", NEW)]);
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("已更换密钥 4 份档案"), "{}", r.stdout);
+
+    // The new passphrase opens every document and the unsent changes; the
+    // old one opens nothing, and the file is a new one (new salt, no page
+    // in common with the old file).
+    let new = Office::with_key(&dir, NEW);
+    assert_eq!(new.heads(), before);
+    let status = new.ok(&["status", "--json"]).json();
+    assert_eq!(status["encrypted"], true);
+    assert_eq!(status["outbox"], outbox, "unsent changes are kept");
+    let shut = old.run(&["status"]);
+    assert!(
+        !shut.ok && shut.stderr.contains("wrong passphrase"),
+        "{}",
+        shut.stderr
+    );
+    let files = raw_files(&dir);
+    assert_eq!(files.len(), 1, "only the replica is left: {files:?}");
+    let new_bytes = &files[0].1;
+    assert_ne!(new_bytes[..16], old_bytes[..16], "a new salt");
+    let pages_in_common = old_bytes
+        .chunks(4096)
+        .filter(|p| new_bytes.chunks(4096).any(|q| q == *p))
+        .count();
+    assert_eq!(pages_in_common, 0);
+    assert!(!holds(&files, "13700137002") && !holds(&files, "孙2号"));
+    // And work goes on under the new one.
+    call(&new, "13700137009", "孙9号");
+    assert_eq!(new.ok(&["status", "--json"]).json()["dossiers"], 5);
 }
 
 #[test]
