@@ -122,6 +122,7 @@ pub fn pb_report(r: Report) -> pb::Report {
                 })
             })
             .collect(),
+        unreadable: r.unreadable,
     }
 }
 
@@ -173,6 +174,7 @@ pub fn report_from(r: pb::Report) -> Report {
                 })
             })
             .collect(),
+        unreadable: r.unreadable,
     }
 }
 
@@ -230,8 +232,9 @@ mod tests {
             ..Default::default()
         };
         for scope in [Scope::National, Scope::Office("44".into())] {
-            let r = build(&scope, d, d, &rows);
+            let mut r = build(&scope, d, d, &rows);
             assert_eq!(r.total.calls, 1);
+            r.unreadable = 2;
             assert_eq!(report_from(pb_report(r.clone())), r);
         }
     }

@@ -90,6 +90,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// 无法读取 Documents the projector could not read: the reports lack
+    /// them (or hold an older state) until they read again, after a repair
+    /// or an upgrade and `project --rebuild`
+    Unreadable {
+        /// One office's only
+        #[arg(long, alias = "office")]
+        province: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// 投影 Bring the report projections up to date (--rebuild: from scratch)
     Project {
         /// Throw the projections away and derive them again from the log
@@ -174,8 +184,13 @@ fn report(data: &std::path::Path, scope: Scope, args: ReportArgs) -> Result<()> 
         bar.set_position(at);
     })?;
     bar.finish_and_clear();
-    let rows = store.report_rows(scope.office(), from, to)?;
-    let r = keqing_shared::report::build(&scope, from, to, &rows);
+    let r = keqing_server::reports::build_report(&mut store, &scope, from, to)?;
+    // The text report carries it under its title; JSON and files carry it
+    // too, but whoever runs the export should see it now.
+    let json_or_file = args.json || args.out.is_some();
+    if let (Some(caveat), true) = (sheets::caveat(&r), json_or_file) {
+        eprintln!("{caveat}");
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
@@ -406,6 +421,44 @@ fn run(cli: Cli) -> Result<()> {
                 report(&cli.data, Scope::Office(code), args)
             }
         },
+        Command::Unreadable { province, json } => {
+            let office = province
+                .map(|p| keqing_shared::office::office(&p).map(|o| o.code.to_string()))
+                .transpose()?;
+            let mut store = SqliteStore::open(&cli.data)?;
+            let bar = catch_up_bar();
+            keqing_server::projector::catch_up(&mut store, |at, target| {
+                bar.set_length(target);
+                bar.set_position(at);
+            })?;
+            bar.finish_and_clear();
+            let docs = store.unreadable_documents(office.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&docs)?);
+                return Ok(());
+            }
+            if docs.is_empty() {
+                println!("没有无法读取的档案 every document reads; the reports lack nothing");
+                return Ok(());
+            }
+            let mut t =
+                keqing_shared::table::Table::new(["文档", "办事处", "日志位置", "首次", "原因"]);
+            for d in &docs {
+                t.row([
+                    d.doc_id.clone(),
+                    d.office.clone(),
+                    d.seq.to_string(),
+                    d.since.clone(),
+                    d.reason.clone(),
+                ]);
+            }
+            print!("{}", t.render());
+            println!(
+                "{} 份无法读取 unreadable: the reports lack them",
+                docs.len()
+            );
+            Ok(())
+        }
         Command::Project { rebuild, json } => {
             let mut store = SqliteStore::open(&cli.data)?;
             let bar = catch_up_bar();

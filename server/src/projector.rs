@@ -31,7 +31,8 @@ const SETTLE_BYTES: usize = 16 << 20;
 pub struct CatchUp {
     /// Documents projected (a document changed in two batches counts twice).
     pub documents: u64,
-    /// Documents that could not be read, left unprojected (logged).
+    /// Documents that could not be read, left unprojected (logged, and
+    /// kept in the store's list of unreadable documents until one reads).
     pub skipped: u64,
     /// The projector's cursor at the end.
     pub cursor: u64,
@@ -149,6 +150,7 @@ pub fn catch_up_paced(
             break;
         }
         let mut projected = Vec::with_capacity(docs.len());
+        let mut unreadable = Vec::new();
         let mut settled = Vec::new();
         let mut settled_bytes = 0;
         for doc_id in &docs {
@@ -156,6 +158,10 @@ pub fn catch_up_paced(
             let Some((source, settle)) = current_document(store, doc_id)? else {
                 done.skipped += 1;
                 tracing::warn!(doc = %doc_id, "projector: document unreadable, skipped");
+                unreadable.push((
+                    doc_id.clone(),
+                    "its snapshot and logged changes do not load".to_string(),
+                ));
                 continue;
             };
             if let Some(snapshot) = settle {
@@ -173,13 +179,14 @@ pub fn catch_up_paced(
                 Err(e) => {
                     done.skipped += 1;
                     tracing::warn!(doc = %doc_id, error = %e, "projector: document skipped");
+                    unreadable.push((doc_id.clone(), e));
                 }
             }
         }
         // Snapshots first: they are right whatever happens to the batch's
         // projections (each is stored only if its document is unchanged).
         store.settle_snapshots(&settled)?;
-        if store.save_projections(&projected, done.cursor, upto)? {
+        if store.save_projections(&projected, &unreadable, done.cursor, upto)? {
             done.documents += projected.len() as u64;
             done.cursor = upto;
         } else {

@@ -31,7 +31,8 @@ pub fn check_request(scope: &Scope, from: NaiveDate, to: NaiveDate) -> Result<()
     Ok(())
 }
 
-/// Brings the projections up to date, then builds the report.
+/// Brings the projections up to date, then builds the report (saying how
+/// many documents in scope it lacks because they could not be read).
 pub fn build_report(
     store: &mut SqliteStore,
     scope: &Scope,
@@ -40,7 +41,9 @@ pub fn build_report(
 ) -> Result<Report, crate::store::StoreError> {
     projector::catch_up(store, |_, _| {})?;
     let rows = store.report_rows(scope.office(), from, to)?;
-    Ok(report::build(scope, from, to, &rows))
+    let mut report = report::build(scope, from, to, &rows);
+    report.unreadable = store.unreadable_documents(scope.office())?.len() as u64;
+    Ok(report)
 }
 
 pub struct ReportDesk {

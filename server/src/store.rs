@@ -8,8 +8,9 @@
 //! - `documents`: per document its office and a saved snapshot that
 //!   includes every logged change (`complete = 0` while some change waits
 //!   for a dependency that has not arrived).
-//! - the projection tables of `keqing-projection` and `projector` (its
-//!   cursor in the change log), kept by [`crate::projector`].
+//! - the projection tables of `keqing-projection`, `projector` (its cursor
+//!   in the change log) and `unreadable_documents` (what it could not read),
+//!   kept by [`crate::projector`].
 //!
 //! The sync logic reaches the store only through [`SyncStore`], so another
 //! backend (PostgreSQL) can serve without touching it.
@@ -123,7 +124,34 @@ ALTER TABLE devices ADD COLUMN cert_sha256 BLOB;
     ),
     // Which projection tables a dossier's next projection may skip.
     M::up(keqing_projection::DIGESTS_SCHEMA),
+    M::up(
+        r#"
+-- Documents the projector could not read: their rows in the projection
+-- tables are missing or older than their log, so reports lack them (and
+-- say so). The next projection that reads one removes its row.
+CREATE TABLE unreadable_documents (
+    doc_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    since TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX unreadable_documents_office ON unreadable_documents(office);
+"#,
+    ),
 ];
+
+/// A document the projector could not read (see `unreadable_documents`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnreadableDocument {
+    pub doc_id: String,
+    pub office: String,
+    pub reason: String,
+    /// The log position the projector had read when it last failed.
+    pub seq: u64,
+    /// When it first failed (China Standard Time).
+    pub since: String,
+}
 
 /// One line of the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -252,6 +280,16 @@ pub enum Projected {
         office: String,
         staff: Vec<keqing_shared::staff::Staff>,
     },
+}
+
+impl Projected {
+    /// The id of the document this was read from.
+    fn doc_id(&self) -> String {
+        match self {
+            Projected::Dossier { view, .. } => view.id.clone(),
+            Projected::Roster { office, .. } => format!("roster-{office}"),
+        }
+    }
 }
 
 /// What the sync core needs from a store.
@@ -540,7 +578,17 @@ impl SqliteStore {
     /// before another one saved, or before a rebuild cleared the tables,
     /// could hold older states than the rows now there. Such a batch is
     /// refused (`false`), nothing written; the caller reads again.
-    pub fn save_projections(&mut self, docs: &[Projected], from: u64, upto: u64) -> Result<bool> {
+    ///
+    /// `unreadable` (document id, reason) are the batch's documents that
+    /// could not be read: recorded in `unreadable_documents`, from which a
+    /// document read now is removed.
+    pub fn save_projections(
+        &mut self,
+        docs: &[Projected],
+        unreadable: &[(String, String)],
+        from: u64,
+        upto: u64,
+    ) -> Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -562,8 +610,53 @@ impl SqliteStore {
                 }
             }
         }
+        // Nearly always empty: one look spares a delete per document.
+        let any_recorded: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM unreadable_documents)",
+            [],
+            |r| r.get(0),
+        )?;
+        if any_recorded {
+            let mut readable =
+                tx.prepare_cached("DELETE FROM unreadable_documents WHERE doc_id = ?1")?;
+            for d in docs {
+                readable.execute([d.doc_id()])?;
+            }
+        }
+        if !unreadable.is_empty() {
+            let mut record = tx.prepare_cached(
+                "INSERT INTO unreadable_documents (doc_id, office, reason, seq, since)
+                 VALUES (?1,
+                         coalesce((SELECT office FROM documents WHERE id = ?1),
+                                  (SELECT office FROM changes WHERE doc_id = ?1 LIMIT 1), ''),
+                         ?2, ?3, ?4)
+                 ON CONFLICT (doc_id) DO UPDATE SET reason = excluded.reason, seq = excluded.seq",
+            )?;
+            let now = crate::now_cst_text();
+            for (doc_id, reason) in unreadable {
+                record.execute(params![doc_id, reason, cursor(upto), now])?;
+            }
+        }
         tx.commit()?;
         Ok(true)
+    }
+
+    /// The documents the projector could not read, of one office or all.
+    pub fn unreadable_documents(&self, office: Option<&str>) -> Result<Vec<UnreadableDocument>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT doc_id, office, reason, seq, since FROM unreadable_documents
+             WHERE ?1 IS NULL OR office = ?1 ORDER BY office, doc_id",
+        )?;
+        let rows = stmt.query_map([office], |r| {
+            Ok(UnreadableDocument {
+                doc_id: r.get(0)?,
+                office: r.get(1)?,
+                reason: r.get(2)?,
+                seq: r.get::<_, i64>(3)? as u64,
+                since: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Stores the complete snapshots the projector built, each only if no
@@ -603,6 +696,7 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         keqing_projection::clear(&tx)?;
+        tx.execute("DELETE FROM unreadable_documents", [])?;
         tx.execute("UPDATE projector SET cursor = 0 WHERE id = 1", [])?;
         tx.commit()?;
         Ok(())

@@ -302,6 +302,10 @@ pub struct Report {
     pub by_disease: Vec<Count>,
     pub by_day: Vec<DayLine>,
     pub staff: Vec<StaffLine>,
+    /// Documents in scope (dossiers, staff rosters) the figures lack or
+    /// hold an older state of: the server could not read them (they are
+    /// listed by `keqing-server unreadable`). Normally 0.
+    pub unreadable: u64,
 }
 
 /// The purchase order of each of `purchases` (same order as given):
@@ -577,6 +581,9 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             })
             .collect(),
         staff: staff.into_values().collect(),
+        // The rows say nothing of what could not be read: the server, which
+        // knows, sets it.
+        unreadable: 0,
     }
 }
 

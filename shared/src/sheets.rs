@@ -62,6 +62,17 @@ pub fn title(r: &Report) -> String {
     format!("客情报表 {scope} {days}")
 }
 
+/// The line under the title when the figures lack documents the server
+/// could not read: a report must not look complete when it is not.
+pub fn caveat(r: &Report) -> Option<String> {
+    (r.unreadable > 0).then(|| {
+        format!(
+            "注意: {} 份档案服务器无法读取，本报表缺少其数据 (the figures lack {} unreadable documents; `keqing-server unreadable` lists them)",
+            r.unreadable, r.unreadable
+        )
+    })
+}
+
 /// The summary lines shown: every province and the total nationally, the
 /// one office line otherwise.
 fn summary_lines(r: &Report) -> Vec<&Line> {
@@ -267,6 +278,10 @@ pub fn text(r: &Report) -> String {
 pub fn text_of(r: &Report, keep: impl Fn(&str) -> bool) -> String {
     let mut out = title(r);
     out.push('\n');
+    if let Some(caveat) = caveat(r) {
+        out.push_str(&caveat);
+        out.push('\n');
+    }
     for sheet in sheets(r).into_iter().filter(|s| keep(s.title)) {
         out.push('\n');
         out.push_str(&format!("【{}】\n", sheet.title));
@@ -297,6 +312,10 @@ pub fn csv(r: &Report) -> Vec<u8> {
     let mut out = String::from("\u{feff}");
     out.push_str(&csv_field(&title(r)));
     out.push_str("\r\n");
+    if let Some(caveat) = caveat(r) {
+        out.push_str(&csv_field(&caveat));
+        out.push_str("\r\n");
+    }
     for sheet in sheets(r) {
         out.push_str("\r\n");
         out.push_str(&csv_field(sheet.title));
@@ -337,6 +356,9 @@ pub fn xlsx(r: &Report) -> Result<Vec<u8>, DomainError> {
         ws.set_name(sheet.title).map_err(err)?;
         ws.write_string_with_format(0, 0, title(r), &bold)
             .map_err(err)?;
+        if let Some(caveat) = caveat(r) {
+            ws.write_string(1, 0, caveat).map_err(err)?;
+        }
         for (c, h) in sheet.headers.iter().enumerate() {
             ws.write_string_with_format(2, c as u16, *h, &bold)
                 .map_err(err)?;
@@ -415,6 +437,18 @@ mod tests {
             assert!(t.contains(name), "{name}");
         }
         assert!(t.contains("【客情岗位评定】\n无"));
+        assert!(!t.contains("注意"), "a complete report has no caveat: {t}");
+    }
+
+    #[test]
+    fn a_report_lacking_documents_says_so_under_its_title() {
+        let mut r = report();
+        r.unreadable = 3;
+        let t = text(&r);
+        let second = t.lines().nth(1).unwrap();
+        assert!(second.starts_with("注意: 3 份档案服务器无法读取，"), "{t}");
+        let csv = String::from_utf8(csv(&r)).unwrap();
+        assert_eq!(csv.lines().nth(1), Some(second), "{csv}");
     }
 
     #[test]

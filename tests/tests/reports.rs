@@ -3,7 +3,7 @@
 //! server's national report must agree with every office's own report, with
 //! the events generated, and with itself after a projection rebuild.
 
-use keqing_tests::{Office, Server};
+use keqing_tests::{Office, Server, WebProcess, server_bin};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -559,18 +559,172 @@ fn a_projector_batch_read_before_another_save_is_refused() {
         }]
     };
     // Projector A read the log (cursor 0 → 5); B, later, saved newer states.
-    assert!(store.save_projections(&batch("新"), 0, 7).unwrap());
+    assert!(store.save_projections(&batch("新"), &[], 0, 7).unwrap());
     let now = store.projection_dump().unwrap();
     assert!(now.contains("新"));
     assert!(
-        !store.save_projections(&batch("旧"), 0, 5).unwrap(),
+        !store.save_projections(&batch("旧"), &[], 0, 5).unwrap(),
         "stale batch written"
     );
     assert_eq!(store.projection_dump().unwrap(), now, "rows unchanged");
     assert_eq!(store.projector_cursor().unwrap(), 7);
     // A rebuild cleared everything: a batch read before it is refused too.
     store.reset_projections().unwrap();
-    assert!(!store.save_projections(&batch("旧"), 7, 9).unwrap());
+    assert!(!store.save_projections(&batch("旧"), &[], 7, 9).unwrap());
     assert_eq!(store.projector_cursor().unwrap(), 0);
     assert!(!store.projection_dump().unwrap().contains("旧"));
+}
+
+/// A dossier the server cannot read is not silently left out of the
+/// figures: it is listed (`keqing-server unreadable`), every report over its
+/// office says how many documents it lacks, and once the dossier reads again
+/// it is counted and the list is empty.
+#[test]
+fn a_dossier_the_server_cannot_read_is_listed_and_reports_say_they_lack_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server_dir = tmp.path().join("server");
+    let server = Server::start(&server_dir, "127.0.0.1:0");
+    let gd = Office::new(tmp.path().join("gd"));
+    gd.enroll_on(&server, Some("44"), "前台1");
+    staff(&gd);
+    gd.call("13800138000", "张三丰", "咨询员", "2026-11-20T09:00");
+    let damaged = gd.call("13900139000", "王秀英", "咨询员", "2026-11-20T10:00");
+    gd.ok(&["sync"]);
+    let addr = server.addr.clone();
+    drop(server);
+
+    let day = ["--from", "2026-11-20", "--to", "2026-11-20", "--json"];
+    let national = |args: &[&str]| {
+        let mut all = vec!["national"];
+        all.extend_from_slice(args);
+        server_report(&server_dir, &all)
+    };
+    let listed = || {
+        let r = Server::admin(&server_dir, &["unreadable", "--json"]);
+        assert!(r.ok, "{}", r.stderr);
+        r.json()
+    };
+    assert_eq!(national(&day)["total"]["calls"], 2);
+    assert_eq!(national(&day)["unreadable"], 0);
+    assert_eq!(listed(), serde_json::json!([]));
+
+    // The dossier's stored state is damaged (as a disk fault or a bug
+    // would): its snapshot no longer loads.
+    let db = rusqlite::Connection::open(server_dir.join("server.sqlite")).unwrap();
+    let original: Vec<u8> = db
+        .query_row(
+            "SELECT snapshot FROM documents WHERE id = ?1",
+            [&damaged],
+            |r| r.get(0),
+        )
+        .unwrap();
+    db.execute(
+        "UPDATE documents SET snapshot = x'856f4a83deadbeef', complete = 1 WHERE id = ?1",
+        [&damaged],
+    )
+    .unwrap();
+    let rebuilt = Server::admin(&server_dir, &["project", "--rebuild", "--json"]);
+    assert!(rebuilt.ok, "{}", rebuilt.stderr);
+    assert_eq!(rebuilt.json()["skipped"], 1);
+
+    let list = listed();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["doc_id"], damaged.as_str());
+    assert_eq!(list[0]["office"], "44");
+    assert!(!list[0]["reason"].as_str().unwrap().is_empty());
+    let lacking = national(&day);
+    assert_eq!(lacking["unreadable"], 1);
+    assert_eq!(lacking["total"]["calls"], 1, "only the readable dossier");
+    let province = |code: &str| {
+        server_report(
+            &server_dir,
+            &[
+                "province",
+                "--province",
+                code,
+                "--from",
+                "2026-11-20",
+                "--to",
+                "2026-11-20",
+                "--json",
+            ],
+        )
+    };
+    assert_eq!(province("44")["unreadable"], 1);
+    assert_eq!(
+        province("33")["unreadable"],
+        0,
+        "other offices lack nothing"
+    );
+    let text = Server::admin(
+        &server_dir,
+        &[
+            "report",
+            "national",
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-20",
+        ],
+    );
+    assert!(text.ok, "{}", text.stderr);
+    let second = text.stdout.lines().nth(1).unwrap_or("");
+    assert!(
+        second.starts_with("注意: 1 份档案服务器无法读取"),
+        "{}",
+        text.stdout
+    );
+    let table = Server::admin(&server_dir, &["unreadable"]);
+    assert!(
+        table.ok && table.stdout.contains(&damaged),
+        "{}",
+        table.stdout
+    );
+    // Headquarters' dashboard says it too, nationally and for the province.
+    let hq = Server::admin(&server_dir, &["device", "add", "--hq", "--name", "看板"]);
+    let dir = server_dir.to_string_lossy().into_owned();
+    let dash = WebProcess::start(
+        &server_bin(),
+        &["--data", &dir, "dashboard", "--listen", "127.0.0.1:0"],
+    );
+    for page in [
+        "/?from=2026-11-20&to=2026-11-20",
+        "/province/44?from=2026-11-20&to=2026-11-20",
+    ] {
+        let (status, html) = crate::web_guards::dashboard_get(&dash.addr, hq.last_line(), page);
+        assert_eq!(status, 200, "{page}");
+        assert!(
+            html.contains("注意: 1 份档案服务器无法读取"),
+            "{page}: {html}"
+        );
+    }
+    drop(dash);
+
+    // Repaired (the good bytes back, as from a backup), the dossier reads
+    // again with its next change: it is counted and leaves the list.
+    db.execute(
+        "UPDATE documents SET snapshot = ?2 WHERE id = ?1",
+        rusqlite::params![damaged, original],
+    )
+    .unwrap();
+    drop(db);
+    let server = Server::start(&server_dir, &addr);
+    gd.ok(&[
+        "followup",
+        "--patient",
+        &damaged,
+        "--staff",
+        "回访员",
+        "--outcome",
+        "按时服药",
+        "--at",
+        "2026-11-21T10:00",
+    ]);
+    gd.ok(&["sync"]);
+    drop(server);
+    let whole = national(&day);
+    assert_eq!(whole["unreadable"], 0);
+    assert_eq!(whole["total"]["calls"], 2);
+    assert_eq!(listed(), serde_json::json!([]));
 }

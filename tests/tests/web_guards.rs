@@ -106,6 +106,28 @@ fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
+/// Signs in to the dashboard at `addr` with an HQ device's token and GETs
+/// `path`: its status and text (for other modules' checks of a page).
+pub(crate) fn dashboard_get(addr: &str, hq_token: &str, path: &str) -> (u16, String) {
+    let r = http(
+        addr,
+        "POST",
+        "/login",
+        &[FORM],
+        &form(&[("token", hq_token)]),
+    );
+    assert_eq!(r.status, 303, "sign-in: {}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = http(addr, "GET", path, &[("Cookie", &cookie)], b"");
+    (page.status, page.text())
+}
+
 fn csrf_of(page: &str) -> String {
     let i = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     page[i..i + page[i..].find('"').unwrap()].to_string()
@@ -364,6 +386,10 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
     assert!(
         page.text().contains("<td class=\"calls\">2</td>"),
         "two calls nationally"
+    );
+    assert!(
+        !page.text().contains("id=\"caveat\""),
+        "nothing unreadable, no caveat"
     );
     let csv = get("/export?scope=national&from=2026-11-20&to=2026-11-20&format=csv");
     assert_eq!(csv.status, 200);

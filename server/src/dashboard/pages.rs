@@ -167,6 +167,15 @@ fn funnel_chart(total: &Line) -> Markup {
     )
 }
 
+/// The report's caveat, if it lacks documents the server could not read.
+fn caveat(r: &Report) -> Markup {
+    html! {
+        @if let Some(text) = sheets::caveat(r) {
+            p.caveat id="caveat" role="alert" { (text) }
+        }
+    }
+}
+
 fn all_sheets(r: &Report) -> Markup {
     html! {
         details.sheets {
@@ -189,6 +198,7 @@ pub fn national(viewer: &Viewer, r: &Report) -> Markup {
     };
     let body = html! {
         h1 { "全国客情报表 " (r.from) " 至 " (r.to) }
+        (caveat(r))
         (range_bar(r, "/", "national"))
         (tiles(&r.total))
         div.charts {
@@ -240,6 +250,7 @@ pub fn province(viewer: &Viewer, r: &Report) -> Markup {
     let body = html! {
         p.crumbs { a href={ "/?from=" (r.from) "&to=" (r.to) } { "全国" } " › " (name) }
         h1 { (code) " " (name) "咨询处 " (r.from) " 至 " (r.to) }
+        (caveat(r))
         (range_bar(r, &format!("/province/{code}"), &code))
         (tiles(&r.total))
         div.charts {
