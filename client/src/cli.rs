@@ -795,6 +795,10 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     if let Command::Rekey = &cli.command {
+        // Refusals that need no passphrase come before asking for one.
+        if !data.join(store::DB_FILE).is_file() {
+            return Err(crate::ClientError::NotInitialised(data.display().to_string()).into());
+        }
         if !store::is_encrypted(&data)? {
             return Err(crate::ClientError::NotEncrypted(data.display().to_string()).into());
         }

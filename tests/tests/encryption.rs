@@ -209,6 +209,13 @@ fn a_changed_passphrase_opens_everything_and_the_old_one_nothing() {
     plain.ok(&["init", "--office", "43", "--device", "前台2"]);
     let r = plain.run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", NEW)]);
     assert!(!r.ok && r.stderr.contains("not encrypted"), "{}", r.stderr);
+    let none = Office::with_key(tmp.path().join("none"), KEY);
+    let r = none.run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", NEW)]);
+    assert!(
+        !r.ok && r.stderr.contains("not an initialised"),
+        "{}",
+        r.stderr
+    );
     let r = Office::with_key(&dir, "错误的口令-2026")
         .run_with_env(&["rekey"], &[("KEQING_NEW_DB_KEY", NEW)]);
     assert!(
