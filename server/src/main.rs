@@ -177,7 +177,7 @@ fn report(data: &std::path::Path, scope: Scope, args: ReportArgs) -> Result<()> 
     let from = keqing_shared::when::parse_date(&args.from)?;
     let to = keqing_shared::when::parse_date(&args.to)?;
     keqing_server::reports::check_request(&scope, from, to).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut store = SqliteStore::open(data)?;
+    let mut store = SqliteStore::open_existing(data)?;
     let bar = catch_up_bar();
     keqing_server::projector::catch_up(&mut store, |at, target| {
         bar.set_length(target);
@@ -346,7 +346,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Dashboard { listen } => {
             init_logging();
-            let store = SqliteStore::open(&cli.data)?;
+            let store = SqliteStore::open_existing(&cli.data)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let listener = bind_dashboard(&listen).await?;
@@ -385,7 +385,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::List { json }) => {
-            let store = SqliteStore::open(&cli.data)?;
+            let store = SqliteStore::open_existing(&cli.data)?;
             let devices = store.devices()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
@@ -425,7 +425,7 @@ fn run(cli: Cli) -> Result<()> {
             let office = province
                 .map(|p| keqing_shared::office::office(&p).map(|o| o.code.to_string()))
                 .transpose()?;
-            let mut store = SqliteStore::open(&cli.data)?;
+            let mut store = SqliteStore::open_existing(&cli.data)?;
             let bar = catch_up_bar();
             keqing_server::projector::catch_up(&mut store, |at, target| {
                 bar.set_length(target);
@@ -460,7 +460,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Project { rebuild, json } => {
-            let mut store = SqliteStore::open(&cli.data)?;
+            let mut store = SqliteStore::open_existing(&cli.data)?;
             let bar = catch_up_bar();
             let progress = |at, target| {
                 bar.set_length(target);
@@ -487,7 +487,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Backup { out } => {
-            let store = SqliteStore::open(&cli.data)?;
+            let store = SqliteStore::open_existing(&cli.data)?;
             let started = std::time::Instant::now();
             let bar = indicatif::ProgressBar::new(0);
             if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -547,7 +547,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Audit { limit, json } => {
-            let store = SqliteStore::open(&cli.data)?;
+            let store = SqliteStore::open_existing(&cli.data)?;
             let log = store.audit_log(limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&log)?);
@@ -576,7 +576,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Cert { device, out, bind }) => {
-            let mut store = SqliteStore::open(&cli.data)?;
+            let mut store = SqliteStore::open_existing(&cli.data)?;
             let target = store.device_named(&device)?;
             let sha256 = match (out, bind) {
                 (_, Some(file)) => keqing_server::tls::certificate_sha256(&file)?,
@@ -609,7 +609,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Revoke { device }) => {
-            let mut store = SqliteStore::open(&cli.data)?;
+            let mut store = SqliteStore::open_existing(&cli.data)?;
             let d = store.revoke(&device, &now(), &local_admin())?;
             println!("已吊销设备 {} {}", d.name, d.id);
             Ok(())

@@ -29,6 +29,10 @@ pub enum StoreError {
     NewerSchema(String),
     #[error("数据库迁移失败 migration failed: {0}")]
     Migration(String),
+    #[error(
+        "找不到服务器数据 no keqing-server store in `{0}`: check --data (`serve` and `device add` make one)"
+    )]
+    NoStore(String),
     #[error("找不到设备 no device `{0}`")]
     UnknownDevice(String),
     #[error("文件错误 `{0}`: {1}")]
@@ -377,6 +381,16 @@ fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
 const DEVICE_COLUMNS: &str = "id, name, office, actor, created_at, revoked_at, cert_sha256";
 
 impl SqliteStore {
+    /// Opens the store in the data directory, refusing to make one: for
+    /// commands that read or change what a store holds, where a mistyped
+    /// `--data` must be an error, not an empty store with empty answers.
+    pub fn open_existing(dir: &Path) -> Result<SqliteStore> {
+        if !dir.join(DB_FILE).is_file() {
+            return Err(StoreError::NoStore(dir.display().to_string()));
+        }
+        SqliteStore::open(dir)
+    }
+
     /// Opens (creating if needed) the store in the data directory.
     pub fn open(dir: &Path) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;

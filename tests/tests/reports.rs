@@ -464,6 +464,25 @@ fn report_requests_are_checked() {
         assert!(!r.ok, "{args:?}");
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
+    // A mistyped --data is an error, not an empty store answering with
+    // empty figures; nothing is made there.
+    let typo = tmp.path().join("sever");
+    for args in [
+        &["report", "national", "--from", FROM, "--to", TO][..],
+        &["unreadable"],
+        &["project"],
+        &["audit"],
+        &["device", "list"],
+        &["device", "revoke", "前台2"],
+    ] {
+        let r = Server::admin(&typo, args);
+        assert!(
+            !r.ok && r.stderr.contains("no keqing-server store"),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert!(!typo.exists(), "nothing made at a mistyped --data");
     drop(zj);
 }
 
