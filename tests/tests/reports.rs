@@ -495,7 +495,11 @@ fn replica_and_server_projection_schemas_agree() {
     let o = Office::new(tmp.path().join("o"));
     o.ok(&["init", "--office", "44", "--device", "前台1"]);
     let server_dir = tmp.path().join("server");
-    let r = Server::admin(&server_dir, &["device", "list"]);
+    // `device add` makes a fresh store.
+    let r = Server::admin(
+        &server_dir,
+        &["device", "add", "--hq", "--name", "数据中心1"],
+    );
     assert!(r.ok, "{}", r.stderr);
     let shape = |path: std::path::PathBuf| {
         let conn = rusqlite::Connection::open(path).unwrap();
