@@ -106,9 +106,9 @@ fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
-/// Signs in to the dashboard at `addr` with an HQ device's token and GETs
-/// `path`: its status and text (for other modules' checks of a page).
-pub(crate) fn dashboard_get(addr: &str, hq_token: &str, path: &str) -> (u16, String) {
+/// Signs in to the dashboard at `addr` with an HQ device's token: the
+/// session's whole Set-Cookie header.
+fn dashboard_sign_in(addr: &str, hq_token: &str) -> String {
     let r = http(
         addr,
         "POST",
@@ -117,14 +117,17 @@ pub(crate) fn dashboard_get(addr: &str, hq_token: &str, path: &str) -> (u16, Str
         &form(&[("token", hq_token)]),
     );
     assert_eq!(r.status, 303, "sign-in: {}", r.text());
-    let cookie = r
-        .header("set-cookie")
+    r.header("set-cookie")
         .expect("a session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let page = http(addr, "GET", path, &[("Cookie", &cookie)], b"");
+        .to_string()
+}
+
+/// Signs in to the dashboard at `addr` and GETs `path`: its status and text
+/// (for other modules' checks of a page).
+pub(crate) fn dashboard_get(addr: &str, hq_token: &str, path: &str) -> (u16, String) {
+    let set_cookie = dashboard_sign_in(addr, hq_token);
+    let cookie = set_cookie.split(';').next().unwrap();
+    let page = http(addr, "GET", path, &[("Cookie", cookie)], b"");
     (page.status, page.text())
 }
 
@@ -363,22 +366,9 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
         assert!(r.text().contains(why), "{why}: {}", r.text());
         assert!(r.header("set-cookie").is_none());
     }
-    let r = http(
-        &dash.addr,
-        "POST",
-        "/login",
-        &[FORM],
-        &form(&[("token", &hq_token)]),
-    );
-    assert_eq!(r.status, 303);
-    let cookie = r
-        .header("set-cookie")
-        .expect("a session cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    assert!(r.header("set-cookie").unwrap().contains("HttpOnly"));
+    let set_cookie = dashboard_sign_in(&dash.addr, &hq_token);
+    assert!(set_cookie.contains("HttpOnly"));
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
     let get = |path: &str| http(&dash.addr, "GET", path, &[("Cookie", &cookie)], b"");
 
     let page = get("/?from=2026-11-20&to=2026-11-20");
