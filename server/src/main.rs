@@ -173,10 +173,9 @@ fn catch_up_bar() -> indicatif::ProgressBar {
     bar
 }
 
-fn report(data: &std::path::Path, scope: Scope, args: ReportArgs) -> Result<()> {
-    let from = keqing_shared::when::parse_date(&args.from)?;
-    let to = keqing_shared::when::parse_date(&args.to)?;
-    keqing_server::reports::check_request(&scope, from, to).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// The store in `data` (which must exist) with its projector caught up,
+/// showing progress: what `report` and `unreadable` read.
+fn projected_store(data: &std::path::Path) -> Result<SqliteStore> {
     let mut store = SqliteStore::open_existing(data)?;
     let bar = catch_up_bar();
     keqing_server::projector::catch_up(&mut store, |at, target| {
@@ -184,6 +183,14 @@ fn report(data: &std::path::Path, scope: Scope, args: ReportArgs) -> Result<()> 
         bar.set_position(at);
     })?;
     bar.finish_and_clear();
+    Ok(store)
+}
+
+fn report(data: &std::path::Path, scope: Scope, args: ReportArgs) -> Result<()> {
+    let from = keqing_shared::when::parse_date(&args.from)?;
+    let to = keqing_shared::when::parse_date(&args.to)?;
+    keqing_server::reports::check_request(&scope, from, to).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut store = projected_store(data)?;
     let r = keqing_server::reports::build_report(&mut store, &scope, from, to)?;
     // The text report carries it under its title; JSON and files carry it
     // too, but whoever runs the export should see it now.
@@ -425,14 +432,7 @@ fn run(cli: Cli) -> Result<()> {
             let office = province
                 .map(|p| keqing_shared::office::office(&p).map(|o| o.code.to_string()))
                 .transpose()?;
-            let mut store = SqliteStore::open_existing(&cli.data)?;
-            let bar = catch_up_bar();
-            keqing_server::projector::catch_up(&mut store, |at, target| {
-                bar.set_length(target);
-                bar.set_position(at);
-            })?;
-            bar.finish_and_clear();
-            let docs = store.unreadable_documents(office.as_deref())?;
+            let docs = projected_store(&cli.data)?.unreadable_documents(office.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&docs)?);
                 return Ok(());

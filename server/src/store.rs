@@ -582,12 +582,11 @@ impl SqliteStore {
         Ok((docs, upto))
     }
 
-    /// Writes the projections of a batch of documents and moves the
-    /// projector's cursor, in one transaction: a crash leaves either both
-    /// or neither, and replaying a batch gives the same rows.
-    /// Writes a batch the projector derived from the log after `from` up to
-    /// `upto`, and moves its cursor there — only if the cursor is still at
-    /// `from` (compare-and-set). Two projectors may run (the server's, and
+    /// Writes the projections of a batch the projector derived from the log
+    /// after `from` up to `upto` and moves its cursor there, in one
+    /// transaction (a crash leaves both or neither; replaying a batch gives
+    /// the same rows) — only if the cursor is still at `from`
+    /// (compare-and-set). Two projectors may run (the server's, and
     /// `report` or `project --rebuild` from the command line): a batch read
     /// before another one saved, or before a rebuild cleared the tables,
     /// could hold older states than the rows now there. Such a batch is
