@@ -721,7 +721,18 @@ fn a_dossier_the_server_cannot_read_is_listed_and_reports_say_they_lack_it() {
             html.contains("注意: 1 份档案服务器无法读取"),
             "{page}: {html}"
         );
+        assert!(
+            html.contains("href=\"/unreadable\""),
+            "{page}: a link to the list"
+        );
     }
+    let (status, html) =
+        crate::web_guards::dashboard_get(&dash.addr, hq.last_line(), "/unreadable");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("无法读取的档案 1 份") && html.contains(&damaged),
+        "{html}"
+    );
     drop(dash);
 
     // Repaired (the good bytes back, as from a backup), the dossier reads

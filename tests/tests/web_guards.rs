@@ -350,6 +350,8 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
     assert_eq!((r.status, r.header("location")), (303, Some("/login")));
     let r = http(&dash.addr, "GET", "/export?format=csv", &[], b"");
     assert_eq!(r.status, 303, "downloads need a session too");
+    let r = http(&dash.addr, "GET", "/unreadable", &[], b"");
+    assert_eq!(r.status, 303, "so does the list of unreadable documents");
     for (token, why) in [
         ("", "令牌无效"),
         ("forged", "令牌无效"),

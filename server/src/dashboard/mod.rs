@@ -245,6 +245,7 @@ fn router(app: Dashboard) -> Router {
         .route("/", get(national))
         .route("/province/{code}", get(province))
         .route("/duplicates", get(duplicates))
+        .route("/unreadable", get(unreadable))
         .route("/export", get(export))
         .route("/logout", post(logout))
         .layer(middleware::from_fn_with_state(app.clone(), require_viewer));
@@ -390,6 +391,21 @@ async fn duplicates(
         })
         .await?;
     Ok(pages::duplicates(&viewer, &pairs))
+}
+
+/// The documents the reports lack (ids, offices and reasons: no personal
+/// details, so no audit line).
+async fn unreadable(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+) -> Result<Markup, DashError> {
+    let docs = app
+        .with_store(|s| {
+            crate::projector::catch_up(s, |_, _| {})?;
+            Ok(s.unreadable_documents(None)?)
+        })
+        .await?;
+    Ok(pages::unreadable(&viewer, &docs))
 }
 
 /// What is on screen, as a file: `?scope=national|CODE&from&to&format=csv|xlsx`.

@@ -1,6 +1,7 @@
 //! The dashboard's pages (maud escapes every value). Headings in Chinese.
 
 use super::Viewer;
+use crate::store::UnreadableDocument;
 use axum::http::StatusCode;
 use keqing_projection::patients::DuplicateCandidate;
 use keqing_shared::html::{Series, funnel, percent, share_bars, sheet_table, stacked_columns};
@@ -171,7 +172,7 @@ fn funnel_chart(total: &Line) -> Markup {
 fn caveat(r: &Report) -> Markup {
     html! {
         @if let Some(text) = sheets::caveat(r) {
-            p.caveat id="caveat" role="alert" { (text) }
+            p.caveat id="caveat" role="alert" { (text) " " a href="/unreadable" { "查看 list them" } }
         }
     }
 }
@@ -266,6 +267,29 @@ pub fn province(viewer: &Viewer, r: &Report) -> Markup {
         (all_sheets(r))
     };
     layout(Some(viewer), &name, body)
+}
+
+/// 无法读取: the documents the server could not read, which the reports
+/// lack.
+pub fn unreadable(viewer: &Viewer, docs: &[UnreadableDocument]) -> Markup {
+    let body = html! {
+        h1 { "无法读取的档案 " (docs.len()) " 份" }
+        p { "服务器无法读取这些档案，报表缺少其数据（或只有其旧数据）。修复后（下一次修改，或升级后 "
+            code { "keqing-server project --rebuild" } "）即可读取并计入。" }
+        @if docs.is_empty() {
+            p.empty { "所有档案均可读取，报表没有缺漏。" }
+        } @else {
+            table id="unreadable" {
+                thead { tr { th { "办事处" } th { "档案" } th { "日志位置" } th { "首次" } th { "原因" } } }
+                tbody {
+                    @for d in docs {
+                        tr { td.t { (d.office) } td.t.id { (d.doc_id) } td { (d.seq) } td.t { (d.since) } td.t { (d.reason) } }
+                    }
+                }
+            }
+        }
+    };
+    layout(Some(viewer), "无法读取", body)
 }
 
 /// 重复患者: dossiers across offices that may be one patient.
