@@ -177,6 +177,7 @@ async fn round(
         .await
         .map_err(sync_err)?;
     let mut restored = false;
+    let mut reached_end = false;
     while let Some(batch) = batches.next().await {
         let batch = batch.map_err(sync_err)?;
         if !restored && !epoch.is_empty() && batch.epoch != epoch {
@@ -190,8 +191,19 @@ async fn round(
         summary.quarantined += replica.apply_remote(&batch)? as u64;
         progress.pulling(summary.pulled_changes + summary.pulled_snapshots);
         if batch.done {
+            reached_end = true;
             break;
         }
+    }
+    if !reached_end {
+        // The server ended the feed early (it was shutting down, or this
+        // device took too long over a batch): what arrived is applied and
+        // the cursor moved, but the round did not bring the replica up to
+        // date, and must not say it did.
+        return Err(ClientError::Sync(
+            "拉取未完成 the server ended the pull before its end; what arrived is kept, sync again for the rest"
+                .into(),
+        ));
     }
     if restored {
         push_outbox(replica, conn, progress, &mut summary, push_batch).await?;

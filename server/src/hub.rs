@@ -97,10 +97,19 @@ impl Drop for Serving {
     }
 }
 
+/// How long a pull waits for its device to take the next batch before it
+/// ends. A pull holds a read transaction open while it streams, and the
+/// WAL cannot be reused past it; a device that stopped reading (asleep,
+/// stuck, or hostile) must not keep it open. An honest device slow to apply
+/// a batch takes seconds; one cut off carries on from its cursor next round.
+const PULL_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub struct Hub {
     /// Requests per token: a client in a loop (or an attacker) cannot
     /// starve the others.
     rate: RateLimiter,
+    /// See [`PULL_STALL`].
+    pull_stall: std::time::Duration,
     writer: Arc<Mutex<SqliteStore>>,
     /// Template for opening reader connections, and the connection pushes
     /// authenticate on.
@@ -237,6 +246,7 @@ impl Hub {
         let reader = store.reopen()?;
         Ok(Hub {
             rate: RateLimiter::new(limits::REQUESTS_PER_SECOND, limits::REQUEST_BURST),
+            pull_stall: PULL_STALL,
             writer: Arc::new(Mutex::new(store)),
             reader: Arc::new(Mutex::new(reader)),
             appended,
@@ -259,6 +269,13 @@ impl Hub {
     /// Replaces the per-token request limit (tests that fire many requests).
     pub fn with_rate_limit(mut self, per_second: u32, burst: u32) -> Hub {
         self.rate = RateLimiter::new(per_second, burst);
+        self
+    }
+
+    /// How long a pull waits for its device to take a batch (see
+    /// [`PULL_STALL`], the default).
+    pub fn with_pull_stall(mut self, stall: std::time::Duration) -> Hub {
+        self.pull_stall = stall;
         self
     }
 
@@ -657,14 +674,43 @@ fn check_push(
     })
 }
 
-/// Streams the feed of a device's scope after `cursor` into `tx`.
+/// Where a pull's batches go: the stream to the device.
+struct PullOutlet<'a> {
+    tx: &'a mpsc::Sender<Result<PullBatch, SyncError>>,
+    runtime: tokio::runtime::Handle,
+    stall: std::time::Duration,
+}
+
+impl PullOutlet<'_> {
+    /// Hands a batch (or the error ending the pull) to the stream: false
+    /// when the pull should end, because the device is gone or has taken
+    /// nothing for `stall` (see [`PULL_STALL`]).
+    fn send(&self, item: Result<PullBatch, SyncError>) -> bool {
+        match self
+            .runtime
+            .block_on(self.tx.send_timeout(item, self.stall))
+        {
+            Ok(()) => true,
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(
+                    stall_secs = self.stall.as_secs(),
+                    "pull ended: the device took no batch"
+                );
+                false
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Streams the feed of a device's scope after `cursor` into `out`.
 fn serve_pull(
     store: &SqliteStore,
     device: &Device,
     cursor: u64,
     client_epoch: &str,
     max_batch: u32,
-    tx: &mpsc::Sender<Result<PullBatch, SyncError>>,
+    out: &PullOutlet<'_>,
 ) -> Result<(), SyncError> {
     let scope = device.office.as_deref();
     let limit = max_batch.clamp(1, limits::PULL_BATCH);
@@ -698,7 +744,7 @@ fn serve_pull(
                     }
                 }
                 batch.cursor = if last_page { upto } else { 0 };
-                if tx.blocking_send(Ok(batch)).is_err() {
+                if !out.send(Ok(batch)) {
                     return Ok(());
                 }
                 if last_page {
@@ -720,7 +766,7 @@ fn serve_pull(
                 done,
                 epoch: epoch.clone(),
             };
-            if tx.blocking_send(Ok(batch)).is_err() || done {
+            if !out.send(Ok(batch)) || done {
                 return Ok(());
             }
         }
@@ -837,9 +883,16 @@ impl keqing_proto::SyncHandler for Hub {
             )?;
         }
         let (tx, rx) = mpsc::channel(2);
+        let runtime = tokio::runtime::Handle::current();
+        let stall = self.pull_stall;
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = serve_pull(&reader, &device, cursor, &epoch, max_batch, &tx) {
-                let _ = tx.blocking_send(Err(e));
+            let out = PullOutlet {
+                tx: &tx,
+                runtime,
+                stall,
+            };
+            if let Err(e) = serve_pull(&reader, &device, cursor, &epoch, max_batch, &out) {
+                out.send(Err(e));
             }
         });
         // Served until the stream is sent: the batches queued here run

@@ -174,7 +174,12 @@ pub async fn run_with_tls(
             })
         },
     );
-    let mut builder = tonic::transport::Server::builder();
+    // HTTP/2 pings find a device that vanished without closing (an office
+    // line that dropped): its connection, and any pull it held, end within
+    // a minute instead of at TCP's retransmission timeout.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls.config)?;
     }

@@ -539,3 +539,109 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
     assert_eq!(got[third], (1, 0));
     assert_eq!(got[unbuilt], (1, 0));
 }
+
+/// A pull holds a read transaction while it streams, and SQLite cannot reuse
+/// the WAL past it. A device that stops reading mid-pull (asleep, stuck or
+/// hostile) must not hold it for ever: once it has taken no batch for the
+/// stall limit the pull ends, the WAL can be checkpointed again, and the
+/// device has what it took, never a `done` it did not reach.
+#[test]
+fn a_pull_its_device_stops_reading_ends_and_lets_the_wal_go() {
+    use keqing_proto::SyncHandler;
+    use keqing_server::hub::{Hub, token_hash};
+    use keqing_server::store::SqliteStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(tmp.path()).unwrap();
+    store
+        .add_device(
+            "dev-gd",
+            "广东1",
+            Some("44"),
+            &token_hash("gd"),
+            "2026-11-20T00:00:00",
+            "test",
+        )
+        .unwrap();
+    let stall = Duration::from_millis(500);
+    let hub = Hub::new(store, std::sync::Arc::new(tokio::sync::Notify::new()))
+        .unwrap()
+        .with_rate_limit(u32::MAX, u32::MAX)
+        .with_pull_stall(stall);
+    // The pull waits on the runtime's timer from its own thread: a
+    // multi-threaded runtime drives it while this thread sleeps.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let actor = ActorId::random();
+    rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+        .unwrap();
+    let ids: Vec<String> = (0..8)
+        .map(|i| format!("01a21111-0000-7000-8000-0000000001{i:02}"))
+        .collect();
+    let changes = ids
+        .iter()
+        .map(|id| env(id, &new_dossier(id, "44", &actor).1))
+        .collect();
+    assert_eq!(
+        rt.block_on(hub.push("gd".into(), changes))
+            .unwrap()
+            .accepted,
+        8
+    );
+
+    let wal = rusqlite::Connection::open(tmp.path().join("server.sqlite")).unwrap();
+    wal.busy_timeout(Duration::ZERO).unwrap();
+    // 1 while some reader still needs the WAL.
+    let busy = || {
+        wal.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(busy(), 0, "nothing reads before the pull");
+    // One document per batch, and nobody reads them.
+    let mut feed = rt
+        .block_on(hub.pull("gd".into(), 0, String::new(), 1))
+        .unwrap();
+    std::thread::sleep(stall / 5);
+    // Offices go on pushing meanwhile: the WAL grows, and the pull's read
+    // transaction keeps it from being copied back and reset.
+    let late = "01a21111-0000-7000-8000-000000000199";
+    let more = vec![env(late, &new_dossier(late, "44", &actor).1)];
+    assert_eq!(
+        rt.block_on(hub.push("gd".into(), more)).unwrap().accepted,
+        1
+    );
+    assert_eq!(busy(), 1, "the pull's read transaction holds the WAL");
+    std::thread::sleep(stall * 3);
+    assert_eq!(busy(), 0, "the stalled pull ended and let the WAL go");
+
+    let mut taken = 0;
+    rt.block_on(async {
+        while let Some(b) = feed.batches.recv().await {
+            let b = b.unwrap();
+            assert!(!b.done, "the feed never says done when it was cut off");
+            taken += b.changes.len() + b.snapshots.len();
+        }
+    });
+    assert!(
+        (1..ids.len()).contains(&taken),
+        "what was queued before the device stopped: {taken}"
+    );
+
+    // A device that reads gets everything.
+    let mut feed = rt
+        .block_on(hub.pull("gd".into(), 0, String::new(), 1))
+        .unwrap();
+    let mut all = 0;
+    let done = rt.block_on(async {
+        while let Some(b) = feed.batches.recv().await {
+            let b = b.unwrap();
+            all += b.changes.len() + b.snapshots.len();
+            if b.done {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(done, "a reading device reaches the end");
+    assert_eq!(all, ids.len() + 1);
+}
