@@ -30,6 +30,29 @@ fn env(id: &str, c: &NewChange) -> ChangeEnvelope {
     }
 }
 
+/// A server store in `dir` with one device of office 44, token `gd`.
+fn store_with_office_device(dir: &std::path::Path) -> keqing_server::store::SqliteStore {
+    let mut store = keqing_server::store::SqliteStore::open(dir).unwrap();
+    store
+        .add_device(
+            "dev-gd",
+            "广东1",
+            Some("44"),
+            &keqing_server::hub::token_hash("gd"),
+            "2026-11-20T00:00:00",
+            "test",
+        )
+        .unwrap();
+    store
+}
+
+/// The sync core over `store`, in this process, without a rate limit.
+fn in_process_hub(store: keqing_server::store::SqliteStore) -> keqing_server::hub::Hub {
+    keqing_server::hub::Hub::new(store, std::sync::Arc::new(tokio::sync::Notify::new()))
+        .unwrap()
+        .with_rate_limit(u32::MAX, u32::MAX)
+}
+
 /// The length of the server's log, as the feed's final cursor tells an HQ
 /// device (sequence numbers have no gaps: a refused push consumes none).
 async fn log_size(url: &str, hq_token: &str) -> u64 {
@@ -410,26 +433,13 @@ fn changes_whose_dependencies_have_not_arrived_are_kept_not_lost() {
 #[test]
 fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
     use keqing_proto::SyncHandler;
-    use keqing_server::hub::{Hub, token_hash};
-    use keqing_server::store::{SettledSnapshot, SqliteStore, SyncStore};
+    use keqing_server::store::{SettledSnapshot, SyncStore};
     use std::collections::BTreeMap;
     let tmp = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(tmp.path()).unwrap();
-    store
-        .add_device(
-            "dev-gd",
-            "广东1",
-            Some("44"),
-            &token_hash("gd"),
-            "2026-11-20T00:00:00",
-            "test",
-        )
-        .unwrap();
+    let store = store_with_office_device(tmp.path());
     let mut check = store.reopen().unwrap();
     let mut projector_store = store.reopen().unwrap();
-    let hub = Hub::new(store, std::sync::Arc::new(tokio::sync::Notify::new()))
-        .unwrap()
-        .with_rate_limit(u32::MAX, u32::MAX);
+    let hub = in_process_hub(store);
     let rt = rt();
     let actor = ActorId::random();
     rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
@@ -548,25 +558,9 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
 #[test]
 fn a_pull_its_device_stops_reading_ends_and_lets_the_wal_go() {
     use keqing_proto::SyncHandler;
-    use keqing_server::hub::{Hub, token_hash};
-    use keqing_server::store::SqliteStore;
     let tmp = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(tmp.path()).unwrap();
-    store
-        .add_device(
-            "dev-gd",
-            "广东1",
-            Some("44"),
-            &token_hash("gd"),
-            "2026-11-20T00:00:00",
-            "test",
-        )
-        .unwrap();
     let stall = Duration::from_millis(500);
-    let hub = Hub::new(store, std::sync::Arc::new(tokio::sync::Notify::new()))
-        .unwrap()
-        .with_rate_limit(u32::MAX, u32::MAX)
-        .with_pull_stall(stall);
+    let hub = in_process_hub(store_with_office_device(tmp.path())).with_pull_stall(stall);
     // The pull waits on the runtime's timer from its own thread: a
     // multi-threaded runtime drives it while this thread sleeps.
     let rt = tokio::runtime::Runtime::new().unwrap();
