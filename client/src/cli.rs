@@ -796,12 +796,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     if let Command::Rekey = &cli.command {
         // Refusals that need no passphrase come before asking for one.
-        if !data.join(store::DB_FILE).is_file() {
-            return Err(crate::ClientError::NotInitialised(data.display().to_string()).into());
-        }
-        if !store::is_encrypted(&data)? {
-            return Err(crate::ClientError::NotEncrypted(data.display().to_string()).into());
-        }
+        store::require_encrypted(&data)?;
         ask_key_if_encrypted(&data)?;
         let old = store::configured_key()?
             .ok_or_else(|| crate::ClientError::KeyRequired(data.display().to_string()))?;

@@ -604,16 +604,24 @@ pub fn encrypt_replica(dir: &Path, key: &ReplicaKey) -> Result<u64> {
 /// salt (see [`rewrite_with_key`]), so the old passphrase opens nothing, not
 /// even the pages of the file it replaced, which are overwritten.
 pub fn rekey_replica(dir: &Path, old: &ReplicaKey, new: &ReplicaKey) -> Result<u64> {
+    require_encrypted(dir)?;
+    if old.0 == new.0 {
+        return Err(ClientError::SameKey);
+    }
+    rewrite_with_key(dir, Some(old), new)
+}
+
+/// Refuses a `dir` without a replica, or with a plain one: what
+/// [`rekey_replica`] refuses first, and the command checks before it asks
+/// for any passphrase.
+pub fn require_encrypted(dir: &Path) -> Result<()> {
     if !db_path(dir).is_file() {
         return Err(ClientError::NotInitialised(dir.display().to_string()));
     }
     if !is_encrypted(dir)? {
         return Err(ClientError::NotEncrypted(dir.display().to_string()));
     }
-    if old.0 == new.0 {
-        return Err(ClientError::SameKey);
-    }
-    rewrite_with_key(dir, Some(old), new)
+    Ok(())
 }
 
 /// Rewrites the replica in `dir`, read with `from` (`None`: plain), into a
