@@ -1,13 +1,14 @@
 //! The `keqing` command line: parses arguments, calls the [`Desk`], prints
 //! Chinese tables by default and JSON with `--json`.
 
-use crate::desk::{
-    CallInput, Desk, DueEntry, FollowUpInput, MatchedBy, PurchaseInput, VisitInput, new_id, now_cst,
-};
-use crate::store;
 use anyhow::{Context, Result, bail};
 use chrono::{NaiveDate, NaiveDateTime};
 use clap::{Args, Parser, Subcommand};
+use keqing_host::now_cst;
+use keqing_office::desk::{
+    CallInput, Desk, DueEntry, FollowUpInput, MatchedBy, PurchaseInput, VisitInput, new_id,
+};
+use keqing_office::store;
 use keqing_shared::DomainError;
 use keqing_shared::dossier::{DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus};
@@ -593,14 +594,14 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs the demo and prints what it found; fails if a check failed.
-fn demo(opts: &crate::demo::DemoOptions, json: bool) -> Result<()> {
+fn demo(opts: &keqing_demo::DemoOptions, json: bool) -> Result<()> {
     if !json {
         println!(
             "客情 Keqing 演示: {} 个办事处 × 2 台设备 + 总部, {} 天, 每个办事处 {} 位新来电患者 (seed {})",
             opts.offices, opts.days, opts.patients, opts.seed
         );
     }
-    let s = crate::demo::run(opts)?;
+    let s = keqing_demo::run(opts)?;
     if json {
         println!("{}", serde_json::to_string(&s)?);
     } else {
@@ -713,7 +714,7 @@ fn run(cli: Cli) -> Result<()> {
     } = &cli.command
     {
         return demo(
-            &crate::demo::DemoOptions {
+            &keqing_demo::DemoOptions {
                 offices: *offices,
                 days: *days,
                 patients: *patients,
@@ -754,7 +755,7 @@ fn run(cli: Cli) -> Result<()> {
             key_pem: pem(key, "private key", "PRIVATE KEY-----")?,
         };
         let rt = runtime()?;
-        let desk = rt.block_on(crate::sync::enroll(
+        let desk = rt.block_on(keqing_office::sync::enroll(
             &data,
             server,
             token,
@@ -799,7 +800,7 @@ fn run(cli: Cli) -> Result<()> {
         store::require_encrypted(&data)?;
         ask_key_if_encrypted(&data)?;
         let old = store::configured_key()?
-            .ok_or_else(|| crate::ClientError::KeyRequired(data.display().to_string()))?;
+            .ok_or_else(|| keqing_office::ClientError::KeyRequired(data.display().to_string()))?;
         let new = replacement_key()?;
         let dossiers = store::rekey_replica(&data, &old, &new)?;
         println!(
@@ -842,7 +843,7 @@ fn run(cli: Cli) -> Result<()> {
                 ));
             }
             let mut bar = Bar::new(json);
-            let s = rt.block_on(crate::sync::sync_once(desk.replica_mut(), &mut bar))?;
+            let s = rt.block_on(keqing_office::sync::sync_once(desk.replica_mut(), &mut bar))?;
             bar.finish();
             if json {
                 return print_json(&s);
@@ -878,7 +879,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Repair => {
             let rt = runtime()?;
-            let n = rt.block_on(crate::sync::repair(desk.replica_mut()))?;
+            let n = rt.block_on(keqing_office::sync::repair(desk.replica_mut()))?;
             println!("修复完成 补回 {n} 条变更");
         }
         Command::Staff(StaffCommand::Add { name, role }) => {
@@ -1140,7 +1141,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Report(ReportCommand::National { range, output }) => {
             let (from, to) = (parse_date(&range.from)?, parse_date(&range.to)?);
-            let r = runtime()?.block_on(crate::sync::server_report(
+            let r = runtime()?.block_on(keqing_office::sync::server_report(
                 desk.replica(),
                 &Scope::National,
                 from,
@@ -1155,7 +1156,7 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             let scope = Scope::Office(office::office(&province)?.code.to_string());
             let (from, to) = (parse_date(&range.from)?, parse_date(&range.to)?);
-            let r = runtime()?.block_on(crate::sync::server_report(
+            let r = runtime()?.block_on(keqing_office::sync::server_report(
                 desk.replica(),
                 &scope,
                 from,
@@ -1257,15 +1258,16 @@ fn run(cli: Cli) -> Result<()> {
                 println!("http://{addr}/");
                 use std::io::Write;
                 std::io::stdout().flush()?;
-                crate::ui::serve(
+                keqing_office::ui::serve(
                     data,
                     listener,
-                    crate::ui::UiOptions {
+                    keqing_office::ui::UiOptions {
                         sync_every: (sync_every > 0).then(|| Duration::from_secs(sync_every)),
                     },
-                    keqing_server::shutdown_signal(),
+                    keqing_host::shutdown_signal(),
                 )
-                .await
+                .await?;
+                Ok::<(), anyhow::Error>(())
             });
         }
         Command::Quarantine(QuarantineCommand::List { json }) => {
@@ -1380,7 +1382,7 @@ fn ask_new_key(var: &str) -> Result<store::ReplicaKey> {
     )?);
     let second = zeroize::Zeroizing::new(rpassword::prompt_password("再输一次 again: ")?);
     if *first != *second {
-        return Err(crate::ClientError::KeyMismatch.into());
+        return Err(keqing_office::ClientError::KeyMismatch.into());
     }
     Ok(store::ReplicaKey::new(first.to_string())?)
 }
@@ -1430,7 +1432,7 @@ impl Bar {
     }
 }
 
-impl crate::sync::Progress for Bar {
+impl keqing_office::sync::Progress for Bar {
     fn pushing(&mut self, done: u64, total: u64) {
         if let Some(b) = &self.bar {
             b.set_message(format!("推送 {done}/{total}"));
@@ -1447,10 +1449,10 @@ impl crate::sync::Progress for Bar {
 
 /// Syncs every `interval`; while the server is unreachable, waits longer
 /// each time (up to 5 minutes). Office work goes on meanwhile.
-async fn watch_sync(replica: &mut crate::store::Replica, interval: Duration) -> Result<()> {
+async fn watch_sync(replica: &mut keqing_office::store::Replica, interval: Duration) -> Result<()> {
     let mut backoff = interval;
     loop {
-        match crate::sync::sync_once(replica, &mut crate::sync::Quiet).await {
+        match keqing_office::sync::sync_once(replica, &mut keqing_office::sync::Quiet).await {
             Ok(s) => {
                 backoff = interval;
                 if s.pushed + s.pulled_changes + s.pulled_snapshots > 0 {

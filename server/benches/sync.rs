@@ -28,8 +28,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use automerge::{ActorId, Automerge, Change};
-use keqing::desk::{CallInput, Desk};
-use keqing::sync::{Quiet, enroll, sync_once};
+use keqing_office::desk::{CallInput, Desk};
+use keqing_office::sync::{Quiet, enroll, sync_once};
 use keqing_proto::SyncConnection;
 use keqing_server::store::{SqliteStore, SyncStore};
 use keqing_shared::dossier::{Dossier, PatientUpdate};

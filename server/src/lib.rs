@@ -11,7 +11,6 @@
 //! - [`projector`]: follows the log and keeps the projection tables.
 //! - [`reports`]: the reports service (scope checks, shared definitions).
 //! - [`tls`]: certificates (`tls init`) and the server's TLS configuration.
-//! - [`web`]: what the two web front ends share (host guard, assets).
 //! - [`run`]: a real tonic server on a given listener, with the standard
 //!   gRPC health service and server reflection; tests call it on port 0.
 
@@ -21,7 +20,6 @@ pub mod projector;
 pub mod reports;
 pub mod store;
 pub mod tls;
-pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -197,38 +195,4 @@ pub async fn run_with_tls(
     checkpointing.abort();
     served?;
     Ok(())
-}
-
-/// Wall-clock time in China Standard Time (every office's zone): the
-/// server's timestamps (devices, audit) and the dashboard's "today".
-pub fn now_cst() -> chrono::NaiveDateTime {
-    (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc()
-}
-
-/// [`now_cst`] as the stored text, `YYYY-MM-DDTHH:MM:SS`.
-pub fn now_cst_text() -> String {
-    now_cst().format("%Y-%m-%dT%H:%M:%S").to_string()
-}
-
-/// Completes on Ctrl-C or SIGTERM: what a service waits for to shut down.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
 }

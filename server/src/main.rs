@@ -252,7 +252,7 @@ enum DeviceCommand {
 }
 
 fn now() -> String {
-    keqing_server::now_cst_text()
+    keqing_host::now_cst_text()
 }
 
 fn new_token() -> String {
@@ -328,7 +328,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("keqing-server listening on {addr}");
                 let (stop, stopped) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    keqing_server::shutdown_signal().await;
+                    keqing_host::shutdown_signal().await;
                     let _ = stop.send(true);
                 });
                 let dashboard = match http {
@@ -357,7 +357,7 @@ fn run(cli: Cli) -> Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let listener = bind_dashboard(&listen).await?;
-                keqing_server::dashboard::serve(store, listener, keqing_server::shutdown_signal())
+                keqing_server::dashboard::serve(store, listener, keqing_host::shutdown_signal())
                     .await
             })
         }
@@ -643,10 +643,8 @@ async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
-/// Who ran an administrative command on this machine, for the audit log.
+/// Who ran an administrative command on this machine, for the audit log:
+/// the OS account from the process's uid (`$USER` can be set to anything).
 fn local_admin() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("USERNAME"))
-        .unwrap_or_else(|_| "?".into());
-    format!("admin:{user}")
+    format!("admin:{}", keqing_host::os_account())
 }

@@ -184,7 +184,7 @@ fn insert_audit(
         "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
-        crate::now_cst_text(),
+        keqing_host::now_cst_text(),
         actor,
         action,
         subject,
@@ -645,7 +645,7 @@ impl SqliteStore {
                          ?2, ?3, ?4)
                  ON CONFLICT (doc_id) DO UPDATE SET reason = excluded.reason, seq = excluded.seq",
             )?;
-            let now = crate::now_cst_text();
+            let now = keqing_host::now_cst_text();
             for (doc_id, reason) in unreadable {
                 record.execute(params![doc_id, reason, cursor(upto), now])?;
             }

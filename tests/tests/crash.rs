@@ -53,7 +53,7 @@ fn sigkill_during_edits_keeps_every_committed_edit() {
         }
     }
     assert_eq!(killed, 8);
-    let desk = keqing::desk::Desk::open(&office.dir).unwrap();
+    let desk = keqing_office::desk::Desk::open(&office.dir).unwrap();
     assert_eq!(desk.replica().integrity_check().unwrap(), "ok");
     for phone in &committed {
         let r = office.ok(&["patient", phone, "--json"]).json();
@@ -72,13 +72,13 @@ fn sigkill_during_edits_keeps_every_committed_edit() {
 
 /// Fills `dir`'s replica with `n` new callers (in process, quickly).
 fn add_callers(dir: &std::path::Path, from: usize, n: usize, staff: &str) {
-    let mut desk = keqing::desk::Desk::open(dir).unwrap();
+    let mut desk = keqing_office::desk::Desk::open(dir).unwrap();
     // Setting up work, not the subject of the test: no fsync per edit (the
     // process is not killed, so nothing of it can be lost).
     desk.replica().set_bulk_load(true).unwrap();
     let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
     for i in from..from + n {
-        desk.register_call(&keqing::desk::CallInput {
+        desk.register_call(&keqing_office::desk::CallInput {
             phone: format!("1370{:07}", i),
             name: format!("患者{i}"),
             source: "电视".into(),

@@ -9,9 +9,9 @@
 //! runs 10 000), `KEQING_FAULT_FIRST_SEED=S` starts at seed S.
 
 use chrono::NaiveDate;
-use keqing::demo::Rng;
-use keqing::desk::{CallInput, Desk, FollowUpInput};
-use keqing::sync::{Quiet, enroll, sync_once};
+use keqing_demo::Rng;
+use keqing_office::desk::{CallInput, Desk, FollowUpInput};
+use keqing_office::sync::{Quiet, enroll, sync_once};
 use keqing_server::store::SqliteStore;
 use keqing_shared::staff::Role;
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,7 +8,7 @@
 
 use automerge::ActorId;
 use chrono::NaiveDate;
-use keqing::demo::Rng;
+use keqing_demo::Rng;
 use keqing_proto::{ReportsHandler, SyncHandler};
 use keqing_server::hub::{Hub, token_hash};
 use keqing_server::reports::ReportDesk;

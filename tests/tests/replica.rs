@@ -2,8 +2,8 @@
 //! schema versions.
 
 use chrono::NaiveDateTime;
-use keqing::desk::{CallInput, Desk};
-use keqing::{ClientError, store::DB_FILE};
+use keqing_office::desk::{CallInput, Desk};
+use keqing_office::{ClientError, store::DB_FILE};
 use keqing_shared::records::{FollowUp, Purchase, Visit};
 use keqing_shared::staff::Role;
 use keqing_shared::when::parse_datetime;
@@ -27,7 +27,7 @@ fn call(phone: &str, name: &str, at: &str) -> CallInput {
 
 fn followup(at: &str) -> FollowUp {
     FollowUp {
-        id: keqing::desk::new_id(),
+        id: keqing_office::desk::new_id(),
         at: t(at),
         staff: "李娜".into(),
         kind: "回访".into(),
@@ -47,7 +47,7 @@ fn busy_desk(dir: &std::path::Path) -> Desk {
             .unwrap();
         if i % 2 == 0 {
             let v = Visit {
-                id: keqing::desk::new_id(),
+                id: keqing_office::desk::new_id(),
                 at: t("2026-11-02T10:00"),
                 staff: "李娜".into(),
                 purchased: true,
@@ -55,7 +55,7 @@ fn busy_desk(dir: &std::path::Path) -> Desk {
                 notes: None,
             };
             let p = Purchase {
-                id: keqing::desk::new_id(),
+                id: keqing_office::desk::new_id(),
                 at: t("2026-11-02T10:30"),
                 staff: "李娜".into(),
                 product: "心脑康".into(),

@@ -5,8 +5,8 @@
 //! does not end up with every dossier.
 
 use chrono::NaiveDate;
-use keqing::desk::{CallInput, Desk, FollowUpInput};
-use keqing::sync::{Quiet, enroll, sync_once};
+use keqing_office::desk::{CallInput, Desk, FollowUpInput};
+use keqing_office::sync::{Quiet, enroll, sync_once};
 use keqing_shared::office::OFFICES;
 use keqing_shared::staff::Role;
 use keqing_tests::Server;

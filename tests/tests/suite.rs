@@ -9,6 +9,7 @@ mod demo;
 mod encryption;
 mod faults;
 mod fuzz;
+mod layers;
 mod merge;
 mod office_journey;
 mod replica;

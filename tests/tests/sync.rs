@@ -422,8 +422,8 @@ fn sync_watch_keeps_a_device_up_to_date_and_rides_out_an_outage() {
 /// exactly once, and a second device must pull the same dossiers.
 #[test]
 fn a_pipelined_push_lands_every_change_once() {
-    use keqing::desk::CallInput;
-    use keqing::sync::{Quiet, enroll, sync_once, sync_once_with};
+    use keqing_office::desk::CallInput;
+    use keqing_office::sync::{Quiet, enroll, sync_once, sync_once_with};
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
     let (ta, tb) = (

@@ -179,7 +179,7 @@ impl Dashboard {
                         Some(t) => t,
                         None => store
                             .last_call_day(scope.office())?
-                            .unwrap_or_else(|| crate::now_cst().date()),
+                            .unwrap_or_else(|| keqing_host::now_cst().date()),
                     };
                     (f.unwrap_or(last - chrono::Duration::days(DEFAULT_DAYS - 1)), last)
                 }
@@ -254,9 +254,10 @@ fn router(app: Dashboard) -> Router {
         .route("/login", get(login_form).post(login))
         .route("/assets/dashboard.css", get(css))
         .with_state(app.clone());
-    crate::web::guard_hosts(routes, app.0.hosts.clone(), || {
+    let guarded = keqing_host::web::guard_hosts(routes, app.0.hosts.clone(), || {
         DashError::BadHost.into_response()
-    })
+    });
+    keqing_host::web::secure_headers(guarded)
 }
 
 /// Sends anyone without a live session to the login page.
@@ -272,7 +273,7 @@ async fn require_viewer(State(app): State<Dashboard>, mut req: Request, next: Ne
 }
 
 async fn css() -> Response {
-    crate::web::asset("text/css; charset=utf-8", include_str!("dashboard.css"))
+    keqing_host::web::asset("text/css; charset=utf-8", include_str!("dashboard.css"))
 }
 
 async fn login_form() -> Markup {

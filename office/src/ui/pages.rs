@@ -703,7 +703,7 @@ fn action_form(
     let open = restored.is_some();
     let (mut form, errors) = restored.unwrap_or_default();
     if form.get("at").is_empty() {
-        form.set("at", &datetime_value(crate::desk::now_cst()));
+        form.set("at", &datetime_value(keqing_host::now_cst()));
     }
     if action == Action::Purchase && form.get("quantity").is_empty() {
         form.set("quantity", "1");

@@ -25,7 +25,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{Duration, NaiveDate, NaiveDateTime};
-use keqing::desk::{CallInput, Desk, new_id};
+use keqing_office::desk::{CallInput, Desk, new_id};
 use keqing_shared::dossier::Dossier;
 use keqing_shared::followup::{open_on, schedule};
 use keqing_shared::records::{FollowUp, Purchase, Visit};
@@ -117,7 +117,7 @@ fn main() {
     // KEQING_BENCH_REUSE=DIR measures a copy of a replica an earlier run
     // kept (KEQING_BENCH_KEEP with the same KEQING_BENCH_DOSSIERS) instead
     // of filling one again: the fill of 100 000 dossiers takes ~10 minutes.
-    let file = keqing::store::DB_FILE;
+    let file = keqing_office::store::DB_FILE;
     let mut desk = match std::env::var_os("KEQING_BENCH_REUSE") {
         Some(kept) => {
             std::fs::create_dir_all(&dir).expect("replica dir");

@@ -1789,7 +1789,7 @@ impl WriteTx<'_> {
     /// (and quarantined) again with the document's next data.
     fn quarantine(&self, work: &RemoteWork<'_>, reason: &str) -> Result<()> {
         tracing::warn!(doc = work.doc_id, reason, "pulled data quarantined");
-        let at = keqing_shared::when::fmt_datetime(crate::desk::now_cst());
+        let at = keqing_shared::when::fmt_datetime(keqing_host::now_cst());
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO quarantine (doc_id, kind, bytes, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -1830,7 +1830,7 @@ impl WriteTx<'_> {
         let Some((bytes, derived)) = merged.document else {
             return Ok(());
         };
-        let now = fmt_datetime(chrono::Utc::now().naive_utc() + chrono::Duration::hours(8));
+        let now = keqing_host::now_cst_text();
         match derived {
             Derived::Roster { office, staff } => {
                 self.store_document(doc_id, "roster", &office, &bytes, &now)?;

@@ -1,10 +1,11 @@
 //! What the browser posts, turned into desk inputs; and the errors that go
 //! back next to the fields they concern.
 
-use crate::desk::{CallInput, Desk, FollowUpInput, PurchaseInput, VisitInput, now_cst};
+use crate::desk::{CallInput, Desk, FollowUpInput, PurchaseInput, VisitInput};
 use crate::error::ClientError;
 use crate::store::PatientRow;
 use chrono::{NaiveDate, NaiveDateTime};
+use keqing_host::now_cst;
 use keqing_shared::DomainError;
 use keqing_shared::phone;
 use keqing_shared::records::Sex;

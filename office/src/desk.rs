@@ -9,6 +9,7 @@ use crate::error::ClientError;
 use crate::store::{OpenSlot, PatientRow, Replica, ReplicaMeta, WriteTx};
 use automerge::ActorId;
 use chrono::{NaiveDate, NaiveDateTime};
+use keqing_host::now_cst;
 use keqing_shared::dossier::{Dossier, DossierTx, DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus, schedule};
 use keqing_shared::records::*;
@@ -23,11 +24,6 @@ type Result<T> = std::result::Result<T, ClientError>;
 
 /// The office code of a headquarters replica, which reads every office.
 pub const HQ_OFFICE: &str = "hq";
-
-/// Wall-clock time, in China Standard Time (all offices share one zone).
-pub fn now_cst() -> NaiveDateTime {
-    (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc()
-}
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

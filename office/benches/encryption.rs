@@ -15,8 +15,8 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{Duration, NaiveDate, NaiveDateTime};
-use keqing::desk::{CallInput, Desk};
-use keqing::store::{ReplicaKey, use_key};
+use keqing_office::desk::{CallInput, Desk};
+use keqing_office::store::{ReplicaKey, use_key};
 use keqing_shared::staff::Role;
 use std::path::Path;
 use std::time::Instant;
@@ -111,8 +111,8 @@ fn main() {
     let mut plain = Desk::init(&plain_dir, "44", "前台1").expect("init plain");
     use_key(ReplicaKey::new("bench-口令-2026".into()).expect("key"));
     let mut encrypted = Desk::init(&encrypted_dir, "44", "前台2").expect("init encrypted");
-    assert!(keqing::store::is_encrypted(&encrypted_dir).expect("probe"));
-    assert!(!keqing::store::is_encrypted(&plain_dir).expect("probe"));
+    assert!(keqing_office::store::is_encrypted(&encrypted_dir).expect("probe"));
+    assert!(!keqing_office::store::is_encrypted(&plain_dir).expect("probe"));
     for desk in [&mut plain, &mut encrypted] {
         desk.add_staff("李娜", Role::Consultant).expect("staff");
     }

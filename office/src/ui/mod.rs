@@ -14,7 +14,7 @@
 mod forms;
 mod pages;
 
-use crate::desk::{Desk, now_cst};
+use crate::desk::Desk;
 use crate::error::ClientError;
 use crate::store::Replica;
 use axum::Router;
@@ -23,6 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use forms::{FormData, FormErrors};
+use keqing_host::now_cst;
 use keqing_shared::when::parse_date;
 use maud::Markup;
 use std::collections::HashMap;
@@ -162,11 +163,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     options: UiOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ClientError> {
     let mut desk = Desk::open(&dir)?;
     // A long-running workstation: no registered call waits for a checkpoint.
     desk.replica_mut().checkpoint_in_background()?;
-    let addr = listener.local_addr()?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ClientError::Io("listener".into(), e))?;
     let app = App(Arc::new(Inner {
         dir,
         desk: Mutex::new(desk),
@@ -184,8 +187,8 @@ pub async fn serve(
     }
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+        .await
+        .map_err(|e| ClientError::Io("workstation".into(), e))
 }
 
 fn router(app: App) -> Router {
@@ -201,17 +204,18 @@ fn router(app: App) -> Router {
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .with_state(app.clone());
-    keqing_server::web::guard_hosts(routes, app.0.hosts.clone(), || {
+    let guarded = keqing_host::web::guard_hosts(routes, app.0.hosts.clone(), || {
         UiError::BadHost.into_response()
-    })
+    });
+    keqing_host::web::secure_headers(guarded)
 }
 
 async fn css() -> Response {
-    keqing_server::web::asset("text/css; charset=utf-8", include_str!("assets/app.css"))
+    keqing_host::web::asset("text/css; charset=utf-8", include_str!("assets/app.css"))
 }
 
 async fn js() -> Response {
-    keqing_server::web::asset(
+    keqing_host::web::asset(
         "text/javascript; charset=utf-8",
         include_str!("assets/app.js"),
     )

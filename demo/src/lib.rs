@@ -13,10 +13,10 @@
 //! generated with the merged dossiers, and the national report with the
 //! events generated.
 
-use crate::desk::{CallInput, Desk, new_id};
-use crate::sync::{Quiet, SyncSummary, enroll, server_report, sync_once};
 use anyhow::{Context, Result, bail};
 use chrono::{Duration, NaiveDate, NaiveDateTime};
+use keqing_office::desk::{CallInput, Desk, new_id};
+use keqing_office::sync::{Quiet, SyncSummary, enroll, server_report, sync_once};
 use keqing_shared::dossier::{Dossier, PatientUpdate};
 use keqing_shared::office::OFFICES;
 use keqing_shared::records::*;
@@ -271,7 +271,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     // The server: its store, its devices, a real socket.
     let server_dir = root.join("server");
     let mut store = keqing_server::store::SqliteStore::open(&server_dir)?;
-    let now = keqing_shared::when::fmt_datetime(crate::desk::now_cst());
+    let now = keqing_shared::when::fmt_datetime(keqing_host::now_cst());
     let mut tokens: Vec<(String, Option<String>, String)> = Vec::new();
     for office in OFFICES.iter().take(opts.offices) {
         for n in 1..=2 {
@@ -715,13 +715,13 @@ fn on_some_device<T>(
     o: &mut OfficeSim,
     p: usize,
     prefer: usize,
-    mut f: impl FnMut(&mut Desk, &str) -> std::result::Result<T, crate::ClientError>,
+    mut f: impl FnMut(&mut Desk, &str) -> std::result::Result<T, keqing_office::ClientError>,
 ) -> Option<T> {
     let dossier = o.patients[p].dossier.clone();
     for d in [prefer, 1 - prefer] {
         match f(&mut o.devices[d].desk, &dossier) {
             Ok(v) => return Some(v),
-            Err(crate::ClientError::UnknownPatient(_)) => continue,
+            Err(keqing_office::ClientError::UnknownPatient(_)) => continue,
             Err(_) => return None,
         }
     }
@@ -981,7 +981,7 @@ fn office_day(
                 .edit_patient(&entry.dossier_id, |tx| tx.add(&f))
             {
                 Ok(_) => ledger.add(f.id.clone(), "followup"),
-                Err(crate::ClientError::Merged { .. }) => {}
+                Err(keqing_office::ClientError::Merged { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -8,9 +8,10 @@
 //! with its cursor in one transaction, so a sync cut off at any point
 //! resumes without loss or duplication.
 
-use crate::desk::{Desk, now_cst};
+use crate::desk::Desk;
 use crate::error::ClientError;
 use crate::store::Replica;
+use keqing_host::now_cst;
 use keqing_proto::SyncConnection;
 use keqing_shared::sync::{
     ChangeEnvelope, ClientTls, DocHeads, PushAck, SyncError, SyncErrorKind, limits,

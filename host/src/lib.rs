@@ -1,0 +1,94 @@
+//! # keqing-host: what both sides need from the machine they run on
+//!
+//! The domain (`keqing-shared`) does no IO; the office library and the
+//! server each do theirs. What both do alike lives here, once:
+//! - [`now_cst`]: the wall clock in China Standard Time, the one zone of
+//!   all 27 offices;
+//! - [`files`]: files holding patient data or secrets, created 0600 in
+//!   0700 directories (existing ones tightened);
+//! - [`shutdown_signal`]: Ctrl-C or SIGTERM, what a service waits for;
+//! - [`os_account`]: who runs a command, for audit lines;
+//! - [`web`]: what both web front ends (the office workstation and
+//!   headquarters' dashboard) put around their routes.
+
+pub mod files;
+pub mod web;
+
+/// Wall-clock time in China Standard Time (every office's zone): the times
+/// offices record, the server's timestamps (devices, audit) and every
+/// "today".
+pub fn now_cst() -> chrono::NaiveDateTime {
+    (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc()
+}
+
+/// [`now_cst`] as stored text, `YYYY-MM-DDTHH:MM:SS`.
+pub fn now_cst_text() -> String {
+    keqing_shared::when::fmt_datetime(now_cst())
+}
+
+/// Completes on Ctrl-C or SIGTERM: what a service waits for to shut down.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// The operating-system account running this process, by its uid (not
+/// `$USER`, which whoever starts the process can set to anything): how
+/// audit lines name a local administrator.
+pub fn os_account() -> String {
+    #[cfg(unix)]
+    {
+        // SAFETY: getuid cannot fail; getpwuid_r writes only into the
+        // buffers given, and the name is read before they go.
+        let uid = unsafe { libc::getuid() };
+        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found) };
+        if rc == 0 && !found.is_null() && !pwd.pw_name.is_null() {
+            let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+            return format!("{} (uid {uid})", name.to_string_lossy());
+        }
+        format!("uid {uid}")
+    }
+    #[cfg(not(unix))]
+    {
+        "?".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_os_account_is_named_by_uid_whatever_user_says() {
+        let before = super::os_account();
+        // SAFETY: tests of this crate do not read USER concurrently.
+        unsafe { std::env::set_var("USER", "someone-else") };
+        let after = super::os_account();
+        assert_eq!(before, after);
+        assert!(!after.contains("someone-else"));
+        #[cfg(unix)]
+        assert!(
+            after.contains(&format!("uid {}", unsafe { libc::getuid() })),
+            "{after}"
+        );
+    }
+}
