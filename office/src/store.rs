@@ -317,7 +317,7 @@ ALTER TABLE patients ADD COLUMN phone TEXT;
 UPDATE patients SET phone = (SELECT min(phone) FROM patient_phones ph WHERE ph.dossier_id = patients.dossier_id);
 "#,
     ),
-    M::up(concat!(
+    M::up(
         r#"
 -- Report facts derived per dossier (the same columns as the server's
 -- projector keeps): a purchase's place in the patient's history, whether a
@@ -351,10 +351,38 @@ DROP TRIGGER slot_spans_insert;
 DROP TRIGGER slot_spans_update;
 DROP TRIGGER slot_spans_delete;
 DROP TABLE slot_spans;
-"#,
-        keqing_projection::report_indexes!(),
-        keqing_projection::slot_spans!(),
-        r#"
+
+CREATE INDEX calls_at ON calls(at, office, dossier_id, staff, source, disease);
+CREATE INDEX visits_at ON visits(at, office, dossier_id, staff, purchased);
+CREATE INDEX purchases_at ON purchases(at, office, dossier_id, staff, amount_fen, nth, prev_runout);
+CREATE INDEX followups_at ON followups(at, office, dossier_id, staff, on_time);
+CREATE INDEX slots_deadline ON slots(deadline, office, due_counted, on_time, cadence);
+CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day,
+    deadline_day, deadline_day_, office_code, office_code_);
+CREATE TRIGGER slot_spans_insert AFTER INSERT ON slots BEGIN
+    INSERT INTO slot_spans VALUES (new.rowid,
+        CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
+        max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
+            CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
+        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        CAST(new.office AS INTEGER), CAST(new.office AS INTEGER));
+END;
+CREATE TRIGGER slot_spans_update AFTER UPDATE OF due_from, settled_on, deadline, office ON slots BEGIN
+    UPDATE slot_spans SET
+        first_day = CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
+        settled_day = max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
+                          CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
+        deadline_day = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        deadline_day_ = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        office_code = CAST(new.office AS INTEGER),
+        office_code_ = CAST(new.office AS INTEGER)
+    WHERE id = new.rowid;
+END;
+CREATE TRIGGER slot_spans_delete AFTER DELETE ON slots BEGIN
+    DELETE FROM slot_spans WHERE id = old.rowid;
+END;
+
 INSERT INTO slot_spans SELECT rowid,
     CAST(julianday(due_from) - 2451544.5 AS INTEGER),
     max(CAST(julianday(settled_on) - 2451544.5 AS INTEGER),
@@ -362,8 +390,8 @@ INSERT INTO slot_spans SELECT rowid,
     CAST(julianday(deadline) - 2451544.5 AS INTEGER),
     CAST(julianday(deadline) - 2451544.5 AS INTEGER),
     CAST(office AS INTEGER), CAST(office AS INTEGER) FROM slots;
-"#
-    )),
+"#,
+    ),
     // The server epoch the cursor belongs to (a restored server has another).
     M::up("ALTER TABLE sync_state ADD COLUMN epoch TEXT;"),
     // The CA certificate (PEM) an https:// server is verified against.
@@ -374,7 +402,7 @@ INSERT INTO slot_spans SELECT rowid,
          ALTER TABLE sync_state ADD COLUMN key_pem TEXT;",
     ),
     // Which projection tables a dossier's next projection may skip.
-    M::up(keqing_projection::DIGESTS_SCHEMA),
+    M::up(keqing_projection::V1_DIGESTS),
     M::up(
         r#"
 -- Pulled data a document could not be merged with (automerge another
@@ -390,11 +418,18 @@ CREATE TABLE quarantine (
 );
 "#,
     ),
+    // Projection version 2: whatever shape this replica's projection
+    // tables took from the migrations above when they ran (migration 6
+    // once read its indexes and R*Tree from the projection crate, which
+    // has changed since), they are replaced by today's, and rebuilt from
+    // the documents on open (see `REBUILD_BELOW_VERSION`).
+    M::up(keqing_projection::REPLACE_WITH_V2),
 ];
 
-/// Schema versions from which opening a replica rebuilds its projections
-/// (a migration added derived columns that only Rust can fill).
-const REBUILD_BELOW_VERSION: usize = 6;
+/// Schema versions from which opening a replica rebuilds its projections:
+/// a migration since replaced the projection tables (or added derived
+/// columns that only Rust can fill).
+const REBUILD_BELOW_VERSION: usize = 12;
 
 /// Who this replica is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,11 +26,41 @@ pub mod patients;
 
 pub type Result<T> = rusqlite::Result<T>;
 
-/// The projection tables as a fresh store creates them. The office replica
-/// reached the same shape through its migration history; a test compares
-/// the two.
-pub const SCHEMA: &str = concat!(
-    r#"
+// The projection schema, by version. A version's text is frozen once
+// released: stores reach it through migrations that must give the same
+// tables forever (a migration is never edited after it ships; the hashes
+// in `tests::released_schema_texts_are_frozen` fail if one is). A change
+// to the projection is a new version: a new frozen text, and in both
+// stores a new migration that drops the old tables and creates the new
+// ones, after which the rows are derived again from the documents.
+//
+// What the tables hold, beside the rows themselves:
+// - The report indexes: each covers what its report query reads, so a range
+//   of days is read from one index without visiting the table rows.
+// - The day's follow-up list and the overdue count are interval stabbing
+// queries: the slots whose span on the list `[due_from, settled_on)`
+// contains the day. An R*Tree over the spans (days since 2000-01-01,
+// exact in `rtree_i32`) finds them in O(log n + answer). Its two more
+// dimensions, the deadline and the office code (both points), let the
+// overdue count read nothing but R*Tree nodes, and narrow a province's
+// count by office. Triggers keep it in step with `slots`. A slot settled
+// before it was due has an empty span.
+// - Per dossier, a digest of the rows each projection table holds for it
+// (8 bytes per table, in the order `project_dossier` writes them). Every
+// edit derives all of a dossier's rows again; only tables whose digest
+// changed are read and compared, so a call added to a two-year history
+// touches `patients` and `calls`, not ~150 rows of follow-ups and slots.
+// A cache of the projection: cleared with it. A row moved to another
+// dossier by a merge (same record id) leaves a digest that no longer
+// matches the rows, which is harmless: the merged dossier projects no
+// records, so its next digest differs and its tables are compared.
+
+/// Version 1 of the projection tables, as the server's second migration
+/// and a replica's first ones created them at commit e123ed7. Stores made
+/// by earlier releases hold older shapes of them (the R*Tree had other
+/// dimensions before 3885f6e); [`REPLACE_WITH_V2`] brings every one to
+/// today's. Frozen.
+pub const V1_TABLES: &str = r#"
 CREATE TABLE staff (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -139,38 +169,13 @@ CREATE TABLE slots (
     on_time INTEGER NOT NULL DEFAULT 0,
     UNIQUE (dossier_id, n)
 );
-"#,
-    crate::report_indexes!(),
-    crate::slot_spans!()
-);
 
-/// The report indexes: each covers what its report query reads, so a range
-/// of days is read from one index without visiting the table rows.
-#[macro_export]
-macro_rules! report_indexes {
-    () => {
-        r#"
 CREATE INDEX calls_at ON calls(at, office, dossier_id, staff, source, disease);
 CREATE INDEX visits_at ON visits(at, office, dossier_id, staff, purchased);
 CREATE INDEX purchases_at ON purchases(at, office, dossier_id, staff, amount_fen, nth, prev_runout);
 CREATE INDEX followups_at ON followups(at, office, dossier_id, staff, on_time);
 CREATE INDEX slots_deadline ON slots(deadline, office, due_counted, on_time, cadence);
-"#
-    };
-}
 
-/// The day's follow-up list and the overdue count are interval stabbing
-/// queries: the slots whose span on the list `[due_from, settled_on)`
-/// contains the day. An R*Tree over the spans (days since 2000-01-01,
-/// exact in `rtree_i32`) finds them in O(log n + answer). Its two more
-/// dimensions, the deadline and the office code (both points), let the
-/// overdue count read nothing but R*Tree nodes, and narrow a province's
-/// count by office. Triggers keep it in step with `slots`. A slot settled
-/// before it was due has an empty span.
-#[macro_export]
-macro_rules! slot_spans {
-    () => {
-        r#"
 CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day,
     deadline_day, deadline_day_, office_code, office_code_);
 CREATE TRIGGER slot_spans_insert AFTER INSERT ON slots BEGIN
@@ -196,25 +201,200 @@ END;
 CREATE TRIGGER slot_spans_delete AFTER DELETE ON slots BEGIN
     DELETE FROM slot_spans WHERE id = old.rowid;
 END;
-"#
-    };
-}
+"#;
 
-/// Per dossier, a digest of the rows each projection table holds for it
-/// (8 bytes per table, in the order `project_dossier` writes them). Every
-/// edit derives all of a dossier's rows again; only tables whose digest
-/// changed are read and compared, so a call added to a two-year history
-/// touches `patients` and `calls`, not ~150 rows of follow-ups and slots.
-/// A cache of the projection: cleared with it. A row moved to another
-/// dossier by a merge (same record id) leaves a digest that no longer
-/// matches the rows, which is harmless: the merged dossier projects no
-/// records, so its next digest differs and its tables are compared.
-pub const DIGESTS_SCHEMA: &str = "
+/// The per-dossier digests table of version 1, added by a migration of
+/// its own in both stores. Frozen.
+pub const V1_DIGESTS: &str = "
 CREATE TABLE projection_digests (
     dossier_id TEXT PRIMARY KEY,
     digests BLOB NOT NULL
 ) WITHOUT ROWID;
 ";
+
+/// Version 2, the projection tables a store has now: version 1's tables
+/// and digests, reached by every store whatever shape its history left.
+macro_rules! v2_tables {
+    () => {
+        r#"
+CREATE TABLE staff (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    office TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE patients (
+    dossier_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sex TEXT,
+    age INTEGER,
+    address TEXT,
+    diseases TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    typical INTEGER NOT NULL,
+    merged_into TEXT,
+    conflicts INTEGER NOT NULL,
+    phone TEXT,
+    typical_at TEXT
+) WITHOUT ROWID;
+CREATE INDEX patients_name_age ON patients(name, age);
+CREATE INDEX patients_typical ON patients(typical_at) WHERE typical = 1;
+CREATE TABLE patient_phones (
+    phone TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    PRIMARY KEY (phone, dossier_id)
+) WITHOUT ROWID;
+CREATE INDEX patient_phones_dossier ON patient_phones(dossier_id);
+CREATE TABLE calls (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    caller_phone TEXT NOT NULL,
+    source TEXT NOT NULL,
+    disease TEXT,
+    office TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX calls_dossier ON calls(dossier_id);
+CREATE TABLE visits (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    purchased INTEGER NOT NULL,
+    office TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX visits_dossier ON visits(dossier_id);
+CREATE TABLE purchases (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    product TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    amount_fen INTEGER NOT NULL,
+    runout TEXT,
+    nth INTEGER NOT NULL DEFAULT 1,
+    prev_runout TEXT,
+    office TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX purchases_dossier ON purchases(dossier_id);
+CREATE TABLE followups (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    on_time INTEGER NOT NULL DEFAULT 0,
+    office TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX followups_dossier ON followups(dossier_id);
+CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL
+);
+CREATE INDEX contacts_dossier ON contacts(dossier_id);
+CREATE TABLE problems (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    resolved_at TEXT,
+    office TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX problems_dossier ON problems(dossier_id);
+CREATE TABLE slots (
+    dossier_id TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    cadence TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    day INTEGER,
+    anchor TEXT NOT NULL,
+    due_from TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    satisfied_at TEXT,
+    closed_at TEXT,
+    settled_on TEXT,
+    office TEXT NOT NULL DEFAULT '',
+    due_counted INTEGER NOT NULL DEFAULT 0,
+    on_time INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (dossier_id, n)
+);
+
+CREATE INDEX calls_at ON calls(at, office, dossier_id, staff, source, disease);
+CREATE INDEX visits_at ON visits(at, office, dossier_id, staff, purchased);
+CREATE INDEX purchases_at ON purchases(at, office, dossier_id, staff, amount_fen, nth, prev_runout);
+CREATE INDEX followups_at ON followups(at, office, dossier_id, staff, on_time);
+CREATE INDEX slots_deadline ON slots(deadline, office, due_counted, on_time, cadence);
+
+CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day,
+    deadline_day, deadline_day_, office_code, office_code_);
+CREATE TRIGGER slot_spans_insert AFTER INSERT ON slots BEGIN
+    INSERT INTO slot_spans VALUES (new.rowid,
+        CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
+        max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
+            CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
+        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        CAST(new.office AS INTEGER), CAST(new.office AS INTEGER));
+END;
+CREATE TRIGGER slot_spans_update AFTER UPDATE OF due_from, settled_on, deadline, office ON slots BEGIN
+    UPDATE slot_spans SET
+        first_day = CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
+        settled_day = max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
+                          CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
+        deadline_day = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        deadline_day_ = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
+        office_code = CAST(new.office AS INTEGER),
+        office_code_ = CAST(new.office AS INTEGER)
+    WHERE id = new.rowid;
+END;
+CREATE TRIGGER slot_spans_delete AFTER DELETE ON slots BEGIN
+    DELETE FROM slot_spans WHERE id = old.rowid;
+END;
+
+CREATE TABLE projection_digests (
+    dossier_id TEXT PRIMARY KEY,
+    digests BLOB NOT NULL
+) WITHOUT ROWID;
+"#
+    };
+}
+
+/// The migration to version 2: drops every projection table any earlier
+/// version had (their indexes and triggers, and the R*Tree's own tables,
+/// go with them) and creates version 2's, empty. The store derives the
+/// rows again from its documents afterwards. Frozen.
+pub const REPLACE_WITH_V2: &str = concat!(
+    r#"
+DROP TABLE IF EXISTS slot_spans;
+DROP TABLE IF EXISTS staff;
+DROP TABLE IF EXISTS patients;
+DROP TABLE IF EXISTS patient_phones;
+DROP TABLE IF EXISTS calls;
+DROP TABLE IF EXISTS visits;
+DROP TABLE IF EXISTS purchases;
+DROP TABLE IF EXISTS followups;
+DROP TABLE IF EXISTS contacts;
+DROP TABLE IF EXISTS problems;
+DROP TABLE IF EXISTS slots;
+DROP TABLE IF EXISTS projection_digests;
+"#,
+    v2_tables!()
+);
+
+/// The projection tables as they are now (version 2): what a fresh store's
+/// migrations reach, and what every older store is migrated to (tested on
+/// both stores, and on stores made by an earlier release).
+pub const SCHEMA: &str = v2_tables!();
+
+/// The version of [`SCHEMA`].
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Every projection table (the R*Tree follows `slots` by triggers).
 pub const TABLES: [&str; 10] = [
@@ -583,7 +763,7 @@ pub fn project_new_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -
     store_digests(conn, &v.id, &digests)
 }
 
-/// Records a dossier's table digests (see [`DIGESTS_SCHEMA`]).
+/// Records a dossier's table digests (see the `projection_digests` table).
 fn store_digests(conn: &Connection, dossier_id: &str, digests: &[u8]) -> Result<()> {
     conn.prepare_cached(
         "INSERT INTO projection_digests (dossier_id, digests) VALUES (?1, ?2)
@@ -814,7 +994,7 @@ fn dossier_tables(
 }
 
 /// Brings each table's rows of the dossier to `rows`, skipping the tables
-/// whose digest is the one stored (see [`DIGESTS_SCHEMA`]).
+/// whose digest is the one stored (see the `projection_digests` table).
 fn sync_tables(
     conn: &Connection,
     dossier_id: &str,

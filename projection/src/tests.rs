@@ -53,7 +53,6 @@ fn random_slot(rng: &mut Rng) -> Slot {
 fn slot_counts_in_sql_match_the_shared_definitions() {
     let conn = Connection::open_in_memory().unwrap();
     conn.execute_batch(SCHEMA).unwrap();
-    conn.execute_batch(DIGESTS_SCHEMA).unwrap();
     let mut rng = Rng(11);
     let mut all: Vec<(String, Slot)> = Vec::new();
     for i in 0..60 {
@@ -111,7 +110,6 @@ fn slot_counts_in_sql_match_the_shared_definitions() {
 fn store_and_empty_dossier() -> (Connection, DossierView) {
     let conn = Connection::open_in_memory().unwrap();
     conn.execute_batch(SCHEMA).unwrap();
-    conn.execute_batch(DIGESTS_SCHEMA).unwrap();
     let (d, _) = Dossier::create(
         "d1",
         "44",
@@ -194,4 +192,70 @@ fn a_new_dossier_inserted_unread_is_what_a_full_projection_stores() {
         .query_row("SELECT count(*) FROM slot_spans", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 2);
+}
+
+/// A released migration's text never changes: stores that ran it have the
+/// tables it made, and a store made later must end up with the same ones.
+/// Changing the projection means a new version (a new frozen text and a
+/// migration to it), not editing these.
+#[test]
+fn released_schema_texts_are_frozen() {
+    use sha2::Digest;
+    let hex = |s: &str| -> String {
+        sha2::Sha256::digest(s.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    for (name, text, pinned) in [
+        (
+            "V1_TABLES",
+            V1_TABLES,
+            "7af18757a1f2fcf269d9b1dde8a308d6b69a284d1b38e8412418113ae7797629",
+        ),
+        (
+            "V1_DIGESTS",
+            V1_DIGESTS,
+            "e917c79186d07d0fbc7b9e13938e832a6b983727a2dd7d52034eb9e6e45d7516",
+        ),
+        (
+            "REPLACE_WITH_V2",
+            REPLACE_WITH_V2,
+            "b8004179b609ed67eb75cdc55c5123e86ecd823b5b282fb2561097990da963dc",
+        ),
+    ] {
+        assert_eq!(
+            hex(text),
+            pinned,
+            "{name} was edited after release: make a new version and a migration to it"
+        );
+    }
+}
+
+/// Version 2 replaces whatever an older store holds: the tables of any
+/// earlier shape go, today's come, and rows can be written again.
+#[test]
+fn replacing_with_v2_gives_the_current_tables_from_any_earlier_shape() {
+    let conn = Connection::open_in_memory().unwrap();
+    // The R*Tree as it was before 3885f6e, with a row.
+    conn.execute_batch(
+        "CREATE TABLE slots (dossier_id TEXT, n INTEGER);
+         CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day, +office, +deadline_day);
+         INSERT INTO slot_spans VALUES (1, 2, 3, '44', 5);",
+    )
+    .unwrap();
+    conn.execute_batch(REPLACE_WITH_V2).unwrap();
+    let fresh = Connection::open_in_memory().unwrap();
+    fresh.execute_batch(SCHEMA).unwrap();
+    let schema = |c: &Connection| -> Vec<String> {
+        c.prepare("SELECT coalesce(sql, name) FROM sqlite_master ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(schema(&conn), schema(&fresh));
+    let (_, view) = store_and_empty_dossier();
+    project_dossier(&conn, &view, &[]).unwrap();
 }

@@ -76,8 +76,9 @@ CREATE INDEX documents_office ON documents(office, id);
 "#,
     ),
     // The projections headquarters' reports read: the same tables as an
-    // office replica's, maintained by the projector.
-    M::up(keqing_projection::SCHEMA),
+    // office replica's, maintained by the projector (version 1, frozen;
+    // replaced by version 2 below).
+    M::up(keqing_projection::V1_TABLES),
     M::up(
         r#"
 -- How far the projector has read the change log.
@@ -127,7 +128,7 @@ ALTER TABLE devices ADD COLUMN cert_sha256 BLOB;
 "#,
     ),
     // Which projection tables a dossier's next projection may skip.
-    M::up(keqing_projection::DIGESTS_SCHEMA),
+    M::up(keqing_projection::V1_DIGESTS),
     M::up(
         r#"
 -- Documents the projector could not read: their rows in the projection
@@ -141,6 +142,18 @@ CREATE TABLE unreadable_documents (
     since TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX unreadable_documents_office ON unreadable_documents(office);
+"#,
+    ),
+    // Projection version 2. Stores made before it hold whatever shape the
+    // projection tables had when they were made (migration 2 once created
+    // what the projection crate said that day): every store now gets
+    // today's tables, empty...
+    M::up(keqing_projection::REPLACE_WITH_V2),
+    // ...and the projector derives them again from the start of the log.
+    M::up(
+        r#"
+UPDATE projector SET cursor = 0 WHERE id = 1;
+DELETE FROM unreadable_documents;
 "#,
     ),
 ];

@@ -18,4 +18,5 @@ mod soak;
 mod sync;
 mod sync_hostile;
 mod tls;
+mod upgrade;
 mod web_guards;
