@@ -8,11 +8,15 @@
 //!   0700 directories (existing ones tightened);
 //! - [`shutdown_signal`]: Ctrl-C or SIGTERM, what a service waits for;
 //! - [`os_account`]: who runs a command, for audit lines;
+//! - [`lock`]: one policy for a lock whose holder panicked;
 //! - [`web`]: what both web front ends (the office workstation and
 //!   headquarters' dashboard) put around their routes.
 
 pub mod files;
+pub mod locks;
 pub mod web;
+
+pub use locks::{Recover, lock};
 
 /// Wall-clock time in China Standard Time (every office's zone): the times
 /// offices record, the server's timestamps (devices, audit) and every

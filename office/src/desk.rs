@@ -668,6 +668,14 @@ impl Desk {
     }
 }
 
+/// The workstation keeps its desk behind a lock: after a panic while it
+/// was held, the replica's open transaction is rolled back.
+impl keqing_host::Recover for Desk {
+    fn recover(&mut self) {
+        self.replica.recover();
+    }
+}
+
 /// A registered call reports at most this many possible duplicates: enough
 /// to check by hand; a common name in a big office has hundreds, and
 /// reading each costs the call's latency.

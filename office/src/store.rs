@@ -17,6 +17,7 @@
 use crate::error::ClientError;
 use automerge::ActorId;
 use chrono::{NaiveDate, NaiveDateTime};
+use keqing_host::Recover;
 use keqing_projection::{slot_from_row, span_day};
 use keqing_shared::dossier::{Dossier, DossierView, NewChange};
 use keqing_shared::followup::{Slot, schedule};
@@ -485,6 +486,43 @@ pub struct Replica {
     meta: ReplicaMeta,
     path: PathBuf,
     key: Option<ReplicaKey>,
+    /// Inside [`Replica::begin_bulk`].
+    bulk: bool,
+}
+
+/// Rolls back the write transaction (or savepoint) it was made for when
+/// dropped armed: on an error, and on a panic while the edit runs, so a
+/// panic never leaves the connection inside a transaction that would
+/// swallow every later write.
+struct Rollback<'c> {
+    conn: &'c Connection,
+    nested: bool,
+    armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Best effort: the error (or panic) that caused it is the one
+            // to report.
+            let _ = self.conn.execute_batch(if self.nested {
+                "ROLLBACK TO edit; RELEASE edit"
+            } else {
+                "ROLLBACK"
+            });
+        }
+    }
+}
+
+/// After a panic while the replica was locked: any transaction left open
+/// is rolled back (see [`keqing_host::lock`]).
+impl Recover for Replica {
+    fn recover(&mut self) {
+        self.bulk = false;
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 /// A thread with its own connection that copies the WAL back into the
@@ -774,6 +812,7 @@ impl Replica {
             path,
             key,
             checkpointer: None,
+            bulk: false,
         })
     }
 
@@ -820,6 +859,7 @@ impl Replica {
             path,
             key,
             checkpointer: None,
+            bulk: false,
         };
         if stale {
             replica.rebuild()?;
@@ -868,45 +908,51 @@ impl Replica {
 
     /// Runs `f` in one write transaction: all of it is committed, or none.
     /// Inside [`Replica::begin_bulk`] it is a savepoint of the bulk
-    /// transaction instead, still all-or-nothing.
+    /// transaction instead, still all-or-nothing. An error or a panic in `f`
+    /// rolls it back ([`Rollback`]): nothing of it stays, and the next write
+    /// starts on a connection outside any transaction.
     pub fn write<T>(&mut self, f: impl FnOnce(&mut WriteTx<'_>) -> Result<T>) -> Result<T> {
-        let nested = !self.conn.is_autocommit();
+        if !self.bulk && !self.conn.is_autocommit() {
+            // Only a bug could leave one open; writing on inside it would
+            // commit nothing.
+            tracing::warn!("a transaction was left open; rolled back");
+            self.recover();
+        }
+        let nested = self.bulk;
         self.conn.execute_batch(if nested {
             "SAVEPOINT edit"
         } else {
             "BEGIN IMMEDIATE"
         })?;
+        let mut pending = Rollback {
+            conn: &self.conn,
+            nested,
+            armed: true,
+        };
         let mut w = WriteTx {
             tx: &self.conn,
             actor: self.meta.actor.clone(),
         };
-        let outcome = f(&mut w).and_then(|v| {
-            self.conn
-                .execute_batch(if nested { "RELEASE edit" } else { "COMMIT" })?;
-            if !nested && let Some(c) = &self.checkpointer {
-                c.committed();
-            }
-            Ok(v)
-        });
-        if outcome.is_err() {
-            // Best effort: the error that caused the rollback is the one to report.
-            let _ = self.conn.execute_batch(if nested {
-                "ROLLBACK TO edit; RELEASE edit"
-            } else {
-                "ROLLBACK"
-            });
+        let value = f(&mut w)?;
+        self.conn
+            .execute_batch(if nested { "RELEASE edit" } else { "COMMIT" })?;
+        pending.armed = false;
+        if !nested && let Some(c) = &self.checkpointer {
+            c.committed();
         }
-        outcome
+        Ok(value)
     }
 
     /// Starts a bulk transaction: edits until [`Replica::finish_bulk`] are
     /// committed together (imports, benchmarks), each still atomic on its own.
     pub fn begin_bulk(&mut self) -> Result<()> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.bulk = true;
         Ok(())
     }
 
     pub fn finish_bulk(&mut self, commit: bool) -> Result<()> {
+        self.bulk = false;
         if commit {
             if let Err(e) = self.conn.execute_batch("COMMIT") {
                 let _ = self.conn.execute_batch("ROLLBACK");

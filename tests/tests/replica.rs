@@ -346,3 +346,62 @@ fn a_pulled_document_that_does_not_merge_is_quarantined_and_the_rest_applied() {
     let retry = b.replica_mut().retry_quarantined().unwrap();
     assert_eq!((retry.merged, retry.still_quarantined), (0, 0));
 }
+
+/// A panic in the middle of an edit, after its rows were written, while
+/// the desk is locked (as in the workstation): nothing of it stays, the
+/// lock is recovered, and the next edit commits for real (other
+/// connections see it). Before, the panicked transaction stayed open and
+/// every later edit went into it, never to be committed.
+#[test]
+fn a_panic_inside_a_write_leaves_nothing_and_the_next_edit_commits() {
+    use keqing_shared::dossier::Dossier;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut desk = Desk::init(tmp.path(), "44", "前台1").unwrap();
+    desk.add_staff("李娜", Role::Consultant).unwrap();
+    let id = desk
+        .register_call(&call("13800000001", "张三", "2026-11-20T09:00"))
+        .unwrap()
+        .dossier_id;
+    let outbox = desk.replica().outbox_len().unwrap();
+    let shared = std::sync::Mutex::new(desk);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut desk = keqing_host::lock(&shared);
+        let _: Result<(), ClientError> = desk.replica_mut().write(|w| {
+            let bytes = w.load_document(&id)?.unwrap();
+            let mut d = Dossier::load(&bytes, w.actor().clone())?;
+            let change = d.edit(1, |tx| tx.add_phone("13900000009"))?.unwrap();
+            w.save_dossier(&d, &[&change], t("2026-11-20T10:00"))?;
+            if change.bytes.is_empty() {
+                return Ok(());
+            }
+            panic!("injected after the edit's rows were written");
+        });
+    }));
+    assert!(panicked.is_err());
+    assert!(shared.is_poisoned());
+    let second = {
+        let mut desk = keqing_host::lock(&shared);
+        desk.register_call(&call("13800000002", "李四", "2026-11-20T11:00"))
+            .unwrap()
+            .dossier_id
+    };
+    // Another connection to the file: the second call is there, nothing
+    // of the panicked edit is.
+    let other = Desk::open(tmp.path()).unwrap();
+    assert_eq!(other.resolve_patient("13800000002").unwrap(), second);
+    assert!(other.resolve_patient("13900000009").is_err());
+    let (view, _) = other.dossier(&id).unwrap();
+    assert_eq!(view.patient.phones, ["13800000001"]);
+    assert!(
+        other.replica().outbox_len().unwrap() > outbox,
+        "the second call is queued"
+    );
+    let rows_of_first = other
+        .replica()
+        .outbox_batch(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.doc_id == id)
+        .count();
+    assert_eq!(rows_of_first, 2, "the first call's creation and call only");
+}

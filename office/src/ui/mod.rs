@@ -61,7 +61,7 @@ impl App {
     ) -> Result<T, UiError> {
         let app = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            let mut desk = app.desk.lock().unwrap_or_else(|p| p.into_inner());
+            let mut desk = keqing_host::lock(&app.desk);
             f(&mut desk)
         })
         .await
@@ -78,15 +78,11 @@ impl App {
     }
 
     fn remember_staff(&self, name: &str) {
-        *self.0.last_staff.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
+        *keqing_host::lock(&self.0.last_staff) = Some(name.to_string());
     }
 
     fn last_staff(&self) -> Option<String> {
-        self.0
-            .last_staff
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        keqing_host::lock(&self.0.last_staff).clone()
     }
 
     /// What every page shows around its content.
