@@ -6,16 +6,17 @@ use chrono::{NaiveDate, NaiveDateTime};
 use clap::{Args, Parser, Subcommand};
 use keqing_host::now_cst;
 use keqing_office::desk::{
-    CallInput, Desk, DueEntry, FollowUpInput, MatchedBy, PurchaseInput, VisitInput, new_id,
+    CallInput, ContactInput, ContactKind, Desk, DueEntry, FollowUpInput, HospitalInput, MatchedBy,
+    PatientChanges, ProblemStep, PurchaseInput, VisitInput,
 };
 use keqing_office::store;
 use keqing_shared::DomainError;
-use keqing_shared::dossier::{DossierView, PatientUpdate};
+use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::{Slot, SlotStatus};
 use keqing_shared::records::*;
 use keqing_shared::report::{Report, Scope};
 use keqing_shared::sheets;
-use keqing_shared::staff::{Role, validate_name, validate_text};
+use keqing_shared::staff::Role;
 use keqing_shared::when::{fmt_date, parse_date, parse_datetime};
 use keqing_shared::{office, phone};
 use std::io::IsTerminal;
@@ -587,7 +588,8 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("错误 error: {e:#}");
+            // An error may carry a server's message or stored text.
+            eprintln!("错误 error: {}", safe(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -693,8 +695,10 @@ fn sex(s: &Option<String>) -> Result<Option<Sex>> {
         .transpose()
 }
 
-fn text(field: &'static str, s: &Option<String>) -> Result<Option<String>> {
-    Ok(s.as_deref().map(|v| validate_name(field, v)).transpose()?)
+/// Stored text as it may be printed: it may hold anything a device sent,
+/// so control characters are shown, never acted on by the terminal.
+fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    keqing_shared::printable::printable(s)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -858,6 +862,12 @@ fn run(cli: Cli) -> Result<()> {
                     s.quarantined
                 );
             }
+            if s.refused > 0 {
+                println!(
+                    "注意: 服务器拒绝了本机的 {} 条变更, 已移出待同步队列 (keqing quarantine list 查看原因) / refused, set aside; the rest synced",
+                    s.refused
+                );
+            }
         }
         Command::Heads { json } => {
             let heads: std::collections::BTreeMap<String, Vec<String>> = desk
@@ -874,7 +884,7 @@ fn run(cli: Cli) -> Result<()> {
                 return print_json(&heads);
             }
             for (id, h) in heads {
-                println!("{id} {}", h.join(","));
+                println!("{} {}", safe(&id), h.join(","));
             }
         }
         Command::Repair => {
@@ -884,7 +894,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Staff(StaffCommand::Add { name, role }) => {
             let s = desk.add_staff(&name, Role::parse(&role)?)?;
-            println!("已添加员工 {} ({})", s.name, s.role.chinese());
+            println!("已添加员工 {} ({})", safe(&s.name), s.role.chinese());
         }
         Command::Staff(StaffCommand::List { json }) => {
             let staff = desk.replica().staff()?;
@@ -910,8 +920,8 @@ fn run(cli: Cli) -> Result<()> {
                 disease: a.disease,
                 source: a.source,
                 staff: a.staff,
-                relation: text("relation", &a.relation)?,
-                address: text("address", &a.address)?,
+                relation: a.relation,
+                address: a.address,
                 knows: yes_no("knows", &a.knows)?,
                 condition: a.condition,
                 treatment: a.treatment,
@@ -934,10 +944,10 @@ fn run(cli: Cli) -> Result<()> {
             for d in &out.possible_duplicates {
                 println!(
                     "注意 可能重复: {} {} 岁 电话 {} 档案 {}",
-                    d.name,
+                    safe(&d.name),
                     d.age.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
-                    d.phones.join(","),
-                    d.dossier_id
+                    safe(&d.phones.join(",")),
+                    safe(&d.dossier_id)
                 );
             }
             // The dossier id alone on the last line, for scripts.
@@ -954,7 +964,7 @@ fn run(cli: Cli) -> Result<()> {
             let (v, visit) = desk.record_visit(&a.who.patient, &input)?;
             println!(
                 "已登记到堂 {} {}",
-                v.patient.name,
+                safe(&v.patient.name),
                 if visit.purchased { "已购" } else { "未购" }
             );
             println!("{}", v.id);
@@ -974,8 +984,8 @@ fn run(cli: Cli) -> Result<()> {
             let (v, purchase) = desk.record_purchase(&a.who.patient, &input)?;
             println!(
                 "已登记购药 {} {} {} 盒 ¥{} 用药到期 {}",
-                v.patient.name,
-                purchase.product,
+                safe(&v.patient.name),
+                safe(&purchase.product),
                 purchase.quantity,
                 fmt_yuan(purchase.amount_fen),
                 purchase
@@ -994,85 +1004,63 @@ fn run(cli: Cli) -> Result<()> {
                 next_entry: a.next,
             };
             let (v, _) = desk.record_followup(&a.who.patient, &input)?;
-            println!("已登记回访 {}", v.patient.name);
+            println!("已登记回访 {}", safe(&v.patient.name));
             println!("{}", v.id);
         }
         Command::Hospital(a) => {
-            let staff = desk.staff_member(&a.who.staff)?;
-            let admitted = parse_date(&a.admitted)?;
-            let discharged = a.discharged.as_deref().map(parse_date).transpose()?;
-            if discharged.is_some_and(|d| d < admitted) {
-                return Err(DomainError::invalid("discharged", "before the admission").into());
-            }
-            let h = HospitalStay {
-                id: new_id(),
+            let input = HospitalInput {
+                staff: a.who.staff,
                 at: when(&a.who.at)?,
-                staff: staff.name,
-                admitted,
-                discharged,
+                admitted: parse_date(&a.admitted)?,
+                discharged: a.discharged.as_deref().map(parse_date).transpose()?,
                 hospital: a.hospital,
                 reason: a.reason,
             };
-            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.add(&h))?;
-            println!("已登记住院 {} 入院 {}", v.patient.name, fmt_date(admitted));
+            let (v, stay) = desk.record_hospital_stay(&a.who.patient, &input)?;
+            println!(
+                "已登记住院 {} 入院 {}",
+                safe(&v.patient.name),
+                fmt_date(stay.admitted)
+            );
             println!("{}", v.id);
         }
-        Command::Greeting(a) => contact(&mut desk, a, "问候", |c| {
-            Box::new(move |tx| tx.add(&Greeting(c)))
-        })?,
-        Command::Homevisit(a) => contact(&mut desk, a, "家访", |c| {
-            Box::new(move |tx| tx.add(&HomeVisit(c)))
-        })?,
-        Command::Delivery(a) => contact(&mut desk, a, "外送", |c| {
-            Box::new(move |tx| tx.add(&Delivery(c)))
-        })?,
+        Command::Greeting(a) => contact(&mut desk, a, ContactKind::Greeting)?,
+        Command::Homevisit(a) => contact(&mut desk, a, ContactKind::HomeVisit)?,
+        Command::Delivery(a) => contact(&mut desk, a, ContactKind::Delivery)?,
         Command::Typical(a) => {
-            let staff = desk.staff_member(&a.who.staff)?;
-            let t = TypicalCase {
-                flagged: !a.clear,
-                at: when(&a.who.at)?,
-                staff: staff.name,
-                notes: a.notes,
-            };
-            let (v, ()) = desk.edit_patient(&a.who.patient, |tx| tx.set_typical(&t))?;
+            let v = desk.mark_typical(
+                &a.who.patient,
+                &a.who.staff,
+                when(&a.who.at)?,
+                &a.notes,
+                !a.clear,
+            )?;
             println!(
                 "{} {}",
-                if t.flagged {
-                    "已标记典型病例"
-                } else {
+                if a.clear {
                     "已取消典型病例"
+                } else {
+                    "已标记典型病例"
                 },
-                v.patient.name
+                safe(&v.patient.name)
             );
             println!("{}", v.id);
         }
         Command::Problem(p) => problem(&mut desk, p)?,
         Command::Update(a) => {
-            let u = PatientUpdate {
-                name: text("name", &a.name)?,
+            let changes = PatientChanges {
+                name: a.name,
                 sex: sex(&a.sex)?,
                 age: a.age,
                 birth_year: a.birth_year,
-                address: text("address", &a.address)?,
+                address: a.address,
                 knows: yes_no("knows", &a.knows)?,
                 notes: a.notes,
+                phone: a.phone,
+                disease: a.disease,
             };
-            if let Some(age) = u.age.filter(|a| !(0..=130).contains(a)) {
-                return Err(DomainError::invalid("age", format!("{age} is not an age")).into());
-            }
-            let phone = a.phone.as_deref().map(phone::normalise).transpose()?;
-            let disease = text("disease", &a.disease)?;
-            let (v, ()) = desk.edit_patient(&a.patient, |tx| {
-                tx.update_patient(&u)?;
-                if let Some(p) = &phone {
-                    tx.add_phone(p)?;
-                }
-                if let Some(d) = &disease {
-                    tx.add_disease(d)?;
-                }
-                Ok(())
-            })?;
-            println!("已更新资料 {}", v.patient.name);
+            let v = desk.update_patient(&a.patient, &changes)?;
+            println!("已更新资料 {}", safe(&v.patient.name));
             println!("{}", v.id);
         }
         Command::Due { date, json } => {
@@ -1235,7 +1223,7 @@ fn run(cli: Cli) -> Result<()> {
             value,
         } => {
             let view = desk.resolve_field(&dossier, &field, &value)?;
-            println!("已设定 {} 的 {field}", view.patient.name);
+            println!("已设定 {} 的 {}", safe(&view.patient.name), safe(&field));
             println!("{}", view.id);
         }
         Command::Rebuild => {
@@ -1272,20 +1260,62 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Quarantine(QuarantineCommand::List { json }) => {
             let (count, all) = desk.replica().quarantined(usize::MAX)?;
+            let (refused_count, refused) = desk.replica().refused(usize::MAX)?;
             if json {
-                return print_json(&all);
+                // One list, as before: own changes the server refused are
+                // the items of kind `refused`.
+                let mut items: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<std::result::Result<_, _>>()?;
+                for r in &refused {
+                    items.push(serde_json::json!({
+                        "doc_id": r.doc_id,
+                        "kind": "refused",
+                        "reason": r.reason,
+                        "at": r.at,
+                        "bytes": r.bytes,
+                    }));
+                }
+                return print_json(&items);
             }
-            if count == 0 {
+            if count + refused_count == 0 {
                 println!("没有隔离的数据 (nothing quarantined)");
             }
+            if count > 0 {
+                println!("无法合并的远端数据 pulled data that does not merge ({count}):");
+            }
             for q in &all {
-                println!("{} {} {} {}", q.at, q.doc_id, q.kind, q.reason);
+                println!(
+                    "  {} {} {} {}",
+                    q.at,
+                    safe(&q.doc_id),
+                    q.kind,
+                    safe(&q.reason)
+                );
+            }
+            if refused_count > 0 {
+                println!("服务器拒绝的本机变更 own changes the server refused ({refused_count}):");
+            }
+            for r in &refused {
+                println!(
+                    "  {} {} {} 字节 {}",
+                    r.at,
+                    safe(&r.doc_id),
+                    r.bytes,
+                    safe(&r.reason)
+                );
             }
         }
         Command::Quarantine(QuarantineCommand::Retry { json }) => {
             let outcome = desk.replica_mut().retry_quarantined()?;
+            let requeued = desk.replica_mut().requeue_refused()?;
             if json {
-                return print_json(&outcome);
+                return print_json(&serde_json::json!({
+                    "merged": outcome.merged,
+                    "still_quarantined": outcome.still_quarantined,
+                    "requeued": requeued,
+                }));
             }
             println!(
                 "已重新合并 {} 份档案, 仍无法合并 {} 份 (merged {}, still quarantined {})",
@@ -1294,6 +1324,11 @@ fn run(cli: Cli) -> Result<()> {
                 outcome.merged,
                 outcome.still_quarantined
             );
+            if requeued > 0 {
+                println!(
+                    "被拒的 {requeued} 条本机变更已放回待同步队列, 下次同步再试 (requeued for the next sync)"
+                );
+            }
         }
         Command::Status { json } => {
             let meta = desk.replica().meta().clone();
@@ -1302,6 +1337,7 @@ fn run(cli: Cli) -> Result<()> {
                 .unwrap_or("总部");
             let sync = desk.replica().sync_state()?;
             let (quarantined, quarantined_latest) = desk.replica().quarantined(10)?;
+            let (refused, refused_latest) = desk.replica().refused(10)?;
             let status = serde_json::json!({
                 "office": meta.office,
                 "office_name": office_name,
@@ -1312,6 +1348,8 @@ fn run(cli: Cli) -> Result<()> {
                 "waiting_for_dependencies": desk.replica().pending_len()?,
                 "quarantined": quarantined,
                 "quarantined_latest": quarantined_latest,
+                "refused": refused,
+                "refused_latest": refused_latest,
                 "encrypted": store::is_encrypted(&data)?,
                 "sync": sync,
             });
@@ -1332,18 +1370,33 @@ fn run(cli: Cli) -> Result<()> {
                     "未加密 not encrypted"
                 }
             );
+            if refused > 0 {
+                println!("被拒的本机变更 {refused} 条 (已移出待同步队列; refused by the server):");
+                for r in &refused_latest {
+                    println!("  {} {} {}", r.at, safe(&r.doc_id), safe(&r.reason));
+                }
+            }
             if quarantined > 0 {
                 println!("隔离的远端数据 {quarantined} 条 (无法合并, 已保存; quarantined):");
                 for q in &quarantined_latest {
-                    println!("  {} {} {} {}", q.at, q.doc_id, q.kind, q.reason);
+                    println!(
+                        "  {} {} {} {}",
+                        q.at,
+                        safe(&q.doc_id),
+                        q.kind,
+                        safe(&q.reason)
+                    );
                 }
             }
             match &sync {
                 Some(s) => {
-                    println!("服务器 {}  游标 {}", s.server, s.cursor);
+                    println!("服务器 {}  游标 {}", safe(&s.server), s.cursor);
                     println!("上次同步 {}", s.last_sync.as_deref().unwrap_or("从未"));
                     if let Some(e) = &s.last_error {
-                        println!("上次错误 {e}");
+                        let kind = s
+                            .last_error_kind
+                            .unwrap_or(keqing_office::SyncFailure::Offline);
+                        println!("上次同步失败 ({}) {}", kind.chinese(), safe(e));
                     }
                 }
                 None => println!("未注册同步 (keqing enroll --server URL --token T)"),
@@ -1488,93 +1541,47 @@ async fn watch_sync(replica: &mut keqing_office::store::Replica, interval: Durat
     }
 }
 
-type ContactEdit =
-    Box<dyn FnOnce(&mut keqing_shared::dossier::DossierTx<'_, '_>) -> Result<(), DomainError>>;
-
-fn contact(
-    desk: &mut Desk,
-    a: ContactArgs,
-    label: &str,
-    make: impl FnOnce(Contact) -> ContactEdit,
-) -> Result<()> {
-    let staff = desk.staff_member(&a.who.staff)?;
-    let c = Contact {
-        id: new_id(),
+fn contact(desk: &mut Desk, a: ContactArgs, kind: ContactKind) -> Result<()> {
+    let input = ContactInput {
+        staff: a.who.staff,
         at: when(&a.who.at)?,
-        staff: staff.name,
         notes: a.notes,
     };
-    let edit = make(c);
-    let (v, ()) = desk.edit_patient(&a.who.patient, edit)?;
-    println!("已登记{label} {}", v.patient.name);
+    let (v, _) = desk.record_contact(&a.who.patient, kind, &input)?;
+    println!("已登记{} {}", kind.chinese(), safe(&v.patient.name));
     println!("{}", v.id);
     Ok(())
 }
 
 fn problem(desk: &mut Desk, cmd: ProblemCommand) -> Result<()> {
-    let (who, target, resolution) = match &cmd {
-        ProblemCommand::Open { who, .. } => (who, None, None),
-        ProblemCommand::Handle { who, problem } => (who, Some(problem.clone()), None),
+    let (who, step) = match cmd {
+        ProblemCommand::Open { who, description } => (who, ProblemStep::Open { description }),
+        ProblemCommand::Handle { who, problem } => (who, ProblemStep::Handle { problem }),
         ProblemCommand::Resolve {
             who,
             problem,
             resolution,
-        } => (who, Some(problem.clone()), Some(resolution.clone())),
+        } => (
+            who,
+            ProblemStep::Resolve {
+                problem,
+                resolution,
+            },
+        ),
     };
-    let staff = desk.staff_member(&who.staff)?;
-    let at = when(&who.at)?;
-    if let ProblemCommand::Open { description, .. } = &cmd {
-        let p = Problem {
-            id: new_id(),
-            at,
-            staff: staff.name,
-            description: validate_text("description", description, 2000)?,
-            state: ProblemState::Open,
-            handling_at: None,
-            resolved_at: None,
-            resolution: None,
-        };
-        let (v, ()) = desk.edit_patient(&who.patient, |tx| tx.add(&p))?;
-        println!("已登记问题患者 {} 问题 {}", v.patient.name, p.id);
-        println!("{}", p.id);
-        return Ok(());
+    let opened = matches!(step, ProblemStep::Open { .. });
+    let (v, p) = desk.problem(&who.patient, &who.staff, when(&who.at)?, &step)?;
+    if opened {
+        println!("已登记问题患者 {} 问题 {}", safe(&v.patient.name), p.id);
+    } else {
+        println!(
+            "问题 {} {} → {}",
+            safe(&v.patient.name),
+            p.id,
+            p.state.chinese()
+        );
     }
-    let (view, _) = desk.dossier(&who.patient)?;
-    let problem_id = match target.flatten() {
-        Some(id) => id,
-        None => {
-            let open: Vec<&Problem> = view
-                .problems
-                .iter()
-                .filter(|p| p.state != ProblemState::Resolved)
-                .collect();
-            match open.as_slice() {
-                [one] => one.id.clone(),
-                [] => bail!(
-                    "没有未解决的问题 no unresolved problem for {}",
-                    view.patient.name
-                ),
-                _ => bail!("有多个未解决的问题 several unresolved problems: give --problem ID"),
-            }
-        }
-    };
-    let (v, p) = desk.edit_patient(&view.id, |tx| {
-        let mut p: Problem = tx.get(&problem_id)?;
-        match &resolution {
-            None => {
-                p.state = ProblemState::Handling;
-                p.handling_at = Some(at);
-            }
-            Some(r) => {
-                p.state = ProblemState::Resolved;
-                p.resolved_at = Some(at);
-                p.resolution = Some(r.clone());
-            }
-        }
-        tx.update(&p)?;
-        Ok(p)
-    })?;
-    println!("问题 {} {} → {}", v.patient.name, p.id, p.state.chinese());
+    // The problem's id alone on the last line, for scripts.
     println!("{}", p.id);
     Ok(())
 }
@@ -1605,33 +1612,34 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 
 fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
     let p = &v.patient;
-    println!("病历档案 {}", v.id);
+    // Every stored text through `safe`: another device may have written it.
+    println!("病历档案 {}", safe(&v.id));
     if let Some(into) = &v.merged_into {
-        println!("  已合并到 {into}");
+        println!("  已合并到 {}", safe(into));
     }
     println!(
         "  姓名 {}  性别 {}  年龄 {}  电话 {}",
-        p.name,
+        safe(&p.name),
         p.sex.map(|s| s.chinese()).unwrap_or("-"),
         p.age.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-        p.phones.join(",")
+        safe(&p.phones.join(","))
     );
     println!(
         "  疾病 {}  是否知道 {}  地址 {}",
-        p.diseases.join(","),
+        safe(&p.diseases.join(",")),
         p.knows.map(|k| if k { "是" } else { "否" }).unwrap_or("-"),
-        p.address.as_deref().unwrap_or("-")
+        safe(p.address.as_deref().unwrap_or("-"))
     );
     if let Some(t) = v.typical.as_ref().filter(|t| t.flagged) {
         println!(
             "  典型病例 ({} {}) {}",
-            t.staff,
+            safe(&t.staff),
             fmt_date(t.at.date()),
-            opt(&t.notes)
+            safe(&opt(&t.notes))
         );
     }
     for c in &v.conflicts {
-        println!("  冲突 {}: {}", c.field, c.values.join(" | "));
+        println!("  冲突 {}: {}", safe(&c.field), safe(&c.values.join(" | ")));
     }
     let mut t = Table::new(["时间", "类别", "员工", "内容"]);
     let mut lines: Vec<(NaiveDateTime, [String; 4])> = Vec::new();

@@ -1,9 +1,12 @@
 //! The office desk: every operation of an office day, offline.
 //!
-//! Each operation validates its input first (phone, dates, staff, patient),
+//! Each operation validates its input first (phone, dates, staff, patient,
+//! and every typed field against its limit in [`keqing_shared::limits`]),
 //! then makes exactly one automerge change and commits it with its outbox row
-//! and projections in one SQLite transaction. Input that fails validation
-//! changes nothing.
+//! and projections in one SQLite transaction; a change or a dossier over its
+//! byte limit is refused before the commit. Input that fails validation
+//! changes nothing. The command line and the workstation only parse and
+//! print: every rule is here, once.
 
 use crate::error::ClientError;
 use crate::store::{OpenSlot, PatientRow, Replica, ReplicaMeta, WriteTx};
@@ -12,10 +15,11 @@ use chrono::{NaiveDate, NaiveDateTime};
 use keqing_host::now_cst;
 use keqing_shared::dossier::{Dossier, DossierTx, DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus, schedule};
+use keqing_shared::limits;
 use keqing_shared::records::*;
 use keqing_shared::report::{self, Report, Scope};
 use keqing_shared::roster::{Roster, roster_id};
-use keqing_shared::staff::{Role, Staff, validate_name, validate_text};
+use keqing_shared::staff::{Role, Staff, validate_name};
 use keqing_shared::{office, phone};
 use serde::Serialize;
 use std::path::Path;
@@ -111,15 +115,90 @@ pub struct FollowUpInput {
     pub next_entry: Option<String>,
 }
 
-/// Longest free text kept in one field of a record (notes, outcomes).
-const MAX_RECORD_TEXT: usize = 2000;
-
+/// An optional typed field, checked against its limit (blank is `None`).
 fn optional_text(field: &'static str, s: &Option<String>) -> Result<Option<String>> {
-    Ok(s.as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| validate_text(field, t, MAX_RECORD_TEXT))
-        .transpose()?)
+    Ok(limits::optional(field, s.as_deref())?)
+}
+
+/// A hospital stay (住院) as entered.
+#[derive(Debug, Clone, Default)]
+pub struct HospitalInput {
+    pub staff: String,
+    pub at: NaiveDateTime,
+    pub admitted: NaiveDate,
+    pub discharged: Option<NaiveDate>,
+    pub hospital: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Which kind of contact a [`ContactInput`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactKind {
+    /// 逢年过节打招呼
+    Greeting,
+    /// 家访
+    HomeVisit,
+    /// 外送
+    Delivery,
+}
+
+impl ContactKind {
+    pub fn chinese(self) -> &'static str {
+        match self {
+            ContactKind::Greeting => "问候",
+            ContactKind::HomeVisit => "家访",
+            ContactKind::Delivery => "外送",
+        }
+    }
+}
+
+/// A greeting, home visit or delivery as entered.
+#[derive(Debug, Clone, Default)]
+pub struct ContactInput {
+    pub staff: String,
+    pub at: NaiveDateTime,
+    pub notes: Option<String>,
+}
+
+/// Changes to a patient's details as entered; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct PatientChanges {
+    pub name: Option<String>,
+    pub sex: Option<Sex>,
+    pub age: Option<i64>,
+    pub birth_year: Option<i64>,
+    pub address: Option<String>,
+    pub knows: Option<bool>,
+    pub notes: Option<String>,
+    /// A phone number to add.
+    pub phone: Option<String>,
+    /// A disease to add.
+    pub disease: Option<String>,
+}
+
+/// What to do with a problem (问题患者).
+#[derive(Debug, Clone)]
+pub enum ProblemStep {
+    Open {
+        description: String,
+    },
+    /// Being handled; `problem` is its id, or the only unresolved one.
+    Handle {
+        problem: Option<String>,
+    },
+    Resolve {
+        problem: Option<String>,
+        resolution: String,
+    },
+}
+
+fn check_age(age: Option<i64>) -> Result<()> {
+    match age {
+        Some(a) if !(0..=130).contains(&a) => {
+            Err(keqing_shared::DomainError::invalid("age", format!("{a} is not an age")).into())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// An entry of the day's follow-up list: one patient, most urgent slot first.
@@ -282,20 +361,15 @@ impl Desk {
     /// Registers a consultation call (电话咨询): finds or creates the dossier.
     pub fn register_call(&mut self, input: &CallInput) -> Result<CallOutcome> {
         let caller_phone = phone::normalise(&input.phone)?;
-        let name = validate_name("name", &input.name)?;
-        let source = validate_name("source", &input.source)?;
-        let disease = input
-            .disease
-            .as_deref()
-            .map(|d| validate_name("disease", d))
-            .transpose()?;
-        if let Some(age) = input.age
-            && !(0..=130).contains(&age)
-        {
-            return Err(
-                keqing_shared::DomainError::invalid("age", format!("{age} is not an age")).into(),
-            );
-        }
+        let name = limits::field("name", &input.name)?;
+        let source = limits::field("source", &input.source)?;
+        let disease = optional_text("disease", &input.disease)?;
+        let relation = optional_text("relation", &input.relation)?;
+        let address = optional_text("address", &input.address)?;
+        let condition = optional_text("condition", &input.condition)?;
+        let treatment = optional_text("treatment", &input.treatment)?;
+        let outcome = optional_text("outcome", &input.outcome)?;
+        check_age(input.age)?;
         let staff = self.staff_member(&input.staff)?;
         let given = input
             .patient
@@ -308,19 +382,19 @@ impl Desk {
             at: input.at,
             staff: staff.name.clone(),
             caller_phone: caller_phone.clone(),
-            relation: input.relation.clone(),
+            relation,
             source,
             disease: disease.clone(),
-            condition: input.condition.clone(),
-            treatment: input.treatment.clone(),
-            outcome: input.outcome.clone(),
+            condition,
+            treatment,
+            outcome,
         };
         let update = PatientUpdate {
             name: None,
             sex: input.sex,
             age: input.age,
             birth_year: None,
-            address: input.address.clone(),
+            address,
             knows: input.knows,
             notes: None,
         };
@@ -456,7 +530,7 @@ impl Desk {
         input: &PurchaseInput,
     ) -> Result<(DossierView, Purchase)> {
         let staff = self.staff_member(&input.staff)?;
-        let product = validate_name("product", &input.product)?;
+        let product = limits::field("product", &input.product)?;
         if !(1..=10_000).contains(&input.quantity) {
             return Err(keqing_shared::DomainError::invalid(
                 "quantity",
@@ -501,12 +575,202 @@ impl Desk {
             id: new_id(),
             at: input.at,
             staff: staff.name,
-            kind: validate_name("kind", &input.kind)?,
-            outcome: validate_text("outcome", input.outcome.trim(), MAX_RECORD_TEXT)?,
+            kind: limits::field("kind", &input.kind)?,
+            outcome: limits::field("outcome", &input.outcome)?,
             next_entry: optional_text("next", &input.next_entry)?,
         };
         let (view, ()) = self.edit_patient(patient, |tx| tx.add(&followup))?;
         Ok((view, followup))
+    }
+
+    /// Registers a hospital stay (住院), so follow-up calls fit around it.
+    pub fn record_hospital_stay(
+        &mut self,
+        patient: &str,
+        input: &HospitalInput,
+    ) -> Result<(DossierView, HospitalStay)> {
+        let staff = self.staff_member(&input.staff)?;
+        if input.discharged.is_some_and(|d| d < input.admitted) {
+            return Err(keqing_shared::DomainError::invalid(
+                "discharged",
+                "the discharge is before the admission",
+            )
+            .into());
+        }
+        let stay = HospitalStay {
+            id: new_id(),
+            at: input.at,
+            staff: staff.name,
+            admitted: input.admitted,
+            discharged: input.discharged,
+            hospital: optional_text("hospital", &input.hospital)?,
+            reason: optional_text("reason", &input.reason)?,
+        };
+        let (view, ()) = self.edit_patient(patient, |tx| tx.add(&stay))?;
+        Ok((view, stay))
+    }
+
+    /// Registers a holiday greeting, a home visit or a delivery.
+    pub fn record_contact(
+        &mut self,
+        patient: &str,
+        kind: ContactKind,
+        input: &ContactInput,
+    ) -> Result<(DossierView, Contact)> {
+        let staff = self.staff_member(&input.staff)?;
+        let contact = Contact {
+            id: new_id(),
+            at: input.at,
+            staff: staff.name,
+            notes: optional_text("notes", &input.notes)?,
+        };
+        let record = contact.clone();
+        let (view, ()) = self.edit_patient(patient, move |tx| match kind {
+            ContactKind::Greeting => tx.add(&Greeting(record)),
+            ContactKind::HomeVisit => tx.add(&HomeVisit(record)),
+            ContactKind::Delivery => tx.add(&Delivery(record)),
+        })?;
+        Ok((view, contact))
+    }
+
+    /// Marks the patient as a typical case (典型病例), or clears the mark.
+    pub fn mark_typical(
+        &mut self,
+        patient: &str,
+        staff: &str,
+        at: NaiveDateTime,
+        notes: &Option<String>,
+        flagged: bool,
+    ) -> Result<DossierView> {
+        let staff = self.staff_member(staff)?;
+        let mark = TypicalCase {
+            flagged,
+            at,
+            staff: staff.name,
+            notes: optional_text("notes", notes)?,
+        };
+        let (view, ()) = self.edit_patient(patient, |tx| tx.set_typical(&mark))?;
+        Ok(view)
+    }
+
+    /// Opens, handles or resolves a problem (问题患者); returns the problem
+    /// as it now stands.
+    pub fn problem(
+        &mut self,
+        patient: &str,
+        staff: &str,
+        at: NaiveDateTime,
+        step: &ProblemStep,
+    ) -> Result<(DossierView, Problem)> {
+        let staff = self.staff_member(staff)?;
+        let (problem_id, resolution) = match step {
+            ProblemStep::Open { description } => {
+                let p = Problem {
+                    id: new_id(),
+                    at,
+                    staff: staff.name,
+                    description: limits::field("description", description)?,
+                    state: ProblemState::Open,
+                    handling_at: None,
+                    resolved_at: None,
+                    resolution: None,
+                };
+                let (view, ()) = self.edit_patient(patient, |tx| tx.add(&p))?;
+                return Ok((view, p));
+            }
+            ProblemStep::Handle { problem } => (problem.clone(), None),
+            ProblemStep::Resolve {
+                problem,
+                resolution,
+            } => (
+                problem.clone(),
+                Some(limits::field("resolution", resolution)?),
+            ),
+        };
+        let (view, _) = self.dossier(patient)?;
+        let problem_id = match problem_id {
+            Some(id) => id,
+            None => {
+                let open: Vec<&Problem> = view
+                    .problems
+                    .iter()
+                    .filter(|p| p.state != ProblemState::Resolved)
+                    .collect();
+                match open.as_slice() {
+                    [one] => one.id.clone(),
+                    [] => {
+                        return Err(keqing_shared::DomainError::invalid(
+                            "problem",
+                            format!(
+                                "没有未解决的问题 {} has no unresolved problem",
+                                view.patient.name
+                            ),
+                        )
+                        .into());
+                    }
+                    _ => {
+                        return Err(keqing_shared::DomainError::invalid(
+                            "problem",
+                            "有多个未解决的问题 several unresolved problems: name one by its id",
+                        )
+                        .into());
+                    }
+                }
+            }
+        };
+        self.edit_patient(&view.id, |tx| {
+            let mut p: Problem = tx.get(&problem_id)?;
+            match &resolution {
+                None => {
+                    p.state = ProblemState::Handling;
+                    p.handling_at = Some(at);
+                }
+                Some(r) => {
+                    p.state = ProblemState::Resolved;
+                    p.resolved_at = Some(at);
+                    p.resolution = Some(r.clone());
+                }
+            }
+            tx.update(&p)?;
+            Ok(p)
+        })
+    }
+
+    /// Updates the patient's details (修改资料): the fields given, a phone
+    /// number or a disease to add.
+    pub fn update_patient(&mut self, patient: &str, c: &PatientChanges) -> Result<DossierView> {
+        check_age(c.age)?;
+        if let Some(y) = c.birth_year
+            && !(1900..=2100).contains(&y)
+        {
+            return Err(keqing_shared::DomainError::invalid(
+                "birth_year",
+                format!("{y} is not a year of birth"),
+            )
+            .into());
+        }
+        let update = PatientUpdate {
+            name: optional_text("name", &c.name)?,
+            sex: c.sex,
+            age: c.age,
+            birth_year: c.birth_year,
+            address: optional_text("address", &c.address)?,
+            knows: c.knows,
+            notes: optional_text("notes", &c.notes)?,
+        };
+        let phone = c.phone.as_deref().map(phone::normalise).transpose()?;
+        let disease = optional_text("disease", &c.disease)?;
+        let (view, ()) = self.edit_patient(patient, |tx| {
+            tx.update_patient(&update)?;
+            if let Some(p) = &phone {
+                tx.add_phone(p)?;
+            }
+            if let Some(d) = &disease {
+                tx.add_disease(d)?;
+            }
+            Ok(())
+        })?;
+        Ok(view)
     }
 
     /// Folds dossier `duplicate` into `keep`: every record moves (copied

@@ -1,7 +1,65 @@
 //! The client's error type. Every variant is a message a person can act on.
 
 use keqing_shared::DomainError;
+use keqing_shared::sync::SyncErrorKind;
 use thiserror::Error;
+
+/// Why a sync round failed, as the office sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncFailure {
+    /// The server could not be reached, or the connection was cut: office
+    /// work goes on, and the next round catches up.
+    Offline,
+    /// The server refused (a revoked device, a limit, a change it will not
+    /// take): waiting alone does not help; the message says what does.
+    Refused,
+    /// The server failed; nothing of the round was stored there.
+    ServerFault,
+}
+
+impl SyncFailure {
+    /// The failure a server's error kind means.
+    pub fn of(kind: SyncErrorKind) -> SyncFailure {
+        match kind {
+            SyncErrorKind::Unavailable => SyncFailure::Offline,
+            SyncErrorKind::Internal => SyncFailure::ServerFault,
+            SyncErrorKind::Unauthenticated
+            | SyncErrorKind::PermissionDenied
+            | SyncErrorKind::InvalidArgument
+            | SyncErrorKind::ResourceExhausted
+            | SyncErrorKind::FailedPrecondition => SyncFailure::Refused,
+        }
+    }
+
+    /// As stored in the replica and in `keqing status --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncFailure::Offline => "offline",
+            SyncFailure::Refused => "refused",
+            SyncFailure::ServerFault => "server_fault",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SyncFailure> {
+        [
+            SyncFailure::Offline,
+            SyncFailure::Refused,
+            SyncFailure::ServerFault,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
+    }
+
+    /// What the office staff read: 离线, 被拒, 服务器故障.
+    pub fn chinese(self) -> &'static str {
+        match self {
+            SyncFailure::Offline => "离线",
+            SyncFailure::Refused => "被拒",
+            SyncFailure::ServerFault => "服务器故障",
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ClientError {
@@ -61,8 +119,14 @@ pub enum ClientError {
     Remote(String),
     #[error("总部副本没有此功能 a headquarters replica cannot {0}")]
     Headquarters(&'static str),
-    #[error("同步失败 sync failed: {0}")]
-    Sync(String),
+    /// Sync did not happen: the server could not be reached (离线), said
+    /// no (被拒), or failed (服务器故障) — kept apart, since only the first
+    /// goes away by waiting.
+    #[error("同步失败 sync failed ({}): {message}", failure.chinese())]
+    Sync {
+        failure: SyncFailure,
+        message: String,
+    },
     #[error("数据损坏 corrupt replica: {0}")]
     Corrupt(String),
     #[error("数据库错误 database error: {0}")]

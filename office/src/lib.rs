@@ -20,4 +20,4 @@ pub mod store;
 pub mod sync;
 pub mod ui;
 
-pub use error::ClientError;
+pub use error::{ClientError, SyncFailure};

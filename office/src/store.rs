@@ -425,6 +425,26 @@ CREATE TABLE quarantine (
     // has changed since), they are replaced by today's, and rebuilt from
     // the documents on open (see `REBUILD_BELOW_VERSION`).
     M::up(keqing_projection::REPLACE_WITH_V2),
+    M::up(
+        r#"
+-- Why the last sync failed: offline, refused or server_fault (the header
+-- of the workstation and `keqing status` tell them apart).
+ALTER TABLE sync_state ADD COLUMN last_error_kind TEXT;
+-- This device's own changes the server refused for good (too large, not
+-- this office's, ...), and the later changes of the same dossiers held
+-- behind them: out of the outbox, so the rest of it syncs; kept, listed
+-- and re-queued by `keqing quarantine retry`.
+CREATE TABLE refused_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    bytes BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE INDEX refused_changes_doc ON refused_changes(doc_id);
+"#,
+    ),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections:
@@ -462,6 +482,8 @@ pub struct SyncState {
     pub cursor: u64,
     pub last_sync: Option<String>,
     pub last_error: Option<String>,
+    /// Why the last round failed (`last_error` says what happened).
+    pub last_error_kind: Option<crate::SyncFailure>,
     /// The server epoch `cursor` belongs to.
     pub epoch: Option<String>,
     /// How an https:// server is verified, and the device's certificate
@@ -1130,7 +1152,7 @@ impl Replica {
         Ok(self
             .conn
             .query_row(
-                "SELECT server, token, device_id, cursor, last_sync, last_error, epoch, ca_pem, cert_pem, key_pem FROM sync_state WHERE id = 1",
+                "SELECT server, token, device_id, cursor, last_sync, last_error, epoch, ca_pem, cert_pem, key_pem, last_error_kind FROM sync_state WHERE id = 1",
                 [],
                 |r| {
                     Ok(SyncState {
@@ -1140,6 +1162,10 @@ impl Replica {
                         cursor: r.get::<_, i64>(3)? as u64,
                         last_sync: r.get(4)?,
                         last_error: r.get(5)?,
+                        last_error_kind: r
+                            .get::<_, Option<String>>(10)?
+                            .as_deref()
+                            .and_then(crate::SyncFailure::parse),
                         epoch: r.get(6)?,
                         tls: ClientTls {
                             ca_pem: r.get(7)?,
@@ -1174,17 +1200,109 @@ impl Replica {
         Ok(())
     }
 
-    pub fn record_sync(&mut self, at: &str, error: Option<&str>) -> Result<()> {
+    /// Records a round's end: its time when it succeeded, else why not.
+    pub fn record_sync(
+        &mut self,
+        at: &str,
+        error: Option<(crate::SyncFailure, &str)>,
+    ) -> Result<()> {
         match error {
             None => self.conn.execute(
-                "UPDATE sync_state SET last_sync = ?1, last_error = NULL WHERE id = 1",
+                "UPDATE sync_state SET last_sync = ?1, last_error = NULL, last_error_kind = NULL WHERE id = 1",
                 [at],
             )?,
-            Some(e) => self
-                .conn
-                .execute("UPDATE sync_state SET last_error = ?1 WHERE id = 1", [e])?,
+            Some((kind, e)) => self.conn.execute(
+                "UPDATE sync_state SET last_error = ?1, last_error_kind = ?2 WHERE id = 1",
+                [e, kind.as_str()],
+            )?,
         };
         Ok(())
+    }
+
+    /// Moves `doc_id`'s outbox rows from `from_seq` on (the refused change
+    /// and the later changes of the dossier, which depend on it) out of the
+    /// outbox into `refused_changes`, with the reason; returns how many.
+    pub fn refuse_outbox(&mut self, doc_id: &str, from_seq: i64, reason: &str) -> Result<u64> {
+        let at = keqing_host::now_cst_text();
+        self.write(|w| {
+            let moved = w.tx.execute(
+                "INSERT INTO refused_changes (doc_id, hash, bytes, reason, at)
+                 SELECT doc_id, hash, bytes, ?3, ?4 FROM outbox
+                 WHERE doc_id = ?1 AND seq >= ?2 ORDER BY seq
+                 ON CONFLICT (hash) DO NOTHING",
+                params![doc_id, from_seq, reason, at],
+            )?;
+            w.tx.execute(
+                "DELETE FROM outbox WHERE doc_id = ?1 AND seq >= ?2",
+                params![doc_id, from_seq],
+            )?;
+            tracing::warn!(doc = doc_id, changes = moved, reason = %keqing_shared::printable::printable(reason), "own changes refused by the server, set aside");
+            Ok(moved as u64)
+        })
+    }
+
+    /// Moves the outbox rows of dossiers that have refused changes to
+    /// `refused_changes` too: they depend on what the server refused, and
+    /// would leave the server holding changes it cannot apply. Returns how
+    /// many.
+    pub fn hold_behind_refused(&mut self) -> Result<u64> {
+        let at = keqing_host::now_cst_text();
+        self.write(|w| {
+            let moved = w.tx.execute(
+                "INSERT INTO refused_changes (doc_id, hash, bytes, reason, at)
+                 SELECT doc_id, hash, bytes, ?1, ?2 FROM outbox
+                 WHERE doc_id IN (SELECT doc_id FROM refused_changes) ORDER BY seq
+                 ON CONFLICT (hash) DO NOTHING",
+                params![HELD_BEHIND_REFUSED, at],
+            )?;
+            w.tx.execute(
+                "DELETE FROM outbox WHERE doc_id IN (SELECT doc_id FROM refused_changes)",
+                [],
+            )?;
+            Ok(moved as u64)
+        })
+    }
+
+    /// How many own changes were refused (or held behind one), and the
+    /// latest few (newest first).
+    pub fn refused(&self, latest: usize) -> Result<(u64, Vec<RefusedChange>)> {
+        let count = self
+            .conn
+            .query_row("SELECT count(*) FROM refused_changes", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64;
+        let rows = self
+            .conn
+            .prepare(&format!(
+                "SELECT doc_id, reason, at, length(bytes) FROM refused_changes ORDER BY seq DESC LIMIT {}",
+                i64::try_from(latest).unwrap_or(i64::MAX)
+            ))?
+            .query_map([], |r| {
+                Ok(RefusedChange {
+                    doc_id: r.get(0)?,
+                    reason: r.get(1)?,
+                    at: r.get(2)?,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok((count, rows))
+    }
+
+    /// Puts every refused change back at the end of the outbox, in the
+    /// order they were made (after an upgrade of the server, say); the
+    /// next sync offers them again. Returns how many.
+    pub fn requeue_refused(&mut self) -> Result<u64> {
+        self.write(|w| {
+            let moved = w.tx.execute(
+                "INSERT INTO outbox (doc_id, hash, bytes)
+                 SELECT doc_id, hash, bytes FROM refused_changes ORDER BY seq
+                 ON CONFLICT (hash) DO NOTHING",
+                [],
+            )?;
+            w.tx.execute("DELETE FROM refused_changes", [])?;
+            Ok(moved as u64)
+        })
     }
 
     /// The oldest `limit` outbox rows after `after_seq` (0: from the
@@ -1255,6 +1373,31 @@ impl Replica {
             }
             Ok(())
         })
+    }
+
+    /// The outbox rows larger than `max` bytes: document, row, size.
+    pub fn outbox_larger_than(&self, max: usize) -> Result<Vec<(String, i64, u64)>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT doc_id, seq, length(bytes) FROM outbox WHERE length(bytes) > ?1 ORDER BY seq",
+            )?
+            .query_map([i64::try_from(max).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One document's heads (none when it is not here).
+    pub fn heads_of(&self, id: &str) -> Result<Vec<automerge::ChangeHash>> {
+        let Some(bytes) = load_document(&self.conn, id)? else {
+            return Ok(Vec::new());
+        };
+        let doc = automerge::Automerge::load(&bytes)
+            .map_err(|e| ClientError::Corrupt(format!("document {id}: {e}")))?;
+        let mut heads = doc.get_heads();
+        heads.sort();
+        Ok(heads)
     }
 
     /// Every document's heads, for the repair path.
@@ -1570,6 +1713,22 @@ fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// The reason given to changes moved aside because an earlier change of
+/// their dossier was refused.
+pub const HELD_BEHIND_REFUSED: &str =
+    "暂缓: 此档案较早的变更被服务器拒绝 held: an earlier change of this dossier was refused";
+
+/// One of this device's changes the server refused for good (or held
+/// behind such a change).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedChange {
+    pub doc_id: String,
+    pub reason: String,
+    /// China Standard Time.
+    pub at: String,
+    pub bytes: u64,
+}
+
 /// Pulled data put aside because its document could not be merged with it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct QuarantinedData {
@@ -1725,6 +1884,14 @@ fn merge_and_store<'w, 'b>(
     })
 }
 
+/// Refuses an edit whose change, or the document it leaves, is over the
+/// limits of [`keqing_shared::limits`]: checked before anything is written,
+/// so nothing over a limit enters the outbox (the server would refuse it).
+fn check_limits(changes: &[&NewChange], document: &[u8]) -> Result<()> {
+    let largest = changes.iter().map(|c| c.bytes.len()).max().unwrap_or(0);
+    Ok(keqing_shared::limits::check_edit(largest, document.len())?)
+}
+
 /// One write transaction on the replica.
 pub struct WriteTx<'c> {
     tx: &'c Connection,
@@ -1785,14 +1952,9 @@ impl WriteTx<'_> {
         now: NaiveDateTime,
     ) -> Result<DossierView> {
         let view = dossier.view()?;
-        self.save_document(
-            &view.id,
-            "dossier",
-            &view.office,
-            &dossier.save(),
-            changes,
-            now,
-        )?;
+        let bytes = dossier.save();
+        check_limits(changes, &bytes)?;
+        self.save_document(&view.id, "dossier", &view.office, &bytes, changes, now)?;
         self.project_dossier(&view, &schedule(&view))?;
         Ok(view)
     }
@@ -1805,7 +1967,9 @@ impl WriteTx<'_> {
         now: NaiveDateTime,
     ) -> Result<()> {
         let id = keqing_shared::roster::roster_id(office);
-        self.save_document(&id, "roster", office, &roster.save(), &[change], now)?;
+        let bytes = roster.save();
+        check_limits(&[change], &bytes)?;
+        self.save_document(&id, "roster", office, &bytes, &[change], now)?;
         self.project_staff(office, &roster.staff()?)
     }
 

@@ -9,7 +9,7 @@
 //! resumes without loss or duplication.
 
 use crate::desk::Desk;
-use crate::error::ClientError;
+use crate::error::{ClientError, SyncFailure};
 use crate::store::Replica;
 use keqing_host::now_cst;
 use keqing_proto::SyncConnection;
@@ -32,7 +32,19 @@ fn sync_err(e: SyncError) -> ClientError {
         SyncErrorKind::Unauthenticated => " (the token is wrong or the device was revoked)",
         _ => "",
     };
-    ClientError::Sync(format!("{}{hint}", e.message))
+    ClientError::Sync {
+        failure: SyncFailure::of(e.kind),
+        message: format!("{}{hint}", e.message),
+    }
+}
+
+/// A sync error of this device's own making (not enrolled, a task that
+/// failed): nothing the server said.
+fn local_failure(message: impl Into<String>) -> ClientError {
+    ClientError::Sync {
+        failure: SyncFailure::Refused,
+        message: message.into(),
+    }
 }
 
 /// What one sync round did.
@@ -50,6 +62,11 @@ pub struct SyncSummary {
     /// Pulled documents whose data did not merge, put aside this round
     /// (`keqing quarantine list` lists them).
     pub quarantined: u64,
+    /// This device's own changes the server refused for good, set aside
+    /// this round with the changes of their dossiers held behind them
+    /// (`keqing quarantine list` lists them): the rest of the outbox
+    /// synced.
+    pub refused: u64,
 }
 
 /// Something to tell the person at the terminal while a sync runs.
@@ -97,7 +114,7 @@ pub async fn enroll(
     let mut desk = match existing {
         Some(desk) => {
             if desk.office() != office {
-                return Err(ClientError::Sync(format!(
+                return Err(local_failure(format!(
                     "this replica is office {} but the token is for {}; nothing changed",
                     desk.office(),
                     office
@@ -132,9 +149,7 @@ pub async fn sync_once_with(
 ) -> Result<SyncSummary> {
     let push_batch = push_batch.clamp(1, limits::PUSH_BATCH);
     let state = replica.sync_state()?.ok_or_else(|| {
-        ClientError::Sync(
-            "this replica is not enrolled: run `keqing enroll --server URL --token T`".into(),
-        )
+        local_failure("this replica is not enrolled: run `keqing enroll --server URL --token T`")
     })?;
     // Everything a sync writes can be had again from the server: a lost ack
     // means a harmless re-push, a lost batch is pulled again with its cursor.
@@ -155,7 +170,12 @@ pub async fn sync_once_with(
     let now = fmt_datetime(now_cst());
     let recorded = match &outcome {
         Ok(_) => replica.record_sync(&now, None),
-        Err(e) => replica.record_sync(&now, Some(&e.to_string())),
+        Err(ClientError::Sync { failure, message }) => {
+            replica.record_sync(&now, Some((*failure, message)))
+        }
+        // A fault of this replica (its disk, say): the server is not to
+        // blame, but the round did not happen.
+        Err(e) => replica.record_sync(&now, Some((SyncFailure::Refused, &e.to_string()))),
     };
     replica.set_bulk_load(false)?;
     recorded?;
@@ -201,10 +221,11 @@ async fn round(
         // device took too long over a batch): what arrived is applied and
         // the cursor moved, but the round did not bring the replica up to
         // date, and must not say it did.
-        return Err(ClientError::Sync(
-            "拉取未完成 the server ended the pull before its end; what arrived is kept, sync again for the rest"
+        return Err(ClientError::Sync {
+            failure: SyncFailure::Offline,
+            message: "拉取未完成 the server ended the pull before its end; what arrived is kept, sync again for the rest"
                 .into(),
-        ));
+        });
     }
     if restored {
         push_outbox(replica, conn, progress, &mut summary, push_batch).await?;
@@ -232,13 +253,17 @@ struct InFlight {
     task: PushTask,
     /// Its last outbox row.
     last: i64,
-    changes: u64,
+    /// Each change's document and outbox row, in push order (a refusal
+    /// names a change by its index).
+    rows: Vec<(String, i64)>,
     docs: std::collections::HashSet<String>,
 }
 
 /// The next outbox rows to push after `after`, given the documents of the
-/// batches in flight. Pipelined pushes may reach the server's writer in
-/// either order, so a batch touches no document an earlier batch in flight
+/// batches in flight: at most `limit` rows and `limits::PUSH_BATCH_BYTES`
+/// bytes (at least one row), well under what the server takes in one
+/// message. Pipelined pushes may reach the server's writer in either
+/// order, so a batch touches no document an earlier batch in flight
 /// touches (a change depends only on earlier changes of its document: each
 /// batch is then complete on its own, whichever lands first); it stops
 /// before the first row that would, and is empty when that is its first.
@@ -252,12 +277,22 @@ fn next_push_batch(
     in_flight: impl Fn(&str) -> bool,
 ) -> Result<Vec<crate::store::OutboxRow>> {
     let mut batch = replica.outbox_batch(after, limit + 1)?;
-    if batch.len() > limit {
-        let cut = &batch[limit].doc_id;
-        let keep = batch[..limit]
+    let mut bytes = 0usize;
+    let by_bytes = batch.iter().position(|r| {
+        bytes += r.bytes.len();
+        bytes > limits::PUSH_BATCH_BYTES
+    });
+    let end = match by_bytes {
+        Some(0) => 1,
+        Some(i) => i.min(limit),
+        None => limit,
+    };
+    if batch.len() > end {
+        let cut = &batch[end].doc_id;
+        let keep = batch[..end]
             .iter()
             .rposition(|r| &r.doc_id != cut)
-            .map_or(limit, |i| i + 1);
+            .map_or(end, |i| i + 1);
         batch.truncate(keep);
     }
     if let Some(clash) = batch.iter().position(|r| in_flight(&r.doc_id)) {
@@ -270,6 +305,12 @@ fn next_push_batch(
 /// batch (durable on the server) is deleted from it, in order. A batch
 /// acknowledged after an earlier one failed stays in the outbox and is
 /// pushed again next time, which the server counts as duplicates.
+///
+/// A change the server refuses for good (its refusal names it) does not
+/// stop the rest: it and the later changes of its dossier (which depend on
+/// it) leave the outbox for `refused_changes` with the server's reason
+/// (`keqing quarantine list`), and the rest is pushed again. So is a change
+/// larger than any server takes, before it is even sent.
 async fn push_outbox(
     replica: &mut Replica,
     conn: &mut SyncConnection,
@@ -277,6 +318,14 @@ async fn push_outbox(
     summary: &mut SyncSummary,
     push_batch: usize,
 ) -> Result<()> {
+    summary.refused += replica.hold_behind_refused()?;
+    for (doc_id, seq, len) in replica.outbox_larger_than(limits::MAX_CHANGE_BYTES)? {
+        let reason = format!(
+            "超出上限 a change of {len} bytes; a server takes at most {} (made by an older keqing?)",
+            limits::MAX_CHANGE_BYTES
+        );
+        summary.refused += replica.refuse_outbox(&doc_id, seq, &reason)?;
+    }
     let total = replica.outbox_len()?;
     let (pushed_before, duplicates_before) = (summary.pushed, summary.duplicates);
     let mut sent_upto = 0;
@@ -295,6 +344,7 @@ async fn push_outbox(
             };
             sent_upto = last;
             let docs = batch.iter().map(|r| r.doc_id.clone()).collect();
+            let rows = batch.iter().map(|r| (r.doc_id.clone(), r.seq)).collect();
             let changes = batch
                 .into_iter()
                 .map(|r| ChangeEnvelope {
@@ -302,22 +352,37 @@ async fn push_outbox(
                     bytes: r.bytes,
                 })
                 .collect::<Vec<_>>();
-            let n = changes.len() as u64;
             let mut conn = conn.clone();
             in_flight.push_back(InFlight {
                 task: PushTask(tokio::spawn(async move { conn.push(changes).await })),
                 last,
-                changes: n,
+                rows,
                 docs,
             });
         }
         let Some(mut head) = in_flight.pop_front() else {
             break;
         };
-        let ack = (&mut head.task.0)
+        let pushed = (&mut head.task.0)
             .await
-            .map_err(|e| ClientError::Sync(format!("push task failed: {e}")))?
-            .map_err(sync_err)?;
+            .map_err(|e| local_failure(format!("push task failed: {e}")))?;
+        let ack = match pushed {
+            Ok(ack) => ack,
+            Err(e) => {
+                // A refusal about one change: set it aside with what follows
+                // it in its dossier, and push what is left from the start
+                // (anything already in flight again: duplicates are harmless).
+                let Some((doc_id, seq)) = e.change.and_then(|i| head.rows.get(i as usize)).cloned()
+                else {
+                    return Err(sync_err(e));
+                };
+                let reason = format!("{} ({:?})", e.message, e.kind);
+                summary.refused += replica.refuse_outbox(&doc_id, seq, &reason)?;
+                in_flight.clear();
+                sent_upto = 0;
+                continue;
+            }
+        };
         // The server's commit is durable: these rows are safe to forget.
         if ack.epoch != own_epoch {
             own.clear();
@@ -330,7 +395,7 @@ async fn push_outbox(
         summary.pushed += u64::from(ack.accepted);
         summary.duplicates += u64::from(ack.duplicates);
         let done = summary.pushed - pushed_before + summary.duplicates - duplicates_before;
-        progress.pushing(done.min(total), total.max(head.changes));
+        progress.pushing(done.min(total), total.max(head.rows.len() as u64));
     }
     Ok(())
 }
@@ -341,7 +406,7 @@ async fn push_outbox(
 async fn connect(replica: &Replica) -> Result<SyncConnection> {
     let state = replica
         .sync_state()?
-        .ok_or_else(|| ClientError::Sync("this replica is not enrolled".into()))?;
+        .ok_or_else(|| local_failure("this replica is not enrolled"))?;
     SyncConnection::connect_with(&state.server, &state.token, CONNECT_TIMEOUT, &state.tls)
         .await
         .map_err(sync_err)
@@ -361,30 +426,63 @@ pub async fn server_report(
 
 pub async fn repair(replica: &mut Replica) -> Result<u64> {
     let mut conn = connect(replica).await?;
-    let heads = replica.document_heads()?;
+    let ids: Vec<String> = replica
+        .document_heads()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let mut applied = 0;
-    for chunk in heads.chunks(1000) {
-        let docs = chunk
-            .iter()
-            .map(|(id, h)| DocHeads {
-                doc_id: id.clone(),
-                heads: h.iter().map(|h| h.0).collect(),
-            })
-            .collect();
-        let missing = conn.repair(docs).await.map_err(sync_err)?;
-        applied += missing.len() as u64;
-        let batch = keqing_shared::sync::PullBatch {
-            changes: missing
-                .into_iter()
-                .map(|c| keqing_shared::sync::LoggedChange {
-                    seq: 0,
-                    doc_id: c.doc_id,
-                    bytes: c.bytes,
+    for chunk in ids.chunks(1000) {
+        // The server answers at most `limits::REPAIR_BYTES` at a time, a
+        // causally complete prefix of what is missing: ask again with the
+        // heads that moved until it says it is complete.
+        loop {
+            let mut docs = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                docs.push(DocHeads {
+                    doc_id: id.clone(),
+                    heads: replica.heads_of(id)?.iter().map(|h| h.0).collect(),
+                });
+            }
+            let answer = conn.repair(docs.clone()).await.map_err(sync_err)?;
+            applied += answer.missing.len() as u64;
+            let batch = keqing_shared::sync::PullBatch {
+                changes: answer
+                    .missing
+                    .into_iter()
+                    .map(|c| keqing_shared::sync::LoggedChange {
+                        seq: 0,
+                        doc_id: c.doc_id,
+                        bytes: c.bytes,
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let nothing = batch.changes.is_empty();
+            replica.apply_remote(&batch)?;
+            if answer.complete {
+                break;
+            }
+            let moved = chunk
+                .iter()
+                .zip(&docs)
+                .map(|(id, before)| {
+                    Ok(replica.heads_of(id)?.len() != before.heads.len()
+                        || replica
+                            .heads_of(id)?
+                            .iter()
+                            .map(|h| h.0)
+                            .collect::<Vec<_>>()
+                            != before.heads)
                 })
-                .collect(),
-            ..Default::default()
-        };
-        replica.apply_remote(&batch)?;
+                .collect::<Result<Vec<bool>>>()?;
+            if nothing || !moved.contains(&true) {
+                return Err(ClientError::Sync {
+                    failure: SyncFailure::ServerFault,
+                    message: "the server's repair answer did not move any document; stopped".into(),
+                });
+            }
+        }
     }
     Ok(applied)
 }

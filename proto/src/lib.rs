@@ -59,12 +59,30 @@ pub fn kind_of(code: Code) -> SyncErrorKind {
     }
 }
 
+/// The metadata key naming the change a push was refused for.
+const CHANGE_KEY: &str = "keqing-change";
+
 pub fn to_status(e: SyncError) -> Status {
-    Status::new(code_of(e.kind), e.message)
+    let mut status = Status::new(code_of(e.kind), e.message);
+    if let Some(i) = e.change {
+        status
+            .metadata_mut()
+            .insert(CHANGE_KEY, tonic::metadata::MetadataValue::from(i));
+    }
+    status
 }
 
 pub fn from_status(s: &Status) -> SyncError {
-    SyncError::new(kind_of(s.code()), s.message().to_string())
+    let e = SyncError::new(kind_of(s.code()), s.message().to_string());
+    match s
+        .metadata()
+        .get(CHANGE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(i) => e.at_change(i),
+        None => e,
+    }
 }
 
 /// A pull being served: its batches, and what the handler keeps alive until
@@ -108,7 +126,7 @@ pub trait SyncHandler: Send + Sync + 'static {
         &self,
         caller: Caller,
         docs: Vec<DocHeads>,
-    ) -> impl Future<Output = Result<Vec<ChangeEnvelope>, SyncError>> + Send;
+    ) -> impl Future<Output = Result<RepairAnswer, SyncError>> + Send;
 }
 
 /// Adapts a [`SyncHandler`] to the generated tonic service.
@@ -310,9 +328,10 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
             .into_iter()
             .map(heads_from)
             .collect::<Result<_, _>>()?;
-        let missing = self.handler.repair(caller, docs).await.map_err(to_status)?;
+        let answer = self.handler.repair(caller, docs).await.map_err(to_status)?;
         Ok(Response::new(pb::RepairResponse {
-            missing: missing.into_iter().map(pb_change).collect(),
+            missing: answer.missing.into_iter().map(pb_change).collect(),
+            complete: answer.complete,
         }))
     }
 }
@@ -490,7 +509,7 @@ impl SyncConnection {
         Ok(PullBatches { inner })
     }
 
-    pub async fn repair(&mut self, docs: Vec<DocHeads>) -> Result<Vec<ChangeEnvelope>, SyncError> {
+    pub async fn repair(&mut self, docs: Vec<DocHeads>) -> Result<RepairAnswer, SyncError> {
         let req = self.request(pb::RepairRequest {
             docs: docs
                 .into_iter()
@@ -506,7 +525,10 @@ impl SyncConnection {
             .await
             .map_err(|s| from_status(&s))?
             .into_inner();
-        Ok(r.missing.into_iter().map(change_from).collect())
+        Ok(RepairAnswer {
+            missing: r.missing.into_iter().map(change_from).collect(),
+            complete: r.complete,
+        })
     }
 
     /// The generated client, for tests that send messages this API would
@@ -566,6 +588,15 @@ mod tests {
             assert_eq!(back.kind, kind, "{kind:?} → {:?}", status.code());
             assert_eq!(back.message, "why");
         }
+    }
+
+    #[test]
+    fn the_change_a_push_was_refused_for_round_trips() {
+        let e = SyncError::exhausted("too big").at_change(7);
+        let back = from_status(&to_status(e.clone()));
+        assert_eq!(back, e);
+        let plain = SyncError::exhausted("too many requests");
+        assert_eq!(from_status(&to_status(plain.clone())).change, None);
     }
 
     #[test]

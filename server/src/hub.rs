@@ -10,18 +10,27 @@
 //! it, one document at a time, so memory stays bounded by the largest
 //! document rather than by the number of dossiers. Pull does no automerge
 //! work: it streams stored bytes.
+//!
+//! No device can starve the others ([`Admission`]): every request is
+//! authenticated first (nothing is kept for a token that is not a
+//! device's), then counted against its device's rate and its calls in
+//! progress. Requests that only read take a pooled connection for as long
+//! as they read ([`ReaderPool`]): a pull reads one bounded batch at a time
+//! and holds nothing while its device has not taken the last one; a
+//! repair's answer is bounded too, and only pushes take the writer.
 
 use crate::store::{
-    Device, DocumentState, NewLogEntry, SqliteStore, StoreError, StoredDocument, SyncStore,
-    audit_actor,
+    Budget, Device, DocumentState, NewLogEntry, ReaderPool, SqliteStore, StoreError,
+    StoredDocument, SyncStore, audit_actor,
 };
 use automerge::{Automerge, Change, ROOT, ReadDoc};
 use keqing_proto::PullFeed;
 use keqing_shared::dossier::{creation_of, merged_into_of};
+use keqing_shared::printable::printable;
 use keqing_shared::roster::{Roster, roster_id};
 use keqing_shared::sync::*;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -98,26 +107,30 @@ impl Drop for Serving {
 }
 
 /// How long a pull waits for its device to take the next batch before it
-/// ends. A pull holds a read transaction open while it streams, and the
-/// WAL cannot be reused past it; a device that stopped reading (asleep,
-/// stuck, or hostile) must not keep it open. An honest device slow to apply
-/// a batch takes seconds; one cut off carries on from its cursor next round.
+/// ends. A pull holds no connection or transaction between batches, but it
+/// holds the batch it waits to hand over, and its device's pull slot; a
+/// device that stopped reading (asleep, stuck, or hostile) gives both back.
+/// An honest device slow to apply a batch takes seconds; one cut off
+/// carries on from its cursor next round.
 const PULL_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Pulls served at once, all devices together: each holds at most a
+/// couple of batches (`limits::PULL_BATCH_BYTES` each) until its device
+/// reads them. 27 offices × 2 devices and headquarters fit.
+const PULLS_AT_ONCE: usize = 96;
+
 pub struct Hub {
-    /// Requests per token: a client in a loop (or an attacker) cannot
-    /// starve the others.
-    rate: RateLimiter,
+    /// Who may call, how often, how much at once.
+    admission: Arc<Admission>,
     /// See [`PULL_STALL`].
     pull_stall: std::time::Duration,
+    /// The one connection that appends to the log.
     writer: Arc<Mutex<SqliteStore>>,
-    /// Template for opening reader connections, and the connection pushes
-    /// authenticate on.
-    reader: Arc<Mutex<SqliteStore>>,
+    /// Connections for requests that only read.
+    readers: Arc<ReaderPool>,
     /// Tells the projector that the log grew.
     appended: Arc<tokio::sync::Notify>,
     in_flight: Arc<InFlight>,
-    access: Access,
 }
 
 /// Runs automerge on untrusted bytes: a panic inside it becomes an error.
@@ -173,6 +186,125 @@ fn in_scope(device: &Device, office: &str) -> bool {
     device.office.as_deref().is_none_or(|o| o == office)
 }
 
+/// What every request passes before any work is done for it: the device
+/// is authenticated ([`Access`]), then its rate ([`RateLimiter`], by device:
+/// a made-up token gets nothing kept for it) and its calls in progress are
+/// checked. Shared by the sync and the reports services.
+pub struct Admission {
+    pub access: Access,
+    rate: RateLimiter,
+    calls: Mutex<HashMap<String, DeviceCalls>>,
+    pulls: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Default)]
+struct DeviceCalls {
+    calls: usize,
+    pulls: usize,
+}
+
+/// A call in progress, counted against its device until dropped.
+pub struct Call {
+    admission: Arc<Admission>,
+    device: String,
+    pull: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let mut calls = keqing_host::lock(&self.admission.calls);
+        if let Some(c) = calls.get_mut(&self.device) {
+            c.calls = c.calls.saturating_sub(1);
+            if self.pull.is_some() {
+                c.pulls = c.pulls.saturating_sub(1);
+            }
+            if c.calls == 0 {
+                calls.remove(&self.device);
+            }
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(access: Access) -> Arc<Admission> {
+        Arc::new(Admission {
+            access,
+            rate: RateLimiter::new(limits::REQUESTS_PER_SECOND, limits::REQUEST_BURST),
+            calls: Mutex::new(HashMap::new()),
+            pulls: Arc::new(tokio::sync::Semaphore::new(PULLS_AT_ONCE)),
+        })
+    }
+
+    /// Replaces the per-device request limit (tests that fire many requests).
+    pub fn with_rate_limit(access: Access, per_second: u32, burst: u32) -> Arc<Admission> {
+        let mut a = Admission::new(access);
+        if let Some(a) = Arc::get_mut(&mut a) {
+            a.rate = RateLimiter::new(per_second, burst);
+        }
+        a
+    }
+
+    /// Admits one call of an authenticated device (`pull`: a pull stream):
+    /// RESOURCE_EXHAUSTED, saying which limit, when it has too many going
+    /// or asks too often.
+    pub fn admit(self: &Arc<Self>, device: &Device, pull: bool) -> Result<Call, SyncError> {
+        self.rate.check(&device.id)?;
+        let mut calls = keqing_host::lock(&self.calls);
+        let c = calls.entry(device.id.clone()).or_default();
+        if c.calls >= limits::CALLS_PER_DEVICE {
+            return Err(SyncError::exhausted(format!(
+                "this device has {} calls in progress; at most {} at once: retry when they end",
+                c.calls,
+                limits::CALLS_PER_DEVICE
+            )));
+        }
+        let permit = if pull {
+            if c.pulls >= limits::PULLS_PER_DEVICE {
+                return Err(SyncError::exhausted(format!(
+                    "this device has {} pulls open; at most {} at once",
+                    c.pulls,
+                    limits::PULLS_PER_DEVICE
+                )));
+            }
+            let permit = self.pulls.clone().try_acquire_owned().map_err(|_| {
+                SyncError::new(
+                    SyncErrorKind::Unavailable,
+                    format!("the server is serving {PULLS_AT_ONCE} pulls; retry shortly"),
+                )
+            })?;
+            c.pulls += 1;
+            Some(permit)
+        } else {
+            None
+        };
+        c.calls += 1;
+        Ok(Call {
+            admission: self.clone(),
+            device: device.id.clone(),
+            pull: permit,
+        })
+    }
+
+    /// Authenticates `caller` on a pooled reader (off the async threads),
+    /// then admits the call.
+    pub async fn enter(
+        self: &Arc<Self>,
+        readers: &Arc<ReaderPool>,
+        caller: Caller,
+        pull: bool,
+    ) -> Result<(Device, Call), SyncError> {
+        let (access, readers) = (self.access, readers.clone());
+        let device = tokio::task::spawn_blocking(move || {
+            let reader = readers.get()?;
+            access.authenticate(&reader, &caller)
+        })
+        .await
+        .map_err(|e| SyncError::internal(format!("task failed: {e}")))??;
+        let call = self.admit(&device, pull)?;
+        Ok((device, call))
+    }
+}
+
 /// A stored document: its snapshot (empty: none) with logged changes
 /// applied on top (the changes an incomplete snapshot lacks, or a whole
 /// log). Stored bytes are not trusted further than any others: automerge
@@ -216,13 +348,15 @@ fn new_dossier(changes: &[Change]) -> Result<(Automerge, String, String), SyncEr
 /// come in causal order (each change's dependencies before it, none
 /// outside the push), no two share an actor and sequence number (automerge
 /// would refuse them), none names an author, none folds the dossier into
-/// another (a merge is audited from the built document), and they put a
-/// text id and office at the root. Returns that id and office; `None`
-/// sends the dossier the long way ([`new_dossier`]), which applies the
-/// changes and reports what is wrong with them.
+/// another (a merge is audited from the built document), together they
+/// are no larger than a dossier may be, and they put a text id and office
+/// at the root. Returns that id and office; `None` sends the dossier the
+/// long way ([`new_dossier`]), which applies the changes, reports what is
+/// wrong with them and measures the document.
 fn deferrable_new_dossier(changes: &[Change]) -> Option<(String, String)> {
     let mut before = HashSet::new();
     let mut seqs = HashSet::new();
+    let mut bytes = 0usize;
     for c in changes {
         // Keqing's devices never set a change's author (automerge refuses a
         // second author for one actor): one that does goes the long way.
@@ -232,7 +366,11 @@ fn deferrable_new_dossier(changes: &[Change]) -> Option<(String, String)> {
         {
             return None;
         }
+        bytes += c.raw_bytes().len();
         before.insert(c.hash());
+    }
+    if bytes > limits::MAX_DOSSIER_BYTES {
+        return None;
     }
     let creation = guarded("new dossier", || Ok(creation_of(changes))).ok()?;
     if creation.merges {
@@ -243,15 +381,23 @@ fn deferrable_new_dossier(changes: &[Change]) -> Option<(String, String)> {
 
 impl Hub {
     pub fn new(store: SqliteStore, appended: Arc<tokio::sync::Notify>) -> Result<Hub, StoreError> {
-        let reader = store.reopen()?;
+        Hub::with_admission(store, appended, Admission::new(Access::default()))
+    }
+
+    /// A hub admitting calls through `admission` (shared with the reports
+    /// service, so a device's calls of both count together).
+    pub fn with_admission(
+        store: SqliteStore,
+        appended: Arc<tokio::sync::Notify>,
+        admission: Arc<Admission>,
+    ) -> Result<Hub, StoreError> {
         Ok(Hub {
-            rate: RateLimiter::new(limits::REQUESTS_PER_SECOND, limits::REQUEST_BURST),
+            admission,
             pull_stall: PULL_STALL,
+            readers: ReaderPool::new(&store),
             writer: Arc::new(Mutex::new(store)),
-            reader: Arc::new(Mutex::new(reader)),
             appended,
             in_flight: Arc::new(InFlight::default()),
-            access: Access::default(),
         })
     }
 
@@ -260,15 +406,9 @@ impl Hub {
         self.in_flight.clone()
     }
 
-    /// Sets who may call (e.g. mutual TLS required).
-    pub fn with_access(mut self, access: Access) -> Hub {
-        self.access = access;
-        self
-    }
-
-    /// Replaces the per-token request limit (tests that fire many requests).
+    /// Replaces the per-device request limit (tests that fire many requests).
     pub fn with_rate_limit(mut self, per_second: u32, burst: u32) -> Hub {
-        self.rate = RateLimiter::new(per_second, burst);
+        self.admission = Admission::with_rate_limit(self.admission.access, per_second, burst);
         self
     }
 
@@ -279,28 +419,27 @@ impl Hub {
         self
     }
 
-    async fn blocking<T: Send + 'static>(
+    /// Runs `f` on the writer, off the async threads. A panic in `f` fails
+    /// this request only: the next one gets the writer back with any
+    /// transaction the panic left open rolled back ([`keqing_host::lock`]).
+    async fn with_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut SqliteStore) -> Result<T, SyncError> + Send + 'static,
     ) -> Result<T, SyncError> {
         let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = writer
-                .lock()
-                .map_err(|_| SyncError::internal("store lock poisoned"))?;
-            f(&mut store)
-        })
-        .await
-        .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
+        tokio::task::spawn_blocking(move || f(&mut keqing_host::lock(&writer)))
+            .await
+            .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
     }
 }
 
-/// A token bucket per token (hashed): `per_second` requests on average,
-/// `burst` at once. Over it, RESOURCE_EXHAUSTED; nothing else is done.
+/// A token bucket per device: `per_second` requests on average, `burst` at
+/// once. Over it, RESOURCE_EXHAUSTED; nothing else is done. Buckets exist
+/// only for authenticated devices, so made-up tokens cannot grow it.
 pub struct RateLimiter {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<std::collections::HashMap<[u8; 32], (f64, std::time::Instant)>>,
+    buckets: Mutex<HashMap<String, (f64, std::time::Instant)>>,
 }
 
 impl RateLimiter {
@@ -308,34 +447,25 @@ impl RateLimiter {
         RateLimiter {
             per_second: f64::from(per_second),
             burst: f64::from(burst),
-            buckets: Mutex::new(Default::default()),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn check(&self, token: &str) -> Result<(), SyncError> {
+    /// Takes one request from `device`'s bucket.
+    pub fn check(&self, device: &str) -> Result<(), SyncError> {
         let now = std::time::Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .map_err(|_| SyncError::internal("rate limiter lock poisoned"))?;
-        if buckets.len() > 100_000 {
-            // Made-up tokens must not grow this without end.
-            buckets.retain(|_, (_, at)| now.duration_since(*at).as_secs() < 60);
-        }
+        let mut buckets = keqing_host::lock(&self.buckets);
         let (tokens, at) = buckets
-            .entry(token_hash(token))
+            .entry(device.to_string())
             .or_insert((self.burst, now));
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens < 1.0 {
-            return Err(SyncError::new(
-                SyncErrorKind::ResourceExhausted,
-                format!(
-                    "too many requests from this device (at most {} per second); retry shortly",
-                    self.per_second
-                ),
-            ));
+            return Err(SyncError::exhausted(format!(
+                "too many requests from this device (at most {} per second); retry shortly",
+                self.per_second
+            )));
         }
         *tokens -= 1.0;
         Ok(())
@@ -362,14 +492,15 @@ fn ingest(
     // transaction of its own, with its own locking of the WAL index, two
     // or three per dossier. Only pushes, which hold the writer, add
     // changes and documents, so nothing they read changes before the append.
-    store.begin_read()?;
-    let checked = check_push(store, &device, decoded);
-    store.end_read()?;
+    let checked = {
+        let _read = store.read_tx()?;
+        check_push(store, &device, decoded)?
+    };
     let Checked {
         entries,
         docs,
         duplicates,
-    } = checked?;
+    } = checked;
     let accepted = entries.len() as u32;
     // Read under the writer: no other push appends in between, so the
     // push's changes are exactly those after `log_before`.
@@ -412,11 +543,19 @@ pub(crate) struct DecodedPush {
 /// One document's changes in a push.
 struct DocChanges {
     doc_id: String,
-    changes: Vec<Change>,
+    /// Each change with its index in the push (a refusal names it).
+    changes: Vec<(usize, Change)>,
     /// What [`deferrable_new_dossier`] says of these changes, if they may
     /// start a new dossier (the first depends on nothing): worked out here
     /// so the writer need not.
     creation: Option<Option<(String, String)>>,
+}
+
+/// A document id as the server takes it: 1 to 64 ASCII letters, digits
+/// and dashes (UUIDs, `roster-44`); anything else is refused before it is
+/// used in a message, a log line or a query.
+fn valid_doc_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Decodes a push (see [`DecodedPush`]); reads no store.
@@ -428,56 +567,47 @@ fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedP
         ));
     };
     if changes.len() > limits::MAX_CHANGES_PER_PUSH {
-        return Err(SyncError::new(
-            SyncErrorKind::ResourceExhausted,
-            format!(
-                "{} changes in one push; at most {}",
-                changes.len(),
-                limits::MAX_CHANGES_PER_PUSH
-            ),
-        ));
+        return Err(SyncError::exhausted(format!(
+            "{} changes in one push; at most {}",
+            changes.len(),
+            limits::MAX_CHANGES_PER_PUSH
+        )));
     }
     // Decode and drop duplicates, keeping push order per document.
     let mut seen = HashSet::new();
     let mut duplicates = 0u32;
-    let mut by_doc: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    let mut by_doc: BTreeMap<String, Vec<(usize, Change)>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for (i, c) in changes.into_iter().enumerate() {
         if c.bytes.len() > limits::MAX_CHANGE_BYTES {
-            return Err(SyncError::new(
-                SyncErrorKind::ResourceExhausted,
-                format!(
-                    "change {i} has {} bytes; at most {}",
-                    c.bytes.len(),
-                    limits::MAX_CHANGE_BYTES
-                ),
-            ));
+            return Err(SyncError::exhausted(format!(
+                "change {i} has {} bytes; at most {}",
+                c.bytes.len(),
+                limits::MAX_CHANGE_BYTES
+            ))
+            .at_change(i));
         }
-        if c.doc_id.is_empty()
-            || c.doc_id.len() > 64
-            || !c
-                .doc_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(SyncError::invalid(format!("change {i}: bad document id")));
+        if !valid_doc_id(&c.doc_id) {
+            return Err(SyncError::invalid(format!("change {i}: bad document id")).at_change(i));
         }
         // A compressed change would be inflated while parsed: 1 MiB of
         // deflate can stand for a gigabyte. Clients send changes uncompressed
         // (after the magic and the checksum, chunk type 1, not 2).
         if c.bytes.starts_with(&AUTOMERGE_MAGIC) && c.bytes.get(8) == Some(&2) {
-            return Err(SyncError::new(
-                SyncErrorKind::ResourceExhausted,
-                format!("change {i} is compressed; send changes uncompressed"),
-            ));
+            return Err(SyncError::exhausted(format!(
+                "change {i} is compressed; send changes uncompressed"
+            ))
+            .at_change(i));
         }
         let change = guarded(&format!("change {i}"), || {
             Change::from_bytes(c.bytes).map_err(|e| SyncError::invalid(format!("change {i}: {e}")))
-        })?;
+        })
+        .map_err(|e| e.at_change(i))?;
         if !checksum_matches(&change) {
             return Err(SyncError::invalid(format!(
                 "change {i}: damaged (its checksum does not match its contents)"
-            )));
+            ))
+            .at_change(i));
         }
         if !seen.insert(change.hash()) {
             duplicates += 1;
@@ -486,15 +616,18 @@ fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedP
         if !by_doc.contains_key(&c.doc_id) {
             order.push(c.doc_id.clone());
         }
-        by_doc.entry(c.doc_id).or_default().push(change);
+        by_doc.entry(c.doc_id).or_default().push((i, change));
     }
     let docs = order
         .into_iter()
         .map(|doc_id| {
             let changes = by_doc.remove(&doc_id).unwrap_or_default();
             let creation = (!doc_id.starts_with("roster-")
-                && changes.first().is_some_and(|c| c.deps().is_empty()))
-            .then(|| deferrable_new_dossier(&changes));
+                && changes.first().is_some_and(|(_, c)| c.deps().is_empty()))
+            .then(|| {
+                let plain: Vec<Change> = changes.iter().map(|(_, c)| c.clone()).collect();
+                deferrable_new_dossier(&plain)
+            });
             DocChanges {
                 doc_id,
                 changes,
@@ -510,8 +643,10 @@ fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedP
 }
 
 /// Checks a decoded push against the store (duplicates of logged changes,
-/// the documents' offices, actors) and builds the snapshots of the
-/// documents it applies changes to; stores nothing.
+/// the documents' offices, actors, who a known document is and belongs to,
+/// the size a document grows to) and builds the snapshots of the documents
+/// it applies changes to; stores nothing. A refusal names the change it is
+/// about (the first of its document's, for what is about the document).
 fn check_push(
     store: &SqliteStore,
     device: &Device,
@@ -530,142 +665,25 @@ fn check_push(
         mut creation,
     } in decoded
     {
-        let mut changes = Vec::with_capacity(pushed.len());
-        for c in pushed {
+        let mut indexed = Vec::with_capacity(pushed.len());
+        for (i, c) in pushed {
             if store.has_change(&c.hash().0)? {
                 duplicates += 1;
                 // `creation` was worked out on other changes than those left.
                 creation = None;
             } else {
-                changes.push(c);
+                indexed.push((i, c));
             }
         }
-        if changes.is_empty() {
-            continue;
-        }
-        let existing = store.document(&doc_id)?;
-        // `applied`: the changes are already in `doc`; no `doc`: a new
-        // dossier logged without being built.
-        let (office, doc, applied) = match existing {
-            Some(StoredDocument {
-                office,
-                snapshot,
-                complete,
-                ..
-            }) => {
-                if !in_scope(device, &office) {
-                    return Err(SyncError::denied(format!(
-                        "document {doc_id} is outside this device's office"
-                    )));
-                }
-                // What an incomplete snapshot lacks is in the log.
-                let logged = if complete {
-                    Vec::new()
-                } else {
-                    store.changes_of(&doc_id, u64::MAX)?
-                };
-                (office, Some(replayed(&snapshot, logged)?), false)
-            }
-            None => {
-                let (office, doc, applied) = if let Some(code) = doc_id.strip_prefix("roster-") {
-                    keqing_shared::office::office(code)
-                        .map_err(|e| SyncError::invalid(e.to_string()))?;
-                    let (_, genesis) =
-                        Roster::genesis(code).map_err(|e| SyncError::internal(e.to_string()))?;
-                    if changes[0].hash() != genesis.hash {
-                        return Err(SyncError::invalid(format!(
-                            "{doc_id} must start with the office's roster genesis"
-                        )));
-                    }
-                    (code.to_string(), Some(Automerge::new()), false)
-                } else {
-                    let deferrable = creation.unwrap_or_else(|| deferrable_new_dossier(&changes));
-                    let (doc, id, office) = match deferrable {
-                        Some((id, office)) => (None, id, office),
-                        None => {
-                            let (doc, id, office) = new_dossier(&changes)?;
-                            (Some(doc), id, office)
-                        }
-                    };
-                    if id != doc_id {
-                        return Err(SyncError::invalid(format!(
-                            "document {doc_id} says its id is {id}"
-                        )));
-                    }
-                    keqing_shared::office::office(&office)
-                        .map_err(|e| SyncError::invalid(e.to_string()))?;
-                    let applied = doc.is_some();
-                    (office, doc, applied)
-                };
-                if !in_scope(device, &office) {
-                    return Err(SyncError::denied(format!(
-                        "document {doc_id} is outside this device's office"
-                    )));
-                }
-                (office, doc, applied)
-            }
-        };
-        // Only a roster's deterministic genesis may carry a foreign actor.
-        let genesis_hash = if doc_id == roster_id(&office) {
-            Roster::genesis(&office).ok().map(|(_, g)| g.hash)
-        } else {
-            None
-        };
-        for c in &changes {
-            if c.actor_id().to_bytes() != actor.as_slice() && Some(c.hash()) != genesis_hash {
-                return Err(SyncError::denied(format!(
-                    "a new change to {doc_id} carries actor {} which is not this device's",
-                    c.actor_id()
-                )));
-            }
-        }
-        for c in &changes {
-            entries.push(NewLogEntry {
-                hash: c.hash().0,
-                doc_id: doc_id.clone(),
-                office: office.clone(),
-                bytes: c.raw_bytes().to_vec(),
-            });
-        }
-        let Some(mut doc) = doc else {
-            // Logged unbuilt: no snapshot yet (`complete = false` makes
-            // pulls and later pushes read the logged changes) until the
-            // projector builds one.
-            docs.push(DocumentState {
-                doc_id,
-                office,
-                snapshot: Vec::new(),
-                complete: false,
-                merged_into: None,
-            });
+        let Some(&(first, _)) = indexed.first() else {
             continue;
         };
-        // A merge of duplicates is the moment a dossier gets `merged_into`:
-        // the audit log records it with the batch.
-        let was_merged = if applied {
-            None
-        } else {
-            merged_into_of(&doc).ok().flatten()
-        };
-        let snapshot = guarded(&doc_id, || {
-            if !applied {
-                doc.apply_changes(changes)
-                    .map_err(|e| SyncError::invalid(format!("{doc_id}: {e}")))?;
-            }
-            Ok(doc.save_nocompress())
-        })?;
-        let complete = doc.get_missing_deps(&[]).is_empty();
-        let merged_into = match (was_merged, merged_into_of(&doc).ok().flatten()) {
-            (None, Some(into)) => Some(into),
-            _ => None,
-        };
-        docs.push(DocumentState {
-            doc_id,
-            office,
-            snapshot,
-            complete,
-            merged_into,
-        });
+        let (indices, changes): (Vec<usize>, Vec<Change>) = indexed.into_iter().unzip();
+        let checked = check_document(store, device, &actor, &doc_id, changes, creation)
+            .map_err(|(e, at)| e.at_change(at.map_or(first, |k| indices[k])))?;
+        let (new_entries, state) = checked;
+        entries.extend(new_entries);
+        docs.push(state);
     }
     Ok(Checked {
         entries,
@@ -674,116 +692,421 @@ fn check_push(
     })
 }
 
-/// Where a pull's batches go: the stream to the device.
-struct PullOutlet<'a> {
-    tx: &'a mpsc::Sender<Result<PullBatch, SyncError>>,
-    runtime: tokio::runtime::Handle,
-    stall: std::time::Duration,
+/// A refusal about one document of a push, with the position (among its
+/// changes) of the change at fault, when it is one.
+type DocRefusal = (SyncError, Option<usize>);
+
+/// Checks one document's new changes (see [`check_push`]) and returns its
+/// log entries and state.
+fn check_document(
+    store: &SqliteStore,
+    device: &Device,
+    actor: &[u8],
+    doc_id: &str,
+    changes: Vec<Change>,
+    creation: Option<Option<(String, String)>>,
+) -> Result<(Vec<NewLogEntry>, DocumentState), DocRefusal> {
+    let whole = |e: SyncError| (e, None);
+    let existing = store.document(doc_id).map_err(|e| whole(e.into()))?;
+    // `applied`: the changes are already in `doc`; no `doc`: a new
+    // dossier logged without being built.
+    let (office, doc, applied) = match existing {
+        Some(StoredDocument {
+            office,
+            snapshot,
+            complete,
+            ..
+        }) => {
+            if !in_scope(device, &office) {
+                return Err(whole(SyncError::denied(format!(
+                    "document {doc_id} is outside this device's office"
+                ))));
+            }
+            // Who a dossier is and whose it is were set when it was made;
+            // the server's record of its office is what scopes and
+            // reports go by, and no change may say otherwise.
+            if let Some(k) = changes
+                .iter()
+                .position(|c| creation_of(std::slice::from_ref(c)).rewrites_identity)
+            {
+                return Err((
+                    SyncError::denied(format!(
+                        "a change may not rewrite the id or the office of dossier {doc_id} (office {office})"
+                    )),
+                    Some(k),
+                ));
+            }
+            // What an incomplete snapshot lacks is in the log.
+            let logged = if complete {
+                Vec::new()
+            } else {
+                store
+                    .changes_of(doc_id, u64::MAX)
+                    .map_err(|e| whole(e.into()))?
+            };
+            (
+                office,
+                Some(replayed(&snapshot, logged).map_err(whole)?),
+                false,
+            )
+        }
+        None => {
+            let (office, doc, applied) = if let Some(code) = doc_id.strip_prefix("roster-") {
+                keqing_shared::office::office(code)
+                    .map_err(|e| whole(SyncError::invalid(e.to_string())))?;
+                let (_, genesis) =
+                    Roster::genesis(code).map_err(|e| whole(SyncError::internal(e.to_string())))?;
+                if changes[0].hash() != genesis.hash {
+                    return Err(whole(SyncError::invalid(format!(
+                        "{doc_id} must start with the office's roster genesis"
+                    ))));
+                }
+                (code.to_string(), Some(Automerge::new()), false)
+            } else {
+                let deferrable = creation.unwrap_or_else(|| deferrable_new_dossier(&changes));
+                let (doc, id, office) = match deferrable {
+                    Some((id, office)) => (None, id, office),
+                    None => {
+                        let (doc, id, office) = new_dossier(&changes).map_err(whole)?;
+                        (Some(doc), id, office)
+                    }
+                };
+                if id != doc_id {
+                    return Err(whole(SyncError::invalid(format!(
+                        "document {doc_id} says its id is {}",
+                        printable(&id)
+                    ))));
+                }
+                keqing_shared::office::office(&office)
+                    .map_err(|e| whole(SyncError::invalid(e.to_string())))?;
+                let applied = doc.is_some();
+                (office, doc, applied)
+            };
+            if !in_scope(device, &office) {
+                return Err(whole(SyncError::denied(format!(
+                    "document {doc_id} is outside this device's office"
+                ))));
+            }
+            (office, doc, applied)
+        }
+    };
+    // Only a roster's deterministic genesis may carry a foreign actor.
+    let genesis_hash = if doc_id == roster_id(&office) {
+        Roster::genesis(&office).ok().map(|(_, g)| g.hash)
+    } else {
+        None
+    };
+    for (k, c) in changes.iter().enumerate() {
+        if c.actor_id().to_bytes() != actor && Some(c.hash()) != genesis_hash {
+            return Err((
+                SyncError::denied(format!(
+                    "a new change to {doc_id} carries actor {} which is not this device's",
+                    c.actor_id()
+                )),
+                Some(k),
+            ));
+        }
+    }
+    let entries = changes
+        .iter()
+        .map(|c| NewLogEntry {
+            hash: c.hash().0,
+            doc_id: doc_id.to_string(),
+            office: office.clone(),
+            bytes: c.raw_bytes().to_vec(),
+        })
+        .collect();
+    let Some(mut doc) = doc else {
+        // Logged unbuilt: no snapshot yet (`complete = false` makes
+        // pulls and later pushes read the logged changes) until the
+        // projector builds one.
+        return Ok((
+            entries,
+            DocumentState {
+                doc_id: doc_id.to_string(),
+                office,
+                snapshot: Vec::new(),
+                complete: false,
+                merged_into: None,
+            },
+        ));
+    };
+    // A merge of duplicates is the moment a dossier gets `merged_into`:
+    // the audit log records it with the batch.
+    let was_merged = if applied {
+        None
+    } else {
+        merged_into_of(&doc).ok().flatten()
+    };
+    let snapshot = guarded(doc_id, || {
+        if !applied {
+            doc.apply_changes(changes)
+                .map_err(|e| SyncError::invalid(format!("{doc_id}: {e}")))?;
+        }
+        Ok(doc.save_nocompress())
+    })
+    .map_err(whole)?;
+    // The server's own limit, whatever the device's: a document that grew
+    // past it would be more than a pull batch may carry.
+    if snapshot.len() > limits::MAX_DOSSIER_BYTES {
+        return Err(whole(SyncError::exhausted(format!(
+            "document {doc_id} would grow to {} bytes; at most {} (a dossier this large takes no more edits)",
+            snapshot.len(),
+            limits::MAX_DOSSIER_BYTES
+        ))));
+    }
+    let complete = doc.get_missing_deps(&[]).is_empty();
+    let merged_into = match (was_merged, merged_into_of(&doc).ok().flatten()) {
+        (None, Some(into)) => Some(into),
+        _ => None,
+    };
+    Ok((
+        entries,
+        DocumentState {
+            doc_id: doc_id.to_string(),
+            office,
+            snapshot,
+            complete,
+            merged_into,
+        },
+    ))
 }
 
-impl PullOutlet<'_> {
-    /// Hands a batch (or the error ending the pull) to the stream: false
-    /// when the pull should end, because the device is gone or has taken
-    /// nothing for `stall` (see [`PULL_STALL`]).
-    fn send(&self, item: Result<PullBatch, SyncError>) -> bool {
-        match self
-            .runtime
-            .block_on(self.tx.send_timeout(item, self.stall))
-        {
-            Ok(()) => true,
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                tracing::warn!(
-                    stall_secs = self.stall.as_secs(),
-                    "pull ended: the device took no batch"
-                );
-                false
+/// Where a pull is in its feed.
+enum PullPhase {
+    /// Whole documents as of `upto`, in id order (those after `after_id`
+    /// still to come; `partial`: a document whose logged changes did not
+    /// all fit the last batch, and the last of them sent), then the log
+    /// after `upto`.
+    Bootstrap {
+        upto: u64,
+        after_id: String,
+        partial: Option<(String, u64)>,
+    },
+    /// The log after `cursor`.
+    Feed {
+        cursor: u64,
+    },
+    Done,
+}
+
+/// Reads the next batch of a pull from `store`, in one short read
+/// transaction, within the batch limits (count and bytes), and moves
+/// `phase` past it. Between batches the pull holds nothing of the store:
+/// snapshots read in a later batch may hold more than `upto` (harmless:
+/// the changes after it are sent again and merge as duplicates), and the
+/// log is read by sequence number, which commits in order (one writer).
+fn next_batch(
+    store: &SqliteStore,
+    scope: Option<&str>,
+    epoch: &str,
+    phase: &mut PullPhase,
+    max_items: u32,
+) -> Result<PullBatch, SyncError> {
+    let _read = store.read_tx()?;
+    let mut budget = Budget::new(limits::PULL_BATCH_BYTES, max_items as usize);
+    let mut batch = PullBatch {
+        epoch: epoch.to_string(),
+        ..Default::default()
+    };
+    match phase {
+        PullPhase::Bootstrap {
+            upto,
+            after_id,
+            partial,
+        } => {
+            let upto = *upto;
+            if let Some((doc, after)) = partial.take() {
+                let (changes, more) = store.changes_of_within(&doc, after, upto, &mut budget)?;
+                let last = changes.last().map_or(after, |c| c.seq);
+                batch.changes.extend(changes);
+                if more {
+                    *partial = Some((doc, last));
+                    return Ok(batch);
+                }
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+            let page = store.document_page(scope, after_id, max_items)?;
+            let last_page = (page.len() as u32) < max_items;
+            for (doc_id, complete, len) in page {
+                if complete {
+                    if !budget.fits(len) {
+                        return Ok(batch);
+                    }
+                    budget.take(len);
+                    let document = store.snapshot_of(&doc_id)?;
+                    *after_id = doc_id.clone();
+                    batch.snapshots.push(Snapshot { doc_id, document });
+                } else {
+                    let (changes, more) = store.changes_of_within(&doc_id, 0, upto, &mut budget)?;
+                    let last = changes.last().map(|c| c.seq);
+                    batch.changes.extend(changes);
+                    *after_id = doc_id.clone();
+                    if more {
+                        *partial = Some((doc_id, last.unwrap_or(0)));
+                        return Ok(batch);
+                    }
+                }
+            }
+            if last_page {
+                batch.cursor = upto;
+                *phase = PullPhase::Feed { cursor: upto };
+            }
+            Ok(batch)
         }
+        PullPhase::Feed { cursor } => {
+            let (changes, more) = store.changes_after_within(scope, *cursor, &mut budget)?;
+            if let Some(last) = changes.last() {
+                *cursor = last.seq;
+            }
+            batch.cursor = *cursor;
+            batch.changes = changes;
+            batch.done = !more;
+            if batch.done {
+                *phase = PullPhase::Done;
+            }
+            Ok(batch)
+        }
+        PullPhase::Done => Ok(batch),
     }
 }
 
-/// Streams the feed of a device's scope after `cursor` into `out`.
-fn serve_pull(
+/// Feeds a pull's batches to `tx` until the end of the feed, an error (sent
+/// as the pull's last item), the device gone, or the device taking nothing
+/// for `stall`. Each batch is read on a pooled reader off the async
+/// threads; waiting for the device holds no thread, connection or
+/// transaction.
+async fn feed_pull(
+    readers: Arc<ReaderPool>,
+    device: Device,
+    cursor: u64,
+    client_epoch: String,
+    max_batch: u32,
+    tx: mpsc::Sender<Result<PullBatch, SyncError>>,
+    stall: std::time::Duration,
+) {
+    let max_items = max_batch.clamp(1, limits::PULL_BATCH);
+    let scope = device.office.clone();
+    let mut state: Option<(String, PullPhase)> = None;
+    loop {
+        let readers = readers.clone();
+        let scope = scope.clone();
+        let client_epoch = client_epoch.clone();
+        let mut taken = state.take();
+        let step = tokio::task::spawn_blocking(move || {
+            let store = readers.get()?;
+            let (epoch, mut phase) = match taken.take() {
+                Some(s) => s,
+                None => {
+                    let epoch = store.epoch()?;
+                    // A cursor of another epoch (this store was restored from
+                    // a backup) points into a different log: start over from
+                    // the snapshots.
+                    let cursor = if client_epoch.is_empty() || client_epoch == epoch {
+                        cursor
+                    } else {
+                        0
+                    };
+                    let phase = if cursor == 0 {
+                        PullPhase::Bootstrap {
+                            upto: store.max_seq()?,
+                            after_id: String::new(),
+                            partial: None,
+                        }
+                    } else {
+                        PullPhase::Feed { cursor }
+                    };
+                    (epoch, phase)
+                }
+            };
+            let batch = next_batch(&store, scope.as_deref(), &epoch, &mut phase, max_items)?;
+            Ok::<_, SyncError>((batch, (epoch, phase)))
+        })
+        .await
+        .unwrap_or_else(|e| Err(SyncError::internal(format!("task failed: {e}"))));
+        let (batch, next) = match step {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tokio::time::timeout(stall, tx.send(Err(e))).await;
+                return;
+            }
+        };
+        let done = batch.done;
+        match tokio::time::timeout(stall, tx.send(Ok(batch))).await {
+            Ok(Ok(())) => {}
+            // The device is gone.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::warn!(
+                    device = %device.id,
+                    stall_secs = stall.as_secs(),
+                    "pull ended: the device took no batch"
+                );
+                return;
+            }
+        }
+        if done {
+            return;
+        }
+        state = Some(next);
+    }
+}
+
+/// The changes of each asked document the device lacks, deduplicated by
+/// document, in causal order per document, as many as
+/// `limits::REPAIR_BYTES` allows: a prefix of each document's missing
+/// history, so what is answered always applies.
+fn repair_answer(
     store: &SqliteStore,
     device: &Device,
-    cursor: u64,
-    client_epoch: &str,
-    max_batch: u32,
-    out: &PullOutlet<'_>,
-) -> Result<(), SyncError> {
-    let scope = device.office.as_deref();
-    let limit = max_batch.clamp(1, limits::PULL_BATCH);
-    let epoch = store.epoch()?;
-    store.begin_read()?;
-    let result = (|| -> Result<(), SyncError> {
-        // A cursor of another epoch (this store was restored from a backup)
-        // points into a different log: start over from the snapshots.
-        let mut cursor = if client_epoch.is_empty() || client_epoch == epoch {
-            cursor
-        } else {
-            0
+    docs: Vec<DocHeads>,
+) -> Result<RepairAnswer, SyncError> {
+    let _read = store.read_tx()?;
+    let mut budget = Budget::new(limits::REPAIR_BYTES, usize::MAX);
+    let mut answer = RepairAnswer {
+        missing: Vec::new(),
+        complete: true,
+    };
+    for d in docs {
+        let Some(StoredDocument { office, .. }) = store.document(&d.doc_id)? else {
+            continue;
         };
-        if cursor == 0 {
-            // Bootstrap: whole documents as of `upto`, then the log after it.
-            let upto = store.max_seq()?;
-            let mut after = String::new();
-            loop {
-                let page = store.snapshots_after(scope, &after, limit)?;
-                let last_page = (page.len() as u32) < limit;
-                let mut batch = PullBatch {
-                    epoch: epoch.clone(),
-                    ..Default::default()
-                };
-                for (snap, complete) in page {
-                    after = snap.doc_id.clone();
-                    if complete {
-                        batch.snapshots.push(snap);
-                    } else {
-                        batch.changes.extend(store.changes_of(&snap.doc_id, upto)?);
-                    }
-                }
-                batch.cursor = if last_page { upto } else { 0 };
-                if !out.send(Ok(batch)) {
-                    return Ok(());
-                }
-                if last_page {
-                    break;
-                }
-            }
-            cursor = upto;
+        if !in_scope(device, &office) {
+            return Err(SyncError::denied(format!(
+                "document {} is outside this device's office",
+                d.doc_id
+            )));
         }
-        loop {
-            let changes = store.changes_after(scope, cursor, limit)?;
-            let done = (changes.len() as u32) < limit;
-            if let Some(last) = changes.last() {
-                cursor = last.seq;
+        let doc = replayed(&[], store.changes_of(&d.doc_id, u64::MAX)?)?;
+        // Heads the server does not know (unpushed local work) are ignored.
+        let have: Vec<automerge::ChangeHash> = d
+            .heads
+            .iter()
+            .map(|h| automerge::ChangeHash(*h))
+            .filter(|h| doc.get_change_by_hash(h).is_some())
+            .collect();
+        for c in doc.get_changes(&have) {
+            let bytes = c.raw_bytes();
+            if !budget.fits(bytes.len()) {
+                answer.complete = false;
+                return Ok(answer);
             }
-            let batch = PullBatch {
-                snapshots: Vec::new(),
-                changes,
-                cursor,
-                done,
-                epoch: epoch.clone(),
-            };
-            if !out.send(Ok(batch)) || done {
-                return Ok(());
-            }
+            budget.take(bytes.len());
+            answer.missing.push(ChangeEnvelope {
+                doc_id: d.doc_id.clone(),
+                bytes: bytes.to_vec(),
+            });
         }
-    })();
-    store.end_read()?;
-    result
+    }
+    Ok(answer)
 }
 
 impl keqing_proto::SyncHandler for Hub {
     async fn enroll(&self, caller: Caller, actor: Vec<u8>) -> Result<DeviceInfo, SyncError> {
-        self.rate.check(&caller.token)?;
-        let access = self.access;
         if actor.is_empty() || actor.len() > 64 {
             return Err(SyncError::invalid("an automerge actor id is 1 to 64 bytes"));
         }
-        self.blocking(move |store| {
-            let device = access.authenticate(store, &caller)?;
+        let (device, _call) = self.admission.enter(&self.readers, caller, false).await?;
+        self.with_writer(move |store| {
             match &device.actor {
                 Some(a) if a != &actor => {
                     return Err(SyncError::new(
@@ -801,7 +1124,7 @@ impl keqing_proto::SyncHandler for Hub {
                     }
                     store.bind_actor(&device.id, &actor)?;
                     store.audit(&audit_actor(&device), "device.enroll", &device.id, "replica bound")?;
-                    tracing::info!(device = %device.id, name = %device.name, "device enrolled its replica");
+                    tracing::info!(device = %device.id, name = %printable(&device.name), "device enrolled its replica");
                 }
             }
             Ok(DeviceInfo {
@@ -818,41 +1141,42 @@ impl keqing_proto::SyncHandler for Hub {
         caller: Caller,
         changes: Vec<ChangeEnvelope>,
     ) -> Result<PushAck, SyncError> {
-        self.rate.check(&caller.token)?;
         let n = changes.len();
-        let access = self.access;
+        let (device, _call) = self.admission.enter(&self.readers, caller, false).await?;
+        let device_id = device.id.clone();
         let _serving = self.in_flight.enter();
-        let (writer, reader) = (self.writer.clone(), self.reader.clone());
+        let writer = self.writer.clone();
         let ack = tokio::task::spawn_blocking(move || {
-            let poisoned = |_| SyncError::internal("store lock poisoned");
-            // Authenticated on the readers' connection and decoded without
-            // the writer: a device's next push decodes while the one before
-            // is appended, and pushes take turns only to check against the
-            // store and append.
-            let device = access.authenticate(&*reader.lock().map_err(poisoned)?, &caller)?;
+            // Decoded without the writer: a device's next push decodes
+            // while the one before is appended, and pushes take turns only
+            // to check against the store and append.
             let decoded = decode_push(&device, changes)?;
-            ingest(&mut *writer.lock().map_err(poisoned)?, device, decoded)
+            ingest(&mut keqing_host::lock(&writer), device, decoded)
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))
         .and_then(|r| r);
         match &ack {
-            Ok(a) if a.accepted > 0 => {
-                self.appended.notify_one();
+            Ok(a) => {
+                if a.accepted > 0 {
+                    self.appended.notify_one();
+                }
                 tracing::debug!(
+                    device = %device_id,
                     changes = n,
                     accepted = a.accepted,
                     duplicates = a.duplicates,
                     "push"
                 )
             }
-            Ok(a) => tracing::debug!(
+            // The message may quote what the device sent: escaped.
+            Err(e) => tracing::info!(
+                device = %device_id,
                 changes = n,
-                accepted = a.accepted,
-                duplicates = a.duplicates,
-                "push"
+                change = ?e.change,
+                error = %printable(&e.message),
+                "push refused"
             ),
-            Err(e) => tracing::info!(changes = n, error = %e, "push refused"),
         }
         ack
     }
@@ -864,60 +1188,65 @@ impl keqing_proto::SyncHandler for Hub {
         epoch: String,
         max_batch: u32,
     ) -> Result<PullFeed, SyncError> {
-        self.rate.check(&caller.token)?;
-        let reader = {
-            let template = self
-                .reader
-                .lock()
-                .map_err(|_| SyncError::internal("store lock poisoned"))?;
-            template.reopen()?
-        };
-        let device = self.access.authenticate(&reader, &caller)?;
+        let (device, call) = self.admission.enter(&self.readers, caller, true).await?;
         if device.office.is_none() {
             // Headquarters receives every office's dossiers, names and phones.
-            reader.audit(
-                &audit_actor(&device),
-                "hq.pull",
-                "all offices",
-                &format!("from cursor {cursor}"),
-            )?;
+            let (readers, actor) = (self.readers.clone(), audit_actor(&device));
+            tokio::task::spawn_blocking(move || {
+                readers.get()?.audit(
+                    &actor,
+                    "hq.pull",
+                    "all offices",
+                    &format!("from cursor {cursor}"),
+                )
+            })
+            .await
+            .map_err(|e| SyncError::internal(format!("task failed: {e}")))??;
         }
-        let (tx, rx) = mpsc::channel(2);
-        let runtime = tokio::runtime::Handle::current();
-        let stall = self.pull_stall;
-        tokio::task::spawn_blocking(move || {
-            let out = PullOutlet {
-                tx: &tx,
-                runtime,
-                stall,
-            };
-            if let Err(e) = serve_pull(&reader, &device, cursor, &epoch, max_batch, &out) {
-                out.send(Err(e));
-            }
-        });
+        // One batch waits here while the next is read: the device's window
+        // holds the rest, and nothing grows while it does not read.
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(feed_pull(
+            self.readers.clone(),
+            device,
+            cursor,
+            epoch,
+            max_batch,
+            tx,
+            self.pull_stall,
+        ));
         // Served until the stream is sent: the batches queued here run
-        // several ahead of what the device has applied.
+        // ahead of what the device has applied. The call counts against
+        // its device until then too.
         Ok(PullFeed {
             batches: rx,
-            keep_alive: Box::new(self.in_flight.enter()),
+            keep_alive: Box::new((self.in_flight.enter(), call)),
         })
     }
 
-    async fn repair(
-        &self,
-        caller: Caller,
-        docs: Vec<DocHeads>,
-    ) -> Result<Vec<ChangeEnvelope>, SyncError> {
-        self.rate.check(&caller.token)?;
-        let access = self.access;
+    async fn repair(&self, caller: Caller, docs: Vec<DocHeads>) -> Result<RepairAnswer, SyncError> {
         if docs.len() > limits::MAX_CHANGES_PER_PUSH {
-            return Err(SyncError::new(
-                SyncErrorKind::ResourceExhausted,
-                "too many documents in one repair",
-            ));
+            return Err(SyncError::exhausted(format!(
+                "{} documents in one repair; at most {}",
+                docs.len(),
+                limits::MAX_CHANGES_PER_PUSH
+            )));
         }
-        self.blocking(move |store| {
-            let device = access.authenticate(store, &caller)?;
+        if let Some(bad) = docs.iter().position(|d| !valid_doc_id(&d.doc_id)) {
+            return Err(SyncError::invalid(format!(
+                "document {bad} of the repair: bad document id"
+            )));
+        }
+        let (device, _call) = self.admission.enter(&self.readers, caller, false).await?;
+        // Each document once, whatever the request says.
+        let mut seen = HashSet::new();
+        let docs: Vec<DocHeads> = docs
+            .into_iter()
+            .filter(|d| seen.insert(d.doc_id.clone()))
+            .collect();
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = readers.get()?;
             if device.office.is_none() {
                 store.audit(
                     &audit_actor(&device),
@@ -926,35 +1255,10 @@ impl keqing_proto::SyncHandler for Hub {
                     &format!("{} dossiers compared", docs.len()),
                 )?;
             }
-            let mut missing = Vec::new();
-            for d in docs {
-                let Some(StoredDocument { office, .. }) = store.document(&d.doc_id)? else {
-                    continue;
-                };
-                if !in_scope(&device, &office) {
-                    return Err(SyncError::denied(format!(
-                        "document {} is outside this device's office",
-                        d.doc_id
-                    )));
-                }
-                let doc = replayed(&[], store.changes_of(&d.doc_id, u64::MAX)?)?;
-                // Heads the server does not know (unpushed local work) are ignored.
-                let have: Vec<automerge::ChangeHash> = d
-                    .heads
-                    .iter()
-                    .map(|h| automerge::ChangeHash(*h))
-                    .filter(|h| doc.get_change_by_hash(h).is_some())
-                    .collect();
-                for c in doc.get_changes(&have) {
-                    missing.push(ChangeEnvelope {
-                        doc_id: d.doc_id.clone(),
-                        bytes: c.raw_bytes().to_vec(),
-                    });
-                }
-            }
-            Ok(missing)
+            repair_answer(&store, &device, docs)
         })
         .await
+        .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
     }
 }
 
@@ -975,5 +1279,66 @@ mod tests {
         assert!(in_flight.busy(), "devices still apply what they pulled");
         std::thread::sleep(AFTER_SYNC + std::time::Duration::from_millis(50));
         assert!(!in_flight.busy());
+    }
+
+    /// A panic inside a write on the writer: that request fails, and the
+    /// next push is appended and durable (not swallowed by a transaction
+    /// the panic left open).
+    #[test]
+    fn a_panic_inside_a_write_fails_that_request_and_the_next_push_commits() {
+        use keqing_proto::SyncHandler;
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(tmp.path()).unwrap();
+        store
+            .add_device(
+                "d",
+                "广东1",
+                Some("44"),
+                &token_hash("gd"),
+                "2026-11-20T00:00:00",
+                "t",
+            )
+            .unwrap();
+        let check = store.reopen().unwrap();
+        let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let actor = automerge::ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+            .unwrap();
+        // A write transaction no guard of ours will end, then a panic.
+        let failed = rt.block_on(hub.with_writer(|store| -> Result<(), SyncError> {
+            store
+                .conn_for_tests()
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(StoreError::from)?;
+            panic!("injected inside a write");
+        }));
+        assert_eq!(failed.unwrap_err().kind, SyncErrorKind::Internal);
+        let id = "01a21111-0000-7000-8000-00000000f001";
+        let (_, created) = keqing_shared::dossier::Dossier::create(
+            id,
+            "44",
+            keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap(),
+            actor,
+            1,
+        )
+        .unwrap();
+        let ack = rt
+            .block_on(hub.push(
+                "gd".into(),
+                vec![ChangeEnvelope {
+                    doc_id: id.into(),
+                    bytes: created.bytes,
+                }],
+            ))
+            .unwrap();
+        assert_eq!(ack.accepted, 1);
+        assert!(
+            check.document(id).unwrap().is_some(),
+            "committed: another connection sees it"
+        );
     }
 }

@@ -54,6 +54,9 @@ pub async fn run(
     run_with_tls(listener, store, None, shutdown).await
 }
 
+/// Requests one connection may have going at once.
+const STREAMS_PER_CONNECTION: u32 = 16;
+
 /// How often the server copies its WAL back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -84,9 +87,17 @@ pub async fn run_with_tls(
     let projector_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
     let checkpoint_store = store.reopen()?;
     let appended = Arc::new(tokio::sync::Notify::new());
-    let hub = Arc::new(hub::Hub::new(store, appended.clone())?.with_access(access));
+    // One admission for both services: a device's syncs and reports count
+    // against the same limits.
+    let admission = hub::Admission::new(access);
+    let readers = store::ReaderPool::new(&store);
+    let hub = Arc::new(hub::Hub::with_admission(
+        store,
+        appended.clone(),
+        admission.clone(),
+    )?);
     let in_flight = hub.in_flight();
-    let desk = Arc::new(reports::ReportDesk::new(reports_store, access));
+    let desk = Arc::new(reports::ReportDesk::new(reports_store, admission, readers));
     // The projector runs beside sync: woken by pushes (or every few
     // seconds), never in a push's path, and while devices are being
     // served it pauses before each document so they have the cores.
@@ -98,7 +109,7 @@ pub async fn run_with_tls(
             let store = projector_store.clone();
             let in_flight = in_flight.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let mut store = store.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+                let mut store = keqing_host::lock(&store);
                 let mut working_since = std::time::Instant::now();
                 let pace = || {
                     if in_flight.busy() {
@@ -131,7 +142,7 @@ pub async fn run_with_tls(
             every.tick().await;
             let store = checkpoint_store.clone();
             let done = tokio::task::spawn_blocking(move || {
-                let store = store.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?;
+                let store = keqing_host::lock(&store);
                 Ok::<_, anyhow::Error>(store.checkpoint()?)
             })
             .await;
@@ -175,9 +186,14 @@ pub async fn run_with_tls(
     // HTTP/2 pings find a device that vanished without closing (an office
     // line that dropped): its connection, and any pull it held, end within
     // a minute instead of at TCP's retransmission timeout.
+    // A device needs three streams at once (two pushes and a pull, or a
+    // report); the cap bounds what one connection can make the server
+    // decode at the same time, whoever it claims to be.
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)));
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION))
+        .concurrency_limit_per_connection(STREAMS_PER_CONNECTION as usize);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls.config)?;
     }

@@ -62,12 +62,12 @@ enum Source {
 fn current_document(
     store: &SqliteStore,
     doc_id: &str,
-) -> Result<Option<(Source, Option<SettledSnapshot>)>, StoreError> {
+) -> Result<Option<(Source, String, Option<SettledSnapshot>)>, StoreError> {
     let Some(stored) = store.document(doc_id)? else {
         return Ok(None);
     };
     if stored.complete {
-        return Ok(Some((Source::Saved(stored.snapshot), None)));
+        return Ok(Some((Source::Saved(stored.snapshot), stored.office, None)));
     }
     let logged = store.changes_of(doc_id, u64::MAX)?;
     let Ok(doc) = crate::hub::replayed(&stored.snapshot, logged) else {
@@ -85,11 +85,13 @@ fn current_document(
     let Ok(settled) = settled else {
         return Ok(None);
     };
-    Ok(Some((Source::Built(Box::new(doc)), settled)))
+    Ok(Some((Source::Built(Box::new(doc)), stored.office, settled)))
 }
 
-/// Derives what the projection tables hold for one document.
-fn derive(doc_id: &str, source: Source) -> Result<Projected, String> {
+/// Derives what the projection tables hold for one document. Its office
+/// is the server's record of it (`office`), whatever the document says:
+/// reports count a dossier where the server says it belongs.
+fn derive(doc_id: &str, office: &str, source: Source) -> Result<Projected, String> {
     let actor = reader_actor();
     let result = catch_unwind(AssertUnwindSafe(|| {
         if let Some(office) = doc_id.strip_prefix("roster-") {
@@ -113,6 +115,11 @@ fn derive(doc_id: &str, source: Source) -> Result<Projected, String> {
             if view.id != doc_id {
                 return Err(format!("document says its id is {}", view.id));
             }
+            if view.office != office {
+                tracing::warn!(doc = %doc_id, says = %keqing_shared::printable::printable(&view.office), office, "a dossier names another office than the server's record; counted under the record's");
+            }
+            let mut view = view;
+            view.office = office.to_string();
             let slots = schedule(&view);
             Ok(Projected::Dossier {
                 view: Box::new(view),
@@ -155,7 +162,7 @@ pub fn catch_up_paced(
         let mut settled_bytes = 0;
         for doc_id in &docs {
             pace();
-            let Some((source, settle)) = current_document(store, doc_id)? else {
+            let Some((source, office, settle)) = current_document(store, doc_id)? else {
                 done.skipped += 1;
                 tracing::warn!(doc = %doc_id, "projector: document unreadable, skipped");
                 unreadable.push((
@@ -174,7 +181,7 @@ pub fn catch_up_paced(
                     settled_bytes = 0;
                 }
             }
-            match derive(doc_id, source) {
+            match derive(doc_id, &office, source) {
                 Ok(p) => projected.push(p),
                 Err(e) => {
                     done.skipped += 1;

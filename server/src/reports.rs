@@ -2,9 +2,9 @@
 //! the projector up to date and builds the report from the projections with
 //! the shared definitions.
 
-use crate::hub::Access;
+use crate::hub::Admission;
 use crate::projector;
-use crate::store::SqliteStore;
+use crate::store::{ReaderPool, SqliteStore};
 use chrono::NaiveDate;
 use keqing_shared::report::{self, Report, Scope};
 use keqing_shared::sync::{Caller, SyncError, SyncErrorKind};
@@ -50,12 +50,24 @@ pub struct ReportDesk {
     /// The projector's connection: reports and the background projector
     /// take turns on it, so a report never races a half-done catch-up.
     projector: Arc<Mutex<SqliteStore>>,
-    access: Access,
+    /// Who may ask, how often (shared with the sync service).
+    admission: Arc<Admission>,
+    /// Connections to authenticate on: a request is admitted (or refused)
+    /// before it waits for the projector.
+    readers: Arc<ReaderPool>,
 }
 
 impl ReportDesk {
-    pub fn new(projector: Arc<Mutex<SqliteStore>>, access: Access) -> ReportDesk {
-        ReportDesk { projector, access }
+    pub fn new(
+        projector: Arc<Mutex<SqliteStore>>,
+        admission: Arc<Admission>,
+        readers: Arc<ReaderPool>,
+    ) -> ReportDesk {
+        ReportDesk {
+            projector,
+            admission,
+            readers,
+        }
     }
 }
 
@@ -68,24 +80,21 @@ impl keqing_proto::ReportsHandler for ReportDesk {
         to: NaiveDate,
     ) -> Result<Report, SyncError> {
         check_request(&scope, from, to)?;
+        let (device, _call) = self.admission.enter(&self.readers, caller, false).await?;
+        if let Some(own) = &device.office
+            && scope.office() != Some(own.as_str())
+        {
+            return Err(SyncError::new(
+                SyncErrorKind::PermissionDenied,
+                format!("an office device reads only its own office's report ({own})"),
+            ));
+        }
         let projector = self.projector.clone();
-        let access = self.access;
         tokio::task::spawn_blocking(move || {
-            let mut store = projector
-                .lock()
-                .map_err(|_| SyncError::internal("projector lock poisoned"))?;
-            let device = access.authenticate(&store, &caller)?;
-            if let Some(own) = &device.office
-                && scope.office() != Some(own.as_str())
-            {
-                return Err(SyncError::new(
-                    SyncErrorKind::PermissionDenied,
-                    format!("an office device reads only its own office's report ({own})"),
-                ));
-            }
+            let mut store = keqing_host::lock(&projector);
             let started = std::time::Instant::now();
             let r = build_report(&mut store, &scope, from, to)?;
-            tracing::info!(device = %device.name, scope = ?scope, %from, %to,
+            tracing::info!(device = %device.id, scope = ?scope, %from, %to,
                 ms = started.elapsed().as_millis() as u64, "report");
             Ok(r)
         })

@@ -350,6 +350,121 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// A read transaction of [`SqliteStore::read_tx`], ended when dropped.
+pub struct ReadTx<'c>(&'c Connection);
+
+impl Drop for ReadTx<'_> {
+    fn drop(&mut self) {
+        // A read transaction has nothing to keep: ending it is all.
+        let _ = self.0.execute_batch("COMMIT");
+    }
+}
+
+/// After a panic while the store was locked: any transaction left open on
+/// its connection is rolled back (see [`keqing_host::lock`]).
+impl keqing_host::Recover for SqliteStore {
+    fn recover(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// Reader connections shared by the requests that only read (every
+/// request's authentication, each pull batch, repairs): a request takes one
+/// for as long as it reads and gives it back, so a pull its device does
+/// not read, or a flood of requests, holds no connection, file handle or
+/// read transaction.
+pub struct ReaderPool {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<SqliteStore>>,
+}
+
+/// Idle reader connections kept for the next request.
+const IDLE_READERS: usize = 8;
+
+impl ReaderPool {
+    pub fn new(template: &SqliteStore) -> std::sync::Arc<ReaderPool> {
+        std::sync::Arc::new(ReaderPool {
+            path: template.path.clone(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// An idle reader, or a new connection.
+    pub fn get(self: &std::sync::Arc<Self>) -> Result<PooledReader> {
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let store = match idle {
+            Some(s) => s,
+            None => SqliteStore {
+                conn: open_connection(&self.path)?,
+                path: self.path.clone(),
+            },
+        };
+        Ok(PooledReader {
+            store: Some(store),
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A reader connection of a [`ReaderPool`], given back when dropped (unless
+/// it is inside a transaction, which a panic could leave: then it closes).
+pub struct PooledReader {
+    store: Option<SqliteStore>,
+    pool: std::sync::Arc<ReaderPool>,
+}
+
+impl std::ops::Deref for PooledReader {
+    type Target = SqliteStore;
+    fn deref(&self) -> &SqliteStore {
+        self.store.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledReader {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take()
+            && store.conn.is_autocommit()
+            && let Ok(mut idle) = self.pool.idle.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(store);
+        }
+    }
+}
+
+/// How much a batch being read may still take: at least one item, then
+/// until `max` bytes (see `limits::PULL_BATCH_BYTES`) or `max_items`.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub bytes: usize,
+    pub items: usize,
+    pub max_bytes: usize,
+    pub max_items: usize,
+}
+
+impl Budget {
+    pub fn new(max_bytes: usize, max_items: usize) -> Budget {
+        Budget {
+            bytes: 0,
+            items: 0,
+            max_bytes,
+            max_items: max_items.max(1),
+        }
+    }
+
+    /// Whether an item of `len` bytes still fits (the first always does).
+    pub fn fits(&self, len: usize) -> bool {
+        self.items == 0 || (self.items < self.max_items && self.bytes + len <= self.max_bytes)
+    }
+
+    pub fn take(&mut self, len: usize) {
+        self.bytes += len;
+        self.items += 1;
+    }
+}
+
 /// The WAL size (pages) at which a committing connection copies the WAL
 /// back itself: a backstop. A running server's checkpointer does it long
 /// before, off the push path ([`SqliteStore::checkpoint`]); left to SQLite
@@ -412,6 +527,13 @@ impl SqliteStore {
             conn: open_connection(&path)?,
             path,
         })
+    }
+
+    /// The connection itself, for tests that put it in states no method
+    /// of ours leaves it in.
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> &Connection {
+        &self.conn
     }
 
     /// Copies what it can of the WAL back into the database file, without
@@ -550,16 +672,13 @@ impl SqliteStore {
             as u64)
     }
 
-    /// Starts a read transaction: every read until [`SqliteStore::end_read`]
-    /// sees one consistent state of the log (WAL snapshot isolation).
-    pub fn begin_read(&self) -> Result<()> {
+    /// Starts a read transaction, ended when the guard drops (on a panic
+    /// too): every read meanwhile sees one consistent state of the log (WAL
+    /// snapshot isolation), and a lookup inside it is not a transaction of
+    /// its own.
+    pub fn read_tx(&self) -> Result<ReadTx<'_>> {
         self.conn.execute_batch("BEGIN")?;
-        Ok(())
-    }
-
-    pub fn end_read(&self) -> Result<()> {
-        self.conn.execute_batch("COMMIT")?;
-        Ok(())
+        Ok(ReadTx(&self.conn))
     }
 
     /// The projector's position in the change log.
@@ -893,6 +1012,115 @@ impl SqliteStore {
     pub fn integrity_check(&self) -> Result<String> {
         integrity_of(&self.conn)
     }
+
+    /// The next documents of a scope after `after_id` (at most `limit`):
+    /// id, whether its snapshot holds every logged change, and the
+    /// snapshot's length, without reading the snapshots themselves.
+    pub fn document_page(
+        &self,
+        office: Option<&str>,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, bool, usize)>> {
+        let sql = match office {
+            Some(_) => format!(
+                "SELECT id, complete, length(snapshot) FROM documents
+                 WHERE office = ?1 AND id > ?2 ORDER BY id LIMIT {limit}"
+            ),
+            None => format!(
+                "SELECT id, complete, length(snapshot) FROM documents
+                 WHERE ?1 IS NULL AND id > ?2 ORDER BY id LIMIT {limit}"
+            ),
+        };
+        let rows = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![office, after_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// One document's stored snapshot.
+    pub fn snapshot_of(&self, doc_id: &str) -> Result<Vec<u8>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT snapshot FROM documents WHERE id = ?1")?
+            .query_row([doc_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// A document's logged changes after `after` up to `upto`, as many as
+    /// `budget` lets through; `true` when some were left for later.
+    pub fn changes_of_within(
+        &self,
+        doc_id: &str,
+        after: u64,
+        upto: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<LoggedChange>, bool)> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![doc_id, seq_param(after), seq_param(upto)], logged)?;
+        take_within(rows, budget)
+    }
+
+    /// The changes of a scope after `after`, as many as `budget` lets
+    /// through; `true` when the budget ran out (more may follow).
+    pub fn changes_after_within(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<LoggedChange>, bool)> {
+        // Rows are read one at a time and the read stops at the budget: a
+        // page of big changes is never loaded whole. One more row than the
+        // budget's count is asked for, to tell whether the feed goes on.
+        let limit = budget.max_items + 1;
+        let sql = match office {
+            Some(_) => format!(
+                "SELECT seq, doc_id, bytes FROM changes WHERE office = ?1 AND seq > ?2 ORDER BY seq LIMIT {limit}"
+            ),
+            None => format!(
+                "SELECT seq, doc_id, bytes FROM changes WHERE ?1 IS NULL AND seq > ?2 ORDER BY seq LIMIT {limit}"
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![office, seq_param(after)], logged)?;
+        take_within(rows, budget)
+    }
+}
+
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn logged(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedChange> {
+    Ok(LoggedChange {
+        seq: r.get::<_, i64>(0)? as u64,
+        doc_id: r.get(1)?,
+        bytes: r.get(2)?,
+    })
+}
+
+/// Takes rows while `budget` has room; `true` when a row was left.
+fn take_within(
+    rows: impl Iterator<Item = rusqlite::Result<LoggedChange>>,
+    budget: &mut Budget,
+) -> Result<(Vec<LoggedChange>, bool)> {
+    let mut out = Vec::new();
+    for row in rows {
+        let c = row?;
+        if !budget.fits(c.bytes.len()) {
+            return Ok((out, true));
+        }
+        budget.take(c.bytes.len());
+        out.push(c);
+    }
+    Ok((out, false))
 }
 
 impl SyncStore for SqliteStore {

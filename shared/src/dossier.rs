@@ -121,8 +121,8 @@ pub fn patient_field_value(field: &str, text: &str) -> Result<ScalarValue, Domai
             .ok_or_else(|| DomainError::invalid("sex", format!("`{t}`: expected 男 or 女"))),
         "age" => number(0, 130),
         "birth_year" => number(1900, 2100),
-        "address" => Ok(crate::staff::validate_text("address", t, 200)?.into()),
-        "notes" => Ok(crate::staff::validate_text("notes", t, 2000)?.into()),
+        "address" => Ok(crate::limits::field("address", t)?.into()),
+        "notes" => Ok(crate::limits::field("notes", t)?.into()),
         "knows" => match t {
             "是" | "yes" | "知道" | "true" => Ok(ScalarValue::Boolean(true)),
             "否" | "no" | "不知道" | "false" => Ok(ScalarValue::Boolean(false)),
@@ -203,6 +203,10 @@ pub struct Creation {
     pub office: Option<String>,
     /// Some change folds the dossier into another one (`merged_into`).
     pub merges: bool,
+    /// Some change puts or deletes the root `id` or `office`: who a
+    /// dossier is and whose it is are set once, by its creation (the
+    /// server refuses such a change to a dossier it holds).
+    pub rewrites_identity: bool,
 }
 
 /// Reads [`Creation`] from changes given in causal order (one device's own
@@ -223,6 +227,7 @@ pub fn creation_of(changes: &[automerge::Change]) -> Creation {
         id: None,
         office: None,
         merges: false,
+        rewrites_identity: false,
     };
     for change in changes {
         let raw = change.raw_bytes();
@@ -238,8 +243,14 @@ pub fn creation_of(changes: &[automerge::Change]) -> Creation {
                 _ => None,
             };
             match key.as_str() {
-                "id" => creation.id = text,
-                "office" => creation.office = text,
+                "id" => {
+                    creation.id = text;
+                    creation.rewrites_identity = true;
+                }
+                "office" => {
+                    creation.office = text;
+                    creation.rewrites_identity = true;
+                }
                 MERGED_INTO => creation.merges = true,
                 _ => {}
             }
@@ -1313,11 +1324,14 @@ mod tests {
             Creation {
                 id: Some("01a2-x".into()),
                 office: Some("44".into()),
-                merges: false
+                merges: false,
+                rewrites_identity: true,
             }
         );
-        // Only the edit: nothing created.
-        assert_eq!(creation_of(&[change(&phone)]).office, None);
+        // Only the edit: nothing created, nothing of who it is touched.
+        let edit = creation_of(&[change(&phone)]);
+        assert_eq!(edit.office, None);
+        assert!(!edit.rewrites_identity);
         // A later put wins, as in the document; a merge is noticed.
         let moved = d
             .edit(3, |tx| {
@@ -1329,6 +1343,7 @@ mod tests {
         let made = creation_of(&[change(&created), change(&phone), change(&moved)]);
         assert_eq!(made.office.as_deref(), Some("11"));
         assert!(made.merges);
+        assert!(creation_of(&[change(&moved)]).rewrites_identity);
         // Changes it skips unread put none of the keys: the phone's does
         // not mention them; a deletion of the id is read.
         assert!(
@@ -1343,6 +1358,7 @@ mod tests {
         let made = creation_of(&[change(&created), change(&phone), change(&unset)]);
         assert_eq!(made.id, None);
         assert_eq!(made.office.as_deref(), Some("44"));
+        assert!(creation_of(&[change(&unset)]).rewrites_identity);
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub enum DomainError {
     UnknownRecord(String),
     #[error("导出失败 export failed: {0}")]
     Export(String),
+    /// An edit that would break a byte limit (see [`crate::limits`]).
+    #[error(
+        "超出上限 this edit would make the {what} {bytes} bytes; at most {max} bytes: nothing was saved (a dossier this large takes no more edits)"
+    )]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        max: usize,
+    },
 }
 
 impl DomainError {

@@ -11,6 +11,7 @@
 //! - [`phone`]: phone number validation and normalisation (the dossier key).
 //! - [`when`]: parsing the dates and times office staff type.
 //! - [`records`]: the records a dossier holds (calls, visits, purchases, ...).
+//! - [`limits`]: every field's maximum and the largest change and dossier.
 //! - [`dossier`]: one patient dossier (病历档案) as an automerge document.
 //! - [`followup`]: the follow-up cadence (回访节奏) derived from a dossier.
 //! - [`report`]: report definitions shared by every level (office, HQ).
@@ -19,14 +20,17 @@
 //! - [`sheets`]: a report as Chinese tables: text, CSV and .xlsx bytes.
 //! - [`html`]: report tables, SVG charts and the host check of the web UIs.
 //! - [`table`]: plain-text tables that line up Chinese text.
+//! - [`printable`]: stored text made safe for a terminal or a log line.
 //! - [`error`]: the domain error type.
 
 pub mod dossier;
 pub mod error;
 pub mod followup;
 pub mod html;
+pub mod limits;
 pub mod office;
 pub mod phone;
+pub mod printable;
 pub mod records;
 pub mod report;
 pub mod roster;

@@ -328,8 +328,10 @@ pub fn csv(r: &Report) -> Vec<u8> {
                 .iter()
                 .map(|c| match c {
                     // Text typed by people (staff names, sources, diseases)
-                    // must not run as a spreadsheet formula when opened.
-                    Cell::Text(t) if t.starts_with(['=', '+', '-', '@']) => {
+                    // must not run as a spreadsheet formula when opened
+                    // (OWASP's list: a formula may also start after a tab
+                    // or a line break).
+                    Cell::Text(t) if t.starts_with(['=', '+', '-', '@', '\t', '\r', '\n']) => {
                         csv_field(&format!("'{t}"))
                     }
                     other => csv_field(&other.text()),
@@ -467,6 +469,19 @@ mod tests {
         });
         let s = String::from_utf8(csv(&r)).unwrap();
         assert!(s.contains("\r\n44,'=HYPERLINK(1),"), "{s}");
+        for lead in ["\t", "\r", "\n", "+", "-", "@"] {
+            let mut r = report();
+            r.staff.push(crate::report::StaffLine {
+                office: "44".into(),
+                staff: format!("{lead}=cmd|' /C calc'!A0"),
+                ..Default::default()
+            });
+            let s = String::from_utf8(csv(&r)).unwrap();
+            assert!(
+                s.contains(&format!("\"'{lead}=cmd|")) || s.contains(&format!(",'{lead}=cmd|")),
+                "{lead:?}: {s}"
+            );
+        }
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 

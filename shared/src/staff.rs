@@ -83,7 +83,7 @@ pub struct Staff {
 /// A name as typed (of a person, device, product, source ...): trimmed,
 /// non-empty, at most 40 characters, no control characters.
 pub fn validate_name(field: &'static str, name: &str) -> Result<String, DomainError> {
-    validate_text(field, name, 40)
+    validate_text(field, name, crate::limits::NAME_CHARS)
 }
 
 /// A free text as typed: trimmed, non-empty, at most `max` characters, no

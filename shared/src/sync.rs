@@ -77,7 +77,15 @@ pub struct DocHeads {
     pub heads: Vec<[u8; 32]>,
 }
 
-/// Limits the server enforces, shared so clients batch within them.
+/// The server's answer to a repair: the changes the device lacks, as a
+/// causally complete prefix when the answer reached its size limit
+/// (`complete` false: apply these, then ask again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepairAnswer {
+    pub missing: Vec<ChangeEnvelope>,
+    pub complete: bool,
+}
+
 /// Who is calling the server: the device's bearer token, and the SHA-256
 /// of the certificate it presented over mutual TLS, if any. (No `Debug`:
 /// tokens are never logged.)
@@ -127,17 +135,37 @@ impl std::fmt::Debug for ClientTls {
     }
 }
 
+/// Limits the server enforces, shared so clients batch within them.
 pub mod limits {
     /// Largest single automerge change accepted.
     pub const MAX_CHANGE_BYTES: usize = 1 << 20;
+    /// Largest saved dossier (uncompressed automerge document) a push may
+    /// grow a document to (see [`crate::limits`]).
+    pub const MAX_DOSSIER_BYTES: usize = 4 << 20;
     /// Most changes in one push.
     pub const MAX_CHANGES_PER_PUSH: usize = 5_000;
     /// Largest gRPC message either side decodes.
     pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
-    /// Most changes a client pushes in one batch.
+    /// Most changes a client pushes in one batch...
     pub const PUSH_BATCH: usize = 1_000;
-    /// Most changes (or snapshots) in one pull batch.
+    /// ...and most bytes of changes (a batch of one bigger change is sent
+    /// alone): well under the message limit.
+    pub const PUSH_BATCH_BYTES: usize = 4 << 20;
+    /// Most changes (or snapshots) in one pull batch...
     pub const PULL_BATCH: u32 = 2_000;
+    /// ...and most bytes, well under the message limit: a batch ends once
+    /// it holds this much (it always holds at least one item, and no item
+    /// is larger than a dossier may be).
+    pub const PULL_BATCH_BYTES: usize = 4 << 20;
+    /// Most bytes of changes one repair answers (the device asks again
+    /// for the rest).
+    pub const REPAIR_BYTES: usize = 8 << 20;
+    /// Calls one device may have in progress at once (pushes, pulls,
+    /// repairs, reports): a sync needs three.
+    pub const CALLS_PER_DEVICE: usize = 8;
+    /// Pulls one device may have open at once (a pull holds a few batches
+    /// of memory until the device reads them).
+    pub const PULLS_PER_DEVICE: usize = 2;
     /// Requests one device token may make per second on average...
     pub const REQUESTS_PER_SECOND: u32 = 50;
     /// ...and at once (a sync is two or three; a big push, one per batch).
@@ -180,6 +208,11 @@ impl SyncErrorKind {
 pub struct SyncError {
     pub kind: SyncErrorKind,
     pub message: String,
+    /// The change a push was refused for: its index in the push. A refusal
+    /// with one is about that change's bytes and will not change on retry
+    /// (the device puts the change aside and pushes the rest); one without
+    /// is about the request or the moment (a limit of requests, a fault).
+    pub change: Option<u32>,
 }
 
 impl SyncError {
@@ -187,7 +220,17 @@ impl SyncError {
         SyncError {
             kind,
             message: message.into(),
+            change: None,
         }
+    }
+    /// The same refusal, about the change at `index` in the push.
+    pub fn at_change(mut self, index: usize) -> SyncError {
+        self.change = u32::try_from(index).ok();
+        self
+    }
+    /// Too large or too many: RESOURCE_EXHAUSTED.
+    pub fn exhausted(message: impl Into<String>) -> SyncError {
+        SyncError::new(SyncErrorKind::ResourceExhausted, message)
     }
     pub fn invalid(message: impl Into<String>) -> SyncError {
         SyncError::new(SyncErrorKind::InvalidArgument, message)

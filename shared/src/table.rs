@@ -1,7 +1,15 @@
 //! Plain-text tables for a terminal, aligned for Chinese text (a CJK
 //! character takes two columns).
 
+use crate::printable::printable;
 use unicode_width::UnicodeWidthStr;
+
+fn cell(s: String) -> String {
+    match printable(&s) {
+        std::borrow::Cow::Borrowed(_) => s,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
 
 pub struct Table {
     headers: Vec<String>,
@@ -11,13 +19,16 @@ pub struct Table {
 impl Table {
     pub fn new<S: Into<String>>(headers: impl IntoIterator<Item = S>) -> Table {
         Table {
-            headers: headers.into_iter().map(Into::into).collect(),
+            headers: headers.into_iter().map(|h| cell(h.into())).collect(),
             rows: Vec::new(),
         }
     }
 
+    /// Adds a row; every cell is made [`printable`] (stored text may hold
+    /// anything a device sent).
     pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
-        self.rows.push(cells.into_iter().map(Into::into).collect());
+        self.rows
+            .push(cells.into_iter().map(|c| cell(c.into())).collect());
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,5 +80,14 @@ mod tests {
         assert_eq!(lines[0], "姓名    n");
         assert_eq!(lines[2], "张三丰  1");
         assert_eq!(lines[3], "ab      22");
+    }
+
+    #[test]
+    fn a_cell_cannot_reach_the_terminal_as_control_characters() {
+        let mut t = Table::new(["姓名"]);
+        t.row(["张\u{1b}[2J三\n伪造的行"]);
+        let out = t.render();
+        assert!(!out.contains('\u{1b}'));
+        assert_eq!(out.lines().count(), 3, "{out}");
     }
 }

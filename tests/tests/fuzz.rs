@@ -180,7 +180,12 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
     let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new()))
         .unwrap()
         .with_rate_limit(u32::MAX, u32::MAX);
-    let desk = ReportDesk::new(reports_store, Default::default());
+    let readers = keqing_server::store::ReaderPool::new(&check);
+    let desk = ReportDesk::new(
+        reports_store,
+        keqing_server::hub::Admission::with_rate_limit(Default::default(), u32::MAX, u32::MAX),
+        readers,
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

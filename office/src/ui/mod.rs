@@ -103,6 +103,7 @@ impl App {
                 sync: pages::SyncIndicator {
                     state: r.sync_state()?,
                     waiting: r.outbox_len()?,
+                    refused: r.refused(0)?.0,
                 },
             })
         })
@@ -439,7 +440,11 @@ async fn sync_now(
     let sep = if back.contains('?') { '&' } else { '?' };
     let flag = match result {
         Ok(_) => "synced",
-        Err(_) => "offline",
+        Err(ClientError::Sync {
+            failure: crate::SyncFailure::Offline,
+            ..
+        }) => "offline",
+        Err(_) => "refused",
     };
     Ok(Redirect::to(&format!("{back}{sep}saved={flag}")).into_response())
 }
@@ -450,7 +455,10 @@ async fn sync_round(app: &App) -> Result<crate::sync::SyncSummary, ClientError> 
     let _one_at_a_time = app.0.sync_lock.lock().await;
     let mut replica = Replica::open(&app.0.dir)?;
     if replica.sync_state()?.is_none() {
-        return Err(ClientError::Sync("this replica is not enrolled".into()));
+        return Err(ClientError::Sync {
+            failure: crate::SyncFailure::Refused,
+            message: "this replica is not enrolled".into(),
+        });
     }
     crate::sync::sync_once(&mut replica, &mut crate::sync::Quiet).await
 }

@@ -30,6 +30,9 @@ pub struct SyncIndicator {
     pub state: Option<SyncState>,
     /// Local changes the server has not acknowledged yet.
     pub waiting: u64,
+    /// Own changes the server refused for good, set aside
+    /// (`keqing quarantine list`).
+    pub refused: u64,
 }
 
 /// A form that failed, to show again with its errors.
@@ -69,6 +72,7 @@ fn flash(saved: Option<&str>) -> Option<&'static str> {
         "resolve" => "已确定取值",
         "synced" => "同步完成",
         "offline" => "无法连接服务器：继续离线工作，稍后再同步",
+        "refused" => "服务器拒绝了同步：见页首的原因",
         _ => return None,
     })
 }
@@ -112,8 +116,15 @@ fn sync_indicator(frame: &Frame) -> Markup {
     let s = &frame.sync;
     let (class, state, detail) = match &s.state {
         None => ("local", "仅本机", "未注册同步服务器".to_string()),
+        // Offline goes away by itself; a refusal or a fault of the server
+        // needs someone to act, and says why.
         Some(st) if st.last_error.is_some() => {
-            ("offline", "离线", st.last_error.clone().unwrap_or_default())
+            let why = st.last_error.clone().unwrap_or_default();
+            match st.last_error_kind.unwrap_or(crate::SyncFailure::Offline) {
+                crate::SyncFailure::Offline => ("offline", "离线", why),
+                crate::SyncFailure::Refused => ("refused", "被拒", why),
+                crate::SyncFailure::ServerFault => ("fault", "服务器故障", why),
+            }
         }
         Some(st) if st.last_sync.is_some() => (
             "online",
@@ -132,6 +143,12 @@ fn sync_indicator(frame: &Frame) -> Markup {
                     Some(st) => { "上次同步 " (st.last_sync.as_deref().unwrap_or("从未")) }
                     None => { "未注册" }
                 }
+            }
+            @if matches!(class, "refused" | "fault") {
+                span.why id="sync-why" { (detail) }
+            }
+            @if s.refused > 0 {
+                span.refused id="refused" { "被拒变更 " (s.refused) " 条" }
             }
             @if s.state.is_some() {
                 form method="post" action="/sync" {
