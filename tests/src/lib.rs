@@ -331,3 +331,120 @@ pub fn scratch_dir() -> tempfile::TempDir {
     }
     .expect("a scratch directory")
 }
+
+/// Plain HTTP/1.1 against the web front ends, as a browser (or an
+/// attacker) would send it: no client library in between.
+pub mod http {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    pub struct Response {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl Response {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+    }
+
+    /// One HTTP/1.1 request (Connection: close) and its whole response.
+    pub fn http(
+        addr: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req += &format!("Host: {addr}\r\n");
+        }
+        for (k, v) in headers {
+            req += &format!("{k}: {v}\r\n");
+        }
+        req += &format!("Content-Length: {}\r\n\r\n", body.len());
+        s.write_all(req.as_bytes()).unwrap();
+        // A refused oversized body may be answered before it is all sent.
+        let _ = s.write_all(body);
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("a status");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        if chunked {
+            body = dechunk(&body);
+        }
+        Response {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn dechunk(mut b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
+            b = &b[eol + 2 + size + 2..];
+        }
+        out
+    }
+
+    pub fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+        fn enc(s: &str) -> String {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        }
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+            .into_bytes()
+    }
+
+    pub const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+    /// The form secret a page carries.
+    pub fn csrf_of(page: &str) -> String {
+        let i = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+        page[i..i + page[i..].find('"').unwrap()].to_string()
+    }
+}

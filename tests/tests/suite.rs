@@ -10,6 +10,7 @@ mod encryption;
 mod faults;
 mod fuzz;
 mod layers;
+mod limits;
 mod merge;
 mod office_journey;
 mod replica;
