@@ -119,6 +119,11 @@ const PULL_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 /// reads them. 27 offices × 2 devices and headquarters fit.
 const PULLS_AT_ONCE: usize = 96;
 
+/// Repairs served at once, all devices together: each builds documents
+/// from their logs, a core's work for a moment (a device repairs rarely:
+/// after restoring a backup).
+const REPAIRS_AT_ONCE: usize = 4;
+
 pub struct Hub {
     /// Who may call, how often, how much at once.
     admission: Arc<Admission>,
@@ -195,19 +200,31 @@ pub struct Admission {
     rate: RateLimiter,
     calls: Mutex<HashMap<String, DeviceCalls>>,
     pulls: Arc<tokio::sync::Semaphore>,
+    repairs: Arc<tokio::sync::Semaphore>,
+}
+
+/// What kind of call asks to be admitted: streams and repairs hold
+/// memory or a core for a while, and have limits of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    Plain,
+    Pull,
+    Repair,
 }
 
 #[derive(Default)]
 struct DeviceCalls {
     calls: usize,
     pulls: usize,
+    repairs: usize,
 }
 
 /// A call in progress, counted against its device until dropped.
 pub struct Call {
     admission: Arc<Admission>,
     device: String,
-    pull: Option<tokio::sync::OwnedSemaphorePermit>,
+    kind: CallKind,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for Call {
@@ -215,8 +232,10 @@ impl Drop for Call {
         let mut calls = keqing_host::lock(&self.admission.calls);
         if let Some(c) = calls.get_mut(&self.device) {
             c.calls = c.calls.saturating_sub(1);
-            if self.pull.is_some() {
-                c.pulls = c.pulls.saturating_sub(1);
+            match self.kind {
+                CallKind::Pull => c.pulls = c.pulls.saturating_sub(1),
+                CallKind::Repair => c.repairs = c.repairs.saturating_sub(1),
+                CallKind::Plain => {}
             }
             if c.calls == 0 {
                 calls.remove(&self.device);
@@ -232,6 +251,7 @@ impl Admission {
             rate: RateLimiter::new(limits::REQUESTS_PER_SECOND, limits::REQUEST_BURST),
             calls: Mutex::new(HashMap::new()),
             pulls: Arc::new(tokio::sync::Semaphore::new(PULLS_AT_ONCE)),
+            repairs: Arc::new(tokio::sync::Semaphore::new(REPAIRS_AT_ONCE)),
         })
     }
 
@@ -244,10 +264,11 @@ impl Admission {
         a
     }
 
-    /// Admits one call of an authenticated device (`pull`: a pull stream):
-    /// RESOURCE_EXHAUSTED, saying which limit, when it has too many going
-    /// or asks too often.
-    pub fn admit(self: &Arc<Self>, device: &Device, pull: bool) -> Result<Call, SyncError> {
+    /// Admits one call of an authenticated device: RESOURCE_EXHAUSTED,
+    /// saying which limit, when the device asks too often or has too many
+    /// calls (pulls, repairs) going; UNAVAILABLE when the whole server
+    /// serves as many pulls or repairs as it takes.
+    pub fn admit(self: &Arc<Self>, device: &Device, kind: CallKind) -> Result<Call, SyncError> {
         self.rate.check(&device.id)?;
         let mut calls = keqing_host::lock(&self.calls);
         let c = calls.entry(device.id.clone()).or_default();
@@ -258,30 +279,48 @@ impl Admission {
                 limits::CALLS_PER_DEVICE
             )));
         }
-        let permit = if pull {
-            if c.pulls >= limits::PULLS_PER_DEVICE {
-                return Err(SyncError::exhausted(format!(
-                    "this device has {} pulls open; at most {} at once",
-                    c.pulls,
-                    limits::PULLS_PER_DEVICE
-                )));
-            }
-            let permit = self.pulls.clone().try_acquire_owned().map_err(|_| {
+        let (held, most, what, pool, at_once) = match kind {
+            CallKind::Plain => (0, usize::MAX, "", None, 0),
+            CallKind::Pull => (
+                c.pulls,
+                limits::PULLS_PER_DEVICE,
+                "pulls",
+                Some(&self.pulls),
+                PULLS_AT_ONCE,
+            ),
+            CallKind::Repair => (
+                c.repairs,
+                limits::REPAIRS_PER_DEVICE,
+                "repairs",
+                Some(&self.repairs),
+                REPAIRS_AT_ONCE,
+            ),
+        };
+        if held >= most {
+            return Err(SyncError::exhausted(format!(
+                "this device has {held} {what} going; at most {most} at once"
+            )));
+        }
+        let permit = match pool {
+            Some(pool) => Some(pool.clone().try_acquire_owned().map_err(|_| {
                 SyncError::new(
                     SyncErrorKind::Unavailable,
-                    format!("the server is serving {PULLS_AT_ONCE} pulls; retry shortly"),
+                    format!("the server is serving {at_once} {what} at once; retry shortly"),
                 )
-            })?;
-            c.pulls += 1;
-            Some(permit)
-        } else {
-            None
+            })?),
+            None => None,
         };
         c.calls += 1;
+        match kind {
+            CallKind::Pull => c.pulls += 1,
+            CallKind::Repair => c.repairs += 1,
+            CallKind::Plain => {}
+        }
         Ok(Call {
             admission: self.clone(),
             device: device.id.clone(),
-            pull: permit,
+            kind,
+            _permit: permit,
         })
     }
 
@@ -291,7 +330,7 @@ impl Admission {
         self: &Arc<Self>,
         readers: &Arc<ReaderPool>,
         caller: Caller,
-        pull: bool,
+        kind: CallKind,
     ) -> Result<(Device, Call), SyncError> {
         let (access, readers) = (self.access, readers.clone());
         let device = tokio::task::spawn_blocking(move || {
@@ -300,7 +339,7 @@ impl Admission {
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))??;
-        let call = self.admit(&device, pull)?;
+        let call = self.admit(&device, kind)?;
         Ok((device, call))
     }
 }
@@ -1067,16 +1106,22 @@ fn repair_answer(
         complete: true,
     };
     for d in docs {
-        let Some(StoredDocument { office, .. }) = store.document(&d.doc_id)? else {
+        let Some(stored) = store.document(&d.doc_id)? else {
             continue;
         };
-        if !in_scope(device, &office) {
+        if !in_scope(device, &stored.office) {
             return Err(SyncError::denied(format!(
                 "document {} is outside this device's office",
                 d.doc_id
             )));
         }
-        let doc = replayed(&[], store.changes_of(&d.doc_id, u64::MAX)?)?;
+        // A complete snapshot holds every logged change: one load, not a
+        // replay of the log.
+        let doc = if stored.complete {
+            replayed(&stored.snapshot, Vec::new())?
+        } else {
+            replayed(&[], store.changes_of(&d.doc_id, u64::MAX)?)?
+        };
         // Heads the server does not know (unpushed local work) are ignored.
         let have: Vec<automerge::ChangeHash> = d
             .heads
@@ -1105,7 +1150,10 @@ impl keqing_proto::SyncHandler for Hub {
         if actor.is_empty() || actor.len() > 64 {
             return Err(SyncError::invalid("an automerge actor id is 1 to 64 bytes"));
         }
-        let (device, _call) = self.admission.enter(&self.readers, caller, false).await?;
+        let (device, _call) = self
+            .admission
+            .enter(&self.readers, caller, CallKind::Plain)
+            .await?;
         self.with_writer(move |store| {
             match &device.actor {
                 Some(a) if a != &actor => {
@@ -1142,7 +1190,10 @@ impl keqing_proto::SyncHandler for Hub {
         changes: Vec<ChangeEnvelope>,
     ) -> Result<PushAck, SyncError> {
         let n = changes.len();
-        let (device, _call) = self.admission.enter(&self.readers, caller, false).await?;
+        let (device, _call) = self
+            .admission
+            .enter(&self.readers, caller, CallKind::Plain)
+            .await?;
         let device_id = device.id.clone();
         let _serving = self.in_flight.enter();
         let writer = self.writer.clone();
@@ -1188,7 +1239,10 @@ impl keqing_proto::SyncHandler for Hub {
         epoch: String,
         max_batch: u32,
     ) -> Result<PullFeed, SyncError> {
-        let (device, call) = self.admission.enter(&self.readers, caller, true).await?;
+        let (device, call) = self
+            .admission
+            .enter(&self.readers, caller, CallKind::Pull)
+            .await?;
         if device.office.is_none() {
             // Headquarters receives every office's dossiers, names and phones.
             let (readers, actor) = (self.readers.clone(), audit_actor(&device));
@@ -1237,7 +1291,10 @@ impl keqing_proto::SyncHandler for Hub {
                 "document {bad} of the repair: bad document id"
             )));
         }
-        let (device, _call) = self.admission.enter(&self.readers, caller, false).await?;
+        let (device, _call) = self
+            .admission
+            .enter(&self.readers, caller, CallKind::Repair)
+            .await?;
         // Each document once, whatever the request says.
         let mut seen = HashSet::new();
         let docs: Vec<DocHeads> = docs

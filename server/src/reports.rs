@@ -80,7 +80,10 @@ impl keqing_proto::ReportsHandler for ReportDesk {
         to: NaiveDate,
     ) -> Result<Report, SyncError> {
         check_request(&scope, from, to)?;
-        let (device, _call) = self.admission.enter(&self.readers, caller, false).await?;
+        let (device, _call) = self
+            .admission
+            .enter(&self.readers, caller, crate::hub::CallKind::Plain)
+            .await?;
         if let Some(own) = &device.office
             && scope.office() != Some(own.as_str())
         {

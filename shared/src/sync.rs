@@ -166,6 +166,8 @@ pub mod limits {
     /// Pulls one device may have open at once (a pull holds a few batches
     /// of memory until the device reads them).
     pub const PULLS_PER_DEVICE: usize = 2;
+    /// Repairs one device may have going at once.
+    pub const REPAIRS_PER_DEVICE: usize = 1;
     /// Requests one device token may make per second on average...
     pub const REQUESTS_PER_SECOND: u32 = 50;
     /// ...and at once (a sync is two or three; a big push, one per batch).

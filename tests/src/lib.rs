@@ -322,6 +322,22 @@ impl Drop for WebProcess {
     }
 }
 
+/// A follow-up of 16 kB: two 2 000-character texts (the most the desk
+/// takes) of 4-byte characters. 55 of them make a change just under the
+/// 1 MiB limit; a few such changes, a dossier near its 4 MiB limit.
+pub fn big_followup(n: usize) -> keqing_shared::records::FollowUp {
+    let text: String = std::iter::repeat_n('𠀀', 2000).collect();
+    keqing_shared::records::FollowUp {
+        id: uuid::Uuid::now_v7().to_string(),
+        at: keqing_shared::when::parse_datetime("2026-11-21T10:00").unwrap()
+            + chrono::Duration::minutes(n as i64),
+        staff: "李娜".into(),
+        kind: "回访".into(),
+        outcome: text.clone(),
+        next_entry: Some(text),
+    }
+}
+
 /// A scratch directory in memory where the machine has one (/dev/shm), for
 /// tests about the network or input, not the disk: they make many stores.
 pub fn scratch_dir() -> tempfile::TempDir {

@@ -8,6 +8,7 @@
 use keqing_office::desk::{CallInput, Desk};
 use keqing_shared::records::FollowUp;
 use keqing_shared::staff::Role;
+use keqing_tests::big_followup;
 use keqing_tests::http::{FORM, csrf_of, form, http};
 use keqing_tests::{Office, Server};
 
@@ -178,20 +179,6 @@ fn every_typed_field_is_refused_over_its_limit_by_name_in_cli_and_workstation() 
             .stderr
             .contains("找不到患者")
     );
-}
-
-/// A follow-up of 16 kB (two 2 000-character texts of 4-byte characters).
-fn big_followup(n: usize) -> FollowUp {
-    let text: String = std::iter::repeat_n('𠀀', 2000).collect();
-    FollowUp {
-        id: keqing_office::desk::new_id(),
-        at: keqing_shared::when::parse_datetime("2026-11-21T10:00").unwrap()
-            + chrono::Duration::minutes(n as i64),
-        staff: "李娜".into(),
-        kind: "回访".into(),
-        outcome: text.clone(),
-        next_entry: Some(text),
-    }
 }
 
 /// Grows dossier `id` by edits of ~0.9 MB (each under the change limit)

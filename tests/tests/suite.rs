@@ -9,6 +9,7 @@ mod demo;
 mod encryption;
 mod faults;
 mod fuzz;
+mod hostile_device;
 mod layers;
 mod limits;
 mod merge;

@@ -640,3 +640,144 @@ fn a_pull_its_device_stops_reading_holds_nothing_and_ends() {
     assert!(done, "a reading device reaches the end");
     assert_eq!(all, ids.len() + 1);
 }
+
+/// The server owns who a dossier belongs to: a change of an office device
+/// (or of headquarters) that rewrites a dossier's office, to another
+/// province or to one that does not exist, or its id, is refused, naming
+/// the change, and nothing of the push is stored; reports count the
+/// dossier where the server's record says, even if a document that got in
+/// before this rule says otherwise.
+#[test]
+fn a_change_rewriting_whose_dossier_it_is_is_refused() {
+    use automerge::transaction::Transactable;
+    use keqing_proto::SyncHandler;
+    use keqing_server::store::{DocumentState, NewLogEntry, SyncStore};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut store = store_with_office_device(tmp.path());
+    store
+        .add_device(
+            "dev-hq",
+            "数据中心",
+            None,
+            &keqing_server::hub::token_hash("hq"),
+            "2026-11-20T00:00:00",
+            "test",
+        )
+        .unwrap();
+    let mut check = store.reopen().unwrap();
+    let hub = in_process_hub(store);
+    let rt = rt();
+    let (actor, hq_actor) = (ActorId::random(), ActorId::random());
+    rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+        .unwrap();
+    rt.block_on(hub.enroll("hq".into(), hq_actor.to_bytes().to_vec()))
+        .unwrap();
+    let id = "01a21111-0000-7000-8000-0000000000f1";
+    let (mut dossier, created) = new_dossier(id, "44", &actor);
+    let call = dossier
+        .edit(2, |tx| tx.add_phone("13500000021"))
+        .unwrap()
+        .unwrap();
+    rt.block_on(hub.push("gd".into(), vec![env(id, &created), env(id, &call)]))
+        .unwrap();
+    let log = check.max_seq().unwrap();
+    let before_honest = dossier.save();
+    let honest = dossier
+        .edit(3, |tx| tx.add_phone("13500000022"))
+        .unwrap()
+        .unwrap();
+    let rewrite = |actor: &ActorId, key: &str, value: &str| {
+        let mut doc = automerge::Automerge::load(&before_honest)
+            .unwrap()
+            .with_actor(actor.clone());
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+            tx.put(automerge::ROOT, key, value)?;
+            Ok(())
+        })
+        .unwrap();
+        let c = doc.get_last_local_change().unwrap();
+        ChangeEnvelope {
+            doc_id: id.into(),
+            bytes: c.raw_bytes().to_vec(),
+        }
+    };
+    for (token, who, key, value) in [
+        ("gd", &actor, "office", "11"),
+        ("gd", &actor, "office", "99"),
+        ("gd", &actor, "id", "01a21111-0000-7000-8000-0000000000f9"),
+        ("hq", &hq_actor, "office", "11"),
+    ] {
+        // The honest change first, the rewrite second: the refusal names
+        // the second, and nothing of the push is stored.
+        let e = rt
+            .block_on(hub.push(
+                token.into(),
+                vec![env(id, &honest), rewrite(who, key, value)],
+            ))
+            .unwrap_err();
+        assert_eq!(
+            e.kind,
+            SyncErrorKind::PermissionDenied,
+            "{token} {key}={value}: {e:?}"
+        );
+        assert_eq!(e.change, Some(1), "the refusal names the change");
+        assert_eq!(check.max_seq().unwrap(), log, "nothing stored");
+    }
+    let ack = rt
+        .block_on(hub.push("gd".into(), vec![env(id, &honest)]))
+        .unwrap();
+    assert_eq!(ack.accepted, 1);
+
+    // A dossier whose document names another office than the server's
+    // record (as one that got in before the rule might): the projections
+    // and the reports go by the record.
+    let other = "01a21111-0000-7000-8000-0000000000f2";
+    let (mut d, first) = new_dossier(other, "44", &actor);
+    let mut doc = automerge::Automerge::load(&d.save()).unwrap();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(automerge::ROOT, "office", "11")?;
+        Ok(())
+    })
+    .unwrap();
+    let moved = doc.get_last_local_change().unwrap().clone();
+    let phone = d
+        .edit(2, |tx| tx.add_phone("13500000023"))
+        .unwrap()
+        .unwrap();
+    let mut entries = Vec::new();
+    for bytes in [&first.bytes, moved.raw_bytes(), &phone.bytes] {
+        let c = automerge::Change::from_bytes(bytes.to_vec()).unwrap();
+        entries.push(NewLogEntry {
+            hash: c.hash().0,
+            doc_id: other.into(),
+            office: "44".into(),
+            bytes: bytes.to_vec(),
+        });
+    }
+    doc.apply_changes([automerge::Change::from_bytes(phone.bytes.clone()).unwrap()])
+        .unwrap();
+    check
+        .append(
+            "dev-gd",
+            &entries,
+            &[DocumentState {
+                doc_id: other.into(),
+                office: "44".into(),
+                snapshot: doc.save_nocompress(),
+                complete: true,
+                merged_into: None,
+            }],
+        )
+        .unwrap();
+    keqing_server::projector::catch_up(&mut check, |_, _| {}).unwrap();
+    let day = keqing_shared::when::parse_date("2026-11-20").unwrap();
+    let rows = |office: &str| check.report_rows(Some(office), day, day).unwrap();
+    assert!(rows("11").calls.is_empty() && rows("11").visits.is_empty());
+    let dump = check.projection_dump().unwrap();
+    assert!(
+        dump.lines()
+            .filter(|l| l.starts_with("patients|") && l.contains(other))
+            .all(|l| l.contains("|Text(\"44\")|")),
+        "{dump}"
+    );
+}
