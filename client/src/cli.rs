@@ -337,9 +337,13 @@ pub struct ReportOutput {
     /// (one sheet per section) or json
     #[arg(long, requires = "out", value_parser = ["csv", "xlsx", "json"])]
     format: Option<String>,
-    /// The file to write (with --format)
+    /// The file to write (with --format); an existing file is refused
+    /// unless --force, a store always
     #[arg(long, requires = "format")]
     out: Option<PathBuf>,
+    /// Replace --out if it exists (never a store)
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 /// Shows or exports a report as `output` asks.
@@ -349,10 +353,7 @@ fn emit_report(r: &Report, output: &ReportOutput) -> Result<()> {
     }
     if let (Some(format), Some(out)) = (&output.format, &output.out) {
         let bytes = sheets::file(r, sheets::FileFormat::parse(format)?)?;
-        // Written beside the target and renamed: a reader never sees half a file.
-        let tmp = out.with_extension("partial");
-        std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+        keqing_host::files::write_output(out, &bytes, output.force, &[store::DB_FILE])?;
         println!("已导出 {} ({} 字节)", out.display(), bytes.len());
         return Ok(());
     }
@@ -584,6 +585,18 @@ pub fn main() -> ExitCode {
         }
         default_hook(info);
     }));
+    keqing_host::files::private_umask();
+    // Warnings (a replica's permissions tightened, changes set aside) go to
+    // stderr; RUST_LOG=info shows more.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .without_time()
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,6 +33,17 @@ pub const DIR_MODE: u32 = 0o700;
 /// File permissions for data: the owner alone.
 pub const FILE_MODE: u32 = 0o600;
 
+/// Makes everything this process creates private unless it says otherwise
+/// (umask 077): what SQLite and the libraries create beside the files made
+/// here. The binaries call it first thing.
+pub fn private_umask() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Makes `dir` (and missing parents) with the leaf 0700; an existing
 /// directory open to others is tightened to 0700, with a warning.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {

@@ -764,6 +764,9 @@ fn rewrite_with_key(dir: &Path, from: Option<&ReplicaKey>, to: &ReplicaKey) -> R
             _ => {}
         }
     }
+    // The copy is private before SQLite writes a page into it.
+    keqing_host::files::create_private(&copy)
+        .map_err(|e| ClientError::Io(copy.display().to_string(), e))?;
     conn.execute(
         "ATTACH DATABASE ?1 AS encrypted KEY ?2",
         params![copy.to_string_lossy(), to.0.as_str()],
@@ -821,7 +824,9 @@ impl Replica {
         if path.exists() {
             return Err(ClientError::AlreadyInitialised(dir.display().to_string()));
         }
-        std::fs::create_dir_all(dir).map_err(|e| ClientError::Io(dir.display().to_string(), e))?;
+        let io = |e| ClientError::Io(dir.display().to_string(), e);
+        keqing_host::files::private_dir(dir).map_err(io)?;
+        keqing_host::files::prepare_database(&path).map_err(io)?;
         let key = configured_key()?;
         let (conn, _) = open_connection(&path, key.as_ref())?;
         conn.execute(
@@ -859,6 +864,12 @@ impl Replica {
         if !path.is_file() {
             return Err(ClientError::NotInitialised(dir.display().to_string()));
         }
+        // The replica holds patients, the device token and its TLS key:
+        // made by an older keqing (or copied in) more open, it is
+        // tightened, with a warning.
+        let io = |e| ClientError::Io(dir.display().to_string(), e);
+        keqing_host::files::private_dir(dir).map_err(io)?;
+        keqing_host::files::tighten_database(&path).map_err(io)?;
         let (conn, stale) = open_connection(&path, key.as_ref())?;
         let meta = conn
             .query_row(

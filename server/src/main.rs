@@ -157,9 +157,13 @@ struct ReportArgs {
     /// (one sheet per section) or json
     #[arg(long, requires = "out", value_parser = ["csv", "xlsx", "json"])]
     format: Option<String>,
-    /// The file to write (with --format)
+    /// The file to write (with --format); an existing file is refused
+    /// unless --force, a store always
     #[arg(long, requires = "format")]
     out: Option<PathBuf>,
+    /// Replace --out if it exists (never a store)
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 /// A progress bar on stderr for projector catch-up (hidden when stderr is
@@ -204,10 +208,7 @@ fn report(data: &std::path::Path, scope: Scope, args: ReportArgs) -> Result<()> 
     }
     if let (Some(format), Some(out)) = (&args.format, &args.out) {
         let bytes = sheets::file(&r, sheets::FileFormat::parse(format)?)?;
-        // Written beside the target and renamed: a reader never sees half a file.
-        let tmp = out.with_extension("partial");
-        std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, out).with_context(|| format!("cannot write {}", out.display()))?;
+        keqing_host::files::write_output(out, &bytes, args.force, STORE_FILES)?;
         println!("已导出 {} ({} 字节)", out.display(), bytes.len());
         return Ok(());
     }
@@ -264,11 +265,19 @@ fn new_token() -> String {
     )
 }
 
+/// What an export never writes over, whatever --force says.
+const STORE_FILES: &[&str] = &[keqing_server::store::DB_FILE, "keqing.sqlite"];
+
 fn main() -> std::process::ExitCode {
+    keqing_host::files::private_umask();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("错误 error: {e:#}");
+            // An error may quote stored text or what a device sent.
+            eprintln!(
+                "错误 error: {}",
+                keqing_shared::printable::printable(&format!("{e:#}"))
+            );
             std::process::ExitCode::FAILURE
         }
     }
@@ -586,7 +595,7 @@ fn run(cli: Cli) -> Result<()> {
                         &target.name,
                         &target.id,
                     )?;
-                    std::fs::create_dir_all(&dir)
+                    keqing_host::files::private_dir(&dir)
                         .with_context(|| format!("cannot make {}", dir.display()))?;
                     let cert = dir.join(format!("{}.pem", target.name));
                     let key = dir.join(format!("{}-key.pem", target.name));

@@ -519,10 +519,14 @@ impl SqliteStore {
         SqliteStore::open(dir)
     }
 
-    /// Opens (creating if needed) the store in the data directory.
+    /// Opens (creating if needed) the store in the data directory. The
+    /// directory is 0700 and the database (with its WAL and shared-memory
+    /// files) 0600; ones more open are tightened, with a warning.
     pub fn open(dir: &Path) -> Result<SqliteStore> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        let io = |e| StoreError::Io(dir.display().to_string(), e);
+        keqing_host::files::private_dir(dir).map_err(io)?;
         let path = dir.join(DB_FILE);
+        keqing_host::files::prepare_database(&path).map_err(io)?;
         Ok(SqliteStore {
             conn: open_connection(&path)?,
             path,
@@ -883,6 +887,10 @@ impl SqliteStore {
                 std::io::Error::new(std::io::ErrorKind::AlreadyExists, "the file exists"),
             ));
         }
+        // Made 0600 before SQLite writes a page into it: a backup holds
+        // every patient.
+        keqing_host::files::create_private(out)
+            .map_err(|e| StoreError::Io(out.display().to_string(), e))?;
         let mut copy = Connection::open(out)?;
         {
             let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy)?;
@@ -929,7 +937,9 @@ impl SqliteStore {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such backup file"),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        let io = |e| StoreError::Io(dir.display().to_string(), e);
+        keqing_host::files::private_dir(dir).map_err(io)?;
+        keqing_host::files::prepare_database(&path).map_err(io)?;
         {
             let source = Connection::open_with_flags(
                 from,

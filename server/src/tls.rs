@@ -62,7 +62,7 @@ impl TlsPaths {
 pub fn write_new(path: &Path, text: &str, secret: bool) -> Result<(), TlsError> {
     let io = |e| TlsError::Io(path.display().to_string(), e);
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        keqing_host::files::private_dir(dir).map_err(io)?;
     }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);

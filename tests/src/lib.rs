@@ -202,16 +202,31 @@ impl Server {
 
     /// [`Server::start`] with more `serve` options (e.g. `--tls`).
     pub fn start_with(dir: impl Into<PathBuf>, listen: &str, options: &[&str]) -> Server {
+        Server::spawn(dir.into(), listen, options, None)
+    }
+
+    /// [`Server::start`] logging at `info` into the file `log`.
+    pub fn start_logged(dir: impl Into<PathBuf>, listen: &str, log: &Path) -> Server {
+        Server::spawn(dir.into(), listen, &[], Some(log))
+    }
+
+    fn spawn(dir: PathBuf, listen: &str, options: &[&str], log: Option<&Path>) -> Server {
         use std::io::BufRead;
-        let dir = dir.into();
+        let (level, stderr) = match log {
+            Some(path) => (
+                "info",
+                std::process::Stdio::from(std::fs::File::create(path).expect("log file")),
+            ),
+            None => ("warn", std::process::Stdio::inherit()),
+        };
         let mut child = Command::new(server_bin())
             .arg("--data")
             .arg(&dir)
             .args(["serve", "--listen", listen])
             .args(options)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start keqing-server");
         let stdout = child.stdout.take().expect("stdout");
@@ -238,10 +253,16 @@ impl Server {
 
     /// Runs `keqing-server --data DIR args…` (device management).
     pub fn admin(dir: &Path, args: &[&str]) -> Run {
+        Server::admin_with_env(dir, args, &[])
+    }
+
+    /// [`Server::admin`] with more environment variables.
+    pub fn admin_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         let out = Command::new(server_bin())
             .arg("--data")
             .arg(dir)
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .expect("run keqing-server");
         Run::from(out)

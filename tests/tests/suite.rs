@@ -8,6 +8,7 @@ mod crash;
 mod demo;
 mod encryption;
 mod faults;
+mod files;
 mod fuzz;
 mod hostile_device;
 mod layers;
