@@ -160,11 +160,7 @@ pub struct Access {
 impl Access {
     /// The device calling, if its token is valid, not revoked, and shown
     /// with the certificate bound to it.
-    pub(crate) fn authenticate(
-        &self,
-        store: &SqliteStore,
-        caller: &Caller,
-    ) -> Result<Device, SyncError> {
+    pub fn authenticate(&self, store: &SqliteStore, caller: &Caller) -> Result<Device, SyncError> {
         let refuse = |why: &str| Err(SyncError::new(SyncErrorKind::Unauthenticated, why));
         if caller.token.is_empty() {
             return refuse("no device token");
@@ -174,15 +170,29 @@ impl Access {
             Some(_) => return refuse("this device was revoked"),
             None => return refuse("unknown device token"),
         };
-        match (&device.cert_sha256, &caller.certificate) {
-            (Some(bound), Some(shown)) if bound.as_slice() == shown.as_slice() => Ok(device),
-            (Some(_), _) => refuse(
+        self.certificate_admits(&device, caller.certificate.as_ref())
+            .map_err(|why| SyncError::new(SyncErrorKind::Unauthenticated, why))?;
+        Ok(device)
+    }
+
+    /// Whether `shown` (the SHA-256 of the client certificate the TLS layer
+    /// verified, if any) admits `device`: the one bound to it, if one is;
+    /// any, or none, if none is and certificates are not required. The
+    /// reason otherwise.
+    pub fn certificate_admits(
+        &self,
+        device: &Device,
+        shown: Option<&[u8; 32]>,
+    ) -> Result<(), &'static str> {
+        match (&device.cert_sha256, shown) {
+            (Some(bound), Some(shown)) if bound.as_slice() == shown.as_slice() => Ok(()),
+            (Some(_), _) => Err(
                 "this device's token works only with its own certificate (keqing enroll --cert --key)",
             ),
-            (None, _) if self.require_certificates => refuse(
+            (None, _) if self.require_certificates => Err(
                 "no certificate is bound to this device: keqing-server device cert DEVICE --out DIR",
             ),
-            (None, _) => Ok(device),
+            (None, _) => Ok(()),
         }
     }
 }

@@ -302,6 +302,10 @@ fn run(cli: Cli) -> Result<()> {
                 None if mtls => Some(paths.ca_cert.clone()),
                 None => None,
             };
+            let (cert_pem, key_pem) = match (&tls_cert, &tls_key) {
+                (Some(c), Some(k)) => (c.clone(), k.clone()),
+                _ => (paths.cert.clone(), paths.key.clone()),
+            };
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(keqing_server::tls::server_config(
                     &cert,
@@ -320,6 +324,9 @@ fn run(cli: Cli) -> Result<()> {
                     bail!("mutual TLS needs TLS: add --tls (or --tls-cert and --tls-key)")
                 }
                 _ => None,
+            };
+            let access = keqing_server::hub::Access {
+                require_certificates: tls.as_ref().is_some_and(|t| t.require_client_certificates),
             };
             let scheme = match &tls {
                 Some(t) if t.require_client_certificates => "https, mutual TLS",
@@ -342,10 +349,20 @@ fn run(cli: Cli) -> Result<()> {
                 });
                 let dashboard = match http {
                     Some(http) => {
-                        let listener = bind_dashboard(&http).await?;
+                        // Under mutual TLS the dashboard wants a device's
+                        // certificate too: it is served over TLS with the
+                        // same client CA.
+                        let tls = match (&client_ca, access.require_certificates) {
+                            (Some(ca), true) => Some(keqing_server::tls::dashboard_config(
+                                &cert_pem, &key_pem, ca,
+                            )?),
+                            _ => None,
+                        };
+                        let listener = bind_dashboard(&http, tls.is_some()).await?;
                         Some(tokio::spawn(keqing_server::dashboard::serve(
                             store.reopen()?,
                             listener,
+                            keqing_server::dashboard::DashboardOptions { access, tls },
                             until(stopped.clone()),
                         )))
                     }
@@ -365,9 +382,14 @@ fn run(cli: Cli) -> Result<()> {
             let store = SqliteStore::open_existing(&cli.data)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                let listener = bind_dashboard(&listen).await?;
-                keqing_server::dashboard::serve(store, listener, keqing_host::shutdown_signal())
-                    .await
+                let listener = bind_dashboard(&listen, false).await?;
+                keqing_server::dashboard::serve(
+                    store,
+                    listener,
+                    keqing_server::dashboard::DashboardOptions::default(),
+                    keqing_host::shutdown_signal(),
+                )
+                .await
             })
         }
         Command::Device(DeviceCommand::Add { office, hq, name }) => {
@@ -637,13 +659,14 @@ fn init_logging() {
 }
 
 /// Binds the dashboard's address and prints its URL alone on a line.
-async fn bind_dashboard(addr: &str) -> Result<tokio::net::TcpListener> {
+async fn bind_dashboard(addr: &str, tls: bool) -> Result<tokio::net::TcpListener> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    tracing::info!(addr = %local, "dashboard serving");
-    println!("keqing-server dashboard on http://{local}/");
+    tracing::info!(addr = %local, tls, "dashboard serving");
+    let scheme = if tls { "https" } else { "http" };
+    println!("keqing-server dashboard on {scheme}://{local}/");
     Ok(listener)
 }
 

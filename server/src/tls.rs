@@ -35,6 +35,8 @@ pub enum TlsError {
         "没有CA密钥 `{0}` is missing: device certificates are issued with the CA of `keqing-server tls init` (or bind one of your own CA with --bind FILE)"
     )]
     NoCa(String),
+    #[error("TLS 设置无效 the TLS settings do not work: {0}")]
+    Config(String),
 }
 
 /// Where `tls init` writes, and `serve --tls` reads, in the data directory.
@@ -211,4 +213,49 @@ pub fn server_config(
         config,
         require_client_certificates: client_ca.is_some(),
     })
+}
+
+/// The dashboard's TLS when sync requires client certificates (`serve
+/// --mtls --http`): the server's certificate, and clients verified against
+/// the same CA, so a browser shows a headquarters device's certificate
+/// with its token, as the device itself does over gRPC.
+pub fn dashboard_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<std::sync::Arc<tokio_rustls::rustls::ServerConfig>, TlsError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let bad = |what: &Path| {
+        let what = what.display().to_string();
+        move |e: rustls_pki_types::pem::Error| TlsError::Config(format!("{what}: {e}"))
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(bad(cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad(cert))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(bad(key))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(client_ca).map_err(bad(client_ca))? {
+        roots
+            .add(c.map_err(bad(client_ca))?)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -191,6 +191,8 @@ pub fn server_bin() -> PathBuf {
 pub struct Server {
     pub dir: PathBuf,
     pub addr: String,
+    /// The dashboard's URL, when it was started with `--http`.
+    pub dashboard: Option<String>,
     child: std::process::Child,
 }
 
@@ -230,8 +232,9 @@ impl Server {
             .spawn()
             .expect("start keqing-server");
         let stdout = child.stdout.take().expect("stdout");
+        let mut stdout = std::io::BufReader::new(stdout);
         let mut line = String::new();
-        std::io::BufReader::new(stdout)
+        stdout
             .read_line(&mut line)
             .expect("read the listening line");
         let addr = line
@@ -239,7 +242,23 @@ impl Server {
             .strip_prefix("keqing-server listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_string();
-        Server { dir, addr, child }
+        let dashboard = options.contains(&"--http").then(|| {
+            let mut line = String::new();
+            stdout
+                .read_line(&mut line)
+                .expect("read the dashboard line");
+            line.trim()
+                .strip_prefix("keqing-server dashboard on ")
+                .unwrap_or_else(|| panic!("unexpected second line: {line:?}"))
+                .trim_end_matches('/')
+                .to_string()
+        });
+        Server {
+            dir,
+            addr,
+            dashboard,
+            child,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -401,7 +420,19 @@ pub mod http {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        let mut s = TcpStream::connect(addr).expect("connect");
+        let s = TcpStream::connect(addr).expect("connect");
+        exchange(s, addr, method, path, headers, body)
+    }
+
+    /// [`http`] over a stream of the caller's (a TLS session, say).
+    pub fn exchange(
+        mut s: impl Read + Write,
+        addr: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
             req += &format!("Host: {addr}\r\n");

@@ -183,7 +183,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     assert!(c.current_url().await.unwrap().path().ends_with("/login"));
     fill(&c, "#token", "not-a-token").await;
     click(&c, "#login").await;
-    wait_for_page(&c, "the refusal", |h| h.contains("令牌无效")).await;
+    wait_for_page(&c, "the refusal", |h| h.contains("此令牌不能打开看板")).await;
     fill(&c, "#token", &hq_token).await;
     click(&c, "#login").await;
     let national = format!("{}/?from={day}&to={day}", dash.url());

@@ -43,7 +43,10 @@ fn stores_replicas_backups_exports_and_keys_are_private() {
     // While the server runs, its WAL and shared memory are there too; so
     // are the replica's while its workstation runs.
     let ui = office.workstation();
-    assert_eq!(keqing_tests::http::http(&ui.addr, "GET", "/", &[], b"").status, 200);
+    assert_eq!(
+        keqing_tests::http::http(&ui.addr, "GET", "/", &[], b"").status,
+        200
+    );
     let db = server_dir.join("server.sqlite");
     let replica = office.dir.join("keqing.sqlite");
     let companion = |p: &Path, suffix: &str| {

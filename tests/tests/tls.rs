@@ -261,3 +261,186 @@ fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
         .count();
     assert_eq!(certs_bound, 4, "every binding is audited");
 }
+
+/// A TLS session to `addr` (the server named 127.0.0.1) trusting `ca`,
+/// showing `client` (certificate and key PEM files) if given.
+fn tls_to(
+    addr: &str,
+    ca: &str,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> tokio_rustls::rustls::StreamOwned<tokio_rustls::rustls::ClientConnection, std::net::TcpStream>
+{
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .unwrap()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_file(key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap())
+            .unwrap();
+    rustls::StreamOwned::new(conn, std::net::TcpStream::connect(addr).unwrap())
+}
+
+/// Under mutual TLS the dashboard is served over TLS with the same client
+/// CA and admits through the same check as every RPC: a headquarters
+/// token opens it only together with its device's own certificate; with
+/// another device's certificate, without one, or over a plain-HTTP
+/// dashboard, the token alone does not.
+#[test]
+fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
+    use keqing_tests::http::{FORM, Response, csrf_of, exchange, form, http};
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let init = Server::admin(&data, &["tls", "init", "--name", "127.0.0.1"]);
+    assert!(init.ok, "{}", init.stderr);
+    let ca = init.last_line().to_string();
+    let server = Server::start_with(
+        &data,
+        "127.0.0.1:0",
+        &["--tls", "--mtls", "--http", "127.0.0.1:0"],
+    );
+    let dashboard = server.dashboard.clone().expect("a dashboard");
+    assert!(dashboard.starts_with("https://"), "{dashboard}");
+    let addr = dashboard.trim_start_matches("https://").to_string();
+    let hq_token = server.add_device(None, "看板");
+    server.add_device(Some("44"), "广东前台1");
+    let certs = tmp.path().join("certs");
+    for device in ["看板", "广东前台1"] {
+        let r = Server::admin(
+            &data,
+            &["device", "cert", device, "--out", &certs.to_string_lossy()],
+        );
+        assert!(r.ok, "{}", r.stderr);
+    }
+    let identity = |device: &str| {
+        (
+            certs.join(format!("{device}.pem")),
+            certs.join(format!("{device}-key.pem")),
+        )
+    };
+    // Signs in over TLS showing `device`'s certificate.
+    let sign_in = |device: &str| -> Response {
+        let (cert, key) = identity(device);
+        let page = exchange(
+            tls_to(&addr, &ca, Some((&cert, &key))),
+            &addr,
+            "GET",
+            "/login",
+            &[],
+            b"",
+        );
+        assert_eq!(page.status, 200, "{}", page.text());
+        let cookie = page
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        exchange(
+            tls_to(&addr, &ca, Some((&cert, &key))),
+            &addr,
+            "POST",
+            "/login",
+            &[FORM, ("Cookie", &cookie)],
+            &form(&[("csrf", &csrf_of(&page.text())), ("token", &hq_token)]),
+        )
+    };
+    let r = sign_in("看板");
+    assert_eq!(r.status, 303, "its own certificate: {}", r.text());
+    let session = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (cert, key) = identity("看板");
+    let national = exchange(
+        tls_to(&addr, &ca, Some((&cert, &key))),
+        &addr,
+        "GET",
+        "/",
+        &[("Cookie", &session)],
+        b"",
+    );
+    assert_eq!(national.status, 200);
+    // The session is bound to the device, the device to its certificate:
+    // another device's certificate does not carry it.
+    let (cert2, key2) = identity("广东前台1");
+    let stolen = exchange(
+        tls_to(&addr, &ca, Some((&cert2, &key2))),
+        &addr,
+        "GET",
+        "/",
+        &[("Cookie", &session)],
+        b"",
+    );
+    assert_eq!(stolen.status, 303, "back to sign-in");
+    assert_eq!(
+        sign_in("广东前台1").status,
+        401,
+        "another device's certificate"
+    );
+    // No certificate: no TLS session at all.
+    let mut bare = tls_to(&addr, &ca, None);
+    let answered = bare
+        .write_all(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .and_then(|()| {
+            let mut buf = Vec::new();
+            bare.read_to_end(&mut buf).map(|_| buf)
+        });
+    assert!(
+        answered.map_or(true, |b| !b.starts_with(b"HTTP/1.1")),
+        "answered without a certificate"
+    );
+    // The dashboard on its own, over plain HTTP: the token alone, without
+    // the certificate bound to its device, is refused.
+    let plain = keqing_tests::WebProcess::start(
+        &keqing_tests::server_bin(),
+        &[
+            "--data",
+            &data.to_string_lossy(),
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let page = http(&plain.addr, "GET", "/login", &[], b"");
+    let cookie = page
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = http(
+        &plain.addr,
+        "POST",
+        "/login",
+        &[FORM, ("Cookie", &cookie)],
+        &form(&[("csrf", &csrf_of(&page.text())), ("token", &hq_token)]),
+    );
+    assert_eq!(r.status, 401, "a token alone: {}", r.text());
+}

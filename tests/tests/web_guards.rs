@@ -7,16 +7,31 @@
 use keqing_tests::http::{FORM, csrf_of, form, http};
 use keqing_tests::{Office, Server, WebProcess, server_bin};
 
-/// Signs in to the dashboard at `addr` with an HQ device's token: the
-/// session's whole Set-Cookie header.
-fn dashboard_sign_in(addr: &str, hq_token: &str) -> String {
-    let r = http(
+/// Tries to sign in to the dashboard at `addr` with `token`, as a browser
+/// does: the form first (its secret and the sign-in cookie), then the post.
+fn dashboard_login(addr: &str, token: &str) -> keqing_tests::http::Response {
+    let page = http(addr, "GET", "/login", &[], b"");
+    assert_eq!(page.status, 200);
+    let login_cookie = page
+        .header("set-cookie")
+        .expect("a sign-in cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    http(
         addr,
         "POST",
         "/login",
-        &[FORM],
-        &form(&[("token", hq_token)]),
-    );
+        &[FORM, ("Cookie", &login_cookie)],
+        &form(&[("csrf", &csrf_of(&page.text())), ("token", token)]),
+    )
+}
+
+/// Signs in to the dashboard at `addr` with an HQ device's token: the
+/// session's whole Set-Cookie header.
+fn dashboard_sign_in(addr: &str, hq_token: &str) -> String {
+    let r = dashboard_login(addr, hq_token);
     assert_eq!(r.status, 303, "sign-in: {}", r.text());
     r.header("set-cookie")
         .expect("a session cookie")
@@ -248,22 +263,33 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
     assert_eq!(r.status, 303, "downloads need a session too");
     let r = http(&dash.addr, "GET", "/unreadable", &[], b"");
     assert_eq!(r.status, 303, "so does the list of unreadable documents");
-    for (token, why) in [
-        ("", "令牌无效"),
-        ("forged", "令牌无效"),
-        (office_token.as_str(), "只有总部设备"),
-    ] {
-        let r = http(
-            &dash.addr,
-            "POST",
-            "/login",
-            &[FORM],
-            &form(&[("token", token)]),
+    // Every refusal reads the same: no hint whether a token is unknown,
+    // an office's or revoked.
+    let revoked_token = server.add_device(None, "旧看板");
+    assert!(Server::admin(&server.dir, &["device", "revoke", "旧看板"]).ok);
+    let mut refusals = Vec::new();
+    for token in ["", "forged", office_token.as_str(), revoked_token.as_str()] {
+        let r = dashboard_login(&dash.addr, token);
+        assert_eq!(r.status, 401, "{token}");
+        assert!(
+            !r.header("set-cookie").unwrap_or("").contains("keqing_hq"),
+            "no session"
         );
-        assert_eq!(r.status, 401);
-        assert!(r.text().contains(why), "{why}: {}", r.text());
-        assert!(r.header("set-cookie").is_none());
+        let body = r.text();
+        let i = body.find("role=\"alert\"").expect("an error");
+        refusals.push(body[i..i + body[i..].find("</span>").unwrap()].to_string());
     }
+    assert!(refusals.windows(2).all(|w| w[0] == w[1]), "{refusals:?}");
+    // A sign-in without the form's secret (another site's page posting
+    // here) is refused before the token is looked at.
+    let r = http(
+        &dash.addr,
+        "POST",
+        "/login",
+        &[FORM],
+        &form(&[("token", hq_token.as_str())]),
+    );
+    assert_eq!(r.status, 403);
     let set_cookie = dashboard_sign_in(&dash.addr, &hq_token);
     assert!(set_cookie.contains("HttpOnly"));
     let cookie = set_cookie.split(';').next().unwrap().to_string();
@@ -334,4 +360,87 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
     assert!(revoked.ok, "{}", revoked.stderr);
     let r = get("/");
     assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+}
+
+/// Both front ends send a content security policy that allows nothing
+/// inline, refuse to be framed, send no referrer, and keep pages with
+/// patient data out of the browser's cache; the dashboard's sign-in is
+/// throttled per client (even a right token waits), and logged.
+#[test]
+fn both_front_ends_send_security_headers_and_sign_in_is_throttled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let hq_token = server.add_device(None, "看板");
+    let office = Office::new(tmp.path().join("gd"));
+    office.enroll_on(&server, Some("44"), "前台1");
+    office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
+    let id = office.call("13800138000", "王芳", "李敏", "2026-11-20T09:00");
+    let ui = office.workstation();
+    let dir = server.dir.to_string_lossy().into_owned();
+    let dash = WebProcess::start(
+        &server_bin(),
+        &["--data", &dir, "dashboard", "--listen", "127.0.0.1:0"],
+    );
+    let session = dashboard_sign_in(&dash.addr, &hq_token);
+    let cookie = session.split(';').next().unwrap().to_string();
+    let pages = [
+        http(&ui.addr, "GET", "/", &[], b""),
+        http(&ui.addr, "GET", &format!("/patient/{id}"), &[], b""),
+        http(&ui.addr, "GET", "/patient/nobody", &[], b""),
+        http(&dash.addr, "GET", "/login", &[], b""),
+        http(
+            &dash.addr,
+            "GET",
+            "/duplicates",
+            &[("Cookie", &cookie)],
+            b"",
+        ),
+        http(
+            &dash.addr,
+            "GET",
+            "/export?format=csv",
+            &[("Cookie", &cookie)],
+            b"",
+        ),
+    ];
+    for (i, page) in pages.iter().enumerate() {
+        let csp = page.header("content-security-policy").unwrap_or("");
+        assert!(
+            csp.contains("default-src 'none'")
+                && csp.contains("frame-ancestors 'none'")
+                && !csp.contains("unsafe-inline"),
+            "page {i}: {csp}"
+        );
+        assert_eq!(page.header("x-frame-options"), Some("DENY"), "page {i}");
+        assert_eq!(
+            page.header("referrer-policy"),
+            Some("no-referrer"),
+            "page {i}"
+        );
+        assert_eq!(page.header("cache-control"), Some("no-store"), "page {i}");
+        assert!(
+            !page.text().contains(" style=\"") && !page.text().contains("<script>"),
+            "page {i} has inline style or script, which the policy blocks"
+        );
+    }
+    let css = http(&ui.addr, "GET", "/assets/app.css", &[], b"");
+    assert_eq!(css.status, 200);
+    assert_ne!(
+        css.header("cache-control"),
+        Some("no-store"),
+        "assets may be cached"
+    );
+
+    // Five wrong tokens from this client, then even the right one waits.
+    for _ in 0..5 {
+        assert_eq!(dashboard_login(&dash.addr, "guess").status, 401);
+    }
+    let r = dashboard_login(&dash.addr, &hq_token);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(!r.header("set-cookie").unwrap_or("").contains("keqing_hq"));
+    // A session made before goes on working.
+    assert_eq!(
+        http(&dash.addr, "GET", "/", &[("Cookie", &cookie)], b"").status,
+        200
+    );
 }

@@ -4,16 +4,21 @@
 //! Every figure comes from [`crate::reports::build_report`], the very
 //! function behind `keqing-server report` and the reports RPC, so the
 //! dashboard cannot disagree with them. Login is with a headquarters
-//! device's token (the identity every other HQ tool uses; revoking the
-//! device ends its dashboard sessions at the next request). Sessions live
+//! device's token, checked by the same [`Access`] as every RPC: under
+//! mutual TLS the device's certificate must come with it (the dashboard is
+//! then served over TLS with the same client CA), revoking the device ends
+//! its sessions at the next request. Sign-in carries its own form secret,
+//! is throttled per client, and every refusal reads the same. Sessions live
 //! in memory: a restart asks for the token again.
 
 mod pages;
 
+use crate::hub::Access;
 use crate::reports::{build_report, check_request};
 use crate::store::{Device, SqliteStore};
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::ConnectInfo;
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,14 +26,26 @@ use axum::routing::{get, post};
 use chrono::NaiveDate;
 use keqing_shared::report::{Report, Scope};
 use keqing_shared::sheets::{self, FileFormat};
+use keqing_shared::sync::Caller;
 use keqing_shared::when::parse_date;
 use maud::Markup;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const COOKIE: &str = "keqing_hq";
 const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// The cookie carrying the sign-in form's secret (login CSRF: a page of
+/// another site cannot sign this browser in with a token of its choosing).
+const LOGIN_COOKIE: &str = "keqing_login";
+const LOGIN_FORM_LIFETIME: Duration = Duration::from_secs(600);
+/// Failed sign-ins one client may make in [`LOGIN_WINDOW`]; then it waits.
+const LOGIN_FAILURES: u32 = 5;
+const LOGIN_WINDOW: Duration = Duration::from_secs(600);
+/// What every refused sign-in reads: no hint whether the token is unknown,
+/// revoked, an office's, or lacks its certificate (the server's log says).
+const REFUSED: &str = "无法登录：此令牌不能打开看板 (this token does not open the dashboard)";
 /// Days a page shows when no range is asked for.
 const DEFAULT_DAYS: i64 = 7;
 
@@ -46,6 +63,27 @@ struct Inner {
     store: Mutex<SqliteStore>,
     sessions: Mutex<HashMap<String, Session>>,
     hosts: Vec<String>,
+    /// Who may sign in: the server's own check.
+    access: Access,
+    /// Sign-in form secrets issued and not used yet, with their expiry.
+    login_forms: Mutex<HashMap<String, Instant>>,
+    /// Failed sign-ins per client: how many, since when.
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// The SHA-256 of the client certificate a TLS connection verified (the
+/// dashboard served over mutual TLS puts it on each request).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerCertificate(pub [u8; 32]);
+
+/// How the dashboard admits people.
+#[derive(Clone, Default)]
+pub struct DashboardOptions {
+    /// The server's access rule (`serve --mtls`: certificates required).
+    pub access: Access,
+    /// Serve over TLS with client certificates (`serve --mtls --http`):
+    /// the certificate each connection verified goes with its requests.
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 #[derive(Clone)]
@@ -102,20 +140,26 @@ impl Dashboard {
     ) -> Result<T, DashError> {
         let inner = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = inner.store.lock().unwrap_or_else(|p| p.into_inner());
+            let mut store = keqing_host::lock(&inner.store);
             f(&mut store)
         })
         .await
         .map_err(|e| DashError::Internal(format!("task failed: {e}")))?
     }
 
-    /// The session of a request, if it is live and its device not revoked.
-    async fn viewer(&self, headers: &HeaderMap) -> Result<Option<Viewer>, DashError> {
+    /// The session of a request, if it is live, its device not revoked,
+    /// still headquarters', and shown with its certificate where the access
+    /// rule wants one.
+    async fn viewer(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<[u8; 32]>,
+    ) -> Result<Option<Viewer>, DashError> {
         let Some(sid) = session_cookie(headers) else {
             return Ok(None);
         };
         let (device_id, viewer) = {
-            let mut sessions = self.0.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            let mut sessions = keqing_host::lock(&self.0.sessions);
             let now = Instant::now();
             sessions.retain(|_, s| s.expires > now);
             match sessions.get(&sid) {
@@ -132,35 +176,76 @@ impl Dashboard {
         };
         let id = device_id.clone();
         let device = self.with_store(move |s| Ok(s.device(&id)?)).await?;
-        if device.is_some_and(|d| d.revoked_at.is_none() && d.office.is_none()) {
+        let access = self.0.access;
+        if device.is_some_and(|d| {
+            d.revoked_at.is_none()
+                && d.office.is_none()
+                && access.certificate_admits(&d, certificate.as_ref()).is_ok()
+        }) {
             Ok(Some(viewer))
         } else {
-            self.0
-                .sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&sid);
+            keqing_host::lock(&self.0.sessions).remove(&sid);
             Ok(None)
         }
     }
 
     fn sign_in(&self, device: &Device) -> String {
         let sid = random_secret();
-        self.0
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                sid.clone(),
-                Session {
-                    device_id: device.id.clone(),
-                    device_name: device.name.clone(),
-                    actor: crate::store::audit_actor(device),
-                    csrf: random_secret(),
-                    expires: Instant::now() + SESSION_LIFETIME,
-                },
-            );
+        keqing_host::lock(&self.0.sessions).insert(
+            sid.clone(),
+            Session {
+                device_id: device.id.clone(),
+                device_name: device.name.clone(),
+                actor: crate::store::audit_actor(device),
+                csrf: random_secret(),
+                expires: Instant::now() + SESSION_LIFETIME,
+            },
+        );
         sid
+    }
+
+    /// A new sign-in form secret (valid for [`LOGIN_FORM_LIFETIME`], once).
+    fn login_secret(&self) -> String {
+        let secret = random_secret();
+        let mut forms = keqing_host::lock(&self.0.login_forms);
+        let now = Instant::now();
+        forms.retain(|_, expires| *expires > now);
+        // Anyone may ask for the form: its secrets must not grow for ever.
+        if forms.len() >= 10_000 {
+            forms.clear();
+        }
+        forms.insert(secret.clone(), now + LOGIN_FORM_LIFETIME);
+        secret
+    }
+
+    /// Whether `secret` was issued here, is fresh and unused.
+    fn login_secret_live(&self, secret: &str) -> bool {
+        keqing_host::lock(&self.0.login_forms)
+            .get(secret)
+            .is_some_and(|expires| *expires > Instant::now())
+    }
+
+    /// Whether `secret` was issued here, is fresh, and unused (it is now).
+    fn take_login_secret(&self, secret: &str) -> bool {
+        let mut forms = keqing_host::lock(&self.0.login_forms);
+        forms
+            .remove(secret)
+            .is_some_and(|expires| expires > Instant::now())
+    }
+
+    /// Whether `client` has failed too often lately to try again now.
+    fn throttled(&self, client: IpAddr) -> bool {
+        let failures = keqing_host::lock(&self.0.failures);
+        failures
+            .get(&client)
+            .is_some_and(|(n, since)| *n >= LOGIN_FAILURES && since.elapsed() < LOGIN_WINDOW)
+    }
+
+    fn record_failure(&self, client: IpAddr) {
+        let mut failures = keqing_host::lock(&self.0.failures);
+        failures.retain(|_, (_, since)| since.elapsed() < LOGIN_WINDOW);
+        let entry = failures.entry(client).or_insert((0, Instant::now()));
+        entry.0 += 1;
     }
 
     /// The report of `scope` over the asked range (default: the last
@@ -212,13 +297,18 @@ fn random_secret() -> String {
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, COOKIE)
+}
+
+/// The value of cookie `name` in a request.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
@@ -226,6 +316,7 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 pub async fn serve(
     store: SqliteStore,
     listener: tokio::net::TcpListener,
+    options: DashboardOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
@@ -233,11 +324,79 @@ pub async fn serve(
         store: Mutex::new(store),
         sessions: Mutex::new(HashMap::new()),
         hosts: keqing_shared::html::allowed_hosts(addr),
+        access: options.access,
+        login_forms: Mutex::new(HashMap::new()),
+        failures: Mutex::new(HashMap::new()),
     }));
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
+    match options.tls {
+        Some(tls) => serve_tls(router(app), listener, tls, shutdown).await,
+        None => {
+            axum::serve(
+                listener,
+                router(app).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Serves `app` over TLS with client certificates: each connection's
+/// verified certificate (its SHA-256) and address go with its requests.
+async fn serve_tls(
+    app: Router,
+    listener: tokio::net::TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use sha2::Digest;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dashboard: accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A client that never finishes its handshake is dropped.
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| PeerCertificate(sha2::Sha256::digest(leaf).into()));
+            let service = tower::ServiceExt::map_request(
+                app,
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(c) = certificate {
+                        req.extensions_mut().insert(c);
+                    }
+                    req
+                },
+            );
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper_util::service::TowerToHyperService::new(service),
+                    )
+                    .await;
+        });
+    }
 }
 
 fn router(app: Dashboard) -> Router {
@@ -260,9 +419,15 @@ fn router(app: Dashboard) -> Router {
     keqing_host::web::secure_headers(guarded)
 }
 
+/// The certificate the connection of a request showed, if any.
+fn peer_certificate(req: &Request) -> Option<[u8; 32]> {
+    req.extensions().get::<PeerCertificate>().map(|c| c.0)
+}
+
 /// Sends anyone without a live session to the login page.
 async fn require_viewer(State(app): State<Dashboard>, mut req: Request, next: Next) -> Response {
-    match app.viewer(req.headers()).await {
+    let certificate = peer_certificate(&req);
+    match app.viewer(req.headers(), certificate).await {
         Ok(Some(v)) => {
             req.extensions_mut().insert(v);
             next.run(req).await
@@ -276,43 +441,100 @@ async fn css() -> Response {
     keqing_host::web::asset("text/css; charset=utf-8", include_str!("dashboard.css"))
 }
 
-async fn login_form() -> Markup {
-    pages::login(None)
+/// The sign-in page: its form secret, and the same in a cookie of this
+/// browser's (a post must carry both). A browser that already holds a live
+/// one keeps it (it may load the page twice; the form it shows must match
+/// its cookie).
+fn login_page(
+    app: &Dashboard,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let held = cookie(headers, LOGIN_COOKIE).filter(|s| app.login_secret_live(s));
+    let secret = held.unwrap_or_else(|| app.login_secret());
+    let cookie = format!(
+        "{LOGIN_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/login; Max-Age={}",
+        LOGIN_FORM_LIFETIME.as_secs()
+    );
+    let mut res = (status, pages::login(&secret, error)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+async fn login_form(State(app): State<Dashboard>, headers: HeaderMap) -> Response {
+    login_page(&app, &headers, StatusCode::OK, None)
 }
 
 async fn login(
     State(app): State<Dashboard>,
-    axum::Form(fields): axum::Form<HashMap<String, String>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
 ) -> Result<Response, DashError> {
-    let token = fields
-        .get("token")
-        .map(|t| t.trim().to_string())
-        .unwrap_or_default();
-    let device = if token.is_empty() {
-        None
-    } else {
-        app.with_store(move |s| Ok(s.device_with_token(&token)?))
-            .await?
-    };
-    let refused = match &device {
-        None => Some("令牌无效 (unknown token)"),
-        Some(d) if d.revoked_at.is_some() => Some("该设备已被吊销 (this device was revoked)"),
-        Some(d) if d.office.is_some() => {
-            Some("只有总部设备可以登录看板 (only headquarters devices may sign in)")
-        }
-        Some(_) => None,
-    };
-    if let Some(why) = refused {
-        // Slows down guessing; tokens are long random secrets anyway.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        return Ok((StatusCode::UNAUTHORIZED, pages::login(Some(why))).into_response());
+    let certificate = peer_certificate(&req);
+    let headers = req.headers().clone();
+    let axum::Form(fields): axum::Form<HashMap<String, String>> =
+        axum::Form::from_request(req, &())
+            .await
+            .map_err(|e| DashError::BadRequest(e.body_text()))?;
+    let client = peer.ip();
+    if app.throttled(client) {
+        tracing::warn!(%client, "dashboard sign-in throttled");
+        return Ok(login_page(
+            &app,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("尝试次数过多，请稍后再试 (too many failed sign-ins from here; try again later)"),
+        ));
     }
-    let device = device.expect("checked above");
+    // The form's secret must be one issued here, unused, and the one in
+    // this browser's sign-in cookie: another site's page cannot have both.
+    let posted = fields.get("csrf").cloned().unwrap_or_default();
+    if posted.is_empty()
+        || cookie(&headers, LOGIN_COOKIE).as_deref() != Some(posted.as_str())
+        || !app.take_login_secret(&posted)
+    {
+        return Err(DashError::Csrf);
+    }
+    let caller = Caller {
+        token: fields
+            .get("token")
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default(),
+        certificate,
+    };
+    let access = app.0.access;
+    let admitted = app
+        .with_store(move |s| {
+            Ok(match access.authenticate(s, &caller) {
+                Ok(d) if d.office.is_none() => Ok(d),
+                Ok(_) => Err("an office device".to_string()),
+                Err(e) => Err(e.message),
+            })
+        })
+        .await?;
+    let device = match admitted {
+        Ok(d) => d,
+        Err(why) => {
+            app.record_failure(client);
+            tracing::warn!(%client, reason = %keqing_shared::printable::printable(&why), "dashboard sign-in refused");
+            // Slows down guessing; tokens are long random secrets anyway.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return Ok(login_page(
+                &app,
+                &HeaderMap::new(),
+                StatusCode::UNAUTHORIZED,
+                Some(REFUSED),
+            ));
+        }
+    };
     let actor = crate::store::audit_actor(&device);
     app.with_store(move |s| Ok(s.audit(&actor, "dashboard.sign_in", "dashboard", "")?))
         .await?;
     let sid = app.sign_in(&device);
-    tracing::info!(device = %device.name, "dashboard sign-in");
+    tracing::info!(device = %device.id, "dashboard sign-in");
     let cookie = format!(
         "{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
         SESSION_LIFETIME.as_secs()
@@ -335,11 +557,7 @@ async fn logout(
         return Err(DashError::Csrf);
     }
     if let Some(sid) = session_cookie(&headers) {
-        app.0
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&sid);
+        keqing_host::lock(&app.0.sessions).remove(&sid);
     }
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut().insert(

@@ -57,7 +57,9 @@ pub fn error_page(status: StatusCode, message: &str) -> Markup {
     )
 }
 
-pub fn login(error: Option<&str>) -> Markup {
+/// The sign-in form; `csrf` is the secret its post must carry (the same
+/// as the sign-in cookie set with it).
+pub fn login(csrf: &str, error: Option<&str>) -> Markup {
     layout(
         None,
         "登录",
@@ -65,6 +67,7 @@ pub fn login(error: Option<&str>) -> Markup {
             h1 { "总部登录" }
             p { "请输入总部设备的令牌（由 " code { "keqing-server device add --hq --name 名称" } " 生成）。" }
             form.login method="post" action="/login" {
+                input type="hidden" name="csrf" value=(csrf);
                 label for="token" { "设备令牌" }
                 input type="password" id="token" name="token" autocomplete="off" autofocus required
                     aria-invalid=[error.map(|_| "true")];
