@@ -55,166 +55,8 @@ pub type Result<T> = rusqlite::Result<T>;
 // matches the rows, which is harmless: the merged dossier projects no
 // records, so its next digest differs and its tables are compared.
 
-/// Version 1 of the projection tables, as the server's second migration
-/// and a replica's first ones created them at commit e123ed7. Stores made
-/// by earlier releases hold older shapes of them (the R*Tree had other
-/// dimensions before 3885f6e); [`REPLACE_WITH_V2`] brings every one to
-/// today's. Frozen.
-pub const V1_TABLES: &str = r#"
-CREATE TABLE staff (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    active INTEGER NOT NULL,
-    office TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE patients (
-    dossier_id TEXT PRIMARY KEY,
-    office TEXT NOT NULL,
-    name TEXT NOT NULL,
-    sex TEXT,
-    age INTEGER,
-    address TEXT,
-    diseases TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    typical INTEGER NOT NULL,
-    merged_into TEXT,
-    conflicts INTEGER NOT NULL,
-    phone TEXT,
-    typical_at TEXT
-) WITHOUT ROWID;
-CREATE INDEX patients_name_age ON patients(name, age);
-CREATE INDEX patients_typical ON patients(typical_at) WHERE typical = 1;
-CREATE TABLE patient_phones (
-    phone TEXT NOT NULL,
-    dossier_id TEXT NOT NULL,
-    PRIMARY KEY (phone, dossier_id)
-) WITHOUT ROWID;
-CREATE INDEX patient_phones_dossier ON patient_phones(dossier_id);
-CREATE TABLE calls (
-    id TEXT PRIMARY KEY,
-    dossier_id TEXT NOT NULL,
-    at TEXT NOT NULL,
-    staff TEXT NOT NULL,
-    caller_phone TEXT NOT NULL,
-    source TEXT NOT NULL,
-    disease TEXT,
-    office TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX calls_dossier ON calls(dossier_id);
-CREATE TABLE visits (
-    id TEXT PRIMARY KEY,
-    dossier_id TEXT NOT NULL,
-    at TEXT NOT NULL,
-    staff TEXT NOT NULL,
-    purchased INTEGER NOT NULL,
-    office TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX visits_dossier ON visits(dossier_id);
-CREATE TABLE purchases (
-    id TEXT PRIMARY KEY,
-    dossier_id TEXT NOT NULL,
-    at TEXT NOT NULL,
-    staff TEXT NOT NULL,
-    product TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
-    amount_fen INTEGER NOT NULL,
-    runout TEXT,
-    nth INTEGER NOT NULL DEFAULT 1,
-    prev_runout TEXT,
-    office TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX purchases_dossier ON purchases(dossier_id);
-CREATE TABLE followups (
-    id TEXT PRIMARY KEY,
-    dossier_id TEXT NOT NULL,
-    at TEXT NOT NULL,
-    staff TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    on_time INTEGER NOT NULL DEFAULT 0,
-    office TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX followups_dossier ON followups(dossier_id);
-CREATE TABLE contacts (
-    id TEXT PRIMARY KEY,
-    dossier_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    at TEXT NOT NULL,
-    staff TEXT NOT NULL
-);
-CREATE INDEX contacts_dossier ON contacts(dossier_id);
-CREATE TABLE problems (
-    id TEXT PRIMARY KEY,
-    dossier_id TEXT NOT NULL,
-    at TEXT NOT NULL,
-    state TEXT NOT NULL,
-    resolved_at TEXT,
-    office TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX problems_dossier ON problems(dossier_id);
-CREATE TABLE slots (
-    dossier_id TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    cadence TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    day INTEGER,
-    anchor TEXT NOT NULL,
-    due_from TEXT NOT NULL,
-    deadline TEXT NOT NULL,
-    satisfied_at TEXT,
-    closed_at TEXT,
-    settled_on TEXT,
-    office TEXT NOT NULL DEFAULT '',
-    due_counted INTEGER NOT NULL DEFAULT 0,
-    on_time INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (dossier_id, n)
-);
-
-CREATE INDEX calls_at ON calls(at, office, dossier_id, staff, source, disease);
-CREATE INDEX visits_at ON visits(at, office, dossier_id, staff, purchased);
-CREATE INDEX purchases_at ON purchases(at, office, dossier_id, staff, amount_fen, nth, prev_runout);
-CREATE INDEX followups_at ON followups(at, office, dossier_id, staff, on_time);
-CREATE INDEX slots_deadline ON slots(deadline, office, due_counted, on_time, cadence);
-
-CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day,
-    deadline_day, deadline_day_, office_code, office_code_);
-CREATE TRIGGER slot_spans_insert AFTER INSERT ON slots BEGIN
-    INSERT INTO slot_spans VALUES (new.rowid,
-        CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
-        max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
-            CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
-        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
-        CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
-        CAST(new.office AS INTEGER), CAST(new.office AS INTEGER));
-END;
-CREATE TRIGGER slot_spans_update AFTER UPDATE OF due_from, settled_on, deadline, office ON slots BEGIN
-    UPDATE slot_spans SET
-        first_day = CAST(julianday(new.due_from) - 2451544.5 AS INTEGER),
-        settled_day = max(CAST(julianday(new.settled_on) - 2451544.5 AS INTEGER),
-                          CAST(julianday(new.due_from) - 2451544.5 AS INTEGER)),
-        deadline_day = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
-        deadline_day_ = CAST(julianday(new.deadline) - 2451544.5 AS INTEGER),
-        office_code = CAST(new.office AS INTEGER),
-        office_code_ = CAST(new.office AS INTEGER)
-    WHERE id = new.rowid;
-END;
-CREATE TRIGGER slot_spans_delete AFTER DELETE ON slots BEGIN
-    DELETE FROM slot_spans WHERE id = old.rowid;
-END;
-"#;
-
-/// The per-dossier digests table of version 1, added by a migration of
-/// its own in both stores. Frozen.
-pub const V1_DIGESTS: &str = "
-CREATE TABLE projection_digests (
-    dossier_id TEXT PRIMARY KEY,
-    digests BLOB NOT NULL
-) WITHOUT ROWID;
-";
-
-/// Version 2, the projection tables a store has now: version 1's tables
-/// and digests, reached by every store whatever shape its history left.
-macro_rules! v2_tables {
+/// The text of [`V1_TABLES`]; frozen (its hash is pinned in a test).
+macro_rules! v1_tables {
     () => {
         r#"
 CREATE TABLE staff (
@@ -357,12 +199,38 @@ END;
 CREATE TRIGGER slot_spans_delete AFTER DELETE ON slots BEGIN
     DELETE FROM slot_spans WHERE id = old.rowid;
 END;
+"#
+    };
+}
 
+/// The text of [`V1_DIGESTS`]; frozen.
+macro_rules! v1_digests {
+    () => {
+        "
 CREATE TABLE projection_digests (
     dossier_id TEXT PRIMARY KEY,
     digests BLOB NOT NULL
 ) WITHOUT ROWID;
-"#
+"
+    };
+}
+
+/// Version 1 of the projection tables, as the server's second migration
+/// and a replica's first ones created them at commit e123ed7. Stores made
+/// by earlier releases hold older shapes of them (the R*Tree had other
+/// dimensions before 3885f6e); [`REPLACE_WITH_V2`] brings every one to
+/// today's. Frozen.
+pub const V1_TABLES: &str = v1_tables!();
+
+/// The per-dossier digests table of version 1, added by a migration of
+/// its own in both stores. Frozen.
+pub const V1_DIGESTS: &str = v1_digests!();
+
+/// Version 2, the projection tables a store has now: version 1's tables
+/// and digests, reached by every store whatever shape its history left.
+macro_rules! v2_tables {
+    () => {
+        concat!(v1_tables!(), v1_digests!())
     };
 }
 

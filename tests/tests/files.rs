@@ -30,6 +30,27 @@ fn private(paths: &[&Path]) {
     }
 }
 
+/// `keqing-server report national` of 2026-11-20 written to `out`.
+fn national_export(server_dir: &Path, format: &str, out: &Path, force: bool) -> keqing_tests::Run {
+    let out = out.to_str().unwrap();
+    let mut args = vec![
+        "report",
+        "national",
+        "--from",
+        "2026-11-20",
+        "--to",
+        "2026-11-20",
+        "--format",
+        format,
+        "--out",
+        out,
+    ];
+    if force {
+        args.push("--force");
+    }
+    Server::admin(server_dir, &args)
+}
+
 #[test]
 fn stores_replicas_backups_exports_and_keys_are_private() {
     let tmp = tempfile::tempdir().unwrap();
@@ -90,21 +111,7 @@ fn stores_replicas_backups_exports_and_keys_are_private() {
     ];
     office.ok(&[&args[..], &[export.to_str().unwrap()]].concat());
     let national = tmp.path().join("national.xlsx");
-    let r = Server::admin(
-        &server_dir,
-        &[
-            "report",
-            "national",
-            "--from",
-            "2026-11-20",
-            "--to",
-            "2026-11-20",
-            "--format",
-            "xlsx",
-            "--out",
-            national.to_str().unwrap(),
-        ],
-    );
+    let r = national_export(&server_dir, "xlsx", &national, false);
     assert!(r.ok, "{}", r.stderr);
     private(&[
         &backup,
@@ -179,22 +186,7 @@ fn an_export_replaces_a_file_only_when_asked_and_a_store_never() {
     let r = Server::admin(&server_dir, &["device", "add", "--hq", "--name", "x"]);
     assert!(r.ok);
     let store = server_dir.join("server.sqlite");
-    let r = Server::admin(
-        &server_dir,
-        &[
-            "report",
-            "national",
-            "--from",
-            "2026-11-20",
-            "--to",
-            "2026-11-20",
-            "--format",
-            "csv",
-            "--out",
-            store.to_str().unwrap(),
-            "--force",
-        ],
-    );
+    let r = national_export(&server_dir, "csv", &store, true);
     assert!(!r.ok && r.stderr.contains("不能覆盖数据库"), "{}", r.stderr);
     assert!(Server::admin(&server_dir, &["device", "list"]).ok);
 }

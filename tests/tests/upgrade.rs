@@ -42,6 +42,21 @@ fn same_figures(old: &serde_json::Value, new: &serde_json::Value, path: &str) {
     }
 }
 
+/// The office's own report of the fixture's week, as JSON.
+fn week_report(office: &Office) -> serde_json::Value {
+    office
+        .ok(&[
+            "report",
+            "daily",
+            "--from",
+            "2026-11-16",
+            "--to",
+            "2026-11-22",
+            "--json",
+        ])
+        .json()
+}
+
 #[test]
 fn stores_made_by_an_earlier_release_upgrade_with_their_documents_and_reports() {
     let tmp = tempfile::tempdir().unwrap();
@@ -64,17 +79,7 @@ fn stores_made_by_an_earlier_release_upgrade_with_their_documents_and_reports() 
     let office = Office::new(&office_dir);
     let heads = serde_json::to_value(office.heads()).unwrap();
     assert_eq!(heads, fixture("heads.json"), "every document as it was");
-    let report = office
-        .ok(&[
-            "report",
-            "daily",
-            "--from",
-            "2026-11-16",
-            "--to",
-            "2026-11-22",
-            "--json",
-        ])
-        .json();
+    let report = week_report(&office);
     same_figures(&fixture("office-report.json"), &report, "office report");
     assert_eq!(report["total"]["calls"], 4, "the fixture's four calls");
     // Its follow-up list works on the new tables.
@@ -117,16 +122,9 @@ fn stores_made_by_an_earlier_release_upgrade_with_their_documents_and_reports() 
         fixture("heads.json"),
         "a new device gets every document"
     );
-    let fresh_report = fresh
-        .ok(&[
-            "report",
-            "daily",
-            "--from",
-            "2026-11-16",
-            "--to",
-            "2026-11-22",
-            "--json",
-        ])
-        .json();
-    same_figures(&fixture("office-report.json"), &fresh_report, "new device");
+    same_figures(
+        &fixture("office-report.json"),
+        &week_report(&fresh),
+        "new device",
+    );
 }
