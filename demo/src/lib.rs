@@ -13,7 +13,6 @@
 //! generated with the merged dossiers, and the national report with the
 //! events generated.
 
-use anyhow::{Context, Result, bail};
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use keqing_office::desk::{CallInput, Desk, new_id};
 use keqing_office::sync::{Quiet, SyncSummary, enroll, server_report, sync_once};
@@ -28,6 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use thiserror::Error;
 
 /// The demo's first day (a Monday).
 const FIRST_DAY: (i32, u32, u32) = (2026, 11, 16);
@@ -189,6 +189,26 @@ struct OfficeSim {
     patients: Vec<Patient>,
 }
 
+/// Why the demo could not run (a failed check is not an error: the
+/// summary says which failed).
+#[derive(Debug, Error)]
+pub enum DemoError {
+    #[error("演示参数无效 {0}")]
+    Options(String),
+    #[error(transparent)]
+    Office(#[from] keqing_office::ClientError),
+    #[error(transparent)]
+    Store(#[from] keqing_server::store::StoreError),
+    #[error(transparent)]
+    Domain(#[from] keqing_shared::DomainError),
+    #[error("演示文件或网络错误 {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0} 失败: {1}")]
+    Step(String, #[source] Box<DemoError>),
+}
+
+type Result<T> = std::result::Result<T, DemoError>;
+
 /// A TCP relay to `target` that passes connections only while `up`.
 async fn gate(target: String, up: Arc<AtomicBool>) -> Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -238,26 +258,27 @@ fn at(d: NaiveDate, hour: u32, rng: &mut Rng) -> NaiveDateTime {
 
 /// Runs the demo; the summary says whether every check held.
 pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
+    let refuse = |why: String| Err(DemoError::Options(why));
     if opts.offices == 0 || opts.offices > OFFICES.len() {
-        bail!("--offices must be 1..={}", OFFICES.len());
+        return refuse(format!("--offices must be 1..={}", OFFICES.len()));
     }
     if opts.days == 0 || opts.days > 366 {
-        bail!("--days must be 1..=366");
+        return refuse("--days must be 1..=366".into());
     }
     if opts.patients == 0 || opts.patients > 100_000 {
-        bail!("--patients must be 1..=100000");
+        return refuse("--patients must be 1..=100000".into());
     }
     let started = Instant::now();
     let temp;
     let root: PathBuf = match &opts.keep {
         Some(dir) => {
             if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-                bail!(
+                return refuse(format!(
                     "--keep {} is not empty; give a new directory",
                     dir.display()
-                );
+                ));
             }
-            std::fs::create_dir_all(dir)?;
+            keqing_host::files::private_dir(dir)?;
             dir.clone()
         }
         None => {
@@ -309,7 +330,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
                 eprintln!("keqing-server: {e:#}");
             }
         });
-        Ok::<_, anyhow::Error>(addr)
+        Ok::<_, DemoError>(addr)
     })?;
     let server_url = format!("http://{server_addr}");
 
@@ -327,7 +348,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
             let dir = root.join(office.code).join(name);
             let desk = rt
                 .block_on(enroll(&dir, &url, token, Some(name), &Default::default()))
-                .with_context(|| format!("enrolling {name}"))?;
+                .map_err(|e| DemoError::Step(format!("enrolling {name}"), Box::new(e.into())))?;
             devices.push(Device { desk });
         }
         let mut sim = OfficeSim {
@@ -627,7 +648,14 @@ fn server_heads(
         let Some(last) = page.last() else { break };
         after = last.0.doc_id.clone();
         for (snap, complete) in page {
-            let mut doc = automerge::Automerge::load(&snap.document)?;
+            let unreadable = |e: String| {
+                DemoError::Domain(keqing_shared::DomainError::Malformed(format!(
+                    "server document {}: {e}",
+                    snap.doc_id
+                )))
+            };
+            let mut doc = automerge::Automerge::load(&snap.document)
+                .map_err(|e| unreadable(e.to_string()))?;
             if !complete {
                 // Not built yet (a new dossier logged as it came) or waiting
                 // for a dependency: its logged changes complete it.
@@ -636,8 +664,10 @@ fn server_heads(
                     logged
                         .into_iter()
                         .map(|c| automerge::Change::from_bytes(c.bytes))
-                        .collect::<Result<Vec<_>, _>>()?,
-                )?;
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|e| unreadable(e.to_string()))?,
+                )
+                .map_err(|e| unreadable(e.to_string()))?;
             }
             let snap = keqing_shared::sync::Snapshot {
                 document: doc.save_nocompress(),
