@@ -1557,7 +1557,7 @@ impl Replica {
                     Ok(())
                 }
                 Err(why) => {
-                    tracing::warn!(doc = work.doc_id, reason = %why, "quarantined data still does not merge");
+                    tracing::warn!(doc = work.doc_id, reason = %keqing_shared::printable::printable(&why.to_string()), "quarantined data still does not merge");
                     outcome.still_quarantined += 1;
                     Ok(())
                 }
@@ -2044,7 +2044,7 @@ impl WriteTx<'_> {
     /// dependency included — moved, not copied, so they are not offered
     /// (and quarantined) again with the document's next data.
     fn quarantine(&self, work: &RemoteWork<'_>, reason: &str) -> Result<()> {
-        tracing::warn!(doc = work.doc_id, reason, "pulled data quarantined");
+        tracing::warn!(doc = work.doc_id, reason = %keqing_shared::printable::printable(reason), "pulled data quarantined");
         let at = keqing_shared::when::fmt_datetime(keqing_host::now_cst());
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO quarantine (doc_id, kind, bytes, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -185,7 +185,7 @@ pub fn catch_up_paced(
                 Ok(p) => projected.push(p),
                 Err(e) => {
                     done.skipped += 1;
-                    tracing::warn!(doc = %doc_id, error = %e, "projector: document skipped");
+                    tracing::warn!(doc = %doc_id, error = %keqing_shared::printable::printable(&e), "projector: document skipped");
                     unreadable.push((doc_id.clone(), e));
                 }
             }

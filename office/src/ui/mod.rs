@@ -479,7 +479,9 @@ async fn background_sync(app: App, every: Duration) {
             Ok(_) => {}
             // Offline is the normal state of an office for hours: the
             // indicator shows it; nothing to shout about here.
-            Err(e) => tracing::debug!(error = %e, "background sync failed"),
+            Err(e) => {
+                tracing::debug!(error = %keqing_shared::printable::printable(&e.to_string()), "background sync failed")
+            }
         }
     }
 }
