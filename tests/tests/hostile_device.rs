@@ -207,10 +207,19 @@ fn a_hostile_device_cannot_starve_the_others() {
                 tokio::spawn(async move { c.push(vec![]).await })
             })
             .collect();
+        // Refused by the device's rate (RESOURCE_EXHAUSTED), or, past the
+        // streams one connection may open at once, by the transport itself
+        // (a refused stream: UNAVAILABLE).
         let mut refused = 0;
         for f in flood {
             if let Err(e) = f.await.unwrap() {
-                assert_eq!(e.kind, SyncErrorKind::ResourceExhausted, "{e:?}");
+                assert!(
+                    matches!(
+                        e.kind,
+                        SyncErrorKind::ResourceExhausted | SyncErrorKind::Unavailable
+                    ),
+                    "{e:?}"
+                );
                 refused += 1;
             }
         }
