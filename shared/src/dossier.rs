@@ -14,8 +14,18 @@
 //! │ greetings | home_visits | deliveries | problems:
 //! │            { "<record id>": { field: scalar, ... } }
 //! ├ typical: { flagged, at, staff, notes }
+//! ├ plan/<record id>: { at, staff, action, date, reason, assignee, notes }
 //! └ merged_into: "<uuid>"  (only on a duplicate folded into another dossier)
 //! ```
+//!
+//! A change to the follow-up plan is a map at the root under its own key
+//! (`plan/<id>`), not an entry of a `plan` collection: dossiers made before
+//! plans existed have no such container, and two devices creating one
+//! offline would make two, one hiding the other. Keys of their own never
+//! collide. The patient's `assignee` and `followup_stop` fields are written
+//! with each plan change of their kind, so two devices changing them offline
+//! leave a conflict that [`DossierView::conflicts`] lists; the plan itself is
+//! derived from the records, in the order they were made.
 //!
 //! Scalar fields that two devices set differently while offline stay as an
 //! automerge conflict; [`DossierView::conflicts`] lists them so staff can
@@ -90,8 +100,9 @@ pub struct PatientUpdate {
     pub notes: Option<String>,
 }
 
-/// The patient fields staff may set (and so resolve) by name.
-pub const PATIENT_FIELDS: [&str; 7] = [
+/// The patient fields staff may set (and so resolve) by name. The last two
+/// are the follow-up plan's state, set by plan changes (see the module).
+pub const PATIENT_FIELDS: [&str; 9] = [
     "name",
     "sex",
     "age",
@@ -99,7 +110,16 @@ pub const PATIENT_FIELDS: [&str; 7] = [
     "address",
     "knows",
     "notes",
+    ASSIGNEE,
+    FOLLOWUP_STOP,
 ];
+
+/// The patient field naming who makes the follow-up calls.
+pub const ASSIGNEE: &str = "assignee";
+/// The patient field holding why follow-ups stopped (empty: they go on).
+pub const FOLLOWUP_STOP: &str = "followup_stop";
+/// The root key prefix of plan changes.
+const PLAN_PREFIX: &str = "plan/";
 
 /// Parses a value typed for patient field `field` into what the document
 /// stores, with the same checks as everywhere else.
@@ -123,6 +143,18 @@ pub fn patient_field_value(field: &str, text: &str) -> Result<ScalarValue, Domai
         "birth_year" => number(1900, 2100),
         "address" => Ok(crate::limits::field("address", t)?.into()),
         "notes" => Ok(crate::limits::field("notes", t)?.into()),
+        ASSIGNEE => Ok(crate::staff::validate_name("assignee", t)?.into()),
+        FOLLOWUP_STOP => match t {
+            "" | "恢复" | "resume" => Ok("".into()),
+            _ => crate::records::StopReason::parse(t)
+                .map(|r| r.as_str().into())
+                .ok_or_else(|| {
+                    DomainError::invalid(
+                        "followup_stop",
+                        format!("`{t}`: expected 去世, 拒访, 迁出, 停药, 其他 or 恢复"),
+                    )
+                }),
+        },
         "knows" => match t {
             "是" | "yes" | "知道" | "true" => Ok(ScalarValue::Boolean(true)),
             "否" | "no" | "不知道" | "false" => Ok(ScalarValue::Boolean(false)),
@@ -161,6 +193,9 @@ pub struct DossierView {
     pub home_visits: Vec<HomeVisit>,
     pub deliveries: Vec<Delivery>,
     pub problems: Vec<Problem>,
+    /// Changes to the follow-up plan, in the order they were made.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub plan: Vec<PlanChange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typical: Option<TypicalCase>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -446,10 +481,12 @@ enum Place {
     /// A record: its collection's index and its index among that
     /// collection's records.
     Record(usize, usize),
+    /// A plan change: its index among them.
+    Plan(usize),
 }
 
 /// The patient's scalar fields, in the order conflicts are listed.
-const PATIENT_SCALARS: [&str; 7] = PATIENT_FIELDS;
+const PATIENT_SCALARS: [&str; 9] = PATIENT_FIELDS;
 
 /// One scalar field of a record or the typical case, as found.
 type Field<'a> = (Cow<'a, str>, ScalarValueRef<'a>);
@@ -464,8 +501,10 @@ struct Walk<'a> {
     patient: Option<ObjId>,
     phones: Option<Vec<String>>,
     diseases: Option<Vec<String>>,
-    patient_scalars: [Option<ScalarValue>; 7],
-    conflicted: [bool; 7],
+    patient_scalars: [Option<ScalarValue>; 9],
+    conflicted: [bool; 9],
+    /// Plan changes (root `plan/<id>` maps), their fields as found.
+    plan: Vec<Vec<Field<'a>>>,
     typical: Option<Vec<Field<'a>>>,
     /// Keys in the typical-case map, values of any kind (as `length`).
     typical_len: usize,
@@ -500,6 +539,10 @@ impl<'a> Walk<'a> {
                 MERGED_INTO => {
                     let v: Value<'static> = item.value.clone().into();
                     self.merged_into = v.as_str().map(str::to_string);
+                }
+                _ if is_map && key.starts_with(PLAN_PREFIX) => {
+                    self.plan.push(Vec::new());
+                    child(Place::Plan(self.plan.len() - 1));
                 }
                 _ => {
                     if let Some(i) = COLLECTIONS.iter().position(|c| *c == key)
@@ -542,6 +585,12 @@ impl<'a> Walk<'a> {
                     records.push(Vec::new());
                     let at = records.len() - 1;
                     child(Place::Record(c, at));
+                }
+            }
+            Place::Plan(i) => {
+                if let (Some(record), Some(v)) = (self.plan.get_mut(i), record_scalar(&item.value))
+                {
+                    record.push((item.key.clone(), v));
                 }
             }
             Place::Record(c, r) => {
@@ -594,7 +643,7 @@ impl<'a> Walk<'a> {
                 });
             }
         }
-        let [name, sex, age, birth_year, address, knows, notes] =
+        let [name, sex, age, birth_year, address, knows, notes, _, _] =
             std::mem::take(&mut self.patient_scalars);
         let str_of = |v: Option<ScalarValue>| v.and_then(|s| s.as_str().map(str::to_string));
         let patient = Patient {
@@ -633,11 +682,23 @@ impl<'a> Walk<'a> {
             home_visits: sorted_records(records(6)?)?,
             deliveries: sorted_records(records(7)?)?,
             problems: sorted_records(records(8)?)?,
+            plan: sorted_plan(&self.plan)?,
             typical,
             merged_into: self.merged_into,
             conflicts,
         })
     }
+}
+
+/// Plan changes in the order they were made (then by id: the order every
+/// device derives the plan in).
+fn sorted_plan(records: &[Vec<Field<'_>>]) -> Result<Vec<PlanChange>, DomainError> {
+    let mut out = records
+        .iter()
+        .map(|fields| from_fields(fields))
+        .collect::<Result<Vec<PlanChange>, _>>()?;
+    out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
 }
 
 /// The edit operations on a dossier, inside one automerge transaction.
@@ -740,6 +801,34 @@ impl DossierTx<'_, '_> {
         write_map(self.tx, &typical, t)
     }
 
+    /// Adds a change to the follow-up plan under its own root key, and
+    /// writes the patient field of its kind (stop, resume, assign): see the
+    /// module on why both.
+    pub fn add_plan_change(&mut self, change: &PlanChange) -> Result<(), DomainError> {
+        let key = format!("{PLAN_PREFIX}{}", change.id);
+        if self.tx.get(ROOT, key.as_str())?.is_some() {
+            return Err(DomainError::invalid(
+                "id",
+                format!("record {} exists", change.id),
+            ));
+        }
+        let map = self.tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
+        write_map(self.tx, &map, change)?;
+        match change.action {
+            PlanAction::Stop => {
+                let reason = change.reason.unwrap_or(StopReason::Other);
+                self.tx.put(&self.patient, FOLLOWUP_STOP, reason.as_str())?;
+            }
+            PlanAction::Resume => self.tx.put(&self.patient, FOLLOWUP_STOP, "")?,
+            PlanAction::Assign => {
+                let who = change.assignee.clone().unwrap_or_default();
+                self.tx.put(&self.patient, ASSIGNEE, who)?;
+            }
+            PlanAction::Extra | PlanAction::Postpone => {}
+        }
+        Ok(())
+    }
+
     pub fn set_merged_into(&mut self, keep: &str) -> Result<(), DomainError> {
         self.tx.put(ROOT, MERGED_INTO, keep)?;
         Ok(())
@@ -784,6 +873,14 @@ impl DossierTx<'_, '_> {
             dup.deliveries,
             dup.problems
         );
+        for change in &dup.plan {
+            let key = format!("{PLAN_PREFIX}{}", change.id);
+            if self.tx.get(ROOT, key.as_str())?.is_none() {
+                let map = self.tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
+                write_map(self.tx, &map, change)?;
+                copied += 1;
+            }
+        }
         for p in &dup.patient.phones {
             self.add_phone(p)?;
         }
@@ -869,7 +966,7 @@ fn to_fields<T: Serialize>(value: &T) -> Result<Vec<(String, ScalarValue)>, Doma
     Ok(out)
 }
 
-fn write_map<T: Serialize>(
+pub(crate) fn write_map<T: Serialize>(
     tx: &mut Transaction<'_>,
     map: &ObjId,
     value: &T,
@@ -880,7 +977,7 @@ fn write_map<T: Serialize>(
     Ok(())
 }
 
-fn read_map<R: serde::de::DeserializeOwned>(
+pub(crate) fn read_map<R: serde::de::DeserializeOwned>(
     doc: &impl ReadDoc,
     map: &ObjId,
 ) -> Result<R, DomainError> {
@@ -1115,6 +1212,8 @@ mod tests {
         let address = str_of(scalar("address"));
         let knows = scalar("knows").and_then(|s| s.as_bool());
         let notes = str_of(scalar("notes"));
+        scalar(ASSIGNEE);
+        scalar(FOLLOWUP_STOP);
         let patient = Patient {
             name,
             phones: doc.keys(obj(doc, &patient_obj, PHONES)?).collect(),
@@ -1133,6 +1232,15 @@ mod tests {
             Some(read_map(doc, &typical_obj)?)
         };
         let created_at = root_str(doc, "created_at")?;
+        let mut plan = Vec::new();
+        for item in doc.map_range(ROOT, ..) {
+            if item.key.starts_with(PLAN_PREFIX)
+                && let ValueRef::Object(ObjType::Map) = item.value
+            {
+                plan.push(read_map::<PlanChange>(doc, &item.id())?);
+            }
+        }
+        plan.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
         Ok(DossierView {
             id: root_str(doc, "id")?,
             office: root_str(doc, "office")?,
@@ -1147,6 +1255,7 @@ mod tests {
             home_visits: collection(doc)?,
             deliveries: collection(doc)?,
             problems: collection(doc)?,
+            plan,
             typical,
             merged_into: merged_into_of(doc)?,
             conflicts,
@@ -1166,6 +1275,7 @@ mod tests {
         Problem(u8, u8),
         Typical(u8),
         MergedInto(u8),
+        Plan(u8, u8),
         /// The other device's changes arrive.
         Sync,
     }
@@ -1183,6 +1293,7 @@ mod tests {
             (any::<u8>(), any::<u8>()).prop_map(|(i, s)| Step::Problem(i, s)),
             any::<u8>().prop_map(Step::Typical),
             any::<u8>().prop_map(Step::MergedInto),
+            (any::<u8>(), any::<u8>()).prop_map(|(i, a)| Step::Plan(i, a)),
             Just(Step::Sync),
         ];
         (any::<bool>(), s)
@@ -1221,6 +1332,33 @@ mod tests {
             Step::FollowUp(i, day) => {
                 let f = followup(&format!("f{}", i % 8), "2026-01-01T10:00", "李娜");
                 tx.add(&FollowUp { at: at(*day), ..f })
+            }
+            Step::Plan(i, a) => {
+                let id = format!("plan{i}-{a}");
+                if tx
+                    .tx
+                    .get(ROOT, format!("{PLAN_PREFIX}{id}").as_str())?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                let action = [
+                    PlanAction::Extra,
+                    PlanAction::Postpone,
+                    PlanAction::Stop,
+                    PlanAction::Resume,
+                    PlanAction::Assign,
+                ][usize::from(a % 5)];
+                tx.add_plan_change(&PlanChange {
+                    id,
+                    at: at(*i),
+                    staff: "李娜".into(),
+                    action,
+                    date: Some(at(a.wrapping_add(3)).date()),
+                    reason: (action == PlanAction::Stop).then_some(StopReason::Refuses),
+                    assignee: (action == PlanAction::Assign).then(|| format!("员工{}", a % 3)),
+                    notes: None,
+                })
             }
             Step::Purchase(i, _) if tx.get::<Purchase>(&format!("p{}", i % 4)).is_ok() => Ok(()),
             Step::Purchase(i, q) => tx.add(&Purchase {

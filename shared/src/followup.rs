@@ -28,9 +28,18 @@
 //! was given); an unsatisfied slot of any other kind is closed 30 days after
 //! its deadline. Past that a patient is the supervisor's decision, not a
 //! line on every day's list.
+//!
+//! The plan can be changed case by case ("視具體情況而定"), each change a
+//! record of the dossier ([`crate::records::PlanChange`]), applied in the
+//! order they were made: an **extra** call on a day is a slot of its own
+//! (计划回访); a **postpone** moves the next open slot (the earliest
+//! deadline not yet done or closed when it was made) to the day given; a
+//! **stop** closes every slot still open when it was made that falls due
+//! before a **resume** (or at all, without one), so the patient leaves every
+//! list; **assign** names who makes the calls ([`plan_state`]).
 
 use crate::dossier::DossierView;
-use crate::records::Record;
+use crate::records::{PlanAction, PlanChange, Record, StopReason};
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use serde::Serialize;
 
@@ -57,6 +66,8 @@ pub enum Cadence {
     AfterPurchase,
     RunOut,
     Special,
+    /// An extra call staff planned (计划回访).
+    Planned,
 }
 
 impl Cadence {
@@ -67,6 +78,7 @@ impl Cadence {
             Cadence::AfterPurchase => "after_purchase",
             Cadence::RunOut => "run_out",
             Cadence::Special => "special",
+            Cadence::Planned => "planned",
         }
     }
 
@@ -77,9 +89,17 @@ impl Cadence {
             Cadence::AfterPurchase,
             Cadence::RunOut,
             Cadence::Special,
+            Cadence::Planned,
         ]
         .into_iter()
         .find(|c| c.as_str() == s)
+    }
+
+    /// Whether an unsatisfied slot of this kind is closed
+    /// [`STALE_AFTER_DAYS`] after its deadline (the cadences end with their
+    /// purchase's episode instead).
+    fn goes_stale(self) -> bool {
+        !matches!(self, Cadence::AfterPurchase | Cadence::RunOut)
     }
 }
 
@@ -158,8 +178,11 @@ impl Slot {
         let in_window = match self.cadence {
             // "Within N days of the event": any contact after it counts.
             Cadence::NotVisited | Cadence::NotBought | Cadence::Special => true,
-            // A cadence call made before its day belongs to an earlier slot.
-            Cadence::AfterPurchase | Cadence::RunOut => t.date() >= self.due_from,
+            // A cadence call made before its day belongs to an earlier slot;
+            // a planned call is made on its day or after.
+            Cadence::AfterPurchase | Cadence::RunOut | Cadence::Planned => {
+                t.date() >= self.due_from
+            }
         };
         after_anchor && in_window && self.closed_at.is_none_or(|c| t < c)
     }
@@ -303,20 +326,137 @@ pub fn schedule(view: &DossierView) -> Vec<Slot> {
         });
     }
 
+    // 计划回访: the extra calls staff planned.
+    for change in view.plan.iter().filter(|c| c.action == PlanAction::Extra) {
+        let Some(day) = change.date else { continue };
+        slots.push(Slot {
+            cadence: Cadence::Planned,
+            reason: match &change.notes {
+                Some(n) => format!("计划回访: {n}"),
+                None => "计划回访".into(),
+            },
+            day: None,
+            anchor: change.at,
+            due_from: day,
+            deadline: day,
+            satisfied_at: None,
+            closed_at: Some(stale_after(day)),
+        });
+    }
+
     // Each slot is satisfied by the first contact it accepts. Since a cadence's
     // windows only open later, this is the slot the contact falls in plus
     // every earlier missed one.
     let mut contacts: Vec<NaiveDateTime> = view.followups.iter().map(|f| f.at).collect();
     contacts.extend(view.home_visits.iter().map(|h| h.at()));
     contacts.sort();
-    for slot in &mut slots {
+    satisfy(&mut slots, &contacts);
+    // The plan's changes, in the order they were made, on the slots as
+    // they stood; then the contacts again, on the slots as the plan left
+    // them (a moved slot is done by a call on or after its new day; a
+    // stopped one by none).
+    if view
+        .plan
+        .iter()
+        .any(|c| matches!(c.action, PlanAction::Postpone | PlanAction::Stop))
+    {
+        apply_plan(&mut slots, &view.plan);
+        for slot in &mut slots {
+            slot.satisfied_at = None;
+        }
+        satisfy(&mut slots, &contacts);
+    }
+    slots.sort_by(|a, b| a.due_from.cmp(&b.due_from).then(a.cadence.cmp(&b.cadence)));
+    slots
+}
+
+/// When an unsatisfied one-off slot due by `deadline` leaves the list.
+fn stale_after(deadline: NaiveDate) -> NaiveDateTime {
+    at_start(deadline + Duration::days(STALE_AFTER_DAYS + 1))
+}
+
+/// Gives each slot the first contact it accepts.
+fn satisfy(slots: &mut [Slot], contacts: &[NaiveDateTime]) {
+    for slot in slots {
         slot.satisfied_at = contacts.iter().copied().find(|&t| slot.accepts(t));
         if slot.satisfied_at.is_some() {
             slot.closed_at = None;
         }
     }
-    slots.sort_by(|a, b| a.due_from.cmp(&b.due_from).then(a.cadence.cmp(&b.cadence)));
-    slots
+}
+
+/// Whether a slot is still to do at time `t`: not done, not closed.
+fn open_at(slot: &Slot, t: NaiveDateTime) -> bool {
+    slot.satisfied_at.is_none_or(|s| s > t) && slot.closed_at.is_none_or(|c| c > t)
+}
+
+/// Applies the postpones and stops of `plan` (in order) to `slots`.
+fn apply_plan(slots: &mut [Slot], plan: &[PlanChange]) {
+    // When each stop ends: the first resume after it.
+    let resumes: Vec<NaiveDateTime> = plan
+        .iter()
+        .filter(|c| c.action == PlanAction::Resume)
+        .map(|c| c.at)
+        .collect();
+    for change in plan {
+        match change.action {
+            PlanAction::Postpone => {
+                let Some(day) = change.date else { continue };
+                let next = slots
+                    .iter_mut()
+                    .filter(|s| open_at(s, change.at))
+                    .min_by_key(|s| (s.deadline, s.due_from, s.cadence));
+                if let Some(slot) = next {
+                    let stale = slot.cadence.goes_stale()
+                        && slot.closed_at == Some(stale_after(slot.deadline));
+                    slot.due_from = day;
+                    slot.deadline = day;
+                    if stale {
+                        slot.closed_at = Some(stale_after(day));
+                    }
+                    slot.reason =
+                        format!("{}（改期至{}）", slot.reason, crate::when::fmt_date(day));
+                }
+            }
+            PlanAction::Stop => {
+                let resumed = resumes.iter().copied().find(|r| *r > change.at);
+                for slot in slots.iter_mut() {
+                    let falls_due_before_resume = resumed.is_none_or(|r| slot.due_from < r.date());
+                    if open_at(slot, change.at) && falls_due_before_resume {
+                        slot.closed_at =
+                            Some(slot.closed_at.map_or(change.at, |c| c.min(change.at)));
+                    }
+                }
+            }
+            PlanAction::Extra | PlanAction::Resume | PlanAction::Assign => {}
+        }
+    }
+}
+
+/// The follow-up plan's state after all its changes: who makes the calls,
+/// and whether (why, since when) they are stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PlanState {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<(StopReason, NaiveDateTime)>,
+}
+
+/// The plan's state, from its changes in the order they were made.
+pub fn plan_state(view: &DossierView) -> PlanState {
+    let mut state = PlanState::default();
+    for change in &view.plan {
+        match change.action {
+            PlanAction::Assign => state.assignee = change.assignee.clone(),
+            PlanAction::Stop => {
+                state.stopped = Some((change.reason.unwrap_or(StopReason::Other), change.at))
+            }
+            PlanAction::Resume => state.stopped = None,
+            PlanAction::Extra | PlanAction::Postpone => {}
+        }
+    }
+    state
 }
 
 /// The open slots of one dossier on day `d`, most urgent first.

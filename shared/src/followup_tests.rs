@@ -26,6 +26,7 @@ fn view() -> DossierView {
         home_visits: vec![],
         deliveries: vec![],
         problems: vec![],
+        plan: vec![],
         typical: None,
         merged_into: None,
         conflicts: vec![],
@@ -360,4 +361,128 @@ fn open_on_lists_most_urgent_first() {
     // The non-visitor slot ended with the purchase; day 1 and day 3 are missed.
     let days: Vec<Option<i64>> = open.iter().map(|s| s.day).collect();
     assert_eq!(days, [Some(1), Some(3)]);
+}
+
+fn plan(at: &str, action: PlanAction) -> PlanChange {
+    PlanChange {
+        id: format!("plan{at}"),
+        at: t(at),
+        staff: "李娜".into(),
+        action,
+        date: None,
+        reason: None,
+        assignee: None,
+        notes: None,
+    }
+}
+
+/// The purchase cadence of a purchase on 2026-11-01 with a run-out date.
+fn buyer() -> DossierView {
+    let mut v = view();
+    v.purchases
+        .push(purchase("2026-11-01T10:00", Some("2026-12-01")));
+    v
+}
+
+#[test]
+fn an_extra_call_is_a_slot_of_its_own_done_on_or_after_its_day() {
+    let mut v = buyer();
+    v.plan.push(PlanChange {
+        date: Some(d("2026-11-08")),
+        notes: Some("问复查结果".into()),
+        ..plan("2026-11-05T09:00", PlanAction::Extra)
+    });
+    let slots = schedule(&v);
+    let extra = of(&slots, Cadence::Planned);
+    assert_eq!(extra.len(), 1);
+    assert_eq!(
+        (extra[0].due_from, extra[0].deadline),
+        (d("2026-11-08"), d("2026-11-08"))
+    );
+    assert!(extra[0].reason.contains("问复查结果"));
+    // A call the day before is another slot's; one on the day is this one.
+    v.followups.push(followup("2026-11-07T10:00"));
+    v.followups.push(followup("2026-11-08T10:00"));
+    let slots = schedule(&v);
+    let extra = of(&slots, Cadence::Planned)[0];
+    assert_eq!(extra.satisfied_at, Some(t("2026-11-08T10:00")));
+}
+
+#[test]
+fn a_postpone_moves_the_next_open_slot_to_its_day() {
+    let mut v = buyer();
+    // Day 1 was called; the next open one is day 3 (2026-11-04).
+    v.followups.push(followup("2026-11-02T10:00"));
+    v.plan.push(PlanChange {
+        date: Some(d("2026-11-06")),
+        ..plan("2026-11-03T09:00", PlanAction::Postpone)
+    });
+    let slots = schedule(&v);
+    let day3 = slots.iter().find(|s| s.day == Some(3)).unwrap();
+    assert_eq!(
+        (day3.due_from, day3.deadline),
+        (d("2026-11-06"), d("2026-11-06"))
+    );
+    assert!(day3.reason.contains("改期至2026-11-06"), "{}", day3.reason);
+    assert_eq!(
+        day3.status_on(d("2026-11-05")),
+        SlotStatus::NotYet,
+        "off the list until then"
+    );
+    assert_eq!(
+        slots
+            .iter()
+            .find(|s| s.day == Some(1))
+            .unwrap()
+            .status_on(d("2026-11-05")),
+        SlotStatus::Done { on_time: true }
+    );
+    // A call on 2026-11-05 is before the new day: not this slot's.
+    v.followups.push(followup("2026-11-05T10:00"));
+    let day3 = schedule(&v).into_iter().find(|s| s.day == Some(3)).unwrap();
+    assert_eq!(day3.satisfied_at, None);
+}
+
+#[test]
+fn a_stop_takes_the_patient_off_every_list_until_resumed() {
+    let mut v = buyer();
+    v.calls.push(call("2026-10-30T09:00"));
+    v.plan.push(PlanChange {
+        reason: Some(StopReason::Refuses),
+        ..plan("2026-11-05T09:00", PlanAction::Stop)
+    });
+    let slots = schedule(&v);
+    for day in ["2026-11-06", "2026-11-20", "2026-12-15"] {
+        assert!(open_on(&slots, d(day)).is_empty(), "nothing due on {day}");
+    }
+    // What was due before the stop was not due on its deadline any more.
+    assert_eq!(
+        plan_state(&v).stopped.map(|s| s.0),
+        Some(StopReason::Refuses)
+    );
+    // Resumed on 2026-11-20: the cadence goes on from then, not before.
+    v.plan.push(plan("2026-11-20T09:00", PlanAction::Resume));
+    let slots = schedule(&v);
+    assert!(open_on(&slots, d("2026-11-15")).is_empty());
+    let open = open_on(&slots, d("2026-11-21"));
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].due_from, d("2026-11-21"), "day 20 of the cadence");
+    assert_eq!(plan_state(&v).stopped, None);
+}
+
+#[test]
+fn the_plan_is_its_changes_in_the_order_they_were_made() {
+    let mut v = view();
+    v.plan.push(PlanChange {
+        assignee: Some("王芳".into()),
+        ..plan("2026-11-02T09:00", PlanAction::Assign)
+    });
+    v.plan.push(PlanChange {
+        assignee: Some("赵敏".into()),
+        ..plan("2026-11-01T09:00", PlanAction::Assign)
+    });
+    // As a dossier reads them: sorted by time, then id.
+    v.plan
+        .sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    assert_eq!(plan_state(&v).assignee.as_deref(), Some("王芳"));
 }

@@ -13,9 +13,12 @@
 //! - [`records`]: the records a dossier holds (calls, visits, purchases, ...).
 //! - [`limits`]: every field's maximum and the largest change and dossier.
 //! - [`dossier`]: one patient dossier (病历档案) as an automerge document.
-//! - [`followup`]: the follow-up cadence (回访节奏) derived from a dossier.
+//! - [`followup`]: the follow-up cadence (回访节奏) derived from a dossier,
+//!   with the plan changes staff made.
+//! - [`lists`]: every dossier's category (客户档案的分类整理).
 //! - [`report`]: report definitions shared by every level (office, HQ).
 //! - [`roster`]: the staff of an office as one automerge document.
+//! - [`nonpatient`]: an office's non-patient calls of a month, one document.
 //! - [`sync`]: the sync protocol in domain terms (no wire format).
 //! - [`sheets`]: a report as Chinese tables: text, CSV and .xlsx bytes.
 //! - [`html`]: report tables, SVG charts and the host check of the web UIs.
@@ -28,6 +31,8 @@ pub mod error;
 pub mod followup;
 pub mod html;
 pub mod limits;
+pub mod lists;
+pub mod nonpatient;
 pub mod office;
 pub mod phone;
 pub mod printable;

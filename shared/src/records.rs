@@ -79,6 +79,76 @@ pub struct Visit {
 }
 record!(Visit, "visits", at);
 
+/// 未购原因: why a visitor did not buy, from the handbook's list ("要及時分析
+/// 原因"). Stored in the visit as its Chinese name, 其他 with the text typed
+/// (`其他：…`); older visits' free text reads as 其他.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotBoughtReason {
+    Price,
+    Doubts,
+    Family,
+    OtherMedicine,
+    Considering,
+    Other,
+}
+
+impl NotBoughtReason {
+    pub const ALL: [NotBoughtReason; 6] = [
+        NotBoughtReason::Price,
+        NotBoughtReason::Doubts,
+        NotBoughtReason::Family,
+        NotBoughtReason::OtherMedicine,
+        NotBoughtReason::Considering,
+        NotBoughtReason::Other,
+    ];
+
+    pub fn chinese(self) -> &'static str {
+        match self {
+            NotBoughtReason::Price => "价格",
+            NotBoughtReason::Doubts => "疗效疑虑",
+            NotBoughtReason::Family => "家属意见",
+            NotBoughtReason::OtherMedicine => "在用其他药",
+            NotBoughtReason::Considering => "考虑中",
+            NotBoughtReason::Other => "其他",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotBoughtReason::Price => "price",
+            NotBoughtReason::Doubts => "doubts",
+            NotBoughtReason::Family => "family",
+            NotBoughtReason::OtherMedicine => "other_medicine",
+            NotBoughtReason::Considering => "considering",
+            NotBoughtReason::Other => "other",
+        }
+    }
+
+    /// By its code or its Chinese name.
+    pub fn parse(s: &str) -> Option<NotBoughtReason> {
+        let s = s.trim();
+        NotBoughtReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s || r.chinese() == s)
+    }
+
+    /// The reason a stored visit gives: its name, or `其他：…`; any other
+    /// text (typed before the list existed) is 其他.
+    pub fn of_stored(text: &str) -> NotBoughtReason {
+        let head = text.split(['：', ':']).next().unwrap_or("").trim();
+        NotBoughtReason::parse(head).unwrap_or(NotBoughtReason::Other)
+    }
+
+    /// How a visit stores this reason with the text typed for 其他.
+    pub fn stored(self, text: Option<&str>) -> String {
+        match (self, text.map(str::trim).filter(|t| !t.is_empty())) {
+            (NotBoughtReason::Other, Some(t)) => format!("其他：{t}"),
+            _ => self.chinese().to_string(),
+        }
+    }
+}
+
 /// 购药: a purchase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Purchase {
@@ -152,9 +222,94 @@ pub struct Greeting(pub Contact);
 /// 家访: a home visit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HomeVisit(pub Contact);
-/// 外送: a delivery of goods, with guidance on taking them.
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// 待送: still to deliver.
+    Pending,
+    /// 已送: delivered.
+    Delivered,
+    /// 未送达: it did not reach the patient (the reason says why).
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 3] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+    ];
+
+    pub fn chinese(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "待送",
+            DeliveryStatus::Delivered => "已送",
+            DeliveryStatus::Failed => "未送达",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    /// By its code or its Chinese name.
+    pub fn parse(s: &str) -> Option<DeliveryStatus> {
+        let s = s.trim();
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s || k.chinese() == s)
+    }
+}
+
+/// 外送: a delivery of goods to the patient, with guidance on taking them.
+/// Deliveries registered before they carried their goods have only the
+/// contact's fields (`at`, `staff`, `notes`): they were done, and read as
+/// delivered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivery(pub Contact);
+pub struct Delivery {
+    pub id: String,
+    /// When it was registered.
+    pub at: NaiveDateTime,
+    pub staff: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notes: Option<String>,
+    /// The purchase it delivers (a purchase record's id).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub purchase: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub product: Option<String>,
+    /// Boxes (盒).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub quantity: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub address: Option<String>,
+    /// The day it is to be delivered by.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub due: Option<NaiveDate>,
+    /// `None`: an older delivery, which was done.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<DeliveryStatus>,
+    /// Why it did not reach the patient.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status_reason: Option<String>,
+    /// When it was delivered (or found undeliverable).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub settled_at: Option<NaiveDateTime>,
+}
+
+impl Delivery {
+    /// Where it stands (an older delivery, without a status, was done).
+    pub fn state(&self) -> DeliveryStatus {
+        self.status.unwrap_or(DeliveryStatus::Delivered)
+    }
+}
+record!(Delivery, "deliveries", at);
 
 macro_rules! contact_record {
     ($ty:ty, $collection:literal) => {
@@ -171,7 +326,6 @@ macro_rules! contact_record {
 }
 contact_record!(Greeting, "greetings");
 contact_record!(HomeVisit, "home_visits");
-contact_record!(Delivery, "deliveries");
 
 /// 问题患者: state of a problem (complaint, risk) until it is resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -295,4 +449,172 @@ mod money_tests {
         assert_eq!(fmt_yuan(5), "0.05");
         assert_eq!(fmt_yuan(-150), "-1.50");
     }
+}
+
+/// 非正常咨询: what a call that is not a patient's was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonPatientKind {
+    WrongNumber,
+    Competitor,
+    Press,
+    Prank,
+    Sales,
+    Other,
+}
+
+impl NonPatientKind {
+    pub const ALL: [NonPatientKind; 6] = [
+        NonPatientKind::WrongNumber,
+        NonPatientKind::Competitor,
+        NonPatientKind::Press,
+        NonPatientKind::Prank,
+        NonPatientKind::Sales,
+        NonPatientKind::Other,
+    ];
+
+    pub fn chinese(self) -> &'static str {
+        match self {
+            NonPatientKind::WrongNumber => "打错电话",
+            NonPatientKind::Competitor => "同行",
+            NonPatientKind::Press => "媒体",
+            NonPatientKind::Prank => "骚扰",
+            NonPatientKind::Sales => "推销",
+            NonPatientKind::Other => "其他",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NonPatientKind::WrongNumber => "wrong_number",
+            NonPatientKind::Competitor => "competitor",
+            NonPatientKind::Press => "press",
+            NonPatientKind::Prank => "prank",
+            NonPatientKind::Sales => "sales",
+            NonPatientKind::Other => "other",
+        }
+    }
+
+    /// By its code or its Chinese name.
+    pub fn parse(s: &str) -> Option<NonPatientKind> {
+        let s = s.trim();
+        NonPatientKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s || k.chinese() == s)
+    }
+}
+
+/// 非正常咨询: a call that was not about a patient (a wrong number, a
+/// competitor, the press, a prank, a sales call). It belongs to no dossier
+/// and never counts as a consultation call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NonPatientCall {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub kind: NonPatientKind,
+    /// The number it came from, normalised, when it could be told.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub phone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notes: Option<String>,
+}
+
+/// Why a patient's follow-ups stop (回访终止).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Died,
+    Refuses,
+    MovedAway,
+    StoppedMedicine,
+    Other,
+}
+
+impl StopReason {
+    pub const ALL: [StopReason; 5] = [
+        StopReason::Died,
+        StopReason::Refuses,
+        StopReason::MovedAway,
+        StopReason::StoppedMedicine,
+        StopReason::Other,
+    ];
+
+    pub fn chinese(self) -> &'static str {
+        match self {
+            StopReason::Died => "去世",
+            StopReason::Refuses => "拒访",
+            StopReason::MovedAway => "迁出",
+            StopReason::StoppedMedicine => "停药",
+            StopReason::Other => "其他",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Died => "died",
+            StopReason::Refuses => "refuses",
+            StopReason::MovedAway => "moved_away",
+            StopReason::StoppedMedicine => "stopped_medicine",
+            StopReason::Other => "other",
+        }
+    }
+
+    /// By its code or its Chinese name.
+    pub fn parse(s: &str) -> Option<StopReason> {
+        let s = s.trim();
+        StopReason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s || r.chinese() == s)
+    }
+}
+
+/// What a change to the follow-up plan does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanAction {
+    /// An extra follow-up call on `date`.
+    Extra,
+    /// The next open follow-up moves to `date`.
+    Postpone,
+    /// Follow-ups stop (`reason`) until resumed.
+    Stop,
+    Resume,
+    /// `assignee` makes the patient's follow-up calls.
+    Assign,
+}
+
+impl PlanAction {
+    pub fn chinese(self) -> &'static str {
+        match self {
+            PlanAction::Extra => "加访",
+            PlanAction::Postpone => "改期",
+            PlanAction::Stop => "停访",
+            PlanAction::Resume => "恢复回访",
+            PlanAction::Assign => "指定回访人",
+        }
+    }
+}
+
+/// A change to a patient's follow-up plan ("視具體情況而定"). The plan stays
+/// derived: the schedule is computed from the dossier's records, these
+/// included, in the order they were made; nothing of it is replicated as
+/// items to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanChange {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub action: PlanAction,
+    /// The day of an extra call, or the day a postponed one moves to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub date: Option<NaiveDate>,
+    /// Why follow-ups stop.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<StopReason>,
+    /// Who makes the calls from now on.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub assignee: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notes: Option<String>,
 }

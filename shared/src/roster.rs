@@ -98,6 +98,37 @@ impl Roster {
             .ok_or_else(|| DomainError::Malformed("no change".into()))
     }
 
+    /// Marks a member 在岗 or 离岗 (kept, with their history; gone from pick
+    /// lists while 离岗).
+    pub fn set_active(
+        &mut self,
+        id: &str,
+        active: bool,
+        time_ms: i64,
+    ) -> Result<Option<NewChange>, DomainError> {
+        let map = self.staff_obj()?;
+        let member = match self.doc.get(&map, id)? {
+            Some((Value::Object(ObjType::Map), m)) => m,
+            _ => return Err(DomainError::UnknownRecord(id.to_string())),
+        };
+        let outcome = self
+            .doc
+            .transact_with(
+                |_| CommitOptions::default().with_time(time_ms),
+                |tx| -> Result<(), DomainError> {
+                    tx.put(&member, "active", active)?;
+                    Ok(())
+                },
+            )
+            .map_err(|f| f.error)?;
+        Ok(outcome.hash.and_then(|_| {
+            self.doc.get_last_local_change().map(|c| NewChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+        }))
+    }
+
     pub fn staff(&self) -> Result<Vec<Staff>, DomainError> {
         let map = self.staff_obj()?;
         let mut out = Vec::new();
