@@ -6,8 +6,9 @@ use chrono::{NaiveDate, NaiveDateTime};
 use clap::{Args, Parser, Subcommand};
 use keqing_host::now_cst;
 use keqing_office::desk::{
-    CallInput, ContactInput, ContactKind, Desk, DueEntry, FollowUpInput, HospitalInput, MatchedBy,
-    PatientChanges, ProblemStep, PurchaseInput, VisitInput,
+    CallInput, ContactInput, ContactKind, DeliveryInput, Desk, DueEntry, FollowUpInput,
+    HospitalInput, MatchedBy, NonPatientInput, PatientChanges, PlanStep, ProblemStep,
+    PurchaseInput, VisitInput,
 };
 use keqing_office::store;
 use keqing_shared::DomainError;
@@ -79,8 +80,25 @@ enum Command {
     Greeting(ContactArgs),
     /// 家访 Register a home visit
     Homevisit(ContactArgs),
-    /// 外送 Register a delivery
-    Delivery(ContactArgs),
+    /// 外送 Register a delivery to make (待送; --delivered: already made)
+    Delivery(DeliveryArgs),
+    /// 送达 Mark a pending delivery delivered (--failed REASON: 未送达)
+    Deliver(DeliverArgs),
+    /// 待送清单 Deliveries still to make, overdue first
+    Deliveries {
+        #[arg(long)]
+        json: bool,
+    },
+    /// 非正常咨询 Register a call that was not about a patient (wrong
+    /// number, competitor, press, prank, sales call): no dossier, not a
+    /// consultation call
+    Nonpatient(NonPatientArgs),
+    /// 回访计划 Change a patient's follow-up plan
+    #[command(subcommand)]
+    Plan(PlanCommand),
+    /// 客户分类 Patients by category (未到堂 到堂未购 已购 复购 流失 停访) and
+    /// flag (典型 问题): the counts, or one list
+    List(ListArgs),
     /// 典型病例 Mark (or unmark) a typical case
     Typical(TypicalArgs),
     /// 问题患者 Open, handle or resolve a problem
@@ -93,6 +111,9 @@ enum Command {
         /// Day (YYYY-MM-DD); today by default
         #[arg(long)]
         date: Option<String>,
+        /// Only the patients assigned to this staff member (plan assign)
+        #[arg(long)]
+        staff: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -271,6 +292,17 @@ enum StaffCommand {
         #[arg(long)]
         role: String,
     },
+    /// 离岗 Mark a staff member as gone: kept with their history, gone
+    /// from pick lists
+    Leave {
+        #[arg(long)]
+        name: String,
+    },
+    /// 在岗 Mark a staff member back at work
+    Return {
+        #[arg(long)]
+        name: String,
+    },
     /// List the staff
     List {
         #[arg(long)]
@@ -433,11 +465,149 @@ struct VisitArgs {
     /// The visitor bought (购药 is registered separately with `purchase`)
     #[arg(long)]
     bought: bool,
-    /// Reason for not buying (未购原因)
+    /// Reason for not buying (未购原因): 价格, 疗效疑虑, 家属意见, 在用其他药,
+    /// 考虑中, 其他 (or price, doubts, family, other_medicine, considering,
+    /// other)
     #[arg(long, conflicts_with = "bought")]
     reason: Option<String>,
+    /// The text of 其他
+    #[arg(long, requires = "reason")]
+    reason_text: Option<String>,
     #[arg(long)]
     notes: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct DeliveryArgs {
+    #[command(flatten)]
+    who: Who,
+    /// The purchase it delivers (a purchase's id; its product and quantity
+    /// are the default)
+    #[arg(long)]
+    purchase: Option<String>,
+    #[arg(long)]
+    product: Option<String>,
+    /// Boxes (盒)
+    #[arg(long)]
+    quantity: Option<i64>,
+    /// Where to (default: the patient's address)
+    #[arg(long)]
+    address: Option<String>,
+    /// The day it is to be delivered by (YYYY-MM-DD)
+    #[arg(long)]
+    due: Option<String>,
+    #[arg(long)]
+    notes: Option<String>,
+    /// It was delivered already (已送)
+    #[arg(long)]
+    delivered: bool,
+}
+
+#[derive(Args, Debug)]
+struct DeliverArgs {
+    #[command(flatten)]
+    who: Who,
+    /// The delivery's id; the patient's only pending one by default
+    #[arg(long)]
+    delivery: Option<String>,
+    /// It did not reach the patient: why (未送达)
+    #[arg(long)]
+    failed: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct NonPatientArgs {
+    /// The number it came from (if known)
+    #[arg(long)]
+    phone: Option<String>,
+    /// 打错电话, 同行, 媒体, 骚扰, 推销, 其他 (or wrong_number, competitor,
+    /// press, prank, sales, other)
+    #[arg(long)]
+    kind: String,
+    /// Who took it
+    #[arg(long)]
+    staff: String,
+    #[arg(long)]
+    notes: Option<String>,
+    /// When (YYYY-MM-DDTHH:MM); now by default
+    #[arg(long)]
+    at: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum PlanCommand {
+    /// 加访 An extra follow-up call on a day
+    Add {
+        #[command(flatten)]
+        who: Who,
+        /// The day (YYYY-MM-DD)
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// 改期 The next open follow-up moves to a day
+    Postpone {
+        #[command(flatten)]
+        who: Who,
+        /// The new day (YYYY-MM-DD)
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// 停访 Follow-ups stop (the patient leaves every due list)
+    Stop {
+        #[command(flatten)]
+        who: Who,
+        /// 去世, 拒访, 迁出, 停药, 其他 (or died, refuses, moved_away,
+        /// stopped_medicine, other)
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// 恢复回访 Follow-ups go on again
+    Resume {
+        #[command(flatten)]
+        who: Who,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+    /// 指定回访人 This staff member makes the patient's follow-up calls
+    Assign {
+        #[command(flatten)]
+        who: Who,
+        /// The staff member
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        notes: Option<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ListArgs {
+    /// 未购原因 one list: 未到堂, 到堂未购, 已购, 复购, 流失, 停访 (or their
+    /// codes); without it, the counts
+    #[arg(long, conflicts_with_all = ["typical", "problem"])]
+    category: Option<String>,
+    /// The typical cases (典型)
+    #[arg(long, conflicts_with = "problem")]
+    typical: bool,
+    /// Patients with an open problem (问题)
+    #[arg(long)]
+    problem: bool,
+    /// The day the categories are judged on (YYYY-MM-DD); today by default
+    #[arg(long)]
+    date: Option<String>,
+    /// At most this many patients, most recently in touch first
+    #[arg(long, default_value_t = 200)]
+    limit: usize,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -909,6 +1079,14 @@ fn run(cli: Cli) -> Result<()> {
             let s = desk.add_staff(&name, Role::parse(&role)?)?;
             println!("已添加员工 {} ({})", safe(&s.name), s.role.chinese());
         }
+        Command::Staff(StaffCommand::Leave { name }) => {
+            let s = desk.set_staff_active(&name, false)?;
+            println!("已标记离岗 {} ({})", safe(&s.name), s.role.chinese());
+        }
+        Command::Staff(StaffCommand::Return { name }) => {
+            let s = desk.set_staff_active(&name, true)?;
+            println!("已标记在岗 {} ({})", safe(&s.name), s.role.chinese());
+        }
         Command::Staff(StaffCommand::List { json }) => {
             let staff = desk.replica().staff()?;
             if json {
@@ -972,6 +1150,7 @@ fn run(cli: Cli) -> Result<()> {
                 at: when(&a.who.at)?,
                 purchased: a.bought,
                 reason_not_bought: a.reason,
+                reason_text: a.reason_text,
                 notes: a.notes,
             };
             let (v, visit) = desk.record_visit(&a.who.patient, &input)?;
@@ -1039,7 +1218,93 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Greeting(a) => contact(&mut desk, a, ContactKind::Greeting)?,
         Command::Homevisit(a) => contact(&mut desk, a, ContactKind::HomeVisit)?,
-        Command::Delivery(a) => contact(&mut desk, a, ContactKind::Delivery)?,
+        Command::Delivery(a) => {
+            let input = DeliveryInput {
+                staff: a.who.staff,
+                at: when(&a.who.at)?,
+                purchase: a.purchase,
+                product: a.product,
+                quantity: a.quantity,
+                address: a.address,
+                due: a.due.as_deref().map(parse_date).transpose()?,
+                notes: a.notes,
+                delivered: a.delivered,
+            };
+            let (v, d) = desk.record_delivery(&a.who.patient, &input)?;
+            println!(
+                "已登记外送 {} {} {}{}",
+                safe(&v.patient.name),
+                d.state().chinese(),
+                safe(d.product.as_deref().unwrap_or("")),
+                d.due
+                    .map(|due| format!(" 限 {}", fmt_date(due)))
+                    .unwrap_or_default()
+            );
+            // The delivery's id alone on the last line, for scripts.
+            println!("{}", d.id);
+        }
+        Command::Deliver(a) => {
+            let (v, d) = desk.settle_delivery(
+                &a.who.patient,
+                a.delivery.as_deref(),
+                &a.who.staff,
+                when(&a.who.at)?,
+                a.failed.as_deref(),
+            )?;
+            println!(
+                "外送 {} {} → {}",
+                safe(&v.patient.name),
+                d.id,
+                d.state().chinese()
+            );
+            println!("{}", d.id);
+        }
+        Command::Deliveries { json } => {
+            let list = desk.open_deliveries()?;
+            if json {
+                return print_json(&list);
+            }
+            let today = fmt_date(now_cst().date());
+            let mut t = Table::new(["期限", "患者", "电话", "药品", "数量", "地址", "外送"]);
+            for d in &list {
+                let due = match &d.due {
+                    Some(due) if due.as_str() < today.as_str() => format!("{due} 逾期"),
+                    Some(due) => due.clone(),
+                    None => "-".into(),
+                };
+                t.row([
+                    due,
+                    d.name.clone(),
+                    d.phone.clone().unwrap_or_default(),
+                    d.product.clone().unwrap_or_default(),
+                    d.quantity.map(|q| q.to_string()).unwrap_or_default(),
+                    d.address.clone().unwrap_or_default(),
+                    d.id.clone(),
+                ]);
+            }
+            print!("{}", t.render());
+            println!("待送 {} 件", list.len());
+        }
+        Command::Nonpatient(a) => {
+            let call = desk.record_nonpatient(&NonPatientInput {
+                phone: a.phone,
+                kind: a.kind,
+                staff: a.staff,
+                notes: a.notes,
+                at: when(&a.at)?,
+            })?;
+            if a.json {
+                return print_json(&call);
+            }
+            println!(
+                "已登记非正常咨询 {} {}",
+                call.kind.chinese(),
+                safe(call.phone.as_deref().unwrap_or(""))
+            );
+            println!("{}", call.id);
+        }
+        Command::Plan(cmd) => plan(&mut desk, cmd)?,
+        Command::List(a) => list(&desk, a)?,
         Command::Typical(a) => {
             let v = desk.mark_typical(
                 &a.who.patient,
@@ -1076,9 +1341,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("已更新资料 {}", safe(&v.patient.name));
             println!("{}", v.id);
         }
-        Command::Due { date, json } => {
+        Command::Due { date, staff, json } => {
             let d = day(&date)?;
-            let list = desk.due(d)?;
+            let list = desk.due(d, staff.as_deref())?;
             if json {
                 return print_json(&list);
             }
@@ -1566,6 +1831,117 @@ fn contact(desk: &mut Desk, a: ContactArgs, kind: ContactKind) -> Result<()> {
     Ok(())
 }
 
+fn plan(desk: &mut Desk, cmd: PlanCommand) -> Result<()> {
+    let date = |s: &str| parse_date(s);
+    let (who, step, notes) = match cmd {
+        PlanCommand::Add {
+            who,
+            date: d,
+            notes,
+        } => (who, PlanStep::Extra { date: date(&d)? }, notes),
+        PlanCommand::Postpone { who, to, notes } => {
+            (who, PlanStep::Postpone { to: date(&to)? }, notes)
+        }
+        PlanCommand::Stop { who, reason, notes } => (who, PlanStep::Stop { reason }, notes),
+        PlanCommand::Resume { who, notes } => (who, PlanStep::Resume, notes),
+        PlanCommand::Assign { who, to, notes } => (who, PlanStep::Assign { to }, notes),
+    };
+    let (v, change) = desk.change_plan(&who.patient, &who.staff, when(&who.at)?, &step, &notes)?;
+    println!(
+        "回访计划 {} {}{}{}{}",
+        safe(&v.patient.name),
+        change.action.chinese(),
+        change
+            .date
+            .map(|d| format!(" {}", fmt_date(d)))
+            .unwrap_or_default(),
+        change
+            .reason
+            .map(|r| format!(" {}", r.chinese()))
+            .unwrap_or_default(),
+        change
+            .assignee
+            .as_deref()
+            .map(|a| format!(" → {}", safe(a)))
+            .unwrap_or_default()
+    );
+    println!("{}", v.id);
+    Ok(())
+}
+
+fn list(desk: &Desk, a: ListArgs) -> Result<()> {
+    use keqing_office::store::ListFilter;
+    let d = day(&a.date)?;
+    let filter = match (&a.category, a.typical, a.problem) {
+        (Some(c), _, _) => Some(ListFilter::Category(
+            keqing_shared::lists::Category::parse(c).ok_or_else(|| {
+                DomainError::invalid(
+                    "category",
+                    format!("`{c}`: expected 未到堂, 到堂未购, 已购, 复购, 流失 or 停访"),
+                )
+            })?,
+        )),
+        (None, true, _) => Some(ListFilter::Typical),
+        (None, false, true) => Some(ListFilter::Problem),
+        (None, false, false) => None,
+    };
+    let Some(filter) = filter else {
+        let counts = desk.list_counts(d)?;
+        if a.json {
+            let map: serde_json::Map<String, serde_json::Value> = counts
+                .iter()
+                .map(|(k, n)| (k.clone(), serde_json::Value::from(*n)))
+                .collect();
+            return print_json(&map);
+        }
+        println!("客户分类 {}", fmt_date(d));
+        let mut t = Table::new(["分类", "人数"]);
+        for (label, n) in &counts {
+            t.row([label.clone(), n.to_string()]);
+        }
+        print!("{}", t.render());
+        return Ok(());
+    };
+    let rows = desk.list(filter, d, a.limit)?;
+    if a.json {
+        return print_json(&rows);
+    }
+    let mut t = Table::new([
+        "姓名",
+        "电话",
+        "分类",
+        "标记",
+        "最近联系",
+        "下次回访",
+        "回访人",
+        "档案",
+    ]);
+    for p in &rows {
+        let mut flags = Vec::new();
+        if p.typical {
+            flags.push("典型");
+        }
+        if p.open_problems > 0 {
+            flags.push("问题");
+        }
+        t.row([
+            p.name.clone(),
+            p.phone.clone().unwrap_or_default(),
+            keqing_shared::lists::Category::parse(&p.category)
+                .map(|c| c.chinese().to_string())
+                .unwrap_or_else(|| p.category.clone()),
+            flags.join(","),
+            p.last_contact.clone().unwrap_or_default(),
+            p.next_due.clone().unwrap_or_default(),
+            p.assignee.clone().unwrap_or_default(),
+            p.dossier_id.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    println!("共 {} 位", rows.len());
+    Ok(())
+}
+
 fn problem(desk: &mut Desk, cmd: ProblemCommand) -> Result<()> {
     let (who, step) = match cmd {
         ProblemCommand::Open { who, description } => (who, ProblemStep::Open { description }),
@@ -1601,7 +1977,16 @@ fn problem(desk: &mut Desk, cmd: ProblemCommand) -> Result<()> {
 
 fn print_due(d: NaiveDate, list: &[DueEntry]) {
     println!("回访清单 {}", fmt_date(d));
-    let mut t = Table::new(["状态", "患者", "电话", "原因", "应访日期", "档案"]);
+    let mut t = Table::new([
+        "状态",
+        "患者",
+        "电话",
+        "原因",
+        "应访日期",
+        "下次切入点",
+        "回访人",
+        "档案",
+    ]);
     for e in list {
         let s = &e.slots[0];
         let reasons: Vec<&str> = e.slots.iter().map(|s| s.reason.as_str()).collect();
@@ -1611,6 +1996,8 @@ fn print_due(d: NaiveDate, list: &[DueEntry]) {
             e.phone.clone().unwrap_or_default(),
             reasons.join("; "),
             fmt_date(s.deadline),
+            e.next_entry.clone().unwrap_or_default(),
+            e.assignee.clone().unwrap_or_default(),
             e.dossier_id.clone(),
         ]);
     }
@@ -1732,10 +2119,48 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
             ],
         ));
     }
+    for x in &v.deliveries {
+        lines.push((
+            x.at,
+            [
+                ts(x.at),
+                "外送".into(),
+                x.staff.clone(),
+                format!(
+                    "{} {} {} {} {} {}",
+                    x.state().chinese(),
+                    opt(&x.product),
+                    x.quantity.map(|q| format!("{q}盒")).unwrap_or_default(),
+                    opt(&x.address),
+                    x.due
+                        .map(|d| format!("限 {}", fmt_date(d)))
+                        .unwrap_or_default(),
+                    opt(&x.status_reason.clone().or(x.notes.clone()))
+                ),
+            ],
+        ));
+    }
+    for c in &v.plan {
+        lines.push((
+            c.at,
+            [
+                ts(c.at),
+                "回访计划".into(),
+                c.staff.clone(),
+                format!(
+                    "{} {} {} {} {}",
+                    c.action.chinese(),
+                    c.date.map(fmt_date).unwrap_or_default(),
+                    c.reason.map(|r| r.chinese()).unwrap_or_default(),
+                    opt(&c.assignee),
+                    opt(&c.notes)
+                ),
+            ],
+        ));
+    }
     for (label, list) in [
         ("问候", v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>()),
         ("家访", v.home_visits.iter().map(|g| &g.0).collect()),
-        ("外送", v.deliveries.iter().map(|g| &g.0).collect()),
     ] {
         for x in list {
             lines.push((

@@ -730,7 +730,7 @@ fn records_in(desk: &Desk) -> Result<(BTreeMap<String, u32>, usize)> {
             .chain(v.hospital_stays.iter().map(|r| &r.id))
             .chain(v.greetings.iter().map(|r| &r.0.id))
             .chain(v.home_visits.iter().map(|r| &r.0.id))
-            .chain(v.deliveries.iter().map(|r| &r.0.id))
+            .chain(v.deliveries.iter().map(|r| &r.id))
             .chain(v.problems.iter().map(|r| &r.id));
         for rid in ids {
             *found.entry(rid.clone()).or_default() += 1;
@@ -871,16 +871,22 @@ fn office_day(
                 let t = at(date, 11, rng);
                 purchase(o, p, prefer, t, rng, ledger);
                 if rng.chance(0.3) {
-                    let c = Contact {
+                    let c = Delivery {
                         id: new_id(),
                         at: t + Duration::hours(3),
                         staff: o.field.clone(),
                         notes: Some("送药上门".into()),
+                        purchase: None,
+                        product: None,
+                        quantity: None,
+                        address: None,
+                        due: None,
+                        status: Some(DeliveryStatus::Delivered),
+                        status_reason: None,
+                        settled_at: Some(t + Duration::hours(3)),
                     };
-                    if on_some_device(o, p, prefer, |d, id| {
-                        d.edit_patient(id, |tx| tx.add(&Delivery(c.clone())))
-                    })
-                    .is_some()
+                    if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&c)))
+                        .is_some()
                     {
                         ledger.add(c.id.clone(), "delivery");
                     }
@@ -993,7 +999,7 @@ fn office_day(
     }
     // The follow-up list of the day, worked by each device on what it has.
     for d in 0..o.devices.len() {
-        let due = o.devices[d].desk.due(date)?;
+        let due = o.devices[d].desk.due(date, None)?;
         for entry in due {
             if !rng.chance(0.45) {
                 continue;

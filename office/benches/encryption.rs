@@ -153,7 +153,9 @@ fn main() {
     for round in 0..30 {
         for (side, desk) in [&plain, &encrypted].into_iter().enumerate() {
             let t = Instant::now();
-            let list = desk.due(today - Duration::days(round % 7)).expect("due");
+            let list = desk
+                .due(today - Duration::days(round % 7), None)
+                .expect("due");
             due_ms[side].push(ms(t));
             due_len[side] += list.len();
         }

@@ -204,19 +204,19 @@ fn main() {
     // from a fresh connection each time, as a one-shot `keqing due` reads it
     // (opening included; the OS file cache is warm).
     let t = Instant::now();
-    let mut due_len = desk.due(today).expect("due").len();
+    let mut due_len = desk.due(today, None).expect("due").len();
     let due_first = ms(t.elapsed());
     let mut due = Vec::new();
     for _ in 0..200 {
         let t = Instant::now();
-        due_len = desk.due(today).expect("due").len();
+        due_len = desk.due(today, None).expect("due").len();
         due.push(ms(t.elapsed()));
     }
     let mut due_fresh = Vec::new();
     for _ in 0..10 {
         let t = Instant::now();
         let fresh = Desk::open(&dir).expect("open");
-        std::hint::black_box(fresh.due(today).expect("due").len());
+        std::hint::black_box(fresh.due(today, None).expect("due").len());
         due_fresh.push(ms(t.elapsed()));
     }
 

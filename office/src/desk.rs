@@ -16,6 +16,7 @@ use keqing_host::now_cst;
 use keqing_shared::dossier::{Dossier, DossierTx, DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus, schedule};
 use keqing_shared::limits;
+use keqing_shared::nonpatient::NonPatientLog;
 use keqing_shared::records::*;
 use keqing_shared::report::{self, Report, Scope};
 use keqing_shared::roster::{Roster, roster_id};
@@ -87,7 +88,10 @@ pub struct VisitInput {
     pub staff: String,
     pub at: NaiveDateTime,
     pub purchased: bool,
+    /// 未购原因: one of the list (its name or code), optionally `其他：text`.
     pub reason_not_bought: Option<String>,
+    /// The text of 其他.
+    pub reason_text: Option<String>,
     pub notes: Option<String>,
 }
 
@@ -138,8 +142,6 @@ pub enum ContactKind {
     Greeting,
     /// 家访
     HomeVisit,
-    /// 外送
-    Delivery,
 }
 
 impl ContactKind {
@@ -147,9 +149,112 @@ impl ContactKind {
         match self {
             ContactKind::Greeting => "问候",
             ContactKind::HomeVisit => "家访",
-            ContactKind::Delivery => "外送",
         }
     }
+}
+
+/// A delivery (外送) to register.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryInput {
+    pub staff: String,
+    pub at: NaiveDateTime,
+    /// The purchase it delivers (its record id); its product and quantity
+    /// are the default.
+    pub purchase: Option<String>,
+    pub product: Option<String>,
+    pub quantity: Option<i64>,
+    /// Where to (default: the patient's address).
+    pub address: Option<String>,
+    /// The day it is to be delivered by.
+    pub due: Option<NaiveDate>,
+    pub notes: Option<String>,
+    /// Registered as already delivered.
+    pub delivered: bool,
+}
+
+/// A non-patient call (非正常咨询) as entered.
+#[derive(Debug, Clone, Default)]
+pub struct NonPatientInput {
+    pub phone: Option<String>,
+    /// 打错电话, 同行, 媒体, 骚扰, 推销, 其他 (or their codes).
+    pub kind: String,
+    pub staff: String,
+    pub notes: Option<String>,
+    pub at: NaiveDateTime,
+}
+
+/// A change to a patient's follow-up plan, as asked for.
+#[derive(Debug, Clone)]
+pub enum PlanStep {
+    /// An extra follow-up on a day.
+    Extra {
+        date: NaiveDate,
+    },
+    /// The next open follow-up moves to a day.
+    Postpone {
+        to: NaiveDate,
+    },
+    /// Follow-ups stop: 去世, 拒访, 迁出, 停药, 其他 (or their codes).
+    Stop {
+        reason: String,
+    },
+    Resume,
+    /// This staff member makes the calls.
+    Assign {
+        to: String,
+    },
+}
+
+/// The latest a record may be dated ahead of this device's clock: a day
+/// (an evening entry of tomorrow's appointment is fine; a typo in the year
+/// or a wrong clock is not).
+const MAX_AHEAD: chrono::Duration = chrono::Duration::days(1);
+
+/// Refuses a record time more than [`MAX_AHEAD`] after this device's clock.
+fn check_time(field: &'static str, at: NaiveDateTime) -> Result<()> {
+    let now = now_cst();
+    if at > now + MAX_AHEAD {
+        return Err(keqing_shared::DomainError::invalid(
+            field,
+            format!(
+                "{} 晚于本机时间一天以上 is more than a day after this computer's clock ({}): a typo in the date, or a wrong clock?",
+                keqing_shared::when::fmt_datetime(at),
+                keqing_shared::when::fmt_datetime(now)
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// A visit's reason for not buying as stored: one of the list (by name or
+/// code), 其他 with its text (given apart, or as `其他：text`).
+fn not_bought_reason(reason: &Option<String>, text: &Option<String>) -> Result<Option<String>> {
+    let Some(typed) = reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let (head, inline) = match typed.split_once(['：', ':']) {
+        Some((h, t)) => (h.trim(), Some(t.trim().to_string())),
+        None => (typed, None),
+    };
+    let r = NotBoughtReason::parse(head).ok_or_else(|| {
+        keqing_shared::DomainError::invalid(
+            "reason",
+            format!(
+                "`{head}`: expected one of {}",
+                NotBoughtReason::ALL.map(|r| r.chinese()).join(", ")
+            ),
+        )
+    })?;
+    let text = optional_text("reason_text", &inline.or_else(|| text.clone()))?;
+    if text.is_some() && r != NotBoughtReason::Other {
+        return Err(keqing_shared::DomainError::invalid(
+            "reason_text",
+            "only 其他 takes a text (say more in the visit's notes)",
+        )
+        .into());
+    }
+    Ok(Some(r.stored(text.as_deref())))
 }
 
 /// A greeting, home visit or delivery as entered.
@@ -207,6 +312,10 @@ pub struct DueEntry {
     pub dossier_id: String,
     pub name: String,
     pub phone: Option<String>,
+    /// The entry point the latest follow-up left for this call (下次切入点).
+    pub next_entry: Option<String>,
+    /// Who makes the patient's follow-up calls.
+    pub assignee: Option<String>,
     pub overdue: bool,
     /// Days past the earliest missed deadline (0 when due, not overdue).
     pub days_overdue: i64,
@@ -370,6 +479,7 @@ impl Desk {
         let treatment = optional_text("treatment", &input.treatment)?;
         let outcome = optional_text("outcome", &input.outcome)?;
         check_age(input.age)?;
+        check_time("at", input.at)?;
         let staff = self.staff_member(&input.staff)?;
         let given = input
             .patient
@@ -503,7 +613,8 @@ impl Desk {
         input: &VisitInput,
     ) -> Result<(DossierView, Visit)> {
         let staff = self.staff_member(&input.staff)?;
-        let reason_not_bought = optional_text("reason", &input.reason_not_bought)?;
+        check_time("at", input.at)?;
+        let reason_not_bought = not_bought_reason(&input.reason_not_bought, &input.reason_text)?;
         if input.purchased && reason_not_bought.is_some() {
             return Err(keqing_shared::DomainError::invalid(
                 "reason",
@@ -530,6 +641,7 @@ impl Desk {
         input: &PurchaseInput,
     ) -> Result<(DossierView, Purchase)> {
         let staff = self.staff_member(&input.staff)?;
+        check_time("at", input.at)?;
         let product = limits::field("product", &input.product)?;
         if !(1..=10_000).contains(&input.quantity) {
             return Err(keqing_shared::DomainError::invalid(
@@ -571,6 +683,7 @@ impl Desk {
         input: &FollowUpInput,
     ) -> Result<(DossierView, FollowUp)> {
         let staff = self.staff_member(&input.staff)?;
+        check_time("at", input.at)?;
         let followup = FollowUp {
             id: new_id(),
             at: input.at,
@@ -590,6 +703,7 @@ impl Desk {
         input: &HospitalInput,
     ) -> Result<(DossierView, HospitalStay)> {
         let staff = self.staff_member(&input.staff)?;
+        check_time("at", input.at)?;
         if input.discharged.is_some_and(|d| d < input.admitted) {
             return Err(keqing_shared::DomainError::invalid(
                 "discharged",
@@ -618,6 +732,7 @@ impl Desk {
         input: &ContactInput,
     ) -> Result<(DossierView, Contact)> {
         let staff = self.staff_member(&input.staff)?;
+        check_time("at", input.at)?;
         let contact = Contact {
             id: new_id(),
             at: input.at,
@@ -628,7 +743,6 @@ impl Desk {
         let (view, ()) = self.edit_patient(patient, move |tx| match kind {
             ContactKind::Greeting => tx.add(&Greeting(record)),
             ContactKind::HomeVisit => tx.add(&HomeVisit(record)),
-            ContactKind::Delivery => tx.add(&Delivery(record)),
         })?;
         Ok((view, contact))
     }
@@ -643,6 +757,7 @@ impl Desk {
         flagged: bool,
     ) -> Result<DossierView> {
         let staff = self.staff_member(staff)?;
+        check_time("at", at)?;
         let mark = TypicalCase {
             flagged,
             at,
@@ -663,6 +778,7 @@ impl Desk {
         step: &ProblemStep,
     ) -> Result<(DossierView, Problem)> {
         let staff = self.staff_member(staff)?;
+        check_time("at", at)?;
         let (problem_id, resolution) = match step {
             ProblemStep::Open { description } => {
                 let p = Problem {
@@ -773,6 +889,326 @@ impl Desk {
         Ok(view)
     }
 
+    /// Registers a delivery (外送) of goods to the patient: 待送, or 已送
+    /// when `delivered`.
+    pub fn record_delivery(
+        &mut self,
+        patient: &str,
+        input: &DeliveryInput,
+    ) -> Result<(DossierView, Delivery)> {
+        let staff = self.staff_member(&input.staff)?;
+        check_time("at", input.at)?;
+        let (view, _) = self.dossier(patient)?;
+        let bought = match &input.purchase {
+            Some(id) => Some(
+                view.purchases
+                    .iter()
+                    .find(|p| p.id == id.trim())
+                    .ok_or_else(|| {
+                        keqing_shared::DomainError::invalid(
+                            "purchase",
+                            format!("{} has no purchase `{}`", view.patient.name, id.trim()),
+                        )
+                    })?
+                    .clone(),
+            ),
+            None => None,
+        };
+        let product = match optional_text("product", &input.product)? {
+            Some(p) => Some(p),
+            None => bought.as_ref().map(|p| p.product.clone()),
+        };
+        let quantity = input.quantity.or(bought.as_ref().map(|p| p.quantity));
+        if let Some(q) = quantity.filter(|q| !(1..=10_000).contains(q)) {
+            return Err(keqing_shared::DomainError::invalid(
+                "quantity",
+                format!("{q}: expected 1 to 10000 boxes"),
+            )
+            .into());
+        }
+        let delivery = Delivery {
+            id: new_id(),
+            at: input.at,
+            staff: staff.name,
+            notes: optional_text("notes", &input.notes)?,
+            purchase: bought.map(|p| p.id),
+            product,
+            quantity,
+            address: optional_text("address", &input.address)?.or(view.patient.address.clone()),
+            due: input.due,
+            status: Some(if input.delivered {
+                DeliveryStatus::Delivered
+            } else {
+                DeliveryStatus::Pending
+            }),
+            status_reason: None,
+            settled_at: input.delivered.then_some(input.at),
+        };
+        let (view, ()) = self.edit_patient(&view.id, |tx| tx.add(&delivery))?;
+        Ok((view, delivery))
+    }
+
+    /// Settles a delivery still to make: 已送, or 未送达 with `failed`'s
+    /// reason. `delivery` is its id, or the patient's only pending one.
+    pub fn settle_delivery(
+        &mut self,
+        patient: &str,
+        delivery: Option<&str>,
+        staff: &str,
+        at: NaiveDateTime,
+        failed: Option<&str>,
+    ) -> Result<(DossierView, Delivery)> {
+        let staff = self.staff_member(staff)?;
+        check_time("at", at)?;
+        let reason = failed.map(|r| limits::field("reason", r)).transpose()?;
+        let (view, _) = self.dossier(patient)?;
+        let pending: Vec<&Delivery> = view
+            .deliveries
+            .iter()
+            .filter(|d| d.state() == DeliveryStatus::Pending)
+            .collect();
+        let target = match delivery {
+            Some(id) => pending.iter().find(|d| d.id == id.trim()).copied(),
+            None if pending.len() == 1 => Some(pending[0]),
+            None if pending.is_empty() => None,
+            None => {
+                return Err(keqing_shared::DomainError::invalid(
+                    "delivery",
+                    "有多个待送 several deliveries are pending: name one by its id",
+                )
+                .into());
+            }
+        }
+        .ok_or_else(|| {
+            keqing_shared::DomainError::invalid(
+                "delivery",
+                format!(
+                    "没有待送的外送 no pending delivery for {}",
+                    view.patient.name
+                ),
+            )
+        })?;
+        let mut settled = target.clone();
+        settled.status = Some(if reason.is_some() {
+            DeliveryStatus::Failed
+        } else {
+            DeliveryStatus::Delivered
+        });
+        settled.status_reason = reason;
+        settled.settled_at = Some(at);
+        settled.notes = settled
+            .notes
+            .or_else(|| Some(format!("经手 {}", staff.name)));
+        let (view, ()) = self.edit_patient(&view.id, |tx| tx.update(&settled))?;
+        Ok((view, settled))
+    }
+
+    /// Every delivery still to make, overdue first.
+    pub fn open_deliveries(&self) -> Result<Vec<crate::store::OpenDelivery>> {
+        self.replica.open_deliveries()
+    }
+
+    /// Registers a call that was not about a patient (非正常咨询): no
+    /// dossier, not a consultation call; kept in the office's log of the
+    /// month, which syncs like a dossier.
+    pub fn record_nonpatient(&mut self, input: &NonPatientInput) -> Result<NonPatientCall> {
+        let staff = self.staff_member(&input.staff)?;
+        check_time("at", input.at)?;
+        let kind = NonPatientKind::parse(&input.kind).ok_or_else(|| {
+            keqing_shared::DomainError::invalid(
+                "kind",
+                format!(
+                    "`{}`: expected one of {}",
+                    input.kind.trim(),
+                    NonPatientKind::ALL.map(|k| k.chinese()).join(", ")
+                ),
+            )
+        })?;
+        let phone = input
+            .phone
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(phone::normalise)
+            .transpose()?;
+        let call = NonPatientCall {
+            id: new_id(),
+            at: input.at,
+            staff: staff.name,
+            kind,
+            phone,
+            notes: optional_text("notes", &input.notes)?,
+        };
+        let office = self.office().to_string();
+        let id = keqing_shared::nonpatient::log_id(&office, input.at.date());
+        self.replica.write(|w| {
+            let (mut log, genesis) = match w.load_document(&id)? {
+                Some(bytes) => (NonPatientLog::load(&bytes, w.actor().clone())?, None),
+                None => {
+                    let (log, genesis) = NonPatientLog::genesis(&id)?;
+                    (log.with_actor(w.actor().clone()), Some(genesis))
+                }
+            };
+            let change = log.add(&call, now_ms())?;
+            let changes: Vec<&_> = genesis.iter().chain([&change]).collect();
+            w.save_nonpatient_log(&id, &office, &log, &changes, now_cst())?;
+            Ok(())
+        })?;
+        Ok(call)
+    }
+
+    /// Changes a patient's follow-up plan; the change is a record of the
+    /// dossier, and the schedule follows from it.
+    pub fn change_plan(
+        &mut self,
+        patient: &str,
+        staff: &str,
+        at: NaiveDateTime,
+        step: &PlanStep,
+        notes: &Option<String>,
+    ) -> Result<(DossierView, PlanChange)> {
+        let staff = self.staff_member(staff)?;
+        check_time("at", at)?;
+        let (view, slots) = self.dossier(patient)?;
+        let state = keqing_shared::followup::plan_state(&view);
+        let invalid = |field: &'static str, why: String| -> ClientError {
+            keqing_shared::DomainError::invalid(field, why).into()
+        };
+        let mut change = PlanChange {
+            id: new_id(),
+            at,
+            staff: staff.name.clone(),
+            action: PlanAction::Extra,
+            date: None,
+            reason: None,
+            assignee: None,
+            notes: optional_text("notes", notes)?,
+        };
+        match step {
+            PlanStep::Extra { date } | PlanStep::Postpone { to: date } if *date < at.date() => {
+                return Err(invalid("date", format!("{date} is before {}", at.date())));
+            }
+            PlanStep::Extra { date } => change.date = Some(*date),
+            PlanStep::Postpone { to } => {
+                let open = slots.iter().any(|s| {
+                    !matches!(
+                        s.status_on(at.date()),
+                        SlotStatus::Done { .. } | SlotStatus::Closed
+                    )
+                });
+                if !open {
+                    return Err(invalid(
+                        "date",
+                        format!(
+                            "{} 没有待做的回访 has no open follow-up to move",
+                            view.patient.name
+                        ),
+                    ));
+                }
+                change.action = PlanAction::Postpone;
+                change.date = Some(*to);
+            }
+            PlanStep::Stop { reason } => {
+                let r = StopReason::parse(reason).ok_or_else(|| {
+                    invalid(
+                        "reason",
+                        format!(
+                            "`{}`: expected one of {}",
+                            reason.trim(),
+                            StopReason::ALL.map(|r| r.chinese()).join(", ")
+                        ),
+                    )
+                })?;
+                if let Some((was, since)) = state.stopped {
+                    return Err(invalid(
+                        "reason",
+                        format!(
+                            "已停访 follow-ups are already stopped ({}, since {})",
+                            was.chinese(),
+                            keqing_shared::when::fmt_datetime(since)
+                        ),
+                    ));
+                }
+                change.action = PlanAction::Stop;
+                change.reason = Some(r);
+            }
+            PlanStep::Resume => {
+                if state.stopped.is_none() {
+                    return Err(invalid(
+                        "action",
+                        "回访未停 follow-ups are not stopped".into(),
+                    ));
+                }
+                change.action = PlanAction::Resume;
+            }
+            PlanStep::Assign { to } => {
+                let who = self.staff_member(to).map_err(|_| {
+                    invalid(
+                        "to",
+                        format!("`{}` is not active staff of this office", to.trim()),
+                    )
+                })?;
+                change.action = PlanAction::Assign;
+                change.assignee = Some(who.name);
+            }
+        }
+        let (view, ()) = self.edit_patient(&view.id, |tx| tx.add_plan_change(&change))?;
+        Ok((view, change))
+    }
+
+    /// The live patients of a list on day `d`, most recently in touch
+    /// first, at most `limit`.
+    pub fn list(
+        &self,
+        filter: crate::store::ListFilter,
+        d: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<crate::store::ListedPatient>> {
+        self.replica.list_patients(filter, d, limit)
+    }
+
+    /// How many patients stand in each category and carry each flag on
+    /// day `d`, all offices of this replica together: (label, count).
+    pub fn list_counts(&self, d: NaiveDate) -> Result<Vec<(String, u64)>> {
+        let mut categories = [0u64; 6];
+        let (mut typical, mut problem) = (0, 0);
+        for c in self.replica.category_counts(d)? {
+            for (n, m) in categories.iter_mut().zip(c.categories) {
+                *n += m;
+            }
+            typical += c.typical;
+            problem += c.problem;
+        }
+        Ok(keqing_shared::lists::Category::ALL
+            .iter()
+            .zip(categories)
+            .map(|(c, n)| (c.chinese().to_string(), n))
+            .chain([("典型".to_string(), typical), ("问题".to_string(), problem)])
+            .collect())
+    }
+
+    /// Marks a staff member 在岗 (`active`) or 离岗: kept with their
+    /// history, gone from pick lists while 离岗.
+    pub fn set_staff_active(&mut self, name: &str, active: bool) -> Result<Staff> {
+        let office = self.office().to_string();
+        if office == HQ_OFFICE {
+            return Err(ClientError::Headquarters("have office staff"));
+        }
+        self.replica.write(|w| {
+            let member = w
+                .staff_named(name.trim())?
+                .ok_or_else(|| ClientError::UnknownStaff(name.trim().to_string()))?;
+            let bytes = w
+                .load_document(&roster_id(&office))?
+                .ok_or_else(|| ClientError::Corrupt("the office roster is missing".into()))?;
+            let mut roster = Roster::load(&bytes, w.actor().clone())?;
+            if let Some(change) = roster.set_active(&member.id, active, now_ms())? {
+                w.save_roster(&office, &roster, &change, now_cst())?;
+            }
+            Ok(Staff { active, ..member })
+        })
+    }
+
     /// Folds dossier `duplicate` into `keep`: every record moves (copied
     /// under its own id) into the kept dossier and the duplicate becomes a
     /// pointer to it, in one local transaction. Both must be this office's;
@@ -860,6 +1296,40 @@ impl Desk {
         value: &str,
     ) -> Result<DossierView> {
         let v = keqing_shared::dossier::patient_field_value(field, value)?;
+        // The plan's fields are settled by a plan change, so the plan (which
+        // follows its records) and the field agree again.
+        if field == keqing_shared::dossier::ASSIGNEE
+            || field == keqing_shared::dossier::FOLLOWUP_STOP
+        {
+            let (view, _) = self.dossier(patient)?;
+            let staff = view.plan.last().map(|c| c.staff.clone()).ok_or_else(|| {
+                keqing_shared::DomainError::invalid("field", "this dossier has no plan changes")
+            })?;
+            let text = v.as_str().unwrap_or("").to_string();
+            let step = match (field, text.as_str()) {
+                (keqing_shared::dossier::ASSIGNEE, who) => PlanStep::Assign {
+                    to: who.to_string(),
+                },
+                (_, "") => PlanStep::Resume,
+                (_, reason) => PlanStep::Stop {
+                    reason: reason.to_string(),
+                },
+            };
+            // A stop while stopped (one side of the conflict) is settled by
+            // resuming first.
+            let state = keqing_shared::followup::plan_state(&view);
+            if matches!(step, PlanStep::Stop { .. }) && state.stopped.is_some() {
+                self.change_plan(&view.id, &staff, now_cst(), &PlanStep::Resume, &None)?;
+            }
+            if matches!(step, PlanStep::Resume) && state.stopped.is_none() {
+                let (view, ()) =
+                    self.edit_patient(&view.id, |tx| tx.set_patient_field(field, v))?;
+                return Ok(view);
+            }
+            return Ok(self
+                .change_plan(&view.id, &staff, now_cst(), &step, &None)?
+                .0);
+        }
         let (view, ()) = self.edit_patient(patient, |tx| tx.set_patient_field(field, v))?;
         Ok(view)
     }
@@ -876,15 +1346,18 @@ impl Desk {
         Ok((view, slots))
     }
 
-    /// The follow-up list of day `d`: overdue first, then due; one entry per patient.
-    pub fn due(&self, d: NaiveDate) -> Result<Vec<DueEntry>> {
+    /// The follow-up list of day `d` (only `assignee`'s patients when given):
+    /// overdue first, then due; one entry per patient.
+    pub fn due(&self, d: NaiveDate, assignee: Option<&str>) -> Result<Vec<DueEntry>> {
         let mut by_patient: std::collections::BTreeMap<String, DueEntry> = Default::default();
         for OpenSlot {
             dossier_id,
             name,
             phone,
+            next_entry,
+            assignee,
             slot,
-        } in self.replica.open_slots(d)?
+        } in self.replica.open_slots(d, assignee)?
         {
             let e = by_patient
                 .entry(dossier_id.clone())
@@ -892,6 +1365,8 @@ impl Desk {
                     dossier_id,
                     name,
                     phone,
+                    next_entry,
+                    assignee,
                     overdue: false,
                     days_overdue: 0,
                     slots: Vec::new(),

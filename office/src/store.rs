@@ -21,6 +21,7 @@ use keqing_host::Recover;
 use keqing_projection::{slot_from_row, span_day};
 use keqing_shared::dossier::{Dossier, DossierView, NewChange};
 use keqing_shared::followup::{Slot, schedule};
+use keqing_shared::nonpatient::NonPatientLog;
 use keqing_shared::report::ReportRows;
 use keqing_shared::roster::Roster;
 use keqing_shared::staff::{Role, Staff};
@@ -445,12 +446,29 @@ CREATE TABLE refused_changes (
 CREATE INDEX refused_changes_doc ON refused_changes(doc_id);
 "#,
     ),
+    // Projection version 3 (the office's whole day), rebuilt on open.
+    M::up(keqing_projection::REPLACE_WITH_V3),
+    M::up(
+        r#"
+-- An office's non-patient calls of a month are a document of their own.
+CREATE TABLE documents_new (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('dossier', 'roster', 'nonpatient')),
+    office TEXT NOT NULL,
+    bytes BLOB NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO documents_new SELECT id, kind, office, bytes, updated_at FROM documents;
+DROP TABLE documents;
+ALTER TABLE documents_new RENAME TO documents;
+"#,
+    ),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections:
 /// a migration since replaced the projection tables (or added derived
 /// columns that only Rust can fill).
-const REBUILD_BELOW_VERSION: usize = 12;
+const REBUILD_BELOW_VERSION: usize = 14;
 
 /// Who this replica is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -461,7 +479,9 @@ pub struct ReplicaMeta {
     pub created_at: String,
 }
 
-pub use keqing_projection::patients::{DuplicateCandidate, PatientRow};
+pub use keqing_projection::patients::{
+    DuplicateCandidate, ListFilter, ListedPatient, OpenDelivery, PatientRow,
+};
 
 /// An open slot with the patient it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,6 +489,10 @@ pub struct OpenSlot {
     pub dossier_id: String,
     pub name: String,
     pub phone: Option<String>,
+    /// The entry point the latest follow-up left (下次切入点).
+    pub next_entry: Option<String>,
+    /// Who makes the patient's follow-up calls.
+    pub assignee: Option<String>,
     pub slot: Slot,
 }
 
@@ -1103,29 +1127,61 @@ impl Replica {
         Ok(out)
     }
 
-    /// Slots open on day `d` (due or overdue), with their patients.
-    pub fn open_slots(&self, d: NaiveDate) -> Result<Vec<OpenSlot>> {
+    /// Slots open on day `d` (due or overdue), with their patients; only
+    /// the patients assigned to `assignee` when given.
+    pub fn open_slots(&self, d: NaiveDate, assignee: Option<&str>) -> Result<Vec<OpenSlot>> {
         let day = fmt_date(d);
         // Open at the end of d: due_from <= d < settled_on, found through the
         // R*Tree of spans, then checked exactly on the row.
         let mut stmt = self.conn.prepare_cached(
             "SELECT s.dossier_id, p.name,
-                    p.phone,
+                    p.phone, p.next_entry, p.assignee,
                     s.cadence, s.reason, s.day, s.anchor, s.due_from, s.deadline, s.satisfied_at, s.closed_at
              FROM (SELECT id FROM slot_spans WHERE first_day <= ?2 AND settled_day > ?2 ORDER BY id) r
              CROSS JOIN slots s ON s.rowid = r.id
              CROSS JOIN patients p ON p.dossier_id = s.dossier_id
-             WHERE s.due_from <= ?1 AND s.settled_on > ?1",
+             WHERE s.due_from <= ?1 AND s.settled_on > ?1 AND (?3 IS NULL OR p.assignee = ?3)",
         )?;
-        let rows = stmt.query_map(params![&day, span_day(d)], |r| {
+        let rows = stmt.query_map(params![&day, span_day(d), assignee], |r| {
             Ok(OpenSlot {
                 dossier_id: r.get(0)?,
                 name: r.get(1)?,
                 phone: r.get(2)?,
-                slot: slot_from_row(r, 3)?,
+                next_entry: r.get(3)?,
+                assignee: r.get(4)?,
+                slot: slot_from_row(r, 5)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The live patients of a list on day `d`, most recently in touch
+    /// first, at most `limit` (see [`keqing_projection::patients::list_patients`]).
+    pub fn list_patients(
+        &self,
+        filter: ListFilter,
+        d: NaiveDate,
+        limit: usize,
+    ) -> Result<Vec<ListedPatient>> {
+        Ok(keqing_projection::patients::list_patients(
+            &self.conn, None, filter, d, limit,
+        )?)
+    }
+
+    /// How many live patients stand in each category on day `d`, per
+    /// office (one office at an office device, all at headquarters).
+    pub fn category_counts(
+        &self,
+        d: NaiveDate,
+    ) -> Result<Vec<keqing_shared::report::CategoryCounts>> {
+        Ok(keqing_projection::category_counts(&self.conn, None, d)?)
+    }
+
+    /// Every delivery still to make, overdue first.
+    pub fn open_deliveries(&self) -> Result<Vec<OpenDelivery>> {
+        Ok(keqing_projection::patients::open_deliveries(
+            &self.conn, None,
+        )?)
     }
 
     /// The rows behind a report of the days `from..=to` (every office this
@@ -1637,6 +1693,9 @@ impl Replica {
                 if kind == "roster" {
                     let roster = Roster::load(bytes, w.actor.clone())?;
                     w.project_staff(office, &roster.staff()?)?;
+                } else if kind == "nonpatient" {
+                    let log = NonPatientLog::load(bytes, w.actor.clone())?;
+                    keqing_projection::project_nonpatient(w.tx, id, office, &log.calls()?)?;
                 } else {
                     let dossier = Dossier::load(bytes, w.actor.clone())?;
                     let view = dossier.view()?;
@@ -1781,6 +1840,10 @@ enum Derived {
         office: String,
         staff: Vec<Staff>,
     },
+    NonPatient {
+        office: String,
+        calls: Vec<keqing_shared::records::NonPatientCall>,
+    },
 }
 
 /// A merged document: changes still waiting for a dependency, and the
@@ -1811,6 +1874,12 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
         Derived::Roster {
             office: office.to_string(),
             staff: roster.staff()?,
+        }
+    } else if let Some((office, _)) = keqing_shared::nonpatient::parse_log_id(doc_id) {
+        let log = NonPatientLog::load(&bytes, actor.clone())?;
+        Derived::NonPatient {
+            office: office.to_string(),
+            calls: log.calls()?,
         }
     } else {
         let view = Dossier::view_of(&loaded)?;
@@ -1984,6 +2053,23 @@ impl WriteTx<'_> {
         self.project_staff(office, &roster.staff()?)
     }
 
+    /// Stores an office's non-patient log after a call was added: its
+    /// bytes, the change(s) in the outbox, its rows.
+    pub fn save_nonpatient_log(
+        &mut self,
+        id: &str,
+        office: &str,
+        log: &NonPatientLog,
+        changes: &[&NewChange],
+        now: NaiveDateTime,
+    ) -> Result<()> {
+        let bytes = log.save();
+        check_limits(changes, &bytes)?;
+        self.save_document(id, "nonpatient", office, &bytes, changes, now)?;
+        keqing_projection::project_nonpatient(self.tx, id, office, &log.calls()?)?;
+        Ok(())
+    }
+
     fn save_document(
         &mut self,
         id: &str,
@@ -2091,6 +2177,10 @@ impl WriteTx<'_> {
             Derived::Roster { office, staff } => {
                 self.store_document(doc_id, "roster", &office, &bytes, &now)?;
                 self.project_staff(&office, &staff)?;
+            }
+            Derived::NonPatient { office, calls } => {
+                self.store_document(doc_id, "nonpatient", &office, &bytes, &now)?;
+                keqing_projection::project_nonpatient(self.tx, doc_id, &office, &calls)?;
             }
             Derived::Dossier { view, slots } => {
                 self.store_document(doc_id, "dossier", &view.office, &bytes, &now)?;

@@ -12,10 +12,13 @@
 use chrono::{NaiveDate, NaiveDateTime};
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::{Cadence, Slot};
+use keqing_shared::lists::Category;
 use keqing_shared::records::Record;
+use keqing_shared::records::{NonPatientKind, NotBoughtReason};
 use keqing_shared::report::{
-    CallFact, FollowUpFact, MarkFact, ProblemFact, PurchaseFact, PurchaseOrder, ReportRows,
-    SlotCounts, VisitFact, counts_as_due, followups_on_time, purchase_orders,
+    CallFact, CategoryCounts, FollowUpFact, MarkFact, NonPatientFact, ProblemFact, PurchaseFact,
+    PurchaseOrder, ReportRows, SlotCounts, VisitFact, counts_as_due, followups_on_time,
+    purchase_orders,
 };
 use keqing_shared::staff::Staff;
 use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
@@ -256,16 +259,96 @@ DROP TABLE IF EXISTS projection_digests;
     v2_tables!()
 );
 
-/// The projection tables as they are now (version 2): what a fresh store's
+/// What version 3 adds to version 2 (the office's whole day): each
+/// patient's category, lapse date, flags, assignee, last contact and next
+/// entry point (the lists and the due list by person); the reason a visit
+/// did not buy; deliveries with their goods and status; non-patient calls.
+macro_rules! v3_additions {
+    () => {
+        r#"
+ALTER TABLE patients ADD COLUMN category TEXT NOT NULL DEFAULT 'not_visited';
+ALTER TABLE patients ADD COLUMN lapses_on TEXT;
+ALTER TABLE patients ADD COLUMN assignee TEXT;
+ALTER TABLE patients ADD COLUMN open_problems INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE patients ADD COLUMN last_contact TEXT;
+ALTER TABLE patients ADD COLUMN next_entry TEXT;
+CREATE INDEX patients_category ON patients(office, category, lapses_on, typical, open_problems)
+    WHERE merged_into IS NULL;
+CREATE INDEX patients_assignee ON patients(assignee) WHERE assignee IS NOT NULL;
+ALTER TABLE visits ADD COLUMN reason TEXT;
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    purchase TEXT,
+    product TEXT,
+    quantity INTEGER,
+    address TEXT,
+    due TEXT,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    settled_at TEXT
+);
+CREATE INDEX deliveries_dossier ON deliveries(dossier_id);
+CREATE INDEX deliveries_open ON deliveries(status, due, office);
+CREATE TABLE nonpatient_calls (
+    id TEXT PRIMARY KEY,
+    log_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    phone TEXT,
+    notes TEXT
+);
+CREATE INDEX nonpatient_calls_log ON nonpatient_calls(log_id);
+CREATE INDEX nonpatient_calls_at ON nonpatient_calls(at, office, kind, staff);
+"#
+    };
+}
+
+/// Version 3: version 2 and [its additions](v3_additions).
+macro_rules! v3_tables {
+    () => {
+        concat!(v1_tables!(), v1_digests!(), v3_additions!())
+    };
+}
+
+/// The migration to version 3: drops every projection table of versions 1
+/// to 3 and creates version 3's, empty; the store derives the rows again.
+/// Frozen.
+pub const REPLACE_WITH_V3: &str = concat!(
+    r#"
+DROP TABLE IF EXISTS slot_spans;
+DROP TABLE IF EXISTS staff;
+DROP TABLE IF EXISTS patients;
+DROP TABLE IF EXISTS patient_phones;
+DROP TABLE IF EXISTS calls;
+DROP TABLE IF EXISTS visits;
+DROP TABLE IF EXISTS purchases;
+DROP TABLE IF EXISTS followups;
+DROP TABLE IF EXISTS contacts;
+DROP TABLE IF EXISTS problems;
+DROP TABLE IF EXISTS slots;
+DROP TABLE IF EXISTS projection_digests;
+DROP TABLE IF EXISTS deliveries;
+DROP TABLE IF EXISTS nonpatient_calls;
+"#,
+    v3_tables!()
+);
+
+/// The projection tables as they are now (version 3): what a fresh store's
 /// migrations reach, and what every older store is migrated to (tested on
 /// both stores, and on stores made by an earlier release).
-pub const SCHEMA: &str = v2_tables!();
+pub const SCHEMA: &str = v3_tables!();
 
 /// The version of [`SCHEMA`].
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Every projection table (the R*Tree follows `slots` by triggers).
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 12] = [
     "staff",
     "patients",
     "patient_phones",
@@ -276,6 +359,8 @@ pub const TABLES: [&str; 10] = [
     "contacts",
     "problems",
     "slots",
+    "deliveries",
+    "nonpatient_calls",
 ];
 
 /// Day number as the `slot_spans` R*Tree counts: days since 2000-01-01.
@@ -340,6 +425,37 @@ pub fn project_staff(conn: &Connection, office: &str, staff: &[Staff]) -> Result
     )?;
     for s in staff {
         stmt.execute(params![s.id, s.name, s.role.as_str(), s.active, office])?;
+    }
+    Ok(())
+}
+
+/// Makes the non-patient call rows of log `log_id` (of `office`) exactly
+/// `calls`.
+pub fn project_nonpatient(
+    conn: &Connection,
+    log_id: &str,
+    office: &str,
+    calls: &[keqing_shared::records::NonPatientCall],
+) -> Result<()> {
+    conn.execute("DELETE FROM nonpatient_calls WHERE log_id = ?1", [log_id])?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO nonpatient_calls (id, log_id, office, at, staff, kind, phone, notes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (id) DO UPDATE SET log_id = excluded.log_id, office = excluded.office,
+             at = excluded.at, staff = excluded.staff, kind = excluded.kind,
+             phone = excluded.phone, notes = excluded.notes",
+    )?;
+    for c in calls {
+        stmt.execute(params![
+            c.id,
+            log_id,
+            office,
+            fmt_datetime(c.at),
+            c.staff,
+            c.kind.as_str(),
+            c.phone,
+            c.notes
+        ])?;
     }
     Ok(())
 }
@@ -449,7 +565,7 @@ pub fn report_rows(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = conn.prepare_cached(
-        "SELECT office, dossier_id, at, staff, purchased FROM visits
+        "SELECT office, dossier_id, at, staff, purchased, reason FROM visits
          WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)",
     )?;
     rows.visits = stmt
@@ -460,6 +576,9 @@ pub fn report_rows(
                 at: r.get(2)?,
                 staff: r.get(3)?,
                 purchased: r.get(4)?,
+                reason: r
+                    .get::<_, Option<String>>(5)?
+                    .map(|s| NotBoughtReason::parse(&s).unwrap_or(NotBoughtReason::Other)),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -526,7 +645,71 @@ pub fn report_rows(
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT office, at, staff, kind FROM nonpatient_calls
+         WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)",
+    )?;
+    rows.nonpatient = stmt
+        .query_map(params![start, end, office], |r| {
+            Ok(NonPatientFact {
+                office: r.get(0)?,
+                at: r.get(1)?,
+                staff: r.get(2)?,
+                kind: NonPatientKind::parse(&r.get::<_, String>(3)?)
+                    .unwrap_or(NonPatientKind::Other),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.categories = category_counts(conn, office, to)?;
     Ok(rows)
+}
+
+/// How many live dossiers stand in each category on day `day` (and carry
+/// each flag), per office: one pass over the category index.
+pub fn category_counts(
+    conn: &Connection,
+    office: Option<&str>,
+    day: NaiveDate,
+) -> Result<Vec<CategoryCounts>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT office,
+                CASE WHEN category <> 'stopped' AND lapses_on <= ?1 THEN 'lapsed' ELSE category END,
+                count(*), sum(typical), sum(open_problems > 0)
+         FROM patients
+         WHERE merged_into IS NULL AND (?2 IS NULL OR office = ?2)
+         GROUP BY 1, 2",
+    )?;
+    let count = |r: &rusqlite::Row<'_>, i| {
+        r.get::<_, Option<i64>>(i)
+            .map(|n| n.unwrap_or(0).max(0) as u64)
+    };
+    let rows = stmt.query_map(params![fmt_date(day), office], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            count(r, 2)?,
+            count(r, 3)?,
+            count(r, 4)?,
+        ))
+    })?;
+    let mut by_office: std::collections::BTreeMap<String, CategoryCounts> = Default::default();
+    for row in rows {
+        let (office, category, n, typical, problem) = row?;
+        let e = by_office
+            .entry(office.clone())
+            .or_insert_with(|| CategoryCounts {
+                office,
+                ..Default::default()
+            });
+        if let Some(i) =
+            Category::parse(&category).and_then(|c| Category::ALL.iter().position(|x| *x == c))
+        {
+            e.categories[i] += n;
+        }
+        e.typical += typical;
+        e.problem += problem;
+    }
+    Ok(by_office.into_values().collect())
 }
 
 /// The slot figures of each office for the days `from..=to`, as
@@ -660,6 +843,7 @@ fn dossier_tables(
     // projected once, there, so every report counts them once.
     let merged = v.merged_into.is_some();
     let records = |n: usize| if merged { 0 } else { n };
+    let standing = keqing_shared::lists::standing(v);
     let mut tables: Vec<(&ProjectionTable, Vec<Vec<V>>)> = Vec::with_capacity(9);
     tables.push((
         &PATIENTS,
@@ -681,6 +865,12 @@ fn dossier_tables(
                 .as_ref()
                 .filter(|t| t.flagged)
                 .map_or(V::Null, |t| at(t.at)),
+            text(standing.base.as_str()),
+            opt_text(standing.lapses_on.map(fmt_date).as_deref()),
+            opt_text(standing.assignee.as_deref()),
+            int(i64::from(standing.open_problems)),
+            standing.last_contact.map_or(V::Null, at),
+            opt_text(standing.next_entry.as_deref()),
         ]],
     ));
     tables.push((
@@ -722,6 +912,12 @@ fn dossier_tables(
                     text(&x.staff),
                     int(i64::from(x.purchased)),
                     office.clone(),
+                    // Why a visit that did not buy did not (the list's code).
+                    match (&x.reason_not_bought, x.purchased) {
+                        (_, true) => V::Null,
+                        (Some(r), false) => text(NotBoughtReason::of_stored(r).as_str()),
+                        (None, false) => text(NotBoughtReason::Other.as_str()),
+                    },
                 ]
             })
             .collect(),
@@ -794,10 +990,6 @@ fn dossier_tables(
             keqing_shared::records::HomeVisit::COLLECTION,
             v.home_visits.iter().map(|g| &g.0).collect(),
         ),
-        (
-            keqing_shared::records::Delivery::COLLECTION,
-            v.deliveries.iter().map(|g| &g.0).collect(),
-        ),
     ] {
         contacts.extend(list.into_iter().take(records(usize::MAX)).map(|x| {
             vec![
@@ -809,6 +1001,20 @@ fn dossier_tables(
             ]
         }));
     }
+    contacts.extend(
+        v.deliveries
+            .iter()
+            .take(records(v.deliveries.len()))
+            .map(|x| {
+                vec![
+                    text(&x.id),
+                    id.clone(),
+                    text(keqing_shared::records::Delivery::COLLECTION),
+                    at(x.at),
+                    text(&x.staff),
+                ]
+            }),
+    );
     tables.push((&CONTACTS, contacts));
     tables.push((
         &PROBLEMS,
@@ -827,6 +1033,30 @@ fn dossier_tables(
                     V::Text(state),
                     x.resolved_at.map_or(V::Null, at),
                     office.clone(),
+                ]
+            })
+            .collect(),
+    ));
+    tables.push((
+        &DELIVERIES,
+        v.deliveries
+            .iter()
+            .take(records(v.deliveries.len()))
+            .map(|x| {
+                vec![
+                    text(&x.id),
+                    id.clone(),
+                    office.clone(),
+                    at(x.at),
+                    text(&x.staff),
+                    opt_text(x.purchase.as_deref()),
+                    opt_text(x.product.as_deref()),
+                    x.quantity.map_or(V::Null, int),
+                    opt_text(x.address.as_deref()),
+                    opt_text(x.due.map(fmt_date).as_deref()),
+                    text(x.state().as_str()),
+                    opt_text(x.status_reason.as_deref()),
+                    x.settled_at.map_or(V::Null, at),
                 ]
             })
             .collect(),
@@ -1028,6 +1258,12 @@ static PATIENTS: ProjectionTable = ProjectionTable {
         "conflicts",
         "phone",
         "typical_at",
+        "category",
+        "lapses_on",
+        "assignee",
+        "open_problems",
+        "last_contact",
+        "next_entry",
     ],
     key: &["dossier_id"],
     sql: OnceLock::new(),
@@ -1055,7 +1291,15 @@ static CALLS: ProjectionTable = ProjectionTable {
 };
 static VISITS: ProjectionTable = ProjectionTable {
     name: "visits",
-    columns: &["id", "dossier_id", "at", "staff", "purchased", "office"],
+    columns: &[
+        "id",
+        "dossier_id",
+        "at",
+        "staff",
+        "purchased",
+        "office",
+        "reason",
+    ],
     key: &["id"],
     sql: OnceLock::new(),
 };
@@ -1087,6 +1331,26 @@ static FOLLOWUPS: ProjectionTable = ProjectionTable {
         "kind",
         "on_time",
         "office",
+    ],
+    key: &["id"],
+    sql: OnceLock::new(),
+};
+static DELIVERIES: ProjectionTable = ProjectionTable {
+    name: "deliveries",
+    columns: &[
+        "id",
+        "dossier_id",
+        "office",
+        "at",
+        "staff",
+        "purchase",
+        "product",
+        "quantity",
+        "address",
+        "due",
+        "status",
+        "status_reason",
+        "settled_at",
     ],
     key: &["id"],
     sql: OnceLock::new(),

@@ -164,3 +164,137 @@ pub fn duplicate_candidates(conn: &Connection) -> Result<Vec<DuplicateCandidate>
     }
     Ok(out)
 }
+
+/// Which patients a list shows: a primary category, or a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFilter {
+    Category(keqing_shared::lists::Category),
+    /// 典型: flagged typical cases.
+    Typical,
+    /// 问题: with a problem not yet resolved.
+    Problem,
+}
+
+/// A patient as the supervisor's lists show one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ListedPatient {
+    pub dossier_id: String,
+    pub office: String,
+    pub name: String,
+    pub phone: Option<String>,
+    /// The primary category on the list's day (its code).
+    pub category: String,
+    pub typical: bool,
+    pub open_problems: u32,
+    /// The latest call, visit, purchase, follow-up or home visit.
+    pub last_contact: Option<String>,
+    /// The earliest deadline of a follow-up still open on the list's day.
+    pub next_due: Option<String>,
+    pub assignee: Option<String>,
+}
+
+/// The live patients of a list on `day` (of one office, or all), most
+/// recently in touch first, at most `limit`.
+pub fn list_patients(
+    conn: &Connection,
+    office: Option<&str>,
+    filter: ListFilter,
+    day: chrono::NaiveDate,
+    limit: usize,
+) -> Result<Vec<ListedPatient>> {
+    use keqing_shared::lists::Category;
+    // Lapse is judged on the day: a buyer whose lapse date has come is
+    // listed as 流失, not as 已购 / 复购.
+    let condition = match filter {
+        ListFilter::Category(Category::Lapsed) => {
+            "category IN ('bought', 'repeat') AND lapses_on <= ?2".to_string()
+        }
+        ListFilter::Category(c @ (Category::Bought | Category::Repeat)) => format!(
+            "category = '{}' AND (lapses_on IS NULL OR lapses_on > ?2)",
+            c.as_str()
+        ),
+        ListFilter::Category(c) => format!("category = '{}'", c.as_str()),
+        ListFilter::Typical => "typical = 1".to_string(),
+        ListFilter::Problem => "open_problems > 0".to_string(),
+    };
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT p.dossier_id, p.office, p.name, p.phone,
+                CASE WHEN p.category <> 'stopped' AND p.lapses_on <= ?2 THEN 'lapsed' ELSE p.category END,
+                p.typical, p.open_problems, p.last_contact,
+                (SELECT min(s.deadline) FROM slots s
+                  WHERE s.dossier_id = p.dossier_id AND s.settled_on > ?2 AND s.due_from <= '9999'),
+                p.assignee
+         FROM patients p
+         WHERE p.merged_into IS NULL AND (?1 IS NULL OR p.office = ?1) AND {condition}
+         ORDER BY p.last_contact DESC, p.dossier_id
+         LIMIT {limit}"
+    ))?;
+    let rows = stmt
+        .query_map(
+            rusqlite::params![office, keqing_shared::when::fmt_date(day)],
+            |r| {
+                Ok(ListedPatient {
+                    dossier_id: r.get(0)?,
+                    office: r.get(1)?,
+                    name: r.get(2)?,
+                    phone: r.get(3)?,
+                    category: r.get(4)?,
+                    typical: r.get(5)?,
+                    open_problems: r.get::<_, i64>(6)?.max(0) as u32,
+                    last_contact: r.get(7)?,
+                    next_due: r.get(8)?,
+                    assignee: r.get(9)?,
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// A delivery still to make, with its patient.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OpenDelivery {
+    pub id: String,
+    pub dossier_id: String,
+    pub office: String,
+    pub name: String,
+    pub phone: Option<String>,
+    pub product: Option<String>,
+    pub quantity: Option<i64>,
+    pub address: Option<String>,
+    pub due: Option<String>,
+    /// Registered when, by whom.
+    pub at: String,
+    pub staff: String,
+}
+
+/// Every delivery still to make (待送), overdue first: by due day (those
+/// without one last), then by when they were registered.
+pub fn open_deliveries(conn: &Connection, office: Option<&str>) -> Result<Vec<OpenDelivery>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT d.id, d.dossier_id, d.office, p.name, p.phone, d.product, d.quantity, d.address,
+                d.due, d.at, d.staff
+         FROM deliveries d JOIN patients p ON p.dossier_id = d.dossier_id
+         WHERE d.status = 'pending' AND (?1 IS NULL OR d.office = ?1)
+         ORDER BY d.due IS NULL, d.due, d.at",
+    )?;
+    let rows = stmt
+        .query_map([office], |r| {
+            Ok(OpenDelivery {
+                id: r.get(0)?,
+                dossier_id: r.get(1)?,
+                office: r.get(2)?,
+                name: r.get(3)?,
+                phone: r.get(4)?,
+                product: r.get(5)?,
+                quantity: r.get(6)?,
+                address: r.get(7)?,
+                due: r.get(8)?,
+                at: r.get(9)?,
+                staff: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}

@@ -223,6 +223,11 @@ fn released_schema_texts_are_frozen() {
             REPLACE_WITH_V2,
             "b8004179b609ed67eb75cdc55c5123e86ecd823b5b282fb2561097990da963dc",
         ),
+        (
+            "REPLACE_WITH_V3",
+            REPLACE_WITH_V3,
+            "12cbf93e0e7d2eef6ef8c73293e15a820bf3e5e1036fd54792abb68ab2040477",
+        ),
     ] {
         assert_eq!(
             hex(text),
@@ -232,21 +237,12 @@ fn released_schema_texts_are_frozen() {
     }
 }
 
-/// Version 2 replaces whatever an older store holds: the tables of any
-/// earlier shape go, today's come, and rows can be written again.
+/// Each replacing version replaces whatever an older store holds: the
+/// tables of any earlier shape go, today's come, and rows can be written
+/// again, whether a store takes the versions one after another (as a
+/// migrating store does) or the latest straight from an old shape.
 #[test]
-fn replacing_with_v2_gives_the_current_tables_from_any_earlier_shape() {
-    let conn = Connection::open_in_memory().unwrap();
-    // The R*Tree as it was before 3885f6e, with a row.
-    conn.execute_batch(
-        "CREATE TABLE slots (dossier_id TEXT, n INTEGER);
-         CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day, +office, +deadline_day);
-         INSERT INTO slot_spans VALUES (1, 2, 3, '44', 5);",
-    )
-    .unwrap();
-    conn.execute_batch(REPLACE_WITH_V2).unwrap();
-    let fresh = Connection::open_in_memory().unwrap();
-    fresh.execute_batch(SCHEMA).unwrap();
+fn replacing_gives_the_current_tables_from_any_earlier_shape() {
     let schema = |c: &Connection| -> Vec<String> {
         c.prepare("SELECT coalesce(sql, name) FROM sqlite_master ORDER BY name")
             .unwrap()
@@ -255,7 +251,22 @@ fn replacing_with_v2_gives_the_current_tables_from_any_earlier_shape() {
             .collect::<rusqlite::Result<_>>()
             .unwrap()
     };
-    assert_eq!(schema(&conn), schema(&fresh));
-    let (_, view) = store_and_empty_dossier();
-    project_dossier(&conn, &view, &[]).unwrap();
+    let fresh = Connection::open_in_memory().unwrap();
+    fresh.execute_batch(SCHEMA).unwrap();
+    for steps in [&[REPLACE_WITH_V2, REPLACE_WITH_V3][..], &[REPLACE_WITH_V3]] {
+        let conn = Connection::open_in_memory().unwrap();
+        // The R*Tree as it was before 3885f6e, with a row.
+        conn.execute_batch(
+            "CREATE TABLE slots (dossier_id TEXT, n INTEGER);
+             CREATE VIRTUAL TABLE slot_spans USING rtree_i32(id, first_day, settled_day, +office, +deadline_day);
+             INSERT INTO slot_spans VALUES (1, 2, 3, '44', 5);",
+        )
+        .unwrap();
+        for step in steps {
+            conn.execute_batch(step).unwrap();
+        }
+        assert_eq!(schema(&conn), schema(&fresh));
+        let (_, view) = store_and_empty_dossier();
+        project_dossier(&conn, &view, &[]).unwrap();
+    }
 }

@@ -5,7 +5,7 @@
 use crate::{caller, pb, to_status};
 use chrono::NaiveDate;
 use keqing_shared::report::{
-    Count, DayLine, FollowUpFigures, Line, Report, Scope, SourceLine, StaffLine,
+    Breakdown, Count, DayLine, FollowUpFigures, Line, Report, Scope, SourceLine, StaffLine,
 };
 use keqing_shared::sync::{Caller, SyncError, SyncErrorKind};
 use std::future::Future;
@@ -78,6 +78,40 @@ fn line_from(l: pb::Line) -> Line {
     }; followups: followups)
 }
 
+fn pb_counts(counts: Vec<Count>) -> Vec<pb::Count> {
+    counts
+        .into_iter()
+        .map(|c| same_fields!(c => pb::Count { label, count }))
+        .collect()
+}
+
+fn counts_from(counts: Vec<pb::Count>) -> Vec<Count> {
+    counts
+        .into_iter()
+        .map(|c| same_fields!(c => Count { label, count }))
+        .collect()
+}
+
+fn pb_breakdowns(b: Vec<Breakdown>) -> Vec<pb::Breakdown> {
+    b.into_iter()
+        .map(|b| pb::Breakdown {
+            office: b.office,
+            name: b.name,
+            counts: pb_counts(b.counts),
+        })
+        .collect()
+}
+
+fn breakdowns_from(b: Vec<pb::Breakdown>) -> Vec<Breakdown> {
+    b.into_iter()
+        .map(|b| Breakdown {
+            office: b.office,
+            name: b.name,
+            counts: counts_from(b.counts),
+        })
+        .collect()
+}
+
 /// A report in its wire form.
 pub fn pb_report(r: Report) -> pb::Report {
     pb::Report {
@@ -116,13 +150,17 @@ pub fn pb_report(r: Report) -> pb::Report {
             .staff
             .into_iter()
             .map(|s| {
+                let reasons = pb_counts(s.not_bought_reasons.clone());
                 same_fields!(s => pb::StaffLine {
                     office, staff, calls, callers, callers_visited, callers_bought, visits,
                     purchases, followups, followups_on_time, buyers, repeat_buyers
-                })
+                }; not_bought_reasons: reasons)
             })
             .collect(),
         unreadable: r.unreadable,
+        nonpatient_calls: pb_breakdowns(r.nonpatient_calls),
+        not_bought_reasons: pb_breakdowns(r.not_bought_reasons),
+        categories: pb_breakdowns(r.categories),
     }
 }
 
@@ -168,13 +206,17 @@ pub fn report_from(r: pb::Report) -> Report {
             .staff
             .into_iter()
             .map(|s| {
+                let reasons = counts_from(s.not_bought_reasons.clone());
                 same_fields!(s => StaffLine {
                     office, staff, calls, callers, callers_visited, callers_bought, visits,
                     purchases, followups, followups_on_time, buyers, repeat_buyers
-                })
+                }; not_bought_reasons: reasons)
             })
             .collect(),
         unreadable: r.unreadable,
+        nonpatient_calls: breakdowns_from(r.nonpatient_calls),
+        not_bought_reasons: breakdowns_from(r.not_bought_reasons),
+        categories: breakdowns_from(r.categories),
     }
 }
 
@@ -228,6 +270,26 @@ mod tests {
                 staff: "李娜".into(),
                 source: "电视".into(),
                 disease: None,
+            }],
+            visits: vec![keqing_shared::report::VisitFact {
+                office: "44".into(),
+                dossier: "a".into(),
+                at,
+                staff: "王医生".into(),
+                purchased: false,
+                reason: Some(keqing_shared::records::NotBoughtReason::Price),
+            }],
+            nonpatient: vec![keqing_shared::report::NonPatientFact {
+                office: "44".into(),
+                at,
+                staff: "李娜".into(),
+                kind: keqing_shared::records::NonPatientKind::Sales,
+            }],
+            categories: vec![keqing_shared::report::CategoryCounts {
+                office: "44".into(),
+                categories: [1, 2, 3, 4, 5, 6],
+                typical: 1,
+                problem: 2,
             }],
             ..Default::default()
         };

@@ -26,8 +26,8 @@ use crate::store::{
 use automerge::{Automerge, Change, ROOT, ReadDoc};
 use keqing_proto::PullFeed;
 use keqing_shared::dossier::{creation_of, merged_into_of};
+use keqing_shared::nonpatient::shared_document_genesis;
 use keqing_shared::printable::printable;
-use keqing_shared::roster::{Roster, roster_id};
 use keqing_shared::sync::*;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -671,7 +671,7 @@ fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedP
         .into_iter()
         .map(|doc_id| {
             let changes = by_doc.remove(&doc_id).unwrap_or_default();
-            let creation = (!doc_id.starts_with("roster-")
+            let creation = (shared_document_genesis(&doc_id).is_none()
                 && changes.first().is_some_and(|(_, c)| c.deps().is_empty()))
             .then(|| {
                 let plain: Vec<Change> = changes.iter().map(|(_, c)| c.clone()).collect();
@@ -800,17 +800,17 @@ fn check_document(
             )
         }
         None => {
-            let (office, doc, applied) = if let Some(code) = doc_id.strip_prefix("roster-") {
-                keqing_shared::office::office(code)
-                    .map_err(|e| whole(SyncError::invalid(e.to_string())))?;
-                let (_, genesis) =
-                    Roster::genesis(code).map_err(|e| whole(SyncError::internal(e.to_string())))?;
+            // An office's shared documents (its roster, its non-patient
+            // logs) start from their deterministic genesis.
+            let (office, doc, applied) = if let Some(genesis) = shared_document_genesis(doc_id) {
+                let (office, genesis) =
+                    genesis.map_err(|e| whole(SyncError::invalid(e.to_string())))?;
                 if changes[0].hash() != genesis.hash {
                     return Err(whole(SyncError::invalid(format!(
-                        "{doc_id} must start with the office's roster genesis"
+                        "{doc_id} must start with its genesis"
                     ))));
                 }
-                (code.to_string(), Some(Automerge::new()), false)
+                (office, Some(Automerge::new()), false)
             } else {
                 let deferrable = creation.unwrap_or_else(|| deferrable_new_dossier(&changes));
                 let (doc, id, office) = match deferrable {
@@ -839,12 +839,11 @@ fn check_document(
             (office, doc, applied)
         }
     };
-    // Only a roster's deterministic genesis may carry a foreign actor.
-    let genesis_hash = if doc_id == roster_id(&office) {
-        Roster::genesis(&office).ok().map(|(_, g)| g.hash)
-    } else {
-        None
-    };
+    // Only a shared document's deterministic genesis may carry a foreign
+    // actor.
+    let genesis_hash = shared_document_genesis(doc_id)
+        .and_then(Result::ok)
+        .map(|(_, g)| g.hash);
     for (k, c) in changes.iter().enumerate() {
         if c.actor_id().to_bytes() != actor && Some(c.hash()) != genesis_hash {
             return Err((

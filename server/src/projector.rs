@@ -17,6 +17,7 @@ use crate::store::{Projected, SettledSnapshot, SqliteStore, StoreError, SyncStor
 use automerge::{ActorId, Automerge, ReadDoc};
 use keqing_shared::dossier::Dossier;
 use keqing_shared::followup::schedule;
+use keqing_shared::nonpatient::NonPatientLog;
 use keqing_shared::roster::Roster;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -94,7 +95,18 @@ fn current_document(
 fn derive(doc_id: &str, office: &str, source: Source) -> Result<Projected, String> {
     let actor = reader_actor();
     let result = catch_unwind(AssertUnwindSafe(|| {
-        if let Some(office) = doc_id.strip_prefix("roster-") {
+        if let Some((office, _)) = keqing_shared::nonpatient::parse_log_id(doc_id) {
+            let log = match source {
+                Source::Saved(bytes) => NonPatientLog::load(&bytes, actor),
+                Source::Built(doc) => NonPatientLog::load(&doc.save_nocompress(), actor),
+            }
+            .map_err(|e| e.to_string())?;
+            Ok(Projected::NonPatient {
+                log_id: doc_id.to_string(),
+                office: office.to_string(),
+                calls: log.calls().map_err(|e| e.to_string())?,
+            })
+        } else if let Some(office) = doc_id.strip_prefix("roster-") {
             let roster = match source {
                 Source::Saved(bytes) => Roster::load(&bytes, actor),
                 Source::Built(doc) => Roster::load(&doc.save_nocompress(), actor),

@@ -150,13 +150,18 @@ CREATE INDEX unreadable_documents_office ON unreadable_documents(office);
     // today's tables, empty...
     M::up(keqing_projection::REPLACE_WITH_V2),
     // ...and the projector derives them again from the start of the log.
-    M::up(
-        r#"
+    M::up(PROJECT_AGAIN),
+    // Projection version 3 (the office's whole day), the same way.
+    M::up(keqing_projection::REPLACE_WITH_V3),
+    M::up(PROJECT_AGAIN),
+];
+
+/// After the projection tables were replaced: the projector starts over
+/// from the start of the log, and nothing is known unreadable yet. Frozen.
+const PROJECT_AGAIN: &str = r#"
 UPDATE projector SET cursor = 0 WHERE id = 1;
 DELETE FROM unreadable_documents;
-"#,
-    ),
-];
+"#;
 
 /// A document the projector could not read (see `unreadable_documents`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -297,6 +302,11 @@ pub enum Projected {
         office: String,
         staff: Vec<keqing_shared::staff::Staff>,
     },
+    NonPatient {
+        log_id: String,
+        office: String,
+        calls: Vec<keqing_shared::records::NonPatientCall>,
+    },
 }
 
 impl Projected {
@@ -305,6 +315,7 @@ impl Projected {
         match self {
             Projected::Dossier { view, .. } => view.id.clone(),
             Projected::Roster { office, .. } => format!("roster-{office}"),
+            Projected::NonPatient { log_id, .. } => log_id.clone(),
         }
     }
 }
@@ -757,6 +768,11 @@ impl SqliteStore {
                 Projected::Roster { office, staff } => {
                     keqing_projection::project_staff(&tx, office, staff)?
                 }
+                Projected::NonPatient {
+                    log_id,
+                    office,
+                    calls,
+                } => keqing_projection::project_nonpatient(&tx, log_id, office, calls)?,
             }
         }
         // Nearly always empty: one look spares a delete per document.

@@ -27,9 +27,18 @@
 //! - **typical cases**: patients flagged by the end of the range, and flagged
 //!   within it. **problems**: opened in the range, open at its end, resolved
 //!   in it.
+//! - **non-patient calls** (非正常咨询): by kind, in the range; they are not
+//!   calls, callers or anything of the funnel.
+//! - **not-bought reasons** (未购原因): the visits in the range that did not
+//!   buy, by the reason given (per office, nationally, per staff member).
+//! - **categories** (客户分类): live dossiers by primary category as they
+//!   stand now, lapse judged at the end of the range, and the flags 典型 and
+//!   问题 (see [`crate::lists`]).
 
 use crate::followup::Slot;
+use crate::lists::Category;
 use crate::office::OFFICES;
+use crate::records::{NonPatientKind, NotBoughtReason};
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -53,6 +62,29 @@ pub struct VisitFact {
     pub at: NaiveDateTime,
     pub staff: String,
     pub purchased: bool,
+    /// Why it did not buy (`None` when it did).
+    pub reason: Option<NotBoughtReason>,
+}
+
+/// A non-patient call (非正常咨询).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonPatientFact {
+    pub office: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub kind: NonPatientKind,
+}
+
+/// How many live dossiers of an office stand in each category at the end
+/// of the range, and carry each flag.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategoryCounts {
+    pub office: String,
+    /// In the order of [`Category::ALL`].
+    pub categories: [u64; 6],
+    pub typical: u64,
+    /// With a problem not yet resolved.
+    pub problem: u64,
 }
 
 /// A purchase, with its place in the patient's purchase history.
@@ -140,6 +172,10 @@ pub struct ReportRows {
     pub slot_counts: Vec<SlotCounts>,
     pub typical: Vec<MarkFact>,
     pub problems: Vec<ProblemFact>,
+    /// Non-patient calls made in the range.
+    pub nonpatient: Vec<NonPatientFact>,
+    /// Category counts per office.
+    pub categories: Vec<CategoryCounts>,
 }
 
 /// What a report covers.
@@ -286,6 +322,20 @@ pub struct StaffLine {
     pub buyers: u64,
     /// Of those, patients who have bought on two days or more.
     pub repeat_buyers: u64,
+    /// The visits this person received that did not buy, by reason (every
+    /// reason of the list, in its order).
+    pub not_bought_reasons: Vec<Count>,
+}
+
+/// Counts under fixed labels, for one office or the total.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Breakdown {
+    /// Office code, or "total".
+    pub office: String,
+    /// Province name (合计 for the total).
+    pub name: String,
+    /// Every label of its list, in the list's order, zeros included.
+    pub counts: Vec<Count>,
 }
 
 /// A report over a scope and a range of days.
@@ -302,6 +352,12 @@ pub struct Report {
     pub by_disease: Vec<Count>,
     pub by_day: Vec<DayLine>,
     pub staff: Vec<StaffLine>,
+    /// 非正常咨询 by kind: one breakdown per office, then the total.
+    pub nonpatient_calls: Vec<Breakdown>,
+    /// 未购原因: one breakdown per office, then the total.
+    pub not_bought_reasons: Vec<Breakdown>,
+    /// 客户分类 (categories, then 典型 and 问题): per office, then the total.
+    pub categories: Vec<Breakdown>,
     /// Documents in scope (dossiers, staff rosters) the figures lack or
     /// hold an older state of: the server could not read them (they are
     /// listed by `keqing-server unreadable`). Normally 0.
@@ -412,6 +468,8 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     }
     // Conversion of each caller by the end of the range.
     let mut came: HashMap<&str, Vec<NaiveDateTime>> = HashMap::new();
+    let mut not_bought: BTreeMap<(String, NotBoughtReason), u64> = BTreeMap::new();
+    let mut staff_not_bought: BTreeMap<(String, String, NotBoughtReason), u64> = BTreeMap::new();
     let mut bought: HashMap<&str, Vec<NaiveDateTime>> = HashMap::new();
     for v in rows
         .visits
@@ -422,6 +480,12 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         l.visits += 1;
         l.visits_bought += u64::from(v.purchased);
         person(&mut staff, &v.office, &v.staff).visits += 1;
+        if let (false, Some(r)) = (v.purchased, v.reason) {
+            *not_bought.entry((v.office.clone(), r)).or_default() += 1;
+            *staff_not_bought
+                .entry((v.office.clone(), v.staff.clone(), r))
+                .or_default() += 1;
+        }
         days.entry(v.at.date()).or_default().visits += 1;
         came.entry(&v.dossier).or_default().push(v.at);
     }
@@ -528,6 +592,37 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         }
     }
 
+    let mut nonpatient: BTreeMap<(String, NonPatientKind), u64> = BTreeMap::new();
+    for c in rows
+        .nonpatient
+        .iter()
+        .filter(|c| in_range(&c.at) && wanted(&c.office))
+    {
+        *nonpatient.entry((c.office.clone(), c.kind)).or_default() += 1;
+    }
+    let mut categories: BTreeMap<String, CategoryCounts> = BTreeMap::new();
+    for c in rows.categories.iter().filter(|c| wanted(&c.office)) {
+        let e = categories.entry(c.office.clone()).or_default();
+        for (n, m) in e.categories.iter_mut().zip(c.categories) {
+            *n += m;
+        }
+        e.typical += c.typical;
+        e.problem += c.problem;
+    }
+    let offices: Vec<String> = lines.keys().cloned().collect();
+    for ((office, name), s) in staff.iter_mut() {
+        s.not_bought_reasons = NotBoughtReason::ALL
+            .iter()
+            .map(|r| Count {
+                label: r.chinese().into(),
+                count: staff_not_bought
+                    .get(&(office.clone(), name.clone(), *r))
+                    .copied()
+                    .unwrap_or(0),
+            })
+            .collect();
+    }
+
     let mut total = Line {
         office: "total".into(),
         name: "合计".into(),
@@ -581,10 +676,87 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             })
             .collect(),
         staff: staff.into_values().collect(),
+        nonpatient_calls: breakdowns(&offices, |office| {
+            NonPatientKind::ALL
+                .iter()
+                .map(|k| {
+                    let n = nonpatient
+                        .get(&(office.to_string(), *k))
+                        .copied()
+                        .unwrap_or(0);
+                    (k.chinese(), n)
+                })
+                .collect()
+        }),
+        not_bought_reasons: breakdowns(&offices, |office| {
+            NotBoughtReason::ALL
+                .iter()
+                .map(|r| {
+                    let n = not_bought
+                        .get(&(office.to_string(), *r))
+                        .copied()
+                        .unwrap_or(0);
+                    (r.chinese(), n)
+                })
+                .collect()
+        }),
+        categories: breakdowns(&offices, |office| {
+            let c = categories.get(office).cloned().unwrap_or_default();
+            Category::ALL
+                .iter()
+                .zip(c.categories)
+                .map(|(cat, n)| (cat.chinese(), n))
+                .chain([("典型", c.typical), ("问题", c.problem)])
+                .collect()
+        }),
         // The rows say nothing of what could not be read: the server, which
         // knows, sets it.
         unreadable: 0,
     }
+}
+
+/// One breakdown per office of `offices` (counts by `count_of`), then their
+/// total.
+fn breakdowns(
+    offices: &[String],
+    count_of: impl Fn(&str) -> Vec<(&'static str, u64)>,
+) -> Vec<Breakdown> {
+    let mut out: Vec<Breakdown> = offices
+        .iter()
+        .map(|code| Breakdown {
+            office: code.clone(),
+            name: crate::office::office(code)
+                .map(|o| o.name.to_string())
+                .unwrap_or_else(|_| code.clone()),
+            counts: count_of(code)
+                .into_iter()
+                .map(|(label, count)| Count {
+                    label: label.to_string(),
+                    count,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut total = Breakdown {
+        office: "total".into(),
+        name: "合计".into(),
+        counts: out.first().map_or_else(Vec::new, |b| {
+            b.counts
+                .iter()
+                .map(|c| Count {
+                    label: c.label.clone(),
+                    count: 0,
+                })
+                .collect()
+        }),
+    };
+    for b in &out {
+        for (t, c) in total.counts.iter_mut().zip(&b.counts) {
+            t.count += c.count;
+        }
+    }
+    out.push(total);
+    out
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::records::{NonPatientKind, NotBoughtReason};
 use crate::when::{parse_date, parse_datetime};
 
 fn t(s: &str) -> NaiveDateTime {
@@ -27,6 +28,7 @@ fn visit(office: &str, dossier: &str, at: &str, purchased: bool) -> VisitFact {
         at: t(at),
         staff: "王医生".into(),
         purchased,
+        reason: (!purchased).then_some(NotBoughtReason::Price),
     }
 }
 
@@ -247,4 +249,124 @@ fn national_has_every_province_and_the_total_is_their_sum() {
     assert_eq!(zj.lines.len(), 1);
     assert_eq!(zj.total.calls, 2);
     assert_eq!(zj.lines[0], *line("33"));
+}
+
+#[test]
+fn non_patient_calls_reasons_and_categories_count_per_office_and_sum_nationally() {
+    let rows = ReportRows {
+        calls: vec![call("44", "a", "2026-11-20T09:00", "李娜", "电视")],
+        visits: vec![
+            visit("44", "a", "2026-11-20T10:00", false),
+            VisitFact {
+                reason: Some(NotBoughtReason::Family),
+                ..visit("11", "b", "2026-11-21T10:00", false)
+            },
+            visit("11", "c", "2026-11-21T11:00", true),
+        ],
+        nonpatient: vec![
+            NonPatientFact {
+                office: "44".into(),
+                at: t("2026-11-20T11:00"),
+                staff: "李娜".into(),
+                kind: NonPatientKind::WrongNumber,
+            },
+            NonPatientFact {
+                office: "11".into(),
+                at: t("2026-11-21T11:00"),
+                staff: "王芳".into(),
+                kind: NonPatientKind::Press,
+            },
+            // Outside the range: not counted.
+            NonPatientFact {
+                office: "11".into(),
+                at: t("2026-11-25T11:00"),
+                staff: "王芳".into(),
+                kind: NonPatientKind::Press,
+            },
+        ],
+        categories: vec![
+            CategoryCounts {
+                office: "44".into(),
+                categories: [3, 1, 0, 0, 0, 0],
+                typical: 1,
+                problem: 0,
+            },
+            CategoryCounts {
+                office: "11".into(),
+                categories: [0, 1, 2, 0, 1, 1],
+                typical: 0,
+                problem: 2,
+            },
+        ],
+        ..Default::default()
+    };
+    let national = build(&Scope::National, d("2026-11-20"), d("2026-11-21"), &rows);
+    // Non-patient calls are not calls.
+    assert_eq!(national.total.calls, 1);
+    let of = |list: &[Breakdown], office: &str, label: &str| {
+        list.iter()
+            .find(|b| b.office == office)
+            .and_then(|b| b.counts.iter().find(|c| c.label == label))
+            .map_or(0, |c| c.count)
+    };
+    assert_eq!(of(&national.nonpatient_calls, "44", "打错电话"), 1);
+    assert_eq!(of(&national.nonpatient_calls, "11", "媒体"), 1);
+    assert_eq!(of(&national.nonpatient_calls, "total", "媒体"), 1);
+    assert_eq!(of(&national.not_bought_reasons, "total", "价格"), 1);
+    assert_eq!(of(&national.not_bought_reasons, "total", "家属意见"), 1);
+    assert_eq!(of(&national.categories, "total", "未到堂"), 3);
+    assert_eq!(of(&national.categories, "total", "到堂未购"), 2);
+    assert_eq!(of(&national.categories, "total", "问题"), 2);
+    // Every breakdown: 27 provinces and the total, the total their sum.
+    for list in [
+        &national.nonpatient_calls,
+        &national.not_bought_reasons,
+        &national.categories,
+    ] {
+        assert_eq!(list.len(), 28);
+        let total = list.last().unwrap();
+        assert_eq!(total.office, "total");
+        for (i, c) in total.counts.iter().enumerate() {
+            let sum: u64 = list[..27].iter().map(|b| b.counts[i].count).sum();
+            assert_eq!(c.count, sum, "{}", c.label);
+        }
+    }
+    // An office's own report has the same line as the national one.
+    let gd = build(
+        &Scope::Office("44".into()),
+        d("2026-11-20"),
+        d("2026-11-21"),
+        &rows,
+    );
+    assert_eq!(
+        gd.nonpatient_calls[0],
+        national.nonpatient_calls[national
+            .nonpatient_calls
+            .iter()
+            .position(|b| b.office == "44")
+            .unwrap()]
+    );
+    let person = national
+        .staff
+        .iter()
+        .find(|s| s.staff == "王医生" && s.office == "11")
+        .unwrap();
+    assert_eq!(
+        person
+            .not_bought_reasons
+            .iter()
+            .find(|c| c.label == "家属意见")
+            .unwrap()
+            .count,
+        1
+    );
+    let text = crate::sheets::text(&national);
+    for title in [
+        "【非正常咨询】",
+        "【未购原因】",
+        "【客户分类】",
+        "【员工未购原因】",
+    ] {
+        assert!(text.contains(title), "{title}");
+    }
 }

@@ -4,6 +4,8 @@
 //! bytes or strings; writing them somewhere is the caller's business.
 
 use crate::DomainError;
+use crate::lists::Category;
+use crate::records::{NonPatientKind, NotBoughtReason};
 use crate::report::{Line, Report, Scope};
 use crate::table::Table;
 
@@ -266,7 +268,72 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             })
             .collect(),
     };
-    vec![conversion, care, sources, diseases, days, staff]
+    let breakdown_rows = |list: &[crate::report::Breakdown]| -> Vec<Vec<Cell>> {
+        list.iter()
+            .filter(|b| matches!(r.scope, Scope::National) || b.office != "total")
+            .map(|b| {
+                let mut row = vec![Cell::Text(b.office.clone()), Cell::Text(b.name.clone())];
+                row.extend(b.counts.iter().map(|c| int(c.count)));
+                row
+            })
+            .collect()
+    };
+    let with_place = |labels: Vec<&'static str>| -> Vec<&'static str> {
+        let mut h = vec!["代码", "省份"];
+        h.extend(labels);
+        h
+    };
+    let nonpatient = Sheet {
+        title: "非正常咨询",
+        headers: with_place(NonPatientKind::ALL.iter().map(|k| k.chinese()).collect()),
+        rows: breakdown_rows(&r.nonpatient_calls),
+    };
+    let not_bought = Sheet {
+        title: "未购原因",
+        headers: with_place(NotBoughtReason::ALL.iter().map(|k| k.chinese()).collect()),
+        rows: breakdown_rows(&r.not_bought_reasons),
+    };
+    let categories = Sheet {
+        title: "客户分类",
+        headers: with_place(
+            Category::ALL
+                .iter()
+                .map(|c| c.chinese())
+                .chain(["典型", "问题"])
+                .collect(),
+        ),
+        rows: breakdown_rows(&r.categories),
+    };
+    let staff_not_bought = Sheet {
+        title: "员工未购原因",
+        headers: {
+            let mut h = vec!["代码", "员工"];
+            h.extend(NotBoughtReason::ALL.iter().map(|k| k.chinese()));
+            h
+        },
+        rows: r
+            .staff
+            .iter()
+            .filter(|s| s.not_bought_reasons.iter().any(|c| c.count > 0))
+            .map(|s| {
+                let mut row = vec![Cell::Text(s.office.clone()), Cell::Text(s.staff.clone())];
+                row.extend(s.not_bought_reasons.iter().map(|c| int(c.count)));
+                row
+            })
+            .collect(),
+    };
+    vec![
+        conversion,
+        care,
+        sources,
+        diseases,
+        days,
+        staff,
+        nonpatient,
+        not_bought,
+        staff_not_bought,
+        categories,
+    ]
 }
 
 /// The report as terminal text: the title, then each section as a table.

@@ -87,7 +87,7 @@ fn full_patient_journey() {
         "--knows",
         "是",
         "--at",
-        "2026-11-20T09:30",
+        "2026-10-09T09:30",
     ]);
     let zhang = call.last_line().to_string();
     assert_eq!(zhang.len(), 36, "a UUID on the last line: {}", call.stdout);
@@ -106,7 +106,7 @@ fn full_patient_journey() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-20T10:00",
+        "2026-10-09T10:00",
     ]);
     // A second call from the same number (typed differently) finds the same dossier.
     let again = office.ok(&[
@@ -120,22 +120,22 @@ fn full_patient_journey() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-20T16:00",
+        "2026-10-09T16:00",
     ]);
     assert_eq!(again.last_line(), zhang);
 
     // Not visited: due from the next day, within 3 days.
-    assert!(due(&office, "2026-11-20").is_empty());
-    let d21 = due(&office, "2026-11-21");
+    assert!(due(&office, "2026-10-09").is_empty());
+    let d21 = due(&office, "2026-10-10");
     assert_eq!(d21.len(), 2);
     assert!(
         d21.iter()
             .all(|(_, r, overdue)| r == &["未到堂三日内回访"] && !overdue)
     );
 
-    followup(&office, &zhang, "2026-11-22T09:00");
+    followup(&office, &zhang, "2026-10-11T09:00");
     assert_eq!(
-        due(&office, "2026-11-22"),
+        due(&office, "2026-10-11"),
         [(
             "李四".to_string(),
             vec!["未到堂三日内回访".to_string()],
@@ -144,7 +144,7 @@ fn full_patient_journey() {
     );
     // 李四 is never called back: overdue after the third day.
     assert_eq!(
-        due(&office, "2026-11-24"),
+        due(&office, "2026-10-13"),
         [(
             "李四".to_string(),
             vec!["未到堂三日内回访".to_string()],
@@ -161,7 +161,7 @@ fn full_patient_journey() {
         "王医生",
         "--bought",
         "--at",
-        "2026-11-24T10:00",
+        "2026-10-13T10:00",
     ]);
     office.ok(&[
         "purchase",
@@ -176,7 +176,7 @@ fn full_patient_journey() {
         "--amount",
         "1280.50",
         "--runout",
-        "2026-12-24",
+        "2026-11-12",
         "--invoice",
         "No.0001",
         "--gifts",
@@ -184,16 +184,16 @@ fn full_patient_journey() {
         "--gift-receipt",
         "LP-7",
         "--at",
-        "2026-11-24T10:30",
+        "2026-10-13T10:30",
     ]);
 
-    // Days 1, 3, 6, 10, 15 after the purchase (11-24).
+    // Days 1, 3, 6, 10, 15 after the purchase (10-13).
     for (day, date) in [
-        (1, "2026-11-25"),
-        (3, "2026-11-27"),
-        (6, "2026-11-30"),
-        (10, "2026-12-04"),
-        (15, "2026-12-09"),
+        (1, "2026-10-14"),
+        (3, "2026-10-16"),
+        (6, "2026-10-19"),
+        (10, "2026-10-23"),
+        (15, "2026-10-28"),
     ] {
         let list = due(&office, date);
         let zhang_entry: Vec<_> = list.iter().filter(|(n, _, _)| n == "张三").collect();
@@ -212,13 +212,13 @@ fn full_patient_journey() {
     }
     // Between the fixed days nothing is due for 张三.
     assert!(
-        due(&office, "2026-12-01")
+        due(&office, "2026-10-20")
             .iter()
             .all(|(n, _, _)| n != "张三")
     );
 
     // Daily summaries, exact.
-    let full20 = full_report(&office, "2026-11-20");
+    let full20 = full_report(&office, "2026-10-09");
     let r20 = &full20["total"];
     assert_eq!(
         (r20["calls"].clone(), r20["callers"].clone()),
@@ -246,15 +246,15 @@ fn full_patient_journey() {
         ("李娜".into(), 3.into(), 2.into())
     );
 
-    let r23 = report(&office, "2026-11-23");
-    // Both non-visitor slots end on 11-23; 张三's was done on 11-22.
+    let r23 = report(&office, "2026-10-12");
+    // Both non-visitor slots end on 10-12; 张三's was done on 10-11.
     assert_eq!(
         r23["followups"],
         serde_json::json!({"done": 0, "due": 2, "due_done_on_time": 1, "overdue": 0,
                            "not_visited_due": 2, "not_visited_on_time": 1})
     );
 
-    let r24 = report(&office, "2026-11-24");
+    let r24 = report(&office, "2026-10-13");
     assert_eq!(
         (
             r24["visits"].clone(),
@@ -270,13 +270,13 @@ fn full_patient_journey() {
                            "not_visited_due": 0, "not_visited_on_time": 0})
     );
 
-    let r25 = report(&office, "2026-11-25");
+    let r25 = report(&office, "2026-10-14");
     assert_eq!(
         r25["followups"],
         serde_json::json!({"done": 1, "due": 1, "due_done_on_time": 1, "overdue": 1,
                            "not_visited_due": 0, "not_visited_on_time": 0})
     );
-    let staff25 = &full_report(&office, "2026-11-25")["staff"];
+    let staff25 = &full_report(&office, "2026-10-14")["staff"];
     assert_eq!(staff25.as_array().unwrap().len(), 1, "{staff25}");
     assert_eq!(
         (
@@ -286,8 +286,8 @@ fn full_patient_journey() {
         ),
         ("赵敏".into(), 1.into(), 1.into())
     );
-    // The purchase on 11-24 is 张三's first: a new buyer, not yet a repeat one.
-    let r24 = report(&office, "2026-11-24");
+    // The purchase on 10-13 is 张三's first: a new buyer, not yet a repeat one.
+    let r24 = report(&office, "2026-10-13");
     assert_eq!(
         (
             r24["buyers"].clone(),
@@ -304,10 +304,10 @@ fn full_patient_journey() {
     assert_eq!(d["patient"]["phones"], serde_json::json!(["13800138000"]));
     assert_eq!(d["calls"].as_array().unwrap().len(), 2);
     assert_eq!(d["followups"].as_array().unwrap().len(), 6);
-    assert_eq!(d["purchases"][0]["runout"], "2026-12-24");
+    assert_eq!(d["purchases"][0]["runout"], "2026-11-12");
     assert_eq!(d["purchases"][0]["gift_receipt"], "LP-7");
     let text = office.ok(&["patient", "13800138000"]).stdout;
-    assert!(text.contains("用药到期【2026-12-24】"), "{text}");
+    assert!(text.contains("用药到期【2026-11-12】"), "{text}");
 
     // Search by name, phone fragment, disease.
     for q in ["张三", "38000", "冠心病"] {
@@ -334,7 +334,7 @@ fn other_records_and_problem_lifecycle() {
             "--staff",
             "李娜",
             "--at",
-            "2026-11-20T09:00",
+            "2026-10-09T09:00",
         ])
         .last_line()
         .to_string();
@@ -345,11 +345,11 @@ fn other_records_and_problem_lifecycle() {
         "--staff",
         "李娜",
         "--admitted",
-        "2026-11-21",
+        "2026-10-10",
         "--hospital",
         "市人民医院",
         "--at",
-        "2026-11-21T12:00",
+        "2026-10-10T12:00",
     ]);
     office.ok(&[
         "greeting",
@@ -360,7 +360,7 @@ fn other_records_and_problem_lifecycle() {
         "--notes",
         "春节问候",
         "--at",
-        "2026-11-22T09:00",
+        "2026-10-11T09:00",
     ]);
     office.ok(&[
         "homevisit",
@@ -369,7 +369,7 @@ fn other_records_and_problem_lifecycle() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-23T09:00",
+        "2026-10-12T09:00",
     ]);
     office.ok(&[
         "delivery",
@@ -378,7 +378,7 @@ fn other_records_and_problem_lifecycle() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-23T15:00",
+        "2026-10-12T15:00",
     ]);
     office.ok(&[
         "typical",
@@ -389,7 +389,7 @@ fn other_records_and_problem_lifecycle() {
         "--notes",
         "血压稳定",
         "--at",
-        "2026-11-24T09:00",
+        "2026-10-13T09:00",
     ]);
     let problem = office
         .ok(&[
@@ -402,12 +402,12 @@ fn other_records_and_problem_lifecycle() {
             "--description",
             "投诉送货慢",
             "--at",
-            "2026-11-24T10:00",
+            "2026-10-13T10:00",
         ])
         .last_line()
         .to_string();
     // A problem is called back at once.
-    let list = office.ok(&["due", "--date", "2026-11-24", "--json"]).json();
+    let list = office.ok(&["due", "--date", "2026-10-13", "--json"]).json();
     assert!(
         list[0]["slots"]
             .as_array()
@@ -423,7 +423,7 @@ fn other_records_and_problem_lifecycle() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-24T11:00",
+        "2026-10-13T11:00",
     ]);
     office.ok(&[
         "problem",
@@ -437,7 +437,7 @@ fn other_records_and_problem_lifecycle() {
         "--resolution",
         "已道歉补送",
         "--at",
-        "2026-11-25T11:00",
+        "2026-10-14T11:00",
     ]);
     let d = office.ok(&["patient", "01065529988", "--json"]).json();
     let d = &d["dossier"];
@@ -448,8 +448,8 @@ fn other_records_and_problem_lifecycle() {
     assert_eq!(d["typical"]["flagged"], true);
     assert_eq!(d["problems"][0]["state"], "resolved");
     assert_eq!(d["problems"][0]["resolution"], "已道歉补送");
-    assert_eq!(d["problems"][0]["handling_at"], "2026-11-24T11:00:00");
-    // The home visit on 11-23 satisfied the hospital call-back (late).
+    assert_eq!(d["problems"][0]["handling_at"], "2026-10-13T11:00:00");
+    // The home visit on 10-12 satisfied the hospital call-back (late).
     let slots = office.ok(&["patient", &id, "--json"]).json()["slots"].clone();
     let hosp = slots
         .as_array()
@@ -458,7 +458,7 @@ fn other_records_and_problem_lifecycle() {
         .find(|s| s["reason"] == "住院立即回访")
         .unwrap()
         .clone();
-    assert_eq!(hosp["satisfied_at"], "2026-11-23T09:00:00");
+    assert_eq!(hosp["satisfied_at"], "2026-10-12T09:00:00");
 }
 
 #[test]
@@ -477,7 +477,7 @@ fn same_name_and_age_finds_the_dossier_and_similar_ones_are_reported() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-20T09:00",
+        "2026-10-09T09:00",
     ]);
     // Same name, age within 1, another phone: the same patient, phone added.
     let b = office.ok(&[
@@ -493,7 +493,7 @@ fn same_name_and_age_finds_the_dossier_and_similar_ones_are_reported() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-21T09:00",
+        "2026-10-10T09:00",
     ]);
     assert_eq!(a.last_line(), b.last_line());
     let p = office.ok(&["patient", "13800000002", "--json"]).json();
@@ -515,7 +515,7 @@ fn same_name_and_age_finds_the_dossier_and_similar_ones_are_reported() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-22T09:00",
+        "2026-10-11T09:00",
     ]);
     assert_ne!(c.last_line(), a.last_line());
     assert!(
@@ -534,7 +534,7 @@ fn same_name_and_age_finds_the_dossier_and_similar_ones_are_reported() {
         "--staff",
         "李娜",
         "--at",
-        "2026-11-22T10:00",
+        "2026-10-11T10:00",
         "--json",
     ]);
     let d = d.json();

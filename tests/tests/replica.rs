@@ -184,7 +184,7 @@ fn the_due_list_query_agrees_with_the_rules_on_every_day() {
     for k in 0..75 {
         let d = start + chrono::Duration::days(k);
         let mut from_query: Vec<(String, usize)> = desk
-            .due(d)
+            .due(d, None)
             .unwrap()
             .into_iter()
             .map(|e| (e.dossier_id, e.slots.len()))

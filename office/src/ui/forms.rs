@@ -290,6 +290,7 @@ pub fn action_edit(action: Action, form: &FormData) -> Result<Edit, FormErrors> 
                 at,
                 purchased: form.ticked("purchased"),
                 reason_not_bought: form.optional("reason"),
+                reason_text: form.optional("reason_text"),
                 notes: form.optional("notes"),
             })
         }

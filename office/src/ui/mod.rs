@@ -228,7 +228,7 @@ async fn today(
         Some(d) => parse_date(d).map_err(ClientError::from)?,
         None => frame.today,
     };
-    let list = app.desk(move |d| d.due(day)).await?;
+    let list = app.desk(move |d| d.due(day, None)).await?;
     Ok(pages::today(
         &frame,
         day,
@@ -418,7 +418,7 @@ async fn action_again(
         errors: &errors,
     };
     let page = if let Some(day) = list_day(back, frame.today) {
-        let list = app.desk(move |d| d.due(day)).await?;
+        let list = app.desk(move |d| d.due(day, None)).await?;
         pages::today(&frame, day, &list, None, Some(&failed))
     } else {
         let target = id.to_string();

@@ -574,10 +574,37 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
             },
         });
     }
+    for d in &v.deliveries {
+        out.push(TimelineEntry {
+            at: d.at,
+            kind: "外送",
+            body: html! {
+                (d.staff) " · " strong { (d.state().chinese()) }
+                @if let Some(p) = &d.product { " " (p) }
+                @if let Some(q) = d.quantity { " " (q) "盒" }
+                @if let Some(a) = &d.address { " 送至 " (a) }
+                @if let Some(due) = d.due { " 限 " (fmt_date(due)) }
+                @if let Some(r) = &d.status_reason { " （" (r) "）" }
+                @if let Some(n) = &d.notes { " · " (n) }
+            },
+        });
+    }
+    for c in &v.plan {
+        out.push(TimelineEntry {
+            at: c.at,
+            kind: "回访计划",
+            body: html! {
+                (c.staff) " · " (c.action.chinese())
+                @if let Some(d) = c.date { " " (fmt_date(d)) }
+                @if let Some(r) = c.reason { " " (r.chinese()) }
+                @if let Some(a) = &c.assignee { " → " (a) }
+                @if let Some(n) = &c.notes { " · " (n) }
+            },
+        });
+    }
     for (kind, contacts) in [
         ("问候", v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>()),
         ("家访", v.home_visits.iter().map(|g| &g.0).collect()),
-        ("外送", v.deliveries.iter().map(|g| &g.0).collect()),
     ] {
         for c in contacts {
             out.push(TimelineEntry {
