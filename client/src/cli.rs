@@ -590,7 +590,7 @@ enum PlanCommand {
 
 #[derive(Args, Debug)]
 struct ListArgs {
-    /// 未购原因 one list: 未到堂, 到堂未购, 已购, 复购, 流失, 停访 (or their
+    /// One category's list (分类): 未到堂, 到堂未购, 已购, 复购, 流失, 停访 (or their
     /// codes); without it, the counts
     #[arg(long, conflicts_with_all = ["typical", "problem"])]
     category: Option<String>,

@@ -205,26 +205,10 @@ pub enum PlanStep {
     },
 }
 
-/// The latest a record may be dated ahead of this device's clock: a day
-/// (an evening entry of tomorrow's appointment is fine; a typo in the year
-/// or a wrong clock is not).
-const MAX_AHEAD: chrono::Duration = chrono::Duration::days(1);
-
-/// Refuses a record time more than [`MAX_AHEAD`] after this device's clock.
+/// Refuses a record time more than a day after this device's clock (the
+/// domain's rule, [`keqing_shared::when::check_not_ahead`]).
 fn check_time(field: &'static str, at: NaiveDateTime) -> Result<()> {
-    let now = now_cst();
-    if at > now + MAX_AHEAD {
-        return Err(keqing_shared::DomainError::invalid(
-            field,
-            format!(
-                "{} 晚于本机时间一天以上 is more than a day after this computer's clock ({}): a typo in the date, or a wrong clock?",
-                keqing_shared::when::fmt_datetime(at),
-                keqing_shared::when::fmt_datetime(now)
-            ),
-        )
-        .into());
-    }
-    Ok(())
+    Ok(keqing_shared::when::check_not_ahead(field, at, now_cst())?)
 }
 
 /// A visit's reason for not buying as stored: one of the list (by name or
@@ -251,6 +235,13 @@ fn not_bought_reason(reason: &Option<String>, text: &Option<String>) -> Result<O
         return Err(keqing_shared::DomainError::invalid(
             "reason_text",
             "only 其他 takes a text (say more in the visit's notes)",
+        )
+        .into());
+    }
+    if text.is_none() && r == NotBoughtReason::Other {
+        return Err(keqing_shared::DomainError::invalid(
+            "reason_text",
+            "其他 needs its text: what the reason was (请写明原因)",
         )
         .into());
     }

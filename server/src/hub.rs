@@ -855,6 +855,20 @@ fn check_document(
             ));
         }
     }
+    // A record dated more than a day after HQ's clock was typed wrong or
+    // made on a device whose clock is wrong: it would sit in every report
+    // of a day to come. The device's own check uses its own clock.
+    let now = keqing_host::now_cst();
+    for (k, c) in changes.iter().enumerate() {
+        if let Some(at) = keqing_shared::dossier::latest_record_time(c) {
+            keqing_shared::when::check_not_ahead("at", at, now).map_err(|e| {
+                (
+                    SyncError::invalid(format!("{doc_id}: a record's time: {e}")),
+                    Some(k),
+                )
+            })?;
+        }
+    }
     let entries = changes
         .iter()
         .map(|c| NewLogEntry {

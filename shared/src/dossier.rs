@@ -294,6 +294,29 @@ pub fn creation_of(changes: &[automerge::Change]) -> Creation {
     creation
 }
 
+/// The latest record time (a record's `at`) a change writes, if any: what
+/// a server receiving the change holds against its own clock
+/// ([`crate::when::check_not_ahead`]).
+pub fn latest_record_time(change: &automerge::Change) -> Option<chrono::NaiveDateTime> {
+    use automerge::legacy::{Key, OpType};
+    // Keys are stored as length-prefixed strings: most changes (a patient
+    // field, a merge) write no `at` and are not decoded.
+    if !change.raw_bytes().windows(3).any(|w| w == b"\x02at") {
+        return None;
+    }
+    change
+        .decode()
+        .operations
+        .iter()
+        .filter_map(|op| match (&op.key, &op.action) {
+            (Key::Map(key), OpType::Put(ScalarValue::Str(s))) if key.as_str() == "at" => {
+                crate::when::read_stored_datetime(s)
+            }
+            _ => None,
+        })
+        .max()
+}
+
 /// A dossier document with the actor of the device editing it.
 pub struct Dossier {
     doc: Automerge,

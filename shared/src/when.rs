@@ -46,6 +46,31 @@ fn check_year(d: NaiveDate) -> Result<NaiveDate, DomainError> {
     }
 }
 
+/// How far after the clock that records it a record's time may be (an
+/// evening entry of tomorrow morning's appointment is fine; a typo in the
+/// year or a wrong clock is not).
+pub const MAX_AHEAD: chrono::Duration = chrono::Duration::days(1);
+
+/// Refuses a record time `at` more than [`MAX_AHEAD`] after `now`, the
+/// clock of whoever records or receives it (`field` names the input).
+pub fn check_not_ahead(
+    field: &'static str,
+    at: NaiveDateTime,
+    now: NaiveDateTime,
+) -> Result<(), DomainError> {
+    if at > now + MAX_AHEAD {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "{} 晚于本机时间一天以上 is more than a day after the clock ({}): a typo in the date, or a wrong clock?",
+                fmt_datetime(at),
+                fmt_datetime(now)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 // Stored dates are written and read by the thousand (a dossier's
 // projection rows, the day's follow-up list): the fixed forms are done by
 // hand, byte for byte what chrono's `%Y-%m-%d` / `%Y-%m-%dT%H:%M:%S` give

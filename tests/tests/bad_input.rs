@@ -34,6 +34,8 @@ fn bad_input_is_refused_and_changes_nothing() {
         )
     };
     let before = snapshot();
+    let next_year =
+        keqing_shared::when::fmt_datetime(keqing_host::now_cst() + chrono::Duration::days(365));
     let call = |phone: &str, at: &str, staff: &str| {
         vec![
             "call", "--phone", phone, "--name", "张三", "--source", "电视", "--staff", staff,
@@ -121,6 +123,136 @@ fn bad_input_is_refused_and_changes_nothing() {
             "unknown role",
         ),
         (args(&["due", "--date", "2026-11-31"]), "invalid date"),
+        // A year typed wrong: more than a day after this computer's clock.
+        (
+            call("13800138000", &next_year, "李娜"),
+            "晚于本机时间一天以上",
+        ),
+        (
+            args(&[
+                "visit",
+                "--patient",
+                &id,
+                "--staff",
+                "李娜",
+                "--at",
+                &next_year,
+            ]),
+            "晚于本机时间一天以上",
+        ),
+        (
+            args(&[
+                "visit",
+                "--patient",
+                &id,
+                "--staff",
+                "李娜",
+                "--reason",
+                "太贵了",
+            ]),
+            "reason",
+        ),
+        (
+            args(&[
+                "visit",
+                "--patient",
+                &id,
+                "--staff",
+                "李娜",
+                "--reason",
+                "其他",
+            ]),
+            "reason",
+        ),
+        (
+            args(&[
+                "nonpatient",
+                "--phone",
+                "13700000000",
+                "--kind",
+                "推销员",
+                "--staff",
+                "李娜",
+            ]),
+            "kind",
+        ),
+        (
+            args(&[
+                "nonpatient",
+                "--kind",
+                "骚扰",
+                "--staff",
+                "李娜",
+                "--at",
+                &next_year,
+            ]),
+            "晚于本机时间一天以上",
+        ),
+        (
+            args(&["nonpatient", "--kind", "骚扰", "--staff", "无名"]),
+            "unknown staff",
+        ),
+        (
+            args(&[
+                "plan",
+                "stop",
+                "--patient",
+                &id,
+                "--staff",
+                "李娜",
+                "--reason",
+                "出差",
+            ]),
+            "reason",
+        ),
+        (
+            args(&[
+                "plan",
+                "assign",
+                "--patient",
+                &id,
+                "--staff",
+                "李娜",
+                "--to",
+                "无名",
+            ]),
+            "unknown staff",
+        ),
+        (
+            args(&["plan", "resume", "--patient", &id, "--staff", "李娜"]),
+            "not stopped",
+        ),
+        (
+            args(&[
+                "plan",
+                "add",
+                "--patient",
+                &id,
+                "--staff",
+                "李娜",
+                "--date",
+                "2026-02-30",
+            ]),
+            "invalid date",
+        ),
+        (
+            args(&[
+                "delivery",
+                "--patient",
+                &id,
+                "--staff",
+                "李娜",
+                "--product",
+                "药",
+                "--quantity=-2",
+            ]),
+            "quantity",
+        ),
+        (
+            args(&["deliver", "--patient", &id, "--staff", "李娜"]),
+            "no pending delivery",
+        ),
+        (args(&["list", "--category", "大客户"]), "category"),
         (
             args(&["init", "--office", "44", "--device", "x"]),
             "already holds",

@@ -781,3 +781,74 @@ fn a_change_rewriting_whose_dossier_it_is_is_refused() {
         "{dump}"
     );
 }
+
+/// A record dated more than a day after HQ's clock (a device with a wrong
+/// clock, or a typo past the device's own check) is refused at the hub by
+/// the change that writes it, with a reason naming the time; a record of
+/// today from the same device goes in.
+#[test]
+fn a_record_dated_past_tomorrow_is_refused_by_the_hub() {
+    use keqing_proto::SyncHandler;
+    use keqing_server::store::SyncStore;
+    use keqing_shared::records::{PlanAction, PlanChange};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store_with_office_device(tmp.path());
+    let check = store.reopen().unwrap();
+    let hub = in_process_hub(store);
+    let rt = rt();
+    let actor = ActorId::random();
+    rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+        .unwrap();
+    let id = "01a21111-0000-7000-8000-0000000000e1";
+    let (mut dossier, created) = new_dossier(id, "44", &actor);
+    let plan = |n: u64, at: chrono::NaiveDateTime| PlanChange {
+        id: format!("plan-{n}"),
+        at,
+        staff: "赵敏".into(),
+        action: PlanAction::Extra,
+        date: Some(at.date()),
+        reason: None,
+        assignee: None,
+        notes: None,
+    };
+    let now = keqing_host::now_cst();
+    let today = dossier
+        .edit(2, |tx| tx.add_plan_change(&plan(1, now)))
+        .unwrap()
+        .unwrap();
+    let wrong_year = now + chrono::Duration::days(366);
+    let ahead = dossier
+        .edit(3, |tx| tx.add_plan_change(&plan(2, wrong_year)))
+        .unwrap()
+        .unwrap();
+    let e = rt
+        .block_on(hub.push(
+            "gd".into(),
+            vec![env(id, &created), env(id, &today), env(id, &ahead)],
+        ))
+        .unwrap_err();
+    assert_eq!(e.kind, SyncErrorKind::InvalidArgument, "{e:?}");
+    assert_eq!(e.change, Some(2), "the refusal names the change: {e:?}");
+    let shown = keqing_shared::when::fmt_datetime(wrong_year);
+    assert!(
+        e.message.contains(&shown) && e.message.contains("晚于"),
+        "{e:?}"
+    );
+    assert_eq!(check.max_seq().unwrap(), 0, "nothing stored");
+    let ack = rt
+        .block_on(hub.push("gd".into(), vec![env(id, &created), env(id, &today)]))
+        .unwrap();
+    assert_eq!(ack.accepted, 2);
+    // Less than a day ahead (tomorrow morning's appointment entered
+    // tonight) is fine.
+    let tomorrow = dossier
+        .edit(4, |tx| {
+            tx.add_plan_change(&plan(3, now + chrono::Duration::hours(23)))
+        })
+        .unwrap()
+        .unwrap();
+    let ack = rt
+        .block_on(hub.push("gd".into(), vec![env(id, &tomorrow)]))
+        .unwrap();
+    assert_eq!(ack.accepted, 1);
+}
