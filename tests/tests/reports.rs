@@ -34,8 +34,29 @@ struct Expected {
     problems_opened: u64,
 }
 
-/// One device's day of work on `day` (20..=22): new callers, and visits,
-/// purchases and follow-ups for patients it registered before.
+/// What was generated per office for the sections of the office's whole
+/// day: non-patient calls and not-bought reasons by label, the patients
+/// whose follow-ups were stopped.
+#[derive(Debug, Default, Clone)]
+struct ExpectedDay {
+    nonpatient: BTreeMap<String, u64>,
+    reasons: BTreeMap<String, u64>,
+    stopped: std::collections::BTreeSet<String>,
+}
+
+const NONPATIENT_KINDS: [&str; 6] = ["打错电话", "同行", "媒体", "骚扰", "推销", "其他"];
+const REASONS: [&str; 6] = [
+    "价格",
+    "疗效疑虑",
+    "家属意见",
+    "在用其他药",
+    "考虑中",
+    "其他",
+];
+
+/// One device's day of work on `day` (20..=22): new callers and
+/// non-patient calls, and visits (with reasons for not buying), purchases,
+/// follow-ups and plan stops for patients it registered before.
 fn work(
     o: &Office,
     rng: &mut Rng,
@@ -43,7 +64,24 @@ fn work(
     prefix: u64,
     patients: &mut Vec<String>,
     e: &mut Expected,
+    x: &mut ExpectedDay,
 ) {
+    for _ in 0..rng.below(3) {
+        let kind = NONPATIENT_KINDS[rng.below(6) as usize];
+        let at = format!("2026-11-{day}T08:{:02}", rng.below(60));
+        o.ok(&[
+            "nonpatient",
+            "--phone",
+            "02088880000",
+            "--kind",
+            kind,
+            "--staff",
+            "咨询员",
+            "--at",
+            &at,
+        ]);
+        *x.nonpatient.entry(kind.to_string()).or_default() += 1;
+    }
     for i in 0..4 {
         let phone = format!("139{prefix:04}{:04}", patients.len());
         let at = format!("2026-11-{day}T{:02}:{:02}", 9 + i, rng.below(60));
@@ -75,8 +113,24 @@ fn work(
         let at = |h: u32| format!("2026-11-{day}T{h:02}:30");
         match rng.below(4) {
             0 => {
-                o.ok(&["visit", "--patient", p, "--staff", "专家", "--at", &at(14)]);
+                let reason = REASONS[rng.below(6) as usize];
+                let typed = match reason {
+                    "其他" => "其他：子女在外地".to_string(),
+                    r => r.to_string(),
+                };
+                o.ok(&[
+                    "visit",
+                    "--patient",
+                    p,
+                    "--staff",
+                    "专家",
+                    "--reason",
+                    &typed,
+                    "--at",
+                    &at(14),
+                ]);
                 e.visits += 1;
+                *x.reasons.entry(reason.to_string()).or_default() += 1;
             }
             1 => {
                 o.ok(&[
@@ -136,6 +190,20 @@ fn work(
                         &at(17),
                     ]);
                     e.problems_opened += 1;
+                } else if rng.below(2) == 0 && !x.stopped.contains(p) {
+                    o.ok(&[
+                        "plan",
+                        "stop",
+                        "--patient",
+                        p,
+                        "--staff",
+                        "回访员",
+                        "--reason",
+                        "迁出",
+                        "--at",
+                        &at(17),
+                    ]);
+                    x.stopped.insert(p.clone());
                 }
             }
         }
@@ -194,12 +262,14 @@ fn national_report_agrees_with_offices_events_and_a_rebuild() {
 
     let mut rng = Rng(7);
     let mut expected: BTreeMap<&str, Expected> = BTreeMap::new();
+    let mut expected_day: BTreeMap<&str, ExpectedDay> = BTreeMap::new();
     let devices: [(&Office, &str, u64); 3] = [(&gd1, "44", 1), (&gd2, "44", 2), (&zj, "33", 3)];
     let mut patients: Vec<Vec<String>> = vec![Vec::new(); 3];
     for day in 20..=22 {
         for (i, (o, office, prefix)) in devices.iter().enumerate() {
             let e = expected.entry(office).or_default();
-            work(o, &mut rng, day, *prefix, &mut patients[i], e);
+            let x = expected_day.entry(office).or_default();
+            work(o, &mut rng, day, *prefix, &mut patients[i], e, x);
         }
         // Everyone syncs at the end of the day: the projector follows the
         // log in several rounds, as it would in production.
@@ -259,6 +329,79 @@ fn national_report_agrees_with_offices_events_and_a_rebuild() {
     }
     assert_eq!(line("11")["calls"], 0);
 
+    // The sections of the office's whole day: the total is the sum of the
+    // offices' breakdowns, label by label, and each office's holds what was
+    // generated there (non-patient calls are not consultation calls).
+    let by_label = |b: &Value| -> BTreeMap<String, u64> {
+        b["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["label"].as_str().unwrap().to_string(),
+                    c["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let breakdown = |report: &Value, section: &str, office: &str| -> BTreeMap<String, u64> {
+        let b = report[section].as_array().unwrap();
+        by_label(
+            b.iter()
+                .find(|b| b["office"] == office)
+                .unwrap_or_else(|| panic!("{section} has no breakdown for {office}: {report}")),
+        )
+    };
+    let nonzero = |m: &BTreeMap<String, u64>| -> BTreeMap<String, u64> {
+        m.iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| (k.clone(), *n))
+            .collect()
+    };
+    for section in ["nonpatient_calls", "not_bought_reasons", "categories"] {
+        let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+        let offices = national[section].as_array().unwrap();
+        for b in offices.iter().filter(|b| b["office"] != "total") {
+            for (label, n) in by_label(b) {
+                *sums.entry(label).or_default() += n;
+            }
+        }
+        assert_eq!(sums, breakdown(&national, section, "total"), "{section}");
+        assert!(sums.values().sum::<u64>() > 0, "{section} is exercised");
+    }
+    for (code, x) in &expected_day {
+        assert_eq!(
+            nonzero(&breakdown(&national, "nonpatient_calls", code)),
+            x.nonpatient,
+            "office {code}"
+        );
+        assert_eq!(
+            nonzero(&breakdown(&national, "not_bought_reasons", code)),
+            x.reasons,
+            "office {code}"
+        );
+        let categories = breakdown(&national, "categories", code);
+        assert_eq!(categories["停访"], x.stopped.len() as u64, "office {code}");
+        let primary: u64 = ["未到堂", "到堂未购", "已购", "复购", "流失", "停访"]
+            .iter()
+            .map(|c| categories[*c])
+            .sum();
+        assert_eq!(primary, expected[code].callers, "one category per dossier");
+        assert_eq!(categories["问题"] > 0, expected[code].problems_opened > 0);
+        // Per staff member, the reasons add up to the office's.
+        let mut staff_sum: BTreeMap<String, u64> = BTreeMap::new();
+        for s in national["staff"].as_array().unwrap() {
+            if s["office"] == *code {
+                for (label, n) in by_label(&serde_json::json!({"counts": s["not_bought_reasons"]}))
+                {
+                    *staff_sum.entry(label).or_default() += n;
+                }
+            }
+        }
+        assert_eq!(nonzero(&staff_sum), x.reasons, "staff of {code}");
+    }
+
     // Each province line equals that office's own report of the same days,
     // computed offline on each of its devices.
     for (o, code, _) in devices {
@@ -267,6 +410,13 @@ fn national_report_agrees_with_offices_events_and_a_rebuild() {
             .json();
         assert_eq!(own["lines"].as_array().unwrap().len(), 1);
         assert_eq!(own["lines"][0], line(code), "office {code}'s own report");
+        for section in ["nonpatient_calls", "not_bought_reasons", "categories"] {
+            assert_eq!(
+                breakdown(&own, section, code),
+                breakdown(&national, section, code),
+                "office {code}'s own {section}"
+            );
+        }
     }
     // Day by day, the office's daily summaries add up to the range.
     let mut calls_by_day = 0;

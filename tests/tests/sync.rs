@@ -654,3 +654,142 @@ fn a_device_does_not_pull_back_what_it_just_pushed_but_gets_everything_else() {
     b.ok(&["sync"]);
     assert_eq!(a.heads(), b.heads());
 }
+
+/// Two devices change one patient's follow-up plan offline: every change
+/// of both is kept (the plan is the records, merged), the assignee set two
+/// ways is a conflict `conflicts` lists, the stop made on one device
+/// takes the patient off both devices' due lists (the extra call the other
+/// added too), and the resume and the resolution made later put them back
+/// on the right person's list.
+#[test]
+fn two_devices_change_one_plan_offline_and_converge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let gd1 = Office::new(tmp.path().join("gd1"));
+    let gd2 = Office::new(tmp.path().join("gd2"));
+    gd1.enroll_on(&server, Some("44"), "前台1");
+    for name in ["李娜", "王芳", "赵敏"] {
+        gd1.ok(&["staff", "add", "--name", name, "--role", "consultant"]);
+    }
+    let id = gd1
+        .ok(&[
+            "call",
+            "--phone",
+            "13800138000",
+            "--name",
+            "张三",
+            "--source",
+            "电视",
+            "--staff",
+            "李娜",
+            "--at",
+            "2026-11-20T09:00",
+        ])
+        .last_line()
+        .to_string();
+    gd1.ok(&[
+        "visit",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--bought",
+        "--at",
+        "2026-11-20T10:00",
+    ]);
+    gd1.ok(&[
+        "purchase",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--product",
+        "脑心通",
+        "--amount",
+        "300",
+        "--at",
+        "2026-11-20T10:05",
+    ]);
+    gd1.ok(&["sync"]);
+    gd2.enroll_on(&server, Some("44"), "前台2");
+    gd2.ok(&["sync"]);
+    let plan = |o: &Office, args: &[&str]| {
+        let mut all = vec!["plan", args[0], "--patient", &id, "--staff", "李娜"];
+        all.extend_from_slice(&args[1..]);
+        o.ok(&all);
+    };
+    // Offline, each device changes the plan.
+    plan(
+        &gd1,
+        &["stop", "--reason", "拒访", "--at", "2026-11-21T09:00"],
+    );
+    plan(
+        &gd1,
+        &["assign", "--to", "王芳", "--at", "2026-11-21T09:05"],
+    );
+    plan(
+        &gd2,
+        &["add", "--date", "2026-11-25", "--at", "2026-11-21T10:00"],
+    );
+    plan(
+        &gd2,
+        &["assign", "--to", "赵敏", "--at", "2026-11-21T10:05"],
+    );
+    for o in [&gd1, &gd2, &gd1] {
+        o.ok(&["sync"]);
+    }
+    assert_eq!(gd1.heads(), gd2.heads());
+    let p1 = gd1.ok(&["patient", &id, "--json"]).json();
+    assert_eq!(p1, gd2.ok(&["patient", &id, "--json"]).json());
+    let mut actions: Vec<&str> = p1["dossier"]["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    actions.sort();
+    assert_eq!(actions, ["assign", "assign", "extra", "stop"], "{p1}");
+    let listed = gd2.ok(&["conflicts", "--json"]).json();
+    assert_eq!(
+        listed[0]["conflicts"],
+        serde_json::json!([{"field": "assignee", "values": ["王芳", "赵敏"]}]),
+        "{listed}"
+    );
+    assert_eq!(gd1.ok(&["conflicts", "--json"]).json(), listed);
+    let due_ids = |o: &Office, extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["due", "--date", "2026-11-25", "--json"];
+        args.extend_from_slice(extra);
+        o.ok(&args)
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["dossier_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for o in [&gd1, &gd2] {
+        assert!(due_ids(o, &[]).is_empty(), "stopped: on no due list");
+        let stopped = o.ok(&["list", "--category", "停访", "--json"]).json();
+        assert_eq!(stopped[0]["dossier_id"], id.as_str(), "{stopped}");
+    }
+
+    // One device resumes, the other settles who calls; both agree again.
+    plan(&gd2, &["resume", "--at", "2026-11-22T09:00"]);
+    gd1.ok(&["resolve", &id, "assignee", "王芳"]);
+    for o in [&gd1, &gd2, &gd1] {
+        o.ok(&["sync"]);
+    }
+    for o in [&gd1, &gd2] {
+        assert_eq!(o.ok(&["conflicts", "--json"]).json(), serde_json::json!([]));
+        assert_eq!(due_ids(o, &["--staff", "王芳"]), [id.clone()]);
+        assert!(due_ids(o, &["--staff", "赵敏"]).is_empty());
+        let due = o.ok(&["due", "--date", "2026-11-25", "--json"]).json();
+        let cadences: Vec<&str> = due[0]["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["cadence"].as_str().unwrap())
+            .collect();
+        assert!(cadences.contains(&"planned"), "the extra call: {due}");
+    }
+}
