@@ -76,6 +76,8 @@ enum Command {
     Followup(FollowupArgs),
     /// 住院 Register a hospital stay
     Hospital(HospitalArgs),
+    /// 出院 Write the discharge date of a stay registered before
+    Discharge(DischargeArgs),
     /// 逢年过节问候 Register a holiday greeting
     Greeting(ContactArgs),
     /// 家访 Register a home visit
@@ -501,6 +503,18 @@ struct DeliveryArgs {
     /// It was delivered already (已送)
     #[arg(long)]
     delivered: bool,
+}
+
+#[derive(Args, Debug)]
+struct DischargeArgs {
+    #[command(flatten)]
+    who: Who,
+    /// The day of discharge (YYYY-MM-DD)
+    #[arg(long)]
+    date: String,
+    /// The stay's id; the patient's only stay without a discharge date by default
+    #[arg(long)]
+    stay: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -1216,6 +1230,22 @@ fn run(cli: Cli) -> Result<()> {
             );
             println!("{}", v.id);
         }
+        Command::Discharge(a) => {
+            let (v, stay) = desk.record_discharge(
+                &a.who.patient,
+                a.stay.as_deref(),
+                parse_date(&a.date)?,
+                &a.who.staff,
+                when(&a.who.at)?,
+            )?;
+            println!(
+                "已登记出院 {} 入院 {} 出院 {}",
+                safe(&v.patient.name),
+                fmt_date(stay.admitted),
+                stay.discharged.map(fmt_date).unwrap_or_default()
+            );
+            println!("{}", v.id);
+        }
         Command::Greeting(a) => contact(&mut desk, a, ContactKind::Greeting)?,
         Command::Homevisit(a) => contact(&mut desk, a, ContactKind::HomeVisit)?,
         Command::Delivery(a) => {
@@ -1870,21 +1900,8 @@ fn plan(desk: &mut Desk, cmd: PlanCommand) -> Result<()> {
 }
 
 fn list(desk: &Desk, a: ListArgs) -> Result<()> {
-    use keqing_office::store::ListFilter;
     let d = day(&a.date)?;
-    let filter = match (&a.category, a.typical, a.problem) {
-        (Some(c), _, _) => Some(ListFilter::Category(
-            keqing_shared::lists::Category::parse(c).ok_or_else(|| {
-                DomainError::invalid(
-                    "category",
-                    format!("`{c}`: expected 未到堂, 到堂未购, 已购, 复购, 流失 or 停访"),
-                )
-            })?,
-        )),
-        (None, true, _) => Some(ListFilter::Typical),
-        (None, false, true) => Some(ListFilter::Problem),
-        (None, false, false) => None,
-    };
+    let filter = Desk::list_filter(a.category.as_deref(), a.typical, a.problem)?;
     let Some(filter) = filter else {
         let counts = desk.list_counts(d)?;
         if a.json {

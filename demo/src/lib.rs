@@ -884,6 +884,7 @@ fn office_day(
                         status: Some(DeliveryStatus::Delivered),
                         status_reason: None,
                         settled_at: Some(t + Duration::hours(3)),
+                        settled_by: Some(o.field.clone()),
                     };
                     if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&c)))
                         .is_some()

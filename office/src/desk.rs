@@ -715,7 +715,68 @@ impl Desk {
         Ok((view, stay))
     }
 
-    /// Registers a holiday greeting, a home visit or a delivery.
+    /// Writes the discharge date of a hospital stay registered before (the
+    /// patient's only stay without one, or the stay named), which starts
+    /// the call-back after discharge.
+    pub fn record_discharge(
+        &mut self,
+        patient: &str,
+        stay: Option<&str>,
+        discharged: NaiveDate,
+        staff: &str,
+        at: NaiveDateTime,
+    ) -> Result<(DossierView, HospitalStay)> {
+        self.staff_member(staff)?;
+        check_time("at", at)?;
+        check_time("discharged", discharged.and_time(chrono::NaiveTime::MIN))?;
+        let (view, _) = self.dossier(patient)?;
+        let invalid = |why: String| -> ClientError {
+            keqing_shared::DomainError::invalid("stay", why).into()
+        };
+        let open: Vec<&HospitalStay> = view
+            .hospital_stays
+            .iter()
+            .filter(|h| h.discharged.is_none())
+            .collect();
+        let target = match stay.map(str::trim).filter(|s| !s.is_empty()) {
+            Some(id) => view
+                .hospital_stays
+                .iter()
+                .find(|h| h.id == id)
+                .ok_or_else(|| invalid(format!("没有这次住院 no hospital stay {id}")))?,
+            None => match open.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(invalid(format!(
+                        "{} 没有未出院的住院 has no stay without a discharge date",
+                        view.patient.name
+                    )));
+                }
+                _ => {
+                    return Err(invalid(
+                        "有多次未出院的住院 several stays have no discharge date: name one by its id"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        if discharged < target.admitted {
+            return Err(keqing_shared::DomainError::invalid(
+                "discharged",
+                format!(
+                    "出院早于入院 the discharge is before the admission ({})",
+                    keqing_shared::when::fmt_date(target.admitted)
+                ),
+            )
+            .into());
+        }
+        let mut stay = target.clone();
+        stay.discharged = Some(discharged);
+        let (view, ()) = self.edit_patient(&view.id, |tx| tx.update(&stay))?;
+        Ok((view, stay))
+    }
+
+    /// Registers a holiday greeting or a home visit.
     pub fn record_contact(
         &mut self,
         patient: &str,
@@ -909,6 +970,22 @@ impl Desk {
             Some(p) => Some(p),
             None => bought.as_ref().map(|p| p.product.clone()),
         };
+        let Some(product) = product else {
+            return Err(keqing_shared::DomainError::invalid(
+                "product",
+                "外送什么药？选择对应的购药或填写药品 (name the purchase it delivers, or the product)",
+            )
+            .into());
+        };
+        let Some(address) =
+            optional_text("address", &input.address)?.or(view.patient.address.clone())
+        else {
+            return Err(keqing_shared::DomainError::invalid(
+                "address",
+                "送到哪里？患者档案没有地址，请填写 (the patient has no address on file: give one)",
+            )
+            .into());
+        };
         let quantity = input.quantity.or(bought.as_ref().map(|p| p.quantity));
         if let Some(q) = quantity.filter(|q| !(1..=10_000).contains(q)) {
             return Err(keqing_shared::DomainError::invalid(
@@ -920,12 +997,12 @@ impl Desk {
         let delivery = Delivery {
             id: new_id(),
             at: input.at,
-            staff: staff.name,
+            staff: staff.name.clone(),
             notes: optional_text("notes", &input.notes)?,
             purchase: bought.map(|p| p.id),
-            product,
+            product: Some(product),
             quantity,
-            address: optional_text("address", &input.address)?.or(view.patient.address.clone()),
+            address: Some(address),
             due: input.due,
             status: Some(if input.delivered {
                 DeliveryStatus::Delivered
@@ -934,6 +1011,7 @@ impl Desk {
             }),
             status_reason: None,
             settled_at: input.delivered.then_some(input.at),
+            settled_by: input.delivered.then_some(staff.name),
         };
         let (view, ()) = self.edit_patient(&view.id, |tx| tx.add(&delivery))?;
         Ok((view, delivery))
@@ -987,9 +1065,7 @@ impl Desk {
         });
         settled.status_reason = reason;
         settled.settled_at = Some(at);
-        settled.notes = settled
-            .notes
-            .or_else(|| Some(format!("经手 {}", staff.name)));
+        settled.settled_by = Some(staff.name);
         let (view, ()) = self.edit_patient(&view.id, |tx| tx.update(&settled))?;
         Ok((view, settled))
     }
@@ -1149,6 +1225,34 @@ impl Desk {
 
     /// The live patients of a list on day `d`, most recently in touch
     /// first, at most `limit`.
+    /// The list asked for by a category (by name or code) or a flag;
+    /// `None`: the counts.
+    pub fn list_filter(
+        category: Option<&str>,
+        typical: bool,
+        problem: bool,
+    ) -> Result<Option<crate::store::ListFilter>> {
+        use crate::store::ListFilter;
+        use keqing_shared::lists::Category;
+        let category = category.map(str::trim).filter(|c| !c.is_empty());
+        Ok(match (category, typical, problem) {
+            (Some(c), _, _) => Some(ListFilter::Category(Category::parse(c).ok_or_else(
+                || {
+                    keqing_shared::DomainError::invalid(
+                        "category",
+                        format!(
+                            "`{c}`: expected one of {}",
+                            Category::ALL.map(|c| c.chinese()).join(", ")
+                        ),
+                    )
+                },
+            )?)),
+            (None, true, _) => Some(ListFilter::Typical),
+            (None, false, true) => Some(ListFilter::Problem),
+            (None, false, false) => None,
+        })
+    }
+
     pub fn list(
         &self,
         filter: crate::store::ListFilter,

@@ -294,14 +294,17 @@ pub fn creation_of(changes: &[automerge::Change]) -> Creation {
     creation
 }
 
-/// The latest record time (a record's `at`) a change writes, if any: what
+/// The latest record time (a record's `at`, a delivery's `settled_at`) a
+/// change writes, if any: what
 /// a server receiving the change holds against its own clock
 /// ([`crate::when::check_not_ahead`]).
 pub fn latest_record_time(change: &automerge::Change) -> Option<chrono::NaiveDateTime> {
     use automerge::legacy::{Key, OpType};
     // Keys are stored as length-prefixed strings: most changes (a patient
     // field, a merge) write no `at` and are not decoded.
-    if !change.raw_bytes().windows(3).any(|w| w == b"\x02at") {
+    let raw = change.raw_bytes();
+    let mentions = |key: &[u8]| raw.windows(key.len()).any(|w| w == key);
+    if !mentions(b"\x02at") && !mentions(b"\x0asettled_at") {
         return None;
     }
     change
@@ -309,7 +312,9 @@ pub fn latest_record_time(change: &automerge::Change) -> Option<chrono::NaiveDat
         .operations
         .iter()
         .filter_map(|op| match (&op.key, &op.action) {
-            (Key::Map(key), OpType::Put(ScalarValue::Str(s))) if key.as_str() == "at" => {
+            (Key::Map(key), OpType::Put(ScalarValue::Str(s)))
+                if matches!(key.as_str(), "at" | "settled_at") =>
+            {
                 crate::when::read_stored_datetime(s)
             }
             _ => None,

@@ -301,6 +301,9 @@ pub struct Delivery {
     /// When it was delivered (or found undeliverable).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub settled_at: Option<NaiveDateTime>,
+    /// Who recorded that.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub settled_by: Option<String>,
 }
 
 impl Delivery {

@@ -96,7 +96,18 @@ fn every_typed_field_is_refused_over_its_limit_by_name_in_cli_and_workstation() 
         (
             with(
                 &["delivery"],
-                &[&who[..], &["--notes", &long(2001)]].concat(),
+                &[
+                    &who[..],
+                    &[
+                        "--product",
+                        "脑心通",
+                        "--address",
+                        "广州",
+                        "--notes",
+                        &long(2001),
+                    ],
+                ]
+                .concat(),
             ),
             "notes",
         ),

@@ -377,9 +377,35 @@ fn other_records_and_problem_lifecycle() {
         &id,
         "--staff",
         "李娜",
+        "--product",
+        "脑心通",
+        "--quantity",
+        "2",
+        "--address",
+        "广州市越秀区",
+        "--due",
+        "2026-10-13",
         "--at",
         "2026-10-12T15:00",
     ]);
+    // Still to deliver, then delivered.
+    let open = office.ok(&["deliveries", "--json"]).json();
+    assert_eq!(open.as_array().map(Vec::len), Some(1), "{open}");
+    assert_eq!(open[0]["due"], "2026-10-13");
+    assert_eq!(open[0]["product"], "脑心通");
+    office.ok(&[
+        "deliver",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--at",
+        "2026-10-13T11:00",
+    ]);
+    assert_eq!(
+        office.ok(&["deliveries", "--json"]).json(),
+        serde_json::json!([])
+    );
     office.ok(&[
         "typical",
         "--patient",
@@ -445,6 +471,8 @@ fn other_records_and_problem_lifecycle() {
     assert_eq!(d["greetings"][0]["notes"], "春节问候");
     assert_eq!(d["home_visits"].as_array().unwrap().len(), 1);
     assert_eq!(d["deliveries"].as_array().unwrap().len(), 1);
+    assert_eq!(d["deliveries"][0]["status"], "delivered");
+    assert_eq!(d["deliveries"][0]["settled_by"], "李娜");
     assert_eq!(d["typical"]["flagged"], true);
     assert_eq!(d["problems"][0]["state"], "resolved");
     assert_eq!(d["problems"][0]["resolution"], "已道歉补送");

@@ -1,7 +1,10 @@
 //! What the browser posts, turned into desk inputs; and the errors that go
 //! back next to the fields they concern.
 
-use crate::desk::{CallInput, Desk, FollowUpInput, PurchaseInput, VisitInput};
+use crate::desk::{
+    CallInput, ContactInput, ContactKind, DeliveryInput, Desk, FollowUpInput, HospitalInput,
+    NonPatientInput, PatientChanges, PlanStep, ProblemStep, PurchaseInput, VisitInput,
+};
 use crate::error::ClientError;
 use crate::store::PatientRow;
 use chrono::{NaiveDate, NaiveDateTime};
@@ -80,6 +83,8 @@ impl FormErrors {
             ClientError::Domain(DomainError::InvalidField { field, .. }) => Some(*field),
             ClientError::Domain(DomainError::InvalidPhone(_)) => Some("phone"),
             ClientError::UnknownStaff(_) => Some("staff"),
+            ClientError::DuplicateStaff(_) => Some("name"),
+            ClientError::Domain(DomainError::UnknownRole(_)) => Some("role"),
             _ => None,
         };
         match field {
@@ -97,6 +102,7 @@ pub fn is_input_error(e: &ClientError) -> bool {
         e,
         ClientError::Domain(_)
             | ClientError::UnknownStaff(_)
+            | ClientError::DuplicateStaff(_)
             | ClientError::UnknownPatient(_)
             | ClientError::AmbiguousPatient { .. }
             | ClientError::Merged { .. }
@@ -156,22 +162,8 @@ pub fn call_input(form: &FormData) -> Result<CallInput, FormErrors> {
     let source = required(form, "source", &mut errors, "信息来源");
     let staff = required(form, "staff", &mut errors, "接待人员");
     let age = integer(form, "age", &mut errors);
-    let sex = form.optional("sex").and_then(|v| {
-        let s = Sex::parse(&v);
-        if s.is_none() {
-            errors.add("sex", format!("`{v}`: 请选择 男 或 女"));
-        }
-        s
-    });
-    let knows = match form.get("knows") {
-        "是" => Some(true),
-        "否" => Some(false),
-        "" => None,
-        other => {
-            errors.add("knows", format!("`{other}`: 请选择 是 或 否"));
-            None
-        }
-    };
+    let sex = sex(form, &mut errors);
+    let knows = yes_no(form, "knows", &mut errors);
     let at = datetime(form, "at", &mut errors);
     if !errors.is_empty() {
         return Err(errors);
@@ -236,18 +228,38 @@ pub enum Action {
     Purchase,
     Followup,
     Resolve,
+    Hospital,
+    Discharge,
+    Problem,
+    Typical,
+    Greeting,
+    HomeVisit,
+    Delivery,
+    Deliver,
+    Plan,
+    Details,
 }
 
 impl Action {
+    const ALL: [Action; 14] = [
+        Action::Visit,
+        Action::Purchase,
+        Action::Followup,
+        Action::Resolve,
+        Action::Hospital,
+        Action::Discharge,
+        Action::Problem,
+        Action::Typical,
+        Action::Greeting,
+        Action::HomeVisit,
+        Action::Delivery,
+        Action::Deliver,
+        Action::Plan,
+        Action::Details,
+    ];
+
     pub fn parse(s: &str) -> Option<Action> {
-        [
-            Action::Visit,
-            Action::Purchase,
-            Action::Followup,
-            Action::Resolve,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
+        Action::ALL.into_iter().find(|a| a.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -256,6 +268,29 @@ impl Action {
             Action::Purchase => "purchase",
             Action::Followup => "followup",
             Action::Resolve => "resolve",
+            Action::Hospital => "hospital",
+            Action::Discharge => "discharge",
+            Action::Problem => "problem",
+            Action::Typical => "typical",
+            Action::Greeting => "greeting",
+            Action::HomeVisit => "homevisit",
+            Action::Delivery => "delivery",
+            Action::Deliver => "deliver",
+            Action::Plan => "plan",
+            Action::Details => "details",
+        }
+    }
+
+    /// The record a form of this action is about, when a page has one
+    /// such form per record (a pending delivery, an open problem, a stay):
+    /// the errors of a failed form go back to that form only.
+    pub fn record_field(self) -> Option<&'static str> {
+        match self {
+            Action::Deliver => Some("delivery"),
+            Action::Discharge => Some("stay"),
+            Action::Resolve => Some("field"),
+            Action::Problem => Some("problem"),
+            _ => None,
         }
     }
 }
@@ -265,7 +300,43 @@ pub enum Edit {
     Visit(VisitInput),
     Purchase(PurchaseInput),
     Followup(FollowUpInput),
-    Resolve { field: String, value: String },
+    Resolve {
+        field: String,
+        value: String,
+    },
+    Hospital(HospitalInput),
+    Discharge {
+        stay: Option<String>,
+        date: NaiveDate,
+        staff: String,
+        at: NaiveDateTime,
+    },
+    Problem {
+        staff: String,
+        at: NaiveDateTime,
+        step: ProblemStep,
+    },
+    Typical {
+        staff: String,
+        at: NaiveDateTime,
+        notes: Option<String>,
+        flagged: bool,
+    },
+    Contact(ContactKind, ContactInput),
+    Delivery(DeliveryInput),
+    Deliver {
+        delivery: Option<String>,
+        staff: String,
+        at: NaiveDateTime,
+        failed: Option<String>,
+    },
+    Plan {
+        staff: String,
+        at: NaiveDateTime,
+        step: PlanStep,
+        notes: Option<String>,
+    },
+    Details(PatientChanges),
 }
 
 impl Edit {
@@ -275,64 +346,274 @@ impl Edit {
             Edit::Purchase(p) => desk.record_purchase(dossier, &p).map(drop),
             Edit::Followup(f) => desk.record_followup(dossier, &f).map(drop),
             Edit::Resolve { field, value } => desk.resolve_field(dossier, &field, &value).map(drop),
+            Edit::Hospital(h) => desk.record_hospital_stay(dossier, &h).map(drop),
+            Edit::Discharge {
+                stay,
+                date,
+                staff,
+                at,
+            } => desk
+                .record_discharge(dossier, stay.as_deref(), date, &staff, at)
+                .map(drop),
+            Edit::Problem { staff, at, step } => desk.problem(dossier, &staff, at, &step).map(drop),
+            Edit::Typical {
+                staff,
+                at,
+                notes,
+                flagged,
+            } => desk
+                .mark_typical(dossier, &staff, at, &notes, flagged)
+                .map(drop),
+            Edit::Contact(kind, c) => desk.record_contact(dossier, kind, &c).map(drop),
+            Edit::Delivery(d) => desk.record_delivery(dossier, &d).map(drop),
+            Edit::Deliver {
+                delivery,
+                staff,
+                at,
+                failed,
+            } => desk
+                .settle_delivery(dossier, delivery.as_deref(), &staff, at, failed.as_deref())
+                .map(drop),
+            Edit::Plan {
+                staff,
+                at,
+                step,
+                notes,
+            } => desk
+                .change_plan(dossier, &staff, at, &step, &notes)
+                .map(drop),
+            Edit::Details(c) => desk.update_patient(dossier, &c).map(drop),
         }
+    }
+}
+
+/// A required date field.
+fn required_date(form: &FormData, name: &str, errors: &mut FormErrors, what: &str) -> NaiveDate {
+    if form.get(name).trim().is_empty() {
+        errors.add(name, format!("请填写{what} ({name} is required)"));
+        return NaiveDate::MIN;
+    }
+    date(form, name, errors).unwrap_or(NaiveDate::MIN)
+}
+
+/// 男 / 女 / nothing.
+fn sex(form: &FormData, errors: &mut FormErrors) -> Option<Sex> {
+    form.optional("sex").and_then(|v| {
+        let s = Sex::parse(&v);
+        if s.is_none() {
+            errors.add("sex", format!("`{v}`: 请选择 男 或 女"));
+        }
+        s
+    })
+}
+
+/// 是 / 否 / nothing.
+fn yes_no(form: &FormData, name: &str, errors: &mut FormErrors) -> Option<bool> {
+    match form.get(name) {
+        "是" => Some(true),
+        "否" => Some(false),
+        "" => None,
+        other => {
+            errors.add(name, format!("`{other}`: 请选择 是 或 否"));
+            None
+        }
+    }
+}
+
+/// A patient detail as changed on the form: `None` when it is what the
+/// page showed (`was-NAME`), so saving the form writes only what was
+/// edited (and never settles a conflict nobody looked at).
+fn edited(form: &FormData, name: &str) -> Option<String> {
+    let typed = form.get(name).trim();
+    if typed == form.get(&format!("was-{name}")).trim() {
+        None
+    } else {
+        Some(typed.to_string())
     }
 }
 
 pub fn action_edit(action: Action, form: &FormData) -> Result<Edit, FormErrors> {
     let mut errors = FormErrors::default();
+    let e = &mut errors;
     let edit = match action {
-        Action::Visit => {
-            let staff = required(form, "staff", &mut errors, "接待人员");
-            let at = datetime(form, "at", &mut errors);
-            Edit::Visit(VisitInput {
-                staff,
-                at,
-                purchased: form.ticked("purchased"),
-                reason_not_bought: form.optional("reason"),
-                reason_text: form.optional("reason_text"),
+        Action::Visit => Edit::Visit(VisitInput {
+            staff: required(form, "staff", e, "接待人员"),
+            at: datetime(form, "at", e),
+            purchased: form.ticked("purchased"),
+            reason_not_bought: form.optional("reason"),
+            reason_text: form.optional("reason_text"),
+            notes: form.optional("notes"),
+        }),
+        Action::Purchase => Edit::Purchase(PurchaseInput {
+            staff: required(form, "staff", e, "经手人员"),
+            at: datetime(form, "at", e),
+            product: required(form, "product", e, "药品"),
+            quantity: integer(form, "quantity", e).unwrap_or(1),
+            amount_yuan: required(form, "amount", e, "金额"),
+            runout: date(form, "runout", e),
+            invoice: form.optional("invoice"),
+            gifts: form.optional("gifts"),
+            gift_receipt: form.optional("gift_receipt"),
+        }),
+        Action::Followup => Edit::Followup(FollowUpInput {
+            staff: required(form, "staff", e, "回访人员"),
+            at: datetime(form, "at", e),
+            kind: form.optional("kind").unwrap_or_else(|| "电话回访".into()),
+            outcome: required(form, "outcome", e, "回访结果"),
+            next_entry: form.optional("next"),
+        }),
+        Action::Resolve => Edit::Resolve {
+            field: required(form, "field", e, "字段"),
+            value: required(form, "value", e, "取值"),
+        },
+        Action::Hospital => Edit::Hospital(HospitalInput {
+            staff: required(form, "staff", e, "经手人员"),
+            at: datetime(form, "at", e),
+            admitted: required_date(form, "admitted", e, "入院日期"),
+            discharged: date(form, "discharged", e),
+            hospital: form.optional("hospital"),
+            reason: form.optional("reason"),
+        }),
+        Action::Discharge => Edit::Discharge {
+            stay: form.optional("stay"),
+            date: required_date(form, "discharged", e, "出院日期"),
+            staff: required(form, "staff", e, "经手人员"),
+            at: datetime(form, "at", e),
+        },
+        Action::Problem => {
+            let staff = required(form, "staff", e, "经手人员");
+            let at = datetime(form, "at", e);
+            let step = match form.get("step") {
+                "open" => ProblemStep::Open {
+                    description: required(form, "description", e, "问题"),
+                },
+                "handle" => ProblemStep::Handle {
+                    problem: form.optional("problem"),
+                },
+                "resolve" => ProblemStep::Resolve {
+                    problem: form.optional("problem"),
+                    resolution: required(form, "resolution", e, "处理结果"),
+                },
+                other => {
+                    e.add("step", format!("`{other}`: 请选择 登记、处理中 或 已解决"));
+                    ProblemStep::Handle { problem: None }
+                }
+            };
+            Edit::Problem { staff, at, step }
+        }
+        Action::Typical => Edit::Typical {
+            staff: required(form, "staff", e, "经手人员"),
+            at: datetime(form, "at", e),
+            notes: form.optional("notes"),
+            flagged: form.ticked("flagged"),
+        },
+        Action::Greeting | Action::HomeVisit => Edit::Contact(
+            if action == Action::Greeting {
+                ContactKind::Greeting
+            } else {
+                ContactKind::HomeVisit
+            },
+            ContactInput {
+                staff: required(form, "staff", e, "经手人员"),
+                at: datetime(form, "at", e),
                 notes: form.optional("notes"),
-            })
+            },
+        ),
+        Action::Delivery => Edit::Delivery(DeliveryInput {
+            staff: required(form, "staff", e, "经手人员"),
+            at: datetime(form, "at", e),
+            purchase: form.optional("purchase"),
+            product: form.optional("product"),
+            quantity: integer(form, "quantity", e),
+            address: form.optional("address"),
+            due: date(form, "due", e),
+            notes: form.optional("notes"),
+            delivered: form.ticked("delivered"),
+        }),
+        Action::Deliver => {
+            let failed = match form.get("result") {
+                "delivered" | "" => None,
+                "failed" => Some(required(form, "failed", e, "未送达原因")),
+                other => {
+                    e.add("result", format!("`{other}`: 请选择 已送 或 未送达"));
+                    None
+                }
+            };
+            Edit::Deliver {
+                delivery: form.optional("delivery"),
+                staff: required(form, "staff", e, "经手人员"),
+                at: datetime(form, "at", e),
+                failed,
+            }
         }
-        Action::Purchase => {
-            let staff = required(form, "staff", &mut errors, "经手人员");
-            let at = datetime(form, "at", &mut errors);
-            let product = required(form, "product", &mut errors, "药品");
-            let quantity = integer(form, "quantity", &mut errors).unwrap_or(1);
-            let amount = required(form, "amount", &mut errors, "金额");
-            let runout = date(form, "runout", &mut errors);
-            Edit::Purchase(PurchaseInput {
+        Action::Plan => {
+            let staff = required(form, "staff", e, "经手人员");
+            let at = datetime(form, "at", e);
+            let step = match form.get("step") {
+                "add" => PlanStep::Extra {
+                    date: required_date(form, "date", e, "加访日期"),
+                },
+                "postpone" => PlanStep::Postpone {
+                    to: required_date(form, "date", e, "推迟到的日期"),
+                },
+                "stop" => PlanStep::Stop {
+                    reason: required(form, "reason", e, "停访原因"),
+                },
+                "resume" => PlanStep::Resume,
+                "assign" => PlanStep::Assign {
+                    to: required(form, "to", e, "回访人"),
+                },
+                other => {
+                    e.add(
+                        "step",
+                        format!("`{other}`: 请选择 加访、推迟、停访、恢复 或 指定回访人"),
+                    );
+                    PlanStep::Resume
+                }
+            };
+            Edit::Plan {
                 staff,
                 at,
-                product,
-                quantity,
-                amount_yuan: amount,
-                runout,
-                invoice: form.optional("invoice"),
-                gifts: form.optional("gifts"),
-                gift_receipt: form.optional("gift_receipt"),
-            })
+                step,
+                notes: form.optional("notes"),
+            }
         }
-        Action::Followup => {
-            let staff = required(form, "staff", &mut errors, "回访人员");
-            let at = datetime(form, "at", &mut errors);
-            let outcome = required(form, "outcome", &mut errors, "回访结果");
-            Edit::Followup(FollowUpInput {
-                staff,
-                at,
-                kind: form.optional("kind").unwrap_or_else(|| "电话回访".into()),
-                outcome,
-                next_entry: form.optional("next"),
+        Action::Details => {
+            let age = edited(form, "age").and_then(|_| integer(form, "age", e));
+            let sex = edited(form, "sex").and_then(|_| sex(form, e));
+            let knows = edited(form, "knows").and_then(|_| yes_no(form, "knows", e));
+            Edit::Details(PatientChanges {
+                name: edited(form, "name"),
+                sex,
+                age,
+                birth_year: None,
+                address: edited(form, "address"),
+                knows,
+                notes: edited(form, "notes"),
+                phone: form.optional("phone"),
+                disease: form.optional("disease"),
             })
-        }
-        Action::Resolve => {
-            let field = required(form, "field", &mut errors, "字段");
-            let value = required(form, "value", &mut errors, "取值");
-            Edit::Resolve { field, value }
         }
     };
     if errors.is_empty() {
         Ok(edit)
+    } else {
+        Err(errors)
+    }
+}
+
+/// 非正常咨询 as typed on the register form: no dossier, its own log.
+pub fn nonpatient_input(form: &FormData) -> Result<NonPatientInput, FormErrors> {
+    let mut errors = FormErrors::default();
+    let input = NonPatientInput {
+        phone: form.optional("phone"),
+        kind: form.get("kind").to_string(),
+        staff: required(form, "staff", &mut errors, "接待人员"),
+        notes: form.optional("outcome"),
+        at: datetime(form, "at", &mut errors),
+    };
+    if errors.is_empty() {
+        Ok(input)
     } else {
         Err(errors)
     }

@@ -195,6 +195,10 @@ fn router(app: App) -> Router {
         .route("/lookup", get(lookup))
         .route("/search", get(search))
         .route("/summary", get(summary))
+        .route("/lists", get(lists))
+        .route("/deliveries", get(deliveries))
+        .route("/staff", get(staff_page).post(staff_add))
+        .route("/staff/active", post(staff_active))
         .route("/patient/{id}", get(patient))
         .route("/patient/{id}/{action}", post(patient_action))
         .route("/sync", post(sync_now))
@@ -218,7 +222,8 @@ async fn js() -> Response {
     )
 }
 
-/// 今日回访: the day's follow-up list, overdue first.
+/// 今日回访: the day's follow-up list, overdue first (one person's with
+/// `?staff=`).
 async fn today(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
@@ -228,37 +233,65 @@ async fn today(
         Some(d) => parse_date(d).map_err(ClientError::from)?,
         None => frame.today,
     };
-    let list = app.desk(move |d| d.due(day, None)).await?;
+    let assignee = q.get("staff").filter(|s| !s.is_empty()).cloned();
+    let who = assignee.clone();
+    let list = app.desk(move |d| d.due(day, who.as_deref())).await?;
     Ok(pages::today(
         &frame,
         day,
+        assignee.as_deref(),
         &list,
         q.get("saved").map(String::as_str),
         None,
     ))
 }
 
-/// The day of a follow-up list page (`/` or `/?date=...`), if `path` is one.
-fn list_day(path: &str, today: chrono::NaiveDate) -> Option<chrono::NaiveDate> {
-    let query = match path.split_once('?') {
-        Some(("/", q)) => q,
-        None if path == "/" => "",
-        _ => return None,
-    };
-    Some(
-        query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("date="))
-            .and_then(|d| parse_date(d).ok())
-            .unwrap_or(today),
-    )
+/// The page a form's `back` path names, to show a failed form on again.
+enum BackPage {
+    /// A follow-up list: its day and person.
+    Due {
+        day: chrono::NaiveDate,
+        staff: Option<String>,
+    },
+    Deliveries,
+    Dossier,
 }
 
-async fn call_form(State(app): State<App>) -> Result<Markup, UiError> {
+impl BackPage {
+    fn of(path: &str, today: chrono::NaiveDate) -> BackPage {
+        let (route, query) = path.split_once('?').unwrap_or((path, ""));
+        let value = |name: &str| {
+            form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .filter(|v| !v.is_empty())
+        };
+        match route {
+            "/" => BackPage::Due {
+                day: value("date")
+                    .and_then(|d| parse_date(&d).ok())
+                    .unwrap_or(today),
+                staff: value("staff"),
+            },
+            "/deliveries" => BackPage::Deliveries,
+            _ => BackPage::Dossier,
+        }
+    }
+}
+
+async fn call_form(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, UiError> {
     let frame = app.frame().await?;
     let mut form = FormData::default();
     form.set("at", &pages::datetime_value(now_cst()));
-    Ok(pages::call_form(&frame, &form, &FormErrors::default()))
+    Ok(pages::call_form(
+        &frame,
+        &form,
+        &FormErrors::default(),
+        q.get("saved").map(String::as_str),
+    ))
 }
 
 /// Registers a call; on invalid input the form comes back with the error
@@ -269,6 +302,9 @@ async fn call_submit(
 ) -> Result<Response, UiError> {
     let form = FormData::from(fields);
     app.check_csrf(&form)?;
+    if !form.get("kind").is_empty() {
+        return nonpatient_submit(&app, form).await;
+    }
     let input = match forms::call_input(&form) {
         Ok(i) => i,
         Err(errors) => return form_again(&app, &form, errors).await,
@@ -286,11 +322,31 @@ async fn call_submit(
     }
 }
 
+/// A non-patient call from the register form: no dossier; back to an
+/// empty form.
+async fn nonpatient_submit(app: &App, form: FormData) -> Result<Response, UiError> {
+    let input = match forms::nonpatient_input(&form) {
+        Ok(i) => i,
+        Err(errors) => return form_again(app, &form, errors).await,
+    };
+    let staff = input.staff.clone();
+    match app.desk(move |d| d.record_nonpatient(&input)).await {
+        Ok(_) => {
+            app.remember_staff(&staff);
+            Ok(Redirect::to("/call?saved=nonpatient").into_response())
+        }
+        Err(UiError::Client(e)) if forms::is_input_error(&e) => {
+            form_again(app, &form, FormErrors::from_error(&e)).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
 async fn form_again(app: &App, form: &FormData, errors: FormErrors) -> Result<Response, UiError> {
     let frame = app.frame().await?;
     Ok((
         StatusCode::UNPROCESSABLE_ENTITY,
-        pages::call_form(&frame, form, &errors),
+        pages::call_form(&frame, form, &errors, None),
     )
         .into_response())
 }
@@ -417,15 +473,155 @@ async fn action_again(
         form,
         errors: &errors,
     };
-    let page = if let Some(day) = list_day(back, frame.today) {
-        let list = app.desk(move |d| d.due(day, None)).await?;
-        pages::today(&frame, day, &list, None, Some(&failed))
-    } else {
-        let target = id.to_string();
-        let (view, slots) = app.desk(move |d| d.dossier(&target)).await?;
-        pages::patient(&frame, &view, &slots, None, Some(&failed))
+    let page = match BackPage::of(back, frame.today) {
+        BackPage::Due { day, staff } => {
+            let who = staff.clone();
+            let list = app.desk(move |d| d.due(day, who.as_deref())).await?;
+            pages::today(&frame, day, staff.as_deref(), &list, None, Some(&failed))
+        }
+        BackPage::Deliveries => {
+            let list = app.desk(|d| d.open_deliveries()).await?;
+            pages::deliveries(&frame, &list, None, Some(&failed))
+        }
+        BackPage::Dossier => {
+            let target = id.to_string();
+            let (view, slots) = app.desk(move |d| d.dossier(&target)).await?;
+            pages::patient(&frame, &view, &slots, None, Some(&failed))
+        }
     };
     Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+}
+
+/// 客户分类: the counts, and the list of a category (`?category=`) or a
+/// flag (`?flag=typical|problem`) on a day (`?date=`, today by default).
+async fn lists(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let frame = app.frame().await?;
+    let asked = (|| {
+        let day = match q.get("date").filter(|d| !d.is_empty()) {
+            Some(d) => parse_date(d)?,
+            None => frame.today,
+        };
+        let flag = q.get("flag").map(String::as_str).unwrap_or("");
+        let filter = Desk::list_filter(
+            q.get("category").map(String::as_str),
+            flag == "typical",
+            flag == "problem",
+        )?;
+        Ok::<_, ClientError>((day, filter))
+    })();
+    let (day, filter) = match asked {
+        Ok(a) => a,
+        Err(e) => {
+            let today = frame.today;
+            let counts = app.desk(move |d| d.list_counts(today)).await?;
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                pages::lists(&frame, today, &counts, None, Some(&e.to_string())),
+            )
+                .into_response());
+        }
+    };
+    let (counts, rows) = app
+        .desk(move |d| {
+            let counts = d.list_counts(day)?;
+            let rows = match filter {
+                Some(f) => Some((f, d.list(f, day, LIST_LIMIT)?)),
+                None => None,
+            };
+            Ok((counts, rows))
+        })
+        .await?;
+    let chosen = rows
+        .as_ref()
+        .map(|(f, rows)| (list_label(*f), rows.as_slice()));
+    Ok(pages::lists(&frame, day, &counts, chosen, None).into_response())
+}
+
+/// How many patients a list page shows (most recently in touch first).
+const LIST_LIMIT: usize = 500;
+
+fn list_label(f: crate::store::ListFilter) -> &'static str {
+    match f {
+        crate::store::ListFilter::Category(c) => c.chinese(),
+        crate::store::ListFilter::Typical => "典型",
+        crate::store::ListFilter::Problem => "问题",
+    }
+}
+
+/// 外送: what is still to deliver.
+async fn deliveries(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, UiError> {
+    let frame = app.frame().await?;
+    let list = app.desk(|d| d.open_deliveries()).await?;
+    Ok(pages::deliveries(
+        &frame,
+        &list,
+        q.get("saved").map(String::as_str),
+        None,
+    ))
+}
+
+/// 员工: the whole roster, on leave included.
+async fn staff_page(
+    State(app): State<App>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, UiError> {
+    let frame = app.frame().await?;
+    let all = app.desk(|d| d.replica().staff()).await?;
+    Ok(pages::staff(
+        &frame,
+        &all,
+        &FormData::default(),
+        &FormErrors::default(),
+        q.get("saved").map(String::as_str),
+    ))
+}
+
+async fn staff_add(
+    State(app): State<App>,
+    axum::Form(fields): axum::Form<Vec<(String, String)>>,
+) -> Result<Response, UiError> {
+    let form = FormData::from(fields);
+    app.check_csrf(&form)?;
+    let (name, role) = (form.get("name").to_string(), form.get("role").to_string());
+    let added = app
+        .desk(move |d| {
+            let role = keqing_shared::staff::Role::parse(&role)?;
+            d.add_staff(&name, role)
+        })
+        .await;
+    match added {
+        Ok(_) => Ok(Redirect::to("/staff?saved=staff").into_response()),
+        Err(UiError::Client(e)) if forms::is_input_error(&e) => {
+            let frame = app.frame().await?;
+            let all = app.desk(|d| d.replica().staff()).await?;
+            let errors = FormErrors::from_error(&e);
+            Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                pages::staff(&frame, &all, &form, &errors, None),
+            )
+                .into_response())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// 离岗 / 返岗.
+async fn staff_active(
+    State(app): State<App>,
+    axum::Form(fields): axum::Form<Vec<(String, String)>>,
+) -> Result<Response, UiError> {
+    let form = FormData::from(fields);
+    app.check_csrf(&form)?;
+    let name = form.get("name").to_string();
+    let active = form.get("active") == "1";
+    app.desk(move |d| d.set_staff_active(&name, active)).await?;
+    Ok(Redirect::to("/staff?saved=staff").into_response())
 }
 
 /// The sync button: one round now, then back to the page it was pressed on.

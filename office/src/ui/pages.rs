@@ -3,15 +3,17 @@
 
 use super::forms::{Action, FormData, FormErrors, Lookup};
 use crate::desk::DueEntry;
-use crate::store::{PatientRow, SyncState};
+use crate::store::{ListedPatient, OpenDelivery, PatientRow, SyncState};
 use axum::http::StatusCode;
 use chrono::{NaiveDate, NaiveDateTime};
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::{Slot, SlotStatus};
-use keqing_shared::records::fmt_yuan;
+use keqing_shared::records::{
+    DeliveryStatus, NonPatientKind, NotBoughtReason, ProblemState, StopReason, fmt_yuan,
+};
 use keqing_shared::report::Report;
 use keqing_shared::sheets;
-use keqing_shared::staff::Staff;
+use keqing_shared::staff::{Role, Staff};
 use keqing_shared::when::{fmt_date, fmt_datetime};
 use maud::{DOCTYPE, Markup, html};
 
@@ -49,6 +51,18 @@ impl Failed<'_> {
             .filter(|f| f.action == action && f.dossier == dossier)
             .map(|f| (f.form.clone(), f.errors.clone()))
     }
+
+    /// The failed form of `action` about one record of the dossier (one
+    /// pending delivery, one open problem): each such form has its own.
+    fn of_record(
+        failed: Option<&Self>,
+        action: Action,
+        dossier: &str,
+        record: &str,
+    ) -> Option<(FormData, FormErrors)> {
+        let field = action.record_field().unwrap_or("");
+        Failed::of(failed, action, dossier).filter(|(f, _)| f.get(field) == record)
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM`, the value of a datetime-local input.
@@ -70,12 +84,34 @@ fn flash(saved: Option<&str>) -> Option<&'static str> {
         "purchase" => "已登记购药",
         "followup" => "已登记回访",
         "resolve" => "已确定取值",
+        "nonpatient" => "已登记非正常咨询（不建档案）",
+        "hospital" => "已登记住院",
+        "discharge" => "已登记出院",
+        "problem" => "已更新问题记录",
+        "typical" => "已更新典型病例",
+        "greeting" => "已登记问候",
+        "homevisit" => "已登记家访",
+        "delivery" => "已登记外送",
+        "deliver" => "已登记送达结果",
+        "plan" => "已修改回访计划",
+        "details" => "已更新资料",
+        "staff" => "已更新员工名单",
         "synced" => "同步完成",
         "offline" => "无法连接服务器：继续离线工作，稍后再同步",
         "refused" => "服务器拒绝了同步：见页首的原因",
         _ => return None,
     })
 }
+
+const NAV: [(&str, &str, &str); 7] = [
+    ("/", "今日回访", "today"),
+    ("/call", "电话登记", "call"),
+    ("/search", "查找患者", "search"),
+    ("/lists", "客户分类", "lists"),
+    ("/deliveries", "外送", "deliveries"),
+    ("/staff", "员工", "staff"),
+    ("/summary", "每日汇总", "summary"),
+];
 
 fn layout(frame: &Frame, title: &str, nav: &str, saved: Option<&str>, body: Markup) -> Markup {
     html! {
@@ -95,7 +131,7 @@ fn layout(frame: &Frame, title: &str, nav: &str, saved: Option<&str>, body: Mark
                         span { (office_title(&frame.office)) " · " (frame.device) }
                     }
                     nav {
-                        @for (href, label, key) in [("/", "今日回访", "today"), ("/call", "电话登记", "call"), ("/search", "查找患者", "search"), ("/summary", "每日汇总", "summary")] {
+                        @for (href, label, key) in NAV {
                             a href=(href) class=[(key == nav).then_some("current")] { (label) }
                         }
                     }
@@ -281,15 +317,23 @@ fn general_errors(errors: &FormErrors) -> Markup {
 pub fn today(
     frame: &Frame,
     day: NaiveDate,
+    assignee: Option<&str>,
     list: &[DueEntry],
     saved: Option<&str>,
     failed: Option<&Failed>,
 ) -> Markup {
     let overdue = list.iter().filter(|e| e.overdue).count();
-    let back = if day == frame.today {
+    let mut query = Vec::new();
+    if day != frame.today {
+        query.push(format!("date={}", fmt_date(day)));
+    }
+    if let Some(a) = assignee {
+        query.push(format!("staff={}", query_value(a)));
+    }
+    let back = if query.is_empty() {
         "/".to_string()
     } else {
-        format!("/?date={}", fmt_date(day))
+        format!("/?{}", query.join("&"))
     };
     let body = html! {
         h1 {
@@ -299,6 +343,13 @@ pub fn today(
         form.search method="get" action="/" {
             label for="date" { "日期" }
             input id="date" name="date" type="date" value=(fmt_date(day));
+            label for="due-staff" { "回访人" }
+            select id="due-staff" name="staff" {
+                option value="" { "全部" }
+                @for s in &frame.staff {
+                    option value=(s.name) selected[Some(s.name.as_str()) == assignee] { (s.name) }
+                }
+            }
             button type="submit" { "查看" }
         }
         p.summary { "共 " strong id="due-count" { (list.len()) } " 位患者，其中逾期 " strong.overdue { (overdue) } " 位" }
@@ -337,6 +388,12 @@ fn due_entry(
                     li { (s.reason) " · 应访日期 " (fmt_date(s.deadline)) }
                 }
             }
+            @if e.next_entry.is_some() || e.assignee.is_some() {
+                p.plan {
+                    @if let Some(n) = &e.next_entry { "下次切入点：" span.next { (n) } " " }
+                    @if let Some(a) = &e.assignee { "回访人：" span.assignee { (a) } }
+                }
+            }
             form.oneline method="post" action={ "/patient/" (e.dossier_id) "/followup" } id=(form_id) {
                 (hidden_csrf(frame))
                 input type="hidden" name="back" value=(back);
@@ -363,8 +420,31 @@ const SOURCES: [&str; 8] = [
 ];
 const RELATIONS: [&str; 6] = ["本人", "子女", "配偶", "亲属", "朋友", "其他"];
 
+/// The register form's first choice: a patient's consultation (the
+/// default), or one of the non-patient calls, which makes no dossier.
+fn call_kinds() -> Vec<(&'static str, &'static str)> {
+    let mut kinds = vec![("", "患者咨询（建档案）")];
+    kinds.extend(
+        NonPatientKind::ALL
+            .iter()
+            .map(|k| (k.chinese(), k.chinese())),
+    );
+    kinds
+}
+
+/// A value in a page's query string (`&`, `=`, `#`, spaces and the rest
+/// escaped).
+pub fn query_value(v: &str) -> String {
+    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
 /// 电话咨询登记表: the phone number first; what it matches appears under it.
-pub fn call_form(frame: &Frame, form: &FormData, errors: &FormErrors) -> Markup {
+pub fn call_form(
+    frame: &Frame,
+    form: &FormData,
+    errors: &FormErrors,
+    saved: Option<&str>,
+) -> Markup {
     let f = Fields::new("", form, errors);
     let body = html! {
         h1 { "电话咨询登记表" }
@@ -373,6 +453,7 @@ pub fn call_form(frame: &Frame, form: &FormData, errors: &FormErrors) -> Markup 
             (hidden_csrf(frame))
             fieldset {
                 legend { "来电" }
+                (f.choice("来电类型", "kind", &call_kinds()))
                 (f.text("来电号码", "phone", "tel", true))
                 div id="lookup" aria-live="polite" {}
                 (f.text("来电时间", "at", "datetime-local", false))
@@ -386,7 +467,7 @@ pub fn call_form(frame: &Frame, form: &FormData, errors: &FormErrors) -> Markup 
                 }))
                 (f.staff(frame, "接待人员"))
             }
-            fieldset {
+            fieldset id="patient-fields" {
                 legend { "患者" }
                 (f.text("患者姓名", "name", "text", true))
                 (f.choice("性别", "sex", &[("", "未填"), ("男", "男"), ("女", "女")]))
@@ -400,12 +481,12 @@ pub fn call_form(frame: &Frame, form: &FormData, errors: &FormErrors) -> Markup 
                 legend { "咨询内容" }
                 (f.field("病情", "condition", html! { textarea id="condition" name="condition" rows="3" { (form.get("condition")) } }))
                 (f.field("治疗经过", "treatment", html! { textarea id="treatment" name="treatment" rows="2" { (form.get("treatment")) } }))
-                (f.field("处理结果 / 下一步", "outcome", html! { textarea id="outcome" name="outcome" rows="2" { (form.get("outcome")) } }))
+                (f.field("处理结果 / 下一步（非正常咨询：备注）", "outcome", html! { textarea id="outcome" name="outcome" rows="2" { (form.get("outcome")) } }))
             }
             button type="submit" id="save-call" { "登记来电" }
         }
     };
-    layout(frame, "电话登记", "call", None, body)
+    layout(frame, "电话登记", "call", saved, body)
 }
 
 fn patient_line(p: &PatientRow) -> Markup {
@@ -602,6 +683,16 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
             },
         });
     }
+    for x in &v.problems {
+        out.push(TimelineEntry {
+            at: x.at,
+            kind: "问题",
+            body: html! {
+                (x.staff) " · " strong { (x.state.chinese()) } "：" (x.description)
+                @if let Some(r) = &x.resolution { br; "处理结果：" (r) }
+            },
+        });
+    }
     for (kind, contacts) in [
         ("问候", v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>()),
         ("家访", v.home_visits.iter().map(|g| &g.0).collect()),
@@ -716,11 +807,21 @@ pub fn patient(
                 }
             }
         }
+        (plan_section(v))
         @if v.merged_into.is_none() {
             section.forms {
+                h2 { "登记" }
                 (followup_form(frame, v, failed))
                 (visit_form(frame, v, failed))
                 (purchase_form(frame, v, failed))
+                (plan_form(frame, v, failed))
+                (hospital_forms(frame, v, failed))
+                (problem_forms(frame, v, failed))
+                (delivery_forms(frame, v, failed))
+                (typical_form(frame, v, failed))
+                (contact_form(frame, v, failed, Action::Greeting, "登记问候（逢年过节）"))
+                (contact_form(frame, v, failed, Action::HomeVisit, "登记家访"))
+                (details_form(frame, v, failed))
             }
         }
         section.timeline {
@@ -735,41 +836,95 @@ pub fn patient(
     layout(frame, &p.name, "", saved, body)
 }
 
+/// One form of a dossier page: who and when, then its own fields.
+struct FormSpec<'a> {
+    action: Action,
+    /// The record it is about ("" when none): one form per record.
+    record: &'a str,
+    title: &'a str,
+    /// Hidden fields besides the secret (the record's id, where to go back).
+    hidden: Vec<(&'static str, String)>,
+    /// Open even when nothing failed.
+    open: bool,
+}
+
+impl<'a> FormSpec<'a> {
+    fn new(action: Action, title: &'a str) -> Self {
+        FormSpec {
+            action,
+            record: "",
+            title,
+            hidden: Vec::new(),
+            open: false,
+        }
+    }
+
+    fn about(mut self, record: &'a str) -> Self {
+        self.record = record;
+        if let Some(field) = self.action.record_field() {
+            self.hidden.push((field, record.to_string()));
+        }
+        self
+    }
+
+    fn back(mut self, path: &str) -> Self {
+        self.hidden.push(("back", path.to_string()));
+        self
+    }
+
+    /// The prefix of its fields' ids: `hospital-`, `deliver-<id>-`.
+    fn prefix(&self) -> String {
+        if self.record.is_empty() {
+            format!("{}-", self.action.as_str())
+        } else {
+            format!("{}-{}-", self.action.as_str(), self.record)
+        }
+    }
+}
+
 fn action_form(
     frame: &Frame,
-    v: &DossierView,
+    dossier: &str,
     failed: Option<&Failed>,
-    action: Action,
-    title: &str,
+    spec: FormSpec,
     fields: impl FnOnce(&Fields) -> Markup,
 ) -> Markup {
-    let restored = Failed::of(failed, action, &v.id);
-    let open = restored.is_some();
+    let restored = if spec.action.record_field().is_some() {
+        Failed::of_record(failed, spec.action, dossier, spec.record)
+    } else {
+        Failed::of(failed, spec.action, dossier)
+    };
+    let open = restored.is_some() || spec.open;
     let (mut form, errors) = restored.unwrap_or_default();
     if form.get("at").is_empty() {
         form.set("at", &datetime_value(keqing_host::now_cst()));
     }
-    if action == Action::Purchase && form.get("quantity").is_empty() {
-        form.set("quantity", "1");
-    }
-    let f = Fields::new(format!("{}-", action.as_str()), &form, &errors);
+    let prefix = spec.prefix();
+    let f = Fields::new(prefix.clone(), &form, &errors);
     html! {
-        details id={ (action.as_str()) "-form" } open[open || action == Action::Followup] {
-            summary { (title) }
-            form method="post" action={ "/patient/" (v.id) "/" (action.as_str()) } {
+        details id={ (prefix) "form" } open[open] {
+            summary { (spec.title) }
+            form method="post" action={ "/patient/" (dossier) "/" (spec.action.as_str()) } {
                 (hidden_csrf(frame))
+                @for (name, value) in &spec.hidden {
+                    input type="hidden" name=(name) value=(value);
+                }
                 (general_errors(&errors))
                 (f.staff(frame, "经手人员"))
                 (f.text("时间", "at", "datetime-local", false))
                 (fields(&f))
-                button type="submit" { (title) }
+                button type="submit" id={ (prefix) "save" } { (spec.title) }
             }
         }
     }
 }
 
 fn followup_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
-    action_form(frame, v, failed, Action::Followup, "登记回访", |f| {
+    let spec = FormSpec {
+        open: true,
+        ..FormSpec::new(Action::Followup, "登记回访")
+    };
+    action_form(frame, &v.id, failed, spec, |f| {
         html! {
             (f.field("回访方式", "kind", html! {
                 input id=(f.id("kind")) name="kind" list="kinds" value=(if f.form.get("kind").is_empty() { "电话回访" } else { f.form.get("kind") });
@@ -782,25 +937,458 @@ fn followup_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Mar
 }
 
 fn visit_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
-    action_form(frame, v, failed, Action::Visit, "登记到堂", |f| {
-        html! {
-            (f.check("已购药", "purchased"))
-            (f.text("未购原因", "reason", "text", false))
+    let mut reasons = vec![("", "（已购或未填）")];
+    reasons.extend(
+        NotBoughtReason::ALL
+            .iter()
+            .map(|r| (r.chinese(), r.chinese())),
+    );
+    action_form(
+        frame,
+        &v.id,
+        failed,
+        FormSpec::new(Action::Visit, "登记到堂"),
+        |f| {
+            html! {
+                (f.check("已购药", "purchased"))
+                (f.choice("未购原因", "reason", &reasons))
+                (f.text("其他原因（选「其他」时填写）", "reason_text", "text", false))
+                (f.text("备注", "notes", "text", false))
+            }
+        },
+    )
+}
+
+fn purchase_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
+    action_form(
+        frame,
+        &v.id,
+        failed,
+        FormSpec::new(Action::Purchase, "登记购药"),
+        |f| {
+            html! {
+                (f.text("药品", "product", "text", true))
+                (f.text("数量（盒）", "quantity", "number", true))
+                (f.text("金额（元）", "amount", "text", true))
+                (f.text("用药到期时间", "runout", "date", false))
+                (f.text("发票号", "invoice", "text", false))
+                (f.text("礼品", "gifts", "text", false))
+                (f.text("礼品收据号", "gift_receipt", "text", false))
+            }
+        },
+    )
+}
+
+/// 回访计划: whether follow-ups are stopped, who makes them, the changes.
+fn plan_section(v: &DossierView) -> Markup {
+    let state = keqing_shared::followup::plan_state(v);
+    html! {
+        section.plan id="plan" {
+            h2 { "回访计划" }
+            p {
+                @match state.stopped {
+                    Some((reason, since)) => { span.badge.stopped id="plan-stopped" { "已停访：" (reason.chinese()) "（" (fmt_datetime(since)) " 起）" } }
+                    None => { span id="plan-active" { "按规定回访" } }
+                }
+                " 回访人："
+                span id="plan-assignee" { (state.assignee.as_deref().unwrap_or("未指定")) }
+            }
+            @if !v.plan.is_empty() {
+                table {
+                    thead { tr { th { "时间" } th { "修改" } th { "内容" } th { "经手" } th { "备注" } } }
+                    tbody {
+                        @for c in &v.plan {
+                            tr {
+                                td { (fmt_datetime(c.at)) }
+                                td.t { (c.action.chinese()) }
+                                td {
+                                    @if let Some(d) = c.date { (fmt_date(d)) }
+                                    @if let Some(r) = c.reason { (r.chinese()) }
+                                    @if let Some(a) = &c.assignee { (a) }
+                                }
+                                td { (c.staff) }
+                                td { (c.notes.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn plan_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
+    let steps = [
+        ("add", "加访（指定日期加一次回访）"),
+        ("postpone", "推迟下一次回访"),
+        ("stop", "停访"),
+        ("resume", "恢复回访"),
+        ("assign", "指定回访人"),
+    ];
+    let mut reasons = vec![("", "（停访时选择）")];
+    reasons.extend(StopReason::ALL.iter().map(|r| (r.chinese(), r.chinese())));
+    action_form(
+        frame,
+        &v.id,
+        failed,
+        FormSpec::new(Action::Plan, "修改回访计划"),
+        |f| {
+            let to = f.form.get("to");
+            html! {
+                (f.choice("修改", "step", &steps))
+                (f.text("日期（加访、推迟）", "date", "date", false))
+                (f.choice("停访原因", "reason", &reasons))
+                (f.field("回访人（指定时）", "to", html! {
+                    select id=(f.id("to")) name="to" {
+                        option value="" { "请选择" }
+                        @for s in &frame.staff {
+                            option value=(s.name) selected[s.name == to] { (s.name) }
+                        }
+                    }
+                }))
+                (f.text("备注", "notes", "text", false))
+            }
+        },
+    )
+}
+
+fn hospital_forms(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
+    html! {
+        (action_form(frame, &v.id, failed, FormSpec::new(Action::Hospital, "登记住院"), |f| html! {
+            (f.text("入院日期", "admitted", "date", true))
+            (f.text("出院日期", "discharged", "date", false))
+            (f.text("医院", "hospital", "text", false))
+            (f.text("原因", "reason", "text", false))
+        }))
+        @for h in v.hospital_stays.iter().filter(|h| h.discharged.is_none()) {
+            @let title = format!("登记出院（{} 入院）", fmt_date(h.admitted));
+            (action_form(frame, &v.id, failed, FormSpec::new(Action::Discharge, &title).about(&h.id), |f| html! {
+                (f.text("出院日期", "discharged", "date", true))
+            }))
+        }
+    }
+}
+
+fn problem_forms(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
+    let open_spec = FormSpec {
+        hidden: vec![("step", "open".to_string())],
+        ..FormSpec::new(Action::Problem, "登记问题（问题患者）")
+    };
+    html! {
+        (action_form(frame, &v.id, failed, open_spec, |f| html! {
+            (f.text("问题", "description", "text", true))
+        }))
+        @for x in v.problems.iter().filter(|x| x.state != ProblemState::Resolved) {
+            @let title = format!("处理问题：{}", x.description);
+            (action_form(frame, &v.id, failed, FormSpec::new(Action::Problem, &title).about(&x.id), |f| html! {
+                (f.choice("进展", "step", &[("handle", "处理中"), ("resolve", "已解决")]))
+                (f.text("处理结果（解决时填写）", "resolution", "text", false))
+            }))
+        }
+    }
+}
+
+fn delivery_forms(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
+    let mut purchases = vec![(String::new(), "（不对应购药记录）".to_string())];
+    purchases.extend(v.purchases.iter().rev().map(|p| {
+        (
+            p.id.clone(),
+            format!("{} {} {}盒", fmt_date(p.at.date()), p.product, p.quantity),
+        )
+    }));
+    html! {
+        (action_form(frame, &v.id, failed, FormSpec::new(Action::Delivery, "登记外送"), |f| html! {
+            (f.field("对应购药", "purchase", html! {
+                select id=(f.id("purchase")) name="purchase" {
+                    @for (id, label) in &purchases {
+                        option value=(id) selected[f.form.get("purchase") == id] { (label) }
+                    }
+                }
+            }))
+            (f.text("药品（不对应购药时）", "product", "text", false))
+            (f.text("数量（盒）", "quantity", "number", false))
+            (f.text("地址（默认患者地址）", "address", "text", false))
+            (f.text("送达期限", "due", "date", false))
             (f.text("备注", "notes", "text", false))
+            (f.check("已送达", "delivered"))
+        }))
+        @for d in v.deliveries.iter().filter(|d| d.state() == DeliveryStatus::Pending) {
+            @let title = format!(
+                "送达结果：{}{}",
+                d.product.as_deref().unwrap_or("外送"),
+                d.due.map(|x| format!("（限 {}）", fmt_date(x))).unwrap_or_default()
+            );
+            (deliver_form(frame, &v.id, &d.id, &title, None, failed))
+        }
+    }
+}
+
+/// The form settling one pending delivery (on its dossier's page, or on
+/// the deliveries list with `back`).
+fn deliver_form(
+    frame: &Frame,
+    dossier: &str,
+    delivery: &str,
+    title: &str,
+    back: Option<&str>,
+    failed: Option<&Failed>,
+) -> Markup {
+    let mut spec = FormSpec::new(Action::Deliver, title).about(delivery);
+    if let Some(b) = back {
+        spec = spec.back(b);
+        spec.open = true;
+    }
+    action_form(frame, dossier, failed, spec, |f| {
+        html! {
+            (f.choice("结果", "result", &[("delivered", "已送"), ("failed", "未送达")]))
+            (f.text("未送达原因", "failed", "text", false))
         }
     })
 }
 
-fn purchase_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
-    action_form(frame, v, failed, Action::Purchase, "登记购药", |f| {
+fn typical_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
+    let flagged = v.typical.as_ref().is_some_and(|t| t.flagged);
+    let restored = Failed::of(failed, Action::Typical, &v.id).is_some();
+    action_form(
+        frame,
+        &v.id,
+        failed,
+        FormSpec::new(Action::Typical, "典型病例"),
+        |f| {
+            let ticked = if restored {
+                f.form.ticked("flagged")
+            } else {
+                flagged
+            };
+            html! {
+                div.field.check {
+                    input type="checkbox" id=(f.id("flagged")) name="flagged" checked[ticked];
+                    label for=(f.id("flagged")) { "列为典型病例（取消勾选即撤销）" }
+                }
+                (f.text("说明", "notes", "text", false))
+            }
+        },
+    )
+}
+
+fn contact_form(
+    frame: &Frame,
+    v: &DossierView,
+    failed: Option<&Failed>,
+    action: Action,
+    title: &str,
+) -> Markup {
+    action_form(frame, &v.id, failed, FormSpec::new(action, title), |f| {
+        html! { (f.text("内容", "notes", "text", false)) }
+    })
+}
+
+/// 资料: the patient's details as they are; only what is changed is saved.
+fn details_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
+    let p = &v.patient;
+    let shown = [
+        ("name", p.name.clone()),
+        (
+            "sex",
+            p.sex.map(|s| s.chinese().to_string()).unwrap_or_default(),
+        ),
+        ("age", p.age.map(|a| a.to_string()).unwrap_or_default()),
+        ("address", p.address.clone().unwrap_or_default()),
+        (
+            "knows",
+            p.knows
+                .map(|k| if k { "是" } else { "否" }.to_string())
+                .unwrap_or_default(),
+        ),
+        ("notes", p.notes.clone().unwrap_or_default()),
+    ];
+    let restored = Failed::of(failed, Action::Details, &v.id).is_some();
+    let spec = FormSpec {
+        hidden: shown
+            .iter()
+            .map(|(k, was)| (was_name(k), was.clone()))
+            .collect(),
+        ..FormSpec::new(Action::Details, "修改资料")
+    };
+    // The form shows the details as they are, unless it comes back with
+    // what was typed.
+    let mut form = failed
+        .filter(|f| f.action == Action::Details && f.dossier == v.id)
+        .map(|f| f.form.clone())
+        .unwrap_or_default();
+    if !restored {
+        for (k, was) in &shown {
+            form.set(k, was);
+        }
+    }
+    action_form(frame, &v.id, failed, spec, |f| {
+        let f = Fields::new(f.prefix.clone(), &form, f.errors);
         html! {
-            (f.text("药品", "product", "text", true))
-            (f.text("数量（盒）", "quantity", "number", true))
-            (f.text("金额（元）", "amount", "text", true))
-            (f.text("用药到期时间", "runout", "date", false))
-            (f.text("发票号", "invoice", "text", false))
-            (f.text("礼品", "gifts", "text", false))
-            (f.text("礼品收据号", "gift_receipt", "text", false))
+            (f.text("姓名", "name", "text", false))
+            (f.choice("性别", "sex", &[("", "未填"), ("男", "男"), ("女", "女")]))
+            (f.text("年龄", "age", "number", false))
+            (f.text("地址", "address", "text", false))
+            (f.choice("是否知道病情", "knows", &[("", "未填"), ("是", "是"), ("否", "否")]))
+            (f.text("备注", "notes", "text", false))
+            (f.text("添加电话", "phone", "tel", false))
+            (f.text("添加病种", "disease", "text", false))
         }
     })
+}
+
+/// The hidden field holding what a detail was when the page was drawn.
+fn was_name(field: &str) -> &'static str {
+    match field {
+        "name" => "was-name",
+        "sex" => "was-sex",
+        "age" => "was-age",
+        "address" => "was-address",
+        "knows" => "was-knows",
+        _ => "was-notes",
+    }
+}
+
+/// 客户分类: the count per category and flag; one list below when chosen.
+pub fn lists(
+    frame: &Frame,
+    day: NaiveDate,
+    counts: &[(String, u64)],
+    chosen: Option<(&str, &[ListedPatient])>,
+    error: Option<&str>,
+) -> Markup {
+    let body = html! {
+        h1 { "客户分类 " (fmt_date(day)) }
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        table.counts id="list-counts" {
+            thead { tr { th { "分类" } th { "人数" } } }
+            tbody {
+                @for (label, n) in counts {
+                    @let href = match label.as_str() {
+                        "典型" => format!("/lists?flag=typical&date={}", fmt_date(day)),
+                        "问题" => format!("/lists?flag=problem&date={}", fmt_date(day)),
+                        c => format!("/lists?category={}&date={}", query_value(c), fmt_date(day)),
+                    };
+                    tr class=[chosen.filter(|(l, _)| *l == label.as_str()).map(|_| "current")] {
+                        td.t { a href=(href) { (label) } }
+                        td.n id={ "count-" (label) } { (n) }
+                    }
+                }
+            }
+        }
+        @if let Some((label, rows)) = chosen {
+            h2 { (label) " · " (rows.len()) " 位" }
+            @if rows.is_empty() {
+                p.empty { "没有这一类的患者。" }
+            } @else {
+                table.list id="list-rows" {
+                    thead { tr { th { "姓名" } th { "电话" } th { "分类" } th { "标记" } th { "最近联系" } th { "下次回访" } th { "回访人" } } }
+                    tbody {
+                        @for r in rows {
+                            tr id={ "listed-" (r.dossier_id) } {
+                                td.t { a href={ "/patient/" (r.dossier_id) } { (r.name) } }
+                                td.phone { (r.phone.as_deref().unwrap_or("")) }
+                                td.t { (keqing_shared::lists::Category::parse(&r.category).map(|c| c.chinese()).unwrap_or("")) }
+                                td.t {
+                                    @if r.typical { span.badge.typical { "典型" } }
+                                    @if r.open_problems > 0 { span.badge.problem { "问题" } }
+                                }
+                                td { (r.last_contact.as_deref().unwrap_or("")) }
+                                td { (r.next_due.as_deref().unwrap_or("")) }
+                                td { (r.assignee.as_deref().unwrap_or("")) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(frame, "客户分类", "lists", None, body)
+}
+
+/// 外送: what is still to deliver, overdue first, each with its result form.
+pub fn deliveries(
+    frame: &Frame,
+    list: &[OpenDelivery],
+    saved: Option<&str>,
+    failed: Option<&Failed>,
+) -> Markup {
+    let today = fmt_date(frame.today);
+    let body = html! {
+        h1 { "待送外送" }
+        p.summary { "共 " strong id="delivery-count" { (list.len()) } " 件" }
+        @if list.is_empty() {
+            p.empty { "没有待送的外送。" }
+        }
+        ol.due {
+            @for d in list {
+                @let overdue = d.due.as_deref().is_some_and(|due| due < today.as_str());
+                li class={ "entry" @if overdue { " overdue" } } id={ "delivery-" (d.id) } {
+                    div.who {
+                        span.state { @if overdue { "逾期" } @else { "待送" } }
+                        a href={ "/patient/" (d.dossier_id) } { (d.name) }
+                        span.phone { (d.phone.as_deref().unwrap_or("")) }
+                    }
+                    p {
+                        (d.product.as_deref().unwrap_or("（未填药品）"))
+                        @if let Some(q) = d.quantity { " " (q) "盒" }
+                        " · 送至 " (d.address.as_deref().unwrap_or("（未填地址）"))
+                        " · 期限 " (d.due.as_deref().unwrap_or("未定"))
+                        " · 登记 " (d.staff)
+                    }
+                    (deliver_form(frame, &d.dossier_id, &d.id, "登记送达结果", Some("/deliveries"), failed))
+                }
+            }
+        }
+    };
+    layout(frame, "外送", "deliveries", saved, body)
+}
+
+/// 员工: everyone of the office, who is on leave (kept in history, gone
+/// from the pick lists), and the form adding one.
+pub fn staff(
+    frame: &Frame,
+    all: &[Staff],
+    form: &FormData,
+    errors: &FormErrors,
+    saved: Option<&str>,
+) -> Markup {
+    let f = Fields::new("staff-", form, errors);
+    let roles: Vec<(&str, &str)> = Role::ALL
+        .iter()
+        .map(|r| (r.as_str(), r.chinese()))
+        .collect();
+    let body = html! {
+        h1 { "员工" }
+        table.list id="staff-list" {
+            thead { tr { th { "姓名" } th { "岗位" } th { "状态" } th {} } }
+            tbody {
+                @for s in all {
+                    tr id={ "staff-" (s.id) } class=[(!s.active).then_some("muted")] {
+                        td.t { (s.name) }
+                        td.t { (s.role.chinese()) }
+                        td.t { @if s.active { "在岗" } @else { "离岗" } }
+                        td {
+                            form.inline method="post" action="/staff/active" {
+                                (hidden_csrf(frame))
+                                input type="hidden" name="name" value=(s.name);
+                                input type="hidden" name="active" value=(if s.active { "0" } else { "1" });
+                                button type="submit" { @if s.active { "离岗" } @else { "返岗" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "添加员工" }
+        (general_errors(errors))
+        form.register method="post" action="/staff" novalidate {
+            (hidden_csrf(frame))
+            fieldset {
+                (f.text("姓名", "name", "text", true))
+                (f.choice("岗位", "role", &roles))
+            }
+            button type="submit" id="staff-add" { "添加" }
+        }
+    };
+    layout(frame, "员工", "staff", saved, body)
 }

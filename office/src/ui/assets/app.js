@@ -34,3 +34,15 @@
   if (name) name.addEventListener("input", soon);
   if (phone.value) refresh();
 })();
+
+// The register form's call kind: a non-patient call (wrong number, press,
+// sales...) makes no dossier, so the patient's fields are hidden while one
+// is chosen. Without this script they stay visible and are ignored.
+(function () {
+  var kind = document.getElementById("kind");
+  var patient = document.getElementById("patient-fields");
+  if (!kind || !patient) return;
+  function show() { patient.hidden = kind.value !== ""; }
+  kind.addEventListener("change", show);
+  show();
+})();
