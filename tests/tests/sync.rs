@@ -781,7 +781,7 @@ fn two_devices_change_one_plan_offline_and_converge() {
     }
     for o in [&gd1, &gd2] {
         assert_eq!(o.ok(&["conflicts", "--json"]).json(), serde_json::json!([]));
-        assert_eq!(due_ids(o, &["--staff", "王芳"]), [id.clone()]);
+        assert_eq!(due_ids(o, &["--staff", "王芳"]), vec![id.clone()]);
         assert!(due_ids(o, &["--staff", "赵敏"]).is_empty());
         let due = o.ok(&["due", "--date", "2026-11-25", "--json"]).json();
         let cadences: Vec<&str> = due[0]["slots"]
