@@ -419,3 +419,495 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
 
     c.close().await.unwrap();
 }
+
+/// Sets an input's value as the page would hold it (date and time inputs
+/// take keys in the browser's locale order; their value is ISO).
+async fn set_value(c: &Client, css: &str, value: &str) {
+    c.execute(
+        "document.querySelector(arguments[0]).value = arguments[1];",
+        vec![css.into(), value.into()],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("set `{css}`: {e}"));
+}
+
+async fn choose(c: &Client, css: &str, value: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}`: {e}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("no option `{value}` in `{css}`: {e}"));
+}
+
+/// Opens a collapsed form of the dossier page (`#PREFIXform`).
+async fn open_form(c: &Client, prefix: &str) {
+    c.execute(
+        "document.getElementById(arguments[0]).open = true;",
+        vec![format!("{prefix}form").into()],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("no form `{prefix}form`: {e}"));
+}
+
+/// The dossier as `keqing patient --json` reads it, and the outbox: what a
+/// refused form must leave as it was.
+fn saved_state(office: &Office, id: &str) -> (serde_json::Value, serde_json::Value) {
+    (
+        office.ok(&["patient", id, "--json"]).json(),
+        office.ok(&["status", "--json"]).json()["outbox"].clone(),
+    )
+}
+
+/// Submits the form of `prefix`, expects its error next to `field` (and
+/// nothing saved), then lets `fix` correct it and expects `saved`.
+async fn refused_then_saved<F, Fut>(
+    c: &Client,
+    office: &Office,
+    id: &str,
+    prefix: &str,
+    field: &str,
+    fix: F,
+    saved: &str,
+) where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let before = saved_state(office, id);
+    click(c, &format!("#{prefix}save")).await;
+    let err = format!("#{prefix}{field}-err");
+    wait_for_page(c, &err, |h| h.contains(&format!("id=\"{}\"", &err[1..]))).await;
+    assert!(!text_of(c, &err).await.is_empty());
+    assert_eq!(saved_state(office, id), before, "{prefix}: nothing saved");
+    fix().await;
+    click(c, &format!("#{prefix}save")).await;
+    wait_for_page(c, saved, |h| h.contains(saved)).await;
+    assert_ne!(saved_state(office, id).0, before.0, "{prefix}: saved");
+}
+
+/// Every record of the office's day from the workstation: each form
+/// refuses a bad value with its error next to the field and saves nothing,
+/// then saves the corrected one; the lists, the deliveries, the staff and
+/// the register's non-patient calls work as the command line does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_day_is_done_in_the_workstation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let office = Office::new(tmp.path().join("gd"));
+    office.ok(&["init", "--office", "44", "--device", "前台1"]);
+    for (name, role) in [("李娜", "consultant"), ("王芳", "followup")] {
+        office.ok(&["staff", "add", "--name", name, "--role", role]);
+    }
+    let now = keqing_host::now_cst();
+    let t = |days: i64, h: u32| {
+        (now.date() - chrono::Duration::days(days))
+            .and_hms_opt(h, 0, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    let d = |days: i64| {
+        (now.date() - chrono::Duration::days(days))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let next_year = (now + chrono::Duration::days(366))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let id = office
+        .ok(&[
+            "call",
+            "--phone",
+            "13800138000",
+            "--name",
+            "张三",
+            "--source",
+            "电视",
+            "--staff",
+            "李娜",
+            "--at",
+            &t(10, 9),
+        ])
+        .last_line()
+        .to_string();
+    office.ok(&[
+        "purchase",
+        "--patient",
+        &id,
+        "--staff",
+        "李娜",
+        "--product",
+        "脑心通",
+        "--amount",
+        "300",
+        "--quantity",
+        "3",
+        "--at",
+        &t(9, 10),
+    ]);
+    let ui = office.workstation();
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    let page = format!("{}/patient/{id}", ui.url());
+    c.goto(&page).await.unwrap();
+
+    // 住院: a discharge before the admission, then a stay without one.
+    open_form(&c, "hospital-").await;
+    choose(&c, "#hospital-staff", "李娜").await;
+    set_value(&c, "#hospital-admitted", &d(5)).await;
+    set_value(&c, "#hospital-discharged", &d(7)).await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        "hospital-",
+        "discharged",
+        || async {
+            open_form(&c, "hospital-").await;
+            set_value(&c, "#hospital-discharged", "").await;
+        },
+        "已登记住院",
+    )
+    .await;
+    // 出院, later, on the stay's own form.
+    let stay = saved_state(&office, &id).0["dossier"]["hospital_stays"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = format!("discharge-{stay}-");
+    open_form(&c, &p).await;
+    choose(&c, &format!("#{p}staff"), "李娜").await;
+    set_value(&c, &format!("#{p}discharged"), &d(6)).await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        &p,
+        "discharged",
+        || async {
+            set_value(&c, &format!("#{p}discharged"), &d(2)).await;
+        },
+        "已登记出院",
+    )
+    .await;
+    let stays = saved_state(&office, &id).0["dossier"]["hospital_stays"].clone();
+    assert_eq!(stays[0]["discharged"], d(2).as_str());
+
+    // 问题: opened without saying what, then handled to resolution.
+    open_form(&c, "problem-").await;
+    choose(&c, "#problem-staff", "李娜").await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        "problem-",
+        "description",
+        || async {
+            open_form(&c, "problem-").await;
+            fill(&c, "#problem-description", "送药太慢").await;
+        },
+        "已更新问题记录",
+    )
+    .await;
+    let problem = saved_state(&office, &id).0["dossier"]["problems"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = format!("problem-{problem}-");
+    open_form(&c, &p).await;
+    choose(&c, &format!("#{p}staff"), "王芳").await;
+    choose(&c, &format!("#{p}step"), "resolve").await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        &p,
+        "resolution",
+        || async {
+            open_form(&c, &p).await;
+            choose(&c, &format!("#{p}step"), "resolve").await;
+            fill(&c, &format!("#{p}resolution"), "已道歉并补送").await;
+        },
+        "已更新问题记录",
+    )
+    .await;
+    assert_eq!(
+        saved_state(&office, &id).0["dossier"]["problems"][0]["state"],
+        "resolved"
+    );
+
+    // 典型, 问候, 家访: a time a year ahead is refused.
+    for (prefix, saved) in [
+        ("typical-", "已更新典型病例"),
+        ("greeting-", "已登记问候"),
+        ("homevisit-", "已登记家访"),
+    ] {
+        open_form(&c, prefix).await;
+        choose(&c, &format!("#{prefix}staff"), "李娜").await;
+        if prefix == "typical-" {
+            click(&c, "#typical-flagged").await;
+        }
+        fill(&c, &format!("#{prefix}notes"), "春节问候").await;
+        set_value(&c, &format!("#{prefix}at"), &next_year).await;
+        refused_then_saved(
+            &c,
+            &office,
+            &id,
+            prefix,
+            "at",
+            || async {
+                open_form(&c, prefix).await;
+                set_value(&c, &format!("#{prefix}at"), &t(1, 15)).await;
+            },
+            saved,
+        )
+        .await;
+    }
+    let dossier = saved_state(&office, &id).0;
+    assert_eq!(dossier["dossier"]["typical"]["flagged"], true);
+    assert_eq!(
+        dossier["dossier"]["greetings"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        dossier["dossier"]["home_visits"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // 外送: a negative quantity, then the purchase's delivery; its result
+    // without a reason for 未送达 is refused; it is settled on the list.
+    open_form(&c, "delivery-").await;
+    choose(&c, "#delivery-staff", "李娜").await;
+    let purchase = dossier["dossier"]["purchases"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    choose(&c, "#delivery-purchase", &purchase).await;
+    fill(&c, "#delivery-address", "广州市越秀区").await;
+    set_value(&c, "#delivery-due", &d(1)).await;
+    fill(&c, "#delivery-quantity", "-2").await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        "delivery-",
+        "quantity",
+        || async {
+            open_form(&c, "delivery-").await;
+            fill(&c, "#delivery-quantity", "3").await;
+        },
+        "已登记外送",
+    )
+    .await;
+    let delivery = saved_state(&office, &id).0["dossier"]["deliveries"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.goto(&format!("{}/deliveries", ui.url())).await.unwrap();
+    assert_eq!(text_of(&c, "#delivery-count").await, "1");
+    let row = text_of(&c, &format!("#delivery-{delivery}")).await;
+    assert!(row.contains("脑心通") && row.contains("逾期"), "{row}");
+    let p = format!("deliver-{delivery}-");
+    choose(&c, &format!("#{p}staff"), "王芳").await;
+    choose(&c, &format!("#{p}result"), "failed").await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        &p,
+        "failed",
+        || async {
+            choose(&c, &format!("#{p}result"), "delivered").await;
+        },
+        "已登记送达结果",
+    )
+    .await;
+    assert_eq!(text_of(&c, "#delivery-count").await, "0");
+    assert_eq!(
+        office.ok(&["deliveries", "--json"]).json(),
+        serde_json::json!([])
+    );
+
+    // 到堂: 其他 needs its text.
+    c.goto(&page).await.unwrap();
+    open_form(&c, "visit-").await;
+    choose(&c, "#visit-staff", "李娜").await;
+    choose(&c, "#visit-reason", "其他").await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        "visit-",
+        "reason_text",
+        || async {
+            open_form(&c, "visit-").await;
+            choose(&c, "#visit-reason", "其他").await;
+            fill(&c, "#visit-reason_text", "要和子女商量").await;
+        },
+        "已登记到堂",
+    )
+    .await;
+
+    // 资料: an age no one has; only the field changed is written.
+    open_form(&c, "details-").await;
+    fill(&c, "#details-age", "200").await;
+    choose(&c, "#details-staff", "李娜").await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        "details-",
+        "age",
+        || async {
+            open_form(&c, "details-").await;
+            fill(&c, "#details-age", "67").await;
+            fill(&c, "#details-address", "广州市越秀区中山路").await;
+        },
+        "已更新资料",
+    )
+    .await;
+    let p = saved_state(&office, &id).0["dossier"]["patient"].clone();
+    assert_eq!(
+        (p["age"].as_i64(), p["address"].as_str()),
+        (Some(67), Some("广州市越秀区中山路"))
+    );
+
+    // 回访计划: an extra call without its day; then a stop, and who calls.
+    open_form(&c, "plan-").await;
+    choose(&c, "#plan-staff", "李娜").await;
+    choose(&c, "#plan-step", "add").await;
+    refused_then_saved(
+        &c,
+        &office,
+        &id,
+        "plan-",
+        "date",
+        || async {
+            open_form(&c, "plan-").await;
+            choose(&c, "#plan-step", "add").await;
+            set_value(&c, "#plan-date", &d(0)).await;
+            fill(&c, "#plan-notes", "家属要求今天再打").await;
+        },
+        "已修改回访计划",
+    )
+    .await;
+    open_form(&c, "plan-").await;
+    choose(&c, "#plan-step", "assign").await;
+    choose(&c, "#plan-to", "王芳").await;
+    click(&c, "#plan-save").await;
+    wait_for_page(&c, "the assignee", |h| {
+        h.contains("id=\"plan-assignee\">王芳")
+    })
+    .await;
+    let due = office.ok(&["due", "--staff", "王芳", "--json"]).json();
+    assert_eq!(due[0]["dossier_id"], id.as_str(), "王芳's list: {due}");
+    open_form(&c, "plan-").await;
+    choose(&c, "#plan-step", "stop").await;
+    choose(&c, "#plan-reason", "拒访").await;
+    click(&c, "#plan-save").await;
+    let html = wait_for_page(&c, "the stop", |h| h.contains("id=\"plan-stopped\"")).await;
+    assert!(html.contains("已停访：拒访"));
+    c.execute("document.getElementById('plan').scrollIntoView();", vec![])
+        .await
+        .unwrap();
+    screenshot(&c, "office-plan.png").await;
+    assert_eq!(
+        office.ok(&["due", "--json"]).json(),
+        serde_json::json!([]),
+        "stopped: off the list"
+    );
+
+    // 客户分类: the counts and the 停访 list, as `keqing list` says.
+    c.goto(&format!("{}/lists", ui.url())).await.unwrap();
+    let counts = office.ok(&["list", "--json"]).json();
+    assert_eq!(text_of(&c, "#count-停访").await, counts["停访"].to_string());
+    assert_eq!(counts["停访"], 1);
+    click(&c, "#list-counts a[href*='category=%E5%81%9C%E8%AE%BF']").await;
+    wait_for_page(&c, "the 停访 list", |h| {
+        h.contains(&format!("listed-{id}"))
+    })
+    .await;
+    assert!(text_of(&c, &format!("#listed-{id}")).await.contains("王芳"));
+    screenshot(&c, "office-lists.png").await;
+
+    // 非正常咨询 from the register form: no staff, then a bad number; no
+    // dossier either way, and the report counts it apart from calls.
+    let calls_before = office.ok(&["report", "daily", "--json"]).json()["total"]["calls"].clone();
+    c.goto(&format!("{}/call", ui.url())).await.unwrap();
+    choose(&c, "#kind", "推销").await;
+    assert!(
+        !c.find(Locator::Css("#patient-fields"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "the patient's fields are hidden for a non-patient call"
+    );
+    fill(&c, "#phone", "12345").await;
+    c.execute("document.getElementById('staff').value = '';", vec![])
+        .await
+        .unwrap();
+    click(&c, "#save-call").await;
+    wait_for_page(&c, "the staff error", |h| h.contains("id=\"staff-err\"")).await;
+    choose(&c, "#staff", "李娜").await;
+    click(&c, "#save-call").await;
+    wait_for_page(&c, "the phone error", |h| h.contains("id=\"phone-err\"")).await;
+    let report = office.ok(&["report", "daily", "--json"]).json();
+    let sales = |r: &serde_json::Value| r["nonpatient_calls"][1]["counts"][4]["count"].clone();
+    assert_eq!(sales(&report), 0, "nothing saved");
+    fill(&c, "#phone", "020-8888 0000").await;
+    fill(&c, "#outcome", "推销保健品").await;
+    click(&c, "#save-call").await;
+    wait_for_page(&c, "the non-patient call", |h| {
+        h.contains("已登记非正常咨询")
+    })
+    .await;
+    let report = office.ok(&["report", "daily", "--json"]).json();
+    assert_eq!(report["nonpatient_calls"][1]["counts"][4]["label"], "推销");
+    assert_eq!(sales(&report), 1);
+    assert_eq!(report["total"]["calls"], calls_before, "not a consultation");
+    assert_eq!(
+        office.ok(&["search", "0208888", "--json"]).json(),
+        serde_json::json!([])
+    );
+
+    // 员工: a name taken is refused next to it; a new one is added, then
+    // goes on leave: kept on the list, gone from the forms' pick lists.
+    c.goto(&format!("{}/staff", ui.url())).await.unwrap();
+    fill(&c, "#staff-name", "李娜").await;
+    click(&c, "#staff-add").await;
+    wait_for_page(&c, "the name error", |h| {
+        h.contains("id=\"staff-name-err\"")
+    })
+    .await;
+    fill(&c, "#staff-name", "赵敏").await;
+    choose(&c, "#staff-role", "followup").await;
+    click(&c, "#staff-add").await;
+    let html = wait_for_page(&c, "赵敏 added", |h| h.contains("已更新员工名单")).await;
+    assert!(html.contains("赵敏"));
+    let zhao = office.ok(&["staff", "list", "--json"]).json();
+    let zhao = zhao
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "赵敏")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    click(&c, &format!("#staff-{zhao} button")).await;
+    wait_for_page(&c, "赵敏 on leave", |h| h.contains("离岗")).await;
+    assert!(
+        text_of(&c, &format!("#staff-{zhao}"))
+            .await
+            .contains("离岗")
+    );
+    c.goto(&format!("{}/call", ui.url())).await.unwrap();
+    let options = text_of(&c, "#staff").await;
+    assert!(
+        options.contains("李娜") && !options.contains("赵敏"),
+        "{options}"
+    );
+
+    c.close().await.unwrap();
+}

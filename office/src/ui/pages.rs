@@ -14,7 +14,7 @@ use keqing_shared::records::{
 use keqing_shared::report::Report;
 use keqing_shared::sheets;
 use keqing_shared::staff::{Role, Staff};
-use keqing_shared::when::{fmt_date, fmt_datetime};
+use keqing_shared::when::fmt_date;
 use maud::{DOCTYPE, Markup, html};
 
 /// What surrounds every page: who is working here and the sync indicator.
@@ -62,6 +62,19 @@ impl Failed<'_> {
     ) -> Option<(FormData, FormErrors)> {
         let field = action.record_field().unwrap_or("");
         Failed::of(failed, action, dossier).filter(|(f, _)| f.get(field) == record)
+    }
+}
+
+/// A time as staff read it: `2026-11-20 09:30`.
+fn shown_time(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// A stored time (`2026-11-20T09:30:00`) as staff read it.
+fn shown_text(t: &str) -> String {
+    match keqing_shared::when::read_stored_datetime(t) {
+        Some(t) => shown_time(t),
+        None => t.to_string(),
     }
 }
 
@@ -666,6 +679,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
                 @if let Some(a) = &d.address { " 送至 " (a) }
                 @if let Some(due) = d.due { " 限 " (fmt_date(due)) }
                 @if let Some(r) = &d.status_reason { " （" (r) "）" }
+                @if let (Some(by), Some(on)) = (&d.settled_by, d.settled_at) { " · " (by) " " (shown_time(on)) " 登记结果" }
                 @if let Some(n) = &d.notes { " · " (n) }
             },
         });
@@ -828,7 +842,7 @@ pub fn patient(
             h2 { "记录" }
             ol {
                 @for e in timeline(v) {
-                    li { span.when { (fmt_datetime(e.at)) } span.kind { (e.kind) } div.body { (e.body) } }
+                    li { span.when { (shown_time(e.at)) } span.kind { (e.kind) } div.body { (e.body) } }
                 }
             }
         }
@@ -904,7 +918,9 @@ fn action_form(
     html! {
         details id={ (prefix) "form" } open[open] {
             summary { (spec.title) }
-            form method="post" action={ "/patient/" (dossier) "/" (spec.action.as_str()) } {
+            // The server checks every field and answers next to it, in
+            // Chinese, the same as the command line.
+            form method="post" action={ "/patient/" (dossier) "/" (spec.action.as_str()) } novalidate {
                 (hidden_csrf(frame))
                 @for (name, value) in &spec.hidden {
                     input type="hidden" name=(name) value=(value);
@@ -987,7 +1003,7 @@ fn plan_section(v: &DossierView) -> Markup {
             h2 { "回访计划" }
             p {
                 @match state.stopped {
-                    Some((reason, since)) => { span.badge.stopped id="plan-stopped" { "已停访：" (reason.chinese()) "（" (fmt_datetime(since)) " 起）" } }
+                    Some((reason, since)) => { span.badge.stopped id="plan-stopped" { "已停访：" (reason.chinese()) "（" (shown_time(since)) " 起）" } }
                     None => { span id="plan-active" { "按规定回访" } }
                 }
                 " 回访人："
@@ -999,15 +1015,15 @@ fn plan_section(v: &DossierView) -> Markup {
                     tbody {
                         @for c in &v.plan {
                             tr {
-                                td { (fmt_datetime(c.at)) }
+                                td { (shown_time(c.at)) }
                                 td.t { (c.action.chinese()) }
-                                td {
+                                td.t {
                                     @if let Some(d) = c.date { (fmt_date(d)) }
                                     @if let Some(r) = c.reason { (r.chinese()) }
                                     @if let Some(a) = &c.assignee { (a) }
                                 }
-                                td { (c.staff) }
-                                td { (c.notes.as_deref().unwrap_or("")) }
+                                td.t { (c.staff) }
+                                td.t { (c.notes.as_deref().unwrap_or("")) }
                             }
                         }
                     }
@@ -1292,9 +1308,9 @@ pub fn lists(
                                     @if r.typical { span.badge.typical { "典型" } }
                                     @if r.open_problems > 0 { span.badge.problem { "问题" } }
                                 }
-                                td { (r.last_contact.as_deref().unwrap_or("")) }
+                                td { (r.last_contact.as_deref().map(shown_text).unwrap_or_default()) }
                                 td { (r.next_due.as_deref().unwrap_or("")) }
-                                td { (r.assignee.as_deref().unwrap_or("")) }
+                                td.t { (r.assignee.as_deref().unwrap_or("")) }
                             }
                         }
                     }
