@@ -148,6 +148,10 @@ enum Command {
         /// Days to play
         #[arg(long, default_value_t = 7)]
         days: u32,
+        /// First day played (YYYY-MM-DD); by default the days end yesterday.
+        /// No day after today.
+        #[arg(long)]
+        start: Option<String>,
         /// New callers per office over the run
         #[arg(long, default_value_t = 30)]
         patients: usize,
@@ -808,7 +812,16 @@ fn demo(opts: &keqing_demo::DemoOptions, json: bool) -> Result<()> {
             print!(
                 "{}",
                 sheets::text_of(r, |title| {
-                    matches!(title, "咨询与转化" | "复购与回访" | "信息来源" | "病种")
+                    matches!(
+                        title,
+                        "咨询与转化"
+                            | "复购与回访"
+                            | "信息来源"
+                            | "病种"
+                            | "非正常咨询"
+                            | "未购原因"
+                            | "客户分类"
+                    )
                 })
             );
         }
@@ -908,6 +921,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Demo {
         offices,
         days,
+        start,
         patients,
         seed,
         keep,
@@ -918,6 +932,7 @@ fn run(cli: Cli) -> Result<()> {
             &keqing_demo::DemoOptions {
                 offices: *offices,
                 days: *days,
+                start: start.as_deref().map(parse_date).transpose()?,
                 patients: *patients,
                 seed: *seed,
                 keep: keep.clone(),

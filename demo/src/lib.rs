@@ -14,7 +14,9 @@
 //! events generated.
 
 use chrono::{Duration, NaiveDate, NaiveDateTime};
-use keqing_office::desk::{CallInput, Desk, new_id};
+use keqing_office::desk::{
+    CallInput, DeliveryInput, Desk, NonPatientInput, PlanStep, VisitInput, new_id,
+};
 use keqing_office::sync::{Quiet, SyncSummary, enroll, server_report, sync_once};
 use keqing_shared::dossier::{Dossier, PatientUpdate};
 use keqing_shared::office::OFFICES;
@@ -29,8 +31,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use thiserror::Error;
 
-/// The demo's first day (a Monday).
-const FIRST_DAY: (i32, u32, u32) = (2026, 11, 16);
 const SOURCES: [&str; 6] = ["电视", "报纸", "电台", "网络", "朋友介绍", "讲座义诊"];
 const DISEASES: [&str; 6] = [
     "冠心病",
@@ -44,12 +44,16 @@ const RELATIONS: [&str; 4] = ["本人", "子女", "配偶", "亲戚"];
 const SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦傅方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤";
 const GIVEN: &str = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉兰萍建国志强淑珍凤英红梅海燕春梅国华德明振华文华永刚";
 const PRODUCT: &str = "金诃心脑康";
+const STREETS: [&str; 5] = ["人民", "解放", "中山", "建设", "和平"];
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub offices: usize,
     pub days: u32,
+    /// The first day played; by default the period ends yesterday (no
+    /// event is ever after the day the demo runs).
+    pub start: Option<NaiveDate>,
     /// New callers per office over the whole run.
     pub patients: usize,
     pub seed: u64,
@@ -138,6 +142,14 @@ struct Ledger {
     followups: u64,
     amount_fen: i64,
     edits: u64,
+    /// Non-patient calls by office and kind.
+    nonpatient: BTreeMap<(String, &'static str), u64>,
+    /// Visits that did not buy, by reason.
+    reasons: BTreeMap<&'static str, u64>,
+    /// Dossiers whose follow-ups were stopped.
+    stopped: Vec<String>,
+    /// Every delivery and where it stands.
+    deliveries: BTreeMap<String, DeliveryStatus>,
 }
 
 impl Ledger {
@@ -171,6 +183,7 @@ struct Patient {
     /// The device that created the dossier (the other has it after syncs).
     device: usize,
     problem: Option<String>,
+    stopped: bool,
 }
 
 struct Device {
@@ -187,6 +200,9 @@ struct OfficeSim {
     supervisor: String,
     field: String,
     patients: Vec<Patient>,
+    /// Deliveries still to make: the patient, the delivery, the day it was
+    /// registered.
+    pending: Vec<(usize, String, NaiveDate)>,
 }
 
 /// Why the demo could not run (a failed check is not an error: the
@@ -256,6 +272,22 @@ fn at(d: NaiveDate, hour: u32, rng: &mut Rng) -> NaiveDateTime {
         .expect("valid time")
 }
 
+/// The days played: `--days` ending yesterday, or from `--start`; never a
+/// day after today (a record dated ahead of the clock is refused anyway).
+fn period(opts: &DemoOptions) -> Result<(NaiveDate, NaiveDate)> {
+    let today = keqing_host::now_cst().date();
+    let days = i64::from(opts.days);
+    let first = opts.start.unwrap_or(today - Duration::days(days));
+    let last = first + Duration::days(days - 1);
+    if last > today {
+        return Err(DemoError::Options(format!(
+            "--start {first} --days {}: the period would end on {last}, after today ({today}); the demo plays only days that have come",
+            opts.days
+        )));
+    }
+    Ok((first, last))
+}
+
 /// Runs the demo; the summary says whether every check held.
 pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     let refuse = |why: String| Err(DemoError::Options(why));
@@ -268,6 +300,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     if opts.patients == 0 || opts.patients > 100_000 {
         return refuse("--patients must be 1..=100000".into());
     }
+    period(opts)?;
     let started = Instant::now();
     let temp;
     let root: PathBuf = match &opts.keep {
@@ -361,6 +394,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
             supervisor: String::new(),
             field: String::new(),
             patients: Vec::new(),
+            pending: Vec::new(),
         };
         let mut names = BTreeSet::new();
         let mut staff = |role: Role, desk: &mut Desk, rng: &mut Rng| -> Result<String> {
@@ -400,8 +434,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     ))?;
 
     // The week.
-    let first = NaiveDate::from_ymd_opt(FIRST_DAY.0, FIRST_DAY.1, FIRST_DAY.2).expect("date");
-    let last = first + Duration::days(i64::from(opts.days) - 1);
+    let (first, last) = period(opts)?;
     let mut ledger = Ledger::default();
     let mut stats = SyncStats::default();
     let mut phone_counter = 0u64;
@@ -499,17 +532,19 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
             all.len()
         ),
     });
-    let (found, dossiers) = records_in(&hq)?;
+    let found = records_in(&hq)?;
+    let dossiers = found.dossiers;
     let mut missing = 0;
     let mut doubled = 0;
     for id in ledger.records.keys() {
-        match found.get(id) {
+        match found.records.get(id) {
             None => missing += 1,
             Some(n) if *n > 1 => doubled += 1,
             _ => {}
         }
     }
     let unexpected = found
+        .records
         .keys()
         .filter(|id| !ledger.records.contains_key(*id))
         .count();
@@ -564,6 +599,100 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         } else {
             format!("differ: {}", disagree.join(", "))
         },
+    });
+
+    // The office's whole day: non-patient calls by office and kind,
+    // not-bought reasons, stopped follow-ups, deliveries.
+    let mut nonpatient_got: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for b in report
+        .nonpatient_calls
+        .iter()
+        .filter(|b| b.office != "total")
+    {
+        for (label, n) in counts_of(b) {
+            nonpatient_got.insert((b.office.clone(), label), n);
+        }
+    }
+    let nonpatient_want: BTreeMap<(String, String), u64> = ledger
+        .nonpatient
+        .iter()
+        .map(|((office, kind), n)| ((office.clone(), kind.to_string()), *n))
+        .collect();
+    checks.push(Check {
+        name: "非正常咨询按办事处和类别等于生成的 non-patient calls by office and kind equal the generated ones".into(),
+        ok: nonpatient_got == nonpatient_want,
+        detail: format!(
+            "{} generated, {} reported",
+            nonpatient_want.values().sum::<u64>(),
+            nonpatient_got.values().sum::<u64>()
+        ),
+    });
+    let breakdown_total = |list: &[keqing_shared::report::Breakdown]| {
+        list.iter()
+            .find(|b| b.office == "total")
+            .map(counts_of)
+            .unwrap_or_default()
+    };
+    let reasons_got = breakdown_total(&report.not_bought_reasons);
+    let reasons_want: BTreeMap<String, u64> = ledger
+        .reasons
+        .iter()
+        .map(|(k, n)| (k.to_string(), *n))
+        .collect();
+    checks.push(Check {
+        name: "未购原因等于生成的 not-bought reasons equal the generated ones".into(),
+        ok: reasons_got == reasons_want,
+        detail: format!("generated {reasons_want:?}, reported {reasons_got:?}"),
+    });
+    let mut stopped_want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for id in &ledger.stopped {
+        let (live, office) = live_dossier(&hq, id)?;
+        stopped_want.entry(office).or_default().insert(live);
+    }
+    let stopped_of = |b: &keqing_shared::report::Breakdown| {
+        b.counts
+            .iter()
+            .find(|c| c.label == keqing_shared::lists::Category::Stopped.chinese())
+            .map_or(0, |c| c.count)
+    };
+    let stopped_differ: Vec<String> = report
+        .categories
+        .iter()
+        .filter(|b| b.office != "total")
+        .filter(|b| stopped_of(b) != stopped_want.get(&b.office).map_or(0, |s| s.len() as u64))
+        .map(|b| b.office.clone())
+        .collect();
+    checks.push(Check {
+        name: "停访患者按办事处等于生成的 stopped follow-ups by office equal the generated ones"
+            .into(),
+        ok: stopped_differ.is_empty(),
+        detail: format!(
+            "{} stopped{}",
+            ledger.stopped.len(),
+            if stopped_differ.is_empty() {
+                String::new()
+            } else {
+                format!("; differ: {}", stopped_differ.join(", "))
+            }
+        ),
+    });
+    let mut open_got: Vec<String> = hq.open_deliveries()?.into_iter().map(|d| d.id).collect();
+    open_got.sort();
+    let open_want: Vec<String> = ledger
+        .deliveries
+        .iter()
+        .filter(|(_, s)| **s == DeliveryStatus::Pending)
+        .map(|(id, _)| id.clone())
+        .collect();
+    checks.push(Check {
+        name: "外送状态与待送清单等于生成的 deliveries' status and the list still to deliver equal the generated ones".into(),
+        ok: found.deliveries == ledger.deliveries && open_got == open_want,
+        detail: format!(
+            "{} deliveries, {} still to deliver ({} listed)",
+            ledger.deliveries.len(),
+            open_want.len(),
+            open_got.len()
+        ),
     });
 
     let _ = stop.send(());
@@ -675,17 +804,13 @@ fn server_heads(
             };
             let mut heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
             heads.sort();
-            let office = snap
-                .doc_id
-                .strip_prefix("roster-")
-                .map(str::to_string)
-                .map_or_else(
-                    || {
-                        Dossier::load(&snap.document, automerge::ActorId::random())
-                            .and_then(|d| d.office())
-                    },
-                    Ok,
-                )?;
+            // An office's shared documents (roster, non-patient logs) say
+            // their office in their id; a dossier in its document.
+            let office = match keqing_shared::nonpatient::shared_document_genesis(&snap.doc_id) {
+                Some(shared) => shared.map(|(office, _)| office)?,
+                None => Dossier::load(&snap.document, automerge::ActorId::random())
+                    .and_then(|d| d.office())?,
+            };
             out.insert(snap.doc_id, (office, heads));
         }
     }
@@ -706,16 +831,28 @@ fn replica_heads(desk: &Desk) -> Result<BTreeMap<String, Vec<String>>> {
         .collect())
 }
 
-/// How many times each record id appears among the dossiers that are not
-/// merged away, and the number of dossiers.
-fn records_in(desk: &Desk) -> Result<(BTreeMap<String, u32>, usize)> {
-    let mut found: BTreeMap<String, u32> = BTreeMap::new();
-    let mut dossiers = 0;
+/// What headquarters' replica holds, read back dossier by dossier.
+struct Found {
+    /// How many times each record id appears among the dossiers that are
+    /// not merged away.
+    records: BTreeMap<String, u32>,
+    /// Dossiers (merged ones included).
+    dossiers: usize,
+    /// Each delivery's status in the live dossiers.
+    deliveries: BTreeMap<String, DeliveryStatus>,
+}
+
+fn records_in(desk: &Desk) -> Result<Found> {
+    let mut found = Found {
+        records: BTreeMap::new(),
+        dossiers: 0,
+        deliveries: BTreeMap::new(),
+    };
     for (id, _) in desk.replica().document_heads()? {
-        if id.starts_with("roster-") {
+        if keqing_shared::nonpatient::shared_document_genesis(&id).is_some() {
             continue;
         }
-        dossiers += 1;
+        found.dossiers += 1;
         let (v, _) = desk.dossier(&id)?;
         if v.merged_into.is_some() {
             continue;
@@ -733,10 +870,38 @@ fn records_in(desk: &Desk) -> Result<(BTreeMap<String, u32>, usize)> {
             .chain(v.deliveries.iter().map(|r| &r.id))
             .chain(v.problems.iter().map(|r| &r.id));
         for rid in ids {
-            *found.entry(rid.clone()).or_default() += 1;
+            *found.records.entry(rid.clone()).or_default() += 1;
+        }
+        for d in &v.deliveries {
+            found.deliveries.insert(d.id.clone(), d.state());
         }
     }
-    Ok((found, dossiers))
+    Ok(found)
+}
+
+/// The dossier a dossier's records live in now: itself, or the one it was
+/// merged into (followed to the end), with that one's office.
+fn live_dossier(desk: &Desk, id: &str) -> Result<(String, String)> {
+    let mut id = id.to_string();
+    for _ in 0..16 {
+        let (v, _) = desk.dossier(&id)?;
+        match v.merged_into {
+            Some(into) => id = into,
+            None => return Ok((id, v.office)),
+        }
+    }
+    Err(DemoError::Options(format!(
+        "{id}: a chain of merges too long"
+    )))
+}
+
+/// The non-zero counts of one breakdown by label.
+fn counts_of(b: &keqing_shared::report::Breakdown) -> BTreeMap<String, u64> {
+    b.counts
+        .iter()
+        .filter(|c| c.count > 0)
+        .map(|c| (c.label.clone(), c.count))
+        .collect()
 }
 
 /// Runs `f` on the patient's own device, or the other one if that one does
@@ -771,6 +936,26 @@ fn office_day(
     travellers: &mut Vec<(String, String, i64)>,
 ) -> Result<()> {
     let office_num: u64 = o.code.parse().unwrap_or(0);
+    // Calls that are not about a patient: a wrong number, a sales call...
+    for _ in 0..rng.below(3) {
+        let kind = *rng.pick(&NonPatientKind::ALL);
+        let device = rng.below(2) as usize;
+        let input = NonPatientInput {
+            phone: Some(format!("0{office_num:02}{:08}", rng.below(100_000_000))),
+            kind: kind.chinese().to_string(),
+            staff: rng.pick(&o.consultants).clone(),
+            notes: None,
+            at: at(date, 9 + rng.below(8) as u32, rng),
+        };
+        o.devices[device].desk.record_nonpatient(&input)?;
+        ledger.edits += 1;
+        *ledger
+            .nonpatient
+            .entry((o.code.clone(), kind.chinese()))
+            .or_default() += 1;
+    }
+    // Deliveries registered before today are made (or fail) today.
+    settle_deliveries(o, date, rng, ledger);
     // New callers.
     for _ in 0..new_callers {
         let device = rng.below(2) as usize;
@@ -819,6 +1004,7 @@ fn office_day(
             stage: Stage::Called,
             device,
             problem: None,
+            stopped: false,
         });
     }
     // Earlier callers move on.
@@ -831,23 +1017,26 @@ fn office_day(
             Stage::Called if r < 22 => {
                 let bought = rng.chance(0.6);
                 let t = at(date, 10 + rng.below(5) as u32, rng);
-                let visit = Visit {
-                    id: new_id(),
-                    at: t,
+                let reason = (!bought).then(|| *rng.pick(&NotBoughtReason::ALL));
+                let input = VisitInput {
                     staff: o.expert.clone(),
+                    at: t,
                     purchased: bought,
-                    reason_not_bought: (!bought).then(|| "价格".to_string()),
+                    reason_not_bought: reason.map(|r| r.chinese().to_string()),
+                    reason_text: (reason == Some(NotBoughtReason::Other))
+                        .then(|| "想先问问子女".to_string()),
                     notes: None,
                 };
-                if on_some_device(o, p, prefer, |d, id| {
-                    d.edit_patient(id, |tx| tx.add(&visit))
-                })
-                .is_some()
+                if let Some((_, visit)) =
+                    on_some_device(o, p, prefer, |d, id| d.record_visit(id, &input))
                 {
                     ledger.add(visit.id.clone(), "visit");
+                    if let Some(r) = reason {
+                        *ledger.reasons.entry(r.chinese()).or_default() += 1;
+                    }
                     o.patients[p].stage = Stage::VisitedNotBought;
                     if bought {
-                        purchase(o, p, prefer, t, rng, ledger);
+                        purchase(o, p, prefer, t, date, rng, ledger);
                     }
                 }
             }
@@ -869,28 +1058,24 @@ fn office_day(
             }
             Stage::VisitedNotBought if r < 15 => {
                 let t = at(date, 11, rng);
-                purchase(o, p, prefer, t, rng, ledger);
-                if rng.chance(0.3) {
-                    let c = Delivery {
-                        id: new_id(),
-                        at: t + Duration::hours(3),
-                        staff: o.field.clone(),
-                        notes: Some("送药上门".into()),
-                        purchase: None,
-                        product: None,
-                        quantity: None,
-                        address: None,
-                        due: None,
-                        status: Some(DeliveryStatus::Delivered),
-                        status_reason: None,
-                        settled_at: Some(t + Duration::hours(3)),
-                        settled_by: Some(o.field.clone()),
-                    };
-                    if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&c)))
-                        .is_some()
-                    {
-                        ledger.add(c.id.clone(), "delivery");
-                    }
+                purchase(o, p, prefer, t, date, rng, ledger);
+            }
+            // Follow-ups stop for a few: moved away, refuse calls, ...
+            _ if r >= 99 && !o.patients[p].stopped => {
+                let reason = *rng.pick(&StopReason::ALL);
+                let step = PlanStep::Stop {
+                    reason: reason.chinese().to_string(),
+                };
+                let staff = o.followup[0].clone();
+                let t = at(date, 12, rng);
+                if on_some_device(o, p, prefer, |d, id| {
+                    d.change_plan(id, &staff, t, &step, &None)
+                })
+                .is_some()
+                {
+                    ledger.edits += 1;
+                    ledger.stopped.push(o.patients[p].dossier.clone());
+                    o.patients[p].stopped = true;
                 }
             }
             Stage::Bought if r < 2 => {
@@ -1026,11 +1211,14 @@ fn office_day(
     Ok(())
 }
 
+/// A purchase at a visit; a third of them are delivered to the patient's
+/// home (registered now, made on a later day).
 fn purchase(
     o: &mut OfficeSim,
     p: usize,
     prefer: usize,
     t: NaiveDateTime,
+    date: NaiveDate,
     rng: &mut Rng,
     ledger: &mut Ledger,
 ) {
@@ -1047,10 +1235,58 @@ fn purchase(
         gifts: rng.chance(0.3).then(|| "血压计".to_string()),
         gift_receipt: None,
     };
-    if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&b))).is_some() {
-        ledger.add(b.id.clone(), "purchase");
-        ledger.amount_fen += b.amount_fen;
-        o.patients[p].stage = Stage::Bought;
+    if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&b))).is_none() {
+        return;
+    }
+    ledger.add(b.id.clone(), "purchase");
+    ledger.amount_fen += b.amount_fen;
+    o.patients[p].stage = Stage::Bought;
+    if !rng.chance(0.3) {
+        return;
+    }
+    let input = DeliveryInput {
+        staff: o.field.clone(),
+        at: t + Duration::minutes(30),
+        purchase: Some(b.id.clone()),
+        address: Some(format!("{}路{}号", rng.pick(&STREETS), 1 + rng.below(300))),
+        due: Some(date + Duration::days(1 + rng.below(2) as i64)),
+        notes: Some("送药上门".into()),
+        ..Default::default()
+    };
+    if let Some((_, d)) = on_some_device(o, p, prefer, |desk, id| desk.record_delivery(id, &input))
+    {
+        ledger.add(d.id.clone(), "delivery");
+        ledger
+            .deliveries
+            .insert(d.id.clone(), DeliveryStatus::Pending);
+        o.pending.push((p, d.id, date));
+    }
+}
+
+/// The deliveries registered on an earlier day: most are made on the day,
+/// a few do not reach the patient; some wait another day.
+fn settle_deliveries(o: &mut OfficeSim, date: NaiveDate, rng: &mut Rng, ledger: &mut Ledger) {
+    let pending = std::mem::take(&mut o.pending);
+    for (p, delivery, registered) in pending {
+        if registered >= date || !rng.chance(0.8) {
+            o.pending.push((p, delivery, registered));
+            continue;
+        }
+        let failed = rng.chance(0.1).then_some("家中无人，改日再送");
+        let staff = o.field.clone();
+        let t = at(date, 15, rng);
+        let prefer = o.patients[p].device;
+        let settled = on_some_device(o, p, prefer, |d, id| {
+            d.settle_delivery(id, Some(&delivery), &staff, t, failed)
+        });
+        match settled {
+            Some((_, d)) => {
+                ledger.edits += 1;
+                ledger.deliveries.insert(delivery, d.state());
+            }
+            // Not on this office's devices yet (made offline on the other).
+            None => o.pending.push((p, delivery, registered)),
+        }
     }
 }
 

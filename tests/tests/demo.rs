@@ -20,6 +20,8 @@ fn a_small_demo_converges_and_its_kept_data_agrees_with_its_summary() {
             "10",
             "--seed",
             "7",
+            "--start",
+            "2026-11-16",
         ])
         .arg("--keep")
         .arg(&keep)
@@ -63,6 +65,31 @@ fn a_small_demo_converges_and_its_kept_data_agrees_with_its_summary() {
     );
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(&r.json()["total"], national);
+    // The office's whole day is played, and the checks cover it.
+    let total = |section: &str| -> u64 {
+        let report = r.json();
+        let b = report[section].as_array().unwrap();
+        b.iter().find(|b| b["office"] == "total").unwrap()["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(total("nonpatient_calls") > 0, "non-patient calls played");
+    assert!(total("not_bought_reasons") > 0, "not-bought reasons played");
+    let names: Vec<&str> = summary["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for covered in ["非正常咨询", "未购原因", "停访", "外送"] {
+        assert!(
+            names.iter().any(|n| n.contains(covered)),
+            "the check covers {covered}: {names:?}"
+        );
+    }
     // A kept office device works as any replica does.
     let device = Office::new(keep.join("11").join("北京前台1"));
     let due = device.ok(&["due", "--date", "2026-11-19", "--json"]).json();
@@ -92,6 +119,8 @@ fn a_small_demo_converges_and_its_kept_data_agrees_with_its_summary() {
             "10",
             "--seed",
             "7",
+            "--start",
+            "2026-11-16",
             "--json",
         ])
         .output()
@@ -131,5 +160,56 @@ fn a_small_demo_converges_and_its_kept_data_agrees_with_its_summary() {
     assert!(
         !reused.status.success(),
         "a non-empty --keep directory is refused"
+    );
+    // No day after today; by default the days end yesterday.
+    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let tomorrow = (today + chrono::Duration::days(1)).to_string();
+    let ahead = Command::new(keqing_bin())
+        .args([
+            "demo",
+            "--offices",
+            "1",
+            "--days",
+            "1",
+            "--start",
+            &tomorrow,
+        ])
+        .output()
+        .unwrap();
+    assert!(!ahead.status.success());
+    assert!(
+        String::from_utf8_lossy(&ahead.stderr).contains("after today"),
+        "{}",
+        String::from_utf8_lossy(&ahead.stderr)
+    );
+    let recent = Command::new(keqing_bin())
+        .args([
+            "demo",
+            "--offices",
+            "1",
+            "--days",
+            "2",
+            "--patients",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        recent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&recent.stderr)
+    );
+    let recent: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&recent.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recent["converged"], true, "{recent:#}");
+    assert_eq!(
+        recent["to"],
+        (today - chrono::Duration::days(1)).to_string()
     );
 }
