@@ -31,9 +31,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use chrono::{Duration, NaiveDate, NaiveDateTime};
 use keqing_office::desk::{CallInput, Desk, new_id};
+use keqing_office::store::ListFilter;
 use keqing_shared::dossier::Dossier;
 use keqing_shared::followup::{open_on, schedule};
-use keqing_office::store::ListFilter;
 use keqing_shared::lists::Category;
 use keqing_shared::records::{
     FollowUp, PlanAction, PlanChange, Problem, ProblemState, Purchase, StopReason, TypicalCase,
@@ -274,7 +274,10 @@ fn main() {
     {
         // The fill's dossiers, and the new callers registered above.
         let new_callers = (1000..2000).chain(0..1000).filter(|k| k % 2 == 1);
-        for phone in (0..n).chain(new_callers.map(|k| n + 1_000 + k)).map(phone_of) {
+        for phone in (0..n)
+            .chain(new_callers.map(|k| n + 1_000 + k))
+            .map(phone_of)
+        {
             let id = desk.resolve_patient(&phone).expect("resolve");
             // A new caller whose name and age matched a dossier joined it.
             if !seen.insert(id.clone()) {

@@ -263,6 +263,9 @@ DROP TABLE IF EXISTS projection_digests;
 /// patient's category, lapse date, flags, assignee, last contact and next
 /// entry point (the lists and the due list by person); the reason a visit
 /// did not buy; deliveries with their goods and status; non-patient calls.
+/// The lists' indexes cover their queries: each holds every column its
+/// query names, `merged_into` too (SQLite reads the row for a column the
+/// query names that the index lacks, even one its condition implies).
 macro_rules! v3_additions {
     () => {
         r#"
@@ -272,8 +275,18 @@ ALTER TABLE patients ADD COLUMN assignee TEXT;
 ALTER TABLE patients ADD COLUMN open_problems INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE patients ADD COLUMN last_contact TEXT;
 ALTER TABLE patients ADD COLUMN next_entry TEXT;
-CREATE INDEX patients_category ON patients(office, category, lapses_on, typical, open_problems)
+CREATE INDEX patients_category
+    ON patients(office, category, lapses_on, typical, open_problems, merged_into)
     WHERE merged_into IS NULL;
+CREATE INDEX patients_list
+    ON patients(category, last_contact, dossier_id, lapses_on, office, merged_into)
+    WHERE merged_into IS NULL;
+CREATE INDEX patients_list_typical
+    ON patients(last_contact, dossier_id, office, typical, merged_into)
+    WHERE typical = 1 AND merged_into IS NULL;
+CREATE INDEX patients_list_problem
+    ON patients(last_contact, dossier_id, office, open_problems, merged_into)
+    WHERE open_problems > 0 AND merged_into IS NULL;
 CREATE INDEX patients_assignee ON patients(assignee) WHERE assignee IS NOT NULL;
 ALTER TABLE visits ADD COLUMN reason TEXT;
 CREATE TABLE deliveries (
@@ -671,13 +684,14 @@ pub fn category_counts(
     office: Option<&str>,
     day: NaiveDate,
 ) -> Result<Vec<CategoryCounts>> {
+    // Grouped in the covering index's order (no sort); the buyers whose
+    // lapse date has come are counted apart and moved to 流失.
     let mut stmt = conn.prepare_cached(
-        "SELECT office,
-                CASE WHEN category <> 'stopped' AND lapses_on <= ?1 THEN 'lapsed' ELSE category END,
-                count(*), sum(typical), sum(open_problems > 0)
+        "SELECT office, category, count(*),
+                sum(category <> 'stopped' AND lapses_on <= ?1), sum(typical), sum(open_problems > 0)
          FROM patients
          WHERE merged_into IS NULL AND (?2 IS NULL OR office = ?2)
-         GROUP BY 1, 2",
+         GROUP BY office, category",
     )?;
     let count = |r: &rusqlite::Row<'_>, i| {
         r.get::<_, Option<i64>>(i)
@@ -690,21 +704,25 @@ pub fn category_counts(
             count(r, 2)?,
             count(r, 3)?,
             count(r, 4)?,
+            count(r, 5)?,
         ))
     })?;
+    let position = |c: Category| Category::ALL.iter().position(|x| *x == c);
     let mut by_office: std::collections::BTreeMap<String, CategoryCounts> = Default::default();
     for row in rows {
-        let (office, category, n, typical, problem) = row?;
+        let (office, category, n, lapsed, typical, problem) = row?;
         let e = by_office
             .entry(office.clone())
             .or_insert_with(|| CategoryCounts {
                 office,
                 ..Default::default()
             });
-        if let Some(i) =
-            Category::parse(&category).and_then(|c| Category::ALL.iter().position(|x| *x == c))
-        {
-            e.categories[i] += n;
+        if let Some(i) = Category::parse(&category).and_then(position) {
+            let lapsed = lapsed.min(n);
+            e.categories[i] += n - lapsed;
+            if let Some(l) = position(Category::Lapsed) {
+                e.categories[l] += lapsed;
+            }
         }
         e.typical += typical;
         e.problem += problem;

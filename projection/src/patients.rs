@@ -203,21 +203,47 @@ pub fn list_patients(
     limit: usize,
 ) -> Result<Vec<ListedPatient>> {
     use keqing_shared::lists::Category;
-    // Lapse is judged on the day: a buyer whose lapse date has come is
-    // listed as 流失, not as 已购 / 复购.
-    let condition = match filter {
-        ListFilter::Category(Category::Lapsed) => {
-            "category IN ('bought', 'repeat') AND lapses_on <= ?2".to_string()
+    // Each branch walks one list index backwards in contact order, filtered
+    // on the index's own columns, and stops at the limit; 流失 merges two
+    // (lapsed buyers and lapsed repeat buyers). Lapse is judged on the day:
+    // a buyer whose lapse date has come is 流失, not 已购 / 复购.
+    let live = "merged_into IS NULL AND (?1 IS NULL OR office = ?1)";
+    let branches: Vec<(&str, String)> = match filter {
+        ListFilter::Category(Category::Lapsed) => ["bought", "repeat"]
+            .iter()
+            .map(|c| {
+                (
+                    "patients_list",
+                    format!("category = '{c}' AND lapses_on <= ?2"),
+                )
+            })
+            .collect(),
+        ListFilter::Category(c @ (Category::Bought | Category::Repeat)) => vec![(
+            "patients_list",
+            format!(
+                "category = '{}' AND (lapses_on IS NULL OR lapses_on > ?2)",
+                c.as_str()
+            ),
+        )],
+        ListFilter::Category(c) => {
+            vec![("patients_list", format!("category = '{}'", c.as_str()))]
         }
-        ListFilter::Category(c @ (Category::Bought | Category::Repeat)) => format!(
-            "category = '{}' AND (lapses_on IS NULL OR lapses_on > ?2)",
-            c.as_str()
-        ),
-        ListFilter::Category(c) => format!("category = '{}'", c.as_str()),
-        ListFilter::Typical => "typical = 1".to_string(),
-        ListFilter::Problem => "open_problems > 0".to_string(),
+        ListFilter::Typical => vec![("patients_list_typical", "typical = 1".to_string())],
+        ListFilter::Problem => vec![("patients_list_problem", "open_problems > 0".to_string())],
     };
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let page = branches
+        .iter()
+        .map(|(index, condition)| {
+            format!(
+                "SELECT * FROM (SELECT dossier_id, last_contact FROM patients INDEXED BY {index}
+                 WHERE {live} AND {condition}
+                 ORDER BY last_contact DESC, dossier_id DESC LIMIT {limit})"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    // Only the page's rows are read, and only theirs get a next due day.
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT p.dossier_id, p.office, p.name, p.phone,
                 CASE WHEN p.category <> 'stopped' AND p.lapses_on <= ?2 THEN 'lapsed' ELSE p.category END,
@@ -225,10 +251,10 @@ pub fn list_patients(
                 (SELECT min(s.deadline) FROM slots s
                   WHERE s.dossier_id = p.dossier_id AND s.settled_on > ?2 AND s.due_from <= '9999'),
                 p.assignee
-         FROM patients p
-         WHERE p.merged_into IS NULL AND (?1 IS NULL OR p.office = ?1) AND {condition}
-         ORDER BY p.last_contact DESC, p.dossier_id
-         LIMIT {limit}"
+         FROM (SELECT dossier_id FROM ({page})
+               ORDER BY last_contact DESC, dossier_id DESC LIMIT {limit}) page
+         CROSS JOIN patients p ON p.dossier_id = page.dossier_id
+         ORDER BY p.last_contact DESC, p.dossier_id DESC"
     ))?;
     let rows = stmt
         .query_map(

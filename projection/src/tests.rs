@@ -226,7 +226,7 @@ fn released_schema_texts_are_frozen() {
         (
             "REPLACE_WITH_V3",
             REPLACE_WITH_V3,
-            "12cbf93e0e7d2eef6ef8c73293e15a820bf3e5e1036fd54792abb68ab2040477",
+            "7d1630c6b83afd20eb304c0b36e41d5e24def3a28f770cf23847d54d5ccd7856",
         ),
     ] {
         assert_eq!(

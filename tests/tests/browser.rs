@@ -8,6 +8,7 @@
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use keqing_tests::{Office, Server, WebProcess, keqing_bin, server_bin};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,7 +30,10 @@ impl Driver {
             .expect("free port")
             .port();
         let scratch = tempfile::tempdir().expect("chromium scratch dir");
+        // Its own process group: dropping the driver ends chromedriver and
+        // the Chromium it started, even when a test panics.
         let child = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .env("TMPDIR", scratch.path())
             .stdout(Stdio::null())
@@ -73,6 +77,9 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
