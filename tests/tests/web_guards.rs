@@ -198,6 +198,24 @@ fn the_workstation_refuses_forged_misaddressed_and_bad_posts() {
         &form(&[("csrf", &csrf)]),
     );
     assert_eq!(r.status, 422);
+    // Putting someone not on the roster on leave, or a forged staff form:
+    // refused as input (422), the roster unchanged.
+    let roster = office.ok(&["staff", "list", "--json"]).json();
+    for fields in [
+        &[("name", "无名"), ("active", "0")][..],
+        &[("name", "李敏"), ("role", "boss")][..],
+    ] {
+        let path = if fields[1].0 == "active" {
+            "/staff/active"
+        } else {
+            "/staff"
+        };
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        let r = http(&ui.addr, "POST", path, &[FORM], &form(&all));
+        assert_eq!(r.status, 422, "{path} {fields:?}: {}", r.text());
+    }
+    assert_eq!(office.ok(&["staff", "list", "--json"]).json(), roster);
     let r = http(&ui.addr, "GET", "/patient/0000000000000000", &[], b"");
     assert_eq!(r.status, 404);
     let r = http(&ui.addr, "GET", "/?date=2026-02-30", &[], b"");

@@ -136,9 +136,13 @@ impl IntoResponse for UiError {
             UiError::Client(e @ ClientError::WrongOffice { .. }) => {
                 (StatusCode::FORBIDDEN, e.to_string())
             }
-            UiError::Client(e @ (ClientError::Domain(_) | ClientError::Merged { .. })) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-            }
+            UiError::Client(
+                e @ (ClientError::Domain(_)
+                | ClientError::Merged { .. }
+                | ClientError::UnknownStaff(_)
+                | ClientError::DuplicateStaff(_)
+                | ClientError::Headquarters(_)),
+            ) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             UiError::Client(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             UiError::Csrf => (
                 StatusCode::FORBIDDEN,
