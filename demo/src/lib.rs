@@ -324,7 +324,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
 
     // The server: its store, its devices, a real socket.
     let server_dir = root.join("server");
-    let mut store = keqing_server::store::SqliteStore::open(&server_dir)?;
+    let store: std::sync::Arc<dyn keqing_server::store::Store> =
+        std::sync::Arc::new(keqing_server::store::SqliteStore::open(&server_dir)?);
     let now = keqing_shared::when::fmt_datetime(keqing_host::now_cst());
     let mut tokens: Vec<(String, Option<String>, String)> = Vec::new();
     for office in OFFICES.iter().take(opts.offices) {
@@ -767,13 +768,13 @@ fn settle(
 
 /// Every document on the server: its office and heads (hex, sorted).
 fn server_heads(
-    store: &keqing_server::store::SqliteStore,
+    store: &dyn keqing_server::store::Store,
 ) -> Result<BTreeMap<String, (String, Vec<String>)>> {
-    use keqing_server::store::SyncStore;
     let mut out = BTreeMap::new();
     let mut after = String::new();
     loop {
-        let page = store.snapshots_after(None, &after, 1000)?;
+        let reader = store.reader()?;
+        let page = reader.snapshots_after(None, &after, 1000)?;
         let Some(last) = page.last() else { break };
         after = last.0.doc_id.clone();
         for (snap, complete) in page {
@@ -788,7 +789,7 @@ fn server_heads(
             if !complete {
                 // Not built yet (a new dossier logged as it came) or waiting
                 // for a dependency: its logged changes complete it.
-                let logged = store.changes_of(&snap.doc_id, u64::MAX)?;
+                let logged = reader.changes_of(&snap.doc_id, u64::MAX)?;
                 doc.apply_changes(
                     logged
                         .into_iter()

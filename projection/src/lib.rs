@@ -9,16 +9,14 @@
 //! This crate is one of the store modules: it writes SQL, on a connection
 //! (or transaction) its caller owns. It does no other IO.
 
-use chrono::{NaiveDate, NaiveDateTime};
+use chrono::NaiveDate;
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::{Cadence, Slot};
 use keqing_shared::lists::Category;
-use keqing_shared::records::Record;
 use keqing_shared::records::{NonPatientKind, NotBoughtReason};
 use keqing_shared::report::{
     CallFact, CategoryCounts, FollowUpFact, MarkFact, NonPatientFact, ProblemFact, PurchaseFact,
-    PurchaseOrder, ReportRows, SlotCounts, VisitFact, counts_as_due, followups_on_time,
-    purchase_orders,
+    PurchaseOrder, ReportRows, SlotCounts, VisitFact,
 };
 use keqing_shared::staff::Staff;
 use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
@@ -26,6 +24,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::sync::OnceLock;
 
 pub mod patients;
+pub mod rows;
+
+pub use rows::{Cell, Row, Table, rows_digest};
 
 pub type Result<T> = rusqlite::Result<T>;
 
@@ -406,22 +407,18 @@ pub fn clear(conn: &Connection) -> Result<()> {
 /// projections (rebuild == incremental).
 pub fn dump(conn: &Connection) -> Result<String> {
     let mut out = String::new();
-    for table in TABLES {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}"))?;
-        let n = stmt.column_count();
-        let mut lines: Vec<String> = stmt
-            .query_map([], |r| {
-                let mut line = String::from(table);
-                for i in 0..n {
-                    let v: rusqlite::types::Value = r.get(i)?;
-                    line.push_str(&format!("|{v:?}"));
-                }
-                Ok(line)
-            })?
+    for table in rows::ALL_TABLES {
+        let n = table.columns.len();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {} FROM {}",
+            table.columns.join(", "),
+            table.name
+        ))?;
+        let stored: Vec<Row> = stmt
+            .query_map([], |r| (0..n).map(|i| Ok(cell_of(r.get_ref(i)?))).collect())?
             .collect::<rusqlite::Result<_>>()?;
-        lines.sort();
-        for l in lines {
-            out.push_str(&l);
+        for line in rows::dump_lines(table, stored) {
+            out.push_str(&line);
             out.push('\n');
         }
     }
@@ -431,15 +428,7 @@ pub fn dump(conn: &Connection) -> Result<String> {
 /// Makes the staff rows of `office` exactly the roster's.
 pub fn project_staff(conn: &Connection, office: &str, staff: &[Staff]) -> Result<()> {
     conn.execute("DELETE FROM staff WHERE office = ?1", [office])?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO staff (id, name, role, active, office) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, role = excluded.role,
-             active = excluded.active, office = excluded.office",
-    )?;
-    for s in staff {
-        stmt.execute(params![s.id, s.name, s.role.as_str(), s.active, office])?;
-    }
-    Ok(())
+    upsert_rows(conn, &rows::STAFF, &rows::staff_rows(office, staff))
 }
 
 /// Makes the non-patient call rows of log `log_id` (of `office`) exactly
@@ -451,24 +440,17 @@ pub fn project_nonpatient(
     calls: &[keqing_shared::records::NonPatientCall],
 ) -> Result<()> {
     conn.execute("DELETE FROM nonpatient_calls WHERE log_id = ?1", [log_id])?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO nonpatient_calls (id, log_id, office, at, staff, kind, phone, notes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (id) DO UPDATE SET log_id = excluded.log_id, office = excluded.office,
-             at = excluded.at, staff = excluded.staff, kind = excluded.kind,
-             phone = excluded.phone, notes = excluded.notes",
-    )?;
-    for c in calls {
-        stmt.execute(params![
-            c.id,
-            log_id,
-            office,
-            fmt_datetime(c.at),
-            c.staff,
-            c.kind.as_str(),
-            c.phone,
-            c.notes
-        ])?;
+    upsert_rows(
+        conn,
+        &rows::NONPATIENT_CALLS,
+        &rows::nonpatient_rows(log_id, office, calls),
+    )
+}
+
+fn upsert_rows(conn: &Connection, table: &Table, rows: &[Row]) -> Result<()> {
+    let mut upsert = conn.prepare_cached(&table_sql(table).upsert)?;
+    for row in rows {
+        upsert.execute(rusqlite::params_from_iter(row.iter()))?;
     }
     Ok(())
 }
@@ -808,7 +790,7 @@ pub fn slot_counts(
 /// all a dossier's rows would dirty every index page they touch). The
 /// result is the same rows as a rebuild.
 pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
-    sync_tables(conn, &v.id, dossier_tables(v, slots))
+    sync_tables(conn, &v.id, rows::dossier_rows(v, slots))
 }
 
 /// [`project_dossier`] for a dossier that has no projection rows yet (its
@@ -817,14 +799,14 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
 /// first pull. Rows keyed by a record another dossier holds (copied there
 /// by a merge) are taken over, as [`project_dossier`] would.
 pub fn project_new_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
-    let tables = dossier_tables(v, slots);
+    let tables = rows::dossier_rows(v, slots);
     let mut digests = Vec::with_capacity(8 * tables.len());
     for (table, rows) in tables {
         digests.extend_from_slice(&rows_digest(&rows).to_le_bytes());
         if rows.is_empty() {
             continue;
         }
-        let mut upsert = conn.prepare_cached(&table.sql().upsert)?;
+        let mut upsert = conn.prepare_cached(&table_sql(table).upsert)?;
         for row in &rows {
             upsert.execute(rusqlite::params_from_iter(row.iter()))?;
         }
@@ -842,280 +824,9 @@ fn store_digests(conn: &Connection, dossier_id: &str, digests: &[u8]) -> Result<
     Ok(())
 }
 
-/// Every projection row of one dossier, table by table (in the order of
-/// the digests).
-fn dossier_tables(
-    v: &DossierView,
-    slots: &[Slot],
-) -> Vec<(&'static ProjectionTable, Vec<Vec<rusqlite::types::Value>>)> {
-    use rusqlite::types::Value as V;
-    let text = |s: &str| V::Text(s.to_string());
-    let opt_text = |s: Option<&str>| s.map_or(V::Null, |s| V::Text(s.to_string()));
-    let int = |i: i64| V::Integer(i);
-    let at = |t: NaiveDateTime| V::Text(fmt_datetime(t));
-    let id = text(&v.id);
-    let office = text(&v.office);
-    let p = &v.patient;
-    // A duplicate merged into another dossier keeps its history in its
-    // document, but its records now live (copied) in the kept dossier:
-    // projected once, there, so every report counts them once.
-    let merged = v.merged_into.is_some();
-    let records = |n: usize| if merged { 0 } else { n };
-    let standing = keqing_shared::lists::standing(v);
-    let mut tables: Vec<(&ProjectionTable, Vec<Vec<V>>)> = Vec::with_capacity(9);
-    tables.push((
-        &PATIENTS,
-        vec![vec![
-            id.clone(),
-            text(&v.office),
-            text(&p.name),
-            opt_text(p.sex.map(|s| s.chinese())),
-            p.age.map_or(V::Null, int),
-            opt_text(p.address.as_deref()),
-            text(&p.diseases.join(",")),
-            at(v.created_at),
-            int(i64::from(v.typical.as_ref().is_some_and(|t| t.flagged))),
-            opt_text(v.merged_into.as_deref()),
-            int(v.conflicts.len() as i64),
-            // Automerge map keys come sorted: the first is the smallest.
-            opt_text(p.phones.first().map(String::as_str)),
-            v.typical
-                .as_ref()
-                .filter(|t| t.flagged)
-                .map_or(V::Null, |t| at(t.at)),
-            text(standing.base.as_str()),
-            opt_text(standing.lapses_on.map(fmt_date).as_deref()),
-            opt_text(standing.assignee.as_deref()),
-            int(i64::from(standing.open_problems)),
-            standing.last_contact.map_or(V::Null, at),
-            opt_text(standing.next_entry.as_deref()),
-        ]],
-    ));
-    tables.push((
-        &PATIENT_PHONES,
-        p.phones
-            .iter()
-            .map(|ph| vec![text(ph), id.clone()])
-            .collect(),
-    ));
-    tables.push((
-        &CALLS,
-        v.calls
-            .iter()
-            .take(records(v.calls.len()))
-            .map(|c| {
-                vec![
-                    text(&c.id),
-                    id.clone(),
-                    at(c.at),
-                    text(&c.staff),
-                    text(&c.caller_phone),
-                    text(&c.source),
-                    opt_text(c.disease.as_deref()),
-                    office.clone(),
-                ]
-            })
-            .collect(),
-    ));
-    tables.push((
-        &VISITS,
-        v.visits
-            .iter()
-            .take(records(v.visits.len()))
-            .map(|x| {
-                vec![
-                    text(&x.id),
-                    id.clone(),
-                    at(x.at),
-                    text(&x.staff),
-                    int(i64::from(x.purchased)),
-                    office.clone(),
-                    // Why a visit that did not buy did not (the list's code).
-                    match (&x.reason_not_bought, x.purchased) {
-                        (_, true) => V::Null,
-                        (Some(r), false) => text(NotBoughtReason::of_stored(r).as_str()),
-                        (None, false) => text(NotBoughtReason::Other.as_str()),
-                    },
-                ]
-            })
-            .collect(),
-    ));
-    tables.push((
-        &PURCHASES,
-        v.purchases
-            .iter()
-            .zip(purchase_orders(&v.purchases))
-            .take(records(v.purchases.len()))
-            .map(|(x, order)| {
-                vec![
-                    text(&x.id),
-                    id.clone(),
-                    at(x.at),
-                    text(&x.staff),
-                    text(&x.product),
-                    int(x.quantity),
-                    int(x.amount_fen),
-                    opt_text(x.runout.map(fmt_date).as_deref()),
-                    int(i64::from(order.nth)),
-                    opt_text(order.prev_runout.map(fmt_date).as_deref()),
-                    office.clone(),
-                ]
-            })
-            .collect(),
-    ));
-    tables.push((
-        &FOLLOWUPS,
-        v.followups
-            .iter()
-            .zip(followups_on_time(
-                &v.followups.iter().map(|f| f.at).collect::<Vec<_>>(),
-                slots,
-            ))
-            .take(records(v.followups.len()))
-            .map(|(x, on_time)| {
-                vec![
-                    text(&x.id),
-                    id.clone(),
-                    at(x.at),
-                    text(&x.staff),
-                    text(&x.kind),
-                    int(i64::from(on_time)),
-                    office.clone(),
-                ]
-            })
-            .collect(),
-    ));
-    let mut contacts: Vec<Vec<V>> = v
-        .hospital_stays
-        .iter()
-        .take(records(v.hospital_stays.len()))
-        .map(|x| {
-            vec![
-                text(&x.id),
-                id.clone(),
-                text(keqing_shared::records::HospitalStay::COLLECTION),
-                at(x.at),
-                text(&x.staff),
-            ]
-        })
-        .collect();
-    for (kind, list) in [
-        (
-            keqing_shared::records::Greeting::COLLECTION,
-            v.greetings.iter().map(|g| &g.0).collect::<Vec<_>>(),
-        ),
-        (
-            keqing_shared::records::HomeVisit::COLLECTION,
-            v.home_visits.iter().map(|g| &g.0).collect(),
-        ),
-    ] {
-        contacts.extend(list.into_iter().take(records(usize::MAX)).map(|x| {
-            vec![
-                text(&x.id),
-                id.clone(),
-                text(kind),
-                at(x.at),
-                text(&x.staff),
-            ]
-        }));
-    }
-    contacts.extend(
-        v.deliveries
-            .iter()
-            .take(records(v.deliveries.len()))
-            .map(|x| {
-                vec![
-                    text(&x.id),
-                    id.clone(),
-                    text(keqing_shared::records::Delivery::COLLECTION),
-                    at(x.at),
-                    text(&x.staff),
-                ]
-            }),
-    );
-    tables.push((&CONTACTS, contacts));
-    tables.push((
-        &PROBLEMS,
-        v.problems
-            .iter()
-            .take(records(v.problems.len()))
-            .map(|x| {
-                let state = serde_json::to_value(x.state)
-                    .ok()
-                    .and_then(|s| s.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                vec![
-                    text(&x.id),
-                    id.clone(),
-                    at(x.at),
-                    V::Text(state),
-                    x.resolved_at.map_or(V::Null, at),
-                    office.clone(),
-                ]
-            })
-            .collect(),
-    ));
-    tables.push((
-        &DELIVERIES,
-        v.deliveries
-            .iter()
-            .take(records(v.deliveries.len()))
-            .map(|x| {
-                vec![
-                    text(&x.id),
-                    id.clone(),
-                    office.clone(),
-                    at(x.at),
-                    text(&x.staff),
-                    opt_text(x.purchase.as_deref()),
-                    opt_text(x.product.as_deref()),
-                    x.quantity.map_or(V::Null, int),
-                    opt_text(x.address.as_deref()),
-                    opt_text(x.due.map(fmt_date).as_deref()),
-                    text(x.state().as_str()),
-                    opt_text(x.status_reason.as_deref()),
-                    x.settled_at.map_or(V::Null, at),
-                ]
-            })
-            .collect(),
-    ));
-    tables.push((
-        &SLOTS,
-        slots
-            .iter()
-            .enumerate()
-            .map(|(n, s)| {
-                let settled = s.satisfied_at.or(s.closed_at).map(|t| fmt_date(t.date()));
-                vec![
-                    id.clone(),
-                    int(n as i64),
-                    text(s.cadence.as_str()),
-                    text(&s.reason),
-                    s.day.map_or(V::Null, int),
-                    at(s.anchor),
-                    V::Text(fmt_date(s.due_from)),
-                    V::Text(fmt_date(s.deadline)),
-                    s.satisfied_at.map_or(V::Null, at),
-                    s.closed_at.map_or(V::Null, at),
-                    // A slot that never settles sorts after every date.
-                    V::Text(settled.unwrap_or_else(|| "9999-12-31".to_string())),
-                    office.clone(),
-                    int(i64::from(counts_as_due(s))),
-                    int(i64::from(s.on_time())),
-                ]
-            })
-            .collect(),
-    ));
-    tables
-}
-
 /// Brings each table's rows of the dossier to `rows`, skipping the tables
 /// whose digest is the one stored (see the `projection_digests` table).
-fn sync_tables(
-    conn: &Connection,
-    dossier_id: &str,
-    tables: Vec<(&ProjectionTable, Vec<Vec<rusqlite::types::Value>>)>,
-) -> Result<()> {
+fn sync_tables(conn: &Connection, dossier_id: &str, tables: Vec<(&Table, Vec<Row>)>) -> Result<()> {
     let stored: Option<Vec<u8>> = conn
         .prepare_cached("SELECT digests FROM projection_digests WHERE dossier_id = ?1")?
         .query_row([dossier_id], |r| r.get(0))
@@ -1138,56 +849,7 @@ fn sync_tables(
     Ok(())
 }
 
-/// FNV-1a (64 bits) over the rows, each value tagged with its type and
-/// length: stable across builds and platforms, unlike std's hasher.
-fn rows_digest(rows: &[Vec<rusqlite::types::Value>]) -> u64 {
-    use rusqlite::types::Value;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(&(rows.len() as u64).to_le_bytes());
-    for row in rows {
-        eat(&(row.len() as u64).to_le_bytes());
-        for v in row {
-            match v {
-                Value::Null => eat(&[0]),
-                Value::Integer(i) => {
-                    eat(&[1]);
-                    eat(&i.to_le_bytes());
-                }
-                Value::Real(f) => {
-                    eat(&[2]);
-                    eat(&f.to_bits().to_le_bytes());
-                }
-                Value::Text(t) => {
-                    eat(&[3]);
-                    eat(&(t.len() as u64).to_le_bytes());
-                    eat(t.as_bytes());
-                }
-                Value::Blob(b) => {
-                    eat(&[4]);
-                    eat(&(b.len() as u64).to_le_bytes());
-                    eat(b);
-                }
-            }
-        }
-    }
-    h
-}
-/// A projection table of per-dossier rows: its columns and its key.
-struct ProjectionTable {
-    name: &'static str,
-    columns: &'static [&'static str],
-    key: &'static [&'static str],
-    /// Its statements, written once (they are also prepared once, cached by
-    /// the connection).
-    sql: OnceLock<TableSql>,
-}
-
+/// The SQLite statements of a projection table.
 struct TableSql {
     /// Every column of a dossier's rows, in `columns` order.
     select: String,
@@ -1200,225 +862,85 @@ struct TableSql {
     key_positions: Vec<usize>,
 }
 
-impl ProjectionTable {
-    fn sql(&self) -> &TableSql {
-        self.sql.get_or_init(|| {
-            let name = self.name;
-            let cols = self.columns.join(", ");
-            let marks = (1..=self.columns.len())
-                .map(|i| format!("?{i}"))
+/// Each table's statements, written once (and prepared once, cached by the
+/// connection).
+static TABLE_SQL: [OnceLock<TableSql>; rows::TABLE_COUNT] =
+    [const { OnceLock::new() }; rows::TABLE_COUNT];
+
+fn table_sql(table: &Table) -> &'static TableSql {
+    TABLE_SQL[table.index].get_or_init(|| {
+        let name = table.name;
+        let cols = table.columns.join(", ");
+        let marks = (1..=table.columns.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rest = table.non_key_columns();
+        let upsert = if rest.is_empty() {
+            format!("INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
+        } else {
+            let set = rest
+                .iter()
+                .map(|c| format!("{c} = excluded.{c}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let rest: Vec<&str> = self
-                .columns
+            let old = rest.join(", ");
+            let new = rest
                 .iter()
-                .copied()
-                .filter(|c| !self.key.contains(c))
-                .collect();
-            let upsert = if rest.is_empty() {
-                format!("INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
-            } else {
-                let set = rest
-                    .iter()
-                    .map(|c| format!("{c} = excluded.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let old = rest.join(", ");
-                let new = rest
-                    .iter()
-                    .map(|c| format!("excluded.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!(
-                    "INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set} WHERE ({old}) IS NOT ({new})",
-                    self.key.join(", ")
-                )
-            };
-            let cond = self
-                .key
-                .iter()
-                .enumerate()
-                .map(|(i, k)| format!("{k} = ?{}", i + 1))
+                .map(|c| format!("excluded.{c}"))
                 .collect::<Vec<_>>()
-                .join(" AND ");
-            TableSql {
-                select: format!("SELECT {cols} FROM {name} WHERE dossier_id = ?1"),
-                upsert,
-                delete: format!("DELETE FROM {name} WHERE {cond}"),
-                key_positions: self
-                    .key
-                    .iter()
-                    .map(|k| {
-                        self.columns
-                            .iter()
-                            .position(|c| c == k)
-                            .expect("a key is one of the columns")
-                    })
-                    .collect(),
-            }
-        })
+                .join(", ");
+            format!(
+                "INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set} WHERE ({old}) IS NOT ({new})",
+                table.key.join(", ")
+            )
+        };
+        let cond = table
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = ?{}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        TableSql {
+            select: format!("SELECT {cols} FROM {name} WHERE dossier_id = ?1"),
+            upsert,
+            delete: format!("DELETE FROM {name} WHERE {cond}"),
+            key_positions: table.key_positions(),
+        }
+    })
+}
+
+impl rusqlite::ToSql for Cell {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Cell::Null => ValueRef::Null,
+            Cell::Integer(i) => ValueRef::Integer(*i),
+            Cell::Text(t) => ValueRef::Text(t.as_bytes()),
+        }))
     }
 }
 
-static PATIENTS: ProjectionTable = ProjectionTable {
-    name: "patients",
-    columns: &[
-        "dossier_id",
-        "office",
-        "name",
-        "sex",
-        "age",
-        "address",
-        "diseases",
-        "created_at",
-        "typical",
-        "merged_into",
-        "conflicts",
-        "phone",
-        "typical_at",
-        "category",
-        "lapses_on",
-        "assignee",
-        "open_problems",
-        "last_contact",
-        "next_entry",
-    ],
-    key: &["dossier_id"],
-    sql: OnceLock::new(),
-};
-static PATIENT_PHONES: ProjectionTable = ProjectionTable {
-    name: "patient_phones",
-    columns: &["phone", "dossier_id"],
-    key: &["phone", "dossier_id"],
-    sql: OnceLock::new(),
-};
-static CALLS: ProjectionTable = ProjectionTable {
-    name: "calls",
-    columns: &[
-        "id",
-        "dossier_id",
-        "at",
-        "staff",
-        "caller_phone",
-        "source",
-        "disease",
-        "office",
-    ],
-    key: &["id"],
-    sql: OnceLock::new(),
-};
-static VISITS: ProjectionTable = ProjectionTable {
-    name: "visits",
-    columns: &[
-        "id",
-        "dossier_id",
-        "at",
-        "staff",
-        "purchased",
-        "office",
-        "reason",
-    ],
-    key: &["id"],
-    sql: OnceLock::new(),
-};
-static PURCHASES: ProjectionTable = ProjectionTable {
-    name: "purchases",
-    columns: &[
-        "id",
-        "dossier_id",
-        "at",
-        "staff",
-        "product",
-        "quantity",
-        "amount_fen",
-        "runout",
-        "nth",
-        "prev_runout",
-        "office",
-    ],
-    key: &["id"],
-    sql: OnceLock::new(),
-};
-static FOLLOWUPS: ProjectionTable = ProjectionTable {
-    name: "followups",
-    columns: &[
-        "id",
-        "dossier_id",
-        "at",
-        "staff",
-        "kind",
-        "on_time",
-        "office",
-    ],
-    key: &["id"],
-    sql: OnceLock::new(),
-};
-static DELIVERIES: ProjectionTable = ProjectionTable {
-    name: "deliveries",
-    columns: &[
-        "id",
-        "dossier_id",
-        "office",
-        "at",
-        "staff",
-        "purchase",
-        "product",
-        "quantity",
-        "address",
-        "due",
-        "status",
-        "status_reason",
-        "settled_at",
-    ],
-    key: &["id"],
-    sql: OnceLock::new(),
-};
-static CONTACTS: ProjectionTable = ProjectionTable {
-    name: "contacts",
-    columns: &["id", "dossier_id", "kind", "at", "staff"],
-    key: &["id"],
-    sql: OnceLock::new(),
-};
-static PROBLEMS: ProjectionTable = ProjectionTable {
-    name: "problems",
-    columns: &["id", "dossier_id", "at", "state", "resolved_at", "office"],
-    key: &["id"],
-    sql: OnceLock::new(),
-};
-static SLOTS: ProjectionTable = ProjectionTable {
-    name: "slots",
-    columns: &[
-        "dossier_id",
-        "n",
-        "cadence",
-        "reason",
-        "day",
-        "anchor",
-        "due_from",
-        "deadline",
-        "satisfied_at",
-        "closed_at",
-        "settled_on",
-        "office",
-        "due_counted",
-        "on_time",
-    ],
-    key: &["dossier_id", "n"],
-    sql: OnceLock::new(),
-};
+/// A stored value as a [`Cell`] (what [`dump`] prints, the same on every
+/// store); a REAL or BLOB, which no projection column holds, as its debug text.
+fn cell_of(v: rusqlite::types::ValueRef<'_>) -> Cell {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(i) => Cell::Integer(i),
+        ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+        other => Cell::Text(format!("{other:?}")),
+    }
+}
 
 /// Makes the rows of `dossier_id` in `table` exactly `rows`, writing only
 /// what differs: the dossier's rows are read in one range scan and compared
 /// here, in place (a long history has ~150 rows to compare on every edit),
 /// so an edit that adds one call writes one call row, not all of them.
-fn sync_rows(
-    conn: &Connection,
-    table: &ProjectionTable,
-    dossier_id: &str,
-    rows: Vec<Vec<rusqlite::types::Value>>,
-) -> Result<()> {
+fn sync_rows(conn: &Connection, table: &Table, dossier_id: &str, rows: Vec<Row>) -> Result<()> {
     use rusqlite::types::Value;
-    let sql = table.sql();
+    let sql = table_sql(table);
     // Which wanted rows are already stored exactly, and the keys of stored
     // rows no longer wanted.
     let mut stored_as_is = vec![false; rows.len()];
@@ -1470,14 +992,12 @@ fn sync_rows(
 }
 
 /// Whether a value to store equals one stored, without copying it out.
-fn same_value(v: &rusqlite::types::Value, stored: rusqlite::types::ValueRef<'_>) -> bool {
-    use rusqlite::types::{Value, ValueRef};
+fn same_value(v: &Cell, stored: rusqlite::types::ValueRef<'_>) -> bool {
+    use rusqlite::types::ValueRef;
     match (v, stored) {
-        (Value::Null, ValueRef::Null) => true,
-        (Value::Integer(a), ValueRef::Integer(b)) => *a == b,
-        (Value::Real(a), ValueRef::Real(b)) => *a == b,
-        (Value::Text(a), ValueRef::Text(b)) => a.as_bytes() == b,
-        (Value::Blob(a), ValueRef::Blob(b)) => a.as_slice() == b,
+        (Cell::Null, ValueRef::Null) => true,
+        (Cell::Integer(a), ValueRef::Integer(b)) => *a == b,
+        (Cell::Text(a), ValueRef::Text(b)) => a.as_bytes() == b,
         _ => false,
     }
 }

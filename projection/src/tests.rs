@@ -3,6 +3,7 @@
 use super::*;
 use keqing_shared::dossier::Dossier;
 use keqing_shared::followup::SlotStatus;
+use keqing_shared::report::counts_as_due;
 
 struct Rng(u64);
 impl Rng {

@@ -13,7 +13,7 @@
 //!   30 days, warm and after reopening the store, and one province's.
 
 use automerge::{ActorId, Automerge, Change};
-use keqing_server::store::{DocumentState, NewLogEntry, SqliteStore, SyncStore};
+use keqing_server::store::{DocumentState, NewLogEntry, SqliteStore, Store};
 use keqing_shared::dossier::{Dossier, PatientUpdate};
 use keqing_shared::office::OFFICES;
 use keqing_shared::records::{Call, FollowUp, Purchase, Visit};
@@ -123,7 +123,7 @@ fn dossier_changes(
 
 /// Appends `per_office` more dossiers to every office.
 fn grow(
-    store: &mut SqliteStore,
+    store: &dyn Store,
     rng: &mut Rng,
     per_office: u64,
     start: u64,
@@ -156,16 +156,22 @@ fn grow(
                 merged_into: None,
             });
             if entries.len() >= 4000 {
-                store.append("bench", &entries, &docs).expect("append");
+                append(store, &entries, &docs);
                 entries.clear();
                 docs.clear();
             }
         }
     }
     if !entries.is_empty() {
-        store.append("bench", &entries, &docs).expect("append");
+        append(store, &entries, &docs);
     }
     (count, all_changes)
+}
+
+fn append(store: &dyn Store, entries: &[NewLogEntry], docs: &[DocumentState]) {
+    let mut writer = store.log_writer().expect("writer");
+    writer.append("bench", entries, docs).expect("append");
+    writer.commit().expect("commit");
 }
 
 fn ms(since: Instant) -> f64 {
@@ -183,7 +189,7 @@ fn main() {
     let dir = std::env::var_os("KEQING_BENCH_KEEP")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().to_path_buf());
-    let mut store = SqliteStore::open(&dir).expect("store");
+    let store = SqliteStore::open(&dir).expect("store");
     // The first calls of the dossiers spread over this many days before
     // the last (default a year: 10k dossiers an office is a year's callers).
     let history_days: u64 = std::env::var("KEQING_REPORT_BENCH_DAYS")
@@ -200,7 +206,7 @@ fn main() {
             continue;
         }
         let t = Instant::now();
-        let (_, mut more) = grow(&mut store, &mut rng, per_office - have, have, history_days);
+        let (_, mut more) = grow(&store, &mut rng, per_office - have, have, history_days);
         log.append(&mut more);
         println!(
             "\n## {per_office} dossiers per office ({} in all, {} changes logged); generated in {:.1} s",
@@ -228,7 +234,11 @@ fn main() {
         let apply_s = t.elapsed().as_secs_f64();
         drop(docs);
         let t = Instant::now();
-        let done = keqing_server::projector::rebuild(&mut store, |_, _| {}).expect("rebuild");
+        let done = keqing_server::projector::rebuild(
+            &mut *store.projections().expect("session"),
+            |_, _| {},
+        )
+        .expect("rebuild");
         let project_s = t.elapsed().as_secs_f64();
         assert_eq!(done.skipped, 0);
         let apply_rate = log.len() as f64 / apply_s;
@@ -245,8 +255,8 @@ fn main() {
         let to = last_day();
         for days in [7, 30] {
             let from = to - chrono::Duration::days(days - 1);
-            // Cold: a fresh connection (the OS page cache stays warm).
-            let reader = store.reopen().expect("reopen");
+            // First: the first read of these days (the OS page cache stays warm).
+            let reader = store.projections().expect("session");
             let t = Instant::now();
             let rows = reader.report_rows(None, from, to).expect("rows");
             let r = keqing_shared::report::build(&Scope::National, from, to, &rows);

@@ -31,7 +31,7 @@ use automerge::{ActorId, Automerge, Change};
 use keqing_office::desk::{CallInput, Desk};
 use keqing_office::sync::{Quiet, enroll, sync_once};
 use keqing_proto::SyncConnection;
-use keqing_server::store::{SqliteStore, SyncStore};
+use keqing_server::store::{SqliteStore, Store};
 use keqing_shared::dossier::{Dossier, PatientUpdate};
 use keqing_shared::staff::Role;
 use keqing_shared::sync::ChangeEnvelope;
@@ -556,7 +556,11 @@ fn main() {
     let wait = Instant::now();
     {
         let store = SqliteStore::open(&server.dir).expect("server store");
-        while store.projector_cursor().expect("projector") < store.max_seq().expect("log") {
+        let behind = || {
+            let session = store.projections().expect("session");
+            session.projector_cursor().expect("projector") < session.max_seq().expect("log")
+        };
+        while behind() {
             assert!(
                 wait.elapsed() < Duration::from_secs(900),
                 "the projector catches up"

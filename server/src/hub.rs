@@ -14,14 +14,14 @@
 //! No device can starve the others ([`Admission`]): every request is
 //! authenticated first (nothing is kept for a token that is not a
 //! device's), then counted against its device's rate and its calls in
-//! progress. Requests that only read take a pooled connection for as long
-//! as they read ([`ReaderPool`]): a pull reads one bounded batch at a time
+//! progress. Requests that only read take a reader for as long as they
+//! read ([`Store::reader`]): a pull reads one bounded batch at a time
 //! and holds nothing while its device has not taken the last one; a
 //! repair's answer is bounded too, and only pushes take the writer.
 
 use crate::store::{
-    Budget, Device, DocumentState, NewLogEntry, ReaderPool, SqliteStore, StoreError,
-    StoredDocument, SyncStore, audit_actor,
+    Budget, Device, DocumentState, LogReader, NewLogEntry, Store, StoreError, StoredDocument,
+    audit_actor,
 };
 use automerge::{Automerge, Change, ROOT, ReadDoc};
 use keqing_proto::PullFeed;
@@ -129,10 +129,9 @@ pub struct Hub {
     admission: Arc<Admission>,
     /// See [`PULL_STALL`].
     pull_stall: std::time::Duration,
-    /// The one connection that appends to the log.
-    writer: Arc<Mutex<SqliteStore>>,
-    /// Connections for requests that only read.
-    readers: Arc<ReaderPool>,
+    /// The store: pushes take turns at its log writer; requests that only
+    /// read take a reader each.
+    store: Arc<dyn Store>,
     /// Tells the projector that the log grew.
     appended: Arc<tokio::sync::Notify>,
     in_flight: Arc<InFlight>,
@@ -160,7 +159,11 @@ pub struct Access {
 impl Access {
     /// The device calling, if its token is valid, not revoked, and shown
     /// with the certificate bound to it.
-    pub fn authenticate(&self, store: &SqliteStore, caller: &Caller) -> Result<Device, SyncError> {
+    pub fn authenticate(
+        &self,
+        store: &dyn LogReader,
+        caller: &Caller,
+    ) -> Result<Device, SyncError> {
         let refuse = |why: &str| Err(SyncError::new(SyncErrorKind::Unauthenticated, why));
         if caller.token.is_empty() {
             return refuse("no device token");
@@ -334,18 +337,18 @@ impl Admission {
         })
     }
 
-    /// Authenticates `caller` on a pooled reader (off the async threads),
-    /// then admits the call.
+    /// Authenticates `caller` on a reader of `store` (off the async
+    /// threads), then admits the call.
     pub async fn enter(
         self: &Arc<Self>,
-        readers: &Arc<ReaderPool>,
+        store: &Arc<dyn Store>,
         caller: Caller,
         kind: CallKind,
     ) -> Result<(Device, Call), SyncError> {
-        let (access, readers) = (self.access, readers.clone());
+        let (access, store) = (self.access, store.clone());
         let device = tokio::task::spawn_blocking(move || {
-            let reader = readers.get()?;
-            access.authenticate(&reader, &caller)
+            let reader = store.reader()?;
+            access.authenticate(&*reader, &caller)
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))??;
@@ -429,22 +432,24 @@ fn deferrable_new_dossier(changes: &[Change]) -> Option<(String, String)> {
 }
 
 impl Hub {
-    pub fn new(store: SqliteStore, appended: Arc<tokio::sync::Notify>) -> Result<Hub, StoreError> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        appended: Arc<tokio::sync::Notify>,
+    ) -> Result<Hub, StoreError> {
         Hub::with_admission(store, appended, Admission::new(Access::default()))
     }
 
     /// A hub admitting calls through `admission` (shared with the reports
     /// service, so a device's calls of both count together).
     pub fn with_admission(
-        store: SqliteStore,
+        store: Arc<dyn Store>,
         appended: Arc<tokio::sync::Notify>,
         admission: Arc<Admission>,
     ) -> Result<Hub, StoreError> {
         Ok(Hub {
             admission,
             pull_stall: PULL_STALL,
-            readers: ReaderPool::new(&store),
-            writer: Arc::new(Mutex::new(store)),
+            store,
             appended,
             in_flight: Arc::new(InFlight::default()),
         })
@@ -468,15 +473,15 @@ impl Hub {
         self
     }
 
-    /// Runs `f` on the writer, off the async threads. A panic in `f` fails
-    /// this request only: the next one gets the writer back with any
-    /// transaction the panic left open rolled back ([`keqing_host::lock`]).
-    async fn with_writer<T: Send + 'static>(
+    /// Runs `f` on the store, off the async threads. A panic in `f` fails
+    /// this request only: a session it held ends with its work undone, and
+    /// the next request gets the connection back ([`keqing_host::lock`]).
+    async fn with_store<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut SqliteStore) -> Result<T, SyncError> + Send + 'static,
+        f: impl FnOnce(&dyn Store) -> Result<T, SyncError> + Send + 'static,
     ) -> Result<T, SyncError> {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || f(&mut keqing_host::lock(&writer)))
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store))
             .await
             .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
     }
@@ -530,41 +535,36 @@ fn checksum_matches(change: &Change) -> bool {
     raw.len() >= 8 && raw[4..8] == change.hash().0[..4]
 }
 
-/// Checks and appends one push that [`decode_push`] accepted. Everything
-/// or nothing is stored.
-fn ingest(
-    store: &mut SqliteStore,
-    device: Device,
-    decoded: DecodedPush,
-) -> Result<PushAck, SyncError> {
-    // The checks read in one read transaction: a lookup outside one is a
-    // transaction of its own, with its own locking of the WAL index, two
-    // or three per dossier. Only pushes, which hold the writer, add
-    // changes and documents, so nothing they read changes before the append.
-    let checked = {
-        let _read = store.read_tx()?;
-        check_push(store, &device, decoded)?
-    };
+/// Checks and appends one push that [`decode_push`] accepted, in one turn
+/// at the log writer. Everything or nothing is stored.
+fn ingest(store: &dyn Store, device: Device, decoded: DecodedPush) -> Result<PushAck, SyncError> {
+    // The checks read in the writer's turn: only pushes add changes and
+    // documents, and only one push has the turn, so nothing they read
+    // changes before the append.
+    let mut writer = store.log_writer()?;
+    let checked = check_push(&*writer, &device, decoded)?;
     let Checked {
         entries,
         docs,
         duplicates,
     } = checked;
     let accepted = entries.len() as u32;
-    // Read under the writer: no other push appends in between, so the
+    // Read in the writer's turn: no other push appends in between, so the
     // push's changes are exactly those after `log_before`.
-    let log_before = store.max_seq()?;
+    let log_before = writer.max_seq()?;
     let last_seq = if entries.is_empty() {
         log_before
     } else {
-        store.append(&device.id, &entries, &docs)?
+        writer.append(&device.id, &entries, &docs)?
     };
+    let epoch = writer.epoch()?;
+    writer.commit()?;
     Ok(PushAck {
         accepted,
         duplicates,
         last_seq,
         log_before,
-        epoch: store.epoch()?,
+        epoch,
     })
 }
 
@@ -697,7 +697,7 @@ fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedP
 /// it applies changes to; stores nothing. A refusal names the change it is
 /// about (the first of its document's, for what is about the document).
 fn check_push(
-    store: &SqliteStore,
+    store: &dyn LogReader,
     device: &Device,
     decoded: DecodedPush,
 ) -> Result<Checked, SyncError> {
@@ -748,7 +748,7 @@ type DocRefusal = (SyncError, Option<usize>);
 /// Checks one document's new changes (see [`check_push`]) and returns its
 /// log entries and state.
 fn check_document(
-    store: &SqliteStore,
+    store: &dyn LogReader,
     device: &Device,
     actor: &[u8],
     doc_id: &str,
@@ -959,13 +959,12 @@ enum PullPhase {
 /// the changes after it are sent again and merge as duplicates), and the
 /// log is read by sequence number, which commits in order (one writer).
 fn next_batch(
-    store: &SqliteStore,
+    store: &dyn LogReader,
     scope: Option<&str>,
     epoch: &str,
     phase: &mut PullPhase,
     max_items: u32,
 ) -> Result<PullBatch, SyncError> {
-    let _read = store.read_tx()?;
     let mut budget = Budget::new(limits::PULL_BATCH_BYTES, max_items as usize);
     let mut batch = PullBatch {
         epoch: epoch.to_string(),
@@ -1038,7 +1037,7 @@ fn next_batch(
 /// threads; waiting for the device holds no thread, connection or
 /// transaction.
 async fn feed_pull(
-    readers: Arc<ReaderPool>,
+    store: Arc<dyn Store>,
     device: Device,
     cursor: u64,
     client_epoch: String,
@@ -1050,12 +1049,12 @@ async fn feed_pull(
     let scope = device.office.clone();
     let mut state: Option<(String, PullPhase)> = None;
     loop {
-        let readers = readers.clone();
+        let store = store.clone();
         let scope = scope.clone();
         let client_epoch = client_epoch.clone();
         let mut taken = state.take();
         let step = tokio::task::spawn_blocking(move || {
-            let store = readers.get()?;
+            let store = store.reader()?;
             let (epoch, mut phase) = match taken.take() {
                 Some(s) => s,
                 None => {
@@ -1080,7 +1079,7 @@ async fn feed_pull(
                     (epoch, phase)
                 }
             };
-            let batch = next_batch(&store, scope.as_deref(), &epoch, &mut phase, max_items)?;
+            let batch = next_batch(&*store, scope.as_deref(), &epoch, &mut phase, max_items)?;
             Ok::<_, SyncError>((batch, (epoch, phase)))
         })
         .await
@@ -1118,11 +1117,10 @@ async fn feed_pull(
 /// `limits::REPAIR_BYTES` allows: a prefix of each document's missing
 /// history, so what is answered always applies.
 fn repair_answer(
-    store: &SqliteStore,
+    store: &dyn LogReader,
     device: &Device,
     docs: Vec<DocHeads>,
 ) -> Result<RepairAnswer, SyncError> {
-    let _read = store.read_tx()?;
     let mut budget = Budget::new(limits::REPAIR_BYTES, usize::MAX);
     let mut answer = RepairAnswer {
         missing: Vec::new(),
@@ -1175,9 +1173,10 @@ impl keqing_proto::SyncHandler for Hub {
         }
         let (device, _call) = self
             .admission
-            .enter(&self.readers, caller, CallKind::Plain)
+            .enter(&self.store, caller, CallKind::Plain)
             .await?;
-        self.with_writer(move |store| {
+        self.with_store(move |store| {
+            let mut writer = store.log_writer()?;
             match &device.actor {
                 Some(a) if a != &actor => {
                     return Err(SyncError::new(
@@ -1187,14 +1186,15 @@ impl keqing_proto::SyncHandler for Hub {
                 }
                 Some(_) => {}
                 None => {
-                    if store.device_with_actor(&actor)?.is_some() {
+                    if writer.device_with_actor(&actor)?.is_some() {
                         return Err(SyncError::new(
                             SyncErrorKind::FailedPrecondition,
                             "this replica is already enrolled as another device",
                         ));
                     }
-                    store.bind_actor(&device.id, &actor)?;
-                    store.audit(&audit_actor(&device), "device.enroll", &device.id, "replica bound")?;
+                    writer.bind_actor(&device.id, &actor)?;
+                    writer.audit(&audit_actor(&device), "device.enroll", &device.id, "replica bound")?;
+                    writer.commit()?;
                     tracing::info!(device = %device.id, name = %printable(&device.name), "device enrolled its replica");
                 }
             }
@@ -1215,17 +1215,17 @@ impl keqing_proto::SyncHandler for Hub {
         let n = changes.len();
         let (device, _call) = self
             .admission
-            .enter(&self.readers, caller, CallKind::Plain)
+            .enter(&self.store, caller, CallKind::Plain)
             .await?;
         let device_id = device.id.clone();
         let _serving = self.in_flight.enter();
-        let writer = self.writer.clone();
+        let store = self.store.clone();
         let ack = tokio::task::spawn_blocking(move || {
-            // Decoded without the writer: a device's next push decodes
-            // while the one before is appended, and pushes take turns only
-            // to check against the store and append.
+            // Decoded outside the writer's turn: a device's next push
+            // decodes while the one before is appended, and pushes take
+            // turns only to check against the store and append.
             let decoded = decode_push(&device, changes)?;
-            ingest(&mut keqing_host::lock(&writer), device, decoded)
+            ingest(&*store, device, decoded)
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))
@@ -1264,13 +1264,13 @@ impl keqing_proto::SyncHandler for Hub {
     ) -> Result<PullFeed, SyncError> {
         let (device, call) = self
             .admission
-            .enter(&self.readers, caller, CallKind::Pull)
+            .enter(&self.store, caller, CallKind::Pull)
             .await?;
         if device.office.is_none() {
             // Headquarters receives every office's dossiers, names and phones.
-            let (readers, actor) = (self.readers.clone(), audit_actor(&device));
+            let (store, actor) = (self.store.clone(), audit_actor(&device));
             tokio::task::spawn_blocking(move || {
-                readers.get()?.audit(
+                store.audit(
                     &actor,
                     "hq.pull",
                     "all offices",
@@ -1284,7 +1284,7 @@ impl keqing_proto::SyncHandler for Hub {
         // holds the rest, and nothing grows while it does not read.
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(feed_pull(
-            self.readers.clone(),
+            self.store.clone(),
             device,
             cursor,
             epoch,
@@ -1316,7 +1316,7 @@ impl keqing_proto::SyncHandler for Hub {
         }
         let (device, _call) = self
             .admission
-            .enter(&self.readers, caller, CallKind::Repair)
+            .enter(&self.store, caller, CallKind::Repair)
             .await?;
         // Each document once, whatever the request says.
         let mut seen = HashSet::new();
@@ -1324,9 +1324,8 @@ impl keqing_proto::SyncHandler for Hub {
             .into_iter()
             .filter(|d| seen.insert(d.doc_id.clone()))
             .collect();
-        let readers = self.readers.clone();
+        let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let store = readers.get()?;
             if device.office.is_none() {
                 store.audit(
                     &audit_actor(&device),
@@ -1335,7 +1334,7 @@ impl keqing_proto::SyncHandler for Hub {
                     &format!("{} dossiers compared", docs.len()),
                 )?;
             }
-            repair_answer(&store, &device, docs)
+            repair_answer(&*store.reader()?, &device, docs)
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
@@ -1361,14 +1360,15 @@ mod tests {
         assert!(!in_flight.busy());
     }
 
-    /// A panic inside a write on the writer: that request fails, and the
-    /// next push is appended and durable (not swallowed by a transaction
-    /// the panic left open).
+    /// A panic while the log writer's connection is locked, inside a write
+    /// transaction no guard of ours will end: the next push is appended and
+    /// durable (not swallowed by the transaction the panic left open).
     #[test]
     fn a_panic_inside_a_write_fails_that_request_and_the_next_push_commits() {
+        use crate::store::SqliteStore;
         use keqing_proto::SyncHandler;
         let tmp = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::open(tmp.path()).unwrap();
+        let store = Arc::new(SqliteStore::open(tmp.path()).unwrap());
         store
             .add_device(
                 "d",
@@ -1379,8 +1379,7 @@ mod tests {
                 "t",
             )
             .unwrap();
-        let check = store.reopen().unwrap();
-        let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new())).unwrap();
+        let hub = Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new())).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -1388,15 +1387,15 @@ mod tests {
         let actor = automerge::ActorId::random();
         rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
             .unwrap();
-        // A write transaction no guard of ours will end, then a panic.
-        let failed = rt.block_on(hub.with_writer(|store| -> Result<(), SyncError> {
-            store
-                .conn_for_tests()
-                .execute_batch("BEGIN IMMEDIATE")
-                .map_err(StoreError::from)?;
-            panic!("injected inside a write");
-        }));
-        assert_eq!(failed.unwrap_err().kind, SyncErrorKind::Internal);
+        let poisoned = store.clone();
+        let failed = std::thread::spawn(move || {
+            poisoned.with_writer_conn_for_tests(|c| {
+                c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                panic!("injected inside a write");
+            })
+        })
+        .join();
+        assert!(failed.is_err(), "the injected panic");
         let id = "01a21111-0000-7000-8000-00000000f001";
         let (_, created) = keqing_shared::dossier::Dossier::create(
             id,
@@ -1416,8 +1415,9 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(ack.accepted, 1);
+        let other = SqliteStore::open(tmp.path()).unwrap();
         assert!(
-            check.document(id).unwrap().is_some(),
+            other.reader().unwrap().document(id).unwrap().is_some(),
             "committed: another connection sees it"
         );
     }

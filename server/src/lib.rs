@@ -3,8 +3,8 @@
 //! Merges the dossiers of all 27 offices and serves each device its scope.
 //!
 //! Map of the modules:
-//! - [`store`]: the SQLite store (devices, change log, snapshots) behind the
-//!   [`store::SyncStore`] trait; the only module that writes SQL.
+//! - [`store`]: the storage seam ([`store::Store`] and its sessions) and
+//!   its backends; the only module that writes SQL.
 //! - [`dashboard`]: headquarters' web dashboard over the same reports.
 //! - [`hub`]: the sync core: authentication, checks on every pushed change,
 //!   durable appends, the change feed.
@@ -48,7 +48,7 @@ fn oversized_is_resource_exhausted<B>(
 /// gracefully (in-flight calls finish).
 pub async fn run(
     listener: tokio::net::TcpListener,
-    store: store::SqliteStore,
+    store: Arc<dyn store::Store>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     run_with_tls(listener, store, None, shutdown).await
@@ -57,8 +57,9 @@ pub async fn run(
 /// Requests one connection may have going at once.
 const STREAMS_PER_CONNECTION: u32 = 16;
 
-/// How often the server copies its WAL back into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How often the server does its store's upkeep (SQLite: copies its WAL
+/// back into the database file).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// While a push or pull is being served, the background projector rests
 /// this many times as long as it worked on each document (its batches'
@@ -73,35 +74,31 @@ const PROJECTOR_MAX_REST: std::time::Duration = std::time::Duration::from_millis
 /// [`run`], with TLS when `tls` is given (see [`tls`]).
 pub async fn run_with_tls(
     listener: tokio::net::TcpListener,
-    store: store::SqliteStore,
+    store: Arc<dyn store::Store>,
     tls: Option<tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let access = hub::Access {
         require_certificates: tls.as_ref().is_some_and(|t| t.require_client_certificates),
     };
-    let reports_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
-    // The background projector has a connection of its own: a report never
-    // waits for it (it catches up itself; the projectors' saves are
-    // compare-and-set, so the two never write a batch twice).
-    let projector_store = Arc::new(std::sync::Mutex::new(store.reopen()?));
-    let checkpoint_store = store.reopen()?;
     let appended = Arc::new(tokio::sync::Notify::new());
     // One admission for both services: a device's syncs and reports count
     // against the same limits.
     let admission = hub::Admission::new(access);
-    let readers = store::ReaderPool::new(&store);
     let hub = Arc::new(hub::Hub::with_admission(
-        store,
+        store.clone(),
         appended.clone(),
         admission.clone(),
     )?);
     let in_flight = hub.in_flight();
-    let desk = Arc::new(reports::ReportDesk::new(reports_store, admission, readers));
+    // Reports catch up in sessions of their own: a report never waits for
+    // the background projector (their saves are compare-and-set).
+    let desk = Arc::new(reports::ReportDesk::new(store.clone(), admission));
     // The projector runs beside sync: woken by pushes (or every few
     // seconds), never in a push's path, and while devices are being
     // served it pauses before each document so they have the cores.
     // Stopped with the server.
+    let projector_store = store.clone();
     let projecting = tokio::spawn(async move {
         loop {
             let _ =
@@ -109,7 +106,7 @@ pub async fn run_with_tls(
             let store = projector_store.clone();
             let in_flight = in_flight.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let mut store = keqing_host::lock(&store);
+                let mut session = store.projections()?;
                 let mut working_since = std::time::Instant::now();
                 let pace = || {
                     if in_flight.busy() {
@@ -118,7 +115,7 @@ pub async fn run_with_tls(
                     }
                     working_since = std::time::Instant::now();
                 };
-                Ok::<_, anyhow::Error>(projector::catch_up_paced(&mut store, |_, _| {}, pace)?)
+                Ok::<_, anyhow::Error>(projector::catch_up_paced(&mut *session, |_, _| {}, pace)?)
             })
             .await;
             match result {
@@ -131,25 +128,21 @@ pub async fn run_with_tls(
             }
         }
     });
-    // The checkpointer copies the WAL back into the database file twice a
-    // second on a connection of its own, so pushes never do (see
-    // `store::BACKSTOP_CHECKPOINT_PAGES`).
-    let checkpoint_store = Arc::new(std::sync::Mutex::new(checkpoint_store));
+    // Upkeep runs on a task of its own (SQLite: the WAL is copied back
+    // twice a second here, so pushes never do; see
+    // `store::sqlite::schema::BACKSTOP_CHECKPOINT_PAGES`).
+    let upkeep_store = store.clone();
     let checkpointing = tokio::spawn(async move {
-        let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            let store = checkpoint_store.clone();
-            let done = tokio::task::spawn_blocking(move || {
-                let store = keqing_host::lock(&store);
-                Ok::<_, anyhow::Error>(store.checkpoint()?)
-            })
-            .await;
+            let store = upkeep_store.clone();
+            let done = tokio::task::spawn_blocking(move || store.upkeep()).await;
             match done {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "checkpoint failed; retrying"),
-                Err(e) => tracing::warn!(error = %e, "checkpoint task failed; retrying"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "store upkeep failed; retrying"),
+                Err(e) => tracing::warn!(error = %e, "store upkeep task failed; retrying"),
             }
         }
     });

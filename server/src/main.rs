@@ -1,10 +1,11 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use keqing_server::hub::token_hash;
-use keqing_server::store::SqliteStore;
+use keqing_server::store::{SqliteStore, Store};
 use keqing_shared::report::Scope;
 use keqing_shared::sheets;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -177,25 +178,41 @@ fn catch_up_bar() -> indicatif::ProgressBar {
     bar
 }
 
-/// The store in `data` (which must exist) with its projector caught up,
-/// showing progress: what `report` and `unreadable` read.
-fn projected_store(data: &std::path::Path) -> Result<SqliteStore> {
-    let mut store = SqliteStore::open_existing(data)?;
+/// Which store a command works on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// Make one if there is none (`serve`, `device add`).
+    Create,
+    /// It must exist: a mistyped `--data` is an error, not an empty store
+    /// with empty answers.
+    Existing,
+}
+
+fn open_store(data: &std::path::Path, opening: Opening) -> Result<Arc<dyn Store>> {
+    Ok(match opening {
+        Opening::Create => Arc::new(SqliteStore::open(data)?),
+        Opening::Existing => Arc::new(SqliteStore::open_existing(data)?),
+    })
+}
+
+/// Brings the projections up to date, showing progress.
+fn catch_up_showing(session: &mut dyn keqing_server::store::Projections) -> Result<()> {
     let bar = catch_up_bar();
-    keqing_server::projector::catch_up(&mut store, |at, target| {
+    keqing_server::projector::catch_up(session, |at, target| {
         bar.set_length(target);
         bar.set_position(at);
     })?;
     bar.finish_and_clear();
-    Ok(store)
+    Ok(())
 }
 
-fn report(data: &std::path::Path, scope: Scope, args: ReportArgs) -> Result<()> {
+fn report(store: &dyn Store, scope: Scope, args: ReportArgs) -> Result<()> {
     let from = keqing_shared::when::parse_date(&args.from)?;
     let to = keqing_shared::when::parse_date(&args.to)?;
     keqing_server::reports::check_request(&scope, from, to).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut store = projected_store(data)?;
-    let r = keqing_server::reports::build_report(&mut store, &scope, from, to)?;
+    let mut session = store.projections()?;
+    catch_up_showing(&mut *session)?;
+    let r = keqing_server::reports::build_report(&mut *session, &scope, from, to)?;
     // The text report carries it under its title; JSON and files carry it
     // too, but whoever runs the export should see it now.
     let json_or_file = args.json || args.out.is_some();
@@ -284,6 +301,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let data = cli.data.clone();
     match cli.command {
         Command::Serve {
             listen,
@@ -295,7 +313,7 @@ fn run(cli: Cli) -> Result<()> {
             client_ca,
         } => {
             init_logging();
-            let store = SqliteStore::open(&cli.data)?;
+            let store = open_store(&data, Opening::Create)?;
             let paths = keqing_server::tls::TlsPaths::in_data(&cli.data);
             let client_ca = match client_ca {
                 Some(ca) => Some(ca),
@@ -339,7 +357,7 @@ fn run(cli: Cli) -> Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let addr = listener.local_addr()?;
-                tracing::info!(%addr, data = %cli.data.display(), "keqing-server serving");
+                tracing::info!(%addr, store = store.backend(), data = %cli.data.display(), "keqing-server serving");
                 // For scripts and tests that listen on port 0.
                 println!("keqing-server listening on {addr}");
                 let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -360,7 +378,7 @@ fn run(cli: Cli) -> Result<()> {
                         };
                         let listener = bind_dashboard(&http, tls.is_some()).await?;
                         Some(tokio::spawn(keqing_server::dashboard::serve(
-                            store.reopen()?,
+                            store.clone(),
                             listener,
                             keqing_server::dashboard::DashboardOptions { access, tls },
                             until(stopped.clone()),
@@ -379,7 +397,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Dashboard { listen } => {
             init_logging();
-            let store = SqliteStore::open_existing(&cli.data)?;
+            let store = open_store(&data, Opening::Existing)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let listener = bind_dashboard(&listen, false).await?;
@@ -398,7 +416,7 @@ fn run(cli: Cli) -> Result<()> {
                 _ => None,
             };
             let name = keqing_shared::staff::validate_name("name", &name)?;
-            let mut store = SqliteStore::open(&cli.data)?;
+            let store = open_store(&data, Opening::Create)?;
             let token = new_token();
             let id = uuid::Uuid::now_v7().to_string();
             let d = store.add_device(
@@ -423,7 +441,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::List { json }) => {
-            let store = SqliteStore::open_existing(&cli.data)?;
+            let store = open_store(&data, Opening::Existing)?;
             let devices = store.devices()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
@@ -452,18 +470,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Report { scope } => match scope {
-            ReportScope::National(args) => report(&cli.data, Scope::National, args),
-            ReportScope::Province { province, args } | ReportScope::Office { province, args } => {
-                let code = keqing_shared::office::office(&province)?.code.to_string();
-                report(&cli.data, Scope::Office(code), args)
+        Command::Report { scope } => {
+            let store = open_store(&data, Opening::Existing)?;
+            match scope {
+                ReportScope::National(args) => report(&*store, Scope::National, args),
+                ReportScope::Province { province, args }
+                | ReportScope::Office { province, args } => {
+                    let code = keqing_shared::office::office(&province)?.code.to_string();
+                    report(&*store, Scope::Office(code), args)
+                }
             }
-        },
+        }
         Command::Unreadable { province, json } => {
             let office = province
                 .map(|p| keqing_shared::office::office(&p).map(|o| o.code.to_string()))
                 .transpose()?;
-            let docs = projected_store(&cli.data)?.unreadable_documents(office.as_deref())?;
+            let store = open_store(&data, Opening::Existing)?;
+            let mut session = store.projections()?;
+            catch_up_showing(&mut *session)?;
+            let docs = session.unreadable_documents(office.as_deref())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&docs)?);
                 return Ok(());
@@ -491,7 +516,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Project { rebuild, json } => {
-            let mut store = SqliteStore::open_existing(&cli.data)?;
+            let store = open_store(&data, Opening::Existing)?;
+            let mut session = store.projections()?;
             let bar = catch_up_bar();
             let progress = |at, target| {
                 bar.set_length(target);
@@ -499,9 +525,9 @@ fn run(cli: Cli) -> Result<()> {
             };
             let started = std::time::Instant::now();
             let done = if rebuild {
-                keqing_server::projector::rebuild(&mut store, progress)?
+                keqing_server::projector::rebuild(&mut *session, progress)?
             } else {
-                keqing_server::projector::catch_up(&mut store, progress)?
+                keqing_server::projector::catch_up(&mut *session, progress)?
             };
             bar.finish_and_clear();
             if json {
@@ -518,13 +544,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Backup { out } => {
-            let store = SqliteStore::open_existing(&cli.data)?;
+            let store = open_store(&data, Opening::Existing)?;
             let started = std::time::Instant::now();
             let bar = indicatif::ProgressBar::new(0);
             if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
-            store.backup_to(&out, |done, total| {
+            store.backup_to(&out, &mut |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
             })?;
@@ -536,10 +562,11 @@ fn run(cli: Cli) -> Result<()> {
                 "",
             )?;
             let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            let counts = store.counts()?;
             println!(
                 "已备份 backed up {} changes, {} documents → {} ({:.1} MB, integrity ok, {:.1} s)",
-                store.change_count()?,
-                store.document_count()?,
+                counts.changes,
+                counts.documents,
                 out.display(),
                 bytes as f64 / 1e6,
                 started.elapsed().as_secs_f64()
@@ -548,10 +575,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Restore { from } => {
             let store = SqliteStore::restore(&cli.data, &from, &local_admin())?;
+            let counts = store.counts()?;
             println!(
                 "已恢复 restored {} changes, {} documents into {} (new epoch {}); start the server on it",
-                store.change_count()?,
-                store.document_count()?,
+                counts.changes,
+                counts.documents,
                 cli.data.display(),
                 store.epoch()?
             );
@@ -578,7 +606,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Audit { limit, json } => {
-            let store = SqliteStore::open_existing(&cli.data)?;
+            let store = open_store(&data, Opening::Existing)?;
             let log = store.audit_log(limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&log)?);
@@ -607,7 +635,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Cert { device, out, bind }) => {
-            let mut store = SqliteStore::open_existing(&cli.data)?;
+            let store = open_store(&data, Opening::Existing)?;
             let target = store.device_named(&device)?;
             let sha256 = match (out, bind) {
                 (_, Some(file)) => keqing_server::tls::certificate_sha256(&file)?,
@@ -640,7 +668,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Revoke { device }) => {
-            let mut store = SqliteStore::open_existing(&cli.data)?;
+            let store = open_store(&data, Opening::Existing)?;
             let d = store.revoke(&device, &now(), &local_admin())?;
             println!("已吊销设备 {} {}", d.name, d.id);
             Ok(())

@@ -13,7 +13,7 @@
 //! A full rebuild ([`rebuild`]) rewinds the cursor and gives the same rows
 //! as incremental maintenance.
 
-use crate::store::{Projected, SettledSnapshot, SqliteStore, StoreError, SyncStore};
+use crate::store::{Projected, Projections, SettledSnapshot, StoreError};
 use automerge::{ActorId, Automerge, ReadDoc};
 use keqing_shared::dossier::Dossier;
 use keqing_shared::followup::schedule;
@@ -61,7 +61,7 @@ enum Source {
 /// waiting for a dependency), the document built from it and the logged
 /// changes — with the snapshot to store when that made it complete.
 fn current_document(
-    store: &SqliteStore,
+    store: &dyn Projections,
     doc_id: &str,
 ) -> Result<Option<(Source, String, Option<SettledSnapshot>)>, StoreError> {
     let Some(stored) = store.document(doc_id)? else {
@@ -145,7 +145,7 @@ fn derive(doc_id: &str, office: &str, source: Source) -> Result<Projected, Strin
 /// Projects everything logged up to now. `progress(cursor, target)` is
 /// called after each batch.
 pub fn catch_up(
-    store: &mut SqliteStore,
+    store: &mut dyn Projections,
     progress: impl FnMut(u64, u64),
 ) -> Result<CatchUp, StoreError> {
     catch_up_paced(store, progress, || {})
@@ -154,7 +154,7 @@ pub fn catch_up(
 /// [`catch_up`], calling `pace` before each document it builds (the
 /// server's background projector waits there while devices sync).
 pub fn catch_up_paced(
-    store: &mut SqliteStore,
+    store: &mut dyn Projections,
     mut progress: impl FnMut(u64, u64),
     mut pace: impl FnMut(),
 ) -> Result<CatchUp, StoreError> {
@@ -174,7 +174,7 @@ pub fn catch_up_paced(
         let mut settled_bytes = 0;
         for doc_id in &docs {
             pace();
-            let Some((source, office, settle)) = current_document(store, doc_id)? else {
+            let Some((source, office, settle)) = current_document(&*store, doc_id)? else {
                 done.skipped += 1;
                 tracing::warn!(doc = %doc_id, "projector: document unreadable, skipped");
                 unreadable.push((
@@ -221,7 +221,7 @@ pub fn catch_up_paced(
 
 /// Throws the projections away and derives them again from the log.
 pub fn rebuild(
-    store: &mut SqliteStore,
+    store: &mut dyn Projections,
     progress: impl FnMut(u64, u64),
 ) -> Result<CatchUp, StoreError> {
     store.reset_projections()?;

@@ -4,11 +4,11 @@
 
 use crate::hub::Admission;
 use crate::projector;
-use crate::store::{ReaderPool, SqliteStore};
+use crate::store::{Projections, Store};
 use chrono::NaiveDate;
 use keqing_shared::report::{self, Report, Scope};
 use keqing_shared::sync::{Caller, SyncError, SyncErrorKind};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The longest range one report may cover.
 pub const MAX_REPORT_DAYS: i64 = 3 * 366;
@@ -34,7 +34,7 @@ pub fn check_request(scope: &Scope, from: NaiveDate, to: NaiveDate) -> Result<()
 /// Brings the projections up to date, then builds the report (saying how
 /// many documents in scope it lacks because they could not be read).
 pub fn build_report(
-    store: &mut SqliteStore,
+    store: &mut dyn Projections,
     scope: &Scope,
     from: NaiveDate,
     to: NaiveDate,
@@ -47,27 +47,18 @@ pub fn build_report(
 }
 
 pub struct ReportDesk {
-    /// The projector's connection: reports and the background projector
-    /// take turns on it, so a report never races a half-done catch-up.
-    projector: Arc<Mutex<SqliteStore>>,
+    /// The store: a request is authenticated on a reader (admitted or
+    /// refused before it waits for anything), then the report catches the
+    /// projections up in a session of its own and reads them (the
+    /// background projector's saves and its are compare-and-set).
+    store: Arc<dyn Store>,
     /// Who may ask, how often (shared with the sync service).
     admission: Arc<Admission>,
-    /// Connections to authenticate on: a request is admitted (or refused)
-    /// before it waits for the projector.
-    readers: Arc<ReaderPool>,
 }
 
 impl ReportDesk {
-    pub fn new(
-        projector: Arc<Mutex<SqliteStore>>,
-        admission: Arc<Admission>,
-        readers: Arc<ReaderPool>,
-    ) -> ReportDesk {
-        ReportDesk {
-            projector,
-            admission,
-            readers,
-        }
+    pub fn new(store: Arc<dyn Store>, admission: Arc<Admission>) -> ReportDesk {
+        ReportDesk { store, admission }
     }
 }
 
@@ -82,7 +73,7 @@ impl keqing_proto::ReportsHandler for ReportDesk {
         check_request(&scope, from, to)?;
         let (device, _call) = self
             .admission
-            .enter(&self.readers, caller, crate::hub::CallKind::Plain)
+            .enter(&self.store, caller, crate::hub::CallKind::Plain)
             .await?;
         if let Some(own) = &device.office
             && scope.office() != Some(own.as_str())
@@ -92,11 +83,11 @@ impl keqing_proto::ReportsHandler for ReportDesk {
                 format!("an office device reads only its own office's report ({own})"),
             ));
         }
-        let projector = self.projector.clone();
+        let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = keqing_host::lock(&projector);
+            let mut session = store.projections()?;
             let started = std::time::Instant::now();
-            let r = build_report(&mut store, &scope, from, to)?;
+            let r = build_report(&mut *session, &scope, from, to)?;
             tracing::info!(device = %device.id, scope = ?scope, %from, %to,
                 ms = started.elapsed().as_millis() as u64, "report");
             Ok(r)

@@ -187,7 +187,8 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
         .build()
         .unwrap();
     // The server, in process on loopback, with its devices.
-    let mut store = SqliteStore::open(&tmp.path().join("server")).unwrap();
+    let store: std::sync::Arc<dyn keqing_server::store::Store> =
+        std::sync::Arc::new(SqliteStore::open(&tmp.path().join("server")).unwrap());
     let mut tokens = Vec::new();
     for office in ["44", "11"] {
         for n in 1..=2 {

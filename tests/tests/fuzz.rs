@@ -12,7 +12,7 @@ use keqing_demo::Rng;
 use keqing_proto::{ReportsHandler, SyncHandler};
 use keqing_server::hub::{Hub, token_hash};
 use keqing_server::reports::ReportDesk;
-use keqing_server::store::SqliteStore;
+use keqing_server::store::{SqliteStore, Store};
 use keqing_shared::dossier::{Dossier, NewChange};
 use keqing_shared::report::Scope;
 use keqing_shared::sync::{ChangeEnvelope, DocHeads, SyncErrorKind, limits};
@@ -156,7 +156,7 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
     let tmp = keqing_tests::scratch_dir();
-    let mut store = SqliteStore::open(tmp.path()).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(tmp.path()).unwrap());
     let own_token = "own-device-token";
     let hq_token = "hq-device-token";
     for (id, office, token) in [
@@ -174,17 +174,14 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
             )
             .unwrap();
     }
-    let check = store.reopen().unwrap();
-    let reports_store = Arc::new(std::sync::Mutex::new(store.reopen().unwrap()));
+    let check = store.clone();
     // No request limit here: every input must reach the checks it aims at.
-    let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new()))
+    let hub = Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
         .unwrap()
         .with_rate_limit(u32::MAX, u32::MAX);
-    let readers = keqing_server::store::ReaderPool::new(&check);
     let desk = ReportDesk::new(
-        reports_store,
+        store,
         keqing_server::hub::Admission::with_rate_limit(Default::default(), u32::MAX, u32::MAX),
-        readers,
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -214,9 +211,9 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
                 } else {
                     own_token
                 };
-                let before = check.change_count().unwrap();
+                let before = check.counts().unwrap().changes;
                 let r = rt.block_on(hub.push(token.into(), changes));
-                let after = check.change_count().unwrap();
+                let after = check.counts().unwrap().changes;
                 match &r {
                     Err(e) => assert_eq!(before, after, "input {i}: refused ({e}) yet stored"),
                     // A hostile push may only be answered "already have it"
@@ -325,7 +322,7 @@ fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
 #[test]
 fn a_request_flood_is_limited_and_compressed_changes_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(tmp.path()).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(tmp.path()).unwrap());
     store
         .add_device(
             "d",
@@ -336,7 +333,7 @@ fn a_request_flood_is_limited_and_compressed_changes_are_refused() {
             "test",
         )
         .unwrap();
-    let check = store.reopen().unwrap();
+    let check = store.clone();
     let hub = Hub::new(store, Arc::new(tokio::sync::Notify::new())).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -376,7 +373,7 @@ fn a_request_flood_is_limited_and_compressed_changes_are_refused() {
     ));
     assert_eq!(r.unwrap_err().kind, SyncErrorKind::ResourceExhausted);
     assert_eq!(
-        check.change_count().unwrap(),
+        check.counts().unwrap().changes,
         0,
         "the whole push is refused"
     );

@@ -505,14 +505,16 @@ fn national_report_agrees_with_offices_events_and_a_rebuild() {
     // incremental maintenance did.
     server.kill();
     let dir = tmp.path().join("server");
-    let mut store = keqing_server::store::SqliteStore::open(&dir).unwrap();
-    keqing_server::projector::catch_up(&mut store, |_, _| {}).unwrap();
+    let sqlite = keqing_server::store::SqliteStore::open(&dir).unwrap();
+    let mut store = keqing_server::store::Store::projections(&sqlite).unwrap();
+    keqing_server::projector::catch_up(&mut *store, |_, _| {}).unwrap();
     let incremental = store.projection_dump().unwrap();
     assert!(incremental.contains("\ncalls|"));
-    let rebuilt = keqing_server::projector::rebuild(&mut store, |_, _| {}).unwrap();
+    let rebuilt = keqing_server::projector::rebuild(&mut *store, |_, _| {}).unwrap();
     assert_eq!(rebuilt.skipped, 0);
     assert_eq!(store.projection_dump().unwrap(), incremental);
     drop(store);
+    drop(sqlite);
     let after = server_report(&dir, &["national", "--from", FROM, "--to", TO, "--json"]);
     assert_eq!(after, national);
 }
@@ -712,7 +714,8 @@ fn a_projector_batch_read_before_another_save_is_refused() {
     use keqing_server::store::{Projected, SqliteStore};
     use keqing_shared::dossier::Dossier;
     let tmp = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::open(tmp.path()).unwrap();
+    let sqlite = SqliteStore::open(tmp.path()).unwrap();
+    let mut store = keqing_server::store::Store::projections(&sqlite).unwrap();
     let batch = |name: &str| -> Vec<Projected> {
         let at = keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap();
         let (mut d, _) =

@@ -519,7 +519,7 @@ fn a_pipelined_push_lands_every_change_once() {
 
 #[test]
 fn a_dossier_whose_data_does_not_merge_is_quarantined_and_sync_goes_on() {
-    use keqing_server::store::{DocumentState, NewLogEntry, SqliteStore, SyncStore};
+    use keqing_server::store::{DocumentState, NewLogEntry, SqliteStore, Store};
     let tmp = tempfile::tempdir().unwrap();
     let server_dir = tmp.path().join("server");
     let server = Server::start(&server_dir, "127.0.0.1:0");
@@ -533,8 +533,9 @@ fn a_dossier_whose_data_does_not_merge_is_quarantined_and_sync_goes_on() {
     // its back (a bug, a damaged disk): a dossier of office 44 whose logged
     // change is not automerge at all.
     let bad = "01a20000-0000-7000-8000-00000000bad1";
-    let mut store = SqliteStore::open(&server_dir).unwrap();
-    store
+    let store = SqliteStore::open(&server_dir).unwrap();
+    let mut writer = store.log_writer().unwrap();
+    writer
         .append(
             "fault-injection",
             &[NewLogEntry {
@@ -552,6 +553,7 @@ fn a_dossier_whose_data_does_not_merge_is_quarantined_and_sync_goes_on() {
             }],
         )
         .unwrap();
+    writer.commit().unwrap();
     drop(store);
 
     // A new device of the office bootstraps: the bad dossier is put aside,

@@ -31,8 +31,11 @@ fn env(id: &str, c: &NewChange) -> ChangeEnvelope {
 }
 
 /// A server store in `dir` with one device of office 44, token `gd`.
-fn store_with_office_device(dir: &std::path::Path) -> keqing_server::store::SqliteStore {
-    let mut store = keqing_server::store::SqliteStore::open(dir).unwrap();
+fn store_with_office_device(
+    dir: &std::path::Path,
+) -> std::sync::Arc<dyn keqing_server::store::Store> {
+    let store: std::sync::Arc<dyn keqing_server::store::Store> =
+        std::sync::Arc::new(keqing_server::store::SqliteStore::open(dir).unwrap());
     store
         .add_device(
             "dev-gd",
@@ -47,7 +50,9 @@ fn store_with_office_device(dir: &std::path::Path) -> keqing_server::store::Sqli
 }
 
 /// The sync core over `store`, in this process, without a rate limit.
-fn in_process_hub(store: keqing_server::store::SqliteStore) -> keqing_server::hub::Hub {
+fn in_process_hub(
+    store: std::sync::Arc<dyn keqing_server::store::Store>,
+) -> keqing_server::hub::Hub {
     keqing_server::hub::Hub::new(store, std::sync::Arc::new(tokio::sync::Notify::new()))
         .unwrap()
         .with_rate_limit(u32::MAX, u32::MAX)
@@ -433,12 +438,11 @@ fn changes_whose_dependencies_have_not_arrived_are_kept_not_lost() {
 #[test]
 fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
     use keqing_proto::SyncHandler;
-    use keqing_server::store::{SettledSnapshot, SyncStore};
+    use keqing_server::store::SettledSnapshot;
     use std::collections::BTreeMap;
     let tmp = tempfile::tempdir().unwrap();
     let store = store_with_office_device(tmp.path());
-    let mut check = store.reopen().unwrap();
-    let mut projector_store = store.reopen().unwrap();
+    let check = store.clone();
     let hub = in_process_hub(store);
     let rt = rt();
     let actor = ActorId::random();
@@ -488,12 +492,12 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
         ))
         .unwrap();
     assert_eq!(ack.accepted, 4);
-    let stored = check.document(unbuilt).unwrap().unwrap();
+    let stored = check.reader().unwrap().document(unbuilt).unwrap().unwrap();
     assert!(
         stored.snapshot.is_empty() && !stored.complete,
         "logged unbuilt"
     );
-    let stored = check.document(reversed).unwrap().unwrap();
+    let stored = check.reader().unwrap().document(reversed).unwrap().unwrap();
     assert!(stored.complete, "out of order: built at push");
     let got = pull_all();
     assert_eq!(got[unbuilt], (0, 2), "its logged changes");
@@ -509,7 +513,13 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
     let stale = SettledSnapshot {
         doc_id: unbuilt.into(),
         snapshot: early.save_nocompress(),
-        last_seq: check.document(unbuilt).unwrap().unwrap().last_seq,
+        last_seq: check
+            .reader()
+            .unwrap()
+            .document(unbuilt)
+            .unwrap()
+            .unwrap()
+            .last_seq,
     };
     let more = doc
         .edit(3, |tx| tx.add_phone("13500000013"))
@@ -517,11 +527,18 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
         .unwrap();
     rt.block_on(hub.push("gd".into(), vec![env(unbuilt, &more)]))
         .unwrap();
-    assert_eq!(check.settle_snapshots(&[stale]).unwrap(), 0);
+    assert_eq!(
+        check
+            .projections()
+            .unwrap()
+            .settle_snapshots(&[stale])
+            .unwrap(),
+        0
+    );
 
     // The change to the unbuilt dossier replayed its log: built now, with
     // all three changes.
-    let stored = check.document(unbuilt).unwrap().unwrap();
+    let stored = check.reader().unwrap().document(unbuilt).unwrap().unwrap();
     assert!(stored.complete);
     let built = automerge::Automerge::load(&stored.snapshot).unwrap();
     assert_eq!(built.get_heads(), vec![more.hash]);
@@ -531,10 +548,18 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
     let (_, third_created) = new_dossier(third, "44", &actor);
     rt.block_on(hub.push("gd".into(), vec![env(third, &third_created)]))
         .unwrap();
-    assert!(!check.document(third).unwrap().unwrap().complete);
+    assert!(
+        !check
+            .reader()
+            .unwrap()
+            .document(third)
+            .unwrap()
+            .unwrap()
+            .complete
+    );
     assert_eq!(pull_all()[third], (0, 1));
-    keqing_server::projector::catch_up(&mut projector_store, |_, _| {}).unwrap();
-    let stored = check.document(third).unwrap().unwrap();
+    keqing_server::projector::catch_up(&mut *check.projections().unwrap(), |_, _| {}).unwrap();
+    let stored = check.reader().unwrap().document(third).unwrap().unwrap();
     assert!(
         stored.complete,
         "the projector stored the snapshot it built"
@@ -651,9 +676,9 @@ fn a_pull_its_device_stops_reading_holds_nothing_and_ends() {
 fn a_change_rewriting_whose_dossier_it_is_is_refused() {
     use automerge::transaction::Transactable;
     use keqing_proto::SyncHandler;
-    use keqing_server::store::{DocumentState, NewLogEntry, SyncStore};
+    use keqing_server::store::{DocumentState, NewLogEntry};
     let tmp = tempfile::tempdir().unwrap();
-    let mut store = store_with_office_device(tmp.path());
+    let store = store_with_office_device(tmp.path());
     store
         .add_device(
             "dev-hq",
@@ -664,7 +689,7 @@ fn a_change_rewriting_whose_dossier_it_is_is_refused() {
             "test",
         )
         .unwrap();
-    let mut check = store.reopen().unwrap();
+    let check = store.clone();
     let hub = in_process_hub(store);
     let rt = rt();
     let (actor, hq_actor) = (ActorId::random(), ActorId::random());
@@ -680,7 +705,7 @@ fn a_change_rewriting_whose_dossier_it_is_is_refused() {
         .unwrap();
     rt.block_on(hub.push("gd".into(), vec![env(id, &created), env(id, &call)]))
         .unwrap();
-    let log = check.max_seq().unwrap();
+    let log = check.reader().unwrap().max_seq().unwrap();
     let before_honest = dossier.save();
     let honest = dossier
         .edit(3, |tx| tx.add_phone("13500000022"))
@@ -721,7 +746,11 @@ fn a_change_rewriting_whose_dossier_it_is_is_refused() {
             "{token} {key}={value}: {e:?}"
         );
         assert_eq!(e.change, Some(1), "the refusal names the change");
-        assert_eq!(check.max_seq().unwrap(), log, "nothing stored");
+        assert_eq!(
+            check.reader().unwrap().max_seq().unwrap(),
+            log,
+            "nothing stored"
+        );
     }
     let ack = rt
         .block_on(hub.push("gd".into(), vec![env(id, &honest)]))
@@ -756,7 +785,8 @@ fn a_change_rewriting_whose_dossier_it_is_is_refused() {
     }
     doc.apply_changes([automerge::Change::from_bytes(phone.bytes.clone()).unwrap()])
         .unwrap();
-    check
+    let mut writer = check.log_writer().unwrap();
+    writer
         .append(
             "dev-gd",
             &entries,
@@ -769,11 +799,13 @@ fn a_change_rewriting_whose_dossier_it_is_is_refused() {
             }],
         )
         .unwrap();
-    keqing_server::projector::catch_up(&mut check, |_, _| {}).unwrap();
+    writer.commit().unwrap();
+    let mut session = check.projections().unwrap();
+    keqing_server::projector::catch_up(&mut *session, |_, _| {}).unwrap();
     let day = keqing_shared::when::parse_date("2026-11-20").unwrap();
-    let rows = |office: &str| check.report_rows(Some(office), day, day).unwrap();
+    let rows = |office: &str| session.report_rows(Some(office), day, day).unwrap();
     assert!(rows("11").calls.is_empty() && rows("11").visits.is_empty());
-    let dump = check.projection_dump().unwrap();
+    let dump = session.projection_dump().unwrap();
     assert!(
         dump.lines()
             .filter(|l| l.starts_with("patients|") && l.contains(other))
@@ -789,11 +821,10 @@ fn a_change_rewriting_whose_dossier_it_is_is_refused() {
 #[test]
 fn a_record_dated_past_tomorrow_is_refused_by_the_hub() {
     use keqing_proto::SyncHandler;
-    use keqing_server::store::SyncStore;
     use keqing_shared::records::{PlanAction, PlanChange};
     let tmp = tempfile::tempdir().unwrap();
     let store = store_with_office_device(tmp.path());
-    let check = store.reopen().unwrap();
+    let check = store.clone();
     let hub = in_process_hub(store);
     let rt = rt();
     let actor = ActorId::random();
@@ -834,7 +865,11 @@ fn a_record_dated_past_tomorrow_is_refused_by_the_hub() {
         e.message.contains(&shown) && e.message.contains("晚于"),
         "{e:?}"
     );
-    assert_eq!(check.max_seq().unwrap(), 0, "nothing stored");
+    assert_eq!(
+        check.reader().unwrap().max_seq().unwrap(),
+        0,
+        "nothing stored"
+    );
     let ack = rt
         .block_on(hub.push("gd".into(), vec![env(id, &created), env(id, &today)]))
         .unwrap();

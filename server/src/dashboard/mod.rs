@@ -15,7 +15,7 @@ mod pages;
 
 use crate::hub::Access;
 use crate::reports::{build_report, check_request};
-use crate::store::{Device, SqliteStore};
+use crate::store::{Device, Store};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -58,9 +58,9 @@ struct Session {
 }
 
 struct Inner {
-    /// The dashboard's own connection; reports bring the projections up to
-    /// date on it first, as `keqing-server report` does.
-    store: Mutex<SqliteStore>,
+    /// The store; reports bring the projections up to date in a session of
+    /// their own first, as `keqing-server report` does.
+    store: Arc<dyn Store>,
     sessions: Mutex<HashMap<String, Session>>,
     hosts: Vec<String>,
     /// Who may sign in: the server's own check.
@@ -136,15 +136,12 @@ impl From<crate::store::StoreError> for DashError {
 impl Dashboard {
     async fn with_store<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut SqliteStore) -> Result<T, DashError> + Send + 'static,
+        f: impl FnOnce(&dyn Store) -> Result<T, DashError> + Send + 'static,
     ) -> Result<T, DashError> {
-        let inner = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = keqing_host::lock(&inner.store);
-            f(&mut store)
-        })
-        .await
-        .map_err(|e| DashError::Internal(format!("task failed: {e}")))?
+        let store = self.0.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .map_err(|e| DashError::Internal(format!("task failed: {e}")))?
     }
 
     /// The session of a request, if it is live, its device not revoked,
@@ -263,6 +260,7 @@ impl Dashboard {
                     let last = match t {
                         Some(t) => t,
                         None => store
+                            .projections()?
                             .last_call_day(scope.office())?
                             .unwrap_or_else(|| keqing_host::now_cst().date()),
                     };
@@ -271,7 +269,7 @@ impl Dashboard {
             };
             check_request(&scope, from, to).map_err(|e| DashError::BadRequest(e.message))?;
             let started = Instant::now();
-            let r = build_report(store, &scope, from, to)?;
+            let r = build_report(&mut *store.projections()?, &scope, from, to)?;
             tracing::info!(scope = ?scope, %from, %to, ms = started.elapsed().as_millis() as u64, "dashboard report");
             Ok(r)
         })
@@ -314,14 +312,14 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// Serves the dashboard on `listener` until `shutdown` completes.
 pub async fn serve(
-    store: SqliteStore,
+    store: Arc<dyn Store>,
     listener: tokio::net::TcpListener,
     options: DashboardOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let app = Dashboard(Arc::new(Inner {
-        store: Mutex::new(store),
+        store,
         sessions: Mutex::new(HashMap::new()),
         hosts: keqing_shared::html::allowed_hosts(addr),
         access: options.access,
@@ -508,7 +506,7 @@ async fn login(
     let access = app.0.access;
     let admitted = app
         .with_store(move |s| {
-            Ok(match access.authenticate(s, &caller) {
+            Ok(match access.authenticate(&*s.reader()?, &caller) {
                 Ok(d) if d.office.is_none() => Ok(d),
                 Ok(_) => Err("an office device".to_string()),
                 Err(e) => Err(e.message),
@@ -597,8 +595,9 @@ async fn duplicates(
     let actor = viewer.actor.clone();
     let pairs = app
         .with_store(move |s| {
-            crate::projector::catch_up(s, |_, _| {})?;
-            let pairs = s.duplicate_candidates()?;
+            let mut session = s.projections()?;
+            crate::projector::catch_up(&mut *session, |_, _| {})?;
+            let pairs = session.duplicate_candidates()?;
             // Names and phones of every office: a read of personal details.
             s.audit(
                 &actor,
@@ -620,8 +619,9 @@ async fn unreadable(
 ) -> Result<Markup, DashError> {
     let docs = app
         .with_store(|s| {
-            crate::projector::catch_up(s, |_, _| {})?;
-            Ok(s.unreadable_documents(None)?)
+            let mut session = s.projections()?;
+            crate::projector::catch_up(&mut *session, |_, _| {})?;
+            Ok(session.unreadable_documents(None)?)
         })
         .await?;
     Ok(pages::unreadable(&viewer, &docs))

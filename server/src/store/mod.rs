@@ -1,0 +1,423 @@
+//! The server's store: devices, the append-only change log, each
+//! document's snapshot, the projections the reports read, and the audit
+//! log. The only module of the server that writes SQL.
+//!
+//! Everything else reaches a store through [`Store`] and the sessions it
+//! opens, so the sync core, the projector, the reports and the dashboard
+//! do not know which backend holds the data:
+//! - [`LogReader`]: one consistent view of the log and the documents, for
+//!   one request or one pull batch;
+//! - [`LogWriter`]: an exclusive turn at appending (a push's checks read in
+//!   it and its append commits it; see the single-appender rule below);
+//! - [`Projections`]: the projector's session and the reports' reads.
+//!
+//! Backends: [`sqlite`] (the default, embedded: one file in `--data DIR`).
+//!
+//! **The single-appender rule.** The log is appended by one transaction at
+//! a time, and a sequence number is taken inside it: numbers therefore
+//! become visible in order, so a reader that has seen up to N never misses
+//! a row numbered below N that commits later (a pull's cursor, the
+//! projector's cursor), and a push's changes are exactly the log between
+//! where it ended before the push and after it (the ack's `log_before` and
+//! `last_seq`, by which a device skips pulling its own changes back).
+//! SQLite keeps it with one writer connection and `BEGIN IMMEDIATE`.
+
+pub mod sqlite;
+
+pub use sqlite::{DB_FILE, SqliteStore};
+
+use keqing_shared::sync::{LoggedChange, Snapshot};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("数据库错误 database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("数据库版本过新 `{0}` was written by a newer keqing-server")]
+    NewerSchema(String),
+    #[error("数据库迁移失败 migration failed: {0}")]
+    Migration(String),
+    #[error(
+        "找不到服务器数据 no keqing-server store in `{0}`: check --data (`serve` and `device add` make one)"
+    )]
+    NoStore(String),
+    #[error("找不到设备 no device `{0}`")]
+    UnknownDevice(String),
+    #[error("文件错误 `{0}`: {1}")]
+    Io(String, #[source] std::io::Error),
+    #[error("此存储不支持 this store does not {0}")]
+    Unsupported(&'static str),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A document the projector could not read (see `unreadable_documents`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnreadableDocument {
+    pub doc_id: String,
+    pub office: String,
+    pub reason: String,
+    /// The log position the projector had read when it last failed.
+    pub seq: u64,
+    /// When it first failed (China Standard Time).
+    pub since: String,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// China Standard Time, `YYYY-MM-DDTHH:MM:SS`.
+    pub at: String,
+    /// The device (`name (id)`) or the local administrator.
+    pub actor: String,
+    /// e.g. `device.add`, `device.revoke`, `device.cert`, `device.enroll`, `dossier.merge`,
+    /// `hq.pull`, `hq.repair`, `dashboard.sign_in`, `dashboard.duplicates`,
+    /// `dashboard.export`.
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+/// How a device is named in the audit log.
+pub fn audit_actor(d: &Device) -> String {
+    format!("{} ({})", d.name, d.id)
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    /// `None`: a headquarters device, reading every office.
+    pub office: Option<String>,
+    #[serde(serialize_with = "hex_opt")]
+    pub actor: Option<Vec<u8>>,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    /// SHA-256 of the client certificate bound to this device (mutual TLS).
+    #[serde(serialize_with = "hex_opt")]
+    pub cert_sha256: Option<Vec<u8>>,
+}
+
+fn hex_opt<S: serde::Serializer>(
+    v: &Option<Vec<u8>>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match v {
+        Some(b) => s.serialize_some(&b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        None => s.serialize_none(),
+    }
+}
+
+/// A change checked by the sync core, ready to append.
+#[derive(Debug, Clone)]
+pub struct NewLogEntry {
+    pub hash: [u8; 32],
+    pub doc_id: String,
+    pub office: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A document's new snapshot after a batch.
+#[derive(Debug, Clone)]
+pub struct DocumentState {
+    pub doc_id: String,
+    pub office: String,
+    pub snapshot: Vec<u8>,
+    pub complete: bool,
+    /// Set when this batch folded the document into another (a merge of
+    /// duplicates): audited in the same transaction.
+    pub merged_into: Option<String>,
+}
+
+/// A document as the store holds it.
+#[derive(Debug, Clone)]
+pub struct StoredDocument {
+    pub office: String,
+    /// Saved automerge document; empty for a new dossier logged without
+    /// being built.
+    pub snapshot: Vec<u8>,
+    /// The snapshot holds every logged change of the document.
+    pub complete: bool,
+    /// The log's last sequence number when the push that last wrote this
+    /// row committed: it changes with every push that touches the document.
+    pub last_seq: u64,
+}
+
+/// A complete snapshot the projector built for a document whose stored one
+/// was not (`last_seq`: the row's value when it read the document).
+#[derive(Debug, Clone)]
+pub struct SettledSnapshot {
+    pub doc_id: String,
+    pub snapshot: Vec<u8>,
+    pub last_seq: u64,
+}
+
+/// A document as the projector derived it, ready to write.
+#[derive(Debug, Clone)]
+pub enum Projected {
+    Dossier {
+        view: Box<keqing_shared::dossier::DossierView>,
+        slots: Vec<keqing_shared::followup::Slot>,
+    },
+    Roster {
+        office: String,
+        staff: Vec<keqing_shared::staff::Staff>,
+    },
+    NonPatient {
+        log_id: String,
+        office: String,
+        calls: Vec<keqing_shared::records::NonPatientCall>,
+    },
+}
+
+impl Projected {
+    /// The id of the document this was read from.
+    fn doc_id(&self) -> String {
+        match self {
+            Projected::Dossier { view, .. } => view.id.clone(),
+            Projected::Roster { office, .. } => format!("roster-{office}"),
+            Projected::NonPatient { log_id, .. } => log_id.clone(),
+        }
+    }
+}
+
+/// How much a batch being read may still take: at least one item, then
+/// until `max` bytes (see `limits::PULL_BATCH_BYTES`) or `max_items`.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub bytes: usize,
+    pub items: usize,
+    pub max_bytes: usize,
+    pub max_items: usize,
+}
+
+impl Budget {
+    pub fn new(max_bytes: usize, max_items: usize) -> Budget {
+        Budget {
+            bytes: 0,
+            items: 0,
+            max_bytes,
+            max_items: max_items.max(1),
+        }
+    }
+
+    /// Whether an item of `len` bytes still fits (the first always does).
+    pub fn fits(&self, len: usize) -> bool {
+        self.items == 0 || (self.items < self.max_items && self.bytes + len <= self.max_bytes)
+    }
+
+    pub fn take(&mut self, len: usize) {
+        self.bytes += len;
+        self.items += 1;
+    }
+}
+
+/// How much a store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreCounts {
+    /// Changes in the log.
+    pub changes: u64,
+    /// Documents (dossiers, rosters, non-patient logs).
+    pub documents: u64,
+}
+
+/// One consistent view of the log and the documents: everything read
+/// through one reader is of the same moment (a snapshot), for one request
+/// or one pull batch. Dropping it ends the view.
+pub trait LogReader {
+    fn device_by_token_hash(&self, token_sha256: &[u8]) -> Result<Option<Device>>;
+    fn device_with_actor(&self, actor: &[u8]) -> Result<Option<Device>>;
+    /// A document's office and snapshot.
+    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>>;
+    fn has_change(&self, hash: &[u8; 32]) -> Result<bool>;
+    /// The last sequence number of the log (0: empty).
+    fn max_seq(&self) -> Result<u64>;
+    /// The store's epoch: sync cursors are positions in this store's log.
+    fn epoch(&self) -> Result<String>;
+    /// Every logged change of a document up to `upto` (for incomplete ones).
+    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>>;
+    /// A document's logged changes after `after` up to `upto`, as many as
+    /// `budget` lets through; `true` when some were left for later.
+    fn changes_of_within(
+        &self,
+        doc_id: &str,
+        after: u64,
+        upto: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<LoggedChange>, bool)>;
+    /// The changes of a scope (`None`: every office) after `after`, as many
+    /// as `budget` lets through; `true` when the budget ran out.
+    fn changes_after_within(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<LoggedChange>, bool)>;
+    /// The next documents of a scope after `after_id` (at most `limit`):
+    /// id, whether its snapshot holds every logged change, and the
+    /// snapshot's length, without reading the snapshots themselves.
+    fn document_page(
+        &self,
+        office: Option<&str>,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, bool, usize)>>;
+    /// One document's stored snapshot (empty: none).
+    fn snapshot_of(&self, doc_id: &str) -> Result<Vec<u8>>;
+    /// Document snapshots in scope with ids after `after_id`, at most
+    /// `limit`; the bool says whether the snapshot holds every logged change.
+    fn snapshots_after(
+        &self,
+        office: Option<&str>,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(Snapshot, bool)>>;
+}
+
+/// An exclusive turn at appending to the log (see the single-appender
+/// rule): what is read through it is what the append builds on, and
+/// nothing is appended by anyone else until it ends. Nothing it wrote
+/// counts until [`LogWriter::commit`]; dropped without it, nothing does.
+pub trait LogWriter: LogReader {
+    /// Appends a batch and the new snapshots; returns the last sequence
+    /// number. Merges of duplicates among `docs` are audited with it.
+    fn append(
+        &mut self,
+        device_id: &str,
+        entries: &[NewLogEntry],
+        docs: &[DocumentState],
+    ) -> Result<u64>;
+    /// Binds a device's automerge actor (once: a bound one stays).
+    fn bind_actor(&mut self, device_id: &str, actor: &[u8]) -> Result<()>;
+    fn audit(&mut self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()>;
+    /// Makes it durable: an acknowledged push survives a crash.
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// The projector's session, and the reads of the reports it keeps.
+pub trait Projections {
+    fn max_seq(&self) -> Result<u64>;
+    /// The projector's position in the change log.
+    fn projector_cursor(&self) -> Result<u64>;
+    /// The distinct documents changed after `after`, reading at most
+    /// `limit` log entries, and the sequence number read up to.
+    fn documents_changed_after(&self, after: u64, limit: u32) -> Result<(Vec<String>, u64)>;
+    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>>;
+    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>>;
+    /// Stores the complete snapshots the projector built, each only if no
+    /// push has touched its document since it was read and the stored one
+    /// is still incomplete; returns how many were stored.
+    fn settle_snapshots(&mut self, settled: &[SettledSnapshot]) -> Result<usize>;
+    /// Writes a batch's projections and moves the cursor from `from` to
+    /// `upto` in one transaction, only if the cursor is still at `from`
+    /// (compare-and-set; `false`: refused, nothing written). `unreadable`
+    /// (document id, reason) are recorded; a document read now is removed
+    /// from that list.
+    fn save_projections(
+        &mut self,
+        docs: &[Projected],
+        unreadable: &[(String, String)],
+        from: u64,
+        upto: u64,
+    ) -> Result<bool>;
+    /// Throws every projection away and rewinds the projector to the start
+    /// of the log.
+    fn reset_projections(&mut self) -> Result<()>;
+    /// The rows of a report of the days `from..=to`.
+    fn report_rows(
+        &self,
+        office: Option<&str>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<keqing_shared::report::ReportRows>;
+    /// The documents the projector could not read, of one office or all.
+    fn unreadable_documents(&self, office: Option<&str>) -> Result<Vec<UnreadableDocument>>;
+    /// The last day with a call in the projections (of one office).
+    fn last_call_day(&self, office: Option<&str>) -> Result<Option<chrono::NaiveDate>>;
+    /// Pairs of live dossiers across all offices that may be one patient.
+    fn duplicate_candidates(&self) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>>;
+    /// Every projection row in canonical text (rebuild == incremental).
+    fn projection_dump(&self) -> Result<String>;
+}
+
+/// A keqing-server store: the sessions above, and the administration of
+/// devices and the audit log (each call its own short transaction).
+pub trait Store: Send + Sync {
+    /// The backend's name, for logs and `--help`.
+    fn backend(&self) -> &'static str;
+    fn reader(&self) -> Result<Box<dyn LogReader + '_>>;
+    fn log_writer(&self) -> Result<Box<dyn LogWriter + '_>>;
+    /// A projector session. Sessions may run at once (the background
+    /// projector, a report catching up before it reads, another server
+    /// process): each batch's save is a compare-and-set on the cursor, so
+    /// no batch is written twice and none is skipped.
+    fn projections(&self) -> Result<Box<dyn Projections + '_>>;
+
+    /// Adds a device; `admin` (who ran the command) is audited with it.
+    fn add_device(
+        &self,
+        id: &str,
+        name: &str,
+        office: Option<&str>,
+        token_sha256: &[u8],
+        now: &str,
+        admin: &str,
+    ) -> Result<Device>;
+    fn device(&self, id: &str) -> Result<Option<Device>>;
+    fn devices(&self) -> Result<Vec<Device>>;
+    /// Binds the client certificate with this SHA-256 to a device (a new
+    /// binding replaces the old one).
+    fn bind_certificate(
+        &self,
+        id_or_name: &str,
+        cert_sha256: &[u8; 32],
+        admin: &str,
+    ) -> Result<Device>;
+    /// Revokes a device by id or by name (a name must be unambiguous).
+    fn revoke(&self, id_or_name: &str, now: &str, admin: &str) -> Result<Device>;
+    /// Appends one line to the audit log.
+    fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()>;
+    /// The newest `limit` lines of the audit log, oldest first.
+    fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+    fn counts(&self) -> Result<StoreCounts>;
+    /// A check of the store's own consistency: "ok", or what is damaged.
+    fn integrity_check(&self) -> Result<String>;
+    /// Background upkeep a running server does every half second (SQLite:
+    /// copy the WAL back without blocking anyone).
+    fn upkeep(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Copies the whole store to a new file while it stays in use,
+    /// `progress(done, total)` as it goes; checked before it counts.
+    fn backup_to(&self, _out: &std::path::Path, _progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        Err(StoreError::Unsupported(
+            "make backups itself (use the database's own tools)",
+        ))
+    }
+
+    /// The device with this id, or the one device with this name.
+    fn device_named(&self, id_or_name: &str) -> Result<Device> {
+        let mut matches: Vec<Device> = self
+            .devices()?
+            .into_iter()
+            .filter(|d| d.id == id_or_name || d.name == id_or_name)
+            .collect();
+        if matches.len() != 1 {
+            return Err(StoreError::UnknownDevice(format!(
+                "{id_or_name} ({} devices match; use the id)",
+                matches.len()
+            )));
+        }
+        Ok(matches.remove(0))
+    }
+    /// The device holding this token, if any (revoked devices included).
+    fn device_with_token(&self, token: &str) -> Result<Option<Device>> {
+        self.reader()?
+            .device_by_token_hash(&crate::hub::token_hash(token))
+    }
+    fn epoch(&self) -> Result<String> {
+        self.reader()?.epoch()
+    }
+}

@@ -1,0 +1,259 @@
+//! The change log and the documents' snapshots on one SQLite connection.
+
+use super::conn::{Conn, insert_audit};
+use crate::store::{Budget, DocumentState, NewLogEntry, Result, StoredDocument};
+use keqing_shared::sync::{LoggedChange, Snapshot};
+use rusqlite::{OptionalExtension, params};
+
+impl Conn {
+    pub fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT office, snapshot, complete, last_seq FROM documents WHERE id = ?1",
+            )?
+            .query_row([doc_id], |r| {
+                Ok(StoredDocument {
+                    office: r.get(0)?,
+                    snapshot: r.get(1)?,
+                    complete: r.get(2)?,
+                    last_seq: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .optional()?)
+    }
+
+    pub fn has_change(&self, hash: &[u8; 32]) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?
+            .query_row([&hash[..]], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Appends a batch and its documents' snapshots inside the writer's
+    /// open transaction (see `super::SqliteWriter`); returns the last
+    /// sequence number.
+    pub fn append(
+        &self,
+        device_id: &str,
+        entries: &[NewLogEntry],
+        docs: &[DocumentState],
+    ) -> Result<u64> {
+        let tx = &self.conn;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO changes (hash, doc_id, office, device_id, bytes) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (hash) DO NOTHING",
+            )?;
+            for e in entries {
+                insert.execute(params![&e.hash[..], e.doc_id, e.office, device_id, e.bytes])?;
+            }
+            let last: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
+                r.get(0)
+            })?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO documents (id, office, snapshot, complete, last_seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, complete = excluded.complete,
+                 last_seq = excluded.last_seq",
+            )?;
+            for d in docs {
+                upsert.execute(params![d.doc_id, d.office, d.snapshot, d.complete, last])?;
+            }
+            for d in docs {
+                if let Some(into) = &d.merged_into {
+                    let actor: String = tx
+                        .query_row(
+                            "SELECT name || ' (' || id || ')' FROM devices WHERE id = ?1",
+                            [device_id],
+                            |r| r.get(0),
+                        )
+                        .optional()?
+                        .unwrap_or_else(|| device_id.to_string());
+                    insert_audit(
+                        tx,
+                        &actor,
+                        "dossier.merge",
+                        &d.doc_id,
+                        &format!("office {} merged into {into}", d.office),
+                    )?;
+                }
+            }
+        }
+        self.max_seq()
+    }
+
+    pub fn max_seq(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    pub fn snapshots_after(
+        &self,
+        office: Option<&str>,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(Snapshot, bool)>> {
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok((
+                Snapshot {
+                    doc_id: r.get(0)?,
+                    document: r.get(1)?,
+                },
+                r.get(2)?,
+            ))
+        };
+        let v = match office {
+            Some(o) => self
+                .conn
+                .prepare_cached(&format!(
+                    "SELECT id, snapshot, complete FROM documents WHERE office = ?1 AND id > ?2 ORDER BY id LIMIT {limit}",
+                ))?
+                .query_map(params![o, after_id], map)?
+                .collect::<rusqlite::Result<_>>()?,
+            None => self
+                .conn
+                .prepare_cached(&format!("SELECT id, snapshot, complete FROM documents WHERE id > ?1 ORDER BY id LIMIT {limit}"))?
+                .query_map(params![after_id], map)?
+                .collect::<rusqlite::Result<_>>()?,
+        };
+        Ok(v)
+    }
+
+    pub fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
+        let v = self
+            .conn
+            .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq <= ?2 ORDER BY seq")?
+            .query_map(params![doc_id, i64::try_from(upto).unwrap_or(i64::MAX)], |r| {
+                Ok(LoggedChange {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    doc_id: r.get(1)?,
+                    bytes: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    /// The store's epoch (see the `store_meta` table).
+    pub fn epoch(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("SELECT epoch FROM store_meta WHERE id = 1", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// The next documents of a scope after `after_id` (at most `limit`):
+    /// id, whether its snapshot holds every logged change, and the
+    /// snapshot's length, without reading the snapshots themselves.
+    pub fn document_page(
+        &self,
+        office: Option<&str>,
+        after_id: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, bool, usize)>> {
+        let sql = match office {
+            Some(_) => format!(
+                "SELECT id, complete, length(snapshot) FROM documents
+                 WHERE office = ?1 AND id > ?2 ORDER BY id LIMIT {limit}"
+            ),
+            None => format!(
+                "SELECT id, complete, length(snapshot) FROM documents
+                 WHERE ?1 IS NULL AND id > ?2 ORDER BY id LIMIT {limit}"
+            ),
+        };
+        let rows = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(params![office, after_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as usize))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// One document's stored snapshot.
+    pub fn snapshot_of(&self, doc_id: &str) -> Result<Vec<u8>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT snapshot FROM documents WHERE id = ?1")?
+            .query_row([doc_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// A document's logged changes after `after` up to `upto`, as many as
+    /// `budget` lets through; `true` when some were left for later.
+    pub fn changes_of_within(
+        &self,
+        doc_id: &str,
+        after: u64,
+        upto: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<LoggedChange>, bool)> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map(params![doc_id, seq_param(after), seq_param(upto)], logged)?;
+        take_within(rows, budget)
+    }
+
+    /// The changes of a scope after `after`, as many as `budget` lets
+    /// through; `true` when the budget ran out (more may follow).
+    pub fn changes_after_within(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        budget: &mut Budget,
+    ) -> Result<(Vec<LoggedChange>, bool)> {
+        // Rows are read one at a time and the read stops at the budget: a
+        // page of big changes is never loaded whole. One more row than the
+        // budget's count is asked for, to tell whether the feed goes on.
+        let limit = budget.max_items + 1;
+        let sql = match office {
+            Some(_) => format!(
+                "SELECT seq, doc_id, bytes FROM changes WHERE office = ?1 AND seq > ?2 ORDER BY seq LIMIT {limit}"
+            ),
+            None => format!(
+                "SELECT seq, doc_id, bytes FROM changes WHERE ?1 IS NULL AND seq > ?2 ORDER BY seq LIMIT {limit}"
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params![office, seq_param(after)], logged)?;
+        take_within(rows, budget)
+    }
+}
+
+fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn logged(r: &rusqlite::Row<'_>) -> rusqlite::Result<LoggedChange> {
+    Ok(LoggedChange {
+        seq: r.get::<_, i64>(0)? as u64,
+        doc_id: r.get(1)?,
+        bytes: r.get(2)?,
+    })
+}
+
+/// Takes rows while `budget` has room; `true` when a row was left.
+fn take_within(
+    rows: impl Iterator<Item = rusqlite::Result<LoggedChange>>,
+    budget: &mut Budget,
+) -> Result<(Vec<LoggedChange>, bool)> {
+    let mut out = Vec::new();
+    for row in rows {
+        let c = row?;
+        if !budget.fits(c.bytes.len()) {
+            return Ok((out, true));
+        }
+        budget.take(c.bytes.len());
+        out.push(c);
+    }
+    Ok((out, false))
+}

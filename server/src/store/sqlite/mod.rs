@@ -1,0 +1,441 @@
+//! The SQLite backend: one file (`server.sqlite` in `--data DIR`, WAL,
+//! synchronous=FULL), the embedded default.
+//!
+//! Connections: one writer (every push's turn at the log is a `BEGIN
+//! IMMEDIATE` transaction on it, under a mutex: the single-appender rule)
+//! and a pool for the rest: requests that only read (each takes one for as
+//! long as it reads, in one read transaction: a pull its device does not
+//! read, or a flood of requests, holds no connection, file handle or read
+//! transaction), projector sessions and administration.
+//!
+//! Tables:
+//! - `devices`: enrolled devices, their office (NULL for headquarters), the
+//!   SHA-256 of their token (never the token), their bound automerge actor.
+//! - `changes`: the append-only change log; `seq` is the feed's cursor.
+//! - `documents`: per document its office and a saved snapshot that
+//!   includes every logged change (`complete = 0` while some change waits
+//!   for a dependency that has not arrived, or a new dossier was logged
+//!   without being built).
+//! - the projection tables of `keqing-projection`, `projector` (its cursor
+//!   in the change log) and `unreadable_documents` (what it could not read).
+//! - `audit` (append-only), `store_meta` (the epoch).
+
+mod backup;
+mod conn;
+mod log;
+mod projections;
+mod schema;
+
+pub use schema::DB_FILE;
+
+use crate::store::{
+    AuditEntry, Budget, Device, DocumentState, LogReader, LogWriter, NewLogEntry, Projected,
+    Projections, Result, SettledSnapshot, Store, StoreCounts, StoreError, StoredDocument,
+    UnreadableDocument,
+};
+use conn::Conn;
+use keqing_shared::sync::{LoggedChange, Snapshot};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// The SQLite store of one data directory.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// The one connection that appends to the log.
+    writer: Mutex<Conn>,
+    /// Connections for requests that only read, projector sessions and
+    /// administration.
+    readers: ReaderPool,
+}
+
+impl SqliteStore {
+    /// Opens the store in the data directory, refusing to make one: for
+    /// commands that read or change what a store holds, where a mistyped
+    /// `--data` must be an error, not an empty store with empty answers.
+    pub fn open_existing(dir: &Path) -> Result<SqliteStore> {
+        if !dir.join(DB_FILE).is_file() {
+            return Err(StoreError::NoStore(dir.display().to_string()));
+        }
+        SqliteStore::open(dir)
+    }
+
+    /// Opens (creating if needed) the store in the data directory. The
+    /// directory is 0700 and the database (with its WAL and shared-memory
+    /// files) 0600; ones more open are tightened, with a warning.
+    pub fn open(dir: &Path) -> Result<SqliteStore> {
+        let io = |e| StoreError::Io(dir.display().to_string(), e);
+        keqing_host::files::private_dir(dir).map_err(io)?;
+        let path = dir.join(DB_FILE);
+        keqing_host::files::prepare_database(&path).map_err(io)?;
+        // The writer's connection runs the migrations before the others open.
+        let writer = Conn::open(&path)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            readers: ReaderPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            },
+            path,
+        })
+    }
+
+    /// Makes `dir` a store restored from the backup `from`: refuses a
+    /// directory that already holds a store; the restored store gets a new
+    /// epoch, so devices start over from it and re-push what it lacks.
+    pub fn restore(dir: &Path, from: &Path, admin: &str) -> Result<SqliteStore> {
+        backup::copy_backup(dir, from)?;
+        let store = SqliteStore::open(dir)?;
+        store.admin()?.new_epoch()?;
+        store.audit(
+            admin,
+            "store.restore",
+            &from.display().to_string(),
+            "new epoch",
+        )?;
+        Ok(store)
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A pooled connection for one administrative call.
+    fn admin(&self) -> Result<Pooled<'_>> {
+        self.readers.get()
+    }
+
+    /// The writer's connection itself, for tests that put it in states no
+    /// method of ours leaves it in.
+    #[cfg(test)]
+    pub(crate) fn with_writer_conn_for_tests<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> T,
+    ) -> T {
+        f(&keqing_host::lock(&self.writer).conn)
+    }
+}
+
+/// Reader connections kept for the next request.
+const IDLE_READERS: usize = 8;
+
+/// Reader connections shared by the requests that only read.
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl ReaderPool {
+    /// An idle reader, or a new connection.
+    fn get(&self) -> Result<Pooled<'_>> {
+        let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
+        let conn = match idle {
+            Some(c) => c,
+            None => Conn::open(&self.path)?,
+        };
+        Ok(Pooled {
+            slot: Some(conn),
+            pool: self,
+        })
+    }
+}
+
+/// A reader connection of the pool, given back when dropped (unless it is
+/// inside a transaction, which a panic could leave: then it closes).
+struct Pooled<'p> {
+    slot: Option<Conn>,
+    pool: &'p ReaderPool,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.slot.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.slot.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.slot.take()
+            && conn.conn.is_autocommit()
+            && let Ok(mut idle) = self.pool.idle.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+/// A pooled connection in a read transaction: every read through it sees
+/// one state of the store (WAL snapshot isolation), and a lookup inside it
+/// is not a transaction of its own.
+struct SqliteReader<'p> {
+    conn: Pooled<'p>,
+}
+
+impl Drop for SqliteReader<'_> {
+    fn drop(&mut self) {
+        // A read transaction has nothing to keep: ending it is all.
+        let _ = self.conn.conn.execute_batch("COMMIT");
+    }
+}
+
+/// The writer in a `BEGIN IMMEDIATE` transaction: rolled back when dropped
+/// without a commit.
+struct SqliteWriter<'w> {
+    conn: MutexGuard<'w, Conn>,
+    open: bool,
+}
+
+impl Drop for SqliteWriter<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = self.conn.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// Forwards the reads of [`LogReader`] to the session's connection.
+macro_rules! forward_log_reader {
+    ($ty:ty) => {
+        impl LogReader for $ty {
+            fn device_by_token_hash(&self, token_sha256: &[u8]) -> Result<Option<Device>> {
+                self.conn.device_by_token_hash(token_sha256)
+            }
+            fn device_with_actor(&self, actor: &[u8]) -> Result<Option<Device>> {
+                self.conn.device_with_actor(actor)
+            }
+            fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
+                self.conn.document(doc_id)
+            }
+            fn has_change(&self, hash: &[u8; 32]) -> Result<bool> {
+                self.conn.has_change(hash)
+            }
+            fn max_seq(&self) -> Result<u64> {
+                self.conn.max_seq()
+            }
+            fn epoch(&self) -> Result<String> {
+                self.conn.epoch()
+            }
+            fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
+                self.conn.changes_of(doc_id, upto)
+            }
+            fn changes_of_within(
+                &self,
+                doc_id: &str,
+                after: u64,
+                upto: u64,
+                budget: &mut Budget,
+            ) -> Result<(Vec<LoggedChange>, bool)> {
+                self.conn.changes_of_within(doc_id, after, upto, budget)
+            }
+            fn changes_after_within(
+                &self,
+                office: Option<&str>,
+                after: u64,
+                budget: &mut Budget,
+            ) -> Result<(Vec<LoggedChange>, bool)> {
+                self.conn.changes_after_within(office, after, budget)
+            }
+            fn document_page(
+                &self,
+                office: Option<&str>,
+                after_id: &str,
+                limit: u32,
+            ) -> Result<Vec<(String, bool, usize)>> {
+                self.conn.document_page(office, after_id, limit)
+            }
+            fn snapshot_of(&self, doc_id: &str) -> Result<Vec<u8>> {
+                self.conn.snapshot_of(doc_id)
+            }
+            fn snapshots_after(
+                &self,
+                office: Option<&str>,
+                after_id: &str,
+                limit: u32,
+            ) -> Result<Vec<(Snapshot, bool)>> {
+                self.conn.snapshots_after(office, after_id, limit)
+            }
+        }
+    };
+}
+
+forward_log_reader!(SqliteReader<'_>);
+forward_log_reader!(SqliteWriter<'_>);
+
+impl LogWriter for SqliteWriter<'_> {
+    fn append(
+        &mut self,
+        device_id: &str,
+        entries: &[NewLogEntry],
+        docs: &[DocumentState],
+    ) -> Result<u64> {
+        self.conn.append(device_id, entries, docs)
+    }
+
+    fn bind_actor(&mut self, device_id: &str, actor: &[u8]) -> Result<()> {
+        self.conn.bind_actor(device_id, actor)
+    }
+
+    fn audit(&mut self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
+        self.conn.audit(actor, action, subject, detail)
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.conn.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+/// A pooled connection, held for one projector session.
+struct SqliteProjections<'p> {
+    conn: Pooled<'p>,
+}
+
+impl Projections for SqliteProjections<'_> {
+    fn max_seq(&self) -> Result<u64> {
+        self.conn.max_seq()
+    }
+    fn projector_cursor(&self) -> Result<u64> {
+        self.conn.projector_cursor()
+    }
+    fn documents_changed_after(&self, after: u64, limit: u32) -> Result<(Vec<String>, u64)> {
+        self.conn.documents_changed_after(after, limit)
+    }
+    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
+        self.conn.document(doc_id)
+    }
+    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
+        self.conn.changes_of(doc_id, upto)
+    }
+    fn settle_snapshots(&mut self, settled: &[SettledSnapshot]) -> Result<usize> {
+        self.conn.settle_snapshots(settled)
+    }
+    fn save_projections(
+        &mut self,
+        docs: &[Projected],
+        unreadable: &[(String, String)],
+        from: u64,
+        upto: u64,
+    ) -> Result<bool> {
+        self.conn.save_projections(docs, unreadable, from, upto)
+    }
+    fn reset_projections(&mut self) -> Result<()> {
+        self.conn.reset_projections()
+    }
+    fn report_rows(
+        &self,
+        office: Option<&str>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<keqing_shared::report::ReportRows> {
+        self.conn.report_rows(office, from, to)
+    }
+    fn unreadable_documents(&self, office: Option<&str>) -> Result<Vec<UnreadableDocument>> {
+        self.conn.unreadable_documents(office)
+    }
+    fn last_call_day(&self, office: Option<&str>) -> Result<Option<chrono::NaiveDate>> {
+        self.conn.last_call_day(office)
+    }
+    fn duplicate_candidates(&self) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>> {
+        self.conn.duplicate_candidates()
+    }
+    fn projection_dump(&self) -> Result<String> {
+        self.conn.projection_dump()
+    }
+}
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn reader(&self) -> Result<Box<dyn LogReader + '_>> {
+        let conn = self.readers.get()?;
+        conn.conn.execute_batch("BEGIN")?;
+        Ok(Box::new(SqliteReader { conn }))
+    }
+
+    fn log_writer(&self) -> Result<Box<dyn LogWriter + '_>> {
+        let conn = keqing_host::lock(&self.writer);
+        conn.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Box::new(SqliteWriter { conn, open: true }))
+    }
+
+    fn projections(&self) -> Result<Box<dyn Projections + '_>> {
+        Ok(Box::new(SqliteProjections {
+            conn: self.readers.get()?,
+        }))
+    }
+
+    fn add_device(
+        &self,
+        id: &str,
+        name: &str,
+        office: Option<&str>,
+        token_sha256: &[u8],
+        now: &str,
+        admin: &str,
+    ) -> Result<Device> {
+        self.admin()?
+            .add_device(id, name, office, token_sha256, now, admin)
+    }
+
+    fn device(&self, id: &str) -> Result<Option<Device>> {
+        self.admin()?.device(id)
+    }
+
+    fn devices(&self) -> Result<Vec<Device>> {
+        self.admin()?.devices()
+    }
+
+    fn bind_certificate(
+        &self,
+        id_or_name: &str,
+        cert_sha256: &[u8; 32],
+        admin: &str,
+    ) -> Result<Device> {
+        self.admin()?
+            .bind_certificate(id_or_name, cert_sha256, admin)
+    }
+
+    fn revoke(&self, id_or_name: &str, now: &str, admin: &str) -> Result<Device> {
+        self.admin()?.revoke(id_or_name, now, admin)
+    }
+
+    fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
+        self.admin()?.audit(actor, action, subject, detail)
+    }
+
+    fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.admin()?.audit_log(limit)
+    }
+
+    fn counts(&self) -> Result<StoreCounts> {
+        self.admin()?.counts()
+    }
+
+    fn integrity_check(&self) -> Result<String> {
+        schema::integrity_of(&self.admin()?.conn)
+    }
+
+    /// Copies what it can of the WAL back into the database file, without
+    /// waiting for or blocking the writer or any reader (PASSIVE).
+    fn upkeep(&self) -> Result<()> {
+        self.admin()?
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))?;
+        Ok(())
+    }
+
+    fn backup_to(&self, out: &Path, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        self.admin()?.backup_to(out, progress)
+    }
+}

@@ -1,0 +1,163 @@
+//! The SQLite store's schema: its migrations (frozen texts) and how a
+//! connection is opened.
+
+use crate::store::{Result, StoreError};
+use rusqlite::Connection;
+use rusqlite_migration::{M, Migrations};
+use std::path::Path;
+
+pub const DB_FILE: &str = "server.sqlite";
+
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        r#"
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    office TEXT,
+    token_sha256 BLOB NOT NULL UNIQUE,
+    actor BLOB UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash BLOB NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    bytes BLOB NOT NULL
+);
+CREATE INDEX changes_office_seq ON changes(office, seq);
+CREATE INDEX changes_doc ON changes(doc_id, seq);
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    snapshot BLOB NOT NULL,
+    complete INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX documents_office ON documents(office, id);
+"#,
+    ),
+    // The projections headquarters' reports read: the same tables as an
+    // office replica's, maintained by the projector (version 1, frozen;
+    // replaced by version 2 below).
+    M::up(keqing_projection::V1_TABLES),
+    M::up(
+        r#"
+-- How far the projector has read the change log.
+CREATE TABLE projector (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    cursor INTEGER NOT NULL
+);
+INSERT INTO projector (id, cursor) VALUES (1, 0);
+"#,
+    ),
+    M::up(
+        r#"
+-- Who did what to whose data: enrolment and revocation of devices, merges
+-- of dossiers, and every headquarters read of personal details. Rows are
+-- only ever added; the triggers refuse to change or delete one.
+CREATE TABLE audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"#,
+    ),
+    M::up(
+        r#"
+-- The store's epoch: sync cursors are positions in this store's log. A
+-- store restored from a backup gets a new epoch, so devices whose cursors
+-- point past its log start over (and re-push what it lost).
+CREATE TABLE store_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch TEXT NOT NULL
+);
+INSERT INTO store_meta (id, epoch) VALUES (1, lower(hex(randomblob(16))));
+"#,
+    ),
+    M::up(
+        r#"
+-- Mutual TLS: the SHA-256 of the one client certificate a device must
+-- present with its token (NULL: none bound).
+ALTER TABLE devices ADD COLUMN cert_sha256 BLOB;
+"#,
+    ),
+    // Which projection tables a dossier's next projection may skip.
+    M::up(keqing_projection::V1_DIGESTS),
+    M::up(
+        r#"
+-- Documents the projector could not read: their rows in the projection
+-- tables are missing or older than their log, so reports lack them (and
+-- say so). The next projection that reads one removes its row.
+CREATE TABLE unreadable_documents (
+    doc_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    since TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX unreadable_documents_office ON unreadable_documents(office);
+"#,
+    ),
+    // Projection version 2. Stores made before it hold whatever shape the
+    // projection tables had when they were made (migration 2 once created
+    // what the projection crate said that day): every store now gets
+    // today's tables, empty...
+    M::up(keqing_projection::REPLACE_WITH_V2),
+    // ...and the projector derives them again from the start of the log.
+    M::up(PROJECT_AGAIN),
+    // Projection version 3 (the office's whole day), the same way.
+    M::up(keqing_projection::REPLACE_WITH_V3),
+    M::up(PROJECT_AGAIN),
+];
+
+/// After the projection tables were replaced: the projector starts over
+/// from the start of the log, and nothing is known unreadable yet. Frozen.
+const PROJECT_AGAIN: &str = r#"
+UPDATE projector SET cursor = 0 WHERE id = 1;
+DELETE FROM unreadable_documents;
+"#;
+
+/// The WAL size (pages) at which a committing connection copies the WAL
+/// back itself: a backstop. A running server's checkpointer does it long
+/// before, off the push path ([`SqliteStore::checkpoint`]); left to SQLite
+/// at its default (1000 pages), every fourth push of a thousand changes
+/// paid a checkpoint and its fsync, up to a tenth of a second.
+const BACKSTOP_CHECKPOINT_PAGES: i64 = 16_384;
+
+pub(super) fn open_connection(path: &Path) -> Result<Connection> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // 64 MiB of page cache (the default is 2 MiB): reports read ranges of
+    // the projection indexes, and the sync path its recent log pages.
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // An acknowledged push must survive a power cut.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Migrations::from_slice(MIGRATIONS)
+        .to_latest(&mut conn)
+        .map_err(|e| match e {
+            rusqlite_migration::Error::MigrationDefinition(
+                rusqlite_migration::MigrationDefinitionError::DatabaseTooFarAhead,
+            ) => StoreError::NewerSchema(path.display().to_string()),
+            other => StoreError::Migration(other.to_string()),
+        })?;
+    Ok(conn)
+}
+
+/// `PRAGMA integrity_check` of a database: "ok", or what is damaged.
+pub(super) fn integrity_of(conn: &Connection) -> Result<String> {
+    Ok(conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+}
