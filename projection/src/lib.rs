@@ -679,37 +679,59 @@ pub fn category_counts(
         r.get::<_, Option<i64>>(i)
             .map(|n| n.unwrap_or(0).max(0) as u64)
     };
-    let rows = stmt.query_map(params![fmt_date(day), office], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            count(r, 2)?,
-            count(r, 3)?,
-            count(r, 4)?,
-            count(r, 5)?,
-        ))
-    })?;
+    let rows = stmt
+        .query_map(params![fmt_date(day), office], |r| {
+            Ok(CategoryTally {
+                office: r.get(0)?,
+                category: r.get(1)?,
+                count: count(r, 2)?,
+                lapsed: count(r, 3)?,
+                typical: count(r, 4)?,
+                problem: count(r, 5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(fold_category_counts(rows))
+}
+
+/// One office's dossiers of one stored category (see [`category_counts`]):
+/// how many, how many of them have lapsed by the day asked about, carry
+/// the typical flag, have open problems.
+#[derive(Debug, Clone)]
+pub struct CategoryTally {
+    pub office: String,
+    pub category: String,
+    pub count: u64,
+    pub lapsed: u64,
+    pub typical: u64,
+    pub problem: u64,
+}
+
+/// The categories of each office from the tallies of any store: the
+/// buyers whose lapse date has come are counted as 流失.
+pub fn fold_category_counts(
+    tallies: impl IntoIterator<Item = CategoryTally>,
+) -> Vec<CategoryCounts> {
     let position = |c: Category| Category::ALL.iter().position(|x| *x == c);
     let mut by_office: std::collections::BTreeMap<String, CategoryCounts> = Default::default();
-    for row in rows {
-        let (office, category, n, lapsed, typical, problem) = row?;
+    for t in tallies {
         let e = by_office
-            .entry(office.clone())
+            .entry(t.office.clone())
             .or_insert_with(|| CategoryCounts {
-                office,
+                office: t.office,
                 ..Default::default()
             });
-        if let Some(i) = Category::parse(&category).and_then(position) {
-            let lapsed = lapsed.min(n);
-            e.categories[i] += n - lapsed;
+        if let Some(i) = Category::parse(&t.category).and_then(position) {
+            let lapsed = t.lapsed.min(t.count);
+            e.categories[i] += t.count - lapsed;
             if let Some(l) = position(Category::Lapsed) {
                 e.categories[l] += lapsed;
             }
         }
-        e.typical += typical;
-        e.problem += problem;
+        e.typical += t.typical;
+        e.problem += t.problem;
     }
-    Ok(by_office.into_values().collect())
+    by_office.into_values().collect()
 }
 
 /// The slot figures of each office for the days `from..=to`, as
@@ -721,7 +743,6 @@ pub fn slot_counts(
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<SlotCounts>> {
-    let mut by_office: std::collections::BTreeMap<String, SlotCounts> = Default::default();
     let mut stmt = conn.prepare_cached(
         "SELECT office, count(*), sum(on_time), sum(cadence = 'not_visited'),
                 sum(cadence = 'not_visited' AND on_time)
@@ -741,10 +762,7 @@ pub fn slot_counts(
             overdue: 0,
         })
     })?;
-    for c in due {
-        let c = c?;
-        by_office.insert(c.office.clone(), c);
-    }
+    let due: Vec<SlotCounts> = due.collect::<rusqlite::Result<_>>()?;
     // On the list at the end of `to` (its span holds `to`) with the
     // deadline before `to`: status_on(to) == Overdue. Office codes are two
     // digits (GB/T 2260), kept in the R*Tree as numbers.
@@ -772,6 +790,14 @@ pub fn slot_counts(
             .query_map(params![day, code], read)?
             .collect::<rusqlite::Result<_>>()?,
     };
+    Ok(fold_slot_counts(due, overdue))
+}
+
+/// Each office's slot figures from any store's two reads: the due counts
+/// of the range, and the overdue count at its end (office, count).
+pub fn fold_slot_counts(due: Vec<SlotCounts>, overdue: Vec<(String, u64)>) -> Vec<SlotCounts> {
+    let mut by_office: std::collections::BTreeMap<String, SlotCounts> =
+        due.into_iter().map(|c| (c.office.clone(), c)).collect();
     for (code, n) in overdue {
         by_office
             .entry(code.clone())
@@ -781,8 +807,9 @@ pub fn slot_counts(
             })
             .overdue = n;
     }
-    Ok(by_office.into_values().collect())
+    by_office.into_values().collect()
 }
+
 /// Brings every projection row of one dossier in line with its view.
 ///
 /// Rows are upserted only where they differ and stale rows deleted, so an

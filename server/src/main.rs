@@ -14,9 +14,15 @@ use std::sync::Arc;
     about = "客情 Keqing 服务器 — merges the 27 offices' dossiers and serves each device its office's scope"
 )]
 struct Cli {
-    /// Data directory of the server (数据目录)
+    /// Data directory of the server (数据目录): the SQLite store (unless
+    /// --store), TLS certificates
     #[arg(long, env = "KEQING_SERVER_DATA", default_value = "keqing-server-data")]
     data: PathBuf,
+    /// Keep the store in PostgreSQL instead of SQLite (数据库):
+    /// postgres://USER:PASSWORD@HOST:PORT/DBNAME. Several servers may share
+    /// one database.
+    #[arg(long, env = "KEQING_STORE", value_name = "URL")]
+    store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -188,11 +194,33 @@ enum Opening {
     Existing,
 }
 
-fn open_store(data: &std::path::Path, opening: Opening) -> Result<Arc<dyn Store>> {
-    Ok(match opening {
-        Opening::Create => Arc::new(SqliteStore::open(data)?),
-        Opening::Existing => Arc::new(SqliteStore::open_existing(data)?),
-    })
+/// Where the store is: `--store URL` or the SQLite file in `--data DIR`.
+struct StorePlace {
+    data: PathBuf,
+    url: Option<String>,
+}
+
+impl StorePlace {
+    fn open(&self, opening: Opening) -> Result<Arc<dyn Store>> {
+        use keqing_server::store::PgStore;
+        Ok(match (&self.url, opening) {
+            (Some(url), _) if !keqing_server::store::postgres::is_postgres_url(url) => bail!(
+                "--store takes a PostgreSQL URL (postgres://USER@HOST/DB); the SQLite store is --data DIR"
+            ),
+            (Some(url), Opening::Create) => Arc::new(PgStore::open(url)?),
+            (Some(url), Opening::Existing) => Arc::new(PgStore::open_existing(url)?),
+            (None, Opening::Create) => Arc::new(SqliteStore::open(&self.data)?),
+            (None, Opening::Existing) => Arc::new(SqliteStore::open_existing(&self.data)?),
+        })
+    }
+
+    /// For messages: the database, or the data directory.
+    fn shown(&self) -> String {
+        match &self.url {
+            Some(url) => keqing_server::store::postgres::shown_url(url),
+            None => self.data.display().to_string(),
+        }
+    }
 }
 
 /// Brings the projections up to date, showing progress.
@@ -301,7 +329,10 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let data = cli.data.clone();
+    let data = StorePlace {
+        data: cli.data.clone(),
+        url: cli.store.clone(),
+    };
     match cli.command {
         Command::Serve {
             listen,
@@ -313,7 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             client_ca,
         } => {
             init_logging();
-            let store = open_store(&data, Opening::Create)?;
+            let store = data.open(Opening::Create)?;
             let paths = keqing_server::tls::TlsPaths::in_data(&cli.data);
             let client_ca = match client_ca {
                 Some(ca) => Some(ca),
@@ -357,7 +388,7 @@ fn run(cli: Cli) -> Result<()> {
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
                 let addr = listener.local_addr()?;
-                tracing::info!(%addr, store = store.backend(), data = %cli.data.display(), "keqing-server serving");
+                tracing::info!(%addr, store = store.backend(), at = %data.shown(), "keqing-server serving");
                 // For scripts and tests that listen on port 0.
                 println!("keqing-server listening on {addr}");
                 let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -397,7 +428,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Dashboard { listen } => {
             init_logging();
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 let listener = bind_dashboard(&listen, false).await?;
@@ -416,7 +447,7 @@ fn run(cli: Cli) -> Result<()> {
                 _ => None,
             };
             let name = keqing_shared::staff::validate_name("name", &name)?;
-            let store = open_store(&data, Opening::Create)?;
+            let store = data.open(Opening::Create)?;
             let token = new_token();
             let id = uuid::Uuid::now_v7().to_string();
             let d = store.add_device(
@@ -441,7 +472,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::List { json }) => {
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             let devices = store.devices()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&devices)?);
@@ -471,7 +502,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Report { scope } => {
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             match scope {
                 ReportScope::National(args) => report(&*store, Scope::National, args),
                 ReportScope::Province { province, args }
@@ -485,7 +516,7 @@ fn run(cli: Cli) -> Result<()> {
             let office = province
                 .map(|p| keqing_shared::office::office(&p).map(|o| o.code.to_string()))
                 .transpose()?;
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             let mut session = store.projections()?;
             catch_up_showing(&mut *session)?;
             let docs = session.unreadable_documents(office.as_deref())?;
@@ -516,7 +547,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Project { rebuild, json } => {
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             let mut session = store.projections()?;
             let bar = catch_up_bar();
             let progress = |at, target| {
@@ -544,7 +575,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Backup { out } => {
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             let started = std::time::Instant::now();
             let bar = indicatif::ProgressBar::new(0);
             if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -574,6 +605,11 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Restore { from } => {
+            if data.url.is_some() {
+                bail!(
+                    "restore works on the SQLite store; restore a PostgreSQL store with its own tools (pg_restore)"
+                );
+            }
             let store = SqliteStore::restore(&cli.data, &from, &local_admin())?;
             let counts = store.counts()?;
             println!(
@@ -606,7 +642,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Audit { limit, json } => {
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             let log = store.audit_log(limit)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&log)?);
@@ -635,7 +671,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Cert { device, out, bind }) => {
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             let target = store.device_named(&device)?;
             let sha256 = match (out, bind) {
                 (_, Some(file)) => keqing_server::tls::certificate_sha256(&file)?,
@@ -668,7 +704,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Revoke { device }) => {
-            let store = open_store(&data, Opening::Existing)?;
+            let store = data.open(Opening::Existing)?;
             let d = store.revoke(&device, &now(), &local_admin())?;
             println!("已吊销设备 {} {}", d.name, d.id);
             Ok(())

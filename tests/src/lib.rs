@@ -193,6 +193,8 @@ pub struct Server {
     pub addr: String,
     /// The dashboard's URL, when it was started with `--http`.
     pub dashboard: Option<String>,
+    /// The PostgreSQL store it serves (`--store`), if not SQLite in `dir`.
+    pub store: Option<String>,
     child: std::process::Child,
 }
 
@@ -204,15 +206,27 @@ impl Server {
 
     /// [`Server::start`] with more `serve` options (e.g. `--tls`).
     pub fn start_with(dir: impl Into<PathBuf>, listen: &str, options: &[&str]) -> Server {
-        Server::spawn(dir.into(), listen, options, None)
+        Server::spawn(dir.into(), listen, options, None, None)
+    }
+
+    /// [`Server::start`] on a PostgreSQL store (`Some(url)`) or SQLite in
+    /// `dir` (`None`).
+    pub fn start_on(dir: impl Into<PathBuf>, listen: &str, store: Option<&str>) -> Server {
+        Server::spawn(dir.into(), listen, &[], None, store)
     }
 
     /// [`Server::start`] logging at `info` into the file `log`.
     pub fn start_logged(dir: impl Into<PathBuf>, listen: &str, log: &Path) -> Server {
-        Server::spawn(dir.into(), listen, &[], Some(log))
+        Server::spawn(dir.into(), listen, &[], Some(log), None)
     }
 
-    fn spawn(dir: PathBuf, listen: &str, options: &[&str], log: Option<&Path>) -> Server {
+    fn spawn(
+        dir: PathBuf,
+        listen: &str,
+        options: &[&str],
+        log: Option<&Path>,
+        store: Option<&str>,
+    ) -> Server {
         use std::io::BufRead;
         let (level, stderr) = match log {
             Some(path) => (
@@ -226,6 +240,7 @@ impl Server {
             .arg(&dir)
             .args(["serve", "--listen", listen])
             .args(options)
+            .envs(store.map(|s| ("KEQING_STORE", s)))
             .env("RUST_LOG", level)
             .stdout(std::process::Stdio::piped())
             .stderr(stderr)
@@ -257,6 +272,7 @@ impl Server {
             dir,
             addr,
             dashboard,
+            store: store.map(str::to_string),
             child,
         }
     }
@@ -287,11 +303,19 @@ impl Server {
         Run::from(out)
     }
 
+    /// Runs `keqing-server args…` on this server's store.
+    pub fn run_admin(&self, args: &[&str]) -> Run {
+        match &self.store {
+            Some(store) => Server::admin_with_env(&self.dir, args, &[("KEQING_STORE", store)]),
+            None => Server::admin(&self.dir, args),
+        }
+    }
+
     /// Adds a device and returns its token.
     pub fn add_device(&self, office: Option<&str>, name: &str) -> String {
         let r = match office {
-            Some(o) => Server::admin(&self.dir, &["device", "add", "--office", o, "--name", name]),
-            None => Server::admin(&self.dir, &["device", "add", "--hq", "--name", name]),
+            Some(o) => self.run_admin(&["device", "add", "--office", o, "--name", name]),
+            None => self.run_admin(&["device", "add", "--hq", "--name", name]),
         };
         assert!(r.ok, "{}", r.stderr);
         r.last_line().to_string()
@@ -514,5 +538,36 @@ pub mod http {
     pub fn csrf_of(page: &str) -> String {
         let i = page.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
         page[i..i + page[i..].find('"').unwrap()].to_string()
+    }
+}
+
+/// A new, empty database in the throwaway PostgreSQL cluster that
+/// `scripts/test` runs the tests beside (`KEQING_TEST_POSTGRES`): its URL.
+pub fn postgres_database() -> String {
+    let admin = std::env::var("KEQING_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "KEQING_TEST_POSTGRES is not set: run the tests with scripts/test, which starts a \
+             throwaway PostgreSQL cluster (or `scripts/throwaway-postgres cargo test …`)"
+        )
+    });
+    let name = format!("keqing_{}", uuid::Uuid::new_v4().simple());
+    let out = Command::new("psql")
+        .arg(&admin)
+        .args([
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("KEQING_TEST_POSTGRES is not a URL ending in /DBNAME: {admin}"),
     }
 }

@@ -236,17 +236,35 @@ fn numbers(v: &Value, path: &str, out: &mut BTreeMap<String, i64>) {
 }
 
 fn server_report(dir: &std::path::Path, args: &[&str]) -> Value {
+    server_report_on(dir, None, args)
+}
+
+/// `keqing-server report args…` on the store in `dir`, or in PostgreSQL.
+fn server_report_on(dir: &std::path::Path, store: Option<&str>, args: &[&str]) -> Value {
     let mut all = vec!["report"];
     all.extend_from_slice(args);
-    let r = Server::admin(dir, &all);
+    let env: Vec<(&str, &str)> = store.map(|s| ("KEQING_STORE", s)).into_iter().collect();
+    let r = Server::admin_with_env(dir, &all, &env);
     assert!(r.ok, "{}", r.stderr);
     r.json()
 }
 
 #[test]
 fn national_report_agrees_with_offices_events_and_a_rebuild() {
+    national_report_agrees_with_offices_events_and_a_rebuild_on(None);
+}
+
+/// The same offices' work through a server on PostgreSQL: the same
+/// figures, and its projections rebuilt equal to its incremental ones.
+#[test]
+fn national_report_agrees_with_offices_events_and_a_rebuild_on_postgres() {
+    let url = keqing_tests::postgres_database();
+    national_report_agrees_with_offices_events_and_a_rebuild_on(Some(&url));
+}
+
+fn national_report_agrees_with_offices_events_and_a_rebuild_on(store: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
-    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let server = Server::start_on(tmp.path().join("server"), "127.0.0.1:0", store);
     let gd1 = Office::new(tmp.path().join("gd1"));
     let gd2 = Office::new(tmp.path().join("gd2"));
     let zj = Office::new(tmp.path().join("zj"));
@@ -282,8 +300,9 @@ fn national_report_agrees_with_offices_events_and_a_rebuild() {
     }
     hq.ok(&["sync"]);
 
-    let national = server_report(
+    let national = server_report_on(
         &server.dir,
+        store,
         &["national", "--from", FROM, "--to", TO, "--json"],
     );
     let lines = national["lines"].as_array().unwrap();
@@ -438,8 +457,9 @@ fn national_report_agrees_with_offices_events_and_a_rebuild() {
         .ok(&["report", "daily", "--from", FROM, "--to", TO, "--json"])
         .json();
     assert_eq!(hq_offline["lines"], national["lines"]);
-    let province = server_report(
+    let province = server_report_on(
         &server.dir,
+        store,
         &[
             "province",
             "--province",
@@ -491,7 +511,7 @@ fn national_report_agrees_with_offices_events_and_a_rebuild() {
         ];
         let mut args: Vec<&str> = args.to_vec();
         args.push(out.to_str().unwrap());
-        let r = Server::admin(&server.dir, &args);
+        let r = server.run_admin(&args);
         assert!(r.ok, "{}", r.stderr);
         std::fs::read(&out).unwrap()
     };
@@ -505,17 +525,24 @@ fn national_report_agrees_with_offices_events_and_a_rebuild() {
     // incremental maintenance did.
     server.kill();
     let dir = tmp.path().join("server");
-    let sqlite = keqing_server::store::SqliteStore::open(&dir).unwrap();
-    let mut store = keqing_server::store::Store::projections(&sqlite).unwrap();
-    keqing_server::projector::catch_up(&mut *store, |_, _| {}).unwrap();
-    let incremental = store.projection_dump().unwrap();
+    let opened: Box<dyn keqing_server::store::Store> = match store {
+        Some(url) => Box::new(keqing_server::store::PgStore::open_existing(url).unwrap()),
+        None => Box::new(keqing_server::store::SqliteStore::open_existing(&dir).unwrap()),
+    };
+    let mut session = opened.projections().unwrap();
+    keqing_server::projector::catch_up(&mut *session, |_, _| {}).unwrap();
+    let incremental = session.projection_dump().unwrap();
     assert!(incremental.contains("\ncalls|"));
-    let rebuilt = keqing_server::projector::rebuild(&mut *store, |_, _| {}).unwrap();
+    let rebuilt = keqing_server::projector::rebuild(&mut *session, |_, _| {}).unwrap();
     assert_eq!(rebuilt.skipped, 0);
-    assert_eq!(store.projection_dump().unwrap(), incremental);
-    drop(store);
-    drop(sqlite);
-    let after = server_report(&dir, &["national", "--from", FROM, "--to", TO, "--json"]);
+    assert_eq!(session.projection_dump().unwrap(), incremental);
+    drop(session);
+    drop(opened);
+    let after = server_report_on(
+        &dir,
+        store,
+        &["national", "--from", FROM, "--to", TO, "--json"],
+    );
     assert_eq!(after, national);
 }
 

@@ -18,6 +18,7 @@ mod office_journey;
 mod replica;
 mod reports;
 mod soak;
+mod store_contract;
 mod sync;
 mod sync_hostile;
 mod tls;

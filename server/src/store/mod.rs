@@ -11,7 +11,9 @@
 //!   it and its append commits it; see the single-appender rule below);
 //! - [`Projections`]: the projector's session and the reports' reads.
 //!
-//! Backends: [`sqlite`] (the default, embedded: one file in `--data DIR`).
+//! Backends: [`sqlite`] (the default, embedded: one file in `--data DIR`)
+//! and [`postgres`] (`--store postgres://…`: headquarters' database, shared
+//! by several server processes).
 //!
 //! **The single-appender rule.** The log is appended by one transaction at
 //! a time, and a sequence number is taken inside it: numbers therefore
@@ -22,8 +24,10 @@
 //! `last_seq`, by which a device skips pulling its own changes back).
 //! SQLite keeps it with one writer connection and `BEGIN IMMEDIATE`.
 
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::{DB_FILE, SqliteStore};
 
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -47,6 +51,8 @@ pub enum StoreError {
     Io(String, #[source] std::io::Error),
     #[error("此存储不支持 this store does not {0}")]
     Unsupported(&'static str),
+    #[error("数据库错误 PostgreSQL: {0}")]
+    Postgres(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -174,7 +180,7 @@ pub enum Projected {
 
 impl Projected {
     /// The id of the document this was read from.
-    fn doc_id(&self) -> String {
+    pub(crate) fn doc_id(&self) -> String {
         match self {
             Projected::Dossier { view, .. } => view.id.clone(),
             Projected::Roster { office, .. } => format!("roster-{office}"),

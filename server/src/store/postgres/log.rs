@@ -1,0 +1,417 @@
+//! The change log, documents, devices and the audit log in PostgreSQL:
+//! the statements, on a pooled connection or inside a transaction.
+
+use crate::store::{
+    AuditEntry, Budget, Device, DocumentState, NewLogEntry, Result, StoreCounts, StoredDocument,
+};
+use deadpool_postgres::GenericClient;
+use futures_util::{StreamExt, pin_mut};
+use keqing_shared::sync::{LoggedChange, Snapshot};
+
+const DEVICE_COLUMNS: &str = "id, name, office, actor, created_at, revoked_at, cert_sha256";
+
+/// A sequence number as PostgreSQL's bigint (a device's cursor past the
+/// bigint range is simply past the end of the log).
+pub(super) fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// A stored sequence number (never negative).
+pub(super) fn seq_of(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+fn device_of(r: &tokio_postgres::Row) -> Device {
+    Device {
+        id: r.get(0),
+        name: r.get(1),
+        office: r.get(2),
+        actor: r.get(3),
+        created_at: r.get(4),
+        revoked_at: r.get(5),
+        cert_sha256: r.get(6),
+    }
+}
+
+/// The device whose `column` (id, token_sha256 or actor) is `value`.
+pub(super) async fn device_where<T>(
+    c: &impl GenericClient,
+    column: &str,
+    value: T,
+) -> Result<Option<Device>>
+where
+    T: tokio_postgres::types::ToSql + Sync + Send,
+{
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE {column} = $1"
+        ))
+        .await?;
+    Ok(c.query_opt(&stmt, &[&value]).await?.as_ref().map(device_of))
+}
+
+pub(super) async fn devices(c: &impl GenericClient) -> Result<Vec<Device>> {
+    let stmt = c
+        .prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY office NULLS FIRST, name"
+        ))
+        .await?;
+    Ok(c.query(&stmt, &[]).await?.iter().map(device_of).collect())
+}
+
+pub(super) async fn insert_audit(
+    c: &impl GenericClient,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> Result<()> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO audit (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    c.execute(
+        &stmt,
+        &[
+            &keqing_host::now_cst_text(),
+            &actor,
+            &action,
+            &subject,
+            &detail,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn audit_log(c: &impl GenericClient, limit: u32) -> Result<Vec<AuditEntry>> {
+    let rows = c
+        .query(
+            "SELECT seq, at, actor, action, subject, detail FROM
+             (SELECT * FROM audit ORDER BY seq DESC LIMIT $1) newest ORDER BY seq",
+            &[&i64::from(limit)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AuditEntry {
+            seq: r.get(0),
+            at: r.get(1),
+            actor: r.get(2),
+            action: r.get(3),
+            subject: r.get(4),
+            detail: r.get(5),
+        })
+        .collect())
+}
+
+pub(super) async fn counts(c: &impl GenericClient) -> Result<StoreCounts> {
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM changes), (SELECT count(*) FROM documents)",
+            &[],
+        )
+        .await?;
+    Ok(StoreCounts {
+        changes: seq_of(r.get(0)),
+        documents: seq_of(r.get(1)),
+    })
+}
+
+/// What can be checked of the store's own consistency: the log numbered
+/// 1..=N without gaps, no document written past the log's end, the
+/// projector not ahead of it.
+pub(super) async fn integrity_check(c: &impl GenericClient) -> Result<String> {
+    let r = c
+        .query_one(
+            "SELECT coalesce(max(seq), 0), count(*),
+                    (SELECT count(*) FROM documents WHERE last_seq > (SELECT coalesce(max(seq), 0) FROM changes)),
+                    (SELECT cursor FROM projector WHERE id = 1)
+             FROM changes",
+            &[],
+        )
+        .await?;
+    let (max, n, ahead, cursor): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    let mut problems = Vec::new();
+    if max != n {
+        problems.push(format!("the log has {n} changes numbered up to {max}"));
+    }
+    if ahead > 0 {
+        problems.push(format!("{ahead} documents written past the log's end"));
+    }
+    if cursor > max {
+        problems.push(format!(
+            "the projector is at {cursor}, past the log's end {max}"
+        ));
+    }
+    Ok(if problems.is_empty() {
+        "ok".to_string()
+    } else {
+        problems.join("; ")
+    })
+}
+
+pub(super) async fn document(
+    c: &impl GenericClient,
+    doc_id: &str,
+) -> Result<Option<StoredDocument>> {
+    let stmt = c
+        .prepare_cached("SELECT office, snapshot, complete, last_seq FROM documents WHERE id = $1")
+        .await?;
+    Ok(c.query_opt(&stmt, &[&doc_id])
+        .await?
+        .map(|r| StoredDocument {
+            office: r.get(0),
+            snapshot: r.get(1),
+            complete: r.get(2),
+            last_seq: seq_of(r.get(3)),
+        }))
+}
+
+pub(super) async fn has_change(c: &impl GenericClient, hash: &[u8; 32]) -> Result<bool> {
+    let stmt = c
+        .prepare_cached("SELECT 1 FROM changes WHERE hash = $1")
+        .await?;
+    Ok(c.query_opt(&stmt, &[&&hash[..]]).await?.is_some())
+}
+
+pub(super) async fn max_seq(c: &impl GenericClient) -> Result<u64> {
+    let stmt = c
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM changes")
+        .await?;
+    Ok(seq_of(c.query_one(&stmt, &[]).await?.get(0)))
+}
+
+pub(super) async fn epoch(c: &impl GenericClient) -> Result<String> {
+    Ok(
+        c.query_one("SELECT epoch FROM store_meta WHERE id = 1", &[])
+            .await?
+            .get(0),
+    )
+}
+
+/// Appends a batch and its documents' snapshots inside the writer's
+/// transaction, which holds the log's advisory lock: numbers are the log's
+/// maximum + 1, + 2, … (a change already logged is skipped). Returns the
+/// last sequence number.
+pub(super) async fn append(
+    c: &impl GenericClient,
+    device_id: &str,
+    entries: &[NewLogEntry],
+    docs: &[DocumentState],
+) -> Result<u64> {
+    let mut last = seq_param(max_seq(c).await?);
+    let insert = c
+        .prepare_cached(
+            "INSERT INTO changes (seq, hash, doc_id, office, device_id, bytes)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING",
+        )
+        .await?;
+    for e in entries {
+        let n = c
+            .execute(
+                &insert,
+                &[
+                    &(last + 1),
+                    &&e.hash[..],
+                    &e.doc_id,
+                    &e.office,
+                    &device_id,
+                    &e.bytes,
+                ],
+            )
+            .await?;
+        last += n as i64;
+    }
+    let upsert = c
+        .prepare_cached(
+            "INSERT INTO documents (id, office, snapshot, complete, last_seq) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot,
+                 complete = excluded.complete, last_seq = excluded.last_seq",
+        )
+        .await?;
+    for d in docs {
+        c.execute(
+            &upsert,
+            &[&d.doc_id, &d.office, &d.snapshot, &d.complete, &last],
+        )
+        .await?;
+    }
+    for d in docs {
+        if let Some(into) = &d.merged_into {
+            let actor = device_where(c, "id", device_id)
+                .await?
+                .map(|d| crate::store::audit_actor(&d))
+                .unwrap_or_else(|| device_id.to_string());
+            insert_audit(
+                c,
+                &actor,
+                "dossier.merge",
+                &d.doc_id,
+                &format!("office {} merged into {into}", d.office),
+            )
+            .await?;
+        }
+    }
+    Ok(seq_of(last))
+}
+
+fn logged_of(r: &tokio_postgres::Row) -> LoggedChange {
+    LoggedChange {
+        seq: seq_of(r.get(0)),
+        doc_id: r.get(1),
+        bytes: r.get(2),
+    }
+}
+
+pub(super) async fn changes_of(
+    c: &impl GenericClient,
+    doc_id: &str,
+    upto: u64,
+) -> Result<Vec<LoggedChange>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = $1 AND seq <= $2 ORDER BY seq",
+        )
+        .await?;
+    Ok(c.query(&stmt, &[&doc_id, &seq_param(upto)])
+        .await?
+        .iter()
+        .map(logged_of)
+        .collect())
+}
+
+/// Takes rows as they arrive while `budget` has room; `true` when a row
+/// was left (the rest of the answer is not read).
+async fn take_within(
+    rows: tokio_postgres::RowStream,
+    budget: &mut Budget,
+) -> Result<(Vec<LoggedChange>, bool)> {
+    pin_mut!(rows);
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await {
+        let c = logged_of(&row?);
+        if !budget.fits(c.bytes.len()) {
+            return Ok((out, true));
+        }
+        budget.take(c.bytes.len());
+        out.push(c);
+    }
+    Ok((out, false))
+}
+
+pub(super) async fn changes_of_within(
+    c: &impl GenericClient,
+    doc_id: &str,
+    after: u64,
+    upto: u64,
+    budget: &mut Budget,
+) -> Result<(Vec<LoggedChange>, bool)> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT seq, doc_id, bytes FROM changes
+             WHERE doc_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+        )
+        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&doc_id, &seq_param(after), &seq_param(upto)];
+    let rows = c.query_raw(&stmt, params).await?;
+    take_within(rows, budget).await
+}
+
+pub(super) async fn changes_after_within(
+    c: &impl GenericClient,
+    office: Option<&str>,
+    after: u64,
+    budget: &mut Budget,
+) -> Result<(Vec<LoggedChange>, bool)> {
+    // One more row than the budget's count is asked for, to tell whether
+    // the feed goes on; rows are read as they come and the read stops at
+    // the budget.
+    let limit = (budget.max_items + 1) as i64;
+    let stmt = c
+        .prepare_cached(match office {
+            Some(_) => {
+                "SELECT seq, doc_id, bytes FROM changes
+                 WHERE office = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            }
+            None => {
+                "SELECT seq, doc_id, bytes FROM changes
+                 WHERE $1::text IS NULL AND seq > $2 ORDER BY seq LIMIT $3"
+            }
+        })
+        .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&office, &seq_param(after), &limit];
+    let rows = c.query_raw(&stmt, params).await?;
+    take_within(rows, budget).await
+}
+
+pub(super) async fn document_page(
+    c: &impl GenericClient,
+    office: Option<&str>,
+    after_id: &str,
+    limit: u32,
+) -> Result<Vec<(String, bool, usize)>> {
+    let stmt = c
+        .prepare_cached(match office {
+            Some(_) => {
+                "SELECT id, complete, length(snapshot) FROM documents
+                 WHERE office = $1 AND id > $2 ORDER BY id LIMIT $3"
+            }
+            None => {
+                "SELECT id, complete, length(snapshot) FROM documents
+                 WHERE $1::text IS NULL AND id > $2 ORDER BY id LIMIT $3"
+            }
+        })
+        .await?;
+    Ok(c.query(&stmt, &[&office, &after_id, &i64::from(limit)])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get::<_, i32>(2).max(0) as usize))
+        .collect())
+}
+
+pub(super) async fn snapshot_of(c: &impl GenericClient, doc_id: &str) -> Result<Vec<u8>> {
+    let stmt = c
+        .prepare_cached("SELECT snapshot FROM documents WHERE id = $1")
+        .await?;
+    Ok(c.query_opt(&stmt, &[&doc_id])
+        .await?
+        .map(|r| r.get(0))
+        .unwrap_or_default())
+}
+
+pub(super) async fn snapshots_after(
+    c: &impl GenericClient,
+    office: Option<&str>,
+    after_id: &str,
+    limit: u32,
+) -> Result<Vec<(Snapshot, bool)>> {
+    let stmt = c
+        .prepare_cached(match office {
+            Some(_) => {
+                "SELECT id, snapshot, complete FROM documents
+                 WHERE office = $1 AND id > $2 ORDER BY id LIMIT $3"
+            }
+            None => {
+                "SELECT id, snapshot, complete FROM documents
+                 WHERE $1::text IS NULL AND id > $2 ORDER BY id LIMIT $3"
+            }
+        })
+        .await?;
+    Ok(c.query(&stmt, &[&office, &after_id, &i64::from(limit)])
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                Snapshot {
+                    doc_id: r.get(0),
+                    document: r.get(1),
+                },
+                r.get(2),
+            )
+        })
+        .collect())
+}

@@ -1,0 +1,618 @@
+//! The PostgreSQL backend (`--store postgres://…`): headquarters' own
+//! database, which several keqing-server processes share.
+//!
+//! The store's methods are blocking, like SQLite's: callers run them on
+//! blocking threads (`spawn_blocking`, or a command's main thread). The
+//! store drives its connections (tokio-postgres, pooled by
+//! deadpool-postgres) on a small runtime of its own, and each method waits
+//! for its answer there, so it does not matter which runtime, if any, the
+//! caller has.
+//!
+//! The single-appender rule holds across processes: a turn at the log is
+//! a transaction holding the log's advisory lock
+//! (`pg_advisory_xact_lock`), in which sequence numbers are taken as the
+//! log's maximum + 1; a reader's view is one `REPEATABLE READ`
+//! transaction. The lock is released only after the commit is visible, so
+//! a reader that sees number N sees every number below it.
+
+mod log;
+mod projections;
+mod schema;
+
+pub use schema::PROJECTION_VERSION;
+
+use crate::store::{
+    AuditEntry, Budget, Device, DocumentState, LogReader, LogWriter, NewLogEntry, Projected,
+    Projections, Result, SettledSnapshot, Store, StoreCounts, StoreError, StoredDocument,
+    UnreadableDocument,
+};
+use deadpool_postgres::Object;
+use keqing_shared::sync::{LoggedChange, Snapshot};
+use std::future::Future;
+
+/// Connections a process keeps to the database at most.
+const POOL_SIZE: usize = 24;
+
+/// How long a caller waits for a free connection before it is told the
+/// database is busy.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The advisory lock key of the log ("keqing-l"): held by the one
+/// transaction appending to it.
+const LOG_LOCK: i64 = 0x6b65_7169_6e67_2d6c;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(match e.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => e.to_string(),
+        })
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> StoreError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StoreError::Postgres(format!("connection pool: {other}")),
+        }
+    }
+}
+
+/// Whether `store` names a PostgreSQL database (`postgres://` or
+/// `postgresql://`).
+pub fn is_postgres_url(store: &str) -> bool {
+    store.starts_with("postgres://") || store.starts_with("postgresql://")
+}
+
+/// The store in a PostgreSQL database.
+pub struct PgStore {
+    /// Drives the connections; shut down without waiting when the store
+    /// goes (it may be dropped on an async task).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pool: deadpool_postgres::Pool,
+    /// The database's address without its password, for messages.
+    shown: String,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl PgStore {
+    /// Opens the store in the database at `url`, making it (and migrating
+    /// it) as needed.
+    pub fn open(url: &str) -> Result<PgStore> {
+        let store = PgStore::connect(url)?;
+        store.block(async {
+            let mut client = store.pool.get().await?;
+            schema::migrate(&mut client).await
+        })?;
+        Ok(store)
+    }
+
+    /// Opens the store in the database at `url`, refusing to make one (a
+    /// mistyped URL must be an error, not an empty store); migrates it.
+    pub fn open_existing(url: &str) -> Result<PgStore> {
+        let store = PgStore::connect(url)?;
+        let exists = store.block(async {
+            let client = store.pool.get().await?;
+            schema::has_store(&client).await
+        })?;
+        if !exists {
+            return Err(StoreError::NoStore(store.shown.clone()));
+        }
+        PgStore::open(url)
+    }
+
+    fn connect(url: &str) -> Result<PgStore> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Postgres(format!("bad database URL: {e}")))?;
+        let shown = shown_config(&config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("keqing-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io("runtime".into(), e))?;
+        let handle = runtime.handle().clone();
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| StoreError::Postgres(format!("connection pool: {e}")))?;
+        Ok(PgStore {
+            runtime: Some(runtime),
+            handle,
+            pool,
+            shown,
+        })
+    }
+
+    /// Runs `f` on the store's runtime and waits for it.
+    fn block<F: Future>(&self, f: F) -> F::Output {
+        self.handle.block_on(f)
+    }
+
+    /// A pooled connection.
+    fn client(&self) -> Result<Object> {
+        Ok(self.block(self.pool.get())?)
+    }
+
+    /// Where the store is, without the password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+/// A database URL as messages show it: `postgres://user@host:port/dbname`,
+/// never the password.
+pub fn shown_url(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => shown_config(&config),
+        Err(_) => "postgres://…".to_string(),
+    }
+}
+
+fn shown_config(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// A pooled connection held by a session; given back when the session
+/// ends cleanly, closed otherwise (never handed on inside a transaction).
+struct Held<'s> {
+    client: Option<Object>,
+    store: &'s PgStore,
+}
+
+impl Held<'_> {
+    fn c(&self) -> &Object {
+        self.client.as_ref().expect("present until dropped")
+    }
+
+    fn block<F: Future>(&self, f: F) -> F::Output {
+        self.store.block(f)
+    }
+
+    /// Ends the session's transaction with `sql` (COMMIT or ROLLBACK); a
+    /// connection that cannot is not given back to the pool.
+    fn end(&mut self, sql: &str) -> Result<()> {
+        let Some(client) = self.client.take() else {
+            return Ok(());
+        };
+        match self.block(client.batch_execute(sql)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                drop(Object::take(client));
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// A `REPEATABLE READ` read-only transaction: one view of the store.
+struct PgReader<'s> {
+    held: Held<'s>,
+}
+
+impl Drop for PgReader<'_> {
+    fn drop(&mut self) {
+        let _ = self.held.end("COMMIT");
+    }
+}
+
+/// A transaction holding the log's advisory lock.
+struct PgWriter<'s> {
+    held: Held<'s>,
+}
+
+impl Drop for PgWriter<'_> {
+    fn drop(&mut self) {
+        let _ = self.held.end("ROLLBACK");
+    }
+}
+
+/// Forwards the reads of [`LogReader`] to `log`, on the session's
+/// connection.
+macro_rules! forward_log_reader {
+    ($ty:ty) => {
+        impl LogReader for $ty {
+            fn device_by_token_hash(&self, token_sha256: &[u8]) -> Result<Option<Device>> {
+                self.held.block(log::device_where(
+                    self.held.c(),
+                    "token_sha256",
+                    token_sha256,
+                ))
+            }
+            fn device_with_actor(&self, actor: &[u8]) -> Result<Option<Device>> {
+                self.held
+                    .block(log::device_where(self.held.c(), "actor", actor))
+            }
+            fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
+                self.held.block(log::document(self.held.c(), doc_id))
+            }
+            fn has_change(&self, hash: &[u8; 32]) -> Result<bool> {
+                self.held.block(log::has_change(self.held.c(), hash))
+            }
+            fn max_seq(&self) -> Result<u64> {
+                self.held.block(log::max_seq(self.held.c()))
+            }
+            fn epoch(&self) -> Result<String> {
+                self.held.block(log::epoch(self.held.c()))
+            }
+            fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
+                self.held
+                    .block(log::changes_of(self.held.c(), doc_id, upto))
+            }
+            fn changes_of_within(
+                &self,
+                doc_id: &str,
+                after: u64,
+                upto: u64,
+                budget: &mut Budget,
+            ) -> Result<(Vec<LoggedChange>, bool)> {
+                self.held.block(log::changes_of_within(
+                    self.held.c(),
+                    doc_id,
+                    after,
+                    upto,
+                    budget,
+                ))
+            }
+            fn changes_after_within(
+                &self,
+                office: Option<&str>,
+                after: u64,
+                budget: &mut Budget,
+            ) -> Result<(Vec<LoggedChange>, bool)> {
+                self.held.block(log::changes_after_within(
+                    self.held.c(),
+                    office,
+                    after,
+                    budget,
+                ))
+            }
+            fn document_page(
+                &self,
+                office: Option<&str>,
+                after_id: &str,
+                limit: u32,
+            ) -> Result<Vec<(String, bool, usize)>> {
+                self.held
+                    .block(log::document_page(self.held.c(), office, after_id, limit))
+            }
+            fn snapshot_of(&self, doc_id: &str) -> Result<Vec<u8>> {
+                self.held.block(log::snapshot_of(self.held.c(), doc_id))
+            }
+            fn snapshots_after(
+                &self,
+                office: Option<&str>,
+                after_id: &str,
+                limit: u32,
+            ) -> Result<Vec<(Snapshot, bool)>> {
+                self.held
+                    .block(log::snapshots_after(self.held.c(), office, after_id, limit))
+            }
+        }
+    };
+}
+
+forward_log_reader!(PgReader<'_>);
+forward_log_reader!(PgWriter<'_>);
+
+impl LogWriter for PgWriter<'_> {
+    fn append(
+        &mut self,
+        device_id: &str,
+        entries: &[NewLogEntry],
+        docs: &[DocumentState],
+    ) -> Result<u64> {
+        self.held
+            .block(log::append(self.held.c(), device_id, entries, docs))
+    }
+
+    fn bind_actor(&mut self, device_id: &str, actor: &[u8]) -> Result<()> {
+        self.held.block(async {
+            self.held
+                .c()
+                .execute(
+                    "UPDATE devices SET actor = $2 WHERE id = $1 AND actor IS NULL",
+                    &[&device_id, &actor],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn audit(&mut self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
+        self.held.block(log::insert_audit(
+            self.held.c(),
+            actor,
+            action,
+            subject,
+            detail,
+        ))
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.held.end("COMMIT")
+    }
+}
+
+/// A projector session: a connection of its own (each batch's save is one
+/// transaction on it).
+struct PgProjections<'s> {
+    held: Held<'s>,
+}
+
+impl Projections for PgProjections<'_> {
+    fn max_seq(&self) -> Result<u64> {
+        self.held.block(log::max_seq(self.held.c()))
+    }
+    fn projector_cursor(&self) -> Result<u64> {
+        self.held.block(projections::cursor(self.held.c()))
+    }
+    fn documents_changed_after(&self, after: u64, limit: u32) -> Result<(Vec<String>, u64)> {
+        self.held.block(projections::documents_changed_after(
+            self.held.c(),
+            after,
+            limit,
+        ))
+    }
+    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
+        self.held.block(log::document(self.held.c(), doc_id))
+    }
+    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
+        self.held
+            .block(log::changes_of(self.held.c(), doc_id, upto))
+    }
+    fn settle_snapshots(&mut self, settled: &[SettledSnapshot]) -> Result<usize> {
+        let client = self.held.client.as_mut().expect("present until dropped");
+        self.held
+            .store
+            .block(projections::settle_snapshots(client, settled))
+    }
+    fn save_projections(
+        &mut self,
+        docs: &[Projected],
+        unreadable: &[(String, String)],
+        from: u64,
+        upto: u64,
+    ) -> Result<bool> {
+        let client = self.held.client.as_mut().expect("present until dropped");
+        self.held
+            .store
+            .block(projections::save(client, docs, unreadable, from, upto))
+    }
+    fn reset_projections(&mut self) -> Result<()> {
+        let client = self.held.client.as_mut().expect("present until dropped");
+        self.held.store.block(projections::reset(client))
+    }
+    fn report_rows(
+        &self,
+        office: Option<&str>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<keqing_shared::report::ReportRows> {
+        self.held
+            .block(projections::report_rows(self.held.c(), office, from, to))
+    }
+    fn unreadable_documents(&self, office: Option<&str>) -> Result<Vec<UnreadableDocument>> {
+        self.held
+            .block(projections::unreadable_documents(self.held.c(), office))
+    }
+    fn last_call_day(&self, office: Option<&str>) -> Result<Option<chrono::NaiveDate>> {
+        self.held
+            .block(projections::last_call_day(self.held.c(), office))
+    }
+    fn duplicate_candidates(&self) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>> {
+        self.held
+            .block(projections::duplicate_candidates(self.held.c()))
+    }
+    fn projection_dump(&self) -> Result<String> {
+        self.held.block(projections::dump(self.held.c()))
+    }
+}
+
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn reader(&self) -> Result<Box<dyn LogReader + '_>> {
+        let client = self.client()?;
+        self.block(client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"))?;
+        Ok(Box::new(PgReader {
+            held: Held {
+                client: Some(client),
+                store: self,
+            },
+        }))
+    }
+
+    fn log_writer(&self) -> Result<Box<dyn LogWriter + '_>> {
+        let client = self.client()?;
+        let held = Held {
+            client: Some(client),
+            store: self,
+        };
+        // Dropped on an error: rolled back.
+        let writer = PgWriter { held };
+        writer.held.block(async {
+            writer.held.c().batch_execute("BEGIN").await?;
+            writer
+                .held
+                .c()
+                .execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+                .await?;
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(Box::new(writer))
+    }
+
+    fn projections(&self) -> Result<Box<dyn Projections + '_>> {
+        Ok(Box::new(PgProjections {
+            held: Held {
+                client: Some(self.client()?),
+                store: self,
+            },
+        }))
+    }
+
+    fn add_device(
+        &self,
+        id: &str,
+        name: &str,
+        office: Option<&str>,
+        token_sha256: &[u8],
+        now: &str,
+        admin: &str,
+    ) -> Result<Device> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO devices (id, name, office, token_sha256, created_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&id, &name, &office, &token_sha256, &now],
+            )
+            .await?;
+            log::insert_audit(
+                &tx,
+                admin,
+                "device.add",
+                &format!("{name} ({id})"),
+                &format!("office {}", office.unwrap_or("hq")),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        })?;
+        self.device(id)?
+            .ok_or_else(|| StoreError::UnknownDevice(id.to_string()))
+    }
+
+    fn device(&self, id: &str) -> Result<Option<Device>> {
+        let client = self.client()?;
+        self.block(log::device_where(&client, "id", id))
+    }
+
+    fn devices(&self) -> Result<Vec<Device>> {
+        let client = self.client()?;
+        self.block(log::devices(&client))
+    }
+
+    fn bind_certificate(
+        &self,
+        id_or_name: &str,
+        cert_sha256: &[u8; 32],
+        admin: &str,
+    ) -> Result<Device> {
+        let device = self.device_named(id_or_name)?;
+        let hex: String = cert_sha256.iter().map(|b| format!("{b:02x}")).collect();
+        self.change_device(
+            &device,
+            "UPDATE devices SET cert_sha256 = $2 WHERE id = $1",
+            &cert_sha256.as_slice(),
+            admin,
+            "device.cert",
+            &format!("sha256 {hex}"),
+        )
+    }
+
+    fn revoke(&self, id_or_name: &str, now: &str, admin: &str) -> Result<Device> {
+        let device = self.device_named(id_or_name)?;
+        self.change_device(
+            &device,
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1",
+            &now,
+            admin,
+            "device.revoke",
+            "",
+        )
+    }
+
+    fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
+        let client = self.client()?;
+        self.block(log::insert_audit(&client, actor, action, subject, detail))
+    }
+
+    fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let client = self.client()?;
+        self.block(log::audit_log(&client, limit))
+    }
+
+    fn counts(&self) -> Result<StoreCounts> {
+        let client = self.client()?;
+        self.block(log::counts(&client))
+    }
+
+    fn integrity_check(&self) -> Result<String> {
+        let client = self.client()?;
+        self.block(log::integrity_check(&client))
+    }
+
+    fn epoch(&self) -> Result<String> {
+        let client = self.client()?;
+        self.block(log::epoch(&client))
+    }
+}
+
+impl PgStore {
+    /// One change to a device's row and its audit line, in one transaction.
+    fn change_device(
+        &self,
+        device: &Device,
+        update: &str,
+        value: &(dyn tokio_postgres::types::ToSql + Sync),
+        admin: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<Device> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await?;
+            tx.execute(update, &[&device.id, value]).await?;
+            log::insert_audit(
+                &tx,
+                admin,
+                action,
+                &crate::store::audit_actor(device),
+                detail,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        })?;
+        self.device(&device.id)?
+            .ok_or_else(|| StoreError::UnknownDevice(device.id.clone()))
+    }
+}

@@ -1,0 +1,763 @@
+//! The projector's cursor and batches, the projection rows, and the
+//! reports' reads in PostgreSQL. The rows are `keqing_projection::rows`,
+//! derived by the same code as SQLite's; the report arithmetic is the
+//! projection crate's too (`fold_category_counts`, `fold_slot_counts`),
+//! so only the SQL here is PostgreSQL's.
+
+use super::log::{seq_of, seq_param};
+use crate::store::{Projected, Result, SettledSnapshot, StoreError, UnreadableDocument};
+use chrono::{NaiveDate, NaiveDateTime};
+use deadpool_postgres::{GenericClient, Object};
+use keqing_projection::rows::{self, Cell, Row, Table};
+use keqing_projection::{CategoryTally, fold_category_counts, fold_slot_counts};
+use keqing_shared::records::{NonPatientKind, NotBoughtReason};
+use keqing_shared::report::{
+    CallFact, FollowUpFact, MarkFact, NonPatientFact, ProblemFact, PurchaseFact, PurchaseOrder,
+    ReportRows, SlotCounts, VisitFact,
+};
+use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
+use std::sync::OnceLock;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+/// A [`Cell`] as a statement parameter (the projection's columns are text
+/// and bigint).
+#[derive(Debug)]
+struct PgCell<'a>(&'a Cell);
+
+impl ToSql for PgCell<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match (self.0, ty) {
+            (Cell::Null, _) => Ok(IsNull::Yes),
+            (Cell::Integer(i), &Type::INT8) => i.to_sql(ty, out),
+            (Cell::Text(t), &Type::TEXT) => t.as_str().to_sql(ty, out),
+            (v, ty) => Err(format!("{v:?} into a column of type {ty}").into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::INT8 | Type::TEXT)
+    }
+
+    to_sql_checked!();
+}
+
+/// Column `i` of a projection row as a [`Cell`].
+fn cell_at(r: &tokio_postgres::Row, i: usize) -> Result<Cell> {
+    Ok(match *r.columns()[i].type_() {
+        Type::INT8 => r
+            .try_get::<_, Option<i64>>(i)?
+            .map_or(Cell::Null, Cell::Integer),
+        Type::INT4 => r
+            .try_get::<_, Option<i32>>(i)?
+            .map_or(Cell::Null, |v| Cell::Integer(v.into())),
+        _ => r
+            .try_get::<_, Option<String>>(i)?
+            .map_or(Cell::Null, Cell::Text),
+    })
+}
+
+/// A projection table's statements in PostgreSQL.
+struct TableSql {
+    select: String,
+    upsert: String,
+    delete: String,
+    key_positions: Vec<usize>,
+}
+
+static TABLE_SQL: [OnceLock<TableSql>; rows::TABLE_COUNT] =
+    [const { OnceLock::new() }; rows::TABLE_COUNT];
+
+fn table_sql(table: &Table) -> &'static TableSql {
+    TABLE_SQL[table.index].get_or_init(|| {
+        let name = table.name;
+        let cols = table.columns.join(", ");
+        let marks = (1..=table.columns.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rest = table.non_key_columns();
+        let upsert = if rest.is_empty() {
+            format!("INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
+        } else {
+            let set = rest
+                .iter()
+                .map(|c| format!("{c} = EXCLUDED.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let old = rest
+                .iter()
+                .map(|c| format!("{name}.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let new = rest
+                .iter()
+                .map(|c| format!("EXCLUDED.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set}
+                 WHERE ROW({old}) IS DISTINCT FROM ROW({new})",
+                table.key.join(", ")
+            )
+        };
+        let cond = table
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} = ${}", i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        TableSql {
+            select: format!("SELECT {cols} FROM {name} WHERE dossier_id = $1"),
+            upsert,
+            delete: format!("DELETE FROM {name} WHERE {cond}"),
+            key_positions: table.key_positions(),
+        }
+    })
+}
+
+/// Runs `stmt` once per row of parameters, pipelined on the connection
+/// (the statements are sent without waiting for each answer).
+async fn execute_each(
+    c: &impl GenericClient,
+    sql: &str,
+    params: impl IntoIterator<Item = Vec<&Cell>>,
+) -> Result<()> {
+    let stmt = c.prepare_cached(sql).await?;
+    let calls = params.into_iter().map(|row| {
+        let stmt = &stmt;
+        async move {
+            let cells: Vec<PgCell<'_>> = row.into_iter().map(PgCell).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            c.execute(stmt, &refs).await
+        }
+    });
+    futures_util::future::try_join_all(calls).await?;
+    Ok(())
+}
+
+/// Makes the rows of `dossier_id` in `table` exactly `rows`, writing only
+/// what differs (`fresh`: the dossier has no rows yet, nothing to read).
+async fn sync_rows(
+    c: &impl GenericClient,
+    table: &Table,
+    dossier_id: &str,
+    rows: &[Row],
+    fresh: bool,
+) -> Result<()> {
+    let sql = table_sql(table);
+    let mut stored_as_is = vec![false; rows.len()];
+    let mut unwanted: Vec<Row> = Vec::new();
+    if !fresh {
+        let select = c.prepare_cached(&sql.select).await?;
+        for r in c.query(&select, &[&dossier_id]).await? {
+            let stored: Row = (0..table.columns.len())
+                .map(|i| cell_at(&r, i))
+                .collect::<Result<_>>()?;
+            let wanted = rows
+                .iter()
+                .position(|row| sql.key_positions.iter().all(|&i| row[i] == stored[i]));
+            match wanted {
+                Some(k) => stored_as_is[k] = rows[k] == stored,
+                None => unwanted.push(
+                    sql.key_positions
+                        .iter()
+                        .map(|&i| stored[i].clone())
+                        .collect(),
+                ),
+            }
+        }
+    }
+    execute_each(
+        c,
+        &sql.upsert,
+        rows.iter()
+            .zip(&stored_as_is)
+            .filter(|(_, same)| !**same)
+            .map(|(row, _)| row.iter().collect()),
+    )
+    .await?;
+    execute_each(c, &sql.delete, unwanted.iter().map(|k| k.iter().collect())).await
+}
+
+async fn project_dossier(
+    c: &impl GenericClient,
+    v: &keqing_shared::dossier::DossierView,
+    slots: &[keqing_shared::followup::Slot],
+) -> Result<()> {
+    let stmt = c
+        .prepare_cached("SELECT digests FROM projection_digests WHERE dossier_id = $1")
+        .await?;
+    let stored: Option<Vec<u8>> = c.query_opt(&stmt, &[&v.id]).await?.map(|r| r.get(0));
+    let tables = rows::dossier_rows(v, slots);
+    let mut digests = Vec::with_capacity(8 * tables.len());
+    for (k, (table, rows)) in tables.iter().enumerate() {
+        let digest = rows::rows_digest(rows).to_le_bytes();
+        let unchanged = stored
+            .as_deref()
+            .and_then(|s| s.get(8 * k..8 * k + 8))
+            .is_some_and(|s| s == digest);
+        if !unchanged {
+            sync_rows(c, table, &v.id, rows, stored.is_none()).await?;
+        }
+        digests.extend_from_slice(&digest);
+    }
+    if stored.as_deref() != Some(digests.as_slice()) {
+        let upsert = c
+            .prepare_cached(
+                "INSERT INTO projection_digests (dossier_id, digests) VALUES ($1, $2)
+                 ON CONFLICT (dossier_id) DO UPDATE SET digests = EXCLUDED.digests",
+            )
+            .await?;
+        c.execute(&upsert, &[&v.id, &digests]).await?;
+    }
+    Ok(())
+}
+
+/// Makes the rows of `table` whose `column` is `value` exactly `rows`.
+async fn replace_rows(
+    c: &impl GenericClient,
+    table: &Table,
+    column: &str,
+    value: &str,
+    rows: &[Row],
+) -> Result<()> {
+    c.execute(
+        &format!("DELETE FROM {} WHERE {column} = $1", table.name),
+        &[&value],
+    )
+    .await?;
+    execute_each(
+        c,
+        &table_sql(table).upsert,
+        rows.iter().map(|r| r.iter().collect()),
+    )
+    .await
+}
+
+pub(super) async fn cursor(c: &impl GenericClient) -> Result<u64> {
+    Ok(seq_of(
+        c.query_one("SELECT cursor FROM projector WHERE id = 1", &[])
+            .await?
+            .get(0),
+    ))
+}
+
+pub(super) async fn documents_changed_after(
+    c: &impl GenericClient,
+    after: u64,
+    limit: u32,
+) -> Result<(Vec<String>, u64)> {
+    let stmt = c
+        .prepare_cached("SELECT seq, doc_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+        .await?;
+    let mut upto = after;
+    let mut docs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in c
+        .query(&stmt, &[&seq_param(after), &i64::from(limit)])
+        .await?
+    {
+        upto = seq_of(r.get(0));
+        let doc: String = r.get(1);
+        if seen.insert(doc.clone()) {
+            docs.push(doc);
+        }
+    }
+    Ok((docs, upto))
+}
+
+pub(super) async fn settle_snapshots(
+    client: &mut Object,
+    settled: &[SettledSnapshot],
+) -> Result<usize> {
+    if settled.is_empty() {
+        return Ok(0);
+    }
+    let tx = client.transaction().await?;
+    let update = tx
+        .prepare_cached(
+            "UPDATE documents SET snapshot = $2, complete = TRUE
+             WHERE id = $1 AND last_seq = $3 AND NOT complete",
+        )
+        .await?;
+    let mut stored = 0;
+    for s in settled {
+        stored += tx
+            .execute(&update, &[&s.doc_id, &s.snapshot, &seq_param(s.last_seq)])
+            .await? as usize;
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// Writes a batch's projections and moves the cursor from `from` to
+/// `upto`, in one transaction, only if the cursor is still at `from`: the
+/// compare-and-set that keeps projectors of several processes apart (the
+/// second's UPDATE waits for the first's row lock, then finds the cursor
+/// moved and writes nothing).
+pub(super) async fn save(
+    client: &mut Object,
+    docs: &[Projected],
+    unreadable: &[(String, String)],
+    from: u64,
+    upto: u64,
+) -> Result<bool> {
+    let tx = client.transaction().await?;
+    let moved = tx
+        .execute(
+            "UPDATE projector SET cursor = $2 WHERE id = 1 AND cursor = $1",
+            &[&seq_param(from), &seq_param(upto)],
+        )
+        .await?;
+    if moved == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for d in docs {
+        match d {
+            Projected::Dossier { view, slots } => project_dossier(&tx, view, slots).await?,
+            Projected::Roster { office, staff } => {
+                replace_rows(
+                    &tx,
+                    &rows::STAFF,
+                    "office",
+                    office,
+                    &rows::staff_rows(office, staff),
+                )
+                .await?
+            }
+            Projected::NonPatient {
+                log_id,
+                office,
+                calls,
+            } => {
+                replace_rows(
+                    &tx,
+                    &rows::NONPATIENT_CALLS,
+                    "log_id",
+                    log_id,
+                    &rows::nonpatient_rows(log_id, office, calls),
+                )
+                .await?
+            }
+        }
+    }
+    let any_recorded: bool = tx
+        .query_one("SELECT EXISTS (SELECT 1 FROM unreadable_documents)", &[])
+        .await?
+        .get(0);
+    if any_recorded {
+        let ids: Vec<String> = docs.iter().map(Projected::doc_id).collect();
+        tx.execute(
+            "DELETE FROM unreadable_documents WHERE doc_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    }
+    if !unreadable.is_empty() {
+        let record = tx
+            .prepare_cached(
+                "INSERT INTO unreadable_documents (doc_id, office, reason, seq, since)
+                 VALUES ($1,
+                         coalesce((SELECT office FROM documents WHERE id = $1),
+                                  (SELECT office FROM changes WHERE doc_id = $1 LIMIT 1), ''),
+                         $2, $3, $4)
+                 ON CONFLICT (doc_id) DO UPDATE SET reason = EXCLUDED.reason, seq = EXCLUDED.seq",
+            )
+            .await?;
+        let now = keqing_host::now_cst_text();
+        for (doc_id, reason) in unreadable {
+            tx.execute(&record, &[doc_id, reason, &seq_param(upto), &now])
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(super) async fn reset(client: &mut Object) -> Result<()> {
+    let tx = client.transaction().await?;
+    let tables: Vec<&str> = rows::ALL_TABLES.iter().map(|t| t.name).collect();
+    tx.batch_execute(&format!(
+        "TRUNCATE {}, projection_digests;
+         DELETE FROM unreadable_documents;
+         UPDATE projector SET cursor = 0 WHERE id = 1;",
+        tables.join(", ")
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn dump(c: &impl GenericClient) -> Result<String> {
+    let mut out = String::new();
+    for table in rows::ALL_TABLES {
+        let stored = c
+            .query(
+                &format!("SELECT {} FROM {}", table.columns.join(", "), table.name),
+                &[],
+            )
+            .await?;
+        let rows: Vec<Row> = stored
+            .iter()
+            .map(|r| (0..table.columns.len()).map(|i| cell_at(r, i)).collect())
+            .collect::<Result<_>>()?;
+        for line in rows::dump_lines(table, rows) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn unreadable_documents(
+    c: &impl GenericClient,
+    office: Option<&str>,
+) -> Result<Vec<UnreadableDocument>> {
+    let rows = c
+        .query(
+            "SELECT doc_id, office, reason, seq, since FROM unreadable_documents
+             WHERE $1::text IS NULL OR office = $1 ORDER BY office, doc_id",
+            &[&office],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| UnreadableDocument {
+            doc_id: r.get(0),
+            office: r.get(1),
+            reason: r.get(2),
+            seq: seq_of(r.get(3)),
+            since: r.get(4),
+        })
+        .collect())
+}
+
+pub(super) async fn last_call_day(
+    c: &impl GenericClient,
+    office: Option<&str>,
+) -> Result<Option<NaiveDate>> {
+    let at: Option<String> = c
+        .query_one(
+            "SELECT max(at) FROM calls WHERE $1::text IS NULL OR office = $1",
+            &[&office],
+        )
+        .await?
+        .get(0);
+    Ok(at.and_then(|t| read_stored_date(t.get(..10)?)))
+}
+
+/// A stored time that must read (a projection row holds only what the
+/// projector wrote).
+fn time(r: &tokio_postgres::Row, i: usize) -> Result<NaiveDateTime> {
+    let s: String = r.try_get(i)?;
+    read_stored_datetime(&s).ok_or_else(|| StoreError::Postgres(format!("not a stored time: {s}")))
+}
+
+fn opt_time(r: &tokio_postgres::Row, i: usize) -> Result<Option<NaiveDateTime>> {
+    r.try_get::<_, Option<String>>(i)?
+        .map(|s| {
+            read_stored_datetime(&s)
+                .ok_or_else(|| StoreError::Postgres(format!("not a stored time: {s}")))
+        })
+        .transpose()
+}
+
+fn opt_date(r: &tokio_postgres::Row, i: usize) -> Result<Option<NaiveDate>> {
+    r.try_get::<_, Option<String>>(i)?
+        .map(|s| {
+            read_stored_date(&s)
+                .ok_or_else(|| StoreError::Postgres(format!("not a stored date: {s}")))
+        })
+        .transpose()
+}
+
+fn count(r: &tokio_postgres::Row, i: usize) -> Result<u64> {
+    Ok(r.try_get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
+}
+
+/// The rows of a report of the days `from..=to` (see
+/// `keqing_projection::report_rows`, the same facts from SQLite).
+pub(super) async fn report_rows(
+    c: &impl GenericClient,
+    office: Option<&str>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<ReportRows> {
+    let midnight = |d: NaiveDate| fmt_datetime(d.and_hms_opt(0, 0, 0).expect("midnight exists"));
+    let start = midnight(from);
+    let end = midnight(to + chrono::Duration::days(1));
+    let range: [&(dyn ToSql + Sync); 3] = [&start, &end, &office];
+    let query = |sql: &'static str| async move {
+        let stmt = c.prepare_cached(sql).await?;
+        Ok::<_, StoreError>(c.query(&stmt, &range).await?)
+    };
+    let mut rows = ReportRows::default();
+    for r in query(
+        "SELECT office, dossier_id, at, staff, source, disease FROM calls
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+    )
+    .await?
+    {
+        rows.calls.push(CallFact {
+            office: r.try_get(0)?,
+            dossier: r.try_get(1)?,
+            at: time(&r, 2)?,
+            staff: r.try_get(3)?,
+            source: r.try_get(4)?,
+            disease: r.try_get(5)?,
+        });
+    }
+    for r in query(
+        "SELECT office, dossier_id, at, staff, purchased, reason FROM visits
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+    )
+    .await?
+    {
+        rows.visits.push(VisitFact {
+            office: r.try_get(0)?,
+            dossier: r.try_get(1)?,
+            at: time(&r, 2)?,
+            staff: r.try_get(3)?,
+            purchased: r.try_get::<_, i64>(4)? != 0,
+            reason: r
+                .try_get::<_, Option<String>>(5)?
+                .map(|s| NotBoughtReason::parse(&s).unwrap_or(NotBoughtReason::Other)),
+        });
+    }
+    for r in query(
+        "SELECT office, dossier_id, at, staff, amount_fen, nth, prev_runout FROM purchases
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+    )
+    .await?
+    {
+        rows.purchases.push(PurchaseFact {
+            office: r.try_get(0)?,
+            dossier: r.try_get(1)?,
+            at: time(&r, 2)?,
+            staff: r.try_get(3)?,
+            amount_fen: r.try_get(4)?,
+            order: PurchaseOrder {
+                nth: u32::try_from(r.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
+                prev_runout: opt_date(&r, 6)?,
+            },
+        });
+    }
+    for r in query(
+        "SELECT office, dossier_id, at, staff, on_time FROM followups
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+    )
+    .await?
+    {
+        rows.followups.push(FollowUpFact {
+            office: r.try_get(0)?,
+            dossier: r.try_get(1)?,
+            at: time(&r, 2)?,
+            staff: r.try_get(3)?,
+            on_time: r.try_get::<_, i64>(4)? != 0,
+        });
+    }
+    for r in query(
+        "SELECT office, at, staff, kind FROM nonpatient_calls
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+    )
+    .await?
+    {
+        rows.nonpatient.push(NonPatientFact {
+            office: r.try_get(0)?,
+            at: time(&r, 1)?,
+            staff: r.try_get(2)?,
+            kind: NonPatientKind::parse(&r.try_get::<_, String>(3)?)
+                .unwrap_or(NonPatientKind::Other),
+        });
+    }
+    for r in query(
+        "SELECT office, dossier_id, at, resolved_at FROM problems
+         WHERE at < $2 AND (resolved_at IS NULL OR resolved_at >= $1)
+           AND ($3::text IS NULL OR office = $3)",
+    )
+    .await?
+    {
+        rows.problems.push(ProblemFact {
+            office: r.try_get(0)?,
+            dossier: r.try_get(1)?,
+            opened_at: time(&r, 2)?,
+            resolved_at: opt_time(&r, 3)?,
+        });
+    }
+    let typical = c
+        .prepare_cached(
+            "SELECT office, dossier_id, typical_at FROM patients
+             WHERE typical = 1 AND typical_at < $1 AND ($2::text IS NULL OR office = $2)",
+        )
+        .await?;
+    for r in c.query(&typical, &[&end, &office]).await? {
+        rows.typical.push(MarkFact {
+            office: r.try_get(0)?,
+            dossier: r.try_get(1)?,
+            at: time(&r, 2)?,
+        });
+    }
+    rows.slot_counts = slot_counts(c, office, from, to).await?;
+    let categories = c
+        .prepare_cached(
+            "SELECT office, category, count(*),
+                    count(*) FILTER (WHERE category <> 'stopped' AND lapses_on <= $1),
+                    count(*) FILTER (WHERE typical <> 0),
+                    count(*) FILTER (WHERE open_problems > 0)
+             FROM patients
+             WHERE merged_into IS NULL AND ($2::text IS NULL OR office = $2)
+             GROUP BY office, category",
+        )
+        .await?;
+    let mut tallies = Vec::new();
+    for r in c.query(&categories, &[&fmt_date(to), &office]).await? {
+        tallies.push(CategoryTally {
+            office: r.try_get(0)?,
+            category: r.try_get(1)?,
+            count: count(&r, 2)?,
+            lapsed: count(&r, 3)?,
+            typical: count(&r, 4)?,
+            problem: count(&r, 5)?,
+        });
+    }
+    rows.categories = fold_category_counts(tallies);
+    Ok(rows)
+}
+
+/// Due and on-time counts of the range from the flags fixed at projection;
+/// overdue at the end of `to`: slots on the list then (due from on or
+/// before it, settled after it) whose deadline is before it, read from the
+/// index of open slots.
+async fn slot_counts(
+    c: &impl GenericClient,
+    office: Option<&str>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<SlotCounts>> {
+    let due_stmt = c
+        .prepare_cached(
+            "SELECT office, count(*), count(*) FILTER (WHERE on_time <> 0),
+                    count(*) FILTER (WHERE cadence = 'not_visited'),
+                    count(*) FILTER (WHERE cadence = 'not_visited' AND on_time <> 0)
+             FROM slots
+             WHERE deadline >= $1 AND deadline <= $2 AND due_counted = 1
+               AND ($3::text IS NULL OR office = $3)
+             GROUP BY office",
+        )
+        .await?;
+    let mut due = Vec::new();
+    for r in c
+        .query(&due_stmt, &[&fmt_date(from), &fmt_date(to), &office])
+        .await?
+    {
+        due.push(SlotCounts {
+            office: r.try_get(0)?,
+            due: count(&r, 1)?,
+            due_on_time: count(&r, 2)?,
+            not_visited_due: count(&r, 3)?,
+            not_visited_on_time: count(&r, 4)?,
+            overdue: 0,
+        });
+    }
+    let overdue_stmt = c
+        .prepare_cached(
+            "SELECT office, count(*) FROM slots
+             WHERE settled_on > $1 AND due_from <= $1 AND deadline < $1
+               AND ($2::text IS NULL OR office = $2)
+             GROUP BY office",
+        )
+        .await?;
+    let mut overdue = Vec::new();
+    for r in c.query(&overdue_stmt, &[&fmt_date(to), &office]).await? {
+        overdue.push((r.try_get::<_, String>(0)?, count(&r, 1)?));
+    }
+    Ok(fold_slot_counts(due, overdue))
+}
+
+/// A patient as duplicate lists show one.
+async fn patient_row(
+    c: &impl GenericClient,
+    id: &str,
+) -> Result<Option<keqing_projection::patients::PatientRow>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT p.dossier_id, p.office, p.name, p.age,
+                    (SELECT string_agg(ph.phone, ' ' ORDER BY ph.phone) FROM patient_phones ph
+                     WHERE ph.dossier_id = p.dossier_id),
+                    p.diseases, p.merged_into
+             FROM patients p WHERE p.dossier_id = $1",
+        )
+        .await?;
+    let Some(r) = c.query_opt(&stmt, &[&id]).await? else {
+        return Ok(None);
+    };
+    let phones: Option<String> = r.try_get(4)?;
+    Ok(Some(keqing_projection::patients::PatientRow {
+        dossier_id: r.try_get(0)?,
+        office: r.try_get(1)?,
+        name: r.try_get(2)?,
+        age: r.try_get(3)?,
+        phones: phones
+            .map(|p| p.split(' ').map(str::to_string).collect())
+            .unwrap_or_default(),
+        diseases: r.try_get(5)?,
+        merged_into: r.try_get(6)?,
+    }))
+}
+
+/// Pairs of live dossiers that may be one patient (the rule of
+/// `keqing_projection::patients::duplicate_candidates`).
+pub(super) async fn duplicate_candidates(
+    c: &impl GenericClient,
+) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>> {
+    let mut pairs: Vec<(String, String, String)> = c
+        .query(
+            "SELECT a.dossier_id, b.dossier_id, a.phone
+             FROM patient_phones a
+             JOIN patient_phones b ON b.phone = a.phone AND b.dossier_id > a.dossier_id
+             JOIN patients pa ON pa.dossier_id = a.dossier_id
+             JOIN patients pb ON pb.dossier_id = b.dossier_id
+             WHERE pa.merged_into IS NULL AND pb.merged_into IS NULL",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                format!("同一电话 {}", r.get::<_, String>(2)),
+            )
+        })
+        .collect();
+    let by_name = c
+        .query(
+            "SELECT a.dossier_id, b.dossier_id
+             FROM patients a
+             JOIN patients b ON b.name = a.name AND b.age BETWEEN a.age - 1 AND a.age + 1
+                  AND b.office = a.office AND b.dossier_id > a.dossier_id
+             WHERE a.merged_into IS NULL AND b.merged_into IS NULL",
+            &[],
+        )
+        .await?;
+    for r in by_name {
+        let p: (String, String) = (r.get(0), r.get(1));
+        if !pairs.iter().any(|q| q.0 == p.0 && q.1 == p.1) {
+            pairs.push((p.0, p.1, "同名同省 年龄相近".to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    for (a, b, reason) in pairs {
+        if let (Some(a), Some(b)) = (patient_row(c, &a).await?, patient_row(c, &b).await?) {
+            out.push(keqing_projection::patients::DuplicateCandidate { a, b, reason });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,299 @@
+//! The PostgreSQL store's schema: its migrations (frozen texts, applied in
+//! order under an advisory lock, so processes starting together migrate
+//! once) and the check that a database holds a store at all.
+
+use crate::store::{Result, StoreError};
+
+/// The advisory lock key under which migrations run ("keqing-m").
+const MIGRATION_LOCK: i64 = 0x6b65_7169_6e67_2d6d;
+
+/// The migrations, in order; a migration's text is frozen once released
+/// (a change to the schema is a new migration).
+const MIGRATIONS: &[&str] = &[
+    // 1: devices, the change log, documents, the audit log, the epoch, and
+    // the projection tables of projection version 3 (the SQLite store's
+    // tables, in PostgreSQL's types: text and bigint, dates as ISO text).
+    r#"
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    office TEXT,
+    token_sha256 BYTEA NOT NULL UNIQUE,
+    actor BYTEA UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT,
+    cert_sha256 BYTEA
+);
+-- seq is taken as max + 1 by the one transaction holding the log's
+-- advisory lock (the single-appender rule), never from a sequence: numbers
+-- become visible in order, without gaps.
+CREATE TABLE changes (
+    seq BIGINT PRIMARY KEY,
+    hash BYTEA NOT NULL UNIQUE,
+    doc_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    bytes BYTEA NOT NULL
+);
+CREATE INDEX changes_office_seq ON changes (office, seq);
+CREATE INDEX changes_doc ON changes (doc_id, seq);
+CREATE TABLE documents (
+    id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    snapshot BYTEA NOT NULL,
+    complete BOOLEAN NOT NULL,
+    last_seq BIGINT NOT NULL
+);
+CREATE INDEX documents_office ON documents (office, id);
+CREATE TABLE projector (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    cursor BIGINT NOT NULL
+);
+INSERT INTO projector (id, cursor) VALUES (1, 0);
+CREATE TABLE audit (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE FUNCTION keqing_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit log is append-only';
+END;
+$$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION keqing_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION keqing_audit_append_only();
+CREATE TABLE store_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch TEXT NOT NULL
+);
+INSERT INTO store_meta (id, epoch) VALUES (1, replace(gen_random_uuid()::text, '-', ''));
+CREATE TABLE unreadable_documents (
+    doc_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    since TEXT NOT NULL
+);
+CREATE INDEX unreadable_documents_office ON unreadable_documents (office);
+
+CREATE TABLE staff (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    active BIGINT NOT NULL,
+    office TEXT NOT NULL
+);
+CREATE TABLE patients (
+    dossier_id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sex TEXT,
+    age BIGINT,
+    address TEXT,
+    diseases TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    typical BIGINT NOT NULL,
+    merged_into TEXT,
+    conflicts BIGINT NOT NULL,
+    phone TEXT,
+    typical_at TEXT,
+    category TEXT NOT NULL,
+    lapses_on TEXT,
+    assignee TEXT,
+    open_problems BIGINT NOT NULL,
+    last_contact TEXT,
+    next_entry TEXT
+);
+CREATE INDEX patients_name_age ON patients (name, age);
+CREATE INDEX patients_typical ON patients (typical_at) WHERE typical = 1;
+CREATE INDEX patients_category ON patients (office, category)
+    INCLUDE (lapses_on, typical, open_problems) WHERE merged_into IS NULL;
+CREATE TABLE patient_phones (
+    phone TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    PRIMARY KEY (phone, dossier_id)
+);
+CREATE INDEX patient_phones_dossier ON patient_phones (dossier_id);
+CREATE TABLE calls (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    caller_phone TEXT NOT NULL,
+    source TEXT NOT NULL,
+    disease TEXT,
+    office TEXT NOT NULL
+);
+CREATE INDEX calls_dossier ON calls (dossier_id);
+CREATE INDEX calls_at ON calls (at, office) INCLUDE (dossier_id, staff, source, disease);
+CREATE TABLE visits (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    purchased BIGINT NOT NULL,
+    office TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX visits_dossier ON visits (dossier_id);
+CREATE INDEX visits_at ON visits (at, office) INCLUDE (dossier_id, staff, purchased, reason);
+CREATE TABLE purchases (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    product TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    amount_fen BIGINT NOT NULL,
+    runout TEXT,
+    nth BIGINT NOT NULL,
+    prev_runout TEXT,
+    office TEXT NOT NULL
+);
+CREATE INDEX purchases_dossier ON purchases (dossier_id);
+CREATE INDEX purchases_at ON purchases (at, office)
+    INCLUDE (dossier_id, staff, amount_fen, nth, prev_runout);
+CREATE TABLE followups (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    on_time BIGINT NOT NULL,
+    office TEXT NOT NULL
+);
+CREATE INDEX followups_dossier ON followups (dossier_id);
+CREATE INDEX followups_at ON followups (at, office) INCLUDE (dossier_id, staff, on_time);
+CREATE TABLE contacts (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL
+);
+CREATE INDEX contacts_dossier ON contacts (dossier_id);
+CREATE TABLE problems (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    resolved_at TEXT,
+    office TEXT NOT NULL
+);
+CREATE INDEX problems_dossier ON problems (dossier_id);
+CREATE INDEX problems_at ON problems (at, office) INCLUDE (dossier_id, resolved_at);
+-- settled_on is '9999-12-31' for a slot that never settles.
+CREATE TABLE slots (
+    dossier_id TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    cadence TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    day BIGINT,
+    anchor TEXT NOT NULL,
+    due_from TEXT NOT NULL,
+    deadline TEXT NOT NULL,
+    satisfied_at TEXT,
+    closed_at TEXT,
+    settled_on TEXT NOT NULL,
+    office TEXT NOT NULL,
+    due_counted BIGINT NOT NULL,
+    on_time BIGINT NOT NULL,
+    PRIMARY KEY (dossier_id, n)
+);
+CREATE INDEX slots_deadline ON slots (deadline, office) INCLUDE (due_counted, on_time, cadence);
+-- The overdue count reads the slots still on the list at a day's end: the
+-- ones settled after it (few, for a recent day) and never.
+CREATE INDEX slots_open ON slots (settled_on) INCLUDE (due_from, deadline, office);
+CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    purchase TEXT,
+    product TEXT,
+    quantity BIGINT,
+    address TEXT,
+    due TEXT,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    settled_at TEXT
+);
+CREATE INDEX deliveries_dossier ON deliveries (dossier_id);
+CREATE INDEX deliveries_open ON deliveries (status, due, office);
+CREATE TABLE nonpatient_calls (
+    id TEXT PRIMARY KEY,
+    log_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    phone TEXT,
+    notes TEXT
+);
+CREATE INDEX nonpatient_calls_log ON nonpatient_calls (log_id);
+CREATE INDEX nonpatient_calls_at ON nonpatient_calls (at, office) INCLUDE (kind, staff);
+CREATE TABLE projection_digests (
+    dossier_id TEXT PRIMARY KEY,
+    digests BYTEA NOT NULL
+);
+"#,
+];
+
+/// The projection version the tables of [`MIGRATIONS`] hold; a new
+/// projection version is a new migration here too.
+pub const PROJECTION_VERSION: u32 = 3;
+
+/// Brings the database to the newest schema (making the store if there is
+/// none); refuses one a newer keqing-server made.
+pub(super) async fn migrate(client: &mut tokio_postgres::Client) -> Result<()> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS keqing_schema (
+             version INTEGER PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM keqing_schema", &[])
+        .await?
+        .get(0);
+    let known = MIGRATIONS.len() as i32;
+    if current > known {
+        return Err(StoreError::NewerSchema(format!(
+            "schema version {current} (this keqing-server knows {known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| StoreError::Migration(format!("migration {}: {e}", i + 1)))?;
+        tx.execute(
+            "INSERT INTO keqing_schema (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether the database holds a keqing-server store (without making one).
+pub(super) async fn has_store(client: &tokio_postgres::Client) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass('keqing_schema') IS NOT NULL
+                AND EXISTS (SELECT 1 FROM pg_tables WHERE tablename = 'changes')",
+            &[],
+        )
+        .await?
+        .get(0))
+}

@@ -1,0 +1,457 @@
+//! The storage seam's contract, held by every backend: each scenario runs
+//! on a SQLite store and on a PostgreSQL one (a database of its own in the
+//! throwaway cluster of `scripts/test`), through the same sync core and
+//! projector the server runs.
+
+use automerge::ActorId;
+use keqing_proto::SyncHandler;
+use keqing_server::store::{PgStore, SqliteStore, Store};
+use keqing_shared::dossier::{Dossier, NewChange};
+use keqing_shared::sync::ChangeEnvelope;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// A store of each backend (the temp dir holds the SQLite one).
+fn each_store(tmp: &std::path::Path) -> Vec<Arc<dyn Store>> {
+    vec![
+        Arc::new(SqliteStore::open(tmp).unwrap()),
+        Arc::new(PgStore::open(&keqing_tests::postgres_database()).unwrap()),
+    ]
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn t(s: &str) -> chrono::NaiveDateTime {
+    keqing_shared::when::parse_datetime(s).unwrap()
+}
+
+fn env(id: &str, c: &NewChange) -> ChangeEnvelope {
+    ChangeEnvelope {
+        doc_id: id.into(),
+        bytes: c.bytes.clone(),
+    }
+}
+
+fn add_office_device(store: &dyn Store, id: &str, office: &str, token: &str) {
+    store
+        .add_device(
+            id,
+            id,
+            Some(office),
+            &keqing_server::hub::token_hash(token),
+            "2026-11-20T00:00:00",
+            "contract test",
+        )
+        .unwrap();
+}
+
+/// A dossier with a call, a visit with a purchase and a follow-up, as an
+/// office records them: its two changes.
+fn working_dossier(id: &str, office: &str, actor: &ActorId, n: u32) -> Vec<NewChange> {
+    use keqing_shared::dossier::PatientUpdate;
+    use keqing_shared::records::{Call, FollowUp, Purchase, Visit};
+    let at = t(&format!("2026-11-{:02}T{:02}:00", 20 + n % 5, 9 + n % 8));
+    let (mut d, first) = Dossier::create(id, office, at, actor.clone(), 1).unwrap();
+    let phone = format!("1380013{n:04}");
+    let second = d
+        .edit(2, |tx| {
+            tx.update_patient(&PatientUpdate {
+                name: Some(format!("患者{n}")),
+                age: Some(60 + i64::from(n % 20)),
+                ..Default::default()
+            })?;
+            tx.add_phone(&phone)?;
+            tx.add(&Call {
+                id: format!("call-{id}"),
+                at,
+                staff: "李娜".into(),
+                caller_phone: phone.clone(),
+                relation: None,
+                source: "电视".into(),
+                disease: Some("高血压".into()),
+                condition: None,
+                treatment: None,
+                outcome: None,
+            })?;
+            let visit_at = at + chrono::Duration::days(1);
+            tx.add(&Visit {
+                id: format!("visit-{id}"),
+                at: visit_at,
+                staff: "坐诊专家".into(),
+                purchased: true,
+                reason_not_bought: None,
+                notes: None,
+            })?;
+            tx.add(&Purchase {
+                id: format!("purchase-{id}"),
+                at: visit_at,
+                staff: "坐诊专家".into(),
+                product: "心脑通".into(),
+                quantity: 2,
+                amount_fen: 128_000,
+                invoice: None,
+                runout: Some(visit_at.date() + chrono::Duration::days(30)),
+                gifts: None,
+                gift_receipt: None,
+            })?;
+            tx.add(&FollowUp {
+                id: format!("followup-{id}"),
+                at: visit_at + chrono::Duration::days(1),
+                staff: "回访1".into(),
+                kind: "回访".into(),
+                outcome: "服药正常".into(),
+                next_entry: None,
+            })
+        })
+        .unwrap()
+        .unwrap();
+    vec![first, second]
+}
+
+fn dossier_id(office: &str, n: u32) -> String {
+    format!("01a30000-0000-7000-8000-{office}{n:010}")
+}
+
+/// Pushes through the sync core acknowledge the log positions they take
+/// (`log_before`, `last_seq`), a pull from 0 returns every change in log
+/// order, and a change pushed twice is stored once.
+#[test]
+fn pushes_are_logged_in_order_and_acknowledged_with_their_positions() {
+    let tmp = tempfile::tempdir().unwrap();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+            .unwrap()
+            .with_rate_limit(u32::MAX, u32::MAX);
+        let rt = rt();
+        let actor = ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+            .unwrap();
+        let mut before = 0;
+        for n in 0..5 {
+            let id = dossier_id("44", n);
+            let changes = working_dossier(&id, "44", &actor, n);
+            let ack = rt
+                .block_on(hub.push("gd".into(), changes.iter().map(|c| env(&id, c)).collect()))
+                .unwrap();
+            assert_eq!(ack.accepted, 2, "{backend}");
+            assert_eq!(ack.log_before, before, "{backend}");
+            assert_eq!(ack.last_seq, before + 2, "{backend}");
+            before = ack.last_seq;
+            // The same changes again: nothing new.
+            let again = rt
+                .block_on(hub.push("gd".into(), changes.iter().map(|c| env(&id, c)).collect()))
+                .unwrap();
+            assert_eq!(again.accepted, 0, "{backend}");
+        }
+        assert_eq!(store.counts().unwrap().changes, 10, "{backend}");
+        assert_eq!(store.counts().unwrap().documents, 5, "{backend}");
+        let seqs: Vec<u64> = rt.block_on(async {
+            let mut rx = hub.pull("gd".into(), 0, String::new(), 1000).await.unwrap();
+            let mut seqs = Vec::new();
+            while let Some(b) = rx.recv().await {
+                let b = b.unwrap();
+                seqs.extend(b.changes.iter().map(|c| c.seq));
+                if b.done {
+                    break;
+                }
+            }
+            seqs
+        });
+        // A fresh device gets the unbuilt dossiers' changes in log order
+        // (or their snapshots): never a position twice, never out of order.
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{backend}: {seqs:?}");
+        assert_eq!(store.integrity_check().unwrap(), "ok", "{backend}");
+    }
+}
+
+/// Many appenders at once (as several server processes would be): the log
+/// is numbered 1..=N without a gap or a double, and a reader following
+/// the log by its cursor while they append sees every change exactly once.
+#[test]
+fn concurrent_appenders_never_let_a_cursor_reader_miss_a_change() {
+    use keqing_server::store::{Budget, DocumentState, NewLogEntry};
+    let tmp = tempfile::tempdir().unwrap();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        const WRITERS: usize = 6;
+        const BATCHES: usize = 25;
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let follower = {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut cursor = 0;
+                loop {
+                    let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                    let reader = store.reader().unwrap();
+                    let mut budget = Budget::new(usize::MAX, 1000);
+                    let (changes, _) = reader
+                        .changes_after_within(None, cursor, &mut budget)
+                        .unwrap();
+                    drop(reader);
+                    if let Some(last) = changes.last() {
+                        cursor = last.seq;
+                    }
+                    let empty = changes.is_empty();
+                    seen.extend(changes.into_iter().map(|c| c.seq));
+                    if finished && empty {
+                        return seen;
+                    }
+                }
+            })
+        };
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for b in 0..BATCHES {
+                        let doc = format!("doc-{w}-{b}");
+                        let entries: Vec<NewLogEntry> = (0..3u8)
+                            .map(|k| {
+                                let mut hash = [0u8; 32];
+                                hash[0] = w as u8;
+                                hash[1] = b as u8;
+                                hash[2] = k;
+                                NewLogEntry {
+                                    hash,
+                                    doc_id: doc.clone(),
+                                    office: "44".into(),
+                                    bytes: vec![k; 10],
+                                }
+                            })
+                            .collect();
+                        let mut writer = store.log_writer().unwrap();
+                        writer
+                            .append(
+                                "contract",
+                                &entries,
+                                &[DocumentState {
+                                    doc_id: doc,
+                                    office: "44".into(),
+                                    snapshot: Vec::new(),
+                                    complete: false,
+                                    merged_into: None,
+                                }],
+                            )
+                            .unwrap();
+                        writer.commit().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let seen = follower.join().unwrap();
+        let n = (WRITERS * BATCHES * 3) as u64;
+        assert_eq!(seen, (1..=n).collect::<Vec<_>>(), "{backend}");
+        assert_eq!(store.reader().unwrap().max_seq().unwrap(), n, "{backend}");
+        assert_eq!(store.integrity_check().unwrap(), "ok", "{backend}");
+    }
+}
+
+/// The same dossiers give the same projection rows on every backend, a
+/// rebuild gives the rows incremental projection kept, and two projector
+/// sessions at once never write a batch twice.
+#[test]
+fn every_backend_projects_the_same_rows_and_rebuilds_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let actor = ActorId::random();
+    let mut dumps = Vec::new();
+    let mut reports = Vec::new();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        add_office_device(&*store, "dev-zj", "33", "zj");
+        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+            .unwrap()
+            .with_rate_limit(u32::MAX, u32::MAX);
+        let rt = rt();
+        let zj_actor = ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+            .unwrap();
+        rt.block_on(hub.enroll("zj".into(), zj_actor.to_bytes().to_vec()))
+            .unwrap();
+        for (token, office, actor) in [("gd", "44", &actor), ("zj", "33", &zj_actor)] {
+            for n in 0..12 {
+                let id = dossier_id(office, n);
+                let changes = working_dossier(&id, office, actor, n);
+                rt.block_on(hub.push(token.into(), changes.iter().map(|c| env(&id, c)).collect()))
+                    .unwrap();
+                // Two projector sessions race over the log as it grows.
+                if n % 4 == 3 {
+                    let (a, b) = (store.clone(), store.clone());
+                    let one = std::thread::spawn(move || {
+                        keqing_server::projector::catch_up(
+                            &mut *a.projections().unwrap(),
+                            |_, _| {},
+                        )
+                        .unwrap()
+                    });
+                    let two = std::thread::spawn(move || {
+                        keqing_server::projector::catch_up(
+                            &mut *b.projections().unwrap(),
+                            |_, _| {},
+                        )
+                        .unwrap()
+                    });
+                    one.join().unwrap();
+                    two.join().unwrap();
+                }
+            }
+        }
+        let mut session = store.projections().unwrap();
+        keqing_server::projector::catch_up(&mut *session, |_, _| {}).unwrap();
+        assert_eq!(
+            session.projector_cursor().unwrap(),
+            session.max_seq().unwrap(),
+            "{backend}"
+        );
+        let incremental = session.projection_dump().unwrap();
+        assert_eq!(
+            incremental
+                .lines()
+                .filter(|l| l.starts_with("calls|"))
+                .count(),
+            24,
+            "{backend}"
+        );
+        let rebuilt = keqing_server::projector::rebuild(&mut *session, |_, _| {}).unwrap();
+        assert_eq!(rebuilt.skipped, 0, "{backend}");
+        assert_eq!(session.projection_dump().unwrap(), incremental, "{backend}");
+        let from = keqing_shared::when::parse_date("2026-11-01").unwrap();
+        let to = keqing_shared::when::parse_date("2026-11-30").unwrap();
+        let report = keqing_server::reports::build_report(
+            &mut *session,
+            &keqing_shared::report::Scope::National,
+            from,
+            to,
+        )
+        .unwrap();
+        assert_eq!(report.total.calls, 24, "{backend}");
+        assert_eq!(report.total.purchases, 24, "{backend}");
+        dumps.push(incremental);
+        reports.push(serde_json::to_value(&report).unwrap());
+    }
+    assert_eq!(
+        dumps[0], dumps[1],
+        "SQLite and PostgreSQL hold the same rows"
+    );
+    assert_eq!(reports[0], reports[1], "and give the same national report");
+}
+
+/// Device administration and the audit log: every change audited, the log
+/// append-only, a revoked device refused.
+#[test]
+fn devices_and_the_audit_log_behave_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        store
+            .add_device(
+                "dev-hq",
+                "数据中心",
+                None,
+                &keqing_server::hub::token_hash("hq"),
+                "2026-11-20T00:00:00",
+                "admin:test",
+            )
+            .unwrap();
+        let devices = store.devices().unwrap();
+        assert_eq!(devices.len(), 2, "{backend}");
+        assert_eq!(
+            store.device_named("数据中心").unwrap().office,
+            None,
+            "{backend}"
+        );
+        let revoked = store
+            .revoke("dev-gd", "2026-11-21T00:00:00", "admin:test")
+            .unwrap();
+        assert_eq!(
+            revoked.revoked_at.as_deref(),
+            Some("2026-11-21T00:00:00"),
+            "{backend}"
+        );
+        store
+            .bind_certificate("dev-hq", &[7; 32], "admin:test")
+            .unwrap();
+        assert_eq!(
+            store.device("dev-hq").unwrap().unwrap().cert_sha256,
+            Some(vec![7; 32]),
+            "{backend}"
+        );
+        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+            .unwrap();
+        let refused = rt().block_on(hub.enroll("gd".into(), ActorId::random().to_bytes().to_vec()));
+        assert!(refused.is_err(), "{backend}: a revoked device is refused");
+        let actions: BTreeSet<String> = store
+            .audit_log(100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        for a in ["device.add", "device.revoke", "device.cert"] {
+            assert!(actions.contains(a), "{backend}: {a} audited ({actions:?})");
+        }
+        let log = store.audit_log(2).unwrap();
+        assert_eq!(log.len(), 2, "{backend}");
+        assert!(log[0].seq < log[1].seq, "{backend}: oldest first");
+        assert_eq!(store.epoch().unwrap().len(), 32, "{backend}");
+    }
+}
+
+/// A PostgreSQL store must exist for the commands that read one, the
+/// audit log refuses changes there as in SQLite, and a backup is the
+/// database's own tools' job.
+#[test]
+fn a_postgres_store_is_made_once_and_its_audit_log_is_append_only() {
+    let url = keqing_tests::postgres_database();
+    let missing = PgStore::open_existing(&url);
+    assert!(
+        matches!(missing, Err(keqing_server::store::StoreError::NoStore(_))),
+        "an empty database holds no store"
+    );
+    // Two processes opening a new database at once migrate it once.
+    let (a, b) = (url.clone(), url.clone());
+    let one = std::thread::spawn(move || PgStore::open(&a).map(|_| ()));
+    let two = std::thread::spawn(move || PgStore::open(&b).map(|_| ()));
+    one.join().unwrap().unwrap();
+    two.join().unwrap().unwrap();
+    let store = PgStore::open_existing(&url).unwrap();
+    store.audit("admin:test", "test", "subject", "").unwrap();
+    let psql = |sql: &str| {
+        std::process::Command::new("psql")
+            .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+            .output()
+            .unwrap()
+    };
+    for sql in [
+        "UPDATE audit SET detail = 'x'",
+        "DELETE FROM audit",
+        "TRUNCATE audit",
+    ] {
+        let out = psql(sql);
+        assert!(!out.status.success(), "{sql} was allowed");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("append-only"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(store.audit_log(10).unwrap().len(), 1);
+    let backup = store.backup_to(&std::env::temp_dir().join("never"), &mut |_, _| {});
+    assert!(matches!(
+        backup,
+        Err(keqing_server::store::StoreError::Unsupported(_))
+    ));
+}
