@@ -119,11 +119,10 @@ impl Conn {
     /// binding replaces the old one, which stops working).
     pub fn bind_certificate(
         &mut self,
-        id_or_name: &str,
+        device: &Device,
         cert_sha256: &[u8; 32],
         admin: &str,
     ) -> Result<Device> {
-        let device = self.device_named(id_or_name)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1",
@@ -134,7 +133,7 @@ impl Conn {
             &tx,
             admin,
             "device.cert",
-            &audit_actor(&device),
+            &audit_actor(device),
             &format!("sha256 {hex}"),
         )?;
         tx.commit()?;
@@ -142,9 +141,8 @@ impl Conn {
             .ok_or_else(|| StoreError::UnknownDevice(device.id.clone()))
     }
 
-    /// Revokes a device by id or by name (a name must be unambiguous).
-    pub fn revoke(&mut self, id_or_name: &str, now: &str, admin: &str) -> Result<Device> {
-        let device = &self.device_named(id_or_name)?;
+    /// Revokes a device.
+    pub fn revoke(&mut self, device: &Device, now: &str, admin: &str) -> Result<Device> {
         let tx = self.conn.transaction()?;
         tx.execute(
             "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
@@ -223,21 +221,5 @@ impl Conn {
             changes: count("changes")?,
             documents: count("documents")?,
         })
-    }
-
-    /// The device with this id, or the one device with this name.
-    fn device_named(&self, id_or_name: &str) -> Result<Device> {
-        let mut matches: Vec<Device> = self
-            .devices()?
-            .into_iter()
-            .filter(|d| d.id == id_or_name || d.name == id_or_name)
-            .collect();
-        if matches.len() != 1 {
-            return Err(StoreError::UnknownDevice(format!(
-                "{id_or_name} ({} devices match; use the id)",
-                matches.len()
-            )));
-        }
-        Ok(matches.remove(0))
     }
 }

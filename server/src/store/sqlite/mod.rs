@@ -402,12 +402,13 @@ impl Store for SqliteStore {
         cert_sha256: &[u8; 32],
         admin: &str,
     ) -> Result<Device> {
-        self.admin()?
-            .bind_certificate(id_or_name, cert_sha256, admin)
+        let device = self.device_named(id_or_name)?;
+        self.admin()?.bind_certificate(&device, cert_sha256, admin)
     }
 
     fn revoke(&self, id_or_name: &str, now: &str, admin: &str) -> Result<Device> {
-        self.admin()?.revoke(id_or_name, now, admin)
+        let device = self.device_named(id_or_name)?;
+        self.admin()?.revoke(&device, now, admin)
     }
 
     fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
