@@ -25,8 +25,10 @@ use std::sync::OnceLock;
 
 pub mod patients;
 pub mod rows;
+pub mod statements;
 
 pub use rows::{Cell, Row, Table, rows_digest};
+pub use statements::TableSql;
 
 pub type Result<T> = rusqlite::Result<T>;
 
@@ -827,18 +829,11 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
 /// by a merge) are taken over, as [`project_dossier`] would.
 pub fn project_new_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
     let tables = rows::dossier_rows(v, slots);
-    let mut digests = Vec::with_capacity(8 * tables.len());
-    for (table, rows) in tables {
-        digests.extend_from_slice(&rows_digest(&rows).to_le_bytes());
-        if rows.is_empty() {
-            continue;
-        }
-        let mut upsert = conn.prepare_cached(&table_sql(table).upsert)?;
-        for row in &rows {
-            upsert.execute(rusqlite::params_from_iter(row.iter()))?;
-        }
+    let digests = rows::Digests::of(&tables, None);
+    for (table, rows) in &tables {
+        upsert_rows(conn, table, rows)?;
     }
-    store_digests(conn, &v.id, &digests)
+    store_digests(conn, &v.id, &digests.bytes)
 }
 
 /// Records a dossier's table digests (see the `projection_digests` table).
@@ -858,84 +853,25 @@ fn sync_tables(conn: &Connection, dossier_id: &str, tables: Vec<(&Table, Vec<Row
         .prepare_cached("SELECT digests FROM projection_digests WHERE dossier_id = ?1")?
         .query_row([dossier_id], |r| r.get(0))
         .optional()?;
-    let mut digests = Vec::with_capacity(8 * tables.len());
+    let digests = rows::Digests::of(&tables, stored.as_deref());
     for (k, (table, rows)) in tables.into_iter().enumerate() {
-        let digest = rows_digest(&rows).to_le_bytes();
-        let unchanged = stored
-            .as_deref()
-            .and_then(|s| s.get(8 * k..8 * k + 8))
-            .is_some_and(|s| s == digest);
-        if !unchanged {
+        if digests.changed[k] {
             sync_rows(conn, table, dossier_id, rows)?;
         }
-        digests.extend_from_slice(&digest);
     }
-    if stored.as_deref() != Some(digests.as_slice()) {
-        store_digests(conn, dossier_id, &digests)?;
+    if digests.replace_stored {
+        store_digests(conn, dossier_id, &digests.bytes)?;
     }
     Ok(())
 }
 
-/// The SQLite statements of a projection table.
-struct TableSql {
-    /// Every column of a dossier's rows, in `columns` order.
-    select: String,
-    /// Insert, or update a row whose key exists (perhaps under another
-    /// dossier: a merge moves records to the kept dossier).
-    upsert: String,
-    /// Delete by key.
-    delete: String,
-    /// Positions of the key columns in `columns`.
-    key_positions: Vec<usize>,
-}
-
-/// Each table's statements, written once (and prepared once, cached by the
-/// connection).
+/// Each table's statements in SQLite, written once (and prepared once,
+/// cached by the connection).
 static TABLE_SQL: [OnceLock<TableSql>; rows::TABLE_COUNT] =
     [const { OnceLock::new() }; rows::TABLE_COUNT];
 
 fn table_sql(table: &Table) -> &'static TableSql {
-    TABLE_SQL[table.index].get_or_init(|| {
-        let name = table.name;
-        let cols = table.columns.join(", ");
-        let marks = (1..=table.columns.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rest = table.non_key_columns();
-        let upsert = if rest.is_empty() {
-            format!("INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
-        } else {
-            let set = rest
-                .iter()
-                .map(|c| format!("{c} = excluded.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let old = rest.join(", ");
-            let new = rest
-                .iter()
-                .map(|c| format!("excluded.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set} WHERE ({old}) IS NOT ({new})",
-                table.key.join(", ")
-            )
-        };
-        let cond = table
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k} = ?{}", i + 1))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        TableSql {
-            select: format!("SELECT {cols} FROM {name} WHERE dossier_id = ?1"),
-            upsert,
-            delete: format!("DELETE FROM {name} WHERE {cond}"),
-            key_positions: table.key_positions(),
-        }
-    })
+    TABLE_SQL[table.index].get_or_init(|| TableSql::new(table, |i| format!("?{i}")))
 }
 
 impl rusqlite::ToSql for Cell {

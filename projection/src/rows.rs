@@ -434,6 +434,39 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
     tables
 }
 
+/// A dossier's table digests (8 bytes per table, in the order of
+/// [`dossier_rows`]), against the ones a store holds: which tables' rows
+/// changed and must be written, and the bytes to store.
+pub struct Digests {
+    pub bytes: Vec<u8>,
+    pub changed: Vec<bool>,
+    /// The stored digests differ from these (or there are none): store
+    /// these.
+    pub replace_stored: bool,
+}
+
+impl Digests {
+    pub fn of(tables: &[(&Table, Vec<Row>)], stored: Option<&[u8]>) -> Digests {
+        let mut bytes = Vec::with_capacity(8 * tables.len());
+        let mut changed = Vec::with_capacity(tables.len());
+        for (k, (_, rows)) in tables.iter().enumerate() {
+            let digest = rows_digest(rows).to_le_bytes();
+            changed.push(
+                stored
+                    .and_then(|s| s.get(8 * k..8 * k + 8))
+                    .is_none_or(|s| s != digest),
+            );
+            bytes.extend_from_slice(&digest);
+        }
+        let replace_stored = stored != Some(bytes.as_slice());
+        Digests {
+            bytes,
+            changed,
+            replace_stored,
+        }
+    }
+}
+
 /// FNV-1a (64 bits) over the rows, each value tagged with its type and
 /// length: stable across builds and platforms, unlike std's hasher.
 pub fn rows_digest(rows: &[Row]) -> u64 {

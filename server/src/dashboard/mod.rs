@@ -254,13 +254,13 @@ impl Dashboard {
     ) -> Result<Report, DashError> {
         let asked = (day_param(range, "from")?, day_param(range, "to")?);
         self.with_store(move |store| {
+            let mut session = store.projections()?;
             let (from, to) = match asked {
                 (Some(f), Some(t)) => (f, t),
                 (f, t) => {
                     let last = match t {
                         Some(t) => t,
-                        None => store
-                            .projections()?
+                        None => session
                             .last_call_day(scope.office())?
                             .unwrap_or_else(|| keqing_host::now_cst().date()),
                     };
@@ -269,7 +269,7 @@ impl Dashboard {
             };
             check_request(&scope, from, to).map_err(|e| DashError::BadRequest(e.message))?;
             let started = Instant::now();
-            let r = build_report(&mut *store.projections()?, &scope, from, to)?;
+            let r = build_report(&mut *session, &scope, from, to)?;
             tracing::info!(scope = ?scope, %from, %to, ms = started.elapsed().as_millis() as u64, "dashboard report");
             Ok(r)
         })

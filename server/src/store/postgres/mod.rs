@@ -198,6 +198,10 @@ impl Held<'_> {
         self.client.as_ref().expect("present until dropped")
     }
 
+    fn c_mut(&mut self) -> &mut Object {
+        self.client.as_mut().expect("present until dropped")
+    }
+
     fn block<F: Future>(&self, f: F) -> F::Output {
         self.store.block(f)
     }
@@ -395,10 +399,8 @@ impl Projections for PgProjections<'_> {
             .block(log::changes_of(self.held.c(), doc_id, upto))
     }
     fn settle_snapshots(&mut self, settled: &[SettledSnapshot]) -> Result<usize> {
-        let client = self.held.client.as_mut().expect("present until dropped");
-        self.held
-            .store
-            .block(projections::settle_snapshots(client, settled))
+        let store = self.held.store;
+        store.block(projections::settle_snapshots(self.held.c_mut(), settled))
     }
     fn save_projections(
         &mut self,
@@ -407,14 +409,18 @@ impl Projections for PgProjections<'_> {
         from: u64,
         upto: u64,
     ) -> Result<bool> {
-        let client = self.held.client.as_mut().expect("present until dropped");
-        self.held
-            .store
-            .block(projections::save(client, docs, unreadable, from, upto))
+        let store = self.held.store;
+        store.block(projections::save(
+            self.held.c_mut(),
+            docs,
+            unreadable,
+            from,
+            upto,
+        ))
     }
     fn reset_projections(&mut self) -> Result<()> {
-        let client = self.held.client.as_mut().expect("present until dropped");
-        self.held.store.block(projections::reset(client))
+        let store = self.held.store;
+        store.block(projections::reset(self.held.c_mut()))
     }
     fn report_rows(
         &self,

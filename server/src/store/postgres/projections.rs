@@ -9,7 +9,7 @@ use crate::store::{Projected, Result, SettledSnapshot, StoreError, UnreadableDoc
 use chrono::{NaiveDate, NaiveDateTime};
 use deadpool_postgres::{GenericClient, Object};
 use keqing_projection::rows::{self, Cell, Row, Table};
-use keqing_projection::{CategoryTally, fold_category_counts, fold_slot_counts};
+use keqing_projection::{CategoryTally, TableSql, fold_category_counts, fold_slot_counts};
 use keqing_shared::records::{NonPatientKind, NotBoughtReason};
 use keqing_shared::report::{
     CallFact, FollowUpFact, MarkFact, NonPatientFact, ProblemFact, PurchaseFact, PurchaseOrder,
@@ -60,64 +60,12 @@ fn cell_at(r: &tokio_postgres::Row, i: usize) -> Result<Cell> {
     })
 }
 
-/// A projection table's statements in PostgreSQL.
-struct TableSql {
-    select: String,
-    upsert: String,
-    delete: String,
-    key_positions: Vec<usize>,
-}
-
+/// Each table's statements in PostgreSQL, written once.
 static TABLE_SQL: [OnceLock<TableSql>; rows::TABLE_COUNT] =
     [const { OnceLock::new() }; rows::TABLE_COUNT];
 
 fn table_sql(table: &Table) -> &'static TableSql {
-    TABLE_SQL[table.index].get_or_init(|| {
-        let name = table.name;
-        let cols = table.columns.join(", ");
-        let marks = (1..=table.columns.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rest = table.non_key_columns();
-        let upsert = if rest.is_empty() {
-            format!("INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
-        } else {
-            let set = rest
-                .iter()
-                .map(|c| format!("{c} = EXCLUDED.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let old = rest
-                .iter()
-                .map(|c| format!("{name}.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let new = rest
-                .iter()
-                .map(|c| format!("EXCLUDED.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set}
-                 WHERE ROW({old}) IS DISTINCT FROM ROW({new})",
-                table.key.join(", ")
-            )
-        };
-        let cond = table
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k} = ${}", i + 1))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        TableSql {
-            select: format!("SELECT {cols} FROM {name} WHERE dossier_id = $1"),
-            upsert,
-            delete: format!("DELETE FROM {name} WHERE {cond}"),
-            key_positions: table.key_positions(),
-        }
-    })
+    TABLE_SQL[table.index].get_or_init(|| TableSql::new(table, |i| format!("${i}")))
 }
 
 /// Runs `stmt` once per row of parameters, pipelined on the connection
@@ -195,26 +143,20 @@ async fn project_dossier(
         .await?;
     let stored: Option<Vec<u8>> = c.query_opt(&stmt, &[&v.id]).await?.map(|r| r.get(0));
     let tables = rows::dossier_rows(v, slots);
-    let mut digests = Vec::with_capacity(8 * tables.len());
+    let digests = rows::Digests::of(&tables, stored.as_deref());
     for (k, (table, rows)) in tables.iter().enumerate() {
-        let digest = rows::rows_digest(rows).to_le_bytes();
-        let unchanged = stored
-            .as_deref()
-            .and_then(|s| s.get(8 * k..8 * k + 8))
-            .is_some_and(|s| s == digest);
-        if !unchanged {
+        if digests.changed[k] {
             sync_rows(c, table, &v.id, rows, stored.is_none()).await?;
         }
-        digests.extend_from_slice(&digest);
     }
-    if stored.as_deref() != Some(digests.as_slice()) {
+    if digests.replace_stored {
         let upsert = c
             .prepare_cached(
                 "INSERT INTO projection_digests (dossier_id, digests) VALUES ($1, $2)
                  ON CONFLICT (dossier_id) DO UPDATE SET digests = EXCLUDED.digests",
             )
             .await?;
-        c.execute(&upsert, &[&v.id, &digests]).await?;
+        c.execute(&upsert, &[&v.id, &digests.bytes]).await?;
     }
     Ok(())
 }
