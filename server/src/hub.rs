@@ -281,8 +281,8 @@ impl Admission {
     /// saying which limit, when the device asks too often or has too many
     /// calls (pulls, repairs) going; UNAVAILABLE when the whole server
     /// serves as many pulls or repairs as it takes.
-    pub fn admit(self: &Arc<Self>, device: &Device, kind: CallKind) -> Result<Call, SyncError> {
-        self.rate.check(&device.id)?;
+    /// (The device's rate was checked by [`Admission::enter`].)
+    fn admit(self: &Arc<Self>, device: &Device, kind: CallKind) -> Result<Call, SyncError> {
         let mut calls = keqing_host::lock(&self.calls);
         let c = calls.entry(device.id.clone()).or_default();
         if c.calls >= limits::CALLS_PER_DEVICE {
@@ -346,12 +346,21 @@ impl Admission {
         kind: CallKind,
     ) -> Result<(Device, Call), SyncError> {
         let (access, store) = (self.access, store.clone());
-        let device = tokio::task::spawn_blocking(move || {
-            let reader = store.reader()?;
-            access.authenticate(&*reader, &caller)
+        let (per_second, burst) = (self.rate.per_second, self.rate.burst);
+        let (device, shared_bucket) = tokio::task::spawn_blocking(move || {
+            let device = access.authenticate(&*store.reader()?, &caller)?;
+            // A store several processes share keeps the buckets, so the
+            // limit holds whichever process a device reaches.
+            let taken = store.take_request(&device.id, per_second, burst)?;
+            Ok::<_, SyncError>((device, taken))
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))??;
+        match shared_bucket {
+            Some(true) => {}
+            Some(false) => return Err(self.rate.refusal()),
+            None => self.rate.check(&device.id)?,
+        }
         let call = self.admit(&device, kind)?;
         Ok((device, call))
     }
@@ -516,13 +525,18 @@ impl RateLimiter {
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
         if *tokens < 1.0 {
-            return Err(SyncError::exhausted(format!(
-                "too many requests from this device (at most {} per second); retry shortly",
-                self.per_second
-            )));
+            return Err(self.refusal());
         }
         *tokens -= 1.0;
         Ok(())
+    }
+
+    /// What a device over its rate is told.
+    fn refusal(&self) -> SyncError {
+        SyncError::exhausted(format!(
+            "too many requests from this device (at most {} per second); retry shortly",
+            self.per_second
+        ))
     }
 }
 

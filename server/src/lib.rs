@@ -61,6 +61,11 @@ const STREAMS_PER_CONNECTION: u32 = 16;
 /// back into the database file).
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long the background projector waits for a push before it looks at
+/// the log anyway (another process's pushes do not wake it), and how soon
+/// a process takes over the projector from one that died.
+const PROJECTOR_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// While a push or pull is being served, the background projector rests
 /// this many times as long as it worked on each document (its batches'
 /// writes included): it then takes a tenth of one core, whatever a
@@ -98,14 +103,27 @@ pub async fn run_with_tls(
     // seconds), never in a push's path, and while devices are being
     // served it pauses before each document so they have the cores.
     // Stopped with the server.
+    // With several processes over one store, one of them leads the
+    // projector at a time; the others ask again at every wake-up.
     let projector_store = store.clone();
     let projecting = tokio::spawn(async move {
+        let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
         loop {
-            let _ =
-                tokio::time::timeout(std::time::Duration::from_secs(5), appended.notified()).await;
+            let _ = tokio::time::timeout(PROJECTOR_IDLE, appended.notified()).await;
             let store = projector_store.clone();
             let in_flight = in_flight.clone();
+            let leading = leading.clone();
             let result = tokio::task::spawn_blocking(move || {
+                let leads = store.lead_projector()?;
+                if leads != leading.swap(leads, std::sync::atomic::Ordering::Relaxed) {
+                    match leads {
+                        true => tracing::info!("this process runs the projector"),
+                        false => tracing::info!("another process runs the projector"),
+                    }
+                }
+                if !leads {
+                    return Ok(projector::CatchUp::default());
+                }
                 let mut session = store.projections()?;
                 let mut working_since = std::time::Instant::now();
                 let pace = || {

@@ -455,3 +455,77 @@ fn a_postgres_store_is_made_once_and_its_audit_log_is_append_only() {
         Err(keqing_server::store::StoreError::Unsupported(_))
     ));
 }
+
+/// Two processes over one PostgreSQL store: one leads the projector at a
+/// time, and when the leader's connections end (its process died) the
+/// other takes over at its next try.
+#[test]
+fn one_process_at_a_time_leads_the_projector_and_another_takes_over() {
+    let url = keqing_tests::postgres_database();
+    let first = PgStore::open(&url).unwrap();
+    let second = PgStore::open(&url).unwrap();
+    assert!(first.lead_projector().unwrap(), "the first to ask leads");
+    assert!(!second.lead_projector().unwrap(), "one leader at a time");
+    assert!(first.lead_projector().unwrap(), "the leader keeps the lead");
+    assert!(!second.lead_projector().unwrap());
+    // The leader's process goes: its connections close with it.
+    drop(first);
+    let since = std::time::Instant::now();
+    while !second.lead_projector().unwrap() {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(10),
+            "nobody took over the projector"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let third = PgStore::open(&url).unwrap();
+    assert!(!third.lead_projector().unwrap(), "the new leader keeps it");
+}
+
+/// A device's rate limit holds across processes: requests spread over two
+/// server processes (two hubs on two stores of one database) take from
+/// one bucket, so together they are admitted no more than one process
+/// would admit.
+#[test]
+fn a_rate_limit_holds_across_processes_sharing_a_postgres_store() {
+    let url = keqing_tests::postgres_database();
+    let stores: Vec<Arc<dyn Store>> = vec![
+        Arc::new(PgStore::open(&url).unwrap()),
+        Arc::new(PgStore::open(&url).unwrap()),
+    ];
+    add_office_device(&*stores[0], "dev-gd", "44", "gd");
+    const BURST: u32 = 10;
+    let hubs: Vec<_> = stores
+        .iter()
+        .map(|s| {
+            keqing_server::hub::Hub::new(s.clone(), Arc::new(tokio::sync::Notify::new()))
+                .unwrap()
+                .with_rate_limit(1, BURST)
+        })
+        .collect();
+    let rt = rt();
+    let actor = ActorId::random();
+    let mut admitted = 0;
+    let mut exhausted = 0;
+    for n in 0..40 {
+        let hub = &hubs[n % 2];
+        match rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec())) {
+            Ok(_) => admitted += 1,
+            Err(e) => {
+                assert_eq!(
+                    e.kind,
+                    keqing_shared::sync::SyncErrorKind::ResourceExhausted,
+                    "{e}"
+                );
+                exhausted += 1;
+            }
+        }
+    }
+    // Each process alone would admit BURST (and a second's refill);
+    // a bucket per process would admit twice that.
+    assert!(
+        (BURST..=BURST + 3).contains(&admitted),
+        "admitted {admitted} of 40 over two processes with a burst of {BURST}"
+    );
+    assert_eq!(admitted + exhausted, 40);
+}

@@ -403,6 +403,30 @@ pub trait Store: Send + Sync {
         ))
     }
 
+    /// Whether this process runs the background projector now. A store
+    /// several processes share lets one at a time (PostgreSQL: a session
+    /// advisory lock on a connection of its own, which the database
+    /// releases when that process or its connection dies, so another
+    /// takes over at its next try); a store one process owns always
+    /// says yes. Followers still serve every device and every report (a
+    /// report catches up in a session of its own).
+    fn lead_projector(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    /// Takes one request from `device_id`'s token bucket (`per_second` on
+    /// average, `burst` at once) kept in the store, so that every process
+    /// serving it counts against one limit: `Some(taken)`, or `None` when
+    /// the store keeps no buckets (one process: its own buckets count).
+    fn take_request(
+        &self,
+        _device_id: &str,
+        _per_second: f64,
+        _burst: f64,
+    ) -> Result<Option<bool>> {
+        Ok(None)
+    }
+
     /// The device with this id, or the one device with this name.
     fn device_named(&self, id_or_name: &str) -> Result<Device> {
         let mut matches: Vec<Device> = self

@@ -41,6 +41,11 @@ const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// transaction appending to it.
 const LOG_LOCK: i64 = 0x6b65_7169_6e67_2d6c;
 
+/// The advisory lock key of the projector's lead ("keqing-p"): held for
+/// as long as its connection lives by the one process that runs the
+/// background projector.
+const PROJECTOR_LOCK: i64 = 0x6b65_7169_6e67_2d70;
+
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> StoreError {
         StoreError::Postgres(match e.as_db_error() {
@@ -72,8 +77,19 @@ pub struct PgStore {
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
     pool: deadpool_postgres::Pool,
+    config: tokio_postgres::Config,
+    /// The connection on which this process asks for (and, once it has
+    /// it, holds) the projector's lead; outside the pool, since the lock
+    /// belongs to the connection's session.
+    lead: std::sync::Mutex<Option<Lead>>,
     /// The database's address without its password, for messages.
     shown: String,
+}
+
+/// The projector lead's connection, and whether it holds the lock.
+struct Lead {
+    client: tokio_postgres::Client,
+    held: bool,
 }
 
 impl Drop for PgStore {
@@ -123,7 +139,7 @@ impl PgStore {
             .map_err(|e| StoreError::Io("runtime".into(), e))?;
         let handle = runtime.handle().clone();
         let manager = deadpool_postgres::Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -140,6 +156,8 @@ impl PgStore {
             runtime: Some(runtime),
             handle,
             pool,
+            config,
+            lead: std::sync::Mutex::new(None),
             shown,
         })
     }
@@ -589,6 +607,58 @@ impl Store for PgStore {
     fn epoch(&self) -> Result<String> {
         let client = self.client()?;
         self.block(log::epoch(&client))
+    }
+
+    fn lead_projector(&self) -> Result<bool> {
+        let mut lead = keqing_host::lock(&self.lead);
+        let asked = self.block(async {
+            if lead.as_ref().is_some_and(|l| l.client.is_closed()) {
+                *lead = None;
+            }
+            if lead.is_none() {
+                let (client, connection) = self.config.connect(tokio_postgres::NoTls).await?;
+                self.handle.spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::warn!(error = %e, "the projector lead's connection ended");
+                    }
+                });
+                *lead = Some(Lead {
+                    client,
+                    held: false,
+                });
+            }
+            let Some(l) = lead.as_mut() else {
+                return Ok(false);
+            };
+            if l.held {
+                // The lock lasts as long as the session: it is still ours
+                // if the connection still answers.
+                l.client.simple_query("SELECT 1").await?;
+                return Ok(true);
+            }
+            l.held = l
+                .client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&PROJECTOR_LOCK])
+                .await?
+                .get(0);
+            Ok::<_, StoreError>(l.held)
+        });
+        if asked.is_err() {
+            // Asked again on a new connection next time.
+            *lead = None;
+        }
+        asked
+    }
+
+    fn take_request(&self, device_id: &str, per_second: f64, burst: f64) -> Result<Option<bool>> {
+        let client = self.client()?;
+        let taken: bool = self
+            .block(client.query_one(
+                "SELECT keqing_take_request($1, $2, $3)",
+                &[&device_id, &per_second, &burst],
+            ))?
+            .get(0);
+        Ok(Some(taken))
     }
 }
 

@@ -243,6 +243,37 @@ CREATE TABLE projection_digests (
     digests BYTEA NOT NULL
 );
 "#,
+    // 2: request buckets every process serving the store takes from, so
+    // a device's rate limit holds across processes (unlogged: a crash
+    // only forgets how much of its burst a device has used).
+    r#"
+CREATE UNLOGGED TABLE request_buckets (
+    device_id TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    at TIMESTAMPTZ NOT NULL
+);
+CREATE FUNCTION keqing_take_request(device TEXT, per_second DOUBLE PRECISION, burst DOUBLE PRECISION)
+RETURNS BOOLEAN LANGUAGE plpgsql AS $$
+DECLARE
+    now_at TIMESTAMPTZ;
+    have DOUBLE PRECISION;
+BEGIN
+    INSERT INTO request_buckets (device_id, tokens, at) VALUES (device, burst, clock_timestamp())
+        ON CONFLICT (device_id) DO NOTHING;
+    -- Row locked first, time read after: concurrent takers go one by one.
+    PERFORM 1 FROM request_buckets WHERE device_id = device FOR UPDATE;
+    now_at := clock_timestamp();
+    SELECT least(burst, b.tokens + greatest(0, extract(epoch FROM now_at - b.at)) * per_second)
+        INTO have FROM request_buckets b WHERE b.device_id = device;
+    IF have >= 1 THEN
+        UPDATE request_buckets SET tokens = have - 1, at = now_at WHERE device_id = device;
+        RETURN TRUE;
+    END IF;
+    UPDATE request_buckets SET tokens = have, at = now_at WHERE device_id = device;
+    RETURN FALSE;
+END
+$$;
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new
