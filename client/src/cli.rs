@@ -196,7 +196,8 @@ enum Command {
     },
     /// 注册 Enrol this replica with a keqing-server (a fresh directory is set up for the token's office)
     Enroll {
-        /// Server address, e.g. http://127.0.0.1:7600
+        /// Server address, e.g. http://127.0.0.1:7600; several processes of
+        /// one store separated by commas (tried in order, failing over)
         #[arg(long)]
         server: String,
         /// The one-time token from `keqing-server device add`
@@ -271,6 +272,26 @@ enum Command {
     /// 隔离数据 Pulled data that could not be merged (kept aside so sync goes on)
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// 服务器 The server addresses this replica syncs with (processes of one
+    /// store, tried in order; the one that answered last first)
+    #[command(subcommand)]
+    Servers(ServersCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServersCommand {
+    /// 列出 The addresses, in the order they are tried
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// 添加 Add the address of another process of the same store
+    Add {
+        /// e.g. http://hq2.example:7600 (several separated by commas)
+        url: String,
+    },
+    /// 删除 Remove an address (never the last)
+    Remove { url: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -970,10 +991,11 @@ fn run(cli: Cli) -> Result<()> {
             cert_pem: pem(cert, "certificate", "-----BEGIN CERTIFICATE-----")?,
             key_pem: pem(key, "private key", "PRIVATE KEY-----")?,
         };
+        let servers = keqing_office::sync::parse_servers(server)?;
         let rt = runtime()?;
         let desk = rt.block_on(keqing_office::sync::enroll(
             &data,
-            server,
+            &servers,
             token,
             device.as_deref(),
             &tls,
@@ -982,7 +1004,7 @@ fn run(cli: Cli) -> Result<()> {
             "已注册 办事处 {} 设备 {} → {}",
             desk.office(),
             desk.replica().meta().device,
-            server
+            servers.join(", ")
         );
         return Ok(());
     }
@@ -1630,6 +1652,27 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Servers(ServersCommand::List { json }) => {
+            let state = desk.replica().sync_state()?;
+            let servers = state.map(|s| s.servers).unwrap_or_default();
+            if json {
+                return print_json(&servers);
+            }
+            if servers.is_empty() {
+                println!("未注册同步 (keqing enroll --server URL --token T)");
+            }
+            for (i, s) in servers.iter().enumerate() {
+                println!("{}. {}", i + 1, safe(s));
+            }
+        }
+        Command::Servers(ServersCommand::Add { url }) => {
+            let servers = keqing_office::sync::add_server(desk.replica_mut(), &url)?;
+            println!("服务器地址 server addresses: {}", safe(&servers.join(", ")));
+        }
+        Command::Servers(ServersCommand::Remove { url }) => {
+            let servers = keqing_office::sync::remove_server(desk.replica_mut(), &url)?;
+            println!("服务器地址 server addresses: {}", safe(&servers.join(", ")));
+        }
         Command::Quarantine(QuarantineCommand::Retry { json }) => {
             let outcome = desk.replica_mut().retry_quarantined()?;
             let requeued = desk.replica_mut().requeue_refused()?;
@@ -1713,7 +1756,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             match &sync {
                 Some(s) => {
-                    println!("服务器 {}  游标 {}", safe(&s.server), s.cursor);
+                    println!("服务器 {}  游标 {}", safe(&s.servers.join(", ")), s.cursor);
                     println!("上次同步 {}", s.last_sync.as_deref().unwrap_or("从未"));
                     if let Some(e) = &s.last_error {
                         let kind = s

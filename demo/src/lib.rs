@@ -381,7 +381,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         {
             let dir = root.join(office.code).join(name);
             let desk = rt
-                .block_on(enroll(&dir, &url, token, Some(name), &Default::default()))
+                .block_on(enroll(
+                    &dir,
+                    std::slice::from_ref(&url),
+                    token,
+                    Some(name),
+                    &Default::default(),
+                ))
                 .map_err(|e| DemoError::Step(format!("enrolling {name}"), Box::new(e.into())))?;
             devices.push(Device { desk });
         }
@@ -428,7 +434,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     let hq_dir = root.join("hq").join("数据中心1");
     let mut hq = rt.block_on(enroll(
         &hq_dir,
-        &server_url,
+        std::slice::from_ref(&server_url),
         &hq_token,
         Some("数据中心1"),
         &Default::default(),

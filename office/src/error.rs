@@ -117,6 +117,9 @@ pub enum ClientError {
     Merged { id: String, into: String },
     #[error("服务器数据无法合并 data from the server could not be merged: {0}")]
     Remote(String),
+    /// A value given to a command that it cannot take (says which and why).
+    #[error("输入无效 {0}")]
+    Invalid(String),
     #[error("总部副本没有此功能 a headquarters replica cannot {0}")]
     Headquarters(&'static str),
     /// Sync did not happen: the server could not be reached (离线), said

@@ -496,10 +496,14 @@ pub struct OpenSlot {
     pub slot: Slot,
 }
 
-/// The server this replica syncs with, and its progress.
+/// The servers this replica syncs with, and its progress.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SyncState {
+    /// The server tried first (the one that answered last).
     pub server: String,
+    /// Every address of the store's server processes, in the order they
+    /// are tried; they serve one store, so one cursor holds for all.
+    pub servers: Vec<String>,
     #[serde(skip)]
     pub token: String,
     pub device_id: String,
@@ -514,6 +518,17 @@ pub struct SyncState {
     /// for mutual TLS.
     #[serde(skip)]
     pub tls: ClientTls,
+}
+
+/// How the `server` column holds a list of addresses (as typed:
+/// `--server URL1,URL2`; an address never holds a comma).
+const SERVER_SEPARATOR: &str = ",";
+
+fn split_servers(text: &str) -> Vec<String> {
+    text.split(SERVER_SEPARATOR)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// An outbox row: a local change not yet acknowledged by the server.
@@ -1222,8 +1237,10 @@ impl Replica {
                 "SELECT server, token, device_id, cursor, last_sync, last_error, epoch, ca_pem, cert_pem, key_pem, last_error_kind FROM sync_state WHERE id = 1",
                 [],
                 |r| {
+                    let servers = split_servers(&r.get::<_, String>(0)?);
                     Ok(SyncState {
-                        server: r.get(0)?,
+                        server: servers.first().cloned().unwrap_or_default(),
+                        servers,
                         token: r.get(1)?,
                         device_id: r.get(2)?,
                         cursor: r.get::<_, i64>(3)? as u64,
@@ -1245,24 +1262,46 @@ impl Replica {
             .optional()?)
     }
 
-    /// Records the server and token this replica enrolled with. A new
-    /// server starts the feed from the beginning.
+    /// Records the servers and token this replica enrolled with. Servers
+    /// none of which it synced with before start the feed from the
+    /// beginning.
     pub fn set_sync_target(
         &mut self,
-        server: &str,
+        servers: &[String],
         token: &str,
         device_id: &str,
         tls: &ClientTls,
     ) -> Result<()> {
+        let same_store = self
+            .sync_state()?
+            .is_some_and(|old| old.servers.iter().any(|s| servers.contains(s)));
         self.conn.execute(
             "INSERT INTO sync_state (id, server, token, device_id, ca_pem, cert_pem, key_pem)
              VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (id) DO UPDATE SET server = excluded.server, token = excluded.token,
              ca_pem = excluded.ca_pem, cert_pem = excluded.cert_pem, key_pem = excluded.key_pem,
              device_id = excluded.device_id,
-             cursor = CASE WHEN sync_state.server = excluded.server THEN sync_state.cursor ELSE 0 END,
-             epoch = CASE WHEN sync_state.server = excluded.server THEN sync_state.epoch ELSE NULL END",
-            params![server, token, device_id, tls.ca_pem, tls.cert_pem, tls.key_pem],
+             cursor = CASE WHEN ?7 THEN sync_state.cursor ELSE 0 END,
+             epoch = CASE WHEN ?7 THEN sync_state.epoch ELSE NULL END",
+            params![
+                servers.join(SERVER_SEPARATOR),
+                token,
+                device_id,
+                tls.ca_pem,
+                tls.cert_pem,
+                tls.key_pem,
+                same_store
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces the list of server addresses (processes of the same
+    /// store: the cursor stays).
+    pub fn set_servers(&mut self, servers: &[String]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sync_state SET server = ?1 WHERE id = 1",
+            [servers.join(SERVER_SEPARATOR)],
         )?;
         Ok(())
     }

@@ -67,6 +67,8 @@ pub struct SyncSummary {
     /// (`keqing quarantine list` lists them): the rest of the outbox
     /// synced.
     pub refused: u64,
+    /// The server that answered the round (of the replica's list).
+    pub server: String,
 }
 
 /// Something to tell the person at the terminal while a sync runs.
@@ -82,11 +84,58 @@ impl Progress for Quiet {
     fn pulling(&mut self, _: u64) {}
 }
 
-/// Enrols `dir` with the server: a fresh directory becomes a replica of the
-/// token's office; an existing one keeps its data and must be of that office.
+/// Server addresses a replica keeps at most.
+pub const MAX_SERVERS: usize = 16;
+
+/// Parses a list of server addresses as typed (`URL1,URL2`): each an
+/// http:// or https:// address, none twice, at least one.
+pub fn parse_servers(text: &str) -> Result<Vec<String>> {
+    let mut servers: Vec<String> = Vec::new();
+    for s in text.split(',').map(str::trim) {
+        let scheme_ok = s.starts_with("http://") || s.starts_with("https://");
+        if !scheme_ok || s.chars().any(char::is_whitespace) {
+            return Err(ClientError::Invalid(format!(
+                "服务器地址 {} 无效: an address is http://HOST:PORT or https://HOST:PORT, several separated by commas",
+                keqing_shared::printable::printable(s)
+            )));
+        }
+        if !servers.iter().any(|known| known == s) {
+            servers.push(s.to_string());
+        }
+    }
+    if servers.len() > MAX_SERVERS {
+        return Err(ClientError::Invalid(format!(
+            "{} server addresses; at most {MAX_SERVERS}",
+            servers.len()
+        )));
+    }
+    Ok(servers)
+}
+
+/// Connects to the first of `servers` that answers, in order; the error
+/// of the last one when none does.
+async fn connect_any(
+    servers: &[String],
+    token: &str,
+    tls: &ClientTls,
+) -> Result<(SyncConnection, usize)> {
+    let mut failed = local_failure("no server address is configured (keqing servers add URL)");
+    for (i, server) in servers.iter().enumerate() {
+        match SyncConnection::connect_with(server, token, CONNECT_TIMEOUT, tls).await {
+            Ok(conn) => return Ok((conn, i)),
+            Err(e) => failed = sync_err(e),
+        }
+    }
+    Err(failed)
+}
+
+/// Enrols `dir` with the server (the first of `servers` that answers;
+/// they are processes of one store): a fresh directory becomes a replica
+/// of the token's office; an existing one keeps its data and must be of
+/// that office.
 pub async fn enroll(
     dir: &Path,
-    server: &str,
+    servers: &[String],
     token: &str,
     device_name: Option<&str>,
     tls: &ClientTls,
@@ -100,9 +149,7 @@ pub async fn enroll(
         Some(d) => d.replica().meta().actor.clone(),
         None => automerge::ActorId::from(uuid::Uuid::new_v4().as_bytes().as_slice()),
     };
-    let mut conn = SyncConnection::connect_with(server, token, CONNECT_TIMEOUT, tls)
-        .await
-        .map_err(sync_err)?;
+    let (mut conn, _) = connect_any(servers, token, tls).await?;
     let info = conn
         .enroll(actor.to_bytes().to_vec())
         .await
@@ -128,8 +175,52 @@ pub async fn enroll(
         }
     };
     desk.replica_mut()
-        .set_sync_target(server, token, &info.device_id, tls)?;
+        .set_sync_target(servers, token, &info.device_id, tls)?;
     Ok(desk)
+}
+
+/// Adds a server address (another process of the same store) to the
+/// replica's list, tried after the others; the cursor stays.
+pub fn add_server(replica: &mut Replica, url: &str) -> Result<Vec<String>> {
+    let mut servers = enrolled(replica)?.servers;
+    for s in parse_servers(url)? {
+        if !servers.contains(&s) {
+            servers.push(s);
+        }
+    }
+    if servers.len() > MAX_SERVERS {
+        return Err(ClientError::Invalid(format!(
+            "at most {MAX_SERVERS} server addresses"
+        )));
+    }
+    replica.set_servers(&servers)?;
+    Ok(servers)
+}
+
+/// Removes a server address from the replica's list (never the last).
+pub fn remove_server(replica: &mut Replica, url: &str) -> Result<Vec<String>> {
+    let mut servers = enrolled(replica)?.servers;
+    let before = servers.len();
+    servers.retain(|s| s != url.trim());
+    if servers.len() == before {
+        return Err(ClientError::Invalid(format!(
+            "{} is not in this replica's server list",
+            keqing_shared::printable::printable(url)
+        )));
+    }
+    if servers.is_empty() {
+        return Err(ClientError::Invalid(
+            "the last server address cannot be removed (add another first)".into(),
+        ));
+    }
+    replica.set_servers(&servers)?;
+    Ok(servers)
+}
+
+fn enrolled(replica: &Replica) -> Result<crate::store::SyncState> {
+    replica.sync_state()?.ok_or_else(|| {
+        local_failure("this replica is not enrolled: run `keqing enroll --server URL --token T`")
+    })
 }
 
 /// One round: push the whole outbox, then pull everything new.
@@ -148,25 +239,43 @@ pub async fn sync_once_with(
     push_batch: usize,
 ) -> Result<SyncSummary> {
     let push_batch = push_batch.clamp(1, limits::PUSH_BATCH);
-    let state = replica.sync_state()?.ok_or_else(|| {
-        local_failure("this replica is not enrolled: run `keqing enroll --server URL --token T`")
-    })?;
+    let state = enrolled(replica)?;
     // Everything a sync writes can be had again from the server: a lost ack
     // means a harmless re-push, a lost batch is pulled again with its cursor.
     // So these commits need not wait for fsync; only office edits, which
     // exist nowhere else, do (other connections keep synchronous=FULL).
     replica.set_bulk_load(true)?;
-    let outcome = match SyncConnection::connect_with(
-        &state.server,
-        &state.token,
-        CONNECT_TIMEOUT,
-        &state.tls,
-    )
-    .await
-    {
-        Ok(mut conn) => round(replica, &mut conn, progress, push_batch).await,
-        Err(e) => Err(sync_err(e)),
-    };
+    // Failover: the servers serve one store, so a round cut off (or never
+    // begun) at one goes on at the next; what the first had acknowledged
+    // is answered as duplicates, and the pull resumes from the cursor.
+    let mut outcome = Err(local_failure("no server address is configured"));
+    for (i, server) in state.servers.iter().enumerate() {
+        outcome =
+            match SyncConnection::connect_with(server, &state.token, CONNECT_TIMEOUT, &state.tls)
+                .await
+            {
+                Ok(mut conn) => round(replica, &mut conn, progress, push_batch).await,
+                Err(e) => Err(sync_err(e)),
+            };
+        match &mut outcome {
+            Err(ClientError::Sync {
+                failure: SyncFailure::Offline,
+                ..
+            }) => continue,
+            Ok(summary) => {
+                summary.server = server.clone();
+                if i > 0 {
+                    // The one that answered is tried first next time.
+                    let mut servers = state.servers.clone();
+                    let answered = servers.remove(i);
+                    servers.insert(0, answered);
+                    replica.set_servers(&servers)?;
+                }
+                break;
+            }
+            Err(_) => break,
+        }
+    }
     let now = fmt_datetime(now_cst());
     let recorded = match &outcome {
         Ok(_) => replica.record_sync(&now, None),
@@ -404,12 +513,10 @@ async fn push_outbox(
 /// changes this replica lacks (e.g. after restoring an old backup).
 /// Connects to the server this replica is enrolled with.
 async fn connect(replica: &Replica) -> Result<SyncConnection> {
-    let state = replica
-        .sync_state()?
-        .ok_or_else(|| local_failure("this replica is not enrolled"))?;
-    SyncConnection::connect_with(&state.server, &state.token, CONNECT_TIMEOUT, &state.tls)
-        .await
-        .map_err(sync_err)
+    let state = enrolled(replica)?;
+    Ok(connect_any(&state.servers, &state.token, &state.tls)
+        .await?
+        .0)
 }
 
 /// A report computed by the server from the merged dossiers of every

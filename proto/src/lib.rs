@@ -73,7 +73,16 @@ pub fn to_status(e: SyncError) -> Status {
 }
 
 pub fn from_status(s: &Status) -> SyncError {
-    let e = SyncError::new(kind_of(s.code()), s.message().to_string());
+    // A connection that broke during a call (the server process died, the
+    // line was cut) reaches the client as Unknown with the transport's
+    // error as its source: the server is out of reach, not failing.
+    let broken = s.code() == Code::Unknown
+        && std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>());
+    let kind = match broken {
+        true => SyncErrorKind::Unavailable,
+        false => kind_of(s.code()),
+    };
+    let e = SyncError::new(kind, s.message().to_string());
     match s
         .metadata()
         .get(CHANGE_KEY)

@@ -366,8 +366,14 @@ fn baseline_pass(by_doc: &BTreeMap<String, Vec<Vec<u8>>>) -> f64 {
 }
 
 fn enrolled(rt: &tokio::runtime::Runtime, dir: &std::path::Path, url: &str, token: &str) -> Desk {
-    rt.block_on(enroll(dir, url, token, None, &Default::default()))
-        .expect("enroll")
+    rt.block_on(enroll(
+        dir,
+        &[url.to_string()],
+        token,
+        None,
+        &Default::default(),
+    ))
+    .expect("enroll")
 }
 
 /// What one timed sync round took.

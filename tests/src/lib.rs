@@ -135,8 +135,15 @@ impl Office {
     /// Adds a device for `office` (`None`: headquarters) on `server` and
     /// enrolls this replica with its token.
     pub fn enroll_on(&self, server: &Server, office: Option<&str>, name: &str) -> Run {
-        let token = server.add_device(office, name);
-        self.ok(&["enroll", "--server", &server.url(), "--token", &token])
+        self.enroll_with(&[server], office, name)
+    }
+
+    /// [`Office::enroll_on`] with the addresses of several processes of
+    /// one store, tried in this order.
+    pub fn enroll_with(&self, servers: &[&Server], office: Option<&str>, name: &str) -> Run {
+        let token = servers[0].add_device(office, name);
+        let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+        self.ok(&["enroll", "--server", &urls.join(","), "--token", &token])
     }
 
     /// Starts the office workstation (`keqing ui`) on a free loopback port,

@@ -233,7 +233,13 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
         .map(|(office, name, t)| {
             let dir = tmp.path().join(name);
             let mut desk = rt
-                .block_on(enroll(&dir, &relay.url, t, Some(name), &Default::default()))
+                .block_on(enroll(
+                    &dir,
+                    std::slice::from_ref(&relay.url),
+                    t,
+                    Some(name),
+                    &Default::default(),
+                ))
                 .unwrap();
             // These replicas are thrown away: no need to wait for the disk.
             desk.replica().set_bulk_load(true).unwrap();
@@ -317,7 +323,7 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
     let mut hq = rt
         .block_on(enroll(
             &hq_dir,
-            &relay.url,
+            std::slice::from_ref(&relay.url),
             &hq_token,
             Some("hq"),
             &Default::default(),

@@ -60,7 +60,7 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
             let mut desk = rt
                 .block_on(enroll(
                     &tmp.path().join(&name),
-                    &url,
+                    std::slice::from_ref(&url),
                     &token,
                     Some(&name),
                     &Default::default(),
@@ -194,7 +194,7 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
     let mut hq = rt
         .block_on(enroll(
             &tmp.path().join("hq"),
-            &url,
+            std::slice::from_ref(&url),
             &hq_token,
             Some("hq"),
             &Default::default(),

@@ -17,6 +17,7 @@ mod merge;
 mod office_journey;
 mod replica;
 mod reports;
+mod server_processes;
 mod soak;
 mod store_contract;
 mod sync;

@@ -155,18 +155,38 @@ impl Rng {
 fn twenty_seven_offices_converge_through_random_syncs_some_cut_off() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
-    let hq = Office::new(tmp.path().join("hq"));
-    hq.enroll_on(&server, None, "数据中心");
+    twenty_seven_offices_converge(tmp.path(), &[&server]);
+}
+
+/// The same on PostgreSQL with two server processes: each office's first
+/// device lists one process first, its second device the other, so both
+/// serve every office.
+#[test]
+fn twenty_seven_offices_converge_over_two_server_processes_on_postgres() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = keqing_tests::postgres_database();
+    let one = Server::start_on(tmp.path().join("one"), "127.0.0.1:0", Some(&url));
+    let two = Server::start_on(tmp.path().join("two"), "127.0.0.1:0", Some(&url));
+    twenty_seven_offices_converge(tmp.path(), &[&one, &two]);
+}
+
+/// Two devices per office work offline and sync at random, some syncs cut
+/// off by SIGKILL; then everyone syncs: each office's devices hold the
+/// same documents, headquarters the union, every record once.
+fn twenty_seven_offices_converge(tmp: &std::path::Path, servers: &[&Server]) {
+    let reversed: Vec<&Server> = servers.iter().rev().copied().collect();
+    let hq = Office::new(tmp.join("hq"));
+    hq.enroll_with(servers, None, "数据中心");
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut devices: Vec<(String, Office)> = Vec::new();
     for o in keqing_shared::office::OFFICES {
-        let a = Office::new(tmp.path().join(format!("{}-a", o.code)));
-        let b = Office::new(tmp.path().join(format!("{}-b", o.code)));
+        let a = Office::new(tmp.join(format!("{}-a", o.code)));
+        let b = Office::new(tmp.join(format!("{}-b", o.code)));
         a.ok(&["init", "--office", o.code, "--device", "前台1"]);
         a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
-        a.enroll_on(&server, Some(o.code), "前台1");
+        a.enroll_with(servers, Some(o.code), "前台1");
         a.ok(&["sync"]);
-        b.enroll_on(&server, Some(o.code), "前台2");
+        b.enroll_with(&reversed, Some(o.code), "前台2");
         b.ok(&["sync"]);
         devices.push((o.code.to_string(), a));
         devices.push((o.code.to_string(), b));
@@ -434,7 +454,7 @@ fn a_pipelined_push_lands_every_change_once() {
     let enrolled = |dir: &str, token: &str| {
         rt.block_on(enroll(
             &tmp.path().join(dir),
-            &server.url(),
+            std::slice::from_ref(&server.url()),
             token,
             None,
             &Default::default(),

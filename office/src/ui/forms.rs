@@ -108,6 +108,7 @@ pub fn is_input_error(e: &ClientError) -> bool {
             | ClientError::Merged { .. }
             | ClientError::WrongOffice { .. }
             | ClientError::Headquarters(_)
+            | ClientError::Invalid(_)
     )
 }
 

@@ -141,7 +141,8 @@ impl IntoResponse for UiError {
                 | ClientError::Merged { .. }
                 | ClientError::UnknownStaff(_)
                 | ClientError::DuplicateStaff(_)
-                | ClientError::Headquarters(_)),
+                | ClientError::Headquarters(_)
+                | ClientError::Invalid(_)),
             ) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
             UiError::Client(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
             UiError::Csrf => (
