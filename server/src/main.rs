@@ -115,6 +115,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// 报表账号 A read-only database login for BI tools: the projection
+    /// tables of docs/reporting-schema.md and nothing else (PostgreSQL;
+    /// run again to change its password)
+    ReportingRole {
+        /// The login's name (lowercase letters, digits, _)
+        #[arg(long)]
+        name: String,
+        /// Read its password (12+ characters) from the first line of stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -543,6 +554,26 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "{} 份无法读取 unreadable: the reports lack them",
                 docs.len()
+            );
+            Ok(())
+        }
+        Command::ReportingRole {
+            name,
+            password_stdin,
+        } => {
+            if !password_stdin {
+                bail!("give the login's password on stdin: --password-stdin");
+            }
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let store = data.open(Opening::Existing)?;
+            store.grant_reporting_role(&name, password, &local_admin())?;
+            println!(
+                "报表账号 {name} 可读取投影表 reads the projection tables of docs/reporting-schema.md, read-only, on {}",
+                data.shown()
             );
             Ok(())
         }

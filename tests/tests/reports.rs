@@ -347,6 +347,9 @@ fn national_report_agrees_with_offices_events_and_a_rebuild_on(store: Option<&st
         );
     }
     assert_eq!(line("11")["calls"], 0);
+    if let Some(url) = store {
+        documented_national_query_agrees(&server, url, &national);
+    }
 
     // The sections of the office's whole day: the total is the sum of the
     // offices' breakdowns, label by label, and each office's holds what was
@@ -941,4 +944,148 @@ fn a_dossier_the_server_cannot_read_is_listed_and_reports_say_they_lack_it() {
     assert_eq!(whole["unreadable"], 0);
     assert_eq!(whole["total"]["calls"], 2);
     assert_eq!(listed(), serde_json::json!([]));
+}
+
+/// The national query of docs/reporting-schema.md, run by psql as a login
+/// made by `keqing-server reporting-role`, gives the national report's
+/// figures, province by province; that login reads nothing else and
+/// writes nothing.
+fn documented_national_query_agrees(server: &Server, url: &str, national: &Value) {
+    use std::io::Write;
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/reporting-schema.md"
+    ))
+    .unwrap();
+    let sql = doc
+        .split("<!-- national-figures")
+        .nth(1)
+        .and_then(|s| s.split("```sql\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .expect("the documented national query");
+    let reporting_role = |name: &str| {
+        let mut child = std::process::Command::new(server_bin())
+            .arg("--data")
+            .arg(&server.dir)
+            .args(["reporting-role", "--name", name, "--password-stdin"])
+            .env("KEQING_STORE", url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a long enough password\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let made = reporting_role("bi_reader");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(
+        reporting_role("bi_reader").status.success(),
+        "run again: a new password"
+    );
+    let owner = url
+        .split("://")
+        .nth(1)
+        .and_then(|s| s.split('@').next())
+        .unwrap();
+    let refused = reporting_role(owner);
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("not made by"),
+        "the store's owner is no reporting role: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let reader_url = url.replacen(
+        &format!("://{owner}@"),
+        "://bi_reader:a%20long%20enough%20password@",
+        1,
+    );
+    let psql = |sql: &str, vars: &[&str]| {
+        let mut child = std::process::Command::new("psql")
+            .args([
+                reader_url.as_str(),
+                "-X",
+                "-q",
+                "--csv",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(vars.iter().flat_map(|v| ["-v", v]))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(sql.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = psql(sql, &[&format!("from={FROM}"), &format!("to={TO}")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("office,figure,n"));
+    let mut from_sql: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for row in lines {
+        let cells: Vec<&str> = row.split(',').collect();
+        let [office, figure, n] = cells[..] else {
+            panic!("row {row}")
+        };
+        from_sql.insert((office.into(), figure.into()), n.parse().unwrap());
+    }
+    let figures: std::collections::BTreeSet<String> =
+        from_sql.keys().map(|(_, f)| f.clone()).collect();
+    for f in [
+        "calls",
+        "callers",
+        "visits",
+        "purchases",
+        "amount_fen",
+        "buyers",
+        "followups.done",
+    ] {
+        assert!(figures.contains(f), "the query gives {f}: {figures:?}");
+    }
+    // Every row is the report's figure; every figure the query gives is
+    // there for each province the report counts it for.
+    for l in national["lines"].as_array().unwrap() {
+        let office = l["office"].as_str().unwrap();
+        let mut report = BTreeMap::new();
+        numbers(l, "", &mut report);
+        for figure in &figures {
+            let want = report[&format!(".{figure}")];
+            let got = from_sql.get(&(office.to_string(), figure.clone())).copied();
+            assert_eq!(got.unwrap_or(0), want, "office {office}, {figure}");
+            assert!(got.is_some() || want == 0);
+        }
+    }
+    assert!(from_sql.keys().all(|(o, _)| o.len() == 2));
+    // The login reads the projections only, and writes nothing.
+    for (sql, why) in [
+        ("SELECT count(*) FROM changes", "permission denied"),
+        ("SELECT count(*) FROM audit", "permission denied"),
+        ("SELECT count(*) FROM devices", "permission denied"),
+        ("DELETE FROM calls", "read-only transaction"),
+    ] {
+        let out = psql(sql, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{sql}: {err}");
+    }
 }

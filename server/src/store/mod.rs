@@ -53,6 +53,9 @@ pub enum StoreError {
     Unsupported(&'static str),
     #[error("数据库错误 PostgreSQL: {0}")]
     Postgres(String),
+    /// A value given to an administration command that it cannot take.
+    #[error("输入无效 {0}")]
+    Invalid(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -425,6 +428,15 @@ pub trait Store: Send + Sync {
         _burst: f64,
     ) -> Result<Option<bool>> {
         Ok(None)
+    }
+
+    /// Makes (or, for one made here before, updates) the database login
+    /// `name` that BI tools use to read the projection tables and nothing
+    /// else (docs/reporting-schema.md); audited.
+    fn grant_reporting_role(&self, _name: &str, _password: &str, _admin: &str) -> Result<()> {
+        Err(StoreError::Unsupported(
+            "have database logins (BI tools read a copy made by `backup`, opened read-only)",
+        ))
     }
 
     /// The device with this id, or the one device with this name.

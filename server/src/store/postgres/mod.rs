@@ -41,6 +41,10 @@ const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// transaction appending to it.
 const LOG_LOCK: i64 = 0x6b65_7169_6e67_2d6c;
 
+/// How a role made by `reporting-role` is marked (only such a role may be
+/// changed by it).
+const REPORTING_ROLE_COMMENT: &str = "keqing read-only reporting role";
+
 /// The advisory lock key of the projector's lead ("keqing-p"): held for
 /// as long as its connection lives by the one process that runs the
 /// background projector.
@@ -648,6 +652,86 @@ impl Store for PgStore {
             *lead = None;
         }
         asked
+    }
+
+    fn grant_reporting_role(&self, name: &str, password: &str, admin: &str) -> Result<()> {
+        let simple = name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !simple {
+            return Err(StoreError::Invalid(format!(
+                "role name {}: lowercase letters, digits and _ (at most 63, a letter first)",
+                keqing_shared::printable::printable(name)
+            )));
+        }
+        if password.chars().count() < 12 || password.chars().any(char::is_control) {
+            return Err(StoreError::Invalid(
+                "a reporting role's password has at least 12 characters and no control characters"
+                    .into(),
+            ));
+        }
+        let tables: Vec<&str> = keqing_projection::rows::ALL_TABLES
+            .iter()
+            .map(|t| t.name)
+            .collect();
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await?;
+            // Only a role this command made may be changed by it: never
+            // the store's owner or another account of the database.
+            let existing: Option<Option<String>> = tx
+                .query_opt(
+                    "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+                    &[&name],
+                )
+                .await?
+                .map(|r| r.get(0));
+            let verb = match existing {
+                None => "CREATE",
+                Some(Some(comment)) if comment == REPORTING_ROLE_COMMENT => "ALTER",
+                Some(_) => {
+                    return Err(StoreError::Invalid(format!(
+                        "a database role {name} exists and was not made by `reporting-role`: choose another name"
+                    )));
+                }
+            };
+            let database: String = tx
+                .query_one("SELECT current_database()", &[])
+                .await?
+                .get(0);
+            let grants = format!("GRANT SELECT ON {} TO %I", tables.join(", "));
+            let create = format!(
+                "{verb} ROLE %I LOGIN PASSWORD %L NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+            );
+            let statements: [(&str, Vec<&str>); 6] = [
+                (&create, vec![name, password]),
+                ("COMMENT ON ROLE %I IS %L", vec![name, REPORTING_ROLE_COMMENT]),
+                ("ALTER ROLE %I SET default_transaction_read_only = on", vec![name]),
+                ("GRANT CONNECT ON DATABASE %I TO %I", vec![&database, name]),
+                ("GRANT USAGE ON SCHEMA public TO %I", vec![name]),
+                (&grants, vec![name]),
+            ];
+            for (template, args) in statements {
+                // Names and literals quoted by the server itself.
+                let sql: String = tx
+                    .query_one("SELECT format($1, VARIADIC $2::text[])", &[&template, &args])
+                    .await?
+                    .get(0);
+                tx.batch_execute(&sql).await?;
+            }
+            log::insert_audit(
+                &tx,
+                admin,
+                "reporting.role",
+                name,
+                &format!("SELECT on {}", tables.join(" ")),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     fn take_request(&self, device_id: &str, per_second: f64, burst: f64) -> Result<Option<bool>> {
