@@ -16,7 +16,7 @@ use keqing_shared::when::{fmt_date, fmt_datetime};
 /// One value of a projection row. Dates and times are text (ISO 8601,
 /// China Standard Time: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS`), which sorts
 /// as time does; flags are 0 or 1.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Cell {
     Null,
     Integer(i64),

@@ -722,6 +722,14 @@ fn check_push(
     } = decoded;
     let mut entries = Vec::new();
     let mut docs = Vec::new();
+    // One look at the log and one at the documents for the whole push.
+    let hashes: Vec<[u8; 32]> = decoded
+        .iter()
+        .flat_map(|d| d.changes.iter().map(|(_, c)| c.hash().0))
+        .collect();
+    let logged = store.logged_among(&hashes)?;
+    let ids: Vec<&str> = decoded.iter().map(|d| d.doc_id.as_str()).collect();
+    let mut stored = store.documents_among(&ids)?;
     for DocChanges {
         doc_id,
         changes: pushed,
@@ -730,7 +738,7 @@ fn check_push(
     {
         let mut indexed = Vec::with_capacity(pushed.len());
         for (i, c) in pushed {
-            if store.has_change(&c.hash().0)? {
+            if logged.contains(&c.hash().0) {
                 duplicates += 1;
                 // `creation` was worked out on other changes than those left.
                 creation = None;
@@ -742,7 +750,8 @@ fn check_push(
             continue;
         };
         let (indices, changes): (Vec<usize>, Vec<Change>) = indexed.into_iter().unzip();
-        let checked = check_document(store, device, &actor, &doc_id, changes, creation)
+        let existing = stored.remove(&doc_id);
+        let checked = check_document(store, device, &actor, &doc_id, existing, changes, creation)
             .map_err(|(e, at)| e.at_change(at.map_or(first, |k| indices[k])))?;
         let (new_entries, state) = checked;
         entries.extend(new_entries);
@@ -766,11 +775,11 @@ fn check_document(
     device: &Device,
     actor: &[u8],
     doc_id: &str,
+    existing: Option<StoredDocument>,
     changes: Vec<Change>,
     creation: Option<Option<(String, String)>>,
 ) -> Result<(Vec<NewLogEntry>, DocumentState), DocRefusal> {
     let whole = |e: SyncError| (e, None);
-    let existing = store.document(doc_id).map_err(|e| whole(e.into()))?;
     // `applied`: the changes are already in `doc`; no `doc`: a new
     // dossier logged without being built.
     let (office, doc, applied) = match existing {

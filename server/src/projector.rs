@@ -13,16 +13,20 @@
 //! A full rebuild ([`rebuild`]) rewinds the cursor and gives the same rows
 //! as incremental maintenance.
 
-use crate::store::{Projected, Projections, SettledSnapshot, StoreError};
+use crate::store::{Projected, Projections, SettledSnapshot, StoreError, StoredDocument};
 use automerge::{ActorId, Automerge, ReadDoc};
 use keqing_shared::dossier::Dossier;
 use keqing_shared::followup::schedule;
 use keqing_shared::nonpatient::NonPatientLog;
 use keqing_shared::roster::Roster;
+use keqing_shared::sync::LoggedChange;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Log entries read per transaction.
 const BATCH: u32 = 2000;
+
+/// Documents read from the store at a time.
+const READ_AHEAD: usize = 200;
 
 /// Built snapshots held before they are stored.
 const SETTLE_BYTES: usize = 16 << 20;
@@ -61,18 +65,15 @@ enum Source {
 /// waiting for a dependency), the document built from it and the logged
 /// changes — with the snapshot to store when that made it complete.
 fn current_document(
-    store: &dyn Projections,
     doc_id: &str,
-) -> Result<Option<(Source, String, Option<SettledSnapshot>)>, StoreError> {
-    let Some(stored) = store.document(doc_id)? else {
-        return Ok(None);
-    };
+    found: Option<(StoredDocument, Vec<LoggedChange>)>,
+) -> Option<(Source, String, Option<SettledSnapshot>)> {
+    let (stored, logged) = found?;
     if stored.complete {
-        return Ok(Some((Source::Saved(stored.snapshot), stored.office, None)));
+        return Some((Source::Saved(stored.snapshot), stored.office, None));
     }
-    let logged = store.changes_of(doc_id, u64::MAX)?;
     let Ok(doc) = crate::hub::replayed(&stored.snapshot, logged) else {
-        return Ok(None);
+        return None;
     };
     let settled = catch_unwind(AssertUnwindSafe(|| {
         doc.get_missing_deps(&[])
@@ -84,9 +85,9 @@ fn current_document(
             })
     }));
     let Ok(settled) = settled else {
-        return Ok(None);
+        return None;
     };
-    Ok(Some((Source::Built(Box::new(doc)), stored.office, settled)))
+    Some((Source::Built(Box::new(doc)), stored.office, settled))
 }
 
 /// Derives what the projection tables hold for one document. Its office
@@ -172,9 +173,18 @@ pub fn catch_up_paced(
         let mut unreadable = Vec::new();
         let mut settled = Vec::new();
         let mut settled_bytes = 0;
-        for doc_id in &docs {
+        let mut read: std::collections::HashMap<String, _> = Default::default();
+        for (k, doc_id) in docs.iter().enumerate() {
+            if k % READ_AHEAD == 0 {
+                let ids: Vec<&str> = docs[k..(k + READ_AHEAD).min(docs.len())]
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                read = store.documents_to_project(&ids)?;
+            }
             pace();
-            let Some((source, office, settle)) = current_document(&*store, doc_id)? else {
+            let Some((source, office, settle)) = current_document(doc_id, read.remove(doc_id))
+            else {
                 done.skipped += 1;
                 tracing::warn!(doc = %doc_id, "projector: document unreadable, skipped");
                 unreadable.push((

@@ -309,12 +309,49 @@ fn every_backend_projects_the_same_rows_and_rebuilds_them() {
                 }
             }
         }
+        // A duplicate merged into another dossier, in one push: its records
+        // move to the kept dossier within one projector batch.
+        let (keep_id, dup_id) = (dossier_id("44", 1), dossier_id("44", 0));
+        let dossier = |id: &str, n: u32| {
+            let mut doc = automerge::Automerge::new();
+            for c in working_dossier(id, "44", &actor, n) {
+                doc.apply_changes([automerge::Change::from_bytes(c.bytes).unwrap()])
+                    .unwrap();
+            }
+            Dossier::from_document(doc, actor.clone()).unwrap()
+        };
+        let (mut kept, mut dup) = (dossier(&keep_id, 1), dossier(&dup_id, 0));
+        let (keep_view, dup_view) = (kept.view().unwrap(), dup.view().unwrap());
+        let absorbed = kept
+            .edit(3, |tx| tx.absorb(&keep_view, &dup_view).map(|_| ()))
+            .unwrap()
+            .unwrap();
+        let folded = dup
+            .edit(3, |tx| tx.set_merged_into(&keep_id))
+            .unwrap()
+            .unwrap();
+        rt.block_on(hub.push(
+            "gd".into(),
+            vec![env(&keep_id, &absorbed), env(&dup_id, &folded)],
+        ))
+        .unwrap();
         let mut session = store.projections().unwrap();
         keqing_server::projector::catch_up(&mut *session, |_, _| {}).unwrap();
         assert_eq!(
             session.projector_cursor().unwrap(),
             session.max_seq().unwrap(),
             "{backend}"
+        );
+        let dump = session.projection_dump().unwrap();
+        let moved: Vec<&str> = dump
+            .lines()
+            .filter(|l| l.starts_with("calls|") && l.contains(&format!("call-{dup_id}")))
+            .collect();
+        assert_eq!(moved.len(), 1, "{backend}: {moved:?}");
+        assert!(
+            moved[0].contains(&format!("|Text(\"{keep_id}\")")),
+            "{backend}: the duplicate's call is the kept dossier's now: {}",
+            moved[0]
         );
         let incremental = session.projection_dump().unwrap();
         assert_eq!(

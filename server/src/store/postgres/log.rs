@@ -7,6 +7,7 @@ use crate::store::{
 use deadpool_postgres::GenericClient;
 use futures_util::{StreamExt, pin_mut};
 use keqing_shared::sync::{LoggedChange, Snapshot};
+use std::collections::HashMap;
 
 const DEVICE_COLUMNS: &str = "id, name, office, actor, created_at, revoked_at, cert_sha256";
 
@@ -176,6 +177,48 @@ pub(super) async fn has_change(c: &impl GenericClient, hash: &[u8; 32]) -> Resul
     Ok(c.query_opt(&stmt, &[&&hash[..]]).await?.is_some())
 }
 
+pub(super) async fn logged_among(
+    c: &impl GenericClient,
+    hashes: &[[u8; 32]],
+) -> Result<std::collections::HashSet<[u8; 32]>> {
+    let stmt = c
+        .prepare_cached("SELECT hash FROM changes WHERE hash = ANY($1)")
+        .await?;
+    let wanted: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+    let mut logged = std::collections::HashSet::new();
+    for r in c.query(&stmt, &[&wanted]).await? {
+        let bytes: &[u8] = r.try_get(0)?;
+        if let Ok(h) = <[u8; 32]>::try_from(bytes) {
+            logged.insert(h);
+        }
+    }
+    Ok(logged)
+}
+
+pub(super) async fn documents_among(
+    c: &impl GenericClient,
+    ids: &[&str],
+) -> Result<HashMap<String, StoredDocument>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT id, office, snapshot, complete, last_seq FROM documents WHERE id = ANY($1)",
+        )
+        .await?;
+    let mut found = HashMap::new();
+    for r in c.query(&stmt, &[&ids]).await? {
+        found.insert(
+            r.try_get(0)?,
+            StoredDocument {
+                office: r.try_get(1)?,
+                snapshot: r.try_get(2)?,
+                complete: r.try_get(3)?,
+                last_seq: seq_of(r.try_get(4)?),
+            },
+        );
+    }
+    Ok(found)
+}
+
 pub(super) async fn max_seq(c: &impl GenericClient) -> Result<u64> {
     let stmt = c
         .prepare_cached("SELECT coalesce(max(seq), 0) FROM changes")
@@ -193,7 +236,8 @@ pub(super) async fn epoch(c: &impl GenericClient) -> Result<String> {
 
 /// Appends a batch and its documents' snapshots inside the writer's
 /// transaction, which holds the log's advisory lock: numbers are the log's
-/// maximum + 1, + 2, … (a change already logged is skipped). Returns the
+/// maximum + 1, + 2, … (the entries are changes the log lacks: a logged
+/// one is refused by the log's key, and the turn rolled back). Returns the
 /// last sequence number.
 pub(super) async fn append(
     c: &impl GenericClient,
@@ -201,43 +245,44 @@ pub(super) async fn append(
     entries: &[NewLogEntry],
     docs: &[DocumentState],
 ) -> Result<u64> {
-    let mut last = seq_param(max_seq(c).await?);
+    // The push's checks ran in this turn and left only changes the log
+    // lacks, so the batch takes the numbers after the maximum, in order,
+    // as one statement (a round trip per change would be most of a push).
+    let before = seq_param(max_seq(c).await?);
     let insert = c
         .prepare_cached(
             "INSERT INTO changes (seq, hash, doc_id, office, device_id, bytes)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING",
+             SELECT $1 + n, hash, doc_id, office, $2, bytes
+             FROM unnest($3::bytea[], $4::text[], $5::text[], $6::bytea[])
+                 WITH ORDINALITY AS t(hash, doc_id, office, bytes, n)",
         )
         .await?;
-    for e in entries {
-        let n = c
-            .execute(
-                &insert,
-                &[
-                    &(last + 1),
-                    &&e.hash[..],
-                    &e.doc_id,
-                    &e.office,
-                    &device_id,
-                    &e.bytes,
-                ],
-            )
-            .await?;
-        last += n as i64;
-    }
+    let hashes: Vec<&[u8]> = entries.iter().map(|e| &e.hash[..]).collect();
+    let doc_ids: Vec<&str> = entries.iter().map(|e| e.doc_id.as_str()).collect();
+    let offices: Vec<&str> = entries.iter().map(|e| e.office.as_str()).collect();
+    let bytes: Vec<&[u8]> = entries.iter().map(|e| e.bytes.as_slice()).collect();
+    let inserted = c
+        .execute(
+            &insert,
+            &[&before, &device_id, &hashes, &doc_ids, &offices, &bytes],
+        )
+        .await?;
+    let last = before + inserted as i64;
     let upsert = c
         .prepare_cached(
-            "INSERT INTO documents (id, office, snapshot, complete, last_seq) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO documents (id, office, snapshot, complete, last_seq)
+             SELECT id, office, snapshot, complete, $5
+             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bool[]) AS t(id, office, snapshot, complete)
              ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot,
                  complete = excluded.complete, last_seq = excluded.last_seq",
         )
         .await?;
-    for d in docs {
-        c.execute(
-            &upsert,
-            &[&d.doc_id, &d.office, &d.snapshot, &d.complete, &last],
-        )
+    let ids: Vec<&str> = docs.iter().map(|d| d.doc_id.as_str()).collect();
+    let offices: Vec<&str> = docs.iter().map(|d| d.office.as_str()).collect();
+    let snapshots: Vec<&[u8]> = docs.iter().map(|d| d.snapshot.as_slice()).collect();
+    let complete: Vec<bool> = docs.iter().map(|d| d.complete).collect();
+    c.execute(&upsert, &[&ids, &offices, &snapshots, &complete, &last])
         .await?;
-    }
     for d in docs {
         if let Some(into) = &d.merged_into {
             let actor = device_where(c, "id", device_id)
@@ -263,6 +308,42 @@ fn logged_of(r: &tokio_postgres::Row) -> LoggedChange {
         doc_id: r.get(1),
         bytes: r.get(2),
     }
+}
+
+/// The stored documents among `ids`, with every logged change of the
+/// incomplete ones (see `Projections::documents_to_project`).
+pub(super) async fn documents_to_project(
+    c: &impl GenericClient,
+    ids: &[&str],
+) -> Result<HashMap<String, (StoredDocument, Vec<LoggedChange>)>> {
+    let found = documents_among(c, ids).await?;
+    let incomplete: Vec<&str> = found
+        .iter()
+        .filter(|(_, d)| !d.complete)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let mut logged: HashMap<String, Vec<LoggedChange>> = HashMap::new();
+    if !incomplete.is_empty() {
+        let stmt = c
+            .prepare_cached(
+                "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ANY($1) ORDER BY seq",
+            )
+            .await?;
+        for r in c.query(&stmt, &[&incomplete]).await? {
+            let change = logged_of(&r);
+            logged
+                .entry(change.doc_id.clone())
+                .or_default()
+                .push(change);
+        }
+    }
+    Ok(found
+        .into_iter()
+        .map(|(id, d)| {
+            let changes = logged.remove(&id).unwrap_or_default();
+            (id, (d, changes))
+        })
+        .collect())
 }
 
 pub(super) async fn changes_of(

@@ -288,6 +288,18 @@ macro_rules! forward_log_reader {
             fn has_change(&self, hash: &[u8; 32]) -> Result<bool> {
                 self.held.block(log::has_change(self.held.c(), hash))
             }
+            fn logged_among(
+                &self,
+                hashes: &[[u8; 32]],
+            ) -> Result<std::collections::HashSet<[u8; 32]>> {
+                self.held.block(log::logged_among(self.held.c(), hashes))
+            }
+            fn documents_among(
+                &self,
+                ids: &[&str],
+            ) -> Result<std::collections::HashMap<String, StoredDocument>> {
+                self.held.block(log::documents_among(self.held.c(), ids))
+            }
             fn max_seq(&self) -> Result<u64> {
                 self.held.block(log::max_seq(self.held.c()))
             }
@@ -419,6 +431,13 @@ impl Projections for PgProjections<'_> {
     fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
         self.held
             .block(log::changes_of(self.held.c(), doc_id, upto))
+    }
+    fn documents_to_project(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, (StoredDocument, Vec<LoggedChange>)>> {
+        self.held
+            .block(log::documents_to_project(self.held.c(), ids))
     }
     fn settle_snapshots(&mut self, settled: &[SettledSnapshot]) -> Result<usize> {
         let store = self.held.store;

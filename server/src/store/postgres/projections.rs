@@ -10,12 +10,15 @@ use chrono::{NaiveDate, NaiveDateTime};
 use deadpool_postgres::{GenericClient, Object};
 use keqing_projection::rows::{self, Cell, Row, Table};
 use keqing_projection::{CategoryTally, TableSql, fold_category_counts, fold_slot_counts};
+use keqing_shared::dossier::DossierView;
+use keqing_shared::followup::Slot;
 use keqing_shared::records::{NonPatientKind, NotBoughtReason};
 use keqing_shared::report::{
     CallFact, FollowUpFact, MarkFact, NonPatientFact, ProblemFact, PurchaseFact, PurchaseOrder,
     ReportRows, SlotCounts, VisitFact,
 };
 use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
@@ -89,75 +92,225 @@ async fn execute_each(
     Ok(())
 }
 
-/// Makes the rows of `dossier_id` in `table` exactly `rows`, writing only
-/// what differs (`fresh`: the dossier has no rows yet, nothing to read).
-async fn sync_rows(
-    c: &impl GenericClient,
+/// What must be written to make a dossier's stored rows of a table
+/// (`stored`; none for a dossier without rows) exactly `rows`: the rows
+/// to upsert, and the keys of stored rows to delete.
+fn row_changes<'r>(
+    sql: &TableSql,
     table: &Table,
-    dossier_id: &str,
-    rows: &[Row],
-    fresh: bool,
-) -> Result<()> {
-    let sql = table_sql(table);
+    rows: &'r [Row],
+    stored: Option<&[tokio_postgres::Row]>,
+) -> Result<(Vec<&'r Row>, Vec<Row>)> {
     let mut stored_as_is = vec![false; rows.len()];
     let mut unwanted: Vec<Row> = Vec::new();
-    if !fresh {
-        let select = c.prepare_cached(&sql.select).await?;
-        for r in c.query(&select, &[&dossier_id]).await? {
-            let stored: Row = (0..table.columns.len())
-                .map(|i| cell_at(&r, i))
-                .collect::<Result<_>>()?;
-            let wanted = rows
-                .iter()
-                .position(|row| sql.key_positions.iter().all(|&i| row[i] == stored[i]));
-            match wanted {
-                Some(k) => stored_as_is[k] = rows[k] == stored,
-                None => unwanted.push(
-                    sql.key_positions
-                        .iter()
-                        .map(|&i| stored[i].clone())
-                        .collect(),
-                ),
+    for r in stored.unwrap_or_default() {
+        let stored: Row = (0..table.columns.len())
+            .map(|i| cell_at(r, i))
+            .collect::<Result<_>>()?;
+        let wanted = rows
+            .iter()
+            .position(|row| sql.key_positions.iter().all(|&i| row[i] == stored[i]));
+        match wanted {
+            Some(k) => stored_as_is[k] = rows[k] == stored,
+            None => unwanted.push(
+                sql.key_positions
+                    .iter()
+                    .map(|&i| stored[i].clone())
+                    .collect(),
+            ),
+        }
+    }
+    let upserts = rows
+        .iter()
+        .zip(&stored_as_is)
+        .filter(|(_, same)| !**same)
+        .map(|(row, _)| row)
+        .collect();
+    Ok((upserts, unwanted))
+}
+
+/// Brings the projection rows of a batch's dossiers in line with their
+/// views, writing only the tables whose digests changed and, in them, only
+/// the rows that differ. The statements are pipelined on the connection,
+/// a few round trips for the whole batch (one per dossier and table would
+/// be most of the projector's time), sent in the order the dossiers come,
+/// so a record a later dossier takes over is written after it left the
+/// earlier one, as one statement after another would.
+async fn project_dossiers(
+    c: &impl GenericClient,
+    dossiers: &[(&DossierView, &[Slot])],
+) -> Result<()> {
+    if dossiers.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = dossiers.iter().map(|(v, _)| v.id.as_str()).collect();
+    let digests_stmt = c
+        .prepare_cached(
+            "SELECT dossier_id, digests FROM projection_digests WHERE dossier_id = ANY($1)",
+        )
+        .await?;
+    let mut stored_digests: HashMap<String, Vec<u8>> = HashMap::new();
+    for r in c.query(&digests_stmt, &[&ids]).await? {
+        stored_digests.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    let mut statements = Vec::with_capacity(rows::TABLE_COUNT);
+    for table in rows::DOSSIER_TABLES {
+        let sql = table_sql(table);
+        statements.push((
+            c.prepare_cached(&sql.select).await?,
+            c.prepare_cached(&sql.upsert).await?,
+            // Only while the dossier still holds the key (see write_group).
+            c.prepare_cached(&format!(
+                "{} AND dossier_id = ${}",
+                sql.delete,
+                sql.key_positions.len() + 1
+            ))
+            .await?,
+        ));
+    }
+    let digest_upsert = c
+        .prepare_cached(
+            "INSERT INTO projection_digests (dossier_id, digests) VALUES ($1, $2)
+             ON CONFLICT (dossier_id) DO UPDATE SET digests = EXCLUDED.digests",
+        )
+        .await?;
+    // Each dossier's tables and digests, and which tables it must write.
+    let plans: Vec<DossierPlan<'_>> = dossiers
+        .iter()
+        .map(|(v, slots)| {
+            let tables = rows::dossier_rows(v, slots);
+            let stored = stored_digests.get(&v.id).map(Vec::as_slice);
+            let digests = rows::Digests::of(&tables, stored);
+            (v.id.as_str(), tables, digests, stored.is_none())
+        })
+        .collect();
+    // Dossiers of a group are written at once; a dossier that writes a
+    // record key an earlier one of its group writes too (a merge copies
+    // records) starts a new group, so the later one writes last, as one
+    // dossier after another would.
+    let mut start = 0;
+    let mut keys: HashSet<(usize, Vec<&Cell>)> = HashSet::new();
+    for (i, (_, tables, digests, _)) in plans.iter().enumerate() {
+        let mine: Vec<(usize, Vec<&Cell>)> = tables
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| digests.changed[*k])
+            .flat_map(|(k, (table, rows))| {
+                let positions = &table_sql(table).key_positions;
+                rows.iter()
+                    .map(move |row| (k, positions.iter().map(|&p| &row[p]).collect()))
+            })
+            .collect();
+        if mine.iter().any(|key| keys.contains(key)) {
+            write_group(c, &statements, &digest_upsert, &plans[start..i]).await?;
+            start = i;
+            keys.clear();
+        }
+        keys.extend(mine);
+    }
+    write_group(c, &statements, &digest_upsert, &plans[start..]).await
+}
+
+/// One dossier's projection rows by table, their digests, and whether it
+/// has no rows stored yet.
+type DossierPlan<'v> = (
+    &'v str,
+    Vec<(&'static Table, Vec<Row>)>,
+    rows::Digests,
+    bool,
+);
+
+/// Writes a group of dossiers' changed tables, pipelined: their stored
+/// rows read at once, then every upsert, then every delete (of a key
+/// still held by the dossier that no longer wants it: another dossier of
+/// the group may just have taken it over), then the digests.
+async fn write_group(
+    c: &impl GenericClient,
+    statements: &[(
+        tokio_postgres::Statement,
+        tokio_postgres::Statement,
+        tokio_postgres::Statement,
+    )],
+    digest_upsert: &tokio_postgres::Statement,
+    plans: &[DossierPlan<'_>],
+) -> Result<()> {
+    let reads: Vec<_> = plans
+        .iter()
+        .flat_map(|(id, tables, digests, fresh)| {
+            (0..tables.len())
+                .filter(move |&k| digests.changed[k] && !fresh)
+                .map(move |k| (*id, k))
+        })
+        .collect();
+    let read_rows = futures_util::future::try_join_all(reads.iter().map(|(id, k)| {
+        let stmt = &statements[*k].0;
+        async move { c.query(stmt, &[id]).await }
+    }))
+    .await?;
+    let mut stored_rows: HashMap<(&str, usize), Vec<tokio_postgres::Row>> =
+        reads.into_iter().zip(read_rows).collect();
+    let mut upserts: Vec<(&tokio_postgres::Statement, Vec<PgCell<'_>>)> = Vec::new();
+    let mut deleted_keys: Vec<(usize, &str, Vec<Row>)> = Vec::new();
+    for (id, tables, digests, _) in plans {
+        for (k, (table, rows)) in tables.iter().enumerate() {
+            if !digests.changed[k] {
+                continue;
+            }
+            let stored = stored_rows.remove(&(*id, k));
+            let (changed, unwanted) =
+                row_changes(table_sql(table), table, rows, stored.as_deref())?;
+            for row in changed {
+                upserts.push((&statements[k].1, row.iter().map(PgCell).collect()));
+            }
+            if !unwanted.is_empty() {
+                deleted_keys.push((k, id, unwanted));
             }
         }
     }
-    execute_each(
-        c,
-        &sql.upsert,
-        rows.iter()
-            .zip(&stored_as_is)
-            .filter(|(_, same)| !**same)
-            .map(|(row, _)| row.iter().collect()),
+    let owners: Vec<Cell> = deleted_keys
+        .iter()
+        .map(|(_, id, _)| Cell::Text(id.to_string()))
+        .collect();
+    let deletes: Vec<(&tokio_postgres::Statement, Vec<PgCell<'_>>)> = deleted_keys
+        .iter()
+        .zip(&owners)
+        .flat_map(|((k, _, keys), owner)| {
+            let stmt = &statements[*k].2;
+            keys.iter().map(move |key| {
+                let mut cells: Vec<PgCell<'_>> = key.iter().map(PgCell).collect();
+                cells.push(PgCell(owner));
+                (stmt, cells)
+            })
+        })
+        .collect();
+    execute_pipelined(c, &upserts).await?;
+    execute_pipelined(c, &deletes).await?;
+    let digest_rows: Vec<(&str, &[u8])> = plans
+        .iter()
+        .filter(|(_, _, d, _)| d.replace_stored)
+        .map(|(id, _, d, _)| (*id, d.bytes.as_slice()))
+        .collect();
+    futures_util::future::try_join_all(
+        digest_rows
+            .iter()
+            .map(|(id, bytes)| async move { c.execute(digest_upsert, &[id, bytes]).await }),
     )
     .await?;
-    execute_each(c, &sql.delete, unwanted.iter().map(|k| k.iter().collect())).await
+    Ok(())
 }
 
-async fn project_dossier(
+/// Runs each statement with its row of parameters, pipelined on the
+/// connection (sent in order without waiting for each answer).
+async fn execute_pipelined(
     c: &impl GenericClient,
-    v: &keqing_shared::dossier::DossierView,
-    slots: &[keqing_shared::followup::Slot],
+    ops: &[(&tokio_postgres::Statement, Vec<PgCell<'_>>)],
 ) -> Result<()> {
-    let stmt = c
-        .prepare_cached("SELECT digests FROM projection_digests WHERE dossier_id = $1")
-        .await?;
-    let stored: Option<Vec<u8>> = c.query_opt(&stmt, &[&v.id]).await?.map(|r| r.get(0));
-    let tables = rows::dossier_rows(v, slots);
-    let digests = rows::Digests::of(&tables, stored.as_deref());
-    for (k, (table, rows)) in tables.iter().enumerate() {
-        if digests.changed[k] {
-            sync_rows(c, table, &v.id, rows, stored.is_none()).await?;
-        }
-    }
-    if digests.replace_stored {
-        let upsert = c
-            .prepare_cached(
-                "INSERT INTO projection_digests (dossier_id, digests) VALUES ($1, $2)
-                 ON CONFLICT (dossier_id) DO UPDATE SET digests = EXCLUDED.digests",
-            )
-            .await?;
-        c.execute(&upsert, &[&v.id, &digests.bytes]).await?;
-    }
+    futures_util::future::try_join_all(ops.iter().map(|(stmt, cells)| async move {
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        c.execute(*stmt, &refs).await
+    }))
+    .await?;
     Ok(())
 }
 
@@ -221,21 +374,17 @@ pub(super) async fn settle_snapshots(
     if settled.is_empty() {
         return Ok(0);
     }
-    let tx = client.transaction().await?;
-    let update = tx
+    let update = client
         .prepare_cached(
-            "UPDATE documents SET snapshot = $2, complete = TRUE
-             WHERE id = $1 AND last_seq = $3 AND NOT complete",
+            "UPDATE documents d SET snapshot = t.snapshot, complete = TRUE
+             FROM unnest($1::text[], $2::bytea[], $3::bigint[]) AS t(id, snapshot, last_seq)
+             WHERE d.id = t.id AND d.last_seq = t.last_seq AND NOT d.complete",
         )
         .await?;
-    let mut stored = 0;
-    for s in settled {
-        stored += tx
-            .execute(&update, &[&s.doc_id, &s.snapshot, &seq_param(s.last_seq)])
-            .await? as usize;
-    }
-    tx.commit().await?;
-    Ok(stored)
+    let ids: Vec<&str> = settled.iter().map(|s| s.doc_id.as_str()).collect();
+    let snapshots: Vec<&[u8]> = settled.iter().map(|s| s.snapshot.as_slice()).collect();
+    let seqs: Vec<i64> = settled.iter().map(|s| seq_param(s.last_seq)).collect();
+    Ok(client.execute(&update, &[&ids, &snapshots, &seqs]).await? as usize)
 }
 
 /// Writes a batch's projections and moves the cursor from `from` to
@@ -261,9 +410,17 @@ pub(super) async fn save(
         tx.rollback().await?;
         return Ok(false);
     }
+    let dossiers: Vec<(&DossierView, &[Slot])> = docs
+        .iter()
+        .filter_map(|d| match d {
+            Projected::Dossier { view, slots } => Some((&**view, slots.as_slice())),
+            _ => None,
+        })
+        .collect();
+    project_dossiers(&tx, &dossiers).await?;
     for d in docs {
         match d {
-            Projected::Dossier { view, slots } => project_dossier(&tx, view, slots).await?,
+            Projected::Dossier { .. } => {}
             Projected::Roster { office, staff } => {
                 replace_rows(
                     &tx,

@@ -1,0 +1,859 @@
+//! National-scale benchmark: prints figures, never fails on time.
+//!
+//! 27 offices' dossiers shaped like real ones (the replica benchmark's two
+//! years of office work: a call; for half a visit, for a third purchases
+//! and repurchases at each run-out, follow-ups on the handbook's cadence, a
+//! few stopped, typical or problem patients; one change per event, as an
+//! office device makes them), pushed by 27 office devices at once through a
+//! real `keqing-server` process on each store (SQLite in a directory, and
+//! PostgreSQL when KEQING_BENCH_POSTGRES or KEQING_TEST_POSTGRES names a
+//! cluster to make databases in; `scripts/throwaway-postgres` sets the
+//! latter). At each size of KEQING_NATIONAL_BENCH_PER_OFFICE (default
+//! "370,37000": 10k and 1M dossiers), with the first size as the step:
+//! - ingest: dossiers and changes per second through the server;
+//! - the projector's catch-up rate over the step's last chunk (the same
+//!   number of dossiers at every size, so the ratio says whether its cost
+//!   grows with the store), run unpaced on the store after the server stops;
+//! - the national report of the last 30 days: first and warm median;
+//! - the server process's resident memory (now and at its peak);
+//! - bytes on disk per dossier, against the saved automerge document;
+//! - a new headquarters device bootstrapping every dossier (first sync).
+//!
+//! Then, on PostgreSQL, 27 offices pushing at once to one server process
+//! and to two over one database (KEQING_NATIONAL_BENCH_PUSH dossiers per
+//! office, default 300).
+//!
+//! Generated dossiers are kept in KEQING_BENCH_CACHE (default
+//! target/national-bench-cache) and reused by later runs.
+
+use automerge::ActorId;
+use chrono::{Duration, NaiveDate, NaiveDateTime};
+use keqing_office::sync::{Quiet, enroll, sync_once};
+use keqing_proto::SyncConnection;
+use keqing_server::store::{PgStore, SqliteStore, Store};
+use keqing_shared::dossier::{Dossier, NewChange, PatientUpdate};
+use keqing_shared::office::OFFICES;
+use keqing_shared::records::{
+    Call, FollowUp, PlanAction, PlanChange, Problem, ProblemState, Purchase, StopReason,
+    TypicalCase, Visit,
+};
+use keqing_shared::report::Scope;
+use keqing_shared::sync::{ChangeEnvelope, SyncErrorKind, limits};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+const SOURCES: [&str; 5] = ["电视", "报纸", "网络", "朋友介绍", "讲座"];
+const DISEASES: [&str; 4] = ["冠心病", "高血压", "脑梗", "心肌缺血"];
+const SURNAMES: [&str; 8] = ["王", "李", "张", "刘", "陈", "杨", "赵", "黄"];
+const GIVEN: [&str; 8] = ["伟", "芳", "娜", "敏", "静", "强", "磊", "军"];
+
+/// The last day of the generated history.
+fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 25).expect("date")
+}
+
+/// xorshift64*: deterministic synthetic data.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// One generated dossier: its id, its changes in order, and the size of
+/// its saved automerge document.
+struct Generated {
+    id: String,
+    changes: Vec<Vec<u8>>,
+    saved: u32,
+}
+
+fn office_actor(office: &str) -> ActorId {
+    ActorId::from(format!("bench-office-{office}").as_bytes())
+}
+
+/// The `n`th dossier of `office`: two years of office work, one change
+/// per event.
+fn generate(office: &str, n: u64, rng: &mut Rng) -> Generated {
+    let at = |days_ago: i64, minute: u64| -> NaiveDateTime {
+        (today() - Duration::days(days_ago))
+            .and_hms_opt(9, 0, 0)
+            .expect("time")
+            + Duration::minutes(minute as i64)
+    };
+    let ms = |t: NaiveDateTime| t.and_utc().timestamp_millis();
+    let id = uuid::Uuid::now_v7().to_string();
+    let day = rng.below(730) as i64;
+    let called = at(day, rng.below(480));
+    let (mut d, first) =
+        Dossier::create(&id, office, called, office_actor(office), ms(called)).expect("create");
+    let mut events: Vec<(NaiveDateTime, Event)> = Vec::new();
+    let phone = format!("1{:02}{:08}", office.parse::<u64>().unwrap_or(0), n);
+    events.push((
+        called,
+        Event::Call(Call {
+            id: uuid::Uuid::now_v7().to_string(),
+            at: called,
+            staff: "李娜".into(),
+            caller_phone: phone.clone(),
+            relation: None,
+            source: rng.pick(&SOURCES).into(),
+            disease: Some(rng.pick(&DISEASES).into()),
+            condition: None,
+            treatment: None,
+            outcome: None,
+        }),
+    ));
+    let mut followup_days: Vec<i64> = Vec::new();
+    let mut call_on = |rng: &mut Rng, days_ago: i64| {
+        if days_ago >= 0 && rng.below(100) < 92 {
+            followup_days.push(days_ago);
+        }
+    };
+    let roll = rng.below(100);
+    if roll < 50 && day >= 2 {
+        let visit_day = day - 1 - rng.below(2) as i64;
+        let bought = roll < 35;
+        if visit_day < day - 1 {
+            call_on(rng, day - 1);
+        }
+        events.push((
+            at(visit_day, 60),
+            Event::Visit(Visit {
+                id: uuid::Uuid::now_v7().to_string(),
+                at: at(visit_day, 60),
+                staff: "王医生".into(),
+                purchased: bought,
+                reason_not_bought: (!bought).then(|| "价格".to_string()),
+                notes: None,
+            }),
+        ));
+        if bought {
+            let mut bought_day = visit_day;
+            loop {
+                let supply = 30 * (1 + rng.below(3) as i64);
+                events.push((
+                    at(bought_day, 90),
+                    Event::Purchase(Purchase {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        at: at(bought_day, 90),
+                        staff: "王医生".into(),
+                        product: "金诃心脑康".into(),
+                        quantity: supply / 10,
+                        amount_fen: 42_800 * supply / 30,
+                        invoice: None,
+                        runout: Some(today() - Duration::days(bought_day) + Duration::days(supply)),
+                        gifts: None,
+                        gift_receipt: None,
+                    }),
+                ));
+                let next = bought_day - supply;
+                let repurchase = next >= 0 && rng.below(100) < 55;
+                let cadence_end = if repurchase { supply } else { supply + 30 };
+                for k in keqing_shared::followup::AFTER_PURCHASE_DAYS
+                    .into_iter()
+                    .chain((20..).step_by(5))
+                {
+                    if k >= cadence_end {
+                        break;
+                    }
+                    call_on(rng, bought_day - k);
+                }
+                if !repurchase {
+                    break;
+                }
+                bought_day = next;
+            }
+        } else {
+            call_on(rng, visit_day - 2);
+        }
+    } else {
+        call_on(rng, day - 2);
+    }
+    for days_ago in followup_days {
+        events.push((
+            at(days_ago, 300),
+            Event::FollowUp(FollowUp {
+                id: uuid::Uuid::now_v7().to_string(),
+                at: at(days_ago, 300),
+                staff: "赵敏".into(),
+                kind: "回访".into(),
+                outcome: "服药正常".into(),
+                next_entry: None,
+            }),
+        ));
+    }
+    let flags = rng.below(100);
+    let flagged_at = at(day / 2, 30);
+    if flags < 1 {
+        events.push((
+            flagged_at,
+            Event::Stop(PlanChange {
+                id: uuid::Uuid::now_v7().to_string(),
+                at: flagged_at,
+                staff: "赵敏".into(),
+                action: PlanAction::Stop,
+                date: None,
+                reason: Some(StopReason::MovedAway),
+                assignee: None,
+                notes: None,
+            }),
+        ));
+    } else if flags < 3 {
+        events.push((
+            flagged_at,
+            Event::Typical(TypicalCase {
+                flagged: true,
+                at: flagged_at,
+                staff: "王医生".into(),
+                notes: None,
+            }),
+        ));
+    } else if flags == 3 {
+        events.push((
+            flagged_at,
+            Event::Problem(Problem {
+                id: uuid::Uuid::now_v7().to_string(),
+                at: flagged_at,
+                staff: "赵敏".into(),
+                description: "投诉".into(),
+                state: ProblemState::Open,
+                handling_at: None,
+                resolved_at: None,
+                resolution: None,
+            }),
+        ));
+    }
+    events.sort_by_key(|(t, _)| *t);
+    let mut changes = vec![first.bytes];
+    let name = format!("{}{}", rng.pick(&SURNAMES), rng.pick(&GIVEN));
+    let age = 45 + rng.below(40) as i64;
+    for (i, (t, event)) in events.iter().enumerate() {
+        let change: Option<NewChange> = d
+            .edit(ms(*t), |tx| {
+                if i == 0 {
+                    tx.update_patient(&PatientUpdate {
+                        name: Some(name.clone()),
+                        age: Some(age),
+                        ..Default::default()
+                    })?;
+                    tx.add_phone(&phone)?;
+                }
+                match event {
+                    Event::Call(x) => tx.add(x),
+                    Event::Visit(x) => tx.add(x),
+                    Event::Purchase(x) => tx.add(x),
+                    Event::FollowUp(x) => tx.add(x),
+                    Event::Problem(x) => tx.add(x),
+                    Event::Stop(x) => tx.add_plan_change(x),
+                    Event::Typical(x) => tx.set_typical(x),
+                }
+            })
+            .expect("edit");
+        changes.extend(change.map(|c| c.bytes));
+    }
+    Generated {
+        id,
+        changes,
+        saved: d.save().len() as u32,
+    }
+}
+
+enum Event {
+    Call(Call),
+    Visit(Visit),
+    Purchase(Purchase),
+    FollowUp(FollowUp),
+    Problem(Problem),
+    Stop(PlanChange),
+    Typical(TypicalCase),
+}
+
+/// An office's generated dossiers on disk: each one its id, its changes
+/// and its saved size, length-prefixed.
+fn cache_file(cache: &Path, office: &str) -> PathBuf {
+    cache.join(format!("office-{office}.bin"))
+}
+
+fn write_u32(w: &mut impl Write, n: u32) {
+    w.write_all(&n.to_le_bytes()).expect("write");
+}
+
+fn read_u32(r: &mut impl Read) -> Option<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b).ok()?;
+    Some(u32::from_le_bytes(b))
+}
+
+fn read_bytes(r: &mut impl Read) -> Vec<u8> {
+    let len = read_u32(r).expect("length") as usize;
+    let mut v = vec![0u8; len];
+    r.read_exact(&mut v).expect("bytes");
+    v
+}
+
+/// Makes sure every office's cache holds at least `per_office` dossiers
+/// (else generates that many afresh, on two threads).
+fn ensure_generated(cache: &Path, per_office: u64) {
+    std::fs::create_dir_all(cache).expect("cache dir");
+    let count_file = cache.join("count");
+    let have: u64 = std::fs::read_to_string(&count_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if have >= per_office {
+        return;
+    }
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(office) = OFFICES.get(i) else { return };
+                    let file =
+                        std::fs::File::create(cache_file(cache, office.code)).expect("cache file");
+                    let mut w = BufWriter::new(file);
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
+                    for n in 0..per_office {
+                        let g = generate(office.code, n, &mut rng);
+                        write_u32(&mut w, g.id.len() as u32);
+                        w.write_all(g.id.as_bytes()).expect("write");
+                        write_u32(&mut w, g.changes.len() as u32);
+                        for c in &g.changes {
+                            write_u32(&mut w, c.len() as u32);
+                            w.write_all(c).expect("write");
+                        }
+                        write_u32(&mut w, g.saved);
+                    }
+                    w.flush().expect("flush");
+                }
+            });
+        }
+    });
+    std::fs::write(&count_file, per_office.to_string()).expect("count");
+    println!(
+        "generated {per_office} dossiers per office in {:.0} s (cached in {})",
+        started.elapsed().as_secs_f64(),
+        cache.display()
+    );
+}
+
+/// Reads an office's cached dossiers from the `skip`th on.
+struct CacheReader {
+    r: BufReader<std::fs::File>,
+}
+
+impl CacheReader {
+    fn open(cache: &Path, office: &str, skip: u64) -> CacheReader {
+        let mut c = CacheReader {
+            r: BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(cache_file(cache, office)).expect("cache"),
+            ),
+        };
+        for _ in 0..skip {
+            c.next();
+        }
+        c
+    }
+
+    fn next(&mut self) -> Generated {
+        let id = String::from_utf8(read_bytes(&mut self.r)).expect("id");
+        let n = read_u32(&mut self.r).expect("count");
+        let changes = (0..n).map(|_| read_bytes(&mut self.r)).collect();
+        let saved = read_u32(&mut self.r).expect("saved");
+        Generated { id, changes, saved }
+    }
+}
+
+/// Where a server keeps its store.
+#[derive(Clone)]
+enum Place {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Place {
+    fn name(&self) -> &'static str {
+        match self {
+            Place::Sqlite(_) => "SQLite",
+            Place::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    fn command(&self, dir: &Path) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keqing-server"));
+        match self {
+            Place::Sqlite(data) => c.arg("--data").arg(data),
+            Place::Postgres(url) => c.arg("--data").arg(dir).env("KEQING_STORE", url),
+        };
+        c
+    }
+
+    fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Place::Sqlite(data) => Arc::new(SqliteStore::open(data).expect("store")),
+            Place::Postgres(url) => Arc::new(PgStore::open_existing(url).expect("store")),
+        }
+    }
+
+    fn bytes_on_disk(&self) -> u64 {
+        match self {
+            Place::Sqlite(data) => std::fs::read_dir(data)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.file_name().to_string_lossy().contains(".sqlite"))
+                        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                        .sum()
+                })
+                .unwrap_or(0),
+            Place::Postgres(url) => psql(url, "SELECT pg_database_size(current_database())")
+                .trim()
+                .parse()
+                .unwrap_or(0),
+        }
+    }
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-X", "-Atqc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A new database in the cluster at `admin` (a URL ending in /DBNAME).
+fn new_database(admin: &str, name: &str) -> String {
+    psql(admin, &format!("DROP DATABASE IF EXISTS {name}"));
+    psql(admin, &format!("CREATE DATABASE {name}"));
+    let (base, _) = admin.rsplit_once('/').expect("a URL ending in /DBNAME");
+    format!("{base}/{name}")
+}
+
+fn drop_database(admin: &str, name: &str) {
+    psql(admin, &format!("DROP DATABASE IF EXISTS {name}"));
+}
+
+/// A keqing-server process.
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ServerProcess {
+    fn start(place: &Place, dir: &Path) -> ServerProcess {
+        let mut child = place
+            .command(dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start keqing-server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let addr = line
+            .trim()
+            .trim_start_matches("keqing-server listening on ")
+            .to_string();
+        ServerProcess {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// (resident now, resident at its peak) in MB.
+    fn memory_mb(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .map_or(f64::NAN, |kb| kb / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Stops it as an operator would (SIGTERM: in-flight calls finish).
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn add_device(place: &Place, dir: &Path, office: Option<&str>, name: &str) -> String {
+    let mut c = place.command(dir);
+    c.args(["device", "add", "--name", name]);
+    match office {
+        Some(o) => c.args(["--office", o]),
+        None => c.arg("--hq"),
+    };
+    let out = c.output().expect("device add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// What a push phase did.
+#[derive(Default, Clone, Copy)]
+struct Pushed {
+    dossiers: u64,
+    changes: u64,
+    saved_bytes: u64,
+    seconds: f64,
+}
+
+/// Every office pushes its cached dossiers `from..to` at once, each
+/// through the server of `urls` its index picks, in batches as a device
+/// does (at most `limits::PUSH_BATCH` changes and 3 MB).
+fn push_all(
+    rt: &tokio::runtime::Runtime,
+    cache: &Path,
+    urls: &[String],
+    tokens: &[String],
+    from: u64,
+    to: u64,
+) -> Pushed {
+    let started = Instant::now();
+    let tasks: Vec<_> = OFFICES
+        .iter()
+        .enumerate()
+        .map(|(i, office)| {
+            let (url, token) = (urls[i % urls.len()].clone(), tokens[i].clone());
+            let cache = cache.to_path_buf();
+            rt.spawn(async move {
+                let mut conn = SyncConnection::connect_with(
+                    &url,
+                    &token,
+                    std::time::Duration::from_secs(10),
+                    &Default::default(),
+                )
+                .await
+                .expect("connect");
+                conn.enroll(office_actor(office.code).to_bytes().to_vec())
+                    .await
+                    .expect("enroll");
+                let mut reader = CacheReader::open(&cache, office.code, from);
+                let mut pushed = Pushed::default();
+                let mut batch: Vec<ChangeEnvelope> = Vec::new();
+                let mut bytes = 0;
+                for n in from..to {
+                    let g = reader.next();
+                    pushed.dossiers += 1;
+                    pushed.saved_bytes += u64::from(g.saved);
+                    for c in g.changes {
+                        bytes += c.len();
+                        batch.push(ChangeEnvelope {
+                            doc_id: g.id.clone(),
+                            bytes: c,
+                        });
+                    }
+                    let full = batch.len() >= limits::PUSH_BATCH - 40 || bytes >= 3 << 20;
+                    if full || n + 1 == to {
+                        pushed.changes += batch.len() as u64;
+                        push_with_retry(&mut conn, std::mem::take(&mut batch)).await;
+                        bytes = 0;
+                    }
+                }
+                pushed
+            })
+        })
+        .collect();
+    let mut total = Pushed::default();
+    for t in tasks {
+        let p = rt.block_on(t).expect("pusher");
+        total.dossiers += p.dossiers;
+        total.changes += p.changes;
+        total.saved_bytes += p.saved_bytes;
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    total
+}
+
+async fn push_with_retry(conn: &mut SyncConnection, batch: Vec<ChangeEnvelope>) {
+    loop {
+        match conn.push(batch.clone()).await {
+            Ok(ack) => {
+                assert_eq!(ack.accepted + ack.duplicates, batch.len() as u32);
+                return;
+            }
+            Err(e)
+                if matches!(
+                    e.kind,
+                    SyncErrorKind::ResourceExhausted | SyncErrorKind::Unavailable
+                ) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("push refused: {e}"),
+        }
+    }
+}
+
+/// Brings the projections up to date on the store itself (the server
+/// stopped): (documents, changes, seconds).
+fn catch_up(place: &Place) -> (u64, u64, f64) {
+    let store = place.open();
+    let mut session = store.projections().expect("session");
+    let before = session.projector_cursor().expect("cursor");
+    let started = Instant::now();
+    let done = keqing_server::projector::catch_up(&mut *session, |_, _| {}).expect("catch up");
+    assert_eq!(done.skipped, 0);
+    (
+        done.documents,
+        done.cursor - before,
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// The national report of the last 30 days: (first, warm median) in ms,
+/// and its calls.
+fn national_report(place: &Place) -> (f64, f64, u64) {
+    let store = place.open();
+    let reader = store.projections().expect("session");
+    let to = today();
+    let from = to - Duration::days(29);
+    let run = || {
+        let t = Instant::now();
+        let rows = reader.report_rows(None, from, to).expect("rows");
+        let r = keqing_shared::report::build(&Scope::National, from, to, &rows);
+        (t.elapsed().as_secs_f64() * 1000.0, r.total.calls)
+    };
+    let (first, calls) = run();
+    let mut warm: Vec<f64> = (0..5).map(|_| run().0).collect();
+    warm.sort_by(f64::total_cmp);
+    (first, warm[2], calls)
+}
+
+/// A new headquarters device's first sync: (seconds, dossiers it holds,
+/// server memory after it).
+fn bootstrap(
+    rt: &tokio::runtime::Runtime,
+    place: &Place,
+    dir: &Path,
+    name: &str,
+) -> (f64, usize, (f64, f64)) {
+    let server = ServerProcess::start(place, dir);
+    let token = add_device(place, dir, None, name);
+    let replica = dir.join(format!("replica-{name}"));
+    let started = Instant::now();
+    let mut desk = rt
+        .block_on(enroll(
+            &replica,
+            std::slice::from_ref(&server.url),
+            &token,
+            None,
+            &Default::default(),
+        ))
+        .expect("enroll");
+    rt.block_on(sync_once(desk.replica_mut(), &mut Quiet))
+        .expect("first sync");
+    let seconds = started.elapsed().as_secs_f64();
+    let held = desk.replica().document_heads().expect("heads").len();
+    let memory = server.memory_mb();
+    drop(desk);
+    server.stop();
+    let _ = std::fs::remove_dir_all(&replica);
+    (seconds, held, memory)
+}
+
+fn office_tokens(place: &Place, dir: &Path, suffix: &str) -> Vec<String> {
+    OFFICES
+        .iter()
+        .map(|o| add_device(place, dir, Some(o.code), &format!("前台{}{suffix}", o.code)))
+        .collect()
+}
+
+fn main() {
+    let sizes: Vec<u64> = std::env::var("KEQING_NATIONAL_BENCH_PER_OFFICE")
+        .unwrap_or_else(|_| "370,37000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let step = sizes[0];
+    let largest = *sizes.last().expect("a size");
+    let cache = std::env::var_os("KEQING_BENCH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/national-bench-cache")
+        });
+    let postgres = std::env::var("KEQING_BENCH_POSTGRES")
+        .or_else(|_| std::env::var("KEQING_TEST_POSTGRES"))
+        .ok();
+    let stores =
+        std::env::var("KEQING_NATIONAL_BENCH_STORES").unwrap_or_else(|_| "sqlite,postgres".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "# national benchmark: 27 offices × {sizes:?} dossiers (step {step} per office = {} dossiers)",
+        step * 27
+    );
+    ensure_generated(&cache, largest);
+    let tmp = tempfile::tempdir().expect("tempdir");
+
+    // KEQING_NATIONAL_BENCH_STORES= (empty) only generates the cache.
+    for store_name in stores.split(',').filter(|s| !s.is_empty()) {
+        let dir = tmp.path().join(store_name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let place = match store_name {
+            "sqlite" => Place::Sqlite(dir.join("store")),
+            "postgres" => match &postgres {
+                Some(admin) => Place::Postgres(new_database(admin, "keqing_national_bench")),
+                None => {
+                    println!(
+                        "\n## PostgreSQL: skipped (set KEQING_BENCH_POSTGRES, or run under scripts/throwaway-postgres)"
+                    );
+                    continue;
+                }
+            },
+            other => panic!("unknown store {other}"),
+        };
+        println!("\n## {}", place.name());
+        let server = ServerProcess::start(&place, &dir);
+        let tokens = office_tokens(&place, &dir, "");
+        server.stop();
+        let mut have = 0;
+        let mut saved_total = 0u64;
+        for &size in &sizes {
+            // The bulk up to one step below the size, then the measured step.
+            let bulk_to = size - step;
+            if bulk_to > have {
+                let server = ServerProcess::start(&place, &dir);
+                let p = push_all(
+                    &rt,
+                    &cache,
+                    std::slice::from_ref(&server.url),
+                    &tokens,
+                    have,
+                    bulk_to,
+                );
+                saved_total += p.saved_bytes;
+                let (rss, peak) = server.memory_mb();
+                server.stop();
+                let (docs, changes, s) = catch_up(&place);
+                println!(
+                    "bulk to {} dossiers: ingest {:.0} dossiers/s ({:.0} changes/s); server {rss:.0} MB (peak {peak:.0}); projector {:.0} changes/s ({docs} documents, {changes} changes, {s:.0} s)",
+                    bulk_to * 27,
+                    p.dossiers as f64 / p.seconds,
+                    p.changes as f64 / p.seconds,
+                    changes as f64 / s,
+                );
+                have = bulk_to;
+            }
+            let server = ServerProcess::start(&place, &dir);
+            let p = push_all(
+                &rt,
+                &cache,
+                std::slice::from_ref(&server.url),
+                &tokens,
+                have,
+                size,
+            );
+            saved_total += p.saved_bytes;
+            let (rss, peak) = server.memory_mb();
+            server.stop();
+            have = size;
+            let (docs, changes, s) = catch_up(&place);
+            let (first, warm, calls) = national_report(&place);
+            let dossiers = size * 27;
+            let disk = place.bytes_on_disk();
+            let saved_mean = saved_total as f64 / dossiers as f64;
+            println!(
+                "at {dossiers} dossiers: ingest of the last {} {:.0} dossiers/s ({:.0} changes/s, {:.1} changes a dossier); server {rss:.0} MB (peak {peak:.0})",
+                p.dossiers,
+                p.dossiers as f64 / p.seconds,
+                p.changes as f64 / p.seconds,
+                p.changes as f64 / p.dossiers as f64,
+            );
+            println!(
+                "  projector catch-up over them: {:.0} changes/s, {:.0} documents/s ({docs} documents in {s:.1} s)",
+                changes as f64 / s,
+                docs as f64 / s
+            );
+            println!(
+                "  national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms"
+            );
+            println!(
+                "  on disk {:.0} MB: {:.1} KB a dossier, {:.2}× its saved document ({:.1} KB)",
+                disk as f64 / 1e6,
+                disk as f64 / dossiers as f64 / 1e3,
+                disk as f64 / dossiers as f64 / saved_mean,
+                saved_mean / 1e3
+            );
+            let (s, held, (rss, peak)) = bootstrap(&rt, &place, &dir, &format!("hq{size}"));
+            println!(
+                "  new headquarters device, first sync of {held} documents: {s:.1} s ({:.0} a second); server after it {rss:.0} MB (peak {peak:.0})",
+                held as f64 / s
+            );
+        }
+        if let (Place::Postgres(_), Some(admin)) = (&place, &postgres) {
+            drop_database(admin, "keqing_national_bench");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // Two server processes over one PostgreSQL database against one.
+    let Some(admin) = postgres else { return };
+    let per_office: u64 = std::env::var("KEQING_NATIONAL_BENCH_PUSH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300)
+        .min(largest);
+    println!("\n## 27 offices pushing {per_office} dossiers each at once, PostgreSQL");
+    let mut rates = Vec::new();
+    for processes in [1, 2] {
+        let dir = tmp.path().join(format!("processes-{processes}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let place = Place::Postgres(new_database(&admin, "keqing_processes_bench"));
+        let servers: Vec<ServerProcess> = (0..processes)
+            .map(|_| ServerProcess::start(&place, &dir))
+            .collect();
+        let tokens = office_tokens(&place, &dir, "");
+        let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        let p = push_all(&rt, &cache, &urls, &tokens, 0, per_office);
+        for s in servers {
+            s.stop();
+        }
+        drop_database(&admin, "keqing_processes_bench");
+        let rate = p.changes as f64 / p.seconds;
+        println!(
+            "{processes} server process{}: {:.0} dossiers/s, {rate:.0} changes/s ({:.1} s)",
+            if processes > 1 { "es" } else { "" },
+            p.dossiers as f64 / p.seconds,
+            p.seconds
+        );
+        rates.push(rate);
+    }
+    println!("two processes against one: {:.2}×", rates[1] / rates[0]);
+}
