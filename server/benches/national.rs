@@ -720,11 +720,13 @@ fn main() {
         step * 27
     );
     ensure_generated(&cache, largest);
+    // KEQING_BENCH_KEEP=DIR keeps the stores there (SQLite's) to inspect.
+    let kept = std::env::var_os("KEQING_BENCH_KEEP").map(PathBuf::from);
     let tmp = tempfile::tempdir().expect("tempdir");
 
     // KEQING_NATIONAL_BENCH_STORES= (empty) only generates the cache.
     for store_name in stores.split(',').filter(|s| !s.is_empty()) {
-        let dir = tmp.path().join(store_name);
+        let dir = kept.as_deref().unwrap_or(tmp.path()).join(store_name);
         std::fs::create_dir_all(&dir).expect("dir");
         let place = match store_name {
             "sqlite" => Place::Sqlite(dir.join("store")),
@@ -820,7 +822,9 @@ fn main() {
         if let (Place::Postgres(_), Some(admin)) = (&place, &postgres) {
             drop_database(admin, "keqing_national_bench");
         }
-        let _ = std::fs::remove_dir_all(&dir);
+        if kept.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     // Two server processes over one PostgreSQL database against one.
