@@ -44,6 +44,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod support;
+
 const SOURCES: [&str; 5] = ["电视", "报纸", "网络", "朋友介绍", "讲座"];
 const DISEASES: [&str; 4] = ["冠心病", "高血压", "脑梗", "心肌缺血"];
 const SURNAMES: [&str; 8] = ["王", "李", "张", "刘", "陈", "杨", "赵", "黄"];
@@ -392,7 +394,11 @@ impl Place {
     }
 
     fn command(&self, dir: &Path) -> std::process::Command {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_keqing-server"));
+        // KEQING_BENCH_SERVER: a copy of the binary, so a long run is not
+        // changed by a build in the middle of it.
+        let bin = std::env::var_os("KEQING_BENCH_SERVER")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_keqing-server").into());
+        let mut c = std::process::Command::new(bin);
         match self {
             Place::Sqlite(data) => c.arg("--data").arg(data),
             Place::Postgres(url) => c.arg("--data").arg(dir).env("KEQING_STORE", url),
@@ -481,16 +487,11 @@ impl ServerProcess {
 
     /// (resident now, resident at its peak) in MB.
     fn memory_mb(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .map_or(f64::NAN, |kb| kb / 1024.0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        let pid = self.child.id();
+        (
+            support::status_mb(pid, "VmRSS:"),
+            support::status_mb(pid, "VmHWM:"),
+        )
     }
 
     /// Stops it as an operator would (SIGTERM: in-flight calls finish).
@@ -750,19 +751,19 @@ fn main() {
         for &size in &sizes {
             // The bulk up to one step below the size, then the measured step.
             let bulk_to = size - step;
-            if bulk_to > have {
+            // Each stage through a server process of its own, stopped
+            // before the projector is measured on the store.
+            let push_stage = |from: u64, to: u64| {
                 let server = ServerProcess::start(&place, &dir);
-                let p = push_all(
-                    &rt,
-                    &cache,
-                    std::slice::from_ref(&server.url),
-                    &tokens,
-                    have,
-                    bulk_to,
-                );
-                saved_total += p.saved_bytes;
-                let (rss, peak) = server.memory_mb();
+                let url = std::slice::from_ref(&server.url);
+                let p = push_all(&rt, &cache, url, &tokens, from, to);
+                let memory = server.memory_mb();
                 server.stop();
+                (p, memory)
+            };
+            if bulk_to > have {
+                let (p, (rss, peak)) = push_stage(have, bulk_to);
+                saved_total += p.saved_bytes;
                 let (docs, changes, s) = catch_up(&place);
                 println!(
                     "bulk to {} dossiers: ingest {:.0} dossiers/s ({:.0} changes/s); server {rss:.0} MB (peak {peak:.0}); projector {:.0} changes/s ({docs} documents, {changes} changes, {s:.0} s)",
@@ -773,18 +774,8 @@ fn main() {
                 );
                 have = bulk_to;
             }
-            let server = ServerProcess::start(&place, &dir);
-            let p = push_all(
-                &rt,
-                &cache,
-                std::slice::from_ref(&server.url),
-                &tokens,
-                have,
-                size,
-            );
+            let (p, (rss, peak)) = push_stage(have, size);
             saved_total += p.saved_bytes;
-            let (rss, peak) = server.memory_mb();
-            server.stop();
             have = size;
             let (docs, changes, s) = catch_up(&place);
             let (first, warm, calls) = national_report(&place);

@@ -135,13 +135,10 @@ async fn counting_relay(
     addr
 }
 
+mod support;
+
 fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    support::status_mb(pid, "VmRSS:")
 }
 
 /// CPU seconds (user + system) a process has used: its clock ticks in

@@ -578,3 +578,13 @@ pub fn postgres_database() -> String {
         None => panic!("KEQING_TEST_POSTGRES is not a URL ending in /DBNAME: {admin}"),
     }
 }
+
+/// A two-thread tokio runtime for tests that drive async code from a
+/// plain test thread (the CI machines have 2 cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -963,24 +963,26 @@ fn documented_national_query_agrees(server: &Server, url: &str, national: &Value
         .and_then(|s| s.split("```sql\n").nth(1))
         .and_then(|s| s.split("\n```").next())
         .expect("the documented national query");
-    let reporting_role = |name: &str| {
-        let mut child = std::process::Command::new(server_bin())
-            .arg("--data")
-            .arg(&server.dir)
-            .args(["reporting-role", "--name", name, "--password-stdin"])
-            .env("KEQING_STORE", url)
+    // Runs `command` with `input` on its stdin.
+    let with_stdin = |command: &mut std::process::Command, input: &[u8]| {
+        let mut child = command
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"a long enough password\n")
-            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
+    };
+    let reporting_role = |name: &str| {
+        with_stdin(
+            std::process::Command::new(server_bin())
+                .arg("--data")
+                .arg(&server.dir)
+                .args(["reporting-role", "--name", name, "--password-stdin"])
+                .env("KEQING_STORE", url),
+            b"a long enough password\n",
+        )
     };
     let made = reporting_role("bi_reader");
     assert!(
@@ -1010,28 +1012,19 @@ fn documented_national_query_agrees(server: &Server, url: &str, national: &Value
         1,
     );
     let psql = |sql: &str, vars: &[&str]| {
-        let mut child = std::process::Command::new("psql")
-            .args([
-                reader_url.as_str(),
-                "-X",
-                "-q",
-                "--csv",
-                "-v",
-                "ON_ERROR_STOP=1",
-            ])
-            .args(vars.iter().flat_map(|v| ["-v", v]))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(sql.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        with_stdin(
+            std::process::Command::new("psql")
+                .args([
+                    reader_url.as_str(),
+                    "-X",
+                    "-q",
+                    "--csv",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                ])
+                .args(vars.iter().flat_map(|v| ["-v", v])),
+            sql.as_bytes(),
+        )
     };
     let out = psql(sql, &[&format!("from={FROM}"), &format!("to={TO}")]);
     assert!(

@@ -25,14 +25,6 @@ impl Progress for Pushing {
     fn pulling(&mut self, _: u64) {}
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Records `calls` new patients with a follow-up each on `desk`; their
 /// record ids.
 fn office_work(desk: &mut Desk, office: &str, calls: u32) -> BTreeSet<String> {
@@ -86,7 +78,7 @@ fn devices_fail_over_when_a_server_process_is_killed_mid_push() {
     let first = Server::start_on(tmp.path().join("first"), "127.0.0.1:0", Some(&url));
     let second = Server::start_on(tmp.path().join("second"), "127.0.0.1:0", Some(&url));
     let servers = vec![first.url(), second.url()];
-    let rt = rt();
+    let rt = keqing_tests::runtime();
     let mut made = BTreeSet::new();
     let mut changes_made = 0;
     let mut desks: Vec<Desk> = OFFICES

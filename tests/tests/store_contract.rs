@@ -19,14 +19,6 @@ fn each_store(tmp: &std::path::Path) -> Vec<Arc<dyn Store>> {
     ]
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn t(s: &str) -> chrono::NaiveDateTime {
     keqing_shared::when::parse_datetime(s).unwrap()
 }
@@ -130,7 +122,7 @@ fn pushes_are_logged_in_order_and_acknowledged_with_their_positions() {
         let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
             .unwrap()
             .with_rate_limit(u32::MAX, u32::MAX);
-        let rt = rt();
+        let rt = keqing_tests::runtime();
         let actor = ActorId::random();
         rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
             .unwrap();
@@ -275,7 +267,7 @@ fn every_backend_projects_the_same_rows_and_rebuilds_them() {
         let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
             .unwrap()
             .with_rate_limit(u32::MAX, u32::MAX);
-        let rt = rt();
+        let rt = keqing_tests::runtime();
         let zj_actor = ActorId::random();
         rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
             .unwrap();
@@ -429,7 +421,8 @@ fn devices_and_the_audit_log_behave_alike() {
         );
         let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
             .unwrap();
-        let refused = rt().block_on(hub.enroll("gd".into(), ActorId::random().to_bytes().to_vec()));
+        let refused = keqing_tests::runtime()
+            .block_on(hub.enroll("gd".into(), ActorId::random().to_bytes().to_vec()));
         assert!(refused.is_err(), "{backend}: a revoked device is refused");
         let actions: BTreeSet<String> = store
             .audit_log(100)
@@ -540,7 +533,7 @@ fn a_rate_limit_holds_across_processes_sharing_a_postgres_store() {
                 .with_rate_limit(1, BURST)
         })
         .collect();
-    let rt = rt();
+    let rt = keqing_tests::runtime();
     let actor = ActorId::random();
     let mut admitted = 0;
     let mut exhausted = 0;

@@ -119,6 +119,12 @@ impl SqliteStore {
 /// Reader connections kept for the next request.
 const IDLE_READERS: usize = 8;
 
+/// A reader's page cache, in KiB (the writer's is 64 MiB): the pool's
+/// caches fill up on a large store, and eight readers of 64 MiB each
+/// would hold half a gigabyte of memory that the OS page cache already
+/// holds.
+const READER_CACHE_KIB: i64 = 16_384;
+
 /// Reader connections shared by the requests that only read.
 struct ReaderPool {
     path: PathBuf,
@@ -131,7 +137,12 @@ impl ReaderPool {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
         let conn = match idle {
             Some(c) => c,
-            None => Conn::open(&self.path)?,
+            None => {
+                let c = Conn::open(&self.path)?;
+                c.conn
+                    .pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+                c
+            }
         };
         Ok(Pooled {
             slot: Some(conn),
