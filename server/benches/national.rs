@@ -510,17 +510,7 @@ fn add_device(place: &Place, dir: &Path, office: Option<&str>, name: &str) -> St
         Some(o) => c.args(["--office", o]),
         None => c.arg("--hq"),
     };
-    let out = c.output().expect("device add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .to_string()
+    support::last_line_of(&mut c)
 }
 
 /// What a push phase did.

@@ -159,22 +159,12 @@ fn cpu_s(pid: u32) -> f64 {
 }
 
 fn admin(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keqing-server"))
-        .arg("--data")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("keqing-server");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .to_string()
+    support::last_line_of(
+        std::process::Command::new(env!("CARGO_BIN_EXE_keqing-server"))
+            .arg("--data")
+            .arg(dir)
+            .args(args),
+    )
 }
 
 /// A document made from its changes, applied to an empty one.
