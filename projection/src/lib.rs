@@ -15,7 +15,7 @@ use keqing_shared::followup::{Cadence, Slot};
 use keqing_shared::lists::Category;
 use keqing_shared::records::{NonPatientKind, NotBoughtReason};
 use keqing_shared::report::{
-    CallFact, CategoryCounts, FollowUpFact, MarkFact, NonPatientFact, ProblemFact, PurchaseFact,
+    CallFact, CategoryCounts, FollowUpTally, MarkFact, NonPatientFact, ProblemFact, PurchaseFact,
     PurchaseOrder, ReportRows, SlotCounts, VisitFact,
 };
 use keqing_shared::staff::Staff;
@@ -598,18 +598,21 @@ pub fn report_rows(
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
+    // Counted here: the report only counts follow-ups, by office, staff
+    // and day.
     let mut stmt = conn.prepare_cached(
-        "SELECT office, dossier_id, at, staff, on_time FROM followups
-         WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)",
+        "SELECT office, staff, substr(at, 1, 10), count(*), sum(on_time) FROM followups
+         WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)
+         GROUP BY office, staff, substr(at, 1, 10)",
     )?;
     rows.followups = stmt
         .query_map(params![start, end, office], |r| {
-            Ok(FollowUpFact {
+            Ok(FollowUpTally {
                 office: r.get(0)?,
-                dossier: r.get(1)?,
-                at: r.get(2)?,
-                staff: r.get(3)?,
-                on_time: r.get(4)?,
+                staff: r.get(1)?,
+                day: r.get(2)?,
+                done: r.get::<_, i64>(3)?.max(0) as u64,
+                on_time: r.get::<_, i64>(4)?.max(0) as u64,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

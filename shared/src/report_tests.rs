@@ -161,12 +161,12 @@ fn slot_counts_add_up_per_office() {
     };
     let rows = ReportRows {
         slot_counts: vec![counts("44", 4, 3), counts("33", 2, 1)],
-        followups: vec![FollowUpFact {
+        followups: vec![FollowUpTally {
             office: "44".into(),
-            dossier: "a".into(),
-            at: t("2026-11-21T10:00"),
             staff: "赵敏".into(),
-            on_time: false,
+            day: d("2026-11-21"),
+            done: 1,
+            on_time: 0,
         }],
         ..Default::default()
     };

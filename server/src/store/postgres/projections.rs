@@ -14,7 +14,7 @@ use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::Slot;
 use keqing_shared::records::{NonPatientKind, NotBoughtReason};
 use keqing_shared::report::{
-    CallFact, FollowUpFact, MarkFact, NonPatientFact, ProblemFact, PurchaseFact, PurchaseOrder,
+    CallFact, FollowUpTally, MarkFact, NonPatientFact, ProblemFact, PurchaseFact, PurchaseOrder,
     ReportRows, SlotCounts, VisitFact,
 };
 use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
@@ -648,18 +648,22 @@ pub(super) async fn report_rows(
             },
         });
     }
+    // Counted here: the report only counts follow-ups, by office, staff
+    // and day.
     for r in query(
-        "SELECT office, dossier_id, at, staff, on_time FROM followups
-         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        "SELECT office, staff, left(at, 10), count(*), sum(on_time)::bigint FROM followups
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)
+         GROUP BY office, staff, left(at, 10)",
     )
     .await?
     {
-        rows.followups.push(FollowUpFact {
+        rows.followups.push(FollowUpTally {
             office: r.try_get(0)?,
-            dossier: r.try_get(1)?,
-            at: time(&r, 2)?,
-            staff: r.try_get(3)?,
-            on_time: r.try_get::<_, i64>(4)? != 0,
+            staff: r.try_get(1)?,
+            day: opt_date(&r, 2)?
+                .ok_or_else(|| StoreError::Postgres("a follow-up without a time".into()))?,
+            done: count(&r, 3)?,
+            on_time: count(&r, 4)?,
         });
     }
     for r in query(
