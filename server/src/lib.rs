@@ -107,22 +107,14 @@ pub async fn run_with_tls(
     // projector at a time; the others ask again at every wake-up.
     let projector_store = store.clone();
     let projecting = tokio::spawn(async move {
-        let leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut leading = false;
         loop {
             let _ = tokio::time::timeout(PROJECTOR_IDLE, appended.notified()).await;
             let store = projector_store.clone();
             let in_flight = in_flight.clone();
-            let leading = leading.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let leads = store.lead_projector()?;
-                if leads != leading.swap(leads, std::sync::atomic::Ordering::Relaxed) {
-                    match leads {
-                        true => tracing::info!("this process runs the projector"),
-                        false => tracing::info!("another process runs the projector"),
-                    }
-                }
-                if !leads {
-                    return Ok(projector::CatchUp::default());
+                if !store.lead_projector()? {
+                    return Ok::<_, anyhow::Error>(None);
                 }
                 let mut session = store.projections()?;
                 let mut working_since = std::time::Instant::now();
@@ -133,11 +125,24 @@ pub async fn run_with_tls(
                     }
                     working_since = std::time::Instant::now();
                 };
-                Ok::<_, anyhow::Error>(projector::catch_up_paced(&mut *session, |_, _| {}, pace)?)
+                Ok(Some(projector::catch_up_paced(
+                    &mut *session,
+                    |_, _| {},
+                    pace,
+                )?))
             })
             .await;
+            if let Ok(Ok(caught_up)) = &result
+                && caught_up.is_some() != leading
+            {
+                leading = caught_up.is_some();
+                match leading {
+                    true => tracing::info!("this process runs the projector"),
+                    false => tracing::info!("another process runs the projector"),
+                }
+            }
             match result {
-                Ok(Ok(c)) if c.documents > 0 => {
+                Ok(Ok(Some(c))) if c.documents > 0 => {
                     tracing::debug!(documents = c.documents, cursor = c.cursor, "projected")
                 }
                 Ok(Ok(_)) => {}

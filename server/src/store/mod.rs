@@ -240,18 +240,9 @@ pub trait LogReader {
     fn device_with_actor(&self, actor: &[u8]) -> Result<Option<Device>>;
     /// A document's office and snapshot.
     fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>>;
-    fn has_change(&self, hash: &[u8; 32]) -> Result<bool>;
     /// Which of `hashes` are logged: one look for a whole push (a store
     /// over the network answers in one round trip).
-    fn logged_among(&self, hashes: &[[u8; 32]]) -> Result<std::collections::HashSet<[u8; 32]>> {
-        let mut logged = std::collections::HashSet::new();
-        for h in hashes {
-            if self.has_change(h)? {
-                logged.insert(*h);
-            }
-        }
-        Ok(logged)
-    }
+    fn logged_among(&self, hashes: &[[u8; 32]]) -> Result<std::collections::HashSet<[u8; 32]>>;
     /// The stored documents among `ids`: one look for a whole push.
     fn documents_among(
         &self,
@@ -337,27 +328,13 @@ pub trait Projections {
     /// The distinct documents changed after `after`, reading at most
     /// `limit` log entries, and the sequence number read up to.
     fn documents_changed_after(&self, after: u64, limit: u32) -> Result<(Vec<String>, u64)>;
-    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>>;
-    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>>;
     /// The stored documents among `ids`, and every logged change of those
     /// of them that are incomplete: one look for many documents (a store
     /// over the network answers in two round trips).
     fn documents_to_project(
         &self,
         ids: &[&str],
-    ) -> Result<std::collections::HashMap<String, (StoredDocument, Vec<LoggedChange>)>> {
-        let mut found = std::collections::HashMap::new();
-        for id in ids {
-            if let Some(d) = self.document(id)? {
-                let logged = match d.complete {
-                    true => Vec::new(),
-                    false => self.changes_of(id, u64::MAX)?,
-                };
-                found.insert(id.to_string(), (d, logged));
-            }
-        }
-        Ok(found)
-    }
+    ) -> Result<std::collections::HashMap<String, (StoredDocument, Vec<LoggedChange>)>>;
     /// Stores the complete snapshots the projector built, each only if no
     /// push has touched its document since it was read and the stored one
     /// is still incomplete; returns how many were stored.

@@ -170,13 +170,6 @@ pub(super) async fn document(
         }))
 }
 
-pub(super) async fn has_change(c: &impl GenericClient, hash: &[u8; 32]) -> Result<bool> {
-    let stmt = c
-        .prepare_cached("SELECT 1 FROM changes WHERE hash = $1")
-        .await?;
-    Ok(c.query_opt(&stmt, &[&&hash[..]]).await?.is_some())
-}
-
 pub(super) async fn logged_among(
     c: &impl GenericClient,
     hashes: &[[u8; 32]],

@@ -285,9 +285,6 @@ macro_rules! forward_log_reader {
             fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
                 self.held.block(log::document(self.held.c(), doc_id))
             }
-            fn has_change(&self, hash: &[u8; 32]) -> Result<bool> {
-                self.held.block(log::has_change(self.held.c(), hash))
-            }
             fn logged_among(
                 &self,
                 hashes: &[[u8; 32]],
@@ -424,13 +421,6 @@ impl Projections for PgProjections<'_> {
             after,
             limit,
         ))
-    }
-    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
-        self.held.block(log::document(self.held.c(), doc_id))
-    }
-    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
-        self.held
-            .block(log::changes_of(self.held.c(), doc_id, upto))
     }
     fn documents_to_project(
         &self,

@@ -4,6 +4,7 @@ use super::conn::{Conn, insert_audit};
 use crate::store::{Budget, DocumentState, NewLogEntry, Result, StoredDocument};
 use keqing_shared::sync::{LoggedChange, Snapshot};
 use rusqlite::{OptionalExtension, params};
+use std::collections::{HashMap, HashSet};
 
 impl Conn {
     pub fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
@@ -23,13 +24,37 @@ impl Conn {
             .optional()?)
     }
 
-    pub fn has_change(&self, hash: &[u8; 32]) -> Result<bool> {
-        Ok(self
+    /// Which of `hashes` are logged (a lookup each: the file is local).
+    pub fn logged_among(&self, hashes: &[[u8; 32]]) -> Result<HashSet<[u8; 32]>> {
+        let mut stmt = self
             .conn
-            .prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?
-            .query_row([&hash[..]], |_| Ok(()))
-            .optional()?
-            .is_some())
+            .prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?;
+        let mut logged = HashSet::new();
+        for h in hashes {
+            if stmt.query_row([&h[..]], |_| Ok(())).optional()?.is_some() {
+                logged.insert(*h);
+            }
+        }
+        Ok(logged)
+    }
+
+    /// The stored documents among `ids`, with every logged change of the
+    /// incomplete ones.
+    pub fn documents_to_project(
+        &self,
+        ids: &[&str],
+    ) -> Result<HashMap<String, (StoredDocument, Vec<LoggedChange>)>> {
+        let mut found = HashMap::new();
+        for id in ids {
+            if let Some(d) = self.document(id)? {
+                let logged = match d.complete {
+                    true => Vec::new(),
+                    false => self.changes_of(id, u64::MAX)?,
+                };
+                found.insert(id.to_string(), (d, logged));
+            }
+        }
+        Ok(found)
     }
 
     /// Appends a batch and its documents' snapshots inside the writer's

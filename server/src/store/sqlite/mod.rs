@@ -225,8 +225,11 @@ macro_rules! forward_log_reader {
             fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
                 self.conn.document(doc_id)
             }
-            fn has_change(&self, hash: &[u8; 32]) -> Result<bool> {
-                self.conn.has_change(hash)
+            fn logged_among(
+                &self,
+                hashes: &[[u8; 32]],
+            ) -> Result<std::collections::HashSet<[u8; 32]>> {
+                self.conn.logged_among(hashes)
             }
             fn max_seq(&self) -> Result<u64> {
                 self.conn.max_seq()
@@ -320,11 +323,11 @@ impl Projections for SqliteProjections<'_> {
     fn documents_changed_after(&self, after: u64, limit: u32) -> Result<(Vec<String>, u64)> {
         self.conn.documents_changed_after(after, limit)
     }
-    fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
-        self.conn.document(doc_id)
-    }
-    fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
-        self.conn.changes_of(doc_id, upto)
+    fn documents_to_project(
+        &self,
+        ids: &[&str],
+    ) -> Result<std::collections::HashMap<String, (StoredDocument, Vec<LoggedChange>)>> {
+        self.conn.documents_to_project(ids)
     }
     fn settle_snapshots(&mut self, settled: &[SettledSnapshot]) -> Result<usize> {
         self.conn.settle_snapshots(settled)
