@@ -248,34 +248,26 @@ pub async fn sync_once_with(
     // Failover: the servers serve one store, so a round cut off (or never
     // begun) at one goes on at the next; what the first had acknowledged
     // is answered as duplicates, and the pull resumes from the cursor.
-    let mut outcome = Err(local_failure("no server address is configured"));
-    for (i, server) in state.servers.iter().enumerate() {
-        outcome =
-            match SyncConnection::connect_with(server, &state.token, CONNECT_TIMEOUT, &state.tls)
-                .await
-            {
-                Ok(mut conn) => round(replica, &mut conn, progress, push_batch).await,
-                Err(e) => Err(sync_err(e)),
+    let mut from = 0;
+    let outcome = loop {
+        let (mut conn, k) =
+            match connect_any(&state.servers[from..], &state.token, &state.tls).await {
+                Ok(connected) => connected,
+                Err(e) => break Err(e),
             };
-        match &mut outcome {
+        let at = from + k;
+        match round(replica, &mut conn, progress, push_batch).await {
             Err(ClientError::Sync {
                 failure: SyncFailure::Offline,
                 ..
-            }) => continue,
-            Ok(summary) => {
-                summary.server = server.clone();
-                if i > 0 {
-                    // The one that answered is tried first next time.
-                    let mut servers = state.servers.clone();
-                    let answered = servers.remove(i);
-                    servers.insert(0, answered);
-                    replica.set_servers(&servers)?;
-                }
-                break;
+            }) if at + 1 < state.servers.len() => from = at + 1,
+            Ok(mut summary) => {
+                summary.server = state.servers[at].clone();
+                break Ok((summary, at));
             }
-            Err(_) => break,
+            other => break other.map(|summary| (summary, at)),
         }
-    }
+    };
     let now = fmt_datetime(now_cst());
     let recorded = match &outcome {
         Ok(_) => replica.record_sync(&now, None),
@@ -288,7 +280,15 @@ pub async fn sync_once_with(
     };
     replica.set_bulk_load(false)?;
     recorded?;
-    outcome
+    let (summary, answered) = outcome?;
+    if answered > 0 {
+        // The one that answered is tried first next time.
+        let mut servers = state.servers;
+        let first = servers.remove(answered);
+        servers.insert(0, first);
+        replica.set_servers(&servers)?;
+    }
+    Ok(summary)
 }
 
 async fn round(
