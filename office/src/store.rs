@@ -463,6 +463,9 @@ DROP TABLE documents;
 ALTER TABLE documents_new RENAME TO documents;
 "#,
     ),
+    // Projection version 4 (the category tallies): added, filled from the
+    // rows the replica has; nothing is projected again.
+    M::up(keqing_projection::V4_ADDITIONS),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections:

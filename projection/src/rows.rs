@@ -91,6 +91,33 @@ pub static ALL_TABLES: [&Table; TABLE_COUNT] = [
     &NONPATIENT_CALLS,
 ];
 
+/// The category tallies (projection version 4): counts derived from
+/// `patients` inside the store, kept in step by its triggers, never
+/// written by a writer (so no statements: `index` is past the writers').
+pub static CATEGORY_TALLIES: Table = Table {
+    index: TABLE_COUNT,
+    name: "category_tallies",
+    columns: &[
+        "office",
+        "category",
+        "lapses_on",
+        "patients",
+        "typical",
+        "problem",
+    ],
+    key: &["office", "category", "lapses_on"],
+};
+
+/// The tables a store derives from other projection tables itself
+/// (triggers): dumped, cleared and granted with the rest.
+pub static DERIVED_TABLES: [&Table; 1] = [&CATEGORY_TALLIES];
+
+/// Every projection table a dump prints: the written ones, then the
+/// derived ones.
+pub fn dumped_tables() -> impl Iterator<Item = &'static Table> {
+    ALL_TABLES.iter().chain(DERIVED_TABLES.iter()).copied()
+}
+
 /// Every row of the projection in one canonical text: a line per row
 /// (`table|value|value…`, values as [`Cell`]'s debug form), sorted within
 /// each table. Two stores, of one backend or two, hold the same

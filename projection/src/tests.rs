@@ -229,6 +229,11 @@ fn released_schema_texts_are_frozen() {
             REPLACE_WITH_V3,
             "7d1630c6b83afd20eb304c0b36e41d5e24def3a28f770cf23847d54d5ccd7856",
         ),
+        (
+            "V4_ADDITIONS",
+            V4_ADDITIONS,
+            "0c289ca328bd2faaa244641292ba37a2a4d29de4ad5ae618465def46b226c8f3",
+        ),
     ] {
         assert_eq!(
             hex(text),
@@ -254,7 +259,10 @@ fn replacing_gives_the_current_tables_from_any_earlier_shape() {
     };
     let fresh = Connection::open_in_memory().unwrap();
     fresh.execute_batch(SCHEMA).unwrap();
-    for steps in [&[REPLACE_WITH_V2, REPLACE_WITH_V3][..], &[REPLACE_WITH_V3]] {
+    for steps in [
+        &[REPLACE_WITH_V2, REPLACE_WITH_V3, V4_ADDITIONS][..],
+        &[REPLACE_WITH_V3, V4_ADDITIONS],
+    ] {
         let conn = Connection::open_in_memory().unwrap();
         // The R*Tree as it was before 3885f6e, with a row.
         conn.execute_batch(
@@ -270,4 +278,178 @@ fn replacing_gives_the_current_tables_from_any_earlier_shape() {
         let (_, view) = store_and_empty_dossier();
         project_dossier(&conn, &view, &[]).unwrap();
     }
+}
+
+/// The category figures as the report had them before the tallies: one
+/// pass over every live patient. The oracle for the tallies' triggers.
+fn category_counts_by_scan(conn: &Connection, day: NaiveDate) -> Vec<CategoryCounts> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT office, category, count(*),
+                    sum(category <> 'stopped' AND lapses_on <= ?1), sum(typical),
+                    sum(open_problems > 0)
+             FROM patients WHERE merged_into IS NULL GROUP BY office, category",
+        )
+        .unwrap();
+    let tallies: Vec<CategoryTally> = stmt
+        .query_map([fmt_date(day)], |r| {
+            let n = |i| r.get::<_, Option<i64>>(i).map(|n| n.unwrap_or(0) as u64);
+            Ok(CategoryTally {
+                office: r.get(0)?,
+                category: r.get(1)?,
+                count: n(2)?,
+                lapsed: n(3)?,
+                typical: n(4)?,
+                problem: n(5)?,
+            })
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    fold_category_counts(tallies)
+}
+
+/// Random writes to `patients` of every kind the projection makes (new
+/// dossiers, a category, lapse date or flag changed, a merge, an office
+/// moved, a row deleted, an upsert that changes nothing the tallies
+/// count): after each burst the tallies give exactly the counts a scan of
+/// the patients gives, on several days; and a store filled before version
+/// 4 gets the same tallies from the migration.
+#[test]
+fn category_tallies_follow_every_write_to_patients() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    let mut rng = Rng(23);
+    let categories = Category::ALL.map(Category::as_str);
+    let lapse = |rng: &mut Rng| -> Option<String> {
+        (rng.below(3) > 0).then(|| fmt_date(day(rng.below(30))))
+    };
+    let upsert = |conn: &Connection, rng: &mut Rng, id: u64, merged: Option<&str>| {
+        conn.execute(
+            "INSERT INTO patients (dossier_id, office, name, diseases, created_at, typical,
+                                   merged_into, conflicts, category, lapses_on, open_problems,
+                                   last_contact)
+             VALUES (?1, ?2, 'n', '', '2026-10-01T09:00:00', ?3, ?4, 0, ?5, ?6, ?7, ?8)
+             ON CONFLICT (dossier_id) DO UPDATE SET office = excluded.office,
+                 typical = excluded.typical, merged_into = excluded.merged_into,
+                 category = excluded.category, lapses_on = excluded.lapses_on,
+                 open_problems = excluded.open_problems, last_contact = excluded.last_contact",
+            params![
+                format!("d{id}"),
+                ["44", "33", "11"][rng.below(3) as usize],
+                rng.below(2) as i64,
+                merged,
+                categories[rng.below(categories.len() as u64) as usize],
+                lapse(rng),
+                rng.below(3) as i64,
+                fmt_date(day(rng.below(30))),
+            ],
+        )
+        .unwrap();
+    };
+    let check = |conn: &Connection, when: &str| {
+        for d in [0, 7, 15, 29, 40] {
+            assert_eq!(
+                category_counts(conn, None, day(d)).unwrap(),
+                category_counts_by_scan(conn, day(d)),
+                "{when}, day {d}"
+            );
+            assert_eq!(
+                category_counts(conn, Some("33"), day(d)).unwrap(),
+                category_counts_by_scan(conn, day(d))
+                    .into_iter()
+                    .filter(|c| c.office == "33")
+                    .collect::<Vec<_>>(),
+                "{when}, office 33, day {d}"
+            );
+        }
+    };
+    for id in 0..300 {
+        upsert(&conn, &mut rng, id, None);
+    }
+    check(&conn, "after the inserts");
+    for burst in 0..6 {
+        for _ in 0..150 {
+            let id = rng.below(320);
+            match rng.below(10) {
+                0 => {
+                    conn.execute(
+                        "DELETE FROM patients WHERE dossier_id = ?1",
+                        [format!("d{id}")],
+                    )
+                    .unwrap();
+                }
+                1 => upsert(&conn, &mut rng, id, Some("d0")),
+                2 => {
+                    // Only what the tallies ignore.
+                    conn.execute(
+                        "UPDATE patients SET last_contact = '2026-12-01', name = 'x'
+                         WHERE dossier_id = ?1",
+                        [format!("d{id}")],
+                    )
+                    .unwrap();
+                }
+                _ => upsert(&conn, &mut rng, id, None),
+            }
+        }
+        check(&conn, &format!("after burst {burst}"));
+    }
+    // No row stays behind at zero, none goes negative.
+    let (zero, negative): (i64, i64) = conn
+        .query_row(
+            "SELECT sum(patients = 0), sum(patients < 0 OR typical < 0 OR problem < 0)
+             FROM category_tallies",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((zero, negative), (0, 0));
+
+    // The migration fills the tallies of a version-3 store from its rows.
+    let old = Connection::open_in_memory().unwrap();
+    old.execute_batch(REPLACE_WITH_V3).unwrap();
+    type PatientTallied = (
+        String,
+        String,
+        i64,
+        Option<String>,
+        String,
+        Option<String>,
+        i64,
+    );
+    let rows: Vec<PatientTallied> = conn
+        .prepare(
+            "SELECT dossier_id, office, typical, merged_into, category, lapses_on, open_problems
+             FROM patients",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    for (id, office, typical, merged, category, lapses, problems) in &rows {
+        old.execute(
+            "INSERT INTO patients (dossier_id, office, name, diseases, created_at, typical,
+                                   merged_into, conflicts, category, lapses_on, open_problems)
+             VALUES (?1, ?2, 'n', '', '2026-10-01T09:00:00', ?3, ?4, 0, ?5, ?6, ?7)",
+            params![id, office, typical, merged, category, lapses, problems],
+        )
+        .unwrap();
+    }
+    old.execute_batch(V4_ADDITIONS).unwrap();
+    check(&old, "after the migration");
+    assert_eq!(
+        category_counts(&old, None, day(15)).unwrap(),
+        category_counts(&conn, None, day(15)).unwrap()
+    );
 }

@@ -681,8 +681,7 @@ impl Store for PgStore {
                     .into(),
             ));
         }
-        let tables: Vec<&str> = keqing_projection::rows::ALL_TABLES
-            .iter()
+        let tables: Vec<&str> = keqing_projection::rows::dumped_tables()
             .map(|t| t.name)
             .collect();
         let mut client = self.client()?;

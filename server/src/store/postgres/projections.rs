@@ -482,7 +482,8 @@ pub(super) async fn save(
 
 pub(super) async fn reset(client: &mut Object) -> Result<()> {
     let tx = client.transaction().await?;
-    let tables: Vec<&str> = rows::ALL_TABLES.iter().map(|t| t.name).collect();
+    // TRUNCATE fires no row triggers: the derived tables go with the rest.
+    let tables: Vec<&str> = rows::dumped_tables().map(|t| t.name).collect();
     tx.batch_execute(&format!(
         "TRUNCATE {}, projection_digests;
          DELETE FROM unreadable_documents;
@@ -496,7 +497,7 @@ pub(super) async fn reset(client: &mut Object) -> Result<()> {
 
 pub(super) async fn dump(c: &impl GenericClient) -> Result<String> {
     let mut out = String::new();
-    for table in rows::ALL_TABLES {
+    for table in rows::dumped_tables() {
         let stored = c
             .query(
                 &format!("SELECT {} FROM {}", table.columns.join(", "), table.name),
@@ -710,12 +711,12 @@ pub(super) async fn report_rows(
     rows.slot_counts = slot_counts(c, office, from, to).await?;
     let categories = c
         .prepare_cached(
-            "SELECT office, category, count(*),
-                    count(*) FILTER (WHERE category <> 'stopped' AND lapses_on <= $1),
-                    count(*) FILTER (WHERE typical <> 0),
-                    count(*) FILTER (WHERE open_problems > 0)
-             FROM patients
-             WHERE merged_into IS NULL AND ($2::text IS NULL OR office = $2)
+            "SELECT office, category, sum(patients)::bigint,
+                    coalesce(sum(patients) FILTER (WHERE category <> 'stopped'
+                        AND lapses_on <> '' AND lapses_on <= $1), 0)::bigint,
+                    sum(typical)::bigint, sum(problem)::bigint
+             FROM category_tallies
+             WHERE ($2::text IS NULL OR office = $2)
              GROUP BY office, category",
         )
         .await?;

@@ -274,11 +274,62 @@ BEGIN
 END
 $$;
 "#,
+    // 3: projection version 4, the category tallies (see the projection
+    // crate's `v4_additions`): per office, category and lapse date, kept in
+    // step with `patients` by a trigger, filled from the rows there are.
+    // Writers of `patients` are one transaction at a time (the projector's
+    // cursor row lock), so tallies see no concurrent increments.
+    r#"
+CREATE TABLE category_tallies (
+    office TEXT NOT NULL,
+    category TEXT NOT NULL,
+    lapses_on TEXT NOT NULL,
+    patients BIGINT NOT NULL,
+    typical BIGINT NOT NULL,
+    problem BIGINT NOT NULL,
+    PRIMARY KEY (office, category, lapses_on)
+);
+CREATE FUNCTION keqing_tally_patient(p patients, delta BIGINT) RETURNS VOID LANGUAGE sql AS $$
+    INSERT INTO category_tallies VALUES (p.office, p.category, coalesce(p.lapses_on, ''),
+        delta, CASE WHEN p.typical = 1 THEN delta ELSE 0 END,
+        CASE WHEN p.open_problems > 0 THEN delta ELSE 0 END)
+    ON CONFLICT (office, category, lapses_on) DO UPDATE SET
+        patients = category_tallies.patients + excluded.patients,
+        typical = category_tallies.typical + excluded.typical,
+        problem = category_tallies.problem + excluded.problem;
+    DELETE FROM category_tallies WHERE office = p.office AND category = p.category
+        AND lapses_on = coalesce(p.lapses_on, '') AND patients = 0;
+$$;
+CREATE FUNCTION keqing_category_tallies() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (OLD.office, OLD.category, OLD.lapses_on, OLD.typical = 1,
+            OLD.open_problems > 0, OLD.merged_into IS NULL)
+        IS NOT DISTINCT FROM (NEW.office, NEW.category, NEW.lapses_on, NEW.typical = 1,
+            NEW.open_problems > 0, NEW.merged_into IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.merged_into IS NULL THEN
+        PERFORM keqing_tally_patient(OLD, -1);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.merged_into IS NULL THEN
+        PERFORM keqing_tally_patient(NEW, 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER category_tallies AFTER INSERT OR UPDATE OR DELETE ON patients
+    FOR EACH ROW EXECUTE FUNCTION keqing_category_tallies();
+INSERT INTO category_tallies
+SELECT office, category, coalesce(lapses_on, ''), count(*),
+       count(*) FILTER (WHERE typical = 1), count(*) FILTER (WHERE open_problems > 0)
+FROM patients WHERE merged_into IS NULL
+GROUP BY office, category, coalesce(lapses_on, '');
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new
 /// projection version is a new migration here too.
-pub const PROJECTION_VERSION: u32 = 3;
+pub const PROJECTION_VERSION: u32 = 4;
 
 /// Brings the database to the newest schema (making the store if there is
 /// none); refuses one a newer keqing-server made.

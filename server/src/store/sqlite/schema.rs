@@ -119,6 +119,9 @@ CREATE INDEX unreadable_documents_office ON unreadable_documents(office);
     // Projection version 3 (the office's whole day), the same way.
     M::up(keqing_projection::REPLACE_WITH_V3),
     M::up(PROJECT_AGAIN),
+    // Projection version 4 (the category tallies): added, filled from the
+    // rows the store has; nothing is projected again.
+    M::up(keqing_projection::V4_ADDITIONS),
 ];
 
 /// After the projection tables were replaced: the projector starts over
