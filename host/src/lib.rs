@@ -53,6 +53,19 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Gives the C allocator's free memory back to the system. glibc keeps
+/// what a burst of work freed in its per-thread arenas, fragmented: a
+/// server that had taken 27 offices' pushes at once at 1M dossiers held
+/// ~165 MB of freed memory beside 150 MB in use (SQLite's share of it
+/// 72 MB). Other allocators give memory back themselves.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and locks each arena itself.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The operating-system account running this process, by its uid (not
 /// `$USER`, which whoever starts the process can set to anything): how
 /// audit lines name a local administrator.

@@ -61,6 +61,9 @@ const STREAMS_PER_CONNECTION: u32 = 16;
 /// back into the database file).
 const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How many upkeep ticks between two returns of freed memory (5 s).
+const TRIM_EVERY_TICKS: u64 = 10;
+
 /// How long the background projector waits for a push before it looks at
 /// the log anyway (another process's pushes do not wake it), and how soon
 /// a process takes over the projector from one that died.
@@ -158,10 +161,20 @@ pub async fn run_with_tls(
     let checkpointing = tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
         loop {
             every.tick().await;
+            ticks += 1;
             let store = upkeep_store.clone();
-            let done = tokio::task::spawn_blocking(move || store.upkeep()).await;
+            let done = tokio::task::spawn_blocking(move || {
+                // Every few seconds, the memory bursts of pushes freed
+                // goes back to the system (resident size follows load).
+                if ticks.is_multiple_of(TRIM_EVERY_TICKS) {
+                    keqing_host::release_free_memory();
+                }
+                store.upkeep()
+            })
+            .await;
             match done {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "store upkeep failed; retrying"),
