@@ -108,13 +108,19 @@ pub async fn run_with_tls(
     // Stopped with the server.
     // With several processes over one store, one of them leads the
     // projector at a time; the others ask again at every wake-up.
+    // A catch-up runs on a blocking thread, which aborting the task does
+    // not stop: when serving ends, `stopping` breaks it off before its next
+    // document (a long backlog must not hold a stopping server).
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let projector_store = store.clone();
+    let projector_stopping = stopping.clone();
     let projecting = tokio::spawn(async move {
         let mut leading = false;
         loop {
             let _ = tokio::time::timeout(PROJECTOR_IDLE, appended.notified()).await;
             let store = projector_store.clone();
             let in_flight = in_flight.clone();
+            let stopping = projector_stopping.clone();
             let result = tokio::task::spawn_blocking(move || {
                 if !store.lead_projector()? {
                     return Ok::<_, anyhow::Error>(None);
@@ -127,6 +133,11 @@ pub async fn run_with_tls(
                         std::thread::sleep(rest.min(PROJECTOR_MAX_REST));
                     }
                     working_since = std::time::Instant::now();
+                    if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
                 };
                 Ok(Some(projector::catch_up_paced(
                     &mut *session,
@@ -236,6 +247,7 @@ pub async fn run_with_tls(
         .add_service(keqing_proto::reports_server(desk))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     projecting.abort();
     checkpointing.abort();
     served?;

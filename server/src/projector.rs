@@ -20,6 +20,7 @@ use keqing_shared::followup::schedule;
 use keqing_shared::nonpatient::NonPatientLog;
 use keqing_shared::roster::Roster;
 use keqing_shared::sync::LoggedChange;
+use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// Log entries read per transaction.
@@ -149,21 +150,32 @@ pub fn catch_up(
     store: &mut dyn Projections,
     progress: impl FnMut(u64, u64),
 ) -> Result<CatchUp, StoreError> {
-    catch_up_paced(store, progress, || {})
+    catch_up_paced(store, progress, || ControlFlow::Continue(()))
 }
 
 /// [`catch_up`], calling `pace` before each document it builds (the
-/// server's background projector waits there while devices sync).
+/// server's background projector waits there while devices sync). When
+/// `pace` breaks (the server is stopping), it returns at once: the batch
+/// in hand is dropped unsaved, every batch before it stays saved, and the
+/// next catch-up goes on from there.
 pub fn catch_up_paced(
     store: &mut dyn Projections,
     mut progress: impl FnMut(u64, u64),
-    mut pace: impl FnMut(),
+    mut pace: impl FnMut() -> ControlFlow<()>,
 ) -> Result<CatchUp, StoreError> {
     let target = store.max_seq()?;
     let mut done = CatchUp {
         cursor: store.projector_cursor()?,
         ..Default::default()
     };
+    if target.saturating_sub(done.cursor) > u64::from(BATCH) {
+        // After a restart or a bulk import: worth a line in the log.
+        tracing::info!(
+            cursor = done.cursor,
+            target,
+            "projector: catching up a backlog"
+        );
+    }
     while done.cursor < target {
         let (docs, upto) = store.documents_changed_after(done.cursor, BATCH)?;
         if upto <= done.cursor {
@@ -182,7 +194,9 @@ pub fn catch_up_paced(
                     .collect();
                 read = store.documents_to_project(&ids)?;
             }
-            pace();
+            if pace().is_break() {
+                return Ok(done);
+            }
             let Some((source, office, settle)) = current_document(doc_id, read.remove(doc_id))
             else {
                 done.skipped += 1;

@@ -328,6 +328,17 @@ impl Server {
         r.last_line().to_string()
     }
 
+    /// SIGTERM, as a service manager stops it; waits for the process to
+    /// end and gives its exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        self.child.wait().expect("wait for keqing-server")
+    }
+
     /// SIGKILL, no goodbye.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -1,6 +1,7 @@
 //! Several keqing-server processes over one PostgreSQL store: devices list
 //! every process's address and fail over; one process dies by SIGKILL
-//! while devices push through it.
+//! while devices push through it. And a process told to stop does not
+//! wait for its projector to work off a backlog.
 
 use chrono::NaiveDate;
 use keqing_office::desk::{CallInput, Desk, FollowUpInput};
@@ -294,5 +295,83 @@ fn a_replica_keeps_a_list_of_server_addresses() {
         list(),
         serde_json::json!([server.url(), "http://127.0.0.1:1"]),
         "the one that answered is tried first"
+    );
+}
+
+/// A stopping server does not wait for its projector to work off a long
+/// backlog (a service manager's stop would time out and kill it): SIGTERM
+/// ends the process cleanly with the log's tail still unprojected, and
+/// the next catch-up goes on from where it stopped.
+#[test]
+fn a_stopping_server_breaks_off_a_long_projector_catch_up() {
+    use crate::store_contract::{add_office_device, dossier_id, env, working_dossier};
+    use keqing_proto::SyncHandler;
+    use keqing_server::store::SqliteStore;
+    const DOSSIERS: u32 = 1100;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    // The backlog, pushed through the sync core with no projector running.
+    let logged = {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+            .unwrap()
+            .with_rate_limit(u32::MAX, u32::MAX);
+        let rt = keqing_tests::runtime();
+        let actor = automerge::ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+            .unwrap();
+        for first in (0..DOSSIERS).step_by(50) {
+            let batch = (first..first + 50)
+                .flat_map(|n| {
+                    let id = dossier_id("44", n);
+                    working_dossier(&id, "44", &actor, n)
+                        .iter()
+                        .map(|c| env(&id, c))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            rt.block_on(hub.push("gd".into(), batch)).unwrap();
+        }
+        let session = store.projections().unwrap();
+        assert_eq!(session.projector_cursor().unwrap(), 0);
+        session.max_seq().unwrap()
+    };
+    assert_eq!(logged, u64::from(DOSSIERS) * 2);
+
+    // Once its projector says it is catching up the backlog, stop it.
+    let log = tmp.path().join("server.log");
+    let server = keqing_tests::Server::start_logged(&dir, "127.0.0.1:0", &log);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("projector: catching up a backlog")
+    {
+        assert!(Instant::now() < deadline, "the projector never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = server.terminate();
+    assert!(status.success(), "keqing-server exited with {status}");
+    let store = SqliteStore::open(&dir).unwrap();
+    let mut session = store.projections().unwrap();
+    let cursor = session.projector_cursor().unwrap();
+    assert!(
+        cursor < logged,
+        "the server projected the whole backlog ({logged} changes) before it stopped"
+    );
+    // Nothing is lost by breaking off: the next catch-up finishes the log.
+    let done = keqing_server::projector::catch_up(&mut *session, |_, _| {}).unwrap();
+    assert_eq!(done.cursor, logged);
+    assert_eq!(
+        session
+            .report_rows(
+                Some("44"),
+                NaiveDate::from_ymd_opt(2026, 11, 1).unwrap(),
+                NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()
+            )
+            .unwrap()
+            .calls
+            .len(),
+        DOSSIERS as usize
     );
 }

@@ -23,14 +23,14 @@ fn t(s: &str) -> chrono::NaiveDateTime {
     keqing_shared::when::parse_datetime(s).unwrap()
 }
 
-fn env(id: &str, c: &NewChange) -> ChangeEnvelope {
+pub(crate) fn env(id: &str, c: &NewChange) -> ChangeEnvelope {
     ChangeEnvelope {
         doc_id: id.into(),
         bytes: c.bytes.clone(),
     }
 }
 
-fn add_office_device(store: &dyn Store, id: &str, office: &str, token: &str) {
+pub(crate) fn add_office_device(store: &dyn Store, id: &str, office: &str, token: &str) {
     store
         .add_device(
             id,
@@ -45,7 +45,7 @@ fn add_office_device(store: &dyn Store, id: &str, office: &str, token: &str) {
 
 /// A dossier with a call, a visit with a purchase and a follow-up, as an
 /// office records them: its two changes.
-fn working_dossier(id: &str, office: &str, actor: &ActorId, n: u32) -> Vec<NewChange> {
+pub(crate) fn working_dossier(id: &str, office: &str, actor: &ActorId, n: u32) -> Vec<NewChange> {
     use keqing_shared::dossier::PatientUpdate;
     use keqing_shared::records::{Call, FollowUp, Purchase, Visit};
     let at = t(&format!("2026-11-{:02}T{:02}:00", 20 + n % 5, 9 + n % 8));
@@ -106,7 +106,7 @@ fn working_dossier(id: &str, office: &str, actor: &ActorId, n: u32) -> Vec<NewCh
     vec![first, second]
 }
 
-fn dossier_id(office: &str, n: u32) -> String {
+pub(crate) fn dossier_id(office: &str, n: u32) -> String {
     format!("01a30000-0000-7000-8000-{office}{n:010}")
 }
 
