@@ -466,6 +466,9 @@ ALTER TABLE documents_new RENAME TO documents;
     // Projection version 4 (the category tallies): added, filled from the
     // rows the replica has; nothing is projected again.
     M::up(keqing_projection::V4_ADDITIONS),
+    // Projection version 5 (the day tallies of follow-ups and due slots),
+    // the same way.
+    M::up(keqing_projection::V5_ADDITIONS),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections:
@@ -672,6 +675,15 @@ fn db_path(dir: &Path) -> PathBuf {
 const AUTO_CHECKPOINT_PAGES: i64 = 4000;
 /// The same, when a background thread checkpoints: only if it falls behind.
 const BACKSTOP_CHECKPOINT_PAGES: i64 = 65_536;
+/// The same while bulk loading (a first sync of a whole province or the
+/// nation): a page written again before the WAL is copied back is copied
+/// once, and the copy's fsync is paid every 256 MiB, not every 16.
+const BULK_CHECKPOINT_PAGES: i64 = 65_536;
+/// A connection's page cache, in KiB.
+const CACHE_KIB: i64 = 65_536;
+/// The page cache while bulk loading, in KiB: a first sync of 1M dossiers
+/// writes indexes of several GB at random places.
+const BULK_CACHE_KIB: i64 = 262_144;
 
 /// Opens the replica file, migrating it; the bool says whether its
 /// projections must be rebuilt (an older schema lacked derived columns).
@@ -697,7 +709,7 @@ fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection,
     }
     // 64 MiB of page cache (the default is 2 MiB): the day's list and the
     // dossiers being worked on stay in memory in a long-running process.
-    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     // Every statement of an edit is cached; the default 16 would evict them.
     conn.set_prepared_statement_cache_capacity(128);
     // WAL: readers never block the writer. FULL: an edit acknowledged to the
@@ -942,12 +954,26 @@ impl Replica {
         Ok(replica)
     }
 
-    /// Bulk loading (imports, benchmarks): commits stop waiting for fsync.
-    /// A crash may then lose the last commits, never corrupt the file; turn
-    /// it off again before ordinary work.
+    /// Bulk loading (syncs, imports, benchmarks): commits stop waiting for
+    /// fsync, the page cache may grow to [`BULK_CACHE_KIB`] and the WAL to
+    /// [`BULK_CHECKPOINT_PAGES`] before it is copied back. A crash may then
+    /// lose the last commits, never corrupt the file; turn it off again
+    /// before ordinary work (which gives the cache back).
     pub fn set_bulk_load(&self, on: bool) -> Result<()> {
         self.conn
             .pragma_update(None, "synchronous", if on { "NORMAL" } else { "FULL" })?;
+        self.conn.pragma_update(
+            None,
+            "cache_size",
+            -if on { BULK_CACHE_KIB } else { CACHE_KIB },
+        )?;
+        let checkpoint_at = match (on, self.checkpointer.is_some()) {
+            (true, _) => BULK_CHECKPOINT_PAGES,
+            (false, true) => BACKSTOP_CHECKPOINT_PAGES,
+            (false, false) => AUTO_CHECKPOINT_PAGES,
+        };
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", checkpoint_at)?;
         Ok(())
     }
 

@@ -108,9 +108,34 @@ pub static CATEGORY_TALLIES: Table = Table {
     key: &["office", "category", "lapses_on"],
 };
 
+/// The day tallies of follow-ups (projection version 5), like
+/// [`CATEGORY_TALLIES`].
+pub static FOLLOWUP_TALLIES: Table = Table {
+    index: TABLE_COUNT,
+    name: "followup_tallies",
+    columns: &["day", "office", "staff", "done", "on_time"],
+    key: &["day", "office", "staff"],
+};
+
+/// The day tallies of slots counted as due (projection version 5), like
+/// [`CATEGORY_TALLIES`].
+pub static SLOT_TALLIES: Table = Table {
+    index: TABLE_COUNT,
+    name: "slot_tallies",
+    columns: &[
+        "deadline",
+        "office",
+        "due",
+        "due_on_time",
+        "not_visited_due",
+        "not_visited_on_time",
+    ],
+    key: &["deadline", "office"],
+};
+
 /// The tables a store derives from other projection tables itself
 /// (triggers): dumped, cleared and granted with the rest.
-pub static DERIVED_TABLES: [&Table; 1] = [&CATEGORY_TALLIES];
+pub static DERIVED_TABLES: [&Table; 3] = [&CATEGORY_TALLIES, &FOLLOWUP_TALLIES, &SLOT_TALLIES];
 
 /// Every projection table a dump prints: the written ones, then the
 /// derived ones.

@@ -234,6 +234,11 @@ fn released_schema_texts_are_frozen() {
             V4_ADDITIONS,
             "0c289ca328bd2faaa244641292ba37a2a4d29de4ad5ae618465def46b226c8f3",
         ),
+        (
+            "V5_ADDITIONS",
+            V5_ADDITIONS,
+            "cc1ff6cb22a8bb323f528c8ae9726162deddd37245631295b92df337fa1e05f1",
+        ),
     ] {
         assert_eq!(
             hex(text),
@@ -260,8 +265,8 @@ fn replacing_gives_the_current_tables_from_any_earlier_shape() {
     let fresh = Connection::open_in_memory().unwrap();
     fresh.execute_batch(SCHEMA).unwrap();
     for steps in [
-        &[REPLACE_WITH_V2, REPLACE_WITH_V3, V4_ADDITIONS][..],
-        &[REPLACE_WITH_V3, V4_ADDITIONS],
+        &[REPLACE_WITH_V2, REPLACE_WITH_V3, V4_ADDITIONS, V5_ADDITIONS][..],
+        &[REPLACE_WITH_V3, V4_ADDITIONS, V5_ADDITIONS],
     ] {
         let conn = Connection::open_in_memory().unwrap();
         // The R*Tree as it was before 3885f6e, with a row.
@@ -452,4 +457,202 @@ fn category_tallies_follow_every_write_to_patients() {
         category_counts(&old, None, day(15)).unwrap(),
         category_counts(&conn, None, day(15)).unwrap()
     );
+}
+
+/// Random writes to `followups` and `slots` (inserts, moves to another
+/// day, office or staff, flags flipped, slots leaving and entering the
+/// due count, deletes): the day tallies always give what a scan of the
+/// rows gives; and a version-4 store gets the same from the migration.
+#[test]
+fn day_tallies_follow_every_write_to_followups_and_slots() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    let mut rng = Rng(31);
+    let write = |conn: &Connection, rng: &mut Rng| {
+        let id = rng.below(200);
+        let office = ["44", "33"][rng.below(2) as usize];
+        let staff = ["李娜", "王芳", "张伟"][rng.below(3) as usize];
+        let at = format!(
+            "{}T{:02}:00:00",
+            fmt_date(day(rng.below(20))),
+            8 + rng.below(10)
+        );
+        // One column at a time, as well as whole rows.
+        let one_column = [
+            "UPDATE followups SET on_time = 1 - on_time WHERE id = 'f' || ?1",
+            "UPDATE followups SET staff = staff || '2' WHERE id = 'f' || ?1",
+            "UPDATE followups SET at = '2026-10-05T09:00:00' WHERE id = 'f' || ?1",
+            "UPDATE slots SET on_time = 1 - on_time WHERE dossier_id = 'd' || ?1",
+            "UPDATE slots SET due_counted = 1 - due_counted WHERE dossier_id = 'd' || ?1",
+            "UPDATE slots SET cadence = 'special' WHERE dossier_id = 'd' || ?1",
+            "UPDATE slots SET deadline = '2026-10-06' WHERE dossier_id = 'd' || ?1",
+            "UPDATE slots SET office = '11' WHERE dossier_id = 'd' || ?1",
+            "UPDATE slots SET satisfied_at = '2026-10-03T10:00:00' WHERE dossier_id = 'd' || ?1",
+        ];
+        match rng.below(10) {
+            0 => {
+                conn.execute("DELETE FROM followups WHERE id = ?1", [format!("f{id}")])
+                    .unwrap();
+                conn.execute(
+                    "DELETE FROM slots WHERE dossier_id = ?1",
+                    [format!("d{id}")],
+                )
+                .unwrap();
+                return;
+            }
+            1..=4 => {
+                let sql = one_column[rng.below(one_column.len() as u64) as usize];
+                conn.execute(sql, [id.to_string()]).unwrap();
+                return;
+            }
+            _ => {}
+        }
+        conn.execute(
+            "INSERT INTO followups (id, dossier_id, at, staff, kind, on_time, office)
+             VALUES (?1, ?2, ?3, ?4, '回访', ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET at = excluded.at, staff = excluded.staff,
+                 on_time = excluded.on_time, office = excluded.office",
+            params![
+                format!("f{id}"),
+                format!("d{id}"),
+                at,
+                staff,
+                rng.below(2) as i64,
+                office
+            ],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO slots (dossier_id, n, cadence, reason, anchor, due_from, deadline,
+                                settled_on, office, due_counted, on_time)
+             VALUES (?1, ?2, ?3, 'r', ?4, ?4, ?5, ?5, ?6, ?7, ?8)
+             ON CONFLICT (dossier_id, n) DO UPDATE SET cadence = excluded.cadence,
+                 deadline = excluded.deadline, office = excluded.office,
+                 due_counted = excluded.due_counted, on_time = excluded.on_time",
+            params![
+                format!("d{id}"),
+                rng.below(3) as i64,
+                ["not_visited", "after_purchase"][rng.below(2) as usize],
+                fmt_date(day(rng.below(20))),
+                fmt_date(day(rng.below(25))),
+                office,
+                rng.below(2) as i64,
+                rng.below(2) as i64,
+            ],
+        )
+        .unwrap();
+    };
+    // The counts as a scan of the rows gives them (the queries the report
+    // ran before the tallies), and as the report reads them now.
+    type Counts = (Vec<FollowUpTally>, Vec<SlotCounts>);
+    let scan = |conn: &Connection, from: NaiveDate, to: NaiveDate| -> Counts {
+        let range = params![fmt_date(from), fmt_date(to)];
+        let followups = conn
+            .prepare(
+                "SELECT office, staff, substr(at, 1, 10) AS d, count(*), sum(on_time)
+                 FROM followups WHERE d >= ?1 AND d <= ?2
+                 GROUP BY office, staff, d ORDER BY office, staff, d",
+            )
+            .unwrap()
+            .query_map(range, |r| {
+                Ok(FollowUpTally {
+                    office: r.get(0)?,
+                    staff: r.get(1)?,
+                    day: read_stored_date(&r.get::<_, String>(2)?).unwrap(),
+                    done: r.get::<_, i64>(3)? as u64,
+                    on_time: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let slots = conn
+            .prepare(
+                "SELECT office, count(*), sum(on_time), sum(cadence = 'not_visited'),
+                        sum(cadence = 'not_visited' AND on_time)
+                 FROM slots WHERE deadline >= ?1 AND deadline <= ?2 AND due_counted = 1
+                 GROUP BY office ORDER BY office",
+            )
+            .unwrap()
+            .query_map(range, |r| {
+                let n = |i| r.get::<_, i64>(i).map(|n| n as u64);
+                Ok(SlotCounts {
+                    office: r.get(0)?,
+                    due: n(1)?,
+                    due_on_time: n(2)?,
+                    not_visited_due: n(3)?,
+                    not_visited_on_time: n(4)?,
+                    overdue: 0,
+                })
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        (followups, slots)
+    };
+    let tallied = |conn: &Connection, from: NaiveDate, to: NaiveDate| -> Counts {
+        let mut followups = report_rows(conn, None, from, to).unwrap().followups;
+        followups.sort_by(|a, b| (&a.office, &a.staff, a.day).cmp(&(&b.office, &b.staff, b.day)));
+        let slots = slot_counts(conn, None, from, to)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.due > 0)
+            .map(|c| SlotCounts { overdue: 0, ..c })
+            .collect();
+        (followups, slots)
+    };
+    let check = |conn: &Connection, when: &str| {
+        for (from, to) in [(0, 0), (3, 9), (0, 30), (12, 19)] {
+            let (from, to) = (day(from), day(to));
+            assert_eq!(
+                tallied(conn, from, to),
+                scan(conn, from, to),
+                "{when}, {from}..={to}"
+            );
+        }
+    };
+    for burst in 0..8 {
+        for _ in 0..120 {
+            write(&conn, &mut rng);
+        }
+        check(&conn, &format!("after burst {burst}"));
+    }
+    let empty: i64 = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM followup_tallies WHERE done <= 0)
+                  + (SELECT count(*) FROM slot_tallies WHERE due <= 0)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(empty, 0, "a tally row left at zero or below");
+
+    // The migration fills the tallies of a version-4 store from its rows.
+    let old = Connection::open_in_memory().unwrap();
+    old.execute_batch(REPLACE_WITH_V3).unwrap();
+    old.execute_batch(V4_ADDITIONS).unwrap();
+    for table in [&rows::FOLLOWUPS, &rows::SLOTS] {
+        let cols = table.columns.join(", ");
+        let n = table.columns.len();
+        let copied: Vec<Vec<rusqlite::types::Value>> = conn
+            .prepare(&format!("SELECT {cols} FROM {}", table.name))
+            .unwrap()
+            .query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let marks = (1..=n)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for row in copied {
+            old.execute(
+                &format!("INSERT INTO {} ({cols}) VALUES ({marks})", table.name),
+                rusqlite::params_from_iter(row),
+            )
+            .unwrap();
+        }
+    }
+    old.execute_batch(V5_ADDITIONS).unwrap();
+    check(&old, "after the migration");
 }

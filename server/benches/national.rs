@@ -25,6 +25,8 @@
 //!
 //! Generated dossiers are kept in KEQING_BENCH_CACHE (default
 //! target/national-bench-cache) and reused by later runs.
+//! KEQING_NATIONAL_BENCH_REUSE=DIR measures only the report of a SQLite
+//! store a run kept with KEQING_BENCH_KEEP (after this build migrates it).
 
 use automerge::ActorId;
 use chrono::{Duration, NaiveDate, NaiveDateTime};
@@ -710,6 +712,26 @@ fn main() {
         "# national benchmark: 27 offices × {sizes:?} dossiers (step {step} per office = {} dossiers)",
         step * 27
     );
+    // KEQING_NATIONAL_BENCH_REUSE=DIR: a SQLite store a run kept
+    // (KEQING_BENCH_KEEP=K leaves it in K/sqlite/store), opened (so
+    // migrated) by this build: its report and size only, no ingest.
+    if let Some(dir) = std::env::var_os("KEQING_NATIONAL_BENCH_REUSE") {
+        let place = Place::Sqlite(PathBuf::from(dir));
+        let started = Instant::now();
+        drop(place.open());
+        println!(
+            "opened (and migrated) the kept store in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let (docs, changes, s) = catch_up(&place);
+        println!("projector: {docs} documents, {changes} changes behind ({s:.1} s)");
+        let (first, warm, calls) = national_report(&place);
+        println!(
+            "national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms"
+        );
+        println!("on disk {:.0} MB", place.bytes_on_disk() as f64 / 1e6);
+        return;
+    }
     ensure_generated(&cache, largest);
     // KEQING_BENCH_KEEP=DIR keeps the stores there (SQLite's) to inspect.
     let kept = std::env::var_os("KEQING_BENCH_KEEP").map(PathBuf::from);

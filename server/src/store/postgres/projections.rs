@@ -652,9 +652,8 @@ pub(super) async fn report_rows(
     // Counted here: the report only counts follow-ups, by office, staff
     // and day.
     for r in query(
-        "SELECT office, staff, left(at, 10), count(*), sum(on_time)::bigint FROM followups
-         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)
-         GROUP BY office, staff, left(at, 10)",
+        "SELECT office, staff, day, done, on_time FROM followup_tallies
+         WHERE day >= left($1, 10) AND day < left($2, 10) AND ($3::text IS NULL OR office = $3)",
     )
     .await?
     {
@@ -747,12 +746,10 @@ async fn slot_counts(
 ) -> Result<Vec<SlotCounts>> {
     let due_stmt = c
         .prepare_cached(
-            "SELECT office, count(*), count(*) FILTER (WHERE on_time <> 0),
-                    count(*) FILTER (WHERE cadence = 'not_visited'),
-                    count(*) FILTER (WHERE cadence = 'not_visited' AND on_time <> 0)
-             FROM slots
-             WHERE deadline >= $1 AND deadline <= $2 AND due_counted = 1
-               AND ($3::text IS NULL OR office = $3)
+            "SELECT office, sum(due)::bigint, sum(due_on_time)::bigint,
+                    sum(not_visited_due)::bigint, sum(not_visited_on_time)::bigint
+             FROM slot_tallies
+             WHERE deadline >= $1 AND deadline <= $2 AND ($3::text IS NULL OR office = $3)
              GROUP BY office",
         )
         .await?;

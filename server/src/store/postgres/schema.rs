@@ -325,11 +325,98 @@ SELECT office, category, coalesce(lapses_on, ''), count(*),
 FROM patients WHERE merged_into IS NULL
 GROUP BY office, category, coalesce(lapses_on, '');
 "#,
+    // 4: projection version 5, the day tallies of follow-ups and of slots
+    // counted as due (see the projection crate's `v5_additions`), the same
+    // way.
+    r#"
+CREATE TABLE followup_tallies (
+    day TEXT NOT NULL,
+    office TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    done BIGINT NOT NULL,
+    on_time BIGINT NOT NULL,
+    PRIMARY KEY (day, office, staff)
+);
+CREATE FUNCTION keqing_tally_followup(f followups, delta BIGINT) RETURNS VOID LANGUAGE sql AS $$
+    INSERT INTO followup_tallies VALUES (left(f.at, 10), f.office, f.staff, delta,
+        CASE WHEN f.on_time <> 0 THEN delta ELSE 0 END)
+    ON CONFLICT (day, office, staff) DO UPDATE SET
+        done = followup_tallies.done + excluded.done,
+        on_time = followup_tallies.on_time + excluded.on_time;
+    DELETE FROM followup_tallies WHERE day = left(f.at, 10) AND office = f.office
+        AND staff = f.staff AND done = 0;
+$$;
+CREATE FUNCTION keqing_followup_tallies() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (left(OLD.at, 10), OLD.office, OLD.staff, OLD.on_time <> 0)
+        IS NOT DISTINCT FROM (left(NEW.at, 10), NEW.office, NEW.staff, NEW.on_time <> 0) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        PERFORM keqing_tally_followup(OLD, -1);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') THEN
+        PERFORM keqing_tally_followup(NEW, 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER followup_tallies AFTER INSERT OR UPDATE OR DELETE ON followups
+    FOR EACH ROW EXECUTE FUNCTION keqing_followup_tallies();
+INSERT INTO followup_tallies
+SELECT left(at, 10), office, staff, count(*), count(*) FILTER (WHERE on_time <> 0)
+FROM followups GROUP BY left(at, 10), office, staff;
+CREATE TABLE slot_tallies (
+    deadline TEXT NOT NULL,
+    office TEXT NOT NULL,
+    due BIGINT NOT NULL,
+    due_on_time BIGINT NOT NULL,
+    not_visited_due BIGINT NOT NULL,
+    not_visited_on_time BIGINT NOT NULL,
+    PRIMARY KEY (deadline, office)
+);
+CREATE FUNCTION keqing_tally_slot(s slots, delta BIGINT) RETURNS VOID LANGUAGE sql AS $$
+    INSERT INTO slot_tallies VALUES (s.deadline, s.office, delta,
+        CASE WHEN s.on_time <> 0 THEN delta ELSE 0 END,
+        CASE WHEN s.cadence = 'not_visited' THEN delta ELSE 0 END,
+        CASE WHEN s.cadence = 'not_visited' AND s.on_time <> 0 THEN delta ELSE 0 END)
+    ON CONFLICT (deadline, office) DO UPDATE SET
+        due = slot_tallies.due + excluded.due,
+        due_on_time = slot_tallies.due_on_time + excluded.due_on_time,
+        not_visited_due = slot_tallies.not_visited_due + excluded.not_visited_due,
+        not_visited_on_time = slot_tallies.not_visited_on_time + excluded.not_visited_on_time;
+    DELETE FROM slot_tallies WHERE deadline = s.deadline AND office = s.office AND due = 0;
+$$;
+CREATE FUNCTION keqing_slot_tallies() RETURNS TRIGGER LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (OLD.due_counted = 1, OLD.deadline, OLD.office, OLD.on_time <> 0,
+            OLD.cadence = 'not_visited')
+        IS NOT DISTINCT FROM (NEW.due_counted = 1, NEW.deadline, NEW.office, NEW.on_time <> 0,
+            NEW.cadence = 'not_visited') THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.due_counted = 1 THEN
+        PERFORM keqing_tally_slot(OLD, -1);
+    END IF;
+    IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.due_counted = 1 THEN
+        PERFORM keqing_tally_slot(NEW, 1);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER slot_tallies AFTER INSERT OR UPDATE OR DELETE ON slots
+    FOR EACH ROW EXECUTE FUNCTION keqing_slot_tallies();
+INSERT INTO slot_tallies
+SELECT deadline, office, count(*), count(*) FILTER (WHERE on_time <> 0),
+       count(*) FILTER (WHERE cadence = 'not_visited'),
+       count(*) FILTER (WHERE cadence = 'not_visited' AND on_time <> 0)
+FROM slots WHERE due_counted = 1 GROUP BY deadline, office;
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new
 /// projection version is a new migration here too.
-pub const PROJECTION_VERSION: u32 = 4;
+pub const PROJECTION_VERSION: u32 = 5;
 
 /// Brings the database to the newest schema (making the store if there is
 /// none); refuses one a newer keqing-server made.

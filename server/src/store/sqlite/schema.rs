@@ -122,6 +122,9 @@ CREATE INDEX unreadable_documents_office ON unreadable_documents(office);
     // Projection version 4 (the category tallies): added, filled from the
     // rows the store has; nothing is projected again.
     M::up(keqing_projection::V4_ADDITIONS),
+    // Projection version 5 (the day tallies of follow-ups and due slots),
+    // the same way.
+    M::up(keqing_projection::V5_ADDITIONS),
 ];
 
 /// After the projection tables were replaced: the projector starts over
