@@ -469,6 +469,8 @@ ALTER TABLE documents_new RENAME TO documents;
     // Projection version 5 (the day tallies of follow-ups and due slots),
     // the same way.
     M::up(keqing_projection::V5_ADDITIONS),
+    // Projection version 6 (covering report indexes).
+    M::up(keqing_projection::V6_CHANGES),
 ];
 
 /// Schema versions from which opening a replica rebuilds its projections:

@@ -125,6 +125,8 @@ CREATE INDEX unreadable_documents_office ON unreadable_documents(office);
     // Projection version 5 (the day tallies of follow-ups and due slots),
     // the same way.
     M::up(keqing_projection::V5_ADDITIONS),
+    // Projection version 6 (covering report indexes).
+    M::up(keqing_projection::V6_CHANGES),
 ];
 
 /// After the projection tables were replaced: the projector starts over
