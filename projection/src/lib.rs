@@ -767,7 +767,7 @@ pub fn report_rows(
             Ok(CallFact {
                 office: r.get(0)?,
                 dossier: r.get(1)?,
-                at: r.get(2)?,
+                at: stored_required(r, 2, read_stored_datetime)?,
                 staff: r.get(3)?,
                 source: r.get(4)?,
                 disease: r.get(5)?,
@@ -780,7 +780,7 @@ pub fn report_rows(
             Ok(VisitFact {
                 office: r.get(0)?,
                 dossier: r.get(1)?,
-                at: r.get(2)?,
+                at: stored_required(r, 2, read_stored_datetime)?,
                 staff: r.get(3)?,
                 purchased: r.get(4)?,
                 reason: r
@@ -795,12 +795,12 @@ pub fn report_rows(
             Ok(PurchaseFact {
                 office: r.get(0)?,
                 dossier: r.get(1)?,
-                at: r.get(2)?,
+                at: stored_required(r, 2, read_stored_datetime)?,
                 staff: r.get(3)?,
                 amount_fen: r.get(4)?,
                 order: PurchaseOrder {
                     nth: r.get(5)?,
-                    prev_runout: r.get(6)?,
+                    prev_runout: stored(r, 6, read_stored_date)?,
                 },
             })
         })?
@@ -816,7 +816,7 @@ pub fn report_rows(
             Ok(FollowUpTally {
                 office: r.get(0)?,
                 staff: r.get(1)?,
-                day: r.get(2)?,
+                day: stored_required(r, 2, read_stored_date)?,
                 done: r.get::<_, i64>(3)?.max(0) as u64,
                 on_time: r.get::<_, i64>(4)?.max(0) as u64,
             })
@@ -829,7 +829,7 @@ pub fn report_rows(
             Ok(MarkFact {
                 office: r.get(0)?,
                 dossier: r.get(1)?,
-                at: r.get(2)?,
+                at: stored_required(r, 2, read_stored_datetime)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -843,8 +843,8 @@ pub fn report_rows(
             Ok(ProblemFact {
                 office: r.get(0)?,
                 dossier: r.get(1)?,
-                opened_at: r.get(2)?,
-                resolved_at: r.get(3)?,
+                opened_at: stored_required(r, 2, read_stored_datetime)?,
+                resolved_at: stored(r, 3, read_stored_datetime)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -853,7 +853,7 @@ pub fn report_rows(
         .query_map(params![start, end, office], |r| {
             Ok(NonPatientFact {
                 office: r.get(0)?,
-                at: r.get(1)?,
+                at: stored_required(r, 1, read_stored_datetime)?,
                 staff: r.get(2)?,
                 kind: NonPatientKind::parse(&r.get::<_, String>(3)?)
                     .unwrap_or(NonPatientKind::Other),
