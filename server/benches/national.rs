@@ -26,7 +26,8 @@
 //! Generated dossiers are kept in KEQING_BENCH_CACHE (default
 //! target/national-bench-cache) and reused by later runs.
 //! KEQING_NATIONAL_BENCH_REUSE=DIR measures only the report of a SQLite
-//! store a run kept with KEQING_BENCH_KEEP (after this build migrates it).
+//! store a run kept with KEQING_BENCH_KEEP (after this build migrates it),
+//! and with KEQING_NATIONAL_BENCH_BOOTSTRAP=1 a new device's first sync.
 
 use automerge::ActorId;
 use chrono::{Duration, NaiveDate, NaiveDateTime};
@@ -730,6 +731,19 @@ fn main() {
             "national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms"
         );
         println!("on disk {:.0} MB", place.bytes_on_disk() as f64 / 1e6);
+        // KEQING_NATIONAL_BENCH_BOOTSTRAP=1: and a new headquarters device's
+        // first sync of it (the replica goes beside the store, then away).
+        if std::env::var("KEQING_NATIONAL_BENCH_BOOTSTRAP").is_ok_and(|v| v == "1") {
+            let Place::Sqlite(data) = &place else {
+                unreachable!()
+            };
+            let beside = data.parent().unwrap_or(Path::new("."));
+            let (s, held, (rss, peak)) = bootstrap(&rt, &place, beside, "hq-reuse");
+            println!(
+                "new headquarters device, first sync of {held} documents: {s:.1} s ({:.0} a second); server after it {rss:.0} MB (peak {peak:.0})",
+                held as f64 / s
+            );
+        }
         return;
     }
     ensure_generated(&cache, largest);
