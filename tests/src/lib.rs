@@ -599,3 +599,57 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// A number a test reads from the environment (`KEQING_FAULT_SEEDS`…):
+/// `default` when unset; a value that is set but not a number stops the
+/// test with its name, never silently becomes the default (a mistyped
+/// `KEQING_FAULT_SEEDS=2OOO` ran the default 200 seeds and looked like a
+/// pass of 2 000).
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let raw = match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(v)) => {
+            panic!("{name} is set to {v:?}, which is not a number")
+        }
+    };
+    parse_setting(name, raw.as_deref(), default).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`env_number`] on a given value: `Ok(default)` when unset, the number
+/// when it parses, an error naming the setting otherwise.
+pub fn parse_setting<T: std::str::FromStr>(
+    name: &str,
+    raw: Option<&str>,
+    default: T,
+) -> Result<T, String> {
+    match raw {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name} is set to {v:?}, which is not a number")),
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::parse_setting;
+
+    #[test]
+    fn a_setting_is_its_default_unset_and_an_error_when_not_a_number() {
+        assert_eq!(parse_setting("KEQING_FAULT_SEEDS", None, 200u64), Ok(200));
+        assert_eq!(
+            parse_setting("KEQING_FAULT_SEEDS", Some("2000"), 200u64),
+            Ok(2000)
+        );
+        assert_eq!(
+            parse_setting("KEQING_SOAK_RATE", Some(" 7.5 "), 20.0f64),
+            Ok(7.5)
+        );
+        for bad in ["2OOO", "", "-3", "1e3"] {
+            let e = parse_setting("KEQING_FAULT_SEEDS", Some(bad), 200u64).unwrap_err();
+            assert!(e.contains("KEQING_FAULT_SEEDS") && e.contains(bad), "{e}");
+        }
+    }
+}

@@ -119,10 +119,7 @@ fn integrity(db: &std::path::Path) -> String {
 #[test]
 fn sigkill_of_client_and_server_during_sync_and_projection_loses_nothing() {
     use keqing_tests::{Server, server_bin};
-    let kills_wanted: u32 = std::env::var("KEQING_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(50);
+    let kills_wanted: u32 = keqing_tests::env_number("KEQING_CRASH_KILLS", 50);
     let tmp = tempfile::tempdir().unwrap();
     let server_dir = tmp.path().join("server");
     let mut server = Server::start(&server_dir, "127.0.0.1:0");

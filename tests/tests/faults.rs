@@ -400,14 +400,8 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
 
 #[test]
 fn every_seed_converges_and_loses_nothing_under_network_faults() {
-    let seeds: u64 = std::env::var("KEQING_FAULT_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    let first: u64 = std::env::var("KEQING_FAULT_FIRST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let seeds: u64 = keqing_tests::env_number("KEQING_FAULT_SEEDS", 200);
+    let first: u64 = keqing_tests::env_number("KEQING_FAULT_FIRST_SEED", 1);
     let counts = FaultCounts::default();
     let started = std::time::Instant::now();
     // Two runners share the seeds (the machines CI runs on have 2 cores).

@@ -151,10 +151,7 @@ fn generate(rng: &mut Rng, m: &Material) -> (Vec<ChangeEnvelope>, bool, u64) {
 
 #[test]
 fn generated_hostile_input_never_panics_and_refused_input_stores_nothing() {
-    let inputs: u64 = std::env::var("KEQING_FUZZ_INPUTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
+    let inputs: u64 = keqing_tests::env_number("KEQING_FUZZ_INPUTS", 20_000);
     let tmp = keqing_tests::scratch_dir();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(tmp.path()).unwrap());
     let own_token = "own-device-token";

@@ -35,15 +35,9 @@ struct Device {
 #[test]
 #[ignore = "a 10-minute soak run: scripts/soak.sh"]
 fn soak_27_offices_syncing_at_a_steady_rate() {
-    let seconds: u64 = std::env::var("KEQING_SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
+    let seconds: u64 = keqing_tests::env_number("KEQING_SOAK_SECONDS", 600);
     // Syncs per second across all devices.
-    let rate: f64 = std::env::var("KEQING_SOAK_RATE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20.0);
+    let rate: f64 = keqing_tests::env_number("KEQING_SOAK_RATE", 20.0);
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
     let url = server.url();
