@@ -715,7 +715,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         syncs: stats.ok,
         syncs_offline: stats.refused,
         changes_pushed: stats.pushed,
-        converged: checks.iter().all(|c| c.ok),
+        converged: all_passed(&checks),
         checks,
         from: report.from.clone(),
         to: report.to.clone(),
@@ -1325,5 +1325,31 @@ impl Bars {
         if let Some(b) = &self.0 {
             b.finish_and_clear();
         }
+    }
+}
+
+/// Whether the demo's checks passed: every one, and at least one ran (a
+/// run that checked nothing proves nothing).
+fn all_passed(checks: &[Check]) -> bool {
+    !checks.is_empty() && checks.iter().all(|c| c.ok)
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::{Check, all_passed};
+
+    fn check(ok: bool) -> Check {
+        Check {
+            name: "c".into(),
+            ok,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_demo_passes_only_when_it_checked_something_and_all_of_it_held() {
+        assert!(!all_passed(&[]), "no check ran");
+        assert!(all_passed(&[check(true), check(true)]));
+        assert!(!all_passed(&[check(true), check(false)]));
     }
 }
