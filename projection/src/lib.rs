@@ -749,9 +749,9 @@ pub mod report_sql {
 
 /// The rows [`keqing_shared::report::build`] needs for the days
 /// `from..=to`, in one office (`Some(code)`) or every office (`None`).
-/// Each query reads an index on time (or deadline) and joins the patient
-/// for its office, so the cost follows the rows in the range, not the size
-/// of the store.
+/// Each query reads a covering index on time (the records), or a tally
+/// (follow-ups and due slots by day, categories), so the cost follows the
+/// rows in the range, not the size of the store.
 pub fn report_rows(
     conn: &Connection,
     office: Option<&str>,
@@ -805,8 +805,8 @@ pub fn report_rows(
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
-    // Counted here: the report only counts follow-ups, by office, staff
-    // and day.
+    // Read from the day tallies: the report only counts follow-ups, by
+    // office, staff and day.
     let mut stmt = conn.prepare_cached(
         "SELECT office, staff, day, done, on_time FROM followup_tallies
          WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR office = ?3)",

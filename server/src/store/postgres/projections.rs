@@ -649,8 +649,8 @@ pub(super) async fn report_rows(
             },
         });
     }
-    // Counted here: the report only counts follow-ups, by office, staff
-    // and day.
+    // Read from the day tallies: the report only counts follow-ups, by
+    // office, staff and day.
     for r in query(
         "SELECT office, staff, day, done, on_time FROM followup_tallies
          WHERE day >= left($1, 10) AND day < left($2, 10) AND ($3::text IS NULL OR office = $3)",
@@ -661,7 +661,7 @@ pub(super) async fn report_rows(
             office: r.try_get(0)?,
             staff: r.try_get(1)?,
             day: opt_date(&r, 2)?
-                .ok_or_else(|| StoreError::Postgres("a follow-up without a time".into()))?,
+                .ok_or_else(|| StoreError::Postgres("a follow-up tally without a day".into()))?,
             done: count(&r, 3)?,
             on_time: count(&r, 4)?,
         });
