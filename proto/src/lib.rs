@@ -550,39 +550,73 @@ impl SyncConnection {
 /// Decodes `bytes` as every message a service or a client accepts from the
 /// other side, and turns what decodes into domain values the way the
 /// services do. For the fuzz harness: untrusted bytes must give errors,
-/// never a panic. Returns how many message types accepted the bytes.
-pub fn decode_untrusted(bytes: &[u8]) -> usize {
-    use prost::Message;
-    let mut accepted = 0;
-    if let Ok(r) = pb::EnrollRequest::decode(bytes) {
-        accepted += usize::from(!r.actor.is_empty());
+/// never a panic, and whatever decodes must survive being encoded and
+/// decoded again unchanged (a conversion that loses or invents a field
+/// would fail here). Returns how many message types accepted the bytes, or
+/// which type's value changed on the round trip.
+pub fn decode_untrusted(bytes: &[u8]) -> Result<usize, String> {
+    /// Decodes `bytes` as `M`, converts it with `from` (which may refuse
+    /// it, as a service would), encodes it back with `to` and checks that
+    /// the second decoding gives the same value.
+    fn round_trip<M: prost::Message + Default, D: Clone + PartialEq + std::fmt::Debug>(
+        name: &str,
+        bytes: &[u8],
+        from: impl Fn(M) -> Option<D>,
+        to: impl Fn(D) -> M,
+    ) -> Result<usize, String> {
+        let Some(value) = M::decode(bytes).ok().and_then(&from) else {
+            return Ok(0);
+        };
+        let encoded = to(value.clone()).encode_to_vec();
+        let again = M::decode(encoded.as_slice())
+            .map_err(|e| format!("{name}: its own encoding does not decode: {e}"))?;
+        match from(again) {
+            Some(v) if v == value => Ok(1),
+            other => Err(format!("{name}: {value:?} came back as {other:?}")),
+        }
     }
-    if let Ok(r) = pb::PushRequest::decode(bytes) {
-        let changes: Vec<ChangeEnvelope> = r.changes.into_iter().map(change_from).collect();
-        accepted += usize::from(changes.iter().all(|c| !c.doc_id.is_empty()));
+    fn same<M>(m: M) -> Option<M> {
+        Some(m)
     }
-    if let Ok(r) = pb::PullRequest::decode(bytes) {
-        accepted += usize::from(r.cursor < u64::MAX || !r.epoch.is_empty());
+    fn kept<M>(m: M) -> M {
+        m
     }
-    if let Ok(r) = pb::RepairRequest::decode(bytes) {
-        accepted += usize::from(
-            r.docs
-                .into_iter()
-                .map(heads_from)
-                .collect::<Result<Vec<_>, _>>()
-                .is_ok(),
-        );
-    }
-    if let Ok(r) = pb::ReportRequest::decode(bytes) {
-        accepted += usize::from(keqing_shared::when::parse_date(&r.from).is_ok());
-    }
-    if let Ok(r) = pb::PullBatch::decode(bytes) {
-        accepted += usize::from(!batch_from(r).done);
-    }
-    if let Ok(r) = pb::Report::decode(bytes) {
-        accepted += usize::from(!report_from(r).from.is_empty());
-    }
-    accepted
+    let decoded = [
+        round_trip::<pb::EnrollRequest, _>("EnrollRequest", bytes, same, kept)?,
+        round_trip(
+            "PushRequest",
+            bytes,
+            |r: pb::PushRequest| Some(r.changes.into_iter().map(change_from).collect::<Vec<_>>()),
+            |changes| pb::PushRequest {
+                changes: changes.into_iter().map(pb_change).collect(),
+            },
+        )?,
+        round_trip::<pb::PullRequest, _>("PullRequest", bytes, same, kept)?,
+        round_trip(
+            "RepairRequest",
+            bytes,
+            |r: pb::RepairRequest| {
+                r.docs
+                    .into_iter()
+                    .map(heads_from)
+                    .collect::<Result<Vec<_>, _>>()
+                    .ok()
+            },
+            |docs| pb::RepairRequest {
+                docs: docs
+                    .into_iter()
+                    .map(|d: DocHeads| pb::DocHeads {
+                        doc_id: d.doc_id,
+                        heads: d.heads.iter().map(|h| h.to_vec()).collect(),
+                    })
+                    .collect(),
+            },
+        )?,
+        round_trip::<pb::ReportRequest, _>("ReportRequest", bytes, same, kept)?,
+        round_trip("PullBatch", bytes, |b| Some(batch_from(b)), pb_batch)?,
+        round_trip("Report", bytes, |r| Some(report_from(r)), pb_report)?,
+    ];
+    Ok(decoded.iter().sum())
 }
 
 #[cfg(test)]
