@@ -2,7 +2,8 @@
 # The network-fault property test over many seeds (CI runs 200):
 #   scripts/faults.sh [SEEDS] [FIRST_SEED]     e.g. scripts/faults.sh 10000
 # Release build; prints the summary line (seeds, records, syncs broken by
-# faults, connections refused / cut / delayed) and fails on the first seed
+# faults, lost acks: changes a retry found already stored, connections
+# refused / cut / answers cut / delayed) and fails on the first seed
 # that does not converge (its number is in the message: rerun it alone with
 # scripts/faults.sh 1 SEED).
 set -euo pipefail
