@@ -10,11 +10,14 @@
 //! - [`os_account`]: who runs a command, for audit lines;
 //! - [`lock`]: one policy for a lock whose holder panicked;
 //! - [`web`]: what both web front ends (the office workstation and
-//!   headquarters' dashboard) put around their routes.
+//!   headquarters' dashboard) put around their routes;
+//! - [`write_marker`]: open SQLite write transactions, marked in a file
+//!   for the crash tests when asked to.
 
 pub mod files;
 pub mod locks;
 pub mod web;
+pub mod write_marker;
 
 pub use locks::{Recover, lock};
 

@@ -691,6 +691,7 @@ const BULK_CACHE_KIB: i64 = 262_144;
 /// projections must be rebuilt (an older schema lacked derived columns).
 fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection, bool)> {
     let mut conn = Connection::open(path)?;
+    keqing_host::write_marker::watch_writes(&conn)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     if let Some(key) = key {
         // A wrong key is our error to report, not SQLCipher's to log.

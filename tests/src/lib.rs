@@ -205,6 +205,19 @@ pub struct Server {
     child: std::process::Child,
 }
 
+/// How [`Server::spawn`] starts a server, beyond its directory and address.
+#[derive(Default)]
+struct Launch<'a> {
+    /// More `serve` options (e.g. `--tls`).
+    options: &'a [&'a str],
+    /// Log at `info` into this file.
+    log: Option<&'a Path>,
+    /// A PostgreSQL store instead of SQLite in the directory.
+    store: Option<&'a str>,
+    /// Mark open write transactions in this file.
+    marker: Option<&'a Path>,
+}
+
 impl Server {
     /// Starts a server on `listen` (e.g. `127.0.0.1:0`) over `dir`.
     pub fn start(dir: impl Into<PathBuf>, listen: &str) -> Server {
@@ -213,27 +226,66 @@ impl Server {
 
     /// [`Server::start`] with more `serve` options (e.g. `--tls`).
     pub fn start_with(dir: impl Into<PathBuf>, listen: &str, options: &[&str]) -> Server {
-        Server::spawn(dir.into(), listen, options, None, None)
+        Server::spawn(
+            dir.into(),
+            listen,
+            Launch {
+                options,
+                ..Launch::default()
+            },
+        )
     }
 
     /// [`Server::start`] on a PostgreSQL store (`Some(url)`) or SQLite in
     /// `dir` (`None`).
     pub fn start_on(dir: impl Into<PathBuf>, listen: &str, store: Option<&str>) -> Server {
-        Server::spawn(dir.into(), listen, &[], None, store)
+        Server::spawn(
+            dir.into(),
+            listen,
+            Launch {
+                store,
+                ..Launch::default()
+            },
+        )
     }
 
     /// [`Server::start`] logging at `info` into the file `log`.
     pub fn start_logged(dir: impl Into<PathBuf>, listen: &str, log: &Path) -> Server {
-        Server::spawn(dir.into(), listen, &[], Some(log), None)
+        Server::spawn(
+            dir.into(),
+            listen,
+            Launch {
+                log: Some(log),
+                ..Launch::default()
+            },
+        )
     }
 
-    fn spawn(
-        dir: PathBuf,
-        listen: &str,
-        options: &[&str],
-        log: Option<&Path>,
-        store: Option<&str>,
-    ) -> Server {
+    /// [`Server::start`] marking its open write transactions in the file
+    /// `marker` (see `keqing_host::write_marker`).
+    pub fn start_marked(dir: impl Into<PathBuf>, listen: &str, marker: &Path) -> Server {
+        Server::spawn(
+            dir.into(),
+            listen,
+            Launch {
+                marker: Some(marker),
+                ..Launch::default()
+            },
+        )
+    }
+
+    /// The server's process (to see whether it still runs, or to signal it).
+    pub fn process(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+
+    fn spawn(dir: PathBuf, listen: &str, launch: Launch) -> Server {
+        let Launch {
+            options,
+            log,
+            store,
+            marker,
+        } = launch;
         use std::io::BufRead;
         let (level, stderr) = match log {
             Some(path) => (
@@ -248,6 +300,7 @@ impl Server {
             .args(["serve", "--listen", listen])
             .args(options)
             .envs(store.map(|s| ("KEQING_STORE", s)))
+            .envs(marker.map(|m| (keqing_host::write_marker::WRITE_MARKER_ENV, m)))
             .env("RUST_LOG", level)
             .stdout(std::process::Stdio::piped())
             .stderr(stderr)

@@ -1,9 +1,82 @@
 //! Killing the `keqing` process (SIGKILL) in the middle of edits loses no
 //! edit whose command had returned, and leaves a sound database.
+//!
+//! Each kill waits for its victim to open a write transaction (the
+//! processes mark them in a file: `keqing_host::write_marker`) and the
+//! summaries count the kills that cut one (`interrupted`); a process that
+//! ended before the signal is not counted as killed.
 
+use keqing_host::write_marker::{WRITE_MARKER_ENV, open_writes};
 use keqing_tests::{Office, keqing_bin};
-use std::process::{Command, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// What became of one process a test meant to kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// It ended by itself before the signal: not a kill.
+    Finished,
+    /// Killed; `interrupted`: with a write transaction open.
+    Killed { interrupted: bool },
+}
+
+/// SIGKILLs `child` as soon as its marker file shows an open write
+/// transaction, or once `patience` has passed without one. Whether the kill
+/// cut a write is read from the marker afterwards: the file stops where the
+/// process died.
+fn kill_in_write(child: &mut Child, marker: &Path, patience: Duration) -> Kill {
+    let read = || std::fs::read_to_string(marker).unwrap_or_default();
+    let deadline = Instant::now() + patience;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Kill::Finished;
+        }
+        if !open_writes(&read()).is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if status.signal() != Some(libc::SIGKILL) {
+        return Kill::Finished; // it exited between the last look and the signal
+    }
+    Kill::Killed {
+        interrupted: !open_writes(&read()).is_empty(),
+    }
+}
+
+/// Kills, and how many of them cut a write.
+#[derive(Debug, Default)]
+struct Tally {
+    killed: u32,
+    interrupted: u32,
+    finished_first: u32,
+}
+
+impl Tally {
+    fn add(&mut self, k: Kill) {
+        match k {
+            Kill::Finished => self.finished_first += 1,
+            Kill::Killed { interrupted } => {
+                self.killed += 1;
+                self.interrupted += u32::from(interrupted);
+            }
+        }
+    }
+
+    /// Most kills must have cut a write, or the test proved little.
+    fn check_most_interrupted(&self) {
+        assert!(
+            self.interrupted * 2 > self.killed,
+            "only {} of {} kills cut an open write",
+            self.interrupted,
+            self.killed
+        );
+    }
+}
 
 #[test]
 fn sigkill_during_edits_keeps_every_committed_edit() {
@@ -12,14 +85,18 @@ fn sigkill_during_edits_keeps_every_committed_edit() {
     office.ok(&["init", "--office", "44", "--device", "前台1"]);
     office.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
     let mut committed = Vec::new();
-    let mut killed = 0;
+    let mut tally = Tally::default();
     let mut i = 0u32;
     let start = Instant::now();
-    // Alternate: let some calls finish, kill one at a varying moment.
-    while killed < 8 && start.elapsed() < Duration::from_secs(60) {
+    let markers = tmp.path().join("markers");
+    std::fs::create_dir(&markers).unwrap();
+    // Alternate: let some calls finish, kill one in its write.
+    while tally.killed < 8 && start.elapsed() < Duration::from_secs(60) {
         i += 1;
         let phone = format!("1390000{i:04}");
+        let marker = markers.join(i.to_string());
         let mut child = Command::new(keqing_bin())
+            .env(WRITE_MARKER_ENV, &marker)
             .arg("--data")
             .arg(&office.dir)
             .args([
@@ -38,10 +115,7 @@ fn sigkill_during_edits_keeps_every_committed_edit() {
             .spawn()
             .unwrap();
         if i.is_multiple_of(3) {
-            std::thread::sleep(Duration::from_millis(u64::from(i % 7) * 2));
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            killed += 1;
+            tally.add(kill_in_write(&mut child, &marker, Duration::from_secs(5)));
         } else {
             let out = child.wait_with_output().unwrap();
             assert!(
@@ -52,7 +126,12 @@ fn sigkill_during_edits_keeps_every_committed_edit() {
             committed.push(phone);
         }
     }
-    assert_eq!(killed, 8);
+    assert_eq!(tally.killed, 8, "{tally:?}");
+    println!(
+        "crash (edits): {} kills, interrupted {}, finished before the kill {}",
+        tally.killed, tally.interrupted, tally.finished_first
+    );
+    tally.check_most_interrupted();
     let desk = keqing_office::desk::Desk::open(&office.dir).unwrap();
     assert_eq!(desk.replica().integrity_check().unwrap(), "ok");
     for phone in &committed {
@@ -93,9 +172,12 @@ fn add_callers(dir: &std::path::Path, from: usize, n: usize, staff: &str) {
     }
 }
 
-fn spawn_quiet(bin: &std::path::Path, args: &[&str]) -> std::process::Child {
+/// Starts `bin` with `args`, output discarded, marking its open writes in
+/// `marker`.
+fn spawn_quiet(bin: &Path, args: &[&str], marker: &Path) -> Child {
     Command::new(bin)
         .args(args)
+        .env(WRITE_MARKER_ENV, marker)
         .env("RUST_LOG", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -122,7 +204,15 @@ fn sigkill_of_client_and_server_during_sync_and_projection_loses_nothing() {
     let kills_wanted: u32 = keqing_tests::env_number("KEQING_CRASH_KILLS", 50);
     let tmp = tempfile::tempdir().unwrap();
     let server_dir = tmp.path().join("server");
-    let mut server = Server::start(&server_dir, "127.0.0.1:0");
+    let markers = tmp.path().join("markers");
+    std::fs::create_dir(&markers).unwrap();
+    let mut marker_n = 0u32;
+    let mut next_marker = || {
+        marker_n += 1;
+        markers.join(marker_n.to_string())
+    };
+    let mut server_marker = next_marker();
+    let mut server = Server::start_marked(&server_dir, "127.0.0.1:0", &server_marker);
     let addr = server.addr.clone();
     let a = Office::new(tmp.path().join("a"));
     let b = Office::new(tmp.path().join("b"));
@@ -136,7 +226,7 @@ fn sigkill_of_client_and_server_during_sync_and_projection_loses_nothing() {
     );
     let server_s = server_dir.to_string_lossy().into_owned();
     let mut made = 0usize;
-    let mut kills = [0u32; 3]; // client, server, projector
+    let mut kills = [Tally::default(), Tally::default(), Tally::default()]; // client, server, projector
     let mut seed = 7u64;
     let mut next = |n: u64| {
         seed = seed
@@ -144,30 +234,32 @@ fn sigkill_of_client_and_server_during_sync_and_projection_loses_nothing() {
             .wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
-    while kills.iter().sum::<u32>() < kills_wanted {
+    let patience = Duration::from_secs(5);
+    while kills.iter().map(|k| k.killed).sum::<u32>() < kills_wanted {
         // New work on both devices, so every sync has something to carry.
         add_callers(&a.dir, made, 20, "李娜");
         add_callers(&b.dir, made + 20, 10, "王强");
         made += 30;
         let victim = next(3);
-        let sync_a = spawn_quiet(&keqing_bin(), &["--data", &a_dir, "sync"]);
-        let sync_b = spawn_quiet(&keqing_bin(), &["--data", &b_dir, "sync"]);
-        std::thread::sleep(Duration::from_millis(20 + next(250)));
+        let (marker_a, marker_b) = (next_marker(), next_marker());
+        let mut sync_a = spawn_quiet(&keqing_bin(), &["--data", &a_dir, "sync"], &marker_a);
+        let mut sync_b = spawn_quiet(&keqing_bin(), &["--data", &b_dir, "sync"], &marker_b);
+        // A varying moment, then the victim's next write.
+        std::thread::sleep(Duration::from_millis(next(150)));
         match victim {
             0 => {
-                for mut c in [sync_a, sync_b] {
-                    let _ = c.kill();
-                    let _ = c.wait();
+                for (c, m) in [(&mut sync_a, &marker_a), (&mut sync_b, &marker_b)] {
+                    kills[0].add(kill_in_write(c, m, patience));
                 }
-                kills[0] += 1;
             }
             1 => {
-                server.kill();
-                kills[1] += 1;
+                kills[1].add(kill_in_write(server.process(), &server_marker, patience));
+                drop(server);
                 for mut c in [sync_a, sync_b] {
                     let _ = c.wait();
                 }
-                server = Server::start(&server_dir, &addr);
+                server_marker = next_marker();
+                server = Server::start_marked(&server_dir, &addr, &server_marker);
             }
             _ => {
                 for mut c in [sync_a, sync_b] {
@@ -175,14 +267,14 @@ fn sigkill_of_client_and_server_during_sync_and_projection_loses_nothing() {
                 }
                 // The projector rebuilding, killed half-way (the server
                 // keeps serving; its own projector competes too).
+                let marker = next_marker();
                 let mut p = spawn_quiet(
                     &server_bin(),
                     &["--data", &server_s, "project", "--rebuild"],
+                    &marker,
                 );
-                std::thread::sleep(Duration::from_millis(next(300)));
-                let _ = p.kill();
-                let _ = p.wait();
-                kills[2] += 1;
+                std::thread::sleep(Duration::from_millis(next(100)));
+                kills[2].add(kill_in_write(&mut p, &marker, patience));
             }
         }
     }
@@ -232,11 +324,24 @@ fn sigkill_of_client_and_server_during_sync_and_projection_loses_nothing() {
     let rebuilt = Server::admin(&server_dir, &["project", "--rebuild"]);
     assert!(rebuilt.ok, "{}", rebuilt.stderr);
     assert_eq!(report(()), incremental);
+    let total = Tally {
+        killed: kills.iter().map(|k| k.killed).sum(),
+        interrupted: kills.iter().map(|k| k.interrupted).sum(),
+        finished_first: kills.iter().map(|k| k.finished_first).sum(),
+    };
     println!(
-        "crash: {} kills (client {} during sync, server {} during ingest, projector {}), {made} dossiers",
-        kills.iter().sum::<u32>(),
-        kills[0],
-        kills[1],
-        kills[2]
+        "crash: {} kills (client {} during sync, server {} during ingest, projector {}), \
+         interrupted {} (client {}, server {}, projector {}), finished before the kill {}, \
+         {made} dossiers",
+        total.killed,
+        kills[0].killed,
+        kills[1].killed,
+        kills[2].killed,
+        total.interrupted,
+        kills[0].interrupted,
+        kills[1].interrupted,
+        kills[2].interrupted,
+        total.finished_first,
     );
+    total.check_most_interrupted();
 }

@@ -145,6 +145,7 @@ const BACKSTOP_CHECKPOINT_PAGES: i64 = 16_384;
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
+    keqing_host::write_marker::watch_writes(&conn)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
     conn.set_prepared_statement_cache_capacity(64);
