@@ -132,6 +132,18 @@ impl Office {
             .expect("start keqing")
     }
 
+    /// [`Office::spawn`] marking the process's open write transactions in
+    /// `marker` (see [`kill_in_write`]).
+    pub fn spawn_marked(&self, args: &[&str], marker: &Path) -> std::process::Child {
+        self.command()
+            .args(args)
+            .env(keqing_host::write_marker::WRITE_MARKER_ENV, marker)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start keqing")
+    }
+
     /// Adds a device for `office` (`None`: headquarters) on `server` and
     /// enrolls this replica with its token.
     pub fn enroll_on(&self, server: &Server, office: Option<&str>, name: &str) -> Run {
@@ -704,5 +716,77 @@ mod settings_tests {
             let e = parse_setting("KEQING_FAULT_SEEDS", Some(bad), 200u64).unwrap_err();
             assert!(e.contains("KEQING_FAULT_SEEDS") && e.contains(bad), "{e}");
         }
+    }
+}
+
+/// What became of one process a test meant to kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kill {
+    /// It ended by itself before the signal: not a kill.
+    Finished,
+    /// Killed; `interrupted`: with a write transaction open.
+    Killed { interrupted: bool },
+}
+
+/// SIGKILLs `child` as soon as its marker file shows an open write
+/// transaction, or once `patience` has passed without one. Whether the kill
+/// cut a write is read from the marker afterwards: the file stops where the
+/// process died.
+pub fn kill_in_write(
+    child: &mut std::process::Child,
+    marker: &Path,
+    patience: std::time::Duration,
+) -> Kill {
+    use keqing_host::write_marker::open_writes;
+    use std::os::unix::process::ExitStatusExt;
+    let read = || std::fs::read_to_string(marker).unwrap_or_default();
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Kill::Finished;
+        }
+        if !open_writes(&read()).is_empty() || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if status.signal() != Some(9) {
+        return Kill::Finished; // it exited between the last look and the signal
+    }
+    Kill::Killed {
+        interrupted: !open_writes(&read()).is_empty(),
+    }
+}
+
+/// Kills, and how many of them cut a write (the processes mark their open
+/// writes: `keqing_host::write_marker`).
+#[derive(Debug, Default)]
+pub struct KillTally {
+    pub killed: u32,
+    pub interrupted: u32,
+    pub finished_first: u32,
+}
+
+impl KillTally {
+    pub fn add(&mut self, k: Kill) {
+        match k {
+            Kill::Finished => self.finished_first += 1,
+            Kill::Killed { interrupted } => {
+                self.killed += 1;
+                self.interrupted += u32::from(interrupted);
+            }
+        }
+    }
+
+    /// Most kills must have cut a write, or the test proved little.
+    pub fn check_most_interrupted(&self) {
+        assert!(
+            self.interrupted * 2 > self.killed,
+            "only {} of {} kills cut an open write",
+            self.interrupted,
+            self.killed
+        );
     }
 }

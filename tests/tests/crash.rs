@@ -6,77 +6,11 @@
 //! summaries count the kills that cut one (`interrupted`); a process that
 //! ended before the signal is not counted as killed.
 
-use keqing_host::write_marker::{WRITE_MARKER_ENV, open_writes};
-use keqing_tests::{Office, keqing_bin};
-use std::os::unix::process::ExitStatusExt;
+use keqing_host::write_marker::WRITE_MARKER_ENV;
+use keqing_tests::{KillTally, Office, keqing_bin, kill_in_write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// What became of one process a test meant to kill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kill {
-    /// It ended by itself before the signal: not a kill.
-    Finished,
-    /// Killed; `interrupted`: with a write transaction open.
-    Killed { interrupted: bool },
-}
-
-/// SIGKILLs `child` as soon as its marker file shows an open write
-/// transaction, or once `patience` has passed without one. Whether the kill
-/// cut a write is read from the marker afterwards: the file stops where the
-/// process died.
-fn kill_in_write(child: &mut Child, marker: &Path, patience: Duration) -> Kill {
-    let read = || std::fs::read_to_string(marker).unwrap_or_default();
-    let deadline = Instant::now() + patience;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return Kill::Finished;
-        }
-        if !open_writes(&read()).is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    let _ = child.kill();
-    let status = child.wait().unwrap();
-    if status.signal() != Some(libc::SIGKILL) {
-        return Kill::Finished; // it exited between the last look and the signal
-    }
-    Kill::Killed {
-        interrupted: !open_writes(&read()).is_empty(),
-    }
-}
-
-/// Kills, and how many of them cut a write.
-#[derive(Debug, Default)]
-struct Tally {
-    killed: u32,
-    interrupted: u32,
-    finished_first: u32,
-}
-
-impl Tally {
-    fn add(&mut self, k: Kill) {
-        match k {
-            Kill::Finished => self.finished_first += 1,
-            Kill::Killed { interrupted } => {
-                self.killed += 1;
-                self.interrupted += u32::from(interrupted);
-            }
-        }
-    }
-
-    /// Most kills must have cut a write, or the test proved little.
-    fn check_most_interrupted(&self) {
-        assert!(
-            self.interrupted * 2 > self.killed,
-            "only {} of {} kills cut an open write",
-            self.interrupted,
-            self.killed
-        );
-    }
-}
 
 #[test]
 fn sigkill_during_edits_keeps_every_committed_edit() {
@@ -85,7 +19,7 @@ fn sigkill_during_edits_keeps_every_committed_edit() {
     office.ok(&["init", "--office", "44", "--device", "前台1"]);
     office.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
     let mut committed = Vec::new();
-    let mut tally = Tally::default();
+    let mut tally = KillTally::default();
     let mut i = 0u32;
     let start = Instant::now();
     let markers = tmp.path().join("markers");
@@ -226,7 +160,11 @@ fn sigkill_of_client_and_server_during_sync_and_projection_loses_nothing() {
     );
     let server_s = server_dir.to_string_lossy().into_owned();
     let mut made = 0usize;
-    let mut kills = [Tally::default(), Tally::default(), Tally::default()]; // client, server, projector
+    let mut kills = [
+        KillTally::default(),
+        KillTally::default(),
+        KillTally::default(),
+    ]; // client, server, projector
     let mut seed = 7u64;
     let mut next = |n: u64| {
         seed = seed
@@ -324,7 +262,7 @@ fn sigkill_of_client_and_server_during_sync_and_projection_loses_nothing() {
     let rebuilt = Server::admin(&server_dir, &["project", "--rebuild"]);
     assert!(rebuilt.ok, "{}", rebuilt.stderr);
     assert_eq!(report(()), incremental);
-    let total = Tally {
+    let total = KillTally {
         killed: kills.iter().map(|k| k.killed).sum(),
         interrupted: kills.iter().map(|k| k.interrupted).sum(),
         finished_first: kills.iter().map(|k| k.finished_first).sum(),

@@ -194,6 +194,8 @@ fn twenty_seven_offices_converge(tmp: &std::path::Path, servers: &[&Server]) {
     let mut calls = 0;
     let mut followups = 0;
     let mut phone = 13_000_000_000u64;
+    let mut kills = keqing_tests::KillTally::default();
+    let mut markers = 0;
     for round in 0..3 {
         // Offline work on random devices.
         for (_, d) in &devices {
@@ -229,15 +231,21 @@ fn twenty_seven_offices_converge(tmp: &std::path::Path, servers: &[&Server]) {
                 }
             }
         }
-        // Random devices sync; some syncs are cut off mid-way (SIGKILL).
+        // Random devices sync; some syncs are cut off mid-way (SIGKILL in
+        // one of the sync's write transactions).
         for (_, d) in &devices {
             match rng.below(4) {
                 0 => {}
                 1 => {
-                    let mut child = d.spawn(&["sync"]);
+                    markers += 1;
+                    let marker = tmp.join(format!("marker-{markers}"));
+                    let mut child = d.spawn_marked(&["sync"], &marker);
                     std::thread::sleep(std::time::Duration::from_millis(rng.below(40)));
-                    let _ = child.kill();
-                    let _ = child.wait();
+                    kills.add(keqing_tests::kill_in_write(
+                        &mut child,
+                        &marker,
+                        std::time::Duration::from_secs(5),
+                    ));
                 }
                 _ => {
                     d.ok(&["sync"]);
@@ -292,6 +300,11 @@ fn twenty_seven_offices_converge(tmp: &std::path::Path, servers: &[&Server]) {
         hq_followups += r["total"]["followups"]["done"].as_u64().unwrap();
     }
     assert_eq!((hq_calls, hq_followups), (calls, followups));
+    println!(
+        "sync kills: {} syncs killed, interrupted {} (in a write), finished before the kill {}",
+        kills.killed, kills.interrupted, kills.finished_first
+    );
+    kills.check_most_interrupted();
 }
 
 #[test]

@@ -276,8 +276,10 @@ fn wrong_office_forged_actor_malformed_and_oversized_are_refused() {
 #[test]
 fn server_killed_during_pushes_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let marker = |cycle: u64| tmp.path().join(format!("marker-{cycle}"));
+    let mut server = Server::start_marked(tmp.path().join("server"), "127.0.0.1:0", &marker(0));
     let addr = server.addr.clone();
+    let mut kills = keqing_tests::KillTally::default();
     let hq = keqing_tests::Office::new(tmp.path().join("hq"));
     hq.enroll_on(&server, None, "数据中心");
     let o = keqing_tests::Office::new(tmp.path().join("o"));
@@ -301,13 +303,19 @@ fn server_killed_during_pushes_loses_nothing_acknowledged() {
             ]);
             calls += 1;
         }
-        // A sync under way when the server dies.
+        // A sync under way when the server dies, in one of its writes.
         let mut child = o.spawn(&["sync"]);
-        std::thread::sleep(Duration::from_millis(5 + 10 * cycle));
-        server.kill();
+        kills.add(keqing_tests::kill_in_write(
+            server.process(),
+            &marker(cycle),
+            Duration::from_secs(10),
+        ));
+        drop(server);
         let _ = child.wait();
-        server = Server::start(tmp.path().join("server"), &addr);
+        server = Server::start_marked(tmp.path().join("server"), &addr, &marker(cycle + 1));
     }
+    assert_eq!(kills.killed, 4, "{kills:?}");
+    kills.check_most_interrupted();
     o.ok(&["sync"]);
     assert_eq!(
         o.ok(&["status", "--json"]).json()["outbox"],
