@@ -276,6 +276,22 @@ enum Command {
     /// store, tried in order; the one that answered last first)
     #[command(subcommand)]
     Servers(ServersCommand),
+    /// 证书 Replace the TLS files kept in the replica: this device's new
+    /// certificate and key for mutual TLS (after `keqing-server device cert`
+    /// issued new ones, e.g. when the old ones leaked) and/or a new CA
+    /// certificate; the cursor and the outbox stay
+    #[command(group(clap::ArgGroup::new("replace").required(true).multiple(true).args(["ca", "cert"])))]
+    Certificate {
+        /// The CA certificate (PEM) the server must be signed by
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// This device's new certificate (PEM)
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// The private key (PEM) of --cert
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -811,7 +827,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // An error may carry a server's message or stored text.
-            eprintln!("错误 error: {}", safe(&format!("{e:#}")));
+            eprintln!(
+                "错误 error: {}",
+                safe(&keqing_shared::printable::error_chain("", e.as_ref()))
+            );
             ExitCode::FAILURE
         }
     }
@@ -977,20 +996,7 @@ fn run(cli: Cli) -> Result<()> {
         } else {
             ask_key_if_encrypted(&data)?;
         }
-        let pem = |path: &Option<PathBuf>, what: &str, marker: &str| -> Result<Option<String>> {
-            let Some(path) = path else { return Ok(None) };
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the {what} {}", path.display()))?;
-            if !text.contains(marker) {
-                bail!("{} is not a PEM {what}", path.display());
-            }
-            Ok(Some(text))
-        };
-        let tls = keqing_shared::sync::ClientTls {
-            ca_pem: pem(ca, "CA certificate", "-----BEGIN CERTIFICATE-----")?,
-            cert_pem: pem(cert, "certificate", "-----BEGIN CERTIFICATE-----")?,
-            key_pem: pem(key, "private key", "PRIVATE KEY-----")?,
-        };
+        let tls = read_tls_files(ca, cert, key)?;
         let servers = keqing_office::sync::parse_servers(server)?;
         let rt = runtime()?;
         let desk = rt.block_on(keqing_office::sync::enroll(
@@ -1665,6 +1671,17 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}. {}", i + 1, safe(s));
             }
         }
+        Command::Certificate { ca, cert, key } => {
+            let new = read_tls_files(&ca, &cert, &key)?;
+            keqing_office::sync::replace_tls(desk.replica_mut(), &new)?;
+            if new.ca_pem.is_some() {
+                println!("已更换 CA 证书 CA certificate replaced");
+            }
+            if new.cert_pem.is_some() {
+                println!("已更换本设备证书 device certificate and key replaced");
+            }
+            println!("下次同步起生效 used from the next sync");
+        }
         Command::Servers(ServersCommand::Add { url }) => {
             let servers = keqing_office::sync::add_server(desk.replica_mut(), &url)?;
             println!("服务器地址 server addresses: {}", safe(&servers.join(", ")));
@@ -2294,4 +2311,27 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// Reads the TLS files given to `enroll` or `certificate`: each must be
+/// readable and PEM of its kind.
+fn read_tls_files(
+    ca: &Option<PathBuf>,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+) -> Result<keqing_shared::sync::ClientTls> {
+    let pem = |path: &Option<PathBuf>, what: &str, marker: &str| -> Result<Option<String>> {
+        let Some(path) = path else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the {what} {}", path.display()))?;
+        if !text.contains(marker) {
+            bail!("{} is not a PEM {what}", path.display());
+        }
+        Ok(Some(text))
+    };
+    Ok(keqing_shared::sync::ClientTls {
+        ca_pem: pem(ca, "CA certificate", "-----BEGIN CERTIFICATE-----")?,
+        cert_pem: pem(cert, "certificate", "-----BEGIN CERTIFICATE-----")?,
+        key_pem: pem(key, "private key", "PRIVATE KEY-----")?,
+    })
 }

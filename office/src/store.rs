@@ -1328,6 +1328,15 @@ impl Replica {
         Ok(())
     }
 
+    /// Replaces the TLS files kept for sync (the cursor stays).
+    pub fn set_tls(&mut self, tls: &ClientTls) -> Result<()> {
+        self.conn.execute(
+            "UPDATE sync_state SET ca_pem = ?1, cert_pem = ?2, key_pem = ?3 WHERE id = 1",
+            params![tls.ca_pem, tls.cert_pem, tls.key_pem],
+        )?;
+        Ok(())
+    }
+
     /// Replaces the list of server addresses (processes of the same
     /// store: the cursor stays).
     pub fn set_servers(&mut self, servers: &[String]) -> Result<()> {

@@ -29,7 +29,9 @@ fn sync_err(e: SyncError) -> ClientError {
         SyncErrorKind::Unavailable => {
             " (the server cannot be reached; office work goes on offline)"
         }
-        SyncErrorKind::Unauthenticated => " (the token is wrong or the device was revoked)",
+        SyncErrorKind::Unauthenticated => {
+            " (the token or certificate is wrong, or the device was revoked)"
+        }
         _ => "",
     };
     ClientError::Sync {
@@ -195,6 +197,27 @@ pub fn add_server(replica: &mut Replica, url: &str) -> Result<Vec<String>> {
     }
     replica.set_servers(&servers)?;
     Ok(servers)
+}
+
+/// Replaces the TLS files kept in an enrolled replica: the CA certificate
+/// if `new` has one, the device's certificate and key (together) if it has
+/// them. The cursor, the outbox and the token stay. Returns what is kept.
+pub fn replace_tls(replica: &mut Replica, new: &ClientTls) -> Result<ClientTls> {
+    let mut tls = enrolled(replica)?.tls;
+    if new.cert_pem.is_some() != new.key_pem.is_some() {
+        return Err(ClientError::Invalid(
+            "a certificate needs its private key, and a key its certificate".into(),
+        ));
+    }
+    if let Some(ca) = &new.ca_pem {
+        tls.ca_pem = Some(ca.clone());
+    }
+    if new.cert_pem.is_some() {
+        tls.cert_pem = new.cert_pem.clone();
+        tls.key_pem = new.key_pem.clone();
+    }
+    replica.set_tls(&tls)?;
+    Ok(tls)
 }
 
 /// Removes a server address from the replica's list (never the last).

@@ -76,13 +76,13 @@ pub fn from_status(s: &Status) -> SyncError {
     // A connection that broke during a call (the server process died, the
     // line was cut) reaches the client as Unknown with the transport's
     // error as its source: the server is out of reach, not failing.
-    let broken = s.code() == Code::Unknown
-        && std::error::Error::source(s).is_some_and(|e| e.is::<tonic::transport::Error>());
-    let kind = match broken {
-        true => SyncErrorKind::Unavailable,
-        false => kind_of(s.code()),
+    let transport = std::error::Error::source(s)
+        .filter(|e| e.is::<tonic::transport::Error>())
+        .filter(|_| s.code() == Code::Unknown);
+    let e = match transport {
+        Some(t) => transport_failure(s.message(), t),
+        None => SyncError::new(kind_of(s.code()), s.message().to_string()),
     };
-    let e = SyncError::new(kind, s.message().to_string());
     match s
         .metadata()
         .get(CHANGE_KEY)
@@ -91,6 +91,33 @@ pub fn from_status(s: &Status) -> SyncError {
     {
         Some(i) => e.at_change(i),
         None => e,
+    }
+}
+
+/// A connection that failed or broke, told apart by its causes: a TLS
+/// handshake that a certificate failed (the server's, which this device
+/// cannot verify, or this device's, which the server refused) is no network
+/// trouble and waiting will not mend it; anything else is the server out of
+/// reach. The message carries the whole chain of causes (tonic's own says
+/// only "transport error").
+fn transport_failure(context: &str, e: &(dyn std::error::Error + 'static)) -> SyncError {
+    let chain = keqing_shared::printable::error_chain(context, e);
+    let certificate = if chain.contains("invalid peer certificate") {
+        Some(
+            "服务器证书无法验证 the server's certificate does not verify (is --ca the CA that signed this server, and the address a name it was issued for?)",
+        )
+    } else if chain.contains("alert") && chain.contains("Certificate")
+        || chain.contains("UnknownCA")
+    {
+        Some(
+            "本设备证书被拒 the server refused this device's certificate, or wants one (keqing certificate --cert FILE --key FILE installs the one `keqing-server device cert` made)",
+        )
+    } else {
+        None
+    };
+    match certificate {
+        Some(why) => SyncError::new(SyncErrorKind::FailedPrecondition, format!("{why}: {chain}")),
+        None => SyncError::new(SyncErrorKind::Unavailable, chain),
     }
 }
 
@@ -420,12 +447,10 @@ impl SyncConnection {
                 "certificates were given but `{url}` is not https://"
             )));
         }
-        let channel = endpoint.connect().await.map_err(|e| {
-            SyncError::new(
-                SyncErrorKind::Unavailable,
-                format!("cannot reach {url}: {e}"),
-            )
-        })?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| transport_failure(&format!("cannot reach {url}"), &e))?;
         let client = pb::sync_client::SyncClient::new(channel.clone())
             .max_decoding_message_size(limits::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(limits::MAX_MESSAGE_BYTES);

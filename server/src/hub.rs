@@ -190,7 +190,7 @@ impl Access {
         match (&device.cert_sha256, shown) {
             (Some(bound), Some(shown)) if bound.as_slice() == shown.as_slice() => Ok(()),
             (Some(_), _) => Err(
-                "this device's token works only with its own certificate (keqing enroll --cert --key)",
+                "this device's token works only with its own certificate (keqing certificate --cert FILE --key FILE installs it)",
             ),
             (None, _) if self.require_certificates => Err(
                 "no certificate is bound to this device: keqing-server device cert DEVICE --out DIR",

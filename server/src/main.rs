@@ -332,7 +332,10 @@ fn main() -> std::process::ExitCode {
             // An error may quote stored text or what a device sent.
             eprintln!(
                 "错误 error: {}",
-                keqing_shared::printable::printable(&format!("{e:#}"))
+                keqing_shared::printable::printable(&keqing_shared::printable::error_chain(
+                    "",
+                    e.as_ref()
+                ))
             );
             std::process::ExitCode::FAILURE
         }

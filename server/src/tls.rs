@@ -192,8 +192,10 @@ pub fn certificate_sha256(path: &Path) -> Result<[u8; 32], TlsError> {
 /// How the server speaks TLS, and whether devices must show certificates.
 pub struct ServerTls {
     pub config: tonic::transport::ServerTlsConfig,
-    /// Mutual TLS: a connection without a client certificate signed by the
-    /// client CA fails its handshake, and every device needs a bound one.
+    /// Mutual TLS: a client certificate not signed by the client CA fails
+    /// the handshake, and every device needs a bound one. A connection
+    /// showing none completes it and is refused by admission, with a
+    /// message saying so (a failed handshake tells a device nothing).
     pub require_client_certificates: bool,
 }
 
@@ -207,7 +209,9 @@ pub fn server_config(
     let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
     let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
     if let Some(ca) = client_ca {
-        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        config = config
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+            .client_auth_optional(true);
     }
     Ok(ServerTls {
         config,

@@ -125,12 +125,12 @@ const PLAN_PREFIX: &str = "plan/";
 /// stores, with the same checks as everywhere else.
 pub fn patient_field_value(field: &str, text: &str) -> Result<ScalarValue, DomainError> {
     let t = text.trim();
-    let number = |lo: i64, hi: i64| -> Result<ScalarValue, DomainError> {
+    let number = |field: &'static str, lo: i64, hi: i64| -> Result<ScalarValue, DomainError> {
         match t.parse::<i64>() {
             Ok(n) if (lo..=hi).contains(&n) => Ok(ScalarValue::Int(n)),
             _ => Err(DomainError::invalid(
-                "value",
-                format!("`{t}` is not a {field} ({lo}..={hi})"),
+                field,
+                format!("`{t}`: expected a whole number from {lo} to {hi}"),
             )),
         }
     };
@@ -139,8 +139,8 @@ pub fn patient_field_value(field: &str, text: &str) -> Result<ScalarValue, Domai
         "sex" => Sex::parse(t)
             .map(|s| s.chinese().into())
             .ok_or_else(|| DomainError::invalid("sex", format!("`{t}`: expected 男 or 女"))),
-        "age" => number(0, 130),
-        "birth_year" => number(1900, 2100),
+        "age" => number("age", 0, 130),
+        "birth_year" => number("birth_year", 1900, 2100),
         "address" => Ok(crate::limits::field("address", t)?.into()),
         "notes" => Ok(crate::limits::field("notes", t)?.into()),
         ASSIGNEE => Ok(crate::staff::validate_name("assignee", t)?.into()),

@@ -35,6 +35,40 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+
+    #[derive(Debug)]
+    struct Cause;
+    impl std::fmt::Display for Cause {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("the file exists")
+        }
+    }
+    impl std::error::Error for Cause {}
+
+    /// Quotes its cause in its message and names it as its source.
+    #[derive(Debug)]
+    struct Quoting(Cause);
+    impl std::fmt::Display for Quoting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "文件错误 `x`: {}", self.0)
+        }
+    }
+    impl std::error::Error for Quoting {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        assert_eq!(
+            error_chain("", &Quoting(Cause)),
+            "文件错误 `x`: the file exists"
+        );
+        assert_eq!(error_chain("backup", &Cause), "backup: the file exists");
+        assert_eq!(error_chain("the file exists", &Cause), "the file exists");
+    }
+
     use super::*;
 
     #[test]
@@ -45,5 +79,28 @@ mod tests {
         assert_eq!(printable("\u{202e}evil"), "\\u{202e}evil");
         assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
         assert!(!printable("\u{7f}\u{0}").chars().any(|c| c.is_control()));
+    }
+}
+
+/// An error and its causes on one line, `: `-separated, each said once: a
+/// message that already quotes its cause (`#[error("…: {1}")]` with the
+/// cause as `#[source]`) does not repeat it, and `context` (what the caller
+/// was doing, which may be the first message itself) is not repeated
+/// either.
+pub fn error_chain(context: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !context.contains(&text) && !said.iter().any(|s| s.contains(&text)) {
+            said.push(text);
+        }
+        next = err.source();
+    }
+    let chain = said.join(": ");
+    match (context.is_empty(), chain.is_empty()) {
+        (true, _) => chain,
+        (false, true) => context.to_string(),
+        (false, false) => format!("{context}: {chain}"),
     }
 }

@@ -51,6 +51,11 @@ fn a_server_restored_from_its_backup_gets_back_what_offices_hold() {
     assert!(b.stdout.contains("integrity ok"), "{}", b.stdout);
     let again = Server::admin(&server.dir, &["backup", "--out", &backup.to_string_lossy()]);
     assert!(!again.ok, "an existing backup is never overwritten");
+    assert!(
+        again.stderr.contains("the file exists") && !again.stderr.contains("exists: the file"),
+        "said once: {}",
+        again.stderr
+    );
 
     // A day of work after the backup, acknowledged by the server.
     call(&zj1, "13600136002", "李十", "2026-11-21T09:00");
@@ -89,6 +94,13 @@ fn a_server_restored_from_its_backup_gets_back_what_offices_hold() {
         &["restore", "--from", &backup.to_string_lossy()],
     );
     assert!(!twice.ok, "a restore never overwrites a store");
+    assert!(
+        twice
+            .stderr
+            .contains("this data directory already holds a store; restore into a new one"),
+        "{}",
+        twice.stderr
+    );
     assert_eq!(national_calls(&restored_dir), 2, "the backup's state");
     let restored = Server::start(&restored_dir, &addr);
 

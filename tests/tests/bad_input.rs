@@ -1,4 +1,5 @@
-//! Bad input: a clear message, a non-zero exit status, and nothing changed.
+//! Bad input: a clear message naming the refusal, the field and the value,
+//! a non-zero exit status, and nothing changed.
 
 use keqing_tests::Office;
 
@@ -47,19 +48,25 @@ fn bad_input_is_refused_and_changes_nothing() {
     };
     let args = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (call("12345", "2026-11-20T09:30", "李娜"), "invalid phone"),
+        (
+            call("12345", "2026-11-20T09:30", "李娜"),
+            "无效电话号码 invalid phone number `12345`",
+        ),
         (
             call("1380013800a", "2026-11-20T09:30", "李娜"),
-            "invalid phone",
+            "无效电话号码 invalid phone number `1380013800a`",
         ),
         (
             call("13800138000", "2026-02-30T09:30", "李娜"),
-            "invalid date",
+            "无效日期 invalid date/time `2026-02-30T09:30`",
         ),
-        (call("13800138000", "tomorrow", "李娜"), "invalid date"),
+        (
+            call("13800138000", "tomorrow", "李娜"),
+            "无效日期 invalid date/time `tomorrow`",
+        ),
         (
             call("13800138000", "2026-11-20T09:30", "无名"),
-            "unknown staff",
+            "找不到员工 no staff member named `无名`",
         ),
         (
             args(&[
@@ -71,7 +78,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--outcome",
                 "x",
             ]),
-            "no patient",
+            "找不到患者 no patient matches `13999999999`",
         ),
         (
             args(&[
@@ -83,7 +90,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--outcome",
                 "x",
             ]),
-            "no patient",
+            "找不到患者 no patient matches `deadbeef-0000`",
         ),
         (
             args(&[
@@ -96,7 +103,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "药",
                 "--amount=-5",
             ]),
-            "invalid amount",
+            "invalid amount: `-5`",
         ),
         (
             args(&[
@@ -112,22 +119,22 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--runout",
                 "2026-13-01",
             ]),
-            "invalid date",
+            "无效日期 invalid date/time `2026-13-01`",
         ),
         (
             args(&["staff", "add", "--name", "李娜", "--role", "consultant"]),
-            "already exists",
+            "员工已存在 a staff member named `李娜` already exists",
         ),
         (
             args(&["staff", "add", "--name", "钱七", "--role", "boss"]),
-            "unknown role",
+            "未知岗位 unknown role `boss`",
         ),
-        (args(&["due", "--date", "2026-11-31"]), "invalid date"),
-        // A year typed wrong: more than a day after this computer's clock.
         (
-            call("13800138000", &next_year, "李娜"),
-            "晚于本机时间一天以上",
+            args(&["due", "--date", "2026-11-31"]),
+            "无效日期 invalid date/time `2026-11-31`",
         ),
+        // A year typed wrong: more than a day after this computer's clock.
+        (call("13800138000", &next_year, "李娜"), "invalid at: "),
         (
             args(&[
                 "visit",
@@ -138,7 +145,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--at",
                 &next_year,
             ]),
-            "晚于本机时间一天以上",
+            "invalid at: ",
         ),
         (
             args(&[
@@ -150,7 +157,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--reason",
                 "太贵了",
             ]),
-            "reason",
+            "invalid reason: `太贵了`",
         ),
         (
             args(&[
@@ -162,7 +169,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--reason",
                 "其他",
             ]),
-            "reason",
+            "invalid reason_text: 其他 needs its text",
         ),
         (
             args(&[
@@ -174,7 +181,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--staff",
                 "李娜",
             ]),
-            "kind",
+            "invalid kind: `推销员`",
         ),
         (
             args(&[
@@ -186,11 +193,11 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--at",
                 &next_year,
             ]),
-            "晚于本机时间一天以上",
+            "invalid at: ",
         ),
         (
             args(&["nonpatient", "--kind", "骚扰", "--staff", "无名"]),
-            "unknown staff",
+            "找不到员工 no staff member named `无名`",
         ),
         (
             args(&[
@@ -203,7 +210,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--reason",
                 "出差",
             ]),
-            "reason",
+            "invalid reason: `出差`",
         ),
         (
             args(&[
@@ -216,11 +223,11 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--to",
                 "无名",
             ]),
-            "unknown staff",
+            "invalid to: `无名` is not active staff",
         ),
         (
             args(&["plan", "resume", "--patient", &id, "--staff", "李娜"]),
-            "not stopped",
+            "回访未停 follow-ups are not stopped",
         ),
         (
             args(&[
@@ -233,7 +240,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--date",
                 "2026-02-30",
             ]),
-            "invalid date",
+            "无效日期 invalid date/time `2026-02-30`",
         ),
         (
             args(&[
@@ -248,16 +255,19 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "广州",
                 "--quantity=-2",
             ]),
-            "quantity",
+            "invalid quantity: -2",
         ),
         (
             args(&["deliver", "--patient", &id, "--staff", "李娜"]),
-            "no pending delivery",
+            "没有待送的外送 no pending delivery",
         ),
-        (args(&["list", "--category", "大客户"]), "category"),
+        (
+            args(&["list", "--category", "大客户"]),
+            "invalid category: `大客户`",
+        ),
         (
             args(&["init", "--office", "44", "--device", "x"]),
-            "already holds",
+            "already holds a replica",
         ),
     ];
     for (args, why) in &cases {
@@ -270,10 +280,19 @@ fn bad_input_is_refused_and_changes_nothing() {
             r.stderr
         );
         assert!(!r.stderr.contains("panicked"), "{why}: {}", r.stderr);
-        if !why.contains(' ') {
-            // A one-word reason is what the message must name (the field,
-            // or the Chinese of the refusal).
-            assert!(r.stderr.contains(why), "{why}: {}", r.stderr);
+        // The message names the refusal (in Chinese and English), the field
+        // and the value at fault: not merely some failure.
+        assert!(
+            r.stderr.contains(why),
+            "expected the refusal {why:?}, got: {}",
+            r.stderr
+        );
+        if why.starts_with("invalid at") {
+            assert!(
+                r.stderr.contains("晚于本机时间一天以上"),
+                "a date far ahead is named as such: {}",
+                r.stderr
+            );
         }
         assert_eq!(snapshot(), before, "{why}: {args:?} changed the replica");
     }

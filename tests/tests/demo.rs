@@ -161,6 +161,11 @@ fn a_small_demo_converges_and_its_kept_data_agrees_with_its_summary() {
         !reused.status.success(),
         "a non-empty --keep directory is refused"
     );
+    assert!(
+        String::from_utf8_lossy(&reused.stderr).contains("is not empty; give a new directory"),
+        "{}",
+        String::from_utf8_lossy(&reused.stderr)
+    );
     // No day after today; by default the days end yesterday.
     let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
     let tomorrow = (today + chrono::Duration::days(1)).to_string();

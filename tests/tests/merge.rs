@@ -133,6 +133,14 @@ fn duplicates_are_found_merged_once_and_counted_once() {
     // An office device cannot touch another office's dossier.
     let refused = zj.run(&["merge", &b, &a]);
     assert!(!refused.ok);
+    // It does not hold Guangdong's: to it, there is no such patient.
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("找不到患者 no patient matches `{a}`")),
+        "{}",
+        refused.stderr
+    );
 
     // Both Guangdong devices merge 李四's pair while offline.
     let m1 = gd1.ok(&["merge", &c, &d, "--json"]).json();
@@ -195,6 +203,13 @@ fn duplicates_are_found_merged_once_and_counted_once() {
         "x",
     ]);
     assert!(!edit_dup.ok);
+    assert!(
+        edit_dup
+            .stderr
+            .contains(&format!("档案已合并 dossier {d} was merged into {c}")),
+        "{}",
+        edit_dup.stderr
+    );
 
     // Headquarters merges and resolves, but records no office work.
     let hq_followup = hq.run(&[
@@ -269,15 +284,19 @@ fn a_field_set_two_ways_offline_is_listed_and_resolved() {
     assert_eq!(gd1.ok(&["conflicts", "--json"]).json(), listed);
 
     // Bad resolutions change nothing.
-    for (field, value) in [
-        ("address", ""),
-        ("age", "200"),
-        ("colour", "red"),
-        ("sex", "x"),
+    for (field, value, why) in [
+        ("address", "", "invalid address: must not be empty"),
+        (
+            "age",
+            "200",
+            "invalid age: `200`: expected a whole number from 0 to 130",
+        ),
+        ("colour", "red", "invalid field: `colour`: expected one of"),
+        ("sex", "x", "invalid sex: `x`: expected 男 or 女"),
     ] {
         let r = gd1.run(&["resolve", &id, field, value]);
         assert!(!r.ok, "{field}={value}");
-        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+        assert!(r.stderr.contains(why), "{field}={value}: {}", r.stderr);
     }
     assert_eq!(gd1.ok(&["conflicts", "--json"]).json(), listed);
 

@@ -389,7 +389,13 @@ fn a_panic_inside_a_write_leaves_nothing_and_the_next_edit_commits() {
     // of the panicked edit is.
     let other = Desk::open(tmp.path()).unwrap();
     assert_eq!(other.resolve_patient("13800000002").unwrap(), second);
-    assert!(other.resolve_patient("13900000009").is_err());
+    let missing = other.resolve_patient("13900000009").unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("no patient matches `13900000009`"),
+        "{missing}"
+    );
     let (view, _) = other.dossier(&id).unwrap();
     assert_eq!(view.patient.phones, ["13800000001"]);
     assert!(

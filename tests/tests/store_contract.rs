@@ -423,7 +423,13 @@ fn devices_and_the_audit_log_behave_alike() {
             .unwrap();
         let refused = keqing_tests::runtime()
             .block_on(hub.enroll("gd".into(), ActorId::random().to_bytes().to_vec()));
-        assert!(refused.is_err(), "{backend}: a revoked device is refused");
+        let refused = refused.expect_err("a revoked device is refused");
+        assert_eq!(
+            refused.kind,
+            keqing_shared::sync::SyncErrorKind::Unauthenticated,
+            "{backend}: {refused}"
+        );
+        assert!(refused.message.contains("revoked"), "{backend}: {refused}");
         let actions: BTreeSet<String> = store
             .audit_log(100)
             .unwrap()

@@ -40,7 +40,9 @@ fn offices_sync_over_tls_and_refuse_a_server_they_cannot_verify() {
 
     // Connections that do not verify: refused, and nothing is set up.
     let token = server.add_device(Some("44"), "广东前台1");
-    for (name, args) in [
+    // (case, what the refusal must say)
+    let unverified = "服务器证书无法验证 the server's certificate does not verify";
+    for ((name, args), why) in [
         (
             "system roots only",
             vec!["--server", https.as_str(), "--token", token.as_str()],
@@ -60,12 +62,22 @@ fn offices_sync_over_tls_and_refuse_a_server_they_cannot_verify() {
             "plain http to a TLS server",
             vec!["--server", &server.url(), "--token", token.as_str()],
         ),
-    ] {
+    ]
+    .into_iter()
+    .zip([
+        [unverified, "invalid peer certificate: UnknownIssuer"],
+        [unverified, "invalid peer certificate"],
+        // It does not speak plain HTTP/2: to this client, no server there.
+        ["sync failed (离线)", "the server cannot be reached"],
+    ]) {
         let o = Office::new(tmp.path().join(format!("refused-{}", name.len())));
         let mut a = vec!["enroll"];
         a.extend(args);
         let r = o.run(&a);
         assert!(!r.ok, "{name}: enrolled anyway");
+        for part in why {
+            assert!(r.stderr.contains(part), "{name}: {part:?} in {}", r.stderr);
+        }
         assert!(
             !o.dir.join("keqing.sqlite").exists(),
             "{name}: a replica was made"
@@ -121,7 +133,8 @@ fn offices_sync_over_tls_and_refuse_a_server_they_cannot_verify() {
 
 /// Mutual TLS: each device shows the certificate bound to it. A token
 /// without its certificate, with another device's certificate, or with a
-/// certificate replaced since is refused; revoking still works at the next
+/// certificate replaced since is refused, saying why; the replacement,
+/// installed with `keqing certificate`, works; revoking works at the next
 /// call; the bindings are audited.
 #[test]
 fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
@@ -185,13 +198,15 @@ fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
         "enroll", "--server", &https, "--token", &gd1_token, "--ca", &ca,
     ]);
     assert!(!r.ok, "enrolled without a certificate");
+    let own_only = "this device's token works only with its own certificate";
+    assert!(r.stderr.contains(own_only), "{}", r.stderr);
     assert!(!bare.dir.join("keqing.sqlite").exists());
 
     // Another device's certificate with this token: refused.
     let swapped = Office::new(tmp.path().join("swapped"));
     let r = enroll(&swapped, &gd1_token, "广东前台2");
     assert!(!r.ok, "enrolled with another device's certificate");
-    assert!(r.stderr.contains("its own certificate"), "{}", r.stderr);
+    assert!(r.stderr.contains(own_only), "{}", r.stderr);
     assert!(!swapped.dir.join("keqing.sqlite").exists());
 
     // Its own certificate: enrol, work, sync; the other device too.
@@ -233,6 +248,41 @@ fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
     assert!(r.ok, "{}", r.stderr);
     let refused = gd2.run(&["sync"]);
     assert!(!refused.ok, "the replaced certificate still worked");
+    assert!(refused.stderr.contains(own_only), "{}", refused.stderr);
+    // Installed in the replica, the new one works; nothing was lost.
+    gd1.ok(&[
+        "call",
+        "--phone",
+        "13800138001",
+        "--name",
+        "李四",
+        "--source",
+        "电视",
+        "--staff",
+        "李敏",
+    ]);
+    gd1.ok(&["sync"]);
+    let installed = gd2.run(&[
+        "certificate",
+        "--cert",
+        &again.join("广东前台2.pem").to_string_lossy(),
+        "--key",
+        &again.join("广东前台2-key.pem").to_string_lossy(),
+    ]);
+    assert!(installed.ok, "{}", installed.stderr);
+    let synced = gd2.ok(&["sync", "--json"]).json();
+    assert_eq!(
+        synced["pulled_changes"].as_u64().map(|n| n > 0),
+        Some(true),
+        "{synced}"
+    );
+    assert_eq!(gd2.ok(&["status", "--json"]).json()["dossiers"], 2);
+    let half = gd2.run(&[
+        "certificate",
+        "--cert",
+        &again.join("广东前台2.pem").to_string_lossy(),
+    ]);
+    assert!(!half.ok && half.stderr.contains("--key"), "{}", half.stderr);
     // Binding a certificate made elsewhere (here: the new one) by file.
     let bind = Server::admin(
         &data,
@@ -245,10 +295,17 @@ fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
         ],
     );
     assert!(bind.ok, "{}", bind.stderr);
-    assert!(
-        !gd1.run(&["sync"]).ok,
-        "广东前台1's old certificate was unbound"
-    );
+    let unbound = gd1.run(&["sync"]);
+    assert!(!unbound.ok, "广东前台1's old certificate was unbound");
+    assert!(unbound.stderr.contains(own_only), "{}", unbound.stderr);
+
+    // Revoked (its PC stolen, say): refused at its next call, whatever
+    // certificate it shows.
+    let r = Server::admin(&data, &["device", "revoke", "广东前台2"]);
+    assert!(r.ok, "{}", r.stderr);
+    let revoked = gd2.run(&["sync"]);
+    assert!(!revoked.ok, "a revoked device synced");
+    assert!(revoked.stderr.contains("revoked"), "{}", revoked.stderr);
 
     let audit = Server::admin(&data, &["audit", "--json"]);
     assert!(audit.ok, "{}", audit.stderr);
