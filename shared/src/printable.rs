@@ -33,6 +33,30 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// An error and its causes on one line, `: `-separated, each said once: a
+/// message that already quotes its cause (`#[error("…: {1}")]` with the
+/// cause as `#[source]`) does not repeat it, and `context` (what the caller
+/// was doing, which may be the first message itself) is not repeated
+/// either.
+pub fn error_chain(context: &str, e: &(dyn std::error::Error + 'static)) -> String {
+    let mut said: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !context.contains(&text) && !said.iter().any(|s| s.contains(&text)) {
+            said.push(text);
+        }
+        next = err.source();
+    }
+    let chain = said.join(": ");
+    match (context.is_empty(), chain.is_empty()) {
+        (true, _) => chain,
+        (false, true) => context.to_string(),
+        (false, false) => format!("{context}: {chain}"),
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
 
@@ -79,28 +103,5 @@ mod tests {
         assert_eq!(printable("\u{202e}evil"), "\\u{202e}evil");
         assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
         assert!(!printable("\u{7f}\u{0}").chars().any(|c| c.is_control()));
-    }
-}
-
-/// An error and its causes on one line, `: `-separated, each said once: a
-/// message that already quotes its cause (`#[error("…: {1}")]` with the
-/// cause as `#[source]`) does not repeat it, and `context` (what the caller
-/// was doing, which may be the first message itself) is not repeated
-/// either.
-pub fn error_chain(context: &str, e: &(dyn std::error::Error + 'static)) -> String {
-    let mut said: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(err) = next {
-        let text = err.to_string();
-        if !context.contains(&text) && !said.iter().any(|s| s.contains(&text)) {
-            said.push(text);
-        }
-        next = err.source();
-    }
-    let chain = said.join(": ");
-    match (context.is_empty(), chain.is_empty()) {
-        (true, _) => chain,
-        (false, true) => context.to_string(),
-        (false, false) => format!("{context}: {chain}"),
     }
 }
