@@ -2302,17 +2302,6 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cli_definition_is_valid() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
-    }
-}
-
 /// Reads the TLS files given to `enroll` or `certificate`: each must be
 /// readable and PEM of its kind.
 fn read_tls_files(
@@ -2334,4 +2323,15 @@ fn read_tls_files(
         cert_pem: pem(cert, "certificate", "-----BEGIN CERTIFICATE-----")?,
         key_pem: pem(key, "private key", "PRIVATE KEY-----")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }
