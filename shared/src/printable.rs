@@ -56,7 +56,6 @@ pub fn error_chain(context: &str, e: &(dyn std::error::Error + 'static)) -> Stri
     }
 }
 
-
 #[cfg(test)]
 mod tests {
 

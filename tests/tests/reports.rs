@@ -23,7 +23,9 @@ impl Rng {
     }
 }
 
-/// What was generated per office.
+/// What was generated per office. `callers` is counted from the phones
+/// that called (a set per office, [`ExpectedDay::calling`]), not from the
+/// calls.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Expected {
     calls: u64,
@@ -42,6 +44,8 @@ struct ExpectedDay {
     nonpatient: BTreeMap<String, u64>,
     reasons: BTreeMap<String, u64>,
     stopped: std::collections::BTreeSet<String>,
+    /// The phones that called in the range.
+    calling: std::collections::BTreeSet<String>,
 }
 
 const NONPATIENT_KINDS: [&str; 6] = ["打错电话", "同行", "媒体", "骚扰", "推销", "其他"];
@@ -56,7 +60,8 @@ const REASONS: [&str; 6] = [
 
 /// One device's day of work on `day` (20..=22): new callers and
 /// non-patient calls, and visits (with reasons for not buying), purchases,
-/// follow-ups and plan stops for patients it registered before.
+/// follow-ups, problems, plan stops and second calls (repeat callers) for
+/// patients it registered before.
 fn work(
     o: &Office,
     rng: &mut Rng,
@@ -104,13 +109,35 @@ fn work(
             .last_line()
             .to_string();
         e.calls += 1;
-        e.callers += 1;
+        x.calling.insert(phone);
+        e.callers = x.calling.len() as u64;
         patients.push(id);
     }
     // Earlier patients: some come, some buy, some are followed up.
     let earlier = patients.len() - 4;
-    for p in &patients[..earlier] {
+    for (k, p) in patients[..earlier].iter().enumerate() {
         let at = |h: u32| format!("2026-11-{day}T{h:02}:30");
+        // Some call again: one more call, no more callers.
+        if rng.below(5) == 0 {
+            let phone = format!("139{prefix:04}{k:04}");
+            let again = o.ok(&[
+                "call",
+                "--phone",
+                &phone,
+                "--name",
+                "患者",
+                "--source",
+                "电视",
+                "--staff",
+                "咨询员",
+                "--at",
+                &at(8),
+            ]);
+            assert_eq!(again.last_line(), p, "the second call finds the dossier");
+            e.calls += 1;
+            x.calling.insert(phone);
+            e.callers = x.calling.len() as u64;
+        }
         match rng.below(4) {
             0 => {
                 let reason = REASONS[rng.below(6) as usize];
@@ -176,7 +203,10 @@ fn work(
                 e.followups += 1;
             }
             _ => {
-                if rng.below(3) == 0 {
+                // Every office gets a problem by its last day: the figure
+                // must be shown non-zero, not only zero = zero.
+                let owed = day == 22 && e.problems_opened == 0;
+                if owed || rng.below(3) == 0 {
                     o.ok(&[
                         "problem",
                         "open",
@@ -324,8 +354,13 @@ fn national_report_agrees_with_offices_events_and_a_rebuild_on(store: Option<&st
 
     for (code, e) in &expected {
         assert!(
-            e.visits > 0 && e.purchases > 0 && e.followups > 0,
-            "the scenario exercises every kind of event in {code}: {e:?}"
+            e.visits > 0
+                && e.purchases > 0
+                && e.followups > 0
+                && e.problems_opened > 0
+                && e.calls > e.callers,
+            "the scenario exercises every kind of event, problems and repeat callers \
+             included, in {code}: {e:?}"
         );
     }
     // Each office's line holds exactly the generated events.
