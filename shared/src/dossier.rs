@@ -1445,8 +1445,20 @@ mod tests {
         .unwrap();
     }
 
+    /// How many walks the property runs: `PROPTEST_CASES`, default 256.
+    fn walks() -> u32 {
+        match std::env::var("PROPTEST_CASES") {
+            Ok(n) => n
+                .parse()
+                .unwrap_or_else(|_| panic!("PROPTEST_CASES={n:?} is not a number")),
+            Err(_) => 256,
+        }
+    }
+
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        // 256 walks by default; PROPTEST_CASES=N sets another number (a bad
+        // one stops the test, naming it).
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(walks()))]
 
         /// Two devices edit one dossier offline and exchange changes now
         /// and then (so patient fields end up in real conflicts): the walk
