@@ -90,11 +90,16 @@ impl InFlight {
 
     /// Whether a push or a pull is being served, or one ended moments ago.
     pub fn busy(&self) -> bool {
+        self.busy_at(self.now_ms())
+    }
+
+    /// [`InFlight::busy`] at `now_ms` (milliseconds on this counter's clock).
+    fn busy_at(&self, now_ms: u64) -> bool {
         if self.serving.load(Ordering::Relaxed) > 0 {
             return true;
         }
         let last = self.last_end_ms.load(Ordering::Relaxed);
-        last > 0 && self.now_ms().saturating_sub(last) < AFTER_SYNC.as_millis() as u64
+        last > 0 && now_ms.saturating_sub(last) < AFTER_SYNC.as_millis() as u64
     }
 }
 
@@ -1378,9 +1383,19 @@ mod tests {
         drop(push);
         assert!(in_flight.busy(), "the pull is still served");
         drop(pull);
-        assert!(in_flight.busy(), "devices still apply what they pulled");
-        std::thread::sleep(AFTER_SYNC + std::time::Duration::from_millis(50));
-        assert!(!in_flight.busy());
+        // Times on the counter's clock, not a stopwatch: the last end, then
+        // just before and at AFTER_SYNC past it.
+        let ended = in_flight.last_end_ms.load(Ordering::Relaxed);
+        let after = AFTER_SYNC.as_millis() as u64;
+        assert!(ended > 0);
+        assert!(
+            in_flight.busy_at(ended + after - 1),
+            "devices still apply what they pulled"
+        );
+        assert!(!in_flight.busy_at(ended + after));
+        // Serving again is busy whatever the clock says.
+        let _push = in_flight.enter();
+        assert!(in_flight.busy_at(ended + 10 * after));
     }
 
     /// A panic while the log writer's connection is locked, inside a write
