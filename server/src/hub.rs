@@ -521,7 +521,11 @@ impl RateLimiter {
 
     /// Takes one request from `device`'s bucket.
     pub fn check(&self, device: &str) -> Result<(), SyncError> {
-        let now = std::time::Instant::now();
+        self.check_at(device, std::time::Instant::now())
+    }
+
+    /// [`RateLimiter::check`] at `now`.
+    fn check_at(&self, device: &str, now: std::time::Instant) -> Result<(), SyncError> {
         let mut buckets = keqing_host::lock(&self.buckets);
         let (tokens, at) = buckets
             .entry(device.to_string())
@@ -1372,6 +1376,29 @@ impl keqing_proto::SyncHandler for Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_gets_its_burst_then_its_rate_and_other_devices_their_own() {
+        let limiter = RateLimiter::new(2, 3);
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
+        for _ in 0..3 {
+            limiter.check_at("a", at(0)).unwrap();
+        }
+        let e = limiter.check_at("a", at(0)).unwrap_err();
+        assert_eq!(e.kind, SyncErrorKind::ResourceExhausted);
+        assert!(e.message.contains("at most 2 per second"), "{e}");
+        limiter.check_at("b", at(0)).expect("another device's bucket is full");
+        // Two per second: one more after half a second, not before.
+        assert!(limiter.check_at("a", at(499)).is_err());
+        limiter.check_at("a", at(500)).unwrap();
+        assert!(limiter.check_at("a", at(500)).is_err());
+        // A long pause refills the burst, no more.
+        for _ in 0..3 {
+            limiter.check_at("a", at(60_000)).unwrap();
+        }
+        assert!(limiter.check_at("a", at(60_000)).is_err());
+    }
 
     #[test]
     fn in_flight_is_busy_while_serving_and_a_moment_after() {
