@@ -594,7 +594,10 @@ fn a_new_dossier_is_logged_unbuilt_until_the_projector_builds_it() {
 fn a_pull_its_device_stops_reading_holds_nothing_and_ends() {
     use keqing_proto::SyncHandler;
     let tmp = tempfile::tempdir().unwrap();
-    let stall = Duration::from_millis(500);
+    // Long enough that the checks below run while the pull is alive (each
+    // is shown to have: the feed is still open after it), short enough to
+    // wait out.
+    let stall = Duration::from_secs(3);
     let hub = in_process_hub(store_with_office_device(tmp.path())).with_pull_stall(stall);
     // The pull waits on the runtime's timer from its own thread: a
     // multi-threaded runtime drives it while this thread sleeps.
@@ -630,7 +633,19 @@ fn a_pull_its_device_stops_reading_holds_nothing_and_ends() {
     let mut feed = rt
         .block_on(hub.pull("gd".into(), 0, String::new(), 1))
         .unwrap();
-    std::thread::sleep(stall / 5);
+    // Waits for `what` of the feed, up to `limit`.
+    let wait_for = |what: &dyn Fn() -> bool, limit: Duration, why: &str| {
+        let deadline = std::time::Instant::now() + limit;
+        while !what() {
+            assert!(std::time::Instant::now() < deadline, "{why}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for(
+        &|| !feed.batches.is_empty(),
+        Duration::from_secs(20),
+        "the pull queued its first batch",
+    );
     // Offices go on pushing meanwhile: the WAL grows, and is copied back
     // and reset although the pull has not finished.
     let late = "01a21111-0000-7000-8000-000000000199";
@@ -640,7 +655,16 @@ fn a_pull_its_device_stops_reading_holds_nothing_and_ends() {
         1
     );
     assert_eq!(busy(), 0, "the unread pull holds no read transaction");
-    std::thread::sleep(stall * 3);
+    assert!(
+        !feed.batches.is_closed(),
+        "the pull was still going when the WAL was reset (else the check proved nothing)"
+    );
+    // It ends by itself once its device has taken nothing for the stall.
+    wait_for(
+        &|| feed.batches.is_closed(),
+        stall * 10,
+        "the stalled pull ended",
+    );
 
     let mut taken = 0;
     rt.block_on(async {
