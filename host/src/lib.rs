@@ -24,8 +24,38 @@ pub use locks::{Recover, lock};
 /// Wall-clock time in China Standard Time (every office's zone): the times
 /// offices record, the server's timestamps (devices, audit) and every
 /// "today".
+///
+/// With `KEQING_CLOCK_START=YYYY-MM-DDTHH:MM[:SS]` in its environment a
+/// process's clock starts there and runs at the real pace: the one clock
+/// tests give every process they start (a test near Beijing midnight would
+/// otherwise see "today" change under it), and a way to rehearse a given
+/// day. A value that does not parse is said on stderr and ignored.
 pub fn now_cst() -> chrono::NaiveDateTime {
-    (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc()
+    match clock_start() {
+        Some((start, at)) => {
+            start + chrono::Duration::from_std(at.elapsed()).unwrap_or(chrono::Duration::zero())
+        }
+        None => (chrono::Utc::now() + chrono::Duration::hours(8)).naive_utc(),
+    }
+}
+
+/// The environment variable that sets where [`now_cst`] starts.
+pub const CLOCK_START_ENV: &str = "KEQING_CLOCK_START";
+
+/// `KEQING_CLOCK_START`, read once, with the moment it was read.
+fn clock_start() -> Option<(chrono::NaiveDateTime, std::time::Instant)> {
+    static START: std::sync::OnceLock<Option<(chrono::NaiveDateTime, std::time::Instant)>> =
+        std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        let text = std::env::var(CLOCK_START_ENV).ok()?;
+        match keqing_shared::when::parse_datetime(&text) {
+            Ok(start) => Some((start, std::time::Instant::now())),
+            Err(e) => {
+                eprintln!("{CLOCK_START_ENV} ignored: {e}");
+                None
+            }
+        }
+    })
 }
 
 /// [`now_cst`] as stored text, `YYYY-MM-DDTHH:MM:SS`.

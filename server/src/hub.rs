@@ -1388,7 +1388,9 @@ mod tests {
         let e = limiter.check_at("a", at(0)).unwrap_err();
         assert_eq!(e.kind, SyncErrorKind::ResourceExhausted);
         assert!(e.message.contains("at most 2 per second"), "{e}");
-        limiter.check_at("b", at(0)).expect("another device's bucket is full");
+        limiter
+            .check_at("b", at(0))
+            .expect("another device's bucket is full");
         // Two per second: one more after half a second, not before.
         assert!(limiter.check_at("a", at(499)).is_err());
         limiter.check_at("a", at(500)).unwrap();

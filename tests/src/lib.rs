@@ -49,6 +49,9 @@ pub struct Office {
     pub dir: PathBuf,
     /// The passphrase given as KEQING_DB_KEY (`None`: the variable unset).
     pub key: Option<String>,
+    /// Where its processes' clock starts (KEQING_CLOCK_START; `None`: the
+    /// real clock).
+    pub clock: Option<String>,
 }
 
 /// What a command printed and how it ended.
@@ -84,7 +87,16 @@ impl Office {
         Office {
             dir: dir.into(),
             key: None,
+            clock: None,
         }
+    }
+
+    /// This office with its processes' clock starting at `start`
+    /// (`YYYY-MM-DDTHH:MM`): "today" is the same for every process of the
+    /// test, whenever it runs.
+    pub fn with_clock(mut self, start: &str) -> Office {
+        self.clock = Some(start.to_string());
+        self
     }
 
     /// An office whose commands get `key` in KEQING_DB_KEY.
@@ -92,6 +104,7 @@ impl Office {
         Office {
             dir: dir.into(),
             key: Some(key.to_string()),
+            clock: None,
         }
     }
 
@@ -101,6 +114,10 @@ impl Office {
         match &self.key {
             Some(k) => cmd.env("KEQING_DB_KEY", k),
             None => cmd.env_remove("KEQING_DB_KEY"),
+        };
+        match &self.clock {
+            Some(c) => cmd.env(keqing_host::CLOCK_START_ENV, c),
+            None => cmd.env_remove(keqing_host::CLOCK_START_ENV),
         };
         cmd
     }
@@ -171,10 +188,14 @@ impl Office {
             "--sync-every",
             "0",
         ];
-        match &self.key {
-            Some(k) => WebProcess::start_with_env(&keqing_bin(), &args, &[("KEQING_DB_KEY", k)]),
-            None => WebProcess::start(&keqing_bin(), &args),
+        let mut env = Vec::new();
+        if let Some(k) = &self.key {
+            env.push(("KEQING_DB_KEY", k.as_str()));
         }
+        if let Some(c) = &self.clock {
+            env.push((keqing_host::CLOCK_START_ENV, c.as_str()));
+        }
+        WebProcess::start_with_env(&keqing_bin(), &args, &env)
     }
 
     /// Every document's automerge heads (`keqing heads --json`), to compare

@@ -85,6 +85,11 @@ impl Drop for Driver {
     }
 }
 
+/// Where the clock of every office process these tests start begins: one
+/// "today" for the test and the processes, whenever the test runs (near
+/// Beijing midnight "today" would change under it).
+const CLOCK: &str = "2026-11-20T10:00";
+
 fn screenshots_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -160,7 +165,7 @@ fn reported_total(server_dir: &Path, day: &str, figure: &[&str]) -> u64 {
 async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
-    let office = Office::new(tmp.path().join("gd"));
+    let office = Office::new(tmp.path().join("gd")).with_clock(CLOCK);
     office.enroll_on(&server, Some("44"), "广东前台1");
     office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
     office.ok(&["sync"]);
@@ -179,7 +184,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     );
     let driver = Driver::start();
     let c = driver.browser().await;
-    let today = (chrono::Utc::now() + chrono::Duration::hours(8)).date_naive();
+    let today = keqing_shared::when::parse_datetime(CLOCK).unwrap().date();
     let day = today.format("%Y-%m-%d").to_string();
     let tomorrow = (today + chrono::Duration::days(1))
         .format("%Y-%m-%d")
@@ -499,12 +504,12 @@ async fn refused_then_saved<F, Fut>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_day_is_done_in_the_workstation() {
     let tmp = tempfile::tempdir().unwrap();
-    let office = Office::new(tmp.path().join("gd"));
+    let office = Office::new(tmp.path().join("gd")).with_clock(CLOCK);
     office.ok(&["init", "--office", "44", "--device", "前台1"]);
     for (name, role) in [("李娜", "consultant"), ("王芳", "followup")] {
         office.ok(&["staff", "add", "--name", name, "--role", role]);
     }
-    let now = keqing_host::now_cst();
+    let now = keqing_shared::when::parse_datetime(CLOCK).unwrap();
     let t = |days: i64, h: u32| {
         (now.date() - chrono::Duration::days(days))
             .and_hms_opt(h, 0, 0)

@@ -582,7 +582,10 @@ fn a_request_flood_is_limited_and_compressed_changes_are_refused() {
     // The bucket refills: within a few seconds a request goes through.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while rt.block_on(hub.push("tok".into(), Vec::new())).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the limit never refilled");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the limit never refilled"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
