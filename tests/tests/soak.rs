@@ -1,8 +1,9 @@
 //! The soak run (not in CI: `scripts/soak.sh`): 27 offices × 2 devices
 //! work and sync at a steady rate against a real `keqing-server` process for
 //! `KEQING_SOAK_SECONDS` (default 600). Prints sync latency percentiles and
-//! the server's memory over time; fails on any sync error or if headquarters
-//! does not end up with every dossier.
+//! the server's memory over time; fails on any sync error, if an office's
+//! devices and headquarters do not end with the same heads, or if any record
+//! made (by its id) is not at headquarters exactly once.
 
 use chrono::NaiveDate;
 use keqing_office::desk::{CallInput, Desk, FollowUpInput};
@@ -10,6 +11,7 @@ use keqing_office::sync::{Quiet, enroll, sync_once};
 use keqing_shared::office::OFFICES;
 use keqing_shared::staff::Role;
 use keqing_tests::Server;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,6 +78,8 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
         Arc::new(AtomicU64::new(0)),
         Arc::new(AtomicU64::new(0)),
     );
+    // The id of every record made (calls and follow-ups): the oracle.
+    let made = Arc::new(Mutex::new(BTreeSet::<String>::new()));
     let started = Instant::now();
     let end = started + Duration::from_secs(seconds);
     let rss_start = rss_mb(server.pid());
@@ -83,12 +87,13 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
     // Two workers take devices in turn, each at half the rate.
     let workers: Vec<_> = (0..2)
         .map(|w| {
-            let (devices, latencies, errors, edits, next) = (
+            let (devices, latencies, errors, edits, next, made) = (
                 devices.clone(),
                 latencies.clone(),
                 errors.clone(),
                 edits.clone(),
                 next.clone(),
+                made.clone(),
             );
             let handle = rt.handle().clone();
             std::thread::spawn(move || {
@@ -115,10 +120,12 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
                                 ..Default::default()
                             })
                             .unwrap();
+                        made.lock().unwrap().insert(out.call_id);
                         d.patients.push(out.dossier_id);
                     } else {
                         let p = d.patients[(k as usize) % d.patients.len()].clone();
-                        d.desk
+                        let (_, f) = d
+                            .desk
                             .record_followup(
                                 &p,
                                 &FollowUpInput {
@@ -130,6 +137,7 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
                                 },
                             )
                             .unwrap();
+                        made.lock().unwrap().insert(f.id);
                     }
                     edits.fetch_add(1, Ordering::Relaxed);
                     let t = Instant::now();
@@ -194,19 +202,66 @@ fn soak_27_offices_syncing_at_a_steady_rate() {
             &Default::default(),
         ))
         .unwrap();
-    rt.block_on(sync_once(hq.replica_mut(), &mut Quiet))
-        .unwrap();
-    let offices: u64 = devices
-        .iter()
-        .step_by(2)
-        .map(|d| {
+    // Every device syncs twice (the second round brings each the other's
+    // last pushes), then headquarters.
+    for _ in 0..2 {
+        for d in devices.iter() {
             let mut d = d.lock().unwrap();
             rt.block_on(sync_once(d.desk.replica_mut(), &mut Quiet))
                 .unwrap();
-            d.desk.replica().dossier_count().unwrap()
-        })
-        .sum();
+        }
+    }
     rt.block_on(sync_once(hq.replica_mut(), &mut Quiet))
         .unwrap();
-    assert_eq!(hq.replica().dossier_count().unwrap(), offices);
+    type Heads = BTreeMap<String, Vec<automerge::ChangeHash>>;
+    let heads = |desk: &Desk| -> Heads {
+        desk.replica()
+            .document_heads()
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    let hq_heads = heads(&hq);
+    let mut union = Heads::new();
+    for pair in devices.chunks(2) {
+        let (a, b) = (pair[0].lock().unwrap(), pair[1].lock().unwrap());
+        let ha = heads(&a.desk);
+        assert_eq!(
+            ha,
+            heads(&b.desk),
+            "{}: an office's devices differ",
+            a.staff
+        );
+        assert_eq!(a.desk.replica().outbox_len().unwrap(), 0, "{}", a.staff);
+        assert_eq!(b.desk.replica().outbox_len().unwrap(), 0, "{}", b.staff);
+        union.extend(ha);
+    }
+    assert_eq!(
+        hq_heads, union,
+        "headquarters holds exactly the offices' documents"
+    );
+    // Nothing lost, nothing doubled, nothing invented.
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for id in hq_heads.keys().filter(|id| !id.starts_with("roster-")) {
+        let (view, _) = hq.dossier(id).unwrap();
+        for r in view
+            .calls
+            .iter()
+            .map(|c| &c.id)
+            .chain(view.followups.iter().map(|f| &f.id))
+        {
+            *seen.entry(r.clone()).or_default() += 1;
+        }
+    }
+    let made = made.lock().unwrap();
+    assert_eq!(seen.len(), made.len(), "records at headquarters vs made");
+    assert!(
+        seen.keys().eq(made.iter()),
+        "the records at headquarters are the records made"
+    );
+    assert!(seen.values().all(|n| *n == 1), "a record is there twice");
+    println!(
+        "soak: {} records made, every one at headquarters once; heads agree",
+        made.len()
+    );
 }
