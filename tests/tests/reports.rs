@@ -382,6 +382,15 @@ fn national_report_agrees_with_offices_events_and_a_rebuild_on(store: Option<&st
         );
     }
     assert_eq!(line("11")["calls"], 0);
+    // Over the days the generated work makes due (its last slots' deadlines
+    // fall after TO), the follow-up figures against the rules.
+    let until = "2026-11-30";
+    let later = server_report_on(
+        &server.dir,
+        store,
+        &["national", "--from", FROM, "--to", until, "--json"],
+    );
+    followup_figures_follow_the_rules(&hq, &later, until);
     if let Some(url) = store {
         documented_national_query_agrees(&server, url, &national);
     }
@@ -1116,4 +1125,61 @@ fn documented_national_query_agrees(server: &Server, url: &str, national: &Value
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains(why), "{sql}: {err}");
     }
+}
+
+/// The follow-up figures of each office's line of a national report from
+/// FROM to `until` (due, on time, overdue, and the non-visitors' share)
+/// equal what the follow-up rules give for the
+/// generated events: `schedule` applied to every dossier as headquarters
+/// holds it, counted by the report's definitions. The report reads them from
+/// tallies, covering indexes and an R*Tree kept by triggers; this is the
+/// oracle for all of that.
+fn followup_figures_follow_the_rules(hq: &Office, national: &Value, until: &str) {
+    use keqing_shared::followup::{Cadence, SlotStatus, schedule};
+    let (from, to) = (
+        keqing_shared::when::parse_date(FROM).unwrap(),
+        keqing_shared::when::parse_date(until).unwrap(),
+    );
+    let desk = keqing_office::desk::Desk::open(&hq.dir).unwrap();
+    let mut expected: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    for id in hq.heads().keys() {
+        if id.starts_with("roster-") || keqing_shared::nonpatient::parse_log_id(id).is_some() {
+            continue;
+        }
+        let (view, _) = desk.dossier(id).unwrap();
+        let f = expected.entry(view.office.clone()).or_default();
+        for s in schedule(&view) {
+            let not_visited = s.cadence == Cadence::NotVisited;
+            if s.deadline >= from && s.deadline <= to && keqing_shared::report::counts_as_due(&s) {
+                f[0] += 1;
+                f[1] += u64::from(s.on_time());
+                f[3] += u64::from(not_visited);
+                f[4] += u64::from(not_visited && s.on_time());
+            }
+            f[2] += u64::from(s.status_on(to) == SlotStatus::Overdue);
+        }
+    }
+    let lines = national["lines"].as_array().unwrap();
+    let mut exercised = [0u64; 5];
+    for (office, f) in &expected {
+        let l = lines.iter().find(|l| l["office"] == *office).unwrap();
+        let got: Vec<u64> = [
+            "due",
+            "due_done_on_time",
+            "overdue",
+            "not_visited_due",
+            "not_visited_on_time",
+        ]
+        .iter()
+        .map(|k| l["followups"][k].as_u64().unwrap())
+        .collect();
+        assert_eq!(got, f.to_vec(), "office {office}: {}", l["followups"]);
+        for (e, n) in exercised.iter_mut().zip(f) {
+            *e += n;
+        }
+    }
+    assert!(
+        exercised.iter().all(|n| *n > 0),
+        "the scenario makes slots due, on time, overdue, for non-visitors: {exercised:?}"
+    );
 }
