@@ -206,17 +206,8 @@ enum Command {
         /// Device name for a fresh replica (default: the name given on the server)
         #[arg(long)]
         device: Option<String>,
-        /// The CA certificate (PEM) an https:// server must be signed by, e.g.
-        /// the server's DIR/tls/ca.pem (default: the system's trusted roots)
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// This device's certificate (PEM) for a server with mutual TLS
-        /// (from `keqing-server device cert`); kept in the replica
-        #[arg(long, requires = "key")]
-        cert: Option<PathBuf>,
-        /// The private key (PEM) of --cert
-        #[arg(long, requires = "cert")]
-        key: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsFiles,
         /// Encrypt a fresh replica (as `init --encrypt`)
         #[arg(long)]
         encrypt: bool,
@@ -282,16 +273,25 @@ enum Command {
     /// certificate; the cursor and the outbox stay
     #[command(group(clap::ArgGroup::new("replace").required(true).multiple(true).args(["ca", "cert"])))]
     Certificate {
-        /// The CA certificate (PEM) the server must be signed by
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// This device's new certificate (PEM)
-        #[arg(long, requires = "key")]
-        cert: Option<PathBuf>,
-        /// The private key (PEM) of --cert
-        #[arg(long, requires = "cert")]
-        key: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsFiles,
     },
+}
+
+/// The TLS files `enroll` keeps in the replica and `certificate` replaces.
+#[derive(clap::Args, Debug)]
+struct TlsFiles {
+    /// The CA certificate (PEM) an https:// server must be signed by, e.g.
+    /// the server's DIR/tls/ca.pem (default: the system's trusted roots)
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// This device's certificate (PEM) for a server with mutual TLS (from
+    /// `keqing-server device cert`); kept in the replica
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -985,9 +985,7 @@ fn run(cli: Cli) -> Result<()> {
         server,
         token,
         device,
-        ca,
-        cert,
-        key,
+        tls,
         encrypt,
     } = &cli.command
     {
@@ -996,7 +994,7 @@ fn run(cli: Cli) -> Result<()> {
         } else {
             ask_key_if_encrypted(&data)?;
         }
-        let tls = read_tls_files(ca, cert, key)?;
+        let tls = read_tls_files(tls)?;
         let servers = keqing_office::sync::parse_servers(server)?;
         let rt = runtime()?;
         let desk = rt.block_on(keqing_office::sync::enroll(
@@ -1671,8 +1669,8 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}. {}", i + 1, safe(s));
             }
         }
-        Command::Certificate { ca, cert, key } => {
-            let new = read_tls_files(&ca, &cert, &key)?;
+        Command::Certificate { tls } => {
+            let new = read_tls_files(&tls)?;
             keqing_office::sync::replace_tls(desk.replica_mut(), &new)?;
             if new.ca_pem.is_some() {
                 println!("已更换 CA 证书 CA certificate replaced");
@@ -2304,11 +2302,8 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
 
 /// Reads the TLS files given to `enroll` or `certificate`: each must be
 /// readable and PEM of its kind.
-fn read_tls_files(
-    ca: &Option<PathBuf>,
-    cert: &Option<PathBuf>,
-    key: &Option<PathBuf>,
-) -> Result<keqing_shared::sync::ClientTls> {
+fn read_tls_files(files: &TlsFiles) -> Result<keqing_shared::sync::ClientTls> {
+    let TlsFiles { ca, cert, key } = files;
     let pem = |path: &Option<PathBuf>, what: &str, marker: &str| -> Result<Option<String>> {
         let Some(path) = path else { return Ok(None) };
         let text = std::fs::read_to_string(path)
