@@ -334,6 +334,21 @@ enum StaffCommand {
         /// supervisor, consultant, followup, expert, guide, field (or 客情主管, 咨询人员, 回访人员, 坐诊专家, 导购员, 家访外送)
         #[arg(long)]
         role: String,
+        /// Read the member's password (8 to 128 characters) from the first
+        /// line of standard input; only its Argon2id hash is kept
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// 设置密码 Set or change a staff member's password (read from the first
+    /// line of standard input; only its Argon2id hash is kept, in the
+    /// office roster, and syncs to the office's devices)
+    Password {
+        #[arg(long)]
+        name: String,
+        /// Read the password from standard input (the only way: never on
+        /// the command line, where other users of the PC could see it)
+        #[arg(long, required = true)]
+        password_stdin: bool,
     },
     /// 离岗 Mark a staff member as gone: kept with their history, gone
     /// from pick lists
@@ -1130,9 +1145,22 @@ fn run(cli: Cli) -> Result<()> {
             let n = rt.block_on(keqing_office::sync::repair(desk.replica_mut()))?;
             println!("修复完成 补回 {n} 条变更");
         }
-        Command::Staff(StaffCommand::Add { name, role }) => {
-            let s = desk.add_staff(&name, Role::parse(&role)?)?;
+        Command::Staff(StaffCommand::Add {
+            name,
+            role,
+            password_stdin,
+        }) => {
+            let password = password_stdin.then(password_from_stdin).transpose()?;
+            let s = desk.add_staff_account(&name, Role::parse(&role)?, password.as_deref())?;
             println!("已添加员工 {} ({})", safe(&s.name), s.role.chinese());
+            if password.is_some() {
+                println!("已设置密码 password set");
+            }
+        }
+        Command::Staff(StaffCommand::Password { name, .. }) => {
+            let password = password_from_stdin()?;
+            let s = desk.set_password(&name, &password)?;
+            println!("已设置密码 password set for {}", safe(&s.name));
         }
         Command::Staff(StaffCommand::Leave { name }) => {
             let s = desk.set_staff_active(&name, false)?;
@@ -1143,16 +1171,26 @@ fn run(cli: Cli) -> Result<()> {
             println!("已标记在岗 {} ({})", safe(&s.name), s.role.chinese());
         }
         Command::Staff(StaffCommand::List { json }) => {
-            let staff = desk.replica().staff()?;
+            let staff = desk.staff_accounts()?;
             if json {
-                return print_json(&staff);
+                let listed: Vec<serde_json::Value> = staff
+                    .iter()
+                    .map(|(s, password)| {
+                        serde_json::json!({
+                            "id": s.id, "name": s.name, "role": s.role,
+                            "active": s.active, "password": password,
+                        })
+                    })
+                    .collect();
+                return print_json(&listed);
             }
-            let mut t = Table::new(["姓名", "岗位", "状态"]);
-            for s in &staff {
+            let mut t = Table::new(["姓名", "岗位", "状态", "密码"]);
+            for (s, password) in &staff {
                 t.row([
                     s.name.clone(),
                     s.role.chinese().to_string(),
                     if s.active { "在岗" } else { "离岗" }.to_string(),
+                    if *password { "已设" } else { "未设" }.to_string(),
                 ]);
             }
             print!("{}", t.render());
@@ -2298,6 +2336,23 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
         }
         print!("{}", t.render());
     }
+}
+
+/// A password from the first line of standard input (its line break
+/// dropped, nothing else: spaces may be part of it).
+fn password_from_stdin() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!(
+            "no password on standard input (e.g. `echo '…' | keqing staff password --name N --password-stdin`)"
+        );
+    }
+    Ok(password.to_string())
 }
 
 /// Reads the TLS files given to `enroll` or `certificate`: each must be

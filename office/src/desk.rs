@@ -391,11 +391,25 @@ impl Desk {
     }
 
     pub fn add_staff(&mut self, name: &str, role: Role) -> Result<Staff> {
+        self.add_staff_account(name, role, None)
+    }
+
+    /// Adds a staff member, with a password to sign in with if one is
+    /// given (kept as its Argon2id hash in the roster; the member and the
+    /// password are one change).
+    pub fn add_staff_account(
+        &mut self,
+        name: &str,
+        role: Role,
+        password: Option<&str>,
+    ) -> Result<Staff> {
         let name = validate_name("name", name)?;
         let office = self.office().to_string();
         if office == HQ_OFFICE {
             return Err(ClientError::Headquarters("have office staff"));
         }
+        // Hashed before the write: it takes tens of milliseconds.
+        let hash = password.map(crate::accounts::hash_password).transpose()?;
         self.replica.write(|w| {
             if w.staff_named(&name)?.is_some() {
                 return Err(ClientError::DuplicateStaff(name.clone()));
@@ -410,10 +424,82 @@ impl Desk {
                 role,
                 active: true,
             };
-            let change = roster.add(&staff, now_ms())?;
-            w.save_roster(&office, &roster, &change, now_cst())?;
+            let mut changes = vec![roster.add(&staff, now_ms())?];
+            if let Some(hash) = &hash {
+                changes.push(roster.set_password(&staff.id, hash, now_ms())?);
+            }
+            for change in &changes {
+                w.save_roster(&office, &roster, change, now_cst())?;
+            }
             Ok(staff)
         })
+    }
+
+    /// Sets or changes a staff member's password (its Argon2id hash goes
+    /// into the roster and syncs to the office's other devices).
+    pub fn set_password(&mut self, name: &str, password: &str) -> Result<Staff> {
+        let office = self.office().to_string();
+        if office == HQ_OFFICE {
+            return Err(ClientError::Headquarters("have office staff"));
+        }
+        let hash = crate::accounts::hash_password(password)?;
+        self.replica.write(|w| {
+            let member = w
+                .staff_named(name.trim())?
+                .ok_or_else(|| ClientError::UnknownStaff(name.trim().to_string()))?;
+            let mut roster = office_roster(w, &office)?;
+            let change = roster.set_password(&member.id, &hash, now_ms())?;
+            w.save_roster(&office, &roster, &change, now_cst())?;
+            Ok(member)
+        })
+    }
+
+    /// Signs a staff member in with their password, offline, against the
+    /// roster this device holds. An unknown name, a member without a
+    /// password and a wrong password are refused alike; a member 离岗 is
+    /// told so (only once the password was right).
+    pub fn sign_in(&self, name: &str, password: &str) -> Result<Staff> {
+        let member = self
+            .replica
+            .staff_named(name.trim())?
+            .ok_or(ClientError::SignInRefused)?;
+        let hash = self.roster()?.password_of(&member.id)?;
+        // No hash: verified against nothing, in about the same time, so a
+        // name without a password is not told apart by the clock either.
+        let hash = hash.unwrap_or_else(|| crate::accounts::DECOY_HASH.to_string());
+        if !crate::accounts::verify_password(&hash, password) || hash == crate::accounts::DECOY_HASH
+        {
+            return Err(ClientError::SignInRefused);
+        }
+        if !member.active {
+            return Err(ClientError::AccountClosed(member.name));
+        }
+        Ok(member)
+    }
+
+    /// The office's staff, each with whether they have a password.
+    pub fn staff_accounts(&self) -> Result<Vec<(Staff, bool)>> {
+        let staff = self.replica.staff()?;
+        if self.office() == HQ_OFFICE {
+            return Ok(staff.into_iter().map(|s| (s, false)).collect());
+        }
+        let roster = self.roster()?;
+        staff
+            .into_iter()
+            .map(|s| {
+                let has = roster.password_of(&s.id)?.is_some();
+                Ok((s, has))
+            })
+            .collect()
+    }
+
+    /// This office's roster as this device holds it.
+    fn roster(&self) -> Result<Roster> {
+        let bytes = self
+            .replica
+            .load_document(&roster_id(self.office()))?
+            .ok_or_else(|| ClientError::Corrupt("the office roster is missing".into()))?;
+        Ok(Roster::load(&bytes, self.replica.meta().actor.clone())?)
     }
 
     /// The active staff member with this name. Office work is recorded by
@@ -1529,4 +1615,12 @@ fn load_dossier(w: &WriteTx<'_>, id: &str, office: &str) -> Result<Dossier> {
         });
     }
     Ok(dossier)
+}
+
+/// The office's roster, in a write.
+fn office_roster(w: &WriteTx<'_>, office: &str) -> Result<Roster> {
+    let bytes = w
+        .load_document(&roster_id(office))?
+        .ok_or_else(|| ClientError::Corrupt("the office roster is missing".into()))?;
+    Ok(Roster::load(&bytes, w.actor().clone())?)
 }

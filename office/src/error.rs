@@ -111,6 +111,12 @@ pub enum ClientError {
     UnknownStaff(String),
     #[error("员工已存在 a staff member named `{0}` already exists")]
     DuplicateStaff(String),
+    /// Said alike for an unknown name, a member without a password and a
+    /// wrong password: a sign-in form tells a guesser nothing.
+    #[error("姓名或密码不对 wrong name or password")]
+    SignInRefused,
+    #[error("已离岗 `{0}` has left (离岗) and can no longer sign in")]
+    AccountClosed(String),
     #[error("档案属于其他办事处 dossier {id} belongs to office {office}")]
     WrongOffice { id: String, office: String },
     #[error("档案已合并 dossier {id} was merged into {into}; use that one")]

@@ -16,6 +16,10 @@ use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
 
 const STAFF: &str = "staff";
+const PASSWORD: &str = "password";
+/// An Argon2id hash in PHC form is under 100 bytes with our parameters;
+/// anything much longer did not come from us.
+const PASSWORD_HASH_MAX_BYTES: usize = 256;
 
 /// The document id of an office's roster.
 pub fn roster_id(office: &str) -> String {
@@ -129,6 +133,61 @@ impl Roster {
         }))
     }
 
+    /// Sets (or replaces) a member's password, given as its Argon2id hash in
+    /// PHC form (`$argon2id$…`): the only form a password is kept in, so any
+    /// device of the office can sign the member in offline. The hash comes
+    /// from the office library (hashing takes a random salt); this checks
+    /// its form and length only.
+    pub fn set_password(
+        &mut self,
+        id: &str,
+        phc: &str,
+        time_ms: i64,
+    ) -> Result<NewChange, DomainError> {
+        if !phc.starts_with("$argon2id$") || phc.len() > PASSWORD_HASH_MAX_BYTES {
+            return Err(DomainError::invalid(
+                "password",
+                "not an Argon2id hash in PHC form",
+            ));
+        }
+        let map = self.staff_obj()?;
+        let member = match self.doc.get(&map, id)? {
+            Some((Value::Object(ObjType::Map), m)) => m,
+            _ => return Err(DomainError::UnknownRecord(id.to_string())),
+        };
+        self.doc
+            .transact_with(
+                |_| CommitOptions::default().with_time(time_ms),
+                |tx| -> Result<(), DomainError> {
+                    tx.put(&member, PASSWORD, phc)?;
+                    Ok(())
+                },
+            )
+            .map_err(|f| f.error)?;
+        self.doc
+            .get_last_local_change()
+            .map(|c| NewChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+            .ok_or_else(|| DomainError::Malformed("no change".into()))
+    }
+
+    /// A member's password hash (PHC form), if they have one. Two devices
+    /// that set it offline at once: automerge keeps one, the same on every
+    /// device.
+    pub fn password_of(&self, id: &str) -> Result<Option<String>, DomainError> {
+        let map = self.staff_obj()?;
+        let Some((Value::Object(ObjType::Map), member)) = self.doc.get(&map, id)? else {
+            return Err(DomainError::UnknownRecord(id.to_string()));
+        };
+        Ok(self
+            .doc
+            .get(&member, PASSWORD)?
+            .and_then(|(v, _)| v.as_str().map(str::to_string))
+            .filter(|h| h.starts_with("$argon2id$")))
+    }
+
     pub fn staff(&self) -> Result<Vec<Staff>, DomainError> {
         let map = self.staff_obj()?;
         let mut out = Vec::new();
@@ -177,5 +236,42 @@ mod tests {
         names.sort();
         assert_eq!(names, ["李娜", "王芳"]);
         assert_ne!(Roster::genesis("11").unwrap().1.hash, ga.hash);
+    }
+
+    #[test]
+    fn a_password_hash_is_kept_per_member_and_merges() {
+        let (a, _) = Roster::genesis("44").unwrap();
+        let mut a = a.with_actor(ActorId::from(b"device-a"));
+        let member = Staff {
+            id: "1".into(),
+            name: "李娜".into(),
+            role: Role::Supervisor,
+            active: true,
+        };
+        a.add(&member, 1).unwrap();
+        assert_eq!(a.password_of("1").unwrap(), None);
+        let refused = a.set_password("1", "plain text", 2).unwrap_err();
+        assert!(refused.to_string().contains("Argon2id"), "{refused}");
+        assert!(
+            a.set_password("9", "$argon2id$v=19$x", 2).is_err(),
+            "no such member"
+        );
+        a.set_password("1", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA", 3)
+            .unwrap();
+        let mut b = Roster::load(&a.save(), ActorId::from(b"device-b")).unwrap();
+        assert_eq!(
+            b.password_of("1").unwrap().as_deref(),
+            Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+            "another device reads it from the document"
+        );
+        b.set_password("1", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdB$aGFzaB", 4)
+            .unwrap();
+        a.doc.merge(&mut b.doc).unwrap();
+        assert_eq!(a.password_of("1").unwrap(), b.password_of("1").unwrap());
+        assert_eq!(
+            a.staff().unwrap()[0].name,
+            "李娜",
+            "the member is untouched"
+        );
     }
 }

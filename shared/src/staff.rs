@@ -105,9 +105,50 @@ pub fn validate_text(field: &'static str, text: &str, max: usize) -> Result<Stri
     Ok(text.to_string())
 }
 
+/// The shortest password a staff member may have (characters).
+pub const PASSWORD_MIN_CHARS: usize = 8;
+/// The longest (a bound on what a sign-in form makes the hasher do).
+pub const PASSWORD_MAX_CHARS: usize = 128;
+
+/// A password as chosen: 8 to 128 characters, no control characters. Kept
+/// as typed (not trimmed): spaces may be part of it. Never stored: only its
+/// Argon2id hash is.
+pub fn validate_password(password: &str) -> Result<&str, DomainError> {
+    let n = password.chars().count();
+    if n < PASSWORD_MIN_CHARS {
+        return Err(DomainError::invalid(
+            "password",
+            format!("at least {PASSWORD_MIN_CHARS} characters (密码至少 {PASSWORD_MIN_CHARS} 位)"),
+        ));
+    }
+    if n > PASSWORD_MAX_CHARS {
+        return Err(DomainError::invalid(
+            "password",
+            format!("at most {PASSWORD_MAX_CHARS} characters"),
+        ));
+    }
+    if password.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            "password",
+            "contains control characters",
+        ));
+    }
+    Ok(password)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_checked_and_kept_as_typed() {
+        assert_eq!(validate_password(" 心脑 通2026 ").unwrap(), " 心脑 通2026 ");
+        assert!(validate_password("short").is_err());
+        assert!(validate_password(&"x".repeat(PASSWORD_MAX_CHARS + 1)).is_err());
+        assert!(validate_password(&"x".repeat(PASSWORD_MAX_CHARS)).is_ok());
+        assert!(validate_password("password\u{1b}[2J").is_err());
+        assert!(validate_password("pass\nword").is_err());
+    }
 
     #[test]
     fn roles_parse_in_both_languages() {

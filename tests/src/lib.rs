@@ -138,6 +138,26 @@ impl Office {
         Run::from(out)
     }
 
+    /// Runs `keqing --data DIR args…` with `input` on its standard input.
+    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start keqing");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("run keqing"))
+    }
+
     /// Starts `keqing --data DIR args…` in the background, output discarded
     /// (for tests that kill it mid-way).
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {

@@ -1,5 +1,6 @@
 //! The end-to-end suite: one test binary, several modules.
 
+mod accounts;
 mod audit;
 mod backup;
 mod bad_input;

@@ -1,0 +1,133 @@
+//! Staff accounts in the office roster: a password set at one device (only
+//! its Argon2id hash kept) signs its owner in at another device of the
+//! office, offline, after a sync; a wrong password, an unknown name and a
+//! member without a password are refused alike; a member marked 离岗 at one
+//! device can no longer sign in at the other.
+
+use keqing_office::ClientError;
+use keqing_office::desk::Desk;
+use keqing_tests::{Office, Server};
+
+const PASSWORD: &str = "心脑通 2026-春";
+
+#[test]
+fn a_password_set_at_one_device_signs_in_at_another_until_the_member_leaves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a"));
+    let b = Office::new(tmp.path().join("b"));
+    a.enroll_on(&server, Some("44"), "前台1");
+    b.enroll_on(&server, Some("44"), "前台2");
+
+    // The supervisor with a password from the start; a consultant without.
+    let r = a.run_with_stdin(
+        &[
+            "staff",
+            "add",
+            "--name",
+            "李娜",
+            "--role",
+            "supervisor",
+            "--password-stdin",
+        ],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(r.ok, "{}", r.stderr);
+    a.ok(&["staff", "add", "--name", "王芳", "--role", "consultant"]);
+    let listed = a.ok(&["staff", "list", "--json"]).json();
+    let has_password = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["password"].clone())
+    };
+    assert_eq!(has_password("李娜"), Some(true.into()), "{listed}");
+    assert_eq!(has_password("王芳"), Some(false.into()), "{listed}");
+    assert!(!listed.to_string().contains("argon2"), "no hash is listed");
+
+    // Refused: a short password, an unknown member, no password given.
+    for (args, input, why) in [
+        (
+            vec!["staff", "password", "--name", "王芳", "--password-stdin"],
+            "short\n",
+            "at least 8 characters",
+        ),
+        (
+            vec!["staff", "password", "--name", "无名", "--password-stdin"],
+            "long enough 123\n",
+            "找不到员工 no staff member named `无名`",
+        ),
+        (
+            vec!["staff", "password", "--name", "王芳", "--password-stdin"],
+            "",
+            "no password on standard input",
+        ),
+    ] {
+        let r = a.run_with_stdin(&args, input);
+        assert!(!r.ok && r.stderr.contains(why), "{why}: {}", r.stderr);
+    }
+    assert_eq!(a.ok(&["staff", "list", "--json"]).json(), listed, "nothing changed");
+
+    // Only the hash is kept: the password is in no file of the replica.
+    for file in std::fs::read_dir(&a.dir).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
+            "the password itself was stored"
+        );
+    }
+
+    // At this device, and after a sync at the other, offline.
+    let sign_in = |o: &Office, name: &str, password: &str| {
+        Desk::open(&o.dir).unwrap().sign_in(name, password)
+    };
+    assert_eq!(sign_in(&a, "李娜", PASSWORD).unwrap().name, "李娜");
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    drop(server);
+    assert_eq!(sign_in(&b, "李娜", PASSWORD).unwrap().name, "李娜");
+    // Refused alike: a wrong password, an unknown name, no password set.
+    for (name, password) in [("李娜", "心脑通 2026-夏"), ("无名", PASSWORD), ("王芳", "")] {
+        match sign_in(&b, name, password) {
+            Err(e @ ClientError::SignInRefused) => {
+                assert_eq!(e.to_string(), "姓名或密码不对 wrong name or password")
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // A password changed at the second device replaces the first there.
+    let r = b.run_with_stdin(
+        &["staff", "password", "--name", "李娜", "--password-stdin"],
+        "新的密码 2026-夏\r\n",
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(sign_in(&b, "李娜", "新的密码 2026-夏").is_ok(), "CRLF dropped");
+    assert!(sign_in(&b, "李娜", PASSWORD).is_err());
+
+    // 离岗 at the first device: refused at the second once it has synced.
+    let server = Server::start(tmp.path().join("server"), &server_addr(&a));
+    a.ok(&["staff", "leave", "--name", "李娜"]);
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    match sign_in(&b, "李娜", "新的密码 2026-夏") {
+        Err(e @ ClientError::AccountClosed(_)) => {
+            assert!(e.to_string().contains("离岗"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(server);
+}
+
+/// The address the replica syncs with (to restart its server there).
+fn server_addr(o: &Office) -> String {
+    let servers = o.ok(&["servers", "list", "--json"]).json();
+    servers[0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string()
+}
