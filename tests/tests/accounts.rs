@@ -68,7 +68,11 @@ fn a_password_set_at_one_device_signs_in_at_another_until_the_member_leaves() {
         let r = a.run_with_stdin(&args, input);
         assert!(!r.ok && r.stderr.contains(why), "{why}: {}", r.stderr);
     }
-    assert_eq!(a.ok(&["staff", "list", "--json"]).json(), listed, "nothing changed");
+    assert_eq!(
+        a.ok(&["staff", "list", "--json"]).json(),
+        listed,
+        "nothing changed"
+    );
 
     // Only the hash is kept: the password is in no file of the replica.
     for file in std::fs::read_dir(&a.dir).unwrap() {
@@ -91,7 +95,8 @@ fn a_password_set_at_one_device_signs_in_at_another_until_the_member_leaves() {
     drop(server);
     assert_eq!(sign_in(&b, "李娜", PASSWORD).unwrap().name, "李娜");
     // Refused alike: a wrong password, an unknown name, no password set.
-    for (name, password) in [("李娜", "心脑通 2026-夏"), ("无名", PASSWORD), ("王芳", "")] {
+    for (name, password) in [("李娜", "心脑通 2026-夏"), ("无名", PASSWORD), ("王芳", "")]
+    {
         match sign_in(&b, name, password) {
             Err(e @ ClientError::SignInRefused) => {
                 assert_eq!(e.to_string(), "姓名或密码不对 wrong name or password")
@@ -105,7 +110,10 @@ fn a_password_set_at_one_device_signs_in_at_another_until_the_member_leaves() {
         "新的密码 2026-夏\r\n",
     );
     assert!(r.ok, "{}", r.stderr);
-    assert!(sign_in(&b, "李娜", "新的密码 2026-夏").is_ok(), "CRLF dropped");
+    assert!(
+        sign_in(&b, "李娜", "新的密码 2026-夏").is_ok(),
+        "CRLF dropped"
+    );
     assert!(sign_in(&b, "李娜", PASSWORD).is_err());
 
     // 离岗 at the first device: refused at the second once it has synced.
