@@ -241,6 +241,10 @@ enum Command {
         /// Seconds between background syncs when enrolled (0: only the button)
         #[arg(long, default_value_t = 60)]
         sync_every: u64,
+        /// Minutes without a request after which a signed-in person is
+        /// signed out (when the office's staff have passwords)
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
+        idle_minutes: u64,
     },
     /// 加密 Encrypt this replica in place (SQLCipher, AES-256)
     ///
@@ -1617,7 +1621,11 @@ fn run(cli: Cli) -> Result<()> {
             let n = desk.replica_mut().rebuild()?;
             println!("已重建 {n} 个文档的投影表");
         }
-        Command::Ui { listen, sync_every } => {
+        Command::Ui {
+            listen,
+            sync_every,
+            idle_minutes,
+        } => {
             drop(desk);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -1638,6 +1646,7 @@ fn run(cli: Cli) -> Result<()> {
                     listener,
                     keqing_office::ui::UiOptions {
                         sync_every: (sync_every > 0).then(|| Duration::from_secs(sync_every)),
+                        idle_sign_out: Duration::from_secs(idle_minutes * 60),
                     },
                     keqing_host::shutdown_signal(),
                 )

@@ -477,6 +477,15 @@ impl Desk {
         Ok(member)
     }
 
+    /// Whether any of the office's staff has a password: then the
+    /// workstation wants people to sign in.
+    pub fn has_accounts(&self) -> Result<bool> {
+        if self.office() == HQ_OFFICE {
+            return Ok(false);
+        }
+        Ok(self.staff_accounts()?.iter().any(|(_, has)| *has))
+    }
+
     /// The office's staff, each with whether they have a password.
     pub fn staff_accounts(&self) -> Result<Vec<(Staff, bool)>> {
         let staff = self.replica.staff()?;

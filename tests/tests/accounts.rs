@@ -139,3 +139,107 @@ fn server_addr(o: &Office) -> String {
         .trim_start_matches("http://")
         .to_string()
 }
+
+/// The workstation of an office with accounts: every page wants a signed-in
+/// person; a wrong password or an unknown name is refused alike; the session
+/// cookie is HttpOnly and SameSite=Strict; the page says who is signed in;
+/// signing out ends the session; a member marked 离岗 (here by the command
+/// line) loses her session at her next request and cannot sign in again;
+/// five failures from one client make it wait.
+#[test]
+fn the_workstation_signs_staff_in_and_out() {
+    use keqing_tests::http::{FORM, csrf_of, form, http};
+    let tmp = tempfile::tempdir().unwrap();
+    let office = Office::new(tmp.path().join("gd"));
+    office.ok(&["init", "--office", "44", "--device", "前台1"]);
+    for (name, role) in [("李娜", "supervisor"), ("王芳", "consultant")] {
+        let r = office.run_with_stdin(
+            &[
+                "staff",
+                "add",
+                "--name",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(r.ok, "{}", r.stderr);
+    }
+    let ui = office.workstation();
+    let addr = ui.addr.as_str();
+
+    let r = http(addr, "GET", "/", &[], b"");
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    let page = http(addr, "GET", "/login", &[], b"");
+    assert_eq!(page.status, 200);
+    let csrf = csrf_of(&page.text());
+    let login = |name: &str, password: &str| {
+        http(
+            addr,
+            "POST",
+            "/login",
+            &[FORM],
+            &form(&[("csrf", &csrf), ("name", name), ("password", password)]),
+        )
+    };
+    for (name, password) in [("李娜", "心脑通 2026-夏"), ("无名", PASSWORD)] {
+        let r = login(name, password);
+        assert_eq!(r.status, 401, "{name}");
+        assert!(r.text().contains("姓名或密码不对"), "{}", r.text());
+        assert!(r.header("set-cookie").is_none(), "no session for {name}");
+    }
+    let session = |r: &keqing_tests::http::Response| {
+        assert_eq!(r.status, 303, "{}", r.text());
+        let set = r
+            .header("set-cookie")
+            .expect("a session cookie")
+            .to_string();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        set.split(';').next().unwrap().to_string()
+    };
+    let li_na = session(&login("李娜", PASSWORD));
+    let home = http(addr, "GET", "/", &[("Cookie", &li_na)], b"");
+    assert_eq!(home.status, 200);
+    assert!(
+        home.text().contains("id=\"signed-in\">李娜"),
+        "who is signed in"
+    );
+    let out = http(
+        addr,
+        "POST",
+        "/logout",
+        &[FORM, ("Cookie", &li_na)],
+        &form(&[("csrf", &csrf)]),
+    );
+    assert_eq!((out.status, out.header("location")), (303, Some("/login")));
+    let after = http(addr, "GET", "/", &[("Cookie", &li_na)], b"");
+    assert_eq!(after.status, 303, "signed out");
+
+    // 王芳 leaves while signed in: her next request goes to the sign-in
+    // page, and she cannot sign in again.
+    let wang_fang = session(&login("王芳", PASSWORD));
+    assert_eq!(
+        http(addr, "GET", "/", &[("Cookie", &wang_fang)], b"").status,
+        200
+    );
+    office.ok(&["staff", "leave", "--name", "王芳"]);
+    let r = http(addr, "GET", "/", &[("Cookie", &wang_fang)], b"");
+    assert_eq!((r.status, r.header("location")), (303, Some("/login")));
+    let r = login("王芳", PASSWORD);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("离岗"), "{}", r.text());
+
+    // Failures from this client (three so far, 王芳's counted): at five it
+    // waits, even with the right password.
+    for _ in 0..2 {
+        assert_eq!(login("李娜", "心脑通 2026-夏").status, 401);
+    }
+    let r = login("李娜", PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("尝试次数过多"), "{}", r.text());
+}

@@ -36,6 +36,21 @@ use std::time::Duration;
 pub struct UiOptions {
     /// Sync in the background this often (when the replica is enrolled).
     pub sync_every: Option<Duration>,
+    /// Sign a person out after this long without a request.
+    pub idle_sign_out: Duration,
+}
+
+/// The session cookie of the workstation.
+const SESSION_COOKIE: &str = "keqing_ui";
+/// Failed sign-ins from one client, or for one name, within
+/// [`SIGN_IN_WINDOW`]; then it waits out the window.
+const SIGN_IN_FAILURES: u32 = 5;
+const SIGN_IN_WINDOW: Duration = Duration::from_secs(600);
+
+tokio::task_local! {
+    /// The staff member signed in for the request being served (set by
+    /// [`sign_in_gate`] around the handler), if the office has accounts.
+    static SIGNED_IN: Option<String>;
 }
 
 struct Inner {
@@ -48,6 +63,11 @@ struct Inner {
     sync_lock: tokio::sync::Mutex<()>,
     /// The staff member who last saved something here: the forms' default.
     last_staff: Mutex<Option<String>>,
+    /// Who is signed in, by session.
+    sessions: keqing_host::sign_in::Sessions<String>,
+    /// Failed sign-ins by client address and by name.
+    failed_clients: keqing_host::sign_in::Throttle<std::net::IpAddr>,
+    failed_names: keqing_host::sign_in::Throttle<String>,
 }
 
 #[derive(Clone)]
@@ -88,12 +108,15 @@ impl App {
     /// What every page shows around its content.
     async fn frame(&self) -> Result<pages::Frame, UiError> {
         let csrf = self.0.csrf.clone();
-        let last_staff = self.last_staff();
+        let signed_in = SIGNED_IN.try_with(Clone::clone).ok().flatten();
+        // The signed-in person is the forms' default.
+        let last_staff = signed_in.clone().or_else(|| self.last_staff());
         self.desk(move |desk| {
             let r = desk.replica();
             let meta = r.meta();
             let staff = r.staff()?.into_iter().filter(|s| s.active).collect();
             Ok(pages::Frame {
+                signed_in,
                 office: meta.office.clone(),
                 device: meta.device.clone(),
                 csrf,
@@ -183,14 +206,20 @@ pub async fn serve(
         hosts: keqing_shared::html::allowed_hosts(addr),
         sync_lock: tokio::sync::Mutex::new(()),
         last_staff: Mutex::new(None),
+        sessions: keqing_host::sign_in::Sessions::new(options.idle_sign_out),
+        failed_clients: keqing_host::sign_in::Throttle::new(SIGN_IN_FAILURES, SIGN_IN_WINDOW),
+        failed_names: keqing_host::sign_in::Throttle::new(SIGN_IN_FAILURES, SIGN_IN_WINDOW),
     }));
     if let Some(every) = options.sync_every {
         tokio::spawn(background_sync(app.clone(), every));
     }
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| ClientError::Io("workstation".into(), e))
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| ClientError::Io("workstation".into(), e))
 }
 
 fn router(app: App) -> Router {
@@ -209,11 +238,141 @@ fn router(app: App) -> Router {
         .route("/sync", post(sync_now))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            sign_in_gate,
+        ))
         .with_state(app.clone());
     let guarded = keqing_host::web::guard_hosts(routes, app.0.hosts.clone(), || {
         UiError::BadHost.into_response()
     });
     keqing_host::web::secure_headers(guarded)
+}
+
+/// Once the office's staff have passwords, every page but the sign-in page
+/// and the assets wants a signed-in person: a session used within the idle
+/// time, of a member still 在岗 (one marked 离岗, here or at another device
+/// and synced, has every session ended). Without accounts, the workstation
+/// works as before, signed in as nobody.
+async fn sign_in_gate(
+    State(app): State<App>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let open = matches!(
+        req.uri().path(),
+        "/login" | "/assets/app.css" | "/assets/app.js"
+    );
+    let sid = keqing_host::sign_in::cookie(req.headers(), SESSION_COOKIE);
+    let session = sid
+        .as_deref()
+        .and_then(|sid| app.0.sessions.use_session(sid));
+    let checked = app
+        .desk(move |d| {
+            let accounts = d.has_accounts()?;
+            let member = match &session {
+                Some((name, _)) => d.replica().staff_named(name)?,
+                None => None,
+            };
+            Ok((accounts, member))
+        })
+        .await;
+    let (accounts, member) = match checked {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let who = match member {
+        Some(m) if m.active => Some(m.name),
+        Some(m) => {
+            app.0.sessions.close_where(|n| *n == m.name);
+            None
+        }
+        None => None,
+    };
+    if accounts && who.is_none() && !open {
+        return Redirect::to("/login").into_response();
+    }
+    SIGNED_IN
+        .scope(who.filter(|_| accounts), next.run(req))
+        .await
+}
+
+async fn login_form(State(app): State<App>) -> Result<Markup, UiError> {
+    let frame = app.frame().await?;
+    Ok(pages::login(&frame, None))
+}
+
+/// Signs a staff member in (name and password, checked offline against
+/// the roster this device holds). Failures are counted per client and per
+/// name, logged, and after [`SIGN_IN_FAILURES`] in [`SIGN_IN_WINDOW`] the
+/// client or the name waits.
+async fn login(
+    State(app): State<App>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    axum::Form(fields): axum::Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    if field("csrf") != app.0.csrf {
+        return Err(UiError::Csrf);
+    }
+    let (name, password) = (field("name").trim().to_string(), field("password"));
+    let client = peer.ip();
+    let frame = app.frame().await?;
+    if app.0.failed_clients.blocked(&client) || app.0.failed_names.blocked(&name) {
+        tracing::warn!(%client, name = %keqing_shared::printable::printable(&name), "workstation sign-in throttled");
+        let page = pages::login(
+            &frame,
+            Some("尝试次数过多，请十分钟后再试 (too many failed sign-ins; try again later)"),
+        );
+        return Ok((StatusCode::TOO_MANY_REQUESTS, page).into_response());
+    }
+    let who = name.clone();
+    match app.desk(move |d| d.sign_in(&who, &password)).await {
+        Ok(member) => {
+            app.0.failed_names.clear(&member.name);
+            let (sid, _) = app.0.sessions.open(member.name.clone());
+            tracing::info!(%client, staff = %keqing_shared::printable::printable(&member.name), "workstation sign-in");
+            let mut res = Redirect::to("/").into_response();
+            let cookie = keqing_host::sign_in::session_cookie(SESSION_COOKIE, &sid);
+            if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
+                res.headers_mut().insert(axum::http::header::SET_COOKIE, v);
+            }
+            Ok(res)
+        }
+        Err(UiError::Client(e @ (ClientError::SignInRefused | ClientError::AccountClosed(_)))) => {
+            app.0.failed_clients.fail(&client);
+            app.0.failed_names.fail(&name);
+            tracing::warn!(%client, name = %keqing_shared::printable::printable(&name), reason = %e, "workstation sign-in refused");
+            let status = match e {
+                ClientError::AccountClosed(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            Ok((status, pages::login(&frame, Some(&e.to_string()))).into_response())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn logout(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    axum::Form(fields): axum::Form<HashMap<String, String>>,
+) -> Result<Response, UiError> {
+    if fields.get("csrf") != Some(&app.0.csrf) {
+        return Err(UiError::Csrf);
+    }
+    if let Some(sid) = keqing_host::sign_in::cookie(&headers, SESSION_COOKIE) {
+        app.0.sessions.close(&sid);
+    }
+    let mut res = Redirect::to("/login").into_response();
+    if let Ok(v) =
+        axum::http::HeaderValue::from_str(&keqing_host::sign_in::cleared_cookie(SESSION_COOKIE))
+    {
+        res.headers_mut().insert(axum::http::header::SET_COOKIE, v);
+    }
+    Ok(res)
 }
 
 async fn css() -> Response {

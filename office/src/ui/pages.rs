@@ -19,6 +19,8 @@ use maud::{DOCTYPE, Markup, html};
 
 /// What surrounds every page: who is working here and the sync indicator.
 pub struct Frame {
+    /// The staff member signed in, when the office has accounts.
+    pub signed_in: Option<String>,
     pub office: String,
     pub device: String,
     pub csrf: String,
@@ -149,6 +151,13 @@ fn layout(frame: &Frame, title: &str, nav: &str, saved: Option<&str>, body: Mark
                         }
                     }
                     (sync_indicator(frame))
+                    @if let Some(who) = &frame.signed_in {
+                        form.who method="post" action="/logout" {
+                            span id="signed-in" { (who) }
+                            input type="hidden" name="csrf" value=(frame.csrf);
+                            button type="submit" id="logout" { "退出" }
+                        }
+                    }
                 }
                 main {
                     @if let Some(m) = flash(saved) {
@@ -204,6 +213,39 @@ fn sync_indicator(frame: &Frame) -> Markup {
                     input type="hidden" name="csrf" value=(frame.csrf);
                     input type="hidden" name="back" value="/";
                     button type="submit" id="sync-now" { "立即同步" }
+                }
+            }
+        }
+    }
+}
+
+/// 登录: the sign-in page (name and password), with why the last try was
+/// refused.
+pub fn login(frame: &Frame, refused: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="zh-CN" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "登录 · 客情" }
+                link rel="stylesheet" href="/assets/app.css";
+            }
+            body {
+                main.login {
+                    h1 { "客情工作台登录" }
+                    p { (office_title(&frame.office)) " · " (frame.device) }
+                    @if let Some(why) = refused {
+                        p.error role="alert" id="login-error" { (why) }
+                    }
+                    form method="post" action="/login" {
+                        input type="hidden" name="csrf" value=(frame.csrf);
+                        label for="name" { "姓名" }
+                        input id="name" name="name" required autocomplete="username";
+                        label for="password" { "密码" }
+                        input id="password" name="password" type="password" required autocomplete="current-password";
+                        button type="submit" id="login" { "登录" }
+                    }
                 }
             }
         }
