@@ -71,6 +71,98 @@ impl Role {
     }
 }
 
+/// What a person does at the workstation, as the handbook gives duties to
+/// roles ([`Role::may`]). Reading (the due lists, dossiers, search, lists,
+/// the day's summary) is every role's: each record is made on a dossier
+/// someone looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Duty {
+    /// 咨询登记: consultation calls and the live lookup of a number.
+    Register,
+    /// 非正常咨询: calls that were not about a patient.
+    NonPatient,
+    /// 修改资料: a patient's details.
+    PatientDetails,
+    /// 回访 and 逢年过节问候.
+    FollowUp,
+    /// 回访计划: stop, resume, assign, add a planned call.
+    PlanChange,
+    /// 住院 / 出院.
+    Hospital,
+    /// 问题患者: open, handle, resolve.
+    Problem,
+    /// 到堂.
+    Visit,
+    /// 购药.
+    Purchase,
+    /// 家访.
+    HomeVisit,
+    /// 外送 and 送达.
+    Delivery,
+    /// 典型病例.
+    Typical,
+    /// 冲突: set a field two devices set differently.
+    Conflicts,
+    /// 员工: add, 离岗, 在岗.
+    Staff,
+}
+
+impl Duty {
+    pub const ALL: [Duty; 14] = [
+        Duty::Register,
+        Duty::NonPatient,
+        Duty::PatientDetails,
+        Duty::FollowUp,
+        Duty::PlanChange,
+        Duty::Hospital,
+        Duty::Problem,
+        Duty::Visit,
+        Duty::Purchase,
+        Duty::HomeVisit,
+        Duty::Delivery,
+        Duty::Typical,
+        Duty::Conflicts,
+        Duty::Staff,
+    ];
+
+    pub fn chinese(self) -> &'static str {
+        match self {
+            Duty::Register => "咨询登记",
+            Duty::NonPatient => "非正常咨询",
+            Duty::PatientDetails => "修改资料",
+            Duty::FollowUp => "回访",
+            Duty::PlanChange => "回访计划",
+            Duty::Hospital => "住院出院",
+            Duty::Problem => "问题患者",
+            Duty::Visit => "到堂",
+            Duty::Purchase => "购药",
+            Duty::HomeVisit => "家访",
+            Duty::Delivery => "外送",
+            Duty::Typical => "典型病例",
+            Duty::Conflicts => "冲突",
+            Duty::Staff => "员工",
+        }
+    }
+}
+
+impl Role {
+    /// Whether this role has `duty`: the one table of who may do what at
+    /// the workstation (ARCHITECTURE.md shows it; a test holds the two
+    /// equal). 客情主管 has every duty.
+    pub fn may(self, duty: Duty) -> bool {
+        use Duty::*;
+        match self {
+            Role::Supervisor => true,
+            Role::Consultant => matches!(duty, Register | NonPatient | PatientDetails),
+            Role::Followup => matches!(duty, FollowUp | PlanChange | Hospital | Problem),
+            Role::Expert => matches!(duty, Visit | Purchase),
+            Role::Guide => matches!(duty, Purchase),
+            Role::Field => matches!(duty, HomeVisit | Delivery),
+        }
+    }
+}
+
 /// A member of an office's customer department.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Staff {
@@ -148,6 +240,48 @@ mod tests {
         assert!(validate_password(&"x".repeat(PASSWORD_MAX_CHARS)).is_ok());
         assert!(validate_password("password\u{1b}[2J").is_err());
         assert!(validate_password("pass\nword").is_err());
+    }
+
+    /// The table in ARCHITECTURE.md ("Who may do what") is the code's:
+    /// every duty a row, every role a column, ✓ where [`Role::may`].
+    #[test]
+    fn the_role_table_in_architecture_is_the_code() {
+        let doc = include_str!("../../ARCHITECTURE.md");
+        let table: Vec<Vec<String>> = doc
+            .split("<!-- duties -->")
+            .nth(1)
+            .expect("ARCHITECTURE.md has the duties table between <!-- duties --> marks")
+            .lines()
+            .filter(|l| l.starts_with('|') && !l.starts_with("|-") && !l.starts_with("| -"))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split('|')
+                    .map(|c| c.trim().to_string())
+                    .collect()
+            })
+            .collect();
+        let header: Vec<&str> = table[0][1..].iter().map(String::as_str).collect();
+        let roles: Vec<&str> = Role::ALL.iter().map(|r| r.chinese()).collect();
+        assert_eq!(header, roles, "one column per role, in order");
+        let rows: Vec<&str> = table[1..].iter().map(|r| r[0].as_str()).collect();
+        let duties: Vec<&str> = Duty::ALL.iter().map(|d| d.chinese()).collect();
+        assert_eq!(rows, duties, "one row per duty, in order");
+        for (row, duty) in table[1..].iter().zip(Duty::ALL) {
+            for (cell, role) in row[1..].iter().zip(Role::ALL) {
+                let marked = match cell.as_str() {
+                    "✓" => true,
+                    "" => false,
+                    other => panic!("{}/{}: `{other}`", duty.chinese(), role.chinese()),
+                };
+                assert_eq!(
+                    marked,
+                    role.may(duty),
+                    "{} may {}",
+                    role.chinese(),
+                    duty.chinese()
+                );
+            }
+        }
     }
 
     #[test]

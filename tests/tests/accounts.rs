@@ -152,7 +152,11 @@ fn the_workstation_signs_staff_in_and_out() {
     let tmp = tempfile::tempdir().unwrap();
     let office = Office::new(tmp.path().join("gd"));
     office.ok(&["init", "--office", "44", "--device", "前台1"]);
-    for (name, role) in [("李娜", "supervisor"), ("王芳", "consultant")] {
+    for (name, role) in [
+        ("李娜", "supervisor"),
+        ("王芳", "consultant"),
+        ("赵敏", "followup"),
+    ] {
         let r = office.run_with_stdin(
             &[
                 "staff",
@@ -167,6 +171,25 @@ fn the_workstation_signs_staff_in_and_out() {
         );
         assert!(r.ok, "{}", r.stderr);
     }
+    let patient = office
+        .ok(&[
+            "call",
+            "--phone",
+            "13800138000",
+            "--name",
+            "张三",
+            "--source",
+            "电视",
+            "--staff",
+            "王芳",
+        ])
+        .last_line()
+        .to_string();
+    let followups = || {
+        office.ok(&["patient", &patient, "--json"]).json()["dossier"]["followups"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
     let ui = office.workstation();
     let addr = ui.addr.as_str();
 
@@ -220,9 +243,57 @@ fn the_workstation_signs_staff_in_and_out() {
     let after = http(addr, "GET", "/", &[("Cookie", &li_na)], b"");
     assert_eq!(after.status, 303, "signed out");
 
+    // Roles: a 回访人员 follows up but is offered neither the register nor
+    // the staff page, and is refused them (403, nothing saved); a 咨询人员
+    // may not record a follow-up; the 主管 may do everything.
+    let zhao_min = session(&login("赵敏", PASSWORD));
+    let get = |cookie: &str, path: &str| http(addr, "GET", path, &[("Cookie", cookie)], b"");
+    let post = |cookie: &str, path: &str, fields: &[(&str, &str)]| {
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        http(addr, "POST", path, &[FORM, ("Cookie", cookie)], &form(&all))
+    };
+    let home = get(&zhao_min, "/").text();
+    assert!(
+        !home.contains("href=\"/staff\"") && !home.contains("href=\"/call\""),
+        "not offered"
+    );
+    for path in ["/staff", "/call"] {
+        let r = get(&zhao_min, path);
+        assert_eq!(r.status, 403, "{path}");
+        assert!(
+            r.text().contains("你的岗位（回访人员）没有此职责"),
+            "{}",
+            r.text()
+        );
+    }
+    let r = post(
+        &zhao_min,
+        "/staff",
+        &[("name", "新人"), ("role", "consultant")],
+    );
+    assert_eq!(r.status, 403);
+    let followup = [
+        ("staff", "赵敏"),
+        ("outcome", "服药正常"),
+        ("kind", "电话回访"),
+    ];
+    let path = format!("/patient/{patient}/followup");
+    let wang_fang = session(&login("王芳", PASSWORD));
+    let r = post(&wang_fang, &path, &followup);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("没有此职责：回访"), "{}", r.text());
+    assert_eq!(followups(), 0, "nothing saved");
+    let r = post(&zhao_min, &path, &followup);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(followups(), 1);
+    assert!(!office.ok(&["staff", "list"]).stdout.contains("新人"));
+    let li_na = session(&login("李娜", PASSWORD));
+    assert_eq!(get(&li_na, "/staff").status, 200);
+    assert!(get(&li_na, "/").text().contains("href=\"/staff\""));
+
     // 王芳 leaves while signed in: her next request goes to the sign-in
     // page, and she cannot sign in again.
-    let wang_fang = session(&login("王芳", PASSWORD));
     assert_eq!(
         http(addr, "GET", "/", &[("Cookie", &wang_fang)], b"").status,
         200

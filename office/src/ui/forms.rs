@@ -282,6 +282,24 @@ impl Action {
         }
     }
 
+    /// The duty a form of this action records.
+    pub fn duty(self) -> keqing_shared::staff::Duty {
+        use keqing_shared::staff::Duty;
+        match self {
+            Action::Visit => Duty::Visit,
+            Action::Purchase => Duty::Purchase,
+            Action::Followup | Action::Greeting => Duty::FollowUp,
+            Action::Resolve => Duty::Conflicts,
+            Action::Hospital | Action::Discharge => Duty::Hospital,
+            Action::Problem => Duty::Problem,
+            Action::Typical => Duty::Typical,
+            Action::HomeVisit => Duty::HomeVisit,
+            Action::Delivery | Action::Deliver => Duty::Delivery,
+            Action::Plan => Duty::PlanChange,
+            Action::Details => Duty::PatientDetails,
+        }
+    }
+
     /// The record a form of this action is about, when a page has one
     /// such form per record (a pending delivery, an open problem, a stay):
     /// the errors of a failed form go back to that form only.

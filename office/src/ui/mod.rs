@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use forms::{FormData, FormErrors};
 use keqing_host::now_cst;
+use keqing_shared::staff::Duty;
 use keqing_shared::when::parse_date;
 use maud::Markup;
 use std::collections::HashMap;
@@ -97,6 +98,22 @@ impl App {
         }
     }
 
+    /// Refuses (403, nothing done) a duty the signed-in person's role does
+    /// not have ([`keqing_shared::staff::Role::may`]). Without accounts
+    /// nobody is signed in and the workstation works as before.
+    async fn require(&self, duty: Duty) -> Result<(), UiError> {
+        let Some(name) = SIGNED_IN.try_with(Clone::clone).ok().flatten() else {
+            return Ok(());
+        };
+        let member = self.desk(move |d| d.replica().staff_named(&name)).await?;
+        match member {
+            Some(m) if m.role.may(duty) => Ok(()),
+            Some(m) => Err(UiError::Forbidden { role: m.role, duty }),
+            // Gone since the request was let in: nobody's duty.
+            None => Err(UiError::Client(ClientError::SignInRefused)),
+        }
+    }
+
     fn remember_staff(&self, name: &str) {
         *keqing_host::lock(&self.0.last_staff) = Some(name.to_string());
     }
@@ -114,9 +131,14 @@ impl App {
         self.desk(move |desk| {
             let r = desk.replica();
             let meta = r.meta();
-            let staff = r.staff()?.into_iter().filter(|s| s.active).collect();
+            let staff: Vec<keqing_shared::staff::Staff> =
+                r.staff()?.into_iter().filter(|s| s.active).collect();
+            let role = signed_in
+                .as_ref()
+                .and_then(|n| staff.iter().find(|s| &s.name == n).map(|s| s.role));
             Ok(pages::Frame {
                 signed_in,
+                role,
                 office: meta.office.clone(),
                 device: meta.device.clone(),
                 csrf,
@@ -141,6 +163,11 @@ enum UiError {
     Client(ClientError),
     Csrf,
     BadHost,
+    /// The signed-in person's role does not have this duty.
+    Forbidden {
+        role: keqing_shared::staff::Role,
+        duty: Duty,
+    },
     Internal(String),
 }
 
@@ -171,6 +198,14 @@ impl IntoResponse for UiError {
             UiError::Csrf => (
                 StatusCode::FORBIDDEN,
                 "表单已过期，请刷新页面后重试 (the form's security token is missing or stale: reload the page)".into(),
+            ),
+            UiError::Forbidden { role, duty } => (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "你的岗位（{}）没有此职责：{} (your role may not do this; nothing was saved; a 客情主管 can)",
+                    role.chinese(),
+                    duty.chinese()
+                ),
             ),
             UiError::BadHost => (
                 StatusCode::MISDIRECTED_REQUEST,
@@ -447,6 +482,7 @@ async fn call_form(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
+    app.require(Duty::Register).await?;
     let frame = app.frame().await?;
     let mut form = FormData::default();
     form.set("at", &pages::datetime_value(now_cst()));
@@ -467,8 +503,10 @@ async fn call_submit(
     let form = FormData::from(fields);
     app.check_csrf(&form)?;
     if !form.get("kind").is_empty() {
+        app.require(Duty::NonPatient).await?;
         return nonpatient_submit(&app, form).await;
     }
+    app.require(Duty::Register).await?;
     let input = match forms::call_input(&form) {
         Ok(i) => i,
         Err(errors) => return form_again(&app, &form, errors).await,
@@ -521,6 +559,7 @@ async fn lookup(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
+    app.require(Duty::Register).await?;
     let phone = q.get("phone").cloned().unwrap_or_default();
     let name = q.get("name").cloned().unwrap_or_default();
     let found = app.desk(move |d| forms::lookup(d, &phone, &name)).await?;
@@ -599,6 +638,7 @@ async fn patient_action(
             format!("`{action}` is not something a dossier page does"),
         )))
     })?;
+    app.require(action.duty()).await?;
     let back = forms::back_path(&form, &format!("/patient/{id}"));
     let staff = form.get("staff").to_string();
     let target = id.clone();
@@ -735,6 +775,7 @@ async fn staff_page(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
+    app.require(Duty::Staff).await?;
     let frame = app.frame().await?;
     let all = app.desk(|d| d.replica().staff()).await?;
     Ok(pages::staff(
@@ -752,6 +793,7 @@ async fn staff_add(
 ) -> Result<Response, UiError> {
     let form = FormData::from(fields);
     app.check_csrf(&form)?;
+    app.require(Duty::Staff).await?;
     let (name, role) = (form.get("name").to_string(), form.get("role").to_string());
     let added = app
         .desk(move |d| {
@@ -782,6 +824,7 @@ async fn staff_active(
 ) -> Result<Response, UiError> {
     let form = FormData::from(fields);
     app.check_csrf(&form)?;
+    app.require(Duty::Staff).await?;
     let name = form.get("name").to_string();
     let active = form.get("active") == "1";
     app.desk(move |d| d.set_staff_active(&name, active)).await?;

@@ -19,8 +19,10 @@ use maud::{DOCTYPE, Markup, html};
 
 /// What surrounds every page: who is working here and the sync indicator.
 pub struct Frame {
-    /// The staff member signed in, when the office has accounts.
+    /// The staff member signed in, when the office has accounts, and their
+    /// role (what the pages offer).
     pub signed_in: Option<String>,
+    pub role: Option<keqing_shared::staff::Role>,
     pub office: String,
     pub device: String,
     pub csrf: String,
@@ -146,8 +148,8 @@ fn layout(frame: &Frame, title: &str, nav: &str, saved: Option<&str>, body: Mark
                         span { (office_title(&frame.office)) " · " (frame.device) }
                     }
                     nav {
-                        @for (href, label, key) in NAV {
-                            a href=(href) class=[(key == nav).then_some("current")] { (label) }
+                        @for (href, label, key) in NAV.iter().filter(|(href, _, _)| offered(frame, href)) {
+                            a href=(href) class=[(*key == nav).then_some("current")] { (label) }
                         }
                     }
                     (sync_indicator(frame))
@@ -168,6 +170,18 @@ fn layout(frame: &Frame, title: &str, nav: &str, saved: Option<&str>, body: Mark
             }
         }
     }
+}
+
+/// Whether the page at `href` is offered to who is signed in (everything,
+/// when nobody is: an office without accounts).
+fn offered(frame: &Frame, href: &str) -> bool {
+    use keqing_shared::staff::Duty;
+    let duty = match href {
+        "/call" => Duty::Register,
+        "/staff" => Duty::Staff,
+        _ => return true,
+    };
+    frame.role.is_none_or(|r| r.may(duty))
 }
 
 fn sync_indicator(frame: &Frame) -> Markup {
