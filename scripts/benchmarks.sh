@@ -16,7 +16,7 @@ tmp=$(mktemp)
     echo
     echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr), $(rustc --version)."
     echo
-    for bench in "keqing-office replica" "keqing-office encryption" "keqing-server sync" "keqing-server reports"; do
+    for bench in "keqing-office replica" "keqing-office encryption" "keqing-office sign_in" "keqing-server sync" "keqing-server reports"; do
         set -- $bench
         echo "## \`cargo bench -p $1 --bench $2\`"
         echo

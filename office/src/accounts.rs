@@ -12,8 +12,8 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use keqing_shared::staff::validate_password;
 
 /// Argon2id with OWASP's first recommended setting: 19 MiB of memory, two
-/// passes, one lane (about 50 ms a sign-in on an office PC; the figure of
-/// this machine is in BENCHMARKS.md).
+/// passes, one lane (16 ms a sign-in on the 2-core machine of
+/// BENCHMARKS.md, `--bench sign_in`).
 pub const MEMORY_KIB: u32 = 19_456;
 pub const PASSES: u32 = 2;
 pub const LANES: u32 = 1;

@@ -459,18 +459,19 @@ impl Desk {
     /// password and a wrong password are refused alike; a member 离岗 is
     /// told so (only once the password was right).
     pub fn sign_in(&self, name: &str, password: &str) -> Result<Staff> {
-        let member = self
-            .replica
-            .staff_named(name.trim())?
-            .ok_or(ClientError::SignInRefused)?;
-        let hash = self.roster()?.password_of(&member.id)?;
-        // No hash: verified against nothing, in about the same time, so a
-        // name without a password is not told apart by the clock either.
+        let member = self.replica.staff_named(name.trim())?;
+        let hash = match &member {
+            Some(m) => self.roster()?.password_of(&m.id)?,
+            None => None,
+        };
+        // No such member, or no password: verified against a decoy all the
+        // same, so the clock does not tell a guesser which names exist.
         let hash = hash.unwrap_or_else(|| crate::accounts::DECOY_HASH.to_string());
-        if !crate::accounts::verify_password(&hash, password) || hash == crate::accounts::DECOY_HASH
-        {
+        let right = crate::accounts::verify_password(&hash, password)
+            && hash != crate::accounts::DECOY_HASH;
+        let Some(member) = member.filter(|_| right) else {
             return Err(ClientError::SignInRefused);
-        }
+        };
         if !member.active {
             return Err(ClientError::AccountClosed(member.name));
         }
