@@ -907,6 +907,10 @@ fn demo(opts: &keqing_demo::DemoOptions, json: bool) -> Result<()> {
             println!("\n数据保留在 {dir}:");
             println!("  keqing --data {device} due --date {to}");
             println!("  keqing --data {device} ui                     # 办事处工作台 office UI");
+            println!(
+                "    (登录: 任一员工姓名 (keqing --data {device} staff list), 密码 {} / sign in as any staff member)",
+                keqing_demo::DEMO_PASSWORD
+            );
             println!("  keqing-server --data {dir}/server report national --from {from} --to {to}");
             println!(
                 "  keqing-server --data {dir}/server device add --hq --name 看板   # 看板登录令牌 token"

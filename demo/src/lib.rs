@@ -44,6 +44,9 @@ const RELATIONS: [&str; 4] = ["本人", "子女", "配偶", "亲戚"];
 const SURNAMES: &str = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦傅方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤";
 const GIVEN: &str = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉兰萍建国志强淑珍凤英红梅海燕春梅国华德明振华文华永刚";
 const PRODUCT: &str = "金诃心脑康";
+/// The password of every staff member of the demo's offices (a demo's, in
+/// the open: the workstation of a kept demo asks for it).
+pub const DEMO_PASSWORD: &str = "keqing-demo";
 const STREETS: [&str; 5] = ["人民", "解放", "中山", "建设", "和平"];
 
 /// What to run.
@@ -411,7 +414,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
                     break n;
                 }
             };
-            desk.add_staff(&name, role)?;
+            desk.add_staff_account(&name, role, Some(DEMO_PASSWORD))?;
             Ok(name)
         };
         let desk = &mut sim.devices[0].desk;

@@ -382,6 +382,32 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
     );
     let driver = Driver::start();
     let c = driver.browser().await;
+    // The demo's staff have accounts: its supervisor signs in at the
+    // workstation (a wrong password first, refused).
+    let staff = office.ok(&["staff", "list", "--json"]).json();
+    let supervisor = staff
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["role"] == "supervisor" && s["password"] == true)
+        .expect("a supervisor with an account")["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.goto(&format!("{}/", ui.url())).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    fill(&c, "#name", &supervisor).await;
+    fill(&c, "#password", "not-the-password").await;
+    click(&c, "#login").await;
+    wait_for_page(&c, "the refusal", |h| h.contains("姓名或密码不对")).await;
+    fill(&c, "#name", &supervisor).await;
+    fill(&c, "#password", keqing_demo::DEMO_PASSWORD).await;
+    click(&c, "#login").await;
+    wait_for_page(&c, "the signed-in workstation", |h| {
+        h.contains(&format!("id=\"signed-in\">{supervisor}"))
+    })
+    .await;
+    screenshot(&c, "demo-workstation-signed-in.png").await;
 
     // The dashboard opens on the last week with calls: the demo's week.
     c.goto(&format!("{}/login", dash.url())).await.unwrap();
