@@ -284,9 +284,22 @@ fn the_workstation_signs_staff_in_and_out() {
     assert_eq!(r.status, 403, "{}", r.text());
     assert!(r.text().contains("没有此职责：回访"), "{}", r.text());
     assert_eq!(followups(), 0, "nothing saved");
-    let r = post(&zhao_min, &path, &followup);
+    // Her own work is recorded as hers, whatever the form says.
+    let as_someone_else = [
+        ("staff", "李娜"),
+        ("outcome", "服药正常"),
+        ("kind", "电话回访"),
+    ];
+    let r = post(&zhao_min, &path, &as_someone_else);
     assert_eq!(r.status, 303, "{}", r.text());
     assert_eq!(followups(), 1);
+    let saved = office.ok(&["patient", &patient, "--json"]).json();
+    assert_eq!(saved["dossier"]["followups"][0]["staff"], "赵敏", "{saved}");
+    let page = get(&zhao_min, &format!("/patient/{patient}")).text();
+    assert!(
+        !page.contains("name=\"staff\" required") && page.contains("class=\"me\""),
+        "no pick list of staff for her own work, her name instead"
+    );
     assert!(!office.ok(&["staff", "list"]).stdout.contains("新人"));
     let li_na = session(&login("李娜", PASSWORD));
     assert_eq!(get(&li_na, "/staff").status, 200);

@@ -98,20 +98,37 @@ impl App {
         }
     }
 
+    /// The signed-in staff member (none without accounts).
+    async fn signed_in(&self) -> Result<Option<keqing_shared::staff::Staff>, UiError> {
+        let Some(name) = SIGNED_IN.try_with(Clone::clone).ok().flatten() else {
+            return Ok(None);
+        };
+        match self.desk(move |d| d.replica().staff_named(&name)).await? {
+            Some(m) => Ok(Some(m)),
+            // Gone since the request was let in: nobody's duty.
+            None => Err(UiError::Client(ClientError::SignInRefused)),
+        }
+    }
+
     /// Refuses (403, nothing done) a duty the signed-in person's role does
     /// not have ([`keqing_shared::staff::Role::may`]). Without accounts
     /// nobody is signed in and the workstation works as before.
     async fn require(&self, duty: Duty) -> Result<(), UiError> {
-        let Some(name) = SIGNED_IN.try_with(Clone::clone).ok().flatten() else {
-            return Ok(());
-        };
-        let member = self.desk(move |d| d.replica().staff_named(&name)).await?;
-        match member {
-            Some(m) if m.role.may(duty) => Ok(()),
-            Some(m) => Err(UiError::Forbidden { role: m.role, duty }),
-            // Gone since the request was let in: nobody's duty.
-            None => Err(UiError::Client(ClientError::SignInRefused)),
+        match self.signed_in().await? {
+            Some(m) if !m.role.may(duty) => Err(UiError::Forbidden { role: m.role, duty }),
+            _ => Ok(()),
         }
+    }
+
+    /// Work done by the signed-in person is recorded as theirs, whatever
+    /// the form says: only a 主管 records for someone else.
+    async fn own_work(&self, form: &mut FormData) -> Result<(), UiError> {
+        if let Some(m) = self.signed_in().await?
+            && m.role != keqing_shared::staff::Role::Supervisor
+        {
+            form.set("staff", &m.name);
+        }
+        Ok(())
     }
 
     fn remember_staff(&self, name: &str) {
@@ -500,8 +517,9 @@ async fn call_submit(
     State(app): State<App>,
     axum::Form(fields): axum::Form<Vec<(String, String)>>,
 ) -> Result<Response, UiError> {
-    let form = FormData::from(fields);
+    let mut form = FormData::from(fields);
     app.check_csrf(&form)?;
+    app.own_work(&mut form).await?;
     if !form.get("kind").is_empty() {
         app.require(Duty::NonPatient).await?;
         return nonpatient_submit(&app, form).await;
@@ -639,6 +657,8 @@ async fn patient_action(
         )))
     })?;
     app.require(action.duty()).await?;
+    let mut form = form;
+    app.own_work(&mut form).await?;
     let back = forms::back_path(&form, &format!("/patient/{id}"));
     let staff = form.get("staff").to_string();
     let target = id.clone();

@@ -348,6 +348,16 @@ impl<'a> Fields<'a> {
     }
 
     fn staff(&self, frame: &Frame, label: &str) -> Markup {
+        // Signed in, one records one's own work (a 主管 may pick anyone).
+        if let Some(me) = &frame.signed_in
+            && frame.role != Some(keqing_shared::staff::Role::Supervisor)
+        {
+            let input = html! {
+                input type="hidden" name="staff" value=(me);
+                span.me id=(self.id("staff")) { (me) }
+            };
+            return self.field(label, "staff", input);
+        }
         let chosen = Some(self.form.get("staff"))
             .filter(|s| !s.is_empty())
             .map(str::to_string)
