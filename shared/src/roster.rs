@@ -110,17 +110,30 @@ impl Roster {
         active: bool,
         time_ms: i64,
     ) -> Result<Option<NewChange>, DomainError> {
+        self.put_on_member(id, "active", active, time_ms)
+    }
+
+    /// Puts `key` = `value` on member `id`: the change, or none when the
+    /// value was already there.
+    fn put_on_member(
+        &mut self,
+        id: &str,
+        key: &str,
+        value: impl Into<automerge::ScalarValue>,
+        time_ms: i64,
+    ) -> Result<Option<NewChange>, DomainError> {
         let map = self.staff_obj()?;
         let member = match self.doc.get(&map, id)? {
             Some((Value::Object(ObjType::Map), m)) => m,
             _ => return Err(DomainError::UnknownRecord(id.to_string())),
         };
+        let value = value.into();
         let outcome = self
             .doc
             .transact_with(
                 |_| CommitOptions::default().with_time(time_ms),
                 |tx| -> Result<(), DomainError> {
-                    tx.put(&member, "active", active)?;
+                    tx.put(&member, key, value)?;
                     Ok(())
                 },
             )
@@ -150,26 +163,7 @@ impl Roster {
                 "not an Argon2id hash in PHC form",
             ));
         }
-        let map = self.staff_obj()?;
-        let member = match self.doc.get(&map, id)? {
-            Some((Value::Object(ObjType::Map), m)) => m,
-            _ => return Err(DomainError::UnknownRecord(id.to_string())),
-        };
-        self.doc
-            .transact_with(
-                |_| CommitOptions::default().with_time(time_ms),
-                |tx| -> Result<(), DomainError> {
-                    tx.put(&member, PASSWORD, phc)?;
-                    Ok(())
-                },
-            )
-            .map_err(|f| f.error)?;
-        self.doc
-            .get_last_local_change()
-            .map(|c| NewChange {
-                hash: c.hash(),
-                bytes: c.raw_bytes().to_vec(),
-            })
+        self.put_on_member(id, PASSWORD, phc, time_ms)?
             .ok_or_else(|| DomainError::Malformed("no change".into()))
     }
 

@@ -130,17 +130,27 @@ const NAV: [(&str, &str, &str); 7] = [
     ("/summary", "每日汇总", "summary"),
 ];
 
+/// A page's `head`: its title, the stylesheet, and the script when the page
+/// uses it.
+fn head(title: &str, script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · 客情" }
+            link rel="stylesheet" href="/assets/app.css";
+            @if script {
+                script src="/assets/app.js" defer {}
+            }
+        }
+    }
+}
+
 fn layout(frame: &Frame, title: &str, nav: &str, saved: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="zh-CN" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · 客情" }
-                link rel="stylesheet" href="/assets/app.css";
-                script src="/assets/app.js" defer {}
-            }
+            (head(title, true))
             body {
                 header.top {
                     div.brand {
@@ -239,12 +249,7 @@ pub fn login(frame: &Frame, refused: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="zh-CN" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "登录 · 客情" }
-                link rel="stylesheet" href="/assets/app.css";
-            }
+            (head("登录", false))
             body {
                 main.login {
                     h1 { "客情工作台登录" }

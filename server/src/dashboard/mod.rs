@@ -24,6 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::NaiveDate;
+use keqing_host::sign_in::{cookie, random_secret};
 use keqing_shared::report::{Report, Scope};
 use keqing_shared::sheets::{self, FileFormat};
 use keqing_shared::sync::Caller;
@@ -286,28 +287,8 @@ fn day_param(q: &HashMap<String, String>, name: &str) -> Result<Option<NaiveDate
     }
 }
 
-fn random_secret() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
     cookie(headers, COOKIE)
-}
-
-/// The value of cookie `name` in a request.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }
 
 /// Serves the dashboard on `listener` until `shutdown` completes.
