@@ -79,8 +79,19 @@ pub fn from_status(s: &Status) -> SyncError {
     let transport = std::error::Error::source(s)
         .filter(|e| e.is::<tonic::transport::Error>())
         .filter(|_| s.code() == Code::Unknown);
+    // The HTTP/2 connection itself failed (tonic says INTERNAL): garbage
+    // from the other end, e.g. a TLS server addressed as http://. The line,
+    // not the server's work, failed.
+    let h2 = s.code() == Code::Internal && s.message().starts_with("h2 protocol error");
     let e = match transport {
         Some(t) => transport_failure(s.message(), t),
+        None if h2 => SyncError::new(
+            SyncErrorKind::Unavailable,
+            format!(
+                "{}: the connection broke in HTTP/2 (a server speaking TLS addressed as http://? use https://)",
+                s.message()
+            ),
+        ),
         None => SyncError::new(kind_of(s.code()), s.message().to_string()),
     };
     match s
@@ -647,6 +658,19 @@ pub fn decode_untrusted(bytes: &[u8]) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_http2_connection_is_the_line_not_a_server_fault() {
+        let e = from_status(&Status::internal("h2 protocol error: http2 error"));
+        assert_eq!(e.kind, SyncErrorKind::Unavailable);
+        assert!(e.message.contains("use https://"), "{}", e.message);
+        let fault = from_status(&Status::internal("the store failed"));
+        assert_eq!(
+            fault.kind,
+            SyncErrorKind::Internal,
+            "the server's own fault stays one"
+        );
+    }
 
     #[test]
     fn every_error_kind_round_trips_through_its_status_code() {
