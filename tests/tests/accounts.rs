@@ -300,6 +300,14 @@ fn the_workstation_signs_staff_in_and_out() {
         !page.contains("name=\"staff\" required") && page.contains("class=\"me\""),
         "no pick list of staff for her own work, her name instead"
     );
+    // Her dossier page offers her duties' forms only.
+    assert!(page.contains(&format!("action=\"/patient/{patient}/followup\"")));
+    for not_hers in ["visit", "purchase", "typical", "details", "delivery"] {
+        assert!(
+            !page.contains(&format!("action=\"/patient/{patient}/{not_hers}\"")),
+            "{not_hers} offered to a 回访人员"
+        );
+    }
     assert!(!office.ok(&["staff", "list"]).stdout.contains("新人"));
     let li_na = session(&login("李娜", PASSWORD));
     assert_eq!(get(&li_na, "/staff").status, 200);

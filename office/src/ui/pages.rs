@@ -182,6 +182,13 @@ fn layout(frame: &Frame, title: &str, nav: &str, saved: Option<&str>, body: Mark
     }
 }
 
+/// Whether the forms of `action` are offered to who is signed in (all of
+/// them when nobody is: an office without accounts). The server refuses
+/// the rest anyway.
+fn may(frame: &Frame, action: Action) -> bool {
+    frame.role.is_none_or(|r| r.may(action.duty()))
+}
+
 /// Whether the page at `href` is offered to who is signed in (everything,
 /// when nobody is: an office without accounts).
 fn offered(frame: &Frame, href: &str) -> bool {
@@ -478,15 +485,17 @@ fn due_entry(
                     @if let Some(a) = &e.assignee { "回访人：" span.assignee { (a) } }
                 }
             }
-            form.oneline method="post" action={ "/patient/" (e.dossier_id) "/followup" } id=(form_id) {
-                (hidden_csrf(frame))
-                input type="hidden" name="back" value=(back);
-                input type="hidden" name="kind" value="电话回访";
-                (general_errors(&errors))
-                (f.staff(frame, "回访人员"))
-                (f.text("回访结果", "outcome", "text", true))
-                (f.text("下次切入点", "next", "text", false))
-                button type="submit" { "记录回访" }
+            @if may(frame, Action::Followup) {
+                form.oneline method="post" action={ "/patient/" (e.dossier_id) "/followup" } id=(form_id) {
+                    (hidden_csrf(frame))
+                    input type="hidden" name="back" value=(back);
+                    input type="hidden" name="kind" value="电话回访";
+                    (general_errors(&errors))
+                    (f.staff(frame, "回访人员"))
+                    (f.text("回访结果", "outcome", "text", true))
+                    (f.text("下次切入点", "next", "text", false))
+                    button type="submit" { "记录回访" }
+                }
             }
         }
     }
@@ -854,7 +863,8 @@ pub fn patient(
         @for x in &open_problems {
             p.badge.problem { "问题患者（" (x.state.chinese()) "）：" (x.description) }
         }
-        @if !v.conflicts.is_empty() {
+        // Resolving is the 主管's duty: the others are not offered it.
+        @if !v.conflicts.is_empty() && may(frame, Action::Resolve) {
             section.conflicts {
                 h2 { "待确认的资料（两台设备同时修改）" }
                 @for c in &v.conflicts {
@@ -974,6 +984,9 @@ fn action_form(
     spec: FormSpec,
     fields: impl FnOnce(&Fields) -> Markup,
 ) -> Markup {
+    if !may(frame, spec.action) {
+        return html! {};
+    }
     let restored = if spec.action.record_field().is_some() {
         Failed::of_record(failed, spec.action, dossier, spec.record)
     } else {
