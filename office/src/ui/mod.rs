@@ -369,7 +369,14 @@ async fn login(
     if field("csrf") != app.0.csrf {
         return Err(UiError::Csrf);
     }
-    let (name, password) = (field("name").trim().to_string(), field("password"));
+    let (mut name, password) = (field("name").trim().to_string(), field("password"));
+    // What no account can be is refused unhashed and kept nowhere: the
+    // throttle keys on names, and a megabyte of name must not become one.
+    let possible = name.chars().count() <= keqing_shared::limits::NAME_CHARS
+        && password.chars().count() <= keqing_shared::staff::PASSWORD_MAX_CHARS;
+    if !possible {
+        name = String::new();
+    }
     let client = peer.ip();
     let frame = app.frame().await?;
     if app.0.failed_clients.blocked(&client) || app.0.failed_names.blocked(&name) {
@@ -381,7 +388,12 @@ async fn login(
         return Ok((StatusCode::TOO_MANY_REQUESTS, page).into_response());
     }
     let who = name.clone();
-    match app.desk(move |d| d.sign_in(&who, &password)).await {
+    let signed = if possible {
+        app.desk(move |d| d.sign_in(&who, &password)).await
+    } else {
+        Err(UiError::Client(ClientError::SignInRefused))
+    };
+    match signed {
         Ok(member) => {
             app.0.failed_names.clear(&member.name);
             let (sid, _) = app.0.sessions.open(member.name.clone());
