@@ -271,6 +271,15 @@ enum Command {
     /// store, tried in order; the one that answered last first)
     #[command(subcommand)]
     Servers(ServersCommand),
+    /// 查阅记录 Who opened which dossier at this device, when (the signed-in
+    /// person at the workstation, the OS account here), newest first
+    Reads {
+        /// How many (the latest)
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// 证书 Replace the TLS files kept in the replica: this device's new
     /// certificate and key for mutual TLS (after `keqing-server device cert`
     /// issued new ones, e.g. when the old ones leaked) and/or a new CA
@@ -1468,6 +1477,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Patient { query, json } => {
             let (view, slots) = desk.dossier(&query)?;
+            // Whoever holds the replica file reads as their OS account.
+            desk.audit_read(&keqing_host::os_account(), "dossier.open", &view.id)?;
             if json {
                 return print_json(&serde_json::json!({ "dossier": view, "slots": slots }));
             }
@@ -1719,6 +1730,22 @@ fn run(cli: Cli) -> Result<()> {
             for (i, s) in servers.iter().enumerate() {
                 println!("{}. {}", i + 1, safe(s));
             }
+        }
+        Command::Reads { limit, json } => {
+            let reads = desk.replica().reads(limit)?;
+            if json {
+                return print_json(&reads);
+            }
+            let mut t = Table::new(["时间", "谁", "操作", "档案"]);
+            for r in &reads {
+                t.row([
+                    r.at.clone(),
+                    safe(&r.who).to_string(),
+                    r.action.clone(),
+                    safe(&r.target).to_string(),
+                ]);
+            }
+            print!("{}", t.render());
         }
         Command::Certificate { tls } => {
             let new = read_tls_files(&tls)?;

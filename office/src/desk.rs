@@ -478,6 +478,18 @@ impl Desk {
         Ok(member)
     }
 
+    /// Records that `who` did `action` (`dossier.open`, `report.export`,
+    /// `list.export`) on `target` at this device, now: the office's audit of
+    /// who read what.
+    pub fn audit_read(&self, who: &str, action: &str, target: &str) -> Result<()> {
+        self.replica.record_read(&crate::store::Read {
+            at: keqing_shared::when::fmt_datetime(now_cst()),
+            who: who.to_string(),
+            action: action.to_string(),
+            target: target.to_string(),
+        })
+    }
+
     /// Whether any of the office's staff has a password: then the
     /// workstation wants people to sign in.
     pub fn has_accounts(&self) -> Result<bool> {

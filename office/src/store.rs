@@ -471,7 +471,35 @@ ALTER TABLE documents_new RENAME TO documents;
     M::up(keqing_projection::V5_ADDITIONS),
     // Projection version 6 (covering report indexes).
     M::up(keqing_projection::V6_CHANGES),
+    M::up(
+        r#"
+-- Who read which dossier (or exported what) at this device, when: appended,
+-- never changed; not a projection (no document holds it).
+CREATE TABLE reads (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL
+);
+CREATE TRIGGER reads_never_change BEFORE UPDATE ON reads
+BEGIN SELECT RAISE(ABORT, 'the read audit is append-only'); END;
+CREATE TRIGGER reads_never_go BEFORE DELETE ON reads
+BEGIN SELECT RAISE(ABORT, 'the read audit is append-only'); END;
+"#,
+    ),
 ];
+
+/// One read of patient data at this device: when, by whom (the signed-in
+/// person at the workstation, the OS account at the command line), what
+/// (`dossier.open`, `report.export`, `list.export`) and of what.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Read {
+    pub at: String,
+    pub who: String,
+    pub action: String,
+    pub target: String,
+}
 
 /// Schema versions from which opening a replica rebuilds its projections:
 /// a migration since replaced the projection tables (or added derived
@@ -1326,6 +1354,31 @@ impl Replica {
             ],
         )?;
         Ok(())
+    }
+
+    /// Appends one read to the audit of this device's reads.
+    pub fn record_read(&self, read: &Read) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO reads (at, who, action, target) VALUES (?1, ?2, ?3, ?4)",
+            params![read.at, read.who, read.action, read.target],
+        )?;
+        Ok(())
+    }
+
+    /// The latest `limit` reads of this device, newest first.
+    pub fn reads(&self, limit: usize) -> Result<Vec<Read>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, who, action, target FROM reads ORDER BY seq DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(Read {
+                at: r.get(0)?,
+                who: r.get(1)?,
+                action: r.get(2)?,
+                target: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Replaces the TLS files kept for sync (the cursor stays).

@@ -300,6 +300,30 @@ fn the_workstation_signs_staff_in_and_out() {
         !page.contains("name=\"staff\" required") && page.contains("class=\"me\""),
         "no pick list of staff for her own work, her name instead"
     );
+    // Her look at the dossier is in the device's audit of reads, by name;
+    // a read at the command line by the OS account; the audit refuses edits.
+    let reads = office.ok(&["reads", "--json"]).json();
+    assert_eq!(
+        (
+            reads[0]["who"].clone(),
+            reads[0]["action"].clone(),
+            reads[0]["target"].clone()
+        ),
+        ("赵敏".into(), "dossier.open".into(), patient.clone().into()),
+        "{reads}"
+    );
+    office.ok(&["patient", &patient]);
+    let reads = office.ok(&["reads", "--json"]).json();
+    assert!(
+        reads[0]["who"].as_str().unwrap().contains("uid "),
+        "the OS account: {reads}"
+    );
+    let db = rusqlite::Connection::open(office.dir.join("keqing.sqlite")).unwrap();
+    let edit = db.execute("UPDATE reads SET who = '别人'", []).unwrap_err();
+    assert!(edit.to_string().contains("append-only"), "{edit}");
+    let gone = db.execute("DELETE FROM reads", []).unwrap_err();
+    assert!(gone.to_string().contains("append-only"), "{gone}");
+    drop(db);
     // Her dossier page offers her duties' forms only.
     assert!(page.contains(&format!("action=\"/patient/{patient}/followup\"")));
     for not_hers in ["visit", "purchase", "typical", "details", "delivery"] {

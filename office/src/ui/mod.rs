@@ -644,7 +644,17 @@ async fn patient(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
     let frame = app.frame().await?;
-    let (view, slots) = app.desk(move |d| d.dossier(&id)).await?;
+    let who = frame
+        .signed_in
+        .clone()
+        .unwrap_or_else(|| "工作台（未登录） workstation, nobody signed in".to_string());
+    let (view, slots) = app
+        .desk(move |d| {
+            let (view, slots) = d.dossier(&id)?;
+            d.audit_read(&who, "dossier.open", &view.id)?;
+            Ok((view, slots))
+        })
+        .await?;
     Ok(pages::patient(
         &frame,
         &view,
