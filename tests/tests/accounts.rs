@@ -171,20 +171,7 @@ fn the_workstation_signs_staff_in_and_out() {
         );
         assert!(r.ok, "{}", r.stderr);
     }
-    let patient = office
-        .ok(&[
-            "call",
-            "--phone",
-            "13800138000",
-            "--name",
-            "张三",
-            "--source",
-            "电视",
-            "--staff",
-            "王芳",
-        ])
-        .last_line()
-        .to_string();
+    let patient = office.call("13800138000", "张三", "王芳", "2026-11-20T09:00");
     let followups = || {
         office.ok(&["patient", &patient, "--json"]).json()["dossier"]["followups"]
             .as_array()

@@ -250,17 +250,7 @@ fn with_mutual_tls_a_token_works_only_with_its_own_certificate() {
     assert!(!refused.ok, "the replaced certificate still worked");
     assert!(refused.stderr.contains(own_only), "{}", refused.stderr);
     // Installed in the replica, the new one works; nothing was lost.
-    gd1.ok(&[
-        "call",
-        "--phone",
-        "13800138001",
-        "--name",
-        "李四",
-        "--source",
-        "电视",
-        "--staff",
-        "李敏",
-    ]);
+    gd1.call("13800138001", "李四", "李敏", "2026-11-20T09:00");
     gd1.ok(&["sync"]);
     let installed = gd2.run(&[
         "certificate",
