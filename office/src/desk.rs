@@ -367,7 +367,7 @@ impl Desk {
         )?;
         if let Some(office) = office {
             let (roster, genesis) = Roster::genesis(office.code)?;
-            replica.write(|w| w.save_roster(office.code, &roster, &genesis, now_cst()))?;
+            replica.write(|w| w.save_roster(office.code, &roster, &[&genesis], now_cst()))?;
         }
         Ok(Desk { replica })
     }
@@ -414,10 +414,7 @@ impl Desk {
             if w.staff_named(&name)?.is_some() {
                 return Err(ClientError::DuplicateStaff(name.clone()));
             }
-            let bytes = w
-                .load_document(&roster_id(&office))?
-                .ok_or_else(|| ClientError::Corrupt("the office roster is missing".into()))?;
-            let mut roster = Roster::load(&bytes, w.actor().clone())?;
+            let mut roster = office_roster(w, &office)?;
             let staff = Staff {
                 id: new_id(),
                 name: name.clone(),
@@ -428,9 +425,8 @@ impl Desk {
             if let Some(hash) = &hash {
                 changes.push(roster.set_password(&staff.id, hash, now_ms())?);
             }
-            for change in &changes {
-                w.save_roster(&office, &roster, change, now_cst())?;
-            }
+            let changes: Vec<&keqing_shared::dossier::NewChange> = changes.iter().collect();
+            w.save_roster(&office, &roster, &changes, now_cst())?;
             Ok(staff)
         })
     }
@@ -449,7 +445,7 @@ impl Desk {
                 .ok_or_else(|| ClientError::UnknownStaff(name.trim().to_string()))?;
             let mut roster = office_roster(w, &office)?;
             let change = roster.set_password(&member.id, &hash, now_ms())?;
-            w.save_roster(&office, &roster, &change, now_cst())?;
+            w.save_roster(&office, &roster, &[&change], now_cst())?;
             Ok(member)
         })
     }
@@ -1401,12 +1397,9 @@ impl Desk {
             let member = w
                 .staff_named(name.trim())?
                 .ok_or_else(|| ClientError::UnknownStaff(name.trim().to_string()))?;
-            let bytes = w
-                .load_document(&roster_id(&office))?
-                .ok_or_else(|| ClientError::Corrupt("the office roster is missing".into()))?;
-            let mut roster = Roster::load(&bytes, w.actor().clone())?;
+            let mut roster = office_roster(w, &office)?;
             if let Some(change) = roster.set_active(&member.id, active, now_ms())? {
-                w.save_roster(&office, &roster, &change, now_cst())?;
+                w.save_roster(&office, &roster, &[&change], now_cst())?;
             }
             Ok(Staff { active, ..member })
         })

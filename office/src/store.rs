@@ -2176,13 +2176,13 @@ impl WriteTx<'_> {
         &mut self,
         office: &str,
         roster: &Roster,
-        change: &NewChange,
+        changes: &[&NewChange],
         now: NaiveDateTime,
     ) -> Result<()> {
         let id = keqing_shared::roster::roster_id(office);
         let bytes = roster.save();
-        check_limits(&[change], &bytes)?;
-        self.save_document(&id, "roster", office, &bytes, &[change], now)?;
+        check_limits(changes, &bytes)?;
+        self.save_document(&id, "roster", office, &bytes, changes, now)?;
         self.project_staff(office, &roster.staff()?)
     }
 
