@@ -49,9 +49,35 @@ const SIGN_IN_FAILURES: u32 = 5;
 const SIGN_IN_WINDOW: Duration = Duration::from_secs(600);
 
 tokio::task_local! {
-    /// The staff member signed in for the request being served (set by
-    /// [`sign_in_gate`] around the handler), if the office has accounts.
-    static SIGNED_IN: Option<String>;
+    /// The staff member signed in for the request being served, as the gate
+    /// looked them up (set by [`sign_in_gate`] around the handler), if the
+    /// office has accounts.
+    static SIGNED_IN: Option<keqing_shared::staff::Staff>;
+}
+
+/// Who is signed in for this request (none without accounts).
+fn signed_in() -> Option<keqing_shared::staff::Staff> {
+    SIGNED_IN.try_with(Clone::clone).ok().flatten()
+}
+
+/// Refuses (403, nothing done) a duty the signed-in person's role does
+/// not have ([`keqing_shared::staff::Role::may`]). Without accounts
+/// nobody is signed in and the workstation works as before.
+fn require(duty: Duty) -> Result<(), UiError> {
+    match signed_in() {
+        Some(m) if !m.role.may(duty) => Err(UiError::Forbidden { role: m.role, duty }),
+        _ => Ok(()),
+    }
+}
+
+/// Work done by the signed-in person is recorded as theirs, whatever
+/// the form says: only a 主管 records for someone else.
+fn own_work(form: &mut FormData) {
+    if let Some(m) = signed_in()
+        && m.role != keqing_shared::staff::Role::Supervisor
+    {
+        form.set("staff", &m.name);
+    }
 }
 
 struct Inner {
@@ -98,39 +124,6 @@ impl App {
         }
     }
 
-    /// The signed-in staff member (none without accounts).
-    async fn signed_in(&self) -> Result<Option<keqing_shared::staff::Staff>, UiError> {
-        let Some(name) = SIGNED_IN.try_with(Clone::clone).ok().flatten() else {
-            return Ok(None);
-        };
-        match self.desk(move |d| d.replica().staff_named(&name)).await? {
-            Some(m) => Ok(Some(m)),
-            // Gone since the request was let in: nobody's duty.
-            None => Err(UiError::Client(ClientError::SignInRefused)),
-        }
-    }
-
-    /// Refuses (403, nothing done) a duty the signed-in person's role does
-    /// not have ([`keqing_shared::staff::Role::may`]). Without accounts
-    /// nobody is signed in and the workstation works as before.
-    async fn require(&self, duty: Duty) -> Result<(), UiError> {
-        match self.signed_in().await? {
-            Some(m) if !m.role.may(duty) => Err(UiError::Forbidden { role: m.role, duty }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Work done by the signed-in person is recorded as theirs, whatever
-    /// the form says: only a 主管 records for someone else.
-    async fn own_work(&self, form: &mut FormData) -> Result<(), UiError> {
-        if let Some(m) = self.signed_in().await?
-            && m.role != keqing_shared::staff::Role::Supervisor
-        {
-            form.set("staff", &m.name);
-        }
-        Ok(())
-    }
-
     fn remember_staff(&self, name: &str) {
         *keqing_host::lock(&self.0.last_staff) = Some(name.to_string());
     }
@@ -142,20 +135,19 @@ impl App {
     /// What every page shows around its content.
     async fn frame(&self) -> Result<pages::Frame, UiError> {
         let csrf = self.0.csrf.clone();
-        let signed_in = SIGNED_IN.try_with(Clone::clone).ok().flatten();
+        let me = signed_in();
         // The signed-in person is the forms' default.
-        let last_staff = signed_in.clone().or_else(|| self.last_staff());
+        let last_staff = me
+            .as_ref()
+            .map(|m| m.name.clone())
+            .or_else(|| self.last_staff());
         self.desk(move |desk| {
             let r = desk.replica();
             let meta = r.meta();
-            let staff: Vec<keqing_shared::staff::Staff> =
-                r.staff()?.into_iter().filter(|s| s.active).collect();
-            let role = signed_in
-                .as_ref()
-                .and_then(|n| staff.iter().find(|s| &s.name == n).map(|s| s.role));
+            let staff = r.staff()?.into_iter().filter(|s| s.active).collect();
             Ok(pages::Frame {
-                signed_in,
-                role,
+                role: me.as_ref().map(|m| m.role),
+                signed_in: me.map(|m| m.name),
                 office: meta.office.clone(),
                 device: meta.device.clone(),
                 csrf,
@@ -336,7 +328,7 @@ async fn sign_in_gate(
         Err(e) => return e.into_response(),
     };
     let who = match member {
-        Some(m) if m.active => Some(m.name),
+        Some(m) if m.active => Some(m),
         Some(m) => {
             app.0.sessions.close_where(|n| *n == m.name);
             None
@@ -511,7 +503,7 @@ async fn call_form(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
-    app.require(Duty::Register).await?;
+    require(Duty::Register)?;
     let frame = app.frame().await?;
     let mut form = FormData::default();
     form.set("at", &pages::datetime_value(now_cst()));
@@ -531,12 +523,12 @@ async fn call_submit(
 ) -> Result<Response, UiError> {
     let mut form = FormData::from(fields);
     app.check_csrf(&form)?;
-    app.own_work(&mut form).await?;
+    own_work(&mut form);
     if !form.get("kind").is_empty() {
-        app.require(Duty::NonPatient).await?;
+        require(Duty::NonPatient)?;
         return nonpatient_submit(&app, form).await;
     }
-    app.require(Duty::Register).await?;
+    require(Duty::Register)?;
     let input = match forms::call_input(&form) {
         Ok(i) => i,
         Err(errors) => return form_again(&app, &form, errors).await,
@@ -589,7 +581,7 @@ async fn lookup(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
-    app.require(Duty::Register).await?;
+    require(Duty::Register)?;
     let phone = q.get("phone").cloned().unwrap_or_default();
     let name = q.get("name").cloned().unwrap_or_default();
     let found = app.desk(move |d| forms::lookup(d, &phone, &name)).await?;
@@ -670,7 +662,7 @@ async fn patient_action(
     Path((id, action)): Path<(String, String)>,
     axum::Form(fields): axum::Form<Vec<(String, String)>>,
 ) -> Result<Response, UiError> {
-    let form = FormData::from(fields);
+    let mut form = FormData::from(fields);
     app.check_csrf(&form)?;
     let action = forms::Action::parse(&action).ok_or_else(|| {
         UiError::Client(ClientError::Domain(keqing_shared::DomainError::invalid(
@@ -678,9 +670,8 @@ async fn patient_action(
             format!("`{action}` is not something a dossier page does"),
         )))
     })?;
-    app.require(action.duty()).await?;
-    let mut form = form;
-    app.own_work(&mut form).await?;
+    require(action.duty())?;
+    own_work(&mut form);
     let back = forms::back_path(&form, &format!("/patient/{id}"));
     let staff = form.get("staff").to_string();
     let target = id.clone();
@@ -817,7 +808,7 @@ async fn staff_page(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
-    app.require(Duty::Staff).await?;
+    require(Duty::Staff)?;
     let frame = app.frame().await?;
     let all = app.desk(|d| d.replica().staff()).await?;
     Ok(pages::staff(
@@ -835,7 +826,7 @@ async fn staff_add(
 ) -> Result<Response, UiError> {
     let form = FormData::from(fields);
     app.check_csrf(&form)?;
-    app.require(Duty::Staff).await?;
+    require(Duty::Staff)?;
     let (name, role) = (form.get("name").to_string(), form.get("role").to_string());
     let added = app
         .desk(move |d| {
@@ -866,7 +857,7 @@ async fn staff_active(
 ) -> Result<Response, UiError> {
     let form = FormData::from(fields);
     app.check_csrf(&form)?;
-    app.require(Duty::Staff).await?;
+    require(Duty::Staff)?;
     let name = form.get("name").to_string();
     let active = form.get("active") == "1";
     app.desk(move |d| d.set_staff_active(&name, active)).await?;
