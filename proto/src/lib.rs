@@ -230,6 +230,13 @@ fn heads_from(doc: pb::DocHeads) -> Result<DocHeads, Status> {
     })
 }
 
+fn pb_heads(d: DocHeads) -> pb::DocHeads {
+    pb::DocHeads {
+        doc_id: d.doc_id,
+        heads: d.heads.iter().map(|h| h.to_vec()).collect(),
+    }
+}
+
 fn change_from(c: pb::Change) -> ChangeEnvelope {
     ChangeEnvelope {
         doc_id: c.doc_id,
@@ -556,13 +563,7 @@ impl SyncConnection {
 
     pub async fn repair(&mut self, docs: Vec<DocHeads>) -> Result<RepairAnswer, SyncError> {
         let req = self.request(pb::RepairRequest {
-            docs: docs
-                .into_iter()
-                .map(|d| pb::DocHeads {
-                    doc_id: d.doc_id,
-                    heads: d.heads.iter().map(|h| h.to_vec()).collect(),
-                })
-                .collect(),
+            docs: docs.into_iter().map(pb_heads).collect(),
         });
         let r = self
             .client
@@ -639,13 +640,7 @@ pub fn decode_untrusted(bytes: &[u8]) -> Result<usize, String> {
                     .ok()
             },
             |docs| pb::RepairRequest {
-                docs: docs
-                    .into_iter()
-                    .map(|d: DocHeads| pb::DocHeads {
-                        doc_id: d.doc_id,
-                        heads: d.heads.iter().map(|h| h.to_vec()).collect(),
-                    })
-                    .collect(),
+                docs: docs.into_iter().map(pb_heads).collect(),
             },
         )?,
         round_trip::<pb::ReportRequest, _>("ReportRequest", bytes, same, kept)?,
