@@ -921,10 +921,16 @@ fn demo(opts: &keqing_demo::DemoOptions, json: bool) -> Result<()> {
                 keqing_demo::DEMO_PASSWORD
             );
             println!("  keqing-server --data {dir}/server report national --from {from} --to {to}");
-            println!(
-                "  keqing-server --data {dir}/server device add --hq --name 看板   # 看板登录令牌 token"
-            );
             println!("  keqing-server --data {dir}/server dashboard   # 总部看板 HQ dashboard");
+            let users: Vec<String> = keqing_demo::DEMO_HQ_USERS
+                .iter()
+                .map(|(name, role)| format!("{name} ({})", role.chinese()))
+                .collect();
+            println!(
+                "    (登录: {}, 密码 {} / sign in as either)",
+                users.join(" 或 "),
+                keqing_demo::DEMO_PASSWORD
+            );
         }
         println!(
             "{}",
@@ -2381,18 +2387,11 @@ fn print_dossier(v: &DossierView, slots: &[Slot], today: NaiveDate) {
 /// A password from the first line of standard input (its line break
 /// dropped, nothing else: spaces may be part of it).
 fn password_from_stdin() -> Result<String> {
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
-        .context("cannot read the password from standard input")?;
-    let password = line.strip_suffix('\n').unwrap_or(&line);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.is_empty() {
-        bail!(
-            "no password on standard input (e.g. `echo '…' | keqing staff password --name N --password-stdin`)"
-        );
-    }
-    Ok(password.to_string())
+    keqing_host::passwords::password_line(std::io::stdin().lock())
+        .context("cannot read the password from standard input")?
+        .context(
+            "no password on standard input (e.g. `echo '…' | keqing staff password --name N --password-stdin`)",
+        )
 }
 
 /// Reads the TLS files given to `enroll` or `certificate`: each must be

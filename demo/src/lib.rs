@@ -47,6 +47,12 @@ const PRODUCT: &str = "金诃心脑康";
 /// The password of every staff member of the demo's offices (a demo's, in
 /// the open: the workstation of a kept demo asks for it).
 pub const DEMO_PASSWORD: &str = "keqing-demo";
+/// Headquarters' people of the demo (dashboard accounts, password
+/// [`DEMO_PASSWORD`]): an administrator and an analyst.
+pub const DEMO_HQ_USERS: [(&str, keqing_shared::staff::HqRole); 2] = [
+    ("周主任", keqing_shared::staff::HqRole::Admin),
+    ("钱分析", keqing_shared::staff::HqRole::Analyst),
+];
 const STREETS: [&str; 5] = ["人民", "解放", "中山", "建设", "和平"];
 
 /// What to run.
@@ -220,6 +226,8 @@ pub enum DemoError {
     Store(#[from] keqing_server::store::StoreError),
     #[error(transparent)]
     Domain(#[from] keqing_shared::DomainError),
+    #[error(transparent)]
+    Password(#[from] keqing_host::passwords::PasswordError),
     #[error("演示文件或网络错误 {0}")]
     Io(#[from] std::io::Error),
     #[error("{0} 失败: {1}")]
@@ -355,6 +363,19 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         &now,
         "keqing demo",
     )?;
+    let password_hash = keqing_host::passwords::hash_password(DEMO_PASSWORD)?;
+    for (name, role) in DEMO_HQ_USERS {
+        store.add_user(
+            &keqing_server::store::HqUser {
+                name: name.to_string(),
+                role,
+                password_hash: password_hash.clone(),
+                created_at: now.clone(),
+                disabled_at: None,
+            },
+            "keqing demo",
+        )?;
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server_addr = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -9,6 +9,7 @@
 //! - [`shutdown_signal`]: Ctrl-C or SIGTERM, what a service waits for;
 //! - [`os_account`]: who runs a command, for audit lines;
 //! - [`lock`]: one policy for a lock whose holder panicked;
+//! - [`passwords`]: Argon2id hashes of the passwords people sign in with;
 //! - [`sign_in`]: sessions with an idle end, a throttle on failed
 //!   sign-ins and the session cookie, for both web front ends;
 //! - [`web`]: what both web front ends (the office workstation and
@@ -18,6 +19,7 @@
 
 pub mod files;
 pub mod locks;
+pub mod passwords;
 pub mod sign_in;
 pub mod web;
 pub mod write_marker;

@@ -46,7 +46,7 @@ fn main() {
             .expect("staff");
     }
     let t = Instant::now();
-    let hash = keqing_office::accounts::hash_password("心脑通 2026-春").expect("hash");
+    let hash = keqing_host::passwords::hash_password("心脑通 2026-春").expect("hash");
     let hashing = t.elapsed().as_secs_f64() * 1000.0;
     let baseline = p50_p99(timed(n, || {
         assert!(desk.has_accounts().expect("accounts"));
@@ -62,9 +62,9 @@ fn main() {
     }));
     println!(
         "sign-in (Argon2id m={} KiB t={} p={}; {} chars of hash): {n} of each",
-        keqing_office::accounts::MEMORY_KIB,
-        keqing_office::accounts::PASSES,
-        keqing_office::accounts::LANES,
+        keqing_host::passwords::MEMORY_KIB,
+        keqing_host::passwords::PASSES,
+        keqing_host::passwords::LANES,
         hash.len()
     );
     println!("  hashing a new password      {hashing:8.1} ms");

@@ -13,6 +13,7 @@ use crate::store::{OpenSlot, PatientRow, Replica, ReplicaMeta, WriteTx};
 use automerge::ActorId;
 use chrono::{NaiveDate, NaiveDateTime};
 use keqing_host::now_cst;
+use keqing_host::passwords::hash_password;
 use keqing_shared::dossier::{Dossier, DossierTx, DossierView, PatientUpdate};
 use keqing_shared::followup::{Slot, SlotStatus, schedule};
 use keqing_shared::limits;
@@ -409,7 +410,7 @@ impl Desk {
             return Err(ClientError::Headquarters("have office staff"));
         }
         // Hashed before the write: it takes tens of milliseconds.
-        let hash = password.map(crate::accounts::hash_password).transpose()?;
+        let hash = password.map(hash_password).transpose()?;
         self.replica.write(|w| {
             if w.staff_named(&name)?.is_some() {
                 return Err(ClientError::DuplicateStaff(name.clone()));
@@ -438,7 +439,7 @@ impl Desk {
         if office == HQ_OFFICE {
             return Err(ClientError::Headquarters("have office staff"));
         }
-        let hash = crate::accounts::hash_password(password)?;
+        let hash = hash_password(password)?;
         self.replica.write(|w| {
             let member = w
                 .staff_named(name.trim())?
@@ -462,9 +463,7 @@ impl Desk {
         };
         // No such member, or no password: verified against a decoy all the
         // same, so the clock does not tell a guesser which names exist.
-        let hash = hash.unwrap_or_else(|| crate::accounts::DECOY_HASH.to_string());
-        let right = crate::accounts::verify_password(&hash, password)
-            && hash != crate::accounts::DECOY_HASH;
+        let right = keqing_host::passwords::verify_or_decoy(hash.as_deref(), password);
         let Some(member) = member.filter(|_| right) else {
             return Err(ClientError::SignInRefused);
         };

@@ -143,3 +143,12 @@ pub enum ClientError {
     #[error("文件错误 `{0}`: {1}")]
     Io(String, #[source] std::io::Error),
 }
+
+impl From<keqing_host::passwords::PasswordError> for ClientError {
+    fn from(e: keqing_host::passwords::PasswordError) -> Self {
+        match e {
+            keqing_host::passwords::PasswordError::Rule(e) => ClientError::from(e),
+            other => ClientError::Invalid(other.to_string()),
+        }
+    }
+}

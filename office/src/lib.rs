@@ -14,7 +14,6 @@
 //! - [`ui`]: `keqing ui`, the workstation in a browser over the same desk.
 //! - [`error`]: the office library's error type.
 
-pub mod accounts;
 pub mod desk;
 pub mod error;
 pub mod store;

@@ -54,15 +54,21 @@ enum Command {
         /// default with --mtls: DIR/tls/ca.pem)
         #[arg(long)]
         client_ca: Option<PathBuf>,
+        /// Dashboard sessions end after this many minutes without a request
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
+        idle_minutes: u64,
     },
     /// 证书 TLS certificates for `serve --tls`
     #[command(subcommand)]
     Tls(TlsCommand),
-    /// 看板 Headquarters' web dashboard alone (sign in with an HQ device
-    /// token); works whether or not `serve` runs
+    /// 看板 Headquarters' web dashboard alone (people sign in with their
+    /// accounts of `user add`); works whether or not `serve` runs
     Dashboard {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: String,
+        /// Sessions end after this many minutes without a request
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
+        idle_minutes: u64,
     },
     /// 设备 Devices (enrolment tokens); works whether or not the server runs
     #[command(subcommand)]
@@ -112,6 +118,26 @@ enum Command {
         /// Throw the projections away and derive them again from the log
         #[arg(long)]
         rebuild: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 总部用户 Headquarters' people who sign in to the dashboard (analyst:
+    /// the reports; admin: also the duplicate review and the read audit);
+    /// works whether or not the server runs
+    #[command(subcommand)]
+    User(UserCommand),
+    /// 读取审计 Who opened which dossier, exported what, at which office
+    /// device (the devices report it when they sync; append-only)
+    Reads {
+        /// One office's only (e.g. 44)
+        #[arg(long, alias = "province")]
+        office: Option<String>,
+        /// Only reads after this position (the `seq` of a line printed before)
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many lines
+        #[arg(long, default_value_t = 500)]
+        limit: u32,
         #[arg(long)]
         json: bool,
     },
@@ -273,6 +299,51 @@ fn report(store: &dyn Store, scope: Scope, args: ReportArgs) -> Result<()> {
 }
 
 #[derive(Subcommand)]
+enum UserCommand {
+    /// Add a person; the password comes from the first line of stdin
+    Add {
+        #[arg(long)]
+        name: String,
+        /// analyst (数据分析员) or admin (管理员)
+        #[arg(long)]
+        role: String,
+        /// Read the password (8–128 characters) from the first line of stdin
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a person's password (from the first line of stdin)
+    Password {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a person's role
+    Role {
+        #[arg(long)]
+        name: String,
+        /// analyst or admin
+        #[arg(long)]
+        role: String,
+    },
+    /// Close an account: it no longer signs in, its sessions end
+    Disable {
+        #[arg(long)]
+        name: String,
+    },
+    /// Open a closed account again
+    Enable {
+        #[arg(long)]
+        name: String,
+    },
+    /// List the accounts (never their password hashes)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum DeviceCommand {
     /// Add a device; prints its one-time enrolment token alone on the last line
     Add {
@@ -356,6 +427,7 @@ fn run(cli: Cli) -> Result<()> {
             tls_key,
             mtls,
             client_ca,
+            idle_minutes,
         } => {
             init_logging();
             let store = data.open(Opening::Create)?;
@@ -425,7 +497,11 @@ fn run(cli: Cli) -> Result<()> {
                         Some(tokio::spawn(keqing_server::dashboard::serve(
                             store.clone(),
                             listener,
-                            keqing_server::dashboard::DashboardOptions { access, tls },
+                            keqing_server::dashboard::DashboardOptions {
+                                access,
+                                tls,
+                                idle: Some(std::time::Duration::from_secs(idle_minutes * 60)),
+                            },
                             until(stopped.clone()),
                         )))
                     }
@@ -440,7 +516,10 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             })
         }
-        Command::Dashboard { listen } => {
+        Command::Dashboard {
+            listen,
+            idle_minutes,
+        } => {
             init_logging();
             let store = data.open(Opening::Existing)?;
             let rt = tokio::runtime::Runtime::new()?;
@@ -449,7 +528,10 @@ fn run(cli: Cli) -> Result<()> {
                 keqing_server::dashboard::serve(
                     store,
                     listener,
-                    keqing_server::dashboard::DashboardOptions::default(),
+                    keqing_server::dashboard::DashboardOptions {
+                        idle: Some(std::time::Duration::from_secs(idle_minutes * 60)),
+                        ..Default::default()
+                    },
                     keqing_host::shutdown_signal(),
                 )
                 .await
@@ -567,13 +649,9 @@ fn run(cli: Cli) -> Result<()> {
             if !password_stdin {
                 bail!("give the login's password on stdin: --password-stdin");
             }
-            let mut password = String::new();
-            std::io::stdin()
-                .read_line(&mut password)
-                .context("reading the password from stdin")?;
-            let password = password.trim_end_matches(['\r', '\n']);
+            let password = password_from_stdin()?;
             let store = data.open(Opening::Existing)?;
-            store.grant_reporting_role(&name, password, &local_admin())?;
+            store.grant_reporting_role(&name, &password, &local_admin())?;
             println!(
                 "报表账号 {name} 可读取投影表 reads the projection tables of docs/reporting-schema.md, read-only, on {}",
                 data.shown()
@@ -737,6 +815,35 @@ fn run(cli: Cli) -> Result<()> {
             println!("已绑定证书 device {} {} ← sha256 {hex}", d.name, d.id);
             Ok(())
         }
+        Command::User(command) => user(&data, command),
+        Command::Reads {
+            office,
+            after,
+            limit,
+            json,
+        } => {
+            let office = office
+                .map(|o| keqing_shared::office::office(&o).map(|o| o.code.to_string()))
+                .transpose()?;
+            let store = data.open(Opening::Existing)?;
+            let reads = store.office_reads(office.as_deref(), after, limit.min(100_000))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reads)?);
+                return Ok(());
+            }
+            println!("序号\t时间\t办事处\t设备\t人员\t操作\t对象");
+            for r in &reads {
+                let r2 = &r.read;
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    r.seq, r2.at, r2.office, r2.device_name, r2.who, r2.action, r2.target
+                );
+            }
+            if reads.is_empty() {
+                println!("（无 none）");
+            }
+            Ok(())
+        }
         Command::Device(DeviceCommand::Revoke { device }) => {
             let store = data.open(Opening::Existing)?;
             let d = store.revoke(&device, &now(), &local_admin())?;
@@ -744,6 +851,99 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn password_from_stdin() -> Result<String> {
+    keqing_host::passwords::password_line(std::io::stdin().lock())
+        .context("reading the password from stdin")?
+        .context(
+            "no password on stdin (e.g. `echo '…' | keqing-server user add … --password-stdin`)",
+        )
+}
+
+/// `keqing-server user …`: headquarters' accounts.
+fn user(data: &StorePlace, command: UserCommand) -> Result<()> {
+    use keqing_server::store::{HqUser, UserChange};
+    use keqing_shared::staff::{HqRole, validate_name};
+    let store = data.open(Opening::Create)?;
+    let changed = match command {
+        UserCommand::Add {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let name = validate_name("name", &name)?;
+            let role = HqRole::parse(&role)?;
+            if !password_stdin {
+                bail!("give the password on stdin: --password-stdin");
+            }
+            let password_hash = keqing_host::passwords::hash_password(&password_from_stdin()?)?;
+            store.add_user(
+                &HqUser {
+                    name: name.clone(),
+                    role,
+                    password_hash,
+                    created_at: now(),
+                    disabled_at: None,
+                },
+                &local_admin(),
+            )?;
+            println!("已添加用户 {name} ({})", role.chinese());
+            return Ok(());
+        }
+        UserCommand::Password {
+            name,
+            password_stdin,
+        } => {
+            if !password_stdin {
+                bail!("give the password on stdin: --password-stdin");
+            }
+            let hash = keqing_host::passwords::hash_password(&password_from_stdin()?)?;
+            store.change_user(name.trim(), &UserChange::Password(hash), &local_admin())?
+        }
+        UserCommand::Role { name, role } => store.change_user(
+            name.trim(),
+            &UserChange::Role(HqRole::parse(&role)?),
+            &local_admin(),
+        )?,
+        UserCommand::Disable { name } => {
+            store.change_user(name.trim(), &UserChange::Disabled(true), &local_admin())?
+        }
+        UserCommand::Enable { name } => {
+            store.change_user(name.trim(), &UserChange::Disabled(false), &local_admin())?
+        }
+        UserCommand::List { json } => {
+            let users = store.users()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+                return Ok(());
+            }
+            println!("姓名\t角色\t创建\t状态");
+            for u in users {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    u.name,
+                    u.role.chinese(),
+                    u.created_at,
+                    u.disabled_at
+                        .map(|t| format!("已停用 {t}"))
+                        .unwrap_or_else(|| "有效".into())
+                );
+            }
+            return Ok(());
+        }
+    };
+    println!(
+        "已更新用户 {} ({}{})",
+        changed.name,
+        changed.role.chinese(),
+        if changed.disabled_at.is_some() {
+            ", 已停用"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 fn init_logging() {

@@ -172,6 +172,58 @@ pub struct Staff {
     pub active: bool,
 }
 
+/// A person of headquarters' data centre (数据管理中心) who signs in to the
+/// dashboard. Analysts see the reports (aggregates: counts, amounts,
+/// staff names and their figures); administrators also see what names
+/// patients: the duplicate review and the offices' read audit, each view
+/// of which is audited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HqRole {
+    /// 数据分析员.
+    Analyst,
+    /// 管理员.
+    Admin,
+}
+
+impl HqRole {
+    pub const ALL: [HqRole; 2] = [HqRole::Analyst, HqRole::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HqRole::Analyst => "analyst",
+            HqRole::Admin => "admin",
+        }
+    }
+
+    pub fn chinese(self) -> &'static str {
+        match self {
+            HqRole::Analyst => "数据分析员",
+            HqRole::Admin => "管理员",
+        }
+    }
+
+    /// Accepts the English name or the Chinese one.
+    pub fn parse(s: &str) -> Result<HqRole, DomainError> {
+        let key = s.trim();
+        HqRole::ALL
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(key) || r.chinese() == key)
+            .or(match key {
+                "administrator" => Some(HqRole::Admin),
+                "分析员" | "数据分析" => Some(HqRole::Analyst),
+                _ => None,
+            })
+            .ok_or_else(|| DomainError::UnknownRole(key.to_string()))
+    }
+
+    /// Whether this role may see patients' names and phones (the duplicate
+    /// review) and who read which dossier (the offices' read audit).
+    pub fn sees_personal_details(self) -> bool {
+        self == HqRole::Admin
+    }
+}
+
 /// A name as typed (of a person, device, product, source ...): trimmed,
 /// non-empty, at most 40 characters, no control characters.
 pub fn validate_name(field: &'static str, name: &str) -> Result<String, DomainError> {
@@ -240,6 +292,18 @@ mod tests {
         assert!(validate_password(&"x".repeat(PASSWORD_MAX_CHARS)).is_ok());
         assert!(validate_password("password\u{1b}[2J").is_err());
         assert!(validate_password("pass\nword").is_err());
+    }
+
+    #[test]
+    fn headquarters_roles_parse_in_either_language_and_only_admins_see_patients() {
+        for r in HqRole::ALL {
+            assert_eq!(HqRole::parse(r.as_str()).unwrap(), r);
+            assert_eq!(HqRole::parse(r.chinese()).unwrap(), r);
+        }
+        assert_eq!(HqRole::parse("administrator").unwrap(), HqRole::Admin);
+        assert!(HqRole::parse("supervisor").is_err());
+        assert!(HqRole::Admin.sees_personal_details());
+        assert!(!HqRole::Analyst.sees_personal_details());
     }
 
     /// The table in ARCHITECTURE.md ("Who may do what") is the code's:

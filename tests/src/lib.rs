@@ -416,6 +416,46 @@ impl Server {
         Run::from(out)
     }
 
+    /// [`Server::admin`] with `input` on its standard input.
+    pub fn admin_with_stdin(dir: &Path, args: &[&str], input: &str) -> Run {
+        use std::io::Write;
+        let mut child = Command::new(server_bin())
+            .arg("--data")
+            .arg(dir)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start keqing-server");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("run keqing-server"))
+    }
+
+    /// Adds a headquarters account to the SQLite store in `dir`
+    /// (`keqing-server user add`, the password on stdin).
+    pub fn add_user_in(dir: &Path, name: &str, role: &str, password: &str) {
+        let r = Server::admin_with_stdin(
+            dir,
+            &[
+                "user",
+                "add",
+                "--name",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            &format!("{password}\n"),
+        );
+        assert!(r.ok, "user add: {}", r.stderr);
+    }
+
     /// Runs `keqing-server args…` on this server's store.
     pub fn run_admin(&self, args: &[&str]) -> Run {
         match &self.store {

@@ -169,7 +169,7 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     office.enroll_on(&server, Some("44"), "广东前台1");
     office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
     office.ok(&["sync"]);
-    let hq_token = server.add_device(None, "看板");
+    Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");
     let server_dir = server.dir.to_string_lossy().into_owned();
     let ui = office.workstation();
     let dash = WebProcess::start(
@@ -190,14 +190,20 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
         .format("%Y-%m-%d")
         .to_string();
 
-    // Headquarters signs in; a wrong token is refused.
+    // Headquarters' analyst signs in; a wrong password is refused.
     c.goto(&format!("{}/", dash.url())).await.unwrap();
     assert!(c.current_url().await.unwrap().path().ends_with("/login"));
-    fill(&c, "#token", "not-a-token").await;
+    fill(&c, "#name", "钱分析").await;
+    fill(&c, "#password", "not-the-password").await;
     click(&c, "#login").await;
-    wait_for_page(&c, "the refusal", |h| h.contains("此令牌不能打开看板")).await;
-    fill(&c, "#token", &hq_token).await;
+    wait_for_page(&c, "the refusal", |h| h.contains("姓名或密码不对")).await;
+    fill(&c, "#name", "钱分析").await;
+    fill(&c, "#password", "总部-2026-看板").await;
     click(&c, "#login").await;
+    wait_for_page(&c, "the signed-in dashboard", |h| {
+        h.contains("钱分析 · 数据分析员")
+    })
+    .await;
     let national = format!("{}/?from={day}&to={day}", dash.url());
     c.goto(&national).await.unwrap();
     let calls_before: u64 = text_of(&c, "#line-total td.calls").await.parse().unwrap();
@@ -369,9 +375,6 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
     assert!(national_calls > 0);
 
     let server_dir = kept.join("server");
-    let token = Server::admin(&server_dir, &["device", "add", "--hq", "--name", "看板"]);
-    assert!(token.ok, "{}", token.stderr);
-    let token = token.last_line().to_string();
     let office_dir = kept.join("11").join("北京前台1");
     let office = Office::new(&office_dir);
     let server_s = server_dir.to_string_lossy().into_owned();
@@ -410,8 +413,11 @@ async fn the_kept_demo_opens_in_the_workstation_and_the_dashboard() {
     screenshot(&c, "demo-workstation-signed-in.png").await;
 
     // The dashboard opens on the last week with calls: the demo's week.
+    // The demo's headquarters administrator signs in there.
+    let (admin, _) = keqing_demo::DEMO_HQ_USERS[0];
     c.goto(&format!("{}/login", dash.url())).await.unwrap();
-    fill(&c, "#token", &token).await;
+    fill(&c, "#name", admin).await;
+    fill(&c, "#password", keqing_demo::DEMO_PASSWORD).await;
     click(&c, "#login").await;
     wait_for_page(&c, "the national page", |h| h.contains("全国客情报表")).await;
     let calls: u64 = text_of(&c, "#line-total td.calls").await.parse().unwrap();

@@ -920,7 +920,7 @@ fn a_dossier_the_server_cannot_read_is_listed_and_reports_say_they_lack_it() {
         table.stdout
     );
     // Headquarters' dashboard says it too, nationally and for the province.
-    let hq = Server::admin(&server_dir, &["device", "add", "--hq", "--name", "看板"]);
+    Server::add_user_in(&server_dir, "钱分析", "analyst", "总部-2026-看板");
     let dir = server_dir.to_string_lossy().into_owned();
     let dash = WebProcess::start(
         &server_bin(),
@@ -930,7 +930,8 @@ fn a_dossier_the_server_cannot_read_is_listed_and_reports_say_they_lack_it() {
         "/?from=2026-11-20&to=2026-11-20",
         "/province/44?from=2026-11-20&to=2026-11-20",
     ] {
-        let (status, html) = crate::web_guards::dashboard_get(&dash.addr, hq.last_line(), page);
+        let (status, html) =
+            crate::web_guards::dashboard_get(&dash.addr, "钱分析", "总部-2026-看板", page);
         assert_eq!(status, 200, "{page}");
         assert!(
             html.contains("注意: 1 份档案服务器无法读取"),
@@ -942,7 +943,7 @@ fn a_dossier_the_server_cannot_read_is_listed_and_reports_say_they_lack_it() {
         );
     }
     let (status, html) =
-        crate::web_guards::dashboard_get(&dash.addr, hq.last_line(), "/unreadable");
+        crate::web_guards::dashboard_get(&dash.addr, "钱分析", "总部-2026-看板", "/unreadable");
     assert_eq!(status, 200);
     assert!(
         html.contains("无法读取的档案 1 份") && html.contains(&damaged),

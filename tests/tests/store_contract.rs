@@ -565,3 +565,143 @@ fn a_rate_limit_holds_across_processes_sharing_a_postgres_store() {
     );
     assert_eq!(admitted + exhausted, 40);
 }
+
+fn read(office: &str, device: &str, n: u64) -> keqing_server::store::OfficeRead {
+    keqing_server::store::OfficeRead {
+        office: office.into(),
+        device_id: device.into(),
+        device_name: format!("{device} 前台"),
+        device_seq: n,
+        at: "2026-11-20T09:00:00".into(),
+        who: "李敏".into(),
+        action: "dossier.open".into(),
+        target: format!("dossier-{n}"),
+    }
+}
+
+/// Headquarters' accounts and the offices' read audit: a name taken once,
+/// changes audited without the hash, reads kept once per device and
+/// number, one office's apart, and a reader following positions misses
+/// no read while several appenders commit at once.
+#[test]
+fn headquarters_accounts_and_the_read_audit_behave_alike() {
+    use keqing_server::store::{HqUser, UserChange};
+    use keqing_shared::staff::HqRole;
+    let tmp = tempfile::tempdir().unwrap();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        let user = HqUser {
+            name: "周主任".into(),
+            role: HqRole::Analyst,
+            password_hash: "$argon2id$not-a-real-hash".into(),
+            created_at: "2026-11-20T00:00:00".into(),
+            disabled_at: None,
+        };
+        store.add_user(&user, "admin:test").unwrap();
+        let again = store.add_user(&user, "admin:test");
+        assert!(again.is_err(), "{backend}: a name is taken once");
+        assert_eq!(
+            store.user("周主任").unwrap().as_ref(),
+            Some(&user),
+            "{backend}"
+        );
+        let changed = store
+            .change_user("周主任", &UserChange::Role(HqRole::Admin), "admin:test")
+            .unwrap();
+        assert_eq!(changed.role, HqRole::Admin, "{backend}");
+        let changed = store
+            .change_user(
+                "周主任",
+                &UserChange::Password("$argon2id$new".into()),
+                "admin:test",
+            )
+            .unwrap();
+        assert_eq!(changed.password_hash, "$argon2id$new", "{backend}");
+        let closed = store
+            .change_user("周主任", &UserChange::Disabled(true), "admin:test")
+            .unwrap();
+        assert!(closed.disabled_at.is_some(), "{backend}");
+        let opened = store
+            .change_user("周主任", &UserChange::Disabled(false), "admin:test")
+            .unwrap();
+        assert_eq!(opened.disabled_at, None, "{backend}");
+        assert!(
+            store
+                .change_user("没有此人", &UserChange::Disabled(true), "admin:test")
+                .is_err(),
+            "{backend}"
+        );
+        assert_eq!(store.users().unwrap().len(), 1, "{backend}");
+        let audit = store.audit_log(100).unwrap();
+        let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+        for a in [
+            "user.add",
+            "user.role",
+            "user.password",
+            "user.disable",
+            "user.enable",
+        ] {
+            assert!(actions.contains(&a), "{backend}: {a} audited ({actions:?})");
+        }
+        assert!(
+            audit.iter().all(|e| !e.detail.contains("argon2")),
+            "{backend}: no hash in the audit"
+        );
+
+        // Reads: kept once per device and number, oldest first.
+        store
+            .store_reads(&[read("44", "dev-gd", 1), read("44", "dev-gd", 2)])
+            .unwrap();
+        store
+            .store_reads(&[read("44", "dev-gd", 2), read("11", "dev-bj", 1)])
+            .unwrap();
+        let all = store.office_reads(None, 0, 100).unwrap();
+        assert_eq!(all.len(), 3, "{backend}: a read sent twice is kept once");
+        assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "{backend}");
+        let gd = store.office_reads(Some("44"), 0, 100).unwrap();
+        assert_eq!(gd.len(), 2, "{backend}");
+        assert!(gd.iter().all(|r| r.read.office == "44"), "{backend}");
+        let after = store.office_reads(None, all[0].seq, 1).unwrap();
+        assert_eq!(after.len(), 1, "{backend}: a limit");
+        assert_eq!(after[0].seq, all[1].seq, "{backend}");
+
+        // Four appenders at once, a reader following positions: it ends
+        // with every read, none twice.
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for batch in 0..25u64 {
+                        let reads: Vec<_> = (0..4)
+                            .map(|i| read("45", &format!("dev-{w}"), 10 + batch * 4 + i))
+                            .collect();
+                        store.store_reads(&reads).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut cursor = all.last().unwrap().seq;
+        let mut seen = Vec::new();
+        loop {
+            let done = writers.iter().all(|w| w.is_finished());
+            for r in store.office_reads(Some("45"), cursor, 7).unwrap() {
+                cursor = r.seq;
+                seen.push((r.read.device_id, r.read.device_seq));
+            }
+            if done
+                && store
+                    .office_reads(Some("45"), cursor, 1)
+                    .unwrap()
+                    .is_empty()
+            {
+                break;
+            }
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
+        let distinct: BTreeSet<_> = seen.iter().cloned().collect();
+        assert_eq!(distinct.len(), seen.len(), "{backend}: none twice");
+        assert_eq!(seen.len(), 400, "{backend}: every read reached the reader");
+    }
+}

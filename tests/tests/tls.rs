@@ -349,12 +349,12 @@ fn tls_to(
 }
 
 /// Under mutual TLS the dashboard is served over TLS with the same client
-/// CA and admits through the same check as every RPC: a headquarters
-/// token opens it only together with its device's own certificate; with
-/// another device's certificate, without one, or over a plain-HTTP
-/// dashboard, the token alone does not.
+/// CA: a person's password opens it only from a browser showing a live
+/// headquarters device's certificate; with an office device's
+/// certificate, or none, it does not, and a session does not travel to
+/// another certificate. A device token is no password.
 #[test]
-fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
+fn under_mutual_tls_the_dashboard_wants_a_headquarters_certificate_with_the_password() {
     use keqing_tests::http::{FORM, Response, csrf_of, exchange, form, http};
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().unwrap();
@@ -372,6 +372,8 @@ fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
     let addr = dashboard.trim_start_matches("https://").to_string();
     let hq_token = server.add_device(None, "看板");
     server.add_device(Some("44"), "广东前台1");
+    let password = "总部-2026-看板";
+    Server::add_user_in(&data, "周主任", "admin", password);
     let certs = tmp.path().join("certs");
     for device in ["看板", "广东前台1"] {
         let r = Server::admin(
@@ -387,7 +389,7 @@ fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
         )
     };
     // Signs in over TLS showing `device`'s certificate.
-    let sign_in = |device: &str| -> Response {
+    let sign_in = |device: &str, password: &str| -> Response {
         let (cert, key) = identity(device);
         let page = exchange(
             tls_to(&addr, &ca, Some((&cert, &key))),
@@ -411,10 +413,19 @@ fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
             "POST",
             "/login",
             &[FORM, ("Cookie", &cookie)],
-            &form(&[("csrf", &csrf_of(&page.text())), ("token", &hq_token)]),
+            &form(&[
+                ("csrf", &csrf_of(&page.text())),
+                ("name", "周主任"),
+                ("password", password),
+            ]),
         )
     };
-    let r = sign_in("看板");
+    assert_eq!(
+        sign_in("看板", &hq_token).status,
+        401,
+        "a token is no password"
+    );
+    let r = sign_in("看板", password);
     assert_eq!(r.status, 303, "its own certificate: {}", r.text());
     let session = r
         .header("set-cookie")
@@ -433,8 +444,7 @@ fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
         b"",
     );
     assert_eq!(national.status, 200);
-    // The session is bound to the device, the device to its certificate:
-    // another device's certificate does not carry it.
+    // An office device's certificate does not carry the session.
     let (cert2, key2) = identity("广东前台1");
     let stolen = exchange(
         tls_to(&addr, &ca, Some((&cert2, &key2))),
@@ -446,10 +456,21 @@ fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
     );
     assert_eq!(stolen.status, 303, "back to sign-in");
     assert_eq!(
-        sign_in("广东前台1").status,
+        sign_in("广东前台1", password).status,
         401,
-        "another device's certificate"
+        "an office device's certificate"
     );
+    // Revoking the headquarters device ends the sessions it carried.
+    assert!(Server::admin(&data, &["device", "revoke", "看板"]).ok);
+    let after = exchange(
+        tls_to(&addr, &ca, Some((&cert, &key))),
+        &addr,
+        "GET",
+        "/",
+        &[("Cookie", &session)],
+        b"",
+    );
+    assert_eq!(after.status, 303, "revoked: back to sign-in");
     // No certificate: no TLS session at all.
     let mut bare = tls_to(&addr, &ca, None);
     let answered = bare
@@ -462,8 +483,9 @@ fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
         answered.map_or(true, |b| !b.starts_with(b"HTTP/1.1")),
         "answered without a certificate"
     );
-    // The dashboard on its own, over plain HTTP: the token alone, without
-    // the certificate bound to its device, is refused.
+    // The dashboard on its own, over plain HTTP, has no certificates to
+    // ask for (it listens on the loopback unless told otherwise): the
+    // person's password alone opens it, a device token does not.
     let plain = keqing_tests::WebProcess::start(
         &keqing_tests::server_bin(),
         &[
@@ -482,12 +504,16 @@ fn under_mutual_tls_the_dashboard_wants_the_certificate_with_the_token() {
         .next()
         .unwrap()
         .to_string();
-    let r = http(
-        &plain.addr,
-        "POST",
-        "/login",
-        &[FORM, ("Cookie", &cookie)],
-        &form(&[("csrf", &csrf_of(&page.text())), ("token", &hq_token)]),
-    );
-    assert_eq!(r.status, 401, "a token alone: {}", r.text());
+    let csrf = csrf_of(&page.text());
+    let post = |name: &str, password: &str| {
+        http(
+            &plain.addr,
+            "POST",
+            "/login",
+            &[FORM, ("Cookie", &cookie)],
+            &form(&[("csrf", &csrf), ("name", name), ("password", password)]),
+        )
+    };
+    let r = post("看板", &hq_token);
+    assert_eq!(r.status, 401, "a token: {}", r.text());
 }

@@ -1,15 +1,17 @@
 //! The web front ends refuse what they must, over plain HTTP against real
 //! processes: forms without their secret, requests for another host name,
 //! bad dates and numbers, unknown dossiers, oversized bodies; the dashboard
-//! lets only live headquarters devices in, and its downloads are the real
-//! files. Nothing refused is saved.
+//! lets only headquarters' people with open accounts in, shows patients'
+//! names to administrators only, and its downloads are the real files.
+//! Nothing refused is saved.
 
 use keqing_tests::http::{FORM, csrf_of, form, http};
 use keqing_tests::{Office, Server, WebProcess, server_bin};
 
-/// Tries to sign in to the dashboard at `addr` with `token`, as a browser
-/// does: the form first (its secret and the sign-in cookie), then the post.
-fn dashboard_login(addr: &str, token: &str) -> keqing_tests::http::Response {
+/// Tries to sign in to the dashboard at `addr` as `name` with `password`,
+/// as a browser does: the form first (its secret and the sign-in cookie),
+/// then the post.
+fn dashboard_login(addr: &str, name: &str, password: &str) -> keqing_tests::http::Response {
     let page = http(addr, "GET", "/login", &[], b"");
     assert_eq!(page.status, 200);
     let login_cookie = page
@@ -24,14 +26,18 @@ fn dashboard_login(addr: &str, token: &str) -> keqing_tests::http::Response {
         "POST",
         "/login",
         &[FORM, ("Cookie", &login_cookie)],
-        &form(&[("csrf", &csrf_of(&page.text())), ("token", token)]),
+        &form(&[
+            ("csrf", &csrf_of(&page.text())),
+            ("name", name),
+            ("password", password),
+        ]),
     )
 }
 
-/// Signs in to the dashboard at `addr` with an HQ device's token: the
-/// session's whole Set-Cookie header.
-fn dashboard_sign_in(addr: &str, hq_token: &str) -> String {
-    let r = dashboard_login(addr, hq_token);
+/// Signs in to the dashboard at `addr`: the session's whole Set-Cookie
+/// header.
+fn dashboard_sign_in(addr: &str, name: &str, password: &str) -> String {
+    let r = dashboard_login(addr, name, password);
     assert_eq!(r.status, 303, "sign-in: {}", r.text());
     r.header("set-cookie")
         .expect("a session cookie")
@@ -40,8 +46,8 @@ fn dashboard_sign_in(addr: &str, hq_token: &str) -> String {
 
 /// Signs in to the dashboard at `addr` and GETs `path`: its status and text
 /// (for other modules' checks of a page).
-pub(crate) fn dashboard_get(addr: &str, hq_token: &str, path: &str) -> (u16, String) {
-    let set_cookie = dashboard_sign_in(addr, hq_token);
+pub(crate) fn dashboard_get(addr: &str, name: &str, password: &str, path: &str) -> (u16, String) {
+    let set_cookie = dashboard_sign_in(addr, name, password);
     let cookie = set_cookie.split(';').next().unwrap();
     let page = http(addr, "GET", path, &[("Cookie", cookie)], b"");
     (page.status, page.text())
@@ -241,8 +247,11 @@ fn the_workstation_refuses_forged_misaddressed_and_bad_posts() {
     );
 }
 
+/// The password every account of these tests has.
+const HQ_PASSWORD: &str = "总部-2026-看板";
+
 #[test]
-fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files() {
+fn the_dashboard_lets_in_headquarters_people_only_and_downloads_real_files() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
     // Two offices register the same caller: a duplicate for review.
@@ -267,8 +276,15 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
         ]);
         o.ok(&["sync"]);
     }
-    let office_token = server.add_device(Some("44"), "广东前台2");
     let hq_token = server.add_device(None, "看板");
+    for (name, role) in [
+        ("周主任", "admin"),
+        ("钱分析", "数据分析员"),
+        ("孙离职", "analyst"),
+    ] {
+        Server::add_user_in(&server.dir, name, role, HQ_PASSWORD);
+    }
+    assert!(Server::admin(&server.dir, &["user", "disable", "--name", "孙离职"]).ok);
     let dir = server.dir.to_string_lossy().into_owned();
     let dash = WebProcess::start(
         &server_bin(),
@@ -281,14 +297,19 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
     assert_eq!(r.status, 303, "downloads need a session too");
     let r = http(&dash.addr, "GET", "/unreadable", &[], b"");
     assert_eq!(r.status, 303, "so does the list of unreadable documents");
-    // Every refusal reads the same: no hint whether a token is unknown,
-    // an office's or revoked.
-    let revoked_token = server.add_device(None, "旧看板");
-    assert!(Server::admin(&server.dir, &["device", "revoke", "旧看板"]).ok);
+    // Every refusal reads the same: no hint whether the name is unknown,
+    // the password wrong or the account closed. A device token opens
+    // nothing any more. (Four: a fifth failure from this client would make
+    // it wait.)
     let mut refusals = Vec::new();
-    for token in ["", "forged", office_token.as_str(), revoked_token.as_str()] {
-        let r = dashboard_login(&dash.addr, token);
-        assert_eq!(r.status, 401, "{token}");
+    for (name, password) in [
+        ("周主任", "总部-2026-看扳"),
+        ("没有此人", HQ_PASSWORD),
+        ("孙离职", HQ_PASSWORD),
+        ("周主任", hq_token.as_str()),
+    ] {
+        let r = dashboard_login(&dash.addr, name, password);
+        assert_eq!(r.status, 401, "{name}");
         assert!(
             !r.header("set-cookie").unwrap_or("").contains("keqing_hq"),
             "no session"
@@ -305,10 +326,10 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
         "POST",
         "/login",
         &[FORM],
-        &form(&[("token", hq_token.as_str())]),
+        &form(&[("name", "周主任"), ("password", HQ_PASSWORD)]),
     );
     assert_eq!(r.status, 403);
-    let set_cookie = dashboard_sign_in(&dash.addr, &hq_token);
+    let set_cookie = dashboard_sign_in(&dash.addr, "周主任", HQ_PASSWORD);
     assert!(set_cookie.contains("HttpOnly"));
     let cookie = set_cookie.split(';').next().unwrap().to_string();
     let get = |path: &str| http(&dash.addr, "GET", path, &[("Cookie", &cookie)], b"");
@@ -347,6 +368,24 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
         "{}",
         dups.text()
     );
+    assert!(page.text().contains("周主任 · 管理员"), "who is signed in");
+
+    // An analyst sees the figures, not the pages that name patients.
+    let analyst = dashboard_sign_in(&dash.addr, "钱分析", HQ_PASSWORD);
+    let analyst = analyst.split(';').next().unwrap().to_string();
+    let as_analyst = |path: &str| http(&dash.addr, "GET", path, &[("Cookie", &analyst)], b"");
+    let national = as_analyst("/?from=2026-11-20&to=2026-11-20");
+    assert_eq!(national.status, 200);
+    assert!(national.text().contains("<td class=\"calls\">2</td>"));
+    assert!(
+        !national.text().contains("href=\"/duplicates\""),
+        "not offered"
+    );
+    for path in ["/duplicates", "/reads", "/reads?office=44"] {
+        let r = as_analyst(path);
+        assert_eq!(r.status, 403, "{path}");
+        assert!(!r.text().contains("13800138000"), "{path}");
+    }
 
     // Sign-in, the duplicates (names and phones) and the downloads are audited.
     let audit = Server::admin(&server.dir, &["audit", "--json"]).json();
@@ -354,7 +393,7 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["actor"].as_str().unwrap().contains("看板"))
+        .filter(|e| e["actor"].as_str().unwrap() == "user:周主任")
         .map(|e| e["action"].as_str().unwrap())
         .collect();
     for want in [
@@ -365,7 +404,7 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
         assert!(actions.contains(&want), "{want} in {actions:?}");
     }
 
-    // Logging out needs the page's secret; revoking the device ends the session.
+    // Logging out needs the page's secret; closing the account ends the session.
     let r = http(
         &dash.addr,
         "POST",
@@ -374,8 +413,8 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
         &form(&[("csrf", "x")]),
     );
     assert_eq!(r.status, 403);
-    let revoked = Server::admin(&server.dir, &["device", "revoke", "看板"]);
-    assert!(revoked.ok, "{}", revoked.stderr);
+    let closed = Server::admin(&server.dir, &["user", "disable", "--name", "周主任"]);
+    assert!(closed.ok, "{}", closed.stderr);
     let r = get("/");
     assert_eq!((r.status, r.header("location")), (303, Some("/login")));
 }
@@ -383,12 +422,14 @@ fn the_dashboard_lets_in_live_headquarters_devices_only_and_downloads_real_files
 /// Both front ends send a content security policy that allows nothing
 /// inline, refuse to be framed, send no referrer, and keep pages with
 /// patient data out of the browser's cache; the dashboard's sign-in is
-/// throttled per client (even a right token waits), and logged.
+/// throttled per client and per name (even a right password waits), and
+/// logged.
 #[test]
 fn both_front_ends_send_security_headers_and_sign_in_is_throttled() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
-    let hq_token = server.add_device(None, "看板");
+    Server::add_user_in(&server.dir, "周主任", "admin", HQ_PASSWORD);
+    Server::add_user_in(&server.dir, "吴分析", "analyst", HQ_PASSWORD);
     let office = Office::new(tmp.path().join("gd"));
     office.enroll_on(&server, Some("44"), "前台1");
     office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
@@ -399,7 +440,7 @@ fn both_front_ends_send_security_headers_and_sign_in_is_throttled() {
         &server_bin(),
         &["--data", &dir, "dashboard", "--listen", "127.0.0.1:0"],
     );
-    let session = dashboard_sign_in(&dash.addr, &hq_token);
+    let session = dashboard_sign_in(&dash.addr, "周主任", HQ_PASSWORD);
     let cookie = session.split(';').next().unwrap().to_string();
     let pages = [
         http(&ui.addr, "GET", "/", &[], b""),
@@ -449,11 +490,15 @@ fn both_front_ends_send_security_headers_and_sign_in_is_throttled() {
         "assets may be cached"
     );
 
-    // Five wrong tokens from this client, then even the right one waits.
+    // Five wrong passwords from this client, then even the right one
+    // waits, for another name too.
     for _ in 0..5 {
-        assert_eq!(dashboard_login(&dash.addr, "guess").status, 401);
+        assert_eq!(
+            dashboard_login(&dash.addr, "周主任", "guess-guess").status,
+            401
+        );
     }
-    let r = dashboard_login(&dash.addr, &hq_token);
+    let r = dashboard_login(&dash.addr, "吴分析", HQ_PASSWORD);
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(!r.header("set-cookie").unwrap_or("").contains("keqing_hq"));
     // A session made before goes on working.

@@ -3,19 +3,24 @@
 //!
 //! Every figure comes from [`crate::reports::build_report`], the very
 //! function behind `keqing-server report` and the reports RPC, so the
-//! dashboard cannot disagree with them. Login is with a headquarters
-//! device's token, checked by the same [`Access`] as every RPC: under
-//! mutual TLS the device's certificate must come with it (the dashboard is
-//! then served over TLS with the same client CA), revoking the device ends
-//! its sessions at the next request. Sign-in carries its own form secret,
-//! is throttled per client, and every refusal reads the same. Sessions live
-//! in memory: a restart asks for the token again.
+//! dashboard cannot disagree with them. People sign in as themselves: a
+//! headquarters account (name, password checked against its Argon2id hash
+//! in the store, role: analyst or administrator; `keqing-server user
+//! add`). Under mutual TLS the browser must also show the certificate of a
+//! live headquarters device (the dashboard is then served over TLS with
+//! the same client CA). Sessions end after an idle time, at sign-out, and
+//! at the next request once the account is closed or the certificate's
+//! device revoked. Sign-in carries its own form secret, failures are
+//! throttled per client and per name, and every refusal reads the same.
+//! Only administrators see what names patients (the duplicate review, the
+//! offices' read audit), and every such view is audited. Sessions live in
+//! memory: a restart asks everyone to sign in again.
 
 mod pages;
 
 use crate::hub::Access;
 use crate::reports::{build_report, check_request};
-use crate::store::{Device, Store};
+use crate::store::Store;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -24,10 +29,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::NaiveDate;
-use keqing_host::sign_in::{cookie, random_secret};
+use keqing_host::sign_in::{Sessions, Throttle, cleared_cookie, cookie, random_secret};
 use keqing_shared::report::{Report, Scope};
 use keqing_shared::sheets::{self, FileFormat};
-use keqing_shared::sync::Caller;
+use keqing_shared::staff::HqRole;
 use keqing_shared::when::parse_date;
 use maud::Markup;
 use std::collections::HashMap;
@@ -36,40 +41,37 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const COOKIE: &str = "keqing_hq";
-const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
+/// How long a session lasts without a request, unless the server is told
+/// otherwise (`--idle-minutes`).
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(15 * 60);
 /// The cookie carrying the sign-in form's secret (login CSRF: a page of
 /// another site cannot sign this browser in with a token of its choosing).
 const LOGIN_COOKIE: &str = "keqing_login";
 const LOGIN_FORM_LIFETIME: Duration = Duration::from_secs(600);
-/// Failed sign-ins one client may make in [`LOGIN_WINDOW`]; then it waits.
+/// Failed sign-ins one client, or one name, may have in [`LOGIN_WINDOW`];
+/// then it waits.
 const LOGIN_FAILURES: u32 = 5;
 const LOGIN_WINDOW: Duration = Duration::from_secs(600);
-/// What every refused sign-in reads: no hint whether the token is unknown,
-/// revoked, an office's, or lacks its certificate (the server's log says).
-const REFUSED: &str = "无法登录：此令牌不能打开看板 (this token does not open the dashboard)";
+/// What every refused sign-in reads: no hint whether the name is unknown,
+/// the password wrong, the account closed or the certificate missing (the
+/// server's log says).
+const REFUSED: &str = "无法登录：姓名或密码不对 (wrong name or password)";
 /// Days a page shows when no range is asked for.
 const DEFAULT_DAYS: i64 = 7;
-
-struct Session {
-    device_id: String,
-    device_name: String,
-    actor: String,
-    csrf: String,
-    expires: Instant,
-}
 
 struct Inner {
     /// The store; reports bring the projections up to date in a session of
     /// their own first, as `keqing-server report` does.
     store: Arc<dyn Store>,
-    sessions: Mutex<HashMap<String, Session>>,
+    /// Open sessions, by the signed-in person's name.
+    sessions: Sessions<String>,
     hosts: Vec<String>,
-    /// Who may sign in: the server's own check.
+    /// The server's access rule (certificates required or not).
     access: Access,
     /// Sign-in form secrets issued and not used yet, with their expiry.
     login_forms: Mutex<HashMap<String, Instant>>,
-    /// Failed sign-ins per client: how many, since when.
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failed_clients: Throttle<IpAddr>,
+    failed_names: Throttle<String>,
 }
 
 /// The SHA-256 of the client certificate a TLS connection verified (the
@@ -85,24 +87,34 @@ pub struct DashboardOptions {
     /// Serve over TLS with client certificates (`serve --mtls --http`):
     /// the certificate each connection verified goes with its requests.
     pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// A session's idle end ([`DEFAULT_IDLE`] when not given).
+    pub idle: Option<Duration>,
 }
 
 #[derive(Clone)]
 struct Dashboard(Arc<Inner>);
 
-/// The signed-in headquarters device of a request.
+/// The signed-in person of a request.
 #[derive(Clone)]
 struct Viewer {
-    device_name: String,
-    /// How the audit log names the device.
-    actor: String,
+    name: String,
+    role: HqRole,
     csrf: String,
+}
+
+impl Viewer {
+    /// How the audit log names the person.
+    fn actor(&self) -> String {
+        format!("user:{}", self.name)
+    }
 }
 
 #[derive(Debug)]
 enum DashError {
     BadRequest(String),
     NotFound(String),
+    /// The page is an administrator's.
+    Forbidden,
     Csrf,
     BadHost,
     Internal(String),
@@ -113,6 +125,11 @@ impl IntoResponse for DashError {
         let (status, message) = match self {
             DashError::BadRequest(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
             DashError::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            DashError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "此页面仅限管理员 (only headquarters administrators see this page: it names patients)"
+                    .into(),
+            ),
             DashError::Csrf => (
                 StatusCode::FORBIDDEN,
                 "表单已过期，请刷新页面 (the form's security token is missing or stale)".into(),
@@ -145,9 +162,10 @@ impl Dashboard {
             .map_err(|e| DashError::Internal(format!("task failed: {e}")))?
     }
 
-    /// The session of a request, if it is live, its device not revoked,
-    /// still headquarters', and shown with its certificate where the access
-    /// rule wants one.
+    /// The person of a request's session, if it is open (used within the
+    /// idle time), their account still open, and, where the access rule
+    /// wants certificates, the browser showing a live headquarters
+    /// device's. A session that fails any of these is ended.
     async fn viewer(
         &self,
         headers: &HeaderMap,
@@ -156,50 +174,28 @@ impl Dashboard {
         let Some(sid) = session_cookie(headers) else {
             return Ok(None);
         };
-        let (device_id, viewer) = {
-            let mut sessions = keqing_host::lock(&self.0.sessions);
-            let now = Instant::now();
-            sessions.retain(|_, s| s.expires > now);
-            match sessions.get(&sid) {
-                Some(s) => (
-                    s.device_id.clone(),
-                    Viewer {
-                        device_name: s.device_name.clone(),
-                        actor: s.actor.clone(),
-                        csrf: s.csrf.clone(),
-                    },
-                ),
-                None => return Ok(None),
-            }
+        let Some((name, csrf)) = self.0.sessions.use_session(&sid) else {
+            return Ok(None);
         };
-        let id = device_id.clone();
-        let device = self.with_store(move |s| Ok(s.device(&id)?)).await?;
         let access = self.0.access;
-        if device.is_some_and(|d| {
-            d.revoked_at.is_none()
-                && d.office.is_none()
-                && access.certificate_admits(&d, certificate.as_ref()).is_ok()
-        }) {
-            Ok(Some(viewer))
-        } else {
-            keqing_host::lock(&self.0.sessions).remove(&sid);
-            Ok(None)
+        let user = self
+            .with_store(move |s| {
+                let admitted = hq_certificate_admits(s, access, certificate)?;
+                Ok(s.user(&name)?
+                    .filter(|u| admitted && u.disabled_at.is_none()))
+            })
+            .await?;
+        match user {
+            Some(u) => Ok(Some(Viewer {
+                name: u.name,
+                role: u.role,
+                csrf,
+            })),
+            None => {
+                self.0.sessions.close(&sid);
+                Ok(None)
+            }
         }
-    }
-
-    fn sign_in(&self, device: &Device) -> String {
-        let sid = random_secret();
-        keqing_host::lock(&self.0.sessions).insert(
-            sid.clone(),
-            Session {
-                device_id: device.id.clone(),
-                device_name: device.name.clone(),
-                actor: crate::store::audit_actor(device),
-                csrf: random_secret(),
-                expires: Instant::now() + SESSION_LIFETIME,
-            },
-        );
-        sid
     }
 
     /// A new sign-in form secret (valid for [`LOGIN_FORM_LIFETIME`], once).
@@ -229,21 +225,6 @@ impl Dashboard {
         forms
             .remove(secret)
             .is_some_and(|expires| expires > Instant::now())
-    }
-
-    /// Whether `client` has failed too often lately to try again now.
-    fn throttled(&self, client: IpAddr) -> bool {
-        let failures = keqing_host::lock(&self.0.failures);
-        failures
-            .get(&client)
-            .is_some_and(|(n, since)| *n >= LOGIN_FAILURES && since.elapsed() < LOGIN_WINDOW)
-    }
-
-    fn record_failure(&self, client: IpAddr) {
-        let mut failures = keqing_host::lock(&self.0.failures);
-        failures.retain(|_, (_, since)| since.elapsed() < LOGIN_WINDOW);
-        let entry = failures.entry(client).or_insert((0, Instant::now()));
-        entry.0 += 1;
     }
 
     /// The report of `scope` over the asked range (default: the last
@@ -291,6 +272,28 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
     cookie(headers, COOKIE)
 }
 
+/// Whether `shown` (the SHA-256 of the certificate the browser's TLS
+/// connection verified) may open the dashboard: any, or none, unless the
+/// access rule wants certificates; then that of a headquarters device not
+/// revoked.
+fn hq_certificate_admits(
+    store: &dyn Store,
+    access: Access,
+    shown: Option<[u8; 32]>,
+) -> Result<bool, DashError> {
+    if !access.require_certificates {
+        return Ok(true);
+    }
+    let Some(shown) = shown else {
+        return Ok(false);
+    };
+    Ok(store.devices()?.iter().any(|d| {
+        d.office.is_none()
+            && d.revoked_at.is_none()
+            && d.cert_sha256.as_deref() == Some(shown.as_slice())
+    }))
+}
+
 /// Serves the dashboard on `listener` until `shutdown` completes.
 pub async fn serve(
     store: Arc<dyn Store>,
@@ -301,11 +304,12 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     let app = Dashboard(Arc::new(Inner {
         store,
-        sessions: Mutex::new(HashMap::new()),
+        sessions: Sessions::new(options.idle.unwrap_or(DEFAULT_IDLE)),
         hosts: keqing_shared::html::allowed_hosts(addr),
         access: options.access,
         login_forms: Mutex::new(HashMap::new()),
-        failures: Mutex::new(HashMap::new()),
+        failed_clients: Throttle::new(LOGIN_FAILURES, LOGIN_WINDOW),
+        failed_names: Throttle::new(LOGIN_FAILURES, LOGIN_WINDOW),
     }));
     match options.tls {
         Some(tls) => serve_tls(router(app), listener, tls, shutdown).await,
@@ -383,6 +387,7 @@ fn router(app: Dashboard) -> Router {
         .route("/", get(national))
         .route("/province/{code}", get(province))
         .route("/duplicates", get(duplicates))
+        .route("/reads", get(reads))
         .route("/unreadable", get(unreadable))
         .route("/export", get(export))
         .route("/logout", post(logout))
@@ -458,49 +463,61 @@ async fn login(
         axum::Form::from_request(req, &())
             .await
             .map_err(|e| DashError::BadRequest(e.body_text()))?;
+    let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    let (mut name, password) = (field("name").trim().to_string(), field("password"));
+    // What no account can be is refused unhashed and kept nowhere: the
+    // throttle keys on names, and a megabyte of name must not become one.
+    let possible = name.chars().count() <= keqing_shared::limits::NAME_CHARS
+        && password.chars().count() <= keqing_shared::staff::PASSWORD_MAX_CHARS;
+    if !possible {
+        name = String::new();
+    }
     let client = peer.ip();
-    if app.throttled(client) {
-        tracing::warn!(%client, "dashboard sign-in throttled");
+    if app.0.failed_clients.blocked(&client) || app.0.failed_names.blocked(&name) {
+        tracing::warn!(%client, name = %keqing_shared::printable::printable(&name), "dashboard sign-in throttled");
         return Ok(login_page(
             &app,
             &headers,
             StatusCode::TOO_MANY_REQUESTS,
-            Some("尝试次数过多，请稍后再试 (too many failed sign-ins from here; try again later)"),
+            Some("尝试次数过多，请十分钟后再试 (too many failed sign-ins; try again later)"),
         ));
     }
     // The form's secret must be one issued here, unused, and the one in
     // this browser's sign-in cookie: another site's page cannot have both.
-    let posted = fields.get("csrf").cloned().unwrap_or_default();
+    let posted = field("csrf");
     if posted.is_empty()
         || cookie(&headers, LOGIN_COOKIE).as_deref() != Some(posted.as_str())
         || !app.take_login_secret(&posted)
     {
         return Err(DashError::Csrf);
     }
-    let caller = Caller {
-        token: fields
-            .get("token")
-            .map(|t| t.trim().to_string())
-            .unwrap_or_default(),
-        certificate,
-    };
     let access = app.0.access;
+    let who = name.clone();
     let admitted = app
         .with_store(move |s| {
-            Ok(match access.authenticate(&*s.reader()?, &caller) {
-                Ok(d) if d.office.is_none() => Ok(d),
-                Ok(_) => Err("an office device".to_string()),
-                Err(e) => Err(e.message),
+            let user = if possible { s.user(&who)? } else { None };
+            // No such person: checked against a decoy all the same, so the
+            // clock does not tell which names exist.
+            let right = keqing_host::passwords::verify_or_decoy(
+                user.as_ref().map(|u| u.password_hash.as_str()),
+                &password,
+            );
+            Ok(match user.filter(|_| right) {
+                None => Err("wrong name or password"),
+                Some(u) if u.disabled_at.is_some() => Err("account closed"),
+                Some(_) if !hq_certificate_admits(s, access, certificate)? => {
+                    Err("no certificate of a live headquarters device")
+                }
+                Some(u) => Ok(u),
             })
         })
         .await?;
-    let device = match admitted {
-        Ok(d) => d,
+    let user = match admitted {
+        Ok(u) => u,
         Err(why) => {
-            app.record_failure(client);
-            tracing::warn!(%client, reason = %keqing_shared::printable::printable(&why), "dashboard sign-in refused");
-            // Slows down guessing; tokens are long random secrets anyway.
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            app.0.failed_clients.fail(&client);
+            app.0.failed_names.fail(&name);
+            tracing::warn!(%client, name = %keqing_shared::printable::printable(&name), reason = why, "dashboard sign-in refused");
             return Ok(login_page(
                 &app,
                 &HeaderMap::new(),
@@ -509,19 +526,18 @@ async fn login(
             ));
         }
     };
-    let actor = crate::store::audit_actor(&device);
-    app.with_store(move |s| Ok(s.audit(&actor, "dashboard.sign_in", "dashboard", "")?))
+    app.0.failed_names.clear(&user.name);
+    let actor = format!("user:{}", user.name);
+    let role = user.role.as_str();
+    app.with_store(move |s| Ok(s.audit(&actor, "dashboard.sign_in", "dashboard", role)?))
         .await?;
-    let sid = app.sign_in(&device);
-    tracing::info!(device = %device.id, "dashboard sign-in");
-    let cookie = format!(
-        "{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_LIFETIME.as_secs()
-    );
+    let (sid, _) = app.0.sessions.open(user.name.clone());
+    tracing::info!(%client, user = %keqing_shared::printable::printable(&user.name), "dashboard sign-in");
     let mut res = Redirect::to("/").into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|e| DashError::Internal(e.to_string()))?,
+        HeaderValue::from_str(&keqing_host::sign_in::session_cookie(COOKIE, &sid))
+            .map_err(|e| DashError::Internal(e.to_string()))?,
     );
     Ok(res)
 }
@@ -536,12 +552,13 @@ async fn logout(
         return Err(DashError::Csrf);
     }
     if let Some(sid) = session_cookie(&headers) {
-        keqing_host::lock(&app.0.sessions).remove(&sid);
+        app.0.sessions.close(&sid);
     }
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("keqing_hq=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        HeaderValue::from_str(&cleared_cookie(COOKIE))
+            .map_err(|e| DashError::Internal(e.to_string()))?,
     );
     Ok(res)
 }
@@ -573,7 +590,10 @@ async fn duplicates(
     State(app): State<Dashboard>,
     axum::Extension(viewer): axum::Extension<Viewer>,
 ) -> Result<Markup, DashError> {
-    let actor = viewer.actor.clone();
+    if !viewer.role.sees_personal_details() {
+        return Err(DashError::Forbidden);
+    }
+    let actor = viewer.actor();
     let pairs = app
         .with_store(move |s| {
             let mut session = s.projections()?;
@@ -640,7 +660,7 @@ async fn export(
         Scope::Office(o) => o.clone(),
     };
     let (actor, subject, detail) = (
-        viewer.actor.clone(),
+        viewer.actor(),
         scope_name.clone(),
         format!("{} {} to {}", ext, report.from, report.to),
     );
@@ -658,4 +678,50 @@ async fn export(
         bytes,
     )
         .into_response())
+}
+
+/// The most lines the read audit page shows at once.
+const READS_PAGE: u32 = 500;
+
+/// 读取审计: who opened which dossier, exported what, at the offices
+/// (`?office=44` for one, `?after=SEQ` for the next page). An
+/// administrator's page, and each view of it is audited.
+async fn reads(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, DashError> {
+    if !viewer.role.sees_personal_details() {
+        return Err(DashError::Forbidden);
+    }
+    let office = match q.get("office").map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        Some(code) => Some(
+            keqing_shared::office::office(code)
+                .map_err(|e| DashError::BadRequest(e.to_string()))?
+                .code
+                .to_string(),
+        ),
+        None => None,
+    };
+    let after = match q.get("after").map(|a| a.trim()).filter(|a| !a.is_empty()) {
+        Some(a) => a
+            .parse::<u64>()
+            .map_err(|_| DashError::BadRequest(format!("after: not a position: {a}")))?,
+        None => 0,
+    };
+    let actor = viewer.actor();
+    let asked = office.clone();
+    let lines = app
+        .with_store(move |s| {
+            let lines = s.office_reads(asked.as_deref(), after, READS_PAGE)?;
+            s.audit(
+                &actor,
+                "dashboard.reads",
+                asked.as_deref().unwrap_or("all offices"),
+                &format!("{} lines after {after}", lines.len()),
+            )?;
+            Ok(lines)
+        })
+        .await?;
+    Ok(pages::reads(&viewer, office.as_deref(), &lines, READS_PAGE))
 }

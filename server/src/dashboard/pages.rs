@@ -1,7 +1,7 @@
 //! The dashboard's pages (maud escapes every value). Headings in Chinese.
 
 use super::Viewer;
-use crate::store::UnreadableDocument;
+use crate::store::{StoredRead, UnreadableDocument};
 use axum::http::StatusCode;
 use keqing_projection::patients::DuplicateCandidate;
 use keqing_shared::html::{Series, funnel, percent, share_bars, sheet_table, stacked_columns};
@@ -30,9 +30,12 @@ fn layout(viewer: Option<&Viewer>, title: &str, body: Markup) -> Markup {
                     @if let Some(v) = viewer {
                         nav {
                             a href="/" { "全国" }
-                            a href="/duplicates" { "重复患者" }
+                            @if v.role.sees_personal_details() {
+                                a href="/duplicates" { "重复患者" }
+                                a href="/reads" { "读取审计" }
+                            }
                         }
-                        span.who { (v.device_name) }
+                        span.who { (v.name) " · " (v.role.chinese()) }
                         form method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(v.csrf);
                             button type="submit" { "退出" }
@@ -65,11 +68,14 @@ pub fn login(csrf: &str, error: Option<&str>) -> Markup {
         "登录",
         html! {
             h1 { "总部登录" }
-            p { "请输入总部设备的令牌（由 " code { "keqing-server device add --hq --name 名称" } " 生成）。" }
+            p { "用总部账号登录（由 " code { "keqing-server user add --name 姓名 --role analyst|admin --password-stdin" } " 创建）。" }
             form.login method="post" action="/login" {
                 input type="hidden" name="csrf" value=(csrf);
-                label for="token" { "设备令牌" }
-                input type="password" id="token" name="token" autocomplete="off" autofocus required
+                label for="name" { "姓名" }
+                input type="text" id="name" name="name" autocomplete="username" autofocus required
+                    aria-invalid=[error.map(|_| "true")];
+                label for="password" { "密码" }
+                input type="password" id="password" name="password" autocomplete="current-password" required
                     aria-invalid=[error.map(|_| "true")];
                 @if let Some(e) = error { span.err role="alert" { (e) } }
                 button type="submit" id="login" { "登录" }
@@ -318,4 +324,45 @@ pub fn duplicates(viewer: &Viewer, pairs: &[DuplicateCandidate]) -> Markup {
         }
     };
     layout(Some(viewer), "重复患者", body)
+}
+
+/// 读取审计: the offices' reads of dossiers, as their devices reported
+/// them; `page` lines at most, with a link to the next ones.
+pub fn reads(viewer: &Viewer, office: Option<&str>, lines: &[StoredRead], page: u32) -> Markup {
+    let scope = office
+        .map(|o| format!("办事处 {o}"))
+        .unwrap_or_else(|| "全部办事处".into());
+    let next = lines
+        .last()
+        .filter(|_| lines.len() as u32 >= page)
+        .map(|l| match office {
+            Some(o) => format!("/reads?office={o}&after={}", l.seq),
+            None => format!("/reads?after={}", l.seq),
+        });
+    let body = html! {
+        h1 { "读取审计 · " (scope) }
+        p { "谁在哪台设备上打开了哪份档案、导出了什么（设备同步时上报；只增不改）。本次查看已记入审计。" }
+        form.range method="get" action="/reads" {
+            label for="office" { "办事处代码" }
+            input type="text" id="office" name="office" value=[office] size="4";
+            button type="submit" { "查看" }
+        }
+        @if lines.is_empty() {
+            p.empty { "没有读取记录。" }
+        } @else {
+            table id="reads" {
+                thead { tr { th { "序号" } th { "时间" } th { "办事处" } th { "设备" } th { "人员" } th { "操作" } th { "对象" } } }
+                tbody {
+                    @for l in lines {
+                        tr {
+                            td { (l.seq) } td.t { (l.read.at) } td.t { (l.read.office) } td.t { (l.read.device_name) }
+                            td.t { (l.read.who) } td.t { (l.read.action) } td.t.id { (l.read.target) }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = next { p { a href=(next) { "下一页" } } }
+        }
+    };
+    layout(Some(viewer), "读取审计", body)
 }

@@ -93,6 +93,65 @@ pub fn audit_actor(d: &Device) -> String {
     format!("{} ({})", d.name, d.id)
 }
 
+/// A person of headquarters who signs in to the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HqUser {
+    pub name: String,
+    pub role: keqing_shared::staff::HqRole,
+    /// The Argon2id hash (PHC string); never printed.
+    #[serde(skip)]
+    pub password_hash: String,
+    pub created_at: String,
+    /// When an administrator closed the account (it no longer signs in).
+    pub disabled_at: Option<String>,
+}
+
+/// One change to a headquarters account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserChange {
+    /// A new password hash.
+    Password(String),
+    Role(keqing_shared::staff::HqRole),
+    /// Closed (`true`, at the given time) or opened again.
+    Disabled(bool),
+}
+
+impl UserChange {
+    /// The audit line's action and detail: what changed, never the hash.
+    pub fn audited(&self) -> (&'static str, String) {
+        match self {
+            UserChange::Password(_) => ("user.password", String::new()),
+            UserChange::Role(r) => ("user.role", r.as_str().to_string()),
+            UserChange::Disabled(true) => ("user.disable", String::new()),
+            UserChange::Disabled(false) => ("user.enable", String::new()),
+        }
+    }
+}
+
+/// One read of patient data at an office device (who opened which dossier,
+/// exported what), as the device reported it: the office and device come
+/// from the device's enrolment, never from what it sent.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OfficeRead {
+    pub office: String,
+    pub device_id: String,
+    pub device_name: String,
+    /// The read's number at its device: a read sent twice is kept once.
+    pub device_seq: u64,
+    pub at: String,
+    pub who: String,
+    pub action: String,
+    pub target: String,
+}
+
+/// An [`OfficeRead`] with its place in the server's read audit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredRead {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub read: OfficeRead,
+}
+
 /// An enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Device {
@@ -410,6 +469,22 @@ pub trait Store: Send + Sync {
     fn audit(&self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()>;
     /// The newest `limit` lines of the audit log, oldest first.
     fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Adds a headquarters account (refused if the name is taken); audited
+    /// without the hash.
+    fn add_user(&self, user: &HqUser, admin: &str) -> Result<()>;
+    /// Changes an account; audited (what changed, never the hash).
+    fn change_user(&self, name: &str, change: &UserChange, admin: &str) -> Result<HqUser>;
+    fn user(&self, name: &str) -> Result<Option<HqUser>>;
+    fn users(&self) -> Result<Vec<HqUser>>;
+    /// Appends office devices' reads to the read audit (append-only; a read
+    /// already kept, by device and number, is skipped). Every read gets a
+    /// position after every read committed before it, so a reader
+    /// following positions misses none.
+    fn store_reads(&self, reads: &[OfficeRead]) -> Result<()>;
+    /// Reads after position `after`, of one office or all, oldest first,
+    /// at most `limit`.
+    fn office_reads(&self, office: Option<&str>, after: u64, limit: u32)
+    -> Result<Vec<StoredRead>>;
     fn counts(&self) -> Result<StoreCounts>;
     /// A check of the store's own consistency: "ok", or what is damaged.
     fn integrity_check(&self) -> Result<String>;

@@ -16,15 +16,16 @@
 //! a reader that sees number N sees every number below it.
 
 mod log;
+mod people;
 mod projections;
 mod schema;
 
 pub use schema::PROJECTION_VERSION;
 
 use crate::store::{
-    AuditEntry, Budget, Device, DocumentState, LogReader, LogWriter, NewLogEntry, Projected,
-    Projections, Result, SettledSnapshot, Store, StoreCounts, StoreError, StoredDocument,
-    UnreadableDocument,
+    AuditEntry, Budget, Device, DocumentState, HqUser, LogReader, LogWriter, NewLogEntry,
+    OfficeRead, Projected, Projections, Result, SettledSnapshot, Store, StoreCounts, StoreError,
+    StoredDocument, StoredRead, UnreadableDocument, UserChange,
 };
 use deadpool_postgres::Object;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -610,6 +611,56 @@ impl Store for PgStore {
     fn counts(&self) -> Result<StoreCounts> {
         let client = self.client()?;
         self.block(log::counts(&client))
+    }
+
+    fn add_user(&self, user: &HqUser, admin: &str) -> Result<()> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await?;
+            people::add_user(&tx, user, admin).await?;
+            Ok(tx.commit().await?)
+        })
+    }
+
+    fn change_user(&self, name: &str, change: &UserChange, admin: &str) -> Result<HqUser> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await?;
+            people::change_user(&tx, name, change, admin).await?;
+            tx.commit().await?;
+            people::user(&client, name)
+                .await?
+                .ok_or_else(|| StoreError::Invalid(format!("没有此用户 no user named {name}")))
+        })
+    }
+
+    fn user(&self, name: &str) -> Result<Option<HqUser>> {
+        let client = self.client()?;
+        self.block(people::user(&client, name))
+    }
+
+    fn users(&self) -> Result<Vec<HqUser>> {
+        let client = self.client()?;
+        self.block(people::users(&client))
+    }
+
+    fn store_reads(&self, reads: &[OfficeRead]) -> Result<()> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await?;
+            people::store_reads(&tx, reads).await?;
+            Ok(tx.commit().await?)
+        })
+    }
+
+    fn office_reads(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredRead>> {
+        let client = self.client()?;
+        self.block(people::office_reads(&client, office, after, limit))
     }
 
     fn integrity_check(&self) -> Result<String> {

@@ -419,6 +419,34 @@ CREATE INDEX patients_typical_report ON patients (typical_at) INCLUDE (office, d
     WHERE typical = 1;
 DROP INDEX patients_typical;
 "#,
+    // 6: headquarters' accounts and the offices' read audit (positions in
+    // commit order: appends hold an advisory lock, see `people.rs`).
+    r#"
+CREATE TABLE hq_users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    disabled_at TEXT
+);
+CREATE TABLE office_reads (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    office TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    device_name TEXT NOT NULL,
+    device_seq BIGINT NOT NULL,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    UNIQUE (device_id, device_seq)
+);
+CREATE INDEX office_reads_office ON office_reads (office, seq);
+CREATE TRIGGER office_reads_append_only BEFORE UPDATE OR DELETE ON office_reads
+    FOR EACH ROW EXECUTE FUNCTION keqing_audit_append_only();
+CREATE TRIGGER office_reads_no_truncate BEFORE TRUNCATE ON office_reads
+    FOR EACH STATEMENT EXECUTE FUNCTION keqing_audit_append_only();
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new

@@ -23,15 +23,16 @@
 mod backup;
 mod conn;
 mod log;
+mod people;
 mod projections;
 mod schema;
 
 pub use schema::DB_FILE;
 
 use crate::store::{
-    AuditEntry, Budget, Device, DocumentState, LogReader, LogWriter, NewLogEntry, Projected,
-    Projections, Result, SettledSnapshot, Store, StoreCounts, StoreError, StoredDocument,
-    UnreadableDocument,
+    AuditEntry, Budget, Device, DocumentState, HqUser, LogReader, LogWriter, NewLogEntry,
+    OfficeRead, Projected, Projections, Result, SettledSnapshot, Store, StoreCounts, StoreError,
+    StoredDocument, StoredRead, UnreadableDocument, UserChange,
 };
 use conn::Conn;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -435,6 +436,35 @@ impl Store for SqliteStore {
 
     fn counts(&self) -> Result<StoreCounts> {
         self.admin()?.counts()
+    }
+
+    fn add_user(&self, user: &HqUser, admin: &str) -> Result<()> {
+        self.admin()?.add_user(user, admin)
+    }
+
+    fn change_user(&self, name: &str, change: &UserChange, admin: &str) -> Result<HqUser> {
+        self.admin()?.change_user(name, change, admin)
+    }
+
+    fn user(&self, name: &str) -> Result<Option<HqUser>> {
+        self.admin()?.user(name)
+    }
+
+    fn users(&self) -> Result<Vec<HqUser>> {
+        self.admin()?.users()
+    }
+
+    fn store_reads(&self, reads: &[OfficeRead]) -> Result<()> {
+        self.admin()?.store_reads(reads)
+    }
+
+    fn office_reads(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredRead>> {
+        self.admin()?.office_reads(office, after, limit)
     }
 
     fn integrity_check(&self) -> Result<String> {

@@ -127,6 +127,39 @@ CREATE INDEX unreadable_documents_office ON unreadable_documents(office);
     M::up(keqing_projection::V5_ADDITIONS),
     // Projection version 6 (covering report indexes).
     M::up(keqing_projection::V6_CHANGES),
+    M::up(
+        r#"
+-- Headquarters' people who sign in to the dashboard: a password only as
+-- its Argon2id hash.
+CREATE TABLE hq_users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    disabled_at TEXT
+);
+-- Who read which dossier (or exported what) at which office device, as the
+-- devices report it: appended, never changed. `seq` is the order of
+-- commits (one writer), which devices follow to fetch their office's.
+CREATE TABLE office_reads (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    office TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    device_name TEXT NOT NULL,
+    device_seq INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    UNIQUE (device_id, device_seq)
+);
+CREATE INDEX office_reads_office ON office_reads(office, seq);
+CREATE TRIGGER office_reads_append_only_update BEFORE UPDATE ON office_reads
+BEGIN SELECT RAISE(ABORT, 'the read audit is append-only'); END;
+CREATE TRIGGER office_reads_append_only_delete BEFORE DELETE ON office_reads
+BEGIN SELECT RAISE(ABORT, 'the read audit is append-only'); END;
+"#,
+    ),
 ];
 
 /// After the projection tables were replaced: the projector starts over

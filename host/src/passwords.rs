@@ -1,12 +1,12 @@
-//! Staff accounts: a password is kept only as its Argon2id hash, in the
-//! office roster (a document every device of the office holds), so any of
-//! the office's devices signs its staff in offline.
+//! Passwords of people who sign in: kept only as Argon2id hashes. The
+//! office keeps its staff's in the office roster (a document every device
+//! of the office holds, so any of them signs its staff in offline);
+//! headquarters keeps its people's in the server store.
 //!
-//! A hash read from the roster came from another device, maybe a hostile
+//! A hash read from a roster came from another device, maybe a hostile
 //! one: its parameters are bounded before it is verified, or a forged
 //! `m=4194304` would make every sign-in allocate 4 GiB.
 
-use crate::error::ClientError;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use keqing_shared::staff::validate_password;
@@ -26,23 +26,41 @@ const MAX_LANES: u32 = 4;
 /// A valid Argon2id hash of no one's password (salt and digest made up),
 /// with our parameters: what the sign-in of a member without a password is
 /// checked against, so the clock does not tell them apart either.
-pub(crate) const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3lkZWNveWRlY295$ZGVjb3lkZWNveWRlY295ZGVjb3lkZWNveWRlY295ZGU";
+pub const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3lkZWNveWRlY295$ZGVjb3lkZWNveWRlY295ZGVjb3lkZWNveWRlY295ZGU";
 
-fn hasher() -> Result<Argon2<'static>, ClientError> {
+/// Why a password was not hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// The password breaks the rule ([`validate_password`]).
+    #[error(transparent)]
+    Rule(#[from] keqing_shared::DomainError),
+    #[error("password hash: {0}")]
+    Hash(String),
+}
+
+fn hasher() -> Result<Argon2<'static>, PasswordError> {
     let params = Params::new(MEMORY_KIB, PASSES, LANES, None)
-        .map_err(|e| ClientError::Invalid(format!("Argon2 parameters: {e}")))?;
+        .map_err(|e| PasswordError::Hash(format!("Argon2 parameters: {e}")))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
 /// The Argon2id hash (PHC form, random salt) of a password that meets the
 /// rule ([`validate_password`]).
-pub fn hash_password(password: &str) -> Result<String, ClientError> {
+pub fn hash_password(password: &str) -> Result<String, PasswordError> {
     let password = validate_password(password)?;
     let salt = SaltString::generate(&mut rand_core::OsRng);
     hasher()?
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| ClientError::Invalid(format!("password hash: {e}")))
+        .map_err(|e| PasswordError::Hash(e.to_string()))
+}
+
+/// Whether `password` is the one `phc` was made from, checked against
+/// [`DECOY_HASH`] when there is no hash (no account, or no password): the
+/// clock then does not tell which names exist.
+pub fn verify_or_decoy(phc: Option<&str>, password: &str) -> bool {
+    let hash = phc.unwrap_or(DECOY_HASH);
+    verify_password(hash, password) && hash != DECOY_HASH
 }
 
 /// Whether `password` is the one `phc` was made from. A hash that is not
@@ -66,6 +84,17 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .verify_password(password.as_bytes(), &hash)
         .is_ok()
+}
+
+/// The password on the first line of `input` (a script's
+/// `--password-stdin`), without its line break (LF or CRLF); `None` when
+/// the line is empty. Never echoed, never in the process's arguments.
+pub fn password_line(mut input: impl std::io::BufRead) -> std::io::Result<Option<String>> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    Ok((!password.is_empty()).then(|| password.to_string()))
 }
 
 #[cfg(test)]
@@ -98,6 +127,18 @@ mod tests {
         assert!(!verify_password(&argon2i, "心脑通-2026"));
         assert!(!verify_password("not a hash", "心脑通-2026"));
         assert!(!verify_password("", ""));
+    }
+
+    #[test]
+    fn a_password_line_loses_its_line_break_only() {
+        let read = |s: &str| password_line(s.as_bytes()).unwrap();
+        assert_eq!(read("心脑通 2026\r\n").as_deref(), Some("心脑通 2026"));
+        assert_eq!(
+            read(" pass word \nsecond line").as_deref(),
+            Some(" pass word ")
+        );
+        assert_eq!(read("\n"), None);
+        assert_eq!(read(""), None);
     }
 
     #[test]

@@ -1,0 +1,161 @@
+//! Headquarters' accounts and the offices' read audit in the SQLite store.
+
+use super::conn::{Conn, insert_audit};
+use crate::store::{HqUser, OfficeRead, Result, StoreError, StoredRead, UserChange};
+use keqing_shared::staff::HqRole;
+use rusqlite::{OptionalExtension, params};
+
+const USER_COLUMNS: &str = "name, role, password_hash, created_at, disabled_at";
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HqUser> {
+    let role: String = r.get(1)?;
+    Ok(HqUser {
+        name: r.get(0)?,
+        // Written by `add_user` from an `HqRole`; anything else was put
+        // there by hand and opens nothing.
+        role: HqRole::parse(&role).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        password_hash: r.get(2)?,
+        created_at: r.get(3)?,
+        disabled_at: r.get(4)?,
+    })
+}
+
+fn read_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRead> {
+    Ok(StoredRead {
+        seq: r.get::<_, i64>(0)? as u64,
+        read: OfficeRead {
+            office: r.get(1)?,
+            device_id: r.get(2)?,
+            device_name: r.get(3)?,
+            device_seq: r.get::<_, i64>(4)? as u64,
+            at: r.get(5)?,
+            who: r.get(6)?,
+            action: r.get(7)?,
+            target: r.get(8)?,
+        },
+    })
+}
+
+impl Conn {
+    pub fn add_user(&mut self, user: &HqUser, admin: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let added = tx.execute(
+            "INSERT INTO hq_users (name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO NOTHING",
+            params![
+                user.name,
+                user.role.as_str(),
+                user.password_hash,
+                user.created_at
+            ],
+        )?;
+        if added == 0 {
+            return Err(StoreError::Invalid(format!(
+                "用户已存在 a user named {} exists (`user password` changes a password)",
+                user.name
+            )));
+        }
+        insert_audit(&tx, admin, "user.add", &user.name, user.role.as_str())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn change_user(&mut self, name: &str, change: &UserChange, admin: &str) -> Result<HqUser> {
+        let tx = self.conn.transaction()?;
+        let changed = match change {
+            UserChange::Password(hash) => tx.execute(
+                "UPDATE hq_users SET password_hash = ?2 WHERE name = ?1",
+                params![name, hash],
+            )?,
+            UserChange::Role(role) => tx.execute(
+                "UPDATE hq_users SET role = ?2 WHERE name = ?1",
+                params![name, role.as_str()],
+            )?,
+            UserChange::Disabled(closed) => tx.execute(
+                "UPDATE hq_users SET disabled_at = CASE WHEN ?2 THEN coalesce(disabled_at, ?3) END
+                 WHERE name = ?1",
+                params![name, closed, keqing_host::now_cst_text()],
+            )?,
+        };
+        if changed == 0 {
+            return Err(StoreError::Invalid(format!(
+                "没有此用户 no user named {name}"
+            )));
+        }
+        let (action, detail) = change.audited();
+        insert_audit(&tx, admin, action, name, &detail)?;
+        tx.commit()?;
+        self.user(name)?
+            .ok_or_else(|| StoreError::Invalid(format!("没有此用户 no user named {name}")))
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<HqUser>> {
+        Ok(self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM hq_users WHERE name = ?1"
+            ))?
+            .query_row([name], user_from_row)
+            .optional()?)
+    }
+
+    pub fn users(&self) -> Result<Vec<HqUser>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM hq_users ORDER BY name"
+        ))?;
+        let v = stmt
+            .query_map([], user_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+
+    /// One transaction: SQLite has one writer at a time, so positions are
+    /// given in commit order.
+    pub fn store_reads(&mut self, reads: &[OfficeRead]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO office_reads
+                 (office, device_id, device_name, device_seq, at, who, action, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (device_id, device_seq) DO NOTHING",
+            )?;
+            for r in reads {
+                insert.execute(params![
+                    r.office,
+                    r.device_id,
+                    r.device_name,
+                    r.device_seq as i64,
+                    r.at,
+                    r.who,
+                    r.action,
+                    r.target
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn office_reads(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredRead>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, office, device_id, device_name, device_seq, at, who, action, target
+             FROM office_reads WHERE seq > ?1 AND (?2 IS NULL OR office = ?2)
+             ORDER BY seq LIMIT ?3",
+        )?;
+        let v = stmt
+            .query_map(
+                params![after.min(i64::MAX as u64) as i64, office, limit],
+                read_from_row,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(v)
+    }
+}
