@@ -450,13 +450,24 @@ pub struct ReportOutput {
 }
 
 /// Shows or exports a report as `output` asks.
-fn emit_report(r: &Report, output: &ReportOutput) -> Result<()> {
+/// Prints a report, or writes it to a file: a file leaves the replica's
+/// protection, so its writing is audited (`report.export`).
+fn emit_report(desk: &Desk, r: &Report, output: &ReportOutput) -> Result<()> {
     if output.json {
         return print_json(r);
     }
     if let (Some(format), Some(out)) = (&output.format, &output.out) {
         let bytes = sheets::file(r, sheets::FileFormat::parse(format)?)?;
         keqing_host::files::write_output(out, &bytes, output.force, &[store::DB_FILE])?;
+        let scope = match &r.scope {
+            Scope::National => "national".to_string(),
+            Scope::Office(o) => o.clone(),
+        };
+        desk.audit_read(
+            &keqing_host::os_account(),
+            "report.export",
+            &format!("{scope} {}..{} → {}", r.from, r.to, out.display()),
+        )?;
         println!("已导出 {} ({} 字节)", out.display(), bytes.len());
         return Ok(());
     }
@@ -1537,7 +1548,7 @@ fn run(cli: Cli) -> Result<()> {
             if to < from {
                 bail!("无效日期范围 --to {to} is before --from {from}");
             }
-            emit_report(&desk.report(from, to)?, &output)?;
+            emit_report(&desk, &desk.report(from, to)?, &output)?;
         }
         Command::Report(ReportCommand::National { range, output }) => {
             let (from, to) = (parse_date(&range.from)?, parse_date(&range.to)?);
@@ -1547,7 +1558,7 @@ fn run(cli: Cli) -> Result<()> {
                 from,
                 to,
             ))?;
-            emit_report(&r, &output)?;
+            emit_report(&desk, &r, &output)?;
         }
         Command::Report(ReportCommand::Province {
             province,
@@ -1562,7 +1573,7 @@ fn run(cli: Cli) -> Result<()> {
                 from,
                 to,
             ))?;
-            emit_report(&r, &output)?;
+            emit_report(&desk, &r, &output)?;
         }
         Command::Duplicates { json } => {
             let pairs = desk.replica().duplicate_candidates()?;
@@ -1742,10 +1753,12 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 return print_json(&reads);
             }
-            let mut t = Table::new(["时间", "谁", "操作", "档案"]);
-            for r in &reads {
+            let mut t = Table::new(["时间", "设备", "谁", "操作", "对象"]);
+            for line in &reads {
+                let r = &line.read;
                 t.row([
                     r.at.clone(),
+                    safe(&line.device).to_string(),
                     safe(&r.who).to_string(),
                     r.action.clone(),
                     safe(&r.target).to_string(),
@@ -2076,7 +2089,7 @@ fn list(desk: &Desk, a: ListArgs) -> Result<()> {
         print!("{}", t.render());
         return Ok(());
     };
-    let rows = desk.list(filter, d, a.limit)?;
+    let rows = desk.list(&keqing_host::os_account(), filter, d, a.limit)?;
     if a.json {
         return print_json(&rows);
     }

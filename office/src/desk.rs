@@ -1356,13 +1356,27 @@ impl Desk {
         })
     }
 
+    /// One list of patients (names and phones), read by `who`: the read is
+    /// audited (`list.read`).
     pub fn list(
         &self,
+        who: &str,
         filter: crate::store::ListFilter,
         d: NaiveDate,
         limit: usize,
     ) -> Result<Vec<crate::store::ListedPatient>> {
-        self.replica.list_patients(filter, d, limit)
+        let rows = self.replica.list_patients(filter, d, limit)?;
+        self.audit_read(
+            who,
+            "list.read",
+            &format!(
+                "{} {} ({} 人)",
+                filter.label(),
+                keqing_shared::when::fmt_date(d),
+                rows.len()
+            ),
+        )?;
+        Ok(rows)
     }
 
     /// How many patients stand in each category and carry each flag on

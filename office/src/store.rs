@@ -25,7 +25,7 @@ use keqing_shared::nonpatient::NonPatientLog;
 use keqing_shared::report::ReportRows;
 use keqing_shared::roster::Roster;
 use keqing_shared::staff::{Role, Staff};
-use keqing_shared::sync::ClientTls;
+use keqing_shared::sync::{ClientTls, ReadEntry, ReadsAnswer, ReadsExchange};
 use keqing_shared::when::{fmt_date, fmt_datetime};
 use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
@@ -488,17 +488,48 @@ CREATE TRIGGER reads_never_go BEFORE DELETE ON reads
 BEGIN SELECT RAISE(ABORT, 'the read audit is append-only'); END;
 "#,
     ),
+    M::up(
+        r#"
+-- How far this device's reads have reached the server's read audit, and
+-- how far it has fetched its office's other devices' reads (positions in
+-- that audit, of the server epoch `reads_epoch`).
+ALTER TABLE sync_state ADD COLUMN reads_sent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_state ADD COLUMN office_reads_cursor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_state ADD COLUMN reads_epoch TEXT;
+-- The office's other devices' reads, as the server passed them on (a copy:
+-- the server's read audit is the record; fetched again after a restore).
+CREATE TABLE office_reads (
+    seq INTEGER PRIMARY KEY,
+    device TEXT NOT NULL,
+    at TEXT NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL
+);
+CREATE INDEX office_reads_at ON office_reads(at);
+"#,
+    ),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in
 /// person at the workstation, the OS account at the command line), what
-/// (`dossier.open`, `report.export`, `list.export`) and of what.
+/// (one of [`keqing_shared::sync::READ_ACTIONS`]) and of what.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Read {
     pub at: String,
     pub who: String,
     pub action: String,
     pub target: String,
+}
+
+/// One line of the office's read audit as this device knows it: its own
+/// reads and those of the office's other devices the server passed on.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReadLine {
+    /// The device the read was made at.
+    pub device: String,
+    #[serde(flatten)]
+    pub read: Read,
 }
 
 /// Schema versions from which opening a replica rebuilds its projections:
@@ -1365,20 +1396,117 @@ impl Replica {
         Ok(())
     }
 
-    /// The latest `limit` reads of this device, newest first.
-    pub fn reads(&self, limit: usize) -> Result<Vec<Read>> {
+    /// The latest `limit` reads of the office, newest first: this device's
+    /// and the other devices' the server passed on.
+    pub fn reads(&self, limit: usize) -> Result<Vec<ReadLine>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT at, who, action, target FROM reads ORDER BY seq DESC LIMIT ?1",
+            // Newest first; within one second, this device's by their order.
+            "SELECT ?2, at, who, action, target, 0 AS other, seq FROM reads
+             UNION ALL SELECT device, at, who, action, target, 1, seq FROM office_reads
+             ORDER BY 2 DESC, 6, 7 DESC LIMIT ?1",
         )?;
-        let rows = stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-            Ok(Read {
-                at: r.get(0)?,
-                who: r.get(1)?,
-                action: r.get(2)?,
-                target: r.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![i64::try_from(limit).unwrap_or(i64::MAX), self.meta.device],
+            |r| {
+                Ok(ReadLine {
+                    device: r.get(0)?,
+                    read: Read {
+                        at: r.get(1)?,
+                        who: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                    },
+                })
+            },
+        )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// What this device sends in its next reads exchange: at most `limit`
+    /// of its reads the server has not kept yet, and its place in the
+    /// office's. After a server restore (another epoch than the one the
+    /// reads were shared with) everything is sent and fetched again.
+    pub fn reads_to_share(&mut self, limit: usize) -> Result<ReadsExchange> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let state: Option<(i64, i64, Option<String>, Option<String>)> = tx
+            .query_row(
+                "SELECT reads_sent, office_reads_cursor, reads_epoch, epoch FROM sync_state WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let Some((mut sent, mut cursor, reads_epoch, epoch)) = state else {
+            return Ok(ReadsExchange::default());
+        };
+        if epoch.is_some() && reads_epoch != epoch {
+            tx.execute("DELETE FROM office_reads", [])?;
+            tx.execute(
+                "UPDATE sync_state SET reads_sent = 0, office_reads_cursor = 0, reads_epoch = epoch WHERE id = 1",
+                [],
+            )?;
+            (sent, cursor) = (0, 0);
+        }
+        let reads = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, at, who, action, target FROM reads WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            stmt.query_map(
+                params![sent, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(ReadEntry {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        device: String::new(),
+                        at: r.get(1)?,
+                        who: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                    })
+                },
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        Ok(ReadsExchange {
+            reads,
+            office_cursor: cursor as u64,
+        })
+    }
+
+    /// Takes the server's answer to a reads exchange: its reads kept up to
+    /// `stored_through`, the office's other devices' reads copied, the
+    /// place in them moved. One transaction.
+    pub fn reads_shared(&mut self, answer: &ReadsAnswer) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE sync_state SET reads_sent = max(reads_sent, ?1),
+                 office_reads_cursor = max(office_reads_cursor, ?2) WHERE id = 1",
+            params![
+                i64::try_from(answer.stored_through).unwrap_or(i64::MAX),
+                i64::try_from(answer.office_cursor).unwrap_or(i64::MAX)
+            ],
+        )?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO office_reads (seq, device, at, who, action, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in &answer.office {
+                insert.execute(params![
+                    i64::try_from(r.seq).unwrap_or(i64::MAX),
+                    r.device,
+                    r.at,
+                    r.who,
+                    r.action,
+                    r.target
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Replaces the TLS files kept for sync (the cursor stays).

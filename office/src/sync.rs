@@ -71,6 +71,10 @@ pub struct SyncSummary {
     pub refused: u64,
     /// The server that answered the round (of the replica's list).
     pub server: String,
+    /// This device's reads of patient data now in the server's read audit.
+    pub reads_sent: u64,
+    /// Reads of the office's other devices fetched for the office's audit.
+    pub office_reads: u64,
 }
 
 /// Something to tell the person at the terminal while a sync runs.
@@ -362,8 +366,35 @@ async fn round(
     if restored {
         push_outbox(replica, conn, progress, &mut summary, push_batch).await?;
     }
+    share_reads(replica, conn, &mut summary).await?;
     summary.cursor = replica.sync_state()?.map(|s| s.cursor).unwrap_or(0);
     Ok(summary)
+}
+
+/// Most reads exchanges in one round: a device that comes back after a
+/// long time sends the rest in the next rounds.
+const READS_EXCHANGES_PER_ROUND: usize = 40;
+
+/// Sends this device's reads the server lacks (the office's audit of who
+/// read what) and fetches the office's other devices' reads, one bounded
+/// exchange at a time.
+async fn share_reads(
+    replica: &mut Replica,
+    conn: &mut SyncConnection,
+    summary: &mut SyncSummary,
+) -> Result<()> {
+    for _ in 0..READS_EXCHANGES_PER_ROUND {
+        let exchange = replica.reads_to_share(limits::READS_PER_EXCHANGE)?;
+        let sent = exchange.reads.len();
+        let answer = conn.share_reads(exchange).await.map_err(sync_err)?;
+        replica.reads_shared(&answer)?;
+        summary.reads_sent += sent as u64;
+        summary.office_reads += answer.office.len() as u64;
+        if sent < limits::READS_PER_EXCHANGE && !answer.more {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Push batches in flight at once: the next batch is read, sent and

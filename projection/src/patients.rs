@@ -175,6 +175,17 @@ pub enum ListFilter {
     Problem,
 }
 
+impl ListFilter {
+    /// The list's name as the office says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ListFilter::Category(c) => c.chinese(),
+            ListFilter::Typical => "典型",
+            ListFilter::Problem => "问题",
+        }
+    }
+}
+
 /// A patient as the supervisor's lists show one.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ListedPatient {

@@ -174,6 +174,13 @@ pub trait SyncHandler: Send + Sync + 'static {
         caller: Caller,
         docs: Vec<DocHeads>,
     ) -> impl Future<Output = Result<RepairAnswer, SyncError>> + Send;
+    /// Keeps a device's reads in the read audit and answers with its
+    /// office's other devices' reads.
+    fn share_reads(
+        &self,
+        caller: Caller,
+        exchange: ReadsExchange,
+    ) -> impl Future<Output = Result<ReadsAnswer, SyncError>> + Send;
 }
 
 /// Adapts a [`SyncHandler`] to the generated tonic service.
@@ -234,6 +241,60 @@ fn pb_heads(d: DocHeads) -> pb::DocHeads {
     pb::DocHeads {
         doc_id: d.doc_id,
         heads: d.heads.iter().map(|h| h.to_vec()).collect(),
+    }
+}
+
+fn read_from(r: pb::Read) -> ReadEntry {
+    ReadEntry {
+        seq: r.seq,
+        device: r.device,
+        at: r.at,
+        who: r.who,
+        action: r.action,
+        target: r.target,
+    }
+}
+
+fn pb_read(r: ReadEntry) -> pb::Read {
+    pb::Read {
+        seq: r.seq,
+        device: r.device,
+        at: r.at,
+        who: r.who,
+        action: r.action,
+        target: r.target,
+    }
+}
+
+fn exchange_from(r: pb::ShareReadsRequest) -> ReadsExchange {
+    ReadsExchange {
+        reads: r.reads.into_iter().map(read_from).collect(),
+        office_cursor: r.office_cursor,
+    }
+}
+
+fn pb_exchange(e: ReadsExchange) -> pb::ShareReadsRequest {
+    pb::ShareReadsRequest {
+        reads: e.reads.into_iter().map(pb_read).collect(),
+        office_cursor: e.office_cursor,
+    }
+}
+
+fn answer_from(r: pb::ShareReadsResponse) -> ReadsAnswer {
+    ReadsAnswer {
+        stored_through: r.stored_through,
+        office: r.office.into_iter().map(read_from).collect(),
+        office_cursor: r.office_cursor,
+        more: r.more,
+    }
+}
+
+fn pb_answer(a: ReadsAnswer) -> pb::ShareReadsResponse {
+    pb::ShareReadsResponse {
+        stored_through: a.stored_through,
+        office: a.office.into_iter().map(pb_read).collect(),
+        office_cursor: a.office_cursor,
+        more: a.more,
     }
 }
 
@@ -387,6 +448,20 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
             missing: answer.missing.into_iter().map(pb_change).collect(),
             complete: answer.complete,
         }))
+    }
+
+    async fn share_reads(
+        &self,
+        req: Request<pb::ShareReadsRequest>,
+    ) -> Result<Response<pb::ShareReadsResponse>, Status> {
+        let caller = caller(&req);
+        let exchange = exchange_from(req.into_inner());
+        let answer = self
+            .handler
+            .share_reads(caller, exchange)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb_answer(answer)))
     }
 }
 
@@ -577,6 +652,19 @@ impl SyncConnection {
         })
     }
 
+    /// Sends this device's reads and fetches its office's (see
+    /// [`SyncHandler::share_reads`]).
+    pub async fn share_reads(&mut self, exchange: ReadsExchange) -> Result<ReadsAnswer, SyncError> {
+        let req = self.request(pb_exchange(exchange));
+        let r = self
+            .client
+            .share_reads(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        Ok(answer_from(r))
+    }
+
     /// The generated client, for tests that send messages this API would
     /// never build (hostile or oversized ones).
     pub fn raw_client(&self) -> pb::sync_client::SyncClient<tonic::transport::Channel> {
@@ -644,6 +732,18 @@ pub fn decode_untrusted(bytes: &[u8]) -> Result<usize, String> {
             },
         )?,
         round_trip::<pb::ReportRequest, _>("ReportRequest", bytes, same, kept)?,
+        round_trip(
+            "ShareReadsRequest",
+            bytes,
+            |r| Some(exchange_from(r)),
+            pb_exchange,
+        )?,
+        round_trip(
+            "ShareReadsResponse",
+            bytes,
+            |r| Some(answer_from(r)),
+            pb_answer,
+        )?,
         round_trip("PullBatch", bytes, |b| Some(batch_from(b)), pb_batch)?,
         round_trip("Report", bytes, |r| Some(report_from(r)), pb_report)?,
     ];

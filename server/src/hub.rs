@@ -20,8 +20,8 @@
 //! repair's answer is bounded too, and only pushes take the writer.
 
 use crate::store::{
-    Budget, Device, DocumentState, LogReader, NewLogEntry, Store, StoreError, StoredDocument,
-    audit_actor,
+    Budget, Device, DocumentState, LogReader, NewLogEntry, OfficeRead, Store, StoreError,
+    StoredDocument, audit_actor,
 };
 use automerge::{Automerge, Change, ROOT, ReadDoc};
 use keqing_proto::PullFeed;
@@ -1371,6 +1371,92 @@ impl keqing_proto::SyncHandler for Hub {
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))?
     }
+
+    async fn share_reads(
+        &self,
+        caller: Caller,
+        exchange: ReadsExchange,
+    ) -> Result<ReadsAnswer, SyncError> {
+        if exchange.reads.len() > limits::READS_PER_EXCHANGE {
+            return Err(SyncError::exhausted(format!(
+                "{} reads in one exchange; at most {}",
+                exchange.reads.len(),
+                limits::READS_PER_EXCHANGE
+            )));
+        }
+        let (device, _call) = self
+            .admission
+            .enter(&self.store, caller, CallKind::Plain)
+            .await?;
+        for (i, r) in exchange.reads.iter().enumerate() {
+            r.check()
+                .map_err(|why| SyncError::invalid(format!("read {i} of the exchange: {why}")))?;
+        }
+        self.with_store(move |store| share_reads(store, &device, exchange))
+            .await
+    }
+}
+
+/// How the read audit names headquarters' own devices' reads.
+pub const HQ_READS_OFFICE: &str = "hq";
+
+/// Keeps `device`'s reads (checked) under its enrolled office and name, and
+/// answers with its office's other devices' reads after the cursor (none
+/// for a headquarters device: it reads every office's at the server).
+fn share_reads(
+    store: &dyn Store,
+    device: &Device,
+    exchange: ReadsExchange,
+) -> Result<ReadsAnswer, SyncError> {
+    let office = device.office.as_deref().unwrap_or(HQ_READS_OFFICE);
+    let stored_through = exchange.reads.iter().map(|r| r.seq).max().unwrap_or(0);
+    let rows: Vec<OfficeRead> = exchange
+        .reads
+        .into_iter()
+        .map(|r| OfficeRead {
+            office: office.to_string(),
+            device_id: device.id.clone(),
+            device_name: device.name.clone(),
+            device_seq: r.seq,
+            at: r.at,
+            who: r.who,
+            action: r.action,
+            target: r.target,
+        })
+        .collect();
+    if !rows.is_empty() {
+        store.store_reads(&rows)?;
+    }
+    let mut answer = ReadsAnswer {
+        stored_through,
+        office_cursor: exchange.office_cursor,
+        ..ReadsAnswer::default()
+    };
+    let Some(office) = device.office.as_deref() else {
+        return Ok(answer);
+    };
+    let page = store.office_reads(
+        Some(office),
+        exchange.office_cursor,
+        limits::READS_PER_EXCHANGE as u32,
+    )?;
+    answer.more = page.len() == limits::READS_PER_EXCHANGE;
+    if let Some(last) = page.last() {
+        answer.office_cursor = last.seq;
+    }
+    answer.office = page
+        .into_iter()
+        .filter(|r| r.read.device_id != device.id)
+        .map(|r| ReadEntry {
+            seq: r.seq,
+            device: r.read.device_name,
+            at: r.read.at,
+            who: r.read.who,
+            action: r.read.action,
+            target: r.read.target,
+        })
+        .collect();
+    Ok(answer)
 }
 
 #[cfg(test)]

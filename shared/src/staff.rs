@@ -106,10 +106,12 @@ pub enum Duty {
     Conflicts,
     /// 员工: add, 离岗, 在岗.
     Staff,
+    /// 读取审计: who read which dossier, list or report at the office.
+    Audit,
 }
 
 impl Duty {
-    pub const ALL: [Duty; 14] = [
+    pub const ALL: [Duty; 15] = [
         Duty::Register,
         Duty::NonPatient,
         Duty::PatientDetails,
@@ -124,6 +126,7 @@ impl Duty {
         Duty::Typical,
         Duty::Conflicts,
         Duty::Staff,
+        Duty::Audit,
     ];
 
     pub fn chinese(self) -> &'static str {
@@ -142,6 +145,7 @@ impl Duty {
             Duty::Typical => "典型病例",
             Duty::Conflicts => "冲突",
             Duty::Staff => "员工",
+            Duty::Audit => "读取审计",
         }
     }
 }

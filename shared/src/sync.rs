@@ -61,6 +61,80 @@ pub struct PushAck {
     pub epoch: String,
 }
 
+/// What a read of patient data was: opening a dossier, showing a list of
+/// patients, writing a report to a file.
+pub const READ_ACTIONS: [&str; 3] = ["dossier.open", "list.read", "report.export"];
+/// The longest `who` of a read (a staff name, or `os:` and an OS account).
+pub const READ_WHO_CHARS: usize = 64;
+/// The longest `target` of a read (a dossier id, a list or report and its
+/// file).
+pub const READ_TARGET_CHARS: usize = 300;
+
+/// One read of patient data at an office device: who opened which
+/// dossier, showed which list, exported which report, when. It travels
+/// from the device to the server's read audit, and from there to the
+/// office's other devices (where the 主管 sees the office's audit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEntry {
+    /// The read's number at its device (sent), or its position in the
+    /// server's read audit (received).
+    pub seq: u64,
+    /// The device's name; empty when sent (the server knows who sends).
+    pub device: String,
+    pub at: String,
+    pub who: String,
+    pub action: String,
+    pub target: String,
+}
+
+impl ReadEntry {
+    /// The rule on a read a device sends (each refused read refuses the
+    /// whole exchange): numbered, a real time, one of [`READ_ACTIONS`],
+    /// bounded printable texts. The reason otherwise. Only a device that
+    /// forges its reads breaks it; a time ahead of the server's clock is
+    /// kept as the device said it (a device whose clock was wrong must not
+    /// hold its audit back for ever).
+    pub fn check(&self) -> Result<(), String> {
+        let printable = |field: &str, text: &str, max: usize| {
+            let n = text.chars().count();
+            if n == 0 || n > max || text.chars().any(char::is_control) {
+                Err(format!("a read's {field}: 1 to {max} printable characters"))
+            } else {
+                Ok(())
+            }
+        };
+        if self.seq == 0 {
+            return Err("a read's number starts at 1".into());
+        }
+        crate::when::parse_datetime(&self.at).map_err(|e| format!("a read's time: {e}"))?;
+        printable("who", &self.who, READ_WHO_CHARS)?;
+        if !READ_ACTIONS.contains(&self.action.as_str()) {
+            return Err(format!(
+                "a read's action is one of {}",
+                READ_ACTIONS.join(", ")
+            ));
+        }
+        printable("target", &self.target, READ_TARGET_CHARS)
+    }
+}
+
+/// A device's reads for the server, and where it is in its office's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadsExchange {
+    pub reads: Vec<ReadEntry>,
+    pub office_cursor: u64,
+}
+
+/// The server's answer: the sent reads are kept up to `stored_through`;
+/// the office's other devices' reads after the cursor, and the new cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadsAnswer {
+    pub stored_through: u64,
+    pub office: Vec<ReadEntry>,
+    pub office_cursor: u64,
+    pub more: bool,
+}
+
 /// Who a device is, as the server knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
@@ -168,6 +242,8 @@ pub mod limits {
     pub const PULLS_PER_DEVICE: usize = 2;
     /// Repairs one device may have going at once.
     pub const REPAIRS_PER_DEVICE: usize = 1;
+    /// Most reads one exchange sends, or brings back.
+    pub const READS_PER_EXCHANGE: usize = 500;
     /// Requests one device token may make per second on average...
     pub const REQUESTS_PER_SECOND: u32 = 50;
     /// ...and at once (a sync is two or three; a big push, one per batch).

@@ -348,3 +348,238 @@ fn the_workstation_signs_staff_in_and_out() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert!(r.text().contains("尝试次数过多"), "{}", r.text());
 }
+
+/// Signs `name` in at the workstation at `addr`: the session cookie and the
+/// page's form secret.
+fn workstation_sign_in(addr: &str, name: &str, password: &str) -> String {
+    use keqing_tests::http::{FORM, csrf_of, form, http};
+    let page = http(addr, "GET", "/login", &[], b"");
+    let r = http(
+        addr,
+        "POST",
+        "/login",
+        &[FORM],
+        &form(&[
+            ("csrf", &csrf_of(&page.text())),
+            ("name", name),
+            ("password", password),
+        ]),
+    );
+    assert_eq!(r.status, 303, "{name}: {}", r.text());
+    r.header("set-cookie")
+        .expect("a session")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Every read of patient data (a dossier opened at the command line or the
+/// workstation, a list shown, a report written to a file) reaches the
+/// server's read audit at the next sync, under the device's enrolled
+/// office and name, once however often it is sent; the office's other
+/// devices fetch it, and the 主管 (only) sees the office's reads in the
+/// workstation; headquarters' administrator sees them on the dashboard.
+/// Forged reads are refused whole.
+#[test]
+fn reads_reach_the_server_and_the_offices_other_devices() {
+    use keqing_shared::sync::{ReadEntry, ReadsExchange, SyncErrorKind};
+    use keqing_tests::http::http;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a"));
+    let b = Office::new(tmp.path().join("b"));
+    let bj = Office::new(tmp.path().join("bj"));
+    a.enroll_on(&server, Some("44"), "前台1");
+    b.enroll_on(&server, Some("44"), "前台2");
+    bj.enroll_on(&server, Some("11"), "北京前台1");
+    for (name, role) in [("李娜", "supervisor"), ("赵敏", "followup")] {
+        let r = a.run_with_stdin(
+            &[
+                "staff",
+                "add",
+                "--name",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(r.ok, "{}", r.stderr);
+    }
+    let patient = a.call("13800138000", "张三", "李娜", "2026-11-20T09:00");
+    a.ok(&["patient", &patient]);
+    a.ok(&["list", "--category", "未到堂", "--date", "2026-11-20"]);
+    let file = tmp.path().join("日报.csv");
+    a.ok(&[
+        "report",
+        "daily",
+        "--date",
+        "2026-11-20",
+        "--format",
+        "csv",
+        "--out",
+        &file.to_string_lossy(),
+    ]);
+    bj.ok(&["staff", "add", "--name", "钱七", "--role", "consultant"]);
+    let other = bj.call("13900139000", "李四", "钱七", "2026-11-20T09:00");
+    bj.ok(&["patient", &other]);
+    let synced = a.ok(&["sync", "--json"]).json();
+    assert_eq!(synced["reads_sent"], 3, "{synced}");
+    bj.ok(&["sync"]);
+    let synced = b.ok(&["sync", "--json"]).json();
+    assert_eq!(synced["office_reads"], 3, "a's reads came: {synced}");
+
+    // At the other device, 李娜 opens the dossier in the workstation.
+    let ui = b.workstation();
+    let li_na = workstation_sign_in(&ui.addr, "李娜", PASSWORD);
+    let page = http(
+        &ui.addr,
+        "GET",
+        &format!("/patient/{patient}"),
+        &[("Cookie", &li_na)],
+        b"",
+    );
+    assert_eq!(page.status, 200);
+    let synced = b.ok(&["sync", "--json"]).json();
+    assert_eq!(synced["reads_sent"], 1, "{synced}");
+    assert_eq!(
+        synced["office_reads"], 0,
+        "its own read is not fetched back"
+    );
+    // A sync with nothing new sends nothing again.
+    let again = b.ok(&["sync", "--json"]).json();
+    assert_eq!(again["reads_sent"], 0, "{again}");
+
+    // The server's read audit, per office, under the enrolled names.
+    let gd = Server::admin(&server.dir, &["reads", "--office", "44", "--json"]).json();
+    let lines: Vec<(String, String, String)> = gd
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["device_name"].as_str().unwrap().to_string(),
+                l["who"].as_str().unwrap().to_string(),
+                l["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let actions: Vec<&str> = lines.iter().map(|l| l.2.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["dossier.open", "list.read", "report.export", "dossier.open"],
+        "{gd}"
+    );
+    assert!(lines[..3].iter().all(|l| l.0 == "前台1"), "{gd}");
+    assert_eq!(
+        (lines[3].0.as_str(), lines[3].1.as_str()),
+        ("前台2", "李娜")
+    );
+    assert!(gd.to_string().contains(&patient));
+    assert!(!gd.to_string().contains(&other), "another office's read");
+    let bj_lines = Server::admin(&server.dir, &["reads", "--office", "11", "--json"]).json();
+    assert_eq!(bj_lines.as_array().unwrap().len(), 1, "{bj_lines}");
+
+    // The first device fetches the second's read; its 主管 sees the
+    // office's reads in the workstation, its 回访人员 does not.
+    let synced = a.ok(&["sync", "--json"]).json();
+    assert_eq!(synced["office_reads"], 1, "{synced}");
+    let office_reads = a.ok(&["reads", "--json"]).json();
+    assert!(
+        office_reads
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["device"] == "前台2" && l["who"] == "李娜"),
+        "{office_reads}"
+    );
+    assert!(!office_reads.to_string().contains("钱七"), "{office_reads}");
+    drop(ui);
+    let ui = a.workstation();
+    let li_na = workstation_sign_in(&ui.addr, "李娜", PASSWORD);
+    let audit = http(&ui.addr, "GET", "/audit", &[("Cookie", &li_na)], b"");
+    assert_eq!(audit.status, 200);
+    let text = audit.text();
+    assert!(text.contains("前台2") && text.contains("打开档案") && text.contains("查看名单"));
+    let zhao_min = workstation_sign_in(&ui.addr, "赵敏", PASSWORD);
+    let refused = http(&ui.addr, "GET", "/audit", &[("Cookie", &zhao_min)], b"");
+    assert_eq!(refused.status, 403);
+    assert!(!refused.text().contains("前台2"));
+
+    // Headquarters' administrator sees them on the dashboard.
+    Server::add_user_in(&server.dir, "周主任", "admin", PASSWORD);
+    let dash = keqing_tests::WebProcess::start(
+        &keqing_tests::server_bin(),
+        &[
+            "--data",
+            &server.dir.to_string_lossy(),
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let (status, html) =
+        crate::web_guards::dashboard_get(&dash.addr, "周主任", PASSWORD, "/reads?office=44");
+    assert_eq!(status, 200);
+    assert!(html.contains("李娜") && html.contains(&patient), "{html}");
+
+    // A forged read refuses its whole exchange; so do too many at once.
+    let token = server.add_device(Some("44"), "前台3");
+    let stored = || {
+        Server::admin(&server.dir, &["reads", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let before = stored();
+    let read = |seq: u64, action: &str| ReadEntry {
+        seq,
+        device: String::new(),
+        at: "2026-11-20T10:00:00".into(),
+        who: "李娜".into(),
+        action: action.into(),
+        target: patient.clone(),
+    };
+    keqing_tests::runtime().block_on(async {
+        let mut c = keqing_proto::SyncConnection::connect(
+            &server.url(),
+            &token,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        let forged = c
+            .share_reads(ReadsExchange {
+                reads: vec![read(1, "dossier.open"), read(2, "dossier.delete")],
+                office_cursor: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(forged.kind, SyncErrorKind::InvalidArgument, "{forged}");
+        assert!(forged.message.contains("read 1"), "{forged}");
+        let flood = c
+            .share_reads(ReadsExchange {
+                reads: (1..=501).map(|n| read(n, "dossier.open")).collect(),
+                office_cursor: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(flood.kind, SyncErrorKind::ResourceExhausted, "{flood}");
+        // A right one is kept once, however often it comes.
+        for _ in 0..2 {
+            let answer = c
+                .share_reads(ReadsExchange {
+                    reads: vec![read(1, "dossier.open")],
+                    office_cursor: 0,
+                })
+                .await
+                .unwrap();
+            assert_eq!(answer.stored_through, 1);
+            assert_eq!(answer.office.len(), 4, "the office's other devices' reads");
+        }
+    });
+    assert_eq!(stored(), before + 1, "nothing of the refused exchanges");
+}

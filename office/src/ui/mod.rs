@@ -277,6 +277,7 @@ fn router(app: App) -> Router {
         .route("/deliveries", get(deliveries))
         .route("/staff", get(staff_page).post(staff_add))
         .route("/staff/active", post(staff_active))
+        .route("/audit", get(audit))
         .route("/patient/{id}", get(patient))
         .route("/patient/{id}/{action}", post(patient_action))
         .route("/sync", post(sync_now))
@@ -636,10 +637,7 @@ async fn patient(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, UiError> {
     let frame = app.frame().await?;
-    let who = frame
-        .signed_in
-        .clone()
-        .unwrap_or_else(|| "工作台（未登录） workstation, nobody signed in".to_string());
+    let who = reader(&frame);
     let (view, slots) = app
         .desk(move |d| {
             let (view, slots) = d.dossier(&id)?;
@@ -761,31 +759,31 @@ async fn lists(
                 .into_response());
         }
     };
+    let who = reader(&frame);
     let (counts, rows) = app
         .desk(move |d| {
             let counts = d.list_counts(day)?;
             let rows = match filter {
-                Some(f) => Some((f, d.list(f, day, LIST_LIMIT)?)),
+                Some(f) => Some((f, d.list(&who, f, day, LIST_LIMIT)?)),
                 None => None,
             };
             Ok((counts, rows))
         })
         .await?;
-    let chosen = rows
-        .as_ref()
-        .map(|(f, rows)| (list_label(*f), rows.as_slice()));
+    let chosen = rows.as_ref().map(|(f, rows)| (f.label(), rows.as_slice()));
     Ok(pages::lists(&frame, day, &counts, chosen, None).into_response())
 }
 
 /// How many patients a list page shows (most recently in touch first).
 const LIST_LIMIT: usize = 500;
 
-fn list_label(f: crate::store::ListFilter) -> &'static str {
-    match f {
-        crate::store::ListFilter::Category(c) => c.chinese(),
-        crate::store::ListFilter::Typical => "典型",
-        crate::store::ListFilter::Problem => "问题",
-    }
+/// Who the read audit names for a read at the workstation: the signed-in
+/// person, or the workstation itself when the office has no accounts.
+fn reader(frame: &pages::Frame) -> String {
+    frame
+        .signed_in
+        .clone()
+        .unwrap_or_else(|| "工作台（未登录） workstation, nobody signed in".to_string())
 }
 
 /// 外送: what is still to deliver.
@@ -804,6 +802,17 @@ async fn deliveries(
 }
 
 /// 员工: the whole roster, on leave included.
+/// How many lines of the read audit the page shows.
+const AUDIT_LINES: usize = 500;
+
+/// 读取审计: the office's reads of patient data (the 主管's page).
+async fn audit(State(app): State<App>) -> Result<Markup, UiError> {
+    require(Duty::Audit)?;
+    let frame = app.frame().await?;
+    let lines = app.desk(|d| d.replica().reads(AUDIT_LINES)).await?;
+    Ok(pages::audit(&frame, &lines, AUDIT_LINES))
+}
+
 async fn staff_page(
     State(app): State<App>,
     Query(q): Query<HashMap<String, String>>,

@@ -120,7 +120,7 @@ fn flash(saved: Option<&str>) -> Option<&'static str> {
     })
 }
 
-const NAV: [(&str, &str, &str); 7] = [
+const NAV: [(&str, &str, &str); 8] = [
     ("/", "今日回访", "today"),
     ("/call", "电话登记", "call"),
     ("/search", "查找患者", "search"),
@@ -128,6 +128,7 @@ const NAV: [(&str, &str, &str); 7] = [
     ("/deliveries", "外送", "deliveries"),
     ("/staff", "员工", "staff"),
     ("/summary", "每日汇总", "summary"),
+    ("/audit", "读取审计", "audit"),
 ];
 
 /// A page's `head`: its title, the stylesheet, and the script when the page
@@ -196,6 +197,7 @@ fn offered(frame: &Frame, href: &str) -> bool {
     let duty = match href {
         "/call" => Duty::Register,
         "/staff" => Duty::Staff,
+        "/audit" => Duty::Audit,
         _ => return true,
     };
     frame.role.is_none_or(|r| r.may(duty))
@@ -1441,6 +1443,43 @@ pub fn deliveries(
         }
     };
     layout(frame, "外送", "deliveries", saved, body)
+}
+
+/// 读取审计: who read which dossier, list or report at this office, newest
+/// first: this device's reads, and the other devices' as far as the last
+/// sync brought them.
+pub fn audit(frame: &Frame, lines: &[crate::store::ReadLine], limit: usize) -> Markup {
+    let body = html! {
+        h1 { "读取审计" }
+        p { "谁在哪台设备上打开了哪份档案、查看了哪份名单、导出了哪份报表。本机的记录即时可见，其他设备的记录在同步后可见；记录只增不改，并同步到总部。" }
+        @if lines.is_empty() {
+            p.empty { "还没有读取记录。" }
+        } @else {
+            table.list id="audit" {
+                thead { tr { th { "时间" } th { "设备" } th { "人员" } th { "操作" } th { "对象" } } }
+                tbody {
+                    @for l in lines {
+                        tr {
+                            td.t { (l.read.at) } td.t { (l.device) } td.t { (l.read.who) }
+                            td.t { (read_action(&l.read.action)) } td.t { (l.read.target) }
+                        }
+                    }
+                }
+            }
+            @if lines.len() >= limit { p { "只显示最近 " (limit) " 条（" code { "keqing reads --limit N" } " 可看更多）。" } }
+        }
+    };
+    layout(frame, "读取审计", "audit", None, body)
+}
+
+/// A read's action as the office says it.
+fn read_action(action: &str) -> &str {
+    match action {
+        "dossier.open" => "打开档案",
+        "list.read" => "查看名单",
+        "report.export" => "导出报表",
+        other => other,
+    }
 }
 
 /// 员工: everyone of the office, who is on leave (kept in history, gone
