@@ -316,6 +316,9 @@ pub struct DueEntry {
 
 pub struct Desk {
     replica: Replica,
+    /// Who is typing records in, when a front end says so
+    /// ([`Desk::entered_by`]).
+    enterer: Option<String>,
 }
 
 /// What a merge did.
@@ -370,17 +373,36 @@ impl Desk {
             let (roster, genesis) = Roster::genesis(office.code)?;
             replica.write(|w| w.save_roster(office.code, &roster, &[&genesis], now_cst()))?;
         }
-        Ok(Desk { replica })
+        Ok(Desk {
+            replica,
+            enterer: None,
+        })
     }
 
     pub fn open(dir: &Path) -> Result<Desk> {
         Ok(Desk {
             replica: Replica::open(dir)?,
+            enterer: None,
         })
     }
 
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    /// Runs `f` with `who` typing the records in: a record `f` adds that is
+    /// credited to someone else says who entered it (the dossier's
+    /// `entered_by`). The workstation runs a signed-in 主管's records for
+    /// others this way.
+    pub fn entered_by<T>(
+        &mut self,
+        who: Option<&str>,
+        f: impl FnOnce(&mut Desk) -> Result<T>,
+    ) -> Result<T> {
+        let before = std::mem::replace(&mut self.enterer, who.map(str::to_string));
+        let out = f(self);
+        self.enterer = before;
+        out
     }
 
     pub fn replica_mut(&mut self) -> &mut Replica {
@@ -575,6 +597,7 @@ impl Desk {
         check_age(input.age)?;
         check_time("at", input.at)?;
         let staff = self.staff_member(&input.staff)?;
+        let enterer = self.enterer.clone();
         let given = input
             .patient
             .as_deref()
@@ -642,6 +665,7 @@ impl Desk {
             let is_new = created_change.is_some();
             let change = dossier
                 .edit(now_ms(), |tx| {
+                    tx.enter_as(enterer.as_deref());
                     if is_new {
                         tx.update_patient(&PatientUpdate {
                             name: Some(name.clone()),
@@ -681,6 +705,7 @@ impl Desk {
     ) -> Result<(DossierView, T)> {
         let id = self.resolve_patient(patient)?;
         let office = self.office().to_string();
+        let enterer = self.enterer.clone();
         self.replica.write(|w| {
             let mut dossier = load_dossier(w, &id, &office)?;
             if let Some(into) = dossier.merged_into()? {
@@ -688,6 +713,7 @@ impl Desk {
             }
             let mut out = None;
             let change = dossier.edit(now_ms(), |tx| {
+                tx.enter_as(enterer.as_deref());
                 out = Some(f(tx)?);
                 Ok(())
             })?;

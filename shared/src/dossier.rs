@@ -42,7 +42,7 @@ use automerge::{
 use chrono::NaiveDateTime;
 use serde::Serialize;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// Version of the document layout above.
@@ -53,6 +53,11 @@ const PHONES: &str = "phones";
 const DISEASES: &str = "diseases";
 const TYPICAL: &str = "typical";
 const MERGED_INTO: &str = "merged_into";
+/// Root keys `entered/<record id>`: who typed a record in for the staff
+/// member it is credited to (a 主管 at the workstation), when that is
+/// someone else. One scalar per record at the root, like the plan changes,
+/// so two devices never race to create a shared map.
+const ENTERED_PREFIX: &str = "entered/";
 
 /// Every collection of records a dossier has.
 pub const COLLECTIONS: [&str; 9] = [
@@ -201,6 +206,10 @@ pub struct DossierView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<String>,
     pub conflicts: Vec<Conflict>,
+    /// Record id → who entered it, for records typed in by someone else
+    /// than the staff member they are credited to.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub entered_by: BTreeMap<String, String>,
 }
 
 impl DossierView {
@@ -442,6 +451,7 @@ impl Dossier {
                     phones,
                     diseases,
                     typical,
+                    enterer: None,
                 };
                 f(&mut dtx)
             },
@@ -537,6 +547,7 @@ struct Walk<'a> {
     /// Keys in the typical-case map, values of any kind (as `length`).
     typical_len: usize,
     collections: [Option<Vec<Vec<Field<'a>>>>; 9],
+    entered_by: BTreeMap<String, String>,
 }
 
 impl<'a> Walk<'a> {
@@ -571,6 +582,12 @@ impl<'a> Walk<'a> {
                 _ if is_map && key.starts_with(PLAN_PREFIX) => {
                     self.plan.push(Vec::new());
                     child(Place::Plan(self.plan.len() - 1));
+                }
+                _ if key.starts_with(ENTERED_PREFIX) => {
+                    if let ValueRef::Scalar(ScalarValueRef::Str(by)) = &item.value {
+                        self.entered_by
+                            .insert(key[ENTERED_PREFIX.len()..].to_string(), by.to_string());
+                    }
                 }
                 _ => {
                     if let Some(i) = COLLECTIONS.iter().position(|c| *c == key)
@@ -714,6 +731,7 @@ impl<'a> Walk<'a> {
             typical,
             merged_into: self.merged_into,
             conflicts,
+            entered_by: self.entered_by,
         })
     }
 }
@@ -736,6 +754,8 @@ pub struct DossierTx<'a, 'd> {
     phones: ObjId,
     diseases: ObjId,
     typical: ObjId,
+    /// Who is typing this edit's records in ([`DossierTx::enter_as`]).
+    enterer: Option<String>,
 }
 
 impl DossierTx<'_, '_> {
@@ -796,7 +816,18 @@ impl DossierTx<'_, '_> {
             ));
         }
         let map = self.tx.put_object(&coll, record.id(), ObjType::Map)?;
-        write_map(self.tx, &map, record)
+        write_map(self.tx, &map, record)?;
+        if let Some(by) = self.enterer.as_deref().filter(|by| *by != record.staff()) {
+            self.tx
+                .put(&ROOT, format!("{ENTERED_PREFIX}{}", record.id()), by)?;
+        }
+        Ok(())
+    }
+
+    /// Records added from now on in this edit were typed in by `who`: a
+    /// record credited to someone else says so (`DossierView::entered_by`).
+    pub fn enter_as(&mut self, who: Option<&str>) {
+        self.enterer = who.map(str::to_string);
     }
 
     /// Overwrites the given fields of an existing record.
@@ -1261,11 +1292,17 @@ mod tests {
         };
         let created_at = root_str(doc, "created_at")?;
         let mut plan = Vec::new();
+        let mut entered_by = BTreeMap::new();
         for item in doc.map_range(ROOT, ..) {
             if item.key.starts_with(PLAN_PREFIX)
                 && let ValueRef::Object(ObjType::Map) = item.value
             {
                 plan.push(read_map::<PlanChange>(doc, &item.id())?);
+            }
+            if let Some(id) = item.key.strip_prefix(ENTERED_PREFIX)
+                && let ValueRef::Scalar(ScalarValueRef::Str(by)) = &item.value
+            {
+                entered_by.insert(id.to_string(), by.to_string());
             }
         }
         plan.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
@@ -1287,6 +1324,7 @@ mod tests {
             typical,
             merged_into: merged_into_of(doc)?,
             conflicts,
+            entered_by,
         })
     }
 

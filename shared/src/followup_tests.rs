@@ -30,6 +30,7 @@ fn view() -> DossierView {
         typical: None,
         merged_into: None,
         conflicts: vec![],
+        entered_by: Default::default(),
     }
 }
 

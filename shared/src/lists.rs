@@ -193,6 +193,7 @@ mod tests {
             typical: None,
             merged_into: None,
             conflicts: vec![],
+            entered_by: Default::default(),
         }
     }
 

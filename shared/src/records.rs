@@ -20,6 +20,8 @@ pub trait Record: Serialize + DeserializeOwned {
     fn id(&self) -> &str;
     /// When it happened, for the dossier's timeline.
     fn at(&self) -> NaiveDateTime;
+    /// Who it is credited to (经手人员).
+    fn staff(&self) -> &str;
 }
 
 macro_rules! record {
@@ -31,6 +33,9 @@ macro_rules! record {
             }
             fn at(&self) -> NaiveDateTime {
                 self.$at
+            }
+            fn staff(&self) -> &str {
+                &self.staff
             }
         }
     };
@@ -323,6 +328,9 @@ macro_rules! contact_record {
             }
             fn at(&self) -> NaiveDateTime {
                 self.0.at
+            }
+            fn staff(&self) -> &str {
+                &self.0.staff
             }
         }
     };

@@ -323,6 +323,43 @@ fn the_workstation_signs_staff_in_and_out() {
     let li_na = session(&login("李娜", PASSWORD));
     assert_eq!(get(&li_na, "/staff").status, 200);
     assert!(get(&li_na, "/").text().contains("href=\"/staff\""));
+    // The 主管 records a follow-up for 赵敏: credited to 赵敏, and the
+    // dossier says 李娜 typed it in; 赵敏's own record says nothing more.
+    let for_her = [
+        ("staff", "赵敏"),
+        ("outcome", "主管代录的回访"),
+        ("kind", "电话回访"),
+    ];
+    let r = post(&li_na, &path, &for_her);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let saved = office.ok(&["patient", &patient, "--json"]).json();
+    let dossier = &saved["dossier"];
+    let by_outcome = |outcome: &str| {
+        dossier["followups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("{outcome}: {saved}"))
+            .clone()
+    };
+    let entered = by_outcome("主管代录的回访");
+    assert_eq!(entered["staff"], "赵敏");
+    let id = entered["id"].as_str().unwrap();
+    assert_eq!(dossier["entered_by"][id], "李娜", "{saved}");
+    let own = by_outcome("服药正常");
+    assert!(
+        dossier["entered_by"]
+            .get(own["id"].as_str().unwrap())
+            .is_none(),
+        "{saved}"
+    );
+    assert!(
+        get(&li_na, &format!("/patient/{patient}"))
+            .text()
+            .contains("李娜 代录"),
+        "the dossier page says who typed it in"
+    );
 
     // 王芳 leaves while signed in: her next request goes to the sign-in
     // page, and she cannot sign in again.

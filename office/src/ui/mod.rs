@@ -71,13 +71,15 @@ fn require(duty: Duty) -> Result<(), UiError> {
 }
 
 /// Work done by the signed-in person is recorded as theirs, whatever
-/// the form says: only a 主管 records for someone else.
-fn own_work(form: &mut FormData) {
-    if let Some(m) = signed_in()
-        && m.role != keqing_shared::staff::Role::Supervisor
-    {
+/// the form says: only a 主管 records for someone else. Gives who is typing
+/// it in, for the record to say so when it is credited to someone else
+/// ([`Desk::entered_by`]).
+fn own_work(form: &mut FormData) -> Option<String> {
+    let m = signed_in()?;
+    if m.role != keqing_shared::staff::Role::Supervisor {
         form.set("staff", &m.name);
     }
+    Some(m.name)
 }
 
 struct Inner {
@@ -524,7 +526,7 @@ async fn call_submit(
 ) -> Result<Response, UiError> {
     let mut form = FormData::from(fields);
     app.check_csrf(&form)?;
-    own_work(&mut form);
+    let enterer = own_work(&mut form);
     if !form.get("kind").is_empty() {
         require(Duty::NonPatient)?;
         return nonpatient_submit(&app, form).await;
@@ -535,7 +537,10 @@ async fn call_submit(
         Err(errors) => return form_again(&app, &form, errors).await,
     };
     let staff = input.staff.clone();
-    match app.desk(move |d| d.register_call(&input)).await {
+    match app
+        .desk(move |d| d.entered_by(enterer.as_deref(), |d| d.register_call(&input)))
+        .await
+    {
         Ok(out) => {
             app.remember_staff(&staff);
             Ok(Redirect::to(&format!("/patient/{}?saved=call", out.dossier_id)).into_response())
@@ -669,12 +674,15 @@ async fn patient_action(
         )))
     })?;
     require(action.duty())?;
-    own_work(&mut form);
+    let enterer = own_work(&mut form);
     let back = forms::back_path(&form, &format!("/patient/{id}"));
     let staff = form.get("staff").to_string();
     let target = id.clone();
     let outcome = match forms::action_edit(action, &form) {
-        Ok(edit) => app.desk(move |d| edit.apply(d, &target)).await,
+        Ok(edit) => {
+            app.desk(move |d| d.entered_by(enterer.as_deref(), |d| edit.apply(d, &target)))
+                .await
+        }
         Err(errors) => return action_again(&app, &id, action, &form, errors, &back).await,
     };
     match outcome {

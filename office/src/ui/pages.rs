@@ -683,6 +683,9 @@ pub fn summary(
 }
 
 struct TimelineEntry {
+    /// The record's id (who entered it, when not its staff member, is
+    /// kept by id).
+    id: String,
     at: NaiveDateTime,
     kind: &'static str,
     body: Markup,
@@ -693,6 +696,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
     for c in &v.calls {
         out.push(TimelineEntry {
             at: c.at,
+            id: c.id.clone(),
             kind: "来电",
             body: html! {
                 (c.staff) " 接听 " (c.caller_phone)
@@ -708,6 +712,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
     for x in &v.visits {
         out.push(TimelineEntry {
             at: x.at,
+            id: x.id.clone(),
             kind: "到堂",
             body: html! {
                 (x.staff) " 接待 · " (if x.purchased { "已购药" } else { "未购" })
@@ -719,6 +724,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
     for p in &v.purchases {
         out.push(TimelineEntry {
             at: p.at,
+            id: p.id.clone(),
             kind: "购药",
             body: html! {
                 (p.product) " " (p.quantity) " 盒 ¥" (fmt_yuan(p.amount_fen)) " · " (p.staff)
@@ -731,6 +737,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
     for f in &v.followups {
         out.push(TimelineEntry {
             at: f.at,
+            id: f.id.clone(),
             kind: "回访",
             body: html! {
                 (f.staff) " · " (f.kind) "：" (f.outcome)
@@ -741,6 +748,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
     for h in &v.hospital_stays {
         out.push(TimelineEntry {
             at: h.at,
+            id: h.id.clone(),
             kind: "住院",
             body: html! {
                 "入院 " (fmt_date(h.admitted))
@@ -753,6 +761,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
     for d in &v.deliveries {
         out.push(TimelineEntry {
             at: d.at,
+            id: d.id.clone(),
             kind: "外送",
             body: html! {
                 (d.staff) " · " strong { (d.state().chinese()) }
@@ -769,6 +778,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
     for c in &v.plan {
         out.push(TimelineEntry {
             at: c.at,
+            id: c.id.clone(),
             kind: "回访计划",
             body: html! {
                 (c.staff) " · " (c.action.chinese())
@@ -782,6 +792,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
     for x in &v.problems {
         out.push(TimelineEntry {
             at: x.at,
+            id: x.id.clone(),
             kind: "问题",
             body: html! {
                 (x.staff) " · " strong { (x.state.chinese()) } "：" (x.description)
@@ -796,6 +807,7 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
         for c in contacts {
             out.push(TimelineEntry {
                 at: c.at,
+                id: c.id.clone(),
                 kind,
                 body: html! { (c.staff) @if let Some(n) = &c.notes { " · " (n) } },
             });
@@ -925,7 +937,13 @@ pub fn patient(
             h2 { "记录" }
             ol {
                 @for e in timeline(v) {
-                    li { span.when { (shown_time(e.at)) } span.kind { (e.kind) } div.body { (e.body) } }
+                    li {
+                        span.when { (shown_time(e.at)) } span.kind { (e.kind) }
+                        div.body {
+                            (e.body)
+                            @if let Some(by) = v.entered_by.get(&e.id) { span.entered { "（" (by) " 代录）" } }
+                        }
+                    }
                 }
             }
         }
