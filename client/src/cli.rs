@@ -243,8 +243,8 @@ enum Command {
         sync_every: u64,
         /// Minutes without a request after which a signed-in person is
         /// signed out (when the office's staff have passwords)
-        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
-        idle_minutes: u64,
+        #[arg(long, default_value = "15", value_parser = keqing_host::sign_in::parse_idle_minutes)]
+        idle_minutes: Duration,
     },
     /// 加密 Encrypt this replica in place (SQLCipher, AES-256)
     ///
@@ -1678,7 +1678,7 @@ fn run(cli: Cli) -> Result<()> {
                     listener,
                     keqing_office::ui::UiOptions {
                         sync_every: (sync_every > 0).then(|| Duration::from_secs(sync_every)),
-                        idle_sign_out: Duration::from_secs(idle_minutes * 60),
+                        idle_sign_out: idle_minutes,
                     },
                     keqing_host::shutdown_signal(),
                 )

@@ -47,6 +47,19 @@ pub fn cleared_cookie(name: &str) -> String {
     format!("{name}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
 }
 
+/// Parses an idle time given in minutes (`--idle-minutes`): a decimal
+/// number from 0.05 (3 seconds, for rehearsals and tests) to 1440 (a day).
+pub fn parse_idle_minutes(text: &str) -> Result<Duration, String> {
+    let minutes: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of minutes"))?;
+    if !(0.05..=1440.0).contains(&minutes) {
+        return Err(format!("{minutes} minutes: from 0.05 to 1440"));
+    }
+    Ok(Duration::from_secs_f64(minutes * 60.0))
+}
+
 /// One signed-in person's session: who (`T`), the secret their forms
 /// carry, and when it was last used.
 struct Session<T> {
@@ -171,6 +184,15 @@ impl<K: Eq + Hash + Clone> Throttle<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idle_minutes_parse_within_bounds() {
+        assert_eq!(parse_idle_minutes("15"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_idle_minutes("0.05"), Ok(Duration::from_secs(3)));
+        for bad in ["0", "0.01", "1441", "NaN", "inf", "十五", ""] {
+            assert!(parse_idle_minutes(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_session_ends_after_its_idle_time_and_each_use_restarts_it() {

@@ -55,8 +55,8 @@ enum Command {
         #[arg(long)]
         client_ca: Option<PathBuf>,
         /// Dashboard sessions end after this many minutes without a request
-        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
-        idle_minutes: u64,
+        #[arg(long, default_value = "15", value_parser = keqing_host::sign_in::parse_idle_minutes)]
+        idle_minutes: std::time::Duration,
     },
     /// 证书 TLS certificates for `serve --tls`
     #[command(subcommand)]
@@ -67,8 +67,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: String,
         /// Sessions end after this many minutes without a request
-        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
-        idle_minutes: u64,
+        #[arg(long, default_value = "15", value_parser = keqing_host::sign_in::parse_idle_minutes)]
+        idle_minutes: std::time::Duration,
     },
     /// 设备 Devices (enrolment tokens); works whether or not the server runs
     #[command(subcommand)]
@@ -500,7 +500,7 @@ fn run(cli: Cli) -> Result<()> {
                             keqing_server::dashboard::DashboardOptions {
                                 access,
                                 tls,
-                                idle: Some(std::time::Duration::from_secs(idle_minutes * 60)),
+                                idle: Some(idle_minutes),
                             },
                             until(stopped.clone()),
                         )))
@@ -529,7 +529,7 @@ fn run(cli: Cli) -> Result<()> {
                     store,
                     listener,
                     keqing_server::dashboard::DashboardOptions {
-                        idle: Some(std::time::Duration::from_secs(idle_minutes * 60)),
+                        idle: Some(idle_minutes),
                         ..Default::default()
                     },
                     keqing_host::shutdown_signal(),

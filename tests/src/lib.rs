@@ -198,8 +198,13 @@ impl Office {
     /// Starts the office workstation (`keqing ui`) on a free loopback port,
     /// no background sync, with this office's passphrase if it has one.
     pub fn workstation(&self) -> WebProcess {
+        self.workstation_with(&[])
+    }
+
+    /// [`Office::workstation`] with more options of `keqing ui`.
+    pub fn workstation_with(&self, options: &[&str]) -> WebProcess {
         let dir = self.dir.to_string_lossy();
-        let args = [
+        let mut args = vec![
             "--data",
             dir.as_ref(),
             "ui",
@@ -208,6 +213,7 @@ impl Office {
             "--sync-every",
             "0",
         ];
+        args.extend_from_slice(options);
         let mut env = Vec::new();
         if let Some(k) = &self.key {
             env.push(("KEQING_DB_KEY", k.as_str()));

@@ -955,3 +955,105 @@ async fn the_whole_day_is_done_in_the_workstation() {
 
     c.close().await.unwrap();
 }
+
+/// Staff of an office with accounts in Chromium: a 回访人员 is neither
+/// offered nor let into the register and the staff page; what she records
+/// is hers; a member marked 离岗 at another device is signed out and
+/// refused here once the sync brings it; an idle session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_sign_in_roles_leaving_and_idle_in_chromium() {
+    const PASSWORD: &str = "心脑通 2026-冬";
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a")).with_clock(CLOCK);
+    let b = Office::new(tmp.path().join("b")).with_clock(CLOCK);
+    a.enroll_on(&server, Some("44"), "广东前台1");
+    b.enroll_on(&server, Some("44"), "广东前台2");
+    for (name, role) in [
+        ("李娜", "supervisor"),
+        ("赵敏", "followup"),
+        ("王芳", "consultant"),
+    ] {
+        let r = a.run_with_stdin(
+            &[
+                "staff",
+                "add",
+                "--name",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            &format!("{PASSWORD}\n"),
+        );
+        assert!(r.ok, "{}", r.stderr);
+    }
+    let patient = a.call("13800138000", "张三", "王芳", "2026-11-20T09:00");
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    let ui = b.workstation();
+    let driver = Driver::start();
+    let c = driver.browser().await;
+    let sign_in = async |name: &str| {
+        c.goto(&format!("{}/login", ui.url())).await.unwrap();
+        fill(&c, "#name", name).await;
+        fill(&c, "#password", PASSWORD).await;
+        click(&c, "#login").await;
+        wait_for_page(&c, "signed in", |h| {
+            h.contains(&format!("id=\"signed-in\">{name}"))
+        })
+        .await;
+    };
+
+    // 赵敏 (回访人员): no register or staff page offered, both refused.
+    sign_in("赵敏").await;
+    let home = c.source().await.unwrap();
+    assert!(!home.contains("href=\"/staff\"") && !home.contains("href=\"/call\""));
+    for page in ["/staff", "/call"] {
+        c.goto(&format!("{}{page}", ui.url())).await.unwrap();
+        wait_for_page(&c, "the refusal", |h| {
+            h.contains("你的岗位（回访人员）没有此职责")
+        })
+        .await;
+    }
+    screenshot(&c, "office-role-refused.png").await;
+    // Her follow-up is hers: her name on the form, no pick list.
+    c.goto(&format!("{}/patient/{patient}", ui.url()))
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("class=\"me\"") && !page.contains("name=\"staff\" required"));
+    fill(&c, "#followup-outcome", "服药正常，血压平稳").await;
+    click(&c, "#followup-save").await;
+    wait_for_page(&c, "the follow-up saved", |h| h.contains("已登记回访")).await;
+    let saved = b.ok(&["patient", &patient, "--json"]).json();
+    assert_eq!(saved["dossier"]["followups"][0]["staff"], "赵敏", "{saved}");
+    click(&c, "#logout").await;
+    wait_for_page(&c, "the sign-in page", |h| h.contains("id=\"login\"")).await;
+
+    // 王芳 is signed in here when the 主管 marks her 离岗 at the other
+    // device: after the sync her next page is the sign-in page, and she
+    // cannot sign in again.
+    sign_in("王芳").await;
+    a.ok(&["staff", "leave", "--name", "王芳"]);
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    c.goto(&format!("{}/", ui.url())).await.unwrap();
+    wait_for_page(&c, "signed out", |h| h.contains("id=\"login\"")).await;
+    fill(&c, "#name", "王芳").await;
+    fill(&c, "#password", PASSWORD).await;
+    click(&c, "#login").await;
+    wait_for_page(&c, "the refusal", |h| h.contains("离岗")).await;
+
+    // A workstation whose sessions end after 6 idle seconds.
+    let idle = b.workstation_with(&["--idle-minutes", "0.1"]);
+    c.goto(&format!("{}/login", idle.url())).await.unwrap();
+    fill(&c, "#name", "李娜").await;
+    fill(&c, "#password", PASSWORD).await;
+    click(&c, "#login").await;
+    wait_for_page(&c, "signed in", |h| h.contains("id=\"signed-in\">李娜")).await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    c.goto(&format!("{}/staff", idle.url())).await.unwrap();
+    wait_for_page(&c, "signed out when idle", |h| h.contains("id=\"login\"")).await;
+    c.close().await.unwrap();
+}
