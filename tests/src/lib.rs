@@ -140,22 +140,26 @@ impl Office {
 
     /// Runs `keqing --data DIR args…` with `input` on its standard input.
     pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
-        use std::io::Write;
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start keqing");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        Run::from(child.wait_with_output().expect("run keqing"))
+        let mut cmd = self.command();
+        cmd.args(args);
+        run_with_input(cmd, input)
+    }
+
+    /// Adds a staff member with a password (`staff add … --password-stdin`).
+    pub fn add_staff_with_password(&self, name: &str, role: &str, password: &str) {
+        let r = self.run_with_stdin(
+            &[
+                "staff",
+                "add",
+                "--name",
+                name,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            &format!("{password}\n"),
+        );
+        assert!(r.ok, "staff add {name}: {}", r.stderr);
     }
 
     /// Starts `keqing --data DIR args…` in the background, output discarded
@@ -247,6 +251,24 @@ impl Office {
         .last_line()
         .to_string()
     }
+}
+
+/// Runs `cmd` to its end with `input` on its standard input.
+fn run_with_input(mut cmd: Command, input: &str) -> Run {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    Run::from(child.wait_with_output().expect("run the command"))
 }
 
 pub fn server_bin() -> PathBuf {
@@ -424,23 +446,9 @@ impl Server {
 
     /// [`Server::admin`] with `input` on its standard input.
     pub fn admin_with_stdin(dir: &Path, args: &[&str], input: &str) -> Run {
-        use std::io::Write;
-        let mut child = Command::new(server_bin())
-            .arg("--data")
-            .arg(dir)
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start keqing-server");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-        Run::from(child.wait_with_output().expect("run keqing-server"))
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("--data").arg(dir).args(args);
+        run_with_input(cmd, input)
     }
 
     /// Adds a headquarters account to the SQLite store in `dir`

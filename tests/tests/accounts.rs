@@ -157,19 +157,7 @@ fn the_workstation_signs_staff_in_and_out() {
         ("王芳", "consultant"),
         ("赵敏", "followup"),
     ] {
-        let r = office.run_with_stdin(
-            &[
-                "staff",
-                "add",
-                "--name",
-                name,
-                "--role",
-                role,
-                "--password-stdin",
-            ],
-            &format!("{PASSWORD}\n"),
-        );
-        assert!(r.ok, "{}", r.stderr);
+        office.add_staff_with_password(name, role, PASSWORD);
     }
     let patient = office.call("13800138000", "张三", "王芳", "2026-11-20T09:00");
     let followups = || {
@@ -431,19 +419,7 @@ fn reads_reach_the_server_and_the_offices_other_devices() {
     b.enroll_on(&server, Some("44"), "前台2");
     bj.enroll_on(&server, Some("11"), "北京前台1");
     for (name, role) in [("李娜", "supervisor"), ("赵敏", "followup")] {
-        let r = a.run_with_stdin(
-            &[
-                "staff",
-                "add",
-                "--name",
-                name,
-                "--role",
-                role,
-                "--password-stdin",
-            ],
-            &format!("{PASSWORD}\n"),
-        );
-        assert!(r.ok, "{}", r.stderr);
+        a.add_staff_with_password(name, role, PASSWORD);
     }
     let patient = a.call("13800138000", "张三", "李娜", "2026-11-20T09:00");
     a.ok(&["patient", &patient]);

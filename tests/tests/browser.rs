@@ -974,19 +974,7 @@ async fn staff_sign_in_roles_leaving_and_idle_in_chromium() {
         ("赵敏", "followup"),
         ("王芳", "consultant"),
     ] {
-        let r = a.run_with_stdin(
-            &[
-                "staff",
-                "add",
-                "--name",
-                name,
-                "--role",
-                role,
-                "--password-stdin",
-            ],
-            &format!("{PASSWORD}\n"),
-        );
-        assert!(r.ok, "{}", r.stderr);
+        a.add_staff_with_password(name, role, PASSWORD);
     }
     let patient = a.call("13800138000", "张三", "王芳", "2026-11-20T09:00");
     a.ok(&["sync"]);
