@@ -497,11 +497,13 @@ async fn login(
         .with_store(move |s| {
             let user = if possible { s.user(&who)? } else { None };
             // No such person: checked against a decoy all the same, so the
-            // clock does not tell which names exist.
-            let right = keqing_host::passwords::verify_or_decoy(
-                user.as_ref().map(|u| u.password_hash.as_str()),
-                &password,
-            );
+            // clock does not tell which names exist. What no account can
+            // be is not hashed at all.
+            let right = possible
+                && keqing_host::passwords::verify_or_decoy(
+                    user.as_ref().map(|u| u.password_hash.as_str()),
+                    &password,
+                );
             Ok(match user.filter(|_| right) {
                 None => Err("wrong name or password"),
                 Some(u) if u.disabled_at.is_some() => Err("account closed"),
