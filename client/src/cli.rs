@@ -271,12 +271,20 @@ enum Command {
     /// store, tried in order; the one that answered last first)
     #[command(subcommand)]
     Servers(ServersCommand),
-    /// 查阅记录 Who opened which dossier at this device, when (the signed-in
-    /// person at the workstation, the OS account here), newest first
+    /// 查阅记录 Who read which dossier, list or report at this office, when
+    /// (the signed-in person at the workstation, the OS account here): this
+    /// device's, and the office's other devices' as far as the last sync;
+    /// newest first
     Reads {
         /// How many (the latest)
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 目录 Headquarters' catalogue as this device last pulled it (sources,
+    /// products, diseases: the pick lists)
+    Catalog {
         #[arg(long)]
         json: bool,
     },
@@ -1765,6 +1773,18 @@ fn run(cli: Cli) -> Result<()> {
                 ]);
             }
             print!("{}", t.render());
+        }
+        Command::Catalog { json } => {
+            let catalog = desk.replica().catalog()?;
+            if json {
+                return print_json(&catalog);
+            }
+            match catalog {
+                Some(c) => print!("{}", keqing_shared::catalog::text(&c)),
+                None => println!(
+                    "还没有总部目录 no catalogue yet: headquarters imports one, it arrives with the next sync"
+                ),
+            }
         }
         Command::Certificate { tls } => {
             let new = read_tls_files(&tls)?;

@@ -1637,7 +1637,8 @@ impl Desk {
         } else {
             Scope::Office(self.office().to_string())
         };
-        let rows = self.replica.report_rows(scope.office(), from, to)?;
+        let mut rows = self.replica.report_rows(scope.office(), from, to)?;
+        rows.catalog = self.replica.catalog()?;
         Ok(report::build(&scope, from, to, &rows))
     }
 }

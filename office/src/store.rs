@@ -509,6 +509,22 @@ CREATE TABLE office_reads (
 CREATE INDEX office_reads_at ON office_reads(at);
 "#,
     ),
+    M::up(
+        r#"
+-- Headquarters' catalogue reaches each office as a document of its own
+-- (`catalog-44`), read where it is used (no projection rows).
+CREATE TABLE documents_new (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('dossier', 'roster', 'nonpatient', 'catalog')),
+    office TEXT NOT NULL,
+    bytes BLOB NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO documents_new SELECT id, kind, office, bytes, updated_at FROM documents;
+DROP TABLE documents;
+ALTER TABLE documents_new RENAME TO documents;
+"#,
+    ),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in
@@ -1396,6 +1412,24 @@ impl Replica {
         Ok(())
     }
 
+    /// Headquarters' catalogue as this device last pulled it (an office
+    /// device holds its office's copy; a headquarters device holds them
+    /// all, alike), `None` before one arrived.
+    pub fn catalog(&self) -> Result<Option<keqing_shared::catalog::Catalog>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT bytes FROM documents WHERE kind = 'catalog' ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        bytes
+            .map(|b| keqing_shared::catalog::read_saved(&b))
+            .transpose()
+            .map_err(ClientError::from)
+    }
+
     /// The latest `limit` reads of the office, newest first: this device's
     /// and the other devices' the server passed on.
     pub fn reads(&self, limit: usize) -> Result<Vec<ReadLine>> {
@@ -1957,6 +1991,8 @@ impl Replica {
                 } else if kind == "nonpatient" {
                     let log = NonPatientLog::load(bytes, w.actor.clone())?;
                     keqing_projection::project_nonpatient(w.tx, id, office, &log.calls()?)?;
+                } else if kind == "catalog" {
+                    // No projection rows.
                 } else {
                     let dossier = Dossier::load(bytes, w.actor.clone())?;
                     let view = dossier.view()?;
@@ -2105,6 +2141,10 @@ enum Derived {
         office: String,
         calls: Vec<keqing_shared::records::NonPatientCall>,
     },
+    /// A copy of headquarters' catalogue (read where it is used).
+    Catalog {
+        office: String,
+    },
 }
 
 /// A merged document: changes still waiting for a dependency, and the
@@ -2130,7 +2170,13 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
             document: None,
         });
     };
-    let derived = if let Some(office) = doc_id.strip_prefix("roster-") {
+    let derived = if let Some(office) = keqing_shared::catalog::parse_catalog_id(doc_id) {
+        // Checked now: a copy that does not read is quarantined, not kept.
+        keqing_shared::catalog::read_copy(&loaded)?;
+        Derived::Catalog {
+            office: office.to_string(),
+        }
+    } else if let Some(office) = doc_id.strip_prefix("roster-") {
         let roster = Roster::load(&bytes, actor.clone())?;
         Derived::Roster {
             office: office.to_string(),
@@ -2438,6 +2484,9 @@ impl WriteTx<'_> {
             Derived::Roster { office, staff } => {
                 self.store_document(doc_id, "roster", &office, &bytes, &now)?;
                 self.project_staff(&office, &staff)?;
+            }
+            Derived::Catalog { office } => {
+                self.store_document(doc_id, "catalog", &office, &bytes, &now)?;
             }
             Derived::NonPatient { office, calls } => {
                 self.store_document(doc_id, "nonpatient", &office, &bytes, &now)?;

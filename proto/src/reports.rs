@@ -5,7 +5,8 @@
 use crate::{caller, pb, to_status};
 use chrono::NaiveDate;
 use keqing_shared::report::{
-    Breakdown, Count, DayLine, FollowUpFigures, Line, Report, Scope, SourceLine, StaffLine,
+    Breakdown, Count, DayLine, FollowUpFigures, Line, Report, Scope, SourceLine, SourceText,
+    StaffLine,
 };
 use keqing_shared::sync::{Caller, SyncError, SyncErrorKind};
 use std::future::Future;
@@ -123,7 +124,17 @@ pub fn pb_report(r: Report) -> pb::Report {
         by_source: r
             .by_source
             .into_iter()
-            .map(|s| same_fields!(s => pb::SourceLine { source, calls, callers, visited, bought }))
+            .map(|s| {
+                same_fields!(s => pb::SourceLine {
+                    source, calls, callers, visited, bought, kind, spend_fen, sales_fen,
+                    cost_per_call_fen, cost_per_visitor_fen, cost_per_buyer_fen, sales_per_yuan
+                })
+            })
+            .collect(),
+        source_texts: r
+            .source_texts
+            .into_iter()
+            .map(|t| same_fields!(t => pb::SourceText { typed, counted_as, calls }))
             .collect(),
         by_disease: r
             .by_disease
@@ -179,7 +190,17 @@ pub fn report_from(r: pb::Report) -> Report {
         by_source: r
             .by_source
             .into_iter()
-            .map(|s| same_fields!(s => SourceLine { source, calls, callers, visited, bought }))
+            .map(|s| {
+                same_fields!(s => SourceLine {
+                    source, calls, callers, visited, bought, kind, spend_fen, sales_fen,
+                    cost_per_call_fen, cost_per_visitor_fen, cost_per_buyer_fen, sales_per_yuan
+                })
+            })
+            .collect(),
+        source_texts: r
+            .source_texts
+            .into_iter()
+            .map(|t| same_fields!(t => SourceText { typed, counted_as, calls }))
             .collect(),
         by_disease: r
             .by_disease

@@ -662,6 +662,12 @@ fn decode_push(device: &Device, changes: Vec<ChangeEnvelope>) -> Result<DecodedP
         if !valid_doc_id(&c.doc_id) {
             return Err(SyncError::invalid(format!("change {i}: bad document id")).at_change(i));
         }
+        if keqing_shared::catalog::parse_catalog_id(&c.doc_id).is_some() {
+            return Err(SyncError::denied(format!(
+                "change {i}: the catalogue is written at headquarters (keqing-server catalog import), not by devices"
+            ))
+            .at_change(i));
+        }
         // A compressed change would be inflated while parsed: 1 MiB of
         // deflate can stand for a gigabyte. Clients send changes uncompressed
         // (after the magic and the checksum, chunk type 1, not 2).

@@ -14,6 +14,7 @@
 //! - [`run`]: a real tonic server on a given listener, with the standard
 //!   gRPC health service and server reflection; tests call it on port 0.
 
+pub mod catalog;
 pub mod dashboard;
 pub mod hub;
 pub mod projector;

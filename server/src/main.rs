@@ -121,6 +121,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// 目录 The catalogue every office picks from: information sources
+    /// (with their channel kind and other names), products, diseases
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// 投放 Media spend by day, office and source (reports give cost per
+    /// call, visitor and buyer from it)
+    #[command(subcommand)]
+    Spend(SpendCommand),
     /// 总部用户 Headquarters' people who sign in to the dashboard (analyst:
     /// the reports; admin: also the duplicate review and the read audit);
     /// works whether or not the server runs
@@ -296,6 +304,32 @@ fn report(store: &dyn Store, scope: Scope, args: ReportArgs) -> Result<()> {
     }
     print!("{}", sheets::text(&r));
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// The catalogue in force
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import FILE.toml as the next version: checked whole (a fault is
+    /// refused with its line, nothing written), then written into every
+    /// office's copy, which their devices pull at their next sync
+    Import {
+        /// The catalogue file (TOML: [[source]] code, name, kind, aliases;
+        /// [[product]] code, name, unit_price, days_per_unit; diseases)
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpendCommand {
+    /// Import FILE.csv: date,office,source,amount (the day, the office's
+    /// code, the catalogue source's code, yuan); checked whole (a fault is
+    /// refused with its line, nothing stored); an amount already imported
+    /// for the same day, office and source is replaced
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -816,6 +850,51 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::User(command) => user(&data, command),
+        Command::Catalog(CatalogCommand::Import { file }) => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = String::from_utf8(text)
+                .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))?;
+            let store = data.open(Opening::Create)?;
+            let c = keqing_server::catalog::import(&*store, &text, &local_admin())?;
+            println!(
+                "已导入目录第 {} 版 catalogue version {}: {} 个信息来源, {} 种产品, {} 种疾病; 各办事处下次同步时收到",
+                c.version,
+                c.version,
+                c.sources.len(),
+                c.products.len(),
+                c.diseases.len()
+            );
+            Ok(())
+        }
+        Command::Spend(SpendCommand::Import { file }) => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = String::from_utf8(text)
+                .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))?;
+            let store = data.open(Opening::Existing)?;
+            let Some(catalog) = keqing_server::catalog::current(&*store.reader()?)? else {
+                bail!(
+                    "还没有目录 import a catalogue first (keqing-server catalog import FILE.toml): spend is kept by its sources' codes"
+                );
+            };
+            let rows = keqing_shared::catalog::parse_spend_csv(&text, &catalog)
+                .with_context(|| format!("{} refused, nothing stored", file.display()))?;
+            let new = store.import_spend(&rows, &local_admin())?;
+            let total: i64 = rows.iter().map(|r| r.amount_fen).sum();
+            println!(
+                "已导入投放 {} 行 ({new} 行新增, {} 行替换), 共 {} 元",
+                rows.len(),
+                rows.len() as u64 - new,
+                keqing_shared::records::fmt_yuan(total)
+            );
+            Ok(())
+        }
+        Command::Catalog(CatalogCommand::Show { json }) => {
+            let store = data.open(Opening::Existing)?;
+            let catalog = keqing_server::catalog::current(&*store.reader()?)?;
+            print_catalog(catalog.as_ref(), json)
+        }
         Command::Reads {
             office,
             after,
@@ -851,6 +930,19 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_catalog(catalog: Option<&keqing_shared::catalog::Catalog>, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&catalog)?);
+        return Ok(());
+    }
+    let Some(c) = catalog else {
+        println!("还没有目录 no catalogue yet (keqing-server catalog import FILE.toml)");
+        return Ok(());
+    };
+    print!("{}", keqing_shared::catalog::text(c));
+    Ok(())
 }
 
 fn password_from_stdin() -> Result<String> {

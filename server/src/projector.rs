@@ -197,6 +197,11 @@ pub fn catch_up_paced(
             if pace().is_break() {
                 return Ok(done);
             }
+            // The catalogue's copies are read where they are used; they
+            // have no projection rows.
+            if keqing_shared::catalog::parse_catalog_id(doc_id).is_some() {
+                continue;
+            }
             let Some((source, office, settle)) = current_document(doc_id, read.remove(doc_id))
             else {
                 done.skipped += 1;

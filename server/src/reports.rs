@@ -40,7 +40,15 @@ pub fn build_report(
     to: NaiveDate,
 ) -> Result<Report, crate::store::StoreError> {
     projector::catch_up(store, |_, _| {})?;
-    let rows = store.report_rows(scope.office(), from, to)?;
+    let mut rows = store.report_rows(scope.office(), from, to)?;
+    // A damaged copy of the catalogue must not stop every report: the
+    // sources are then counted as typed, and the log says why.
+    rows.catalog = crate::catalog::from_snapshot(&store.snapshot(&crate::catalog::in_force_id())?)
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "report: the catalogue does not load; sources counted as typed");
+            None
+        });
+    rows.spend = store.spend(scope.office(), from, to)?;
     let mut report = report::build(scope, from, to, &rows);
     report.unreadable = store.unreadable_documents(scope.office())?.len() as u64;
     Ok(report)

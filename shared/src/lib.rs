@@ -26,6 +26,7 @@
 //! - [`printable`]: stored text made safe for a terminal or a log line.
 //! - [`error`]: the domain error type.
 
+pub mod catalog;
 pub mod dossier;
 pub mod error;
 pub mod followup;

@@ -165,6 +165,17 @@ pub struct ProblemFact {
     pub resolved_at: Option<NaiveDateTime>,
 }
 
+/// Media spend (媒体投放) of one office on one source on one day, as
+/// headquarters imported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpendFact {
+    pub office: String,
+    pub day: NaiveDate,
+    /// The catalogue source's code.
+    pub source_code: String,
+    pub amount_fen: i64,
+}
+
 /// The rows a report is built from. A row source must include at least:
 /// calls, visits, purchases and follow-ups made in the range; the slot
 /// counts of each office; typical flags set by its end; problems opened by
@@ -182,6 +193,12 @@ pub struct ReportRows {
     pub nonpatient: Vec<NonPatientFact>,
     /// Category counts per office.
     pub categories: Vec<CategoryCounts>,
+    /// Headquarters' catalogue, when there is one: calls are counted
+    /// under its sources (typed texts mapped by name, alias or code; the
+    /// rest under 其他).
+    pub catalog: Option<crate::catalog::Catalog>,
+    /// Media spend of the range (headquarters' store; none at an office).
+    pub spend: Vec<SpendFact>,
 }
 
 /// What a report covers.
@@ -280,14 +297,51 @@ impl Line {
     }
 }
 
-/// Calls and the conversion funnel under one information source.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Calls, the conversion funnel and the money under one information
+/// source. A caller counts under the source of their first call in the
+/// range; `sales_fen` is what those callers bought after that call, by the
+/// range's end; costs are spend divided by calls, visitors (`visited`) and
+/// buyers (`bought`), rounded to the fen, `None` when there are none.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SourceLine {
     pub source: String,
+    /// The catalogue's channel kind (电视, 报纸 …); empty without one.
+    pub kind: String,
     pub calls: u64,
     pub callers: u64,
     pub visited: u64,
     pub bought: u64,
+    pub spend_fen: i64,
+    pub sales_fen: i64,
+    pub cost_per_call_fen: Option<i64>,
+    pub cost_per_visitor_fen: Option<i64>,
+    pub cost_per_buyer_fen: Option<i64>,
+    /// Sales per yuan spent (two decimals), `None` without spend.
+    pub sales_per_yuan: Option<f64>,
+}
+
+impl SourceLine {
+    /// Fills the cost figures from spend, calls, visitors, buyers, sales.
+    fn cost_figures(&mut self) {
+        let per = |n: u64| {
+            (n > 0 && self.spend_fen > 0).then(|| (self.spend_fen as f64 / n as f64).round() as i64)
+        };
+        self.cost_per_call_fen = per(self.calls);
+        self.cost_per_visitor_fen = per(self.visited);
+        self.cost_per_buyer_fen = per(self.bought);
+        self.sales_per_yuan = (self.spend_fen > 0)
+            .then(|| (self.sales_fen as f64 / self.spend_fen as f64 * 100.0).round() / 100.0);
+    }
+}
+
+/// A source as typed at the offices that is not a catalogue name, and
+/// what the report counted it as: its source (by alias or code), or
+/// 其他 (the catalogue does not know it; headquarters may add it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceText {
+    pub typed: String,
+    pub counted_as: String,
+    pub calls: u64,
 }
 
 /// A count under a label (a disease).
@@ -345,7 +399,7 @@ pub struct Breakdown {
 }
 
 /// A report over a scope and a range of days.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub scope: Scope,
     pub from: String,
@@ -355,6 +409,9 @@ pub struct Report {
     /// The sum of `lines`.
     pub total: Line,
     pub by_source: Vec<SourceLine>,
+    /// Typed sources that are not catalogue names, and where they were
+    /// counted (empty without a catalogue).
+    pub source_texts: Vec<SourceText>,
     pub by_disease: Vec<Count>,
     pub by_day: Vec<DayLine>,
     pub staff: Vec<StaffLine>,
@@ -414,6 +471,15 @@ pub fn counts_as_due(s: &Slot) -> bool {
     s.satisfied_at.is_some() || s.closed_at.is_none_or(|c| c.date() > s.deadline)
 }
 
+/// The name a call typed as `typed` is counted under: its catalogue
+/// source's, or 其他; the typed text itself without a catalogue.
+fn counted_as<'r>(catalog: Option<&'r crate::catalog::Catalog>, typed: &'r str) -> &'r str {
+    match catalog {
+        Some(c) => c.source_name(typed),
+        None => typed,
+    }
+}
+
 /// Builds the report of `scope` for the days `from..=to`.
 pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -> Report {
     let in_range = |t: &NaiveDateTime| t.date() >= from && t.date() <= to;
@@ -450,6 +516,9 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     let mut by_disease: BTreeMap<String, u64> = BTreeMap::new();
     let mut by_source: BTreeMap<String, SourceLine> = BTreeMap::new();
     let mut day_sources: BTreeMap<(NaiveDate, &str), u64> = BTreeMap::new();
+    let catalog = rows.catalog.as_ref();
+    // Typed sources that are not catalogue names: (typed, counted as).
+    let mut source_texts: BTreeMap<(String, String), u64> = BTreeMap::new();
 
     // Calls, and each caller's first call in the range.
     let mut first_call: HashMap<&str, &CallFact> = HashMap::default();
@@ -461,12 +530,16 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         line(&mut lines, &c.office).calls += 1;
         person(&mut staff, &c.office, &c.staff).calls += 1;
         days.entry(c.at.date()).or_default().calls += 1;
-        *day_sources
-            .entry((c.at.date(), c.source.as_str()))
-            .or_default() += 1;
+        let source = counted_as(catalog, &c.source);
+        if catalog.is_some() && source != c.source {
+            *source_texts
+                .entry((c.source.clone(), source.to_string()))
+                .or_default() += 1;
+        }
+        *day_sources.entry((c.at.date(), source)).or_default() += 1;
         let disease = c.disease.clone().unwrap_or_else(|| "未填".to_string());
         *by_disease.entry(disease).or_default() += 1;
-        by_source.entry(c.source.clone()).or_default().calls += 1;
+        by_source.entry(source.to_string()).or_default().calls += 1;
         let first = first_call.entry(&c.dossier).or_insert(c);
         if (c.at, &c.staff) < (first.at, &first.staff) {
             *first = c;
@@ -477,6 +550,8 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     let mut not_bought: BTreeMap<(String, NotBoughtReason), u64> = BTreeMap::new();
     let mut staff_not_bought: BTreeMap<(String, String, NotBoughtReason), u64> = BTreeMap::new();
     let mut bought: HashMap<&str, Vec<NaiveDateTime>> = HashMap::default();
+    // What each patient paid, when (sales by source).
+    let mut paid: HashMap<&str, Vec<(NaiveDateTime, i64)>> = HashMap::default();
     for v in rows
         .visits
         .iter()
@@ -515,6 +590,9 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         person(&mut staff, &p.office, &p.staff).purchases += 1;
         days.entry(p.at.date()).or_default().purchases += 1;
         bought.entry(&p.dossier).or_default().push(p.at);
+        paid.entry(&p.dossier)
+            .or_default()
+            .push((p.at, p.amount_fen));
         let b = buyers
             .entry(&p.dossier)
             .or_insert((p.office.clone(), 0, false));
@@ -549,10 +627,28 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         s.callers += 1;
         s.callers_visited += u64::from(visited);
         s.callers_bought += u64::from(purchased);
-        let src = by_source.entry(c.source.clone()).or_default();
+        let src = by_source
+            .entry(counted_as(catalog, &c.source).to_string())
+            .or_default();
         src.callers += 1;
         src.visited += u64::from(visited);
         src.bought += u64::from(purchased);
+        src.sales_fen += paid.get(dossier).map_or(0, |l| {
+            l.iter()
+                .filter(|(t, _)| *t >= c.at)
+                .map(|(_, fen)| fen)
+                .sum::<i64>()
+        });
+    }
+    for sp in rows
+        .spend
+        .iter()
+        .filter(|sp| sp.day >= from && sp.day <= to && wanted(&sp.office))
+    {
+        let name = catalog
+            .and_then(|c| c.sources.iter().find(|s| s.code == sp.source_code))
+            .map_or_else(|| sp.source_code.clone(), |s| s.name.clone());
+        by_source.entry(name).or_default().spend_fen += sp.amount_fen;
     }
 
     for f in rows
@@ -648,7 +744,11 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     let mut by_source: Vec<SourceLine> = by_source
         .into_iter()
         .map(|(source, mut s)| {
+            s.kind = catalog
+                .and_then(|c| c.sources.iter().find(|x| x.name == source))
+                .map_or_else(String::new, |x| x.kind.clone());
             s.source = source;
+            s.cost_figures();
             s
         })
         .collect();
@@ -665,6 +765,14 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         lines,
         total,
         by_source,
+        source_texts: source_texts
+            .into_iter()
+            .map(|((typed, counted_as), calls)| SourceText {
+                typed,
+                counted_as,
+                calls,
+            })
+            .collect(),
         by_disease,
         by_day: days
             .into_iter()

@@ -178,25 +178,59 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
         title: "信息来源",
         headers: vec![
             "信息来源",
+            "类别",
             "来电",
             "来电患者",
             "到堂患者",
             "购药患者",
             "到堂率",
             "购药率",
+            "投放(元)",
+            "销售额(元)",
+            "每来电成本",
+            "每到堂成本",
+            "每购药患者成本",
+            "每元投放销售额",
         ],
         rows: r
             .by_source
             .iter()
             .map(|s| {
+                let cost =
+                    |fen: Option<i64>| fen.map_or_else(|| Cell::Text("—".into()), Cell::Yuan);
                 vec![
                     Cell::Text(s.source.clone()),
+                    Cell::Text(s.kind.clone()),
                     int(s.calls),
                     int(s.callers),
                     int(s.visited),
                     int(s.bought),
                     share(s.visited, s.callers),
                     share(s.bought, s.callers),
+                    Cell::Yuan(s.spend_fen),
+                    Cell::Yuan(s.sales_fen),
+                    cost(s.cost_per_call_fen),
+                    cost(s.cost_per_visitor_fen),
+                    cost(s.cost_per_buyer_fen),
+                    Cell::Text(
+                        s.sales_per_yuan
+                            .map_or_else(|| "—".into(), |x| format!("{x:.2}")),
+                    ),
+                ]
+            })
+            .collect(),
+    };
+    let source_texts = Sheet {
+        title: "信息来源对照",
+        headers: vec!["登记的来源", "计入", "来电"],
+        rows: r
+            .source_texts
+            .iter()
+            .map(|t| {
+                vec![
+                    Cell::Text(t.typed.clone()),
+                    Cell::Text(t.counted_as.clone()),
+                    int(t.calls),
                 ]
             })
             .collect(),
@@ -326,6 +360,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
         conversion,
         care,
         sources,
+        source_texts,
         diseases,
         days,
         staff,

@@ -5,6 +5,7 @@ mod audit;
 mod backup;
 mod bad_input;
 mod browser;
+mod catalog;
 mod crash;
 mod demo;
 mod encryption;

@@ -495,10 +495,7 @@ fn both_front_ends_send_security_headers_and_sign_in_is_throttled() {
     // the right one waits, for another name too.
     let huge = "名".repeat(100_000);
     for name in [huge.as_str(), "周主任", "周主任", "周主任", "周主任"] {
-        assert_eq!(
-            dashboard_login(&dash.addr, name, "guess-guess").status,
-            401
-        );
+        assert_eq!(dashboard_login(&dash.addr, name, "guess-guess").status, 401);
     }
     let r = dashboard_login(&dash.addr, "吴分析", HQ_PASSWORD);
     assert_eq!(r.status, 429, "{}", r.text());

@@ -161,6 +161,7 @@ impl App {
                     waiting: r.outbox_len()?,
                     refused: r.refused(0)?.0,
                 },
+                catalog: r.catalog()?,
             })
         })
         .await

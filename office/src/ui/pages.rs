@@ -30,6 +30,34 @@ pub struct Frame {
     pub last_staff: Option<String>,
     pub today: NaiveDate,
     pub sync: SyncIndicator,
+    /// Headquarters' catalogue as this device last pulled it: the pick
+    /// lists of sources, products and diseases.
+    pub catalog: Option<keqing_shared::catalog::Catalog>,
+}
+
+impl Frame {
+    /// The information sources to pick from: the catalogue's, or, before
+    /// one arrived, the usual ones.
+    fn sources(&self) -> Vec<String> {
+        match &self.catalog {
+            Some(c) => c.sources.iter().map(|s| s.name.clone()).collect(),
+            None => SOURCES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn products(&self) -> Vec<String> {
+        self.catalog
+            .iter()
+            .flat_map(|c| c.products.iter().map(|p| p.name.clone()))
+            .collect()
+    }
+
+    fn diseases(&self) -> Vec<String> {
+        self.catalog
+            .iter()
+            .flat_map(|c| c.diseases.iter().cloned())
+            .collect()
+    }
 }
 
 pub struct SyncIndicator {
@@ -349,6 +377,21 @@ impl<'a> Fields<'a> {
         self.field(label, name, input)
     }
 
+    /// A text field offering `options` as it is typed (a datalist): a
+    /// value not among them is still taken.
+    fn picked(&self, label: &str, name: &str, required: bool, options: &[String]) -> Markup {
+        let err = self.errors.field(name);
+        let list = format!("{}-list", self.id(name));
+        let input = html! {
+            input type="text" id=(self.id(name)) name=(name) value=(self.form.get(name)) required[required]
+                list=(list)
+                aria-invalid=[err.map(|_| "true")]
+                aria-describedby=[err.map(|_| format!("{}-err", self.id(name)))];
+            datalist id=(list) { @for o in options { option value=(o) {} } }
+        };
+        self.field(label, name, input)
+    }
+
     fn choice(&self, label: &str, name: &str, options: &[(&str, &str)]) -> Markup {
         let current = self.form.get(name);
         let input = html! {
@@ -556,10 +599,7 @@ pub fn call_form(
                     input id=(f.id("relation")) name="relation" list="relations" value=(form.get("relation"));
                     datalist id="relations" { @for r in RELATIONS { option value=(r) {} } }
                 }))
-                (f.field("信息来源", "source", html! {
-                    input id=(f.id("source")) name="source" list="sources" required value=(form.get("source"));
-                    datalist id="sources" { @for s in SOURCES { option value=(s) {} } }
-                }))
+                (f.picked("信息来源", "source", true, &frame.sources()))
                 (f.staff(frame, "接待人员"))
             }
             fieldset id="patient-fields" {
@@ -567,7 +607,7 @@ pub fn call_form(
                 (f.text("患者姓名", "name", "text", true))
                 (f.choice("性别", "sex", &[("", "未填"), ("男", "男"), ("女", "女")]))
                 (f.text("年龄", "age", "number", false))
-                (f.text("病种", "disease", "text", false))
+                (f.picked("病种", "disease", false, &frame.diseases()))
                 (f.choice("是否知道病情", "knows", &[("", "未填"), ("是", "是"), ("否", "否")]))
                 (f.text("地址", "address", "text", false))
                 (f.check("另一位患者（同一号码也新建档案）", "force_new"))
@@ -1087,7 +1127,7 @@ fn purchase_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Mar
         FormSpec::new(Action::Purchase, "登记购药"),
         |f| {
             html! {
-                (f.text("药品", "product", "text", true))
+                (f.picked("药品", "product", true, &frame.products()))
                 (f.text("数量（盒）", "quantity", "number", true))
                 (f.text("金额（元）", "amount", "text", true))
                 (f.text("用药到期时间", "runout", "date", false))

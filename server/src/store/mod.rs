@@ -426,6 +426,16 @@ pub trait Projections {
     fn last_call_day(&self, office: Option<&str>) -> Result<Option<chrono::NaiveDate>>;
     /// Pairs of live dossiers across all offices that may be one patient.
     fn duplicate_candidates(&self) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>>;
+    /// One document's stored snapshot (empty: none): the catalogue's copy
+    /// a report counts sources by.
+    fn snapshot(&self, doc_id: &str) -> Result<Vec<u8>>;
+    /// Media spend of the days `from..=to`, of one office or all.
+    fn spend(
+        &self,
+        office: Option<&str>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<keqing_shared::report::SpendFact>>;
     /// Every projection row in canonical text (rebuild == incremental).
     fn projection_dump(&self) -> Result<String>;
 }
@@ -476,6 +486,10 @@ pub trait Store: Send + Sync {
     fn change_user(&self, name: &str, change: &UserChange, admin: &str) -> Result<HqUser>;
     fn user(&self, name: &str) -> Result<Option<HqUser>>;
     fn users(&self) -> Result<Vec<HqUser>>;
+    /// Stores media spend, one amount per day, office and source: an
+    /// amount already there for the same key is replaced (importing a file
+    /// twice changes nothing). Audited. Gives how many keys were new.
+    fn import_spend(&self, rows: &[keqing_shared::report::SpendFact], admin: &str) -> Result<u64>;
     /// Appends office devices' reads to the read audit (append-only; a read
     /// already kept, by device and number, is skipped). Every read gets a
     /// position after every read committed before it, so a reader

@@ -478,6 +478,18 @@ impl Projections for PgProjections<'_> {
     fn projection_dump(&self) -> Result<String> {
         self.held.block(projections::dump(self.held.c()))
     }
+    fn snapshot(&self, doc_id: &str) -> Result<Vec<u8>> {
+        self.held.block(log::snapshot_of(self.held.c(), doc_id))
+    }
+    fn spend(
+        &self,
+        office: Option<&str>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<keqing_shared::report::SpendFact>> {
+        self.held
+            .block(people::spend(self.held.c(), office, from, to))
+    }
 }
 
 impl Store for PgStore {
@@ -650,6 +662,16 @@ impl Store for PgStore {
             let tx = client.transaction().await?;
             people::store_reads(&tx, reads).await?;
             Ok(tx.commit().await?)
+        })
+    }
+
+    fn import_spend(&self, rows: &[keqing_shared::report::SpendFact], admin: &str) -> Result<u64> {
+        let mut client = self.client()?;
+        self.block(async {
+            let tx = client.transaction().await?;
+            let new = people::import_spend(&tx, rows, admin).await?;
+            tx.commit().await?;
+            Ok(new)
         })
     }
 

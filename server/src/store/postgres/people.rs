@@ -1,4 +1,5 @@
-//! Headquarters' accounts and the offices' read audit in PostgreSQL.
+//! Headquarters' accounts, the offices' read audit and media spend in
+//! PostgreSQL.
 
 use super::log::insert_audit;
 use crate::store::{HqUser, OfficeRead, Result, StoreError, StoredRead, UserChange};
@@ -182,4 +183,69 @@ pub(super) async fn office_reads(
             },
         })
         .collect())
+}
+
+pub(super) async fn import_spend(
+    tx: &deadpool_postgres::Transaction<'_>,
+    rows: &[keqing_shared::report::SpendFact],
+    admin: &str,
+) -> Result<u64> {
+    let upsert = tx
+        .prepare_cached(
+            "INSERT INTO spend (day, office, source_code, amount_fen) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (day, office, source_code) DO UPDATE SET amount_fen = excluded.amount_fen
+             RETURNING (xmax = 0)",
+        )
+        .await?;
+    let mut new = 0u64;
+    for r in rows {
+        let day = keqing_shared::when::fmt_date(r.day);
+        let inserted: bool = tx
+            .query_one(&upsert, &[&day, &r.office, &r.source_code, &r.amount_fen])
+            .await?
+            .get(0);
+        new += u64::from(inserted);
+    }
+    let total: i64 = rows.iter().map(|r| r.amount_fen).sum();
+    insert_audit(
+        tx,
+        admin,
+        "spend.import",
+        &format!("{} rows ({new} new)", rows.len()),
+        &format!("{} yuan", keqing_shared::records::fmt_yuan(total)),
+    )
+    .await?;
+    Ok(new)
+}
+
+pub(super) async fn spend(
+    c: &impl GenericClient,
+    office: Option<&str>,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<Vec<keqing_shared::report::SpendFact>> {
+    let stmt = c
+        .prepare_cached(
+            "SELECT day, office, source_code, amount_fen FROM spend
+             WHERE day >= $1 AND day <= $2 AND ($3::text IS NULL OR office = $3)",
+        )
+        .await?;
+    let (from, to) = (
+        keqing_shared::when::fmt_date(from),
+        keqing_shared::when::fmt_date(to),
+    );
+    c.query(&stmt, &[&from, &to, &office])
+        .await?
+        .iter()
+        .map(|r| {
+            let day: String = r.get(0);
+            Ok(keqing_shared::report::SpendFact {
+                day: keqing_shared::when::parse_date(&day)
+                    .map_err(|e| StoreError::Postgres(format!("spend day {day}: {e}")))?,
+                office: r.get(1),
+                source_code: r.get(2),
+                amount_fen: r.get(3),
+            })
+        })
+        .collect()
 }

@@ -447,6 +447,16 @@ CREATE TRIGGER office_reads_append_only BEFORE UPDATE OR DELETE ON office_reads
 CREATE TRIGGER office_reads_no_truncate BEFORE TRUNCATE ON office_reads
     FOR EACH STATEMENT EXECUTE FUNCTION keqing_audit_append_only();
 "#,
+    // 7: media spend (one amount per day, office and catalogue source).
+    r#"
+CREATE TABLE spend (
+    day TEXT NOT NULL,
+    office TEXT NOT NULL,
+    source_code TEXT NOT NULL,
+    amount_fen BIGINT NOT NULL,
+    PRIMARY KEY (day, office, source_code)
+);
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new

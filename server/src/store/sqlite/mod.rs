@@ -365,6 +365,17 @@ impl Projections for SqliteProjections<'_> {
     fn projection_dump(&self) -> Result<String> {
         self.conn.projection_dump()
     }
+    fn snapshot(&self, doc_id: &str) -> Result<Vec<u8>> {
+        self.conn.snapshot_of(doc_id)
+    }
+    fn spend(
+        &self,
+        office: Option<&str>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<keqing_shared::report::SpendFact>> {
+        self.conn.spend(office, from, to)
+    }
 }
 
 impl Store for SqliteStore {
@@ -456,6 +467,10 @@ impl Store for SqliteStore {
 
     fn store_reads(&self, reads: &[OfficeRead]) -> Result<()> {
         self.admin()?.store_reads(reads)
+    }
+
+    fn import_spend(&self, rows: &[keqing_shared::report::SpendFact], admin: &str) -> Result<u64> {
+        self.admin()?.import_spend(rows, admin)
     }
 
     fn office_reads(

@@ -1,4 +1,5 @@
-//! Headquarters' accounts and the offices' read audit in the SQLite store.
+//! Headquarters' accounts, the offices' read audit and media spend in the
+//! SQLite store.
 
 use super::conn::{Conn, insert_audit};
 use crate::store::{HqUser, OfficeRead, Result, StoreError, StoredRead, UserChange};
@@ -157,5 +158,73 @@ impl Conn {
             )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(v)
+    }
+
+    pub fn import_spend(
+        &mut self,
+        rows: &[keqing_shared::report::SpendFact],
+        admin: &str,
+    ) -> Result<u64> {
+        let tx = self.conn.transaction()?;
+        let mut new = 0u64;
+        {
+            let mut exists = tx.prepare_cached(
+                "SELECT 1 FROM spend WHERE day = ?1 AND office = ?2 AND source_code = ?3",
+            )?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO spend (day, office, source_code, amount_fen) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (day, office, source_code) DO UPDATE SET amount_fen = excluded.amount_fen",
+            )?;
+            for r in rows {
+                let day = keqing_shared::when::fmt_date(r.day);
+                new += u64::from(!exists.exists(params![day, r.office, r.source_code])?);
+                upsert.execute(params![day, r.office, r.source_code, r.amount_fen])?;
+            }
+        }
+        let total: i64 = rows.iter().map(|r| r.amount_fen).sum();
+        insert_audit(
+            &tx,
+            admin,
+            "spend.import",
+            &format!("{} rows ({new} new)", rows.len()),
+            &format!("{} yuan", keqing_shared::records::fmt_yuan(total)),
+        )?;
+        tx.commit()?;
+        Ok(new)
+    }
+
+    pub fn spend(
+        &self,
+        office: Option<&str>,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<keqing_shared::report::SpendFact>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT day, office, source_code, amount_fen FROM spend
+             WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR office = ?3)",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                keqing_shared::when::fmt_date(from),
+                keqing_shared::when::fmt_date(to),
+                office
+            ],
+            |r| {
+                let day: String = r.get(0)?;
+                Ok((day, r.get(1)?, r.get(2)?, r.get(3)?))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (day, office, source_code, amount_fen): (String, String, String, i64) = row?;
+            out.push(keqing_shared::report::SpendFact {
+                day: keqing_shared::when::parse_date(&day)
+                    .map_err(|e| StoreError::Invalid(format!("spend day {day}: {e}")))?,
+                office,
+                source_code,
+                amount_fen,
+            });
+        }
+        Ok(out)
     }
 }

@@ -160,6 +160,19 @@ CREATE TRIGGER office_reads_append_only_delete BEFORE DELETE ON office_reads
 BEGIN SELECT RAISE(ABORT, 'the read audit is append-only'); END;
 "#,
     ),
+    M::up(
+        r#"
+-- Media spend headquarters imports: one amount per day, office and
+-- catalogue source (a re-import replaces it).
+CREATE TABLE spend (
+    day TEXT NOT NULL,
+    office TEXT NOT NULL,
+    source_code TEXT NOT NULL,
+    amount_fen INTEGER NOT NULL,
+    PRIMARY KEY (day, office, source_code)
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
 /// After the projection tables were replaced: the projector starts over
