@@ -32,6 +32,16 @@ use std::time::Instant;
 use thiserror::Error;
 
 const SOURCES: [&str; 6] = ["电视", "报纸", "电台", "网络", "朋友介绍", "讲座义诊"];
+/// The demo's catalogue: a code, a channel kind and a day's spend range
+/// (yuan) for each of [`SOURCES`] (word of mouth costs nothing).
+const CATALOG_SOURCES: [(&str, &str, &str, u64, u64); 6] = [
+    ("电视", "tv", "电视", 800, 3000),
+    ("报纸", "paper", "报纸", 200, 800),
+    ("电台", "radio", "广播", 100, 500),
+    ("网络", "web", "网络", 100, 600),
+    ("朋友介绍", "friend", "朋友介绍", 0, 0),
+    ("讲座义诊", "lecture", "讲座义诊", 300, 1500),
+];
 const DISEASES: [&str; 6] = [
     "冠心病",
     "高血压",
@@ -112,6 +122,54 @@ pub struct DemoSummary {
     pub kept_in: Option<String>,
     #[serde(skip)]
     pub report: Option<Report>,
+}
+
+/// The demo's catalogue file (TOML, as headquarters would write it).
+fn demo_catalog() -> String {
+    let mut toml = format!(
+        "diseases = [{}]\n",
+        DISEASES
+            .iter()
+            .map(|d| format!("\"{d}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (name, code, kind, _, _) in CATALOG_SOURCES {
+        toml.push_str(&format!(
+            "\n[[source]]\ncode = \"{code}\"\nname = \"{name}\"\nkind = \"{kind}\"\n"
+        ));
+        if name == "电视" {
+            toml.push_str("aliases = [\"电视台\", \"TV\"]\n");
+        }
+    }
+    toml.push_str(&format!(
+        "\n[[product]]\ncode = \"xnk\"\nname = \"{PRODUCT}\"\nunit_price = \"128.00\"\ndays_per_unit = 30\n"
+    ));
+    toml
+}
+
+/// A day's spend per office and paid source over the demo's days.
+fn demo_spend(opts: &DemoOptions, first: NaiveDate) -> Vec<keqing_shared::report::SpendFact> {
+    let mut rng = Rng(opts.seed ^ 0x5ee0_5ee0);
+    let mut out = Vec::new();
+    for day in 0..opts.days {
+        let day = first + Duration::days(i64::from(day));
+        for office in OFFICES.iter().take(opts.offices) {
+            for (_, code, _, low, high) in CATALOG_SOURCES {
+                if high == 0 {
+                    continue;
+                }
+                let yuan = low + rng.below(high - low + 1);
+                out.push(keqing_shared::report::SpendFact {
+                    office: office.code.to_string(),
+                    day,
+                    source_code: code.to_string(),
+                    amount_fen: (yuan * 100) as i64,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// A small deterministic generator (SplitMix64): the same seed plays the
@@ -228,6 +286,8 @@ pub enum DemoError {
     Domain(#[from] keqing_shared::DomainError),
     #[error(transparent)]
     Password(#[from] keqing_host::passwords::PasswordError),
+    #[error(transparent)]
+    Catalog(#[from] keqing_server::catalog::CatalogImportError),
     #[error("演示文件或网络错误 {0}")]
     Io(#[from] std::io::Error),
     #[error("{0} 失败: {1}")]
@@ -376,6 +436,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
             "keqing demo",
         )?;
     }
+    // Headquarters' catalogue (the offices' devices pull it with their
+    // first sync) and the week's media spend, from a generator of their
+    // own: the week's events stay those of the seed.
+    keqing_server::catalog::import(&*store, &demo_catalog(), "keqing demo")?;
+    let spend = demo_spend(opts, period(opts)?.0);
+    store.import_spend(&spend, "keqing demo")?;
+    let spend_fen: i64 = spend.iter().map(|s| s.amount_fen).sum();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server_addr = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -596,6 +663,32 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         && n.purchases == ledger.purchases
         && n.followups.done == ledger.followups
         && n.amount_fen == ledger.amount_fen;
+    let reported_spend: i64 = report.by_source.iter().map(|s| s.spend_fen).sum();
+    let costs_ok = report.by_source.iter().all(|s| {
+        s.cost_per_buyer_fen
+            == (s.bought > 0 && s.spend_fen > 0)
+                .then(|| (s.spend_fen as f64 / s.bought as f64).round() as i64)
+    });
+    checks.push(Check {
+        name: "投放合计等于导入的, 每购药患者成本按来源 spend equals what was imported, cost per buyer by source".into(),
+        ok: reported_spend == spend_fen && costs_ok,
+        detail: format!(
+            "{} yuan imported, {} reported; {}",
+            keqing_shared::records::fmt_yuan(spend_fen),
+            keqing_shared::records::fmt_yuan(reported_spend),
+            report
+                .by_source
+                .iter()
+                .map(|s| format!(
+                    "{} {}",
+                    s.source,
+                    s.cost_per_buyer_fen
+                        .map_or_else(|| "—".to_string(), keqing_shared::records::fmt_yuan)
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    });
     checks.push(Check {
         name: "全国报表合计等于生成的事件 national totals equal the generated events".into(),
         ok: totals_ok,
@@ -835,10 +928,11 @@ fn server_heads(
             };
             let mut heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
             heads.sort();
-            // An office's shared documents (roster, non-patient logs) say
-            // their office in their id; a dossier in its document.
-            let office = match keqing_shared::nonpatient::shared_document_genesis(&snap.doc_id) {
-                Some(shared) => shared.map(|(office, _)| office)?,
+            // An office's shared documents (roster, non-patient logs, its
+            // copy of the catalogue) say their office in their id; a
+            // dossier in its document.
+            let office = match keqing_shared::nonpatient::non_dossier_office(&snap.doc_id) {
+                Some(office) => office.to_string(),
                 None => Dossier::load(&snap.document, automerge::ActorId::random())
                     .and_then(|d| d.office())?,
             };
@@ -880,7 +974,7 @@ fn records_in(desk: &Desk) -> Result<Found> {
         deliveries: BTreeMap::new(),
     };
     for (id, _) in desk.replica().document_heads()? {
-        if keqing_shared::nonpatient::shared_document_genesis(&id).is_some() {
+        if keqing_shared::nonpatient::non_dossier_office(&id).is_some() {
             continue;
         }
         found.dossiers += 1;

@@ -162,6 +162,19 @@ pub fn shared_document_genesis(doc_id: &str) -> Option<Result<(String, NewChange
     None
 }
 
+/// The office of a document that is not a dossier, by its id: an office's
+/// shared documents (roster, non-patient logs) and its copy of
+/// headquarters' catalogue. `None` for a dossier (whose office is in it).
+pub fn non_dossier_office(doc_id: &str) -> Option<&str> {
+    if let Some(office) = crate::catalog::parse_catalog_id(doc_id) {
+        return Some(office);
+    }
+    if let Some(office) = doc_id.strip_prefix("roster-") {
+        return Some(office);
+    }
+    parse_log_id(doc_id).map(|(office, _)| office)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +223,9 @@ mod tests {
                 .is_err()
         );
         assert!(shared_document_genesis("01a2-dossier").is_none());
+        assert_eq!(non_dossier_office("roster-44"), Some("44"));
+        assert_eq!(non_dossier_office("catalog-11"), Some("11"));
+        assert_eq!(non_dossier_office("nonpatient-44-2026-11"), Some("44"));
+        assert_eq!(non_dossier_office("01a2-dossier"), None);
     }
 }

@@ -227,8 +227,8 @@ fn full_patient_journey() {
     assert_eq!(
         full20["by_source"],
         serde_json::json!([
-            {"source": "电视", "calls": 2, "callers": 1, "visited": 0, "bought": 0},
-            {"source": "报纸", "calls": 1, "callers": 1, "visited": 0, "bought": 0}
+            {"source": "电视", "calls": 2, "callers": 1, "visited": 0, "bought": 0, "kind": "", "spend_fen": 0, "sales_fen": 0, "cost_per_call_fen": null, "cost_per_visitor_fen": null, "cost_per_buyer_fen": null, "sales_per_yuan": null},
+            {"source": "报纸", "calls": 1, "callers": 1, "visited": 0, "bought": 0, "kind": "", "spend_fen": 0, "sales_fen": 0, "cost_per_call_fen": null, "cost_per_visitor_fen": null, "cost_per_buyer_fen": null, "sales_per_yuan": null}
         ])
     );
     assert_eq!(
