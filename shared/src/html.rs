@@ -187,6 +187,33 @@ pub fn share_bars(title: &str, rows: &[(String, u64, u64)]) -> Markup {
     }
 }
 
+/// Horizontal bars of amounts in fen by row (e.g. cost per buyer by
+/// channel), shown in yuan; a row without an amount says "—" (no buyers,
+/// or no spend).
+pub fn yuan_bars(title: &str, rows: &[(String, Option<i64>)]) -> Markup {
+    let (w, row) = (760.0, 20.0);
+    let h = row * rows.len() as f64 + 10.0;
+    let max = rows.iter().filter_map(|r| r.1).max().unwrap_or(0).max(1) as f64;
+    html! {
+        figure.chart {
+            figcaption { (title) }
+            svg viewBox={ "0 0 " (w) " " (fmt(h)) } role="img" aria-label=(title) xmlns="http://www.w3.org/2000/svg" {
+                @for (i, (label, fen)) in rows.iter().enumerate() {
+                    @let y = 5.0 + row * i as f64;
+                    text x="0" y=(fmt(y + 14.0)) font-size="12" { (label) }
+                    @if let Some(fen) = fen {
+                        @let bw = *fen as f64 / max * (w - 300.0);
+                        rect x="90" y=(fmt(y + 2.0)) width=(fmt(bw.max(1.0))) height=(fmt(row - 6.0)) fill=(PALETTE[i % PALETTE.len()]) {}
+                        text x=(fmt(96.0 + bw)) y=(fmt(y + 14.0)) font-size="12" { (crate::records::fmt_yuan(*fen)) " 元" }
+                    } @else {
+                        text x="96" y=(fmt(y + 14.0)) font-size="12" { "—" }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `part / whole` as a percentage with one decimal, "-" when whole is 0:
 /// the same rendering as the report tables.
 pub fn percent(part: u64, whole: u64) -> String {

@@ -123,8 +123,11 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
         assert_eq!(c["sources"][0]["name"], "广东卫视");
     }
     let ui = gd.workstation();
-    let form = keqing_tests::http::http(&ui.addr, "GET", "/call", &[], b"").text();
-    assert!(form.contains("<option value=\"广东卫视\">"), "{form}");
+    let call_form = keqing_tests::http::http(&ui.addr, "GET", "/call", &[], b"").text();
+    assert!(
+        call_form.contains("<option value=\"广东卫视\">"),
+        "{call_form}"
+    );
     drop(ui);
 
     // No device may change it: a push touching a copy is refused.
@@ -283,5 +286,49 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
     assert!(
         html.contains("每购药患者成本") && html.contains("1200.00"),
         "{html}"
+    );
+    assert!(html.contains("每购药患者成本（按信息来源）"), "the chart");
+    // The catalogue page: everyone reads it; only administrators import
+    // spend there, with the same checks.
+    let (status, html) =
+        crate::web_guards::dashboard_get(&dash.addr, "钱分析", "总部-2026-看板", "/catalog");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("广东卫视") && html.contains("金诃心脑康"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("spend-import"),
+        "no spend form for an analyst"
+    );
+    keqing_tests::Server::add_user_in(&server.dir, "周主任", "admin", "总部-2026-看板");
+    let session = crate::web_guards::dashboard_sign_in(&dash.addr, "周主任", "总部-2026-看板");
+    let cookie = session.split(';').next().unwrap().to_string();
+    use keqing_tests::http::{FORM, csrf_of, form, http};
+    let page = http(&dash.addr, "GET", "/catalog", &[("Cookie", &cookie)], b"").text();
+    assert!(page.contains("spend-import"));
+    let post = |csv: &str| {
+        http(
+            &dash.addr,
+            "POST",
+            "/spend",
+            &[FORM, ("Cookie", &cookie)],
+            &form(&[("csrf", csrf_of(&page).as_str()), ("csv", csv)]),
+        )
+    };
+    let refused = post("2026-11-20,44,tv-gd,100\n2026-11-20,44,nope,1");
+    assert_eq!(refused.status, 422);
+    assert!(refused.text().contains("第 2 行"), "{}", refused.text());
+    assert_eq!(
+        source_line(&report(&server, &["national"]), "广东卫视")["spend_fen"],
+        120000,
+        "nothing stored"
+    );
+    let r = post("2026-11-20,44,tv-gd,1500");
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        source_line(&report(&server, &["national"]), "广东卫视")["spend_fen"],
+        170000,
+        "replaced 1000 by 1500 for 44"
     );
 }

@@ -36,7 +36,7 @@ fn dashboard_login(addr: &str, name: &str, password: &str) -> keqing_tests::http
 
 /// Signs in to the dashboard at `addr`: the session's whole Set-Cookie
 /// header.
-fn dashboard_sign_in(addr: &str, name: &str, password: &str) -> String {
+pub(crate) fn dashboard_sign_in(addr: &str, name: &str, password: &str) -> String {
     let r = dashboard_login(addr, name, password);
     assert_eq!(r.status, 303, "sign-in: {}", r.text());
     r.header("set-cookie")

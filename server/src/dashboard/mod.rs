@@ -388,6 +388,8 @@ fn router(app: Dashboard) -> Router {
         .route("/province/{code}", get(province))
         .route("/duplicates", get(duplicates))
         .route("/reads", get(reads))
+        .route("/catalog", get(catalog))
+        .route("/spend", post(spend))
         .route("/unreadable", get(unreadable))
         .route("/export", get(export))
         .route("/logout", post(logout))
@@ -726,4 +728,58 @@ async fn reads(
         })
         .await?;
     Ok(pages::reads(&viewer, office.as_deref(), &lines, READS_PAGE))
+}
+
+/// 目录与投放: the catalogue in force; administrators also import media
+/// spend here (the same check as `keqing-server spend import`).
+async fn catalog(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, DashError> {
+    let catalog = app
+        .with_store(|s| {
+            crate::catalog::current(&*s.reader()?).map_err(|e| DashError::Internal(e.to_string()))
+        })
+        .await?;
+    Ok(pages::catalog(
+        &viewer,
+        catalog.as_ref(),
+        q.get("imported").map(String::as_str),
+    ))
+}
+
+/// Imports the media spend pasted into the catalogue page's form (CSV:
+/// date,office,source,amount): checked whole, refused with the line at
+/// fault, nothing stored then. Administrators only; audited as theirs.
+async fn spend(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    axum::Form(fields): axum::Form<HashMap<String, String>>,
+) -> Result<Response, DashError> {
+    if fields.get("csrf") != Some(&viewer.csrf) {
+        return Err(DashError::Csrf);
+    }
+    if !viewer.role.sees_personal_details() {
+        return Err(DashError::Forbidden);
+    }
+    let text = fields.get("csv").cloned().unwrap_or_default();
+    let actor = viewer.actor();
+    let imported = app
+        .with_store(move |s| {
+            let Some(catalog) = crate::catalog::current(&*s.reader()?)
+                .map_err(|e| DashError::Internal(e.to_string()))?
+            else {
+                return Err(DashError::BadRequest(
+                    "还没有目录 import a catalogue first (keqing-server catalog import FILE.toml)"
+                        .into(),
+                ));
+            };
+            let rows = keqing_shared::catalog::parse_spend_csv(&text, &catalog)
+                .map_err(|e| DashError::BadRequest(format!("{e}（未导入 nothing stored）")))?;
+            s.import_spend(&rows, &actor)?;
+            Ok(rows.len())
+        })
+        .await?;
+    Ok(Redirect::to(&format!("/catalog?imported={imported}")).into_response())
 }

@@ -4,7 +4,9 @@ use super::Viewer;
 use crate::store::{StoredRead, UnreadableDocument};
 use axum::http::StatusCode;
 use keqing_projection::patients::DuplicateCandidate;
-use keqing_shared::html::{Series, funnel, percent, share_bars, sheet_table, stacked_columns};
+use keqing_shared::html::{
+    Series, funnel, percent, share_bars, sheet_table, stacked_columns, yuan_bars,
+};
 use keqing_shared::records::fmt_yuan;
 use keqing_shared::report::{Line, Report, Scope};
 use keqing_shared::sheets;
@@ -30,6 +32,7 @@ fn layout(viewer: Option<&Viewer>, title: &str, body: Markup) -> Markup {
                     @if let Some(v) = viewer {
                         nav {
                             a href="/" { "全国" }
+                            a href="/catalog" { "目录与投放" }
                             @if v.role.sees_personal_details() {
                                 a href="/duplicates" { "重复患者" }
                                 a href="/reads" { "读取审计" }
@@ -166,6 +169,22 @@ fn calls_chart(r: &Report) -> Markup {
     stacked_columns("每日来电（按信息来源）", &days, &series)
 }
 
+/// 每购药患者成本 by channel: the sources with spend, cheapest first.
+fn cost_chart(r: &Report) -> Markup {
+    let mut rows: Vec<(String, Option<i64>)> = r
+        .by_source
+        .iter()
+        .filter(|s| s.spend_fen > 0)
+        .map(|s| (s.source.clone(), s.cost_per_buyer_fen))
+        .collect();
+    rows.sort_by_key(|(_, fen)| fen.unwrap_or(i64::MAX));
+    html! {
+        @if !rows.is_empty() {
+            (yuan_bars("每购药患者成本（按信息来源）", &rows))
+        }
+    }
+}
+
 fn funnel_chart(total: &Line) -> Markup {
     funnel(
         "转化漏斗：来电患者 → 到堂 → 购药",
@@ -214,6 +233,7 @@ pub fn national(viewer: &Viewer, r: &Report) -> Markup {
         div.charts {
             (calls_chart(r))
             (funnel_chart(&r.total))
+            (cost_chart(r))
             (share_bars("各省复购率（购药≥2次患者 / 购药患者）", &by_province(|l| (l.repeat_buyers, l.buyers))))
             (share_bars("各省按时回访率（按时完成 / 应回访）", &by_province(|l| (l.followups.due_done_on_time, l.followups.due))))
         }
@@ -266,6 +286,7 @@ pub fn province(viewer: &Viewer, r: &Report) -> Markup {
         div.charts {
             (calls_chart(r))
             (funnel_chart(&r.total))
+            (cost_chart(r))
             @if !staff.is_empty() {
                 (share_bars("回访人员按时回访（按时 / 回访次数）", &staff))
             }
@@ -365,4 +386,48 @@ pub fn reads(viewer: &Viewer, office: Option<&str>, lines: &[StoredRead], page: 
         }
     };
     layout(Some(viewer), "读取审计", body)
+}
+
+/// 目录与投放: the catalogue in force, and (administrators) the spend form.
+pub fn catalog(
+    viewer: &Viewer,
+    catalog: Option<&keqing_shared::catalog::Catalog>,
+    imported: Option<&str>,
+) -> Markup {
+    let body = html! {
+        @if let Some(n) = imported { p.saved role="status" { "已导入投放 " (n) " 行 imported" } }
+        @match catalog {
+            None => {
+                h1 { "目录" }
+                p.empty { "还没有目录：" code { "keqing-server catalog import FILE.toml" } }
+            }
+            Some(c) => {
+                h1 { "目录 第 " (c.version) " 版" }
+                p { "各办事处同步时收到，登记时从中选择；更新：" code { "keqing-server catalog import FILE.toml" } }
+                h2 { "信息来源" }
+                table id="catalog-sources" {
+                    thead { tr { th { "代码" } th { "名称" } th { "类别" } th { "别名" } } }
+                    tbody { @for s in &c.sources { tr { td.t { (s.code) } td.t { (s.name) } td.t { (s.kind) } td.t { (s.aliases.join("，")) } } } }
+                }
+                h2 { "产品" }
+                table id="catalog-products" {
+                    thead { tr { th { "代码" } th { "名称" } th { "单价(元)" } th { "每盒天数" } } }
+                    tbody { @for p in &c.products { tr { td.t { (p.code) } td.t { (p.name) } td { (fmt_yuan(p.unit_price_fen)) } td { (p.days_per_unit) } } } }
+                }
+                h2 { "疾病" }
+                p { (c.diseases.join("，")) }
+                @if viewer.role.sees_personal_details() {
+                    h2 { "导入投放" }
+                    p { "每行：日期,办事处代码,信息来源代码,金额(元)；同一天、办事处、来源再次导入时替换。" }
+                    form method="post" action="/spend" {
+                        input type="hidden" name="csrf" value=(viewer.csrf);
+                        textarea name="csv" id="spend-csv" rows="8" cols="60" required
+                            placeholder="2026-11-20,44,tv-gd,1200.00" {}
+                        button type="submit" id="spend-import" { "导入" }
+                    }
+                }
+            }
+        }
+    };
+    layout(Some(viewer), "目录与投放", body)
 }
