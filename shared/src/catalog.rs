@@ -559,6 +559,13 @@ days_per_unit = 30
     }
 
     #[test]
+    fn the_example_catalogue_of_the_docs_imports() {
+        let c = Catalog::parse_toml(include_str!("../../docs/catalog-example.toml"), 1).unwrap();
+        assert_eq!(c.source_name("老患者介绍"), "朋友介绍");
+        assert_eq!(c.source_name("广播"), "电台");
+    }
+
+    #[test]
     fn spend_lines_are_checked_against_the_catalogue() {
         let c = Catalog::parse_toml(FILE, 1).unwrap();
         let ok = "\u{feff}date,office,source,amount\n2026-11-20,44,tv-gd,1200.50\n\n2026-11-20,11,paper,80\n";
