@@ -705,3 +705,63 @@ fn headquarters_accounts_and_the_read_audit_behave_alike() {
         assert_eq!(seen.len(), 400, "{backend}: every read reached the reader");
     }
 }
+
+/// The catalogue's import (a version into every office's copy, in one
+/// append) and media spend (one amount per day, office and source) work
+/// alike on every backend, and a report counts the spend under the
+/// catalogue's source.
+#[test]
+fn the_catalogue_and_spend_reach_reports_alike() {
+    use keqing_shared::report::{Scope, SpendFact};
+    let tmp = tempfile::tempdir().unwrap();
+    let file = include_str!("../../docs/catalog-example.toml");
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        for version in [1, 2] {
+            let c = keqing_server::catalog::import(&*store, file, "admin:test").unwrap();
+            assert_eq!(c.version, version, "{backend}");
+        }
+        let reader = store.reader().unwrap();
+        for office in keqing_shared::office::OFFICES.iter() {
+            let copy = reader
+                .snapshot_of(&keqing_shared::catalog::catalog_id(office.code))
+                .unwrap();
+            let c = keqing_shared::catalog::read_saved(&copy).unwrap();
+            assert_eq!(c.version, 2, "{backend} {}", office.code);
+        }
+        drop(reader);
+        let spend = |fen: i64| SpendFact {
+            office: "44".into(),
+            day,
+            source_code: "tv".into(),
+            amount_fen: fen,
+        };
+        assert_eq!(store.import_spend(&[spend(1000)], "admin:test").unwrap(), 1);
+        assert_eq!(store.import_spend(&[spend(2500)], "admin:test").unwrap(), 0);
+        let report = keqing_server::reports::build_report(
+            &mut *store.projections().unwrap(),
+            &Scope::National,
+            day,
+            day,
+        )
+        .unwrap();
+        let tv = report.by_source.iter().find(|s| s.source == "电视");
+        assert_eq!(
+            tv.map(|s| (s.spend_fen, s.kind.as_str())),
+            Some((2500, "电视")),
+            "{backend}"
+        );
+        let other_day = keqing_server::reports::build_report(
+            &mut *store.projections().unwrap(),
+            &Scope::Office("11".into()),
+            day,
+            day,
+        )
+        .unwrap();
+        assert!(
+            other_day.by_source.iter().all(|s| s.spend_fen == 0),
+            "{backend}: 44's spend"
+        );
+    }
+}
