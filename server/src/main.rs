@@ -851,10 +851,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::User(command) => user(&data, command),
         Command::Catalog(CatalogCommand::Import { file }) => {
-            let text =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let text = String::from_utf8(text)
-                .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))?;
+            let text = read_text(&file)?;
             let store = data.open(Opening::Create)?;
             let c = keqing_server::catalog::import(&*store, &text, &local_admin())?;
             println!(
@@ -868,10 +865,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Spend(SpendCommand::Import { file }) => {
-            let text =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let text = String::from_utf8(text)
-                .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))?;
+            let text = read_text(&file)?;
             let store = data.open(Opening::Existing)?;
             let Some(catalog) = keqing_server::catalog::current(&*store.reader()?)? else {
                 bail!(
@@ -930,6 +924,23 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A file an import reads: UTF-8 text, at most 32 MiB (the parsers bound
+/// what they take; this bounds what is read first).
+fn read_text(file: &std::path::Path) -> Result<String> {
+    const MOST: u64 = 32 << 20;
+    let len = std::fs::metadata(file)
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    if len > MOST {
+        bail!(
+            "{} has {len} bytes; an import takes at most {MOST}",
+            file.display()
+        );
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))
 }
 
 fn print_catalog(catalog: Option<&keqing_shared::catalog::Catalog>, json: bool) -> Result<()> {

@@ -9,26 +9,8 @@ use keqing_tests::{Office, Server, WebProcess, server_bin};
 
 const DAY: &str = "2026-11-20";
 
-const CATALOG: &str = r#"
-diseases = ["高血压", "冠心病"]
-
-[[source]]
-code = "tv-gd"
-name = "广东卫视"
-kind = "电视"
-aliases = ["广东台", "卫视"]
-
-[[source]]
-code = "paper"
-name = "羊城晚报"
-kind = "报纸"
-
-[[product]]
-code = "xnk"
-name = "金诃心脑康"
-unit_price = "128.00"
-days_per_unit = 30
-"#;
+/// The example of the docs (`docs/catalog-example.toml`).
+const CATALOG: &str = include_str!("../../docs/catalog-example.toml");
 
 fn call(o: &Office, phone: &str, name: &str, source: &str, at: &str) -> String {
     o.ok(&[
@@ -70,9 +52,9 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
         o.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
     }
     // Typed before any catalogue: an alias, a name, something unknown.
-    let buyer = call(&gd, "13800138000", "王芳", "广东台", "2026-11-20T09:00");
+    let buyer = call(&gd, "13800138000", "王芳", "电视台", "2026-11-20T09:00");
     call(&gd, "13800138001", "张三", "朋友说的", "2026-11-20T09:30");
-    call(&bj, "13900139000", "李四", "羊城晚报", "2026-11-20T10:00");
+    call(&bj, "13900139000", "李四", "报纸", "2026-11-20T10:00");
     gd.ok(&[
         "purchase",
         "--patient",
@@ -97,7 +79,7 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
     let r = server.run_admin(&["catalog", "import", &bad.to_string_lossy()]);
     assert!(!r.ok);
     assert!(
-        r.stderr.contains("第 13 行") && r.stderr.contains("杂志"),
+        r.stderr.contains("第 21 行") && r.stderr.contains("杂志"),
         "{}",
         r.stderr
     );
@@ -120,14 +102,11 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
         o.ok(&["sync"]);
         let c = o.ok(&["catalog", "--json"]).json();
         assert_eq!(c["version"], 1, "{c}");
-        assert_eq!(c["sources"][0]["name"], "广东卫视");
+        assert_eq!(c["sources"][0]["name"], "电视");
     }
     let ui = gd.workstation();
     let call_form = keqing_tests::http::http(&ui.addr, "GET", "/call", &[], b"").text();
-    assert!(
-        call_form.contains("<option value=\"广东卫视\">"),
-        "{call_form}"
-    );
+    assert!(call_form.contains("<option value=\"电视\">"), "{call_form}");
     drop(ui);
 
     // No device may change it: a push touching a copy is refused.
@@ -161,17 +140,17 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
     // Reports count the typed sources under the catalogue's, and list
     // what they mapped.
     let national = report(&server, &["national"]);
-    assert_eq!(source_line(&national, "广东卫视")["calls"], 1);
-    assert_eq!(source_line(&national, "广东卫视")["kind"], "电视");
+    assert_eq!(source_line(&national, "电视")["calls"], 1);
+    assert_eq!(source_line(&national, "电视")["kind"], "电视");
     assert_eq!(source_line(&national, "其他")["calls"], 1);
-    assert_eq!(source_line(&national, "羊城晚报")["calls"], 1);
+    assert_eq!(source_line(&national, "报纸")["calls"], 1);
     let texts = &national["source_texts"];
     assert!(
         texts
             .as_array()
             .unwrap()
             .iter()
-            .any(|t| t["typed"] == "广东台" && t["counted_as"] == "广东卫视")
+            .any(|t| t["typed"] == "电视台" && t["counted_as"] == "电视")
             && texts
                 .as_array()
                 .unwrap()
@@ -181,29 +160,29 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
     );
     // The office's own report maps them the same way, offline.
     let own = gd.ok(&["report", "daily", "--date", DAY, "--json"]).json();
-    assert_eq!(source_line(&own, "广东卫视")["calls"], 1, "{own}");
+    assert_eq!(source_line(&own, "电视")["calls"], 1, "{own}");
 
     // Spend: a bad line refuses the file, nothing stored.
     let spend = tmp.path().join("spend.csv");
     std::fs::write(
         &spend,
-        "date,office,source,amount\n2026-11-20,44,tv-gd,1000\n2026-11-20,44,radio,50\n",
+        "date,office,source,amount\n2026-11-20,44,tv,1000\n2026-11-20,44,cable,50\n",
     )
     .unwrap();
     let r = server.run_admin(&["spend", "import", &spend.to_string_lossy()]);
     assert!(!r.ok);
     assert!(
-        r.stderr.contains("第 3 行") && r.stderr.contains("radio"),
+        r.stderr.contains("第 3 行") && r.stderr.contains("cable"),
         "{}",
         r.stderr
     );
     assert_eq!(
-        source_line(&report(&server, &["national"]), "广东卫视")["spend_fen"],
+        source_line(&report(&server, &["national"]), "电视")["spend_fen"],
         0
     );
     std::fs::write(
         &spend,
-        "date,office,source,amount\n2026-11-20,44,tv-gd,1000\n2026-11-20,11,paper,300.50\n2026-11-20,11,tv-gd,200\n",
+        "date,office,source,amount\n2026-11-20,44,tv,1000\n2026-11-20,11,paper,300.50\n2026-11-20,11,tv,200\n",
     )
     .unwrap();
     for (round, new) in [(1, "3 行新增"), (2, "0 行新增")] {
@@ -216,7 +195,7 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
         );
     }
     let national = report(&server, &["national"]);
-    let tv = source_line(&national, "广东卫视");
+    let tv = source_line(&national, "电视");
     assert_eq!(
         tv["spend_fen"], 120000,
         "imported twice, counted once: {tv}"
@@ -294,7 +273,7 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
         crate::web_guards::dashboard_get(&dash.addr, "钱分析", "总部-2026-看板", "/catalog");
     assert_eq!(status, 200);
     assert!(
-        html.contains("广东卫视") && html.contains("金诃心脑康"),
+        html.contains("电视") && html.contains("金诃心脑康"),
         "{html}"
     );
     assert!(
@@ -316,18 +295,18 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
             &form(&[("csrf", csrf_of(&page).as_str()), ("csv", csv)]),
         )
     };
-    let refused = post("2026-11-20,44,tv-gd,100\n2026-11-20,44,nope,1");
+    let refused = post("2026-11-20,44,tv,100\n2026-11-20,44,nope,1");
     assert_eq!(refused.status, 422);
     assert!(refused.text().contains("第 2 行"), "{}", refused.text());
     assert_eq!(
-        source_line(&report(&server, &["national"]), "广东卫视")["spend_fen"],
+        source_line(&report(&server, &["national"]), "电视")["spend_fen"],
         120000,
         "nothing stored"
     );
-    let r = post("2026-11-20,44,tv-gd,1500");
+    let r = post("2026-11-20,44,tv,1500");
     assert_eq!(r.status, 303, "{}", r.text());
     assert_eq!(
-        source_line(&report(&server, &["national"]), "广东卫视")["spend_fen"],
+        source_line(&report(&server, &["national"]), "电视")["spend_fen"],
         170000,
         "replaced 1000 by 1500 for 44"
     );
