@@ -771,7 +771,16 @@ impl Desk {
             .into());
         }
         let amount_fen = parse_yuan(&input.amount_yuan)?;
-        if let Some(r) = input.runout
+        // Not given: the catalogue's days of medicine per unit say it, for
+        // a product it lists.
+        let runout = match input.runout {
+            Some(r) => Some(r),
+            None => self
+                .replica
+                .catalog()?
+                .and_then(|c| c.runout_for(&product, input.quantity, input.at.date())),
+        };
+        if let Some(r) = runout
             && r < input.at.date()
         {
             return Err(keqing_shared::DomainError::invalid(
@@ -788,7 +797,7 @@ impl Desk {
             quantity: input.quantity,
             amount_fen,
             invoice: optional_text("invoice", &input.invoice)?,
-            runout: input.runout,
+            runout,
             gifts: optional_text("gifts", &input.gifts)?,
             gift_receipt: optional_text("gift_receipt", &input.gift_receipt)?,
         };

@@ -301,6 +301,19 @@ impl Catalog {
             .map_or(OTHER_SOURCE, |s| s.name.as_str())
     }
 
+    /// The run-out date (用药到期时间) of `quantity` units of `product`
+    /// bought on `day`, by the catalogue's days per unit; `None` for a
+    /// product it does not list.
+    pub fn runout_for(
+        &self,
+        product: &str,
+        quantity: i64,
+        day: chrono::NaiveDate,
+    ) -> Option<chrono::NaiveDate> {
+        let days = i64::from(self.product(product)?.days_per_unit).checked_mul(quantity)?;
+        day.checked_add_days(chrono::Days::new(u64::try_from(days).ok()?))
+    }
+
     /// The product of this code or name.
     pub fn product(&self, code_or_name: &str) -> Option<&Product> {
         let t = code_or_name.trim();
@@ -514,6 +527,12 @@ days_per_unit = 30
         assert_eq!(c.source_name("tv-gd"), "广东卫视");
         assert_eq!(c.source_name("朋友说的"), OTHER_SOURCE);
         assert_eq!(c.product("金诃心脑康").unwrap().days_per_unit, 30);
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        assert_eq!(
+            c.runout_for("xnk", 3, day),
+            chrono::NaiveDate::from_ymd_opt(2027, 2, 18)
+        );
+        assert_eq!(c.runout_for("别的药", 3, day), None);
     }
 
     #[test]

@@ -104,6 +104,34 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
         assert_eq!(c["version"], 1, "{c}");
         assert_eq!(c["sources"][0]["name"], "电视");
     }
+    // A purchase without a run-out date gets one from the catalogue's days
+    // per box (the one typed before the catalogue arrived has none).
+    let other = gd.ok(&["search", "张三", "--json"]).json()[0]["dossier_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    gd.ok(&[
+        "purchase",
+        "--patient",
+        &other,
+        "--staff",
+        "李敏",
+        "--product",
+        "金诃心脑康",
+        "--quantity",
+        "3",
+        "--amount",
+        "384",
+        "--at",
+        "2026-11-20T16:00",
+    ]);
+    let runouts: Vec<serde_json::Value> = [&buyer, &other]
+        .iter()
+        .map(|p| {
+            gd.ok(&["patient", p, "--json"]).json()["dossier"]["purchases"][0]["runout"].clone()
+        })
+        .collect();
+    assert_eq!(runouts, [serde_json::Value::Null, "2027-02-18".into()]);
     let ui = gd.workstation();
     let call_form = keqing_tests::http::http(&ui.addr, "GET", "/call", &[], b"").text();
     assert!(call_form.contains("<option value=\"电视\">"), "{call_form}");
