@@ -103,8 +103,8 @@ impl ReadEntry {
                 Ok(())
             }
         };
-        if self.seq == 0 {
-            return Err("a read's number starts at 1".into());
+        if self.seq == 0 || self.seq > i64::MAX as u64 {
+            return Err("a read's number is from 1 to 2^63 - 1".into());
         }
         crate::when::parse_datetime(&self.at).map_err(|e| format!("a read's time: {e}"))?;
         printable("who", &self.who, READ_WHO_CHARS)?;
@@ -115,6 +115,36 @@ impl ReadEntry {
             ));
         }
         printable("target", &self.target, READ_TARGET_CHARS)
+    }
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_is_checked_field_by_field() {
+        let good = ReadEntry {
+            seq: 1,
+            device: String::new(),
+            at: "2026-11-20T10:00:00".into(),
+            who: "李娜".into(),
+            action: "dossier.open".into(),
+            target: "01a2".into(),
+        };
+        assert_eq!(good.check(), Ok(()));
+        let bad = |f: fn(&mut ReadEntry)| {
+            let mut r = good.clone();
+            f(&mut r);
+            r.check().unwrap_err()
+        };
+        assert!(bad(|r| r.seq = 0).contains("number"));
+        assert!(bad(|r| r.seq = u64::MAX).contains("number"));
+        assert!(bad(|r| r.at = "yesterday".into()).contains("time"));
+        assert!(bad(|r| r.who = "x".repeat(READ_WHO_CHARS + 1)).contains("who"));
+        assert!(bad(|r| r.who = "李\u{1b}[2J".into()).contains("who"));
+        assert!(bad(|r| r.action = "dossier.delete".into()).contains("action"));
+        assert!(bad(|r| r.target = String::new()).contains("target"));
     }
 }
 
