@@ -16,6 +16,38 @@ pub enum CatalogImportError {
     Store(#[from] StoreError),
     #[error("目录文档损坏 the stored catalogue does not load: {0}")]
     Damaged(String),
+    #[error(
+        "还没有目录 import a catalogue first (keqing-server catalog import FILE.toml): spend is kept by its sources' codes"
+    )]
+    NoCatalog,
+}
+
+/// What a spend import stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendImported {
+    pub rows: u64,
+    /// Keys (day, office, source) not there before; the rest replaced.
+    pub new: u64,
+    pub total_fen: i64,
+}
+
+/// Reads `text` as a media spend file against the catalogue in force and
+/// stores it (one amount per day, office and source; audited as
+/// `admin`'s). Nothing is stored when the file is refused. The one path of
+/// the command line and the dashboard.
+pub fn import_spend(
+    store: &dyn Store,
+    text: &str,
+    admin: &str,
+) -> Result<SpendImported, CatalogImportError> {
+    let catalog = current(&*store.reader()?)?.ok_or(CatalogImportError::NoCatalog)?;
+    let rows = keqing_shared::catalog::parse_spend_csv(text, &catalog)?;
+    let new = store.import_spend(&rows, admin)?;
+    Ok(SpendImported {
+        rows: rows.len() as u64,
+        new,
+        total_fen: rows.iter().map(|r| r.amount_fen).sum(),
+    })
 }
 
 /// What the change log names as the writer of the catalogue's changes.

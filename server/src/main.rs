@@ -867,20 +867,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Spend(SpendCommand::Import { file }) => {
             let text = read_text(&file)?;
             let store = data.open(Opening::Existing)?;
-            let Some(catalog) = keqing_server::catalog::current(&*store.reader()?)? else {
-                bail!(
-                    "还没有目录 import a catalogue first (keqing-server catalog import FILE.toml): spend is kept by its sources' codes"
-                );
-            };
-            let rows = keqing_shared::catalog::parse_spend_csv(&text, &catalog)
+            let done = keqing_server::catalog::import_spend(&*store, &text, &local_admin())
                 .with_context(|| format!("{} refused, nothing stored", file.display()))?;
-            let new = store.import_spend(&rows, &local_admin())?;
-            let total: i64 = rows.iter().map(|r| r.amount_fen).sum();
             println!(
-                "已导入投放 {} 行 ({new} 行新增, {} 行替换), 共 {} 元",
-                rows.len(),
-                rows.len() as u64 - new,
-                keqing_shared::records::fmt_yuan(total)
+                "已导入投放 {} 行 ({} 行新增, {} 行替换), 共 {} 元",
+                done.rows,
+                done.new,
+                done.rows - done.new,
+                keqing_shared::records::fmt_yuan(done.total_fen)
             );
             Ok(())
         }

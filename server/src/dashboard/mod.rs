@@ -145,6 +145,18 @@ impl IntoResponse for DashError {
     }
 }
 
+impl From<crate::catalog::CatalogImportError> for DashError {
+    fn from(e: crate::catalog::CatalogImportError) -> Self {
+        use crate::catalog::CatalogImportError as E;
+        match e {
+            E::File(_) | E::NoCatalog => {
+                DashError::BadRequest(format!("{e}（未导入 nothing stored）"))
+            }
+            E::Store(_) | E::Damaged(_) => DashError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for DashError {
     fn from(e: crate::store::StoreError) -> Self {
         DashError::Internal(e.to_string())
@@ -738,9 +750,7 @@ async fn catalog(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Markup, DashError> {
     let catalog = app
-        .with_store(|s| {
-            crate::catalog::current(&*s.reader()?).map_err(|e| DashError::Internal(e.to_string()))
-        })
+        .with_store(|s| Ok(crate::catalog::current(&*s.reader()?)?))
         .await?;
     Ok(pages::catalog(
         &viewer,
@@ -766,20 +776,7 @@ async fn spend(
     let text = fields.get("csv").cloned().unwrap_or_default();
     let actor = viewer.actor();
     let imported = app
-        .with_store(move |s| {
-            let Some(catalog) = crate::catalog::current(&*s.reader()?)
-                .map_err(|e| DashError::Internal(e.to_string()))?
-            else {
-                return Err(DashError::BadRequest(
-                    "还没有目录 import a catalogue first (keqing-server catalog import FILE.toml)"
-                        .into(),
-                ));
-            };
-            let rows = keqing_shared::catalog::parse_spend_csv(&text, &catalog)
-                .map_err(|e| DashError::BadRequest(format!("{e}（未导入 nothing stored）")))?;
-            s.import_spend(&rows, &actor)?;
-            Ok(rows.len())
-        })
+        .with_store(move |s| Ok(crate::catalog::import_spend(s, &text, &actor)?.rows))
         .await?;
     Ok(Redirect::to(&format!("/catalog?imported={imported}")).into_response())
 }
