@@ -8,6 +8,7 @@
 use axum::http::{HeaderMap, header};
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -181,9 +182,88 @@ impl<K: Eq + Hash + Clone> Throttle<K> {
     }
 }
 
+/// The failed sign-ins a client, or a name, may have in
+/// [`SIGN_IN_WINDOW`]; then it waits the window out.
+pub const SIGN_IN_FAILURES: u32 = 5;
+pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(600);
+
+/// A sign-in as posted: the name (trimmed) and password, and whether any
+/// account could have them. What no account can be is refused unhashed and
+/// kept nowhere: its name is emptied, since the throttle keys on names and
+/// a megabyte of name must not become one.
+pub struct Attempt {
+    pub name: String,
+    pub password: String,
+    pub possible: bool,
+}
+
+impl Attempt {
+    pub fn new(name: &str, password: String) -> Attempt {
+        let name = name.trim();
+        let possible = name.chars().count() <= keqing_shared::limits::NAME_CHARS
+            && password.chars().count() <= keqing_shared::staff::PASSWORD_MAX_CHARS;
+        Attempt {
+            name: if possible {
+                name.to_string()
+            } else {
+                String::new()
+            },
+            password,
+            possible,
+        }
+    }
+}
+
+/// A sign-in form's failures, per client address and per name
+/// ([`SIGN_IN_FAILURES`] in [`SIGN_IN_WINDOW`]).
+pub struct SignInThrottle {
+    clients: Throttle<IpAddr>,
+    names: Throttle<String>,
+}
+
+impl Default for SignInThrottle {
+    fn default() -> Self {
+        SignInThrottle {
+            clients: Throttle::new(SIGN_IN_FAILURES, SIGN_IN_WINDOW),
+            names: Throttle::new(SIGN_IN_FAILURES, SIGN_IN_WINDOW),
+        }
+    }
+}
+
+impl SignInThrottle {
+    /// Whether `client`, or `name`, must wait before trying again.
+    pub fn blocked(&self, client: IpAddr, name: &str) -> bool {
+        self.clients.blocked(&client) || self.names.blocked(&name.to_string())
+    }
+
+    /// Counts a failed sign-in of `client` as `name`.
+    pub fn fail(&self, client: IpAddr, name: &str) {
+        self.clients.fail(&client);
+        self.names.fail(&name.to_string());
+    }
+
+    /// Forgets `name`'s failures (it signed in).
+    pub fn succeeded(&self, name: &str) {
+        self.names.clear(&name.to_string());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_no_account_can_be_keeps_no_name() {
+        let a = Attempt::new("  李娜 ", "心脑通 2026".into());
+        assert_eq!((a.name.as_str(), a.possible), ("李娜", true));
+        let long_name = Attempt::new(&"名".repeat(100_000), "心脑通 2026".into());
+        assert_eq!((long_name.name.as_str(), long_name.possible), ("", false));
+        let long_password = Attempt::new("李娜", "x".repeat(10_000));
+        assert_eq!(
+            (long_password.name.as_str(), long_password.possible),
+            ("", false)
+        );
+    }
 
     #[test]
     fn idle_minutes_parse_within_bounds() {

@@ -43,10 +43,6 @@ pub struct UiOptions {
 
 /// The session cookie of the workstation.
 const SESSION_COOKIE: &str = "keqing_ui";
-/// Failed sign-ins from one client, or for one name, within
-/// [`SIGN_IN_WINDOW`]; then it waits out the window.
-const SIGN_IN_FAILURES: u32 = 5;
-const SIGN_IN_WINDOW: Duration = Duration::from_secs(600);
 
 tokio::task_local! {
     /// The staff member signed in for the request being served, as the gate
@@ -95,8 +91,7 @@ struct Inner {
     /// Who is signed in, by session.
     sessions: keqing_host::sign_in::Sessions<String>,
     /// Failed sign-ins by client address and by name.
-    failed_clients: keqing_host::sign_in::Throttle<std::net::IpAddr>,
-    failed_names: keqing_host::sign_in::Throttle<String>,
+    failed: keqing_host::sign_in::SignInThrottle,
 }
 
 #[derive(Clone)]
@@ -254,8 +249,7 @@ pub async fn serve(
         sync_lock: tokio::sync::Mutex::new(()),
         last_staff: Mutex::new(None),
         sessions: keqing_host::sign_in::Sessions::new(options.idle_sign_out),
-        failed_clients: keqing_host::sign_in::Throttle::new(SIGN_IN_FAILURES, SIGN_IN_WINDOW),
-        failed_names: keqing_host::sign_in::Throttle::new(SIGN_IN_FAILURES, SIGN_IN_WINDOW),
+        failed: Default::default(),
     }));
     if let Some(every) = options.sync_every {
         tokio::spawn(background_sync(app.clone(), every));
@@ -354,7 +348,7 @@ async fn login_form(State(app): State<App>) -> Result<Markup, UiError> {
 
 /// Signs a staff member in (name and password, checked offline against
 /// the roster this device holds). Failures are counted per client and per
-/// name, logged, and after [`SIGN_IN_FAILURES`] in [`SIGN_IN_WINDOW`] the
+/// name, logged, and after [`keqing_host::sign_in::SIGN_IN_FAILURES`] the
 /// client or the name waits.
 async fn login(
     State(app): State<App>,
@@ -365,17 +359,14 @@ async fn login(
     if field("csrf") != app.0.csrf {
         return Err(UiError::Csrf);
     }
-    let (mut name, password) = (field("name").trim().to_string(), field("password"));
-    // What no account can be is refused unhashed and kept nowhere: the
-    // throttle keys on names, and a megabyte of name must not become one.
-    let possible = name.chars().count() <= keqing_shared::limits::NAME_CHARS
-        && password.chars().count() <= keqing_shared::staff::PASSWORD_MAX_CHARS;
-    if !possible {
-        name = String::new();
-    }
+    let keqing_host::sign_in::Attempt {
+        name,
+        password,
+        possible,
+    } = keqing_host::sign_in::Attempt::new(&field("name"), field("password"));
     let client = peer.ip();
     let frame = app.frame().await?;
-    if app.0.failed_clients.blocked(&client) || app.0.failed_names.blocked(&name) {
+    if app.0.failed.blocked(client, &name) {
         tracing::warn!(%client, name = %keqing_shared::printable::printable(&name), "workstation sign-in throttled");
         let page = pages::login(
             &frame,
@@ -391,7 +382,7 @@ async fn login(
     };
     match signed {
         Ok(member) => {
-            app.0.failed_names.clear(&member.name);
+            app.0.failed.succeeded(&member.name);
             let (sid, _) = app.0.sessions.open(member.name.clone());
             tracing::info!(%client, staff = %keqing_shared::printable::printable(&member.name), "workstation sign-in");
             let mut res = Redirect::to("/").into_response();
@@ -402,8 +393,7 @@ async fn login(
             Ok(res)
         }
         Err(UiError::Client(e @ (ClientError::SignInRefused | ClientError::AccountClosed(_)))) => {
-            app.0.failed_clients.fail(&client);
-            app.0.failed_names.fail(&name);
+            app.0.failed.fail(client, &name);
             tracing::warn!(%client, name = %keqing_shared::printable::printable(&name), reason = %e, "workstation sign-in refused");
             let status = match e {
                 ClientError::AccountClosed(_) => StatusCode::FORBIDDEN,

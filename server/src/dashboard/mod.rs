@@ -29,14 +29,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::NaiveDate;
-use keqing_host::sign_in::{Sessions, Throttle, cleared_cookie, cookie, random_secret};
+use keqing_host::sign_in::{
+    Attempt, Sessions, SignInThrottle, cleared_cookie, cookie, random_secret,
+};
 use keqing_shared::report::{Report, Scope};
 use keqing_shared::sheets::{self, FileFormat};
 use keqing_shared::staff::HqRole;
 use keqing_shared::when::parse_date;
 use maud::Markup;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,10 +50,6 @@ pub const DEFAULT_IDLE: Duration = Duration::from_secs(15 * 60);
 /// another site cannot sign this browser in with a token of its choosing).
 const LOGIN_COOKIE: &str = "keqing_login";
 const LOGIN_FORM_LIFETIME: Duration = Duration::from_secs(600);
-/// Failed sign-ins one client, or one name, may have in [`LOGIN_WINDOW`];
-/// then it waits.
-const LOGIN_FAILURES: u32 = 5;
-const LOGIN_WINDOW: Duration = Duration::from_secs(600);
 /// What every refused sign-in reads: no hint whether the name is unknown,
 /// the password wrong, the account closed or the certificate missing (the
 /// server's log says).
@@ -70,8 +68,7 @@ struct Inner {
     access: Access,
     /// Sign-in form secrets issued and not used yet, with their expiry.
     login_forms: Mutex<HashMap<String, Instant>>,
-    failed_clients: Throttle<IpAddr>,
-    failed_names: Throttle<String>,
+    failed: SignInThrottle,
 }
 
 /// The SHA-256 of the client certificate a TLS connection verified (the
@@ -320,8 +317,7 @@ pub async fn serve(
         hosts: keqing_shared::html::allowed_hosts(addr),
         access: options.access,
         login_forms: Mutex::new(HashMap::new()),
-        failed_clients: Throttle::new(LOGIN_FAILURES, LOGIN_WINDOW),
-        failed_names: Throttle::new(LOGIN_FAILURES, LOGIN_WINDOW),
+        failed: SignInThrottle::default(),
     }));
     match options.tls {
         Some(tls) => serve_tls(router(app), listener, tls, shutdown).await,
@@ -478,16 +474,13 @@ async fn login(
             .await
             .map_err(|e| DashError::BadRequest(e.body_text()))?;
     let field = |k: &str| fields.get(k).cloned().unwrap_or_default();
-    let (mut name, password) = (field("name").trim().to_string(), field("password"));
-    // What no account can be is refused unhashed and kept nowhere: the
-    // throttle keys on names, and a megabyte of name must not become one.
-    let possible = name.chars().count() <= keqing_shared::limits::NAME_CHARS
-        && password.chars().count() <= keqing_shared::staff::PASSWORD_MAX_CHARS;
-    if !possible {
-        name = String::new();
-    }
+    let Attempt {
+        name,
+        password,
+        possible,
+    } = Attempt::new(&field("name"), field("password"));
     let client = peer.ip();
-    if app.0.failed_clients.blocked(&client) || app.0.failed_names.blocked(&name) {
+    if app.0.failed.blocked(client, &name) {
         tracing::warn!(%client, name = %keqing_shared::printable::printable(&name), "dashboard sign-in throttled");
         return Ok(login_page(
             &app,
@@ -531,8 +524,7 @@ async fn login(
     let user = match admitted {
         Ok(u) => u,
         Err(why) => {
-            app.0.failed_clients.fail(&client);
-            app.0.failed_names.fail(&name);
+            app.0.failed.fail(client, &name);
             tracing::warn!(%client, name = %keqing_shared::printable::printable(&name), reason = why, "dashboard sign-in refused");
             return Ok(login_page(
                 &app,
@@ -542,7 +534,7 @@ async fn login(
             ));
         }
     };
-    app.0.failed_names.clear(&user.name);
+    app.0.failed.succeeded(&user.name);
     let actor = format!("user:{}", user.name);
     let role = user.role.as_str();
     app.with_store(move |s| Ok(s.audit(&actor, "dashboard.sign_in", "dashboard", role)?))
