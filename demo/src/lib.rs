@@ -1260,6 +1260,7 @@ fn office_day(
                     handling_at: None,
                     resolved_at: None,
                     resolution: None,
+                    resolved_by: None,
                 };
                 if on_some_device(o, p, prefer, |d, id| d.edit_patient(id, |tx| tx.add(&pr)))
                     .is_some()

@@ -522,6 +522,7 @@ fn fill(dir: &std::path::Path, n: u64, today: NaiveDate, rng: &mut Rng) -> Desk 
             handling_at: None,
             resolved_at: None,
             resolution: None,
+            resolved_by: None,
         });
         if stopped.is_some() || typical.is_some() || problem.is_some() {
             desk.edit_patient(&out.dossier_id, |tx| {

@@ -980,6 +980,7 @@ impl Desk {
                     handling_at: None,
                     resolved_at: None,
                     resolution: None,
+                    resolved_by: None,
                 };
                 let (view, ()) = self.edit_patient(patient, |tx| tx.add(&p))?;
                 return Ok((view, p));
@@ -1035,6 +1036,7 @@ impl Desk {
                     p.state = ProblemState::Resolved;
                     p.resolved_at = Some(at);
                     p.resolution = Some(r.clone());
+                    p.resolved_by = Some(staff.name.clone());
                 }
             }
             tx.update(&p)?;

@@ -234,6 +234,7 @@ fn generate(office: &str, n: u64, rng: &mut Rng) -> Generated {
                 handling_at: None,
                 resolved_at: None,
                 resolution: None,
+                resolved_by: None,
             }),
         ));
     }

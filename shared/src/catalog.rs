@@ -74,6 +74,12 @@ pub struct Catalog {
     pub products: Vec<Product>,
     #[serde(default)]
     pub diseases: Vec<String>,
+    /// Headquarters' activities (活动), for some offices or all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activities: Vec<crate::activity::Activity>,
+    /// The staff evaluation's weights (客情岗位评定).
+    #[serde(default)]
+    pub weights: crate::score::ScoreWeights,
 }
 
 /// Why a catalogue file was refused: the line at fault (1-based; 0 when
@@ -95,6 +101,24 @@ struct File {
     products: Vec<toml::Spanned<FileProduct>>,
     #[serde(default)]
     diseases: Vec<toml::Spanned<String>>,
+    #[serde(default, rename = "activity")]
+    activities: Vec<toml::Spanned<FileActivity>>,
+    #[serde(default)]
+    weights: std::collections::BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileActivity {
+    code: toml::Spanned<String>,
+    name: toml::Spanned<String>,
+    kind: toml::Spanned<String>,
+    starts: toml::Spanned<String>,
+    ends: toml::Spanned<String>,
+    #[serde(default)]
+    offices: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    source: Option<toml::Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +198,7 @@ impl Catalog {
             ("sources", file.sources.len()),
             ("products", file.products.len()),
             ("diseases", file.diseases.len()),
+            ("activities", file.activities.len()),
         ] {
             if let Some(e) = too_many(what, n) {
                 return Err(e);
@@ -277,11 +302,87 @@ impl Catalog {
             }
             diseases.push(disease);
         }
+
+        let mut activities = Vec::new();
+        let mut activity_codes = HashSet::new();
+        for a in &file.activities {
+            let a = a.get_ref();
+            let date = |v: &toml::Spanned<String>| {
+                chrono::NaiveDate::parse_from_str(v.get_ref().trim(), "%Y-%m-%d")
+                    .map_err(|_| at(v.span(), format!("`{}`: a date, 2026-11-20", v.get_ref())))
+            };
+            let mut offices = Vec::new();
+            for o in &a.offices {
+                let code = o.get_ref().trim().to_string();
+                crate::office::office(&code).map_err(|e| at(o.span(), e.to_string()))?;
+                if !offices.contains(&code) {
+                    offices.push(code);
+                }
+            }
+            let source = match &a.source {
+                Some(s) => {
+                    let c = s.get_ref().trim();
+                    if !sources.iter().any(|x| x.code == c) {
+                        return Err(at(
+                            s.span(),
+                            format!("source `{c}` is no source code above"),
+                        ));
+                    }
+                    Some(c.to_string())
+                }
+                None => None,
+            };
+            let activity = crate::activity::Activity {
+                id: code(&a.code)?,
+                name: name("name", &a.name)?,
+                kind: crate::activity::ActivityKind::parse(a.kind.get_ref()).ok_or_else(|| {
+                    at(
+                        a.kind.span(),
+                        format!(
+                            "kind `{}`: one of {}",
+                            a.kind.get_ref(),
+                            crate::activity::ActivityKind::ALL
+                                .map(|k| k.chinese())
+                                .join(", ")
+                        ),
+                    )
+                })?,
+                starts: date(&a.starts)?,
+                ends: date(&a.ends)?,
+                offices,
+                source,
+                by_office: None,
+            };
+            activity
+                .check()
+                .map_err(|e| at(a.ends.span(), e.to_string()))?;
+            if !activity_codes.insert(activity.id.clone()) {
+                return Err(at(a.code.span(), format!("code `{}` twice", activity.id)));
+            }
+            activities.push(activity);
+        }
+
+        let mut weights = crate::score::ScoreWeights::default();
+        for (k, v) in &file.weights {
+            let w = match v.get_ref() {
+                toml::Value::Integer(i) => *i as f64,
+                toml::Value::Float(f) => *f,
+                _ => {
+                    return Err(at(
+                        v.span(),
+                        format!("weight of `{}`: a number", k.get_ref()),
+                    ));
+                }
+            };
+            weights.set(k.get_ref(), w).map_err(|e| at(k.span(), e))?;
+        }
         Ok(Catalog {
             version,
             sources,
             products,
             diseases,
+            activities,
+            weights,
         })
     }
 
@@ -353,6 +454,16 @@ pub fn text(c: &Catalog) -> String {
         "\n疾病 diseases: {}\n",
         printable(&c.diseases.join("，"))
     ));
+    if !c.activities.is_empty() {
+        out.push_str("\n活动 activities\n");
+        out.push_str(&crate::activity::table(&c.activities).render());
+    }
+    out.push_str("\n评定权重 score weights\n");
+    let mut t = crate::table::Table::new(["项目", "key", "每项分值"]);
+    for ((key, label), w) in crate::score::ITEMS.iter().zip(c.weights.0) {
+        t.row([label.to_string(), key.to_string(), w.to_string()]);
+    }
+    out.push_str(&t.render());
     out
 }
 

@@ -15,6 +15,7 @@
 //! │            { "<record id>": { field: scalar, ... } }
 //! ├ typical: { flagged, at, staff, notes }
 //! ├ plan/<record id>: { at, staff, action, date, reason, assignee, notes }
+//! ├ joined/<record id>: { at, staff, activity, notes }   (took part in an activity)
 //! └ merged_into: "<uuid>"  (only on a duplicate folded into another dossier)
 //! ```
 //!
@@ -125,6 +126,9 @@ pub const ASSIGNEE: &str = "assignee";
 pub const FOLLOWUP_STOP: &str = "followup_stop";
 /// The root key prefix of plan changes.
 const PLAN_PREFIX: &str = "plan/";
+/// Root keys `joined/<record id>`: the activities the patient took part in
+/// (maps of their own, for the reason plan changes are).
+const JOINED_PREFIX: &str = "joined/";
 
 /// Parses a value typed for patient field `field` into what the document
 /// stores, with the same checks as everywhere else.
@@ -201,6 +205,9 @@ pub struct DossierView {
     /// Changes to the follow-up plan, in the order they were made.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub plan: Vec<PlanChange>,
+    /// The activities the patient took part in (活动), by time.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub participations: Vec<Participation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typical: Option<TypicalCase>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -521,6 +528,8 @@ enum Place {
     Record(usize, usize),
     /// A plan change: its index among them.
     Plan(usize),
+    /// A participation: its index among them.
+    Joined(usize),
 }
 
 /// The patient's scalar fields, in the order conflicts are listed.
@@ -543,6 +552,8 @@ struct Walk<'a> {
     conflicted: [bool; 9],
     /// Plan changes (root `plan/<id>` maps), their fields as found.
     plan: Vec<Vec<Field<'a>>>,
+    /// Participations (root `joined/<id>` maps), their fields as found.
+    joined: Vec<Vec<Field<'a>>>,
     typical: Option<Vec<Field<'a>>>,
     /// Keys in the typical-case map, values of any kind (as `length`).
     typical_len: usize,
@@ -582,6 +593,10 @@ impl<'a> Walk<'a> {
                 _ if is_map && key.starts_with(PLAN_PREFIX) => {
                     self.plan.push(Vec::new());
                     child(Place::Plan(self.plan.len() - 1));
+                }
+                _ if is_map && key.starts_with(JOINED_PREFIX) => {
+                    self.joined.push(Vec::new());
+                    child(Place::Joined(self.joined.len() - 1));
                 }
                 _ if key.starts_with(ENTERED_PREFIX) => {
                     if let ValueRef::Scalar(ScalarValueRef::Str(by)) = &item.value {
@@ -634,6 +649,13 @@ impl<'a> Walk<'a> {
             }
             Place::Plan(i) => {
                 if let (Some(record), Some(v)) = (self.plan.get_mut(i), record_scalar(&item.value))
+                {
+                    record.push((item.key.clone(), v));
+                }
+            }
+            Place::Joined(i) => {
+                if let (Some(record), Some(v)) =
+                    (self.joined.get_mut(i), record_scalar(&item.value))
                 {
                     record.push((item.key.clone(), v));
                 }
@@ -728,6 +750,7 @@ impl<'a> Walk<'a> {
             deliveries: sorted_records(records(7)?)?,
             problems: sorted_records(records(8)?)?,
             plan: sorted_plan(&self.plan)?,
+            participations: sorted_participations(&self.joined)?,
             typical,
             merged_into: self.merged_into,
             conflicts,
@@ -743,6 +766,16 @@ fn sorted_plan(records: &[Vec<Field<'_>>]) -> Result<Vec<PlanChange>, DomainErro
         .iter()
         .map(|fields| from_fields(fields))
         .collect::<Result<Vec<PlanChange>, _>>()?;
+    out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Participations by time (then id).
+fn sorted_participations(records: &[Vec<Field<'_>>]) -> Result<Vec<Participation>, DomainError> {
+    let mut out = records
+        .iter()
+        .map(|fields| from_fields(fields))
+        .collect::<Result<Vec<Participation>, _>>()?;
     out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
     Ok(out)
 }
@@ -888,6 +921,25 @@ impl DossierTx<'_, '_> {
         Ok(())
     }
 
+    /// Records that the patient took part in an activity, under its own
+    /// root key; credited like a record ([`DossierTx::enter_as`]).
+    pub fn add_participation(&mut self, p: &Participation) -> Result<(), DomainError> {
+        let key = format!("{JOINED_PREFIX}{}", p.id);
+        if self.tx.get(ROOT, key.as_str())?.is_some() {
+            return Err(DomainError::invalid(
+                "id",
+                format!("record {} exists", p.id),
+            ));
+        }
+        let map = self.tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
+        write_map(self.tx, &map, p)?;
+        if let Some(by) = self.enterer.as_deref().filter(|by| *by != p.staff) {
+            self.tx
+                .put(&ROOT, format!("{ENTERED_PREFIX}{}", p.id), by)?;
+        }
+        Ok(())
+    }
+
     pub fn set_merged_into(&mut self, keep: &str) -> Result<(), DomainError> {
         self.tx.put(ROOT, MERGED_INTO, keep)?;
         Ok(())
@@ -937,6 +989,14 @@ impl DossierTx<'_, '_> {
             if self.tx.get(ROOT, key.as_str())?.is_none() {
                 let map = self.tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
                 write_map(self.tx, &map, change)?;
+                copied += 1;
+            }
+        }
+        for p in &dup.participations {
+            let key = format!("{JOINED_PREFIX}{}", p.id);
+            if self.tx.get(ROOT, key.as_str())?.is_none() {
+                let map = self.tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
+                write_map(self.tx, &map, p)?;
                 copied += 1;
             }
         }
@@ -1292,12 +1352,18 @@ mod tests {
         };
         let created_at = root_str(doc, "created_at")?;
         let mut plan = Vec::new();
+        let mut participations = Vec::new();
         let mut entered_by = BTreeMap::new();
         for item in doc.map_range(ROOT, ..) {
             if item.key.starts_with(PLAN_PREFIX)
                 && let ValueRef::Object(ObjType::Map) = item.value
             {
                 plan.push(read_map::<PlanChange>(doc, &item.id())?);
+            }
+            if item.key.starts_with(JOINED_PREFIX)
+                && let ValueRef::Object(ObjType::Map) = item.value
+            {
+                participations.push(read_map::<Participation>(doc, &item.id())?);
             }
             if let Some(id) = item.key.strip_prefix(ENTERED_PREFIX)
                 && let ValueRef::Scalar(ScalarValueRef::Str(by)) = &item.value
@@ -1306,6 +1372,7 @@ mod tests {
             }
         }
         plan.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+        participations.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
         Ok(DossierView {
             id: root_str(doc, "id")?,
             office: root_str(doc, "office")?,
@@ -1321,6 +1388,7 @@ mod tests {
             deliveries: collection(doc)?,
             problems: collection(doc)?,
             plan,
+            participations,
             typical,
             merged_into: merged_into_of(doc)?,
             conflicts,
@@ -1342,6 +1410,7 @@ mod tests {
         Typical(u8),
         MergedInto(u8),
         Plan(u8, u8),
+        Joined(u8, u8),
         /// The other device's changes arrive.
         Sync,
     }
@@ -1360,6 +1429,7 @@ mod tests {
             any::<u8>().prop_map(Step::Typical),
             any::<u8>().prop_map(Step::MergedInto),
             (any::<u8>(), any::<u8>()).prop_map(|(i, a)| Step::Plan(i, a)),
+            (any::<u8>(), any::<u8>()).prop_map(|(i, a)| Step::Joined(i, a)),
             Just(Step::Sync),
         ];
         (any::<bool>(), s)
@@ -1426,6 +1496,23 @@ mod tests {
                     notes: None,
                 })
             }
+            Step::Joined(i, a) => {
+                let id = format!("joined{}", i % 6);
+                if tx
+                    .tx
+                    .get(ROOT, format!("{JOINED_PREFIX}{id}").as_str())?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                tx.add_participation(&Participation {
+                    id,
+                    at: at(*i),
+                    staff: "李娜".into(),
+                    activity: format!("act-{}", a % 3),
+                    notes: None,
+                })
+            }
             Step::Purchase(i, _) if tx.get::<Purchase>(&format!("p{}", i % 4)).is_ok() => Ok(()),
             Step::Purchase(i, q) => tx.add(&Purchase {
                 id: format!("p{}", i % 4),
@@ -1470,6 +1557,7 @@ mod tests {
                 handling_at: (state % 3 > 0).then(|| at(*state)),
                 resolved_at: None,
                 resolution: None,
+                resolved_by: None,
             }),
             Step::Typical(n) => tx.set_typical(&TypicalCase {
                 flagged: n % 2 == 0,
@@ -1772,6 +1860,7 @@ mod tests {
             handling_at: None,
             resolved_at: None,
             resolution: None,
+            resolved_by: None,
         };
         d.edit(5, |tx| tx.add(&p)).unwrap();
         d.edit(6, |tx| {

@@ -27,6 +27,7 @@ fn view() -> DossierView {
         deliveries: vec![],
         problems: vec![],
         plan: vec![],
+        participations: vec![],
         typical: None,
         merged_into: None,
         conflicts: vec![],

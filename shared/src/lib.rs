@@ -17,7 +17,10 @@
 //!   with the plan changes staff made.
 //! - [`lists`]: every dossier's category (客户档案的分类整理).
 //! - [`report`]: report definitions shared by every level (office, HQ).
-//! - [`roster`]: the staff of an office as one automerge document.
+//! - [`roster`]: the staff of an office as one automerge document (and
+//!   the office's own activities).
+//! - [`activity`]: activities and promotions (活动) and their attribution.
+//! - [`score`]: the staff evaluation score (客情岗位评定) and its weights.
 //! - [`nonpatient`]: an office's non-patient calls of a month, one document.
 //! - [`sync`]: the sync protocol in domain terms (no wire format).
 //! - [`sheets`]: a report as Chinese tables: text, CSV and .xlsx bytes.
@@ -26,6 +29,7 @@
 //! - [`printable`]: stored text made safe for a terminal or a log line.
 //! - [`error`]: the domain error type.
 
+pub mod activity;
 pub mod catalog;
 pub mod dossier;
 pub mod error;
@@ -40,6 +44,7 @@ pub mod printable;
 pub mod records;
 pub mod report;
 pub mod roster;
+pub mod score;
 pub mod sheets;
 pub mod staff;
 pub mod sync;

@@ -190,6 +190,7 @@ mod tests {
             deliveries: vec![],
             problems: vec![],
             plan: vec![],
+            participations: vec![],
             typical: None,
             merged_into: None,
             conflicts: vec![],
@@ -279,6 +280,7 @@ mod tests {
                 handling_at: None,
                 resolved_at: None,
                 resolution: None,
+                resolved_by: None,
             });
         }
         for (id, at, next) in [

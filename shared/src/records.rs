@@ -372,8 +372,19 @@ pub struct Problem {
     pub resolved_at: Option<NaiveDateTime>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub resolution: Option<String>,
+    /// Who resolved it (problems resolved before this was kept: the one
+    /// who opened it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub resolved_by: Option<String>,
 }
 record!(Problem, "problems", at);
+
+impl Problem {
+    /// Who is credited with resolving it.
+    pub fn resolver(&self) -> &str {
+        self.resolved_by.as_deref().unwrap_or(&self.staff)
+    }
+}
 
 /// 典型病例: a patient with a good, documented outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -626,6 +637,20 @@ pub struct PlanChange {
     /// Who makes the calls from now on.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub assignee: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notes: Option<String>,
+}
+
+/// 参加活动: the patient took part in an activity (活动: 义诊, 讲座, 促销 …)
+/// of headquarters or of the office; purchases in the activity's window are
+/// attributed to it (see [`crate::activity`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Participation {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    /// The activity's id (a catalogue code, or an office activity's id).
+    pub activity: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub notes: Option<String>,
 }

@@ -34,6 +34,18 @@
 //! - **categories** (客户分类): live dossiers by primary category as they
 //!   stand now, lapse judged at the end of the range, and the flags 典型 and
 //!   问题 (see [`crate::lists`]).
+//! - **staff scores** (客情岗位评定): per person, the counts of
+//!   [`crate::score::ITEMS`] in the range (home visits and deliveries made,
+//!   typical cases marked and problems resolved by them among the rest),
+//!   weighted by the catalogue's weights (the defaults without one), ranked
+//!   within each role at the office and across the report's offices.
+//! - **activities** (活动): those running at an office of the scope whose
+//!   days, or the [`crate::activity::ATTRIBUTION_DAYS`] after, meet the
+//!   range. *participants*: patients who took part in the range (within the
+//!   activity's days); *new*: of them, dossiers created on or after its first
+//!   day; *visitors* / *buyers* / *sales*: participants' visits and
+//!   purchases in the range from its first day to the end of attribution;
+//!   *spend*: its source's media spend on its days at its offices.
 
 use crate::followup::Slot;
 use crate::lists::Category;
@@ -176,6 +188,71 @@ pub struct SpendFact {
     pub amount_fen: i64,
 }
 
+/// What a [`StaffEvent`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffEventKind {
+    /// A home visit (家访) made.
+    HomeVisit,
+    /// A delivery (外送) handed over.
+    Delivery,
+    /// The patient marked a typical case (典型病例).
+    Typical,
+    /// A problem resolved.
+    ProblemResolved,
+    /// The patient took part in an activity.
+    Joined,
+}
+
+impl StaffEventKind {
+    pub const ALL: [StaffEventKind; 5] = [
+        StaffEventKind::HomeVisit,
+        StaffEventKind::Delivery,
+        StaffEventKind::Typical,
+        StaffEventKind::ProblemResolved,
+        StaffEventKind::Joined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaffEventKind::HomeVisit => "home_visit",
+            StaffEventKind::Delivery => "delivery",
+            StaffEventKind::Typical => "typical",
+            StaffEventKind::ProblemResolved => "problem_resolved",
+            StaffEventKind::Joined => "joined",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StaffEventKind> {
+        StaffEventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A dated deed credited to one staff member (derived from a dossier and
+/// kept in the projections): what the evaluation counts beyond calls,
+/// visits, purchases and follow-ups, and the activity participations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffEvent {
+    pub office: String,
+    pub dossier: String,
+    pub at: NaiveDateTime,
+    pub staff: String,
+    pub kind: StaffEventKind,
+    /// The activity (participations only).
+    pub activity: Option<String>,
+    /// When the dossier was created (participations only: a new patient).
+    pub patient_since: Option<NaiveDateTime>,
+}
+
+/// A staff member's role (岗位) as the office's roster has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaffRole {
+    pub office: String,
+    pub staff: String,
+    /// The role's Chinese name.
+    pub role: String,
+}
+
 /// The rows a report is built from. A row source must include at least:
 /// calls, visits, purchases and follow-ups made in the range; the slot
 /// counts of each office; typical flags set by its end; problems opened by
@@ -199,6 +276,12 @@ pub struct ReportRows {
     pub catalog: Option<crate::catalog::Catalog>,
     /// Media spend of the range (headquarters' store; none at an office).
     pub spend: Vec<SpendFact>,
+    /// Staff events in the range.
+    pub events: Vec<StaffEvent>,
+    /// The roles of the offices' staff.
+    pub roles: Vec<StaffRole>,
+    /// The offices' own activities (headquarters' are in the catalogue).
+    pub activities: Vec<crate::activity::Activity>,
 }
 
 /// What a report covers.
@@ -385,6 +468,80 @@ pub struct StaffLine {
     /// The visits this person received that did not buy, by reason (every
     /// reason of the list, in its order).
     pub not_bought_reasons: Vec<Count>,
+    /// The role on the office's roster (未登记 for a name it lacks).
+    pub role: String,
+    pub home_visits: u64,
+    pub deliveries: u64,
+    /// Patients this person marked typical cases.
+    pub typical_cases: u64,
+    pub problems_resolved: u64,
+}
+
+impl StaffLine {
+    /// The counts of [`crate::score::ITEMS`], in their order.
+    pub fn score_counts(&self) -> [u64; 9] {
+        [
+            self.calls,
+            self.callers_visited,
+            self.callers_bought,
+            self.followups_on_time,
+            self.repeat_buyers,
+            self.home_visits,
+            self.deliveries,
+            self.typical_cases,
+            self.problems_resolved,
+        ]
+    }
+}
+
+/// One item of a staff score: its count, weight and points.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreItem {
+    /// The item's key ([`crate::score::ITEMS`]).
+    pub item: String,
+    pub label: String,
+    pub count: u64,
+    pub weight: f64,
+    pub points: f64,
+}
+
+/// 客情岗位评定: one person's score over the range and ranks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StaffScore {
+    pub office: String,
+    /// Province name.
+    pub name: String,
+    pub staff: String,
+    pub role: String,
+    pub items: Vec<ScoreItem>,
+    pub score: f64,
+    /// Rank among the office's staff of the same role (1 = best; equal
+    /// scores share a rank).
+    pub rank_office: u32,
+    /// Rank among the same role at every office of the report (the
+    /// national ranking in a national report).
+    pub rank_national: u32,
+}
+
+/// 活动: one activity's figures over the range.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ActivityLine {
+    pub id: String,
+    pub name: String,
+    /// Chinese kind (义诊 …).
+    pub kind: String,
+    /// 总部 or the province that defined it.
+    pub defined_by: String,
+    pub starts: String,
+    pub ends: String,
+    pub participants: u64,
+    pub new_patients: u64,
+    pub visitors: u64,
+    pub buyers: u64,
+    pub sales_fen: i64,
+    pub spend_fen: i64,
+    /// Spend / buyers, to the fen; `None` without either.
+    pub cost_per_buyer_fen: Option<i64>,
 }
 
 /// Counts under fixed labels, for one office or the total.
@@ -421,6 +578,10 @@ pub struct Report {
     pub not_bought_reasons: Vec<Breakdown>,
     /// 客户分类 (categories, then 典型 and 问题): per office, then the total.
     pub categories: Vec<Breakdown>,
+    /// 客情岗位评定: every person of `staff`, by office, role and rank.
+    pub staff_scores: Vec<StaffScore>,
+    /// 活动 of the scope meeting the range, by start.
+    pub activities: Vec<ActivityLine>,
     /// Documents in scope (dossiers, staff rosters) the figures lack or
     /// hold an older state of: the server could not read them (they are
     /// listed by `keqing-server unreadable`). Normally 0.
@@ -694,6 +855,28 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         }
     }
 
+    // Deeds credited to staff, and activity participants.
+    let mut joined: HashMap<&str, Vec<&StaffEvent>> = HashMap::default();
+    for e in rows
+        .events
+        .iter()
+        .filter(|e| in_range(&e.at) && wanted(&e.office))
+    {
+        let s = person(&mut staff, &e.office, &e.staff);
+        match e.kind {
+            StaffEventKind::HomeVisit => s.home_visits += 1,
+            StaffEventKind::Delivery => s.deliveries += 1,
+            StaffEventKind::Typical => s.typical_cases += 1,
+            StaffEventKind::ProblemResolved => s.problems_resolved += 1,
+            StaffEventKind::Joined => {
+                if let Some(a) = &e.activity {
+                    joined.entry(a).or_default().push(e);
+                }
+            }
+        }
+    }
+    let activities = activity_lines(rows, (from, to), &wanted, &joined, (&came, &paid));
+
     let mut nonpatient: BTreeMap<(String, NonPatientKind), u64> = BTreeMap::new();
     for c in rows
         .nonpatient
@@ -712,7 +895,16 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         e.problem += c.problem;
     }
     let offices: Vec<String> = lines.keys().cloned().collect();
+    let roles: HashMap<(&str, &str), &str> = rows
+        .roles
+        .iter()
+        .map(|r| ((r.office.as_str(), r.staff.as_str()), r.role.as_str()))
+        .collect();
     for ((office, name), s) in staff.iter_mut() {
+        s.role = roles
+            .get(&(office.as_str(), name.as_str()))
+            .unwrap_or(&"未登记")
+            .to_string();
         s.not_bought_reasons = NotBoughtReason::ALL
             .iter()
             .map(|r| Count {
@@ -789,6 +981,11 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
                 l
             })
             .collect(),
+        staff_scores: staff_scores(
+            staff.values(),
+            &catalog.map(|c| c.weights).unwrap_or_default(),
+        ),
+        activities,
         staff: staff.into_values().collect(),
         nonpatient_calls: breakdowns(&offices, |office| {
             NonPatientKind::ALL
@@ -827,6 +1024,139 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         // knows, sets it.
         unreadable: 0,
     }
+}
+
+/// The scores of `staff`, ranked: by office, role, rank, name.
+fn staff_scores<'a>(
+    staff: impl Iterator<Item = &'a StaffLine>,
+    weights: &crate::score::ScoreWeights,
+) -> Vec<StaffScore> {
+    let mut out: Vec<StaffScore> = staff
+        .map(|s| {
+            let counts = s.score_counts();
+            StaffScore {
+                office: s.office.clone(),
+                name: crate::office::office(&s.office)
+                    .map(|o| o.name.to_string())
+                    .unwrap_or_else(|_| s.office.clone()),
+                staff: s.staff.clone(),
+                role: s.role.clone(),
+                items: crate::score::ITEMS
+                    .iter()
+                    .zip(counts)
+                    .zip(weights.0)
+                    .map(|(((key, label), count), weight)| ScoreItem {
+                        item: key.to_string(),
+                        label: label.to_string(),
+                        count,
+                        weight,
+                        points: (count as f64 * weight * 100.0).round() / 100.0,
+                    })
+                    .collect(),
+                score: weights.score(&counts),
+                rank_office: 0,
+                rank_national: 0,
+            }
+        })
+        .collect();
+    let in_office = crate::score::ranks(
+        &out.iter()
+            .map(|s| ((s.office.clone(), s.role.clone()), s.score))
+            .collect::<Vec<_>>(),
+    );
+    let national = crate::score::ranks(
+        &out.iter()
+            .map(|s| (s.role.clone(), s.score))
+            .collect::<Vec<_>>(),
+    );
+    for ((s, o), n) in out.iter_mut().zip(in_office).zip(national) {
+        s.rank_office = o;
+        s.rank_national = n;
+    }
+    out.sort_by(|a, b| {
+        (&a.office, &a.role, a.rank_office, &a.staff).cmp(&(
+            &b.office,
+            &b.role,
+            b.rank_office,
+            &b.staff,
+        ))
+    });
+    out
+}
+
+/// The figures of every activity of the scope meeting the range.
+fn activity_lines(
+    rows: &ReportRows,
+    (from, to): (NaiveDate, NaiveDate),
+    wanted: &dyn Fn(&str) -> bool,
+    joined: &HashMap<&str, Vec<&StaffEvent>>,
+    (came, paid): (
+        &HashMap<&str, Vec<NaiveDateTime>>,
+        &HashMap<&str, Vec<(NaiveDateTime, i64)>>,
+    ),
+) -> Vec<ActivityLine> {
+    let hq = rows.catalog.iter().flat_map(|c| &c.activities);
+    let mut out: Vec<(NaiveDate, ActivityLine)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for a in hq.chain(&rows.activities) {
+        let runs_in_scope = crate::office::OFFICES
+            .iter()
+            .any(|o| wanted(o.code) && a.runs_at(o.code));
+        let attribution_ends = a.attribution_ends();
+        if !runs_in_scope || a.starts > to || attribution_ends < from || !seen.insert(&a.id) {
+            continue;
+        }
+        let window = |t: &NaiveDateTime| t.date() >= a.starts && t.date() <= attribution_ends;
+        let mut line = ActivityLine {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            kind: a.kind.chinese().into(),
+            defined_by: a.defined_by(),
+            starts: crate::when::fmt_date(a.starts),
+            ends: crate::when::fmt_date(a.ends),
+            ..Default::default()
+        };
+        let mut participants: BTreeMap<&str, bool> = BTreeMap::new();
+        for e in joined.get(a.id.as_str()).into_iter().flatten() {
+            if a.open_on(e.at.date()) && a.runs_at(&e.office) {
+                let new = e.patient_since.is_some_and(|t| t.date() >= a.starts);
+                *participants.entry(&e.dossier).or_default() |= new;
+            }
+        }
+        for (dossier, new) in &participants {
+            line.participants += 1;
+            line.new_patients += u64::from(*new);
+            line.visitors += u64::from(came.get(dossier).is_some_and(|l| l.iter().any(window)));
+            let sales: Vec<i64> = paid
+                .get(dossier)
+                .into_iter()
+                .flatten()
+                .filter(|(t, _)| window(t))
+                .map(|(_, fen)| *fen)
+                .collect();
+            line.buyers += u64::from(!sales.is_empty());
+            line.sales_fen += sales.iter().sum::<i64>();
+        }
+        if let Some(source) = &a.source {
+            line.spend_fen = rows
+                .spend
+                .iter()
+                .filter(|sp| {
+                    &sp.source_code == source
+                        && sp.day >= from.max(a.starts)
+                        && sp.day <= to.min(a.ends)
+                        && wanted(&sp.office)
+                        && a.runs_at(&sp.office)
+                })
+                .map(|sp| sp.amount_fen)
+                .sum();
+        }
+        line.cost_per_buyer_fen = (line.buyers > 0 && line.spend_fen > 0)
+            .then(|| (line.spend_fen as f64 / line.buyers as f64).round() as i64);
+        out.push((a.starts, line));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+    out.into_iter().map(|(_, l)| l).collect()
 }
 
 /// One breakdown per office of `offices` (counts by `count_of`), then their

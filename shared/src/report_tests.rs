@@ -370,3 +370,233 @@ fn non_patient_calls_reasons_and_categories_count_per_office_and_sum_nationally(
         assert!(text.contains(title), "{title}");
     }
 }
+
+fn event(office: &str, dossier: &str, at: &str, staff: &str, kind: StaffEventKind) -> StaffEvent {
+    StaffEvent {
+        office: office.into(),
+        dossier: dossier.into(),
+        at: t(at),
+        staff: staff.into(),
+        kind,
+        activity: None,
+        patient_since: None,
+    }
+}
+
+#[test]
+fn a_staff_score_is_the_weighted_sum_of_its_items_ranked_within_role() {
+    let mut c = crate::catalog::Catalog::parse_toml(
+        "[[source]]\ncode = \"tv\"\nname = \"电视\"\nkind = \"电视\"\n\
+         [weights]\ncalls = 2\ntypical_cases = 7.5\n",
+        1,
+    )
+    .unwrap();
+    c.version = 1;
+    let rows = ReportRows {
+        calls: vec![
+            call("44", "a", "2026-11-20T09:00", "李娜", "电视"),
+            call("44", "b", "2026-11-20T10:00", "李娜", "电视"),
+            call("44", "c", "2026-11-20T11:00", "赵敏", "电视"),
+            call("11", "x", "2026-11-20T11:00", "周强", "电视"),
+        ],
+        visits: vec![visit("44", "a", "2026-11-20T15:00", true)],
+        purchases: vec![purchase("44", "a", "2026-11-20T15:10", 1, None)],
+        followups: vec![FollowUpTally {
+            office: "44".into(),
+            staff: "赵敏".into(),
+            day: d("2026-11-21"),
+            done: 3,
+            on_time: 2,
+        }],
+        events: vec![
+            event(
+                "44",
+                "a",
+                "2026-11-21T10:00",
+                "李娜",
+                StaffEventKind::HomeVisit,
+            ),
+            event(
+                "44",
+                "a",
+                "2026-11-21T11:00",
+                "王刚",
+                StaffEventKind::Delivery,
+            ),
+            event(
+                "44",
+                "b",
+                "2026-11-21T12:00",
+                "李娜",
+                StaffEventKind::Typical,
+            ),
+            event(
+                "44",
+                "c",
+                "2026-11-21T13:00",
+                "赵敏",
+                StaffEventKind::ProblemResolved,
+            ),
+            // Outside the range: not counted.
+            event(
+                "44",
+                "c",
+                "2026-11-25T13:00",
+                "赵敏",
+                StaffEventKind::ProblemResolved,
+            ),
+        ],
+        roles: vec![
+            StaffRole {
+                office: "44".into(),
+                staff: "李娜".into(),
+                role: "咨询人员".into(),
+            },
+            StaffRole {
+                office: "44".into(),
+                staff: "赵敏".into(),
+                role: "咨询人员".into(),
+            },
+            StaffRole {
+                office: "11".into(),
+                staff: "周强".into(),
+                role: "咨询人员".into(),
+            },
+        ],
+        catalog: Some(c),
+        ..Default::default()
+    };
+    let r = build(&Scope::National, d("2026-11-20"), d("2026-11-22"), &rows);
+    let score = |name: &str| r.staff_scores.iter().find(|s| s.staff == name).unwrap();
+    // By hand, weights calls 2 (set), visit 2, bought 5, on time 1,
+    // repeat 5, home visit 3, delivery 2, typical 7.5 (set), resolved 5:
+    // 李娜: 2 calls (4) + a visited (2) + a bought (5) + 1 home visit (3)
+    //       + 1 typical (7.5) = 21.5.
+    assert_eq!(score("李娜").score, 21.5);
+    // 赵敏: 1 call (2) + 2 on time (2) + 1 resolved (5) = 9.
+    assert_eq!(score("赵敏").score, 9.0);
+    // 王刚 (not on the roster): 1 delivery = 2.
+    assert_eq!(score("王刚").score, 2.0);
+    assert_eq!(score("王刚").role, "未登记");
+    // 周强 at 11: 1 call = 2.
+    assert_eq!(score("周强").score, 2.0);
+    let items = &score("李娜").items;
+    assert_eq!(items.len(), 9);
+    assert_eq!(
+        items.iter().map(|i| i.points).sum::<f64>(),
+        score("李娜").score,
+        "the items add up to the score"
+    );
+    let typical = items.iter().find(|i| i.item == "typical_cases").unwrap();
+    assert_eq!(
+        (typical.count, typical.weight, typical.points),
+        (1, 7.5, 7.5)
+    );
+    // Ranks within the role: at 44 李娜 1, 赵敏 2; nationally 周强 3.
+    assert_eq!(
+        (score("李娜").rank_office, score("李娜").rank_national),
+        (1, 1)
+    );
+    assert_eq!(
+        (score("赵敏").rank_office, score("赵敏").rank_national),
+        (2, 2)
+    );
+    assert_eq!(
+        (score("周强").rank_office, score("周强").rank_national),
+        (1, 3)
+    );
+    assert_eq!(score("王刚").rank_office, 1, "alone in his role");
+    let li = r.staff.iter().find(|s| s.staff == "李娜").unwrap();
+    assert_eq!((li.home_visits, li.typical_cases), (1, 1));
+}
+
+#[test]
+fn an_activity_counts_participants_and_their_purchases_in_its_window() {
+    use crate::activity::{Activity, ActivityKind};
+    let activity = Activity {
+        id: "clinic".into(),
+        name: "冬季义诊".into(),
+        kind: ActivityKind::Clinic,
+        starts: d("2026-11-01"),
+        ends: d("2026-11-03"),
+        offices: vec![],
+        source: Some("lecture".into()),
+        by_office: Some("44".into()),
+    };
+    let joined = |dossier: &str, at: &str, since: &str| StaffEvent {
+        activity: Some("clinic".into()),
+        patient_since: Some(t(since)),
+        ..event("44", dossier, at, "李娜", StaffEventKind::Joined)
+    };
+    let spend = |day: &str, source: &str, fen: i64| SpendFact {
+        office: "44".into(),
+        day: d(day),
+        source_code: source.into(),
+        amount_fen: fen,
+    };
+    let rows = ReportRows {
+        events: vec![
+            // a: an old patient; b: new; c joined after the activity ended
+            // (not a participant); a joins twice (counted once).
+            joined("a", "2026-11-01T09:00", "2025-01-01T00:00"),
+            joined("a", "2026-11-02T09:00", "2025-01-01T00:00"),
+            joined("b", "2026-11-02T09:00", "2026-11-02T08:00"),
+            joined("c", "2026-11-04T09:00", "2026-11-02T08:00"),
+        ],
+        visits: vec![visit("44", "b", "2026-11-02T10:00", true)],
+        purchases: vec![
+            // b buys on day 2 and on the 30th day after the end: both count.
+            purchase("44", "b", "2026-11-02T10:10", 1, None),
+            purchase("44", "b", "2026-12-03T10:10", 2, None),
+            // a buys on the 31st day after: not attributed.
+            purchase("44", "a", "2026-12-04T10:10", 2, None),
+            // c bought, but is no participant.
+            purchase("44", "c", "2026-11-05T10:10", 1, None),
+        ],
+        spend: vec![
+            spend("2026-11-01", "lecture", 30_000),
+            spend("2026-11-03", "lecture", 10_000),
+            // After the activity, and another source: not its spend.
+            spend("2026-11-04", "lecture", 99_900),
+            spend("2026-11-02", "tv", 99_900),
+        ],
+        activities: vec![activity],
+        ..Default::default()
+    };
+    let r = build(
+        &Scope::Office("44".into()),
+        d("2026-11-01"),
+        d("2026-12-31"),
+        &rows,
+    );
+    let [a] = &r.activities[..] else {
+        panic!("{:?}", r.activities)
+    };
+    assert_eq!(
+        (a.participants, a.new_patients, a.visitors, a.buyers),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(a.sales_fen, 20_000);
+    assert_eq!(a.spend_fen, 40_000);
+    assert_eq!(a.cost_per_buyer_fen, Some(40_000));
+    assert_eq!(a.defined_by, "广东");
+    // Another office's report does not list it; a range after its window
+    // neither.
+    let other = build(
+        &Scope::Office("11".into()),
+        d("2026-11-01"),
+        d("2026-12-31"),
+        &rows,
+    );
+    assert!(other.activities.is_empty());
+    let late = build(
+        &Scope::Office("44".into()),
+        d("2026-12-04"),
+        d("2026-12-31"),
+        &rows,
+    );
+    assert!(late.activities.is_empty());
+    // National = the office's.
+    let national = build(&Scope::National, d("2026-11-01"), d("2026-12-31"), &rows);
+    assert_eq!(national.activities, r.activities);
+}

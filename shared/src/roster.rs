@@ -17,6 +17,10 @@ use automerge::{ActorId, Automerge, ObjId, ObjType, ROOT, ReadDoc, Value};
 
 const STAFF: &str = "staff";
 const PASSWORD: &str = "password";
+/// Root keys `activity/<id>`: the office's own activities.
+const ACTIVITY_PREFIX: &str = "activity/";
+/// The most activities of an office that are read.
+pub const MAX_ACTIVITIES: usize = 500;
 /// An Argon2id hash in PHC form is under 100 bytes with our parameters;
 /// anything much longer did not come from us.
 const PASSWORD_HASH_MAX_BYTES: usize = 256;
@@ -182,6 +186,76 @@ impl Roster {
             .filter(|h| h.starts_with("$argon2id$")))
     }
 
+    /// Defines one of the office's own activities (活动): a root key of its
+    /// own (`activity/<id>`, the activity as JSON), so two devices defining
+    /// activities offline never race to create a shared container (the
+    /// genesis has none, and rosters made before activities existed
+    /// neither).
+    pub fn add_activity(
+        &mut self,
+        activity: &crate::activity::Activity,
+        time_ms: i64,
+    ) -> Result<NewChange, DomainError> {
+        activity.check()?;
+        let key = format!("{ACTIVITY_PREFIX}{}", activity.id);
+        if self.doc.get(ROOT, key.as_str())?.is_some() {
+            return Err(DomainError::invalid(
+                "id",
+                format!("activity {} exists", activity.id),
+            ));
+        }
+        let json =
+            serde_json::to_string(activity).map_err(|e| DomainError::Malformed(e.to_string()))?;
+        self.doc
+            .transact_with(
+                |_| CommitOptions::default().with_time(time_ms),
+                |tx| -> Result<(), DomainError> {
+                    tx.put(ROOT, key.as_str(), json.as_str())?;
+                    Ok(())
+                },
+            )
+            .map_err(|f| f.error)?;
+        self.doc
+            .get_last_local_change()
+            .map(|c| NewChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+            .ok_or_else(|| DomainError::Malformed("no change".into()))
+    }
+
+    /// The office's own activities, by start then id. What a device wrote
+    /// that is not a sound activity of this office (or past the first
+    /// [`MAX_ACTIVITIES`]) is left out: every device reads the same list.
+    pub fn activities(&self) -> Vec<crate::activity::Activity> {
+        let office = self
+            .doc
+            .get(ROOT, "office")
+            .ok()
+            .flatten()
+            .and_then(|(v, _)| v.as_str().map(str::to_string));
+        let mut out: Vec<crate::activity::Activity> = self
+            .doc
+            .map_range(ROOT, ..)
+            .filter(|item| item.key.starts_with(ACTIVITY_PREFIX))
+            .filter_map(|item| match item.value {
+                automerge::ValueRef::Scalar(automerge::ScalarValueRef::Str(json)) => {
+                    serde_json::from_str::<crate::activity::Activity>(&json).ok()
+                }
+                _ => None,
+            })
+            .filter(|a| {
+                a.by_office.is_some()
+                    && a.by_office == office
+                    && a.offices.is_empty()
+                    && a.check().is_ok()
+            })
+            .take(MAX_ACTIVITIES)
+            .collect();
+        out.sort_by(|a, b| a.starts.cmp(&b.starts).then_with(|| a.id.cmp(&b.id)));
+        out
+    }
+
     pub fn staff(&self) -> Result<Vec<Staff>, DomainError> {
         let map = self.staff_obj()?;
         let mut out = Vec::new();
@@ -230,6 +304,43 @@ mod tests {
         names.sort();
         assert_eq!(names, ["李娜", "王芳"]);
         assert_ne!(Roster::genesis("11").unwrap().1.hash, ga.hash);
+    }
+
+    #[test]
+    fn office_activities_from_two_devices_merge_and_foreign_ones_are_ignored() {
+        use crate::activity::{Activity, ActivityKind};
+        let (a, _) = Roster::genesis("44").unwrap();
+        let (b, _) = Roster::genesis("44").unwrap();
+        let mut a = a.with_actor(ActorId::from(b"device-a"));
+        let mut b = b.with_actor(ActorId::from(b"device-b"));
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let act = |id: &str, office: &str| Activity {
+            id: id.into(),
+            name: "社区讲座".into(),
+            kind: ActivityKind::Lecture,
+            starts: day(3),
+            ends: day(3),
+            offices: vec![],
+            source: None,
+            by_office: Some(office.into()),
+        };
+        a.add_activity(&act("44-a", "44"), 1).unwrap();
+        b.add_activity(&act("44-b", "44"), 2).unwrap();
+        assert!(a.add_activity(&act("44-a", "44"), 3).is_err(), "twice");
+        // A device of another office (or a careless one) wrote an activity
+        // of office 11 into 44's roster: nobody reads it.
+        b.doc
+            .transact::<_, _, automerge::AutomergeError>(|tx| {
+                let json = serde_json::to_string(&act("11-x", "11")).unwrap();
+                tx.put(ROOT, "activity/11-x", json.as_str())?;
+                tx.put(ROOT, "activity/junk", "{not json")?;
+                Ok(())
+            })
+            .unwrap();
+        a.doc.merge(&mut b.doc).unwrap();
+        let ids: Vec<String> = a.activities().into_iter().map(|x| x.id).collect();
+        assert_eq!(ids, ["44-a", "44-b"]);
+        assert!(a.staff().unwrap().is_empty(), "the staff map is untouched");
     }
 
     #[test]

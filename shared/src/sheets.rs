@@ -18,6 +18,8 @@ pub enum Cell {
     Yuan(i64),
     /// A share; `None` when its base is zero.
     Share(Option<f64>),
+    /// A score, shown to the hundredth.
+    Number(f64),
 }
 
 impl Cell {
@@ -28,6 +30,7 @@ impl Cell {
             Cell::Yuan(f) => format!("{}.{:02}", f / 100, (f % 100).abs()),
             Cell::Share(Some(x)) => format!("{:.1}%", x * 100.0),
             Cell::Share(None) => "-".into(),
+            Cell::Number(x) => format!("{x:.2}"),
         }
     }
 }
@@ -266,6 +269,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
         headers: vec![
             "办事处",
             "员工",
+            "岗位",
             "来电",
             "来电患者",
             "到堂患者",
@@ -278,6 +282,10 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             "购药患者(售)",
             "复购患者",
             "复购率",
+            "家访",
+            "外送",
+            "典型病例",
+            "问题解决",
         ],
         rows: r
             .staff
@@ -286,6 +294,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
                 vec![
                     Cell::Text(s.office.clone()),
                     Cell::Text(s.staff.clone()),
+                    Cell::Text(s.role.clone()),
                     int(s.calls),
                     int(s.callers),
                     int(s.callers_visited),
@@ -298,6 +307,81 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
                     int(s.buyers),
                     int(s.repeat_buyers),
                     share(s.repeat_buyers, s.buyers),
+                    int(s.home_visits),
+                    int(s.deliveries),
+                    int(s.typical_cases),
+                    int(s.problems_resolved),
+                ]
+            })
+            .collect(),
+    };
+    let scores = Sheet {
+        title: "岗位评分",
+        headers: vec![
+            "代码",
+            "省份",
+            "员工",
+            "岗位",
+            "得分",
+            "本处排名",
+            if matches!(r.scope, Scope::National) {
+                "全国排名"
+            } else {
+                "本报表排名"
+            },
+        ],
+        rows: r
+            .staff_scores
+            .iter()
+            .map(|s| {
+                vec![
+                    Cell::Text(s.office.clone()),
+                    Cell::Text(s.name.clone()),
+                    Cell::Text(s.staff.clone()),
+                    Cell::Text(s.role.clone()),
+                    Cell::Number(s.score),
+                    int(u64::from(s.rank_office)),
+                    int(u64::from(s.rank_national)),
+                ]
+            })
+            .collect(),
+    };
+    let activities = Sheet {
+        title: "活动",
+        headers: vec![
+            "编号",
+            "名称",
+            "类别",
+            "发起",
+            "开始",
+            "结束",
+            "参与患者",
+            "新患者",
+            "到堂患者",
+            "购药患者",
+            "销售额(元)",
+            "投放(元)",
+            "每购药患者成本",
+        ],
+        rows: r
+            .activities
+            .iter()
+            .map(|a| {
+                vec![
+                    Cell::Text(a.id.clone()),
+                    Cell::Text(a.name.clone()),
+                    Cell::Text(a.kind.clone()),
+                    Cell::Text(a.defined_by.clone()),
+                    Cell::Text(a.starts.clone()),
+                    Cell::Text(a.ends.clone()),
+                    int(a.participants),
+                    int(a.new_patients),
+                    int(a.visitors),
+                    int(a.buyers),
+                    Cell::Yuan(a.sales_fen),
+                    Cell::Yuan(a.spend_fen),
+                    a.cost_per_buyer_fen
+                        .map_or_else(|| Cell::Text("—".into()), Cell::Yuan),
                 ]
             })
             .collect(),
@@ -364,6 +448,8 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
         diseases,
         days,
         staff,
+        scores,
+        activities,
         nonpatient,
         not_bought,
         staff_not_bought,
@@ -481,6 +567,7 @@ pub fn xlsx(r: &Report) -> Result<Vec<u8>, DomainError> {
                         ws.write_number_with_format(y, x, *s, &percent).map(|_| ())
                     }
                     Cell::Share(None) => ws.write_string(y, x, "-").map(|_| ()),
+                    Cell::Number(n) => ws.write_number(y, x, *n).map(|_| ()),
                 }
                 .map_err(err)?;
             }
