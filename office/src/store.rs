@@ -525,6 +525,9 @@ DROP TABLE documents;
 ALTER TABLE documents_new RENAME TO documents;
 "#,
     ),
+    // Projection version 7 (staff events, the office's own activities):
+    // created empty, filled by the rebuild on open.
+    M::up(keqing_projection::V7_ADDITIONS),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in
@@ -551,7 +554,7 @@ pub struct ReadLine {
 /// Schema versions from which opening a replica rebuilds its projections:
 /// a migration since replaced the projection tables (or added derived
 /// columns that only Rust can fill).
-const REBUILD_BELOW_VERSION: usize = 14;
+const REBUILD_BELOW_VERSION: usize = 22;
 
 /// Who this replica is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1987,7 +1990,7 @@ impl Replica {
             for (id, kind, office, bytes) in &docs {
                 if kind == "roster" {
                     let roster = Roster::load(bytes, w.actor.clone())?;
-                    w.project_staff(office, &roster.staff()?)?;
+                    w.project_roster(office, &roster.staff()?, &roster.activities())?;
                 } else if kind == "nonpatient" {
                     let log = NonPatientLog::load(bytes, w.actor.clone())?;
                     keqing_projection::project_nonpatient(w.tx, id, office, &log.calls()?)?;
@@ -2136,6 +2139,7 @@ enum Derived {
     Roster {
         office: String,
         staff: Vec<Staff>,
+        activities: Vec<keqing_shared::activity::Activity>,
     },
     NonPatient {
         office: String,
@@ -2181,6 +2185,7 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
         Derived::Roster {
             office: office.to_string(),
             staff: roster.staff()?,
+            activities: roster.activities(),
         }
     } else if let Some((office, _)) = keqing_shared::nonpatient::parse_log_id(doc_id) {
         let log = NonPatientLog::load(&bytes, actor.clone())?;
@@ -2357,7 +2362,7 @@ impl WriteTx<'_> {
         let bytes = roster.save();
         check_limits(changes, &bytes)?;
         self.save_document(&id, "roster", office, &bytes, changes, now)?;
-        self.project_staff(office, &roster.staff()?)
+        self.project_roster(office, &roster.staff()?, &roster.activities())
     }
 
     /// Stores an office's non-patient log after a call was added: its
@@ -2481,9 +2486,13 @@ impl WriteTx<'_> {
         };
         let now = keqing_host::now_cst_text();
         match derived {
-            Derived::Roster { office, staff } => {
+            Derived::Roster {
+                office,
+                staff,
+                activities,
+            } => {
                 self.store_document(doc_id, "roster", &office, &bytes, &now)?;
-                self.project_staff(&office, &staff)?;
+                self.project_roster(&office, &staff, &activities)?;
             }
             Derived::Catalog { office } => {
                 self.store_document(doc_id, "catalog", &office, &bytes, &now)?;
@@ -2521,8 +2530,15 @@ impl WriteTx<'_> {
         Ok(())
     }
 
-    fn project_staff(&mut self, office: &str, staff: &[Staff]) -> Result<()> {
-        Ok(keqing_projection::project_staff(self.tx, office, staff)?)
+    fn project_roster(
+        &mut self,
+        office: &str,
+        staff: &[Staff],
+        activities: &[keqing_shared::activity::Activity],
+    ) -> Result<()> {
+        Ok(keqing_projection::project_roster(
+            self.tx, office, staff, activities,
+        )?)
     }
 
     fn project_dossier(&mut self, view: &DossierView, slots: &[Slot]) -> Result<()> {

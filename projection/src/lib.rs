@@ -550,21 +550,63 @@ DROP INDEX patients_typical;
 /// Frozen.
 pub const V6_CHANGES: &str = v6_changes!();
 
-/// The projection tables as they are now (version 6): what a fresh store's
+/// What version 7 adds: the staff events (home visits, deliveries handed
+/// over, typical cases marked, problems resolved, activity participations:
+/// what the staff score and the activity report count) and the offices'
+/// own activities. Derived by Rust from the documents, they are created
+/// empty here: a store migrating to version 7 projects its documents again
+/// (the stored digests still match the older tables, so only the new rows
+/// are written). Frozen.
+macro_rules! v7_additions {
+    () => {
+        r#"
+CREATE TABLE staff_events (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    activity TEXT,
+    patient_since TEXT
+);
+CREATE INDEX staff_events_dossier ON staff_events(dossier_id);
+CREATE INDEX staff_events_at
+    ON staff_events(at, office, kind, staff, dossier_id, activity, patient_since);
+CREATE TABLE activities (
+    id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    starts TEXT NOT NULL,
+    ends TEXT NOT NULL,
+    source TEXT
+);
+CREATE INDEX activities_office ON activities(office);
+"#
+    };
+}
+
+/// The migration to version 7 (from version 6): [its additions](v7_additions),
+/// empty; the store projects its documents again. Frozen.
+pub const V7_ADDITIONS: &str = v7_additions!();
+
+/// The projection tables as they are now (version 7): what a fresh store's
 /// migrations reach, and what every older store is migrated to (tested on
 /// both stores, and on stores made by an earlier release).
 pub const SCHEMA: &str = concat!(
     v3_tables!(),
     v4_additions!(),
     v5_additions!(),
-    v6_changes!()
+    v6_changes!(),
+    v7_additions!()
 );
 
 /// The version of [`SCHEMA`].
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 
 /// Every projection table (the R*Tree follows `slots` by triggers).
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 14] = [
     "staff",
     "patients",
     "patient_phones",
@@ -577,6 +619,8 @@ pub const TABLES: [&str; 12] = [
     "slots",
     "deliveries",
     "nonpatient_calls",
+    "staff_events",
+    "activities",
 ];
 
 /// Day number as the `slot_spans` R*Tree counts: days since 2000-01-01.
@@ -627,10 +671,21 @@ pub fn dump(conn: &Connection) -> Result<String> {
     Ok(out)
 }
 
-/// Makes the staff rows of `office` exactly the roster's.
-pub fn project_staff(conn: &Connection, office: &str, staff: &[Staff]) -> Result<()> {
+/// Makes the staff and activity rows of `office` exactly its roster's.
+pub fn project_roster(
+    conn: &Connection,
+    office: &str,
+    staff: &[Staff],
+    activities: &[keqing_shared::activity::Activity],
+) -> Result<()> {
     conn.execute("DELETE FROM staff WHERE office = ?1", [office])?;
-    upsert_rows(conn, &rows::STAFF, &rows::staff_rows(office, staff))
+    upsert_rows(conn, &rows::STAFF, &rows::staff_rows(office, staff))?;
+    conn.execute("DELETE FROM activities WHERE office = ?1", [office])?;
+    upsert_rows(
+        conn,
+        &rows::ACTIVITIES,
+        &rows::activity_rows(office, activities),
+    )
 }
 
 /// Makes the non-patient call rows of log `log_id` (of `office`) exactly
@@ -745,6 +800,68 @@ pub mod report_sql {
      WHERE typical = 1 AND typical_at < ?1 AND (?2 IS NULL OR office = ?2)";
     pub const NONPATIENT: &str = "SELECT office, at, staff, kind FROM nonpatient_calls
      WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)";
+    pub const STAFF_EVENTS: &str =
+        "SELECT office, dossier_id, at, staff, kind, activity, patient_since FROM staff_events
+     WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)";
+    pub const ROLES: &str = "SELECT office, name, role FROM staff WHERE (?1 IS NULL OR office = ?1)";
+    pub const ACTIVITIES: &str = "SELECT id, office, name, kind, starts, ends, source FROM activities
+     WHERE (?1 IS NULL OR office = ?1)";
+}
+
+/// A staff event row (columns of [`report_sql::STAFF_EVENTS`]), or `None`
+/// for a kind this build does not know.
+pub fn staff_event_from(
+    office: String,
+    dossier: String,
+    at: chrono::NaiveDateTime,
+    staff: String,
+    kind: &str,
+    activity: Option<String>,
+    patient_since: Option<chrono::NaiveDateTime>,
+) -> Option<keqing_shared::report::StaffEvent> {
+    Some(keqing_shared::report::StaffEvent {
+        office,
+        dossier,
+        at,
+        staff,
+        kind: keqing_shared::report::StaffEventKind::parse(kind)?,
+        activity,
+        patient_since,
+    })
+}
+
+/// A staff member's role as reports show it, from the stored code.
+pub fn role_from(office: String, staff: String, role: &str) -> keqing_shared::report::StaffRole {
+    keqing_shared::report::StaffRole {
+        office,
+        staff,
+        role: keqing_shared::staff::Role::parse(role)
+            .map_or_else(|_| role.to_string(), |r| r.chinese().to_string()),
+    }
+}
+
+/// An office's own activity from its row (columns of
+/// [`report_sql::ACTIVITIES`]); `None` for one that no longer reads as
+/// sound.
+pub fn activity_from(
+    id: String,
+    office: String,
+    name: String,
+    kind: &str,
+    (starts, ends): (&str, &str),
+    source: Option<String>,
+) -> Option<keqing_shared::activity::Activity> {
+    let date = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    Some(keqing_shared::activity::Activity {
+        id,
+        name,
+        kind: keqing_shared::activity::ActivityKind::parse(kind)?,
+        starts: date(starts)?,
+        ends: date(ends)?,
+        offices: Vec::new(),
+        source,
+        by_office: Some(office),
+    })
 }
 
 /// The rows [`keqing_shared::report::build`] needs for the days
@@ -861,6 +978,41 @@ pub fn report_rows(
         })?
         .collect::<rusqlite::Result<_>>()?;
     rows.categories = category_counts(conn, office, to)?;
+    let mut stmt = conn.prepare_cached(report_sql::STAFF_EVENTS)?;
+    rows.events = stmt
+        .query_map(params![start, end, office], |r| {
+            Ok(staff_event_from(
+                r.get(0)?,
+                r.get(1)?,
+                stored_required(r, 2, read_stored_datetime)?,
+                r.get(3)?,
+                &r.get::<_, String>(4)?,
+                r.get(5)?,
+                stored(r, 6, read_stored_datetime)?,
+            ))
+        })?
+        .filter_map(Result::transpose)
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(report_sql::ROLES)?;
+    rows.roles = stmt
+        .query_map(params![office], |r| {
+            Ok(role_from(r.get(0)?, r.get(1)?, &r.get::<_, String>(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = conn.prepare_cached(report_sql::ACTIVITIES)?;
+    rows.activities = stmt
+        .query_map(params![office], |r| {
+            Ok(activity_from(
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                &r.get::<_, String>(3)?,
+                (&r.get::<_, String>(4)?, &r.get::<_, String>(5)?),
+                r.get(6)?,
+            ))
+        })?
+        .filter_map(Result::transpose)
+        .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
 

@@ -62,7 +62,7 @@ impl Table {
 
 /// The tables of per-dossier rows, in the order [`dossier_rows`] gives
 /// them (and a dossier's digests are stored).
-pub static DOSSIER_TABLES: [&Table; 10] = [
+pub static DOSSIER_TABLES: [&Table; 11] = [
     &PATIENTS,
     &PATIENT_PHONES,
     &CALLS,
@@ -73,6 +73,9 @@ pub static DOSSIER_TABLES: [&Table; 10] = [
     &PROBLEMS,
     &DELIVERIES,
     &SLOTS,
+    // Last, so the digests of dossiers projected before version 7 (ten
+    // of them) still match the first ten tables.
+    &STAFF_EVENTS,
 ];
 
 /// Every projection table, in the order [`crate::dump`] prints them.
@@ -89,6 +92,8 @@ pub static ALL_TABLES: [&Table; TABLE_COUNT] = [
     &SLOTS,
     &DELIVERIES,
     &NONPATIENT_CALLS,
+    &STAFF_EVENTS,
+    &ACTIVITIES,
 ];
 
 /// The category tallies (projection version 4): counts derived from
@@ -164,7 +169,7 @@ pub fn dump_lines(table: &Table, rows: impl IntoIterator<Item = Row>) -> Vec<Str
 
 /// How many tables have an `index` (the dossier tables, staff and
 /// non-patient calls).
-pub const TABLE_COUNT: usize = 12;
+pub const TABLE_COUNT: usize = 14;
 
 pub static STAFF: Table = Table {
     index: 10,
@@ -181,6 +186,53 @@ pub static NONPATIENT_CALLS: Table = Table {
     ],
     key: &["id"],
 };
+
+/// Deeds credited to staff and activity participations (projection
+/// version 7): home visits, deliveries handed over, typical cases marked,
+/// problems resolved, patients who took part in an activity. `id` is the
+/// record's id (`typical:<dossier>` for the typical mark, `resolved:<id>`
+/// for a problem's resolution).
+pub static STAFF_EVENTS: Table = Table {
+    index: 12,
+    name: "staff_events",
+    columns: &[
+        "id",
+        "dossier_id",
+        "office",
+        "kind",
+        "at",
+        "staff",
+        "activity",
+        "patient_since",
+    ],
+    key: &["id"],
+};
+
+/// An office's own activities (projection version 7), from its roster.
+pub static ACTIVITIES: Table = Table {
+    index: 13,
+    name: "activities",
+    columns: &["id", "office", "name", "kind", "starts", "ends", "source"],
+    key: &["id"],
+};
+
+/// The rows of an office's own activities.
+pub fn activity_rows(office: &str, activities: &[keqing_shared::activity::Activity]) -> Vec<Row> {
+    activities
+        .iter()
+        .map(|a| {
+            vec![
+                Cell::Text(a.id.clone()),
+                Cell::Text(office.to_string()),
+                Cell::Text(a.name.clone()),
+                Cell::Text(a.kind.as_str().to_string()),
+                Cell::Text(fmt_date(a.starts)),
+                Cell::Text(fmt_date(a.ends)),
+                a.source.clone().map_or(Cell::Null, Cell::Text),
+            ]
+        })
+        .collect()
+}
 
 /// The staff rows of an office's roster.
 pub fn staff_rows(office: &str, staff: &[Staff]) -> Vec<Row> {
@@ -483,7 +535,68 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
             })
             .collect(),
     ));
+    tables.push((&STAFF_EVENTS, staff_event_rows(v)));
     tables
+}
+
+/// The [`STAFF_EVENTS`] rows of a dossier (none for one merged into
+/// another: its records count there).
+pub fn staff_event_rows(v: &DossierView) -> Vec<Row> {
+    use keqing_shared::records::{DeliveryStatus, ProblemState};
+    use keqing_shared::report::StaffEventKind as K;
+    if v.merged_into.is_some() {
+        return Vec::new();
+    }
+    let row = |id: String, kind: K, at: NaiveDateTime, staff: &str| {
+        vec![
+            Cell::Text(id),
+            Cell::Text(v.id.clone()),
+            Cell::Text(v.office.clone()),
+            Cell::Text(kind.as_str().to_string()),
+            Cell::Text(fmt_datetime(at)),
+            Cell::Text(staff.to_string()),
+            Cell::Null,
+            Cell::Null,
+        ]
+    };
+    let mut out: Vec<Row> = Vec::new();
+    out.extend(
+        v.home_visits
+            .iter()
+            .map(|h| row(h.0.id.clone(), K::HomeVisit, h.0.at, &h.0.staff)),
+    );
+    out.extend(
+        v.deliveries
+            .iter()
+            .filter(|d| d.state() == DeliveryStatus::Delivered)
+            .map(|d| {
+                row(
+                    d.id.clone(),
+                    K::Delivery,
+                    d.settled_at.unwrap_or(d.at),
+                    d.settled_by.as_deref().unwrap_or(&d.staff),
+                )
+            }),
+    );
+    if let Some(t) = v.typical.as_ref().filter(|t| t.flagged) {
+        out.push(row(format!("typical:{}", v.id), K::Typical, t.at, &t.staff));
+    }
+    out.extend(v.problems.iter().filter_map(|p| {
+        let at = p.resolved_at.filter(|_| p.state == ProblemState::Resolved)?;
+        Some(row(
+            format!("resolved:{}", p.id),
+            K::ProblemResolved,
+            at,
+            p.resolver(),
+        ))
+    }));
+    out.extend(v.participations.iter().map(|p| {
+        let mut r = row(p.id.clone(), K::Joined, p.at, &p.staff);
+        r[6] = Cell::Text(p.activity.clone());
+        r[7] = Cell::Text(fmt_datetime(v.created_at));
+        r
+    }));
+    out
 }
 
 /// A dossier's table digests (8 bytes per table, in the order of

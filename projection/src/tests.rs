@@ -276,8 +276,15 @@ fn replacing_gives_the_current_tables_from_any_earlier_shape() {
             V4_ADDITIONS,
             V5_ADDITIONS,
             V6_CHANGES,
+            V7_ADDITIONS,
         ][..],
-        &[REPLACE_WITH_V3, V4_ADDITIONS, V5_ADDITIONS, V6_CHANGES],
+        &[
+            REPLACE_WITH_V3,
+            V4_ADDITIONS,
+            V5_ADDITIONS,
+            V6_CHANGES,
+            V7_ADDITIONS,
+        ],
     ] {
         let conn = Connection::open_in_memory().unwrap();
         // The R*Tree as it was before 3885f6e, with a row.
@@ -665,6 +672,9 @@ fn day_tallies_follow_every_write_to_followups_and_slots() {
         }
     }
     old.execute_batch(V5_ADDITIONS).unwrap();
+    // (The later versions too, which the report's reads need.)
+    old.execute_batch(V6_CHANGES).unwrap();
+    old.execute_batch(V7_ADDITIONS).unwrap();
     check(&old, "after the migration");
 }
 
@@ -682,6 +692,7 @@ fn the_report_reads_its_rows_from_covering_indexes() {
         ("purchases", report_sql::PURCHASES),
         ("typical", report_sql::TYPICAL),
         ("nonpatient", report_sql::NONPATIENT),
+        ("staff_events", report_sql::STAFF_EVENTS),
     ] {
         let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let unbound = vec![rusqlite::types::Null; explain.parameter_count()];

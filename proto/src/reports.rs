@@ -5,8 +5,8 @@
 use crate::{caller, pb, to_status};
 use chrono::NaiveDate;
 use keqing_shared::report::{
-    Breakdown, Count, DayLine, FollowUpFigures, Line, Report, Scope, SourceLine, SourceText,
-    StaffLine,
+    ActivityLine, Breakdown, Count, DayLine, FollowUpFigures, Line, Report, Scope, ScoreItem,
+    SourceLine, SourceText, StaffLine, StaffScore,
 };
 use keqing_shared::sync::{Caller, SyncError, SyncErrorKind};
 use std::future::Future;
@@ -164,7 +164,8 @@ pub fn pb_report(r: Report) -> pb::Report {
                 let reasons = pb_counts(s.not_bought_reasons.clone());
                 same_fields!(s => pb::StaffLine {
                     office, staff, calls, callers, callers_visited, callers_bought, visits,
-                    purchases, followups, followups_on_time, buyers, repeat_buyers
+                    purchases, followups, followups_on_time, buyers, repeat_buyers, role,
+                    home_visits, deliveries, typical_cases, problems_resolved
                 }; not_bought_reasons: reasons)
             })
             .collect(),
@@ -172,6 +173,31 @@ pub fn pb_report(r: Report) -> pb::Report {
         nonpatient_calls: pb_breakdowns(r.nonpatient_calls),
         not_bought_reasons: pb_breakdowns(r.not_bought_reasons),
         categories: pb_breakdowns(r.categories),
+        staff_scores: r
+            .staff_scores
+            .into_iter()
+            .map(|s| {
+                let items = s
+                    .items
+                    .iter()
+                    .cloned()
+                    .map(|i| same_fields!(i => pb::ScoreItem { item, label, count, weight, points }))
+                    .collect();
+                same_fields!(s => pb::StaffScore {
+                    office, name, staff, role, score, rank_office, rank_national
+                }; items: items)
+            })
+            .collect(),
+        activities: r
+            .activities
+            .into_iter()
+            .map(|a| {
+                same_fields!(a => pb::ActivityLine {
+                    id, name, kind, defined_by, starts, ends, participants, new_patients,
+                    visitors, buyers, sales_fen, spend_fen, cost_per_buyer_fen
+                })
+            })
+            .collect(),
     }
 }
 
@@ -230,7 +256,8 @@ pub fn report_from(r: pb::Report) -> Report {
                 let reasons = counts_from(s.not_bought_reasons.clone());
                 same_fields!(s => StaffLine {
                     office, staff, calls, callers, callers_visited, callers_bought, visits,
-                    purchases, followups, followups_on_time, buyers, repeat_buyers
+                    purchases, followups, followups_on_time, buyers, repeat_buyers, role,
+                    home_visits, deliveries, typical_cases, problems_resolved
                 }; not_bought_reasons: reasons)
             })
             .collect(),
@@ -238,6 +265,31 @@ pub fn report_from(r: pb::Report) -> Report {
         nonpatient_calls: breakdowns_from(r.nonpatient_calls),
         not_bought_reasons: breakdowns_from(r.not_bought_reasons),
         categories: breakdowns_from(r.categories),
+        staff_scores: r
+            .staff_scores
+            .into_iter()
+            .map(|s| {
+                let items = s
+                    .items
+                    .iter()
+                    .cloned()
+                    .map(|i| same_fields!(i => ScoreItem { item, label, count, weight, points }))
+                    .collect();
+                same_fields!(s => StaffScore {
+                    office, name, staff, role, score, rank_office, rank_national
+                }; items: items)
+            })
+            .collect(),
+        activities: r
+            .activities
+            .into_iter()
+            .map(|a| {
+                same_fields!(a => ActivityLine {
+                    id, name, kind, defined_by, starts, ends, participants, new_patients,
+                    visitors, buyers, sales_fen, spend_fen, cost_per_buyer_fen
+                })
+            })
+            .collect(),
     }
 }
 
@@ -312,11 +364,32 @@ mod tests {
                 typical: 1,
                 problem: 2,
             }],
+            events: vec![keqing_shared::report::StaffEvent {
+                office: "44".into(),
+                dossier: "a".into(),
+                at,
+                staff: "李娜".into(),
+                kind: keqing_shared::report::StaffEventKind::Joined,
+                activity: Some("clinic".into()),
+                patient_since: Some(at),
+            }],
+            activities: vec![keqing_shared::activity::Activity {
+                id: "clinic".into(),
+                name: "义诊".into(),
+                kind: keqing_shared::activity::ActivityKind::Clinic,
+                starts: d,
+                ends: d,
+                offices: vec![],
+                source: None,
+                by_office: Some("44".into()),
+            }],
             ..Default::default()
         };
         for scope in [Scope::National, Scope::Office("44".into())] {
             let mut r = build(&scope, d, d, &rows);
             assert_eq!(r.total.calls, 1);
+            assert_eq!(r.activities[0].participants, 1);
+            assert!(r.staff_scores[0].score > 0.0);
             r.unreadable = 2;
             assert_eq!(report_from(pb_report(r.clone())), r);
         }

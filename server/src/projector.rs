@@ -117,6 +117,7 @@ fn derive(doc_id: &str, office: &str, source: Source) -> Result<Projected, Strin
             Ok(Projected::Roster {
                 office: office.to_string(),
                 staff: roster.staff().map_err(|e| e.to_string())?,
+                activities: roster.activities(),
             })
         } else {
             let view = match source {

@@ -232,6 +232,7 @@ pub enum Projected {
     Roster {
         office: String,
         staff: Vec<keqing_shared::staff::Staff>,
+        activities: Vec<keqing_shared::activity::Activity>,
     },
     NonPatient {
         log_id: String,

@@ -421,13 +421,25 @@ pub(super) async fn save(
     for d in docs {
         match d {
             Projected::Dossier { .. } => {}
-            Projected::Roster { office, staff } => {
+            Projected::Roster {
+                office,
+                staff,
+                activities,
+            } => {
                 replace_rows(
                     &tx,
                     &rows::STAFF,
                     "office",
                     office,
                     &rows::staff_rows(office, staff),
+                )
+                .await?;
+                replace_rows(
+                    &tx,
+                    &rows::ACTIVITIES,
+                    "office",
+                    office,
+                    &rows::activity_rows(office, activities),
                 )
                 .await?
             }
@@ -731,6 +743,50 @@ pub(super) async fn report_rows(
         });
     }
     rows.categories = fold_category_counts(tallies);
+    for r in query(
+        "SELECT office, dossier_id, at, staff, kind, activity, patient_since FROM staff_events
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+    )
+    .await?
+    {
+        rows.events.extend(keqing_projection::staff_event_from(
+            r.try_get(0)?,
+            r.try_get(1)?,
+            time(&r, 2)?,
+            r.try_get(3)?,
+            &r.try_get::<_, String>(4)?,
+            r.try_get(5)?,
+            opt_time(&r, 6)?,
+        ));
+    }
+    let by_office = |sql: &'static str| async move {
+        let stmt = c.prepare_cached(sql).await?;
+        Ok::<_, StoreError>(c.query(&stmt, &[&office]).await?)
+    };
+    for r in by_office("SELECT office, name, role FROM staff WHERE ($1::text IS NULL OR office = $1)")
+        .await?
+    {
+        rows.roles.push(keqing_projection::role_from(
+            r.try_get(0)?,
+            r.try_get(1)?,
+            &r.try_get::<_, String>(2)?,
+        ));
+    }
+    for r in by_office(
+        "SELECT id, office, name, kind, starts, ends, source FROM activities
+         WHERE ($1::text IS NULL OR office = $1)",
+    )
+    .await?
+    {
+        rows.activities.extend(keqing_projection::activity_from(
+            r.try_get(0)?,
+            r.try_get(1)?,
+            r.try_get(2)?,
+            &r.try_get::<_, String>(3)?,
+            (&r.try_get::<_, String>(4)?, &r.try_get::<_, String>(5)?),
+            r.try_get(6)?,
+        ));
+    }
     Ok(rows)
 }
 

@@ -457,11 +457,41 @@ CREATE TABLE spend (
     PRIMARY KEY (day, office, source_code)
 );
 "#,
+    // 8: projection version 7: staff events and the offices' own
+    // activities, derived by Rust: the projector derives every document
+    // again (the stored digests spare the older tables' rows).
+    r#"
+CREATE TABLE staff_events (
+    id TEXT PRIMARY KEY,
+    dossier_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    activity TEXT,
+    patient_since TEXT
+);
+CREATE INDEX staff_events_dossier ON staff_events (dossier_id);
+CREATE INDEX staff_events_at ON staff_events (at, office)
+    INCLUDE (kind, staff, dossier_id, activity, patient_since);
+CREATE TABLE activities (
+    id TEXT PRIMARY KEY,
+    office TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    starts TEXT NOT NULL,
+    ends TEXT NOT NULL,
+    source TEXT
+);
+CREATE INDEX activities_office ON activities (office);
+UPDATE projector SET cursor = 0 WHERE id = 1;
+DELETE FROM unreadable_documents;
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new
 /// projection version is a new migration here too.
-pub const PROJECTION_VERSION: u32 = 6;
+pub const PROJECTION_VERSION: u32 = 7;
 
 /// Brings the database to the newest schema (making the store if there is
 /// none); refuses one a newer keqing-server made.

@@ -76,9 +76,11 @@ impl Conn {
                 Projected::Dossier { view, slots } => {
                     keqing_projection::project_dossier(&tx, view, slots)?
                 }
-                Projected::Roster { office, staff } => {
-                    keqing_projection::project_staff(&tx, office, staff)?
-                }
+                Projected::Roster {
+                    office,
+                    staff,
+                    activities,
+                } => keqing_projection::project_roster(&tx, office, staff, activities)?,
                 Projected::NonPatient {
                     log_id,
                     office,

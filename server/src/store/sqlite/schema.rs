@@ -173,6 +173,11 @@ CREATE TABLE spend (
 ) WITHOUT ROWID;
 "#,
     ),
+    // Projection version 7 (staff events, the offices' own activities):
+    // derived by Rust, so the projector derives every document again (the
+    // stored digests spare the older tables' rows).
+    M::up(keqing_projection::V7_ADDITIONS),
+    M::up(PROJECT_AGAIN),
 ];
 
 /// After the projection tables were replaced: the projector starts over
