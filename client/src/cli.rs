@@ -103,6 +103,11 @@ enum Command {
     List(ListArgs),
     /// 典型病例 Mark (or unmark) a typical case
     Typical(TypicalArgs),
+    /// 活动 Activities and promotions (义诊 讲座 促销 节日活动): list
+    /// headquarters' and the office's own, define the office's own (客情主管),
+    /// record who took part
+    #[command(subcommand)]
+    Activity(ActivityCommand),
     /// 问题患者 Open, handle or resolve a problem
     #[command(subcommand)]
     Problem(ProblemCommand),
@@ -782,6 +787,49 @@ struct TypicalArgs {
     /// Remove the typical-case mark
     #[arg(long)]
     clear: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ActivityCommand {
+    /// 活动列表 The activities of this office: headquarters' (from the
+    /// catalogue, as of the last sync) and the office's own
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// 设立活动 Define one of the office's own activities (only its 客情主管)
+    Add {
+        /// Who defines it (the office's 客情主管)
+        #[arg(long)]
+        by: String,
+        #[arg(long)]
+        name: String,
+        /// 义诊, 讲座, 促销 or 节日活动 (clinic, lecture, promotion, festival)
+        #[arg(long)]
+        kind: String,
+        /// First day (YYYY-MM-DD)
+        #[arg(long)]
+        from: String,
+        /// Last day (YYYY-MM-DD); the first by default
+        #[arg(long)]
+        to: Option<String>,
+        /// The catalogue source (code) that advertises it: its spend in
+        /// these days counts as the activity's
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// 参加活动 Record that a patient took part in an activity (on one of
+    /// its days): the patient's purchases until 30 days after it ends are
+    /// attributed to it
+    Join {
+        /// The activity's id (`keqing activity list`)
+        #[arg(long)]
+        activity: String,
+        #[command(flatten)]
+        who: Who,
+        #[arg(long)]
+        notes: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1476,6 +1524,47 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", v.id);
         }
         Command::Problem(p) => problem(&mut desk, p)?,
+        Command::Activity(ActivityCommand::List { json }) => {
+            let list = desk.activities()?;
+            if json {
+                return print_json(&list);
+            }
+            if list.is_empty() {
+                println!("没有活动 no activities");
+            } else {
+                print!("{}", keqing_shared::activity::table(&list).render());
+            }
+        }
+        Command::Activity(ActivityCommand::Add {
+            by,
+            name,
+            kind,
+            from,
+            to,
+            source,
+        }) => {
+            let kind = keqing_shared::activity::ActivityKind::parse(&kind).ok_or_else(|| {
+                keqing_office::ClientError::Invalid(format!(
+                    "kind `{}`: 义诊, 讲座, 促销 or 节日活动",
+                    safe(&kind)
+                ))
+            })?;
+            let starts = parse_date(&from)?;
+            let ends = to.as_deref().map(parse_date).transpose()?.unwrap_or(starts);
+            let a = desk.add_activity(&by, &name, kind, (starts, ends), source.as_deref())?;
+            println!("已设立活动 {} {} 至 {}", safe(&a.name), a.starts, a.ends);
+            println!("{}", a.id);
+        }
+        Command::Activity(ActivityCommand::Join {
+            activity,
+            who,
+            notes,
+        }) => {
+            let (v, p) =
+                desk.join_activity(&who.patient, &who.staff, &activity, when(&who.at)?, &notes)?;
+            println!("{} 已参加活动 {}", safe(&v.patient.name), safe(&p.activity));
+            println!("{}", v.id);
+        }
         Command::Update(a) => {
             let changes = PatientChanges {
                 name: a.name,

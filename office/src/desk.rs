@@ -937,6 +937,145 @@ impl Desk {
         Ok((view, contact))
     }
 
+    /// The activities (活动) this office takes part in: headquarters' (from
+    /// the catalogue this device holds) that run here, then the office's
+    /// own, by start. Offline: what arrived by the last sync.
+    pub fn activities(&self) -> Result<Vec<keqing_shared::activity::Activity>> {
+        let office = self.office().to_string();
+        let mut out: Vec<_> = self
+            .replica
+            .catalog()?
+            .map(|c| c.activities)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| office == HQ_OFFICE || a.runs_at(&office))
+            .collect();
+        if office != HQ_OFFICE {
+            out.extend(self.roster()?.activities());
+        }
+        out.sort_by(|a, b| a.starts.cmp(&b.starts).then_with(|| a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// Defines one of the office's own activities; only its 客情主管 may
+    /// (`by`). Its days, name and source are checked; the source, when
+    /// given, must be a code of the catalogue.
+    pub fn add_activity(
+        &mut self,
+        by: &str,
+        name: &str,
+        kind: keqing_shared::activity::ActivityKind,
+        (starts, ends): (NaiveDate, NaiveDate),
+        source: Option<&str>,
+    ) -> Result<keqing_shared::activity::Activity> {
+        let by = self.staff_member(by)?;
+        if by.role != Role::Supervisor {
+            return Err(keqing_shared::DomainError::invalid(
+                "by",
+                format!(
+                    "只有客情主管可以设立活动 only the 客情主管 defines the office's activities ({} is {})",
+                    by.name,
+                    by.role.chinese()
+                ),
+            )
+            .into());
+        }
+        let source = match source.map(str::trim).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(code) => {
+                let known = self
+                    .replica
+                    .catalog()?
+                    .is_some_and(|c| c.sources.iter().any(|s| s.code == code));
+                if !known {
+                    return Err(keqing_shared::DomainError::invalid(
+                        "source",
+                        format!(
+                            "`{code}` 不是目录中的信息来源代码 is no source code of the catalogue"
+                        ),
+                    )
+                    .into());
+                }
+                Some(code.to_string())
+            }
+        };
+        let office = self.office().to_string();
+        let activity = keqing_shared::activity::Activity {
+            id: format!("{office}-{}", new_id()),
+            name: validate_name("name", name)?,
+            kind,
+            starts,
+            ends,
+            offices: Vec::new(),
+            source,
+            by_office: Some(office.clone()),
+        };
+        activity.check()?;
+        self.replica.write(|w| {
+            let mut roster = office_roster(w, &office)?;
+            let change = roster.add_activity(&activity, now_ms())?;
+            w.save_roster(&office, &roster, &[&change], now_cst())?;
+            Ok(())
+        })?;
+        Ok(activity)
+    }
+
+    /// Records that the patient took part in activity `activity` (its id)
+    /// on `at`: an activity of this office, on one of its days, once per
+    /// patient.
+    pub fn join_activity(
+        &mut self,
+        patient: &str,
+        staff: &str,
+        activity: &str,
+        at: NaiveDateTime,
+        notes: &Option<String>,
+    ) -> Result<(DossierView, Participation)> {
+        let staff = self.staff_member(staff)?;
+        check_time("at", at)?;
+        let activities = self.activities()?;
+        let Some(a) = activities.iter().find(|a| a.id == activity.trim()) else {
+            return Err(keqing_shared::DomainError::invalid(
+                "activity",
+                format!(
+                    "本处没有活动 `{}` no activity of this office has that id (keqing activity list)",
+                    keqing_shared::printable::printable(activity.trim())
+                ),
+            )
+            .into());
+        };
+        if !a.open_on(at.date()) {
+            return Err(keqing_shared::DomainError::invalid(
+                "at",
+                format!(
+                    "活动 {} 在 {} 至 {} 举行 the activity runs {} to {}",
+                    a.name, a.starts, a.ends, a.starts, a.ends
+                ),
+            )
+            .into());
+        }
+        let (before, _) = self.dossier(patient)?;
+        if before.participations.iter().any(|p| p.activity == a.id) {
+            return Err(keqing_shared::DomainError::invalid(
+                "activity",
+                format!(
+                    "{} 已参加 {} already took part",
+                    before.patient.name, a.name
+                ),
+            )
+            .into());
+        }
+        let p = Participation {
+            id: new_id(),
+            at,
+            staff: staff.name,
+            activity: a.id.clone(),
+            notes: optional_text("notes", notes)?,
+        };
+        let (view, ()) = self.edit_patient(&before.id, |tx| tx.add_participation(&p))?;
+        Ok((view, p))
+    }
+
     /// Marks the patient as a typical case (典型病例), or clears the mark.
     pub fn mark_typical(
         &mut self,

@@ -2146,9 +2146,7 @@ enum Derived {
         calls: Vec<keqing_shared::records::NonPatientCall>,
     },
     /// A copy of headquarters' catalogue (read where it is used).
-    Catalog {
-        office: String,
-    },
+    Catalog { office: String },
 }
 
 /// A merged document: changes still waiting for a dependency, and the

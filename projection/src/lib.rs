@@ -803,8 +803,10 @@ pub mod report_sql {
     pub const STAFF_EVENTS: &str =
         "SELECT office, dossier_id, at, staff, kind, activity, patient_since FROM staff_events
      WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)";
-    pub const ROLES: &str = "SELECT office, name, role FROM staff WHERE (?1 IS NULL OR office = ?1)";
-    pub const ACTIVITIES: &str = "SELECT id, office, name, kind, starts, ends, source FROM activities
+    pub const ROLES: &str =
+        "SELECT office, name, role FROM staff WHERE (?1 IS NULL OR office = ?1)";
+    pub const ACTIVITIES: &str =
+        "SELECT id, office, name, kind, starts, ends, source FROM activities
      WHERE (?1 IS NULL OR office = ?1)";
 }
 

@@ -582,7 +582,9 @@ pub fn staff_event_rows(v: &DossierView) -> Vec<Row> {
         out.push(row(format!("typical:{}", v.id), K::Typical, t.at, &t.staff));
     }
     out.extend(v.problems.iter().filter_map(|p| {
-        let at = p.resolved_at.filter(|_| p.state == ProblemState::Resolved)?;
+        let at = p
+            .resolved_at
+            .filter(|_| p.state == ProblemState::Resolved)?;
         Some(row(
             format!("resolved:{}", p.id),
             K::ProblemResolved,

@@ -181,7 +181,9 @@ pub fn pb_report(r: Report) -> pb::Report {
                     .items
                     .iter()
                     .cloned()
-                    .map(|i| same_fields!(i => pb::ScoreItem { item, label, count, weight, points }))
+                    .map(
+                        |i| same_fields!(i => pb::ScoreItem { item, label, count, weight, points }),
+                    )
                     .collect();
                 same_fields!(s => pb::StaffScore {
                     office, name, staff, role, score, rank_office, rank_national

@@ -855,12 +855,18 @@ fn run(cli: Cli) -> Result<()> {
             let store = data.open(Opening::Create)?;
             let c = keqing_server::catalog::import(&*store, &text, &local_admin())?;
             println!(
-                "已导入目录第 {} 版 catalogue version {}: {} 个信息来源, {} 种产品, {} 种疾病; 各办事处下次同步时收到",
+                "已导入目录第 {} 版 catalogue version {}: {} 个信息来源, {} 种产品, {} 种疾病, {} 个活动 ({}); 各办事处下次同步时收到",
                 c.version,
                 c.version,
                 c.sources.len(),
                 c.products.len(),
-                c.diseases.len()
+                c.diseases.len(),
+                c.activities.len(),
+                c.activities
+                    .iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             Ok(())
         }

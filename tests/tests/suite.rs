@@ -21,6 +21,7 @@ mod replica;
 mod reports;
 mod server_processes;
 mod soak;
+mod steering;
 mod store_contract;
 mod sync;
 mod sync_hostile;

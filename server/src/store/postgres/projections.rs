@@ -763,8 +763,9 @@ pub(super) async fn report_rows(
         let stmt = c.prepare_cached(sql).await?;
         Ok::<_, StoreError>(c.query(&stmt, &[&office]).await?)
     };
-    for r in by_office("SELECT office, name, role FROM staff WHERE ($1::text IS NULL OR office = $1)")
-        .await?
+    for r in
+        by_office("SELECT office, name, role FROM staff WHERE ($1::text IS NULL OR office = $1)")
+            .await?
     {
         rows.roles.push(keqing_projection::role_from(
             r.try_get(0)?,
