@@ -5,7 +5,7 @@
 //! staff score equals the weighted sum computed here by hand with the
 //! catalogue's weights, ranked within role; national = Σ provinces.
 
-use keqing_tests::{Office, Server};
+use keqing_tests::{Office, Server, WebProcess, server_bin};
 
 const CATALOG: &str = include_str!("../../docs/catalog-example.toml");
 
@@ -444,4 +444,36 @@ fn activities_and_staff_scores_reach_every_report_by_the_catalogues_rules() {
     ]);
     assert!(text.stdout.contains("【岗位评分】") && text.stdout.contains("【活动】"));
     assert!(text.stdout.contains("冬季心脑健康义诊"), "{}", text.stdout);
+
+    // The dashboard: the province page shows its scores and activities,
+    // the catalogue page the weights and headquarters' activities.
+    keqing_tests::Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");
+    let dash = WebProcess::start(
+        &server_bin(),
+        &[
+            "--data",
+            &server.dir.to_string_lossy(),
+            "dashboard",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let (status, html) = crate::web_guards::dashboard_get(
+        &dash.addr,
+        "钱分析",
+        "总部-2026-看板",
+        "/province/44?from=2026-11-20&to=2026-11-30",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("岗位评分") && html.contains("28.00") && html.contains("冬季心脑健康义诊"),
+        "{html}"
+    );
+    let (status, html) =
+        crate::web_guards::dashboard_get(&dash.addr, "钱分析", "总部-2026-看板", "/catalog");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("岗位评定权重") && html.contains("winter-clinic"),
+        "{html}"
+    );
 }

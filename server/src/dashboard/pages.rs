@@ -259,6 +259,11 @@ pub fn national(viewer: &Viewer, r: &Report) -> Markup {
                 }
             }
         }
+        // The activities, and every person's score ranked within role
+        // nationally.
+        @for sheet in sheets::sheets(r).iter().filter(|s| matches!(s.title, "活动" | "岗位评分")) {
+            (sheet_table(sheet))
+        }
         (all_sheets(r))
     };
     layout(Some(viewer), "全国", body)
@@ -291,7 +296,7 @@ pub fn province(viewer: &Viewer, r: &Report) -> Markup {
                 (share_bars("回访人员按时回访（按时 / 回访次数）", &staff))
             }
         }
-        @for sheet in sheets::sheets(r).iter().filter(|s| s.title == "客情岗位评定") {
+        @for sheet in sheets::sheets(r).iter().filter(|s| matches!(s.title, "客情岗位评定" | "岗位评分" | "活动")) {
             (sheet_table(sheet))
         }
         (all_sheets(r))
@@ -416,6 +421,25 @@ pub fn catalog(
                 }
                 h2 { "疾病" }
                 p { (c.diseases.join("，")) }
+                h2 { "活动" }
+                @if c.activities.is_empty() { p.empty { "无（各办事处可自行设立：keqing activity add）" } }
+                @else {
+                    table id="catalog-activities" {
+                        thead { tr { th { "编号" } th { "名称" } th { "类别" } th { "开始" } th { "结束" } th { "办事处" } th { "信息来源" } } }
+                        tbody { @for a in &c.activities { tr {
+                            td.t { (a.id) } td.t { (a.name) } td.t { (a.kind.chinese()) } td.t { (a.starts) } td.t { (a.ends) }
+                            td.t { @if a.offices.is_empty() { "全部" } @else { (a.offices.join(",")) } }
+                            td.t { (a.source.as_deref().unwrap_or("")) }
+                        } } }
+                    }
+                }
+                h2 { "岗位评定权重" }
+                table id="catalog-weights" {
+                    thead { tr { th { "项目" } th { "key" } th { "每项分值" } } }
+                    tbody { @for ((key, label), w) in keqing_shared::score::ITEMS.iter().zip(c.weights.0) {
+                        tr { td.t { (label) } td.t { (key) } td { (w) } }
+                    } }
+                }
                 @if viewer.role.sees_personal_details() {
                     h2 { "导入投放" }
                     p { "每行：日期,办事处代码,信息来源代码,金额(元)；同一天、办事处、来源再次导入时替换。" }
