@@ -108,10 +108,13 @@ pub enum Duty {
     Staff,
     /// 读取审计: who read which dossier, list or report at the office.
     Audit,
+    /// 参加活动: record that a patient took part in an activity (every
+    /// role "參與活動組織與促銷").
+    Activity,
 }
 
 impl Duty {
-    pub const ALL: [Duty; 15] = [
+    pub const ALL: [Duty; 16] = [
         Duty::Register,
         Duty::NonPatient,
         Duty::PatientDetails,
@@ -127,6 +130,7 @@ impl Duty {
         Duty::Conflicts,
         Duty::Staff,
         Duty::Audit,
+        Duty::Activity,
     ];
 
     pub fn chinese(self) -> &'static str {
@@ -146,6 +150,7 @@ impl Duty {
             Duty::Conflicts => "冲突",
             Duty::Staff => "员工",
             Duty::Audit => "读取审计",
+            Duty::Activity => "参加活动",
         }
     }
 }
@@ -158,11 +163,13 @@ impl Role {
         use Duty::*;
         match self {
             Role::Supervisor => true,
-            Role::Consultant => matches!(duty, Register | NonPatient | PatientDetails),
-            Role::Followup => matches!(duty, FollowUp | PlanChange | Hospital | Problem),
-            Role::Expert => matches!(duty, Visit | Purchase),
-            Role::Guide => matches!(duty, Purchase),
-            Role::Field => matches!(duty, HomeVisit | Delivery),
+            Role::Consultant => matches!(duty, Register | NonPatient | PatientDetails | Activity),
+            Role::Followup => {
+                matches!(duty, FollowUp | PlanChange | Hospital | Problem | Activity)
+            }
+            Role::Expert => matches!(duty, Visit | Purchase | Activity),
+            Role::Guide => matches!(duty, Purchase | Activity),
+            Role::Field => matches!(duty, HomeVisit | Delivery | Activity),
         }
     }
 }

@@ -445,6 +445,44 @@ fn activities_and_staff_scores_reach_every_report_by_the_catalogues_rules() {
     assert!(text.stdout.contains("【岗位评分】") && text.stdout.contains("【活动】"));
     assert!(text.stdout.contains("冬季心脑健康义诊"), "{}", text.stdout);
 
+    // The workstation offers the activities running today to a patient
+    // who has not joined them, and shows a participation in the timeline.
+    // (Around the real date: the workstation's today.)
+    let now = chrono::Utc::now().date_naive();
+    let (from, to) = (
+        (now - chrono::Duration::days(2)).to_string(),
+        (now + chrono::Duration::days(30)).to_string(),
+    );
+    let today = gd
+        .ok(&[
+            "activity",
+            "add",
+            "--by",
+            "周主管",
+            "--name",
+            "年末促销",
+            "--kind",
+            "促销",
+            "--from",
+            &from,
+            "--to",
+            &to,
+        ])
+        .last_line()
+        .to_string();
+    let ui = gd.workstation();
+    let page = |id: &str| {
+        keqing_tests::http::http(&ui.addr, "GET", &format!("/patient/{id}"), &[], b"").text()
+    };
+    let wang_page = page(&wang);
+    assert!(
+        wang_page.contains(&format!("<option value=\"{today}\""))
+            && !wang_page.contains("winter-clinic\""),
+        "{wang_page}"
+    );
+    assert!(page(&chen).contains("参加活动"));
+    drop(ui);
+
     // The dashboard: the province page shows its scores and activities,
     // the catalogue page the weights and headquarters' activities.
     keqing_tests::Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");

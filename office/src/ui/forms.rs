@@ -239,10 +239,12 @@ pub enum Action {
     Deliver,
     Plan,
     Details,
+    /// 参加活动.
+    Join,
 }
 
 impl Action {
-    const ALL: [Action; 14] = [
+    const ALL: [Action; 15] = [
         Action::Visit,
         Action::Purchase,
         Action::Followup,
@@ -257,6 +259,7 @@ impl Action {
         Action::Deliver,
         Action::Plan,
         Action::Details,
+        Action::Join,
     ];
 
     pub fn parse(s: &str) -> Option<Action> {
@@ -279,6 +282,7 @@ impl Action {
             Action::Deliver => "deliver",
             Action::Plan => "plan",
             Action::Details => "details",
+            Action::Join => "join",
         }
     }
 
@@ -297,6 +301,7 @@ impl Action {
             Action::Delivery | Action::Deliver => Duty::Delivery,
             Action::Plan => Duty::PlanChange,
             Action::Details => Duty::PatientDetails,
+            Action::Join => Duty::Activity,
         }
     }
 
@@ -334,6 +339,12 @@ pub enum Edit {
         staff: String,
         at: NaiveDateTime,
         step: ProblemStep,
+    },
+    Join {
+        staff: String,
+        at: NaiveDateTime,
+        activity: String,
+        notes: Option<String>,
     },
     Typical {
         staff: String,
@@ -375,6 +386,14 @@ impl Edit {
                 .record_discharge(dossier, stay.as_deref(), date, &staff, at)
                 .map(drop),
             Edit::Problem { staff, at, step } => desk.problem(dossier, &staff, at, &step).map(drop),
+            Edit::Join {
+                staff,
+                at,
+                activity,
+                notes,
+            } => desk
+                .join_activity(dossier, &staff, &activity, at, &notes)
+                .map(drop),
             Edit::Typical {
                 staff,
                 at,
@@ -520,6 +539,12 @@ pub fn action_edit(action: Action, form: &FormData) -> Result<Edit, FormErrors> 
             };
             Edit::Problem { staff, at, step }
         }
+        Action::Join => Edit::Join {
+            staff: required(form, "staff", e, "经手人员"),
+            at: datetime(form, "at", e),
+            activity: required(form, "activity", e, "活动"),
+            notes: form.optional("notes"),
+        },
         Action::Typical => Edit::Typical {
             staff: required(form, "staff", e, "经手人员"),
             at: datetime(form, "at", e),

@@ -157,6 +157,7 @@ impl App {
                     refused: r.refused(0)?.0,
                 },
                 catalog: r.catalog()?,
+                activities: desk.activities()?,
             })
         })
         .await

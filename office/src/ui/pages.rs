@@ -33,6 +33,8 @@ pub struct Frame {
     /// Headquarters' catalogue as this device last pulled it: the pick
     /// lists of sources, products and diseases.
     pub catalog: Option<keqing_shared::catalog::Catalog>,
+    /// The activities of the office (headquarters' and its own).
+    pub activities: Vec<keqing_shared::activity::Activity>,
 }
 
 impl Frame {
@@ -134,6 +136,7 @@ fn flash(saved: Option<&str>) -> Option<&'static str> {
         "discharge" => "已登记出院",
         "problem" => "已更新问题记录",
         "typical" => "已更新典型病例",
+        "join" => "已登记参加活动",
         "greeting" => "已登记问候",
         "homevisit" => "已登记家访",
         "delivery" => "已登记外送",
@@ -829,6 +832,17 @@ fn timeline(v: &DossierView) -> Vec<TimelineEntry> {
             },
         });
     }
+    for p in &v.participations {
+        out.push(TimelineEntry {
+            at: p.at,
+            id: p.id.clone(),
+            kind: "参加活动",
+            body: html! {
+                (p.staff) " · " (p.activity)
+                @if let Some(n) = &p.notes { " · " (n) }
+            },
+        });
+    }
     for x in &v.problems {
         out.push(TimelineEntry {
             at: x.at,
@@ -968,6 +982,7 @@ pub fn patient(
                 (problem_forms(frame, v, failed))
                 (delivery_forms(frame, v, failed))
                 (typical_form(frame, v, failed))
+                (join_form(frame, v, failed))
                 (contact_form(frame, v, failed, Action::Greeting, "登记问候（逢年过节）"))
                 (contact_form(frame, v, failed, Action::HomeVisit, "登记家访"))
                 (details_form(frame, v, failed))
@@ -1304,6 +1319,60 @@ fn deliver_form(
             (f.text("未送达原因", "failed", "text", false))
         }
     })
+}
+
+/// Days after an activity's end in which the workstation still offers it
+/// (a participation typed in late, with its time).
+const JOIN_LATE_DAYS: u64 = 7;
+
+/// 参加活动: the activities running today (or ended in the last
+/// [`JOIN_LATE_DAYS`]) that the patient has not joined.
+fn join_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
+    let open: Vec<&keqing_shared::activity::Activity> = frame
+        .activities
+        .iter()
+        .filter(|a| {
+            a.starts <= frame.today
+                && a.ends
+                    .checked_add_days(chrono::Days::new(JOIN_LATE_DAYS))
+                    .is_some_and(|late| late >= frame.today)
+        })
+        .filter(|a| !v.participations.iter().any(|p| p.activity == a.id))
+        .collect();
+    if open.is_empty() {
+        return html! {};
+    }
+    let options: Vec<(String, String)> = open
+        .iter()
+        .map(|a| {
+            (
+                a.id.clone(),
+                format!(
+                    "{}（{} {} 至 {}）",
+                    a.name,
+                    a.kind.chinese(),
+                    a.starts,
+                    a.ends
+                ),
+            )
+        })
+        .collect();
+    let options: Vec<(&str, &str)> = options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    action_form(
+        frame,
+        &v.id,
+        failed,
+        FormSpec::new(Action::Join, "参加活动"),
+        |f| {
+            html! {
+                (f.choice("活动", "activity", &options))
+                (f.text("说明", "notes", "text", false))
+            }
+        },
+    )
 }
 
 fn typical_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
