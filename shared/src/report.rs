@@ -707,12 +707,12 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         }
     }
     // Conversion of each caller by the end of the range.
-    let mut came: HashMap<&str, Vec<NaiveDateTime>> = HashMap::default();
+    let mut came: VisitTimes<'_> = HashMap::default();
     let mut not_bought: BTreeMap<(String, NotBoughtReason), u64> = BTreeMap::new();
     let mut staff_not_bought: BTreeMap<(String, String, NotBoughtReason), u64> = BTreeMap::new();
     let mut bought: HashMap<&str, Vec<NaiveDateTime>> = HashMap::default();
     // What each patient paid, when (sales by source).
-    let mut paid: HashMap<&str, Vec<(NaiveDateTime, i64)>> = HashMap::default();
+    let mut paid: Payments<'_> = HashMap::default();
     for v in rows
         .visits
         .iter()
@@ -1084,16 +1084,18 @@ fn staff_scores<'a>(
     out
 }
 
+/// Each patient's visit times in the range.
+type VisitTimes<'r> = HashMap<&'r str, Vec<NaiveDateTime>>;
+/// Each patient's purchases in the range: when, how much (fen).
+type Payments<'r> = HashMap<&'r str, Vec<(NaiveDateTime, i64)>>;
+
 /// The figures of every activity of the scope meeting the range.
 fn activity_lines(
     rows: &ReportRows,
     (from, to): (NaiveDate, NaiveDate),
     wanted: &dyn Fn(&str) -> bool,
     joined: &HashMap<&str, Vec<&StaffEvent>>,
-    (came, paid): (
-        &HashMap<&str, Vec<NaiveDateTime>>,
-        &HashMap<&str, Vec<(NaiveDateTime, i64)>>,
-    ),
+    (came, paid): (&VisitTimes<'_>, &Payments<'_>),
 ) -> Vec<ActivityLine> {
     let hq = rows.catalog.iter().flat_map(|c| &c.activities);
     let mut out: Vec<(NaiveDate, ActivityLine)> = Vec::new();

@@ -97,13 +97,7 @@ impl Roster {
                 },
             )
             .map_err(|f| f.error)?;
-        self.doc
-            .get_last_local_change()
-            .map(|c| NewChange {
-                hash: c.hash(),
-                bytes: c.raw_bytes().to_vec(),
-            })
-            .ok_or_else(|| DomainError::Malformed("no change".into()))
+        self.last_change()
     }
 
     /// Marks a member 在岗 or 离岗 (kept, with their history; gone from pick
@@ -215,13 +209,7 @@ impl Roster {
                 },
             )
             .map_err(|f| f.error)?;
-        self.doc
-            .get_last_local_change()
-            .map(|c| NewChange {
-                hash: c.hash(),
-                bytes: c.raw_bytes().to_vec(),
-            })
-            .ok_or_else(|| DomainError::Malformed("no change".into()))
+        self.last_change()
     }
 
     /// The office's own activities, by start then id. What a device wrote
@@ -254,6 +242,17 @@ impl Roster {
             .collect();
         out.sort_by(|a, b| a.starts.cmp(&b.starts).then_with(|| a.id.cmp(&b.id)));
         out
+    }
+
+    /// The change this device made last.
+    fn last_change(&self) -> Result<NewChange, DomainError> {
+        self.doc
+            .get_last_local_change()
+            .map(|c| NewChange {
+                hash: c.hash(),
+                bytes: c.raw_bytes().to_vec(),
+            })
+            .ok_or_else(|| DomainError::Malformed("no change".into()))
     }
 
     pub fn staff(&self) -> Result<Vec<Staff>, DomainError> {
