@@ -560,9 +560,9 @@ struct VisitArgs {
     /// The visitor bought (购药 is registered separately with `purchase`)
     #[arg(long)]
     bought: bool,
-    /// Reason for not buying (未购原因): 价格, 疗效疑虑, 家属意见, 在用其他药,
-    /// 考虑中, 其他 (or price, doubts, family, other_medicine, considering,
-    /// other)
+    /// Reason for not buying (未购原因), of the catalogue's list (`keqing
+    /// catalog`; without one: 价格, 疗效疑虑, 家属意见, 在用其他药, 考虑中,
+    /// 其他); another is kept as 其他 with the text
     #[arg(long, conflicts_with = "bought")]
     reason: Option<String>,
     /// The text of 其他
@@ -627,8 +627,8 @@ struct NonPatientArgs {
     /// The number it came from (if known)
     #[arg(long)]
     phone: Option<String>,
-    /// 打错电话, 同行, 媒体, 骚扰, 推销, 其他 (or wrong_number, competitor,
-    /// press, prank, sales, other)
+    /// A kind of the catalogue's list (`keqing catalog`; without one: 打错电话,
+    /// 同行, 媒体, 骚扰, 推销, 其他); another is kept as 其他 with the text
     #[arg(long)]
     kind: String,
     /// Who took it
@@ -1497,7 +1497,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!(
                 "已登记非正常咨询 {} {}",
-                call.kind.chinese(),
+                safe(&keqing_shared::records::NonPatientKind::label_of(
+                    &call.kind
+                )),
                 safe(call.phone.as_deref().unwrap_or(""))
             );
             println!("{}", call.id);

@@ -212,9 +212,15 @@ fn check_time(field: &'static str, at: NaiveDateTime) -> Result<()> {
     Ok(keqing_shared::when::check_not_ahead(field, at, now_cst())?)
 }
 
-/// A visit's reason for not buying as stored: one of the list (by name or
-/// code), 其他 with its text (given apart, or as `其他：text`).
-fn not_bought_reason(reason: &Option<String>, text: &Option<String>) -> Result<Option<String>> {
+/// A visit's reason for not buying as stored: one of `list` (the
+/// catalogue's, or the built-in one; a built-in code is read as its name),
+/// 其他 with its text (given apart, or as `其他：text`); a reason the list
+/// lacks is kept as 其他 with what was typed.
+fn not_bought_reason(
+    reason: &Option<String>,
+    text: &Option<String>,
+    list: &[String],
+) -> Result<Option<String>> {
     let Some(typed) = reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) else {
         return Ok(None);
     };
@@ -222,31 +228,35 @@ fn not_bought_reason(reason: &Option<String>, text: &Option<String>) -> Result<O
         Some((h, t)) => (h.trim(), Some(t.trim().to_string())),
         None => (typed, None),
     };
-    let r = NotBoughtReason::parse(head).ok_or_else(|| {
-        keqing_shared::DomainError::invalid(
-            "reason",
-            format!(
-                "`{head}`: expected one of {}",
-                NotBoughtReason::ALL.map(|r| r.chinese()).join(", ")
-            ),
-        )
-    })?;
+    let head = NotBoughtReason::label_of_stored(head);
     let text = optional_text("reason_text", &inline.or_else(|| text.clone()))?;
-    if text.is_some() && r != NotBoughtReason::Other {
+    let other = NotBoughtReason::Other.chinese();
+    if !list.contains(&head) {
+        // Not a reason of the list: 其他, with the typed text (and the text
+        // given apart, if any).
+        let typed = match &text {
+            Some(t) => format!("{head} {t}"),
+            None => head,
+        };
+        let kept = optional_text("reason_text", &Some(typed))?;
+        return Ok(kept.map(|t| format!("{other}：{t}")));
+    }
+    if text.is_some() && head != other {
         return Err(keqing_shared::DomainError::invalid(
             "reason_text",
             "only 其他 takes a text (say more in the visit's notes)",
         )
         .into());
     }
-    if text.is_none() && r == NotBoughtReason::Other {
-        return Err(keqing_shared::DomainError::invalid(
+    match text {
+        Some(t) => Ok(Some(format!("{other}：{t}"))),
+        None if head == other => Err(keqing_shared::DomainError::invalid(
             "reason_text",
             "其他 needs its text: what the reason was (请写明原因)",
         )
-        .into());
+        .into()),
+        None => Ok(Some(head)),
     }
-    Ok(Some(r.stored(text.as_deref())))
 }
 
 /// A greeting, home visit or delivery as entered.
@@ -734,7 +744,9 @@ impl Desk {
     ) -> Result<(DossierView, Visit)> {
         let staff = self.staff_member(&input.staff)?;
         check_time("at", input.at)?;
-        let reason_not_bought = not_bought_reason(&input.reason_not_bought, &input.reason_text)?;
+        let reasons = keqing_shared::catalog::not_bought_reasons(self.replica.catalog()?.as_ref());
+        let reason_not_bought =
+            not_bought_reason(&input.reason_not_bought, &input.reason_text, &reasons)?;
         if input.purchased && reason_not_bought.is_some() {
             return Err(keqing_shared::DomainError::invalid(
                 "reason",
@@ -1360,16 +1372,19 @@ impl Desk {
     pub fn record_nonpatient(&mut self, input: &NonPatientInput) -> Result<NonPatientCall> {
         let staff = self.staff_member(&input.staff)?;
         check_time("at", input.at)?;
-        let kind = NonPatientKind::parse(&input.kind).ok_or_else(|| {
-            keqing_shared::DomainError::invalid(
-                "kind",
-                format!(
-                    "`{}`: expected one of {}",
-                    input.kind.trim(),
-                    NonPatientKind::ALL.map(|k| k.chinese()).join(", ")
-                ),
-            )
-        })?;
+        // A kind of the list (the catalogue's, or the built-in one: stored
+        // as its code); one the list lacks is kept as 其他 with the text.
+        let kinds = keqing_shared::catalog::nonpatient_kinds(self.replica.catalog()?.as_ref());
+        let typed = limits::field("kind", &input.kind)?;
+        let label = NonPatientKind::label_of(&typed);
+        let kind = if !kinds.contains(&label) {
+            format!("{}：{typed}", NonPatientKind::Other.chinese())
+        } else {
+            match NonPatientKind::parse(&label) {
+                Some(k) if !typed.contains(['：', ':']) => k.as_str().to_string(),
+                _ => typed,
+            }
+        };
         let phone = input
             .phone
             .as_deref()

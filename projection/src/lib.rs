@@ -904,7 +904,7 @@ pub fn report_rows(
                 purchased: r.get(4)?,
                 reason: r
                     .get::<_, Option<String>>(5)?
-                    .map(|s| NotBoughtReason::parse(&s).unwrap_or(NotBoughtReason::Other)),
+                    .map(|s| NotBoughtReason::label_of_stored(&s)),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -974,8 +974,7 @@ pub fn report_rows(
                 office: r.get(0)?,
                 at: stored_required(r, 1, read_stored_datetime)?,
                 staff: r.get(2)?,
-                kind: NonPatientKind::parse(&r.get::<_, String>(3)?)
-                    .unwrap_or(NonPatientKind::Other),
+                kind: NonPatientKind::label_of(&r.get::<_, String>(3)?),
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -266,7 +266,7 @@ pub fn nonpatient_rows(
                 Cell::Text(office.to_string()),
                 Cell::Text(fmt_datetime(c.at)),
                 Cell::Text(c.staff.clone()),
-                Cell::Text(c.kind.as_str().to_string()),
+                Cell::Text(c.kind.clone()),
                 opt(&c.phone),
                 opt(&c.notes),
             ]
@@ -359,11 +359,13 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
                     text(&x.staff),
                     int(i64::from(x.purchased)),
                     office.clone(),
-                    // Why a visit that did not buy did not (the list's code).
+                    // Why a visit that did not buy did not (its label: a
+                    // built-in reason's Chinese name, a catalogue's, or the
+                    // text typed before there was a list).
                     match (&x.reason_not_bought, x.purchased) {
                         (_, true) => V::Null,
-                        (Some(r), false) => text(NotBoughtReason::of_stored(r).as_str()),
-                        (None, false) => text(NotBoughtReason::Other.as_str()),
+                        (Some(r), false) => V::Text(NotBoughtReason::label_of_stored(r)),
+                        (None, false) => text(NotBoughtReason::Other.chinese()),
                     },
                 ]
             })

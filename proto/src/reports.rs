@@ -352,13 +352,13 @@ mod tests {
                 at,
                 staff: "王医生".into(),
                 purchased: false,
-                reason: Some(keqing_shared::records::NotBoughtReason::Price),
+                reason: Some("价格".into()),
             }],
             nonpatient: vec![keqing_shared::report::NonPatientFact {
                 office: "44".into(),
                 at,
                 staff: "李娜".into(),
-                kind: keqing_shared::records::NonPatientKind::Sales,
+                kind: "推销".into(),
             }],
             categories: vec![keqing_shared::report::CategoryCounts {
                 office: "44".into(),

@@ -80,6 +80,34 @@ pub struct Catalog {
     /// The staff evaluation's weights (客情岗位评定).
     #[serde(default)]
     pub weights: crate::score::ScoreWeights,
+    /// 未购原因 offices pick from (其他 last); empty: the built-in list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_bought_reasons: Vec<String>,
+    /// 非正常咨询 kinds offices pick from (其他 last); empty: the built-in
+    /// list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nonpatient_kinds: Vec<String>,
+}
+
+/// The not-bought reasons offices pick from and reports count under: the
+/// catalogue's, or the built-in list; 其他 always last.
+pub fn not_bought_reasons(catalog: Option<&Catalog>) -> Vec<String> {
+    match catalog.filter(|c| !c.not_bought_reasons.is_empty()) {
+        Some(c) => c.not_bought_reasons.clone(),
+        None => crate::records::NotBoughtReason::ALL
+            .map(|r| r.chinese().to_string())
+            .to_vec(),
+    }
+}
+
+/// The non-patient call kinds, like [`not_bought_reasons`].
+pub fn nonpatient_kinds(catalog: Option<&Catalog>) -> Vec<String> {
+    match catalog.filter(|c| !c.nonpatient_kinds.is_empty()) {
+        Some(c) => c.nonpatient_kinds.clone(),
+        None => crate::records::NonPatientKind::ALL
+            .map(|k| k.chinese().to_string())
+            .to_vec(),
+    }
 }
 
 /// Why a catalogue file was refused: the line at fault (1-based; 0 when
@@ -105,6 +133,10 @@ struct File {
     activities: Vec<toml::Spanned<FileActivity>>,
     #[serde(default)]
     weights: std::collections::BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>,
+    #[serde(default)]
+    not_bought_reasons: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    nonpatient_kinds: Vec<toml::Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +231,8 @@ impl Catalog {
             ("products", file.products.len()),
             ("diseases", file.diseases.len()),
             ("activities", file.activities.len()),
+            ("not_bought_reasons", file.not_bought_reasons.len()),
+            ("nonpatient_kinds", file.nonpatient_kinds.len()),
         ] {
             if let Some(e) = too_many(what, n) {
                 return Err(e);
@@ -376,6 +410,31 @@ impl Catalog {
             };
             weights.set(k.get_ref(), w).map_err(|e| at(k.span(), e))?;
         }
+        // A pick list: its names, once each, 其他 last (where what the list
+        // lacks is counted, with the typed text kept).
+        let pick_list = |field: &'static str, list: &[toml::Spanned<String>]| {
+            let mut out: Vec<String> = Vec::new();
+            for v in list {
+                let label = name(field, v)?;
+                if label.contains(['：', ':']) {
+                    return Err(at(
+                        v.span(),
+                        format!("`{label}`: no colon in a {field} name"),
+                    ));
+                }
+                if out.contains(&label) {
+                    return Err(at(v.span(), format!("`{label}` twice")));
+                }
+                out.push(label);
+            }
+            if !out.is_empty() {
+                out.retain(|l| l != OTHER_SOURCE);
+                out.push(OTHER_SOURCE.to_string());
+            }
+            Ok(out)
+        };
+        let not_bought_reasons = pick_list("not_bought_reasons", &file.not_bought_reasons)?;
+        let nonpatient_kinds = pick_list("nonpatient_kinds", &file.nonpatient_kinds)?;
         Ok(Catalog {
             version,
             sources,
@@ -383,6 +442,8 @@ impl Catalog {
             diseases,
             activities,
             weights,
+            not_bought_reasons,
+            nonpatient_kinds,
         })
     }
 
@@ -453,6 +514,11 @@ pub fn text(c: &Catalog) -> String {
     out.push_str(&format!(
         "\n疾病 diseases: {}\n",
         printable(&c.diseases.join("，"))
+    ));
+    out.push_str(&format!(
+        "未购原因 not-bought reasons: {}\n非正常咨询 non-patient kinds: {}\n",
+        printable(&not_bought_reasons(Some(c)).join("，")),
+        printable(&nonpatient_kinds(Some(c)).join("，"))
     ));
     if !c.activities.is_empty() {
         out.push_str("\n活动 activities\n");
@@ -734,5 +800,26 @@ days_per_unit = 30
         assert_eq!(parse_catalog_id("catalog-44"), Some("44"));
         assert_eq!(parse_catalog_id("catalog-99"), None);
         assert_eq!(parse_catalog_id("roster-44"), None);
+    }
+
+    #[test]
+    fn pick_lists_of_reasons_and_kinds_are_checked_and_end_with_other() {
+        let head = "[[source]]\ncode = \"tv\"\nname = \"电视\"\nkind = \"电视\"\n";
+        let c = Catalog::parse_toml(
+            &format!("not_bought_reasons = [\"其他\", \"路途远\"]\n{head}"),
+            1,
+        )
+        .unwrap();
+        assert_eq!(c.not_bought_reasons, ["路途远", "其他"]);
+        assert_eq!(not_bought_reasons(Some(&c)), ["路途远", "其他"]);
+        assert_eq!(nonpatient_kinds(Some(&c)).len(), 6, "the built-in list");
+        assert_eq!(not_bought_reasons(None)[0], "价格");
+        for (text, line) in [
+            ("not_bought_reasons = [\"价格\", \"价格\"]\n", 1),
+            ("\nnonpatient_kinds = [\"保险：推销\"]\n", 2),
+        ] {
+            let e = Catalog::parse_toml(&format!("{text}{head}"), 1).unwrap_err();
+            assert_eq!(e.line, line, "{e}");
+        }
     }
 }

@@ -138,11 +138,13 @@ impl NotBoughtReason {
             .find(|r| r.as_str() == s || r.chinese() == s)
     }
 
-    /// The reason a stored visit gives: its name, or `其他：…`; any other
-    /// text (typed before the list existed) is 其他.
-    pub fn of_stored(text: &str) -> NotBoughtReason {
+    /// The label a stored reason counts under in reports: the list name
+    /// before `：` (a built-in code read as its Chinese name); text typed
+    /// before there was a list is its own label (a report counts a label
+    /// its list lacks under 其他).
+    pub fn label_of_stored(text: &str) -> String {
         let head = text.split(['：', ':']).next().unwrap_or("").trim();
-        NotBoughtReason::parse(head).unwrap_or(NotBoughtReason::Other)
+        NotBoughtReason::parse(head).map_or_else(|| head.to_string(), |r| r.chinese().to_string())
     }
 
     /// How a visit stores this reason with the text typed for 其他.
@@ -524,6 +526,12 @@ impl NonPatientKind {
             .into_iter()
             .find(|k| k.as_str() == s || k.chinese() == s)
     }
+
+    /// The label a stored kind counts under (see [`NonPatientCall::kind`]).
+    pub fn label_of(stored: &str) -> String {
+        let head = stored.split(['：', ':']).next().unwrap_or("").trim();
+        NonPatientKind::parse(head).map_or_else(|| head.to_string(), |k| k.chinese().to_string())
+    }
 }
 
 /// 非正常咨询: a call that was not about a patient (a wrong number, a
@@ -534,7 +542,10 @@ pub struct NonPatientCall {
     pub id: String,
     pub at: NaiveDateTime,
     pub staff: String,
-    pub kind: NonPatientKind,
+    /// A built-in kind's code (`wrong_number` …), or a catalogue kind's
+    /// name, or `其他：<typed>` for a kind neither lists (read with
+    /// [`NonPatientKind::label_of`]).
+    pub kind: String,
     /// The number it came from, normalised, when it could be told.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub phone: Option<String>,

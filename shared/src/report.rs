@@ -50,7 +50,6 @@
 use crate::followup::Slot;
 use crate::lists::Category;
 use crate::office::OFFICES;
-use crate::records::{NonPatientKind, NotBoughtReason};
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -78,8 +77,9 @@ pub struct VisitFact {
     pub at: NaiveDateTime,
     pub staff: String,
     pub purchased: bool,
-    /// Why it did not buy (`None` when it did).
-    pub reason: Option<NotBoughtReason>,
+    /// Why it did not buy, its label (`None` when it did): see
+    /// [`crate::records::NotBoughtReason::label_of_stored`].
+    pub reason: Option<String>,
 }
 
 /// A non-patient call (非正常咨询).
@@ -88,7 +88,8 @@ pub struct NonPatientFact {
     pub office: String,
     pub at: NaiveDateTime,
     pub staff: String,
-    pub kind: NonPatientKind,
+    /// Its label: see [`crate::records::NonPatientKind::label_of`].
+    pub kind: String,
 }
 
 /// How many live dossiers of an office stand in each category at the end
@@ -708,8 +709,19 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     }
     // Conversion of each caller by the end of the range.
     let mut came: VisitTimes<'_> = HashMap::default();
-    let mut not_bought: BTreeMap<(String, NotBoughtReason), u64> = BTreeMap::new();
-    let mut staff_not_bought: BTreeMap<(String, String, NotBoughtReason), u64> = BTreeMap::new();
+    // Counted under the catalogue's labels (the built-in ones without one);
+    // a label the list lacks counts under 其他.
+    let reasons = crate::catalog::not_bought_reasons(catalog);
+    let kinds = crate::catalog::nonpatient_kinds(catalog);
+    let listed = |labels: &[String], label: &str| -> String {
+        if labels.iter().any(|l| l == label) {
+            label.to_string()
+        } else {
+            crate::catalog::OTHER_SOURCE.to_string()
+        }
+    };
+    let mut not_bought: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut staff_not_bought: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut bought: HashMap<&str, Vec<NaiveDateTime>> = HashMap::default();
     // What each patient paid, when (sales by source).
     let mut paid: Payments<'_> = HashMap::default();
@@ -722,8 +734,9 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         l.visits += 1;
         l.visits_bought += u64::from(v.purchased);
         person(&mut staff, &v.office, &v.staff).visits += 1;
-        if let (false, Some(r)) = (v.purchased, v.reason) {
-            *not_bought.entry((v.office.clone(), r)).or_default() += 1;
+        if let (false, Some(r)) = (v.purchased, &v.reason) {
+            let r = listed(&reasons, r);
+            *not_bought.entry((v.office.clone(), r.clone())).or_default() += 1;
             *staff_not_bought
                 .entry((v.office.clone(), v.staff.clone(), r))
                 .or_default() += 1;
@@ -877,13 +890,15 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     }
     let activities = activity_lines(rows, (from, to), &wanted, &joined, (&came, &paid));
 
-    let mut nonpatient: BTreeMap<(String, NonPatientKind), u64> = BTreeMap::new();
+    let mut nonpatient: BTreeMap<(String, String), u64> = BTreeMap::new();
     for c in rows
         .nonpatient
         .iter()
         .filter(|c| in_range(&c.at) && wanted(&c.office))
     {
-        *nonpatient.entry((c.office.clone(), c.kind)).or_default() += 1;
+        *nonpatient
+            .entry((c.office.clone(), listed(&kinds, &c.kind)))
+            .or_default() += 1;
     }
     let mut categories: BTreeMap<String, CategoryCounts> = BTreeMap::new();
     for c in rows.categories.iter().filter(|c| wanted(&c.office)) {
@@ -905,12 +920,12 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             .get(&(office.as_str(), name.as_str()))
             .unwrap_or(&"未登记")
             .to_string();
-        s.not_bought_reasons = NotBoughtReason::ALL
+        s.not_bought_reasons = reasons
             .iter()
             .map(|r| Count {
-                label: r.chinese().into(),
+                label: r.clone(),
                 count: staff_not_bought
-                    .get(&(office.clone(), name.clone(), *r))
+                    .get(&(office.clone(), name.clone(), r.clone()))
                     .copied()
                     .unwrap_or(0),
             })
@@ -988,26 +1003,26 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         activities,
         staff: staff.into_values().collect(),
         nonpatient_calls: breakdowns(&offices, |office| {
-            NonPatientKind::ALL
+            kinds
                 .iter()
                 .map(|k| {
                     let n = nonpatient
-                        .get(&(office.to_string(), *k))
+                        .get(&(office.to_string(), k.clone()))
                         .copied()
                         .unwrap_or(0);
-                    (k.chinese(), n)
+                    (k.clone(), n)
                 })
                 .collect()
         }),
         not_bought_reasons: breakdowns(&offices, |office| {
-            NotBoughtReason::ALL
+            reasons
                 .iter()
                 .map(|r| {
                     let n = not_bought
-                        .get(&(office.to_string(), *r))
+                        .get(&(office.to_string(), r.clone()))
                         .copied()
                         .unwrap_or(0);
-                    (r.chinese(), n)
+                    (r.clone(), n)
                 })
                 .collect()
         }),
@@ -1016,8 +1031,11 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             Category::ALL
                 .iter()
                 .zip(c.categories)
-                .map(|(cat, n)| (cat.chinese(), n))
-                .chain([("典型", c.typical), ("问题", c.problem)])
+                .map(|(cat, n)| (cat.chinese().to_string(), n))
+                .chain([
+                    ("典型".to_string(), c.typical),
+                    ("问题".to_string(), c.problem),
+                ])
                 .collect()
         }),
         // The rows say nothing of what could not be read: the server, which
@@ -1163,10 +1181,7 @@ fn activity_lines(
 
 /// One breakdown per office of `offices` (counts by `count_of`), then their
 /// total.
-fn breakdowns(
-    offices: &[String],
-    count_of: impl Fn(&str) -> Vec<(&'static str, u64)>,
-) -> Vec<Breakdown> {
+fn breakdowns(offices: &[String], count_of: impl Fn(&str) -> Vec<(String, u64)>) -> Vec<Breakdown> {
     let mut out: Vec<Breakdown> = offices
         .iter()
         .map(|code| Breakdown {
@@ -1176,10 +1191,7 @@ fn breakdowns(
                 .unwrap_or_else(|_| code.clone()),
             counts: count_of(code)
                 .into_iter()
-                .map(|(label, count)| Count {
-                    label: label.to_string(),
-                    count,
-                })
+                .map(|(label, count)| Count { label, count })
                 .collect(),
         })
         .collect();

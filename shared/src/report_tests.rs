@@ -1,5 +1,5 @@
 use super::*;
-use crate::records::{NonPatientKind, NotBoughtReason};
+
 use crate::when::{parse_date, parse_datetime};
 
 fn t(s: &str) -> NaiveDateTime {
@@ -28,7 +28,7 @@ fn visit(office: &str, dossier: &str, at: &str, purchased: bool) -> VisitFact {
         at: t(at),
         staff: "王医生".into(),
         purchased,
-        reason: (!purchased).then_some(NotBoughtReason::Price),
+        reason: (!purchased).then(|| "价格".to_string()),
     }
 }
 
@@ -258,7 +258,7 @@ fn non_patient_calls_reasons_and_categories_count_per_office_and_sum_nationally(
         visits: vec![
             visit("44", "a", "2026-11-20T10:00", false),
             VisitFact {
-                reason: Some(NotBoughtReason::Family),
+                reason: Some("家属意见".to_string()),
                 ..visit("11", "b", "2026-11-21T10:00", false)
             },
             visit("11", "c", "2026-11-21T11:00", true),
@@ -268,20 +268,20 @@ fn non_patient_calls_reasons_and_categories_count_per_office_and_sum_nationally(
                 office: "44".into(),
                 at: t("2026-11-20T11:00"),
                 staff: "李娜".into(),
-                kind: NonPatientKind::WrongNumber,
+                kind: "打错电话".to_string(),
             },
             NonPatientFact {
                 office: "11".into(),
                 at: t("2026-11-21T11:00"),
                 staff: "王芳".into(),
-                kind: NonPatientKind::Press,
+                kind: "媒体".to_string(),
             },
             // Outside the range: not counted.
             NonPatientFact {
                 office: "11".into(),
                 at: t("2026-11-25T11:00"),
                 staff: "王芳".into(),
-                kind: NonPatientKind::Press,
+                kind: "媒体".to_string(),
             },
         ],
         categories: vec![
@@ -599,4 +599,56 @@ fn an_activity_counts_participants_and_their_purchases_in_its_window() {
     // National = the office's.
     let national = build(&Scope::National, d("2026-11-01"), d("2026-12-31"), &rows);
     assert_eq!(national.activities, r.activities);
+}
+
+#[test]
+fn reasons_and_kinds_count_under_the_catalogues_labels_and_the_rest_under_other() {
+    let c = crate::catalog::Catalog::parse_toml(
+        "not_bought_reasons = [\"路途远\", \"价格\"]\n\
+         nonpatient_kinds = [\"保险推销\"]\n\
+         [[source]]\ncode = \"tv\"\nname = \"电视\"\nkind = \"电视\"\n",
+        1,
+    )
+    .unwrap();
+    let not_bought = |reason: &str| VisitFact {
+        reason: Some(reason.to_string()),
+        ..visit("44", "a", "2026-11-20T10:00", false)
+    };
+    let np = |kind: &str| NonPatientFact {
+        office: "44".into(),
+        at: t("2026-11-20T11:00"),
+        staff: "李娜".into(),
+        kind: kind.into(),
+    };
+    let rows = ReportRows {
+        visits: vec![
+            not_bought("路途远"),
+            not_bought("家属意见"),
+            not_bought("其他"),
+        ],
+        nonpatient: vec![np("保险推销"), np("打错电话")],
+        catalog: Some(c),
+        ..Default::default()
+    };
+    let r = build(
+        &Scope::Office("44".into()),
+        d("2026-11-20"),
+        d("2026-11-20"),
+        &rows,
+    );
+    let counts = |b: &Breakdown| -> Vec<(String, u64)> {
+        b.counts
+            .iter()
+            .map(|c| (c.label.clone(), c.count))
+            .collect()
+    };
+    assert_eq!(
+        counts(&r.not_bought_reasons[0]),
+        [("路途远".into(), 1), ("价格".into(), 0), ("其他".into(), 2)]
+    );
+    assert_eq!(
+        counts(&r.nonpatient_calls[0]),
+        [("保险推销".into(), 1), ("其他".into(), 1)]
+    );
+    assert_eq!(r.staff[0].not_bought_reasons.len(), 3);
 }

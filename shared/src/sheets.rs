@@ -5,7 +5,6 @@
 
 use crate::DomainError;
 use crate::lists::Category;
-use crate::records::{NonPatientKind, NotBoughtReason};
 use crate::report::{Line, Report, Scope};
 use crate::table::Table;
 
@@ -39,8 +38,12 @@ impl Cell {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sheet {
     pub title: &'static str,
-    pub headers: Vec<&'static str>,
+    pub headers: Vec<String>,
     pub rows: Vec<Vec<Cell>>,
+}
+
+fn heads(h: &[&str]) -> Vec<String> {
+    h.iter().map(|s| s.to_string()).collect()
 }
 
 fn int(n: u64) -> Cell {
@@ -92,7 +95,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     let lines = summary_lines(r);
     let conversion = Sheet {
         title: "咨询与转化",
-        headers: vec![
+        headers: heads(&[
             "代码",
             "省份",
             "来电",
@@ -105,7 +108,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             "当场购药",
             "购药笔数",
             "金额(元)",
-        ],
+        ]),
         rows: lines
             .iter()
             .map(|l| {
@@ -128,7 +131,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     };
     let care = Sheet {
         title: "复购与回访",
-        headers: vec![
+        headers: heads(&[
             "代码",
             "省份",
             "购药患者",
@@ -148,7 +151,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             "问题新增",
             "问题未结",
             "问题已结",
-        ],
+        ]),
         rows: lines
             .iter()
             .map(|l| {
@@ -179,7 +182,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     };
     let sources = Sheet {
         title: "信息来源",
-        headers: vec![
+        headers: heads(&[
             "信息来源",
             "类别",
             "来电",
@@ -194,7 +197,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             "每到堂成本",
             "每购药患者成本",
             "每元投放销售额",
-        ],
+        ]),
         rows: r
             .by_source
             .iter()
@@ -225,7 +228,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     };
     let source_texts = Sheet {
         title: "信息来源对照",
-        headers: vec!["登记的来源", "计入", "来电"],
+        headers: heads(&["登记的来源", "计入", "来电"]),
         rows: r
             .source_texts
             .iter()
@@ -240,7 +243,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     };
     let diseases = Sheet {
         title: "病种",
-        headers: vec!["疾病", "来电"],
+        headers: heads(&["疾病", "来电"]),
         rows: r
             .by_disease
             .iter()
@@ -249,7 +252,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     };
     let days = Sheet {
         title: "每日",
-        headers: vec!["日期", "来电", "到堂", "购药", "回访"],
+        headers: heads(&["日期", "来电", "到堂", "购药", "回访"]),
         rows: r
             .by_day
             .iter()
@@ -266,7 +269,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     };
     let staff = Sheet {
         title: "客情岗位评定",
-        headers: vec![
+        headers: heads(&[
             "办事处",
             "员工",
             "岗位",
@@ -286,7 +289,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             "外送",
             "典型病例",
             "问题解决",
-        ],
+        ]),
         rows: r
             .staff
             .iter()
@@ -317,7 +320,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     };
     let scores = Sheet {
         title: "岗位评分",
-        headers: vec![
+        headers: heads(&[
             "代码",
             "省份",
             "员工",
@@ -329,7 +332,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             } else {
                 "本报表排名"
             },
-        ],
+        ]),
         rows: r
             .staff_scores
             .iter()
@@ -348,7 +351,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     };
     let activities = Sheet {
         title: "活动",
-        headers: vec![
+        headers: heads(&[
             "编号",
             "名称",
             "类别",
@@ -362,7 +365,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             "销售额(元)",
             "投放(元)",
             "每购药患者成本",
-        ],
+        ]),
         rows: r
             .activities
             .iter()
@@ -396,19 +399,26 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
             })
             .collect()
     };
-    let with_place = |labels: Vec<&'static str>| -> Vec<&'static str> {
-        let mut h = vec!["代码", "省份"];
+    // The labels of a breakdown list (the catalogue's, for reasons and
+    // kinds): those of its first line, every line having them all.
+    let labels_of = |list: &[crate::report::Breakdown]| -> Vec<String> {
+        list.first()
+            .map(|b| b.counts.iter().map(|c| c.label.clone()).collect())
+            .unwrap_or_default()
+    };
+    let with_place = |labels: Vec<String>| -> Vec<String> {
+        let mut h = heads(&["代码", "省份"]);
         h.extend(labels);
         h
     };
     let nonpatient = Sheet {
         title: "非正常咨询",
-        headers: with_place(NonPatientKind::ALL.iter().map(|k| k.chinese()).collect()),
+        headers: with_place(labels_of(&r.nonpatient_calls)),
         rows: breakdown_rows(&r.nonpatient_calls),
     };
     let not_bought = Sheet {
         title: "未购原因",
-        headers: with_place(NotBoughtReason::ALL.iter().map(|k| k.chinese()).collect()),
+        headers: with_place(labels_of(&r.not_bought_reasons)),
         rows: breakdown_rows(&r.not_bought_reasons),
     };
     let categories = Sheet {
@@ -416,8 +426,8 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
         headers: with_place(
             Category::ALL
                 .iter()
-                .map(|c| c.chinese())
-                .chain(["典型", "问题"])
+                .map(|c| c.chinese().to_string())
+                .chain(["典型".to_string(), "问题".to_string()])
                 .collect(),
         ),
         rows: breakdown_rows(&r.categories),
@@ -425,8 +435,8 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
     let staff_not_bought = Sheet {
         title: "员工未购原因",
         headers: {
-            let mut h = vec!["代码", "员工"];
-            h.extend(NotBoughtReason::ALL.iter().map(|k| k.chinese()));
+            let mut h = heads(&["代码", "员工"]);
+            h.extend(labels_of(&r.not_bought_reasons));
             h
         },
         rows: r
@@ -477,7 +487,7 @@ pub fn text_of(r: &Report, keep: impl Fn(&str) -> bool) -> String {
             out.push_str("无\n");
             continue;
         }
-        let mut t = Table::new(sheet.headers.iter().copied());
+        let mut t = Table::new(sheet.headers.iter().cloned());
         for row in &sheet.rows {
             t.row(row.iter().map(Cell::text));
         }
@@ -550,7 +560,7 @@ pub fn xlsx(r: &Report) -> Result<Vec<u8>, DomainError> {
             ws.write_string(1, 0, caveat).map_err(err)?;
         }
         for (c, h) in sheet.headers.iter().enumerate() {
-            ws.write_string_with_format(2, c as u16, *h, &bold)
+            ws.write_string_with_format(2, c as u16, h, &bold)
                 .map_err(err)?;
         }
         for (i, row) in sheet.rows.iter().enumerate() {

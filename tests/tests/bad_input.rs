@@ -155,9 +155,13 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--staff",
                 "李娜",
                 "--reason",
+                "价格",
+                "--reason-text",
                 "太贵了",
             ]),
-            "invalid reason: `太贵了`",
+            // (A reason the list lacks is kept as 其他 with its text: the
+            // steering test.)
+            "invalid reason_text: only 其他 takes a text",
         ),
         (
             args(&[
@@ -177,11 +181,13 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "--phone",
                 "13700000000",
                 "--kind",
-                "推销员",
+                " ",
                 "--staff",
                 "李娜",
             ]),
-            "invalid kind: `推销员`",
+            // (A kind the list lacks is kept as 其他 with its text: the
+            // steering test.)
+            "invalid kind: must not be empty",
         ),
         (
             args(&[

@@ -79,7 +79,7 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
     let r = server.run_admin(&["catalog", "import", &bad.to_string_lossy()]);
     assert!(!r.ok);
     assert!(
-        r.stderr.contains("第 21 行") && r.stderr.contains("杂志"),
+        r.stderr.contains("第 25 行") && r.stderr.contains("杂志"),
         "{}",
         r.stderr
     );

@@ -430,6 +430,59 @@ fn activities_and_staff_scores_reach_every_report_by_the_catalogues_rules() {
     assert!(text.stdout.contains("【岗位评分】") && text.stdout.contains("【活动】"));
     assert!(text.stdout.contains("冬季心脑健康义诊"), "{}", text.stdout);
 
+    // The catalogue's pick lists: its own reason (路途远) counts under it; a
+    // reason or a non-patient kind the list lacks is kept as 其他 with what
+    // was typed.
+    for reason in ["路途远", "下雨"] {
+        gd.ok(&[
+            "visit",
+            "--patient",
+            &wang,
+            "--staff",
+            "李敏",
+            "--at",
+            "2026-11-23T10:00",
+            "--reason",
+            reason,
+        ]);
+    }
+    let wang_visits = gd.ok(&["patient", &wang, "--json"]).json()["dossier"]["visits"].clone();
+    let stored: Vec<&str> = wang_visits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["reason_not_bought"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, ["路途远", "其他：下雨"], "{wang_visits}");
+    gd.ok(&[
+        "nonpatient",
+        "--kind",
+        "保险推销",
+        "--staff",
+        "李敏",
+        "--at",
+        "2026-11-23T11:00",
+    ]);
+    gd.ok(&["sync"]);
+    let r = report(
+        &server,
+        &["office", "--province", "44"],
+        "2026-11-23",
+        "2026-11-23",
+    );
+    let count = |section: &str, label: &str| {
+        r[section][0]["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["label"] == label)
+            .unwrap_or_else(|| panic!("{label} in {}", r[section]))["count"]
+            .clone()
+    };
+    assert_eq!(count("not_bought_reasons", "路途远"), 1);
+    assert_eq!(count("not_bought_reasons", "其他"), 1);
+    assert_eq!(count("nonpatient_calls", "其他"), 1);
+
     // The workstation offers the activities running today to a patient
     // who has not joined them, and shows a participation in the timeline.
     // (Around the real date: the workstation's today.)

@@ -8,9 +8,7 @@ use axum::http::StatusCode;
 use chrono::{NaiveDate, NaiveDateTime};
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::{Slot, SlotStatus};
-use keqing_shared::records::{
-    DeliveryStatus, NonPatientKind, NotBoughtReason, ProblemState, StopReason, fmt_yuan,
-};
+use keqing_shared::records::{DeliveryStatus, ProblemState, StopReason, fmt_yuan};
 use keqing_shared::report::Report;
 use keqing_shared::sheets;
 use keqing_shared::staff::{Role, Staff};
@@ -563,14 +561,22 @@ const RELATIONS: [&str; 6] = ["本人", "子女", "配偶", "亲属", "朋友", 
 
 /// The register form's first choice: a patient's consultation (the
 /// default), or one of the non-patient calls, which makes no dossier.
-fn call_kinds() -> Vec<(&'static str, &'static str)> {
-    let mut kinds = vec![("", "患者咨询（建档案）")];
+fn call_kinds(frame: &Frame) -> Vec<(String, String)> {
+    let mut kinds = vec![(String::new(), "患者咨询（建档案）".to_string())];
     kinds.extend(
-        NonPatientKind::ALL
-            .iter()
-            .map(|k| (k.chinese(), k.chinese())),
+        keqing_shared::catalog::nonpatient_kinds(frame.catalog.as_ref())
+            .into_iter()
+            .map(|k| (k.clone(), k)),
     );
     kinds
+}
+
+/// Owned choices as the `(value, text)` pairs a form's choice takes.
+fn pairs(options: &[(String, String)]) -> Vec<(&str, &str)> {
+    options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
 /// A value in a page's query string (`&`, `=`, `#`, spaces and the rest
@@ -594,7 +600,7 @@ pub fn call_form(
             (hidden_csrf(frame))
             fieldset {
                 legend { "来电" }
-                (f.choice("来电类型", "kind", &call_kinds()))
+                (f.choice("来电类型", "kind", &pairs(&call_kinds(frame))))
                 (f.text("来电号码", "phone", "tel", true))
                 div id="lookup" aria-live="polite" {}
                 (f.text("来电时间", "at", "datetime-local", false))
@@ -1112,12 +1118,13 @@ fn followup_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Mar
 }
 
 fn visit_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup {
-    let mut reasons = vec![("", "（已购或未填）")];
+    let mut reasons = vec![(String::new(), "（已购或未填）".to_string())];
     reasons.extend(
-        NotBoughtReason::ALL
-            .iter()
-            .map(|r| (r.chinese(), r.chinese())),
+        keqing_shared::catalog::not_bought_reasons(frame.catalog.as_ref())
+            .into_iter()
+            .map(|r| (r.clone(), r)),
     );
+    let reasons = pairs(&reasons);
     action_form(
         frame,
         &v.id,
@@ -1357,10 +1364,7 @@ fn join_form(frame: &Frame, v: &DossierView, failed: Option<&Failed>) -> Markup 
             )
         })
         .collect();
-    let options: Vec<(&str, &str)> = options
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let options = pairs(&options);
     action_form(
         frame,
         &v.id,

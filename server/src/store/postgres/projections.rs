@@ -640,7 +640,7 @@ pub(super) async fn report_rows(
             purchased: r.try_get::<_, i64>(4)? != 0,
             reason: r
                 .try_get::<_, Option<String>>(5)?
-                .map(|s| NotBoughtReason::parse(&s).unwrap_or(NotBoughtReason::Other)),
+                .map(|s| NotBoughtReason::label_of_stored(&s)),
         });
     }
     for r in query(
@@ -688,8 +688,7 @@ pub(super) async fn report_rows(
             office: r.try_get(0)?,
             at: time(&r, 1)?,
             staff: r.try_get(2)?,
-            kind: NonPatientKind::parse(&r.try_get::<_, String>(3)?)
-                .unwrap_or(NonPatientKind::Other),
+            kind: NonPatientKind::label_of(&r.try_get::<_, String>(3)?),
         });
     }
     for r in query(
