@@ -956,6 +956,7 @@ fn demo(opts: &keqing_demo::DemoOptions, json: bool) -> Result<()> {
                             | "非正常咨询"
                             | "未购原因"
                             | "客户分类"
+                            | "活动"
                     )
                 })
             );

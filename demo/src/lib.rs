@@ -124,8 +124,17 @@ pub struct DemoSummary {
     pub report: Option<Report>,
 }
 
+/// Headquarters' activity of the demo (in its catalogue): a clinic week
+/// from the demo's second day to its fourth, at every office.
+const DEMO_ACTIVITY: &str = "demo-clinic";
+
+/// The days of [`DEMO_ACTIVITY`], from the demo's first day.
+fn demo_activity_days(first: NaiveDate) -> (NaiveDate, NaiveDate) {
+    (first + Duration::days(1), first + Duration::days(3))
+}
+
 /// The demo's catalogue file (TOML, as headquarters would write it).
-fn demo_catalog() -> String {
+fn demo_catalog(first: NaiveDate) -> String {
     let mut toml = format!(
         "diseases = [{}]\n",
         DISEASES
@@ -144,6 +153,11 @@ fn demo_catalog() -> String {
     }
     toml.push_str(&format!(
         "\n[[product]]\ncode = \"xnk\"\nname = \"{PRODUCT}\"\nunit_price = \"128.00\"\ndays_per_unit = 30\n"
+    ));
+    let (starts, ends) = demo_activity_days(first);
+    toml.push_str(&format!(
+        "\n[[activity]]\ncode = \"{DEMO_ACTIVITY}\"\nname = \"心脑健康义诊周\"\nkind = \"义诊\"\n\
+         starts = \"{starts}\"\nends = \"{ends}\"\nsource = \"lecture\"\n"
     ));
     toml
 }
@@ -217,6 +231,8 @@ struct Ledger {
     stopped: Vec<String>,
     /// Every delivery and where it stands.
     deliveries: BTreeMap<String, DeliveryStatus>,
+    /// Patients who took part in the demo's activity, by office.
+    joined: BTreeMap<String, u64>,
 }
 
 impl Ledger {
@@ -439,7 +455,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
     // Headquarters' catalogue (the offices' devices pull it with their
     // first sync) and the week's media spend, from a generator of their
     // own: the week's events stay those of the seed.
-    keqing_server::catalog::import(&*store, &demo_catalog(), "keqing demo")?;
+    keqing_server::catalog::import(&*store, &demo_catalog(period(opts)?.0), "keqing demo")?;
     let spend = demo_spend(opts, period(opts)?.0);
     store.import_spend(&spend, "keqing demo")?;
     let spend_fen: i64 = spend.iter().map(|s| s.amount_fen).sum();
@@ -767,6 +783,28 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         name: "未购原因等于生成的 not-bought reasons equal the generated ones".into(),
         ok: reasons_got == reasons_want,
         detail: format!("generated {reasons_want:?}, reported {reasons_got:?}"),
+    });
+    let joined_want: u64 = ledger.joined.values().sum();
+    let clinic = report.activities.iter().find(|a| a.id == DEMO_ACTIVITY);
+    checks.push(Check {
+        name: "活动参与患者等于登记的 the activity's participants equal those recorded, its cost per buyer its spend / buyers".into(),
+        ok: clinic.is_some_and(|a| {
+            a.participants == joined_want
+                && a.cost_per_buyer_fen
+                    == (a.buyers > 0 && a.spend_fen > 0)
+                        .then(|| (a.spend_fen as f64 / a.buyers as f64).round() as i64)
+        }),
+        detail: clinic.map_or_else(
+            || "not in the report".to_string(),
+            |a| {
+                format!(
+                    "{joined_want} recorded at {} offices; reported {} participants, {} buyers",
+                    ledger.joined.len(),
+                    a.participants,
+                    a.buyers
+                )
+            },
+        ),
     });
     let mut stopped_want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for id in &ledger.stopped {
@@ -1118,6 +1156,22 @@ fn office_day(
         };
         let out = o.devices[device].desk.register_call(&input)?;
         ledger.add(out.call_id, "call");
+        // On the activity's days, some new callers came through it (a
+        // generator of its own: the week's other events stay the seed's).
+        // A device that has not yet pulled the catalogue does not know the
+        // activity: that participation is not made.
+        let mut joins = Rng(*phone_counter ^ 0x0ac7_1717);
+        if joins.chance(0.3) {
+            let staff = o.consultants[0].clone();
+            if o.devices[device]
+                .desk
+                .join_activity(&out.dossier_id, &staff, DEMO_ACTIVITY, input.at, &None)
+                .is_ok()
+            {
+                ledger.edits += 1;
+                *ledger.joined.entry(o.code.clone()).or_default() += 1;
+            }
+        }
         if rng.chance(0.08) {
             travellers.push((phone.clone(), name.clone(), age));
         }
