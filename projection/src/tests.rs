@@ -709,3 +709,86 @@ fn the_report_reads_its_rows_from_covering_indexes() {
         );
     }
 }
+
+/// Who a staff event is credited to: a delivery to who handed it over, a
+/// resolution to who resolved it (the opener before that was kept); a
+/// cleared typical mark and a merged dossier credit nobody.
+#[test]
+fn staff_events_credit_who_did_the_deed() {
+    use keqing_shared::records::*;
+    let (_, mut v) = store_and_empty_dossier();
+    let t = |h: u32| day(1).and_hms_opt(h, 0, 0).unwrap();
+    v.deliveries.push(Delivery {
+        id: "dl".into(),
+        at: t(9),
+        staff: "李娜".into(),
+        notes: None,
+        purchase: None,
+        product: None,
+        quantity: None,
+        address: None,
+        due: None,
+        status: Some(DeliveryStatus::Delivered),
+        status_reason: None,
+        settled_at: Some(t(15)),
+        settled_by: Some("刘外送".into()),
+    });
+    v.deliveries.push(Delivery {
+        id: "pending".into(),
+        status: Some(DeliveryStatus::Pending),
+        settled_at: None,
+        settled_by: None,
+        ..v.deliveries[0].clone()
+    });
+    let problem = Problem {
+        id: "pr".into(),
+        at: t(10),
+        staff: "李娜".into(),
+        description: "头晕".into(),
+        state: ProblemState::Resolved,
+        handling_at: None,
+        resolved_at: Some(t(11)),
+        resolution: Some("调整".into()),
+        resolved_by: Some("周主管".into()),
+    };
+    v.problems.push(problem.clone());
+    v.problems.push(Problem {
+        id: "old".into(),
+        resolved_by: None,
+        ..problem
+    });
+    v.typical = Some(TypicalCase {
+        flagged: false,
+        at: t(12),
+        staff: "李娜".into(),
+        notes: None,
+    });
+    let credited: Vec<(String, String, String)> = rows::staff_event_rows(&v)
+        .into_iter()
+        .map(|r| {
+            let text = |c: &rows::Cell| match c {
+                rows::Cell::Text(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            (text(&r[0]), text(&r[3]), text(&r[5]))
+        })
+        .collect();
+    assert_eq!(
+        credited,
+        [
+            ("dl".into(), "delivery".into(), "刘外送".into()),
+            (
+                "resolved:pr".into(),
+                "problem_resolved".into(),
+                "周主管".into()
+            ),
+            (
+                "resolved:old".into(),
+                "problem_resolved".into(),
+                "李娜".into()
+            ),
+        ]
+    );
+    v.merged_into = Some("d2".into());
+    assert!(rows::staff_event_rows(&v).is_empty());
+}
