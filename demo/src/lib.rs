@@ -231,8 +231,8 @@ struct Ledger {
     stopped: Vec<String>,
     /// Every delivery and where it stands.
     deliveries: BTreeMap<String, DeliveryStatus>,
-    /// Patients who took part in the demo's activity, by office.
-    joined: BTreeMap<String, u64>,
+    /// Dossiers that took part in the demo's activity.
+    joined: Vec<String>,
 }
 
 impl Ledger {
@@ -784,7 +784,13 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
         ok: reasons_got == reasons_want,
         detail: format!("generated {reasons_want:?}, reported {reasons_got:?}"),
     });
-    let joined_want: u64 = ledger.joined.values().sum();
+    // Participants are patients: a duplicate merged into a dossier that
+    // took part too is one of them.
+    let mut joined_live = BTreeSet::new();
+    for id in &ledger.joined {
+        joined_live.insert(live_dossier(&hq, id)?.0);
+    }
+    let joined_want = joined_live.len() as u64;
     let clinic = report.activities.iter().find(|a| a.id == DEMO_ACTIVITY);
     checks.push(Check {
         name: "活动参与患者等于登记的 the activity's participants equal those recorded, its cost per buyer its spend / buyers".into(),
@@ -798,7 +804,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary> {
             || "not in the report".to_string(),
             |a| {
                 format!(
-                    "{joined_want} recorded at {} offices; reported {} participants, {} buyers",
+                    "{} participations recorded, {joined_want} patients; reported {} participants, {} buyers",
                     ledger.joined.len(),
                     a.participants,
                     a.buyers
@@ -1169,7 +1175,7 @@ fn office_day(
                 .is_ok()
             {
                 ledger.edits += 1;
-                *ledger.joined.entry(o.code.clone()).or_default() += 1;
+                ledger.joined.push(out.dossier_id.clone());
             }
         }
         if rng.chance(0.08) {

@@ -244,6 +244,11 @@ fn released_schema_texts_are_frozen() {
             V6_CHANGES,
             "241f3c6d2a244a66fa3cdaaeb736d927c02f7b4b333774d7abf722415e1f2509",
         ),
+        (
+            "V7_ADDITIONS",
+            V7_ADDITIONS,
+            "c2830499196c4a8020ed3895db97ed3d8b499d72cd4930cf8c5fe6ea6fad022f",
+        ),
     ] {
         assert_eq!(
             hex(text),
