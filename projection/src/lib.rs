@@ -13,7 +13,6 @@ use chrono::NaiveDate;
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::{Cadence, Slot};
 use keqing_shared::lists::Category;
-use keqing_shared::records::{NonPatientKind, NotBoughtReason};
 use keqing_shared::report::{
     CallFact, CategoryCounts, FollowUpTally, MarkFact, NonPatientFact, ProblemFact, PurchaseFact,
     PurchaseOrder, ReportRows, SlotCounts, VisitFact,
@@ -902,9 +901,7 @@ pub fn report_rows(
                 at: stored_required(r, 2, read_stored_datetime)?,
                 staff: r.get(3)?,
                 purchased: r.get(4)?,
-                reason: r
-                    .get::<_, Option<String>>(5)?
-                    .map(|s| NotBoughtReason::label_of_stored(&s)),
+                reason: r.get(5)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -974,7 +971,7 @@ pub fn report_rows(
                 office: r.get(0)?,
                 at: stored_required(r, 1, read_stored_datetime)?,
                 staff: r.get(2)?,
-                kind: NonPatientKind::label_of(&r.get::<_, String>(3)?),
+                kind: r.get(3)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;

@@ -359,12 +359,13 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
                     text(&x.staff),
                     int(i64::from(x.purchased)),
                     office.clone(),
-                    // Why a visit that did not buy did not (its label: a
-                    // built-in reason's Chinese name, a catalogue's, or the
-                    // text typed before there was a list).
+                    // Why a visit that did not buy did not, as stored (a
+                    // list's name, `其他：<text>`, or text typed before
+                    // there was a list): reports count it under its label
+                    // and list what was typed under 其他.
                     match (&x.reason_not_bought, x.purchased) {
                         (_, true) => V::Null,
-                        (Some(r), false) => V::Text(NotBoughtReason::label_of_stored(r)),
+                        (Some(r), false) => text(r),
                         (None, false) => text(NotBoughtReason::Other.chinese()),
                     },
                 ]

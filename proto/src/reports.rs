@@ -5,8 +5,8 @@
 use crate::{caller, pb, to_status};
 use chrono::NaiveDate;
 use keqing_shared::report::{
-    ActivityLine, Breakdown, Count, DayLine, FollowUpFigures, Line, Report, Scope, ScoreItem,
-    SourceLine, SourceText, StaffLine, StaffScore,
+    ActivityLine, Breakdown, Count, DayLine, FollowUpFigures, Line, OtherText, Report, Scope,
+    ScoreItem, SourceLine, SourceText, StaffLine, StaffScore,
 };
 use keqing_shared::sync::{Caller, SyncError, SyncErrorKind};
 use std::future::Future;
@@ -190,6 +190,11 @@ pub fn pb_report(r: Report) -> pb::Report {
                 }; items: items)
             })
             .collect(),
+        other_texts: r
+            .other_texts
+            .into_iter()
+            .map(|t| same_fields!(t => pb::OtherText { list, typed, count }))
+            .collect(),
         activities: r
             .activities
             .into_iter()
@@ -281,6 +286,11 @@ pub fn report_from(r: pb::Report) -> Report {
                     office, name, staff, role, score, rank_office, rank_national
                 }; items: items)
             })
+            .collect(),
+        other_texts: r
+            .other_texts
+            .into_iter()
+            .map(|t| same_fields!(t => OtherText { list, typed, count }))
             .collect(),
         activities: r
             .activities

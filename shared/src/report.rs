@@ -77,7 +77,8 @@ pub struct VisitFact {
     pub at: NaiveDateTime,
     pub staff: String,
     pub purchased: bool,
-    /// Why it did not buy, its label (`None` when it did): see
+    /// Why it did not buy, as stored (`None` when it did): a list's name,
+    /// `其他：<text>`, or text typed before there was a list; counted under
     /// [`crate::records::NotBoughtReason::label_of_stored`].
     pub reason: Option<String>,
 }
@@ -88,7 +89,8 @@ pub struct NonPatientFact {
     pub office: String,
     pub at: NaiveDateTime,
     pub staff: String,
-    /// Its label: see [`crate::records::NonPatientKind::label_of`].
+    /// Its kind as stored: counted under
+    /// [`crate::records::NonPatientKind::label_of`].
     pub kind: String,
 }
 
@@ -428,6 +430,16 @@ pub struct SourceText {
     pub calls: u64,
 }
 
+/// A reason or kind an office typed that its list lacks (kept as 其他 with
+/// the text), and how often: what headquarters may add to the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OtherText {
+    /// 未购原因 or 非正常咨询.
+    pub list: String,
+    pub typed: String,
+    pub count: u64,
+}
+
 /// A count under a label (a disease).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Count {
@@ -583,6 +595,9 @@ pub struct Report {
     pub staff_scores: Vec<StaffScore>,
     /// 活动 of the scope meeting the range, by start.
     pub activities: Vec<ActivityLine>,
+    /// Texts typed under 其他 (or before there was a list) for not-bought
+    /// reasons and non-patient kinds, by list and text.
+    pub other_texts: Vec<OtherText>,
     /// Documents in scope (dossiers, staff rosters) the figures lack or
     /// hold an older state of: the server could not read them (they are
     /// listed by `keqing-server unreadable`). Normally 0.
@@ -713,12 +728,22 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     // a label the list lacks counts under 其他.
     let reasons = crate::catalog::not_bought_reasons(catalog);
     let kinds = crate::catalog::nonpatient_kinds(catalog);
-    let listed = |labels: &[String], label: &str| -> String {
-        if labels.iter().any(|l| l == label) {
-            label.to_string()
-        } else {
-            crate::catalog::OTHER_SOURCE.to_string()
+    let mut other_texts: BTreeMap<(&'static str, String), u64> = BTreeMap::new();
+    // The label a stored value counts under, and the typed text of one
+    // counted under 其他.
+    let mut listed = |list: &'static str, labels: &[String], label: String, stored: &str| {
+        let other = crate::catalog::OTHER_SOURCE;
+        if label != other && labels.contains(&label) {
+            return label;
         }
+        let typed = match stored.split_once(['：', ':']) {
+            Some((_, t)) if label == other => t.trim(),
+            _ => stored.trim(),
+        };
+        if !typed.is_empty() && typed != other {
+            *other_texts.entry((list, typed.to_string())).or_default() += 1;
+        }
+        other.to_string()
     };
     let mut not_bought: BTreeMap<(String, String), u64> = BTreeMap::new();
     let mut staff_not_bought: BTreeMap<(String, String, String), u64> = BTreeMap::new();
@@ -735,7 +760,8 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         l.visits_bought += u64::from(v.purchased);
         person(&mut staff, &v.office, &v.staff).visits += 1;
         if let (false, Some(r)) = (v.purchased, &v.reason) {
-            let r = listed(&reasons, r);
+            let label = crate::records::NotBoughtReason::label_of_stored(r);
+            let r = listed("未购原因", &reasons, label, r);
             *not_bought.entry((v.office.clone(), r.clone())).or_default() += 1;
             *staff_not_bought
                 .entry((v.office.clone(), v.staff.clone(), r))
@@ -896,8 +922,12 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         .iter()
         .filter(|c| in_range(&c.at) && wanted(&c.office))
     {
+        let label = crate::records::NonPatientKind::label_of(&c.kind);
         *nonpatient
-            .entry((c.office.clone(), listed(&kinds, &c.kind)))
+            .entry((
+                c.office.clone(),
+                listed("非正常咨询", &kinds, label, &c.kind),
+            ))
             .or_default() += 1;
     }
     let mut categories: BTreeMap<String, CategoryCounts> = BTreeMap::new();
@@ -1001,6 +1031,14 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             &catalog.map(|c| c.weights).unwrap_or_default(),
         ),
         activities,
+        other_texts: other_texts
+            .into_iter()
+            .map(|((list, typed), count)| OtherText {
+                list: list.to_string(),
+                typed,
+                count,
+            })
+            .collect(),
         staff: staff.into_values().collect(),
         nonpatient_calls: breakdowns(&offices, |office| {
             kinds

@@ -624,7 +624,7 @@ fn reasons_and_kinds_count_under_the_catalogues_labels_and_the_rest_under_other(
         visits: vec![
             not_bought("路途远"),
             not_bought("家属意见"),
-            not_bought("其他"),
+            not_bought("其他：下雨"),
         ],
         nonpatient: vec![np("保险推销"), np("打错电话")],
         catalog: Some(c),
@@ -651,4 +651,18 @@ fn reasons_and_kinds_count_under_the_catalogues_labels_and_the_rest_under_other(
         [("保险推销".into(), 1), ("其他".into(), 1)]
     );
     assert_eq!(r.staff[0].not_bought_reasons.len(), 3);
+    // What was typed under 其他 is listed, so the catalogue can grow.
+    let typed: Vec<(&str, &str, u64)> = r
+        .other_texts
+        .iter()
+        .map(|t| (t.list.as_str(), t.typed.as_str(), t.count))
+        .collect();
+    assert_eq!(
+        typed,
+        [
+            ("未购原因", "下雨", 1),
+            ("未购原因", "家属意见", 1),
+            ("非正常咨询", "打错电话", 1)
+        ]
+    );
 }

@@ -432,6 +432,21 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
         ),
         rows: breakdown_rows(&r.categories),
     };
+    let other_texts = Sheet {
+        title: "其他原因与类别",
+        headers: heads(&["清单", "填写内容", "次数"]),
+        rows: r
+            .other_texts
+            .iter()
+            .map(|t| {
+                vec![
+                    Cell::Text(t.list.clone()),
+                    Cell::Text(t.typed.clone()),
+                    int(t.count),
+                ]
+            })
+            .collect(),
+    };
     let staff_not_bought = Sheet {
         title: "员工未购原因",
         headers: {
@@ -463,6 +478,7 @@ pub fn sheets(r: &Report) -> Vec<Sheet> {
         nonpatient,
         not_bought,
         staff_not_bought,
+        other_texts,
         categories,
     ]
 }

@@ -482,6 +482,26 @@ fn activities_and_staff_scores_reach_every_report_by_the_catalogues_rules() {
     assert_eq!(count("not_bought_reasons", "路途远"), 1);
     assert_eq!(count("not_bought_reasons", "其他"), 1);
     assert_eq!(count("nonpatient_calls", "其他"), 1);
+    // ...and what was typed is listed, so the catalogue can grow.
+    let typed: Vec<(String, String, u64)> = r["other_texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["list"].as_str().unwrap().to_string(),
+                t["typed"].as_str().unwrap().to_string(),
+                t["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        typed,
+        [
+            ("未购原因".to_string(), "下雨".to_string(), 1),
+            ("非正常咨询".to_string(), "保险推销".to_string(), 1)
+        ]
+    );
 
     // The workstation offers the activities running today to a patient
     // who has not joined them, and shows a participation in the timeline.

@@ -12,7 +12,6 @@ use keqing_projection::rows::{self, Cell, Row, Table};
 use keqing_projection::{CategoryTally, TableSql, fold_category_counts, fold_slot_counts};
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::Slot;
-use keqing_shared::records::{NonPatientKind, NotBoughtReason};
 use keqing_shared::report::{
     CallFact, FollowUpTally, MarkFact, NonPatientFact, ProblemFact, PurchaseFact, PurchaseOrder,
     ReportRows, SlotCounts, VisitFact,
@@ -638,9 +637,7 @@ pub(super) async fn report_rows(
             at: time(&r, 2)?,
             staff: r.try_get(3)?,
             purchased: r.try_get::<_, i64>(4)? != 0,
-            reason: r
-                .try_get::<_, Option<String>>(5)?
-                .map(|s| NotBoughtReason::label_of_stored(&s)),
+            reason: r.try_get(5)?,
         });
     }
     for r in query(
@@ -688,7 +685,7 @@ pub(super) async fn report_rows(
             office: r.try_get(0)?,
             at: time(&r, 1)?,
             staff: r.try_get(2)?,
-            kind: NonPatientKind::label_of(&r.try_get::<_, String>(3)?),
+            kind: r.try_get(3)?,
         });
     }
     for r in query(
