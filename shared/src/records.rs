@@ -146,14 +146,6 @@ impl NotBoughtReason {
         let head = text.split(['：', ':']).next().unwrap_or("").trim();
         NotBoughtReason::parse(head).map_or_else(|| head.to_string(), |r| r.chinese().to_string())
     }
-
-    /// How a visit stores this reason with the text typed for 其他.
-    pub fn stored(self, text: Option<&str>) -> String {
-        match (self, text.map(str::trim).filter(|t| !t.is_empty())) {
-            (NotBoughtReason::Other, Some(t)) => format!("其他：{t}"),
-            _ => self.chinese().to_string(),
-        }
-    }
 }
 
 /// 购药: a purchase.
