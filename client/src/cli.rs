@@ -103,6 +103,19 @@ enum Command {
     List(ListArgs),
     /// 典型病例 Mark (or unmark) a typical case
     Typical(TypicalArgs),
+    /// 保留期限 Keep only dossiers active in the last N years on this device
+    /// (off by default): older ones are dropped here, the server keeps them,
+    /// and a call from the patient fetches the dossier back
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+    /// 查找 Where a phone number's dossier is: here, or at the server only
+    /// (moved off this device by retention: fetched back when online)
+    Lookup {
+        #[arg(long)]
+        phone: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// 活动 Activities and promotions (义诊 讲座 促销 节日活动): list
     /// headquarters' and the office's own, define the office's own (客情主管),
     /// record who took part
@@ -787,6 +800,23 @@ struct TypicalArgs {
     /// Remove the typical-case mark
     #[arg(long)]
     clear: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum RetentionCommand {
+    /// Keep dossiers active in the last N years; drop older ones now and
+    /// after each sync
+    Set {
+        #[arg(long)]
+        years: u32,
+    },
+    /// Keep every dossier again (those dropped come back as patients call)
+    Off,
+    /// The retention and how many dossiers it has dropped here
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1527,6 +1557,82 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", v.id);
         }
         Command::Problem(p) => problem(&mut desk, p)?,
+        Command::Retention(RetentionCommand::Set { years }) => {
+            let dropped = desk.set_retention(Some(years))?;
+            println!(
+                "保留期限 {years} 年 retention {years} years: 本机移出 {} 份档案 (服务器保留) dropped here, kept at the server",
+                dropped.len()
+            );
+        }
+        Command::Retention(RetentionCommand::Off) => {
+            desk.set_retention(None)?;
+            println!("不再按期限移出档案 retention off: every dossier is kept");
+        }
+        Command::Retention(RetentionCommand::Show { json }) => {
+            let years = desk.replica().retention_years()?;
+            let dropped = desk.replica().dropped_count()?;
+            if json {
+                return print_json(&serde_json::json!({"years": years, "dropped": dropped}));
+            }
+            match years {
+                Some(y) => println!(
+                    "保留期限 {y} 年 retention {y} years; 已移出 {dropped} 份 dropped here"
+                ),
+                None => println!(
+                    "未设保留期限 no retention (every dossier kept); 已移出 {dropped} 份 dropped here"
+                ),
+            }
+        }
+        Command::Lookup { phone, json } => {
+            let found = match desk.lookup_phone(&phone)? {
+                keqing_office::desk::PhoneLookup::AtServer(id) => {
+                    // Online: fetched back whole, then read as any other.
+                    let fetched = runtime()?
+                        .block_on(keqing_office::sync::fetch_dossier(desk.replica_mut(), &id));
+                    match fetched {
+                        Ok(_) => desk.lookup_phone(&phone)?,
+                        Err(e) => {
+                            if json {
+                                return print_json(&serde_json::json!({
+                                    "at_server": id, "fetched": false, "why": e.to_string()
+                                }));
+                            }
+                            println!(
+                                "档案在服务器上 (按保留期限已移出本机), 联网后可取回 the dossier {} is at the server (dropped here by retention); could not fetch it now: {}",
+                                safe(&id),
+                                safe(&e.to_string())
+                            );
+                            return Ok(());
+                        }
+                    }
+                }
+                other => other,
+            };
+            match found {
+                keqing_office::desk::PhoneLookup::Here(rows) => {
+                    if json {
+                        return print_json(
+                            &rows
+                                .iter()
+                                .map(|p| serde_json::json!({"dossier_id": p.dossier_id, "name": p.name}))
+                                .collect::<Vec<_>>(),
+                        );
+                    }
+                    for p in rows {
+                        println!("{} {}", safe(&p.name), p.dossier_id);
+                    }
+                }
+                keqing_office::desk::PhoneLookup::AtServer(id) => {
+                    bail!("取回后仍找不到 fetched {id} but it is still not here; try keqing repair")
+                }
+                keqing_office::desk::PhoneLookup::Nowhere => {
+                    if json {
+                        return print_json(&Vec::<serde_json::Value>::new());
+                    }
+                    println!("没有此号码的档案 no dossier with this phone");
+                }
+            }
+        }
         Command::Activity(ActivityCommand::List { json }) => {
             let list = desk.activities()?;
             if json {

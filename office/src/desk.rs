@@ -324,6 +324,15 @@ pub struct DueEntry {
     pub slots: Vec<Slot>,
 }
 
+/// Where a phone number's dossier is ([`Desk::lookup_phone`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhoneLookup {
+    Here(Vec<PatientRow>),
+    /// Moved off this device by retention: the server has it (its id).
+    AtServer(String),
+    Nowhere,
+}
+
 pub struct Desk {
     replica: Replica,
     /// Who is typing records in, when a front end says so
@@ -607,6 +616,17 @@ impl Desk {
         check_age(input.age)?;
         check_time("at", input.at)?;
         let staff = self.staff_member(&input.staff)?;
+        // A patient whose dossier retention moved off this device is
+        // fetched back, not registered again.
+        if input.patient.is_none()
+            && !input.force_new
+            && let Some(id) = self.replica.dropped_by_phone(&caller_phone)?
+        {
+            return Err(ClientError::AtServer {
+                id,
+                phone: caller_phone,
+            });
+        }
         let enterer = self.enterer.clone();
         let given = input
             .patient
@@ -947,6 +967,44 @@ impl Desk {
             ContactKind::HomeVisit => tx.add(&HomeVisit(record)),
         })?;
         Ok((view, contact))
+    }
+
+    /// Keeps only dossiers active in the last `years` on this device (`None`:
+    /// every dossier, the default); applies it now. The server keeps every
+    /// dossier, so only a device that syncs may: it never drops what the
+    /// server lacks. Returns the dossiers dropped now.
+    pub fn set_retention(&mut self, years: Option<u32>) -> Result<Vec<String>> {
+        if let Some(y) = years {
+            if !(1..=50).contains(&y) {
+                return Err(ClientError::Invalid(format!("years: 1 to 50, not {y}")));
+            }
+            if self.replica.sync_state()?.is_none() {
+                return Err(ClientError::Invalid(
+                    "保留期限只用于同步的设备 retention needs a device enrolled with a server (keqing enroll): the server keeps what is dropped here".into(),
+                ));
+            }
+        }
+        self.replica.set_retention(years)?;
+        crate::sync::apply_retention(&mut self.replica)
+    }
+
+    /// Where a phone number's dossier is: here (the dossiers), at the
+    /// server only (moved off this device by retention), or nowhere known.
+    pub fn lookup_phone(&self, phone: &str) -> Result<PhoneLookup> {
+        let phone = phone::normalise(phone)?;
+        let here: Vec<PatientRow> = self
+            .replica
+            .search(&phone, 20)?
+            .into_iter()
+            .filter(|p| p.phones.iter().any(|x| *x == phone))
+            .collect();
+        if !here.is_empty() {
+            return Ok(PhoneLookup::Here(here));
+        }
+        Ok(match self.replica.dropped_by_phone(&phone)? {
+            Some(id) => PhoneLookup::AtServer(id),
+            None => PhoneLookup::Nowhere,
+        })
     }
 
     /// The activities (活动) this office takes part in: headquarters' (from

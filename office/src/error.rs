@@ -117,6 +117,10 @@ pub enum ClientError {
     SignInRefused,
     #[error("已离岗 `{0}` has left (离岗) and can no longer sign in")]
     AccountClosed(String),
+    #[error(
+        "档案在服务器上 the dossier {id} of {phone} was moved off this device by retention; `keqing lookup --phone {phone}` fetches it back (online)"
+    )]
+    AtServer { id: String, phone: String },
     #[error("档案属于其他办事处 dossier {id} belongs to office {office}")]
     WrongOffice { id: String, office: String },
     #[error("档案已合并 dossier {id} was merged into {into}; use that one")]

@@ -528,6 +528,29 @@ ALTER TABLE documents_new RENAME TO documents;
     // Projection version 7 (staff events, the office's own activities):
     // created empty, filled by the rebuild on open.
     M::up(keqing_projection::V7_ADDITIONS),
+    M::up(
+        r#"
+-- Retention (keqing retention set): dossiers inactive for longer than
+-- `years` are dropped from this device; the server keeps them. Of a dropped
+-- dossier this device keeps its id and its phone numbers, so that a call
+-- from the patient finds it is at the server (and fetches it back online).
+CREATE TABLE retention (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    years INTEGER NOT NULL
+);
+CREATE TABLE dropped_dossiers (
+    id TEXT PRIMARY KEY,
+    last_active TEXT NOT NULL,
+    dropped_at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE dropped_phones (
+    phone TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    PRIMARY KEY (phone, dossier_id)
+) WITHOUT ROWID;
+CREATE INDEX dropped_phones_dossier ON dropped_phones(dossier_id);
+"#,
+    ),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in
@@ -1961,6 +1984,101 @@ impl Replica {
             })? as u64)
     }
 
+    /// The retention this device keeps (years), if any.
+    pub fn retention_years(&self) -> Result<Option<u32>> {
+        Ok(self
+            .conn
+            .query_row("SELECT years FROM retention WHERE id = 1", [], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets (or with `None` ends) the retention.
+    pub fn set_retention(&mut self, years: Option<u32>) -> Result<()> {
+        self.write(|w| {
+            match years {
+                Some(y) => w.tx.execute(
+                    "INSERT INTO retention (id, years) VALUES (1, ?1)
+                     ON CONFLICT (id) DO UPDATE SET years = excluded.years",
+                    [y],
+                )?,
+                None => w.tx.execute("DELETE FROM retention", [])?,
+            };
+            Ok(())
+        })
+    }
+
+    /// Drops from this device every dossier last active before `cutoff`
+    /// (its last contact, or its creation): its document and its
+    /// projection rows go, its id and phone numbers stay. A dossier with
+    /// changes not yet acknowledged (outbox) or waiting for others
+    /// (pending) is kept: nothing typed here is dropped before the server
+    /// has it. Returns the ids dropped.
+    pub fn drop_inactive(&mut self, cutoff: NaiveDate, now: &str) -> Result<Vec<String>> {
+        let cutoff = format!("{cutoff}T00:00:00");
+        self.write(|w| {
+            let gone: Vec<(String, String)> = {
+                let mut stmt = w.tx.prepare(
+                    "SELECT p.dossier_id, coalesce(p.last_contact, p.created_at) AS active
+                     FROM patients p JOIN documents d ON d.id = p.dossier_id
+                     WHERE coalesce(p.last_contact, p.created_at) < ?1
+                       AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.doc_id = p.dossier_id)
+                       AND NOT EXISTS (SELECT 1 FROM pending_changes c WHERE c.doc_id = p.dossier_id)",
+                )?;
+                stmt.query_map([&cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for (id, active) in &gone {
+                w.tx.execute(
+                    "INSERT OR IGNORE INTO dropped_phones (phone, dossier_id)
+                     SELECT phone, dossier_id FROM patient_phones WHERE dossier_id = ?1",
+                    [id],
+                )?;
+                w.tx.execute(
+                    "INSERT INTO dropped_dossiers (id, last_active, dropped_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET dropped_at = excluded.dropped_at",
+                    params![id, active, now],
+                )?;
+                keqing_projection::remove_dossier(w.tx, id)?;
+                w.tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+            }
+            Ok(gone.into_iter().map(|(id, _)| id).collect())
+        })
+    }
+
+    /// The dropped dossier a phone number belongs to, if any.
+    pub fn dropped_by_phone(&self, phone: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT dossier_id FROM dropped_phones WHERE phone = ?1 ORDER BY dossier_id LIMIT 1",
+                [phone],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Dropped dossiers that changes have arrived for since (active again
+    /// at another device): to fetch back whole.
+    pub fn dropped_with_changes(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id FROM dropped_dossiers d
+             WHERE EXISTS (SELECT 1 FROM pending_changes c WHERE c.doc_id = d.id) ORDER BY id",
+        )?;
+        Ok(stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// How many dossiers retention has dropped from this device.
+    pub fn dropped_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM dropped_dossiers", [], |r| {
+                r.get::<_, i64>(0)
+            })?
+            .max(0) as u64)
+    }
+
     pub fn outbox_len(&self) -> Result<u64> {
         Ok(self
             .conn
@@ -2501,6 +2619,14 @@ impl WriteTx<'_> {
             }
             Derived::Dossier { view, slots } => {
                 self.store_document(doc_id, "dossier", &view.office, &bytes, &now)?;
+                // Here again (fetched back, or changed at another device):
+                // no longer dropped.
+                self.tx
+                    .prepare_cached("DELETE FROM dropped_phones WHERE dossier_id = ?1")?
+                    .execute([doc_id])?;
+                self.tx
+                    .prepare_cached("DELETE FROM dropped_dossiers WHERE id = ?1")?
+                    .execute([doc_id])?;
                 if merged.fresh {
                     keqing_projection::project_new_dossier(self.tx, &view, &slots)?;
                 } else {

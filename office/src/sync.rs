@@ -75,6 +75,11 @@ pub struct SyncSummary {
     pub reads_sent: u64,
     /// Reads of the office's other devices fetched for the office's audit.
     pub office_reads: u64,
+    /// Dossiers retention had dropped here, fetched back because they
+    /// changed at another device.
+    pub fetched_back: u64,
+    /// Dossiers this round's retention dropped from this device.
+    pub dropped: u64,
 }
 
 /// Something to tell the person at the terminal while a sync runs.
@@ -367,8 +372,30 @@ async fn round(
         push_outbox(replica, conn, progress, &mut summary, push_batch).await?;
     }
     share_reads(replica, conn, &mut summary).await?;
+    // Dossiers retention dropped here that changed at another device are
+    // active again: fetched back whole (their changes waited for it).
+    let back = replica.dropped_with_changes()?;
+    if !back.is_empty() {
+        summary.fetched_back = back.len() as u64;
+        summary.repaired += repair_documents(replica, conn, &back).await?;
+    }
+    summary.dropped = apply_retention(replica)?.len() as u64;
     summary.cursor = replica.sync_state()?.map(|s| s.cursor).unwrap_or(0);
     Ok(summary)
+}
+
+/// Drops the dossiers older than this device's retention (if it keeps
+/// one), by today's date: what a completed sync round and `keqing
+/// retention set` do.
+pub fn apply_retention(replica: &mut Replica) -> Result<Vec<String>> {
+    let Some(years) = replica.retention_years()? else {
+        return Ok(Vec::new());
+    };
+    let today = now_cst().date();
+    let cutoff = today
+        .checked_sub_months(chrono::Months::new(years.saturating_mul(12)))
+        .unwrap_or(today);
+    replica.drop_inactive(cutoff, &fmt_datetime(now_cst()))
 }
 
 /// Most reads exchanges in one round: a device that comes back after a
@@ -592,6 +619,24 @@ pub async fn repair(replica: &mut Replica) -> Result<u64> {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
+    repair_documents(replica, &mut conn, &ids).await
+}
+
+/// Fetches back a dossier retention dropped from this device (the patient
+/// called again): the whole of it, from the server. Offline, the error
+/// says the server could not be reached.
+pub async fn fetch_dossier(replica: &mut Replica, id: &str) -> Result<u64> {
+    let mut conn = connect(replica).await?;
+    repair_documents(replica, &mut conn, &[id.to_string()]).await
+}
+
+/// Brings the documents `ids` up to the server's (all of a document this
+/// device lacks), a bounded answer at a time.
+async fn repair_documents(
+    replica: &mut Replica,
+    conn: &mut SyncConnection,
+    ids: &[String],
+) -> Result<u64> {
     let mut applied = 0;
     for chunk in ids.chunks(1000) {
         // The server answers at most `limits::REPAIR_BYTES` at a time, a

@@ -670,6 +670,17 @@ pub fn dump(conn: &Connection) -> Result<String> {
     Ok(out)
 }
 
+/// Deletes every projection row of one dossier (a device dropping it).
+pub fn remove_dossier(conn: &Connection, dossier_id: &str) -> Result<()> {
+    for table in rows::DOSSIER_TABLES {
+        conn.prepare_cached(&format!("DELETE FROM {} WHERE dossier_id = ?1", table.name))?
+            .execute([dossier_id])?;
+    }
+    conn.prepare_cached("DELETE FROM projection_digests WHERE dossier_id = ?1")?
+        .execute([dossier_id])?;
+    Ok(())
+}
+
 /// Makes the staff and activity rows of `office` exactly its roster's.
 pub fn project_roster(
     conn: &Connection,

@@ -14,6 +14,7 @@ mod files;
 mod fuzz;
 mod hostile_device;
 mod layers;
+mod lifecycle;
 mod limits;
 mod merge;
 mod office_journey;
