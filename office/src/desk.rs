@@ -996,7 +996,7 @@ impl Desk {
             .replica
             .search(&phone, 20)?
             .into_iter()
-            .filter(|p| p.phones.iter().any(|x| *x == phone))
+            .filter(|p| p.phones.contains(&phone))
             .collect();
         if !here.is_empty() {
             return Ok(PhoneLookup::Here(here));
