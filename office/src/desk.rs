@@ -992,12 +992,10 @@ impl Desk {
     /// server only (moved off this device by retention), or nowhere known.
     pub fn lookup_phone(&self, phone: &str) -> Result<PhoneLookup> {
         let phone = phone::normalise(phone)?;
-        let here: Vec<PatientRow> = self
-            .replica
-            .search(&phone, 20)?
-            .into_iter()
-            .filter(|p| p.phones.contains(&phone))
-            .collect();
+        let mut here: Vec<PatientRow> = Vec::new();
+        for id in self.replica.dossiers_with_phone(&phone)? {
+            here.extend(self.replica.patient(&id)?);
+        }
         if !here.is_empty() {
             return Ok(PhoneLookup::Here(here));
         }

@@ -626,7 +626,10 @@ pub async fn repair(replica: &mut Replica) -> Result<u64> {
 /// called again): the whole of it, from the server. Offline, the error
 /// says the server could not be reached.
 pub async fn fetch_dossier(replica: &mut Replica, id: &str) -> Result<u64> {
-    let mut conn = connect(replica).await?;
+    // (The state is read first: no borrow of the replica is held across
+    // the connection, so the workstation can await this on any thread.)
+    let state = enrolled(replica)?;
+    let (mut conn, _) = connect_any(&state.servers, &state.token, &state.tls).await?;
     repair_documents(replica, &mut conn, &[id.to_string()]).await
 }
 

@@ -34,6 +34,7 @@ fn retention_drops_old_dossiers_here_and_brings_them_back_when_the_patient_retur
     let old1 = call(&a, "13800000001", "老王", "2023-06-01T10:00");
     let old2 = call(&a, "13800000002", "老李", "2023-06-02T10:00");
     let old3 = call(&a, "13800000003", "老赵", "2023-06-03T10:00");
+    let old4 = call(&a, "13800000005", "老孙", "2023-06-04T10:00");
     let recent_at = (chrono::Utc::now() - chrono::Duration::days(3))
         .format("%Y-%m-%dT10:00")
         .to_string();
@@ -48,8 +49,8 @@ fn retention_drops_old_dossiers_here_and_brings_them_back_when_the_patient_retur
     assert!(r.stdout.contains("同步完成"), "{}", r.stdout);
     let shown = a.ok(&["retention", "show", "--json"]).json();
     assert_eq!(shown["years"], 2);
-    assert_eq!(shown["dropped"], 3, "the sync round applied it: {shown}");
-    for gone in [&old1, &old2, &old3] {
+    assert_eq!(shown["dropped"], 4, "the sync round applied it: {shown}");
+    for gone in [&old1, &old2, &old3, &old4] {
         assert!(!a.run(&["patient", gone]).ok, "{gone} is no longer here");
     }
     assert_eq!(calls_in(&a, &recent), 1);
@@ -101,13 +102,27 @@ fn retention_drops_old_dossiers_here_and_brings_them_back_when_the_patient_retur
     let s = a.ok(&["sync", "--json"]).json();
     assert_eq!(s["fetched_back"], 1, "{s}");
     assert_eq!(calls_in(&a, &old2), 2);
-    assert_eq!(a.ok(&["retention", "show", "--json"]).json()["dropped"], 1);
+    assert_eq!(a.ok(&["retention", "show", "--json"]).json()["dropped"], 2);
 
-    // Offline: the lookup says the dossier is at the server.
+    // The workstation's live lookup of the number typed on the register
+    // form fetches it back too.
+    let lookup = |ui: &keqing_tests::WebProcess, phone: &str| {
+        keqing_tests::http::http(&ui.addr, "GET", &format!("/lookup?phone={phone}"), &[], b"")
+            .text()
+    };
+    let ui = a.workstation();
+    let page = lookup(&ui, "13800000003");
+    assert!(page.contains("已有档案") && page.contains(&old3), "{page}");
+    assert_eq!(calls_in(&a, &old3), 1);
+
+    // Offline: the lookups say the dossier is at the server.
     server.kill();
-    let r = a.ok(&["lookup", "--phone", "13800000003"]);
+    let page = lookup(&ui, "13800000005");
+    assert!(page.contains("档案在服务器上"), "{page}");
+    drop(ui);
+    let r = a.ok(&["lookup", "--phone", "13800000005"]);
     assert!(r.stdout.contains("档案在服务器上"), "{}", r.stdout);
-    assert!(!a.run(&["patient", &old3]).ok);
+    assert!(!a.run(&["patient", &old4]).ok);
     // Off again: nothing more is dropped.
     a.ok(&["retention", "off"]);
     assert!(a.ok(&["retention", "show", "--json"]).json()["years"].is_null());

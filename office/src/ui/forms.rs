@@ -198,6 +198,9 @@ pub struct Lookup {
     pub by_phone: Vec<PatientRow>,
     /// Other live dossiers with the name typed (possible duplicates).
     pub by_name: Vec<PatientRow>,
+    /// The number's dossier is at the server only (moved off this device
+    /// by retention) and could not be fetched back now (offline).
+    pub at_server: Option<String>,
 }
 
 pub fn lookup(desk: &Desk, phone_typed: &str, name: &str) -> Result<Lookup, ClientError> {
@@ -207,6 +210,9 @@ pub fn lookup(desk: &Desk, phone_typed: &str, name: &str) -> Result<Lookup, Clie
             if let Some(row) = desk.replica().patient(&id)? {
                 found.by_phone.push(row);
             }
+        }
+        if found.by_phone.is_empty() {
+            found.at_server = desk.replica().dropped_by_phone(&p)?;
         }
         found.normalised = Some(p);
     }

@@ -582,7 +582,16 @@ async fn lookup(
     require(Duty::Register)?;
     let phone = q.get("phone").cloned().unwrap_or_default();
     let name = q.get("name").cloned().unwrap_or_default();
-    let found = app.desk(move |d| forms::lookup(d, &phone, &name)).await?;
+    let (p, n) = (phone.clone(), name.clone());
+    let mut found = app.desk(move |d| forms::lookup(d, &p, &n)).await?;
+    if let Some(id) = found.at_server.clone() {
+        // Moved off this device by retention: fetched back from the server
+        // (on a connection of its own), then looked up again; offline, the
+        // page says where it is.
+        if fetch_back(&app, &id).await.is_ok() {
+            found = app.desk(move |d| forms::lookup(d, &phone, &name)).await?;
+        }
+    }
     Ok(pages::lookup(&found))
 }
 
@@ -892,6 +901,14 @@ async fn sync_now(
         Err(_) => "refused",
     };
     Ok(Redirect::to(&format!("{back}{sep}saved={flag}")).into_response())
+}
+
+/// Fetches back a dossier retention moved off this device, on a connection
+/// of its own (like a sync round).
+async fn fetch_back(app: &App, id: &str) -> Result<u64, ClientError> {
+    let _one_at_a_time = app.0.sync_lock.lock().await;
+    let mut replica = Replica::open(&app.0.dir)?;
+    crate::sync::fetch_dossier(&mut replica, id).await
 }
 
 /// One sync round on a connection of its own, so the desk stays usable

@@ -660,9 +660,15 @@ pub fn lookup(found: &Lookup) -> Markup {
     };
     html! {
         @if let Some(p) = &found.normalised {
-            @match found.by_phone.len() {
-                0 => { p.lookup-new { "号码 " (p) " 尚无档案：登记后新建档案。" } }
-                1 => {
+            @match (found.by_phone.len(), &found.at_server) {
+                (0, Some(id)) => {
+                    p.lookup-at-server role="alert" {
+                        "号码 " (p) " 的档案在服务器上（按保留期限已移出本机），暂时无法取回：联网后再查找即可取回，不必新建档案。"
+                        " (" (id) ")"
+                    }
+                }
+                (0, None) => { p.lookup-new { "号码 " (p) " 尚无档案：登记后新建档案。" } }
+                (1, _) => {
                     div.lookup-found {
                         p { "号码 " (p) " 已有档案，来电将加入该档案：" }
                         ul { @for r in &found.by_phone { li data-dossier=(r.dossier_id) { (patient_line(r)) } } }
