@@ -470,6 +470,20 @@ impl Server {
         assert!(r.ok, "user add: {}", r.stderr);
     }
 
+    /// Headquarters' dashboard on this server's store, on a free port.
+    pub fn dashboard(&self) -> WebProcess {
+        WebProcess::start(
+            &server_bin(),
+            &[
+                "--data",
+                &self.dir.to_string_lossy(),
+                "dashboard",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        )
+    }
+
     /// Runs `keqing-server args…` on this server's store.
     pub fn run_admin(&self, args: &[&str]) -> Run {
         match &self.store {

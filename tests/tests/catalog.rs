@@ -5,7 +5,7 @@
 //! re-import changes nothing; cost figures follow, national = Σ provinces.
 
 use keqing_shared::sync::SyncErrorKind;
-use keqing_tests::{Office, Server, WebProcess, server_bin};
+use keqing_tests::{Office, Server};
 
 const DAY: &str = "2026-11-20";
 
@@ -273,16 +273,7 @@ fn the_catalogue_reaches_every_office_and_reports_count_its_sources_and_spend() 
 
     // The dashboard's national page shows the money by source.
     keqing_tests::Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");
-    let dash = WebProcess::start(
-        &server_bin(),
-        &[
-            "--data",
-            &server.dir.to_string_lossy(),
-            "dashboard",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let dash = server.dashboard();
     let (status, html) = crate::web_guards::dashboard_get(
         &dash.addr,
         "钱分析",

@@ -5,7 +5,7 @@
 //! staff score equals the weighted sum computed here by hand with the
 //! catalogue's weights, ranked within role; national = Σ provinces.
 
-use keqing_tests::{Office, Server, WebProcess, server_bin};
+use keqing_tests::{Office, Server};
 
 const CATALOG: &str = include_str!("../../docs/catalog-example.toml");
 
@@ -544,16 +544,7 @@ fn activities_and_staff_scores_reach_every_report_by_the_catalogues_rules() {
     // The dashboard: the province page shows its scores and activities,
     // the catalogue page the weights and headquarters' activities.
     keqing_tests::Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");
-    let dash = WebProcess::start(
-        &server_bin(),
-        &[
-            "--data",
-            &server.dir.to_string_lossy(),
-            "dashboard",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let dash = server.dashboard();
     let (status, html) = crate::web_guards::dashboard_get(
         &dash.addr,
         "钱分析",
