@@ -2047,6 +2047,8 @@ fn run(cli: Cli) -> Result<()> {
                 "refused": refused,
                 "refused_latest": refused_latest,
                 "encrypted": store::is_encrypted(&data)?,
+                "retention_years": desk.replica().retention_years()?,
+                "dropped_by_retention": desk.replica().dropped_count()?,
                 "sync": sync,
             });
             if json {
@@ -2066,6 +2068,12 @@ fn run(cli: Cli) -> Result<()> {
                     "未加密 not encrypted"
                 }
             );
+            if let Some(years) = status["retention_years"].as_u64() {
+                println!(
+                    "保留期限 {years} 年: 已移出本机 {} 份 (服务器保留) retention, dropped here",
+                    status["dropped_by_retention"]
+                );
+            }
             if refused > 0 {
                 println!("被拒的本机变更 {refused} 条 (已移出待同步队列; refused by the server):");
                 for r in &refused_latest {

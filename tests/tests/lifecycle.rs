@@ -50,6 +50,16 @@ fn retention_drops_old_dossiers_here_and_brings_them_back_when_the_patient_retur
     let shown = a.ok(&["retention", "show", "--json"]).json();
     assert_eq!(shown["years"], 2);
     assert_eq!(shown["dropped"], 4, "the sync round applied it: {shown}");
+    let status = a.ok(&["status", "--json"]).json();
+    assert_eq!(
+        (
+            &status["retention_years"],
+            &status["dropped_by_retention"],
+            &status["dossiers"]
+        ),
+        (&2.into(), &4.into(), &1.into()),
+        "{status}"
+    );
     for gone in [&old1, &old2, &old3, &old4] {
         assert!(!a.run(&["patient", gone]).ok, "{gone} is no longer here");
     }
