@@ -283,6 +283,10 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
     let int = |i: i64| V::Integer(i);
     let at = |t: NaiveDateTime| V::Text(fmt_datetime(t));
     let id = text(&v.id);
+    // The dossier's office now: its open work (follow-up slots,
+    // deliveries) and its patient row. Records count at the office where
+    // they happened (`office_at` their time): a transferred patient's past
+    // stays the old office's.
     let office = text(&v.office);
     let p = &v.patient;
     // A duplicate merged into another dossier keeps its history in its
@@ -341,7 +345,7 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
                     text(&c.caller_phone),
                     text(&c.source),
                     opt_text(c.disease.as_deref()),
-                    office.clone(),
+                    text(v.office_at(c.at)),
                 ]
             })
             .collect(),
@@ -358,7 +362,7 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
                     at(x.at),
                     text(&x.staff),
                     int(i64::from(x.purchased)),
-                    office.clone(),
+                    text(v.office_at(x.at)),
                     // Why a visit that did not buy did not, as stored (a
                     // list's name, `其他：<text>`, or text typed before
                     // there was a list): reports count it under its label
@@ -390,7 +394,7 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
                     opt_text(x.runout.map(fmt_date).as_deref()),
                     int(i64::from(order.nth)),
                     opt_text(order.prev_runout.map(fmt_date).as_deref()),
-                    office.clone(),
+                    text(v.office_at(x.at)),
                 ]
             })
             .collect(),
@@ -412,7 +416,7 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
                     text(&x.staff),
                     text(&x.kind),
                     int(i64::from(on_time)),
-                    office.clone(),
+                    text(v.office_at(x.at)),
                 ]
             })
             .collect(),
@@ -482,7 +486,7 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
                     at(x.at),
                     V::Text(state),
                     x.resolved_at.map_or(V::Null, at),
-                    office.clone(),
+                    text(v.office_at(x.at)),
                 ]
             })
             .collect(),
@@ -554,7 +558,7 @@ pub fn staff_event_rows(v: &DossierView) -> Vec<Row> {
         vec![
             Cell::Text(id),
             Cell::Text(v.id.clone()),
-            Cell::Text(v.office.clone()),
+            Cell::Text(v.office_at(at).to_string()),
             Cell::Text(kind.as_str().to_string()),
             Cell::Text(fmt_datetime(at)),
             Cell::Text(staff.to_string()),

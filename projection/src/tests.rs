@@ -797,3 +797,45 @@ fn staff_events_credit_who_did_the_deed() {
     v.merged_into = Some("d2".into());
     assert!(rows::staff_event_rows(&v).is_empty());
 }
+
+/// A transferred dossier: its records before the transfer are the old
+/// office's rows, those after the new office's; its patient row is the new
+/// office's.
+#[test]
+fn records_count_at_the_office_where_they_happened() {
+    use keqing_shared::records::{Call, Transfer};
+    let (_, mut v) = store_and_empty_dossier();
+    let t = |d: u64| day(d).and_hms_opt(10, 0, 0).unwrap();
+    let call = |id: &str, at| Call {
+        id: id.into(),
+        at,
+        staff: "李娜".into(),
+        caller_phone: "13800138000".into(),
+        relation: None,
+        source: "电视".into(),
+        disease: None,
+        condition: None,
+        treatment: None,
+        outcome: None,
+    };
+    v.calls = vec![call("before", t(1)), call("after", t(5))];
+    v.transfers = vec![Transfer {
+        id: "tr".into(),
+        at: t(3),
+        from: "44".into(),
+        to: "11".into(),
+        reason: "搬家".into(),
+        by: "周主任".into(),
+    }];
+    v.office = "11".into();
+    let tables = rows::dossier_rows(&v, &[]);
+    let office_of = |table: &str, n: usize| -> Vec<rows::Cell> {
+        let (t, rows) = tables.iter().find(|(t, _)| t.name == table).unwrap();
+        let i = t.columns.iter().position(|c| *c == "office").unwrap();
+        assert_eq!(rows.len(), n, "{table}");
+        rows.iter().map(|r| r[i].clone()).collect()
+    };
+    let text = |s: &str| rows::Cell::Text(s.into());
+    assert_eq!(office_of("calls", 2), [text("44"), text("11")]);
+    assert_eq!(office_of("patients", 1), [text("11")]);
+}

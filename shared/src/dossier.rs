@@ -16,6 +16,7 @@
 //! ├ typical: { flagged, at, staff, notes }
 //! ├ plan/<record id>: { at, staff, action, date, reason, assignee, notes }
 //! ├ joined/<record id>: { at, staff, activity, notes }   (took part in an activity)
+//! ├ transfer/<record id>: { at, from, to, reason, by }    (moved office; with `office`)
 //! └ merged_into: "<uuid>"  (only on a duplicate folded into another dossier)
 //! ```
 //!
@@ -129,6 +130,8 @@ const PLAN_PREFIX: &str = "plan/";
 /// Root keys `joined/<record id>`: the activities the patient took part in
 /// (maps of their own, for the reason plan changes are).
 const JOINED_PREFIX: &str = "joined/";
+/// Root keys `transfer/<record id>`: the dossier's moves between offices.
+const TRANSFER_PREFIX: &str = "transfer/";
 
 /// Parses a value typed for patient field `field` into what the document
 /// stores, with the same checks as everywhere else.
@@ -208,6 +211,9 @@ pub struct DossierView {
     /// The activities the patient took part in (活动), by time.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub participations: Vec<Participation>,
+    /// Moves between offices, by time.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub transfers: Vec<Transfer>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub typical: Option<TypicalCase>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,6 +226,21 @@ pub struct DossierView {
 }
 
 impl DossierView {
+    /// The office the dossier belonged to at `t`: before its first
+    /// transfer, that transfer's `from`; then each transfer's `to` from its
+    /// time on; without transfers, its office. Reports count an event at
+    /// the office where it happened.
+    pub fn office_at(&self, t: NaiveDateTime) -> &str {
+        let Some(first) = self.transfers.first() else {
+            return &self.office;
+        };
+        let mut office = first.from.as_str();
+        for tr in self.transfers.iter().take_while(|tr| tr.at <= t) {
+            office = &tr.to;
+        }
+        office
+    }
+
     /// Number of records of every kind, for totals and checks.
     pub fn record_count(&self) -> usize {
         self.calls.len()
@@ -530,6 +551,8 @@ enum Place {
     Plan(usize),
     /// A participation: its index among them.
     Joined(usize),
+    /// A transfer: its index among them.
+    Transfer(usize),
 }
 
 /// The patient's scalar fields, in the order conflicts are listed.
@@ -554,6 +577,8 @@ struct Walk<'a> {
     plan: Vec<Vec<Field<'a>>>,
     /// Participations (root `joined/<id>` maps), their fields as found.
     joined: Vec<Vec<Field<'a>>>,
+    /// Transfers (root `transfer/<id>` maps), their fields as found.
+    transfers: Vec<Vec<Field<'a>>>,
     typical: Option<Vec<Field<'a>>>,
     /// Keys in the typical-case map, values of any kind (as `length`).
     typical_len: usize,
@@ -597,6 +622,10 @@ impl<'a> Walk<'a> {
                 _ if is_map && key.starts_with(JOINED_PREFIX) => {
                     self.joined.push(Vec::new());
                     child(Place::Joined(self.joined.len() - 1));
+                }
+                _ if is_map && key.starts_with(TRANSFER_PREFIX) => {
+                    self.transfers.push(Vec::new());
+                    child(Place::Transfer(self.transfers.len() - 1));
                 }
                 _ if key.starts_with(ENTERED_PREFIX) => {
                     if let ValueRef::Scalar(ScalarValueRef::Str(by)) = &item.value {
@@ -656,6 +685,13 @@ impl<'a> Walk<'a> {
             Place::Joined(i) => {
                 if let (Some(record), Some(v)) =
                     (self.joined.get_mut(i), record_scalar(&item.value))
+                {
+                    record.push((item.key.clone(), v));
+                }
+            }
+            Place::Transfer(i) => {
+                if let (Some(record), Some(v)) =
+                    (self.transfers.get_mut(i), record_scalar(&item.value))
                 {
                     record.push((item.key.clone(), v));
                 }
@@ -751,6 +787,7 @@ impl<'a> Walk<'a> {
             problems: sorted_records(records(8)?)?,
             plan: sorted_plan(&self.plan)?,
             participations: sorted_participations(&self.joined)?,
+            transfers: sorted_transfers(&self.transfers)?,
             typical,
             merged_into: self.merged_into,
             conflicts,
@@ -766,6 +803,16 @@ fn sorted_plan(records: &[Vec<Field<'_>>]) -> Result<Vec<PlanChange>, DomainErro
         .iter()
         .map(|fields| from_fields(fields))
         .collect::<Result<Vec<PlanChange>, _>>()?;
+    out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+    Ok(out)
+}
+
+/// Transfers by time (then id).
+fn sorted_transfers(records: &[Vec<Field<'_>>]) -> Result<Vec<Transfer>, DomainError> {
+    let mut out = records
+        .iter()
+        .map(|fields| from_fields(fields))
+        .collect::<Result<Vec<Transfer>, _>>()?;
     out.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
     Ok(out)
 }
@@ -918,6 +965,22 @@ impl DossierTx<'_, '_> {
             }
             PlanAction::Extra | PlanAction::Postpone => {}
         }
+        Ok(())
+    }
+
+    /// Moves the dossier to another office (headquarters' edit): the
+    /// transfer under its own root key, and the root `office`.
+    pub fn add_transfer(&mut self, t: &Transfer) -> Result<(), DomainError> {
+        let key = format!("{TRANSFER_PREFIX}{}", t.id);
+        if self.tx.get(ROOT, key.as_str())?.is_some() {
+            return Err(DomainError::invalid(
+                "id",
+                format!("record {} exists", t.id),
+            ));
+        }
+        let map = self.tx.put_object(ROOT, key.as_str(), ObjType::Map)?;
+        write_map(self.tx, &map, t)?;
+        self.tx.put(ROOT, "office", t.to.as_str())?;
         Ok(())
     }
 
@@ -1353,6 +1416,7 @@ mod tests {
         let created_at = root_str(doc, "created_at")?;
         let mut plan = Vec::new();
         let mut participations = Vec::new();
+        let mut transfers = Vec::new();
         let mut entered_by = BTreeMap::new();
         for item in doc.map_range(ROOT, ..) {
             if item.key.starts_with(PLAN_PREFIX)
@@ -1365,6 +1429,11 @@ mod tests {
             {
                 participations.push(read_map::<Participation>(doc, &item.id())?);
             }
+            if item.key.starts_with(TRANSFER_PREFIX)
+                && let ValueRef::Object(ObjType::Map) = item.value
+            {
+                transfers.push(read_map::<Transfer>(doc, &item.id())?);
+            }
             if let Some(id) = item.key.strip_prefix(ENTERED_PREFIX)
                 && let ValueRef::Scalar(ScalarValueRef::Str(by)) = &item.value
             {
@@ -1373,6 +1442,7 @@ mod tests {
         }
         plan.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
         participations.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
+        transfers.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.id.cmp(&b.id)));
         Ok(DossierView {
             id: root_str(doc, "id")?,
             office: root_str(doc, "office")?,
@@ -1389,6 +1459,7 @@ mod tests {
             problems: collection(doc)?,
             plan,
             participations,
+            transfers,
             typical,
             merged_into: merged_into_of(doc)?,
             conflicts,
@@ -1411,6 +1482,7 @@ mod tests {
         MergedInto(u8),
         Plan(u8, u8),
         Joined(u8, u8),
+        Transfer(u8),
         /// The other device's changes arrive.
         Sync,
     }
@@ -1430,6 +1502,7 @@ mod tests {
             any::<u8>().prop_map(Step::MergedInto),
             (any::<u8>(), any::<u8>()).prop_map(|(i, a)| Step::Plan(i, a)),
             (any::<u8>(), any::<u8>()).prop_map(|(i, a)| Step::Joined(i, a)),
+            any::<u8>().prop_map(Step::Transfer),
             Just(Step::Sync),
         ];
         (any::<bool>(), s)
@@ -1494,6 +1567,24 @@ mod tests {
                     reason: (action == PlanAction::Stop).then_some(StopReason::Refuses),
                     assignee: (action == PlanAction::Assign).then(|| format!("员工{}", a % 3)),
                     notes: None,
+                })
+            }
+            Step::Transfer(i) => {
+                let id = format!("tr{}", i % 3);
+                if tx
+                    .tx
+                    .get(ROOT, format!("{TRANSFER_PREFIX}{id}").as_str())?
+                    .is_some()
+                {
+                    return Ok(());
+                }
+                tx.add_transfer(&Transfer {
+                    id,
+                    at: at(*i),
+                    from: "44".into(),
+                    to: ["11", "31", "44"][usize::from(i % 3)].into(),
+                    reason: "搬家".into(),
+                    by: "周主任".into(),
                 })
             }
             Step::Joined(i, a) => {
@@ -1663,6 +1754,37 @@ mod tests {
         assert_eq!(made.id, None);
         assert_eq!(made.office.as_deref(), Some("44"));
         assert!(creation_of(&[change(&unset)]).rewrites_identity);
+    }
+
+    #[test]
+    fn a_transfer_moves_the_office_from_its_time_on() {
+        let (mut d, _) = new_dossier();
+        let before = t("2026-11-01T10:00");
+        assert_eq!(d.view().unwrap().office_at(before), "44");
+        let moved = |id: &str, at: &str, from: &str, to: &str| Transfer {
+            id: id.into(),
+            at: t(at),
+            from: from.into(),
+            to: to.into(),
+            reason: "搬家".into(),
+            by: "周主任".into(),
+        };
+        d.edit(2, |tx| {
+            tx.add_transfer(&moved("t1", "2026-11-10T09:00", "44", "11"))
+        })
+        .unwrap();
+        d.edit(3, |tx| {
+            tx.add_transfer(&moved("t2", "2026-11-20T09:00", "11", "31"))
+        })
+        .unwrap();
+        let v = d.view().unwrap();
+        assert_eq!(v.office, "31");
+        assert_eq!(v.transfers.len(), 2);
+        assert_eq!(v.office_at(before), "44");
+        assert_eq!(v.office_at(t("2026-11-10T09:00")), "11", "from its time on");
+        assert_eq!(v.office_at(t("2026-11-15T09:00")), "11");
+        assert_eq!(v.office_at(t("2026-12-01T09:00")), "31");
+        assert_eq!(&v, &view_key_by_key(&d.doc).unwrap());
     }
 
     #[test]

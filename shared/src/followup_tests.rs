@@ -28,6 +28,7 @@ fn view() -> DossierView {
         problems: vec![],
         plan: vec![],
         participations: vec![],
+        transfers: vec![],
         typical: None,
         merged_into: None,
         conflicts: vec![],

@@ -191,6 +191,7 @@ mod tests {
             problems: vec![],
             plan: vec![],
             participations: vec![],
+            transfers: vec![],
             typical: None,
             merged_into: None,
             conflicts: vec![],

@@ -657,3 +657,17 @@ pub struct Participation {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub notes: Option<String>,
 }
+
+/// 转档: the dossier moved from one office to another (a patient who moved
+/// province), written by headquarters. Records made before it stay the old
+/// office's in reports; what comes after is the new office's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub id: String,
+    pub at: NaiveDateTime,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    /// Who ordered it at headquarters.
+    pub by: String,
+}
