@@ -797,6 +797,20 @@ fn check_document(
     let whole = |e: SyncError| (e, None);
     // `applied`: the changes are already in `doc`; no `doc`: a new
     // dossier logged without being built.
+    // Where a dossier's records count moves only by headquarters' transfer,
+    // which the server writes: no device's change may write one (a forged
+    // one would count an office's records at another).
+    if let Some(k) = changes
+        .iter()
+        .position(|c| creation_of(std::slice::from_ref(c)).moves)
+    {
+        return Err((
+            SyncError::denied(format!(
+                "a change may not move dossier {doc_id} to another office (transfers are headquarters')"
+            )),
+            Some(k),
+        ));
+    }
     let (office, doc, applied) = match existing {
         Some(StoredDocument {
             office,

@@ -279,6 +279,10 @@ pub struct Creation {
     /// dossier is and whose it is are set once, by its creation (the
     /// server refuses such a change to a dossier it holds).
     pub rewrites_identity: bool,
+    /// Some change writes a transfer (`transfer/<id>`): headquarters' alone
+    /// (the server refuses one from any device), since reports count a
+    /// record at the office its transfers say.
+    pub moves: bool,
 }
 
 /// Reads [`Creation`] from changes given in causal order (one device's own
@@ -300,10 +304,11 @@ pub fn creation_of(changes: &[automerge::Change]) -> Creation {
         office: None,
         merges: false,
         rewrites_identity: false,
+        moves: false,
     };
     for change in changes {
         let raw = change.raw_bytes();
-        if !KEYS.iter().any(|k| mentions(raw, k)) {
+        if !KEYS.iter().any(|k| mentions(raw, k)) && !mentions(raw, TRANSFER_PREFIX.as_bytes()) {
             continue;
         }
         for op in change.decode().operations {
@@ -324,6 +329,7 @@ pub fn creation_of(changes: &[automerge::Change]) -> Creation {
                     creation.rewrites_identity = true;
                 }
                 MERGED_INTO => creation.merges = true,
+                k if k.starts_with(TRANSFER_PREFIX) => creation.moves = true,
                 _ => {}
             }
         }
@@ -1721,6 +1727,7 @@ mod tests {
                 office: Some("44".into()),
                 merges: false,
                 rewrites_identity: true,
+                moves: false,
             }
         );
         // Only the edit: nothing created, nothing of who it is touched.

@@ -763,6 +763,10 @@ fn a_change_rewriting_whose_dossier_it_is_is_refused() {
         ("gd", &actor, "office", "99"),
         ("gd", &actor, "id", "01a21111-0000-7000-8000-0000000000f9"),
         ("hq", &hq_actor, "office", "11"),
+        // A transfer is headquarters' own edit, written by the server: a
+        // device's would count the office's records at another.
+        ("gd", &actor, "transfer/forged", "11"),
+        ("hq", &hq_actor, "transfer/forged", "11"),
     ] {
         // The honest change first, the rewrite second: the refusal names
         // the second, and nothing of the push is stored.
