@@ -131,9 +131,11 @@ async fn fill(c: &Client, css: &str, value: &str) {
     e.send_keys(value).await.expect("type");
 }
 
-/// Waits (up to 10 s) until the page's HTML satisfies `ok`.
+/// Waits (up to 30 s: the suite runs beside crash and fault tests on two
+/// cores, and a debug build's page can take seconds then) until the page's
+/// HTML satisfies `ok`.
 async fn wait_for_page(c: &Client, what: &str, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let html = c.source().await.expect("page source");
         if ok(&html) {
