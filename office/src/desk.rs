@@ -1009,11 +1009,17 @@ impl Desk {
     /// the catalogue this device holds) that run here, then the office's
     /// own, by start. Offline: what arrived by the last sync.
     pub fn activities(&self) -> Result<Vec<keqing_shared::activity::Activity>> {
+        self.activities_with(self.replica.catalog()?.as_ref())
+    }
+
+    /// [`Desk::activities`] with the catalogue already read.
+    pub fn activities_with(
+        &self,
+        catalog: Option<&keqing_shared::catalog::Catalog>,
+    ) -> Result<Vec<keqing_shared::activity::Activity>> {
         let office = self.office().to_string();
-        let mut out: Vec<_> = self
-            .replica
-            .catalog()?
-            .map(|c| c.activities)
+        let mut out: Vec<_> = catalog
+            .map(|c| c.activities.clone())
             .unwrap_or_default()
             .into_iter()
             .filter(|a| office == HQ_OFFICE || a.runs_at(&office))

@@ -142,6 +142,8 @@ impl App {
             let r = desk.replica();
             let meta = r.meta();
             let staff = r.staff()?.into_iter().filter(|s| s.active).collect();
+            let catalog = r.catalog()?;
+            let activities = desk.activities_with(catalog.as_ref())?;
             Ok(pages::Frame {
                 role: me.as_ref().map(|m| m.role),
                 signed_in: me.map(|m| m.name),
@@ -156,8 +158,8 @@ impl App {
                     waiting: r.outbox_len()?,
                     refused: r.refused(0)?.0,
                 },
-                catalog: r.catalog()?,
-                activities: desk.activities()?,
+                catalog,
+                activities,
             })
         })
         .await
