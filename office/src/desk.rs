@@ -224,10 +224,8 @@ fn not_bought_reason(
     let Some(typed) = reason.as_deref().map(str::trim).filter(|r| !r.is_empty()) else {
         return Ok(None);
     };
-    let (head, inline) = match typed.split_once(['：', ':']) {
-        Some((h, t)) => (h.trim(), Some(t.trim().to_string())),
-        None => (typed, None),
-    };
+    let (head, inline) = split_stored(typed);
+    let inline = inline.map(str::to_string);
     let head = NotBoughtReason::label_of_stored(head);
     let text = optional_text("reason_text", &inline.or_else(|| text.clone()))?;
     let other = NotBoughtReason::Other.chinese();
@@ -1443,7 +1441,7 @@ impl Desk {
             format!("{}：{typed}", NonPatientKind::Other.chinese())
         } else {
             match NonPatientKind::parse(&label) {
-                Some(k) if !typed.contains(['：', ':']) => k.as_str().to_string(),
+                Some(k) if split_stored(&typed).1.is_none() => k.as_str().to_string(),
                 _ => typed,
             }
         };

@@ -92,21 +92,25 @@ pub struct Catalog {
 /// The not-bought reasons offices pick from and reports count under: the
 /// catalogue's, or the built-in list; 其他 always last.
 pub fn not_bought_reasons(catalog: Option<&Catalog>) -> Vec<String> {
-    match catalog.filter(|c| !c.not_bought_reasons.is_empty()) {
-        Some(c) => c.not_bought_reasons.clone(),
-        None => crate::records::NotBoughtReason::ALL
-            .map(|r| r.chinese().to_string())
-            .to_vec(),
-    }
+    listed_or_built_in(
+        catalog.map(|c| &c.not_bought_reasons),
+        &crate::records::NotBoughtReason::ALL.map(|r| r.chinese()),
+    )
 }
 
 /// The non-patient call kinds, like [`not_bought_reasons`].
 pub fn nonpatient_kinds(catalog: Option<&Catalog>) -> Vec<String> {
-    match catalog.filter(|c| !c.nonpatient_kinds.is_empty()) {
-        Some(c) => c.nonpatient_kinds.clone(),
-        None => crate::records::NonPatientKind::ALL
-            .map(|k| k.chinese().to_string())
-            .to_vec(),
+    listed_or_built_in(
+        catalog.map(|c| &c.nonpatient_kinds),
+        &crate::records::NonPatientKind::ALL.map(|k| k.chinese()),
+    )
+}
+
+/// A catalogue's pick list, or the built-in one when it has none.
+fn listed_or_built_in(listed: Option<&Vec<String>>, built_in: &[&str]) -> Vec<String> {
+    match listed.filter(|l| !l.is_empty()) {
+        Some(l) => l.clone(),
+        None => built_in.iter().map(|s| s.to_string()).collect(),
     }
 }
 
@@ -416,7 +420,7 @@ impl Catalog {
             let mut out: Vec<String> = Vec::new();
             for v in list {
                 let label = name(field, v)?;
-                if label.contains(['：', ':']) {
+                if crate::records::split_stored(&label).1.is_some() {
                     return Err(at(
                         v.span(),
                         format!("`{label}`: no colon in a {field} name"),

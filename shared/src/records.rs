@@ -143,8 +143,18 @@ impl NotBoughtReason {
     /// before there was a list is its own label (a report counts a label
     /// its list lacks under 其他).
     pub fn label_of_stored(text: &str) -> String {
-        let head = text.split(['：', ':']).next().unwrap_or("").trim();
+        let (head, _) = split_stored(text);
         NotBoughtReason::parse(head).map_or_else(|| head.to_string(), |r| r.chinese().to_string())
+    }
+}
+
+/// A stored not-bought reason or non-patient kind, `label：text` (a full-
+/// width or an ASCII colon), as its label and its text, trimmed:
+/// `其他：下雨` → (`其他`, `下雨`); a value without a colon is all label.
+pub fn split_stored(stored: &str) -> (&str, Option<&str>) {
+    match stored.split_once(['：', ':']) {
+        Some((label, text)) => (label.trim(), Some(text.trim())),
+        None => (stored.trim(), None),
     }
 }
 
@@ -521,7 +531,7 @@ impl NonPatientKind {
 
     /// The label a stored kind counts under (see [`NonPatientCall::kind`]).
     pub fn label_of(stored: &str) -> String {
-        let head = stored.split(['：', ':']).next().unwrap_or("").trim();
+        let (head, _) = split_stored(stored);
         NonPatientKind::parse(head).map_or_else(|| head.to_string(), |k| k.chinese().to_string())
     }
 }

@@ -736,8 +736,8 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         if label != other && labels.contains(&label) {
             return label;
         }
-        let typed = match stored.split_once(['：', ':']) {
-            Some((_, t)) if label == other => t.trim(),
+        let typed = match crate::records::split_stored(stored) {
+            (_, Some(t)) if label == other => t,
             _ => stored.trim(),
         };
         if !typed.is_empty() && typed != other {
