@@ -3,7 +3,7 @@
 
 use crate::desk::{
     CallInput, ContactInput, ContactKind, DeliveryInput, Desk, FollowUpInput, HospitalInput,
-    NonPatientInput, PatientChanges, PlanStep, ProblemStep, PurchaseInput, VisitInput,
+    NonPatientInput, PatientChanges, PhoneLookup, PlanStep, ProblemStep, PurchaseInput, VisitInput,
 };
 use crate::error::ClientError;
 use crate::store::PatientRow;
@@ -206,13 +206,10 @@ pub struct Lookup {
 pub fn lookup(desk: &Desk, phone_typed: &str, name: &str) -> Result<Lookup, ClientError> {
     let mut found = Lookup::default();
     if let Ok(p) = phone::normalise(phone_typed) {
-        for id in desk.replica().dossiers_with_phone(&p)? {
-            if let Some(row) = desk.replica().patient(&id)? {
-                found.by_phone.push(row);
-            }
-        }
-        if found.by_phone.is_empty() {
-            found.at_server = desk.replica().dropped_by_phone(&p)?;
+        match desk.lookup_phone(&p)? {
+            PhoneLookup::Here(rows) => found.by_phone = rows,
+            PhoneLookup::AtServer(id) => found.at_server = Some(id),
+            PhoneLookup::Nowhere => {}
         }
         found.normalised = Some(p);
     }
