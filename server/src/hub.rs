@@ -797,13 +797,16 @@ fn check_document(
     let whole = |e: SyncError| (e, None);
     // `applied`: the changes are already in `doc`; no `doc`: a new
     // dossier logged without being built.
+    // What each change writes of who a dossier is and where it belongs
+    // (read once: both rules below go by it).
+    let creations: Vec<_> = changes
+        .iter()
+        .map(|c| creation_of(std::slice::from_ref(c)))
+        .collect();
     // Where a dossier's records count moves only by headquarters' transfer,
     // which the server writes: no device's change may write one (a forged
     // one would count an office's records at another).
-    if let Some(k) = changes
-        .iter()
-        .position(|c| creation_of(std::slice::from_ref(c)).moves)
-    {
+    if let Some(k) = creations.iter().position(|c| c.moves) {
         return Err((
             SyncError::denied(format!(
                 "a change may not move dossier {doc_id} to another office (transfers are headquarters')"
@@ -826,10 +829,7 @@ fn check_document(
             // Who a dossier is and whose it is were set when it was made;
             // the server's record of its office is what scopes and
             // reports go by, and no change may say otherwise.
-            if let Some(k) = changes
-                .iter()
-                .position(|c| creation_of(std::slice::from_ref(c)).rewrites_identity)
-            {
+            if let Some(k) = creations.iter().position(|c| c.rewrites_identity) {
                 return Err((
                     SyncError::denied(format!(
                         "a change may not rewrite the id or the office of dossier {doc_id} (office {office})"
