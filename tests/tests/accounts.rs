@@ -523,16 +523,7 @@ fn reads_reach_the_server_and_the_offices_other_devices() {
 
     // Headquarters' administrator sees them on the dashboard.
     Server::add_user_in(&server.dir, "周主任", "admin", PASSWORD);
-    let dash = keqing_tests::WebProcess::start(
-        &keqing_tests::server_bin(),
-        &[
-            "--data",
-            &server.dir.to_string_lossy(),
-            "dashboard",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let dash = server.dashboard();
     let (status, html) =
         crate::web_guards::dashboard_get(&dash.addr, "周主任", PASSWORD, "/reads?office=44");
     assert_eq!(status, 200);

@@ -172,18 +172,8 @@ async fn a_call_typed_at_an_office_reaches_the_headquarters_dashboard() {
     office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
     office.ok(&["sync"]);
     Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");
-    let server_dir = server.dir.to_string_lossy().into_owned();
     let ui = office.workstation();
-    let dash = WebProcess::start(
-        &server_bin(),
-        &[
-            "--data",
-            &server_dir,
-            "dashboard",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let dash = server.dashboard();
     let driver = Driver::start();
     let c = driver.browser().await;
     let today = keqing_shared::when::parse_datetime(CLOCK).unwrap().date();

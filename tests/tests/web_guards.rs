@@ -6,7 +6,7 @@
 //! Nothing refused is saved.
 
 use keqing_tests::http::{FORM, csrf_of, form, http};
-use keqing_tests::{Office, Server, WebProcess, server_bin};
+use keqing_tests::{Office, Server};
 
 /// Tries to sign in to the dashboard at `addr` as `name` with `password`,
 /// as a browser does: the form first (its secret and the sign-in cookie),
@@ -285,11 +285,7 @@ fn the_dashboard_lets_in_headquarters_people_only_and_downloads_real_files() {
         Server::add_user_in(&server.dir, name, role, HQ_PASSWORD);
     }
     assert!(Server::admin(&server.dir, &["user", "disable", "--name", "孙离职"]).ok);
-    let dir = server.dir.to_string_lossy().into_owned();
-    let dash = WebProcess::start(
-        &server_bin(),
-        &["--data", &dir, "dashboard", "--listen", "127.0.0.1:0"],
-    );
+    let dash = server.dashboard();
 
     let r = http(&dash.addr, "GET", "/", &[], b"");
     assert_eq!((r.status, r.header("location")), (303, Some("/login")));
@@ -435,11 +431,7 @@ fn both_front_ends_send_security_headers_and_sign_in_is_throttled() {
     office.ok(&["staff", "add", "--name", "李敏", "--role", "consultant"]);
     let id = office.call("13800138000", "王芳", "李敏", "2026-11-20T09:00");
     let ui = office.workstation();
-    let dir = server.dir.to_string_lossy().into_owned();
-    let dash = WebProcess::start(
-        &server_bin(),
-        &["--data", &dir, "dashboard", "--listen", "127.0.0.1:0"],
-    );
+    let dash = server.dashboard();
     let session = dashboard_sign_in(&dash.addr, "周主任", HQ_PASSWORD);
     let cookie = session.split(';').next().unwrap().to_string();
     let pages = [
