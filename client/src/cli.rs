@@ -1625,6 +1625,18 @@ fn run(cli: Cli) -> Result<()> {
                 keqing_office::desk::PhoneLookup::AtServer(id) => {
                     bail!("取回后仍找不到 fetched {id} but it is still not here; try keqing repair")
                 }
+                keqing_office::desk::PhoneLookup::TransferredTo { id, office } => {
+                    if json {
+                        return print_json(
+                            &serde_json::json!({"transferred_to": office, "dossier_id": id}),
+                        );
+                    }
+                    println!(
+                        "患者已转档到 {} transferred to that office (dossier {}); 不必新建档案",
+                        keqing_office::desk::office_label(&office),
+                        safe(&id)
+                    );
+                }
                 keqing_office::desk::PhoneLookup::Nowhere => {
                     if json {
                         return print_json(&Vec::<serde_json::Value>::new());

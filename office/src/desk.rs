@@ -328,7 +328,20 @@ pub enum PhoneLookup {
     Here(Vec<PatientRow>),
     /// Moved off this device by retention: the server has it (its id).
     AtServer(String),
+    /// Headquarters transferred it to another office (its code).
+    TransferredTo {
+        id: String,
+        office: String,
+    },
     Nowhere,
+}
+
+/// An office as staff read it: 广东 (44).
+pub fn office_label(code: &str) -> String {
+    match keqing_shared::office::office(code) {
+        Ok(o) => format!("{} ({})", o.name, o.code),
+        Err(_) => code.to_string(),
+    }
 }
 
 pub struct Desk {
@@ -618,11 +631,18 @@ impl Desk {
         // fetched back, not registered again.
         if input.patient.is_none()
             && !input.force_new
-            && let Some(id) = self.replica.dropped_by_phone(&caller_phone)?
+            && let Some((id, moved_to)) = self.replica.dropped_by_phone(&caller_phone)?
         {
-            return Err(ClientError::AtServer {
-                id,
-                phone: caller_phone,
+            return Err(match moved_to {
+                Some(office) => ClientError::TransferredAway {
+                    id,
+                    phone: caller_phone,
+                    office: office_label(&office),
+                },
+                None => ClientError::AtServer {
+                    id,
+                    phone: caller_phone,
+                },
             });
         }
         let enterer = self.enterer.clone();
@@ -998,7 +1018,8 @@ impl Desk {
             return Ok(PhoneLookup::Here(here));
         }
         Ok(match self.replica.dropped_by_phone(&phone)? {
-            Some(id) => PhoneLookup::AtServer(id),
+            Some((id, Some(office))) => PhoneLookup::TransferredTo { id, office },
+            Some((id, None)) => PhoneLookup::AtServer(id),
             None => PhoneLookup::Nowhere,
         })
     }
@@ -1886,6 +1907,12 @@ fn load_dossier(w: &WriteTx<'_>, id: &str, office: &str) -> Result<Dossier> {
     let bytes = w
         .load_document(id)?
         .ok_or_else(|| ClientError::UnknownPatient(id.to_string()))?;
+    if let Some(to) = w.moved_to(id)? {
+        return Err(ClientError::MovedAway {
+            id: id.to_string(),
+            office: office_label(&to),
+        });
+    }
     let dossier = Dossier::load(&bytes, w.actor().clone())?;
     let theirs = dossier.office()?;
     if theirs != office && office != HQ_OFFICE {

@@ -28,7 +28,8 @@ impl SyncFailure {
             | SyncErrorKind::PermissionDenied
             | SyncErrorKind::InvalidArgument
             | SyncErrorKind::ResourceExhausted
-            | SyncErrorKind::FailedPrecondition => SyncFailure::Refused,
+            | SyncErrorKind::FailedPrecondition
+            | SyncErrorKind::Gone => SyncFailure::Refused,
         }
     }
 
@@ -121,6 +122,18 @@ pub enum ClientError {
         "档案在服务器上 the dossier {id} of {phone} was moved off this device by retention; `keqing lookup --phone {phone}` fetches it back (online)"
     )]
     AtServer { id: String, phone: String },
+    #[error(
+        "患者已转档 the patient of {phone} was transferred to {office} (dossier {id}); that office keeps the dossier now"
+    )]
+    TransferredAway {
+        id: String,
+        phone: String,
+        office: String,
+    },
+    #[error(
+        "档案已转出 dossier {id} was transferred to {office}: it takes no more edits here and leaves this device at the next sync"
+    )]
+    MovedAway { id: String, office: String },
     #[error("档案属于其他办事处 dossier {id} belongs to office {office}")]
     WrongOffice { id: String, office: String },
     #[error("档案已合并 dossier {id} was merged into {into}; use that one")]

@@ -551,6 +551,28 @@ CREATE TABLE dropped_phones (
 CREATE INDEX dropped_phones_dossier ON dropped_phones(dossier_id);
 "#,
     ),
+    M::up(
+        r#"
+-- Headquarters' notices (transfers, erasures) read so far: a position in
+-- the server's notices.
+ALTER TABLE sync_state ADD COLUMN notices_cursor INTEGER NOT NULL DEFAULT 0;
+-- Dossiers headquarters moved to another office: kept until nothing typed
+-- here waits for the server, then dropped like retention's, remembering
+-- where they went (a call from the patient is told so).
+CREATE TABLE moved_away (
+    id TEXT PRIMARY KEY,
+    to_office TEXT NOT NULL,
+    at TEXT NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE dropped_dossiers ADD COLUMN moved_to TEXT;
+-- Dossiers erased at headquarters: only their ids, so that nothing pulled
+-- or fetched later brings one back.
+CREATE TABLE erased_dossiers (
+    id TEXT PRIMARY KEY,
+    erased_at TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in
@@ -1822,6 +1844,23 @@ impl Replica {
         for c in &batch.changes {
             by_doc.entry(&c.doc_id).or_default().1.push(c.bytes.clone());
         }
+        // Nothing brings back a dossier headquarters erased.
+        let any_erased: bool =
+            self.conn
+                .query_row("SELECT EXISTS (SELECT 1 FROM erased_dossiers)", [], |r| {
+                    r.get(0)
+                })?;
+        if any_erased {
+            let mut erased = Vec::new();
+            for id in by_doc.keys() {
+                if self.is_erased(id)? {
+                    erased.push(*id);
+                }
+            }
+            for id in erased {
+                by_doc.remove(id);
+            }
+        }
         let cursor = batch.cursor;
         let epoch = Some(batch.epoch.as_str()).filter(|e| !e.is_empty());
         self.write(|w| {
@@ -2045,24 +2084,187 @@ impl Replica {
         })
     }
 
-    /// The dropped dossier a phone number belongs to, if any.
-    pub fn dropped_by_phone(&self, phone: &str) -> Result<Option<String>> {
+    /// The dropped dossier a phone number belongs to, if any, and the
+    /// office it was transferred to (`None`: dropped by retention, still
+    /// this office's at the server).
+    pub fn dropped_by_phone(&self, phone: &str) -> Result<Option<(String, Option<String>)>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT dossier_id FROM dropped_phones WHERE phone = ?1 ORDER BY dossier_id LIMIT 1",
+                "SELECT p.dossier_id, d.moved_to FROM dropped_phones p
+                 LEFT JOIN dropped_dossiers d ON d.id = p.dossier_id
+                 WHERE p.phone = ?1 ORDER BY d.moved_to IS NULL DESC, p.dossier_id LIMIT 1",
                 [phone],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
     }
 
-    /// Dropped dossiers that changes have arrived for since (active again
-    /// at another device): to fetch back whole.
+    /// How far this device has read headquarters' notices.
+    pub fn notices_cursor(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT notices_cursor FROM sync_state WHERE id = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .unwrap_or(0)
+            .max(0) as u64)
+    }
+
+    pub fn set_notices_cursor(&mut self, cursor: u64) -> Result<()> {
+        self.write(|w| {
+            w.tx.execute(
+                "UPDATE sync_state SET notices_cursor = ?1 WHERE id = 1",
+                [i64::try_from(cursor).unwrap_or(i64::MAX)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Headquarters moved dossier `id` from this office to `to` at `at`:
+    /// it goes from this device once nothing typed here waits for the
+    /// server ([`Replica::drop_moved_away`]); until then it takes no edits.
+    pub fn mark_moved_away(&mut self, id: &str, to: &str, at: &str) -> Result<()> {
+        self.write(|w| {
+            w.tx.execute(
+                "INSERT INTO moved_away (id, to_office, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET to_office = excluded.to_office, at = excluded.at",
+                params![id, to, at],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Headquarters moved dossier `id` (back) to this office: it is no
+    /// longer on its way out.
+    pub fn unmark_moved_away(&mut self, id: &str) -> Result<()> {
+        self.write(|w| {
+            w.tx.execute("DELETE FROM moved_away WHERE id = ?1", [id])?;
+            w.tx.execute(
+                "UPDATE dropped_dossiers SET moved_to = NULL WHERE id = ?1",
+                [id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The office a dossier was moved to, while it is still here.
+    pub fn moved_to(&self, id: &str) -> Result<Option<String>> {
+        moved_to(&self.conn, id)
+    }
+
+    /// Drops the dossiers moved to another office that have nothing of
+    /// this device's waiting in the outbox: the document and projection
+    /// rows go; the id, the phones and the office it went to stay (a call
+    /// is told where the patient is now). Returns the ids dropped.
+    pub fn drop_moved_away(&mut self, now: &str) -> Result<Vec<String>> {
+        self.write(|w| {
+            let gone: Vec<(String, String)> = {
+                let mut stmt = w.tx.prepare(
+                    "SELECT m.id, m.to_office FROM moved_away m
+                     WHERE NOT EXISTS (SELECT 1 FROM outbox o WHERE o.doc_id = m.id)",
+                )?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for (id, to) in &gone {
+                w.tx.execute(
+                    "INSERT OR IGNORE INTO dropped_phones (phone, dossier_id)
+                     SELECT phone, dossier_id FROM patient_phones WHERE dossier_id = ?1",
+                    [id],
+                )?;
+                w.tx.execute(
+                    "INSERT INTO dropped_dossiers (id, last_active, dropped_at, moved_to)
+                     VALUES (?1, coalesce((SELECT coalesce(last_contact, created_at) FROM patients
+                                           WHERE dossier_id = ?1), ?2), ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET dropped_at = excluded.dropped_at,
+                       moved_to = excluded.moved_to",
+                    params![id, now, to],
+                )?;
+                keqing_projection::remove_dossier(w.tx, id)?;
+                w.tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+                w.tx.execute("DELETE FROM pending_changes WHERE doc_id = ?1", [id])?;
+                w.tx.execute("DELETE FROM moved_away WHERE id = ?1", [id])?;
+            }
+            Ok(gone.into_iter().map(|(id, _)| id).collect())
+        })
+    }
+
+    /// Erases dossier `id` from this device (headquarters erased it): its
+    /// document, projection rows, outbox, pending, refused and quarantined
+    /// changes, and what retention or a transfer kept of it; its projection
+    /// rows are replaced by a stand-in without identity (`pseudonym`, see
+    /// `keqing_shared::lifecycle::without_identity`) so this office's
+    /// reports of days past keep their figures. Deleted content is zeroed
+    /// as it is freed; [`Replica::scrub`] does the rest. Returns whether
+    /// the device held anything of it.
+    pub fn erase_dossier(&mut self, id: &str, at: NaiveDateTime, pseudonym: &str) -> Result<bool> {
+        self.conn.pragma_update(None, "secure_delete", "ON")?;
+        let erased = self.write(|w| {
+            let mut held = false;
+            if let Some(bytes) = load_document(w.tx, id)? {
+                held = true;
+                let view = Dossier::load(&bytes, w.actor.clone())?.view()?;
+                let stand_in = keqing_shared::lifecycle::without_identity(&view, pseudonym, at);
+                let slots = schedule(&stand_in);
+                keqing_projection::project_dossier(w.tx, &stand_in, &slots)?;
+            }
+            keqing_projection::remove_dossier(w.tx, id)?;
+            for sql in [
+                "DELETE FROM documents WHERE id = ?1",
+                "DELETE FROM outbox WHERE doc_id = ?1",
+                "DELETE FROM pending_changes WHERE doc_id = ?1",
+                "DELETE FROM refused_changes WHERE doc_id = ?1",
+                "DELETE FROM quarantine WHERE doc_id = ?1",
+                "DELETE FROM dropped_phones WHERE dossier_id = ?1",
+                "DELETE FROM dropped_dossiers WHERE id = ?1",
+                "DELETE FROM moved_away WHERE id = ?1",
+            ] {
+                held |= w.tx.execute(sql, [id])? > 0;
+            }
+            w.tx.execute(
+                "INSERT OR IGNORE INTO erased_dossiers (id, erased_at) VALUES (?1, ?2)",
+                params![id, keqing_shared::when::fmt_datetime(at)],
+            )?;
+            Ok(held)
+        });
+        self.conn.pragma_update(None, "secure_delete", "OFF")?;
+        erased
+    }
+
+    /// Whether headquarters erased dossier `id` (as this device learnt).
+    pub fn is_erased(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM erased_dossiers WHERE id = ?1", [id], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+
+    /// Rebuilds the file (no free page or stale cell of an erased dossier
+    /// left in it) and empties the WAL.
+    pub fn scrub(&mut self) -> Result<()> {
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        Ok(())
+    }
+
+    /// Dossiers this device does not hold that changes have arrived for
+    /// (waiting in pending_changes for their history): dropped here by
+    /// retention and active again at another device, or transferred here
+    /// by headquarters. To fetch back whole.
     pub fn dropped_with_changes(&self) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id FROM dropped_dossiers d
-             WHERE EXISTS (SELECT 1 FROM pending_changes c WHERE c.doc_id = d.id) ORDER BY id",
+            "SELECT DISTINCT c.doc_id FROM pending_changes c
+             WHERE NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = c.doc_id)
+               AND NOT EXISTS (SELECT 1 FROM erased_dossiers e WHERE e.id = c.doc_id)
+             ORDER BY c.doc_id",
         )?;
         Ok(stmt
             .query_map([], |r| r.get(0))?
@@ -2188,6 +2390,13 @@ const SAME_NAME_LIMIT: usize = 20;
 
 fn patient_row(conn: &Connection, id: &str) -> Result<Option<PatientRow>> {
     Ok(keqing_projection::patients::patient_row(conn, id)?)
+}
+
+fn moved_to(conn: &Connection, id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT to_office FROM moved_away WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
 }
 
 fn dossiers_with_phone(conn: &Connection, phone: &str) -> Result<Vec<String>> {
@@ -2417,6 +2626,11 @@ impl WriteTx<'_> {
 
     pub fn dossiers_with_phone(&self, phone: &str) -> Result<Vec<String>> {
         dossiers_with_phone(self.tx, phone)
+    }
+
+    /// The office a dossier was moved to, while it is still here.
+    pub fn moved_to(&self, id: &str) -> Result<Option<String>> {
+        moved_to(self.tx, id)
     }
 
     /// At most `limit` live patients of this name (see

@@ -80,6 +80,13 @@ pub struct SyncSummary {
     pub fetched_back: u64,
     /// Dossiers this round's retention dropped from this device.
     pub dropped: u64,
+    /// Dossiers headquarters transferred here, fetched whole.
+    pub transferred_in: u64,
+    /// Dossiers headquarters transferred to another office, dropped from
+    /// this device (after what was typed here reached the server).
+    pub transferred_out: u64,
+    /// Dossiers headquarters erased, erased from this device.
+    pub erased: u64,
 }
 
 /// Something to tell the person at the terminal while a sync runs.
@@ -330,7 +337,8 @@ async fn round(
     push_batch: usize,
 ) -> Result<SyncSummary> {
     let mut summary = SyncSummary::default();
-    push_outbox(replica, conn, progress, &mut summary, push_batch).await?;
+    let mut gone = Vec::new();
+    push_outbox(replica, conn, progress, &mut summary, push_batch, &mut gone).await?;
     let state = replica.sync_state()?;
     let cursor = state.as_ref().map(|s| s.cursor).unwrap_or(0);
     let epoch = state.and_then(|s| s.epoch).unwrap_or_default();
@@ -369,16 +377,28 @@ async fn round(
         });
     }
     if restored {
-        push_outbox(replica, conn, progress, &mut summary, push_batch).await?;
+        replica.set_notices_cursor(0)?;
+        push_outbox(replica, conn, progress, &mut summary, push_batch, &mut gone).await?;
     }
     share_reads(replica, conn, &mut summary).await?;
-    // Dossiers retention dropped here that changed at another device are
-    // active again: fetched back whole (their changes waited for it).
-    let back = replica.dropped_with_changes()?;
+    let transferred_in = apply_notices(replica, conn, &mut summary, gone).await?;
+    if !transferred_in.is_empty() {
+        summary.transferred_in = transferred_in.len() as u64;
+        summary.repaired += repair_documents(replica, conn, &transferred_in).await?;
+    }
+    // Dossiers this device does not hold that changes arrived for (retention
+    // dropped them and they changed at another device, or they came here
+    // by a transfer) are fetched back whole (their changes waited for it).
+    let back: Vec<String> = replica
+        .dropped_with_changes()?
+        .into_iter()
+        .filter(|id| !transferred_in.contains(id))
+        .collect();
     if !back.is_empty() {
         summary.fetched_back = back.len() as u64;
         summary.repaired += repair_documents(replica, conn, &back).await?;
     }
+    summary.transferred_out = replica.drop_moved_away(&fmt_datetime(now_cst()))?.len() as u64;
     summary.dropped = apply_retention(replica)?.len() as u64;
     summary.cursor = replica.sync_state()?.map(|s| s.cursor).unwrap_or(0);
     Ok(summary)
@@ -396,6 +416,84 @@ pub fn apply_retention(replica: &mut Replica) -> Result<Vec<String>> {
         .checked_sub_months(chrono::Months::new(years.saturating_mul(12)))
         .unwrap_or(today);
     replica.drop_inactive(cutoff, &fmt_datetime(now_cst()))
+}
+
+/// Most notice answers read in one round (each up to
+/// `limits::NOTICES_PER_ANSWER`): the rest come in the next rounds.
+const NOTICE_ANSWERS_PER_ROUND: usize = 20;
+
+/// Reads headquarters' notices after this device's cursor (and asks about
+/// the dossiers in `gone`, which the server refused a change to as gone)
+/// and acts on them: an erased dossier is erased here at once (and the
+/// file scrubbed); one moved away from this office is marked, to be
+/// dropped once nothing typed here waits for the server; the ids of those
+/// moved to this office that this device lacks are returned, to fetch.
+/// A headquarters device holds every office's: it only erases.
+async fn apply_notices(
+    replica: &mut Replica,
+    conn: &mut SyncConnection,
+    summary: &mut SyncSummary,
+    gone: Vec<String>,
+) -> Result<Vec<String>> {
+    use keqing_shared::lifecycle::{NoticeKind, NoticeRequest};
+    let office = replica.meta().office.clone();
+    let headquarters = office == crate::desk::HQ_OFFICE;
+    let mut fetch = Vec::new();
+    let mut ask: Vec<String> = gone;
+    ask.sort();
+    ask.dedup();
+    ask.truncate(limits::NOTICES_PER_ANSWER);
+    let mut scrub = false;
+    for _ in 0..NOTICE_ANSWERS_PER_ROUND {
+        let cursor = replica.notices_cursor()?;
+        let answer = conn
+            .notices(NoticeRequest {
+                cursor,
+                ask: std::mem::take(&mut ask),
+            })
+            .await
+            .map_err(sync_err)?;
+        for n in &answer.notices {
+            match &n.kind {
+                NoticeKind::Erased => {
+                    let at =
+                        keqing_shared::when::read_stored_datetime(&n.at).unwrap_or_else(now_cst);
+                    let pseudonym = format!(
+                        "{}{}",
+                        keqing_shared::lifecycle::ERASED_PREFIX,
+                        uuid::Uuid::new_v4().simple()
+                    );
+                    if replica.erase_dossier(&n.doc_id, at, &pseudonym)? {
+                        summary.erased += 1;
+                        scrub = true;
+                    }
+                }
+                NoticeKind::Transferred { .. } if headquarters => {}
+                NoticeKind::Transferred { to, .. } if *to == office => {
+                    replica.unmark_moved_away(&n.doc_id)?;
+                    if replica.heads_of(&n.doc_id)?.is_empty() && !replica.is_erased(&n.doc_id)? {
+                        fetch.push(n.doc_id.clone());
+                    }
+                }
+                NoticeKind::Transferred { from, to } if *from == office => {
+                    replica.mark_moved_away(&n.doc_id, to, &n.at)?;
+                }
+                NoticeKind::Transferred { .. } => {}
+            }
+        }
+        if answer.cursor > cursor {
+            replica.set_notices_cursor(answer.cursor)?;
+        }
+        if !answer.more {
+            break;
+        }
+    }
+    if scrub {
+        replica.scrub()?;
+    }
+    fetch.sort();
+    fetch.dedup();
+    Ok(fetch)
 }
 
 /// Most reads exchanges in one round: a device that comes back after a
@@ -507,6 +605,7 @@ async fn push_outbox(
     progress: &mut (dyn Progress + Send),
     summary: &mut SyncSummary,
     push_batch: usize,
+    gone: &mut Vec<String>,
 ) -> Result<()> {
     summary.refused += replica.hold_behind_refused()?;
     for (doc_id, seq, len) in replica.outbox_larger_than(limits::MAX_CHANGE_BYTES)? {
@@ -567,6 +666,11 @@ async fn push_outbox(
                     return Err(sync_err(e));
                 };
                 let reason = format!("{} ({:?})", e.message, e.kind);
+                if e.kind == keqing_shared::sync::SyncErrorKind::Gone {
+                    // Erased or transferred away: the notices of this round
+                    // say which, and the dossier goes from here.
+                    gone.push(doc_id.clone());
+                }
                 summary.refused += replica.refuse_outbox(&doc_id, seq, &reason)?;
                 in_flight.clear();
                 sent_upto = 0;

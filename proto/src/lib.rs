@@ -11,6 +11,7 @@
 //! - [`code_of`] / [`kind_of`]: the one mapping between [`SyncErrorKind`] and
 //!   [`tonic::Code`].
 
+use keqing_shared::lifecycle::{Notice, NoticeAnswer, NoticeKind, NoticeRequest};
 use keqing_shared::sync::*;
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub fn code_of(kind: SyncErrorKind) -> Code {
         SyncErrorKind::FailedPrecondition => Code::FailedPrecondition,
         SyncErrorKind::Unavailable => Code::Unavailable,
         SyncErrorKind::Internal => Code::Internal,
+        SyncErrorKind::Gone => Code::NotFound,
     }
 }
 
@@ -49,7 +51,8 @@ pub fn kind_of(code: Code) -> SyncErrorKind {
     match code {
         Code::Unauthenticated => SyncErrorKind::Unauthenticated,
         Code::PermissionDenied => SyncErrorKind::PermissionDenied,
-        Code::InvalidArgument | Code::OutOfRange | Code::NotFound => SyncErrorKind::InvalidArgument,
+        Code::InvalidArgument | Code::OutOfRange => SyncErrorKind::InvalidArgument,
+        Code::NotFound => SyncErrorKind::Gone,
         Code::ResourceExhausted => SyncErrorKind::ResourceExhausted,
         Code::FailedPrecondition | Code::AlreadyExists => SyncErrorKind::FailedPrecondition,
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
@@ -181,6 +184,12 @@ pub trait SyncHandler: Send + Sync + 'static {
         caller: Caller,
         exchange: ReadsExchange,
     ) -> impl Future<Output = Result<ReadsAnswer, SyncError>> + Send;
+    /// Headquarters' transfers and erasures the device must act on.
+    fn notices(
+        &self,
+        caller: Caller,
+        request: NoticeRequest,
+    ) -> impl Future<Output = Result<NoticeAnswer, SyncError>> + Send;
 }
 
 /// Adapts a [`SyncHandler`] to the generated tonic service.
@@ -294,6 +303,70 @@ fn pb_answer(a: ReadsAnswer) -> pb::ShareReadsResponse {
         stored_through: a.stored_through,
         office: a.office.into_iter().map(pb_read).collect(),
         office_cursor: a.office_cursor,
+        more: a.more,
+    }
+}
+
+fn notice_request_from(r: pb::NoticesRequest) -> NoticeRequest {
+    NoticeRequest {
+        cursor: r.cursor,
+        ask: r.ask,
+    }
+}
+
+fn pb_notice_request(r: NoticeRequest) -> pb::NoticesRequest {
+    pb::NoticesRequest {
+        cursor: r.cursor,
+        ask: r.ask,
+    }
+}
+
+/// A notice as sent; `None`: a kind this version does not know (skipped,
+/// not fatal: a newer server may say more).
+fn notice_from(n: pb::Notice) -> Option<Notice> {
+    let kind = match n.kind.as_str() {
+        "transfer" => NoticeKind::Transferred {
+            from: n.from_office,
+            to: n.to_office,
+        },
+        "erase" => NoticeKind::Erased,
+        _ => return None,
+    };
+    Some(Notice {
+        seq: n.seq,
+        doc_id: n.doc_id,
+        kind,
+        at: n.at,
+    })
+}
+
+fn pb_notice(n: Notice) -> pb::Notice {
+    let (kind, from_office, to_office) = match n.kind {
+        NoticeKind::Transferred { from, to } => ("transfer", from, to),
+        NoticeKind::Erased => ("erase", String::new(), String::new()),
+    };
+    pb::Notice {
+        seq: n.seq,
+        doc_id: n.doc_id,
+        kind: kind.to_string(),
+        from_office,
+        to_office,
+        at: n.at,
+    }
+}
+
+fn notice_answer_from(r: pb::NoticesResponse) -> NoticeAnswer {
+    NoticeAnswer {
+        notices: r.notices.into_iter().filter_map(notice_from).collect(),
+        cursor: r.cursor,
+        more: r.more,
+    }
+}
+
+fn pb_notice_answer(a: NoticeAnswer) -> pb::NoticesResponse {
+    pb::NoticesResponse {
+        notices: a.notices.into_iter().map(pb_notice).collect(),
+        cursor: a.cursor,
         more: a.more,
     }
 }
@@ -462,6 +535,20 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb_answer(answer)))
+    }
+
+    async fn notices(
+        &self,
+        req: Request<pb::NoticesRequest>,
+    ) -> Result<Response<pb::NoticesResponse>, Status> {
+        let caller = caller(&req);
+        let request = notice_request_from(req.into_inner());
+        let answer = self
+            .handler
+            .notices(caller, request)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb_notice_answer(answer)))
     }
 }
 
@@ -665,6 +752,19 @@ impl SyncConnection {
         Ok(answer_from(r))
     }
 
+    /// Headquarters' transfers and erasures for this device (see
+    /// [`SyncHandler::notices`]).
+    pub async fn notices(&mut self, request: NoticeRequest) -> Result<NoticeAnswer, SyncError> {
+        let req = self.request(pb_notice_request(request));
+        let r = self
+            .client
+            .notices(req)
+            .await
+            .map_err(|s| from_status(&s))?
+            .into_inner();
+        Ok(notice_answer_from(r))
+    }
+
     /// The generated client, for tests that send messages this API would
     /// never build (hostile or oversized ones).
     pub fn raw_client(&self) -> pb::sync_client::SyncClient<tonic::transport::Channel> {
@@ -743,6 +843,18 @@ pub fn decode_untrusted(bytes: &[u8]) -> Result<usize, String> {
             bytes,
             |r| Some(answer_from(r)),
             pb_answer,
+        )?,
+        round_trip(
+            "NoticesRequest",
+            bytes,
+            |r| Some(notice_request_from(r)),
+            pb_notice_request,
+        )?,
+        round_trip(
+            "NoticesResponse",
+            bytes,
+            |r| Some(notice_answer_from(r)),
+            pb_notice_answer,
         )?,
         round_trip("PullBatch", bytes, |b| Some(batch_from(b)), pb_batch)?,
         round_trip("Report", bytes, |r| Some(report_from(r)), pb_report)?,

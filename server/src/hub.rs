@@ -26,6 +26,7 @@ use crate::store::{
 use automerge::{Automerge, Change, ROOT, ReadDoc};
 use keqing_proto::PullFeed;
 use keqing_shared::dossier::{creation_of, merged_into_of};
+use keqing_shared::lifecycle::{NoticeAnswer, NoticeRequest};
 use keqing_shared::nonpatient::shared_document_genesis;
 use keqing_shared::printable::printable;
 use keqing_shared::sync::*;
@@ -745,6 +746,7 @@ fn check_push(
     let logged = store.logged_among(&hashes)?;
     let ids: Vec<&str> = decoded.iter().map(|d| d.doc_id.as_str()).collect();
     let mut stored = store.documents_among(&ids)?;
+    let mut fates = store.fates_among(&ids)?;
     for DocChanges {
         doc_id,
         changes: pushed,
@@ -766,8 +768,18 @@ fn check_push(
         };
         let (indices, changes): (Vec<usize>, Vec<Change>) = indexed.into_iter().unzip();
         let existing = stored.remove(&doc_id);
-        let checked = check_document(store, device, &actor, &doc_id, existing, changes, creation)
-            .map_err(|(e, at)| e.at_change(at.map_or(first, |k| indices[k])))?;
+        let fate = fate_for(device, &doc_id, &fates.remove(&doc_id).unwrap_or_default())
+            .map_err(|e| e.at_change(first))?;
+        let checked = check_document(
+            store,
+            (device, &actor),
+            &doc_id,
+            existing,
+            changes,
+            creation,
+            fate,
+        )
+        .map_err(|(e, at)| e.at_change(at.map_or(first, |k| indices[k])))?;
         let (new_entries, state) = checked;
         entries.extend(new_entries);
         docs.push(state);
@@ -783,16 +795,67 @@ fn check_push(
 /// changes) of the change at fault, when it is one.
 type DocRefusal = (SyncError, Option<usize>);
 
+/// How many days after a transfer the office a dossier left may still
+/// deliver what it typed before it: a device that was offline when the
+/// transfer was made (offices work for days without the network) pushes
+/// it late; past this, nothing of that office is taken.
+pub const TRANSFER_GRACE_DAYS: i64 = 30;
+
+/// What a push from `device` may do to a dossier, given its transfers and
+/// erasure: `Err(Gone)` if it was erased, or if it left the device's office
+/// more than [`TRANSFER_GRACE_DAYS`] ago; `Some(at)` if it left the
+/// device's office at `at` (its changes are taken only for records before
+/// then); `None`: nothing moved it away from the device.
+fn fate_for(
+    device: &Device,
+    doc_id: &str,
+    fates: &[crate::store::Fate],
+) -> Result<Option<chrono::NaiveDateTime>, SyncError> {
+    if let Some(erased) = fates.iter().find(|f| f.is_erasure()) {
+        return Err(SyncError::new(
+            SyncErrorKind::Gone,
+            format!(
+                "档案已删除 dossier {doc_id} was erased at headquarters ({}); this device drops it",
+                erased.at
+            ),
+        ));
+    }
+    let Some(office) = device.office.as_deref() else {
+        return Ok(None);
+    };
+    // The latest move, if it took the dossier away from this office.
+    let Some(moved) = fates.iter().rev().find(|f| !f.is_erasure()) else {
+        return Ok(None);
+    };
+    if moved.to_office == office || !fates.iter().any(|f| f.from_office == office) {
+        return Ok(None);
+    }
+    let at = keqing_shared::when::read_stored_datetime(&moved.at)
+        .ok_or_else(|| SyncError::internal(format!("transfer of {doc_id}: a bad time")))?;
+    if keqing_host::now_cst().signed_duration_since(at)
+        > chrono::Duration::days(TRANSFER_GRACE_DAYS)
+    {
+        return Err(SyncError::new(
+            SyncErrorKind::Gone,
+            format!(
+                "档案已转出 dossier {doc_id} moved to office {} at {}; this office's changes are no longer taken",
+                moved.to_office, moved.at
+            ),
+        ));
+    }
+    Ok(Some(at))
+}
+
 /// Checks one document's new changes (see [`check_push`]) and returns its
 /// log entries and state.
 fn check_document(
     store: &dyn LogReader,
-    device: &Device,
-    actor: &[u8],
+    (device, actor): (&Device, &[u8]),
     doc_id: &str,
     existing: Option<StoredDocument>,
     changes: Vec<Change>,
     creation: Option<Option<(String, String)>>,
+    moved_away_at: Option<chrono::NaiveDateTime>,
 ) -> Result<(Vec<NewLogEntry>, DocumentState), DocRefusal> {
     let whole = |e: SyncError| (e, None);
     // `applied`: the changes are already in `doc`; no `doc`: a new
@@ -821,7 +884,24 @@ fn check_document(
             complete,
             ..
         }) => {
-            if !in_scope(device, &office) {
+            // A dossier transferred away from the device's office takes
+            // what that office typed before the transfer (it never saw the
+            // transfer); each record is still counted where it happened.
+            if let Some(at) = moved_away_at {
+                if let Some(k) = changes.iter().position(|c| {
+                    keqing_shared::dossier::latest_record_time(c).is_some_and(|t| t > at)
+                }) {
+                    return Err((
+                        SyncError::new(
+                            SyncErrorKind::Gone,
+                            format!(
+                                "档案已转出 dossier {doc_id} moved to office {office}; a record after the transfer is that office's to make"
+                            ),
+                        ),
+                        Some(k),
+                    ));
+                }
+            } else if !in_scope(device, &office) {
                 return Err(whole(SyncError::denied(format!(
                     "document {doc_id} is outside this device's office"
                 ))));
@@ -1183,6 +1263,17 @@ fn repair_answer(
             continue;
         };
         if !in_scope(device, &stored.office) {
+            // One the office held and headquarters moved: nothing to send
+            // (the device drops it once its notice arrives).
+            let moved_from_here = store
+                .fates_among(&[d.doc_id.as_str()])?
+                .remove(&d.doc_id)
+                .unwrap_or_default()
+                .iter()
+                .any(|f| Some(f.from_office.as_str()) == device.office.as_deref());
+            if moved_from_here {
+                continue;
+            }
             return Err(SyncError::denied(format!(
                 "document {} is outside this device's office",
                 d.doc_id
@@ -1414,6 +1505,38 @@ impl keqing_proto::SyncHandler for Hub {
         }
         self.with_store(move |store| share_reads(store, &device, exchange))
             .await
+    }
+
+    async fn notices(
+        &self,
+        caller: Caller,
+        request: NoticeRequest,
+    ) -> Result<NoticeAnswer, SyncError> {
+        if request.ask.len() > limits::NOTICES_PER_ANSWER {
+            return Err(SyncError::exhausted(format!(
+                "{} dossiers asked about; at most {}",
+                request.ask.len(),
+                limits::NOTICES_PER_ANSWER
+            )));
+        }
+        if let Some(bad) = request.ask.iter().position(|id| !valid_doc_id(id)) {
+            return Err(SyncError::invalid(format!(
+                "dossier {bad} asked about: bad document id"
+            )));
+        }
+        let (device, _call) = self
+            .admission
+            .enter(&self.store, caller, CallKind::Plain)
+            .await?;
+        self.with_store(move |store| {
+            Ok(store.notices(
+                device.office.as_deref(),
+                request.cursor,
+                &request.ask,
+                limits::NOTICES_PER_ANSWER as u32,
+            )?)
+        })
+        .await
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`dashboard`]: headquarters' web dashboard over the same reports.
 //! - [`hub`]: the sync core: authentication, checks on every pushed change,
 //!   durable appends, the change feed.
+//! - [`lifecycle`]: transfers of dossiers between offices and erasures.
 //! - [`projector`]: follows the log and keeps the projection tables.
 //! - [`reports`]: the reports service (scope checks, shared definitions).
 //! - [`tls`]: certificates (`tls init`) and the server's TLS configuration.
@@ -17,6 +18,7 @@
 pub mod catalog;
 pub mod dashboard;
 pub mod hub;
+pub mod lifecycle;
 pub mod projector;
 pub mod reports;
 pub mod store;

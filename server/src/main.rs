@@ -79,8 +79,55 @@ enum Command {
         #[command(subcommand)]
         scope: ReportScope,
     },
+    /// 转档 Move a patient's dossier to another office (the patient moved
+    /// province): the new office's devices receive it at their next sync,
+    /// the old office's drop it once what they typed before is delivered;
+    /// past records stay the old office's in reports. Audited
+    Transfer {
+        /// The dossier's id (as `keqing show` / the dashboard print it)
+        #[arg(long)]
+        dossier: String,
+        /// The office it moves to (code or name: 44, 广东)
+        #[arg(long)]
+        to: String,
+        /// Why (kept in the dossier and the audit log)
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 删除档案 Erase a patient's dossier on request, in two steps: `erase
+    /// --dossier ID --reason TEXT` shows what will go (masked) and keeps the
+    /// request; `erase --dossier ID --confirm` erases it from the store and
+    /// every device's copy as they sync. Reports keep the figures of days
+    /// already reported, without the person. Backups made before still
+    /// hold it: `restore --erasures` takes it out again
+    Erase {
+        #[arg(long)]
+        dossier: String,
+        /// Why (step one; kept in the tombstone and the audit log)
+        #[arg(long, required_unless_present = "confirm")]
+        reason: Option<String>,
+        /// Step two: erase it now
+        #[arg(long)]
+        confirm: bool,
+        /// The erasure ledger to append to (default DATA/erasures.jsonl):
+        /// keep a copy with your backups
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 删除记录 Erasures made (tombstones: dossier, office, when, why; no
+    /// content) and those asked for and not yet confirmed
+    Erasures {
+        #[arg(long)]
+        json: bool,
+    },
     /// 备份 Copy the store to a new file while the server keeps running
-    /// (SQLite online backup), checked before it counts
+    /// (SQLite online backup), checked before it counts. A backup holds
+    /// every dossier as it was, erased ones included: after a restore,
+    /// `--erasures` re-applies the erasures made since
     Backup {
         /// The backup file to write (must not exist)
         #[arg(long)]
@@ -93,6 +140,11 @@ enum Command {
         /// The backup file written by `backup`
         #[arg(long)]
         from: PathBuf,
+        /// The erasure ledger (erasures.jsonl of the lost store's data
+        /// directory, or the copy kept with the backups): every erasure in
+        /// it is made again on the restored store
+        #[arg(long)]
+        erasures: Option<PathBuf>,
     },
     /// 审计 The audit log: device enrolment and revocation, merges, every
     /// headquarters read of personal details (append-only)
@@ -750,13 +802,30 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Restore { from } => {
+        Command::Restore { from, erasures } => {
             if data.url.is_some() {
                 bail!(
                     "restore works on the SQLite store; restore a PostgreSQL store with its own tools (pg_restore)"
                 );
             }
+            // Read first: a ledger that does not read leaves no store behind.
+            let ledger = erasures
+                .as_deref()
+                .map(keqing_server::lifecycle::read_ledger)
+                .transpose()?;
             let store = SqliteStore::restore(&cli.data, &from, &local_admin())?;
+            match &ledger {
+                Some(lines) => {
+                    let n = keqing_server::lifecycle::reapply_erasures(&store, lines)?;
+                    println!(
+                        "已重做删除 {n} of the ledger's {} erasures were in the backup and are erased again",
+                        lines.len()
+                    );
+                }
+                None => eprintln!(
+                    "注意 note: erasures made after this backup are in it again; restore with --erasures LEDGER to take them out"
+                ),
+            }
             let counts = store.counts()?;
             println!(
                 "已恢复 restored {} changes, {} documents into {} (new epoch {}); start the server on it",
@@ -882,6 +951,125 @@ fn run(cli: Cli) -> Result<()> {
                 done.rows - done.new,
                 keqing_shared::records::fmt_yuan(done.total_fen)
             );
+            Ok(())
+        }
+        Command::Transfer {
+            dossier,
+            to,
+            reason,
+            json,
+        } => {
+            let store = data.open(Opening::Existing)?;
+            let t = keqing_server::lifecycle::transfer(
+                &*store,
+                &dossier,
+                &to,
+                &reason,
+                &local_admin(),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                println!(
+                    "已转档 dossier {} moved from {} to {} at {}; both offices' devices learn of it at their next sync",
+                    t.dossier,
+                    office_label(&t.from),
+                    office_label(&t.to),
+                    t.at
+                );
+            }
+            Ok(())
+        }
+        Command::Erase {
+            dossier,
+            reason,
+            confirm,
+            ledger,
+            json,
+        } => {
+            let store = data.open(Opening::Existing)?;
+            if !confirm {
+                let reason = reason.unwrap_or_default();
+                let p = keqing_server::lifecycle::request_erasure(
+                    &*store,
+                    &dossier,
+                    &reason,
+                    &local_admin(),
+                )?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&p)?);
+                } else {
+                    println!(
+                        "将删除 will erase dossier {} of {} (made {}; {} {}; {} records) because: {}\n确认 confirm with: keqing-server erase --dossier {} --confirm",
+                        p.dossier,
+                        office_label(&p.office),
+                        p.created_at,
+                        p.name,
+                        p.phones.join(" "),
+                        p.records,
+                        p.reason,
+                        p.dossier
+                    );
+                }
+                return Ok(());
+            }
+            let ledger =
+                ledger.unwrap_or_else(|| cli.data.join(keqing_server::lifecycle::LEDGER_FILE));
+            eprintln!("删除中 erasing and scrubbing the store (blocks pushes while it runs)…");
+            let done = keqing_server::lifecycle::confirm_erasure(
+                &*store,
+                &dossier,
+                &local_admin(),
+                &ledger,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!(
+                    "已删除 erased dossier {} of {} at {} ({} changes); tombstone kept, ledger {}; devices drop it at their next sync",
+                    done.dossier,
+                    office_label(&done.office),
+                    done.at,
+                    done.changes_removed,
+                    ledger.display()
+                );
+            }
+            if let Some(e) = done.scrub_error {
+                bail!(
+                    "清理未完成 the erasure stands, but the store's files were not scrubbed: {e}"
+                );
+            }
+            Ok(())
+        }
+        Command::Erasures { json } => {
+            let store = data.open(Opening::Existing)?;
+            let done = store.tombstones()?;
+            let asked = store.erasure_requests()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "erased": done,
+                        "requested": asked,
+                    }))?
+                );
+                return Ok(());
+            }
+            println!("已删除 erased: {}", done.len());
+            for t in &done {
+                println!(
+                    "  {}  {}  {}  {}  {}",
+                    t.at,
+                    t.doc_id,
+                    office_label(&t.from_office),
+                    t.by,
+                    t.reason
+                );
+            }
+            println!("待确认 asked for, not confirmed: {}", asked.len());
+            for r in &asked {
+                println!("  {}  {}  {}  {}", r.at, r.doc_id, r.by, r.reason);
+            }
             Ok(())
         }
         Command::Catalog(CatalogCommand::Show { json }) => {
@@ -1078,6 +1266,14 @@ async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
 
 /// Who ran an administrative command on this machine, for the audit log:
 /// the OS account from the process's uid (`$USER` can be set to anything).
+/// An office as people read it: 广东 (44).
+fn office_label(code: &str) -> String {
+    match keqing_shared::office::office(code) {
+        Ok(o) => format!("{} ({})", o.name, o.code),
+        Err(_) => code.to_string(),
+    }
+}
+
 fn local_admin() -> String {
     format!("admin:{}", keqing_host::os_account())
 }

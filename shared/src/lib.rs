@@ -21,6 +21,8 @@
 //!   the office's own activities).
 //! - [`activity`]: activities and promotions (活动) and their attribution.
 //! - [`score`]: the staff evaluation score (客情岗位评定) and its weights.
+//! - [`lifecycle`]: transfers and erasures as devices learn of them, and
+//!   what an erasure leaves to the reports.
 //! - [`nonpatient`]: an office's non-patient calls of a month, one document.
 //! - [`sync`]: the sync protocol in domain terms (no wire format).
 //! - [`sheets`]: a report as Chinese tables: text, CSV and .xlsx bytes.
@@ -35,6 +37,7 @@ pub mod dossier;
 pub mod error;
 pub mod followup;
 pub mod html;
+pub mod lifecycle;
 pub mod limits;
 pub mod lists;
 pub mod nonpatient;

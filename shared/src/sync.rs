@@ -274,6 +274,9 @@ pub mod limits {
     pub const REPAIRS_PER_DEVICE: usize = 1;
     /// Most reads one exchange sends, or brings back.
     pub const READS_PER_EXCHANGE: usize = 500;
+    /// Most notices (transfers, erasures) one answer brings, and most
+    /// dossiers a device may ask about at once.
+    pub const NOTICES_PER_ANSWER: usize = 500;
     /// Requests one device token may make per second on average...
     pub const REQUESTS_PER_SECOND: u32 = 50;
     /// ...and at once (a sync is two or three; a big push, one per batch).
@@ -297,10 +300,13 @@ pub enum SyncErrorKind {
     Unavailable,
     /// A fault on the server; nothing was stored.
     Internal,
+    /// The dossier a change is for was erased, or transferred to another
+    /// office after the change's records: the device drops its copy.
+    Gone,
 }
 
 impl SyncErrorKind {
-    pub const ALL: [SyncErrorKind; 7] = [
+    pub const ALL: [SyncErrorKind; 8] = [
         SyncErrorKind::Unauthenticated,
         SyncErrorKind::PermissionDenied,
         SyncErrorKind::InvalidArgument,
@@ -308,6 +314,7 @@ impl SyncErrorKind {
         SyncErrorKind::FailedPrecondition,
         SyncErrorKind::Unavailable,
         SyncErrorKind::Internal,
+        SyncErrorKind::Gone,
     ];
 }
 

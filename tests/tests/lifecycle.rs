@@ -137,3 +137,398 @@ fn retention_drops_old_dossiers_here_and_brings_them_back_when_the_patient_retur
     a.ok(&["retention", "off"]);
     assert!(a.ok(&["retention", "show", "--json"]).json()["years"].is_null());
 }
+
+/// Today in China Standard Time (what the devices and the server go by),
+/// and a time on a day `days` before it.
+fn cst_day(days: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::hours(8) - chrono::Duration::days(days))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+fn office_calls(server_dir: &std::path::Path, office: &str, from: &str, to: &str) -> u64 {
+    let r = Server::admin(
+        server_dir,
+        &[
+            "report",
+            "office",
+            "--province",
+            office,
+            "--from",
+            from,
+            "--to",
+            to,
+            "--json",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    r.json()["total"]["calls"].as_u64().unwrap()
+}
+
+#[test]
+fn a_transfer_moves_the_dossier_and_loses_nothing_typed_before_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let gd1 = Office::new(tmp.path().join("gd1"));
+    let gd2 = Office::new(tmp.path().join("gd2"));
+    let bj = Office::new(tmp.path().join("bj"));
+    gd1.enroll_on(&server, Some("44"), "广东前台1");
+    gd2.enroll_on(&server, Some("44"), "广东前台2");
+    bj.enroll_on(&server, Some("11"), "北京前台");
+    gd1.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    bj.ok(&["staff", "add", "--name", "赵敏", "--role", "consultant"]);
+    let (first_day, yesterday, today) = (cst_day(10), cst_day(1), cst_day(0));
+    let p = call(&gd1, "13900000001", "王秀兰", &format!("{first_day}T10:00"));
+    let stays = call(&gd1, "13900000002", "陈桂英", &format!("{first_day}T11:00"));
+    gd1.ok(&["sync"]);
+    gd2.ok(&["sync"]);
+    bj.ok(&["sync"]);
+    // The second device works offline: a call typed before the transfer...
+    gd2.ok(&[
+        "call",
+        "--patient",
+        &p,
+        "--phone",
+        "13900000001",
+        "--name",
+        "王秀兰",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+        "--at",
+        &format!("{yesterday}T09:00"),
+    ]);
+
+    // Headquarters moves the patient to Beijing.
+    let bad = Server::admin(
+        &server.dir,
+        &[
+            "transfer",
+            "--dossier",
+            &p,
+            "--to",
+            "44",
+            "--reason",
+            "搬家",
+        ],
+    );
+    assert!(
+        !bad.ok && bad.stderr.contains("已在该咨询处"),
+        "{}",
+        bad.stderr
+    );
+    let none = Server::admin(
+        &server.dir,
+        &[
+            "transfer",
+            "--dossier",
+            "no-such",
+            "--to",
+            "11",
+            "--reason",
+            "搬家",
+        ],
+    );
+    assert!(
+        !none.ok && none.stderr.contains("找不到档案"),
+        "{}",
+        none.stderr
+    );
+    let t = Server::admin(
+        &server.dir,
+        &[
+            "transfer",
+            "--dossier",
+            &p,
+            "--to",
+            "北京",
+            "--reason",
+            "患者随子女迁居北京",
+            "--json",
+        ],
+    );
+    assert!(t.ok, "{}", t.stderr);
+    assert_eq!(
+        (&t.json()["from"], &t.json()["to"]),
+        (&"44".into(), &"11".into())
+    );
+
+    // ...and one typed after it, still not knowing: the first is delivered,
+    // the second (a record after the transfer) is Beijing's to make.
+    gd2.ok(&[
+        "call",
+        "--patient",
+        &p,
+        "--phone",
+        "13900000001",
+        "--name",
+        "王秀兰",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+    ]);
+
+    // Beijing receives the whole dossier and works on it.
+    let s = bj.ok(&["sync", "--json"]).json();
+    assert_eq!(s["transferred_in"], 1, "{s}");
+    assert_eq!(calls_in(&bj, &p), 1);
+    bj.ok(&[
+        "call",
+        "--patient",
+        &p,
+        "--phone",
+        "13900000001",
+        "--name",
+        "王秀兰",
+        "--source",
+        "电视",
+        "--staff",
+        "赵敏",
+    ]);
+    bj.ok(&["sync"]);
+
+    // The first Guangdong device drops it; the patient calling there is
+    // told where the dossier went instead of being registered again.
+    let s = gd1.ok(&["sync", "--json"]).json();
+    assert_eq!(s["transferred_out"], 1, "{s}");
+    assert!(!gd1.run(&["patient", &p]).ok);
+    assert_eq!(
+        calls_in(&gd1, &stays),
+        1,
+        "the office's other patients stay"
+    );
+    let found = gd1
+        .ok(&["lookup", "--phone", "13900000001", "--json"])
+        .json();
+    assert_eq!(found["transferred_to"], "11", "{found}");
+    let again = gd1.run(&[
+        "call",
+        "--phone",
+        "13900000001",
+        "--name",
+        "王秀兰",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+    ]);
+    assert!(
+        !again.ok && again.stderr.contains("北京"),
+        "{}",
+        again.stderr
+    );
+
+    // The offline device: what it typed before the transfer reaches the
+    // server, the later record is set aside with the reason, the dossier
+    // leaves the device.
+    let s = gd2.ok(&["sync", "--json"]).json();
+    assert_eq!((&s["pushed"], &s["refused"]), (&1.into(), &1.into()), "{s}");
+    assert_eq!(s["transferred_out"], 1, "{s}");
+    assert!(!gd2.run(&["patient", &p]).ok);
+    let q = gd2.ok(&["quarantine", "list", "--json"]).json();
+    assert!(q.to_string().contains("档案已转出"), "{q}");
+    bj.ok(&["sync"]);
+    assert_eq!(
+        calls_in(&bj, &p),
+        3,
+        "the first call, Guangdong's late one, Beijing's"
+    );
+
+    // Reports count each call where it happened.
+    assert_eq!(office_calls(&server.dir, "44", &first_day, &today), 3);
+    assert_eq!(office_calls(&server.dir, "11", &first_day, &today), 1);
+
+    // Audited: who, when, why.
+    let audit = Server::admin(&server.dir, &["audit", "--json"]);
+    let line = audit
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["action"] == "dossier.transfer")
+        .cloned()
+        .expect("a transfer line");
+    assert_eq!(line["subject"], p.as_str());
+    assert!(
+        line["detail"]
+            .as_str()
+            .unwrap()
+            .contains("患者随子女迁居北京"),
+        "{line}"
+    );
+}
+
+/// Whether any file in `dir` (recursively: main files, WAL, shared
+/// memory) holds `needle`'s bytes.
+fn any_file_holds(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in walk(dir) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            found.push(entry);
+        }
+    }
+    found
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
+    const PHONE: &str = "13912345678";
+    const NAME: &str = "欧阳娜娜";
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a"));
+    let b = Office::new(tmp.path().join("b"));
+    let hq = Office::new(tmp.path().join("hq"));
+    a.enroll_on(&server, Some("44"), "广东前台1");
+    b.enroll_on(&server, Some("44"), "广东前台2");
+    hq.enroll_on(&server, None, "总部");
+    a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    let (first_day, today) = (cst_day(5), cst_day(0));
+    let p = call(&a, PHONE, NAME, &format!("{first_day}T10:00"));
+    let q = call(&a, "13900000009", "陈桂英", &format!("{first_day}T11:00"));
+    for o in [&a, &b, &hq] {
+        o.ok(&["sync"]);
+    }
+    // The scan finds the patient where she is (so its silence later means
+    // something).
+    for dir in [&server.dir, &a.dir, &b.dir, &hq.dir] {
+        assert!(
+            !any_file_holds(dir, PHONE).is_empty(),
+            "{} should hold the phone before",
+            dir.display()
+        );
+    }
+    let calls_before = office_calls(&server.dir, "44", &first_day, &today);
+    assert_eq!(calls_before, 2);
+    let backup = tmp.path().join("before.sqlite");
+    let r = Server::admin(&server.dir, &["backup", "--out", backup.to_str().unwrap()]);
+    assert!(r.ok, "{}", r.stderr);
+    // The second device is offline and adds to her dossier.
+    b.ok(&[
+        "call",
+        "--patient",
+        &p,
+        "--phone",
+        PHONE,
+        "--name",
+        NAME,
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+    ]);
+
+    // Step two without step one is refused; step one shows her masked.
+    let early = Server::admin(&server.dir, &["erase", "--dossier", &q, "--confirm"]);
+    assert!(
+        !early.ok && early.stderr.contains("还没有删除申请"),
+        "{}",
+        early.stderr
+    );
+    let asked = Server::admin(
+        &server.dir,
+        &["erase", "--dossier", &p, "--reason", "患者本人申请删除"],
+    );
+    assert!(asked.ok, "{}", asked.stderr);
+    assert!(
+        asked.stdout.contains("欧***") && asked.stdout.contains("*******5678"),
+        "{}",
+        asked.stdout
+    );
+    assert!(!asked.stdout.contains(NAME) && !asked.stdout.contains(PHONE));
+    let done = Server::admin(
+        &server.dir,
+        &["erase", "--dossier", &p, "--confirm", "--json"],
+    );
+    assert!(done.ok, "{}", done.stderr);
+    assert_eq!(done.json()["scrubbed"], true, "{}", done.stdout);
+    let again = Server::admin(&server.dir, &["erase", "--dossier", &p, "--confirm"]);
+    assert!(!again.ok, "once is all");
+
+    // Reports keep the figures of the days reported, without her.
+    assert_eq!(
+        office_calls(&server.dir, "44", &first_day, &today),
+        calls_before
+    );
+
+    // Every device drops her as it syncs; the offline one's change to her
+    // is refused (gone) and dropped with her.
+    for o in [&a, &hq] {
+        let s = o.ok(&["sync", "--json"]).json();
+        assert_eq!(s["erased"], 1, "{s}");
+        assert!(!o.run(&["patient", &p]).ok);
+    }
+    let s = b.ok(&["sync", "--json"]).json();
+    assert_eq!((&s["refused"], &s["erased"]), (&1.into(), &1.into()), "{s}");
+    let status = b.ok(&["status", "--json"]).json();
+    assert_eq!(status["outbox"], 0, "{status}");
+    let q_list = b.ok(&["quarantine", "list", "--json"]).json();
+    assert!(!q_list.to_string().contains(&p), "{q_list}");
+    assert_eq!(calls_in(&a, &q), 1, "the other patient stays");
+    // The office's own report of those days keeps the count too.
+    let local = a
+        .ok(&[
+            "report", "daily", "--from", &first_day, "--to", &today, "--json",
+        ])
+        .json();
+    assert_eq!(local["total"]["calls"], 2, "{local}");
+
+    // No file of the server or of any device holds her phone or her name.
+    for dir in [&server.dir, &a.dir, &b.dir, &hq.dir] {
+        for needle in [PHONE, NAME] {
+            let found = any_file_holds(dir, needle);
+            assert!(found.is_empty(), "{needle} still in {found:?}");
+        }
+    }
+    // The audit keeps that it happened and why, not what.
+    let audit = Server::admin(&server.dir, &["audit", "--json"]).stdout;
+    assert!(audit.contains("dossier.erase") && audit.contains("患者本人申请删除"));
+    assert!(!audit.contains(NAME) && !audit.contains(PHONE));
+    let tombs = Server::admin(&server.dir, &["erasures", "--json"]).json();
+    assert_eq!(tombs["erased"][0]["doc_id"], p.as_str(), "{tombs}");
+
+    // The backup made before still holds her: a restore without the ledger
+    // brings her back, one with it takes her out again.
+    let plain = tmp.path().join("restored-plain");
+    let r = Server::admin(&plain, &["restore", "--from", backup.to_str().unwrap()]);
+    assert!(r.ok && r.stderr.contains("--erasures"), "{}", r.stderr);
+    assert!(!any_file_holds(&plain, PHONE).is_empty());
+    let restored = tmp.path().join("restored");
+    let ledger = server.dir.join("erasures.jsonl");
+    let r = Server::admin(
+        &restored,
+        &[
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--erasures",
+            ledger.to_str().unwrap(),
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    assert!(r.stdout.contains("1 of the ledger's 1"), "{}", r.stdout);
+    for needle in [PHONE, NAME] {
+        let found = any_file_holds(&restored, needle);
+        assert!(found.is_empty(), "{needle} still in {found:?}");
+    }
+    assert_eq!(
+        office_calls(&restored, "44", &first_day, &today),
+        calls_before
+    );
+}

@@ -201,6 +201,9 @@ pub struct Lookup {
     /// The number's dossier is at the server only (moved off this device
     /// by retention) and could not be fetched back now (offline).
     pub at_server: Option<String>,
+    /// Headquarters transferred the number's dossier to another office:
+    /// its id and that office (as staff read it).
+    pub transferred: Option<(String, String)>,
 }
 
 pub fn lookup(desk: &Desk, phone_typed: &str, name: &str) -> Result<Lookup, ClientError> {
@@ -209,6 +212,9 @@ pub fn lookup(desk: &Desk, phone_typed: &str, name: &str) -> Result<Lookup, Clie
         match desk.lookup_phone(&p)? {
             PhoneLookup::Here(rows) => found.by_phone = rows,
             PhoneLookup::AtServer(id) => found.at_server = Some(id),
+            PhoneLookup::TransferredTo { id, office } => {
+                found.transferred = Some((id, crate::desk::office_label(&office)))
+            }
             PhoneLookup::Nowhere => {}
         }
         found.normalised = Some(p);

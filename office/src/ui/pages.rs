@@ -667,6 +667,14 @@ pub fn lookup(found: &Lookup) -> Markup {
                         " (" (id) ")"
                     }
                 }
+                (0, None) if found.transferred.is_some() => {
+                    @if let Some((id, office)) = &found.transferred {
+                        p.lookup-transferred role="alert" {
+                            "号码 " (p) " 的患者已转档到 " (office) "，档案由该咨询处保管，不必新建档案。"
+                            " (" (id) ")"
+                        }
+                    }
+                }
                 (0, None) => { p.lookup-new { "号码 " (p) " 尚无档案：登记后新建档案。" } }
                 (1, _) => {
                     div.lookup-found {

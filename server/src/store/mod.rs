@@ -283,6 +283,93 @@ impl Budget {
     }
 }
 
+/// What headquarters did to a dossier: a transfer between offices or an
+/// erasure, as the store keeps it (table `fates`). Devices learn of it as
+/// notices; an erasure's record is its tombstone: the dossier's id, its
+/// office, when and why, and nothing of its content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Fate {
+    pub seq: u64,
+    pub doc_id: String,
+    /// `transfer` or `erase`.
+    pub kind: &'static str,
+    /// The office it left (a transfer) or was erased at.
+    pub from_office: String,
+    /// A transfer's new office (empty for an erasure).
+    pub to_office: String,
+    pub at: String,
+    pub reason: String,
+    pub by: String,
+}
+
+impl Fate {
+    /// The notice a device receives of it.
+    pub fn notice(&self) -> keqing_shared::lifecycle::Notice {
+        use keqing_shared::lifecycle::{Notice, NoticeKind};
+        Notice {
+            seq: self.seq,
+            doc_id: self.doc_id.clone(),
+            kind: match self.kind {
+                FATE_TRANSFER => NoticeKind::Transferred {
+                    from: self.from_office.clone(),
+                    to: self.to_office.clone(),
+                },
+                _ => NoticeKind::Erased,
+            },
+            at: self.at.clone(),
+        }
+    }
+
+    pub fn is_erasure(&self) -> bool {
+        self.kind == FATE_ERASE
+    }
+}
+
+pub const FATE_TRANSFER: &str = "transfer";
+pub const FATE_ERASE: &str = "erase";
+
+/// The kind of a stored fate row as this build names it.
+pub(crate) fn fate_kind(stored: &str) -> &'static str {
+    if stored == FATE_TRANSFER {
+        FATE_TRANSFER
+    } else {
+        FATE_ERASE
+    }
+}
+
+/// A fate to record, for the devices of each of `offices` (the offices
+/// that hold or held the dossier) and headquarters'.
+#[derive(Debug, Clone)]
+pub struct NewFate<'a> {
+    pub doc_id: &'a str,
+    pub kind: &'static str,
+    pub from_office: &'a str,
+    pub to_office: &'a str,
+    pub at: &'a str,
+    pub reason: &'a str,
+    pub by: &'a str,
+    pub offices: Vec<String>,
+}
+
+/// An erasure asked for and not yet confirmed (`keqing-server erase`,
+/// then `erase --confirm`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ErasureRequest {
+    pub doc_id: String,
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+}
+
+/// How much an erasure took out of the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Erased {
+    /// Logged changes removed.
+    pub changes: u64,
+    /// Whether the store held the document's snapshot.
+    pub document: bool,
+}
+
 /// How much a store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StoreCounts {
@@ -358,6 +445,9 @@ pub trait LogReader {
         after_id: &str,
         limit: u32,
     ) -> Result<Vec<(Snapshot, bool)>>;
+    /// The transfers and erasures of the documents among `ids` (one look
+    /// for a whole push), oldest first.
+    fn fates_among(&self, ids: &[&str]) -> Result<std::collections::HashMap<String, Vec<Fate>>>;
 }
 
 /// An exclusive turn at appending to the log (see the single-appender
@@ -376,6 +466,26 @@ pub trait LogWriter: LogReader {
     /// Binds a device's automerge actor (once: a bound one stays).
     fn bind_actor(&mut self, device_id: &str, actor: &[u8]) -> Result<()>;
     fn audit(&mut self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()>;
+    /// Records a transfer or an erasure for the devices to learn of.
+    fn record_fate(&mut self, fate: &NewFate<'_>) -> Result<()>;
+    /// Sets the server's record of a document's office (a transfer): what
+    /// scopes its pulls, repairs and pushes from now on.
+    fn move_document(&mut self, doc_id: &str, office: &str) -> Result<()>;
+    /// Takes a dossier out of the store: every logged change, its
+    /// snapshot, its projection rows and any pending erasure request; with
+    /// `stand_in` (the dossier without its identity, see
+    /// `keqing_shared::lifecycle::without_identity`), projects that in its
+    /// place so reports keep their figures. Deleted content is overwritten
+    /// where the backend can (SQLite's secure_delete); [`Store::scrub`]
+    /// does the rest after the commit.
+    fn erase_document(
+        &mut self,
+        doc_id: &str,
+        stand_in: Option<(
+            &keqing_shared::dossier::DossierView,
+            &[keqing_shared::followup::Slot],
+        )>,
+    ) -> Result<Erased>;
     /// Makes it durable: an acknowledged push survives a crash.
     fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -501,6 +611,27 @@ pub trait Store: Send + Sync {
     fn office_reads(&self, office: Option<&str>, after: u64, limit: u32)
     -> Result<Vec<StoredRead>>;
     fn counts(&self) -> Result<StoreCounts>;
+    /// The notices for the devices of `office` (`None`: headquarters',
+    /// every one) after `after`, at most `limit`, and the latest fate of
+    /// each dossier in `ask` within that scope, whatever the cursor.
+    fn notices(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        ask: &[String],
+        limit: u32,
+    ) -> Result<keqing_shared::lifecycle::NoticeAnswer>;
+    /// Every erasure's tombstone, oldest first (one per dossier).
+    fn tombstones(&self) -> Result<Vec<Fate>>;
+    /// Keeps an erasure request (replacing an earlier one of the dossier).
+    fn request_erasure(&self, request: &ErasureRequest) -> Result<()>;
+    fn erasure_request(&self, doc_id: &str) -> Result<Option<ErasureRequest>>;
+    fn erasure_requests(&self) -> Result<Vec<ErasureRequest>>;
+    /// Makes content deleted by erasures unrecoverable from the store's
+    /// files: SQLite rebuilds its file (VACUUM: no free page, no stale
+    /// cell is left) and empties its WAL; PostgreSQL rewrites the tables
+    /// that held it (VACUUM FULL). Blocks writers while it runs.
+    fn scrub(&self) -> Result<()>;
     /// A check of the store's own consistency: "ok", or what is damaged.
     fn integrity_check(&self) -> Result<String>;
     /// Background upkeep a running server does every half second (SQLite:

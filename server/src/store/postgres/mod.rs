@@ -15,6 +15,7 @@
 //! transaction. The lock is released only after the commit is visible, so
 //! a reader that sees number N sees every number below it.
 
+mod fates;
 mod log;
 mod people;
 mod projections;
@@ -23,9 +24,9 @@ mod schema;
 pub use schema::PROJECTION_VERSION;
 
 use crate::store::{
-    AuditEntry, Budget, Device, DocumentState, HqUser, LogReader, LogWriter, NewLogEntry,
-    OfficeRead, Projected, Projections, Result, SettledSnapshot, Store, StoreCounts, StoreError,
-    StoredDocument, StoredRead, UnreadableDocument, UserChange,
+    AuditEntry, Budget, Device, DocumentState, Erased, ErasureRequest, Fate, HqUser, LogReader,
+    LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result, SettledSnapshot,
+    Store, StoreCounts, StoreError, StoredDocument, StoredRead, UnreadableDocument, UserChange,
 };
 use deadpool_postgres::Object;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -357,6 +358,12 @@ macro_rules! forward_log_reader {
                 self.held
                     .block(log::snapshots_after(self.held.c(), office, after_id, limit))
             }
+            fn fates_among(
+                &self,
+                ids: &[&str],
+            ) -> Result<std::collections::HashMap<String, Vec<Fate>>> {
+                self.held.block(fates::fates_among(self.held.c(), ids))
+            }
         }
     };
 }
@@ -396,6 +403,27 @@ impl LogWriter for PgWriter<'_> {
             subject,
             detail,
         ))
+    }
+
+    fn record_fate(&mut self, fate: &NewFate<'_>) -> Result<()> {
+        self.held.block(fates::record_fate(self.held.c(), fate))
+    }
+
+    fn move_document(&mut self, doc_id: &str, office: &str) -> Result<()> {
+        self.held
+            .block(fates::move_document(self.held.c(), doc_id, office))
+    }
+
+    fn erase_document(
+        &mut self,
+        doc_id: &str,
+        stand_in: Option<(
+            &keqing_shared::dossier::DossierView,
+            &[keqing_shared::followup::Slot],
+        )>,
+    ) -> Result<Erased> {
+        self.held
+            .block(fates::erase_document(self.held.c(), doc_id, stand_in))
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
@@ -688,6 +716,44 @@ impl Store for PgStore {
     fn integrity_check(&self) -> Result<String> {
         let client = self.client()?;
         self.block(log::integrity_check(&client))
+    }
+
+    fn notices(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        ask: &[String],
+        limit: u32,
+    ) -> Result<keqing_shared::lifecycle::NoticeAnswer> {
+        let client = self.client()?;
+        self.block(fates::notices(&client, office, after, ask, limit))
+    }
+
+    fn tombstones(&self) -> Result<Vec<Fate>> {
+        let client = self.client()?;
+        self.block(fates::tombstones(&client))
+    }
+
+    fn request_erasure(&self, request: &ErasureRequest) -> Result<()> {
+        let client = self.client()?;
+        self.block(fates::request_erasure(&client, request))
+    }
+
+    fn erasure_request(&self, doc_id: &str) -> Result<Option<ErasureRequest>> {
+        let client = self.client()?;
+        Ok(self
+            .block(fates::erasure_requests(&client, Some(doc_id)))?
+            .pop())
+    }
+
+    fn erasure_requests(&self) -> Result<Vec<ErasureRequest>> {
+        let client = self.client()?;
+        self.block(fates::erasure_requests(&client, None))
+    }
+
+    fn scrub(&self) -> Result<()> {
+        let client = self.client()?;
+        self.block(fates::scrub(&client))
     }
 
     fn epoch(&self) -> Result<String> {

@@ -135,7 +135,7 @@ fn row_changes<'r>(
 /// be most of the projector's time), sent in the order the dossiers come,
 /// so a record a later dossier takes over is written after it left the
 /// earlier one, as one statement after another would.
-async fn project_dossiers(
+pub(super) async fn project_dossiers(
     c: &impl GenericClient,
     dossiers: &[(&DossierView, &[Slot])],
 ) -> Result<()> {
@@ -409,10 +409,24 @@ pub(super) async fn save(
         tx.rollback().await?;
         return Ok(false);
     }
+    // A dossier erased after this batch was read is not written back
+    // (the erasure locked the projector's row, so this sees its tombstone).
+    let ids: Vec<String> = docs.iter().map(Projected::doc_id).collect();
+    let erased: HashSet<String> = tx
+        .query(
+            "SELECT DISTINCT doc_id FROM fates WHERE kind = 'erase' AND doc_id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<std::result::Result<_, _>>()?;
     let dossiers: Vec<(&DossierView, &[Slot])> = docs
         .iter()
         .filter_map(|d| match d {
-            Projected::Dossier { view, slots } => Some((&**view, slots.as_slice())),
+            Projected::Dossier { view, slots } if !erased.contains(&view.id) => {
+                Some((&**view, slots.as_slice()))
+            }
             _ => None,
         })
         .collect();

@@ -487,6 +487,30 @@ CREATE INDEX activities_office ON activities (office);
 UPDATE projector SET cursor = 0 WHERE id = 1;
 DELETE FROM unreadable_documents;
 "#,
+    // 9: headquarters' transfers and erasures (one row per office whose
+    // devices must learn of it; an erasure's rows are its tombstone, no
+    // content), and erasures asked for and not yet confirmed.
+    r#"
+CREATE TABLE fates (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('transfer', 'erase')),
+    from_office TEXT NOT NULL,
+    to_office TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL
+);
+CREATE INDEX fates_doc ON fates (doc_id, seq);
+CREATE INDEX fates_office ON fates (office, seq);
+CREATE TABLE erasure_requests (
+    doc_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new

@@ -22,6 +22,7 @@
 
 mod backup;
 mod conn;
+mod fates;
 mod log;
 mod people;
 mod projections;
@@ -30,9 +31,9 @@ mod schema;
 pub use schema::DB_FILE;
 
 use crate::store::{
-    AuditEntry, Budget, Device, DocumentState, HqUser, LogReader, LogWriter, NewLogEntry,
-    OfficeRead, Projected, Projections, Result, SettledSnapshot, Store, StoreCounts, StoreError,
-    StoredDocument, StoredRead, UnreadableDocument, UserChange,
+    AuditEntry, Budget, Device, DocumentState, Erased, ErasureRequest, Fate, HqUser, LogReader,
+    LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result, SettledSnapshot,
+    Store, StoreCounts, StoreError, StoredDocument, StoredRead, UnreadableDocument, UserChange,
 };
 use conn::Conn;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -277,6 +278,12 @@ macro_rules! forward_log_reader {
             ) -> Result<Vec<(Snapshot, bool)>> {
                 self.conn.snapshots_after(office, after_id, limit)
             }
+            fn fates_among(
+                &self,
+                ids: &[&str],
+            ) -> Result<std::collections::HashMap<String, Vec<Fate>>> {
+                self.conn.fates_among(ids)
+            }
         }
     };
 }
@@ -300,6 +307,25 @@ impl LogWriter for SqliteWriter<'_> {
 
     fn audit(&mut self, actor: &str, action: &str, subject: &str, detail: &str) -> Result<()> {
         self.conn.audit(actor, action, subject, detail)
+    }
+
+    fn record_fate(&mut self, fate: &NewFate<'_>) -> Result<()> {
+        self.conn.record_fate(fate)
+    }
+
+    fn move_document(&mut self, doc_id: &str, office: &str) -> Result<()> {
+        self.conn.move_document(doc_id, office)
+    }
+
+    fn erase_document(
+        &mut self,
+        doc_id: &str,
+        stand_in: Option<(
+            &keqing_shared::dossier::DossierView,
+            &[keqing_shared::followup::Slot],
+        )>,
+    ) -> Result<Erased> {
+        self.conn.erase_document(doc_id, stand_in)
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
@@ -484,6 +510,42 @@ impl Store for SqliteStore {
 
     fn integrity_check(&self) -> Result<String> {
         schema::integrity_of(&self.admin()?.conn)
+    }
+
+    fn notices(
+        &self,
+        office: Option<&str>,
+        after: u64,
+        ask: &[String],
+        limit: u32,
+    ) -> Result<keqing_shared::lifecycle::NoticeAnswer> {
+        let conn = self.admin()?;
+        conn.conn.execute_batch("BEGIN")?;
+        let answer = conn.notices(office, after, ask, limit);
+        conn.conn.execute_batch("COMMIT")?;
+        answer
+    }
+
+    fn tombstones(&self) -> Result<Vec<Fate>> {
+        self.admin()?.tombstones()
+    }
+
+    fn request_erasure(&self, request: &ErasureRequest) -> Result<()> {
+        self.admin()?.request_erasure(request)
+    }
+
+    fn erasure_request(&self, doc_id: &str) -> Result<Option<ErasureRequest>> {
+        self.admin()?.erasure_request(doc_id)
+    }
+
+    fn erasure_requests(&self) -> Result<Vec<ErasureRequest>> {
+        self.admin()?.erasure_requests()
+    }
+
+    /// On the writer's connection: no push appends while the file is
+    /// rebuilt.
+    fn scrub(&self) -> Result<()> {
+        keqing_host::lock(&self.writer).scrub()
     }
 
     /// Copies what it can of the WAL back into the database file, without

@@ -71,8 +71,28 @@ impl Conn {
         if moved == 0 {
             return Ok(false);
         }
+        // A dossier erased after this batch was read is not written back
+        // (the erasure and this save both take the write lock).
+        let any_erased: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM fates WHERE kind = 'erase')",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut erased = std::collections::HashSet::new();
+        if any_erased {
+            let mut stmt = tx.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM fates WHERE kind = 'erase' AND doc_id = ?1)",
+            )?;
+            for d in docs {
+                let id = d.doc_id();
+                if stmt.query_row([&id], |r| r.get::<_, bool>(0))? {
+                    erased.insert(id);
+                }
+            }
+        }
         for d in docs {
             match d {
+                Projected::Dossier { view, .. } if erased.contains(&view.id) => {}
                 Projected::Dossier { view, slots } => {
                     keqing_projection::project_dossier(&tx, view, slots)?
                 }

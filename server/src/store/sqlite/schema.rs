@@ -178,6 +178,35 @@ CREATE TABLE spend (
     // stored digests spare the older tables' rows).
     M::up(keqing_projection::V7_ADDITIONS),
     M::up(PROJECT_AGAIN),
+    M::up(
+        r#"
+-- Headquarters' transfers and erasures of dossiers (their fates): one row
+-- per office whose devices must learn of it (a device fetches its
+-- office's rows after a cursor; headquarters' devices every row). An
+-- erasure's rows are its tombstone: the dossier's id and offices, when,
+-- why and by whom; nothing of its content.
+CREATE TABLE fates (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('transfer', 'erase')),
+    from_office TEXT NOT NULL,
+    to_office TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL
+);
+CREATE INDEX fates_doc ON fates(doc_id, seq);
+CREATE INDEX fates_office ON fates(office, seq);
+-- Erasures asked for and not yet confirmed (`erase`, then `erase --confirm`).
+CREATE TABLE erasure_requests (
+    doc_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL,
+    at TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
 /// After the projection tables were replaced: the projector starts over
