@@ -639,12 +639,27 @@ pub fn last_call_day(conn: &Connection, office: Option<&str>) -> Result<Option<N
     Ok(at.and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok()))
 }
 
-/// Deletes every projection row (before a rebuild).
+/// Deletes every projection row derived from a document (before a
+/// rebuild). The stand-ins of erased dossiers (`erased-…`, see
+/// `keqing_shared::lifecycle`) stay: no document can derive them again,
+/// and they keep the figures of days reported before the erasure. (The
+/// tallies follow by their triggers.)
 pub fn clear(conn: &Connection) -> Result<()> {
+    let stand_in = format!("'{}%'", keqing_shared::lifecycle::ERASED_PREFIX);
     for table in TABLES {
-        conn.execute(&format!("DELETE FROM {table}"), [])?;
+        if rows::DOSSIER_TABLES.iter().any(|t| t.name == table) {
+            conn.execute(
+                &format!("DELETE FROM {table} WHERE dossier_id NOT LIKE {stand_in}"),
+                [],
+            )?;
+        } else {
+            conn.execute(&format!("DELETE FROM {table}"), [])?;
+        }
     }
-    conn.execute("DELETE FROM projection_digests", [])?;
+    conn.execute(
+        &format!("DELETE FROM projection_digests WHERE dossier_id NOT LIKE {stand_in}"),
+        [],
+    )?;
     Ok(())
 }
 

@@ -308,7 +308,14 @@ pub fn dossier_rows(v: &DossierView, slots: &[Slot]) -> Vec<(&'static Table, Vec
             text(&p.diseases.join(",")),
             at(v.created_at),
             int(i64::from(v.typical.as_ref().is_some_and(|t| t.flagged))),
-            opt_text(v.merged_into.as_deref()),
+            // An erased dossier's stand-in counts in the figures of the
+            // days it had records and on no list of patients: lists,
+            // searches and category counts skip rows with this set.
+            opt_text(if keqing_shared::lifecycle::is_erased_stand_in(&v.id) {
+                Some(keqing_shared::lifecycle::ERASED_PREFIX)
+            } else {
+                v.merged_into.as_deref()
+            }),
             int(v.conflicts.len() as i64),
             // Automerge map keys come sorted: the first is the smallest.
             opt_text(p.phones.first().map(String::as_str)),

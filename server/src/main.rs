@@ -587,6 +587,9 @@ fn run(cli: Cli) -> Result<()> {
                                 access,
                                 tls,
                                 idle: Some(idle_minutes),
+                                erasure_ledger: Some(
+                                    cli.data.join(keqing_server::lifecycle::LEDGER_FILE),
+                                ),
                             },
                             until(stopped.clone()),
                         )))
@@ -616,6 +619,7 @@ fn run(cli: Cli) -> Result<()> {
                     listener,
                     keqing_server::dashboard::DashboardOptions {
                         idle: Some(idle_minutes),
+                        erasure_ledger: Some(cli.data.join(keqing_server::lifecycle::LEDGER_FILE)),
                         ..Default::default()
                     },
                     keqing_host::shutdown_signal(),

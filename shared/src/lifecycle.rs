@@ -3,7 +3,7 @@
 //! keeps for the reports (the records' counts, without the person).
 
 use crate::dossier::DossierView;
-use crate::records::{PlanAction, PlanChange, StopReason};
+use crate::records::{DeliveryStatus, PlanAction, PlanChange, StopReason};
 use chrono::NaiveDateTime;
 
 /// What happened to a dossier at headquarters.
@@ -57,8 +57,10 @@ pub fn is_erased_stand_in(dossier_id: &str) -> bool {
 /// the stand-in id `pseudonym` (`erased-…`, unrelated to the dossier's
 /// id), with nothing that says who the patient was: no name, phone,
 /// address, age, sex, notes or typical case, no caller's number, no
-/// delivery address. Its follow-ups stop at `erased_at`, so it is on no
-/// list of work to do. Only for projecting: it is never a document.
+/// delivery address. Its follow-ups stop at `erased_at` and its deliveries
+/// still to make go, so it is on no list of work to do (and the projection
+/// keeps its patient row off every list of patients). Only for projecting:
+/// it is never a document.
 pub fn without_identity(v: &DossierView, pseudonym: &str, erased_at: NaiveDateTime) -> DossierView {
     let mut out = v.clone();
     out.id = pseudonym.to_string();
@@ -73,6 +75,13 @@ pub fn without_identity(v: &DossierView, pseudonym: &str, erased_at: NaiveDateTi
         c.treatment = None;
         c.outcome = None;
     }
+    // Nothing is still to deliver to no one.
+    out.deliveries.retain(|d| {
+        matches!(
+            d.status,
+            Some(DeliveryStatus::Delivered) | Some(DeliveryStatus::Failed)
+        )
+    });
     for d in &mut out.deliveries {
         d.address = None;
         d.notes = None;

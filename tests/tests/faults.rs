@@ -7,6 +7,12 @@
 //! exactly once. The summary counts the acknowledgements lost (changes a
 //! retry found already stored) and the run must have lost some.
 //!
+//! Midway headquarters transfers one of Guangdong's patients to Beijing and
+//! erases another, while devices are offline or syncing through the faults:
+//! in the end no device and not headquarters holds the erased patient,
+//! only Beijing's devices (and headquarters) hold the transferred one, with
+//! every record made before and after the transfer, once.
+//!
 //! `KEQING_FAULT_SEEDS=N` runs N seeds (default 200; `scripts/faults.sh`
 //! runs 10 000), `KEQING_FAULT_FIRST_SEED=S` starts at seed S.
 
@@ -175,6 +181,9 @@ struct Outcome {
     syncs: u64,
     failed_syncs: u64,
     records: u64,
+    /// Seeds in which headquarters transferred a patient, and erased one.
+    transfers: u64,
+    erasures: u64,
     /// Changes the server had stored and acknowledged whose acknowledgement
     /// never reached the device: pushed again, answered as duplicates.
     lost_acks: u64,
@@ -238,6 +247,7 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
             "faults test",
         )
         .unwrap();
+    let hub_store = store.clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let relay = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,9 +294,59 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
     lap("enrolled");
     relay.set_faulty(true);
     let mut made: BTreeSet<String> = BTreeSet::new();
+    // Each record's dossier (the erased one's records go with it).
+    let mut dossier_of: BTreeMap<String, String> = BTreeMap::new();
     let mut outcome = Outcome::default();
+    let (mut moved, mut erased): (Option<String>, Option<String>) = (None, None);
     let day = NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
     for round in 0..6u32 {
+        if round == 3 {
+            // Headquarters acts on dossiers the server has by now (some
+            // devices have not synced since they made theirs).
+            let guangdong: Vec<String> = devices
+                .iter()
+                .filter(|d| d.office == "44")
+                .flat_map(|d| d.patients.clone())
+                .collect();
+            let start = rng.below(guangdong.len().max(1) as u64) as usize;
+            for k in 0..guangdong.len() {
+                let p = &guangdong[(start + k) % guangdong.len()];
+                if moved.is_none() {
+                    if keqing_server::lifecycle::transfer(
+                        &*hub_store,
+                        p,
+                        "11",
+                        "迁居",
+                        "faults test",
+                    )
+                    .is_ok()
+                    {
+                        moved = Some(p.clone());
+                        // Beijing's devices follow the patient up from now on.
+                        for d in devices.iter_mut().filter(|d| d.office == "11") {
+                            d.patients.push(p.clone());
+                        }
+                    }
+                } else if erased.is_none()
+                    && keqing_server::lifecycle::request_erasure(
+                        &*hub_store,
+                        p,
+                        "申请删除",
+                        "faults test",
+                    )
+                    .is_ok()
+                {
+                    keqing_server::lifecycle::confirm_erasure(
+                        &*hub_store,
+                        p,
+                        "faults test",
+                        &tmp.path().join("erasures.jsonl"),
+                    )
+                    .unwrap_or_else(|e| panic!("seed {seed}: erasure: {e}"));
+                    erased = Some(p.clone());
+                }
+            }
+        }
         for (i, d) in devices.iter_mut().enumerate() {
             for _ in 0..rng.below(3) {
                 let at = day
@@ -306,24 +366,35 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
                             ..Default::default()
                         })
                         .unwrap();
-                    made.insert(out.call_id);
+                    made.insert(out.call_id.clone());
+                    dossier_of.insert(out.call_id, out.dossier_id.clone());
                     d.patients.push(out.dossier_id);
                 } else {
                     let p = d.patients[rng.below(d.patients.len() as u64) as usize].clone();
-                    let (_, f) = d
-                        .desk
-                        .record_followup(
-                            &p,
-                            &FollowUpInput {
-                                staff: d.staff.clone(),
-                                at,
-                                kind: "电话回访".into(),
-                                outcome: "服药正常".into(),
-                                next_entry: None,
-                            },
-                        )
-                        .unwrap();
-                    made.insert(f.id);
+                    let followed = d.desk.record_followup(
+                        &p,
+                        &FollowUpInput {
+                            staff: d.staff.clone(),
+                            at,
+                            kind: "电话回访".into(),
+                            outcome: "服药正常".into(),
+                            next_entry: None,
+                        },
+                    );
+                    match followed {
+                        Ok((_, f)) => {
+                            made.insert(f.id.clone());
+                            dossier_of.insert(f.id, p);
+                        }
+                        // Moved away (this device learnt it), erased, or
+                        // not here yet (Beijing before the transfer
+                        // reaches it): the desk refuses, nothing is made.
+                        Err(
+                            keqing_office::ClientError::MovedAway { .. }
+                            | keqing_office::ClientError::UnknownPatient(_),
+                        ) if Some(&p) == moved.as_ref() || Some(&p) == erased.as_ref() => {}
+                        Err(e) => panic!("seed {seed}: follow-up: {e}"),
+                    }
                 }
             }
             if rng.chance(0.6) {
@@ -398,6 +469,35 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
             );
         }
     }
+    // The erased patient is nowhere; the transferred one only at Beijing's
+    // devices and headquarters.
+    let holders = |id: &str| -> Vec<String> {
+        devices
+            .iter()
+            .filter(|d| d.desk.replica().heads_of(id).is_ok_and(|h| !h.is_empty()))
+            .map(|d| d.office.clone())
+            .collect()
+    };
+    if let Some(e) = &erased {
+        assert!(
+            holders(e).is_empty(),
+            "seed {seed}: erased {e} is still held"
+        );
+        assert!(
+            !hq_heads.contains_key(e),
+            "seed {seed}: headquarters holds erased {e}"
+        );
+        made.retain(|r| dossier_of.get(r) != Some(e));
+        outcome.erasures += 1;
+    }
+    if let Some(m) = &moved {
+        assert_eq!(
+            holders(m),
+            vec!["11".to_string(), "11".to_string()],
+            "seed {seed}: transferred {m}"
+        );
+        outcome.transfers += 1;
+    }
     // Nothing lost, nothing doubled: every record made is at headquarters once.
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for id in hq_heads.keys().filter(|id| !id.starts_with("roster-")) {
@@ -452,6 +552,8 @@ fn every_seed_converges_and_loses_nothing_under_network_faults() {
                         total.syncs += o.syncs;
                         total.failed_syncs += o.failed_syncs;
                         total.records += o.records;
+                        total.transfers += o.transfers;
+                        total.erasures += o.erasures;
                         total.lost_acks += o.lost_acks;
                     }
                 })
@@ -466,10 +568,12 @@ fn every_seed_converges_and_loses_nothing_under_network_faults() {
     let failed: u64 = outcomes.iter().map(|o| o.failed_syncs).sum();
     let records: u64 = outcomes.iter().map(|o| o.records).sum();
     let lost_acks: u64 = outcomes.iter().map(|o| o.lost_acks).sum();
+    let transfers: u64 = outcomes.iter().map(|o| o.transfers).sum();
+    let erasures: u64 = outcomes.iter().map(|o| o.erasures).sum();
     println!(
         "faults: {seeds} seeds from {first}, {records} records, {syncs} syncs under faults \
-         ({failed} failed), lost acks {lost_acks}, connections refused {} cut {} answers cut {} \
-         delayed {}, {:.1} s",
+         ({failed} failed), lost acks {lost_acks}, {transfers} transfers and {erasures} erasures \
+         midway, connections refused {} cut {} answers cut {} delayed {}, {:.1} s",
         counts.refused.load(Ordering::Relaxed),
         counts.cut.load(Ordering::Relaxed),
         counts.answers_cut.load(Ordering::Relaxed),
@@ -480,6 +584,10 @@ fn every_seed_converges_and_loses_nothing_under_network_faults() {
     // and scripts/faults.sh must hit both, or they prove nothing.
     if seeds >= 20 {
         assert!(failed > 0, "the faults must actually break some syncs");
+        assert!(
+            transfers > seeds / 2 && erasures > seeds / 2,
+            "most seeds must transfer and erase a patient midway ({transfers}, {erasures})"
+        );
         assert!(
             lost_acks > 0,
             "the faults must cut some connections after the server stored a push and before \

@@ -360,6 +360,19 @@ fn a_transfer_moves_the_dossier_and_loses_nothing_typed_before_it() {
     );
 }
 
+/// Patients in the office's lists by category (客户分类), all categories.
+fn patients_listed(o: &Office) -> u64 {
+    let counts = o.ok(&["list", "--json"]).json();
+    ["未到堂", "到堂未购", "已购", "复购", "流失", "停访"]
+        .iter()
+        .map(|k| {
+            counts[*k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} in {counts}"))
+        })
+        .sum()
+}
+
 /// Whether any file in `dir` (recursively: main files, WAL, shared
 /// memory) holds `needle`'s bytes.
 fn any_file_holds(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
@@ -416,6 +429,7 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     }
     let calls_before = office_calls(&server.dir, "44", &first_day, &today);
     assert_eq!(calls_before, 2);
+    assert_eq!(patients_listed(&a), 2);
     let backup = tmp.path().join("before.sqlite");
     let r = Server::admin(&server.dir, &["backup", "--out", backup.to_str().unwrap()]);
     assert!(r.ok, "{}", r.stderr);
@@ -461,7 +475,14 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     let again = Server::admin(&server.dir, &["erase", "--dossier", &p, "--confirm"]);
     assert!(!again.ok, "once is all");
 
-    // Reports keep the figures of the days reported, without her.
+    // Reports keep the figures of the days reported, without her, even
+    // after the report tables are derived again from the log.
+    assert_eq!(
+        office_calls(&server.dir, "44", &first_day, &today),
+        calls_before
+    );
+    let r = Server::admin(&server.dir, &["project", "--rebuild"]);
+    assert!(r.ok, "{}", r.stderr);
     assert_eq!(
         office_calls(&server.dir, "44", &first_day, &today),
         calls_before
@@ -481,6 +502,10 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     let q_list = b.ok(&["quarantine", "list", "--json"]).json();
     assert!(!q_list.to_string().contains(&p), "{q_list}");
     assert_eq!(calls_in(&a, &q), 1, "the other patient stays");
+    // Her stand-in in the reports is on no list of patients.
+    assert_eq!(patients_listed(&a), 1);
+    let stopped = a.ok(&["list", "--category", "停访", "--json"]).stdout;
+    assert!(!stopped.contains("已删除"), "{stopped}");
     // The office's own report of those days keeps the count too.
     let local = a
         .ok(&[

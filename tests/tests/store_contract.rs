@@ -765,3 +765,194 @@ fn the_catalogue_and_spend_reach_reports_alike() {
         );
     }
 }
+
+/// Transfers and erasures, alike on every backend: the server's record of
+/// the office moves with a transfer and both offices' devices are told;
+/// the new office's device gets the whole dossier by repair, the old
+/// office's nothing (and no refusal); a former office's change with
+/// records before the transfer is taken, one after it refused as gone. An
+/// erasure leaves a tombstone and no change, snapshot or identifying row;
+/// pushes to it are refused as gone; the report's figures stay, even after
+/// a rebuild.
+#[test]
+fn transfers_and_erasures_behave_alike() {
+    use keqing_shared::lifecycle::{NoticeKind, NoticeRequest};
+    use keqing_shared::sync::{DocHeads, SyncErrorKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut noticed = Vec::new();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        add_office_device(&*store, "dev-bj", "11", "bj");
+        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+            .unwrap()
+            .with_rate_limit(u32::MAX, u32::MAX);
+        let rt = keqing_tests::runtime();
+        let gd = ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), gd.to_bytes().to_vec()))
+            .unwrap();
+        rt.block_on(hub.enroll("bj".into(), ActorId::random().to_bytes().to_vec()))
+            .unwrap();
+        let mut docs = Vec::new();
+        for n in 0..3 {
+            let id = dossier_id("44", n);
+            let changes = working_dossier(&id, "44", &gd, n);
+            rt.block_on(hub.push("gd".into(), changes.iter().map(|c| env(&id, c)).collect()))
+                .unwrap();
+            let mut doc = automerge::Automerge::new();
+            for c in &changes {
+                doc.apply_changes([automerge::Change::from_bytes(c.bytes.clone()).unwrap()])
+                    .unwrap();
+            }
+            docs.push((id, Dossier::from_document(doc, gd.clone()).unwrap()));
+        }
+        let calls = |store: &Arc<dyn Store>| {
+            let mut session = store.projections().unwrap();
+            keqing_server::projector::catch_up(&mut *session, |_, _| {}).unwrap();
+            keqing_server::reports::build_report(
+                &mut *session,
+                &keqing_shared::report::Scope::National,
+                keqing_shared::when::parse_date("2026-11-01").unwrap(),
+                keqing_shared::when::parse_date("2026-11-30").unwrap(),
+            )
+            .unwrap()
+            .total
+            .calls
+        };
+        assert_eq!(calls(&store), 3, "{backend}");
+
+        // Transfer the first to Beijing.
+        let moved = docs[0].0.clone();
+        keqing_server::lifecycle::transfer(&*store, &moved, "11", "迁居", "admin:test").unwrap();
+        assert_eq!(
+            store
+                .reader()
+                .unwrap()
+                .document(&moved)
+                .unwrap()
+                .unwrap()
+                .office,
+            "11",
+            "{backend}"
+        );
+        let notices = |token: &str| {
+            rt.block_on(hub.notices(token.into(), NoticeRequest::default()))
+                .unwrap()
+        };
+        for token in ["gd", "bj"] {
+            let n = notices(token);
+            assert_eq!(n.notices.len(), 1, "{backend} {token}");
+            assert_eq!(
+                n.notices[0].kind,
+                NoticeKind::Transferred {
+                    from: "44".into(),
+                    to: "11".into()
+                },
+                "{backend}"
+            );
+        }
+        let heads = |id: &str| {
+            vec![DocHeads {
+                doc_id: id.to_string(),
+                heads: Vec::new(),
+            }]
+        };
+        let got = rt.block_on(hub.repair("bj".into(), heads(&moved))).unwrap();
+        assert_eq!(
+            got.missing.len(),
+            3,
+            "{backend}: the whole dossier, transfer included"
+        );
+        let got = rt.block_on(hub.repair("gd".into(), heads(&moved))).unwrap();
+        assert!(got.missing.is_empty(), "{backend}");
+        // Guangdong's device, offline, typed a follow-up before the transfer
+        // (taken) and one after it (Beijing's to make: refused as gone).
+        let follow = |d: &mut Dossier, id: &str, at: &str| {
+            d.edit(3, |tx| {
+                tx.add(&keqing_shared::records::FollowUp {
+                    id: id.into(),
+                    at: t(at),
+                    staff: "回访1".into(),
+                    kind: "回访".into(),
+                    outcome: "服药正常".into(),
+                    next_entry: None,
+                })
+            })
+            .unwrap()
+            .unwrap()
+        };
+        let before = follow(&mut docs[0].1, "late-but-before", "2026-11-29T09:00");
+        let ack = rt
+            .block_on(hub.push("gd".into(), vec![env(&moved, &before)]))
+            .unwrap();
+        assert_eq!(ack.accepted, 1, "{backend}");
+        let after_at =
+            keqing_shared::when::fmt_datetime(keqing_host::now_cst() + chrono::Duration::hours(1));
+        let after = follow(&mut docs[0].1, "after", &after_at);
+        let refused = rt
+            .block_on(hub.push("gd".into(), vec![env(&moved, &after)]))
+            .unwrap_err();
+        assert_eq!(refused.kind, SyncErrorKind::Gone, "{backend}: {refused}");
+
+        // Erase the second.
+        let erased = docs[1].0.clone();
+        let ledger = tmp.path().join(format!("{backend}-erasures.jsonl"));
+        let no_request =
+            keqing_server::lifecycle::confirm_erasure(&*store, &erased, "admin:test", &ledger);
+        assert!(no_request.is_err(), "{backend}");
+        keqing_server::lifecycle::request_erasure(&*store, &erased, "申请删除", "admin:test")
+            .unwrap();
+        let done =
+            keqing_server::lifecycle::confirm_erasure(&*store, &erased, "admin:test", &ledger)
+                .unwrap();
+        assert_eq!(done.changes_removed, 2, "{backend}");
+        assert!(done.scrubbed, "{backend}: {:?}", done.scrub_error);
+        assert!(store.reader().unwrap().document(&erased).unwrap().is_none());
+        assert!(
+            store
+                .reader()
+                .unwrap()
+                .changes_of(&erased, u64::MAX)
+                .unwrap()
+                .is_empty(),
+            "{backend}"
+        );
+        assert_eq!(store.tombstones().unwrap()[0].doc_id, erased, "{backend}");
+        let again = follow(&mut docs[1].1, "to-erased", "2026-11-29T10:00");
+        let refused = rt
+            .block_on(hub.push("gd".into(), vec![env(&erased, &again)]))
+            .unwrap_err();
+        assert_eq!(refused.kind, SyncErrorKind::Gone, "{backend}: {refused}");
+        let told = rt
+            .block_on(hub.notices(
+                "gd".into(),
+                NoticeRequest {
+                    cursor: notices("gd").cursor,
+                    ask: vec![erased.clone()],
+                },
+            ))
+            .unwrap();
+        assert!(
+            told.notices
+                .iter()
+                .any(|n| n.doc_id == erased && n.kind == NoticeKind::Erased),
+            "{backend}: {told:?}"
+        );
+        assert_eq!(calls(&store), 3, "{backend}: figures stay");
+        {
+            let mut session = store.projections().unwrap();
+            let dump = session.projection_dump().unwrap();
+            assert!(
+                !dump.contains("13800130001"),
+                "{backend}: her phone in {dump}"
+            );
+            assert!(!dump.contains("患者1"), "{backend}: her name");
+            keqing_server::projector::rebuild(&mut *session, |_, _| {}).unwrap();
+            let rebuilt = session.projection_dump().unwrap();
+            assert_eq!(rebuilt, dump, "{backend}: a rebuild keeps the stand-in");
+        }
+        assert_eq!(calls(&store), 3, "{backend}: figures stay after a rebuild");
+        noticed.push(notices("gd").notices.len());
+    }
+    assert_eq!(noticed, vec![2, 2], "a transfer and an erasure, told alike");
+}

@@ -69,6 +69,7 @@ struct Inner {
     /// Sign-in form secrets issued and not used yet, with their expiry.
     login_forms: Mutex<HashMap<String, Instant>>,
     failed: SignInThrottle,
+    erasure_ledger: Option<std::path::PathBuf>,
 }
 
 /// The SHA-256 of the client certificate a TLS connection verified (the
@@ -86,6 +87,10 @@ pub struct DashboardOptions {
     pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     /// A session's idle end ([`DEFAULT_IDLE`] when not given).
     pub idle: Option<Duration>,
+    /// The erasure ledger confirmed erasures are appended to (`None`: the
+    /// dashboard takes erasure requests, and `keqing-server erase
+    /// --confirm` confirms them).
+    pub erasure_ledger: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone)]
@@ -150,6 +155,20 @@ impl From<crate::catalog::CatalogImportError> for DashError {
                 DashError::BadRequest(format!("{e}（未导入 nothing stored）"))
             }
             E::Store(_) | E::Damaged(_) => DashError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::lifecycle::LifecycleError> for DashError {
+    fn from(e: crate::lifecycle::LifecycleError) -> Self {
+        use crate::lifecycle::LifecycleError as E;
+        match e {
+            E::NoDossier(_)
+            | E::Erased(_)
+            | E::NotADossier(_)
+            | E::Invalid(_)
+            | E::NotRequested(_) => DashError::BadRequest(format!("{e}（未执行 nothing changed）")),
+            E::Store(_) | E::Damaged(..) | E::Ledger(..) => DashError::Internal(e.to_string()),
         }
     }
 }
@@ -318,6 +337,7 @@ pub async fn serve(
         access: options.access,
         login_forms: Mutex::new(HashMap::new()),
         failed: SignInThrottle::default(),
+        erasure_ledger: options.erasure_ledger,
     }));
     match options.tls {
         Some(tls) => serve_tls(router(app), listener, tls, shutdown).await,
@@ -398,6 +418,10 @@ fn router(app: Dashboard) -> Router {
         .route("/reads", get(reads))
         .route("/catalog", get(catalog))
         .route("/spend", post(spend))
+        .route("/lifecycle", get(lifecycle))
+        .route("/transfer", post(transfer))
+        .route("/erase", post(erase_request))
+        .route("/erase/confirm", post(erase_confirm))
         .route("/unreadable", get(unreadable))
         .route("/export", get(export))
         .route("/logout", post(logout))
@@ -771,4 +795,136 @@ async fn spend(
         .with_store(move |s| Ok(crate::catalog::import_spend(s, &text, &actor)?.rows))
         .await?;
     Ok(Redirect::to(&format!("/catalog?imported={imported}")).into_response())
+}
+
+/// 转档与删除: transfers between offices and erasures on request, and the
+/// erasures made and asked for. Administrators only.
+async fn lifecycle(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Markup, DashError> {
+    if !viewer.role.sees_personal_details() {
+        return Err(DashError::Forbidden);
+    }
+    let (erased, asked) = app
+        .with_store(|s| Ok((s.tombstones()?, s.erasure_requests()?)))
+        .await?;
+    Ok(pages::lifecycle(
+        &viewer,
+        &erased,
+        &asked,
+        app.0.erasure_ledger.is_some(),
+        q.get("done").map(String::as_str),
+    ))
+}
+
+/// The checks every lifecycle form passes: its security token, an
+/// administrator.
+fn admin_form(viewer: &Viewer, fields: &HashMap<String, String>) -> Result<(), DashError> {
+    if fields.get("csrf") != Some(&viewer.csrf) {
+        return Err(DashError::Csrf);
+    }
+    if !viewer.role.sees_personal_details() {
+        return Err(DashError::Forbidden);
+    }
+    Ok(())
+}
+
+fn field(fields: &HashMap<String, String>, name: &str) -> String {
+    fields
+        .get(name)
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The same transfer as `keqing-server transfer`, audited as the person's.
+async fn transfer(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    axum::Form(fields): axum::Form<HashMap<String, String>>,
+) -> Result<Response, DashError> {
+    admin_form(&viewer, &fields)?;
+    let (dossier, to, reason) = (
+        field(&fields, "dossier"),
+        field(&fields, "to"),
+        field(&fields, "reason"),
+    );
+    let actor = viewer.actor();
+    let t = app
+        .with_store(move |s| {
+            Ok(crate::lifecycle::transfer(
+                s, &dossier, &to, &reason, &actor,
+            )?)
+        })
+        .await?;
+    Ok(Redirect::to(&format!(
+        "/lifecycle?done={}",
+        urlencoding_lite(&format!("已转档 {} → {}", t.dossier, t.to))
+    ))
+    .into_response())
+}
+
+/// Step one of an erasure: keeps the request and shows what step two
+/// will erase (masked).
+async fn erase_request(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    axum::Form(fields): axum::Form<HashMap<String, String>>,
+) -> Result<Markup, DashError> {
+    admin_form(&viewer, &fields)?;
+    let (dossier, reason) = (field(&fields, "dossier"), field(&fields, "reason"));
+    let actor = viewer.actor();
+    let preview = app
+        .with_store(move |s| {
+            Ok(crate::lifecycle::request_erasure(
+                s, &dossier, &reason, &actor,
+            )?)
+        })
+        .await?;
+    Ok(pages::erase_preview(
+        &viewer,
+        &preview,
+        app.0.erasure_ledger.is_some(),
+    ))
+}
+
+/// Step two: erases a dossier whose erasure was asked for.
+async fn erase_confirm(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+    axum::Form(fields): axum::Form<HashMap<String, String>>,
+) -> Result<Response, DashError> {
+    admin_form(&viewer, &fields)?;
+    let Some(ledger) = app.0.erasure_ledger.clone() else {
+        return Err(DashError::BadRequest(
+            "此看板不能确认删除 confirm with `keqing-server erase --dossier ID --confirm`".into(),
+        ));
+    };
+    let dossier = field(&fields, "dossier");
+    let actor = viewer.actor();
+    let done = app
+        .with_store(move |s| {
+            Ok(crate::lifecycle::confirm_erasure(
+                s, &dossier, &actor, &ledger,
+            )?)
+        })
+        .await?;
+    let mut message = format!("已删除 {}", done.dossier);
+    if let Some(e) = &done.scrub_error {
+        message.push_str(&format!("（存储清理未完成 scrub failed: {e}）"));
+    }
+    Ok(Redirect::to(&format!("/lifecycle?done={}", urlencoding_lite(&message))).into_response())
+}
+
+/// Percent-encodes a query value (UTF-8 bytes outside the unreserved set).
+fn urlencoding_lite(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

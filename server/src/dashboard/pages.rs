@@ -36,6 +36,7 @@ fn layout(viewer: Option<&Viewer>, title: &str, body: Markup) -> Markup {
                             @if v.role.sees_personal_details() {
                                 a href="/duplicates" { "重复患者" }
                                 a href="/reads" { "读取审计" }
+                                a href="/lifecycle" { "转档与删除" }
                             }
                         }
                         span.who { (v.name) " · " (v.role.chinese()) }
@@ -454,4 +455,100 @@ pub fn catalog(
         }
     };
     layout(Some(viewer), "目录与投放", body)
+}
+
+/// 转档与删除: the transfer form, the erasure request form, the erasures
+/// asked for (with their confirm buttons) and those made.
+pub fn lifecycle(
+    viewer: &Viewer,
+    erased: &[crate::store::Fate],
+    asked: &[crate::store::ErasureRequest],
+    can_confirm: bool,
+    done: Option<&str>,
+) -> Markup {
+    let body = html! {
+        h1 { "转档与删除" }
+        @if let Some(d) = done { p.done role="status" id="lifecycle-done" { (d) } }
+        h2 { "转档（患者迁居其他省份）" }
+        p { "档案转到新的咨询处：新咨询处的设备下次同步时收到全部档案；原咨询处的设备把已录入的内容送达后移除档案。以往记录仍计入原咨询处的报表。" }
+        form method="post" action="/transfer" id="transfer-form" {
+            input type="hidden" name="csrf" value=(viewer.csrf);
+            label { "档案编号 " input type="text" name="dossier" required; }
+            label { "转到 " select name="to" required {
+                @for o in keqing_shared::office::OFFICES.iter() { option value=(o.code) { (o.name) " (" (o.code) ")" } }
+            } }
+            label { "原因 " input type="text" name="reason" required maxlength="200"; }
+            button type="submit" id="transfer-submit" { "转档" }
+        }
+        h2 { "删除档案（患者申请删除个人信息）" }
+        p { "两步：先提交删除申请（显示将删除的档案，姓名与电话已遮盖），再确认删除。删除后服务器与各设备都不再保存该患者的任何内容；已出报表的数字保留（不含身份）。删除前的备份仍含该档案：恢复备份时须用删除记录（erasures.jsonl）重新删除。" }
+        form method="post" action="/erase" id="erase-form" {
+            input type="hidden" name="csrf" value=(viewer.csrf);
+            label { "档案编号 " input type="text" name="dossier" required; }
+            label { "原因 " input type="text" name="reason" required maxlength="200"; }
+            button type="submit" id="erase-request" { "提交删除申请" }
+        }
+        h2 { "待确认的删除申请" }
+        @if asked.is_empty() { p.empty { "无" } }
+        @else {
+            table id="erase-requests" {
+                thead { tr { th { "档案" } th { "原因" } th { "申请人" } th { "时间" } th {} } }
+                tbody { @for r in asked { tr {
+                    td.t { (r.doc_id) } td.t { (r.reason) } td.t { (r.by) } td.t { (r.at) }
+                    td { @if can_confirm { (confirm_button(viewer, &r.doc_id)) } }
+                } } }
+            }
+        }
+        h2 { "已删除" }
+        @if erased.is_empty() { p.empty { "无" } }
+        @else {
+            table id="erased" {
+                thead { tr { th { "档案" } th { "办事处" } th { "删除时间" } th { "原因" } th { "操作人" } } }
+                tbody { @for t in erased { tr {
+                    td.t { (t.doc_id) } td.t { (t.from_office) } td.t { (t.at) } td.t { (t.reason) } td.t { (t.by) }
+                } } }
+            }
+        }
+    };
+    layout(Some(viewer), "转档与删除", body)
+}
+
+fn confirm_button(viewer: &Viewer, dossier: &str) -> Markup {
+    html! {
+        form method="post" action="/erase/confirm" {
+            input type="hidden" name="csrf" value=(viewer.csrf);
+            input type="hidden" name="dossier" value=(dossier);
+            button type="submit" class="danger" { "确认删除" }
+        }
+    }
+}
+
+/// What step two of an erasure will erase, masked, with its confirm button.
+pub fn erase_preview(
+    viewer: &Viewer,
+    p: &crate::lifecycle::ErasurePreview,
+    can_confirm: bool,
+) -> Markup {
+    let body = html! {
+        h1 { "删除申请已记录" }
+        table id="erase-preview" {
+            tbody {
+                tr { th { "档案" } td.t { (p.dossier) } }
+                tr { th { "办事处" } td.t { (p.office) } }
+                tr { th { "建档时间" } td.t { (p.created_at) } }
+                tr { th { "姓名" } td.t { (p.name) } }
+                tr { th { "电话" } td.t { (p.phones.join(" ")) } }
+                tr { th { "记录数" } td { (p.records) } }
+                tr { th { "原因" } td.t { (p.reason) } }
+            }
+        }
+        @if can_confirm {
+            p { "确认后不可恢复。" }
+            (confirm_button(viewer, &p.dossier))
+        } @else {
+            p { "请在服务器上确认：keqing-server erase --dossier " (p.dossier) " --confirm" }
+        }
+        p { a href="/lifecycle" { "返回" } }
+    };
+    layout(Some(viewer), "删除申请", body)
 }

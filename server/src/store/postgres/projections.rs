@@ -507,15 +507,37 @@ pub(super) async fn save(
 
 pub(super) async fn reset(client: &mut Object) -> Result<()> {
     let tx = client.transaction().await?;
+    // The stand-ins of erased dossiers stay (no document derives them
+    // again; see `keqing_projection::clear`): set aside, then put back,
+    // which counts them in the tallies again by the insert triggers.
+    let stand_in = format!("'{}%'", keqing_shared::lifecycle::ERASED_PREFIX);
+    let mut keep = rows::DOSSIER_TABLES
+        .iter()
+        .map(|t| t.name)
+        .chain(["projection_digests"])
+        .map(|t| {
+            format!(
+                "CREATE TEMP TABLE keep_{t} ON COMMIT DROP AS
+                 SELECT * FROM {t} WHERE dossier_id LIKE {stand_in};"
+            )
+        })
+        .collect::<String>();
+    let put_back = rows::DOSSIER_TABLES
+        .iter()
+        .map(|t| t.name)
+        .chain(["projection_digests"])
+        .map(|t| format!("INSERT INTO {t} SELECT * FROM keep_{t};"))
+        .collect::<String>();
     // TRUNCATE fires no row triggers: the derived tables go with the rest.
     let tables: Vec<&str> = rows::dumped_tables().map(|t| t.name).collect();
-    tx.batch_execute(&format!(
+    keep.push_str(&format!(
         "TRUNCATE {}, projection_digests;
          DELETE FROM unreadable_documents;
          UPDATE projector SET cursor = 0 WHERE id = 1;",
         tables.join(", ")
-    ))
-    .await?;
+    ));
+    keep.push_str(&put_back);
+    tx.batch_execute(&keep).await?;
     tx.commit().await?;
     Ok(())
 }
