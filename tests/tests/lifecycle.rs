@@ -557,3 +557,95 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
         calls_before
     );
 }
+
+#[test]
+fn the_dashboard_transfers_and_erases_for_administrators_only() {
+    use keqing_tests::http::{FORM, csrf_of, form, http};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let gd = Office::new(tmp.path().join("gd"));
+    gd.enroll_on(&server, Some("44"), "广东前台1");
+    gd.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    let day = cst_day(2);
+    let moving = call(&gd, "13900000011", "张桂兰", &format!("{day}T10:00"));
+    let leaving = call(&gd, "13900000012", "刘淑珍", &format!("{day}T11:00"));
+    gd.ok(&["sync"]);
+    let dash = server.dashboard();
+    Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");
+    let (status, _) =
+        crate::web_guards::dashboard_get(&dash.addr, "钱分析", "总部-2026-看板", "/lifecycle");
+    assert_eq!(status, 403, "an analyst does not transfer or erase");
+    Server::add_user_in(&server.dir, "周主任", "admin", "总部-2026-看板");
+    let session = crate::web_guards::dashboard_sign_in(&dash.addr, "周主任", "总部-2026-看板");
+    let cookie = session.split(';').next().unwrap().to_string();
+    let page = http(&dash.addr, "GET", "/lifecycle", &[("Cookie", &cookie)], b"").text();
+    assert!(
+        page.contains("transfer-form") && page.contains("erase-form"),
+        "{page}"
+    );
+    let csrf = csrf_of(&page);
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        http(
+            &dash.addr,
+            "POST",
+            path,
+            &[FORM, ("Cookie", &cookie)],
+            &form(fields),
+        )
+    };
+    let stale = post(
+        "/transfer",
+        &[("dossier", &moving), ("to", "11"), ("reason", "迁居")],
+    );
+    assert_eq!(stale.status, 403, "no form token, nothing done");
+    let bad = post(
+        "/transfer",
+        &[
+            ("csrf", &csrf),
+            ("dossier", &moving),
+            ("to", "99"),
+            ("reason", "迁居"),
+        ],
+    );
+    assert_eq!(bad.status, 422, "{}", bad.text());
+    let done = post(
+        "/transfer",
+        &[
+            ("csrf", &csrf),
+            ("dossier", &moving),
+            ("to", "11"),
+            ("reason", "随子女迁居北京"),
+        ],
+    );
+    assert_eq!(done.status, 303, "{}", done.text());
+    let audit = Server::admin(&server.dir, &["audit", "--json"]).stdout;
+    assert!(
+        audit.contains("dossier.transfer") && audit.contains("user:周主任"),
+        "{audit}"
+    );
+
+    let preview = post(
+        "/erase",
+        &[
+            ("csrf", &csrf),
+            ("dossier", &leaving),
+            ("reason", "患者本人申请删除"),
+        ],
+    );
+    assert_eq!(preview.status, 200, "{}", preview.text());
+    let shown = preview.text();
+    assert!(
+        shown.contains("刘**") && !shown.contains("刘淑珍"),
+        "{shown}"
+    );
+    let erased = post("/erase/confirm", &[("csrf", &csrf), ("dossier", &leaving)]);
+    assert_eq!(erased.status, 303, "{}", erased.text());
+    let listed = http(&dash.addr, "GET", "/lifecycle", &[("Cookie", &cookie)], b"").text();
+    assert!(listed.contains(&leaving), "{listed}");
+    let s = gd.ok(&["sync", "--json"]).json();
+    assert_eq!(
+        (&s["erased"], &s["transferred_out"]),
+        (&1.into(), &1.into()),
+        "{s}"
+    );
+}

@@ -784,6 +784,7 @@ fn transfers_and_erasures_behave_alike() {
         let backend = store.backend();
         add_office_device(&*store, "dev-gd", "44", "gd");
         add_office_device(&*store, "dev-bj", "11", "bj");
+        add_office_device(&*store, "dev-zj", "33", "zj");
         let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
             .unwrap()
             .with_rate_limit(u32::MAX, u32::MAX);
@@ -851,6 +852,38 @@ fn transfers_and_erasures_behave_alike() {
                 "{backend}"
             );
         }
+        // Another office is told nothing, even asking by id; a request
+        // past the limits is refused.
+        let elsewhere = rt
+            .block_on(hub.notices(
+                "zj".into(),
+                NoticeRequest {
+                    cursor: 0,
+                    ask: vec![moved.clone()],
+                },
+            ))
+            .unwrap();
+        assert!(elsewhere.notices.is_empty(), "{backend}: {elsewhere:?}");
+        let flood = rt
+            .block_on(hub.notices(
+                "zj".into(),
+                NoticeRequest {
+                    cursor: 0,
+                    ask: vec![moved.clone(); keqing_shared::sync::limits::NOTICES_PER_ANSWER + 1],
+                },
+            ))
+            .unwrap_err();
+        assert_eq!(flood.kind, SyncErrorKind::ResourceExhausted, "{backend}");
+        let bad = rt
+            .block_on(hub.notices(
+                "zj".into(),
+                NoticeRequest {
+                    cursor: 0,
+                    ask: vec!["no such; DROP TABLE".into()],
+                },
+            ))
+            .unwrap_err();
+        assert_eq!(bad.kind, SyncErrorKind::InvalidArgument, "{backend}");
         let heads = |id: &str| {
             vec![DocHeads {
                 doc_id: id.to_string(),
