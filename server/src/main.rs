@@ -796,6 +796,13 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
             let counts = store.counts()?;
+            eprintln!(
+                "注意 note: the backup holds every dossier as it is now; erasures made later are in \
+                 the erasure ledger ({}): restore with --erasures to make them again",
+                cli.data
+                    .join(keqing_server::lifecycle::LEDGER_FILE)
+                    .display()
+            );
             println!(
                 "已备份 backed up {} changes, {} documents → {} ({:.1} MB, integrity ok, {:.1} s)",
                 counts.changes,

@@ -319,6 +319,12 @@ fn a_transfer_moves_the_dossier_and_loses_nothing_typed_before_it() {
         "{}",
         again.stderr
     );
+    // So does the register form's live lookup at the workstation.
+    let ui = gd1.workstation();
+    let page =
+        keqing_tests::http::http(&ui.addr, "GET", "/lookup?phone=13900000001", &[], b"").text();
+    assert!(page.contains("已转档到 北京"), "{page}");
+    drop(ui);
 
     // The offline device: what it typed before the transfer reaches the
     // server, the later record is set aside with the reason, the dossier
