@@ -2067,18 +2067,7 @@ impl Replica {
                     .collect::<rusqlite::Result<_>>()?
             };
             for (id, active) in &gone {
-                w.tx.execute(
-                    "INSERT OR IGNORE INTO dropped_phones (phone, dossier_id)
-                     SELECT phone, dossier_id FROM patient_phones WHERE dossier_id = ?1",
-                    [id],
-                )?;
-                w.tx.execute(
-                    "INSERT INTO dropped_dossiers (id, last_active, dropped_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE SET dropped_at = excluded.dropped_at",
-                    params![id, active, now],
-                )?;
-                keqing_projection::remove_dossier(w.tx, id)?;
-                w.tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+                drop_here(w.tx, id, active, now, None)?;
             }
             Ok(gone.into_iter().map(|(id, _)| id).collect())
         })
@@ -2171,21 +2160,17 @@ impl Replica {
                     .collect::<rusqlite::Result<_>>()?
             };
             for (id, to) in &gone {
-                w.tx.execute(
-                    "INSERT OR IGNORE INTO dropped_phones (phone, dossier_id)
-                     SELECT phone, dossier_id FROM patient_phones WHERE dossier_id = ?1",
-                    [id],
-                )?;
-                w.tx.execute(
-                    "INSERT INTO dropped_dossiers (id, last_active, dropped_at, moved_to)
-                     VALUES (?1, coalesce((SELECT coalesce(last_contact, created_at) FROM patients
-                                           WHERE dossier_id = ?1), ?2), ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE SET dropped_at = excluded.dropped_at,
-                       moved_to = excluded.moved_to",
-                    params![id, now, to],
-                )?;
-                keqing_projection::remove_dossier(w.tx, id)?;
-                w.tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+                let active: Option<String> = w
+                    .tx
+                    .query_row(
+                        "SELECT coalesce(last_contact, created_at) FROM patients WHERE dossier_id = ?1",
+                        [id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                drop_here(w.tx, id, active.as_deref().unwrap_or(now), now, Some(to))?;
+                // What arrived for it waits for nothing now: it is another
+                // office's.
                 w.tx.execute("DELETE FROM pending_changes WHERE doc_id = ?1", [id])?;
                 w.tx.execute("DELETE FROM moved_away WHERE id = ?1", [id])?;
             }
@@ -2390,6 +2375,32 @@ const SAME_NAME_LIMIT: usize = 20;
 
 fn patient_row(conn: &Connection, id: &str) -> Result<Option<PatientRow>> {
     Ok(keqing_projection::patients::patient_row(conn, id)?)
+}
+
+/// Drops dossier `id` from this device, keeping its id, its phones, when
+/// it was last active and (a transfer) the office it went to: what
+/// retention and a transfer leave of it.
+fn drop_here(
+    tx: &Connection,
+    id: &str,
+    last_active: &str,
+    now: &str,
+    moved_to: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO dropped_phones (phone, dossier_id)
+         SELECT phone, dossier_id FROM patient_phones WHERE dossier_id = ?1",
+        [id],
+    )?;
+    tx.execute(
+        "INSERT INTO dropped_dossiers (id, last_active, dropped_at, moved_to) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET dropped_at = excluded.dropped_at,
+           moved_to = coalesce(excluded.moved_to, moved_to)",
+        params![id, last_active, now, moved_to],
+    )?;
+    keqing_projection::remove_dossier(tx, id)?;
+    tx.execute("DELETE FROM documents WHERE id = ?1", [id])?;
+    Ok(())
 }
 
 fn moved_to(conn: &Connection, id: &str) -> Result<Option<String>> {

@@ -201,53 +201,27 @@ fn a_transfer_moves_the_dossier_and_loses_nothing_typed_before_it() {
     ]);
 
     // Headquarters moves the patient to Beijing.
-    let bad = Server::admin(
-        &server.dir,
-        &[
-            "transfer",
-            "--dossier",
-            &p,
-            "--to",
-            "44",
-            "--reason",
-            "搬家",
-        ],
-    );
-    assert!(
-        !bad.ok && bad.stderr.contains("已在该咨询处"),
-        "{}",
-        bad.stderr
-    );
-    let none = Server::admin(
-        &server.dir,
-        &[
-            "transfer",
-            "--dossier",
-            "no-such",
-            "--to",
-            "11",
-            "--reason",
-            "搬家",
-        ],
-    );
-    assert!(
-        !none.ok && none.stderr.contains("找不到档案"),
-        "{}",
-        none.stderr
-    );
-    let t = Server::admin(
-        &server.dir,
-        &[
-            "transfer",
-            "--dossier",
-            &p,
-            "--to",
-            "北京",
-            "--reason",
-            "患者随子女迁居北京",
-            "--json",
-        ],
-    );
+    let transfer = |dossier: &str, to: &str, reason: &str| {
+        Server::admin(
+            &server.dir,
+            &[
+                "transfer",
+                "--dossier",
+                dossier,
+                "--to",
+                to,
+                "--reason",
+                reason,
+                "--json",
+            ],
+        )
+    };
+    let bad = transfer(&p, "44", "搬家");
+    assert!(bad.stderr.contains("已在该咨询处"), "{}", bad.stderr);
+    let none = transfer("no-such", "11", "搬家");
+    assert!(none.stderr.contains("找不到档案"), "{}", none.stderr);
+    assert!(!bad.ok && !none.ok);
+    let t = transfer(&p, "北京", "患者随子女迁居北京");
     assert!(t.ok, "{}", t.stderr);
     assert_eq!(
         (&t.json()["from"], &t.json()["to"]),

@@ -361,6 +361,13 @@ pub struct ErasureRequest {
     pub at: String,
 }
 
+/// What an erased dossier leaves to the reports: its view without
+/// identity and its slots (see `keqing_shared::lifecycle::without_identity`).
+pub type StandIn<'a> = Option<(
+    &'a keqing_shared::dossier::DossierView,
+    &'a [keqing_shared::followup::Slot],
+)>;
+
 /// How much an erasure took out of the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Erased {
@@ -478,14 +485,7 @@ pub trait LogWriter: LogReader {
     /// place so reports keep their figures. Deleted content is overwritten
     /// where the backend can (SQLite's secure_delete); [`Store::scrub`]
     /// does the rest after the commit.
-    fn erase_document(
-        &mut self,
-        doc_id: &str,
-        stand_in: Option<(
-            &keqing_shared::dossier::DossierView,
-            &[keqing_shared::followup::Slot],
-        )>,
-    ) -> Result<Erased>;
+    fn erase_document(&mut self, doc_id: &str, stand_in: StandIn<'_>) -> Result<Erased>;
     /// Makes it durable: an acknowledged push survives a crash.
     fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -3,7 +3,7 @@
 //! rewriting the tables that held it.
 
 use super::log::{seq_of, seq_param};
-use crate::store::{Erased, ErasureRequest, FATE_ERASE, Fate, NewFate, Result, fate_kind};
+use crate::store::{Erased, ErasureRequest, FATE_ERASE, Fate, NewFate, Result, StandIn, fate_kind};
 use deadpool_postgres::GenericClient;
 use keqing_projection::rows;
 use keqing_shared::lifecycle::NoticeAnswer;
@@ -99,10 +99,7 @@ pub(super) async fn move_document(
 pub(super) async fn erase_document(
     c: &impl GenericClient,
     doc_id: &str,
-    stand_in: Option<(
-        &keqing_shared::dossier::DossierView,
-        &[keqing_shared::followup::Slot],
-    )>,
+    stand_in: StandIn<'_>,
 ) -> Result<Erased> {
     c.execute("SELECT cursor FROM projector WHERE id = 1 FOR UPDATE", &[])
         .await?;

@@ -26,7 +26,8 @@ pub use schema::PROJECTION_VERSION;
 use crate::store::{
     AuditEntry, Budget, Device, DocumentState, Erased, ErasureRequest, Fate, HqUser, LogReader,
     LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result, SettledSnapshot,
-    Store, StoreCounts, StoreError, StoredDocument, StoredRead, UnreadableDocument, UserChange,
+    StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead, UnreadableDocument,
+    UserChange,
 };
 use deadpool_postgres::Object;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -414,14 +415,7 @@ impl LogWriter for PgWriter<'_> {
             .block(fates::move_document(self.held.c(), doc_id, office))
     }
 
-    fn erase_document(
-        &mut self,
-        doc_id: &str,
-        stand_in: Option<(
-            &keqing_shared::dossier::DossierView,
-            &[keqing_shared::followup::Slot],
-        )>,
-    ) -> Result<Erased> {
+    fn erase_document(&mut self, doc_id: &str, stand_in: StandIn<'_>) -> Result<Erased> {
         self.held
             .block(fates::erase_document(self.held.c(), doc_id, stand_in))
     }

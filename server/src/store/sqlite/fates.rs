@@ -3,7 +3,7 @@
 //! scrubbing the file of it.
 
 use super::conn::Conn;
-use crate::store::{Erased, ErasureRequest, FATE_ERASE, Fate, NewFate, Result, fate_kind};
+use crate::store::{Erased, ErasureRequest, FATE_ERASE, Fate, NewFate, Result, StandIn, fate_kind};
 use keqing_shared::lifecycle::NoticeAnswer;
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
@@ -88,14 +88,7 @@ impl Conn {
     }
 
     /// Inside the writer's transaction (see `LogWriter::erase_document`).
-    pub fn erase_document(
-        &self,
-        doc_id: &str,
-        stand_in: Option<(
-            &keqing_shared::dossier::DossierView,
-            &[keqing_shared::followup::Slot],
-        )>,
-    ) -> Result<Erased> {
+    pub fn erase_document(&self, doc_id: &str, stand_in: StandIn<'_>) -> Result<Erased> {
         let c = &self.conn;
         // Freed cells and pages are zeroed as they are freed; what older
         // writes left in free space goes with `scrub`.

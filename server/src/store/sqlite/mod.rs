@@ -33,7 +33,8 @@ pub use schema::DB_FILE;
 use crate::store::{
     AuditEntry, Budget, Device, DocumentState, Erased, ErasureRequest, Fate, HqUser, LogReader,
     LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result, SettledSnapshot,
-    Store, StoreCounts, StoreError, StoredDocument, StoredRead, UnreadableDocument, UserChange,
+    StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead, UnreadableDocument,
+    UserChange,
 };
 use conn::Conn;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -317,14 +318,7 @@ impl LogWriter for SqliteWriter<'_> {
         self.conn.move_document(doc_id, office)
     }
 
-    fn erase_document(
-        &mut self,
-        doc_id: &str,
-        stand_in: Option<(
-            &keqing_shared::dossier::DossierView,
-            &[keqing_shared::followup::Slot],
-        )>,
-    ) -> Result<Erased> {
+    fn erase_document(&mut self, doc_id: &str, stand_in: StandIn<'_>) -> Result<Erased> {
         self.conn.erase_document(doc_id, stand_in)
     }
 
