@@ -274,7 +274,8 @@ impl Admission {
         })
     }
 
-    /// Replaces the per-device request limit (tests that fire many requests).
+    /// With a per-device request limit of its own (the settings'; tests
+    /// that fire many requests).
     pub fn with_rate_limit(access: Access, per_second: u32, burst: u32) -> Arc<Admission> {
         let mut a = Admission::new(access);
         if let Some(a) = Arc::get_mut(&mut a) {
@@ -475,7 +476,8 @@ impl Hub {
         self.in_flight.clone()
     }
 
-    /// Replaces the per-device request limit (tests that fire many requests).
+    /// With a per-device request limit of its own (the settings'; tests
+    /// that fire many requests).
     pub fn with_rate_limit(mut self, per_second: u32, burst: u32) -> Hub {
         self.admission = Admission::with_rate_limit(self.admission.access, per_second, burst);
         self

@@ -5,6 +5,7 @@
 //! Map of the modules:
 //! - [`store`]: the storage seam ([`store::Store`] and its sessions) and
 //!   its backends; the only module that writes SQL.
+//! - [`config`]: the settings (file < KEQING_… variables < flags).
 //! - [`dashboard`]: headquarters' web dashboard over the same reports.
 //! - [`hub`]: the sync core: authentication, checks on every pushed change,
 //!   durable appends, the change feed.
@@ -16,6 +17,7 @@
 //!   gRPC health service and server reflection; tests call it on port 0.
 
 pub mod catalog;
+pub mod config;
 pub mod dashboard;
 pub mod hub;
 pub mod lifecycle;
@@ -82,11 +84,39 @@ const PROJECTOR_REST_PER_WORK: u32 = 9;
 /// projector for long).
 const PROJECTOR_MAX_REST: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// What a server's settings may change of how it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Each device's average requests per second, and at once.
+    pub requests_per_second: u32,
+    pub request_burst: u32,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            requests_per_second: keqing_shared::sync::limits::REQUESTS_PER_SECOND,
+            request_burst: keqing_shared::sync::limits::REQUEST_BURST,
+        }
+    }
+}
+
 /// [`run`], with TLS when `tls` is given (see [`tls`]).
 pub async fn run_with_tls(
     listener: tokio::net::TcpListener,
     store: Arc<dyn store::Store>,
     tls: Option<tls::ServerTls>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    run_configured(listener, store, tls, RunOptions::default(), shutdown).await
+}
+
+/// [`run_with_tls`] with the settings' limits.
+pub async fn run_configured(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn store::Store>,
+    tls: Option<tls::ServerTls>,
+    options: RunOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let access = hub::Access {
@@ -95,7 +125,8 @@ pub async fn run_with_tls(
     let appended = Arc::new(tokio::sync::Notify::new());
     // One admission for both services: a device's syncs and reports count
     // against the same limits.
-    let admission = hub::Admission::new(access);
+    let admission =
+        hub::Admission::with_rate_limit(access, options.requests_per_second, options.request_burst);
     let hub = Arc::new(hub::Hub::with_admission(
         store.clone(),
         appended.clone(),

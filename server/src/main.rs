@@ -14,50 +14,102 @@ use std::sync::Arc;
     about = "客情 Keqing 服务器 — merges the 27 offices' dossiers and serves each device its office's scope"
 )]
 struct Cli {
+    /// Settings file (配置文件, TOML): keys named like the flags (data,
+    /// store, listen, http, tls-cert, …); a flag or its KEQING_… variable
+    /// wins over the file. `config check` prints what is in force
+    #[arg(long, env = "KEQING_CONFIG", global = true)]
+    config: Option<PathBuf>,
     /// Data directory of the server (数据目录): the SQLite store (unless
-    /// --store), TLS certificates
-    #[arg(long, env = "KEQING_SERVER_DATA", default_value = "keqing-server-data")]
-    data: PathBuf,
+    /// --store), TLS certificates [default: keqing-server-data]
+    #[arg(long, env = "KEQING_SERVER_DATA", global = true)]
+    data: Option<PathBuf>,
     /// Keep the store in PostgreSQL instead of SQLite (数据库):
     /// postgres://USER:PASSWORD@HOST:PORT/DBNAME. Several servers may share
     /// one database.
-    #[arg(long, env = "KEQING_STORE", value_name = "URL")]
+    #[arg(long, env = "KEQING_STORE", value_name = "URL", global = true)]
     store: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The settings of `serve` (and `config check`): every one also a key of
+/// the settings file and a KEQING_… variable (see `keqing_server::config`).
+#[derive(clap::Args, Clone, Default)]
+struct ServeArgs {
+    /// gRPC sync address [default: 127.0.0.1:7600]
+    #[arg(long, env = "KEQING_LISTEN")]
+    listen: Option<String>,
+    /// Also serve headquarters' dashboard and /metrics on this address (e.g. 127.0.0.1:8081)
+    #[arg(long, env = "KEQING_HTTP")]
+    http: Option<String>,
+    /// Serve sync over TLS with the certificates of `tls init` (DIR/tls/)
+    #[arg(long, env = "KEQING_TLS", num_args = 0..=1, default_missing_value = "true")]
+    tls: Option<bool>,
+    /// Serve sync over TLS with this certificate chain (PEM) instead
+    #[arg(long, env = "KEQING_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, env = "KEQING_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: devices must show a client certificate signed by the
+    /// CA of `tls init` (or by --client-ca), the one bound to them with
+    /// `device cert`
+    #[arg(long, env = "KEQING_MTLS", num_args = 0..=1, default_missing_value = "true")]
+    mtls: Option<bool>,
+    /// The CA (PEM) device certificates are signed by (implies --mtls;
+    /// default with --mtls: DIR/tls/ca.pem)
+    #[arg(long, env = "KEQING_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// Dashboard sessions end after this many minutes without a request [default: 15]
+    #[arg(long, env = "KEQING_IDLE_MINUTES")]
+    idle_minutes: Option<u64>,
+    /// Log lines as text (default) or json (one object per line)
+    #[arg(long, env = "KEQING_LOG_FORMAT")]
+    log_format: Option<keqing_server::config::LogFormat>,
+    /// Each device's average requests per second [default: 50]
+    #[arg(long, env = "KEQING_REQUESTS_PER_SECOND")]
+    requests_per_second: Option<u32>,
+    /// Each device's requests at once [default: 200]
+    #[arg(long, env = "KEQING_REQUEST_BURST")]
+    request_burst: Option<u32>,
+    /// Offices without a sync for this many days are marked silent [default: 2]
+    #[arg(long, env = "KEQING_SILENT_DAYS")]
+    silent_days: Option<u32>,
+}
+
+impl ServeArgs {
+    /// What flags and variables said, with the global --data and --store.
+    fn given(
+        &self,
+        cli_data: Option<PathBuf>,
+        cli_store: Option<String>,
+    ) -> keqing_server::config::Settings {
+        keqing_server::config::Settings {
+            data: cli_data,
+            store: cli_store,
+            listen: self.listen.clone(),
+            http: self.http.clone(),
+            tls: self.tls,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            mtls: self.mtls,
+            client_ca: self.client_ca.clone(),
+            idle_minutes: self.idle_minutes,
+            log_format: self.log_format,
+            requests_per_second: self.requests_per_second,
+            request_burst: self.request_burst,
+            silent_days: self.silent_days,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// 运行 Serve gRPC sync until SIGTERM / Ctrl-C
-    Serve {
-        #[arg(long, default_value = "127.0.0.1:7600")]
-        listen: String,
-        /// Also serve headquarters' dashboard on this address (e.g. 127.0.0.1:8081)
-        #[arg(long)]
-        http: Option<String>,
-        /// Serve sync over TLS with the certificates of `tls init` (DIR/tls/)
-        #[arg(long)]
-        tls: bool,
-        /// Serve sync over TLS with this certificate chain (PEM) instead
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The private key (PEM) of --tls-cert
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Mutual TLS: devices must show a client certificate signed by the
-        /// CA of `tls init` (or by --client-ca), the one bound to them with
-        /// `device cert`
-        #[arg(long)]
-        mtls: bool,
-        /// The CA (PEM) device certificates are signed by (implies --mtls;
-        /// default with --mtls: DIR/tls/ca.pem)
-        #[arg(long)]
-        client_ca: Option<PathBuf>,
-        /// Dashboard sessions end after this many minutes without a request
-        #[arg(long, default_value = "15", value_parser = keqing_host::sign_in::parse_idle_minutes)]
-        idle_minutes: std::time::Duration,
-    },
+    Serve(ServeArgs),
+    /// 配置 The settings in force (file < KEQING_… variables < flags)
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// 证书 TLS certificates for `serve --tls`
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -211,6 +263,18 @@ enum Command {
         /// Read its password (12+ characters) from the first line of stdin
         #[arg(long)]
         password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check the settings file and print every setting in force (secrets
+    /// masked); give serve's flags to see their effect
+    Check {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -499,23 +563,68 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(mut cli: Cli) -> Result<()> {
+    let config_path = cli.config.clone();
+    let file = match &cli.config {
+        Some(path) => keqing_server::config::Settings::read(path)?,
+        None => keqing_server::config::Settings::default(),
+    };
+    let serve_args = match &cli.command {
+        Command::Serve(a) | Command::Config(ConfigCommand::Check { serve: a, .. }) => a.clone(),
+        _ => ServeArgs::default(),
+    };
+    let settings = serve_args
+        .given(cli.data.take(), cli.store.take())
+        .over(file)?;
     let data = StorePlace {
-        data: cli.data.clone(),
-        url: cli.store.clone(),
+        data: settings.data.clone(),
+        url: settings.store.clone(),
+    };
+    // What the commands below read of the global flags.
+    let cli = ResolvedCli {
+        data: settings.data.clone(),
+        command: cli.command,
     };
     match cli.command {
-        Command::Serve {
-            listen,
-            http,
-            tls,
-            tls_cert,
-            tls_key,
-            mtls,
-            client_ca,
-            idle_minutes,
-        } => {
-            init_logging();
+        Command::Config(ConfigCommand::Check { json, .. }) => {
+            let lines = settings.lines();
+            if json {
+                let map: serde_json::Map<String, serde_json::Value> = lines
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&map)?);
+            } else {
+                println!(
+                    "# 配置有效 settings in force (file < KEQING_… variables < flags){}",
+                    match &config_path {
+                        Some(f) => format!("; file {}", f.display()),
+                        None => String::new(),
+                    }
+                );
+                for ((k, v), key) in lines.into_iter().zip(keqing_server::config::KEYS) {
+                    println!("{k} = {v:?}    # {} ({})", key.env, key.help);
+                }
+            }
+            Ok(())
+        }
+        Command::Serve(_) => {
+            let keqing_server::config::Effective {
+                listen,
+                http,
+                tls,
+                tls_cert,
+                tls_key,
+                mtls,
+                client_ca,
+                idle_minutes,
+                log_format,
+                requests_per_second,
+                request_burst,
+                ..
+            } = settings.clone();
+            let idle_minutes = std::time::Duration::from_secs(idle_minutes * 60);
+            init_logging(log_format);
             let store = data.open(Opening::Create)?;
             let paths = keqing_server::tls::TlsPaths::in_data(&cli.data);
             let client_ca = match client_ca {
@@ -597,7 +706,17 @@ fn run(cli: Cli) -> Result<()> {
                     None => None,
                 };
                 tracing::info!(scheme, "sync transport");
-                keqing_server::run_with_tls(listener, store, tls, until(stopped)).await?;
+                keqing_server::run_configured(
+                    listener,
+                    store,
+                    tls,
+                    keqing_server::RunOptions {
+                        requests_per_second,
+                        request_burst,
+                    },
+                    until(stopped),
+                )
+                .await?;
                 if let Some(d) = dashboard {
                     d.await??;
                 }
@@ -609,7 +728,7 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             idle_minutes,
         } => {
-            init_logging();
+            init_logging(settings.log_format);
             let store = data.open(Opening::Existing)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
@@ -1248,14 +1367,26 @@ fn user(data: &StorePlace, command: UserCommand) -> Result<()> {
     Ok(())
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
+fn init_logging(format: keqing_server::config::LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // One object per line: timestamp, level, target, fields.
+        keqing_server::config::LogFormat::Json => builder.json().init(),
+        keqing_server::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// The command line once the settings are decided: the data directory in
+/// force, and the command.
+struct ResolvedCli {
+    data: PathBuf,
+    command: Command,
 }
 
 /// Binds the dashboard's address and prints its URL alone on a line.

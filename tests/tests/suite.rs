@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod merge;
 mod office_journey;
+mod operations;
 mod replica;
 mod reports;
 mod server_processes;
