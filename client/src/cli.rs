@@ -2050,6 +2050,7 @@ fn run(cli: Cli) -> Result<()> {
                 "office": meta.office,
                 "office_name": office_name,
                 "device": meta.device,
+                "version": env!("CARGO_PKG_VERSION"),
                 "actor": meta.actor.to_hex_string(),
                 "dossiers": desk.replica().dossier_count()?,
                 "outbox": desk.replica().outbox_len()?,
@@ -2067,8 +2068,11 @@ fn run(cli: Cli) -> Result<()> {
                 return print_json(&status);
             }
             println!(
-                "办事处 {} {}  设备 {}",
-                meta.office, office_name, meta.device
+                "办事处 {} {}  设备 {}  版本 {}",
+                meta.office,
+                office_name,
+                meta.device,
+                env!("CARGO_PKG_VERSION")
             );
             println!(
                 "档案 {} 份  待同步变更 {} 条  {}",

@@ -338,7 +338,11 @@ async fn round(
 ) -> Result<SyncSummary> {
     let mut summary = SyncSummary::default();
     let mut gone = Vec::new();
+    // Each call says what the device has waiting (fleet health at
+    // headquarters): before the push, and again before the pull.
+    conn.set_client_state(&client_state(replica)?);
     push_outbox(replica, conn, progress, &mut summary, push_batch, &mut gone).await?;
+    conn.set_client_state(&client_state(replica)?);
     let state = replica.sync_state()?;
     let cursor = state.as_ref().map(|s| s.cursor).unwrap_or(0);
     let epoch = state.and_then(|s| s.epoch).unwrap_or_default();
@@ -402,6 +406,16 @@ async fn round(
     summary.dropped = apply_retention(replica)?.len() as u64;
     summary.cursor = replica.sync_state()?.map(|s| s.cursor).unwrap_or(0);
     Ok(summary)
+}
+
+/// What this device says of itself with each call: its version, its
+/// outbox, and what it set aside (refused changes, quarantined data).
+pub fn client_state(replica: &Replica) -> Result<keqing_shared::sync::ClientState> {
+    Ok(keqing_shared::sync::ClientState {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        outbox: replica.outbox_len()?,
+        quarantined: replica.refused(0)?.0 + replica.quarantined(0)?.0,
+    })
 }
 
 /// Drops the dossiers older than this device's retention (if it keeps

@@ -221,14 +221,26 @@ fn bearer<T>(req: &Request<T>) -> String {
 /// The caller of a request: its bearer token and, over mutual TLS, the
 /// SHA-256 of the certificate it presented (the leaf, verified by rustls
 /// against the client CA before any request reaches here).
-fn caller<T>(req: &Request<T>) -> Caller {
+/// The metadata key a device's [`ClientState`] travels in.
+pub const CLIENT_METADATA: &str = "keqing-client";
+
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     use sha2::Digest;
-    Caller {
+    let client = match req.metadata().get(CLIENT_METADATA) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| Status::invalid_argument("keqing-client metadata is not text"))
+                .and_then(|v| ClientState::parse_header(v).map_err(Status::invalid_argument))?,
+        ),
+    };
+    Ok(Caller {
         token: bearer(req),
         certificate: req
             .peer_certs()
             .and_then(|chain| chain.first().map(|leaf| sha2::Sha256::digest(leaf).into())),
-    }
+        client,
+    })
 }
 
 fn heads_from(doc: pb::DocHeads) -> Result<DocHeads, Status> {
@@ -444,7 +456,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         &self,
         req: Request<pb::EnrollRequest>,
     ) -> Result<Response<pb::EnrollResponse>, Status> {
-        let caller = caller(&req);
+        let caller = caller(&req)?;
         let info = self
             .handler
             .enroll(caller, req.into_inner().actor)
@@ -461,7 +473,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         &self,
         req: Request<pb::PushRequest>,
     ) -> Result<Response<pb::PushResponse>, Status> {
-        let caller = caller(&req);
+        let caller = caller(&req)?;
         let changes = req
             .into_inner()
             .changes
@@ -485,7 +497,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
     type PullStream = PullStream;
 
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<PullStream>, Status> {
-        let caller = caller(&req);
+        let caller = caller(&req)?;
         let r = req.into_inner();
         let PullFeed {
             batches,
@@ -509,7 +521,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         &self,
         req: Request<pb::RepairRequest>,
     ) -> Result<Response<pb::RepairResponse>, Status> {
-        let caller = caller(&req);
+        let caller = caller(&req)?;
         let docs = req
             .into_inner()
             .docs
@@ -527,7 +539,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         &self,
         req: Request<pb::ShareReadsRequest>,
     ) -> Result<Response<pb::ShareReadsResponse>, Status> {
-        let caller = caller(&req);
+        let caller = caller(&req)?;
         let exchange = exchange_from(req.into_inner());
         let answer = self
             .handler
@@ -541,7 +553,7 @@ impl<H: SyncHandler> pb::sync_server::Sync for SyncService<H> {
         &self,
         req: Request<pb::NoticesRequest>,
     ) -> Result<Response<pb::NoticesResponse>, Status> {
-        let caller = caller(&req);
+        let caller = caller(&req)?;
         let request = notice_request_from(req.into_inner());
         let answer = self
             .handler
@@ -558,6 +570,8 @@ pub struct SyncConnection {
     client: pb::sync_client::SyncClient<tonic::transport::Channel>,
     channel: tonic::transport::Channel,
     auth: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    /// The `keqing-client` metadata every call carries, once set.
+    state: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 /// The batches of one pull, as they arrive.
@@ -638,6 +652,7 @@ impl SyncConnection {
             client,
             channel,
             auth,
+            state: None,
         })
     }
 
@@ -645,7 +660,15 @@ impl SyncConnection {
         let mut req = Request::new(msg);
         req.metadata_mut()
             .insert("authorization", self.auth.clone());
+        if let Some(state) = &self.state {
+            req.metadata_mut().insert(CLIENT_METADATA, state.clone());
+        }
         req
+    }
+
+    /// What every call from now on says of the device (fleet health).
+    pub fn set_client_state(&mut self, state: &ClientState) {
+        self.state = state.to_header().parse().ok();
     }
 
     /// The report of `scope` over the days `from..=to`, computed by the server.

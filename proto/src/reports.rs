@@ -320,7 +320,7 @@ impl<H: ReportsHandler> pb::reports_server::Reports for ReportsService<H> {
         &self,
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::Report>, Status> {
-        let caller = caller(&req);
+        let caller = caller(&req)?;
         let r = req.into_inner();
         let from = date_arg("from", &r.from)?;
         let to = date_arg("to", &r.to)?;

@@ -141,6 +141,8 @@ pub struct Hub {
     /// Tells the projector that the log grew.
     appended: Arc<tokio::sync::Notify>,
     in_flight: Arc<InFlight>,
+    /// What it saw of each device (fleet health), flushed by `run`.
+    fleet: Arc<crate::fleet::Fleet>,
 }
 
 /// Runs automerge on untrusted bytes: a panic inside it becomes an error.
@@ -355,7 +357,9 @@ impl Admission {
         let (access, store) = (self.access, store.clone());
         let (per_second, burst) = (self.rate.per_second, self.rate.burst);
         let (device, shared_bucket) = tokio::task::spawn_blocking(move || {
-            let device = access.authenticate(&*store.reader()?, &caller)?;
+            let device = access
+                .authenticate(&*store.reader()?, &caller)
+                .inspect_err(|e| crate::fleet::refused(e.kind))?;
             // A store several processes share keeps the buckets, so the
             // limit holds whichever process a device reaches.
             let taken = store.take_request(&device.id, per_second, burst)?;
@@ -363,12 +367,13 @@ impl Admission {
         })
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))??;
-        match shared_bucket {
-            Some(true) => {}
-            Some(false) => return Err(self.rate.refusal()),
-            None => self.rate.check(&device.id)?,
+        let admitted = match shared_bucket {
+            Some(true) => Ok(()),
+            Some(false) => Err(self.rate.refusal()),
+            None => self.rate.check(&device.id),
         }
-        let call = self.admit(&device, kind)?;
+        .and_then(|()| self.admit(&device, kind));
+        let call = admitted.inspect_err(|e| crate::fleet::refused(e.kind))?;
         Ok((device, call))
     }
 }
@@ -468,7 +473,13 @@ impl Hub {
             store,
             appended,
             in_flight: Arc::new(InFlight::default()),
+            fleet: Arc::new(crate::fleet::Fleet::default()),
         })
+    }
+
+    /// What this hub saw of the devices, for `run` to flush.
+    pub fn fleet(&self) -> Arc<crate::fleet::Fleet> {
+        self.fleet.clone()
     }
 
     /// The pushes and pulls being served, for the projector to make way.
@@ -1173,12 +1184,20 @@ fn next_batch(
 async fn feed_pull(
     store: Arc<dyn Store>,
     device: Device,
-    cursor: u64,
-    client_epoch: String,
-    max_batch: u32,
+    (cursor, client_epoch, max_batch): (u64, String, u32),
     tx: mpsc::Sender<Result<PullBatch, SyncError>>,
     stall: std::time::Duration,
+    fleet: Arc<crate::fleet::Fleet>,
 ) {
+    /// Counts the pull among the open streams while it is fed.
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            metrics::gauge!("keqing_open_streams").decrement(1.0);
+        }
+    }
+    metrics::gauge!("keqing_open_streams").increment(1.0);
+    let _open = Open;
     let max_items = max_batch.clamp(1, limits::PULL_BATCH);
     let scope = device.office.clone();
     let mut state: Option<(String, PullPhase)> = None;
@@ -1221,11 +1240,21 @@ async fn feed_pull(
         let (batch, next) = match step {
             Ok(b) => b,
             Err(e) => {
+                crate::fleet::refused(e.kind);
                 let _ = tokio::time::timeout(stall, tx.send(Err(e))).await;
                 return;
             }
         };
         let done = batch.done;
+        metrics::counter!("keqing_changes_out_total").increment(batch.changes.len() as u64);
+        metrics::counter!("keqing_bytes_out_total").increment(
+            (batch.changes.iter().map(|c| c.bytes.len()).sum::<usize>()
+                + batch
+                    .snapshots
+                    .iter()
+                    .map(|s| s.document.len())
+                    .sum::<usize>()) as u64,
+        );
         match tokio::time::timeout(stall, tx.send(Ok(batch))).await {
             Ok(Ok(())) => {}
             // The device is gone.
@@ -1240,6 +1269,7 @@ async fn feed_pull(
             }
         }
         if done {
+            fleet.synced(&device.id);
             return;
         }
         state = Some(next);
@@ -1358,10 +1388,14 @@ impl keqing_proto::SyncHandler for Hub {
         changes: Vec<ChangeEnvelope>,
     ) -> Result<PushAck, SyncError> {
         let n = changes.len();
+        let started = std::time::Instant::now();
+        let bytes: usize = changes.iter().map(|c| c.bytes.len()).sum();
+        let client = caller.client.clone();
         let (device, _call) = self
             .admission
             .enter(&self.store, caller, CallKind::Plain)
             .await?;
+        self.fleet.pushed(&device.id, client.as_ref());
         let device_id = device.id.clone();
         let _serving = self.in_flight.enter();
         let store = self.store.clone();
@@ -1375,8 +1409,12 @@ impl keqing_proto::SyncHandler for Hub {
         .await
         .map_err(|e| SyncError::internal(format!("task failed: {e}")))
         .and_then(|r| r);
+        metrics::counter!("keqing_pushes_total").increment(1);
+        metrics::histogram!("keqing_push_seconds").record(started.elapsed().as_secs_f64());
         match &ack {
             Ok(a) => {
+                metrics::counter!("keqing_changes_in_total").increment(u64::from(a.accepted));
+                metrics::counter!("keqing_bytes_in_total").increment(bytes as u64);
                 if a.accepted > 0 {
                     self.appended.notify_one();
                 }
@@ -1389,13 +1427,16 @@ impl keqing_proto::SyncHandler for Hub {
                 )
             }
             // The message may quote what the device sent: escaped.
-            Err(e) => tracing::info!(
+            Err(e) => {
+                crate::fleet::refused(e.kind);
+                tracing::info!(
                 device = %device_id,
                 changes = n,
                 change = ?e.change,
                 error = %printable(&e.message),
                 "push refused"
-            ),
+                )
+            }
         }
         ack
     }
@@ -1407,10 +1448,13 @@ impl keqing_proto::SyncHandler for Hub {
         epoch: String,
         max_batch: u32,
     ) -> Result<PullFeed, SyncError> {
+        let client = caller.client.clone();
         let (device, call) = self
             .admission
             .enter(&self.store, caller, CallKind::Pull)
             .await?;
+        self.fleet.pulled(&device.id, client.as_ref());
+        metrics::counter!("keqing_pulls_total").increment(1);
         if device.office.is_none() {
             // Headquarters receives every office's dossiers, names and phones.
             let (store, actor) = (self.store.clone(), audit_actor(&device));
@@ -1431,11 +1475,10 @@ impl keqing_proto::SyncHandler for Hub {
         tokio::spawn(feed_pull(
             self.store.clone(),
             device,
-            cursor,
-            epoch,
-            max_batch,
+            (cursor, epoch, max_batch),
             tx,
             self.pull_stall,
+            self.fleet.clone(),
         ));
         // Served until the stream is sent: the batches queued here run
         // ahead of what the device has applied. The call counts against

@@ -7,6 +7,8 @@
 //!   its backends; the only module that writes SQL.
 //! - [`config`]: the settings (file < KEQING_… variables < flags).
 //! - [`dashboard`]: headquarters' web dashboard over the same reports.
+//! - [`fleet`]: fleet health (devices' last syncs, backlogs, versions)
+//!   and the Prometheus metrics.
 //! - [`hub`]: the sync core: authentication, checks on every pushed change,
 //!   durable appends, the change feed.
 //! - [`lifecycle`]: transfers of dossiers between offices and erasures.
@@ -19,6 +21,7 @@
 pub mod catalog;
 pub mod config;
 pub mod dashboard;
+pub mod fleet;
 pub mod hub;
 pub mod lifecycle;
 pub mod projector;
@@ -133,6 +136,11 @@ pub async fn run_configured(
         admission.clone(),
     )?);
     let in_flight = hub.in_flight();
+    let fleet = hub.fleet();
+    // When the projector last reached the end of the log (its lag in
+    // seconds, for /metrics).
+    let caught_up_at = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let projector_caught_up = caught_up_at.clone();
     // Reports catch up in sessions of their own: a report never waits for
     // the background projector (their saves are compare-and-set).
     let desk = Arc::new(reports::ReportDesk::new(store.clone(), admission));
@@ -180,6 +188,11 @@ pub async fn run_configured(
                 )?))
             })
             .await;
+            if let Ok(Ok(Some(_))) = &result {
+                *projector_caught_up
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+            }
             if let Ok(Ok(caught_up)) = &result
                 && caught_up.is_some() != leading
             {
@@ -203,6 +216,7 @@ pub async fn run_configured(
     // twice a second here, so pushes never do; see
     // `store::sqlite::schema::BACKSTOP_CHECKPOINT_PAGES`).
     let upkeep_store = store.clone();
+    let upkeep_fleet = fleet.clone();
     let checkpointing = tokio::spawn(async move {
         let mut every = tokio::time::interval(UPKEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -211,11 +225,18 @@ pub async fn run_configured(
             every.tick().await;
             ticks += 1;
             let store = upkeep_store.clone();
+            let fleet = upkeep_fleet.clone();
+            let caught_up_at = caught_up_at.clone();
             let done = tokio::task::spawn_blocking(move || {
                 // Every few seconds, the memory bursts of pushes freed
-                // goes back to the system (resident size follows load).
+                // goes back to the system (resident size follows load),
+                // what was seen of devices is written down, and the
+                // gauges of /metrics read.
                 if ticks.is_multiple_of(TRIM_EVERY_TICKS) {
                     keqing_host::release_free_memory();
+                    fleet.flush(&*store)?;
+                    let at = *caught_up_at.lock().unwrap_or_else(|e| e.into_inner());
+                    fleet::update_gauges(&*store, Some(at))?;
                 }
                 store.upkeep()
             })
@@ -284,6 +305,13 @@ pub async fn run_configured(
     stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     projecting.abort();
     checkpointing.abort();
+    // What was seen since the last flush is not lost with the process.
+    let last_store = store.clone();
+    match tokio::task::spawn_blocking(move || fleet.flush(&*last_store)).await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "fleet health not written at shutdown"),
+        Err(e) => tracing::warn!(error = %e, "fleet health task failed at shutdown"),
+        Ok(Ok(())) => {}
+    }
     served?;
     Ok(())
 }

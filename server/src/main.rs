@@ -125,6 +125,18 @@ enum Command {
     /// 设备 Devices (enrolment tokens); works whether or not the server runs
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// 设备状况 Fleet health by office: each device's version, last push,
+    /// pull and sync, what it has waiting and set aside; offices silent
+    /// longer than silent-days, and devices older than this server, marked
+    /// (as the serving processes last wrote it, every few seconds)
+    Devices {
+        /// Mark offices without a sync for this many days [default: the
+        /// settings' silent-days, 2]
+        #[arg(long)]
+        silent_days: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// 报表 Reports from the server's store (brings the projections up to
     /// date first); works whether or not the server runs
     Report {
@@ -699,6 +711,8 @@ fn run(mut cli: Cli) -> Result<()> {
                                 erasure_ledger: Some(
                                     cli.data.join(keqing_server::lifecycle::LEDGER_FILE),
                                 ),
+                                metrics: keqing_server::fleet::metrics_handle(),
+                                silent_days: settings.silent_days,
                             },
                             until(stopped.clone()),
                         )))
@@ -739,6 +753,7 @@ fn run(mut cli: Cli) -> Result<()> {
                     keqing_server::dashboard::DashboardOptions {
                         idle: Some(idle_minutes),
                         erasure_ledger: Some(cli.data.join(keqing_server::lifecycle::LEDGER_FILE)),
+                        silent_days: settings.silent_days,
                         ..Default::default()
                     },
                     keqing_host::shutdown_signal(),
@@ -1083,6 +1098,21 @@ fn run(mut cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Devices { silent_days, json } => {
+            let store = data.open(Opening::Existing)?;
+            let report = keqing_server::fleet::report(
+                &store.devices()?,
+                &store.device_health()?,
+                keqing_host::now_cst(),
+                silent_days.unwrap_or(settings.silent_days),
+            );
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            print_fleet(&report);
+            Ok(())
+        }
         Command::Transfer {
             dossier,
             to,
@@ -1408,6 +1438,61 @@ async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
 
 /// Who ran an administrative command on this machine, for the audit log:
 /// the OS account from the process's uid (`$USER` can be set to anything).
+fn print_fleet(r: &keqing_server::fleet::FleetReport) {
+    let silent = r.offices.iter().filter(|o| o.silent).count();
+    println!(
+        "设备状况 fleet at {} (server {}): {} offices, {} silent for more than {} days",
+        r.at,
+        r.server_version,
+        r.offices.len(),
+        silent,
+        r.silent_days
+    );
+    let mut t = keqing_shared::table::Table::new([
+        "办事处",
+        "设备",
+        "版本",
+        "待推送",
+        "搁置",
+        "最近推送",
+        "最近拉取",
+        "最近同步",
+        "标记",
+    ]);
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
+    let count = |v: Option<u64>| v.map_or_else(|| "—".into(), |n| n.to_string());
+    for o in &r.offices {
+        for (i, d) in o.devices.iter().enumerate() {
+            let mut marks = Vec::new();
+            if i == 0 && o.silent {
+                marks.push(format!("办事处沉默 silent > {} d", r.silent_days));
+            }
+            if d.old_version {
+                marks.push("旧版本 old version".into());
+            }
+            if d.revoked {
+                marks.push("已吊销 revoked".into());
+            }
+            t.row([
+                if i == 0 {
+                    format!("{} {}", o.office, o.name)
+                } else {
+                    String::new()
+                },
+                keqing_shared::printable::printable(&d.name).into_owned(),
+                or_dash(&d.version),
+                count(d.outbox),
+                count(d.quarantined),
+                or_dash(&d.last_push),
+                or_dash(&d.last_pull),
+                or_dash(&d.last_sync),
+                marks.join("; "),
+            ]);
+        }
+    }
+    print!("{}", t.render());
+}
+
 /// An office as people read it: 广东 (44).
 fn office_label(code: &str) -> String {
     match keqing_shared::office::office(code) {

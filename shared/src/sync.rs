@@ -197,6 +197,69 @@ pub struct RepairAnswer {
 pub struct Caller {
     pub token: String,
     pub certificate: Option<[u8; 32]>,
+    /// What the device said of itself (`keqing-client` metadata), if it did.
+    pub client: Option<ClientState>,
+}
+
+/// What a device says of itself with each call (fleet health): its
+/// version and what it has waiting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientState {
+    pub version: String,
+    /// Changes in its outbox, not yet acknowledged.
+    pub outbox: u64,
+    /// Changes and pulled data it set aside (refused, quarantined).
+    pub quarantined: u64,
+}
+
+impl ClientState {
+    /// The `keqing-client` metadata value: `version=0.1.0 outbox=12 quarantined=0`.
+    pub fn to_header(&self) -> String {
+        format!(
+            "version={} outbox={} quarantined={}",
+            self.version, self.outbox, self.quarantined
+        )
+    }
+
+    /// Reads a `keqing-client` value; refuses anything else than
+    /// [`ClientState::to_header`] writes (at most 200 bytes, a version of
+    /// 1 to 32 letters, digits, `.`, `-`, `+`).
+    pub fn parse_header(v: &str) -> Result<ClientState, String> {
+        if v.len() > 200 {
+            return Err("keqing-client metadata over 200 bytes".into());
+        }
+        let (mut version, mut outbox, mut quarantined) = (None, None, None);
+        for part in v.split(' ') {
+            let (k, val) = part
+                .split_once('=')
+                .ok_or_else(|| format!("keqing-client metadata: `{part}` is not key=value"))?;
+            let number = || {
+                val.parse::<u64>()
+                    .map_err(|_| format!("keqing-client metadata: {k} is not a count"))
+            };
+            match k {
+                "version"
+                    if (1..=32).contains(&val.len())
+                        && val
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b)) =>
+                {
+                    version = Some(val.to_string())
+                }
+                "outbox" => outbox = Some(number()?),
+                "quarantined" => quarantined = Some(number()?),
+                _ => return Err(format!("keqing-client metadata: bad `{k}`")),
+            }
+        }
+        match (version, outbox, quarantined) {
+            (Some(version), Some(outbox), Some(quarantined)) => Ok(ClientState {
+                version,
+                outbox,
+                quarantined,
+            }),
+            _ => Err("keqing-client metadata: version, outbox and quarantined are needed".into()),
+        }
+    }
 }
 
 /// A caller known by its token alone (no client certificate).
@@ -204,7 +267,7 @@ impl From<&str> for Caller {
     fn from(token: &str) -> Caller {
         Caller {
             token: token.to_string(),
-            certificate: None,
+            ..Default::default()
         }
     }
 }
@@ -213,7 +276,7 @@ impl From<String> for Caller {
     fn from(token: String) -> Caller {
         Caller {
             token,
-            certificate: None,
+            ..Default::default()
         }
     }
 }

@@ -207,3 +207,174 @@ fn terminate(pid: u32) {
         .args(["-TERM", &pid.to_string()])
         .status();
 }
+
+/// `keqing-server devices --json` on `server`'s store, with the clock at
+/// `clock` (None: now).
+fn fleet(server: &keqing_tests::Server, args: &[&str], clock: Option<&str>) -> serde_json::Value {
+    let mut all = vec!["devices", "--json"];
+    all.extend_from_slice(args);
+    let env: Vec<(&str, &str)> = clock
+        .map(|c| vec![(keqing_host::CLOCK_START_ENV, c)])
+        .unwrap_or_default();
+    let r = keqing_tests::Server::admin_with_env(&server.dir, &all, &env);
+    assert!(r.ok, "{}", r.stderr);
+    r.json()
+}
+
+fn office<'a>(fleet: &'a serde_json::Value, code: &str) -> &'a serde_json::Value {
+    fleet["offices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["office"] == code)
+        .unwrap_or_else(|| panic!("no office {code} in {fleet}"))
+}
+
+#[test]
+fn fleet_health_and_metrics_follow_the_devices() {
+    use keqing_tests::{Office, Server};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        tmp.path().join("server"),
+        "127.0.0.1:0",
+        &["--http", "127.0.0.1:0"],
+    );
+    let gd = Office::new(tmp.path().join("gd"));
+    gd.enroll_on(&server, Some("44"), "广东前台1");
+    server.add_device(Some("11"), "北京前台1");
+    gd.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    gd.call("13900000021", "王秀兰", "李娜", "2026-11-30T10:00");
+    gd.ok(&["sync"]);
+    let version = gd.ok(&["status", "--json"]).json()["version"].clone();
+    assert!(version.is_string());
+
+    // The serving process writes what it saw every few seconds.
+    let started = std::time::Instant::now();
+    let now = loop {
+        let f = fleet(&server, &[], None);
+        if office(&f, "44")["last_sync"].is_string() {
+            break f;
+        }
+        assert!(started.elapsed().as_secs() < 20, "no health written: {f}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let gd_line = &office(&now, "44")["devices"][0];
+    assert_eq!(gd_line["name"], "广东前台1");
+    assert_eq!(gd_line["version"], version);
+    assert_eq!(
+        (&gd_line["outbox"], &gd_line["quarantined"]),
+        (&0.into(), &0.into()),
+        "{gd_line}"
+    );
+    assert!(gd_line["last_push"].is_string() && gd_line["last_pull"].is_string());
+    assert_eq!(gd_line["old_version"], false);
+    assert_eq!(office(&now, "44")["silent"], false);
+    assert_eq!(
+        office(&now, "11")["silent"],
+        true,
+        "Beijing's device never synced"
+    );
+    // Three days on, Guangdong is silent too; with five days allowed, not.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(8) + chrono::Duration::days(3))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    assert_eq!(
+        office(&fleet(&server, &[], Some(&later)), "44")["silent"],
+        true
+    );
+    assert_eq!(
+        office(&fleet(&server, &["--silent-days", "5"], Some(&later)), "44")["silent"],
+        false
+    );
+    let text = keqing_tests::Server::admin(&server.dir, &["devices"]).stdout;
+    assert!(
+        text.contains("广东前台1") && text.contains("silent"),
+        "{text}"
+    );
+
+    // /metrics: a wrong token's refusal counts too.
+    let stranger = Office::new(tmp.path().join("stranger"));
+    let r = stranger.run(&[
+        "enroll",
+        "--server",
+        &server.url(),
+        "--token",
+        "not-a-token",
+    ]);
+    assert!(!r.ok);
+    let addr = server
+        .dashboard
+        .as_deref()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let page = keqing_tests::http::http(
+        &addr,
+        "GET",
+        "/metrics",
+        &[("Host", "prometheus.hq.example")],
+        b"",
+    );
+    assert_eq!(
+        page.status, 200,
+        "served whatever the Host, without a sign-in"
+    );
+    let body = page.text();
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{body}"));
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert!(value("keqing_pushes_total", None) >= 1.0, "{body}");
+    assert!(value("keqing_pulls_total", None) >= 1.0);
+    assert!(
+        value("keqing_changes_in_total", None) >= 2.0,
+        "the call and the roster"
+    );
+    assert!(value("keqing_bytes_in_total", None) > 0.0);
+    assert!(value("keqing_changes_out_total", None) >= 0.0);
+    assert!(
+        value("keqing_refusals_total", Some(("code", "Unauthenticated"))) >= 1.0,
+        "{body}"
+    );
+    assert!(value("keqing_store_bytes", None) > 0.0);
+    assert!(value("keqing_office_seconds_since_sync", Some(("office", "44"))) >= 0.0);
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "keqing_push_seconds_count" || s.metric == "keqing_push_seconds"),
+        "the push latency histogram: {body}"
+    );
+    assert!(
+        body.contains("keqing_projector_lag_positions") && body.contains("keqing_open_streams")
+    );
+    for secret in ["13900000021", "王秀兰", "李娜"] {
+        assert!(!body.contains(secret), "{secret} in /metrics");
+    }
+
+    // The dashboard's 设备状况 page, for any signed-in person.
+    Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");
+    let (status, page) =
+        crate::web_guards::dashboard_get(&addr, "钱分析", "总部-2026-看板", "/devices");
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("广东前台1") && page.contains("北京前台1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("未同步超过 2 天"),
+        "Beijing is marked: {page}"
+    );
+}

@@ -70,6 +70,7 @@ struct Inner {
     login_forms: Mutex<HashMap<String, Instant>>,
     failed: SignInThrottle,
     erasure_ledger: Option<std::path::PathBuf>,
+    silent_days: u32,
 }
 
 /// The SHA-256 of the client certificate a TLS connection verified (the
@@ -91,6 +92,14 @@ pub struct DashboardOptions {
     /// dashboard takes erasure requests, and `keqing-server erase
     /// --confirm` confirms them).
     pub erasure_ledger: Option<std::path::PathBuf>,
+    /// Serve `/metrics` (Prometheus text format) from this recorder: the
+    /// serving process's counts, no patient data, no sign-in (a scraper
+    /// has none), whatever the `Host` (a scraper names the machine as it
+    /// knows it).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Offices without a sync for this many days are marked silent on
+    /// the devices page (the settings' silent-days; 0: 2 days).
+    pub silent_days: u32,
 }
 
 #[derive(Clone)]
@@ -338,13 +347,19 @@ pub async fn serve(
         login_forms: Mutex::new(HashMap::new()),
         failed: SignInThrottle::default(),
         erasure_ledger: options.erasure_ledger,
+        silent_days: if options.silent_days == 0 {
+            2
+        } else {
+            options.silent_days
+        },
     }));
+    let metrics = options.metrics;
     match options.tls {
-        Some(tls) => serve_tls(router(app), listener, tls, shutdown).await,
+        Some(tls) => serve_tls(router(app, metrics), listener, tls, shutdown).await,
         None => {
             axum::serve(
                 listener,
-                router(app).into_make_service_with_connect_info::<SocketAddr>(),
+                router(app, metrics).into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(shutdown)
             .await?;
@@ -410,7 +425,10 @@ async fn serve_tls(
     }
 }
 
-fn router(app: Dashboard) -> Router {
+fn router(
+    app: Dashboard,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Router {
     let signed_in = Router::new()
         .route("/", get(national))
         .route("/province/{code}", get(province))
@@ -419,6 +437,7 @@ fn router(app: Dashboard) -> Router {
         .route("/catalog", get(catalog))
         .route("/spend", post(spend))
         .route("/lifecycle", get(lifecycle))
+        .route("/devices", get(devices))
         .route("/transfer", post(transfer))
         .route("/erase", post(erase_request))
         .route("/erase/confirm", post(erase_confirm))
@@ -431,9 +450,26 @@ fn router(app: Dashboard) -> Router {
         .route("/login", get(login_form).post(login))
         .route("/assets/dashboard.css", get(css))
         .with_state(app.clone());
-    let guarded = keqing_host::web::guard_hosts(routes, app.0.hosts.clone(), || {
+    let mut guarded = keqing_host::web::guard_hosts(routes, app.0.hosts.clone(), || {
         DashError::BadHost.into_response()
     });
+    if let Some(handle) = metrics {
+        guarded = guarded.route(
+            "/metrics",
+            get(move || {
+                let text = handle.render();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        );
+    }
     keqing_host::web::secure_headers(guarded)
 }
 
@@ -927,4 +963,24 @@ fn urlencoding_lite(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// 设备状况: fleet health by office (no patient data: every signed-in
+/// person sees it).
+async fn devices(
+    State(app): State<Dashboard>,
+    axum::Extension(viewer): axum::Extension<Viewer>,
+) -> Result<Markup, DashError> {
+    let silent_days = app.0.silent_days;
+    let report = app
+        .with_store(move |s| {
+            Ok(crate::fleet::report(
+                &s.devices()?,
+                &s.device_health()?,
+                keqing_host::now_cst(),
+                silent_days,
+            ))
+        })
+        .await?;
+    Ok(pages::devices(&viewer, &report))
 }

@@ -33,6 +33,7 @@ fn layout(viewer: Option<&Viewer>, title: &str, body: Markup) -> Markup {
                         nav {
                             a href="/" { "全国" }
                             a href="/catalog" { "目录与投放" }
+                            a href="/devices" { "设备状况" }
                             @if v.role.sees_personal_details() {
                                 a href="/duplicates" { "重复患者" }
                                 a href="/reads" { "读取审计" }
@@ -551,4 +552,47 @@ pub fn erase_preview(
         p { a href="/lifecycle" { "返回" } }
     };
     layout(Some(viewer), "删除申请", body)
+}
+
+/// 设备状况: each office's devices with their version, backlog and last
+/// push, pull and sync; silent offices and old versions marked.
+pub fn devices(viewer: &Viewer, r: &crate::fleet::FleetReport) -> Markup {
+    let silent = r.offices.iter().filter(|o| o.silent).count();
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "—".into());
+    let count = |v: Option<u64>| v.map_or_else(|| "—".into(), |n| n.to_string());
+    let body = html! {
+        h1 { "设备状况" }
+        p {
+            (r.at) " · 服务器版本 " (r.server_version) " · " (r.offices.len()) " 个办事处有设备，"
+            strong { (silent) } " 个超过 " (r.silent_days) " 天未同步"
+        }
+        table id="fleet" {
+            thead { tr {
+                th { "办事处" } th { "设备" } th { "版本" } th { "待推送" } th { "搁置" }
+                th { "最近推送" } th { "最近拉取" } th { "最近同步" } th { "标记" }
+            } }
+            tbody {
+                @for o in &r.offices {
+                    @for (i, d) in o.devices.iter().enumerate() {
+                        tr class=[o.silent.then_some("silent")] data-office=(o.office) {
+                            td.t { @if i == 0 { (o.name) " (" (o.office) ")" } }
+                            td.t { (d.name) }
+                            td.t { (dash(&d.version)) }
+                            td { (count(d.outbox)) }
+                            td { (count(d.quarantined)) }
+                            td.t { (dash(&d.last_push)) }
+                            td.t { (dash(&d.last_pull)) }
+                            td.t { (dash(&d.last_sync)) }
+                            td.t {
+                                @if i == 0 && o.silent { span.mark-silent { "未同步超过 " (r.silent_days) " 天" } " " }
+                                @if d.old_version { span.mark-old { "旧版本" } " " }
+                                @if d.revoked { "已吊销" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    layout(Some(viewer), "设备状况", body)
 }

@@ -377,6 +377,23 @@ pub struct Erased {
     pub document: bool,
 }
 
+/// A device's health as the server last saw it (fleet health): what it
+/// said of itself, and when it last pushed, pulled and finished a pull.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceHealth {
+    pub device_id: String,
+    pub client_version: Option<String>,
+    /// Changes waiting in its outbox, as it said.
+    pub outbox: Option<u64>,
+    /// Changes and data it set aside, as it said.
+    pub quarantined: Option<u64>,
+    pub last_push: Option<String>,
+    pub last_pull: Option<String>,
+    /// The last pull that reached the end of its feed: the device was
+    /// then up to date.
+    pub last_sync: Option<String>,
+}
+
 /// How much a store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StoreCounts {
@@ -623,6 +640,14 @@ pub trait Store: Send + Sync {
     ) -> Result<keqing_shared::lifecycle::NoticeAnswer>;
     /// Every erasure's tombstone, oldest first (one per dossier).
     fn tombstones(&self) -> Result<Vec<Fate>>;
+    /// Keeps what the server saw of devices since its last flush: the
+    /// newer of each time, the latest of what they said.
+    fn record_health(&self, seen: &[DeviceHealth]) -> Result<()>;
+    /// Every device's health row (devices never seen have none).
+    fn device_health(&self) -> Result<Vec<DeviceHealth>>;
+    /// The store's size on disk, in bytes (SQLite: its file and WAL;
+    /// PostgreSQL: the database).
+    fn size_bytes(&self) -> Result<u64>;
     /// Keeps an erasure request (replacing an earlier one of the dossier).
     fn request_erasure(&self, request: &ErasureRequest) -> Result<()>;
     fn erasure_request(&self, doc_id: &str) -> Result<Option<ErasureRequest>>;

@@ -16,6 +16,7 @@
 //! a reader that sees number N sees every number below it.
 
 mod fates;
+mod health;
 mod log;
 mod people;
 mod projections;
@@ -24,10 +25,10 @@ mod schema;
 pub use schema::PROJECTION_VERSION;
 
 use crate::store::{
-    AuditEntry, Budget, Device, DocumentState, Erased, ErasureRequest, Fate, HqUser, LogReader,
-    LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result, SettledSnapshot,
-    StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead, UnreadableDocument,
-    UserChange,
+    AuditEntry, Budget, Device, DeviceHealth, DocumentState, Erased, ErasureRequest, Fate, HqUser,
+    LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result,
+    SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead,
+    UnreadableDocument, UserChange,
 };
 use deadpool_postgres::Object;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -726,6 +727,24 @@ impl Store for PgStore {
     fn tombstones(&self) -> Result<Vec<Fate>> {
         let client = self.client()?;
         self.block(fates::tombstones(&client))
+    }
+
+    fn record_health(&self, seen: &[DeviceHealth]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let client = self.client()?;
+        self.block(health::record_health(&client, seen))
+    }
+
+    fn device_health(&self) -> Result<Vec<DeviceHealth>> {
+        let client = self.client()?;
+        self.block(health::device_health(&client))
+    }
+
+    fn size_bytes(&self) -> Result<u64> {
+        let client = self.client()?;
+        self.block(health::size_bytes(&client))
     }
 
     fn request_erasure(&self, request: &ErasureRequest) -> Result<()> {

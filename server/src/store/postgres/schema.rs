@@ -511,6 +511,20 @@ CREATE TABLE erasure_requests (
     at TEXT NOT NULL
 );
 "#,
+    // 10: fleet health (what each device last said of itself, and when it
+    // last pushed, pulled and was up to date), flushed by every serving
+    // process every few seconds.
+    r#"
+CREATE TABLE device_health (
+    device_id TEXT PRIMARY KEY,
+    client_version TEXT,
+    outbox BIGINT,
+    quarantined BIGINT,
+    last_push TEXT,
+    last_pull TEXT,
+    last_sync TEXT
+);
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new

@@ -23,6 +23,7 @@
 mod backup;
 mod conn;
 mod fates;
+mod health;
 mod log;
 mod people;
 mod projections;
@@ -31,10 +32,10 @@ mod schema;
 pub use schema::DB_FILE;
 
 use crate::store::{
-    AuditEntry, Budget, Device, DocumentState, Erased, ErasureRequest, Fate, HqUser, LogReader,
-    LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result, SettledSnapshot,
-    StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead, UnreadableDocument,
-    UserChange,
+    AuditEntry, Budget, Device, DeviceHealth, DocumentState, Erased, ErasureRequest, Fate, HqUser,
+    LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result,
+    SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead,
+    UnreadableDocument, UserChange,
 };
 use conn::Conn;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -522,6 +523,21 @@ impl Store for SqliteStore {
 
     fn tombstones(&self) -> Result<Vec<Fate>> {
         self.admin()?.tombstones()
+    }
+
+    fn record_health(&self, seen: &[DeviceHealth]) -> Result<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        self.admin()?.record_health(seen)
+    }
+
+    fn device_health(&self) -> Result<Vec<DeviceHealth>> {
+        self.admin()?.device_health()
+    }
+
+    fn size_bytes(&self) -> Result<u64> {
+        self.admin()?.size_bytes(&self.path)
     }
 
     fn request_erasure(&self, request: &ErasureRequest) -> Result<()> {

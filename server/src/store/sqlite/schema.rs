@@ -207,6 +207,22 @@ CREATE TABLE erasure_requests (
 ) WITHOUT ROWID;
 "#,
     ),
+    M::up(
+        r#"
+-- Fleet health: what each device last said of itself (version, outbox,
+-- set-aside changes) and when it last pushed, pulled and was up to date.
+-- Written by the serving processes every few seconds, not per request.
+CREATE TABLE device_health (
+    device_id TEXT PRIMARY KEY,
+    client_version TEXT,
+    outbox INTEGER,
+    quarantined INTEGER,
+    last_push TEXT,
+    last_pull TEXT,
+    last_sync TEXT
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
 /// After the projection tables were replaced: the projector starts over
