@@ -108,6 +108,10 @@ enum Command {
     /// and a call from the patient fetches the dossier back
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// 变更包 When the line is down for weeks: write the outbox to a file
+    /// for headquarters (`export`), apply headquarters' answer (`import`)
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// 查找 Where a phone number's dossier is: here, or at the server only
     /// (moved off this device by retention: fetched back when online)
     Lookup {
@@ -800,6 +804,30 @@ struct TypicalArgs {
     /// Remove the typical-case mark
     #[arg(long)]
     clear: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleCommand {
+    /// Write this device's outbox (with its identity and cursor), signed
+    /// with its credential, for `keqing-server bundle import`. The outbox
+    /// stays until the answer says headquarters holds it
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        /// Write over an existing file
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply headquarters' answer like a pull: what the office lacked
+    /// arrives, what headquarters holds leaves the outbox, what it refused
+    /// is set aside (`keqing quarantine list`)
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -1557,6 +1585,47 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", v.id);
         }
         Command::Problem(p) => problem(&mut desk, p)?,
+        Command::Bundle(BundleCommand::Export { out, force, json }) => {
+            let (bytes, done) = keqing_office::bundle::export(desk.replica())?;
+            keqing_host::files::write_output(&out, &bytes, force, &[store::DB_FILE])?;
+            if json {
+                return print_json(&done);
+            }
+            println!(
+                "已写出变更包 {} changes ({} bytes) → {}; 交总部导入 keqing-server bundle import {}",
+                done.changes,
+                done.bytes,
+                out.display(),
+                out.display()
+            );
+        }
+        Command::Bundle(BundleCommand::Import { file, json }) => {
+            let len = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len();
+            if len > keqing_shared::bundle::MAX_BUNDLE_BYTES as u64 {
+                bail!("变更包过大 {} has {len} bytes", file.display());
+            }
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let done = keqing_office::bundle::import_answer(desk.replica_mut(), &bytes)
+                .with_context(|| format!("{} refused, nothing changed", file.display()))?;
+            if json {
+                return print_json(&done);
+            }
+            println!(
+                "已导入总部回复 {} snapshots, {} changes; outbox: {} stored at headquarters, {} refused (keqing quarantine list){}",
+                done.snapshots,
+                done.changes,
+                done.stored,
+                done.refused,
+                if done.complete {
+                    ""
+                } else {
+                    "; more with the next bundle"
+                }
+            );
+        }
         Command::Retention(RetentionCommand::Set { years }) => {
             let dropped = desk.set_retention(Some(years))?;
             println!(

@@ -14,6 +14,7 @@
 //! - [`ui`]: `keqing ui`, the workstation in a browser over the same desk.
 //! - [`error`]: the office library's error type.
 
+pub mod bundle;
 pub mod desk;
 pub mod error;
 pub mod store;

@@ -2266,6 +2266,31 @@ impl Replica {
             .max(0) as u64)
     }
 
+    /// Forgets the outbox rows of these changes (hex hashes): headquarters
+    /// holds them (a bundle's answer says so). Returns how many went.
+    pub fn forget_outbox(&mut self, hashes: &[String]) -> Result<u64> {
+        self.write(|w| {
+            let mut delete = w.tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?;
+            let mut n = 0;
+            for h in hashes {
+                n += delete.execute([h])? as u64;
+            }
+            Ok(n)
+        })
+    }
+
+    /// The outbox row (document, position) of a change, by its hex hash.
+    pub fn outbox_row_of(&self, hash: &str) -> Result<Option<(String, i64)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT doc_id, seq FROM outbox WHERE hash = ?1",
+                [hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     pub fn outbox_len(&self) -> Result<u64> {
         Ok(self
             .conn

@@ -1103,6 +1103,82 @@ enum PullPhase {
 /// snapshots read in a later batch may hold more than `upto` (harmless:
 /// the changes after it are sent again and merge as duplicates), and the
 /// log is read by sequence number, which commits in order (one writer).
+/// Where a pull from `cursor` (of server epoch `client_epoch`) begins, and
+/// the store's epoch.
+fn pull_start(
+    store: &dyn LogReader,
+    cursor: u64,
+    client_epoch: &str,
+) -> Result<(String, PullPhase), SyncError> {
+    let epoch = store.epoch()?;
+    // A cursor of another epoch (this store was restored from a backup)
+    // points into a different log: start over from the snapshots.
+    let cursor = if client_epoch.is_empty() || client_epoch == epoch {
+        cursor
+    } else {
+        0
+    };
+    let phase = if cursor == 0 {
+        PullPhase::Bootstrap {
+            upto: store.max_seq()?,
+            after_id: String::new(),
+            partial: None,
+        }
+    } else {
+        PullPhase::Feed { cursor }
+    };
+    Ok((epoch, phase))
+}
+
+/// A whole pull at once, for a bundle's answer: the batches a pull from
+/// `cursor` would send to `device`, until its end or until they hold
+/// `max_bytes` (then `false`: the rest comes with the next bundle).
+pub(crate) fn pull_at_once(
+    store: &dyn Store,
+    device: &Device,
+    cursor: u64,
+    client_epoch: &str,
+    max_bytes: usize,
+) -> Result<(String, Vec<PullBatch>, bool), SyncError> {
+    let mut batches = Vec::new();
+    let mut bytes = 0usize;
+    let (epoch, mut phase) = pull_start(&*store.reader()?, cursor, client_epoch)?;
+    loop {
+        let batch = next_batch(
+            &*store.reader()?,
+            device.office.as_deref(),
+            &epoch,
+            &mut phase,
+            limits::PULL_BATCH,
+        )?;
+        bytes += batch.changes.iter().map(|c| c.bytes.len()).sum::<usize>()
+            + batch
+                .snapshots
+                .iter()
+                .map(|s| s.document.len())
+                .sum::<usize>();
+        let done = batch.done;
+        batches.push(batch);
+        if done {
+            return Ok((epoch, batches, true));
+        }
+        if bytes >= max_bytes {
+            return Ok((epoch, batches, false));
+        }
+    }
+}
+
+/// Takes one push's worth of changes as a live push would (every check;
+/// nothing of it stored on a refusal): for a bundle's changes.
+pub(crate) fn push_at_once(
+    store: &dyn Store,
+    device: &Device,
+    changes: Vec<ChangeEnvelope>,
+) -> Result<PushAck, SyncError> {
+    let decoded = decode_push(device, changes)?;
+    ingest(store, device.clone(), decoded)
+}
+
 fn next_batch(
     store: &dyn LogReader,
     scope: Option<&str>,
@@ -1210,27 +1286,7 @@ async fn feed_pull(
             let store = store.reader()?;
             let (epoch, mut phase) = match taken.take() {
                 Some(s) => s,
-                None => {
-                    let epoch = store.epoch()?;
-                    // A cursor of another epoch (this store was restored from
-                    // a backup) points into a different log: start over from
-                    // the snapshots.
-                    let cursor = if client_epoch.is_empty() || client_epoch == epoch {
-                        cursor
-                    } else {
-                        0
-                    };
-                    let phase = if cursor == 0 {
-                        PullPhase::Bootstrap {
-                            upto: store.max_seq()?,
-                            after_id: String::new(),
-                            partial: None,
-                        }
-                    } else {
-                        PullPhase::Feed { cursor }
-                    };
-                    (epoch, phase)
-                }
+                None => pull_start(&*store, cursor, &client_epoch)?,
             };
             let batch = next_batch(&*store, scope.as_deref(), &epoch, &mut phase, max_items)?;
             Ok::<_, SyncError>((batch, (epoch, phase)))

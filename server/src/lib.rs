@@ -6,6 +6,7 @@
 //! - [`store`]: the storage seam ([`store::Store`] and its sessions) and
 //!   its backends; the only module that writes SQL.
 //! - [`config`]: the settings (file < KEQING_… variables < flags).
+//! - [`bundle`]: change bundles of offices offline for weeks.
 //! - [`dashboard`]: headquarters' web dashboard over the same reports.
 //! - [`fleet`]: fleet health (devices' last syncs, backlogs, versions)
 //!   and the Prometheus metrics.
@@ -18,6 +19,7 @@
 //! - [`run`]: a real tonic server on a given listener, with the standard
 //!   gRPC health service and server reflection; tests call it on port 0.
 
+pub mod bundle;
 pub mod catalog;
 pub mod config;
 pub mod dashboard;

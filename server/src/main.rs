@@ -125,6 +125,9 @@ enum Command {
     /// 设备 Devices (enrolment tokens); works whether or not the server runs
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// 变更包 Bundles of offices whose line is down for weeks
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// 设备状况 Fleet health by office: each device's version, last push,
     /// pull and sync, what it has waiting and set aside; offices silent
     /// longer than silent-days, and devices older than this server, marked
@@ -275,6 +278,27 @@ enum Command {
         /// Read its password (12+ characters) from the first line of stdin
         #[arg(long)]
         password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Take a device's bundle (`keqing bundle export`) with the checks of a
+    /// push, and write its answer: what the office's devices lack, and
+    /// which of its changes are stored or refused. Importing twice stores
+    /// nothing more; a changed or foreign bundle is refused whole
+    Import {
+        /// The bundle the office sent
+        file: PathBuf,
+        /// Where to write the answer (the office imports it with `keqing
+        /// bundle import`) [default: FILE.answer]
+        #[arg(long)]
+        answer: Option<PathBuf>,
+        /// Write over an existing answer file
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -1098,6 +1122,47 @@ fn run(mut cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Bundle(BundleCommand::Import {
+            file,
+            answer,
+            force,
+            json,
+        }) => {
+            let bytes = read_bundle(&file)?;
+            let store = data.open(Opening::Existing)?;
+            let (done, answer_bytes) =
+                keqing_server::bundle::import(&*store, &bytes, &local_admin())
+                    .with_context(|| format!("{} refused", file.display()))?;
+            let answer = answer.unwrap_or_else(|| {
+                let mut name = file.clone().into_os_string();
+                name.push(".answer");
+                PathBuf::from(name)
+            });
+            keqing_host::files::write_output(&answer, &answer_bytes, force, STORE_FILES)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!(
+                    "已导入变更包 device {} ({}), office {}: {} changes, {} new, {} already stored, {} refused; answer {} ({} snapshots, {} changes{})",
+                    done.device_name,
+                    done.device,
+                    office_label(&done.office),
+                    done.changes,
+                    done.new,
+                    done.duplicates,
+                    done.refused,
+                    answer.display(),
+                    done.answer_snapshots,
+                    done.answer_changes,
+                    if done.complete {
+                        ""
+                    } else {
+                        "; more with the next bundle"
+                    }
+                );
+            }
+            Ok(())
+        }
         Command::Devices { silent_days, json } => {
             let store = data.open(Opening::Existing)?;
             let report = keqing_server::fleet::report(
@@ -1438,6 +1503,22 @@ async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
 
 /// Who ran an administrative command on this machine, for the audit log:
 /// the OS account from the process's uid (`$USER` can be set to anything).
+/// A bundle file's bytes, refusing one larger than any bundle before
+/// reading it.
+fn read_bundle(path: &std::path::Path) -> Result<Vec<u8>> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if len > keqing_shared::bundle::MAX_BUNDLE_BYTES as u64 {
+        bail!(
+            "变更包过大 {} has {len} bytes; a bundle has at most {}",
+            path.display(),
+            keqing_shared::bundle::MAX_BUNDLE_BYTES
+        );
+    }
+    Ok(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+}
+
 fn print_fleet(r: &keqing_server::fleet::FleetReport) {
     let silent = r.offices.iter().filter(|o| o.silent).count();
     println!(

@@ -24,6 +24,7 @@
 //! - [`lifecycle`]: transfers and erasures as devices learn of them, and
 //!   what an erasure leaves to the reports.
 //! - [`nonpatient`]: an office's non-patient calls of a month, one document.
+//! - [`bundle`]: signed change bundles for an office offline for weeks.
 //! - [`sync`]: the sync protocol in domain terms (no wire format).
 //! - [`sheets`]: a report as Chinese tables: text, CSV and .xlsx bytes.
 //! - [`html`]: report tables, SVG charts and the host check of the web UIs.
@@ -32,6 +33,7 @@
 //! - [`error`]: the domain error type.
 
 pub mod activity;
+pub mod bundle;
 pub mod catalog;
 pub mod dossier;
 pub mod error;

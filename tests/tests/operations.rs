@@ -378,3 +378,243 @@ fn fleet_health_and_metrics_follow_the_devices() {
         "Beijing is marked: {page}"
     );
 }
+
+fn national_calls(server: &keqing_tests::Server) -> u64 {
+    let r = keqing_tests::Server::admin(
+        &server.dir,
+        &[
+            "report",
+            "national",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--json",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    r.json()["total"]["calls"].as_u64().unwrap()
+}
+
+#[test]
+fn an_office_offline_for_weeks_reaches_headquarters_by_bundle_alone() {
+    use keqing_tests::{Office, Server};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let gd = Office::new(tmp.path().join("gd"));
+    let gd2 = Office::new(tmp.path().join("gd2"));
+    gd.enroll_on(&server, Some("44"), "广东前台1");
+    gd2.enroll_on(&server, Some("44"), "广东前台2");
+    gd2.ok(&["staff", "add", "--name", "王芳", "--role", "consultant"]);
+    gd2.call("13900000041", "陈桂英", "王芳", "2026-11-20T09:00");
+    gd2.ok(&["sync"]);
+    // From here on Guangdong's first device never reaches the server: its
+    // work travels by bundle.
+    gd.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    gd.call("13900000031", "王秀兰", "李娜", "2026-11-21T10:00");
+    gd.call("13900000032", "张桂兰", "李娜", "2026-11-22T10:00");
+    let outbox = gd.ok(&["status", "--json"]).json()["outbox"]
+        .as_u64()
+        .unwrap();
+    assert!(outbox >= 3, "the roster and two calls: {outbox}");
+    let bundle = tmp.path().join("gd-2026-11.keqing");
+    let b = bundle.to_str().unwrap();
+    let e = gd.ok(&["bundle", "export", "--out", b, "--json"]).json();
+    assert_eq!(e["changes"], outbox);
+    assert_eq!(national_calls(&server), 1);
+
+    // A changed byte, or another device's bundle under this one's name, is
+    // refused and nothing is stored.
+    let bytes = std::fs::read(&bundle).unwrap();
+    let tampered = tmp.path().join("tampered.keqing");
+    let mut t = bytes.clone();
+    let at = t.len() / 2;
+    t[at] = if t[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&tampered, &t).unwrap();
+    let r = Server::admin(
+        &server.dir,
+        &["bundle", "import", tampered.to_str().unwrap()],
+    );
+    assert!(
+        !r.ok && (r.stderr.contains("签名不符") || r.stderr.contains("损坏")),
+        "{}",
+        r.stderr
+    );
+    let gd2_bundle = tmp.path().join("gd2.keqing");
+    gd2.call("13900000042", "刘淑珍", "王芳", "2026-11-23T09:00");
+    gd2.ok(&["bundle", "export", "--out", gd2_bundle.to_str().unwrap()]);
+    let gd_id = gd.ok(&["status", "--json"]).json()["sync"]["device_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gd2_id = gd2.ok(&["status", "--json"]).json()["sync"]["device_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let forged = std::fs::read_to_string(&gd2_bundle)
+        .unwrap()
+        .replace(&gd2_id, &gd_id);
+    let forged_path = tmp.path().join("forged.keqing");
+    std::fs::write(&forged_path, forged).unwrap();
+    let r = Server::admin(
+        &server.dir,
+        &["bundle", "import", forged_path.to_str().unwrap()],
+    );
+    assert!(!r.ok && r.stderr.contains("签名不符"), "{}", r.stderr);
+    assert_eq!(national_calls(&server), 1, "nothing stored");
+
+    // Headquarters takes it: the office's calls are in the national report.
+    let answer = tmp.path().join("gd-2026-11.answer");
+    let a = answer.to_str().unwrap();
+    let r = Server::admin(
+        &server.dir,
+        &["bundle", "import", b, "--answer", a, "--json"],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let done = r.json();
+    // (The roster's deterministic first change, the other device's too,
+    // was there already.)
+    assert_eq!(
+        (
+            done["new"].as_u64().unwrap() + done["duplicates"].as_u64().unwrap(),
+            &done["refused"]
+        ),
+        (outbox, &0.into()),
+        "{done}"
+    );
+    assert!(done["new"].as_u64().unwrap() >= 2, "{done}");
+    assert_eq!(national_calls(&server), 3);
+    // Again: nothing more.
+    let again = tmp.path().join("again.answer");
+    let r = Server::admin(
+        &server.dir,
+        &[
+            "bundle",
+            "import",
+            b,
+            "--answer",
+            again.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(
+        (&r.json()["new"], &r.json()["duplicates"]),
+        (&0.into(), &outbox.into())
+    );
+    assert_eq!(national_calls(&server), 3);
+    let audit = Server::admin(&server.dir, &["audit", "--json"]).stdout;
+    assert!(audit.contains("bundle.import"), "audited");
+
+    // The office applies the answer: the other device's patient arrives,
+    // the outbox is empty; twice changes nothing.
+    let applied = gd.ok(&["bundle", "import", a, "--json"]).json();
+    assert_eq!(applied["stored"], outbox, "{applied}");
+    let status = gd.ok(&["status", "--json"]).json();
+    assert_eq!(status["outbox"], 0);
+    let found = gd
+        .ok(&["lookup", "--phone", "13900000041", "--json"])
+        .json();
+    assert!(found[0]["dossier_id"].is_string(), "{found}");
+    let before = gd.ok(&["status", "--json"]).json()["dossiers"].clone();
+    gd.ok(&["bundle", "import", a]);
+    assert_eq!(gd.ok(&["status", "--json"]).json()["dossiers"], before);
+    // Someone else's answer is refused.
+    let r = gd2.run(&["bundle", "import", a]);
+    assert!(!r.ok && r.stderr.contains("签名不符"), "{}", r.stderr);
+
+    // A change headquarters will not take (a call after the patient was
+    // transferred away) comes back refused and is set aside; the rest goes.
+    let zhang = gd
+        .ok(&["lookup", "--phone", "13900000032", "--json"])
+        .json()[0]["dossier_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = Server::admin(
+        &server.dir,
+        &[
+            "transfer",
+            "--dossier",
+            &zhang,
+            "--to",
+            "11",
+            "--reason",
+            "迁居",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    gd.ok(&[
+        "call",
+        "--patient",
+        &zhang,
+        "--phone",
+        "13900000032",
+        "--name",
+        "张桂兰",
+        "--source",
+        "电视",
+        "--staff",
+        "李娜",
+    ]);
+    gd.call("13900000033", "赵玉兰", "李娜", "2026-11-24T10:00");
+    let second = tmp.path().join("gd-2.keqing");
+    gd.ok(&["bundle", "export", "--out", second.to_str().unwrap()]);
+    let second_answer = tmp.path().join("gd-2.answer");
+    let r = Server::admin(
+        &server.dir,
+        &[
+            "bundle",
+            "import",
+            second.to_str().unwrap(),
+            "--answer",
+            second_answer.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(r.ok, "{}", r.stderr);
+    let second_done = r.json();
+    // The new patient's changes are stored; the call after the transfer is not.
+    assert_eq!(second_done["refused"], 1, "{second_done}");
+    let new = second_done["new"].as_u64().unwrap();
+    assert_eq!(
+        new + 1,
+        second_done["changes"].as_u64().unwrap(),
+        "{second_done}"
+    );
+    let applied = gd
+        .ok(&[
+            "bundle",
+            "import",
+            second_answer.to_str().unwrap(),
+            "--json",
+        ])
+        .json();
+    assert_eq!(
+        (&applied["stored"], &applied["refused"]),
+        (&new.into(), &1.into()),
+        "{applied}"
+    );
+    let q = gd.ok(&["quarantine", "list", "--json"]).json();
+    assert!(q.to_string().contains("档案已转出"), "{q}");
+    assert_eq!(national_calls(&server), 4);
+
+    // The line comes back: a live sync doubles nothing.
+    let s = gd.ok(&["sync", "--json"]).json();
+    assert_eq!(s["pushed"], 0, "{s}");
+    assert_eq!(national_calls(&server), 4);
+    let calls_of = |o: &Office, id: &str| {
+        o.ok(&["patient", id, "--json"]).json()["dossier"]["calls"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let wang = gd
+        .ok(&["lookup", "--phone", "13900000031", "--json"])
+        .json()[0]["dossier_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(calls_of(&gd, &wang), 1);
+    gd2.ok(&["sync"]);
+    assert_eq!(calls_of(&gd2, &wang), 1, "the other device has it once");
+}

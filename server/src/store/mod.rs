@@ -592,6 +592,9 @@ pub trait Store: Send + Sync {
         admin: &str,
     ) -> Result<Device>;
     fn device(&self, id: &str) -> Result<Option<Device>>;
+    /// The SHA-256 of a device's token: the key its bundles are signed
+    /// with (see `keqing_shared::bundle`).
+    fn device_key(&self, id: &str) -> Result<Option<Vec<u8>>>;
     fn devices(&self) -> Result<Vec<Device>>;
     /// Binds the client certificate with this SHA-256 to a device (a new
     /// binding replaces the old one).

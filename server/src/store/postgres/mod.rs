@@ -598,6 +598,16 @@ impl Store for PgStore {
         self.block(log::device_where(&client, "id", id))
     }
 
+    fn device_key(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let client = self.client()?;
+        self.block(async {
+            Ok(client
+                .query_opt("SELECT token_sha256 FROM devices WHERE id = $1", &[&id])
+                .await?
+                .map(|r| r.get(0)))
+        })
+    }
+
     fn devices(&self) -> Result<Vec<Device>> {
         let client = self.client()?;
         self.block(log::devices(&client))

@@ -439,6 +439,19 @@ impl Store for SqliteStore {
         self.admin()?.device(id)
     }
 
+    fn device_key(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .admin()?
+            .conn
+            .query_row(
+                "SELECT token_sha256 FROM devices WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     fn devices(&self) -> Result<Vec<Device>> {
         self.admin()?.devices()
     }
