@@ -1516,7 +1516,7 @@ fn read_bundle(path: &std::path::Path) -> Result<Vec<u8>> {
             keqing_shared::bundle::MAX_BUNDLE_BYTES
         );
     }
-    Ok(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 fn print_fleet(r: &keqing_server::fleet::FleetReport) {
