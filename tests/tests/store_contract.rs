@@ -989,3 +989,61 @@ fn transfers_and_erasures_behave_alike() {
     }
     assert_eq!(noticed, vec![2, 2], "a transfer and an erasure, told alike");
 }
+
+/// Fleet health alike on every backend: the newer of each time, the
+/// latest of what a device said; the signing key of a device's bundles;
+/// the store's size.
+#[test]
+fn fleet_health_and_device_keys_behave_alike() {
+    use keqing_server::store::DeviceHealth;
+    let tmp = tempfile::tempdir().unwrap();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-health", "44", "health-token");
+        let seen = |push: &str, sync: Option<&str>, outbox: Option<u64>| DeviceHealth {
+            device_id: "dev-health".into(),
+            client_version: outbox.map(|_| "0.1.0".into()),
+            outbox,
+            quarantined: outbox.map(|_| 0),
+            last_push: Some(push.into()),
+            last_pull: None,
+            last_sync: sync.map(str::to_string),
+        };
+        store
+            .record_health(&[seen(
+                "2026-12-01T10:00:00",
+                Some("2026-12-01T10:00:05"),
+                Some(4),
+            )])
+            .unwrap();
+        // An older observation from another process changes no time; one
+        // that says nothing of the device keeps what it said.
+        store
+            .record_health(&[seen("2026-11-30T09:00:00", None, None)])
+            .unwrap();
+        let h = store.device_health().unwrap();
+        assert_eq!(h.len(), 1, "{backend}");
+        assert_eq!(
+            (
+                h[0].last_push.as_deref(),
+                h[0].last_sync.as_deref(),
+                h[0].outbox,
+                h[0].client_version.as_deref()
+            ),
+            (
+                Some("2026-12-01T10:00:00"),
+                Some("2026-12-01T10:00:05"),
+                Some(4),
+                Some("0.1.0")
+            ),
+            "{backend}"
+        );
+        assert_eq!(
+            store.device_key("dev-health").unwrap().as_deref(),
+            Some(&keqing_shared::bundle::key_of_token("health-token")[..]),
+            "{backend}"
+        );
+        assert!(store.device_key("nobody").unwrap().is_none(), "{backend}");
+        assert!(store.size_bytes().unwrap() > 0, "{backend}");
+    }
+}
