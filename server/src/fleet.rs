@@ -239,6 +239,18 @@ fn describe() {
         "Seconds since the office's latest device sync"
     );
     describe_gauge!("keqing_store_bytes", "The store's size on disk");
+    // Present from the first scrape, at 0, not only after the first event.
+    for counter in [
+        "keqing_pushes_total",
+        "keqing_pulls_total",
+        "keqing_changes_in_total",
+        "keqing_bytes_in_total",
+        "keqing_changes_out_total",
+        "keqing_bytes_out_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    metrics::gauge!("keqing_open_streams").set(0.0);
 }
 
 /// A refused request, counted by its gRPC code's name.
