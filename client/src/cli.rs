@@ -1951,6 +1951,7 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()?;
             return rt.block_on(async {
+                let signal = keqing_host::shutdown_signal();
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
@@ -1967,7 +1968,7 @@ fn run(cli: Cli) -> Result<()> {
                         sync_every: (sync_every > 0).then(|| Duration::from_secs(sync_every)),
                         idle_sign_out: idle_minutes,
                     },
-                    keqing_host::shutdown_signal(),
+                    signal,
                 )
                 .await?;
                 Ok::<(), anyhow::Error>(())

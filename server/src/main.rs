@@ -701,6 +701,9 @@ fn run(mut cli: Cli) -> Result<()> {
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
+                // Before anyone can know the server is up: from then on a
+                // SIGTERM stops it cleanly.
+                let signal = keqing_host::shutdown_signal();
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await
                     .with_context(|| format!("cannot listen on {listen}"))?;
@@ -710,7 +713,7 @@ fn run(mut cli: Cli) -> Result<()> {
                 println!("keqing-server listening on {addr}");
                 let (stop, stopped) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    keqing_host::shutdown_signal().await;
+                    signal.await;
                     let _ = stop.send(true);
                 });
                 let dashboard = match http {
@@ -770,6 +773,7 @@ fn run(mut cli: Cli) -> Result<()> {
             let store = data.open(Opening::Existing)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
+                let signal = keqing_host::shutdown_signal();
                 let listener = bind_dashboard(&listen, false).await?;
                 keqing_server::dashboard::serve(
                     store,
@@ -780,7 +784,7 @@ fn run(mut cli: Cli) -> Result<()> {
                         silent_days: settings.silent_days,
                         ..Default::default()
                     },
-                    keqing_host::shutdown_signal(),
+                    signal,
                 )
                 .await
             })

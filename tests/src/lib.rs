@@ -484,6 +484,18 @@ impl Server {
         )
     }
 
+    /// The calls a server-side report counts (`total.calls`): `scope` is
+    /// `["national"]` or `["office", "--province", "44"]`, over the days
+    /// `from..=to`, on the store in `dir`.
+    pub fn reported_calls(dir: &Path, scope: &[&str], from: &str, to: &str) -> u64 {
+        let mut args = vec!["report"];
+        args.extend_from_slice(scope);
+        args.extend(["--from", from, "--to", to, "--json"]);
+        let r = Server::admin(dir, &args);
+        assert!(r.ok, "{}", r.stderr);
+        r.json()["total"]["calls"].as_u64().expect("total.calls")
+    }
+
     /// Runs `keqing-server args…` on this server's store.
     pub fn run_admin(&self, args: &[&str]) -> Run {
         match &self.store {

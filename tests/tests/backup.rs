@@ -13,20 +13,7 @@ fn call(o: &Office, phone: &str, name: &str, at: &str) -> String {
 }
 
 fn national_calls(server_dir: &std::path::Path) -> u64 {
-    let r = Server::admin(
-        server_dir,
-        &[
-            "report",
-            "national",
-            "--from",
-            "2026-11-20",
-            "--to",
-            "2026-11-22",
-            "--json",
-        ],
-    );
-    assert!(r.ok, "{}", r.stderr);
-    r.json()["total"]["calls"].as_u64().unwrap()
+    Server::reported_calls(server_dir, &["national"], "2026-11-20", "2026-11-22")
 }
 
 #[test]

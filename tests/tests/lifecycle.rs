@@ -147,22 +147,7 @@ fn cst_day(days: i64) -> String {
 }
 
 fn office_calls(server_dir: &std::path::Path, office: &str, from: &str, to: &str) -> u64 {
-    let r = Server::admin(
-        server_dir,
-        &[
-            "report",
-            "office",
-            "--province",
-            office,
-            "--from",
-            from,
-            "--to",
-            to,
-            "--json",
-        ],
-    );
-    assert!(r.ok, "{}", r.stderr);
-    r.json()["total"]["calls"].as_u64().unwrap()
+    Server::reported_calls(server_dir, &["office", "--province", office], from, to)
 }
 
 #[test]

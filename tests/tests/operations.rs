@@ -380,20 +380,7 @@ fn fleet_health_and_metrics_follow_the_devices() {
 }
 
 fn national_calls(server: &keqing_tests::Server) -> u64 {
-    let r = keqing_tests::Server::admin(
-        &server.dir,
-        &[
-            "report",
-            "national",
-            "--from",
-            "2026-11-01",
-            "--to",
-            "2026-11-30",
-            "--json",
-        ],
-    );
-    assert!(r.ok, "{}", r.stderr);
-    r.json()["total"]["calls"].as_u64().unwrap()
+    keqing_tests::Server::reported_calls(&server.dir, &["national"], "2026-11-01", "2026-11-30")
 }
 
 #[test]
