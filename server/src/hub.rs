@@ -1604,6 +1604,7 @@ impl keqing_proto::SyncHandler for Hub {
             r.check()
                 .map_err(|why| SyncError::invalid(format!("read {i} of the exchange: {why}")))?;
         }
+        let _serving = self.in_flight.enter();
         self.with_store(move |store| share_reads(store, &device, exchange))
             .await
     }
@@ -1629,6 +1630,9 @@ impl keqing_proto::SyncHandler for Hub {
             .admission
             .enter(&self.store, caller, CallKind::Plain)
             .await?;
+        // A sync round waits for it: the projector makes way, as for a
+        // push or a pull.
+        let _serving = self.in_flight.enter();
         self.with_store(move |store| {
             Ok(store.notices(
                 device.office.as_deref(),

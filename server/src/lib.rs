@@ -236,9 +236,14 @@ pub async fn run_configured(
                 // gauges of /metrics read.
                 if ticks.is_multiple_of(TRIM_EVERY_TICKS) {
                     keqing_host::release_free_memory();
-                    fleet.flush(&*store)?;
+                    // Neither keeps the WAL from being copied back below.
+                    if let Err(e) = fleet.flush(&*store) {
+                        tracing::warn!(error = %e, "fleet health not written; kept for the next try");
+                    }
                     let at = *caught_up_at.lock().unwrap_or_else(|e| e.into_inner());
-                    fleet::update_gauges(&*store, Some(at))?;
+                    if let Err(e) = fleet::update_gauges(&*store, Some(at)) {
+                        tracing::warn!(error = %e, "metrics gauges not read");
+                    }
                 }
                 store.upkeep()
             })
