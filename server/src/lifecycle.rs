@@ -227,6 +227,8 @@ pub struct ErasurePreview {
     pub phones: Vec<String>,
     pub records: usize,
     pub reason: String,
+    /// Dossiers merged into it (duplicates of the patient): erased with it.
+    pub duplicates: Vec<String>,
 }
 
 fn masked_name(name: &str) -> String {
@@ -264,6 +266,14 @@ pub fn request_erasure(
             .map_err(|e| LifecycleError::Damaged(doc_id.to_string(), e.to_string()))?;
         (h.office, view)
     };
+    // A duplicate's records were copied into the dossier it was merged
+    // into: erasing it alone would leave the patient there.
+    if let Some(into) = &view.merged_into {
+        return Err(LifecycleError::Invalid(format!(
+            "档案已合并 dossier {doc_id} was merged into {into}, which holds its records: erase {into} (its duplicates go with it)"
+        )));
+    }
+    let duplicates = duplicates_of(store, doc_id)?;
     store.request_erasure(&ErasureRequest {
         doc_id: doc_id.to_string(),
         reason: reason.clone(),
@@ -284,7 +294,20 @@ pub fn request_erasure(
             .collect(),
         records: view.record_count(),
         reason,
+        duplicates,
     })
+}
+
+/// The dossiers merged into `doc_id`, from the projections brought up to
+/// date first.
+fn duplicates_of(store: &dyn Store, doc_id: &str) -> Result<Vec<String>> {
+    let mut session = store.projections()?;
+    crate::projector::catch_up(&mut *session, |_, _| {}).map_err(|e| {
+        LifecycleError::Invalid(format!(
+            "the projections could not be brought up to date: {e}"
+        ))
+    })?;
+    Ok(session.merged_into(doc_id)?)
 }
 
 /// What an erasure did.
@@ -294,6 +317,8 @@ pub struct ErasureDone {
     pub office: String,
     pub at: String,
     pub changes_removed: u64,
+    /// Dossiers merged into it, erased with it.
+    pub duplicates: Vec<String>,
     /// Whether the store's files were scrubbed after it (see
     /// [`Store::scrub`]); `false` with `scrub_error` when that failed (the
     /// erasure itself stands; run `keqing-server scrub` again).
@@ -336,20 +361,37 @@ pub fn confirm_erasure(
         reason: request.reason.clone(),
         by: admin.to_string(),
     };
-    let (office, changes) = erase_in_store(store, &line, "dossier.erase")?;
+    let duplicates = duplicates_of(store, doc_id)?;
+    let (office, mut changes) = erase_in_store(store, &line, "dossier.erase")?;
     append_ledger(
         ledger,
         &LedgerLine {
             office: office.clone(),
-            ..line
+            ..line.clone()
         },
     )?;
+    for dup in &duplicates {
+        let dup_line = LedgerLine {
+            dossier: dup.clone(),
+            ..line.clone()
+        };
+        let (dup_office, n) = erase_in_store(store, &dup_line, "dossier.erase")?;
+        changes += n;
+        append_ledger(
+            ledger,
+            &LedgerLine {
+                office: dup_office,
+                ..dup_line
+            },
+        )?;
+    }
     let scrub = store.scrub();
     Ok(ErasureDone {
         dossier: doc_id.to_string(),
         office,
         at,
         changes_removed: changes,
+        duplicates,
         scrubbed: scrub.is_ok(),
         scrub_error: scrub.err().map(|e| e.to_string()),
     })

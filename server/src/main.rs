@@ -1239,6 +1239,12 @@ fn run(mut cli: Cli) -> Result<()> {
                         p.reason,
                         p.dossier
                     );
+                    if !p.duplicates.is_empty() {
+                        println!(
+                            "合并到它的重复档案也将删除 merged into it, erased with it: {}",
+                            p.duplicates.join(" ")
+                        );
+                    }
                 }
                 return Ok(());
             }
@@ -1262,6 +1268,12 @@ fn run(mut cli: Cli) -> Result<()> {
                     done.changes_removed,
                     ledger.display()
                 );
+                if !done.duplicates.is_empty() {
+                    println!(
+                        "连同合并的重复档案 with the duplicates merged into it: {}",
+                        done.duplicates.join(" ")
+                    );
+                }
             }
             if let Some(e) = done.scrub_error {
                 bail!(

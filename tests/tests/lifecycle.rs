@@ -368,6 +368,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     const PHONE: &str = "13912345678";
     const NAME: &str = "欧阳娜娜";
+    const DUP_PHONE: &str = "13987654321";
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
     let a = Office::new(tmp.path().join("a"));
@@ -380,7 +381,29 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     let (first_day, today) = (cst_day(5), cst_day(0));
     let p = call(&a, PHONE, NAME, &format!("{first_day}T10:00"));
     let q = call(&a, "13900000009", "陈桂英", &format!("{first_day}T11:00"));
-    for o in [&a, &b, &hq] {
+    // She was registered twice (another number), and headquarters merged
+    // the duplicate into her dossier: erasing her takes it too.
+    let dup = a
+        .ok(&[
+            "call",
+            "--phone",
+            DUP_PHONE,
+            "--name",
+            NAME,
+            "--source",
+            "电视",
+            "--staff",
+            "李娜",
+            "--at",
+            &format!("{first_day}T12:00"),
+            "--new",
+        ])
+        .last_line()
+        .to_string();
+    a.ok(&["sync"]);
+    hq.ok(&["sync"]);
+    hq.ok(&["merge", &p, &dup]);
+    for o in [&hq, &a, &b] {
         o.ok(&["sync"]);
     }
     // The scan finds the patient where she is (so its silence later means
@@ -393,7 +416,7 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
         );
     }
     let calls_before = office_calls(&server.dir, "44", &first_day, &today);
-    assert_eq!(calls_before, 2);
+    assert_eq!(calls_before, 3);
     assert_eq!(patients_listed(&a), 2);
     let backup = tmp.path().join("before.sqlite");
     let r = Server::admin(&server.dir, &["backup", "--out", backup.to_str().unwrap()]);
@@ -431,12 +454,32 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
         asked.stdout
     );
     assert!(!asked.stdout.contains(NAME) && !asked.stdout.contains(PHONE));
+    assert!(
+        asked.stdout.contains(&dup),
+        "its duplicate is named: {}",
+        asked.stdout
+    );
+    let only_dup = Server::admin(
+        &server.dir,
+        &["erase", "--dossier", &dup, "--reason", "患者本人申请删除"],
+    );
+    assert!(
+        !only_dup.ok && only_dup.stderr.contains("档案已合并"),
+        "{}",
+        only_dup.stderr
+    );
     let done = Server::admin(
         &server.dir,
         &["erase", "--dossier", &p, "--confirm", "--json"],
     );
     assert!(done.ok, "{}", done.stderr);
     assert_eq!(done.json()["scrubbed"], true, "{}", done.stdout);
+    assert_eq!(
+        done.json()["duplicates"][0],
+        dup.as_str(),
+        "{}",
+        done.stdout
+    );
     let again = Server::admin(&server.dir, &["erase", "--dossier", &p, "--confirm"]);
     assert!(!again.ok, "once is all");
 
@@ -457,11 +500,11 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     // is refused (gone) and dropped with her.
     for o in [&a, &hq] {
         let s = o.ok(&["sync", "--json"]).json();
-        assert_eq!(s["erased"], 1, "{s}");
+        assert_eq!(s["erased"], 2, "her dossier and its duplicate: {s}");
         assert!(!o.run(&["patient", &p]).ok);
     }
     let s = b.ok(&["sync", "--json"]).json();
-    assert_eq!((&s["refused"], &s["erased"]), (&1.into(), &1.into()), "{s}");
+    assert_eq!((&s["refused"], &s["erased"]), (&1.into(), &2.into()), "{s}");
     let status = b.ok(&["status", "--json"]).json();
     assert_eq!(status["outbox"], 0, "{status}");
     let q_list = b.ok(&["quarantine", "list", "--json"]).json();
@@ -477,11 +520,11 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
             "report", "daily", "--from", &first_day, "--to", &today, "--json",
         ])
         .json();
-    assert_eq!(local["total"]["calls"], 2, "{local}");
+    assert_eq!(local["total"]["calls"], 3, "{local}");
 
     // No file of the server or of any device holds her phone or her name.
     for dir in [&server.dir, &a.dir, &b.dir, &hq.dir] {
-        for needle in [PHONE, NAME] {
+        for needle in [PHONE, DUP_PHONE, NAME] {
             let found = any_file_holds(dir, needle);
             assert!(found.is_empty(), "{needle} still in {found:?}");
         }
@@ -512,8 +555,8 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
         ],
     );
     assert!(r.ok, "{}", r.stderr);
-    assert!(r.stdout.contains("1 of the ledger's 1"), "{}", r.stdout);
-    for needle in [PHONE, NAME] {
+    assert!(r.stdout.contains("2 of the ledger's 2"), "{}", r.stdout);
+    for needle in [PHONE, DUP_PHONE, NAME] {
         let found = any_file_holds(&restored, needle);
         assert!(found.is_empty(), "{needle} still in {found:?}");
     }

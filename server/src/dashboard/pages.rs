@@ -540,6 +540,9 @@ pub fn erase_preview(
                 tr { th { "姓名" } td.t { (p.name) } }
                 tr { th { "电话" } td.t { (p.phones.join(" ")) } }
                 tr { th { "记录数" } td { (p.records) } }
+                @if !p.duplicates.is_empty() {
+                    tr { th { "合并的重复档案（一并删除）" } td.t { (p.duplicates.join(" ")) } }
+                }
                 tr { th { "原因" } td.t { (p.reason) } }
             }
         }

@@ -554,6 +554,9 @@ pub trait Projections {
     fn last_call_day(&self, office: Option<&str>) -> Result<Option<chrono::NaiveDate>>;
     /// Pairs of live dossiers across all offices that may be one patient.
     fn duplicate_candidates(&self) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>>;
+    /// The dossiers merged into `doc_id` (duplicates of one patient whose
+    /// records were copied into it).
+    fn merged_into(&self, doc_id: &str) -> Result<Vec<String>>;
     /// One document's stored snapshot (empty: none): the catalogue's copy
     /// a report counts sources by.
     fn snapshot(&self, doc_id: &str) -> Result<Vec<u8>>;

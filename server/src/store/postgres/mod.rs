@@ -494,6 +494,22 @@ impl Projections for PgProjections<'_> {
         self.held
             .block(projections::last_call_day(self.held.c(), office))
     }
+    fn merged_into(&self, doc_id: &str) -> Result<Vec<String>> {
+        self.held.block(async {
+            let rows = self
+                .held
+                .c()
+                .query(
+                    "SELECT dossier_id FROM patients WHERE merged_into = $1 ORDER BY dossier_id",
+                    &[&doc_id],
+                )
+                .await?;
+            rows.iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect::<Result<Vec<String>>>()
+        })
+    }
+
     fn duplicate_candidates(&self) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>> {
         self.held
             .block(projections::duplicate_candidates(self.held.c()))

@@ -380,6 +380,16 @@ impl Projections for SqliteProjections<'_> {
     fn last_call_day(&self, office: Option<&str>) -> Result<Option<chrono::NaiveDate>> {
         self.conn.last_call_day(office)
     }
+    fn merged_into(&self, doc_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .conn
+            .conn
+            .prepare_cached(
+                "SELECT dossier_id FROM patients WHERE merged_into = ?1 ORDER BY dossier_id",
+            )?
+            .query_map([doc_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
     fn duplicate_candidates(&self) -> Result<Vec<keqing_projection::patients::DuplicateCandidate>> {
         self.conn.duplicate_candidates()
     }
