@@ -1702,7 +1702,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     println!(
                         "患者已转档到 {} transferred to that office (dossier {}); 不必新建档案",
-                        keqing_office::desk::office_label(&office),
+                        keqing_shared::office::label(&office),
                         safe(&id)
                     );
                 }

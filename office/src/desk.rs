@@ -336,14 +336,6 @@ pub enum PhoneLookup {
     Nowhere,
 }
 
-/// An office as staff read it: 广东 (44).
-pub fn office_label(code: &str) -> String {
-    match keqing_shared::office::office(code) {
-        Ok(o) => format!("{} ({})", o.name, o.code),
-        Err(_) => code.to_string(),
-    }
-}
-
 pub struct Desk {
     replica: Replica,
     /// Who is typing records in, when a front end says so
@@ -637,7 +629,7 @@ impl Desk {
                 Some(office) => ClientError::TransferredAway {
                     id,
                     phone: caller_phone,
-                    office: office_label(&office),
+                    office: keqing_shared::office::label(&office),
                 },
                 None => ClientError::AtServer {
                     id,
@@ -1910,7 +1902,7 @@ fn load_dossier(w: &WriteTx<'_>, id: &str, office: &str) -> Result<Dossier> {
     if let Some(to) = w.moved_to(id)? {
         return Err(ClientError::MovedAway {
             id: id.to_string(),
-            office: office_label(&to),
+            office: keqing_shared::office::label(&to),
         });
     }
     let dossier = Dossier::load(&bytes, w.actor().clone())?;

@@ -1150,7 +1150,7 @@ fn run(mut cli: Cli) -> Result<()> {
                     "已导入变更包 device {} ({}), office {}: {} changes, {} new, {} already stored, {} refused; answer {} ({} snapshots, {} changes{})",
                     done.device_name,
                     done.device,
-                    office_label(&done.office),
+                    keqing_shared::office::label(&done.office),
                     done.changes,
                     done.new,
                     done.duplicates,
@@ -1202,8 +1202,8 @@ fn run(mut cli: Cli) -> Result<()> {
                 println!(
                     "已转档 dossier {} moved from {} to {} at {}; both offices' devices learn of it at their next sync",
                     t.dossier,
-                    office_label(&t.from),
-                    office_label(&t.to),
+                    keqing_shared::office::label(&t.from),
+                    keqing_shared::office::label(&t.to),
                     t.at
                 );
             }
@@ -1231,7 +1231,7 @@ fn run(mut cli: Cli) -> Result<()> {
                     println!(
                         "将删除 will erase dossier {} of {} (made {}; {} {}; {} records) because: {}\n确认 confirm with: keqing-server erase --dossier {} --confirm",
                         p.dossier,
-                        office_label(&p.office),
+                        keqing_shared::office::label(&p.office),
                         p.created_at,
                         p.name,
                         p.phones.join(" "),
@@ -1263,7 +1263,7 @@ fn run(mut cli: Cli) -> Result<()> {
                 println!(
                     "已删除 erased dossier {} of {} at {} ({} changes); tombstone kept, ledger {}; devices drop it at their next sync",
                     done.dossier,
-                    office_label(&done.office),
+                    keqing_shared::office::label(&done.office),
                     done.at,
                     done.changes_removed,
                     ledger.display()
@@ -1302,7 +1302,7 @@ fn run(mut cli: Cli) -> Result<()> {
                     "  {}  {}  {}  {}  {}",
                     t.at,
                     t.doc_id,
-                    office_label(&t.from_office),
+                    keqing_shared::office::label(&t.from_office),
                     t.by,
                     t.reason
                 );
@@ -1588,14 +1588,6 @@ fn print_fleet(r: &keqing_server::fleet::FleetReport) {
         }
     }
     print!("{}", t.render());
-}
-
-/// An office as people read it: 广东 (44).
-fn office_label(code: &str) -> String {
-    match keqing_shared::office::office(code) {
-        Ok(o) => format!("{} ({})", o.name, o.code),
-        Err(_) => code.to_string(),
-    }
 }
 
 fn local_admin() -> String {

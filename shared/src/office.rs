@@ -135,6 +135,15 @@ pub fn office(code_or_name: &str) -> Result<Office, DomainError> {
         .ok_or_else(|| DomainError::UnknownOffice(key.to_string()))
 }
 
+/// An office as people read it, `广东 (44)`; a code that names no office
+/// as it is.
+pub fn label(code: &str) -> String {
+    match office(code) {
+        Ok(o) => format!("{} ({})", o.name, o.code),
+        Err(_) => code.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -213,7 +213,7 @@ pub fn lookup(desk: &Desk, phone_typed: &str, name: &str) -> Result<Lookup, Clie
             PhoneLookup::Here(rows) => found.by_phone = rows,
             PhoneLookup::AtServer(id) => found.at_server = Some(id),
             PhoneLookup::TransferredTo { id, office } => {
-                found.transferred = Some((id, crate::desk::office_label(&office)))
+                found.transferred = Some((id, keqing_shared::office::label(&office)))
             }
             PhoneLookup::Nowhere => {}
         }
