@@ -1600,14 +1600,10 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Bundle(BundleCommand::Import { file, json }) => {
-            let len = std::fs::metadata(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?
-                .len();
-            if len > keqing_shared::bundle::MAX_BUNDLE_BYTES as u64 {
-                bail!("变更包过大 {} has {len} bytes", file.display());
-            }
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes = keqing_host::files::read_at_most(
+                &file,
+                keqing_shared::bundle::MAX_BUNDLE_BYTES as u64,
+            )?;
             let done = keqing_office::bundle::import_answer(desk.replica_mut(), &bytes)
                 .with_context(|| format!("{} refused, nothing changed", file.display()))?;
             if json {

@@ -28,6 +28,26 @@ pub enum OutputError {
     Io(PathBuf, #[source] std::io::Error),
 }
 
+/// Reads a file given on the command line, refusing one over `most`
+/// bytes without reading more than that (the file may grow meanwhile).
+pub fn read_at_most(path: &Path, most: u64) -> Result<Vec<u8>, OutputError> {
+    use std::io::Read;
+    let io = |e| OutputError::Io(path.to_path_buf(), e);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(most + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > most {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("过大 more than {most} bytes; at most that many are taken"),
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Directory permissions for data: the owner alone.
 pub const DIR_MODE: u32 = 0o700;
 /// File permissions for data: the owner alone.
@@ -219,6 +239,17 @@ mod tests {
     #[cfg(unix)]
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_file_over_the_bound_is_refused_and_one_at_it_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("in.bin");
+        std::fs::write(&path, vec![7u8; 11]).unwrap();
+        assert_eq!(read_at_most(&path, 11).unwrap().len(), 11);
+        let e = read_at_most(&path, 10).unwrap_err();
+        assert!(e.to_string().contains("more than 10 bytes"), "{e}");
+        assert!(read_at_most(&tmp.path().join("none"), 10).is_err());
     }
 
     #[test]

@@ -1132,7 +1132,10 @@ fn run(mut cli: Cli) -> Result<()> {
             force,
             json,
         }) => {
-            let bytes = read_bundle(&file)?;
+            let bytes = keqing_host::files::read_at_most(
+                &file,
+                keqing_shared::bundle::MAX_BUNDLE_BYTES as u64,
+            )?;
             let store = data.open(Opening::Existing)?;
             let (done, answer_bytes) =
                 keqing_server::bundle::import(&*store, &bytes, &local_admin())
@@ -1358,17 +1361,9 @@ fn run(mut cli: Cli) -> Result<()> {
 /// A file an import reads: UTF-8 text, at most 32 MiB (the parsers bound
 /// what they take; this bounds what is read first).
 fn read_text(file: &std::path::Path) -> Result<String> {
+    // An import takes at most this.
     const MOST: u64 = 32 << 20;
-    let len = std::fs::metadata(file)
-        .with_context(|| format!("cannot read {}", file.display()))?
-        .len();
-    if len > MOST {
-        bail!(
-            "{} has {len} bytes; an import takes at most {MOST}",
-            file.display()
-        );
-    }
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let bytes = keqing_host::files::read_at_most(file, MOST)?;
     String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))
 }
 
@@ -1517,24 +1512,7 @@ async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }
 
-/// Who ran an administrative command on this machine, for the audit log:
-/// the OS account from the process's uid (`$USER` can be set to anything).
-/// A bundle file's bytes, refusing one larger than any bundle before
-/// reading it.
-fn read_bundle(path: &std::path::Path) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    if len > keqing_shared::bundle::MAX_BUNDLE_BYTES as u64 {
-        bail!(
-            "变更包过大 {} has {len} bytes; a bundle has at most {}",
-            path.display(),
-            keqing_shared::bundle::MAX_BUNDLE_BYTES
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-}
-
+/// The fleet report as a table, by office (`keqing-server devices`).
 fn print_fleet(r: &keqing_server::fleet::FleetReport) {
     let silent = r.offices.iter().filter(|o| o.silent).count();
     println!(
@@ -1590,6 +1568,8 @@ fn print_fleet(r: &keqing_server::fleet::FleetReport) {
     print!("{}", t.render());
 }
 
+/// Who ran an administrative command on this machine, for the audit log:
+/// the OS account from the process's uid (`$USER` can be set to anything).
 fn local_admin() -> String {
     format!("admin:{}", keqing_host::os_account())
 }
