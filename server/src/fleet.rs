@@ -60,6 +60,10 @@ impl Fleet {
             .drain()
             .map(|(_, h)| h)
             .collect();
+        // Nothing seen (no device called): no write at all.
+        if seen.is_empty() {
+            return Ok(());
+        }
         if let Err(e) = store.record_health(&seen) {
             let mut kept = keqing_host::lock(&self.seen);
             for h in seen {

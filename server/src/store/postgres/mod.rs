@@ -756,9 +756,6 @@ impl Store for PgStore {
     }
 
     fn record_health(&self, seen: &[DeviceHealth]) -> Result<()> {
-        if seen.is_empty() {
-            return Ok(());
-        }
         let client = self.client()?;
         self.block(health::record_health(&client, seen))
     }

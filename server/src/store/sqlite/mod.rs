@@ -549,9 +549,6 @@ impl Store for SqliteStore {
     }
 
     fn record_health(&self, seen: &[DeviceHealth]) -> Result<()> {
-        if seen.is_empty() {
-            return Ok(());
-        }
         self.admin()?.record_health(seen)
     }
 
