@@ -243,6 +243,32 @@ impl Office {
 
     /// Registers a TV viewer's call (`keqing call`) taken by `staff` at
     /// `at`; returns the dossier id (the last line).
+    /// A call from `phone` added to dossier `patient` (`keqing call
+    /// --patient`), at `at` or now; returns the dossier's id.
+    pub fn call_into(
+        &self,
+        patient: &str,
+        (phone, name): (&str, &str),
+        staff: &str,
+        at: Option<&str>,
+    ) -> String {
+        let mut args = vec![
+            "call",
+            "--patient",
+            patient,
+            "--phone",
+            phone,
+            "--name",
+            name,
+            "--source",
+            "电视",
+            "--staff",
+            staff,
+        ];
+        args.extend(at.map(|at| ["--at", at]).into_iter().flatten());
+        self.ok(&args).last_line().to_string()
+    }
+
     pub fn call(&self, phone: &str, name: &str, staff: &str, at: &str) -> String {
         self.ok(&[
             "call", "--phone", phone, "--name", name, "--source", "电视", "--staff", staff, "--at",

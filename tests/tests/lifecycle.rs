@@ -6,14 +6,6 @@
 
 use keqing_tests::{Office, Server};
 
-fn call(o: &Office, phone: &str, name: &str, at: &str) -> String {
-    o.ok(&[
-        "call", "--phone", phone, "--name", name, "--source", "电视", "--staff", "李娜", "--at", at,
-    ])
-    .last_line()
-    .to_string()
-}
-
 fn calls_in(o: &Office, patient: &str) -> usize {
     o.ok(&["patient", patient, "--json"]).json()["dossier"]["calls"]
         .as_array()
@@ -31,14 +23,14 @@ fn retention_drops_old_dossiers_here_and_brings_them_back_when_the_patient_retur
     b.enroll_on(&server, Some("44"), "广东前台2");
     a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
     // Three patients last seen years ago, one this month.
-    let old1 = call(&a, "13800000001", "老王", "2023-06-01T10:00");
-    let old2 = call(&a, "13800000002", "老李", "2023-06-02T10:00");
-    let old3 = call(&a, "13800000003", "老赵", "2023-06-03T10:00");
-    let old4 = call(&a, "13800000005", "老孙", "2023-06-04T10:00");
+    let old1 = a.call("13800000001", "老王", "李娜", "2023-06-01T10:00");
+    let old2 = a.call("13800000002", "老李", "李娜", "2023-06-02T10:00");
+    let old3 = a.call("13800000003", "老赵", "李娜", "2023-06-03T10:00");
+    let old4 = a.call("13800000005", "老孙", "李娜", "2023-06-04T10:00");
     let recent_at = (chrono::Utc::now() - chrono::Duration::days(3))
         .format("%Y-%m-%dT10:00")
         .to_string();
-    let recent = call(&a, "13800000004", "小张", &recent_at);
+    let recent = a.call("13800000004", "小张", "李娜", &recent_at);
     // Not before the server has them: retention needs a device that syncs,
     // and it never drops what is still to be sent.
     let unsent = a.ok(&["retention", "set", "--years", "2"]);
@@ -87,27 +79,13 @@ fn retention_drops_old_dossiers_here_and_brings_them_back_when_the_patient_retur
     let found = a.ok(&["lookup", "--phone", "13800000001", "--json"]).json();
     assert_eq!(found[0]["dossier_id"], old1.as_str(), "{found}");
     assert_eq!(calls_in(&a, &old1), 1);
-    let now_call = call(&a, "13800000001", "老王", &recent_at);
+    let now_call = a.call("13800000001", "老王", "李娜", &recent_at);
     assert_eq!(now_call, old1, "the call joins the dossier fetched back");
     assert_eq!(calls_in(&a, &old1), 2);
 
     // Another device adds to a dossier dropped here: the next sync takes it
     // back whole (active again, so retention keeps it).
-    b.ok(&[
-        "call",
-        "--patient",
-        &old2,
-        "--phone",
-        "13800000002",
-        "--name",
-        "老李",
-        "--source",
-        "电视",
-        "--staff",
-        "李娜",
-        "--at",
-        &recent_at,
-    ]);
+    b.call_into(&old2, ("13800000002", "老李"), "李娜", Some(&recent_at));
     b.ok(&["sync"]);
     let s = a.ok(&["sync", "--json"]).json();
     assert_eq!(s["fetched_back"], 1, "{s}");
@@ -163,27 +141,28 @@ fn a_transfer_moves_the_dossier_and_loses_nothing_typed_before_it() {
     gd1.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
     bj.ok(&["staff", "add", "--name", "赵敏", "--role", "consultant"]);
     let (first_day, yesterday, today) = (cst_day(10), cst_day(1), cst_day(0));
-    let p = call(&gd1, "13900000001", "王秀兰", &format!("{first_day}T10:00"));
-    let stays = call(&gd1, "13900000002", "陈桂英", &format!("{first_day}T11:00"));
+    let p = gd1.call(
+        "13900000001",
+        "王秀兰",
+        "李娜",
+        &format!("{first_day}T10:00"),
+    );
+    let stays = gd1.call(
+        "13900000002",
+        "陈桂英",
+        "李娜",
+        &format!("{first_day}T11:00"),
+    );
     gd1.ok(&["sync"]);
     gd2.ok(&["sync"]);
     bj.ok(&["sync"]);
     // The second device works offline: a call typed before the transfer...
-    gd2.ok(&[
-        "call",
-        "--patient",
+    gd2.call_into(
         &p,
-        "--phone",
-        "13900000001",
-        "--name",
-        "王秀兰",
-        "--source",
-        "电视",
-        "--staff",
+        ("13900000001", "王秀兰"),
         "李娜",
-        "--at",
-        &format!("{yesterday}T09:00"),
-    ]);
+        Some(&format!("{yesterday}T09:00")),
+    );
 
     // Headquarters moves the patient to Beijing.
     let transfer = |dossier: &str, to: &str, reason: &str| {
@@ -215,37 +194,13 @@ fn a_transfer_moves_the_dossier_and_loses_nothing_typed_before_it() {
 
     // ...and one typed after it, still not knowing: the first is delivered,
     // the second (a record after the transfer) is Beijing's to make.
-    gd2.ok(&[
-        "call",
-        "--patient",
-        &p,
-        "--phone",
-        "13900000001",
-        "--name",
-        "王秀兰",
-        "--source",
-        "电视",
-        "--staff",
-        "李娜",
-    ]);
+    gd2.call_into(&p, ("13900000001", "王秀兰"), "李娜", None);
 
     // Beijing receives the whole dossier and works on it.
     let s = bj.ok(&["sync", "--json"]).json();
     assert_eq!(s["transferred_in"], 1, "{s}");
     assert_eq!(calls_in(&bj, &p), 1);
-    bj.ok(&[
-        "call",
-        "--patient",
-        &p,
-        "--phone",
-        "13900000001",
-        "--name",
-        "王秀兰",
-        "--source",
-        "电视",
-        "--staff",
-        "赵敏",
-    ]);
+    bj.call_into(&p, ("13900000001", "王秀兰"), "赵敏", None);
     bj.ok(&["sync"]);
 
     // The first Guangdong device drops it; the patient calling there is
@@ -379,8 +334,13 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     hq.enroll_on(&server, None, "总部");
     a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
     let (first_day, today) = (cst_day(5), cst_day(0));
-    let p = call(&a, PHONE, NAME, &format!("{first_day}T10:00"));
-    let q = call(&a, "13900000009", "陈桂英", &format!("{first_day}T11:00"));
+    let p = a.call(PHONE, NAME, "李娜", &format!("{first_day}T10:00"));
+    let q = a.call(
+        "13900000009",
+        "陈桂英",
+        "李娜",
+        &format!("{first_day}T11:00"),
+    );
     // She was registered twice (another number), and headquarters merged
     // the duplicate into her dossier: erasing her takes it too.
     let dup = a
@@ -422,19 +382,7 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     let r = Server::admin(&server.dir, &["backup", "--out", backup.to_str().unwrap()]);
     assert!(r.ok, "{}", r.stderr);
     // The second device is offline and adds to her dossier.
-    b.ok(&[
-        "call",
-        "--patient",
-        &p,
-        "--phone",
-        PHONE,
-        "--name",
-        NAME,
-        "--source",
-        "电视",
-        "--staff",
-        "李娜",
-    ]);
+    b.call_into(&p, (PHONE, NAME), "李娜", None);
 
     // Step two without step one is refused; step one shows her masked.
     let early = Server::admin(&server.dir, &["erase", "--dossier", &q, "--confirm"]);
@@ -575,8 +523,8 @@ fn the_dashboard_transfers_and_erases_for_administrators_only() {
     gd.enroll_on(&server, Some("44"), "广东前台1");
     gd.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
     let day = cst_day(2);
-    let moving = call(&gd, "13900000011", "张桂兰", &format!("{day}T10:00"));
-    let leaving = call(&gd, "13900000012", "刘淑珍", &format!("{day}T11:00"));
+    let moving = gd.call("13900000011", "张桂兰", "李娜", &format!("{day}T10:00"));
+    let leaving = gd.call("13900000012", "刘淑珍", "李娜", &format!("{day}T11:00"));
     gd.ok(&["sync"]);
     let dash = server.dashboard();
     Server::add_user_in(&server.dir, "钱分析", "analyst", "总部-2026-看板");

@@ -530,19 +530,7 @@ fn an_office_offline_for_weeks_reaches_headquarters_by_bundle_alone() {
         ],
     );
     assert!(r.ok, "{}", r.stderr);
-    gd.ok(&[
-        "call",
-        "--patient",
-        &zhang,
-        "--phone",
-        "13900000032",
-        "--name",
-        "张桂兰",
-        "--source",
-        "电视",
-        "--staff",
-        "李娜",
-    ]);
+    gd.call_into(&zhang, ("13900000032", "张桂兰"), "李娜", None);
     gd.call("13900000033", "赵玉兰", "李娜", "2026-11-24T10:00");
     let second = tmp.path().join("gd-2.keqing");
     gd.ok(&["bundle", "export", "--out", second.to_str().unwrap()]);
