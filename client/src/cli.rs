@@ -2284,6 +2284,12 @@ impl keqing_office::sync::Progress for Bar {
             b.tick();
         }
     }
+    fn indexing(&mut self) {
+        if let Some(b) = &self.bar {
+            b.set_message("建立索引 building the indexes of the first sync");
+            b.tick();
+        }
+    }
 }
 
 /// Syncs every `interval`; while the server is unreachable, waits longer

@@ -573,6 +573,8 @@ CREATE TABLE erased_dossiers (
 ) WITHOUT ROWID;
 "#,
     ),
+    // The projection indexes a first sync sets aside, until it builds them.
+    M::up(keqing_projection::INDEXES_ASIDE),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in
@@ -847,6 +849,19 @@ fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection,
     // 1000 pages (the default) puts a checkpoint in every ~40th edit. 4000
     // pages (16 MB of WAL) moves it to every ~160th.
     conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)?;
+    // A first sync that stopped (killed, or the machine lost power) before
+    // it built the indexes it had set aside: built now, before a migration
+    // could replace the tables they belong to.
+    let aside_kept: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'projection_indexes_aside')",
+        [],
+        |r| r.get(0),
+    )?;
+    if aside_kept {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        keqing_projection::restore_indexes(&tx)?;
+        tx.commit()?;
+    }
     let migrations = Migrations::from_slice(MIGRATIONS);
     let before: usize = conn
         .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?
@@ -1101,6 +1116,32 @@ impl Replica {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", checkpoint_at)?;
         Ok(())
+    }
+
+    /// Before a first sync into an empty replica: sets aside the projection
+    /// indexes only reads use (see [`keqing_projection::set_indexes_aside`]),
+    /// to be built once the pull is in ([`Replica::restore_projection_indexes`];
+    /// if the process dies first, the next open builds them). Returns how many.
+    pub fn set_projection_indexes_aside(&mut self) -> Result<usize> {
+        self.write(|w| Ok(keqing_projection::set_indexes_aside(w.tx)?))
+    }
+
+    /// Builds the indexes [`Replica::set_projection_indexes_aside`] set
+    /// aside; returns how many (none: one read of an empty table).
+    pub fn restore_projection_indexes(&mut self) -> Result<usize> {
+        if !self.projection_indexes_aside()? {
+            return Ok(0);
+        }
+        self.write(|w| Ok(keqing_projection::restore_indexes(w.tx)?))
+    }
+
+    /// Whether projection indexes are set aside, waiting to be built.
+    pub fn projection_indexes_aside(&self) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM projection_indexes_aside)",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Moves WAL checkpoints off the edit path, onto a thread with its own
@@ -2310,6 +2351,9 @@ impl Replica {
     /// Returns the number of documents read.
     pub fn rebuild(&mut self) -> Result<u64> {
         self.write(|w| {
+            // Every row is written again: the indexes only reads use are
+            // built once at the end, inside this transaction.
+            keqing_projection::set_indexes_aside(w.tx)?;
             keqing_projection::clear(w.tx)?;
             let docs: Vec<(String, String, String, Vec<u8>)> = {
                 let mut stmt =
@@ -2338,6 +2382,7 @@ impl Replica {
                     w.project_dossier(&view, &schedule(&view))?;
                 }
             }
+            keqing_projection::restore_indexes(w.tx)?;
             Ok(docs.len() as u64)
         })
     }

@@ -93,6 +93,9 @@ pub struct SyncSummary {
 pub trait Progress {
     fn pushing(&mut self, done: u64, total: u64);
     fn pulling(&mut self, items: u64);
+    /// After a first sync's pull: the indexes set aside are being built
+    /// (a minute or so for the whole nation).
+    fn indexing(&mut self) {}
 }
 
 /// No progress output (tests, `--json`).
@@ -284,6 +287,12 @@ pub async fn sync_once_with(
     // So these commits need not wait for fsync; only office edits, which
     // exist nowhere else, do (other connections keep synchronous=FULL).
     replica.set_bulk_load(true)?;
+    // A first sync into an empty replica fills every projection table from
+    // nothing (a whole province, or the nation at headquarters): the
+    // indexes only reads use are set aside and built once the pull is in.
+    if state.cursor == 0 && replica.dossier_count()? == 0 {
+        replica.set_projection_indexes_aside()?;
+    }
     // Failover: the servers serve one store, so a round cut off (or never
     // begun) at one goes on at the next; what the first had acknowledged
     // is answered as duplicates, and the pull resumes from the cursor.
@@ -307,6 +316,9 @@ pub async fn sync_once_with(
             other => break other.map(|summary| (summary, at)),
         }
     };
+    // Built here too when the round failed before its pull ended; a no-op
+    // when it built them or set none aside.
+    let indexed = replica.restore_projection_indexes();
     let now = fmt_datetime(now_cst());
     let recorded = match &outcome {
         Ok(_) => replica.record_sync(&now, None),
@@ -318,6 +330,7 @@ pub async fn sync_once_with(
         Err(e) => replica.record_sync(&now, Some((SyncFailure::Refused, &e.to_string()))),
     };
     replica.set_bulk_load(false)?;
+    indexed?;
     recorded?;
     let (summary, answered) = outcome?;
     if answered > 0 {
@@ -379,6 +392,11 @@ async fn round(
             message: "拉取未完成 the server ended the pull before its end; what arrived is kept, sync again for the rest"
                 .into(),
         });
+    }
+    // Before anything reads the projection (notices, retention).
+    if replica.projection_indexes_aside()? {
+        progress.indexing();
+        replica.restore_projection_indexes()?;
     }
     if restored {
         replica.set_notices_cursor(0)?;

@@ -639,6 +639,98 @@ pub fn last_call_day(conn: &Connection, office: Option<&str>) -> Result<Option<N
     Ok(at.and_then(|t| NaiveDate::parse_from_str(t.get(..10)?, "%Y-%m-%d").ok()))
 }
 
+/// The record of indexes [`set_indexes_aside`] dropped, for
+/// [`restore_indexes`] to create again (after a crash too: the store
+/// restores them when it opens). Bookkeeping of the store that bulk-loads
+/// (the replica), added by a migration of its own, not part of the
+/// projection's versioned schema. Frozen.
+pub const INDEXES_ASIDE: &str = "
+CREATE TABLE projection_indexes_aside (
+    name TEXT PRIMARY KEY,
+    sql TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// The column by which the projection's own writes find a table's rows
+/// (`project_dossier` reads and deletes a dossier's rows, `project_roster`
+/// an office's, `project_nonpatient` a log's): indexes led by it stay
+/// through a bulk load.
+fn write_lookup_column(table: &str) -> &'static str {
+    match table {
+        "staff" | "activities" => "office",
+        "nonpatient_calls" => "log_id",
+        _ => "dossier_id",
+    }
+}
+
+/// Drops the projection's indexes that only reads use (the reports', the
+/// lists', lookups by name or phone) and records them in
+/// `projection_indexes_aside`; returns how many. For a bulk load into
+/// empty tables (a new device's first sync of a whole province, or of the
+/// nation at headquarters): filling an index row by row writes it at
+/// random places, a page read and written again for nearly every row once
+/// the index outgrows the page cache, while [`restore_indexes`] builds
+/// each once, by sorting. Queries stay correct meanwhile, only slower.
+/// Indexes the projection's own writes read, and the keys, stay. Run it in
+/// the caller's write transaction, and [`restore_indexes`] afterwards.
+pub fn set_indexes_aside(conn: &Connection) -> Result<usize> {
+    let indexes: Vec<(String, String, String)> = conn
+        .prepare(
+            "SELECT name, tbl_name, sql FROM sqlite_master
+             WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut aside = 0;
+    for (name, table, sql) in indexes {
+        if !TABLES.contains(&table.as_str()) {
+            continue;
+        }
+        let first: Option<String> = conn
+            .query_row(
+                "SELECT name FROM pragma_index_info(?1) WHERE seqno = 0",
+                [&name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if first.as_deref() == Some(write_lookup_column(&table)) {
+            continue;
+        }
+        conn.execute(
+            "INSERT INTO projection_indexes_aside (name, sql) VALUES (?1, ?2)",
+            params![name, sql],
+        )?;
+        conn.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+        aside += 1;
+    }
+    Ok(aside)
+}
+
+/// Creates again every index [`set_indexes_aside`] recorded (one missing
+/// from the schema; each is built from the table's rows by sorting) and
+/// forgets them; returns how many were created. Nothing to do is one read
+/// of an empty table. Run it in the caller's write transaction.
+pub fn restore_indexes(conn: &Connection) -> Result<usize> {
+    let aside: Vec<(String, String)> = conn
+        .prepare("SELECT name, sql FROM projection_indexes_aside ORDER BY name")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut created = 0;
+    for (name, sql) in &aside {
+        let exists: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1)",
+            [name],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            conn.execute_batch(sql)?;
+            created += 1;
+        }
+    }
+    conn.execute("DELETE FROM projection_indexes_aside", [])?;
+    Ok(created)
+}
+
 /// Deletes every projection row derived from a document (before a
 /// rebuild). The stand-ins of erased dossiers (`erased-…`, see
 /// `keqing_shared::lifecycle`) stay: no document can derive them again,

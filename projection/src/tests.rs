@@ -839,3 +839,87 @@ fn records_count_at_the_office_where_they_happened() {
     assert_eq!(office_of("calls", 2), [text("44"), text("11")]);
     assert_eq!(office_of("patients", 1), [text("11")]);
 }
+
+/// A store's indexes, as `sqlite_master` has them.
+fn index_schema(conn: &Connection) -> Vec<(String, String)> {
+    conn.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// The plan of one statement, each step's text.
+fn plan_of(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+    let unbound = vec![rusqlite::types::Null; explain.parameter_count()];
+    explain
+        .query_map(rusqlite::params_from_iter(unbound), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// A bulk load sets aside only indexes the projection's own writes never
+/// read: every statement a projection runs finds its rows as it does in a
+/// store with every index (the same query plan); the rows written meanwhile
+/// are those of an ordinary store; and the indexes come back exactly as
+/// the schema has them.
+#[test]
+fn indexes_set_aside_spare_the_writes_and_come_back_as_they_were() {
+    let (conn, view) = store_and_empty_dossier();
+    conn.execute_batch(INDEXES_ASIDE).unwrap();
+    let (plain, _) = store_and_empty_dossier();
+    let schema = index_schema(&conn);
+    let aside = set_indexes_aside(&conn).unwrap();
+    assert!(aside >= 10, "{aside} set aside");
+    assert_eq!(index_schema(&conn).len(), schema.len() - aside);
+    // The report's indexes are among them...
+    assert!(!index_schema(&conn).iter().any(|(n, _)| n == "calls_at"));
+    // ...and what the writes read is not.
+    let mut writes: Vec<String> = Vec::new();
+    for table in rows::DOSSIER_TABLES {
+        writes.push(table_sql(table).select.clone());
+        writes.push(format!("DELETE FROM {} WHERE dossier_id = ?1", table.name));
+        writes.push(table_sql(table).delete.clone());
+    }
+    writes.push("DELETE FROM staff WHERE office = ?1".into());
+    writes.push("DELETE FROM activities WHERE office = ?1".into());
+    writes.push("DELETE FROM nonpatient_calls WHERE log_id = ?1".into());
+    writes.push("SELECT digests FROM projection_digests WHERE dossier_id = ?1".into());
+    for sql in &writes {
+        assert_eq!(plan_of(&conn, sql), plan_of(&plain, sql), "{sql}");
+    }
+    let mut rng = Rng(17);
+    let slots: Vec<Slot> = (0..9).map(|_| random_slot(&mut rng)).collect();
+    project_new_dossier(&conn, &view, &slots).unwrap();
+    project_dossier(&conn, &view, &slots[..4]).unwrap();
+    project_new_dossier(&plain, &view, &slots).unwrap();
+    project_dossier(&plain, &view, &slots[..4]).unwrap();
+    assert_eq!(restore_indexes(&conn).unwrap(), aside);
+    assert_eq!(index_schema(&conn), schema);
+    assert_eq!(dump(&conn).unwrap(), dump(&plain).unwrap());
+    // The tallies the triggers keep match too.
+    for tally in ["category_tallies", "followup_tallies", "slot_tallies"] {
+        let rows = |c: &Connection| -> Vec<String> {
+            c.prepare(&format!("SELECT * FROM {tally}"))
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((0..r.as_ref().column_count())
+                        .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                        .collect::<Vec<_>>()
+                        .join("|"))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        assert_eq!(rows(&conn), rows(&plain), "{tally}");
+    }
+    // Nothing left to build.
+    assert_eq!(restore_indexes(&conn).unwrap(), 0);
+    assert_eq!(index_schema(&conn), schema);
+}

@@ -425,3 +425,33 @@ fn a_panic_inside_a_write_leaves_nothing_and_the_next_edit_commits() {
         .count();
     assert_eq!(rows_of_first, 2, "the first call's creation and call only");
 }
+
+/// Indexes a first sync set aside are built when the replica next opens
+/// if the process died before it built them (killed, or the power cut):
+/// nothing is left slow for good.
+#[test]
+fn indexes_set_aside_by_a_sync_that_died_are_built_on_the_next_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let indexes = || -> Vec<String> {
+        let conn = rusqlite::Connection::open(tmp.path().join(DB_FILE)).unwrap();
+        conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    };
+    let mut desk = Desk::init(tmp.path(), "44", "前台1").unwrap();
+    let all = indexes();
+    let aside = desk.replica_mut().set_projection_indexes_aside().unwrap();
+    assert!(aside > 0);
+    assert_eq!(indexes().len(), all.len() - aside);
+    assert!(desk.replica().projection_indexes_aside().unwrap());
+    // The process dies here, before the pull is in.
+    drop(desk);
+    let desk = Desk::open(tmp.path()).unwrap();
+    assert!(!desk.replica().projection_indexes_aside().unwrap());
+    assert_eq!(indexes(), all);
+}

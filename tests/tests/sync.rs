@@ -828,3 +828,74 @@ fn two_devices_change_one_plan_offline_and_converge() {
         assert!(cadences.contains(&"planned"), "the extra call: {due}");
     }
 }
+
+/// The names of a replica's own indexes (not the keys' automatic ones).
+fn replica_indexes(dir: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join(keqing_office::store::DB_FILE)).unwrap();
+    conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+    )
+    .unwrap()
+    .query_map([], |r| r.get(0))
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
+}
+
+/// A new device's first sync sets the projection's read-only indexes
+/// aside while it fills the tables, and ends with every one built again:
+/// its projection is the one a rebuild derives, and its figures are the
+/// office's.
+#[test]
+fn a_first_sync_ends_with_every_index_built() {
+    use keqing_office::sync::{Quiet, enroll, sync_once};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a"));
+    a.enroll_on(&server, Some("44"), "前台1");
+    a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    for i in 0..12 {
+        a.call(
+            &format!("138001380{i:02}"),
+            &format!("张{i}"),
+            "李娜",
+            "2026-11-20T09:00",
+        );
+    }
+    a.ok(&["sync"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hq_dir = tmp.path().join("hq");
+    let token = server.add_device(None, "数据中心");
+    let mut hq = rt
+        .block_on(enroll(
+            &hq_dir,
+            &[server.url()],
+            &token,
+            None,
+            &Default::default(),
+        ))
+        .unwrap();
+    rt.block_on(sync_once(hq.replica_mut(), &mut Quiet))
+        .unwrap();
+    assert!(!hq.replica().projection_indexes_aside().unwrap());
+    assert_eq!(replica_indexes(&hq_dir), replica_indexes(&a.dir));
+    let pulled = hq.replica().projection_dump().unwrap();
+    assert!(pulled.contains("张11"), "the dossiers arrived");
+    hq.replica_mut().rebuild().unwrap();
+    assert_eq!(hq.replica().projection_dump().unwrap(), pulled);
+    assert_eq!(replica_indexes(&hq_dir), replica_indexes(&a.dir));
+    // Later syncs go the ordinary way.
+    a.call("13800138099", "张末", "李娜", "2026-11-21T09:00");
+    a.ok(&["sync"]);
+    rt.block_on(sync_once(hq.replica_mut(), &mut Quiet))
+        .unwrap();
+    assert_eq!(replica_indexes(&hq_dir), replica_indexes(&a.dir));
+    drop(hq);
+    let report = |o: &Office| {
+        o.ok(&["report", "daily", "--date", "2026-11-20", "--json"])
+            .json()["total"]
+            .clone()
+    };
+    let hq_office = Office::new(hq_dir);
+    assert_eq!(report(&hq_office), report(&a));
+}
