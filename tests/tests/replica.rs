@@ -432,17 +432,7 @@ fn a_panic_inside_a_write_leaves_nothing_and_the_next_edit_commits() {
 #[test]
 fn indexes_set_aside_by_a_sync_that_died_are_built_on_the_next_open() {
     let tmp = tempfile::tempdir().unwrap();
-    let indexes = || -> Vec<String> {
-        let conn = rusqlite::Connection::open(tmp.path().join(DB_FILE)).unwrap();
-        conn.prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
-    };
+    let indexes = || replica_indexes(tmp.path());
     let mut desk = Desk::init(tmp.path(), "44", "前台1").unwrap();
     let all = indexes();
     let aside = desk.replica_mut().set_projection_indexes_aside().unwrap();
@@ -454,4 +444,18 @@ fn indexes_set_aside_by_a_sync_that_died_are_built_on_the_next_open() {
     let desk = Desk::open(tmp.path()).unwrap();
     assert!(!desk.replica().projection_indexes_aside().unwrap());
     assert_eq!(indexes(), all);
+}
+
+/// The names of the indexes a replica's schema declares (not the keys'
+/// automatic ones), read from its file.
+pub(crate) fn replica_indexes(dir: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+    conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+    )
+    .unwrap()
+    .query_map([], |r| r.get(0))
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
 }

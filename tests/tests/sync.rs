@@ -1,5 +1,6 @@
 //! Sync through a real `keqing-server` process and real `keqing` replicas.
 
+use crate::replica::replica_indexes;
 use keqing_tests::{Office, Server};
 
 #[test]
@@ -827,19 +828,6 @@ fn two_devices_change_one_plan_offline_and_converge() {
             .collect();
         assert!(cadences.contains(&"planned"), "the extra call: {due}");
     }
-}
-
-/// The names of a replica's own indexes (not the keys' automatic ones).
-fn replica_indexes(dir: &std::path::Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(dir.join(keqing_office::store::DB_FILE)).unwrap();
-    conn.prepare(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
-    )
-    .unwrap()
-    .query_map([], |r| r.get(0))
-    .unwrap()
-    .collect::<rusqlite::Result<_>>()
-    .unwrap()
 }
 
 /// A new device's first sync sets the projection's read-only indexes
