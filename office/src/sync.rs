@@ -282,17 +282,17 @@ pub async fn sync_once_with(
 ) -> Result<SyncSummary> {
     let push_batch = push_batch.clamp(1, limits::PUSH_BATCH);
     let state = enrolled(replica)?;
-    // Everything a sync writes can be had again from the server: a lost ack
-    // means a harmless re-push, a lost batch is pulled again with its cursor.
-    // So these commits need not wait for fsync; only office edits, which
-    // exist nowhere else, do (other connections keep synchronous=FULL).
-    replica.set_bulk_load(true)?;
     // A first sync into an empty replica fills every projection table from
     // nothing (a whole province, or the nation at headquarters): the
     // indexes only reads use are set aside and built once the pull is in.
     if state.cursor == 0 && replica.dossier_count()? == 0 {
         replica.set_projection_indexes_aside()?;
     }
+    // Everything a sync writes can be had again from the server: a lost ack
+    // means a harmless re-push, a lost batch is pulled again with its cursor.
+    // So these commits need not wait for fsync; only office edits, which
+    // exist nowhere else, do (other connections keep synchronous=FULL).
+    replica.set_bulk_load(true)?;
     // Failover: the servers serve one store, so a round cut off (or never
     // begun) at one goes on at the next; what the first had acknowledged
     // is answered as duplicates, and the pull resumes from the cursor.
