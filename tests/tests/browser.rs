@@ -932,7 +932,10 @@ async fn the_whole_day_is_done_in_the_workstation() {
         .unwrap()
         .to_string();
     click(&c, &format!("#staff-{zhao} button")).await;
-    wait_for_page(&c, "赵敏 on leave", |h| h.contains("离岗")).await;
+    // Every active member's button already says 离岗: the page after the
+    // click is the one offering 返岗 (waiting for 离岗 passed on the old page,
+    // whose row went stale under the read below when the new one came).
+    wait_for_page(&c, "赵敏 on leave", |h| h.contains("返岗")).await;
     assert!(
         text_of(&c, &format!("#staff-{zhao}"))
             .await
