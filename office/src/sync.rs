@@ -94,7 +94,7 @@ pub trait Progress {
     fn pushing(&mut self, done: u64, total: u64);
     fn pulling(&mut self, items: u64);
     /// After a first sync's pull: the indexes set aside are being built
-    /// (a minute or so for the whole nation).
+    /// (~4 s for 100k dossiers; longer with the nation's).
     fn indexing(&mut self) {}
 }
 
