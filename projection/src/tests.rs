@@ -699,15 +699,7 @@ fn the_report_reads_its_rows_from_covering_indexes() {
         ("nonpatient", report_sql::NONPATIENT),
         ("staff_events", report_sql::STAFF_EVENTS),
     ] {
-        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
-        let unbound = vec![rusqlite::types::Null; explain.parameter_count()];
-        let plan: Vec<String> = explain
-            .query_map(rusqlite::params_from_iter(unbound), |r| {
-                r.get::<_, String>(3)
-            })
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let plan = plan_of(&conn, sql);
         assert!(
             plan.len() == 1 && plan[0].contains("USING COVERING INDEX"),
             "{name}: {plan:?}"
