@@ -65,6 +65,7 @@ pub struct Settings {
     pub requests_per_second: Option<u32>,
     pub request_burst: Option<u32>,
     pub silent_days: Option<u32>,
+    pub log_keep_days: Option<u32>,
 }
 
 /// One key: its name in the file, its flag, its environment variable, its
@@ -178,6 +179,13 @@ pub const KEYS: &[Key] = &[
         secret: false,
         help: "an office is marked silent after this many days without a sync",
     },
+    Key {
+        name: "log-keep-days",
+        env: "KEQING_LOG_KEEP_DAYS",
+        default: "30",
+        secret: false,
+        help: "change log kept whole this long; older changes live on in their dossiers' snapshots (a device offline longer starts over from them)",
+    },
 ];
 
 /// The settings in force, every key decided.
@@ -197,6 +205,7 @@ pub struct Effective {
     pub requests_per_second: u32,
     pub request_burst: u32,
     pub silent_days: u32,
+    pub log_keep_days: u32,
 }
 
 impl Settings {
@@ -248,6 +257,10 @@ impl Settings {
                 .or(file.request_burst)
                 .unwrap_or(keqing_shared::sync::limits::REQUEST_BURST),
             silent_days: self.silent_days.or(file.silent_days).unwrap_or(2),
+            log_keep_days: self
+                .log_keep_days
+                .or(file.log_keep_days)
+                .unwrap_or(crate::compaction::DEFAULT_KEEP_DAYS),
         };
         e.check()?;
         Ok(e)
@@ -268,6 +281,9 @@ impl Effective {
         }
         if !(1..=365).contains(&self.silent_days) {
             return bad(format!("silent-days {}: 1 to 365", self.silent_days));
+        }
+        if !(1..=3650).contains(&self.log_keep_days) {
+            return bad(format!("log-keep-days {}: 1 to 3650", self.log_keep_days));
         }
         Ok(())
     }
@@ -301,6 +317,7 @@ impl Effective {
             self.requests_per_second.to_string(),
             self.request_burst.to_string(),
             self.silent_days.to_string(),
+            self.log_keep_days.to_string(),
         ];
         KEYS.iter().map(|k| k.name).zip(values).collect()
     }

@@ -1097,12 +1097,17 @@ enum PullPhase {
     Done,
 }
 
-/// Reads the next batch of a pull from `store`, in one short read
-/// transaction, within the batch limits (count and bytes), and moves
-/// `phase` past it. Between batches the pull holds nothing of the store:
-/// snapshots read in a later batch may hold more than `upto` (harmless:
-/// the changes after it are sent again and merge as duplicates), and the
-/// log is read by sequence number, which commits in order (one writer).
+impl PullPhase {
+    /// Whole documents as the log stands now.
+    fn bootstrap(store: &dyn LogReader) -> Result<PullPhase, SyncError> {
+        Ok(PullPhase::Bootstrap {
+            upto: store.max_seq()?,
+            after_id: String::new(),
+            partial: None,
+        })
+    }
+}
+
 /// Where a pull from `cursor` (of server epoch `client_epoch`) begins, and
 /// the store's epoch.
 fn pull_start(
@@ -1112,20 +1117,12 @@ fn pull_start(
 ) -> Result<(String, PullPhase), SyncError> {
     let epoch = store.epoch()?;
     // A cursor of another epoch (this store was restored from a backup)
-    // points into a different log: start over from the snapshots.
-    let cursor = if client_epoch.is_empty() || client_epoch == epoch {
-        cursor
-    } else {
-        0
-    };
-    let phase = if cursor == 0 {
-        PullPhase::Bootstrap {
-            upto: store.max_seq()?,
-            after_id: String::new(),
-            partial: None,
-        }
-    } else {
+    // points into a different log: start over from the snapshots. (So does
+    // one below the compaction floor: see `next_batch`.)
+    let phase = if cursor > 0 && (client_epoch.is_empty() || client_epoch == epoch) {
         PullPhase::Feed { cursor }
+    } else {
+        PullPhase::bootstrap(store)?
     };
     Ok((epoch, phase))
 }
@@ -1179,6 +1176,12 @@ pub(crate) fn push_at_once(
     ingest(store, device.clone(), decoded)
 }
 
+/// Reads the next batch of a pull from `store`, in one short read
+/// transaction, within the batch limits (count and bytes), and moves
+/// `phase` past it. Between batches the pull holds nothing of the store:
+/// snapshots read in a later batch may hold more than `upto` (harmless:
+/// the changes after it are sent again and merge as duplicates), and the
+/// log is read by sequence number, which commits in order (one writer).
 fn next_batch(
     store: &dyn LogReader,
     scope: Option<&str>,
@@ -1191,6 +1194,17 @@ fn next_batch(
         epoch: epoch.to_string(),
         ..Default::default()
     };
+    // A cursor below the compaction floor (a device offline longer than
+    // the horizon, or a feed compaction passed since its last batch: the
+    // floor and the bytes it took went in one transaction, and this batch
+    // reads in one) cannot follow the log: what the log no longer holds,
+    // the snapshots do, so the feed starts over from them (the device
+    // merges what it holds already).
+    if let PullPhase::Feed { cursor } = phase
+        && *cursor < store.log_floor()?
+    {
+        *phase = PullPhase::bootstrap(store)?;
+    }
     match phase {
         PullPhase::Bootstrap {
             upto,
@@ -1198,31 +1212,57 @@ fn next_batch(
             partial,
         } => {
             let upto = *upto;
-            if let Some((doc, after)) = partial.take() {
-                let (changes, more) = store.changes_of_within(&doc, after, upto, &mut budget)?;
-                let last = changes.last().map_or(after, |c| c.seq);
-                batch.changes.extend(changes);
-                if more {
-                    *partial = Some((doc, last));
-                    return Ok(batch);
+            if let Some((doc_id, after)) = partial.take() {
+                // The document as it is now: its snapshot goes again (it
+                // may have become complete, or compaction may have taken
+                // changes of the rest from the log into it since), then
+                // the rest of its changes while it is incomplete.
+                if let Some(held) = store.document(&doc_id)? {
+                    if !held.snapshot.is_empty() {
+                        if !budget.fits(held.snapshot.len()) {
+                            *partial = Some((doc_id, after));
+                            return Ok(batch);
+                        }
+                        budget.take(held.snapshot.len());
+                        batch.snapshots.push(Snapshot {
+                            doc_id: doc_id.clone(),
+                            document: held.snapshot,
+                        });
+                    }
+                    if !held.complete {
+                        let (changes, more) =
+                            store.changes_of_within(&doc_id, after, upto, &mut budget)?;
+                        let last = changes.last().map_or(after, |c| c.seq);
+                        batch.changes.extend(changes);
+                        if more {
+                            *partial = Some((doc_id, last));
+                            return Ok(batch);
+                        }
+                    }
                 }
             }
             let page = store.document_page(scope, after_id, max_items)?;
             let last_page = (page.len() as u32) < max_items;
             for (doc_id, complete, len) in page {
-                if complete {
+                // A complete snapshot holds every logged change; an
+                // incomplete one (or none) goes with the changes the log
+                // still has (those compaction took are in the snapshot).
+                if len > 0 {
                     if !budget.fits(len) {
                         return Ok(batch);
                     }
                     budget.take(len);
                     let document = store.snapshot_of(&doc_id)?;
-                    *after_id = doc_id.clone();
-                    batch.snapshots.push(Snapshot { doc_id, document });
-                } else {
+                    batch.snapshots.push(Snapshot {
+                        doc_id: doc_id.clone(),
+                        document,
+                    });
+                }
+                *after_id = doc_id.clone();
+                if !complete {
                     let (changes, more) = store.changes_of_within(&doc_id, 0, upto, &mut budget)?;
                     let last = changes.last().map(|c| c.seq);
                     batch.changes.extend(changes);
-                    *after_id = doc_id.clone();
                     if more {
                         *partial = Some((doc_id, last.unwrap_or(0)));
                         return Ok(batch);
@@ -1369,10 +1409,12 @@ fn repair_answer(
         }
         // A complete snapshot holds every logged change: one load, not a
         // replay of the log.
+        // (An incomplete one lacks what the log holds; compaction may have
+        // taken older changes from the log into it.)
         let doc = if stored.complete {
             replayed(&stored.snapshot, Vec::new())?
         } else {
-            replayed(&[], store.changes_of(&d.doc_id, u64::MAX)?)?
+            replayed(&stored.snapshot, store.changes_of(&d.doc_id, u64::MAX)?)?
         };
         // Heads the server does not know (unpushed local work) are ignored.
         let have: Vec<automerge::ChangeHash> = d

@@ -21,6 +21,7 @@
 
 pub mod bundle;
 pub mod catalog;
+pub mod compaction;
 pub mod config;
 pub mod dashboard;
 pub mod fleet;
@@ -95,6 +96,8 @@ pub struct RunOptions {
     /// Each device's average requests per second, and at once.
     pub requests_per_second: u32,
     pub request_burst: u32,
+    /// Days of change log kept whole (see [`compaction`]).
+    pub log_keep_days: u32,
 }
 
 impl Default for RunOptions {
@@ -102,6 +105,7 @@ impl Default for RunOptions {
         RunOptions {
             requests_per_second: keqing_shared::sync::limits::REQUESTS_PER_SECOND,
             request_burst: keqing_shared::sync::limits::REQUEST_BURST,
+            log_keep_days: compaction::DEFAULT_KEEP_DAYS,
         }
     }
 }
@@ -255,6 +259,43 @@ pub async fn run_configured(
             }
         }
     });
+    // The log is compacted hourly, the first time a minute after start
+    // (every process may: each step is one turn of the writer, and a floor
+    // another process raised is not compacted again).
+    let compact_store = store.clone();
+    let compacting = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        let mut every = tokio::time::interval(compaction::EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let store = compact_store.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                compaction::compact(
+                    &*store,
+                    keqing_host::now_cst(),
+                    options.log_keep_days,
+                    &mut |_, _| {},
+                )
+            })
+            .await;
+            match done {
+                Ok(Ok(c)) if c.changes > 0 => {
+                    tracing::info!(
+                        floor = c.floor,
+                        changes = c.changes,
+                        bytes = c.bytes,
+                        "change log compacted"
+                    )
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "log compaction failed; retrying within the hour")
+                }
+                Err(e) => tracing::warn!(error = %e, "log compaction task failed"),
+            }
+        }
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status(
@@ -312,6 +353,7 @@ pub async fn run_configured(
     stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     projecting.abort();
     checkpointing.abort();
+    compacting.abort();
     // What was seen since the last flush is not lost with the process.
     let last_store = store.clone();
     match tokio::task::spawn_blocking(move || fleet.flush(&*last_store)).await {

@@ -75,6 +75,10 @@ struct ServeArgs {
     /// Offices without a sync for this many days are marked silent [default: 2]
     #[arg(long, env = "KEQING_SILENT_DAYS")]
     silent_days: Option<u32>,
+    /// Days of change log kept whole; older changes live on in their
+    /// dossiers' snapshots [default: 30]
+    #[arg(long, env = "KEQING_LOG_KEEP_DAYS")]
+    log_keep_days: Option<u32>,
 }
 
 impl ServeArgs {
@@ -99,6 +103,7 @@ impl ServeArgs {
             requests_per_second: self.requests_per_second,
             request_burst: self.request_burst,
             silent_days: self.silent_days,
+            log_keep_days: self.log_keep_days,
         }
     }
 }
@@ -229,6 +234,18 @@ enum Command {
         /// One office's only
         #[arg(long, alias = "office")]
         province: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// 日志压缩 Compact the change log now (a serving process does it
+    /// hourly): changes older than the horizon whose dossier's snapshot
+    /// holds them give up their bytes; a device offline longer starts over
+    /// from the snapshots
+    Compact {
+        /// Keep this many days of log whole (0: compact up to now)
+        /// [default: the settings' log-keep-days, 30]
+        #[arg(long)]
+        keep_days: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -754,6 +771,7 @@ fn run(mut cli: Cli) -> Result<()> {
                     keqing_server::RunOptions {
                         requests_per_second,
                         request_burst,
+                        log_keep_days: settings.log_keep_days,
                     },
                     until(stopped),
                 )
@@ -908,6 +926,38 @@ fn run(mut cli: Cli) -> Result<()> {
                 "报表账号 {name} 可读取投影表 reads the projection tables of docs/reporting-schema.md, read-only, on {}",
                 data.shown()
             );
+            Ok(())
+        }
+        Command::Compact { keep_days, json } => {
+            let store = data.open(Opening::Existing)?;
+            let keep_days = keep_days.unwrap_or(settings.log_keep_days);
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("压缩 compacting {bar:30} {pos}/{len}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let started = std::time::Instant::now();
+            let done = keqing_server::compaction::compact(
+                &*store,
+                keqing_host::now_cst(),
+                keep_days,
+                &mut |at, target| {
+                    bar.set_length(target);
+                    bar.set_position(at);
+                },
+            )?;
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else {
+                println!(
+                    "日志已压缩至位置 {} (保留 {keep_days} 天): {} 条变更的内容并入档案快照, 释放 {:.1} MB, 用时 {:.1}s",
+                    done.floor,
+                    done.changes,
+                    done.bytes as f64 / 1e6,
+                    started.elapsed().as_secs_f64()
+                );
+            }
             Ok(())
         }
         Command::Project { rebuild, json } => {

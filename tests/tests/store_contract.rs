@@ -1047,3 +1047,264 @@ fn fleet_health_and_device_keys_behave_alike() {
         assert!(store.size_bytes().unwrap() > 0, "{backend}");
     }
 }
+
+/// What a pull brought: the snapshots, and the changes (document, bytes).
+type Pulled = (Vec<keqing_shared::sync::Snapshot>, Vec<(String, Vec<u8>)>);
+
+/// What a pull from `cursor` brings `token`'s device, all batches, and the
+/// cursor it ends at.
+fn pull_all(
+    rt: &tokio::runtime::Runtime,
+    (hub, epoch): (&keqing_server::hub::Hub, &str),
+    token: &str,
+    cursor: u64,
+) -> (Pulled, u64) {
+    rt.block_on(async {
+        let epoch = epoch.to_string();
+        let mut rx = hub.pull(token.into(), cursor, epoch, 3).await.unwrap();
+        let (mut snapshots, mut changes, mut cursor) = (Vec::new(), Vec::new(), cursor);
+        while let Some(b) = rx.recv().await {
+            let b = b.unwrap();
+            assert!(
+                b.changes.iter().all(|c| !c.bytes.is_empty()),
+                "a pull never sends a change without its bytes"
+            );
+            snapshots.extend(b.snapshots);
+            changes.extend(b.changes.into_iter().map(|c| (c.doc_id, c.bytes)));
+            cursor = cursor.max(b.cursor);
+            if b.done {
+                break;
+            }
+        }
+        ((snapshots, changes), cursor)
+    })
+}
+
+/// Merges pulled data into a device's documents, as a replica does.
+fn merge_pulled(
+    held: &mut std::collections::BTreeMap<String, automerge::Automerge>,
+    (snapshots, changes): Pulled,
+) {
+    for s in snapshots {
+        let doc = held.entry(s.doc_id).or_default();
+        doc.merge(&mut automerge::Automerge::load(&s.document).unwrap())
+            .unwrap();
+    }
+    for (id, bytes) in changes {
+        held.entry(id)
+            .or_default()
+            .apply_changes([automerge::Change::from_bytes(bytes).unwrap()])
+            .unwrap();
+    }
+}
+
+/// A later follow-up of a working dossier.
+fn followup(id: &str, k: u32) -> keqing_shared::records::FollowUp {
+    keqing_shared::records::FollowUp {
+        id: format!("followup-{id}-{k}"),
+        at: t(&format!("2026-11-{:02}T10:00", 26 + k)),
+        staff: "回访1".into(),
+        kind: "回访".into(),
+        outcome: "血压平稳".into(),
+        next_entry: None,
+    }
+}
+
+/// Log compaction: once the changes before the horizon give up their bytes
+/// to their dossiers' snapshots, a device whose cursor is below the floor
+/// starts over from the snapshots and ends up holding everything; a device
+/// at the floor follows the log as before; a compacted change pushed again
+/// is known; the projection rebuilt from the compacted log is the same.
+#[test]
+fn a_compacted_log_still_brings_every_device_everything() {
+    use keqing_server::store::Budget;
+    use keqing_shared::dossier::Dossier;
+    let tmp = tempfile::tempdir().unwrap();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        add_office_device(&*store, "dev-gd2", "44", "gd2");
+        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+            .unwrap()
+            .with_rate_limit(u32::MAX, u32::MAX);
+        let rt = keqing_tests::runtime();
+        let actor = ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+            .unwrap();
+        rt.block_on(hub.enroll("gd2".into(), ActorId::random().to_bytes().to_vec()))
+            .unwrap();
+        let push = |id: &str, changes: &[keqing_shared::dossier::NewChange]| {
+            rt.block_on(hub.push("gd".into(), changes.iter().map(|c| env(id, c)).collect()))
+                .unwrap()
+        };
+        let project = || {
+            keqing_server::projector::catch_up(&mut *store.projections().unwrap(), |_, _| {})
+                .unwrap()
+        };
+        let mut first_changes = Vec::new();
+        for n in 0..6 {
+            let id = dossier_id("44", n);
+            let changes = working_dossier(&id, "44", &actor, n);
+            push(&id, &changes);
+            first_changes.push((id, changes));
+        }
+        project();
+        // The second device follows the log to here.
+        let epoch = store.epoch().unwrap();
+        let mut held = std::collections::BTreeMap::new();
+        let (pulled, behind) = pull_all(&rt, (&hub, &epoch), "gd2", 0);
+        merge_pulled(&mut held, pulled);
+        // More work: new dossiers, and an edit to an old one.
+        for n in 6..9 {
+            let id = dossier_id("44", n);
+            push(&id, &working_dossier(&id, "44", &actor, n));
+        }
+        let (id0, _) = &first_changes[0];
+        let stored = store.reader().unwrap().document(id0).unwrap().unwrap();
+        let mut d0 = Dossier::load(&stored.snapshot, actor.clone()).unwrap();
+        let edit = d0.edit(3, |tx| tx.add(&followup(id0, 1))).unwrap().unwrap();
+        assert_eq!(push(id0, std::slice::from_ref(&edit)).accepted, 1);
+        project();
+        let dump = store.projections().unwrap().projection_dump().unwrap();
+        let before = store.counts().unwrap();
+        // Everything up to now.
+        let done =
+            keqing_server::compaction::compact(&*store, keqing_host::now_cst(), 0, &mut |_, _| {})
+                .unwrap();
+        let end = store.reader().unwrap().max_seq().unwrap();
+        assert_eq!(done.floor, end, "{backend}");
+        assert!(done.changes > 0 && done.bytes > 0, "{backend}: {done:?}");
+        assert_eq!(
+            store.reader().unwrap().log_floor().unwrap(),
+            end,
+            "{backend}"
+        );
+        let mut budget = Budget::new(usize::MAX, 10_000);
+        let (rows, _) = store
+            .reader()
+            .unwrap()
+            .changes_after_within(None, 0, &mut budget)
+            .unwrap();
+        assert_eq!(
+            rows.len() as u64,
+            before.changes,
+            "{backend}: every row stays"
+        );
+        assert_eq!(
+            rows.iter().filter(|c| c.bytes.is_empty()).count() as u64,
+            done.changes,
+            "{backend}"
+        );
+        assert_eq!(
+            done.changes, before.changes,
+            "{backend}: every dossier was complete"
+        );
+        // Again: nothing more to do.
+        let again =
+            keqing_server::compaction::compact(&*store, keqing_host::now_cst(), 0, &mut |_, _| {})
+                .unwrap();
+        assert_eq!((again.changes, again.floor), (0, end), "{backend}");
+        // The device behind the floor starts over from the snapshots and
+        // holds every document as the server does.
+        assert!(behind > 0 && behind < end, "{backend}");
+        let (pulled, cursor) = pull_all(&rt, (&hub, &epoch), "gd2", behind);
+        assert_eq!(pulled.0.len(), 9, "{backend}: one snapshot per dossier");
+        assert_eq!(cursor, end, "{backend}");
+        merge_pulled(&mut held, pulled);
+        assert_eq!(held.len(), 9, "{backend}");
+        for (id, doc) in held.iter_mut() {
+            let server = store.reader().unwrap().document(id).unwrap().unwrap();
+            let server = automerge::Automerge::load(&server.snapshot).unwrap();
+            assert_eq!(doc.get_heads(), server.get_heads(), "{backend}: {id}");
+        }
+        // A device at the floor follows the log: nothing more.
+        let ((snapshots, changes), _) = pull_all(&rt, (&hub, &epoch), "gd2", end);
+        assert!(snapshots.is_empty() && changes.is_empty(), "{backend}");
+        // A compacted change pushed again is known.
+        let (id1, changes1) = &first_changes[1];
+        assert_eq!(push(id1, changes1).accepted, 0, "{backend}");
+        // A new edit after compaction is followed as before.
+        let edit = d0.edit(4, |tx| tx.add(&followup(id0, 2))).unwrap().unwrap();
+        assert_eq!(push(id0, std::slice::from_ref(&edit)).accepted, 1);
+        let ((snapshots, changes), _) = pull_all(&rt, (&hub, &epoch), "gd2", end);
+        assert_eq!((snapshots.len(), changes.len()), (0, 1), "{backend}");
+        // The projection derived again from the compacted log is the one
+        // kept before compaction (with the last edit).
+        project();
+        let kept = store.projections().unwrap().projection_dump().unwrap();
+        keqing_server::projector::rebuild(&mut *store.projections().unwrap(), |_, _| {}).unwrap();
+        assert_eq!(
+            store.projections().unwrap().projection_dump().unwrap(),
+            kept,
+            "{backend}"
+        );
+        assert_ne!(kept, dump, "{backend}: the last edit is projected");
+        assert_eq!(store.integrity_check().unwrap(), "ok", "{backend}");
+    }
+}
+
+/// The horizon: compaction takes only what was logged before its latest
+/// note of the log's end at least `keep_days` old, so a store compacted
+/// hourly keeps that many days of log whole; a document whose snapshot
+/// lacks logged changes keeps their bytes.
+#[test]
+fn compaction_keeps_the_days_it_is_told_to_and_incomplete_documents_whole() {
+    use keqing_server::store::{DocumentState, NewLogEntry};
+    let tmp = tempfile::tempdir().unwrap();
+    for store in each_store(tmp.path()) {
+        let backend = store.backend();
+        let append = |doc: &str, k: u8, complete: bool| {
+            let mut hash = [0u8; 32];
+            hash[..doc.len().min(30)].copy_from_slice(&doc.as_bytes()[..doc.len().min(30)]);
+            hash[31] = k;
+            let mut writer = store.log_writer().unwrap();
+            writer
+                .append(
+                    "contract",
+                    &[NewLogEntry {
+                        hash,
+                        doc_id: doc.into(),
+                        office: "44".into(),
+                        bytes: vec![k; 100],
+                    }],
+                    &[DocumentState {
+                        doc_id: doc.into(),
+                        office: "44".into(),
+                        snapshot: vec![1; 10],
+                        complete,
+                        merged_into: None,
+                    }],
+                )
+                .unwrap();
+            writer.commit().unwrap();
+        };
+        let compact = |at: &str| {
+            keqing_server::compaction::compact(&*store, t(at), 30, &mut |_, _| {}).unwrap()
+        };
+        append("doc-a", 1, true);
+        append("doc-b", 1, false);
+        // The first note: nothing is 30 days old yet.
+        assert_eq!(compact("2026-10-01T00:00").changes, 0, "{backend}");
+        append("doc-a", 2, true);
+        append("doc-a", 3, true);
+        assert_eq!(compact("2026-10-20T00:00").changes, 0, "{backend}");
+        // 31 days after the first note: what was logged before it (doc-a's
+        // first change; doc-b's snapshot lacks its change, which stays).
+        let c = compact("2026-11-01T00:00");
+        assert_eq!((c.floor, c.changes, c.bytes), (2, 1, 100), "{backend}");
+        // 31 days after the second: the rest of doc-a.
+        let c = compact("2026-11-20T00:00");
+        assert_eq!((c.floor, c.changes), (4, 2), "{backend}");
+        let reader = store.reader().unwrap();
+        assert_eq!(
+            reader.changes_of("doc-a", u64::MAX).unwrap().len(),
+            0,
+            "{backend}"
+        );
+        assert_eq!(
+            reader.changes_of("doc-b", u64::MAX).unwrap().len(),
+            1,
+            "{backend}"
+        );
+    }
+}

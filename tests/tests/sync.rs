@@ -887,3 +887,62 @@ fn a_first_sync_ends_with_every_index_built() {
     let hq_office = Office::new(hq_dir);
     assert_eq!(report(&hq_office), report(&a));
 }
+
+/// A device offline longer than the log's horizon: headquarters compacts
+/// the log (`keqing-server compact`, beside the running server), the
+/// device's next sync starts over from the snapshots of its office (it
+/// says so: snapshots pulled) and merges them into what it holds, its own
+/// offline work goes up, both devices end up with the same documents, and
+/// the sync after that follows the log again.
+#[test]
+fn a_device_behind_the_compacted_log_starts_over_from_snapshots_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a"));
+    let b = Office::new(tmp.path().join("b"));
+    a.enroll_on(&server, Some("44"), "前台1");
+    b.enroll_on(&server, Some("44"), "前台2");
+    a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    let first = a.call("13800138001", "张一", "李娜", "2026-11-20T09:00");
+    a.call("13800138002", "张二", "李娜", "2026-11-20T09:30");
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    // B goes offline and works; A goes on and syncs.
+    let offline = b.call("13800138003", "张三", "李娜", "2026-11-21T10:00");
+    b.ok(&["update", "--patient", &first, "--address", "佛山"]);
+    a.ok(&["update", "--patient", &first, "--sex", "男"]);
+    a.call("13800138004", "张四", "李娜", "2026-11-21T11:00");
+    a.ok(&["sync"]);
+    // Every snapshot built (the projector settles new dossiers'), then the
+    // whole log compacted.
+    assert!(server.run_admin(&["project"]).ok);
+    let c = server.run_admin(&["compact", "--keep-days", "0", "--json"]);
+    assert!(c.ok, "{}", c.stderr);
+    let c = c.json();
+    assert!(c["changes"].as_u64().unwrap() > 0, "{c}");
+    let floor = c["floor"].as_u64().unwrap();
+    let s = b.ok(&["sync", "--json"]).json();
+    assert!(s["pushed"].as_u64().unwrap() >= 2, "{s}");
+    assert!(
+        s["pulled_snapshots"].as_u64().unwrap() >= 4,
+        "B started over from the snapshots: {s}"
+    );
+    assert!(s["cursor"].as_u64().unwrap() >= floor, "{s}");
+    a.ok(&["sync"]);
+    b.ok(&["sync"]);
+    assert_eq!(a.heads(), b.heads());
+    let p = a.ok(&["patient", &first, "--json"]).json();
+    assert_eq!(p["dossier"]["patient"]["address"], "佛山");
+    assert_eq!(p["dossier"]["patient"]["sex"], "male");
+    let p = a.ok(&["patient", &offline, "--json"]).json();
+    assert_eq!(p["dossier"]["patient"]["name"], "张三");
+    // From the floor on, B follows the log: A's next edit comes as a change.
+    a.ok(&["update", "--patient", &first, "--age", "71"]);
+    a.ok(&["sync"]);
+    let s = b.ok(&["sync", "--json"]).json();
+    assert_eq!(
+        (s["pulled_changes"].as_u64(), s["pulled_snapshots"].as_u64()),
+        (Some(1), Some(0)),
+        "{s}"
+    );
+}

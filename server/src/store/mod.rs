@@ -431,10 +431,16 @@ pub trait LogReader {
     fn max_seq(&self) -> Result<u64>;
     /// The store's epoch: sync cursors are positions in this store's log.
     fn epoch(&self) -> Result<String>;
-    /// Every logged change of a document up to `upto` (for incomplete ones).
+    /// The log's compaction floor: a change at or below it may have lost
+    /// its bytes to its document's snapshot (which holds it); a cursor below
+    /// it cannot follow the log and starts over from the snapshots.
+    fn log_floor(&self) -> Result<u64>;
+    /// Every logged change of a document up to `upto` (for incomplete ones)
+    /// that still has its bytes (a compacted one is in the snapshot).
     fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>>;
-    /// A document's logged changes after `after` up to `upto`, as many as
-    /// `budget` lets through; `true` when some were left for later.
+    /// A document's logged changes after `after` up to `upto` that still
+    /// have their bytes, as many as `budget` lets through; `true` when some
+    /// were left for later.
     fn changes_of_within(
         &self,
         doc_id: &str,
@@ -443,7 +449,8 @@ pub trait LogReader {
         budget: &mut Budget,
     ) -> Result<(Vec<LoggedChange>, bool)>;
     /// The changes of a scope (`None`: every office) after `after`, as many
-    /// as `budget` lets through; `true` when the budget ran out.
+    /// as `budget` lets through; `true` when the budget ran out. Compacted
+    /// ones come with empty bytes: a reader keeps above the floor.
     fn changes_after_within(
         &self,
         office: Option<&str>,
@@ -503,8 +510,26 @@ pub trait LogWriter: LogReader {
     /// where the backend can (SQLite's secure_delete); [`Store::scrub`]
     /// does the rest after the commit.
     fn erase_document(&mut self, doc_id: &str, stand_in: StandIn<'_>) -> Result<Erased>;
+    /// Notes where the log ends at `now` (the marks compaction measures its
+    /// horizon by) and returns where it ended at the latest mark at or
+    /// before `cutoff` (0: none), forgetting the marks older than that one.
+    fn mark_log(&mut self, now: &str, cutoff: &str) -> Result<u64>;
+    /// Raises the compaction floor to `upto` (never lowers it): the changes
+    /// above the old floor and at or below `upto` whose document's snapshot
+    /// holds every logged change lose their bytes. The snapshot only grows,
+    /// so it goes on holding them.
+    fn compact_log(&mut self, upto: u64) -> Result<Compacted>;
     /// Makes it durable: an acknowledged push survives a crash.
     fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// What one step of log compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Compacted {
+    /// Changes whose bytes went.
+    pub changes: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// The projector's session, and the reads of the reports it keeps.

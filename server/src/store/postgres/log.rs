@@ -2,7 +2,8 @@
 //! the statements, on a pooled connection or inside a transaction.
 
 use crate::store::{
-    AuditEntry, Budget, Device, DocumentState, NewLogEntry, Result, StoreCounts, StoredDocument,
+    AuditEntry, Budget, Compacted, Device, DocumentState, NewLogEntry, Result, StoreCounts,
+    StoredDocument,
 };
 use deadpool_postgres::GenericClient;
 use futures_util::{StreamExt, pin_mut};
@@ -227,6 +228,71 @@ pub(super) async fn epoch(c: &impl GenericClient) -> Result<String> {
     )
 }
 
+/// See `LogReader::log_floor`.
+pub(super) async fn log_floor(c: &impl GenericClient) -> Result<u64> {
+    let stmt = c
+        .prepare_cached("SELECT floor FROM log_compaction WHERE id = 1")
+        .await?;
+    Ok(seq_of(c.query_one(&stmt, &[]).await?.get(0)))
+}
+
+/// See `LogWriter::mark_log`.
+pub(super) async fn mark_log(c: &impl GenericClient, now: &str, cutoff: &str) -> Result<u64> {
+    let end = seq_param(max_seq(c).await?);
+    c.execute(
+        "INSERT INTO log_marks (at, seq) VALUES ($1, $2)
+         ON CONFLICT (at) DO UPDATE SET seq = greatest(log_marks.seq, excluded.seq)",
+        &[&now, &end],
+    )
+    .await?;
+    let Some(row) = c
+        .query_opt(
+            "SELECT at, seq FROM log_marks WHERE at <= $1 ORDER BY at DESC LIMIT 1",
+            &[&cutoff],
+        )
+        .await?
+    else {
+        return Ok(0);
+    };
+    let at: String = row.get(0);
+    c.execute("DELETE FROM log_marks WHERE at < $1", &[&at])
+        .await?;
+    Ok(seq_of(row.get(1)))
+}
+
+/// See `LogWriter::compact_log`.
+pub(super) async fn compact_log(c: &impl GenericClient, upto: u64) -> Result<Compacted> {
+    let floor = log_floor(c).await?;
+    if upto <= floor {
+        return Ok(Compacted::default());
+    }
+    let (floor, upto) = (seq_param(floor), seq_param(upto));
+    let row = c
+        .query_one(
+            "WITH emptied AS (
+                 UPDATE changes SET bytes = ''::bytea
+                 FROM changes old
+                 WHERE changes.seq = old.seq AND changes.seq > $1 AND changes.seq <= $2
+                   AND octet_length(changes.bytes) > 0
+                   AND EXISTS (SELECT 1 FROM documents d
+                               WHERE d.id = changes.doc_id AND d.complete)
+                 RETURNING octet_length(old.bytes) AS len
+             )
+             SELECT count(*), coalesce(sum(len), 0)::bigint FROM emptied",
+            &[&floor, &upto],
+        )
+        .await?;
+    c.execute(
+        "UPDATE log_compaction SET floor = $1 WHERE id = 1",
+        &[&upto],
+    )
+    .await?;
+    Ok(Compacted {
+        changes: seq_of(row.get(0)),
+        bytes: seq_of(row.get(1)),
+    })
+}
+
 /// Appends a batch and its documents' snapshots inside the writer's
 /// transaction, which holds the log's advisory lock: numbers are the log's
 /// maximum + 1, + 2, … (the entries are changes the log lacks: a logged
@@ -319,7 +385,8 @@ pub(super) async fn documents_to_project(
     if !incomplete.is_empty() {
         let stmt = c
             .prepare_cached(
-                "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ANY($1) ORDER BY seq",
+                "SELECT seq, doc_id, bytes FROM changes
+                 WHERE doc_id = ANY($1) AND octet_length(bytes) > 0 ORDER BY seq",
             )
             .await?;
         for r in c.query(&stmt, &[&incomplete]).await? {
@@ -346,7 +413,8 @@ pub(super) async fn changes_of(
 ) -> Result<Vec<LoggedChange>> {
     let stmt = c
         .prepare_cached(
-            "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = $1 AND seq <= $2 ORDER BY seq",
+            "SELECT seq, doc_id, bytes FROM changes
+             WHERE doc_id = $1 AND seq <= $2 AND octet_length(bytes) > 0 ORDER BY seq",
         )
         .await?;
     Ok(c.query(&stmt, &[&doc_id, &seq_param(upto)])
@@ -385,7 +453,8 @@ pub(super) async fn changes_of_within(
     let stmt = c
         .prepare_cached(
             "SELECT seq, doc_id, bytes FROM changes
-             WHERE doc_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
+             WHERE doc_id = $1 AND seq > $2 AND seq <= $3 AND octet_length(bytes) > 0
+             ORDER BY seq",
         )
         .await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =

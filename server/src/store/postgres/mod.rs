@@ -25,9 +25,9 @@ mod schema;
 pub use schema::PROJECTION_VERSION;
 
 use crate::store::{
-    AuditEntry, Budget, Device, DeviceHealth, DocumentState, Erased, ErasureRequest, Fate, HqUser,
-    LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result,
-    SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead,
+    AuditEntry, Budget, Compacted, Device, DeviceHealth, DocumentState, Erased, ErasureRequest,
+    Fate, HqUser, LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections,
+    Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead,
     UnreadableDocument, UserChange,
 };
 use deadpool_postgres::Object;
@@ -307,6 +307,9 @@ macro_rules! forward_log_reader {
             fn epoch(&self) -> Result<String> {
                 self.held.block(log::epoch(self.held.c()))
             }
+            fn log_floor(&self) -> Result<u64> {
+                self.held.block(log::log_floor(self.held.c()))
+            }
             fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
                 self.held
                     .block(log::changes_of(self.held.c(), doc_id, upto))
@@ -414,6 +417,14 @@ impl LogWriter for PgWriter<'_> {
     fn move_document(&mut self, doc_id: &str, office: &str) -> Result<()> {
         self.held
             .block(fates::move_document(self.held.c(), doc_id, office))
+    }
+
+    fn mark_log(&mut self, now: &str, cutoff: &str) -> Result<u64> {
+        self.held.block(log::mark_log(self.held.c(), now, cutoff))
+    }
+
+    fn compact_log(&mut self, upto: u64) -> Result<Compacted> {
+        self.held.block(log::compact_log(self.held.c(), upto))
     }
 
     fn erase_document(&mut self, doc_id: &str, stand_in: StandIn<'_>) -> Result<Erased> {

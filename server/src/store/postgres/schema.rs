@@ -525,6 +525,20 @@ CREATE TABLE device_health (
     last_sync TEXT
 );
 "#,
+    // 11: log compaction (the SQLite store's LOG_COMPACTION): the changes
+    // at or below `floor` whose document's snapshot held them have lost
+    // their bytes; `log_marks` says where the log ended when.
+    r#"
+CREATE TABLE log_compaction (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    floor BIGINT NOT NULL
+);
+INSERT INTO log_compaction (id, floor) VALUES (1, 0);
+CREATE TABLE log_marks (
+    at TEXT PRIMARY KEY,
+    seq BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new

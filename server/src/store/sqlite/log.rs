@@ -1,7 +1,7 @@
 //! The change log and the documents' snapshots on one SQLite connection.
 
 use super::conn::{Conn, insert_audit};
-use crate::store::{Budget, DocumentState, NewLogEntry, Result, StoredDocument};
+use crate::store::{Budget, Compacted, DocumentState, NewLogEntry, Result, StoredDocument};
 use keqing_shared::sync::{LoggedChange, Snapshot};
 use rusqlite::{OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
@@ -152,16 +152,84 @@ impl Conn {
     pub fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
         let v = self
             .conn
-            .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq <= ?2 ORDER BY seq")?
-            .query_map(params![doc_id, i64::try_from(upto).unwrap_or(i64::MAX)], |r| {
-                Ok(LoggedChange {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    doc_id: r.get(1)?,
-                    bytes: r.get(2)?,
-                })
-            })?
+            .prepare_cached(
+                "SELECT seq, doc_id, bytes FROM changes
+                 WHERE doc_id = ?1 AND seq <= ?2 AND length(bytes) > 0 ORDER BY seq",
+            )?
+            .query_map(
+                params![doc_id, i64::try_from(upto).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok(LoggedChange {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        doc_id: r.get(1)?,
+                        bytes: r.get(2)?,
+                    })
+                },
+            )?
             .collect::<rusqlite::Result<_>>()?;
         Ok(v)
+    }
+
+    /// See [`crate::store::LogReader::log_floor`].
+    pub fn log_floor(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT floor FROM log_compaction WHERE id = 1", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// See [`crate::store::LogWriter::mark_log`].
+    pub fn mark_log(&self, now: &str, cutoff: &str) -> Result<u64> {
+        let end = self.max_seq()?;
+        self.conn.execute(
+            "INSERT INTO log_marks (at, seq) VALUES (?1, ?2)
+             ON CONFLICT (at) DO UPDATE SET seq = max(seq, excluded.seq)",
+            params![now, end as i64],
+        )?;
+        let Some((at, seq)) = self
+            .conn
+            .query_row(
+                "SELECT at, seq FROM log_marks WHERE at <= ?1 ORDER BY at DESC LIMIT 1",
+                [cutoff],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .optional()?
+        else {
+            return Ok(0);
+        };
+        self.conn
+            .execute("DELETE FROM log_marks WHERE at < ?1", [&at])?;
+        Ok(seq as u64)
+    }
+
+    /// See [`crate::store::LogWriter::compact_log`].
+    pub fn compact_log(&self, upto: u64) -> Result<Compacted> {
+        let floor = self.log_floor()?;
+        if upto <= floor {
+            return Ok(Compacted::default());
+        }
+        let (changes, bytes): (i64, i64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(length(c.bytes)), 0) FROM changes c
+             JOIN documents d ON d.id = c.doc_id AND d.complete = 1
+             WHERE c.seq > ?1 AND c.seq <= ?2 AND length(c.bytes) > 0",
+            params![floor as i64, upto as i64],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        self.conn.execute(
+            "UPDATE changes SET bytes = x''
+             WHERE seq > ?1 AND seq <= ?2 AND length(bytes) > 0
+               AND EXISTS (SELECT 1 FROM documents d WHERE d.id = changes.doc_id AND d.complete = 1)",
+            params![floor as i64, upto as i64],
+        )?;
+        self.conn.execute(
+            "UPDATE log_compaction SET floor = ?1 WHERE id = 1",
+            [upto as i64],
+        )?;
+        Ok(Compacted {
+            changes: changes as u64,
+            bytes: bytes as u64,
+        })
     }
 
     /// The store's epoch (see the `store_meta` table).
@@ -222,7 +290,8 @@ impl Conn {
         budget: &mut Budget,
     ) -> Result<(Vec<LoggedChange>, bool)> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
+            "SELECT seq, doc_id, bytes FROM changes
+             WHERE doc_id = ?1 AND seq > ?2 AND seq <= ?3 AND length(bytes) > 0 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![doc_id, seq_param(after), seq_param(upto)], logged)?;
         take_within(rows, budget)

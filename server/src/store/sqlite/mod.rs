@@ -32,9 +32,9 @@ mod schema;
 pub use schema::DB_FILE;
 
 use crate::store::{
-    AuditEntry, Budget, Device, DeviceHealth, DocumentState, Erased, ErasureRequest, Fate, HqUser,
-    LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections, Result,
-    SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead,
+    AuditEntry, Budget, Compacted, Device, DeviceHealth, DocumentState, Erased, ErasureRequest,
+    Fate, HqUser, LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections,
+    Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead,
     UnreadableDocument, UserChange,
 };
 use conn::Conn;
@@ -241,6 +241,9 @@ macro_rules! forward_log_reader {
             fn epoch(&self) -> Result<String> {
                 self.conn.epoch()
             }
+            fn log_floor(&self) -> Result<u64> {
+                self.conn.log_floor()
+            }
             fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
                 self.conn.changes_of(doc_id, upto)
             }
@@ -321,6 +324,14 @@ impl LogWriter for SqliteWriter<'_> {
 
     fn erase_document(&mut self, doc_id: &str, stand_in: StandIn<'_>) -> Result<Erased> {
         self.conn.erase_document(doc_id, stand_in)
+    }
+
+    fn mark_log(&mut self, now: &str, cutoff: &str) -> Result<u64> {
+        self.conn.mark_log(now, cutoff)
+    }
+
+    fn compact_log(&mut self, upto: u64) -> Result<Compacted> {
+        self.conn.compact_log(upto)
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {

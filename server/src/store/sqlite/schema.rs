@@ -223,7 +223,25 @@ CREATE TABLE device_health (
 ) WITHOUT ROWID;
 "#,
     ),
+    M::up(LOG_COMPACTION),
 ];
+
+/// Log compaction: the changes at or below `floor` whose document's
+/// snapshot held them have lost their bytes (their rows stay: a change's
+/// hash still says it was logged, its position which document changed).
+/// `log_marks` says where the log ended when, the horizon compaction keeps
+/// by. Frozen (the PostgreSQL store's migration 11 is the same).
+const LOG_COMPACTION: &str = r#"
+CREATE TABLE log_compaction (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    floor INTEGER NOT NULL
+);
+INSERT INTO log_compaction (id, floor) VALUES (1, 0);
+CREATE TABLE log_marks (
+    at TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
 
 /// After the projection tables were replaced: the projector starts over
 /// from the start of the log, and nothing is known unreadable yet. Frozen.

@@ -1,0 +1,69 @@
+//! Log compaction. The change log keeps every change a device pushed, so a
+//! device can follow it from its cursor; a dossier's snapshot holds the
+//! same changes once more (merged, and smaller). Once a change is older
+//! than the horizon (`log-keep-days`) and its dossier's snapshot holds
+//! every logged change, the log keeps only its row (hash: a push of it
+//! again is still known; document and position: the projector still sees
+//! which documents changed) and gives up its bytes. The floor is how far
+//! the log is compacted: a device whose cursor is below it (offline longer
+//! than the horizon) starts over from the snapshots of its scope, merging
+//! them into what it holds.
+
+use crate::store::{Compacted, Store, StoreError};
+use keqing_shared::when::fmt_datetime;
+
+/// Changes compacted in one write transaction: a push waits for the
+/// writer no longer than one of these takes (a few milliseconds).
+pub const CHANGES_PER_STEP: u64 = 5_000;
+
+/// Days of log a store keeps whole unless its settings say otherwise.
+pub const DEFAULT_KEEP_DAYS: u32 = 30;
+
+/// How often a serving process compacts.
+pub const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Compaction {
+    /// The floor now: a cursor below it starts over from the snapshots.
+    pub floor: u64,
+    /// Changes whose bytes went, and their bytes.
+    pub changes: u64,
+    pub bytes: u64,
+}
+
+/// Notes where the log ends at `now` and compacts what was logged before
+/// the latest note at least `keep_days` old (0: everything logged until
+/// now), in steps of [`CHANGES_PER_STEP`]; `progress(at, target)` after
+/// each.
+pub fn compact(
+    store: &dyn Store,
+    now: chrono::NaiveDateTime,
+    keep_days: u32,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Compaction, StoreError> {
+    let cutoff = now - chrono::Duration::days(i64::from(keep_days));
+    let target = {
+        let mut writer = store.log_writer()?;
+        let target = writer.mark_log(&fmt_datetime(now), &fmt_datetime(cutoff))?;
+        writer.commit()?;
+        target
+    };
+    let mut floor = store.reader()?.log_floor()?;
+    let mut done = Compaction {
+        floor,
+        ..Default::default()
+    };
+    while floor < target {
+        let upto = floor.saturating_add(CHANGES_PER_STEP).min(target);
+        let mut writer = store.log_writer()?;
+        let Compacted { changes, bytes } = writer.compact_log(upto)?;
+        writer.commit()?;
+        done.changes += changes;
+        done.bytes += bytes;
+        floor = upto;
+        done.floor = floor;
+        progress(floor, target);
+    }
+    Ok(done)
+}
