@@ -16,7 +16,10 @@
 //!   grows with the store), run unpaced on the store after the server stops;
 //! - the national report of the last 30 days: first and warm median;
 //! - the server process's resident memory (now and at its peak);
-//! - bytes on disk per dossier, against the saved automerge document;
+//! - bytes on disk per dossier, against the saved automerge document,
+//!   before and after the log is compacted (`keqing-server compact
+//!   --keep-days 0`: what a store reaches once its log is older than
+//!   log-keep-days);
 //! - a new headquarters device bootstrapping every dossier (first sync).
 //!
 //! Then, on PostgreSQL, 27 offices pushing at once to one server process
@@ -417,6 +420,28 @@ impl Place {
         }
     }
 
+    /// The bytes the store's data takes, free space left out: SQLite's
+    /// pages less its free list (reused by later writes), PostgreSQL's
+    /// database after `VACUUM FULL` of the change log (what autovacuum's
+    /// reuse of the space converges to).
+    fn bytes_in_use(&self) -> u64 {
+        match self {
+            Place::Sqlite(data) => {
+                let conn = rusqlite::Connection::open(data.join(keqing_server::store::DB_FILE))
+                    .expect("open");
+                let pragma = |name: &str| -> u64 {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0))
+                        .expect("pragma") as u64
+                };
+                (pragma("page_count") - pragma("freelist_count")) * pragma("page_size")
+            }
+            Place::Postgres(url) => {
+                psql(url, "VACUUM FULL changes");
+                self.bytes_on_disk()
+            }
+        }
+    }
+
     fn bytes_on_disk(&self) -> u64 {
         match self {
             Place::Sqlite(data) => std::fs::read_dir(data)
@@ -629,6 +654,24 @@ fn catch_up(place: &Place) -> (u64, u64, f64) {
     )
 }
 
+/// `keqing-server compact --keep-days 0` on the store: its JSON answer
+/// and how long it took.
+fn compact(place: &Place, dir: &Path) -> (serde_json::Value, f64) {
+    let started = Instant::now();
+    let out = place
+        .command(dir)
+        .args(["compact", "--keep-days", "0", "--json"])
+        .output()
+        .expect("keqing-server compact");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer = serde_json::from_slice(&out.stdout).expect("compact --json");
+    (answer, started.elapsed().as_secs_f64())
+}
+
 /// The national report of the last 30 days: (first, warm median) in ms,
 /// and its calls.
 fn national_report(place: &Place) -> (f64, f64, u64) {
@@ -830,6 +873,17 @@ fn main() {
                 disk as f64 / dossiers as f64 / 1e3,
                 disk as f64 / dossiers as f64 / saved_mean,
                 saved_mean / 1e3
+            );
+            let (compacted, seconds) = compact(&place, &dir);
+            let in_use = place.bytes_in_use();
+            println!(
+                "  log compacted: {} changes ({:.0} MB) left to their snapshots in {seconds:.1} s; in use then {:.0} MB: {:.1} KB a dossier, {:.2}× its saved document (file {:.0} MB)",
+                compacted["changes"],
+                compacted["bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
+                in_use as f64 / 1e6,
+                in_use as f64 / dossiers as f64 / 1e3,
+                in_use as f64 / dossiers as f64 / saved_mean,
+                place.bytes_on_disk() as f64 / 1e6,
             );
             let (s, held, (rss, peak)) = bootstrap(&rt, &place, &dir, &format!("hq{size}"));
             println!(

@@ -2,12 +2,13 @@
 //! device can follow it from its cursor; a dossier's snapshot holds the
 //! same changes once more (merged, and smaller). Once a change is older
 //! than the horizon (`log-keep-days`) and its dossier's snapshot holds
-//! every logged change, the log keeps only its row (hash: a push of it
-//! again is still known; document and position: the projector still sees
-//! which documents changed) and gives up its bytes. The floor is how far
-//! the log is compacted: a device whose cursor is below it (offline longer
-//! than the horizon) starts over from the snapshots of its scope, merging
-//! them into what it holds.
+//! every logged change, the log lets it go, but for each dossier's latest
+//! (so a projection rebuilt from the log still finds every dossier, and
+//! the log's end never goes back). A push of a change let go is known by
+//! the snapshot, not logged again. The floor is how far the log is
+//! compacted: a device whose cursor is below it (offline longer than the
+//! horizon) starts over from the snapshots of its scope, merging them into
+//! what it holds.
 
 use crate::store::{Compacted, Store, StoreError};
 use keqing_shared::when::fmt_datetime;
@@ -27,7 +28,7 @@ pub const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 pub struct Compaction {
     /// The floor now: a cursor below it starts over from the snapshots.
     pub floor: u64,
-    /// Changes whose bytes went, and their bytes.
+    /// Changes let go, and their bytes.
     pub changes: u64,
     pub bytes: u64,
 }

@@ -794,6 +794,7 @@ fn check_push(
         )
         .map_err(|(e, at)| e.at_change(at.map_or(first, |k| indices[k])))?;
         let (new_entries, state) = checked;
+        duplicates += (indices.len() - new_entries.len()) as u32;
         entries.extend(new_entries);
         docs.push(state);
     }
@@ -859,13 +860,96 @@ fn fate_for(
     Ok(Some(at))
 }
 
-/// Checks one document's new changes (see [`check_push`]) and returns its
-/// log entries and state.
+/// A stored document as it is: its snapshot, with the logged changes an
+/// incomplete one lacks.
+fn stored_document(
+    store: &dyn LogReader,
+    doc_id: &str,
+    snapshot: &[u8],
+    complete: bool,
+) -> Result<Automerge, SyncError> {
+    let logged = if complete {
+        Vec::new()
+    } else {
+        store.changes_of(doc_id, u64::MAX)?
+    };
+    replayed(snapshot, logged)
+}
+
+/// Checks a push's changes to one document (see [`check_not_held`]),
+/// leaving out those the stored document holds already: compaction took
+/// them from the log (whose hashes no longer know them), the snapshot
+/// still has them, and they are not logged again.
 fn check_document(
     store: &dyn LogReader,
     (device, actor): (&Device, &[u8]),
     doc_id: &str,
     existing: Option<StoredDocument>,
+    changes: Vec<Change>,
+    creation: Option<Option<(String, String)>>,
+    moved_away_at: Option<chrono::NaiveDateTime>,
+) -> Result<(Vec<NewLogEntry>, DocumentState), DocRefusal> {
+    // Only a document the device may write to is read (one outside its
+    // scope is refused without).
+    let stored = match existing {
+        Some(stored) if moved_away_at.is_some() || in_scope(device, &stored.office) => stored,
+        other => {
+            return check_not_held(
+                store,
+                (device, actor),
+                doc_id,
+                (other, None),
+                changes,
+                creation,
+                moved_away_at,
+            );
+        }
+    };
+    let doc =
+        stored_document(store, doc_id, &stored.snapshot, stored.complete).map_err(|e| (e, None))?;
+    let pushed = changes.len();
+    let (positions, unheld): (Vec<usize>, Vec<Change>) = changes
+        .into_iter()
+        .enumerate()
+        .filter(|(_, c)| doc.get_change_by_hash(&c.hash()).is_none())
+        .unzip();
+    if unheld.is_empty() {
+        return Ok((
+            Vec::new(),
+            DocumentState {
+                doc_id: doc_id.to_string(),
+                office: stored.office,
+                snapshot: stored.snapshot,
+                complete: stored.complete,
+                merged_into: None,
+            },
+        ));
+    }
+    // `creation` was worked out on all the changes.
+    let creation = if unheld.len() == pushed {
+        creation
+    } else {
+        None
+    };
+    check_not_held(
+        store,
+        (device, actor),
+        doc_id,
+        (Some(stored), Some(doc)),
+        unheld,
+        creation,
+        moved_away_at,
+    )
+    .map_err(|(e, at)| (e, at.map(|k| positions.get(k).copied().unwrap_or(k))))
+}
+
+/// Checks one document's new changes (see [`check_push`]) and returns its
+/// log entries and state (`loaded`: the stored document, if read already).
+fn check_not_held(
+    store: &dyn LogReader,
+    (device, actor): (&Device, &[u8]),
+    doc_id: &str,
+    (existing, loaded): (Option<StoredDocument>, Option<Automerge>),
     changes: Vec<Change>,
     creation: Option<Option<(String, String)>>,
     moved_away_at: Option<chrono::NaiveDateTime>,
@@ -930,19 +1014,11 @@ fn check_document(
                     Some(k),
                 ));
             }
-            // What an incomplete snapshot lacks is in the log.
-            let logged = if complete {
-                Vec::new()
-            } else {
-                store
-                    .changes_of(doc_id, u64::MAX)
-                    .map_err(|e| whole(e.into()))?
+            let doc = match loaded {
+                Some(doc) => doc,
+                None => stored_document(store, doc_id, &snapshot, complete).map_err(whole)?,
             };
-            (
-                office,
-                Some(replayed(&snapshot, logged).map_err(whole)?),
-                false,
-            )
+            (office, Some(doc), false)
         }
         None => {
             // An office's shared documents (its roster, its non-patient

@@ -239,8 +239,8 @@ enum Command {
     },
     /// 日志压缩 Compact the change log now (a serving process does it
     /// hourly): changes older than the horizon whose dossier's snapshot
-    /// holds them give up their bytes; a device offline longer starts over
-    /// from the snapshots
+    /// holds them are left to it; a device offline longer starts over from
+    /// the snapshots
     Compact {
         /// Keep this many days of log whole (0: compact up to now)
         /// [default: the settings' log-keep-days, 30]
@@ -951,7 +951,7 @@ fn run(mut cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&done)?);
             } else {
                 println!(
-                    "日志已压缩至位置 {} (保留 {keep_days} 天): {} 条变更的内容并入档案快照, 释放 {:.1} MB, 用时 {:.1}s",
+                    "日志已压缩至位置 {} (保留 {keep_days} 天): {} 条变更留给档案快照, 共 {:.1} MB, 用时 {:.1}s",
                     done.floor,
                     done.changes,
                     done.bytes as f64 / 1e6,

@@ -431,16 +431,15 @@ pub trait LogReader {
     fn max_seq(&self) -> Result<u64>;
     /// The store's epoch: sync cursors are positions in this store's log.
     fn epoch(&self) -> Result<String>;
-    /// The log's compaction floor: a change at or below it may have lost
-    /// its bytes to its document's snapshot (which holds it); a cursor below
-    /// it cannot follow the log and starts over from the snapshots.
+    /// The log's compaction floor: a change at or below it may have been
+    /// left to its document's snapshot (which holds it); a cursor below it
+    /// cannot follow the log and starts over from the snapshots.
     fn log_floor(&self) -> Result<u64>;
-    /// Every logged change of a document up to `upto` (for incomplete ones)
-    /// that still has its bytes (a compacted one is in the snapshot).
+    /// Every logged change of a document up to `upto` (for incomplete ones;
+    /// compaction leaves those of complete ones to their snapshots).
     fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>>;
-    /// A document's logged changes after `after` up to `upto` that still
-    /// have their bytes, as many as `budget` lets through; `true` when some
-    /// were left for later.
+    /// A document's logged changes after `after` up to `upto`, as many as
+    /// `budget` lets through; `true` when some were left for later.
     fn changes_of_within(
         &self,
         doc_id: &str,
@@ -449,8 +448,8 @@ pub trait LogReader {
         budget: &mut Budget,
     ) -> Result<(Vec<LoggedChange>, bool)>;
     /// The changes of a scope (`None`: every office) after `after`, as many
-    /// as `budget` lets through; `true` when the budget ran out. Compacted
-    /// ones come with empty bytes: a reader keeps above the floor.
+    /// as `budget` lets through; `true` when the budget ran out. Below the
+    /// compaction floor the log has gaps: a feed keeps above it.
     fn changes_after_within(
         &self,
         office: Option<&str>,
@@ -516,8 +515,9 @@ pub trait LogWriter: LogReader {
     fn mark_log(&mut self, now: &str, cutoff: &str) -> Result<u64>;
     /// Raises the compaction floor to `upto` (never lowers it): the changes
     /// above the old floor and at or below `upto` whose document's snapshot
-    /// holds every logged change lose their bytes. The snapshot only grows,
-    /// so it goes on holding them.
+    /// holds every logged change are deleted, but each document's latest
+    /// (so the log still names every document, and its end never goes
+    /// back). The snapshot only grows, so it goes on holding them.
     fn compact_log(&mut self, upto: u64) -> Result<Compacted>;
     /// Makes it durable: an acknowledged push survives a crash.
     fn commit(self: Box<Self>) -> Result<()>;
@@ -526,7 +526,7 @@ pub trait LogWriter: LogReader {
 /// What one step of log compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Compacted {
-    /// Changes whose bytes went.
+    /// Changes taken from the log.
     pub changes: u64,
     /// Their bytes.
     pub bytes: u64,

@@ -103,9 +103,21 @@ pub(super) async fn erase_document(
 ) -> Result<Erased> {
     c.execute("SELECT cursor FROM projector WHERE id = 1 FOR UPDATE", &[])
         .await?;
+    // The log's numbers never go back, even if these were its last.
+    c.execute(
+        "UPDATE log_compaction SET high_water = greatest(high_water,
+             (SELECT coalesce(max(seq), 0) FROM changes)) WHERE id = 1",
+        &[],
+    )
+    .await?;
     let changes = c
         .execute("DELETE FROM changes WHERE doc_id = $1", &[&doc_id])
         .await?;
+    c.execute(
+        "UPDATE log_compaction SET removed = removed + $1 WHERE id = 1",
+        &[&(changes as i64)],
+    )
+    .await?;
     let document = c
         .execute("DELETE FROM documents WHERE id = $1", &[&doc_id])
         .await?

@@ -122,22 +122,25 @@ pub(super) async fn counts(c: &impl GenericClient) -> Result<StoreCounts> {
 }
 
 /// What can be checked of the store's own consistency: the log numbered
-/// 1..=N without gaps, no document written past the log's end, the
-/// projector not ahead of it.
+/// 1..=N without gaps but those of what compaction and erasures took, no
+/// document written past the log's end, the projector not ahead of it.
 pub(super) async fn integrity_check(c: &impl GenericClient) -> Result<String> {
     let r = c
         .query_one(
-            "SELECT coalesce(max(seq), 0), count(*),
-                    (SELECT count(*) FROM documents WHERE last_seq > (SELECT coalesce(max(seq), 0) FROM changes)),
+            "WITH log AS (SELECT coalesce(max(seq), 0) AS max, count(*) AS n FROM changes)
+             SELECT greatest(log.max, c.high_water), log.n + c.removed,
+                    (SELECT count(*) FROM documents WHERE last_seq > greatest(log.max, c.high_water)),
                     (SELECT cursor FROM projector WHERE id = 1)
-             FROM changes",
+             FROM log, log_compaction c WHERE c.id = 1",
             &[],
         )
         .await?;
     let (max, n, ahead, cursor): (i64, i64, i64, i64) = (r.get(0), r.get(1), r.get(2), r.get(3));
     let mut problems = Vec::new();
     if max != n {
-        problems.push(format!("the log has {n} changes numbered up to {max}"));
+        problems.push(format!(
+            "the log has {n} changes (with those taken out) numbered up to {max}"
+        ));
     }
     if ahead > 0 {
         problems.push(format!("{ahead} documents written past the log's end"));
@@ -215,7 +218,11 @@ pub(super) async fn documents_among(
 
 pub(super) async fn max_seq(c: &impl GenericClient) -> Result<u64> {
     let stmt = c
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM changes")
+        .prepare_cached(
+            "SELECT greatest(coalesce(max(seq), 0),
+                             (SELECT high_water FROM log_compaction WHERE id = 1))
+             FROM changes",
+        )
         .await?;
     Ok(seq_of(c.query_one(&stmt, &[]).await?.get(0)))
 }
@@ -269,22 +276,21 @@ pub(super) async fn compact_log(c: &impl GenericClient, upto: u64) -> Result<Com
     let (floor, upto) = (seq_param(floor), seq_param(upto));
     let row = c
         .query_one(
-            "WITH emptied AS (
-                 UPDATE changes SET bytes = ''::bytea
-                 FROM changes old
-                 WHERE changes.seq = old.seq AND changes.seq > $1 AND changes.seq <= $2
-                   AND octet_length(changes.bytes) > 0
+            "WITH gone AS (
+                 DELETE FROM changes
+                 WHERE seq > $1 AND seq <= $2
                    AND EXISTS (SELECT 1 FROM documents d
                                WHERE d.id = changes.doc_id AND d.complete)
-                 RETURNING octet_length(old.bytes) AS len
+                   AND seq < (SELECT max(l.seq) FROM changes l WHERE l.doc_id = changes.doc_id)
+                 RETURNING octet_length(bytes) AS len
              )
-             SELECT count(*), coalesce(sum(len), 0)::bigint FROM emptied",
+             SELECT count(*), coalesce(sum(len), 0)::bigint FROM gone",
             &[&floor, &upto],
         )
         .await?;
     c.execute(
-        "UPDATE log_compaction SET floor = $1 WHERE id = 1",
-        &[&upto],
+        "UPDATE log_compaction SET floor = $1, removed = removed + $2 WHERE id = 1",
+        &[&upto, &row.get::<_, i64>(0)],
     )
     .await?;
     Ok(Compacted {
@@ -385,8 +391,7 @@ pub(super) async fn documents_to_project(
     if !incomplete.is_empty() {
         let stmt = c
             .prepare_cached(
-                "SELECT seq, doc_id, bytes FROM changes
-                 WHERE doc_id = ANY($1) AND octet_length(bytes) > 0 ORDER BY seq",
+                "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ANY($1) ORDER BY seq",
             )
             .await?;
         for r in c.query(&stmt, &[&incomplete]).await? {
@@ -413,8 +418,7 @@ pub(super) async fn changes_of(
 ) -> Result<Vec<LoggedChange>> {
     let stmt = c
         .prepare_cached(
-            "SELECT seq, doc_id, bytes FROM changes
-             WHERE doc_id = $1 AND seq <= $2 AND octet_length(bytes) > 0 ORDER BY seq",
+            "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = $1 AND seq <= $2 ORDER BY seq",
         )
         .await?;
     Ok(c.query(&stmt, &[&doc_id, &seq_param(upto)])
@@ -453,8 +457,7 @@ pub(super) async fn changes_of_within(
     let stmt = c
         .prepare_cached(
             "SELECT seq, doc_id, bytes FROM changes
-             WHERE doc_id = $1 AND seq > $2 AND seq <= $3 AND octet_length(bytes) > 0
-             ORDER BY seq",
+             WHERE doc_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq",
         )
         .await?;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =

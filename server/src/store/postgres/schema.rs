@@ -525,15 +525,23 @@ CREATE TABLE device_health (
     last_sync TEXT
 );
 "#,
-    // 11: log compaction (the SQLite store's LOG_COMPACTION): the changes
-    // at or below `floor` whose document's snapshot held them have lost
-    // their bytes; `log_marks` says where the log ended when.
+    // 11: log compaction (the SQLite store's LOG_COMPACTION): compaction
+    // took the changes at or below `floor` whose document's snapshot holds
+    // them (each document's latest change stays); `log_marks` says where
+    // the log ended when. `high_water`: the largest number the log ever
+    // gave, kept before an erasure deletes changes, so that numbers never
+    // go back when the erased dossier held the last ones (SQLite's
+    // AUTOINCREMENT keeps its own); `removed`: how many changes
+    // compaction and erasures took (the integrity check's count).
     r#"
 CREATE TABLE log_compaction (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    floor BIGINT NOT NULL
+    floor BIGINT NOT NULL,
+    high_water BIGINT NOT NULL,
+    removed BIGINT NOT NULL
 );
-INSERT INTO log_compaction (id, floor) VALUES (1, 0);
+INSERT INTO log_compaction (id, floor, high_water, removed)
+    SELECT 1, 0, coalesce(max(seq), 0), coalesce(max(seq), 0) - count(*) FROM changes;
 CREATE TABLE log_marks (
     at TEXT PRIMARY KEY,
     seq BIGINT NOT NULL

@@ -75,9 +75,7 @@ impl Conn {
             for e in entries {
                 insert.execute(params![&e.hash[..], e.doc_id, e.office, device_id, e.bytes])?;
             }
-            let last: i64 = tx.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
-                r.get(0)
-            })?;
+            let last = self.max_seq()? as i64;
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO documents (id, office, snapshot, complete, last_seq) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, complete = excluded.complete,
@@ -110,11 +108,14 @@ impl Conn {
     }
 
     pub fn max_seq(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+        // AUTOINCREMENT's counter: the largest number the log ever gave,
+        // which an erasure of the dossier holding the last ones does not
+        // take back (a device's cursor may be there already).
+        Ok(self.conn.query_row(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
     }
 
     pub fn snapshots_after(
@@ -152,10 +153,7 @@ impl Conn {
     pub fn changes_of(&self, doc_id: &str, upto: u64) -> Result<Vec<LoggedChange>> {
         let v = self
             .conn
-            .prepare_cached(
-                "SELECT seq, doc_id, bytes FROM changes
-                 WHERE doc_id = ?1 AND seq <= ?2 AND length(bytes) > 0 ORDER BY seq",
-            )?
+            .prepare_cached("SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq <= ?2 ORDER BY seq")?
             .query_map(
                 params![doc_id, i64::try_from(upto).unwrap_or(i64::MAX)],
                 |r| {
@@ -209,19 +207,20 @@ impl Conn {
         if upto <= floor {
             return Ok(Compacted::default());
         }
-        let (changes, bytes): (i64, i64) = self.conn.query_row(
-            "SELECT count(*), coalesce(sum(length(c.bytes)), 0) FROM changes c
-             JOIN documents d ON d.id = c.doc_id AND d.complete = 1
-             WHERE c.seq > ?1 AND c.seq <= ?2 AND length(c.bytes) > 0",
-            params![floor as i64, upto as i64],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        self.conn.execute(
-            "UPDATE changes SET bytes = x''
-             WHERE seq > ?1 AND seq <= ?2 AND length(bytes) > 0
-               AND EXISTS (SELECT 1 FROM documents d WHERE d.id = changes.doc_id AND d.complete = 1)",
-            params![floor as i64, upto as i64],
-        )?;
+        // Each document's latest change stays (a rebuilt projection finds
+        // every document in the log, and the log's end never goes back).
+        let lengths: Vec<i64> = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM changes
+                 WHERE seq > ?1 AND seq <= ?2
+                   AND EXISTS (SELECT 1 FROM documents d WHERE d.id = changes.doc_id AND d.complete = 1)
+                   AND seq < (SELECT max(l.seq) FROM changes l WHERE l.doc_id = changes.doc_id)
+                 RETURNING length(bytes)",
+            )?
+            .query_map(params![floor as i64, upto as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let (changes, bytes) = (lengths.len() as i64, lengths.iter().sum::<i64>());
         self.conn.execute(
             "UPDATE log_compaction SET floor = ?1 WHERE id = 1",
             [upto as i64],
@@ -290,8 +289,7 @@ impl Conn {
         budget: &mut Budget,
     ) -> Result<(Vec<LoggedChange>, bool)> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, doc_id, bytes FROM changes
-             WHERE doc_id = ?1 AND seq > ?2 AND seq <= ?3 AND length(bytes) > 0 ORDER BY seq",
+            "SELECT seq, doc_id, bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
         )?;
         let rows = stmt.query_map(params![doc_id, seq_param(after), seq_param(upto)], logged)?;
         take_within(rows, budget)

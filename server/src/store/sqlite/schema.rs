@@ -226,11 +226,10 @@ CREATE TABLE device_health (
     M::up(LOG_COMPACTION),
 ];
 
-/// Log compaction: the changes at or below `floor` whose document's
-/// snapshot held them have lost their bytes (their rows stay: a change's
-/// hash still says it was logged, its position which document changed).
+/// Log compaction: compaction took the changes at or below `floor` whose
+/// document's snapshot holds them (each document's latest stays).
 /// `log_marks` says where the log ended when, the horizon compaction keeps
-/// by. Frozen (the PostgreSQL store's migration 11 is the same).
+/// by. Frozen (the PostgreSQL store's migration 11 is its counterpart).
 const LOG_COMPACTION: &str = r#"
 CREATE TABLE log_compaction (
     id INTEGER PRIMARY KEY CHECK (id = 1),
