@@ -387,6 +387,14 @@ mod tests {
         .over(Settings::default())
         .unwrap_err();
         assert!(e.to_string().contains("tls-key"), "{e}");
+        // Compaction keeps at least a day of log whole, and by default 30.
+        let e = Settings::parse("log-keep-days = 0\n", "k.toml")
+            .unwrap()
+            .over(Settings::default())
+            .unwrap_err();
+        assert!(e.to_string().contains("log-keep-days 0"), "{e}");
+        let none = Settings::default().over(Settings::default()).unwrap();
+        assert_eq!(none.log_keep_days, 30);
     }
 
     #[test]
