@@ -169,7 +169,7 @@ fn pushes_are_logged_in_order_and_acknowledged_with_their_positions() {
 /// the log by its cursor while they append sees every change exactly once.
 #[test]
 fn concurrent_appenders_never_let_a_cursor_reader_miss_a_change() {
-    use keqing_server::store::{Budget, DocumentState, NewLogEntry};
+    use keqing_server::store::Budget;
     let tmp = tempfile::tempdir().unwrap();
     for store in each_store(tmp.path()) {
         let backend = store.backend();
@@ -205,36 +205,21 @@ fn concurrent_appenders_never_let_a_cursor_reader_miss_a_change() {
                 let store = store.clone();
                 std::thread::spawn(move || {
                     for b in 0..BATCHES {
-                        let doc = format!("doc-{w}-{b}");
-                        let entries: Vec<NewLogEntry> = (0..3u8)
+                        let changes: Vec<([u8; 32], Vec<u8>)> = (0..3u8)
                             .map(|k| {
                                 let mut hash = [0u8; 32];
                                 hash[0] = w as u8;
                                 hash[1] = b as u8;
                                 hash[2] = k;
-                                NewLogEntry {
-                                    hash,
-                                    doc_id: doc.clone(),
-                                    office: "44".into(),
-                                    bytes: vec![k; 10],
-                                }
+                                (hash, vec![k; 10])
                             })
                             .collect();
-                        let mut writer = store.log_writer().unwrap();
-                        writer
-                            .append(
-                                "contract",
-                                &entries,
-                                &[DocumentState {
-                                    doc_id: doc,
-                                    office: "44".into(),
-                                    snapshot: Vec::new(),
-                                    complete: false,
-                                    merged_into: None,
-                                }],
-                            )
-                            .unwrap();
-                        writer.commit().unwrap();
+                        append_raw(
+                            &*store,
+                            &format!("doc-{w}-{b}"),
+                            &changes,
+                            (Vec::new(), false),
+                        );
                     }
                 })
             })
@@ -1245,7 +1230,6 @@ fn a_compacted_log_still_brings_every_device_everything() {
 /// lacks logged changes keeps their bytes.
 #[test]
 fn compaction_keeps_the_days_it_is_told_to_and_incomplete_documents_whole() {
-    use keqing_server::store::{DocumentState, NewLogEntry};
     let tmp = tempfile::tempdir().unwrap();
     for store in each_store(tmp.path()) {
         let backend = store.backend();
@@ -1253,26 +1237,12 @@ fn compaction_keeps_the_days_it_is_told_to_and_incomplete_documents_whole() {
             let mut hash = [0u8; 32];
             hash[..doc.len().min(30)].copy_from_slice(&doc.as_bytes()[..doc.len().min(30)]);
             hash[31] = k;
-            let mut writer = store.log_writer().unwrap();
-            writer
-                .append(
-                    "contract",
-                    &[NewLogEntry {
-                        hash,
-                        doc_id: doc.into(),
-                        office: "44".into(),
-                        bytes: vec![k; 100],
-                    }],
-                    &[DocumentState {
-                        doc_id: doc.into(),
-                        office: "44".into(),
-                        snapshot: vec![1; 10],
-                        complete,
-                        merged_into: None,
-                    }],
-                )
-                .unwrap();
-            writer.commit().unwrap();
+            append_raw(
+                &*store,
+                doc,
+                &[(hash, vec![k; 100])],
+                (vec![1; 10], complete),
+            );
         };
         let compact = |at: &str| {
             keqing_server::compaction::compact(&*store, t(at), 30, &mut |_, _| {}).unwrap()
@@ -1319,4 +1289,39 @@ fn seqs_of(store: &dyn Store, doc: &str) -> Vec<u64> {
         .iter()
         .map(|c| c.seq)
         .collect()
+}
+
+/// Appends changes (hash, bytes) of one document of office 44 and its
+/// state (snapshot, complete) in one writer turn, as the sync core would.
+fn append_raw(
+    store: &dyn Store,
+    doc: &str,
+    changes: &[([u8; 32], Vec<u8>)],
+    state: (Vec<u8>, bool),
+) {
+    use keqing_server::store::{DocumentState, NewLogEntry};
+    let entries: Vec<NewLogEntry> = changes
+        .iter()
+        .map(|(hash, bytes)| NewLogEntry {
+            hash: *hash,
+            doc_id: doc.into(),
+            office: "44".into(),
+            bytes: bytes.clone(),
+        })
+        .collect();
+    let mut writer = store.log_writer().unwrap();
+    writer
+        .append(
+            "contract",
+            &entries,
+            &[DocumentState {
+                doc_id: doc.into(),
+                office: "44".into(),
+                snapshot: state.0,
+                complete: state.1,
+                merged_into: None,
+            }],
+        )
+        .unwrap();
+    writer.commit().unwrap();
 }
