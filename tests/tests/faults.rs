@@ -11,7 +11,10 @@
 //! erases another, while devices are offline or syncing through the faults:
 //! in the end no device and not headquarters holds the erased patient,
 //! only Beijing's devices (and headquarters) hold the transferred one, with
-//! every record made before and after the transfer, once.
+//! every record made before and after the transfer, once. In the last two
+//! rounds headquarters compacts the whole log: devices behind the floor
+//! start over from the snapshots through the faults, and pushes retried
+//! after a lost acknowledgement find their changes in the snapshots.
 //!
 //! `KEQING_FAULT_SEEDS=N` runs N seeds (default 200; `scripts/faults.sh`
 //! runs 10 000), `KEQING_FAULT_FIRST_SEED=S` starts at seed S.
@@ -187,6 +190,10 @@ struct Outcome {
     /// Changes the server had stored and acknowledged whose acknowledgement
     /// never reached the device: pushed again, answered as duplicates.
     lost_acks: u64,
+    /// Changes headquarters' compaction took from the log midway, and the
+    /// snapshots devices behind its floor pulled to start over.
+    compacted: u64,
+    restarts: u64,
 }
 
 fn token() -> String {
@@ -347,6 +354,17 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
                 }
             }
         }
+        if round >= 4 {
+            // The whole log so far, while devices are behind or mid-sync.
+            let c = keqing_server::compaction::compact(
+                &*hub_store,
+                keqing_host::now_cst(),
+                0,
+                &mut |_, _| {},
+            )
+            .unwrap_or_else(|e| panic!("seed {seed}: compaction: {e}"));
+            outcome.compacted += c.changes;
+        }
         for (i, d) in devices.iter_mut().enumerate() {
             for _ in 0..rng.below(3) {
                 let at = day
@@ -400,7 +418,12 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
             if rng.chance(0.6) {
                 outcome.syncs += 1;
                 match rt.block_on(sync_once(d.desk.replica_mut(), &mut Quiet)) {
-                    Ok(s) => outcome.lost_acks += s.duplicates,
+                    Ok(s) => {
+                        outcome.lost_acks += s.duplicates;
+                        if round >= 4 {
+                            outcome.restarts += s.pulled_snapshots;
+                        }
+                    }
                     Err(_) => outcome.failed_syncs += 1,
                 }
             }
@@ -416,6 +439,7 @@ fn run_seed(seed: u64, counts_total: &FaultCounts) -> Outcome {
                 .block_on(sync_once(d.desk.replica_mut(), &mut Quiet))
                 .unwrap_or_else(|e| panic!("seed {seed}: sync after the faults: {e}"));
             outcome.lost_acks += s.duplicates;
+            outcome.restarts += s.pulled_snapshots;
         }
     }
     let hq_dir = tmp.path().join("hq");
@@ -555,6 +579,8 @@ fn every_seed_converges_and_loses_nothing_under_network_faults() {
                         total.transfers += o.transfers;
                         total.erasures += o.erasures;
                         total.lost_acks += o.lost_acks;
+                        total.compacted += o.compacted;
+                        total.restarts += o.restarts;
                     }
                 })
             })
@@ -570,10 +596,12 @@ fn every_seed_converges_and_loses_nothing_under_network_faults() {
     let lost_acks: u64 = outcomes.iter().map(|o| o.lost_acks).sum();
     let transfers: u64 = outcomes.iter().map(|o| o.transfers).sum();
     let erasures: u64 = outcomes.iter().map(|o| o.erasures).sum();
+    let compacted: u64 = outcomes.iter().map(|o| o.compacted).sum();
+    let restarts: u64 = outcomes.iter().map(|o| o.restarts).sum();
     println!(
         "faults: {seeds} seeds from {first}, {records} records, {syncs} syncs under faults \
          ({failed} failed), lost acks {lost_acks}, {transfers} transfers and {erasures} erasures \
-         midway, connections refused {} cut {} answers cut {} delayed {}, {:.1} s",
+         midway, {compacted} changes compacted ({restarts} snapshots pulled past the floor), connections refused {} cut {} answers cut {} delayed {}, {:.1} s",
         counts.refused.load(Ordering::Relaxed),
         counts.cut.load(Ordering::Relaxed),
         counts.answers_cut.load(Ordering::Relaxed),
@@ -587,6 +615,11 @@ fn every_seed_converges_and_loses_nothing_under_network_faults() {
         assert!(
             transfers > seeds / 2 && erasures > seeds / 2,
             "most seeds must transfer and erase a patient midway ({transfers}, {erasures})"
+        );
+        assert!(
+            compacted > 0 && restarts > 0,
+            "headquarters' compaction must take changes from the log midway, and devices \
+             behind its floor start over from the snapshots ({compacted}, {restarts})"
         );
         assert!(
             lost_acks > 0,
