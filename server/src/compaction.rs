@@ -51,21 +51,19 @@ pub fn compact(
         writer.commit()?;
         target
     };
-    let mut floor = store.reader()?.log_floor()?;
     let mut done = Compaction {
-        floor,
+        floor: store.reader()?.log_floor()?,
         ..Default::default()
     };
-    while floor < target {
-        let upto = floor.saturating_add(CHANGES_PER_STEP).min(target);
+    while done.floor < target {
+        let upto = done.floor.saturating_add(CHANGES_PER_STEP).min(target);
         let mut writer = store.log_writer()?;
         let Compacted { changes, bytes } = writer.compact_log(upto)?;
         writer.commit()?;
         done.changes += changes;
         done.bytes += bytes;
-        floor = upto;
-        done.floor = floor;
-        progress(floor, target);
+        done.floor = upto;
+        progress(done.floor, target);
     }
     Ok(done)
 }

@@ -861,7 +861,7 @@ fn fate_for(
 }
 
 /// A stored document as it is: its snapshot, with the logged changes an
-/// incomplete one lacks.
+/// incomplete one lacks (the snapshot holds those compaction took).
 fn stored_document(
     store: &dyn LogReader,
     doc_id: &str,
@@ -1272,7 +1272,7 @@ fn next_batch(
     };
     // A cursor below the compaction floor (a device offline longer than
     // the horizon, or a feed compaction passed since its last batch: the
-    // floor and the bytes it took went in one transaction, and this batch
+    // floor and the changes it took went in one transaction, and this batch
     // reads in one) cannot follow the log: what the log no longer holds,
     // the snapshots do, so the feed starts over from them (the device
     // merges what it holds already).
@@ -1294,16 +1294,10 @@ fn next_batch(
                 // changes of the rest from the log into it since), then
                 // the rest of its changes while it is incomplete.
                 if let Some(held) = store.document(&doc_id)? {
-                    if !held.snapshot.is_empty() {
-                        if !budget.fits(held.snapshot.len()) {
-                            *partial = Some((doc_id, after));
-                            return Ok(batch);
-                        }
-                        budget.take(held.snapshot.len());
-                        batch.snapshots.push(Snapshot {
-                            doc_id: doc_id.clone(),
-                            document: held.snapshot,
-                        });
+                    let len = held.snapshot.len();
+                    if !add_snapshot(&mut batch, &mut budget, &doc_id, len, || Ok(held.snapshot))? {
+                        *partial = Some((doc_id, after));
+                        return Ok(batch);
                     }
                     if !held.complete {
                         let (changes, more) =
@@ -1323,16 +1317,10 @@ fn next_batch(
                 // A complete snapshot holds every logged change; an
                 // incomplete one (or none) goes with the changes the log
                 // still has (those compaction took are in the snapshot).
-                if len > 0 {
-                    if !budget.fits(len) {
-                        return Ok(batch);
-                    }
-                    budget.take(len);
-                    let document = store.snapshot_of(&doc_id)?;
-                    batch.snapshots.push(Snapshot {
-                        doc_id: doc_id.clone(),
-                        document,
-                    });
+                if !add_snapshot(&mut batch, &mut budget, &doc_id, len, || {
+                    Ok(store.snapshot_of(&doc_id)?)
+                })? {
+                    return Ok(batch);
                 }
                 *after_id = doc_id.clone();
                 if !complete {
@@ -1366,6 +1354,30 @@ fn next_batch(
         }
         PullPhase::Done => Ok(batch),
     }
+}
+
+/// Adds a document's snapshot of `len` bytes (none: nothing to add) to a
+/// pull batch, read by `read` only once it fits; `false` when the batch is
+/// full.
+fn add_snapshot(
+    batch: &mut PullBatch,
+    budget: &mut Budget,
+    doc_id: &str,
+    len: usize,
+    read: impl FnOnce() -> Result<Vec<u8>, SyncError>,
+) -> Result<bool, SyncError> {
+    if len == 0 {
+        return Ok(true);
+    }
+    if !budget.fits(len) {
+        return Ok(false);
+    }
+    budget.take(len);
+    batch.snapshots.push(Snapshot {
+        doc_id: doc_id.to_string(),
+        document: read()?,
+    });
+    Ok(true)
 }
 
 /// Feeds a pull's batches to `tx` until the end of the feed, an error (sent
@@ -1485,13 +1497,7 @@ fn repair_answer(
         }
         // A complete snapshot holds every logged change: one load, not a
         // replay of the log.
-        // (An incomplete one lacks what the log holds; compaction may have
-        // taken older changes from the log into it.)
-        let doc = if stored.complete {
-            replayed(&stored.snapshot, Vec::new())?
-        } else {
-            replayed(&stored.snapshot, store.changes_of(&d.doc_id, u64::MAX)?)?
-        };
+        let doc = stored_document(store, &d.doc_id, &stored.snapshot, stored.complete)?;
         // Heads the server does not know (unpushed local work) are ignored.
         let have: Vec<automerge::ChangeHash> = d
             .heads

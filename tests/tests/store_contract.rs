@@ -1227,7 +1227,7 @@ fn a_compacted_log_still_brings_every_device_everything() {
 /// The horizon: compaction takes only what was logged before its latest
 /// note of the log's end at least `keep_days` old, so a store compacted
 /// hourly keeps that many days of log whole; a document whose snapshot
-/// lacks logged changes keeps their bytes.
+/// lacks logged changes keeps them in the log.
 #[test]
 fn compaction_keeps_the_days_it_is_told_to_and_incomplete_documents_whole() {
     let tmp = tempfile::tempdir().unwrap();

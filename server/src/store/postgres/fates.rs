@@ -103,21 +103,19 @@ pub(super) async fn erase_document(
 ) -> Result<Erased> {
     c.execute("SELECT cursor FROM projector WHERE id = 1 FOR UPDATE", &[])
         .await?;
-    // The log's numbers never go back, even if these were its last.
+    // The log's numbers never go back, even if these were its last; the
+    // integrity check counts what goes.
     c.execute(
-        "UPDATE log_compaction SET high_water = greatest(high_water,
-             (SELECT coalesce(max(seq), 0) FROM changes)) WHERE id = 1",
-        &[],
+        "UPDATE log_compaction SET
+             high_water = greatest(high_water, (SELECT coalesce(max(seq), 0) FROM changes)),
+             removed = removed + (SELECT count(*) FROM changes WHERE doc_id = $1)
+         WHERE id = 1",
+        &[&doc_id],
     )
     .await?;
     let changes = c
         .execute("DELETE FROM changes WHERE doc_id = $1", &[&doc_id])
         .await?;
-    c.execute(
-        "UPDATE log_compaction SET removed = removed + $1 WHERE id = 1",
-        &[&(changes as i64)],
-    )
-    .await?;
     let document = c
         .execute("DELETE FROM documents WHERE id = $1", &[&doc_id])
         .await?

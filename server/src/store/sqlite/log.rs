@@ -75,14 +75,20 @@ impl Conn {
             for e in entries {
                 insert.execute(params![&e.hash[..], e.doc_id, e.office, device_id, e.bytes])?;
             }
-            let last = self.max_seq()? as i64;
+            let last = self.max_seq()?;
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO documents (id, office, snapshot, complete, last_seq) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, complete = excluded.complete,
                  last_seq = excluded.last_seq",
             )?;
             for d in docs {
-                upsert.execute(params![d.doc_id, d.office, d.snapshot, d.complete, last])?;
+                upsert.execute(params![
+                    d.doc_id,
+                    d.office,
+                    d.snapshot,
+                    d.complete,
+                    last as i64
+                ])?;
             }
             for d in docs {
                 if let Some(into) = &d.merged_into {
@@ -103,8 +109,8 @@ impl Conn {
                     )?;
                 }
             }
+            Ok(last)
         }
-        self.max_seq()
     }
 
     pub fn max_seq(&self) -> Result<u64> {
@@ -209,7 +215,7 @@ impl Conn {
         }
         // Each document's latest change stays (a rebuilt projection finds
         // every document in the log, and the log's end never goes back).
-        let lengths: Vec<i64> = self
+        let lengths: Vec<u64> = self
             .conn
             .prepare_cached(
                 "DELETE FROM changes
@@ -218,16 +224,15 @@ impl Conn {
                    AND seq < (SELECT max(l.seq) FROM changes l WHERE l.doc_id = changes.doc_id)
                  RETURNING length(bytes)",
             )?
-            .query_map(params![floor as i64, upto as i64], |r| r.get(0))?
+            .query_map(params![floor as i64, upto as i64], |r| r.get::<_, i64>(0).map(|n| n as u64))?
             .collect::<rusqlite::Result<_>>()?;
-        let (changes, bytes) = (lengths.len() as i64, lengths.iter().sum::<i64>());
         self.conn.execute(
             "UPDATE log_compaction SET floor = ?1 WHERE id = 1",
             [upto as i64],
         )?;
         Ok(Compacted {
-            changes: changes as u64,
-            bytes: bytes as u64,
+            changes: lengths.len() as u64,
+            bytes: lengths.iter().sum(),
         })
     }
 
