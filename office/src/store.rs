@@ -575,6 +575,11 @@ CREATE TABLE erased_dossiers (
     ),
     // The projection indexes a first sync sets aside, until it builds them.
     M::up(keqing_projection::INDEXES_ASIDE),
+    // Projection version 8 (two indexes gone, the R*Tree of non-empty
+    // spans); a replica in the middle of a first sync forgets the two
+    // indexes it had set aside, or its restore would make them again.
+    M::up(keqing_projection::V8_CHANGES),
+    M::up("DELETE FROM projection_indexes_aside WHERE name IN ('followups_at', 'slots_deadline');"),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in

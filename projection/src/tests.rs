@@ -133,10 +133,30 @@ fn projecting_again_changes_nothing() {
     assert_eq!(dump(&conn).unwrap(), first);
     // Fewer slots: the stale rows (and their R*Tree entries) go.
     project_dossier(&conn, &view, &slots[..3]).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM slot_spans", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 3);
+    assert_eq!(slot_rows_and_spans(&conn), (3, open_spans(&slots[..3])));
+}
+
+/// How many slots the store holds, and how many spans its R*Tree does.
+fn slot_rows_and_spans(conn: &Connection) -> (i64, i64) {
+    conn.query_row(
+        "SELECT (SELECT count(*) FROM slots), (SELECT count(*) FROM slot_spans)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+/// How many of `slots` have a span on the list that is not empty: the
+/// ones the R*Tree holds.
+fn open_spans(slots: &[Slot]) -> i64 {
+    slots
+        .iter()
+        .filter(|s| {
+            s.satisfied_at
+                .or(s.closed_at)
+                .is_none_or(|t| t.date() > s.due_from)
+        })
+        .count() as i64
 }
 
 #[test]
@@ -189,10 +209,7 @@ fn a_new_dossier_inserted_unread_is_what_a_full_projection_stores() {
     project_dossier(&new, &view, &slots[..2]).unwrap();
     project_dossier(&full, &view, &slots[..2]).unwrap();
     assert_eq!(dump(&new).unwrap(), dump(&full).unwrap());
-    let n: i64 = new
-        .query_row("SELECT count(*) FROM slot_spans", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(n, 2);
+    assert_eq!(slot_rows_and_spans(&new), (2, open_spans(&slots[..2])));
 }
 
 /// A released migration's text never changes: stores that ran it have the
@@ -249,6 +266,11 @@ fn released_schema_texts_are_frozen() {
             V7_ADDITIONS,
             "c2830499196c4a8020ed3895db97ed3d8b499d72cd4930cf8c5fe6ea6fad022f",
         ),
+        (
+            "V8_CHANGES",
+            V8_CHANGES,
+            "51ff4c98640b5b957b06842c4eaac66a8a0495fd4e1d9fb5b57305ec0316c4c9",
+        ),
     ] {
         assert_eq!(
             hex(text),
@@ -282,6 +304,7 @@ fn replacing_gives_the_current_tables_from_any_earlier_shape() {
             V5_ADDITIONS,
             V6_CHANGES,
             V7_ADDITIONS,
+            V8_CHANGES,
         ][..],
         &[
             REPLACE_WITH_V3,
@@ -289,6 +312,7 @@ fn replacing_gives_the_current_tables_from_any_earlier_shape() {
             V5_ADDITIONS,
             V6_CHANGES,
             V7_ADDITIONS,
+            V8_CHANGES,
         ],
     ] {
         let conn = Connection::open_in_memory().unwrap();
@@ -681,6 +705,170 @@ fn day_tallies_follow_every_write_to_followups_and_slots() {
     old.execute_batch(V6_CHANGES).unwrap();
     old.execute_batch(V7_ADDITIONS).unwrap();
     check(&old, "after the migration");
+}
+
+/// The R*Tree holds exactly the slots whose span on the list is not empty
+/// (`settled_on > due_from`), with their days, deadline and office,
+/// whatever writes reach `slots` (inserts, spans made empty or not by a
+/// new `due_from` or `settled_on`, moves of deadline or office, deletes),
+/// and a version-7 store's R*Tree is brought to the same by the migration;
+/// the stabbing queries find what a scan of the rows finds.
+#[test]
+fn the_span_tree_holds_exactly_the_slots_a_day_can_find() {
+    let expected = |conn: &Connection| -> Vec<[i64; 5]> {
+        conn.prepare(
+            "SELECT rowid, CAST(julianday(due_from) - 2451544.5 AS INTEGER),
+                    CAST(julianday(settled_on) - 2451544.5 AS INTEGER),
+                    CAST(julianday(deadline) - 2451544.5 AS INTEGER), CAST(office AS INTEGER)
+             FROM slots WHERE settled_on > due_from ORDER BY rowid",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    };
+    let held = |conn: &Connection| -> Vec<[i64; 5]> {
+        conn.prepare(
+            "SELECT id, first_day, settled_day, deadline_day, office_code FROM slot_spans
+             ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    };
+    let check = |conn: &Connection, when: &str| {
+        let want = expected(conn);
+        assert_eq!(held(conn), want, "{when}");
+        for d in [0, 4, 9, 15, 24] {
+            let to = day(d);
+            let scanned: Vec<(String, u64)> = conn
+                .prepare(
+                    "SELECT office, count(*) FROM slots
+                     WHERE due_from <= ?1 AND settled_on > ?1 AND deadline < ?1
+                     GROUP BY office ORDER BY office",
+                )
+                .unwrap()
+                .query_map([fmt_date(to)], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let stabbed: Vec<(String, u64)> = slot_counts(conn, None, to, to)
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.overdue > 0)
+                .map(|c| (c.office, c.overdue))
+                .collect();
+            assert_eq!(stabbed, scanned, "{when}, overdue on {to}");
+        }
+    };
+    let write = |conn: &Connection, rng: &mut Rng| {
+        let dossier = format!("d{}", rng.below(60));
+        let n = rng.below(3) as i64;
+        let date = |rng: &mut Rng| fmt_date(day(rng.below(25)));
+        match rng.below(8) {
+            0 => {
+                conn.execute(
+                    "DELETE FROM slots WHERE dossier_id = ?1 AND n = ?2",
+                    params![dossier, n],
+                )
+                .unwrap();
+            }
+            1 => {
+                conn.execute(
+                    "UPDATE slots SET settled_on = ?3 WHERE dossier_id = ?1 AND n = ?2",
+                    params![dossier, n, date(rng)],
+                )
+                .unwrap();
+            }
+            2 => {
+                conn.execute(
+                    "UPDATE slots SET due_from = ?3 WHERE dossier_id = ?1 AND n = ?2",
+                    params![dossier, n, date(rng)],
+                )
+                .unwrap();
+            }
+            3 => {
+                conn.execute(
+                    "UPDATE slots SET deadline = ?3, office = ?4 WHERE dossier_id = ?1 AND n = ?2",
+                    params![dossier, n, date(rng), ["44", "33"][rng.below(2) as usize]],
+                )
+                .unwrap();
+            }
+            _ => {
+                // An open slot now and then: settled on the far date.
+                let settled = if rng.below(4) == 0 {
+                    "9999-12-31".to_string()
+                } else {
+                    date(rng)
+                };
+                conn.execute(
+                    "INSERT INTO slots (dossier_id, n, cadence, reason, anchor, due_from, deadline,
+                                        settled_on, office, due_counted, on_time)
+                     VALUES (?1, ?2, 'after_purchase', 'r', ?3, ?3, ?4, ?5, ?6, 1, 0)
+                     ON CONFLICT (dossier_id, n) DO UPDATE SET due_from = excluded.due_from,
+                         deadline = excluded.deadline, settled_on = excluded.settled_on,
+                         office = excluded.office",
+                    params![
+                        dossier,
+                        n,
+                        date(rng),
+                        date(rng),
+                        settled,
+                        ["44", "33", "11"][rng.below(3) as usize]
+                    ],
+                )
+                .unwrap();
+            }
+        }
+    };
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    let mut rng = Rng(47);
+    for burst in 0..8 {
+        for _ in 0..150 {
+            write(&conn, &mut rng);
+        }
+        check(&conn, &format!("after burst {burst}"));
+    }
+    let (spans, slots): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM slot_spans), (SELECT count(*) FROM slots)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(0 < spans && spans < slots, "{spans} spans of {slots} slots");
+
+    // A version-7 store, whose R*Tree holds every slot, empty spans too.
+    let old = Connection::open_in_memory().unwrap();
+    for step in [
+        REPLACE_WITH_V3,
+        V4_ADDITIONS,
+        V5_ADDITIONS,
+        V6_CHANGES,
+        V7_ADDITIONS,
+    ] {
+        old.execute_batch(step).unwrap();
+    }
+    let mut rng = Rng(47);
+    for _ in 0..600 {
+        write(&old, &mut rng);
+    }
+    old.execute_batch(V8_CHANGES).unwrap();
+    check(&old, "after the migration to version 8");
+    for _ in 0..300 {
+        write(&old, &mut rng);
+    }
+    check(&old, "after writes to the migrated store");
 }
 
 /// Each of the report's range reads is answered from one covering index

@@ -1325,3 +1325,180 @@ fn append_raw(
         .unwrap();
     writer.commit().unwrap();
 }
+
+/// Snapshots are stored deflated, beside their unpacked size, and come
+/// back as they were: through a document read, a pull's budget and the
+/// snapshots it sends; and a snapshot stored as it was (by a release
+/// before packing) reads as it is.
+#[test]
+fn snapshots_are_stored_deflated_and_read_back_as_they_were() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = keqing_tests::postgres_database();
+    let stores: Vec<Arc<dyn Store>> = vec![
+        Arc::new(SqliteStore::open(tmp.path()).unwrap()),
+        Arc::new(PgStore::open(&url).unwrap()),
+    ];
+    // The stored rows as the database has them: (id, stored length, size,
+    // first byte), and a statement run on the database.
+    let sqlite_file = tmp.path().join(keqing_server::store::DB_FILE);
+    let stored = |backend: &str| -> Vec<(String, i64, Option<i64>, i64)> {
+        match backend {
+            "sqlite" => rusqlite::Connection::open(&sqlite_file)
+                .unwrap()
+                .prepare(
+                    "SELECT id, length(snapshot), size, unicode(CAST(substr(snapshot, 1, 1) AS TEXT))
+                     FROM documents ORDER BY id",
+                )
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap(),
+            _ => {
+                let out = std::process::Command::new("psql")
+                    .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-tAF,", "-c"])
+                    .arg(
+                        "SELECT id, length(snapshot), coalesce(size::text, ''), get_byte(snapshot, 0)
+                         FROM documents ORDER BY id",
+                    )
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                String::from_utf8(out.stdout)
+                    .unwrap()
+                    .lines()
+                    .map(|l| {
+                        let f: Vec<&str> = l.split(',').collect();
+                        (
+                            f[0].to_string(),
+                            f[1].parse().unwrap(),
+                            f[2].parse().ok(),
+                            f[3].parse().unwrap(),
+                        )
+                    })
+                    .collect()
+            }
+        }
+    };
+    for store in stores {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        add_office_device(&*store, "dev-gd2", "44", "gd2");
+        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+            .unwrap()
+            .with_rate_limit(u32::MAX, u32::MAX);
+        let rt = keqing_tests::runtime();
+        let actor = ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+            .unwrap();
+        rt.block_on(hub.enroll("gd2".into(), ActorId::random().to_bytes().to_vec()))
+            .unwrap();
+        let push = |id: &str, changes: &[keqing_shared::dossier::NewChange]| {
+            let pushed = rt
+                .block_on(hub.push("gd".into(), changes.iter().map(|c| env(id, c)).collect()))
+                .unwrap();
+            assert_eq!(pushed.accepted as usize, changes.len(), "{backend}");
+        };
+        let project = || {
+            keqing_server::projector::catch_up(&mut *store.projections().unwrap(), |_, _| {})
+                .unwrap()
+        };
+        let ids: Vec<String> = (0..5).map(|n| dossier_id("44", n)).collect();
+        for (n, id) in ids.iter().enumerate() {
+            push(id, &working_dossier(id, "44", &actor, n as u32));
+        }
+        project();
+        // A few follow-ups more, as a dossier gathers them.
+        for id in &ids {
+            let stored = store.reader().unwrap().document(id).unwrap().unwrap();
+            let mut d = Dossier::load(&stored.snapshot, actor.clone()).unwrap();
+            let more: Vec<_> = (0..4)
+                .filter_map(|k: u32| {
+                    d.edit(3 + i64::from(k), |tx| tx.add(&followup(id, k)))
+                        .unwrap()
+                })
+                .collect();
+            push(id, &more);
+        }
+        project();
+        let rows = stored(backend);
+        assert_eq!(rows.len(), ids.len(), "{backend}");
+        let reader = store.reader().unwrap();
+        for (id, length, size, first) in &rows {
+            let doc = reader.document(id).unwrap().unwrap();
+            assert!(
+                automerge::Automerge::load(&doc.snapshot).is_ok(),
+                "{backend}"
+            );
+            assert_eq!(*size, Some(doc.snapshot.len() as i64), "{backend}: {id}");
+            assert_eq!(*first, 1, "{backend}: {id} is stored packed");
+            assert!(
+                *length < doc.snapshot.len() as i64 * 3 / 4,
+                "{backend}: {id} stored in {length} bytes of {}",
+                doc.snapshot.len()
+            );
+            assert_eq!(reader.snapshot_of(id).unwrap(), doc.snapshot, "{backend}");
+        }
+        let page = reader.document_page(Some("44"), "", 100).unwrap();
+        let sizes: Vec<usize> = rows.iter().map(|r| r.2.unwrap() as usize).collect();
+        assert_eq!(
+            page.iter().map(|p| p.2).collect::<Vec<_>>(),
+            sizes,
+            "{backend}: the budget reads the unpacked sizes"
+        );
+        drop(reader);
+        // A new device's first sync gets the documents as the server has them.
+        let epoch = store.epoch().unwrap();
+        let (pulled, _) = pull_all(&rt, (&hub, &epoch), "gd2", 0);
+        let mut held = std::collections::BTreeMap::new();
+        merge_pulled(&mut held, pulled);
+        for id in &ids {
+            let server = store.reader().unwrap().document(id).unwrap().unwrap();
+            let server = automerge::Automerge::load(&server.snapshot).unwrap();
+            assert_eq!(held[id].get_heads(), server.get_heads(), "{backend}: {id}");
+        }
+        // A row as an older release stored it: the automerge bytes, no size.
+        let raw = store
+            .reader()
+            .unwrap()
+            .document(&ids[0])
+            .unwrap()
+            .unwrap()
+            .snapshot;
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        match backend {
+            "sqlite" => {
+                rusqlite::Connection::open(&sqlite_file)
+                    .unwrap()
+                    .execute(
+                        "UPDATE documents SET snapshot = ?2, size = length(?2) WHERE id = ?1",
+                        rusqlite::params![ids[0], raw],
+                    )
+                    .unwrap();
+            }
+            _ => {
+                let out = std::process::Command::new("psql")
+                    .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc"])
+                    .arg(format!(
+                        "UPDATE documents SET snapshot = '\\x{hex}', size = NULL WHERE id = '{}'",
+                        ids[0]
+                    ))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let reader = store.reader().unwrap();
+        assert_eq!(
+            reader.document(&ids[0]).unwrap().unwrap().snapshot,
+            raw,
+            "{backend}"
+        );
+        let page = reader.document_page(Some("44"), "", 1).unwrap();
+        assert_eq!(page[0].2, raw.len(), "{backend}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The change log, documents, devices and the audit log in PostgreSQL:
 //! the statements, on a pooled connection or inside a transaction.
 
+use crate::store::packed::{pack, unpack};
 use crate::store::{
     AuditEntry, Budget, Compacted, Device, DocumentState, NewLogEntry, Result, StoreCounts,
     StoredDocument,
@@ -168,7 +169,7 @@ pub(super) async fn document(
         .await?
         .map(|r| StoredDocument {
             office: r.get(0),
-            snapshot: r.get(1),
+            snapshot: unpack(r.get(1)),
             complete: r.get(2),
             last_seq: seq_of(r.get(3)),
         }))
@@ -207,7 +208,7 @@ pub(super) async fn documents_among(
             r.try_get(0)?,
             StoredDocument {
                 office: r.try_get(1)?,
-                snapshot: r.try_get(2)?,
+                snapshot: unpack(r.try_get(2)?),
                 complete: r.try_get(3)?,
                 last_seq: seq_of(r.try_get(4)?),
             },
@@ -335,19 +336,24 @@ pub(super) async fn append(
     let last = before + inserted as i64;
     let upsert = c
         .prepare_cached(
-            "INSERT INTO documents (id, office, snapshot, complete, last_seq)
-             SELECT id, office, snapshot, complete, $5
-             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bool[]) AS t(id, office, snapshot, complete)
+            "INSERT INTO documents (id, office, snapshot, complete, last_seq, size)
+             SELECT id, office, snapshot, complete, $5, size
+             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bool[], $6::bigint[])
+                 AS t(id, office, snapshot, complete, size)
              ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot,
-                 complete = excluded.complete, last_seq = excluded.last_seq",
+                 complete = excluded.complete, last_seq = excluded.last_seq, size = excluded.size",
         )
         .await?;
     let ids: Vec<&str> = docs.iter().map(|d| d.doc_id.as_str()).collect();
     let offices: Vec<&str> = docs.iter().map(|d| d.office.as_str()).collect();
-    let snapshots: Vec<&[u8]> = docs.iter().map(|d| d.snapshot.as_slice()).collect();
+    let snapshots: Vec<Vec<u8>> = docs.iter().map(|d| pack(&d.snapshot)).collect();
     let complete: Vec<bool> = docs.iter().map(|d| d.complete).collect();
-    c.execute(&upsert, &[&ids, &offices, &snapshots, &complete, &last])
-        .await?;
+    let sizes: Vec<i64> = docs.iter().map(|d| d.snapshot.len() as i64).collect();
+    c.execute(
+        &upsert,
+        &[&ids, &offices, &snapshots, &complete, &last, &sizes],
+    )
+    .await?;
     for d in docs {
         if let Some(into) = &d.merged_into {
             let actor = device_where(c, "id", device_id)
@@ -503,11 +509,11 @@ pub(super) async fn document_page(
     let stmt = c
         .prepare_cached(match office {
             Some(_) => {
-                "SELECT id, complete, length(snapshot) FROM documents
+                "SELECT id, complete, coalesce(size, length(snapshot)) FROM documents
                  WHERE office = $1 AND id > $2 ORDER BY id LIMIT $3"
             }
             None => {
-                "SELECT id, complete, length(snapshot) FROM documents
+                "SELECT id, complete, coalesce(size, length(snapshot)) FROM documents
                  WHERE $1::text IS NULL AND id > $2 ORDER BY id LIMIT $3"
             }
         })
@@ -515,7 +521,7 @@ pub(super) async fn document_page(
     Ok(c.query(&stmt, &[&office, &after_id, &i64::from(limit)])
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get::<_, i32>(2).max(0) as usize))
+        .map(|r| (r.get(0), r.get(1), r.get::<_, i64>(2).max(0) as usize))
         .collect())
 }
 
@@ -525,7 +531,7 @@ pub(super) async fn snapshot_of(c: &impl GenericClient, doc_id: &str) -> Result<
         .await?;
     Ok(c.query_opt(&stmt, &[&doc_id])
         .await?
-        .map(|r| r.get(0))
+        .map(|r| unpack(r.get(0)))
         .unwrap_or_default())
 }
 
@@ -554,7 +560,7 @@ pub(super) async fn snapshots_after(
             (
                 Snapshot {
                     doc_id: r.get(0),
-                    document: r.get(1),
+                    document: unpack(r.get(1)),
                 },
                 r.get(2),
             )

@@ -375,15 +375,22 @@ pub(super) async fn settle_snapshots(
     }
     let update = client
         .prepare_cached(
-            "UPDATE documents d SET snapshot = t.snapshot, complete = TRUE
-             FROM unnest($1::text[], $2::bytea[], $3::bigint[]) AS t(id, snapshot, last_seq)
+            "UPDATE documents d SET snapshot = t.snapshot, complete = TRUE, size = t.size
+             FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bigint[])
+                 AS t(id, snapshot, last_seq, size)
              WHERE d.id = t.id AND d.last_seq = t.last_seq AND NOT d.complete",
         )
         .await?;
     let ids: Vec<&str> = settled.iter().map(|s| s.doc_id.as_str()).collect();
-    let snapshots: Vec<&[u8]> = settled.iter().map(|s| s.snapshot.as_slice()).collect();
+    let snapshots: Vec<Vec<u8>> = settled
+        .iter()
+        .map(|s| crate::store::packed::pack(&s.snapshot))
+        .collect();
     let seqs: Vec<i64> = settled.iter().map(|s| seq_param(s.last_seq)).collect();
-    Ok(client.execute(&update, &[&ids, &snapshots, &seqs]).await? as usize)
+    let sizes: Vec<i64> = settled.iter().map(|s| s.snapshot.len() as i64).collect();
+    Ok(client
+        .execute(&update, &[&ids, &snapshots, &seqs, &sizes])
+        .await? as usize)
 }
 
 /// Writes a batch's projections and moves the cursor from `from` to
@@ -860,7 +867,7 @@ async fn slot_counts(
         .prepare_cached(
             "SELECT office, count(*) FROM slots
              WHERE settled_on > $1 AND due_from <= $1 AND deadline < $1
-               AND ($2::text IS NULL OR office = $2)
+               AND settled_on > due_from AND ($2::text IS NULL OR office = $2)
              GROUP BY office",
         )
         .await?;

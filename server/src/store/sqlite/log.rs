@@ -1,6 +1,7 @@
 //! The change log and the documents' snapshots on one SQLite connection.
 
 use super::conn::{Conn, insert_audit};
+use crate::store::packed::{pack, unpack};
 use crate::store::{Budget, Compacted, DocumentState, NewLogEntry, Result, StoredDocument};
 use keqing_shared::sync::{LoggedChange, Snapshot};
 use rusqlite::{OptionalExtension, params};
@@ -16,7 +17,7 @@ impl Conn {
             .query_row([doc_id], |r| {
                 Ok(StoredDocument {
                     office: r.get(0)?,
-                    snapshot: r.get(1)?,
+                    snapshot: unpack(r.get(1)?),
                     complete: r.get(2)?,
                     last_seq: r.get::<_, i64>(3)? as u64,
                 })
@@ -77,17 +78,19 @@ impl Conn {
             }
             let last = self.max_seq()?;
             let mut upsert = tx.prepare_cached(
-                "INSERT INTO documents (id, office, snapshot, complete, last_seq) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO documents (id, office, snapshot, complete, last_seq, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot, complete = excluded.complete,
-                 last_seq = excluded.last_seq",
+                 last_seq = excluded.last_seq, size = excluded.size",
             )?;
             for d in docs {
                 upsert.execute(params![
                     d.doc_id,
                     d.office,
-                    d.snapshot,
+                    pack(&d.snapshot),
                     d.complete,
-                    last as i64
+                    last as i64,
+                    d.snapshot.len() as i64
                 ])?;
             }
             for d in docs {
@@ -134,7 +137,7 @@ impl Conn {
             Ok((
                 Snapshot {
                     doc_id: r.get(0)?,
-                    document: r.get(1)?,
+                    document: unpack(r.get(1)?),
                 },
                 r.get(2)?,
             ))
@@ -256,11 +259,11 @@ impl Conn {
     ) -> Result<Vec<(String, bool, usize)>> {
         let sql = match office {
             Some(_) => format!(
-                "SELECT id, complete, length(snapshot) FROM documents
+                "SELECT id, complete, size FROM documents
                  WHERE office = ?1 AND id > ?2 ORDER BY id LIMIT {limit}"
             ),
             None => format!(
-                "SELECT id, complete, length(snapshot) FROM documents
+                "SELECT id, complete, size FROM documents
                  WHERE ?1 IS NULL AND id > ?2 ORDER BY id LIMIT {limit}"
             ),
         };
@@ -281,6 +284,7 @@ impl Conn {
             .prepare_cached("SELECT snapshot FROM documents WHERE id = ?1")?
             .query_row([doc_id], |r| r.get(0))
             .optional()?
+            .map(unpack)
             .unwrap_or_default())
     }
 

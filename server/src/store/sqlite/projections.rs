@@ -172,14 +172,15 @@ impl Conn {
         let mut stored = 0;
         {
             let mut update = tx.prepare_cached(
-                "UPDATE documents SET snapshot = ?2, complete = 1
+                "UPDATE documents SET snapshot = ?2, complete = 1, size = ?4
                  WHERE id = ?1 AND last_seq = ?3 AND complete = 0",
             )?;
             for s in settled {
                 stored += update.execute(params![
                     s.doc_id,
-                    s.snapshot,
-                    i64::try_from(s.last_seq).unwrap_or(i64::MAX)
+                    crate::store::packed::pack(&s.snapshot),
+                    i64::try_from(s.last_seq).unwrap_or(i64::MAX),
+                    s.snapshot.len() as i64
                 ])?;
             }
         }
