@@ -715,37 +715,30 @@ fn day_tallies_follow_every_write_to_followups_and_slots() {
 /// the stabbing queries find what a scan of the rows finds.
 #[test]
 fn the_span_tree_holds_exactly_the_slots_a_day_can_find() {
-    let expected = |conn: &Connection| -> Vec<[i64; 5]> {
-        conn.prepare(
+    let spans = |conn: &Connection, sql: &str| -> Vec<[i64; 5]> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| {
+                Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    let check = |conn: &Connection, when: &str| {
+        let want = spans(
+            conn,
             "SELECT rowid, CAST(julianday(due_from) - 2451544.5 AS INTEGER),
                     CAST(julianday(settled_on) - 2451544.5 AS INTEGER),
                     CAST(julianday(deadline) - 2451544.5 AS INTEGER), CAST(office AS INTEGER)
              FROM slots WHERE settled_on > due_from ORDER BY rowid",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
-        })
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
-    };
-    let held = |conn: &Connection| -> Vec<[i64; 5]> {
-        conn.prepare(
+        );
+        let held = spans(
+            conn,
             "SELECT id, first_day, settled_day, deadline_day, office_code FROM slot_spans
              ORDER BY id",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?])
-        })
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
-    };
-    let check = |conn: &Connection, when: &str| {
-        let want = expected(conn);
-        assert_eq!(held(conn), want, "{when}");
+        );
+        assert_eq!(held, want, "{when}");
         for d in [0, 4, 9, 15, 24] {
             let to = day(d);
             let scanned: Vec<(String, u64)> = conn

@@ -1083,6 +1083,25 @@ fn merge_pulled(
     }
 }
 
+/// A hub over `store` with two enrolled devices of office 44 (tokens `gd`
+/// and `gd2`), a runtime to drive it, and the first device's actor.
+fn two_enrolled_devices(
+    store: &Arc<dyn Store>,
+) -> (keqing_server::hub::Hub, tokio::runtime::Runtime, ActorId) {
+    add_office_device(&**store, "dev-gd", "44", "gd");
+    add_office_device(&**store, "dev-gd2", "44", "gd2");
+    let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+        .unwrap()
+        .with_rate_limit(u32::MAX, u32::MAX);
+    let rt = keqing_tests::runtime();
+    let actor = ActorId::random();
+    rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+        .unwrap();
+    rt.block_on(hub.enroll("gd2".into(), ActorId::random().to_bytes().to_vec()))
+        .unwrap();
+    (hub, rt, actor)
+}
+
 /// A later follow-up of a working dossier.
 fn followup(id: &str, k: u32) -> keqing_shared::records::FollowUp {
     keqing_shared::records::FollowUp {
@@ -1108,17 +1127,7 @@ fn a_compacted_log_still_brings_every_device_everything() {
     let tmp = tempfile::tempdir().unwrap();
     for store in each_store(tmp.path()) {
         let backend = store.backend();
-        add_office_device(&*store, "dev-gd", "44", "gd");
-        add_office_device(&*store, "dev-gd2", "44", "gd2");
-        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
-            .unwrap()
-            .with_rate_limit(u32::MAX, u32::MAX);
-        let rt = keqing_tests::runtime();
-        let actor = ActorId::random();
-        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
-            .unwrap();
-        rt.block_on(hub.enroll("gd2".into(), ActorId::random().to_bytes().to_vec()))
-            .unwrap();
+        let (hub, rt, actor) = two_enrolled_devices(&store);
         let push = |id: &str, changes: &[keqing_shared::dossier::NewChange]| {
             rt.block_on(hub.push("gd".into(), changes.iter().map(|c| env(id, c)).collect()))
                 .unwrap()
@@ -1382,17 +1391,7 @@ fn snapshots_are_stored_deflated_and_read_back_as_they_were() {
     };
     for store in stores {
         let backend = store.backend();
-        add_office_device(&*store, "dev-gd", "44", "gd");
-        add_office_device(&*store, "dev-gd2", "44", "gd2");
-        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
-            .unwrap()
-            .with_rate_limit(u32::MAX, u32::MAX);
-        let rt = keqing_tests::runtime();
-        let actor = ActorId::random();
-        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
-            .unwrap();
-        rt.block_on(hub.enroll("gd2".into(), ActorId::random().to_bytes().to_vec()))
-            .unwrap();
+        let (hub, rt, actor) = two_enrolled_devices(&store);
         let push = |id: &str, changes: &[keqing_shared::dossier::NewChange]| {
             let pushed = rt
                 .block_on(hub.push("gd".into(), changes.iter().map(|c| env(id, c)).collect()))
