@@ -119,9 +119,7 @@ fn pushes_are_logged_in_order_and_acknowledged_with_their_positions() {
     for store in each_store(tmp.path()) {
         let backend = store.backend();
         add_office_device(&*store, "dev-gd", "44", "gd");
-        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
-            .unwrap()
-            .with_rate_limit(u32::MAX, u32::MAX);
+        let hub = unlimited_hub(&store);
         let rt = keqing_tests::runtime();
         let actor = ActorId::random();
         rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
@@ -249,9 +247,7 @@ fn every_backend_projects_the_same_rows_and_rebuilds_them() {
         let backend = store.backend();
         add_office_device(&*store, "dev-gd", "44", "gd");
         add_office_device(&*store, "dev-zj", "33", "zj");
-        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
-            .unwrap()
-            .with_rate_limit(u32::MAX, u32::MAX);
+        let hub = unlimited_hub(&store);
         let rt = keqing_tests::runtime();
         let zj_actor = ActorId::random();
         rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
@@ -770,9 +766,7 @@ fn transfers_and_erasures_behave_alike() {
         add_office_device(&*store, "dev-gd", "44", "gd");
         add_office_device(&*store, "dev-bj", "11", "bj");
         add_office_device(&*store, "dev-zj", "33", "zj");
-        let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
-            .unwrap()
-            .with_rate_limit(u32::MAX, u32::MAX);
+        let hub = unlimited_hub(&store);
         let rt = keqing_tests::runtime();
         let gd = ActorId::random();
         rt.block_on(hub.enroll("gd".into(), gd.to_bytes().to_vec()))
@@ -1083,6 +1077,31 @@ fn merge_pulled(
     }
 }
 
+/// The sync core over `store`, without rate limits (a test pushes and
+/// pulls as fast as it can).
+fn unlimited_hub(store: &Arc<dyn Store>) -> keqing_server::hub::Hub {
+    keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
+        .unwrap()
+        .with_rate_limit(u32::MAX, u32::MAX)
+}
+
+/// Runs `sql` with psql on the database at `url` (`flags` before `-c`);
+/// its output, once it succeeded.
+fn psql_ok(url: &str, flags: &[&str], sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1"])
+        .args(flags)
+        .args(["-c", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A hub over `store` with two enrolled devices of office 44 (tokens `gd`
 /// and `gd2`), a runtime to drive it, and the first device's actor.
 fn two_enrolled_devices(
@@ -1090,9 +1109,7 @@ fn two_enrolled_devices(
 ) -> (keqing_server::hub::Hub, tokio::runtime::Runtime, ActorId) {
     add_office_device(&**store, "dev-gd", "44", "gd");
     add_office_device(&**store, "dev-gd2", "44", "gd2");
-    let hub = keqing_server::hub::Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new()))
-        .unwrap()
-        .with_rate_limit(u32::MAX, u32::MAX);
+    let hub = unlimited_hub(store);
     let rt = keqing_tests::runtime();
     let actor = ActorId::random();
     rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
@@ -1364,18 +1381,13 @@ fn snapshots_are_stored_deflated_and_read_back_as_they_were() {
                 .collect::<rusqlite::Result<_>>()
                 .unwrap(),
             _ => {
-                let out = std::process::Command::new("psql")
-                    .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-tAF,", "-c"])
-                    .arg(
-                        "SELECT id, length(snapshot), coalesce(size::text, ''), get_byte(snapshot, 0)
-                         FROM documents ORDER BY id",
-                    )
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-                String::from_utf8(out.stdout)
-                    .unwrap()
-                    .lines()
+                psql_ok(
+                    &url,
+                    &["-tAF,"],
+                    "SELECT id, length(snapshot), coalesce(size::text, ''), get_byte(snapshot, 0)
+                     FROM documents ORDER BY id",
+                )
+                .lines()
                     .map(|l| {
                         let f: Vec<&str> = l.split(',').collect();
                         (
@@ -1476,18 +1488,13 @@ fn snapshots_are_stored_deflated_and_read_back_as_they_were() {
                     .unwrap();
             }
             _ => {
-                let out = std::process::Command::new("psql")
-                    .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc"])
-                    .arg(format!(
+                psql_ok(
+                    &url,
+                    &["-q"],
+                    &format!(
                         "UPDATE documents SET snapshot = '\\x{hex}', size = NULL WHERE id = '{}'",
                         ids[0]
-                    ))
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
+                    ),
                 );
             }
         }
