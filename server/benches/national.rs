@@ -13,7 +13,8 @@
 //! - ingest: dossiers and changes per second through the server;
 //! - the projector's catch-up rate over the step's last chunk (the same
 //!   number of dossiers at every size, so the ratio says whether its cost
-//!   grows with the store), run unpaced on the store after the server stops;
+//!   grows with the store), run unpaced on the store after the server stops
+//!   (`keqing-server project`: the server's binary, allocator and all);
 //! - the national report of the last 30 days: first and warm median;
 //! - the server process's resident memory (now and at its peak);
 //! - bytes on disk per dossier, against the saved automerge document,
@@ -31,6 +32,13 @@
 //! KEQING_NATIONAL_BENCH_REUSE=DIR measures only the report of a SQLite
 //! store a run kept with KEQING_BENCH_KEEP (after this build migrates it),
 //! and with KEQING_NATIONAL_BENCH_BOOTSTRAP=1 a new device's first sync.
+
+/// The devices pushing and the headquarters device bootstrapping run in
+/// this process and stand for `keqing` processes: the same allocator as
+/// the `keqing` binary. The server's side of every figure runs in
+/// `keqing-server` processes (the projector too), with the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use automerge::ActorId;
 use chrono::{Duration, NaiveDate, NaiveDateTime};
@@ -640,18 +648,28 @@ async fn push_with_retry(conn: &mut SyncConnection, batch: Vec<ChangeEnvelope>) 
 
 /// Brings the projections up to date on the store itself (the server
 /// stopped): (documents, changes, seconds).
-fn catch_up(place: &Place) -> (u64, u64, f64) {
-    let store = place.open();
-    let mut session = store.projections().expect("session");
-    let before = session.projector_cursor().expect("cursor");
+fn catch_up(place: &Place, dir: &Path) -> (u64, u64, f64) {
+    let before = {
+        let store = place.open();
+        let session = store.projections().expect("session");
+        session.projector_cursor().expect("cursor")
+    };
     let started = Instant::now();
-    let done = keqing_server::projector::catch_up(&mut *session, |_, _| {}).expect("catch up");
-    assert_eq!(done.skipped, 0);
-    (
-        done.documents,
-        done.cursor - before,
-        started.elapsed().as_secs_f64(),
-    )
+    let out = place
+        .command(dir)
+        .args(["project", "--json"])
+        .output()
+        .expect("keqing-server project");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).expect("project --json");
+    assert_eq!(done["skipped"], 0, "{done}");
+    let count = |k: &str| done[k].as_u64().expect("a count");
+    (count("documents"), count("cursor") - before, seconds)
 }
 
 /// `keqing-server compact --keep-days 0` on the store: its JSON answer
@@ -761,14 +779,15 @@ fn main() {
     // (KEQING_BENCH_KEEP=K leaves it in K/sqlite/store), opened (so
     // migrated) by this build: its report and size only, no ingest.
     if let Some(dir) = std::env::var_os("KEQING_NATIONAL_BENCH_REUSE") {
-        let place = Place::Sqlite(PathBuf::from(dir));
+        let kept = PathBuf::from(dir);
+        let place = Place::Sqlite(kept.clone());
         let started = Instant::now();
         drop(place.open());
         println!(
             "opened (and migrated) the kept store in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let (docs, changes, s) = catch_up(&place);
+        let (docs, changes, s) = catch_up(&place, &kept);
         println!("projector: {docs} documents, {changes} changes behind ({s:.1} s)");
         let (first, warm, calls) = national_report(&place);
         println!(
@@ -834,7 +853,7 @@ fn main() {
             if bulk_to > have {
                 let (p, (rss, peak)) = push_stage(have, bulk_to);
                 saved_total += p.saved_bytes;
-                let (docs, changes, s) = catch_up(&place);
+                let (docs, changes, s) = catch_up(&place, &dir);
                 println!(
                     "bulk to {} dossiers: ingest {:.0} dossiers/s ({:.0} changes/s); server {rss:.0} MB (peak {peak:.0}); projector {:.0} changes/s ({docs} documents, {changes} changes, {s:.0} s)",
                     bulk_to * 27,
@@ -847,7 +866,7 @@ fn main() {
             let (p, (rss, peak)) = push_stage(have, size);
             saved_total += p.saved_bytes;
             have = size;
-            let (docs, changes, s) = catch_up(&place);
+            let (docs, changes, s) = catch_up(&place, &dir);
             let (first, warm, calls) = national_report(&place);
             let dossiers = size * 27;
             let disk = place.bytes_on_disk();

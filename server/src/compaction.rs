@@ -10,13 +10,17 @@
 //! horizon) starts over from the snapshots of its scope, merging them into
 //! what it holds.
 
-use crate::store::{Compacted, Store, StoreError};
+use crate::store::{Compacted, Repacked, Store, StoreError};
 use keqing_shared::when::fmt_datetime;
 
 /// Log positions compacted in one write transaction: a push waits for
 /// the writer no longer than one of these takes (SQLite at 100k dossiers:
 /// ~130 ms for 5 000, whose deletes touch three indexes at random places).
 pub const CHANGES_PER_STEP: u64 = 1_000;
+
+/// Documents read in one write transaction of [`repack`] (SQLite at ~1 KB
+/// a snapshot: a few milliseconds of the writer).
+pub const DOCUMENTS_PER_REPACK_STEP: u32 = 500;
 
 /// Days of log a store keeps whole unless its settings say otherwise.
 pub const DEFAULT_KEEP_DAYS: u32 = 30;
@@ -66,4 +70,46 @@ pub fn compact(
         progress(done.floor, target);
     }
     Ok(done)
+}
+
+/// What a pass of [`repack`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Repacking {
+    /// Snapshots rewritten packed.
+    pub documents: u64,
+    /// Their stored bytes before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Packs every snapshot a release before packed snapshots stored as it
+/// was (a store upgraded in place keeps them until their dossier is next
+/// written), `per_step` documents read in each turn of the writer
+/// ([`DOCUMENTS_PER_REPACK_STEP`] unless a test wants more steps);
+/// `progress(read, documents)` after each. Run by the
+/// `compact` command, not by a serving process's hourly compaction (it
+/// reads every snapshot).
+pub fn repack(
+    store: &dyn Store,
+    per_step: u32,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Repacking, StoreError> {
+    let total = store.counts()?.documents;
+    let mut done = Repacking::default();
+    let mut after = String::new();
+    let mut read = 0;
+    loop {
+        let mut writer = store.log_writer()?;
+        let step: Repacked = writer.repack_snapshots(&after, per_step)?;
+        writer.commit()?;
+        done.documents += step.documents;
+        done.bytes_before += step.bytes_before;
+        done.bytes_after += step.bytes_after;
+        read += step.read;
+        progress(read, total.max(read));
+        match step.last_id {
+            Some(id) if step.read == u64::from(per_step) => after = id,
+            _ => return Ok(done),
+        }
+    }
 }

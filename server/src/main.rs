@@ -240,7 +240,8 @@ enum Command {
     /// 日志压缩 Compact the change log now (a serving process does it
     /// hourly): changes older than the horizon whose dossier's snapshot
     /// holds them are left to it; a device offline longer starts over from
-    /// the snapshots
+    /// the snapshots. Then packs the snapshots an older release stored
+    /// unpacked (this command only: it reads every snapshot)
     Compact {
         /// Keep this many days of log whole (0: compact up to now)
         /// [default: the settings' log-keep-days, 30]
@@ -947,16 +948,51 @@ fn run(mut cli: Cli) -> Result<()> {
                 },
             )?;
             bar.finish_and_clear();
+            let compacted_in = started.elapsed();
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "重新打包快照 repacking {bar:30} {pos}/{len}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let repacked = keqing_server::compaction::repack(
+                &*store,
+                keqing_server::compaction::DOCUMENTS_PER_REPACK_STEP,
+                &mut |at, total| {
+                    bar.set_length(total);
+                    bar.set_position(at);
+                },
+            )?;
+            bar.finish_and_clear();
             if json {
-                println!("{}", serde_json::to_string(&done)?);
+                #[derive(serde::Serialize)]
+                struct Answer {
+                    #[serde(flatten)]
+                    log: keqing_server::compaction::Compaction,
+                    repacked: keqing_server::compaction::Repacking,
+                }
+                let answer = Answer {
+                    log: done,
+                    repacked,
+                };
+                println!("{}", serde_json::to_string(&answer)?);
             } else {
                 println!(
                     "日志已压缩至位置 {} (保留 {keep_days} 天): {} 条变更留给档案快照, 共 {:.1} MB, 用时 {:.1}s",
                     done.floor,
                     done.changes,
                     done.bytes as f64 / 1e6,
-                    started.elapsed().as_secs_f64()
+                    compacted_in.as_secs_f64()
                 );
+                if repacked.documents > 0 {
+                    println!(
+                        "旧版存储的快照已压缩 repacked: {} 份, {:.1} MB → {:.1} MB",
+                        repacked.documents,
+                        repacked.bytes_before as f64 / 1e6,
+                        repacked.bytes_after as f64 / 1e6
+                    );
+                }
             }
             Ok(())
         }

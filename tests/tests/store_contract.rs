@@ -1468,36 +1468,39 @@ fn snapshots_are_stored_deflated_and_read_back_as_they_were() {
             let server = automerge::Automerge::load(&server.snapshot).unwrap();
             assert_eq!(held[id].get_heads(), server.get_heads(), "{backend}: {id}");
         }
-        // A row as an older release stored it: the automerge bytes, no size.
-        let raw = store
-            .reader()
-            .unwrap()
-            .document(&ids[0])
-            .unwrap()
-            .unwrap()
-            .snapshot;
-        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        match backend {
-            "sqlite" => {
-                rusqlite::Connection::open(&sqlite_file)
-                    .unwrap()
-                    .execute(
-                        "UPDATE documents SET snapshot = ?2, size = length(?2) WHERE id = ?1",
-                        rusqlite::params![ids[0], raw],
-                    )
-                    .unwrap();
+        // Rows as an older release stored them: the automerge bytes, no size.
+        let store_raw = |id: &str| -> Vec<u8> {
+            let raw = store
+                .reader()
+                .unwrap()
+                .document(id)
+                .unwrap()
+                .unwrap()
+                .snapshot;
+            let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            match backend {
+                "sqlite" => {
+                    rusqlite::Connection::open(&sqlite_file)
+                        .unwrap()
+                        .execute(
+                            "UPDATE documents SET snapshot = ?2, size = length(?2) WHERE id = ?1",
+                            rusqlite::params![id, raw],
+                        )
+                        .unwrap();
+                }
+                _ => {
+                    psql_ok(
+                        &url,
+                        &["-q"],
+                        &format!(
+                            "UPDATE documents SET snapshot = '\\x{hex}', size = NULL WHERE id = '{id}'"
+                        ),
+                    );
+                }
             }
-            _ => {
-                psql_ok(
-                    &url,
-                    &["-q"],
-                    &format!(
-                        "UPDATE documents SET snapshot = '\\x{hex}', size = NULL WHERE id = '{}'",
-                        ids[0]
-                    ),
-                );
-            }
-        }
+            raw
+        };
+        let raw = store_raw(&ids[0]);
         let reader = store.reader().unwrap();
         assert_eq!(
             reader.document(&ids[0]).unwrap().unwrap().snapshot,
@@ -1506,5 +1509,43 @@ fn snapshots_are_stored_deflated_and_read_back_as_they_were() {
         );
         let page = reader.document_page(Some("44"), "", 1).unwrap();
         assert_eq!(page[0].2, raw.len(), "{backend}");
+        drop(reader);
+        // Repacking (the `compact` command's last part), two documents a
+        // step: it packs exactly the raw rows, and they read back the same.
+        let last_raw = store_raw(&ids[4]);
+        let mut steps = Vec::new();
+        let repacked =
+            keqing_server::compaction::repack(&*store, 2, &mut |at, of| steps.push((at, of)))
+                .unwrap();
+        assert_eq!(steps, [(2, 5), (4, 5), (5, 5)], "{backend}");
+        assert_eq!(repacked.documents, 2, "{backend}");
+        assert_eq!(
+            repacked.bytes_before,
+            (raw.len() + last_raw.len()) as u64,
+            "{backend}"
+        );
+        let after = stored(backend);
+        let reader = store.reader().unwrap();
+        for (id, length, size, first) in &after {
+            let doc = reader.document(id).unwrap().unwrap().snapshot;
+            assert_eq!(*first, 1, "{backend}: {id} is packed again");
+            assert_eq!(*size, Some(doc.len() as i64), "{backend}: {id}");
+            let was = rows.iter().find(|r| &r.0 == id).unwrap();
+            assert_eq!(*length, was.1, "{backend}: {id} packed as a write packs it");
+        }
+        assert_eq!(reader.document(&ids[0]).unwrap().unwrap().snapshot, raw);
+        assert_eq!(
+            reader.document(&ids[4]).unwrap().unwrap().snapshot,
+            last_raw
+        );
+        let length_of = |id: &str| after.iter().find(|r| r.0 == id).unwrap().1 as u64;
+        assert_eq!(
+            repacked.bytes_after,
+            length_of(&ids[0]) + length_of(&ids[4]),
+            "{backend}"
+        );
+        drop(reader);
+        let again = keqing_server::compaction::repack(&*store, 2, &mut |_, _| {}).unwrap();
+        assert_eq!(again.documents, 0, "{backend}: nothing left to repack");
     }
 }

@@ -520,6 +520,12 @@ pub trait LogWriter: LogReader {
     /// (so the log still names every document, and its end never goes
     /// back). The snapshot only grows, so it goes on holding them.
     fn compact_log(&mut self, upto: u64) -> Result<Compacted>;
+    /// Packs the snapshots stored as they were (by a release before
+    /// snapshots were packed) among the next `limit` documents by id after
+    /// `after_id`. A row is rewritten only if it still holds the bytes
+    /// read: a snapshot written meanwhile (by the projector, another
+    /// process) is packed already and stays.
+    fn repack_snapshots(&mut self, after_id: &str, limit: u32) -> Result<Repacked>;
     /// Makes it durable: an acknowledged push survives a crash.
     fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -531,6 +537,47 @@ pub struct Compacted {
     pub changes: u64,
     /// Their bytes.
     pub bytes: u64,
+}
+
+/// What one step of repacking snapshots did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repacked {
+    /// The last document id read (`None`: no document after `after_id`).
+    pub last_id: Option<String>,
+    /// Documents read.
+    pub read: u64,
+    /// Snapshots rewritten packed, their bytes before and after.
+    pub documents: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// A snapshot to rewrite packed: its document, the packed bytes, and the
+/// stored ones the row must still hold.
+pub(crate) type Repack = (String, Vec<u8>, Vec<u8>);
+
+impl Repacked {
+    /// A step over `rows` (id, stored bytes, in id order): what was read,
+    /// and the raw snapshots among them that packing shrinks.
+    pub(crate) fn plan(rows: Vec<(String, Vec<u8>)>) -> (Repacked, Vec<Repack>) {
+        let done = Repacked {
+            read: rows.len() as u64,
+            last_id: rows.last().map(|(id, _)| id.clone()),
+            ..Default::default()
+        };
+        let todo = rows
+            .into_iter()
+            .filter_map(|(id, stored)| packed::repack(&stored).map(|p| (id, p, stored)))
+            .collect();
+        (done, todo)
+    }
+
+    /// Counts one snapshot rewritten.
+    pub(crate) fn count(&mut self, (_, packed, stored): &Repack) {
+        self.documents += 1;
+        self.bytes_before += stored.len() as u64;
+        self.bytes_after += packed.len() as u64;
+    }
 }
 
 /// The projector's session, and the reads of the reports it keeps.

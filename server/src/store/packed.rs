@@ -55,6 +55,17 @@ pub fn unpack(stored: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// The packed form of a snapshot stored as it was (by a release before
+/// snapshots were packed), when packing makes it smaller; `None` for one
+/// already packed, empty, or that deflate does not shrink.
+pub fn repack(stored: &[u8]) -> Option<Vec<u8>> {
+    if stored.first() == Some(&DEFLATED) {
+        return None;
+    }
+    let packed = pack(stored);
+    (packed.first() == Some(&DEFLATED)).then_some(packed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +100,30 @@ mod tests {
         assert!(pack(&[]).is_empty());
         assert!(unpack(Vec::new()).is_empty());
         assert_eq!(unpack(doc.clone()), doc);
+    }
+
+    #[test]
+    fn only_a_raw_snapshot_that_deflate_shrinks_is_repacked() {
+        let doc = saved_dossier();
+        let repeated: Vec<u8> = doc.iter().chain(&doc).chain(&doc).copied().collect();
+        let packed = repack(&repeated).expect("a raw, repetitive snapshot is repacked");
+        assert_eq!(packed, pack(&repeated));
+        assert_eq!(unpack(packed.clone()), repeated);
+        assert_eq!(repack(&packed), None, "already packed");
+        assert_eq!(repack(&[]), None);
+        // Bytes deflate cannot shrink stay as they are.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                // xorshift64: bytes deflate finds nothing in.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        assert_eq!(pack(&noise), noise);
+        assert_eq!(repack(&noise), None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use crate::store::packed::{pack, unpack};
 use crate::store::{
-    AuditEntry, Budget, Compacted, Device, DocumentState, NewLogEntry, Result, StoreCounts,
-    StoredDocument,
+    AuditEntry, Budget, Compacted, Device, DocumentState, NewLogEntry, Repacked, Result,
+    StoreCounts, StoredDocument,
 };
 use deadpool_postgres::GenericClient;
 use futures_util::{StreamExt, pin_mut};
@@ -266,6 +266,37 @@ pub(super) async fn mark_log(c: &impl GenericClient, now: &str, cutoff: &str) ->
     c.execute("DELETE FROM log_marks WHERE at < $1", &[&at])
         .await?;
     Ok(seq_of(row.get(1)))
+}
+
+/// See `LogWriter::repack_snapshots`.
+pub(super) async fn repack_snapshots(
+    c: &impl GenericClient,
+    after_id: &str,
+    limit: u32,
+) -> Result<Repacked> {
+    let rows: Vec<(String, Vec<u8>)> = c
+        .query(
+            "SELECT id, snapshot FROM documents WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&after_id, &i64::from(limit)],
+        )
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let update = c
+        .prepare_cached(
+            "UPDATE documents SET snapshot = $2, size = octet_length(snapshot)
+             WHERE id = $1 AND snapshot = $3",
+        )
+        .await?;
+    // A row written meanwhile (its bytes no longer those read) stays.
+    let (mut done, todo) = Repacked::plan(rows);
+    for r in &todo {
+        if c.execute(&update, &[&r.0, &r.1, &r.2]).await? == 1 {
+            done.count(r);
+        }
+    }
+    Ok(done)
 }
 
 /// See `LogWriter::compact_log`.

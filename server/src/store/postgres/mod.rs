@@ -27,8 +27,8 @@ pub use schema::PROJECTION_VERSION;
 use crate::store::{
     AuditEntry, Budget, Compacted, Device, DeviceHealth, DocumentState, Erased, ErasureRequest,
     Fate, HqUser, LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections,
-    Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead,
-    UnreadableDocument, UserChange,
+    Repacked, Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument,
+    StoredRead, UnreadableDocument, UserChange,
 };
 use deadpool_postgres::Object;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -425,6 +425,11 @@ impl LogWriter for PgWriter<'_> {
 
     fn compact_log(&mut self, upto: u64) -> Result<Compacted> {
         self.held.block(log::compact_log(self.held.c(), upto))
+    }
+
+    fn repack_snapshots(&mut self, after_id: &str, limit: u32) -> Result<Repacked> {
+        self.held
+            .block(log::repack_snapshots(self.held.c(), after_id, limit))
     }
 
     fn erase_document(&mut self, doc_id: &str, stand_in: StandIn<'_>) -> Result<Erased> {

@@ -2,7 +2,9 @@
 
 use super::conn::{Conn, insert_audit};
 use crate::store::packed::{pack, unpack};
-use crate::store::{Budget, Compacted, DocumentState, NewLogEntry, Result, StoredDocument};
+use crate::store::{
+    Budget, Compacted, DocumentState, NewLogEntry, Repacked, Result, StoredDocument,
+};
 use keqing_shared::sync::{LoggedChange, Snapshot};
 use rusqlite::{OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
@@ -237,6 +239,29 @@ impl Conn {
             changes: lengths.len() as u64,
             bytes: lengths.iter().sum(),
         })
+    }
+
+    /// See [`crate::store::LogWriter::repack_snapshots`].
+    pub fn repack_snapshots(&self, after_id: &str, limit: u32) -> Result<Repacked> {
+        let rows: Vec<(String, Vec<u8>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, snapshot FROM documents WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?
+            .query_map(params![after_id, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        // `size` keeps the unpacked length: the raw row's own.
+        let mut update = self.conn.prepare_cached(
+            "UPDATE documents SET snapshot = ?2, size = length(snapshot)
+             WHERE id = ?1 AND snapshot = ?3",
+        )?;
+        let (mut done, todo) = Repacked::plan(rows);
+        for r in &todo {
+            if update.execute(params![r.0, r.1, r.2])? == 1 {
+                done.count(r);
+            }
+        }
+        Ok(done)
     }
 
     /// The store's epoch (see the `store_meta` table).

@@ -35,8 +35,8 @@ pub use schema::DB_FILE;
 use crate::store::{
     AuditEntry, Budget, Compacted, Device, DeviceHealth, DocumentState, Erased, ErasureRequest,
     Fate, HqUser, LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections,
-    Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument, StoredRead,
-    UnreadableDocument, UserChange,
+    Repacked, Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument,
+    StoredRead, UnreadableDocument, UserChange,
 };
 use conn::Conn;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -333,6 +333,10 @@ impl LogWriter for SqliteWriter<'_> {
 
     fn compact_log(&mut self, upto: u64) -> Result<Compacted> {
         self.conn.compact_log(upto)
+    }
+
+    fn repack_snapshots(&mut self, after_id: &str, limit: u32) -> Result<Repacked> {
+        self.conn.repack_snapshots(after_id, limit)
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
