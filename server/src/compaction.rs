@@ -18,8 +18,9 @@ use keqing_shared::when::fmt_datetime;
 /// ~130 ms for 5 000, whose deletes touch three indexes at random places).
 pub const CHANGES_PER_STEP: u64 = 1_000;
 
-/// Documents read in one write transaction of [`repack`] (SQLite at ~1 KB
-/// a snapshot: a few milliseconds of the writer).
+/// Documents read in one write transaction of [`repack`]: a push waits
+/// for the writer no longer than one step (reading, packing and
+/// rewriting at most this many snapshots) takes.
 pub const DOCUMENTS_PER_REPACK_STEP: u32 = 500;
 
 /// Days of log a store keeps whole unless its settings say otherwise.

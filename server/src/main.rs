@@ -388,15 +388,20 @@ struct ReportArgs {
     force: bool,
 }
 
-/// A progress bar on stderr for projector catch-up (hidden when stderr is
-/// not a terminal).
-fn catch_up_bar() -> indicatif::ProgressBar {
+/// A progress bar on stderr drawn by `template` (hidden when stderr is not
+/// a terminal); its length is set as the work learns it.
+fn progress_bar(template: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("投影 projecting {bar:30} {pos}/{len} {per_sec}")
+        indicatif::ProgressStyle::with_template(template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar
+}
+
+/// A progress bar for projector catch-up.
+fn catch_up_bar() -> indicatif::ProgressBar {
+    progress_bar("投影 projecting {bar:30} {pos}/{len} {per_sec}")
 }
 
 /// Which store a command works on.
@@ -932,11 +937,7 @@ fn run(mut cli: Cli) -> Result<()> {
         Command::Compact { keep_days, json } => {
             let store = data.open(Opening::Existing)?;
             let keep_days = keep_days.unwrap_or(settings.log_keep_days);
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("压缩 compacting {bar:30} {pos}/{len}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = progress_bar("压缩 compacting {bar:30} {pos}/{len}");
             let started = std::time::Instant::now();
             let done = keqing_server::compaction::compact(
                 &*store,
@@ -949,13 +950,7 @@ fn run(mut cli: Cli) -> Result<()> {
             )?;
             bar.finish_and_clear();
             let compacted_in = started.elapsed();
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "重新打包快照 repacking {bar:30} {pos}/{len}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = progress_bar("重新打包快照 repacking {bar:30} {pos}/{len}");
             let repacked = keqing_server::compaction::repack(
                 &*store,
                 keqing_server::compaction::DOCUMENTS_PER_REPACK_STEP,
