@@ -12,6 +12,8 @@
 //!   the 200 most recently in touch) and their counts (`list`), repeated
 //!   and from a fresh connection;
 //! - a patient lookup by phone (resolve, load the document, read it);
+//! - packing a saved dossier and unpacking it (documents are kept
+//!   deflated at rest), against the register call;
 //! - bytes per dossier on disk.
 //!
 //! KEQING_BENCH_KEEP=DIR keeps a copy of the filled replica and
@@ -326,6 +328,25 @@ fn main() {
         look.push(ms(t.elapsed()));
     }
 
+    // What keeping documents packed at rest costs an edit (one pack of the
+    // saved dossier) and a read (one unpack), on the dossiers looked up.
+    let (mut packing, mut unpacking, mut saved_bytes) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..1000 {
+        let id = desk.resolve_patient(&phone_of(rng.below(n))).expect("id");
+        let saved = desk
+            .replica()
+            .load_document(&id)
+            .expect("load")
+            .expect("doc");
+        saved_bytes += saved.len();
+        let t = Instant::now();
+        let stored = keqing_shared::packed::pack(&saved);
+        packing.push(ms(t.elapsed()));
+        let t = Instant::now();
+        std::hint::black_box(keqing_shared::packed::unpack(stored));
+        unpacking.push(ms(t.elapsed()));
+    }
+
     let (docs, doc_bytes) = desk.replica().document_bytes().expect("bytes");
     let file = desk.replica().file_bytes().expect("file");
 
@@ -348,8 +369,14 @@ fn main() {
     summary("list counts (keqing list)", counts_t);
     summary("list, fresh connection (keqing list)", list_fresh);
     summary("patient lookup by phone", look);
+    let (pack_p50, _) = summary("pack a saved dossier (an edit's share)", packing);
+    summary("unpack it (a read's share)", unpacking);
     println!(
-        "  document bytes per dossier                {:>8.0} B",
+        "  saved document bytes per dossier          {:>8.0} B (of 1000 looked up)",
+        saved_bytes as f64 / 1000.0
+    );
+    println!(
+        "  document bytes per dossier (stored)       {:>8.0} B",
         doc_bytes as f64 / docs as f64
     );
     println!(
@@ -366,6 +393,10 @@ fn main() {
     println!(
         "  register p50 / durable-insert p50          {:>8.2}×",
         reg_p50 / base_p50
+    );
+    println!(
+        "  pack p50 / register p50                    {:>8.4}×",
+        pack_p50 / reg_p50
     );
     println!(
         "  due-from-documents / due list p50          {:>8.0}×",

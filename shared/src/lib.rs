@@ -44,6 +44,7 @@ pub mod limits;
 pub mod lists;
 pub mod nonpatient;
 pub mod office;
+pub mod packed;
 pub mod phone;
 pub mod printable;
 pub mod records;

@@ -308,11 +308,13 @@ fn queue_as_an_old_keqing_would(
     let actor: Vec<u8> = db
         .query_row("SELECT actor FROM replica", [], |r| r.get(0))
         .unwrap();
-    let bytes: Vec<u8> = db
+    let stored: Vec<u8> = db
         .query_row("SELECT bytes FROM documents WHERE id = ?1", [id], |r| {
             r.get(0)
         })
         .unwrap();
+    // This release keeps it packed; the older one writes it back as saved.
+    let bytes = keqing_shared::packed::unpack(stored);
     let mut doc = automerge::Automerge::load(&bytes)
         .unwrap()
         .with_actor(automerge::ActorId::from(actor));

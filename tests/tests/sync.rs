@@ -869,6 +869,20 @@ fn a_first_sync_ends_with_every_index_built() {
     assert_eq!(replica_indexes(&hq_dir), replica_indexes(&a.dir));
     let pulled = hq.replica().projection_dump().unwrap();
     assert!(pulled.contains("张11"), "the dossiers arrived");
+    // Kept packed at rest, as the server keeps them.
+    let firsts: Vec<u8> = rusqlite::Connection::open(hq_dir.join(keqing_office::store::DB_FILE))
+        .unwrap()
+        .prepare("SELECT substr(bytes, 1, 1) FROM documents WHERE kind = 'dossier'")
+        .unwrap()
+        .query_map([], |r| r.get::<_, Vec<u8>>(0).map(|b| b[0]))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        firsts,
+        vec![0x01; 12],
+        "every pulled dossier is stored packed"
+    );
     hq.replica_mut().rebuild().unwrap();
     assert_eq!(hq.replica().projection_dump().unwrap(), pulled);
     assert_eq!(replica_indexes(&hq_dir), replica_indexes(&a.dir));

@@ -1,24 +1,25 @@
-//! How both stores keep a document's snapshot: deflated. A saved automerge
-//! document compresses its columns only above a few hundred bytes, so a
-//! dossier's 2.5 KB holds much that repeats (keys, actors, Chinese text):
-//! deflated it takes ~0.9 KB (the national benchmark's dossiers). The
-//! stores pack what they are given and unpack what they read, so above
-//! them a snapshot is the automerge bytes as ever; beside it they keep its
-//! unpacked size, which a pull's budget reads without the snapshot.
+//! How saved documents are kept at rest: deflated (the server's stores keep
+//! each dossier's snapshot so, and a device's replica each document). A
+//! saved automerge document compresses its columns only above a few
+//! hundred bytes, so a dossier's 2.5 KB holds much that repeats (keys,
+//! actors, Chinese text): deflated it takes ~0.9 KB (the national
+//! benchmark's dossiers). A store packs what it is given and unpacks what
+//! it reads, so above it a document is the automerge bytes as ever. Pure
+//! computation on bytes in memory, like the rest of this crate.
 
+use crate::sync::limits::MAX_MESSAGE_BYTES;
 use flate2::Compression;
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
-use keqing_shared::sync::limits::MAX_MESSAGE_BYTES;
 use std::io::{Read, Write};
 
-/// First byte of a packed snapshot: a raw deflate stream follows. A saved
+/// First byte of a packed document: a raw deflate stream follows. A saved
 /// automerge document begins with its magic bytes (`85 6f 4a 83`), so a
-/// snapshot stored as it was (by an older release, or one deflate would
+/// document stored as it was (by an older release, or one deflate would
 /// not make smaller) is told apart and read as it is.
 const DEFLATED: u8 = 0x01;
 
-/// The stored form of a document's snapshot (none stays none).
+/// The stored form of a saved document (none stays none).
 pub fn pack(document: &[u8]) -> Vec<u8> {
     if document.is_empty() {
         return Vec::new();
@@ -35,11 +36,11 @@ pub fn pack(document: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The snapshot a stored one holds. A packed snapshot that does not inflate
-/// (a damaged row), or would inflate beyond any message, is returned as
-/// stored: its reader's load refuses it like any damaged snapshot (the
-/// projector lists it as unreadable; a device quarantines it), instead of
-/// one row failing a whole read.
+/// The saved document a stored one holds. A packed one that does not
+/// inflate (a damaged row), or would inflate beyond any message, is
+/// returned as stored: its reader's load refuses it like any damaged
+/// document (the projector lists it as unreadable, a device says which
+/// document is damaged), instead of one row failing a whole read.
 pub fn unpack(stored: Vec<u8>) -> Vec<u8> {
     if stored.first() != Some(&DEFLATED) {
         return stored;
@@ -55,8 +56,8 @@ pub fn unpack(stored: Vec<u8>) -> Vec<u8> {
     }
 }
 
-/// The packed form of a snapshot stored as it was (by a release before
-/// snapshots were packed), when packing makes it smaller; `None` for one
+/// The packed form of a document stored as it was (by a release before
+/// documents were packed), when packing makes it smaller; `None` for one
 /// already packed, empty, or that deflate does not shrink.
 pub fn repack(stored: &[u8]) -> Option<Vec<u8>> {
     if stored.first() == Some(&DEFLATED) {
@@ -71,7 +72,7 @@ mod tests {
     use super::*;
 
     fn saved_dossier() -> Vec<u8> {
-        let (d, _) = keqing_shared::dossier::Dossier::create(
+        let (d, _) = crate::dossier::Dossier::create(
             "d1",
             "44",
             chrono::NaiveDate::from_ymd_opt(2026, 10, 1)
