@@ -24,7 +24,7 @@
 //! `last_seq`, by which a device skips pulling its own changes back).
 //! SQLite keeps it with one writer connection and `BEGIN IMMEDIATE`.
 
-pub(crate) use keqing_shared::packed;
+use keqing_shared::packed;
 pub mod postgres;
 pub mod sqlite;
 

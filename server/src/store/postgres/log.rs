@@ -1,13 +1,13 @@
 //! The change log, documents, devices and the audit log in PostgreSQL:
 //! the statements, on a pooled connection or inside a transaction.
 
-use crate::store::packed::{pack, unpack};
 use crate::store::{
     AuditEntry, Budget, Compacted, Device, DocumentState, NewLogEntry, Repacked, Result,
     StoreCounts, StoredDocument,
 };
 use deadpool_postgres::GenericClient;
 use futures_util::{StreamExt, pin_mut};
+use keqing_shared::packed::{pack, unpack};
 use keqing_shared::sync::{LoggedChange, Snapshot};
 use std::collections::HashMap;
 

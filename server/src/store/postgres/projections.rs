@@ -384,7 +384,7 @@ pub(super) async fn settle_snapshots(
     let ids: Vec<&str> = settled.iter().map(|s| s.doc_id.as_str()).collect();
     let snapshots: Vec<Vec<u8>> = settled
         .iter()
-        .map(|s| crate::store::packed::pack(&s.snapshot))
+        .map(|s| keqing_shared::packed::pack(&s.snapshot))
         .collect();
     let seqs: Vec<i64> = settled.iter().map(|s| seq_param(s.last_seq)).collect();
     let sizes: Vec<i64> = settled.iter().map(|s| s.snapshot.len() as i64).collect();

@@ -607,7 +607,7 @@ DROP INDEX slots_open;
 CREATE INDEX slots_open ON slots (settled_on) INCLUDE (due_from, deadline, office)
     WHERE settled_on > due_from;
 "#,
-    // 14: snapshots are stored deflated (`store::packed`); `size` keeps the
+    // 14: snapshots are stored deflated (`keqing_shared::packed`); `size` keeps the
     // unpacked length a pull's budget reads (null for a row written before,
     // whose snapshot is stored as it was: its length is its size).
     "ALTER TABLE documents ADD COLUMN size BIGINT;",

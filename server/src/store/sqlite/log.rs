@@ -1,10 +1,10 @@
 //! The change log and the documents' snapshots on one SQLite connection.
 
 use super::conn::{Conn, insert_audit};
-use crate::store::packed::{pack, unpack};
 use crate::store::{
     Budget, Compacted, DocumentState, NewLogEntry, Repacked, Result, StoredDocument,
 };
+use keqing_shared::packed::{pack, unpack};
 use keqing_shared::sync::{LoggedChange, Snapshot};
 use rusqlite::{OptionalExtension, params};
 use std::collections::{HashMap, HashSet};

@@ -15,7 +15,7 @@
 //! - `documents`: per document its office and a saved snapshot that
 //!   includes every logged change (`complete = 0` while some change waits
 //!   for a dependency that has not arrived, or a new dossier was logged
-//!   without being built), stored deflated (`store::packed`) beside its
+//!   without being built), stored deflated (`keqing_shared::packed`) beside its
 //!   unpacked `size`.
 //! - the projection tables of `keqing-projection`, `projector` (its cursor
 //!   in the change log) and `unreadable_documents` (what it could not read).

@@ -178,7 +178,7 @@ impl Conn {
             for s in settled {
                 stored += update.execute(params![
                     s.doc_id,
-                    crate::store::packed::pack(&s.snapshot),
+                    keqing_shared::packed::pack(&s.snapshot),
                     i64::try_from(s.last_seq).unwrap_or(i64::MAX),
                     s.snapshot.len() as i64
                 ])?;

@@ -236,7 +236,7 @@ CREATE TABLE device_health (
 /// its own: a 2.5 KB snapshot took 4.6 KB, ~1.1 KB a dossier unused. A
 /// rowid table keeps rows up to a page's size in the page, packed with
 /// their neighbours (its key is an index of ~50 bytes a dossier). The
-/// snapshots are stored deflated from now on (`store::packed`), so `size`
+/// snapshots are stored deflated from now on (`keqing_shared::packed`), so `size`
 /// keeps the unpacked length a pull's budget reads; the rows copied here
 /// keep their snapshots as they were until a push or the projector next
 /// writes them. Copied in log order, the order later appends keep. Frozen.
