@@ -2551,9 +2551,10 @@ struct RemoteWork<'b> {
 
 /// What the projection tables hold for a merged document.
 enum Derived {
+    /// The rows derived on the merging thread, not the writing one.
     Dossier {
-        view: Box<keqing_shared::dossier::DossierView>,
-        slots: Vec<keqing_shared::followup::Slot>,
+        office: String,
+        rows: keqing_projection::rows::DossierRows,
     },
     Roster {
         office: String,
@@ -2621,8 +2622,8 @@ fn merge_one(work: &RemoteWork<'_>, actor: &ActorId) -> Result<MergedDocument> {
         }
         let slots = schedule(&view);
         Derived::Dossier {
-            view: Box::new(view),
-            slots,
+            rows: keqing_projection::rows::DossierRows::of(&view, &slots),
+            office: view.office,
         }
     };
     Ok(MergedDocument {
@@ -2925,8 +2926,8 @@ impl WriteTx<'_> {
                 self.store_document(doc_id, "nonpatient", &office, &stored, &now)?;
                 keqing_projection::project_nonpatient(self.tx, doc_id, &office, &calls)?;
             }
-            Derived::Dossier { view, slots } => {
-                self.store_document(doc_id, "dossier", &view.office, &stored, &now)?;
+            Derived::Dossier { office, rows } => {
+                self.store_document(doc_id, "dossier", &office, &stored, &now)?;
                 // Here again (fetched back, or changed at another device):
                 // no longer dropped.
                 self.tx
@@ -2936,9 +2937,9 @@ impl WriteTx<'_> {
                     .prepare_cached("DELETE FROM dropped_dossiers WHERE id = ?1")?
                     .execute([doc_id])?;
                 if merged.fresh {
-                    keqing_projection::project_new_dossier(self.tx, &view, &slots)?;
+                    keqing_projection::write_new_dossier(self.tx, &rows)?;
                 } else {
-                    self.project_dossier(&view, &slots)?;
+                    keqing_projection::write_dossier(self.tx, rows)?;
                 }
             }
         }

@@ -355,6 +355,65 @@ DROP TABLE IF EXISTS nonpatient_calls;
     v3_tables!()
 );
 
+/// The statements that fill each table the projection's triggers keep
+/// (the tallies, the R*Tree of spans) from the rows it is derived from: in
+/// the migrations that added them, and after a bulk load that set the
+/// triggers aside ([`restore_indexes`]). One text each, so the two agree.
+macro_rules! fill_category_tallies {
+    () => {
+        "INSERT INTO category_tallies
+SELECT office, category, coalesce(lapses_on, ''), count(*), sum(typical = 1), sum(open_problems > 0)
+FROM patients WHERE merged_into IS NULL
+GROUP BY office, category, coalesce(lapses_on, '');
+"
+    };
+}
+
+/// See [`fill_category_tallies`].
+macro_rules! fill_followup_tallies {
+    () => {
+        "INSERT INTO followup_tallies
+SELECT substr(at, 1, 10), office, staff, count(*), sum(on_time) FROM followups
+GROUP BY substr(at, 1, 10), office, staff;
+"
+    };
+}
+
+/// See [`fill_category_tallies`].
+macro_rules! fill_slot_tallies {
+    () => {
+        "INSERT INTO slot_tallies
+SELECT deadline, office, count(*), sum(on_time), sum(cadence = 'not_visited'),
+       sum(cadence = 'not_visited' AND on_time)
+FROM slots WHERE due_counted = 1 GROUP BY deadline, office;
+"
+    };
+}
+
+/// See [`fill_category_tallies`]: the spans the v8 triggers would have
+/// written, those not empty.
+macro_rules! fill_slot_spans {
+    () => {
+        "INSERT INTO slot_spans SELECT rowid,
+    CAST(julianday(due_from) - 2451544.5 AS INTEGER),
+    CAST(julianday(settled_on) - 2451544.5 AS INTEGER),
+    CAST(julianday(deadline) - 2451544.5 AS INTEGER),
+    CAST(julianday(deadline) - 2451544.5 AS INTEGER),
+    CAST(office AS INTEGER), CAST(office AS INTEGER)
+FROM slots WHERE settled_on > due_from;
+"
+    };
+}
+
+/// Each table the projection's triggers keep, with the statement that
+/// fills it from the rows it follows.
+const TRIGGER_KEPT: [(&str, &str); 4] = [
+    ("category_tallies", fill_category_tallies!()),
+    ("followup_tallies", fill_followup_tallies!()),
+    ("slot_tallies", fill_slot_tallies!()),
+    ("slot_spans", fill_slot_spans!()),
+];
+
 /// What version 4 adds to version 3: the category tallies. A report's
 /// category figures (how many live dossiers stand in each category, have
 /// lapsed by a day, carry each flag) were one pass over every patient, a
@@ -367,7 +426,8 @@ DROP TABLE IF EXISTS nonpatient_calls;
 /// dossier without one (a key column cannot be NULL). Frozen.
 macro_rules! v4_additions {
     () => {
-        r#"
+        concat!(
+            r#"
 CREATE TABLE category_tallies (
     office TEXT NOT NULL,
     category TEXT NOT NULL,
@@ -415,11 +475,9 @@ WHEN new.merged_into IS NULL AND (old.merged_into IS NOT NULL
     ON CONFLICT DO UPDATE SET patients = patients + 1,
         typical = typical + excluded.typical, problem = problem + excluded.problem;
 END;
-INSERT INTO category_tallies
-SELECT office, category, coalesce(lapses_on, ''), count(*), sum(typical = 1), sum(open_problems > 0)
-FROM patients WHERE merged_into IS NULL
-GROUP BY office, category, coalesce(lapses_on, '');
-"#
+"#,
+            fill_category_tallies!()
+        )
     };
 }
 
@@ -436,7 +494,8 @@ pub const V4_ADDITIONS: &str = v4_additions!();
 /// Frozen.
 macro_rules! v5_additions {
     () => {
-        r#"
+        concat!(
+            r#"
 CREATE TABLE followup_tallies (
     day TEXT NOT NULL,
     office TEXT NOT NULL,
@@ -473,10 +532,9 @@ WHEN substr(old.at, 1, 10) IS NOT substr(new.at, 1, 10) OR old.office IS NOT new
         1, new.on_time)
     ON CONFLICT DO UPDATE SET done = done + 1, on_time = on_time + excluded.on_time;
 END;
-INSERT INTO followup_tallies
-SELECT substr(at, 1, 10), office, staff, count(*), sum(on_time) FROM followups
-GROUP BY substr(at, 1, 10), office, staff;
-CREATE TABLE slot_tallies (
+"#,
+            fill_followup_tallies!(),
+            r#"CREATE TABLE slot_tallies (
     deadline TEXT NOT NULL,
     office TEXT NOT NULL,
     due INTEGER NOT NULL,
@@ -519,11 +577,9 @@ WHEN new.due_counted = 1 AND (old.due_counted IS NOT 1 OR old.deadline IS NOT ne
         not_visited_due = not_visited_due + excluded.not_visited_due,
         not_visited_on_time = not_visited_on_time + excluded.not_visited_on_time;
 END;
-INSERT INTO slot_tallies
-SELECT deadline, office, count(*), sum(on_time), sum(cadence = 'not_visited'),
-       sum(cadence = 'not_visited' AND on_time)
-FROM slots WHERE due_counted = 1 GROUP BY deadline, office;
-"#
+"#,
+            fill_slot_tallies!()
+        )
     };
 }
 
@@ -721,67 +777,92 @@ fn write_lookup_column(table: &str) -> &'static str {
 }
 
 /// Drops the projection's indexes that only reads use (the reports', the
-/// lists', lookups by name or phone) and records them in
-/// `projection_indexes_aside`; returns how many. For a bulk load into
-/// empty tables (a new device's first sync of a whole province, or of the
-/// nation at headquarters): filling an index row by row writes it at
-/// random places, a page read and written again for nearly every row once
-/// the index outgrows the page cache, while [`restore_indexes`] builds
-/// each once, by sorting. Queries stay correct meanwhile, only slower.
-/// Indexes the projection's own writes read, and the keys, stay. Run it in
-/// the caller's write transaction, and [`restore_indexes`] afterwards.
+/// lists', lookups by name or phone) and the triggers that keep the tallies
+/// and the R*Tree of spans, and records them in `projection_indexes_aside`;
+/// returns how many. For a bulk load into empty tables (a new device's
+/// first sync of a whole province, or of the nation at headquarters):
+/// filling an index row by row writes it at random places, a page read and
+/// written again for nearly every row once the index outgrows the page
+/// cache, while [`restore_indexes`] builds each once, by sorting. A
+/// trigger makes each row's insert run more statements and keep a
+/// statement journal (~40 % of a first sync's writing); [`restore_indexes`]
+/// fills the tables they keep once, from the rows. Meanwhile queries by
+/// the rows stay correct, only slower, while the tallies and spans lag
+/// (a replica half-way through its first pull has no figures to give
+/// anyway). Indexes the projection's own writes read, and the keys, stay.
+/// Run it in the caller's write transaction, and [`restore_indexes`]
+/// afterwards.
 pub fn set_indexes_aside(conn: &Connection) -> Result<usize> {
-    let indexes: Vec<(String, String, String)> = conn
+    let upkeep: Vec<(String, String, String, String)> = conn
         .prepare(
-            "SELECT name, tbl_name, sql FROM sqlite_master
-             WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+            "SELECT type, name, tbl_name, sql FROM sqlite_master
+             WHERE type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name",
         )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut aside = 0;
-    for (name, table, sql) in indexes {
+    for (kind, name, table, sql) in upkeep {
         if !TABLES.contains(&table.as_str()) {
             continue;
         }
-        let first: Option<String> = conn
-            .query_row(
-                "SELECT name FROM pragma_index_info(?1) WHERE seqno = 0",
-                [&name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if first.as_deref() == Some(write_lookup_column(&table)) {
-            continue;
+        if kind == "index" {
+            let first: Option<String> = conn
+                .query_row(
+                    "SELECT name FROM pragma_index_info(?1) WHERE seqno = 0",
+                    [&name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if first.as_deref() == Some(write_lookup_column(&table)) {
+                continue;
+            }
         }
         conn.execute(
             "INSERT INTO projection_indexes_aside (name, sql) VALUES (?1, ?2)",
             params![name, sql],
         )?;
-        conn.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+        let kind = if kind == "index" { "INDEX" } else { "TRIGGER" };
+        conn.execute_batch(&format!("DROP {kind} \"{}\"", name.replace('"', "\"\"")))?;
         aside += 1;
     }
     Ok(aside)
 }
 
-/// Creates again every index [`set_indexes_aside`] recorded (one missing
-/// from the schema; each is built from the table's rows by sorting) and
-/// forgets them; returns how many were created. Nothing to do is one read
-/// of an empty table. Run it in the caller's write transaction.
+/// Creates again every index and trigger [`set_indexes_aside`] recorded
+/// (one missing from the schema; an index is built from the table's rows
+/// by sorting) and forgets them; returns how many were created. When
+/// triggers come back, the tables they keep are filled again from the
+/// rows ([`TRIGGER_KEPT`]): what was written while they were away is
+/// counted once, whatever it was. Nothing to do is one read of an empty
+/// table. Run it in the caller's write transaction.
 pub fn restore_indexes(conn: &Connection) -> Result<usize> {
     let aside: Vec<(String, String)> = conn
         .prepare("SELECT name, sql FROM projection_indexes_aside ORDER BY name")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut created = 0;
+    let mut triggers = false;
     for (name, sql) in &aside {
         let exists: bool = conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1)",
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = ?1)",
             [name],
             |r| r.get(0),
         )?;
         if !exists {
             conn.execute_batch(sql)?;
+            let kind: String = conn.query_row(
+                "SELECT type FROM sqlite_master WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )?;
+            triggers |= kind == "trigger";
             created += 1;
+        }
+    }
+    if triggers {
+        for (table, fill) in TRIGGER_KEPT {
+            conn.execute(&format!("DELETE FROM {table}"), [])?;
+            conn.execute_batch(fill)?;
         }
     }
     conn.execute("DELETE FROM projection_indexes_aside", [])?;
@@ -1349,7 +1430,12 @@ pub fn fold_slot_counts(due: Vec<SlotCounts>, overdue: Vec<(String, u64)>) -> Ve
 /// all a dossier's rows would dirty every index page they touch). The
 /// result is the same rows as a rebuild.
 pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
-    sync_tables(conn, &v.id, rows::dossier_rows(v, slots))
+    write_dossier(conn, rows::DossierRows::of(v, slots))
+}
+
+/// [`project_dossier`] with the rows derived before (on another thread).
+pub fn write_dossier(conn: &Connection, d: rows::DossierRows) -> Result<()> {
+    sync_tables(conn, &d.id, d.tables, &d.digests)
 }
 
 /// [`project_dossier`] for a dossier that has no projection rows yet (its
@@ -1358,12 +1444,16 @@ pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Re
 /// first pull. Rows keyed by a record another dossier holds (copied there
 /// by a merge) are taken over, as [`project_dossier`] would.
 pub fn project_new_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
-    let tables = rows::dossier_rows(v, slots);
-    let digests = rows::Digests::of(&tables, None);
-    for (table, rows) in &tables {
+    write_new_dossier(conn, &rows::DossierRows::of(v, slots))
+}
+
+/// [`project_new_dossier`] with the rows derived before (on another
+/// thread).
+pub fn write_new_dossier(conn: &Connection, d: &rows::DossierRows) -> Result<()> {
+    for (table, rows) in &d.tables {
         upsert_rows(conn, table, rows)?;
     }
-    store_digests(conn, &v.id, &digests.bytes)
+    store_digests(conn, &d.id, &rows::Digests::against(&d.digests, None).bytes)
 }
 
 /// Records a dossier's table digests (see the `projection_digests` table).
@@ -1378,12 +1468,17 @@ fn store_digests(conn: &Connection, dossier_id: &str, digests: &[u8]) -> Result<
 
 /// Brings each table's rows of the dossier to `rows`, skipping the tables
 /// whose digest is the one stored (see the `projection_digests` table).
-fn sync_tables(conn: &Connection, dossier_id: &str, tables: Vec<(&Table, Vec<Row>)>) -> Result<()> {
+fn sync_tables(
+    conn: &Connection,
+    dossier_id: &str,
+    tables: Vec<(&Table, Vec<Row>)>,
+    digests: &[u64],
+) -> Result<()> {
     let stored: Option<Vec<u8>> = conn
         .prepare_cached("SELECT digests FROM projection_digests WHERE dossier_id = ?1")?
         .query_row([dossier_id], |r| r.get(0))
         .optional()?;
-    let digests = rows::Digests::of(&tables, stored.as_deref());
+    let digests = rows::Digests::against(digests, stored.as_deref());
     for (k, (table, rows)) in tables.into_iter().enumerate() {
         if digests.changed[k] {
             sync_rows(conn, table, dossier_id, rows)?;

@@ -615,6 +615,28 @@ pub fn staff_event_rows(v: &DossierView) -> Vec<Row> {
     out
 }
 
+/// A dossier's projection rows ([`dossier_rows`]) and each table's
+/// [`rows_digest`]: pure work, done on whichever thread derived the view
+/// (a first sync's merging threads), so the thread writing them only runs
+/// the statements.
+pub struct DossierRows {
+    pub id: String,
+    pub tables: Vec<(&'static Table, Vec<Row>)>,
+    pub digests: Vec<u64>,
+}
+
+impl DossierRows {
+    pub fn of(v: &DossierView, slots: &[Slot]) -> DossierRows {
+        let tables = dossier_rows(v, slots);
+        let digests = tables.iter().map(|(_, rows)| rows_digest(rows)).collect();
+        DossierRows {
+            id: v.id.clone(),
+            tables,
+            digests,
+        }
+    }
+}
+
 /// A dossier's table digests (8 bytes per table, in the order of
 /// [`dossier_rows`]), against the ones a store holds: which tables' rows
 /// changed and must be written, and the bytes to store.
@@ -628,10 +650,16 @@ pub struct Digests {
 
 impl Digests {
     pub fn of(tables: &[(&Table, Vec<Row>)], stored: Option<&[u8]>) -> Digests {
-        let mut bytes = Vec::with_capacity(8 * tables.len());
-        let mut changed = Vec::with_capacity(tables.len());
-        for (k, (_, rows)) in tables.iter().enumerate() {
-            let digest = rows_digest(rows).to_le_bytes();
+        let digests: Vec<u64> = tables.iter().map(|(_, rows)| rows_digest(rows)).collect();
+        Digests::against(&digests, stored)
+    }
+
+    /// The same, from each table's [`rows_digest`] computed before.
+    pub fn against(digests: &[u64], stored: Option<&[u8]>) -> Digests {
+        let mut bytes = Vec::with_capacity(8 * digests.len());
+        let mut changed = Vec::with_capacity(digests.len());
+        for (k, digest) in digests.iter().enumerate() {
+            let digest = digest.to_le_bytes();
             changed.push(
                 stored
                     .and_then(|s| s.get(8 * k..8 * k + 8))

@@ -92,9 +92,13 @@ fn rebuild_gives_exactly_the_incremental_projections() {
             .count()
             > 100
     );
+    let spans = replica_spans(tmp.path());
+    assert!(!spans.is_empty());
     let n = desk.replica_mut().rebuild().unwrap();
     assert_eq!(n, 21, "20 dossiers and the roster");
     assert_eq!(desk.replica().projection_dump().unwrap(), incremental);
+    // The R*Tree the triggers kept, filled again from the slots.
+    assert_eq!(replica_spans(tmp.path()), spans);
 }
 
 #[test]
@@ -493,24 +497,87 @@ fn documents_are_stored_packed_and_rows_stored_raw_still_read() {
     );
 }
 
-/// Indexes a first sync set aside are built when the replica next opens
-/// if the process died before it built them (killed, or the power cut):
-/// nothing is left slow for good.
+/// Indexes and triggers a first sync set aside come back when the replica
+/// next opens if the process died before it restored them (killed, or the
+/// power cut), and the tallies and spans the triggers keep count what was
+/// written meanwhile: nothing is left slow, or miscounted, for good.
 #[test]
 fn indexes_set_aside_by_a_sync_that_died_are_built_on_the_next_open() {
     let tmp = tempfile::tempdir().unwrap();
     let indexes = || replica_indexes(tmp.path());
-    let mut desk = Desk::init(tmp.path(), "44", "前台1").unwrap();
-    let all = indexes();
+    let triggers = || replica_schema(tmp.path(), "trigger");
+    let mut desk = busy_desk(tmp.path());
+    let (all, all_triggers) = (indexes(), triggers());
+    assert!(all_triggers.iter().any(|t| t == "slot_tallies_insert"));
     let aside = desk.replica_mut().set_projection_indexes_aside().unwrap();
-    assert!(aside > 0);
-    assert_eq!(indexes().len(), all.len() - aside);
+    assert_eq!(
+        indexes().len() + triggers().len(),
+        all.len() + all_triggers.len() - aside
+    );
+    // The projection's triggers are away; the replica's own stay.
+    let left = triggers();
+    assert!(
+        left.iter()
+            .all(|t| !t.contains("_tallies_") && !t.contains("_spans_"))
+    );
+    assert!(left.iter().any(|t| t == "reads_never_change"));
     assert!(desk.replica().projection_indexes_aside().unwrap());
+    // Written with the triggers away: a new patient, and a follow-up and a
+    // purchase for one there was.
+    let out = desk
+        .register_call(&call("13900001111", "新患者", "2026-11-05T09:00"))
+        .unwrap();
+    desk.edit_patient(&out.dossier_id, |tx| tx.add(&followup("2026-11-06T10:00")))
+        .unwrap();
     // The process dies here, before the pull is in.
     drop(desk);
-    let desk = Desk::open(tmp.path()).unwrap();
+    let mut desk = Desk::open(tmp.path()).unwrap();
     assert!(!desk.replica().projection_indexes_aside().unwrap());
     assert_eq!(indexes(), all);
+    assert_eq!(triggers(), all_triggers);
+    let (restored, spans) = (
+        desk.replica().projection_dump().unwrap(),
+        replica_spans(tmp.path()),
+    );
+    assert!(restored.contains("followup_tallies|Text(\"2026-11-06\")"));
+    desk.replica_mut().rebuild().unwrap();
+    assert_eq!(desk.replica().projection_dump().unwrap(), restored);
+    assert_eq!(replica_spans(tmp.path()), spans);
+}
+
+/// The names of a replica's schema objects of one kind (`trigger`, say).
+fn replica_schema(dir: &std::path::Path, kind: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+    conn.prepare("SELECT name FROM sqlite_master WHERE type = ?1 ORDER BY name")
+        .unwrap()
+        .query_map([kind], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// The spans of the due list's R*Tree, each by the slot it is of (rowids
+/// change when the rows are written again).
+fn replica_spans(dir: &std::path::Path) -> Vec<(String, i64, i64, i64, i64, i64)> {
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+    conn.prepare(
+        "SELECT s.dossier_id, s.n, sp.first_day, sp.settled_day, sp.deadline_day, sp.office_code
+         FROM slot_spans sp JOIN slots s ON s.rowid = sp.id ORDER BY 1, 2",
+    )
+    .unwrap()
+    .query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    })
+    .unwrap()
+    .collect::<rusqlite::Result<_>>()
+    .unwrap()
 }
 
 /// The names of the indexes a replica's schema declares (not the keys'
