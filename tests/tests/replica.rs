@@ -558,7 +558,7 @@ fn replica_schema(dir: &std::path::Path, kind: &str) -> Vec<String> {
 
 /// The spans of the due list's R*Tree, each by the slot it is of (rowids
 /// change when the rows are written again).
-fn replica_spans(dir: &std::path::Path) -> Vec<(String, i64, i64, i64, i64, i64)> {
+fn replica_spans(dir: &std::path::Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
     conn.prepare(
         "SELECT s.dossier_id, s.n, sp.first_day, sp.settled_day, sp.deadline_day, sp.office_code
@@ -566,14 +566,10 @@ fn replica_spans(dir: &std::path::Path) -> Vec<(String, i64, i64, i64, i64, i64)
     )
     .unwrap()
     .query_map([], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get(2)?,
-            r.get(3)?,
-            r.get(4)?,
-            r.get(5)?,
-        ))
+        Ok((0..6)
+            .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+            .collect::<Vec<_>>()
+            .join("|"))
     })
     .unwrap()
     .collect::<rusqlite::Result<_>>()
