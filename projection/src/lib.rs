@@ -787,7 +787,7 @@ fn write_lookup_column(table: &str) -> &'static str {
 /// trigger makes each row's insert run more statements and keep a
 /// statement journal, and [`restore_indexes`] fills the tables they keep
 /// once, from the rows (a headquarters device's first sync of 100k
-/// dossiers took a quarter less time so). Meanwhile queries by
+/// dossiers took about a third less time so). Meanwhile queries by
 /// the rows stay correct, only slower, while the tallies and spans lag
 /// (a replica half-way through its first pull has no figures to give
 /// anyway). Indexes the projection's own writes read, and the keys, stay.
