@@ -1060,6 +1060,15 @@ fn indexes_set_aside_spare_the_writes_and_come_back_as_they_were() {
     let schema = index_schema(&conn);
     let triggers = trigger_schema(&conn);
     assert!(triggers.len() >= 10, "{} triggers", triggers.len());
+    // Every trigger set aside keeps a table restore_indexes fills again.
+    for (name, _) in &triggers {
+        assert!(
+            TRIGGER_KEPT
+                .iter()
+                .any(|(kept, _)| name.starts_with(&format!("{kept}_"))),
+            "{name} keeps a table restore_indexes does not fill"
+        );
+    }
     let aside = set_indexes_aside(&conn).unwrap();
     assert!(aside >= 10 + triggers.len(), "{aside} set aside");
     assert_eq!(
