@@ -581,6 +581,12 @@ CREATE TABLE erased_dossiers (
     // indexes it had set aside, or its restore would make them again.
     M::up(keqing_projection::V8_CHANGES),
     M::up("DELETE FROM projection_indexes_aside WHERE name IN ('followups_at', 'slots_deadline');"),
+    // Projection version 9 (a dossier's records keyed by dossier). It makes
+    // the record tables' indexes and the follow-ups' triggers anew; a
+    // replica in the middle of a first sync that had set them aside finds
+    // them there when it restores (and makes the others, refilling every
+    // tally: a bulk load sets all the triggers aside together).
+    M::up(keqing_projection::V9_CHANGES),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in

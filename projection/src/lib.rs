@@ -56,10 +56,9 @@ pub type Result<T> = rusqlite::Result<T>;
 // edit derives all of a dossier's rows again; only tables whose digest
 // changed are read and compared, so a call added to a two-year history
 // touches `patients` and `calls`, not ~150 rows of follow-ups and slots.
-// A cache of the projection: cleared with it. A row moved to another
-// dossier by a merge (same record id) leaves a digest that no longer
-// matches the rows, which is harmless: the merged dossier projects no
-// records, so its next digest differs and its tables are compared.
+// A cache of the projection: cleared with it. Every row of a dossier's
+// tables is keyed by its dossier (since version 9), so no other dossier's
+// write can change the rows a digest describes.
 
 /// The text of [`V1_TABLES`]; frozen (its hash is pinned in a test).
 macro_rules! v1_tables {
@@ -485,26 +484,11 @@ END;
 /// filled from the rows the store has. Frozen.
 pub const V4_ADDITIONS: &str = v4_additions!();
 
-/// What version 5 adds to version 4: the day tallies of follow-ups and
-/// due slots. A 30-day national report at 1M dossiers read ~490k
-/// follow-ups and ~610k slots to count them by office, staff and day
-/// (0.7 s of its 1 s); the tallies hold the same counts per day (and
-/// office, and staff), kept in step by triggers, so a report reads a few
-/// hundred rows. Filled from the rows there are (no projection again).
-/// Frozen.
-macro_rules! v5_additions {
+/// The triggers that keep the follow-ups' day tallies (version 5), made
+/// again by version 9 for the follow-ups' new table. Frozen.
+macro_rules! followup_tally_triggers {
     () => {
-        concat!(
-            r#"
-CREATE TABLE followup_tallies (
-    day TEXT NOT NULL,
-    office TEXT NOT NULL,
-    staff TEXT NOT NULL,
-    done INTEGER NOT NULL,
-    on_time INTEGER NOT NULL,
-    PRIMARY KEY (day, office, staff)
-) WITHOUT ROWID;
-CREATE TRIGGER followup_tallies_insert AFTER INSERT ON followups BEGIN
+        r#"CREATE TRIGGER followup_tallies_insert AFTER INSERT ON followups BEGIN
     INSERT INTO followup_tallies VALUES (substr(new.at, 1, 10), new.office, new.staff,
         1, new.on_time)
     ON CONFLICT DO UPDATE SET done = done + 1, on_time = on_time + excluded.on_time;
@@ -532,7 +516,31 @@ WHEN substr(old.at, 1, 10) IS NOT substr(new.at, 1, 10) OR old.office IS NOT new
         1, new.on_time)
     ON CONFLICT DO UPDATE SET done = done + 1, on_time = on_time + excluded.on_time;
 END;
+"#
+    };
+}
+
+/// What version 5 adds to version 4: the day tallies of follow-ups and
+/// due slots. A 30-day national report at 1M dossiers read ~490k
+/// follow-ups and ~610k slots to count them by office, staff and day
+/// (0.7 s of its 1 s); the tallies hold the same counts per day (and
+/// office, and staff), kept in step by triggers, so a report reads a few
+/// hundred rows. Filled from the rows there are (no projection again).
+/// Frozen.
+macro_rules! v5_additions {
+    () => {
+        concat!(
+            r#"
+CREATE TABLE followup_tallies (
+    day TEXT NOT NULL,
+    office TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    done INTEGER NOT NULL,
+    on_time INTEGER NOT NULL,
+    PRIMARY KEY (day, office, staff)
+) WITHOUT ROWID;
 "#,
+            followup_tally_triggers!(),
             fill_followup_tallies!(),
             r#"CREATE TABLE slot_tallies (
     deadline TEXT NOT NULL,
@@ -702,7 +710,174 @@ END;
 /// record of them is not part of this text). Frozen.
 pub const V8_CHANGES: &str = v8_changes!();
 
-/// The projection tables as they are now (version 8): what a fresh store's
+/// What version 9 changes: a dossier's records lie together. The record
+/// tables (calls, visits, purchases, follow-ups, contacts, problems,
+/// deliveries, staff events) were rowid tables with a key on the record
+/// id and an index on the dossier: every row written put an entry at a
+/// random place of the id key (record ids are random), and one more in
+/// the dossier index. In a large store each such entry is a page read and
+/// written again (a new dossier's ten follow-ups, ten pages of the key
+/// alone), the cost that made the projector slower as the store grew.
+/// Keyed by `(dossier_id, id)` without a rowid, a dossier's rows of a
+/// table are one range of one B-tree, which its writes and the
+/// projection's reads by dossier find at once, and the two indexes go
+/// (~1 KB a dossier of ~9). The rows are copied as they are, in key order
+/// (the digests still hold, no projection again); the follow-ups' tally triggers come
+/// back on the new table, whose tallies the copy leaves as they were. A
+/// record's id is unique within its dossier: a merge copies records to
+/// the kept dossier, whose rows now stand beside the merged dossier's
+/// until the merged one (which projects no records) is written. The
+/// reporting schema's tables and columns are unchanged. Frozen.
+macro_rules! v9_changes {
+    () => {
+        concat!(
+            r#"
+ALTER TABLE calls RENAME TO calls_v8;
+CREATE TABLE calls (
+    id TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    caller_phone TEXT NOT NULL,
+    source TEXT NOT NULL,
+    disease TEXT,
+    office TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (dossier_id, id)
+) WITHOUT ROWID;
+INSERT INTO calls (id, dossier_id, at, staff, caller_phone, source, disease, office)
+    SELECT id, dossier_id, at, staff, caller_phone, source, disease, office FROM calls_v8
+    ORDER BY dossier_id, id;
+DROP TABLE calls_v8;
+CREATE INDEX calls_at ON calls(at, office, dossier_id, staff, source, disease);
+ALTER TABLE visits RENAME TO visits_v8;
+CREATE TABLE visits (
+    id TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    purchased INTEGER NOT NULL,
+    office TEXT NOT NULL DEFAULT '',
+    reason TEXT,
+    PRIMARY KEY (dossier_id, id)
+) WITHOUT ROWID;
+INSERT INTO visits (id, dossier_id, at, staff, purchased, office, reason)
+    SELECT id, dossier_id, at, staff, purchased, office, reason FROM visits_v8
+    ORDER BY dossier_id, id;
+DROP TABLE visits_v8;
+CREATE INDEX visits_report ON visits(at, office, dossier_id, staff, purchased, reason);
+ALTER TABLE purchases RENAME TO purchases_v8;
+CREATE TABLE purchases (
+    id TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    product TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    amount_fen INTEGER NOT NULL,
+    runout TEXT,
+    nth INTEGER NOT NULL DEFAULT 1,
+    prev_runout TEXT,
+    office TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (dossier_id, id)
+) WITHOUT ROWID;
+INSERT INTO purchases (id, dossier_id, at, staff, product, quantity, amount_fen, runout, nth, prev_runout, office)
+    SELECT id, dossier_id, at, staff, product, quantity, amount_fen, runout, nth, prev_runout, office FROM purchases_v8
+    ORDER BY dossier_id, id;
+DROP TABLE purchases_v8;
+CREATE INDEX purchases_at ON purchases(at, office, dossier_id, staff, amount_fen, nth, prev_runout);
+ALTER TABLE followups RENAME TO followups_v8;
+CREATE TABLE followups (
+    id TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    on_time INTEGER NOT NULL DEFAULT 0,
+    office TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (dossier_id, id)
+) WITHOUT ROWID;
+INSERT INTO followups (id, dossier_id, at, staff, kind, on_time, office)
+    SELECT id, dossier_id, at, staff, kind, on_time, office FROM followups_v8
+    ORDER BY dossier_id, id;
+DROP TABLE followups_v8;
+ALTER TABLE contacts RENAME TO contacts_v8;
+CREATE TABLE contacts (
+    id TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    PRIMARY KEY (dossier_id, id)
+) WITHOUT ROWID;
+INSERT INTO contacts (id, dossier_id, kind, at, staff)
+    SELECT id, dossier_id, kind, at, staff FROM contacts_v8
+    ORDER BY dossier_id, id;
+DROP TABLE contacts_v8;
+ALTER TABLE problems RENAME TO problems_v8;
+CREATE TABLE problems (
+    id TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    resolved_at TEXT,
+    office TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (dossier_id, id)
+) WITHOUT ROWID;
+INSERT INTO problems (id, dossier_id, at, state, resolved_at, office)
+    SELECT id, dossier_id, at, state, resolved_at, office FROM problems_v8
+    ORDER BY dossier_id, id;
+DROP TABLE problems_v8;
+ALTER TABLE deliveries RENAME TO deliveries_v8;
+CREATE TABLE deliveries (
+    id TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    purchase TEXT,
+    product TEXT,
+    quantity INTEGER,
+    address TEXT,
+    due TEXT,
+    status TEXT NOT NULL,
+    status_reason TEXT,
+    settled_at TEXT,
+    PRIMARY KEY (dossier_id, id)
+) WITHOUT ROWID;
+INSERT INTO deliveries (id, dossier_id, office, at, staff, purchase, product, quantity, address, due, status, status_reason, settled_at)
+    SELECT id, dossier_id, office, at, staff, purchase, product, quantity, address, due, status, status_reason, settled_at FROM deliveries_v8
+    ORDER BY dossier_id, id;
+DROP TABLE deliveries_v8;
+CREATE INDEX deliveries_open ON deliveries(status, due, office);
+ALTER TABLE staff_events RENAME TO staff_events_v8;
+CREATE TABLE staff_events (
+    id TEXT NOT NULL,
+    dossier_id TEXT NOT NULL,
+    office TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    staff TEXT NOT NULL,
+    activity TEXT,
+    patient_since TEXT,
+    PRIMARY KEY (dossier_id, id)
+) WITHOUT ROWID;
+INSERT INTO staff_events (id, dossier_id, office, kind, at, staff, activity, patient_since)
+    SELECT id, dossier_id, office, kind, at, staff, activity, patient_since FROM staff_events_v8
+    ORDER BY dossier_id, id;
+DROP TABLE staff_events_v8;
+CREATE INDEX staff_events_at
+    ON staff_events(at, office, kind, staff, dossier_id, activity, patient_since);
+"#,
+            followup_tally_triggers!()
+        )
+    };
+}
+
+/// The migration to version 9 (from version 8): [its changes](v9_changes).
+/// Frozen.
+pub const V9_CHANGES: &str = v9_changes!();
+
+/// The projection tables as they are now (version 9): what a fresh store's
 /// migrations reach, and what every older store is migrated to (tested on
 /// both stores, and on stores made by an earlier release).
 pub const SCHEMA: &str = concat!(
@@ -711,11 +886,12 @@ pub const SCHEMA: &str = concat!(
     v5_additions!(),
     v6_changes!(),
     v7_additions!(),
-    v8_changes!()
+    v8_changes!(),
+    v9_changes!()
 );
 
 /// The version of [`SCHEMA`].
-pub const SCHEMA_VERSION: u32 = 8;
+pub const SCHEMA_VERSION: u32 = 9;
 
 /// Every projection table (the R*Tree follows `slots` by triggers).
 pub const TABLES: [&str; 14] = [

@@ -205,7 +205,7 @@ pub static STAFF_EVENTS: Table = Table {
         "activity",
         "patient_since",
     ],
-    key: &["id"],
+    key: &["dossier_id", "id"],
 };
 
 /// An office's own activities (projection version 7), from its roster.
@@ -753,7 +753,7 @@ pub static CALLS: Table = Table {
         "disease",
         "office",
     ],
-    key: &["id"],
+    key: &["dossier_id", "id"],
 };
 pub static VISITS: Table = Table {
     index: 3,
@@ -767,7 +767,7 @@ pub static VISITS: Table = Table {
         "office",
         "reason",
     ],
-    key: &["id"],
+    key: &["dossier_id", "id"],
 };
 pub static PURCHASES: Table = Table {
     index: 4,
@@ -785,7 +785,7 @@ pub static PURCHASES: Table = Table {
         "prev_runout",
         "office",
     ],
-    key: &["id"],
+    key: &["dossier_id", "id"],
 };
 pub static FOLLOWUPS: Table = Table {
     index: 5,
@@ -799,7 +799,7 @@ pub static FOLLOWUPS: Table = Table {
         "on_time",
         "office",
     ],
-    key: &["id"],
+    key: &["dossier_id", "id"],
 };
 pub static DELIVERIES: Table = Table {
     index: 8,
@@ -819,19 +819,19 @@ pub static DELIVERIES: Table = Table {
         "status_reason",
         "settled_at",
     ],
-    key: &["id"],
+    key: &["dossier_id", "id"],
 };
 pub static CONTACTS: Table = Table {
     index: 6,
     name: "contacts",
     columns: &["id", "dossier_id", "kind", "at", "staff"],
-    key: &["id"],
+    key: &["dossier_id", "id"],
 };
 pub static PROBLEMS: Table = Table {
     index: 7,
     name: "problems",
     columns: &["id", "dossier_id", "at", "state", "resolved_at", "office"],
-    key: &["id"],
+    key: &["dossier_id", "id"],
 };
 pub static SLOTS: Table = Table {
     index: 9,

@@ -8,9 +8,8 @@ use crate::rows::Table;
 pub struct TableSql {
     /// Every column of a dossier's rows, in `columns` order.
     pub select: String,
-    /// Insert, or update a row whose key exists (perhaps under another
-    /// dossier: a merge moves records to the kept dossier); a row that
-    /// already holds these values is not written again.
+    /// Insert, or update the row whose key exists; a row that already
+    /// holds these values is not written again.
     pub upsert: String,
     /// Delete by key.
     pub delete: String,

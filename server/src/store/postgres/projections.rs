@@ -158,13 +158,7 @@ pub(super) async fn project_dossiers(
         statements.push((
             c.prepare_cached(&sql.select).await?,
             c.prepare_cached(&sql.upsert).await?,
-            // Only while the dossier still holds the key (see write_group).
-            c.prepare_cached(&format!(
-                "{} AND dossier_id = ${}",
-                sql.delete,
-                sql.key_positions.len() + 1
-            ))
-            .await?,
+            c.prepare_cached(&sql.delete).await?,
         ));
     }
     let digest_upsert = c
@@ -183,29 +177,19 @@ pub(super) async fn project_dossiers(
             (v.id.as_str(), tables, digests, stored.is_none())
         })
         .collect();
-    // Dossiers of a group are written at once; a dossier that writes a
-    // record key an earlier one of its group writes too (a merge copies
-    // records) starts a new group, so the later one writes last, as one
-    // dossier after another would.
+    // Every key of a dossier's tables holds its dossier id (projection
+    // version 9), so no two dossiers write one row: a group of distinct
+    // dossiers is written at once. A dossier that comes again starts a new
+    // group, so its later rows are compared with what the earlier wrote.
     let mut start = 0;
-    let mut keys: HashSet<(usize, Vec<&Cell>)> = HashSet::new();
-    for (i, (_, tables, digests, _)) in plans.iter().enumerate() {
-        let mine: Vec<(usize, Vec<&Cell>)> = tables
-            .iter()
-            .enumerate()
-            .filter(|(k, _)| digests.changed[*k])
-            .flat_map(|(k, (table, rows))| {
-                let positions = &table_sql(table).key_positions;
-                rows.iter()
-                    .map(move |row| (k, positions.iter().map(|&p| &row[p]).collect()))
-            })
-            .collect();
-        if mine.iter().any(|key| keys.contains(key)) {
+    let mut ids: HashSet<&str> = HashSet::new();
+    for (i, (id, ..)) in plans.iter().enumerate() {
+        if !ids.insert(id) {
             write_group(c, &statements, &digest_upsert, &plans[start..i]).await?;
             start = i;
-            keys.clear();
+            ids.clear();
+            ids.insert(id);
         }
-        keys.extend(mine);
     }
     write_group(c, &statements, &digest_upsert, &plans[start..]).await
 }
@@ -219,10 +203,9 @@ type DossierPlan<'v> = (
     bool,
 );
 
-/// Writes a group of dossiers' changed tables, pipelined: their stored
-/// rows read at once, then every upsert, then every delete (of a key
-/// still held by the dossier that no longer wants it: another dossier of
-/// the group may just have taken it over), then the digests.
+/// Writes a group of distinct dossiers' changed tables, pipelined: their
+/// stored rows read at once, then every upsert, then every delete, then
+/// the digests.
 async fn write_group(
     c: &impl GenericClient,
     statements: &[(
@@ -249,7 +232,8 @@ async fn write_group(
     let mut stored_rows: HashMap<(&str, usize), Vec<tokio_postgres::Row>> =
         reads.into_iter().zip(read_rows).collect();
     let mut upserts: Vec<(&tokio_postgres::Statement, Vec<PgCell<'_>>)> = Vec::new();
-    let mut deleted_keys: Vec<(usize, &str, Vec<Row>)> = Vec::new();
+    let mut unwanted_keys: Vec<(usize, Vec<Row>)> = Vec::new();
+    let mut deletes: Vec<(&tokio_postgres::Statement, Vec<PgCell<'_>>)> = Vec::new();
     for (id, tables, digests, _) in plans {
         for (k, (table, rows)) in tables.iter().enumerate() {
             if !digests.changed[k] {
@@ -261,27 +245,14 @@ async fn write_group(
             for row in changed {
                 upserts.push((&statements[k].1, row.iter().map(PgCell).collect()));
             }
-            if !unwanted.is_empty() {
-                deleted_keys.push((k, id, unwanted));
-            }
+            unwanted_keys.push((k, unwanted));
         }
     }
-    let owners: Vec<Cell> = deleted_keys
-        .iter()
-        .map(|(_, id, _)| Cell::Text(id.to_string()))
-        .collect();
-    let deletes: Vec<(&tokio_postgres::Statement, Vec<PgCell<'_>>)> = deleted_keys
-        .iter()
-        .zip(&owners)
-        .flat_map(|((k, _, keys), owner)| {
-            let stmt = &statements[*k].2;
-            keys.iter().map(move |key| {
-                let mut cells: Vec<PgCell<'_>> = key.iter().map(PgCell).collect();
-                cells.push(PgCell(owner));
-                (stmt, cells)
-            })
-        })
-        .collect();
+    for (k, keys) in &unwanted_keys {
+        for key in keys {
+            deletes.push((&statements[*k].2, key.iter().map(PgCell).collect()));
+        }
+    }
     execute_pipelined(c, &upserts).await?;
     execute_pipelined(c, &deletes).await?;
     let digest_rows: Vec<(&str, &[u8])> = plans

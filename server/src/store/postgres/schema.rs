@@ -611,11 +611,32 @@ CREATE INDEX slots_open ON slots (settled_on) INCLUDE (due_from, deadline, offic
     // unpacked length a pull's budget reads (null for a row written before,
     // whose snapshot is stored as it was: its length is its size).
     "ALTER TABLE documents ADD COLUMN size BIGINT;",
+    // 15: projection version 9. A dossier's records are keyed by
+    // `(dossier_id, id)`: one index instead of the key on the record id
+    // (random, a page written for each row) and the index on the dossier.
+    r#"
+ALTER TABLE calls DROP CONSTRAINT calls_pkey, ADD PRIMARY KEY (dossier_id, id);
+DROP INDEX calls_dossier;
+ALTER TABLE visits DROP CONSTRAINT visits_pkey, ADD PRIMARY KEY (dossier_id, id);
+DROP INDEX visits_dossier;
+ALTER TABLE purchases DROP CONSTRAINT purchases_pkey, ADD PRIMARY KEY (dossier_id, id);
+DROP INDEX purchases_dossier;
+ALTER TABLE followups DROP CONSTRAINT followups_pkey, ADD PRIMARY KEY (dossier_id, id);
+DROP INDEX followups_dossier;
+ALTER TABLE contacts DROP CONSTRAINT contacts_pkey, ADD PRIMARY KEY (dossier_id, id);
+DROP INDEX contacts_dossier;
+ALTER TABLE problems DROP CONSTRAINT problems_pkey, ADD PRIMARY KEY (dossier_id, id);
+DROP INDEX problems_dossier;
+ALTER TABLE deliveries DROP CONSTRAINT deliveries_pkey, ADD PRIMARY KEY (dossier_id, id);
+DROP INDEX deliveries_dossier;
+ALTER TABLE staff_events DROP CONSTRAINT staff_events_pkey, ADD PRIMARY KEY (dossier_id, id);
+DROP INDEX staff_events_dossier;
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new
 /// projection version is a new migration here too.
-pub const PROJECTION_VERSION: u32 = 8;
+pub const PROJECTION_VERSION: u32 = 9;
 
 /// Brings the database to the newest schema (making the store if there is
 /// none); refuses one a newer keqing-server made.

@@ -228,6 +228,9 @@ CREATE TABLE device_health (
     // R*Tree of the spans that are not empty (rows unchanged).
     M::up(keqing_projection::V8_CHANGES),
     M::up(DOCUMENTS_IN_ROWS),
+    // Projection version 9: a dossier's records keyed by dossier, without
+    // a rowid (rows copied as they are).
+    M::up(keqing_projection::V9_CHANGES),
 ];
 
 /// The documents in a rowid table, with the size of each snapshot. A
