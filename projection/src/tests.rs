@@ -849,16 +849,7 @@ fn the_span_tree_holds_exactly_the_slots_a_day_can_find() {
     assert!(0 < spans && spans < slots, "{spans} spans of {slots} slots");
 
     // A version-7 store, whose R*Tree holds every slot, empty spans too.
-    let old = Connection::open_in_memory().unwrap();
-    for step in [
-        REPLACE_WITH_V3,
-        V4_ADDITIONS,
-        V5_ADDITIONS,
-        V6_CHANGES,
-        V7_ADDITIONS,
-    ] {
-        old.execute_batch(step).unwrap();
-    }
+    let old = store_at_version(7);
     let mut rng = Rng(47);
     for _ in 0..600 {
         write(&old, &mut rng);
@@ -1140,6 +1131,25 @@ fn indexes_set_aside_spare_the_writes_and_come_back_as_they_were() {
     assert_eq!(trigger_schema(&conn), triggers);
 }
 
+/// A store at projection `version` (3 to 9), made by the migrations a
+/// store took to reach it.
+fn store_at_version(version: usize) -> Connection {
+    let steps = [
+        REPLACE_WITH_V3,
+        V4_ADDITIONS,
+        V5_ADDITIONS,
+        V6_CHANGES,
+        V7_ADDITIONS,
+        V8_CHANGES,
+        V9_CHANGES,
+    ];
+    let conn = Connection::open_in_memory().unwrap();
+    for step in &steps[..version - 2] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn
+}
+
 /// Every row of `table` as text, in the table's order.
 fn all_rows(c: &Connection, table: &str) -> Vec<String> {
     c.prepare(&format!("SELECT * FROM {table}"))
@@ -1219,17 +1229,7 @@ fn dossiers_with_records(n: usize) -> Vec<(DossierView, Vec<Slot>)> {
 #[test]
 fn version_9_keeps_a_version_8_stores_rows_and_tallies() {
     let dossiers = dossiers_with_records(40);
-    let old = Connection::open_in_memory().unwrap();
-    for step in [
-        REPLACE_WITH_V3,
-        V4_ADDITIONS,
-        V5_ADDITIONS,
-        V6_CHANGES,
-        V7_ADDITIONS,
-        V8_CHANGES,
-    ] {
-        old.execute_batch(step).unwrap();
-    }
+    let old = store_at_version(8);
     let fresh = Connection::open_in_memory().unwrap();
     fresh.execute_batch(SCHEMA).unwrap();
     // The old store's rows inserted as they are (today's statements name
