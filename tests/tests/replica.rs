@@ -457,7 +457,10 @@ fn documents_are_stored_packed_and_rows_stored_raw_still_read() {
     for id in &ids {
         let stored = stored_row(id);
         let saved = desk.replica().load_document(id).unwrap().unwrap();
-        assert_eq!(stored[0], 0x01, "{id} is stored packed");
+        assert_eq!(
+            stored[0], 0x02,
+            "{id} is stored packed (from the dictionary)"
+        );
         assert_eq!(unpack(stored.clone()), saved, "{id} reads back as saved");
         automerge::Automerge::load(&saved).unwrap();
         stored_total += stored.len();
@@ -488,7 +491,7 @@ fn documents_are_stored_packed_and_rows_stored_raw_still_read() {
     desk.edit_patient(raw_id, |tx| tx.add(&followup("2026-11-06T10:00")))
         .unwrap();
     let stored = stored_row(raw_id);
-    assert_eq!(stored[0], 0x01, "packed once written again");
+    assert_eq!(stored[0], 0x02, "packed once written again");
     let (view, _) = desk.dossier(raw_id).unwrap();
     assert_eq!(view.followups.len(), 2);
     assert_eq!(

@@ -880,7 +880,7 @@ fn a_first_sync_ends_with_every_index_built() {
         .unwrap();
     assert_eq!(
         firsts,
-        vec![0x01; 12],
+        vec![0x02; 12],
         "every pulled dossier is stored packed"
     );
     hq.replica_mut().rebuild().unwrap();
