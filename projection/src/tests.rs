@@ -302,25 +302,8 @@ fn replacing_gives_the_current_tables_from_any_earlier_shape() {
     let fresh = Connection::open_in_memory().unwrap();
     fresh.execute_batch(SCHEMA).unwrap();
     for steps in [
-        &[
-            REPLACE_WITH_V2,
-            REPLACE_WITH_V3,
-            V4_ADDITIONS,
-            V5_ADDITIONS,
-            V6_CHANGES,
-            V7_ADDITIONS,
-            V8_CHANGES,
-            V9_CHANGES,
-        ][..],
-        &[
-            REPLACE_WITH_V3,
-            V4_ADDITIONS,
-            V5_ADDITIONS,
-            V6_CHANGES,
-            V7_ADDITIONS,
-            V8_CHANGES,
-            V9_CHANGES,
-        ],
+        [&[REPLACE_WITH_V2][..], &FROM_V3[..]].concat(),
+        FROM_V3.to_vec(),
     ] {
         let conn = Connection::open_in_memory().unwrap();
         // The R*Tree as it was before 3885f6e, with a row.
@@ -1131,20 +1114,23 @@ fn indexes_set_aside_spare_the_writes_and_come_back_as_they_were() {
     assert_eq!(trigger_schema(&conn), triggers);
 }
 
+/// The migrations from version 3 on, in order: a store at version `v`
+/// took the first `v - 2`.
+const FROM_V3: [&str; 7] = [
+    REPLACE_WITH_V3,
+    V4_ADDITIONS,
+    V5_ADDITIONS,
+    V6_CHANGES,
+    V7_ADDITIONS,
+    V8_CHANGES,
+    V9_CHANGES,
+];
+
 /// A store at projection `version` (3 to 9), made by the migrations a
 /// store took to reach it.
 fn store_at_version(version: usize) -> Connection {
-    let steps = [
-        REPLACE_WITH_V3,
-        V4_ADDITIONS,
-        V5_ADDITIONS,
-        V6_CHANGES,
-        V7_ADDITIONS,
-        V8_CHANGES,
-        V9_CHANGES,
-    ];
     let conn = Connection::open_in_memory().unwrap();
-    for step in &steps[..version - 2] {
+    for step in &FROM_V3[..version - 2] {
         conn.execute_batch(step).unwrap();
     }
     conn
