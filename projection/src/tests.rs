@@ -1214,8 +1214,19 @@ fn dossiers_with_records(n: usize) -> Vec<(DossierView, Vec<Slot>)> {
 /// projecting as one would.
 #[test]
 fn version_9_keeps_a_version_8_stores_rows_and_tallies() {
+    migrate_a_version_8_store_with_rows(false);
+    // A replica that died in the middle of a first sync, its indexes and
+    // triggers set aside, migrates and restores them at its next open.
+    migrate_a_version_8_store_with_rows(true);
+}
+
+fn migrate_a_version_8_store_with_rows(set_aside: bool) {
     let dossiers = dossiers_with_records(40);
     let old = store_at_version(8);
+    if set_aside {
+        old.execute_batch(INDEXES_ASIDE).unwrap();
+        assert!(set_indexes_aside(&old).unwrap() > 10);
+    }
     let fresh = Connection::open_in_memory().unwrap();
     fresh.execute_batch(SCHEMA).unwrap();
     // The old store's rows inserted as they are (today's statements name
@@ -1251,10 +1262,14 @@ fn version_9_keeps_a_version_8_stores_rows_and_tallies() {
     let followups = all_rows(&old, "followups").len();
     assert!(followups > 40, "{followups} follow-ups");
     old.execute_batch(V9_CHANGES).unwrap();
+    if set_aside {
+        restore_indexes(&old).unwrap();
+    }
     assert_eq!(dump(&old).unwrap(), dump(&fresh).unwrap());
     for tally in ["followup_tallies", "slot_tallies", "category_tallies"] {
         assert_eq!(all_rows(&old, tally), all_rows(&fresh, tally), "{tally}");
     }
+    assert_eq!(all_rows(&old, "slot_spans"), all_rows(&fresh, "slot_spans"));
     assert_eq!(index_schema(&old), index_schema(&fresh));
     assert_eq!(trigger_schema(&old), trigger_schema(&fresh));
     // Keyed by dossier: no key on the record id alone, no index on the
