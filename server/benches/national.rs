@@ -25,7 +25,7 @@
 //!
 //! Then, on PostgreSQL, 27 offices pushing at once to one server process
 //! and to two over one database (KEQING_NATIONAL_BENCH_PUSH dossiers per
-//! office, default 300).
+//! office, default 300; 0 leaves it out).
 //!
 //! Generated dossiers are kept in KEQING_BENCH_CACHE (default
 //! target/national-bench-cache) and reused by later runs.
@@ -925,6 +925,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(300)
         .min(largest);
+    // KEQING_NATIONAL_BENCH_PUSH=0 leaves this stage out.
+    if per_office == 0 {
+        return;
+    }
     println!("\n## 27 offices pushing {per_office} dossiers each at once, PostgreSQL");
     let mut rates = Vec::new();
     for processes in [1, 2] {
