@@ -132,9 +132,8 @@ fn row_changes<'r>(
 /// views, writing only the tables whose digests changed and, in them, only
 /// the rows that differ. The statements are pipelined on the connection,
 /// a few round trips for the whole batch (one per dossier and table would
-/// be most of the projector's time), sent in the order the dossiers come,
-/// so a record a later dossier takes over is written after it left the
-/// earlier one, as one statement after another would.
+/// be most of the projector's time). Every key holds its dossier's id, so
+/// dossiers never write each other's rows.
 pub(super) async fn project_dossiers(
     c: &impl GenericClient,
     dossiers: &[(&DossierView, &[Slot])],
