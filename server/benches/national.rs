@@ -20,7 +20,8 @@
 //! - bytes on disk per dossier, against the saved automerge document,
 //!   before and after the log is compacted (`keqing-server compact
 //!   --keep-days 0`: what a store reaches once its log is older than
-//!   log-keep-days);
+//!   log-keep-days), and after `compact --vacuum` gives the freed space
+//!   back (the new headquarters device below reads the vacuumed store);
 //! - a new headquarters device bootstrapping every dossier (first sync).
 //!
 //! Then, on PostgreSQL, 27 offices pushing at once to one server process
@@ -672,13 +673,14 @@ fn catch_up(place: &Place, dir: &Path) -> (u64, u64, f64) {
     (count("documents"), count("cursor") - before, seconds)
 }
 
-/// `keqing-server compact --keep-days 0` on the store: its JSON answer
-/// and how long it took.
-fn compact(place: &Place, dir: &Path) -> (serde_json::Value, f64) {
+/// `keqing-server compact --keep-days 0 [more]` on the store: its JSON
+/// answer and how long it took.
+fn compact(place: &Place, dir: &Path, more: &[&str]) -> (serde_json::Value, f64) {
     let started = Instant::now();
     let out = place
         .command(dir)
         .args(["compact", "--keep-days", "0", "--json"])
+        .args(more)
         .output()
         .expect("keqing-server compact");
     assert!(
@@ -893,7 +895,7 @@ fn main() {
                 disk as f64 / dossiers as f64 / saved_mean,
                 saved_mean / 1e3
             );
-            let (compacted, seconds) = compact(&place, &dir);
+            let (compacted, seconds) = compact(&place, &dir, &[]);
             let in_use = place.bytes_in_use();
             println!(
                 "  log compacted: {} changes ({:.0} MB) left to their snapshots in {seconds:.1} s; in use then {:.0} MB: {:.1} KB a dossier, {:.2}× its saved document (file {:.0} MB)",
@@ -903,6 +905,20 @@ fn main() {
                 in_use as f64 / dossiers as f64 / 1e3,
                 in_use as f64 / dossiers as f64 / saved_mean,
                 place.bytes_on_disk() as f64 / 1e6,
+            );
+            let (vacuumed, _) = compact(&place, &dir, &["--vacuum"]);
+            let vacuumed = &vacuumed["vacuumed"];
+            let (before, after) = (
+                vacuumed["bytes_before"].as_u64().unwrap_or(0) as f64,
+                vacuumed["bytes_after"].as_u64().unwrap_or(0) as f64,
+            );
+            println!(
+                "  vacuumed (compact --vacuum): on disk {:.0} → {:.0} MB in {:.1} s: {:.1} KB a dossier, {:.2}× its saved document",
+                before / 1e6,
+                after / 1e6,
+                vacuumed["seconds"].as_f64().unwrap_or(0.0),
+                after / dossiers as f64 / 1e3,
+                after / dossiers as f64 / saved_mean,
             );
             let (s, held, (rss, peak)) = bootstrap(&rt, &place, &dir, &format!("hq{size}"));
             println!(

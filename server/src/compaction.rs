@@ -73,6 +73,33 @@ pub fn compact(
     Ok(done)
 }
 
+/// What [`vacuum`] gave back: the store's size on disk before and after
+/// ([`Store::size_bytes`]), and how long the rewrite took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Vacuumed {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub seconds: f64,
+}
+
+/// Rewrites the store packed and gives its free space back to the file
+/// system ([`Store::scrub`]: SQLite `VACUUM`, PostgreSQL `VACUUM FULL` of
+/// the dossier tables). Compaction frees the log's pages and a store
+/// reuses them for later writes, but the file does not shrink, and the
+/// indexes the deletes thinned stay half empty. Writers wait while it
+/// runs (minutes at national scale), so only `compact --vacuum` asks
+/// for it, never the serving process's hourly compaction.
+pub fn vacuum(store: &dyn Store) -> Result<Vacuumed, StoreError> {
+    let bytes_before = store.size_bytes()?;
+    let started = std::time::Instant::now();
+    store.scrub()?;
+    Ok(Vacuumed {
+        bytes_before,
+        bytes_after: store.size_bytes()?,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
 /// What a pass of [`repack`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Repacking {

@@ -903,7 +903,8 @@ fn a_first_sync_ends_with_every_index_built() {
 }
 
 /// A device offline longer than the log's horizon: headquarters compacts
-/// the log (`keqing-server compact`, beside the running server), the
+/// the log (`keqing-server compact`, beside the running server, then
+/// `compact --vacuum` to give the space back), the
 /// device's next sync starts over from the snapshots of its office (it
 /// says so: snapshots pulled) and merges them into what it holds, its own
 /// offline work goes up, both devices end up with the same documents, and
@@ -935,6 +936,22 @@ fn a_device_behind_the_compacted_log_starts_over_from_snapshots_and_loses_nothin
     let c = c.json();
     assert!(c["changes"].as_u64().unwrap() > 0, "{c}");
     let floor = c["floor"].as_u64().unwrap();
+    assert!(c["vacuumed"].is_null(), "{c}");
+    // The space it freed goes back to the file system (beside the running
+    // server); nothing is left to compact.
+    let v = server.run_admin(&["compact", "--keep-days", "0", "--vacuum", "--json"]);
+    assert!(v.ok, "{}", v.stderr);
+    let v = v.json();
+    assert_eq!(
+        (v["changes"].as_u64(), v["floor"].as_u64()),
+        (Some(0), Some(floor)),
+        "{v}"
+    );
+    let vacuumed = &v["vacuumed"];
+    assert!(
+        vacuumed["bytes_after"].as_u64().unwrap() < vacuumed["bytes_before"].as_u64().unwrap(),
+        "{v}"
+    );
     let s = b.ok(&["sync", "--json"]).json();
     assert!(s["pushed"].as_u64().unwrap() >= 2, "{s}");
     assert!(
