@@ -44,6 +44,16 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 
 impl From<StoreError> for SyncError {
     fn from(e: StoreError) -> SyncError {
+        if e.is_busy() {
+            // Another process holds the store's write lock past the busy
+            // timeout (`compact --vacuum`, an erasure's scrub): a moment's
+            // condition, not a fault; the device retries.
+            tracing::warn!(error = %e, "store busy");
+            return SyncError::new(
+                SyncErrorKind::Unavailable,
+                "the server's store is busy with maintenance; nothing was stored, retry shortly",
+            );
+        }
         tracing::error!(error = %e, "store error");
         SyncError::internal("the server's store failed; nothing was stored")
     }
@@ -1834,6 +1844,22 @@ fn share_reads(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_store_is_a_moment_to_wait_and_other_store_errors_are_faults() {
+        let busy = StoreError::Sql(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked".into()),
+        ));
+        let e = SyncError::from(busy);
+        assert_eq!(e.kind, SyncErrorKind::Unavailable, "{e}");
+        assert!(e.message.contains("busy"), "{e}");
+        let full = StoreError::Sql(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        assert_eq!(SyncError::from(full).kind, SyncErrorKind::Internal);
+    }
 
     #[test]
     fn a_device_gets_its_burst_then_its_rate_and_other_devices_their_own() {

@@ -59,6 +59,18 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl StoreError {
+    /// Whether another connection held the store's lock past the busy
+    /// timeout: a moment's condition (maintenance), not a fault.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// A document the projector could not read (see `unreadable_documents`).
