@@ -1226,13 +1226,11 @@ fn a_compacted_log_still_brings_every_device_everything() {
                 vacuumed.bytes_after < vacuumed.bytes_before,
                 "{backend}: {vacuumed:?}"
             );
-        } else {
-            // PostgreSQL's database: tables this small keep their pages.
-            assert!(
-                vacuumed.bytes_after <= vacuumed.bytes_before,
-                "{backend}: {vacuumed:?}"
-            );
         }
+        // (PostgreSQL's database can grow by a few pages here: tables this
+        // small hold no free page to give back, and each table rewritten
+        // gets new files and maps. The national benchmark measures what it
+        // gives back at scale.)
         assert_eq!(
             store.projections().unwrap().projection_dump().unwrap(),
             dump,
