@@ -744,9 +744,11 @@ pub trait Store: Send + Sync {
     fn erasure_request(&self, doc_id: &str) -> Result<Option<ErasureRequest>>;
     fn erasure_requests(&self) -> Result<Vec<ErasureRequest>>;
     /// Makes content deleted by erasures unrecoverable from the store's
-    /// files: SQLite rebuilds its file (VACUUM: no free page, no stale
-    /// cell is left) and empties its WAL; PostgreSQL rewrites the tables
-    /// that held it (VACUUM FULL). Blocks writers while it runs.
+    /// files, and gives the space deletes freed back to the file system
+    /// (`compact --vacuum`): SQLite rebuilds its file (VACUUM: no free
+    /// page, no stale cell is left) and empties its WAL; PostgreSQL
+    /// rewrites the tables that held it (VACUUM FULL). Blocks writers
+    /// while it runs.
     fn scrub(&self) -> Result<()>;
     /// A check of the store's own consistency: "ok", or what is damaged.
     fn integrity_check(&self) -> Result<String>;
