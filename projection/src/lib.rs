@@ -50,7 +50,11 @@ pub type Result<T> = rusqlite::Result<T>;
 // overdue count read nothing but R*Tree nodes, and narrow a province's
 // count by office. Triggers keep it in step with `slots`. A slot settled
 // before it was due has an empty span, which no day stabs: the R*Tree
-// leaves it out (three slots in four).
+// leaves it out (three slots in four). It names a slot by its rowid,
+// which `slots` does not declare: SQLite's VACUUM keeps such rowids (it
+// copies rows as they are), though its documentation allows it not to;
+// `the_span_tree_holds_exactly_the_slots_a_day_can_find` pins it for the
+// bundled SQLite.
 // - Per dossier, a digest of the rows each projection table holds for it
 // (8 bytes per table, in the order `project_dossier` writes them). Every
 // edit derives all of a dossier's rows again; only tables whose digest
