@@ -1307,7 +1307,28 @@ pub fn activity_from(
 /// Each query reads a covering index on time (the records), or a tally
 /// (follow-ups and due slots by day, categories), so the cost follows the
 /// rows in the range, not the size of the store.
+///
+/// The queries read one snapshot (a read transaction, unless the caller
+/// is inside one already): a projector committing a batch between two of
+/// them must not leave the report counting its calls but not its visits.
 pub fn report_rows(
+    conn: &Connection,
+    office: Option<&str>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<ReportRows> {
+    if !conn.is_autocommit() {
+        return report_rows_in_snapshot(conn, office, from, to);
+    }
+    // Deferred: the snapshot is taken by the first query, and a read
+    // transaction never waits for a writer (WAL).
+    let tx = conn.unchecked_transaction()?;
+    let rows = report_rows_in_snapshot(&tx, office, from, to)?;
+    tx.commit()?;
+    Ok(rows)
+}
+
+fn report_rows_in_snapshot(
     conn: &Connection,
     office: Option<&str>,
     from: NaiveDate,

@@ -1301,3 +1301,45 @@ fn migrate_a_version_8_store_with_rows(set_aside: bool) {
     );
     assert_eq!(all_rows(&old, "followups").len(), followups - 10);
 }
+
+/// A report reads one snapshot: a visit committed by another connection
+/// after the report has read its calls (here: while it prepares its
+/// visits query) is not in it, so calls and visits come from one state of
+/// the store; the next report has it.
+#[test]
+fn a_report_reads_one_snapshot_while_the_projector_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("projections.sqlite");
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    let writer = std::sync::Mutex::new(Some(Connection::open(&path).unwrap()));
+    conn.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
+        if let rusqlite::hooks::AuthAction::Read {
+            table_name: "visits",
+            ..
+        } = ctx.action
+            && let Some(w) = writer.lock().unwrap().take()
+        {
+            w.execute(
+                "INSERT INTO visits (id, dossier_id, at, staff, purchased, office, reason)
+                 VALUES ('v1', 'd1', '2026-10-02 10:00:00', '王医生', 1, '44', NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        rusqlite::hooks::Authorization::Allow
+    }))
+    .unwrap();
+    let (from, to) = (day(0), day(9));
+    let first = report_rows(&conn, None, from, to).unwrap();
+    assert!(
+        first.visits.is_empty(),
+        "a visit committed after the report began is not in it: {:?}",
+        first.visits
+    );
+    conn.authorizer(None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>)
+        .unwrap();
+    let next = report_rows(&conn, None, from, to).unwrap();
+    assert_eq!(next.visits.len(), 1, "the next report has it");
+}

@@ -30,9 +30,10 @@
 //!
 //! Generated dossiers are kept in KEQING_BENCH_CACHE (default
 //! target/national-bench-cache) and reused by later runs.
-//! KEQING_NATIONAL_BENCH_REUSE=DIR measures only the report of a SQLite
-//! store a run kept with KEQING_BENCH_KEEP (after this build migrates it),
-//! and with KEQING_NATIONAL_BENCH_BOOTSTRAP=1 a new device's first sync.
+//! KEQING_NATIONAL_BENCH_REUSE=DIR (or =postgres://…) measures only the
+//! report of a SQLite store (or PostgreSQL database) a run kept with
+//! KEQING_BENCH_KEEP (after this build migrates it), and with
+//! KEQING_NATIONAL_BENCH_BOOTSTRAP=1 a new device's first sync.
 
 /// The devices pushing and the headquarters device bootstrapping run in
 /// this process and stand for `keqing` processes: the same allocator as
@@ -541,6 +542,50 @@ impl ServerProcess {
     }
 }
 
+/// CPU time so far from /proc/stat, in clock ticks: the machine's busy
+/// time, its total (busy and idle, summed over every CPU) and its number
+/// of CPUs. A process's ticks over a span, divided by the total's and
+/// multiplied by the CPUs, are the cores it kept busy.
+pub fn machine_cpu_ticks() -> (u64, u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpus = stat
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count() as u64;
+    let all: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // already in user); idle and iowait are the idle part.
+    let total: u64 = all.iter().take(8).sum();
+    let idle = all.get(3).copied().unwrap_or(0) + all.get(4).copied().unwrap_or(0);
+    (total - idle, total, cpus)
+}
+
+/// The CPU time (user and system, in clock ticks) process `pid` has used;
+/// 0 if it is gone.
+pub fn process_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis: state is the
+    // first, utime the 12th, stime the 13th.
+    stat.rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn add_device(place: &Place, dir: &Path, office: Option<&str>, name: &str) -> String {
     let mut c = place.command(dir);
     c.args(["device", "add", "--name", name]);
@@ -743,6 +788,14 @@ fn bootstrap(
     (seconds, held, memory)
 }
 
+/// Where a reused PostgreSQL database's server processes keep their
+/// directory (`--data`: its key and certificate).
+fn tmp_dir_for_reuse() -> PathBuf {
+    let dir = std::env::temp_dir().join("keqing-national-reuse");
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir.join("store")
+}
+
 fn office_tokens(place: &Place, dir: &Path, suffix: &str) -> Vec<String> {
     OFFICES
         .iter()
@@ -778,11 +831,18 @@ fn main() {
         step * 27
     );
     // KEQING_NATIONAL_BENCH_REUSE=DIR: a SQLite store a run kept
-    // (KEQING_BENCH_KEEP=K leaves it in K/sqlite/store), opened (so
-    // migrated) by this build: its report and size only, no ingest.
-    if let Some(dir) = std::env::var_os("KEQING_NATIONAL_BENCH_REUSE") {
-        let kept = PathBuf::from(dir);
-        let place = Place::Sqlite(kept.clone());
+    // (KEQING_BENCH_KEEP=K leaves it in K/sqlite/store), or =postgres://…
+    // the PostgreSQL database it kept, opened (so migrated) by this build:
+    // its report and size only, no ingest.
+    if let Ok(reused) = std::env::var("KEQING_NATIONAL_BENCH_REUSE") {
+        let (place, kept) = if reused.starts_with("postgres://") {
+            (Place::Postgres(reused), tmp_dir_for_reuse())
+        } else {
+            (
+                Place::Sqlite(PathBuf::from(&reused)),
+                PathBuf::from(&reused),
+            )
+        };
         let started = Instant::now();
         drop(place.open());
         println!(
@@ -799,10 +859,7 @@ fn main() {
         // KEQING_NATIONAL_BENCH_BOOTSTRAP=1: and a new headquarters device's
         // first sync of it (the replica goes beside the store, then away).
         if std::env::var("KEQING_NATIONAL_BENCH_BOOTSTRAP").is_ok_and(|v| v == "1") {
-            let Place::Sqlite(data) = &place else {
-                unreachable!()
-            };
-            let beside = data.parent().unwrap_or(Path::new("."));
+            let beside = kept.parent().unwrap_or(Path::new("."));
             let (s, held, (rss, peak)) = bootstrap(&rt, &place, beside, "hq-reuse");
             println!(
                 "new headquarters device, first sync of {held} documents: {s:.1} s ({:.0} a second); server after it {rss:.0} MB (peak {peak:.0})",
@@ -812,7 +869,8 @@ fn main() {
         return;
     }
     ensure_generated(&cache, largest);
-    // KEQING_BENCH_KEEP=DIR keeps the stores there (SQLite's) to inspect.
+    // KEQING_BENCH_KEEP=DIR keeps the stores to inspect: SQLite's there,
+    // PostgreSQL's database in its cluster.
     let kept = std::env::var_os("KEQING_BENCH_KEEP").map(PathBuf::from);
     let tmp = tempfile::tempdir().expect("tempdir");
 
@@ -926,8 +984,12 @@ fn main() {
                 held as f64 / s
             );
         }
-        if let (Place::Postgres(_), Some(admin)) = (&place, &postgres) {
-            drop_database(admin, "keqing_national_bench");
+        if let (Place::Postgres(url), Some(admin)) = (&place, &postgres) {
+            if kept.is_some() {
+                println!("kept the PostgreSQL database: {url}");
+            } else {
+                drop_database(admin, "keqing_national_bench");
+            }
         }
         if kept.is_none() {
             let _ = std::fs::remove_dir_all(&dir);
@@ -956,7 +1018,20 @@ fn main() {
             .collect();
         let tokens = office_tokens(&place, &dir, "");
         let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        // Where the machine's CPU went while they pushed: whether there
+        // was a core left for a second process to use.
+        let pids: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+        let servers_ticks = || pids.iter().map(|&p| process_cpu_ticks(p)).sum::<u64>();
+        let (busy0, total0, cpus) = machine_cpu_ticks();
+        let (servers0, devices0) = (servers_ticks(), process_cpu_ticks(std::process::id()));
         let p = push_all(&rt, &cache, &urls, &tokens, 0, per_office);
+        let (busy1, total1, _) = machine_cpu_ticks();
+        let cores = |ticks: u64| ticks as f64 / (total1 - total0).max(1) as f64 * cpus as f64;
+        let (busy, servers_cores, devices) = (
+            cores(busy1 - busy0),
+            cores(servers_ticks() - servers0),
+            cores(process_cpu_ticks(std::process::id()) - devices0),
+        );
         for s in servers {
             s.stop();
         }
@@ -967,6 +1042,11 @@ fn main() {
             if processes > 1 { "es" } else { "" },
             p.dossiers as f64 / p.seconds,
             p.seconds
+        );
+        println!(
+            "  cores busy {busy:.2} of {cpus}: server process{} {servers_cores:.2}, the 27 devices (this process) {devices:.2}, PostgreSQL and the rest {:.2}",
+            if processes > 1 { "es" } else { "" },
+            (busy - servers_cores - devices).max(0.0),
         );
         rates.push(rate);
     }

@@ -473,6 +473,88 @@ fn a_postgres_store_is_made_once_and_its_audit_log_is_append_only() {
     ));
 }
 
+/// A report on PostgreSQL reads one snapshot (SQLite's is held by the
+/// projection crate's test): a visit another connection commits after the
+/// report has read its calls is not in the report, whose queries go out
+/// together. The other connection holds the visits table locked until the
+/// report's visits query waits on it, so the commit lands between that
+/// report's first query and its visits query every time.
+#[test]
+fn a_postgres_report_reads_one_snapshot() {
+    use std::io::Write;
+    let url = keqing_tests::postgres_database();
+    let store = PgStore::open(&url).unwrap();
+    let session = store.projections().unwrap();
+    let day = |d| chrono::NaiveDate::from_ymd_opt(2026, 10, d).unwrap();
+    let (from, to) = (day(1), day(10));
+    // Prepares the report's statements on the session's connection.
+    assert!(
+        session
+            .report_rows(None, from, to)
+            .unwrap()
+            .visits
+            .is_empty()
+    );
+    let mut locker = std::process::Command::new("psql")
+        .args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-q"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sql = locker.stdin.take().unwrap();
+    sql.write_all(
+        "BEGIN; LOCK TABLE visits IN ACCESS EXCLUSIVE MODE;
+          INSERT INTO visits (id, dossier_id, at, staff, purchased, office, reason)
+          VALUES ('v1', 'd1', '2026-10-02 10:00:00', '王医生', 1, '44', NULL);\n"
+            .as_bytes(),
+    )
+    .unwrap();
+    let locks = |granted: bool| {
+        psql_ok(
+            &url,
+            &["-tA"],
+            &format!(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                 WHERE c.relname = 'visits' AND l.granted = {granted}"
+            ),
+        )
+        .trim()
+        .parse::<u32>()
+        .unwrap()
+    };
+    let wait_for = |what: &str, holds: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !holds() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait_for("the visits table locked", &|| locks(true) > 0);
+    let report = std::thread::scope(|s| {
+        let committer = s.spawn(|| {
+            wait_for("the report waiting for the visits table", &|| {
+                locks(false) > 0
+            });
+            sql.write_all(b"COMMIT;\n").unwrap();
+            drop(sql);
+            assert!(locker.wait().unwrap().success());
+        });
+        let report = session.report_rows(None, from, to).unwrap();
+        committer.join().unwrap();
+        report
+    });
+    assert!(
+        report.visits.is_empty(),
+        "a visit committed after the report began is not in it: {:?}",
+        report.visits
+    );
+    assert_eq!(
+        session.report_rows(None, from, to).unwrap().visits.len(),
+        1,
+        "the next report has it"
+    );
+}
+
 /// Two processes over one PostgreSQL store: one leads the projector at a
 /// time, and when the leader's connections end (its process died) the
 /// other takes over at its next try.

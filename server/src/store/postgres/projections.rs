@@ -607,8 +607,34 @@ fn count(r: &tokio_postgres::Row, i: usize) -> Result<u64> {
 }
 
 /// The rows of a report of the days `from..=to` (see
-/// `keqing_projection::report_rows`, the same facts from SQLite).
+/// `keqing_projection::report_rows`, the same facts from SQLite), read in
+/// one `REPEATABLE READ` snapshot so that a projector saving a batch
+/// meanwhile cannot make the facts and the tallies disagree.
+///
+/// The dozen queries go out at once (tokio-postgres pipelines the queries
+/// a connection is given concurrently): the server works through the next
+/// while this side decodes the rows of the last, instead of a round trip
+/// and an idle server between each.
 pub(super) async fn report_rows(
+    c: &impl GenericClient,
+    office: Option<&str>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<ReportRows> {
+    c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    let read = report_rows_in_snapshot(c, office, from, to).await;
+    // A failed query leaves the transaction aborted: rolled back either
+    // way, so the pooled connection goes back outside a transaction.
+    let end = c
+        .batch_execute(if read.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await;
+    let rows = read?;
+    end?;
+    Ok(rows)
+}
+
+async fn report_rows_in_snapshot(
     c: &impl GenericClient,
     office: Option<&str>,
     from: NaiveDate,
@@ -618,233 +644,312 @@ pub(super) async fn report_rows(
     let start = midnight(from);
     let end = midnight(to + chrono::Duration::days(1));
     let range: [&(dyn ToSql + Sync); 3] = [&start, &end, &office];
-    let query = |sql: &'static str| async move {
+    let in_range = |sql: &'static str| async move {
         let stmt = c.prepare_cached(sql).await?;
         Ok::<_, StoreError>(c.query(&stmt, &range).await?)
     };
-    let mut rows = ReportRows::default();
-    for r in query(
-        "SELECT office, dossier_id, at, staff, source, disease FROM calls
-         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-    )
-    .await?
-    {
-        rows.calls.push(CallFact {
-            office: r.try_get(0)?,
-            dossier: r.try_get(1)?,
-            at: time(&r, 2)?,
-            staff: r.try_get(3)?,
-            source: r.try_get(4)?,
-            disease: r.try_get(5)?,
-        });
-    }
-    for r in query(
-        "SELECT office, dossier_id, at, staff, purchased, reason FROM visits
-         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-    )
-    .await?
-    {
-        rows.visits.push(VisitFact {
-            office: r.try_get(0)?,
-            dossier: r.try_get(1)?,
-            at: time(&r, 2)?,
-            staff: r.try_get(3)?,
-            purchased: r.try_get::<_, i64>(4)? != 0,
-            reason: r.try_get(5)?,
-        });
-    }
-    for r in query(
-        "SELECT office, dossier_id, at, staff, amount_fen, nth, prev_runout FROM purchases
-         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-    )
-    .await?
-    {
-        rows.purchases.push(PurchaseFact {
-            office: r.try_get(0)?,
-            dossier: r.try_get(1)?,
-            at: time(&r, 2)?,
-            staff: r.try_get(3)?,
-            amount_fen: r.try_get(4)?,
-            order: PurchaseOrder {
-                nth: u32::try_from(r.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
-                prev_runout: opt_date(&r, 6)?,
-            },
-        });
-    }
-    // Read from the day tallies: the report only counts follow-ups, by
-    // office, staff and day.
-    for r in query(
-        "SELECT office, staff, day, done, on_time FROM followup_tallies
-         WHERE day >= left($1, 10) AND day < left($2, 10) AND ($3::text IS NULL OR office = $3)",
-    )
-    .await?
-    {
-        rows.followups.push(FollowUpTally {
-            office: r.try_get(0)?,
-            staff: r.try_get(1)?,
-            day: opt_date(&r, 2)?
-                .ok_or_else(|| StoreError::Postgres("a follow-up tally without a day".into()))?,
-            done: count(&r, 3)?,
-            on_time: count(&r, 4)?,
-        });
-    }
-    for r in query(
-        "SELECT office, at, staff, kind FROM nonpatient_calls
-         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-    )
-    .await?
-    {
-        rows.nonpatient.push(NonPatientFact {
-            office: r.try_get(0)?,
-            at: time(&r, 1)?,
-            staff: r.try_get(2)?,
-            kind: r.try_get(3)?,
-        });
-    }
-    for r in query(
-        "SELECT office, dossier_id, at, resolved_at FROM problems
-         WHERE at < $2 AND (resolved_at IS NULL OR resolved_at >= $1)
-           AND ($3::text IS NULL OR office = $3)",
-    )
-    .await?
-    {
-        rows.problems.push(ProblemFact {
-            office: r.try_get(0)?,
-            dossier: r.try_get(1)?,
-            opened_at: time(&r, 2)?,
-            resolved_at: opt_time(&r, 3)?,
-        });
-    }
-    let typical = c
-        .prepare_cached(
-            "SELECT office, dossier_id, typical_at FROM patients
-             WHERE typical = 1 AND typical_at < $1 AND ($2::text IS NULL OR office = $2)",
-        )
-        .await?;
-    for r in c.query(&typical, &[&end, &office]).await? {
-        rows.typical.push(MarkFact {
-            office: r.try_get(0)?,
-            dossier: r.try_get(1)?,
-            at: time(&r, 2)?,
-        });
-    }
-    rows.slot_counts = slot_counts(c, office, from, to).await?;
-    let categories = c
-        .prepare_cached(
-            "SELECT office, category, sum(patients)::bigint,
-                    coalesce(sum(patients) FILTER (WHERE category <> 'stopped'
-                        AND lapses_on <> '' AND lapses_on <= $1), 0)::bigint,
-                    sum(typical)::bigint, sum(problem)::bigint
-             FROM category_tallies
-             WHERE ($2::text IS NULL OR office = $2)
-             GROUP BY office, category",
-        )
-        .await?;
-    let mut tallies = Vec::new();
-    for r in c.query(&categories, &[&fmt_date(to), &office]).await? {
-        tallies.push(CategoryTally {
-            office: r.try_get(0)?,
-            category: r.try_get(1)?,
-            count: count(&r, 2)?,
-            lapsed: count(&r, 3)?,
-            typical: count(&r, 4)?,
-            problem: count(&r, 5)?,
-        });
-    }
-    rows.categories = fold_category_counts(tallies);
-    for r in query(
-        "SELECT office, dossier_id, at, staff, kind, activity, patient_since FROM staff_events
-         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-    )
-    .await?
-    {
-        rows.events.extend(keqing_projection::staff_event_from(
-            r.try_get(0)?,
-            r.try_get(1)?,
-            time(&r, 2)?,
-            r.try_get(3)?,
-            &r.try_get::<_, String>(4)?,
-            r.try_get(5)?,
-            opt_time(&r, 6)?,
-        ));
-    }
     let by_office = |sql: &'static str| async move {
         let stmt = c.prepare_cached(sql).await?;
         Ok::<_, StoreError>(c.query(&stmt, &[&office]).await?)
     };
-    for r in
-        by_office("SELECT office, name, role FROM staff WHERE ($1::text IS NULL OR office = $1)")
-            .await?
-    {
-        rows.roles.push(keqing_projection::role_from(
-            r.try_get(0)?,
-            r.try_get(1)?,
-            &r.try_get::<_, String>(2)?,
-        ));
-    }
-    for r in by_office(
-        "SELECT id, office, name, kind, starts, ends, source FROM activities
-         WHERE ($1::text IS NULL OR office = $1)",
-    )
-    .await?
-    {
-        rows.activities.extend(keqing_projection::activity_from(
-            r.try_get(0)?,
-            r.try_get(1)?,
-            r.try_get(2)?,
-            &r.try_get::<_, String>(3)?,
-            (&r.try_get::<_, String>(4)?, &r.try_get::<_, String>(5)?),
-            r.try_get(6)?,
-        ));
-    }
-    Ok(rows)
+    let calls = async {
+        let rows = in_range(
+            "SELECT office, dossier_id, at, staff, source, disease FROM calls
+             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CallFact {
+                    office: r.try_get(0)?,
+                    dossier: r.try_get(1)?,
+                    at: time(r, 2)?,
+                    staff: r.try_get(3)?,
+                    source: r.try_get(4)?,
+                    disease: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let visits = async {
+        let rows = in_range(
+            "SELECT office, dossier_id, at, staff, purchased, reason FROM visits
+             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VisitFact {
+                    office: r.try_get(0)?,
+                    dossier: r.try_get(1)?,
+                    at: time(r, 2)?,
+                    staff: r.try_get(3)?,
+                    purchased: r.try_get::<_, i64>(4)? != 0,
+                    reason: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let purchases = async {
+        let rows = in_range(
+            "SELECT office, dossier_id, at, staff, amount_fen, nth, prev_runout FROM purchases
+             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PurchaseFact {
+                    office: r.try_get(0)?,
+                    dossier: r.try_get(1)?,
+                    at: time(r, 2)?,
+                    staff: r.try_get(3)?,
+                    amount_fen: r.try_get(4)?,
+                    order: PurchaseOrder {
+                        nth: u32::try_from(r.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
+                        prev_runout: opt_date(r, 6)?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    // Read from the day tallies: the report only counts follow-ups, by
+    // office, staff and day.
+    let followups = async {
+        let rows = in_range(
+            "SELECT office, staff, day, done, on_time FROM followup_tallies
+             WHERE day >= left($1, 10) AND day < left($2, 10) AND ($3::text IS NULL OR office = $3)",
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FollowUpTally {
+                    office: r.try_get(0)?,
+                    staff: r.try_get(1)?,
+                    day: opt_date(r, 2)?.ok_or_else(|| {
+                        StoreError::Postgres("a follow-up tally without a day".into())
+                    })?,
+                    done: count(r, 3)?,
+                    on_time: count(r, 4)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let nonpatient = async {
+        let rows = in_range(
+            "SELECT office, at, staff, kind FROM nonpatient_calls
+             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(NonPatientFact {
+                    office: r.try_get(0)?,
+                    at: time(r, 1)?,
+                    staff: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let problems = async {
+        let rows = in_range(
+            "SELECT office, dossier_id, at, resolved_at FROM problems
+             WHERE at < $2 AND (resolved_at IS NULL OR resolved_at >= $1)
+               AND ($3::text IS NULL OR office = $3)",
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ProblemFact {
+                    office: r.try_get(0)?,
+                    dossier: r.try_get(1)?,
+                    opened_at: time(r, 2)?,
+                    resolved_at: opt_time(r, 3)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let typical = async {
+        let stmt = c
+            .prepare_cached(
+                "SELECT office, dossier_id, typical_at FROM patients
+                 WHERE typical = 1 AND typical_at < $1 AND ($2::text IS NULL OR office = $2)",
+            )
+            .await?;
+        let rows = c.query(&stmt, &[&end, &office]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MarkFact {
+                    office: r.try_get(0)?,
+                    dossier: r.try_get(1)?,
+                    at: time(r, 2)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let categories = async {
+        let stmt = c
+            .prepare_cached(
+                "SELECT office, category, sum(patients)::bigint,
+                        coalesce(sum(patients) FILTER (WHERE category <> 'stopped'
+                            AND lapses_on <> '' AND lapses_on <= $1), 0)::bigint,
+                        sum(typical)::bigint, sum(problem)::bigint
+                 FROM category_tallies
+                 WHERE ($2::text IS NULL OR office = $2)
+                 GROUP BY office, category",
+            )
+            .await?;
+        let rows = c.query(&stmt, &[&fmt_date(to), &office]).await?;
+        let tallies = rows
+            .iter()
+            .map(|r| {
+                Ok(CategoryTally {
+                    office: r.try_get(0)?,
+                    category: r.try_get(1)?,
+                    count: count(r, 2)?,
+                    lapsed: count(r, 3)?,
+                    typical: count(r, 4)?,
+                    problem: count(r, 5)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(fold_category_counts(tallies))
+    };
+    let events = async {
+        let rows = in_range(
+            "SELECT office, dossier_id, at, staff, kind, activity, patient_since FROM staff_events
+             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        )
+        .await?;
+        let mut events = Vec::new();
+        for r in &rows {
+            events.extend(keqing_projection::staff_event_from(
+                r.try_get(0)?,
+                r.try_get(1)?,
+                time(r, 2)?,
+                r.try_get(3)?,
+                &r.try_get::<_, String>(4)?,
+                r.try_get(5)?,
+                opt_time(r, 6)?,
+            ));
+        }
+        Ok::<_, StoreError>(events)
+    };
+    let roles = async {
+        let rows = by_office(
+            "SELECT office, name, role FROM staff WHERE ($1::text IS NULL OR office = $1)",
+        )
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(keqing_projection::role_from(
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    &r.try_get::<_, String>(2)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let activities = async {
+        let rows = by_office(
+            "SELECT id, office, name, kind, starts, ends, source FROM activities
+             WHERE ($1::text IS NULL OR office = $1)",
+        )
+        .await?;
+        let mut activities = Vec::new();
+        for r in &rows {
+            activities.extend(keqing_projection::activity_from(
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                &r.try_get::<_, String>(3)?,
+                (&r.try_get::<_, String>(4)?, &r.try_get::<_, String>(5)?),
+                r.try_get(6)?,
+            ));
+        }
+        Ok::<_, StoreError>(activities)
+    };
+    let (
+        (calls, visits, purchases, followups, nonpatient, problems),
+        (typical, slot_counts, categories, events, roles, activities),
+    ) = futures_util::try_join!(
+        async {
+            futures_util::try_join!(calls, visits, purchases, followups, nonpatient, problems)
+        },
+        async {
+            futures_util::try_join!(
+                typical,
+                slot_counts(c, office, from, to),
+                categories,
+                events,
+                roles,
+                activities
+            )
+        },
+    )?;
+    Ok(ReportRows {
+        calls,
+        visits,
+        purchases,
+        followups,
+        nonpatient,
+        problems,
+        typical,
+        slot_counts,
+        categories,
+        events,
+        roles,
+        activities,
+        ..ReportRows::default()
+    })
 }
 
-/// Due and on-time counts of the range from the flags fixed at projection;
-/// overdue at the end of `to`: slots on the list then (due from on or
-/// before it, settled after it) whose deadline is before it, read from the
-/// index of open slots.
 async fn slot_counts(
     c: &impl GenericClient,
     office: Option<&str>,
     from: NaiveDate,
     to: NaiveDate,
 ) -> Result<Vec<SlotCounts>> {
-    let due_stmt = c
-        .prepare_cached(
-            "SELECT office, sum(due)::bigint, sum(due_on_time)::bigint,
-                    sum(not_visited_due)::bigint, sum(not_visited_on_time)::bigint
-             FROM slot_tallies
-             WHERE deadline >= $1 AND deadline <= $2 AND ($3::text IS NULL OR office = $3)
-             GROUP BY office",
-        )
-        .await?;
-    let mut due = Vec::new();
-    for r in c
-        .query(&due_stmt, &[&fmt_date(from), &fmt_date(to), &office])
-        .await?
-    {
-        due.push(SlotCounts {
-            office: r.try_get(0)?,
-            due: count(&r, 1)?,
-            due_on_time: count(&r, 2)?,
-            not_visited_due: count(&r, 3)?,
-            not_visited_on_time: count(&r, 4)?,
-            overdue: 0,
-        });
-    }
-    let overdue_stmt = c
-        .prepare_cached(
-            "SELECT office, count(*) FROM slots
-             WHERE settled_on > $1 AND due_from <= $1 AND deadline < $1
-               AND settled_on > due_from AND ($2::text IS NULL OR office = $2)
-             GROUP BY office",
-        )
-        .await?;
-    let mut overdue = Vec::new();
-    for r in c.query(&overdue_stmt, &[&fmt_date(to), &office]).await? {
-        overdue.push((r.try_get::<_, String>(0)?, count(&r, 1)?));
-    }
+    let (from, to) = (fmt_date(from), fmt_date(to));
+    let due = async {
+        let stmt = c
+            .prepare_cached(
+                "SELECT office, sum(due)::bigint, sum(due_on_time)::bigint,
+                        sum(not_visited_due)::bigint, sum(not_visited_on_time)::bigint
+                 FROM slot_tallies
+                 WHERE deadline >= $1 AND deadline <= $2 AND ($3::text IS NULL OR office = $3)
+                 GROUP BY office",
+            )
+            .await?;
+        let rows = c.query(&stmt, &[&from, &to, &office]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SlotCounts {
+                    office: r.try_get(0)?,
+                    due: count(r, 1)?,
+                    due_on_time: count(r, 2)?,
+                    not_visited_due: count(r, 3)?,
+                    not_visited_on_time: count(r, 4)?,
+                    overdue: 0,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let overdue = async {
+        let stmt = c
+            .prepare_cached(
+                "SELECT office, count(*) FROM slots
+                 WHERE settled_on > $1 AND due_from <= $1 AND deadline < $1
+                   AND settled_on > due_from AND ($2::text IS NULL OR office = $2)
+                 GROUP BY office",
+            )
+            .await?;
+        let rows = c.query(&stmt, &[&to, &office]).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<_, String>(0)?, count(r, 1)?)))
+            .collect::<Result<Vec<_>>>()
+    };
+    let (due, overdue) = futures_util::try_join!(due, overdue)?;
     Ok(fold_slot_counts(due, overdue))
 }
 
