@@ -228,10 +228,19 @@ pub(super) async fn erasure_requests(
 /// row stays in its table's pages (and an updated one's old versions)
 /// until VACUUM FULL writes the table anew. Not in a transaction (VACUUM
 /// cannot be); each table is locked while it is rewritten.
+///
+/// A rewritten table starts with an empty visibility map, and autovacuum
+/// has no reason to visit a table without dead rows: the reports' index-only
+/// scans would read every row's page from the table instead (at 1M
+/// dossiers the 30-day national report went from 0.3 to 1.3 s). A plain
+/// VACUUM afterwards marks the new pages all-visible, and ANALYZE gives
+/// the planner the tables' new sizes.
 pub(super) async fn scrub(c: &impl GenericClient) -> Result<()> {
     let mut tables = vec!["changes", "documents", "projection_digests"];
     tables.extend(rows::DOSSIER_TABLES.iter().map(|t| t.name));
-    c.batch_execute(&format!("VACUUM (FULL) {}", tables.join(", ")))
+    let tables = tables.join(", ");
+    c.batch_execute(&format!("VACUUM (FULL) {tables}")).await?;
+    c.batch_execute(&format!("VACUUM (ANALYZE) {tables}"))
         .await?;
     Ok(())
 }
