@@ -938,9 +938,13 @@ async fn slot_counts(
     let overdue = async {
         let stmt = c
             .prepare_cached(
+                // Past the deadline and not settled by the day's end:
+                // `deadline < day < settled_on`, read from the spans'
+                // index (schema migration 16).
                 "SELECT office, count(*) FROM slots
-                 WHERE settled_on > $1 AND due_from <= $1 AND deadline < $1
-                   AND settled_on > due_from AND ($2::text IS NULL OR office = $2)
+                 WHERE keqing_day_span(deadline, settled_on, '()') @> $1::text
+                   AND settled_on COLLATE \"C\" > deadline COLLATE \"C\"
+                   AND due_from <= $1 AND ($2::text IS NULL OR office = $2)
                  GROUP BY office",
             )
             .await?;
