@@ -15,7 +15,8 @@
 //!   number of dossiers at every size, so the ratio says whether its cost
 //!   grows with the store), run unpaced on the store after the server stops
 //!   (`keqing-server project`: the server's binary, allocator and all);
-//! - the national report of the last 30 days: first and warm median;
+//! - the national report of the last 30 days: first and warm median (and
+//!   of the median, the time reading the rows and building the report);
 //! - the server process's resident memory (now and at its peak);
 //! - bytes on disk per dossier, against the saved automerge document,
 //!   before and after the log is compacted (`keqing-server compact
@@ -26,7 +27,8 @@
 //!
 //! Then, on PostgreSQL, 27 offices pushing at once to one server process
 //! and to two over one database (KEQING_NATIONAL_BENCH_PUSH dossiers per
-//! office, default 300; 0 leaves it out).
+//! office, default 300; 0 leaves it out), with the cores the machine, the
+//! server processes and the devices kept busy meanwhile.
 //!
 //! Generated dossiers are kept in KEQING_BENCH_CACHE (default
 //! target/national-bench-cache) and reused by later runs.
@@ -739,7 +741,9 @@ fn compact(place: &Place, dir: &Path, more: &[&str]) -> (serde_json::Value, f64)
 
 /// The national report of the last 30 days: (first, warm median) in ms,
 /// and its calls.
-fn national_report(place: &Place) -> (f64, f64, u64) {
+/// The national report of the last 30 days: (first ms, warm median ms,
+/// its calls, the median run's ms reading the rows).
+fn national_report(place: &Place) -> (f64, f64, u64, f64) {
     let store = place.open();
     let reader = store.projections().expect("session");
     let to = today();
@@ -755,11 +759,7 @@ fn national_report(place: &Place) -> (f64, f64, u64) {
     let mut warm: Vec<(f64, f64)> = (0..5).map(|_| run()).map(|(t, r, _)| (t, r)).collect();
     warm.sort_by(|a, b| a.0.total_cmp(&b.0));
     let (median, read) = warm[2];
-    println!(
-        "  (warm median {median:.0} ms: reading the rows {read:.0} ms, building the report from them {:.0} ms)",
-        median - read
-    );
-    (first, median, calls)
+    (first, median, calls, read)
 }
 
 /// A new headquarters device's first sync: (seconds, dossiers it holds,
@@ -857,9 +857,10 @@ fn main() {
         );
         let (docs, changes, s) = catch_up(&place, &kept);
         println!("projector: {docs} documents, {changes} changes behind ({s:.1} s)");
-        let (first, warm, calls) = national_report(&place);
+        let (first, warm, calls, read) = national_report(&place);
         println!(
-            "national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms"
+            "national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms (reading the rows {read:.0}, building the report {:.0})",
+            warm - read
         );
         println!("on disk {:.0} MB", place.bytes_on_disk() as f64 / 1e6);
         // KEQING_NATIONAL_BENCH_BOOTSTRAP=1: and a new headquarters device's
@@ -933,7 +934,7 @@ fn main() {
             saved_total += p.saved_bytes;
             have = size;
             let (docs, changes, s) = catch_up(&place, &dir);
-            let (first, warm, calls) = national_report(&place);
+            let (first, warm, calls, read) = national_report(&place);
             let dossiers = size * 27;
             let disk = place.bytes_on_disk();
             let saved_mean = saved_total as f64 / dossiers as f64;
@@ -950,7 +951,8 @@ fn main() {
                 docs as f64 / s
             );
             println!(
-                "  national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms"
+                "  national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms (reading the rows {read:.0}, building the report {:.0})",
+                warm - read
             );
             println!(
                 "  on disk {:.0} MB: {:.1} KB a dossier, {:.2}× its saved document ({:.1} KB)",
