@@ -22,7 +22,8 @@
 //!   before and after the log is compacted (`keqing-server compact
 //!   --keep-days 0`: what a store reaches once its log is older than
 //!   log-keep-days), and after `compact --vacuum` gives the freed space
-//!   back (the new headquarters device below reads the vacuumed store);
+//!   back (the report is measured again on the vacuumed store, and the new
+//!   headquarters device below reads it);
 //! - a new headquarters device bootstrapping every dossier (first sync).
 //!
 //! Then, on PostgreSQL, 27 offices pushing at once to one server process
@@ -985,6 +986,13 @@ fn main() {
                 vacuumed["seconds"].as_f64().unwrap_or(0.0),
                 after / dossiers as f64 / 1e3,
                 after / dossiers as f64 / saved_mean,
+            );
+            // The vacuum rewrote the tables: the report must be as fast
+            // from them (PostgreSQL's visibility map, see Store::scrub).
+            let (first, warm, _, read) = national_report(&place);
+            println!(
+                "  national report after the vacuum: first {first:.0} ms, warm median {warm:.0} ms (reading the rows {read:.0}, building the report {:.0})",
+                warm - read
             );
             let (s, held, (rss, peak)) = bootstrap(&rt, &place, &dir, &format!("hq{size}"));
             println!(
