@@ -624,8 +624,8 @@ pub(super) async fn report_rows(
     c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
     let read = report_rows_in_snapshot(c, office, from, to).await;
-    // A failed query leaves the transaction aborted: rolled back either
-    // way, so the pooled connection goes back outside a transaction.
+    // Ended either way (a failed query aborts it: rolled back), so the
+    // pooled connection goes back outside a transaction.
     let end = c
         .batch_execute(if read.is_ok() { "COMMIT" } else { "ROLLBACK" })
         .await;
