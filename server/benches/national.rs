@@ -795,14 +795,6 @@ fn bootstrap(
     (seconds, held, memory)
 }
 
-/// Where a reused PostgreSQL database's server processes keep their
-/// directory (`--data`: its key and certificate).
-fn tmp_dir_for_reuse() -> PathBuf {
-    let dir = std::env::temp_dir().join("keqing-national-reuse");
-    std::fs::create_dir_all(&dir).expect("dir");
-    dir.join("store")
-}
-
 fn office_tokens(place: &Place, dir: &Path, suffix: &str) -> Vec<String> {
     OFFICES
         .iter()
@@ -842,8 +834,14 @@ fn main() {
     // the PostgreSQL database it kept, opened (so migrated) by this build:
     // its report and size only, no ingest.
     if let Ok(reused) = std::env::var("KEQING_NATIONAL_BENCH_REUSE") {
+        // A reused PostgreSQL database's server processes keep their
+        // `--data` (key, certificate) in a temp dir, gone at the end.
+        let beside_database = tempfile::tempdir().expect("tempdir");
         let (place, kept) = if reused.starts_with("postgres://") {
-            (Place::Postgres(reused), tmp_dir_for_reuse())
+            (
+                Place::Postgres(reused),
+                beside_database.path().join("store"),
+            )
         } else {
             (
                 Place::Sqlite(PathBuf::from(&reused)),
