@@ -515,7 +515,8 @@ fn a_postgres_report_reads_one_snapshot() {
             &["-tA"],
             &format!(
                 "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                 WHERE c.relname = 'visits' AND l.granted = {granted}"
+                 WHERE l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND c.relname = 'visits' AND l.granted = {granted}"
             ),
         )
         .trim()
