@@ -643,187 +643,151 @@ async fn report_rows_in_snapshot(
     let midnight = |d: NaiveDate| fmt_datetime(d.and_hms_opt(0, 0, 0).expect("midnight exists"));
     let start = midnight(from);
     let end = midnight(to + chrono::Duration::days(1));
+    let last_day = fmt_date(to);
     let range: [&(dyn ToSql + Sync); 3] = [&start, &end, &office];
-    let in_range = |sql: &'static str| async move {
-        let stmt = c.prepare_cached(sql).await?;
-        Ok::<_, StoreError>(c.query(&stmt, &range).await?)
-    };
-    let by_office = |sql: &'static str| async move {
-        let stmt = c.prepare_cached(sql).await?;
-        Ok::<_, StoreError>(c.query(&stmt, &[&office]).await?)
-    };
-    let calls = async {
-        let rows = in_range(
-            "SELECT office, dossier_id, at, staff, source, disease FROM calls
-             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(CallFact {
-                    office: r.try_get(0)?,
-                    dossier: r.try_get(1)?,
-                    at: time(r, 2)?,
-                    staff: r.try_get(3)?,
-                    source: r.try_get(4)?,
-                    disease: r.try_get(5)?,
-                })
+    let before_end: [&(dyn ToSql + Sync); 2] = [&end, &office];
+    let on_last_day: [&(dyn ToSql + Sync); 2] = [&last_day, &office];
+    let in_office: [&(dyn ToSql + Sync); 1] = [&office];
+    let calls = selected(
+        c,
+        "SELECT office, dossier_id, at, staff, source, disease FROM calls
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        &range,
+        |r| {
+            Ok(CallFact {
+                office: r.try_get(0)?,
+                dossier: r.try_get(1)?,
+                at: time(r, 2)?,
+                staff: r.try_get(3)?,
+                source: r.try_get(4)?,
+                disease: r.try_get(5)?,
             })
-            .collect::<Result<Vec<_>>>()
-    };
-    let visits = async {
-        let rows = in_range(
-            "SELECT office, dossier_id, at, staff, purchased, reason FROM visits
-             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(VisitFact {
-                    office: r.try_get(0)?,
-                    dossier: r.try_get(1)?,
-                    at: time(r, 2)?,
-                    staff: r.try_get(3)?,
-                    purchased: r.try_get::<_, i64>(4)? != 0,
-                    reason: r.try_get(5)?,
-                })
+        },
+    );
+    let visits = selected(
+        c,
+        "SELECT office, dossier_id, at, staff, purchased, reason FROM visits
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        &range,
+        |r| {
+            Ok(VisitFact {
+                office: r.try_get(0)?,
+                dossier: r.try_get(1)?,
+                at: time(r, 2)?,
+                staff: r.try_get(3)?,
+                purchased: r.try_get::<_, i64>(4)? != 0,
+                reason: r.try_get(5)?,
             })
-            .collect::<Result<Vec<_>>>()
-    };
-    let purchases = async {
-        let rows = in_range(
-            "SELECT office, dossier_id, at, staff, amount_fen, nth, prev_runout FROM purchases
-             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PurchaseFact {
-                    office: r.try_get(0)?,
-                    dossier: r.try_get(1)?,
-                    at: time(r, 2)?,
-                    staff: r.try_get(3)?,
-                    amount_fen: r.try_get(4)?,
-                    order: PurchaseOrder {
-                        nth: u32::try_from(r.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
-                        prev_runout: opt_date(r, 6)?,
-                    },
-                })
+        },
+    );
+    let purchases = selected(
+        c,
+        "SELECT office, dossier_id, at, staff, amount_fen, nth, prev_runout FROM purchases
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        &range,
+        |r| {
+            Ok(PurchaseFact {
+                office: r.try_get(0)?,
+                dossier: r.try_get(1)?,
+                at: time(r, 2)?,
+                staff: r.try_get(3)?,
+                amount_fen: r.try_get(4)?,
+                order: PurchaseOrder {
+                    nth: u32::try_from(r.try_get::<_, i64>(5)?).unwrap_or(u32::MAX),
+                    prev_runout: opt_date(r, 6)?,
+                },
             })
-            .collect::<Result<Vec<_>>>()
-    };
+        },
+    );
     // Read from the day tallies: the report only counts follow-ups, by
     // office, staff and day.
-    let followups = async {
-        let rows = in_range(
-            "SELECT office, staff, day, done, on_time FROM followup_tallies
-             WHERE day >= left($1, 10) AND day < left($2, 10) AND ($3::text IS NULL OR office = $3)",
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FollowUpTally {
-                    office: r.try_get(0)?,
-                    staff: r.try_get(1)?,
-                    day: opt_date(r, 2)?.ok_or_else(|| {
-                        StoreError::Postgres("a follow-up tally without a day".into())
-                    })?,
-                    done: count(r, 3)?,
-                    on_time: count(r, 4)?,
-                })
+    let followups = selected(
+        c,
+        "SELECT office, staff, day, done, on_time FROM followup_tallies
+         WHERE day >= left($1, 10) AND day < left($2, 10) AND ($3::text IS NULL OR office = $3)",
+        &range,
+        |r| {
+            Ok(FollowUpTally {
+                office: r.try_get(0)?,
+                staff: r.try_get(1)?,
+                day: opt_date(r, 2)?.ok_or_else(|| {
+                    StoreError::Postgres("a follow-up tally without a day".into())
+                })?,
+                done: count(r, 3)?,
+                on_time: count(r, 4)?,
             })
-            .collect::<Result<Vec<_>>>()
-    };
-    let nonpatient = async {
-        let rows = in_range(
-            "SELECT office, at, staff, kind FROM nonpatient_calls
-             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(NonPatientFact {
-                    office: r.try_get(0)?,
-                    at: time(r, 1)?,
-                    staff: r.try_get(2)?,
-                    kind: r.try_get(3)?,
-                })
+        },
+    );
+    let nonpatient = selected(
+        c,
+        "SELECT office, at, staff, kind FROM nonpatient_calls
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        &range,
+        |r| {
+            Ok(NonPatientFact {
+                office: r.try_get(0)?,
+                at: time(r, 1)?,
+                staff: r.try_get(2)?,
+                kind: r.try_get(3)?,
             })
-            .collect::<Result<Vec<_>>>()
-    };
-    let problems = async {
-        let rows = in_range(
-            "SELECT office, dossier_id, at, resolved_at FROM problems
-             WHERE at < $2 AND (resolved_at IS NULL OR resolved_at >= $1)
-               AND ($3::text IS NULL OR office = $3)",
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ProblemFact {
-                    office: r.try_get(0)?,
-                    dossier: r.try_get(1)?,
-                    opened_at: time(r, 2)?,
-                    resolved_at: opt_time(r, 3)?,
-                })
+        },
+    );
+    let problems = selected(
+        c,
+        "SELECT office, dossier_id, at, resolved_at FROM problems
+         WHERE at < $2 AND (resolved_at IS NULL OR resolved_at >= $1)
+           AND ($3::text IS NULL OR office = $3)",
+        &range,
+        |r| {
+            Ok(ProblemFact {
+                office: r.try_get(0)?,
+                dossier: r.try_get(1)?,
+                opened_at: time(r, 2)?,
+                resolved_at: opt_time(r, 3)?,
             })
-            .collect::<Result<Vec<_>>>()
-    };
-    let typical = async {
-        let stmt = c
-            .prepare_cached(
-                "SELECT office, dossier_id, typical_at FROM patients
-                 WHERE typical = 1 AND typical_at < $1 AND ($2::text IS NULL OR office = $2)",
-            )
-            .await?;
-        let rows = c.query(&stmt, &[&end, &office]).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MarkFact {
-                    office: r.try_get(0)?,
-                    dossier: r.try_get(1)?,
-                    at: time(r, 2)?,
-                })
+        },
+    );
+    let typical = selected(
+        c,
+        "SELECT office, dossier_id, typical_at FROM patients
+         WHERE typical = 1 AND typical_at < $1 AND ($2::text IS NULL OR office = $2)",
+        &before_end,
+        |r| {
+            Ok(MarkFact {
+                office: r.try_get(0)?,
+                dossier: r.try_get(1)?,
+                at: time(r, 2)?,
             })
-            .collect::<Result<Vec<_>>>()
-    };
-    let categories = async {
-        let stmt = c
-            .prepare_cached(
-                "SELECT office, category, sum(patients)::bigint,
-                        coalesce(sum(patients) FILTER (WHERE category <> 'stopped'
-                            AND lapses_on <> '' AND lapses_on <= $1), 0)::bigint,
-                        sum(typical)::bigint, sum(problem)::bigint
-                 FROM category_tallies
-                 WHERE ($2::text IS NULL OR office = $2)
-                 GROUP BY office, category",
-            )
-            .await?;
-        let rows = c.query(&stmt, &[&fmt_date(to), &office]).await?;
-        let tallies = rows
-            .iter()
-            .map(|r| {
-                Ok(CategoryTally {
-                    office: r.try_get(0)?,
-                    category: r.try_get(1)?,
-                    count: count(r, 2)?,
-                    lapsed: count(r, 3)?,
-                    typical: count(r, 4)?,
-                    problem: count(r, 5)?,
-                })
+        },
+    );
+    let categories = selected(
+        c,
+        "SELECT office, category, sum(patients)::bigint,
+                coalesce(sum(patients) FILTER (WHERE category <> 'stopped'
+                    AND lapses_on <> '' AND lapses_on <= $1), 0)::bigint,
+                sum(typical)::bigint, sum(problem)::bigint
+         FROM category_tallies
+         WHERE ($2::text IS NULL OR office = $2)
+         GROUP BY office, category",
+        &on_last_day,
+        |r| {
+            Ok(CategoryTally {
+                office: r.try_get(0)?,
+                category: r.try_get(1)?,
+                count: count(r, 2)?,
+                lapsed: count(r, 3)?,
+                typical: count(r, 4)?,
+                problem: count(r, 5)?,
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(fold_category_counts(tallies))
-    };
-    let events = async {
-        let rows = in_range(
-            "SELECT office, dossier_id, at, staff, kind, activity, patient_since FROM staff_events
-             WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
-        )
-        .await?;
-        let mut events = Vec::new();
-        for r in &rows {
-            events.extend(keqing_projection::staff_event_from(
+        },
+    );
+    let events = selected(
+        c,
+        "SELECT office, dossier_id, at, staff, kind, activity, patient_since FROM staff_events
+         WHERE at >= $1 AND at < $2 AND ($3::text IS NULL OR office = $3)",
+        &range,
+        |r| {
+            Ok(keqing_projection::staff_event_from(
                 r.try_get(0)?,
                 r.try_get(1)?,
                 time(r, 2)?,
@@ -831,44 +795,37 @@ async fn report_rows_in_snapshot(
                 &r.try_get::<_, String>(4)?,
                 r.try_get(5)?,
                 opt_time(r, 6)?,
-            ));
-        }
-        Ok::<_, StoreError>(events)
-    };
-    let roles = async {
-        let rows = by_office(
-            "SELECT office, name, role FROM staff WHERE ($1::text IS NULL OR office = $1)",
-        )
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(keqing_projection::role_from(
-                    r.try_get(0)?,
-                    r.try_get(1)?,
-                    &r.try_get::<_, String>(2)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()
-    };
-    let activities = async {
-        let rows = by_office(
-            "SELECT id, office, name, kind, starts, ends, source FROM activities
-             WHERE ($1::text IS NULL OR office = $1)",
-        )
-        .await?;
-        let mut activities = Vec::new();
-        for r in &rows {
-            activities.extend(keqing_projection::activity_from(
+            ))
+        },
+    );
+    let roles = selected(
+        c,
+        "SELECT office, name, role FROM staff WHERE ($1::text IS NULL OR office = $1)",
+        &in_office,
+        |r| {
+            Ok(keqing_projection::role_from(
+                r.try_get(0)?,
+                r.try_get(1)?,
+                &r.try_get::<_, String>(2)?,
+            ))
+        },
+    );
+    let activities = selected(
+        c,
+        "SELECT id, office, name, kind, starts, ends, source FROM activities
+         WHERE ($1::text IS NULL OR office = $1)",
+        &in_office,
+        |r| {
+            Ok(keqing_projection::activity_from(
                 r.try_get(0)?,
                 r.try_get(1)?,
                 r.try_get(2)?,
                 &r.try_get::<_, String>(3)?,
                 (&r.try_get::<_, String>(4)?, &r.try_get::<_, String>(5)?),
                 r.try_get(6)?,
-            ));
-        }
-        Ok::<_, StoreError>(activities)
-    };
+            ))
+        },
+    );
     let (
         (calls, visits, purchases, followups, nonpatient, problems),
         (typical, slot_counts, categories, events, roles, activities),
@@ -896,14 +853,32 @@ async fn report_rows_in_snapshot(
         problems,
         typical,
         slot_counts,
-        categories,
-        events,
+        categories: fold_category_counts(categories),
+        // Rows `staff_event_from` and `activity_from` cannot read (a kind
+        // this build does not know) are left out, as on SQLite.
+        events: events.into_iter().flatten().collect(),
         roles,
-        activities,
+        activities: activities.into_iter().flatten().collect(),
         ..ReportRows::default()
     })
 }
 
+/// The rows `sql` selects with `params` (its statement prepared once per
+/// connection), each read by `row`. Started together, such reads go out
+/// pipelined on the one connection.
+async fn selected<T>(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    row: impl Fn(&tokio_postgres::Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let stmt = c.prepare_cached(sql).await?;
+    c.query(&stmt, params).await?.iter().map(row).collect()
+}
+
+/// Due and on-time counts of the range from the flags fixed at projection;
+/// overdue at the end of `to`: slots whose open span `(deadline,
+/// settled_on)` holds it, read from the spans' GiST index.
 async fn slot_counts(
     c: &impl GenericClient,
     office: Option<&str>,
@@ -911,48 +886,38 @@ async fn slot_counts(
     to: NaiveDate,
 ) -> Result<Vec<SlotCounts>> {
     let (from, to) = (fmt_date(from), fmt_date(to));
-    let due = async {
-        let stmt = c
-            .prepare_cached(
-                "SELECT office, sum(due)::bigint, sum(due_on_time)::bigint,
-                        sum(not_visited_due)::bigint, sum(not_visited_on_time)::bigint
-                 FROM slot_tallies
-                 WHERE deadline >= $1 AND deadline <= $2 AND ($3::text IS NULL OR office = $3)
-                 GROUP BY office",
-            )
-            .await?;
-        let rows = c.query(&stmt, &[&from, &to, &office]).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SlotCounts {
-                    office: r.try_get(0)?,
-                    due: count(r, 1)?,
-                    due_on_time: count(r, 2)?,
-                    not_visited_due: count(r, 3)?,
-                    not_visited_on_time: count(r, 4)?,
-                    overdue: 0,
-                })
+    let range: [&(dyn ToSql + Sync); 3] = [&from, &to, &office];
+    let on_last_day: [&(dyn ToSql + Sync); 2] = [&to, &office];
+    let due = selected(
+        c,
+        "SELECT office, sum(due)::bigint, sum(due_on_time)::bigint,
+                sum(not_visited_due)::bigint, sum(not_visited_on_time)::bigint
+         FROM slot_tallies
+         WHERE deadline >= $1 AND deadline <= $2 AND ($3::text IS NULL OR office = $3)
+         GROUP BY office",
+        &range,
+        |r| {
+            Ok(SlotCounts {
+                office: r.try_get(0)?,
+                due: count(r, 1)?,
+                due_on_time: count(r, 2)?,
+                not_visited_due: count(r, 3)?,
+                not_visited_on_time: count(r, 4)?,
+                overdue: 0,
             })
-            .collect::<Result<Vec<_>>>()
-    };
-    let overdue = async {
-        let stmt = c
-            .prepare_cached(
-                // Past the deadline and not settled by the day's end:
-                // `deadline < day < settled_on`, read from the spans'
-                // index (schema migration 16).
-                "SELECT office, count(*) FROM slots
-                 WHERE keqing_day_span(deadline, settled_on, '()') @> $1::text
-                   AND settled_on COLLATE \"C\" > deadline COLLATE \"C\"
-                   AND due_from <= $1 AND ($2::text IS NULL OR office = $2)
-                 GROUP BY office",
-            )
-            .await?;
-        let rows = c.query(&stmt, &[&to, &office]).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get::<_, String>(0)?, count(r, 1)?)))
-            .collect::<Result<Vec<_>>>()
-    };
+        },
+    );
+    // `deadline < day < settled_on` (schema migration 16).
+    let overdue = selected(
+        c,
+        "SELECT office, count(*) FROM slots
+         WHERE keqing_day_span(deadline, settled_on, '()') @> $1::text
+           AND settled_on COLLATE \"C\" > deadline COLLATE \"C\"
+           AND due_from <= $1 AND ($2::text IS NULL OR office = $2)
+         GROUP BY office",
+        &on_last_day,
+        |r| Ok((r.try_get::<_, String>(0)?, count(r, 1)?)),
+    );
     let (due, overdue) = futures_util::try_join!(due, overdue)?;
     Ok(fold_slot_counts(due, overdue))
 }
