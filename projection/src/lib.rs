@@ -897,6 +897,23 @@ pub const SCHEMA: &str = concat!(
 /// The version of [`SCHEMA`].
 pub const SCHEMA_VERSION: u32 = 9;
 
+/// Drops the indexes only an office's lists read: the lists by category,
+/// typical and problem ([`patients::list_patients`]), the due list by
+/// person (`assignee`), and the category index the lists' counts read
+/// before version 4's tallies. The server lists no patients, so its store
+/// drops them: a new dossier's patient row is written into two indexes at
+/// random places fewer (`patients_list`, `patients_category`; the three
+/// partial ones hold few rows), the pages the projector's cost grows with
+/// at national scale, and ~145 bytes a dossier. A later projection
+/// version that changes them must use `IF EXISTS`. Frozen.
+pub const DROP_OFFICE_LIST_INDEXES: &str = "
+DROP INDEX IF EXISTS patients_category;
+DROP INDEX IF EXISTS patients_list;
+DROP INDEX IF EXISTS patients_list_typical;
+DROP INDEX IF EXISTS patients_list_problem;
+DROP INDEX IF EXISTS patients_assignee;
+";
+
 /// Every projection table (the R*Tree follows `slots` by triggers).
 pub const TABLES: [&str; 14] = [
     "staff",

@@ -231,6 +231,8 @@ CREATE TABLE device_health (
     // Projection version 9: a dossier's records keyed by dossier, without
     // a rowid (rows copied as they are).
     M::up(keqing_projection::V9_CHANGES),
+    // The office's list indexes: the server lists no patients.
+    M::up(keqing_projection::DROP_OFFICE_LIST_INDEXES),
 ];
 
 /// The documents in a rowid table, with the size of each snapshot. A
