@@ -368,9 +368,9 @@ impl LogWriter for SqliteWriter<'_> {
 /// for fsync. A power cut may roll the last of them back, never tear one
 /// (WAL), and what they wrote is derived again from the log. An
 /// acknowledged push stays durable: the writer's commit syncs the WAL, and
-/// with it every frame before its own. At 1M dossiers a projector commit
-/// writes thousands of pages at random places, and waiting for each to
-/// reach the disk was a tenth of the projector's time.
+/// with it every frame before its own. A projector commit at national
+/// scale writes thousands of pages; waiting for them to reach the disk
+/// made the projector 6–9 % slower (BENCHMARKS.md).
 struct SqliteProjections<'p> {
     conn: Pooled<'p>,
 }
