@@ -740,11 +740,33 @@ fn compact(place: &Place, dir: &Path, more: &[&str]) -> (serde_json::Value, f64)
     (answer, started.elapsed().as_secs_f64())
 }
 
-/// The national report of the last 30 days: (first, warm median) in ms,
-/// and its calls.
-/// The national report of the last 30 days: (first ms, warm median ms,
-/// its calls, the median run's ms reading the rows).
-fn national_report(place: &Place) -> (f64, f64, u64, f64) {
+/// What [`national_report`] measured.
+struct ReportTimes {
+    /// The first run, ms.
+    first: f64,
+    /// The median of five warm runs, ms.
+    warm: f64,
+    /// Of that median run, the ms reading the rows.
+    read: f64,
+    /// The report's calls.
+    calls: u64,
+}
+
+impl std::fmt::Display for ReportTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "first {:.0} ms, warm median {:.0} ms (reading the rows {:.0}, building the report {:.0})",
+            self.first,
+            self.warm,
+            self.read,
+            self.warm - self.read
+        )
+    }
+}
+
+/// The national report of the last 30 days.
+fn national_report(place: &Place) -> ReportTimes {
     let store = place.open();
     let reader = store.projections().expect("session");
     let to = today();
@@ -759,8 +781,13 @@ fn national_report(place: &Place) -> (f64, f64, u64, f64) {
     let (first, _, calls) = run();
     let mut warm: Vec<(f64, f64)> = (0..5).map(|_| run()).map(|(t, r, _)| (t, r)).collect();
     warm.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (median, read) = warm[2];
-    (first, median, calls, read)
+    let (warm, read) = warm[2];
+    ReportTimes {
+        first,
+        warm,
+        read,
+        calls,
+    }
 }
 
 /// A new headquarters device's first sync: (seconds, dossiers it holds,
@@ -856,10 +883,10 @@ fn main() {
         );
         let (docs, changes, s) = catch_up(&place, &kept);
         println!("projector: {docs} documents, {changes} changes behind ({s:.1} s)");
-        let (first, warm, calls, read) = national_report(&place);
+        let report = national_report(&place);
         println!(
-            "national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms (reading the rows {read:.0}, building the report {:.0})",
-            warm - read
+            "national report, last 30 days ({} calls): {report}",
+            report.calls
         );
         println!("on disk {:.0} MB", place.bytes_on_disk() as f64 / 1e6);
         // KEQING_NATIONAL_BENCH_BOOTSTRAP=1: and a new headquarters device's
@@ -933,7 +960,7 @@ fn main() {
             saved_total += p.saved_bytes;
             have = size;
             let (docs, changes, s) = catch_up(&place, &dir);
-            let (first, warm, calls, read) = national_report(&place);
+            let report = national_report(&place);
             let dossiers = size * 27;
             let disk = place.bytes_on_disk();
             let saved_mean = saved_total as f64 / dossiers as f64;
@@ -950,8 +977,8 @@ fn main() {
                 docs as f64 / s
             );
             println!(
-                "  national report, last 30 days ({calls} calls): first {first:.0} ms, warm median {warm:.0} ms (reading the rows {read:.0}, building the report {:.0})",
-                warm - read
+                "  national report, last 30 days ({} calls): {report}",
+                report.calls
             );
             println!(
                 "  on disk {:.0} MB: {:.1} KB a dossier, {:.2}× its saved document ({:.1} KB)",
@@ -987,10 +1014,9 @@ fn main() {
             );
             // The vacuum rewrote the tables: the report must be as fast
             // from them (PostgreSQL's visibility map, see Store::scrub).
-            let (first, warm, _, read) = national_report(&place);
             println!(
-                "  national report after the vacuum: first {first:.0} ms, warm median {warm:.0} ms (reading the rows {read:.0}, building the report {:.0})",
-                warm - read
+                "  national report after the vacuum: {}",
+                national_report(&place)
             );
             let (s, held, (rss, peak)) = bootstrap(&rt, &place, &dir, &format!("hq{size}"));
             println!(

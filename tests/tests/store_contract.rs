@@ -13,9 +13,15 @@ use std::sync::Arc;
 
 /// A store of each backend (the temp dir holds the SQLite one).
 fn each_store(tmp: &std::path::Path) -> Vec<Arc<dyn Store>> {
+    each_store_in(tmp, &keqing_tests::postgres_database())
+}
+
+/// Each store, PostgreSQL's in the database at `url` (for tests that also
+/// look into it with psql).
+fn each_store_in(tmp: &std::path::Path, url: &str) -> Vec<Arc<dyn Store>> {
     vec![
         Arc::new(SqliteStore::open(tmp).unwrap()),
-        Arc::new(PgStore::open(&keqing_tests::postgres_database()).unwrap()),
+        Arc::new(PgStore::open(url).unwrap()),
     ]
 }
 
@@ -1227,11 +1233,7 @@ fn a_compacted_log_still_brings_every_device_everything() {
     use keqing_shared::dossier::Dossier;
     let tmp = tempfile::tempdir().unwrap();
     let url = keqing_tests::postgres_database();
-    let stores: [Arc<dyn Store>; 2] = [
-        Arc::new(SqliteStore::open(tmp.path()).unwrap()),
-        Arc::new(PgStore::open(&url).unwrap()),
-    ];
-    for store in stores {
+    for store in each_store_in(tmp.path(), &url) {
         let backend = store.backend();
         let (hub, rt, actor) = two_enrolled_devices(&store);
         let push = |id: &str, changes: &[keqing_shared::dossier::NewChange]| {
@@ -1491,10 +1493,7 @@ fn append_raw(
 fn snapshots_are_stored_deflated_and_read_back_as_they_were() {
     let tmp = tempfile::tempdir().unwrap();
     let url = keqing_tests::postgres_database();
-    let stores: Vec<Arc<dyn Store>> = vec![
-        Arc::new(SqliteStore::open(tmp.path()).unwrap()),
-        Arc::new(PgStore::open(&url).unwrap()),
-    ];
+    let stores = each_store_in(tmp.path(), &url);
     // The stored rows as the database has them: (id, stored length, size,
     // first byte), and a statement run on the database.
     let sqlite_file = tmp.path().join(keqing_server::store::DB_FILE);
