@@ -849,8 +849,9 @@ fn transfers_and_erasures_behave_alike() {
     use keqing_shared::lifecycle::{NoticeKind, NoticeRequest};
     use keqing_shared::sync::{DocHeads, SyncErrorKind};
     let tmp = tempfile::tempdir().unwrap();
+    let url = keqing_tests::postgres_database();
     let mut noticed = Vec::new();
-    for store in each_store(tmp.path()) {
+    for store in each_store_in(tmp.path(), &url) {
         let backend = store.backend();
         add_office_device(&*store, "dev-gd", "44", "gd");
         add_office_device(&*store, "dev-bj", "11", "bj");
@@ -1040,6 +1041,20 @@ fn transfers_and_erasures_behave_alike() {
             "{backend}: {told:?}"
         );
         assert_eq!(calls(&store), 3, "{backend}: figures stay");
+        if backend == "postgres" {
+            // The integer key its follow-ups and slots were stored under
+            // goes with them; the stand-in has one of its own.
+            let keys = psql_ok(
+                &url,
+                &["-tA"],
+                &format!(
+                    "SELECT count(*) FILTER (WHERE dossier_id = '{erased}'),
+                            count(*) FILTER (WHERE dossier_id LIKE 'erased-%')
+                     FROM dossier_keys"
+                ),
+            );
+            assert_eq!(keys.trim(), "0|1", "{backend}");
+        }
         {
             let mut session = store.projections().unwrap();
             let dump = session.projection_dump().unwrap();
@@ -1191,6 +1206,70 @@ fn psql_ok(url: &str, flags: &[&str], sql: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// PostgreSQL keeps follow-ups and slots under an integer key of their
+/// dossier (schema migration 17), behind views: BI tools read `followups`
+/// and `slots` with the documented columns and types, the rows the
+/// projector wrote, and a rebuild gives them again.
+#[test]
+fn postgres_shows_keyed_followups_and_slots_with_their_documented_columns() {
+    use keqing_projection::rows::{FOLLOWUPS, SLOTS};
+    let url = keqing_tests::postgres_database();
+    let store: Arc<dyn Store> = Arc::new(PgStore::open(&url).unwrap());
+    let columns = psql_ok(
+        &url,
+        &["-tA"],
+        "SELECT table_name, column_name, data_type FROM information_schema.columns
+         WHERE table_name IN ('followups', 'slots') ORDER BY table_name, ordinal_position",
+    );
+    let integers = ["n", "day", "due_counted", "on_time"];
+    let documented: String = [&FOLLOWUPS, &SLOTS]
+        .iter()
+        .flat_map(|t| {
+            t.columns.iter().map(|c| {
+                let ty = if integers.contains(c) {
+                    "bigint"
+                } else {
+                    "text"
+                };
+                format!("{}|{c}|{ty}\n", t.name)
+            })
+        })
+        .collect();
+    assert_eq!(columns, documented);
+    add_office_device(&*store, "dev-gd", "44", "gd");
+    let hub = unlimited_hub(&store);
+    let rt = keqing_tests::runtime();
+    let gd = ActorId::random();
+    rt.block_on(hub.enroll("gd".into(), gd.to_bytes().to_vec()))
+        .unwrap();
+    for n in 0..2 {
+        let id = dossier_id("44", n);
+        let changes = working_dossier(&id, "44", &gd, n);
+        rt.block_on(hub.push("gd".into(), changes.iter().map(|c| env(&id, c)).collect()))
+            .unwrap();
+    }
+    let mut session = store.projections().unwrap();
+    keqing_server::projector::catch_up(&mut *session, |_, _| {}).unwrap();
+    let read = |sql: &str| psql_ok(&url, &["-tA"], sql);
+    let followups = read("SELECT dossier_id, id, on_time FROM followups ORDER BY 1, 2");
+    assert_eq!(followups.lines().count(), 2, "{followups}");
+    for n in 0..2 {
+        assert!(followups.contains(&dossier_id("44", n)), "{followups}");
+    }
+    let slots = read("SELECT count(*), count(DISTINCT dossier_id) FROM slots");
+    assert!(
+        slots.trim().ends_with("|2") && !slots.starts_with("0|"),
+        "{slots}"
+    );
+    let dump = session.projection_dump().unwrap();
+    keqing_server::projector::rebuild(&mut *session, |_, _| {}).unwrap();
+    assert_eq!(session.projection_dump().unwrap(), dump);
+    assert_eq!(
+        read("SELECT dossier_id, id, on_time FROM followups ORDER BY 1, 2"),
+        followups
+    );
+}
+
 /// A hub over `store` with two enrolled devices of office 44 (tokens `gd`
 /// and `gd2`), a runtime to drive it, and the first device's actor.
 fn two_enrolled_devices(
@@ -1328,7 +1407,8 @@ fn a_compacted_log_still_brings_every_device_everything() {
                 &url,
                 &["-tA"],
                 "SELECT relname, relpages, relallvisible FROM pg_class
-                 WHERE relname IN ('calls', 'followups', 'slots', 'patients') ORDER BY relname",
+                 WHERE relname IN ('calls', 'followup_rows', 'slot_rows', 'patients', 'dossier_keys')
+                 ORDER BY relname",
             );
             for line in maps.lines() {
                 let [_, pages, visible] = line.split('|').collect::<Vec<_>>()[..] else {

@@ -127,13 +127,7 @@ pub(super) async fn erase_document(
     ] {
         c.execute(sql, &[&doc_id]).await?;
     }
-    for table in rows::DOSSIER_TABLES {
-        c.execute(
-            &format!("DELETE FROM {} WHERE dossier_id = $1", table.name),
-            &[&doc_id],
-        )
-        .await?;
-    }
+    super::projections::delete_dossier_rows(c, doc_id).await?;
     if let Some(stand_in) = stand_in {
         super::projections::project_dossiers(c, &[stand_in]).await?;
     }
@@ -236,8 +230,12 @@ pub(super) async fn erasure_requests(
 /// VACUUM afterwards marks the new pages all-visible, and ANALYZE gives
 /// the planner the tables' new sizes.
 pub(super) async fn scrub(c: &impl GenericClient) -> Result<()> {
-    let mut tables = vec!["changes", "documents", "projection_digests"];
-    tables.extend(rows::DOSSIER_TABLES.iter().map(|t| t.name));
+    let mut tables = vec!["changes", "documents", "projection_digests", "dossier_keys"];
+    tables.extend(
+        rows::DOSSIER_TABLES
+            .iter()
+            .map(|t| super::projections::stored_name(t)),
+    );
     let tables = tables.join(", ");
     c.batch_execute(&format!("VACUUM (FULL) {tables}")).await?;
     c.batch_execute(&format!("VACUUM (ANALYZE) {tables}"))

@@ -9,7 +9,9 @@ use crate::store::{Projected, Result, SettledSnapshot, StoreError, UnreadableDoc
 use chrono::{NaiveDate, NaiveDateTime};
 use deadpool_postgres::{GenericClient, Object};
 use keqing_projection::rows::{self, Cell, Row, Table};
-use keqing_projection::{CategoryTally, TableSql, fold_category_counts, fold_slot_counts};
+use keqing_projection::{
+    CategoryTally, KeyedStorage, TableSql, fold_category_counts, fold_slot_counts,
+};
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::Slot;
 use keqing_shared::report::{
@@ -35,13 +37,17 @@ impl ToSql for PgCell<'_> {
         match (self.0, ty) {
             (Cell::Null, _) => Ok(IsNull::Yes),
             (Cell::Integer(i), &Type::INT8) => i.to_sql(ty, out),
+            // The keyed tables' counters and flags (a slot's number and
+            // day, 0 or 1): narrower than the numbers they could be.
+            (Cell::Integer(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
+            (Cell::Integer(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
             (Cell::Text(t), &Type::TEXT) => t.as_str().to_sql(ty, out),
             (v, ty) => Err(format!("{v:?} into a column of type {ty}").into()),
         }
     }
 
     fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::INT8 | Type::TEXT)
+        matches!(*ty, Type::INT8 | Type::INT4 | Type::INT2 | Type::TEXT)
     }
 
     to_sql_checked!();
@@ -67,7 +73,84 @@ static TABLE_SQL: [OnceLock<TableSql>; rows::TABLE_COUNT] =
     [const { OnceLock::new() }; rows::TABLE_COUNT];
 
 fn table_sql(table: &Table) -> &'static TableSql {
-    TABLE_SQL[table.index].get_or_init(|| TableSql::new(table, |i| format!("${i}")))
+    TABLE_SQL[table.index].get_or_init(|| match keyed_storage(table) {
+        Some(storage) => TableSql::keyed(table, |i| format!("${i}"), storage),
+        None => TableSql::new(table, |i| format!("${i}")),
+    })
+}
+
+/// The two tables with most rows a dossier, kept in PostgreSQL with the
+/// dossier as an integer key of `dossier_keys` (schema migration 17); the
+/// documented name is a view of the rows with the documented columns.
+static KEYED_TABLES: [(&str, KeyedStorage); 2] = [
+    (
+        "slots",
+        KeyedStorage {
+            table: "slot_rows",
+            dossier_column: "dossier",
+            key_of: dossier_key_of,
+        },
+    ),
+    (
+        "followups",
+        KeyedStorage {
+            table: "followup_rows",
+            dossier_column: "dossier",
+            key_of: dossier_key_of,
+        },
+    ),
+];
+
+/// The key of the dossier whose id is `id` (an expression).
+fn dossier_key_of(id: &str) -> String {
+    format!("(SELECT key FROM dossier_keys WHERE dossier_id = {id})")
+}
+
+fn keyed_storage(table: &Table) -> Option<&'static KeyedStorage> {
+    KEYED_TABLES
+        .iter()
+        .find(|(name, _)| *name == table.name)
+        .map(|(_, storage)| storage)
+}
+
+/// The table that holds `table`'s rows (what TRUNCATE and VACUUM name).
+pub(super) fn stored_name(table: &Table) -> &'static str {
+    keyed_storage(table).map_or(table.name, |s| s.table)
+}
+
+/// Deletes every row of a dossier's tables, and its key.
+pub(super) async fn delete_dossier_rows(c: &impl GenericClient, id: &str) -> Result<()> {
+    for table in rows::DOSSIER_TABLES {
+        let sql = match keyed_storage(table) {
+            Some(s) => format!(
+                "DELETE FROM {} WHERE {} = {}",
+                s.table,
+                s.dossier_column,
+                dossier_key_of("$1")
+            ),
+            None => format!("DELETE FROM {} WHERE dossier_id = $1", table.name),
+        };
+        c.execute(&sql, &[&id]).await?;
+    }
+    c.execute("DELETE FROM dossier_keys WHERE dossier_id = $1", &[&id])
+        .await?;
+    Ok(())
+}
+
+/// Gives each of `ids` a key in `dossier_keys` if it has none (the keyed
+/// tables' upserts look it up). A key is never taken from the identity's
+/// sequence for an id that has one.
+async fn ensure_dossier_keys(c: &impl GenericClient, ids: &[&str]) -> Result<()> {
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO dossier_keys (dossier_id)
+             SELECT DISTINCT id FROM unnest($1::text[]) AS t(id)
+             WHERE NOT EXISTS (SELECT 1 FROM dossier_keys k WHERE k.dossier_id = t.id)
+             ON CONFLICT (dossier_id) DO NOTHING",
+        )
+        .await?;
+    c.execute(&stmt, &[&ids]).await?;
+    Ok(())
 }
 
 /// Runs `stmt` once per row of parameters, pipelined on the connection
@@ -142,6 +225,7 @@ pub(super) async fn project_dossiers(
         return Ok(());
     }
     let ids: Vec<&str> = dossiers.iter().map(|(v, _)| v.id.as_str()).collect();
+    ensure_dossier_keys(c, &ids).await?;
     let digests_stmt = c
         .prepare_cached(
             "SELECT dossier_id, digests FROM projection_digests WHERE dossier_id = ANY($1)",
@@ -488,25 +572,31 @@ pub(super) async fn reset(client: &mut Object) -> Result<()> {
     // again; see `keqing_projection::clear`): set aside, then put back,
     // which counts them in the tallies again by the insert triggers.
     let stand_in = format!("'{}%'", keqing_shared::lifecycle::ERASED_PREFIX);
+    let kept = |t: &Table| match keyed_storage(t) {
+        Some(s) => format!(
+            "SELECT r.* FROM {} r JOIN dossier_keys k ON k.key = r.{} WHERE k.dossier_id LIKE {stand_in}",
+            s.table, s.dossier_column
+        ),
+        None => format!("SELECT * FROM {} WHERE dossier_id LIKE {stand_in}", t.name),
+    };
     let mut keep = rows::DOSSIER_TABLES
         .iter()
-        .map(|t| t.name)
-        .chain(["projection_digests"])
-        .map(|t| {
-            format!(
-                "CREATE TEMP TABLE keep_{t} ON COMMIT DROP AS
-                 SELECT * FROM {t} WHERE dossier_id LIKE {stand_in};"
-            )
-        })
+        .map(|t| (stored_name(t), kept(t)))
+        .chain([(
+            "projection_digests",
+            format!("SELECT * FROM projection_digests WHERE dossier_id LIKE {stand_in}"),
+        )])
+        .map(|(t, select)| format!("CREATE TEMP TABLE keep_{t} ON COMMIT DROP AS {select};"))
         .collect::<String>();
     let put_back = rows::DOSSIER_TABLES
         .iter()
-        .map(|t| t.name)
+        .map(|t| stored_name(t))
         .chain(["projection_digests"])
         .map(|t| format!("INSERT INTO {t} SELECT * FROM keep_{t};"))
         .collect::<String>();
     // TRUNCATE fires no row triggers: the derived tables go with the rest.
-    let tables: Vec<&str> = rows::dumped_tables().map(|t| t.name).collect();
+    // The dossiers keep their keys (the stand-ins' rows hold theirs).
+    let tables: Vec<&str> = rows::dumped_tables().map(stored_name).collect();
     keep.push_str(&format!(
         "TRUNCATE {}, projection_digests;
          DELETE FROM unreadable_documents;
