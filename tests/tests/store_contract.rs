@@ -1270,6 +1270,96 @@ fn postgres_shows_keyed_followups_and_slots_with_their_documented_columns() {
     );
 }
 
+/// A hostile device's dossier whose times no database holds (a call and a
+/// visit in 5001 BC: PostgreSQL's `timestamp` starts in 4713 BC) is
+/// projected on every backend with the dossier beside it: no store refuses
+/// the projector's batch, and the reports count the rest.
+#[test]
+fn a_dossier_with_times_no_database_holds_does_not_stop_the_projector() {
+    use keqing_shared::records::{Call, Visit};
+    let tmp = tempfile::tempdir().unwrap();
+    let url = keqing_tests::postgres_database();
+    for store in each_store_in(tmp.path(), &url) {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        let hub = unlimited_hub(&store);
+        let rt = keqing_tests::runtime();
+        let gd = ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), gd.to_bytes().to_vec()))
+            .unwrap();
+        let ancient = chrono::NaiveDate::from_ymd_opt(-5000, 3, 1)
+            .unwrap()
+            .and_hms_opt(9, 0, 0)
+            .unwrap();
+        let odd = dossier_id("44", 7);
+        // Opened today (a dossier's own opening time is checked when read).
+        let (mut d, first) =
+            Dossier::create(&odd, "44", t("2026-11-20T09:00"), gd.clone(), 1).unwrap();
+        let second = d
+            .edit(2, |tx| {
+                tx.add(&Call {
+                    id: "call-ancient".into(),
+                    at: ancient,
+                    staff: "李娜".into(),
+                    caller_phone: "13800138000".into(),
+                    relation: None,
+                    source: "电视".into(),
+                    disease: None,
+                    condition: None,
+                    treatment: None,
+                    outcome: None,
+                })?;
+                tx.add(&Visit {
+                    id: "visit-ancient".into(),
+                    at: ancient + chrono::Duration::days(5),
+                    staff: "坐诊专家".into(),
+                    purchased: false,
+                    reason_not_bought: None,
+                    notes: None,
+                })
+            })
+            .unwrap()
+            .unwrap();
+        let normal = dossier_id("44", 8);
+        let mut changes = vec![env(&odd, &first), env(&odd, &second)];
+        changes.extend(
+            working_dossier(&normal, "44", &gd, 8)
+                .iter()
+                .map(|c| env(&normal, c)),
+        );
+        rt.block_on(hub.push("gd".into(), changes)).unwrap();
+        let mut session = store.projections().unwrap();
+        keqing_server::projector::catch_up(&mut *session, |_, _| {}).unwrap();
+        let dump = session.projection_dump().unwrap();
+        for id in [&odd, &normal] {
+            assert!(
+                dump.lines()
+                    .any(|l| l.starts_with("slots|") && l.contains(id.as_str())),
+                "{backend}: {id}'s slots in {dump}"
+            );
+        }
+        let report = keqing_server::reports::build_report(
+            &mut *session,
+            &keqing_shared::report::Scope::National,
+            keqing_shared::when::parse_date("2026-11-01").unwrap(),
+            keqing_shared::when::parse_date("2026-11-30").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(report.total.calls, 1, "{backend}");
+        if backend == "postgres" {
+            // Held as -infinity, shown as null.
+            let anchors = psql_ok(
+                &url,
+                &["-tA"],
+                &format!(
+                    "SELECT count(*) FROM slots WHERE dossier_id = '{odd}' AND anchor IS NULL"
+                ),
+            );
+            assert_ne!(anchors.trim(), "0", "{backend}");
+        }
+    }
+}
+
 /// A hub over `store` with two enrolled devices of office 44 (tokens `gd`
 /// and `gd2`), a runtime to drive it, and the first device's actor.
 fn two_enrolled_devices(

@@ -42,15 +42,42 @@ impl ToSql for PgCell<'_> {
             (Cell::Integer(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
             (Cell::Integer(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
             (Cell::Text(t), &Type::TEXT) => t.as_str().to_sql(ty, out),
+            // A slot's times (`slot_rows`).
+            (Cell::Text(t), &Type::TIMESTAMP) => {
+                bytes::BufMut::put_i64(out, timestamp_micros(t));
+                Ok(IsNull::No)
+            }
             (v, ty) => Err(format!("{v:?} into a column of type {ty}").into()),
         }
     }
 
     fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::INT8 | Type::INT4 | Type::INT2 | Type::TEXT)
+        matches!(
+            *ty,
+            Type::INT8 | Type::INT4 | Type::INT2 | Type::TEXT | Type::TIMESTAMP
+        )
     }
 
     to_sql_checked!();
+}
+
+/// A stored time as PostgreSQL's `timestamp` takes it: microseconds from
+/// 2000-01-01. One it cannot hold (before 4713 BC: only a hostile device
+/// writes such a time; or not a stored time at all) is -infinity
+/// (`i64::MIN`), which the views show as null: a value PostgreSQL refused
+/// would fail the projector's whole batch, every office's dossiers with it.
+fn timestamp_micros(t: &str) -> i64 {
+    use chrono::Datelike;
+    const NEGATIVE_INFINITY: i64 = i64::MIN;
+    let epoch = NaiveDate::from_ymd_opt(2000, 1, 1)
+        .map(|d| d.and_time(chrono::NaiveTime::MIN))
+        .unwrap_or_default();
+    match read_stored_datetime(t) {
+        Some(at) if at.year() > -4713 => {
+            (at - epoch).num_microseconds().unwrap_or(NEGATIVE_INFINITY)
+        }
+        _ => NEGATIVE_INFINITY,
+    }
 }
 
 /// Column `i` of a projection row as a [`Cell`].
@@ -1091,4 +1118,20 @@ pub(super) async fn duplicate_candidates(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timestamp_micros;
+
+    #[test]
+    fn stored_times_become_postgres_timestamps_and_impossible_ones_negative_infinity() {
+        assert_eq!(timestamp_micros("2000-01-01T00:00:00"), 0);
+        assert_eq!(timestamp_micros("2000-01-02T00:00:01"), 86_401_000_000);
+        assert_eq!(timestamp_micros("1999-12-31T23:59:59"), -1_000_000);
+        // The earliest year PostgreSQL holds whole (4713 BC) and the one before it.
+        assert!(timestamp_micros("-4712-01-01T00:00:00") > i64::MIN);
+        assert_eq!(timestamp_micros("-5000-01-01T00:00:00"), i64::MIN);
+        assert_eq!(timestamp_micros("not a time"), i64::MIN);
+    }
 }
