@@ -123,7 +123,6 @@ pub(super) async fn erase_document(
     for sql in [
         "DELETE FROM unreadable_documents WHERE doc_id = $1",
         "DELETE FROM erasure_requests WHERE doc_id = $1",
-        "DELETE FROM projection_digests WHERE dossier_id = $1",
     ] {
         c.execute(sql, &[&doc_id]).await?;
     }
@@ -230,7 +229,7 @@ pub(super) async fn erasure_requests(
 /// VACUUM afterwards marks the new pages all-visible, and ANALYZE gives
 /// the planner the tables' new sizes.
 pub(super) async fn scrub(c: &impl GenericClient) -> Result<()> {
-    let mut tables = vec!["changes", "documents", "projection_digests", "dossier_keys"];
+    let mut tables = vec!["changes", "documents", "dossier_keys"];
     tables.extend(
         rows::DOSSIER_TABLES
             .iter()

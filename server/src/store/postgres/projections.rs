@@ -145,7 +145,7 @@ pub(super) fn stored_name(table: &Table) -> &'static str {
     keyed_storage(table).map_or(table.name, |s| s.table)
 }
 
-/// Deletes every row of a dossier's tables, and its key.
+/// Deletes every row of a dossier's tables, and its key and digests.
 pub(super) async fn delete_dossier_rows(c: &impl GenericClient, id: &str) -> Result<()> {
     for table in rows::DOSSIER_TABLES {
         let sql = match keyed_storage(table) {
@@ -255,7 +255,8 @@ pub(super) async fn project_dossiers(
     ensure_dossier_keys(c, &ids).await?;
     let digests_stmt = c
         .prepare_cached(
-            "SELECT dossier_id, digests FROM projection_digests WHERE dossier_id = ANY($1)",
+            "SELECT dossier_id, digests FROM dossier_keys
+             WHERE dossier_id = ANY($1) AND digests IS NOT NULL",
         )
         .await?;
     let mut stored_digests: HashMap<String, Vec<u8>> = HashMap::new();
@@ -271,11 +272,9 @@ pub(super) async fn project_dossiers(
             c.prepare_cached(&sql.delete).await?,
         ));
     }
+    // Every dossier of the batch has its row of keys by now.
     let digest_upsert = c
-        .prepare_cached(
-            "INSERT INTO projection_digests (dossier_id, digests) VALUES ($1, $2)
-             ON CONFLICT (dossier_id) DO UPDATE SET digests = EXCLUDED.digests",
-        )
+        .prepare_cached("UPDATE dossier_keys SET digests = $2 WHERE dossier_id = $1")
         .await?;
     // Each dossier's tables and digests, and which tables it must write.
     let plans: Vec<DossierPlan<'_>> = dossiers
@@ -609,23 +608,20 @@ pub(super) async fn reset(client: &mut Object) -> Result<()> {
     let mut keep = rows::DOSSIER_TABLES
         .iter()
         .map(|t| (stored_name(t), kept(t)))
-        .chain([(
-            "projection_digests",
-            format!("SELECT * FROM projection_digests WHERE dossier_id LIKE {stand_in}"),
-        )])
         .map(|(t, select)| format!("CREATE TEMP TABLE keep_{t} ON COMMIT DROP AS {select};"))
         .collect::<String>();
     let put_back = rows::DOSSIER_TABLES
         .iter()
         .map(|t| stored_name(t))
-        .chain(["projection_digests"])
         .map(|t| format!("INSERT INTO {t} SELECT * FROM keep_{t};"))
         .collect::<String>();
     // TRUNCATE fires no row triggers: the derived tables go with the rest.
-    // The dossiers keep their keys (the stand-ins' rows hold theirs).
+    // The stand-ins keep their keys and digests; every other dossier gets
+    // a key again when it is projected.
     let tables: Vec<&str> = rows::dumped_tables().map(stored_name).collect();
     keep.push_str(&format!(
-        "TRUNCATE {}, projection_digests;
+        "TRUNCATE {};
+         DELETE FROM dossier_keys WHERE dossier_id NOT LIKE {stand_in};
          DELETE FROM unreadable_documents;
          UPDATE projector SET cursor = 0 WHERE id = 1;",
         tables.join(", ")

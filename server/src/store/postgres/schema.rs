@@ -767,6 +767,17 @@ BEGIN
 END
 $$;
 "#,
+    // 18: a dossier's table digests (what the projector compares to skip
+    // the tables a change left as they were) live in its row of
+    // `dossier_keys`: one row a dossier, with its key, instead of a second
+    // table keyed by the 36-character id (~130 bytes a dossier).
+    r#"
+ALTER TABLE dossier_keys ADD COLUMN digests BYTEA;
+INSERT INTO dossier_keys (dossier_id, digests)
+    SELECT dossier_id, digests FROM projection_digests ORDER BY dossier_id
+    ON CONFLICT (dossier_id) DO UPDATE SET digests = excluded.digests;
+DROP TABLE projection_digests;
+"#,
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new
