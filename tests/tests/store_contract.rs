@@ -1262,11 +1262,19 @@ fn postgres_shows_keyed_followups_and_slots_with_their_documented_columns() {
         "{slots}"
     );
     let dump = session.projection_dump().unwrap();
+    let keys = read("SELECT dossier_id, key FROM dossier_keys ORDER BY 1");
+    assert_eq!(keys.lines().count(), 2, "{keys}");
     keqing_server::projector::rebuild(&mut *session, |_, _| {}).unwrap();
     assert_eq!(session.projection_dump().unwrap(), dump);
     assert_eq!(
         read("SELECT dossier_id, id, on_time FROM followups ORDER BY 1, 2"),
         followups
+    );
+    // A rebuild takes no new keys from the sequence (which a 4-byte key
+    // could run out of, rebuild after rebuild).
+    assert_eq!(
+        read("SELECT dossier_id, key FROM dossier_keys ORDER BY 1"),
+        keys
     );
 }
 

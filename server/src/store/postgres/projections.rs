@@ -616,12 +616,14 @@ pub(super) async fn reset(client: &mut Object) -> Result<()> {
         .map(|t| format!("INSERT INTO {t} SELECT * FROM keep_{t};"))
         .collect::<String>();
     // TRUNCATE fires no row triggers: the derived tables go with the rest.
-    // The stand-ins keep their keys and digests; every other dossier gets
-    // a key again when it is projected.
+    // Every dossier keeps its key (a rebuild takes none from the
+    // sequence); all but the stand-ins lose their digests, so the
+    // projector writes their rows again.
     let tables: Vec<&str> = rows::dumped_tables().map(stored_name).collect();
     keep.push_str(&format!(
         "TRUNCATE {};
-         DELETE FROM dossier_keys WHERE dossier_id NOT LIKE {stand_in};
+         UPDATE dossier_keys SET digests = NULL
+             WHERE digests IS NOT NULL AND dossier_id NOT LIKE {stand_in};
          DELETE FROM unreadable_documents;
          UPDATE projector SET cursor = 0 WHERE id = 1;",
         tables.join(", ")
