@@ -17,14 +17,27 @@ pub struct TableSql {
     pub key_positions: Vec<usize>,
 }
 
+/// A column a store keeps in place of some of a table's columns (`from`):
+/// a key of their values in a table of its own, the expression `key_of`
+/// gives from their parameters (PostgreSQL's dossier and slot-kind keys).
+pub struct KeyColumn {
+    pub name: &'static str,
+    pub from: &'static [&'static str],
+    pub key_of: fn(&[String]) -> String,
+}
+
 /// How a store keeps a table's rows when not as the table's own columns
-/// under its name: in `table`, with the dossier's id (`dossier_id`) held
-/// as a key of it in column `dossier_column`, which `key_of` gives from
-/// the id's parameter (PostgreSQL's `slot_rows` and `followup_rows`).
+/// under its name: in `table`, some columns replaced by `keys`.
 pub struct KeyedStorage {
     pub table: &'static str,
-    pub dossier_column: &'static str,
-    pub key_of: fn(&str) -> String,
+    pub keys: &'static [KeyColumn],
+}
+
+impl KeyedStorage {
+    /// The key column that stands for `column`, if one does.
+    pub fn key_for(&self, column: &str) -> Option<&KeyColumn> {
+        self.keys.iter().find(|k| k.from.contains(&column))
+    }
 }
 
 impl TableSql {
@@ -36,7 +49,7 @@ impl TableSql {
 
     /// The same for a table kept as `storage` says. Its dossier's rows are
     /// still read by `dossier_id` from `table.name` (a view, there), and
-    /// every statement takes the same parameters, the id included.
+    /// every statement takes the same parameters as [`TableSql::new`]'s.
     pub fn keyed(
         table: &Table,
         parameter: fn(usize) -> String,
@@ -51,30 +64,44 @@ impl TableSql {
         storage: Option<&KeyedStorage>,
     ) -> TableSql {
         let name = storage.map_or(table.name, |s| s.table);
-        let column = |c: &'static str| match storage {
-            Some(s) if c == "dossier_id" => s.dossier_column,
-            _ => c,
+        // The stored columns standing for `cols` (their parameters in
+        // that order), each with the value it takes.
+        let stored = |cols: &[&'static str]| -> Vec<(&'static str, String)> {
+            let param = |c: &str| {
+                let at = cols.iter().position(|x| *x == c);
+                at.map_or_else(|| "NULL".to_string(), |i| parameter(i + 1))
+            };
+            let mut out = Vec::new();
+            for c in cols {
+                match storage.and_then(|s| s.key_for(c)) {
+                    Some(k) if k.from.first() == Some(c) => {
+                        let params: Vec<String> = k.from.iter().map(|f| param(f)).collect();
+                        out.push((k.name, (k.key_of)(&params)));
+                    }
+                    Some(_) => {}
+                    None => out.push((*c, param(c))),
+                }
+            }
+            out
         };
-        let value = |c: &str, i: usize| match storage {
-            Some(s) if c == "dossier_id" => (s.key_of)(&parameter(i)),
-            _ => parameter(i),
-        };
-        let cols = table
-            .columns
+        let names =
+            |cols: &[(&str, String)]| cols.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(", ");
+        let all = stored(table.columns);
+        let key = stored(table.key);
+        let rest: Vec<&str> = stored(&table.non_key_columns())
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let marks = all
             .iter()
-            .map(|c| column(c))
+            .map(|(_, v)| v.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let marks = table
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| value(c, i + 1))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rest = table.non_key_columns();
         let upsert = if rest.is_empty() {
-            format!("INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING")
+            format!(
+                "INSERT INTO {name} ({}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                names(&all)
+            )
         } else {
             let list = |prefix: &str| {
                 rest.iter()
@@ -88,23 +115,17 @@ impl TableSql {
                 .collect::<Vec<_>>()
                 .join(", ");
             format!(
-                "INSERT INTO {name} ({cols}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set}
+                "INSERT INTO {name} ({}) VALUES ({marks}) ON CONFLICT ({}) DO UPDATE SET {set}
                  WHERE ({}) IS DISTINCT FROM ({})",
-                table
-                    .key
-                    .iter()
-                    .map(|c| column(c))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                names(&all),
+                names(&key),
                 list(name),
                 list("excluded")
             )
         };
-        let cond = table
-            .key
+        let cond = key
             .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{} = {}", column(k), value(k, i + 1)))
+            .map(|(c, v)| format!("{c} = {v}"))
             .collect::<Vec<_>>()
             .join(" AND ");
         TableSql {

@@ -10,7 +10,7 @@ use chrono::{NaiveDate, NaiveDateTime};
 use deadpool_postgres::{GenericClient, Object};
 use keqing_projection::rows::{self, Cell, Row, Table};
 use keqing_projection::{
-    CategoryTally, KeyedStorage, TableSql, fold_category_counts, fold_slot_counts,
+    CategoryTally, KeyColumn, KeyedStorage, TableSql, fold_category_counts, fold_slot_counts,
 };
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::Slot;
@@ -107,30 +107,55 @@ fn table_sql(table: &Table) -> &'static TableSql {
 }
 
 /// The two tables with most rows a dossier, kept in PostgreSQL with the
-/// dossier as an integer key of `dossier_keys` (schema migration 17); the
+/// dossier as an integer key of `dossier_keys` (schema migration 17), and
+/// a slot's cadence and reason as a key of `slot_kinds` (19); the
 /// documented name is a view of the rows with the documented columns.
 static KEYED_TABLES: [(&str, KeyedStorage); 2] = [
     (
         "slots",
         KeyedStorage {
             table: "slot_rows",
-            dossier_column: "dossier",
-            key_of: dossier_key_of,
+            keys: &[
+                DOSSIER_KEY,
+                KeyColumn {
+                    name: "kind",
+                    from: &["cadence", "reason"],
+                    key_of: slot_kind_of,
+                },
+            ],
         },
     ),
     (
         "followups",
         KeyedStorage {
             table: "followup_rows",
-            dossier_column: "dossier",
-            key_of: dossier_key_of,
+            keys: &[DOSSIER_KEY],
         },
     ),
 ];
 
-/// The key of the dossier whose id is `id` (an expression).
-fn dossier_key_of(id: &str) -> String {
-    format!("(SELECT key FROM dossier_keys WHERE dossier_id = {id})")
+const DOSSIER_KEY: KeyColumn = KeyColumn {
+    name: "dossier",
+    from: &["dossier_id"],
+    key_of: dossier_key_of,
+};
+
+/// The key of the dossier whose id is the expression `id`.
+fn dossier_key_of(id: &[String]) -> String {
+    format!(
+        "(SELECT key FROM dossier_keys WHERE dossier_id = {})",
+        id.join("")
+    )
+}
+
+/// The key of a slot's cadence and reason.
+fn slot_kind_of(cadence_and_reason: &[String]) -> String {
+    match cadence_and_reason {
+        [cadence, reason] => {
+            format!("(SELECT kind FROM slot_kinds WHERE cadence = {cadence} AND reason = {reason})")
+        }
+        _ => "NULL".to_string(),
+    }
 }
 
 fn keyed_storage(table: &Table) -> Option<&'static KeyedStorage> {
@@ -145,22 +170,64 @@ pub(super) fn stored_name(table: &Table) -> &'static str {
     keyed_storage(table).map_or(table.name, |s| s.table)
 }
 
+/// A condition on `table`'s stored rows (alias `r`) that they are the
+/// dossier whose id is the expression `id`.
+fn of_dossier(table: &Table, id: &str) -> String {
+    match keyed_storage(table).and_then(|s| s.key_for("dossier_id")) {
+        Some(k) => format!("r.{} = {}", k.name, (k.key_of)(&[id.to_string()])),
+        None => format!("r.dossier_id = {id}"),
+    }
+}
+
 /// Deletes every row of a dossier's tables, and its key and digests.
 pub(super) async fn delete_dossier_rows(c: &impl GenericClient, id: &str) -> Result<()> {
     for table in rows::DOSSIER_TABLES {
-        let sql = match keyed_storage(table) {
-            Some(s) => format!(
-                "DELETE FROM {} WHERE {} = {}",
-                s.table,
-                s.dossier_column,
-                dossier_key_of("$1")
-            ),
-            None => format!("DELETE FROM {} WHERE dossier_id = $1", table.name),
-        };
+        let sql = format!(
+            "DELETE FROM {} r WHERE {}",
+            stored_name(table),
+            of_dossier(table, "$1")
+        );
         c.execute(&sql, &[&id]).await?;
     }
     c.execute("DELETE FROM dossier_keys WHERE dossier_id = $1", &[&id])
         .await?;
+    Ok(())
+}
+
+/// Gives each (cadence, reason) of the batch's slots a key in
+/// `slot_kinds` if it has none (the slots' upserts look it up).
+async fn ensure_slot_kinds(c: &impl GenericClient, plans: &[DossierPlan<'_>]) -> Result<()> {
+    let at = |column: &str| rows::SLOTS.columns.iter().position(|c| *c == column);
+    let (Some(cadence), Some(reason)) = (at("cadence"), at("reason")) else {
+        return Ok(());
+    };
+    let mut kinds: HashSet<(&str, &str)> = HashSet::new();
+    for (_, tables, digests, _) in plans {
+        for (k, (table, rows)) in tables.iter().enumerate() {
+            if table.name != rows::SLOTS.name || !digests.changed[k] {
+                continue;
+            }
+            for row in rows {
+                if let (Cell::Text(c), Cell::Text(r)) = (&row[cadence], &row[reason]) {
+                    kinds.insert((c, r));
+                }
+            }
+        }
+    }
+    if kinds.is_empty() {
+        return Ok(());
+    }
+    let (cadences, reasons): (Vec<&str>, Vec<&str>) = kinds.into_iter().unzip();
+    let stmt = c
+        .prepare_cached(
+            "INSERT INTO slot_kinds (cadence, reason)
+             SELECT t.cadence, t.reason FROM unnest($1::text[], $2::text[]) AS t(cadence, reason)
+             WHERE NOT EXISTS (SELECT 1 FROM slot_kinds k
+                               WHERE k.cadence = t.cadence AND k.reason = t.reason)
+             ON CONFLICT (cadence, reason) DO NOTHING",
+        )
+        .await?;
+    c.execute(&stmt, &[&cadences, &reasons]).await?;
     Ok(())
 }
 
@@ -286,6 +353,7 @@ pub(super) async fn project_dossiers(
             (v.id.as_str(), tables, digests, stored.is_none())
         })
         .collect();
+    ensure_slot_kinds(c, &plans).await?;
     // Every key of a dossier's tables holds its dossier id (projection
     // version 9), so no two dossiers write one row: a group of distinct
     // dossiers is written at once. A dossier that comes again starts a new
@@ -598,10 +666,12 @@ pub(super) async fn reset(client: &mut Object) -> Result<()> {
     // again; see `keqing_projection::clear`): set aside, then put back,
     // which counts them in the tallies again by the insert triggers.
     let stand_in = format!("'{}%'", keqing_shared::lifecycle::ERASED_PREFIX);
-    let kept = |t: &Table| match keyed_storage(t) {
-        Some(s) => format!(
-            "SELECT r.* FROM {} r JOIN dossier_keys k ON k.key = r.{} WHERE k.dossier_id LIKE {stand_in}",
-            s.table, s.dossier_column
+    let kept = |t: &Table| match keyed_storage(t).and_then(|s| s.key_for("dossier_id")) {
+        Some(k) => format!(
+            "SELECT r.* FROM {} r
+             WHERE r.{} IN (SELECT key FROM dossier_keys WHERE dossier_id LIKE {stand_in})",
+            stored_name(t),
+            k.name
         ),
         None => format!("SELECT * FROM {} WHERE dossier_id LIKE {stand_in}", t.name),
     };
