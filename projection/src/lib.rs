@@ -27,7 +27,7 @@ pub mod rows;
 pub mod statements;
 
 pub use rows::{Cell, Row, Table, rows_digest};
-pub use statements::{KeyColumn, KeyedStorage, TableSql};
+pub use statements::TableSql;
 
 pub type Result<T> = rusqlite::Result<T>;
 

@@ -9,9 +9,7 @@ use crate::store::{Projected, Result, SettledSnapshot, StoreError, UnreadableDoc
 use chrono::{NaiveDate, NaiveDateTime};
 use deadpool_postgres::{GenericClient, Object};
 use keqing_projection::rows::{self, Cell, Row, Table};
-use keqing_projection::{
-    CategoryTally, KeyColumn, KeyedStorage, TableSql, fold_category_counts, fold_slot_counts,
-};
+use keqing_projection::{CategoryTally, TableSql, fold_category_counts, fold_slot_counts};
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::Slot;
 use keqing_shared::report::{
@@ -19,6 +17,7 @@ use keqing_shared::report::{
     ReportRows, SlotCounts, VisitFact,
 };
 use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
@@ -26,7 +25,13 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 /// A [`Cell`] as a statement parameter (the projection's columns are text
 /// and bigint).
 #[derive(Debug)]
-struct PgCell<'a>(&'a Cell);
+struct PgCell<'a>(Cow<'a, Cell>);
+
+impl<'a> PgCell<'a> {
+    fn of(cell: &'a Cell) -> PgCell<'a> {
+        PgCell(Cow::Borrowed(cell))
+    }
+}
 
 impl ToSql for PgCell<'_> {
     fn to_sql(
@@ -34,7 +39,7 @@ impl ToSql for PgCell<'_> {
         ty: &Type,
         out: &mut bytes::BytesMut,
     ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match (self.0, ty) {
+        match (&*self.0, ty) {
             (Cell::Null, _) => Ok(IsNull::Yes),
             (Cell::Integer(i), &Type::INT8) => i.to_sql(ty, out),
             // The keyed tables' counters and flags (a slot's number and
@@ -100,93 +105,194 @@ static TABLE_SQL: [OnceLock<TableSql>; rows::TABLE_COUNT] =
     [const { OnceLock::new() }; rows::TABLE_COUNT];
 
 fn table_sql(table: &Table) -> &'static TableSql {
-    TABLE_SQL[table.index].get_or_init(|| match keyed_storage(table) {
-        Some(storage) => TableSql::keyed(table, |i| format!("${i}"), storage),
-        None => TableSql::new(table, |i| format!("${i}")),
+    TABLE_SQL[table.index].get_or_init(|| {
+        let parameter = |i| format!("${i}");
+        let sql = TableSql::new(table, parameter);
+        match stored_table(table) {
+            // Read through the view, written to the stored table.
+            Some(stored) => {
+                let written = TableSql::new(&stored.table, parameter);
+                TableSql {
+                    upsert: written.upsert,
+                    delete: written.delete,
+                    ..sql
+                }
+            }
+            None => sql,
+        }
     })
 }
 
-/// The two tables with most rows a dossier, kept in PostgreSQL with the
-/// dossier as an integer key of `dossier_keys` (schema migration 17), and
-/// a slot's cadence and reason as a key of `slot_kinds` (19); the
-/// documented name is a view of the rows with the documented columns.
-static KEYED_TABLES: [(&str, KeyedStorage); 2] = [
-    (
-        "slots",
-        KeyedStorage {
-            table: "slot_rows",
-            keys: &[
-                DOSSIER_KEY,
-                KeyColumn {
-                    name: "kind",
-                    from: &["cadence", "reason"],
-                    key_of: slot_kind_of,
-                },
-            ],
-        },
-    ),
-    (
-        "followups",
-        KeyedStorage {
-            table: "followup_rows",
-            keys: &[DOSSIER_KEY],
-        },
-    ),
-];
+/// A stored column of a keyed table: a column of the projection's row as
+/// it is, or the integer key standing for some of them.
+enum Stored {
+    Same(&'static str),
+    /// The dossier's key in `dossier_keys`, for `dossier_id`.
+    DossierKey,
+    /// The key in `slot_kinds` of a slot's `cadence` and `reason`.
+    SlotKind,
+}
 
-const DOSSIER_KEY: KeyColumn = KeyColumn {
-    name: "dossier",
-    from: &["dossier_id"],
-    key_of: dossier_key_of,
+/// How PostgreSQL keeps one of the two tables with most rows a dossier:
+/// under another name, the dossier as an integer key of `dossier_keys`
+/// (schema migration 17), a slot's cadence and reason as a key of
+/// `slot_kinds` (19). The documented name is a view of the rows with the
+/// documented columns; the writer resolves the keys of a batch in two
+/// queries and writes integers.
+struct StoredTable {
+    /// The stored table's name, columns and key (for its statements).
+    table: Table,
+    /// What each of `table.columns` holds.
+    cells: &'static [Stored],
+    /// What each of `table.key` holds.
+    key_cells: &'static [Stored],
+}
+
+static SLOT_ROWS: StoredTable = StoredTable {
+    table: Table {
+        index: usize::MAX,
+        name: "slot_rows",
+        columns: &[
+            "dossier",
+            "n",
+            "kind",
+            "day",
+            "anchor",
+            "due_from",
+            "deadline",
+            "satisfied_at",
+            "closed_at",
+            "settled_on",
+            "office",
+            "due_counted",
+            "on_time",
+        ],
+        key: &["dossier", "n"],
+    },
+    cells: &[
+        Stored::DossierKey,
+        Stored::Same("n"),
+        Stored::SlotKind,
+        Stored::Same("day"),
+        Stored::Same("anchor"),
+        Stored::Same("due_from"),
+        Stored::Same("deadline"),
+        Stored::Same("satisfied_at"),
+        Stored::Same("closed_at"),
+        Stored::Same("settled_on"),
+        Stored::Same("office"),
+        Stored::Same("due_counted"),
+        Stored::Same("on_time"),
+    ],
+    key_cells: &[Stored::DossierKey, Stored::Same("n")],
 };
 
-/// The key of the dossier whose id is the expression `id`.
-fn dossier_key_of(id: &[String]) -> String {
-    format!(
-        "(SELECT key FROM dossier_keys WHERE dossier_id = {})",
-        id.join("")
-    )
-}
+static FOLLOWUP_ROWS: StoredTable = StoredTable {
+    table: Table {
+        index: usize::MAX,
+        name: "followup_rows",
+        columns: &["id", "dossier", "at", "staff", "kind", "on_time", "office"],
+        key: &["dossier", "id"],
+    },
+    cells: &[
+        Stored::Same("id"),
+        Stored::DossierKey,
+        Stored::Same("at"),
+        Stored::Same("staff"),
+        Stored::Same("kind"),
+        Stored::Same("on_time"),
+        Stored::Same("office"),
+    ],
+    key_cells: &[Stored::DossierKey, Stored::Same("id")],
+};
 
-/// The key of a slot's cadence and reason.
-fn slot_kind_of(cadence_and_reason: &[String]) -> String {
-    match cadence_and_reason {
-        [cadence, reason] => {
-            format!("(SELECT kind FROM slot_kinds WHERE cadence = {cadence} AND reason = {reason})")
-        }
-        _ => "NULL".to_string(),
+fn stored_table(table: &Table) -> Option<&'static StoredTable> {
+    if table.name == rows::SLOTS.name {
+        Some(&SLOT_ROWS)
+    } else if table.name == rows::FOLLOWUPS.name {
+        Some(&FOLLOWUP_ROWS)
+    } else {
+        None
     }
-}
-
-fn keyed_storage(table: &Table) -> Option<&'static KeyedStorage> {
-    KEYED_TABLES
-        .iter()
-        .find(|(name, _)| *name == table.name)
-        .map(|(_, storage)| storage)
 }
 
 /// The table that holds `table`'s rows (what TRUNCATE and VACUUM name).
 pub(super) fn stored_name(table: &Table) -> &'static str {
-    keyed_storage(table).map_or(table.name, |s| s.table)
+    stored_table(table).map_or(table.name, |s| s.table.name)
 }
 
-/// A condition on `table`'s stored rows (alias `r`) that they are the
-/// dossier whose id is the expression `id`.
-fn of_dossier(table: &Table, id: &str) -> String {
-    match keyed_storage(table).and_then(|s| s.key_for("dossier_id")) {
-        Some(k) => format!("r.{} = {}", k.name, (k.key_of)(&[id.to_string()])),
-        None => format!("r.dossier_id = {id}"),
+/// The stored column holding the dossier's key.
+fn dossier_column(stored: &StoredTable) -> &'static str {
+    stored
+        .cells
+        .iter()
+        .position(|c| matches!(c, Stored::DossierKey))
+        .map_or("dossier", |i| stored.table.columns[i])
+}
+
+/// The keys a batch's rows are written with.
+#[derive(Default)]
+struct Keys {
+    dossiers: HashMap<String, i32>,
+    slot_kinds: HashMap<(String, String), i32>,
+}
+
+impl Keys {
+    /// The parameters of a keyed table's stored columns (`stored`), from
+    /// a row of the projection's `columns`.
+    fn cells<'r>(
+        &self,
+        stored: &[Stored],
+        columns: &[&str],
+        row: &'r [Cell],
+    ) -> Result<Vec<PgCell<'r>>> {
+        let source = |name: &str| {
+            columns
+                .iter()
+                .position(|c| *c == name)
+                .and_then(|i| row.get(i))
+                .ok_or_else(|| StoreError::Postgres(format!("a row without {name}")))
+        };
+        let text = |name: &str| match source(name)? {
+            Cell::Text(t) => Ok(t.as_str()),
+            other => Err(StoreError::Postgres(format!("{name} is {other:?}"))),
+        };
+        stored
+            .iter()
+            .map(|s| {
+                Ok(match s {
+                    Stored::Same(name) => PgCell(Cow::Borrowed(source(name)?)),
+                    Stored::DossierKey => {
+                        let id = text("dossier_id")?;
+                        let key = self.dossiers.get(id).ok_or_else(|| {
+                            StoreError::Postgres(format!("no key for dossier {id}"))
+                        })?;
+                        PgCell(Cow::Owned(Cell::Integer(i64::from(*key))))
+                    }
+                    Stored::SlotKind => {
+                        let kind = (text("cadence")?.to_string(), text("reason")?.to_string());
+                        let key = self.slot_kinds.get(&kind).ok_or_else(|| {
+                            StoreError::Postgres(format!("no key for slot kind {kind:?}"))
+                        })?;
+                        PgCell(Cow::Owned(Cell::Integer(i64::from(*key))))
+                    }
+                })
+            })
+            .collect()
     }
 }
 
 /// Deletes every row of a dossier's tables, and its key and digests.
 pub(super) async fn delete_dossier_rows(c: &impl GenericClient, id: &str) -> Result<()> {
     for table in rows::DOSSIER_TABLES {
-        let sql = format!(
-            "DELETE FROM {} r WHERE {}",
-            stored_name(table),
-            of_dossier(table, "$1")
-        );
+        let sql = match stored_table(table) {
+            Some(stored) => format!(
+                "DELETE FROM {} WHERE {} = (SELECT key FROM dossier_keys WHERE dossier_id = $1)",
+                stored.table.name,
+                dossier_column(stored)
+            ),
+            None => format!("DELETE FROM {} WHERE dossier_id = $1", table.name),
+        };
         c.execute(&sql, &[&id]).await?;
     }
     c.execute("DELETE FROM dossier_keys WHERE dossier_id = $1", &[&id])
@@ -194,12 +300,30 @@ pub(super) async fn delete_dossier_rows(c: &impl GenericClient, id: &str) -> Res
     Ok(())
 }
 
-/// Gives each (cadence, reason) of the batch's slots a key in
-/// `slot_kinds` if it has none (the slots' upserts look it up).
-async fn ensure_slot_kinds(c: &impl GenericClient, plans: &[DossierPlan<'_>]) -> Result<()> {
+/// The keys of a batch's dossiers and of its slots' kinds, each given one
+/// if it has none. A key is never taken from an identity's sequence for a
+/// value that has one.
+async fn batch_keys(c: &impl GenericClient, plans: &[DossierPlan<'_>]) -> Result<Keys> {
+    let mut keys = Keys::default();
+    let ids: Vec<&str> = plans.iter().map(|(id, ..)| *id).collect();
+    let add = c
+        .prepare_cached(
+            "INSERT INTO dossier_keys (dossier_id)
+             SELECT DISTINCT id FROM unnest($1::text[]) AS t(id)
+             WHERE NOT EXISTS (SELECT 1 FROM dossier_keys k WHERE k.dossier_id = t.id)
+             ON CONFLICT (dossier_id) DO NOTHING",
+        )
+        .await?;
+    c.execute(&add, &[&ids]).await?;
+    let read = c
+        .prepare_cached("SELECT dossier_id, key FROM dossier_keys WHERE dossier_id = ANY($1)")
+        .await?;
+    for r in c.query(&read, &[&ids]).await? {
+        keys.dossiers.insert(r.try_get(0)?, r.try_get(1)?);
+    }
     let at = |column: &str| rows::SLOTS.columns.iter().position(|c| *c == column);
     let (Some(cadence), Some(reason)) = (at("cadence"), at("reason")) else {
-        return Ok(());
+        return Ok(keys);
     };
     let mut kinds: HashSet<(&str, &str)> = HashSet::new();
     for (_, tables, digests, _) in plans {
@@ -215,10 +339,10 @@ async fn ensure_slot_kinds(c: &impl GenericClient, plans: &[DossierPlan<'_>]) ->
         }
     }
     if kinds.is_empty() {
-        return Ok(());
+        return Ok(keys);
     }
     let (cadences, reasons): (Vec<&str>, Vec<&str>) = kinds.into_iter().unzip();
-    let stmt = c
+    let add = c
         .prepare_cached(
             "INSERT INTO slot_kinds (cadence, reason)
              SELECT t.cadence, t.reason FROM unnest($1::text[], $2::text[]) AS t(cadence, reason)
@@ -227,24 +351,19 @@ async fn ensure_slot_kinds(c: &impl GenericClient, plans: &[DossierPlan<'_>]) ->
              ON CONFLICT (cadence, reason) DO NOTHING",
         )
         .await?;
-    c.execute(&stmt, &[&cadences, &reasons]).await?;
-    Ok(())
-}
-
-/// Gives each of `ids` a key in `dossier_keys` if it has none (the keyed
-/// tables' upserts look it up). A key is never taken from the identity's
-/// sequence for an id that has one.
-async fn ensure_dossier_keys(c: &impl GenericClient, ids: &[&str]) -> Result<()> {
-    let stmt = c
+    c.execute(&add, &[&cadences, &reasons]).await?;
+    let read = c
         .prepare_cached(
-            "INSERT INTO dossier_keys (dossier_id)
-             SELECT DISTINCT id FROM unnest($1::text[]) AS t(id)
-             WHERE NOT EXISTS (SELECT 1 FROM dossier_keys k WHERE k.dossier_id = t.id)
-             ON CONFLICT (dossier_id) DO NOTHING",
+            "SELECT k.cadence, k.reason, k.kind FROM slot_kinds k
+             JOIN unnest($1::text[], $2::text[]) AS t(cadence, reason)
+               ON k.cadence = t.cadence AND k.reason = t.reason",
         )
         .await?;
-    c.execute(&stmt, &[&ids]).await?;
-    Ok(())
+    for r in c.query(&read, &[&cadences, &reasons]).await? {
+        keys.slot_kinds
+            .insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+    }
+    Ok(keys)
 }
 
 /// Runs `stmt` once per row of parameters, pipelined on the connection
@@ -258,7 +377,7 @@ async fn execute_each(
     let calls = params.into_iter().map(|row| {
         let stmt = &stmt;
         async move {
-            let cells: Vec<PgCell<'_>> = row.into_iter().map(PgCell).collect();
+            let cells: Vec<PgCell<'_>> = row.into_iter().map(PgCell::of).collect();
             let refs: Vec<&(dyn ToSql + Sync)> =
                 cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
             c.execute(stmt, &refs).await
@@ -319,7 +438,6 @@ pub(super) async fn project_dossiers(
         return Ok(());
     }
     let ids: Vec<&str> = dossiers.iter().map(|(v, _)| v.id.as_str()).collect();
-    ensure_dossier_keys(c, &ids).await?;
     let digests_stmt = c
         .prepare_cached(
             "SELECT dossier_id, digests FROM dossier_keys
@@ -353,7 +471,7 @@ pub(super) async fn project_dossiers(
             (v.id.as_str(), tables, digests, stored.is_none())
         })
         .collect();
-    ensure_slot_kinds(c, &plans).await?;
+    let keys = batch_keys(c, &plans).await?;
     // Every key of a dossier's tables holds its dossier id (projection
     // version 9), so no two dossiers write one row: a group of distinct
     // dossiers is written at once. A dossier that comes again starts a new
@@ -362,13 +480,13 @@ pub(super) async fn project_dossiers(
     let mut ids: HashSet<&str> = HashSet::new();
     for (i, (id, ..)) in plans.iter().enumerate() {
         if !ids.insert(id) {
-            write_group(c, &statements, &digest_upsert, &plans[start..i]).await?;
+            write_group(c, &statements, &digest_upsert, &keys, &plans[start..i]).await?;
             start = i;
             ids.clear();
             ids.insert(id);
         }
     }
-    write_group(c, &statements, &digest_upsert, &plans[start..]).await
+    write_group(c, &statements, &digest_upsert, &keys, &plans[start..]).await
 }
 
 /// One dossier's projection rows by table, their digests, and whether it
@@ -391,6 +509,7 @@ async fn write_group(
         tokio_postgres::Statement,
     )],
     digest_upsert: &tokio_postgres::Statement,
+    keys: &Keys,
     plans: &[DossierPlan<'_>],
 ) -> Result<()> {
     let reads: Vec<_> = plans
@@ -409,7 +528,7 @@ async fn write_group(
     let mut stored_rows: HashMap<(&str, usize), Vec<tokio_postgres::Row>> =
         reads.into_iter().zip(read_rows).collect();
     let mut upserts: Vec<(&tokio_postgres::Statement, Vec<PgCell<'_>>)> = Vec::new();
-    let mut unwanted_keys: Vec<(usize, Vec<Row>)> = Vec::new();
+    let mut unwanted_keys: Vec<(&Table, usize, Vec<Row>)> = Vec::new();
     let mut deletes: Vec<(&tokio_postgres::Statement, Vec<PgCell<'_>>)> = Vec::new();
     for (id, tables, digests, _) in plans {
         for (k, (table, rows)) in tables.iter().enumerate() {
@@ -420,14 +539,22 @@ async fn write_group(
             let (changed, unwanted) =
                 row_changes(table_sql(table), table, rows, stored.as_deref())?;
             for row in changed {
-                upserts.push((&statements[k].1, row.iter().map(PgCell).collect()));
+                let cells = match stored_table(table) {
+                    Some(s) => keys.cells(s.cells, table.columns, row)?,
+                    None => row.iter().map(PgCell::of).collect(),
+                };
+                upserts.push((&statements[k].1, cells));
             }
-            unwanted_keys.push((k, unwanted));
+            unwanted_keys.push((table, k, unwanted));
         }
     }
-    for (k, keys) in &unwanted_keys {
-        for key in keys {
-            deletes.push((&statements[*k].2, key.iter().map(PgCell).collect()));
+    for (table, k, unwanted) in &unwanted_keys {
+        for key in unwanted {
+            let cells = match stored_table(table) {
+                Some(s) => keys.cells(s.key_cells, table.key, key)?,
+                None => key.iter().map(PgCell::of).collect(),
+            };
+            deletes.push((&statements[*k].2, cells));
         }
     }
     execute_pipelined(c, &upserts).await?;
@@ -666,12 +793,12 @@ pub(super) async fn reset(client: &mut Object) -> Result<()> {
     // again; see `keqing_projection::clear`): set aside, then put back,
     // which counts them in the tallies again by the insert triggers.
     let stand_in = format!("'{}%'", keqing_shared::lifecycle::ERASED_PREFIX);
-    let kept = |t: &Table| match keyed_storage(t).and_then(|s| s.key_for("dossier_id")) {
-        Some(k) => format!(
+    let kept = |t: &Table| match stored_table(t) {
+        Some(s) => format!(
             "SELECT r.* FROM {} r
              WHERE r.{} IN (SELECT key FROM dossier_keys WHERE dossier_id LIKE {stand_in})",
-            stored_name(t),
-            k.name
+            s.table.name,
+            dossier_column(s)
         ),
         None => format!("SELECT * FROM {} WHERE dossier_id LIKE {stand_in}", t.name),
     };

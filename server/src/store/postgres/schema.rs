@@ -935,3 +935,28 @@ pub(super) async fn has_store(client: &tokio_postgres::Client) -> Result<bool> {
 
 // Both stores hold the same projection version.
 const _: () = assert!(PROJECTION_VERSION == keqing_projection::SCHEMA_VERSION);
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// The migrations that replace a documented table by a view grant it
+    /// again to the reporting roles there are, found by the comment
+    /// `reporting-role` gives them (the text must not drift from it).
+    #[test]
+    fn migrations_find_reporting_roles_by_the_comment_they_are_given() {
+        let granting: Vec<&str> = MIGRATIONS
+            .iter()
+            .copied()
+            .filter(|m| m.contains("GRANT SELECT ON"))
+            .collect();
+        assert_eq!(granting.len(), 2);
+        let marked = format!(
+            "shobj_description(oid, 'pg_authid') = '{}'",
+            super::super::REPORTING_ROLE_COMMENT
+        );
+        for m in granting {
+            assert!(m.contains(&marked), "{m}");
+        }
+    }
+}
