@@ -1236,12 +1236,7 @@ fn postgres_shows_keyed_followups_and_slots_with_their_documented_columns() {
         })
         .collect();
     assert_eq!(columns, documented);
-    add_office_device(&*store, "dev-gd", "44", "gd");
-    let hub = unlimited_hub(&store);
-    let rt = keqing_tests::runtime();
-    let gd = ActorId::random();
-    rt.block_on(hub.enroll("gd".into(), gd.to_bytes().to_vec()))
-        .unwrap();
+    let (hub, rt, gd) = two_enrolled_devices(&store);
     for n in 0..2 {
         let id = dossier_id("44", n);
         let changes = working_dossier(&id, "44", &gd, n);
@@ -1289,12 +1284,7 @@ fn a_dossier_with_times_no_database_holds_does_not_stop_the_projector() {
     let url = keqing_tests::postgres_database();
     for store in each_store_in(tmp.path(), &url) {
         let backend = store.backend();
-        add_office_device(&*store, "dev-gd", "44", "gd");
-        let hub = unlimited_hub(&store);
-        let rt = keqing_tests::runtime();
-        let gd = ActorId::random();
-        rt.block_on(hub.enroll("gd".into(), gd.to_bytes().to_vec()))
-            .unwrap();
+        let (hub, rt, gd) = two_enrolled_devices(&store);
         let ancient = chrono::NaiveDate::from_ymd_opt(-5000, 3, 1)
             .unwrap()
             .and_hms_opt(9, 0, 0)
