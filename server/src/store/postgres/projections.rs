@@ -234,7 +234,8 @@ fn dossier_column(stored: &StoredTable) -> &'static str {
 #[derive(Default)]
 struct Keys {
     dossiers: HashMap<String, i32>,
-    slot_kinds: HashMap<(String, String), i32>,
+    /// By cadence, then reason (looked up without copying either).
+    slot_kinds: HashMap<String, HashMap<String, i32>>,
 }
 
 impl Keys {
@@ -270,10 +271,16 @@ impl Keys {
                         PgCell(Cow::Owned(Cell::Integer(i64::from(*key))))
                     }
                     Stored::SlotKind => {
-                        let kind = (text("cadence")?.to_string(), text("reason")?.to_string());
-                        let key = self.slot_kinds.get(&kind).ok_or_else(|| {
-                            StoreError::Postgres(format!("no key for slot kind {kind:?}"))
-                        })?;
+                        let (cadence, reason) = (text("cadence")?, text("reason")?);
+                        let key = self
+                            .slot_kinds
+                            .get(cadence)
+                            .and_then(|reasons| reasons.get(reason))
+                            .ok_or_else(|| {
+                                StoreError::Postgres(format!(
+                                    "no key for slot kind {cadence} {reason}"
+                                ))
+                            })?;
                         PgCell(Cow::Owned(Cell::Integer(i64::from(*key))))
                     }
                 })
@@ -361,7 +368,9 @@ async fn batch_keys(c: &impl GenericClient, plans: &[DossierPlan<'_>]) -> Result
         .await?;
     for r in c.query(&read, &[&cadences, &reasons]).await? {
         keys.slot_kinds
-            .insert((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?);
+            .entry(r.try_get(0)?)
+            .or_default()
+            .insert(r.try_get(1)?, r.try_get(2)?);
     }
     Ok(keys)
 }
