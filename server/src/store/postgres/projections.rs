@@ -231,7 +231,6 @@ fn dossier_column(stored: &StoredTable) -> &'static str {
 }
 
 /// The keys a batch's rows are written with.
-#[derive(Default)]
 struct Keys {
     dossiers: HashMap<String, i32>,
     /// By cadence, then reason (looked up without copying either).
@@ -239,8 +238,24 @@ struct Keys {
 }
 
 impl Keys {
-    /// The parameters of a keyed table's stored columns (`stored`), from
-    /// a row of the projection's `columns`.
+    /// The parameters of `table`'s statements for one of its rows (or,
+    /// `key_only`, the key of one): the row's cells, or for a keyed table
+    /// its stored columns' values.
+    fn params<'r>(
+        &self,
+        table: &Table,
+        key_only: bool,
+        row: &'r [Cell],
+    ) -> Result<Vec<PgCell<'r>>> {
+        match stored_table(table) {
+            Some(s) if key_only => self.cells(s.key_cells, table.key, row),
+            Some(s) => self.cells(s.cells, table.columns, row),
+            None => Ok(row.iter().map(PgCell::of).collect()),
+        }
+    }
+
+    /// The values of a keyed table's stored columns (`stored`), from a
+    /// row of the projection's `columns`.
     fn cells<'r>(
         &self,
         stored: &[Stored],
@@ -307,12 +322,13 @@ pub(super) async fn delete_dossier_rows(c: &impl GenericClient, id: &str) -> Res
     Ok(())
 }
 
-/// The keys of a batch's dossiers and of its slots' kinds, each given one
-/// if it has none. A key is never taken from an identity's sequence for a
-/// value that has one.
-async fn batch_keys(c: &impl GenericClient, plans: &[DossierPlan<'_>]) -> Result<Keys> {
-    let mut keys = Keys::default();
-    let ids: Vec<&str> = plans.iter().map(|(id, ..)| *id).collect();
+/// The keys of a batch's dossiers, each given one if it has none, and
+/// the table digests of those that have them, read at once. A key is never
+/// taken from the identity's sequence for a dossier that has one.
+async fn dossier_keys_and_digests(
+    c: &impl GenericClient,
+    ids: &[&str],
+) -> Result<(HashMap<String, i32>, HashMap<String, Vec<u8>>)> {
     let add = c
         .prepare_cached(
             "INSERT INTO dossier_keys (dossier_id)
@@ -323,11 +339,28 @@ async fn batch_keys(c: &impl GenericClient, plans: &[DossierPlan<'_>]) -> Result
         .await?;
     c.execute(&add, &[&ids]).await?;
     let read = c
-        .prepare_cached("SELECT dossier_id, key FROM dossier_keys WHERE dossier_id = ANY($1)")
+        .prepare_cached(
+            "SELECT dossier_id, key, digests FROM dossier_keys WHERE dossier_id = ANY($1)",
+        )
         .await?;
+    let (mut keys, mut digests) = (HashMap::new(), HashMap::new());
     for r in c.query(&read, &[&ids]).await? {
-        keys.dossiers.insert(r.try_get(0)?, r.try_get(1)?);
+        let id: String = r.try_get(0)?;
+        if let Some(d) = r.try_get::<_, Option<Vec<u8>>>(2)? {
+            digests.insert(id.clone(), d);
+        }
+        keys.insert(id, r.try_get(1)?);
     }
+    Ok((keys, digests))
+}
+
+/// The keys of the kinds (cadence and reason) of the slots a batch
+/// writes, each given one if it has none.
+async fn slot_kinds(
+    c: &impl GenericClient,
+    plans: &[DossierPlan<'_>],
+) -> Result<HashMap<String, HashMap<String, i32>>> {
+    let mut keys: HashMap<String, HashMap<String, i32>> = HashMap::new();
     let at = |column: &str| rows::SLOTS.columns.iter().position(|c| *c == column);
     let (Some(cadence), Some(reason)) = (at("cadence"), at("reason")) else {
         return Ok(keys);
@@ -367,8 +400,7 @@ async fn batch_keys(c: &impl GenericClient, plans: &[DossierPlan<'_>]) -> Result
         )
         .await?;
     for r in c.query(&read, &[&cadences, &reasons]).await? {
-        keys.slot_kinds
-            .entry(r.try_get(0)?)
+        keys.entry(r.try_get(0)?)
             .or_default()
             .insert(r.try_get(1)?, r.try_get(2)?);
     }
@@ -447,16 +479,7 @@ pub(super) async fn project_dossiers(
         return Ok(());
     }
     let ids: Vec<&str> = dossiers.iter().map(|(v, _)| v.id.as_str()).collect();
-    let digests_stmt = c
-        .prepare_cached(
-            "SELECT dossier_id, digests FROM dossier_keys
-             WHERE dossier_id = ANY($1) AND digests IS NOT NULL",
-        )
-        .await?;
-    let mut stored_digests: HashMap<String, Vec<u8>> = HashMap::new();
-    for r in c.query(&digests_stmt, &[&ids]).await? {
-        stored_digests.insert(r.try_get(0)?, r.try_get(1)?);
-    }
+    let (dossier_keys, stored_digests) = dossier_keys_and_digests(c, &ids).await?;
     let mut statements = Vec::with_capacity(rows::TABLE_COUNT);
     for table in rows::DOSSIER_TABLES {
         let sql = table_sql(table);
@@ -480,7 +503,10 @@ pub(super) async fn project_dossiers(
             (v.id.as_str(), tables, digests, stored.is_none())
         })
         .collect();
-    let keys = batch_keys(c, &plans).await?;
+    let keys = Keys {
+        dossiers: dossier_keys,
+        slot_kinds: slot_kinds(c, &plans).await?,
+    };
     // Every key of a dossier's tables holds its dossier id (projection
     // version 9), so no two dossiers write one row: a group of distinct
     // dossiers is written at once. A dossier that comes again starts a new
@@ -548,22 +574,14 @@ async fn write_group(
             let (changed, unwanted) =
                 row_changes(table_sql(table), table, rows, stored.as_deref())?;
             for row in changed {
-                let cells = match stored_table(table) {
-                    Some(s) => keys.cells(s.cells, table.columns, row)?,
-                    None => row.iter().map(PgCell::of).collect(),
-                };
-                upserts.push((&statements[k].1, cells));
+                upserts.push((&statements[k].1, keys.params(table, false, row)?));
             }
             unwanted_keys.push((table, k, unwanted));
         }
     }
     for (table, k, unwanted) in &unwanted_keys {
         for key in unwanted {
-            let cells = match stored_table(table) {
-                Some(s) => keys.cells(s.key_cells, table.key, key)?,
-                None => key.iter().map(PgCell::of).collect(),
-            };
-            deletes.push((&statements[*k].2, cells));
+            deletes.push((&statements[*k].2, keys.params(table, true, key)?));
         }
     }
     execute_pipelined(c, &upserts).await?;

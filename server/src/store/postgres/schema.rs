@@ -650,9 +650,10 @@ CREATE INDEX slots_overdue ON slots USING gist (keqing_day_span(deadline, settle
     // instead of its 36-character id, in the row and in the primary key
     // (~33 bytes less each time), a slot's times as `timestamp`, and
     // counters and flags as `integer` / `smallint`, laid out before the
-    // text. ~2.5 KB a dossier of the 10k benchmark's ~12. `slots` and `followups` stay, as
-    // views with the documented columns and types (docs/reporting-schema.md);
-    // only the store's writer names `slot_rows` and `followup_rows`. The
+    // text: ~2.5 KB a dossier of the 10k benchmark's ~12. `slots` and
+    // `followups` stay, as views with the documented columns and types
+    // (docs/reporting-schema.md); only the store's writer, erasure, reset
+    // and VACUUM name `slot_rows` and `followup_rows`. The
     // views join the keys with LEFT JOIN on their primary key, so a query
     // that does not read `dossier_id` does not read `dossier_keys` either.
     r#"
