@@ -587,6 +587,10 @@ CREATE TABLE erased_dossiers (
     // them there when it restores (and makes the others, refilling every
     // tally: a bulk load sets all the triggers aside together).
     M::up(keqing_projection::V9_CHANGES),
+    // Projection version 10 (the overdue tallies, filled from the slots;
+    // a replica in the middle of a first sync refills them again when it
+    // restores what it set aside).
+    M::up(keqing_projection::V10_ADDITIONS),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in

@@ -408,13 +408,95 @@ FROM slots WHERE settled_on > due_from;
     };
 }
 
+/// The day a slot starts to be overdue (the day after its deadline, or
+/// the day it comes on the list if later) as SQL over a `slots` row
+/// named `$r`: it is overdue on the days from then until `settled_on`.
+/// NULL for a deadline SQLite cannot read as a date (never counted).
+macro_rules! overdue_from {
+    ($r:literal) => {
+        concat!("max(", $r, ".due_from, date(", $r, ".deadline, '+1 day'))")
+    };
+}
+
+/// The triggers that keep `overdue_tallies` in step with `slots`: a slot
+/// overdue on some day (`overdue_from < settled_on`) counts one `opened`
+/// on the day it becomes overdue and one `settled` on the day it leaves
+/// the list; rows that come to zero go.
+macro_rules! overdue_tally_triggers {
+    () => {
+        concat!(
+            "CREATE TRIGGER overdue_tallies_insert AFTER INSERT ON slots
+WHEN ", overdue_from!("new"), " < new.settled_on BEGIN
+    INSERT INTO overdue_tallies VALUES (", overdue_from!("new"), ", new.office, 1, 0)
+    ON CONFLICT DO UPDATE SET opened = opened + 1;
+    INSERT INTO overdue_tallies VALUES (new.settled_on, new.office, 0, 1)
+    ON CONFLICT DO UPDATE SET settled = settled + 1;
+END;
+CREATE TRIGGER overdue_tallies_delete AFTER DELETE ON slots
+WHEN ", overdue_from!("old"), " < old.settled_on BEGIN
+    UPDATE overdue_tallies SET opened = opened - 1
+    WHERE day = ", overdue_from!("old"), " AND office = old.office;
+    UPDATE overdue_tallies SET settled = settled - 1
+    WHERE day = old.settled_on AND office = old.office;
+    DELETE FROM overdue_tallies WHERE day IN (", overdue_from!("old"), ", old.settled_on)
+        AND office = old.office AND opened = 0 AND settled = 0;
+END;
+CREATE TRIGGER overdue_tallies_update_old AFTER UPDATE OF due_from, deadline, settled_on, office ON slots
+WHEN ", overdue_from!("old"), " < old.settled_on AND (old.due_from IS NOT new.due_from
+    OR old.deadline IS NOT new.deadline OR old.settled_on IS NOT new.settled_on
+    OR old.office IS NOT new.office) BEGIN
+    UPDATE overdue_tallies SET opened = opened - 1
+    WHERE day = ", overdue_from!("old"), " AND office = old.office;
+    UPDATE overdue_tallies SET settled = settled - 1
+    WHERE day = old.settled_on AND office = old.office;
+    DELETE FROM overdue_tallies WHERE day IN (", overdue_from!("old"), ", old.settled_on)
+        AND office = old.office AND opened = 0 AND settled = 0;
+END;
+CREATE TRIGGER overdue_tallies_update_new AFTER UPDATE OF due_from, deadline, settled_on, office ON slots
+WHEN ", overdue_from!("new"), " < new.settled_on AND (old.due_from IS NOT new.due_from
+    OR old.deadline IS NOT new.deadline OR old.settled_on IS NOT new.settled_on
+    OR old.office IS NOT new.office) BEGIN
+    INSERT INTO overdue_tallies VALUES (", overdue_from!("new"), ", new.office, 1, 0)
+    ON CONFLICT DO UPDATE SET opened = opened + 1;
+    INSERT INTO overdue_tallies VALUES (new.settled_on, new.office, 0, 1)
+    ON CONFLICT DO UPDATE SET settled = settled + 1;
+END;
+"
+        )
+    };
+}
+
+/// See [`fill_category_tallies`].
+macro_rules! fill_overdue_tallies {
+    () => {
+        concat!(
+            "INSERT INTO overdue_tallies
+SELECT day, office, sum(opened), sum(settled) FROM (
+    SELECT ",
+            overdue_from!("s"),
+            " AS day, office, 1 AS opened, 0 AS settled
+    FROM slots s WHERE ",
+            overdue_from!("s"),
+            " < settled_on
+    UNION ALL
+    SELECT settled_on, office, 0, 1
+    FROM slots s WHERE ",
+            overdue_from!("s"),
+            " < settled_on
+) GROUP BY day, office;
+"
+        )
+    };
+}
+
 /// Each table the projection's triggers keep, with the statement that
 /// fills it from the rows it follows.
-const TRIGGER_KEPT: [(&str, &str); 4] = [
+const TRIGGER_KEPT: [(&str, &str); 5] = [
     ("category_tallies", fill_category_tallies!()),
     ("followup_tallies", fill_followup_tallies!()),
     ("slot_tallies", fill_slot_tallies!()),
     ("slot_spans", fill_slot_spans!()),
+    ("overdue_tallies", fill_overdue_tallies!()),
 ];
 
 /// What version 4 adds to version 3: the category tallies. A report's
@@ -881,7 +963,40 @@ CREATE INDEX staff_events_at
 /// Frozen.
 pub const V9_CHANGES: &str = v9_changes!();
 
-/// The projection tables as they are now (version 9): what a fresh store's
+/// What version 10 adds: the overdue count from day tallies. A slot is
+/// overdue on day D when `overdue_from <= D < settled_on`, so the slots
+/// overdue at the end of a report's range are those opened on or before
+/// it less those settled by then: a sum over `overdue_tallies` (a row per
+/// day and office, a few thousand at any size). The R*Tree answered it
+/// before, but keeping it costs page writes at random places that grow
+/// with the store (its forced reinserts and node splits rewrite the
+/// entries' mapping rows, scattered over its `_rowid` table): at 1M
+/// dossiers it was a fifth of the projector's time (BENCHMARKS.md). The
+/// R*Tree stays for the office's day list, a stabbing query a tally
+/// cannot answer. Filled from the rows here (no projection again). Frozen.
+macro_rules! v10_additions {
+    () => {
+        concat!(
+            r#"
+CREATE TABLE overdue_tallies (
+    day TEXT NOT NULL,
+    office TEXT NOT NULL,
+    opened INTEGER NOT NULL,
+    settled INTEGER NOT NULL,
+    PRIMARY KEY (day, office)
+) WITHOUT ROWID;
+"#,
+            overdue_tally_triggers!(),
+            fill_overdue_tallies!()
+        )
+    };
+}
+
+/// The migration to version 10 (from version 9): [its additions](v10_additions).
+/// Frozen.
+pub const V10_ADDITIONS: &str = v10_additions!();
+
+/// The projection tables as they are now (version 10): what a fresh store's
 /// migrations reach, and what every older store is migrated to (tested on
 /// both stores, and on stores made by an earlier release).
 pub const SCHEMA: &str = concat!(
@@ -891,11 +1006,12 @@ pub const SCHEMA: &str = concat!(
     v6_changes!(),
     v7_additions!(),
     v8_changes!(),
-    v9_changes!()
+    v9_changes!(),
+    v10_additions!()
 );
 
 /// The version of [`SCHEMA`].
-pub const SCHEMA_VERSION: u32 = 9;
+pub const SCHEMA_VERSION: u32 = 10;
 
 /// Drops the indexes only an office's lists read: the lists by category,
 /// typical and problem ([`patients::list_patients`]), the due list by
@@ -912,6 +1028,18 @@ DROP INDEX IF EXISTS patients_list;
 DROP INDEX IF EXISTS patients_list_typical;
 DROP INDEX IF EXISTS patients_list_problem;
 DROP INDEX IF EXISTS patients_assignee;
+";
+
+/// Drops the R*Tree of spans (version 8) and its triggers: it serves the
+/// office's day list, and the server lists no patients (its reports count
+/// overdue slots from the tallies of version 10). Keeping it was the
+/// largest part of what made the projector slower as the store grew. A
+/// later projection version that changes it must use `IF EXISTS`. Frozen.
+pub const DROP_SLOT_SPANS: &str = "
+DROP TRIGGER IF EXISTS slot_spans_insert;
+DROP TRIGGER IF EXISTS slot_spans_update;
+DROP TRIGGER IF EXISTS slot_spans_delete;
+DROP TABLE IF EXISTS slot_spans;
 ";
 
 /// Every projection table (the R*Tree follows `slots` by triggers).
@@ -1595,33 +1723,18 @@ pub fn slot_counts(
         })
     })?;
     let due: Vec<SlotCounts> = due.collect::<rusqlite::Result<_>>()?;
-    // On the list at the end of `to` (its span holds `to`) with the
-    // deadline before `to`: status_on(to) == Overdue. Office codes are two
-    // digits (GB/T 2260), kept in the R*Tree as numbers.
-    let day = span_day(to);
-    let office_code = office.map(|o| o.parse::<i64>().unwrap_or(-1));
-    let mut stmt = match office_code {
-        None => conn.prepare_cached(
-            "SELECT office_code, count(*) FROM slot_spans
-             WHERE first_day <= ?1 AND settled_day > ?1 AND deadline_day < ?1
-             GROUP BY office_code",
-        )?,
-        Some(_) => conn.prepare_cached(
-            "SELECT office_code, count(*) FROM slot_spans
-             WHERE first_day <= ?1 AND settled_day > ?1 AND deadline_day < ?1
-               AND office_code = ?2 AND office_code_ = ?2
-             GROUP BY office_code",
-        )?,
-    };
-    let read = |r: &rusqlite::Row<'_>| Ok((format!("{:02}", r.get::<_, i64>(0)?), count(r, 1)?));
-    let overdue: Vec<(String, u64)> = match office_code {
-        None => stmt
-            .query_map(params![day], read)?
-            .collect::<rusqlite::Result<_>>()?,
-        Some(code) => stmt
-            .query_map(params![day, code], read)?
-            .collect::<rusqlite::Result<_>>()?,
-    };
+    // Overdue at the end of `to`: opened on or before it, not settled by
+    // then (version 10's tallies; an office with none is left out).
+    let overdue: Vec<(String, u64)> = conn
+        .prepare_cached(
+            "SELECT office, sum(opened) - sum(settled) FROM overdue_tallies
+             WHERE day <= ?1 AND (?2 IS NULL OR office = ?2)
+             GROUP BY office HAVING sum(opened) > sum(settled)",
+        )?
+        .query_map(params![fmt_date(to), office], |r| {
+            Ok((r.get(0)?, count(r, 1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
     Ok(fold_slot_counts(due, overdue))
 }
 

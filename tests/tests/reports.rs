@@ -729,7 +729,7 @@ fn replica_and_server_projection_schemas_agree() {
             "contacts",
             "problems",
             "slots",
-            "slot_spans",
+            "overdue_tallies",
         ] {
             let mut stmt = conn
                 .prepare(&format!(
@@ -763,18 +763,37 @@ fn replica_and_server_projection_schemas_agree() {
     let replica = shape(tmp.path().join("o").join("keqing.sqlite"));
     let server = shape(server_dir.join("server.sqlite"));
     assert_eq!(replica.0, server.0);
-    // The server has every index of the replica but the lists' ones,
-    // which it drops (it lists no patients).
+    // The server has every index and trigger of the replica but the
+    // lists' ones, which it drops (it lists no patients): the list
+    // indexes, and the triggers of the day list's R*Tree.
     let office_only = |name: &str| {
         keqing_projection::DROP_OFFICE_LIST_INDEXES
             .contains(&format!("DROP INDEX IF EXISTS {name};"))
+            || keqing_projection::DROP_SLOT_SPANS
+                .contains(&format!("DROP TRIGGER IF EXISTS {name};"))
     };
     let (listed, replica_rest): (Vec<_>, Vec<_>) = replica
         .1
         .into_iter()
         .partition(|(name, ..)| office_only(name));
-    assert_eq!(listed.len(), 5, "the replica keeps its list indexes");
+    assert_eq!(
+        listed.len(),
+        8,
+        "the replica keeps its list indexes and spans"
+    );
     assert_eq!(replica_rest, server.1);
+    let has_spans = |path: std::path::PathBuf| -> bool {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'slot_spans')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert!(has_spans(tmp.path().join("o").join("keqing.sqlite")));
+    assert!(!has_spans(server_dir.join("server.sqlite")));
 }
 
 /// Two projectors (the server's own, and `report` or `project --rebuild`

@@ -233,6 +233,10 @@ CREATE TABLE device_health (
     M::up(keqing_projection::V9_CHANGES),
     // The office's list indexes: the server lists no patients.
     M::up(keqing_projection::DROP_OFFICE_LIST_INDEXES),
+    // Projection version 10: the overdue count from day tallies, filled
+    // from the slots; then the R*Tree of the office's day list goes.
+    M::up(keqing_projection::V10_ADDITIONS),
+    M::up(keqing_projection::DROP_SLOT_SPANS),
 ];
 
 /// The documents in a rowid table, with the size of each snapshot. A
