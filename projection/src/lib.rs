@@ -967,7 +967,8 @@ pub const V9_CHANGES: &str = v9_changes!();
 /// overdue on day D when `overdue_from <= D < settled_on`, so the slots
 /// overdue at the end of a report's range are those opened on or before
 /// it less those settled by then: a sum over `overdue_tallies` (a row per
-/// day and office, a few thousand at any size). The R*Tree answered it
+/// office and day, tens of thousands at most, read in office order: the
+/// report groups by office without sorting). The R*Tree answered it
 /// before, but keeping it costs page writes at random places that grow
 /// with the store (its forced reinserts and node splits rewrite the
 /// entries' mapping rows, scattered over its `_rowid` table): at 1M
@@ -983,7 +984,7 @@ CREATE TABLE overdue_tallies (
     office TEXT NOT NULL,
     opened INTEGER NOT NULL,
     settled INTEGER NOT NULL,
-    PRIMARY KEY (day, office)
+    PRIMARY KEY (office, day)
 ) WITHOUT ROWID;
 "#,
             overdue_tally_triggers!(),
