@@ -418,49 +418,84 @@ macro_rules! overdue_from {
     };
 }
 
+/// What a slot row named `$r` adds to `overdue_tallies` (a trigger's body).
+macro_rules! overdue_tally_add {
+    ($r:literal) => {
+        concat!(
+            "
+    INSERT INTO overdue_tallies VALUES (",
+            overdue_from!($r),
+            ", ",
+            $r,
+            ".office, 1, 0)
+    ON CONFLICT DO UPDATE SET opened = opened + 1;
+    INSERT INTO overdue_tallies VALUES (",
+            $r,
+            ".settled_on, ",
+            $r,
+            ".office, 0, 1)
+    ON CONFLICT DO UPDATE SET settled = settled + 1;
+"
+        )
+    };
+}
+
+/// What a slot row named `$r` takes from `overdue_tallies` (a trigger's
+/// body); rows that come to zero go.
+macro_rules! overdue_tally_remove {
+    ($r:literal) => {
+        concat!(
+            "
+    UPDATE overdue_tallies SET opened = opened - 1
+    WHERE day = ",
+            overdue_from!($r),
+            " AND office = ",
+            $r,
+            ".office;
+    UPDATE overdue_tallies SET settled = settled - 1
+    WHERE day = ",
+            $r,
+            ".settled_on AND office = ",
+            $r,
+            ".office;
+    DELETE FROM overdue_tallies WHERE day IN (",
+            overdue_from!($r),
+            ", ",
+            $r,
+            ".settled_on)
+        AND office = ",
+            $r,
+            ".office AND opened = 0 AND settled = 0;
+"
+        )
+    };
+}
+
+/// Whether an update changed what `overdue_tallies` counts of a slot.
+macro_rules! overdue_moved {
+    () => {
+        "old.due_from IS NOT new.due_from OR old.deadline IS NOT new.deadline
+    OR old.settled_on IS NOT new.settled_on OR old.office IS NOT new.office"
+    };
+}
+
 /// The triggers that keep `overdue_tallies` in step with `slots`: a slot
 /// overdue on some day (`overdue_from < settled_on`) counts one `opened`
 /// on the day it becomes overdue and one `settled` on the day it leaves
-/// the list; rows that come to zero go.
+/// the list.
 macro_rules! overdue_tally_triggers {
     () => {
         concat!(
             "CREATE TRIGGER overdue_tallies_insert AFTER INSERT ON slots
-WHEN ", overdue_from!("new"), " < new.settled_on BEGIN
-    INSERT INTO overdue_tallies VALUES (", overdue_from!("new"), ", new.office, 1, 0)
-    ON CONFLICT DO UPDATE SET opened = opened + 1;
-    INSERT INTO overdue_tallies VALUES (new.settled_on, new.office, 0, 1)
-    ON CONFLICT DO UPDATE SET settled = settled + 1;
-END;
+WHEN ", overdue_from!("new"), " < new.settled_on BEGIN", overdue_tally_add!("new"), "END;
 CREATE TRIGGER overdue_tallies_delete AFTER DELETE ON slots
-WHEN ", overdue_from!("old"), " < old.settled_on BEGIN
-    UPDATE overdue_tallies SET opened = opened - 1
-    WHERE day = ", overdue_from!("old"), " AND office = old.office;
-    UPDATE overdue_tallies SET settled = settled - 1
-    WHERE day = old.settled_on AND office = old.office;
-    DELETE FROM overdue_tallies WHERE day IN (", overdue_from!("old"), ", old.settled_on)
-        AND office = old.office AND opened = 0 AND settled = 0;
-END;
+WHEN ", overdue_from!("old"), " < old.settled_on BEGIN", overdue_tally_remove!("old"), "END;
 CREATE TRIGGER overdue_tallies_update_old AFTER UPDATE OF due_from, deadline, settled_on, office ON slots
-WHEN ", overdue_from!("old"), " < old.settled_on AND (old.due_from IS NOT new.due_from
-    OR old.deadline IS NOT new.deadline OR old.settled_on IS NOT new.settled_on
-    OR old.office IS NOT new.office) BEGIN
-    UPDATE overdue_tallies SET opened = opened - 1
-    WHERE day = ", overdue_from!("old"), " AND office = old.office;
-    UPDATE overdue_tallies SET settled = settled - 1
-    WHERE day = old.settled_on AND office = old.office;
-    DELETE FROM overdue_tallies WHERE day IN (", overdue_from!("old"), ", old.settled_on)
-        AND office = old.office AND opened = 0 AND settled = 0;
-END;
+WHEN ", overdue_from!("old"), " < old.settled_on AND (", overdue_moved!(), ") BEGIN",
+            overdue_tally_remove!("old"), "END;
 CREATE TRIGGER overdue_tallies_update_new AFTER UPDATE OF due_from, deadline, settled_on, office ON slots
-WHEN ", overdue_from!("new"), " < new.settled_on AND (old.due_from IS NOT new.due_from
-    OR old.deadline IS NOT new.deadline OR old.settled_on IS NOT new.settled_on
-    OR old.office IS NOT new.office) BEGIN
-    INSERT INTO overdue_tallies VALUES (", overdue_from!("new"), ", new.office, 1, 0)
-    ON CONFLICT DO UPDATE SET opened = opened + 1;
-    INSERT INTO overdue_tallies VALUES (new.settled_on, new.office, 0, 1)
-    ON CONFLICT DO UPDATE SET settled = settled + 1;
-END;
+WHEN ", overdue_from!("new"), " < new.settled_on AND (", overdue_moved!(), ") BEGIN",
+            overdue_tally_add!("new"), "END;
 "
         )
     };
