@@ -222,6 +222,10 @@ fn describe() {
         "Changes stored from pushes (not duplicates)"
     );
     describe_counter!("keqing_bytes_in_total", "Bytes of the changes pushed");
+    describe_counter!(
+        "keqing_push_rechecks_total",
+        "Pushes checked again in the writer's turn: what their check read moved after it"
+    );
     describe_counter!("keqing_changes_out_total", "Changes sent by pulls");
     describe_counter!(
         "keqing_bytes_out_total",
@@ -249,6 +253,7 @@ fn describe() {
         "keqing_pulls_total",
         "keqing_changes_in_total",
         "keqing_bytes_in_total",
+        "keqing_push_rechecks_total",
         "keqing_changes_out_total",
         "keqing_bytes_out_total",
     ] {

@@ -20,8 +20,8 @@
 //! repair's answer is bounded too, and only pushes take the writer.
 
 use crate::store::{
-    Budget, Device, DocumentState, LogReader, NewLogEntry, OfficeRead, Store, StoreError,
-    StoredDocument, audit_actor,
+    Budget, Device, DocumentState, LogReader, NewLogEntry, OfficeRead, PushFooting, Store,
+    StoreError, StoredDocument, audit_actor,
 };
 use automerge::{Automerge, Change, ROOT, ReadDoc};
 use keqing_proto::PullFeed;
@@ -582,40 +582,100 @@ fn checksum_matches(change: &Change) -> bool {
     raw.len() >= 8 && raw[4..8] == change.hash().0[..4]
 }
 
-/// Checks and appends one push that [`decode_push`] accepted, in one turn
-/// at the log writer. Everything or nothing is stored.
+/// Checks and appends one push that [`decode_push`] accepted. Everything
+/// or nothing is stored.
 fn ingest(store: &dyn Store, device: Device, decoded: DecodedPush) -> Result<PushAck, SyncError> {
-    // The checks read in the writer's turn: only pushes add changes and
-    // documents, and only one push has the turn, so nothing they read
-    // changes before the append.
-    let mut writer = store.log_writer()?;
-    let checked = check_push(&*writer, &device, decoded)?;
-    let Checked {
-        entries,
-        docs,
-        duplicates,
-    } = checked;
-    let accepted = entries.len() as u32;
-    // Read in the writer's turn: no other push appends in between, so the
-    // push's changes are exactly those after `log_before`.
-    let log_before = writer.max_seq()?;
-    let last_seq = if entries.is_empty() {
-        log_before
-    } else {
-        writer.append(&device.id, &entries, &docs)?
-    };
-    let epoch = writer.epoch()?;
-    writer.commit()?;
-    Ok(PushAck {
-        accepted,
-        duplicates,
-        last_seq,
-        log_before,
-        epoch,
-    })
+    ViewChecked::check(store, device, decoded)?.append(store)
+}
+
+/// A push checked on a view of the store, before it takes the writer's
+/// turn, and its footing there (see [`PushFooting`]). Checking is most of
+/// a push's work in the store (reading its documents, merging its changes
+/// into them): done on a view, it runs beside other pushes' checks and
+/// appends, in this process and in any other over the same database; the
+/// turn only reads the footing again and appends. Only when the footing
+/// moved in between (another push to the same documents, the same changes
+/// pushed again, a transfer, an erasure) is the push checked again in the
+/// turn, where nothing moves. Either way the outcome is the one a check in
+/// the turn gives: refusals too wait for the turn.
+pub struct ViewChecked {
+    device: Device,
+    /// Kept to check again in the turn.
+    decoded: DecodedPush,
+    footing: PushFooting,
+    outcome: Result<Checked, SyncError>,
+}
+
+impl ViewChecked {
+    /// Checks `decoded` on a view of `store`; stores nothing.
+    fn check(
+        store: &dyn Store,
+        device: Device,
+        decoded: DecodedPush,
+    ) -> Result<ViewChecked, SyncError> {
+        let view = store.reader()?;
+        let (ids, hashes) = decoded.footprint();
+        let footing = view.push_footing(&ids, &hashes)?;
+        let outcome = check_push(&*view, &device, decoded.clone());
+        Ok(ViewChecked {
+            device,
+            decoded,
+            footing,
+            outcome,
+        })
+    }
+
+    /// Checks a push of `changes` from `device` on a view of `store`, to
+    /// append with [`ViewChecked::append`]; refuses here only what needs
+    /// no store (see [`decode_push`]).
+    pub fn of_push(
+        store: &dyn Store,
+        device: &Device,
+        changes: Vec<ChangeEnvelope>,
+    ) -> Result<ViewChecked, SyncError> {
+        let decoded = decode_push(device, changes)?;
+        ViewChecked::check(store, device.clone(), decoded)
+    }
+
+    /// Takes the writer's turn and appends the push if the check still
+    /// holds there, checking it again if its footing moved.
+    pub fn append(self, store: &dyn Store) -> Result<PushAck, SyncError> {
+        let mut writer = store.log_writer()?;
+        let (ids, hashes) = self.decoded.footprint();
+        let checked = if writer.push_footing(&ids, &hashes)? == self.footing {
+            self.outcome?
+        } else {
+            metrics::counter!("keqing_push_rechecks_total").increment(1);
+            check_push(&*writer, &self.device, self.decoded)?
+        };
+        let Checked {
+            entries,
+            docs,
+            duplicates,
+        } = checked;
+        let accepted = entries.len() as u32;
+        // Read in the writer's turn: no other push appends in between, so
+        // the push's changes are exactly those after `log_before`.
+        let log_before = writer.max_seq()?;
+        let last_seq = if entries.is_empty() {
+            log_before
+        } else {
+            writer.append(&self.device.id, &entries, &docs)?
+        };
+        let epoch = writer.epoch()?;
+        writer.commit()?;
+        Ok(PushAck {
+            accepted,
+            duplicates,
+            last_seq,
+            log_before,
+            epoch,
+        })
+    }
 }
 
 /// A push that passed every check, ready to append.
+#[derive(Debug)]
 struct Checked {
     entries: Vec<NewLogEntry>,
     docs: Vec<DocumentState>,
@@ -624,9 +684,9 @@ struct Checked {
 
 /// A push decoded and checked as far as that needs no store: sizes,
 /// document ids, each change's bytes and checksum, duplicates within it.
-/// This is most of a push's work, done before the push takes the writer,
-/// so the pushes of several devices (or one device's pipelined batches)
-/// decode side by side.
+/// Done before the push reads the store, so the pushes of several devices
+/// (or one device's pipelined batches) decode side by side.
+#[derive(Clone)]
 pub(crate) struct DecodedPush {
     /// The device's own actor (a change the server has not seen must carry it).
     actor: Vec<u8>,
@@ -637,6 +697,7 @@ pub(crate) struct DecodedPush {
 }
 
 /// One document's changes in a push.
+#[derive(Clone)]
 struct DocChanges {
     doc_id: String,
     /// Each change with its index in the push (a refusal names it).
@@ -645,6 +706,19 @@ struct DocChanges {
     /// start a new dossier (the first depends on nothing): worked out here
     /// so the writer need not.
     creation: Option<Option<(String, String)>>,
+}
+
+impl DecodedPush {
+    /// The documents and the changes of the push: what its footing is of.
+    fn footprint(&self) -> (Vec<&str>, Vec<[u8; 32]>) {
+        let ids = self.docs.iter().map(|d| d.doc_id.as_str()).collect();
+        let hashes = self
+            .docs
+            .iter()
+            .flat_map(|d| d.changes.iter().map(|(_, c)| c.hash().0))
+            .collect();
+        (ids, hashes)
+    }
 }
 
 /// A document id as the server takes it: 1 to 64 ASCII letters, digits
@@ -1258,8 +1332,7 @@ pub(crate) fn push_at_once(
     device: &Device,
     changes: Vec<ChangeEnvelope>,
 ) -> Result<PushAck, SyncError> {
-    let decoded = decode_push(device, changes)?;
-    ingest(store, device.clone(), decoded)
+    ViewChecked::of_push(store, device, changes)?.append(store)
 }
 
 /// Reads the next batch of a pull from `store`, in one short read
@@ -1590,9 +1663,9 @@ impl keqing_proto::SyncHandler for Hub {
         let _serving = self.in_flight.enter();
         let store = self.store.clone();
         let ack = tokio::task::spawn_blocking(move || {
-            // Decoded outside the writer's turn: a device's next push
-            // decodes while the one before is appended, and pushes take
-            // turns only to check against the store and append.
+            // Decoded and checked outside the writer's turn: a device's
+            // next push decodes and checks while the one before is
+            // appended, and pushes take turns only to append.
             let decoded = decode_push(&device, changes)?;
             ingest(&*store, device, decoded)
         })

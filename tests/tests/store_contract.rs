@@ -240,6 +240,93 @@ fn concurrent_appenders_never_let_a_cursor_reader_miss_a_change() {
     }
 }
 
+/// A push is checked on a view before it takes the writer's turn. What
+/// moves in between is seen in the turn, and the push checked again there:
+/// the change its own depends on appended meanwhile (the view alone would
+/// refuse it), the same changes pushed twice at once (logged once, the
+/// second push told they are duplicates), a dossier erased meanwhile
+/// (refused as gone, nothing of it logged again).
+#[test]
+fn a_push_checked_on_a_view_appends_only_what_its_turn_allows() {
+    use keqing_server::hub::ViewChecked;
+    use keqing_shared::sync::SyncErrorKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = keqing_tests::postgres_database();
+    for store in each_store_in(tmp.path(), &url) {
+        let backend = store.backend();
+        add_office_device(&*store, "dev-gd", "44", "gd");
+        let hub = unlimited_hub(&store);
+        let rt = keqing_tests::runtime();
+        let actor = ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+            .unwrap();
+        let device = store.device("dev-gd").unwrap().unwrap();
+        let checked = |id: &str, changes: &[NewChange]| {
+            ViewChecked::of_push(
+                &*store,
+                &device,
+                changes.iter().map(|c| env(id, c)).collect(),
+            )
+            .unwrap()
+        };
+
+        // A dossier's second change, checked before its first is logged.
+        let a = dossier_id("44", 1);
+        let a_changes = working_dossier(&a, "44", &actor, 1);
+        let early = checked(&a, &a_changes[1..]);
+        let alone = checked(&a, &a_changes[1..]).append(&*store).unwrap_err();
+        assert_eq!(
+            alone.kind,
+            SyncErrorKind::InvalidArgument,
+            "{backend}: {alone}"
+        );
+        let first = checked(&a, &a_changes[..1]).append(&*store).unwrap();
+        assert_eq!(first.accepted, 1, "{backend}");
+        let ack = early.append(&*store).unwrap();
+        assert_eq!(
+            (ack.accepted, ack.log_before),
+            (1, first.last_seq),
+            "{backend}"
+        );
+
+        // The same changes in two pushes checked at once.
+        let b = dossier_id("44", 2);
+        let b_changes = working_dossier(&b, "44", &actor, 2);
+        let (one, other) = (checked(&b, &b_changes), checked(&b, &b_changes));
+        assert_eq!(one.append(&*store).unwrap().accepted, 2, "{backend}");
+        let ack = other.append(&*store).unwrap();
+        assert_eq!((ack.accepted, ack.duplicates), (0, 2), "{backend}");
+        assert_eq!(store.counts().unwrap().changes, 4, "{backend}");
+
+        // A follow-up to a dossier checked before headquarters erases it.
+        let mut doc = automerge::Automerge::new();
+        for c in &a_changes {
+            doc.apply_changes([automerge::Change::from_bytes(c.bytes.clone()).unwrap()])
+                .unwrap();
+        }
+        let mut dossier = Dossier::from_document(doc, actor.clone()).unwrap();
+        let late = dossier
+            .edit(3, |tx| tx.add(&followup(&a, 1)))
+            .unwrap()
+            .unwrap();
+        let pending = checked(&a, std::slice::from_ref(&late));
+        keqing_server::lifecycle::request_erasure(&*store, &a, "申请删除", "admin:test").unwrap();
+        let ledger = tmp.path().join(format!("{backend}-view-erasures.jsonl"));
+        keqing_server::lifecycle::confirm_erasure(&*store, &a, "admin:test", &ledger).unwrap();
+        let gone = pending.append(&*store).unwrap_err();
+        assert_eq!(gone.kind, SyncErrorKind::Gone, "{backend}: {gone}");
+        let reader = store.reader().unwrap();
+        assert!(reader.document(&a).unwrap().is_none(), "{backend}");
+        assert!(
+            reader.changes_of(&a, u64::MAX).unwrap().is_empty(),
+            "{backend}"
+        );
+        drop(reader);
+        assert_eq!(store.counts().unwrap().changes, 2, "{backend}");
+        assert_eq!(store.integrity_check().unwrap(), "ok", "{backend}");
+    }
+}
+
 /// The same dossiers give the same projection rows on every backend, a
 /// rebuild gives the rows incremental projection kept, and two projector
 /// sessions at once never write a batch twice.

@@ -200,6 +200,26 @@ pub struct NewLogEntry {
     pub bytes: Vec<u8>,
 }
 
+/// What a push's check goes by in the store besides the documents'
+/// content: each stored document's office and `last_seq` (every append to
+/// it moves it, a transfer changes the office, an erasure takes the row),
+/// the fates recorded for the documents (rows and the latest), and which
+/// of the push's changes are logged. Read on a view and again in the
+/// writer's turn: when the two are equal, a check made on the view holds
+/// in the turn (see `hub::ingest`). The content can change under an equal
+/// footing only into the same document (the projector settling a
+/// snapshot, repacking, compaction leaving changes to a snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushFooting {
+    /// (id, office, last_seq) of the stored documents, by id.
+    pub documents: Vec<(String, String, u64)>,
+    /// How many fate rows name the documents, and the greatest of their
+    /// sequence numbers.
+    pub fates: (u64, u64),
+    /// The push's changes already logged, sorted.
+    pub logged: Vec<[u8; 32]>,
+}
+
 /// A document's new snapshot after a batch.
 #[derive(Debug, Clone)]
 pub struct DocumentState {
@@ -440,6 +460,9 @@ pub trait LogReader {
         }
         Ok(found)
     }
+    /// The footing of a push of changes `hashes` to documents `ids` (see
+    /// [`PushFooting`]): light rows only, no snapshot (read twice a push).
+    fn push_footing(&self, ids: &[&str], hashes: &[[u8; 32]]) -> Result<PushFooting>;
     /// The last sequence number of the log (0: empty).
     fn max_seq(&self) -> Result<u64>;
     /// The store's epoch: sync cursors are positions in this store's log.

@@ -2,14 +2,15 @@
 //! the statements, on a pooled connection or inside a transaction.
 
 use crate::store::{
-    AuditEntry, Budget, Compacted, Device, DocumentState, NewLogEntry, Repacked, Result,
-    StoreCounts, StoredDocument,
+    AuditEntry, Budget, Compacted, Device, DocumentState, NewLogEntry, PushFooting, Repacked,
+    Result, StoreCounts, StoredDocument,
 };
 use deadpool_postgres::GenericClient;
 use futures_util::{StreamExt, pin_mut};
 use keqing_shared::packed::{pack, unpack};
 use keqing_shared::sync::{LoggedChange, Snapshot};
 use std::collections::HashMap;
+use tokio_postgres::types::ToSql;
 
 const DEVICE_COLUMNS: &str = "id, name, office, actor, created_at, revoked_at, cert_sha256";
 
@@ -191,6 +192,49 @@ pub(super) async fn logged_among(
         }
     }
     Ok(logged)
+}
+
+/// A push's footing (see [`PushFooting`]): three statements sent at once,
+/// one round trip.
+pub(super) async fn push_footing(
+    c: &impl GenericClient,
+    ids: &[&str],
+    hashes: &[[u8; 32]],
+) -> Result<PushFooting> {
+    let (rows, fates, logged) = tokio::try_join!(
+        c.prepare_cached("SELECT id, office, last_seq FROM documents WHERE id = ANY($1)"),
+        c.prepare_cached(
+            "SELECT count(*), coalesce(max(seq), 0) FROM fates WHERE doc_id = ANY($1)"
+        ),
+        c.prepare_cached("SELECT hash FROM changes WHERE hash = ANY($1)"),
+    )?;
+    let wanted: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+    let (by_id, by_hash): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+        ([&ids], [&wanted]);
+    let (rows, fates, logged) = tokio::try_join!(
+        c.query(&rows, &by_id),
+        c.query_one(&fates, &by_id),
+        c.query(&logged, &by_hash),
+    )?;
+    let mut footing = PushFooting {
+        documents: rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, seq_of(r.try_get(2)?))))
+            .collect::<Result<_>>()?,
+        fates: (
+            fates.try_get::<_, i64>(0)? as u64,
+            seq_of(fates.try_get(1)?),
+        ),
+        logged: Vec::new(),
+    };
+    for r in &logged {
+        if let Ok(h) = <[u8; 32]>::try_from(r.try_get::<_, &[u8]>(0)?) {
+            footing.logged.push(h);
+        }
+    }
+    footing.documents.sort_unstable();
+    footing.logged.sort_unstable();
+    Ok(footing)
 }
 
 pub(super) async fn documents_among(

@@ -27,8 +27,8 @@ pub use schema::PROJECTION_VERSION;
 use crate::store::{
     AuditEntry, Budget, Compacted, Device, DeviceHealth, DocumentState, Erased, ErasureRequest,
     Fate, HqUser, LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections,
-    Repacked, Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument,
-    StoredRead, UnreadableDocument, UserChange,
+    PushFooting, Repacked, Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError,
+    StoredDocument, StoredRead, UnreadableDocument, UserChange,
 };
 use deadpool_postgres::Object;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -300,6 +300,10 @@ macro_rules! forward_log_reader {
                 ids: &[&str],
             ) -> Result<std::collections::HashMap<String, StoredDocument>> {
                 self.held.block(log::documents_among(self.held.c(), ids))
+            }
+            fn push_footing(&self, ids: &[&str], hashes: &[[u8; 32]]) -> Result<PushFooting> {
+                self.held
+                    .block(log::push_footing(self.held.c(), ids, hashes))
             }
             fn max_seq(&self) -> Result<u64> {
                 self.held.block(log::max_seq(self.held.c()))

@@ -2,7 +2,7 @@
 
 use super::conn::{Conn, insert_audit};
 use crate::store::{
-    Budget, Compacted, DocumentState, NewLogEntry, Repacked, Result, StoredDocument,
+    Budget, Compacted, DocumentState, NewLogEntry, PushFooting, Repacked, Result, StoredDocument,
 };
 use keqing_shared::packed::{pack, unpack};
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -39,6 +39,36 @@ impl Conn {
             }
         }
         Ok(logged)
+    }
+
+    /// A push's footing (see [`PushFooting`]): a lookup each, the file is
+    /// local.
+    pub fn push_footing(&self, ids: &[&str], hashes: &[[u8; 32]]) -> Result<PushFooting> {
+        let mut footing = PushFooting {
+            logged: self.logged_among(hashes)?.into_iter().collect(),
+            ..Default::default()
+        };
+        footing.logged.sort_unstable();
+        let mut row = self
+            .conn
+            .prepare_cached("SELECT office, last_seq FROM documents WHERE id = ?1")?;
+        let mut fates = self.conn.prepare_cached(
+            "SELECT count(*), coalesce(max(seq), 0) FROM fates WHERE doc_id = ?1",
+        )?;
+        for id in ids {
+            if let Some((office, last_seq)) = row
+                .query_row([id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
+                .optional()?
+            {
+                footing.documents.push((id.to_string(), office, last_seq));
+            }
+            let (rows, latest) =
+                fates.query_row([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+            footing.fates.0 += rows as u64;
+            footing.fates.1 = footing.fates.1.max(latest as u64);
+        }
+        footing.documents.sort_unstable();
+        Ok(footing)
     }
 
     /// The stored documents among `ids`, with every logged change of the

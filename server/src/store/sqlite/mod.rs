@@ -35,8 +35,8 @@ pub use schema::DB_FILE;
 use crate::store::{
     AuditEntry, Budget, Compacted, Device, DeviceHealth, DocumentState, Erased, ErasureRequest,
     Fate, HqUser, LogReader, LogWriter, NewFate, NewLogEntry, OfficeRead, Projected, Projections,
-    Repacked, Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError, StoredDocument,
-    StoredRead, UnreadableDocument, UserChange,
+    PushFooting, Repacked, Result, SettledSnapshot, StandIn, Store, StoreCounts, StoreError,
+    StoredDocument, StoredRead, UnreadableDocument, UserChange,
 };
 use conn::Conn;
 use keqing_shared::sync::{LoggedChange, Snapshot};
@@ -251,6 +251,9 @@ macro_rules! forward_log_reader {
                 hashes: &[[u8; 32]],
             ) -> Result<std::collections::HashSet<[u8; 32]>> {
                 self.conn.logged_among(hashes)
+            }
+            fn push_footing(&self, ids: &[&str], hashes: &[[u8; 32]]) -> Result<PushFooting> {
+                self.conn.push_footing(ids, hashes)
             }
             fn max_seq(&self) -> Result<u64> {
                 self.conn.max_seq()
