@@ -26,8 +26,8 @@
 //!   headquarters device below reads it);
 //! - a new headquarters device bootstrapping every dossier (first sync).
 //!
-//! Then, on PostgreSQL, 27 offices pushing at once to one server process
-//! and to two over one database (KEQING_NATIONAL_BENCH_PUSH dossiers per
+//! Then 27 offices pushing at once to SQLite's one server process and, on
+//! PostgreSQL, to one and to two over one database (KEQING_NATIONAL_BENCH_PUSH dossiers per
 //! office, default 300; 0 leaves it out), with the cores the machine, the
 //! server processes and the devices kept busy meanwhile.
 //!
@@ -1036,8 +1036,8 @@ fn main() {
         }
     }
 
-    // Two server processes over one PostgreSQL database against one.
-    let Some(admin) = postgres else { return };
+    // 27 offices pushing at once: to SQLite's one server process, then to
+    // one and to two over one PostgreSQL database.
     let per_office: u64 = std::env::var("KEQING_NATIONAL_BENCH_PUSH")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -1047,12 +1047,26 @@ fn main() {
     if per_office == 0 {
         return;
     }
-    println!("\n## 27 offices pushing {per_office} dossiers each at once, PostgreSQL");
+    let mut runs = vec![(None, 1)];
+    if let Some(admin) = &postgres {
+        runs.extend([(Some(admin.as_str()), 1), (Some(admin.as_str()), 2)]);
+    }
     let mut rates = Vec::new();
-    for processes in [1, 2] {
-        let dir = tmp.path().join(format!("processes-{processes}"));
+    for (admin, processes) in runs {
+        let dir = tmp
+            .path()
+            .join(format!("push-{}-{processes}", admin.is_some()));
         std::fs::create_dir_all(&dir).expect("dir");
-        let place = Place::Postgres(new_database(&admin, "keqing_processes_bench"));
+        let place = match admin {
+            Some(admin) => Place::Postgres(new_database(admin, "keqing_processes_bench")),
+            None => Place::Sqlite(dir.join("store")),
+        };
+        if processes == 1 {
+            println!(
+                "\n## 27 offices pushing {per_office} dossiers each at once, {}",
+                place.name()
+            );
+        }
         let servers: Vec<ServerProcess> = (0..processes)
             .map(|_| ServerProcess::start(&place, &dir))
             .collect();
@@ -1075,20 +1089,29 @@ fn main() {
         for s in servers {
             s.stop();
         }
-        drop_database(&admin, "keqing_processes_bench");
-        let rate = p.changes as f64 / p.seconds;
+        if let Some(admin) = admin {
+            drop_database(admin, "keqing_processes_bench");
+            rates.push(p.changes as f64 / p.seconds);
+        }
         println!(
-            "{processes} server process{}: {:.0} dossiers/s, {rate:.0} changes/s ({:.1} s)",
+            "{processes} server process{}: {:.0} dossiers/s, {:.0} changes/s ({:.1} s)",
             if processes > 1 { "es" } else { "" },
             p.dossiers as f64 / p.seconds,
+            p.changes as f64 / p.seconds,
             p.seconds
         );
         println!(
-            "  cores busy {busy:.2} of {cpus}: server process{} {servers_cores:.2}, the 27 devices (this process) {devices:.2}, PostgreSQL and the rest {:.2}",
+            "  cores busy {busy:.2} of {cpus}: server process{} {servers_cores:.2}, the 27 devices (this process) {devices:.2}, {} {:.2}",
             if processes > 1 { "es" } else { "" },
+            if admin.is_some() {
+                "PostgreSQL and the rest"
+            } else {
+                "the rest"
+            },
             (busy - servers_cores - devices).max(0.0),
         );
-        rates.push(rate);
     }
-    println!("two processes against one: {:.2}×", rates[1] / rates[0]);
+    if let [one, two] = rates[..] {
+        println!("two processes against one: {:.2}×", two / one);
+    }
 }
