@@ -616,7 +616,7 @@ impl ViewChecked {
         let view = store.reader()?;
         let (ids, hashes) = decoded.footprint();
         let footing = view.push_footing(&ids, &hashes)?;
-        let outcome = check_push(&*view, &device, decoded.clone());
+        let outcome = check_push(&*view, &device, decoded.clone(), &footing);
         Ok(ViewChecked {
             device,
             decoded,
@@ -642,11 +642,12 @@ impl ViewChecked {
     pub fn append(self, store: &dyn Store) -> Result<PushAck, SyncError> {
         let mut writer = store.log_writer()?;
         let (ids, hashes) = self.decoded.footprint();
-        let checked = if writer.push_footing(&ids, &hashes)? == self.footing {
+        let footing = writer.push_footing(&ids, &hashes)?;
+        let checked = if footing == self.footing {
             self.outcome?
         } else {
             metrics::counter!("keqing_push_rechecks_total").increment(1);
-            check_push(&*writer, &self.device, self.decoded)?
+            check_push(&*writer, &self.device, self.decoded, &footing)?
         };
         let Checked {
             entries,
@@ -827,6 +828,7 @@ fn check_push(
     store: &dyn LogReader,
     device: &Device,
     decoded: DecodedPush,
+    footing: &PushFooting,
 ) -> Result<Checked, SyncError> {
     let DecodedPush {
         actor,
@@ -835,12 +837,9 @@ fn check_push(
     } = decoded;
     let mut entries = Vec::new();
     let mut docs = Vec::new();
-    // One look at the log and one at the documents for the whole push.
-    let hashes: Vec<[u8; 32]> = decoded
-        .iter()
-        .flat_map(|d| d.changes.iter().map(|(_, c)| c.hash().0))
-        .collect();
-    let logged = store.logged_among(&hashes)?;
+    // Which changes are logged comes with the footing, read on the same
+    // view; one look at the documents for the whole push.
+    let logged = |hash: &[u8; 32]| footing.logged.binary_search(hash).is_ok();
     let ids: Vec<&str> = decoded.iter().map(|d| d.doc_id.as_str()).collect();
     let mut stored = store.documents_among(&ids)?;
     let mut fates = store.fates_among(&ids)?;
@@ -852,7 +851,7 @@ fn check_push(
     {
         let mut indexed = Vec::with_capacity(pushed.len());
         for (i, c) in pushed {
-            if logged.contains(&c.hash().0) {
+            if logged(&c.hash().0) {
                 duplicates += 1;
                 // `creation` was worked out on other changes than those left.
                 creation = None;

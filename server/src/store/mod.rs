@@ -444,9 +444,6 @@ pub trait LogReader {
     fn device_with_actor(&self, actor: &[u8]) -> Result<Option<Device>>;
     /// A document's office and snapshot.
     fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>>;
-    /// Which of `hashes` are logged: one look for a whole push (a store
-    /// over the network answers in one round trip).
-    fn logged_among(&self, hashes: &[[u8; 32]]) -> Result<std::collections::HashSet<[u8; 32]>>;
     /// The stored documents among `ids`: one look for a whole push.
     fn documents_among(
         &self,
@@ -461,7 +458,9 @@ pub trait LogReader {
         Ok(found)
     }
     /// The footing of a push of changes `hashes` to documents `ids` (see
-    /// [`PushFooting`]): light rows only, no snapshot (read twice a push).
+    /// [`PushFooting`]): light rows only, no snapshot (read twice a push);
+    /// one look for a whole push (a store over the network answers in one
+    /// round trip).
     fn push_footing(&self, ids: &[&str], hashes: &[[u8; 32]]) -> Result<PushFooting>;
     /// The last sequence number of the log (0: empty).
     fn max_seq(&self) -> Result<u64>;

@@ -176,24 +176,6 @@ pub(super) async fn document(
         }))
 }
 
-pub(super) async fn logged_among(
-    c: &impl GenericClient,
-    hashes: &[[u8; 32]],
-) -> Result<std::collections::HashSet<[u8; 32]>> {
-    let stmt = c
-        .prepare_cached("SELECT hash FROM changes WHERE hash = ANY($1)")
-        .await?;
-    let wanted: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
-    let mut logged = std::collections::HashSet::new();
-    for r in c.query(&stmt, &[&wanted]).await? {
-        let bytes: &[u8] = r.try_get(0)?;
-        if let Ok(h) = <[u8; 32]>::try_from(bytes) {
-            logged.insert(h);
-        }
-    }
-    Ok(logged)
-}
-
 /// A push's footing (see [`PushFooting`]): three statements sent at once,
 /// one round trip.
 pub(super) async fn push_footing(

@@ -289,12 +289,6 @@ macro_rules! forward_log_reader {
             fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
                 self.held.block(log::document(self.held.c(), doc_id))
             }
-            fn logged_among(
-                &self,
-                hashes: &[[u8; 32]],
-            ) -> Result<std::collections::HashSet<[u8; 32]>> {
-                self.held.block(log::logged_among(self.held.c(), hashes))
-            }
             fn documents_among(
                 &self,
                 ids: &[&str],

@@ -7,7 +7,7 @@ use crate::store::{
 use keqing_shared::packed::{pack, unpack};
 use keqing_shared::sync::{LoggedChange, Snapshot};
 use rusqlite::{OptionalExtension, params};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 impl Conn {
     pub fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
@@ -27,27 +27,18 @@ impl Conn {
             .optional()?)
     }
 
-    /// Which of `hashes` are logged (a lookup each: the file is local).
-    pub fn logged_among(&self, hashes: &[[u8; 32]]) -> Result<HashSet<[u8; 32]>> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?;
-        let mut logged = HashSet::new();
-        for h in hashes {
-            if stmt.query_row([&h[..]], |_| Ok(())).optional()?.is_some() {
-                logged.insert(*h);
-            }
-        }
-        Ok(logged)
-    }
-
     /// A push's footing (see [`PushFooting`]): a lookup each, the file is
     /// local.
     pub fn push_footing(&self, ids: &[&str], hashes: &[[u8; 32]]) -> Result<PushFooting> {
-        let mut footing = PushFooting {
-            logged: self.logged_among(hashes)?.into_iter().collect(),
-            ..Default::default()
-        };
+        let mut footing = PushFooting::default();
+        let mut logged = self
+            .conn
+            .prepare_cached("SELECT 1 FROM changes WHERE hash = ?1")?;
+        for h in hashes {
+            if logged.query_row([&h[..]], |_| Ok(())).optional()?.is_some() {
+                footing.logged.push(*h);
+            }
+        }
         footing.logged.sort_unstable();
         let mut row = self
             .conn

@@ -246,12 +246,6 @@ macro_rules! forward_log_reader {
             fn document(&self, doc_id: &str) -> Result<Option<StoredDocument>> {
                 self.conn.document(doc_id)
             }
-            fn logged_among(
-                &self,
-                hashes: &[[u8; 32]],
-            ) -> Result<std::collections::HashSet<[u8; 32]>> {
-                self.conn.logged_among(hashes)
-            }
             fn push_footing(&self, ids: &[&str], hashes: &[[u8; 32]]) -> Result<PushFooting> {
                 self.conn.push_footing(ids, hashes)
             }
