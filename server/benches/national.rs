@@ -1086,6 +1086,10 @@ fn main() {
             cores(servers_ticks() - servers0),
             cores(process_cpu_ticks(std::process::id()) - devices0),
         );
+        let peaks: Vec<String> = servers
+            .iter()
+            .map(|s| format!("{:.0}", s.memory_mb().1))
+            .collect();
         for s in servers {
             s.stop();
         }
@@ -1094,11 +1098,12 @@ fn main() {
             rates.push(p.changes as f64 / p.seconds);
         }
         println!(
-            "{processes} server process{}: {:.0} dossiers/s, {:.0} changes/s ({:.1} s)",
+            "{processes} server process{}: {:.0} dossiers/s, {:.0} changes/s ({:.1} s); peak {} MB",
             if processes > 1 { "es" } else { "" },
             p.dossiers as f64 / p.seconds,
             p.changes as f64 / p.seconds,
-            p.seconds
+            p.seconds,
+            peaks.join(" and ")
         );
         println!(
             "  cores busy {busy:.2} of {cpus}: server process{} {servers_cores:.2}, the 27 devices (this process) {devices:.2}, {} {:.2}",

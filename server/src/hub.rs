@@ -135,6 +135,14 @@ const PULL_STALL: std::time::Duration = std::time::Duration::from_secs(120);
 /// reads them. 27 offices × 2 devices and headquarters fit.
 const PULLS_AT_ONCE: usize = 96;
 
+/// Pushes checked or appended at once, all devices together. A check
+/// holds a view (a connection) and a core for a moment, and what it made,
+/// the push's documents merged and its log entries, until the push's turn
+/// at the writer: a push checked long before its turn only holds memory.
+/// A few at once keep the cores busy while one appends; the others wait,
+/// undecoded.
+const PUSHES_AT_ONCE: usize = 4;
+
 /// Repairs served at once, all devices together: each builds documents
 /// from their logs, a core's work for a moment (a device repairs rarely:
 /// after restoring a backup).
@@ -145,9 +153,11 @@ pub struct Hub {
     admission: Arc<Admission>,
     /// See [`PULL_STALL`].
     pull_stall: std::time::Duration,
-    /// The store: pushes take turns at its log writer; requests that only
-    /// read take a reader each.
+    /// The store: pushes are checked on a reader and take turns at its log
+    /// writer; requests that only read take a reader each.
     store: Arc<dyn Store>,
+    /// See [`PUSHES_AT_ONCE`].
+    pushes: Arc<tokio::sync::Semaphore>,
     /// Tells the projector that the log grew.
     appended: Arc<tokio::sync::Notify>,
     in_flight: Arc<InFlight>,
@@ -481,6 +491,7 @@ impl Hub {
             admission,
             pull_stall: PULL_STALL,
             store,
+            pushes: Arc::new(tokio::sync::Semaphore::new(PUSHES_AT_ONCE)),
             appended,
             in_flight: Arc::new(InFlight::default()),
             fleet: Arc::new(crate::fleet::Fleet::default()),
@@ -582,12 +593,6 @@ fn checksum_matches(change: &Change) -> bool {
     raw.len() >= 8 && raw[4..8] == change.hash().0[..4]
 }
 
-/// Checks and appends one push that [`decode_push`] accepted. Everything
-/// or nothing is stored.
-fn ingest(store: &dyn Store, device: Device, decoded: DecodedPush) -> Result<PushAck, SyncError> {
-    ViewChecked::check(store, device, decoded)?.append(store)
-}
-
 /// A push checked on a view of the store, before it takes the writer's
 /// turn, and its footing there (see [`PushFooting`]). Checking is most of
 /// a push's work in the store (reading its documents, merging its changes
@@ -613,7 +618,7 @@ impl ViewChecked {
         device: Device,
         decoded: DecodedPush,
     ) -> Result<ViewChecked, SyncError> {
-        let view = store.reader()?;
+        let view = store.push_view()?;
         let (ids, hashes) = decoded.footprint();
         let footing = view.push_footing(&ids, &hashes)?;
         let outcome = check_push(&*view, &device, decoded.clone(), &footing);
@@ -638,7 +643,8 @@ impl ViewChecked {
     }
 
     /// Takes the writer's turn and appends the push if the check still
-    /// holds there, checking it again if its footing moved.
+    /// holds there, checking it again if its footing moved. Everything or
+    /// nothing is stored.
     pub fn append(self, store: &dyn Store) -> Result<PushAck, SyncError> {
         let mut writer = store.log_writer()?;
         let (ids, hashes) = self.decoded.footprint();
@@ -1660,17 +1666,19 @@ impl keqing_proto::SyncHandler for Hub {
         self.fleet.pushed(&device.id, client.as_ref());
         let device_id = device.id.clone();
         let _serving = self.in_flight.enter();
-        let store = self.store.clone();
-        let ack = tokio::task::spawn_blocking(move || {
-            // Decoded and checked outside the writer's turn: a device's
-            // next push decodes and checks while the one before is
-            // appended, and pushes take turns only to append.
-            let decoded = decode_push(&device, changes)?;
-            ingest(&*store, device, decoded)
-        })
-        .await
-        .map_err(|e| SyncError::internal(format!("task failed: {e}")))
-        .and_then(|r| r);
+        let ack = async {
+            let _pushing = self.pushes.acquire().await.map_err(|_| {
+                SyncError::new(SyncErrorKind::Unavailable, "the server is shutting down")
+            })?;
+            // Decoded and checked outside the writer's turn: pushes check
+            // side by side and take turns only to append.
+            self.with_store(move |store| {
+                let decoded = decode_push(&device, changes)?;
+                ViewChecked::check(store, device, decoded)?.append(store)
+            })
+            .await
+        }
+        .await;
         metrics::counter!("keqing_pushes_total").increment(1);
         metrics::histogram!("keqing_push_seconds").record(started.elapsed().as_secs_f64());
         match &ack {

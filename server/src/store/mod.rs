@@ -206,7 +206,7 @@ pub struct NewLogEntry {
 /// the fates recorded for the documents (rows and the latest), and which
 /// of the push's changes are logged. Read on a view and again in the
 /// writer's turn: when the two are equal, a check made on the view holds
-/// in the turn (see `hub::ingest`). The content can change under an equal
+/// in the turn (see `hub::ViewChecked`). The content can change under an equal
 /// footing only into the same document (the projector settling a
 /// snapshot, repacking, compaction leaving changes to a snapshot).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -684,6 +684,12 @@ pub trait Store: Send + Sync {
     /// The backend's name, for logs and `--help`.
     fn backend(&self) -> &'static str;
     fn reader(&self) -> Result<Box<dyn LogReader + '_>>;
+    /// A view for a push's check (see `hub::ViewChecked`): a reader, from
+    /// connections of its own where the backend keeps a cache per
+    /// connection.
+    fn push_view(&self) -> Result<Box<dyn LogReader + '_>> {
+        self.reader()
+    }
     fn log_writer(&self) -> Result<Box<dyn LogWriter + '_>>;
     /// A projector session. Sessions may run at once (the background
     /// projector, a report catching up before it reads, another server

@@ -51,6 +51,8 @@ pub struct SqliteStore {
     /// Connections for requests that only read, projector sessions and
     /// administration.
     readers: ReaderPool,
+    /// Connections for pushes' checks (see [`Store::push_view`]).
+    checkers: ReaderPool,
 }
 
 impl SqliteStore {
@@ -79,6 +81,14 @@ impl SqliteStore {
             readers: ReaderPool {
                 path: path.clone(),
                 idle: Mutex::new(Vec::new()),
+                cache_kib: READER_CACHE_KIB,
+                max_idle: IDLE_READERS,
+            },
+            checkers: ReaderPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+                cache_kib: CHECKER_CACHE_KIB,
+                max_idle: IDLE_CHECKERS,
             },
             path,
         })
@@ -140,12 +150,35 @@ const IDLE_READERS: usize = 8;
 const READER_CACHE_KIB: i64 = 16_384;
 
 /// Reader connections shared by the requests that only read.
+/// A push's check probes the log's hash index for each of its changes:
+/// pages all over an index as large as the log, which the writer's cache
+/// holds the hottest of and the OS page cache the rest. A checker keeps
+/// SQLite's default 2 MiB: a reader's 16 MiB filled with those pages,
+/// in each of the pool's connections, held 100+ MB more at 54 000
+/// dossiers (BENCHMARKS.md).
+const CHECKER_CACHE_KIB: i64 = 2_048;
+
+/// Checker connections kept for the next push (the hub checks a few at
+/// once).
+const IDLE_CHECKERS: usize = 4;
+
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Conn>>,
+    /// Each connection's page cache, in KiB.
+    cache_kib: i64,
+    /// Connections kept idle at most.
+    max_idle: usize,
 }
 
 impl ReaderPool {
+    /// A connection of the pool in a read transaction.
+    fn view(&self) -> Result<SqliteReader<'_>> {
+        let conn = self.get()?;
+        conn.conn.execute_batch("BEGIN")?;
+        Ok(SqliteReader { conn })
+    }
+
     /// An idle reader, or a new connection.
     fn get(&self) -> Result<Pooled<'_>> {
         let idle = self.idle.lock().ok().and_then(|mut v| v.pop());
@@ -153,8 +186,7 @@ impl ReaderPool {
             Some(c) => c,
             None => {
                 let c = Conn::open(&self.path)?;
-                c.conn
-                    .pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+                c.conn.pragma_update(None, "cache_size", -self.cache_kib)?;
                 c
             }
         };
@@ -197,7 +229,7 @@ impl Drop for Pooled<'_> {
         if let Some(conn) = self.slot.take()
             && conn.conn.is_autocommit()
             && let Ok(mut idle) = self.pool.idle.lock()
-            && idle.len() < IDLE_READERS
+            && idle.len() < self.pool.max_idle
         {
             idle.push(conn);
         }
@@ -467,9 +499,11 @@ impl Store for SqliteStore {
     }
 
     fn reader(&self) -> Result<Box<dyn LogReader + '_>> {
-        let conn = self.readers.get()?;
-        conn.conn.execute_batch("BEGIN")?;
-        Ok(Box::new(SqliteReader { conn }))
+        Ok(Box::new(self.readers.view()?))
+    }
+
+    fn push_view(&self) -> Result<Box<dyn LogReader + '_>> {
+        Ok(Box::new(self.checkers.view()?))
     }
 
     fn log_writer(&self) -> Result<Box<dyn LogWriter + '_>> {
