@@ -112,6 +112,16 @@ pub(crate) fn working_dossier(id: &str, office: &str, actor: &ActorId, n: u32) -
     vec![first, second]
 }
 
+/// The dossier `changes` make, as the device that made them holds it.
+fn dossier_from(changes: &[NewChange], actor: &ActorId) -> Dossier {
+    let mut doc = automerge::Automerge::new();
+    for c in changes {
+        doc.apply_changes([automerge::Change::from_bytes(c.bytes.clone()).unwrap()])
+            .unwrap();
+    }
+    Dossier::from_document(doc, actor.clone()).unwrap()
+}
+
 pub(crate) fn dossier_id(office: &str, n: u32) -> String {
     format!("01a30000-0000-7000-8000-{office}{n:010}")
 }
@@ -254,12 +264,7 @@ fn a_push_checked_on_a_view_appends_only_what_its_turn_allows() {
     let url = keqing_tests::postgres_database();
     for store in each_store_in(tmp.path(), &url) {
         let backend = store.backend();
-        add_office_device(&*store, "dev-gd", "44", "gd");
-        let hub = unlimited_hub(&store);
-        let rt = keqing_tests::runtime();
-        let actor = ActorId::random();
-        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
-            .unwrap();
+        let (_hub, _rt, actor) = two_enrolled_devices(&store);
         let device = store.device("dev-gd").unwrap().unwrap();
         let checked = |id: &str, changes: &[NewChange]| {
             ViewChecked::of_push(
@@ -299,12 +304,7 @@ fn a_push_checked_on_a_view_appends_only_what_its_turn_allows() {
         assert_eq!(store.counts().unwrap().changes, 4, "{backend}");
 
         // A follow-up to a dossier checked before headquarters erases it.
-        let mut doc = automerge::Automerge::new();
-        for c in &a_changes {
-            doc.apply_changes([automerge::Change::from_bytes(c.bytes.clone()).unwrap()])
-                .unwrap();
-        }
-        let mut dossier = Dossier::from_document(doc, actor.clone()).unwrap();
+        let mut dossier = dossier_from(&a_changes, &actor);
         let late = dossier
             .edit(3, |tx| tx.add(&followup(&a, 1)))
             .unwrap()
@@ -378,14 +378,8 @@ fn every_backend_projects_the_same_rows_and_rebuilds_them() {
         // A duplicate merged into another dossier, in one push: its records
         // move to the kept dossier within one projector batch.
         let (keep_id, dup_id) = (dossier_id("44", 1), dossier_id("44", 0));
-        let dossier = |id: &str, n: u32| {
-            let mut doc = automerge::Automerge::new();
-            for c in working_dossier(id, "44", &actor, n) {
-                doc.apply_changes([automerge::Change::from_bytes(c.bytes).unwrap()])
-                    .unwrap();
-            }
-            Dossier::from_document(doc, actor.clone()).unwrap()
-        };
+        let dossier =
+            |id: &str, n: u32| dossier_from(&working_dossier(id, "44", &actor, n), &actor);
         let (mut kept, mut dup) = (dossier(&keep_id, 1), dossier(&dup_id, 0));
         let (keep_view, dup_view) = (kept.view().unwrap(), dup.view().unwrap());
         let absorbed = kept
@@ -956,12 +950,7 @@ fn transfers_and_erasures_behave_alike() {
             let changes = working_dossier(&id, "44", &gd, n);
             rt.block_on(hub.push("gd".into(), changes.iter().map(|c| env(&id, c)).collect()))
                 .unwrap();
-            let mut doc = automerge::Automerge::new();
-            for c in &changes {
-                doc.apply_changes([automerge::Change::from_bytes(c.bytes.clone()).unwrap()])
-                    .unwrap();
-            }
-            docs.push((id, Dossier::from_document(doc, gd.clone()).unwrap()));
+            docs.push((id, dossier_from(&changes, &gd)));
         }
         let calls = |store: &Arc<dyn Store>| {
             let mut session = store.projections().unwrap();
