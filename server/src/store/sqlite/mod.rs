@@ -149,19 +149,21 @@ const IDLE_READERS: usize = 8;
 /// holds.
 const READER_CACHE_KIB: i64 = 16_384;
 
-/// Reader connections shared by the requests that only read.
-/// A push's check probes the log's hash index for each of its changes:
-/// pages all over an index as large as the log, which the writer's cache
-/// holds the hottest of and the OS page cache the rest. A checker keeps
-/// SQLite's default 2 MiB: a reader's 16 MiB filled with those pages,
-/// in each of the pool's connections, held 100+ MB more at 54 000
-/// dossiers (BENCHMARKS.md).
+/// A checker's page cache, in KiB (SQLite's default). A push's check
+/// probes the log's hash index once for each of its changes: pages all
+/// over an index as large as the log, read once each. On connections of
+/// their own, with small caches, those probes do not push out what the
+/// readers' larger caches hold for pulls and the projector, and add at
+/// most `IDLE_CHECKERS` × 2 MiB. (Not measured apart: the server's peak
+/// while 27 offices push was the same with and without them; what a
+/// checked push held until its turn was what raised it, BENCHMARKS.md.)
 const CHECKER_CACHE_KIB: i64 = 2_048;
 
 /// Checker connections kept for the next push (the hub checks a few at
 /// once).
 const IDLE_CHECKERS: usize = 4;
 
+/// Connections that only read, kept for the next request.
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Conn>>,
