@@ -48,9 +48,10 @@ pub struct SqliteStore {
     path: PathBuf,
     /// The one connection that appends to the log.
     writer: Mutex<Conn>,
-    /// Connections for requests that only read, projector sessions and
-    /// administration.
+    /// Connections for requests that only read and administration.
     readers: ReaderPool,
+    /// Connections for projector sessions and the reports' reads.
+    sessions: ReaderPool,
     /// Connections for pushes' checks (see [`Store::push_view`]).
     checkers: ReaderPool,
 }
@@ -83,6 +84,12 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
                 cache_kib: READER_CACHE_KIB,
                 max_idle: IDLE_READERS,
+            },
+            sessions: ReaderPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+                cache_kib: SESSION_CACHE_KIB,
+                max_idle: IDLE_SESSIONS,
             },
             checkers: ReaderPool {
                 path: path.clone(),
@@ -124,7 +131,7 @@ impl SqliteStore {
     /// be had again from the log, so its commits need not wait for fsync
     /// (see [`SqliteProjections`]).
     fn projector_session(&self) -> Result<SqliteProjections<'_>> {
-        let conn = self.readers.get()?;
+        let conn = self.sessions.get()?;
         conn.conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(SqliteProjections { conn })
     }
@@ -146,8 +153,17 @@ const IDLE_READERS: usize = 8;
 /// A reader's page cache, in KiB (the writer's is 64 MiB): the pool's
 /// caches fill up on a large store, and eight readers of 64 MiB each
 /// would hold half a gigabyte of memory that the OS page cache already
-/// holds.
-const READER_CACHE_KIB: i64 = 16_384;
+/// holds. A pull reads its pages once each: with 16 MiB, a headquarters
+/// device's first sync of 1M dossiers peaked the server at 305–321 MB,
+/// with 4 MiB at 214 MB, in no more time (BENCHMARKS.md).
+const READER_CACHE_KIB: i64 = 4_096;
+
+/// A projector session's (and the reports') page cache, in KiB: they
+/// come back to the same index pages batch after batch.
+const SESSION_CACHE_KIB: i64 = 16_384;
+
+/// Session connections kept for the next projector batch or report.
+const IDLE_SESSIONS: usize = 2;
 
 /// A checker's page cache, in KiB (SQLite's default). A push's check
 /// probes the log's hash index once for each of its changes: pages all
