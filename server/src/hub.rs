@@ -612,34 +612,25 @@ pub struct ViewChecked {
 }
 
 impl ViewChecked {
-    /// Checks `decoded` on a view of `store`; stores nothing.
-    fn check(
-        store: &dyn Store,
-        device: Device,
-        decoded: DecodedPush,
-    ) -> Result<ViewChecked, SyncError> {
-        let view = store.push_view()?;
-        let (ids, hashes) = decoded.footprint();
-        let footing = view.push_footing(&ids, &hashes)?;
-        let outcome = check_push(&*view, &device, decoded.clone(), &footing);
-        Ok(ViewChecked {
-            device,
-            decoded,
-            footing,
-            outcome,
-        })
-    }
-
-    /// Checks a push of `changes` from `device` on a view of `store`, to
-    /// append with [`ViewChecked::append`]; refuses here only what needs
-    /// no store (see [`decode_push`]).
+    /// Decodes a push of `changes` from `device` and checks it on a view
+    /// of `store`, to append with [`ViewChecked::append`]; stores nothing,
+    /// and refuses here only what needs no store (see [`decode_push`]).
     pub fn of_push(
         store: &dyn Store,
         device: &Device,
         changes: Vec<ChangeEnvelope>,
     ) -> Result<ViewChecked, SyncError> {
         let decoded = decode_push(device, changes)?;
-        ViewChecked::check(store, device.clone(), decoded)
+        let view = store.push_view()?;
+        let (ids, hashes) = decoded.footprint();
+        let footing = view.push_footing(&ids, &hashes)?;
+        let outcome = check_push(&*view, device, decoded.clone(), &footing);
+        Ok(ViewChecked {
+            device: device.clone(),
+            decoded,
+            footing,
+            outcome,
+        })
     }
 
     /// Takes the writer's turn and appends the push if the check still
@@ -1330,8 +1321,8 @@ pub(crate) fn pull_at_once(
     }
 }
 
-/// Takes one push's worth of changes as a live push would (every check;
-/// nothing of it stored on a refusal): for a bundle's changes.
+/// Decodes, checks and appends one push's worth of changes (every check;
+/// nothing of it stored on a refusal): a live push's, and a bundle's.
 pub(crate) fn push_at_once(
     store: &dyn Store,
     device: &Device,
@@ -1672,11 +1663,8 @@ impl keqing_proto::SyncHandler for Hub {
             })?;
             // Decoded and checked outside the writer's turn: pushes check
             // side by side and take turns only to append.
-            self.with_store(move |store| {
-                let decoded = decode_push(&device, changes)?;
-                ViewChecked::check(store, device, decoded)?.append(store)
-            })
-            .await
+            self.with_store(move |store| push_at_once(store, &device, changes))
+                .await
         }
         .await;
         metrics::counter!("keqing_pushes_total").increment(1);

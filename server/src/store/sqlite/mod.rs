@@ -79,24 +79,9 @@ impl SqliteStore {
         let writer = Conn::open(&path)?;
         Ok(SqliteStore {
             writer: Mutex::new(writer),
-            readers: ReaderPool {
-                path: path.clone(),
-                idle: Mutex::new(Vec::new()),
-                cache_kib: READER_CACHE_KIB,
-                max_idle: IDLE_READERS,
-            },
-            sessions: ReaderPool {
-                path: path.clone(),
-                idle: Mutex::new(Vec::new()),
-                cache_kib: SESSION_CACHE_KIB,
-                max_idle: IDLE_SESSIONS,
-            },
-            checkers: ReaderPool {
-                path: path.clone(),
-                idle: Mutex::new(Vec::new()),
-                cache_kib: CHECKER_CACHE_KIB,
-                max_idle: IDLE_CHECKERS,
-            },
+            readers: ReaderPool::new(&path, READER_CACHE_KIB, IDLE_READERS),
+            sessions: ReaderPool::new(&path, SESSION_CACHE_KIB, IDLE_SESSIONS),
+            checkers: ReaderPool::new(&path, CHECKER_CACHE_KIB, IDLE_CHECKERS),
             path,
         })
     }
@@ -155,7 +140,8 @@ const IDLE_READERS: usize = 8;
 /// would hold half a gigabyte of memory that the OS page cache already
 /// holds. A pull reads its pages once each: with 16 MiB, a headquarters
 /// device's first sync of 1M dossiers peaked the server at 305–321 MB,
-/// with 4 MiB at 214 MB, in no more time (BENCHMARKS.md).
+/// with 4 MiB at 214–239 MB, in about the same time (181–204 s against
+/// 193 s; BENCHMARKS.md).
 const READER_CACHE_KIB: i64 = 4_096;
 
 /// A projector session's (and the reports') page cache, in KiB: they
@@ -169,7 +155,7 @@ const IDLE_SESSIONS: usize = 2;
 /// probes the log's hash index once for each of its changes: pages all
 /// over an index as large as the log, read once each. On connections of
 /// their own, with small caches, those probes do not push out what the
-/// readers' larger caches hold for pulls and the projector, and add at
+/// other pools' caches hold for pulls, the projector and reports, and add at
 /// most `IDLE_CHECKERS` × 2 MiB. (Not measured apart: the server's peak
 /// while 27 offices push was the same with and without them; what a
 /// checked push held until its turn was what raised it, BENCHMARKS.md.)
@@ -190,6 +176,15 @@ struct ReaderPool {
 }
 
 impl ReaderPool {
+    fn new(path: &Path, cache_kib: i64, max_idle: usize) -> ReaderPool {
+        ReaderPool {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+            cache_kib,
+            max_idle,
+        }
+    }
+
     /// A connection of the pool in a read transaction.
     fn view(&self) -> Result<SqliteReader<'_>> {
         let conn = self.get()?;
