@@ -29,7 +29,9 @@
 //! Then 27 offices pushing at once to SQLite's one server process and, on
 //! PostgreSQL, to one and to two over one database (KEQING_NATIONAL_BENCH_PUSH dossiers per
 //! office, default 300; 0 leaves it out), with the cores the machine, the
-//! server processes and the devices kept busy meanwhile.
+//! server processes and the devices kept busy meanwhile
+//! (KEQING_NATIONAL_BENCH_SERVER_CPUS=C holds each server process to C
+//! cores by a cgroup of its own: a machine of its own, on this one).
 //!
 //! Generated dossiers are kept in KEQING_BENCH_CACHE (default
 //! target/national-bench-cache) and reused by later runs.
@@ -502,6 +504,8 @@ fn drop_database(admin: &str, name: &str) {
 struct ServerProcess {
     child: std::process::Child,
     url: String,
+    /// The cgroup holding it to a share of the CPU, removed once it exits.
+    cap: Option<CpuCap>,
 }
 
 impl ServerProcess {
@@ -524,7 +528,14 @@ impl ServerProcess {
         ServerProcess {
             child,
             url: format!("http://{addr}"),
+            cap: None,
         }
+    }
+
+    /// Holds it (every thread, and those it starts later) to `cores` of
+    /// the CPU from now on.
+    fn hold_to(&mut self, cores: f64) {
+        self.cap = Some(CpuCap::hold(self.child.id(), cores));
     }
 
     /// (resident now, resident at its peak) in MB.
@@ -542,7 +553,98 @@ impl ServerProcess {
             .args(["-TERM", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+        drop(self.cap.take());
     }
+}
+
+/// A cgroup of one process holding it to a share of the CPU: the
+/// process's own machine, on this one (root only; cgroup v2's `cpu.max`,
+/// or v1's cpu controller where that is where it is mounted).
+struct CpuCap {
+    dir: PathBuf,
+}
+
+impl CpuCap {
+    const PERIOD_US: u64 = 100_000;
+
+    fn hold(pid: u32, cores: f64) -> CpuCap {
+        let quota = (cores * Self::PERIOD_US as f64).round() as u64;
+        let write = |path: PathBuf, value: String| {
+            std::fs::write(&path, &value)
+                .unwrap_or_else(|e| panic!("writing {value} to {}: {e}", path.display()))
+        };
+        let v2 = Path::new("/sys/fs/cgroup");
+        let v2_has_cpu = std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+        let name = format!("keqing-bench-{pid}");
+        let dir = if v2_has_cpu {
+            v2.join(&name)
+        } else {
+            Path::new("/sys/fs/cgroup/cpu").join(&name)
+        };
+        std::fs::create_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "KEQING_NATIONAL_BENCH_SERVER_CPUS needs a cgroup of its own (root, cgroup v2's cpu controller or v1's at /sys/fs/cgroup/cpu): {}: {e}",
+                dir.display()
+            )
+        });
+        let cap = CpuCap { dir };
+        if v2_has_cpu {
+            write(v2.join("cgroup.subtree_control"), "+cpu".into());
+            write(
+                cap.dir.join("cpu.max"),
+                format!("{quota} {}", Self::PERIOD_US),
+            );
+        } else {
+            write(
+                cap.dir.join("cpu.cfs_period_us"),
+                Self::PERIOD_US.to_string(),
+            );
+            write(cap.dir.join("cpu.cfs_quota_us"), quota.to_string());
+        }
+        // cgroup.procs moves the whole process, every thread of it.
+        write(cap.dir.join("cgroup.procs"), pid.to_string());
+        cap
+    }
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        // A cgroup can be removed once its process has exited and been
+        // reaped, which the kernel may see a moment later.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        eprintln!("could not remove the cgroup {}", self.dir.display());
+    }
+}
+
+/// Writes the machine's dirty pages back (`sync`): (how many there were,
+/// in MB; seconds it took). A measured step then pays for its own writes,
+/// not for those the stage before it left in the OS's page cache (the
+/// bulk projector's commits do not wait for fsync). On SQLite there were
+/// none left at either step (its checkpoints sync the file): the slow
+/// ingest and projector of some 1M steps are not the bulk's writeback.
+fn write_back_dirty_pages() -> (f64, f64) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb = |field: &str| -> f64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let dirty_mb = (kb("Dirty:") + kb("Writeback:")) / 1024.0;
+    let started = Instant::now();
+    let synced = std::process::Command::new("sync").status();
+    assert!(
+        synced.as_ref().is_ok_and(|s| s.success()),
+        "sync: {synced:?}"
+    );
+    (dirty_mb, started.elapsed().as_secs_f64())
 }
 
 /// CPU time so far from /proc/stat, in clock ticks: the machine's busy
@@ -956,6 +1058,7 @@ fn main() {
                 );
                 have = bulk_to;
             }
+            let (dirty_mb, flushed_in) = write_back_dirty_pages();
             let (p, (rss, peak)) = push_stage(have, size);
             saved_total += p.saved_bytes;
             have = size;
@@ -965,7 +1068,7 @@ fn main() {
             let disk = place.bytes_on_disk();
             let saved_mean = saved_total as f64 / dossiers as f64;
             println!(
-                "at {dossiers} dossiers: ingest of the last {} {:.0} dossiers/s ({:.0} changes/s, {:.1} changes a dossier); server {rss:.0} MB (peak {peak:.0})",
+                "at {dossiers} dossiers ({dirty_mb:.0} MB of dirty pages written back before the step, {flushed_in:.1} s): ingest of the last {} {:.0} dossiers/s ({:.0} changes/s, {:.1} changes a dossier); server {rss:.0} MB (peak {peak:.0})",
                 p.dossiers,
                 p.dossiers as f64 / p.seconds,
                 p.changes as f64 / p.seconds,
@@ -1047,6 +1150,22 @@ fn main() {
     if per_office == 0 {
         return;
     }
+    // KEQING_NATIONAL_BENCH_SERVER_CPUS=C: each server process held to C
+    // cores, as if each ran on a machine of its own whose CPU it uses
+    // up. On a small machine one process, with PostgreSQL and the devices
+    // beside it, already keeps every core busy, and a second can only
+    // share them; held to a share each, the servers' CPU is the bound,
+    // and the figure says whether what the processes share (the
+    // database, the writer's turn) lets a second one add its own.
+    let server_cpus: Option<f64> =
+        std::env::var("KEQING_NATIONAL_BENCH_SERVER_CPUS")
+            .ok()
+            .map(|s| {
+                s.parse()
+                    .ok()
+                    .filter(|c: &f64| *c > 0.0)
+                    .expect("KEQING_NATIONAL_BENCH_SERVER_CPUS: cores a server process, e.g. 0.4")
+            });
     let mut runs = vec![(None, 1)];
     if let Some(admin) = &postgres {
         runs.extend([(Some(admin.as_str()), 1), (Some(admin.as_str()), 2)]);
@@ -1063,12 +1182,21 @@ fn main() {
         };
         if processes == 1 {
             println!(
-                "\n## 27 offices pushing {per_office} dossiers each at once, {}",
-                place.name()
+                "\n## 27 offices pushing {per_office} dossiers each at once, {}{}",
+                place.name(),
+                server_cpus
+                    .map(|c| format!(", each server process held to {c} cores"))
+                    .unwrap_or_default()
             );
         }
         let servers: Vec<ServerProcess> = (0..processes)
-            .map(|_| ServerProcess::start(&place, &dir))
+            .map(|_| {
+                let mut server = ServerProcess::start(&place, &dir);
+                if let Some(cores) = server_cpus {
+                    server.hold_to(cores);
+                }
+                server
+            })
             .collect();
         let tokens = office_tokens(&place, &dir, "");
         let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
