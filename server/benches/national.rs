@@ -629,15 +629,8 @@ impl Drop for CpuCap {
 /// none left at either step (its checkpoints sync the file): the slow
 /// ingest and projector of some 1M steps are not the bulk's writeback.
 fn write_back_dirty_pages() -> (f64, f64) {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kb = |field: &str| -> f64 {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    let dirty_mb = (kb("Dirty:") + kb("Writeback:")) / 1024.0;
+    let dirty_mb = support::proc_file_mb("/proc/meminfo", "Dirty:")
+        + support::proc_file_mb("/proc/meminfo", "Writeback:");
     let started = Instant::now();
     let synced = std::process::Command::new("sync").status();
     assert!(
