@@ -15,6 +15,8 @@
 //!   number of dossiers at every size, so the ratio says whether its cost
 //!   grows with the store), run unpaced on the store after the server stops
 //!   (`keqing-server project`: the server's binary, allocator and all);
+//!   at the largest size also against the first step's store projected
+//!   again, on copies kept unprojected, right before and after it;
 //! - the national report of the last 30 days: first and warm median (and
 //!   of the median, the time reading the rows and building the report);
 //! - the server process's resident memory (now and at its peak);
@@ -471,6 +473,64 @@ impl Place {
                 .trim()
                 .parse()
                 .unwrap_or(0),
+        }
+    }
+}
+
+impl Place {
+    /// A copy of the store as it stands (no server running on it), for the
+    /// projector to be measured on again later: SQLite's files copied to
+    /// `beside/name`, PostgreSQL's database made from it as a template.
+    fn copy_as(&self, beside: &Path, name: &str, admin: Option<&str>) -> Place {
+        match self {
+            Place::Sqlite(data) => {
+                let copy = beside.join(name);
+                std::fs::create_dir_all(&copy).expect("dir");
+                for file in std::fs::read_dir(data).expect("store dir").flatten() {
+                    if file.file_type().is_ok_and(|t| t.is_file()) {
+                        std::fs::copy(file.path(), copy.join(file.file_name())).expect("copy");
+                    }
+                }
+                Place::Sqlite(copy)
+            }
+            Place::Postgres(url) => {
+                let admin = admin.expect("the cluster's admin URL");
+                let (_, template) = url.rsplit_once('/').expect("a URL ending in /DBNAME");
+                drop_database(admin, name);
+                // A template must have no sessions: the bench's own pool
+                // of the step before may still be closing its connections.
+                let sql = format!("CREATE DATABASE {name} TEMPLATE {template}");
+                for _ in 0..20 {
+                    let made = std::process::Command::new("psql")
+                        .args([admin, "-X", "-Atqc", &sql])
+                        .output()
+                        .is_ok_and(|out| out.status.success());
+                    if made {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+                let made = psql(
+                    admin,
+                    &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+                );
+                assert_eq!(made.trim(), "1", "could not copy {template} to {name}");
+                let (base, _) = admin.rsplit_once('/').expect("a URL ending in /DBNAME");
+                Place::Postgres(format!("{base}/{name}"))
+            }
+        }
+    }
+
+    /// Deletes a copy [`Place::copy_as`] made.
+    fn remove_copy(self, admin: Option<&str>) {
+        match self {
+            Place::Sqlite(copy) => {
+                let _ = std::fs::remove_dir_all(copy);
+            }
+            Place::Postgres(url) => {
+                let (_, name) = url.rsplit_once('/').expect("a URL ending in /DBNAME");
+                drop_database(admin.expect("the cluster's admin URL"), name);
+            }
         }
     }
 }
@@ -1025,6 +1085,8 @@ fn main() {
         server.stop();
         let mut have = 0;
         let mut saved_total = 0u64;
+        let mut first_step_rate = f64::NAN;
+        let mut first_step_copies: Vec<Place> = Vec::new();
         for &size in &sizes {
             // The bulk up to one step below the size, then the measured step.
             let bulk_to = size - step;
@@ -1055,7 +1117,33 @@ fn main() {
             let (p, (rss, peak)) = push_stage(have, size);
             saved_total += p.saved_bytes;
             have = size;
+            // The projector's rate at the largest size is read against
+            // its rate at the first step. Measured once each, 5-7 s half
+            // an hour apart, the ratio also carries how fast the machine
+            // was at each moment (one run's 10k rate spread 1 700-2 300
+            // documents/s over a day's runs). So the first step's store is
+            // also kept unprojected, twice, and projected again right
+            // before and right after the largest size's catch-up: a
+            // baseline measured beside it.
+            let last = size == largest && sizes.len() > 1;
+            if size == step && sizes.len() > 1 {
+                first_step_copies = ["again_before", "again_after"]
+                    .map(|name| {
+                        place.copy_as(&dir, &format!("first_step_{name}"), postgres.as_deref())
+                    })
+                    .into();
+            }
+            let again_before = if last {
+                first_step_copies.first().map(|copy| catch_up(copy, &dir))
+            } else {
+                None
+            };
             let (docs, changes, s) = catch_up(&place, &dir);
+            let again_after = if last {
+                first_step_copies.get(1).map(|copy| catch_up(copy, &dir))
+            } else {
+                None
+            };
             let report = national_report(&place);
             let dossiers = size * 27;
             let disk = place.bytes_on_disk();
@@ -1072,6 +1160,19 @@ fn main() {
                 changes as f64 / s,
                 docs as f64 / s
             );
+            let rate = docs as f64 / s;
+            if size == step {
+                first_step_rate = rate;
+            }
+            if let (Some(before), Some(after)) = (again_before, again_after) {
+                let again = |(d, _, s): (u64, u64, f64)| d as f64 / s;
+                let (before, after) = (again(before), again(after));
+                println!(
+                    "  against the first step's: {:.1} % of its {first_step_rate:.0} documents/s then; {:.1} % of its store projected again on copies kept unprojected, right before and after this one ({before:.0} and {after:.0} documents/s)",
+                    rate / first_step_rate * 100.0,
+                    rate / ((before + after) / 2.0) * 100.0,
+                );
+            }
             println!(
                 "  national report, last 30 days ({} calls): {report}",
                 report.calls
@@ -1119,6 +1220,9 @@ fn main() {
                 "  new headquarters device, first sync of {held} documents: {s:.1} s ({:.0} a second); server after it {rss:.0} MB (peak {peak:.0})",
                 held as f64 / s
             );
+        }
+        for copy in first_step_copies {
+            copy.remove_copy(postgres.as_deref());
         }
         if let (Place::Postgres(url), Some(admin)) = (&place, &postgres) {
             if kept.is_some() {
