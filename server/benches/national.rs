@@ -1120,7 +1120,7 @@ fn main() {
             // The projector's rate at the largest size is read against
             // its rate at the first step. Measured once each, 5-7 s half
             // an hour apart, the ratio also carries how fast the machine
-            // was at each moment (one run's 10k rate spread 1 700-2 300
+            // was at each moment (the 10k rate spread 1 700-2 300
             // documents/s over a day's runs). So the first step's store is
             // also kept unprojected, twice, and projected again right
             // before and right after the largest size's catch-up: a
