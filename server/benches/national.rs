@@ -475,9 +475,7 @@ impl Place {
                 .unwrap_or(0),
         }
     }
-}
 
-impl Place {
     /// A copy of the store as it stands (no server running on it), for the
     /// projector to be measured on again later: SQLite's files copied to
     /// `beside/name`, PostgreSQL's database made from it as a template.
