@@ -493,28 +493,7 @@ impl Place {
             }
             Place::Postgres(url) => {
                 let admin = admin.expect("the cluster's admin URL");
-                let (_, template) = url.rsplit_once('/').expect("a URL ending in /DBNAME");
-                drop_database(admin, name);
-                // A template must have no sessions: the bench's own pool
-                // of the step before may still be closing its connections.
-                let sql = format!("CREATE DATABASE {name} TEMPLATE {template}");
-                for _ in 0..20 {
-                    let made = std::process::Command::new("psql")
-                        .args([admin, "-X", "-Atqc", &sql])
-                        .output()
-                        .is_ok_and(|out| out.status.success());
-                    if made {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(500));
-                }
-                let made = psql(
-                    admin,
-                    &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
-                );
-                assert_eq!(made.trim(), "1", "could not copy {template} to {name}");
-                let (base, _) = admin.rsplit_once('/').expect("a URL ending in /DBNAME");
-                Place::Postgres(format!("{base}/{name}"))
+                Place::Postgres(new_database(admin, name, Some(database_name(url))))
             }
         }
     }
@@ -526,30 +505,54 @@ impl Place {
                 let _ = std::fs::remove_dir_all(copy);
             }
             Place::Postgres(url) => {
-                let (_, name) = url.rsplit_once('/').expect("a URL ending in /DBNAME");
-                drop_database(admin.expect("the cluster's admin URL"), name);
+                drop_database(admin.expect("the cluster's admin URL"), database_name(&url));
             }
         }
     }
 }
 
 fn psql(url: &str, sql: &str) -> String {
+    try_psql(url, sql).unwrap_or_else(|stderr| panic!("{stderr}"))
+}
+
+/// `psql`'s output, or what it said on stderr when it failed.
+fn try_psql(url: &str, sql: &str) -> Result<String, String> {
     let out = std::process::Command::new("psql")
         .args([url, "-X", "-Atqc", sql])
         .output()
         .expect("psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
 }
 
-/// A new database in the cluster at `admin` (a URL ending in /DBNAME).
-fn new_database(admin: &str, name: &str) -> String {
-    psql(admin, &format!("DROP DATABASE IF EXISTS {name}"));
-    psql(admin, &format!("CREATE DATABASE {name}"));
+/// The database a URL ending in /DBNAME names.
+fn database_name(url: &str) -> &str {
+    url.rsplit_once('/').expect("a URL ending in /DBNAME").1
+}
+
+/// A new database in the cluster at `admin` (a URL ending in /DBNAME),
+/// empty or a copy of `template`: its URL.
+fn new_database(admin: &str, name: &str, template: Option<&str>) -> String {
+    drop_database(admin, name);
+    match template {
+        None => {
+            psql(admin, &format!("CREATE DATABASE {name}"));
+        }
+        Some(template) => {
+            // A template must have no sessions: the bench's own pool of
+            // the step before may still be closing its connections.
+            let sql = format!("CREATE DATABASE {name} TEMPLATE {template}");
+            let mut tries = 1;
+            while let Err(stderr) = try_psql(admin, &sql) {
+                assert!(tries < 20, "could not copy {template} to {name}: {stderr}");
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        }
+    }
     let (base, _) = admin.rsplit_once('/').expect("a URL ending in /DBNAME");
     format!("{base}/{name}")
 }
@@ -1067,7 +1070,7 @@ fn main() {
         let place = match store_name {
             "sqlite" => Place::Sqlite(dir.join("store")),
             "postgres" => match &postgres {
-                Some(admin) => Place::Postgres(new_database(admin, "keqing_national_bench")),
+                Some(admin) => Place::Postgres(new_database(admin, "keqing_national_bench", None)),
                 None => {
                     println!(
                         "\n## PostgreSQL: skipped (set KEQING_BENCH_POSTGRES, or run under scripts/throwaway-postgres)"
@@ -1131,17 +1134,15 @@ fn main() {
                     })
                     .into();
             }
-            let again_before = if last {
-                first_step_copies.first().map(|copy| catch_up(copy, &dir))
-            } else {
-                None
+            let project_again = |k: usize| {
+                first_step_copies
+                    .get(k)
+                    .filter(|_| last)
+                    .map(|copy| catch_up(copy, &dir))
             };
+            let again_before = project_again(0);
             let (docs, changes, s) = catch_up(&place, &dir);
-            let again_after = if last {
-                first_step_copies.get(1).map(|copy| catch_up(copy, &dir))
-            } else {
-                None
-            };
+            let again_after = project_again(1);
             let report = national_report(&place);
             let dossiers = size * 27;
             let disk = place.bytes_on_disk();
@@ -1272,7 +1273,7 @@ fn main() {
             .join(format!("push-{}-{processes}", admin.is_some()));
         std::fs::create_dir_all(&dir).expect("dir");
         let place = match admin {
-            Some(admin) => Place::Postgres(new_database(admin, "keqing_processes_bench")),
+            Some(admin) => Place::Postgres(new_database(admin, "keqing_processes_bench", None)),
             None => Place::Sqlite(dir.join("store")),
         };
         if processes == 1 {
