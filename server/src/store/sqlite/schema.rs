@@ -294,7 +294,7 @@ DELETE FROM unreadable_documents;
 /// before, off the push path ([`SqliteStore::checkpoint`]); left to SQLite
 /// at its default (1000 pages), every fourth push of a thousand changes
 /// paid a checkpoint and its fsync, up to a tenth of a second.
-const BACKSTOP_CHECKPOINT_PAGES: i64 = 16_384;
+pub(super) const BACKSTOP_CHECKPOINT_PAGES: i64 = 16_384;
 
 pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
