@@ -54,6 +54,10 @@ pub struct SqliteStore {
     sessions: ReaderPool,
     /// Connections for pushes' checks (see [`Store::push_view`]).
     checkers: ReaderPool,
+    /// Whether this process copies the WAL back on its own ([`Store::upkeep`]
+    /// has run: a running server); until then a projector session lets
+    /// the WAL grow long ([`PROJECTOR_CHECKPOINT_PAGES`]).
+    upkept: std::sync::atomic::AtomicBool,
 }
 
 impl SqliteStore {
@@ -83,6 +87,7 @@ impl SqliteStore {
             sessions: ReaderPool::new(&path, SESSION_CACHE_KIB, IDLE_SESSIONS),
             checkers: ReaderPool::new(&path, CHECKER_CACHE_KIB, IDLE_CHECKERS),
             path,
+            upkept: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -118,8 +123,10 @@ impl SqliteStore {
     fn projector_session(&self) -> Result<SqliteProjections<'_>> {
         let conn = self.sessions.get()?;
         conn.conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.conn
-            .pragma_update(None, "wal_autocheckpoint", PROJECTOR_CHECKPOINT_PAGES)?;
+        if !self.upkept.load(std::sync::atomic::Ordering::Relaxed) {
+            conn.conn
+                .pragma_update(None, "wal_autocheckpoint", PROJECTOR_CHECKPOINT_PAGES)?;
+        }
         Ok(SqliteProjections { conn })
     }
 
@@ -420,15 +427,17 @@ struct SqliteProjections<'p> {
 }
 
 /// The WAL size (pages, 1 GiB) at which a projector session's commit
-/// copies the WAL back itself, against [`schema::BACKSTOP_CHECKPOINT_PAGES`]
-/// (64 MiB) for every other connection. At national scale a projected
+/// copies the WAL back itself in a process with no upkeep (`keqing-server
+/// project`, or `report` catching up first), against
+/// [`schema::BACKSTOP_CHECKPOINT_PAGES`] (64 MiB) for every other
+/// connection. At national scale a projected
 /// dossier's rows and index entries land on ~10 pages scattered over a
 /// file of many GB; one copy-back writes each page once however many
-/// commits touched it, in file order, with one fsync. In a `project`
-/// process that made the catch-up at 1M dossiers 10–12 % faster (9–10
-/// points of its ratio to the 10k rate: BENCHMARKS.md). A running server
-/// copies the WAL back twice a second itself (its upkeep), so pushes
-/// never pay for a long WAL; there this changes nothing.
+/// commits touched it, in file order, with one fsync (BENCHMARKS.md:
+/// "SQLite's projector lets the WAL grow"). A running server copies the
+/// WAL back twice a second ([`Store::upkeep`]) and keeps the backstop on
+/// its projector's commits: with a longer one, the WAL a large batch left
+/// would be copied back inside the next push's commit instead.
 const PROJECTOR_CHECKPOINT_PAGES: i64 = 262_144;
 
 impl Drop for SqliteProjections<'_> {
@@ -696,6 +705,8 @@ impl Store for SqliteStore {
     /// Copies what it can of the WAL back into the database file, without
     /// waiting for or blocking the writer or any reader (PASSIVE).
     fn upkeep(&self) -> Result<()> {
+        self.upkept
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.admin()?
             .conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))?;
@@ -747,5 +758,15 @@ mod tests {
         );
         assert_eq!(synchronous(&pooled), FULL);
         assert_eq!(checkpoint_pages(&pooled), schema::BACKSTOP_CHECKPOINT_PAGES);
+        drop(pooled);
+        // Once this process copies the WAL back itself (a running server),
+        // a projector's large batch must not leave a long WAL for the next
+        // push's commit to copy back.
+        store.upkeep().expect("upkeep");
+        let session = store.projector_session().expect("session");
+        assert_eq!(
+            checkpoint_pages(&session.conn),
+            schema::BACKSTOP_CHECKPOINT_PAGES
+        );
     }
 }
