@@ -160,6 +160,14 @@ pub async fn run_configured(
     // not stop: when serving ends, `stopping` breaks it off before its next
     // document (a long backlog must not hold a stopping server).
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Upkeep's first pass, before any projector or report session opens:
+    // it copies back what an earlier process left in the WAL, and from
+    // here on this process copies the WAL back on its own, so those
+    // sessions keep the short backstop (SQLite; see `store::sqlite`'s
+    // PROJECTOR_CHECKPOINT_PAGES).
+    if let Err(e) = store.upkeep() {
+        tracing::warn!(error = %e, "first upkeep failed; the task below tries again");
+    }
     let projector_store = store.clone();
     let projector_stopping = stopping.clone();
     let projecting = tokio::spawn(async move {

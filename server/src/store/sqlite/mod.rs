@@ -55,8 +55,9 @@ pub struct SqliteStore {
     /// Connections for pushes' checks (see [`Store::push_view`]).
     checkers: ReaderPool,
     /// Whether this process copies the WAL back on its own ([`Store::upkeep`]
-    /// has run: a running server); until then a projector session lets
-    /// the WAL grow long ([`PROJECTOR_CHECKPOINT_PAGES`]).
+    /// has run: a running server, from before its first session); until
+    /// then a projector session lets the WAL grow long
+    /// ([`PROJECTOR_CHECKPOINT_PAGES`]).
     upkept: std::sync::atomic::AtomicBool,
 }
 
@@ -430,13 +431,13 @@ struct SqliteProjections<'p> {
 /// copies the WAL back itself in a process with no upkeep (`keqing-server
 /// project`, or `report` catching up first), against
 /// [`schema::BACKSTOP_CHECKPOINT_PAGES`] (64 MiB) for every other
-/// connection. At national scale a projected
-/// dossier's rows and index entries land on ~10 pages scattered over a
-/// file of many GB; one copy-back writes each page once however many
-/// commits touched it, in file order, with one fsync (BENCHMARKS.md:
-/// "SQLite's projector lets the WAL grow"). A running server copies the
-/// WAL back twice a second ([`Store::upkeep`]) and keeps the backstop on
-/// its projector's commits: with a longer one, the WAL a large batch left
+/// connection. At national scale a projected dossier's rows and index
+/// entries land on ~10 pages scattered over a file of many GB; one
+/// copy-back writes each page once however many commits touched it, in
+/// file order, with one fsync (BENCHMARKS.md: "SQLite's projector lets
+/// the WAL grow"). A running server copies the WAL back twice a second
+/// from its start ([`Store::upkeep`]) and keeps the backstop on its
+/// projector's commits: with a longer one, the WAL a large batch left
 /// would be copied back inside the next push's commit instead.
 const PROJECTOR_CHECKPOINT_PAGES: i64 = 262_144;
 
