@@ -232,7 +232,9 @@ pub async fn run_configured(
     let upkeep_store = store.clone();
     let upkeep_fleet = fleet.clone();
     let checkpointing = tokio::spawn(async move {
-        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        // Its first pass ran before the projector started (above).
+        let mut every =
+            tokio::time::interval_at(tokio::time::Instant::now() + UPKEEP_EVERY, UPKEEP_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
         loop {
