@@ -36,7 +36,8 @@
 //! cores by a cgroup of its own: a machine of its own, on this one).
 //!
 //! Generated dossiers are kept in KEQING_BENCH_CACHE (default
-//! target/national-bench-cache) and reused by later runs.
+//! target/national-bench-cache) and reused by later runs of the same
+//! generator version (a cache of another is generated again).
 //! KEQING_NATIONAL_BENCH_REUSE=DIR (or =postgres://…) measures only the
 //! report of a SQLite store (or PostgreSQL database) a run kept with
 //! KEQING_BENCH_KEEP (after this build migrates it), and with
@@ -105,9 +106,33 @@ fn office_actor(office: &str) -> ActorId {
     ActorId::from(format!("bench-office-{office}").as_bytes())
 }
 
-/// The `n`th dossier of `office`: two years of office work, one change
-/// per event.
-fn generate(office: &str, n: u64, rng: &mut Rng) -> Generated {
+/// A dossier's id as an office mints it: a UUIDv7, whose time is the
+/// moment the dossier was created. The 27 offices push side by side, each
+/// in order of `n`, so the ids sort the way the dossiers arrive (the `n`th
+/// of every office before the `n + 1`th of any), as real ones do: minted
+/// when a dossier is created, pushed soon after. Minted at generation time
+/// instead, each office's ids sorted after all of the office generated
+/// before it: the 1M step's dossiers then went into the middle of every
+/// table kept in dossier order, at 27 places, where the first step's were
+/// appended at the end. Pages split in the middle are left half full, and
+/// that step wrote 1.6-2.3 times the pages of those tables a dossier
+/// (BENCHMARKS.md).
+fn dossier_id(office_index: usize, n: u64, rng: &mut Rng) -> String {
+    const MINTED_FROM_MS: u64 = 1_700_000_000_000;
+    let millis = MINTED_FROM_MS + n * OFFICES.len() as u64 + office_index as u64;
+    let mut random = [0u8; 10];
+    for b in &mut random {
+        *b = rng.below(256) as u8;
+    }
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
+}
+
+/// The `n`th dossier of `office` (the `office_index`th office): two years
+/// of office work, one change per event.
+fn generate(office_index: usize, n: u64, rng: &mut Rng) -> Generated {
+    let office = OFFICES[office_index].code;
     let at = |days_ago: i64, minute: u64| -> NaiveDateTime {
         (today() - Duration::days(days_ago))
             .and_hms_opt(9, 0, 0)
@@ -115,7 +140,7 @@ fn generate(office: &str, n: u64, rng: &mut Rng) -> Generated {
             + Duration::minutes(minute as i64)
     };
     let ms = |t: NaiveDateTime| t.and_utc().timestamp_millis();
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = dossier_id(office_index, n, rng);
     let day = rng.below(730) as i64;
     let called = at(day, rng.below(480));
     let (mut d, first) =
@@ -326,14 +351,23 @@ fn read_bytes(r: &mut impl Read) -> Vec<u8> {
     v
 }
 
+/// What the generator makes, written beside the cache: a cache of another
+/// version is generated again (version 2: [`dossier_id`]'s ids).
+const CACHE_VERSION: &str = "2";
+
 /// Makes sure every office's cache holds at least `per_office` dossiers
-/// (else generates that many afresh, on two threads).
+/// of this generator's version (else generates that many afresh, on two
+/// threads).
 fn ensure_generated(cache: &Path, per_office: u64) {
     std::fs::create_dir_all(cache).expect("cache dir");
     let count_file = cache.join("count");
+    let version_file = cache.join("version");
+    let same_version =
+        std::fs::read_to_string(&version_file).is_ok_and(|v| v.trim() == CACHE_VERSION);
     let have: u64 = std::fs::read_to_string(&count_file)
         .ok()
         .and_then(|s| s.trim().parse().ok())
+        .filter(|_| same_version)
         .unwrap_or(0);
     if have >= per_office {
         return;
@@ -351,7 +385,7 @@ fn ensure_generated(cache: &Path, per_office: u64) {
                     let mut w = BufWriter::new(file);
                     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1));
                     for n in 0..per_office {
-                        let g = generate(office.code, n, &mut rng);
+                        let g = generate(i, n, &mut rng);
                         write_u32(&mut w, g.id.len() as u32);
                         w.write_all(g.id.as_bytes()).expect("write");
                         write_u32(&mut w, g.changes.len() as u32);
@@ -367,6 +401,7 @@ fn ensure_generated(cache: &Path, per_office: u64) {
         }
     });
     std::fs::write(&count_file, per_office.to_string()).expect("count");
+    std::fs::write(&version_file, CACHE_VERSION).expect("version");
     println!(
         "generated {per_office} dossiers per office in {:.0} s (cached in {})",
         started.elapsed().as_secs_f64(),
