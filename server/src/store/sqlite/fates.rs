@@ -8,6 +8,10 @@ use keqing_shared::lifecycle::NoticeAnswer;
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
 
+/// How long [`Conn::scrub`] tries again to empty the WAL while another
+/// checkpoint holds it (the connections' busy timeout).
+const SCRUB_CHECKPOINT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 const FATE_COLUMNS: &str = "seq, doc_id, kind, from_office, to_office, at, reason, by";
 
 fn fate_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Fate> {
@@ -197,18 +201,32 @@ impl Conn {
     /// Rebuilds the file (no free page or stale cell left) and empties the
     /// WAL (its frames held the pages as they were). The checkpoint waits
     /// for readers (the busy timeout) and says if one kept it from ending.
+    ///
+    /// SQLite does not wait for another checkpoint running at the same
+    /// moment: it answers busy at once. A running server's upkeep copies
+    /// the WAL back twice a second, and right after the VACUUM that WAL
+    /// holds the whole file, so `compact --vacuum` beside a busy server
+    /// met it and failed. The checkpoint is tried again for as long as the
+    /// busy timeout would have waited.
     pub fn scrub(&self) -> Result<()> {
         self.conn.execute_batch("VACUUM")?;
-        let (busy, _, _): (i64, i64, i64) =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
-        if busy != 0 {
-            return Err(crate::store::StoreError::Invalid(
-                "清理未完成 a reader kept the WAL from being emptied; run the command again".into(),
-            ));
+        let deadline = std::time::Instant::now() + SCRUB_CHECKPOINT_PATIENCE;
+        loop {
+            let (busy, _, _): (i64, i64, i64) =
+                self.conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(crate::store::StoreError::Invalid(
+                    "清理未完成 a reader or another checkpoint kept the WAL from being emptied; run the command again"
+                        .into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        Ok(())
     }
 }
