@@ -115,7 +115,7 @@ fn office_actor(office: &str) -> ActorId {
 /// before it: the 1M step's dossiers then went into the middle of every
 /// table kept in dossier order, at 27 places, where the first step's were
 /// appended at the end. Pages split in the middle are left half full, and
-/// that step wrote 1.6-2.3 times the pages of those tables a dossier
+/// that step wrote about twice the pages of those tables a dossier
 /// (BENCHMARKS.md).
 fn dossier_id(office_index: usize, n: u64, rng: &mut Rng) -> String {
     const MINTED_FROM_MS: u64 = 1_700_000_000_000;
