@@ -372,6 +372,9 @@ fn ensure_generated(cache: &Path, per_office: u64) {
     if have >= per_office {
         return;
     }
+    // Rewritten from here on: a run stopped midway must not leave a count
+    // that vouches for half-written files.
+    let _ = std::fs::remove_file(&count_file);
     let started = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
