@@ -8,10 +8,6 @@ use keqing_shared::lifecycle::NoticeAnswer;
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
 
-/// How long [`Conn::scrub`] tries again to empty the WAL while another
-/// checkpoint holds it (the connections' busy timeout).
-const SCRUB_CHECKPOINT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
-
 const FATE_COLUMNS: &str = "seq, doc_id, kind, from_office, to_office, at, reason, by";
 
 fn fate_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Fate> {
@@ -210,7 +206,7 @@ impl Conn {
     /// busy timeout would have waited.
     pub fn scrub(&self) -> Result<()> {
         self.conn.execute_batch("VACUUM")?;
-        let deadline = std::time::Instant::now() + SCRUB_CHECKPOINT_PATIENCE;
+        let deadline = std::time::Instant::now() + super::schema::BUSY_TIMEOUT;
         loop {
             let (busy, _, _): (i64, i64, i64) =
                 self.conn

@@ -296,10 +296,14 @@ DELETE FROM unreadable_documents;
 /// paid a checkpoint and its fsync, up to a tenth of a second.
 pub(super) const BACKSTOP_CHECKPOINT_PAGES: i64 = 16_384;
 
+/// How long a connection waits for a lock another holds before it
+/// answers busy (and [`super::conn::Conn::scrub`] for another checkpoint).
+pub(super) const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     let mut conn = Connection::open(path)?;
     keqing_host::write_marker::watch_writes(&conn)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
     conn.set_prepared_statement_cache_capacity(64);
     // 64 MiB of page cache (the default is 2 MiB): reports read ranges of
