@@ -12,6 +12,8 @@
 //! - [`passwords`]: Argon2id hashes of the passwords people sign in with;
 //! - [`sign_in`]: sessions with an idle end, a throttle on failed
 //!   sign-ins and the session cookie, for both web front ends;
+//! - [`wal`]: emptying a SQLite WAL that other connections may be
+//!   checkpointing (the scrub after an erasure);
 //! - [`web`]: what both web front ends (the office workstation and
 //!   headquarters' dashboard) put around their routes;
 //! - [`write_marker`]: open SQLite write transactions, marked in a file
@@ -21,6 +23,7 @@ pub mod files;
 pub mod locks;
 pub mod passwords;
 pub mod sign_in;
+pub mod wal;
 pub mod web;
 pub mod write_marker;
 

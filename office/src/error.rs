@@ -141,6 +141,10 @@ pub enum ClientError {
     #[error("服务器数据无法合并 data from the server could not be merged: {0}")]
     Remote(String),
     /// A value given to a command that it cannot take (says which and why).
+    #[error(
+        "清理未完成 another checkpoint kept the replica's WAL from being emptied after an erasure; the next sync tries again"
+    )]
+    ScrubUnfinished,
     #[error("输入无效 {0}")]
     Invalid(String),
     #[error("总部副本没有此功能 a headquarters replica cannot {0}")]

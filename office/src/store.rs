@@ -591,6 +591,10 @@ CREATE TABLE erased_dossiers (
     // a replica in the middle of a first sync refills them again when it
     // restores what it set aside).
     M::up(keqing_projection::V10_ADDITIONS),
+    // An erasure's scrub owed until it has emptied the WAL: one that could
+    // not (another checkpoint held it) is tried again at the next sync,
+    // whose notices no longer name the dossier.
+    M::up("ALTER TABLE erased_dossiers ADD COLUMN scrubbed INTEGER NOT NULL DEFAULT 1;"),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in
@@ -822,6 +826,9 @@ const BACKSTOP_CHECKPOINT_PAGES: i64 = 65_536;
 /// nation): a page written again before the WAL is copied back is copied
 /// once, and the copy's fsync is paid every 256 MiB, not every 16.
 const BULK_CHECKPOINT_PAGES: i64 = 65_536;
+/// How long a connection waits for the file's locks (and a scrub for
+/// another checkpoint) before it gives up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A connection's page cache, in KiB.
 const CACHE_KIB: i64 = 65_536;
 /// The page cache while bulk loading, in KiB: a first sync of 1M dossiers
@@ -833,7 +840,7 @@ const BULK_CACHE_KIB: i64 = 262_144;
 fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection, bool)> {
     let mut conn = Connection::open(path)?;
     keqing_host::write_marker::watch_writes(&conn)?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     if let Some(key) = key {
         // A wrong key is our error to report, not SQLCipher's to log.
         conn.pragma_update(None, "cipher_log_level", "NONE")?;
@@ -2267,9 +2274,11 @@ impl Replica {
             ] {
                 held |= w.tx.execute(sql, [id])? > 0;
             }
+            // Something of it was here: the file owes a scrub.
             w.tx.execute(
-                "INSERT OR IGNORE INTO erased_dossiers (id, erased_at) VALUES (?1, ?2)",
-                params![id, keqing_shared::when::fmt_datetime(at)],
+                "INSERT INTO erased_dossiers (id, erased_at, scrubbed) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET scrubbed = min(scrubbed, excluded.scrubbed)",
+                params![id, keqing_shared::when::fmt_datetime(at), !held],
             )?;
             Ok(held)
         });
@@ -2288,12 +2297,32 @@ impl Replica {
             .is_some())
     }
 
+    /// Whether an erasure took something from this file that a scrub has
+    /// not yet cleared away.
+    pub fn scrub_owed(&self) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM erased_dossiers WHERE scrubbed = 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Rebuilds the file (no free page or stale cell of an erased dossier
-    /// left in it) and empties the WAL.
+    /// left in it) and empties the WAL (its frames held the pages as they
+    /// were). The background checkpointer may be copying the WAL back at
+    /// that moment: the WAL is emptied once it is done, within the busy
+    /// timeout, or the scrub fails and stays owed ([`Replica::scrub_owed`]).
     pub fn scrub(&mut self) -> Result<()> {
         self.conn.execute_batch("VACUUM")?;
-        self.conn
-            .pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        if !keqing_host::wal::empty_wal(&self.conn, BUSY_TIMEOUT)? {
+            return Err(ClientError::ScrubUnfinished);
+        }
+        // Written after the WAL was emptied; the flag's page is all the
+        // WAL then holds.
+        self.conn.execute(
+            "UPDATE erased_dossiers SET scrubbed = 1 WHERE scrubbed = 0",
+            [],
+        )?;
         Ok(())
     }
 

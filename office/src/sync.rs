@@ -475,7 +475,6 @@ async fn apply_notices(
     ask.sort();
     ask.dedup();
     ask.truncate(limits::NOTICES_PER_ANSWER);
-    let mut scrub = false;
     for _ in 0..NOTICE_ANSWERS_PER_ROUND {
         let cursor = replica.notices_cursor()?;
         let answer = conn
@@ -497,7 +496,6 @@ async fn apply_notices(
                     );
                     if replica.erase_dossier(&n.doc_id, at, &pseudonym)? {
                         summary.erased += 1;
-                        scrub = true;
                     }
                 }
                 NoticeKind::Transferred { .. } if headquarters => {}
@@ -520,7 +518,9 @@ async fn apply_notices(
             break;
         }
     }
-    if scrub {
+    // Owed by these erasures, or by an earlier sync's whose scrub did not
+    // finish.
+    if replica.scrub_owed()? {
         replica.scrub()?;
     }
     fetch.sort();

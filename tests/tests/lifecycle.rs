@@ -514,6 +514,67 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
     );
 }
 
+/// An erasure's scrub at a device meets the replica's own background
+/// checkpointer now and then (SQLite answers a second checkpoint busy at
+/// once). The scrub waits it out; held past the busy timeout, it says so
+/// and stays owed, and the next sync tries again. Before, it said nothing
+/// and left the WAL holding the erased dossier's pages.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_erasures_scrub_at_a_device_waits_out_a_checkpoint_and_stays_owed_until_done() {
+    use keqing_office::{ClientError, desk::Desk, store::DB_FILE};
+    const PHONE: &str = "13911112222";
+    const NAME: &str = "司马青青";
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut desk = Desk::init(dir, "44", "前台1").unwrap();
+    desk.add_staff("李娜", keqing_shared::staff::Role::Consultant)
+        .unwrap();
+    let call = |phone: &str, name: &str| keqing_office::desk::CallInput {
+        phone: phone.into(),
+        name: name.into(),
+        source: "电视".into(),
+        staff: "李娜".into(),
+        at: keqing_shared::when::parse_datetime("2026-11-02T09:00").unwrap(),
+        ..Default::default()
+    };
+    let leaving = desk.register_call(&call(PHONE, NAME)).unwrap().dossier_id;
+    desk.register_call(&call("13900000042", "张伟")).unwrap();
+    let replica = desk.replica_mut();
+    assert!(!replica.scrub_owed().unwrap());
+    let at = keqing_shared::when::parse_datetime("2026-11-03T09:00").unwrap();
+    assert!(replica.erase_dossier(&leaving, at, "已删除x").unwrap());
+    assert!(replica.scrub_owed().unwrap());
+
+    let shm = dir.join(format!("{DB_FILE}-shm"));
+    let hold = || keqing_host::wal::testing::hold_checkpoint_lock(&shm).unwrap();
+    let held = hold();
+    let refused = replica.scrub();
+    assert!(
+        matches!(refused, Err(ClientError::ScrubUnfinished)),
+        "{refused:?}"
+    );
+    assert!(replica.scrub_owed().unwrap(), "still owed");
+    drop(held);
+
+    let held = hold();
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        drop(held);
+    });
+    replica.scrub().expect("waits the checkpoint out");
+    released.join().unwrap();
+    assert!(!replica.scrub_owed().unwrap());
+    for needle in [PHONE, NAME] {
+        let found = any_file_holds(dir, needle);
+        assert!(found.is_empty(), "{needle} still in {found:?}");
+    }
+    assert!(
+        any_file_holds(dir, "张伟").len() == 1,
+        "the other patient stays"
+    );
+}
+
 #[test]
 fn the_dashboard_transfers_and_erases_for_administrators_only() {
     use keqing_tests::http::{FORM, csrf_of, form, http};

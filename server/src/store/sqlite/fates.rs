@@ -198,31 +198,18 @@ impl Conn {
     /// WAL (its frames held the pages as they were). The checkpoint waits
     /// for readers (the busy timeout) and says if one kept it from ending.
     ///
-    /// SQLite does not wait for another checkpoint running at the same
-    /// moment: it answers busy at once. A running server's upkeep copies
-    /// the WAL back twice a second, and right after the VACUUM that WAL
-    /// holds the whole file, so `compact --vacuum` beside a busy server
-    /// met it and failed. The checkpoint is tried again for as long as the
-    /// busy timeout would have waited.
+    /// A running server's upkeep copies the WAL back twice a second, and
+    /// SQLite answers a second checkpoint busy at once: `empty_wal` tries
+    /// again for as long as the busy timeout would have waited.
     pub fn scrub(&self) -> Result<()> {
         self.conn.execute_batch("VACUUM")?;
-        let deadline = std::time::Instant::now() + super::schema::BUSY_TIMEOUT;
-        loop {
-            let (busy, _, _): (i64, i64, i64) =
-                self.conn
-                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?;
-            if busy == 0 {
-                return Ok(());
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(crate::store::StoreError::Invalid(
-                    "清理未完成 a reader or another checkpoint kept the WAL from being emptied; run the command again"
-                        .into(),
-                ));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        if keqing_host::wal::empty_wal(&self.conn, super::schema::BUSY_TIMEOUT)? {
+            Ok(())
+        } else {
+            Err(crate::store::StoreError::Invalid(
+                "清理未完成 a reader or another checkpoint kept the WAL from being emptied; run the command again"
+                    .into(),
+            ))
         }
     }
 }

@@ -771,30 +771,6 @@ mod tests {
         );
     }
 
-    /// Another process's checkpoint, as SQLite sees one: a lock on the
-    /// checkpoint byte of the WAL index (`-shm`; its locks start at byte
-    /// 120, the checkpointer's is the second). An open-file-description
-    /// lock, so that SQLite's own locks in this process meet it.
-    #[cfg(target_os = "linux")]
-    fn hold_checkpoint_lock(shm: &std::path::Path) -> std::fs::File {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(shm)
-            .expect("shm");
-        // SAFETY: a plain `flock` record, all of it set below or zero.
-        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-        lock.l_type = libc::F_WRLCK as _;
-        lock.l_whence = libc::SEEK_SET as _;
-        lock.l_start = 121;
-        lock.l_len = 1;
-        // SAFETY: a valid descriptor and a valid `flock` for the call.
-        let taken = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-        assert_eq!(taken, 0, "{}", std::io::Error::last_os_error());
-        file
-    }
-
     /// `compact --vacuum` (and an erasure's scrub) beside a running
     /// server: the server's upkeep may be copying the WAL back at that
     /// moment, and SQLite answers a second checkpoint busy at once instead
@@ -805,7 +781,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("store")).expect("store");
         let shm = store.path().with_extension("sqlite-shm");
-        let held = hold_checkpoint_lock(&shm);
+        let held = keqing_host::wal::testing::hold_checkpoint_lock(&shm).expect("lock");
         let truncate = |conn: &Conn| -> i64 {
             conn.conn
                 .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
