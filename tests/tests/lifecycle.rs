@@ -516,45 +516,46 @@ fn an_erasure_reaches_every_copy_and_leaves_no_trace_in_any_file() {
 
 /// An erasure's scrub at a device meets the replica's own background
 /// checkpointer now and then (SQLite answers a second checkpoint busy at
-/// once). The scrub waits it out; held past the busy timeout, it says so
-/// and stays owed, and the next sync tries again. Before, it said nothing
-/// and left the WAL holding the erased dossier's pages.
+/// once), in a process that stays open (the workstation syncs in the
+/// background). Before, the scrub said nothing and left the WAL holding the
+/// erased dossier's pages. Now it waits the checkpoint out; held past the
+/// busy timeout, the sync says so and the scrub stays owed to the next
+/// sync, whose notices no longer name the dossier.
 #[cfg(target_os = "linux")]
 #[test]
-fn an_erasures_scrub_at_a_device_waits_out_a_checkpoint_and_stays_owed_until_done() {
+fn an_erasures_scrub_at_a_device_waits_out_a_checkpoint_and_is_owed_to_the_next_sync() {
+    use keqing_office::sync::{Quiet, sync_once};
     use keqing_office::{ClientError, desk::Desk, store::DB_FILE};
     const PHONE: &str = "13911112222";
     const NAME: &str = "司马青青";
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let mut desk = Desk::init(dir, "44", "前台1").unwrap();
-    desk.add_staff("李娜", keqing_shared::staff::Role::Consultant)
-        .unwrap();
-    let call = |phone: &str, name: &str| keqing_office::desk::CallInput {
-        phone: phone.into(),
-        name: name.into(),
-        source: "电视".into(),
-        staff: "李娜".into(),
-        at: keqing_shared::when::parse_datetime("2026-11-02T09:00").unwrap(),
-        ..Default::default()
-    };
-    let leaving = desk.register_call(&call(PHONE, NAME)).unwrap().dossier_id;
-    desk.register_call(&call("13900000042", "张伟")).unwrap();
-    let replica = desk.replica_mut();
-    assert!(!replica.scrub_owed().unwrap());
-    let at = keqing_shared::when::parse_datetime("2026-11-03T09:00").unwrap();
-    assert!(replica.erase_dossier(&leaving, at, "已删除x").unwrap());
-    assert!(replica.scrub_owed().unwrap());
+    let server = Server::start(tmp.path().join("server"), "127.0.0.1:0");
+    let a = Office::new(tmp.path().join("a"));
+    a.enroll_on(&server, Some("44"), "广东前台1");
+    a.ok(&["staff", "add", "--name", "李娜", "--role", "consultant"]);
+    let p = a.call(PHONE, NAME, "李娜", "2026-11-02T09:00");
+    a.call("13900000042", "张伟", "李娜", "2026-11-02T10:00");
+    a.ok(&["sync"]);
+    for step in [&["--reason", "患者本人申请删除"][..], &["--confirm"]] {
+        let r = Server::admin(
+            &server.dir,
+            &[&["erase", "--dossier", &p][..], step].concat(),
+        );
+        assert!(r.ok, "{}", r.stderr);
+    }
 
-    let shm = dir.join(format!("{DB_FILE}-shm"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut desk = Desk::open(&a.dir).unwrap();
+    let shm = a.dir.join(format!("{DB_FILE}-shm"));
     let hold = || keqing_host::wal::testing::hold_checkpoint_lock(&shm).unwrap();
     let held = hold();
-    let refused = replica.scrub();
+    let refused = rt.block_on(sync_once(desk.replica_mut(), &mut Quiet));
     assert!(
         matches!(refused, Err(ClientError::ScrubUnfinished)),
         "{refused:?}"
     );
-    assert!(replica.scrub_owed().unwrap(), "still owed");
+    assert!(desk.replica().is_erased(&p).unwrap());
+    assert!(desk.replica().scrub_owed().unwrap(), "still owed");
     drop(held);
 
     let held = hold();
@@ -562,15 +563,18 @@ fn an_erasures_scrub_at_a_device_waits_out_a_checkpoint_and_stays_owed_until_don
         std::thread::sleep(std::time::Duration::from_secs(1));
         drop(held);
     });
-    replica.scrub().expect("waits the checkpoint out");
+    let done = rt
+        .block_on(sync_once(desk.replica_mut(), &mut Quiet))
+        .expect("the scrub waits the checkpoint out");
     released.join().unwrap();
-    assert!(!replica.scrub_owed().unwrap());
+    assert_eq!(done.erased, 0, "erased by the sync before");
+    assert!(!desk.replica().scrub_owed().unwrap());
     for needle in [PHONE, NAME] {
-        let found = any_file_holds(dir, needle);
+        let found = any_file_holds(&a.dir, needle);
         assert!(found.is_empty(), "{needle} still in {found:?}");
     }
     assert!(
-        any_file_holds(dir, "张伟").len() == 1,
+        !any_file_holds(&a.dir, "张伟").is_empty(),
         "the other patient stays"
     );
 }
