@@ -140,11 +140,13 @@ pub enum ClientError {
     Merged { id: String, into: String },
     #[error("服务器数据无法合并 data from the server could not be merged: {0}")]
     Remote(String),
-    /// A value given to a command that it cannot take (says which and why).
+    /// An erasure's scrub could not empty the WAL within the busy timeout
+    /// (another checkpoint held it); it stays owed to the next sync.
     #[error(
         "清理未完成 another checkpoint kept the replica's WAL from being emptied after an erasure; the next sync tries again"
     )]
     ScrubUnfinished,
+    /// A value given to a command that it cannot take (says which and why).
     #[error("输入无效 {0}")]
     Invalid(String),
     #[error("总部副本没有此功能 a headquarters replica cannot {0}")]
