@@ -2274,7 +2274,8 @@ impl Replica {
             ] {
                 held |= w.tx.execute(sql, [id])? > 0;
             }
-            // Something of it was here: the file owes a scrub.
+            // Unscrubbed (0) when something of it was here: the file then
+            // owes a scrub, kept owed by a later notice of the same erasure.
             w.tx.execute(
                 "INSERT INTO erased_dossiers (id, erased_at, scrubbed) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET scrubbed = min(scrubbed, excluded.scrubbed)",
