@@ -1392,22 +1392,37 @@ fn next_batch(
             }
             let page = store.document_page(scope, after_id, max_items)?;
             let last_page = (page.len() as u32) < max_items;
-            for (doc_id, complete, len) in page {
+            // Read ahead, in one look, the snapshots that will fit: a
+            // networked store answers a look per document slower than
+            // the device merges them.
+            let (mut read_ahead, mut ahead_to) = (HashMap::new(), 0);
+            for (at, (doc_id, complete, len)) in page.iter().enumerate() {
+                if at >= ahead_to {
+                    let (run, covered) = snapshots_that_fit(&page[at..], budget);
+                    ahead_to = at + covered.max(1);
+                    read_ahead = match run.len() {
+                        0 | 1 => HashMap::new(),
+                        _ => store.documents_among(&run)?,
+                    };
+                }
                 // A complete snapshot holds every logged change; an
                 // incomplete one (or none) goes with the changes the log
                 // still has (those compaction took are in the snapshot).
-                if !add_snapshot(&mut batch, &mut budget, &doc_id, len, || {
-                    Ok(store.snapshot_of(&doc_id)?)
+                if !add_snapshot(&mut batch, &mut budget, doc_id, *len, || {
+                    Ok(match read_ahead.remove(doc_id) {
+                        Some(held) => held.snapshot,
+                        None => store.snapshot_of(doc_id)?,
+                    })
                 })? {
                     return Ok(batch);
                 }
                 *after_id = doc_id.clone();
                 if !complete {
-                    let (changes, more) = store.changes_of_within(&doc_id, 0, upto, &mut budget)?;
+                    let (changes, more) = store.changes_of_within(doc_id, 0, upto, &mut budget)?;
                     let last = changes.last().map(|c| c.seq);
                     batch.changes.extend(changes);
                     if more {
-                        *partial = Some((doc_id, last.unwrap_or(0)));
+                        *partial = Some((doc_id.clone(), last.unwrap_or(0)));
                         return Ok(batch);
                     }
                 }
@@ -1438,6 +1453,30 @@ fn next_batch(
 /// Adds a document's snapshot of `len` bytes (none: nothing to add) to a
 /// pull batch, read by `read` only once it fits; `false` when the batch is
 /// full.
+/// The ids of the documents from the start of `page` whose snapshots
+/// `add_snapshot` will take with `budget` as it stands, and how many of the
+/// page's documents that covers: up to one that does not fit, or up to and
+/// including an incomplete one (its logged changes take from the budget
+/// too). A document without a snapshot takes nothing.
+fn snapshots_that_fit(page: &[(String, bool, usize)], mut budget: Budget) -> (Vec<&str>, usize) {
+    let mut run = Vec::new();
+    let mut covered = 0;
+    for (doc_id, complete, len) in page {
+        if *len > 0 {
+            if !budget.fits(*len) {
+                break;
+            }
+            budget.take(*len);
+            run.push(doc_id.as_str());
+        }
+        covered += 1;
+        if !complete {
+            break;
+        }
+    }
+    (run, covered)
+}
+
 fn add_snapshot(
     batch: &mut PullBatch,
     budget: &mut Budget,
@@ -1977,6 +2016,212 @@ mod tests {
         // Serving again is busy whatever the clock says.
         let _push = in_flight.enter();
         assert!(in_flight.busy_at(ended + 10 * after));
+    }
+
+    #[test]
+    fn the_snapshots_read_ahead_are_those_add_snapshot_will_take() {
+        let page = |docs: &[(bool, usize)]| -> Vec<(String, bool, usize)> {
+            docs.iter()
+                .enumerate()
+                .map(|(n, (complete, len))| (format!("d{n}"), *complete, *len))
+                .collect()
+        };
+        let budget = Budget::new(100, 10);
+        // Up to the one that does not fit.
+        let p = page(&[(true, 40), (true, 50), (true, 20)]);
+        assert_eq!(snapshots_that_fit(&p, budget), (vec!["d0", "d1"], 2));
+        // Up to and including an incomplete one; one without a snapshot
+        // takes nothing but is covered.
+        let p = page(&[(true, 0), (true, 10), (false, 10), (true, 10)]);
+        assert_eq!(snapshots_that_fit(&p, budget), (vec!["d1", "d2"], 3));
+        let p = page(&[(false, 0), (true, 10)]);
+        assert_eq!(snapshots_that_fit(&p, budget), (vec![], 1));
+        // The first item of a batch always fits; later ones within the
+        // budget as it stands, items counted too.
+        let p = page(&[(true, 500), (true, 1)]);
+        assert_eq!(snapshots_that_fit(&p, budget), (vec!["d0"], 1));
+        let mut taken = Budget::new(100, 3);
+        taken.take(10);
+        let p = page(&[(true, 1), (true, 1), (true, 1)]);
+        assert_eq!(snapshots_that_fit(&p, taken), (vec!["d0", "d1"], 2));
+    }
+
+    /// A reader that counts the looks that read snapshots.
+    struct CountingReader<'a> {
+        inner: &'a dyn LogReader,
+        single: std::cell::Cell<usize>,
+        batched: std::cell::Cell<usize>,
+    }
+
+    impl LogReader for CountingReader<'_> {
+        fn device_by_token_hash(&self, token: &[u8]) -> crate::store::Result<Option<Device>> {
+            self.inner.device_by_token_hash(token)
+        }
+        fn device_with_actor(&self, actor: &[u8]) -> crate::store::Result<Option<Device>> {
+            self.inner.device_with_actor(actor)
+        }
+        fn document(&self, doc_id: &str) -> crate::store::Result<Option<StoredDocument>> {
+            self.single.set(self.single.get() + 1);
+            self.inner.document(doc_id)
+        }
+        fn documents_among(
+            &self,
+            ids: &[&str],
+        ) -> crate::store::Result<HashMap<String, StoredDocument>> {
+            self.batched.set(self.batched.get() + 1);
+            self.inner.documents_among(ids)
+        }
+        fn push_footing(
+            &self,
+            ids: &[&str],
+            hashes: &[[u8; 32]],
+        ) -> crate::store::Result<PushFooting> {
+            self.inner.push_footing(ids, hashes)
+        }
+        fn max_seq(&self) -> crate::store::Result<u64> {
+            self.inner.max_seq()
+        }
+        fn epoch(&self) -> crate::store::Result<String> {
+            self.inner.epoch()
+        }
+        fn log_floor(&self) -> crate::store::Result<u64> {
+            self.inner.log_floor()
+        }
+        fn changes_of(&self, doc_id: &str, upto: u64) -> crate::store::Result<Vec<LoggedChange>> {
+            self.inner.changes_of(doc_id, upto)
+        }
+        fn changes_of_within(
+            &self,
+            doc_id: &str,
+            after: u64,
+            upto: u64,
+            budget: &mut Budget,
+        ) -> crate::store::Result<(Vec<LoggedChange>, bool)> {
+            self.inner.changes_of_within(doc_id, after, upto, budget)
+        }
+        fn changes_after_within(
+            &self,
+            office: Option<&str>,
+            after: u64,
+            budget: &mut Budget,
+        ) -> crate::store::Result<(Vec<LoggedChange>, bool)> {
+            self.inner.changes_after_within(office, after, budget)
+        }
+        fn document_page(
+            &self,
+            office: Option<&str>,
+            after_id: &str,
+            limit: u32,
+        ) -> crate::store::Result<Vec<(String, bool, usize)>> {
+            self.inner.document_page(office, after_id, limit)
+        }
+        fn snapshot_of(&self, doc_id: &str) -> crate::store::Result<Vec<u8>> {
+            self.single.set(self.single.get() + 1);
+            self.inner.snapshot_of(doc_id)
+        }
+        fn snapshots_after(
+            &self,
+            office: Option<&str>,
+            after_id: &str,
+            limit: u32,
+        ) -> crate::store::Result<Vec<(Snapshot, bool)>> {
+            self.inner.snapshots_after(office, after_id, limit)
+        }
+        fn fates_among(
+            &self,
+            ids: &[&str],
+        ) -> crate::store::Result<HashMap<String, Vec<crate::store::Fate>>> {
+            self.inner.fates_among(ids)
+        }
+    }
+
+    /// A bootstrap's batch reads the snapshots that fit in one look, not
+    /// one a document (a networked store pays a round trip a look), and
+    /// still sends each as stored, with an unbuilt one's logged changes.
+    #[test]
+    fn a_bootstrap_batch_reads_its_snapshots_in_one_look_per_run() {
+        use crate::store::SqliteStore;
+        use keqing_proto::SyncHandler;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(tmp.path()).unwrap());
+        store
+            .add_device(
+                "d",
+                "广东1",
+                Some("44"),
+                &token_hash("gd"),
+                "2026-11-20T00:00:00",
+                "t",
+            )
+            .unwrap();
+        let hub = Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let actor = automerge::ActorId::random();
+        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+            .unwrap();
+        let id = |n: usize| format!("01a21111-0000-7000-8000-{n:012}");
+        let create = |n: usize| {
+            let (_, created) = keqing_shared::dossier::Dossier::create(
+                &id(n),
+                "44",
+                keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap(),
+                actor.clone(),
+                1,
+            )
+            .unwrap();
+            let envelope = ChangeEnvelope {
+                doc_id: id(n),
+                bytes: created.bytes,
+            };
+            rt.block_on(hub.push("gd".into(), vec![envelope])).unwrap();
+        };
+        // 30 dossiers built into snapshots, then two logged after them
+        // (no snapshot yet: their changes go instead), among them by id.
+        for n in (0..32).filter(|n| *n != 10 && *n != 20) {
+            create(n);
+        }
+        crate::projector::catch_up(&mut *store.projections().unwrap(), |_, _| {}).unwrap();
+        create(10);
+        create(20);
+        let inner = store.reader().unwrap();
+        let reader = CountingReader {
+            inner: &*inner,
+            single: Default::default(),
+            batched: Default::default(),
+        };
+        let epoch = reader.epoch().unwrap();
+        let mut phase = PullPhase::bootstrap(&reader).unwrap();
+        let batch = next_batch(&reader, Some("44"), &epoch, &mut phase, 100).unwrap();
+        assert_eq!(reader.single.get(), 0, "no look for a single snapshot");
+        assert_eq!(
+            reader.batched.get(),
+            3,
+            "one look each for the runs before, between and after the unbuilt two"
+        );
+        let sent: Vec<&str> = batch.snapshots.iter().map(|s| s.doc_id.as_str()).collect();
+        let built: Vec<String> = (0..32).filter(|n| *n != 10 && *n != 20).map(id).collect();
+        assert_eq!(sent, built, "every built snapshot, in id order");
+        for snapshot in &batch.snapshots {
+            assert_eq!(
+                snapshot.document,
+                inner.snapshot_of(&snapshot.doc_id).unwrap()
+            );
+        }
+        let logged: Vec<&str> = batch.changes.iter().map(|c| c.doc_id.as_str()).collect();
+        assert_eq!(logged, [id(10), id(20)], "the unbuilt two's changes");
+        // A smaller batch: its run ends at what fits, and the next batch
+        // goes on from there.
+        let mut phase = PullPhase::bootstrap(&reader).unwrap();
+        let first = next_batch(&reader, Some("44"), &epoch, &mut phase, 4).unwrap();
+        let ids: Vec<&str> = first.snapshots.iter().map(|s| s.doc_id.as_str()).collect();
+        assert_eq!(ids, built[..4]);
+        let second = next_batch(&reader, Some("44"), &epoch, &mut phase, 4).unwrap();
+        let ids: Vec<&str> = second.snapshots.iter().map(|s| s.doc_id.as_str()).collect();
+        assert_eq!(ids, built[4..8]);
+        assert_eq!(reader.single.get(), 0);
     }
 
     /// A panic while the log writer's connection is locked, inside a write
