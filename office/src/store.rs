@@ -872,13 +872,6 @@ fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection,
     // 1000 pages (the default) puts a checkpoint in every ~40th edit. 4000
     // pages (16 MB of WAL) moves it to every ~160th.
     conn.pragma_update(None, "wal_autocheckpoint", AUTO_CHECKPOINT_PAGES)?;
-    // Sorts that outgrow memory (building the indexes a first sync set
-    // aside, filling the tallies from the rows) sort their runs on helper
-    // threads, one a core: a headquarters device's first sync of 1M dossiers
-    // otherwise spends minutes on one core. Sorts that fit in memory use
-    // none.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    conn.pragma_update(None, "threads", cores.min(8) as i64)?;
     // A first sync that stopped (killed, or the machine lost power) before
     // it built the indexes it had set aside: built now, before a migration
     // could replace the tables they belong to.
@@ -3027,21 +3020,5 @@ impl WriteTx<'_> {
 
     fn project_dossier(&mut self, view: &DossierView, slots: &[Slot]) -> Result<()> {
         Ok(keqing_projection::project_dossier(self.tx, view, slots)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The first sync's index builds sort on every core (the figures are
-    /// in BENCHMARKS.md; this checks the connection is set for them).
-    #[test]
-    fn a_replicas_sorts_may_use_a_helper_thread_a_core() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (conn, _) = open_connection(&tmp.path().join("replica.db"), None).unwrap();
-        let threads: i64 = conn.query_row("PRAGMA threads", [], |r| r.get(0)).unwrap();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(threads, cores.min(8) as i64);
     }
 }
