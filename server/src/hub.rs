@@ -2046,6 +2046,67 @@ mod tests {
         assert_eq!(snapshots_that_fit(&p, taken), (vec!["d0", "d1"], 2));
     }
 
+    /// A SQLite store in a temp dir with one device of office 44 ("gd"),
+    /// enrolled with the actor returned, and a hub over it.
+    struct OneDevice {
+        dir: tempfile::TempDir,
+        store: Arc<crate::store::SqliteStore>,
+        hub: Hub,
+        rt: tokio::runtime::Runtime,
+        actor: automerge::ActorId,
+    }
+
+    impl OneDevice {
+        fn new() -> OneDevice {
+            use keqing_proto::SyncHandler;
+            let tmp = tempfile::tempdir().unwrap();
+            let store = Arc::new(crate::store::SqliteStore::open(tmp.path()).unwrap());
+            store
+                .add_device(
+                    "d",
+                    "广东1",
+                    Some("44"),
+                    &token_hash("gd"),
+                    "2026-11-20T00:00:00",
+                    "t",
+                )
+                .unwrap();
+            let hub = Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new())).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let actor = automerge::ActorId::random();
+            rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
+                .unwrap();
+            OneDevice {
+                dir: tmp,
+                store,
+                hub,
+                rt,
+                actor,
+            }
+        }
+
+        /// Pushes a new dossier `id` of office 44.
+        fn create(&self, id: &str) -> Result<PushAck, SyncError> {
+            use keqing_proto::SyncHandler;
+            let (_, created) = keqing_shared::dossier::Dossier::create(
+                id,
+                "44",
+                keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap(),
+                self.actor.clone(),
+                1,
+            )
+            .unwrap();
+            let envelope = ChangeEnvelope {
+                doc_id: id.into(),
+                bytes: created.bytes,
+            };
+            self.rt.block_on(self.hub.push("gd".into(), vec![envelope]))
+        }
+    }
+
     /// A reader that counts the looks that read snapshots.
     struct CountingReader<'a> {
         inner: &'a dyn LogReader,
@@ -2140,53 +2201,20 @@ mod tests {
     /// still sends each as stored, with an unbuilt one's logged changes.
     #[test]
     fn a_bootstrap_batch_reads_its_snapshots_in_one_look_per_run() {
-        use crate::store::SqliteStore;
-        use keqing_proto::SyncHandler;
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(tmp.path()).unwrap());
-        store
-            .add_device(
-                "d",
-                "广东1",
-                Some("44"),
-                &token_hash("gd"),
-                "2026-11-20T00:00:00",
-                "t",
-            )
-            .unwrap();
-        let hub = Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new())).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let actor = automerge::ActorId::random();
-        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
-            .unwrap();
+        let one = OneDevice::new();
         let id = |n: usize| format!("01a21111-0000-7000-8000-{n:012}");
         let create = |n: usize| {
-            let (_, created) = keqing_shared::dossier::Dossier::create(
-                &id(n),
-                "44",
-                keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap(),
-                actor.clone(),
-                1,
-            )
-            .unwrap();
-            let envelope = ChangeEnvelope {
-                doc_id: id(n),
-                bytes: created.bytes,
-            };
-            rt.block_on(hub.push("gd".into(), vec![envelope])).unwrap();
+            one.create(&id(n)).unwrap();
         };
         // 30 dossiers built into snapshots, then two logged after them
         // (no snapshot yet: their changes go instead), among them by id.
         for n in (0..32).filter(|n| *n != 10 && *n != 20) {
             create(n);
         }
-        crate::projector::catch_up(&mut *store.projections().unwrap(), |_, _| {}).unwrap();
+        crate::projector::catch_up(&mut *one.store.projections().unwrap(), |_, _| {}).unwrap();
         create(10);
         create(20);
-        let inner = store.reader().unwrap();
+        let inner = one.store.reader().unwrap();
         let reader = CountingReader {
             inner: &*inner,
             single: Default::default(),
@@ -2229,29 +2257,8 @@ mod tests {
     /// durable (not swallowed by the transaction the panic left open).
     #[test]
     fn a_panic_inside_a_write_fails_that_request_and_the_next_push_commits() {
-        use crate::store::SqliteStore;
-        use keqing_proto::SyncHandler;
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(tmp.path()).unwrap());
-        store
-            .add_device(
-                "d",
-                "广东1",
-                Some("44"),
-                &token_hash("gd"),
-                "2026-11-20T00:00:00",
-                "t",
-            )
-            .unwrap();
-        let hub = Hub::new(store.clone(), Arc::new(tokio::sync::Notify::new())).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let actor = automerge::ActorId::random();
-        rt.block_on(hub.enroll("gd".into(), actor.to_bytes().to_vec()))
-            .unwrap();
-        let poisoned = store.clone();
+        let one = OneDevice::new();
+        let poisoned = one.store.clone();
         let failed = std::thread::spawn(move || {
             poisoned.with_writer_conn_for_tests(|c| {
                 c.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -2261,25 +2268,9 @@ mod tests {
         .join();
         assert!(failed.is_err(), "the injected panic");
         let id = "01a21111-0000-7000-8000-00000000f001";
-        let (_, created) = keqing_shared::dossier::Dossier::create(
-            id,
-            "44",
-            keqing_shared::when::parse_datetime("2026-11-20T09:00").unwrap(),
-            actor,
-            1,
-        )
-        .unwrap();
-        let ack = rt
-            .block_on(hub.push(
-                "gd".into(),
-                vec![ChangeEnvelope {
-                    doc_id: id.into(),
-                    bytes: created.bytes,
-                }],
-            ))
-            .unwrap();
+        let ack = one.create(id).unwrap();
         assert_eq!(ack.accepted, 1);
-        let other = SqliteStore::open(tmp.path()).unwrap();
+        let other = crate::store::SqliteStore::open(one.dir.path()).unwrap();
         assert!(
             other.reader().unwrap().document(id).unwrap().is_some(),
             "committed: another connection sees it"
