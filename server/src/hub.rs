@@ -1450,9 +1450,6 @@ fn next_batch(
     }
 }
 
-/// Adds a document's snapshot of `len` bytes (none: nothing to add) to a
-/// pull batch, read by `read` only once it fits; `false` when the batch is
-/// full.
 /// The ids of the documents from the start of `page` whose snapshots
 /// `add_snapshot` will take with `budget` as it stands, and how many of the
 /// page's documents that covers: up to one that does not fit, or up to and
@@ -1477,6 +1474,9 @@ fn snapshots_that_fit(page: &[(String, bool, usize)], mut budget: Budget) -> (Ve
     (run, covered)
 }
 
+/// Adds a document's snapshot of `len` bytes (none: nothing to add) to a
+/// pull batch, read by `read` only once it fits; `false` when the batch is
+/// full.
 fn add_snapshot(
     batch: &mut PullBatch,
     budget: &mut Budget,
@@ -2046,8 +2046,8 @@ mod tests {
         assert_eq!(snapshots_that_fit(&p, taken), (vec!["d0", "d1"], 2));
     }
 
-    /// A SQLite store in a temp dir with one device of office 44 ("gd"),
-    /// enrolled with the actor returned, and a hub over it.
+    /// A SQLite store in a temp dir with one device of office 44 (token
+    /// "gd") enrolled with `actor`, and a hub over it.
     struct OneDevice {
         dir: tempfile::TempDir,
         store: Arc<crate::store::SqliteStore>,
