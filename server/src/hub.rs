@@ -1400,19 +1400,22 @@ fn next_batch(
                 if at >= ahead_to {
                     let (run, covered) = snapshots_that_fit(&page[at..], budget);
                     ahead_to = at + covered.max(1);
-                    read_ahead = match run.len() {
-                        0 | 1 => HashMap::new(),
-                        _ => store.documents_among(&run)?,
+                    read_ahead = if run.is_empty() {
+                        HashMap::new()
+                    } else {
+                        store.documents_among(&run)?
                     };
                 }
                 // A complete snapshot holds every logged change; an
                 // incomplete one (or none) goes with the changes the log
                 // still has (those compaction took are in the snapshot).
+                // Every snapshot `add_snapshot` reads is in the run read
+                // ahead (the same budget, the same view); one gone is none.
                 if !add_snapshot(&mut batch, &mut budget, doc_id, *len, || {
-                    Ok(match read_ahead.remove(doc_id) {
-                        Some(held) => held.snapshot,
-                        None => store.snapshot_of(doc_id)?,
-                    })
+                    Ok(read_ahead
+                        .remove(doc_id)
+                        .map(|held| held.snapshot)
+                        .unwrap_or_default())
                 })? {
                     return Ok(batch);
                 }
