@@ -52,7 +52,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use automerge::ActorId;
 use chrono::{Duration, NaiveDate, NaiveDateTime};
-use keqing_office::sync::{Quiet, enroll, sync_once};
+use keqing_office::sync::{enroll, sync_once};
 use keqing_proto::SyncConnection;
 use keqing_server::store::{PgStore, SqliteStore, Store};
 use keqing_shared::dossier::{Dossier, NewChange, PatientUpdate};
@@ -984,14 +984,47 @@ fn national_report(place: &Place) -> ReportTimes {
     }
 }
 
-/// A new headquarters device's first sync: (seconds, dossiers it holds,
-/// server memory after it).
-fn bootstrap(
-    rt: &tokio::runtime::Runtime,
-    place: &Place,
-    dir: &Path,
-    name: &str,
-) -> (f64, usize, (f64, f64)) {
+/// A first sync's progress, kept for when its pull ended and the device
+/// began building the indexes it had set aside.
+struct IndexingFrom(Option<Instant>);
+impl keqing_office::sync::Progress for IndexingFrom {
+    fn pushing(&mut self, _: u64, _: u64) {}
+    fn pulling(&mut self, _: u64) {}
+    fn indexing(&mut self) {
+        self.0 = Some(Instant::now());
+    }
+}
+
+/// What a new headquarters device's first sync took.
+struct Bootstrap {
+    seconds: f64,
+    /// Of which the pull (the rest: building the indexes set aside).
+    pull_seconds: f64,
+    /// Documents the device holds after it.
+    held: usize,
+    /// Server memory after it (now, peak), MB.
+    rss: f64,
+    peak: f64,
+}
+
+impl std::fmt::Display for Bootstrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "new headquarters device, first sync of {} documents: {:.1} s ({:.0} a second; pull {:.1} s, then its indexes {:.1} s); server after it {:.0} MB (peak {:.0})",
+            self.held,
+            self.seconds,
+            self.held as f64 / self.seconds,
+            self.pull_seconds,
+            self.seconds - self.pull_seconds,
+            self.rss,
+            self.peak
+        )
+    }
+}
+
+/// A new headquarters device's first sync.
+fn bootstrap(rt: &tokio::runtime::Runtime, place: &Place, dir: &Path, name: &str) -> Bootstrap {
     let server = ServerProcess::start(place, dir);
     let token = add_device(place, dir, None, name);
     let replica = dir.join(format!("replica-{name}"));
@@ -1005,15 +1038,30 @@ fn bootstrap(
             &Default::default(),
         ))
         .expect("enroll");
-    rt.block_on(sync_once(desk.replica_mut(), &mut Quiet))
+    let mut progress = IndexingFrom(None);
+    rt.block_on(sync_once(desk.replica_mut(), &mut progress))
         .expect("first sync");
     let seconds = started.elapsed().as_secs_f64();
+    let pull_seconds = progress
+        .0
+        .map_or(seconds, |at| (at - started).as_secs_f64());
     let held = desk.replica().document_heads().expect("heads").len();
-    let memory = server.memory_mb();
+    let (rss, peak) = server.memory_mb();
     drop(desk);
     server.stop();
-    let _ = std::fs::remove_dir_all(&replica);
-    (seconds, held, memory)
+    // KEQING_NATIONAL_BENCH_KEEP_REPLICA=1 keeps the replica to inspect.
+    if std::env::var("KEQING_NATIONAL_BENCH_KEEP_REPLICA").is_ok_and(|v| v == "1") {
+        println!("kept the replica: {}", replica.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&replica);
+    }
+    Bootstrap {
+        seconds,
+        pull_seconds,
+        held,
+        rss,
+        peak,
+    }
 }
 
 fn office_tokens(place: &Place, dir: &Path, suffix: &str) -> Vec<String> {
@@ -1087,11 +1135,7 @@ fn main() {
         // first sync of it (the replica goes beside the store, then away).
         if std::env::var("KEQING_NATIONAL_BENCH_BOOTSTRAP").is_ok_and(|v| v == "1") {
             let beside = kept.parent().unwrap_or(Path::new("."));
-            let (s, held, (rss, peak)) = bootstrap(&rt, &place, beside, "hq-reuse");
-            println!(
-                "new headquarters device, first sync of {held} documents: {s:.1} s ({:.0} a second); server after it {rss:.0} MB (peak {peak:.0})",
-                held as f64 / s
-            );
+            println!("{}", bootstrap(&rt, &place, beside, "hq-reuse"));
         }
         return;
     }
@@ -1252,11 +1296,7 @@ fn main() {
                 "  national report after the vacuum: {}",
                 national_report(&place)
             );
-            let (s, held, (rss, peak)) = bootstrap(&rt, &place, &dir, &format!("hq{size}"));
-            println!(
-                "  new headquarters device, first sync of {held} documents: {s:.1} s ({:.0} a second); server after it {rss:.0} MB (peak {peak:.0})",
-                held as f64 / s
-            );
+            println!("  {}", bootstrap(&rt, &place, &dir, &format!("hq{size}")));
         }
         for copy in first_step_copies {
             copy.remove_copy(postgres.as_deref());
