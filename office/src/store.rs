@@ -834,13 +834,13 @@ const CACHE_KIB: i64 = 65_536;
 /// The page cache while bulk loading, in KiB: a first sync of 1M dossiers
 /// writes indexes of several GB at random places.
 const BULK_CACHE_KIB: i64 = 262_144;
+/// The page cache of a connection that only reads beside the writer
+/// ([`open_reader`]), in KiB.
+const READER_CACHE_KIB: i64 = 16_384;
 
-/// Opens the replica file, migrating it; the bool says whether its
-/// projections must be rebuilt (an older schema lacked derived columns).
-fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection, bool)> {
-    let mut conn = Connection::open(path)?;
-    keqing_host::write_marker::watch_writes(&conn)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+/// Gives an encrypted replica's connection its key, before anything reads
+/// the file; a wrong key is told as such.
+fn unlock(conn: &Connection, path: &Path, key: Option<&ReplicaKey>) -> Result<()> {
     if let Some(key) = key {
         // A wrong key is our error to report, not SQLCipher's to log.
         conn.pragma_update(None, "cipher_log_level", "NONE")?;
@@ -858,6 +858,32 @@ fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection,
             });
         }
     }
+    Ok(())
+}
+
+/// A second connection to the replica that only reads (no migration, no
+/// recovery: the main connection did those when it opened), for work
+/// beside the main connection's writes.
+fn open_reader(path: &Path, key: Option<&ReplicaKey>) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    unlock(&conn, path, key)?;
+    // Reads sort through SQLite's sorter, which spills to temporary files
+    // past the cache; a larger cache sorted no faster.
+    conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+    Ok(conn)
+}
+
+/// Opens the replica file, migrating it; the bool says whether its
+/// projections must be rebuilt (an older schema lacked derived columns).
+fn open_connection(path: &Path, key: Option<&ReplicaKey>) -> Result<(Connection, bool)> {
+    let mut conn = Connection::open(path)?;
+    keqing_host::write_marker::watch_writes(&conn)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    unlock(&conn, path, key)?;
     // 64 MiB of page cache (the default is 2 MiB): the day's list and the
     // dossiers being worked on stay in memory in a long-running process.
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
@@ -1155,7 +1181,27 @@ impl Replica {
         if !self.projection_indexes_aside()? {
             return Ok(0);
         }
-        self.write(|w| Ok(keqing_projection::restore_indexes(w.tx)?))
+        if self.bulk {
+            // Inside a bulk transaction the rows written so far are not
+            // committed: a second connection would not see them.
+            return self.write(|w| Ok(keqing_projection::restore_indexes(w.tx)?));
+        }
+        let (path, key) = (self.path.clone(), self.key.clone());
+        self.write(|w| {
+            // The write lock is held (BEGIN IMMEDIATE) and no row changed:
+            // the reader sees the rows this connection does.
+            let open_reader = move || {
+                open_reader(&path, key.as_ref())
+                    .inspect_err(|e| {
+                        tracing::warn!("tallies counted without a reader beside: {e}");
+                    })
+                    .ok()
+            };
+            Ok(keqing_projection::restore_indexes_beside(
+                w.tx,
+                open_reader,
+            )?)
+        })
     }
 
     /// Whether projection indexes are set aside, waiting to be built.

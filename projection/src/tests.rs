@@ -1109,7 +1109,7 @@ fn indexes_set_aside_spare_the_writes_and_come_back_as_they_were() {
         assert!(
             TRIGGER_KEPT
                 .iter()
-                .any(|(kept, _)| name.starts_with(&format!("{kept}_"))),
+                .any(|kept| name.starts_with(&format!("{}_", kept.table))),
             "{name} keeps a table restore_indexes does not fill"
         );
     }
@@ -1403,4 +1403,117 @@ fn a_report_reads_one_snapshot_while_the_projector_writes() {
         .unwrap();
     let next = report_rows(&conn, None, from, to).unwrap();
     assert_eq!(next.visits.len(), 1, "the next report has it");
+}
+
+/// The tallies a reader counts beside the writer ([`restore_indexes_beside`])
+/// are those the writer counts alone ([`restore_indexes`], and a store
+/// whose triggers never went): with a reader on the store (here the writer
+/// waits, before its R*Tree, until the reader has begun counting, so the
+/// reader counts at least one), with no reader, and with a reader whose
+/// queries fail (a connection to another, empty database).
+#[test]
+fn tallies_counted_beside_the_writer_are_those_it_counts_alone() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dossiers = dossiers_with_records(60);
+    let plain = Connection::open_in_memory().unwrap();
+    plain.execute_batch(SCHEMA).unwrap();
+    for (v, slots) in &dossiers {
+        project_new_dossier(&plain, v, slots).unwrap();
+    }
+    let kept = [
+        "slot_tallies",
+        "overdue_tallies",
+        "followup_tallies",
+        "category_tallies",
+        "slot_spans",
+    ];
+    for tally in kept {
+        assert!(
+            !all_rows(&plain, tally).is_empty(),
+            "{tally} has rows to count"
+        );
+    }
+    for reader in ["on the store", "none", "failing"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replica.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute_batch(INDEXES_ASIDE).unwrap();
+        let aside = set_indexes_aside(&conn).unwrap();
+        for (v, slots) in &dossiers {
+            project_new_dossier(&conn, v, slots).unwrap();
+        }
+        assert!(all_rows(&conn, "slot_tallies").is_empty());
+        // Statements the reader prepared that read a table.
+        let reads = Arc::new(AtomicUsize::new(0));
+        // The tables the writer emptied (to fill them, or to write the
+        // reader's rows): each once.
+        let emptied = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        {
+            let (reads, emptied) = (reads.clone(), emptied.clone());
+            let mut waited = reader != "on the store";
+            conn.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
+                if let rusqlite::hooks::AuthAction::Delete { table_name } = ctx.action {
+                    emptied.lock().unwrap().push(table_name.to_string());
+                    if table_name == "slot_spans" && !waited {
+                        waited = true;
+                        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                        while reads.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < until
+                        {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
+                }
+                rusqlite::hooks::Authorization::Allow
+            }))
+            .unwrap();
+        }
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let reader_reads = reads.clone();
+        let created = restore_indexes_beside(&conn, move || match reader {
+            "on the store" => {
+                let r = Connection::open(&path).unwrap();
+                r.authorizer(Some(move |ctx: rusqlite::hooks::AuthContext<'_>| {
+                    if let rusqlite::hooks::AuthAction::Read { .. } = ctx.action {
+                        reader_reads.fetch_add(1, Ordering::SeqCst);
+                    }
+                    rusqlite::hooks::Authorization::Allow
+                }))
+                .unwrap();
+                Some(r)
+            }
+            "failing" => Some(Connection::open_in_memory().unwrap()),
+            _ => None,
+        })
+        .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        conn.authorizer(
+            None::<fn(rusqlite::hooks::AuthContext<'_>) -> rusqlite::hooks::Authorization>,
+        )
+        .unwrap();
+        assert_eq!(created, aside, "{reader}");
+        let mut emptied = emptied.lock().unwrap().clone();
+        emptied.retain(|t| kept.contains(&t.as_str()));
+        emptied.sort();
+        let mut each_once = kept.map(String::from).to_vec();
+        each_once.sort();
+        assert_eq!(emptied, each_once, "each filled once, reader {reader}");
+        if reader == "on the store" {
+            assert!(reads.load(Ordering::SeqCst) > 0, "the reader counted");
+        }
+        for tally in kept {
+            assert_eq!(
+                all_rows(&conn, tally),
+                all_rows(&plain, tally),
+                "{tally}, reader {reader}"
+            );
+        }
+        assert_eq!(dump(&conn).unwrap(), dump(&plain).unwrap());
+        assert_eq!(index_schema(&conn), index_schema(&plain));
+        assert_eq!(trigger_schema(&conn), trigger_schema(&plain));
+        // Nothing left aside.
+        assert_eq!(restore_indexes(&conn).unwrap(), 0, "{reader}");
+    }
 }
