@@ -1167,6 +1167,7 @@ fn indexes_set_aside_spare_the_writes_and_come_back_as_they_were() {
         "category_tallies",
         "followup_tallies",
         "slot_tallies",
+        "overdue_tallies",
         "slot_spans",
     ] {
         assert_eq!(all_rows(&conn, tally), all_rows(&plain, tally), "{tally}");

@@ -548,6 +548,45 @@ fn indexes_set_aside_by_a_sync_that_died_are_built_on_the_next_open() {
     assert_eq!(replica_spans(tmp.path()), spans);
 }
 
+/// A first sync's own restore (no process died) counts the tallies on a
+/// second connection beside the index builds: the indexes and triggers
+/// come back, and the tallies and spans count what was written while
+/// they were away, as a rebuild from the documents does.
+#[test]
+fn indexes_set_aside_come_back_with_the_tallies_counted_beside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let indexes = || replica_indexes(tmp.path());
+    let triggers = || replica_schema(tmp.path(), "trigger");
+    let mut desk = busy_desk(tmp.path());
+    let (all, all_triggers) = (indexes(), triggers());
+    let aside = desk.replica_mut().set_projection_indexes_aside().unwrap();
+    let out = desk
+        .register_call(&call("13900001111", "新患者", "2026-11-05T09:00"))
+        .unwrap();
+    desk.edit_patient(&out.dossier_id, |tx| tx.add(&followup("2026-11-06T10:00")))
+        .unwrap();
+    assert_eq!(
+        desk.replica_mut().restore_projection_indexes().unwrap(),
+        aside
+    );
+    assert!(!desk.replica().projection_indexes_aside().unwrap());
+    assert_eq!(indexes(), all);
+    assert_eq!(triggers(), all_triggers);
+    let overdue = || replica_rows(tmp.path(), "SELECT * FROM overdue_tallies ORDER BY 1, 2");
+    let (restored, spans, overdue_then) = (
+        desk.replica().projection_dump().unwrap(),
+        replica_spans(tmp.path()),
+        overdue(),
+    );
+    assert!(restored.contains("followup_tallies|Text(\"2026-11-06\")"));
+    assert!(restored.contains("slot_tallies|"));
+    assert!(!overdue_then.is_empty());
+    desk.replica_mut().rebuild().unwrap();
+    assert_eq!(desk.replica().projection_dump().unwrap(), restored);
+    assert_eq!(replica_spans(tmp.path()), spans);
+    assert_eq!(overdue(), overdue_then);
+}
+
 /// The names of a replica's schema objects of one kind (`trigger`, say).
 fn replica_schema(dir: &std::path::Path, kind: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
@@ -562,14 +601,20 @@ fn replica_schema(dir: &std::path::Path, kind: &str) -> Vec<String> {
 /// The spans of the due list's R*Tree, each by the slot it is of (rowids
 /// change when the rows are written again).
 fn replica_spans(dir: &std::path::Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
-    conn.prepare(
+    replica_rows(
+        dir,
         "SELECT s.dossier_id, s.n, sp.first_day, sp.settled_day, sp.deadline_day, sp.office_code
          FROM slot_spans sp JOIN slots s ON s.rowid = sp.id ORDER BY 1, 2",
     )
-    .unwrap()
-    .query_map([], |r| {
-        Ok((0..6)
+}
+
+/// Rows of a query on the replica file, each as one line.
+fn replica_rows(dir: &std::path::Path, sql: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join(DB_FILE)).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| {
+        Ok((0..n)
             .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
             .collect::<Vec<_>>()
             .join("|"))
