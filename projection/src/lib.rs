@@ -569,9 +569,9 @@ struct Kept {
     rows: Option<&'static str>,
 }
 
-/// Each table the projection's triggers keep: the tallies, those that
-/// sort the most rows first (at 100k dossiers ~1.4, 1.1, 1.0 and 0.1 s),
-/// then the R*Tree of spans.
+/// Each table the projection's triggers keep: the tallies in the order of
+/// their cost at 100k dossiers (~1.4, 1.1, 1.0 and 0.1 s; at 1M 28.7,
+/// 13.3, 27.4 and 0.5 s), then the R*Tree of spans.
 const TRIGGER_KEPT: [Kept; 5] = [
     Kept {
         table: "slot_tallies",
@@ -1273,8 +1273,9 @@ pub fn restore_indexes(conn: &Connection) -> Result<usize> {
 /// the indexes and the R*Tree, then this one writes the rows it counted.
 /// The counts are a few thousand rows, each sorted out of millions of
 /// slots or follow-ups: at 1M dossiers about 70 s of the 115 s this took
-/// on one core after a first sync (the R*Tree 34 s, the indexes 11 s). Whatever the
-/// reader has not taken when this connection is done, it counts itself;
+/// on one core after a first sync (the R*Tree 34 s, the indexes 11 s).
+/// Whatever the reader has not taken when this connection is done, it
+/// counts itself;
 /// whatever the reader could not count (`open_reader` gave none, a query
 /// failed) too, so the rows are those of [`restore_indexes`] either way.
 ///
