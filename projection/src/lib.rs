@@ -1275,9 +1275,9 @@ pub fn restore_indexes(conn: &Connection) -> Result<usize> {
 /// slots or follow-ups: at 1M dossiers about 70 s of the 115 s this took
 /// on one core after a first sync (the R*Tree 34 s, the indexes 11 s).
 /// Whatever the reader has not taken when this connection is done, it
-/// counts itself;
-/// whatever the reader could not count (`open_reader` gave none, a query
-/// failed) too, so the rows are those of [`restore_indexes`] either way.
+/// counts itself; whatever the reader could not count (`open_reader` gave
+/// none, a query failed) too, so the rows are those of
+/// [`restore_indexes`] either way.
 ///
 /// The caller holds the write lock in a transaction that has changed no
 /// row yet (`BEGIN IMMEDIATE`, in WAL mode): the reader's snapshot, taken
