@@ -658,127 +658,109 @@ fn counted_as<'r>(catalog: Option<&'r crate::catalog::Catalog>, typed: &'r str) 
 }
 
 /// Builds the report of `scope` for the days `from..=to`.
-pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -> Report {
+///
+/// A national month at 1M dossiers is tens of thousands of rows of each
+/// kind: they are tallied under keys borrowed from the rows (nothing
+/// allocated per row, hashed rather than compared, each patient looked up
+/// once a row), and only the report's own lines own their text, put in
+/// the order of their keys at the end.
+pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r ReportRows) -> Report {
     let in_range = |t: &NaiveDateTime| t.date() >= from && t.date() <= to;
     let wanted = |office: &str| scope.office().is_none_or(|o| o == office);
-    let mut lines: BTreeMap<String, Line> = BTreeMap::new();
+    let mut lines: HashMap<&'r str, Line> = HashMap::default();
     match scope {
         Scope::National => {
             for o in OFFICES {
-                lines.insert(o.code.into(), Line::default());
+                lines.insert(o.code, Line::default());
             }
         }
         Scope::Office(o) => {
-            lines.insert(o.clone(), Line::default());
+            lines.insert(o, Line::default());
         }
     }
-    fn line<'a>(lines: &'a mut BTreeMap<String, Line>, office: &str) -> &'a mut Line {
-        lines.entry(office.to_string()).or_default()
-    }
-    let mut staff: BTreeMap<(String, String), StaffLine> = BTreeMap::new();
-    fn person<'a>(
-        staff: &'a mut BTreeMap<(String, String), StaffLine>,
-        office: &str,
-        name: &str,
+    let mut staff: HashMap<(&'r str, &'r str), StaffLine> = HashMap::default();
+    fn person<'a, 'r>(
+        staff: &'a mut HashMap<(&'r str, &'r str), StaffLine>,
+        office: &'r str,
+        name: &'r str,
     ) -> &'a mut StaffLine {
-        staff
-            .entry((office.to_string(), name.to_string()))
-            .or_insert_with(|| StaffLine {
-                office: office.to_string(),
-                staff: name.to_string(),
-                ..Default::default()
-            })
+        staff.entry((office, name)).or_insert_with(|| StaffLine {
+            office: office.to_string(),
+            staff: name.to_string(),
+            ..Default::default()
+        })
     }
     let mut days: BTreeMap<NaiveDate, DayLine> = BTreeMap::new();
-    let mut by_disease: BTreeMap<String, u64> = BTreeMap::new();
-    let mut by_source: BTreeMap<String, SourceLine> = BTreeMap::new();
-    let mut day_sources: BTreeMap<(NaiveDate, &str), u64> = BTreeMap::new();
+    let mut by_disease: HashMap<&'r str, u64> = HashMap::default();
+    let mut by_source: HashMap<&'r str, SourceLine> = HashMap::default();
+    let mut day_sources: HashMap<(NaiveDate, &'r str), u64> = HashMap::default();
     let catalog = rows.catalog.as_ref();
     // Typed sources that are not catalogue names: (typed, counted as).
-    let mut source_texts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut source_texts: BTreeMap<(&'r str, &'r str), u64> = BTreeMap::new();
 
+    // What each patient did in the range: one entry a patient, so each
+    // row looks its patient up once.
+    let mut patients: HashMap<&'r str, PatientFacts<'r>> = HashMap::default();
     // Calls, and each caller's first call in the range.
-    let mut first_call: HashMap<&str, &CallFact> = HashMap::default();
     for c in rows
         .calls
         .iter()
         .filter(|c| in_range(&c.at) && wanted(&c.office))
     {
-        line(&mut lines, &c.office).calls += 1;
+        lines.entry(&c.office).or_default().calls += 1;
         person(&mut staff, &c.office, &c.staff).calls += 1;
         days.entry(c.at.date()).or_default().calls += 1;
         let source = counted_as(catalog, &c.source);
         if catalog.is_some() && source != c.source {
-            *source_texts
-                .entry((c.source.clone(), source.to_string()))
-                .or_default() += 1;
+            *source_texts.entry((&c.source, source)).or_default() += 1;
         }
         *day_sources.entry((c.at.date(), source)).or_default() += 1;
-        let disease = c.disease.clone().unwrap_or_else(|| "未填".to_string());
-        *by_disease.entry(disease).or_default() += 1;
-        by_source.entry(source.to_string()).or_default().calls += 1;
-        let first = first_call.entry(&c.dossier).or_insert(c);
+        *by_disease
+            .entry(c.disease.as_deref().unwrap_or("未填"))
+            .or_default() += 1;
+        by_source.entry(source).or_default().calls += 1;
+        let first = patients
+            .entry(&c.dossier)
+            .or_default()
+            .first_call
+            .get_or_insert(c);
         if (c.at, &c.staff) < (first.at, &first.staff) {
             *first = c;
         }
     }
-    // Conversion of each caller by the end of the range.
-    let mut came: VisitTimes<'_> = HashMap::default();
     // Counted under the catalogue's labels (the built-in ones without one);
     // a label the list lacks counts under 其他.
     let reasons = crate::catalog::not_bought_reasons(catalog);
     let kinds = crate::catalog::nonpatient_kinds(catalog);
-    let mut other_texts: BTreeMap<(&'static str, String), u64> = BTreeMap::new();
-    // The label a stored value counts under, and the typed text of one
-    // counted under 其他.
-    let mut listed = |list: &'static str, labels: &[String], label: String, stored: &str| {
-        let other = crate::catalog::OTHER_SOURCE;
-        if label != other && labels.contains(&label) {
-            return label;
-        }
-        let typed = match crate::records::split_stored(stored) {
-            (_, Some(t)) if label == other => t,
-            _ => stored.trim(),
-        };
-        if !typed.is_empty() && typed != other {
-            *other_texts.entry((list, typed.to_string())).or_default() += 1;
-        }
-        other.to_string()
-    };
-    let mut not_bought: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let mut staff_not_bought: BTreeMap<(String, String, String), u64> = BTreeMap::new();
-    let mut bought: HashMap<&str, Vec<NaiveDateTime>> = HashMap::default();
-    // What each patient paid, when (sales by source).
-    let mut paid: Payments<'_> = HashMap::default();
+    let mut other_texts: BTreeMap<(&'static str, &str), u64> = BTreeMap::new();
+    let mut not_bought: HashMap<(&str, &str), u64> = HashMap::default();
+    let mut staff_not_bought: HashMap<(&str, &str, &str), u64> = HashMap::default();
     for v in rows
         .visits
         .iter()
         .filter(|v| in_range(&v.at) && wanted(&v.office))
     {
-        let l = line(&mut lines, &v.office);
+        let l = lines.entry(&v.office).or_default();
         l.visits += 1;
         l.visits_bought += u64::from(v.purchased);
         person(&mut staff, &v.office, &v.staff).visits += 1;
         if let (false, Some(r)) = (v.purchased, &v.reason) {
-            let label = crate::records::NotBoughtReason::label_of_stored(r);
-            let r = listed("未购原因", &reasons, label, r);
-            *not_bought.entry((v.office.clone(), r.clone())).or_default() += 1;
+            let label = crate::records::NotBoughtReason::stored_label(r);
+            let r = listed(&mut other_texts, "未购原因", &reasons, label, r);
+            *not_bought.entry((&v.office, r)).or_default() += 1;
             *staff_not_bought
-                .entry((v.office.clone(), v.staff.clone(), r))
+                .entry((&v.office, &v.staff, r))
                 .or_default() += 1;
         }
         days.entry(v.at.date()).or_default().visits += 1;
-        came.entry(&v.dossier).or_default().push(v.at);
+        patients.entry(&v.dossier).or_default().came.push(v.at);
     }
-    // Buyers: the highest purchase day number seen per patient.
-    let mut buyers: HashMap<&str, (String, u32, bool)> = HashMap::default();
-    let mut staff_buyers: HashMap<(&str, &str, &str), u32> = HashMap::default();
     for p in rows
         .purchases
         .iter()
         .filter(|p| in_range(&p.at) && wanted(&p.office))
     {
-        let l = line(&mut lines, &p.office);
+        let l = lines.entry(&p.office).or_default();
         l.purchases += 1;
         l.amount_fen += p.amount_fen;
         if p.order.nth >= 2 {
@@ -789,37 +771,29 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         }
         person(&mut staff, &p.office, &p.staff).purchases += 1;
         days.entry(p.at.date()).or_default().purchases += 1;
-        bought.entry(&p.dossier).or_default().push(p.at);
-        paid.entry(&p.dossier)
-            .or_default()
-            .push((p.at, p.amount_fen));
-        let b = buyers
-            .entry(&p.dossier)
-            .or_insert((p.office.clone(), 0, false));
-        b.1 = b.1.max(p.order.nth);
-        b.2 |= p.order.nth == 1;
-        let s = staff_buyers
-            .entry((&p.office, &p.staff, &p.dossier))
-            .or_default();
-        *s = (*s).max(p.order.nth);
+        patients.entry(&p.dossier).or_default().bought(p);
     }
-    for (office, max_nth, first_time) in buyers.values() {
-        let l = line(&mut lines, office);
-        l.buyers += 1;
-        l.new_buyers += u64::from(*first_time);
-        l.repeat_buyers += u64::from(*max_nth >= 2);
-    }
-    for ((office, name, _), max_nth) in &staff_buyers {
-        let s = person(&mut staff, office, name);
-        s.buyers += 1;
-        s.repeat_buyers += u64::from(*max_nth >= 2);
-    }
-    for (dossier, c) in &first_call {
-        let after =
-            |list: Option<&Vec<NaiveDateTime>>| list.is_some_and(|l| l.iter().any(|t| *t >= c.at));
-        let visited = after(came.get(dossier));
-        let purchased = after(bought.get(dossier));
-        let l = line(&mut lines, &c.office);
+    for patient in patients.values() {
+        // Buyers: the highest purchase day number seen per patient, at the
+        // office of their first purchase in the rows.
+        if let Some((office, max_nth, first_time)) = patient.buyer {
+            let l = lines.entry(office).or_default();
+            l.buyers += 1;
+            l.new_buyers += u64::from(first_time);
+            l.repeat_buyers += u64::from(max_nth >= 2);
+        }
+        for &(office, name, max_nth) in &patient.sold_by {
+            let s = person(&mut staff, office, name);
+            s.buyers += 1;
+            s.repeat_buyers += u64::from(max_nth >= 2);
+        }
+        // Conversion of each caller by the end of the range.
+        let Some(c) = patient.first_call else {
+            continue;
+        };
+        let visited = patient.came.iter().any(|t| *t >= c.at);
+        let purchased = patient.paid.iter().any(|(t, _)| *t >= c.at);
+        let l = lines.entry(&c.office).or_default();
         l.callers += 1;
         l.callers_visited += u64::from(visited);
         l.callers_bought += u64::from(purchased);
@@ -827,18 +801,16 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         s.callers += 1;
         s.callers_visited += u64::from(visited);
         s.callers_bought += u64::from(purchased);
-        let src = by_source
-            .entry(counted_as(catalog, &c.source).to_string())
-            .or_default();
+        let src = by_source.entry(counted_as(catalog, &c.source)).or_default();
         src.callers += 1;
         src.visited += u64::from(visited);
         src.bought += u64::from(purchased);
-        src.sales_fen += paid.get(dossier).map_or(0, |l| {
-            l.iter()
-                .filter(|(t, _)| *t >= c.at)
-                .map(|(_, fen)| fen)
-                .sum::<i64>()
-        });
+        src.sales_fen += patient
+            .paid
+            .iter()
+            .filter(|(t, _)| *t >= c.at)
+            .map(|(_, fen)| fen)
+            .sum::<i64>();
     }
     for sp in rows
         .spend
@@ -847,7 +819,7 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     {
         let name = catalog
             .and_then(|c| c.sources.iter().find(|s| s.code == sp.source_code))
-            .map_or_else(|| sp.source_code.clone(), |s| s.name.clone());
+            .map_or(sp.source_code.as_str(), |s| s.name.as_str());
         by_source.entry(name).or_default().spend_fen += sp.amount_fen;
     }
 
@@ -856,14 +828,14 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         .iter()
         .filter(|f| f.day >= from && f.day <= to && wanted(&f.office))
     {
-        line(&mut lines, &f.office).followups.done += f.done;
+        lines.entry(&f.office).or_default().followups.done += f.done;
         let s = person(&mut staff, &f.office, &f.staff);
         s.followups += f.done;
         s.followups_on_time += f.on_time;
         days.entry(f.day).or_default().followups += f.done;
     }
     for c in rows.slot_counts.iter().filter(|c| wanted(&c.office)) {
-        let f = &mut line(&mut lines, &c.office).followups;
+        let f = &mut lines.entry(&c.office).or_default().followups;
         f.due += c.due;
         f.due_done_on_time += c.due_on_time;
         f.not_visited_due += c.not_visited_due;
@@ -875,14 +847,14 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         .iter()
         .filter(|t| t.at.date() <= to && wanted(&t.office))
     {
-        let l = line(&mut lines, &t.office);
+        let l = lines.entry(&t.office).or_default();
         l.typical += 1;
         l.typical_new += u64::from(t.at.date() >= from);
     }
     for p in rows.problems.iter().filter(|p| wanted(&p.office)) {
         let opened = p.opened_at.date();
         let resolved = p.resolved_at.map(|r| r.date());
-        let l = line(&mut lines, &p.office);
+        let l = lines.entry(&p.office).or_default();
         if opened >= from && opened <= to {
             l.problems_opened += 1;
         }
@@ -914,40 +886,40 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             }
         }
     }
-    let activities = activity_lines(rows, (from, to), &wanted, &joined, (&came, &paid));
+    let activities = activity_lines(rows, (from, to), &wanted, &joined, &patients);
 
-    let mut nonpatient: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut nonpatient: HashMap<(&str, &str), u64> = HashMap::default();
     for c in rows
         .nonpatient
         .iter()
         .filter(|c| in_range(&c.at) && wanted(&c.office))
     {
-        let label = crate::records::NonPatientKind::label_of(&c.kind);
-        *nonpatient
-            .entry((
-                c.office.clone(),
-                listed("非正常咨询", &kinds, label, &c.kind),
-            ))
-            .or_default() += 1;
+        let label = crate::records::NonPatientKind::stored_label(&c.kind);
+        let kind = listed(&mut other_texts, "非正常咨询", &kinds, label, &c.kind);
+        *nonpatient.entry((&c.office, kind)).or_default() += 1;
     }
-    let mut categories: BTreeMap<String, CategoryCounts> = BTreeMap::new();
+    let mut categories: HashMap<&str, CategoryCounts> = HashMap::default();
     for c in rows.categories.iter().filter(|c| wanted(&c.office)) {
-        let e = categories.entry(c.office.clone()).or_default();
+        let e = categories.entry(&c.office).or_default();
         for (n, m) in e.categories.iter_mut().zip(c.categories) {
             *n += m;
         }
         e.typical += c.typical;
         e.problem += c.problem;
     }
-    let offices: Vec<String> = lines.keys().cloned().collect();
+    let mut lines: Vec<(&str, Line)> = lines.into_iter().collect();
+    lines.sort_unstable_by_key(|(code, _)| *code);
+    let offices: Vec<&str> = lines.iter().map(|(code, _)| *code).collect();
     let roles: HashMap<(&str, &str), &str> = rows
         .roles
         .iter()
         .map(|r| ((r.office.as_str(), r.staff.as_str()), r.role.as_str()))
         .collect();
+    let mut staff: Vec<((&str, &str), StaffLine)> = staff.into_iter().collect();
+    staff.sort_unstable_by_key(|(key, _)| *key);
     for ((office, name), s) in staff.iter_mut() {
         s.role = roles
-            .get(&(office.as_str(), name.as_str()))
+            .get(&(*office, *name))
             .unwrap_or(&"未登记")
             .to_string();
         s.not_bought_reasons = reasons
@@ -955,7 +927,7 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             .map(|r| Count {
                 label: r.clone(),
                 count: staff_not_bought
-                    .get(&(office.clone(), name.clone(), r.clone()))
+                    .get(&(*office, *name, r.as_str()))
                     .copied()
                     .unwrap_or(0),
             })
@@ -970,10 +942,10 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     let lines: Vec<Line> = lines
         .into_iter()
         .map(|(code, mut l)| {
-            l.name = crate::office::office(&code)
+            l.name = crate::office::office(code)
                 .map(|o| o.name.to_string())
-                .unwrap_or_else(|_| code.clone());
-            l.office = code;
+                .unwrap_or_else(|_| code.to_string());
+            l.office = code.to_string();
             total.add(&l);
             l
         })
@@ -984,7 +956,7 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             s.kind = catalog
                 .and_then(|c| c.sources.iter().find(|x| x.name == source))
                 .map_or_else(String::new, |x| x.kind.clone());
-            s.source = source;
+            s.source = source.to_string();
             s.cost_figures();
             s
         })
@@ -992,9 +964,15 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
     by_source.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.source.cmp(&b.source)));
     let mut by_disease: Vec<Count> = by_disease
         .into_iter()
-        .map(|(label, count)| Count { label, count })
+        .map(|(label, count)| Count {
+            label: label.to_string(),
+            count,
+        })
         .collect();
     by_disease.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.label.cmp(&b.label)));
+    let mut day_sources: Vec<((NaiveDate, &str), u64)> = day_sources.into_iter().collect();
+    day_sources.sort_unstable_by_key(|(key, _)| *key);
+    let mut day_sources = day_sources.into_iter().peekable();
     Report {
         scope: scope.clone(),
         from: crate::when::fmt_date(from),
@@ -1005,8 +983,8 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         source_texts: source_texts
             .into_iter()
             .map(|((typed, counted_as), calls)| SourceText {
-                typed,
-                counted_as,
+                typed: typed.to_string(),
+                counted_as: counted_as.to_string(),
                 calls,
             })
             .collect(),
@@ -1015,19 +993,21 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             .into_iter()
             .map(|(d, mut l)| {
                 l.date = crate::when::fmt_date(d);
-                l.sources = day_sources
-                    .range((d, "")..)
-                    .take_while(|((day, _), _)| *day == d)
-                    .map(|((_, source), n)| Count {
-                        label: source.to_string(),
-                        count: *n,
-                    })
-                    .collect();
+                // Every (day, source) is a day's of `days`: taken in order.
+                while let Some(((day, source), n)) = day_sources.next_if(|((day, _), _)| *day <= d)
+                {
+                    if day == d {
+                        l.sources.push(Count {
+                            label: source.to_string(),
+                            count: n,
+                        });
+                    }
+                }
                 l
             })
             .collect(),
         staff_scores: staff_scores(
-            staff.values(),
+            staff.iter().map(|(_, s)| s),
             &catalog.map(|c| c.weights).unwrap_or_default(),
         ),
         activities,
@@ -1035,19 +1015,16 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             .into_iter()
             .map(|((list, typed), count)| OtherText {
                 list: list.to_string(),
-                typed,
+                typed: typed.to_string(),
                 count,
             })
             .collect(),
-        staff: staff.into_values().collect(),
+        staff: staff.into_iter().map(|(_, s)| s).collect(),
         nonpatient_calls: breakdowns(&offices, |office| {
             kinds
                 .iter()
                 .map(|k| {
-                    let n = nonpatient
-                        .get(&(office.to_string(), k.clone()))
-                        .copied()
-                        .unwrap_or(0);
+                    let n = nonpatient.get(&(office, k.as_str())).copied().unwrap_or(0);
                     (k.clone(), n)
                 })
                 .collect()
@@ -1056,10 +1033,7 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
             reasons
                 .iter()
                 .map(|r| {
-                    let n = not_bought
-                        .get(&(office.to_string(), r.clone()))
-                        .copied()
-                        .unwrap_or(0);
+                    let n = not_bought.get(&(office, r.as_str())).copied().unwrap_or(0);
                     (r.clone(), n)
                 })
                 .collect()
@@ -1080,6 +1054,32 @@ pub fn build(scope: &Scope, from: NaiveDate, to: NaiveDate, rows: &ReportRows) -
         // knows, sets it.
         unreadable: 0,
     }
+}
+
+/// The label a stored value (`label`, as the list's `stored_label` reads
+/// it) counts under: `label` when `labels` lists it, else 其他, and then
+/// the typed text is counted in `other_texts` under `list`.
+fn listed<'l>(
+    other_texts: &mut BTreeMap<(&'static str, &'l str), u64>,
+    list: &'static str,
+    labels: &'l [String],
+    label: &'l str,
+    stored: &'l str,
+) -> &'l str {
+    let other = crate::catalog::OTHER_SOURCE;
+    if label != other
+        && let Some(l) = labels.iter().find(|l| *l == label)
+    {
+        return l;
+    }
+    let typed = match crate::records::split_stored(stored) {
+        (_, Some(t)) if label == other => t,
+        _ => stored.trim(),
+    };
+    if !typed.is_empty() && typed != other {
+        *other_texts.entry((list, typed)).or_default() += 1;
+    }
+    other
 }
 
 /// The scores of `staff`, ranked: by office, role, rank, name.
@@ -1140,10 +1140,39 @@ fn staff_scores<'a>(
     out
 }
 
-/// Each patient's visit times in the range.
-type VisitTimes<'r> = HashMap<&'r str, Vec<NaiveDateTime>>;
-/// Each patient's purchases in the range: when, how much (fen).
-type Payments<'r> = HashMap<&'r str, Vec<(NaiveDateTime, i64)>>;
+/// What one patient did in the range (the rows in scope).
+#[derive(Default)]
+struct PatientFacts<'r> {
+    /// Their first call (the funnel's start, its source and staff).
+    first_call: Option<&'r CallFact>,
+    /// Their visits' times.
+    came: Vec<NaiveDateTime>,
+    /// Their purchases: when, how much (fen).
+    paid: Vec<(NaiveDateTime, i64)>,
+    /// As a buyer: the office of their first purchase row, the highest
+    /// purchase day number seen, and whether one was their first ever.
+    buyer: Option<(&'r str, u32, bool)>,
+    /// Who sold to them (office, staff) and the highest purchase day
+    /// number each saw: a staff member's buyers and repeat buyers.
+    sold_by: Vec<(&'r str, &'r str, u32)>,
+}
+
+impl<'r> PatientFacts<'r> {
+    fn bought(&mut self, p: &'r PurchaseFact) {
+        self.paid.push((p.at, p.amount_fen));
+        let b = self.buyer.get_or_insert((&p.office, 0, false));
+        b.1 = b.1.max(p.order.nth);
+        b.2 |= p.order.nth == 1;
+        match self
+            .sold_by
+            .iter_mut()
+            .find(|(office, staff, _)| *office == p.office && *staff == p.staff)
+        {
+            Some(s) => s.2 = s.2.max(p.order.nth),
+            None => self.sold_by.push((&p.office, &p.staff, p.order.nth)),
+        }
+    }
+}
 
 /// The figures of every activity of the scope meeting the range.
 fn activity_lines(
@@ -1151,7 +1180,7 @@ fn activity_lines(
     (from, to): (NaiveDate, NaiveDate),
     wanted: &dyn Fn(&str) -> bool,
     joined: &HashMap<&str, Vec<&StaffEvent>>,
-    (came, paid): (&VisitTimes<'_>, &Payments<'_>),
+    patients: &HashMap<&str, PatientFacts<'_>>,
 ) -> Vec<ActivityLine> {
     let hq = rows.catalog.iter().flat_map(|c| &c.activities);
     let mut out: Vec<(NaiveDate, ActivityLine)> = Vec::new();
@@ -1184,11 +1213,11 @@ fn activity_lines(
         for (dossier, new) in &participants {
             line.participants += 1;
             line.new_patients += u64::from(*new);
-            line.visitors += u64::from(came.get(dossier).is_some_and(|l| l.iter().any(window)));
-            let sales: Vec<i64> = paid
-                .get(dossier)
+            let patient = patients.get(dossier);
+            line.visitors += u64::from(patient.is_some_and(|p| p.came.iter().any(window)));
+            let sales: Vec<i64> = patient
                 .into_iter()
-                .flatten()
+                .flat_map(|p| &p.paid)
                 .filter(|(t, _)| window(t))
                 .map(|(_, fen)| *fen)
                 .collect();
@@ -1219,14 +1248,14 @@ fn activity_lines(
 
 /// One breakdown per office of `offices` (counts by `count_of`), then their
 /// total.
-fn breakdowns(offices: &[String], count_of: impl Fn(&str) -> Vec<(String, u64)>) -> Vec<Breakdown> {
+fn breakdowns(offices: &[&str], count_of: impl Fn(&str) -> Vec<(String, u64)>) -> Vec<Breakdown> {
     let mut out: Vec<Breakdown> = offices
         .iter()
         .map(|code| Breakdown {
-            office: code.clone(),
+            office: code.to_string(),
             name: crate::office::office(code)
                 .map(|o| o.name.to_string())
-                .unwrap_or_else(|_| code.clone()),
+                .unwrap_or_else(|_| code.to_string()),
             counts: count_of(code)
                 .into_iter()
                 .map(|(label, count)| Count { label, count })
