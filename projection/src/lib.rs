@@ -14,7 +14,7 @@ use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::{Cadence, Slot};
 use keqing_shared::lists::Category;
 use keqing_shared::report::{
-    CallFact, CategoryCounts, FollowUpTally, MarkFact, NonPatientFact, ProblemFact, PurchaseFact,
+    CallFact, CategoryCounts, FollowUpTally, MarkCounts, NonPatientFact, PurchaseFact,
     PurchaseOrder, ReportRows, SlotCounts, VisitFact,
 };
 use keqing_shared::staff::Staff;
@@ -1616,8 +1616,22 @@ pub mod report_sql {
     pub const PURCHASES: &str =
         "SELECT office, dossier_id, at, staff, amount_fen, nth, prev_runout FROM purchases
      WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)";
-    pub const TYPICAL: &str = "SELECT office, dossier_id, typical_at FROM patients
-     WHERE typical = 1 AND typical_at < ?1 AND (?2 IS NULL OR office = ?2)";
+    /// [`keqing_shared::report::MarkCounts::count_typical`]: flagged by
+    /// the end (?2), of them from the start (?1).
+    pub const TYPICAL_COUNTS: &str =
+        "SELECT office, count(*), count(*) FILTER (WHERE typical_at >= ?1) FROM patients
+     WHERE typical = 1 AND typical_at < ?2 AND (?3 IS NULL OR office = ?3)
+     GROUP BY office";
+    /// [`keqing_shared::report::MarkCounts::count_problem`] of the problems
+    /// the range meets: opened from the start (?1), open at the end (?2),
+    /// resolved before it.
+    pub const PROBLEM_COUNTS: &str = "SELECT office, count(*) FILTER (WHERE at >= ?1),
+            count(*) FILTER (WHERE resolved_at IS NULL OR resolved_at >= ?2),
+            count(*) FILTER (WHERE resolved_at < ?2)
+     FROM problems
+     WHERE at < ?2 AND (resolved_at IS NULL OR resolved_at >= ?1)
+       AND (?3 IS NULL OR office = ?3)
+     GROUP BY office";
     pub const NONPATIENT: &str = "SELECT office, at, staff, kind FROM nonpatient_calls
      WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR office = ?3)";
     pub const STAFF_EVENTS: &str =
@@ -1781,31 +1795,7 @@ fn report_rows_in_snapshot(
         })?
         .collect::<rusqlite::Result<_>>()?;
     rows.slot_counts = slot_counts(conn, office, from, to)?;
-    let mut stmt = conn.prepare_cached(report_sql::TYPICAL)?;
-    rows.typical = stmt
-        .query_map(params![end, office], |r| {
-            Ok(MarkFact {
-                office: r.get(0)?,
-                dossier: r.get(1)?,
-                at: stored_required(r, 2, read_stored_datetime)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT office, dossier_id, at, resolved_at FROM problems
-         WHERE at < ?2 AND (resolved_at IS NULL OR resolved_at >= ?1)
-           AND (?3 IS NULL OR office = ?3)",
-    )?;
-    rows.problems = stmt
-        .query_map(params![start, end, office], |r| {
-            Ok(ProblemFact {
-                office: r.get(0)?,
-                dossier: r.get(1)?,
-                opened_at: stored_required(r, 2, read_stored_datetime)?,
-                resolved_at: stored(r, 3, read_stored_datetime)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    rows.marks = mark_counts(conn, office, from, to)?;
     let mut stmt = conn.prepare_cached(report_sql::NONPATIENT)?;
     rows.nonpatient = stmt
         .query_map(params![start, end, office], |r| {
@@ -1975,6 +1965,58 @@ pub fn slot_counts(
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(fold_slot_counts(due, overdue))
+}
+
+/// The typical-case and problem figures of each office for the days
+/// `from..=to`, as [`MarkCounts`] defines them.
+pub fn mark_counts(
+    conn: &Connection,
+    office: Option<&str>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<MarkCounts>> {
+    let (start, end) = (midnight(from), midnight(to + chrono::Duration::days(1)));
+    let count = |r: &rusqlite::Row<'_>, i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+    let typical = conn
+        .prepare_cached(report_sql::TYPICAL_COUNTS)?
+        .query_map(params![start, end, office], |r| {
+            Ok(MarkCounts {
+                office: r.get(0)?,
+                typical: count(r, 1)?,
+                typical_new: count(r, 2)?,
+                ..Default::default()
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let problems = conn
+        .prepare_cached(report_sql::PROBLEM_COUNTS)?
+        .query_map(params![start, end, office], |r| {
+            Ok(MarkCounts {
+                office: r.get(0)?,
+                problems_opened: count(r, 1)?,
+                problems_open: count(r, 2)?,
+                problems_resolved: count(r, 3)?,
+                ..Default::default()
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(fold_mark_counts(typical, problems))
+}
+
+/// Each office's mark figures from any store's two reads (the typical
+/// counts, the problem counts), one line an office.
+pub fn fold_mark_counts(typical: Vec<MarkCounts>, problems: Vec<MarkCounts>) -> Vec<MarkCounts> {
+    let mut by_office: std::collections::BTreeMap<String, MarkCounts> = Default::default();
+    for m in typical.into_iter().chain(problems) {
+        let e = by_office
+            .entry(m.office.clone())
+            .or_insert_with(|| MarkCounts {
+                office: m.office.clone(),
+                ..Default::default()
+            });
+        e.add(&m);
+    }
+    by_office.into_values().collect()
 }
 
 /// Each office's slot figures from any store's two reads: the due counts

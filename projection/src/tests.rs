@@ -920,7 +920,6 @@ fn the_report_reads_its_rows_from_covering_indexes() {
         ("calls", report_sql::CALLS),
         ("visits", report_sql::VISITS),
         ("purchases", report_sql::PURCHASES),
-        ("typical", report_sql::TYPICAL),
         ("nonpatient", report_sql::NONPATIENT),
         ("staff_events", report_sql::STAFF_EVENTS),
     ] {
@@ -929,6 +928,112 @@ fn the_report_reads_its_rows_from_covering_indexes() {
             plan.len() == 1 && plan[0].contains("USING COVERING INDEX"),
             "{name}: {plan:?}"
         );
+    }
+    // Counted by office: the covering index's scan, then the groups.
+    let plan = plan_of(&conn, report_sql::TYPICAL_COUNTS);
+    assert!(
+        plan[0].contains("USING COVERING INDEX patients_typical_report"),
+        "typical counts: {plan:?}"
+    );
+}
+
+/// The mark counts' SQL against [`MarkCounts::count_typical`] and
+/// [`MarkCounts::count_problem`], on dossiers flagged and with problems
+/// opened and resolved around the ranges' edges.
+#[test]
+fn mark_counts_in_sql_match_the_shared_definitions() {
+    use keqing_shared::records::{Problem, ProblemState, TypicalCase};
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    let mut rng = Rng(23);
+    // Times at midnight, just before it and in the day, on day `n`.
+    let on = |n: u64, rng: &mut Rng| {
+        let (h, m, s) = [(0, 0, 0), (9, 30, 0), (23, 59, 59)][rng.below(3) as usize];
+        day(n).and_hms_opt(h, m, s).unwrap()
+    };
+    let mut views = Vec::new();
+    for i in 0..90 {
+        let office = ["44", "33", "11"][i % 3];
+        let (d, _) = Dossier::create(
+            &format!("d{i}"),
+            office,
+            day(0).and_hms_opt(8, 0, 0).unwrap(),
+            automerge::ActorId::from(&b"test"[..]),
+            1,
+        )
+        .unwrap();
+        let mut v = d.view().unwrap();
+        if rng.below(2) == 0 {
+            v.typical = Some(TypicalCase {
+                // Some flags cleared again: not counted.
+                flagged: rng.below(5) > 0,
+                at: on(rng.below(40), &mut rng),
+                staff: "李娜".into(),
+                notes: None,
+            });
+        }
+        for k in 0..rng.below(3) {
+            let opened_on = rng.below(40);
+            let opened = on(opened_on, &mut rng);
+            let resolved =
+                (rng.below(2) == 0).then(|| on(opened_on + rng.below(12), &mut rng).max(opened));
+            v.problems.push(Problem {
+                id: format!("p{i}-{k}"),
+                at: opened,
+                staff: "李娜".into(),
+                description: "头晕".into(),
+                state: if resolved.is_some() {
+                    ProblemState::Resolved
+                } else {
+                    ProblemState::Open
+                },
+                handling_at: None,
+                resolved_at: resolved,
+                resolution: None,
+                resolved_by: None,
+            });
+        }
+        project_dossier(&conn, &v, &[]).unwrap();
+        views.push(v);
+    }
+    for (from, to) in [(0, 0), (5, 9), (10, 10), (12, 30), (0, 45), (38, 44)] {
+        let (from, to) = (day(from), day(to));
+        for office in [None, Some("44")] {
+            let mut want: std::collections::BTreeMap<String, MarkCounts> = Default::default();
+            for v in views
+                .iter()
+                .filter(|v| office.is_none_or(|o| o == v.office))
+            {
+                let mut c = MarkCounts {
+                    office: v.office.clone(),
+                    ..Default::default()
+                };
+                if let Some(t) = v.typical.as_ref().filter(|t| t.flagged) {
+                    c.count_typical(t.at, from, to);
+                }
+                for p in &v.problems {
+                    c.count_problem(p.at, p.resolved_at, from, to);
+                }
+                want.entry(v.office.clone())
+                    .or_insert_with(|| MarkCounts {
+                        office: v.office.clone(),
+                        ..Default::default()
+                    })
+                    .add(&c);
+            }
+            // An office the range meets no flag or problem of has no line.
+            let want: Vec<MarkCounts> = want
+                .into_values()
+                .filter(|c| {
+                    *c != MarkCounts {
+                        office: c.office.clone(),
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            let got = mark_counts(&conn, office, from, to).unwrap();
+            assert_eq!(got, want, "{from}..={to} office {office:?}");
+        }
     }
 }
 

@@ -163,21 +163,59 @@ pub struct SlotCounts {
     pub overdue: u64,
 }
 
-/// A dated event of a patient (typical case flagged).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MarkFact {
+/// The typical-case and problem figures of one office for the days
+/// `from..=to`, counted by the row source: a store holds every flag ever
+/// set and every problem ever opened, more with each year, and the report
+/// only counts them. What is counted is defined here, by
+/// [`MarkCounts::count_typical`] and [`MarkCounts::count_problem`]; the
+/// projection crate tests its SQL against them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MarkCounts {
     pub office: String,
-    pub dossier: String,
-    pub at: NaiveDateTime,
+    /// Patients flagged typical by the end of the range.
+    pub typical: u64,
+    /// Of them, flagged within it.
+    pub typical_new: u64,
+    /// Problems opened in the range.
+    pub problems_opened: u64,
+    /// Problems opened by its end and not resolved by then.
+    pub problems_open: u64,
+    /// Problems resolved in the range.
+    pub problems_resolved: u64,
 }
 
-/// A problem patient's case.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProblemFact {
-    pub office: String,
-    pub dossier: String,
-    pub opened_at: NaiveDateTime,
-    pub resolved_at: Option<NaiveDateTime>,
+impl MarkCounts {
+    /// Adds another count of the same office's.
+    pub fn add(&mut self, o: &MarkCounts) {
+        self.typical += o.typical;
+        self.typical_new += o.typical_new;
+        self.problems_opened += o.problems_opened;
+        self.problems_open += o.problems_open;
+        self.problems_resolved += o.problems_resolved;
+    }
+
+    /// Counts a patient flagged typical at `at` (still flagged).
+    pub fn count_typical(&mut self, at: NaiveDateTime, from: NaiveDate, to: NaiveDate) {
+        if at.date() <= to {
+            self.typical += 1;
+            self.typical_new += u64::from(at.date() >= from);
+        }
+    }
+
+    /// Counts a problem opened at `opened_at`, resolved at `resolved_at`.
+    pub fn count_problem(
+        &mut self,
+        opened_at: NaiveDateTime,
+        resolved_at: Option<NaiveDateTime>,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) {
+        let opened = opened_at.date();
+        let resolved = resolved_at.map(|r| r.date());
+        self.problems_opened += u64::from(opened >= from && opened <= to);
+        self.problems_open += u64::from(opened <= to && resolved.is_none_or(|r| r > to));
+        self.problems_resolved += u64::from(resolved.is_some_and(|r| r >= from && r <= to));
+    }
 }
 
 /// Media spend (媒体投放) of one office on one source on one day, as
@@ -257,9 +295,8 @@ pub struct StaffRole {
 }
 
 /// The rows a report is built from. A row source must include at least:
-/// calls, visits, purchases and follow-ups made in the range; the slot
-/// counts of each office; typical flags set by its end; problems opened by
-/// its end and not resolved before it.
+/// calls, visits, purchases and follow-ups made in the range; the slot and
+/// mark counts of each office.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReportRows {
     pub calls: Vec<CallFact>,
@@ -267,8 +304,7 @@ pub struct ReportRows {
     pub purchases: Vec<PurchaseFact>,
     pub followups: Vec<FollowUpTally>,
     pub slot_counts: Vec<SlotCounts>,
-    pub typical: Vec<MarkFact>,
-    pub problems: Vec<ProblemFact>,
+    pub marks: Vec<MarkCounts>,
     /// Non-patient calls made in the range.
     pub nonpatient: Vec<NonPatientFact>,
     /// Category counts per office.
@@ -842,28 +878,13 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
         f.not_visited_on_time += c.not_visited_on_time;
         f.overdue += c.overdue;
     }
-    for t in rows
-        .typical
-        .iter()
-        .filter(|t| t.at.date() <= to && wanted(&t.office))
-    {
-        let l = lines.entry(&t.office).or_default();
-        l.typical += 1;
-        l.typical_new += u64::from(t.at.date() >= from);
-    }
-    for p in rows.problems.iter().filter(|p| wanted(&p.office)) {
-        let opened = p.opened_at.date();
-        let resolved = p.resolved_at.map(|r| r.date());
-        let l = lines.entry(&p.office).or_default();
-        if opened >= from && opened <= to {
-            l.problems_opened += 1;
-        }
-        if opened <= to && resolved.is_none_or(|r| r > to) {
-            l.problems_open += 1;
-        }
-        if resolved.is_some_and(|r| r >= from && r <= to) {
-            l.problems_resolved += 1;
-        }
+    for m in rows.marks.iter().filter(|m| wanted(&m.office)) {
+        let l = lines.entry(&m.office).or_default();
+        l.typical += m.typical;
+        l.typical_new += m.typical_new;
+        l.problems_opened += m.problems_opened;
+        l.problems_open += m.problems_open;
+        l.problems_resolved += m.problems_resolved;
     }
 
     // Deeds credited to staff, and activity participants.

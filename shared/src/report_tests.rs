@@ -192,6 +192,43 @@ fn slot_counts_add_up_per_office() {
 }
 
 #[test]
+fn marks_count_flags_by_the_ranges_end_and_problems_where_the_range_meets_them() {
+    let (from, to) = (d("2026-11-20"), d("2026-11-22"));
+    let mut m = MarkCounts::default();
+    // Flagged before the range, on its first and last days, after it.
+    for at in [
+        "2026-10-01T09:00",
+        "2026-11-20T00:00",
+        "2026-11-22T23:59",
+        "2026-11-23T00:00",
+    ] {
+        m.count_typical(t(at), from, to);
+    }
+    assert_eq!((m.typical, m.typical_new), (3, 2));
+    let mut m = MarkCounts::default();
+    let problems = [
+        // Opened before, resolved on the last day: resolved.
+        ("2026-11-01T09:00", Some("2026-11-22T23:00")),
+        // Opened on the first day, never resolved: opened and open.
+        ("2026-11-20T00:00", None),
+        // Opened before, resolved after the range: open at its end.
+        ("2026-11-01T09:00", Some("2026-11-23T00:00")),
+        // Resolved before the range, opened after it: neither.
+        ("2026-11-01T09:00", Some("2026-11-19T23:59")),
+        ("2026-11-23T08:00", None),
+        // Opened and resolved within it.
+        ("2026-11-21T08:00", Some("2026-11-21T09:00")),
+    ];
+    for (opened, resolved) in problems {
+        m.count_problem(t(opened), resolved.map(t), from, to);
+    }
+    assert_eq!(
+        (m.problems_opened, m.problems_open, m.problems_resolved),
+        (2, 2, 2)
+    );
+}
+
+#[test]
 fn national_has_every_province_and_the_total_is_their_sum() {
     let rows = ReportRows {
         calls: vec![
@@ -199,25 +236,23 @@ fn national_has_every_province_and_the_total_is_their_sum() {
             call("33", "b", "2026-11-20T09:00", "周敏", "电视"),
             call("33", "c", "2026-11-20T09:30", "周敏", "网络"),
         ],
-        problems: vec![
-            ProblemFact {
+        marks: vec![
+            MarkCounts {
                 office: "33".into(),
-                dossier: "b".into(),
-                opened_at: t("2026-11-19T09:00"),
-                resolved_at: Some(t("2026-11-20T18:00")),
+                problems_opened: 0,
+                problems_open: 0,
+                problems_resolved: 1,
+                ..Default::default()
             },
-            ProblemFact {
+            MarkCounts {
                 office: "44".into(),
-                dossier: "a".into(),
-                opened_at: t("2026-11-20T12:00"),
-                resolved_at: None,
+                typical: 1,
+                typical_new: 0,
+                problems_opened: 1,
+                problems_open: 1,
+                problems_resolved: 0,
             },
         ],
-        typical: vec![MarkFact {
-            office: "44".into(),
-            dossier: "a".into(),
-            at: t("2026-10-01T09:00"),
-        }],
         ..Default::default()
     };
     let r = build(&Scope::National, d("2026-11-20"), d("2026-11-20"), &rows);

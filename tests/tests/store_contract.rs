@@ -112,6 +112,55 @@ pub(crate) fn working_dossier(id: &str, office: &str, actor: &ActorId, n: u32) -
     vec![first, second]
 }
 
+/// For some `n` (not the two the contract merges), a typical case flagged
+/// and a problem opened, before the contract's report range (November) and
+/// in it; some problems resolved before, in and after it: the change.
+fn marked(d: &mut Dossier, n: u32) -> Option<NewChange> {
+    use keqing_shared::records::{Problem, ProblemState, TypicalCase};
+    let day = |m: u32, d: u32| t(&format!("2026-{m:02}-{d:02}T10:00"));
+    let problem = match n {
+        4 => Some((day(11, 1), None)),
+        5 => Some((day(10, 20), Some(day(12, 2)))),
+        8 => Some((day(10, 20), Some(day(11, 10)))),
+        10 => Some((day(10, 20), None)),
+        11 => Some((day(10, 20), Some(day(10, 25)))),
+        _ => None,
+    };
+    d.edit(3, |tx| {
+        if n.is_multiple_of(3) && n > 0 {
+            tx.set_typical(&TypicalCase {
+                flagged: true,
+                at: if n.is_multiple_of(2) {
+                    day(10, 5)
+                } else {
+                    day(11, 3)
+                },
+                staff: "李娜".into(),
+                notes: None,
+            })?;
+        }
+        if let Some((at, resolved_at)) = problem {
+            tx.add(&Problem {
+                id: format!("problem-{n}"),
+                at,
+                staff: "李娜".into(),
+                description: "头晕".into(),
+                state: if resolved_at.is_some() {
+                    ProblemState::Resolved
+                } else {
+                    ProblemState::Open
+                },
+                handling_at: None,
+                resolved_at,
+                resolution: resolved_at.map(|_| "调整".into()),
+                resolved_by: resolved_at.map(|_| "李娜".into()),
+            })?;
+        }
+        Ok(())
+    })
+    .unwrap()
+}
+
 /// The dossier `changes` make, as the device that made them holds it.
 fn dossier_from(changes: &[NewChange], actor: &ActorId) -> Dossier {
     let mut doc = automerge::Automerge::new();
@@ -350,7 +399,8 @@ fn every_backend_projects_the_same_rows_and_rebuilds_them() {
         for (token, office, actor) in [("gd", "44", &actor), ("zj", "33", &zj_actor)] {
             for n in 0..12 {
                 let id = dossier_id(office, n);
-                let changes = working_dossier(&id, office, actor, n);
+                let mut changes = working_dossier(&id, office, actor, n);
+                changes.extend(marked(&mut dossier_from(&changes, actor), n));
                 rt.block_on(hub.push(token.into(), changes.iter().map(|c| env(&id, c)).collect()))
                     .unwrap();
                 // Two projector sessions race over the log as it grows.
@@ -436,6 +486,20 @@ fn every_backend_projects_the_same_rows_and_rebuilds_them() {
         .unwrap();
         assert_eq!(report.total.calls, 24, "{backend}");
         assert_eq!(report.total.purchases, 24, "{backend}");
+        // The marks counted where they are stored: typical cases flagged
+        // before and in the range, problems open and resolved.
+        let t = &report.total;
+        assert_eq!(
+            (
+                t.typical,
+                t.typical_new,
+                t.problems_opened,
+                t.problems_open,
+                t.problems_resolved
+            ),
+            (6, 4, 2, 6, 2),
+            "{backend}"
+        );
         dumps.push(incremental);
         reports.push(serde_json::to_value(&report).unwrap());
     }

@@ -13,8 +13,8 @@ use keqing_projection::{CategoryTally, TableSql, fold_category_counts, fold_slot
 use keqing_shared::dossier::DossierView;
 use keqing_shared::followup::Slot;
 use keqing_shared::report::{
-    CallFact, FollowUpTally, MarkFact, NonPatientFact, ProblemFact, PurchaseFact, PurchaseOrder,
-    ReportRows, SlotCounts, VisitFact,
+    CallFact, FollowUpTally, MarkCounts, NonPatientFact, PurchaseFact, PurchaseOrder, ReportRows,
+    SlotCounts, VisitFact,
 };
 use keqing_shared::when::{fmt_date, fmt_datetime, read_stored_date, read_stored_datetime};
 use std::borrow::Cow;
@@ -918,24 +918,26 @@ pub(super) async fn last_call_day(
 
 /// A stored time that must read (a projection row holds only what the
 /// projector wrote).
+// The time columns are read borrowed from the row (a report reads tens of
+// thousands of them).
 fn time(r: &tokio_postgres::Row, i: usize) -> Result<NaiveDateTime> {
-    let s: String = r.try_get(i)?;
-    read_stored_datetime(&s).ok_or_else(|| StoreError::Postgres(format!("not a stored time: {s}")))
+    let s: &str = r.try_get(i)?;
+    read_stored_datetime(s).ok_or_else(|| StoreError::Postgres(format!("not a stored time: {s}")))
 }
 
 fn opt_time(r: &tokio_postgres::Row, i: usize) -> Result<Option<NaiveDateTime>> {
-    r.try_get::<_, Option<String>>(i)?
+    r.try_get::<_, Option<&str>>(i)?
         .map(|s| {
-            read_stored_datetime(&s)
+            read_stored_datetime(s)
                 .ok_or_else(|| StoreError::Postgres(format!("not a stored time: {s}")))
         })
         .transpose()
 }
 
 fn opt_date(r: &tokio_postgres::Row, i: usize) -> Result<Option<NaiveDate>> {
-    r.try_get::<_, Option<String>>(i)?
+    r.try_get::<_, Option<&str>>(i)?
         .map(|s| {
-            read_stored_date(&s)
+            read_stored_date(s)
                 .ok_or_else(|| StoreError::Postgres(format!("not a stored date: {s}")))
         })
         .transpose()
@@ -984,7 +986,6 @@ async fn report_rows_in_snapshot(
     let end = midnight(to + chrono::Duration::days(1));
     let last_day = fmt_date(to);
     let range: [&(dyn ToSql + Sync); 3] = [&start, &end, &office];
-    let before_end: [&(dyn ToSql + Sync); 2] = [&end, &office];
     let on_last_day: [&(dyn ToSql + Sync); 2] = [&last_day, &office];
     let in_office: [&(dyn ToSql + Sync); 1] = [&office];
     let calls = selected(
@@ -1071,31 +1072,40 @@ async fn report_rows_in_snapshot(
             })
         },
     );
+    // Counted here (`keqing_projection::report_sql`'s counts, the same
+    // definitions): every flag and problem ever, more each year.
     let problems = selected(
         c,
-        "SELECT office, dossier_id, at, resolved_at FROM problems
+        "SELECT office, count(*) FILTER (WHERE at >= $1),
+                count(*) FILTER (WHERE resolved_at IS NULL OR resolved_at >= $2),
+                count(*) FILTER (WHERE resolved_at < $2)
+         FROM problems
          WHERE at < $2 AND (resolved_at IS NULL OR resolved_at >= $1)
-           AND ($3::text IS NULL OR office = $3)",
+           AND ($3::text IS NULL OR office = $3)
+         GROUP BY office",
         &range,
         |r| {
-            Ok(ProblemFact {
+            Ok(MarkCounts {
                 office: r.try_get(0)?,
-                dossier: r.try_get(1)?,
-                opened_at: time(r, 2)?,
-                resolved_at: opt_time(r, 3)?,
+                problems_opened: count(r, 1)?,
+                problems_open: count(r, 2)?,
+                problems_resolved: count(r, 3)?,
+                ..Default::default()
             })
         },
     );
     let typical = selected(
         c,
-        "SELECT office, dossier_id, typical_at FROM patients
-         WHERE typical = 1 AND typical_at < $1 AND ($2::text IS NULL OR office = $2)",
-        &before_end,
+        "SELECT office, count(*), count(*) FILTER (WHERE typical_at >= $1) FROM patients
+         WHERE typical = 1 AND typical_at < $2 AND ($3::text IS NULL OR office = $3)
+         GROUP BY office",
+        &range,
         |r| {
-            Ok(MarkFact {
+            Ok(MarkCounts {
                 office: r.try_get(0)?,
-                dossier: r.try_get(1)?,
-                at: time(r, 2)?,
+                typical: count(r, 1)?,
+                typical_new: count(r, 2)?,
+                ..Default::default()
             })
         },
     );
@@ -1189,8 +1199,7 @@ async fn report_rows_in_snapshot(
         purchases,
         followups,
         nonpatient,
-        problems,
-        typical,
+        marks: keqing_projection::fold_mark_counts(typical, problems),
         slot_counts,
         categories: fold_category_counts(categories),
         // Rows `staff_event_from` and `activity_from` cannot read (a kind
