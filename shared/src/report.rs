@@ -736,7 +736,7 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
 
     // What each patient did in the range: one entry a patient, so each
     // row looks its patient up once.
-    let mut patients: HashMap<&'r str, PatientFacts<'r>> = HashMap::default();
+    let mut patients = Patients::for_rows(rows);
     // Calls, and each caller's first call in the range.
     for c in rows
         .calls
@@ -755,11 +755,7 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
             .entry(c.disease.as_deref().unwrap_or("未填"))
             .or_default() += 1;
         by_source.entry(source).or_default().calls += 1;
-        let first = patients
-            .entry(&c.dossier)
-            .or_default()
-            .first_call
-            .get_or_insert(c);
+        let first = patients.entry(&c.dossier).first_call.get_or_insert(c);
         if (c.at, &c.staff) < (first.at, &first.staff) {
             *first = c;
         }
@@ -789,7 +785,7 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
                 .or_default() += 1;
         }
         days.entry(v.at.date()).or_default().visits += 1;
-        patients.entry(&v.dossier).or_default().came.push(v.at);
+        patients.entry(&v.dossier).came.push(v.at);
     }
     for p in rows
         .purchases
@@ -807,9 +803,9 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
         }
         person(&mut staff, &p.office, &p.staff).purchases += 1;
         days.entry(p.at.date()).or_default().purchases += 1;
-        patients.entry(&p.dossier).or_default().bought(p);
+        patients.entry(&p.dossier).bought(p);
     }
-    for patient in patients.values() {
+    for patient in &patients.facts {
         // Buyers: the highest purchase day number seen per patient, at the
         // office of their first purchase in the rows.
         if let Some((office, max_nth, first_time)) = patient.buyer {
@@ -1161,6 +1157,41 @@ fn staff_scores<'a>(
     out
 }
 
+/// Each patient's [`PatientFacts`], by dossier id. The facts lie in a
+/// vector the map points into: a national month is tens of thousands of
+/// patients, and a map holding the facts themselves spent a tenth of the
+/// report moving them as it grew.
+struct Patients<'r> {
+    index: HashMap<&'r str, usize>,
+    facts: Vec<PatientFacts<'r>>,
+}
+
+impl<'r> Patients<'r> {
+    /// Room for every patient the rows can name (each row names at most
+    /// one), so the index never grows.
+    fn for_rows(rows: &ReportRows) -> Patients<'r> {
+        let most = rows.calls.len() + rows.visits.len() + rows.purchases.len();
+        Patients {
+            index: HashMap::with_capacity_and_hasher(most, Default::default()),
+            facts: Vec::new(),
+        }
+    }
+
+    /// The facts of `dossier`, new and empty the first time.
+    fn entry(&mut self, dossier: &'r str) -> &mut PatientFacts<'r> {
+        let facts = &mut self.facts;
+        let i = *self.index.entry(dossier).or_insert_with(|| {
+            facts.push(PatientFacts::default());
+            facts.len() - 1
+        });
+        &mut self.facts[i]
+    }
+
+    fn get(&self, dossier: &str) -> Option<&PatientFacts<'r>> {
+        self.index.get(dossier).and_then(|&i| self.facts.get(i))
+    }
+}
+
 /// What one patient did in the range (the rows in scope).
 #[derive(Default)]
 struct PatientFacts<'r> {
@@ -1201,7 +1232,7 @@ fn activity_lines(
     (from, to): (NaiveDate, NaiveDate),
     wanted: &dyn Fn(&str) -> bool,
     joined: &HashMap<&str, Vec<&StaffEvent>>,
-    patients: &HashMap<&str, PatientFacts<'_>>,
+    patients: &Patients<'_>,
 ) -> Vec<ActivityLine> {
     let hq = rows.catalog.iter().flat_map(|c| &c.activities);
     let mut out: Vec<(NaiveDate, ActivityLine)> = Vec::new();
