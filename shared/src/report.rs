@@ -1010,7 +1010,8 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
             .into_iter()
             .map(|(d, mut l)| {
                 l.date = crate::when::fmt_date(d);
-                // Every (day, source) is a day's of `days`: taken in order.
+                // Each (day, source) count's day has a line (its calls
+                // made one): both in day order, one pass takes them.
                 while let Some(((day, source), n)) = day_sources.next_if(|((day, _), _)| *day <= d)
                 {
                     if day == d {
