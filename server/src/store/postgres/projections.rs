@@ -916,10 +916,11 @@ pub(super) async fn last_call_day(
     Ok(at.and_then(|t| read_stored_date(t.get(..10)?)))
 }
 
-/// A stored time that must read (a projection row holds only what the
-/// projector wrote).
 // The time columns are read borrowed from the row (a report reads tens of
 // thousands of them).
+
+/// A stored time that must read (a projection row holds only what the
+/// projector wrote).
 fn time(r: &tokio_postgres::Row, i: usize) -> Result<NaiveDateTime> {
     let s: &str = r.try_get(i)?;
     read_stored_datetime(s).ok_or_else(|| StoreError::Postgres(format!("not a stored time: {s}")))
