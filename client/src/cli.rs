@@ -1556,9 +1556,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!(
                 "已登记非正常咨询 {} {}",
-                safe(&keqing_shared::records::NonPatientKind::label_of(
-                    &call.kind
-                )),
+                safe(keqing_shared::records::NonPatientKind::label_of(&call.kind)),
                 safe(call.phone.as_deref().unwrap_or(""))
             );
             println!("{}", call.id);

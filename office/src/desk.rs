@@ -226,7 +226,7 @@ fn not_bought_reason(
     };
     let (head, inline) = split_stored(typed);
     let inline = inline.map(str::to_string);
-    let head = NotBoughtReason::label_of_stored(head);
+    let head = NotBoughtReason::label_of_stored(head).to_string();
     let text = optional_text("reason_text", &inline.or_else(|| text.clone()))?;
     let other = NotBoughtReason::Other.chinese();
     if !list.contains(&head) {
@@ -1449,7 +1449,7 @@ impl Desk {
         // as its code); one the list lacks is kept as 其他 with the text.
         let kinds = keqing_shared::catalog::nonpatient_kinds(self.replica.catalog()?.as_ref());
         let typed = limits::field("kind", &input.kind)?;
-        let label = NonPatientKind::label_of(&typed);
+        let label = NonPatientKind::label_of(&typed).to_string();
         let kind = if !kinds.contains(&label) {
             format!("{}：{typed}", NonPatientKind::Other.chinese())
         } else {

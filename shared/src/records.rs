@@ -142,13 +142,7 @@ impl NotBoughtReason {
     /// before `：` (a built-in code read as its Chinese name); text typed
     /// before there was a list is its own label (a report counts a label
     /// its list lacks under 其他).
-    pub fn label_of_stored(text: &str) -> String {
-        NotBoughtReason::stored_label(text).to_string()
-    }
-
-    /// [`NotBoughtReason::label_of_stored`], borrowed (a report reads it
-    /// for every visit that did not buy).
-    pub fn stored_label(text: &str) -> &str {
+    pub fn label_of_stored(text: &str) -> &str {
         let (head, _) = split_stored(text);
         NotBoughtReason::parse(head).map_or(head, |r| r.chinese())
     }
@@ -536,12 +530,7 @@ impl NonPatientKind {
     }
 
     /// The label a stored kind counts under (see [`NonPatientCall::kind`]).
-    pub fn label_of(stored: &str) -> String {
-        NonPatientKind::stored_label(stored).to_string()
-    }
-
-    /// [`NonPatientKind::label_of`], borrowed.
-    pub fn stored_label(stored: &str) -> &str {
+    pub fn label_of(stored: &str) -> &str {
         let (head, _) = split_stored(stored);
         NonPatientKind::parse(head).map_or(head, |k| k.chinese())
     }

@@ -777,7 +777,7 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
         l.visits_bought += u64::from(v.purchased);
         person(&mut staff, &v.office, &v.staff).visits += 1;
         if let (false, Some(r)) = (v.purchased, &v.reason) {
-            let label = crate::records::NotBoughtReason::stored_label(r);
+            let label = crate::records::NotBoughtReason::label_of_stored(r);
             let r = listed(&mut other_texts, "未购原因", &reasons, label, r);
             *not_bought.entry((&v.office, r)).or_default() += 1;
             *staff_not_bought
@@ -911,7 +911,7 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
         .iter()
         .filter(|c| in_range(&c.at) && wanted(&c.office))
     {
-        let label = crate::records::NonPatientKind::stored_label(&c.kind);
+        let label = crate::records::NonPatientKind::label_of(&c.kind);
         let kind = listed(&mut other_texts, "非正常咨询", &kinds, label, &c.kind);
         *nonpatient.entry((&c.office, kind)).or_default() += 1;
     }
@@ -1074,9 +1074,9 @@ pub fn build<'r>(scope: &'r Scope, from: NaiveDate, to: NaiveDate, rows: &'r Rep
     }
 }
 
-/// The label a stored value (`label`, as the list's `stored_label` reads
-/// it) counts under: `label` when `labels` lists it, else 其他, and then
-/// the typed text is counted in `other_texts` under `list`.
+/// The label a stored value counts under (`label`, as the list's
+/// `label_of` reads it): `label` when `labels` lists it, else 其他, and
+/// then the typed text is counted in `other_texts` under `list`.
 fn listed<'l>(
     other_texts: &mut BTreeMap<(&'static str, &'l str), u64>,
     list: &'static str,
