@@ -1789,8 +1789,8 @@ fn report_rows_in_snapshot(
                 office: r.get(0)?,
                 staff: r.get(1)?,
                 day: stored_required(r, 2, read_stored_date)?,
-                done: r.get::<_, i64>(3)?.max(0) as u64,
-                on_time: r.get::<_, i64>(4)?.max(0) as u64,
+                done: count(r, 3)?,
+                on_time: count(r, 4)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -1939,8 +1939,6 @@ pub fn slot_counts(
          WHERE deadline >= ?1 AND deadline <= ?2 AND (?3 IS NULL OR office = ?3)
          GROUP BY office",
     )?;
-    // Counts are never negative: SQLite's i64 becomes u64 losslessly.
-    let count = |r: &rusqlite::Row<'_>, i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
     let due = stmt.query_map(params![fmt_date(from), fmt_date(to), office], |r| {
         Ok(SlotCounts {
             office: r.get(0)?,
@@ -1967,6 +1965,12 @@ pub fn slot_counts(
     Ok(fold_slot_counts(due, overdue))
 }
 
+/// Column `i` of a row as a count: counts are never negative, so SQLite's
+/// i64 becomes u64 losslessly.
+fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    r.get::<_, i64>(i).map(|n| n.max(0) as u64)
+}
+
 /// The typical-case and problem figures of each office for the days
 /// `from..=to`, as [`MarkCounts`] defines them.
 pub fn mark_counts(
@@ -1976,7 +1980,6 @@ pub fn mark_counts(
     to: NaiveDate,
 ) -> Result<Vec<MarkCounts>> {
     let (start, end) = (midnight(from), midnight(to + chrono::Duration::days(1)));
-    let count = |r: &rusqlite::Row<'_>, i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
     let typical = conn
         .prepare_cached(report_sql::TYPICAL_COUNTS)?
         .query_map(params![start, end, office], |r| {
