@@ -2041,10 +2041,11 @@ pub fn fold_slot_counts(due: Vec<SlotCounts>, overdue: Vec<(String, u64)>) -> Ve
 
 /// Brings every projection row of one dossier in line with its view.
 ///
-/// Rows are upserted only where they differ and stale rows deleted, so an
-/// edit rewrites only the pages it really changes (a delete-and-reinsert of
-/// all a dossier's rows would dirty every index page they touch). The
-/// result is the same rows as a rebuild.
+/// Rows are written only where they differ (a stored row only in the
+/// columns that changed) and stale rows deleted, so an edit rewrites only
+/// the pages it really changes (a delete-and-reinsert of all a dossier's
+/// rows would dirty every index page they touch). The result is the same
+/// rows as a rebuild.
 pub fn project_dossier(conn: &Connection, v: &DossierView, slots: &[Slot]) -> Result<()> {
     write_dossier(conn, rows::DossierRows::of(v, slots))
 }
@@ -2145,9 +2146,10 @@ fn cell_of(v: rusqlite::types::ValueRef<'_>) -> Cell {
 fn sync_rows(conn: &Connection, table: &Table, dossier_id: &str, rows: Vec<Row>) -> Result<()> {
     use rusqlite::types::Value;
     let sql = table_sql(table);
-    // Which wanted rows are already stored exactly, and the keys of stored
-    // rows no longer wanted.
-    let mut stored_as_is = vec![false; rows.len()];
+    // For each wanted row, the positions of its columns that differ from
+    // the stored row's (None: not stored), and the keys of stored rows no
+    // longer wanted.
+    let mut differing: Vec<Option<Vec<usize>>> = vec![None; rows.len()];
     let mut unwanted: Vec<Vec<Value>> = Vec::new();
     let mut select = conn.prepare_cached(&sql.select)?;
     let mut stored = select.query([dossier_id])?;
@@ -2164,14 +2166,13 @@ fn sync_rows(conn: &Connection, table: &Table, dossier_id: &str, rows: Vec<Row>)
         }
         match wanted {
             Some(k) => {
-                let mut same = true;
+                let mut changed = Vec::new();
                 for (i, v) in rows[k].iter().enumerate() {
                     if !same_value(v, r.get_ref(i)?) {
-                        same = false;
-                        break;
+                        changed.push(i);
                     }
                 }
-                stored_as_is[k] = same;
+                differing[k] = Some(changed);
             }
             None => unwanted.push(
                 sql.key_positions
@@ -2185,8 +2186,20 @@ fn sync_rows(conn: &Connection, table: &Table, dossier_id: &str, rows: Vec<Row>)
     drop(stored);
     drop(select);
     let mut upsert = conn.prepare_cached(&sql.upsert)?;
-    for (row, _) in rows.iter().zip(&stored_as_is).filter(|(_, same)| !**same) {
-        upsert.execute(rusqlite::params_from_iter(row.iter()))?;
+    for (row, changed) in rows.iter().zip(&differing) {
+        match changed {
+            None => {
+                upsert.execute(rusqlite::params_from_iter(row.iter()))?;
+            }
+            Some(changed) if changed.is_empty() => {}
+            // Only what changed, so the indexes over the rest are left
+            // alone (see `TableSql::update`).
+            Some(changed) => {
+                let values = changed.iter().chain(&sql.key_positions).map(|&i| &row[i]);
+                conn.prepare_cached(&sql.update(changed, |i| format!("?{i}")))?
+                    .execute(rusqlite::params_from_iter(values))?;
+            }
+        }
     }
     let mut delete = conn.prepare_cached(&sql.delete)?;
     for key in &unwanted {

@@ -6,6 +6,10 @@ use crate::rows::Table;
 
 /// A projection table's statements.
 pub struct TableSql {
+    // The table's name, columns and key, for [`TableSql::update`].
+    name: &'static str,
+    columns: &'static [&'static str],
+    key: &'static [&'static str],
     /// Every column of a dossier's rows, in `columns` order.
     pub select: String,
     /// Insert, or update the row whose key exists; a row that already
@@ -50,21 +54,49 @@ impl TableSql {
                 list("excluded")
             )
         };
-        let cond = table
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k} = {}", parameter(i + 1)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
         TableSql {
+            name,
+            columns: table.columns,
+            key: table.key,
             select: format!(
                 "SELECT {cols} FROM {name} WHERE dossier_id = {}",
                 parameter(1)
             ),
             upsert,
-            delete: format!("DELETE FROM {name} WHERE {cond}"),
+            delete: format!(
+                "DELETE FROM {name} WHERE {}",
+                key_condition(table.key, parameter, 1)
+            ),
             key_positions: table.key_positions(),
         }
     }
+
+    /// An update of only the columns at positions `changed` (in `columns`
+    /// order) of the row with the key: their values first, then the
+    /// key's. The upsert names every column, and SQLite rewrites the entry
+    /// of every index over a column an UPDATE names, changed or not: a
+    /// patient's new follow-up date would move its name index entry out
+    /// and back (a page at a random place of a large store each).
+    pub fn update(&self, changed: &[usize], parameter: fn(usize) -> String) -> String {
+        let set = changed
+            .iter()
+            .enumerate()
+            .map(|(n, &i)| format!("{} = {}", self.columns[i], parameter(n + 1)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "UPDATE {} SET {set} WHERE {}",
+            self.name,
+            key_condition(self.key, parameter, changed.len() + 1)
+        )
+    }
+}
+
+/// `k1 = p AND k2 = p+1 …` for the key columns, parameters from `first`.
+fn key_condition(key: &[&str], parameter: fn(usize) -> String, first: usize) -> String {
+    key.iter()
+        .enumerate()
+        .map(|(n, k)| format!("{k} = {}", parameter(first + n)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }

@@ -159,6 +159,59 @@ fn open_spans(slots: &[Slot]) -> i64 {
         .count() as i64
 }
 
+/// The first column of every row `sql` selects, as text.
+fn strings(conn: &Connection, sql: &str) -> Vec<String> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// An edit's update names only the columns it changes. SQLite rewrites
+/// the entry of every index over a column an UPDATE names, changed or
+/// not: a follow-up naming the patient's name again moved its entry of
+/// `patients_name_age` out and back, a page at a random place of a large
+/// store for every dossier followed up (BENCHMARKS.md, "A day of office
+/// work"). Temporary triggers on the columns tell which an update named.
+#[test]
+fn an_edit_updates_only_the_columns_it_changes() {
+    use keqing_shared::records::FollowUp;
+    let (conn, mut view) = store_and_empty_dossier();
+    view.patient.name = "王伟".into();
+    view.patient.age = Some(61);
+    project_dossier(&conn, &view, &[]).unwrap();
+    conn.execute_batch(
+        "CREATE TEMP TABLE named (col TEXT);
+         CREATE TEMP TRIGGER name_named AFTER UPDATE OF name, age ON patients
+         BEGIN INSERT INTO named VALUES ('name'); END;
+         CREATE TEMP TRIGGER last_contact_named AFTER UPDATE OF last_contact ON patients
+         BEGIN INSERT INTO named VALUES ('last_contact'); END;",
+    )
+    .unwrap();
+    let named = |conn: &Connection| strings(conn, "SELECT col FROM named ORDER BY rowid");
+    // A follow-up: the last contact changes, the name does not.
+    view.followups.push(FollowUp {
+        id: "f1".into(),
+        at: day(2).and_hms_opt(10, 0, 0).unwrap(),
+        staff: "赵敏".into(),
+        kind: "回访".into(),
+        outcome: "服药正常".into(),
+        next_entry: None,
+    });
+    project_dossier(&conn, &view, &[]).unwrap();
+    assert_eq!(named(&conn), ["last_contact"]);
+    // A new name is written, and its index entry moves.
+    view.patient.name = "王芳".into();
+    project_dossier(&conn, &view, &[]).unwrap();
+    assert_eq!(named(&conn), ["last_contact", "name"]);
+    // What the edits left is what a projection from scratch stores.
+    let (fresh, _) = store_and_empty_dossier();
+    project_dossier(&fresh, &view, &[]).unwrap();
+    assert_eq!(dump(&conn).unwrap(), dump(&fresh).unwrap());
+}
+
 #[test]
 fn digests_skip_only_unchanged_tables_and_go_with_a_clear() {
     let (conn, view) = store_and_empty_dossier();
@@ -291,13 +344,11 @@ fn released_schema_texts_are_frozen() {
 /// migrating store does) or the latest straight from an old shape.
 #[test]
 fn replacing_gives_the_current_tables_from_any_earlier_shape() {
-    let schema = |c: &Connection| -> Vec<String> {
-        c.prepare("SELECT coalesce(sql, name) FROM sqlite_master ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+    let schema = |c: &Connection| {
+        strings(
+            c,
+            "SELECT coalesce(sql, name) FROM sqlite_master ORDER BY name",
+        )
     };
     let fresh = Connection::open_in_memory().unwrap();
     fresh.execute_batch(SCHEMA).unwrap();

@@ -107,19 +107,14 @@ static TABLE_SQL: [OnceLock<TableSql>; rows::TABLE_COUNT] =
 fn table_sql(table: &Table) -> &'static TableSql {
     TABLE_SQL[table.index].get_or_init(|| {
         let parameter = |i| format!("${i}");
-        let sql = TableSql::new(table, parameter);
-        match stored_table(table) {
-            // Read through the view, written to the stored table.
-            Some(stored) => {
-                let written = TableSql::new(&stored.table, parameter);
-                TableSql {
-                    upsert: written.upsert,
-                    delete: written.delete,
-                    ..sql
-                }
-            }
-            None => sql,
+        let mut sql = TableSql::new(table, parameter);
+        // Read through the view, written to the stored table.
+        if let Some(stored) = stored_table(table) {
+            let written = TableSql::new(&stored.table, parameter);
+            sql.upsert = written.upsert;
+            sql.delete = written.delete;
         }
+        sql
     })
 }
 

@@ -305,7 +305,9 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection> {
     keqing_host::write_marker::watch_writes(&conn)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_CHECKPOINT_PAGES)?;
-    conn.set_prepared_statement_cache_capacity(64);
+    // The projector alone prepares three statements a projection table
+    // and an update for each set of columns an edit changes.
+    conn.set_prepared_statement_cache_capacity(128);
     // 64 MiB of page cache (the default is 2 MiB): reports read ranges of
     // the projection indexes, and the sync path its recent log pages.
     conn.pragma_update(None, "cache_size", -65536)?;
