@@ -26,7 +26,14 @@
 //!   log-keep-days), and after `compact --vacuum` gives the freed space
 //!   back (the report is measured again on the vacuumed store, and the new
 //!   headquarters device below reads it);
-//! - a new headquarters device bootstrapping every dossier (first sync).
+//! - a new headquarters device bootstrapping every dossier (first sync);
+//! - a day of office work on the store as it then stands (follow-ups on
+//!   dossiers picked at random across it, a visit or a purchase on some,
+//!   new patients' first calls, all dated that day: what a real day adds,
+//!   where the step above brings two years of history a dossier at once),
+//!   the same at every size, and the projector's catch-up over it; at the
+//!   largest size also against the first size's day projected again on
+//!   copies, right before and after it.
 //!
 //! Then 27 offices pushing at once to SQLite's one server process and, on
 //! PostgreSQL, to one and to two over one database (KEQING_NATIONAL_BENCH_PUSH dossiers per
@@ -40,8 +47,10 @@
 //! generator version (a cache of another is generated again).
 //! KEQING_NATIONAL_BENCH_REUSE=DIR (or =postgres://…) measures only the
 //! report of a SQLite store (or PostgreSQL database) a run kept with
-//! KEQING_BENCH_KEEP (after this build migrates it), and with
-//! KEQING_NATIONAL_BENCH_BOOTSTRAP=1 a new device's first sync.
+//! KEQING_BENCH_KEEP (after this build migrates it), with
+//! KEQING_NATIONAL_BENCH_BOOTSTRAP=1 a new device's first sync, and with
+//! KEQING_NATIONAL_BENCH_DAY=N the projector's catch-up over another day
+//! of office work.
 
 /// The devices pushing and the headquarters device bootstrapping run in
 /// this process and stand for `keqing` processes: the same allocator as
@@ -147,21 +156,7 @@ fn generate(office_index: usize, n: u64, rng: &mut Rng) -> Generated {
         Dossier::create(&id, office, called, office_actor(office), ms(called)).expect("create");
     let mut events: Vec<(NaiveDateTime, Event)> = Vec::new();
     let phone = format!("1{:02}{:08}", office.parse::<u64>().unwrap_or(0), n);
-    events.push((
-        called,
-        Event::Call(Call {
-            id: uuid::Uuid::now_v7().to_string(),
-            at: called,
-            staff: "李娜".into(),
-            caller_phone: phone.clone(),
-            relation: None,
-            source: rng.pick(&SOURCES).into(),
-            disease: Some(rng.pick(&DISEASES).into()),
-            condition: None,
-            treatment: None,
-            outcome: None,
-        }),
-    ));
+    events.push((called, Event::Call(first_call(called, &phone, rng))));
     let mut followup_days: Vec<i64> = Vec::new();
     let mut call_on = |rng: &mut Rng, days_ago: i64| {
         if days_ago >= 0 && rng.below(100) < 92 {
@@ -316,6 +311,245 @@ fn generate(office_index: usize, n: u64, rng: &mut Rng) -> Generated {
         changes,
         saved: d.save().len() as u32,
     }
+}
+
+/// A new patient's first call.
+fn first_call(at: NaiveDateTime, phone: &str, rng: &mut Rng) -> Call {
+    Call {
+        id: uuid::Uuid::now_v7().to_string(),
+        at,
+        staff: "李娜".into(),
+        caller_phone: phone.into(),
+        relation: None,
+        source: rng.pick(&SOURCES).into(),
+        disease: Some(rng.pick(&DISEASES).into()),
+        condition: None,
+        treatment: None,
+        outcome: None,
+    }
+}
+
+/// Dossiers of each office a day of work edits, and new patients it
+/// calls: the same at every size, so the projector's catch-up over a
+/// day says whether its cost grows with the store. The generated history
+/// averages about 50 new patients and 590 events a day an office; the
+/// edits are fewer because the first size holds only 370 dossiers an
+/// office to pick from.
+const DAY_EDITS: u64 = 300;
+const DAY_NEW: u64 = 40;
+
+/// The dossiers of each office a day edits on a store of `size` dossiers
+/// an office: [`DAY_EDITS`], or all of them on a smaller store.
+fn day_edits(size: u64) -> u64 {
+    DAY_EDITS.min(size)
+}
+
+/// The replica a day of an office's work is made on: a device of its
+/// own (a new change must carry its pushing device's actor), one for
+/// each day measured, and for each run (a kept store may be given the
+/// same day again after a run that failed midway).
+fn day_actor(office: &str, day: i64) -> ActorId {
+    ActorId::from(format!("bench-day-{office}-{day}-{}", std::process::id()).as_bytes())
+}
+
+/// The `day`th day after the generated history of the `office_index`th
+/// office, on a store holding its first `size` dossiers: what the
+/// office's desk records that day, one change per event, as its device
+/// pushes it. Follow-ups ([`DAY_EDITS`]) on dossiers picked at random
+/// across the office's store (a patient due today may have called
+/// first at any time), with a visit or a repurchase on some, and
+/// [`DAY_NEW`] new patients' first calls. Unlike the generated history,
+/// every record is dated that day (today instead, while that day is
+/// still to come): its entries in the time indexes go at their end, as a
+/// real day's do.
+fn day_of_work(cache: &Path, office_index: usize, size: u64, day: i64) -> Vec<Generated> {
+    let office = OFFICES[office_index].code;
+    let actor = day_actor(office, day);
+    let mut rng = Rng(0xD1B5_4A32_D192_ED03 ^ ((office_index as u64 + 1) << 20) ^ day as u64);
+    // The server refuses records more than a day ahead of its clock.
+    let date = (today() + Duration::days(day)).min(chrono::Utc::now().date_naive());
+    let at = |rng: &mut Rng| {
+        date.and_hms_opt(9, 0, 0).expect("time") + Duration::minutes(rng.below(480) as i64)
+    };
+    let ms = |t: NaiveDateTime| t.and_utc().timestamp_millis();
+    let mut picked = std::collections::BTreeSet::new();
+    while (picked.len() as u64) < day_edits(size) {
+        picked.insert(rng.below(size));
+    }
+    let mut reader = CacheReader::open(cache, office, 0);
+    let mut out = Vec::new();
+    let mut n = 0;
+    for &pick in &picked {
+        while n < pick {
+            reader.next();
+            n += 1;
+        }
+        let g = reader.next();
+        n += 1;
+        let mut d = Dossier::load(&g.changes.concat(), actor.clone()).expect("load");
+        let t = at(&mut rng);
+        let roll = rng.below(100);
+        let change = d
+            .edit(ms(t), |tx| {
+                tx.add(&FollowUp {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    at: t,
+                    staff: "赵敏".into(),
+                    kind: "回访".into(),
+                    outcome: "服药正常".into(),
+                    next_entry: None,
+                })?;
+                if roll < 5 {
+                    tx.add(&Visit {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        at: t,
+                        staff: "王医生".into(),
+                        purchased: false,
+                        reason_not_bought: Some("价格".into()),
+                        notes: None,
+                    })?;
+                } else if roll < 20 {
+                    tx.add(&Purchase {
+                        id: uuid::Uuid::now_v7().to_string(),
+                        at: t,
+                        staff: "王医生".into(),
+                        product: "金诃心脑康".into(),
+                        quantity: 3,
+                        amount_fen: 42_800,
+                        invoice: None,
+                        runout: Some(date + Duration::days(30)),
+                        gifts: None,
+                        gift_receipt: None,
+                    })?;
+                }
+                Ok(())
+            })
+            .expect("edit")
+            .expect("a change");
+        out.push(Generated {
+            id: g.id,
+            changes: vec![change.bytes],
+            saved: 0,
+        });
+    }
+    for k in 0..DAY_NEW {
+        // Minted after every generated dossier, as today's are.
+        let id = dossier_id(office_index, 1_000_000 * day as u64 + k, &mut rng);
+        let called = at(&mut rng);
+        let (mut d, first) =
+            Dossier::create(&id, office, called, actor.clone(), ms(called)).expect("create");
+        let phone = format!(
+            "2{:02}{:03}{:05}",
+            office.parse::<u64>().unwrap_or(0),
+            day,
+            k
+        );
+        let call = first_call(called, &phone, &mut rng);
+        let name = format!("{}{}", rng.pick(&SURNAMES), rng.pick(&GIVEN));
+        let age = 45 + rng.below(40) as i64;
+        let change = d
+            .edit(ms(called), |tx| {
+                tx.update_patient(&PatientUpdate {
+                    name: Some(name),
+                    age: Some(age),
+                    ..Default::default()
+                })?;
+                tx.add_phone(&phone)?;
+                tx.add(&call)
+            })
+            .expect("edit")
+            .expect("a change");
+        out.push(Generated {
+            id,
+            changes: vec![first.bytes, change.bytes],
+            saved: 0,
+        });
+    }
+    out
+}
+
+/// A day of office work pushed, left for the projector.
+struct DayPushed {
+    /// Dossiers each office followed up.
+    edits: u64,
+    pushed: Pushed,
+    made_in: f64,
+    dirty_mb: f64,
+    flushed_in: f64,
+}
+
+impl std::fmt::Display for DayPushed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.pushed;
+        write!(
+            f,
+            "a day of office work ({} dossiers followed up, a visit or a purchase on some, and {DAY_NEW} new patients an office; made in {:.0} s; {:.0} MB of dirty pages written back before, {:.1} s): pushed {} dossiers, {} changes in {:.1} s",
+            self.edits,
+            self.made_in,
+            self.dirty_mb,
+            self.flushed_in,
+            p.dossiers,
+            p.changes,
+            p.seconds
+        )
+    }
+}
+
+/// Pushes the `day`th day of office work ([`day_of_work`]) on a store of
+/// `size` dossiers an office, through a server process of its own
+/// (stopped after), by a new device an office.
+fn push_day(
+    rt: &tokio::runtime::Runtime,
+    cache: &Path,
+    place: &Place,
+    dir: &Path,
+    size: u64,
+    day: i64,
+) -> DayPushed {
+    let made = Instant::now();
+    let mut work = days_of_work(cache, size, day);
+    let made_in = made.elapsed().as_secs_f64();
+    let tokens = office_tokens(place, dir, &format!("-day{day}"));
+    let (dirty_mb, flushed_in) = write_back_dirty_pages();
+    let server = ServerProcess::start(place, dir);
+    let actors = OFFICES.iter().map(|o| day_actor(o.code, day)).collect();
+    let pushed = push_offices(
+        rt,
+        std::slice::from_ref(&server.url),
+        &tokens,
+        actors,
+        |i| std::mem::take(&mut work[i]).into_iter(),
+    );
+    server.stop();
+    DayPushed {
+        edits: day_edits(size),
+        pushed,
+        made_in,
+        dirty_mb,
+        flushed_in,
+    }
+}
+
+/// [`day_of_work`] of every office, made on two threads.
+fn days_of_work(cache: &Path, size: u64, day: i64) -> Vec<Vec<Generated>> {
+    let mut made: Vec<(usize, Vec<Generated>)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..2)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..OFFICES.len())
+                        .step_by(2)
+                        .map(|i| (i, day_of_work(cache, i, size, day)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("day of work"))
+            .collect()
+    });
+    made.sort_by_key(|(i, _)| *i);
+    made.into_iter().map(|(_, w)| w).collect()
 }
 
 enum Event {
@@ -656,6 +890,17 @@ impl ServerProcess {
     }
 }
 
+/// A server process left behind by a panic would go on projecting into
+/// the next measurement's store.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A cgroup of one process holding it to a share of the CPU: the
 /// process's own machine, on this one (root only; cgroup v2's `cpu.max`,
 /// or v1's cpu controller where that is where it is mounted).
@@ -813,13 +1058,40 @@ fn push_all(
     from: u64,
     to: u64,
 ) -> Pushed {
+    let cache = cache.to_path_buf();
+    let actors = OFFICES.iter().map(|o| office_actor(o.code)).collect();
+    push_offices(rt, urls, tokens, actors, move |i| {
+        let office = OFFICES[i].code;
+        // Opened (and skipped to `from`) by the first `next`, in the
+        // office's task, as the pushes go.
+        let cache = cache.clone();
+        std::iter::once(()).flat_map(move |()| {
+            let mut reader = CacheReader::open(&cache, office, from);
+            (from..to).map(move |_| reader.next())
+        })
+    })
+}
+
+/// Every office at once pushes the dossiers `dossiers` gives it (lazily:
+/// a million do not sit in memory), as the device of its token whose
+/// replica is its actor in `actors`.
+fn push_offices<I>(
+    rt: &tokio::runtime::Runtime,
+    urls: &[String],
+    tokens: &[String],
+    actors: Vec<ActorId>,
+    mut dossiers: impl FnMut(usize) -> I,
+) -> Pushed
+where
+    I: Iterator<Item = Generated> + Send + 'static,
+{
     let started = Instant::now();
-    let tasks: Vec<_> = OFFICES
-        .iter()
+    let tasks: Vec<_> = actors
+        .into_iter()
         .enumerate()
-        .map(|(i, office)| {
+        .map(|(i, actor)| {
             let (url, token) = (urls[i % urls.len()].clone(), tokens[i].clone());
-            let cache = cache.to_path_buf();
+            let mut dossiers = dossiers(i).peekable();
             rt.spawn(async move {
                 let mut conn = SyncConnection::connect_with(
                     &url,
@@ -829,15 +1101,13 @@ fn push_all(
                 )
                 .await
                 .expect("connect");
-                conn.enroll(office_actor(office.code).to_bytes().to_vec())
+                conn.enroll(actor.to_bytes().to_vec())
                     .await
                     .expect("enroll");
-                let mut reader = CacheReader::open(&cache, office.code, from);
                 let mut pushed = Pushed::default();
                 let mut batch: Vec<ChangeEnvelope> = Vec::new();
                 let mut bytes = 0;
-                for n in from..to {
-                    let g = reader.next();
+                while let Some(g) = dossiers.next() {
                     pushed.dossiers += 1;
                     pushed.saved_bytes += u64::from(g.saved);
                     for c in g.changes {
@@ -848,7 +1118,7 @@ fn push_all(
                         });
                     }
                     let full = batch.len() >= limits::PUSH_BATCH - 40 || bytes >= 3 << 20;
-                    if full || n + 1 == to {
+                    if full || dossiers.peek().is_none() {
                         pushed.changes += batch.len() as u64;
                         push_with_retry(&mut conn, std::mem::take(&mut batch)).await;
                         bytes = 0;
@@ -889,9 +1159,37 @@ async fn push_with_retry(conn: &mut SyncConnection, batch: Vec<ChangeEnvelope>) 
     }
 }
 
+/// What a projector's catch-up did, and in how long.
+#[derive(Clone, Copy)]
+struct CaughtUp {
+    documents: u64,
+    changes: u64,
+    seconds: f64,
+}
+
+impl CaughtUp {
+    /// Documents a second.
+    fn rate(&self) -> f64 {
+        self.documents as f64 / self.seconds
+    }
+}
+
+impl std::fmt::Display for CaughtUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.0} changes/s, {:.0} documents/s ({} documents in {:.1} s)",
+            self.changes as f64 / self.seconds,
+            self.rate(),
+            self.documents,
+            self.seconds
+        )
+    }
+}
+
 /// Brings the projections up to date on the store itself (the server
-/// stopped): (documents, changes, seconds).
-fn catch_up(place: &Place, dir: &Path) -> (u64, u64, f64) {
+/// stopped).
+fn catch_up(place: &Place, dir: &Path) -> CaughtUp {
     let before = {
         let store = place.open();
         let session = store.projections().expect("session");
@@ -912,7 +1210,43 @@ fn catch_up(place: &Place, dir: &Path) -> (u64, u64, f64) {
     let done: serde_json::Value = serde_json::from_slice(&out.stdout).expect("project --json");
     assert_eq!(done["skipped"], 0, "{done}");
     let count = |k: &str| done[k].as_u64().expect("a count");
-    (count("documents"), count("cursor") - before, seconds)
+    CaughtUp {
+        documents: count("documents"),
+        changes: count("cursor") - before,
+        seconds,
+    }
+}
+
+/// [`catch_up`] of the store and, when there are `copies` (the first
+/// size's store, kept unprojected at the same point), of the first right
+/// before it and of the second right after it: the small store's rate
+/// measured beside the large one's (why: in `main`).
+fn catch_up_beside(place: &Place, dir: &Path, copies: &[Place]) -> (CaughtUp, Option<(f64, f64)>) {
+    let before = copies.first().map(|copy| catch_up(copy, dir).rate());
+    let caught_up = catch_up(place, dir);
+    let after = copies.get(1).map(|copy| catch_up(copy, dir).rate());
+    (caught_up, before.zip(after))
+}
+
+/// Two copies of the store as it stands, for [`catch_up_beside`].
+fn copies_to_project_again(
+    place: &Place,
+    dir: &Path,
+    what: &str,
+    admin: &Option<String>,
+) -> Vec<Place> {
+    ["again_before", "again_after"]
+        .map(|name| place.copy_as(dir, &format!("{what}_{name}"), admin.as_deref()))
+        .into()
+}
+
+/// A rate against the first size's: then, and projected again beside it.
+fn against_first(rate: f64, first: f64, (before, after): (f64, f64)) -> String {
+    format!(
+        "{:.1} % of its {first:.0} documents/s then; {:.1} % of it projected again on copies kept unprojected, right before and after this one ({before:.0} and {after:.0} documents/s)",
+        rate / first * 100.0,
+        rate / ((before + after) / 2.0) * 100.0,
+    )
 }
 
 /// `keqing-server compact --keep-days 0 [more]` on the store: its JSON
@@ -1123,8 +1457,11 @@ fn main() {
             "opened (and migrated) the kept store in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let (docs, changes, s) = catch_up(&place, &kept);
-        println!("projector: {docs} documents, {changes} changes behind ({s:.1} s)");
+        let behind = catch_up(&place, &kept);
+        println!(
+            "projector: {} documents, {} changes behind ({:.1} s)",
+            behind.documents, behind.changes, behind.seconds
+        );
         let report = national_report(&place);
         println!(
             "national report, last 30 days ({} calls): {report}",
@@ -1136,6 +1473,22 @@ fn main() {
         if std::env::var("KEQING_NATIONAL_BENCH_BOOTSTRAP").is_ok_and(|v| v == "1") {
             let beside = kept.parent().unwrap_or(Path::new("."));
             println!("{}", bootstrap(&rt, &place, beside, "hq-reuse"));
+        }
+        // KEQING_NATIONAL_BENCH_DAY=N: and the Nth day of office work on
+        // it (the store holding the largest size's dossiers; a day not
+        // pushed to it before), caught up by the projector, unless
+        // KEQING_NATIONAL_BENCH_DAY_UNPROJECTED=1 leaves it to inspect
+        // what the projector then writes.
+        if let Ok(day) = std::env::var("KEQING_NATIONAL_BENCH_DAY") {
+            let day: i64 = day
+                .parse()
+                .ok()
+                .filter(|d| *d > 0)
+                .expect("KEQING_NATIONAL_BENCH_DAY: a day after the history, 1 or more");
+            println!("{}", push_day(&rt, &cache, &place, &kept, largest, day));
+            if !std::env::var("KEQING_NATIONAL_BENCH_DAY_UNPROJECTED").is_ok_and(|v| v == "1") {
+                println!("  projector catch-up over it: {}", catch_up(&place, &kept));
+            }
         }
         return;
     }
@@ -1170,6 +1523,8 @@ fn main() {
         let mut saved_total = 0u64;
         let mut first_step_rate = f64::NAN;
         let mut first_step_copies: Vec<Place> = Vec::new();
+        let mut first_day_rate = f64::NAN;
+        let mut first_day_copies: Vec<Place> = Vec::new();
         for &size in &sizes {
             // The bulk up to one step below the size, then the measured step.
             let bulk_to = size - step;
@@ -1186,7 +1541,11 @@ fn main() {
             if bulk_to > have {
                 let (p, (rss, peak)) = push_stage(have, bulk_to);
                 saved_total += p.saved_bytes;
-                let (docs, changes, s) = catch_up(&place, &dir);
+                let CaughtUp {
+                    documents: docs,
+                    changes,
+                    seconds: s,
+                } = catch_up(&place, &dir);
                 println!(
                     "bulk to {} dossiers: ingest {:.0} dossiers/s ({:.0} changes/s); server {rss:.0} MB (peak {peak:.0}); projector {:.0} changes/s ({docs} documents, {changes} changes, {s:.0} s)",
                     bulk_to * 27,
@@ -1210,21 +1569,10 @@ fn main() {
             // baseline measured beside it.
             let last = size == largest && sizes.len() > 1;
             if size == step && sizes.len() > 1 {
-                first_step_copies = ["again_before", "again_after"]
-                    .map(|name| {
-                        place.copy_as(&dir, &format!("first_step_{name}"), postgres.as_deref())
-                    })
-                    .into();
+                first_step_copies = copies_to_project_again(&place, &dir, "first_step", &postgres);
             }
-            let project_again = |k: usize| {
-                first_step_copies
-                    .get(k)
-                    .filter(|_| last)
-                    .map(|copy| catch_up(copy, &dir))
-            };
-            let again_before = project_again(0);
-            let (docs, changes, s) = catch_up(&place, &dir);
-            let again_after = project_again(1);
+            let (caught_up, beside) =
+                catch_up_beside(&place, &dir, if last { &first_step_copies } else { &[] });
             let report = national_report(&place);
             let dossiers = size * 27;
             let disk = place.bytes_on_disk();
@@ -1236,22 +1584,14 @@ fn main() {
                 p.changes as f64 / p.seconds,
                 p.changes as f64 / p.dossiers as f64,
             );
-            println!(
-                "  projector catch-up over them: {:.0} changes/s, {:.0} documents/s ({docs} documents in {s:.1} s)",
-                changes as f64 / s,
-                docs as f64 / s
-            );
-            let rate = docs as f64 / s;
+            println!("  projector catch-up over them: {caught_up}");
             if size == step {
-                first_step_rate = rate;
+                first_step_rate = caught_up.rate();
             }
-            if let (Some(before), Some(after)) = (again_before, again_after) {
-                let again = |(d, _, s): (u64, u64, f64)| d as f64 / s;
-                let (before, after) = (again(before), again(after));
+            if let Some(beside) = beside {
                 println!(
-                    "  against the first step's: {:.1} % of its {first_step_rate:.0} documents/s then; {:.1} % of its store projected again on copies kept unprojected, right before and after this one ({before:.0} and {after:.0} documents/s)",
-                    rate / first_step_rate * 100.0,
-                    rate / ((before + after) / 2.0) * 100.0,
+                    "  against the first step's: {}",
+                    against_first(caught_up.rate(), first_step_rate, beside)
                 );
             }
             println!(
@@ -1297,8 +1637,29 @@ fn main() {
                 national_report(&place)
             );
             println!("  {}", bootstrap(&rt, &place, &dir, &format!("hq{size}")));
+            // A day of office work on the store as it now stands, caught up
+            // by the projector; at the largest size against the first
+            // size's day projected again beside it, as above.
+            let day = sizes.iter().position(|&s| s == size).unwrap_or(0) as i64 + 1;
+            let pushed = push_day(&rt, &cache, &place, &dir, size, day);
+            if size == step && sizes.len() > 1 {
+                first_day_copies = copies_to_project_again(&place, &dir, "first_day", &postgres);
+            }
+            let (caught_up, beside) =
+                catch_up_beside(&place, &dir, if last { &first_day_copies } else { &[] });
+            println!("  {pushed}");
+            println!("    projector catch-up over it: {caught_up}");
+            if size == step {
+                first_day_rate = caught_up.rate();
+            }
+            if let Some(beside) = beside {
+                println!(
+                    "    against the first size's day: {}",
+                    against_first(caught_up.rate(), first_day_rate, beside)
+                );
+            }
         }
-        for copy in first_step_copies {
+        for copy in first_step_copies.into_iter().chain(first_day_copies) {
             copy.remove_copy(postgres.as_deref());
         }
         if let (Place::Postgres(url), Some(admin)) = (&place, &postgres) {
