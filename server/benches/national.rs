@@ -14,7 +14,9 @@
 //! - the projector's catch-up rate over the step's last chunk (the same
 //!   number of dossiers at every size, so the ratio says whether its cost
 //!   grows with the store), run unpaced on the store after the server stops
-//!   (`keqing-server project`: the server's binary, allocator and all);
+//!   (`keqing-server project`: the server's binary, allocator and all), a
+//!   SQLite store's file read into the page cache first (how much of it
+//!   the cache held before is printed);
 //!   at the largest size also against the first step's store projected
 //!   again, on copies kept unprojected, right before and after it;
 //! - the national report of the last 30 days: first and warm median (and
