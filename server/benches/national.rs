@@ -1547,7 +1547,8 @@ fn main() {
         }
         // KEQING_NATIONAL_BENCH_DAY=N: and the Nth day of office work on
         // it (the store holding the largest size's dossiers; a day not
-        // pushed to it before), caught up by the projector, unless
+        // pushed to it before: a run pushes day k at its kth size, so 2
+        // to a run's 1M store), caught up by the projector, unless
         // KEQING_NATIONAL_BENCH_DAY_UNPROJECTED=1 leaves it to inspect
         // what the projector then writes.
         if let Ok(day) = std::env::var("KEQING_NATIONAL_BENCH_DAY") {
