@@ -348,8 +348,9 @@ fn day_edits(size: u64) -> u64 {
 
 /// The replica a day of an office's work is made on: a device of its
 /// own (a new change must carry its pushing device's actor), one for
-/// each day measured, and for each run (a kept store may be given the
-/// same day again after a run that failed midway).
+/// each day measured and each run (no two runs share an actor). A day
+/// already pushed to a store is refused if given again: its new
+/// patients' dossiers exist there, created by another actor.
 fn day_actor(office: &str, day: i64) -> ActorId {
     ActorId::from(format!("bench-day-{office}-{day}-{}", std::process::id()).as_bytes())
 }
@@ -1288,36 +1289,76 @@ fn catch_up(place: &Place, dir: &Path) -> CaughtUp {
     }
 }
 
-/// [`catch_up`] of the store and, when there are `copies` (the first
-/// size's store, kept unprojected at the same point), of the first right
-/// before it and of the second right after it: the small store's rate
-/// measured beside the large one's (why: in `main`).
-fn catch_up_beside(place: &Place, dir: &Path, copies: &[Place]) -> (CaughtUp, Option<(f64, f64)>) {
-    let before = copies.first().map(|copy| catch_up(copy, dir).rate());
-    let caught_up = catch_up(place, dir);
-    let after = copies.get(1).map(|copy| catch_up(copy, dir).rate());
-    (caught_up, before.zip(after))
+/// A catch-up measured at every size and, at the largest, against the
+/// first size's: its rate then, and its store (kept unprojected at the
+/// same point, twice) projected again right before and right after, a
+/// baseline measured beside it (why: in `main`).
+struct AgainstFirstSize {
+    /// What is caught up, naming the copies.
+    what: &'static str,
+    rate: f64,
+    copies: Vec<Place>,
 }
 
-/// Two copies of the store as it stands, for [`catch_up_beside`].
-fn copies_to_project_again(
-    place: &Place,
-    dir: &Path,
-    what: &str,
-    admin: &Option<String>,
-) -> Vec<Place> {
-    ["again_before", "again_after"]
-        .map(|name| place.copy_as(dir, &format!("{what}_{name}"), admin.as_deref()))
-        .into()
-}
+impl AgainstFirstSize {
+    fn new(what: &'static str) -> Self {
+        AgainstFirstSize {
+            what,
+            rate: f64::NAN,
+            copies: Vec::new(),
+        }
+    }
 
-/// A rate against the first size's: then, and projected again beside it.
-fn against_first(rate: f64, first: f64, (before, after): (f64, f64)) -> String {
-    format!(
-        "{:.1} % of its {first:.0} documents/s then; {:.1} % of it projected again on copies kept unprojected, right before and after this one ({before:.0} and {after:.0} documents/s)",
-        rate / first * 100.0,
-        rate / ((before + after) / 2.0) * 100.0,
-    )
+    /// [`catch_up`] of the store; at the first size (`first`) the store
+    /// is copied twice before, at the largest (`last`) the copies are
+    /// projected beside it and the comparison comes back too.
+    fn catch_up(
+        &mut self,
+        place: &Place,
+        dir: &Path,
+        admin: &Option<String>,
+        first: bool,
+        last: bool,
+    ) -> (CaughtUp, Option<String>) {
+        if first && last {
+            // One size only: nothing to compare with.
+            return (catch_up(place, dir), None);
+        }
+        if first {
+            self.copies = ["again_before", "again_after"]
+                .map(|name| place.copy_as(dir, &format!("{}_{name}", self.what), admin.as_deref()))
+                .into();
+        }
+        let project_again = |k: usize| {
+            self.copies
+                .get(k)
+                .filter(|_| last)
+                .map(|copy| catch_up(copy, dir).rate())
+        };
+        let before = project_again(0);
+        let caught_up = catch_up(place, dir);
+        let after = project_again(1);
+        let rate = caught_up.rate();
+        if first {
+            self.rate = rate;
+        }
+        let against = before.zip(after).map(|(before, after)| {
+            format!(
+                "{:.1} % of its {:.0} documents/s then; {:.1} % of it projected again on copies kept unprojected, right before and after this one ({before:.0} and {after:.0} documents/s)",
+                rate / self.rate * 100.0,
+                self.rate,
+                rate / ((before + after) / 2.0) * 100.0,
+            )
+        });
+        (caught_up, against)
+    }
+
+    /// Removes the copies.
+    fn remove_copies(self, admin: &Option<String>) {
+        for copy in self.copies {
+            copy.remove_copy(admin.as_deref());
+        }
+    }
 }
 
 /// `keqing-server compact --keep-days 0 [more]` on the store: its JSON
@@ -1482,6 +1523,10 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    assert!(
+        !sizes.is_empty() && sizes.windows(2).all(|w| w[0] < w[1]),
+        "KEQING_NATIONAL_BENCH_PER_OFFICE: sizes in increasing order, e.g. 370,37000"
+    );
     let step = sizes[0];
     let largest = *sizes.last().expect("a size");
     let cache = std::env::var_os("KEQING_BENCH_CACHE")
@@ -1593,10 +1638,8 @@ fn main() {
         server.stop();
         let mut have = 0;
         let mut saved_total = 0u64;
-        let mut first_step_rate = f64::NAN;
-        let mut first_step_copies: Vec<Place> = Vec::new();
-        let mut first_day_rate = f64::NAN;
-        let mut first_day_copies: Vec<Place> = Vec::new();
+        let mut step_catch_up = AgainstFirstSize::new("first_step");
+        let mut day_catch_up = AgainstFirstSize::new("first_day");
         for &size in &sizes {
             // The bulk up to one step below the size, then the measured step.
             let bulk_to = size - step;
@@ -1640,12 +1683,8 @@ fn main() {
             // also kept unprojected, twice, and projected again right
             // before and right after the largest size's catch-up: a
             // baseline measured beside it.
-            let last = size == largest && sizes.len() > 1;
-            if size == step && sizes.len() > 1 {
-                first_step_copies = copies_to_project_again(&place, &dir, "first_step", &postgres);
-            }
-            let (caught_up, beside) =
-                catch_up_beside(&place, &dir, if last { &first_step_copies } else { &[] });
+            let (first, last) = (size == step, size == largest);
+            let (caught_up, against) = step_catch_up.catch_up(&place, &dir, &postgres, first, last);
             let report = national_report(&place);
             let dossiers = size * 27;
             let disk = place.bytes_on_disk();
@@ -1658,14 +1697,8 @@ fn main() {
                 p.changes as f64 / p.dossiers as f64,
             );
             println!("  projector catch-up over them: {caught_up}");
-            if size == step {
-                first_step_rate = caught_up.rate();
-            }
-            if let Some(beside) = beside {
-                println!(
-                    "  against the first step's: {}",
-                    against_first(caught_up.rate(), first_step_rate, beside)
-                );
+            if let Some(against) = against {
+                println!("  against the first step's: {against}");
             }
             println!(
                 "  national report, last 30 days ({} calls): {report}",
@@ -1715,26 +1748,15 @@ fn main() {
             // size's day projected again beside it, as above.
             let day = sizes.iter().position(|&s| s == size).unwrap_or(0) as i64 + 1;
             let pushed = push_day(&rt, &cache, &place, &dir, size, day);
-            if size == step && sizes.len() > 1 {
-                first_day_copies = copies_to_project_again(&place, &dir, "first_day", &postgres);
-            }
-            let (caught_up, beside) =
-                catch_up_beside(&place, &dir, if last { &first_day_copies } else { &[] });
+            let (caught_up, against) = day_catch_up.catch_up(&place, &dir, &postgres, first, last);
             println!("  {pushed}");
             println!("    projector catch-up over it: {caught_up}");
-            if size == step {
-                first_day_rate = caught_up.rate();
-            }
-            if let Some(beside) = beside {
-                println!(
-                    "    against the first size's day: {}",
-                    against_first(caught_up.rate(), first_day_rate, beside)
-                );
+            if let Some(against) = against {
+                println!("    against the first size's day: {against}");
             }
         }
-        for copy in first_step_copies.into_iter().chain(first_day_copies) {
-            copy.remove_copy(postgres.as_deref());
-        }
+        step_catch_up.remove_copies(&postgres);
+        day_catch_up.remove_copies(&postgres);
         if let (Place::Postgres(url), Some(admin)) = (&place, &postgres) {
             if kept.is_some() {
                 println!("kept the PostgreSQL database: {url}");
