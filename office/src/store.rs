@@ -595,6 +595,9 @@ CREATE TABLE erased_dossiers (
     // not (another checkpoint held it) is tried again at the next sync,
     // whose notices no longer name the dossier.
     M::up("ALTER TABLE erased_dossiers ADD COLUMN scrubbed INTEGER NOT NULL DEFAULT 1;"),
+    // Projection version 11 (a dossier's table digests in its patient row,
+    // copied over).
+    M::up(keqing_projection::V11_CHANGES),
 ];
 
 /// One read of patient data at this device: when, by whom (the signed-in

@@ -62,6 +62,8 @@ pub type Result<T> = rusqlite::Result<T>;
 // edit derives all of a dossier's rows again; only tables whose digest
 // changed are read and compared, so a call added to a two-year history
 // touches `patients` and `calls`, not ~150 rows of follow-ups and slots.
+// Kept in the dossier's `patients` row (since version 11; a table of
+// their own before), which every dossier has exactly one of.
 // A cache of the projection: cleared with it. Every row of a dossier's
 // tables is keyed by its dossier (since version 9), so no other dossier's
 // write can change the rows a digest describes.
@@ -1098,7 +1100,33 @@ CREATE TABLE overdue_tallies (
 /// Frozen.
 pub const V10_ADDITIONS: &str = v10_additions!();
 
-/// The projection tables as they are now (version 10): what a fresh store's
+/// What version 11 changes: a dossier's table digests move into its
+/// `patients` row (a `digests` column), out of `projection_digests`. The
+/// projector reads a dossier's digests for every edit and writes them
+/// whenever a table's rows changed, and every edit changes the patient
+/// row too (its last contact): two rows keyed alike in two B-trees, so in
+/// a large store two pages at a random place for each dossier a day
+/// touches where one does (0.79 pages a document of a day's 6.74 at 1M
+/// dossiers, BENCHMARKS.md). Every dossier projects exactly one patient
+/// row; the digests are copied over as they are (no projection again).
+/// The `AFTER UPDATE` triggers on `patients` compare only the columns
+/// they count. Frozen.
+macro_rules! v11_changes {
+    () => {
+        r#"
+ALTER TABLE patients ADD COLUMN digests BLOB;
+UPDATE patients SET digests =
+    (SELECT d.digests FROM projection_digests d WHERE d.dossier_id = patients.dossier_id);
+DROP TABLE projection_digests;
+"#
+    };
+}
+
+/// The migration to version 11 (from version 10): [its changes](v11_changes).
+/// Frozen.
+pub const V11_CHANGES: &str = v11_changes!();
+
+/// The projection tables as they are now (version 11): what a fresh store's
 /// migrations reach, and what every older store is migrated to (tested on
 /// both stores, and on stores made by an earlier release).
 pub const SCHEMA: &str = concat!(
@@ -1109,11 +1137,12 @@ pub const SCHEMA: &str = concat!(
     v7_additions!(),
     v8_changes!(),
     v9_changes!(),
-    v10_additions!()
+    v10_additions!(),
+    v11_changes!()
 );
 
 /// The version of [`SCHEMA`].
-pub const SCHEMA_VERSION: u32 = 10;
+pub const SCHEMA_VERSION: u32 = 11;
 
 /// Drops the indexes only an office's lists read: the lists by category,
 /// typical and problem ([`patients::list_patients`]), the due list by
@@ -1451,10 +1480,6 @@ pub fn clear(conn: &Connection) -> Result<()> {
             conn.execute(&format!("DELETE FROM {table}"), [])?;
         }
     }
-    conn.execute(
-        &format!("DELETE FROM projection_digests WHERE dossier_id NOT LIKE {stand_in}"),
-        [],
-    )?;
     Ok(())
 }
 
@@ -1486,8 +1511,6 @@ pub fn remove_dossier(conn: &Connection, dossier_id: &str) -> Result<()> {
         conn.prepare_cached(&format!("DELETE FROM {} WHERE dossier_id = ?1", table.name))?
             .execute([dossier_id])?;
     }
-    conn.prepare_cached("DELETE FROM projection_digests WHERE dossier_id = ?1")?
-        .execute([dossier_id])?;
     Ok(())
 }
 
@@ -2073,28 +2096,29 @@ pub fn write_new_dossier(conn: &Connection, d: &rows::DossierRows) -> Result<()>
     store_digests(conn, &d.id, &rows::Digests::against(&d.digests, None).bytes)
 }
 
-/// Records a dossier's table digests (see the `projection_digests` table).
+/// Records a dossier's table digests in its patient row (written before:
+/// every dossier has one, the first table of its rows).
 fn store_digests(conn: &Connection, dossier_id: &str, digests: &[u8]) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO projection_digests (dossier_id, digests) VALUES (?1, ?2)
-         ON CONFLICT (dossier_id) DO UPDATE SET digests = excluded.digests",
-    )?
-    .execute(params![dossier_id, digests])?;
+    conn.prepare_cached("UPDATE patients SET digests = ?2 WHERE dossier_id = ?1")?
+        .execute(params![dossier_id, digests])?;
     Ok(())
 }
 
 /// Brings each table's rows of the dossier to `rows`, skipping the tables
-/// whose digest is the one stored (see the `projection_digests` table).
+/// whose digest is the one stored (the `digests` of its patient row).
 fn sync_tables(
     conn: &Connection,
     dossier_id: &str,
     tables: Vec<(&Table, Vec<Row>)>,
     digests: &[u64],
 ) -> Result<()> {
+    // No patient row yet (a new dossier), or one without digests (its
+    // digests were cleared, or never stored): every table is compared.
     let stored: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT digests FROM projection_digests WHERE dossier_id = ?1")?
-        .query_row([dossier_id], |r| r.get(0))
-        .optional()?;
+        .prepare_cached("SELECT digests FROM patients WHERE dossier_id = ?1")?
+        .query_row([dossier_id], |r| r.get::<_, Option<Vec<u8>>>(0))
+        .optional()?
+        .flatten();
     let digests = rows::Digests::against(digests, stored.as_deref());
     for (k, (table, rows)) in tables.into_iter().enumerate() {
         if digests.changed[k] {

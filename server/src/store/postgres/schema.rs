@@ -879,11 +879,15 @@ $$;
     // an R*Tree to day tallies. Here the GiST index of migration 16 keeps
     // answering it, flat in the store's size; nothing to change.
     "-- projection version 10: nothing changes on PostgreSQL",
+    // 21: projection version 11 puts SQLite's table digests in a dossier's
+    // patient row; here they have been in its `dossier_keys` row since
+    // migration 18.
+    "-- projection version 11: nothing changes on PostgreSQL",
 ];
 
 /// The projection version the tables of [`MIGRATIONS`] hold; a new
 /// projection version is a new migration here too.
-pub const PROJECTION_VERSION: u32 = 10;
+pub const PROJECTION_VERSION: u32 = 11;
 
 /// Brings the database to the newest schema (making the store if there is
 /// none); refuses one a newer keqing-server made.

@@ -237,6 +237,9 @@ CREATE TABLE device_health (
     // from the slots; then the R*Tree of the office's day list goes.
     M::up(keqing_projection::V10_ADDITIONS),
     M::up(keqing_projection::DROP_SLOT_SPANS),
+    // Projection version 11: a dossier's table digests in its patient row
+    // (copied over).
+    M::up(keqing_projection::V11_CHANGES),
 ];
 
 /// The documents in a rowid table, with the size of each snapshot. A
