@@ -16,7 +16,10 @@
 //!   grows with the store), run unpaced on the store after the server stops
 //!   (`keqing-server project`: the server's binary, allocator and all), a
 //!   SQLite store's file read into the page cache first (how much of it
-//!   the cache held before is printed);
+//!   the cache held before is printed); timed to the process's exit, and
+//!   to its answer (every batch committed: the projections current), before
+//!   the store's close copies SQLite's WAL back, which a running server's
+//!   checkpointer does on a thread of its own beside the projector;
 //!   at the largest size also against the first step's store projected
 //!   again, on copies kept unprojected, right before and after it;
 //! - the national report of the last 30 days: first and warm median (and
@@ -1218,16 +1221,27 @@ async fn push_with_retry(conn: &mut SyncConnection, batch: Vec<ChangeEnvelope>) 
 struct CaughtUp {
     documents: u64,
     changes: u64,
+    /// To the process's exit: the catch-up, then the store's close, which
+    /// copies SQLite's WAL back into the file (a running server's
+    /// checkpointer does that on a thread of its own, beside the projector).
     seconds: f64,
+    /// To the process's answer: every batch committed, the projections
+    /// current for every reader.
+    answered: f64,
     /// A SQLite store's file: MB of it the page cache held before it was
     /// read in, and its size.
     cached_before: Option<(f64, f64)>,
 }
 
 impl CaughtUp {
-    /// Documents a second.
+    /// Documents a second, to the exit.
     fn rate(&self) -> f64 {
         self.documents as f64 / self.seconds
+    }
+
+    /// Documents a second, to the answer.
+    fn answered_rate(&self) -> f64 {
+        self.documents as f64 / self.answered
     }
 }
 
@@ -1235,11 +1249,13 @@ impl std::fmt::Display for CaughtUp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.0} changes/s, {:.0} documents/s ({} documents in {:.1} s)",
+            "{:.0} changes/s, {:.0} documents/s ({} documents in {:.1} s; {:.0} documents/s to its answer at {:.1} s, before the store's close)",
             self.changes as f64 / self.seconds,
             self.rate(),
             self.documents,
-            self.seconds
+            self.seconds,
+            self.answered_rate(),
+            self.answered
         )?;
         if let Some((cached, size)) = self.cached_before {
             write!(
@@ -1267,24 +1283,33 @@ fn catch_up(place: &Place, dir: &Path) -> CaughtUp {
     };
     let cached_before = place.read_into_page_cache();
     let started = Instant::now();
-    let out = place
+    let mut child = place
         .command(dir)
         .args(["project", "--json"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .expect("keqing-server project");
+    // Its one line of JSON comes once every batch is committed, before
+    // the store closes.
+    let mut answer = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut answer,
+    )
+    .expect("project --json");
+    let answered = started.elapsed().as_secs_f64();
+    // (Its errors go to the bench's own stderr.)
+    let status = child.wait().expect("keqing-server project");
     let seconds = started.elapsed().as_secs_f64();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let done: serde_json::Value = serde_json::from_slice(&out.stdout).expect("project --json");
+    assert!(status.success(), "keqing-server project: {status}");
+    let done: serde_json::Value = serde_json::from_str(&answer).expect("project --json");
     assert_eq!(done["skipped"], 0, "{done}");
     let count = |k: &str| done[k].as_u64().expect("a count");
     CaughtUp {
         documents: count("documents"),
         changes: count("cursor") - before,
         seconds,
+        answered,
         cached_before,
     }
 }
@@ -1333,7 +1358,7 @@ impl AgainstFirstSize {
             self.copies
                 .get(k)
                 .filter(|_| last)
-                .map(|copy| catch_up(copy, dir).rate())
+                .map(|copy| catch_up(copy, dir))
         };
         let before = project_again(0);
         let caught_up = catch_up(place, dir);
@@ -1343,11 +1368,21 @@ impl AgainstFirstSize {
             self.rate = rate;
         }
         let against = before.zip(after).map(|(before, after)| {
+            // To the exit, and to the answer: the store's close copies the
+            // WAL back, which a running server does beside the projector.
+            let beside = |r: fn(&CaughtUp) -> f64| {
+                let (b, a) = (r(&before), r(&after));
+                format!(
+                    "{:.1} % ({b:.0} and {a:.0} documents/s)",
+                    r(&caught_up) / ((b + a) / 2.0) * 100.0
+                )
+            };
             format!(
-                "{:.1} % of its {:.0} documents/s then; {:.1} % of it projected again on copies kept unprojected, right before and after this one ({before:.0} and {after:.0} documents/s)",
+                "{:.1} % of its {:.0} documents/s then; {} of it projected again on copies kept unprojected, right before and after this one; to the answers {}",
                 rate / self.rate * 100.0,
                 self.rate,
-                rate / ((before + after) / 2.0) * 100.0,
+                beside(CaughtUp::rate),
+                beside(CaughtUp::answered_rate),
             )
         });
         (caught_up, against)
