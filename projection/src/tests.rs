@@ -1509,17 +1509,15 @@ fn migrate_a_version_8_store_with_rows(set_aside: bool) {
             .collect::<rusqlite::Result<_>>()
             .unwrap()
     };
-    assert_eq!(digests(&old).len(), dossiers.len());
-    assert!(digests(&old).iter().all(|(_, d)| d.is_some()));
-    assert_eq!(digests(&old), digests(&fresh));
-    let tables: Vec<String> = old
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap();
-    assert!(!tables.iter().any(|t| t == "projection_digests"));
+    let migrated = digests(&old);
+    assert_eq!(migrated.len(), dossiers.len());
+    assert!(migrated.iter().all(|(_, d)| d.is_some()));
+    assert_eq!(migrated, digests(&fresh));
+    assert!(
+        !schema_of(&old, "table")
+            .iter()
+            .any(|(name, _)| name == "projection_digests")
+    );
     for tally in [
         "followup_tallies",
         "slot_tallies",
