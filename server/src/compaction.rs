@@ -82,9 +82,10 @@ pub struct Vacuumed {
     pub seconds: f64,
 }
 
-/// Rewrites the store packed and gives its free space back to the file
-/// system ([`Store::scrub`]: SQLite `VACUUM`, PostgreSQL `VACUUM FULL` of
-/// the dossier tables). Compaction frees the log's pages and a store
+/// Rewrites the store and gives its free space back to the file system
+/// ([`Store::scrub`]: SQLite `VACUUM` and room left in the leaves of the
+/// tables a day inserts into, PostgreSQL `VACUUM FULL` of the dossier
+/// tables). Compaction frees the log's pages and a store
 /// reuses them for later writes, but the file does not shrink, and the
 /// indexes the deletes thinned stay half empty. Writers wait while it
 /// runs (minutes at national scale), so only `compact --vacuum` asks

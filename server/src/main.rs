@@ -247,9 +247,10 @@ enum Command {
         /// [default: the settings' log-keep-days, 30]
         #[arg(long)]
         keep_days: Option<u32>,
-        /// 回收空间 Then rewrite the store packed and give the freed space
-        /// back to the file system (SQLite: VACUUM; PostgreSQL: VACUUM FULL
-        /// of the dossier tables). Pushes wait while it runs, minutes for
+        /// 回收空间 Then rewrite the store and give the freed space back to
+        /// the file system (SQLite: VACUUM, then room left in the leaves of
+        /// the tables a day inserts into; PostgreSQL: VACUUM FULL of the
+        /// dossier tables). Pushes wait while it runs, minutes for
         /// a national store (on SQLite a push kept waiting past 30 s is
         /// refused and its device retries later), so run it in a quiet hour
         #[arg(long)]

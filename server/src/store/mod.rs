@@ -774,7 +774,9 @@ pub trait Store: Send + Sync {
     /// Makes content deleted by erasures unrecoverable from the store's
     /// files, and gives the space deletes freed back to the file system
     /// (`compact --vacuum`): SQLite rebuilds its file (VACUUM: no free
-    /// page, no stale cell is left) and empties its WAL; PostgreSQL
+    /// page, no stale cell is left), leaves room in the leaves of the
+    /// tables a day inserts into at random places (VACUUM packs them
+    /// full) and empties its WAL; PostgreSQL
     /// rewrites the tables that held it (VACUUM FULL). Blocks writers
     /// while it runs.
     fn scrub(&self) -> Result<()>;

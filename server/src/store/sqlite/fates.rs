@@ -194,8 +194,10 @@ impl Conn {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Rebuilds the file (no free page or stale cell left) and empties the
-    /// WAL (its frames held the pages as they were). The checkpoint waits
+    /// Rebuilds the file (no free page or stale cell left), leaves room in
+    /// the leaves of the tables a day inserts into at random places
+    /// ([`super::leaves`]: VACUUM packs them full), and empties the WAL
+    /// (its frames held the pages as they were). The checkpoint waits
     /// for readers (the busy timeout) and says if one kept it from ending.
     ///
     /// A running server's upkeep copies the WAL back twice a second, and
@@ -203,6 +205,7 @@ impl Conn {
     /// again for as long as the busy timeout would have waited.
     pub fn scrub(&self) -> Result<()> {
         self.conn.execute_batch("VACUUM")?;
+        super::leaves::leave_room(&self.conn)?;
         if keqing_host::wal::empty_wal(&self.conn, super::schema::BUSY_TIMEOUT)? {
             Ok(())
         } else {

@@ -25,6 +25,7 @@ mod backup;
 mod conn;
 mod fates;
 mod health;
+mod leaves;
 mod log;
 mod people;
 mod projections;
@@ -801,5 +802,62 @@ mod tests {
             .expect("the scrub waits the other checkpoint out");
         released.join().expect("released");
         assert_eq!(truncate(&store.admin().expect("admin")), 0);
+    }
+
+    /// The store's own scrub (`compact --vacuum`) leaves room in the
+    /// leaves of the tables a day inserts into, on the real schema: the
+    /// follow-ups' rows and day tallies as they were, and every trigger
+    /// of the tables rewritten back as it was.
+    #[test]
+    fn a_scrub_leaves_room_in_the_follow_ups_leaves() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("store")).expect("store");
+        let schema = "SELECT type, name, sql FROM sqlite_master ORDER BY type, name";
+        let rows = "SELECT * FROM followups ORDER BY dossier_id, id";
+        let tallies = "SELECT * FROM followup_tallies ORDER BY day, office, staff";
+        let dump = |conn: &rusqlite::Connection, sql: &str| -> Vec<Vec<rusqlite::types::Value>> {
+            let mut s = conn.prepare(sql).expect("prepare");
+            let n = s.column_count();
+            s.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+                .expect("query")
+                .collect::<rusqlite::Result<_>>()
+                .expect("rows")
+        };
+        let fill = |conn: &rusqlite::Connection| -> f64 {
+            conn.query_row(
+                "SELECT sum(pgsize - unused) * 1.0 / sum(pgsize) FROM dbstat
+                 WHERE name = 'followups' AND pagetype = 'leaf'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("dbstat")
+        };
+        let before = store.with_writer_conn_for_tests(|conn| {
+            let tx = conn.unchecked_transaction().expect("tx");
+            for n in 0u64..20_000 {
+                let scrambled = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                tx.execute(
+                    "INSERT INTO followups (id, dossier_id, at, staff, kind, on_time, office)
+                     VALUES (?1, ?2, ?3, '赵敏', '回访', ?4, '11')",
+                    rusqlite::params![
+                        format!("{scrambled:016x}"),
+                        format!("{:012}", scrambled % 4_000),
+                        format!("2026-11-{:02}T09:00:00", 1 + n % 28),
+                        (n % 2) as i64
+                    ],
+                )
+                .expect("follow-up");
+            }
+            tx.commit().expect("commit");
+            (dump(conn, schema), dump(conn, rows), dump(conn, tallies))
+        });
+        store.scrub().expect("scrub");
+        store.with_writer_conn_for_tests(|conn| {
+            let roomy = fill(conn);
+            assert!(roomy < 0.93, "follow-ups' leaves left room: {roomy}");
+            assert_eq!(dump(conn, schema), before.0, "tables, indexes, triggers");
+            assert_eq!(dump(conn, rows), before.1);
+            assert_eq!(dump(conn, tallies), before.2);
+        });
     }
 }
