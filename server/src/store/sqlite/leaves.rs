@@ -2,15 +2,15 @@
 //! file is rebuilt.
 //!
 //! SQLite has no fill factor: VACUUM writes every B-tree with its leaves
-//! full (99 %), where inserts at random places leave them about 90 %
+//! full (99 %), where inserts at random places leave them 88-90 %
 //! full. A day of office work adds a follow-up (now and then a visit or
 //! a purchase) to dossiers picked across the whole store, each into its
 //! dossier's key range, and grows their patient rows. Into a full leaf,
 //! every such insert splits it: the leaf, its two neighbours, a new page
 //! and their parent written where one page would do. At 1M dossiers the
 //! day right after a vacuum wrote 67 122 pages for 8 840 documents,
-//! against 28 289 with room left in these tables' leaves (BENCHMARKS.md,
-//! "A vacuum leaves the leaves full"). PostgreSQL leaves its B-tree
+//! against 35 537 with room left in these tables' leaves (BENCHMARKS.md,
+//! "A vacuum leaves every leaf full"). PostgreSQL leaves its B-tree
 //! leaves a tenth empty by itself (fillfactor 90).
 //!
 //! So after VACUUM those tables are written again in place, a range of
@@ -42,17 +42,21 @@ pub(super) fn leave_room(conn: &Connection) -> Result<()> {
 }
 
 fn rewrite_in_key_order(conn: &Connection, table: &str, rows_at_a_time: usize) -> Result<()> {
-    let key: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?
-        .query_map([table], |r| r.get(0))?
+    // The columns in order, each with its place in the primary key (0: none).
+    let described: Vec<(String, i64)> = conn
+        .prepare("SELECT name, pk FROM pragma_table_info(?1) ORDER BY cid")?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?
-        .query_map([table], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    if key.is_empty() {
+    let columns: Vec<String> = described.iter().map(|(name, _)| name.clone()).collect();
+    // The key columns' positions among the columns, in key order.
+    let mut key_at: Vec<usize> = (0..described.len())
+        .filter(|&i| described[i].1 > 0)
+        .collect();
+    key_at.sort_by_key(|&i| described[i].1);
+    if key_at.is_empty() {
         return Ok(());
     }
+    let key: Vec<String> = key_at.iter().map(|&i| columns[i].clone()).collect();
     let quoted = |names: &[String]| {
         names
             .iter()
@@ -83,11 +87,6 @@ fn rewrite_in_key_order(conn: &Connection, table: &str, rows_at_a_time: usize) -
         "INSERT INTO \"{table}\" ({column_list}) VALUES ({})",
         params(1, columns.len())
     );
-    // Key columns' positions among the columns, to read a row's key.
-    let key_at: Vec<usize> = key
-        .iter()
-        .map(|name| columns.iter().position(|c| c == name).unwrap_or(0))
-        .collect();
     let key_of = |row: &[Value]| key_at.iter().map(|&i| row[i].clone()).collect::<Vec<_>>();
 
     let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
