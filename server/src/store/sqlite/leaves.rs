@@ -27,7 +27,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior, params_from_iter};
 /// The projection tables a day inserts into (or grows the rows of) at
 /// random places of their key: each keyed by its dossier first, without
 /// a rowid.
-pub(super) const TABLES: [&str; 4] = ["followups", "purchases", "visits", "patients"];
+const TABLES: [&str; 4] = ["followups", "purchases", "visits", "patients"];
 
 /// Rows rewritten at a time: the pages their deletion frees are the ones
 /// their insertion takes again, and the memory is bounded.
@@ -135,11 +135,11 @@ fn rewrite_in_key_order(conn: &Connection, table: &str, rows_at_a_time: usize) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The share of the leaf pages' bytes in use, from `dbstat`.
-    fn leaf_fill(conn: &Connection, table: &str) -> f64 {
+    pub(in crate::store::sqlite) fn leaf_fill(conn: &Connection, table: &str) -> f64 {
         conn.query_row(
             "SELECT sum(pgsize - unused) * 1.0 / sum(pgsize) FROM dbstat
              WHERE name = ?1 AND pagetype = 'leaf'",
@@ -149,7 +149,8 @@ mod tests {
         .expect("dbstat")
     }
 
-    fn dump(conn: &Connection, sql: &str) -> Vec<Vec<Value>> {
+    /// Every row a query answers, each as its columns' values.
+    pub(in crate::store::sqlite) fn dump(conn: &Connection, sql: &str) -> Vec<Vec<Value>> {
         let mut s = conn.prepare(sql).expect("prepare");
         let n = s.column_count();
         s.query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())

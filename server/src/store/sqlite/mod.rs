@@ -815,23 +815,7 @@ mod tests {
         let schema = "SELECT type, name, sql FROM sqlite_master ORDER BY type, name";
         let rows = "SELECT * FROM followups ORDER BY dossier_id, id";
         let tallies = "SELECT * FROM followup_tallies ORDER BY day, office, staff";
-        let dump = |conn: &rusqlite::Connection, sql: &str| -> Vec<Vec<rusqlite::types::Value>> {
-            let mut s = conn.prepare(sql).expect("prepare");
-            let n = s.column_count();
-            s.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
-                .expect("query")
-                .collect::<rusqlite::Result<_>>()
-                .expect("rows")
-        };
-        let fill = |conn: &rusqlite::Connection| -> f64 {
-            conn.query_row(
-                "SELECT sum(pgsize - unused) * 1.0 / sum(pgsize) FROM dbstat
-                 WHERE name = 'followups' AND pagetype = 'leaf'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("dbstat")
-        };
+        use super::leaves::tests::{dump, leaf_fill};
         let before = store.with_writer_conn_for_tests(|conn| {
             let tx = conn.unchecked_transaction().expect("tx");
             for n in 0u64..20_000 {
@@ -853,7 +837,7 @@ mod tests {
         });
         store.scrub().expect("scrub");
         store.with_writer_conn_for_tests(|conn| {
-            let roomy = fill(conn);
+            let roomy = leaf_fill(conn, "followups");
             assert!(roomy < 0.93, "follow-ups' leaves left room: {roomy}");
             assert_eq!(dump(conn, schema), before.0, "tables, indexes, triggers");
             assert_eq!(dump(conn, rows), before.1);
