@@ -252,7 +252,10 @@ enum Command {
         /// the tables a day inserts into; PostgreSQL: VACUUM FULL of the
         /// dossier tables). Pushes wait while it runs, minutes for
         /// a national store (on SQLite a push kept waiting past 30 s is
-        /// refused and its device retries later), so run it in a quiet hour
+        /// refused and its device retries later), so run it in a quiet hour.
+        /// SQLite builds the new copy in a temporary file in the data
+        /// directory and writes it through the WAL: it needs free disk of
+        /// twice the vacuumed store
         #[arg(long)]
         vacuum: bool,
         #[arg(long)]
