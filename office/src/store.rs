@@ -2363,6 +2363,12 @@ impl Replica {
     /// that moment: the WAL is emptied once it is done, within the busy
     /// timeout, or the scrub fails and stays owed ([`Replica::scrub_owed`]).
     pub fn scrub(&mut self) -> Result<()> {
+        // VACUUM's new copy of the file is a temporary database, which
+        // SQLCipher's build keeps in memory (SQLITE_TEMP_STORE=2) and does
+        // not encrypt: in a file it would put an encrypted replica's
+        // dossiers on disk in the clear. So it stays in memory here (an
+        // office's replica, not the national store the server vacuums in
+        // a file beside it).
         self.conn.execute_batch("VACUUM")?;
         if !keqing_host::wal::empty_wal(&self.conn, BUSY_TIMEOUT)? {
             return Err(ClientError::ScrubUnfinished);

@@ -229,7 +229,10 @@ static TEMP_DIRECTORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// dossiers `compact --vacuum` held the whole 6.9 GB copy resident
 /// (7.2 GB at its peak, BENCHMARKS.md). In a file it takes the disk
 /// instead, as much again as the vacuumed store, and the page cache.
-/// SQLite deletes a temporary file as soon as it opens it; in the store's
+/// The server's store is not encrypted (an office's replica is, and keeps
+/// its VACUUM in memory: SQLCipher does not encrypt temporary files), so
+/// the file holds nothing the store's own does not. SQLite deletes a
+/// temporary file as soon as it opens it; in the store's
 /// directory (0700) no other account can open it even in that instant,
 /// where the system's temporary directory would be open to all. A store
 /// whose path SQLite cannot give back (not UTF-8) is vacuumed in memory,
