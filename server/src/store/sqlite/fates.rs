@@ -220,7 +220,7 @@ impl Conn {
 
 /// Serializes [`vacuum_beside`]: SQLite's temporary directory is one for
 /// the whole process, and two stores' vacuums must not trade theirs.
-static TEMP_DIRECTORY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static TEMP_DIRECTORY_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// VACUUM, with the new copy of the database built in a temporary file in
 /// the store's own directory. VACUUM builds that copy as a temporary
@@ -247,7 +247,9 @@ fn vacuum_beside(conn: &rusqlite::Connection) -> Result<()> {
         conn.execute_batch("VACUUM")?;
         return Ok(());
     };
-    let _only = TEMP_DIRECTORY.lock().unwrap_or_else(|e| e.into_inner());
+    let _only = TEMP_DIRECTORY_LOCK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     conn.pragma_update(None, "temp_store_directory", dir)?;
     conn.pragma_update(None, "temp_store", "FILE")?;
     let vacuumed = conn.execute_batch("VACUUM");

@@ -815,6 +815,8 @@ mod tests {
     fn a_scrub_builds_the_new_copy_of_the_file_on_disk_not_in_memory() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(&dir.path().join("store")).expect("store");
+        // The writer's page cache made small, so that what it holds of
+        // the store's own pages does not count for much either way.
         store.with_writer_conn_for_tests(|conn| {
             conn.execute_batch(
                 "PRAGMA cache_size = -1024;
